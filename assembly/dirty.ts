@@ -1,0 +1,266 @@
+// Dirty-page tracking: a bitmap of one bit per guest page, and KVM's
+// per-vCPU dirty ring as the alternative.
+//
+// Bitmap layout (little-endian u64 words, as KVM's dirty log):
+//
+//    word 0 (byte 0)                   word 1 (byte 8)
+//   +--------+--------+-----+--------+ +--------+-----+--------+
+//   | bit 0  | bit 1  | ... | bit 63 | | bit 0  | ... | bit 63 |
+//   | page 0 | page 1 |     | page 63| | page 64|     |page 127|
+//   +--------+--------+-----+--------+ +--------+-----+--------+
+//
+// Page p is bit (p & 63) of word (p >>> 6). Page numbers are u32, so one
+// bitmap covers up to 2^32 pages (16 TiB of 4 KiB pages). Counts are u32:
+// callers split larger bitmaps into chunks of at most 2^24 words.
+//
+// Dirty ring layout (one per vCPU; entries are KVM's struct kvm_dirty_gfn):
+//
+//   byte 0           4           8           12          16          64
+//   +-----------+-----------+-----------+-----------+-----------+ ... +
+//   | head u32  | tail u32  | size u32  | overflow  | slot u32  |     |
+//   | (vCPU)    | (harvest) | power of 2| u32       |           |     |
+//   +-----------+-----------+-----------+-----------+-----------+ ... +
+//   entry i at 64 + 16 * (i & (size - 1)):
+//   +-----------+-----------+-----------------------+
+//   | flags u32 | slot u32  | offset u64 (page)     |
+//   +-----------+-----------+-----------------------+
+//
+// head and tail run free (wrapping at 2^32); head - tail entries are full.
+// One vCPU writes a ring and one harvester reads it. The ring's size is
+// passed by the caller, never read from the header, so a corrupted header
+// cannot send a kernel outside the ring.
+
+@inline const RING_HEAD: usize = 0;
+@inline const RING_TAIL: usize = 4;
+@inline const RING_SIZE: usize = 8;
+@inline const RING_OVERFLOW: usize = 12;
+@inline const RING_SLOT: usize = 16;
+@inline const RING_ENTRIES: usize = 64;
+@inline const ENTRY_BYTES: u32 = 16;
+// KVM_DIRTY_GFN_F_DIRTY and KVM_DIRTY_GFN_F_RESET (include/uapi/linux/kvm.h).
+@inline const GFN_F_DIRTY: u32 = 1;
+@inline const GFN_F_RESET: u32 = 2;
+
+@inline
+function wordAddress(bitmap: usize, page: u32): usize {
+  return bitmap + ((<usize>(page >>> 6)) << 3);
+}
+
+/** Marks one page dirty; returns 1 if it was clean before, else 0. Atomic. */
+export function markPage(bitmap: usize, page: u32): u32 {
+  const word = wordAddress(bitmap, page);
+  const bit = (<u64>1) << <u64>(page & 63);
+  // A plain load first: a page already dirty needs no locked read-modify-write.
+  if (load<u64>(word) & bit) return 0;
+  return <u32>((atomic.or<u64>(word, bit) & bit) == 0);
+}
+
+/** Marks pages [first, first + count) dirty; returns how many were clean. Atomic. */
+export function markRange(bitmap: usize, first: u32, count: u32): u32 {
+  if (count == 0) return 0;
+  let newly: u32 = 0;
+  let page = first;
+  let left = count;
+  // Leading partial word.
+  const lead = page & 63;
+  if (lead != 0) {
+    const take = min<u32>(64 - lead, left);
+    const mask = (take == 64 ? <u64>-1 : (((<u64>1) << <u64>take) - 1)) << <u64>lead;
+    const old = atomic.or<u64>(wordAddress(bitmap, page), mask);
+    newly += <u32>popcnt<u64>(~old & mask);
+    page += take;
+    left -= take;
+  }
+  // Whole words.
+  while (left >= 64) {
+    const word = wordAddress(bitmap, page);
+    if (load<u64>(word) != <u64>-1) {
+      const old = atomic.or<u64>(word, <u64>-1);
+      newly += <u32>popcnt<u64>(~old);
+    }
+    page += 64;
+    left -= 64;
+  }
+  // Trailing partial word.
+  if (left != 0) {
+    const mask = ((<u64>1) << <u64>left) - 1;
+    const old = atomic.or<u64>(wordAddress(bitmap, page), mask);
+    newly += <u32>popcnt<u64>(~old & mask);
+  }
+  return newly;
+}
+
+/** Returns 1 if the page is dirty, else 0. */
+export function testPage(bitmap: usize, page: u32): u32 {
+  return <u32>((atomic.load<u64>(wordAddress(bitmap, page)) >>> <u64>(page & 63)) & 1);
+}
+
+/** Counts dirty pages in `words` bitmap words (popcount). */
+export function countDirty(bitmap: usize, words: u32): u32 {
+  let a: u64 = 0;
+  let b: u64 = 0;
+  let i: u32 = 0;
+  const pairs = words & ~1;
+  for (; i < pairs; i += 2) {
+    const at = bitmap + ((<usize>i) << 3);
+    a += popcnt<u64>(load<u64>(at));
+    b += popcnt<u64>(load<u64>(at, 8));
+  }
+  if (i < words) a += popcnt<u64>(load<u64>(bitmap + ((<usize>i) << 3)));
+  return <u32>(a + b);
+}
+
+/**
+ * Get-and-clear, as KVM's dirty log does it: every non-zero word is exchanged
+ * atomically with zero and copied to `snapshot`; zero words are copied as
+ * zero without a locked instruction (a page marked after the plain load stays
+ * in the bitmap for the next harvest, so nothing is lost). Returns the count
+ * of dirty pages harvested.
+ */
+export function harvest(bitmap: usize, snapshot: usize, words: u32): u32 {
+  let count: u64 = 0;
+  for (let i: u32 = 0; i < words; i++) {
+    const at = (<usize>i) << 3;
+    let value = load<u64>(bitmap + at);
+    if (value != 0) {
+      value = atomic.xchg<u64>(bitmap + at, 0);
+      count += popcnt<u64>(value);
+    }
+    store<u64>(snapshot + at, value);
+  }
+  return <u32>count;
+}
+
+/**
+ * ORs `words` words of bitmap `src` into `dst` (plain loads and stores: `dst`
+ * belongs to the caller alone). Returns how many bits were newly set in `dst`.
+ */
+export function mergeBitmap(dst: usize, src: usize, words: u32): u32 {
+  let newly: u64 = 0;
+  for (let i: u32 = 0; i < words; i++) {
+    const at = (<usize>i) << 3;
+    const add = load<u64>(src + at);
+    if (add != 0) {
+      const old = load<u64>(dst + at);
+      newly += popcnt<u64>(add & ~old);
+      store<u64>(dst + at, old | add);
+    }
+  }
+  return <u32>newly;
+}
+
+/**
+ * Writes the numbers of dirty pages of `snapshot` (base + bit index) into
+ * `out`, at most `capacity` of them, resuming at the bit index stored as u32 at
+ * `cursor` and storing where to resume. Bits at or past `bits` are ignored.
+ * Returns how many were written; 0 means the snapshot is exhausted.
+ */
+export function iterateDirty(
+  snapshot: usize,
+  bits: u32,
+  cursor: usize,
+  out: usize,
+  capacity: u32,
+  basePage: u32,
+): u32 {
+  let bit = load<u32>(cursor);
+  if (bit >= bits || capacity == 0) return 0;
+  const words = (bits + 63) >>> 6;
+  let index = bit >>> 6;
+  let word = load<u64>(snapshot + ((<usize>index) << 3)) & ((<u64>-1) << <u64>(bit & 63));
+  let n: u32 = 0;
+  for (;;) {
+    while (word == 0) {
+      index++;
+      if (index >= words) {
+        store<u32>(cursor, bits);
+        return n;
+      }
+      word = load<u64>(snapshot + ((<usize>index) << 3));
+    }
+    const page = (index << 6) + <u32>ctz<u64>(word);
+    if (page >= bits) {
+      store<u32>(cursor, bits);
+      return n;
+    }
+    if (n == capacity) {
+      store<u32>(cursor, page);
+      return n;
+    }
+    store<u32>(out + ((<usize>n) << 2), basePage + page);
+    n++;
+    word &= word - 1;
+  }
+  return n; // not reached: the loop returns
+}
+
+/** Prepares an empty ring of `size` entries (a power of two) for memory slot `slot`. */
+export function ringInit(ring: usize, size: u32, slot: u32): void {
+  memory.fill(ring, 0, RING_ENTRIES + (<usize>size) * ENTRY_BYTES);
+  store<u32>(ring + RING_SIZE, size);
+  store<u32>(ring + RING_SLOT, slot);
+}
+
+/**
+ * Logs a dirty page in the vCPU's ring. If the ring is full the page is marked
+ * in `bitmap` instead and the overflow counted. Returns 1 if logged in the
+ * ring, 0 if it fell back to the bitmap.
+ */
+export function ringPush(ring: usize, size: u32, page: u32, bitmap: usize): u32 {
+  const head = load<u32>(ring + RING_HEAD);
+  const tail = atomic.load<u32>(ring + RING_TAIL);
+  if (head - tail >= size) {
+    atomic.add<u32>(ring + RING_OVERFLOW, 1);
+    markPage(bitmap, page);
+    return 0;
+  }
+  const entry = ring + RING_ENTRIES + (<usize>((head & (size - 1)) * ENTRY_BYTES));
+  store<u32>(entry, load<u32>(ring + RING_SLOT), 4);
+  store<u64>(entry, <u64>page, 8);
+  atomic.store<u32>(entry, GFN_F_DIRTY);
+  // Publishing head last makes the entry visible to the harvester complete.
+  atomic.store<u32>(ring + RING_HEAD, head + 1);
+  return 1;
+}
+
+/**
+ * Collects the ring's entries into `out` as page numbers (at most `capacity`),
+ * flags them reset and frees them for the vCPU. Returns how many were taken.
+ */
+export function ringHarvest(ring: usize, size: u32, out: usize, capacity: u32): u32 {
+  const head = atomic.load<u32>(ring + RING_HEAD);
+  let tail = load<u32>(ring + RING_TAIL);
+  const mask = size - 1;
+  let n: u32 = 0;
+  while (tail != head && n < capacity) {
+    const entry = ring + RING_ENTRIES + (<usize>((tail & mask) * ENTRY_BYTES));
+    store<u32>(out + ((<usize>n) << 2), <u32>load<u64>(entry, 8));
+    store<u32>(entry, GFN_F_RESET);
+    tail++;
+    n++;
+  }
+  atomic.store<u32>(ring + RING_TAIL, tail);
+  return n;
+}
+
+/**
+ * Moves every entry of the ring into `bitmap` (deduplicating pages written
+ * more than once) and frees them; an entry past `lastPage` is dropped. Returns
+ * how many entries were drained.
+ */
+export function ringDrainToBitmap(ring: usize, size: u32, bitmap: usize, lastPage: u32): u32 {
+  const head = atomic.load<u32>(ring + RING_HEAD);
+  let tail = load<u32>(ring + RING_TAIL);
+  const mask = size - 1;
+  let n: u32 = 0;
+  while (tail != head) {
+    const entry = ring + RING_ENTRIES + (<usize>((tail & mask) * ENTRY_BYTES));
+    const page = load<u64>(entry, 8);
+    if (page <= <u64>lastPage) markPage(bitmap, <u32>page);
+    store<u32>(entry, GFN_F_RESET);
+    tail++;
+    n++;
+  }
+  atomic.store<u32>(ring + RING_TAIL, tail);
+  return n;
+}

@@ -1,0 +1,191 @@
+// Guest write workloads: generators that act like vCPUs, picking guest pages
+// to write, writing real bytes into guest RAM (content mode) or not (metadata
+// mode), and marking the dirty bitmap or the vCPU's dirty ring as they go.
+//
+// Workload descriptor (one per vCPU, 96 bytes, little-endian):
+//
+//   byte  0 +-----------------------------+
+//           | rng state u64 (splitmix64)  |
+//         8 +--------------+--------------+
+//           | kind u32     | flags u32    |   kind: 0 uniform, 1 hot set,
+//        16 +--------------+--------------+         2 sequential, 3 zipf
+//           | lastPage u32 | hotBase u32  |   flags: bit 0 content, bit 1 ring
+//        24 +--------------+--------------+
+//           | hotPages u32 | pageShift u32|
+//        32 +-----------------------------+
+//           | hotThreshold u64 (p * 2^32) |
+//        40 +--------------+--------------+
+//           | cursor u32   | stride u32   |   sequential sweep position, step
+//        48 +--------------+--------------+
+//           | scatter u32  | (reserved)   |   zipf rank -> page multiplier
+//        56 +-----------------------------+
+//           | zipf s f64                  |
+//        64 | zipf hIntegralX1 f64        |
+//        72 | zipf hIntegralN f64         |
+//        80 | zipf sDiv f64               |
+//        88 | writes u64 (total so far)   |
+//        96 +-----------------------------+
+
+import { markPage, ringPush } from "./dirty";
+
+@inline const D_RNG: usize = 0;
+@inline const D_KIND: usize = 8;
+@inline const D_FLAGS: usize = 12;
+@inline const D_LAST_PAGE: usize = 16;
+@inline const D_HOT_BASE: usize = 20;
+@inline const D_HOT_PAGES: usize = 24;
+@inline const D_PAGE_SHIFT: usize = 28;
+@inline const D_HOT_THRESHOLD: usize = 32;
+@inline const D_CURSOR: usize = 40;
+@inline const D_STRIDE: usize = 44;
+@inline const D_SCATTER: usize = 48;
+@inline const D_ZIPF_S: usize = 56;
+@inline const D_ZIPF_X1: usize = 64;
+@inline const D_ZIPF_N: usize = 72;
+@inline const D_ZIPF_SDIV: usize = 80;
+@inline const D_WRITES: usize = 88;
+
+@inline const KIND_UNIFORM: u32 = 0;
+@inline const KIND_HOT_SET: u32 = 1;
+@inline const KIND_SEQUENTIAL: u32 = 2;
+@inline const KIND_ZIPF: u32 = 3;
+@inline const FLAG_CONTENT: u32 = 1;
+@inline const FLAG_RING: u32 = 2;
+
+// splitmix64 (Steele, Lea and Flood 2014): one add, two multiplies per value.
+@inline
+function mix(z: u64): u64 {
+  z = (z ^ (z >>> 30)) * 0xbf58476d1ce4e5b9;
+  z = (z ^ (z >>> 27)) * 0x94d049bb133111eb;
+  return z ^ (z >>> 31);
+}
+@inline const GOLDEN: u64 = 0x9e3779b97f4a7c15;
+
+// Lemire's multiply-shift: a 32-bit random number scaled to [0, n), n <= 2^32.
+@inline
+function below(r32: u64, n: u64): u64 {
+  return (r32 * n) >>> 32;
+}
+
+// Rejection-inversion Zipf sampling (Hoermann and Derflinger 1996), as in
+// Apache Commons RNG: exact for any exponent s > 0, s != 1 handled smoothly.
+@inline
+function helper1(x: f64): f64 {
+  return Math.abs(x) > 1e-8 ? Math.log1p(x) / x : 1 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x));
+}
+@inline
+function helper2(x: f64): f64 {
+  return Math.abs(x) > 1e-8 ? Math.expm1(x) / x : 1 + x * 0.5 * (1 + (x * (1 + 0.25 * x)) / 3.0);
+}
+function hIntegral(x: f64, s: f64): f64 {
+  const logX = Math.log(x);
+  return helper2((1 - s) * logX) * logX;
+}
+function h(x: f64, s: f64): f64 {
+  return Math.exp(-s * Math.log(x));
+}
+function hIntegralInverse(x: f64, s: f64): f64 {
+  let t = x * (1 - s);
+  if (t < -1) t = -1;
+  return Math.exp(helper1(t) * x);
+}
+
+/** One Zipf rank in [1, n]; advances the rng state at `desc`. */
+function zipfRank(desc: usize, n: f64): u64 {
+  const s = load<f64>(desc + D_ZIPF_S);
+  const x1 = load<f64>(desc + D_ZIPF_X1);
+  const hn = load<f64>(desc + D_ZIPF_N);
+  const sDiv = load<f64>(desc + D_ZIPF_SDIV);
+  let state = load<u64>(desc + D_RNG);
+  for (;;) {
+    state += GOLDEN;
+    const u01 = <f64>(mix(state) >>> 11) * 1.1102230246251565e-16; // 2^-53
+    const u = hn + u01 * (x1 - hn);
+    const x = hIntegralInverse(u, s);
+    let k = Math.floor(x + 0.5);
+    if (k < 1) k = 1;
+    else if (k > n) k = n;
+    if (k - x <= sDiv || u >= hIntegral(k + 0.5, s) - h(k, s)) {
+      store<u64>(desc + D_RNG, state);
+      return <u64>k;
+    }
+  }
+  return 0; // not reached
+}
+
+/**
+ * Runs `count` guest writes of the vCPU described at `desc`. Each picks a
+ * page, writes 8 random bytes at a random 8-byte-aligned offset of it in
+ * `ram` (content mode), and marks it in `bitmap`, or logs it in the ring at
+ * `ring` of `ringSize` entries (ring mode, falling back to the bitmap when
+ * full). Returns how many writes found their page clean (bitmap) or were
+ * logged (ring).
+ */
+export function runWrites(
+  desc: usize,
+  count: u32,
+  bitmap: usize,
+  ram: usize,
+  ring: usize,
+  ringSize: u32,
+): u32 {
+  const kind = load<u32>(desc + D_KIND);
+  const flags = load<u32>(desc + D_FLAGS);
+  const pages = <u64>load<u32>(desc + D_LAST_PAGE) + 1;
+  const shift = load<u32>(desc + D_PAGE_SHIFT);
+  const offsetMask = ((<u32>1) << shift) - 8;
+  let newly: u32 = 0;
+
+  if (kind == KIND_UNIFORM && flags == 0) {
+    // The hot path: uniform writes in metadata mode, marking the bitmap.
+    let state = load<u64>(desc + D_RNG);
+    for (let i: u32 = 0; i < count; i++) {
+      state += GOLDEN;
+      newly += markPage(bitmap, <u32>below(mix(state) >>> 32, pages));
+    }
+    store<u64>(desc + D_RNG, state);
+    store<u64>(desc + D_WRITES, load<u64>(desc + D_WRITES) + <u64>count);
+    return newly;
+  }
+
+  const hotBase = <u64>load<u32>(desc + D_HOT_BASE);
+  const hotPages = <u64>load<u32>(desc + D_HOT_PAGES);
+  const hotThreshold = load<u64>(desc + D_HOT_THRESHOLD);
+  const stride = <u64>load<u32>(desc + D_STRIDE);
+  const scatter = <u64>load<u32>(desc + D_SCATTER);
+  let cursor = <u64>load<u32>(desc + D_CURSOR);
+  for (let i: u32 = 0; i < count; i++) {
+    let page: u64;
+    if (kind == KIND_ZIPF) {
+      // Scatter ranks over the guest so that hot pages are not all adjacent.
+      page = ((zipfRank(desc, <f64>pages) - 1) * scatter) % pages;
+    } else {
+      let state = load<u64>(desc + D_RNG) + GOLDEN;
+      store<u64>(desc + D_RNG, state);
+      const r = mix(state);
+      if (kind == KIND_HOT_SET) {
+        page =
+          (r & 0xffffffff) < hotThreshold
+            ? hotBase + below(r >>> 32, hotPages)
+            : below(r >>> 32, pages);
+      } else if (kind == KIND_SEQUENTIAL) {
+        page = cursor;
+        cursor = (cursor + stride) % pages;
+      } else {
+        page = below(r >>> 32, pages);
+      }
+    }
+    if (flags & FLAG_CONTENT) {
+      let state = load<u64>(desc + D_RNG) + GOLDEN;
+      store<u64>(desc + D_RNG, state);
+      const value = mix(state);
+      const at = ram + (<usize>page << shift) + (<usize>((<u32>value) & offsetMask));
+      store<u64>(at, value);
+    }
+    if (flags & FLAG_RING) newly += ringPush(ring, ringSize, <u32>page, bitmap);
+    else newly += markPage(bitmap, <u32>page);
+  }
+  store<u32>(desc + D_CURSOR, <u32>cursor);
+  store<u64>(desc + D_WRITES, load<u64>(desc + D_WRITES) + <u64>count);
+  return newly;
+}

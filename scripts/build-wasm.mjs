@@ -1,0 +1,125 @@
+// Compiles every top-level AssemblyScript module in assembly/ to build/wasm/<name>.wasm.
+//
+// All modules import one shared memory. Each module's static data (its data
+// segments) must not land where another module's does, or re-instantiating one
+// module in a worker would overwrite another's constants. So module i, in
+// sorted order, gets the static slot [i * SLOT_BYTES, (i + 1) * SLOT_BYTES),
+// passed to asc as --memoryBase, and this script checks that every data
+// segment of the emitted binary fits inside that slot. The slots together form
+// the static area that src/memory/layout.ts reserves at the start of memory.
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import asc from "assemblyscript/asc";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const SLOT_BYTES = 64 * 1024;
+const SLOT_COUNT = 16;
+const target = process.argv.includes("--debug") ? "debug" : "release";
+
+/** Reads a LEB128 unsigned integer; returns [value, nextOffset]. */
+function uleb(bytes, offset) {
+  let value = 0;
+  let shift = 0;
+  for (;;) {
+    const byte = bytes[offset++];
+    value += (byte & 0x7f) * 2 ** shift;
+    if ((byte & 0x80) === 0) return [value, offset];
+    shift += 7;
+  }
+}
+
+/** Reads a LEB128 signed 32-bit integer; returns [value, nextOffset]. */
+function sleb(bytes, offset) {
+  let value = 0;
+  let shift = 0;
+  let byte;
+  do {
+    byte = bytes[offset++];
+    value |= (byte & 0x7f) << shift;
+    shift += 7;
+  } while (byte & 0x80);
+  if (shift < 32 && byte & 0x40) value |= -1 << shift;
+  return [value, offset];
+}
+
+/** Lists the active data segments of a wasm binary as {start, end}. */
+function dataSegments(bytes) {
+  const segments = [];
+  let offset = 8;
+  while (offset < bytes.length) {
+    const id = bytes[offset++];
+    let size;
+    [size, offset] = uleb(bytes, offset);
+    const end = offset + size;
+    if (id === 11) {
+      let count;
+      let at = offset;
+      [count, at] = uleb(bytes, at);
+      for (let i = 0; i < count; i++) {
+        let kind;
+        [kind, at] = uleb(bytes, at);
+        let start = null;
+        if (kind === 0 || kind === 2) {
+          if (kind === 2) [, at] = uleb(bytes, at);
+          if (bytes[at++] !== 0x41) throw new Error("data segment offset is not i32.const");
+          [start, at] = sleb(bytes, at);
+          if (bytes[at++] !== 0x0b) throw new Error("data segment offset expression too long");
+        }
+        let length;
+        [length, at] = uleb(bytes, at);
+        at += length;
+        if (start !== null) segments.push({ start, end: start + length });
+      }
+    }
+    offset = end;
+  }
+  return segments;
+}
+
+const names = (await readdir(join(root, "assembly")))
+  .filter((file) => file.endsWith(".ts"))
+  .map((file) => file.slice(0, -3))
+  .sort();
+if (names.length > SLOT_COUNT) {
+  throw new Error(`${names.length} kernel modules but only ${SLOT_COUNT} static slots`);
+}
+await mkdir(join(root, "build", "wasm"), { recursive: true });
+const manifest = {};
+for (const [slot, name] of names.entries()) {
+  const base = slot * SLOT_BYTES;
+  const outFile = join("build", "wasm", `${name}.wasm`);
+  const { error } = await asc.main(
+    [
+      join("assembly", `${name}.ts`),
+      "--config",
+      "asconfig.json",
+      "--target",
+      target,
+      "--memoryBase",
+      String(base),
+      "--outFile",
+      outFile,
+      "--textFile",
+      join("build", "wasm", `${name}.wat`),
+    ],
+    { stdout: process.stdout, stderr: process.stderr, cwd: root },
+  );
+  if (error) {
+    throw new Error(`asc failed on assembly/${name}.ts: ${error.message}`);
+  }
+  const bytes = await readFile(join(root, outFile));
+  for (const segment of dataSegments(bytes)) {
+    if (segment.start < base || segment.end > base + SLOT_BYTES) {
+      throw new Error(
+        `assembly/${name}.ts: static data [${segment.start}, ${segment.end}) leaves its slot [${base}, ${base + SLOT_BYTES})`,
+      );
+    }
+  }
+  manifest[name] = { slot, base, bytes: bytes.length };
+}
+await writeFile(
+  join(root, "build", "wasm", "manifest.json"),
+  `${JSON.stringify({ slotBytes: SLOT_BYTES, slots: SLOT_COUNT, target, modules: manifest }, null, 2)}\n`,
+);
+console.log(`built ${names.length} kernel modules (${target}): ${names.join(", ")}`);

@@ -1,0 +1,16 @@
+import type { BenchSuite } from "./harness.js";
+
+/**
+ * The benchmark suites `hvlab bench` knows, loaded on demand (each module in
+ * bench/ exports `suite`). Compiled, they live in dist/bench/.
+ */
+export const BENCH_SUITES: Readonly<Record<string, () => Promise<{ suite: BenchSuite }>>> = {
+  dirty: () => import("../../bench/dirty.js"),
+};
+
+/** Loads a suite by name. */
+export async function loadSuite(name: string): Promise<BenchSuite> {
+  const load = BENCH_SUITES[name];
+  if (!load) throw new RangeError(`unknown bench suite '${name}'`);
+  return (await load()).suite;
+}

@@ -1,0 +1,45 @@
+import { Command, CommanderError } from "commander";
+import { registerBench } from "./commands/bench.js";
+import { registerDirty } from "./commands/dirty.js";
+import { registerTour } from "./commands/tour.js";
+import { UsageError } from "./options.js";
+
+/** Builds the `hvlab` program with every command. */
+export function buildProgram(): Command {
+  const program = new Command("hvlab")
+    .description(
+      "a performance lab for Hyper-V 2.0's hypervisor features: live migration, SLAT against shadow paging, networking offloads, on real bytes",
+    )
+    .version(process.env.npm_package_version ?? "0.1.0")
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({
+      outputError: (text, write) => write(`hvlab: ${text.replace(/^error: /, "")}`),
+    })
+    .exitOverride();
+  registerTour(program);
+  registerBench(program);
+  registerDirty(program);
+  for (const command of program.commands) command.exitOverride();
+  return program;
+}
+
+/**
+ * Runs the command line. Errors become one line on stderr and a non-zero exit
+ * code, never a stack trace (set HVLAB_DEBUG=1 to see one).
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Commander has printed its message already (help and version exit 0).
+      return error.exitCode;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`hvlab: ${message}`);
+    if (process.env.HVLAB_DEBUG) console.error(error);
+    return error instanceof UsageError ? 2 : 1;
+  }
+}

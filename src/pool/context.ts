@@ -1,0 +1,48 @@
+import { DirtyKernel } from "../wasm/dirty.js";
+import { instantiateKernel, type KernelName } from "../wasm/loader.js";
+import { WorkloadKernel } from "../wasm/workload.js";
+
+/** What a worker receives once, at start: the compiled modules and the shared memory. */
+export interface WorkerBoot {
+  readonly memory: WebAssembly.Memory;
+  readonly modules: Readonly<Record<KernelName, WebAssembly.Module>>;
+}
+
+/**
+ * A thread's kernels over the engine's shared memory, instantiated on first
+ * use from the modules it was handed (never recompiled).
+ */
+export class KernelContext {
+  private dirtyKernel?: DirtyKernel;
+  private workloadKernel?: WorkloadKernel;
+  private readonly instances = new Map<KernelName, unknown>();
+
+  constructor(readonly boot: WorkerBoot) {}
+
+  /** The shared memory. */
+  get memory(): WebAssembly.Memory {
+    return this.boot.memory;
+  }
+
+  /** Raw exports of a module, instantiated once per thread. */
+  exports<Exports>(name: KernelName): Exports {
+    let instance = this.instances.get(name);
+    if (!instance) {
+      instance = instantiateKernel<Exports>(this.boot.modules[name], this.boot.memory);
+      this.instances.set(name, instance);
+    }
+    return instance as Exports;
+  }
+
+  /** The dirty-tracking kernels. */
+  get dirty(): DirtyKernel {
+    this.dirtyKernel ??= new DirtyKernel(this.memory, this.exports("dirty"));
+    return this.dirtyKernel;
+  }
+
+  /** The workload kernels. */
+  get workload(): WorkloadKernel {
+    this.workloadKernel ??= new WorkloadKernel(this.memory, this.exports("workload"));
+    return this.workloadKernel;
+  }
+}

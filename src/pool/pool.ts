@@ -1,0 +1,51 @@
+import { availableParallelism } from "node:os";
+import { join } from "node:path";
+import { Piscina } from "piscina";
+import type { MemoryLayout } from "../memory/layout.js";
+import { packageRoot } from "../util/package-root.js";
+import { compileAllKernels } from "../wasm/loader.js";
+import type { WorkerBoot } from "./context.js";
+import type { PoolTask, ResultOf } from "./protocol.js";
+
+/** Options for a {@link KernelPool}. */
+export interface KernelPoolOptions {
+  /** Worker threads (default: the machine's parallelism). */
+  readonly threads?: number;
+}
+
+/**
+ * A piscina pool whose workers hold the engine's shared memory and compiled
+ * kernel modules, and then receive only small typed task messages.
+ */
+export class KernelPool {
+  /** Worker threads in the pool. */
+  readonly threads: number;
+  private readonly piscina: Piscina;
+
+  constructor(layout: MemoryLayout, options: KernelPoolOptions = {}) {
+    const threads = options.threads ?? availableParallelism();
+    if (!Number.isSafeInteger(threads) || threads < 1 || threads > 256) {
+      throw new RangeError(`pool threads must be a whole number from 1 to 256, not ${threads}`);
+    }
+    this.threads = threads;
+    const boot: WorkerBoot = { memory: layout.memory, modules: compileAllKernels() };
+    this.piscina = new Piscina({
+      // Workers run compiled JavaScript: Node 20 cannot load TypeScript.
+      filename: join(packageRoot(), "dist", "src", "pool", "worker.js"),
+      workerData: boot,
+      minThreads: threads,
+      maxThreads: threads,
+      idleTimeout: 60_000,
+    });
+  }
+
+  /** Runs one task on a worker. */
+  run<T extends PoolTask>(task: T): Promise<ResultOf<T>> {
+    return this.piscina.run(task) as Promise<ResultOf<T>>;
+  }
+
+  /** Stops the workers. */
+  async close(): Promise<void> {
+    await this.piscina.destroy();
+  }
+}

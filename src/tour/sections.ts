@@ -1,0 +1,5 @@
+import { dirtyTourSection } from "./dirty.js";
+import type { TourSection } from "./section.js";
+
+/** The tour's sections, in the order they run and appear in the report. */
+export const TOUR_SECTIONS: readonly TourSection[] = [dirtyTourSection];

@@ -1,0 +1,226 @@
+import type { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import { type DirtyRing, RingHeader } from "../memory/dirty-ring.js";
+import { RegionBoundsError } from "../memory/errors.js";
+import type { Region } from "../memory/region.js";
+import { compileKernel, instantiateKernel } from "./loader.js";
+
+/** The raw exports of assembly/dirty.ts. All numbers are u32 passed as i32. */
+export interface DirtyExports {
+  markPage(bitmap: number, page: number): number;
+  markRange(bitmap: number, first: number, count: number): number;
+  testPage(bitmap: number, page: number): number;
+  countDirty(bitmap: number, words: number): number;
+  harvest(bitmap: number, snapshot: number, words: number): number;
+  iterateDirty(
+    snapshot: number,
+    bits: number,
+    cursor: number,
+    out: number,
+    capacity: number,
+    basePage: number,
+  ): number;
+  mergeBitmap(dst: number, src: number, words: number): number;
+  ringInit(ring: number, size: number, slot: number): void;
+  ringPush(ring: number, size: number, page: number, bitmap: number): number;
+  ringHarvest(ring: number, size: number, out: number, capacity: number): number;
+  ringDrainToBitmap(ring: number, size: number, bitmap: number, lastPage: number): number;
+}
+
+/**
+ * Kernel calls pass at most this many bitmap words (2^30 pages), so every
+ * count a kernel returns fits in a u32 even for a 16 TiB guest.
+ */
+export const CHUNK_WORDS = 2 ** 24;
+const CHUNK_PAGES = CHUNK_WORDS * 64;
+
+/** Bytes of an iteration cursor: u32 bit within the chunk (kernel's), u32 chunk (ours). */
+export const CURSOR_BYTES = 8;
+
+/** Checks a page number against a bitmap. */
+function checkPage(bitmap: DirtyBitmap, page: number, what = "page"): void {
+  if (!Number.isSafeInteger(page) || page < 0 || page >= bitmap.pages) {
+    throw new RegionBoundsError(
+      bitmap.region.name,
+      `${what} ${page}`,
+      `is not a page of this bitmap (0 to ${bitmap.pages - 1})`,
+    );
+  }
+}
+
+/**
+ * Typed, bounds-checked calls into the dirty-tracking kernels. Every offset
+ * and page number is checked against its region before wasm runs.
+ */
+export class DirtyKernel {
+  constructor(
+    private readonly memory: WebAssembly.Memory,
+    private readonly k: DirtyExports,
+  ) {}
+
+  /** Instantiates the kernel on a shared memory. */
+  static on(memory: WebAssembly.Memory): DirtyKernel {
+    return new DirtyKernel(memory, instantiateKernel<DirtyExports>(compileKernel("dirty"), memory));
+  }
+
+  /** Marks a page dirty (atomic). Returns true if it was clean. */
+  markPage(bitmap: DirtyBitmap, page: number): boolean {
+    checkPage(bitmap, page);
+    return this.k.markPage(bitmap.region.offset, page) === 1;
+  }
+
+  /** Marks `count` pages from `first` dirty (atomic). Returns how many were clean. */
+  markRange(bitmap: DirtyBitmap, first: number, count: number): number {
+    if (count === 0) return 0;
+    checkPage(bitmap, first, "first page");
+    if (!Number.isSafeInteger(count) || count < 0 || first + count > bitmap.pages) {
+      throw new RegionBoundsError(
+        bitmap.region.name,
+        `range of ${count} pages from ${first}`,
+        `passes the end (${bitmap.pages} pages)`,
+      );
+    }
+    let newly = 0;
+    for (let done = 0; done < count; done += CHUNK_PAGES) {
+      const take = Math.min(CHUNK_PAGES, count - done);
+      newly += this.k.markRange(bitmap.region.offset, first + done, take) >>> 0;
+    }
+    return newly;
+  }
+
+  /** Whether a page is dirty. */
+  testPage(bitmap: DirtyBitmap, page: number): boolean {
+    checkPage(bitmap, page);
+    return this.k.testPage(bitmap.region.offset, page) === 1;
+  }
+
+  /** Dirty pages in the bitmap (popcount). */
+  count(bitmap: DirtyBitmap): number {
+    let total = 0;
+    for (let word = 0; word < bitmap.words; word += CHUNK_WORDS) {
+      const take = Math.min(CHUNK_WORDS, bitmap.words - word);
+      total += this.k.countDirty(bitmap.region.offset + word * 8, take) >>> 0;
+    }
+    return total;
+  }
+
+  /**
+   * Atomically fetches and clears the bitmap into `snapshot` (a bitmap of the
+   * same page count), as KVM's get-and-clear dirty log. Returns pages harvested.
+   */
+  harvest(bitmap: DirtyBitmap, snapshot: DirtyBitmap): number {
+    if (snapshot.pages !== bitmap.pages) {
+      throw new RegionBoundsError(
+        snapshot.region.name,
+        "snapshot",
+        `tracks ${snapshot.pages} pages but the bitmap '${bitmap.region.name}' tracks ${bitmap.pages}`,
+      );
+    }
+    let total = 0;
+    for (let word = 0; word < bitmap.words; word += CHUNK_WORDS) {
+      const take = Math.min(CHUNK_WORDS, bitmap.words - word);
+      total +=
+        this.k.harvest(bitmap.region.offset + word * 8, snapshot.region.offset + word * 8, take) >>>
+        0;
+    }
+    return total;
+  }
+
+  /** ORs `source` into `target` (same page count). Returns pages newly set in `target`. */
+  merge(target: DirtyBitmap, source: DirtyBitmap): number {
+    if (source.pages !== target.pages) {
+      throw new RegionBoundsError(
+        source.region.name,
+        "merge source",
+        `tracks ${source.pages} pages but '${target.region.name}' tracks ${target.pages}`,
+      );
+    }
+    let total = 0;
+    for (let word = 0; word < target.words; word += CHUNK_WORDS) {
+      const take = Math.min(CHUNK_WORDS, target.words - word);
+      total +=
+        this.k.mergeBitmap(
+          target.region.offset + word * 8,
+          source.region.offset + word * 8,
+          take,
+        ) >>> 0;
+    }
+    return total;
+  }
+
+  /** Sets an iteration cursor (8 bytes) back to the first page. */
+  resetCursor(cursor: Region): void {
+    const at = cursor.check(0, CURSOR_BYTES, "iteration cursor");
+    new Uint32Array(this.memory.buffer, at, 2).fill(0);
+  }
+
+  /**
+   * Writes the next batch of dirty page numbers of `snapshot` into `out` (u32
+   * each, as many as fit) and advances `cursor`. Returns how many were
+   * written; 0 when the snapshot is exhausted. Reset the cursor to start over.
+   */
+  iterate(snapshot: DirtyBitmap, cursor: Region, out: Region): number {
+    const at = cursor.check(0, CURSOR_BYTES, "iteration cursor");
+    const capacity = Math.floor(out.byteLength / 4);
+    if (capacity === 0)
+      throw new RegionBoundsError(out.name, "output", "cannot hold one page number");
+    const state = new Uint32Array(this.memory.buffer, at, 2);
+    for (;;) {
+      const chunk = state[1] ?? 0;
+      const base = chunk * CHUNK_PAGES;
+      if (base >= snapshot.pages) return 0;
+      const bits = Math.min(CHUNK_PAGES, snapshot.pages - base);
+      const written =
+        this.k.iterateDirty(
+          snapshot.region.offset + chunk * CHUNK_WORDS * 8,
+          bits,
+          at,
+          out.offset,
+          capacity,
+          base,
+        ) >>> 0;
+      if (written > 0) return written;
+      // This chunk is exhausted: move to the next.
+      state[0] = 0;
+      state[1] = chunk + 1;
+    }
+  }
+
+  /** Empties a ring and names its memory slot. */
+  ringInit(ring: DirtyRing, slot = 0): void {
+    this.k.ringInit(ring.region.offset, ring.entries, slot);
+  }
+
+  /** Logs a page in a ring, falling back to `bitmap` when full. Returns true if logged in the ring. */
+  ringPush(ring: DirtyRing, page: number, bitmap: DirtyBitmap): boolean {
+    checkPage(bitmap, page);
+    return this.k.ringPush(ring.region.offset, ring.entries, page, bitmap.region.offset) === 1;
+  }
+
+  /** Takes up to `out`'s capacity of page numbers from a ring. Returns how many. */
+  ringHarvest(ring: DirtyRing, out: Region): number {
+    const capacity = Math.floor(out.byteLength / 4);
+    return this.k.ringHarvest(ring.region.offset, ring.entries, out.offset, capacity) >>> 0;
+  }
+
+  /**
+   * Moves a ring's entries into a bitmap. Returns how many entries it held.
+   * Entries naming a page past the bitmap are dropped, never written.
+   */
+  ringDrain(ring: DirtyRing, bitmap: DirtyBitmap): number {
+    return (
+      this.k.ringDrainToBitmap(
+        ring.region.offset,
+        ring.entries,
+        bitmap.region.offset,
+        bitmap.pages - 1,
+      ) >>> 0
+    );
+  }
+
+  /** Pushes that found the ring full and fell back to the bitmap. */
+  ringOverflow(ring: DirtyRing): number {
+    return (
+      new Uint32Array(this.memory.buffer, ring.region.offset, 16)[RingHeader.overflow / 4] ?? 0
+    );
+  }
+}

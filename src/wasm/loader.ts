@@ -1,0 +1,78 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { packageRoot } from "../util/package-root.js";
+
+/** The kernel modules built from assembly/, one per domain. */
+export type KernelName = "bandwidth" | "dirty" | "workload";
+
+/** Every kernel module name, for the pool's workers and the build checks. */
+export const KERNEL_NAMES: readonly KernelName[] = ["bandwidth", "dirty", "workload"];
+
+/** Thrown when a kernel aborts (an AssemblyScript assertion in a debug build). */
+export class KernelAbortError extends Error {
+  override name = "KernelAbortError";
+}
+
+const compiled = new Map<KernelName, WebAssembly.Module>();
+
+/** Path of a built kernel module. */
+export function kernelPath(name: KernelName): string {
+  return join(packageRoot(), "build", "wasm", `${name}.wasm`);
+}
+
+/**
+ * Compiles a kernel module once per thread and caches it. Modules are sent to
+ * workers already compiled, so each is compiled once per process.
+ *
+ * @throws Error saying how to build the kernels when the module is missing.
+ */
+export function compileKernel(name: KernelName): WebAssembly.Module {
+  const hit = compiled.get(name);
+  if (hit) return hit;
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    bytes = new Uint8Array(readFileSync(kernelPath(name)));
+  } catch {
+    throw new Error(`kernel module '${name}' is not built: run npm run build`);
+  }
+  const module = new WebAssembly.Module(bytes);
+  compiled.set(name, module);
+  return module;
+}
+
+/** Compiles every kernel module (for handing to workers). */
+export function compileAllKernels(): Record<KernelName, WebAssembly.Module> {
+  const modules = {} as Record<KernelName, WebAssembly.Module>;
+  for (const name of KERNEL_NAMES) modules[name] = compileKernel(name);
+  return modules;
+}
+
+/** Reads an AssemblyScript string (UTF-16, length before it) for an abort message. */
+function readString(memory: WebAssembly.Memory, pointer: number): string {
+  if (pointer === 0) return "";
+  const view = new DataView(memory.buffer);
+  const bytes = view.getUint32(pointer - 4, true);
+  return Buffer.from(memory.buffer, pointer, Math.min(bytes, 4096)).toString("utf16le");
+}
+
+/**
+ * Instantiates a compiled kernel module on a shared memory. Instantiation
+ * writes only the module's own static slot (checked at build time), so it
+ * disturbs nothing that other modules or workers hold.
+ */
+export function instantiateKernel<Exports>(
+  module: WebAssembly.Module,
+  memory: WebAssembly.Memory,
+): Exports {
+  const instance = new WebAssembly.Instance(module, {
+    env: {
+      memory,
+      abort(message: number, file: number, line: number, column: number): never {
+        throw new KernelAbortError(
+          `kernel aborted: ${readString(memory, message)} at ${readString(memory, file)}:${line}:${column}`,
+        );
+      },
+    },
+  });
+  return instance.exports as Exports;
+}

@@ -1,0 +1,110 @@
+import type { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import type { DirtyRing } from "../memory/dirty-ring.js";
+import { RegionBoundsError } from "../memory/errors.js";
+import type { Region } from "../memory/region.js";
+import { DESCRIPTOR_BYTES, Descriptor, FLAG_CONTENT, FLAG_RING } from "../workload/spec.js";
+import { compileKernel, instantiateKernel } from "./loader.js";
+
+/** The raw exports of assembly/workload.ts. */
+export interface WorkloadExports {
+  runWrites(
+    desc: number,
+    count: number,
+    bitmap: number,
+    ram: number,
+    ring: number,
+    ringSize: number,
+  ): number;
+}
+
+/** What one vCPU's writes touch: its descriptor, the bitmap, and optionally RAM and its ring. */
+export interface VcpuTarget {
+  /** The vCPU's workload descriptor ({@link DESCRIPTOR_BYTES} bytes). */
+  readonly descriptor: Region;
+  /** The dirty bitmap it marks (and falls back to from its ring). */
+  readonly bitmap: DirtyBitmap;
+  /** Guest RAM, in content mode. */
+  readonly ram?: Region;
+  /** Its dirty ring, in ring mode. */
+  readonly ring?: DirtyRing;
+}
+
+/** Largest write count passed to one kernel call (keeps counts in u32). */
+const MAX_WRITES_PER_CALL = 2 ** 30;
+
+/**
+ * Typed, bounds-checked calls into the workload kernel. The descriptor lives
+ * in shared memory, so its fields are checked against the regions before each
+ * run: a corrupted descriptor is an error, never a write outside a region.
+ */
+export class WorkloadKernel {
+  constructor(
+    private readonly memory: WebAssembly.Memory,
+    private readonly k: WorkloadExports,
+  ) {}
+
+  /** Instantiates the kernel on a shared memory. */
+  static on(memory: WebAssembly.Memory): WorkloadKernel {
+    return new WorkloadKernel(
+      memory,
+      instantiateKernel<WorkloadExports>(compileKernel("workload"), memory),
+    );
+  }
+
+  /**
+   * Runs `count` guest writes of one vCPU. Returns how many found their page
+   * clean (bitmap mode) or were logged in the ring (ring mode).
+   */
+  run(target: VcpuTarget, count: number): number {
+    if (!Number.isSafeInteger(count) || count < 0) {
+      throw new RangeError(`write count must be a whole number >= 0, not ${count}`);
+    }
+    this.check(target);
+    const ram = target.ram?.offset ?? 0;
+    const ring = target.ring?.region.offset ?? 0;
+    const ringSize = target.ring?.entries ?? 0;
+    let newly = 0;
+    for (let done = 0; done < count; done += MAX_WRITES_PER_CALL) {
+      const take = Math.min(MAX_WRITES_PER_CALL, count - done);
+      newly +=
+        this.k.runWrites(
+          target.descriptor.offset,
+          take,
+          target.bitmap.region.offset,
+          ram,
+          ring,
+          ringSize,
+        ) >>> 0;
+    }
+    return newly;
+  }
+
+  private check(target: VcpuTarget): void {
+    const { descriptor, bitmap } = target;
+    const at = descriptor.check(0, DESCRIPTOR_BYTES, "workload descriptor");
+    const view = new DataView(this.memory.buffer, at, DESCRIPTOR_BYTES);
+    const field = (offset: number) => view.getUint32(offset, true);
+    const fail = (what: string) =>
+      new RegionBoundsError(descriptor.name, "workload descriptor", what);
+    const pages = field(Descriptor.lastPage) + 1;
+    if (pages !== bitmap.pages) {
+      throw fail(`covers ${pages} pages but bitmap '${bitmap.region.name}' has ${bitmap.pages}`);
+    }
+    if (field(Descriptor.pageShift) !== bitmap.pageShift) {
+      throw fail(`has page shift ${field(Descriptor.pageShift)}, the bitmap ${bitmap.pageShift}`);
+    }
+    if (field(Descriptor.kind) > 3) throw fail(`has unknown kind ${field(Descriptor.kind)}`);
+    const hotPages = field(Descriptor.hotPages);
+    if (hotPages < 1 || field(Descriptor.hotBase) + hotPages > pages) {
+      throw fail("has a hot set outside the guest");
+    }
+    if (field(Descriptor.cursor) >= pages) throw fail("has a cursor past the guest");
+    const flags = field(Descriptor.flags);
+    if (flags & ~(FLAG_CONTENT | FLAG_RING)) throw fail(`has unknown flags ${flags}`);
+    if (flags & FLAG_CONTENT) {
+      if (!target.ram) throw fail("asks for content mode but no guest RAM was given");
+      target.ram.check(0, pages * 2 ** bitmap.pageShift, "guest RAM for every page");
+    }
+    if (flags & FLAG_RING && !target.ring) throw fail("asks for ring mode but no ring was given");
+  }
+}
