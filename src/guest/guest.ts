@@ -3,7 +3,6 @@ import { DirtyRing, KVM_RING_MIN_ENTRIES } from "../memory/dirty-ring.js";
 import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import type { KernelPool } from "../pool/pool.js";
-import type { RunWorkloadTask } from "../pool/protocol.js";
 import { formatBytes } from "../util/units.js";
 import { DirtyKernel } from "../wasm/dirty.js";
 import type { VcpuTarget } from "../wasm/workload.js";
@@ -15,6 +14,7 @@ import {
   resolveWorkload,
   type WorkloadSpec,
 } from "../workload/spec.js";
+import type { RunWorkloadTask } from "./task-types.js";
 
 /**
  * Largest guest whose bytes are really held (content mode). wasm32 caps one

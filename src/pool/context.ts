@@ -28,7 +28,9 @@ export class KernelContext {
   exports<Exports>(name: KernelName): Exports {
     let instance = this.instances.get(name);
     if (!instance) {
-      instance = instantiateKernel<Exports>(this.boot.modules[name], this.boot.memory);
+      const module = this.boot.modules[name];
+      if (!module) throw new Error(`worker was not handed kernel module '${name}'`);
+      instance = instantiateKernel<Exports>(module, this.boot.memory);
       this.instances.set(name, instance);
     }
     return instance as Exports;

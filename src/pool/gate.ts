@@ -56,3 +56,8 @@ export class StartGate {
     return new StartGate(memory, region);
   }
 }
+
+/** Passes a start gate if the task names one (workers call this before timed work). */
+export function passGate(memory: WebAssembly.Memory, gate: RegionDescriptor | undefined): void {
+  if (gate) new StartGate(memory, gate).arriveAndWait();
+}

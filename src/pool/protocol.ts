@@ -1,51 +1,25 @@
-import type { DirtyBitmapDescriptor } from "../memory/dirty-bitmap.js";
-import type { DirtyRingDescriptor } from "../memory/dirty-ring.js";
-import type { RegionDescriptor } from "../memory/region.js";
+import type { GuestTaskResults, MarkPagesTask, RunWorkloadTask } from "../guest/task-types.js";
+import type { KernelContext } from "./context.js";
 
 /*
  * The cross-thread protocol: every task a worker runs is one of these named
- * message types. Messages carry region descriptors (offsets and lengths),
+ * message types, declared beside the domain that owns it (its task-types.ts)
+ * and gathered here. Messages carry region descriptors (offsets and lengths),
  * never guest bytes: the bytes are already in the shared memory.
  */
-
-/** Mark pages `first, first + step, ...` (`count` of them) in a bitmap. */
-export interface MarkPagesTask {
-  readonly type: "dirty.mark-pages";
-  readonly bitmap: DirtyBitmapDescriptor;
-  readonly first: number;
-  readonly count: number;
-  readonly step: number;
-  /** A start gate to pass before marking, so that workers mark at once. */
-  readonly gate?: RegionDescriptor;
-}
-
-/** Run `count` writes of one vCPU's workload. */
-export interface RunWorkloadTask {
-  readonly type: "workload.run";
-  readonly descriptor: RegionDescriptor;
-  readonly bitmap: DirtyBitmapDescriptor;
-  readonly ram?: RegionDescriptor;
-  readonly ring?: DirtyRingDescriptor;
-  readonly count: number;
-  readonly gate?: RegionDescriptor;
-}
-
-/** What a marking or workload task reports. */
-export interface MarkResult {
-  /** Pages this task found clean and made dirty (or logged in its ring). */
-  readonly newlyDirty: number;
-  /** Wall time of the marking alone, after the gate, in nanoseconds. */
-  readonly elapsedNs: number;
-}
-
-/** Task types and the results they produce. */
-export interface TaskResults {
-  "dirty.mark-pages": MarkResult;
-  "workload.run": MarkResult;
-}
 
 /** Every task message. */
 export type PoolTask = MarkPagesTask | RunWorkloadTask;
 
+/** Task types and the results they produce. */
+export interface TaskResults extends GuestTaskResults {}
+
 /** The result type of a task message. */
-export type ResultOf<T extends PoolTask> = TaskResults[T["type"]];
+export type ResultOf<T extends PoolTask> = T["type"] extends keyof TaskResults
+  ? TaskResults[T["type"]]
+  : never;
+
+/** A domain's table of handlers, one per task type it owns. */
+export type TaskHandlers<T extends { type: string }> = {
+  readonly [K in T["type"]]: (context: KernelContext, task: Extract<T, { type: K }>) => unknown;
+};

@@ -2,11 +2,40 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { packageRoot } from "../util/package-root.js";
 
-/** The kernel modules built from assembly/, one per domain. */
-export type KernelName = "bandwidth" | "dirty" | "workload";
+/**
+ * A kernel module's name: the file name of its source in assembly/ (each
+ * top-level file there is one module, built to build/wasm/<name>.wasm).
+ */
+export type KernelName = string;
 
-/** Every kernel module name, for the pool's workers and the build checks. */
-export const KERNEL_NAMES: readonly KernelName[] = ["bandwidth", "dirty", "workload"];
+/** What scripts/build-wasm.mjs records about the modules it built. */
+interface KernelManifest {
+  readonly slotBytes: number;
+  readonly slots: number;
+  readonly target: string;
+  readonly modules: Record<string, { slot: number; base: number; bytes: number }>;
+}
+
+let manifest: KernelManifest | undefined;
+
+/** The build's manifest of kernel modules and their static slots. */
+export function kernelManifest(): KernelManifest {
+  if (!manifest) {
+    try {
+      manifest = JSON.parse(
+        readFileSync(join(packageRoot(), "build", "wasm", "manifest.json"), "utf8"),
+      ) as KernelManifest;
+    } catch {
+      throw new Error("kernel modules are not built: run npm run build");
+    }
+  }
+  return manifest;
+}
+
+/** Every built kernel module's name. */
+export function kernelNames(): readonly KernelName[] {
+  return Object.keys(kernelManifest().modules);
+}
 
 /** Thrown when a kernel aborts (an AssemblyScript assertion in a debug build). */
 export class KernelAbortError extends Error {
@@ -29,6 +58,9 @@ export function kernelPath(name: KernelName): string {
 export function compileKernel(name: KernelName): WebAssembly.Module {
   const hit = compiled.get(name);
   if (hit) return hit;
+  if (!(name in kernelManifest().modules)) {
+    throw new Error(`no kernel module named '${name}' (built: ${kernelNames().join(", ")})`);
+  }
   let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = new Uint8Array(readFileSync(kernelPath(name)));
@@ -43,7 +75,7 @@ export function compileKernel(name: KernelName): WebAssembly.Module {
 /** Compiles every kernel module (for handing to workers). */
 export function compileAllKernels(): Record<KernelName, WebAssembly.Module> {
   const modules = {} as Record<KernelName, WebAssembly.Module>;
-  for (const name of KERNEL_NAMES) modules[name] = compileKernel(name);
+  for (const name of kernelNames()) modules[name] = compileKernel(name);
   return modules;
 }
 

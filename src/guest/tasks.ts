@@ -1,0 +1,46 @@
+import { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import { DirtyRing } from "../memory/dirty-ring.js";
+import { Region } from "../memory/region.js";
+import type { KernelContext } from "../pool/context.js";
+import { passGate } from "../pool/gate.js";
+import type { TaskHandlers } from "../pool/protocol.js";
+import type { MarkPagesTask, MarkResult, RunWorkloadTask } from "./task-types.js";
+
+function bitmapOf(task: { bitmap: MarkPagesTask["bitmap"] }): DirtyBitmap {
+  return new DirtyBitmap(new Region(task.bitmap.region), task.bitmap.pages, task.bitmap.pageShift);
+}
+
+function markPages(context: KernelContext, task: MarkPagesTask): MarkResult {
+  const bitmap = bitmapOf(task);
+  const last = task.first + (task.count - 1) * task.step;
+  if (task.count > 0 && (task.step < 1 || last >= bitmap.pages)) {
+    throw new RangeError(`mark-pages: pages ${task.first}..${last} pass the bitmap's end`);
+  }
+  passGate(context.memory, task.gate);
+  const started = process.hrtime.bigint();
+  let newly = 0;
+  const dirty = context.dirty;
+  for (let i = 0, page = task.first; i < task.count; i++, page += task.step) {
+    if (dirty.markPage(bitmap, page)) newly++;
+  }
+  return { newlyDirty: newly, elapsedNs: Number(process.hrtime.bigint() - started) };
+}
+
+function runWorkload(context: KernelContext, task: RunWorkloadTask): MarkResult {
+  const target = {
+    descriptor: new Region(task.descriptor),
+    bitmap: bitmapOf(task),
+    ...(task.ram ? { ram: new Region(task.ram) } : {}),
+    ...(task.ring ? { ring: new DirtyRing(new Region(task.ring.region), task.ring.entries) } : {}),
+  };
+  passGate(context.memory, task.gate);
+  const started = process.hrtime.bigint();
+  const newlyDirty = context.workload.run(target, task.count);
+  return { newlyDirty, elapsedNs: Number(process.hrtime.bigint() - started) };
+}
+
+/** The guest's tasks: vCPU writes and page marking on pool workers. */
+export const guestTaskHandlers: TaskHandlers<MarkPagesTask | RunWorkloadTask> = {
+  "dirty.mark-pages": markPages,
+  "workload.run": runWorkload,
+};
