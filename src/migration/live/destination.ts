@@ -1,0 +1,409 @@
+import { createServer, type Server, type Socket } from "node:net";
+import { MemoryLayout } from "../../memory/layout.js";
+import type { Region } from "../../memory/region.js";
+import { formatBytes } from "../../util/units.js";
+import { DIGEST_BYTES, type PagedRam, StreamKernel } from "../../wasm/stream.js";
+import { LiveConfigError } from "./errors.js";
+import { FrameError, FrameType, frameTypeName } from "./frame.js";
+import { FrameReader, FrameWriter, type ReceivedFrame, stagingBytes } from "./frame-codec.js";
+import { describeSocketError } from "./link.js";
+import {
+  decodeError,
+  decodeHello,
+  decodePagesHeader,
+  decodeVerifyEnd,
+  decodeVerifyHeader,
+  encodeAccept,
+  encodeError,
+  encodeResult,
+  type Hello,
+  MAX_DIGESTS_PER_FRAME,
+} from "./messages.js";
+import { LIVE_PAGE_SHIFT, MAX_LIVE_GUEST_BYTES } from "./source.js";
+
+/** How a destination listens. */
+export interface DestinationOptions {
+  /** Address to listen on (default 127.0.0.1: loopback). */
+  readonly host?: string;
+  /** Port (0: an ephemeral port the system picks). */
+  readonly port: number;
+  /** Largest guest accepted (default 2 GiB). */
+  readonly maxGuestBytes?: number;
+  /** Completed migrations after which the server closes (default 1; 0: serve until closed). */
+  readonly sessions?: number;
+  /** Called as each session ends. */
+  readonly onSession?: (report: DestinationReport) => void;
+}
+
+/** What a destination reports for one incoming migration. */
+export interface DestinationReport {
+  /** 1 for the first connection. */
+  readonly session: number;
+  readonly peer: string;
+  readonly status: "completed" | "failed";
+  readonly reason: string | null;
+  readonly guestBytes: number;
+  readonly pagesReceived: number;
+  readonly payloadBytes: number;
+  readonly frames: number;
+  /** Every page matched the source's digest, and the device state too (null: not reached). */
+  readonly verified: boolean | null;
+  readonly mismatches: number;
+  readonly durationMs: number;
+  /** Whether a partial copy was discarded (wiped) because the session failed. */
+  readonly discarded: boolean;
+}
+
+/** Guest RAM the destination receives into, kept per guest size and wiped on discard. */
+interface Landing {
+  readonly ram: PagedRam;
+  dirty: boolean;
+}
+
+/**
+ * The destination of live migrations: listens on a TCP port, receives one
+ * migration at a time into its own memory, checks every frame before a byte
+ * of it lands, verifies every page against the source's digests, and
+ * discards (wipes) the partial copy of any session that fails, so that a
+ * retry starts clean.
+ */
+export class DestinationServer {
+  readonly reports: DestinationReport[] = [];
+  private readonly layout = new MemoryLayout();
+  private readonly kernel: StreamKernel;
+  private readonly receiveStaging: Region;
+  private readonly replyStaging: Region;
+  private readonly digests: Region;
+  private readonly landings = new Map<number, Landing>();
+  private active: Socket | undefined;
+  private sessionCount = 0;
+  private completed = 0;
+  private finished: Promise<DestinationReport>;
+  private finish!: (report: DestinationReport) => void;
+
+  private constructor(
+    private readonly server: Server,
+    private readonly options: DestinationOptions,
+  ) {
+    this.receiveStaging = this.layout.allocate("destination-receive-staging", stagingBytes(), 4096);
+    this.replyStaging = this.layout.allocate("destination-reply-staging", stagingBytes(1024));
+    this.digests = this.layout.allocate(
+      "destination-digests",
+      MAX_DIGESTS_PER_FRAME * DIGEST_BYTES,
+    );
+    this.kernel = StreamKernel.on(
+      this.layout.memory,
+      this.layout.allocate("destination-scratch", 64),
+    );
+    this.finished = new Promise((resolve) => {
+      this.finish = resolve;
+    });
+    server.on("connection", (socket) => this.accept(socket));
+  }
+
+  /**
+   * Starts listening.
+   *
+   * @throws LiveConfigError with one line when the port is in use or the address is bad.
+   */
+  static async listen(options: DestinationOptions): Promise<DestinationServer> {
+    const host = options.host ?? "127.0.0.1";
+    const maxGuest = options.maxGuestBytes ?? MAX_LIVE_GUEST_BYTES;
+    if (!Number.isSafeInteger(options.port) || options.port < 0 || options.port > 65_535) {
+      throw new LiveConfigError(`port must be from 0 to 65535, not ${options.port}`);
+    }
+    if (
+      !Number.isSafeInteger(maxGuest) ||
+      maxGuest < 1024 ** 2 ||
+      maxGuest > MAX_LIVE_GUEST_BYTES
+    ) {
+      throw new LiveConfigError(
+        `largest guest must be from 1 MiB to ${formatBytes(MAX_LIVE_GUEST_BYTES)}`,
+      );
+    }
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (error: NodeJS.ErrnoException) => {
+        reject(
+          new LiveConfigError(
+            error.code === "EADDRINUSE"
+              ? `port ${options.port} on ${host} is in use`
+              : `cannot listen on ${host}:${options.port}: ${describeSocketError(error)}`,
+          ),
+        );
+      });
+      server.listen(options.port, host, () => {
+        server.removeAllListeners("error");
+        resolve();
+      });
+    });
+    return new DestinationServer(server, { ...options, host, maxGuestBytes: maxGuest });
+  }
+
+  /** The address and port listened on. */
+  get address(): { host: string; port: number } {
+    const address = this.server.address();
+    if (!address || typeof address === "string") throw new Error("the server is not listening");
+    return { host: address.address, port: address.port };
+  }
+
+  /** Resolves with the report of the session that completes the last wanted migration. */
+  done(): Promise<DestinationReport> {
+    return this.finished;
+  }
+
+  /** Stops listening and drops any session in progress. */
+  async close(): Promise<void> {
+    this.active?.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private landing(guestBytes: number): Landing {
+    let landing = this.landings.get(guestBytes);
+    if (!landing) {
+      const region = this.layout.allocate(`destination-ram-${guestBytes}`, guestBytes, 4096);
+      landing = { ram: { region, pageShift: LIVE_PAGE_SHIFT }, dirty: false };
+      this.landings.set(guestBytes, landing);
+    }
+    return landing;
+  }
+
+  private accept(socket: Socket): void {
+    socket.setNoDelay(true);
+    const session = ++this.sessionCount;
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    const writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
+    if (this.active) {
+      // One migration at a time: the landing memory belongs to the active one.
+      socket.end(
+        writer.frame(
+          FrameType.error,
+          encodeError("the destination is receiving another migration"),
+        ),
+      );
+      return;
+    }
+    this.active = socket;
+    const started = performance.now();
+    const state = {
+      hello: undefined as Hello | undefined,
+      landing: undefined as Landing | undefined,
+      pages: 0,
+      switchedOver: false,
+      deviceDigest: undefined as bigint | undefined,
+      deviceBytes: 0,
+      nextVerifyPage: 0,
+      mismatches: 0,
+      firstMismatch: null as number | null,
+      over: false,
+    };
+    const reader = new FrameReader(this.layout.memory, this.kernel, this.receiveStaging, (frame) =>
+      handle(frame),
+    );
+
+    const end = (
+      status: "completed" | "failed",
+      reason: string | null,
+      verified: boolean | null,
+    ) => {
+      if (state.over) return;
+      state.over = true;
+      let discarded = false;
+      if (status === "failed" && state.landing?.dirty) {
+        // Discard the partial copy: nothing of a failed migration survives.
+        state.landing.ram.region.bytes(this.layout.memory).fill(0);
+        state.landing.dirty = false;
+        discarded = true;
+      }
+      if (this.active === socket) this.active = undefined;
+      const report: DestinationReport = {
+        session,
+        peer,
+        status,
+        reason,
+        guestBytes: state.hello?.guestBytes ?? 0,
+        pagesReceived: state.pages,
+        payloadBytes: reader.bytes,
+        frames: reader.frames,
+        verified,
+        mismatches: state.mismatches,
+        durationMs: performance.now() - started,
+        discarded,
+      };
+      this.reports.push(report);
+      this.options.onSession?.(report);
+      if (status === "completed") {
+        this.completed++;
+        const wanted = this.options.sessions ?? 1;
+        if (wanted > 0 && this.completed >= wanted) {
+          this.server.close();
+          this.finish(report);
+        }
+      }
+    };
+
+    const fail = (reason: string, tell: boolean) => {
+      if (state.over) return;
+      if (tell && socket.writable) socket.end(writer.frame(FrameType.error, encodeError(reason)));
+      else socket.destroy();
+      end("failed", reason, null);
+    };
+
+    const handle = (frame: ReceivedFrame) => {
+      const hello = state.hello;
+      if (!hello) {
+        if (frame.type !== FrameType.hello) {
+          throw new FrameError(
+            "type",
+            `the first frame must be hello, not ${frameTypeName(frame.type)}`,
+          );
+        }
+        const h = decodeHello(frame.payload);
+        const limit = this.options.maxGuestBytes ?? MAX_LIVE_GUEST_BYTES;
+        if (h.guestBytes > limit) {
+          throw new FrameError(
+            "payload",
+            `a guest of ${formatBytes(h.guestBytes)} is over this destination's limit of ${formatBytes(limit)}`,
+          );
+        }
+        state.hello = h;
+        state.landing = this.landing(h.guestBytes);
+        socket.write(writer.seal(FrameType.accept, encodeAccept(writer.payload(8), h.sessionId)));
+        return;
+      }
+      const landing = state.landing as Landing;
+      const pageBytes = 2 ** LIVE_PAGE_SHIFT;
+      switch (frame.type) {
+        case FrameType.pages: {
+          if (state.switchedOver) throw new FrameError("type", "pages frame after switchover");
+          const count = decodePagesHeader(frame.payload, pageBytes);
+          const listStart = frame.payloadStart + 8;
+          landing.dirty = true;
+          this.kernel.scatter(
+            frame.staging,
+            listStart + count * 4,
+            frame.staging,
+            listStart,
+            count,
+            landing.ram,
+          );
+          state.pages += count;
+          return;
+        }
+        case FrameType.deviceState:
+          if (frame.length !== hello.deviceStateBytes) {
+            throw new FrameError(
+              "payload",
+              `device state of ${frame.length} bytes, the hello announced ${hello.deviceStateBytes}`,
+            );
+          }
+          state.deviceBytes = frame.length;
+          state.deviceDigest = this.kernel.hash(frame.staging, frame.payloadStart, frame.length);
+          return;
+        case FrameType.switchover:
+          if (frame.length !== 0 || state.deviceDigest === undefined) {
+            throw new FrameError(
+              "payload",
+              "switchover before the device state, or with a payload",
+            );
+          }
+          state.switchedOver = true;
+          socket.write(writer.seal(FrameType.resumed, 0));
+          return;
+        case FrameType.verify: {
+          if (!state.switchedOver) throw new FrameError("type", "verify frame before switchover");
+          const { first, count } = decodeVerifyHeader(frame.payload);
+          const pages = hello.guestBytes / pageBytes;
+          if (first !== state.nextVerifyPage || first + count > pages) {
+            throw new FrameError(
+              "payload",
+              `verify frame for pages ${first} to ${first + count - 1}, expected from page ${state.nextVerifyPage} of ${pages}`,
+            );
+          }
+          this.kernel.hashPages(landing.ram, first, count, this.digests);
+          const ours = new BigUint64Array(this.layout.memory.buffer, this.digests.offset, count);
+          const theirs = new DataView(
+            this.layout.memory.buffer,
+            frame.staging.offset + frame.payloadStart + 8,
+            count * 8,
+          );
+          for (let i = 0; i < count; i++) {
+            if (ours[i] !== theirs.getBigUint64(i * 8, true)) {
+              state.mismatches++;
+              state.firstMismatch ??= first + i;
+            }
+          }
+          state.nextVerifyPage = first + count;
+          return;
+        }
+        case FrameType.verifyEnd: {
+          const { pages, deviceDigest } = decodeVerifyEnd(frame.payload);
+          const guestPages = hello.guestBytes / pageBytes;
+          if (pages !== guestPages || state.nextVerifyPage !== guestPages) {
+            throw new FrameError(
+              "payload",
+              `verification covered ${state.nextVerifyPage} of ${guestPages} pages`,
+            );
+          }
+          const deviceGood = deviceDigest === state.deviceDigest;
+          socket.end(
+            writer.seal(
+              FrameType.result,
+              encodeResult(writer.payload(16), {
+                mismatches: state.mismatches,
+                firstMismatch: state.firstMismatch,
+                pagesReceived: state.pages,
+                deviceStateGood: deviceGood,
+              }),
+            ),
+          );
+          const verified = state.mismatches === 0 && deviceGood;
+          if (verified) {
+            end("completed", null, true);
+          } else {
+            end(
+              "failed",
+              `verification failed: ${state.mismatches} pages differ from the source${deviceGood ? "" : ", and the device state differs"}`,
+              false,
+            );
+          }
+          return;
+        }
+        case FrameType.error:
+          throw new FrameError(
+            "payload",
+            `the source stopped the migration: ${decodeError(frame.payload)}`,
+          );
+        default:
+          throw new FrameError(
+            "type",
+            `a source does not send ${frameTypeName(frame.type)} frames`,
+          );
+      }
+    };
+
+    socket.on("data", (chunk: Buffer) => {
+      if (state.over) return;
+      try {
+        reader.push(chunk);
+      } catch (error) {
+        const message = (error as Error).message;
+        // A source that cancelled says so in an error frame: no need to answer it.
+        fail(message, !message.startsWith("the source stopped"));
+      }
+    });
+    socket.on("error", (error) => {
+      fail(`the connection failed: ${describeSocketError(error)}`, false);
+    });
+    socket.on("close", () => {
+      if (!state.over) {
+        fail(
+          state.hello
+            ? `the connection closed mid-migration after ${state.pages} pages`
+            : "the connection closed before a hello",
+          false,
+        );
+      }
+    });
+  }
+}

@@ -1,0 +1,89 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Guest } from "../../guest/guest.js";
+import type { KernelPool } from "../../pool/pool.js";
+
+/** Most writes handed to the workers at once: a pause takes effect within one batch. */
+const MAX_BATCH = 65_536;
+/** Credit carried across a stall, in seconds of writes: a resumed guest does not burst. */
+const MAX_CREDIT_SECONDS = 0.05;
+/** How often an idle or rate-limited runner wakes, ms. */
+const TICK_MS = 2;
+
+/**
+ * Runs a guest's vCPUs on the wall clock: batches of workload writes on the
+ * pool's workers, paced to `writesPerSecond` (Infinity: flat out), until
+ * paused. Pausing waits for the batch in flight, as a VMM waits for its vCPUs
+ * to leave guest mode before stop-and-copy.
+ */
+export class VcpuRunner {
+  private state: "stopped" | "running" | "pausing" = "stopped";
+  private loop: Promise<void> | undefined;
+  private credit = 0;
+  private failure: Error | undefined;
+  /** Writes the vCPUs have done. */
+  writes = 0;
+
+  constructor(
+    private readonly guest: Guest,
+    private readonly pool: KernelPool | undefined,
+    readonly writesPerSecond: number,
+  ) {
+    if (!(writesPerSecond >= 0)) {
+      throw new RangeError(`writes per second must be 0 or more, not ${writesPerSecond}`);
+    }
+  }
+
+  /** Whether the vCPUs are running. */
+  get running(): boolean {
+    return this.state === "running";
+  }
+
+  /** Starts (or resumes) the vCPUs. */
+  resume(): void {
+    if (this.failure) throw this.failure;
+    if (this.state !== "stopped") return;
+    this.state = "running";
+    this.credit = 0;
+    this.loop = this.run();
+  }
+
+  /** Stops the vCPUs once the batch in flight is done. */
+  async pause(): Promise<void> {
+    if (this.state === "running") this.state = "pausing";
+    await this.loop;
+    this.loop = undefined;
+    this.state = "stopped";
+    if (this.failure) throw this.failure;
+  }
+
+  private async run(): Promise<void> {
+    let last = performance.now();
+    try {
+      while (this.state === "running") {
+        const now = performance.now();
+        const rate = this.writesPerSecond;
+        if (rate === Number.POSITIVE_INFINITY) {
+          this.credit = MAX_BATCH;
+        } else {
+          this.credit = Math.min(
+            this.credit + ((now - last) / 1000) * rate,
+            Math.max(1, rate * MAX_CREDIT_SECONDS),
+          );
+        }
+        last = now;
+        const batch = Math.min(MAX_BATCH, Math.floor(this.credit));
+        if (batch < 1) {
+          await sleep(TICK_MS);
+          continue;
+        }
+        this.credit -= batch;
+        await this.guest.write(batch, this.pool);
+        this.writes += batch;
+        // Even flat out, let the event loop (the sender) run between batches.
+        if (!this.pool) await sleep(0);
+      }
+    } catch (error) {
+      this.failure = error as Error;
+    }
+  }
+}
