@@ -1,6 +1,8 @@
 import { Command, CommanderError } from "commander";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
+import { registerMigrateLive } from "./commands/migrate-live.js";
+import { registerQuickMigrate } from "./commands/quick-migrate.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
 
@@ -19,6 +21,8 @@ export function buildProgram(): Command {
   registerTour(program);
   registerBench(program);
   registerDirty(program);
+  registerMigrateLive(program);
+  registerQuickMigrate(program);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

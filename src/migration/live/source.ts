@@ -247,7 +247,7 @@ export class LiveSource {
       for (;;) {
         attempt.phase = `pre-copy pass ${round}`;
         const start = performance.now();
-        const bytesBefore = link.meter.total;
+        const bytesBefore = link.queued;
         const sent = await this.sendSnapshot(writer, link, inbox, options.onProgress);
         attempt.pagesSent += sent;
         const dirtied = this.dirty.harvest(this.guest.bitmap, this.snapshot);
@@ -273,7 +273,7 @@ export class LiveSource {
           decision = "continue";
           reason = `pending ${formatBytes(pending)} > bandwidth x downtime-limit ${formatBytes(threshold)}`;
         }
-        const bytesSent = link.meter.total - bytesBefore;
+        const bytesSent = link.queued - bytesBefore;
         attempt.precopyBytes += bytesSent;
         this.record(attempt, options, {
           round,
@@ -284,7 +284,7 @@ export class LiveSource {
           pagesDirtied: dirtied,
           bytesSent,
           remaining: pending,
-          transferred: link.meter.total,
+          transferred: link.queued,
           bandwidth,
           expectedDowntime: bandwidth > 0 ? (pending / bandwidth) * 1000 : 0,
           decision,
@@ -292,7 +292,7 @@ export class LiveSource {
         });
         if (decision === "give-up") {
           await this.cancel(link, writer, `migration cancelled by the source: ${reason}`);
-          return this.result(attempt, "not-converged", reason, link.meter.total);
+          return this.result(attempt, "not-converged", reason, link.queued);
         }
         if (decision === "stop-and-copy") break;
         round++;
@@ -305,7 +305,7 @@ export class LiveSource {
       this.dirty.harvest(this.guest.bitmap, this.late);
       attempt.syncs++;
       this.dirty.merge(this.snapshot, this.late);
-      const bytesBefore = link.meter.total;
+      const bytesBefore = link.queued;
       const finalPages = await this.sendSnapshot(writer, link, inbox, options.onProgress);
       attempt.pagesSent += finalPages;
       const device = writer.payload(deviceStateBytes);
@@ -322,7 +322,8 @@ export class LiveSource {
       attempt.downtimeMs = performance.now() - paused;
       attempt.totalMs = performance.now() - attempt.started;
       attempt.remainingPages = 0;
-      attempt.downtimeBytes = link.meter.total - bytesBefore;
+      attempt.downtimeBytes = link.queued - bytesBefore;
+      const migrated = link.queued;
       this.record(attempt, options, {
         round: round + 1,
         phase: "stop-and-copy",
@@ -332,7 +333,7 @@ export class LiveSource {
         pagesDirtied: 0,
         bytesSent: attempt.downtimeBytes,
         remaining: 0,
-        transferred: link.meter.total,
+        transferred: link.queued,
         bandwidth: link.meter.estimate(),
         expectedDowntime: 0,
         decision: "stop-and-copy",
@@ -351,9 +352,9 @@ export class LiveSource {
           result.mismatches > 0
             ? `verification failed: ${result.mismatches} destination pages differ from the source (first: page ${result.firstMismatch})`
             : "verification failed: the device state differs from the source's";
-        return this.result(attempt, "failed", reason, link.meter.total);
+        return this.result(attempt, "failed", reason, migrated);
       }
-      return this.result(attempt, "completed", null, link.meter.total);
+      return this.result(attempt, "completed", null, migrated);
     } catch (error) {
       socket?.destroy();
       // The source VM keeps running: a failed migration changes nothing here.
@@ -362,7 +363,7 @@ export class LiveSource {
         attempt,
         "failed",
         this.explain(error as Error, where, attempt, link),
-        link?.meter.total ?? 0,
+        link?.queued ?? 0,
       );
     }
   }
@@ -399,7 +400,7 @@ export class LiveSource {
       );
       await link.send(writer.seal(FrameType.pages, 8 + count * (4 + PAGE_BYTES)));
       sent += count;
-      onProgress?.(link.meter.total);
+      onProgress?.(link.queued);
     }
   }
 
@@ -432,7 +433,7 @@ export class LiveSource {
   }
 
   private explain(error: Error, where: string, attempt: Attempt, link: Link | undefined): string {
-    const sent = link ? ` after ${formatBytes(link.meter.total)} sent` : "";
+    const sent = link ? ` after ${formatBytes(link.queued)} sent` : "";
     if (error instanceof FrameError && error.kind === "foreign")
       return `${where}: ${error.message}`;
     if (error instanceof FrameError && error.kind === "version")

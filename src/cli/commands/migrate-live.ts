@@ -1,0 +1,372 @@
+import type { Command } from "commander";
+import { type DestinationReport, DestinationServer } from "../../migration/live/destination.js";
+import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
+import type { MigrationResult } from "../../migration/stats.js";
+import { recordsToTable, toCsv } from "../../report/csv.js";
+import { formatTable } from "../../report/table.js";
+import { formatBytes } from "../../util/units.js";
+import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
+import {
+  checkOutputFlags,
+  integerOption,
+  numberOption,
+  sizeOption,
+  UsageError,
+} from "../options.js";
+import { startProgress } from "../progress.js";
+
+/**
+ * A migration ran but did not complete: its result is printed, and this
+ * becomes the one error line and the non-zero exit.
+ */
+export class MigrationNotCompletedError extends Error {
+  override name = "MigrationNotCompletedError";
+
+  constructor(status: string, reason: string | null) {
+    super(`migration ${status}${reason ? `: ${reason}` : ""}`);
+  }
+}
+
+/** Where a source sends to. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/**
+ * Parses `HOST:PORT` (`[v6]:PORT` for IPv6; a bare `PORT` means loopback).
+ *
+ * @throws UsageError with one line for anything else.
+ */
+export function parseHostPort(text: string): HostPort {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(text.trim());
+  const bare = /^\d{1,5}$/.test(text.trim());
+  const host = match ? (match[1] ?? match[2] ?? "") : bare ? "127.0.0.1" : "";
+  const port = Number(match ? match[3] : bare ? text.trim() : Number.NaN);
+  if ((!match && !bare) || !Number.isInteger(port) || port < 1 || port > 65_535) {
+    throw new UsageError(`bad address "${text}": expected HOST:PORT with a port from 1 to 65535`);
+  }
+  return { host: host === "" ? "127.0.0.1" : host, port };
+}
+
+/** The destination's options, as parsed. */
+export interface LiveDestinationFlags {
+  /** Port to listen on (0: ephemeral, printed). */
+  readonly listen: number;
+  readonly host: string;
+  readonly sessions: number;
+  readonly maxGuest: number;
+  readonly json?: boolean;
+}
+
+/** The source's options, as parsed. */
+export interface LiveSourceFlags {
+  readonly to: string;
+  readonly guest: number;
+  readonly vcpus: number;
+  readonly workload: string;
+  readonly rate: number;
+  readonly hotSet?: number;
+  readonly hotFraction: number;
+  readonly threads: number;
+  readonly seed: number;
+  readonly maxBandwidth: number;
+  readonly downtimeLimit: number;
+  readonly maxPasses: number;
+  readonly timeout: number;
+  readonly deviceState: number;
+  readonly retries: number;
+  readonly json?: boolean;
+  readonly csv?: boolean;
+}
+
+/** Where the CLI functions write: the process's streams by default, a test's otherwise. */
+export interface CliOutput {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const processOutput: CliOutput = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+};
+
+/**
+ * Runs a destination (`--listen PORT`): prints `listening on HOST:PORT`,
+ * receives migrations (a failed one is discarded and the next awaited), and
+ * returns the report of the one that completed.
+ */
+export async function runLiveDestination(
+  flags: LiveDestinationFlags,
+  output: CliOutput = processOutput,
+): Promise<DestinationReport> {
+  const server = await DestinationServer.listen({
+    host: flags.host,
+    port: flags.listen,
+    sessions: flags.sessions,
+    maxGuestBytes: flags.maxGuest,
+    onSession: (report) => {
+      if (report.status === "failed") {
+        output.err(
+          `hvlab: incoming migration ${report.session} from ${report.peer} failed: ${report.reason}${report.discarded ? "; partial copy discarded" : ""}; still listening`,
+        );
+      } else if (!flags.json) {
+        output.out(
+          `migration ${report.session} from ${report.peer} completed: ${formatBytes(report.guestBytes)} guest, ${report.pagesReceived.toLocaleString("en-US")} pages received in ${report.frames.toLocaleString("en-US")} frames, every page verified`,
+        );
+      }
+    },
+  });
+  const { host, port } = server.address;
+  output.out(`listening on ${host}:${port}`);
+  const report = await server.done();
+  if (flags.json) output.out(JSON.stringify(report, null, 2));
+  return report;
+}
+
+/** The rounds of a result as a table. */
+export function roundsTable(result: MigrationResult) {
+  return recordsToTable(result.rounds.map((round) => ({ ...round })));
+}
+
+/** Prints a migration result in the chosen format. */
+export function printMigration(
+  result: MigrationResult,
+  flags: { json?: boolean; csv?: boolean },
+  output: CliOutput = processOutput,
+): void {
+  if (flags.json) {
+    output.out(JSON.stringify(result, null, 2));
+    return;
+  }
+  if (flags.csv) {
+    output.out(toCsv(roundsTable(result)).trimEnd());
+    return;
+  }
+  const s = result.summary;
+  if (result.rounds.length > 0) {
+    output.out(
+      formatTable({
+        columns: [
+          "round",
+          "phase",
+          "ms",
+          "pages sent",
+          "pages dirtied",
+          "remaining",
+          "MB/s",
+          "decision",
+        ],
+        rows: result.rounds.map((r) => [
+          r.round,
+          r.phase,
+          Math.round(r["duration-ms"]),
+          r["pages-sent"],
+          r["pages-dirtied"],
+          formatBytes(r.remaining),
+          Math.round(r.mbps / 8),
+          r.decision,
+        ]),
+      }),
+    );
+  }
+  output.out(
+    `${s.status}${s.reason ? `: ${s.reason}` : ""}; ${s.mode}, total-time ${Math.round(s["total-time"])} ms, downtime ${s.downtime.toFixed(1)} ms, transferred ${formatBytes(s.transferred)} (${Math.round(s.mbps / 8)} MB/s), ${s.rounds} rounds${s.verified === null ? "" : s.verified ? ", every page verified" : ", VERIFICATION FAILED"}`,
+  );
+}
+
+/**
+ * Runs a source (`--to HOST:PORT`): starts the guest's vCPUs, migrates it
+ * (retrying after a failure if asked, the guest running meanwhile) and
+ * prints the result. Returns the last attempt's result.
+ */
+export async function runLiveSource(
+  flags: LiveSourceFlags,
+  output: CliOutput = processOutput,
+): Promise<MigrationResult> {
+  checkOutputFlags(flags);
+  const target = parseHostPort(flags.to);
+  if (!WORKLOAD_KINDS.includes(flags.workload as WorkloadKind)) {
+    throw new UsageError(
+      `unknown workload '${flags.workload}' (one of ${WORKLOAD_KINDS.join(", ")})`,
+    );
+  }
+  if (flags.guest % 4096 !== 0) {
+    throw new UsageError(`--guest ${flags.guest} bytes is not a whole number of 4 KiB pages`);
+  }
+  if (flags.hotSet !== undefined && (flags.hotSet % 4096 !== 0 || flags.hotSet > flags.guest)) {
+    throw new UsageError("--hot-set must be a whole number of pages, at most the guest");
+  }
+  const source = LiveSource.start({
+    guestBytes: flags.guest,
+    vcpus: flags.vcpus,
+    workload: {
+      kind: flags.workload as WorkloadKind,
+      hotFraction: flags.hotFraction,
+      ...(flags.hotSet !== undefined ? { hotPages: flags.hotSet / 4096 } : {}),
+    },
+    writesPerSecond: flags.rate,
+    threads: flags.threads,
+    seed: flags.seed,
+  });
+  try {
+    let result: MigrationResult | undefined;
+    for (let attempt = 0; attempt <= flags.retries; attempt++) {
+      const progress = startProgress(`migrate to ${target.host}:${target.port}`, flags.guest);
+      result = await source.migrate({
+        host: target.host,
+        port: target.port,
+        downtimeLimitMs: flags.downtimeLimit,
+        maxPasses: flags.maxPasses,
+        timeoutMs: flags.timeout,
+        maxBandwidth: flags.maxBandwidth,
+        deviceStateBytes: flags.deviceState,
+        onProgress: (bytes) => progress.update(Math.min(bytes, flags.guest), formatBytes(bytes)),
+      });
+      progress.stop();
+      if (result.summary.status !== "failed" || attempt === flags.retries) break;
+      output.err(
+        `hvlab: migration attempt ${attempt + 1} failed: ${result.summary.reason}; the guest is still running here; retrying`,
+      );
+    }
+    if (!result) throw new Error("no migration attempt ran");
+    printMigration(result, flags, output);
+    if (result.summary.status !== "completed") {
+      throw new MigrationNotCompletedError(result.summary.status, result.summary.reason);
+    }
+    return result;
+  } finally {
+    await source.close();
+  }
+}
+
+/** Adds the live mode's options to a command (`hvlab migrate-live`, or `hvlab migrate`). */
+export function addLiveOptions(command: Command): Command {
+  return command
+    .option(
+      "--listen <port>",
+      "destination: listen on this port (0: pick one and print it)",
+      integerOption(0, 65_535),
+    )
+    .option("--to <host:port>", "source: migrate the guest to the destination at HOST:PORT")
+    .option("--host <address>", "destination: address to listen on", "127.0.0.1")
+    .option(
+      "--sessions <n>",
+      "destination: completed migrations before exiting (0: forever)",
+      integerOption(0, 1_000_000),
+      1,
+    )
+    .option(
+      "--max-guest <size>",
+      "destination: largest guest accepted",
+      sizeOption(1024 ** 2, MAX_LIVE_GUEST_BYTES),
+      MAX_LIVE_GUEST_BYTES,
+    )
+    .option(
+      "--guest <size>",
+      "source: guest memory, content mode (1MiB to 2GiB)",
+      sizeOption(1024 ** 2, MAX_LIVE_GUEST_BYTES),
+      256 * 1024 ** 2,
+    )
+    .option("--vcpus <n>", "source: vCPUs writing", integerOption(1, 64), 2)
+    .option("--workload <kind>", `source: write pattern: ${WORKLOAD_KINDS.join(", ")}`, "hotset")
+    .option(
+      "--rate <writes/s>",
+      "source: guest writes per second on the wall clock (0: idle)",
+      numberOption(0, 1e10),
+      200_000,
+    )
+    .option(
+      "--hot-set <size>",
+      "source, hotset: writable working set (default 1/64 of the guest)",
+      sizeOption(4096, MAX_LIVE_GUEST_BYTES),
+    )
+    .option(
+      "--hot-fraction <p>",
+      "source, hotset: fraction of writes to the working set",
+      numberOption(0, 1),
+      0.9,
+    )
+    .option(
+      "--threads <n>",
+      "source: pool workers running the vCPUs (0: this thread)",
+      integerOption(0, 64),
+      1,
+    )
+    .option(
+      "--seed <n>",
+      "source: seed of the workload and the guest's content",
+      integerOption(0, 2 ** 32 - 1),
+      1,
+    )
+    .option(
+      "--max-bandwidth <bytes/s>",
+      "source: throttle the link (token bucket; 0: unthrottled)",
+      sizeOption(0, 2 ** 40),
+      0,
+    )
+    .option(
+      "--downtime-limit <ms>",
+      "source: QEMU's downtime-limit",
+      numberOption(1, 3_600_000),
+      300,
+    )
+    .option(
+      "--max-passes <n>",
+      "source: stop-and-copy after this many passes anyway (0: no cap, as QEMU)",
+      integerOption(0, 1_000_000),
+      0,
+    )
+    .option(
+      "--timeout <ms>",
+      "source: give up (not-converged) after this much pre-copy",
+      numberOption(1, 86_400_000),
+      60_000,
+    )
+    .option(
+      "--device-state <size>",
+      "source: device-state blob sent while paused",
+      sizeOption(0, 4 * 1024 ** 2),
+      64 * 1024,
+    )
+    .option(
+      "--retries <n>",
+      "source: retry a failed migration this many times",
+      integerOption(0, 100),
+      0,
+    )
+    .option("--json", "print the result as JSON")
+    .option("--csv", "source: print the rounds as CSV");
+}
+
+/** Runs the live mode from parsed options: exactly one of `--listen` and `--to`. */
+export async function runLive(
+  flags: Partial<LiveSourceFlags & LiveDestinationFlags>,
+): Promise<void> {
+  checkOutputFlags(flags);
+  if ((flags.listen === undefined) === (flags.to === undefined)) {
+    throw new UsageError(
+      "give exactly one of --listen PORT (destination) and --to HOST:PORT (source)",
+    );
+  }
+  if (flags.listen !== undefined) {
+    if (flags.csv)
+      throw new UsageError("--csv is for the source; the destination prints one report (--json)");
+    await runLiveDestination(flags as LiveDestinationFlags);
+  } else {
+    await runLiveSource(flags as LiveSourceFlags);
+  }
+}
+
+/** `hvlab migrate-live`: live migration between two processes over TCP. */
+export function registerMigrateLive(program: Command): void {
+  addLiveOptions(
+    program
+      .command("migrate-live")
+      .description(
+        "live migration over a real TCP connection: run `--listen PORT` on the destination, then `--to HOST:PORT` on the source",
+      ),
+  ).action(async (flags: Partial<LiveSourceFlags & LiveDestinationFlags>) => {
+    await runLive(flags);
+  });
+}

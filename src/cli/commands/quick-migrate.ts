@@ -1,0 +1,144 @@
+import type { Command } from "commander";
+import {
+  DEFAULT_FAILOVER_MS,
+  MAX_QUICK_GUEST_BYTES,
+  runQuickMigration,
+} from "../../migration/quick/quick-migration.js";
+import {
+  MAX_CHUNK_BYTES,
+  MAX_SAVED_DEVICE_BYTES,
+  MIN_CHUNK_BYTES,
+} from "../../migration/quick/saved-state.js";
+import { formatBytes } from "../../util/units.js";
+import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
+import {
+  checkOutputFlags,
+  integerOption,
+  numberOption,
+  sizeOption,
+  UsageError,
+} from "../options.js";
+import { MigrationNotCompletedError, printMigration } from "./migrate-live.js";
+
+interface QuickFlags {
+  guest: number;
+  vcpus: number;
+  workload: string;
+  writes?: number;
+  threads: number;
+  seed: number;
+  failover: number;
+  resume: number;
+  file?: string;
+  chunk: number;
+  deviceState: number;
+  sync: boolean;
+  json?: boolean;
+  csv?: boolean;
+}
+
+/** `hvlab quick-migrate`: Hyper-V 1.0's quick migration through a real saved-state file. */
+export function registerQuickMigrate(program: Command): void {
+  program
+    .command("quick-migrate")
+    .description(
+      "quick migration (Hyper-V 1.0): pause, save RAM to a saved-state file, fail the storage over, restore, resume; the downtime is the whole",
+    )
+    .option(
+      "--guest <size>",
+      "guest memory (1MiB to 2GiB)",
+      sizeOption(1024 ** 2, MAX_QUICK_GUEST_BYTES),
+      256 * 1024 ** 2,
+    )
+    .option("--vcpus <n>", "vCPUs writing before the pause", integerOption(1, 64), 2)
+    .option(
+      "--workload <kind>",
+      `write pattern before the pause: ${WORKLOAD_KINDS.join(", ")}`,
+      "hotset",
+    )
+    .option(
+      "--writes <n>",
+      "guest writes before the pause (default: one per page)",
+      integerOption(0, 2 ** 40),
+    )
+    .option(
+      "--threads <n>",
+      "pool workers for those writes (0: this thread)",
+      integerOption(0, 64),
+      0,
+    )
+    .option(
+      "--seed <n>",
+      "seed of the workload and the guest's content",
+      integerOption(0, 2 ** 32 - 1),
+      1,
+    )
+    .option(
+      "--failover <ms>",
+      "storage failover time: unmount, move, mount (assumed default)",
+      numberOption(0, 3_600_000),
+      DEFAULT_FAILOVER_MS,
+    )
+    .option(
+      "--resume <ms>",
+      "fixed cost of resuming on the destination",
+      numberOption(0, 3_600_000),
+      0,
+    )
+    .option(
+      "--file <path>",
+      "saved-state file to write and keep (default: a temporary file, removed)",
+    )
+    .option(
+      "--chunk <size>",
+      "saved-state chunk size (power of two)",
+      sizeOption(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES),
+      4 * 1024 ** 2,
+    )
+    .option(
+      "--device-state <size>",
+      "device-state blob",
+      sizeOption(0, MAX_SAVED_DEVICE_BYTES),
+      64 * 1024,
+    )
+    .option("--no-sync", "skip the fsync before failover")
+    .option("--json", "print the result as JSON")
+    .option("--csv", "print the rounds as CSV")
+    .action(async (flags: QuickFlags) => {
+      checkOutputFlags(flags);
+      if (!WORKLOAD_KINDS.includes(flags.workload as WorkloadKind)) {
+        throw new UsageError(
+          `unknown workload '${flags.workload}' (one of ${WORKLOAD_KINDS.join(", ")})`,
+        );
+      }
+      if (flags.guest % 4096 !== 0) {
+        throw new UsageError(`--guest ${flags.guest} bytes is not a whole number of 4 KiB pages`);
+      }
+      if ((flags.chunk & (flags.chunk - 1)) !== 0) {
+        throw new UsageError(`--chunk ${flags.chunk} bytes is not a power of two`);
+      }
+      const result = await runQuickMigration({
+        guestBytes: flags.guest,
+        vcpus: flags.vcpus,
+        workload: { kind: flags.workload as WorkloadKind },
+        ...(flags.writes !== undefined ? { writes: flags.writes } : {}),
+        threads: flags.threads,
+        seed: flags.seed,
+        failoverMs: flags.failover,
+        resumeMs: flags.resume,
+        ...(flags.file !== undefined ? { file: flags.file } : {}),
+        chunkBytes: flags.chunk,
+        deviceStateBytes: flags.deviceState,
+        sync: flags.sync,
+      });
+      printMigration({ rounds: result.rounds, summary: result.summary }, flags);
+      if (!flags.json && !flags.csv) {
+        console.log(
+          `save ${Math.round(result.saveMs)} ms, failover ${Math.round(result.failoverMs)} ms, restore ${Math.round(result.restoreMs)} ms; saved-state file ${formatBytes(result.fileBytes)}${flags.file ? ` kept at ${result.file}` : " (removed)"}`,
+        );
+      }
+      if (result.summary.status !== "completed") {
+        throw new MigrationNotCompletedError(result.summary.status, result.summary.reason);
+      }
+    });
+}
