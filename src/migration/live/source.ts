@@ -115,6 +115,7 @@ export class LiveSource {
   private readonly sendStaging: Region;
   private readonly replyStaging: Region;
   private attempts = 0;
+  private closed = false;
 
   private constructor(readonly options: LiveGuestOptions) {
     checkGuest(options);
@@ -156,6 +157,8 @@ export class LiveSource {
 
   /** Stops the vCPUs and the workers. */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.runner.pause();
     await this.pool?.close();
   }

@@ -1,0 +1,332 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
+import { LiveSource } from "../src/migration/live/source.js";
+import type { MigrationSummary } from "../src/migration/stats.js";
+
+const MiB = 1024 ** 2;
+const BIN = new URL("../bin/hvlab.js", import.meta.url).pathname;
+
+/** A destination process: `hvlab migrate-live --listen 0`, its port read from its first line. */
+async function startDestinationProcess(extra: string[] = []): Promise<{
+  child: ChildProcess;
+  port: number;
+  exited: Promise<number | null>;
+  stdout: () => string;
+  stderr: () => string;
+}> {
+  const child = spawn(process.execPath, [BIN, "migrate-live", "--listen", "0", ...extra], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  // Listen for the exit now: the destination may be gone before the test asks.
+  const exited = once(child, "exit").then(([code]) => code as number | null);
+  let out = "";
+  let err = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    err += chunk.toString();
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout?.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
+      if (match) resolve(Number(match[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`destination exited ${code}: ${err}`)));
+  });
+  return { child, port, exited, stdout: () => out, stderr: () => err };
+}
+
+/** Runs `hvlab ...` to the end. */
+async function hvlab(
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c: Buffer) => {
+    stdout += c.toString();
+  });
+  child.stderr.on("data", (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const [code] = (await once(child, "exit")) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/**
+ * A TCP proxy between a source and a destination that can damage the stream
+ * from source to destination: flip a byte at an offset, or cut the
+ * connection after a number of bytes. Each connection takes the next plan.
+ */
+async function proxy(
+  target: number,
+  plans: ({ flipAt?: number; cutAfter?: number } | undefined)[],
+): Promise<{ server: Server; port: number }> {
+  let connection = 0;
+  const server = createServer((client: Socket) => {
+    const plan = plans[connection++];
+    const upstream = connect(target, "127.0.0.1");
+    let passed = 0;
+    client.on("data", (chunk: Buffer) => {
+      let data = chunk;
+      if (
+        plan?.flipAt !== undefined &&
+        passed <= plan.flipAt &&
+        plan.flipAt < passed + chunk.length
+      ) {
+        data = Buffer.from(chunk);
+        data[plan.flipAt - passed] = (data[plan.flipAt - passed] ?? 0) ^ 0x40;
+      }
+      passed += chunk.length;
+      if (plan?.cutAfter !== undefined && passed >= plan.cutAfter) {
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      upstream.write(data);
+    });
+    upstream.on("data", (chunk: Buffer) => client.write(chunk));
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  if (!address || typeof address === "string") throw new Error("proxy not listening");
+  return { server, port: address.port };
+}
+
+const sources: LiveSource[] = [];
+function source(guestMiB: number, writesPerSecond = 20_000): LiveSource {
+  const s = LiveSource.start({
+    guestBytes: guestMiB * MiB,
+    vcpus: 2,
+    workload: { kind: "hotset" },
+    writesPerSecond,
+    threads: 1,
+    seed: 7,
+  });
+  sources.push(s);
+  return s;
+}
+
+afterEach(async () => {
+  // A source left running would steal the 2 cores from the next test's vCPUs.
+  for (const s of sources.splice(0)) await s.close();
+});
+
+/** Every field of MigrationSummary (src/migration/stats.ts), and nothing else. */
+const SUMMARY_KEYS: (keyof MigrationSummary)[] = [
+  "status",
+  "reason",
+  "mode",
+  "policy",
+  "transferred",
+  "remaining",
+  "total",
+  "duplicate",
+  "normal",
+  "normal-bytes",
+  "dirty-pages-rate",
+  "mbps",
+  "pages-per-second",
+  "dirty-sync-count",
+  "precopy-bytes",
+  "downtime-bytes",
+  "postcopy-bytes",
+  "expected-downtime",
+  "downtime",
+  "setup-time",
+  "total-time",
+  "cpu-throttle-percentage",
+  "xbzrle-cache",
+  "postcopy-remote-faults",
+  "postcopy-fault-wait-ms",
+  "rounds",
+  "verified",
+];
+
+describe("live migration over TCP", () => {
+  it("two processes: hvlab migrate-live --listen 0 and --to, every page verified", async () => {
+    const destination = await startDestinationProcess(["--json"]);
+    const run = await hvlab([
+      "migrate-live",
+      "--to",
+      `127.0.0.1:${destination.port}`,
+      "--guest",
+      "32MiB",
+      "--rate",
+      "50000",
+      "--json",
+    ]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const result = JSON.parse(run.stdout) as { rounds: unknown[]; summary: MigrationSummary };
+    expect(Object.keys(result).sort()).toEqual(["rounds", "summary"]);
+    expect(Object.keys(result.summary).sort()).toEqual([...SUMMARY_KEYS].sort());
+    expect(result.summary.status).toBe("completed");
+    expect(result.summary.mode).toBe("live-tcp");
+    expect(result.summary.verified).toBe(true);
+    expect(result.summary.normal).toBeGreaterThanOrEqual((32 * MiB) / 4096);
+    expect(result.rounds.at(-1)).toMatchObject({ phase: "stop-and-copy" });
+    expect(await destination.exited).toBe(0);
+    const report = JSON.parse(
+      destination.stdout().slice(destination.stdout().indexOf("{")),
+    ) as DestinationReport;
+    expect(report).toMatchObject({
+      status: "completed",
+      verified: true,
+      mismatches: 0,
+      guestBytes: 32 * MiB,
+    });
+    expect(report.pagesReceived).toBe(result.summary.normal);
+  });
+
+  it("a connection dropped mid-stream fails the run, the guest keeps running, the destination discards, a retry succeeds", async () => {
+    const destination = await startDestinationProcess();
+    const { server, port } = await proxy(destination.port, [{ cutAfter: 6 * MiB }, undefined]);
+    const s = source(16);
+    const failed = await s.migrate({ host: "127.0.0.1", port });
+    expect(failed.summary.status).toBe("failed");
+    expect(failed.summary.reason).toMatch(
+      /connection to 127\.0\.0\.1:\d+ dropped during pre-copy pass 1/,
+    );
+    expect(failed.summary.verified).toBe(null);
+    // The source VM is still running: its vCPUs keep writing.
+    expect(s.runner.running).toBe(true);
+    const before = s.runner.writes;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(s.runner.writes).toBeGreaterThan(before);
+    const retried = await s.migrate({ host: "127.0.0.1", port });
+    expect(retried.summary.status).toBe("completed");
+    expect(retried.summary.verified).toBe(true);
+    expect(await destination.exited).toBe(0);
+    expect(destination.stderr()).toMatch(
+      /^hvlab: incoming migration 1 from .* failed: the connection closed mid-migration after \d+ pages; partial copy discarded; still listening\n$/,
+    );
+    expect(destination.stdout()).toMatch(/migration 2 from .* completed: 16\.0 MiB guest/);
+    server.close();
+  });
+
+  it("a frame corrupted in transit fails the migration before wrong memory is written", async () => {
+    const reports: DestinationReport[] = [];
+    const destination = await DestinationServer.listen({
+      port: 0,
+      onSession: (r) => reports.push(r),
+    });
+    // Offset 3 MiB lands inside a pages frame's payload.
+    const { server, port } = await proxy(destination.address.port, [{ flipAt: 3 * MiB + 12_345 }]);
+    const s = source(8);
+    const result = await s.migrate({ host: "127.0.0.1", port });
+    expect(result.summary.status).toBe("failed");
+    expect(result.summary.reason).toMatch(
+      /the destination stopped the migration: frame \d+ \(pages\): digest mismatch/,
+    );
+    expect(reports[0]).toMatchObject({ status: "failed", discarded: true, verified: null });
+    // Every page that landed before the damaged frame came from intact frames:
+    // the damaged frame's pages were never scattered.
+    expect(reports[0]?.pagesReceived).toBeLessThan((3 * MiB + 12_345) / 4096);
+    const retried = await s.migrate({ host: "127.0.0.1", port: destination.address.port });
+    expect(retried.summary).toMatchObject({ status: "completed", verified: true });
+    server.close();
+    await destination.close();
+  });
+
+  it("a peer that speaks something else is refused with one clear line", async () => {
+    const foreign = createServer((socket) => socket.end("SSH-2.0-OpenSSH_9.6\r\n"));
+    foreign.listen(0, "127.0.0.1");
+    await once(foreign, "listening");
+    const address = foreign.address();
+    if (!address || typeof address === "string") throw new Error("not listening");
+    const run = await hvlab([
+      "migrate-live",
+      "--to",
+      `127.0.0.1:${address.port}`,
+      "--guest",
+      "4MiB",
+    ]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(
+      `hvlab: migration failed: 127.0.0.1:${address.port}: the peer does not speak hvlab's migration protocol (it sent "SSH-2.0-OpenSSH_9.6\\x0d\\x0a")\n`,
+    );
+    foreign.close();
+
+    // The other way round: something that is not a source connects to a destination.
+    const reports: DestinationReport[] = [];
+    const destination = await DestinationServer.listen({
+      port: 0,
+      onSession: (r) => reports.push(r),
+    });
+    const client = connect(destination.address.port, "127.0.0.1");
+    await once(client, "connect");
+    client.resume();
+    client.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    await once(client, "close");
+    expect(reports[0]?.status).toBe("failed");
+    expect(reports[0]?.reason).toMatch(
+      /^the peer does not speak hvlab's migration protocol \(it sent "GET \/ HTTP\/1\.1\\x0d\\x0a/,
+    );
+    expect(reports[0]?.discarded).toBe(false);
+    // Still listening, and a real source gets through.
+    const result = await source(4).migrate({ host: "127.0.0.1", port: destination.address.port });
+    expect(result.summary.status).toBe("completed");
+    await destination.close();
+  });
+
+  it("a dirty rate above a throttled link does not converge: reported with its reason, never a hang", async () => {
+    const reports: DestinationReport[] = [];
+    const destination = await DestinationServer.listen({
+      port: 0,
+      onSession: (r) => reports.push(r),
+    });
+    const s = source(8, Number.POSITIVE_INFINITY);
+    const result = await s.migrate({
+      host: "127.0.0.1",
+      port: destination.address.port,
+      maxBandwidth: 8 * MiB,
+      downtimeLimitMs: 10,
+      timeoutMs: 1500,
+    });
+    expect(result.summary.status).toBe("not-converged");
+    expect(result.summary.reason).toMatch(
+      /^no convergence within 1500 ms: \d+ pages\/s dirtied against/,
+    );
+    expect(result.rounds.at(-1)?.decision).toBe("give-up");
+    expect(s.runner.running).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(reports[0]).toMatchObject({ status: "failed", discarded: true });
+    expect(reports[0]?.reason).toMatch(
+      /^the source stopped the migration: migration cancelled by the source/,
+    );
+    // Throttled to 8 MiB/s: the bandwidth QEMU's windows measured is near it.
+    const estimate = result.rounds[0]?.["bandwidth-estimate"] ?? 0;
+    expect(estimate).toBeGreaterThan(4 * MiB);
+    expect(estimate).toBeLessThan(12 * MiB);
+    await s.close();
+    await destination.close();
+  });
+
+  it("a pass cap stops pre-copy and copies the rest while paused", async () => {
+    const destination = await DestinationServer.listen({ port: 0 });
+    const s = source(32, Number.POSITIVE_INFINITY);
+    // Let the workers boot and dirty pages, so that no pass can empty the log.
+    while (s.runner.writes === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    const result = await s.migrate({
+      host: "127.0.0.1",
+      port: destination.address.port,
+      maxPasses: 2,
+      downtimeLimitMs: 0.001,
+    });
+    expect(result.summary.status).toBe("completed");
+    expect(result.summary.verified).toBe(true);
+    expect(result.rounds.map((r) => r.phase)).toEqual(["precopy", "precopy", "stop-and-copy"]);
+    expect(result.rounds[1]?.reason).toMatch(/^pass cap of 2 reached/);
+    expect(result.summary.downtime).toBeGreaterThan(0);
+    await s.close();
+    await destination.close();
+  });
+});
