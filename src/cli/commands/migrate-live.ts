@@ -112,7 +112,7 @@ export async function runLiveDestination(
         );
       } else if (!flags.json) {
         output.out(
-          `migration ${report.session} from ${report.peer} completed: ${formatBytes(report.guestBytes)} guest, ${report.pagesReceived.toLocaleString("en-US")} pages received in ${report.frames.toLocaleString("en-US")} frames, every page verified`,
+          `migration ${report.session} from ${report.peer} completed: ${formatBytes(report.guestBytes)} guest, ${report.pagesReceived.toLocaleString("en-US")} pages received in ${report.frames.toLocaleString("en-US")} frames${report.verified ? ", every page verified" : " (page verification off)"}`,
         );
       }
     },

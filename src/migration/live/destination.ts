@@ -308,6 +308,12 @@ export class DestinationServer {
             );
           }
           state.switchedOver = true;
+          if (!hello.verify) {
+            // Nothing left to receive: the guest is whole and resumed here.
+            socket.end(writer.seal(FrameType.resumed, 0));
+            end("completed", null, null);
+            return;
+          }
           socket.write(writer.seal(FrameType.resumed, 0));
           return;
         case FrameType.verify: {

@@ -7,7 +7,8 @@
  *   8  u32 page shift (12)    4 u32 reserved = 0     4  u32 reserved = 0
  *   12 u32 session id                                8  u32 x n page numbers
  *   16 u32 device-state bytes                        8 + 4n  n pages, back to back
- *   20 u32 x 3 reserved = 0
+ *   20 u32 flags: bit 0 = no page verification; other bits 0
+ *   24 u32 x 2 reserved = 0
  *
  *   verify                    verify-end (16)        result (16)
  *   0 u32 first page          0 u32 pages verified   0 u32 mismatching pages
@@ -36,7 +37,12 @@ export interface Hello {
   readonly pageShift: number;
   readonly sessionId: number;
   readonly deviceStateBytes: number;
+  /** Whether the destination checks every page against the source's digests at the end. */
+  readonly verify: boolean;
 }
+
+/** Hello flag: skip the final page verification (benchmarks of the stream alone). */
+const HELLO_NO_VERIFY = 1;
 
 /** What verification found on the destination. */
 export interface VerifyResult {
@@ -63,14 +69,17 @@ export function encodeHello(view: DataView, hello: Hello): number {
   view.setUint32(8, hello.pageShift, true);
   view.setUint32(12, hello.sessionId >>> 0, true);
   view.setUint32(16, hello.deviceStateBytes, true);
-  for (let at = 20; at < 32; at += 4) view.setUint32(at, 0, true);
+  view.setUint32(20, hello.verify ? 0 : HELLO_NO_VERIFY, true);
+  for (let at = 24; at < 32; at += 4) view.setUint32(at, 0, true);
   return 32;
 }
 
 /** Reads a hello payload. Sizes are checked by the destination against its own limits. */
 export function decodeHello(view: DataView): Hello {
   exactly(view, 32, "hello");
-  for (let at = 20; at < 32; at += 4) {
+  const flags = view.getUint32(20, true);
+  if ((flags & ~HELLO_NO_VERIFY) !== 0) throw payloadError("hello", `unknown flags ${flags}`);
+  for (let at = 24; at < 32; at += 4) {
     if (view.getUint32(at, true) !== 0) throw payloadError("hello", "reserved fields are not zero");
   }
   const guestBytes = view.getFloat64(0, true);
@@ -90,7 +99,13 @@ export function decodeHello(view: DataView): Hello {
       `device state of ${deviceStateBytes} bytes is over ${MAX_DEVICE_STATE_BYTES}`,
     );
   }
-  return { guestBytes, pageShift, sessionId: view.getUint32(12, true), deviceStateBytes };
+  return {
+    guestBytes,
+    pageShift,
+    sessionId: view.getUint32(12, true),
+    deviceStateBytes,
+    verify: (flags & HELLO_NO_VERIFY) === 0,
+  };
 }
 
 /** Writes an accept payload (8 bytes). */
