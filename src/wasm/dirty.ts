@@ -20,6 +20,15 @@ export interface DirtyExports {
     basePage: number,
   ): number;
   mergeBitmap(dst: number, src: number, words: number): number;
+  harvestPages(
+    bitmap: number,
+    bits: number,
+    cursor: number,
+    out: number,
+    capacity: number,
+    basePage: number,
+    paused: number,
+  ): number;
   ringInit(ring: number, size: number, slot: number): void;
   ringPush(ring: number, size: number, page: number, bitmap: number): number;
   ringHarvest(ring: number, size: number, out: number, capacity: number): number;
@@ -35,6 +44,9 @@ const CHUNK_PAGES = CHUNK_WORDS * 64;
 
 /** Bytes of an iteration cursor: u32 bit within the chunk (kernel's), u32 chunk (ours). */
 export const CURSOR_BYTES = 8;
+
+/** Fewest page numbers a {@link DirtyKernel.harvestPages} batch may hold: one word, plus slack. */
+export const MIN_HARVEST_BATCH = 66;
 
 /** Checks a page number against a bitmap. */
 function checkPage(bitmap: DirtyBitmap, page: number, what = "page"): void {
@@ -180,6 +192,48 @@ export class DirtyKernel {
         ) >>> 0;
       if (written > 0) return written;
       // This chunk is exhausted: move to the next.
+      state[0] = 0;
+      state[1] = chunk + 1;
+    }
+  }
+
+  /**
+   * Harvest and iterate in one pass: atomically fetches and clears the next
+   * dirty words of `bitmap` and writes their page numbers into `out` (u32
+   * each; it must hold at least {@link MIN_HARVEST_BATCH}). Returns how many
+   * were written; 0 when the whole bitmap has been harvested. Reset the
+   * cursor to start a new harvest. Slots past the returned count may be
+   * overwritten. Pass `paused` only when no writer can mark the bitmap
+   * meanwhile (vCPUs stopped): words are then cleared without locked
+   * instructions.
+   */
+  harvestPages(bitmap: DirtyBitmap, cursor: Region, out: Region, paused = false): number {
+    const at = cursor.check(0, CURSOR_BYTES, "harvest cursor");
+    const capacity = Math.floor(out.byteLength / 4);
+    if (capacity < MIN_HARVEST_BATCH) {
+      throw new RegionBoundsError(
+        out.name,
+        "harvest batch",
+        `holds ${capacity} page numbers; it needs at least ${MIN_HARVEST_BATCH}`,
+      );
+    }
+    const state = new Uint32Array(this.memory.buffer, at, 2);
+    for (;;) {
+      const chunk = state[1] ?? 0;
+      const base = chunk * CHUNK_PAGES;
+      if (base >= bitmap.pages) return 0;
+      const bits = Math.min(CHUNK_PAGES, bitmap.pages - base);
+      const written =
+        this.k.harvestPages(
+          bitmap.region.offset + chunk * CHUNK_WORDS * 8,
+          bits,
+          at,
+          out.offset,
+          capacity,
+          base,
+          paused ? 1 : 0,
+        ) >>> 0;
+      if (written > 0) return written;
       state[0] = 0;
       state[1] = chunk + 1;
     }

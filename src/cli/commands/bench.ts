@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { isOwnImpl, ratioToOwn, runSuite, type SuiteResult } from "../../bench/harness.js";
+import { ratioToOwn, runSuite, type SuiteResult } from "../../bench/harness.js";
 import { BENCH_SUITES, loadSuite } from "../../bench/suites.js";
 import { formatTable } from "../../report/table.js";
 import { formatBytes } from "../../util/units.js";
@@ -17,7 +17,7 @@ function printHuman(result: SuiteResult): void {
       row.meanNs,
       `±${row.rme.toFixed(1)}%`,
       row.samples,
-      isOwnImpl(row.impl) ? "1" : ratio === null ? "" : `${ratio.toFixed(3)}`,
+      ratio === null ? "" : `${ratio.toFixed(3)}`,
     ];
   });
   console.log(
