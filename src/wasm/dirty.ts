@@ -48,6 +48,19 @@ export const CURSOR_BYTES = 8;
 /** Fewest page numbers a {@link DirtyKernel.harvestPages} batch may hold: one word, plus slack. */
 export const MIN_HARVEST_BATCH = 66;
 
+/**
+ * Calls a counting kernel over a bitmap of `words` words in chunks of at most
+ * {@link CHUNK_WORDS}, passing each chunk's byte offset and word count, and
+ * adds up the u32 counts it returns.
+ */
+function sumOverChunks(words: number, call: (byteOffset: number, words: number) => number): number {
+  let total = 0;
+  for (let word = 0; word < words; word += CHUNK_WORDS) {
+    total += call(word * 8, Math.min(CHUNK_WORDS, words - word)) >>> 0;
+  }
+  return total;
+}
+
 /** Checks a page number against a bitmap. */
 function checkPage(bitmap: DirtyBitmap, page: number, what = "page"): void {
   if (!Number.isSafeInteger(page) || page < 0 || page >= bitmap.pages) {
@@ -107,12 +120,9 @@ export class DirtyKernel {
 
   /** Dirty pages in the bitmap (popcount). */
   count(bitmap: DirtyBitmap): number {
-    let total = 0;
-    for (let word = 0; word < bitmap.words; word += CHUNK_WORDS) {
-      const take = Math.min(CHUNK_WORDS, bitmap.words - word);
-      total += this.k.countDirty(bitmap.region.offset + word * 8, take) >>> 0;
-    }
-    return total;
+    return sumOverChunks(bitmap.words, (bytes, take) =>
+      this.k.countDirty(bitmap.region.offset + bytes, take),
+    );
   }
 
   /**
@@ -127,14 +137,9 @@ export class DirtyKernel {
         `tracks ${snapshot.pages} pages but the bitmap '${bitmap.region.name}' tracks ${bitmap.pages}`,
       );
     }
-    let total = 0;
-    for (let word = 0; word < bitmap.words; word += CHUNK_WORDS) {
-      const take = Math.min(CHUNK_WORDS, bitmap.words - word);
-      total +=
-        this.k.harvest(bitmap.region.offset + word * 8, snapshot.region.offset + word * 8, take) >>>
-        0;
-    }
-    return total;
+    return sumOverChunks(bitmap.words, (bytes, take) =>
+      this.k.harvest(bitmap.region.offset + bytes, snapshot.region.offset + bytes, take),
+    );
   }
 
   /** ORs `source` into `target` (same page count). Returns pages newly set in `target`. */
@@ -146,17 +151,9 @@ export class DirtyKernel {
         `tracks ${source.pages} pages but '${target.region.name}' tracks ${target.pages}`,
       );
     }
-    let total = 0;
-    for (let word = 0; word < target.words; word += CHUNK_WORDS) {
-      const take = Math.min(CHUNK_WORDS, target.words - word);
-      total +=
-        this.k.mergeBitmap(
-          target.region.offset + word * 8,
-          source.region.offset + word * 8,
-          take,
-        ) >>> 0;
-    }
-    return total;
+    return sumOverChunks(target.words, (bytes, take) =>
+      this.k.mergeBitmap(target.region.offset + bytes, source.region.offset + bytes, take),
+    );
   }
 
   /** Sets an iteration cursor (8 bytes) back to the first page. */
