@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -103,6 +103,34 @@ describe("the hvlab command", () => {
       expect(impls.some((impl) => impl.startsWith("hvlab"))).toBe(true);
       expect(impls.length).toBeGreaterThanOrEqual(2);
     }
+    // Saved results print again, as Markdown, without re-running.
+    const saved = join(mkdtempSync(join(tmpdir(), "hvlab-bench-")), "dirty.json");
+    writeFileSync(saved, run.stdout);
+    const markdown = hvlab(["bench", "--from", saved, "--markdown"]);
+    expect(markdown.status).toBe(0);
+    expect(markdown.stdout).toContain("| case | impl | ops/s |");
+    expect(
+      markdown.stdout.split("\n").filter((line) => line.startsWith("| harvest+iterate")).length,
+    ).toBe(result.results.filter((r) => String(r.case).startsWith("harvest+iterate")).length);
+  });
+
+  it("refuses saved bench results that are not hvlab's, in one line", () => {
+    const dir = mkdtempSync(join(tmpdir(), "hvlab-bench-"));
+    const cases: [string, string][] = [
+      ["not json {", "cannot read bench results"],
+      [JSON.stringify({ suite: "x", results: [] }), "is not hvlab bench --json output"],
+      [JSON.stringify([{ suite: 1 }]), "is not hvlab bench --json output"],
+    ];
+    for (const [index, [content, message]] of cases.entries()) {
+      const file = join(dir, `bad${index}.json`);
+      writeFileSync(file, content);
+      const run = hvlab(["bench", "--from", file]);
+      expect(run.status).not.toBe(0);
+      expect(oneErrorLine(run.stderr)).toContain(message);
+    }
+    expect(oneErrorLine(hvlab(["bench", "--from", join(dir, "missing.json")]).stderr)).toContain(
+      "cannot read bench results",
+    );
   });
 
   it("runs the tour and writes the HTML and JSON report", () => {
