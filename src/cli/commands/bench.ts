@@ -137,8 +137,7 @@ export function registerBench(program: Command): void {
           timeMs: flags.quick ? Math.min(flags.time, 50) : flags.time,
           quick: flags.quick === true,
           onProgress: (done, total, label) => progress.update(done, label, total),
-        });
-        progress.stop();
+        }).finally(() => progress.stop());
         results.push(result);
         if (!flags.json) print(result, flags);
       }
