@@ -209,12 +209,14 @@ describe("payload decoders", () => {
       pageShift: 12,
       sessionId: 77,
       deviceStateBytes: 4096,
+      verify: false,
     });
     expect(decodeHello(view(bytes))).toEqual({
       guestBytes: 64 * 1024 ** 2,
       pageShift: 12,
       sessionId: 77,
       deviceStateBytes: 4096,
+      verify: false,
     });
     const result = new Uint8Array(16);
     encodeResult(view(result), {
