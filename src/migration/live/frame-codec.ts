@@ -26,24 +26,33 @@ export function stagingBytes(maxPayload = MAX_FRAME_PAYLOAD): number {
 }
 
 /**
- * Builds frames in a staging region of the shared memory: the caller writes
- * the payload at {@link FrameWriter.payloadStart}, then {@link FrameWriter.seal}
- * fills the header, hashes the frame with the stream kernel and hands back a
- * copy for the socket (so the staging region can be reused at once).
+ * Builds frames in staging slots of the shared memory: the caller writes the
+ * payload at {@link FrameWriter.payloadStart} of the current slot, then
+ * {@link FrameWriter.seal} fills the header, hashes the frame with the stream
+ * kernel and hands back a copy for the socket, or
+ * {@link FrameWriter.sealInPlace} hands back a view of the slot itself (no
+ * copy) that stays busy until the socket has taken it. With several slots,
+ * the next frame is built while earlier ones are still being written.
  */
 export class FrameWriter {
-  /** Where the payload starts in the staging region. */
+  /** Where the payload starts in a staging slot. */
   readonly payloadStart = FRAME_HEADER_BYTES;
   private sequence = 0;
+  private slot = 0;
+  private readonly busy: (Promise<void> | undefined)[];
+  private readonly slots: readonly Region[];
 
   constructor(
     private readonly memory: WebAssembly.Memory,
     private readonly kernel: StreamKernel,
-    /** At least {@link stagingBytes} of `maxPayload` bytes. */
-    readonly staging: Region,
+    /** One or more slots, each at least {@link stagingBytes} of `maxPayload` bytes. */
+    staging: Region | readonly Region[],
     private readonly maxPayload = MAX_FRAME_PAYLOAD,
   ) {
-    staging.check(0, stagingBytes(maxPayload), "frame staging");
+    this.slots = Array.isArray(staging) ? staging : [staging as Region];
+    if (this.slots.length === 0) throw new RangeError("a frame writer needs a staging slot");
+    for (const slot of this.slots) slot.check(0, stagingBytes(maxPayload), "frame staging");
+    this.busy = this.slots.map(() => undefined);
   }
 
   /** Frames sealed so far. */
@@ -51,29 +60,63 @@ export class FrameWriter {
     return this.sequence;
   }
 
+  /** The slot the next frame is built in. */
+  get staging(): Region {
+    return this.slots[this.slot] as Region;
+  }
+
+  /** Waits until the current slot's last in-place frame has left. */
+  async ready(): Promise<void> {
+    await this.busy[this.slot];
+    this.busy[this.slot] = undefined;
+  }
+
   /** A view of the payload area for `length` bytes. */
   payload(length: number): DataView {
+    if (this.busy[this.slot]) throw new Error("frame staging slot still being sent: await ready()");
     const at = this.staging.check(this.payloadStart, length, "frame payload");
     return new DataView(this.memory.buffer, at, length);
   }
 
-  /** Seals a frame whose `length`-byte payload is in staging; returns its wire bytes. */
-  seal(type: FrameTypeCode, length: number): Buffer {
+  /** Fills the header and digest of the frame in the current slot; returns its length. */
+  private close(type: FrameTypeCode, length: number): number {
+    if (this.busy[this.slot]) throw new Error("frame staging slot still being sent: await ready()");
     if (!Number.isSafeInteger(length) || length < 0 || length > this.maxPayload) {
       throw new RangeError(
         `frame payload of ${length} bytes is over the ${this.maxPayload}-byte limit`,
       );
     }
-    const base = this.staging.offset;
-    const header = new DataView(this.memory.buffer, base, FRAME_HEADER_BYTES);
+    const staging = this.staging;
+    const header = new DataView(this.memory.buffer, staging.offset, FRAME_HEADER_BYTES);
     writeHeader(header, type, this.sequence, length);
-    header.setUint32(FrameHeader.check, low32(this.kernel.hash(this.staging, 0, 16)), true);
+    header.setUint32(FrameHeader.check, low32(this.kernel.hash(staging, 0, 16)), true);
     const body = FRAME_HEADER_BYTES + length;
-    this.kernel.hashInto(this.staging, 0, body, this.staging, body);
+    this.kernel.hashInto(staging, 0, body, staging, body);
     this.sequence++;
-    const wire = Buffer.allocUnsafe(body + FRAME_DIGEST_BYTES);
-    wire.set(new Uint8Array(this.memory.buffer, base, wire.length));
+    return body + FRAME_DIGEST_BYTES;
+  }
+
+  /** Seals a frame whose `length`-byte payload is in staging; returns a copy of its wire bytes. */
+  seal(type: FrameTypeCode, length: number): Buffer {
+    const bytes = this.close(type, length);
+    const wire = Buffer.allocUnsafe(bytes);
+    wire.set(new Uint8Array(this.memory.buffer, this.staging.offset, bytes));
     return wire;
+  }
+
+  /**
+   * Seals a frame and returns a view of the slot itself for the socket, and
+   * the callback to call once the socket has taken it; moves to the next slot.
+   */
+  sealInPlace(type: FrameTypeCode, length: number): { wire: Buffer; sent: () => void } {
+    const bytes = this.close(type, length);
+    const wire = Buffer.from(this.memory.buffer, this.staging.offset, bytes);
+    let sent!: () => void;
+    this.busy[this.slot] = new Promise<void>((resolve) => {
+      sent = resolve;
+    });
+    this.slot = (this.slot + 1) % this.slots.length;
+    return { wire, sent };
   }
 
   /** Seals a frame with a payload given as bytes. */

@@ -49,12 +49,19 @@ export class Link {
     this.failure ??= error;
   }
 
-  /** Sends one frame's bytes, waiting for the throttle and the socket's buffer. */
-  async send(bytes: Buffer): Promise<void> {
-    if (this.failure) throw this.failure;
+  /**
+   * Sends one frame's bytes, waiting for the throttle and the socket's
+   * buffer. `sent` is called once the socket no longer needs the bytes.
+   */
+  async send(bytes: Buffer, sent?: () => void): Promise<void> {
+    if (this.failure) {
+      sent?.();
+      throw this.failure;
+    }
     if (this.throttle) await this.throttle.take(bytes.length);
     this.socket.write(bytes, (error) => {
       if (!error) this.meter.record(bytes.length);
+      sent?.();
     });
     this.queued += bytes.length;
     if (this.socket.writableLength > MAX_QUEUED_BYTES) {

@@ -41,6 +41,11 @@ export const LIVE_PAGE_SHIFT = 12;
 const PAGE_BYTES = 2 ** LIVE_PAGE_SHIFT;
 /** QEMU's default downtime-limit, ms (REFERENCE.md section 1). */
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
+/**
+ * Staging slots for outgoing frames: pages frames leave from their slot
+ * without a copy while the next ones are built.
+ */
+const SEND_SLOTS = 4;
 /** Replies a source accepts are tiny. */
 const REPLY_MAX_PAYLOAD = 4096;
 
@@ -117,7 +122,7 @@ export class LiveSource {
   private readonly snapshot: DirtyBitmap;
   private readonly late: DirtyBitmap;
   private readonly cursor: Region;
-  private readonly sendStaging: Region;
+  private readonly sendSlots: readonly Region[];
   private readonly replyStaging: Region;
   private attempts = 0;
   private closed = false;
@@ -140,7 +145,9 @@ export class LiveSource {
     this.snapshot = DirtyBitmap.allocate(this.layout, "source-snapshot", this.guest.pages);
     this.late = DirtyBitmap.allocate(this.layout, "source-late-dirty", this.guest.pages);
     this.cursor = this.layout.allocate("source-cursor", 8);
-    this.sendStaging = this.layout.allocate("source-send-staging", stagingBytes(), 4096);
+    this.sendSlots = Array.from({ length: SEND_SLOTS }, (_, i) =>
+      this.layout.allocate(`source-send-slot-${i}`, stagingBytes(), 4096),
+    );
     this.replyStaging = this.layout.allocate(
       "source-reply-staging",
       stagingBytes(REPLY_MAX_PAYLOAD),
@@ -229,7 +236,7 @@ export class LiveSource {
       socket.on("close", () =>
         inbox.fail(new LinkError(link?.down?.message ?? "the connection closed")),
       );
-      const writer = new FrameWriter(this.layout.memory, this.kernel, this.sendStaging);
+      const writer = new FrameWriter(this.layout.memory, this.kernel, this.sendSlots);
       const sessionId = randomInt(2 ** 32 - 1);
       const hello = writer.payload(32);
       const helloBytes = encodeHello(hello, {
@@ -320,11 +327,7 @@ export class LiveSource {
       const device = writer.payload(deviceStateBytes);
       const deviceBytes = new Uint8Array(device.buffer, device.byteOffset, deviceStateBytes);
       fillDeviceState(deviceBytes, this.options.seed + this.attempts);
-      const deviceDigest = this.kernel.hash(
-        this.sendStaging,
-        writer.payloadStart,
-        deviceStateBytes,
-      );
+      const deviceDigest = this.kernel.hash(writer.staging, writer.payloadStart, deviceStateBytes);
       await link.send(writer.seal(FrameType.deviceState, deviceStateBytes));
       await link.send(writer.seal(FrameType.switchover, 0));
       await inbox.next("resumed", replyTimeoutMs, "resume the guest");
@@ -389,29 +392,26 @@ export class LiveSource {
     onProgress: ((bytes: number) => void) | undefined,
   ): Promise<number> {
     const listStart = writer.payloadStart + 8;
-    const list = new Region({
-      name: "frame page list",
-      offset: this.sendStaging.offset + listStart,
-      byteLength: MAX_PAGES_PER_FRAME * 4,
-    });
     this.dirty.resetCursor(this.cursor);
     let sent = 0;
     for (;;) {
       if (inbox.failed) throw inbox.failed;
+      // Pages frames go out of their slot without a copy: wait for the slot to be free.
+      await writer.ready();
+      const staging = writer.staging;
+      const list = new Region({
+        name: "frame page list",
+        offset: staging.offset + listStart,
+        byteLength: MAX_PAGES_PER_FRAME * 4,
+      });
       const count = this.dirty.iterate(this.snapshot, this.cursor, list);
       if (count === 0) return sent;
       const header = writer.payload(8);
       header.setUint32(0, count, true);
       header.setUint32(4, 0, true);
-      this.kernel.gather(
-        this.ram,
-        this.sendStaging,
-        listStart,
-        count,
-        this.sendStaging,
-        listStart + count * 4,
-      );
-      await link.send(writer.seal(FrameType.pages, 8 + count * (4 + PAGE_BYTES)));
+      this.kernel.gather(this.ram, staging, listStart, count, staging, listStart + count * 4);
+      const frame = writer.sealInPlace(FrameType.pages, 8 + count * (4 + PAGE_BYTES));
+      await link.send(frame.wire, frame.sent);
       sent += count;
       onProgress?.(link.queued);
     }
@@ -424,7 +424,7 @@ export class LiveSource {
       const header = writer.payload(8);
       header.setUint32(0, first, true);
       header.setUint32(4, count, true);
-      this.kernel.hashPages(this.ram, first, count, this.sendStaging, writer.payloadStart + 8);
+      this.kernel.hashPages(this.ram, first, count, writer.staging, writer.payloadStart + 8);
       await link.send(writer.seal(FrameType.verify, 8 + count * 8));
     }
     await link.send(
