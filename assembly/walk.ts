@@ -601,7 +601,8 @@ function dropKey(ctx: usize, id: u32, key: u64, index: u64): void {
 /**
  * Flushes caches. `what` bits: 1 TLBs and guest page-walk caches of the
  * current address space, 2 the same for every address space, 4 the nested
- * TLB and host page-walk caches (INVEPT).
+ * TLB and host page-walk caches (INVEPT), 8 the TLBs alone (every address
+ * space), keeping the page-walk caches.
  */
 export function flush(ctx: usize, what: u32): void {
   const asid = <u64>load<u32>(ctx + C_ASID);
@@ -611,5 +612,8 @@ export function flush(ctx: usize, what: u32): void {
   }
   if (what & 4) {
     for (let id = T_PWC_H; id <= T_NTLB; id++) clearCache(ctx, id);
+  }
+  if (what & 8) {
+    for (let id = T_L1_4K; id <= T_L2_1G; id++) clearCache(ctx, id);
   }
 }

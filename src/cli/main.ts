@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
+import { registerPaging } from "./commands/paging.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
 
@@ -19,7 +20,11 @@ export function buildProgram(): Command {
   registerTour(program);
   registerBench(program);
   registerDirty(program);
-  for (const command of program.commands) command.exitOverride();
+  registerPaging(program);
+  for (const command of program.commands) {
+    command.exitOverride();
+    for (const sub of command.commands) sub.exitOverride();
+  }
   return program;
 }
 

@@ -312,6 +312,11 @@ export class MmuContext {
     this.kernel.flush(this.region.offset, 2);
   }
 
+  /** Flushes the TLBs of every address space, keeping page-walk caches and the nested TLB. */
+  flushTlbs(): void {
+    this.kernel.flush(this.region.offset, 8);
+  }
+
   /** INVEPT: flushes the nested TLB and host page-walk caches. */
   flushNested(): void {
     this.kernel.flush(this.region.offset, 4);
