@@ -44,6 +44,8 @@ export interface CompareSpec {
   readonly tableBytes?: number;
   readonly activity: OsActivity;
   readonly seed: number;
+  /** Synthetic: touch the whole working set first and count the steady state only. */
+  readonly prefault?: boolean;
   /** Pool workers: 0 runs every configuration on this thread. Default: one per configuration. */
   readonly threads?: number;
   /** Trace progress (bytes of a file, or records generated). */
@@ -109,6 +111,7 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
         workingSetBytes: ws,
         activity: spec.activity,
         seed: spec.seed,
+        prefault: spec.prefault === true,
       },
       regions: {
         arena: layout.allocate(`${config.label} tables`, tableBytes * 3, 4096).toDescriptor(),

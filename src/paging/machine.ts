@@ -1,13 +1,13 @@
 import { Region, type RegionDescriptor } from "../memory/region.js";
 import type { WalkExports } from "../wasm/walk.js";
 import { priceRun, type TranslationCycles } from "./cost.js";
-import type { PageSize } from "./entry.js";
+import { PAGE_BYTES, type PageSize } from "./entry.js";
 import { PagingError } from "./errors.js";
 import { EXIT_REASONS, type ExitCounters, type ExitReason, emptyExitCounters } from "./exits.js";
 import { GuestOs, type GuestProcess, type Vma } from "./guest-os.js";
 import { HardwarePaging } from "./hardware.js";
 import { HostMemory } from "./host.js";
-import { type Fault, MmuContext, type MmuContextDescriptor, type MmuCounters } from "./mmu.js";
+import { ACCESS, type Fault, MmuContext, type MmuContextDescriptor, type MmuCounters } from "./mmu.js";
 import { HOST_BASE, PhysicalWindow } from "./physical.js";
 import type { CostModel, TranslationCaches } from "./presets.js";
 import { SeededRandom } from "./random.js";
@@ -62,6 +62,11 @@ export interface MachineOptions {
   readonly seed: number;
   /** Shadow: emulated writes that unshadow a page (KVM: 3). */
   readonly floodThreshold?: number;
+  /**
+   * Synthetic: touch (write) every page of every process's working set first,
+   * then zero the counters: the run measures the steady state, not first touch.
+   */
+  readonly prefault?: boolean;
 }
 
 /** Where a machine lives in the shared memory. */
@@ -218,6 +223,40 @@ export class PagingMachine {
       munmap: interval(a.munmapPerSecond),
     };
     this.next = { ...this.every };
+    if (options.prefault && ws !== null) this.prefault(ws);
+  }
+
+  /** Translates one address, servicing every fault on the way (guest, shadow, EPT). */
+  touch(va: number, kind: number): number {
+    for (let tries = 0; tries < 64; tries++) {
+      const r = this.mmu.translate(va, kind);
+      if ("hpa" in r) return r.hpa;
+      this.handle(r.fault);
+    }
+    throw new PagingError(`0x${va.toString(16)} keeps faulting`);
+  }
+
+  private prefault(ws: number): void {
+    const { config } = this.options;
+    // Every guest page, and every host page under it when SLAT backs it with smaller pages.
+    const step = Math.min(
+      PAGE_BYTES[config.guestPageSize],
+      config.mode === "slat" ? PAGE_BYTES[config.hostBacking] : Number.POSITIVE_INFINITY,
+    );
+    for (const process of this.processes) {
+      this.os.switchTo(process);
+      for (let off = 0; off < ws; off += step) this.touch(HEAP_BASE + off, ACCESS.write | ACCESS.user);
+    }
+    const first = this.processes[0];
+    if (first) this.os.switchTo(first);
+    this.mmu.resetCounters();
+    for (const reason of EXIT_REASONS) this.exits.exits[reason] = 0;
+    this.exits.emulatedWrites = 0;
+    this.exits.resyncs = 0;
+    this.exits.unshadowed = 0;
+    for (const key of Object.keys(this.os.counters) as (keyof typeof this.os.counters)[]) {
+      this.os.counters[key] = 0;
+    }
   }
 
   /** Records translated so far. */

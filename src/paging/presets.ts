@@ -135,7 +135,7 @@ const SKYLAKE_SP: CpuPreset = {
     tagged: true,
   },
   cost: costModel(
-    published(1200, "REFERENCE.md section 2 default (assumed there): 1,000-2,500 cycles"),
+    assumed(1200, "(assumed) REFERENCE.md section 2 default; 1,000-2,500 cycles on modern cores"),
     published(9, "Intel 248966: STLB hit"),
   ),
 };

@@ -56,6 +56,7 @@ interface CompareFlags {
   refCycles?: number;
   threads?: number;
   seed: number;
+  prefault?: boolean;
   json?: boolean;
   csv?: boolean;
 }
@@ -148,6 +149,7 @@ export function registerPaging(program: Command): void {
       0.2,
     )
     .option("--accesses <n>", "synthetic accesses", integerOption(1, 1e11), 2_000_000)
+    .option("--prefault", "synthetic: touch the working set first and count the steady state only")
     .option("--cpu <preset>", `CPU preset: ${Object.keys(CPU_PRESETS).join(", ")}`, "skylake-sp")
     .option("--l2 <entries/ways>", "override the second-level TLB geometry")
     .option("--pwc <entries/ways>", "override the PDE-level page-walk caches (both dimensions)")
@@ -235,6 +237,7 @@ export function registerPaging(program: Command): void {
             accessesPerSecond: flags.accessRate,
           },
           seed: flags.seed,
+          prefault: flags.prefault === true,
           ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
           onProgress: (done, total) => progress.update(done, "", total),
         });
