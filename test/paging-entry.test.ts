@@ -33,7 +33,12 @@ describe("x86-64 and EPT entries (REFERENCE.md section 2)", () => {
   it("places every EPT bit where the SDM puts it", () => {
     // REFERENCE.md section 2: 0 read, 1 write, 2 execute, 5:3 type, 6 ignore PAT, 7 large, 8 A, 9 D.
     expect([EPT.read, EPT.write, EPT.execute]).toEqual([1n, 2n, 4n]);
-    expect([EPT.ignorePat, EPT.largePage, EPT.accessed, EPT.dirty]).toEqual([64n, 128n, 256n, 512n]);
+    expect([EPT.ignorePat, EPT.largePage, EPT.accessed, EPT.dirty]).toEqual([
+      64n,
+      128n,
+      256n,
+      512n,
+    ]);
     const leaf = encodeEpt({
       read: true,
       write: true,

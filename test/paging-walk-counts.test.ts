@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type PageSize, PAGE_SIZES } from "../src/paging/entry.js";
+import { PAGE_SIZES, type PageSize } from "../src/paging/entry.js";
 import { explainWalk } from "../src/paging/explain.js";
 import { cpuPreset } from "../src/paging/presets.js";
 

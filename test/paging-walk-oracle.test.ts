@@ -1,18 +1,32 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { MmuOracle } from "../src/oracle/paging.js";
 import { ACCESS } from "../src/paging/mmu.js";
 import { cpuPreset } from "../src/paging/presets.js";
 import { HEAP_BASE } from "../src/paging/workload.js";
-import { MmuOracle } from "../src/oracle/paging.js";
 import { testMachine, writeTrace } from "./helpers/paging.js";
 
 const small = {
   ...cpuPreset("skylake-sp").caches,
   // Small caches so that evictions and LRU order matter in short traces.
-  l1: { "4K": { entries: 8, ways: 2 }, "2M": { entries: 4, ways: 2 }, "1G": { entries: 2, ways: 2 } },
+  l1: {
+    "4K": { entries: 8, ways: 2 },
+    "2M": { entries: 4, ways: 2 },
+    "1G": { entries: 2, ways: 2 },
+  },
   l2: { entries: 24, ways: 3 },
-  pwcGuest: { 2: { entries: 4, ways: 2 }, 3: { entries: 2, ways: 1 }, 4: { entries: 1, ways: 1 }, 5: null },
-  pwcHost: { 2: { entries: 4, ways: 4 }, 3: { entries: 2, ways: 2 }, 4: { entries: 1, ways: 1 }, 5: null },
+  pwcGuest: {
+    2: { entries: 4, ways: 2 },
+    3: { entries: 2, ways: 1 },
+    4: { entries: 1, ways: 1 },
+    5: null,
+  },
+  pwcHost: {
+    2: { entries: 4, ways: 4 },
+    3: { entries: 2, ways: 2 },
+    4: { entries: 1, ways: 1 },
+    5: null,
+  },
   nestedTlb: { entries: 6, ways: 3 },
 };
 
@@ -25,7 +39,10 @@ describe("walk kernel against its TypeScript oracle", () => {
         fc.constantFrom("4K", "2M", "1G" as const),
         fc.constantFrom(4, 5 as const),
         fc.constantFrom(4, 5 as const),
-        fc.array(fc.record({ page: fc.nat(4095), write: fc.boolean() }), { minLength: 1, maxLength: 300 }),
+        fc.array(fc.record({ page: fc.nat(4095), write: fc.boolean() }), {
+          minLength: 1,
+          maxLength: 300,
+        }),
         (mode, guestPageSize, hostBacking, guestLevels, hostLevels, accesses) => {
           const ws = 16 * 2 ** 20;
           const make = () =>

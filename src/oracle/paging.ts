@@ -173,8 +173,10 @@ export class MmuOracle {
       const entry = r.entry;
       this.counters.references++;
       this.counters.hostReferences++;
-      if ((entry & (EPT_R | EPT_W | EPT_X)) === 0n) return { code: "ept-violation", level, address: gpa };
-      if ((entry & (EPT_R | EPT_W)) === EPT_W) return { code: "ept-misconfig", level, address: gpa };
+      if ((entry & (EPT_R | EPT_W | EPT_X)) === 0n)
+        return { code: "ept-violation", level, address: gpa };
+      if ((entry & (EPT_R | EPT_W)) === EPT_W)
+        return { code: "ept-misconfig", level, address: gpa };
       const large = level > 1 && (entry & EPT_LARGE) !== 0n;
       if (large && level > 3) return { code: "ept-misconfig", level, address: gpa };
       if (level === 1 || large) {
@@ -200,7 +202,10 @@ export class MmuOracle {
     return new DataView(this.mmu.memory.buffer, this.mmu.address, 64).getBigUint64(56, true);
   }
 
-  private walk(va: bigint, kind: number): { hpa: bigint; size: number; perms: number } | OracleFault {
+  private walk(
+    va: bigint,
+    kind: number,
+  ): { hpa: bigint; size: number; perms: number } | OracleFault {
     const mode = this.mmu.options.mode;
     const n = this.mmu.options.guestLevels;
     const write = (kind & 1) !== 0;
@@ -244,8 +249,10 @@ export class MmuOracle {
       if (large && level > 3) return { code: "guest-reserved", level, address: va };
       if (level === 1 || large) {
         if (write && (perms & RW) === 0n) return { code: "guest-protection", level, address: va };
-        if ((kind & 4) !== 0 && (perms & US) === 0n) return { code: "guest-protection", level, address: va };
-        if ((kind & 2) !== 0 && (perms & NX) !== 0n) return { code: "guest-protection", level, address: va };
+        if ((kind & 4) !== 0 && (perms & US) === 0n)
+          return { code: "guest-protection", level, address: va };
+        if ((kind & 2) !== 0 && (perms & NX) !== 0n)
+          return { code: "guest-protection", level, address: va };
         const want = entry | A | (write ? D : 0n);
         if (want !== entry) this.view.setBigUint64(r.at, want, true);
         const gsize = level - 1;
@@ -260,7 +267,8 @@ export class MmuOracle {
           hpa = h.hpa;
           if (h.size < size) size = h.size;
         }
-        const p = Number((perms & RW) >> 1n) | Number((perms & US) >> 1n) | (Number(perms >> 63n) << 2);
+        const p =
+          Number((perms & RW) >> 1n) | Number((perms & US) >> 1n) | (Number(perms >> 63n) << 2);
         return { hpa, size, perms: p };
       }
       if ((entry & A) === 0n) this.view.setBigUint64(r.at, entry | A, true);
@@ -334,7 +342,8 @@ export class MmuOracle {
     if (w.size === 0) this.insert(3, this.tag((va >> 12n) << 2n), va >> 12n, value);
     else if (w.size === 1 && this.cfg.l2Holds2M) {
       this.insert(3, this.tag(((va >> 21n) << 2n) | 1n), va >> 21n, value);
-    } else if (w.size === 2 && this.cfg.l2OneGig) this.insert(4, this.tag(va >> 30n), va >> 30n, value);
+    } else if (w.size === 2 && this.cfg.l2OneGig)
+      this.insert(4, this.tag(va >> 30n), va >> 30n, value);
     this.fillL1(va, value);
     return w.hpa;
   }

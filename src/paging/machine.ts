@@ -7,7 +7,13 @@ import { EXIT_REASONS, type ExitCounters, type ExitReason, emptyExitCounters } f
 import { GuestOs, type GuestProcess, type Vma } from "./guest-os.js";
 import { HardwarePaging } from "./hardware.js";
 import { HostMemory } from "./host.js";
-import { ACCESS, type Fault, MmuContext, type MmuContextDescriptor, type MmuCounters } from "./mmu.js";
+import {
+  ACCESS,
+  type Fault,
+  MmuContext,
+  type MmuContextDescriptor,
+  type MmuCounters,
+} from "./mmu.js";
 import { HOST_BASE, PhysicalWindow } from "./physical.js";
 import type { CostModel, TranslationCaches } from "./presets.js";
 import { SeededRandom } from "./random.js";
@@ -245,7 +251,8 @@ export class PagingMachine {
     );
     for (const process of this.processes) {
       this.os.switchTo(process);
-      for (let off = 0; off < ws; off += step) this.touch(HEAP_BASE + off, ACCESS.write | ACCESS.user);
+      for (let off = 0; off < ws; off += step)
+        this.touch(HEAP_BASE + off, ACCESS.write | ACCESS.user);
     }
     const first = this.processes[0];
     if (first) this.os.switchTo(first);

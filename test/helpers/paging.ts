@@ -26,6 +26,7 @@ export function testMachine(
     tableBytes?: number;
     activity?: MachineOptions["activity"];
     seed?: number;
+    guestBytes?: number;
   } = {},
   layout = new MemoryLayout(),
 ): { machine: PagingMachine; layout: MemoryLayout } {
@@ -54,10 +55,11 @@ export function testMachine(
       cost: preset.cost,
       guestLevels: options.guestLevels ?? 4,
       hostLevels: options.hostLevels ?? 4,
-      guestBytes: 4 * 2 ** 30,
+      guestBytes: options.guestBytes ?? 4 * 2 ** 30,
       guestTableBytes: tables,
       hostTableBytes: tables * 2,
-      workingSetBytes: options.workingSetBytes === undefined ? 16 * 2 ** 20 : options.workingSetBytes,
+      workingSetBytes:
+        options.workingSetBytes === undefined ? 16 * 2 ** 20 : options.workingSetBytes,
       activity: options.activity ?? QUIET,
       seed: options.seed ?? 1,
       prefault: options.prefault ?? false,
