@@ -362,12 +362,12 @@ export async function streamTrace(
   sink: (records: RecordBuffer) => Promise<void> | void,
   options: StreamOptions = {},
 ): Promise<TraceSummary> {
-  const totalBytes = (await stat(file)).size;
-  const raw = createReadStream(file, { highWaterMark: 1 << 20 });
-  let bytesRead = 0;
-  raw.on("data", (chunk) => {
-    bytesRead += chunk.length;
-  });
+  let totalBytes: number;
+  try {
+    totalBytes = (await stat(file)).size;
+  } catch (error) {
+    throw new TraceFormatError(file, 0, `cannot open: ${(error as Error).message}`);
+  }
   const head = await new Promise<Buffer>((resolve, reject) => {
     const probe = createReadStream(file, { start: 0, end: 1 });
     const parts: Buffer[] = [];
@@ -376,6 +376,12 @@ export async function streamTrace(
     probe.on("error", reject);
   });
   const gzip = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
+  // Listeners and the pipe are attached in the same tick, so no chunk is missed.
+  const raw = createReadStream(file, { highWaterMark: 1 << 20 });
+  let bytesRead = 0;
+  raw.on("data", (chunk) => {
+    bytesRead += chunk.length;
+  });
   const source: AsyncIterable<Buffer> = gzip ? raw.pipe(createGunzip()) : raw;
   let parser: TraceParser | null = null;
   let format: TraceFormat | null =
