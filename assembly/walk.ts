@@ -154,6 +154,12 @@ function tick(ctx: usize): u64 {
   return t;
 }
 
+/** Whether cache `id` has any entries. */
+@inline
+function present(ctx: usize, id: u32): bool {
+  return load<u32>(ctx + C_CACHES + (<usize>id << 4), 4) != 0;
+}
+
 /** Looks `key` up in cache `id`; returns the entry's address or 0. */
 @inline
 function lookup(ctx: usize, id: u32, key: u64, index: u64): usize {
@@ -172,8 +178,15 @@ function lookup(ctx: usize, id: u32, key: u64, index: u64): usize {
   return 0;
 }
 
-/** Inserts (or refreshes) `key -> value` in cache `id`, evicting the LRU way. */
+/** Inserts (or refreshes) `key -> value` in cache `id`, if it has entries. */
+@inline
 function insert(ctx: usize, id: u32, key: u64, index: u64, value: u64): void {
+  // Checked here so that absent caches cost a load, not a call.
+  if (present(ctx, id)) insertInto(ctx, id, key, index, value);
+}
+
+/** Inserts (or refreshes) `key -> value` in cache `id`, evicting the LRU way. */
+function insertInto(ctx: usize, id: u32, key: u64, index: u64, value: u64): void {
   const desc = ctx + C_CACHES + (<usize>id << 4);
   const sets = load<u32>(desc, 4);
   if (sets == 0) return;
@@ -270,16 +283,19 @@ function fault(ctx: usize, code: u32, level: u32, addr: u64): u32 {
  * the host page-walk caches and the EPT. Writes the result at C_RESULT (hPA)
  * and C_RESULT_SIZE (0 4K, 1 2M, 2 1G); returns a fault code.
  */
+@inline
 function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
   const gfn = gpa >>> 12;
-  count(ctx, C_NTLB_LOOKUPS);
-  const hit = lookup(ctx, T_NTLB, gfn + 1, gfn);
-  if (hit != 0) {
-    count(ctx, C_NTLB_HITS);
-    const v = load<u64>(hit, 8);
-    store<u64>(ctx + C_RESULT, (v & ADDR) | (gpa & 0xfff));
-    store<u32>(ctx + C_RESULT_SIZE, <u32>(v & 3));
-    return OK;
+  if (present(ctx, T_NTLB)) {
+    count(ctx, C_NTLB_LOOKUPS);
+    const hit = lookup(ctx, T_NTLB, gfn + 1, gfn);
+    if (hit != 0) {
+      count(ctx, C_NTLB_HITS);
+      const v = load<u64>(hit, 8);
+      store<u64>(ctx + C_RESULT, (v & ADDR) | (gpa & 0xfff));
+      store<u32>(ctx + C_RESULT_SIZE, <u32>(v & 3));
+      return OK;
+    }
   }
   const m = load<u32>(ctx + C_HLEVELS);
   const flags = load<u32>(ctx + C_FLAGS);
@@ -287,8 +303,8 @@ function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
   let level = m;
   // Page-walk caches of the host dimension: the lowest level that hits wins.
   for (let l: u32 = 2; l <= m; l++) {
-    const shift = 12 + 9 * (l - 1);
-    const tag = gpa >>> shift;
+    if (!present(ctx, T_PWC_H + l - 2)) continue;
+    const tag = gpa >>> (12 + 9 * (l - 1));
     count(ctx, C_PWC_HOST_LOOKUPS);
     const e = lookup(ctx, T_PWC_H + l - 2, tag + 1, tag);
     if (e != 0) {
@@ -298,22 +314,43 @@ function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
       break;
     }
   }
+  // The window, read once per walk rather than once per reference.
+  const windowBase = load<u64>(ctx + C_WINDOW_BASE);
+  const windowBytes = load<u64>(ctx + C_WINDOW_BYTES);
+  const arena = <usize>load<u32>(ctx + C_ARENA);
+  const logging = load<u32>(ctx + C_LOG) != 0;
+  let refs: u64 = 0;
+  let code = OK;
   for (;;) {
-    const shift = 12 + 9 * (level - 1);
-    const at = table + (((gpa >>> shift) & 511) << 3);
-    const p = phys(ctx, at);
-    if (p == 0) return fault(ctx, FAULT_BAD_TABLE, level, at);
+    const at = table + (((gpa >>> (12 + 9 * (level - 1))) & 511) << 3);
+    const off = at - windowBase;
+    if (off >= windowBytes) {
+      code = fault(ctx, FAULT_BAD_TABLE, level, at);
+      break;
+    }
+    const p = arena + <usize>off;
     const entry = load<u64>(p);
-    count(ctx, C_REFS);
-    count(ctx, C_HOST_REFS);
-    if (load<u32>(ctx + C_LOG) != 0) logRef(ctx, 1, level, at, entry);
-    if ((entry & (EPT_R | EPT_W | EPT_X)) == 0) return fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
+    refs++;
+    if (logging) logRef(ctx, 1, level, at, entry);
+    if ((entry & (EPT_R | EPT_W | EPT_X)) == 0) {
+      code = fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
+      break;
+    }
     // Write-only or write+execute without read is a misconfiguration (SDM 28.2.3.1).
-    if ((entry & (EPT_R | EPT_W)) == EPT_W) return fault(ctx, FAULT_EPT_MISCONFIG, level, gpa);
+    if ((entry & (EPT_R | EPT_W)) == EPT_W) {
+      code = fault(ctx, FAULT_EPT_MISCONFIG, level, gpa);
+      break;
+    }
     const large = level > 1 && (entry & EPT_LARGE) != 0;
-    if (large && level > 3) return fault(ctx, FAULT_EPT_MISCONFIG, level, gpa);
+    if (large && level > 3) {
+      code = fault(ctx, FAULT_EPT_MISCONFIG, level, gpa);
+      break;
+    }
     if (level == 1 || large) {
-      if (write && (entry & EPT_W) == 0) return fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
+      if (write && (entry & EPT_W) == 0) {
+        code = fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
+        break;
+      }
       if (flags & FLAG_EPT_AD) {
         const want = entry | EPT_A | (write ? EPT_D : 0);
         if (want != entry) store<u64>(p, want);
@@ -325,18 +362,18 @@ function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
       store<u32>(ctx + C_RESULT_SIZE, <u32>size);
       // The nested TLB caches gPA -> hPA at 4 KiB granularity, with the host size.
       insert(ctx, T_NTLB, gfn + 1, gfn, (hpa & ADDR) | size);
-      return OK;
+      break;
     }
     if (flags & FLAG_EPT_AD && (entry & EPT_A) == 0) store<u64>(p, entry | EPT_A);
     table = entry & ADDR;
-    if (level >= 2) {
-      const tag = gpa >>> (12 + 9 * (level - 1));
-      // Cache this entry: it names the table of level - 1 for this gPA prefix.
-      insert(ctx, T_PWC_H + level - 2, tag + 1, tag, table);
-    }
+    const tag = gpa >>> (12 + 9 * (level - 1));
+    // Cache this entry: it names the table of level - 1 for this gPA prefix.
+    insert(ctx, T_PWC_H + level - 2, tag + 1, tag, table);
     level--;
   }
-  return OK;
+  store<u64>(ctx + C_REFS, load<u64>(ctx + C_REFS) + refs);
+  store<u64>(ctx + C_HOST_REFS, load<u64>(ctx + C_HOST_REFS) + refs);
+  return code;
 }
 
 // ---------------------------------------------------------------------------
@@ -361,6 +398,7 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
   let perms: u64 = RW | US; // AND of R/W and U/S, OR of NX (kept in bit 63)
   // Paging-structure caches (guest dimension), tagged by address space.
   for (let l: u32 = 2; l <= n; l++) {
+    if (!present(ctx, T_PWC_G + l - 2)) continue;
     const tag = va >>> (12 + 9 * (l - 1));
     count(ctx, C_PWC_GUEST_LOOKUPS);
     const e = lookup(ctx, T_PWC_G + l - 2, tagKey(tag, asid), tag);
@@ -573,6 +611,9 @@ export function translate(ctx: usize, vaLow: u32, vaHigh: u32, kind: u32): u32 {
   if (f == OK) {
     const r = load<u64>(ctx + C_RESULT);
     store<u64>(ctx + C_RESULT, r | (<u64>vaLow & 0xfff));
+  } else {
+    store<u32>(ctx + C_FAULT_INDEX, 0);
+    store<u32>(ctx + C_FAULT_KIND, kind);
   }
   return f;
 }

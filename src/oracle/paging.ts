@@ -144,8 +144,9 @@ export class MmuOracle {
 
   private host(gpa: bigint, write: boolean): { hpa: bigint; size: number } | OracleFault {
     const gfn = gpa >> 12n;
-    this.counters.nestedTlbLookups++;
-    const hit = this.lookup(13, gfn + 1n, gfn);
+    const hasNtlb = (this.caches[13]?.sets ?? 0) > 0;
+    if (hasNtlb) this.counters.nestedTlbLookups++;
+    const hit = hasNtlb ? this.lookup(13, gfn + 1n, gfn) : -1;
     if (hit >= 0) {
       this.counters.nestedTlbHits++;
       const v = this.caches[13]?.values[hit] as bigint;
@@ -155,6 +156,7 @@ export class MmuOracle {
     let table = this.eptRoot() & ADDR;
     let level = m;
     for (let l = 2; l <= m; l++) {
+      if ((this.caches[9 + l - 2]?.sets ?? 0) === 0) continue;
       const tag = gpa >> BigInt(12 + 9 * (l - 1));
       this.counters.pwcHostLookups++;
       const e = this.lookup(9 + l - 2, tag + 1n, tag);
@@ -214,6 +216,7 @@ export class MmuOracle {
     let level = n;
     let perms = RW | US;
     for (let l = 2; l <= n; l++) {
+      if ((this.caches[5 + l - 2]?.sets ?? 0) === 0) continue;
       const tag = va >> BigInt(12 + 9 * (l - 1));
       this.counters.pwcGuestLookups++;
       const e = this.lookup(5 + l - 2, this.tag(tag), tag);
