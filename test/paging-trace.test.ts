@@ -38,8 +38,8 @@ function champsim(ip: bigint, dst: bigint[], src: bigint[], loadType?: number): 
   const bytes = new Uint8Array(loadType === undefined ? 64 : 65);
   const v = new DataView(bytes.buffer);
   v.setBigUint64(0, ip, true);
-  dst.forEach((a, i) => v.setBigUint64(16 + 8 * i, a, true));
-  src.forEach((a, i) => v.setBigUint64(32 + 8 * i, a, true));
+  for (const [i, a] of dst.entries()) v.setBigUint64(16 + 8 * i, a, true);
+  for (const [i, a] of src.entries()) v.setBigUint64(32 + 8 * i, a, true);
   if (loadType !== undefined) v.setUint8(64, loadType);
   return bytes;
 }
