@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ACCESS } from "../src/paging/mmu.js";
 import { cpuPreset, type TranslationCaches, withoutCaches } from "../src/paging/presets.js";
 import { AccessGenerator, HEAP_BASE } from "../src/paging/workload.js";
-import { testMachine, writeTrace } from "./helpers/paging.js";
+import { testMachine, writeTrace } from "./support/paging.js";
 
 const full = cpuPreset("skylake-sp").caches;
 const noTlb = withoutCaches(full);

@@ -4,7 +4,7 @@ import { MemoryLayout } from "../src/memory/layout.js";
 import { MmuOracle } from "../src/oracle/paging.js";
 import { ACCESS, FAULTS } from "../src/paging/mmu.js";
 import { HEAP_BASE } from "../src/paging/workload.js";
-import { testMachine } from "./helpers/paging.js";
+import { testMachine } from "./support/paging.js";
 
 function canary(layout: MemoryLayout, name: string) {
   const region = layout.allocate(name, 4096);

@@ -6,7 +6,7 @@ import type { PagingMachine } from "../src/paging/machine.js";
 import { ACCESS } from "../src/paging/mmu.js";
 import { HOST_BASE } from "../src/paging/physical.js";
 import { QUIET } from "../src/paging/workload.js";
-import { testMachine } from "./helpers/paging.js";
+import { testMachine } from "./support/paging.js";
 
 /** Translates `va` as the hardware would once the hypervisor has done its part; null if the guest itself faults. */
 function resolve(machine: PagingMachine, va: number): number | null {

@@ -4,7 +4,7 @@ import { MmuOracle } from "../src/oracle/paging.js";
 import { ACCESS } from "../src/paging/mmu.js";
 import { cpuPreset } from "../src/paging/presets.js";
 import { HEAP_BASE } from "../src/paging/workload.js";
-import { testMachine, writeTrace } from "./helpers/paging.js";
+import { testMachine, writeTrace } from "./support/paging.js";
 
 const small = {
   ...cpuPreset("skylake-sp").caches,
