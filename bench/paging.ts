@@ -108,7 +108,7 @@ export const suite: BenchSuite = {
     const cases: BenchCase[] = [];
 
     // --- TLB hits -------------------------------------------------------------
-    const hitCount = quick ? 20_000 : 2_000_000;
+    const hitCount = quick ? 20_000 : 500_000;
     const hitPages = 32; // inside the 64-entry L1 DTLB: every access hits
     const hitLayout = new MemoryLayout();
     const hitMachine = machine(hitLayout, "hits", preset.caches, hitPages);
@@ -151,7 +151,7 @@ export const suite: BenchSuite = {
     });
 
     // --- cold 2D walks ------------------------------------------------------
-    const walkCount = quick ? 2_000 : 500_000;
+    const walkCount = quick ? 2_000 : 100_000;
     const walkPages = 16_384; // 64 MiB working set
     const walkLayout = new MemoryLayout();
     const cold = withoutCaches(preset.caches);
@@ -197,8 +197,8 @@ export const suite: BenchSuite = {
     const fixture = gunzipSync(
       readFileSync(join(packageRoot(), "test", "fixtures", "touch.lackey.gz")),
     );
-    // Quick runs parse the first 256 KiB (cut at a line end); full runs 8 copies of the whole trace.
-    const copies = quick ? 1 : 8;
+    // Quick runs parse the first 256 KiB (cut at a line end); full runs 4 copies of the whole trace.
+    const copies = quick ? 1 : 4;
     const one = quick ? fixture.subarray(0, fixture.indexOf(10, 256 * 1024) + 1) : fixture;
     const bytes = new Uint8Array(one.length * copies);
     for (let i = 0; i < copies; i++) bytes.set(one, i * one.length);
