@@ -91,6 +91,29 @@ describe("hvlab paging compare", () => {
     expect(lines[0]).toMatch(/^config,mode,guest page,host page,accesses,/);
   });
 
+  it("counts dirty-logging exits under SLAT and shadow, none natively", async () => {
+    const result = await hvlabJson([
+      "paging",
+      "compare",
+      "--accesses",
+      "60000",
+      "--working-set",
+      "16MiB",
+      "--prefault",
+      "--dirty-log",
+      "50000",
+      "--threads",
+      "0",
+      "--json",
+    ]);
+    const exits = (label: string) => result.rows.find((r) => r.label === label)?.exits["dirty-log"];
+    expect(exits("native")).toBe(0);
+    expect(exits("shadow")).toBeGreaterThan(0);
+    expect(exits("slat-4k")).toBeGreaterThan(0);
+    // Only the first write to each page after a harvest exits.
+    expect(exits("slat-4k")).toBeLessThanOrEqual(4096 * 3);
+  });
+
   it("prints a table with the cost model and its assumptions", async () => {
     const { stdout } = await run("node", [
       hvlab,

@@ -46,6 +46,8 @@ export interface CompareSpec {
   readonly seed: number;
   /** Synthetic: touch the whole working set first and count the steady state only. */
   readonly prefault?: boolean;
+  /** Dirty-log harvests per second of guest time (0: dirty logging off). */
+  readonly dirtyLogHarvestsPerSecond?: number;
   /** Pool workers: 0 runs every configuration on this thread. Default: one per configuration. */
   readonly threads?: number;
   /** Trace progress (bytes of a file, or records generated). */
@@ -112,6 +114,7 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
         activity: spec.activity,
         seed: spec.seed,
         prefault: spec.prefault === true,
+        dirtyLogHarvestsPerSecond: spec.dirtyLogHarvestsPerSecond ?? 0,
       },
       regions: {
         arena: layout.allocate(`${config.label} tables`, tableBytes * 3, 4096).toDescriptor(),

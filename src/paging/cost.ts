@@ -33,7 +33,7 @@ export function priceRun(
   const exitCycles = exitCount * cost.vmExitCycles.value;
   const hypervisor =
     exits.emulatedWrites * cost.emulationCycles.value +
-    (exits.exits["hidden-page-fault"] + exits.exits["ad-emulation"]) *
+    (exits.exits["hidden-page-fault"] + exits.exits["ad-emulation"] + exits.exits["dirty-log"]) *
       cost.hiddenFaultCycles.value +
     exits.resyncs * cost.resyncCycles.value +
     exits.exits["ept-violation"] * cost.eptViolationCycles.value;

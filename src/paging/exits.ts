@@ -8,6 +8,7 @@ export const EXIT_REASONS = [
   "ad-emulation",
   "guest-page-fault",
   "ept-violation",
+  "dirty-log",
 ] as const;
 /** A VM exit reason. */
 export type ExitReason = (typeof EXIT_REASONS)[number];
@@ -23,6 +24,8 @@ export interface ExitCounters {
   unshadowed: number;
   /** Shadow pages built. */
   shadowPages: number;
+  /** Pages logged dirty (dirty logging on). */
+  dirtyLogged: number;
 }
 
 /** Zeroed exit counters. */
@@ -33,5 +36,6 @@ export function emptyExitCounters(): ExitCounters {
     resyncs: 0,
     unshadowed: 0,
     shadowPages: 0,
+    dirtyLogged: 0,
   };
 }

@@ -20,6 +20,8 @@ export interface HostMemoryOptions {
   readonly guestBytes: number;
   /** EPT accessed and dirty flags (EPTP bit 6). */
   readonly accessedDirty?: boolean;
+  /** Dirty logging: leaves are mapped read-only until a write logs the page (as for live migration). */
+  readonly dirtyLogging?: boolean;
 }
 
 const EPT_TABLE = EPT.read | EPT.write | EPT.execute;
@@ -90,8 +92,61 @@ export class HostMemory {
     const base = Math.floor(gpa / page) * page;
     const at = table + tableIndex(gpa, this.leafLevel) * 8;
     const large = this.leafLevel > 1 ? EPT.largePage : 0n;
-    this.window.write(at, BigInt(HOST_BASE + base) | EPT_LEAF | large);
+    const leaf = this.options.dirtyLogging ? EPT_LEAF & ~EPT.write : EPT_LEAF;
+    this.window.write(at, BigInt(HOST_BASE + base) | leaf | large);
     this.mappedPages++;
+  }
+
+  /** The EPT leaf entry's address for `gpa`, or null when no leaf maps it. */
+  private leafOf(gpa: number): number | null {
+    let table = this.root;
+    for (let level = this.options.levels; level > this.leafLevel; level--) {
+      const entry = this.window.read(table + tableIndex(gpa, level) * 8);
+      if ((entry & EPT_TABLE) === 0n) return null;
+      table = Number(entry & 0x000f_ffff_ffff_f000n);
+    }
+    const at = table + tableIndex(gpa, this.leafLevel) * 8;
+    return (this.window.read(at) & EPT.read) !== 0n ? at : null;
+  }
+
+  /**
+   * Services an EPT violation: a write to a leaf write-protected for dirty
+   * logging logs the page and makes it writable (returns "dirty-log");
+   * anything else maps the page (returns "ept-violation").
+   */
+  service(gpa: number): "dirty-log" | "ept-violation" {
+    const at = this.leafOf(gpa);
+    if (at !== null) {
+      const entry = this.window.read(at);
+      if ((entry & EPT.write) === 0n && this.options.dirtyLogging) {
+        this.window.write(at, entry | EPT.write);
+        return "dirty-log";
+      }
+    }
+    this.map(gpa);
+    return "ept-violation";
+  }
+
+  /** Clears the dirty log: write-protects every leaf again. Returns how many were writable. */
+  clearDirtyLog(): number {
+    let cleared = 0;
+    const visit = (table: number, level: number) => {
+      for (let i = 0; i < 512; i++) {
+        const at = table + i * 8;
+        const entry = this.window.read(at);
+        if ((entry & EPT_TABLE) === 0n) continue;
+        if (level === this.leafLevel) {
+          if ((entry & EPT.write) !== 0n) {
+            this.window.write(at, entry & ~EPT.write);
+            cleared++;
+          }
+        } else {
+          visit(Number(entry & 0x000f_ffff_ffff_f000n), level - 1);
+        }
+      }
+    };
+    visit(this.root, this.options.levels);
+    return cleared;
   }
 
   /** Maps all of guest memory up front (no EPT violations later). */

@@ -73,6 +73,12 @@ export interface MachineOptions {
    * then zero the counters: the run measures the steady state, not first touch.
    */
   readonly prefault?: boolean;
+  /**
+   * Dirty logging (as during live migration): the hypervisor write-protects
+   * guest memory and harvests the log this many times per second of guest
+   * time; each first write after a harvest exits. 0 or absent: off.
+   */
+  readonly dirtyLogHarvestsPerSecond?: number;
 }
 
 /** Where a machine lives in the shared memory. */
@@ -103,6 +109,8 @@ export interface PagingStats {
   readonly exits: Record<ExitReason, number>;
   readonly totalExits: number;
   readonly emulatedWrites: number;
+  /** Pages logged dirty under dirty logging. */
+  readonly dirtyLogged: number;
   readonly resyncs: number;
   readonly unshadowed: number;
   readonly shadowPages: number;
@@ -119,7 +127,8 @@ const WORDS = 2;
 const MAX_FAULTS_PER_ACCESS = 3;
 const MUNMAP_BYTES = 64 * 1024;
 
-type EventKind = "switch" | "update" | "fork" | "munmap";
+type EventKind = "switch" | "update" | "fork" | "munmap" | "harvest";
+const EVENT_KINDS: readonly EventKind[] = ["switch", "update", "fork", "munmap", "harvest"];
 
 /**
  * One configuration of the comparison: a guest OS over real page tables, a
@@ -167,6 +176,7 @@ export class PagingMachine {
         levels: options.hostLevels,
         backing: config.hostBacking,
         guestBytes: options.guestBytes,
+        dirtyLogging: (options.dirtyLogHarvestsPerSecond ?? 0) > 0,
       });
       this.mmu.setEptRoot(this.host.root);
     } else if (config.mode === "native") {
@@ -227,6 +237,8 @@ export class PagingMachine {
       update: interval(a.pageTableUpdatesPerSecond),
       fork: interval(a.forkExecPerSecond),
       munmap: interval(a.munmapPerSecond),
+      harvest:
+        config.mode === "native" ? Infinity : interval(options.dirtyLogHarvestsPerSecond ?? 0),
     };
     this.next = { ...this.every };
     if (options.prefault && ws !== null) this.prefault(ws);
@@ -261,6 +273,7 @@ export class PagingMachine {
     this.exits.emulatedWrites = 0;
     this.exits.resyncs = 0;
     this.exits.unshadowed = 0;
+    this.exits.dirtyLogged = 0;
     for (const key of Object.keys(this.os.counters) as (keyof typeof this.os.counters)[]) {
       this.os.counters[key] = 0;
     }
@@ -296,7 +309,7 @@ export class PagingMachine {
 
   private dueEvent(): EventKind | null {
     let best: EventKind | null = null;
-    for (const kind of ["switch", "update", "fork", "munmap"] as const) {
+    for (const kind of EVENT_KINDS) {
       if (this.next[kind] !== Infinity && (best === null || this.next[kind] < this.next[best]))
         best = kind;
     }
@@ -334,11 +347,13 @@ export class PagingMachine {
         if (guestFault) this.os.handleFault(guestFault);
         return;
       }
-      case "ept-violation":
+      case "ept-violation": {
         if (!this.host) throw new PagingError("EPT violation without EPT");
-        this.exits.exits["ept-violation"]++;
-        this.host.map(fault.address);
+        const reason = this.host.service(fault.address);
+        this.exits.exits[reason]++;
+        if (reason === "dirty-log") this.exits.dirtyLogged++;
         return;
+      }
       default:
         throw new PagingError(
           `${fault.code} at level ${fault.level}, address 0x${fault.address.toString(16)}: the tables are corrupted`,
@@ -369,6 +384,15 @@ export class PagingMachine {
         const child = this.os.fork(current);
         this.os.exec(child, this.areas);
         this.os.exit(child);
+        return;
+      }
+      case "harvest": {
+        // Clear the log, then flush what cached the writable translations (KVM flushes after write-protecting).
+        if (this.host) {
+          this.host.clearDirtyLog();
+          this.mmu.flushNested();
+        } else this.shadow?.clearDirtyLog();
+        this.mmu.flushAll();
         return;
       }
       case "munmap": {
@@ -414,6 +438,7 @@ export class PagingMachine {
       exits: { ...this.exits.exits },
       totalExits,
       emulatedWrites: this.exits.emulatedWrites,
+      dirtyLogged: this.exits.dirtyLogged,
       resyncs: this.exits.resyncs,
       unshadowed: this.exits.unshadowed,
       shadowPages: this.exits.shadowPages,

@@ -151,8 +151,12 @@ export class ShadowMmu implements GuestPagingHooks {
         if (gNew !== g) this.window.write(gAt, gNew);
         const before = this.window.read(sAt);
         this.window.write(sAt, this.shadowLeaf(gNew, level));
-        const ad = (before & X86.present) !== 0n;
-        this.counters.exits[ad ? "ad-emulation" : "hidden-page-fault"]++;
+        if ((before & X86.present) === 0n) this.counters.exits["hidden-page-fault"]++;
+        else if ((g & X86.dirty) !== 0n) {
+          // The guest page was dirty already: the shadow entry was write-protected for dirty logging.
+          this.counters.exits["dirty-log"]++;
+          this.counters.dirtyLogged++;
+        } else this.counters.exits["ad-emulation"]++;
         return null;
       }
       if ((g & X86.accessed) === 0n) this.window.write(gAt, g | X86.accessed);
@@ -219,6 +223,27 @@ export class ShadowMmu implements GuestPagingHooks {
       const root = this.page(sp.gpa, sp.level);
       this.mmu.setRoot(root.hpa);
     }
+  }
+
+  /**
+   * Clears the dirty log: write-protects every writable shadow leaf, so that
+   * the next write to each page exits and is logged (KVM's shadow dirty
+   * logging). Returns how many were writable.
+   */
+  clearDirtyLog(): number {
+    let cleared = 0;
+    for (const sp of this.pages.values()) {
+      for (let i = 0; i < 512; i++) {
+        const at = sp.hpa + i * 8;
+        const s = this.window.read(at);
+        const leaf = sp.level === 1 || (s & X86.pageSize) !== 0n;
+        if ((s & X86.present) !== 0n && leaf && (s & X86.writable) !== 0n) {
+          this.window.write(at, s & ~X86.writable);
+          cleared++;
+        }
+      }
+    }
+    return cleared;
   }
 
   /** Resynchronises every unsync page with its guest table and write-protects it again. */

@@ -57,6 +57,7 @@ interface CompareFlags {
   threads?: number;
   seed: number;
   prefault?: boolean;
+  dirtyLog: number;
   json?: boolean;
   csv?: boolean;
 }
@@ -169,6 +170,12 @@ export function registerPaging(program: Command): void {
     .option("--forks <per-s>", "fork+exec per second", numberOption(0, 1e5), 0)
     .option("--munmaps <per-s>", "munmap/mmap churn (64 KiB) per second", numberOption(0, 1e6), 0)
     .option(
+      "--dirty-log <harvests-per-s>",
+      "dirty logging as in live migration: write-protect and harvest this often (SLAT and shadow)",
+      numberOption(0, 1e6),
+      0,
+    )
+    .option(
       "--access-rate <per-s>",
       "memory accesses per second of guest time (assumed)",
       numberOption(1e3, 1e11),
@@ -238,6 +245,7 @@ export function registerPaging(program: Command): void {
           },
           seed: flags.seed,
           prefault: flags.prefault === true,
+          dirtyLogHarvestsPerSecond: flags.dirtyLog,
           ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
           onProgress: (done, total) => progress.update(done, "", total),
         });
