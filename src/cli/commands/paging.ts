@@ -11,6 +11,7 @@ import {
   type TranslationCaches,
 } from "../../paging/presets.js";
 import { compareSummaryTable, compareTable } from "../../paging/report-table.js";
+import { CHURN_RATES, crossoverSweep, publishedResults } from "../../paging/studies.js";
 import { TRACE_FORMATS, type TraceFormat } from "../../paging/trace.js";
 import { ACCESS_PATTERNS, type AccessPatternKind } from "../../paging/workload.js";
 import { toCsv } from "../../report/csv.js";
@@ -277,6 +278,70 @@ export function registerPaging(program: Command): void {
         }),
       );
     });
+
+  paging
+    .command("studies")
+    .description(
+      "reproduce the published results (Bhargava, VMware, Agile Paging) in direction, and sweep page-table churn for the crossover",
+    )
+    .option("--accesses <n>", "accesses per run", integerOption(1000, 1e9), 300_000)
+    .option("--cpu <preset>", `CPU preset: ${Object.keys(CPU_PRESETS).join(", ")}`, "skylake-sp")
+    .option("--threads <n>", "pool workers (0: this thread)", integerOption(0, 16), 5)
+    .option("--seed <n>", "seed", integerOption(0, 2 ** 32 - 1), 1)
+    .option("--json", "print the results as JSON")
+    .action(
+      async (flags: {
+        accesses: number;
+        cpu: string;
+        threads: number;
+        seed: number;
+        json?: boolean;
+      }) => {
+        const options = {
+          accesses: flags.accesses,
+          threads: flags.threads,
+          seed: flags.seed,
+          cpu: cpuPreset(flags.cpu).name,
+        };
+        const published = await publishedResults(options);
+        const sweep = await crossoverSweep(options, CHURN_RATES);
+        if (flags.json) {
+          console.log(JSON.stringify({ published, sweep }, null, 2));
+          return;
+        }
+        console.log(
+          formatTable({
+            columns: ["source", "claim", "published", "measured here", "agrees"],
+            rows: published.map((p) => [
+              p.source,
+              p.claim,
+              p.published,
+              p.measured,
+              p.agrees ? "yes" : "NO",
+            ]),
+          }),
+        );
+        const configs = [...new Set(sweep.points.map((p) => p.config))];
+        console.log("\ntranslation cycles per access against munmap/mmap churn per second:");
+        console.log(
+          formatTable({
+            columns: ["churn/s", ...configs],
+            rows: CHURN_RATES.map((rate) => [
+              rate,
+              ...configs.map((c) => {
+                const p = sweep.points.find((x) => x.churnPerSecond === rate && x.config === c);
+                return p ? Number(p.cyclesPerAccess.toFixed(2)) : null;
+              }),
+            ]),
+          }),
+        );
+        console.log(
+          sweep.crossover === null
+            ? "no crossover in this range"
+            : `SLAT (4 KiB host pages) overtakes shadow paging at ${sweep.crossover.toLocaleString("en-US")} munmaps per second`,
+        );
+      },
+    );
 
   paging
     .command("walk")
