@@ -37,6 +37,8 @@
 //        256 +-----------------------------------------------+
 //            | cache descriptors: 16 x {base u32, sets u32, ways u32, pad}
 //        512 +-----------------------------------------------+
+//            | references by level: guest 1-5, host 1-5 (10 x u64)
+//        592 +-----------------------------------------------+
 //
 // Flags: bit 0 set accessed/dirty in guest entries, bit 1 EPT A/D (EPTP bit
 // 6), bit 2 TLB holds 1 GiB entries in the second level (Ice Lake), bit 3
@@ -87,6 +89,8 @@
 @inline const C_LOG_CAP: usize = 244;
 @inline const C_LOG_LEN: usize = 248;
 @inline const C_CACHES: usize = 256;
+// References by level: guest (or shadow) levels 1-5 at 512 + 8 (l - 1), host at 552 + 8 (l - 1).
+@inline const C_LEVEL_REFS: usize = 512;
 
 // Cache ids (descriptor index).
 @inline const T_L1_4K: u32 = 0;
@@ -331,6 +335,7 @@ function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
     const p = arena + <usize>off;
     const entry = load<u64>(p);
     refs++;
+    count(ctx, C_LEVEL_REFS + 40 + (<usize>(level - 1) << 3));
     if (logging) logRef(ctx, 1, level, at, entry);
     if ((entry & (EPT_R | EPT_W | EPT_X)) == 0) {
       code = fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
@@ -428,6 +433,7 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
     const entry = load<u64>(p);
     count(ctx, C_REFS);
     count(ctx, C_GUEST_REFS);
+    count(ctx, C_LEVEL_REFS + (<usize>(level - 1) << 3));
     if (load<u32>(ctx + C_LOG) != 0) logRef(ctx, 0, level, at, entry);
     if ((entry & P) == 0) return fault(ctx, FAULT_GUEST_NOT_PRESENT, level, va);
     perms = (perms & (entry | NX) & (RW | US | NX)) | (entry & NX);

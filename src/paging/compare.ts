@@ -69,7 +69,7 @@ export interface CompareResult {
   readonly hostLevels: number;
   readonly guestBytes: number;
   readonly activity: OsActivity;
-  readonly costModel: { parameter: string; value: number; kind: string; source: string }[];
+  readonly costModel: { parameter: string; value: number | string; kind: string; source: string }[];
   readonly rows: readonly CompareRow[];
 }
 
@@ -192,7 +192,7 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
     activity: spec.activity,
     costModel: costModelRows(spec.cost).map(([parameter, value, kind, source]) => ({
       parameter: String(parameter),
-      value: Number(value),
+      value: typeof value === "number" ? value : String(value),
       kind: String(kind),
       source: String(source),
     })),

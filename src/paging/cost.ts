@@ -27,7 +27,13 @@ export function priceRun(
   guestPageFaults: number,
   cost: CostModel,
 ): TranslationCycles {
-  const walks = mmu.references * cost.walkReferenceCycles.value;
+  const byLevel = cost.referenceCyclesByLevel?.value;
+  const walks = byLevel
+    ? [...mmu.guestReferencesByLevel, ...mmu.hostReferencesByLevel].reduce(
+        (sum, n, i) => sum + n * (byLevel[i % 5] ?? 0),
+        0,
+      )
+    : mmu.references * cost.walkReferenceCycles.value;
   const l2Hits = mmu.l2Hits * cost.l2HitCycles.value;
   const exitCount = EXIT_REASONS.reduce((sum, r) => sum + exits.exits[r], 0);
   const exitCycles = exitCount * cost.vmExitCycles.value;
@@ -51,10 +57,12 @@ export function priceRun(
 
 /** The cost model as printable rows: parameter, value, assumed or published, source. */
 export function costModelRows(cost: CostModel): (string | number)[][] {
-  return Object.entries(cost).map(([name, p]) => [
-    name,
-    p.value,
-    p.assumed ? "assumed" : "published",
-    p.source,
-  ]);
+  return Object.entries(cost)
+    .filter(([name]) => !(name === "walkReferenceCycles" && cost.referenceCyclesByLevel))
+    .map(([name, p]) => [
+      name,
+      Array.isArray(p.value) ? p.value.join("/") : p.value,
+      p.assumed ? "assumed" : "published",
+      p.source,
+    ]);
 }

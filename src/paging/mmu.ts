@@ -53,6 +53,10 @@ export interface MmuCounters {
   nestedTlbLookups: number;
   pwcGuestLookups: number;
   pwcHostLookups: number;
+  /** Walk references by level (index 0 = level 1, the PT), guest (or shadow) dimension. */
+  guestReferencesByLevel: number[];
+  /** The same for the host (EPT) dimension. */
+  hostReferencesByLevel: number[];
 }
 
 // Context byte offsets (assembly/walk.ts draws the layout).
@@ -82,7 +86,7 @@ const C = {
   caches: 256,
 } as const;
 /** Bytes of a context. */
-export const CONTEXT_BYTES = 512;
+export const CONTEXT_BYTES = 1024;
 const ENTRY_BYTES = 32;
 const LOG_RECORD_BYTES = 24;
 const COUNTER_ORDER = [
@@ -331,6 +335,12 @@ export class MmuContext {
     }
     out.pwcGuestLookups = Number(v.getBigUint64(160, true));
     out.pwcHostLookups = Number(v.getBigUint64(168, true));
+    out.guestReferencesByLevel = [0, 1, 2, 3, 4].map((l) =>
+      Number(v.getBigUint64(512 + 8 * l, true)),
+    );
+    out.hostReferencesByLevel = [0, 1, 2, 3, 4].map((l) =>
+      Number(v.getBigUint64(552 + 8 * l, true)),
+    );
     return out;
   }
 
@@ -343,6 +353,7 @@ export class MmuContext {
   resetCounters(): void {
     const v = this.view();
     for (let at = C.counters; at < C.faultCode; at += 8) v.setBigUint64(at, 0n, true);
+    for (let at = 512; at < 592; at += 8) v.setBigUint64(at, 0n, true);
   }
 
   /**

@@ -40,8 +40,18 @@ export interface CostParameter {
 
 /** Cycles charged for each event of a translation. */
 export interface CostModel {
-  /** Cycles per memory reference of a page walk (a fixed latency). */
+  /** Cycles per memory reference of a page walk (a fixed latency, used unless `referenceCyclesByLevel` is set). */
   readonly walkReferenceCycles: CostParameter;
+  /**
+   * Per cache level instead: cycles of a reference to an entry of each table
+   * level (index 0 = PT .. 4 = PML5), the same in both dimensions. Upper
+   * levels are few and stay in the L1 data cache; leaves miss to L2 or L3.
+   */
+  readonly referenceCyclesByLevel?: {
+    readonly value: readonly number[];
+    readonly assumed: boolean;
+    readonly source: string;
+  };
   /** Cycles of a second-level TLB hit. */
   readonly l2HitCycles: CostParameter;
   /** A VM exit round trip (exit + entry + dispatch). */
@@ -177,6 +187,17 @@ export function cpuPreset(name: string): CpuPreset {
   }
   return preset;
 }
+
+/**
+ * Per-level reference latencies (assumed): PT entries from L3 (40 cycles),
+ * PD entries from L2 (14), upper levels from L1 (5): the "per cache level"
+ * alternative to a fixed latency.
+ */
+export const CACHE_LEVEL_REFERENCE_CYCLES = {
+  value: [40, 14, 5, 5, 5],
+  assumed: true,
+  source: "(assumed) PT from L3, PD from L2, PDPT and above from L1",
+} as const;
 
 /** The same caches with nothing cached: every translation is a full walk. */
 export function withoutCaches(caches: TranslationCaches): TranslationCaches {

@@ -4,6 +4,7 @@ import type { PageSize } from "../../paging/entry.js";
 import { explainWalk } from "../../paging/explain.js";
 import type { PagingModeName } from "../../paging/machine.js";
 import {
+  CACHE_LEVEL_REFERENCE_CYCLES,
   type CostModel,
   CPU_PRESETS,
   cpuPreset,
@@ -55,6 +56,7 @@ interface CompareFlags {
   accessRate: number;
   exitCycles?: number;
   refCycles?: number;
+  refCyclesByLevel?: boolean;
   threads?: number;
   seed: number;
   prefault?: boolean;
@@ -109,6 +111,8 @@ function machineOf(flags: CompareFlags): { caches: TranslationCaches; cost: Cost
       },
     };
   }
+  if (flags.refCyclesByLevel)
+    cost = { ...cost, referenceCyclesByLevel: CACHE_LEVEL_REFERENCE_CYCLES };
   return { caches, cost };
 }
 
@@ -184,6 +188,10 @@ export function registerPaging(program: Command): void {
     )
     .option("--exit-cycles <n>", "override the VM exit round trip", integerOption(0, 1e6))
     .option("--ref-cycles <n>", "override cycles per walk reference", integerOption(0, 1e4))
+    .option(
+      "--ref-cycles-by-level",
+      "price walk references per table level (PT from L3, PD from L2, upper levels from L1; assumed) instead of a fixed latency",
+    )
     .option(
       "--threads <n>",
       "pool workers (0: this thread; default one per configuration)",
