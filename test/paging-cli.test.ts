@@ -91,6 +91,16 @@ describe("hvlab paging compare", () => {
     expect(lines[0]).toMatch(/^config,mode,guest page,host page,accesses,/);
   });
 
+  it("gives the same results on this thread and on fewer workers than configurations, past the ring's size", async () => {
+    // 600,000 records: more than the ring's 8 x 65,536, so the producer must wait for slow consumers.
+    const args = ["paging", "compare", "--accesses", "600000", "--working-set", "8MiB", "--json"];
+    const [local, pooled] = await Promise.all([
+      hvlabJson([...args, "--threads", "0"]),
+      hvlabJson([...args, "--threads", "2"]),
+    ]);
+    expect(pooled.rows).toEqual(local.rows);
+  });
+
   it("counts dirty-logging exits under SLAT and shadow, none natively", async () => {
     const result = await hvlabJson([
       "paging",
@@ -140,6 +150,19 @@ describe("hvlab paging compare", () => {
     expect(await hvlabFails(["paging", "compare", "--trace", bad, "--format", "lackey"])).toMatch(
       /bad\.lackey:3: bad hex address/,
     );
+    // A worker that fails (the guest runs out of memory) stops the whole run instead of hanging it.
+    expect(
+      await hvlabFails([
+        "paging",
+        "compare",
+        "--working-set",
+        "2GiB",
+        "--guest",
+        "1GiB",
+        "--accesses",
+        "600000",
+      ]),
+    ).toMatch(/guest memory \(1073741824 bytes\) is exhausted/);
     const lenient = await hvlabJson([
       "paging",
       "compare",

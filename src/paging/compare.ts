@@ -98,7 +98,11 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
   }
   const layout = new MemoryLayout();
   const threads = spec.threads ?? configs.length;
-  const ring = allocateRing(layout, "trace ring", 8, 1 << 16, configs.length);
+  // Each pool worker is one ring consumer; with fewer workers than
+  // configurations, a worker runs several (every consumer must be running,
+  // or the ring would wait forever for a slot).
+  const groups = threads === 0 ? 1 : Math.min(threads, configs.length);
+  const ring = allocateRing(layout, "trace ring", 8, 1 << 16, groups);
   const machines: { options: MachineOptions; regions: MachineRegions }[] = configs.map(
     (config) => ({
       options: {
@@ -148,8 +152,13 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
     });
     failed.catch(() => {});
     const producer = new RingProducer(layout.memory, ring, failed);
-    const runs = machines.map((m, consumer) =>
-      pool.run({ type: "paging.run", machine: m.options, regions: m.regions, ring, consumer }),
+    const runs = Array.from({ length: groups }, (_, consumer) =>
+      pool.run({
+        type: "paging.run",
+        machines: machines.filter((_, i) => i % groups === consumer),
+        ring,
+        consumer,
+      }),
     );
     for (const run of runs) run.catch((error) => reject(error));
     try {
@@ -165,7 +174,13 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
         }
       });
       producer.finish();
-      stats = await Promise.all(runs);
+      const grouped = await Promise.all(runs);
+      // Back to configuration order: machine i ran in group i % groups.
+      stats = machines.map((_, i) => {
+        const row = grouped[i % groups]?.[Math.floor(i / groups)];
+        if (!row) throw new PagingError(`configuration ${i} returned no results`);
+        return row;
+      });
     } catch (error) {
       producer.abort();
       await Promise.allSettled(runs);
