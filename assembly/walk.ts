@@ -43,7 +43,8 @@
 // Flags: bit 0 set accessed/dirty in guest entries, bit 1 EPT A/D (EPTP bit
 // 6), bit 2 TLB holds 1 GiB entries in the second level (Ice Lake), bit 3
 // large pages in the L1 fall back to 2 MiB entries (no 1 GiB TLB: Nehalem),
-// bit 4 the second level holds 2 MiB entries as well as 4 KiB ones.
+// bit 4 the second level holds 2 MiB entries as well as 4 KiB ones, bit 5
+// count references by level (for the per-cache-level cost model).
 //
 // Cache entry (32 bytes): key u64 (0 = empty), value u64, stamp u64, pad u64.
 // TLB value: page base hPA | W<<0 | U<<1 | NX<<2 | size<<3 (0 4K, 1 2M, 2 1G)
@@ -111,6 +112,7 @@
 @inline const FLAG_L2_1G: u32 = 4;
 @inline const FLAG_1G_AS_2M: u32 = 8;
 @inline const FLAG_L2_2M: u32 = 16;
+@inline const FLAG_LEVEL_REFS: u32 = 32;
 
 // Fault codes (what stopped a translation).
 @inline const OK: u32 = 0;
@@ -323,6 +325,7 @@ function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
   const windowBytes = load<u64>(ctx + C_WINDOW_BYTES);
   const arena = <usize>load<u32>(ctx + C_ARENA);
   const logging = load<u32>(ctx + C_LOG) != 0;
+  const byLevel = (flags & FLAG_LEVEL_REFS) != 0;
   let refs: u64 = 0;
   let code = OK;
   for (;;) {
@@ -335,7 +338,7 @@ function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
     const p = arena + <usize>off;
     const entry = load<u64>(p);
     refs++;
-    count(ctx, C_LEVEL_REFS + 40 + (<usize>(level - 1) << 3));
+    if (byLevel) count(ctx, C_LEVEL_REFS + 40 + (<usize>(level - 1) << 3));
     if (logging) logRef(ctx, 1, level, at, entry);
     if ((entry & (EPT_R | EPT_W | EPT_X)) == 0) {
       code = fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
@@ -433,7 +436,7 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
     const entry = load<u64>(p);
     count(ctx, C_REFS);
     count(ctx, C_GUEST_REFS);
-    count(ctx, C_LEVEL_REFS + (<usize>(level - 1) << 3));
+    if (flags & FLAG_LEVEL_REFS) count(ctx, C_LEVEL_REFS + (<usize>(level - 1) << 3));
     if (load<u32>(ctx + C_LOG) != 0) logRef(ctx, 0, level, at, entry);
     if ((entry & P) == 0) return fault(ctx, FAULT_GUEST_NOT_PRESENT, level, va);
     perms = (perms & (entry | NX) & (RW | US | NX)) | (entry & NX);

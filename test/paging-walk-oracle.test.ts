@@ -44,7 +44,17 @@ describe("walk kernel against its TypeScript oracle", () => {
           maxLength: 300,
         }),
         fc.nat(),
-        (mode, guestPageSize, hostBacking, guestLevels, hostLevels, accesses, skip) => {
+        fc.boolean(),
+        (
+          mode,
+          guestPageSize,
+          hostBacking,
+          guestLevels,
+          hostLevels,
+          accesses,
+          skip,
+          countByLevel,
+        ) => {
           const ws = 16 * 2 ** 20;
           const make = () =>
             testMachine({
@@ -56,6 +66,7 @@ describe("walk kernel against its TypeScript oracle", () => {
               caches: small,
               workingSetBytes: ws,
               prefault: true,
+              countByLevel,
             });
           const a = make();
           const b = make();

@@ -177,8 +177,10 @@ export class MmuOracle {
       const entry = r.entry;
       this.counters.references++;
       this.counters.hostReferences++;
-      this.counters.hostReferencesByLevel[level - 1] =
-        (this.counters.hostReferencesByLevel[level - 1] ?? 0) + 1;
+      if (this.mmu.options.countByLevel) {
+        this.counters.hostReferencesByLevel[level - 1] =
+          (this.counters.hostReferencesByLevel[level - 1] ?? 0) + 1;
+      }
       if ((entry & (EPT_R | EPT_W | EPT_X)) === 0n)
         return { code: "ept-violation", level, address: gpa };
       if ((entry & (EPT_R | EPT_W)) === EPT_W)
@@ -250,8 +252,10 @@ export class MmuOracle {
       const entry = r.entry;
       this.counters.references++;
       this.counters.guestReferences++;
-      this.counters.guestReferencesByLevel[level - 1] =
-        (this.counters.guestReferencesByLevel[level - 1] ?? 0) + 1;
+      if (this.mmu.options.countByLevel) {
+        this.counters.guestReferencesByLevel[level - 1] =
+          (this.counters.guestReferencesByLevel[level - 1] ?? 0) + 1;
+      }
       if ((entry & P) === 0n) return { code: "guest-not-present", level, address: va };
       perms = (perms & (entry | NX) & (RW | US | NX)) | (entry & NX);
       const large = level > 1 && (entry & PS) !== 0n;

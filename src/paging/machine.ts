@@ -168,6 +168,7 @@ export class PagingMachine {
       guestLevels: options.guestLevels,
       hostLevels: options.hostLevels,
       caches: options.caches,
+      countByLevel: options.cost.referenceCyclesByLevel !== undefined,
     });
     this.host = null;
     this.shadow = null;

@@ -108,6 +108,7 @@ const FLAG_EPT_AD = 2;
 const FLAG_L2_1G = 4;
 const FLAG_1G_AS_2M = 8;
 const FLAG_L2_2M = 16;
+const FLAG_LEVEL_REFS = 32;
 
 /** One reference of an explained walk. */
 export interface WalkReference {
@@ -160,6 +161,8 @@ export interface MmuOptions {
   readonly setAccessedDirty?: boolean;
   /** EPT accessed/dirty flags (EPTP bit 6). */
   readonly eptAccessedDirty?: boolean;
+  /** Count walk references by table level and dimension (for the per-cache-level cost model). */
+  readonly countByLevel?: boolean;
 }
 
 /**
@@ -192,6 +195,7 @@ export class MmuContext {
     if (options.caches.l2OneGig) flags |= FLAG_L2_1G;
     if (!options.caches.l1["1G"]) flags |= FLAG_1G_AS_2M;
     if (options.caches.l2Holds2M) flags |= FLAG_L2_2M;
+    if (options.countByLevel) flags |= FLAG_LEVEL_REFS;
     v.setUint32(C.flags, flags, true);
     v.setBigUint64(C.windowBase, BigInt(window.base), true);
     v.setBigUint64(C.windowBytes, BigInt(window.bytes), true);

@@ -7,7 +7,11 @@ import {
   type PagingModeName,
 } from "../../src/paging/machine.js";
 import { MmuContext } from "../../src/paging/mmu.js";
-import { cpuPreset, type TranslationCaches } from "../../src/paging/presets.js";
+import {
+  CACHE_LEVEL_REFERENCE_CYCLES,
+  cpuPreset,
+  type TranslationCaches,
+} from "../../src/paging/presets.js";
 import { QUIET } from "../../src/paging/workload.js";
 import { instantiateWalk } from "../../src/wasm/walk.js";
 
@@ -27,6 +31,8 @@ export function testMachine(
     activity?: MachineOptions["activity"];
     seed?: number;
     guestBytes?: number;
+    /** Price references per level (so the kernel counts them by level). */
+    countByLevel?: boolean;
   } = {},
   layout = new MemoryLayout(),
 ): { machine: PagingMachine; layout: MemoryLayout } {
@@ -52,7 +58,9 @@ export function testMachine(
     {
       config,
       caches,
-      cost: preset.cost,
+      cost: options.countByLevel
+        ? { ...preset.cost, referenceCyclesByLevel: CACHE_LEVEL_REFERENCE_CYCLES }
+        : preset.cost,
       guestLevels: options.guestLevels ?? 4,
       hostLevels: options.hostLevels ?? 4,
       guestBytes: options.guestBytes ?? 4 * 2 ** 30,
