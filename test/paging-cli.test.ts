@@ -186,6 +186,22 @@ describe("hvlab paging walk", () => {
     expect(w.hpa % 4096).toBe(0x678);
   });
 
+  it("sets EPT accessed and dirty flags when EPTP bit 6 is on (REFERENCE.md section 2: A bit 8, D bit 9)", async () => {
+    const { stdout } = await run("node", [
+      hvlab,
+      "paging",
+      "walk",
+      "0x7f0012345678",
+      "--ept-ad",
+      "--write",
+      "--json",
+    ]);
+    const w = JSON.parse(stdout) as { references: { dimension: string; entry: string }[] };
+    const leaf = BigInt(w.references.at(-1)?.entry ?? "0");
+    expect(w.references.at(-1)?.dimension).toBe("host");
+    expect(leaf & 0x300n).toBe(0x300n);
+  });
+
   it("refuses an address outside the address space", async () => {
     expect(await hvlabFails(["paging", "walk", "0x800000000000"])).toMatch(
       /outside the 4-level user address space/,

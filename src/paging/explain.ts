@@ -17,6 +17,8 @@ export interface ExplainSpec {
   readonly hostBacking: PageSize;
   readonly guestBytes: number;
   readonly write: boolean;
+  /** EPT accessed and dirty flags on (EPTP bit 6). */
+  readonly eptAccessedDirty?: boolean;
   /**
    * Keep the page-walk caches and nested TLB warm from the first touch (the
    * TLBs are flushed); otherwise nothing is cached: a full walk.
@@ -106,6 +108,7 @@ export function explainWalk(spec: ExplainSpec): Explanation {
       workingSetBytes: null,
       activity: QUIET,
       seed: 1,
+      eptAccessedDirty: spec.eptAccessedDirty === true,
     },
   );
   const kind = ACCESS.user | (spec.write ? ACCESS.write : 0);

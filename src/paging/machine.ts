@@ -79,6 +79,8 @@ export interface MachineOptions {
    * time; each first write after a harvest exits. 0 or absent: off.
    */
   readonly dirtyLogHarvestsPerSecond?: number;
+  /** SLAT: EPT accessed and dirty flags (EPTP bit 6): walks set them in EPT entries. */
+  readonly eptAccessedDirty?: boolean;
 }
 
 /** Where a machine lives in the shared memory. */
@@ -169,6 +171,7 @@ export class PagingMachine {
       hostLevels: options.hostLevels,
       caches: options.caches,
       countByLevel: options.cost.referenceCyclesByLevel !== undefined,
+      eptAccessedDirty: options.eptAccessedDirty === true,
     });
     this.host = null;
     this.shadow = null;
@@ -178,6 +181,7 @@ export class PagingMachine {
         backing: config.hostBacking,
         guestBytes: options.guestBytes,
         dirtyLogging: (options.dirtyLogHarvestsPerSecond ?? 0) > 0,
+        accessedDirty: options.eptAccessedDirty === true,
       });
       this.mmu.setEptRoot(this.host.root);
     } else if (config.mode === "native") {

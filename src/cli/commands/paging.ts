@@ -363,6 +363,7 @@ export function registerPaging(program: Command): void {
     .option("--guest <size>", "guest memory", sizeOption(256 * 1024 ** 2, 2 ** 46), 16 * GiB)
     .option("--cpu <preset>", `CPU preset: ${Object.keys(CPU_PRESETS).join(", ")}`, "skylake-sp")
     .option("--write", "a write access")
+    .option("--ept-ad", "EPT accessed and dirty flags on (EPTP bit 6): the walk sets them")
     .option(
       "--warm",
       "keep the caches warm from the first touch (shows page-walk-cache and nested-TLB hits)",
@@ -380,6 +381,7 @@ export function registerPaging(program: Command): void {
           guest: number;
           cpu: string;
           write?: boolean;
+          eptAd?: boolean;
           warm?: boolean;
           json?: boolean;
         },
@@ -402,6 +404,7 @@ export function registerPaging(program: Command): void {
           hostBacking: pageSizeOption("--host-page", flags.hostPage),
           guestBytes: flags.guest,
           write: flags.write === true,
+          eptAccessedDirty: flags.eptAd === true,
           warm: flags.warm === true,
           cpu: cpuPreset(flags.cpu),
         });
