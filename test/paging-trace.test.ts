@@ -123,6 +123,20 @@ describe("trace formats (REFERENCE.md section 2)", () => {
     await expect(streamTrace(join(dir, "missing"), () => {})).rejects.toThrow(TraceFormatError);
   });
 
+  it("reads the recorded trace of a real program (test/fixtures/touch.lackey.gz)", async () => {
+    const file = join(import.meta.dirname, "fixtures", "touch.lackey.gz");
+    let stores = 0;
+    const summary = await streamTrace(file, (r) => {
+      for (let i = 0; i < r.count; i++)
+        if (((r.words[2 * i] as number) & ACCESS.write) !== 0) stores++;
+    });
+    expect(summary).toMatchObject({ format: "lackey", gzip: true, skipped: 0 });
+    // 199,437 accesses: valgrind 3.19 lackey of touch.c, M lines counted as a load and a store.
+    expect(summary.records).toBe(199_437);
+    // touch.c writes one byte per 4 KiB page of its 4 MiB array: at least 1,024 stores.
+    expect(stores).toBeGreaterThanOrEqual(1024);
+  });
+
   it("splits lines across chunks exactly as whole", () => {
     fc.assert(
       fc.property(
