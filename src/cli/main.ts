@@ -3,6 +3,7 @@ import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
+import { registerPaging } from "./commands/paging.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
@@ -22,9 +23,13 @@ export function buildProgram(): Command {
   registerTour(program);
   registerBench(program);
   registerDirty(program);
+  registerPaging(program);
   registerMigrateLive(program);
   registerQuickMigrate(program);
-  for (const command of program.commands) command.exitOverride();
+  for (const command of program.commands) {
+    command.exitOverride();
+    for (const sub of command.commands) sub.exitOverride();
+  }
   return program;
 }
 

@@ -1,6 +1,11 @@
 import { dirtyTourSection } from "./dirty.js";
 import { migrationLiveTourSection } from "./migration-live.js";
+import { pagingTourSection } from "./paging.js";
 import type { TourSection } from "./section.js";
 
 /** The tour's sections, in the order they run and appear in the report. */
-export const TOUR_SECTIONS: readonly TourSection[] = [dirtyTourSection, migrationLiveTourSection];
+export const TOUR_SECTIONS: readonly TourSection[] = [
+  dirtyTourSection,
+  pagingTourSection,
+  migrationLiveTourSection,
+];
