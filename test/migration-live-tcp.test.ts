@@ -277,6 +277,22 @@ describe("live migration over TCP", () => {
     await destination.close();
   });
 
+  it("a guest over the destination's limit is refused before any memory is laid out", async () => {
+    const reports: DestinationReport[] = [];
+    const destination = await DestinationServer.listen({
+      port: 0,
+      maxGuestBytes: 4 * MiB,
+      onSession: (r) => reports.push(r),
+    });
+    const result = await source(8).migrate({ host: "127.0.0.1", port: destination.address.port });
+    expect(result.summary.status).toBe("failed");
+    expect(result.summary.reason).toBe(
+      "the destination stopped the migration: a guest of 8.0 MiB is over this destination's limit of 4.0 MiB (during setup after 64 B sent)",
+    );
+    expect(reports[0]).toMatchObject({ status: "failed", pagesReceived: 0, discarded: false });
+    await destination.close();
+  });
+
   it("a dirty rate above a throttled link does not converge: reported with its reason, never a hang", async () => {
     const reports: DestinationReport[] = [];
     const destination = await DestinationServer.listen({
