@@ -147,7 +147,7 @@ export class PageStreamError extends Error {
  * against the destination RAM it writes).
  */
 export class PageKernel {
-  private readonly view: DataView;
+  private view: DataView;
 
   constructor(
     private readonly memory: WebAssembly.Memory,
@@ -172,7 +172,7 @@ export class PageKernel {
   private dv(): DataView {
     // The buffer is replaced whenever the memory grows.
     if (this.view.buffer !== this.memory.buffer) {
-      (this as { view: DataView }).view = new DataView(this.memory.buffer);
+      this.view = new DataView(this.memory.buffer);
     }
     return this.view;
   }
