@@ -1,4 +1,9 @@
 import type { GuestTaskResults, MarkPagesTask, RunWorkloadTask } from "../guest/task-types.js";
+import type {
+  EncodeChannelTask,
+  MigrationTaskResults,
+  SweepPointTask,
+} from "../migration/task-types.js";
 import type { KernelContext } from "./context.js";
 
 /*
@@ -9,10 +14,10 @@ import type { KernelContext } from "./context.js";
  */
 
 /** Every task message. */
-export type PoolTask = MarkPagesTask | RunWorkloadTask;
+export type PoolTask = MarkPagesTask | RunWorkloadTask | EncodeChannelTask | SweepPointTask;
 
 /** Task types and the results they produce. */
-export interface TaskResults extends GuestTaskResults {}
+export interface TaskResults extends GuestTaskResults, MigrationTaskResults {}
 
 /** The result type of a task message. */
 export type ResultOf<T extends PoolTask> = T["type"] extends keyof TaskResults

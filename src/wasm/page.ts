@@ -197,6 +197,11 @@ export class PageKernel {
     this.k.hashPages(ram.offset, pageShift, first, count, out.offset);
   }
 
+  /** The first `count` u64 hashes of a table that {@link hashPages} wrote. */
+  hashTable(table: Region, count: number): BigUint64Array {
+    return new BigUint64Array(this.memory.buffer, table.check(0, count * 8, "page hashes"), count);
+  }
+
   /**
    * XBZRLE-encodes `length` bytes (`next` against `prev`) into `dst` (at most
    * `cap` bytes). Returns the encoded length, 0 if unchanged, -1 on overflow.
