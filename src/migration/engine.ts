@@ -447,7 +447,10 @@ class MigrationRun {
         // Stall detection (as KubeVirt's): pending stops shrinking and nothing is left to throttle.
         stallRounds = pendingBytes >= lastPending * STALL_FACTOR ? stallRounds + 1 : 0;
         if (stallRounds >= STALL_ROUNDS && !this.throttle.canRise) {
-          const dirtyBytesRate = lastDirtyRate * this.pageBytes;
+          // The rate at which the guest dirties pages (every write, repeats
+          // included): the distinct-page rate saturates at the guest's size.
+          const dirtyBytesRate =
+            o.writesPerSecond * (1 - this.throttle.percentage / 100) * this.pageBytes;
           verdict = {
             decision: "give-up",
             reason:
