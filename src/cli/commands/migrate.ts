@@ -477,7 +477,10 @@ export function registerMigrate(program: Command): void {
       progress.stop();
     }
     await printMigrationResult(result, flags, flags.pageSize);
-    if (result.summary.status !== "completed") process.exitCode = 3;
+    if (result.summary.status !== "completed") {
+      // The records are printed; the exit code tells scripts it did not complete.
+      throw new Error(`migration ${result.summary.status}: ${result.summary.reason ?? ""}`);
+    }
   });
 
   addGuestOptions(
