@@ -28,10 +28,12 @@
 //   data  (page bytes per slot): that version
 //   slot = page & (slots - 1), slots a power of two
 //
-// Encoder statistics (u32 each, zeroed by the caller, added to by a call):
+// Encoder statistics (u32 each, zeroed by the caller, added to by a call;
+// bad page is set, not added):
 //
 //   byte 0  bytes written       16 xbzrle pages         32 unchanged pages
-//        4  normal pages        20 xbzrle encoded bytes 36 (reserved)
+//        4  normal pages        20 xbzrle encoded bytes 36 bad page: index + 1
+//                                                       of a page past RAM
 //        8  zero pages          24 cache misses
 //       12  (reserved)          28 overflows
 
@@ -52,6 +54,7 @@
 @inline const S_CACHE_MISS: usize = 24;
 @inline const S_OVERFLOW: usize = 28;
 @inline const S_UNCHANGED: usize = 32;
+@inline const S_BAD_PAGE: usize = 36;
 
 @inline const OPT_ZERO: u32 = 1;
 @inline const OPT_XBZRLE: u32 = 2;
@@ -83,6 +86,25 @@ export function isZero(ptr: usize, len: u32): u32 {
   for (; i + 8 <= n; i += 8) if (load<u64>(ptr + i) != 0) return 0;
   for (; i < n; i++) if (load<u8>(ptr + i) != 0) return 0;
   return 1;
+}
+
+/**
+ * Copies a page (a multiple of 64 bytes) 64 bytes at a time with SIMD: for
+ * page-sized copies this beats memory.copy on a shared memory, whose small
+ * copies go through the engine's generic path.
+ */
+@inline
+function copyPage(dst: usize, src: usize, len: u32): void {
+  for (let i: usize = 0; i < <usize>len; i += 64) {
+    const a = v128.load(src + i);
+    const b = v128.load(src + i, 16);
+    const c = v128.load(src + i, 32);
+    const d = v128.load(src + i, 48);
+    v128.store(dst + i, a);
+    v128.store(dst + i, b, 16);
+    v128.store(dst + i, c, 32);
+    v128.store(dst + i, d, 48);
+  }
 }
 
 @inline
@@ -280,7 +302,9 @@ function storeBe64(at: usize, value: u64): void {
  * cache hit whose encoding fits), or a PAGE record. Stops before the packet
  * would pass `cap` bytes. The XBZRLE cache (tags, data, `slots` a power of
  * two) is looked up and updated per page; with bit 1 clear it is not touched.
- * Adds to the statistics at `stats`. Returns how many pages were consumed.
+ * A page number at or past `pages` stops encoding before it is read (its
+ * index + 1 goes to the statistics). Adds to the statistics at `stats`.
+ * Returns how many pages were consumed.
  */
 export function encodePages(
   ram: usize,
@@ -295,6 +319,7 @@ export function encodePages(
   slots: u32,
   scratch: usize,
   stats: usize,
+  pages: u32,
 ): u32 {
   const pageBytes = (<u32>1) << pageShift;
   let d: u32 = 0;
@@ -303,6 +328,11 @@ export function encodePages(
     // Room for the worst case, a PAGE record, before touching anything.
     if (d + HEADER_BYTES + pageBytes > cap) break;
     const page = load<u32>(list + ((<usize>done) << 2));
+    // A page past guest RAM is never read: stop, and say where.
+    if (page >= pages) {
+      store<u32>(stats + S_BAD_PAGE, done + 1);
+      break;
+    }
     const src = ram + ((<usize>page) << pageShift);
     const address = (<u64>page) << <u64>pageShift;
     if (options & OPT_ZERO && isZero(src, pageBytes)) {
@@ -343,7 +373,7 @@ export function encodePages(
       }
     }
     storeBe64(out + <usize>d, address | FLAG_PAGE);
-    memory.copy(out + <usize>(d + HEADER_BYTES), src, pageBytes);
+    copyPage(out + <usize>(d + HEADER_BYTES), src, pageBytes);
     d += HEADER_BYTES + pageBytes;
     store<u32>(stats + S_NORMAL, load<u32>(stats + S_NORMAL) + 1);
   }
@@ -386,7 +416,7 @@ export function decodePages(
       i += 1;
     } else if (flag == FLAG_PAGE) {
       if (length - i < pageBytes) return E_TRUNCATED;
-      memory.copy(dst, src + <usize>i, pageBytes);
+      copyPage(dst, src + <usize>i, pageBytes);
       i += pageBytes;
     } else if (flag == FLAG_XBZRLE) {
       if (length - i < 3) return E_TRUNCATED;

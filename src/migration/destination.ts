@@ -2,9 +2,6 @@ import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import { PageKernel } from "../wasm/page.js";
 
-/** Pages hashed per kernel call during verification (128 KiB of hashes). */
-const VERIFY_CHUNK_PAGES = 16_384;
-
 /** The first page the destination holds differently from the source. */
 export interface PageMismatch {
   readonly page: number;
@@ -24,7 +21,7 @@ export class Destination {
   readonly receive: Region;
   readonly deviceState: Region | undefined;
   readonly kernel: PageKernel;
-  private readonly hashes: Region;
+  private hashes: Region | undefined;
 
   constructor(
     readonly guestBytes: number,
@@ -40,7 +37,6 @@ export class Destination {
       deviceStateBytes > 0
         ? this.layout.allocate("destination-device-state", deviceStateBytes)
         : undefined;
-    this.hashes = this.layout.allocate("destination-page-hashes", VERIFY_CHUNK_PAGES * 8);
   }
 
   /** Guest pages. */
@@ -69,35 +65,11 @@ export class Destination {
     this.ram.bytes(this.layout.memory).set(bytes, page * pageBytes);
   }
 
-  /**
-   * Checks every page against the source by XXH64 hash, chunk by chunk.
-   * Returns null when all pages are equal, else the first that differs.
-   */
-  verify(sourceRam: Region, sourceKernel: PageKernel, sourceHashes: Region): PageMismatch | null {
-    const srcMemory = sourceHashes;
-    for (let first = 0; first < this.pages; first += VERIFY_CHUNK_PAGES) {
-      const count = Math.min(VERIFY_CHUNK_PAGES, this.pages - first);
-      sourceKernel.hashPages(sourceRam, this.pageShift, first, count, srcMemory);
-      this.kernel.hashPages(this.ram, this.pageShift, first, count, this.hashes);
-      const theirs = sourceKernel.hashTable(srcMemory, count);
-      const ours = this.kernel.hashTable(this.hashes, count);
-      if (
-        !Buffer.from(theirs.buffer, theirs.byteOffset, count * 8).equals(
-          Buffer.from(ours.buffer, ours.byteOffset, count * 8),
-        )
-      ) {
-        for (let i = 0; i < count; i++) {
-          if (theirs[i] !== ours[i]) {
-            return {
-              page: first + i,
-              sourceHash: theirs[i] ?? 0n,
-              destinationHash: ours[i] ?? 0n,
-            };
-          }
-        }
-      }
-    }
-    return null;
+  /** XXH64 of every destination page, one u64 per page (a table in the destination's memory). */
+  hashAll(): BigUint64Array {
+    this.hashes ??= this.layout.allocate("destination-page-hashes", this.pages * 8);
+    this.kernel.hashPages(this.ram, this.pageShift, 0, this.pages, this.hashes);
+    return this.kernel.hashTable(this.hashes, this.pages);
   }
 
   /** Whether the destination's device state equals `blob`. */
@@ -110,5 +82,25 @@ export class Destination {
   }
 }
 
-/** Pages hashed per verification chunk: the size of a source hash table region. */
-export const VERIFY_HASH_TABLE_BYTES = VERIFY_CHUNK_PAGES * 8;
+/**
+ * Compares two page hash tables. Returns null when equal, else the first
+ * page that differs.
+ */
+export function firstMismatch(
+  source: BigUint64Array,
+  destination: BigUint64Array,
+): PageMismatch | null {
+  const a = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
+  const b = Buffer.from(destination.buffer, destination.byteOffset, destination.byteLength);
+  if (a.equals(b)) return null;
+  for (let page = 0; page < source.length; page++) {
+    if (source[page] !== destination[page]) {
+      return {
+        page,
+        sourceHash: source[page] ?? 0n,
+        destinationHash: destination[page] ?? 0n,
+      };
+    }
+  }
+  return null;
+}

@@ -13,7 +13,7 @@ import {
   RECORD_HEADER_BYTES,
 } from "../wasm/page.js";
 import { AutoConverge } from "./auto-converge.js";
-import { Destination, VERIFY_HASH_TABLE_BYTES } from "./destination.js";
+import { Destination, firstMismatch } from "./destination.js";
 import {
   type MigrationOptions,
   type ResolvedMigrationOptions,
@@ -50,9 +50,11 @@ interface Sent {
 /**
  * A virtual-time live migration: the source guest (its RAM, dirty bitmap and
  * vCPU workloads), the link, and in content mode a destination with its own
- * memory. Construct, then {@link MigrationRun.run} once.
+ * memory. Construct once (allocating and seeding the guest), then
+ * {@link Migration.run}; each run migrates the guest as it is at that moment
+ * (benchmarks run it again and again).
  */
-class MigrationRun {
+export class Migration {
   private readonly o: ResolvedMigrationOptions;
   private readonly layout = new MemoryLayout();
   private readonly guest: Guest;
@@ -76,13 +78,16 @@ class MigrationRun {
   private clockMs = 0;
   private writesOwed = 0;
   private windowOwedMs = 0;
-  private readonly throttle: AutoConverge;
-  private readonly counts: EncodeCounts = emptyEncodeCounts();
+  private throttle: AutoConverge;
+  private counts: EncodeCounts = emptyEncodeCounts();
   private transferred = 0;
   private pagesSentTotal = 0;
   private syncs = 0;
   private multifdPackets = 0;
-  private readonly rounds: MigrationRound[] = [];
+  private rounds: MigrationRound[] = [];
+  private missingBitmap: DirtyBitmap | undefined;
+  private verifyTable: Region | undefined;
+  private verifyScratch: Region | undefined;
 
   constructor(options: MigrationOptions) {
     this.o = resolveMigrationOptions(options);
@@ -142,6 +147,23 @@ class MigrationRun {
       );
       this.deviceBlob = deviceState(o.deviceStateBytes, o.seed);
     }
+  }
+
+  /** Source guest RAM (content mode), as bytes. */
+  sourceRamBytes(): Uint8Array | undefined {
+    return this.guest.ram?.bytes(this.layout.memory);
+  }
+
+  /** Destination guest RAM (content mode), as bytes. */
+  destinationRamBytes(): Uint8Array | undefined {
+    const d = this.destination;
+    return d?.ram.bytes(d.layout.memory);
+  }
+
+  /** Closes the pool of multifd channels, if one was started. */
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = undefined;
   }
 
   private ram(): Region {
@@ -378,11 +400,18 @@ class MigrationRun {
 
   /** Runs the migration to its end and returns the rounds and the summary. */
   async run(): Promise<MigrationResult> {
-    try {
-      return await this.migrate();
-    } finally {
-      await this.pool?.close();
-    }
+    this.clockMs = 0;
+    this.writesOwed = 0;
+    this.windowOwedMs = 0;
+    this.throttle = new AutoConverge(this.o);
+    this.counts = emptyEncodeCounts();
+    this.transferred = 0;
+    this.pagesSentTotal = 0;
+    this.syncs = 0;
+    this.multifdPackets = 0;
+    this.rounds = [];
+    if (this.xbzrleCache) this.xbzrleCache.tags.bytes(this.layout.memory).fill(0);
+    return this.migrate();
   }
 
   private async migrate(): Promise<MigrationResult> {
@@ -538,7 +567,7 @@ class MigrationRun {
 
     let verified: boolean | null = null;
     if (o.content && status === "completed") {
-      const mismatch = this.verify();
+      const mismatch = await this.verify();
       verified = mismatch === null;
       if (mismatch) {
         status = "failed";
@@ -607,7 +636,13 @@ class MigrationRun {
   > {
     const o = this.o;
     const pages = this.guest.pages;
-    const missingBitmap = DirtyBitmap.allocate(this.layout, "postcopy-missing", pages, o.pageShift);
+    this.missingBitmap ??= DirtyBitmap.allocate(
+      this.layout,
+      "postcopy-missing",
+      pages,
+      o.pageShift,
+    );
+    const missingBitmap = this.missingBitmap;
     this.guest.dirty.merge(missingBitmap, this.snapshot);
     const missing = missingBitmap.region.bytes(this.layout.memory);
     let missingCount = this.guest.dirty.count(missingBitmap);
@@ -727,13 +762,39 @@ class MigrationRun {
   }
 
   /** Content mode: every destination page against the source, by hash. Returns why not, or null. */
-  private verify(): string | null {
+  private async verify(): Promise<string | null> {
     const kernel = this.kernel;
     const destination = this.destination;
     if (!kernel || !destination) return null;
     this.o.beforeVerify?.(destination.ram.bytes(destination.layout.memory));
-    const table = this.layout.allocate("verify-page-hashes", VERIFY_HASH_TABLE_BYTES);
-    const mismatch = destination.verify(this.ram(), kernel, table);
+    const pages = this.guest.pages;
+    this.verifyTable ??= this.layout.allocate("source-page-hashes", pages * 8);
+    const table = this.verifyTable;
+    let source: BigUint64Array;
+    let theirs: BigUint64Array;
+    if (this.o.multifdChannels > 0) {
+      // With multifd's pool at hand both sides hash at once: the source on a
+      // worker, the destination here. (Without it, a worker is not worth its
+      // start-up, and on a busy machine two threads hashing lose to one.)
+      this.pool ??= new KernelPool(this.layout, { threads: Math.max(1, this.o.multifdChannels) });
+      this.verifyScratch ??= this.layout.allocate("verify-scratch", 64);
+      const job = this.pool.run({
+        type: "migration.hash-pages",
+        ram: this.ram().toDescriptor(),
+        pageShift: this.o.pageShift,
+        count: pages,
+        out: table.toDescriptor(),
+        scratch: this.verifyScratch.toDescriptor(),
+      });
+      theirs = destination.hashAll();
+      await job;
+      source = kernel.hashTable(table, pages);
+    } else {
+      kernel.hashPages(this.ram(), this.o.pageShift, 0, pages, table);
+      source = kernel.hashTable(table, pages);
+      theirs = destination.hashAll();
+    }
+    const mismatch = firstMismatch(source, theirs);
     if (mismatch) {
       return `verification failed: destination page ${mismatch.page} differs from the source (XXH64 ${mismatch.destinationHash.toString(16)} against ${mismatch.sourceHash.toString(16)})`;
     }
@@ -763,6 +824,11 @@ function deviceState(bytes: number, seed: number): Uint8Array {
  *
  * @throws MigrationConfigError for options that cannot run (before anything is allocated).
  */
-export function runMigration(options: MigrationOptions): Promise<MigrationResult> {
-  return new MigrationRun(options).run();
+export async function runMigration(options: MigrationOptions): Promise<MigrationResult> {
+  const migration = new Migration(options);
+  try {
+    return await migration.run();
+  } finally {
+    await migration.close();
+  }
 }

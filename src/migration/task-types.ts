@@ -17,6 +17,16 @@ export interface EncodeChannelTask {
   readonly zeroPages: boolean;
 }
 
+/** Verification: XXH64 of pages [0, count) of guest RAM into a table. */
+export interface HashPagesTask {
+  readonly type: "migration.hash-pages";
+  readonly ram: RegionDescriptor;
+  readonly pageShift: number;
+  readonly count: number;
+  readonly out: RegionDescriptor;
+  readonly scratch: RegionDescriptor;
+}
+
 /** What a channel encoded: pages consumed from its slice and the packet's counts. */
 export interface EncodeChannelResult {
   readonly consumed: number;
@@ -34,4 +44,5 @@ export interface SweepPointTask {
 export interface MigrationTaskResults {
   "migration.encode-channel": EncodeChannelResult;
   "migration.sweep-point": MigrationResult;
+  "migration.hash-pages": undefined;
 }

@@ -1,6 +1,7 @@
 import type { GuestTaskResults, MarkPagesTask, RunWorkloadTask } from "../guest/task-types.js";
 import type {
   EncodeChannelTask,
+  HashPagesTask,
   MigrationTaskResults,
   SweepPointTask,
 } from "../migration/task-types.js";
@@ -14,7 +15,12 @@ import type { KernelContext } from "./context.js";
  */
 
 /** Every task message. */
-export type PoolTask = MarkPagesTask | RunWorkloadTask | EncodeChannelTask | SweepPointTask;
+export type PoolTask =
+  | MarkPagesTask
+  | RunWorkloadTask
+  | EncodeChannelTask
+  | HashPagesTask
+  | SweepPointTask;
 
 /** Task types and the results they produce. */
 export interface TaskResults extends GuestTaskResults, MigrationTaskResults {}

@@ -23,6 +23,7 @@ export interface PageExports {
     slots: number,
     scratch: number,
     stats: number,
+    pages: number,
   ): number;
   decodePages(
     src: number,
@@ -61,6 +62,7 @@ export const EncodeStat = {
   cacheMiss: 24,
   overflow: 28,
   unchanged: 32,
+  badPage: 36,
 } as const;
 /** Bytes of an encoder statistics block. */
 export const ENCODE_STATS_BYTES = 40;
@@ -248,13 +250,6 @@ export class PageKernel {
     const pageBytes = 2 ** job.pageShift;
     const pages = Math.floor(job.ram.byteLength / pageBytes);
     const listAt = job.list.check(job.listStart * 4, job.count * 4, "page list");
-    // Every page number is checked against the RAM before the kernel reads it.
-    const list = new Uint32Array(this.memory.buffer, listAt, job.count);
-    for (let i = 0; i < list.length; i++) {
-      if ((list[i] ?? 0) >= pages) {
-        throw new RegionBoundsError(job.ram.name, `page ${list[i]}`, `is past ${pages} pages`);
-      }
-    }
     job.stats.check(0, ENCODE_STATS_BYTES, "encoder statistics");
     let tags = 0;
     let data = 0;
@@ -270,7 +265,7 @@ export class PageKernel {
       data = cache.data.check(0, slots * pageBytes, "xbzrle cache data");
       scratch = job.xbzrle.scratch.check(0, pageBytes, "xbzrle scratch");
     }
-    return (
+    const consumed =
       this.k.encodePages(
         job.ram.offset,
         job.pageShift,
@@ -284,8 +279,17 @@ export class PageKernel {
         slots,
         scratch,
         job.stats.offset,
-      ) >>> 0
-    );
+        pages,
+      ) >>> 0;
+    // The kernel checks every page number against the RAM before reading it.
+    const words = new Uint32Array(this.memory.buffer, job.stats.offset, ENCODE_STATS_BYTES / 4);
+    const bad = words[EncodeStat.badPage / 4] ?? 0;
+    if (bad !== 0) {
+      words[EncodeStat.badPage / 4] = 0;
+      const page = new Uint32Array(this.memory.buffer, listAt, job.count)[bad - 1];
+      throw new RegionBoundsError(job.ram.name, `page ${page}`, `is past ${pages} pages`);
+    }
+    return consumed;
   }
 
   /** Reads and zeroes an encoder statistics block, adding it into `into`. */
