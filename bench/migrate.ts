@@ -44,6 +44,19 @@ export const suite: BenchSuite = {
       zeroFraction: 0,
       seed: 21,
     });
+    // The same migration with two multifd channels: encoding on two pool
+    // workers, and both sides hashing at once during verification.
+    const multifd = new Migration({
+      guestBytes: contentBytes,
+      content: true,
+      workload: { kind: "uniform" },
+      writesPerSecond: 0,
+      maxBandwidth: Number.POSITIVE_INFINITY,
+      deviceStateBytes: 0,
+      zeroFraction: 0,
+      seed: 21,
+      multifdChannels: 2,
+    });
     const source = migration.sourceRamBytes();
     const destination = migration.destinationRamBytes();
     if (!source || !destination) throw new Error("content migration without RAM");
@@ -61,6 +74,12 @@ export const suite: BenchSuite = {
           `sent ${result.summary.normal} pages whole`,
         );
         assert(same(source, destination), "destination RAM differs from source RAM");
+        const viaChannels = await multifd.run();
+        assert(viaChannels.summary.verified === true, "multifd destination not verified");
+        assert(
+          viaChannels.summary.transferred === result.summary.transferred,
+          "multifd sent other bytes than one stream",
+        );
         destination.fill(0);
         destination.set(source);
         assert(same(source, destination), "memory copy differs");
@@ -70,6 +89,13 @@ export const suite: BenchSuite = {
           impl: "hvlab migrate (encode, link, decode, verify by XXH64)",
           fn: async () => {
             const result = await migration.run();
+            if (result.summary.verified !== true) throw new Error("verification failed");
+          },
+        },
+        {
+          impl: "hvlab migrate, 2 multifd channels",
+          fn: async () => {
+            const result = await multifd.run();
             if (result.summary.verified !== true) throw new Error("verification failed");
           },
         },
@@ -139,6 +165,12 @@ export const suite: BenchSuite = {
       ],
     });
 
-    return { cases, teardown: () => migration.close() };
+    return {
+      cases,
+      teardown: async () => {
+        await migration.close();
+        await multifd.close();
+      },
+    };
   },
 };
