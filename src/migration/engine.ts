@@ -32,6 +32,10 @@ import type {
 
 /** A multifd packet (QEMU: 512 KiB); also the single stream's packet. */
 export const PACKET_BYTES = 512 * 1024;
+/** Pages in a multifd packet (QEMU: 128 pages of 4 KiB, 512 KiB). */
+export const MULTIFD_PACKET_PAGES = 128;
+/** A multifd channel's buffer: whole packets, encoded by one task. */
+const MULTIFD_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Page numbers taken from the bitmap per batch. */
 const LIST_PAGES = 16_384;
 /** Rounds without a 5 % drop in pending bytes, with nothing left to throttle, before giving up. */
@@ -65,6 +69,7 @@ export class Migration {
   private readonly kernel: PageKernel | undefined;
   private readonly destination: Destination | undefined;
   private readonly packets: Region[] = [];
+  private readonly channelBuffers: Region[] = [];
   private readonly channelStats: Region[] = [];
   private readonly channelScratch: Region[] = [];
   private readonly stats: Region | undefined;
@@ -124,10 +129,19 @@ export class Migration {
         );
       }
       const channels = Math.max(1, o.multifdChannels);
+      this.packets.push(this.layout.allocate("migration-packet", packetBytes, 4096));
       for (let c = 0; c < channels; c++) {
-        this.packets.push(this.layout.allocate(`migration-packet-${c}`, packetBytes, 4096));
         this.channelStats.push(this.layout.allocate(`migration-stats-${c}`, ENCODE_STATS_BYTES));
         this.channelScratch.push(this.layout.allocate(`migration-scratch-${c}`, 64));
+        if (o.multifdChannels > 0) {
+          // Two buffers per channel: one being encoded, one being decoded.
+          const bytes = Math.max(MULTIFD_BUFFER_BYTES, packetBytes);
+          for (const parity of [0, 1]) {
+            this.channelBuffers.push(
+              this.layout.allocate(`multifd-channel-${c}-buffer-${parity}`, bytes, 4096),
+            );
+          }
+        }
       }
       this.stats = this.channelStats[0];
       if (o.xbzrle) {
@@ -142,7 +156,7 @@ export class Migration {
       this.destination = new Destination(
         o.guestBytes,
         o.pageShift,
-        packetBytes,
+        o.multifdChannels > 0 ? Math.max(MULTIFD_BUFFER_BYTES, packetBytes) : packetBytes,
         o.deviceStateBytes,
       );
       this.deviceBlob = deviceState(o.deviceStateBytes, o.seed);
@@ -265,51 +279,64 @@ export class Migration {
     return sent;
   }
 
-  /** multifd: channels encode their slices on pool workers at once; the destination decodes each. */
+  /**
+   * multifd: the list is cut into groups of whole packets (128 pages each,
+   * QEMU's), dealt to the channels in waves; while the pool's workers encode
+   * one wave into one set of buffers, this thread decodes the wave before it
+   * from the other set (the destination's side of the channels).
+   */
   private async sendMultifd(count: number, running: boolean): Promise<Sent> {
     const destination = this.destination;
     if (!destination) throw new Error("content mode not set up");
     this.pool ??= new KernelPool(this.layout, { threads: this.o.multifdChannels });
     const pool = this.pool;
     const channels = this.o.multifdChannels;
-    const share = Math.ceil(count / channels);
-    const positions = Array.from({ length: channels }, (_, c) => c * share);
-    const ends = positions.map((p) => Math.min(count, p + share));
-    const sent: Sent = { pages: 0, bytes: 0 };
-    const memory = this.layout.memory;
-    while (positions.some((p, c) => p < (ends[c] ?? 0))) {
-      const results = await Promise.all(
-        positions.map((position, c) => {
-          const end = ends[c] ?? 0;
-          const packet = this.packets[c];
+    const groupPages = this.groupPages();
+    const groups: { start: number; count: number }[] = [];
+    for (let start = 0; start < count; start += groupPages) {
+      groups.push({ start, count: Math.min(groupPages, count - start) });
+    }
+    const waves = Math.ceil(groups.length / channels);
+    const launch = (wave: number) =>
+      Promise.all(
+        groups.slice(wave * channels, (wave + 1) * channels).map((group, c) => {
+          const buffer = this.channelBuffers[2 * c + (wave % 2)];
           const stats = this.channelStats[c];
           const scratch = this.channelScratch[c];
-          if (position >= end || !packet || !stats || !scratch) return null;
-          return pool.run({
-            type: "migration.encode-channel",
-            ram: this.ram().toDescriptor(),
-            pageShift: this.o.pageShift,
-            list: this.list.toDescriptor(),
-            listStart: position,
-            count: end - position,
-            packet: packet.toDescriptor(),
-            stats: stats.toDescriptor(),
-            scratch: scratch.toDescriptor(),
-            zeroPages: this.o.zeroPages,
-          });
+          if (!buffer || !stats || !scratch) throw new Error("multifd channel not set up");
+          return pool
+            .run({
+              type: "migration.encode-channel",
+              ram: this.ram().toDescriptor(),
+              pageShift: this.o.pageShift,
+              list: this.list.toDescriptor(),
+              listStart: group.start,
+              count: group.count,
+              packet: buffer.toDescriptor(),
+              stats: stats.toDescriptor(),
+              scratch: scratch.toDescriptor(),
+              zeroPages: this.o.zeroPages,
+            })
+            .then((result) => ({ result, buffer, group }));
         }),
       );
+    const sent: Sent = { pages: 0, bytes: 0 };
+    const memory = this.layout.memory;
+    let next = waves > 0 ? launch(0) : undefined;
+    for (let wave = 0; wave < waves && next; wave++) {
+      const done = await next;
+      next = wave + 1 < waves ? launch(wave + 1) : undefined;
       let bytes = 0;
-      for (const [c, result] of results.entries()) {
-        const packet = this.packets[c];
-        if (!result || !packet) continue;
-        positions[c] = (positions[c] ?? 0) + result.consumed;
+      for (const { result, buffer, group } of done) {
+        if (result.consumed !== group.count) {
+          throw new Error(`multifd channel encoded ${result.consumed} of ${group.count} pages`);
+        }
         const counts = result.counts;
         for (const key of Object.keys(counts) as (keyof EncodeCounts)[]) {
           this.counts[key] += counts[key];
         }
-        destination.receivePacket(new Uint8Array(memory.buffer, packet.offset, counts.bytes));
-        this.multifdPackets++;
+        destination.receivePacket(new Uint8Array(memory.buffer, buffer.offset, counts.bytes));
+        this.multifdPackets += Math.ceil(group.count / MULTIFD_PACKET_PAGES);
         bytes += counts.bytes;
         sent.pages += counts.normal + counts.zero;
       }
@@ -317,6 +344,15 @@ export class Migration {
       await this.advance(this.linkMs(bytes), running);
     }
     return sent;
+  }
+
+  /** Pages a multifd channel encodes per task: whole packets filling its buffer. */
+  private groupPages(): number {
+    const record = this.pageBytes + RECORD_HEADER_BYTES;
+    const packets = Math.max(1, Math.floor(MULTIFD_BUFFER_BYTES / (MULTIFD_PACKET_PAGES * record)));
+    return this.pageBytes === 4096
+      ? packets * MULTIFD_PACKET_PAGES
+      : Math.max(1, Math.floor(MULTIFD_BUFFER_BYTES / record));
   }
 
   /**
