@@ -3,6 +3,7 @@ import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
 import { registerMigrate } from "./commands/migrate.js";
+import { registerPaging } from "./commands/paging.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
 
@@ -22,7 +23,11 @@ export function buildProgram(): Command {
   registerBench(program);
   registerDirty(program);
   registerMigrate(program);
-  for (const command of program.commands) command.exitOverride();
+  registerPaging(program);
+  for (const command of program.commands) {
+    command.exitOverride();
+    for (const sub of command.commands) sub.exitOverride();
+  }
   return program;
 }
 

@@ -5,6 +5,7 @@ import type {
   MigrationTaskResults,
   SweepPointTask,
 } from "../migration/task-types.js";
+import type { PagingRunTask, PagingTaskResults } from "../paging/task-types.js";
 import type { KernelContext } from "./context.js";
 
 /*
@@ -20,10 +21,11 @@ export type PoolTask =
   | RunWorkloadTask
   | EncodeChannelTask
   | HashPagesTask
-  | SweepPointTask;
+  | SweepPointTask
+  | PagingRunTask;
 
 /** Task types and the results they produce. */
-export interface TaskResults extends GuestTaskResults, MigrationTaskResults {}
+export interface TaskResults extends GuestTaskResults, MigrationTaskResults, PagingTaskResults {}
 
 /** The result type of a task message. */
 export type ResultOf<T extends PoolTask> = T["type"] extends keyof TaskResults

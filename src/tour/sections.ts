@@ -1,6 +1,11 @@
 import { dirtyTourSection } from "./dirty.js";
 import { migrationTourSection } from "./migration.js";
+import { pagingTourSection } from "./paging.js";
 import type { TourSection } from "./section.js";
 
 /** The tour's sections, in the order they run and appear in the report. */
-export const TOUR_SECTIONS: readonly TourSection[] = [dirtyTourSection, migrationTourSection];
+export const TOUR_SECTIONS: readonly TourSection[] = [
+  dirtyTourSection,
+  migrationTourSection,
+  pagingTourSection,
+];
