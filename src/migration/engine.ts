@@ -90,6 +90,10 @@ export class Migration {
   private syncs = 0;
   private multifdPackets = 0;
   private rounds: MigrationRound[] = [];
+  // The bandwidth window (QEMU re-estimates every 100 ms).
+  private rateWindowMs = 0;
+  private rateWindowBytes = 0;
+  private lastWindowRate: number | null = null;
   private missingBitmap: DirtyBitmap | undefined;
   private verifyTable: Region | undefined;
   private verifyScratch: Region | undefined;
@@ -193,21 +197,33 @@ export class Migration {
 
   /** The bandwidth the policy uses: the link's, or for an unthrottled link what was measured. */
   private bandwidthEstimate(roundBytes: number, roundMs: number): number {
-    if (Number.isFinite(this.o.maxBandwidth)) {
-      // Bytes over the window, latency stalls included (never above the link).
-      return roundMs > 0
-        ? Math.min(this.o.maxBandwidth, (roundBytes / roundMs) * 1000)
-        : this.o.maxBandwidth;
+    if (!Number.isFinite(this.o.maxBandwidth)) return Number.MAX_VALUE;
+    // QEMU's: the rate of the last full 100 ms window; a round shorter than
+    // a window is measured over the round. Latency stalls count in both.
+    if (this.lastWindowRate !== null) return Math.min(this.o.maxBandwidth, this.lastWindowRate);
+    return roundMs > 0
+      ? Math.min(this.o.maxBandwidth, (roundBytes / roundMs) * 1000)
+      : this.o.maxBandwidth;
+  }
+
+  /** Accounts link time and bytes into the bandwidth window; closes full windows. */
+  private measure(ms: number, bytes: number): void {
+    this.rateWindowMs += ms;
+    this.rateWindowBytes += bytes;
+    if (this.rateWindowMs >= this.o.windowMs) {
+      this.lastWindowRate = (this.rateWindowBytes / this.rateWindowMs) * 1000;
+      this.rateWindowMs = 0;
+      this.rateWindowBytes = 0;
     }
-    return Number.MAX_VALUE;
   }
 
   /**
    * Moves the clock on by `ms`; the guest's vCPUs (throttled) owe writes for
    * that time, executed for real at each bandwidth window.
    */
-  private async advance(ms: number, running = true): Promise<void> {
+  private async advance(ms: number, running = true, bytes = 0): Promise<void> {
     this.clockMs += ms;
+    if (running) this.measure(ms, bytes);
     if (!running) return;
     this.writesOwed += (this.o.writesPerSecond * (1 - this.throttle.percentage / 100) * ms) / 1000;
     this.windowOwedMs += ms;
@@ -274,7 +290,7 @@ export class Migration {
       destination.receivePacket(new Uint8Array(memory.buffer, packet.offset, bytes));
       sent.pages += pages;
       sent.bytes += bytes;
-      await this.advance(this.linkMs(bytes), running);
+      await this.advance(this.linkMs(bytes), running, bytes);
     }
     return sent;
   }
@@ -341,7 +357,7 @@ export class Migration {
         sent.pages += counts.normal + counts.zero;
       }
       sent.bytes += bytes;
-      await this.advance(this.linkMs(bytes), running);
+      await this.advance(this.linkMs(bytes), running, bytes);
     }
     return sent;
   }
@@ -378,7 +394,7 @@ export class Migration {
         sent.bytes += pages * pageRecord;
         this.counts.normal += pages;
         this.counts.bytes += pages * pageRecord;
-        await this.advance(this.linkMs(pages * pageRecord), running);
+        await this.advance(this.linkMs(pages * pageRecord), running, pages * pageRecord);
         if (running && this.clockMs > this.o.timeoutMs) return { ...sent, timedOut: true };
       }
       return { ...sent, timedOut: false };
@@ -437,6 +453,9 @@ export class Migration {
   /** Runs the migration to its end and returns the rounds and the summary. */
   async run(): Promise<MigrationResult> {
     this.clockMs = 0;
+    this.rateWindowMs = 0;
+    this.rateWindowBytes = 0;
+    this.lastWindowRate = null;
     this.writesOwed = 0;
     this.windowOwedMs = 0;
     this.throttle = new AutoConverge(this.o);

@@ -67,13 +67,16 @@ export function parseBandwidth(text: string): number {
   if (/^\s*-/.test(text) || /^0+(\.0*)?[a-z]*$/i.test(trimmed)) {
     throw new TypeError(`bandwidth must be more than 0, not "${text}"`);
   }
+  let rate: number;
   try {
-    return parseSize(text);
+    rate = parseSize(text);
   } catch {
     throw new TypeError(
       `"${text}" is not a bandwidth (examples: 10Gbit, 100Mbps, 128MiB per second, unlimited)`,
     );
   }
+  if (!(rate > 0)) throw new TypeError(`bandwidth must be more than 0, not "${text}"`);
+  return rate;
 }
 
 function bandwidthOption(text: string): number {
