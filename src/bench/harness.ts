@@ -32,6 +32,11 @@ export interface BenchCase {
   readonly beforeEach?: () => void;
   /** Runs before every timed call, outside the timed window (refilling what a call consumes). */
   readonly beforeEachCall?: () => void;
+  /**
+   * Timed calls per implementation (default: tinybench's 64 at least), for
+   * cases whose one call takes seconds; warm-up is then a single call.
+   */
+  readonly iterations?: number;
 }
 
 /** A suite: cases built over fresh state, and how to release it. */
@@ -112,6 +117,9 @@ export async function runSuite(suite: BenchSuite, options: SuiteOptions): Promis
           warmupTime: Math.min(100, options.timeMs / 5),
           warmupIterations: 2,
           throws: true,
+          ...(benchCase.iterations !== undefined
+            ? { iterations: benchCase.iterations, warmupIterations: 1 }
+            : {}),
         });
         bench.add(
           impl.impl,

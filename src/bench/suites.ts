@@ -6,6 +6,7 @@ import type { BenchSuite } from "./harness.js";
  */
 export const BENCH_SUITES: Readonly<Record<string, () => Promise<{ suite: BenchSuite }>>> = {
   dirty: () => import("../../bench/dirty.js"),
+  migrate: () => import("../../bench/migrate.js"),
   "migrate-live": () => import("../../bench/migrate-live.js"),
   paging: () => import("../../bench/paging.js"),
 };

@@ -2,6 +2,7 @@ import { Command, CommanderError } from "commander";
 import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
+import { registerMigrate } from "./commands/migrate.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
 import { registerPaging } from "./commands/paging.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerTour(program);
   registerBench(program);
   registerDirty(program);
+  registerMigrate(program);
   registerPaging(program);
   registerMigrateLive(program);
   registerQuickMigrate(program);

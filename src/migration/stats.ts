@@ -95,6 +95,11 @@ export interface MigrationSummary {
   readonly rounds: number;
   /** Content mode: every destination page was checked against the source. */
   readonly verified: boolean | null;
+  /** multifd channels used (0: a single stream) and packets they sent. */
+  readonly "multifd-channels"?: number;
+  readonly "multifd-packets"?: number;
+  /** XBZRLE cache hits whose page had not changed: nothing sent (QEMU skips them too). */
+  readonly "xbzrle-unchanged-pages"?: number;
 }
 
 /** What `hvlab migrate --json` prints. */

@@ -1,4 +1,5 @@
 import { guestTaskHandlers } from "../guest/tasks.js";
+import { migrationTaskHandlers } from "../migration/tasks.js";
 import { pagingTaskHandlers } from "../paging/tasks.js";
 import type { KernelContext } from "./context.js";
 import type { PoolTask } from "./protocol.js";
@@ -8,6 +9,7 @@ type AnyHandler = (context: KernelContext, task: PoolTask) => unknown;
 /** Every domain's task handlers, by task type. */
 const HANDLERS: Readonly<Record<string, AnyHandler>> = {
   ...(guestTaskHandlers as Record<string, AnyHandler>),
+  ...(migrationTaskHandlers as Record<string, AnyHandler>),
   ...(pagingTaskHandlers as Record<string, AnyHandler>),
 };
 

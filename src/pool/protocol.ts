@@ -1,4 +1,10 @@
 import type { GuestTaskResults, MarkPagesTask, RunWorkloadTask } from "../guest/task-types.js";
+import type {
+  EncodeChannelTask,
+  HashPagesTask,
+  MigrationTaskResults,
+  SweepPointTask,
+} from "../migration/task-types.js";
 import type { PagingRunTask, PagingTaskResults } from "../paging/task-types.js";
 import type { KernelContext } from "./context.js";
 
@@ -10,10 +16,16 @@ import type { KernelContext } from "./context.js";
  */
 
 /** Every task message. */
-export type PoolTask = MarkPagesTask | RunWorkloadTask | PagingRunTask;
+export type PoolTask =
+  | MarkPagesTask
+  | RunWorkloadTask
+  | EncodeChannelTask
+  | HashPagesTask
+  | SweepPointTask
+  | PagingRunTask;
 
 /** Task types and the results they produce. */
-export interface TaskResults extends GuestTaskResults, PagingTaskResults {}
+export interface TaskResults extends GuestTaskResults, MigrationTaskResults, PagingTaskResults {}
 
 /** The result type of a task message. */
 export type ResultOf<T extends PoolTask> = T["type"] extends keyof TaskResults

@@ -1,4 +1,5 @@
 import { dirtyTourSection } from "./dirty.js";
+import { migrationTourSection } from "./migration.js";
 import { migrationLiveTourSection } from "./migration-live.js";
 import { pagingTourSection } from "./paging.js";
 import type { TourSection } from "./section.js";
@@ -6,6 +7,7 @@ import type { TourSection } from "./section.js";
 /** The tour's sections, in the order they run and appear in the report. */
 export const TOUR_SECTIONS: readonly TourSection[] = [
   dirtyTourSection,
-  pagingTourSection,
+  migrationTourSection,
   migrationLiveTourSection,
+  pagingTourSection,
 ];

@@ -1,0 +1,474 @@
+// Per-page migration work: zero-page check, XXH64 page hashes, QEMU's
+// XBZRLE delta encoding and decoding, and the sender's and receiver's page
+// stream (encode a batch of dirty pages into a packet, decode a packet into
+// destination RAM).
+//
+// The page stream (QEMU's RAM section records, migration/ram.c, without the
+// RAMBlock names: one guest, one block):
+//
+//   +-----------------------------------------------+
+//   | be64: page address (page << pageShift) | flag |   8 bytes
+//   +-----------------------------------------------+
+//   flag 0x02 ZERO   : u8 fill byte (0)                     ->  9 bytes
+//   flag 0x08 PAGE   : the page's bytes                     ->  8 + page bytes
+//   flag 0x40 XBZRLE : u8 1 (ENCODING_FLAG_XBZRLE),
+//                      be16 encoded length, encoded bytes   -> 11 + length
+//
+// XBZRLE encoding (migration/xbzrle.c) of a page against its previous
+// version: alternating runs, the last unchanged run left out,
+//
+//   uleb128(unchanged bytes) uleb128(changed bytes) changed bytes ...
+//
+// with uleb128 values of at most two bytes (< 16384). An encoding longer
+// than the page is an overflow (-1); an unchanged page encodes to 0 bytes.
+//
+// XBZRLE cache (migration/page_cache.c), direct-mapped on the page number:
+//
+//   tags  (u32 per slot): page + 1 of the version held, 0 = empty
+//   data  (page bytes per slot): that version
+//   slot = page & (slots - 1), slots a power of two
+//
+// Encoder statistics (u32 each, zeroed by the caller, added to by a call;
+// bad page is set, not added):
+//
+//   byte 0  bytes written       16 xbzrle pages         32 unchanged pages
+//        4  normal pages        20 xbzrle encoded bytes 36 bad page: index + 1
+//                                                       of a page past RAM
+//        8  zero pages          24 cache misses
+//       12  (reserved)          28 overflows
+
+@inline const FLAG_ZERO: u64 = 0x02;
+@inline const FLAG_PAGE: u64 = 0x08;
+@inline const FLAG_XBZRLE: u64 = 0x40;
+@inline const FLAG_MASK: u64 = 0xfff;
+@inline const ENCODING_FLAG_XBZRLE: u8 = 1;
+@inline const HEADER_BYTES: u32 = 8;
+@inline const ZERO_RECORD_BYTES: u32 = 9;
+@inline const XBZRLE_OVERHEAD: u32 = 11;
+
+@inline const S_BYTES: usize = 0;
+@inline const S_NORMAL: usize = 4;
+@inline const S_ZERO: usize = 8;
+@inline const S_XBZRLE_PAGES: usize = 16;
+@inline const S_XBZRLE_BYTES: usize = 20;
+@inline const S_CACHE_MISS: usize = 24;
+@inline const S_OVERFLOW: usize = 28;
+@inline const S_UNCHANGED: usize = 32;
+@inline const S_BAD_PAGE: usize = 36;
+
+@inline const OPT_ZERO: u32 = 1;
+@inline const OPT_XBZRLE: u32 = 2;
+
+// Decoder errors (negative return values).
+@inline const E_TRUNCATED: i32 = -1;
+@inline const E_BAD_FLAG: i32 = -2;
+@inline const E_BAD_PAGE: i32 = -3;
+@inline const E_BAD_XBZRLE: i32 = -4;
+
+// XXH64 primes (Collet, xxHash specification, XXH64).
+@inline const P1: u64 = 0x9e3779b185ebca87;
+@inline const P2: u64 = 0xc2b2ae3d27d4eb4f;
+@inline const P3: u64 = 0x165667b19e3779f9;
+@inline const P4: u64 = 0x85ebca77c2b2ae63;
+@inline const P5: u64 = 0x27d4eb2f165667c5;
+
+/** Returns 1 if `len` bytes at `ptr` are all zero, else 0. */
+export function isZero(ptr: usize, len: u32): u32 {
+  let i: usize = 0;
+  const n = <usize>len;
+  // 64 bytes per step: four 16-byte loads OR-ed, one test. Most non-zero
+  // pages fail in the first step, so the early exit is what makes it cheap.
+  for (; i + 64 <= n; i += 64) {
+    const a = v128.or(v128.load(ptr + i), v128.load(ptr + i, 16));
+    const b = v128.or(v128.load(ptr + i, 32), v128.load(ptr + i, 48));
+    if (v128.any_true(v128.or(a, b))) return 0;
+  }
+  for (; i + 8 <= n; i += 8) if (load<u64>(ptr + i) != 0) return 0;
+  for (; i < n; i++) if (load<u8>(ptr + i) != 0) return 0;
+  return 1;
+}
+
+/**
+ * Copies a page (a multiple of 64 bytes) 64 bytes at a time with SIMD: for
+ * page-sized copies this beats memory.copy on a shared memory, whose small
+ * copies go through the engine's generic path.
+ */
+@inline
+function copyPage(dst: usize, src: usize, len: u32): void {
+  for (let i: usize = 0; i < <usize>len; i += 64) {
+    const a = v128.load(src + i);
+    const b = v128.load(src + i, 16);
+    const c = v128.load(src + i, 32);
+    const d = v128.load(src + i, 48);
+    v128.store(dst + i, a);
+    v128.store(dst + i, b, 16);
+    v128.store(dst + i, c, 32);
+    v128.store(dst + i, d, 48);
+  }
+}
+
+@inline
+function xxRound(acc: u64, input: u64): u64 {
+  return rotl<u64>(acc + input * P2, 31) * P1;
+}
+
+@inline
+function xxMerge(acc: u64, value: u64): u64 {
+  return (acc ^ xxRound(0, value)) * P1 + P4;
+}
+
+/** XXH64 of `len` bytes at `ptr` with seed 0. */
+function xxh64(ptr: usize, len: u32): u64 {
+  const n = <usize>len;
+  let i: usize = 0;
+  let h: u64;
+  if (n >= 32) {
+    let v1: u64 = P1 + P2;
+    let v2: u64 = P2;
+    let v3: u64 = 0;
+    let v4: u64 = 0 - P1;
+    for (; i + 32 <= n; i += 32) {
+      v1 = xxRound(v1, load<u64>(ptr + i));
+      v2 = xxRound(v2, load<u64>(ptr + i, 8));
+      v3 = xxRound(v3, load<u64>(ptr + i, 16));
+      v4 = xxRound(v4, load<u64>(ptr + i, 24));
+    }
+    h = rotl<u64>(v1, 1) + rotl<u64>(v2, 7) + rotl<u64>(v3, 12) + rotl<u64>(v4, 18);
+    h = xxMerge(h, v1);
+    h = xxMerge(h, v2);
+    h = xxMerge(h, v3);
+    h = xxMerge(h, v4);
+  } else {
+    h = P5;
+  }
+  h += <u64>n;
+  for (; i + 8 <= n; i += 8) {
+    h ^= xxRound(0, load<u64>(ptr + i));
+    h = rotl<u64>(h, 27) * P1 + P4;
+  }
+  if (i + 4 <= n) {
+    h ^= (<u64>load<u32>(ptr + i)) * P1;
+    h = rotl<u64>(h, 23) * P2 + P3;
+    i += 4;
+  }
+  for (; i < n; i++) {
+    h ^= (<u64>load<u8>(ptr + i)) * P5;
+    h = rotl<u64>(h, 11) * P1;
+  }
+  h ^= h >>> 33;
+  h *= P2;
+  h ^= h >>> 29;
+  h *= P3;
+  h ^= h >>> 32;
+  return h;
+}
+
+/** Writes XXH64 (seed 0) of `len` bytes at `ptr` as a little-endian u64 at `out`. */
+export function hash64(ptr: usize, len: u32, out: usize): void {
+  store<u64>(out, xxh64(ptr, len));
+}
+
+/**
+ * Hashes `count` pages of `1 << pageShift` bytes starting at `first` (page
+ * number) of the RAM at `ram`: XXH64 of page `first + i` goes to `out + 8 i`.
+ */
+export function hashPages(ram: usize, pageShift: u32, first: u32, count: u32, out: usize): void {
+  const pageBytes = (<u32>1) << pageShift;
+  for (let i: u32 = 0; i < count; i++) {
+    const page = ram + ((<usize>(first + i)) << pageShift);
+    store<u64>(out + ((<usize>i) << 3), xxh64(page, pageBytes));
+  }
+}
+
+@inline
+function ulebSmall(dst: usize, value: u32): u32 {
+  if (value < 0x80) {
+    store<u8>(dst, <u8>value);
+    return 1;
+  }
+  store<u8>(dst, <u8>((value & 0x7f) | 0x80));
+  store<u8>(dst, <u8>(value >>> 7), 1);
+  return 2;
+}
+
+/** Bytes from `i` (below `n`) while `a` and `b` are equal; word at a time. */
+@inline
+function equalRun(a: usize, b: usize, i: u32, n: u32): u32 {
+  const start = i;
+  while (i + 8 <= n) {
+    const x = load<u64>(a + <usize>i) ^ load<u64>(b + <usize>i);
+    if (x != 0) return i + (<u32>ctz<u64>(x) >>> 3) - start;
+    i += 8;
+  }
+  while (i < n && load<u8>(a + <usize>i) == load<u8>(b + <usize>i)) i++;
+  return i - start;
+}
+
+/** Bytes from `i` (below `n`) while `a` and `b` differ in every byte. */
+@inline
+function differentRun(a: usize, b: usize, i: u32, n: u32): u32 {
+  const start = i;
+  const ones: u64 = 0x0101010101010101;
+  while (i + 8 <= n) {
+    const x = load<u64>(a + <usize>i) ^ load<u64>(b + <usize>i);
+    // A zero byte in x is an equal byte: the run ends at the first one.
+    const zeroBytes = (x - ones) & ~x & (ones << 7);
+    if (zeroBytes != 0) return i + (<u32>ctz<u64>(zeroBytes) >>> 3) - start;
+    i += 8;
+  }
+  while (i < n && load<u8>(a + <usize>i) != load<u8>(b + <usize>i)) i++;
+  return i - start;
+}
+
+/**
+ * XBZRLE-encodes `len` bytes at `next` against their previous version at
+ * `prev` into `dst` (at most `cap` bytes), as QEMU's xbzrle_encode_buffer
+ * (same output and the same overflow checks). Returns the encoded length, 0
+ * if unchanged, or -1 if it would pass `cap`.
+ */
+export function xbzrleEncode(prev: usize, next: usize, len: u32, dst: usize, cap: u32): i32 {
+  let i: u32 = 0;
+  let d: u32 = 0;
+  while (i < len) {
+    if (d + 2 > cap) return -1;
+    const zrun = equalRun(prev, next, i, len);
+    if (zrun == len) return 0;
+    i += zrun;
+    // The last unchanged run is not sent.
+    if (i == len) return <i32>d;
+    d += ulebSmall(dst + <usize>d, zrun);
+    if (d + 2 > cap) return -1;
+    const nzrun = differentRun(prev, next, i, len);
+    d += ulebSmall(dst + <usize>d, nzrun);
+    if (d + nzrun > cap) return -1;
+    memory.copy(dst + <usize>d, next + <usize>i, nzrun);
+    d += nzrun;
+    i += nzrun;
+  }
+  return <i32>d;
+}
+
+/** Reads a small uleb128 (1 or 2 bytes) at `src`; returns value | (bytes << 16), or -1. */
+@inline
+function readUlebSmall(src: usize): i32 {
+  const b0 = <u32>load<u8>(src);
+  if ((b0 & 0x80) == 0) return <i32>(b0 | (1 << 16));
+  const b1 = <u32>load<u8>(src, 1);
+  if (b1 & 0x80) return -1;
+  return <i32>((b0 & 0x7f) | (b1 << 7) | (2 << 16));
+}
+
+/**
+ * Applies `slen` XBZRLE bytes at `src` to the `dlen`-byte page at `dst`, as
+ * QEMU's xbzrle_decode_buffer (same checks). Returns the bytes of the page
+ * covered, or -1 for a malformed or overflowing encoding; it never writes
+ * past `dst + dlen`.
+ */
+export function xbzrleDecode(src: usize, slen: u32, dst: usize, dlen: u32): i32 {
+  let i: u32 = 0;
+  let d: u32 = 0;
+  while (i < slen) {
+    if (slen - i < 2) return -1;
+    let r = readUlebSmall(src + <usize>i);
+    if (r < 0) return -1;
+    let count = <u32>(r & 0xffff);
+    if (i != 0 && count == 0) return -1;
+    i += <u32>r >>> 16;
+    d += count;
+    if (d > dlen) return -1;
+    if (slen - i < 2) return -1;
+    r = readUlebSmall(src + <usize>i);
+    if (r < 0) return -1;
+    count = <u32>(r & 0xffff);
+    if (count == 0) return -1;
+    i += <u32>r >>> 16;
+    if (d + count > dlen || i + count > slen) return -1;
+    memory.copy(dst + <usize>d, src + <usize>i, count);
+    d += count;
+    i += count;
+  }
+  return <i32>d;
+}
+
+@inline
+function storeBe64(at: usize, value: u64): void {
+  store<u64>(at, bswap<u64>(value));
+}
+
+/**
+ * Encodes dirty pages into a packet of the page stream. Pages are the u32
+ * page numbers at `list` (`count` of them); each becomes a ZERO record (when
+ * `options` has bit 0 and the page is all zero), an XBZRLE record (bit 1, a
+ * cache hit whose encoding fits), or a PAGE record. Stops before the packet
+ * would pass `cap` bytes. The XBZRLE cache (tags, data, `slots` a power of
+ * two) is looked up and updated per page; with bit 1 clear it is not touched.
+ * A page number at or past `pages` stops encoding before it is read (its
+ * index + 1 goes to the statistics). Adds to the statistics at `stats`.
+ * Returns how many pages were consumed.
+ */
+export function encodePages(
+  ram: usize,
+  pageShift: u32,
+  list: usize,
+  count: u32,
+  out: usize,
+  cap: u32,
+  options: u32,
+  tags: usize,
+  data: usize,
+  slots: u32,
+  scratch: usize,
+  stats: usize,
+  pages: u32,
+): u32 {
+  const pageBytes = (<u32>1) << pageShift;
+  let d: u32 = 0;
+  let done: u32 = 0;
+  for (; done < count; done++) {
+    // Room for the worst case, a PAGE record, before touching anything.
+    if (d + HEADER_BYTES + pageBytes > cap) break;
+    const page = load<u32>(list + ((<usize>done) << 2));
+    // A page past guest RAM is never read: stop, and say where.
+    if (page >= pages) {
+      store<u32>(stats + S_BAD_PAGE, done + 1);
+      break;
+    }
+    const src = ram + ((<usize>page) << pageShift);
+    const address = (<u64>page) << <u64>pageShift;
+    if (options & OPT_ZERO && isZero(src, pageBytes)) {
+      storeBe64(out + <usize>d, address | FLAG_ZERO);
+      store<u8>(out + <usize>d, 0, 8);
+      d += ZERO_RECORD_BYTES;
+      store<u32>(stats + S_ZERO, load<u32>(stats + S_ZERO) + 1);
+      continue;
+    }
+    if (options & OPT_XBZRLE) {
+      const slot = page & (slots - 1);
+      const tag = tags + ((<usize>slot) << 2);
+      const cached = data + ((<usize>slot) << pageShift);
+      if (load<u32>(tag) != page + 1) {
+        // A miss: keep this version for next time and send the page whole.
+        store<u32>(stats + S_CACHE_MISS, load<u32>(stats + S_CACHE_MISS) + 1);
+        store<u32>(tag, page + 1);
+        memory.copy(cached, src, pageBytes);
+      } else {
+        const encoded = xbzrleEncode(cached, src, pageBytes, scratch, pageBytes);
+        memory.copy(cached, src, pageBytes);
+        if (encoded == 0) {
+          store<u32>(stats + S_UNCHANGED, load<u32>(stats + S_UNCHANGED) + 1);
+          continue;
+        }
+        if (encoded > 0) {
+          const length = <u32>encoded;
+          storeBe64(out + <usize>d, address | FLAG_XBZRLE);
+          store<u8>(out + <usize>d, ENCODING_FLAG_XBZRLE, 8);
+          store<u16>(out + <usize>d, bswap<u16>(<u16>length), 9);
+          memory.copy(out + <usize>(d + XBZRLE_OVERHEAD), scratch, length);
+          d += XBZRLE_OVERHEAD + length;
+          store<u32>(stats + S_XBZRLE_PAGES, load<u32>(stats + S_XBZRLE_PAGES) + 1);
+          store<u32>(stats + S_XBZRLE_BYTES, load<u32>(stats + S_XBZRLE_BYTES) + length);
+          continue;
+        }
+        store<u32>(stats + S_OVERFLOW, load<u32>(stats + S_OVERFLOW) + 1);
+      }
+    }
+    storeBe64(out + <usize>d, address | FLAG_PAGE);
+    copyPage(out + <usize>(d + HEADER_BYTES), src, pageBytes);
+    d += HEADER_BYTES + pageBytes;
+    store<u32>(stats + S_NORMAL, load<u32>(stats + S_NORMAL) + 1);
+  }
+  store<u32>(stats + S_BYTES, load<u32>(stats + S_BYTES) + d);
+  return done;
+}
+
+/**
+ * Decodes `length` bytes of the page stream at `src` into the destination
+ * RAM at `ram` of `pages` pages. Every record is checked before it writes:
+ * a page past the end, an unknown flag, a truncated record or a malformed
+ * XBZRLE encoding stops decoding with a negative code (-1 truncated, -2 bad
+ * flag, -3 bad page, -4 bad XBZRLE) and the record's offset as u32 at
+ * `errorAt`. Returns the number of pages written (>= 0) on success.
+ */
+export function decodePages(
+  src: usize,
+  length: u32,
+  ram: usize,
+  pageShift: u32,
+  pages: u32,
+  errorAt: usize,
+): i32 {
+  const pageBytes = (<u32>1) << pageShift;
+  let i: u32 = 0;
+  let written: i32 = 0;
+  while (i < length) {
+    store<u32>(errorAt, i);
+    if (length - i < HEADER_BYTES) return E_TRUNCATED;
+    const header = bswap<u64>(load<u64>(src + <usize>i));
+    const flag = header & FLAG_MASK;
+    const address = header & ~FLAG_MASK;
+    const page64 = address >>> <u64>pageShift;
+    if ((address & (<u64>pageBytes - 1)) != 0 || page64 >= <u64>pages) return E_BAD_PAGE;
+    const dst = ram + ((<usize>page64) << pageShift);
+    i += HEADER_BYTES;
+    if (flag == FLAG_ZERO) {
+      if (length - i < 1) return E_TRUNCATED;
+      memory.fill(dst, load<u8>(src + <usize>i), pageBytes);
+      i += 1;
+    } else if (flag == FLAG_PAGE) {
+      if (length - i < pageBytes) return E_TRUNCATED;
+      copyPage(dst, src + <usize>i, pageBytes);
+      i += pageBytes;
+    } else if (flag == FLAG_XBZRLE) {
+      if (length - i < 3) return E_TRUNCATED;
+      if (load<u8>(src + <usize>i) != ENCODING_FLAG_XBZRLE) return E_BAD_XBZRLE;
+      const encoded = <u32>bswap<u16>(load<u16>(src + <usize>i, 1));
+      i += 3;
+      if (length - i < encoded) return E_TRUNCATED;
+      if (encoded > pageBytes) return E_BAD_XBZRLE;
+      if (xbzrleDecode(src + <usize>i, encoded, dst, pageBytes) < 0) return E_BAD_XBZRLE;
+      i += encoded;
+    } else {
+      return E_BAD_FLAG;
+    }
+    written++;
+  }
+  return written;
+}
+
+/**
+ * Fills pages [first, first + count) of the RAM at `ram` with seeded
+ * content: a page whose splitmix64 hash of (seed, page) falls below
+ * `zeroThreshold` (out of 2^32) stays all zero; every other page gets
+ * pseudo-random words. Gives a guest a realistic starting image.
+ */
+export function seedPages(
+  ram: usize,
+  pageShift: u32,
+  first: u32,
+  count: u32,
+  seed: u32,
+  zeroThreshold: u32,
+): void {
+  const words = (<usize>1) << (pageShift - 3);
+  for (let i: u32 = 0; i < count; i++) {
+    const page = first + i;
+    const base = ram + ((<usize>page) << pageShift);
+    let state = mix(((<u64>seed) << 32) ^ (<u64>page) ^ 0x5851f42d4c957f2d);
+    if (<u32>(state >>> 32) < zeroThreshold) {
+      memory.fill(base, 0, (<usize>1) << pageShift);
+      continue;
+    }
+    for (let w: usize = 0; w < words; w++) {
+      state += 0x9e3779b97f4a7c15;
+      store<u64>(base + (w << 3), mix(state));
+    }
+  }
+}
+
+// splitmix64's output function (Steele, Lea and Flood 2014).
+@inline
+function mix(z: u64): u64 {
+  z = (z ^ (z >>> 30)) * 0xbf58476d1ce4e5b9;
+  z = (z ^ (z >>> 27)) * 0x94d049bb133111eb;
+  return z ^ (z >>> 31);
+}

@@ -1,0 +1,176 @@
+/**
+ * Migration benchmarks: a content-mode migration over an unthrottled
+ * in-process link against a plain memory copy of the same bytes; a metadata
+ * migration of a 1 TiB hot-set guest over 10 Gbit/s to completion; a sweep
+ * of 32 points on two pool workers against one. Every case is verified
+ * before it is timed.
+ */
+import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { Migration, runMigration } from "../src/migration/engine.js";
+import type { MigrationOptions } from "../src/migration/options.js";
+import { runSweep, type SweepBase, type SweepGrid } from "../src/migration/sweep.js";
+import { formatBytes } from "../src/util/units.js";
+
+const GiB = 1024 ** 3;
+const TiB = 1024 ** 4;
+
+function assert(condition: boolean, message: string): void {
+  if (!condition) throw new Error(message);
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  );
+}
+
+export const suite: BenchSuite = {
+  name: "migrate",
+  description:
+    "live migration: content mode against a memory copy, a 1 TiB metadata migration, a sweep on 1 and 2 workers",
+  async setup({ quick }) {
+    const cases: BenchCase[] = [];
+
+    // --- content mode over an unthrottled in-process link ------------------
+    const contentBytes = quick ? 64 * 1024 ** 2 : 2 * GiB;
+    const migration = new Migration({
+      guestBytes: contentBytes,
+      content: true,
+      workload: { kind: "uniform" },
+      writesPerSecond: 0,
+      maxBandwidth: Number.POSITIVE_INFINITY,
+      deviceStateBytes: 0,
+      // A guest whose memory is in use: no zero pages to skip, every byte copied.
+      zeroFraction: 0,
+      seed: 21,
+    });
+    // The same migration with two multifd channels: encoding on two pool
+    // workers, and both sides hashing at once during verification.
+    const multifd = new Migration({
+      guestBytes: contentBytes,
+      content: true,
+      workload: { kind: "uniform" },
+      writesPerSecond: 0,
+      maxBandwidth: Number.POSITIVE_INFINITY,
+      deviceStateBytes: 0,
+      zeroFraction: 0,
+      seed: 21,
+      multifdChannels: 2,
+    });
+    const source = migration.sourceRamBytes();
+    const destination = migration.destinationRamBytes();
+    if (!source || !destination) throw new Error("content migration without RAM");
+    cases.push({
+      case: `content mode, ${formatBytes(contentBytes)} guest, unthrottled in-process link (hashing included)`,
+      bytesPerOp: contentBytes,
+      iterations: 5,
+      verify: async () => {
+        destination.fill(0);
+        const result = await migration.run();
+        assert(result.summary.status === "completed", `migration ${result.summary.status}`);
+        assert(result.summary.verified === true, "destination not verified against the source");
+        assert(
+          result.summary.normal === contentBytes / 4096,
+          `sent ${result.summary.normal} pages whole`,
+        );
+        assert(same(source, destination), "destination RAM differs from source RAM");
+        const viaChannels = await multifd.run();
+        assert(viaChannels.summary.verified === true, "multifd destination not verified");
+        assert(
+          viaChannels.summary.transferred === result.summary.transferred,
+          "multifd sent other bytes than one stream",
+        );
+        destination.fill(0);
+        destination.set(source);
+        assert(same(source, destination), "memory copy differs");
+      },
+      impls: [
+        {
+          impl: "hvlab migrate (encode, link, decode, verify by XXH64)",
+          fn: async () => {
+            const result = await migration.run();
+            if (result.summary.verified !== true) throw new Error("verification failed");
+          },
+        },
+        {
+          impl: "hvlab migrate, 2 multifd channels",
+          fn: async () => {
+            const result = await multifd.run();
+            if (result.summary.verified !== true) throw new Error("verification failed");
+          },
+        },
+        { impl: "memory copy (bound)", fn: () => destination.set(source) },
+      ],
+    });
+
+    // --- metadata mode, 1 TiB hot-set guest over 10 Gbit/s -----------------
+    const metaBytes = quick ? 16 * GiB : TiB;
+    const metaOptions: MigrationOptions = {
+      guestBytes: metaBytes,
+      content: false,
+      workload: { kind: "hotset", hotFraction: 0.9 },
+      writesPerSecond: 100_000,
+      maxBandwidth: 10e9 / 8,
+      policy: "qemu",
+      seed: 22,
+    };
+    cases.push({
+      case: `metadata mode, ${formatBytes(metaBytes)} hot-set guest, 10 Gbit/s, to completion`,
+      iterations: 3,
+      verify: async () => {
+        const result = await runMigration(metaOptions);
+        assert(result.summary.status === "completed", `migration ${result.summary.status}`);
+        assert(result.summary.transferred >= metaBytes, "sent less than the guest");
+      },
+      impls: [
+        {
+          impl: "hvlab migrate (metadata)",
+          fn: async () => {
+            const result = await runMigration(metaOptions);
+            if (result.summary.status !== "completed") throw new Error("did not complete");
+          },
+        },
+      ],
+    });
+
+    // --- a sweep of 32 points on two workers against one -------------------
+    const sweepBase: SweepBase = {
+      guestBytes: quick ? 2 * GiB : 32 * GiB,
+      content: false,
+      workload: { kind: "hotset" },
+      seed: 23,
+    };
+    const grid: SweepGrid = {
+      bandwidths: [1e9 / 8, 2.5e9 / 8, 5e9 / 8, 10e9 / 8],
+      writeRates: [20_000, 50_000, 100_000, 200_000],
+      downtimeLimitsMs: [300],
+      policies: ["qemu", "xen"],
+    };
+    cases.push({
+      case: "sweep of 32 points (4 bandwidths x 4 dirty rates x 2 policies)",
+      opsPerCall: 32,
+      iterations: 5,
+      verify: async () => {
+        const one = await runSweep(sweepBase, grid, { workers: 1 });
+        const two = await runSweep(sweepBase, grid, { workers: 2 });
+        assert(one.points.length === 32, `${one.points.length} points`);
+        assert(
+          JSON.stringify(one.points) === JSON.stringify(two.points),
+          "two workers gave other results than one",
+        );
+      },
+      impls: [
+        { impl: "hvlab sweep, 2 workers", fn: () => runSweep(sweepBase, grid, { workers: 2 }) },
+        { impl: "hvlab sweep, 1 worker", fn: () => runSweep(sweepBase, grid, { workers: 1 }) },
+      ],
+    });
+
+    return {
+      cases,
+      teardown: async () => {
+        await migration.close();
+        await multifd.close();
+      },
+    };
+  },
+};

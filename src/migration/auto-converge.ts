@@ -1,0 +1,63 @@
+/** QEMU's auto-converge period: the check runs once at least this much time has passed (ram.c). */
+export const AUTO_CONVERGE_PERIOD_MS = 1000;
+/** Throttle when bytes dirtied exceed this share of bytes sent in a period (QEMU: 50 %). */
+export const AUTO_CONVERGE_DIRTY_SHARE = 0.5;
+/** ...this many periods in a row (QEMU: dirty_rate_high_cnt reaching 2). */
+export const AUTO_CONVERGE_HIGH_PERIODS = 2;
+
+/** The throttle's settings. */
+export interface AutoConvergeSettings {
+  readonly autoConverge: boolean;
+  readonly throttleInitial: number;
+  readonly throttleIncrement: number;
+  readonly throttleMax: number;
+}
+
+/**
+ * QEMU's auto-converge (migration/ram.c, migration_trigger_throttle): at
+ * bitmap syncs, once a period of at least 1 s has passed, if the bytes the
+ * guest dirtied in it exceed 50 % of the bytes sent, twice, the vCPUs are
+ * throttled: 20 % at first, then +10 % each time, at most 99 %.
+ */
+export class AutoConverge {
+  /** Share of vCPU time taken away, percent (QEMU's cpu-throttle-percentage). */
+  percentage = 0;
+  private highPeriods = 0;
+  private dirtyBytes = 0;
+  private sentBytes = 0;
+  private periodMs = 0;
+
+  constructor(private readonly settings: AutoConvergeSettings) {}
+
+  /** Whether the throttle is on and can still rise. */
+  get canRise(): boolean {
+    return this.settings.autoConverge && this.percentage < this.settings.throttleMax;
+  }
+
+  /**
+   * Accounts a sync: bytes dirtied and sent since the last one, over `elapsedMs`.
+   * Returns true when the throttle rose.
+   */
+  afterSync(dirtyBytes: number, sentBytes: number, elapsedMs: number): boolean {
+    if (!this.settings.autoConverge) return false;
+    this.dirtyBytes += dirtyBytes;
+    this.sentBytes += sentBytes;
+    this.periodMs += elapsedMs;
+    if (this.periodMs < AUTO_CONVERGE_PERIOD_MS) return false;
+    const high = this.dirtyBytes > this.sentBytes * AUTO_CONVERGE_DIRTY_SHARE;
+    this.dirtyBytes = 0;
+    this.sentBytes = 0;
+    this.periodMs = 0;
+    if (!high) return false;
+    this.highPeriods++;
+    if (this.highPeriods < AUTO_CONVERGE_HIGH_PERIODS) return false;
+    this.highPeriods = 0;
+    const next =
+      this.percentage === 0
+        ? this.settings.throttleInitial
+        : Math.min(this.percentage + this.settings.throttleIncrement, this.settings.throttleMax);
+    const rose = next > this.percentage;
+    this.percentage = next;
+    return rose;
+  }
+}

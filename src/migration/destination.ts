@@ -1,0 +1,106 @@
+import { MemoryLayout } from "../memory/layout.js";
+import type { Region } from "../memory/region.js";
+import { PageKernel } from "../wasm/page.js";
+
+/** The first page the destination holds differently from the source. */
+export interface PageMismatch {
+  readonly page: number;
+  readonly sourceHash: bigint;
+  readonly destinationHash: bigint;
+}
+
+/**
+ * The destination host of a content-mode migration: its own shared memory
+ * (source and destination of a 2 GiB guest do not fit one 4 GiB wasm32
+ * memory), guest RAM that the page stream is decoded into, a receive
+ * buffer, and the device state it was sent.
+ */
+export class Destination {
+  readonly layout: MemoryLayout;
+  readonly ram: Region;
+  readonly receive: Region;
+  readonly deviceState: Region | undefined;
+  readonly kernel: PageKernel;
+  private hashes: Region | undefined;
+
+  constructor(
+    readonly guestBytes: number,
+    readonly pageShift: number,
+    packetBytes: number,
+    deviceStateBytes: number,
+  ) {
+    this.layout = new MemoryLayout();
+    this.kernel = PageKernel.on(this.layout, "destination-page-scratch");
+    this.ram = this.layout.allocate("destination-ram", guestBytes, 4096);
+    this.receive = this.layout.allocate("destination-receive", packetBytes, 4096);
+    this.deviceState =
+      deviceStateBytes > 0
+        ? this.layout.allocate("destination-device-state", deviceStateBytes)
+        : undefined;
+  }
+
+  /** Guest pages. */
+  get pages(): number {
+    return this.guestBytes / 2 ** this.pageShift;
+  }
+
+  /**
+   * Receives one packet of the page stream (the in-process link copies it
+   * from the source's memory into the receive buffer) and decodes it into RAM.
+   * Returns pages written.
+   */
+  receivePacket(packet: Uint8Array): number {
+    this.receive.bytes(this.layout.memory).set(packet);
+    return this.kernel.decodePages(this.receive, packet.length, this.ram, this.pageShift);
+  }
+
+  /** Receives the device state blob. */
+  receiveDeviceState(blob: Uint8Array): void {
+    this.deviceState?.bytes(this.layout.memory).set(blob);
+  }
+
+  /** Writes a page straight into RAM (a post-copy guest write on the destination). */
+  writePage(page: number, bytes: Uint8Array): void {
+    const pageBytes = 2 ** this.pageShift;
+    this.ram.bytes(this.layout.memory).set(bytes, page * pageBytes);
+  }
+
+  /** XXH64 of every destination page, one u64 per page (a table in the destination's memory). */
+  hashAll(): BigUint64Array {
+    this.hashes ??= this.layout.allocate("destination-page-hashes", this.pages * 8);
+    this.kernel.hashPages(this.ram, this.pageShift, 0, this.pages, this.hashes);
+    return this.kernel.hashTable(this.hashes, this.pages);
+  }
+
+  /** Whether the destination's device state equals `blob`. */
+  deviceStateEquals(blob: Uint8Array): boolean {
+    if (!this.deviceState) return blob.length === 0;
+    const ours = this.deviceState.bytes(this.layout.memory);
+    return Buffer.from(ours.buffer, ours.byteOffset, ours.byteLength).equals(
+      Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength),
+    );
+  }
+}
+
+/**
+ * Compares two page hash tables. Returns null when equal, else the first
+ * page that differs.
+ */
+export function firstMismatch(
+  source: BigUint64Array,
+  destination: BigUint64Array,
+): PageMismatch | null {
+  const a = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
+  const b = Buffer.from(destination.buffer, destination.byteOffset, destination.byteLength);
+  if (a.equals(b)) return null;
+  for (let page = 0; page < source.length; page++) {
+    if (source[page] !== destination[page]) {
+      return {
+        page,
+        sourceHash: source[page] ?? 0n,
+        destinationHash: destination[page] ?? 0n,
+      };
+    }
+  }
+  return null;
+}

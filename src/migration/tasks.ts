@@ -1,0 +1,56 @@
+import { Region } from "../memory/region.js";
+import type { KernelContext } from "../pool/context.js";
+import type { TaskHandlers } from "../pool/protocol.js";
+import { emptyEncodeCounts, type PageExports, PageKernel } from "../wasm/page.js";
+import { runMigration } from "./engine.js";
+import type { MigrationResult } from "./stats.js";
+import type {
+  EncodeChannelResult,
+  EncodeChannelTask,
+  HashPagesTask,
+  SweepPointTask,
+} from "./task-types.js";
+
+function encodeChannel(context: KernelContext, task: EncodeChannelTask): EncodeChannelResult {
+  const kernel = new PageKernel(
+    context.memory,
+    context.exports<PageExports>("page"),
+    new Region(task.scratch),
+  );
+  const stats = new Region(task.stats);
+  const consumed = kernel.encodePages({
+    ram: new Region(task.ram),
+    pageShift: task.pageShift,
+    list: new Region(task.list),
+    listStart: task.listStart,
+    count: task.count,
+    out: new Region(task.packet),
+    zeroPages: task.zeroPages,
+    stats,
+  });
+  return { consumed, counts: kernel.takeEncodeStats(stats, emptyEncodeCounts()) };
+}
+
+function hashPages(context: KernelContext, task: HashPagesTask): undefined {
+  const kernel = new PageKernel(
+    context.memory,
+    context.exports<PageExports>("page"),
+    new Region(task.scratch),
+  );
+  kernel.hashPages(new Region(task.ram), task.pageShift, 0, task.count, new Region(task.out));
+  return undefined;
+}
+
+function sweepPoint(_context: KernelContext, task: SweepPointTask): Promise<MigrationResult> {
+  // Each point migrates its own guest in its own memory on this worker.
+  return runMigration(task.options);
+}
+
+/** The migration domain's tasks: multifd channels and sweep points. */
+export const migrationTaskHandlers: TaskHandlers<
+  EncodeChannelTask | HashPagesTask | SweepPointTask
+> = {
+  "migration.hash-pages": hashPages,
+  "migration.encode-channel": encodeChannel,
+  "migration.sweep-point": sweepPoint,
+};

@@ -1,0 +1,19 @@
+import { describe, expect, it } from "vitest";
+import { isOwnImpl } from "../src/bench/harness.js";
+import { loadSuite } from "../src/bench/suites.js";
+
+describe("bench migrate", () => {
+  it("verifies every case in quick mode, each with an hvlab implementation", async () => {
+    const suite = await loadSuite("migrate");
+    const prepared = await suite.setup({ quick: true, timeMs: 1 });
+    try {
+      expect(prepared.cases.length).toBe(3);
+      for (const benchCase of prepared.cases) {
+        expect(benchCase.impls.some((impl) => isOwnImpl(impl.impl))).toBe(true);
+        await benchCase.verify();
+      }
+    } finally {
+      await prepared.teardown();
+    }
+  });
+});
