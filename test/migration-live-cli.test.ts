@@ -93,6 +93,48 @@ describe("hvlab migrate-live refuses bad input with one line", () => {
   });
 });
 
+describe("hvlab migrate --listen / --to", () => {
+  it("runs the live mode through hvlab migrate's options", async () => {
+    const destination = spawn(process.execPath, [BIN, "migrate", "--listen", "0"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = once(destination, "exit");
+    let out = "";
+    const port = await new Promise<number>((resolve) => {
+      destination.stdout.on("data", (chunk: Buffer) => {
+        out += chunk.toString();
+        const match = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
+        if (match) resolve(Number(match[1]));
+      });
+    });
+    const run = await hvlab([
+      "migrate",
+      "--to",
+      `127.0.0.1:${port}`,
+      "--guest",
+      "16MiB",
+      "--dirty-rate",
+      "20000",
+      "--bandwidth",
+      "unlimited",
+      "--policy",
+      "hyperv",
+      "--json",
+    ]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const result = JSON.parse(run.stdout);
+    expect(result.summary).toMatchObject({ status: "completed", mode: "live-tcp", verified: true });
+    const [code] = (await exited) as [number];
+    expect(code).toBe(0);
+    const refused = await hvlab(["migrate", "--to", `127.0.0.1:${port}`, "--policy", "xen"]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toBe(
+      "hvlab: the live mode stops by the qemu or hyperv rule, not xen's\n",
+    );
+  });
+});
+
 describe("addresses", () => {
   it("parses HOST:PORT, [v6]:PORT and a bare port", () => {
     expect(parseHostPort("10.0.0.2:4444")).toEqual({ host: "10.0.0.2", port: 4444 });

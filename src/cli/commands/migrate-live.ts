@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { type DestinationReport, DestinationServer } from "../../migration/live/destination.js";
 import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
+import type { MigrationOptions } from "../../migration/options.js";
 import type { MigrationResult } from "../../migration/stats.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatTable } from "../../report/table.js";
@@ -14,6 +15,7 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
+import { LIVE_MIGRATION_HOOKS, type LiveMigrationHook, type MigrateFlags } from "./migrate.js";
 
 /**
  * A migration ran but did not complete: its result is printed, and this
@@ -370,3 +372,113 @@ export function registerMigrateLive(program: Command): void {
     await runLive(flags);
   });
 }
+
+/**
+ * `hvlab migrate --listen PORT` and `hvlab migrate --to HOST:PORT`: the live
+ * mode as a hook of `hvlab migrate`, which parses the guest, workload,
+ * bandwidth, downtime-limit, policy, timeout and device-state options; this
+ * adds the live mode's own and maps the rest onto it.
+ */
+export const liveMigrationHook: LiveMigrationHook = {
+  addOptions(command) {
+    command
+      .option(
+        "--listen <port>",
+        "live mode, destination: listen on this port for a migration over TCP (0: pick one and print it)",
+        integerOption(0, 65_535),
+      )
+      .option(
+        "--to <host:port>",
+        "live mode, source: migrate over TCP to the destination at HOST:PORT, on the wall clock",
+      )
+      .option("--host <address>", "live mode, destination: address to listen on", "127.0.0.1")
+      .option(
+        "--sessions <n>",
+        "live mode, destination: completed migrations before exiting (0: forever)",
+        integerOption(0, 1_000_000),
+        1,
+      )
+      .option(
+        "--max-guest <size>",
+        "live mode, destination: largest guest accepted",
+        sizeOption(1024 ** 2, MAX_LIVE_GUEST_BYTES),
+        MAX_LIVE_GUEST_BYTES,
+      )
+      .option(
+        "--threads <n>",
+        "live mode, source: pool workers running the vCPUs (0: this thread)",
+        integerOption(0, 64),
+        1,
+      )
+      .option(
+        "--retries <n>",
+        "live mode, source: retry a failed migration this many times",
+        integerOption(0, 100),
+        0,
+      );
+  },
+  wants(flags) {
+    return flags.listen !== undefined || flags.to !== undefined;
+  },
+  async run(flags: MigrateFlags, guest: MigrationOptions) {
+    await runLive(liveFlagsOf(flags, guest));
+  },
+};
+
+/** Maps `hvlab migrate`'s parsed options onto the live mode's. */
+export function liveFlagsOf(
+  flags: MigrateFlags,
+  guest: MigrationOptions,
+): Partial<LiveSourceFlags & LiveDestinationFlags> {
+  if (flags.to !== undefined) {
+    if (!guest.content)
+      throw new UsageError("the live mode sends real page bytes: use --mode content");
+    if (guest.pageShift !== undefined && guest.pageShift !== 12) {
+      throw new UsageError("the live mode sends 4 KiB pages: use --page-size 4KiB");
+    }
+    const unsupported = [
+      flags.xbzrle ? "--xbzrle" : "",
+      flags.autoConverge ? "--auto-converge" : "",
+      flags.postcopyAfter !== undefined ? "--postcopy-after" : "",
+      flags.multifd > 0 ? "--multifd" : "",
+    ].filter(Boolean);
+    if (unsupported.length > 0) {
+      throw new UsageError(
+        `the live mode over TCP does not do ${unsupported.join(", ")} (virtual time does)`,
+      );
+    }
+    if (flags.policy === "xen") {
+      throw new UsageError("the live mode stops by the qemu or hyperv rule, not xen's");
+    }
+  }
+  const hypervPasses = flags.hypervVersion === "2012r2" ? 5 : 10;
+  const bandwidth = guest.maxBandwidth ?? 0;
+  return {
+    ...(flags.listen !== undefined ? { listen: flags.listen as number } : {}),
+    ...(flags.to !== undefined ? { to: flags.to as string } : {}),
+    host: flags.host as string,
+    sessions: flags.sessions as number,
+    maxGuest: flags.maxGuest as number,
+    guest: guest.guestBytes,
+    vcpus: guest.vcpus ?? 2,
+    workload: guest.workload.kind,
+    rate: guest.writesPerSecond ?? 0,
+    ...(flags.hotSet !== undefined ? { hotSet: flags.hotSet } : {}),
+    hotFraction: flags.hotFraction,
+    threads: flags.threads as number,
+    seed: guest.seed ?? 1,
+    maxBandwidth: Number.isFinite(bandwidth) ? bandwidth : 0,
+    downtimeLimit: guest.downtimeLimitMs ?? 300,
+    // hyperv: Hyper-V's pass cap; qemu: no cap unless --max-rounds.
+    maxPasses:
+      flags.policy === "hyperv" ? (guest.maxRounds ?? hypervPasses) : (guest.maxRounds ?? 0),
+    timeout: guest.timeoutMs ?? 60_000,
+    deviceState: guest.deviceStateBytes ?? 64 * 1024,
+    retries: flags.retries as number,
+    ...(flags.json ? { json: true } : {}),
+    ...(flags.csv ? { csv: true } : {}),
+  };
+}
+
+// `hvlab migrate` runs the live mode through this hook.
+LIVE_MIGRATION_HOOKS.push(liveMigrationHook);
