@@ -384,12 +384,12 @@ export const liveMigrationHook: LiveMigrationHook = {
     command
       .option(
         "--listen <port>",
-        "live mode, destination: listen on this port for a migration over TCP (0: pick one and print it)",
+        "live mode, destination: listen on this port for a migration over TCP (0: pick one and print it; default: none, virtual time)",
         integerOption(0, 65_535),
       )
       .option(
         "--to <host:port>",
-        "live mode, source: migrate over TCP to the destination at HOST:PORT, on the wall clock",
+        "live mode, source: migrate over TCP to the destination at HOST:PORT, on the wall clock (default: none, virtual time)",
       )
       .option("--host <address>", "live mode, destination: address to listen on", "127.0.0.1")
       .option(
