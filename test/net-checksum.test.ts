@@ -5,8 +5,8 @@ import type { Region } from "../src/memory/region.js";
 import { ChecksumKernel } from "../src/net/kernels.js";
 import {
   incrementalUpdateOracle,
-  onesAdd,
   internetChecksumOracle,
+  onesAdd,
   onesSumOracle,
 } from "../src/oracle/checksum.js";
 
