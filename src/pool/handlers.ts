@@ -1,4 +1,5 @@
 import { guestTaskHandlers } from "../guest/tasks.js";
+import { netTaskHandlers } from "../net/tasks.js";
 import type { KernelContext } from "./context.js";
 import type { PoolTask } from "./protocol.js";
 
@@ -7,6 +8,7 @@ type AnyHandler = (context: KernelContext, task: PoolTask) => unknown;
 /** Every domain's task handlers, by task type. */
 const HANDLERS: Readonly<Record<string, AnyHandler>> = {
   ...(guestTaskHandlers as Record<string, AnyHandler>),
+  ...(netTaskHandlers as Record<string, AnyHandler>),
 };
 
 /** Runs one task message on a worker's kernels. */

@@ -1,4 +1,5 @@
 import type { GuestTaskResults, MarkPagesTask, RunWorkloadTask } from "../guest/task-types.js";
+import type { NetTaskResults, ReceiveTask } from "../net/task-types.js";
 import type { KernelContext } from "./context.js";
 
 /*
@@ -9,10 +10,10 @@ import type { KernelContext } from "./context.js";
  */
 
 /** Every task message. */
-export type PoolTask = MarkPagesTask | RunWorkloadTask;
+export type PoolTask = MarkPagesTask | RunWorkloadTask | ReceiveTask;
 
 /** Task types and the results they produce. */
-export interface TaskResults extends GuestTaskResults {}
+export interface TaskResults extends GuestTaskResults, NetTaskResults {}
 
 /** The result type of a task message. */
 export type ResultOf<T extends PoolTask> = T["type"] extends keyof TaskResults
