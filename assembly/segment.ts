@@ -18,7 +18,7 @@
 // copied unaltered, IPv4 header checksum and TCP/UDP checksum computed.
 // The caller (src/net/lso.ts) validates the template and sizes the regions.
 
-import { copyAndSum, fillIpv4HeaderChecksum, onesSum } from "./checksum";
+import { copyAndSum, copyShort, onesSum } from "./checksum";
 
 /** flags bit: the template is IPv6 (else IPv4). */
 @inline const FLAG_IPV6: u32 = 1;
@@ -100,35 +100,66 @@ export function segment(
   const fragment0 = ipv6 ? 0 : loadBE16(hdr + l3 + 6);
   const tcpFlags0 = udp ? 0 : <u32>load<u8>(hdr + l4 + 13);
   const count: u32 = payloadLength == 0 ? 1 : (payloadLength + mss - 1) / mss;
+  // Header sums are taken once, from the template, without the fields that
+  // change per segment (RFC 1624 style: adding ~x subtracts x); each segment
+  // then adds its own values. This keeps per-segment work to a header copy,
+  // a few stores and one fused copy-and-sum of the payload.
+  let ipBase: u32 = 0;
+  if (!ipv6) {
+    const ipRaw = onesSum(hdr + l3, l4 - l3, 0);
+    ipBase = addSums(ipRaw, ~loadBE16(hdr + l3 + 10) & 0xffff);
+    ipBase = addSums(ipBase, ~loadBE16(hdr + l3 + 2) & 0xffff);
+    ipBase = addSums(ipBase, ~id0 & 0xffff);
+    ipBase = addSums(ipBase, ~fragment0 & 0xffff);
+    ipBase = addSums(ipBase, fragment0 & IPV4_DF);
+  }
+  const l4Raw = onesSum(hdr + l4, l4HeaderLength, 0);
+  let l4Base = addSums(l4Raw, ~seed & 0xffff);
+  const word12 = udp ? 0 : loadBE16(hdr + l4 + 12);
+  if (udp) {
+    l4Base = addSums(l4Base, ~loadBE16(hdr + l4 + 4) & 0xffff);
+  } else {
+    l4Base = addSums(l4Base, ~(seq0 >>> 16) & 0xffff);
+    l4Base = addSums(l4Base, ~seq0 & 0xffff);
+    l4Base = addSums(l4Base, ~word12 & 0xffff);
+  }
+  // The pseudo-header's addresses and protocol, which the template carried.
+  l4Base = addSums(l4Base, seed);
   let frame = out;
   let sent: u32 = 0;
   for (let i: u32 = 0; i < count; i++) {
     const segmentLength = min<u32>(mss, payloadLength - sent);
-    memory.copy(frame, hdr, <usize>hdrLength);
+    copyShort(frame, hdr, hdrLength);
     if (ipv6) {
       storeBE16(frame + l3 + 4, hdrLength - l3 - IPV6_HEADER + segmentLength);
     } else {
-      storeBE16(frame + l3 + 2, hdrLength - l3 + segmentLength);
+      const totalLength = hdrLength - l3 + segmentLength;
       let id = id0;
       if (idMode == ID_INCREMENT) id = (id0 + i) & 0xffff;
       else if (idMode == ID_WRAP15) id = (id0 + i) & 0x7fff;
       else if (idMode != ID_FIXED) id = id0;
+      storeBE16(frame + l3 + 2, totalLength);
       storeBE16(frame + l3 + 4, id);
       storeBE16(frame + l3 + 6, fragment0 & IPV4_DF);
-      fillIpv4HeaderChecksum(frame + l3, l4 - l3);
+      storeBE16(frame + l3 + 10, ~addSums(addSums(ipBase, totalLength), id) & 0xffff);
     }
     const l4Length = l4HeaderLength + segmentLength;
+    // The pseudo-header's length, then the header fields of this segment.
+    let sum = addSums(l4Base, l4Length);
     if (udp) {
       storeBE16(frame + l4 + 4, l4Length);
+      sum = addSums(sum, l4Length);
     } else {
-      storeBE32(frame + l4 + 4, seq0 + sent);
+      const seq = seq0 + sent;
+      storeBE32(frame + l4 + 4, seq);
       let f = tcpFlags0;
       if (i + 1 < count) f &= ~(TCP_FIN | TCP_PSH);
       if (i > 0 && (flags & FLAG_CWR_ALL) == 0) f &= ~TCP_CWR;
       store<u8>(frame + l4 + 13, <u8>f);
+      sum = addSums(sum, seq >>> 16);
+      sum = addSums(sum, seq & 0xffff);
+      sum = addSums(sum, (word12 & 0xff00) | f);
     }
-    store<u16>(frame + l4 + checksumAt, 0);
-    let sum = onesSum(frame + l4, l4HeaderLength, addSums(seed, l4Length));
     sum = copyAndSum(frame + hdrLength, payload + sent, segmentLength, sum);
     let checksum = ~sum & 0xffff;
     // RFC 768: a computed UDP checksum of zero is sent as all ones.

@@ -6,6 +6,7 @@ import type { BenchSuite } from "./harness.js";
  */
 export const BENCH_SUITES: Readonly<Record<string, () => Promise<{ suite: BenchSuite }>>> = {
   dirty: () => import("../../bench/dirty.js"),
+  net: () => import("../../bench/net.js"),
 };
 
 /** Loads a suite by name. */

@@ -153,22 +153,6 @@ export function parseFrame(
     etherType = be16(b, 16);
     l3 += VLAN_TAG;
   }
-  const notIp: ParsedFrame = {
-    length,
-    vlan,
-    etherType,
-    l3: -1,
-    ipVersion: 0,
-    ipEnd: length,
-    protocol: -1,
-    fragment: false,
-    srcAddress: -1,
-    dstAddress: -1,
-    l4: -1,
-    l4HeaderLength: 0,
-    payload: l3,
-    payloadLength: length - l3,
-  };
   let ipVersion: 4 | 6;
   let ipEnd: number;
   let protocol: number;
@@ -281,22 +265,40 @@ export function parseFrame(
     if (l4 > length)
       throw new FrameError("truncated", length, "extension headers run past the buffer");
   } else {
-    return notIp;
+    return {
+      length,
+      vlan,
+      etherType,
+      l3: -1,
+      ipVersion: 0,
+      ipEnd: length,
+      protocol: -1,
+      fragment: false,
+      srcAddress: -1,
+      dstAddress: -1,
+      l4: -1,
+      l4HeaderLength: 0,
+      payload: l3,
+      payloadLength: length - l3,
+    };
   }
-  const base = {
-    length,
-    vlan,
-    etherType,
-    l3,
-    ipVersion,
-    ipEnd,
-    protocol,
-    fragment,
-    srcAddress,
-    dstAddress,
-  };
   if (fragment || (protocol !== PROTO_TCP && protocol !== PROTO_UDP)) {
-    return { ...base, l4: -1, l4HeaderLength: 0, payload: l4, payloadLength: ipEnd - l4 };
+    return {
+      length,
+      vlan,
+      etherType,
+      l3,
+      ipVersion,
+      ipEnd,
+      protocol,
+      fragment,
+      srcAddress,
+      dstAddress,
+      l4: -1,
+      l4HeaderLength: 0,
+      payload: l4,
+      payloadLength: ipEnd - l4,
+    };
   }
   let l4HeaderLength: number;
   // Transport headers must lie inside both the datagram and the buffer.
@@ -340,8 +342,19 @@ export function parseFrame(
     }
     l4HeaderLength = 8;
   }
+  // One object literal of one shape for every return: parsing is on the
+  // receive path's per-frame budget.
   return {
-    ...base,
+    length,
+    vlan,
+    etherType,
+    l3,
+    ipVersion,
+    ipEnd,
+    protocol,
+    fragment,
+    srcAddress,
+    dstAddress,
     l4,
     l4HeaderLength,
     payload: l4 + l4HeaderLength,

@@ -54,6 +54,9 @@ export interface RxSlot {
 /** A VM's receive ring. */
 export class ReceiveRing {
   private readonly header: Int32Array;
+  /** Views over the ring's slots, made once: memory.buffer is costly to get per frame. */
+  private readonly bytes: Uint8Array;
+  private readonly view: DataView;
 
   constructor(
     readonly memory: WebAssembly.Memory,
@@ -74,7 +77,10 @@ export class ReceiveRing {
         `region '${region.name}' is too small for ${slots} slots of ${slotBytes} bytes`,
       );
     }
-    this.header = new Int32Array(memory.buffer, region.offset, RX_RING_HEADER / 4);
+    const buffer = memory.buffer;
+    this.header = new Int32Array(buffer, region.offset, RX_RING_HEADER / 4);
+    this.bytes = new Uint8Array(buffer, region.offset, region.byteLength);
+    this.view = new DataView(buffer, region.offset, region.byteLength);
   }
 
   /** Bytes of a ring. */
@@ -154,17 +160,15 @@ export class ReceiveRing {
       }
       if (Atomics.compareExchange(h, RxRingField.head, slot, slot + 1) === slot) break;
     }
-    const base = this.region.offset + RX_RING_HEADER + (slot % this.slots) * this.slotBytes;
-    const buffer = this.memory.buffer;
-    const view = new DataView(buffer, base, RX_SLOT_HEADER);
-    view.setUint32(0, length, true);
-    view.setUint16(4, flags, true);
-    view.setUint16(6, Math.min(segments, 0xffff), true);
-    const data = new Uint8Array(buffer, base + RX_SLOT_HEADER, length);
-    data.set(header);
-    let at = header.length;
+    const base = RX_RING_HEADER + (slot % this.slots) * this.slotBytes;
+    this.view.setUint32(base, length, true);
+    this.view.setUint16(base + 4, flags, true);
+    this.view.setUint16(base + 6, Math.min(segments, 0xffff), true);
+    let at = base + RX_SLOT_HEADER;
+    this.bytes.set(header, at);
+    at += header.length;
     for (const piece of pieces) {
-      data.set(piece, at);
+      this.bytes.set(piece, at);
       at += piece.length;
     }
     Atomics.add(h, RxRingField.delivered, 1);
