@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
+import { registerNet } from "./commands/net.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
 
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerTour(program);
   registerBench(program);
   registerDirty(program);
+  registerNet(program);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

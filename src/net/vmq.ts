@@ -187,6 +187,9 @@ export function rssHash(hasher: ToeplitzHasher, frame: Uint8Array): number {
   }
 }
 
+/** Imbalance (as a fraction of the busiest processor's load) below which no queue moves. */
+export const REBALANCE_THRESHOLD = 0.25;
+
 /** One queue's load in a round, for rebalancing. */
 export interface QueueLoad {
   readonly queue: number;
@@ -215,6 +218,9 @@ export function rebalance(
     if ((perProcessor[p] ?? 0) < (perProcessor[idlest] ?? 0)) idlest = p;
   }
   const gap = (perProcessor[busiest] ?? 0) - (perProcessor[idlest] ?? 0);
+  // Hysteresis, as Dynamic VMQ's thresholds give: leave loads within a
+  // quarter of the busiest processor's alone, and move only for a clear gain.
+  if (gap <= REBALANCE_THRESHOLD * (perProcessor[busiest] ?? 0)) return null;
   let best: ReceiveQueue | null = null;
   let bestGap = gap;
   // The default queue stays put when RSS spreads it already.
@@ -222,7 +228,7 @@ export function rebalance(
     if (q.processor !== busiest || (q.index === 0 && nic.options.rss)) continue;
     const load = byQueue.get(q.index) ?? 0;
     const newGap = Math.abs(gap - 2 * load);
-    if (load > 0 && newGap < bestGap) {
+    if (load > 0 && newGap < bestGap && newGap < 0.8 * gap) {
       best = q;
       bestGap = newGap;
     }
