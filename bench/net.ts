@@ -222,7 +222,7 @@ export const suite: BenchSuite = {
       coalesce: true,
       rebalance: false,
       ringSlots: 160,
-      bufferBytes: 16 * 1024 * 1024,
+      bufferBytes: 0,
     };
     for (const mtu of [1500, 9000]) {
       // A quarter of the frames at 9000: about the same bytes per round.
@@ -245,19 +245,19 @@ export const suite: BenchSuite = {
       const paths = {
         one: new ReceivePath(
           rxLayout,
-          { ...base, jumboPacket, processors: 1 },
+          { ...base, bufferBytes, jumboPacket, processors: 1 },
           BENCH_VMS,
           `rx${mtu}.one`,
         ),
         two: new ReceivePath(
           rxLayout,
-          { ...base, jumboPacket, processors: 2 },
+          { ...base, bufferBytes, jumboPacket, processors: 2 },
           BENCH_VMS,
           `rx${mtu}.two`,
         ),
         single: new ReceivePath(
           rxLayout,
-          { ...base, jumboPacket, mode: "single" },
+          { ...base, bufferBytes, jumboPacket, mode: "single" },
           BENCH_VMS,
           `rx${mtu}.single`,
         ),

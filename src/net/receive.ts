@@ -157,11 +157,13 @@ export class ReceivePath {
   /**
    * Runs one receive round over the loaded frames: classify in the NIC, then
    * every processor validates, coalesces and delivers its share at once.
-   * The VMs then consume their rings (`onDeliver` sees what each received).
+   * The VMs then consume their rings (`onDeliver` sees what each received),
+   * and queues are rebalanced when the config (or `rebalanceAfter`) asks.
    */
   async round(
     pool?: KernelPool,
     onDeliver?: (vm: number, slots: RxSlot[]) => void,
+    rebalanceAfter = this.config.rebalance,
   ): Promise<RoundResult> {
     const nic = this.nic;
     const processors = nic.options.processors;
@@ -283,7 +285,7 @@ export class ReceivePath {
       return { name: vm.name, queue: nic.queueOf(i).index, delivered: c.delivered, bytes: c.bytes };
     });
     let moved: RoundResult["moved"] = null;
-    if (this.config.rebalance && this.config.mode === "vmq") {
+    if (rebalanceAfter && this.config.mode === "vmq") {
       // Each queue's share of its processor's busy time, by bytes received.
       const queueLoads = nic.queues.map((q) => {
         const load = loads[q.processor];
