@@ -149,11 +149,42 @@ export function mergeBitmap(dst: usize, src: usize, words: u32): u32 {
   return <u32>newly;
 }
 
+// Writes the page numbers of the set bits of `word` (page numbers base + bit)
+// at out[n...] and returns the new n. The first two bits are written without
+// branches (at a few percent dirty most words hold at most two), so a word's
+// bit count costs no mispredicted branch; it may write two slots past the
+// returned n, which the caller guarantees exist (64 slots of headroom).
+@inline
+function emitWord(word: u64, base: u32, out: usize, n: u32): u32 {
+  store<u32>(out + ((<usize>n) << 2), base + <u32>ctz<u64>(word));
+  n += <u32>(word != 0);
+  word &= word - 1;
+  store<u32>(out + ((<usize>n) << 2), base + <u32>ctz<u64>(word));
+  n += <u32>(word != 0);
+  word &= word - 1;
+  while (word != 0) {
+    store<u32>(out + ((<usize>n) << 2), base + <u32>ctz<u64>(word));
+    n++;
+    word &= word - 1;
+  }
+  return n;
+}
+
+// Mask of the bits of word `index` that are pages below `bits`.
+@inline
+function tailMask(index: u32, bits: u32): u64 {
+  const last = (bits - 1) >>> 6;
+  if (index < last) return <u64>-1;
+  const used = bits - (last << 6);
+  return used == 64 ? <u64>-1 : ((<u64>1) << <u64>used) - 1;
+}
+
 /**
  * Writes the numbers of dirty pages of `snapshot` (base + bit index) into
  * `out`, at most `capacity` of them, resuming at the bit index stored as u32 at
  * `cursor` and storing where to resume. Bits at or past `bits` are ignored.
- * Returns how many were written; 0 means the snapshot is exhausted.
+ * Returns how many were written; 0 means the snapshot is exhausted. Slots of
+ * `out` past the returned count may be overwritten.
  */
 export function iterateDirty(
   snapshot: usize,
@@ -163,35 +194,100 @@ export function iterateDirty(
   capacity: u32,
   basePage: u32,
 ): u32 {
-  let bit = load<u32>(cursor);
+  const bit = load<u32>(cursor);
   if (bit >= bits || capacity == 0) return 0;
-  const words = (bits + 63) >>> 6;
+  const words = ((bits - 1) >>> 6) + 1;
   let index = bit >>> 6;
-  let word = load<u64>(snapshot + ((<usize>index) << 3)) & ((<u64>-1) << <u64>(bit & 63));
+  // The first word may be partly consumed already.
+  let word =
+    load<u64>(snapshot + ((<usize>index) << 3)) &
+    ((<u64>-1) << <u64>(bit & 63)) &
+    tailMask(index, bits);
   let n: u32 = 0;
   for (;;) {
-    while (word == 0) {
-      index++;
-      if (index >= words) {
-        store<u32>(cursor, bits);
-        return n;
+    if (capacity - n >= 66) {
+      // Fast path: room for any word, so emit it whole.
+      n = emitWord(word, basePage + (index << 6), out, n);
+    } else {
+      // Careful path near the end of the buffer: one page at a time.
+      while (word != 0) {
+        if (n == capacity) {
+          store<u32>(cursor, (index << 6) + <u32>ctz<u64>(word));
+          return n;
+        }
+        store<u32>(out + ((<usize>n) << 2), basePage + (index << 6) + <u32>ctz<u64>(word));
+        n++;
+        word &= word - 1;
       }
-      word = load<u64>(snapshot + ((<usize>index) << 3));
     }
-    const page = (index << 6) + <u32>ctz<u64>(word);
-    if (page >= bits) {
+    index++;
+    // Skip clean runs four words (256 pages) at a time with two 16-byte loads.
+    while (index + 4 < words) {
+      const at = snapshot + ((<usize>index) << 3);
+      if (v128.any_true(v128.or(v128.load(at), v128.load(at, 16)))) break;
+      index += 4;
+    }
+    if (index >= words) {
       store<u32>(cursor, bits);
       return n;
     }
     if (n == capacity) {
-      store<u32>(cursor, page);
+      store<u32>(cursor, index << 6);
       return n;
     }
-    store<u32>(out + ((<usize>n) << 2), basePage + page);
-    n++;
-    word &= word - 1;
+    word = load<u64>(snapshot + ((<usize>index) << 3)) & tailMask(index, bits);
   }
   return n; // not reached: the loop returns
+}
+
+/**
+ * Harvest and iterate in one pass, for callers that want page numbers rather
+ * than a snapshot: from the word index stored as u32 at `cursor`, each
+ * non-zero word of `bitmap` (of `bits` pages) is exchanged atomically with zero (as `harvest`)
+ * and its pages written to `out`. Runs of four clean words are skipped with two
+ * 16-byte loads. Stops when fewer than 66 slots are left (so `capacity` must
+ * be at least 66), storing where to resume. Returns how many page numbers were
+ * written; 0 means the bitmap is exhausted. `paused` = 1 promises that no
+ * writer marks the bitmap meanwhile (vCPUs stopped, as in stop-and-copy or
+ * between virtual-time periods): words are then cleared with plain stores.
+ */
+export function harvestPages(
+  bitmap: usize,
+  bits: u32,
+  cursor: usize,
+  out: usize,
+  capacity: u32,
+  basePage: u32,
+  paused: u32,
+): u32 {
+  if (bits == 0) return 0;
+  const words = ((bits - 1) >>> 6) + 1;
+  let index = load<u32>(cursor);
+  let n: u32 = 0;
+  while (index < words) {
+    if (capacity - n < 66) {
+      store<u32>(cursor, index);
+      return n;
+    }
+    const at = bitmap + ((<usize>index) << 3);
+    if (index + 4 < words && !v128.any_true(v128.or(v128.load(at), v128.load(at, 16)))) {
+      index += 4;
+      continue;
+    }
+    let word = load<u64>(at);
+    if (word != 0) {
+      // With every writer paused a plain store clears the word; otherwise the
+      // locked exchange keeps a page marked meanwhile from being lost. Bits
+      // past the last page (never set by a marker) are cleared, not reported.
+      if (paused) store<u64>(at, 0);
+      else word = atomic.xchg<u64>(at, 0);
+      word &= tailMask(index, bits);
+      n = emitWord(word, basePage + (index << 6), out, n);
+    }
+    index++;
+  }
+  store<u32>(cursor, words);
+  return n;
 }
 
 /** Prepares an empty ring of `size` entries (a power of two) for memory slot `slot`. */

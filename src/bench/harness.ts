@@ -54,6 +54,8 @@ export interface SuiteOptions {
   readonly timeMs: number;
   /** Small sizes and short timing, for tests. */
   readonly quick: boolean;
+  /** Time only the cases whose name matches (all when absent). */
+  readonly cases?: RegExp;
   /** Called as each case finishes. */
   readonly onProgress?: (done: number, total: number, name: string) => void;
 }
@@ -87,7 +89,8 @@ export async function runSuite(suite: BenchSuite, options: SuiteOptions): Promis
   const results: BenchResult[] = [];
   try {
     let done = 0;
-    for (const benchCase of prepared.cases) {
+    const chosen = prepared.cases.filter((c) => !options.cases || options.cases.test(c.case));
+    for (const benchCase of chosen) {
       if (!benchCase.impls.some((impl) => isOwnImpl(impl.impl))) {
         throw new BenchVerificationError(`case '${benchCase.case}' has no hvlab implementation`);
       }
@@ -103,7 +106,11 @@ export async function runSuite(suite: BenchSuite, options: SuiteOptions): Promis
         benchCase.beforeEach?.();
         const bench = new Bench({
           time: options.timeMs,
+          // At least a few samples, but let slow peers (a one-page-at-a-time
+          // oracle over a 1 TiB bitmap) stop once the time budget is spent.
+          iterations: 3,
           warmupTime: Math.min(100, options.timeMs / 5),
+          warmupIterations: 2,
           throws: true,
         });
         bench.add(
@@ -130,7 +137,7 @@ export async function runSuite(suite: BenchSuite, options: SuiteOptions): Promis
         });
       }
       done++;
-      options.onProgress?.(done, prepared.cases.length, benchCase.case);
+      options.onProgress?.(done, chosen.length, benchCase.case);
     }
   } finally {
     await prepared.teardown();

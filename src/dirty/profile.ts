@@ -13,6 +13,8 @@ export interface DirtyProfileOptions extends GuestOptions {
   readonly periods: number;
   /** Pool workers for the vCPUs (0: run them on this thread). */
   readonly threads: number;
+  /** Called after each period (progress). */
+  readonly onPeriod?: (record: DirtyPeriodRecord, periods: number) => void;
 }
 
 /** What one period did, counted from the bitmap and rings. */
@@ -103,7 +105,7 @@ export async function profileDirtyRate(options: DirtyProfileOptions): Promise<Di
       const harvestEnd = process.hrtime.bigint();
       distinctPages += guest.dirty.merge(distinct, snapshot);
       const seconds = options.periodMs / 1000;
-      periods.push({
+      const record: DirtyPeriodRecord = {
         period,
         virtualTimeMs: period * options.periodMs,
         writes: writesPerPeriod,
@@ -115,7 +117,9 @@ export async function profileDirtyRate(options: DirtyProfileOptions): Promise<Di
         ringOverflow: guest.ringOverflow(),
         harvestNs: Number(harvestEnd - harvestStart),
         writeNs: Number(harvestStart - writeStart),
-      });
+      };
+      periods.push(record);
+      options.onPeriod?.(record, options.periods);
     }
   } finally {
     await pool?.close();

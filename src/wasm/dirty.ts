@@ -20,6 +20,15 @@ export interface DirtyExports {
     basePage: number,
   ): number;
   mergeBitmap(dst: number, src: number, words: number): number;
+  harvestPages(
+    bitmap: number,
+    bits: number,
+    cursor: number,
+    out: number,
+    capacity: number,
+    basePage: number,
+    paused: number,
+  ): number;
   ringInit(ring: number, size: number, slot: number): void;
   ringPush(ring: number, size: number, page: number, bitmap: number): number;
   ringHarvest(ring: number, size: number, out: number, capacity: number): number;
@@ -35,6 +44,22 @@ const CHUNK_PAGES = CHUNK_WORDS * 64;
 
 /** Bytes of an iteration cursor: u32 bit within the chunk (kernel's), u32 chunk (ours). */
 export const CURSOR_BYTES = 8;
+
+/** Fewest page numbers a {@link DirtyKernel.harvestPages} batch may hold: one word, plus slack. */
+export const MIN_HARVEST_BATCH = 66;
+
+/**
+ * Calls a counting kernel over a bitmap of `words` words in chunks of at most
+ * {@link CHUNK_WORDS}, passing each chunk's byte offset and word count, and
+ * adds up the u32 counts it returns.
+ */
+function sumOverChunks(words: number, call: (byteOffset: number, words: number) => number): number {
+  let total = 0;
+  for (let word = 0; word < words; word += CHUNK_WORDS) {
+    total += call(word * 8, Math.min(CHUNK_WORDS, words - word)) >>> 0;
+  }
+  return total;
+}
 
 /** Checks a page number against a bitmap. */
 function checkPage(bitmap: DirtyBitmap, page: number, what = "page"): void {
@@ -95,12 +120,9 @@ export class DirtyKernel {
 
   /** Dirty pages in the bitmap (popcount). */
   count(bitmap: DirtyBitmap): number {
-    let total = 0;
-    for (let word = 0; word < bitmap.words; word += CHUNK_WORDS) {
-      const take = Math.min(CHUNK_WORDS, bitmap.words - word);
-      total += this.k.countDirty(bitmap.region.offset + word * 8, take) >>> 0;
-    }
-    return total;
+    return sumOverChunks(bitmap.words, (bytes, take) =>
+      this.k.countDirty(bitmap.region.offset + bytes, take),
+    );
   }
 
   /**
@@ -115,14 +137,9 @@ export class DirtyKernel {
         `tracks ${snapshot.pages} pages but the bitmap '${bitmap.region.name}' tracks ${bitmap.pages}`,
       );
     }
-    let total = 0;
-    for (let word = 0; word < bitmap.words; word += CHUNK_WORDS) {
-      const take = Math.min(CHUNK_WORDS, bitmap.words - word);
-      total +=
-        this.k.harvest(bitmap.region.offset + word * 8, snapshot.region.offset + word * 8, take) >>>
-        0;
-    }
-    return total;
+    return sumOverChunks(bitmap.words, (bytes, take) =>
+      this.k.harvest(bitmap.region.offset + bytes, snapshot.region.offset + bytes, take),
+    );
   }
 
   /** ORs `source` into `target` (same page count). Returns pages newly set in `target`. */
@@ -134,17 +151,9 @@ export class DirtyKernel {
         `tracks ${source.pages} pages but '${target.region.name}' tracks ${target.pages}`,
       );
     }
-    let total = 0;
-    for (let word = 0; word < target.words; word += CHUNK_WORDS) {
-      const take = Math.min(CHUNK_WORDS, target.words - word);
-      total +=
-        this.k.mergeBitmap(
-          target.region.offset + word * 8,
-          source.region.offset + word * 8,
-          take,
-        ) >>> 0;
-    }
-    return total;
+    return sumOverChunks(target.words, (bytes, take) =>
+      this.k.mergeBitmap(target.region.offset + bytes, source.region.offset + bytes, take),
+    );
   }
 
   /** Sets an iteration cursor (8 bytes) back to the first page. */
@@ -180,6 +189,48 @@ export class DirtyKernel {
         ) >>> 0;
       if (written > 0) return written;
       // This chunk is exhausted: move to the next.
+      state[0] = 0;
+      state[1] = chunk + 1;
+    }
+  }
+
+  /**
+   * Harvest and iterate in one pass: atomically fetches and clears the next
+   * dirty words of `bitmap` and writes their page numbers into `out` (u32
+   * each; it must hold at least {@link MIN_HARVEST_BATCH}). Returns how many
+   * were written; 0 when the whole bitmap has been harvested. Reset the
+   * cursor to start a new harvest. Slots past the returned count may be
+   * overwritten. Pass `paused` only when no writer can mark the bitmap
+   * meanwhile (vCPUs stopped): words are then cleared without locked
+   * instructions.
+   */
+  harvestPages(bitmap: DirtyBitmap, cursor: Region, out: Region, paused = false): number {
+    const at = cursor.check(0, CURSOR_BYTES, "harvest cursor");
+    const capacity = Math.floor(out.byteLength / 4);
+    if (capacity < MIN_HARVEST_BATCH) {
+      throw new RegionBoundsError(
+        out.name,
+        "harvest batch",
+        `holds ${capacity} page numbers; it needs at least ${MIN_HARVEST_BATCH}`,
+      );
+    }
+    const state = new Uint32Array(this.memory.buffer, at, 2);
+    for (;;) {
+      const chunk = state[1] ?? 0;
+      const base = chunk * CHUNK_PAGES;
+      if (base >= bitmap.pages) return 0;
+      const bits = Math.min(CHUNK_PAGES, bitmap.pages - base);
+      const written =
+        this.k.harvestPages(
+          bitmap.region.offset + chunk * CHUNK_WORDS * 8,
+          bits,
+          at,
+          out.offset,
+          capacity,
+          base,
+          paused ? 1 : 0,
+        ) >>> 0;
+      if (written > 0) return written;
       state[0] = 0;
       state[1] = chunk + 1;
     }

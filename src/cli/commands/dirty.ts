@@ -12,6 +12,7 @@ import {
   sizeOption,
   UsageError,
 } from "../options.js";
+import { startProgress } from "../progress.js";
 
 interface DirtyFlags {
   guest: number;
@@ -110,7 +111,9 @@ export function registerDirty(program: Command): void {
       if (flags.hotSet !== undefined && flags.hotSet % flags.pageSize !== 0) {
         throw new UsageError("--hot-set must be a whole number of pages");
       }
+      const progress = startProgress("dirty", flags.periods);
       const profile = await profileDirtyRate({
+        onPeriod: (record) => progress.update(record.period, `${record.dirtyPages} dirty`),
         bytes: flags.guest,
         pageShift,
         content: flags.content === true,
@@ -127,7 +130,7 @@ export function registerDirty(program: Command): void {
         periodMs: flags.period,
         periods: flags.periods,
         threads: flags.threads,
-      });
+      }).finally(() => progress.stop());
       if (flags.json) {
         console.log(JSON.stringify(profile, null, 2));
         return;

@@ -1,0 +1,104 @@
+/*
+ * Migration statistics, named as QEMU names them (qapi/migration.json;
+ * REFERENCE.md section 1) so that QEMU users feel at home. Every engine that
+ * migrates (virtual-time pre-copy, post-copy, live over TCP, quick
+ * migration) reports these same records. Times are milliseconds, sizes
+ * bytes, rates per second, `mbps` megabits per second.
+ */
+
+/** How a migration ended. */
+export type MigrationStatus = "completed" | "failed" | "not-converged";
+
+/** How the migration ran. */
+export type MigrationMode = "content" | "metadata" | "live-tcp" | "quick";
+
+/** What the stop policy decided at the end of a round. */
+export type RoundDecision =
+  | "continue"
+  | "stop-and-copy"
+  | "switch-to-postcopy"
+  | "throttle"
+  | "give-up";
+
+/** Phases a round can belong to. */
+export type MigrationPhase = "setup" | "precopy" | "stop-and-copy" | "postcopy" | "resume";
+
+/** QEMU's XBZRLE cache statistics. */
+export interface XbzrleCacheStats {
+  readonly "cache-size": number;
+  readonly bytes: number;
+  readonly pages: number;
+  readonly "cache-miss": number;
+  readonly "cache-miss-rate": number;
+  readonly "encoding-rate": number;
+  readonly overflow: number;
+}
+
+/** One round (pass) of a migration. */
+export interface MigrationRound {
+  /** 1 for the first full pass. */
+  readonly round: number;
+  readonly phase: MigrationPhase;
+  /** Start and length of the round on the migration's clock (virtual or wall), ms. */
+  readonly "start-ms": number;
+  readonly "duration-ms": number;
+  /** Pages sent in this round (normal + duplicate + xbzrle). */
+  readonly "pages-sent": number;
+  /** Pages the guest dirtied while this round ran. */
+  readonly "pages-dirtied": number;
+  /** Bytes put on the link in this round. */
+  readonly "bytes-sent": number;
+  /** Bytes still to send after this round (dirty pages x page size). */
+  readonly remaining: number;
+  /** Cumulative bytes transferred. */
+  readonly transferred: number;
+  readonly "dirty-pages-rate": number;
+  readonly mbps: number;
+  /** The bandwidth estimate the policy used, bytes per second. */
+  readonly "bandwidth-estimate": number;
+  readonly "expected-downtime": number;
+  readonly "cpu-throttle-percentage": number;
+  readonly decision: RoundDecision;
+  /** Why the policy decided so, in words. */
+  readonly reason: string;
+}
+
+/** The whole migration, in QEMU's names plus what hvlab adds. */
+export interface MigrationSummary {
+  readonly status: MigrationStatus;
+  /** Why it failed or did not converge (null when completed). */
+  readonly reason: string | null;
+  readonly mode: MigrationMode;
+  readonly policy: string;
+  readonly transferred: number;
+  readonly remaining: number;
+  readonly total: number;
+  readonly duplicate: number;
+  readonly normal: number;
+  readonly "normal-bytes": number;
+  readonly "dirty-pages-rate": number;
+  readonly mbps: number;
+  readonly "pages-per-second": number;
+  readonly "dirty-sync-count": number;
+  readonly "precopy-bytes": number;
+  readonly "downtime-bytes": number;
+  readonly "postcopy-bytes": number;
+  readonly "expected-downtime": number;
+  readonly downtime: number;
+  readonly "setup-time": number;
+  readonly "total-time": number;
+  readonly "cpu-throttle-percentage": number;
+  readonly "xbzrle-cache": XbzrleCacheStats | null;
+  /** Post-copy: pages the destination faulted on and fetched, and their total wait, ms. */
+  readonly "postcopy-remote-faults": number;
+  readonly "postcopy-fault-wait-ms": number;
+  readonly rounds: number;
+  /** Content mode: every destination page was checked against the source. */
+  readonly verified: boolean | null;
+}
+
+/** What `hvlab migrate --json` prints. */
+export interface MigrationResult {
+  readonly rounds: readonly MigrationRound[];
+  readonly summary: MigrationSummary;
+}
