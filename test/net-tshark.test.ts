@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,14 +7,11 @@ import { MemoryLayout } from "../src/memory/layout.js";
 import { readCapture, writeCapture } from "../src/net/capture.js";
 import { Segmenter } from "../src/net/lso.js";
 import { type LargeSendSpec, runLargeSend } from "../src/net/send.js";
+import { requireTool } from "./support/cli.js";
 
 // The outside tool: Wireshark's tshark reads hvlab's captures with checksum
 // checking on (REFERENCE.md section 3).
-const hasTshark = spawnSync("tshark", ["--version"], { stdio: "ignore" }).status === 0;
-if (!hasTshark && process.env.CI === "true") {
-  throw new Error("tshark is required in CI (install the Debian package tshark)");
-}
-if (!hasTshark) console.warn("skipping tshark tests: tshark is not installed");
+const hasTshark = requireTool("tshark");
 
 const CHECKS = [
   "-o",
