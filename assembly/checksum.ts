@@ -24,7 +24,7 @@
 @inline const FOLD_STEPS: u32 = 4096;
 
 /** Folds a 64-bit sum of 16-bit words to 16 bits with end-around carries. */
-@inline function fold64(sum: u64): u32 {
+@inline export function fold64(sum: u64): u32 {
   sum = (sum & 0xffffffff) + (sum >> 32);
   sum = (sum & 0xffffffff) + (sum >> 32);
   let s = <u32>sum;
@@ -34,7 +34,7 @@
 }
 
 /** Swaps the two bytes of a 16-bit value. */
-@inline function swap16(x: u32): u32 {
+@inline export function swap16(x: u32): u32 {
   return ((x & 0xff) << 8) | ((x >> 8) & 0xff);
 }
 
@@ -99,6 +99,15 @@ export function onesSum(ptr: usize, length: u32, seed: u32): u32 {
  * bytes (network order) added to `seed`. The ranges must not overlap.
  */
 export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 {
+  const sum = swap16(fold64(copyAndSumRaw(dst, src, length)));
+  return fold64(<u64>sum + <u64>(seed & 0xffff));
+}
+
+/**
+ * The body of {@link copyAndSum}, inlined where it is used: copies and returns
+ * the little-endian sum unfolded, so that a caller folds once.
+ */
+@inline export function copyAndSumRaw(dst: usize, src: usize, length: u32): u64 {
   let total: u64 = 0;
   let at = src;
   const end = src + <usize>length;
@@ -144,12 +153,28 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
   // The tail (< 64 bytes) inline, 16 bytes at a time with the same biased
   // widening, then 8, 4, 2, 1: memory.copy is an out-of-line call in V8,
   // too dear for every segment's last few bytes.
+  // Straight-line, not a loop: the same branches every segment predict well,
+  // a short loop's exit does not.
   let t = i32x4.splat(0);
   let vectors: u32 = 0;
-  for (; at + 16 <= end; at += 16, vectors++) {
+  if (at + 32 <= end) {
+    const v0 = v128.load(at);
+    const v1 = v128.load(at, 16);
+    v128.store(at + delta, v0);
+    v128.store(at + delta, v1, 16);
+    t = i32x4.add(
+      i32x4.extadd_pairwise_i16x8_s(v128.xor(v0, bias)),
+      i32x4.extadd_pairwise_i16x8_s(v128.xor(v1, bias)),
+    );
+    vectors = 2;
+    at += 32;
+  }
+  if (at + 16 <= end) {
     const v = v128.load(at);
     v128.store(at + delta, v);
     t = i32x4.add(t, i32x4.extadd_pairwise_i16x8_s(v128.xor(v, bias)));
+    vectors++;
+    at += 16;
   }
   if (vectors > 0) {
     const signed: i64 =
@@ -182,8 +207,7 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
     store<u8>(at + delta, byte);
     total += <u64>byte;
   }
-  const sum = swap16(fold64(total));
-  return fold64(<u64>sum + <u64>(seed & 0xffff));
+  return total;
 }
 
 /**
@@ -191,7 +215,7 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
  * and 1, never writing past `dst + length`. Faster than memory.copy, an
  * out-of-line call in V8, for the tens of bytes of a header.
  */
-export function copyShort(dst: usize, src: usize, length: u32): void {
+@inline export function copyShort(dst: usize, src: usize, length: u32): void {
   const end = src + <usize>length;
   const delta = dst - src;
   let at = src;

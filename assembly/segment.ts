@@ -18,7 +18,7 @@
 // copied unaltered, IPv4 header checksum and TCP/UDP checksum computed.
 // The caller (src/net/lso.ts) validates the template and sizes the regions.
 
-import { copyAndSum, copyShort, onesSum } from "./checksum";
+import { copyAndSumRaw, copyShort, fold64, onesSum, swap16 } from "./checksum";
 
 /** flags bit: the template is IPv6 (else IPv4). */
 @inline const FLAG_IPV6: u32 = 1;
@@ -160,7 +160,8 @@ export function segment(
       sum = addSums(sum, seq & 0xffff);
       sum = addSums(sum, (word12 & 0xff00) | f);
     }
-    sum = copyAndSum(frame + hdrLength, payload + sent, segmentLength, sum);
+    const raw = copyAndSumRaw(frame + hdrLength, payload + sent, segmentLength);
+    sum = addSums(sum, swap16(fold64(raw)));
     let checksum = ~sum & 0xffff;
     // RFC 768: a computed UDP checksum of zero is sent as all ones.
     if (udp && checksum == 0) checksum = 0xffff;
