@@ -125,15 +125,17 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
     // One bound per block instead of two tests per step.
     const stop = min<usize>(at + ((end - at) & ~(<usize>63)), at + <usize>FOLD_STEPS * 64);
     const steps = <u32>((stop - at) >> 6);
-    for (; at < stop; at += 64) {
+    // The target pointer moves with the source: one address per store.
+    let to = at + delta;
+    for (; at < stop; at += 64, to += 64) {
       const va = v128.load(at);
       const vb = v128.load(at, 16);
       const vc = v128.load(at, 32);
       const vd = v128.load(at, 48);
-      v128.store(at + delta, va);
-      v128.store(at + delta, vb, 16);
-      v128.store(at + delta, vc, 32);
-      v128.store(at + delta, vd, 48);
+      v128.store(to, va);
+      v128.store(to, vb, 16);
+      v128.store(to, vc, 32);
+      v128.store(to, vd, 48);
       a = i32x4.add(a, i32x4.extadd_pairwise_i16x8_s(v128.xor(va, bias)));
       b = i32x4.add(b, i32x4.extadd_pairwise_i16x8_s(v128.xor(vb, bias)));
       c = i32x4.add(c, i32x4.extadd_pairwise_i16x8_s(v128.xor(vc, bias)));
