@@ -15,6 +15,10 @@ export interface LargeSendSpec {
   /** TCP timestamps option on every segment. */
   readonly timestamps?: boolean;
   readonly ipId?: IpIdMode;
+  /** TCP flags of the send (TCP_FLAGS bits); default ACK and PSH. */
+  readonly tcpFlags?: number;
+  /** Which segments keep CWR: the first (Linux, default) or all (DPDK). */
+  readonly cwr?: "first" | "all";
   /** Seed of the payload bytes. */
   readonly seed: number;
   /** First TCP sequence number. */
@@ -41,7 +45,7 @@ export function largeSendFrameSpec(spec: LargeSendSpec): FrameSpec {
             dstPort: 445,
             seq: spec.seq ?? 1,
             ack: 1,
-            flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH,
+            flags: spec.tcpFlags ?? TCP_FLAGS.ACK | TCP_FLAGS.PSH,
             ...(spec.timestamps ? { options: timestampOption(123456, 654321) } : {}),
           }
         : { kind: "udp", srcPort: 49152, dstPort: 4789 },
@@ -76,6 +80,7 @@ export function runLargeSend(segmenter: Segmenter, spec: LargeSendSpec): LargeSe
     mtu: spec.mtu,
     ...(spec.mss !== undefined ? { mss: spec.mss } : {}),
     ...(spec.ipId !== undefined ? { ipId: spec.ipId } : {}),
+    ...(spec.cwr !== undefined ? { cwr: spec.cwr } : {}),
   });
   return { template, payload, send, frames: segmenter.copyFrames(send) };
 }

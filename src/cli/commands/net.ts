@@ -8,7 +8,7 @@ import {
   type VmqExperiment,
   type VmqExperimentOptions,
 } from "../../net/experiment.js";
-import { parseFrame } from "../../net/frame.js";
+import { parseFrame, TCP_FLAGS } from "../../net/frame.js";
 import {
   type IpIdMode,
   LSOV2_DEFAULT_MAX_SEND,
@@ -34,6 +34,8 @@ interface SendFlags {
   mss?: number;
   bytes: number;
   ipId?: string;
+  cwr: string;
+  tcpFlags: string;
   vlan?: number;
   timestamps?: boolean;
   maxSend: number;
@@ -70,6 +72,8 @@ function addSendOptions(command: Command): Command {
       "--ip-id <mode>",
       `IPv4 ID per segment: ${ID_MODES.join(", ")} (default: lsov2 wrap15, else increment)`,
     )
+    .option("--tcp-flags <list>", "TCP flags of the send, e.g. ACK,PSH,FIN,CWR", "ACK,PSH")
+    .option("--cwr <which>", "segments that keep CWR: first (Linux) or all (DPDK)", "first")
     .option("--vlan <id>", "tag frames with an 802.1Q VLAN ID", integerOption(0, 4095))
     .option("--timestamps", "carry the TCP timestamps option (MSS 12 bytes smaller)")
     .option(
@@ -85,6 +89,16 @@ function sendSpec(flags: SendFlags): LargeSendSpec {
   if (!OFFLOADS.includes(flags.offload))
     throw new UsageError(`--offload must be one of ${OFFLOADS.join(", ")}`);
   if (flags.ip !== 4 && flags.ip !== 6) throw new UsageError("--ip must be 4 or 6");
+  if (flags.cwr !== "first" && flags.cwr !== "all")
+    throw new UsageError("--cwr must be first or all");
+  let tcpFlags = 0;
+  for (const name of flags.tcpFlags.split(",").map((f) => f.trim().toUpperCase())) {
+    const bit = TCP_FLAGS[name as keyof typeof TCP_FLAGS];
+    if (bit === undefined) {
+      throw new UsageError(`unknown TCP flag '${name}' (${Object.keys(TCP_FLAGS).join(", ")})`);
+    }
+    tcpFlags |= bit;
+  }
   if (flags.ipId !== undefined && !ID_MODES.includes(flags.ipId))
     throw new UsageError(`--ip-id must be one of ${ID_MODES.join(", ")}`);
   return {
@@ -98,6 +112,8 @@ function sendSpec(flags: SendFlags): LargeSendSpec {
     ...(flags.vlan !== undefined ? { vlan: flags.vlan } : {}),
     ...(flags.timestamps ? { timestamps: true } : {}),
     ...(flags.ipId !== undefined ? { ipId: flags.ipId as IpIdMode } : {}),
+    cwr: flags.cwr,
+    tcpFlags,
   };
 }
 
