@@ -51,8 +51,7 @@ import { copyAndSumRaw, copyShort, fold64, onesSum, swap16 } from "./checksum";
 }
 
 @inline function storeBE16(ptr: usize, value: u32): void {
-  store<u8>(ptr, <u8>(value >> 8));
-  store<u8>(ptr, <u8>value, 1);
+  store<u16>(ptr, bswap<u16>(<u16>value));
 }
 
 @inline function loadBE32(ptr: usize): u32 {
@@ -141,14 +140,16 @@ export function segment(
       storeBE16(frame + l3 + 2, totalLength);
       storeBE16(frame + l3 + 4, id);
       storeBE16(frame + l3 + 6, fragment0 & IPV4_DF);
-      storeBE16(frame + l3 + 10, ~addSums(addSums(ipBase, totalLength), id) & 0xffff);
+      // Partial sums add as plain integers and fold once (16-bit values: no
+      // carry is lost in a u64).
+      storeBE16(frame + l3 + 10, ~fold64(<u64>ipBase + <u64>totalLength + <u64>id) & 0xffff);
     }
     const l4Length = l4HeaderLength + segmentLength;
     // The pseudo-header's length, then the header fields of this segment.
-    let sum = addSums(l4Base, l4Length);
+    let sum: u64 = <u64>l4Base + <u64>l4Length;
     if (udp) {
       storeBE16(frame + l4 + 4, l4Length);
-      sum = addSums(sum, l4Length);
+      sum += <u64>l4Length;
     } else {
       const seq = seq0 + sent;
       storeBE32(frame + l4 + 4, seq);
@@ -156,13 +157,10 @@ export function segment(
       if (i + 1 < count) f &= ~(TCP_FIN | TCP_PSH);
       if (i > 0 && (flags & FLAG_CWR_ALL) == 0) f &= ~TCP_CWR;
       store<u8>(frame + l4 + 13, <u8>f);
-      sum = addSums(sum, seq >>> 16);
-      sum = addSums(sum, seq & 0xffff);
-      sum = addSums(sum, (word12 & 0xff00) | f);
+      sum += <u64>(seq >>> 16) + <u64>(seq & 0xffff) + <u64>((word12 & 0xff00) | f);
     }
     const raw = copyAndSumRaw(frame + hdrLength, payload + sent, segmentLength);
-    sum = addSums(sum, swap16(fold64(raw)));
-    let checksum = ~sum & 0xffff;
+    let checksum = ~fold64(sum + <u64>swap16(fold64(raw))) & 0xffff;
     // RFC 768: a computed UDP checksum of zero is sent as all ones.
     if (udp && checksum == 0) checksum = 0xffff;
     storeBE16(frame + l4 + checksumAt, checksum);
