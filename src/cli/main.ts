@@ -1,4 +1,5 @@
 import { Command, CommanderError } from "commander";
+import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
 import { registerNet } from "./commands/net.js";
@@ -11,7 +12,7 @@ export function buildProgram(): Command {
     .description(
       "a performance lab for Hyper-V 2.0's hypervisor features: live migration, SLAT against shadow paging, networking offloads, on real bytes",
     )
-    .version(process.env.npm_package_version ?? "0.1.0")
+    .version(machineInfo().hvlab)
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({
       outputError: (text, write) => write(`hvlab: ${text.replace(/^error: /, "")}`),
