@@ -88,11 +88,13 @@ function mutableMask(p: ParsedFrame, udp: boolean): Uint8Array {
   return mask;
 }
 
+/** A flow's key: VLAN, protocol, ports and addresses, as 32-bit words in a string. */
 function flowKey(b: Uint8Array, p: ParsedFrame): string {
+  let key = `${p.vlan ?? -1}:${p.protocol}:${be32(b, p.l4)}`;
   const n = p.ipVersion === 4 ? 4 : 16;
-  const parts = [p.vlan ?? -1, p.protocol, be16(b, p.l4), be16(b, p.l4 + 2)];
-  for (let i = 0; i < n; i++) parts.push(b[p.srcAddress + i] ?? 0, b[p.dstAddress + i] ?? 0);
-  return parts.join(",");
+  for (let i = 0; i < n; i += 4)
+    key += `:${be32(b, p.srcAddress + i)}:${be32(b, p.dstAddress + i)}`;
+  return key;
 }
 
 function idOk(group: Group, id: number, index: number): number {
