@@ -48,6 +48,16 @@
   );
 }
 
+/** Adds the four signed i32 lanes of a v128. */
+@inline function signedLanes(v: v128): i64 {
+  return (
+    <i64>i32x4.extract_lane(v, 0) +
+    <i64>i32x4.extract_lane(v, 1) +
+    <i64>i32x4.extract_lane(v, 2) +
+    <i64>i32x4.extract_lane(v, 3)
+  );
+}
+
 /** Little-endian sum of the bytes that remain after the SIMD steps (< 64). */
 @inline function tailSum(at: usize, end: usize): u64 {
   let acc: u64 = 0;
@@ -108,23 +118,22 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
  * the little-endian sum unfolded, so that a caller folds once.
  */
 @inline export function copyAndSumRaw(dst: usize, src: usize, length: u32): u64 {
-  let total: u64 = 0;
   let at = src;
   const end = src + <usize>length;
   const delta = dst - src;
   // Signed pairwise widening (one pmaddwd on x64) after flipping each word's
   // top bit: a word w reads as w - 32768, so each 32-bit lane gains
-  // w1 + w2 - 65536; the 65536 per lane is added back exactly at the end.
+  // w1 + w2 - 65536. Every whole 16-byte vector adds 4 lanes' worth of
+  // 65536 back (2^18) at the end: (length >> 4) << 18.
   const bias = i16x8.splat(-32768);
-  let pairs: u64 = 0;
+  let a = i32x4.splat(0);
+  let b = i32x4.splat(0);
+  let c = i32x4.splat(0);
+  let d = i32x4.splat(0);
+  let signed: i64 = 0;
   while (at + 64 <= end) {
-    let a = i32x4.splat(0);
-    let b = i32x4.splat(0);
-    let c = i32x4.splat(0);
-    let d = i32x4.splat(0);
     // One bound per block instead of two tests per step.
     const stop = min<usize>(at + ((end - at) & ~(<usize>63)), at + <usize>FOLD_STEPS * 64);
-    const steps = <u32>((stop - at) >> 6);
     // The target pointer moves with the source: one address per store.
     let to = at + delta;
     for (; at < stop; at += 64, to += 64) {
@@ -141,51 +150,35 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
       c = i32x4.add(c, i32x4.extadd_pairwise_i16x8_s(v128.xor(vc, bias)));
       d = i32x4.add(d, i32x4.extadd_pairwise_i16x8_s(v128.xor(vd, bias)));
     }
-    // Each lane is within +-4096 * 65536 = 2^28; the four summed fit an i32.
-    const all = i32x4.add(i32x4.add(a, b), i32x4.add(c, d));
-    const signed: i64 =
-      <i64>i32x4.extract_lane(all, 0) +
-      <i64>i32x4.extract_lane(all, 1) +
-      <i64>i32x4.extract_lane(all, 2) +
-      <i64>i32x4.extract_lane(all, 3);
-    pairs += <u64>steps * 16;
-    total += <u64>(signed + <i64>(pairs << 16));
-    pairs = 0;
+    if (at + 64 <= end) {
+      // Lanes are within +-4096 * 65536 = 2^28: fold before another block.
+      signed += signedLanes(i32x4.add(i32x4.add(a, b), i32x4.add(c, d)));
+      a = i32x4.splat(0);
+      b = i32x4.splat(0);
+      c = i32x4.splat(0);
+      d = i32x4.splat(0);
+    }
   }
-  // The tail (< 64 bytes) inline, 16 bytes at a time with the same biased
-  // widening, then 8, 4, 2, 1: memory.copy is an out-of-line call in V8,
-  // too dear for every segment's last few bytes.
-  // Straight-line, not a loop: the same branches every segment predict well,
-  // a short loop's exit does not.
-  let t = i32x4.splat(0);
-  let vectors: u32 = 0;
+  // The rest (< 64 bytes) straight-line, into the same accumulators (one
+  // more add each stays far inside an i32): memory.copy is an out-of-line
+  // call in V8, too dear for every segment's last few bytes.
   if (at + 32 <= end) {
     const v0 = v128.load(at);
     const v1 = v128.load(at, 16);
     v128.store(at + delta, v0);
     v128.store(at + delta, v1, 16);
-    t = i32x4.add(
-      i32x4.extadd_pairwise_i16x8_s(v128.xor(v0, bias)),
-      i32x4.extadd_pairwise_i16x8_s(v128.xor(v1, bias)),
-    );
-    vectors = 2;
+    a = i32x4.add(a, i32x4.extadd_pairwise_i16x8_s(v128.xor(v0, bias)));
+    b = i32x4.add(b, i32x4.extadd_pairwise_i16x8_s(v128.xor(v1, bias)));
     at += 32;
   }
   if (at + 16 <= end) {
     const v = v128.load(at);
     v128.store(at + delta, v);
-    t = i32x4.add(t, i32x4.extadd_pairwise_i16x8_s(v128.xor(v, bias)));
-    vectors++;
+    c = i32x4.add(c, i32x4.extadd_pairwise_i16x8_s(v128.xor(v, bias)));
     at += 16;
   }
-  if (vectors > 0) {
-    const signed: i64 =
-      <i64>i32x4.extract_lane(t, 0) +
-      <i64>i32x4.extract_lane(t, 1) +
-      <i64>i32x4.extract_lane(t, 2) +
-      <i64>i32x4.extract_lane(t, 3);
-    total += <u64>(signed + (<i64>vectors << 18));
-  }
+  signed += signedLanes(i32x4.add(i32x4.add(a, b), i32x4.add(c, d)));
+  let total = <u64>(signed + (<i64>(length >> 4) << 18));
   if (at + 8 <= end) {
     const w = load<u64>(at);
     store<u64>(at + delta, w);

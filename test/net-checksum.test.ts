@@ -81,11 +81,18 @@ describe("RFC 1071 checksum kernel", () => {
     );
   });
 
-  it("does not overflow its lane accumulators on 256 KiB of 0xFF", () => {
+  it("does not overflow its lane accumulators past 256 KiB (sum and copy-and-sum)", () => {
     // All-ones words: each lane gains 0x1FFFE per step, the worst case for the fold.
     const n = 262_144 + 37;
     put(new Uint8Array(n).fill(0xff));
     expect(kernel.sum(buf, 0, n)).toBe(onesSumOracle(buf.bytes(layout.memory), 0, n));
+    expect(kernel.copyAndSum(dst, 1, buf, 0, n)).toBe(onesSumOracle(buf.bytes(layout.memory), 0, n));
+    // Words that read as the most negative after the sign flip, past a fold.
+    const low = new Uint8Array(n);
+    for (let i = 0; i < n; i++) low[i] = i % 2 === 0 ? 0 : 0x7f;
+    put(low);
+    expect(kernel.copyAndSum(dst, 0, buf, 0, n, 0x4321)).toBe(onesSumOracle(low, 0, n, 0x4321));
+    expect(dst.bytes(layout.memory).subarray(0, n)).toEqual(low);
   });
 
   it("refuses ranges outside its region before running", () => {
