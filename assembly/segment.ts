@@ -62,6 +62,15 @@ import { copyAndSumRaw, copyShort, fold64, onesSum, swap16 } from "./checksum";
   store<u32>(ptr, bswap<u32>(value));
 }
 
+/**
+ * Folds a sum of a few 16-bit values (under 2^20 here: at most eight terms)
+ * to 16 bits with end-around carries; two steps suffice below 2^32 - 2^16.
+ */
+@inline function fold32(x: u32): u32 {
+  x = (x & 0xffff) + (x >> 16);
+  return (x & 0xffff) + (x >> 16);
+}
+
 /** One's-complement addition of two partial sums (any u32 inputs). */
 @inline function addSums(a: u32, b: u32): u32 {
   let s = <u64>a + <u64>b;
@@ -142,14 +151,14 @@ export function segment(
       storeBE16(frame + l3 + 6, fragment0 & IPV4_DF);
       // Partial sums add as plain integers and fold once (16-bit values: no
       // carry is lost in a u64).
-      storeBE16(frame + l3 + 10, ~fold64(<u64>ipBase + <u64>totalLength + <u64>id) & 0xffff);
+      storeBE16(frame + l3 + 10, ~fold32(ipBase + totalLength + id) & 0xffff);
     }
     const l4Length = l4HeaderLength + segmentLength;
     // The pseudo-header's length, then the header fields of this segment.
-    let sum: u64 = <u64>l4Base + <u64>l4Length;
+    let sum: u32 = l4Base + l4Length;
     if (udp) {
       storeBE16(frame + l4 + 4, l4Length);
-      sum += <u64>l4Length;
+      sum += l4Length;
     } else {
       const seq = seq0 + sent;
       storeBE32(frame + l4 + 4, seq);
@@ -157,10 +166,10 @@ export function segment(
       if (i + 1 < count) f &= ~(TCP_FIN | TCP_PSH);
       if (i > 0 && (flags & FLAG_CWR_ALL) == 0) f &= ~TCP_CWR;
       store<u8>(frame + l4 + 13, <u8>f);
-      sum += <u64>(seq >>> 16) + <u64>(seq & 0xffff) + <u64>((word12 & 0xff00) | f);
+      sum += (seq >>> 16) + (seq & 0xffff) + ((word12 & 0xff00) | f);
     }
     const raw = copyAndSumRaw(frame + hdrLength, payload + sent, segmentLength);
-    let checksum = ~fold64(sum + <u64>swap16(fold64(raw))) & 0xffff;
+    let checksum = ~fold32(sum + swap16(fold64(raw))) & 0xffff;
     // RFC 768: a computed UDP checksum of zero is sent as all ones.
     if (udp && checksum == 0) checksum = 0xffff;
     storeBE16(frame + l4 + checksumAt, checksum);
