@@ -172,8 +172,8 @@ export class Segmenter {
   ) {
     this.template = layout.allocate(`${name}.template`, 512);
     this.payload = layout.allocate(`${name}.payload`, Math.max(64, maxSend));
-    // Worst case: one-byte segments each with up to 256 bytes of headers is
-    // absurd; size for MSS >= 64 and reject plans that do not fit.
+    // Room for segments of 64 bytes or more, each with up to 256 bytes of
+    // headers; a smaller MSS that does not fit is refused ("no-room") by plan().
     const maxSegments = Math.ceil(maxSend / 64) + 1;
     this.output = layout.allocate(`${name}.output`, maxSend + maxSegments * 256);
     this.table = layout.allocate(`${name}.table`, maxSegments * 8);
