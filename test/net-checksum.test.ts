@@ -86,7 +86,9 @@ describe("RFC 1071 checksum kernel", () => {
     const n = 262_144 + 37;
     put(new Uint8Array(n).fill(0xff));
     expect(kernel.sum(buf, 0, n)).toBe(onesSumOracle(buf.bytes(layout.memory), 0, n));
-    expect(kernel.copyAndSum(dst, 1, buf, 0, n)).toBe(onesSumOracle(buf.bytes(layout.memory), 0, n));
+    expect(kernel.copyAndSum(dst, 1, buf, 0, n)).toBe(
+      onesSumOracle(buf.bytes(layout.memory), 0, n),
+    );
     // Zero words read as the most negative (-32768) after the sign flip:
     // the lanes run as low as they can before a fold.
     const low = new Uint8Array(n);
