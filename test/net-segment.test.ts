@@ -264,7 +264,7 @@ describe("segmentation kernel against the oracle, and coalescing as its inverse"
           expect(only.segments).toBe(frames.length);
         },
       ),
-      { numRuns: 150 },
+      { numRuns: 100 },
     );
   });
 
