@@ -4,6 +4,7 @@ import { buildFrame, type FrameSpec, timestampOption } from "../src/net/build.js
 import { FrameError } from "../src/net/errors.js";
 import { parseFrame } from "../src/net/frame.js";
 import { type ReceiveConfig, ReceivePath } from "../src/net/receive.js";
+import { RX_CHECKSUM_GOOD, type RxSlot } from "../src/net/ring.js";
 
 const ETH = { dst: "00:15:5d:00:00:02", src: "00:15:5d:00:00:01" };
 const TCP4: FrameSpec = {
@@ -193,5 +194,30 @@ describe("receive path: malformed frames are counted drops, never a crash", () =
       badChecksum: 1,
       delivered: 1,
     });
+  });
+
+  it("delivers a frame that fails validation marked bad when asked, never coalesced", async () => {
+    const config: ReceiveConfig = {
+      mode: "vmq",
+      queues: 2,
+      processors: 1,
+      rss: false,
+      jumboPacket: 1514,
+      coalesce: true,
+      rebalance: false,
+      ringSlots: 64,
+      bufferBytes: 1 << 16,
+      deliverBad: true,
+    };
+    const path = new ReceivePath(new MemoryLayout(), config, [{ name: "vm0", mac: ETH.dst }]);
+    const good = buildFrame(TCP4, new Uint8Array(100));
+    const corrupt = good.slice();
+    corrupt[good.length - 1] = (corrupt[good.length - 1] ?? 0) ^ 0xff;
+    path.load([good, corrupt]);
+    const slots: RxSlot[] = [];
+    const r = await path.round(undefined, (_, s) => slots.push(...s));
+    expect(r).toMatchObject({ badChecksum: 1, delivered: 2 });
+    expect(slots.map((s) => s.flags & RX_CHECKSUM_GOOD)).toEqual([RX_CHECKSUM_GOOD, 0]);
+    expect(slots[1]?.bytes).toEqual(corrupt);
   });
 });

@@ -29,6 +29,8 @@ export interface VmqExperimentOptions {
   readonly ipVersion: 4 | 6;
   readonly corruptFraction: number;
   readonly broadcastEvery: number;
+  /** Deliver frames with bad checksums marked bad instead of dropping them. */
+  readonly deliverBad?: boolean;
   readonly seed: number;
 }
 
@@ -105,6 +107,7 @@ function receiveConfig(
     rebalance: o.rebalance,
     ringSlots,
     bufferBytes,
+    deliverBad: o.deliverBad === true,
   };
 }
 

@@ -23,6 +23,8 @@ export interface ReceiveBatch {
   readonly switchTable: readonly (readonly [number, number, number])[];
   readonly coalesce: boolean;
   readonly maxCoalesce: number;
+  /** Deliver frames that failed validation, marked bad, instead of dropping them. */
+  readonly deliverBad: boolean;
 }
 
 /**
@@ -63,6 +65,7 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
   }
   const everyRing = b.rings.map((_, i) => i);
   const perRing: Uint8Array[][] = b.rings.map(() => []);
+  const bad = new Set<Uint8Array>();
   let malformed = 0;
   let badChecksum = 0;
   let unknownMac = 0;
@@ -90,7 +93,8 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
     }
     if (!checksumsGood(k, b.frames.offset + offset, parsed)) {
       badChecksum++;
-      continue;
+      if (!b.deliverBad) continue;
+      bad.add(frame);
     }
     if (target !== SWITCH_LOOKUP) {
       const list = perRing[target];
@@ -111,16 +115,23 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
   let coalescedSegments = 0;
   let ringFull = 0;
   let bytes = 0;
-  let frames = 0;
   for (const [r, list] of perRing.entries()) {
     const ring = b.rings[r];
     if (!ring || list.length === 0) continue;
-    frames += list.length;
+    // Bad frames (when delivered at all) are never coalesced: they go after
+    // the good ones, marked bad.
+    const good = bad.size > 0 ? list.filter((f) => !bad.has(f)) : list;
     const items = b.coalesce
-      ? coalesce(list, { maxBytes: b.maxCoalesce })
-      : list.map((f) => ({ header: f, pieces: [], segments: 1, length: f.length }));
-    for (const item of items) {
-      const flags = RX_CHECKSUM_GOOD | (item.segments > 1 ? RX_COALESCED : 0);
+      ? coalesce(good, { maxBytes: b.maxCoalesce })
+      : good.map((f) => ({ header: f, pieces: [], segments: 1, length: f.length }));
+    const goodItems = items.length;
+    if (bad.size > 0) {
+      for (const f of list) {
+        if (bad.has(f)) items.push({ header: f, pieces: [], segments: 1, length: f.length });
+      }
+    }
+    for (const [n, item] of items.entries()) {
+      const flags = n < goodItems ? RX_CHECKSUM_GOOD | (item.segments > 1 ? RX_COALESCED : 0) : 0;
       if (ring.write(item.header, item.pieces, item.length, flags, item.segments)) {
         delivered++;
         bytes += item.length;
@@ -129,7 +140,9 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
     }
   }
   return {
-    frames: frames + malformed + badChecksum + unknownMac,
+    // Every work entry is one frame the processor handled (a flooded
+    // broadcast is one frame however many rings it reaches).
+    frames: b.count,
     delivered,
     coalescedSegments,
     badChecksum,

@@ -32,6 +32,11 @@ export interface ReceiveConfig {
   readonly rebalance: boolean;
   /** Slots of each VM's receive ring. */
   readonly ringSlots: number;
+  /**
+   * Deliver frames whose checksums failed, marked bad (slot flags without
+   * RX_CHECKSUM_GOOD), for the VM's stack to drop; default: drop and count.
+   */
+  readonly deliverBad?: boolean;
   /** Largest frame the NIC's receive buffer takes in one round, in bytes. */
   readonly bufferBytes: number;
 }
@@ -225,6 +230,7 @@ export class ReceivePath {
           switchTable,
           coalesce: this.config.coalesce,
           maxCoalesce: RSC_MAX_BYTES,
+          deliverBad: this.config.deliverBad === true,
           gate: this.gate.toDescriptor(),
         }),
       );
@@ -245,6 +251,7 @@ export class ReceivePath {
             switchTable,
             coalesce: this.config.coalesce,
             maxCoalesce: RSC_MAX_BYTES,
+            deliverBad: this.config.deliverBad === true,
           },
         );
         return { ...r, busyNs: Number(process.hrtime.bigint() - t0) };

@@ -26,6 +26,8 @@ export interface ReceiveTask {
   readonly coalesce: boolean;
   /** Largest IP datagram coalescing may build. */
   readonly maxCoalesce: number;
+  /** Deliver frames that failed checksum validation, marked bad, instead of dropping them. */
+  readonly deliverBad: boolean;
   readonly gate?: RegionDescriptor;
 }
 

@@ -19,6 +19,7 @@ function receive(context: KernelContext, task: ReceiveTask): ReceiveResult {
     switchTable: task.switchTable,
     coalesce: task.coalesce,
     maxCoalesce: task.maxCoalesce,
+    deliverBad: task.deliverBad,
   };
   const kernels = {
     memory,

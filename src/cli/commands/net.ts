@@ -166,6 +166,7 @@ interface VmqFlags {
   frames: number;
   rounds: number;
   rebalance?: boolean;
+  deliverBad?: boolean;
   coalesce: boolean;
   skew: number;
   ip: number;
@@ -197,6 +198,10 @@ function addReceiveOptions(command: Command, withTraffic: boolean): Command {
       integerOption(64, 65_535),
     )
     .option("--no-coalesce", "deliver segments as they came (no RSC)")
+    .option(
+      "--deliver-bad",
+      "deliver frames whose checksums fail, marked bad, instead of dropping them",
+    )
     .option("--rebalance", "move queues between processors by load after each round (Dynamic VMQ)")
     .option("--rounds <n>", "receive rounds", integerOption(1, 1000), withTraffic ? 5 : 1)
     .option(
@@ -250,6 +255,7 @@ function experimentOptions(flags: VmqFlags): VmqExperimentOptions {
     ...(flags.jumbo !== undefined ? { jumboPacket: flags.jumbo } : {}),
     coalesce: flags.coalesce,
     rebalance: flags.rebalance === true,
+    deliverBad: flags.deliverBad === true,
     frames: flags.frames ?? 1,
     rounds: flags.rounds,
     skew: flags.skew ?? 1,
