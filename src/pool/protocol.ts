@@ -1,5 +1,6 @@
 import type { GuestTaskResults, MarkPagesTask, RunWorkloadTask } from "../guest/task-types.js";
 import type { NetTaskResults, ReceiveTask } from "../net/task-types.js";
+import type { PagingRunTask, PagingTaskResults } from "../paging/task-types.js";
 import type { KernelContext } from "./context.js";
 
 /*
@@ -10,10 +11,10 @@ import type { KernelContext } from "./context.js";
  */
 
 /** Every task message. */
-export type PoolTask = MarkPagesTask | RunWorkloadTask | ReceiveTask;
+export type PoolTask = MarkPagesTask | RunWorkloadTask | PagingRunTask | ReceiveTask;
 
 /** Task types and the results they produce. */
-export interface TaskResults extends GuestTaskResults, NetTaskResults {}
+export interface TaskResults extends GuestTaskResults, PagingTaskResults, NetTaskResults {}
 
 /** The result type of a task message. */
 export type ResultOf<T extends PoolTask> = T["type"] extends keyof TaskResults

@@ -1,6 +1,11 @@
 import { dirtyTourSection } from "./dirty.js";
 import { netTourSection } from "./net.js";
+import { pagingTourSection } from "./paging.js";
 import type { TourSection } from "./section.js";
 
 /** The tour's sections, in the order they run and appear in the report. */
-export const TOUR_SECTIONS: readonly TourSection[] = [dirtyTourSection, netTourSection];
+export const TOUR_SECTIONS: readonly TourSection[] = [
+  dirtyTourSection,
+  pagingTourSection,
+  netTourSection,
+];

@@ -1,0 +1,669 @@
+// Address translation: the native walk, the two-dimensional nested (SLAT)
+// walk and the shadow walk, behind set-associative TLBs, page-walk caches in
+// both dimensions and a nested TLB. Every memory reference a walk makes is
+// counted; a fault is a result (a code, a level and an address), never a trap.
+//
+// Entries are real x86-64 paging entries (guest and shadow tables) and real
+// Intel EPT entries (host tables), read from the shared memory. Physical
+// addresses are host-physical; the bytes of page-table frames live in a
+// "window" of host-physical memory backed by a region ("arena"):
+//
+//   host-physical:  windowBase                       windowBase + windowBytes
+//                   +--------------------------------+
+//                   |  table frames (EPT, shadow,    |   any other hPA: a
+//                   |  guest page tables)            |   frame without bytes
+//                   +--------------------------------+
+//   memory:         arena                            arena + windowBytes
+//
+// A table pointer outside the window (a corrupted entry) stops the walk with
+// FAULT_BAD_TABLE: nothing outside the arena is ever read or written.
+//
+// Context (one per configuration, 1 KiB, little-endian):
+//
+//   byte   0 +-----------+-----------+-----------+-----------+
+//            | mode u32  | gLevels   | hLevels   | flags u32 |  mode: 0 native,
+//         16 +-----------+-----------+-----------+-----------+  1 nested, 2 shadow
+//            | root u64 (CR3 / shadow root) | eptRoot u64    |
+//         32 +-----------------------+-----------------------+
+//            | windowBase u64        | windowBytes u64       |
+//         48 +-----------+-----------+-----------------------+
+//            | arena u32 | asid u32  | nativeDelta u64       |  native: table hPA =
+//         64 +-----------+-----------+-----------------------+    gPA + nativeDelta
+//            | counters: 16 x u64 (see C_* below)            |
+//        192 +-----------------------------------------------+
+//            | fault: code u32, level u32, addr u64, index u32, kind u32
+//        216 | clock u64 (LRU stamp) | result hPA u64 | size u32 | perms u32
+//        240 | log u32 | logCap u32 | logLen u32 | pad      |  walk explanation
+//        256 +-----------------------------------------------+
+//            | cache descriptors: 16 x {base u32, sets u32, ways u32, pad}
+//        512 +-----------------------------------------------+
+//            | references by level: guest 1-5, host 1-5 (10 x u64)
+//        592 +-----------------------------------------------+
+//
+// Flags: bit 0 set accessed/dirty in guest entries, bit 1 EPT A/D (EPTP bit
+// 6), bit 2 TLB holds 1 GiB entries in the second level (Ice Lake), bit 3
+// large pages in the L1 fall back to 2 MiB entries (no 1 GiB TLB: Nehalem),
+// bit 4 the second level holds 2 MiB entries as well as 4 KiB ones, bit 5
+// count references by level (for the per-cache-level cost model).
+//
+// Cache entry (32 bytes): key u64 (0 = empty), value u64, stamp u64, pad u64.
+// TLB value: page base hPA | W<<0 | U<<1 | NX<<2 | size<<3 (0 4K, 1 2M, 2 1G)
+// | 1<<5 (valid).
+
+@inline const C_MODE: usize = 0;
+@inline const C_GLEVELS: usize = 4;
+@inline const C_HLEVELS: usize = 8;
+@inline const C_FLAGS: usize = 12;
+@inline const C_ROOT: usize = 16;
+@inline const C_EPT_ROOT: usize = 24;
+@inline const C_WINDOW_BASE: usize = 32;
+@inline const C_WINDOW_BYTES: usize = 40;
+@inline const C_ARENA: usize = 48;
+@inline const C_ASID: usize = 52;
+@inline const C_NATIVE_DELTA: usize = 56;
+// counters
+@inline const C_ACCESSES: usize = 64;
+@inline const C_L1_HITS: usize = 72;
+@inline const C_L2_HITS: usize = 80;
+@inline const C_WALKS: usize = 88;
+@inline const C_REFS: usize = 96;
+@inline const C_GUEST_REFS: usize = 104;
+@inline const C_HOST_REFS: usize = 112;
+@inline const C_PWC_GUEST_HITS: usize = 120;
+@inline const C_PWC_HOST_HITS: usize = 128;
+@inline const C_NTLB_HITS: usize = 136;
+@inline const C_NTLB_LOOKUPS: usize = 144;
+@inline const C_SUM: usize = 152;
+@inline const C_PWC_GUEST_LOOKUPS: usize = 160;
+@inline const C_PWC_HOST_LOOKUPS: usize = 168;
+// fault
+@inline const C_FAULT_CODE: usize = 192;
+@inline const C_FAULT_LEVEL: usize = 196;
+@inline const C_FAULT_ADDR: usize = 200;
+@inline const C_FAULT_INDEX: usize = 208;
+@inline const C_FAULT_KIND: usize = 212;
+@inline const C_CLOCK: usize = 216;
+@inline const C_RESULT: usize = 224;
+@inline const C_RESULT_SIZE: usize = 232;
+@inline const C_PERMS: usize = 236;
+@inline const C_LOG: usize = 240;
+@inline const C_LOG_CAP: usize = 244;
+@inline const C_LOG_LEN: usize = 248;
+@inline const C_CACHES: usize = 256;
+// References by level: guest (or shadow) levels 1-5 at 512 + 8 (l - 1), host at 552 + 8 (l - 1).
+@inline const C_LEVEL_REFS: usize = 512;
+
+// Cache ids (descriptor index).
+@inline const T_L1_4K: u32 = 0;
+@inline const T_L1_2M: u32 = 1;
+@inline const T_L1_1G: u32 = 2;
+@inline const T_L2: u32 = 3;
+@inline const T_L2_1G: u32 = 4;
+@inline const T_PWC_G: u32 = 5; // + (level - 2): levels 2..5 -> 5..8
+@inline const T_PWC_H: u32 = 9; // + (level - 2): levels 2..5 -> 9..12
+@inline const T_NTLB: u32 = 13;
+
+@inline const MODE_NATIVE: u32 = 0;
+@inline const MODE_NESTED: u32 = 1;
+@inline const MODE_SHADOW: u32 = 2;
+
+@inline const FLAG_SET_AD: u32 = 1;
+@inline const FLAG_EPT_AD: u32 = 2;
+@inline const FLAG_L2_1G: u32 = 4;
+@inline const FLAG_1G_AS_2M: u32 = 8;
+@inline const FLAG_L2_2M: u32 = 16;
+@inline const FLAG_LEVEL_REFS: u32 = 32;
+
+// Fault codes (what stopped a translation).
+@inline const OK: u32 = 0;
+@inline const FAULT_GUEST_NOT_PRESENT: u32 = 1;
+@inline const FAULT_GUEST_PROTECTION: u32 = 2;
+@inline const FAULT_GUEST_RESERVED: u32 = 3;
+@inline const FAULT_EPT_VIOLATION: u32 = 4;
+@inline const FAULT_EPT_MISCONFIG: u32 = 5;
+@inline const FAULT_BAD_TABLE: u32 = 6;
+
+// Access kind bits of a trace record (low 12 bits of the u64).
+@inline const K_WRITE: u32 = 1;
+@inline const K_EXEC: u32 = 2;
+@inline const K_USER: u32 = 4;
+
+// x86-64 entry bits (REFERENCE.md section 2).
+@inline const P: u64 = 1;
+@inline const RW: u64 = 2;
+@inline const US: u64 = 4;
+@inline const A: u64 = 0x20;
+@inline const D: u64 = 0x40;
+@inline const PS: u64 = 0x80;
+@inline const NX: u64 = 0x8000000000000000;
+@inline const ADDR: u64 = 0x000ffffffffff000;
+// EPT entry bits.
+@inline const EPT_R: u64 = 1;
+@inline const EPT_W: u64 = 2;
+@inline const EPT_X: u64 = 4;
+@inline const EPT_LARGE: u64 = 0x80;
+@inline const EPT_A: u64 = 0x100;
+@inline const EPT_D: u64 = 0x200;
+
+@inline const ENTRY: usize = 32;
+
+// Log record (24 bytes): what u32 (dimension<<8 | level), pad u32, address u64, entry u64.
+@inline const LOG_BYTES: usize = 24;
+
+// ---------------------------------------------------------------------------
+// Set-associative caches with true LRU (a stamp per entry, evict the oldest).
+
+@inline
+function tick(ctx: usize): u64 {
+  const t = load<u64>(ctx + C_CLOCK) + 1;
+  store<u64>(ctx + C_CLOCK, t);
+  return t;
+}
+
+/** Whether cache `id` has any entries. */
+@inline
+function present(ctx: usize, id: u32): bool {
+  return load<u32>(ctx + C_CACHES + (<usize>id << 4), 4) != 0;
+}
+
+/** Looks `key` up in cache `id`; returns the entry's address or 0. */
+@inline
+function lookup(ctx: usize, id: u32, key: u64, index: u64): usize {
+  const desc = ctx + C_CACHES + (<usize>id << 4);
+  const sets = load<u32>(desc, 4);
+  if (sets == 0) return 0;
+  const ways = load<u32>(desc, 8);
+  const set = <usize>load<u32>(desc) + <usize>(<u32>(index % <u64>sets) * ways) * ENTRY;
+  for (let w: u32 = 0; w < ways; w++) {
+    const e = set + <usize>w * ENTRY;
+    if (load<u64>(e) == key) {
+      store<u64>(e, tick(ctx), 16);
+      return e;
+    }
+  }
+  return 0;
+}
+
+/** Inserts (or refreshes) `key -> value` in cache `id`, if it has entries. */
+@inline
+function insert(ctx: usize, id: u32, key: u64, index: u64, value: u64): void {
+  // Checked here so that absent caches cost a load, not a call.
+  if (present(ctx, id)) insertInto(ctx, id, key, index, value);
+}
+
+/** Inserts (or refreshes) `key -> value` in cache `id`, evicting the LRU way. */
+function insertInto(ctx: usize, id: u32, key: u64, index: u64, value: u64): void {
+  const desc = ctx + C_CACHES + (<usize>id << 4);
+  const sets = load<u32>(desc, 4);
+  if (sets == 0) return;
+  const ways = load<u32>(desc, 8);
+  const set = <usize>load<u32>(desc) + <usize>(<u32>(index % <u64>sets) * ways) * ENTRY;
+  let victim = set;
+  let oldest: u64 = 0xffffffffffffffff;
+  for (let w: u32 = 0; w < ways; w++) {
+    const e = set + <usize>w * ENTRY;
+    const k = load<u64>(e);
+    if (k == key) {
+      victim = e;
+      break;
+    }
+    const s = k == 0 ? 0 : load<u64>(e, 16);
+    if (s < oldest) {
+      oldest = s;
+      victim = e;
+    }
+  }
+  store<u64>(victim, key);
+  store<u64>(victim, value, 8);
+  store<u64>(victim, tick(ctx), 16);
+}
+
+/** Empties cache `id` (all address spaces). */
+function clearCache(ctx: usize, id: u32): void {
+  const desc = ctx + C_CACHES + (<usize>id << 4);
+  const n = load<u32>(desc, 4) * load<u32>(desc, 8);
+  const base = <usize>load<u32>(desc);
+  for (let i: u32 = 0; i < n; i++) store<u64>(base + <usize>i * ENTRY, 0);
+}
+
+/** Empties the entries of cache `id` whose key carries address-space tag `asid`. */
+function clearTagged(ctx: usize, id: u32, asid: u64): void {
+  const desc = ctx + C_CACHES + (<usize>id << 4);
+  const n = load<u32>(desc, 4) * load<u32>(desc, 8);
+  const base = <usize>load<u32>(desc);
+  for (let i: u32 = 0; i < n; i++) {
+    const e = base + <usize>i * ENTRY;
+    if (((load<u64>(e) >>> 1) & 0x7fff) == asid) store<u64>(e, 0);
+  }
+}
+
+// Keys: (number << 16) | (asid << 1) | 1, never 0.
+@inline
+function tagKey(n: u64, asid: u64): u64 {
+  return (n << 16) | (asid << 1) | 1;
+}
+
+// ---------------------------------------------------------------------------
+// Physical reads through the window.
+
+/** Memory address of host-physical `hpa`, or 0 when it has no bytes. */
+@inline
+function phys(ctx: usize, hpa: u64): usize {
+  const off = hpa - load<u64>(ctx + C_WINDOW_BASE);
+  if (off >= load<u64>(ctx + C_WINDOW_BYTES)) return 0;
+  return <usize>load<u32>(ctx + C_ARENA) + <usize>off;
+}
+
+function logRef(ctx: usize, dim: u32, level: u32, addr: u64, entry: u64): void {
+  const log = <usize>load<u32>(ctx + C_LOG);
+  const n = load<u32>(ctx + C_LOG_LEN);
+  if (n >= load<u32>(ctx + C_LOG_CAP)) return;
+  const r = log + <usize>n * LOG_BYTES;
+  store<u32>(r, (dim << 8) | level);
+  store<u32>(r, 0, 4);
+  store<u64>(r, addr, 8);
+  store<u64>(r, entry, 16);
+  store<u32>(ctx + C_LOG_LEN, n + 1);
+}
+
+@inline
+function count(ctx: usize, at: usize): void {
+  store<u64>(ctx + at, load<u64>(ctx + at) + 1);
+}
+
+function fault(ctx: usize, code: u32, level: u32, addr: u64): u32 {
+  store<u32>(ctx + C_FAULT_CODE, code);
+  store<u32>(ctx + C_FAULT_LEVEL, level);
+  store<u64>(ctx + C_FAULT_ADDR, addr);
+  return code;
+}
+
+// ---------------------------------------------------------------------------
+// The host dimension: guest-physical to host-physical through EPT.
+
+// Set by hostTranslate: the host-physical address and the host page size code.
+// (Kept in the context, not a global: kernels hold no mutable static state.)
+
+/**
+ * Translates guest-physical `gpa` to host-physical through the nested TLB,
+ * the host page-walk caches and the EPT. Writes the result at C_RESULT (hPA)
+ * and C_RESULT_SIZE (0 4K, 1 2M, 2 1G); returns a fault code.
+ */
+@inline
+function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
+  const gfn = gpa >>> 12;
+  if (present(ctx, T_NTLB)) {
+    count(ctx, C_NTLB_LOOKUPS);
+    const hit = lookup(ctx, T_NTLB, gfn + 1, gfn);
+    if (hit != 0) {
+      count(ctx, C_NTLB_HITS);
+      const v = load<u64>(hit, 8);
+      store<u64>(ctx + C_RESULT, (v & ADDR) | (gpa & 0xfff));
+      store<u32>(ctx + C_RESULT_SIZE, <u32>(v & 3));
+      return OK;
+    }
+  }
+  const m = load<u32>(ctx + C_HLEVELS);
+  const flags = load<u32>(ctx + C_FLAGS);
+  let table = load<u64>(ctx + C_EPT_ROOT) & ADDR;
+  let level = m;
+  // Page-walk caches of the host dimension: the lowest level that hits wins.
+  for (let l: u32 = 2; l <= m; l++) {
+    if (!present(ctx, T_PWC_H + l - 2)) continue;
+    const tag = gpa >>> (12 + 9 * (l - 1));
+    count(ctx, C_PWC_HOST_LOOKUPS);
+    const e = lookup(ctx, T_PWC_H + l - 2, tag + 1, tag);
+    if (e != 0) {
+      count(ctx, C_PWC_HOST_HITS);
+      table = load<u64>(e, 8);
+      level = l - 1;
+      break;
+    }
+  }
+  // The window, read once per walk rather than once per reference.
+  const windowBase = load<u64>(ctx + C_WINDOW_BASE);
+  const windowBytes = load<u64>(ctx + C_WINDOW_BYTES);
+  const arena = <usize>load<u32>(ctx + C_ARENA);
+  const logging = load<u32>(ctx + C_LOG) != 0;
+  const byLevel = (flags & FLAG_LEVEL_REFS) != 0;
+  let refs: u64 = 0;
+  let code = OK;
+  for (;;) {
+    const at = table + (((gpa >>> (12 + 9 * (level - 1))) & 511) << 3);
+    const off = at - windowBase;
+    if (off >= windowBytes) {
+      code = fault(ctx, FAULT_BAD_TABLE, level, at);
+      break;
+    }
+    const p = arena + <usize>off;
+    const entry = load<u64>(p);
+    refs++;
+    if (byLevel) count(ctx, C_LEVEL_REFS + 40 + (<usize>(level - 1) << 3));
+    if (logging) logRef(ctx, 1, level, at, entry);
+    if ((entry & (EPT_R | EPT_W | EPT_X)) == 0) {
+      code = fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
+      break;
+    }
+    // Write-only or write+execute without read is a misconfiguration (SDM 28.2.3.1).
+    if ((entry & (EPT_R | EPT_W)) == EPT_W) {
+      code = fault(ctx, FAULT_EPT_MISCONFIG, level, gpa);
+      break;
+    }
+    const large = level > 1 && (entry & EPT_LARGE) != 0;
+    if (large && level > 3) {
+      code = fault(ctx, FAULT_EPT_MISCONFIG, level, gpa);
+      break;
+    }
+    if (level == 1 || large) {
+      if (write && (entry & EPT_W) == 0) {
+        code = fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
+        break;
+      }
+      if (flags & FLAG_EPT_AD) {
+        const want = entry | EPT_A | (write ? EPT_D : 0);
+        if (want != entry) store<u64>(p, want);
+      }
+      const size: u64 = <u64>(level - 1);
+      const pageMask: u64 = ((<u64>1) << (12 + 9 * size)) - 1;
+      const hpa = (entry & ADDR & ~pageMask) | (gpa & pageMask);
+      store<u64>(ctx + C_RESULT, hpa);
+      store<u32>(ctx + C_RESULT_SIZE, <u32>size);
+      // The nested TLB caches gPA -> hPA at 4 KiB granularity, with the host size.
+      insert(ctx, T_NTLB, gfn + 1, gfn, (hpa & ADDR) | size);
+      break;
+    }
+    if (flags & FLAG_EPT_AD && (entry & EPT_A) == 0) store<u64>(p, entry | EPT_A);
+    table = entry & ADDR;
+    const tag = gpa >>> (12 + 9 * (level - 1));
+    // Cache this entry: it names the table of level - 1 for this gPA prefix.
+    insert(ctx, T_PWC_H + level - 2, tag + 1, tag, table);
+    level--;
+  }
+  store<u64>(ctx + C_REFS, load<u64>(ctx + C_REFS) + refs);
+  store<u64>(ctx + C_HOST_REFS, load<u64>(ctx + C_HOST_REFS) + refs);
+  return code;
+}
+
+// ---------------------------------------------------------------------------
+// The guest dimension (native, nested, or over shadow tables).
+
+/**
+ * Walks the x86-64 tables from the root for `va`. In nested mode every table
+ * gPA and the final gPA go through the host dimension. Returns a fault code;
+ * on success C_RESULT holds the hPA and C_RESULT_SIZE the TLB page size, and
+ * the returned permissions are kept at C_RESULT + 12 (u32 bits W, U, NX).
+ */
+function walk(ctx: usize, va: u64, kind: u32): u32 {
+  const mode = load<u32>(ctx + C_MODE);
+  const n = load<u32>(ctx + C_GLEVELS);
+  const flags = load<u32>(ctx + C_FLAGS);
+  const asid = <u64>load<u32>(ctx + C_ASID);
+  const write = (kind & K_WRITE) != 0;
+  const nested = mode == MODE_NESTED;
+  count(ctx, C_WALKS);
+  let table = load<u64>(ctx + C_ROOT) & ADDR;
+  let level = n;
+  let perms: u64 = RW | US; // AND of R/W and U/S, OR of NX (kept in bit 63)
+  // Paging-structure caches (guest dimension), tagged by address space.
+  for (let l: u32 = 2; l <= n; l++) {
+    if (!present(ctx, T_PWC_G + l - 2)) continue;
+    const tag = va >>> (12 + 9 * (l - 1));
+    count(ctx, C_PWC_GUEST_LOOKUPS);
+    const e = lookup(ctx, T_PWC_G + l - 2, tagKey(tag, asid), tag);
+    if (e != 0) {
+      count(ctx, C_PWC_GUEST_HITS);
+      const v = load<u64>(e, 8);
+      table = v & ADDR;
+      perms = v & (RW | US | NX);
+      level = l - 1;
+      break;
+    }
+  }
+  const delta = load<u64>(ctx + C_NATIVE_DELTA);
+  for (;;) {
+    const shift = 12 + 9 * (level - 1);
+    const at = table + (((va >>> shift) & 511) << 3);
+    let hat: u64 = at;
+    if (nested) {
+      const f = hostTranslate(ctx, at, false);
+      if (f != OK) return f;
+      hat = load<u64>(ctx + C_RESULT);
+    } else if (mode == MODE_NATIVE) {
+      hat = at + delta;
+    }
+    const p = phys(ctx, hat);
+    if (p == 0) return fault(ctx, FAULT_BAD_TABLE, level, hat);
+    const entry = load<u64>(p);
+    count(ctx, C_REFS);
+    count(ctx, C_GUEST_REFS);
+    if (flags & FLAG_LEVEL_REFS) count(ctx, C_LEVEL_REFS + (<usize>(level - 1) << 3));
+    if (load<u32>(ctx + C_LOG) != 0) logRef(ctx, 0, level, at, entry);
+    if ((entry & P) == 0) return fault(ctx, FAULT_GUEST_NOT_PRESENT, level, va);
+    perms = (perms & (entry | NX) & (RW | US | NX)) | (entry & NX);
+    const large = level > 1 && (entry & PS) != 0;
+    if (large && level > 3) return fault(ctx, FAULT_GUEST_RESERVED, level, va);
+    if (level == 1 || large) {
+      if (write && (perms & RW) == 0) return fault(ctx, FAULT_GUEST_PROTECTION, level, va);
+      if ((kind & K_USER) != 0 && (perms & US) == 0) {
+        return fault(ctx, FAULT_GUEST_PROTECTION, level, va);
+      }
+      if ((kind & K_EXEC) != 0 && (perms & NX) != 0) {
+        return fault(ctx, FAULT_GUEST_PROTECTION, level, va);
+      }
+      if (flags & FLAG_SET_AD) {
+        const want = entry | A | (write ? D : 0);
+        if (want != entry) store<u64>(p, want);
+      }
+      const gsize: u32 = level - 1;
+      const pageMask: u64 = ((<u64>1) << (12 + 9 * <u64>gsize)) - 1;
+      // A 4 KiB leaf's bit 7 is PAT, and bit 12 of a large leaf is PAT: not address.
+      const frame = gsize == 0 ? entry & ADDR : entry & ADDR & ~pageMask;
+      const gpa = frame | (va & pageMask);
+      let size = gsize;
+      if (nested) {
+        const f = hostTranslate(ctx, gpa, write);
+        if (f != OK) return f;
+        const hsize = load<u32>(ctx + C_RESULT_SIZE);
+        // The TLB holds the smaller of the two page sizes (the "splintering").
+        if (hsize < size) size = hsize;
+      } else {
+        store<u64>(ctx + C_RESULT, gpa);
+      }
+      store<u32>(ctx + C_RESULT_SIZE, size);
+      // TLB permission bits: 0 W, 1 U, 2 NX.
+      const w = <u32>((perms & RW) >>> 1);
+      const u = <u32>((perms & US) >>> 1);
+      const x = <u32>(perms >>> 63) << 2;
+      store<u32>(ctx + C_PERMS, w | u | x);
+      return OK;
+    }
+    if (flags & FLAG_SET_AD && (entry & A) == 0) store<u64>(p, entry | A);
+    table = entry & ADDR;
+    const tag = va >>> (12 + 9 * (level - 1));
+    insert(ctx, T_PWC_G + level - 2, tagKey(tag, asid), tag, table | (perms & (RW | US | NX)));
+    level--;
+  }
+  return OK;
+}
+
+// ---------------------------------------------------------------------------
+// TLB lookup and fill.
+
+@inline
+function tlbCheck(value: u64, kind: u32): bool {
+  // value bits: 0 W, 1 U, 2 NX
+  if ((kind & K_WRITE) != 0 && (value & 1) == 0) return false;
+  if ((kind & K_USER) != 0 && (value & 2) == 0) return false;
+  if ((kind & K_EXEC) != 0 && (value & 4) != 0) return false;
+  return true;
+}
+
+/** Looks `va` up in the TLBs; returns the entry value, or 0 on a miss. */
+@inline
+function tlbLookup(ctx: usize, va: u64, asid: u64): u64 {
+  const v4 = va >>> 12;
+  let e = lookup(ctx, T_L1_4K, tagKey(v4, asid), v4);
+  if (e != 0) {
+    count(ctx, C_L1_HITS);
+    return load<u64>(e, 8);
+  }
+  const v2 = va >>> 21;
+  e = lookup(ctx, T_L1_2M, tagKey(v2, asid), v2);
+  if (e != 0) {
+    count(ctx, C_L1_HITS);
+    return load<u64>(e, 8);
+  }
+  const v1 = va >>> 30;
+  e = lookup(ctx, T_L1_1G, tagKey(v1, asid), v1);
+  if (e != 0) {
+    count(ctx, C_L1_HITS);
+    return load<u64>(e, 8);
+  }
+  // The unified second level: 4 KiB and 2 MiB keys differ in bit 15 of the key.
+  e = lookup(ctx, T_L2, tagKey(v4 << 2, asid), v4);
+  if (e == 0) e = lookup(ctx, T_L2, tagKey((v2 << 2) | 1, asid), v2);
+  if (e == 0) e = lookup(ctx, T_L2_1G, tagKey(v1, asid), v1);
+  if (e != 0) {
+    count(ctx, C_L2_HITS);
+    const v = load<u64>(e, 8);
+    fillL1(ctx, va, asid, v);
+    return v;
+  }
+  return 0;
+}
+
+function fillL1(ctx: usize, va: u64, asid: u64, v: u64): void {
+  let size = <u32>((v >>> 3) & 3);
+  const flags = load<u32>(ctx + C_FLAGS);
+  if (size == 2 && (flags & FLAG_1G_AS_2M) != 0) {
+    // No 1 GiB TLB: keep the 2 MiB fragment that holds va.
+    size = 1;
+    v = (v & ~(<u64>0x3fe00000 | 0x18)) | (va & 0x3fe00000) | 8;
+  }
+  if (size == 0) insert(ctx, T_L1_4K, tagKey(va >>> 12, asid), va >>> 12, v);
+  else if (size == 1) insert(ctx, T_L1_2M, tagKey(va >>> 21, asid), va >>> 21, v);
+  else insert(ctx, T_L1_1G, tagKey(va >>> 30, asid), va >>> 30, v);
+}
+
+function tlbFill(ctx: usize, va: u64, asid: u64, hpa: u64, size: u32, perms: u32): u64 {
+  const pageMask: u64 = ((<u64>1) << (12 + 9 * <u64>size)) - 1;
+  // Bit 5 marks a valid value, so that a frame at hPA 0 is never read as a miss.
+  const v = (hpa & ~pageMask) | <u64>perms | (<u64>size << 3) | 0x20;
+  const flags = load<u32>(ctx + C_FLAGS);
+  if (size == 0) insert(ctx, T_L2, tagKey((va >>> 12) << 2, asid), va >>> 12, v);
+  else if (size == 1 && (flags & FLAG_L2_2M) != 0) insert(ctx, T_L2, tagKey(((va >>> 21) << 2) | 1, asid), va >>> 21, v);
+  else if (flags & FLAG_L2_1G) insert(ctx, T_L2_1G, tagKey(va >>> 30, asid), va >>> 30, v);
+  fillL1(ctx, va, asid, v);
+  return v;
+}
+
+/** One translation: TLBs, then a walk. Leaves the hPA at C_RESULT. */
+@inline
+function translateOne(ctx: usize, va: u64, kind: u32): u32 {
+  const asid = <u64>load<u32>(ctx + C_ASID);
+  const v = tlbLookup(ctx, va, asid);
+  if (v != 0 && tlbCheck(v, kind)) {
+    const size = (v >>> 3) & 3;
+    const pageMask: u64 = ((<u64>1) << (12 + 9 * size)) - 1;
+    store<u64>(ctx + C_RESULT, (v & ADDR & ~pageMask) | (va & pageMask));
+    return OK;
+  }
+  // A miss, or a hit whose permissions refuse the access (for example a write
+  // to an entry cached read-only): walk, as the hardware re-walks.
+  const f = walk(ctx, va, kind);
+  if (f != OK) return f;
+  const hpa = load<u64>(ctx + C_RESULT);
+  tlbFill(ctx, va, asid, hpa, load<u32>(ctx + C_RESULT_SIZE), load<u32>(ctx + C_PERMS));
+  return OK;
+}
+
+// ---------------------------------------------------------------------------
+// Exports.
+
+/**
+ * Translates trace records `from` to `to` (exclusive) of the trace at `trace`
+ * (u64 records: virtual page address | access kind in the low 12 bits).
+ * Returns the index where it stopped: `to` when every record translated, or
+ * the record that faulted (its fault is in the context). Adds each hPA to the
+ * context's checksum.
+ */
+export function run(ctx: usize, trace: usize, from: u32, to: u32): u32 {
+  let sum = load<u64>(ctx + C_SUM);
+  let accesses = load<u64>(ctx + C_ACCESSES);
+  for (let i = from; i < to; i++) {
+    const rec = load<u64>(trace + (<usize>i << 3));
+    const kind = <u32>(rec & 0xfff);
+    const va = rec & 0xfffffffffffff000;
+    const f = translateOne(ctx, va, kind);
+    if (f != OK) {
+      store<u32>(ctx + C_FAULT_INDEX, i);
+      store<u32>(ctx + C_FAULT_KIND, kind);
+      store<u64>(ctx + C_SUM, sum);
+      store<u64>(ctx + C_ACCESSES, accesses);
+      return i;
+    }
+    accesses++;
+    sum += load<u64>(ctx + C_RESULT);
+  }
+  store<u64>(ctx + C_SUM, sum);
+  store<u64>(ctx + C_ACCESSES, accesses);
+  return to;
+}
+
+/**
+ * Translates one address (given as two u32 halves). Returns the fault code
+ * (0 on success, the hPA then at context byte 224).
+ */
+export function translate(ctx: usize, vaLow: u32, vaHigh: u32, kind: u32): u32 {
+  const va = ((<u64>vaHigh << 32) | <u64>vaLow) & 0xfffffffffffff000;
+  const f = translateOne(ctx, va, kind);
+  if (f == OK) {
+    const r = load<u64>(ctx + C_RESULT);
+    store<u64>(ctx + C_RESULT, r | (<u64>vaLow & 0xfff));
+  } else {
+    store<u32>(ctx + C_FAULT_INDEX, 0);
+    store<u32>(ctx + C_FAULT_KIND, kind);
+  }
+  return f;
+}
+
+/**
+ * INVLPG: drops `va`'s TLB entries of every size in the current address space,
+ * and the current address space's guest page-walk caches.
+ */
+export function invalidatePage(ctx: usize, vaLow: u32, vaHigh: u32): void {
+  const va = (<u64>vaHigh << 32) | <u64>vaLow;
+  const asid = <u64>load<u32>(ctx + C_ASID);
+  dropKey(ctx, T_L1_4K, tagKey(va >>> 12, asid), va >>> 12);
+  dropKey(ctx, T_L1_2M, tagKey(va >>> 21, asid), va >>> 21);
+  dropKey(ctx, T_L1_1G, tagKey(va >>> 30, asid), va >>> 30);
+  dropKey(ctx, T_L2, tagKey((va >>> 12) << 2, asid), va >>> 12);
+  dropKey(ctx, T_L2, tagKey(((va >>> 21) << 2) | 1, asid), va >>> 21);
+  dropKey(ctx, T_L2_1G, tagKey(va >>> 30, asid), va >>> 30);
+  for (let id = T_PWC_G; id < T_PWC_H; id++) clearTagged(ctx, id, asid);
+}
+
+function dropKey(ctx: usize, id: u32, key: u64, index: u64): void {
+  const e = lookup(ctx, id, key, index);
+  if (e != 0) store<u64>(e, 0);
+}
+
+/**
+ * Flushes caches. `what` bits: 1 TLBs and guest page-walk caches of the
+ * current address space, 2 the same for every address space, 4 the nested
+ * TLB and host page-walk caches (INVEPT), 8 the TLBs alone (every address
+ * space), keeping the page-walk caches.
+ */
+export function flush(ctx: usize, what: u32): void {
+  const asid = <u64>load<u32>(ctx + C_ASID);
+  for (let id = T_L1_4K; id < T_PWC_H; id++) {
+    if (what & 2) clearCache(ctx, id);
+    else if (what & 1) clearTagged(ctx, id, asid);
+  }
+  if (what & 4) {
+    for (let id = T_PWC_H; id <= T_NTLB; id++) clearCache(ctx, id);
+  }
+  if (what & 8) {
+    for (let id = T_L1_4K; id <= T_L2_1G; id++) clearCache(ctx, id);
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * Paging benchmarks: TLB-hit translations, cold two-dimensional walks (24
+ * references each) and lackey trace parsing, each beside its plain
+ * TypeScript peer in the same run. Every case is verified before it is timed.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { MemoryLayout } from "../src/memory/layout.js";
+import { MmuOracle } from "../src/oracle/paging.js";
+import { PagingMachine } from "../src/paging/machine.js";
+import { ACCESS, MmuContext } from "../src/paging/mmu.js";
+import { cpuPreset, type TranslationCaches, withoutCaches } from "../src/paging/presets.js";
+import { RecordBuffer, traceParser } from "../src/paging/trace.js";
+import { HEAP_BASE, QUIET } from "../src/paging/workload.js";
+import { packageRoot } from "../src/util/package-root.js";
+import { instantiateWalk } from "../src/wasm/walk.js";
+
+function assert(condition: boolean, message: string): void {
+  if (!condition) throw new Error(message);
+}
+
+const preset = cpuPreset("skylake-sp");
+
+/** A prefaulted SLAT machine with a working set of `pages` 4 KiB pages. */
+function machine(layout: MemoryLayout, name: string, caches: TranslationCaches, pages: number) {
+  const tables = 16 * 2 ** 20;
+  return new PagingMachine(
+    layout.memory,
+    instantiateWalk(layout.memory),
+    {
+      arena: layout.allocate(`${name} tables`, tables * 3, 4096).toDescriptor(),
+      mmu: MmuContext.regions(layout, name, caches),
+    },
+    {
+      config: { label: name, mode: "slat", guestPageSize: "4K", hostBacking: "4K", unsync: false },
+      caches,
+      cost: preset.cost,
+      guestLevels: 4,
+      hostLevels: 4,
+      guestBytes: 8 * 2 ** 30,
+      guestTableBytes: tables,
+      hostTableBytes: tables * 2,
+      workingSetBytes: pages * 4096,
+      activity: QUIET,
+      seed: 1,
+      prefault: true,
+    },
+  );
+}
+
+/** Trace records over `pages` pages: `count` records, page i * step mod pages. */
+function records(
+  layout: MemoryLayout,
+  name: string,
+  count: number,
+  pages: number,
+  scatter: boolean,
+) {
+  const region = layout.allocate(name, count * 8);
+  const words = new Uint32Array(layout.memory.buffer, region.offset, count * 2);
+  let x = 12345;
+  for (let i = 0; i < count; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    const page = scatter ? x % pages : i % pages;
+    const va = HEAP_BASE + page * 4096;
+    words[2 * i] = ((va % 2 ** 32) | ACCESS.user | (i % 5 === 0 ? ACCESS.write : 0)) >>> 0;
+    words[2 * i + 1] = Math.floor(va / 2 ** 32);
+  }
+  return { offset: region.offset, words };
+}
+
+/** The naive lackey parser a user would write: split lines, a regular expression, parseInt. */
+function naiveLackey(text: string): { count: number; sum: number } {
+  let count = 0;
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = /^(I | L| S| M) ([0-9a-fA-F]+),(\d+)$/.exec(line);
+    if (!m) continue;
+    const page = Math.floor(Number.parseInt(m[2] as string, 16) / 4096);
+    const n = m[1] === " M" ? 2 : 1;
+    count += n;
+    sum = (sum + page * n) % 2 ** 32;
+  }
+  return { count, sum };
+}
+
+function hvlabLackey(bytes: Uint8Array, out: RecordBuffer): { count: number; sum: number } {
+  const parser = traceParser("bench.lackey", "lackey");
+  out.clear();
+  // Stream in 1 MiB chunks, as a file would arrive.
+  for (let at = 0; at < bytes.length; at += 1 << 20)
+    parser.push(bytes.subarray(at, at + (1 << 20)), out);
+  parser.end(out);
+  let sum = 0;
+  for (let i = 0; i < out.count; i++) {
+    const page = (out.words[2 * i + 1] as number) * 2 ** 20 + ((out.words[2 * i] as number) >>> 12);
+    sum = (sum + page) % 2 ** 32;
+  }
+  return { count: out.count, sum };
+}
+
+export const suite: BenchSuite = {
+  name: "paging",
+  description: "TLB-hit translations, cold 2D walks, lackey parsing",
+  async setup({ quick }) {
+    const cases: BenchCase[] = [];
+
+    // --- TLB hits -------------------------------------------------------------
+    const hitCount = quick ? 20_000 : 500_000;
+    const hitPages = 32; // inside the 64-entry L1 DTLB: every access hits
+    const hitLayout = new MemoryLayout();
+    const hitMachine = machine(hitLayout, "hits", preset.caches, hitPages);
+    const hitTrace = records(hitLayout, "hit trace", hitCount, hitPages, false);
+    const oracleHitCount = Math.min(hitCount, 100_000);
+    const oracleMachine = machine(hitLayout, "hits oracle", preset.caches, hitPages);
+    const hitOracle = new MmuOracle(oracleMachine.mmu);
+    hitMachine.mmu.run(hitTrace.offset, 0, hitPages); // warm
+    hitOracle.run(hitTrace.words, hitPages);
+    cases.push({
+      case: "translations with TLB hits (SLAT 4x4, 4 KiB, L1 DTLB)",
+      opsPerCall: hitCount,
+      verify: () => {
+        hitMachine.mmu.resetCounters();
+        const stop = hitMachine.mmu.run(hitTrace.offset, 0, oracleHitCount);
+        const c = hitMachine.mmu.counters();
+        assert(stop === oracleHitCount, "kernel faulted");
+        assert(
+          c.l1Hits === oracleHitCount && c.walks === 0,
+          `expected ${oracleHitCount} L1 hits, got ${c.l1Hits} and ${c.walks} walks`,
+        );
+        const before = hitOracle.checksum;
+        const o = hitOracle.run(hitTrace.words, oracleHitCount);
+        assert(o.done === oracleHitCount, "oracle faulted");
+        const oracleSum = (hitOracle.checksum - before) & 0xffff_ffff_ffff_ffffn;
+        assert(hitMachine.mmu.checksum === oracleSum, "kernel and oracle translate differently");
+      },
+      impls: [
+        { impl: "hvlab", fn: () => hitMachine.mmu.run(hitTrace.offset, 0, hitCount) },
+        {
+          impl: "oracle (TypeScript, one access at a time)",
+          fn: () => {
+            // The oracle does a fraction of the work per call; scaled to the same op count below.
+            for (let done = 0; done < hitCount; done += oracleHitCount) {
+              hitOracle.run(hitTrace.words, Math.min(oracleHitCount, hitCount - done));
+            }
+          },
+        },
+      ],
+    });
+
+    // --- cold 2D walks ------------------------------------------------------
+    const walkCount = quick ? 2_000 : 100_000;
+    const walkPages = 16_384; // 64 MiB working set
+    const walkLayout = new MemoryLayout();
+    const cold = withoutCaches(preset.caches);
+    const walkMachine = machine(walkLayout, "walks", cold, walkPages);
+    const walkTrace = records(walkLayout, "walk trace", walkCount, walkPages, true);
+    const oracleWalkMachine = machine(walkLayout, "walks oracle", cold, walkPages);
+    const walkOracle = new MmuOracle(oracleWalkMachine.mmu);
+    cases.push({
+      case: "full 2D walks, cold caches (SLAT 4x4: 24 references each)",
+      opsPerCall: walkCount,
+      verify: () => {
+        walkMachine.mmu.resetCounters();
+        const stop = walkMachine.mmu.run(walkTrace.offset, 0, walkCount);
+        const c = walkMachine.mmu.counters();
+        assert(stop === walkCount, "kernel faulted");
+        assert(
+          c.walks === walkCount && c.references === 24 * walkCount,
+          `expected ${24 * walkCount} references, got ${c.references}`,
+        );
+        const n = Math.min(walkCount, 20_000);
+        walkMachine.mmu.resetCounters();
+        walkMachine.mmu.run(walkTrace.offset, 0, n);
+        const o = walkOracle.run(walkTrace.words, n);
+        assert(
+          o.done === n && walkOracle.counters.references === 24 * n,
+          "oracle disagrees on references",
+        );
+        assert(
+          walkOracle.checksum === walkMachine.mmu.checksum,
+          "kernel and oracle translate differently",
+        );
+      },
+      impls: [
+        { impl: "hvlab", fn: () => walkMachine.mmu.run(walkTrace.offset, 0, walkCount) },
+        {
+          impl: "oracle (TypeScript, one access at a time)",
+          fn: () => walkOracle.run(walkTrace.words, walkCount),
+        },
+      ],
+    });
+
+    // --- lackey parsing -----------------------------------------------------
+    const fixture = gunzipSync(
+      readFileSync(join(packageRoot(), "test", "fixtures", "touch.lackey.gz")),
+    );
+    // Quick runs parse the first 256 KiB (cut at a line end); full runs 4 copies of the whole trace.
+    const copies = quick ? 1 : 4;
+    const one = quick ? fixture.subarray(0, fixture.indexOf(10, 256 * 1024) + 1) : fixture;
+    const bytes = new Uint8Array(one.length * copies);
+    for (let i = 0; i < copies; i++) bytes.set(one, i * one.length);
+    const text = Buffer.from(bytes).toString("latin1");
+    const out = new RecordBuffer(1 << 20);
+    cases.push({
+      case: `lackey parsing (${(bytes.length / 2 ** 20).toFixed(1)} MiB of a real program's trace)`,
+      bytesPerOp: bytes.length,
+      verify: () => {
+        const ours = hvlabLackey(bytes, out);
+        const theirs = naiveLackey(text);
+        assert(
+          ours.count > 0 && ours.count === theirs.count,
+          `hvlab ${ours.count} records, naive ${theirs.count}`,
+        );
+        assert(ours.sum === theirs.sum, "hvlab and the naive parser read different pages");
+      },
+      impls: [
+        { impl: "hvlab", fn: () => hvlabLackey(bytes, out) },
+        { impl: "naive (split + RegExp + parseInt)", fn: () => naiveLackey(text) },
+      ],
+    });
+
+    return { cases, teardown: async () => {} };
+  },
+};

@@ -1,0 +1,457 @@
+import { Region, type RegionDescriptor } from "../memory/region.js";
+import type { WalkExports } from "../wasm/walk.js";
+import { priceRun, type TranslationCycles } from "./cost.js";
+import { PAGE_BYTES, type PageSize } from "./entry.js";
+import { PagingError } from "./errors.js";
+import { EXIT_REASONS, type ExitCounters, type ExitReason, emptyExitCounters } from "./exits.js";
+import { GuestOs, type GuestProcess, type Vma } from "./guest-os.js";
+import { HardwarePaging } from "./hardware.js";
+import { HostMemory } from "./host.js";
+import {
+  ACCESS,
+  type Fault,
+  MmuContext,
+  type MmuContextDescriptor,
+  type MmuCounters,
+} from "./mmu.js";
+import { HOST_BASE, PhysicalWindow } from "./physical.js";
+import type { CostModel, TranslationCaches } from "./presets.js";
+import { SeededRandom } from "./random.js";
+import { ShadowMmu } from "./shadow.js";
+import { HEAP_BASE, type OsActivity } from "./workload.js";
+
+/** How the guest's memory is translated. */
+export type PagingModeName = "native" | "shadow" | "slat";
+
+/** One configuration of a comparison. */
+export interface PagingConfig {
+  readonly label: string;
+  readonly mode: PagingModeName;
+  /** The page size of the guest's areas (4K pages, or the guest's large pages). */
+  readonly guestPageSize: PageSize;
+  /** SLAT: the EPT's leaf size. */
+  readonly hostBacking: PageSize;
+  /** Shadow: let leaf tables go unsync. */
+  readonly unsync: boolean;
+}
+
+/** The five configurations `hvlab paging compare` runs. */
+export function standardConfigs(largeHost: PageSize = "1G"): PagingConfig[] {
+  return [
+    { label: "native", mode: "native", guestPageSize: "4K", hostBacking: "4K", unsync: false },
+    { label: "shadow", mode: "shadow", guestPageSize: "4K", hostBacking: "4K", unsync: true },
+    { label: "slat-4k", mode: "slat", guestPageSize: "4K", hostBacking: "4K", unsync: false },
+    { label: "slat-2m", mode: "slat", guestPageSize: "4K", hostBacking: "2M", unsync: false },
+    {
+      label: "slat-large",
+      mode: "slat",
+      guestPageSize: "2M",
+      hostBacking: largeHost,
+      unsync: false,
+    },
+  ];
+}
+
+/** Everything a machine is built from (plain data: it crosses to pool workers). */
+export interface MachineOptions {
+  readonly config: PagingConfig;
+  readonly caches: TranslationCaches;
+  readonly cost: CostModel;
+  readonly guestLevels: 4 | 5;
+  readonly hostLevels: 4 | 5;
+  readonly guestBytes: number;
+  readonly guestTableBytes: number;
+  readonly hostTableBytes: number;
+  /** Synthetic: the working set at HEAP_BASE; null for a trace (the whole user address space is demand paged). */
+  readonly workingSetBytes: number | null;
+  readonly activity: OsActivity;
+  readonly seed: number;
+  /** Shadow: emulated writes that unshadow a page (KVM: 3). */
+  readonly floodThreshold?: number;
+  /**
+   * Synthetic: touch (write) every page of every process's working set first,
+   * then zero the counters: the run measures the steady state, not first touch.
+   */
+  readonly prefault?: boolean;
+  /**
+   * Dirty logging (as during live migration): the hypervisor write-protects
+   * guest memory and harvests the log this many times per second of guest
+   * time; each first write after a harvest exits. 0 or absent: off.
+   */
+  readonly dirtyLogHarvestsPerSecond?: number;
+  /** SLAT: EPT accessed and dirty flags (EPTP bit 6): walks set them in EPT entries. */
+  readonly eptAccessedDirty?: boolean;
+}
+
+/** Where a machine lives in the shared memory. */
+export interface MachineRegions {
+  readonly arena: RegionDescriptor;
+  readonly mmu: MmuContextDescriptor;
+}
+
+/** One configuration's results, as `hvlab paging compare` prints and writes them. */
+export interface PagingStats {
+  readonly label: string;
+  readonly mode: PagingModeName;
+  readonly guestPageSize: PageSize;
+  readonly hostBacking: PageSize | null;
+  readonly accesses: number;
+  readonly l1Hits: number;
+  readonly l2Hits: number;
+  readonly l1HitRate: number;
+  readonly l2HitRate: number;
+  readonly walks: number;
+  readonly references: number;
+  readonly referencesPerWalk: number;
+  readonly guestReferences: number;
+  readonly hostReferences: number;
+  readonly pwcGuestHits: number;
+  readonly pwcHostHits: number;
+  readonly nestedTlbHits: number;
+  readonly exits: Record<ExitReason, number>;
+  readonly totalExits: number;
+  readonly emulatedWrites: number;
+  /** Pages logged dirty under dirty logging. */
+  readonly dirtyLogged: number;
+  readonly resyncs: number;
+  readonly unshadowed: number;
+  readonly shadowPages: number;
+  readonly guestPageFaults: number;
+  readonly copyOnWrite: number;
+  readonly contextSwitches: number;
+  readonly cycles: TranslationCycles;
+  /** Sum of every translated address mod 2^64 (hex): the same guest translates alike. */
+  readonly checksum: string;
+}
+
+/** Trace words per record. */
+const WORDS = 2;
+const MAX_FAULTS_PER_ACCESS = 3;
+const MUNMAP_BYTES = 64 * 1024;
+
+type EventKind = "switch" | "update" | "fork" | "munmap" | "harvest";
+const EVENT_KINDS: readonly EventKind[] = ["switch", "update", "fork", "munmap", "harvest"];
+
+/**
+ * One configuration of the comparison: a guest OS over real page tables, a
+ * host (EPT) or a shadow MMU, and the translation hardware of a CPU preset,
+ * run over trace records with the guest's activity mixed in.
+ */
+export class PagingMachine {
+  readonly window: PhysicalWindow;
+  readonly mmu: MmuContext;
+  readonly os: GuestOs;
+  readonly host: HostMemory | null;
+  readonly shadow: ShadowMmu | null;
+  readonly exits: ExitCounters = emptyExitCounters();
+  private readonly processes: GuestProcess[] = [];
+  private readonly random: SeededRandom;
+  private readonly areas: Vma[];
+  private position = 0;
+  private readonly next: Record<EventKind, number>;
+  private readonly every: Record<EventKind, number>;
+  private running = 0;
+
+  constructor(
+    readonly memory: WebAssembly.Memory,
+    kernel: WalkExports,
+    regions: MachineRegions,
+    readonly options: MachineOptions,
+  ) {
+    const { config } = options;
+    this.random = new SeededRandom(options.seed);
+    this.window = new PhysicalWindow(memory, new Region(regions.arena), {
+      hostTableBytes: options.hostTableBytes,
+      guestTableBytes: options.guestTableBytes,
+    });
+    const tagged = options.caches.tagged;
+    this.mmu = new MmuContext(memory, kernel, regions.mmu, this.window, {
+      mode: config.mode === "slat" ? "nested" : config.mode,
+      guestLevels: options.guestLevels,
+      hostLevels: options.hostLevels,
+      caches: options.caches,
+      countByLevel: options.cost.referenceCyclesByLevel !== undefined,
+      eptAccessedDirty: options.eptAccessedDirty === true,
+    });
+    this.host = null;
+    this.shadow = null;
+    if (config.mode === "slat") {
+      this.host = new HostMemory(this.window, {
+        levels: options.hostLevels,
+        backing: config.hostBacking,
+        guestBytes: options.guestBytes,
+        dirtyLogging: (options.dirtyLogHarvestsPerSecond ?? 0) > 0,
+        accessedDirty: options.eptAccessedDirty === true,
+      });
+      this.mmu.setEptRoot(this.host.root);
+    } else if (config.mode === "native") {
+      this.mmu.setNativeDelta(HOST_BASE);
+    }
+    const hooks =
+      config.mode === "shadow"
+        ? new ShadowMmu(
+            this.window,
+            this.mmu,
+            {
+              levels: options.guestLevels,
+              unsync: config.unsync,
+              floodThreshold: options.floodThreshold ?? 3,
+              tagged,
+            },
+            this.exits,
+          )
+        : new HardwarePaging(this.mmu, tagged, this.exits);
+    if (hooks instanceof ShadowMmu) this.shadow = hooks;
+    this.os = new GuestOs(
+      this.window,
+      {
+        levels: options.guestLevels,
+        guestBytes: options.guestBytes,
+        tableZoneBytes: options.guestTableBytes,
+      },
+      hooks,
+    );
+    const ws = options.workingSetBytes;
+    this.areas = [
+      ws === null
+        ? {
+            start: 0,
+            end: 2 ** (options.guestLevels === 5 ? 56 : 47),
+            pageSize: config.guestPageSize,
+            writable: true,
+            executable: true,
+          }
+        : {
+            start: HEAP_BASE,
+            end: HEAP_BASE + Math.ceil(ws / 2 ** 30) * 2 ** 30,
+            pageSize: config.guestPageSize,
+            writable: true,
+            executable: false,
+          },
+    ];
+    const count = Math.max(1, options.activity.processes);
+    for (let i = 0; i < count; i++) this.processes.push(this.os.createProcess(this.areas));
+    const first = this.processes[0];
+    if (!first) throw new PagingError("no process");
+    this.os.switchTo(first);
+    const a = options.activity;
+    const interval = (rate: number) =>
+      rate > 0 ? Math.max(1, Math.round(a.accessesPerSecond / rate)) : Infinity;
+    this.every = {
+      switch: count > 1 ? interval(a.contextSwitchesPerSecond) : Infinity,
+      update: interval(a.pageTableUpdatesPerSecond),
+      fork: interval(a.forkExecPerSecond),
+      munmap: interval(a.munmapPerSecond),
+      harvest:
+        config.mode === "native" ? Infinity : interval(options.dirtyLogHarvestsPerSecond ?? 0),
+    };
+    this.next = { ...this.every };
+    if (options.prefault && ws !== null) this.prefault(ws);
+  }
+
+  /** Translates one address, servicing every fault on the way (guest, shadow, EPT). */
+  touch(va: number, kind: number): number {
+    for (let tries = 0; tries < 64; tries++) {
+      const r = this.mmu.translate(va, kind);
+      if ("hpa" in r) return r.hpa;
+      this.handle(r.fault);
+    }
+    throw new PagingError(`0x${va.toString(16)} keeps faulting`);
+  }
+
+  private prefault(ws: number): void {
+    const { config } = this.options;
+    // Every guest page, and every host page under it when SLAT backs it with smaller pages.
+    const step = Math.min(
+      PAGE_BYTES[config.guestPageSize],
+      config.mode === "slat" ? PAGE_BYTES[config.hostBacking] : Number.POSITIVE_INFINITY,
+    );
+    for (const process of this.processes) {
+      this.os.switchTo(process);
+      for (let off = 0; off < ws; off += step)
+        this.touch(HEAP_BASE + off, ACCESS.write | ACCESS.user);
+    }
+    const first = this.processes[0];
+    if (first) this.os.switchTo(first);
+    this.mmu.resetCounters();
+    for (const reason of EXIT_REASONS) this.exits.exits[reason] = 0;
+    this.exits.emulatedWrites = 0;
+    this.exits.resyncs = 0;
+    this.exits.unshadowed = 0;
+    this.exits.dirtyLogged = 0;
+    for (const key of Object.keys(this.os.counters) as (keyof typeof this.os.counters)[]) {
+      this.os.counters[key] = 0;
+    }
+  }
+
+  /** Records translated so far. */
+  get accesses(): number {
+    return this.position;
+  }
+
+  /**
+   * Runs `count` records at memory offset `trace`, applying the guest's
+   * scheduled activity between them. @throws PagingError when the guest
+   * cannot go on (a segmentation fault, memory exhausted, a corrupted table).
+   */
+  runRecords(trace: number, count: number): void {
+    let i = 0;
+    while (i < count) {
+      const kind = this.dueEvent();
+      const until =
+        kind === null ? count : Math.min(count, i + Math.max(0, this.next[kind] - this.position));
+      if (until > i) {
+        this.translateRange(trace, i, until);
+        this.position += until - i;
+        i = until;
+      }
+      if (kind !== null && this.position >= this.next[kind]) {
+        this.apply(kind, trace, Math.min(i, count - 1));
+        this.next[kind] += this.every[kind];
+      }
+    }
+  }
+
+  private dueEvent(): EventKind | null {
+    let best: EventKind | null = null;
+    for (const kind of EVENT_KINDS) {
+      if (this.next[kind] !== Infinity && (best === null || this.next[kind] < this.next[best]))
+        best = kind;
+    }
+    return best;
+  }
+
+  private translateRange(trace: number, from: number, to: number): void {
+    let at = from;
+    let repeats = 0;
+    let last = "";
+    while (at < to) {
+      const stop = this.mmu.run(trace, at, to);
+      if (stop >= to) return;
+      const fault = this.mmu.fault();
+      // The same fault on the same record again means its handler did not help.
+      const key = `${stop} ${fault.code} ${fault.level} ${fault.address}`;
+      repeats = key === last ? repeats + 1 : 0;
+      last = key;
+      if (repeats >= MAX_FAULTS_PER_ACCESS) {
+        throw new PagingError(
+          `record ${this.position + stop - from} at 0x${fault.address.toString(16)} keeps faulting (${fault.code} at level ${fault.level})`,
+        );
+      }
+      this.handle(fault);
+      at = stop;
+    }
+  }
+
+  private handle(fault: Fault): void {
+    switch (fault.code) {
+      case "guest-not-present":
+      case "guest-protection":
+      case "guest-reserved": {
+        const guestFault = this.shadow ? this.shadow.handleFault(this.os.current, fault) : fault;
+        if (guestFault) this.os.handleFault(guestFault);
+        return;
+      }
+      case "ept-violation": {
+        if (!this.host) throw new PagingError("EPT violation without EPT");
+        const reason = this.host.service(fault.address);
+        this.exits.exits[reason]++;
+        if (reason === "dirty-log") this.exits.dirtyLogged++;
+        return;
+      }
+      default:
+        throw new PagingError(
+          `${fault.code} at level ${fault.level}, address 0x${fault.address.toString(16)}: the tables are corrupted`,
+        );
+    }
+  }
+
+  private apply(kind: EventKind, trace: number, index: number): void {
+    const current = this.os.current;
+    const ws = this.options.workingSetBytes;
+    const here = () => {
+      const words = new Uint32Array(this.memory.buffer, trace + index * 8, WORDS);
+      return (words[1] ?? 0) * 2 ** 32 + (words[0] ?? 0) - ((words[0] ?? 0) % 4096);
+    };
+    switch (kind) {
+      case "switch": {
+        this.running = (this.running + 1) % this.processes.length;
+        const next = this.processes[this.running];
+        if (next) this.os.switchTo(next);
+        return;
+      }
+      case "update": {
+        const va = ws === null ? here() : HEAP_BASE + this.random.below(ws / 4096) * 4096;
+        this.os.trackWrites(current, va);
+        return;
+      }
+      case "fork": {
+        const child = this.os.fork(current);
+        this.os.exec(child, this.areas);
+        this.os.exit(child);
+        return;
+      }
+      case "harvest": {
+        // Clear the log, then flush what cached the writable translations (KVM flushes after write-protecting).
+        if (this.host) {
+          this.host.clearDirtyLog();
+          this.mmu.flushNested();
+        } else this.shadow?.clearDirtyLog();
+        this.mmu.flushAll();
+        return;
+      }
+      case "munmap": {
+        const va =
+          ws === null
+            ? here() - (here() % MUNMAP_BYTES)
+            : HEAP_BASE + this.random.below(Math.max(1, ws / MUNMAP_BYTES)) * MUNMAP_BYTES;
+        this.os.unmap(current, va, MUNMAP_BYTES);
+        return;
+      }
+    }
+  }
+
+  /** The hardware counters. */
+  counters(): MmuCounters {
+    return this.mmu.counters();
+  }
+
+  /** The results so far, priced with the cost model. */
+  stats(): PagingStats {
+    const c = this.mmu.counters();
+    const { config } = this.options;
+    const totalExits = EXIT_REASONS.reduce((sum, r) => sum + this.exits.exits[r], 0);
+    const lookups = c.l1Hits + c.l2Hits + c.walks;
+    return {
+      label: config.label,
+      mode: config.mode,
+      guestPageSize: config.guestPageSize,
+      hostBacking: config.mode === "slat" ? config.hostBacking : null,
+      accesses: c.accesses,
+      l1Hits: c.l1Hits,
+      l2Hits: c.l2Hits,
+      l1HitRate: lookups > 0 ? c.l1Hits / lookups : 0,
+      l2HitRate: c.l2Hits + c.walks > 0 ? c.l2Hits / (c.l2Hits + c.walks) : 0,
+      walks: c.walks,
+      references: c.references,
+      referencesPerWalk: c.walks > 0 ? c.references / c.walks : 0,
+      guestReferences: c.guestReferences,
+      hostReferences: c.hostReferences,
+      pwcGuestHits: c.pwcGuestHits,
+      pwcHostHits: c.pwcHostHits,
+      nestedTlbHits: c.nestedTlbHits,
+      exits: { ...this.exits.exits },
+      totalExits,
+      emulatedWrites: this.exits.emulatedWrites,
+      dirtyLogged: this.exits.dirtyLogged,
+      resyncs: this.exits.resyncs,
+      unshadowed: this.exits.unshadowed,
+      shadowPages: this.exits.shadowPages,
+      guestPageFaults: this.os.counters.pageFaults,
+      copyOnWrite: this.os.counters.copyOnWrite,
+      contextSwitches: this.os.counters.contextSwitches,
+      cycles: priceRun(c, this.exits, this.os.counters.pageFaults, this.options.cost),
+      checksum: this.mmu.checksum.toString(16),
+    };
+  }
+}

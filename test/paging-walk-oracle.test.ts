@@ -1,0 +1,99 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { MmuOracle } from "../src/oracle/paging.js";
+import { ACCESS } from "../src/paging/mmu.js";
+import { cpuPreset } from "../src/paging/presets.js";
+import { HEAP_BASE } from "../src/paging/workload.js";
+import { testMachine, writeTrace } from "./support/paging.js";
+
+const small = {
+  ...cpuPreset("skylake-sp").caches,
+  // Small caches so that evictions and LRU order matter in short traces.
+  l1: {
+    "4K": { entries: 8, ways: 2 },
+    "2M": { entries: 4, ways: 2 },
+    "1G": { entries: 2, ways: 2 },
+  },
+  l2: { entries: 24, ways: 3 },
+  pwcGuest: {
+    2: { entries: 4, ways: 2 },
+    3: { entries: 2, ways: 1 },
+    4: { entries: 1, ways: 1 },
+    5: null,
+  },
+  pwcHost: {
+    2: { entries: 4, ways: 4 },
+    3: { entries: 2, ways: 2 },
+    4: { entries: 1, ways: 1 },
+    5: null,
+  },
+  nestedTlb: { entries: 6, ways: 3 },
+};
+
+describe("walk kernel against its TypeScript oracle", () => {
+  it("counts and translates the same on random traces, in every mode and page size", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom("native", "shadow", "slat" as const),
+        fc.constantFrom("4K", "2M" as const),
+        fc.constantFrom("4K", "2M", "1G" as const),
+        fc.constantFrom(4, 5 as const),
+        fc.constantFrom(4, 5 as const),
+        fc.array(fc.record({ page: fc.nat(4095), write: fc.boolean() }), {
+          minLength: 1,
+          maxLength: 300,
+        }),
+        fc.nat(),
+        fc.boolean(),
+        (
+          mode,
+          guestPageSize,
+          hostBacking,
+          guestLevels,
+          hostLevels,
+          accesses,
+          skip,
+          countByLevel,
+        ) => {
+          const ws = 16 * 2 ** 20;
+          const make = () =>
+            testMachine({
+              mode,
+              guestPageSize,
+              hostBacking,
+              guestLevels,
+              hostLevels,
+              caches: small,
+              workingSetBytes: ws,
+              prefault: true,
+              countByLevel,
+            });
+          const a = make();
+          const b = make();
+          const records = accesses.map((x) => ({
+            va: HEAP_BASE + x.page * 4096,
+            kind: ACCESS.user | (x.write ? ACCESS.write : 0),
+          }));
+          const ta = writeTrace(a.layout, records);
+          const tb = writeTrace(b.layout, records);
+          // Both twins start with the same tables; the oracle gets cold caches like the kernel's after a flush.
+          a.machine.mmu.flushAll();
+          a.machine.mmu.flushNested();
+          a.machine.mmu.resetCounters();
+          const oracle = new MmuOracle(b.machine.mmu);
+          // Start at any record (odd counts, ranges that begin mid-trace).
+          const from = skip % records.length;
+          const stop = a.machine.mmu.run(ta.offset, from, records.length);
+          const o = oracle.run(tb.words.subarray(2 * from), records.length - from);
+          expect(stop).toBe(records.length);
+          expect(o.fault).toBeNull();
+          expect(o.done).toBe(records.length - from);
+          const k = a.machine.mmu.counters();
+          expect(k).toEqual(oracle.counters);
+          expect(a.machine.mmu.checksum).toBe(oracle.checksum);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});
