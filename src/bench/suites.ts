@@ -8,6 +8,7 @@ export const BENCH_SUITES: Readonly<Record<string, () => Promise<{ suite: BenchS
   dirty: () => import("../../bench/dirty.js"),
   migrate: () => import("../../bench/migrate.js"),
   "migrate-live": () => import("../../bench/migrate-live.js"),
+  net: () => import("../../bench/net.js"),
   paging: () => import("../../bench/paging.js"),
 };
 

@@ -4,6 +4,7 @@ import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
+import { registerNet } from "./commands/net.js";
 import { registerPaging } from "./commands/paging.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
 import { registerTour } from "./commands/tour.js";
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerPaging(program);
   registerMigrateLive(program);
   registerQuickMigrate(program);
+  registerNet(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

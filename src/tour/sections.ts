@@ -1,6 +1,7 @@
 import { dirtyTourSection } from "./dirty.js";
 import { migrationTourSection } from "./migration.js";
 import { migrationLiveTourSection } from "./migration-live.js";
+import { netTourSection } from "./net.js";
 import { pagingTourSection } from "./paging.js";
 import type { TourSection } from "./section.js";
 
@@ -10,4 +11,5 @@ export const TOUR_SECTIONS: readonly TourSection[] = [
   migrationTourSection,
   migrationLiveTourSection,
   pagingTourSection,
+  netTourSection,
 ];
