@@ -198,8 +198,12 @@ describe("live migration over TCP", () => {
     expect(failed.summary.verified).toBe(null);
     // The source VM is still running: its vCPUs keep writing.
     expect(s.runner.running).toBe(true);
+    // On a busy machine the pool's first batch may still be running: wait for progress.
     const before = s.runner.writes;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    const deadline = Date.now() + 20_000;
+    while (s.runner.writes <= before && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     expect(s.runner.writes).toBeGreaterThan(before);
     const retried = await s.migrate({ host: "127.0.0.1", port });
     expect(retried.summary.status).toBe("completed");
@@ -300,6 +304,8 @@ describe("live migration over TCP", () => {
       onSession: (r) => reports.push(r),
     });
     const s = source(8, Number.POSITIVE_INFINITY);
+    // Let the workers boot and write, so that the first pass already races them.
+    while (s.runner.writes === 0) await new Promise((resolve) => setTimeout(resolve, 20));
     const result = await s.migrate({
       host: "127.0.0.1",
       port: destination.address.port,
