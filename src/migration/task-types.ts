@@ -15,6 +15,8 @@ export interface EncodeChannelTask {
   readonly stats: RegionDescriptor;
   readonly scratch: RegionDescriptor;
   readonly zeroPages: boolean;
+  /** The source's page hash table: each encoded page's XXH64 goes to its slot. */
+  readonly hashes?: RegionDescriptor;
 }
 
 /** Verification: XXH64 of pages [0, count) of guest RAM into a table. */

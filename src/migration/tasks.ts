@@ -27,6 +27,7 @@ function encodeChannel(context: KernelContext, task: EncodeChannelTask): EncodeC
     out: new Region(task.packet),
     zeroPages: task.zeroPages,
     stats,
+    ...(task.hashes ? { hashes: new Region(task.hashes) } : {}),
   });
   return { consumed, counts: kernel.takeEncodeStats(stats, emptyEncodeCounts()) };
 }
