@@ -204,8 +204,8 @@ export const suite: BenchSuite = {
           }
         },
         impls: [
-          { impl: "hvlab 1 worker", fn: () => one.write(oracleCalls, pool) },
-          { impl: "hvlab 2 workers", fn: () => two.write(oracleCalls, pool) },
+          { impl: "hvlab 1 worker", fn: async () => one.write(oracleCalls, pool) },
+          { impl: "hvlab 2 workers", fn: async () => two.write(oracleCalls, pool) },
           {
             impl: "oracle (BigInt, one write at a time)",
             fn: () => {

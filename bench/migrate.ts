@@ -160,8 +160,14 @@ export const suite: BenchSuite = {
         );
       },
       impls: [
-        { impl: "hvlab sweep, 2 workers", fn: () => runSweep(sweepBase, grid, { workers: 2 }) },
-        { impl: "hvlab sweep, 1 worker", fn: () => runSweep(sweepBase, grid, { workers: 1 }) },
+        {
+          impl: "hvlab sweep, 2 workers",
+          fn: async () => runSweep(sweepBase, grid, { workers: 2 }),
+        },
+        {
+          impl: "hvlab sweep, 1 worker",
+          fn: async () => runSweep(sweepBase, grid, { workers: 1 }),
+        },
       ],
     });
 

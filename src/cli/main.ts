@@ -3,6 +3,7 @@ import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
 import { registerMigrate } from "./commands/migrate.js";
+import { registerNet } from "./commands/net.js";
 import { registerPaging } from "./commands/paging.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerDirty(program);
   registerMigrate(program);
   registerPaging(program);
+  registerNet(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

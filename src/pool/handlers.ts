@@ -1,5 +1,6 @@
 import { guestTaskHandlers } from "../guest/tasks.js";
 import { migrationTaskHandlers } from "../migration/tasks.js";
+import { netTaskHandlers } from "../net/tasks.js";
 import { pagingTaskHandlers } from "../paging/tasks.js";
 import type { KernelContext } from "./context.js";
 import type { PoolTask } from "./protocol.js";
@@ -10,6 +11,7 @@ type AnyHandler = (context: KernelContext, task: PoolTask) => unknown;
 const HANDLERS: Readonly<Record<string, AnyHandler>> = {
   ...(guestTaskHandlers as Record<string, AnyHandler>),
   ...(migrationTaskHandlers as Record<string, AnyHandler>),
+  ...(netTaskHandlers as Record<string, AnyHandler>),
   ...(pagingTaskHandlers as Record<string, AnyHandler>),
 };
 

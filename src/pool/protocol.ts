@@ -5,6 +5,7 @@ import type {
   MigrationTaskResults,
   SweepPointTask,
 } from "../migration/task-types.js";
+import type { NetTaskResults, ReceiveTask } from "../net/task-types.js";
 import type { PagingRunTask, PagingTaskResults } from "../paging/task-types.js";
 import type { KernelContext } from "./context.js";
 
@@ -22,10 +23,15 @@ export type PoolTask =
   | EncodeChannelTask
   | HashPagesTask
   | SweepPointTask
-  | PagingRunTask;
+  | PagingRunTask
+  | ReceiveTask;
 
 /** Task types and the results they produce. */
-export interface TaskResults extends GuestTaskResults, MigrationTaskResults, PagingTaskResults {}
+export interface TaskResults
+  extends GuestTaskResults,
+    MigrationTaskResults,
+    PagingTaskResults,
+    NetTaskResults {}
 
 /** The result type of a task message. */
 export type ResultOf<T extends PoolTask> = T["type"] extends keyof TaskResults

@@ -1,5 +1,6 @@
 import { dirtyTourSection } from "./dirty.js";
 import { migrationTourSection } from "./migration.js";
+import { netTourSection } from "./net.js";
 import { pagingTourSection } from "./paging.js";
 import type { TourSection } from "./section.js";
 
@@ -8,4 +9,5 @@ export const TOUR_SECTIONS: readonly TourSection[] = [
   dirtyTourSection,
   migrationTourSection,
   pagingTourSection,
+  netTourSection,
 ];

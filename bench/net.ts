@@ -1,0 +1,346 @@
+/**
+ * Networking offload benchmarks: checksum (RFC 1071) at 40 B to 64 KiB
+ * against the TypeScript oracle and a naive 16-bit loop; a 64 KiB large send
+ * at MTU 1500 and 9000 against a plain copy of the same bytes; Toeplitz
+ * hashes per second; VMQ receive rounds on one worker and two, and against a
+ * single queue with the switch's lookup. Every case is verified first.
+ */
+import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { MemoryLayout } from "../src/memory/layout.js";
+import { buildHeaders } from "../src/net/build.js";
+import { ChecksumKernel } from "../src/net/kernels.js";
+import { Segmenter } from "../src/net/lso.js";
+import { type ReceiveConfig, ReceivePath } from "../src/net/receive.js";
+import { MICROSOFT_RSS_KEY, ToeplitzHasher } from "../src/net/rss.js";
+import { largeSendFrameSpec, payloadBytes } from "../src/net/send.js";
+import { generateTraffic } from "../src/net/traffic.js";
+import { onesSumOracle } from "../src/oracle/checksum.js";
+import { segmentOracle } from "../src/oracle/segment.js";
+import { toeplitzOracle } from "../src/oracle/toeplitz.js";
+import { KernelPool } from "../src/pool/pool.js";
+import { BandwidthKernel } from "../src/wasm/bandwidth.js";
+
+/** Large sends per timed call (the oracle does the same number). */
+const SENDS_PER_CALL = 16;
+
+function assert(condition: boolean, message: string): void {
+  if (!condition) throw new Error(message);
+}
+
+/** The VMs of the receive benchmarks. */
+export const BENCH_VMS = [
+  { name: "vm0", mac: "00:15:5d:00:01:00" },
+  { name: "vm1", mac: "00:15:5d:00:01:01" },
+  { name: "vm2", mac: "00:15:5d:00:01:02" },
+  { name: "vm3", mac: "00:15:5d:00:01:03" },
+];
+
+/** The `net` suite: `hvlab bench net`. */
+export const suite: BenchSuite = {
+  name: "net",
+  description:
+    "networking offloads: checksum, 64 KiB large send at MTU 1500/9000, Toeplitz, VMQ receive",
+  async setup({ quick }) {
+    const layout = new MemoryLayout();
+    const memory = layout.memory;
+    const checksum = ChecksumKernel.on(memory);
+    const bandwidth = BandwidthKernel.on(memory);
+    const cases: BenchCase[] = [];
+
+    // --- checksum ------------------------------------------------------------
+    const data = layout.allocate("net.bench.data", 65_536 + 64);
+    data.bytes(memory).set(payloadBytes(data.byteLength, 17));
+    for (const size of [40, 1500, 9000, 65_536]) {
+      const calls = Math.max(1, Math.floor(65_536 / size));
+      let sink = 0;
+      const view = () => data.bytes(memory);
+      cases.push({
+        case: `checksum ${size} B`,
+        opsPerCall: calls,
+        bytesPerOp: size,
+        verify: () => {
+          for (const offset of [0, 1, 3]) {
+            const want = onesSumOracle(view(), offset, size);
+            assert(
+              checksum.sum(data, offset, size) === want,
+              `kernel != oracle at offset ${offset}`,
+            );
+            assert(
+              checksum.naive(data, offset, size) === want,
+              `naive != oracle at offset ${offset}`,
+            );
+          }
+        },
+        impls: [
+          {
+            impl: "hvlab",
+            fn: () => {
+              for (let i = 0; i < calls; i++) sink ^= checksum.sum(data, 0, size);
+              return sink;
+            },
+          },
+          {
+            impl: "oracle (TypeScript, one byte at a time)",
+            fn: () => {
+              const v = view();
+              for (let i = 0; i < calls; i++) sink ^= onesSumOracle(v, 0, size);
+              return sink;
+            },
+          },
+          {
+            impl: "naive 16-bit loop (wasm)",
+            fn: () => {
+              for (let i = 0; i < calls; i++) sink ^= checksum.naive(data, 0, size);
+              return sink;
+            },
+          },
+        ],
+      });
+    }
+
+    // --- 64 KiB large send ------------------------------------------------------
+    const sendBytes = 65_536;
+    const segmenter = new Segmenter(layout, sendBytes, "net.bench.lso");
+    const payload = payloadBytes(sendBytes, 5);
+    segmenter.loadPayload(payload);
+    const copyTarget = layout.allocate("net.bench.copy", sendBytes);
+    for (const mtu of [1500, 9000]) {
+      const spec = {
+        ipVersion: 4 as const,
+        transport: "tcp" as const,
+        offload: "lsov2" as const,
+        mtu,
+        bytes: sendBytes,
+        seed: 5,
+      };
+      const { bytes: template, l3, l4 } = buildHeaders(largeSendFrameSpec(spec), sendBytes);
+      const plan = segmenter.plan(template, sendBytes, { offload: "lsov2", mtu });
+      cases.push({
+        case: `64 KiB large send, MTU ${mtu}: packets of ${plan.mss} B payload (${plan.segments} per send), headers and both checksums`,
+        // Several sends per timed call, so the timer's own cost is spread thin;
+        // hz counts packets (segments), so the case reads as packets per second.
+        opsPerCall: SENDS_PER_CALL * plan.segments,
+        bytesPerOp: sendBytes / plan.segments,
+        verify: () => {
+          const count = segmenter.run(plan);
+          assert(count === plan.segments, `wrote ${count} segments, planned ${plan.segments}`);
+          const ours = segmenter.output.bytes(memory).subarray(0, plan.outputBytes);
+          const oracle = segmentOracle(template, payload, {
+            l3,
+            l4,
+            ipv6: false,
+            udp: false,
+            mss: plan.mss,
+            idMode: "wrap15",
+            cwrOnAll: false,
+          });
+          let at = 0;
+          for (const frame of oracle) {
+            for (let i = 0; i < frame.length; i++) {
+              if (ours[at + i] !== frame[i])
+                throw new Error(`segment byte ${at + i} differs from the oracle`);
+            }
+            at += frame.length;
+          }
+          assert(at === plan.outputBytes, "output length differs from the oracle");
+        },
+        impls: [
+          {
+            impl: "hvlab",
+            fn: () => {
+              for (let i = 0; i < SENDS_PER_CALL; i++) segmenter.run(plan);
+            },
+          },
+          {
+            impl: "memory copy of the payload (bound)",
+            fn: () => {
+              for (let i = 0; i < SENDS_PER_CALL; i++) {
+                bandwidth.copy(copyTarget, 0, segmenter.payload, 0, sendBytes);
+              }
+            },
+          },
+          {
+            impl: "oracle (TypeScript, one segment at a time)",
+            fn: () => {
+              for (let i = 0; i < SENDS_PER_CALL; i++) {
+                segmentOracle(template, payload, {
+                  l3,
+                  l4,
+                  ipv6: false,
+                  udp: false,
+                  mss: plan.mss,
+                  idMode: "wrap15",
+                  cwrOnAll: false,
+                });
+              }
+            },
+          },
+        ],
+      });
+    }
+
+    // --- Toeplitz ---------------------------------------------------------------
+    const hasher = new ToeplitzHasher(layout, MICROSOFT_RSS_KEY, "net.bench.rss");
+    const count = 4096;
+    const inputs = layout.allocate("net.bench.rss.inputs", count * 36);
+    inputs.bytes(memory).set(payloadBytes(count * 36, 23));
+    const hashes = layout.allocate("net.bench.rss.out", count * 4);
+    for (const [label, length] of [
+      ["IPv4 + ports, 12 B", 12],
+      ["IPv6 + ports, 36 B", 36],
+    ] as const) {
+      const oracleCount = 256;
+      cases.push({
+        case: `Toeplitz hash, ${label}`,
+        opsPerCall: count,
+        verify: () => {
+          let want = 0;
+          const bytes = inputs.bytes(memory);
+          for (let i = 0; i < count; i++)
+            want ^= toeplitzOracle(MICROSOFT_RSS_KEY, bytes.subarray(i * 36, i * 36 + length));
+          assert(
+            hasher.hashBatch(inputs, 0, 36, length, count, hashes, 0) === want >>> 0,
+            "byte tables != bit loop",
+          );
+        },
+        impls: [
+          {
+            impl: "hvlab (byte tables, 1 worker)",
+            fn: () => hasher.hashBatch(inputs, 0, 36, length, count, hashes, 0),
+          },
+          {
+            impl: "oracle (bit loop, TypeScript)",
+            // The bit loop is slow: hash a slice and repeat it to the same count.
+            fn: () => {
+              const bytes = inputs.bytes(memory);
+              let x = 0;
+              for (let r = 0; r < count / oracleCount; r++) {
+                for (let i = 0; i < oracleCount; i++)
+                  x ^= toeplitzOracle(MICROSOFT_RSS_KEY, bytes.subarray(i * 36, i * 36 + length));
+              }
+              return x;
+            },
+          },
+        ],
+      });
+    }
+
+    // --- VMQ receive ------------------------------------------------------------
+    // The impls are async functions: tinybench probes a plain function by
+    // calling it once without waiting, which would overlap two rounds.
+    const rxLayout = new MemoryLayout();
+    const pool = new KernelPool(rxLayout, { threads: 2 });
+    const rxSegmenter = new Segmenter(new MemoryLayout(), 128 * 1024);
+    const framesAt1500 = quick ? 2000 : 8000;
+    const base: ReceiveConfig = {
+      mode: "vmq",
+      queues: 5,
+      processors: 1,
+      rss: false,
+      jumboPacket: 1514,
+      coalesce: true,
+      rebalance: false,
+      ringSlots: 160,
+      bufferBytes: 0,
+    };
+    for (const mtu of [1500, 9000]) {
+      // A quarter of the frames at 9000: about the same bytes per round.
+      const frames = mtu === 1500 ? framesAt1500 : framesAt1500 / 4;
+      const traffic = generateTraffic(rxSegmenter, {
+        vms: BENCH_VMS,
+        flowsPerVm: 4,
+        frames,
+        mtu,
+        ipVersion: 4,
+        sendBytes: mtu === 1500 ? 64 * 1024 - 1024 : 8 * 8960,
+        burst: 8,
+        broadcastEvery: 0,
+        corruptFraction: 0,
+        seed: 3,
+      });
+      const bytes = traffic.reduce((a, f) => a + f.length, 0);
+      const jumboPacket = mtu === 1500 ? 1514 : 9014;
+      const bufferBytes = Math.ceil(bytes / 4096) * 4096;
+      const paths = {
+        one: new ReceivePath(
+          rxLayout,
+          { ...base, bufferBytes, jumboPacket, processors: 1 },
+          BENCH_VMS,
+          `rx${mtu}.one`,
+        ),
+        two: new ReceivePath(
+          rxLayout,
+          { ...base, bufferBytes, jumboPacket, processors: 2 },
+          BENCH_VMS,
+          `rx${mtu}.two`,
+        ),
+        single: new ReceivePath(
+          rxLayout,
+          { ...base, bufferBytes, jumboPacket, mode: "single" },
+          BENCH_VMS,
+          `rx${mtu}.single`,
+        ),
+      };
+      for (const p of Object.values(paths)) p.load(traffic);
+      cases.push({
+        case: `VMQ receive, ${frames} frames at MTU ${mtu}, 4 VMs (validate, coalesce, deliver)`,
+        opsPerCall: frames,
+        bytesPerOp: bytes / frames,
+        verify: async () => {
+          // A few rounds of each first, so the workers' code is compiled
+          // before any of the three is timed, not while the first one is.
+          for (let i = 0; i < 5; i++) {
+            for (const p of Object.values(paths)) await p.round(pool);
+          }
+          const results = [
+            await paths.one.round(pool),
+            await paths.two.round(pool),
+            await paths.single.round(pool),
+          ];
+          for (const r of results) {
+            assert(
+              r.badChecksum === 0 && r.malformed === 0 && r.ringFull === 0 && r.oversize === 0,
+              `receive dropped frames: ${JSON.stringify(r)}`,
+            );
+          }
+          const [a, b, c] = results;
+          assert(
+            a?.bytes === b?.bytes && a?.bytes === c?.bytes,
+            "configurations delivered different bytes",
+          );
+          assert(
+            (c?.lookups ?? 0) === frames && (a?.lookups ?? 1) === 0,
+            "lookups: the single queue looks every frame up, VMQ none",
+          );
+        },
+        impls: [
+          {
+            impl: "hvlab VMQ, 1 worker",
+            fn: async () => {
+              await paths.one.round(pool);
+            },
+          },
+          {
+            impl: "hvlab VMQ, 2 workers",
+            fn: async () => {
+              await paths.two.round(pool);
+            },
+          },
+          {
+            impl: "single queue + switch lookup, 1 worker (VMQ off)",
+            fn: async () => {
+              await paths.single.round(pool);
+            },
+          },
+        ],
+      });
+    }
+
+    return {
+      cases,
+      async teardown() {
+        await pool.close();
+      },
+    };
+  },
+};

@@ -1,0 +1,342 @@
+import { CaptureError } from "./errors.js";
+
+/*
+ * Capture formats (REFERENCE.md section 3):
+ *
+ * pcap: file header (24 bytes), then per packet a 16-byte record header.
+ *   0 magic (0xA1B2C3D4 us / 0xA1B23C4D ns)  4 version 2.4  8 thiszone  12 sigfigs
+ *   16 snaplen  20 linktype (1 = Ethernet)
+ *   record: 0 ts_sec  4 ts_usec (or ns)  8 incl_len  12 orig_len  16 data
+ *
+ * pcapng: blocks, each  0 type  4 total length  ... body ...  total length again,
+ * lengths multiples of 4.
+ *   Section Header (0x0A0D0D0A): byte-order magic 0x1A2B3C4D, version 1.0, section length -1
+ *   Interface Description (1): linktype u16, reserved, snaplen, options (if_tsresol = 9: ns)
+ *   Enhanced Packet (6): interface, ts high, ts low, captured len, original len, data (padded)
+ *   Simple Packet (3): original len, data  (read only)
+ */
+
+/** Link type of Ethernet frames. */
+export const LINKTYPE_ETHERNET = 1;
+/** Largest packet a capture may hold (bounds allocation against hostile files). */
+export const MAX_CAPTURED_PACKET = 262_144;
+
+/** A captured packet. */
+export interface CapturedPacket {
+  /** The captured bytes (a view into the file when read). */
+  readonly data: Uint8Array;
+  /** Length on the wire (at least data.length). */
+  readonly originalLength: number;
+  /** Capture time: whole seconds since 1970 and nanoseconds within the second. */
+  readonly seconds: number;
+  readonly nanoseconds: number;
+}
+
+/** A capture file's contents. */
+export interface Capture {
+  readonly format: "pcap" | "pcapng";
+  readonly linkType: number;
+  readonly packets: readonly CapturedPacket[];
+}
+
+/** Options for writing a capture. */
+export interface WriteOptions {
+  readonly format: "pcap" | "pcapng";
+  readonly snaplen?: number;
+  /** pcap only: nanosecond timestamps (magic 0xA1B23C4D). Default true. */
+  readonly nanoseconds?: boolean;
+}
+
+/** Packet input to the writers: bytes and a time (defaults to 0). */
+export interface PacketToWrite {
+  readonly data: Uint8Array;
+  readonly seconds?: number;
+  readonly nanoseconds?: number;
+  readonly originalLength?: number;
+}
+
+function pad4(n: number): number {
+  return (n + 3) & ~3;
+}
+
+/** Writes packets as a pcap or pcapng file of Ethernet frames. */
+export function writeCapture(packets: readonly PacketToWrite[], options: WriteOptions): Uint8Array {
+  const snaplen = options.snaplen ?? MAX_CAPTURED_PACKET;
+  for (const p of packets) {
+    if (p.data.length > snaplen) {
+      throw new RangeError(
+        `a packet of ${p.data.length} bytes is over the snapshot length ${snaplen}`,
+      );
+    }
+  }
+  return options.format === "pcap"
+    ? writePcap(packets, snaplen, options.nanoseconds !== false)
+    : writePcapng(packets, snaplen);
+}
+
+function writePcap(packets: readonly PacketToWrite[], snaplen: number, ns: boolean): Uint8Array {
+  let size = 24;
+  for (const p of packets) size += 16 + p.data.length;
+  const out = new Uint8Array(size);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, ns ? 0xa1b23c4d : 0xa1b2c3d4, true);
+  v.setUint16(4, 2, true);
+  v.setUint16(6, 4, true);
+  v.setUint32(16, snaplen, true);
+  v.setUint32(20, LINKTYPE_ETHERNET, true);
+  let at = 24;
+  for (const p of packets) {
+    const nanos = p.nanoseconds ?? 0;
+    v.setUint32(at, p.seconds ?? 0, true);
+    v.setUint32(at + 4, ns ? nanos : Math.floor(nanos / 1000), true);
+    v.setUint32(at + 8, p.data.length, true);
+    v.setUint32(at + 12, p.originalLength ?? p.data.length, true);
+    out.set(p.data, at + 16);
+    at += 16 + p.data.length;
+  }
+  return out;
+}
+
+function writePcapng(packets: readonly PacketToWrite[], snaplen: number): Uint8Array {
+  const shb = 28;
+  const idb = 20 + 8 + 4; // body + if_tsresol option (4 + 4 padded) + opt_endofopt
+  let size = shb + idb;
+  for (const p of packets) size += 32 + pad4(p.data.length);
+  const out = new Uint8Array(size);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, 0x0a0d0d0a, true);
+  v.setUint32(4, shb, true);
+  v.setUint32(8, 0x1a2b3c4d, true);
+  v.setUint16(12, 1, true);
+  v.setUint16(14, 0, true);
+  v.setBigInt64(16, -1n, true);
+  v.setUint32(24, shb, true);
+  let at = shb;
+  v.setUint32(at, 1, true);
+  v.setUint32(at + 4, idb, true);
+  v.setUint16(at + 8, LINKTYPE_ETHERNET, true);
+  v.setUint32(at + 12, snaplen, true);
+  v.setUint16(at + 16, 9, true); // if_tsresol
+  v.setUint16(at + 18, 1, true);
+  out[at + 20] = 9; // 10^-9: nanoseconds
+  v.setUint32(at + 24, 0, true); // opt_endofopt
+  v.setUint32(at + 28, idb, true);
+  at += idb;
+  for (const p of packets) {
+    const total = 32 + pad4(p.data.length);
+    const ts = BigInt(p.seconds ?? 0) * 1_000_000_000n + BigInt(p.nanoseconds ?? 0);
+    v.setUint32(at, 6, true);
+    v.setUint32(at + 4, total, true);
+    v.setUint32(at + 8, 0, true);
+    v.setUint32(at + 12, Number(ts >> 32n), true);
+    v.setUint32(at + 16, Number(ts & 0xffffffffn), true);
+    v.setUint32(at + 20, p.data.length, true);
+    v.setUint32(at + 24, p.originalLength ?? p.data.length, true);
+    out.set(p.data, at + 28);
+    v.setUint32(at + total - 4, total, true);
+    at += total;
+  }
+  return out;
+}
+
+/**
+ * Reads a pcap (either byte order, us or ns) or pcapng file. Every length is
+ * checked against the bytes that remain before anything is read or kept.
+ *
+ * @throws CaptureError saying what is corrupt and at which byte.
+ */
+export function readCapture(bytes: Uint8Array): Capture {
+  if (bytes.length < 4)
+    throw new CaptureError("truncated", 0, "file is shorter than any capture header");
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (v.getUint32(0, true) === 0x0a0d0d0a) return readPcapng(bytes, v);
+  return readPcap(bytes, v);
+}
+
+function readPcap(bytes: Uint8Array, v: DataView): Capture {
+  const magicLE = v.getUint32(0, true);
+  const magicBE = v.getUint32(0, false);
+  let le: boolean;
+  let ns: boolean;
+  if (magicLE === 0xa1b2c3d4 || magicLE === 0xa1b23c4d) {
+    le = true;
+    ns = magicLE === 0xa1b23c4d;
+  } else if (magicBE === 0xa1b2c3d4 || magicBE === 0xa1b23c4d) {
+    le = false;
+    ns = magicBE === 0xa1b23c4d;
+  } else {
+    throw new CaptureError(
+      "bad-magic",
+      0,
+      `magic 0x${magicBE.toString(16).padStart(8, "0")} is neither pcap nor pcapng`,
+    );
+  }
+  if (bytes.length < 24) throw new CaptureError("truncated", 0, "pcap header needs 24 bytes");
+  const major = v.getUint16(4, le);
+  if (major !== 2)
+    throw new CaptureError(
+      "bad-version",
+      4,
+      `pcap version ${major}.${v.getUint16(6, le)} (expected 2.4)`,
+    );
+  const snaplen = v.getUint32(16, le);
+  const linkType = v.getUint32(20, le) & 0x0fffffff;
+  const packets: CapturedPacket[] = [];
+  let at = 24;
+  while (at < bytes.length) {
+    if (at + 16 > bytes.length)
+      throw new CaptureError("truncated", at, "packet record header runs past the end of the file");
+    const sec = v.getUint32(at, le);
+    const frac = v.getUint32(at + 4, le);
+    const incl = v.getUint32(at + 8, le);
+    const orig = v.getUint32(at + 12, le);
+    if (incl > MAX_CAPTURED_PACKET || (snaplen > 0 && incl > Math.max(snaplen, 65_535))) {
+      throw new CaptureError(
+        "too-large",
+        at + 8,
+        `captured length ${incl} is over the limit (${Math.min(MAX_CAPTURED_PACKET, Math.max(snaplen, 65_535))})`,
+      );
+    }
+    if (at + 16 + incl > bytes.length)
+      throw new CaptureError(
+        "truncated",
+        at + 8,
+        `packet of ${incl} bytes runs past the end of the file`,
+      );
+    if (ns ? frac >= 1e9 : frac >= 1e6)
+      throw new CaptureError("bad-length", at + 4, `sub-second timestamp ${frac} is out of range`);
+    packets.push({
+      data: bytes.subarray(at + 16, at + 16 + incl),
+      originalLength: Math.max(orig, incl),
+      seconds: sec,
+      nanoseconds: ns ? frac : frac * 1000,
+    });
+    at += 16 + incl;
+  }
+  return { format: "pcap", linkType, packets };
+}
+
+function readPcapng(bytes: Uint8Array, v: DataView): Capture {
+  let le = true;
+  const interfaces: { linkType: number; resolution: bigint }[] = [];
+  const packets: CapturedPacket[] = [];
+  let at = 0;
+  let sawSection = false;
+  while (at < bytes.length) {
+    if (at + 12 > bytes.length)
+      throw new CaptureError("truncated", at, "block header runs past the end of the file");
+    const type = v.getUint32(at, le);
+    if (type === 0x0a0d0d0a) {
+      if (at + 28 > bytes.length)
+        throw new CaptureError("truncated", at, "section header block needs 28 bytes");
+      const bom = v.getUint32(at + 8, true);
+      if (bom === 0x1a2b3c4d) le = true;
+      else if (bom === 0x4d3c2b1a) le = false;
+      else
+        throw new CaptureError(
+          "bad-magic",
+          at + 8,
+          `byte-order magic 0x${bom.toString(16)} is not 0x1A2B3C4D`,
+        );
+      const major = v.getUint16(at + 12, le);
+      if (major !== 1)
+        throw new CaptureError("bad-version", at + 12, `pcapng version ${major} (expected 1.0)`);
+      interfaces.length = 0;
+      sawSection = true;
+    } else if (!sawSection) {
+      throw new CaptureError("bad-block", at, "file does not start with a section header block");
+    }
+    const total = v.getUint32(at + 4, le);
+    if (total < 12 || total % 4 !== 0)
+      throw new CaptureError(
+        "bad-length",
+        at + 4,
+        `block length ${total} is not a multiple of 4 of at least 12`,
+      );
+    if (at + total > bytes.length)
+      throw new CaptureError(
+        "truncated",
+        at + 4,
+        `block of ${total} bytes runs past the end of the file`,
+      );
+    if (v.getUint32(at + total - 4, le) !== total) {
+      throw new CaptureError(
+        "bad-length",
+        at + total - 4,
+        "block's trailing length does not repeat its leading length",
+      );
+    }
+    const body = at + 8;
+    const bodyEnd = at + total - 4;
+    if (type === 1) {
+      if (body + 8 > bodyEnd)
+        throw new CaptureError("bad-block", at, "interface description block is too short");
+      let resolution = 1_000_000n;
+      // Options: code u16, length u16, value padded to 4.
+      let o = body + 8;
+      while (o + 4 <= bodyEnd) {
+        const code = v.getUint16(o, le);
+        const len = v.getUint16(o + 2, le);
+        if (code === 0) break;
+        if (o + 4 + len > bodyEnd)
+          throw new CaptureError("bad-block", o, "interface option runs past its block");
+        if (code === 9 && len >= 1) {
+          const r = bytes[o + 4] ?? 6;
+          const exp = BigInt(r & 0x7f);
+          if (exp > 18n)
+            throw new CaptureError("bad-block", o + 4, `timestamp resolution ${r} is out of range`);
+          resolution = r & 0x80 ? 2n ** exp : 10n ** exp;
+        }
+        o += 4 + pad4(len);
+      }
+      interfaces.push({ linkType: v.getUint16(body, le), resolution });
+    } else if (type === 6 || type === 3) {
+      const header = type === 6 ? 20 : 4;
+      if (body + header > bodyEnd)
+        throw new CaptureError("bad-block", at, "packet block is too short");
+      const iface = interfaces[type === 6 ? v.getUint32(body, le) : 0];
+      if (!iface)
+        throw new CaptureError(
+          "bad-block",
+          body,
+          "packet block names an interface that was not described",
+        );
+      const captured =
+        type === 6
+          ? v.getUint32(body + 12, le)
+          : Math.min(v.getUint32(body, le), bodyEnd - body - 4);
+      const original = type === 6 ? v.getUint32(body + 16, le) : v.getUint32(body, le);
+      if (captured > MAX_CAPTURED_PACKET)
+        throw new CaptureError(
+          "too-large",
+          body + 12,
+          `captured length ${captured} is over ${MAX_CAPTURED_PACKET}`,
+        );
+      const data = body + header;
+      if (data + captured > bodyEnd)
+        throw new CaptureError(
+          "truncated",
+          body + 12,
+          `packet of ${captured} bytes runs past its block`,
+        );
+      let seconds = 0;
+      let nanoseconds = 0;
+      if (type === 6) {
+        const ticks =
+          (BigInt(v.getUint32(body + 4, le)) << 32n) | BigInt(v.getUint32(body + 8, le));
+        seconds = Number(ticks / iface.resolution);
+        nanoseconds = Number(((ticks % iface.resolution) * 1_000_000_000n) / iface.resolution);
+      }
+      packets.push({
+        data: bytes.subarray(data, data + captured),
+        originalLength: Math.max(original, captured),
+        seconds,
+        nanoseconds,
+      });
+    }
+    at += total;
+  }
+  if (!sawSection) throw new CaptureError("bad-block", 0, "no section header block");
+  const linkType = interfaces[0]?.linkType ?? LINKTYPE_ETHERNET;
+  return { format: "pcapng", linkType, packets };
+}

@@ -1,0 +1,329 @@
+import type { MemoryLayout } from "../memory/layout.js";
+import type { Region } from "../memory/region.js";
+import { GATE_BYTES, StartGate } from "../pool/gate.js";
+import type { KernelPool } from "../pool/pool.js";
+import { compileKernel, instantiateKernel } from "../wasm/loader.js";
+import type { ChecksumExports, SegmentExports } from "./kernels.js";
+import { receiveBatch } from "./receive-batch.js";
+import { ReceiveRing, type RxSlot } from "./ring.js";
+import { ToeplitzHasher } from "./rss.js";
+import { type ReceiveResult, type ReceiveTask, SWITCH_LOOKUP } from "./task-types.js";
+import { macNumber, rebalance, VirtualNic, type VmPort } from "./vmq.js";
+
+/** How the host receives. */
+export interface ReceiveConfig {
+  /**
+   * "vmq": the NIC sorts frames into per-VM queues, each bound to a processor;
+   * "single": one queue, one processor doing the switch's MAC lookup and copy
+   * for every VM (VMQ off).
+   */
+  readonly mode: "vmq" | "single";
+  /** Queues including the default (vmq mode). */
+  readonly queues: number;
+  /** Processors (pool workers) taking receive interrupts. */
+  readonly processors: number;
+  /** Spread the default queue's flows over processors by Toeplitz hash. */
+  readonly rss: boolean;
+  /** Jumbo packet setting (1514 or 9014). */
+  readonly jumboPacket: number;
+  /** Coalesce TCP segments (RSC) before delivery. */
+  readonly coalesce: boolean;
+  /** Move queues between processors by load after each round (Dynamic VMQ). */
+  readonly rebalance: boolean;
+  /** Slots of each VM's receive ring. */
+  readonly ringSlots: number;
+  /**
+   * Deliver frames whose checksums failed, marked bad (slot flags without
+   * RX_CHECKSUM_GOOD), for the VM's stack to drop; default: drop and count.
+   */
+  readonly deliverBad?: boolean;
+  /** Largest frame the NIC's receive buffer takes in one round, in bytes. */
+  readonly bufferBytes: number;
+}
+
+/** One processor's part of a round. */
+export interface ProcessorLoad {
+  readonly processor: number;
+  readonly queues: readonly number[];
+  readonly result: ReceiveResult;
+}
+
+/** What one receive round did. */
+export interface RoundResult {
+  readonly frames: number;
+  readonly oversize: number;
+  readonly runts: number;
+  readonly delivered: number;
+  readonly coalescedSegments: number;
+  readonly badChecksum: number;
+  readonly malformed: number;
+  readonly unknownMac: number;
+  readonly ringFull: number;
+  readonly lookups: number;
+  readonly bytes: number;
+  /** Wall time from dispatch to the last processor's finish. */
+  readonly wallNs: number;
+  readonly framesPerSecond: number;
+  readonly bytesPerSecond: number;
+  readonly processors: readonly ProcessorLoad[];
+  /** Frames and bytes each VM's ring received. */
+  readonly vms: readonly {
+    readonly name: string;
+    readonly queue: number;
+    readonly delivered: number;
+    readonly bytes: number;
+  }[];
+  /** The Dynamic VMQ move made after the round, if any. */
+  readonly moved: { queue: number; from: number; to: number } | null;
+}
+
+/** Largest super-frame RSC builds (Windows' RSC limit: one IP datagram). */
+export const RSC_MAX_BYTES = 65_535;
+
+/**
+ * The host's receive path: the NIC's receive buffer and classifier, one
+ * receive ring per VM, and processors that run as pool workers (or on this
+ * thread when no pool is given).
+ */
+export class ReceivePath {
+  readonly nic: VirtualNic;
+  readonly rings: ReceiveRing[];
+  readonly buffer: Region;
+  readonly table: Region;
+  readonly work: Region;
+  readonly gate: Region;
+  private loaded = 0;
+  private readonly maxFrames: number;
+  private readonly local: { segment: SegmentExports; checksum: ChecksumExports };
+
+  constructor(
+    readonly layout: MemoryLayout,
+    readonly config: ReceiveConfig,
+    readonly vms: readonly VmPort[],
+    name = "net.rx",
+  ) {
+    const queues = config.mode === "vmq" ? config.queues : 1;
+    const processors = config.mode === "vmq" || config.rss ? config.processors : 1;
+    const hasher = config.rss ? new ToeplitzHasher(layout, undefined, `${name}.rss`) : undefined;
+    this.nic = new VirtualNic({
+      queues,
+      processors,
+      jumboPacket: config.jumboPacket,
+      rss: config.rss,
+      ...(hasher ? { hasher } : {}),
+    });
+    for (const vm of vms) this.nic.attach(vm);
+    const slotBytes =
+      (Math.max(config.coalesce ? RSC_MAX_BYTES + 14 + 4 : config.jumboPacket + 4, 64) + 8 + 7) &
+      ~7;
+    this.rings = vms.map((vm, i) =>
+      ReceiveRing.allocate(layout, `${name}.ring${i}.${vm.name}`, config.ringSlots, slotBytes),
+    );
+    this.buffer = layout.allocate(`${name}.buffer`, config.bufferBytes);
+    this.maxFrames = Math.ceil(config.bufferBytes / 60);
+    this.table = layout.allocate(`${name}.table`, this.maxFrames * 8);
+    this.work = layout.allocate(`${name}.work`, this.maxFrames * 8);
+    this.gate = layout.allocate(`${name}.gate`, GATE_BYTES);
+    this.local = {
+      segment: instantiateKernel<SegmentExports>(compileKernel("segment"), layout.memory),
+      checksum: instantiateKernel<ChecksumExports>(compileKernel("checksum"), layout.memory),
+    };
+  }
+
+  /** Frames waiting in the receive buffer. */
+  get pending(): number {
+    return this.loaded;
+  }
+
+  /**
+   * Puts received frames in the NIC's receive buffer (as its DMA would).
+   * @throws RangeError when they do not fit the buffer.
+   */
+  load(frames: readonly Uint8Array[]): void {
+    let bytes = 0;
+    for (const f of frames) bytes += f.length;
+    if (bytes > this.buffer.byteLength || frames.length > this.maxFrames) {
+      throw new RangeError(
+        `${frames.length} frames (${bytes} bytes) do not fit the receive buffer of ${this.buffer.byteLength} bytes`,
+      );
+    }
+    const data = this.buffer.bytes(this.layout.memory);
+    const table = new Uint32Array(this.layout.memory.buffer, this.table.offset, frames.length * 2);
+    let at = 0;
+    for (const [i, f] of frames.entries()) {
+      data.set(f, at);
+      table[i * 2] = at;
+      table[i * 2 + 1] = f.length;
+      at += f.length;
+    }
+    this.loaded = frames.length;
+  }
+
+  /**
+   * Runs one receive round over the loaded frames: classify in the NIC, then
+   * every processor validates, coalesces and delivers its share at once.
+   * The VMs then consume their rings (`onDeliver` sees what each received),
+   * and queues are rebalanced when the config (or `rebalanceAfter`) asks.
+   */
+  async round(
+    pool?: KernelPool,
+    onDeliver?: (vm: number, slots: RxSlot[]) => void,
+    rebalanceAfter = this.config.rebalance,
+  ): Promise<RoundResult> {
+    const nic = this.nic;
+    const processors = nic.options.processors;
+    if (pool && pool.threads < processors) {
+      throw new RangeError(
+        `${processors} processors need a pool of at least ${processors} workers (it has ${pool.threads})`,
+      );
+    }
+    const memory = this.layout.memory;
+    const table = new Uint32Array(memory.buffer, this.table.offset, this.loaded * 2);
+    const data = this.buffer.bytes(memory);
+    const lists: number[][] = Array.from({ length: processors }, () => []);
+    const queueBytes = new Map<number, number>();
+    let oversize = 0;
+    let runts = 0;
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < this.loaded; i++) {
+      const off = table[i * 2] ?? 0;
+      const len = table[i * 2 + 1] ?? 0;
+      const c = nic.classify(data.subarray(off, off + len));
+      if (c.drop === "oversize") {
+        oversize++;
+        continue;
+      }
+      if (c.drop === "runt") {
+        runts++;
+        continue;
+      }
+      const queue = nic.queues[c.queue];
+      const target = queue && queue.vm >= 0 ? queue.vm : SWITCH_LOOKUP;
+      lists[c.processor]?.push(i, target);
+      queueBytes.set(c.queue, (queueBytes.get(c.queue) ?? 0) + len);
+    }
+    // Work lists, one after another in the work region.
+    const work = new Uint32Array(memory.buffer, this.work.offset, this.maxFrames * 2);
+    const spans: { first: number; count: number }[] = [];
+    let cursor = 0;
+    for (const list of lists) {
+      work.set(list, cursor * 2);
+      spans.push({ first: cursor, count: list.length / 2 });
+      cursor += list.length / 2;
+    }
+    const switchTable = this.vms.map((vm, i) => [macNumber(vm.mac), vm.vlan ?? -1, i] as const);
+    const rings = this.rings.map((r) => r.toDescriptor());
+    const active = spans.map((s, p) => ({ ...s, p })).filter((s) => s.count > 0);
+    let results: ReceiveResult[];
+    if (pool) {
+      const gate = new StartGate(memory, this.gate);
+      gate.reset();
+      const tasks = active.map((s) =>
+        pool.run<ReceiveTask>({
+          type: "net.receive",
+          frames: this.buffer.toDescriptor(),
+          table: this.table.toDescriptor(),
+          work: this.work.toDescriptor(),
+          first: s.first,
+          count: s.count,
+          rings,
+          switchTable,
+          coalesce: this.config.coalesce,
+          maxCoalesce: RSC_MAX_BYTES,
+          deliverBad: this.config.deliverBad === true,
+          gate: this.gate.toDescriptor(),
+        }),
+      );
+      await gate.openWhenArrived(active.length);
+      results = await Promise.all(tasks);
+    } else {
+      results = active.map((s) => {
+        const t0 = process.hrtime.bigint();
+        const r = receiveBatch(
+          { memory, ...this.local },
+          {
+            frames: this.buffer,
+            table: this.table,
+            work: this.work,
+            first: s.first,
+            count: s.count,
+            rings: this.rings,
+            switchTable,
+            coalesce: this.config.coalesce,
+            maxCoalesce: RSC_MAX_BYTES,
+            deliverBad: this.config.deliverBad === true,
+          },
+        );
+        return { ...r, busyNs: Number(process.hrtime.bigint() - t0) };
+      });
+    }
+    const wallNs = Number(process.hrtime.bigint() - started);
+    const byProcessor = new Map<number, ReceiveResult>();
+    for (const [i, s] of active.entries()) {
+      const r = results[i];
+      if (r) byProcessor.set(s.p, r);
+    }
+    const empty: ReceiveResult = {
+      frames: 0,
+      delivered: 0,
+      coalescedSegments: 0,
+      badChecksum: 0,
+      malformed: 0,
+      unknownMac: 0,
+      lookups: 0,
+      ringFull: 0,
+      bytes: 0,
+      busyNs: 0,
+    };
+    const loads: ProcessorLoad[] = [];
+    for (let p = 0; p < processors; p++) {
+      loads.push({
+        processor: p,
+        queues: nic.queues.filter((q) => q.processor === p).map((q) => q.index),
+        result: byProcessor.get(p) ?? empty,
+      });
+    }
+    const sum = (key: keyof ReceiveResult) => results.reduce((a, r) => a + r[key], 0);
+    const vms = this.vms.map((vm, i) => {
+      const ring = this.rings[i] as ReceiveRing;
+      const c = ring.counters;
+      if (onDeliver) onDeliver(i, ring.drain());
+      ring.reset();
+      return { name: vm.name, queue: nic.queueOf(i).index, delivered: c.delivered, bytes: c.bytes };
+    });
+    let moved: RoundResult["moved"] = null;
+    if (rebalanceAfter && this.config.mode === "vmq") {
+      // Each queue's share of its processor's busy time, by bytes received.
+      const queueLoads = nic.queues.map((q) => {
+        const load = loads[q.processor];
+        const procBytes = nic.queues
+          .filter((o) => o.processor === q.processor)
+          .reduce((a, o) => a + (queueBytes.get(o.index) ?? 0), 0);
+        const share = procBytes > 0 ? (queueBytes.get(q.index) ?? 0) / procBytes : 0;
+        return { queue: q.index, busyNs: (load?.result.busyNs ?? 0) * share };
+      });
+      moved = rebalance(nic, queueLoads);
+    }
+    const frames = this.loaded;
+    const bytes = sum("bytes");
+    return {
+      frames,
+      oversize,
+      runts,
+      delivered: sum("delivered"),
+      coalescedSegments: sum("coalescedSegments"),
+      badChecksum: sum("badChecksum"),
+      malformed: sum("malformed"),
+      unknownMac: sum("unknownMac"),
+      ringFull: sum("ringFull"),
+      lookups: sum("lookups"),
+      bytes,
+      wallNs,
+      framesPerSecond: frames / (wallNs / 1e9),
+      bytesPerSecond: bytes / (wallNs / 1e9),
+      processors: loads,
+      vms,
+      moved,
+    };
+  }
+}

@@ -1,0 +1,56 @@
+import type { RegionDescriptor } from "../memory/region.js";
+import type { RxRingDescriptor } from "./ring.js";
+
+/** Work-list target meaning "the switch looks the destination MAC up". */
+export const SWITCH_LOOKUP = 0xffffffff;
+
+/**
+ * One processor's share of a receive round: frames of the NIC's receive
+ * buffer (by index into its table) and where each goes. The worker validates
+ * checksums, coalesces, and delivers into the VMs' receive rings.
+ *
+ *   work list entry (8 bytes): | u32 frame index | u32 target ring (or SWITCH_LOOKUP) |
+ *   frame table entry (8 bytes): | u32 offset in the receive buffer | u32 length |
+ */
+export interface ReceiveTask {
+  readonly type: "net.receive";
+  readonly frames: RegionDescriptor;
+  readonly table: RegionDescriptor;
+  readonly work: RegionDescriptor;
+  /** First work entry of this task, and how many. */
+  readonly first: number;
+  readonly count: number;
+  readonly rings: readonly RxRingDescriptor[];
+  /** The virtual switch's MAC table: [MAC as a 48-bit number, VLAN or -1, ring]. */
+  readonly switchTable: readonly (readonly [number, number, number])[];
+  readonly coalesce: boolean;
+  /** Largest IP datagram coalescing may build. */
+  readonly maxCoalesce: number;
+  /** Deliver frames that failed checksum validation, marked bad, instead of dropping them. */
+  readonly deliverBad: boolean;
+  readonly gate?: RegionDescriptor;
+}
+
+/** What a processor did in a receive round. */
+export interface ReceiveResult {
+  readonly frames: number;
+  /** Frames (or super-frames) written into rings. */
+  readonly delivered: number;
+  /** Segments that went into super-frames of two or more. */
+  readonly coalescedSegments: number;
+  readonly badChecksum: number;
+  readonly malformed: number;
+  /** Unicast frames to a MAC the switch does not know. */
+  readonly unknownMac: number;
+  /** Switch MAC lookups done (0 where VMQ sorted frames in the NIC). */
+  readonly lookups: number;
+  readonly ringFull: number;
+  readonly bytes: number;
+  /** Busy time of the processor, after the start gate, in nanoseconds. */
+  readonly busyNs: number;
+}
+
+/** The networking domain's task types and their results. */
+export interface NetTaskResults {
+  "net.receive": ReceiveResult;
+}

@@ -1,0 +1,38 @@
+import { Region } from "../memory/region.js";
+import type { KernelContext } from "../pool/context.js";
+import { passGate } from "../pool/gate.js";
+import type { TaskHandlers } from "../pool/protocol.js";
+import type { ChecksumExports, SegmentExports } from "./kernels.js";
+import { receiveBatch } from "./receive-batch.js";
+import { ReceiveRing } from "./ring.js";
+import type { ReceiveResult, ReceiveTask } from "./task-types.js";
+
+function receive(context: KernelContext, task: ReceiveTask): ReceiveResult {
+  const memory = context.memory;
+  const batch = {
+    frames: new Region(task.frames),
+    table: new Region(task.table),
+    work: new Region(task.work),
+    first: task.first,
+    count: task.count,
+    rings: task.rings.map((d) => ReceiveRing.open(memory, d)),
+    switchTable: task.switchTable,
+    coalesce: task.coalesce,
+    maxCoalesce: task.maxCoalesce,
+    deliverBad: task.deliverBad,
+  };
+  const kernels = {
+    memory,
+    segment: context.exports<SegmentExports>("segment"),
+    checksum: context.exports<ChecksumExports>("checksum"),
+  };
+  passGate(memory, task.gate);
+  const started = process.hrtime.bigint();
+  const result = receiveBatch(kernels, batch);
+  return { ...result, busyNs: Number(process.hrtime.bigint() - started) };
+}
+
+/** The networking domain's tasks: a VMQ processor's receive work. */
+export const netTaskHandlers: TaskHandlers<ReceiveTask> = {
+  "net.receive": receive,
+};
