@@ -275,13 +275,16 @@ export function harvestPages(
       continue;
     }
     let word = load<u64>(at);
-    if (word != 0) {
-      // With every writer paused a plain store clears the word; otherwise the
-      // locked exchange keeps a page marked meanwhile from being lost. Bits
-      // past the last page (never set by a marker) are cleared, not reported.
-      if (paused) store<u64>(at, 0);
-      else word = atomic.xchg<u64>(at, 0);
-      word &= tailMask(index, bits);
+    if (paused) {
+      // No writer runs: clear with a plain store and emit without testing the
+      // word first, so a half-empty bitmap costs no mispredicted branch.
+      store<u64>(at, 0);
+      n = emitWord(word & tailMask(index, bits), basePage + (index << 6), out, n);
+    } else if (word != 0) {
+      // Writers may run: the locked exchange keeps a page marked meanwhile
+      // from being lost. Bits past the last page (never set by a marker) are
+      // cleared, not reported.
+      word = atomic.xchg<u64>(at, 0) & tailMask(index, bits);
       n = emitWord(word, basePage + (index << 6), out, n);
     }
     index++;

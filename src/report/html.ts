@@ -23,8 +23,8 @@ function cell(value: string | number | null): string {
 const STYLE = `
 body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1b1b}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-th,td{border:1px solid #ddd;padding:3px 8px}th{background:#f3f3f3;text-align:left}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #ddd;padding:3px 8px;white-space:nowrap}th{background:#f3f3f3;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}
 .machine{color:#555;font-size:13px}nav a{margin-right:1em}`;
