@@ -28,6 +28,16 @@
 //   data  (page bytes per slot): that version
 //   slot = page & (slots - 1), slots a power of two
 //
+// Page hash tables (encodePages with option bit 2, decodePages with a
+// table): one little-endian u64 per guest page, indexed by page number,
+//
+//   table + 8 * page : XXH64 of that page's bytes as last encoded (source)
+//                      or as last written by the decoder (destination)
+//
+// Each hash is taken while the page is in L1 from the encode or decode step
+// (the source page read before it is copied into the packet; the destination
+// page read back after the decoder wrote it), so RAM is streamed once per side.
+//
 // Encoder statistics (u32 each, zeroed by the caller, added to by a call;
 // bad page is set, not added):
 //
@@ -58,6 +68,7 @@
 
 @inline const OPT_ZERO: u32 = 1;
 @inline const OPT_XBZRLE: u32 = 2;
+@inline const OPT_HASH: u32 = 4;
 
 // Decoder errors (negative return values).
 @inline const E_TRUNCATED: i32 = -1;
@@ -304,6 +315,8 @@ function storeBe64(at: usize, value: u64): void {
  * two) is looked up and updated per page; with bit 1 clear it is not touched.
  * A page number at or past `pages` stops encoding before it is read (its
  * index + 1 goes to the statistics). Adds to the statistics at `stats`.
+ * With bit 2 the XXH64 of every consumed page goes to its slot of the page
+ * hash table at `hashes` (8 bytes per page number).
  * Returns how many pages were consumed.
  */
 export function encodePages(
@@ -320,6 +333,7 @@ export function encodePages(
   scratch: usize,
   stats: usize,
   pages: u32,
+  hashes: usize,
 ): u32 {
   const pageBytes = (<u32>1) << pageShift;
   let d: u32 = 0;
@@ -335,6 +349,9 @@ export function encodePages(
     }
     const src = ram + ((<usize>page) << pageShift);
     const address = (<u64>page) << <u64>pageShift;
+    // The page as it leaves: hashed before any branch, so every consumed page
+    // (zero, XBZRLE, unchanged or whole) has its slot rewritten.
+    if (options & OPT_HASH) store<u64>(hashes + ((<usize>page) << 3), xxh64(src, pageBytes));
     if (options & OPT_ZERO && isZero(src, pageBytes)) {
       storeBe64(out + <usize>d, address | FLAG_ZERO);
       store<u8>(out + <usize>d, 0, 8);
@@ -388,6 +405,8 @@ export function encodePages(
  * XBZRLE encoding stops decoding with a negative code (-1 truncated, -2 bad
  * flag, -3 bad page, -4 bad XBZRLE) and the record's offset as u32 at
  * `errorAt`. Returns the number of pages written (>= 0) on success.
+ * With `hashOn` non-zero, each page written is read back and its XXH64 goes
+ * to its slot of the page hash table at `hashes` (8 bytes per page number).
  */
 export function decodePages(
   src: usize,
@@ -396,6 +415,8 @@ export function decodePages(
   pageShift: u32,
   pages: u32,
   errorAt: usize,
+  hashes: usize,
+  hashOn: u32,
 ): i32 {
   const pageBytes = (<u32>1) << pageShift;
   let i: u32 = 0;
@@ -430,6 +451,8 @@ export function decodePages(
     } else {
       return E_BAD_FLAG;
     }
+    // Read back from the destination page itself (still in L1), not the packet.
+    if (hashOn) store<u64>(hashes + (<usize>page64 << 3), xxh64(dst, pageBytes));
     written++;
   }
   return written;

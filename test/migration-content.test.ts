@@ -126,6 +126,23 @@ describe("content mode", () => {
     expect(result.summary.reason).toMatch(/destination page 1234 differs/);
   });
 
+  it("a wrong byte on the destination of an idle guest fails the run too", async () => {
+    // No guest writes: the hashes recorded while encoding and decoding are
+    // compared, and a destination handed out before verification is hashed afresh.
+    const result = await runMigration({
+      guestBytes: 8 * MiB,
+      content: true,
+      workload: { kind: "uniform" },
+      writesPerSecond: 0,
+      maxBandwidth: Number.POSITIVE_INFINITY,
+      beforeVerify: (ram) => {
+        ram[99 * PAGE + 5] = (ram[99 * PAGE + 5] ?? 0) ^ 0x80;
+      },
+    });
+    expect(result.summary.status).toBe("failed");
+    expect(result.summary.reason).toMatch(/destination page 99 differs/);
+  });
+
   it("post-copy fetches touched pages as remote faults and pushes the rest", async () => {
     const result = await runMigration({
       guestBytes: 64 * MiB,

@@ -1,12 +1,13 @@
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
-import type { Region } from "../src/memory/region.js";
+import { Region } from "../src/memory/region.js";
 import {
   decodeStreamOneByOne,
   encodePagesOneByOne,
   isZeroOneByOne,
   type OracleEncodeCounts,
+  pageHashesOneByOne,
   writeStream,
   XbzrleCacheOracle,
   xbzrleDecodeOneByOne,
@@ -420,5 +421,129 @@ describe("page stream", () => {
     // Binomial(256, 0.25): mean 64, sd 6.9; 5 sd either side.
     expect(zero).toBeGreaterThan(64 - 35);
     expect(zero).toBeLessThan(64 + 35);
+  });
+});
+
+describe("page hash tables recorded while encoding and decoding", () => {
+  const SENTINEL = 0xa5a5_a5a5_a5a5_a5a5n;
+  let tableSpace: Region;
+
+  beforeAll(() => {
+    // Room for a slot per page, plus 7 bytes of skew.
+    tableSpace = layout.allocate("hash-table-space", RAM_PAGES * 8 + 8);
+  });
+
+  /** A table of `pages` slots starting `skew` bytes in (unaligned when skew > 0). */
+  function table(pages: number, skew: number): { region: Region; view: DataView } {
+    const region = new Region({
+      name: "page-hashes",
+      offset: tableSpace.offset + skew,
+      byteLength: pages * 8,
+    });
+    for (let p = 0; p < pages; p++) {
+      new DataView(layout.memory.buffer).setBigUint64(region.offset + p * 8, SENTINEL, true);
+    }
+    return { region, view: new DataView(layout.memory.buffer, region.offset, pages * 8) };
+  }
+
+  function slots(view: DataView, pages: number): bigint[] {
+    return Array.from({ length: pages }, (_, p) => view.getBigUint64(p * 8, true));
+  }
+
+  it("encoder and decoder fill each touched slot with the page's XXH64 (oracle), at any skew", () => {
+    fc.assert(
+      fc.property(
+        // The stream's header keeps flags in the low 12 bits: pages of 4 KiB and up.
+        fc.constant(12),
+        fc.array(fc.nat(), { minLength: 1, maxLength: 24 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.nat(255),
+        fc.boolean(),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 7 }),
+        fc.integer({ min: 0, max: 7 }),
+        (pageShift, picks, zeroEvery, seed, zeroPages, xbzrle, encodeSkew, decodeSkew) => {
+          const pageBytes = 2 ** pageShift;
+          const pages = (RAM_PAGES * PAGE) / pageBytes;
+          const src = bytes(ram);
+          for (let p = 0; p < pages; p++) {
+            const page = src.subarray(p * pageBytes, (p + 1) * pageBytes);
+            if (p % zeroEvery === 0) page.fill(0);
+            else for (let i = 0; i < pageBytes; i++) page[i] = (i * 31 + p * 7 + seed) & 0xff;
+          }
+          const list1 = picks.map((x) => x % pages);
+          new Uint32Array(layout.memory.buffer, list.offset, list1.length).set(list1);
+          bytes(tags).fill(0);
+          const encodeTable = table(pages, encodeSkew);
+          // Twice with XBZRLE: the second pass meets cache hits, some unchanged.
+          let length = 0;
+          for (let pass = 0; pass < (xbzrle ? 2 : 1); pass++) {
+            const consumed = kernel.encodePages({
+              ram,
+              pageShift,
+              list,
+              listStart: 0,
+              count: list1.length,
+              out: a,
+              zeroPages,
+              ...(xbzrle ? { xbzrle: { cache: { tags, data, slots: SLOTS }, scratch } } : {}),
+              stats,
+              hashes: encodeTable.region,
+            });
+            expect(consumed).toBe(list1.length);
+            length = kernel.takeEncodeStats(stats, emptyEncodeCounts()).bytes;
+          }
+          const sentinels = new Array<bigint>(pages).fill(SENTINEL);
+          expect(slots(encodeTable.view, pages)).toEqual(
+            pageHashesOneByOne(src, pageShift, list1, sentinels),
+          );
+          // Decode the last packet into the destination with its own table.
+          bytes(dst).fill(0x3c);
+          const mirror = bytes(dst).slice();
+          const decodedPages: number[] = [];
+          const stream = bytes(a).slice(0, length);
+          // The pages the stream names, in order (headers walked by the oracle's rules).
+          expect(decodeStreamOneByOne(stream, mirror, pageShift)).toBeTypeOf("number");
+          for (let at = 0; at < stream.length; ) {
+            const header = new DataView(stream.buffer, at, 8).getBigUint64(0, false);
+            const flag = Number(header & 0xfffn);
+            decodedPages.push(Number(header >> BigInt(pageShift)));
+            at += 8;
+            if (flag === 0x02) at += 1;
+            else if (flag === 0x08) at += pageBytes;
+            else at += 3 + ((stream[at + 1] ?? 0) << 8) + (stream[at + 2] ?? 0);
+          }
+          bytes(c).set(stream, 0);
+          const decodeTable = table(pages, decodeSkew);
+          expect(kernel.decodePages(c, length, dst, pageShift, decodeTable.region)).toBe(
+            decodedPages.length,
+          );
+          expect(same(bytes(dst), mirror)).toBe(true);
+          expect(slots(decodeTable.view, pages)).toEqual(
+            pageHashesOneByOne(bytes(dst), pageShift, decodedPages, sentinels),
+          );
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it("refuses a hash table shorter than a slot per page before the kernel runs", () => {
+    const short = new Region({ name: "short-hashes", offset: tableSpace.offset, byteLength: 8 });
+    new Uint32Array(layout.memory.buffer, list.offset, 1).set([0]);
+    expect(() =>
+      kernel.encodePages({
+        ram,
+        pageShift: 12,
+        list,
+        listStart: 0,
+        count: 1,
+        out: a,
+        zeroPages: true,
+        stats,
+        hashes: short,
+      }),
+    ).toThrow(/short-hashes/);
+    expect(() => kernel.decodePages(a, 9, dst, 12, short)).toThrow(/short-hashes/);
   });
 });

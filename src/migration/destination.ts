@@ -21,7 +21,8 @@ export class Destination {
   readonly receive: Region;
   readonly deviceState: Region | undefined;
   readonly kernel: PageKernel;
-  private hashes: Region | undefined;
+  /** XXH64 of each page as the decoder last wrote it (u64 per page, by page number). */
+  readonly hashes: Region;
 
   constructor(
     readonly guestBytes: number,
@@ -33,6 +34,7 @@ export class Destination {
     this.kernel = PageKernel.on(this.layout, "destination-page-scratch");
     this.ram = this.layout.allocate("destination-ram", guestBytes, 4096);
     this.receive = this.layout.allocate("destination-receive", packetBytes, 4096);
+    this.hashes = this.layout.allocate("destination-page-hashes", this.pages * 8, 8);
     this.deviceState =
       deviceStateBytes > 0
         ? this.layout.allocate("destination-device-state", deviceStateBytes)
@@ -46,12 +48,33 @@ export class Destination {
 
   /**
    * Receives one packet of the page stream (the in-process link copies it
-   * from the source's memory into the receive buffer) and decodes it into RAM.
+   * from the source's memory into the receive buffer) and decodes it into RAM,
+   * each page written read back into its slot of {@link hashes}.
    * Returns pages written.
    */
   receivePacket(packet: Uint8Array): number {
     this.receive.bytes(this.layout.memory).set(packet);
-    return this.kernel.decodePages(this.receive, packet.length, this.ram, this.pageShift);
+    return this.kernel.decodePages(
+      this.receive,
+      packet.length,
+      this.ram,
+      this.pageShift,
+      this.hashes,
+    );
+  }
+
+  /**
+   * Marks every slot of {@link hashes} as not yet written: all ones, where
+   * the source's table starts all zeros, so a page the decoder never wrote
+   * cannot compare equal.
+   */
+  clearHashes(): void {
+    this.hashes.bytes(this.layout.memory).fill(0xff);
+  }
+
+  /** The hashes the decoder recorded, one u64 per page. */
+  recordedHashes(): BigUint64Array {
+    return this.kernel.hashTable(this.hashes, this.pages);
   }
 
   /** Receives the device state blob. */
@@ -65,9 +88,8 @@ export class Destination {
     this.ram.bytes(this.layout.memory).set(bytes, page * pageBytes);
   }
 
-  /** XXH64 of every destination page, one u64 per page (a table in the destination's memory). */
+  /** XXH64 of every destination page, read afresh, into {@link hashes}. */
   hashAll(): BigUint64Array {
-    this.hashes ??= this.layout.allocate("destination-page-hashes", this.pages * 8);
     this.kernel.hashPages(this.ram, this.pageShift, 0, this.pages, this.hashes);
     return this.kernel.hashTable(this.hashes, this.pages);
   }

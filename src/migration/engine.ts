@@ -95,8 +95,13 @@ export class Migration {
   private rateWindowBytes = 0;
   private lastWindowRate: number | null = null;
   private missingBitmap: DirtyBitmap | undefined;
-  private verifyTable: Region | undefined;
+  /** XXH64 of each source page as it was last encoded (content mode). */
+  private sourceHashes: Region | undefined;
   private verifyScratch: Region | undefined;
+  /** The guest wrote after the run began: the encode-time source hashes may be stale. */
+  private guestWrote = false;
+  /** Destination RAM was written other than by the decoder: its recorded hashes may be stale. */
+  private destinationWritten = false;
 
   constructor(options: MigrationOptions) {
     this.o = resolveMigrationOptions(options);
@@ -148,6 +153,7 @@ export class Migration {
         }
       }
       this.stats = this.channelStats[0];
+      this.sourceHashes = this.layout.allocate("source-page-hashes", pages * 8, 8);
       if (o.xbzrle) {
         const slots = o.xbzrleCacheBytes / this.pageBytes;
         this.xbzrleCache = {
@@ -236,6 +242,7 @@ export class Migration {
     const n = Math.floor(this.writesOwed);
     if (n <= 0) return;
     this.writesOwed -= n;
+    this.guestWrote = true;
     await this.guest.write(n);
   }
 
@@ -275,6 +282,7 @@ export class Migration {
             }
           : {}),
         stats,
+        ...(this.sourceHashes ? { hashes: this.sourceHashes } : {}),
       });
       kernel.takeEncodeStats(stats, this.counts);
       at += consumed;
@@ -332,6 +340,7 @@ export class Migration {
               stats: stats.toDescriptor(),
               scratch: scratch.toDescriptor(),
               zeroPages: this.o.zeroPages,
+              ...(this.sourceHashes ? { hashes: this.sourceHashes.toDescriptor() } : {}),
             })
             .then((result) => ({ result, buffer, group }));
         }),
@@ -466,6 +475,12 @@ export class Migration {
     this.multifdPackets = 0;
     this.rounds = [];
     if (this.xbzrleCache) this.xbzrleCache.tags.bytes(this.layout.memory).fill(0);
+    // Hash slots start unequal on the two sides (zeros here, ones there): a
+    // page not encoded and decoded in this run cannot pass by a stale slot.
+    this.sourceHashes?.bytes(this.layout.memory).fill(0);
+    this.destination?.clearHashes();
+    this.guestWrote = false;
+    this.destinationWritten = false;
     return this.migrate();
   }
 
@@ -732,6 +747,7 @@ export class Migration {
       const windowStart = this.clockMs;
       // The guest runs a window on the destination.
       const writes = Math.floor((o.writesPerSecond * o.windowMs) / 1000);
+      if (writes > 0) this.guestWrote = true;
       await this.guest.write(writes);
       this.sync();
       const faulted: number[] = [];
@@ -758,6 +774,7 @@ export class Migration {
       if (o.content && this.destination) {
         // Pages already on the destination were written there by the guest itself.
         const ram = this.ram().bytes(this.layout.memory);
+        if (mirrored.length > 0) this.destinationWritten = true;
         for (const p of mirrored) {
           this.destination.writePage(p, ram.subarray(p * this.pageBytes, (p + 1) * this.pageBytes));
         }
@@ -816,15 +833,32 @@ export class Migration {
     return { ...sent, faults, faultWaitMs, timedOut: false, missing: 0 };
   }
 
-  /** Content mode: every destination page against the source, by hash. Returns why not, or null. */
+  /**
+   * Content mode: every destination page against the source, by hash.
+   * Returns why not, or null.
+   *
+   * Both sides recorded a hash per page in the run: the source's from its
+   * bytes as encoded, the destination's from its bytes as the decoder wrote
+   * them. When nothing else wrote either side since (the guest never ran
+   * writes in this run; the destination was written only by the decoder and
+   * not handed out before verification), those tables are the pages' hashes
+   * now and are compared as they are. Otherwise, or when they differ, both
+   * memories are hashed afresh and the fresh tables decide.
+   */
   private async verify(): Promise<string | null> {
     const kernel = this.kernel;
     const destination = this.destination;
-    if (!kernel || !destination) return null;
-    this.o.beforeVerify?.(destination.ram.bytes(destination.layout.memory));
+    const table = this.sourceHashes;
+    if (!kernel || !destination || !table) return null;
     const pages = this.guest.pages;
-    this.verifyTable ??= this.layout.allocate("source-page-hashes", pages * 8);
-    const table = this.verifyTable;
+    if (this.o.beforeVerify) {
+      this.destinationWritten = true;
+      this.o.beforeVerify(destination.ram.bytes(destination.layout.memory));
+    }
+    if (!this.guestWrote && !this.destinationWritten) {
+      const recorded = firstMismatch(kernel.hashTable(table, pages), destination.recordedHashes());
+      if (recorded === null) return this.verifyDeviceState(destination);
+    }
     let source: BigUint64Array;
     let theirs: BigUint64Array;
     if (this.o.multifdChannels > 0) {
@@ -853,6 +887,10 @@ export class Migration {
     if (mismatch) {
       return `verification failed: destination page ${mismatch.page} differs from the source (XXH64 ${mismatch.destinationHash.toString(16)} against ${mismatch.sourceHash.toString(16)})`;
     }
+    return this.verifyDeviceState(destination);
+  }
+
+  private verifyDeviceState(destination: Destination): string | null {
     if (!destination.deviceStateEquals(this.deviceBlob)) {
       return "verification failed: the destination's device state differs from the source's";
     }

@@ -56,9 +56,20 @@ export function sweepPoints(grid: SweepGrid): Omit<SweepPoint, "summary">[] {
 }
 
 /**
+ * A point's expected cost, to start the longest first: pages dirtied per
+ * page sent (rounds and their lengths grow with it) times the seconds one
+ * pass over the guest takes on the link (the virtual time to simulate).
+ */
+function expectedCost(p: Omit<SweepPoint, "summary">): number {
+  return (1 + (p.writesPerSecond * 4096) / p.bandwidth) / p.bandwidth;
+}
+
+/**
  * Runs every point of the grid as a migration on the pool's workers, in
- * parallel (each worker migrates its own guest in its own memory). Every
- * point's options are checked before any runs.
+ * parallel (each worker migrates its own guest in its own memory). Points
+ * are handed out longest first (by {@link expectedCost}), so no long point
+ * starts last and leaves the other workers idle; results come back in grid
+ * order. Every point's options are checked before any runs.
  *
  * @throws MigrationConfigError for an empty or oversized grid or a bad point.
  */
@@ -86,11 +97,17 @@ export async function runSweep(
   const started = performance.now();
   let done = 0;
   try {
-    const results = await Promise.all(
-      points.map(async (p) => {
+    const order = points
+      .map((p, index) => ({ index, cost: expectedCost(p) }))
+      .sort((x, y) => y.cost - x.cost || x.index - y.index);
+    const results: SweepPoint[] = new Array(points.length);
+    await Promise.all(
+      order.map(async ({ index }) => {
+        const p = points[index];
+        if (!p) throw new Error(`sweep point ${index} missing`);
         const result = await pool.run({ type: "migration.sweep-point", options: optionsOf(p) });
         options.onPoint?.(++done, points.length);
-        return { ...p, summary: result.summary };
+        results[index] = { ...p, summary: result.summary };
       }),
     );
     return { points: results, workers: options.workers, wallMs: performance.now() - started };

@@ -1,7 +1,7 @@
 import type { RegionDescriptor } from "../memory/region.js";
 import type { EncodeCounts } from "../wasm/page.js";
 import type { MigrationOptions } from "./options.js";
-import type { MigrationResult } from "./stats.js";
+import type { MigrationSummary } from "./stats.js";
 
 /** A multifd channel: encode a slice of a round's page list into the channel's packet. */
 export interface EncodeChannelTask {
@@ -15,6 +15,8 @@ export interface EncodeChannelTask {
   readonly stats: RegionDescriptor;
   readonly scratch: RegionDescriptor;
   readonly zeroPages: boolean;
+  /** The source's page hash table: each encoded page's XXH64 goes to its slot. */
+  readonly hashes?: RegionDescriptor;
 }
 
 /** Verification: XXH64 of pages [0, count) of guest RAM into a table. */
@@ -33,7 +35,7 @@ export interface EncodeChannelResult {
   readonly counts: EncodeCounts;
 }
 
-/** One point of a sweep: a whole migration run on a worker, in its own memory. */
+/** One point of a sweep: a whole migration run on a worker, in its own memory; only its summary comes back. */
 export interface SweepPointTask {
   readonly type: "migration.sweep-point";
   /** Options without callbacks (they cannot cross threads). */
@@ -43,6 +45,6 @@ export interface SweepPointTask {
 /** The migration domain's task types and their results. */
 export interface MigrationTaskResults {
   "migration.encode-channel": EncodeChannelResult;
-  "migration.sweep-point": MigrationResult;
+  "migration.sweep-point": { readonly summary: MigrationSummary };
   "migration.hash-pages": undefined;
 }

@@ -3,7 +3,7 @@ import type { KernelContext } from "../pool/context.js";
 import type { TaskHandlers } from "../pool/protocol.js";
 import { emptyEncodeCounts, type PageExports, PageKernel } from "../wasm/page.js";
 import { runMigration } from "./engine.js";
-import type { MigrationResult } from "./stats.js";
+import type { MigrationSummary } from "./stats.js";
 import type {
   EncodeChannelResult,
   EncodeChannelTask,
@@ -27,6 +27,7 @@ function encodeChannel(context: KernelContext, task: EncodeChannelTask): EncodeC
     out: new Region(task.packet),
     zeroPages: task.zeroPages,
     stats,
+    ...(task.hashes ? { hashes: new Region(task.hashes) } : {}),
   });
   return { consumed, counts: kernel.takeEncodeStats(stats, emptyEncodeCounts()) };
 }
@@ -41,9 +42,14 @@ function hashPages(context: KernelContext, task: HashPagesTask): undefined {
   return undefined;
 }
 
-function sweepPoint(_context: KernelContext, task: SweepPointTask): Promise<MigrationResult> {
-  // Each point migrates its own guest in its own memory on this worker.
-  return runMigration(task.options);
+async function sweepPoint(
+  _context: KernelContext,
+  task: SweepPointTask,
+): Promise<{ summary: MigrationSummary }> {
+  // Each point migrates its own guest in its own memory on this worker; the
+  // rounds stay here (the sweep reports summaries), so the reply is small.
+  const { summary } = await runMigration(task.options);
+  return { summary };
 }
 
 /** The migration domain's tasks: multifd channels and sweep points. */

@@ -292,3 +292,22 @@ export function decodeStreamOneByOne(
   }
   return written;
 }
+
+/**
+ * What a page hash table holds after pages were encoded or decoded with one:
+ * `table` (a slot per page number, by page number) with the XXH64 of each
+ * page in `pages` read from `ram` afterwards; other slots as they were.
+ */
+export function pageHashesOneByOne(
+  ram: Uint8Array,
+  pageShift: number,
+  pages: readonly number[],
+  table: bigint[],
+): bigint[] {
+  const pageBytes = 2 ** pageShift;
+  const out = table.slice();
+  for (const page of pages) {
+    out[page] = xxh64(ram.subarray(page * pageBytes, (page + 1) * pageBytes));
+  }
+  return out;
+}

@@ -24,6 +24,7 @@ export interface PageExports {
     scratch: number,
     stats: number,
     pages: number,
+    hashes: number,
   ): number;
   decodePages(
     src: number,
@@ -32,6 +33,8 @@ export interface PageExports {
     pageShift: number,
     pages: number,
     errorAt: number,
+    hashes: number,
+    hashOn: number,
   ): number;
   seedPages(
     ram: number,
@@ -119,6 +122,11 @@ export interface EncodeJob {
   readonly xbzrle?: { readonly cache: XbzrleCacheRegions; readonly scratch: Region };
   /** A statistics block of {@link ENCODE_STATS_BYTES}; the call adds to it. */
   readonly stats: Region;
+  /**
+   * A page hash table (u64 per guest page, by page number): the XXH64 of
+   * every page consumed is written to its slot, taken in the same step.
+   */
+  readonly hashes?: Region;
 }
 
 /** A page stream the destination refused, with the offset of the bad record. */
@@ -265,6 +273,7 @@ export class PageKernel {
       data = cache.data.check(0, slots * pageBytes, "xbzrle cache data");
       scratch = job.xbzrle.scratch.check(0, pageBytes, "xbzrle scratch");
     }
+    const hashes = job.hashes ? job.hashes.check(0, pages * 8, "page hashes") : 0;
     const consumed =
       this.k.encodePages(
         job.ram.offset,
@@ -273,13 +282,14 @@ export class PageKernel {
         job.count,
         job.out.offset,
         job.out.byteLength,
-        (job.zeroPages ? 1 : 0) | (job.xbzrle ? 2 : 0),
+        (job.zeroPages ? 1 : 0) | (job.xbzrle ? 2 : 0) | (job.hashes ? 4 : 0),
         tags,
         data,
         slots,
         scratch,
         job.stats.offset,
         pages,
+        hashes,
       ) >>> 0;
     // The kernel checks every page number against the RAM before reading it.
     const words = new Uint32Array(this.memory.buffer, job.stats.offset, ENCODE_STATS_BYTES / 4);
@@ -309,14 +319,23 @@ export class PageKernel {
 
   /**
    * Decodes `length` bytes of page stream in `src` into `ram` (pages of
-   * `2^pageShift` bytes). Returns pages written.
+   * `2^pageShift` bytes). Returns pages written. With `hashes` (u64 per page
+   * of `ram`, by page number) each page written is read back from `ram` and
+   * its XXH64 goes to its slot.
    *
    * @throws PageStreamError for a record it refuses (nothing past it is written).
    */
-  decodePages(src: Region, length: number, ram: Region, pageShift: number): number {
+  decodePages(
+    src: Region,
+    length: number,
+    ram: Region,
+    pageShift: number,
+    hashes?: Region,
+  ): number {
     if (length === 0) return 0;
     const at = src.check(0, length, "page stream");
     const pages = Math.floor(ram.byteLength / 2 ** pageShift);
+    const table = hashes ? hashes.check(0, pages * 8, "page hashes") : 0;
     const result = this.k.decodePages(
       at,
       length,
@@ -324,6 +343,8 @@ export class PageKernel {
       pageShift,
       pages,
       this.scratch.offset,
+      table,
+      hashes ? 1 : 0,
     );
     if (result < 0)
       throw new PageStreamError(result, this.dv().getUint32(this.scratch.offset, true));
