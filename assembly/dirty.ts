@@ -156,18 +156,23 @@ export function mergeBitmap(dst: usize, src: usize, words: u32): u32 {
 // returned n, which the caller guarantees exist (64 slots of headroom).
 @inline
 function emitWord(word: u64, base: u32, out: usize, n: u32): u32 {
-  store<u32>(out + ((<usize>n) << 2), base + <u32>ctz<u64>(word));
-  n += <u32>(word != 0);
-  word &= word - 1;
-  store<u32>(out + ((<usize>n) << 2), base + <u32>ctz<u64>(word));
-  n += <u32>(word != 0);
-  word &= word - 1;
-  while (word != 0) {
-    store<u32>(out + ((<usize>n) << 2), base + <u32>ctz<u64>(word));
-    n++;
-    word &= word - 1;
+  // The count is taken first so that the next word's position depends on one
+  // add, not on a chain of per-bit tests.
+  const count = <u32>popcnt<u64>(word);
+  const at = out + ((<usize>n) << 2);
+  store<u32>(at, base + <u32>ctz<u64>(word));
+  const rest = word & (word - 1);
+  store<u32>(at + ((<usize>(count != 0)) << 2), base + <u32>ctz<u64>(rest));
+  if (count > 2) {
+    let more = rest & (rest - 1);
+    let slot = at + 8;
+    while (more != 0) {
+      store<u32>(slot, base + <u32>ctz<u64>(more));
+      slot += 4;
+      more &= more - 1;
+    }
   }
-  return n;
+  return n + count;
 }
 
 // Mask of the bits of word `index` that are pages below `bits`.
