@@ -47,6 +47,8 @@
 //        8  zero pages          24 cache misses
 //       12  (reserved)          28 overflows
 
+import { xxh64At } from "./lib/xxh64";
+
 @inline const FLAG_ZERO: u64 = 0x02;
 @inline const FLAG_PAGE: u64 = 0x08;
 @inline const FLAG_XBZRLE: u64 = 0x40;
@@ -75,13 +77,6 @@
 @inline const E_BAD_FLAG: i32 = -2;
 @inline const E_BAD_PAGE: i32 = -3;
 @inline const E_BAD_XBZRLE: i32 = -4;
-
-// XXH64 primes (Collet, xxHash specification, XXH64).
-@inline const P1: u64 = 0x9e3779b185ebca87;
-@inline const P2: u64 = 0xc2b2ae3d27d4eb4f;
-@inline const P3: u64 = 0x165667b19e3779f9;
-@inline const P4: u64 = 0x85ebca77c2b2ae63;
-@inline const P5: u64 = 0x27d4eb2f165667c5;
 
 /** Returns 1 if `len` bytes at `ptr` are all zero, else 0. */
 export function isZero(ptr: usize, len: u32): u32 {
@@ -118,65 +113,9 @@ function copyPage(dst: usize, src: usize, len: u32): void {
   }
 }
 
-@inline
-function xxRound(acc: u64, input: u64): u64 {
-  return rotl<u64>(acc + input * P2, 31) * P1;
-}
-
-@inline
-function xxMerge(acc: u64, value: u64): u64 {
-  return (acc ^ xxRound(0, value)) * P1 + P4;
-}
-
-/** XXH64 of `len` bytes at `ptr` with seed 0. */
-function xxh64(ptr: usize, len: u32): u64 {
-  const n = <usize>len;
-  let i: usize = 0;
-  let h: u64;
-  if (n >= 32) {
-    let v1: u64 = P1 + P2;
-    let v2: u64 = P2;
-    let v3: u64 = 0;
-    let v4: u64 = 0 - P1;
-    for (; i + 32 <= n; i += 32) {
-      v1 = xxRound(v1, load<u64>(ptr + i));
-      v2 = xxRound(v2, load<u64>(ptr + i, 8));
-      v3 = xxRound(v3, load<u64>(ptr + i, 16));
-      v4 = xxRound(v4, load<u64>(ptr + i, 24));
-    }
-    h = rotl<u64>(v1, 1) + rotl<u64>(v2, 7) + rotl<u64>(v3, 12) + rotl<u64>(v4, 18);
-    h = xxMerge(h, v1);
-    h = xxMerge(h, v2);
-    h = xxMerge(h, v3);
-    h = xxMerge(h, v4);
-  } else {
-    h = P5;
-  }
-  h += <u64>n;
-  for (; i + 8 <= n; i += 8) {
-    h ^= xxRound(0, load<u64>(ptr + i));
-    h = rotl<u64>(h, 27) * P1 + P4;
-  }
-  if (i + 4 <= n) {
-    h ^= (<u64>load<u32>(ptr + i)) * P1;
-    h = rotl<u64>(h, 23) * P2 + P3;
-    i += 4;
-  }
-  for (; i < n; i++) {
-    h ^= (<u64>load<u8>(ptr + i)) * P5;
-    h = rotl<u64>(h, 11) * P1;
-  }
-  h ^= h >>> 33;
-  h *= P2;
-  h ^= h >>> 29;
-  h *= P3;
-  h ^= h >>> 32;
-  return h;
-}
-
 /** Writes XXH64 (seed 0) of `len` bytes at `ptr` as a little-endian u64 at `out`. */
 export function hash64(ptr: usize, len: u32, out: usize): void {
-  store<u64>(out, xxh64(ptr, len));
+  store<u64>(out, xxh64At(ptr, <usize>len));
 }
 
 /**
@@ -187,7 +126,7 @@ export function hashPages(ram: usize, pageShift: u32, first: u32, count: u32, ou
   const pageBytes = (<u32>1) << pageShift;
   for (let i: u32 = 0; i < count; i++) {
     const page = ram + ((<usize>(first + i)) << pageShift);
-    store<u64>(out + ((<usize>i) << 3), xxh64(page, pageBytes));
+    store<u64>(out + ((<usize>i) << 3), xxh64At(page, <usize>pageBytes));
   }
 }
 
@@ -351,7 +290,7 @@ export function encodePages(
     const address = (<u64>page) << <u64>pageShift;
     // The page as it leaves: hashed before any branch, so every consumed page
     // (zero, XBZRLE, unchanged or whole) has its slot rewritten.
-    if (options & OPT_HASH) store<u64>(hashes + ((<usize>page) << 3), xxh64(src, pageBytes));
+    if (options & OPT_HASH) store<u64>(hashes + ((<usize>page) << 3), xxh64At(src, <usize>pageBytes));
     if (options & OPT_ZERO && isZero(src, pageBytes)) {
       storeBe64(out + <usize>d, address | FLAG_ZERO);
       store<u8>(out + <usize>d, 0, 8);
@@ -452,7 +391,7 @@ export function decodePages(
       return E_BAD_FLAG;
     }
     // Read back from the destination page itself (still in L1), not the packet.
-    if (hashOn) store<u64>(hashes + (<usize>page64 << 3), xxh64(dst, pageBytes));
+    if (hashOn) store<u64>(hashes + (<usize>page64 << 3), xxh64At(dst, <usize>pageBytes));
     written++;
   }
   return written;
