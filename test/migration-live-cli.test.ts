@@ -6,24 +6,9 @@ import { parseHostPort } from "../src/cli/commands/migrate-live.js";
 import { UsageError } from "../src/cli/options.js";
 import { BandwidthMeter } from "../src/migration/live/bandwidth-meter.js";
 import { TokenBucket } from "../src/migration/live/token-bucket.js";
+import { hvlabAsync as hvlab } from "./support/cli.js";
 
 const BIN = new URL("../bin/hvlab.js", import.meta.url).pathname;
-
-async function hvlab(
-  args: string[],
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (c: Buffer) => {
-    stdout += c.toString();
-  });
-  child.stderr.on("data", (c: Buffer) => {
-    stderr += c.toString();
-  });
-  const [code] = (await once(child, "exit")) as [number | null];
-  return { code, stdout, stderr };
-}
 
 describe("hvlab migrate-live refuses bad input with one line", () => {
   it("a port in use", async () => {

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
 import { LiveSource } from "../src/migration/live/source.js";
 import type { MigrationSummary } from "../src/migration/stats.js";
+import { hvlabAsync as hvlab } from "./support/cli.js";
 
 const MiB = 1024 ** 2;
 const BIN = new URL("../bin/hvlab.js", import.meta.url).pathname;
@@ -36,23 +37,6 @@ async function startDestinationProcess(extra: string[] = []): Promise<{
     child.once("exit", (code) => reject(new Error(`destination exited ${code}: ${err}`)));
   });
   return { child, port, exited, stdout: () => out, stderr: () => err };
-}
-
-/** Runs `hvlab ...` to the end. */
-async function hvlab(
-  args: string[],
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (c: Buffer) => {
-    stdout += c.toString();
-  });
-  child.stderr.on("data", (c: Buffer) => {
-    stderr += c.toString();
-  });
-  const [code] = (await once(child, "exit")) as [number | null];
-  return { code, stdout, stderr };
 }
 
 /**

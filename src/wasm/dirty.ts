@@ -172,26 +172,9 @@ export class DirtyKernel {
     const capacity = Math.floor(out.byteLength / 4);
     if (capacity === 0)
       throw new RegionBoundsError(out.name, "output", "cannot hold one page number");
-    const state = new Uint32Array(this.memory.buffer, at, 2);
-    for (;;) {
-      const chunk = state[1] ?? 0;
-      const base = chunk * CHUNK_PAGES;
-      if (base >= snapshot.pages) return 0;
-      const bits = Math.min(CHUNK_PAGES, snapshot.pages - base);
-      const written =
-        this.k.iterateDirty(
-          snapshot.region.offset + chunk * CHUNK_WORDS * 8,
-          bits,
-          at,
-          out.offset,
-          capacity,
-          base,
-        ) >>> 0;
-      if (written > 0) return written;
-      // This chunk is exhausted: move to the next.
-      state[0] = 0;
-      state[1] = chunk + 1;
-    }
+    return this.walkChunks(snapshot, at, (offset, bits, base) =>
+      this.k.iterateDirty(offset, bits, at, out.offset, capacity, base),
+    );
   }
 
   /**
@@ -214,23 +197,34 @@ export class DirtyKernel {
         `holds ${capacity} page numbers; it needs at least ${MIN_HARVEST_BATCH}`,
       );
     }
+    return this.walkChunks(bitmap, at, (offset, bits, base) =>
+      this.k.harvestPages(offset, bits, at, out.offset, capacity, base, paused ? 1 : 0),
+    );
+  }
+
+  /**
+   * Drives a resumable batch kernel over a bitmap chunk by chunk: the cursor
+   * at `at` holds the kernel's position within the chunk (u32) and the chunk
+   * (u32). Returns the first non-zero batch, or 0 when every chunk is done.
+   */
+  private walkChunks(
+    bitmap: DirtyBitmap,
+    at: number,
+    batch: (chunkOffset: number, bits: number, basePage: number) => number,
+  ): number {
     const state = new Uint32Array(this.memory.buffer, at, 2);
     for (;;) {
       const chunk = state[1] ?? 0;
       const base = chunk * CHUNK_PAGES;
       if (base >= bitmap.pages) return 0;
-      const bits = Math.min(CHUNK_PAGES, bitmap.pages - base);
       const written =
-        this.k.harvestPages(
+        batch(
           bitmap.region.offset + chunk * CHUNK_WORDS * 8,
-          bits,
-          at,
-          out.offset,
-          capacity,
+          Math.min(CHUNK_PAGES, bitmap.pages - base),
           base,
-          paused ? 1 : 0,
         ) >>> 0;
       if (written > 0) return written;
+      // This chunk is exhausted: move to the next.
       state[0] = 0;
       state[1] = chunk + 1;
     }

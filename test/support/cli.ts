@@ -1,4 +1,5 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
 import { join } from "node:path";
 
 /** What one run of the built `hvlab` command did. */
@@ -38,4 +39,25 @@ export function requireTool(tool: string): boolean {
   }
   console.warn(`skipping: ${tool} is not installed`);
   return false;
+}
+
+/**
+ * Runs the built `hvlab` command to its end without blocking the event loop,
+ * for tests that serve sockets in this process meanwhile.
+ */
+export async function hvlabAsync(
+  args: readonly string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const bin = join(import.meta.dirname, "..", "..", "bin", "hvlab.js");
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  child.stderr.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const [code] = (await once(child, "exit")) as [number | null];
+  return { code, stdout, stderr };
 }
