@@ -38,16 +38,6 @@
   return ((x & 0xff) << 8) | ((x >> 8) & 0xff);
 }
 
-/** Adds four u32 lanes of a v128 into a u64 (no lane may overflow into another). */
-@inline function lanes(v: v128): u64 {
-  return (
-    <u64>i32x4.extract_lane(v, 0) +
-    <u64>i32x4.extract_lane(v, 1) +
-    <u64>i32x4.extract_lane(v, 2) +
-    <u64>i32x4.extract_lane(v, 3)
-  );
-}
-
 /** Adds the four signed i32 lanes of a v128. */
 @inline function signedLanes(v: v128): i64 {
   return (
@@ -73,7 +63,12 @@
 
 /** Little-endian partial sum of [ptr, ptr + length), unfolded. */
 function sumLittleEndian(ptr: usize, length: usize): u64 {
-  let total: u64 = 0;
+  // The same signed widening as copyAndSumRaw: one pmaddwd per vector
+  // against ones held in a register, each word's top bit flipped first and
+  // 2^18 per whole vector added back at the end.
+  const bias = i16x8.splat(-32768);
+  const ones = i16x8.splat(1);
+  let signed: i64 = 0;
   let at = ptr;
   const end = ptr + length;
   while (at + 64 <= end) {
@@ -81,16 +76,17 @@ function sumLittleEndian(ptr: usize, length: usize): u64 {
     let b = i32x4.splat(0);
     let c = i32x4.splat(0);
     let d = i32x4.splat(0);
-    let steps: u32 = 0;
-    for (; at + 64 <= end && steps < FOLD_STEPS; at += 64, steps++) {
-      a = i32x4.add(a, i32x4.extadd_pairwise_i16x8_u(v128.load(at)));
-      b = i32x4.add(b, i32x4.extadd_pairwise_i16x8_u(v128.load(at, 16)));
-      c = i32x4.add(c, i32x4.extadd_pairwise_i16x8_u(v128.load(at, 32)));
-      d = i32x4.add(d, i32x4.extadd_pairwise_i16x8_u(v128.load(at, 48)));
+    const stop = min<usize>(at + ((end - at) & ~(<usize>63)), at + <usize>FOLD_STEPS * 64);
+    for (; at < stop; at += 64) {
+      a = i32x4.add(a, i32x4.dot_i16x8_s(v128.xor(v128.load(at), bias), ones));
+      b = i32x4.add(b, i32x4.dot_i16x8_s(v128.xor(v128.load(at, 16), bias), ones));
+      c = i32x4.add(c, i32x4.dot_i16x8_s(v128.xor(v128.load(at, 32), bias), ones));
+      d = i32x4.add(d, i32x4.dot_i16x8_s(v128.xor(v128.load(at, 48), bias), ones));
     }
-    total += lanes(i32x4.add(i32x4.add(a, b), i32x4.add(c, d)));
+    signed += signedLanes(i32x4.add(i32x4.add(a, b), i32x4.add(c, d)));
   }
-  return total + tailSum(at, end);
+  const blocks = <i64>((at - ptr) >> 6);
+  return <u64>(signed + (blocks << 20)) + tailSum(at, end);
 }
 
 /**
@@ -121,11 +117,14 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
   let at = src;
   const end = src + <usize>length;
   const delta = dst - src;
-  // Signed pairwise widening (one pmaddwd on x64) after flipping each word's
-  // top bit: a word w reads as w - 32768, so each 32-bit lane gains
-  // w1 + w2 - 65536. Every whole 16-byte vector adds 4 lanes' worth of
+  // Signed pairwise widening (one pmaddwd on x64: a dot product with ones)
+  // after flipping each word's top bit: a word w reads as w - 32768, so each
+  // 32-bit lane gains w1 + w2 - 65536. Every whole 16-byte vector adds 4 lanes' worth of
   // 65536 back (2^18) at the end: (length >> 4) << 18.
   const bias = i16x8.splat(-32768);
+  // pmaddwd against a register: V8's extadd_pairwise lowering takes its
+  // constant from memory through a scratch register on every use.
+  const ones = i16x8.splat(1);
   let a = i32x4.splat(0);
   let b = i32x4.splat(0);
   let c = i32x4.splat(0);
@@ -145,10 +144,10 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
       v128.store(to, vb, 16);
       v128.store(to, vc, 32);
       v128.store(to, vd, 48);
-      a = i32x4.add(a, i32x4.extadd_pairwise_i16x8_s(v128.xor(va, bias)));
-      b = i32x4.add(b, i32x4.extadd_pairwise_i16x8_s(v128.xor(vb, bias)));
-      c = i32x4.add(c, i32x4.extadd_pairwise_i16x8_s(v128.xor(vc, bias)));
-      d = i32x4.add(d, i32x4.extadd_pairwise_i16x8_s(v128.xor(vd, bias)));
+      a = i32x4.add(a, i32x4.dot_i16x8_s(v128.xor(va, bias), ones));
+      b = i32x4.add(b, i32x4.dot_i16x8_s(v128.xor(vb, bias), ones));
+      c = i32x4.add(c, i32x4.dot_i16x8_s(v128.xor(vc, bias), ones));
+      d = i32x4.add(d, i32x4.dot_i16x8_s(v128.xor(vd, bias), ones));
     }
     if (at + 64 <= end) {
       // Lanes are within +-4096 * 65536 = 2^28: fold before another block.
@@ -167,14 +166,14 @@ export function copyAndSum(dst: usize, src: usize, length: u32, seed: u32): u32 
     const v1 = v128.load(at, 16);
     v128.store(at + delta, v0);
     v128.store(at + delta, v1, 16);
-    a = i32x4.add(a, i32x4.extadd_pairwise_i16x8_s(v128.xor(v0, bias)));
-    b = i32x4.add(b, i32x4.extadd_pairwise_i16x8_s(v128.xor(v1, bias)));
+    a = i32x4.add(a, i32x4.dot_i16x8_s(v128.xor(v0, bias), ones));
+    b = i32x4.add(b, i32x4.dot_i16x8_s(v128.xor(v1, bias), ones));
     at += 32;
   }
   if (at + 16 <= end) {
     const v = v128.load(at);
     v128.store(at + delta, v);
-    c = i32x4.add(c, i32x4.extadd_pairwise_i16x8_s(v128.xor(v, bias)));
+    c = i32x4.add(c, i32x4.dot_i16x8_s(v128.xor(v, bias), ones));
     at += 16;
   }
   signed += signedLanes(i32x4.add(i32x4.add(a, b), i32x4.add(c, d)));

@@ -94,6 +94,7 @@ describe("RFC 1071 checksum kernel", () => {
     const low = new Uint8Array(n);
     for (let i = 0; i < n; i += 997) low[i] = 1;
     put(low);
+    expect(kernel.sum(buf, 0, n, 0x4321)).toBe(onesSumOracle(low, 0, n, 0x4321));
     expect(kernel.copyAndSum(dst, 0, buf, 0, n, 0x4321)).toBe(onesSumOracle(low, 0, n, 0x4321));
     expect(dst.bytes(layout.memory).subarray(0, n)).toEqual(low);
   });
