@@ -132,6 +132,36 @@ export function harvest(bitmap: usize, snapshot: usize, words: u32): u32 {
 }
 
 /**
+ * Get-and-clear of a bitmap that no writer marks meanwhile (the retired
+ * bitmap of an epoch-swapped pair, or while the vCPUs are paused): every word
+ * is copied to `snapshot` and cleared with plain 16-byte loads and stores, no
+ * locked instruction. Returns the count of dirty pages harvested.
+ */
+export function harvestQuiet(bitmap: usize, snapshot: usize, words: u32): u32 {
+  let a: u64 = 0;
+  let b: u64 = 0;
+  let i: u32 = 0;
+  const zero = i64x2.splat(0);
+  const pairs = words & ~1;
+  for (; i < pairs; i += 2) {
+    const at = (<usize>i) << 3;
+    const value = v128.load(bitmap + at);
+    v128.store(snapshot + at, value);
+    v128.store(bitmap + at, zero);
+    a += popcnt<u64>(i64x2.extract_lane(value, 0));
+    b += popcnt<u64>(i64x2.extract_lane(value, 1));
+  }
+  if (i < words) {
+    const at = (<usize>i) << 3;
+    const value = load<u64>(bitmap + at);
+    store<u64>(snapshot + at, value);
+    store<u64>(bitmap + at, 0);
+    a += popcnt<u64>(value);
+  }
+  return <u32>(a + b);
+}
+
+/**
  * ORs `words` words of bitmap `src` into `dst` (plain loads and stores: `dst`
  * belongs to the caller alone). Returns how many bits were newly set in `dst`.
  */
@@ -150,29 +180,37 @@ export function mergeBitmap(dst: usize, src: usize, words: u32): u32 {
 }
 
 // Writes the page numbers of the set bits of `word` (page numbers base + bit)
-// at out[n...] and returns the new n. The first two bits are written without
-// branches (at a few percent dirty most words hold at most two), so a word's
-// bit count costs no mispredicted branch; it may write two slots past the
-// returned n, which the caller guarantees exist (64 slots of headroom).
+// at `at` and returns the address past them. Two slots are written without
+// a branch: the lowest bit (ctz) and the highest (63 - clz), which are all of
+// a word of one or two bits (at 1 % dirty, 97 % of words hold at most two),
+// so a word's bit count costs no mispredicted branch and no chain of per-bit
+// tests. A word of three or more bits takes the rarely taken branch and is
+// written whole, lowest bit first. It may write two slots past the returned
+// address (a clean word writes two junk slots it does not count), which the
+// caller guarantees exist.
 @inline
-function emitWord(word: u64, base: u32, out: usize, n: u32): u32 {
+function emitAt(word: u64, base: u32, at: usize): usize {
   // The count is taken first so that the next word's position depends on one
-  // add, not on a chain of per-bit tests.
-  const count = <u32>popcnt<u64>(word);
-  const at = out + ((<usize>n) << 2);
+  // add, not on the stores.
+  const count = <usize>popcnt<u64>(word);
   store<u32>(at, base + <u32>ctz<u64>(word));
-  const rest = word & (word - 1);
-  store<u32>(at + ((<usize>(count != 0)) << 2), base + <u32>ctz<u64>(rest));
+  store<u32>(at, base + 63 - <u32>clz<u64>(word), 4);
   if (count > 2) {
-    let more = rest & (rest - 1);
-    let slot = at + 8;
-    while (more != 0) {
+    let more = word;
+    let slot = at;
+    do {
       store<u32>(slot, base + <u32>ctz<u64>(more));
       slot += 4;
       more &= more - 1;
-    }
+    } while (more != 0);
   }
-  return n + count;
+  return at + (count << 2);
+}
+
+// As emitAt, counting in slots of `out`: returns the new count.
+@inline
+function emitWord(word: u64, base: u32, out: usize, n: u32): u32 {
+  return <u32>((emitAt(word, base, out + ((<usize>n) << 2)) - out) >>> 2);
 }
 
 // Mask of the bits of word `index` that are pages below `bits`.
@@ -248,13 +286,14 @@ export function iterateDirty(
 /**
  * Harvest and iterate in one pass, for callers that want page numbers rather
  * than a snapshot: from the word index stored as u32 at `cursor`, each
- * non-zero word of `bitmap` (of `bits` pages) is exchanged atomically with zero (as `harvest`)
- * and its pages written to `out`. Runs of four clean words are skipped with two
- * 16-byte loads. Stops when fewer than 66 slots are left (so `capacity` must
- * be at least 66), storing where to resume. Returns how many page numbers were
- * written; 0 means the bitmap is exhausted. `paused` = 1 promises that no
- * writer marks the bitmap meanwhile (vCPUs stopped, as in stop-and-copy or
- * between virtual-time periods): words are then cleared with plain stores.
+ * non-zero word of `bitmap` (of `bits` pages) is exchanged atomically with
+ * zero (as `harvest`) and its pages written to `out`. Runs of four clean words
+ * are skipped with two 16-byte loads. Stops when fewer than 66 slots are left
+ * (so `capacity` must be at least 66), storing where to resume. Returns how
+ * many page numbers were written; 0 means the bitmap is exhausted. `paused` =
+ * 1 promises that no writer marks the bitmap meanwhile (vCPUs stopped, as in
+ * stop-and-copy or between virtual-time periods): the bitmap is then
+ * harvested by `harvestPagesQuiet`, with plain loads and stores.
  */
 export function harvestPages(
   bitmap: usize,
@@ -265,6 +304,7 @@ export function harvestPages(
   basePage: u32,
   paused: u32,
 ): u32 {
+  if (paused) return harvestPagesQuiet(bitmap, bits, cursor, out, capacity, basePage);
   if (bits == 0) return 0;
   const words = ((bits - 1) >>> 6) + 1;
   let index = load<u32>(cursor);
@@ -279,23 +319,220 @@ export function harvestPages(
       index += 4;
       continue;
     }
-    let word = load<u64>(at);
-    if (paused) {
-      // No writer runs: clear with a plain store and emit without testing the
-      // word first, so a half-empty bitmap costs no mispredicted branch.
-      store<u64>(at, 0);
-      n = emitWord(word & tailMask(index, bits), basePage + (index << 6), out, n);
-    } else if (word != 0) {
+    if (load<u64>(at) != 0) {
       // Writers may run: the locked exchange keeps a page marked meanwhile
       // from being lost. Bits past the last page (never set by a marker) are
       // cleared, not reported.
-      word = atomic.xchg<u64>(at, 0) & tailMask(index, bits);
+      const word = atomic.xchg<u64>(at, 0) & tailMask(index, bits);
       n = emitWord(word, basePage + (index << 6), out, n);
     }
     index++;
   }
   store<u32>(cursor, words);
   return n;
+}
+
+// Words the quiet harvest takes per step of its hot loop, and the slots a
+// step may need: 64 pages a word, plus the two junk slots past the last.
+@inline const BLOCK_WORDS: u32 = 16;
+@inline const BLOCK_SLOTS: u32 = BLOCK_WORDS * 64 + 2;
+// Slots one word may need (64 pages and two junk slots).
+@inline const WORD_SLOTS: u32 = 66;
+
+/**
+ * Harvest and iterate in one pass over a bitmap that no writer marks
+ * meanwhile: the retired bitmap of an epoch-swapped pair, or any bitmap while
+ * the vCPUs are paused. From the word index stored as u32 at `cursor`, every
+ * word is read with a plain load, cleared with a plain store and its pages
+ * written to `out` (as u32 page numbers basePage + bit), with no test of the
+ * word first: at a few percent dirty half the words are clean at random, and
+ * a branch on each would be mispredicted half the time.
+ *
+ * The hot loop takes 16 whole words a step and checks the output's room once
+ * a step (a step needs at most 1026 slots), so no capacity or tail test runs
+ * per word. Words after the last whole step, the last partial word (bits past
+ * `bits` are cleared, not reported) and batches of fewer than 1026 slots go
+ * one word at a time. Stops when the next step or word might not fit, storing
+ * the word index to resume at; `capacity` must be at least 66. Returns how
+ * many page numbers were written; 0 means the bitmap is exhausted. Slots of
+ * `out` past the returned count may be overwritten.
+ */
+export function harvestPagesQuiet(
+  bitmap: usize,
+  bits: u32,
+  cursor: usize,
+  out: usize,
+  capacity: u32,
+  basePage: u32,
+): u32 {
+  if (bits == 0) return 0;
+  const words = ((bits - 1) >>> 6) + 1;
+  let index = load<u32>(cursor);
+  if (index >= words) return 0;
+  let n: u32 = 0;
+  const whole = bits >>> 6;
+  if (capacity >= BLOCK_SLOTS && index < whole) {
+    const steps = (whole - index) / BLOCK_WORDS;
+    let at = bitmap + ((<usize>index) << 3);
+    const end = at + ((<usize>(steps * BLOCK_WORDS)) << 3);
+    let base = basePage + (index << 6);
+    let slot = out;
+    const last = out + ((<usize>(capacity - BLOCK_SLOTS)) << 2);
+    while (at < end && slot <= last) {
+      // Loads inside the emission, clears after it: the words need not be
+      // held in registers across the step.
+      slot = emitAt(load<u64>(at), base, slot);
+      slot = emitAt(load<u64>(at, 8), base + 64, slot);
+      slot = emitAt(load<u64>(at, 16), base + 128, slot);
+      slot = emitAt(load<u64>(at, 24), base + 192, slot);
+      slot = emitAt(load<u64>(at, 32), base + 256, slot);
+      slot = emitAt(load<u64>(at, 40), base + 320, slot);
+      slot = emitAt(load<u64>(at, 48), base + 384, slot);
+      slot = emitAt(load<u64>(at, 56), base + 448, slot);
+      slot = emitAt(load<u64>(at, 64), base + 512, slot);
+      slot = emitAt(load<u64>(at, 72), base + 576, slot);
+      slot = emitAt(load<u64>(at, 80), base + 640, slot);
+      slot = emitAt(load<u64>(at, 88), base + 704, slot);
+      slot = emitAt(load<u64>(at, 96), base + 768, slot);
+      slot = emitAt(load<u64>(at, 104), base + 832, slot);
+      slot = emitAt(load<u64>(at, 112), base + 896, slot);
+      slot = emitAt(load<u64>(at, 120), base + 960, slot);
+      const zero = i64x2.splat(0);
+      v128.store(at, zero);
+      v128.store(at, zero, 16);
+      v128.store(at, zero, 32);
+      v128.store(at, zero, 48);
+      v128.store(at, zero, 64);
+      v128.store(at, zero, 80);
+      v128.store(at, zero, 96);
+      v128.store(at, zero, 112);
+      at += BLOCK_WORDS << 3;
+      base += BLOCK_WORDS << 6;
+    }
+    index = <u32>((at - bitmap) >>> 3);
+    n = <u32>((slot - out) >>> 2);
+    if (at < end) {
+      // The batch is full: resume at the next step.
+      store<u32>(cursor, index);
+      return n;
+    }
+  }
+  while (index < words) {
+    if (capacity - n < WORD_SLOTS) {
+      store<u32>(cursor, index);
+      return n;
+    }
+    const at = bitmap + ((<usize>index) << 3);
+    const word = load<u64>(at) & tailMask(index, bits);
+    store<u64>(at, 0);
+    n = emitWord(word, basePage + (index << 6), out, n);
+    index++;
+  }
+  store<u32>(cursor, words);
+  return n;
+}
+
+// Epoch control block of an epoch-swapped (double-buffered) bitmap pair, one
+// per pair, u32 fields:
+//
+//   byte 0          4                 64          68          72
+//   +--------------+------ ... ------+-----------+-----------+ ...
+//   | epoch        | (the epoch's    | ack of    | ack of    |
+//   | (harvester)  |  own line)      | writer 0  | writer 1  |
+//   +--------------+-----------------+-----------+-----------+ ...
+//
+// epoch counts flips (modulo 2^31); bitmap (epoch & 1) of the pair is the
+// active one, which writers mark. A writer's ack is the epoch it marks in, or
+// EPOCH_IDLE while it marks nothing. To harvest, the one harvester stores
+// epoch + 1 and waits until every ack is epoch + 1 or idle; then no writer
+// can mark the retired bitmap (epoch & 1) until the next flip, and it reads
+// and clears it with plain loads and stores. A writer enters by storing its
+// ack and reading the epoch again (as in Dekker's algorithm, with wasm's
+// sequentially consistent atomics): either it sees the flip, or the harvester
+// sees its ack and waits for it. A writer re-reads the epoch between batches
+// and leaves by storing EPOCH_IDLE; every change of an ack is notified, for
+// the harvester waits on it with Atomics.wait.
+@inline const EPOCH: usize = 0;
+@inline const EPOCH_ACKS: usize = 64;
+@inline const EPOCH_IDLE: u32 = 0xffffffff;
+
+@inline
+function ackAddress(control: usize, slot: u32): usize {
+  return control + EPOCH_ACKS + ((<usize>slot) << 2);
+}
+
+/**
+ * Writer `slot` enters the current epoch of the pair whose control block is
+ * at `control`; returns the epoch, whose bitmap (epoch & 1) it must mark
+ * until it calls `epochFollow` or `epochLeave`.
+ */
+export function epochEnter(control: usize, slot: u32): u32 {
+  const ack = ackAddress(control, slot);
+  let epoch = atomic.load<u32>(control + EPOCH);
+  for (;;) {
+    atomic.store<u32>(ack, epoch);
+    const now = atomic.load<u32>(control + EPOCH);
+    if (now == epoch) break;
+    // A flip came between: the harvester may be waiting on the stale ack.
+    epoch = now;
+  }
+  atomic.notify(ack);
+  return epoch;
+}
+
+/**
+ * Writer `slot`, in `epoch`, between two batches: follows a flip if one came
+ * (acknowledging it) and returns the epoch to mark in now.
+ */
+export function epochFollow(control: usize, slot: u32, epoch: u32): u32 {
+  const now = atomic.load<u32>(control + EPOCH);
+  if (now != epoch) {
+    const ack = ackAddress(control, slot);
+    atomic.store<u32>(ack, now);
+    atomic.notify(ack);
+  }
+  return now;
+}
+
+/** Writer `slot` leaves: it marks nothing until it enters again. */
+export function epochLeave(control: usize, slot: u32): void {
+  const ack = ackAddress(control, slot);
+  atomic.store<u32>(ack, EPOCH_IDLE);
+  atomic.notify(ack);
+}
+
+/**
+ * Marks `count` pages first, first + step, ... in the active bitmap of the
+ * pair (`bitmapA` for even epochs, `bitmapB` for odd) as writer `slot`,
+ * entering, following the epoch every `batch` pages, and leaving. Returns how
+ * many pages were clean in the bitmap they were marked in.
+ */
+export function markPagesInPair(
+  control: usize,
+  slot: u32,
+  bitmapA: usize,
+  bitmapB: usize,
+  first: u32,
+  count: u32,
+  step: u32,
+  batch: u32,
+): u32 {
+  let epoch = epochEnter(control, slot);
+  let newly: u32 = 0;
+  let page = first;
+  let left = count;
+  while (left > 0) {
+    const bitmap = epoch & 1 ? bitmapB : bitmapA;
+    const take = min<u32>(left, batch);
+    for (let i: u32 = 0; i < take; i++) {
+      newly += markPage(bitmap, page);
+      page += step;
+    }
+    left -= take;
+    epoch = epochFollow(control, slot, epoch);
+  }
+  epochLeave(control, slot);
+  return newly;
 }
 
 /** Prepares an empty ring of `size` entries (a power of two) for memory slot `slot`. */

@@ -1,4 +1,6 @@
+import { EpochDirtyLog } from "../dirty/epoch-log.js";
 import { DirtyBitmap, type PageShift } from "../memory/dirty-bitmap.js";
+import { DirtyBitmapPair } from "../memory/dirty-bitmap-pair.js";
 import { DirtyRing, KVM_RING_MIN_ENTRIES } from "../memory/dirty-ring.js";
 import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
@@ -41,6 +43,13 @@ export interface GuestOptions {
   readonly workload: WorkloadSpec;
   /** Dirty bitmap (default) or per-vCPU dirty rings that fall back to the bitmap. */
   readonly tracking?: DirtyTracking;
+  /**
+   * Bitmap tracking only: an epoch-swapped pair of bitmaps (one writer slot
+   * per vCPU), so that a harvest with the vCPUs running takes no locked
+   * instruction per word (see {@link Guest.harvest}). Default false: one
+   * bitmap, harvested by atomic get-and-clear.
+   */
+  readonly doubleBuffered?: boolean;
   /** Ring entries per vCPU (a power of two; default 4096, KVM's minimum). */
   readonly ringEntries?: number;
   /** Seed of every vCPU's generator. */
@@ -62,7 +71,12 @@ export class GuestConfigError extends RangeError {
 export class Guest {
   readonly pages: number;
   readonly pageShift: PageShift;
+  /** The dirty bitmap; with {@link GuestOptions.doubleBuffered}, bitmap 0 of {@link Guest.pair}. */
   readonly bitmap: DirtyBitmap;
+  /** The epoch-swapped bitmap pair, with {@link GuestOptions.doubleBuffered}. */
+  readonly pair: DirtyBitmapPair | undefined;
+  /** The harvester's side of {@link Guest.pair}. */
+  readonly log: EpochDirtyLog | undefined;
   readonly ram: Region | undefined;
   readonly workload: ResolvedWorkload;
   readonly tracking: DirtyTracking;
@@ -102,9 +116,24 @@ export class Guest {
     this.pageShift = pageShift;
     this.tracking = options.tracking ?? "bitmap";
     this.workload = resolveWorkload(options.workload, this.pages, pageShift);
-    this.bitmap = DirtyBitmap.allocate(layout, `${name}-dirty-bitmap`, this.pages, pageShift);
+    if (options.doubleBuffered && this.tracking !== "bitmap") {
+      throw new GuestConfigError("a double-buffered dirty log needs bitmap tracking, not rings");
+    }
+    this.pair = options.doubleBuffered
+      ? DirtyBitmapPair.allocate(
+          layout,
+          `${name}-dirty-bitmaps`,
+          this.pages,
+          options.vcpus,
+          pageShift,
+        )
+      : undefined;
+    this.bitmap =
+      this.pair?.bitmaps[0] ??
+      DirtyBitmap.allocate(layout, `${name}-dirty-bitmap`, this.pages, pageShift);
     this.ram = options.content ? layout.allocate(`${name}-ram`, options.bytes, 4096) : undefined;
     this.dirty = DirtyKernel.on(layout.memory);
+    this.log = this.pair ? new EpochDirtyLog(layout.memory, this.pair, this.dirty) : undefined;
     this.writer = WorkloadKernel.on(layout.memory);
     const targets: VcpuTarget[] = [];
     for (let vcpu = 0; vcpu < options.vcpus; vcpu++) {
@@ -129,6 +158,7 @@ export class Guest {
         bitmap: this.bitmap,
         ...(this.ram ? { ram: this.ram } : {}),
         ...(ring ? { ring } : {}),
+        ...(this.pair ? { pair: { pair: this.pair, slot: vcpu } } : {}),
       });
     }
     this.vcpuTargets = targets;
@@ -166,11 +196,26 @@ export class Guest {
           count: shares[vcpu] ?? 0,
           ...(target.ram ? { ram: target.ram.toDescriptor() } : {}),
           ...(target.ring ? { ring: target.ring.toDescriptor() } : {}),
+          ...(target.pair
+            ? { pair: { pair: target.pair.pair.toDescriptor(), slot: target.pair.slot } }
+            : {}),
         };
         return pool.run(task);
       }),
     );
     return results.reduce((sum, r) => sum + r.newlyDirty, 0);
+  }
+
+  /**
+   * Takes the pages dirtied since the last harvest into `snapshot` (a bitmap
+   * of the guest's pages) and clears them, while the vCPUs may be running.
+   * One bitmap: KVM's get-and-clear, an atomic exchange per dirty word.
+   * Double-buffered: a flip of the pair (waiting for each running vCPU to
+   * finish its batch of writes), then a plain move of the retired bitmap.
+   * Returns the pages harvested.
+   */
+  harvest(snapshot: DirtyBitmap): number {
+    return this.log ? this.log.harvestInto(snapshot) : this.dirty.harvest(this.bitmap, snapshot);
   }
 
   /** Moves every vCPU ring's entries into the bitmap. Returns entries drained. */

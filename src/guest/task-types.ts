@@ -1,4 +1,5 @@
 import type { DirtyBitmapDescriptor } from "../memory/dirty-bitmap.js";
+import type { DirtyBitmapPairDescriptor } from "../memory/dirty-bitmap-pair.js";
 import type { DirtyRingDescriptor } from "../memory/dirty-ring.js";
 import type { RegionDescriptor } from "../memory/region.js";
 
@@ -13,6 +14,23 @@ export interface MarkPagesTask {
   readonly gate?: RegionDescriptor;
 }
 
+/**
+ * Mark pages `first, first + step, ...` (`count` of them) in the active
+ * bitmap of an epoch-swapped pair, as writer `slot`, re-reading the epoch
+ * every `batch` pages.
+ */
+export interface MarkPagesInPairTask {
+  readonly type: "dirty.mark-pages-in-pair";
+  readonly pair: DirtyBitmapPairDescriptor;
+  readonly slot: number;
+  readonly first: number;
+  readonly count: number;
+  readonly step: number;
+  readonly batch?: number;
+  /** A start gate to pass before marking, so that workers mark at once. */
+  readonly gate?: RegionDescriptor;
+}
+
 /** Run `count` writes of one vCPU's workload. */
 export interface RunWorkloadTask {
   readonly type: "workload.run";
@@ -20,6 +38,8 @@ export interface RunWorkloadTask {
   readonly bitmap: DirtyBitmapDescriptor;
   readonly ram?: RegionDescriptor;
   readonly ring?: DirtyRingDescriptor;
+  /** Mark this epoch-swapped pair (whose bitmap 0 is `bitmap`) as writer `slot`. */
+  readonly pair?: { readonly pair: DirtyBitmapPairDescriptor; readonly slot: number };
   readonly count: number;
   readonly gate?: RegionDescriptor;
 }
@@ -35,5 +55,6 @@ export interface MarkResult {
 /** The guest's task types and their results. */
 export interface GuestTaskResults {
   "dirty.mark-pages": MarkResult;
+  "dirty.mark-pages-in-pair": MarkResult;
   "workload.run": MarkResult;
 }

@@ -1,10 +1,17 @@
 import { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import { DirtyBitmapPair } from "../memory/dirty-bitmap-pair.js";
 import { DirtyRing } from "../memory/dirty-ring.js";
 import { Region } from "../memory/region.js";
 import type { KernelContext } from "../pool/context.js";
 import { passGate } from "../pool/gate.js";
 import type { TaskHandlers } from "../pool/protocol.js";
-import type { MarkPagesTask, MarkResult, RunWorkloadTask } from "./task-types.js";
+import { checkMarkingInPair } from "../wasm/dirty.js";
+import type {
+  MarkPagesInPairTask,
+  MarkPagesTask,
+  MarkResult,
+  RunWorkloadTask,
+} from "./task-types.js";
 
 function bitmapOf(task: { bitmap: MarkPagesTask["bitmap"] }): DirtyBitmap {
   return new DirtyBitmap(new Region(task.bitmap.region), task.bitmap.pages, task.bitmap.pageShift);
@@ -26,12 +33,33 @@ function markPages(context: KernelContext, task: MarkPagesTask): MarkResult {
   return { newlyDirty: newly, elapsedNs: Number(process.hrtime.bigint() - started) };
 }
 
+function markPagesInPair(context: KernelContext, task: MarkPagesInPairTask): MarkResult {
+  const pair = DirtyBitmapPair.fromDescriptor(task.pair);
+  const dirty = context.dirty;
+  // Validate before the gate, so a bad task fails alone rather than at the gate.
+  checkMarkingInPair(pair, task.slot, task.first, task.count, task.step, task.batch);
+  passGate(context.memory, task.gate);
+  const started = process.hrtime.bigint();
+  const newlyDirty = dirty.markPagesInPair(
+    pair,
+    task.slot,
+    task.first,
+    task.count,
+    task.step,
+    task.batch,
+  );
+  return { newlyDirty, elapsedNs: Number(process.hrtime.bigint() - started) };
+}
+
 function runWorkload(context: KernelContext, task: RunWorkloadTask): MarkResult {
   const target = {
     descriptor: new Region(task.descriptor),
     bitmap: bitmapOf(task),
     ...(task.ram ? { ram: new Region(task.ram) } : {}),
     ...(task.ring ? { ring: new DirtyRing(new Region(task.ring.region), task.ring.entries) } : {}),
+    ...(task.pair
+      ? { pair: { pair: DirtyBitmapPair.fromDescriptor(task.pair.pair), slot: task.pair.slot } }
+      : {}),
   };
   passGate(context.memory, task.gate);
   const started = process.hrtime.bigint();
@@ -40,7 +68,10 @@ function runWorkload(context: KernelContext, task: RunWorkloadTask): MarkResult 
 }
 
 /** The guest's tasks: vCPU writes and page marking on pool workers. */
-export const guestTaskHandlers: TaskHandlers<MarkPagesTask | RunWorkloadTask> = {
+export const guestTaskHandlers: TaskHandlers<
+  MarkPagesTask | MarkPagesInPairTask | RunWorkloadTask
+> = {
   "dirty.mark-pages": markPages,
+  "dirty.mark-pages-in-pair": markPagesInPair,
   "workload.run": runWorkload,
 };

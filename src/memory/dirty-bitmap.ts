@@ -1,6 +1,6 @@
-import { RegionAllocationError } from "./errors.js";
+import { RegionAllocationError, RegionBoundsError } from "./errors.js";
 import type { MemoryLayout } from "./layout.js";
-import type { Region, RegionDescriptor } from "./region.js";
+import { Region, type RegionDescriptor } from "./region.js";
 
 /** Guest page sizes a dirty bitmap can track: 4 KiB and 2 MiB. */
 export type PageShift = 12 | 21;
@@ -61,6 +61,37 @@ export class DirtyBitmap {
   /** Size of the tracked guest memory in bytes. */
   get guestBytes(): number {
     return this.pages * 2 ** this.pageShift;
+  }
+
+  /**
+   * Words `firstWord` to `firstWord + words` as a bitmap of their own, over
+   * the same bytes: its page p is page `firstWord * 64 + p` of this one (the
+   * last word may be partial). How a harvest is split between workers.
+   */
+  slice(firstWord: number, words: number): DirtyBitmap {
+    if (
+      !Number.isSafeInteger(firstWord) ||
+      !Number.isSafeInteger(words) ||
+      firstWord < 0 ||
+      words < 1 ||
+      firstWord + words > this.words
+    ) {
+      throw new RegionBoundsError(
+        this.region.name,
+        `slice of ${words} words from word ${firstWord}`,
+        `is not inside the bitmap's ${this.words} words`,
+      );
+    }
+    const region = new Region({
+      name: `${this.region.name}[${firstWord}+${words}]`,
+      offset: this.region.offset + firstWord * 8,
+      byteLength: words * 8,
+    });
+    return new DirtyBitmap(
+      region,
+      Math.min(words * 64, this.pages - firstWord * 64),
+      this.pageShift,
+    );
   }
 
   /** The descriptor for task messages. */

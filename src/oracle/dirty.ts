@@ -115,3 +115,56 @@ export function iterateOneByOne(snapshot: Uint8Array, pages: number, out: Uint32
   }
   return n;
 }
+
+/**
+ * The oracle's one-pass harvest: every dirty page of a bitmap's bytes, one
+ * page at a time, cleared as it is read. Returns the page numbers in
+ * ascending order.
+ */
+export function harvestPagesOneByOne(bitmap: Uint8Array, pages: number): number[] {
+  const found: number[] = [];
+  for (let page = 0; page < pages; page++) {
+    const byte = page >>> 3;
+    const bit = 1 << (page & 7);
+    const value = bitmap[byte] ?? 0;
+    if (value & bit) {
+      found.push(page);
+      bitmap[byte] = value & ~bit;
+    }
+  }
+  return found;
+}
+
+/**
+ * The oracle of an epoch-swapped dirty log: two one-byte-per-page bitmaps and
+ * an epoch, one operation at a time. A mark lands in the active bitmap; a
+ * flip retires it and hands back its pages, clearing it.
+ */
+export class DirtyPairOracle {
+  /** Flips so far. */
+  epoch = 0;
+  readonly bitmaps: readonly [DirtyBitmapOracle, DirtyBitmapOracle];
+
+  constructor(readonly pages: number) {
+    this.bitmaps = [new DirtyBitmapOracle(pages), new DirtyBitmapOracle(pages)];
+  }
+
+  /** The bitmap marks land in. */
+  get active(): DirtyBitmapOracle {
+    return this.bitmaps[this.epoch & 1] as DirtyBitmapOracle;
+  }
+
+  /** Marks a page in the active bitmap; true if it was clean there. */
+  markPage(page: number): boolean {
+    return this.active.markPage(page);
+  }
+
+  /** Flips and harvests the retired bitmap: its dirty pages, ascending; it is left clean. */
+  flipAndHarvest(): number[] {
+    const retired = this.active;
+    this.epoch++;
+    const pages = retired.dirtyPages();
+    retired.harvest();
+    return pages;
+  }
+}

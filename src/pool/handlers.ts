@@ -1,3 +1,4 @@
+import { dirtyTaskHandlers } from "../dirty/tasks.js";
 import { guestTaskHandlers } from "../guest/tasks.js";
 import { migrationTaskHandlers } from "../migration/tasks.js";
 import { netTaskHandlers } from "../net/tasks.js";
@@ -10,6 +11,7 @@ type AnyHandler = (context: KernelContext, task: PoolTask) => unknown;
 /** Every domain's task handlers, by task type. */
 const HANDLERS: Readonly<Record<string, AnyHandler>> = {
   ...(guestTaskHandlers as Record<string, AnyHandler>),
+  ...(dirtyTaskHandlers as Record<string, AnyHandler>),
   ...(migrationTaskHandlers as Record<string, AnyHandler>),
   ...(netTaskHandlers as Record<string, AnyHandler>),
   ...(pagingTaskHandlers as Record<string, AnyHandler>),

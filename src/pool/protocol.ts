@@ -1,4 +1,10 @@
-import type { GuestTaskResults, MarkPagesTask, RunWorkloadTask } from "../guest/task-types.js";
+import type { DirtyTaskResults, HarvestPagesTask } from "../dirty/task-types.js";
+import type {
+  GuestTaskResults,
+  MarkPagesInPairTask,
+  MarkPagesTask,
+  RunWorkloadTask,
+} from "../guest/task-types.js";
 import type {
   EncodeChannelTask,
   HashPagesTask,
@@ -19,7 +25,9 @@ import type { KernelContext } from "./context.js";
 /** Every task message. */
 export type PoolTask =
   | MarkPagesTask
+  | MarkPagesInPairTask
   | RunWorkloadTask
+  | HarvestPagesTask
   | EncodeChannelTask
   | HashPagesTask
   | SweepPointTask
@@ -29,6 +37,7 @@ export type PoolTask =
 /** Task types and the results they produce. */
 export interface TaskResults
   extends GuestTaskResults,
+    DirtyTaskResults,
     MigrationTaskResults,
     PagingTaskResults,
     NetTaskResults {}

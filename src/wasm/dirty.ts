@@ -1,4 +1,5 @@
-import type { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import { type DirtyBitmap, MAX_BITMAP_PAGES } from "../memory/dirty-bitmap.js";
+import type { DirtyBitmapPair } from "../memory/dirty-bitmap-pair.js";
 import { type DirtyRing, RingHeader } from "../memory/dirty-ring.js";
 import { RegionBoundsError } from "../memory/errors.js";
 import type { Region } from "../memory/region.js";
@@ -28,6 +29,28 @@ export interface DirtyExports {
     capacity: number,
     basePage: number,
     paused: number,
+  ): number;
+  harvestPagesQuiet(
+    bitmap: number,
+    bits: number,
+    cursor: number,
+    out: number,
+    capacity: number,
+    basePage: number,
+  ): number;
+  harvestQuiet(bitmap: number, snapshot: number, words: number): number;
+  epochEnter(control: number, slot: number): number;
+  epochFollow(control: number, slot: number, epoch: number): number;
+  epochLeave(control: number, slot: number): void;
+  markPagesInPair(
+    control: number,
+    slot: number,
+    bitmapA: number,
+    bitmapB: number,
+    first: number,
+    count: number,
+    step: number,
+    batch: number,
   ): number;
   ringInit(ring: number, size: number, slot: number): void;
   ringPush(ring: number, size: number, page: number, bitmap: number): number;
@@ -70,6 +93,73 @@ function checkPage(bitmap: DirtyBitmap, page: number, what = "page"): void {
       `is not a page of this bitmap (0 to ${bitmap.pages - 1})`,
     );
   }
+}
+
+/**
+ * Page numbers a harvest batch region holds, checked to hold one word's
+ * pages (plus the kernel's slack) at least.
+ */
+function harvestCapacity(out: Region): number {
+  const capacity = Math.floor(out.byteLength / 4);
+  if (capacity < MIN_HARVEST_BATCH) {
+    throw new RegionBoundsError(
+      out.name,
+      "harvest batch",
+      `holds ${capacity} page numbers; it needs at least ${MIN_HARVEST_BATCH}`,
+    );
+  }
+  return capacity;
+}
+
+/** Checks that a snapshot tracks as many pages as the bitmap it receives. */
+function checkSamePages(bitmap: DirtyBitmap, snapshot: DirtyBitmap, what: string): void {
+  if (snapshot.pages !== bitmap.pages) {
+    throw new RegionBoundsError(
+      snapshot.region.name,
+      what,
+      `tracks ${snapshot.pages} pages but the bitmap '${bitmap.region.name}' tracks ${bitmap.pages}`,
+    );
+  }
+}
+
+/** Checks a writer slot of a pair. */
+function checkSlot(pair: DirtyBitmapPair, slot: number): void {
+  if (!Number.isSafeInteger(slot) || slot < 0 || slot >= pair.writers) {
+    throw new RegionBoundsError(
+      pair.control.name,
+      `writer slot ${slot}`,
+      `is not a slot of this pair (0 to ${pair.writers - 1})`,
+    );
+  }
+}
+
+/**
+ * Checks a marking job for {@link DirtyKernel.markPagesInPair}: the writer
+ * slot, a whole count, step and batch, and every page inside the pair.
+ *
+ * @throws RangeError (a RegionBoundsError for slots and pages) saying what is wrong.
+ */
+export function checkMarkingInPair(
+  pair: DirtyBitmapPair,
+  slot: number,
+  first: number,
+  count: number,
+  step = 1,
+  batch = 256,
+): void {
+  checkSlot(pair, slot);
+  if (!Number.isSafeInteger(count) || count < 0) {
+    throw new RangeError(`page count must be a whole number >= 0, not ${count}`);
+  }
+  if (!Number.isSafeInteger(step) || step < 1) {
+    throw new RangeError(`page step must be a whole number >= 1, not ${step}`);
+  }
+  if (!Number.isSafeInteger(batch) || batch < 1 || batch > 2 ** 31) {
+    throw new RangeError(`marking batch must be a whole number from 1 to 2^31, not ${batch}`);
+  }
+  if (count === 0) return;
+  checkPage(pair.bitmaps[0], first, "first page");
+  checkPage(pair.bitmaps[0], first + (count - 1) * step, "last page");
 }
 
 /**
@@ -130,13 +220,7 @@ export class DirtyKernel {
    * same page count), as KVM's get-and-clear dirty log. Returns pages harvested.
    */
   harvest(bitmap: DirtyBitmap, snapshot: DirtyBitmap): number {
-    if (snapshot.pages !== bitmap.pages) {
-      throw new RegionBoundsError(
-        snapshot.region.name,
-        "snapshot",
-        `tracks ${snapshot.pages} pages but the bitmap '${bitmap.region.name}' tracks ${bitmap.pages}`,
-      );
-    }
+    checkSamePages(bitmap, snapshot, "snapshot");
     return sumOverChunks(bitmap.words, (bytes, take) =>
       this.k.harvest(bitmap.region.offset + bytes, snapshot.region.offset + bytes, take),
     );
@@ -189,17 +273,111 @@ export class DirtyKernel {
    */
   harvestPages(bitmap: DirtyBitmap, cursor: Region, out: Region, paused = false): number {
     const at = cursor.check(0, CURSOR_BYTES, "harvest cursor");
-    const capacity = Math.floor(out.byteLength / 4);
-    if (capacity < MIN_HARVEST_BATCH) {
-      throw new RegionBoundsError(
-        out.name,
-        "harvest batch",
-        `holds ${capacity} page numbers; it needs at least ${MIN_HARVEST_BATCH}`,
-      );
-    }
+    const capacity = harvestCapacity(out);
     return this.walkChunks(bitmap, at, (offset, bits, base) =>
       this.k.harvestPages(offset, bits, at, out.offset, capacity, base, paused ? 1 : 0),
     );
+  }
+
+  /**
+   * Harvest and iterate in one pass over a bitmap that no writer marks
+   * meanwhile (the retired bitmap of a {@link DirtyBitmapPair} after a flip,
+   * or any bitmap while the vCPUs are paused): writes the page numbers of the
+   * next dirty words into `out` (u32 each; it must hold at least
+   * {@link MIN_HARVEST_BATCH}, and batches of 1,026 or more take the
+   * 16-word hot loop) and clears them with plain stores. Returns how many
+   * were written; 0 when the whole bitmap has been harvested. Reset the
+   * cursor to start a new harvest. Slots past the returned count may be
+   * overwritten. Page numbers are `firstPage` plus the page's number in
+   * `bitmap` (a slice of a larger bitmap passes where it starts).
+   */
+  harvestPagesQuiet(bitmap: DirtyBitmap, cursor: Region, out: Region, firstPage = 0): number {
+    const at = cursor.check(0, CURSOR_BYTES, "harvest cursor");
+    const capacity = harvestCapacity(out);
+    if (
+      !Number.isSafeInteger(firstPage) ||
+      firstPage < 0 ||
+      firstPage + bitmap.pages > MAX_BITMAP_PAGES
+    ) {
+      throw new RegionBoundsError(
+        bitmap.region.name,
+        `first page ${firstPage}`,
+        `puts the bitmap's ${bitmap.pages} pages past page 2^32`,
+      );
+    }
+    return this.walkChunks(bitmap, at, (offset, bits, base) =>
+      this.k.harvestPagesQuiet(offset, bits, at, out.offset, capacity, firstPage + base),
+    );
+  }
+
+  /**
+   * Moves a bitmap that no writer marks meanwhile into `snapshot` (same page
+   * count) with plain loads and stores, and clears it: `harvest` without the
+   * locked exchanges. Returns the pages moved.
+   */
+  harvestQuiet(bitmap: DirtyBitmap, snapshot: DirtyBitmap): number {
+    checkSamePages(bitmap, snapshot, "snapshot");
+    return sumOverChunks(bitmap.words, (bytes, take) =>
+      this.k.harvestQuiet(bitmap.region.offset + bytes, snapshot.region.offset + bytes, take),
+    );
+  }
+
+  /**
+   * Writer `slot` of a pair enters its current epoch (see
+   * {@link DirtyBitmapPair}); returns the epoch, whose bitmap (epoch & 1) the
+   * writer marks until it follows a flip or leaves.
+   */
+  epochEnter(pair: DirtyBitmapPair, slot: number): number {
+    checkSlot(pair, slot);
+    return this.k.epochEnter(pair.control.offset, slot) >>> 0;
+  }
+
+  /** Writer `slot`, in `epoch`, between batches: acknowledges a flip if one came; returns the epoch to mark in. */
+  epochFollow(pair: DirtyBitmapPair, slot: number, epoch: number): number {
+    checkSlot(pair, slot);
+    return this.k.epochFollow(pair.control.offset, slot, epoch) >>> 0;
+  }
+
+  /** Writer `slot` leaves: it marks nothing until it enters again. */
+  epochLeave(pair: DirtyBitmapPair, slot: number): void {
+    checkSlot(pair, slot);
+    this.k.epochLeave(pair.control.offset, slot);
+  }
+
+  /**
+   * Marks pages `first, first + step, ...` (`count` of them) in the active
+   * bitmap of a pair as writer `slot`: enters, re-reads the epoch every
+   * `batch` pages (so a harvest waits for at most one batch) and leaves.
+   * Returns how many were clean in the bitmap they were marked in.
+   */
+  markPagesInPair(
+    pair: DirtyBitmapPair,
+    slot: number,
+    first: number,
+    count: number,
+    step = 1,
+    batch = 256,
+  ): number {
+    checkMarkingInPair(pair, slot, first, count, step, batch);
+    if (count === 0) return 0;
+    const [a, b] = pair.bitmaps;
+    let newly = 0;
+    // Calls of at most 2^30 pages keep the kernel's u32 count and page sums in range.
+    for (let done = 0; done < count; done += CHUNK_PAGES) {
+      const take = Math.min(CHUNK_PAGES, count - done);
+      newly +=
+        this.k.markPagesInPair(
+          pair.control.offset,
+          slot,
+          a.region.offset,
+          b.region.offset,
+          first + done * step,
+          take,
+          step,
+          batch,
+        ) >>> 0;
+    }
+    return newly;
   }
 
   /**

@@ -1,4 +1,5 @@
 import type { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import type { DirtyBitmapPair } from "../memory/dirty-bitmap-pair.js";
 import type { DirtyRing } from "../memory/dirty-ring.js";
 import { RegionBoundsError } from "../memory/errors.js";
 import type { Region } from "../memory/region.js";
@@ -15,6 +16,15 @@ export interface WorkloadExports {
     ring: number,
     ringSize: number,
   ): number;
+  runWritesInPair(
+    desc: number,
+    count: number,
+    control: number,
+    slot: number,
+    bitmapA: number,
+    bitmapB: number,
+    ram: number,
+  ): number;
 }
 
 /** What one vCPU's writes touch: its descriptor, the bitmap, and optionally RAM and its ring. */
@@ -27,6 +37,11 @@ export interface VcpuTarget {
   readonly ram?: Region;
   /** Its dirty ring, in ring mode. */
   readonly ring?: DirtyRing;
+  /**
+   * An epoch-swapped bitmap pair to mark instead of `bitmap` (which is then
+   * the pair's bitmap 0), and this vCPU's writer slot in it.
+   */
+  readonly pair?: { readonly pair: DirtyBitmapPair; readonly slot: number };
 }
 
 /** Largest write count passed to one kernel call (keeps counts in u32). */
@@ -64,8 +79,22 @@ export class WorkloadKernel {
     const ring = target.ring?.region.offset ?? 0;
     const ringSize = target.ring?.entries ?? 0;
     let newly = 0;
+    const pair = target.pair;
     for (let done = 0; done < count; done += MAX_WRITES_PER_CALL) {
       const take = Math.min(MAX_WRITES_PER_CALL, count - done);
+      if (pair) {
+        newly +=
+          this.k.runWritesInPair(
+            target.descriptor.offset,
+            take,
+            pair.pair.control.offset,
+            pair.slot,
+            pair.pair.bitmaps[0].region.offset,
+            pair.pair.bitmaps[1].region.offset,
+            ram,
+          ) >>> 0;
+        continue;
+      }
       newly +=
         this.k.runWrites(
           target.descriptor.offset,
@@ -106,5 +135,19 @@ export class WorkloadKernel {
       target.ram.check(0, pages * 2 ** bitmap.pageShift, "guest RAM for every page");
     }
     if (flags & FLAG_RING && !target.ring) throw fail("asks for ring mode but no ring was given");
+    if (target.pair) {
+      const { pair, slot } = target.pair;
+      if (pair.bitmaps[0] !== bitmap && pair.bitmaps[0].region.offset !== bitmap.region.offset) {
+        throw fail(`marks a bitmap pair whose bitmap 0 is not '${bitmap.region.name}'`);
+      }
+      if (flags & FLAG_RING) throw fail("asks for ring mode, which a bitmap pair does not log");
+      if (!Number.isSafeInteger(slot) || slot < 0 || slot >= pair.writers) {
+        throw new RegionBoundsError(
+          pair.control.name,
+          `writer slot ${slot}`,
+          `is not a slot of this pair (0 to ${pair.writers - 1})`,
+        );
+      }
+    }
   }
 }

@@ -1,0 +1,125 @@
+import type { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import {
+  type DirtyBitmapPair,
+  EPOCH_IDLE,
+  EPOCH_MASK,
+  EpochControl,
+} from "../memory/dirty-bitmap-pair.js";
+import type { Region } from "../memory/region.js";
+import type { DirtyKernel } from "../wasm/dirty.js";
+
+/** How long a flip waits for a writer to acknowledge it by default, ms. */
+export const DEFAULT_FLIP_TIMEOUT_MS = 10_000;
+
+/** A writer did not acknowledge a flip in time (it hung, or its ack slot was overwritten). */
+export class EpochFlipTimeoutError extends Error {
+  override name = "EpochFlipTimeoutError";
+
+  /**
+   * @param writer - the writer slot that did not acknowledge
+   * @param epoch - the epoch it was asked to acknowledge
+   * @param ack - what its slot held
+   */
+  constructor(
+    readonly writer: number,
+    readonly epoch: number,
+    readonly ack: number,
+    timeoutMs: number,
+  ) {
+    super(
+      `dirty log flip to epoch ${epoch}: writer ${writer} did not acknowledge within ${timeoutMs} ms (its slot holds ${ack >>> 0})`,
+    );
+  }
+}
+
+/**
+ * The harvester's side of an epoch-swapped dirty log (a
+ * {@link DirtyBitmapPair}). One harvester at a time may flip; writers on any
+ * thread mark through {@link DirtyKernel.markPagesInPair} or the workload
+ * kernel's pair mode.
+ *
+ * A flip stores the next epoch and waits with Atomics.wait, on each writer's
+ * ack in turn, until every writer has acknowledged it or is idle. From then
+ * until the next flip no writer can touch the retired bitmap, so it is read
+ * and cleared with plain loads and stores. A page marked while the flip was
+ * under way lands in the retired bitmap (harvested now) or the active one
+ * (harvested at the next flip): none is lost.
+ */
+export class EpochDirtyLog {
+  constructor(
+    private readonly memory: WebAssembly.Memory,
+    readonly pair: DirtyBitmapPair,
+    private readonly kernel: DirtyKernel,
+  ) {}
+
+  /** The current epoch (flips so far, modulo 2^31). */
+  get epoch(): number {
+    return Atomics.load(this.pair.slots(this.memory), EpochControl.epoch / 4);
+  }
+
+  /** The bitmap writers mark now. */
+  get active(): DirtyBitmap {
+    return this.pair.bitmaps[this.epoch & 1] as DirtyBitmap;
+  }
+
+  /** The bitmap the last flip retired: the harvester's until the next flip. */
+  get retired(): DirtyBitmap {
+    return this.pair.bitmaps[(this.epoch & 1) ^ 1] as DirtyBitmap;
+  }
+
+  /**
+   * Flips the epoch and waits until every writer has acknowledged it or is
+   * idle. Returns the retired bitmap, which no writer marks until the next
+   * flip.
+   *
+   * @throws EpochFlipTimeoutError when a writer does not acknowledge within
+   *   `timeoutMs` (the flip stays made: a later flip waits again).
+   */
+  flip(timeoutMs = DEFAULT_FLIP_TIMEOUT_MS): DirtyBitmap {
+    const slots = this.pair.slots(this.memory);
+    const before = Atomics.load(slots, EpochControl.epoch / 4);
+    const next = (before + 1) & EPOCH_MASK;
+    Atomics.store(slots, EpochControl.epoch / 4, next);
+    const deadline = performance.now() + timeoutMs;
+    for (let writer = 0; writer < this.pair.writers; writer++) {
+      const index = EpochControl.acks / 4 + writer;
+      for (;;) {
+        const ack = Atomics.load(slots, index);
+        if (ack === next || ack === (EPOCH_IDLE | 0)) break;
+        const left = deadline - performance.now();
+        // The writer is inside a batch of the old epoch: it acknowledges (and
+        // notifies) at the batch's end. Atomics.wait returns at once if the
+        // ack changed since it was read.
+        if (left <= 0 || Atomics.wait(slots, index, ack, left) === "timed-out") {
+          if (Atomics.load(slots, index) === ack) {
+            throw new EpochFlipTimeoutError(writer, next, ack, timeoutMs);
+          }
+        }
+      }
+    }
+    return this.pair.bitmaps[before & 1] as DirtyBitmap;
+  }
+
+  /**
+   * Harvests the retired bitmap into page numbers, batch by batch (see
+   * {@link DirtyKernel.harvestPagesQuiet}): call after {@link flip} with the
+   * cursor reset, until it returns 0.
+   */
+  harvestPages(cursor: Region, out: Region): number {
+    return this.kernel.harvestPagesQuiet(this.retired, cursor, out);
+  }
+
+  /**
+   * A whole sync as KVM's get-and-clear dirty log gives it: flips, then moves
+   * the retired bitmap into `snapshot` with plain loads and stores. Returns
+   * the pages harvested.
+   */
+  harvestInto(snapshot: DirtyBitmap, timeoutMs = DEFAULT_FLIP_TIMEOUT_MS): number {
+    return this.kernel.harvestQuiet(this.flip(timeoutMs), snapshot);
+  }
+
+  /** Dirty pages in both bitmaps (a snapshot that may race writers). */
+  count(): number {
+    return this.kernel.count(this.pair.bitmaps[0]) + this.kernel.count(this.pair.bitmaps[1]);
+  }
+}

@@ -1,0 +1,61 @@
+import { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import { Region } from "../memory/region.js";
+import type { KernelContext } from "../pool/context.js";
+import type { TaskHandlers } from "../pool/protocol.js";
+import type { BatchConsumer, HarvestPagesResult, HarvestPagesTask } from "./task-types.js";
+
+/**
+ * Harvests a share of a quiet bitmap with the one-pass kernel and consumes
+ * each batch in place: the page numbers never leave the shared memory.
+ */
+export function harvestShare(
+  context: KernelContext,
+  bitmap: DirtyBitmap,
+  firstPage: number,
+  cursor: Region,
+  out: Region,
+  consume: BatchConsumer,
+): HarvestPagesResult {
+  const dirty = context.dirty;
+  const started = process.hrtime.bigint();
+  dirty.resetCursor(cursor);
+  const view = new Uint32Array(context.memory.buffer, out.offset, Math.floor(out.byteLength / 4));
+  let pages = 0;
+  let batches = 0;
+  let checksum = 0;
+  for (
+    let n = dirty.harvestPagesQuiet(bitmap, cursor, out, firstPage);
+    n > 0;
+    n = dirty.harvestPagesQuiet(bitmap, cursor, out, firstPage)
+  ) {
+    pages += n;
+    batches++;
+    if (consume === "sum") {
+      for (let i = 0; i < n; i++) checksum = (checksum + (view[i] ?? 0)) >>> 0;
+    } else {
+      checksum = (checksum ^ (view[n - 1] ?? 0)) >>> 0;
+    }
+  }
+  return { pages, checksum, batches, elapsedNs: Number(process.hrtime.bigint() - started) };
+}
+
+function harvestPages(context: KernelContext, task: HarvestPagesTask): HarvestPagesResult {
+  const bitmap = new DirtyBitmap(
+    new Region(task.bitmap.region),
+    task.bitmap.pages,
+    task.bitmap.pageShift,
+  );
+  return harvestShare(
+    context,
+    bitmap,
+    task.firstPage,
+    new Region(task.cursor),
+    new Region(task.out),
+    task.consume,
+  );
+}
+
+/** The dirty-tracking tasks: harvesting a share of a bitmap on a worker. */
+export const dirtyTaskHandlers: TaskHandlers<HarvestPagesTask> = {
+  "dirty.harvest-pages": harvestPages,
+};
