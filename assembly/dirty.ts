@@ -222,6 +222,50 @@ function tailMask(index: u32, bits: u32): u64 {
   return used == 64 ? <u64>-1 : ((<u64>1) << <u64>used) - 1;
 }
 
+// Words the one-pass kernels take per step of their hot loops, and the slots
+// a step may need: 64 pages a word, plus the two junk slots past the last.
+@inline const BLOCK_WORDS: u32 = 16;
+@inline const BLOCK_SLOTS: u32 = BLOCK_WORDS * 64 + 2;
+// Slots one word may need (64 pages and two junk slots).
+@inline const WORD_SLOTS: u32 = 66;
+
+// Writes the pages of the 16 words at `at` (pages base to base + 1023) at
+// `slot`; returns the address past them. The words are loaded inside the
+// emission, not held in registers across the step.
+@inline
+function emitStep(at: usize, base: u32, slot: usize): usize {
+  slot = emitAt(load<u64>(at), base, slot);
+  slot = emitAt(load<u64>(at, 8), base + 64, slot);
+  slot = emitAt(load<u64>(at, 16), base + 128, slot);
+  slot = emitAt(load<u64>(at, 24), base + 192, slot);
+  slot = emitAt(load<u64>(at, 32), base + 256, slot);
+  slot = emitAt(load<u64>(at, 40), base + 320, slot);
+  slot = emitAt(load<u64>(at, 48), base + 384, slot);
+  slot = emitAt(load<u64>(at, 56), base + 448, slot);
+  slot = emitAt(load<u64>(at, 64), base + 512, slot);
+  slot = emitAt(load<u64>(at, 72), base + 576, slot);
+  slot = emitAt(load<u64>(at, 80), base + 640, slot);
+  slot = emitAt(load<u64>(at, 88), base + 704, slot);
+  slot = emitAt(load<u64>(at, 96), base + 768, slot);
+  slot = emitAt(load<u64>(at, 104), base + 832, slot);
+  slot = emitAt(load<u64>(at, 112), base + 896, slot);
+  return emitAt(load<u64>(at, 120), base + 960, slot);
+}
+
+// Clears the 16 words at `at` with plain 16-byte stores.
+@inline
+function clearStep(at: usize): void {
+  const zero = i64x2.splat(0);
+  v128.store(at, zero);
+  v128.store(at, zero, 16);
+  v128.store(at, zero, 32);
+  v128.store(at, zero, 48);
+  v128.store(at, zero, 64);
+  v128.store(at, zero, 80);
+  v128.store(at, zero, 96);
+  v128.store(at, zero, 112);
+}
+
 /**
  * Writes the numbers of dirty pages of `snapshot` (base + bit index) into
  * `out`, at most `capacity` of them, resuming at the bit index stored as u32 at
@@ -237,9 +281,37 @@ export function iterateDirty(
   capacity: u32,
   basePage: u32,
 ): u32 {
-  const bit = load<u32>(cursor);
+  let bit = load<u32>(cursor);
   if (bit >= bits || capacity == 0) return 0;
   const words = ((bits - 1) >>> 6) + 1;
+  const whole = bits >>> 6;
+  if ((bit & 63) == 0 && capacity >= BLOCK_SLOTS && (bit >>> 6) < whole) {
+    // From a word boundary with room for a step: 16 whole words a step, with
+    // no per-word test (as harvestPagesQuiet, without clearing).
+    const first = bit >>> 6;
+    let at = snapshot + ((<usize>first) << 3);
+    const end = at + ((<usize>(((whole - first) / BLOCK_WORDS) * BLOCK_WORDS)) << 3);
+    let base = basePage + bit;
+    let slot = out;
+    const last = out + ((<usize>(capacity - BLOCK_SLOTS)) << 2);
+    while (at < end && slot <= last) {
+      slot = emitStep(at, base, slot);
+      at += BLOCK_WORDS << 3;
+      base += BLOCK_WORDS << 6;
+    }
+    bit = <u32>((at - snapshot) >>> 3) << 6;
+    const n = <u32>((slot - out) >>> 2);
+    if (at < end || bit >= bits) {
+      // The batch is full (or the snapshot done): resume at the next step.
+      store<u32>(cursor, min<u32>(bit, bits));
+      return n;
+    }
+    if (n > 0) {
+      // The rest (fewer than 16 whole words, the partial last word) next call.
+      store<u32>(cursor, bit);
+      return n;
+    }
+  }
   let index = bit >>> 6;
   // The first word may be partly consumed already.
   let word =
@@ -332,13 +404,6 @@ export function harvestPages(
   return n;
 }
 
-// Words the quiet harvest takes per step of its hot loop, and the slots a
-// step may need: 64 pages a word, plus the two junk slots past the last.
-@inline const BLOCK_WORDS: u32 = 16;
-@inline const BLOCK_SLOTS: u32 = BLOCK_WORDS * 64 + 2;
-// Slots one word may need (64 pages and two junk slots).
-@inline const WORD_SLOTS: u32 = 66;
-
 /**
  * Harvest and iterate in one pass over a bitmap that no writer marks
  * meanwhile: the retired bitmap of an epoch-swapped pair, or any bitmap while
@@ -379,33 +444,8 @@ export function harvestPagesQuiet(
     let slot = out;
     const last = out + ((<usize>(capacity - BLOCK_SLOTS)) << 2);
     while (at < end && slot <= last) {
-      // Loads inside the emission, clears after it: the words need not be
-      // held in registers across the step.
-      slot = emitAt(load<u64>(at), base, slot);
-      slot = emitAt(load<u64>(at, 8), base + 64, slot);
-      slot = emitAt(load<u64>(at, 16), base + 128, slot);
-      slot = emitAt(load<u64>(at, 24), base + 192, slot);
-      slot = emitAt(load<u64>(at, 32), base + 256, slot);
-      slot = emitAt(load<u64>(at, 40), base + 320, slot);
-      slot = emitAt(load<u64>(at, 48), base + 384, slot);
-      slot = emitAt(load<u64>(at, 56), base + 448, slot);
-      slot = emitAt(load<u64>(at, 64), base + 512, slot);
-      slot = emitAt(load<u64>(at, 72), base + 576, slot);
-      slot = emitAt(load<u64>(at, 80), base + 640, slot);
-      slot = emitAt(load<u64>(at, 88), base + 704, slot);
-      slot = emitAt(load<u64>(at, 96), base + 768, slot);
-      slot = emitAt(load<u64>(at, 104), base + 832, slot);
-      slot = emitAt(load<u64>(at, 112), base + 896, slot);
-      slot = emitAt(load<u64>(at, 120), base + 960, slot);
-      const zero = i64x2.splat(0);
-      v128.store(at, zero);
-      v128.store(at, zero, 16);
-      v128.store(at, zero, 32);
-      v128.store(at, zero, 48);
-      v128.store(at, zero, 64);
-      v128.store(at, zero, 80);
-      v128.store(at, zero, 96);
-      v128.store(at, zero, 112);
+      slot = emitStep(at, base, slot);
+      clearStep(at);
       at += BLOCK_WORDS << 3;
       base += BLOCK_WORDS << 6;
     }

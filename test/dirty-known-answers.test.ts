@@ -98,5 +98,16 @@ describe("dirty kernels, known answers", () => {
       ...new Set([...marked, ...Array.from({ length: 20 }, (_, i) => 2 ** 30 - 10 + i)]),
     ].sort((a, b) => a - b);
     expect(seen).toEqual(expected);
+    // The quiet one-pass harvest crosses the same chunks.
+    for (const page of expected) k.markPage(bitmap, page);
+    const batch = big.allocate("batch", 1100 * 4);
+    k.resetCursor(cursor);
+    const harvested: number[] = [];
+    for (let n = k.harvestPagesQuiet(bitmap, cursor, batch); n > 0; ) {
+      harvested.push(...new Uint32Array(big.memory.buffer, batch.offset, n));
+      n = k.harvestPagesQuiet(bitmap, cursor, batch);
+    }
+    expect(harvested).toEqual(expected);
+    expect(k.count(bitmap)).toBe(0);
   });
 });

@@ -145,6 +145,33 @@ describe("quiet one-pass harvest against the oracle", () => {
     );
   });
 
+  it("iterate (read and emit, no clear) takes the same steps and leaves the snapshot as it was", () => {
+    fc.assert(
+      fc.property(scenario, ({ pages, density, seed, capacity }) => {
+        const words = Math.ceil(pages / 64);
+        fillWords(snapshotRegion, words, density, seed);
+        const before = snapshotRegion.bytes(layout.memory).slice(0, words * 8);
+        const expected = harvestPagesOneByOne(before.slice(), pages);
+        const snapshot = new DirtyBitmap(snapshotRegion, pages);
+        const batch = new Region({
+          name: "iterate-batch",
+          offset: out.offset,
+          byteLength: capacity * 4,
+        });
+        kernel.resetCursor(cursor);
+        const seen: number[] = [];
+        for (let n = kernel.iterate(snapshot, cursor, batch); n > 0; ) {
+          expect(n).toBeLessThanOrEqual(capacity);
+          seen.push(...new Uint32Array(layout.memory.buffer, out.offset, n));
+          n = kernel.iterate(snapshot, cursor, batch);
+        }
+        expect(seen).toEqual(expected);
+        expect(snapshotRegion.bytes(layout.memory).subarray(0, words * 8)).toEqual(before);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
   it("numbers the pages of a slice from its first page", () => {
     fc.assert(
       fc.property(

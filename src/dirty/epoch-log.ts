@@ -11,6 +11,13 @@ import type { DirtyKernel } from "../wasm/dirty.js";
 /** How long a flip waits for a writer to acknowledge it by default, ms. */
 export const DEFAULT_FLIP_TIMEOUT_MS = 10_000;
 
+/**
+ * How long a flip polls a writer's ack before it blocks in Atomics.wait, ms:
+ * a running writer acknowledges within one batch (microseconds), sooner than
+ * a blocked thread is woken on a virtual machine.
+ */
+const POLL_MS = 0.05;
+
 /** A writer did not acknowledge a flip in time (it hung, or its ack slot was overwritten). */
 export class EpochFlipTimeoutError extends Error {
   override name = "EpochFlipTimeoutError";
@@ -83,9 +90,14 @@ export class EpochDirtyLog {
     const deadline = performance.now() + timeoutMs;
     for (let writer = 0; writer < this.pair.writers; writer++) {
       const index = EpochControl.acks / 4 + writer;
+      const acknowledged = (ack: number) => ack === next || ack === (EPOCH_IDLE | 0);
+      const pollUntil = performance.now() + POLL_MS;
+      while (!acknowledged(Atomics.load(slots, index)) && performance.now() < pollUntil) {
+        // Polling the ack: the writer is at most one batch away from it.
+      }
       for (;;) {
         const ack = Atomics.load(slots, index);
-        if (ack === next || ack === (EPOCH_IDLE | 0)) break;
+        if (acknowledged(ack)) break;
         const left = deadline - performance.now();
         // The writer is inside a batch of the old epoch: it acknowledges (and
         // notifies) at the batch's end. Atomics.wait returns at once if the
