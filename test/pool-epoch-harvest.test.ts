@@ -65,7 +65,9 @@ describe("epoch-swapped harvest while workers mark", () => {
       log.flip();
       kernel.resetCursor(cursor);
       for (let n = log.harvestPages(cursor, out); n > 0; n = log.harvestPages(cursor, out)) {
-        for (const page of new Uint32Array(layout.memory.buffer, out.offset, n)) times[page]++;
+        for (const page of new Uint32Array(layout.memory.buffer, out.offset, n)) {
+          times[page] = (times[page] ?? 0) + 1;
+        }
         harvested += n;
       }
     }

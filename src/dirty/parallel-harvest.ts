@@ -2,8 +2,9 @@ import type { DirtyBitmap } from "../memory/dirty-bitmap.js";
 import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import type { KernelPool } from "../pool/pool.js";
-import { CURSOR_BYTES, MIN_HARVEST_BATCH } from "../wasm/dirty.js";
+import { CURSOR_BYTES, DirtyKernel, MIN_HARVEST_BATCH } from "../wasm/dirty.js";
 import type { BatchConsumer, HarvestPagesResult } from "./task-types.js";
+import { harvestShare } from "./tasks.js";
 
 /** Page numbers a worker's batch buffer holds by default: 64 KiB, well inside its L2. */
 export const DEFAULT_HARVEST_BATCH_PAGES = 16_384;
@@ -19,6 +20,12 @@ export interface ParallelHarvesterOptions {
   readonly batchPages?: number;
   /** Name prefix of its regions. */
   readonly name?: string;
+  /**
+   * Harvest the first share on the calling thread while the pool takes the
+   * others (default false: every share on the pool). The caller is running
+   * already, so one worker fewer has to be woken.
+   */
+  readonly onCaller?: boolean;
 }
 
 /** A harvest split over the pool's workers. */
@@ -43,6 +50,8 @@ export class ParallelHarvester {
   readonly shares: number;
   private readonly cursors: readonly Region[];
   private readonly batches: readonly Region[];
+  private readonly caller: DirtyKernel | undefined;
+  private readonly memory: WebAssembly.Memory;
 
   constructor(
     layout: MemoryLayout,
@@ -65,6 +74,8 @@ export class ParallelHarvester {
     }
     const name = options.name ?? "parallel-harvest";
     this.shares = shares;
+    this.memory = layout.memory;
+    this.caller = options.onCaller ? DirtyKernel.on(layout.memory) : undefined;
     this.cursors = Array.from({ length: shares }, (_, i) =>
       layout.allocate(`${name}-cursor-${i}`, CURSOR_BYTES),
     );
@@ -81,22 +92,41 @@ export class ParallelHarvester {
    */
   async harvest(bitmap: DirtyBitmap, consume: BatchConsumer = "sum"): Promise<ParallelHarvest> {
     const cuts = shareBounds(bitmap.words, this.shares);
-    const results = await Promise.all(
-      cuts.map(([first, words], i) => {
-        const share = bitmap.slice(first, words);
-        const cursor = this.cursors[i];
-        const out = this.batches[i];
-        if (!cursor || !out) throw new Error(`harvest share ${i} has no buffers`);
-        return this.pool.run({
-          type: "dirty.harvest-pages",
-          bitmap: share.toDescriptor(),
-          firstPage: first * 64,
-          cursor: cursor.toDescriptor(),
-          out: out.toDescriptor(),
-          consume,
-        });
+    const jobs = cuts.map(([first, words], i) => {
+      const share = bitmap.slice(first, words);
+      const cursor = this.cursors[i];
+      const out = this.batches[i];
+      if (!cursor || !out) throw new Error(`harvest share ${i} has no buffers`);
+      return { share, firstPage: first * 64, cursor, out };
+    });
+    // The pool's shares are sent first, so that the workers wake while the
+    // caller harvests its own.
+    const own = this.caller ? jobs.shift() : undefined;
+    const pending = jobs.map((job) =>
+      this.pool.run({
+        type: "dirty.harvest-pages",
+        bitmap: job.share.toDescriptor(),
+        firstPage: job.firstPage,
+        cursor: job.cursor.toDescriptor(),
+        out: job.out.toDescriptor(),
+        consume,
       }),
     );
+    const mine =
+      own && this.caller
+        ? [
+            harvestShare(
+              this.caller,
+              this.memory,
+              own.share,
+              own.firstPage,
+              own.cursor,
+              own.out,
+              consume,
+            ),
+          ]
+        : [];
+    const results = [...mine, ...(await Promise.all(pending))];
     let pages = 0;
     let checksum = 0;
     for (const result of results) {

@@ -2,6 +2,7 @@ import { DirtyBitmap } from "../memory/dirty-bitmap.js";
 import { Region } from "../memory/region.js";
 import type { KernelContext } from "../pool/context.js";
 import type { TaskHandlers } from "../pool/protocol.js";
+import type { DirtyKernel } from "../wasm/dirty.js";
 import type { BatchConsumer, HarvestPagesResult, HarvestPagesTask } from "./task-types.js";
 
 /**
@@ -9,17 +10,17 @@ import type { BatchConsumer, HarvestPagesResult, HarvestPagesTask } from "./task
  * each batch in place: the page numbers never leave the shared memory.
  */
 export function harvestShare(
-  context: KernelContext,
+  dirty: DirtyKernel,
+  memory: WebAssembly.Memory,
   bitmap: DirtyBitmap,
   firstPage: number,
   cursor: Region,
   out: Region,
   consume: BatchConsumer,
 ): HarvestPagesResult {
-  const dirty = context.dirty;
   const started = process.hrtime.bigint();
   dirty.resetCursor(cursor);
-  const view = new Uint32Array(context.memory.buffer, out.offset, Math.floor(out.byteLength / 4));
+  const view = new Uint32Array(memory.buffer, out.offset, Math.floor(out.byteLength / 4));
   let pages = 0;
   let batches = 0;
   let checksum = 0;
@@ -46,7 +47,8 @@ function harvestPages(context: KernelContext, task: HarvestPagesTask): HarvestPa
     task.bitmap.pageShift,
   );
   return harvestShare(
-    context,
+    context.dirty,
+    context.memory,
     bitmap,
     task.firstPage,
     new Region(task.cursor),
