@@ -37,6 +37,12 @@ export interface HarvestPagesResult {
   readonly batches: number;
   /** Wall time of the harvest in the worker, ns. */
   readonly elapsedNs: number;
+  /**
+   * When the share's harvest began, ms on the clock every thread shares
+   * (performance.timeOrigin + performance.now()): how long the worker took
+   * to wake shows against the moment the harvest was asked for.
+   */
+  readonly startedAtMs: number;
 }
 
 /** The dirty-tracking task types and their results. */

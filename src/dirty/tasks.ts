@@ -18,6 +18,7 @@ export function harvestShare(
   out: Region,
   consume: BatchConsumer,
 ): HarvestPagesResult {
+  const startedAtMs = performance.timeOrigin + performance.now();
   const started = process.hrtime.bigint();
   dirty.resetCursor(cursor);
   const view = new Uint32Array(memory.buffer, out.offset, Math.floor(out.byteLength / 4));
@@ -37,7 +38,13 @@ export function harvestShare(
       checksum = (checksum ^ (view[n - 1] ?? 0)) >>> 0;
     }
   }
-  return { pages, checksum, batches, elapsedNs: Number(process.hrtime.bigint() - started) };
+  return {
+    pages,
+    checksum,
+    batches,
+    elapsedNs: Number(process.hrtime.bigint() - started),
+    startedAtMs,
+  };
 }
 
 function harvestPages(context: KernelContext, task: HarvestPagesTask): HarvestPagesResult {
