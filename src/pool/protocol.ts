@@ -1,6 +1,6 @@
 import type { GuestTaskResults, MarkPagesTask, RunWorkloadTask } from "../guest/task-types.js";
 import type {
-  EncodeChannelTask,
+  ChannelTask,
   HashPagesTask,
   MigrationTaskResults,
   SweepPointTask,
@@ -20,7 +20,7 @@ import type { KernelContext } from "./context.js";
 export type PoolTask =
   | MarkPagesTask
   | RunWorkloadTask
-  | EncodeChannelTask
+  | ChannelTask
   | HashPagesTask
   | SweepPointTask
   | PagingRunTask
