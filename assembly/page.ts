@@ -1,4 +1,4 @@
-// Per-page migration work: zero-page check, XXH64 page hashes, QEMU's
+// Per-page migration work: zero-page check, XXH3-64 page hashes, QEMU's
 // XBZRLE delta encoding and decoding, and the sender's and receiver's page
 // stream (encode a batch of dirty pages into a packet, decode a packet into
 // destination RAM).
@@ -31,7 +31,7 @@
 // Page hash tables (encodePages with option bit 2, decodePages with a
 // table): one little-endian u64 per guest page, indexed by page number,
 //
-//   table + 8 * page : XXH64 of that page's bytes as last encoded (source)
+//   table + 8 * page : XXH3-64 of that page's bytes as last encoded (source)
 //                      or as last written by the decoder (destination)
 //
 // Each hash is taken while the page is in L1 from the encode or decode step
@@ -47,7 +47,9 @@
 //        8  zero pages          24 cache misses
 //       12  (reserved)          28 overflows
 
+import { xxh3LongAt } from "./lib/xxh3";
 import { xxh64At } from "./lib/xxh64";
+import { isZeroAt } from "./lib/zero";
 
 @inline const FLAG_ZERO: u64 = 0x02;
 @inline const FLAG_PAGE: u64 = 0x08;
@@ -80,18 +82,7 @@ import { xxh64At } from "./lib/xxh64";
 
 /** Returns 1 if `len` bytes at `ptr` are all zero, else 0. */
 export function isZero(ptr: usize, len: u32): u32 {
-  let i: usize = 0;
-  const n = <usize>len;
-  // 64 bytes per step: four 16-byte loads OR-ed, one test. Most non-zero
-  // pages fail in the first step, so the early exit is what makes it cheap.
-  for (; i + 64 <= n; i += 64) {
-    const a = v128.or(v128.load(ptr + i), v128.load(ptr + i, 16));
-    const b = v128.or(v128.load(ptr + i, 32), v128.load(ptr + i, 48));
-    if (v128.any_true(v128.or(a, b))) return 0;
-  }
-  for (; i + 8 <= n; i += 8) if (load<u64>(ptr + i) != 0) return 0;
-  for (; i < n; i++) if (load<u8>(ptr + i) != 0) return 0;
-  return 1;
+  return isZeroAt(ptr, <usize>len) ? 1 : 0;
 }
 
 /**
@@ -119,14 +110,22 @@ export function hash64(ptr: usize, len: u32, out: usize): void {
 }
 
 /**
+ * Writes XXH3-64 (seed 0) of `len` bytes at `ptr`, `len` over 240 (the page
+ * hash), as a little-endian u64 at `out`.
+ */
+export function hash3(ptr: usize, len: u32, out: usize): void {
+  store<u64>(out, xxh3LongAt(ptr, <usize>len));
+}
+
+/**
  * Hashes `count` pages of `1 << pageShift` bytes starting at `first` (page
- * number) of the RAM at `ram`: XXH64 of page `first + i` goes to `out + 8 i`.
+ * number) of the RAM at `ram`: XXH3-64 of page `first + i` goes to `out + 8 i`.
  */
 export function hashPages(ram: usize, pageShift: u32, first: u32, count: u32, out: usize): void {
   const pageBytes = (<u32>1) << pageShift;
   for (let i: u32 = 0; i < count; i++) {
     const page = ram + ((<usize>(first + i)) << pageShift);
-    store<u64>(out + ((<usize>i) << 3), xxh64At(page, <usize>pageBytes));
+    store<u64>(out + ((<usize>i) << 3), xxh3LongAt(page, <usize>pageBytes));
   }
 }
 
@@ -254,7 +253,7 @@ function storeBe64(at: usize, value: u64): void {
  * two) is looked up and updated per page; with bit 1 clear it is not touched.
  * A page number at or past `pages` stops encoding before it is read (its
  * index + 1 goes to the statistics). Adds to the statistics at `stats`.
- * With bit 2 the XXH64 of every consumed page goes to its slot of the page
+ * With bit 2 the XXH3-64 of every consumed page goes to its slot of the page
  * hash table at `hashes` (8 bytes per page number).
  * Returns how many pages were consumed.
  */
@@ -290,8 +289,8 @@ export function encodePages(
     const address = (<u64>page) << <u64>pageShift;
     // The page as it leaves: hashed before any branch, so every consumed page
     // (zero, XBZRLE, unchanged or whole) has its slot rewritten.
-    if (options & OPT_HASH) store<u64>(hashes + ((<usize>page) << 3), xxh64At(src, <usize>pageBytes));
-    if (options & OPT_ZERO && isZero(src, pageBytes)) {
+    if (options & OPT_HASH) store<u64>(hashes + ((<usize>page) << 3), xxh3LongAt(src, <usize>pageBytes));
+    if (options & OPT_ZERO && isZeroAt(src, <usize>pageBytes)) {
       storeBe64(out + <usize>d, address | FLAG_ZERO);
       store<u8>(out + <usize>d, 0, 8);
       d += ZERO_RECORD_BYTES;
@@ -344,7 +343,7 @@ export function encodePages(
  * XBZRLE encoding stops decoding with a negative code (-1 truncated, -2 bad
  * flag, -3 bad page, -4 bad XBZRLE) and the record's offset as u32 at
  * `errorAt`. Returns the number of pages written (>= 0) on success.
- * With `hashOn` non-zero, each page written is read back and its XXH64 goes
+ * With `hashOn` non-zero, each page written is read back and its XXH3-64 goes
  * to its slot of the page hash table at `hashes` (8 bytes per page number).
  */
 export function decodePages(
@@ -391,7 +390,7 @@ export function decodePages(
       return E_BAD_FLAG;
     }
     // Read back from the destination page itself (still in L1), not the packet.
-    if (hashOn) store<u64>(hashes + (<usize>page64 << 3), xxh64At(dst, <usize>pageBytes));
+    if (hashOn) store<u64>(hashes + (<usize>page64 << 3), xxh3LongAt(dst, <usize>pageBytes));
     written++;
   }
   return written;

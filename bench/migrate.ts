@@ -6,10 +6,14 @@
  * before it is timed.
  */
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { MemoryLayout } from "../src/memory/layout.js";
 import { Migration, runMigration } from "../src/migration/engine.js";
 import type { MigrationOptions } from "../src/migration/options.js";
 import { runSweep, type SweepBase, type SweepGrid } from "../src/migration/sweep.js";
+import { xxh3Long } from "../src/oracle/xxh3.js";
 import { formatBytes } from "../src/util/units.js";
+import { PageKernel } from "../src/wasm/page.js";
+import { StreamKernel } from "../src/wasm/stream.js";
 
 const GiB = 1024 ** 3;
 const TiB = 1024 ** 4;
@@ -44,8 +48,9 @@ export const suite: BenchSuite = {
       zeroFraction: 0,
       seed: 21,
     });
-    // The same migration with two multifd channels: encoding on two pool
-    // workers, and both sides hashing at once during verification.
+    // The same migration with two multifd channels: each channel's pool
+    // worker runs its sender and its receiver (hashing pages on both sides),
+    // the link moving page bytes straight from RAM to RAM.
     const multifd = new Migration({
       guestBytes: contentBytes,
       content: true,
@@ -77,23 +82,27 @@ export const suite: BenchSuite = {
         const viaChannels = await multifd.run();
         assert(viaChannels.summary.verified === true, "multifd destination not verified");
         assert(
-          viaChannels.summary.transferred === result.summary.transferred,
-          "multifd sent other bytes than one stream",
+          viaChannels.summary.normal === result.summary.normal &&
+            viaChannels.summary.duplicate === result.summary.duplicate,
+          "multifd sent other pages than one stream",
         );
+        const multifdSource = multifd.sourceRamBytes() ?? new Uint8Array();
+        const multifdDestination = multifd.destinationRamBytes() ?? new Uint8Array(1);
+        assert(same(multifdSource, multifdDestination), "multifd destination differs");
         destination.fill(0);
         destination.set(source);
         assert(same(source, destination), "memory copy differs");
       },
       impls: [
         {
-          impl: "hvlab migrate (encode, link, decode, verify by XXH64)",
+          impl: "hvlab migrate, one stream (encode, link, decode, verify by XXH3-64)",
           fn: async () => {
             const result = await migration.run();
             if (result.summary.verified !== true) throw new Error("verification failed");
           },
         },
         {
-          impl: "hvlab migrate, 2 multifd channels",
+          impl: "hvlab migrate, 2 multifd channels (QEMU packets, pages RAM to RAM)",
           fn: async () => {
             const result = await multifd.run();
             if (result.summary.verified !== true) throw new Error("verification failed");
@@ -102,6 +111,9 @@ export const suite: BenchSuite = {
         { impl: "memory copy (bound)", fn: () => destination.set(source) },
       ],
     });
+
+    // --- the page hash against its peers -------------------------------------
+    cases.push(await pageHashCase(quick));
 
     // --- metadata mode, 1 TiB hot-set guest over 10 Gbit/s -----------------
     const metaBytes = quick ? 16 * GiB : TiB;
@@ -180,3 +192,72 @@ export const suite: BenchSuite = {
     };
   },
 };
+
+/**
+ * The page hash both sides of a content migration take of every page:
+ * XXH3-64 in wasm SIMD against XXH64 in wasm (the hash of the live mode's
+ * frames), the xxHash library's native XXH3 (one call per page, as a caller
+ * would use it) and the BigInt oracle.
+ */
+async function pageHashCase(quick: boolean): Promise<BenchCase> {
+  const pages = quick ? 64 : 256;
+  const layout = new MemoryLayout();
+  const kernel = PageKernel.on(layout, "hash-bench-scratch");
+  const stream = StreamKernel.on(layout.memory);
+  const ram = layout.allocate("hash-bench-ram", pages * 4096, 4096);
+  const table = layout.allocate("hash-bench-table", pages * 8, 8);
+  kernel.seedPages(ram, 12, 0, pages, 23, 0);
+  const bytes = ram.bytes(layout.memory);
+  const page = (p: number) => bytes.subarray(p * 4096, (p + 1) * 4096);
+  const native = await import("@node-rs/xxhash").then(
+    (m) => m.xxh3,
+    () => undefined,
+  );
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let sink = 0n;
+  const impls = [
+    {
+      impl: "hvlab XXH3-64 (wasm SIMD)",
+      fn: () => kernel.hashPages(ram, 12, 0, pages, table),
+    },
+    {
+      impl: "XXH64 (wasm, the live mode's frame hash)",
+      fn: () => stream.hashPages({ region: ram, pageShift: 12 }, 0, pages, table),
+    },
+    {
+      impl: "oracle (BigInt, one lane at a time)",
+      fn: () => {
+        for (let p = 0; p < pages; p++) sink ^= xxh3Long(page(p));
+        return sink;
+      },
+    },
+  ];
+  if (native) {
+    impls.splice(2, 0, {
+      impl: "@node-rs/xxhash xxh3 (native, a call per page)",
+      fn: () => {
+        for (let p = 0; p < pages; p++)
+          sink ^= native.xxh64(buffer.subarray(p * 4096, (p + 1) * 4096));
+        return sink;
+      },
+    });
+  }
+  return {
+    case: `page hash, ${pages} pages of 4 KiB`,
+    bytesPerOp: pages * 4096,
+    iterations: 3,
+    verify: () => {
+      kernel.hashPages(ram, 12, 0, pages, table);
+      const ours = new BigUint64Array(layout.memory.buffer, table.offset, pages);
+      for (let p = 0; p < pages; p++) {
+        const want = xxh3Long(page(p));
+        assert(ours[p] === want, `page ${p}: XXH3-64 differs from the oracle`);
+        if (native) {
+          const theirs = native.xxh64(buffer.subarray(p * 4096, (p + 1) * 4096));
+          assert(theirs === want, `page ${p}: the library's XXH3 differs from the oracle`);
+        }
+      }
+    },
+    impls,
+  };
+}

@@ -7,7 +7,12 @@ describe("bench migrate", () => {
     const suite = await loadSuite("migrate");
     const prepared = await suite.setup({ quick: true, timeMs: 1 });
     try {
-      expect(prepared.cases.length).toBe(3);
+      // Content mode, the page hash, metadata mode, the sweep.
+      expect(prepared.cases.length).toBe(4);
+      const hash = prepared.cases.find((c) => c.case.startsWith("page hash"));
+      expect(hash?.impls.map((impl) => impl.impl)).toContain(
+        "@node-rs/xxhash xxh3 (native, a call per page)",
+      );
       for (const benchCase of prepared.cases) {
         expect(benchCase.impls.some((impl) => isOwnImpl(impl.impl))).toBe(true);
         await benchCase.verify();

@@ -14,6 +14,7 @@ import {
   xbzrleEncodeOneByOne,
   xxh64,
 } from "../src/oracle/page.js";
+import { xxh3Long } from "../src/oracle/xxh3.js";
 import {
   ENCODE_STATS_BYTES,
   emptyEncodeCounts,
@@ -145,13 +146,13 @@ describe("XXH64", () => {
     );
   });
 
-  it("hashes pages into a table, one u64 per page", () => {
+  it("hashes pages into a table, one u64 per page (XXH3-64, the page hash)", () => {
     const view = bytes(ram);
     for (let i = 0; i < view.length; i++) view[i] = (i * 31 + (i >>> 12)) & 0xff;
     kernel.hashPages(ram, 12, 3, 5, b);
     const table = new BigUint64Array(layout.memory.buffer, b.offset, 5);
     for (let i = 0; i < 5; i++) {
-      expect(table[i]).toBe(xxh64(view.subarray((3 + i) * PAGE, (4 + i) * PAGE)));
+      expect(table[i]).toBe(xxh3Long(view.subarray((3 + i) * PAGE, (4 + i) * PAGE)));
     }
     expect(() => kernel.hashPages(ram, 12, 12, 5, b)).toThrow(/ram/);
   });
@@ -450,7 +451,7 @@ describe("page hash tables recorded while encoding and decoding", () => {
     return Array.from({ length: pages }, (_, p) => view.getBigUint64(p * 8, true));
   }
 
-  it("encoder and decoder fill each touched slot with the page's XXH64 (oracle), at any skew", () => {
+  it("encoder and decoder fill each touched slot with the page's XXH3-64 (oracle), at any skew", () => {
     fc.assert(
       fc.property(
         // The stream's header keeps flags in the low 12 bits: pages of 4 KiB and up.

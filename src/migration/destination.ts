@@ -1,5 +1,6 @@
 import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
+import { MULTIFD_SCRATCH_BYTES, multifdHeaderBytes } from "../wasm/multifd.js";
 import { PageKernel } from "../wasm/page.js";
 
 /** The first page the destination holds differently from the source. */
@@ -21,20 +22,40 @@ export class Destination {
   readonly receive: Region;
   readonly deviceState: Region | undefined;
   readonly kernel: PageKernel;
-  /** XXH64 of each page as the decoder last wrote it (u64 per page, by page number). */
+  /** XXH3-64 of each page as the decoder last wrote it (u64 per page, by page number). */
   readonly hashes: Region;
+  /**
+   * Per multifd channel, for its receive thread (a pool worker): where a
+   * packet header lands, the page numbers it accepted, and its scratch.
+   */
+  readonly channels: readonly {
+    readonly receive: Region;
+    readonly place: Region;
+    readonly scratch: Region;
+  }[];
 
   constructor(
     readonly guestBytes: number,
     readonly pageShift: number,
     packetBytes: number,
     deviceStateBytes: number,
+    channels = 0,
+    channelPacketPages = 128,
   ) {
     this.layout = new MemoryLayout();
     this.kernel = PageKernel.on(this.layout, "destination-page-scratch");
     this.ram = this.layout.allocate("destination-ram", guestBytes, 4096);
     this.receive = this.layout.allocate("destination-receive", packetBytes, 4096);
     this.hashes = this.layout.allocate("destination-page-hashes", this.pages * 8, 8);
+    this.channels = Array.from({ length: channels }, (_, c) => ({
+      receive: this.layout.allocate(
+        `destination-multifd-${c}-header`,
+        multifdHeaderBytes(channelPacketPages),
+        4096,
+      ),
+      place: this.layout.allocate(`destination-multifd-${c}-pages`, channelPacketPages * 4, 8),
+      scratch: this.layout.allocate(`destination-multifd-${c}-scratch`, MULTIFD_SCRATCH_BYTES, 8),
+    }));
     this.deviceState =
       deviceStateBytes > 0
         ? this.layout.allocate("destination-device-state", deviceStateBytes)
@@ -88,7 +109,7 @@ export class Destination {
     this.ram.bytes(this.layout.memory).set(bytes, page * pageBytes);
   }
 
-  /** XXH64 of every destination page, read afresh, into {@link hashes}. */
+  /** XXH3-64 of every destination page, read afresh, into {@link hashes}. */
   hashAll(): BigUint64Array {
     this.kernel.hashPages(this.ram, this.pageShift, 0, this.pages, this.hashes);
     return this.kernel.hashTable(this.hashes, this.pages);

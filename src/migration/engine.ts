@@ -5,6 +5,7 @@ import type { Region } from "../memory/region.js";
 import { KernelPool } from "../pool/pool.js";
 import { formatBytes } from "../util/units.js";
 import { CURSOR_BYTES } from "../wasm/dirty.js";
+import { multifdHeaderBytes } from "../wasm/multifd.js";
 import {
   ENCODE_STATS_BYTES,
   type EncodeCounts,
@@ -34,8 +35,6 @@ import type {
 export const PACKET_BYTES = 512 * 1024;
 /** Pages in a multifd packet (QEMU: 128 pages of 4 KiB, 512 KiB). */
 export const MULTIFD_PACKET_PAGES = 128;
-/** A multifd channel's buffer: whole packets, encoded by one task. */
-const MULTIFD_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Page numbers taken from the bitmap per batch. */
 const LIST_PAGES = 16_384;
 /** Rounds without a 5 % drop in pending bytes, with nothing left to throttle, before giving up. */
@@ -69,7 +68,8 @@ export class Migration {
   private readonly kernel: PageKernel | undefined;
   private readonly destination: Destination | undefined;
   private readonly packets: Region[] = [];
-  private readonly channelBuffers: Region[] = [];
+  /** Per multifd channel: its header buffer and the list of the pages a packet carries. */
+  private readonly channelPackets: { readonly header: Region; readonly sent: Region }[] = [];
   private readonly channelStats: Region[] = [];
   private readonly channelScratch: Region[] = [];
   private readonly stats: Region | undefined;
@@ -95,7 +95,7 @@ export class Migration {
   private rateWindowBytes = 0;
   private lastWindowRate: number | null = null;
   private missingBitmap: DirtyBitmap | undefined;
-  /** XXH64 of each source page as it was last encoded (content mode). */
+  /** XXH3-64 of each source page as it was last encoded (content mode). */
   private sourceHashes: Region | undefined;
   private verifyScratch: Region | undefined;
   /** The guest wrote after the run began: the encode-time source hashes may be stale. */
@@ -143,13 +143,11 @@ export class Migration {
         this.channelStats.push(this.layout.allocate(`migration-stats-${c}`, ENCODE_STATS_BYTES));
         this.channelScratch.push(this.layout.allocate(`migration-scratch-${c}`, 64));
         if (o.multifdChannels > 0) {
-          // Two buffers per channel: one being encoded, one being decoded.
-          const bytes = Math.max(MULTIFD_BUFFER_BYTES, packetBytes);
-          for (const parity of [0, 1]) {
-            this.channelBuffers.push(
-              this.layout.allocate(`multifd-channel-${c}-buffer-${parity}`, bytes, 4096),
-            );
-          }
+          const alloc = this.channelPacketPages();
+          this.channelPackets.push({
+            header: this.layout.allocate(`multifd-${c}-header`, multifdHeaderBytes(alloc), 4096),
+            sent: this.layout.allocate(`multifd-${c}-pages`, alloc * 8, 8),
+          });
         }
       }
       this.stats = this.channelStats[0];
@@ -166,8 +164,10 @@ export class Migration {
       this.destination = new Destination(
         o.guestBytes,
         o.pageShift,
-        o.multifdChannels > 0 ? Math.max(MULTIFD_BUFFER_BYTES, packetBytes) : packetBytes,
+        packetBytes,
         o.deviceStateBytes,
+        o.multifdChannels,
+        this.channelPacketPages(),
       );
       this.deviceBlob = deviceState(o.deviceStateBytes, o.seed);
     }
@@ -307,64 +307,90 @@ export class Migration {
   }
 
   /**
-   * multifd: the list is cut into groups of whole packets (128 pages each,
-   * QEMU's), dealt to the channels in waves; while the pool's workers encode
-   * one wave into one set of buffers, this thread decodes the wave before it
-   * from the other set (the destination's side of the channels).
+   * The pool that runs the multifd channels (and verification's hashing):
+   * its workers hold the source's memory and, as a peer, the destination's.
+   */
+  private channelPool(): KernelPool {
+    const destination = this.destination;
+    this.pool ??= new KernelPool(this.layout, {
+      threads: Math.max(1, this.o.multifdChannels),
+      ...(destination ? { peers: { destination: destination.layout.memory } } : {}),
+    });
+    return this.pool;
+  }
+
+  /**
+   * multifd: the list is cut into one slice per channel per wave, and each
+   * channel's pool worker runs both ends of its channel (send, link,
+   * receive: src/migration/multifd-channel.ts), as the source's send thread
+   * and the destination's receive thread would, so the channels share no
+   * thread. A wave moves at most one rate
+   * window of the link's bytes, so the guest's writes (executed per window)
+   * interleave with the sends as finely as with a single stream.
    */
   private async sendMultifd(count: number, running: boolean): Promise<Sent> {
     const destination = this.destination;
     if (!destination) throw new Error("content mode not set up");
-    this.pool ??= new KernelPool(this.layout, { threads: this.o.multifdChannels });
-    const pool = this.pool;
+    const pool = this.channelPool();
     const channels = this.o.multifdChannels;
     const groupPages = this.groupPages();
-    const groups: { start: number; count: number }[] = [];
-    for (let start = 0; start < count; start += groupPages) {
-      groups.push({ start, count: Math.min(groupPages, count - start) });
-    }
-    const waves = Math.ceil(groups.length / channels);
-    const launch = (wave: number) =>
-      Promise.all(
-        groups.slice(wave * channels, (wave + 1) * channels).map((group, c) => {
-          const buffer = this.channelBuffers[2 * c + (wave % 2)];
-          const stats = this.channelStats[c];
-          const scratch = this.channelScratch[c];
-          if (!buffer || !stats || !scratch) throw new Error("multifd channel not set up");
+    const sent: Sent = { pages: 0, bytes: 0 };
+    for (let start = 0; start < count; ) {
+      const slices: { start: number; count: number; c: number; packetNum: number }[] = [];
+      let packetNum = this.multifdPackets;
+      for (let c = 0; c < channels && start < count; c++) {
+        const n = Math.min(groupPages, count - start);
+        slices.push({ start, count: n, c, packetNum });
+        packetNum += Math.ceil(n / this.channelPacketPages());
+        start += n;
+      }
+      const done = await Promise.all(
+        slices.map((slice) => {
+          const packet = this.channelPackets[slice.c];
+          const stats = this.channelStats[slice.c];
+          const scratch = this.channelScratch[slice.c];
+          const far = destination.channels[slice.c];
+          if (!packet || !stats || !scratch || !far) throw new Error("multifd channel not set up");
           return pool
             .run({
-              type: "migration.encode-channel",
+              type: "migration.channel",
               ram: this.ram().toDescriptor(),
               pageShift: this.o.pageShift,
               list: this.list.toDescriptor(),
-              listStart: group.start,
-              count: group.count,
-              packet: buffer.toDescriptor(),
+              listStart: slice.start,
+              count: slice.count,
+              packetPages: this.channelPacketPages(),
+              packetNum: slice.packetNum,
+              packet: packet.header.toDescriptor(),
+              sent: packet.sent.toDescriptor(),
               stats: stats.toDescriptor(),
               scratch: scratch.toDescriptor(),
               zeroPages: this.o.zeroPages,
               ...(this.sourceHashes ? { hashes: this.sourceHashes.toDescriptor() } : {}),
+              destination: {
+                memory: "destination",
+                receive: far.receive.toDescriptor(),
+                place: far.place.toDescriptor(),
+                ram: destination.ram.toDescriptor(),
+                hashes: destination.hashes.toDescriptor(),
+                scratch: far.scratch.toDescriptor(),
+              },
             })
-            .then((result) => ({ result, buffer, group }));
+            .then((result) => ({ result, slice }));
         }),
       );
-    const sent: Sent = { pages: 0, bytes: 0 };
-    const memory = this.layout.memory;
-    let next = waves > 0 ? launch(0) : undefined;
-    for (let wave = 0; wave < waves && next; wave++) {
-      const done = await next;
-      next = wave + 1 < waves ? launch(wave + 1) : undefined;
       let bytes = 0;
-      for (const { result, buffer, group } of done) {
-        if (result.consumed !== group.count) {
-          throw new Error(`multifd channel encoded ${result.consumed} of ${group.count} pages`);
+      for (const { result, slice } of done) {
+        if (result.consumed !== slice.count) {
+          throw new Error(
+            `multifd channel ${slice.c} sent ${result.consumed} of ${slice.count} pages`,
+          );
         }
         const counts = result.counts;
         for (const key of Object.keys(counts) as (keyof EncodeCounts)[]) {
           this.counts[key] += counts[key];
         }
-        destination.receivePacket(new Uint8Array(memory.buffer, buffer.offset, counts.bytes));
-        this.multifdPackets += Math.ceil(group.count / MULTIFD_PACKET_PAGES);
+        this.multifdPackets += result.packets;
         bytes += counts.bytes;
         sent.pages += counts.normal + counts.zero;
       }
@@ -374,13 +400,27 @@ export class Migration {
     return sent;
   }
 
-  /** Pages a multifd channel encodes per task: whole packets filling its buffer. */
+  /** Pages in one multifd packet: QEMU's 128 of 4 KiB; larger pages as many as fit its 512 KiB, at least one. */
+  private channelPacketPages(): number {
+    return this.pageBytes <= 4096
+      ? MULTIFD_PACKET_PAGES
+      : Math.max(1, Math.floor(PACKET_BYTES / (this.pageBytes + RECORD_HEADER_BYTES)));
+  }
+
+  /**
+   * Pages a channel sends per wave: whole packets, together at most one rate
+   * window of the link's bytes (at least one packet a channel, at most one
+   * list batch in all).
+   */
   private groupPages(): number {
+    const packet = this.channelPacketPages();
+    const channels = this.o.multifdChannels;
     const record = this.pageBytes + RECORD_HEADER_BYTES;
-    const packets = Math.max(1, Math.floor(MULTIFD_BUFFER_BYTES / (MULTIFD_PACKET_PAGES * record)));
-    return this.pageBytes === 4096
-      ? packets * MULTIFD_PACKET_PAGES
-      : Math.max(1, Math.floor(MULTIFD_BUFFER_BYTES / record));
+    const windowPages = Number.isFinite(this.o.maxBandwidth)
+      ? Math.floor((this.o.maxBandwidth * this.o.windowMs) / 1000 / record)
+      : LIST_PAGES;
+    const perChannel = Math.min(windowPages, LIST_PAGES) / channels;
+    return Math.max(1, Math.floor(perChannel / packet)) * packet;
   }
 
   /**
@@ -868,9 +908,9 @@ export class Migration {
       // With multifd's pool at hand both sides hash at once: the source on a
       // worker, the destination here. (Without it, a worker is not worth its
       // start-up, and on a busy machine two threads hashing lose to one.)
-      this.pool ??= new KernelPool(this.layout, { threads: Math.max(1, this.o.multifdChannels) });
+      const pool = this.channelPool();
       this.verifyScratch ??= this.layout.allocate("verify-scratch", 64);
-      const job = this.pool.run({
+      const job = pool.run({
         type: "migration.hash-pages",
         ram: this.ram().toDescriptor(),
         pageShift: this.o.pageShift,
@@ -888,7 +928,7 @@ export class Migration {
     }
     const mismatch = firstMismatch(source, theirs);
     if (mismatch) {
-      return `verification failed: destination page ${mismatch.page} differs from the source (XXH64 ${mismatch.destinationHash.toString(16)} against ${mismatch.sourceHash.toString(16)})`;
+      return `verification failed: destination page ${mismatch.page} differs from the source (XXH3-64 ${mismatch.destinationHash.toString(16)} against ${mismatch.sourceHash.toString(16)})`;
     }
     return this.verifyDeviceState(destination);
   }

@@ -3,23 +3,46 @@ import type { EncodeCounts } from "../wasm/page.js";
 import type { MigrationOptions } from "./options.js";
 import type { MigrationSummary } from "./stats.js";
 
-/** A multifd channel: encode a slice of a round's page list into the channel's packet. */
-export interface EncodeChannelTask {
-  readonly type: "migration.encode-channel";
+/**
+ * A multifd channel, both ends, for a slice of a round's page list: the
+ * sender's packets (QEMU's MultiFDPacket_t headers, the pages themselves
+ * moved from RAM to RAM by the link) and the receiver's checks and placing,
+ * as the source's send thread and the destination's receive thread would.
+ */
+export interface ChannelTask {
+  readonly type: "migration.channel";
   readonly ram: RegionDescriptor;
   readonly pageShift: number;
   readonly list: RegionDescriptor;
   readonly listStart: number;
   readonly count: number;
+  /** Pages per packet (QEMU's pages_alloc: 128 of 4 KiB). */
+  readonly packetPages: number;
+  /** The number of this slice's first packet (QEMU numbers packets across channels). */
+  readonly packetNum: number;
+  /** The sender's header buffer. */
   readonly packet: RegionDescriptor;
+  /** The sender's list of the pages a packet carries (u32, 2 x packetPages). */
+  readonly sent: RegionDescriptor;
   readonly stats: RegionDescriptor;
   readonly scratch: RegionDescriptor;
   readonly zeroPages: boolean;
-  /** The source's page hash table: each encoded page's XXH64 goes to its slot. */
+  /** The source's page hash table: each page sent gets its XXH3-64. */
   readonly hashes?: RegionDescriptor;
+  /** The destination's side, in the pool's peer memory named `memory`. */
+  readonly destination: {
+    readonly memory: string;
+    /** Where a header lands. */
+    readonly receive: RegionDescriptor;
+    /** The page numbers the receiver accepted (u32, packetPages). */
+    readonly place: RegionDescriptor;
+    readonly ram: RegionDescriptor;
+    readonly hashes: RegionDescriptor;
+    readonly scratch: RegionDescriptor;
+  };
 }
 
-/** Verification: XXH64 of pages [0, count) of guest RAM into a table. */
+/** Verification: XXH3-64 of pages [0, count) of guest RAM into a table. */
 export interface HashPagesTask {
   readonly type: "migration.hash-pages";
   readonly ram: RegionDescriptor;
@@ -29,10 +52,11 @@ export interface HashPagesTask {
   readonly scratch: RegionDescriptor;
 }
 
-/** What a channel encoded: pages consumed from its slice and the packet's counts. */
-export interface EncodeChannelResult {
+/** What a channel moved: pages consumed from its slice, the packets' counts, and how many packets. */
+export interface ChannelResult {
   readonly consumed: number;
   readonly counts: EncodeCounts;
+  readonly packets: number;
 }
 
 /** One point of a sweep: a whole migration run on a worker, in its own memory; only its summary comes back. */
@@ -44,7 +68,7 @@ export interface SweepPointTask {
 
 /** The migration domain's task types and their results. */
 export interface MigrationTaskResults {
-  "migration.encode-channel": EncodeChannelResult;
+  "migration.channel": ChannelResult;
   "migration.sweep-point": { readonly summary: MigrationSummary };
   "migration.hash-pages": undefined;
 }

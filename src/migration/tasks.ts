@@ -1,43 +1,32 @@
 import { Region } from "../memory/region.js";
 import type { KernelContext } from "../pool/context.js";
 import type { TaskHandlers } from "../pool/protocol.js";
-import { emptyEncodeCounts, type PageExports, PageKernel } from "../wasm/page.js";
+import { type MultifdExports, MultifdKernel } from "../wasm/multifd.js";
+import { type PageExports, PageKernel } from "../wasm/page.js";
 import { runMigration } from "./engine.js";
+import { runChannel } from "./multifd-channel.js";
 import type { MigrationSummary } from "./stats.js";
-import type {
-  EncodeChannelResult,
-  EncodeChannelTask,
-  HashPagesTask,
-  SweepPointTask,
-} from "./task-types.js";
+import type { ChannelResult, ChannelTask, HashPagesTask, SweepPointTask } from "./task-types.js";
 
-function encodeChannel(context: KernelContext, task: EncodeChannelTask): EncodeChannelResult {
-  const kernel = new PageKernel(
-    context.memory,
-    context.exports<PageExports>("page"),
-    new Region(task.scratch),
-  );
-  const stats = new Region(task.stats);
-  const consumed = kernel.encodePages({
-    ram: new Region(task.ram),
-    pageShift: task.pageShift,
-    list: new Region(task.list),
-    listStart: task.listStart,
-    count: task.count,
-    out: new Region(task.packet),
-    zeroPages: task.zeroPages,
-    stats,
-    ...(task.hashes ? { hashes: new Region(task.hashes) } : {}),
+function pageKernel(context: KernelContext, scratch: Region): PageKernel {
+  return new PageKernel(context.memory, context.exports<PageExports>("page"), scratch);
+}
+
+function channel(context: KernelContext, task: ChannelTask): ChannelResult {
+  const far = context.peer(task.destination.memory);
+  const end = (side: KernelContext, scratch: Region) => ({
+    memory: side.memory,
+    kernel: new MultifdKernel(side.memory, side.exports<MultifdExports>("multifd"), scratch),
   });
-  return { consumed, counts: kernel.takeEncodeStats(stats, emptyEncodeCounts()) };
+  return runChannel(
+    end(context, new Region(task.scratch)),
+    end(far, new Region(task.destination.scratch)),
+    task,
+  );
 }
 
 function hashPages(context: KernelContext, task: HashPagesTask): undefined {
-  const kernel = new PageKernel(
-    context.memory,
-    context.exports<PageExports>("page"),
-    new Region(task.scratch),
-  );
+  const kernel = pageKernel(context, new Region(task.scratch));
   kernel.hashPages(new Region(task.ram), task.pageShift, 0, task.count, new Region(task.out));
   return undefined;
 }
@@ -53,10 +42,8 @@ async function sweepPoint(
 }
 
 /** The migration domain's tasks: multifd channels and sweep points. */
-export const migrationTaskHandlers: TaskHandlers<
-  EncodeChannelTask | HashPagesTask | SweepPointTask
-> = {
+export const migrationTaskHandlers: TaskHandlers<ChannelTask | HashPagesTask | SweepPointTask> = {
   "migration.hash-pages": hashPages,
-  "migration.encode-channel": encodeChannel,
+  "migration.channel": channel,
   "migration.sweep-point": sweepPoint,
 };

@@ -4,6 +4,8 @@
  * time with BigInt arithmetic. Property tests hold the kernels equal to it.
  */
 
+import { xxh3Long } from "./xxh3.js";
+
 const MASK64 = (1n << 64n) - 1n;
 // XXH64 primes (xxHash specification).
 const P1 = 0x9e3779b185ebca87n;
@@ -295,7 +297,7 @@ export function decodeStreamOneByOne(
 
 /**
  * What a page hash table holds after pages were encoded or decoded with one:
- * `table` (a slot per page number, by page number) with the XXH64 of each
+ * `table` (a slot per page number, by page number) with the XXH3-64 of each
  * page in `pages` read from `ram` afterwards; other slots as they were.
  */
 export function pageHashesOneByOne(
@@ -307,7 +309,7 @@ export function pageHashesOneByOne(
   const pageBytes = 2 ** pageShift;
   const out = table.slice();
   for (const page of pages) {
-    out[page] = xxh64(ram.subarray(page * pageBytes, (page + 1) * pageBytes));
+    out[page] = xxh3Long(ram.subarray(page * pageBytes, (page + 1) * pageBytes));
   }
   return out;
 }

@@ -6,6 +6,11 @@ import { WorkloadKernel } from "../wasm/workload.js";
 export interface WorkerBoot {
   readonly memory: WebAssembly.Memory;
   readonly modules: Readonly<Record<KernelName, WebAssembly.Module>>;
+  /**
+   * Other engines' shared memories the workers also hold, by name (a
+   * migration's destination, whose RAM cannot share the source's 4 GiB).
+   */
+  readonly peers?: Readonly<Record<string, WebAssembly.Memory>>;
 }
 
 /**
@@ -16,8 +21,24 @@ export class KernelContext {
   private dirtyKernel?: DirtyKernel;
   private workloadKernel?: WorkloadKernel;
   private readonly instances = new Map<KernelName, unknown>();
+  private readonly peerContexts = new Map<string, KernelContext>();
 
   constructor(readonly boot: WorkerBoot) {}
+
+  /**
+   * The kernels over a peer memory the pool was started with: the same
+   * compiled modules, instantiated once per thread on that memory.
+   */
+  peer(name: string): KernelContext {
+    let context = this.peerContexts.get(name);
+    if (!context) {
+      const memory = this.boot.peers?.[name];
+      if (!memory) throw new Error(`worker was not handed a memory named '${name}'`);
+      context = new KernelContext({ memory, modules: this.boot.modules });
+      this.peerContexts.set(name, context);
+    }
+    return context;
+  }
 
   /** The shared memory. */
   get memory(): WebAssembly.Memory {

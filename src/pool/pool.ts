@@ -11,6 +11,8 @@ import type { PoolTask, ResultOf } from "./protocol.js";
 export interface KernelPoolOptions {
   /** Worker threads (default: the machine's parallelism). */
   readonly threads?: number;
+  /** Other shared memories the workers hold besides the layout's, by name (see `KernelContext.peer`). */
+  readonly peers?: Readonly<Record<string, WebAssembly.Memory>>;
 }
 
 /**
@@ -28,7 +30,11 @@ export class KernelPool {
       throw new RangeError(`pool threads must be a whole number from 1 to 256, not ${threads}`);
     }
     this.threads = threads;
-    const boot: WorkerBoot = { memory: layout.memory, modules: compileAllKernels() };
+    const boot: WorkerBoot = {
+      memory: layout.memory,
+      modules: compileAllKernels(),
+      ...(options.peers ? { peers: options.peers } : {}),
+    };
     this.piscina = new Piscina({
       // Workers run compiled JavaScript: Node 20 cannot load TypeScript.
       filename: join(packageRoot(), "dist", "src", "pool", "worker.js"),

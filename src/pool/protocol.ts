@@ -6,7 +6,7 @@ import type {
   RunWorkloadTask,
 } from "../guest/task-types.js";
 import type {
-  EncodeChannelTask,
+  ChannelTask,
   HashPagesTask,
   MigrationTaskResults,
   SweepPointTask,
@@ -28,7 +28,7 @@ export type PoolTask =
   | MarkPagesInPairTask
   | RunWorkloadTask
   | HarvestPagesTask
-  | EncodeChannelTask
+  | ChannelTask
   | HashPagesTask
   | SweepPointTask
   | PagingRunTask

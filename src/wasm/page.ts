@@ -7,6 +7,7 @@ import { compileKernel, instantiateKernel } from "./loader.js";
 export interface PageExports {
   isZero(ptr: number, len: number): number;
   hash64(ptr: number, len: number, out: number): void;
+  hash3(ptr: number, len: number, out: number): void;
   hashPages(ram: number, pageShift: number, first: number, count: number, out: number): void;
   xbzrleEncode(prev: number, next: number, len: number, dst: number, cap: number): number;
   xbzrleDecode(src: number, slen: number, dst: number, dlen: number): number;
@@ -98,6 +99,24 @@ export function emptyEncodeCounts(): EncodeCounts {
   };
 }
 
+/** Reads and zeroes an encoder statistics block, adding it into `into`. */
+export function takeEncodeStats(
+  memory: WebAssembly.Memory,
+  stats: Region,
+  into: EncodeCounts,
+): EncodeCounts {
+  const words = new Uint32Array(memory.buffer, stats.check(0, ENCODE_STATS_BYTES), 10);
+  into.bytes += words[EncodeStat.bytes / 4] ?? 0;
+  into.normal += words[EncodeStat.normal / 4] ?? 0;
+  into.zero += words[EncodeStat.zero / 4] ?? 0;
+  into.xbzrlePages += words[EncodeStat.xbzrlePages / 4] ?? 0;
+  into.xbzrleBytes += words[EncodeStat.xbzrleBytes / 4] ?? 0;
+  into.cacheMiss += words[EncodeStat.cacheMiss / 4] ?? 0;
+  into.overflow += words[EncodeStat.overflow / 4] ?? 0;
+  into.unchanged += words[EncodeStat.unchanged / 4] ?? 0;
+  words.fill(0);
+  return into;
+}
 /** The XBZRLE page cache: tags and page data, `slots` a power of two. */
 export interface XbzrleCacheRegions {
   readonly tags: Region;
@@ -123,7 +142,7 @@ export interface EncodeJob {
   /** A statistics block of {@link ENCODE_STATS_BYTES}; the call adds to it. */
   readonly stats: Region;
   /**
-   * A page hash table (u64 per guest page, by page number): the XXH64 of
+   * A page hash table (u64 per guest page, by page number): the XXH3-64 of
    * every page consumed is written to its slot, taken in the same step.
    */
   readonly hashes?: Region;
@@ -198,7 +217,19 @@ export class PageKernel {
     return this.dv().getBigUint64(this.scratch.offset, true);
   }
 
-  /** XXH64 of pages [first, first + count) of `ram` into `out` (u64 each, from its start). */
+  /**
+   * XXH3-64 (seed 0) of `length` bytes of `region` from `start`: the page
+   * hash; `length` must be over 240 bytes (guest pages are).
+   */
+  hash3(region: Region, start: number, length: number): bigint {
+    if (length <= 240) {
+      throw new RangeError(`the page hash takes over 240 bytes, not ${length}`);
+    }
+    this.k.hash3(region.check(start, length, "hash"), length, this.scratch.offset);
+    return this.dv().getBigUint64(this.scratch.offset, true);
+  }
+
+  /** XXH3-64 of pages [first, first + count) of `ram` into `out` (u64 each, from its start). */
   hashPages(ram: Region, pageShift: number, first: number, count: number, out: Region): void {
     if (count === 0) return;
     const pageBytes = 2 ** pageShift;
@@ -304,24 +335,14 @@ export class PageKernel {
 
   /** Reads and zeroes an encoder statistics block, adding it into `into`. */
   takeEncodeStats(stats: Region, into: EncodeCounts): EncodeCounts {
-    const words = new Uint32Array(this.memory.buffer, stats.check(0, ENCODE_STATS_BYTES), 10);
-    into.bytes += words[EncodeStat.bytes / 4] ?? 0;
-    into.normal += words[EncodeStat.normal / 4] ?? 0;
-    into.zero += words[EncodeStat.zero / 4] ?? 0;
-    into.xbzrlePages += words[EncodeStat.xbzrlePages / 4] ?? 0;
-    into.xbzrleBytes += words[EncodeStat.xbzrleBytes / 4] ?? 0;
-    into.cacheMiss += words[EncodeStat.cacheMiss / 4] ?? 0;
-    into.overflow += words[EncodeStat.overflow / 4] ?? 0;
-    into.unchanged += words[EncodeStat.unchanged / 4] ?? 0;
-    words.fill(0);
-    return into;
+    return takeEncodeStats(this.memory, stats, into);
   }
 
   /**
    * Decodes `length` bytes of page stream in `src` into `ram` (pages of
    * `2^pageShift` bytes). Returns pages written. With `hashes` (u64 per page
    * of `ram`, by page number) each page written is read back from `ram` and
-   * its XXH64 goes to its slot.
+   * its XXH3-64 goes to its slot.
    *
    * @throws PageStreamError for a record it refuses (nothing past it is written).
    */
