@@ -1,6 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { EpochDirtyLog, EpochFlipTimeoutError } from "../src/dirty/epoch-log.js";
+import {
+  EpochDirtyLog,
+  EpochFlipTimeoutError,
+  EpochUnsettledError,
+} from "../src/dirty/epoch-log.js";
 import { DirtyBitmap } from "../src/memory/dirty-bitmap.js";
 import { DirtyBitmapPair, EpochControl } from "../src/memory/dirty-bitmap-pair.js";
 import { RegionAllocationError, RegionBoundsError } from "../src/memory/errors.js";
@@ -113,14 +117,18 @@ describe("the flip's handshake", () => {
     expect(error).toBeInstanceOf(EpochFlipTimeoutError);
     expect(error).toMatchObject({ writer: 1, epoch: 1, ack: 0 });
     expect(String(error)).toContain("writer 1 did not acknowledge within 20 ms");
+    // The retired bitmap may still be marked: a plain harvest is refused.
+    expect(() => log.harvestPages(cursor, out)).toThrow(EpochUnsettledError);
+    expect(() => log.harvestPages(cursor, out)).toThrow("flip to epoch 1 was not acknowledged");
     // Still in its batch, the writer marks epoch 0's bitmap.
     expect(kernel.markPage(zero, 500)).toBe(true);
-    // Between batches it follows the flip and acknowledges it.
+    // Between batches it follows the flip and acknowledges it: the flip
+    // settles, and the retired bitmap holds the page.
     expect(kernel.epochFollow(pair, 1, 0)).toBe(1);
+    expect(log.settle(0)).toBe(zero);
     expect(log.active).toBe(one);
-    expect(log.retired).toBe(zero);
     expect(harvestRetired(log)).toEqual([500]);
-    // The writer now marks epoch 1; it leaves, and the next flip does not wait.
+    // The writer now marks epoch 1's bitmap; it leaves, and the next flip does not wait.
     expect(kernel.markPage(one, 7)).toBe(true);
     kernel.epochLeave(pair, 1);
     expect(log.flip(0)).toBe(one);

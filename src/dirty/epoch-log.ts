@@ -39,6 +39,17 @@ export class EpochFlipTimeoutError extends Error {
   }
 }
 
+/** A harvest of the retired bitmap was asked for after a flip that did not complete. */
+export class EpochUnsettledError extends Error {
+  override name = "EpochUnsettledError";
+
+  constructor(readonly epoch: number) {
+    super(
+      `dirty log: the flip to epoch ${epoch} was not acknowledged by every writer; settle it before harvesting`,
+    );
+  }
+}
+
 /**
  * The harvester's side of an epoch-swapped dirty log (a
  * {@link DirtyBitmapPair}). One harvester at a time may flip; writers on any
@@ -53,6 +64,12 @@ export class EpochFlipTimeoutError extends Error {
  * (harvested at the next flip): none is lost.
  */
 export class EpochDirtyLog {
+  /**
+   * Whether every writer acknowledged the last flip (or none was made): the
+   * retired bitmap is the harvester's only then.
+   */
+  private settled = true;
+
   constructor(
     private readonly memory: WebAssembly.Memory,
     readonly pair: DirtyBitmapPair,
@@ -80,17 +97,30 @@ export class EpochDirtyLog {
    * flip.
    *
    * @throws EpochFlipTimeoutError when a writer does not acknowledge within
-   *   `timeoutMs` (the flip stays made: a later flip waits again).
+   *   `timeoutMs`: the flip stays made, and {@link settle} waits for it again.
    */
   flip(timeoutMs = DEFAULT_FLIP_TIMEOUT_MS): DirtyBitmap {
     const slots = this.pair.slots(this.memory);
     const before = Atomics.load(slots, EpochControl.epoch / 4);
-    const next = (before + 1) & EPOCH_MASK;
-    Atomics.store(slots, EpochControl.epoch / 4, next);
+    Atomics.store(slots, EpochControl.epoch / 4, (before + 1) & EPOCH_MASK);
+    this.settled = false;
+    return this.settle(timeoutMs);
+  }
+
+  /**
+   * Waits until every writer has acknowledged the current epoch or is idle,
+   * without flipping: how a harvester recovers from a flip that timed out.
+   * Returns the retired bitmap.
+   *
+   * @throws EpochFlipTimeoutError when a writer does not acknowledge within `timeoutMs`.
+   */
+  settle(timeoutMs = DEFAULT_FLIP_TIMEOUT_MS): DirtyBitmap {
+    const slots = this.pair.slots(this.memory);
+    const epoch = Atomics.load(slots, EpochControl.epoch / 4);
+    const acknowledged = (ack: number) => ack === epoch || ack === (EPOCH_IDLE | 0);
     const deadline = performance.now() + timeoutMs;
     for (let writer = 0; writer < this.pair.writers; writer++) {
       const index = EpochControl.acks / 4 + writer;
-      const acknowledged = (ack: number) => ack === next || ack === (EPOCH_IDLE | 0);
       const pollUntil = performance.now() + POLL_MS;
       while (!acknowledged(Atomics.load(slots, index)) && performance.now() < pollUntil) {
         // Polling the ack: the writer is at most one batch away from it.
@@ -104,12 +134,13 @@ export class EpochDirtyLog {
         // ack changed since it was read.
         if (left <= 0 || Atomics.wait(slots, index, ack, left) === "timed-out") {
           if (Atomics.load(slots, index) === ack) {
-            throw new EpochFlipTimeoutError(writer, next, ack, timeoutMs);
+            throw new EpochFlipTimeoutError(writer, epoch, ack, timeoutMs);
           }
         }
       }
     }
-    return this.pair.bitmaps[before & 1] as DirtyBitmap;
+    this.settled = true;
+    return this.retired;
   }
 
   /**
@@ -118,7 +149,18 @@ export class EpochDirtyLog {
    * cursor reset, until it returns 0.
    */
   harvestPages(cursor: Region, out: Region): number {
-    return this.kernel.harvestPagesQuiet(this.retired, cursor, out);
+    return this.kernel.harvestPagesQuiet(this.quietRetired(), cursor, out);
+  }
+
+  /**
+   * The retired bitmap, once the last flip was acknowledged by every writer.
+   *
+   * @throws EpochUnsettledError after a flip that timed out: a writer may
+   *   still be marking the bitmap a plain harvest would clear.
+   */
+  quietRetired(): DirtyBitmap {
+    if (!this.settled) throw new EpochUnsettledError(this.epoch);
+    return this.retired;
   }
 
   /**
