@@ -5,6 +5,7 @@ import {
   EpochFlipTimeoutError,
   EpochUnsettledError,
 } from "../src/dirty/epoch-log.js";
+import { Guest, GuestConfigError } from "../src/guest/guest.js";
 import { DirtyBitmap } from "../src/memory/dirty-bitmap.js";
 import { DirtyBitmapPair, EpochControl } from "../src/memory/dirty-bitmap-pair.js";
 import { RegionAllocationError, RegionBoundsError } from "../src/memory/errors.js";
@@ -170,6 +171,48 @@ describe("the flip's handshake", () => {
     expect(() => log.flip(10)).toThrow(
       "writer 2 did not acknowledge within 10 ms (its slot holds 12345)",
     );
+  });
+});
+
+describe("a double-buffered guest on one thread", () => {
+  it("marks through its pair and harvests what a single-bitmap guest harvests", async () => {
+    const make = (doubleBuffered: boolean) =>
+      new Guest(new MemoryLayout(), {
+        bytes: 1024 ** 3,
+        content: false,
+        vcpus: 3,
+        seed: 5,
+        workload: { kind: "hotset" },
+        doubleBuffered,
+      });
+    const single = make(false);
+    const paired = make(true);
+    const singleSnapshot = DirtyBitmap.allocate(single.layout, "snapshot", single.pages);
+    const pairedSnapshot = DirtyBitmap.allocate(paired.layout, "snapshot", paired.pages);
+    for (const writes of [5000, 1, 70_000]) {
+      expect(await paired.write(writes)).toBe(await single.write(writes));
+      expect(paired.harvest(pairedSnapshot)).toBe(single.harvest(singleSnapshot));
+      expect(pairedSnapshot.region.bytes(paired.layout.memory)).toEqual(
+        singleSnapshot.region.bytes(single.layout.memory),
+      );
+    }
+    expect(paired.log?.epoch).toBe(3);
+    expect(paired.log?.count()).toBe(0);
+  });
+
+  it("refuses a double-buffered log with ring tracking", () => {
+    expect(
+      () =>
+        new Guest(new MemoryLayout(), {
+          bytes: 1024 ** 3,
+          content: false,
+          vcpus: 1,
+          seed: 5,
+          workload: { kind: "uniform" },
+          tracking: "ring",
+          doubleBuffered: true,
+        }),
+    ).toThrow(GuestConfigError);
   });
 });
 
