@@ -35,8 +35,12 @@ import type {
 export const PACKET_BYTES = 512 * 1024;
 /** Pages in a multifd packet (QEMU: 128 pages of 4 KiB, 512 KiB). */
 export const MULTIFD_PACKET_PAGES = 128;
-/** Page numbers taken from the bitmap per batch. */
-const LIST_PAGES = 16_384;
+/**
+ * Page numbers taken from the bitmap per batch (1 MiB of u32). A multifd
+ * wave over an unthrottled link carries a whole batch, so the channels wait
+ * on each other (and on waking the pool) a few times per GiB, not dozens.
+ */
+const LIST_PAGES = 262_144;
 /** Rounds without a 5 % drop in pending bytes, with nothing left to throttle, before giving up. */
 export const STALL_ROUNDS = 5;
 /** A round must shrink pending bytes below this fraction of the last to count as progress. */
