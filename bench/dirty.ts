@@ -104,47 +104,27 @@ export const suite: BenchSuite = {
       for (let i = 0; i < n; i++) total = (total + (pageView[i] ?? 0)) % 2 ** 32;
       return total;
     };
+    // Runs a batch kernel from a reset cursor until it reports nothing more,
+    // consuming each batch of page numbers.
+    const drain = (next: () => number): { count: number; sum: number } => {
+      dirty.resetCursor(cursor);
+      let count = 0;
+      let sum = 0;
+      for (let n = next(); n > 0; n = next()) {
+        count += n;
+        sum = consume(n, sum);
+      }
+      return { count, sum };
+    };
     const hvlabHarvestIterate = (): { count: number; sum: number } => {
       const count = dirty.harvest(bitmap, snapshot);
-      dirty.resetCursor(cursor);
-      let sum = 0;
-      for (
-        let n = dirty.iterate(snapshot, cursor, batch);
-        n > 0;
-        n = dirty.iterate(snapshot, cursor, batch)
-      ) {
-        sum = consume(n, sum);
-      }
-      return { count, sum };
+      return { count, sum: drain(() => dirty.iterate(snapshot, cursor, batch)).sum };
     };
-    const hvlabOnePass = (paused: boolean) => (): { count: number; sum: number } => {
-      dirty.resetCursor(cursor);
-      let count = 0;
-      let sum = 0;
-      for (
-        let n = dirty.harvestPages(bitmap, cursor, batch, paused);
-        n > 0;
-        n = dirty.harvestPages(bitmap, cursor, batch, paused)
-      ) {
-        count += n;
-        sum = consume(n, sum);
-      }
-      return { count, sum };
-    };
+    const hvlabOnePass = (paused: boolean) => (): { count: number; sum: number } =>
+      drain(() => dirty.harvestPages(bitmap, cursor, batch, paused));
     const hvlabEpochOneThread = (): { count: number; sum: number } => {
       const retired = log.flip();
-      dirty.resetCursor(cursor);
-      let count = 0;
-      let sum = 0;
-      for (
-        let n = dirty.harvestPagesQuiet(retired, cursor, batch);
-        n > 0;
-        n = dirty.harvestPagesQuiet(retired, cursor, batch)
-      ) {
-        count += n;
-        sum = consume(n, sum);
-      }
-      return { count, sum };
+      return drain(() => dirty.harvestPagesQuiet(retired, cursor, batch));
     };
     const hvlabEpochOn = (harvester: ParallelHarvester) => async () => {
       const retired = log.flip();
@@ -154,20 +134,8 @@ export const suite: BenchSuite = {
     const hvlabEpochOneWorker = hvlabEpochOn(oneWorker);
     const hvlabEpochTwoWorkers = hvlabEpochOn(twoWorkers);
     const hvlabEpochCallerAndWorker = hvlabEpochOn(callerAndWorker);
-    const iterateFloor = (): { count: number; sum: number } => {
-      dirty.resetCursor(cursor);
-      let count = 0;
-      let sum = 0;
-      for (
-        let n = dirty.iterate(pristineBitmap, cursor, batch);
-        n > 0;
-        n = dirty.iterate(pristineBitmap, cursor, batch)
-      ) {
-        count += n;
-        sum = consume(n, sum);
-      }
-      return { count, sum };
-    };
+    const iterateFloor = (): { count: number; sum: number } =>
+      drain(() => dirty.iterate(pristineBitmap, cursor, batch));
     const oracleHarvestIterate = (): { count: number; sum: number } => {
       const count = harvestOneByOne(bitmapBytes(), snapshot.region.bytes(memory), pages);
       const n = iterateOneByOne(snapshot.region.bytes(memory), pages, oracleOut);
