@@ -115,6 +115,15 @@ export const suite: BenchSuite = {
       };
       const { bytes: template, l3, l4 } = buildHeaders(largeSendFrameSpec(spec), sendBytes);
       const plan = segmenter.plan(template, sendBytes, { offload: "lsov2", mtu });
+      const oracleOptions = {
+        l3,
+        l4,
+        ipv6: false,
+        udp: false,
+        mss: plan.mss,
+        idMode: "wrap15" as const,
+        cwrOnAll: false,
+      };
       cases.push({
         case: `64 KiB large send, MTU ${mtu}: packets of ${plan.mss} B payload (${plan.segments} per send), headers and both checksums`,
         // Several sends per timed call, so the timer's own cost is spread thin;
@@ -125,15 +134,7 @@ export const suite: BenchSuite = {
           const count = segmenter.run(plan);
           assert(count === plan.segments, `wrote ${count} segments, planned ${plan.segments}`);
           const ours = segmenter.output.bytes(memory).subarray(0, plan.outputBytes);
-          const oracle = segmentOracle(template, payload, {
-            l3,
-            l4,
-            ipv6: false,
-            udp: false,
-            mss: plan.mss,
-            idMode: "wrap15",
-            cwrOnAll: false,
-          });
+          const oracle = segmentOracle(template, payload, oracleOptions);
           let at = 0;
           for (const frame of oracle) {
             for (let i = 0; i < frame.length; i++) {
@@ -163,15 +164,7 @@ export const suite: BenchSuite = {
             impl: "oracle (TypeScript, one segment at a time)",
             fn: () => {
               for (let i = 0; i < SENDS_PER_CALL; i++) {
-                segmentOracle(template, payload, {
-                  l3,
-                  l4,
-                  ipv6: false,
-                  udp: false,
-                  mss: plan.mss,
-                  idMode: "wrap15",
-                  cwrOnAll: false,
-                });
+                segmentOracle(template, payload, oracleOptions);
               }
             },
           },
