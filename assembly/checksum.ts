@@ -25,12 +25,10 @@
 
 /** Folds a 64-bit sum of 16-bit words to 16 bits with end-around carries. */
 @inline export function fold64(sum: u64): u32 {
-  sum = (sum & 0xffffffff) + (sum >> 32);
-  sum = (sum & 0xffffffff) + (sum >> 32);
-  let s = <u32>sum;
-  s = (s & 0xffff) + (s >> 16);
-  s = (s & 0xffff) + (s >> 16);
-  return s;
+  // x + rotr(x, 32) holds hi + lo + their carry in its high half: one
+  // end-around-carry add in three operations; then the same for 32 to 16.
+  const s = <u32>((sum + rotr<u64>(sum, 32)) >> 32);
+  return (s + rotr<u32>(s, 16)) >> 16;
 }
 
 /** Swaps the two bytes of a 16-bit value. */

@@ -9,6 +9,7 @@ import {
   onesAdd,
   onesSumOracle,
 } from "../src/oracle/checksum.js";
+import { compileKernel, instantiateKernel } from "../src/wasm/loader.js";
 
 let layout: MemoryLayout;
 let kernel: ChecksumKernel;
@@ -97,6 +98,30 @@ describe("RFC 1071 checksum kernel", () => {
     expect(kernel.sum(buf, 0, n, 0x4321)).toBe(onesSumOracle(low, 0, n, 0x4321));
     expect(kernel.copyAndSum(dst, 0, buf, 0, n, 0x4321)).toBe(onesSumOracle(low, 0, n, 0x4321));
     expect(dst.bytes(layout.memory).subarray(0, n)).toEqual(low);
+  });
+
+  it("folds any 64-bit partial sum as end-around-carry additions do (fold64)", () => {
+    // The kernels fold their 64-bit partial sums with two rotate-and-add
+    // steps; the oracle adds the four 16-bit pieces one at a time.
+    const raw = instantiateKernel<{ fold64(sum: bigint): number }>(
+      compileKernel("checksum"),
+      layout.memory,
+    );
+    const oracleFold = (sum: bigint): number => {
+      let s = 0;
+      for (let i = 0n; i < 4n; i++) s = onesAdd(s, Number((sum >> (16n * i)) & 0xffffn));
+      return s;
+    };
+    const edges = [0n, 1n, 0xffffn, 0x10000n, 0xffff_ffffn, 0x1_0000_0000n, 0xffff_0000_0000_ffffn];
+    for (const sum of [...edges, (1n << 64n) - 1n, 0x8000_0000_8000_0000n]) {
+      expect(raw.fold64(BigInt.asIntN(64, sum)) >>> 0).toBe(oracleFold(sum));
+    }
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), (sum) => {
+        expect(raw.fold64(BigInt.asIntN(64, sum)) >>> 0).toBe(oracleFold(sum));
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it("refuses ranges outside its region before running", () => {
