@@ -187,6 +187,15 @@ describe("multifd receiver", () => {
     expect(dest[PAGE]).toBe(0);
   });
 
+  it("the link refuses page lists shorter than the count instead of copying another page", () => {
+    const source = new Uint8Array(4 * PAGE).fill(7);
+    const dest = new Uint8Array(4 * PAGE);
+    expect(() =>
+      linkPages(source, Uint32Array.from([1]), dest, Uint32Array.from([1, 2]), 2, PAGE),
+    ).toThrow(/2 pages to move, but 1 sent and 2 accepted/);
+    expect(dest.every((b) => b === 0)).toBe(true);
+  });
+
   it("refuses each field the way QEMU's receiver does, naming the byte", () => {
     const view = fillRam(9, 0);
     const good = multifdSendOracle(view, PAGE_SHIFT, [1, 2], ALLOC, true, 0).header;

@@ -24,6 +24,13 @@ export function linkPages(
   count: number,
   pageBytes: number,
 ): void {
+  // A list shorter than the count would read page numbers that are not
+  // there; refuse rather than copy some other page.
+  if (from.length < count || to.length < count) {
+    throw new RangeError(
+      `link: ${count} pages to move, but ${from.length} sent and ${to.length} accepted`,
+    );
+  }
   let i = 0;
   while (i < count) {
     const first = from[i] ?? 0;
@@ -97,6 +104,13 @@ export function runChannel(
       task.packetPages,
       place,
     );
+    // The receiver read the counts from the header it was handed; a header
+    // changed on the way must not place pages the sender did not send.
+    if (accepted.normal !== out.normal || accepted.zero !== out.zero) {
+      throw new Error(
+        `multifd packet ${task.packetNum + packets - 1}: received ${accepted.normal} normal and ${accepted.zero} zero pages, sent ${out.normal} and ${out.zero}`,
+      );
+    }
     const from = new Uint32Array(source.memory.buffer, sent.offset, out.normal);
     linkPages(sourceRam, from, destinationRam, accepted.pages, accepted.normal, pageBytes);
     destination.kernel.finish(accepted, place, farRam, task.pageShift, farHashes);
