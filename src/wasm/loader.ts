@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { STATIC_SLOT_BYTES, STATIC_SLOTS } from "../memory/layout.js";
 import { packageRoot } from "../util/package-root.js";
+import { KernelLayoutError } from "./kernel-layout.js";
 
 /**
  * Every kernel module, by the file name of its source in assembly/ (each
@@ -32,6 +34,22 @@ interface KernelManifest {
   readonly modules: Record<string, { slot: number; base: number; bytes: number }>;
 }
 
+/**
+ * Refuses a build whose static slots differ from the ones src/memory/layout.ts
+ * keeps free below the first region (scripts/build-wasm.mjs places each
+ * module's static data in its slot and records the slots in the manifest).
+ */
+export function checkStaticSlots(built: {
+  readonly slotBytes: number;
+  readonly slots: number;
+}): void {
+  if (built.slotBytes !== STATIC_SLOT_BYTES || built.slots !== STATIC_SLOTS) {
+    throw new KernelLayoutError(
+      `kernel modules were built with ${built.slots} static slots of ${built.slotBytes} bytes, but src/memory/layout.ts reserves ${STATIC_SLOTS} of ${STATIC_SLOT_BYTES}: make scripts/build-wasm.mjs and layout.ts agree, and rebuild`,
+    );
+  }
+}
+
 /** Refuses a build whose modules are not exactly the ones the wrappers know. */
 function checkBuiltModules(built: readonly string[]): void {
   const known: readonly string[] = KERNEL_NAMES;
@@ -61,6 +79,7 @@ export function kernelManifest(): KernelManifest {
       throw new Error("kernel modules are not built: run npm run build");
     }
     checkBuiltModules(Object.keys(read.modules));
+    checkStaticSlots(read);
     manifest = read;
   }
   return manifest;

@@ -1,5 +1,6 @@
 import { RegionBoundsError } from "../memory/errors.js";
 import type { Region } from "../memory/region.js";
+import { checkKernelLayout } from "./kernel-layout.js";
 import { compileKernel, instantiateKernel } from "./loader.js";
 
 /** The raw exports of assembly/rss.ts. */
@@ -38,7 +39,9 @@ export class RssKernel {
   constructor(
     readonly memory: WebAssembly.Memory,
     private readonly k: RssExports,
-  ) {}
+  ) {
+    checkKernelLayout("rss", k, { MAX_INPUT: MAX_HASH_INPUT, TABLE_BYTES: TOEPLITZ_TABLE_BYTES });
+  }
 
   /** Instantiates the kernel on a shared memory. */
   static on(memory: WebAssembly.Memory): RssKernel {
