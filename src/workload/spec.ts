@@ -1,11 +1,5 @@
 import type { PageShift } from "../memory/dirty-bitmap.js";
-import {
-  DESCRIPTOR_BYTES,
-  Descriptor,
-  FLAG_CONTENT,
-  FLAG_RING,
-  WorkloadKindCode,
-} from "../wasm/workload.js";
+import { Descriptor, FLAG_CONTENT, FLAG_RING, WorkloadKindCode } from "../wasm/workload.js";
 import { vcpuState } from "./splitmix.js";
 import { zipfConstants } from "./zipf.js";
 
