@@ -154,5 +154,20 @@ describe("the hvlab command", () => {
     const html = readFileSync(join(out, "tour.html"), "utf8");
     expect(html).toContain("<svg");
     expect(html).toContain("Dirty-page tracking");
-  });
+    // The terminal gets the headline and where the report is; the tables only with --verbose.
+    const lines = run.stdout.trim().split("\n");
+    expect(lines.length).toBeLessThanOrEqual(6);
+    expect(run.stdout).toMatch(/Dirty-page tracking .*distinct pages/);
+    expect(lines.at(-1)).toBe(
+      `report: ${join(out, "tour.html")} (open it in a browser; records in tour.json)`,
+    );
+    expect(run.stdout).not.toContain("Dirty-rate profile summary");
+    const verbose = hvlab(
+      ["tour", "--quick", "--only", "dirty", "--out", out, "--verbose"],
+      300_000,
+    );
+    expect(verbose.status).toBe(0);
+    expect(verbose.stdout).toContain("Dirty-rate profile summary");
+    expect(verbose.stdout).toContain("mean dirty-pages-rate (pages/s)");
+  }, 600_000);
 });
