@@ -70,18 +70,30 @@ export class UsageError extends Error {
 /** The largest seed: the workload generators take 32 bits. */
 export const MAX_SEED = 2 ** 32 - 1;
 
-/** Adds `--seed <n>`: the seed of every random choice the command makes. */
+/** `--seed <n>`: the seed of every random choice the command makes. */
+export function seedOption(description = "seed of every random choice", fallback = 1): Option {
+  return new Option("--seed <n>", `${description} (0 to ${MAX_SEED})`)
+    .argParser(integerOption(0, MAX_SEED))
+    .default(fallback);
+}
+
+/** Adds {@link seedOption} to a command. */
 export function addSeedOption(
   command: Command,
   description = "seed of every random choice",
   fallback = 1,
 ): Command {
-  return command.option(
-    "--seed <n>",
-    `${description} (0 to ${MAX_SEED})`,
-    integerOption(0, MAX_SEED),
-    fallback,
-  );
+  return command.addOption(seedOption(description, fallback));
+}
+
+/** `--json`: print the command's records as JSON. */
+export function jsonOption(description: string): Option {
+  return new Option("--json", description);
+}
+
+/** `--csv`: print the command's table as CSV (RFC 4180, for pandas and spreadsheets). */
+export function csvOption(description: string): Option {
+  return new Option("--csv", description);
 }
 
 /**
@@ -100,15 +112,25 @@ export function sizeOptionOf(
   return fallback === undefined ? option : option.default(fallback, formatSize(fallback));
 }
 
-/** Adds `--guest <size>`: the guest's memory. */
+/** The sizes a command accepts for `--guest`. */
+export interface GuestRange {
+  readonly min: number;
+  readonly max: number;
+  readonly fallback: number;
+}
+
+/** `--guest <size>`: the guest's memory. */
+export function guestOption(range: GuestRange, description = "guest memory"): Option {
+  return sizeOptionOf("--guest <size>", description, range.min, range.max, range.fallback);
+}
+
+/** Adds {@link guestOption} to a command. */
 export function addGuestOption(
   command: Command,
-  range: { readonly min: number; readonly max: number; readonly fallback: number },
+  range: GuestRange,
   description = "guest memory",
 ): Command {
-  return command.addOption(
-    sizeOptionOf("--guest <size>", description, range.min, range.max, range.fallback),
-  );
+  return command.addOption(guestOption(range, description));
 }
 
 /** Adds `--vcpus <n>`: the vCPUs that run the guest's workload. */
@@ -134,8 +156,8 @@ export interface OutputOptionHelp {
 
 /** Adds `--json` and `--csv` (refused together by {@link checkOutputFlags}). */
 export function addOutputOptions(command: Command, help: OutputOptionHelp): Command {
-  command.option("--json", help.json);
-  if (help.csv !== undefined) command.option("--csv", help.csv);
+  command.addOption(jsonOption(help.json));
+  if (help.csv !== undefined) command.addOption(csvOption(help.csv));
   return command;
 }
 

@@ -1,9 +1,9 @@
 import type { Command } from "commander";
 import { type DirtyProfile, profileDirtyRate } from "../../dirty/profile.js";
-import { MAX_GUEST_BYTES } from "../../guest/guest.js";
+import { MAX_CONTENT_GUEST_BYTES, MAX_GUEST_BYTES } from "../../guest/guest.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatTable } from "../../report/table.js";
-import { formatBytes } from "../../util/units.js";
+import { formatBytes, formatSize } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
 import {
   addGuestOption,
@@ -91,6 +91,17 @@ export function registerDirty(program: Command): void {
       throw new UsageError("--page-size must be 4KiB or 2MiB");
     }
     const pageShift = flags.pageSize === 4096 ? 12 : 21;
+    // Refused here rather than by the engine, so that they exit 2 like every usage error.
+    if (flags.guest % flags.pageSize !== 0) {
+      throw new UsageError(
+        `--guest ${formatSize(flags.guest)} is not a whole number of ${formatBytes(flags.pageSize)} pages`,
+      );
+    }
+    if (flags.content && flags.guest > MAX_CONTENT_GUEST_BYTES) {
+      throw new UsageError(
+        `--guest ${formatSize(flags.guest)} cannot be held in content mode (at most ${formatSize(MAX_CONTENT_GUEST_BYTES)})`,
+      );
+    }
     if (flags.hotSet !== undefined && flags.hotSet % flags.pageSize !== 0) {
       throw new UsageError("--hot-set must be a whole number of pages");
     }
