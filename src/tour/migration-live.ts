@@ -65,8 +65,11 @@ export async function liveVersusQuickSection(
     await source.close();
     await destination.close();
   }
-  if (live.summary.status !== "completed") {
-    throw new Error(`live migration ${live.summary.status}: ${live.summary.reason}`);
+  // On a loaded machine the loopback link can fall below the guest's dirty
+  // rate: that is a result to report (its headline says the target is not
+  // met), not a reason to lose the rest of the tour.
+  if (live.summary.status === "failed") {
+    throw new Error(`live migration failed: ${live.summary.reason}`);
   }
 
   tour.log(`  quick migration of the same guest through a saved-state file...`);
@@ -94,7 +97,7 @@ export async function liveVersusQuickSection(
     title: "Live migration over TCP against quick migration",
     summary: [
       `The same ${formatBytes(guestBytes)} guest (2 vCPUs, hot-set writes) migrated two ways. Live: pre-copy over a real loopback TCP connection while the vCPUs keep writing ${formatNumber(writesPerSecond)} times a second on a pool worker, QEMU's stop rule (pending bytes < bandwidth x 300 ms downtime-limit), every frame checked by its XXH64 digest and every destination page verified at the end.`,
-      `Live migration took ${formatNumber(l["total-time"])} ms in ${l.rounds} rounds with ${formatNumber(l.downtime)} ms of downtime, sending ${formatBytes(l.transferred)} at ${formatNumber(l.mbps)} Mbit/s.`,
+      `${l.status === "completed" ? "" : `Live migration did NOT converge (${l.reason}); the machine was too busy for the loopback link to outrun the guest. `}Live migration took ${formatNumber(l["total-time"])} ms in ${l.rounds} rounds with ${formatNumber(l.downtime)} ms of downtime, sending ${formatBytes(l.transferred)} at ${formatNumber(l.mbps)} Mbit/s.`,
       `Quick migration (Hyper-V 1.0) paused the guest, saved ${formatBytes(quick.fileBytes)} to a saved-state file in ${formatNumber(quick.saveMs)} ms, waited ${formatNumber(quick.failoverMs)} ms of storage failover (unmount, move, mount; an assumed figure, set with --failover), and restored it in ${formatNumber(quick.restoreMs)} ms: ${formatNumber(q.downtime)} ms of downtime, which is its whole time.`,
       `Downtime ratio quick : live = ${formatNumber(Math.round(q.downtime / Math.max(l.downtime, 0.001)))} : 1.`,
     ],
