@@ -36,6 +36,8 @@ export default {
   thresholds: { high: 85, low: 70, break: 70 },
   concurrency: 1,
   timeoutMS: 60_000,
+  // The first run of every test, instrumented, on a small busy machine.
+  dryRunTimeoutMinutes: 60,
   reporters: ["clear-text", "progress", "html", "json"],
   htmlReporter: { fileName: "reports/mutation/mutation.html" },
   jsonReporter: { fileName: "reports/mutation/mutation.json" },

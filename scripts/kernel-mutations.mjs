@@ -506,6 +506,7 @@ export const KERNEL_MUTATIONS = {
   segment: {
     tests: [
       "test/net-segment.test.ts",
+      "test/net-udp-zero-checksum.test.ts",
       "test/net-frame.test.ts",
       "test/net-fuzz.test.ts",
       "test/net-vmq.test.ts",
