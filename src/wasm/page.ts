@@ -1,5 +1,4 @@
 import { RegionBoundsError } from "../memory/errors.js";
-import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import { compileKernel, instantiateKernel } from "./loader.js";
 
@@ -189,12 +188,12 @@ export class PageKernel {
     this.view = new DataView(memory.buffer);
   }
 
-  /** Instantiates the kernel on a layout's memory with a scratch region named `name`. */
-  static on(layout: MemoryLayout, name = "page-kernel-scratch"): PageKernel {
+  /** Instantiates the kernel on a shared memory, with a scratch region of {@link PAGE_SCRATCH_BYTES}. */
+  static on(memory: WebAssembly.Memory, scratch: Region): PageKernel {
     return new PageKernel(
-      layout.memory,
-      instantiateKernel<PageExports>(compileKernel("page"), layout.memory),
-      layout.allocate(name, PAGE_SCRATCH_BYTES),
+      memory,
+      instantiateKernel<PageExports>(compileKernel("page"), memory),
+      scratch,
     );
   }
 
