@@ -11,7 +11,8 @@
 // engines; it cannot rebuild AssemblyScript per mutant, hence this script.
 //
 // usage: node scripts/mutate-kernels.mjs [--module a,b] [--mutation id,id]
-//        [--jobs n] [--no-baseline] [--keep] [--list] [--markdown]
+//        [--jobs n] [--no-baseline] [--keep] [--list] [--check] [--markdown]
+// --check only checks the list against the source; --list prints it.
 import { spawn } from "node:child_process";
 import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -37,9 +38,16 @@ function usage(message) {
 }
 
 function parseArgs(argv) {
-  const options = { modules: null, mutations: null, baseline: true, keep: false, list: false };
-  options.markdown = false;
-  options.jobs = 1;
+  const options = {
+    modules: null,
+    mutations: null,
+    jobs: 1,
+    baseline: true,
+    keep: false,
+    list: false,
+    check: false,
+    markdown: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -58,10 +66,11 @@ function parseArgs(argv) {
         usage(`--jobs must be a whole number from 1 to 8, not '${text}'`);
       }
     } else if (arg === "--list") options.list = true;
+    else if (arg === "--check") options.check = true;
     else if (arg === "--markdown") options.markdown = true;
     else
       usage(
-        `unknown option '${arg}' (options: --module, --mutation, --jobs, --no-baseline, --keep, --list, --markdown)`,
+        `unknown option '${arg}' (options: --module, --mutation, --jobs, --no-baseline, --keep, --list, --check, --markdown)`,
       );
   }
   return options;
@@ -290,6 +299,10 @@ async function main() {
     process.exit(1);
   }
   if (plan.length === 0) usage("no mutation matches --module/--mutation");
+  if (options.check) {
+    console.log(`mutate-kernels: ${plan.length} mutations, each found once in its source`);
+    return;
+  }
 
   const { formatTable } = await import(
     pathToFileURL(join(root, "dist/src/report/table.js")).href

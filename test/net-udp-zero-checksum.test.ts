@@ -2,10 +2,10 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { buildFrame, buildHeaders, type FrameSpec } from "../src/net/build.js";
 import { parseFrame } from "../src/net/frame.js";
-import type { ChecksumExports, SegmentExports } from "../src/net/kernels.js";
 import { Segmenter } from "../src/net/lso.js";
 import { checksumsGood, type ReceiveKernels } from "../src/net/receive-batch.js";
-import { compileKernel, instantiateKernel } from "../src/wasm/loader.js";
+import { ChecksumKernel } from "../src/wasm/checksum.js";
+import { SegmentKernel } from "../src/wasm/segment.js";
 
 /*
  * A UDP checksum of zero: RFC 768 says a computed checksum of zero is sent
@@ -23,8 +23,8 @@ beforeAll(() => {
   segmenter = new Segmenter(layout, 64_000);
   kernels = {
     memory: layout.memory,
-    segment: instantiateKernel<SegmentExports>(compileKernel("segment"), layout.memory),
-    checksum: instantiateKernel<ChecksumExports>(compileKernel("checksum"), layout.memory),
+    segment: SegmentKernel.on(layout.memory),
+    checksum: ChecksumKernel.on(layout.memory),
   };
 });
 
@@ -63,7 +63,7 @@ function payloadSummingToZero(spec: FrameSpec, length: number): Uint8Array {
 
 function received(frame: Uint8Array): boolean {
   new Uint8Array(layout.memory.buffer, frameArea.offset, frame.length).set(frame);
-  return checksumsGood(kernels, frameArea.offset, parseFrame(frame));
+  return checksumsGood(kernels, frameArea, 0, parseFrame(frame));
 }
 
 describe("UDP checksum of zero", () => {
