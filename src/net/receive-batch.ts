@@ -72,6 +72,7 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
   }
   const everyRing = b.rings.map((_, i) => i);
   const perRing: Uint8Array[][] = b.rings.map(() => []);
+  const perRingParsed: ParsedFrame[][] = b.rings.map(() => []);
   const bad = new Set<Uint8Array>();
   let malformed = 0;
   let badChecksum = 0;
@@ -105,8 +106,10 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
     }
     if (target !== SWITCH_LOOKUP) {
       const list = perRing[target];
-      if (list) list.push(frame);
-      else malformed++;
+      if (list) {
+        list.push(frame);
+        perRingParsed[target]?.push(parsed);
+      } else malformed++;
       continue;
     }
     lookups++;
@@ -116,7 +119,10 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
       unknownMac++;
       continue;
     }
-    for (const r of rings) perRing[r]?.push(frame);
+    for (const r of rings) {
+      perRing[r]?.push(frame);
+      perRingParsed[r]?.push(parsed);
+    }
   }
   let delivered = 0;
   let coalescedSegments = 0;
@@ -128,8 +134,9 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
     // Bad frames (when delivered at all) are never coalesced: they go after
     // the good ones, marked bad.
     const good = bad.size > 0 ? list.filter((f) => !bad.has(f)) : list;
+    const goodParsed = bad.size > 0 ? undefined : perRingParsed[r];
     const items = b.coalesce
-      ? coalesce(good, { maxBytes: b.maxCoalesce })
+      ? coalesce(good, { maxBytes: b.maxCoalesce }, goodParsed)
       : good.map((f) => ({ header: f, pieces: [], segments: 1, length: f.length }));
     const goodItems = items.length;
     if (bad.size > 0) {

@@ -214,7 +214,7 @@ export class ReceivePath {
     const lists: number[][] = Array.from({ length: processors }, () => []);
     const queueBytes = new Map<number, number>();
     const queueFrames = new Map<
-      string,
+      number,
       { queue: number; processor: number; frames: number; bytes: number }
     >();
     let oversize = 0;
@@ -236,7 +236,7 @@ export class ReceivePath {
       const target = queue && queue.vm >= 0 ? queue.vm : SWITCH_LOOKUP;
       lists[c.processor]?.push(i, target);
       queueBytes.set(c.queue, (queueBytes.get(c.queue) ?? 0) + len);
-      const qk = `${c.queue}:${c.processor}`;
+      const qk = c.queue * 64 + c.processor;
       const q = queueFrames.get(qk);
       if (q) {
         q.frames++;
