@@ -124,6 +124,10 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
       perRingParsed[r]?.push(parsed);
     }
   }
+  const copyAndSum = k.checksum.copyAndSum;
+  const copy = (dst: number, src: number, length: number) => {
+    copyAndSum(dst, src, length, 0);
+  };
   let delivered = 0;
   let coalescedSegments = 0;
   let ringFull = 0;
@@ -146,7 +150,7 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
     }
     for (const [n, item] of items.entries()) {
       const flags = n < goodItems ? RX_CHECKSUM_GOOD | (item.segments > 1 ? RX_COALESCED : 0) : 0;
-      if (ring.write(item.header, item.pieces, item.length, flags, item.segments)) {
+      if (ring.write(item.header, item.pieces, item.length, flags, item.segments, copy)) {
         delivered++;
         bytes += item.length;
         if (item.segments > 1) coalescedSegments += item.segments;
