@@ -6,13 +6,14 @@
  * before it is timed.
  */
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { libraryName } from "../src/bench/machine.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { Migration, runMigration } from "../src/migration/engine.js";
 import type { MigrationOptions } from "../src/migration/options.js";
 import { runSweep, type SweepBase, type SweepGrid } from "../src/migration/sweep.js";
 import { xxh3Long } from "../src/oracle/xxh3.js";
 import { formatBytes } from "../src/util/units.js";
-import { PageKernel } from "../src/wasm/page.js";
+import { PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
 import { StreamKernel } from "../src/wasm/stream.js";
 
 const GiB = 1024 ** 3;
@@ -202,7 +203,10 @@ export const suite: BenchSuite = {
 async function pageHashCase(quick: boolean): Promise<BenchCase> {
   const pages = quick ? 64 : 256;
   const layout = new MemoryLayout();
-  const kernel = PageKernel.on(layout, "hash-bench-scratch");
+  const kernel = PageKernel.on(
+    layout.memory,
+    layout.allocate("hash-bench-scratch", PAGE_SCRATCH_BYTES),
+  );
   const stream = StreamKernel.on(layout.memory);
   const ram = layout.allocate("hash-bench-ram", pages * 4096, 4096);
   const table = layout.allocate("hash-bench-table", pages * 8, 8);
@@ -234,7 +238,7 @@ async function pageHashCase(quick: boolean): Promise<BenchCase> {
   ];
   if (native) {
     impls.splice(2, 0, {
-      impl: "@node-rs/xxhash xxh3 (native, a call per page)",
+      impl: `${libraryName("@node-rs/xxhash")} xxh3 (native, a call per page)`,
       fn: () => {
         for (let p = 0; p < pages; p++)
           sink ^= native.xxh64(buffer.subarray(p * 4096, (p + 1) * 4096));

@@ -152,7 +152,7 @@ async function runOnFrames(
 ): Promise<VmqExperiment> {
   const bytes = frames.reduce((a, f) => a + f.length, 0);
   const layout = new MemoryLayout();
-  const pool = new KernelPool(layout, { threads: o.processors });
+  const pool = new KernelPool(layout, { threads: o.processors, domains: ["net"] });
   try {
     // Enough slots for a round: every frame, or (coalescing into 64 KiB
     // slots) 256 super-frames per VM; beyond that drops are counted as ringFull.
@@ -349,7 +349,7 @@ export async function replayCapture(file: Uint8Array, o: ReplayOptions): Promise
     0,
   );
   const layout = new MemoryLayout();
-  const pool = new KernelPool(layout, { threads: o.processors });
+  const pool = new KernelPool(layout, { threads: o.processors, domains: ["net"] });
   const streams = o.follow ? new TcpStreams() : null;
   try {
     const config: ReceiveConfig = {

@@ -45,10 +45,11 @@ export interface RxRingDescriptor {
 }
 
 /**
- * Copies `length` bytes between two addresses of the shared memory (a
- * kernel: a JavaScript copy between shared views is several times slower).
+ * Copies `length` bytes at address `source` of the shared memory to
+ * `target` at `at` (a kernel: a JavaScript copy between shared views is
+ * several times slower).
  */
-export type SharedCopy = (dst: number, src: number, length: number) => void;
+export type SharedCopy = (target: Region, at: number, source: number, length: number) => void;
 
 /** A frame the VM read from its ring. */
 export interface RxSlot {
@@ -150,7 +151,7 @@ export class ReceiveRing {
   private put(bytes: Uint8Array, at: number, copy: SharedCopy | undefined): void {
     const n = bytes.length;
     if (copy && n >= 64 && bytes.byteOffset + n <= this.memoryBytes)
-      copy(this.region.offset + at, bytes.byteOffset, n);
+      copy(this.region, at, bytes.byteOffset, n);
     else this.bytes.set(bytes, at);
   }
 

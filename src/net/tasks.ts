@@ -1,8 +1,7 @@
 import { Region } from "../memory/region.js";
-import type { KernelContext } from "../pool/context.js";
 import { passGate } from "../pool/gate.js";
-import type { TaskHandlers } from "../pool/protocol.js";
-import type { ChecksumExports, SegmentExports } from "./kernels.js";
+import { defineHandlers } from "../pool/registry.js";
+import type { KernelContext } from "../wasm/context.js";
 import { receiveBatch } from "./receive-batch.js";
 import { ReceiveRing } from "./ring.js";
 import type { ReceiveResult, ReceiveTask } from "./task-types.js";
@@ -24,8 +23,8 @@ function receive(context: KernelContext, task: ReceiveTask): ReceiveResult {
   };
   const kernels = {
     memory,
-    segment: context.exports<SegmentExports>("segment"),
-    checksum: context.exports<ChecksumExports>("checksum"),
+    segment: context.segment,
+    checksum: context.checksum,
   };
   passGate(memory, task.gate);
   const started = process.hrtime.bigint();
@@ -34,6 +33,6 @@ function receive(context: KernelContext, task: ReceiveTask): ReceiveResult {
 }
 
 /** The networking domain's tasks: a VMQ processor's receive work. */
-export const netTaskHandlers: TaskHandlers<ReceiveTask> = {
+export const handlers = defineHandlers({
   "net.receive": receive,
-};
+});
