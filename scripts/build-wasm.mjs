@@ -7,6 +7,9 @@
 // passed to asc as --memoryBase, and this script checks that every data
 // segment of the emitted binary fits inside that slot. The slots together form
 // the static area that src/memory/layout.ts reserves at the start of memory.
+//
+// `--only a,b` rebuilds just those modules (each keeps its slot) and updates
+// their entries in an existing manifest: a rebuild after one module changed.
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,6 +21,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SLOT_BYTES = 64 * 1024;
 const SLOT_COUNT = 16;
 const target = process.argv.includes("--debug") ? "debug" : "release";
+const onlyAt = process.argv.indexOf("--only");
+const only = onlyAt < 0 ? null : (process.argv[onlyAt + 1] ?? "").split(",").filter(Boolean);
 
 /** Reads a LEB128 unsigned integer; returns [value, nextOffset]. */
 function uleb(bytes, offset) {
@@ -86,9 +91,32 @@ const names = (await readdir(join(root, "assembly")))
 if (names.length > SLOT_COUNT) {
   throw new Error(`${names.length} kernel modules but only ${SLOT_COUNT} static slots`);
 }
+/*
+ * asc's --converge (asconfig.json) re-runs Binaryen's optimizer until the
+ * module stops shrinking. When the last run makes it a few bytes larger,
+ * asc says "Last converge was suboptimal." and keeps the module as it is:
+ * a note about a few bytes, not a problem. It is left out of the build's
+ * output; everything else asc writes to stderr passes through.
+ */
+const quietConverge = {
+  write(text) {
+    const kept = String(text).replace(/^Last converge was suboptimal\.\r?\n?/gm, "");
+    if (kept !== "") process.stderr.write(kept);
+    return true;
+  },
+};
+const unknown = (only ?? []).filter((name) => !names.includes(name));
+if (only !== null && (only.length === 0 || unknown.length > 0)) {
+  console.error(
+    `--only: no kernel module named '${unknown[0] ?? ""}' (modules: ${names.join(", ")})`,
+  );
+  process.exit(2);
+}
 await mkdir(join(root, "build", "wasm"), { recursive: true });
-const manifest = {};
+const manifestPath = join(root, "build", "wasm", "manifest.json");
+const manifest = only === null ? {} : JSON.parse(await readFile(manifestPath, "utf8")).modules;
 for (const [slot, name] of names.entries()) {
+  if (only !== null && !only.includes(name)) continue;
   const base = slot * SLOT_BYTES;
   const outFile = join("build", "wasm", `${name}.wasm`);
   const { error } = await asc.main(
@@ -105,7 +133,7 @@ for (const [slot, name] of names.entries()) {
       "--textFile",
       join("build", "wasm", `${name}.wat`),
     ],
-    { stdout: process.stdout, stderr: process.stderr, cwd: root },
+    { stdout: process.stdout, stderr: quietConverge, cwd: root },
   );
   if (error) {
     throw new Error(`asc failed on assembly/${name}.ts: ${error.message}`);
@@ -121,7 +149,8 @@ for (const [slot, name] of names.entries()) {
   manifest[name] = { slot, base, bytes: bytes.length };
 }
 await writeFile(
-  join(root, "build", "wasm", "manifest.json"),
+  manifestPath,
   `${JSON.stringify({ slotBytes: SLOT_BYTES, slots: SLOT_COUNT, target, modules: manifest }, null, 2)}\n`,
 );
-console.log(`built ${names.length} kernel modules (${target}): ${names.join(", ")}`);
+const built = only ?? names;
+console.log(`built ${built.length} kernel modules (${target}): ${built.join(", ")}`);
