@@ -15,6 +15,7 @@ import {
 } from "../wasm/page.js";
 import { AutoConverge } from "./auto-converge.js";
 import { Destination, firstMismatch } from "./destination.js";
+import { MigrationBitmap } from "./migration-bitmap.js";
 import {
   type MigrationOptions,
   type ResolvedMigrationOptions,
@@ -66,7 +67,8 @@ export class Migration {
   private readonly layout = new MemoryLayout();
   private readonly guest: Guest;
   private readonly pageBytes: number;
-  private readonly snapshot: DirtyBitmap;
+  /** The pages synced and not yet sent: the retired half of the guest's dirty log. */
+  private readonly pending: MigrationBitmap;
   private readonly cursor: Region;
   private readonly list: Region;
   private readonly kernel: PageKernel | undefined;
@@ -120,9 +122,12 @@ export class Migration {
       workload: o.workload,
       seed: o.seed,
       name: "source",
+      // A sync flips the pair; a round then harvests the retired bitmap
+      // into page numbers in one pass as it sends.
+      doubleBuffered: true,
     });
     const pages = this.guest.pages;
-    this.snapshot = DirtyBitmap.allocate(this.layout, "migration-snapshot", pages, o.pageShift);
+    this.pending = new MigrationBitmap(this.guest);
     this.cursor = this.layout.allocate("migration-cursor", CURSOR_BYTES);
     this.list = this.layout.allocate("migration-page-list", LIST_PAGES * 4);
     const packetBytes = Math.max(PACKET_BYTES, this.pageBytes + RECORD_HEADER_BYTES);
@@ -250,13 +255,10 @@ export class Migration {
     await this.guest.write(n);
   }
 
-  /** Takes the guest's dirty bitmap into the snapshot (a sync). Returns pages. */
+  /** Flips the guest's dirty log into the migration bitmap (a sync). Returns pages pending. */
   private sync(): number {
     this.syncs++;
-    // The virtual-time vCPUs write only inside flushWrites, which every sync
-    // awaits first: no writer marks the bitmap meanwhile (vCPUs paused), so
-    // it is moved with plain loads and stores, no locked exchange per word.
-    return this.guest.dirty.harvestQuiet(this.guest.bitmap, this.snapshot);
+    return this.pending.sync();
   }
 
   /** Sends the page numbers now in the list (the first `count`), in content mode. */
@@ -428,7 +430,8 @@ export class Migration {
   }
 
   /**
-   * Sends every page in the snapshot. Stops early (returning what was sent)
+   * Sends every pending page, harvesting the migration bitmap batch by batch
+   * as it goes. Stops early (returning what was sent)
    * when the clock passes the timeout while the guest runs.
    */
   private async sendSnapshot(
@@ -437,28 +440,27 @@ export class Migration {
   ): Promise<Sent & { timedOut: boolean }> {
     const sent: Sent = { pages: 0, bytes: 0 };
     const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
-    if (!this.o.content) {
-      // Metadata mode: every page goes whole; no bytes to look at.
-      let left = this.guest.dirty.count(this.snapshot);
-      const perWindow = Number.isFinite(this.o.maxBandwidth)
-        ? Math.max(1, Math.floor((this.o.maxBandwidth * this.o.windowMs) / 1000 / pageRecord))
-        : left;
-      while (left > 0) {
-        const pages = Math.min(left, perWindow);
-        left -= pages;
-        sent.pages += pages;
-        sent.bytes += pages * pageRecord;
-        this.counts.normal += pages;
-        this.counts.bytes += pages * pageRecord;
-        await this.advance(this.linkMs(pages * pageRecord), running, pages * pageRecord);
-        if (running && this.clockMs > this.o.timeoutMs) return { ...sent, timedOut: true };
-      }
-      return { ...sent, timedOut: false };
-    }
-    this.guest.dirty.resetCursor(this.cursor);
+    this.pending.resetCursor(this.cursor);
     for (;;) {
-      const n = this.guest.dirty.iterate(this.snapshot, this.cursor, this.list);
+      const n = this.pending.next(this.cursor, this.list);
       if (n === 0) break;
+      if (!this.o.content) {
+        // Metadata mode: every page goes whole; no bytes to look at.
+        const perWindow = Number.isFinite(this.o.maxBandwidth)
+          ? Math.max(1, Math.floor((this.o.maxBandwidth * this.o.windowMs) / 1000 / pageRecord))
+          : n;
+        for (let left = n; left > 0; ) {
+          const pages = Math.min(left, perWindow);
+          left -= pages;
+          sent.pages += pages;
+          sent.bytes += pages * pageRecord;
+          this.counts.normal += pages;
+          this.counts.bytes += pages * pageRecord;
+          await this.advance(this.linkMs(pages * pageRecord), running, pages * pageRecord);
+          if (running && this.clockMs > this.o.timeoutMs) return { ...sent, timedOut: true };
+        }
+        continue;
+      }
       const part = await this.sendListed(n, running, xbzrle);
       sent.pages += part.pages;
       sent.bytes += part.bytes;
@@ -528,18 +530,18 @@ export class Migration {
     this.destination?.clearHashes();
     this.guestWrote = false;
     this.destinationWritten = false;
+    this.pending.clear();
     return this.migrate();
   }
 
   private async migrate(): Promise<MigrationResult> {
     const o = this.o;
-    const pages = this.guest.pages;
     // Setup: the skeleton VM on the destination, a round trip on the link.
     await this.advance(2 * o.latencyMs);
     const setupTime = this.clockMs;
     // Everything is dirty at the start, as QEMU's bitmap is.
-    this.guest.dirty.markRange(this.guest.bitmap, 0, pages);
-    let pendingPages = this.sync();
+    this.sync();
+    let pendingPages = this.pending.markAll();
     let status: MigrationStatus = "completed";
     let failure: string | null = null;
     let precopyBytes = 0;
@@ -760,7 +762,7 @@ export class Migration {
       o.pageShift,
     );
     const missingBitmap = this.missingBitmap;
-    this.guest.dirty.merge(missingBitmap, this.snapshot);
+    this.pending.moveInto(missingBitmap);
     const missing = missingBitmap.region.bytes(this.layout.memory);
     let missingCount = this.guest.dirty.count(missingBitmap);
     const isMissing = (p: number) => (((missing[p >>> 3] ?? 0) >>> (p & 7)) & 1) === 1;
@@ -799,11 +801,11 @@ export class Migration {
       this.sync();
       const faulted: number[] = [];
       const mirrored: number[] = [];
-      this.guest.dirty.resetCursor(this.cursor);
+      this.pending.resetCursor(this.cursor);
       for (
-        let n = this.guest.dirty.iterate(this.snapshot, this.cursor, this.list);
+        let n = this.pending.next(this.cursor, this.list);
         n > 0;
-        n = this.guest.dirty.iterate(this.snapshot, this.cursor, this.list)
+        n = this.pending.next(this.cursor, this.list)
       ) {
         for (let i = 0; i < n; i++) {
           const p = listed[i] ?? 0;

@@ -6,9 +6,9 @@ import { MemoryLayout } from "../../memory/layout.js";
 import { Region } from "../../memory/region.js";
 import { KernelPool } from "../../pool/pool.js";
 import { formatBytes } from "../../util/units.js";
-import type { DirtyKernel } from "../../wasm/dirty.js";
 import { type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
+import { MigrationBitmap } from "../migration-bitmap.js";
 import type {
   MigrationPhase,
   MigrationResult,
@@ -118,8 +118,8 @@ export class LiveSource {
   readonly ram: PagedRam;
   private readonly pool: KernelPool | undefined;
   private readonly kernel: StreamKernel;
-  private readonly dirty: DirtyKernel;
-  private readonly snapshot: DirtyBitmap;
+  /** The pages synced and not yet sent: the retired half of the guest's dirty log. */
+  private readonly pending: MigrationBitmap;
   private readonly late: DirtyBitmap;
   private readonly cursor: Region;
   private readonly sendSlots: readonly Region[];
@@ -145,7 +145,7 @@ export class LiveSource {
       throw new LiveConfigError("the live mode needs guest bytes (content mode)");
     this.ram = { region: this.guest.ram, pageShift: LIVE_PAGE_SHIFT };
     prefillGuest(this.guest.ram.bytes(this.layout.memory), PAGE_BYTES, options.seed);
-    this.snapshot = DirtyBitmap.allocate(this.layout, "source-snapshot", this.guest.pages);
+    this.pending = new MigrationBitmap(this.guest);
     this.late = DirtyBitmap.allocate(this.layout, "source-late-dirty", this.guest.pages);
     this.cursor = this.layout.allocate("source-cursor", 8);
     this.sendSlots = Array.from({ length: SEND_SLOTS }, (_, i) =>
@@ -157,7 +157,6 @@ export class LiveSource {
     );
     const scratch = this.layout.allocate("source-scratch", 64);
     this.kernel = StreamKernel.on(this.layout.memory, scratch);
-    this.dirty = this.guest.dirty;
     this.pool =
       options.threads > 0 ? new KernelPool(this.layout, { threads: options.threads }) : undefined;
     this.runner = new VcpuRunner(this.guest, this.pool, options.writesPerSecond);
@@ -259,9 +258,13 @@ export class LiveSource {
       }
       attempt.setupMs = performance.now() - attempt.started;
 
-      // Clear the dirty log: the first pass sends every page after this point.
-      this.guest.harvest(this.snapshot);
-      markAll(this.snapshot, this.layout.memory);
+      // Clear the dirty log (two flips: both halves are synced away, one
+      // possibly left from a failed attempt): the first pass then sends
+      // every page, and the guest's writes from here on are the next sync's.
+      this.pending.sync();
+      this.pending.moveInto(this.late);
+      this.pending.sync();
+      this.pending.markAll();
       let round = 1;
       for (;;) {
         attempt.phase = `pre-copy pass ${round}`;
@@ -269,7 +272,7 @@ export class LiveSource {
         const bytesBefore = link.queued;
         const sent = await this.sendSnapshot(writer, link, inbox, options.onProgress);
         attempt.pagesSent += sent;
-        const dirtied = this.guest.harvest(this.snapshot);
+        const dirtied = this.pending.sync();
         attempt.syncs++;
         attempt.remainingPages = dirtied;
         const duration = performance.now() - start;
@@ -321,9 +324,8 @@ export class LiveSource {
       attempt.phase = "stop-and-copy";
       const paused = performance.now();
       await this.runner.pause();
-      this.guest.harvest(this.late);
+      this.pending.syncPaused(this.late);
       attempt.syncs++;
-      this.dirty.merge(this.snapshot, this.late);
       const bytesBefore = link.queued;
       const finalPages = await this.sendSnapshot(writer, link, inbox, options.onProgress);
       attempt.pagesSent += finalPages;
@@ -387,7 +389,11 @@ export class LiveSource {
     }
   }
 
-  /** Sends every page set in the snapshot, in pages frames. Returns pages sent. */
+  /**
+   * Sends every pending page, in pages frames: each frame's page list is
+   * harvested from the migration bitmap straight into its staging slot.
+   * Returns pages sent.
+   */
   private async sendSnapshot(
     writer: FrameWriter,
     link: Link,
@@ -395,7 +401,7 @@ export class LiveSource {
     onProgress: ((bytes: number) => void) | undefined,
   ): Promise<number> {
     const listStart = writer.payloadStart + 8;
-    this.dirty.resetCursor(this.cursor);
+    this.pending.resetCursor(this.cursor);
     let sent = 0;
     for (;;) {
       if (inbox.failed) throw inbox.failed;
@@ -407,7 +413,7 @@ export class LiveSource {
         offset: staging.offset + listStart,
         byteLength: MAX_PAGES_PER_FRAME * 4,
       });
-      const count = this.dirty.iterate(this.snapshot, this.cursor, list);
+      const count = this.pending.next(this.cursor, list);
       if (count === 0) return sent;
       const header = writer.payload(8);
       header.setUint32(0, count, true);
@@ -545,15 +551,6 @@ export class LiveSource {
     };
     return { rounds: attempt.rounds, summary };
   }
-}
-
-/** Sets every page of a bitmap (the first pass sends all of memory). */
-function markAll(bitmap: DirtyBitmap, memory: WebAssembly.Memory): void {
-  const bytes = bitmap.region.bytes(memory);
-  const full = Math.floor(bitmap.pages / 8);
-  bytes.fill(0xff, 0, full);
-  bytes.fill(0, full);
-  if (bitmap.pages % 8) bytes[full] = (1 << (bitmap.pages % 8)) - 1;
 }
 
 /** Opens a TCP connection, or fails with one line saying why. */
