@@ -39,6 +39,19 @@ async function startDestinationProcess(extra: string[] = []): Promise<{
   return { child, port, exited, stdout: () => out, stderr: () => err };
 }
 
+/** Resolves with `promise`, or fails naming `what` if it has not settled within `ms`. */
+async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not come within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * A TCP proxy between a source and a destination that can damage the stream
  * from source to destination: flip a byte at an offset, or cut the
@@ -184,10 +197,7 @@ describe("live migration over TCP", () => {
     expect(s.runner.running).toBe(true);
     // On a busy machine the pool's first batch may still be running: wait for progress.
     const before = s.runner.writes;
-    const deadline = Date.now() + 20_000;
-    while (s.runner.writes <= before && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await s.runner.writesPass(before, 20_000);
     expect(s.runner.writes).toBeGreaterThan(before);
     const retried = await s.migrate({ host: "127.0.0.1", port });
     expect(retried.summary.status).toBe("completed");
@@ -282,14 +292,14 @@ describe("live migration over TCP", () => {
   });
 
   it("a dirty rate above a throttled link does not converge: reported with its reason, never a hang", async () => {
-    const reports: DestinationReport[] = [];
-    const destination = await DestinationServer.listen({
-      port: 0,
-      onSession: (r) => reports.push(r),
+    let reported: (report: DestinationReport) => void = () => {};
+    const report = new Promise<DestinationReport>((resolve) => {
+      reported = resolve;
     });
+    const destination = await DestinationServer.listen({ port: 0, onSession: reported });
     const s = source(8, Number.POSITIVE_INFINITY);
     // Let the workers boot and write, so that the first pass already races them.
-    while (s.runner.writes === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    await s.runner.writesPass(0, 20_000);
     const result = await s.migrate({
       host: "127.0.0.1",
       port: destination.address.port,
@@ -303,9 +313,10 @@ describe("live migration over TCP", () => {
     );
     expect(result.rounds.at(-1)?.decision).toBe("give-up");
     expect(s.runner.running).toBe(true);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(reports[0]).toMatchObject({ status: "failed", discarded: true });
-    expect(reports[0]?.reason).toMatch(
+    // The destination reports the session when it has discarded it.
+    const session = await withDeadline(report, 10_000, "the destination's session report");
+    expect(session).toMatchObject({ status: "failed", discarded: true });
+    expect(session.reason).toMatch(
       /^the source stopped the migration: migration cancelled by the source/,
     );
     // Throttled to 8 MiB/s: the bandwidth QEMU's windows measured is near it.
@@ -320,7 +331,7 @@ describe("live migration over TCP", () => {
     const destination = await DestinationServer.listen({ port: 0 });
     const s = source(32, Number.POSITIVE_INFINITY);
     // Let the workers boot and dirty pages, so that no pass can empty the log.
-    while (s.runner.writes === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    await s.runner.writesPass(0, 20_000);
     const result = await s.migrate({
       host: "127.0.0.1",
       port: destination.address.port,
