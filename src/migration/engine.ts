@@ -42,10 +42,6 @@ export const MULTIFD_PACKET_PAGES = 128;
  * on each other (and on waking the pool) a few times per GiB, not dozens.
  */
 const LIST_PAGES = 262_144;
-/** Rounds without a 5 % drop in pending bytes, with nothing left to throttle, before giving up. */
-export const STALL_ROUNDS = 5;
-/** A round must shrink pending bytes below this fraction of the last to count as progress. */
-const STALL_FACTOR = 0.95;
 /** QEMU's XBZRLE header in its byte counter: encoding flag and be16 length. */
 const XBZRLE_COUNTED_OVERHEAD = 3;
 
@@ -545,8 +541,8 @@ export class Migration {
     let status: MigrationStatus = "completed";
     let failure: string | null = null;
     let precopyBytes = 0;
-    let stallRounds = 0;
-    let lastPending = Number.POSITIVE_INFINITY;
+    const pendingHistory: number[] = [];
+    let previousPagesSent: number | null = null;
     let lastDirtyRate = 0;
     let switchTo: "stop-and-copy" | "postcopy" | "give-up" = "give-up";
     let expectedDowntime = 0;
@@ -581,7 +577,8 @@ export class Migration {
         break;
       }
       const throttled = this.throttle.afterSync(pendingBytes, sent.bytes, duration);
-      let verdict = decide(o.policy, {
+      pendingHistory.push(pendingBytes);
+      const verdict = decide(o.policy, {
         round,
         pendingBytes,
         pagesSent: sent.pages,
@@ -590,25 +587,18 @@ export class Migration {
         ramBytes: o.guestBytes,
         downtimeLimitMs: o.downtimeLimitMs,
         maxRounds: o.maxRounds,
+        pendingHistory,
+        previousPagesSent,
+        elapsedMs: this.clockMs,
+        maxTimeMs: o.timeoutMs,
+        giveUp: o.giveUp,
+        canThrottle: this.throttle.canRise,
+        // Every write, repeats included: the distinct-page rate saturates at the guest's size.
+        writeBytesRate: o.writesPerSecond * (1 - this.throttle.percentage / 100) * this.pageBytes,
       });
-      if (verdict.decision === "continue" && o.policy === "qemu") {
-        // Stall detection (as KubeVirt's): pending stops shrinking and nothing is left to throttle.
-        stallRounds = pendingBytes >= lastPending * STALL_FACTOR ? stallRounds + 1 : 0;
-        if (stallRounds >= STALL_ROUNDS && !this.throttle.canRise) {
-          // The rate at which the guest dirties pages (every write, repeats
-          // included): the distinct-page rate saturates at the guest's size.
-          const dirtyBytesRate =
-            o.writesPerSecond * (1 - this.throttle.percentage / 100) * this.pageBytes;
-          verdict = {
-            decision: "give-up",
-            reason:
-              dirtyBytesRate >= bandwidth
-                ? `dirty rate ${formatBytes(dirtyBytesRate)}/s is above bandwidth ${formatBytes(bandwidth)}/s: pending ${formatBytes(pendingBytes)} stopped shrinking for ${STALL_ROUNDS} rounds`
-                : `pending ${formatBytes(pendingBytes)} stopped shrinking for ${STALL_ROUNDS} rounds: the writable working set does not fit bandwidth x downtime-limit ${formatBytes(bandwidth * (o.downtimeLimitMs / 1000))}`,
-          };
-        }
-      }
-      lastPending = pendingBytes;
+      previousPagesSent = sent.pages;
+      // A throttle step changes the dirty rate: the shrink is fitted afresh.
+      if (throttled) pendingHistory.length = 0;
       let decision: RoundDecision = verdict.decision;
       let reason = verdict.reason;
       if (

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { type DestinationReport, DestinationServer } from "../../migration/live/destination.js";
 import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
-import type { MigrationOptions } from "../../migration/options.js";
+import { type MigrationOptions, POLICY_ROUND_CAPS } from "../../migration/options.js";
 import type { MigrationResult } from "../../migration/stats.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatTable } from "../../report/table.js";
@@ -75,6 +75,10 @@ export interface LiveSourceFlags {
   readonly maxBandwidth: number;
   readonly downtimeLimit: number;
   readonly maxPasses: number;
+  /** The stop rule when given through `hvlab migrate --to` (default qemu). */
+  readonly policy?: "qemu" | "hyperv";
+  /** Its round cap (hyperv: the release's pass cap). */
+  readonly maxRounds?: number;
   readonly timeout: number;
   readonly deviceState: number;
   readonly retries: number;
@@ -220,6 +224,8 @@ export async function runLiveSource(
         port: target.port,
         downtimeLimitMs: flags.downtimeLimit,
         maxPasses: flags.maxPasses,
+        ...(flags.policy ? { policy: flags.policy } : {}),
+        ...(flags.maxRounds !== undefined ? { maxRounds: flags.maxRounds } : {}),
         timeoutMs: flags.timeout,
         maxBandwidth: flags.maxBandwidth,
         deviceStateBytes: flags.deviceState,
@@ -440,7 +446,7 @@ export function liveFlagsOf(
       flags.xbzrle ? "--xbzrle" : "",
       flags.autoConverge ? "--auto-converge" : "",
       flags.postcopyAfter !== undefined ? "--postcopy-after" : "",
-      flags.multifd > 0 ? "--multifd" : "",
+      flags.multifd === true || flags.multifd > 0 ? "--multifd" : "",
     ].filter(Boolean);
     if (unsupported.length > 0) {
       throw new UsageError(
@@ -451,7 +457,11 @@ export function liveFlagsOf(
       throw new UsageError("the live mode stops by the qemu or hyperv rule, not xen's");
     }
   }
-  const hypervPasses = flags.hypervVersion === "2012r2" ? 5 : 10;
+  const hypervPasses =
+    flags.hypervVersion === "2012r2"
+      ? POLICY_ROUND_CAPS.hyperv2012r2
+      : POLICY_ROUND_CAPS.hyperv2008r2;
+  const maxRounds = guest.maxRounds ?? (flags.policy === "hyperv" ? hypervPasses : undefined);
   const bandwidth = guest.maxBandwidth ?? 0;
   return {
     ...(flags.listen !== undefined ? { listen: flags.listen as number } : {}),
@@ -469,9 +479,10 @@ export function liveFlagsOf(
     seed: guest.seed ?? 1,
     maxBandwidth: Number.isFinite(bandwidth) ? bandwidth : 0,
     downtimeLimit: guest.downtimeLimitMs ?? 300,
-    // hyperv: Hyper-V's pass cap; qemu: no cap unless --max-rounds.
-    maxPasses:
-      flags.policy === "hyperv" ? (guest.maxRounds ?? hypervPasses) : (guest.maxRounds ?? 0),
+    // The policy's own rule: hyperv suspends at its pass cap, qemu gives up at --max-rounds.
+    maxPasses: 0,
+    policy: flags.policy === "hyperv" ? "hyperv" : "qemu",
+    ...(maxRounds !== undefined ? { maxRounds } : {}),
     timeout: guest.timeoutMs ?? 60_000,
     deviceState: guest.deviceStateBytes ?? 64 * 1024,
     retries: flags.retries as number,

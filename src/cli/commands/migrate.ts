@@ -5,10 +5,13 @@ import { machineInfo } from "../../bench/machine.js";
 import { MAX_CONTENT_GUEST_BYTES, MAX_GUEST_BYTES } from "../../guest/guest.js";
 import { runMigration } from "../../migration/engine.js";
 import {
+  GIVE_UP_RULES,
+  type GiveUpRule,
   HYPERV_VERSIONS,
   type HypervVersion,
   MIGRATION_DEFAULTS,
   type MigrationOptions,
+  MULTIFD_DEFAULT_CHANNELS,
   STOP_POLICIES,
   type StopPolicyName,
 } from "../../migration/options.js";
@@ -117,7 +120,8 @@ interface GuestFlags {
   hypervVersion: string;
   latency: number;
   maxRounds?: number;
-  timeout: number;
+  maxTime: number;
+  giveUp: string;
   deviceState: number;
   switchover: number;
   zeroFraction: number;
@@ -125,10 +129,12 @@ interface GuestFlags {
   xbzrle?: boolean;
   xbzrleCache: number;
   autoConverge?: boolean;
-  throttleInitial: number;
-  throttleIncrement: number;
-  throttleMax: number;
-  multifd: number;
+  cpuThrottleInitial: number;
+  cpuThrottleIncrement: number;
+  maxCpuThrottle: number;
+  throttleTriggerThreshold: number;
+  cpuThrottleTailslow?: boolean;
+  multifd: number | true;
   postcopyAfter?: number;
   seed: number;
   json?: boolean;
@@ -232,10 +238,15 @@ function addGuestOptions(command: Command): Command {
       integerOption(-1e9, 1e9),
     )
     .option(
-      "--timeout <s>",
+      "--max-time <s>",
       "give up after this much virtual time, s",
       numberOption(-1e12, 1e12),
       d.timeoutMs / 1000,
+    )
+    .option(
+      "--give-up <rule>",
+      `qemu policy: ${GIVE_UP_RULES.join(" (when the fitted shrink of pending says it cannot finish within --max-time) or ")} (as QEMU: only at --max-time)`,
+      d.giveUp,
     )
     .option(
       "--device-state <size>",
@@ -274,21 +285,36 @@ function addGuestOptions(command: Command): Command {
       "throttle the vCPUs when the guest dirties faster than the link sends (default: off)",
     )
     .option(
-      "--throttle-initial <pct>",
+      "--cpu-throttle-initial <pct>",
       "auto-converge: first throttle",
       numberOption(1, 99),
       d.throttleInitial,
     )
     .option(
-      "--throttle-increment <pct>",
+      "--cpu-throttle-increment <pct>",
       "auto-converge: step",
       numberOption(1, 99),
       d.throttleIncrement,
     )
-    .option("--throttle-max <pct>", "auto-converge: maximum", numberOption(1, 99), d.throttleMax)
     .option(
-      "--multifd <channels>",
-      "multifd channels as pool workers (0: one stream)",
+      "--max-cpu-throttle <pct>",
+      "auto-converge: maximum",
+      numberOption(1, 99),
+      d.throttleMax,
+    )
+    .option(
+      "--throttle-trigger-threshold <pct>",
+      "auto-converge: throttle when bytes dirtied pass this share of bytes sent",
+      numberOption(1, 100),
+      d.throttleTriggerThreshold,
+    )
+    .option(
+      "--cpu-throttle-tailslow",
+      "auto-converge: each step only as large as the dirty rate needs (default: off)",
+    )
+    .option(
+      "--multifd [channels]",
+      `multifd channels as pool workers (alone: QEMU's ${MULTIFD_DEFAULT_CHANNELS}; 0: one stream)`,
       integerOption(0, 64),
       d.multifdChannels,
     )
@@ -343,8 +369,13 @@ function guestOptions(flags: GuestFlags): SweepBase {
   if (flags.maxRounds !== undefined && flags.maxRounds < 1) {
     throw new UsageError(`--max-rounds must be at least 1, not ${flags.maxRounds}`);
   }
-  if (!(flags.timeout > 0))
-    throw new UsageError(`--timeout must be more than 0 s, not ${flags.timeout}`);
+  if (!(flags.maxTime > 0))
+    throw new UsageError(`--max-time must be more than 0 s, not ${flags.maxTime}`);
+  if (!(GIVE_UP_RULES as readonly string[]).includes(flags.giveUp)) {
+    throw new UsageError(
+      `unknown --give-up rule '${flags.giveUp}' (one of ${GIVE_UP_RULES.join(", ")})`,
+    );
+  }
   if (flags.postcopyAfter !== undefined && flags.postcopyAfter < 1) {
     throw new UsageError(`--postcopy-after must be at least 1 round, not ${flags.postcopyAfter}`);
   }
@@ -365,17 +396,20 @@ function guestOptions(flags: GuestFlags): SweepBase {
     hypervVersion: flags.hypervVersion as HypervVersion,
     latencyMs: flags.latency,
     ...(flags.maxRounds !== undefined ? { maxRounds: flags.maxRounds } : {}),
-    timeoutMs: flags.timeout * 1000,
+    timeoutMs: flags.maxTime * 1000,
+    giveUp: flags.giveUp as GiveUpRule,
     deviceStateBytes: flags.deviceState,
     switchoverMs: flags.switchover,
     zeroPages: flags.zeroPages,
     xbzrle: flags.xbzrle === true,
     xbzrleCacheBytes: flags.xbzrleCache,
     autoConverge: flags.autoConverge === true,
-    throttleInitial: flags.throttleInitial,
-    throttleIncrement: flags.throttleIncrement,
-    throttleMax: flags.throttleMax,
-    multifdChannels: flags.multifd,
+    throttleInitial: flags.cpuThrottleInitial,
+    throttleIncrement: flags.cpuThrottleIncrement,
+    throttleMax: flags.maxCpuThrottle,
+    throttleTriggerThreshold: flags.throttleTriggerThreshold,
+    throttleTailslow: flags.cpuThrottleTailslow === true,
+    multifdChannels: flags.multifd === true ? MULTIFD_DEFAULT_CHANNELS : flags.multifd,
     postcopyAfterRounds: flags.postcopyAfter ?? null,
   };
 }

@@ -9,6 +9,8 @@ import { formatBytes } from "../../util/units.js";
 import { type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
 import { MigrationBitmap } from "../migration-bitmap.js";
+import type { GiveUpRule } from "../options.js";
+import { decide } from "../policy.js";
 import type {
   MigrationPhase,
   MigrationResult,
@@ -68,8 +70,17 @@ export interface LiveMigrationOptions {
   readonly port: number;
   /** QEMU's downtime-limit, ms (default 300). */
   readonly downtimeLimitMs?: number;
-  /** Stop-and-copy after this many pre-copy passes anyway (0: no cap, as QEMU). */
+  /**
+   * The stop rule: "qemu" (default; a round cap given in `maxRounds` ends the
+   * run as not converged) or "hyperv" (stop-and-copy at the pass cap anyway).
+   */
+  readonly policy?: "qemu" | "hyperv";
+  /** The round cap (default none; give hyperv its release's cap). */
+  readonly maxRounds?: number;
+  /** Hyper-V's pass cap: `policy: "hyperv"` with this `maxRounds` (0: no cap, QEMU's rule). */
   readonly maxPasses?: number;
+  /** When the qemu rule gives up before the timeout (default "projection"). */
+  readonly giveUp?: GiveUpRule;
   /** Give up (not-converged) when pre-copy has run this long, ms (default 60,000). */
   readonly timeoutMs?: number;
   /** Throttle the link to this many bytes per second (0: unthrottled). */
@@ -103,6 +114,7 @@ interface Attempt {
   totalMs: number;
   verified: boolean | null;
   phase: string;
+  policy: string;
 }
 
 /**
@@ -185,6 +197,8 @@ export class LiveSource {
   async migrate(options: LiveMigrationOptions): Promise<MigrationResult> {
     const downtimeLimitMs = options.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS;
     const maxPasses = options.maxPasses ?? 0;
+    const policy = maxPasses > 0 ? "hyperv" : (options.policy ?? "qemu");
+    const maxRounds = maxPasses > 0 ? maxPasses : (options.maxRounds ?? null);
     const timeoutMs = options.timeoutMs ?? 60_000;
     const deviceStateBytes = options.deviceStateBytes ?? 64 * 1024;
     const replyTimeoutMs = options.replyTimeoutMs ?? 10_000;
@@ -203,6 +217,7 @@ export class LiveSource {
       totalMs: 0,
       verified: null,
       phase: "setup",
+      policy,
     };
     const where = `${options.host}:${options.port}`;
     let socket: Socket | undefined;
@@ -266,34 +281,51 @@ export class LiveSource {
       this.pending.sync();
       this.pending.markAll();
       let round = 1;
+      const pendingHistory: number[] = [];
+      let previousPagesSent: number | null = null;
       for (;;) {
         attempt.phase = `pre-copy pass ${round}`;
         const start = performance.now();
         const bytesBefore = link.queued;
+        const writesBefore = this.runner.writes;
         const sent = await this.sendSnapshot(writer, link, inbox, options.onProgress);
         attempt.pagesSent += sent;
         const dirtied = this.pending.sync();
         attempt.syncs++;
         attempt.remainingPages = dirtied;
         const duration = performance.now() - start;
+        // The guest's real write rate, repeats included (the distinct pages
+        // it dirtied saturate at the guest's size).
+        const writeRate =
+          duration > 0 ? ((this.runner.writes - writesBefore) / duration) * 1000 : 0;
         const bandwidth = link.meter.estimate();
         const pending = dirtied * PAGE_BYTES;
         const threshold = (bandwidth * downtimeLimitMs) / 1000;
         const elapsed = performance.now() - attempt.started;
-        let decision: RoundDecision;
-        let reason: string;
-        if (pending <= threshold) {
-          decision = "stop-and-copy";
-          reason = `pending ${formatBytes(pending)} <= bandwidth ${formatBytes(bandwidth)}/s x downtime-limit ${downtimeLimitMs} ms`;
-        } else if (maxPasses > 0 && round >= maxPasses) {
-          decision = "stop-and-copy";
-          reason = `pass cap of ${maxPasses} reached with ${formatBytes(pending)} pending`;
-        } else if (elapsed >= timeoutMs) {
+        pendingHistory.push(pending);
+        const verdict = decide(policy, {
+          round,
+          pendingBytes: pending,
+          pagesSent: sent,
+          bandwidth,
+          transferredBytes: link.queued,
+          ramBytes: this.options.guestBytes,
+          downtimeLimitMs,
+          maxRounds,
+          pendingHistory,
+          previousPagesSent,
+          elapsedMs: elapsed,
+          maxTimeMs: timeoutMs,
+          giveUp: options.giveUp ?? "projection",
+          canThrottle: false,
+          writeBytesRate: writeRate * PAGE_BYTES,
+        });
+        previousPagesSent = sent;
+        let decision: RoundDecision = verdict.decision;
+        let reason = verdict.reason;
+        if (decision === "continue" && elapsed >= timeoutMs) {
           decision = "give-up";
-          reason = `no convergence within ${timeoutMs} ms: ${Math.round((dirtied / duration) * 1000)} pages/s dirtied against ${formatBytes(bandwidth)}/s of bandwidth, ${formatBytes(pending)} pending above the ${formatBytes(threshold)} the downtime-limit allows`;
-        } else {
-          decision = "continue";
-          reason = `pending ${formatBytes(pending)} > bandwidth x downtime-limit ${formatBytes(threshold)}`;
+          reason = `no convergence within ${timeoutMs} ms: ${Math.round(writeRate)} pages/s dirtied against ${formatBytes(bandwidth)}/s of bandwidth, ${formatBytes(pending)} pending above the ${formatBytes(threshold)} the downtime-limit allows`;
         }
         const bytesSent = link.queued - bytesBefore;
         attempt.precopyBytes += bytesSent;
@@ -524,7 +556,7 @@ export class LiveSource {
       status,
       reason,
       mode: "live-tcp",
-      policy: "qemu",
+      policy: attempt.policy,
       transferred,
       remaining: status === "completed" ? 0 : attempt.remainingPages * PAGE_BYTES,
       total: this.options.guestBytes,
