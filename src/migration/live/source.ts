@@ -170,7 +170,9 @@ export class LiveSource {
     const scratch = this.layout.allocate("source-scratch", 64);
     this.kernel = StreamKernel.on(this.layout.memory, scratch);
     this.pool =
-      options.threads > 0 ? new KernelPool(this.layout, { threads: options.threads }) : undefined;
+      options.threads > 0
+        ? new KernelPool(this.layout, { threads: options.threads, domains: ["guest"] })
+        : undefined;
     this.runner = new VcpuRunner(this.guest, this.pool, options.writesPerSecond);
   }
 
