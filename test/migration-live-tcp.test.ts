@@ -52,6 +52,23 @@ async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): P
   }
 }
 
+/** Resolves once a child's stderr (all of it so far: `seen`) matches `pattern`. */
+async function outputMatching(
+  child: ChildProcess,
+  pattern: RegExp,
+  seen: () => string,
+): Promise<void> {
+  if (pattern.test(seen())) return;
+  await new Promise<void>((resolve) => {
+    const check = () => {
+      if (!pattern.test(seen())) return;
+      child.stderr?.off("data", check);
+      resolve();
+    };
+    child.stderr?.on("data", check);
+  });
+}
+
 /**
  * A TCP proxy between a source and a destination that can damage the stream
  * from source to destination: flip a byte at an offset, or cut the
@@ -199,6 +216,12 @@ describe("live migration over TCP", () => {
     const before = s.runner.writes;
     await s.runner.writesPass(before, 20_000);
     expect(s.runner.writes).toBeGreaterThan(before);
+    // The destination takes one migration at a time: retry once it has discarded the cut one.
+    await withDeadline(
+      outputMatching(destination.child, /still listening\n/, destination.stderr),
+      10_000,
+      "the destination's discard of the cut migration",
+    );
     const retried = await s.migrate({ host: "127.0.0.1", port });
     expect(retried.summary.status, retried.summary.reason ?? "").toBe("completed");
     expect(retried.summary.verified).toBe(true);
