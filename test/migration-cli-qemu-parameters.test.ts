@@ -14,11 +14,11 @@ describe("hvlab migrate takes QEMU's parameters by their names", () => {
   it("--multifd alone means QEMU's default of 2 channels; a count is taken as given", () => {
     const alone = hvlab("migrate", ...SMALL, "--multifd");
     expect(alone.code, alone.stderr).toBe(0);
-    expect(JSON.parse(alone.stdout).summary["multifd-channels"]).toBe(2);
+    expect(JSON.parse(alone.stdout).summary.hvlab["multifd-channels"]).toBe(2);
     const three = hvlab("migrate", ...SMALL, "--multifd", "3");
-    expect(JSON.parse(three.stdout).summary["multifd-channels"]).toBe(3);
+    expect(JSON.parse(three.stdout).summary.hvlab["multifd-channels"]).toBe(3);
     const none = hvlab("migrate", ...SMALL);
-    expect(JSON.parse(none.stdout).summary["multifd-channels"]).toBe(0);
+    expect(JSON.parse(none.stdout).summary.hvlab["multifd-channels"]).toBe(0);
   });
 
   it("--cpu-throttle-initial, --cpu-throttle-increment and --max-cpu-throttle set the steps", () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { runMigration } from "../src/migration/engine.js";
 import type { MigrationOptions } from "../src/migration/options.js";
+import { queryMigrateSummary } from "../src/migration/query-migrate.js";
 import type { MigrationResult } from "../src/migration/stats.js";
 
 const MiB = 1024 ** 2;
@@ -205,5 +206,49 @@ describe("auto-converge", () => {
     expect(
       precopy(result).filter((r) => r["cpu-throttle-percentage"] === 99).length,
     ).toBeGreaterThan(1);
+  });
+});
+
+describe("a downtime over the limit is said, the status stays completed", () => {
+  it("Hyper-V's pass cap: the pages left when it suspended", async () => {
+    const result = await runMigration({
+      guestBytes: GiB,
+      content: false,
+      workload: { kind: "uniform" },
+      writesPerSecond: 200_000,
+      maxBandwidth: 100e6,
+      policy: "hyperv",
+      downtimeLimitMs: 120,
+    });
+    const summary = queryMigrateSummary(result, PAGE);
+    expect(summary.status).toBe("completed");
+    expect(summary.downtime).toBeGreaterThan(120);
+    expect(summary.hvlab.downtimeOverLimit).toBe(true);
+    expect(summary.hvlab.warning).toMatch(
+      /^downtime [\d.]+ ms is over the downtime-limit 120 ms: the hyperv-2008r2 rule stopped pre-copy with .* still to send/,
+    );
+  });
+
+  it("QEMU's rule: the switchover and device state, when the pages fit", async () => {
+    const point = {
+      guestBytes: GiB,
+      writesPerSecond: 5000,
+      maxBandwidth: 1000 * Mbit,
+      downtimeLimitMs: 40,
+    };
+    const result = await migrate(point, { switchoverMs: 50 });
+    const summary = queryMigrateSummary(result, PAGE);
+    // The last pages fit 40 ms; the 50 ms switchover alone does not.
+    const last = result.rounds.at(-1);
+    expect(((last?.["bytes-sent"] ?? 0) / point.maxBandwidth) * 1000).toBeLessThan(40 + 10);
+    expect(summary.status).toBe("completed");
+    expect(summary.hvlab.downtimeOverLimit).toBe(true);
+    expect(summary.hvlab.warning).toMatch(/the fixed part pushed it over: switchover 50 ms/);
+    const within = queryMigrateSummary(
+      await migrate(point, { switchoverMs: 0, deviceStateBytes: 0, downtimeLimitMs: 300 }),
+      PAGE,
+    );
+    expect(within.hvlab.downtimeOverLimit).toBe(false);
+    expect(within.hvlab.warning).toBeUndefined();
   });
 });

@@ -91,6 +91,7 @@ export class Migration {
   private pagesSentTotal = 0;
   private syncs = 0;
   private multifdPackets = 0;
+  private multifdBytes = 0;
   private rounds: MigrationRound[] = [];
   // The bandwidth window (QEMU re-estimates every 100 ms).
   private rateWindowMs = 0;
@@ -398,6 +399,7 @@ export class Migration {
         sent.pages += counts.normal + counts.zero;
       }
       sent.bytes += bytes;
+      this.multifdBytes += bytes;
       await this.advance(this.linkMs(bytes), running, bytes);
     }
     return sent;
@@ -519,6 +521,7 @@ export class Migration {
     this.pagesSentTotal = 0;
     this.syncs = 0;
     this.multifdPackets = 0;
+    this.multifdBytes = 0;
     this.rounds = [];
     if (this.xbzrleCache) this.xbzrleCache.tags.bytes(this.layout.memory).fill(0);
     // Hash slots start unequal on the two sides (zeros here, ones there): a
@@ -634,6 +637,7 @@ export class Migration {
     let postcopyBytes = 0;
     let faults = 0;
     let faultWaitMs = 0;
+    let warning: string | null = null;
     if (status === "completed") {
       // Stop-and-copy: vCPUs paused, the rest and the device state sent, then switch over.
       const start = this.clockMs;
@@ -650,6 +654,15 @@ export class Migration {
       this.transferred += downtimeBytes;
       this.pagesSentTotal += sent.pages;
       downtime = this.clockMs - start;
+      if (downtime > o.downtimeLimitMs) {
+        const pagesMs = this.linkMs(sent.bytes);
+        const fixedMs = downtime - pagesMs;
+        const over = `downtime ${downtime.toFixed(1)} ms is over the downtime-limit ${o.downtimeLimitMs} ms`;
+        warning =
+          pagesMs > o.downtimeLimitMs
+            ? `${over}: the ${summaryPolicy(o)} rule stopped pre-copy with ${formatBytes(sent.bytes)} still to send (${pagesMs.toFixed(1)} ms of it)`
+            : `${over}: the last pages took ${pagesMs.toFixed(1)} ms, within the limit; the fixed part pushed it over: switchover ${o.switchoverMs} ms, device state ${formatBytes(stateBytes)} (${this.linkMs(stateBytes).toFixed(1)} ms) and latency ${o.latencyMs} ms, ${fixedMs.toFixed(1)} ms in all`;
+      }
       const remainingAfter = switchTo === "postcopy" ? pendingPages : 0;
       this.record(
         "stop-and-copy",
@@ -690,7 +703,7 @@ export class Migration {
       status,
       reason: failure,
       mode: o.content ? "content" : "metadata",
-      policy: o.policy === "hyperv" ? `hyperv-${o.hypervVersion}` : o.policy,
+      policy: summaryPolicy(o),
       transferred: this.transferred,
       remaining: pending,
       total: o.guestBytes,
@@ -717,6 +730,9 @@ export class Migration {
       "multifd-channels": o.multifdChannels,
       "multifd-packets": this.multifdPackets,
       "xbzrle-unchanged-pages": this.counts.unchanged,
+      "multifd-bytes": this.multifdBytes,
+      ...(status === "completed" ? { "downtime-over-limit": warning !== null } : {}),
+      ...(warning ? { warning } : {}),
     };
     return { rounds: this.rounds, summary };
   }
@@ -936,6 +952,11 @@ export class Migration {
     }
     return null;
   }
+}
+
+/** The policy's name in the summary: hyperv with its release. */
+function summaryPolicy(o: ResolvedMigrationOptions): string {
+  return o.policy === "hyperv" ? `hyperv-${o.hypervVersion}` : o.policy;
 }
 
 /** A seeded device-state blob (what the VM's devices would serialize). */

@@ -100,6 +100,12 @@ export interface MigrationSummary {
   readonly "multifd-packets"?: number;
   /** XBZRLE cache hits whose page had not changed: nothing sent (QEMU skips them too). */
   readonly "xbzrle-unchanged-pages"?: number;
+  /** Bytes the multifd channels carried (QEMU's ram.multifd-bytes). */
+  readonly "multifd-bytes"?: number;
+  /** The downtime passed the downtime-limit although the run completed. */
+  readonly "downtime-over-limit"?: boolean;
+  /** Why it did: which part of the downtime pushed it over. */
+  readonly warning?: string;
 }
 
 /** What `hvlab migrate --json` prints. */

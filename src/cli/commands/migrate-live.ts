@@ -3,8 +3,6 @@ import { type DestinationReport, DestinationServer } from "../../migration/live/
 import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
 import { type MigrationOptions, POLICY_ROUND_CAPS } from "../../migration/options.js";
 import type { MigrationResult } from "../../migration/stats.js";
-import { recordsToTable, toCsv } from "../../report/csv.js";
-import { formatTable } from "../../report/table.js";
 import { formatBytes } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
 import {
@@ -16,6 +14,7 @@ import {
 } from "../options.js";
 import { startProgress } from "../progress.js";
 import { LIVE_MIGRATION_HOOKS, type LiveMigrationHook, type MigrateFlags } from "./migrate.js";
+import { type CliOutput, printMigration, processOutput } from "./migration-output.js";
 
 /**
  * A migration ran but did not complete: its result is printed, and this
@@ -86,17 +85,6 @@ export interface LiveSourceFlags {
   readonly csv?: boolean;
 }
 
-/** Where the CLI functions write: the process's streams by default, a test's otherwise. */
-export interface CliOutput {
-  out(line: string): void;
-  err(line: string): void;
-}
-
-const processOutput: CliOutput = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
-
 /**
  * Runs a destination (`--listen PORT`): prints `listening on HOST:PORT`,
  * receives migrations (a failed one is discarded and the next awaited), and
@@ -128,57 +116,6 @@ export async function runLiveDestination(
   const report = await server.done();
   if (flags.json) output.out(JSON.stringify(report, null, 2));
   return report;
-}
-
-/** The rounds of a result as a table. */
-export function roundsTable(result: MigrationResult) {
-  return recordsToTable(result.rounds.map((round) => ({ ...round })));
-}
-
-/** Prints a migration result in the chosen format. */
-export function printMigration(
-  result: MigrationResult,
-  flags: { json?: boolean; csv?: boolean },
-  output: CliOutput = processOutput,
-): void {
-  if (flags.json) {
-    output.out(JSON.stringify(result, null, 2));
-    return;
-  }
-  if (flags.csv) {
-    output.out(toCsv(roundsTable(result)).trimEnd());
-    return;
-  }
-  const s = result.summary;
-  if (result.rounds.length > 0) {
-    output.out(
-      formatTable({
-        columns: [
-          "round",
-          "phase",
-          "ms",
-          "pages sent",
-          "pages dirtied",
-          "remaining",
-          "MB/s",
-          "decision",
-        ],
-        rows: result.rounds.map((r) => [
-          r.round,
-          r.phase,
-          Math.round(r["duration-ms"]),
-          r["pages-sent"],
-          r["pages-dirtied"],
-          formatBytes(r.remaining),
-          Math.round(r.mbps / 8),
-          r.decision,
-        ]),
-      }),
-    );
-  }
-  output.out(
-    `${s.status}${s.reason ? `: ${s.reason}` : ""}; ${s.mode}, total-time ${Math.round(s["total-time"])} ms, downtime ${s.downtime.toFixed(1)} ms, transferred ${formatBytes(s.transferred)} (${Math.round(s.mbps / 8)} MB/s), ${s.rounds} rounds${s.verified === null ? "" : s.verified ? ", every page verified" : ", VERIFICATION FAILED"}`,
-  );
 }
 
 /**

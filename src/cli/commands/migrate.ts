@@ -15,13 +15,7 @@ import {
   STOP_POLICIES,
   type StopPolicyName,
 } from "../../migration/options.js";
-import {
-  migrationSection,
-  roundsTable,
-  summaryTable,
-  sweepSection,
-  sweepTable,
-} from "../../migration/report.js";
+import { migrationSection, sweepSection, sweepTable } from "../../migration/report.js";
 import type { MigrationResult } from "../../migration/stats.js";
 import { runSweep, type SweepBase, type SweepResult } from "../../migration/sweep.js";
 import { toCsv } from "../../report/csv.js";
@@ -38,6 +32,7 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
+import { printMigration, processOutput } from "./migration-output.js";
 
 /** Bit rates accepted by {@link parseBandwidth}, in bits per second. */
 const BIT_UNITS: Readonly<Record<string, number>> = {
@@ -420,27 +415,15 @@ async function writeReport(file: string, sections: ReportSection[]): Promise<voi
 }
 
 /**
- * Prints a migration result as `hvlab migrate` does: JSON ({rounds,
- * summary}), CSV (the rounds), or a summary and the rounds table; and writes
- * the HTML report when asked. Live mode prints its results with this too.
+ * Prints a migration result with the one printer of every mode
+ * ({@link printMigration}) and writes the HTML report when asked.
  */
 export async function printMigrationResult(
   result: MigrationResult,
   flags: { json?: boolean; csv?: boolean; report?: string },
   pageBytes = 4096,
 ): Promise<void> {
-  if (flags.json) console.log(JSON.stringify(result, null, 2));
-  else if (flags.csv) process.stdout.write(toCsv(roundsTable(result)));
-  else {
-    const s = result.summary;
-    console.log(
-      `${s.status}${s.reason ? `: ${s.reason}` : ""}\n` +
-        `${s.mode} mode, ${s.policy} policy, ${formatBytes(s.total)} guest: ${s.rounds} rounds, total-time ${(s["total-time"] / 1000).toFixed(3)} s, downtime ${s.downtime.toFixed(1)} ms, ${formatBytes(s.transferred)} transferred` +
-        (s.verified === null ? "" : s.verified ? ", every page verified" : ", VERIFICATION FAILED"),
-    );
-    console.log(`\n${formatTable(roundsTable(result))}`);
-    console.log(`\n${formatTable(summaryTable(result))}`);
-  }
+  printMigration(result, flags, processOutput, pageBytes);
   if (flags.report) await writeReport(flags.report, [migrationSection(result, pageBytes)]);
 }
 
