@@ -157,6 +157,7 @@ const SUMMARY_KEYS = [
   "ram.precopy-bytes",
   "ram.downtime-bytes",
   "ram.postcopy-bytes",
+  "ram.postcopy-requests",
   "hvlab.reason",
   "hvlab.mode",
   "hvlab.policy",

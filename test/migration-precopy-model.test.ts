@@ -252,3 +252,33 @@ describe("a downtime over the limit is said, the status stays completed", () => 
     expect(within.hvlab.warning).toBeUndefined();
   });
 });
+
+describe("post-copy: a vCPU waiting on a page makes no progress", () => {
+  it("no vCPU is blocked longer than the post-copy phase, and QEMU's counters say so", async () => {
+    const result = await runMigration({
+      guestBytes: 256 * MiB,
+      content: true,
+      workload: { kind: "hotset" },
+      writesPerSecond: 80_000,
+      maxBandwidth: 200 * Mbit,
+      downtimeLimitMs: 100,
+      postcopyAfterRounds: 2,
+      latencyMs: 1,
+      vcpus: 2,
+    });
+    expect(result.summary.status).toBe("completed");
+    const phase = result.rounds.find((r) => r.phase === "postcopy")?.["duration-ms"] ?? 0;
+    expect(phase).toBeGreaterThan(0);
+    const summary = queryMigrateSummary(result, PAGE);
+    const perVcpu = summary["postcopy-vcpu-blocktime"] ?? [];
+    expect(perVcpu).toHaveLength(2);
+    for (const blocked of perVcpu) {
+      expect(blocked).toBeGreaterThan(0);
+      expect(blocked).toBeLessThanOrEqual(phase);
+    }
+    // Blocked at once: never more than any one vCPU was.
+    expect(summary["postcopy-blocktime"]).toBeLessThanOrEqual(Math.min(...perVcpu));
+    expect(summary.ram["postcopy-requests"]).toBe(summary.hvlab["postcopy-remote-faults"]);
+    expect(summary.ram["postcopy-requests"]).toBeGreaterThan(0);
+  });
+});

@@ -637,6 +637,8 @@ export class Migration {
     let postcopyBytes = 0;
     let faults = 0;
     let faultWaitMs = 0;
+    let blocktime = 0;
+    let vcpuBlocktime: number[] = Array.from({ length: o.vcpus }, () => 0);
     let warning: string | null = null;
     if (status === "completed") {
       // Stop-and-copy: vCPUs paused, the rest and the device state sent, then switch over.
@@ -681,6 +683,8 @@ export class Migration {
         postcopyBytes = post.bytes;
         faults = post.faults;
         faultWaitMs = post.faultWaitMs;
+        blocktime = post.blocktime;
+        vcpuBlocktime = post.vcpuBlocktime;
         if (post.timedOut) {
           status = "failed";
           failure = `timeout during post-copy with ${post.missing} pages still on the source (the guest cannot run without them)`;
@@ -725,6 +729,9 @@ export class Migration {
       "xbzrle-cache": o.xbzrle ? this.xbzrleStats() : null,
       "postcopy-remote-faults": faults,
       "postcopy-fault-wait-ms": faultWaitMs,
+      "postcopy-requests": faults,
+      "postcopy-blocktime": blocktime,
+      "postcopy-vcpu-blocktime": vcpuBlocktime,
       rounds: this.rounds.length,
       verified,
       "multifd-channels": o.multifdChannels,
@@ -758,7 +765,14 @@ export class Migration {
    * arrived is a remote fault, fetched at once (a round trip plus the page).
    */
   private async postcopy(): Promise<
-    Sent & { faults: number; faultWaitMs: number; timedOut: boolean; missing: number }
+    Sent & {
+      faults: number;
+      faultWaitMs: number;
+      blocktime: number;
+      vcpuBlocktime: number[];
+      timedOut: boolean;
+      missing: number;
+    }
   > {
     const o = this.o;
     const pages = this.guest.pages;
@@ -781,6 +795,11 @@ export class Migration {
     const sent: Sent = { pages: 0, bytes: 0 };
     let faults = 0;
     let faultWaitMs = 0;
+    // Time every vCPU was blocked at once (QEMU's postcopy-blocktime), and each one's.
+    let blocktime = 0;
+    const vcpuBlocktime: number[] = Array.from({ length: o.vcpus }, () => 0);
+    // Share of the last window the vCPUs ran rather than waited on a page.
+    let running = 1;
     let scan = 0;
     const start = this.clockMs;
     let rounds = 0;
@@ -801,8 +820,9 @@ export class Migration {
     while (missingCount > 0) {
       rounds++;
       const windowStart = this.clockMs;
-      // The guest runs a window on the destination.
-      const writes = Math.floor((o.writesPerSecond * o.windowMs) / 1000);
+      // The guest runs a window on the destination, for the share of it its
+      // vCPUs were not waiting on pages (at least a write, to go on).
+      const writes = Math.max(1, Math.floor(((o.writesPerSecond * o.windowMs) / 1000) * running));
       if (writes > 0) this.guestWrote = true;
       await this.guest.write(writes);
       this.sync();
@@ -825,7 +845,20 @@ export class Migration {
       faults += faulted.length;
       missingCount -= faulted.length;
       const pageMs = this.linkMs(pageRecord);
+      // A vCPU that touched a missing page waits a round trip and the page,
+      // and makes no progress meanwhile: the workload splits writes evenly
+      // over the vCPUs, so each took its share of the faults, and none can
+      // wait longer than the window. The next window writes only for the
+      // time the vCPUs ran in this one.
+      const perVcpuMs = Math.min(
+        o.windowMs,
+        (faulted.length / o.vcpus) * (2 * o.latencyMs + pageMs),
+      );
+      for (let v = 0; v < o.vcpus; v++) vcpuBlocktime[v] = (vcpuBlocktime[v] ?? 0) + perVcpuMs;
+      blocktime += perVcpuMs;
+      // Each request's own wait, summed (requests overlap: this may pass the phase).
       faultWaitMs += faulted.length * (2 * o.latencyMs + pageMs);
+      running = 1 - perVcpuMs / o.windowMs;
       let bytes = await sendPages(faulted);
       if (o.content && this.destination) {
         // Pages already on the destination were written there by the guest itself.
@@ -873,7 +906,15 @@ export class Migration {
           "give-up",
           "timeout during post-copy",
         );
-        return { ...sent, faults, faultWaitMs, timedOut: true, missing: missingCount };
+        return {
+          ...sent,
+          faults,
+          faultWaitMs,
+          blocktime,
+          vcpuBlocktime,
+          timedOut: true,
+          missing: missingCount,
+        };
       }
     }
     this.record(
@@ -886,7 +927,7 @@ export class Migration {
       "continue",
       `${rounds} windows: ${faults} remote faults (${faultWaitMs.toFixed(1)} ms waiting), the rest pushed in the background`,
     );
-    return { ...sent, faults, faultWaitMs, timedOut: false, missing: 0 };
+    return { ...sent, faults, faultWaitMs, blocktime, vcpuBlocktime, timedOut: false, missing: 0 };
   }
 
   /**

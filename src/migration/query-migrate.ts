@@ -31,6 +31,7 @@ export interface QueryMigrateRam {
   readonly "precopy-bytes": number;
   readonly "downtime-bytes": number;
   readonly "postcopy-bytes": number;
+  readonly "postcopy-requests": number;
 }
 
 /** hvlab's own figures of a run, beside QEMU's. */
@@ -61,6 +62,8 @@ export interface QueryMigrateSummary {
   readonly "cpu-throttle-percentage": number;
   readonly ram: QueryMigrateRam;
   readonly "xbzrle-cache"?: XbzrleCacheStats;
+  readonly "postcopy-blocktime"?: number;
+  readonly "postcopy-vcpu-blocktime"?: readonly number[];
   readonly hvlab: QueryMigrateHvlab;
 }
 
@@ -153,8 +156,15 @@ export function queryMigrateSummary(
       "precopy-bytes": s["precopy-bytes"],
       "downtime-bytes": s["downtime-bytes"],
       "postcopy-bytes": s["postcopy-bytes"],
+      "postcopy-requests": s["postcopy-requests"] ?? 0,
     },
     ...(xbzrle ? { "xbzrle-cache": xbzrle } : {}),
+    ...(s["postcopy-bytes"] > 0 && s["postcopy-vcpu-blocktime"]
+      ? {
+          "postcopy-blocktime": s["postcopy-blocktime"] ?? 0,
+          "postcopy-vcpu-blocktime": s["postcopy-vcpu-blocktime"],
+        }
+      : {}),
     hvlab: {
       reason: s.reason,
       mode: s.mode,

@@ -92,6 +92,12 @@ export interface MigrationSummary {
   /** Post-copy: pages the destination faulted on and fetched, and their total wait, ms. */
   readonly "postcopy-remote-faults": number;
   readonly "postcopy-fault-wait-ms": number;
+  /** Pages the destination asked for (QEMU's ram.postcopy-requests). */
+  readonly "postcopy-requests"?: number;
+  /** Post-copy time every vCPU was blocked at once, ms (QEMU's postcopy-blocktime). */
+  readonly "postcopy-blocktime"?: number;
+  /** Each vCPU's post-copy time blocked on a page, ms (QEMU's postcopy-vcpu-blocktime). */
+  readonly "postcopy-vcpu-blocktime"?: readonly number[];
   readonly rounds: number;
   /** Content mode: every destination page was checked against the source. */
   readonly verified: boolean | null;
