@@ -122,10 +122,15 @@ export function sweepTable(sweep: SweepResult): ReportTable {
   };
 }
 
+/** The fill of cells whose migration did not complete: greys, never a colour of the scale. */
+export const UNFINISHED_FILL = { "not-converged": "#bdbdbd", failed: "#636363" } as const;
+
 /**
  * Heat maps of a sweep: total time and downtime over bandwidth x write rate,
- * one panel per policy and downtime limit; points that did not converge are
- * marked in the cell.
+ * one panel per policy and downtime limit. Only completed points take the
+ * colour scale; a point that did not converge (or failed) is a grey cell
+ * with its own legend and its status written in it, so that its short
+ * "downtime" never reads as the best one.
  */
 export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
   const values = sweep.points.map((p) => ({
@@ -136,6 +141,10 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
     downtimeMs: p.summary.downtime,
     status: p.summary.status === "completed" ? "" : p.summary.status,
   }));
+  const cell = {
+    x: { field: "bandwidth", type: "ordinal", title: "bandwidth" },
+    y: { field: "rate", type: "ordinal", title: "dirty rate" },
+  } as const;
   const heat = (field: string, title: string): ReportChart => ({
     title,
     spec: {
@@ -143,16 +152,33 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
       data: { values },
       facet: { field: "panel", type: "nominal", title: null },
       columns: 3,
+      resolve: { scale: { color: "independent" } },
       spec: {
         width: 180,
         height: 140,
         layer: [
           {
+            transform: [{ filter: "datum.status === ''" }],
             mark: "rect",
             encoding: {
-              x: { field: "bandwidth", type: "ordinal", title: "bandwidth" },
-              y: { field: "rate", type: "ordinal", title: "dirty rate" },
+              ...cell,
               color: { field, type: "quantitative", title, scale: { scheme: "orangered" } },
+            },
+          },
+          {
+            transform: [{ filter: "datum.status !== ''" }],
+            mark: "rect",
+            encoding: {
+              ...cell,
+              color: {
+                field: "status",
+                type: "nominal",
+                title: "did not complete",
+                scale: {
+                  domain: Object.keys(UNFINISHED_FILL),
+                  range: Object.values(UNFINISHED_FILL),
+                },
+              },
             },
           },
           {
@@ -164,6 +190,7 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
             },
           },
         ],
+        resolve: { scale: { color: "independent" } },
       },
     },
   });
