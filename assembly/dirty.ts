@@ -362,9 +362,9 @@ export function iterateDirty(
  * zero (as `harvest`) and its pages written to `out`. Runs of four clean words
  * are skipped with two 16-byte loads. Stops when fewer than WORD_SLOTS slots
  * are left (so `capacity` must be at least WORD_SLOTS), storing where to
- * resume. Returns how many page numbers were written; 0 means the bitmap is exhausted. `paused` =
- * 1 promises that no writer marks the bitmap meanwhile (vCPUs stopped, as in
- * stop-and-copy or between virtual-time periods): the bitmap is then
+ * resume. Returns how many page numbers were written; 0 means the bitmap is
+ * exhausted. A bitmap no writer marks meanwhile (vCPUs paused, or the
+ * retired half of a pair) is
  * harvested by `harvestPagesQuiet`, with plain loads and stores.
  */
 export function harvestPages(
@@ -374,9 +374,7 @@ export function harvestPages(
   out: usize,
   capacity: u32,
   basePage: u32,
-  paused: u32,
 ): u32 {
-  if (paused) return harvestPagesQuiet(bitmap, bits, cursor, out, capacity, basePage);
   if (bits == 0) return 0;
   const words = ((bits - 1) >>> 6) + 1;
   let index = load<u32>(cursor);

@@ -120,8 +120,10 @@ export const suite: BenchSuite = {
       const count = dirty.harvest(bitmap, snapshot);
       return { count, sum: drain(() => dirty.iterate(snapshot, cursor, batch)).sum };
     };
-    const hvlabOnePass = (paused: boolean) => (): { count: number; sum: number } =>
-      drain(() => dirty.harvestPages(bitmap, cursor, batch, paused));
+    const hvlabOnePass = (): { count: number; sum: number } =>
+      drain(() => dirty.harvestPages(bitmap, cursor, batch));
+    const hvlabOnePassPaused = (): { count: number; sum: number } =>
+      drain(() => dirty.harvestPagesQuiet(bitmap, cursor, batch));
     const hvlabEpochOneThread = (): { count: number; sum: number } => {
       const retired = log.flip();
       return drain(() => dirty.harvestPagesQuiet(retired, cursor, batch));
@@ -163,8 +165,8 @@ export const suite: BenchSuite = {
           assert(theirs.count === Math.round(pages * fraction), `oracle harvested ${theirs.count}`);
           for (const [name, run] of [
             ["harvest + iterate", hvlabHarvestIterate],
-            ["one pass", hvlabOnePass(false)],
-            ["one pass, paused", hvlabOnePass(true)],
+            ["one pass", hvlabOnePass],
+            ["one pass, paused", hvlabOnePassPaused],
             ["epoch flip + one pass, 1 thread", hvlabEpochOneThread],
             ["epoch flip + one pass, 1 pool worker", hvlabEpochOneWorker],
             ["epoch flip + one pass, 2 pool workers", hvlabEpochTwoWorkers],
@@ -186,8 +188,8 @@ export const suite: BenchSuite = {
         },
         impls: [
           { impl: "hvlab harvest + iterate", fn: hvlabHarvestIterate },
-          { impl: "hvlab one pass (harvestPages)", fn: hvlabOnePass(false) },
-          { impl: "hvlab one pass, vCPUs paused", fn: hvlabOnePass(true) },
+          { impl: "hvlab one pass (harvestPages)", fn: hvlabOnePass },
+          { impl: "hvlab one pass, vCPUs paused", fn: hvlabOnePassPaused },
           { impl: "hvlab epoch flip + one pass, 1 thread", fn: hvlabEpochOneThread },
           { impl: "hvlab epoch flip + one pass, 1 pool worker", fn: hvlabEpochOneWorker },
           { impl: "hvlab epoch flip + one pass, 2 pool workers", fn: hvlabEpochTwoWorkers },

@@ -106,7 +106,7 @@ describe("quiet one-pass harvest against the oracle", () => {
     expect(sizes).toEqual([2048, 2048, 2048, 2048]);
   });
 
-  it("harvestQuiet equals the atomic harvest on any words, and so does harvestPages paused", () => {
+  it("harvestQuiet equals the atomic harvest on any words, and so does the quiet one-pass harvest", () => {
     fc.assert(
       fc.property(scenario, ({ pages, density, seed, capacity }) => {
         const words = Math.ceil(pages / 64);
@@ -124,7 +124,7 @@ describe("quiet one-pass harvest against the oracle", () => {
         expect(kernel.harvestQuiet(bitmap, snapshot)).toBe(atomic);
         expect(snap()).toEqual(atomicSnapshot);
         expect(bytes().every((b) => b === 0)).toBe(true);
-        // The paused one-pass harvest reports the oracle's pages.
+        // The quiet one-pass harvest reports the oracle's pages.
         bytes().set(input);
         const expected = harvestPagesOneByOne(input.slice(), pages);
         kernel.resetCursor(cursor);
@@ -134,9 +134,9 @@ describe("quiet one-pass harvest against the oracle", () => {
           byteLength: capacity * 4,
         });
         const seen: number[] = [];
-        for (let n = kernel.harvestPages(bitmap, cursor, batch, true); n > 0; ) {
+        for (let n = kernel.harvestPagesQuiet(bitmap, cursor, batch); n > 0; ) {
           seen.push(...new Uint32Array(layout.memory.buffer, batch.offset, n));
-          n = kernel.harvestPages(bitmap, cursor, batch, true);
+          n = kernel.harvestPagesQuiet(bitmap, cursor, batch);
         }
         expect(seen).toEqual(expected);
         expect(bytes().every((b) => b === 0)).toBe(true);

@@ -17,24 +17,29 @@ function hvlab(...args: string[]) {
 const SMALL = ["--guest", "16MiB", "--dirty-rate", "20000", "--bandwidth", "100Mbit"];
 
 describe("hvlab migrate", () => {
-  it("prints one JSON object with rounds and summary", () => {
-    const run = hvlab("migrate", ...SMALL, "--json");
+  it("prints one JSON object with rounds and summary in query-migrate's layout", () => {
+    const run = hvlab("migrate", ...SMALL, "--json", "--xbzrle");
     expect(run.code).toBe(0);
     const result = JSON.parse(run.stdout);
     expect(Array.isArray(result.rounds)).toBe(true);
     expect(result.summary.status).toBe("completed");
-    expect(result.summary.verified).toBe(true);
+    expect(result.summary.hvlab.verified).toBe(true);
     for (const key of [
-      "transferred",
-      "remaining",
-      "total",
-      "duplicate",
-      "normal",
-      "normal-bytes",
-      "dirty-pages-rate",
-      "mbps",
-      "pages-per-second",
-      "dirty-sync-count",
+      "ram.transferred",
+      "ram.remaining",
+      "ram.total",
+      "ram.duplicate",
+      "ram.normal",
+      "ram.normal-bytes",
+      "ram.dirty-pages-rate",
+      "ram.mbps",
+      "ram.pages-per-second",
+      "ram.dirty-sync-count",
+      "ram.page-size",
+      "ram.multifd-bytes",
+      "ram.precopy-bytes",
+      "ram.downtime-bytes",
+      "ram.postcopy-bytes",
       "expected-downtime",
       "downtime",
       "setup-time",
@@ -42,15 +47,23 @@ describe("hvlab migrate", () => {
       "cpu-throttle-percentage",
       "xbzrle-cache",
     ]) {
-      expect(result.summary).toHaveProperty(key);
+      expect(result.summary).toHaveProperty(key.split("."));
     }
+    // Each round as query-migrate said it when the round ended.
+    expect(result.rounds[0]).toMatchObject({
+      status: "active",
+      hvlab: { round: 1, phase: "precopy" },
+    });
+    expect(result.rounds[0].ram).toHaveProperty("transferred");
   });
 
   it("prints the rounds as CSV with a header row", () => {
     const run = hvlab("migrate", ...SMALL, "--csv");
     expect(run.code).toBe(0);
     const lines = run.stdout.trim().split("\r\n");
-    expect(lines[0]).toMatch(/^round,phase,start-ms,duration-ms,pages-sent/);
+    expect(lines[0]).toMatch(
+      /^status,total-time,expected-downtime,cpu-throttle-percentage,ram\.transferred,.*,hvlab\.round,hvlab\.phase,hvlab\.start-ms,hvlab\.duration-ms,hvlab\.pages-sent/,
+    );
     expect(lines.length).toBeGreaterThan(2);
   });
 

@@ -91,13 +91,34 @@ describe("stop policies", () => {
     const r2008 = await runMigration({ ...fast, policy: "hyperv" });
     expect(r2008.summary.status).toBe("completed");
     expect(precopy(r2008)).toHaveLength(10);
-    expect(precopy(r2008).at(-1)?.reason).toMatch(/pass cap 10/);
+    expect(precopy(r2008).at(-1)?.reason).toMatch(/pass cap of 10/);
     const r2012 = await runMigration({ ...fast, policy: "hyperv", hypervVersion: "2012r2" });
     expect(precopy(r2012)).toHaveLength(5);
     expect(r2012.summary.downtime).toBeGreaterThan(1000);
   });
 
-  it("xen stops at 30 rounds when a hot set keeps more than 50 pages dirty", async () => {
+  it("xen runs DEF_MAX_ITERS (29) rounds and the last one paused, 30 in all, when a hot set stays dirty", async () => {
+    // 1,024 hot pages written 10 million times a second: every round finds
+    // all of them dirty again, so no round sends more than the one before.
+    const result = await runMigration({
+      guestBytes: GiB,
+      content: false,
+      workload: { kind: "hotset", hotPages: 1024, hotFraction: 1 },
+      writesPerSecond: 10_000_000,
+      maxBandwidth: 100e6,
+      policy: "xen",
+      seed: 2,
+    });
+    expect(result.summary.status).toBe("completed");
+    expect(precopy(result)).toHaveLength(29);
+    expect(result.rounds).toHaveLength(30);
+    expect(precopy(result).at(-1)?.reason).toMatch(/round cap 29/);
+    expect(result.summary.transferred).toBeLessThan(3 * GiB);
+  });
+
+  it("xen ends pre-copy after a round that sent more than the one before", async () => {
+    // 1,024 hot pages written 100,000 times a second: about 1,000 of them
+    // dirty again each round, more in one round than in the last by chance.
     const result = await runMigration({
       guestBytes: GiB,
       content: false,
@@ -107,10 +128,15 @@ describe("stop policies", () => {
       policy: "xen",
       seed: 2,
     });
+    const sent = precopy(result).map((r) => r["pages-sent"]);
+    // The first round from the second on that sent more than its predecessor.
+    const grew = sent.findIndex((pages, i) => i > 0 && pages > (sent[i - 1] ?? 0));
+    expect(grew).toBeGreaterThan(0);
+    expect(sent).toHaveLength(grew + 1);
+    expect(precopy(result).at(-1)?.reason).toMatch(
+      /more than round \d+'s \d+, at the maximum rate/,
+    );
     expect(result.summary.status).toBe("completed");
-    expect(precopy(result)).toHaveLength(30);
-    expect(precopy(result).at(-1)?.reason).toMatch(/round cap 30/);
-    expect(result.summary.transferred).toBeLessThan(3 * GiB);
   });
 
   it("xen stops early when fewer than 50 pages were sent in a round", async () => {

@@ -71,7 +71,10 @@ describe("hvlab migrate-live refuses bad input with one line", () => {
       "--json",
     ]);
     expect(run.code).toBe(1);
-    expect(JSON.parse(run.stdout).summary).toMatchObject({ status: "failed", mode: "live-tcp" });
+    expect(JSON.parse(run.stdout).summary).toMatchObject({
+      status: "failed",
+      hvlab: { mode: "live-tcp" },
+    });
     expect(run.stderr).toBe(
       `hvlab: migration failed: cannot migrate to 127.0.0.1:${address.port}: connection refused\n`,
     );
@@ -109,7 +112,10 @@ describe("hvlab migrate --listen / --to", () => {
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
     const result = JSON.parse(run.stdout);
-    expect(result.summary).toMatchObject({ status: "completed", mode: "live-tcp", verified: true });
+    expect(result.summary).toMatchObject({
+      status: "completed",
+      hvlab: { mode: "live-tcp", verified: true },
+    });
     const [code] = (await exited) as [number];
     expect(code).toBe(0);
     const refused = await hvlab(["migrate", "--to", `127.0.0.1:${port}`, "--policy", "xen"]);

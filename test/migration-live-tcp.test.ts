@@ -4,7 +4,7 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
 import { LiveSource } from "../src/migration/live/source.js";
-import type { MigrationSummary } from "../src/migration/stats.js";
+import { flattenDotted, type QueryMigrateSummary } from "../src/migration/query-migrate.js";
 import { hvlabAsync as hvlab } from "./support/cli.js";
 
 const MiB = 1024 ** 2;
@@ -37,6 +37,36 @@ async function startDestinationProcess(extra: string[] = []): Promise<{
     child.once("exit", (code) => reject(new Error(`destination exited ${code}: ${err}`)));
   });
   return { child, port, exited, stdout: () => out, stderr: () => err };
+}
+
+/** Resolves with `promise`, or fails naming `what` if it has not settled within `ms`. */
+async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not come within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves once a child's stderr (all of it so far: `seen`) matches `pattern`. */
+async function outputMatching(
+  child: ChildProcess,
+  pattern: RegExp,
+  seen: () => string,
+): Promise<void> {
+  if (pattern.test(seen())) return;
+  await new Promise<void>((resolve) => {
+    const check = () => {
+      if (!pattern.test(seen())) return;
+      child.stderr?.off("data", check);
+      resolve();
+    };
+    child.stderr?.on("data", check);
+  });
 }
 
 /**
@@ -104,34 +134,37 @@ afterEach(async () => {
 });
 
 /** Every field of MigrationSummary (src/migration/stats.ts), and nothing else. */
-const SUMMARY_KEYS: (keyof MigrationSummary)[] = [
+/** query-migrate's keys of a live run's summary, dotted. */
+const SUMMARY_KEYS = [
   "status",
-  "reason",
-  "mode",
-  "policy",
-  "transferred",
-  "remaining",
-  "total",
-  "duplicate",
-  "normal",
-  "normal-bytes",
-  "dirty-pages-rate",
-  "mbps",
-  "pages-per-second",
-  "dirty-sync-count",
-  "precopy-bytes",
-  "downtime-bytes",
-  "postcopy-bytes",
-  "expected-downtime",
-  "downtime",
-  "setup-time",
   "total-time",
+  "downtime",
+  "expected-downtime",
+  "setup-time",
   "cpu-throttle-percentage",
-  "xbzrle-cache",
-  "postcopy-remote-faults",
-  "postcopy-fault-wait-ms",
-  "rounds",
-  "verified",
+  "ram.transferred",
+  "ram.remaining",
+  "ram.total",
+  "ram.duplicate",
+  "ram.normal",
+  "ram.normal-bytes",
+  "ram.dirty-pages-rate",
+  "ram.mbps",
+  "ram.dirty-sync-count",
+  "ram.page-size",
+  "ram.multifd-bytes",
+  "ram.pages-per-second",
+  "ram.precopy-bytes",
+  "ram.downtime-bytes",
+  "ram.postcopy-bytes",
+  "ram.postcopy-requests",
+  "hvlab.reason",
+  "hvlab.mode",
+  "hvlab.policy",
+  "hvlab.rounds",
+  "hvlab.verified",
+  "hvlab.postcopy-remote-faults",
+  "hvlab.postcopy-fault-wait-ms",
 ];
 
 describe("live migration over TCP", () => {
@@ -149,14 +182,17 @@ describe("live migration over TCP", () => {
     ]);
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
-    const result = JSON.parse(run.stdout) as { rounds: unknown[]; summary: MigrationSummary };
+    const result = JSON.parse(run.stdout) as {
+      rounds: unknown[];
+      summary: QueryMigrateSummary;
+    };
     expect(Object.keys(result).sort()).toEqual(["rounds", "summary"]);
-    expect(Object.keys(result.summary).sort()).toEqual([...SUMMARY_KEYS].sort());
+    expect(Object.keys(flattenDotted(result.summary)).sort()).toEqual([...SUMMARY_KEYS].sort());
     expect(result.summary.status).toBe("completed");
-    expect(result.summary.mode).toBe("live-tcp");
-    expect(result.summary.verified).toBe(true);
-    expect(result.summary.normal).toBeGreaterThanOrEqual((32 * MiB) / 4096);
-    expect(result.rounds.at(-1)).toMatchObject({ phase: "stop-and-copy" });
+    expect(result.summary.hvlab.mode).toBe("live-tcp");
+    expect(result.summary.hvlab.verified).toBe(true);
+    expect(result.summary.ram.normal).toBeGreaterThanOrEqual((32 * MiB) / 4096);
+    expect(result.rounds.at(-1)).toMatchObject({ hvlab: { phase: "stop-and-copy" } });
     expect(await destination.exited).toBe(0);
     const report = JSON.parse(
       destination.stdout().slice(destination.stdout().indexOf("{")),
@@ -167,7 +203,7 @@ describe("live migration over TCP", () => {
       mismatches: 0,
       guestBytes: 32 * MiB,
     });
-    expect(report.pagesReceived).toBe(result.summary.normal);
+    expect(report.pagesReceived).toBe(result.summary.ram.normal);
   });
 
   it("a connection dropped mid-stream fails the run, the guest keeps running, the destination discards, a retry succeeds", async () => {
@@ -184,13 +220,16 @@ describe("live migration over TCP", () => {
     expect(s.runner.running).toBe(true);
     // On a busy machine the pool's first batch may still be running: wait for progress.
     const before = s.runner.writes;
-    const deadline = Date.now() + 20_000;
-    while (s.runner.writes <= before && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await s.runner.writesPass(before, 20_000);
     expect(s.runner.writes).toBeGreaterThan(before);
+    // The destination takes one migration at a time: retry once it has discarded the cut one.
+    await withDeadline(
+      outputMatching(destination.child, /still listening\n/, destination.stderr),
+      10_000,
+      "the destination's discard of the cut migration",
+    );
     const retried = await s.migrate({ host: "127.0.0.1", port });
-    expect(retried.summary.status).toBe("completed");
+    expect(retried.summary.status, retried.summary.reason ?? "").toBe("completed");
     expect(retried.summary.verified).toBe(true);
     expect(await destination.exited).toBe(0);
     expect(destination.stderr()).toMatch(
@@ -282,14 +321,14 @@ describe("live migration over TCP", () => {
   });
 
   it("a dirty rate above a throttled link does not converge: reported with its reason, never a hang", async () => {
-    const reports: DestinationReport[] = [];
-    const destination = await DestinationServer.listen({
-      port: 0,
-      onSession: (r) => reports.push(r),
+    let reported: (report: DestinationReport) => void = () => {};
+    const report = new Promise<DestinationReport>((resolve) => {
+      reported = resolve;
     });
+    const destination = await DestinationServer.listen({ port: 0, onSession: reported });
     const s = source(8, Number.POSITIVE_INFINITY);
     // Let the workers boot and write, so that the first pass already races them.
-    while (s.runner.writes === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    await s.runner.writesPass(0, 20_000);
     const result = await s.migrate({
       host: "127.0.0.1",
       port: destination.address.port,
@@ -303,9 +342,10 @@ describe("live migration over TCP", () => {
     );
     expect(result.rounds.at(-1)?.decision).toBe("give-up");
     expect(s.runner.running).toBe(true);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(reports[0]).toMatchObject({ status: "failed", discarded: true });
-    expect(reports[0]?.reason).toMatch(
+    // The destination reports the session when it has discarded it.
+    const session = await withDeadline(report, 10_000, "the destination's session report");
+    expect(session).toMatchObject({ status: "failed", discarded: true });
+    expect(session.reason).toMatch(
       /^the source stopped the migration: migration cancelled by the source/,
     );
     // Throttled to 8 MiB/s: the bandwidth QEMU's windows measured is near it.
@@ -320,7 +360,7 @@ describe("live migration over TCP", () => {
     const destination = await DestinationServer.listen({ port: 0 });
     const s = source(32, Number.POSITIVE_INFINITY);
     // Let the workers boot and dirty pages, so that no pass can empty the log.
-    while (s.runner.writes === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    await s.runner.writesPass(0, 20_000);
     const result = await s.migrate({
       host: "127.0.0.1",
       port: destination.address.port,

@@ -184,9 +184,9 @@ describe("quick migration", () => {
     expect(code).toBe(0);
     const result = JSON.parse(stdout) as {
       rounds: unknown[];
-      summary: { status: string; mode: string };
+      summary: { status: string; hvlab: { mode: string } };
     };
     expect(Object.keys(result).sort()).toEqual(["rounds", "summary"]);
-    expect(result.summary).toMatchObject({ status: "completed", mode: "quick" });
+    expect(result.summary).toMatchObject({ status: "completed", hvlab: { mode: "quick" } });
   });
 });

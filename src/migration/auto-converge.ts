@@ -1,7 +1,5 @@
 /** QEMU's auto-converge period: the check runs once at least this much time has passed (ram.c). */
 export const AUTO_CONVERGE_PERIOD_MS = 1000;
-/** Throttle when bytes dirtied exceed this share of bytes sent in a period (QEMU: 50 %). */
-export const AUTO_CONVERGE_DIRTY_SHARE = 0.5;
 /** ...this many periods in a row (QEMU: dirty_rate_high_cnt reaching 2). */
 export const AUTO_CONVERGE_HIGH_PERIODS = 2;
 
@@ -11,13 +9,27 @@ export interface AutoConvergeSettings {
   readonly throttleInitial: number;
   readonly throttleIncrement: number;
   readonly throttleMax: number;
+  /**
+   * Throttle when bytes dirtied exceed this percentage of bytes sent in a
+   * period (QEMU's throttle-trigger-threshold, 50).
+   */
+  readonly throttleTriggerThreshold: number;
+  /**
+   * QEMU's cpu-throttle-tailslow: a step raises the throttle only as far as
+   * would bring the dirty bytes down to the threshold, at most the increment.
+   */
+  readonly throttleTailslow: boolean;
 }
 
 /**
- * QEMU's auto-converge (migration/ram.c, migration_trigger_throttle): at
- * bitmap syncs, once a period of at least 1 s has passed, if the bytes the
- * guest dirtied in it exceed 50 % of the bytes sent, twice, the vCPUs are
- * throttled: 20 % at first, then +10 % each time, at most 99 %.
+ * QEMU's auto-converge (migration/ram.c, migration_trigger_throttle and
+ * mig_throttle_guest_down): at bitmap syncs, once a period of at least 1 s
+ * has passed, if the bytes the guest dirtied in it exceed
+ * throttle-trigger-threshold (50 %) of the bytes sent, twice, the vCPUs are
+ * throttled: cpu-throttle-initial (20 %) at first, then
+ * cpu-throttle-increment (10 %) more each time, at most max-cpu-throttle
+ * (99 %). With cpu-throttle-tailslow a step is only as large as the one that
+ * would bring the dirty bytes to the threshold.
  */
 export class AutoConverge {
   /** Share of vCPU time taken away, percent (QEMU's cpu-throttle-percentage). */
@@ -44,7 +56,9 @@ export class AutoConverge {
     this.sentBytes += sentBytes;
     this.periodMs += elapsedMs;
     if (this.periodMs < AUTO_CONVERGE_PERIOD_MS) return false;
-    const high = this.dirtyBytes > this.sentBytes * AUTO_CONVERGE_DIRTY_SHARE;
+    const threshold = (this.sentBytes * this.settings.throttleTriggerThreshold) / 100;
+    const dirty = this.dirtyBytes;
+    const high = dirty > threshold;
     this.dirtyBytes = 0;
     this.sentBytes = 0;
     this.periodMs = 0;
@@ -52,10 +66,17 @@ export class AutoConverge {
     this.highPeriods++;
     if (this.highPeriods < AUTO_CONVERGE_HIGH_PERIODS) return false;
     this.highPeriods = 0;
+    let step = this.settings.throttleIncrement;
+    if (this.settings.throttleTailslow && this.percentage > 0) {
+      // QEMU: the CPU share that would dirty just the threshold's bytes.
+      const cpuNow = 100 - this.percentage;
+      const cpuIdeal = cpuNow * (threshold / dirty);
+      step = Math.min(cpuNow - cpuIdeal, step);
+    }
     const next =
       this.percentage === 0
         ? this.settings.throttleInitial
-        : Math.min(this.percentage + this.settings.throttleIncrement, this.settings.throttleMax);
+        : Math.min(this.percentage + step, this.settings.throttleMax);
     const rose = next > this.percentage;
     this.percentage = next;
     return rose;

@@ -16,6 +16,7 @@ import {
 } from "../wasm/page.js";
 import { AutoConverge } from "./auto-converge.js";
 import { Destination, firstMismatch } from "./destination.js";
+import { MigrationBitmap } from "./migration-bitmap.js";
 import {
   type MigrationOptions,
   type ResolvedMigrationOptions,
@@ -42,10 +43,6 @@ export const MULTIFD_PACKET_PAGES = 128;
  * on each other (and on waking the pool) a few times per GiB, not dozens.
  */
 const LIST_PAGES = 262_144;
-/** Rounds without a 5 % drop in pending bytes, with nothing left to throttle, before giving up. */
-export const STALL_ROUNDS = 5;
-/** A round must shrink pending bytes below this fraction of the last to count as progress. */
-const STALL_FACTOR = 0.95;
 /** QEMU's XBZRLE header in its byte counter: encoding flag and be16 length. */
 const XBZRLE_COUNTED_OVERHEAD = 3;
 
@@ -67,7 +64,8 @@ export class Migration {
   private readonly layout = new MemoryLayout();
   private readonly guest: Guest;
   private readonly pageBytes: number;
-  private readonly snapshot: DirtyBitmap;
+  /** The pages synced and not yet sent: the retired half of the guest's dirty log. */
+  private readonly pending: MigrationBitmap;
   private readonly cursor: Region;
   private readonly list: Region;
   private readonly kernel: PageKernel | undefined;
@@ -94,6 +92,7 @@ export class Migration {
   private pagesSentTotal = 0;
   private syncs = 0;
   private multifdPackets = 0;
+  private multifdBytes = 0;
   private rounds: MigrationRound[] = [];
   // The bandwidth window (QEMU re-estimates every 100 ms).
   private rateWindowMs = 0;
@@ -121,9 +120,12 @@ export class Migration {
       workload: o.workload,
       seed: o.seed,
       name: "source",
+      // A sync flips the pair; a round then harvests the retired bitmap
+      // into page numbers in one pass as it sends.
+      doubleBuffered: true,
     });
     const pages = this.guest.pages;
-    this.snapshot = DirtyBitmap.allocate(this.layout, "migration-snapshot", pages, o.pageShift);
+    this.pending = new MigrationBitmap(this.guest);
     this.cursor = this.layout.allocate("migration-cursor", CURSOR_BYTES);
     this.list = this.layout.allocate("migration-page-list", LIST_PAGES * 4);
     const packetBytes = Math.max(PACKET_BYTES, this.pageBytes + RECORD_HEADER_BYTES);
@@ -254,13 +256,10 @@ export class Migration {
     await this.guest.write(n);
   }
 
-  /** Takes the guest's dirty bitmap into the snapshot (a sync). Returns pages. */
+  /** Flips the guest's dirty log into the migration bitmap (a sync). Returns pages pending. */
   private sync(): number {
     this.syncs++;
-    // The virtual-time vCPUs write only inside flushWrites, which every sync
-    // awaits first: no writer marks the bitmap meanwhile (vCPUs paused), so
-    // it is moved with plain loads and stores, no locked exchange per word.
-    return this.guest.dirty.harvestQuiet(this.guest.bitmap, this.snapshot);
+    return this.pending.sync();
   }
 
   /** Sends the page numbers now in the list (the first `count`), in content mode. */
@@ -404,6 +403,7 @@ export class Migration {
         sent.pages += counts.normal + counts.zero;
       }
       sent.bytes += bytes;
+      this.multifdBytes += bytes;
       await this.advance(this.linkMs(bytes), running, bytes);
     }
     return sent;
@@ -433,7 +433,8 @@ export class Migration {
   }
 
   /**
-   * Sends every page in the snapshot. Stops early (returning what was sent)
+   * Sends every pending page, harvesting the migration bitmap batch by batch
+   * as it goes. Stops early (returning what was sent)
    * when the clock passes the timeout while the guest runs.
    */
   private async sendSnapshot(
@@ -442,28 +443,27 @@ export class Migration {
   ): Promise<Sent & { timedOut: boolean }> {
     const sent: Sent = { pages: 0, bytes: 0 };
     const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
-    if (!this.o.content) {
-      // Metadata mode: every page goes whole; no bytes to look at.
-      let left = this.guest.dirty.count(this.snapshot);
-      const perWindow = Number.isFinite(this.o.maxBandwidth)
-        ? Math.max(1, Math.floor((this.o.maxBandwidth * this.o.windowMs) / 1000 / pageRecord))
-        : left;
-      while (left > 0) {
-        const pages = Math.min(left, perWindow);
-        left -= pages;
-        sent.pages += pages;
-        sent.bytes += pages * pageRecord;
-        this.counts.normal += pages;
-        this.counts.bytes += pages * pageRecord;
-        await this.advance(this.linkMs(pages * pageRecord), running, pages * pageRecord);
-        if (running && this.clockMs > this.o.timeoutMs) return { ...sent, timedOut: true };
-      }
-      return { ...sent, timedOut: false };
-    }
-    this.guest.dirty.resetCursor(this.cursor);
+    this.pending.resetCursor(this.cursor);
     for (;;) {
-      const n = this.guest.dirty.iterate(this.snapshot, this.cursor, this.list);
+      const n = this.pending.next(this.cursor, this.list);
       if (n === 0) break;
+      if (!this.o.content) {
+        // Metadata mode: every page goes whole; no bytes to look at.
+        const perWindow = Number.isFinite(this.o.maxBandwidth)
+          ? Math.max(1, Math.floor((this.o.maxBandwidth * this.o.windowMs) / 1000 / pageRecord))
+          : n;
+        for (let left = n; left > 0; ) {
+          const pages = Math.min(left, perWindow);
+          left -= pages;
+          sent.pages += pages;
+          sent.bytes += pages * pageRecord;
+          this.counts.normal += pages;
+          this.counts.bytes += pages * pageRecord;
+          await this.advance(this.linkMs(pages * pageRecord), running, pages * pageRecord);
+          if (running && this.clockMs > this.o.timeoutMs) return { ...sent, timedOut: true };
+        }
+        continue;
+      }
       const part = await this.sendListed(n, running, xbzrle);
       sent.pages += part.pages;
       sent.bytes += part.bytes;
@@ -525,6 +525,7 @@ export class Migration {
     this.pagesSentTotal = 0;
     this.syncs = 0;
     this.multifdPackets = 0;
+    this.multifdBytes = 0;
     this.rounds = [];
     if (this.xbzrleCache) this.xbzrleCache.tags.bytes(this.layout.memory).fill(0);
     // Hash slots start unequal on the two sides (zeros here, ones there): a
@@ -533,23 +534,23 @@ export class Migration {
     this.destination?.clearHashes();
     this.guestWrote = false;
     this.destinationWritten = false;
+    this.pending.clear();
     return this.migrate();
   }
 
   private async migrate(): Promise<MigrationResult> {
     const o = this.o;
-    const pages = this.guest.pages;
     // Setup: the skeleton VM on the destination, a round trip on the link.
     await this.advance(2 * o.latencyMs);
     const setupTime = this.clockMs;
     // Everything is dirty at the start, as QEMU's bitmap is.
-    this.guest.dirty.markRange(this.guest.bitmap, 0, pages);
-    let pendingPages = this.sync();
+    this.sync();
+    let pendingPages = this.pending.markAll();
     let status: MigrationStatus = "completed";
     let failure: string | null = null;
     let precopyBytes = 0;
-    let stallRounds = 0;
-    let lastPending = Number.POSITIVE_INFINITY;
+    const pendingHistory: number[] = [];
+    let previousPagesSent: number | null = null;
     let lastDirtyRate = 0;
     let switchTo: "stop-and-copy" | "postcopy" | "give-up" = "give-up";
     let expectedDowntime = 0;
@@ -584,7 +585,8 @@ export class Migration {
         break;
       }
       const throttled = this.throttle.afterSync(pendingBytes, sent.bytes, duration);
-      let verdict = decide(o.policy, {
+      pendingHistory.push(pendingBytes);
+      const verdict = decide(o.policy, {
         round,
         pendingBytes,
         pagesSent: sent.pages,
@@ -593,25 +595,18 @@ export class Migration {
         ramBytes: o.guestBytes,
         downtimeLimitMs: o.downtimeLimitMs,
         maxRounds: o.maxRounds,
+        pendingHistory,
+        previousPagesSent,
+        elapsedMs: this.clockMs,
+        maxTimeMs: o.timeoutMs,
+        giveUp: o.giveUp,
+        canThrottle: this.throttle.canRise,
+        // Every write, repeats included: the distinct-page rate saturates at the guest's size.
+        writeBytesRate: o.writesPerSecond * (1 - this.throttle.percentage / 100) * this.pageBytes,
       });
-      if (verdict.decision === "continue" && o.policy === "qemu") {
-        // Stall detection (as KubeVirt's): pending stops shrinking and nothing is left to throttle.
-        stallRounds = pendingBytes >= lastPending * STALL_FACTOR ? stallRounds + 1 : 0;
-        if (stallRounds >= STALL_ROUNDS && !this.throttle.canRise) {
-          // The rate at which the guest dirties pages (every write, repeats
-          // included): the distinct-page rate saturates at the guest's size.
-          const dirtyBytesRate =
-            o.writesPerSecond * (1 - this.throttle.percentage / 100) * this.pageBytes;
-          verdict = {
-            decision: "give-up",
-            reason:
-              dirtyBytesRate >= bandwidth
-                ? `dirty rate ${formatBytes(dirtyBytesRate)}/s is above bandwidth ${formatBytes(bandwidth)}/s: pending ${formatBytes(pendingBytes)} stopped shrinking for ${STALL_ROUNDS} rounds`
-                : `pending ${formatBytes(pendingBytes)} stopped shrinking for ${STALL_ROUNDS} rounds: the writable working set does not fit bandwidth x downtime-limit ${formatBytes(bandwidth * (o.downtimeLimitMs / 1000))}`,
-          };
-        }
-      }
-      lastPending = pendingBytes;
+      previousPagesSent = sent.pages;
+      // A throttle step changes the dirty rate: the shrink is fitted afresh.
+      if (throttled) pendingHistory.length = 0;
       let decision: RoundDecision = verdict.decision;
       let reason = verdict.reason;
       if (
@@ -646,6 +641,9 @@ export class Migration {
     let postcopyBytes = 0;
     let faults = 0;
     let faultWaitMs = 0;
+    let blocktime = 0;
+    let vcpuBlocktime: number[] = Array.from({ length: o.vcpus }, () => 0);
+    let warning: string | null = null;
     if (status === "completed") {
       // Stop-and-copy: vCPUs paused, the rest and the device state sent, then switch over.
       const start = this.clockMs;
@@ -662,6 +660,15 @@ export class Migration {
       this.transferred += downtimeBytes;
       this.pagesSentTotal += sent.pages;
       downtime = this.clockMs - start;
+      if (downtime > o.downtimeLimitMs) {
+        const pagesMs = this.linkMs(sent.bytes);
+        const fixedMs = downtime - pagesMs;
+        const over = `downtime ${downtime.toFixed(1)} ms is over the downtime-limit ${o.downtimeLimitMs} ms`;
+        warning =
+          pagesMs > o.downtimeLimitMs
+            ? `${over}: the ${summaryPolicy(o)} rule stopped pre-copy with ${formatBytes(sent.bytes)} still to send (${pagesMs.toFixed(1)} ms of it)`
+            : `${over}: the last pages took ${pagesMs.toFixed(1)} ms, within the limit; the fixed part pushed it over: switchover ${o.switchoverMs} ms, device state ${formatBytes(stateBytes)} (${this.linkMs(stateBytes).toFixed(1)} ms) and latency ${o.latencyMs} ms, ${fixedMs.toFixed(1)} ms in all`;
+      }
       const remainingAfter = switchTo === "postcopy" ? pendingPages : 0;
       this.record(
         "stop-and-copy",
@@ -680,6 +687,8 @@ export class Migration {
         postcopyBytes = post.bytes;
         faults = post.faults;
         faultWaitMs = post.faultWaitMs;
+        blocktime = post.blocktime;
+        vcpuBlocktime = post.vcpuBlocktime;
         if (post.timedOut) {
           status = "failed";
           failure = `timeout during post-copy with ${post.missing} pages still on the source (the guest cannot run without them)`;
@@ -702,7 +711,7 @@ export class Migration {
       status,
       reason: failure,
       mode: o.content ? "content" : "metadata",
-      policy: o.policy === "hyperv" ? `hyperv-${o.hypervVersion}` : o.policy,
+      policy: summaryPolicy(o),
       transferred: this.transferred,
       remaining: pending,
       total: o.guestBytes,
@@ -724,11 +733,17 @@ export class Migration {
       "xbzrle-cache": o.xbzrle ? this.xbzrleStats() : null,
       "postcopy-remote-faults": faults,
       "postcopy-fault-wait-ms": faultWaitMs,
+      "postcopy-requests": faults,
+      "postcopy-blocktime": blocktime,
+      "postcopy-vcpu-blocktime": vcpuBlocktime,
       rounds: this.rounds.length,
       verified,
       "multifd-channels": o.multifdChannels,
       "multifd-packets": this.multifdPackets,
       "xbzrle-unchanged-pages": this.counts.unchanged,
+      "multifd-bytes": this.multifdBytes,
+      ...(status === "completed" ? { "downtime-over-limit": warning !== null } : {}),
+      ...(warning ? { warning } : {}),
     };
     return { rounds: this.rounds, summary };
   }
@@ -754,7 +769,14 @@ export class Migration {
    * arrived is a remote fault, fetched at once (a round trip plus the page).
    */
   private async postcopy(): Promise<
-    Sent & { faults: number; faultWaitMs: number; timedOut: boolean; missing: number }
+    Sent & {
+      faults: number;
+      faultWaitMs: number;
+      blocktime: number;
+      vcpuBlocktime: number[];
+      timedOut: boolean;
+      missing: number;
+    }
   > {
     const o = this.o;
     const pages = this.guest.pages;
@@ -765,7 +787,7 @@ export class Migration {
       o.pageShift,
     );
     const missingBitmap = this.missingBitmap;
-    this.guest.dirty.merge(missingBitmap, this.snapshot);
+    this.pending.moveInto(missingBitmap);
     const missing = missingBitmap.region.bytes(this.layout.memory);
     let missingCount = this.guest.dirty.count(missingBitmap);
     const isMissing = (p: number) => (((missing[p >>> 3] ?? 0) >>> (p & 7)) & 1) === 1;
@@ -777,6 +799,11 @@ export class Migration {
     const sent: Sent = { pages: 0, bytes: 0 };
     let faults = 0;
     let faultWaitMs = 0;
+    // Time every vCPU was blocked at once (QEMU's postcopy-blocktime), and each one's.
+    let blocktime = 0;
+    const vcpuBlocktime: number[] = Array.from({ length: o.vcpus }, () => 0);
+    // Share of the last window the vCPUs ran rather than waited on a page.
+    let running = 1;
     let scan = 0;
     const start = this.clockMs;
     let rounds = 0;
@@ -797,18 +824,19 @@ export class Migration {
     while (missingCount > 0) {
       rounds++;
       const windowStart = this.clockMs;
-      // The guest runs a window on the destination.
-      const writes = Math.floor((o.writesPerSecond * o.windowMs) / 1000);
+      // The guest runs a window on the destination, for the share of it its
+      // vCPUs were not waiting on pages (at least a write, to go on).
+      const writes = Math.max(1, Math.floor(((o.writesPerSecond * o.windowMs) / 1000) * running));
       if (writes > 0) this.guestWrote = true;
       await this.guest.write(writes);
       this.sync();
       const faulted: number[] = [];
       const mirrored: number[] = [];
-      this.guest.dirty.resetCursor(this.cursor);
+      this.pending.resetCursor(this.cursor);
       for (
-        let n = this.guest.dirty.iterate(this.snapshot, this.cursor, this.list);
+        let n = this.pending.next(this.cursor, this.list);
         n > 0;
-        n = this.guest.dirty.iterate(this.snapshot, this.cursor, this.list)
+        n = this.pending.next(this.cursor, this.list)
       ) {
         for (let i = 0; i < n; i++) {
           const p = listed[i] ?? 0;
@@ -821,7 +849,20 @@ export class Migration {
       faults += faulted.length;
       missingCount -= faulted.length;
       const pageMs = this.linkMs(pageRecord);
+      // A vCPU that touched a missing page waits a round trip and the page,
+      // and makes no progress meanwhile: the workload splits writes evenly
+      // over the vCPUs, so each took its share of the faults, and none can
+      // wait longer than the window. The next window writes only for the
+      // time the vCPUs ran in this one.
+      const perVcpuMs = Math.min(
+        o.windowMs,
+        (faulted.length / o.vcpus) * (2 * o.latencyMs + pageMs),
+      );
+      for (let v = 0; v < o.vcpus; v++) vcpuBlocktime[v] = (vcpuBlocktime[v] ?? 0) + perVcpuMs;
+      blocktime += perVcpuMs;
+      // Each request's own wait, summed (requests overlap: this may pass the phase).
       faultWaitMs += faulted.length * (2 * o.latencyMs + pageMs);
+      running = 1 - perVcpuMs / o.windowMs;
       let bytes = await sendPages(faulted);
       if (o.content && this.destination) {
         // Pages already on the destination were written there by the guest itself.
@@ -869,7 +910,15 @@ export class Migration {
           "give-up",
           "timeout during post-copy",
         );
-        return { ...sent, faults, faultWaitMs, timedOut: true, missing: missingCount };
+        return {
+          ...sent,
+          faults,
+          faultWaitMs,
+          blocktime,
+          vcpuBlocktime,
+          timedOut: true,
+          missing: missingCount,
+        };
       }
     }
     this.record(
@@ -882,7 +931,7 @@ export class Migration {
       "continue",
       `${rounds} windows: ${faults} remote faults (${faultWaitMs.toFixed(1)} ms waiting), the rest pushed in the background`,
     );
-    return { ...sent, faults, faultWaitMs, timedOut: false, missing: 0 };
+    return { ...sent, faults, faultWaitMs, blocktime, vcpuBlocktime, timedOut: false, missing: 0 };
   }
 
   /**
@@ -948,6 +997,11 @@ export class Migration {
     }
     return null;
   }
+}
+
+/** The policy's name in the summary: hyperv with its release. */
+function summaryPolicy(o: ResolvedMigrationOptions): string {
+  return o.policy === "hyperv" ? `hyperv-${o.hypervVersion}` : o.policy;
 }
 
 /** A seeded device-state blob (what the VM's devices would serialize). */

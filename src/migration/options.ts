@@ -12,6 +12,15 @@ export const HYPERV_VERSIONS = ["2008r2", "2012r2"] as const;
 /** One of {@link HYPERV_VERSIONS}. */
 export type HypervVersion = (typeof HYPERV_VERSIONS)[number];
 
+/**
+ * When qemu's rule gives up: "projection" once the fitted shrink of pending
+ * bytes says it will not converge within max-time, "never" (QEMU's own
+ * behaviour) only at max-time.
+ */
+export const GIVE_UP_RULES = ["projection", "never"] as const;
+/** One of {@link GIVE_UP_RULES}. */
+export type GiveUpRule = (typeof GIVE_UP_RULES)[number];
+
 /** Everything a virtual-time migration runs with. Defaults in {@link MIGRATION_DEFAULTS}. */
 export interface MigrationOptions {
   /** Guest memory in bytes: a whole number of pages; content mode up to 3 GiB, metadata to 16 TiB. */
@@ -42,8 +51,10 @@ export interface MigrationOptions {
   readonly downtimeLimitMs?: number;
   /** Cap on pre-copy rounds (default: none for qemu, 10 or 5 for hyperv, 30 for xen). */
   readonly maxRounds?: number;
-  /** Give up after this much virtual time, ms. */
+  /** Give up after this much virtual time, ms (--max-time). */
   readonly timeoutMs?: number;
+  /** When the qemu policy gives up before max-time (default "projection"). */
+  readonly giveUp?: GiveUpRule;
   /** Device state sent during stop-and-copy, bytes. */
   readonly deviceStateBytes?: number;
   /** Fixed cost of switching over (creating the VM, resuming, unsolicited ARP), ms; counted in downtime. */
@@ -56,10 +67,14 @@ export interface MigrationOptions {
   readonly xbzrleCacheBytes?: number;
   /** QEMU's auto-converge throttle. */
   readonly autoConverge?: boolean;
-  /** Auto-converge: first throttle, step and maximum, percent. */
+  /** Auto-converge: first throttle, step and maximum, percent (QEMU's cpu-throttle-initial, cpu-throttle-increment, max-cpu-throttle). */
   readonly throttleInitial?: number;
   readonly throttleIncrement?: number;
   readonly throttleMax?: number;
+  /** Auto-converge: throttle when dirtied bytes pass this percentage of sent bytes (QEMU's throttle-trigger-threshold). */
+  readonly throttleTriggerThreshold?: number;
+  /** Auto-converge: QEMU's cpu-throttle-tailslow. */
+  readonly throttleTailslow?: boolean;
   /** multifd channels (0: one stream on this thread); each channel is a pool worker. */
   readonly multifdChannels?: number;
   /** Switch to post-copy after this many pre-copy rounds (null: pure pre-copy). */
@@ -106,6 +121,7 @@ export const MIGRATION_DEFAULTS = {
   downtimeLimitMs: 300,
   /** (assumed) an hour of virtual time. */
   timeoutMs: 3_600_000,
+  giveUp: "projection" as GiveUpRule,
   /** (assumed) device state of a small VM. */
   deviceStateBytes: 1024 ** 2,
   /** (assumed) VM creation, resume and unsolicited ARP on the destination. */
@@ -117,12 +133,21 @@ export const MIGRATION_DEFAULTS = {
   throttleInitial: 20,
   throttleIncrement: 10,
   throttleMax: 99,
+  throttleTriggerThreshold: 50,
+  throttleTailslow: false,
   multifdChannels: 0,
   windowMs: 100,
 } as const;
 
-/** Round caps of the policies that have one (REFERENCE.md section 1). */
-export const POLICY_ROUND_CAPS = { hyperv2008r2: 10, hyperv2012r2: 5, xen: 30 } as const;
+/**
+ * Pre-copy round caps of the policies that have one: Hyper-V's passes
+ * (10 in 2008 R2, 5 from 2012 R2), and Xen's DEF_MAX_ITERS (29 rounds, then
+ * the last one paused: 30 in all; tools/libxc/xc_domain_save.c).
+ */
+export const POLICY_ROUND_CAPS = { hyperv2008r2: 10, hyperv2012r2: 5, xen: 29 } as const;
+
+/** multifd channels when multifd is asked for without a count (QEMU's multifd-channels, 2). */
+export const MULTIFD_DEFAULT_CHANNELS = 2;
 
 /** Largest device state sent in content mode (it is held in both memories). */
 export const MAX_DEVICE_STATE_BYTES = 256 * 1024 ** 2;
@@ -191,6 +216,10 @@ export function resolveMigrationOptions(options: MigrationOptions): ResolvedMigr
     `downtime limit must be more than 0 ms, not ${o.downtimeLimitMs}`,
   );
   check(
+    (GIVE_UP_RULES as readonly string[]).includes(o.giveUp),
+    `unknown give-up rule '${String(o.giveUp)}' (one of ${GIVE_UP_RULES.join(", ")})`,
+  );
+  check(
     o.timeoutMs > 0 && Number.isFinite(o.timeoutMs),
     `timeout must be more than 0 ms, not ${o.timeoutMs}`,
   );
@@ -236,6 +265,10 @@ export function resolveMigrationOptions(options: MigrationOptions): ResolvedMigr
       o.throttleMax >= o.throttleInitial &&
       o.throttleMax <= 99,
     "auto-converge throttle must satisfy 1 <= initial <= max <= 99 and 1 <= increment <= 99",
+  );
+  check(
+    o.throttleTriggerThreshold >= 1 && o.throttleTriggerThreshold <= 100,
+    `throttle trigger threshold must be 1 to 100 %, not ${o.throttleTriggerThreshold}`,
   );
   check(
     o.postcopyAfterRounds === null ||

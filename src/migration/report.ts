@@ -121,11 +121,15 @@ export function sweepTable(sweep: SweepResult): ReportTable {
   };
 }
 
+/** The fill of cells whose migration did not complete: greys, never a colour of the scale. */
+export const UNFINISHED_FILL = { "not-converged": "#bdbdbd", failed: "#636363" } as const;
+
 /**
  * Heat maps of a sweep: total time and downtime over bandwidth x write rate,
  * one panel per policy and downtime limit. Both axes are numbers sorted as
- * numbers; a point that did not converge has no time to colour by, so its
- * cell is grey and says why instead of taking the colour of 0.
+ * numbers. Only completed points take the colour scale; a point that did not
+ * converge (or failed) is a grey cell with its own legend and its status
+ * written in it, so that its short "downtime" never reads as the best one.
  */
 export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
   const values = sweep.points.map((p) => ({
@@ -135,7 +139,6 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
     panel: `${p.policy}, limit ${p.downtimeLimitMs} ms`,
     totalS: p.summary["total-time"] / 1000,
     downtimeMs: p.summary.downtime,
-    converged: p.summary.status === "completed",
     status: p.summary.status === "completed" ? "" : p.summary.status,
   }));
   const x = {
@@ -162,12 +165,13 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
       data: { values },
       facet: { field: "panel", type: "nominal", title: null },
       columns: 3,
+      resolve: { scale: { color: "independent" } },
       spec: {
         width: 180,
         height: 140,
         layer: [
           {
-            transform: [{ filter: "datum.converged" }],
+            transform: [{ filter: "datum.status === ''" }],
             mark: "rect",
             encoding: {
               x,
@@ -176,15 +180,28 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
             },
           },
           {
-            transform: [{ filter: "!datum.converged" }],
-            mark: { type: "rect", color: "#d0d0d0" },
-            encoding: { x, y },
+            transform: [{ filter: "datum.status !== ''" }],
+            mark: "rect",
+            encoding: {
+              x,
+              y,
+              color: {
+                field: "status",
+                type: "nominal",
+                title: "did not complete",
+                scale: {
+                  domain: Object.keys(UNFINISHED_FILL),
+                  range: Object.values(UNFINISHED_FILL),
+                },
+              },
+            },
           },
           {
             mark: { type: "text", fontSize: 9 },
             encoding: { x, y, text: { field: "status", type: "nominal" } },
           },
         ],
+        resolve: { scale: { color: "independent" } },
       },
     },
   });

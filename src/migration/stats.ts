@@ -92,6 +92,12 @@ export interface MigrationSummary {
   /** Post-copy: pages the destination faulted on and fetched, and their total wait, ms. */
   readonly "postcopy-remote-faults": number;
   readonly "postcopy-fault-wait-ms": number;
+  /** Pages the destination asked for (QEMU's ram.postcopy-requests). */
+  readonly "postcopy-requests"?: number;
+  /** Post-copy time every vCPU was blocked at once, ms (QEMU's postcopy-blocktime). */
+  readonly "postcopy-blocktime"?: number;
+  /** Each vCPU's post-copy time blocked on a page, ms (QEMU's postcopy-vcpu-blocktime). */
+  readonly "postcopy-vcpu-blocktime"?: readonly number[];
   readonly rounds: number;
   /** Content mode: every destination page was checked against the source. */
   readonly verified: boolean | null;
@@ -100,6 +106,12 @@ export interface MigrationSummary {
   readonly "multifd-packets"?: number;
   /** XBZRLE cache hits whose page had not changed: nothing sent (QEMU skips them too). */
   readonly "xbzrle-unchanged-pages"?: number;
+  /** Bytes the multifd channels carried (QEMU's ram.multifd-bytes). */
+  readonly "multifd-bytes"?: number;
+  /** The downtime passed the downtime-limit although the run completed. */
+  readonly "downtime-over-limit"?: boolean;
+  /** Why it did: which part of the downtime pushed it over. */
+  readonly warning?: string;
 }
 
 /** What `hvlab migrate --json` prints. */

@@ -34,7 +34,6 @@ export interface DirtyExports {
     out: number,
     capacity: number,
     basePage: number,
-    paused: number,
   ): number;
   harvestPagesQuiet(
     bitmap: number,
@@ -294,15 +293,14 @@ export class DirtyKernel {
    * each; it must hold at least {@link MIN_HARVEST_BATCH}). Returns how many
    * were written; 0 when the whole bitmap has been harvested. Reset the
    * cursor to start a new harvest. Slots past the returned count may be
-   * overwritten. Pass `paused` only when no writer can mark the bitmap
-   * meanwhile (vCPUs stopped): words are then cleared without locked
-   * instructions.
+   * overwritten. A bitmap no writer marks meanwhile takes
+   * {@link harvestPagesQuiet} instead, without locked instructions.
    */
-  harvestPages(bitmap: DirtyBitmap, cursor: Region, out: Region, paused = false): number {
+  harvestPages(bitmap: DirtyBitmap, cursor: Region, out: Region): number {
     const at = cursor.check(0, CURSOR_BYTES, "harvest cursor");
     const capacity = harvestCapacity(out);
     return this.walkChunks(bitmap, at, (offset, bits, base) =>
-      this.k.harvestPages(offset, bits, at, out.offset, capacity, base, paused ? 1 : 0),
+      this.k.harvestPages(offset, bits, at, out.offset, capacity, base),
     );
   }
 

@@ -1,10 +1,8 @@
 import type { Command } from "commander";
 import { type DestinationReport, DestinationServer } from "../../migration/live/destination.js";
 import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
-import type { MigrationOptions } from "../../migration/options.js";
+import { type MigrationOptions, POLICY_ROUND_CAPS } from "../../migration/options.js";
 import type { MigrationResult } from "../../migration/stats.js";
-import { recordsToTable, toCsv } from "../../report/csv.js";
-import { formatTable } from "../../report/table.js";
 import { formatBytes } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
 import {
@@ -23,6 +21,7 @@ import {
 } from "../options.js";
 import { startProgress } from "../progress.js";
 import { LIVE_MIGRATION_HOOKS, type LiveMigrationHook, type MigrateFlags } from "./migrate.js";
+import { type CliOutput, printMigration, processOutput } from "./migration-output.js";
 
 /**
  * A migration ran but did not complete: its result is printed, and this
@@ -82,23 +81,16 @@ export interface LiveSourceFlags {
   readonly maxBandwidth: number;
   readonly downtimeLimit: number;
   readonly maxPasses: number;
+  /** The stop rule when given through `hvlab migrate --to` (default qemu). */
+  readonly policy?: "qemu" | "hyperv";
+  /** Its round cap (hyperv: the release's pass cap). */
+  readonly maxRounds?: number;
   readonly timeout: number;
   readonly deviceState: number;
   readonly retries: number;
   readonly json?: boolean;
   readonly csv?: boolean;
 }
-
-/** Where the CLI functions write: the process's streams by default, a test's otherwise. */
-export interface CliOutput {
-  out(line: string): void;
-  err(line: string): void;
-}
-
-const processOutput: CliOutput = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
 
 /**
  * Runs a destination (`--listen PORT`): prints `listening on HOST:PORT`,
@@ -131,57 +123,6 @@ export async function runLiveDestination(
   const report = await server.done();
   if (flags.json) output.out(JSON.stringify(report, null, 2));
   return report;
-}
-
-/** The rounds of a result as a table. */
-export function roundsTable(result: MigrationResult) {
-  return recordsToTable(result.rounds.map((round) => ({ ...round })));
-}
-
-/** Prints a migration result in the chosen format. */
-export function printMigration(
-  result: MigrationResult,
-  flags: { json?: boolean; csv?: boolean },
-  output: CliOutput = processOutput,
-): void {
-  if (flags.json) {
-    output.out(JSON.stringify(result, null, 2));
-    return;
-  }
-  if (flags.csv) {
-    output.out(toCsv(roundsTable(result)).trimEnd());
-    return;
-  }
-  const s = result.summary;
-  if (result.rounds.length > 0) {
-    output.out(
-      formatTable({
-        columns: [
-          "round",
-          "phase",
-          "ms",
-          "pages sent",
-          "pages dirtied",
-          "remaining",
-          "MB/s",
-          "decision",
-        ],
-        rows: result.rounds.map((r) => [
-          r.round,
-          r.phase,
-          Math.round(r["duration-ms"]),
-          r["pages-sent"],
-          r["pages-dirtied"],
-          formatBytes(r.remaining),
-          Math.round(r.mbps / 8),
-          r.decision,
-        ]),
-      }),
-    );
-  }
-  output.out(
-    `${s.status}${s.reason ? `: ${s.reason}` : ""}; ${s.mode}, total-time ${Math.round(s["total-time"])} ms, downtime ${s.downtime.toFixed(1)} ms, transferred ${formatBytes(s.transferred)} (${Math.round(s.mbps / 8)} MB/s), ${s.rounds} rounds${s.verified === null ? "" : s.verified ? ", every page verified" : ", VERIFICATION FAILED"}`,
-  );
 }
 
 /**
@@ -223,6 +164,8 @@ export async function runLiveSource(
         port: target.port,
         downtimeLimitMs: flags.downtimeLimit,
         maxPasses: flags.maxPasses,
+        ...(flags.policy ? { policy: flags.policy } : {}),
+        ...(flags.maxRounds !== undefined ? { maxRounds: flags.maxRounds } : {}),
         timeoutMs: flags.timeout,
         maxBandwidth: flags.maxBandwidth,
         deviceStateBytes: flags.deviceState,
@@ -442,7 +385,7 @@ export function liveFlagsOf(
       flags.xbzrle ? "--xbzrle" : "",
       flags.autoConverge ? "--auto-converge" : "",
       flags.postcopyAfter !== undefined ? "--postcopy-after" : "",
-      flags.multifd > 0 ? "--multifd" : "",
+      flags.multifd === true || flags.multifd > 0 ? "--multifd" : "",
     ].filter(Boolean);
     if (unsupported.length > 0) {
       throw new UsageError(
@@ -453,7 +396,11 @@ export function liveFlagsOf(
       throw new UsageError("the live mode stops by the qemu or hyperv rule, not xen's");
     }
   }
-  const hypervPasses = flags.hypervVersion === "2012r2" ? 5 : 10;
+  const hypervPasses =
+    flags.hypervVersion === "2012r2"
+      ? POLICY_ROUND_CAPS.hyperv2012r2
+      : POLICY_ROUND_CAPS.hyperv2008r2;
+  const maxRounds = guest.maxRounds ?? (flags.policy === "hyperv" ? hypervPasses : undefined);
   const bandwidth = guest.maxBandwidth ?? 0;
   return {
     ...(flags.listen !== undefined ? { listen: flags.listen as number } : {}),
@@ -471,9 +418,10 @@ export function liveFlagsOf(
     seed: guest.seed ?? 1,
     maxBandwidth: Number.isFinite(bandwidth) ? bandwidth : 0,
     downtimeLimit: guest.downtimeLimitMs ?? 300,
-    // hyperv: Hyper-V's pass cap; qemu: no cap unless --max-rounds.
-    maxPasses:
-      flags.policy === "hyperv" ? (guest.maxRounds ?? hypervPasses) : (guest.maxRounds ?? 0),
+    // The policy's own rule: hyperv suspends at its pass cap, qemu gives up at --max-rounds.
+    maxPasses: 0,
+    policy: flags.policy === "hyperv" ? "hyperv" : "qemu",
+    ...(maxRounds !== undefined ? { maxRounds } : {}),
     timeout: guest.timeoutMs ?? 60_000,
     deviceState: guest.deviceStateBytes ?? 64 * 1024,
     retries: flags.retries as number,

@@ -5,20 +5,17 @@ import { machineInfo } from "../../bench/machine.js";
 import { MAX_CONTENT_GUEST_BYTES, MAX_GUEST_BYTES } from "../../guest/guest.js";
 import { runMigration } from "../../migration/engine.js";
 import {
+  GIVE_UP_RULES,
+  type GiveUpRule,
   HYPERV_VERSIONS,
   type HypervVersion,
   MIGRATION_DEFAULTS,
   type MigrationOptions,
+  MULTIFD_DEFAULT_CHANNELS,
   STOP_POLICIES,
   type StopPolicyName,
 } from "../../migration/options.js";
-import {
-  migrationSection,
-  roundsTable,
-  summaryTable,
-  sweepSection,
-  sweepTable,
-} from "../../migration/report.js";
+import { migrationSection, sweepSection, sweepTable } from "../../migration/report.js";
 import type { MigrationResult } from "../../migration/stats.js";
 import { runSweep, type SweepBase, type SweepResult } from "../../migration/sweep.js";
 import { toCsv } from "../../report/csv.js";
@@ -42,6 +39,7 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
+import { printMigration, processOutput } from "./migration-output.js";
 
 /** Bit rates accepted by {@link parseBandwidth}, in bits per second. */
 const BIT_UNITS: Readonly<Record<string, number>> = {
@@ -124,7 +122,8 @@ interface GuestFlags {
   hypervVersion: string;
   latency: number;
   maxRounds?: number;
-  timeout: number;
+  maxTime: number;
+  giveUp: string;
   deviceState: number;
   switchover: number;
   zeroFraction: number;
@@ -132,10 +131,12 @@ interface GuestFlags {
   xbzrle?: boolean;
   xbzrleCache: number;
   autoConverge?: boolean;
-  throttleInitial: number;
-  throttleIncrement: number;
-  throttleMax: number;
-  multifd: number;
+  cpuThrottleInitial: number;
+  cpuThrottleIncrement: number;
+  maxCpuThrottle: number;
+  throttleTriggerThreshold: number;
+  cpuThrottleTailslow?: boolean;
+  multifd: number | true;
   postcopyAfter?: number;
   seed: number;
   json?: boolean;
@@ -221,10 +222,15 @@ function addGuestOptions(command: Command): Command {
       integerOption(-1e9, 1e9),
     )
     .option(
-      "--timeout <s>",
+      "--max-time <s>",
       "give up after this much virtual time, s",
       numberOption(-1e12, 1e12),
       d.timeoutMs / 1000,
+    )
+    .option(
+      "--give-up <rule>",
+      `qemu policy: ${GIVE_UP_RULES.join(" (when the fitted shrink of pending says it cannot finish within --max-time) or ")} (as QEMU: only at --max-time)`,
+      d.giveUp,
     )
     .addOption(
       sizeOptionOf(
@@ -269,21 +275,36 @@ function addGuestOptions(command: Command): Command {
       "throttle the vCPUs when the guest dirties faster than the link sends (default: off)",
     )
     .option(
-      "--throttle-initial <pct>",
+      "--cpu-throttle-initial <pct>",
       "auto-converge: first throttle",
       numberOption(1, 99),
       d.throttleInitial,
     )
     .option(
-      "--throttle-increment <pct>",
+      "--cpu-throttle-increment <pct>",
       "auto-converge: step",
       numberOption(1, 99),
       d.throttleIncrement,
     )
-    .option("--throttle-max <pct>", "auto-converge: maximum", numberOption(1, 99), d.throttleMax)
     .option(
-      "--multifd <channels>",
-      "multifd channels as pool workers (0: one stream)",
+      "--max-cpu-throttle <pct>",
+      "auto-converge: maximum",
+      numberOption(1, 99),
+      d.throttleMax,
+    )
+    .option(
+      "--throttle-trigger-threshold <pct>",
+      "auto-converge: throttle when bytes dirtied pass this share of bytes sent",
+      numberOption(1, 100),
+      d.throttleTriggerThreshold,
+    )
+    .option(
+      "--cpu-throttle-tailslow",
+      "auto-converge: each step only as large as the dirty rate needs (default: off)",
+    )
+    .option(
+      "--multifd [channels]",
+      `multifd channels as pool workers (alone: QEMU's ${MULTIFD_DEFAULT_CHANNELS}; 0: one stream)`,
       integerOption(0, 64),
       d.multifdChannels,
     )
@@ -328,8 +349,13 @@ function guestOptions(flags: GuestFlags): SweepBase {
   if (flags.maxRounds !== undefined && flags.maxRounds < 1) {
     throw new UsageError(`--max-rounds must be at least 1, not ${flags.maxRounds}`);
   }
-  if (!(flags.timeout > 0))
-    throw new UsageError(`--timeout must be more than 0 s, not ${flags.timeout}`);
+  if (!(flags.maxTime > 0))
+    throw new UsageError(`--max-time must be more than 0 s, not ${flags.maxTime}`);
+  if (!(GIVE_UP_RULES as readonly string[]).includes(flags.giveUp)) {
+    throw new UsageError(
+      `unknown --give-up rule '${flags.giveUp}' (one of ${GIVE_UP_RULES.join(", ")})`,
+    );
+  }
   if (flags.postcopyAfter !== undefined && flags.postcopyAfter < 1) {
     throw new UsageError(`--postcopy-after must be at least 1 round, not ${flags.postcopyAfter}`);
   }
@@ -350,17 +376,20 @@ function guestOptions(flags: GuestFlags): SweepBase {
     hypervVersion: flags.hypervVersion as HypervVersion,
     latencyMs: flags.latency,
     ...(flags.maxRounds !== undefined ? { maxRounds: flags.maxRounds } : {}),
-    timeoutMs: flags.timeout * 1000,
+    timeoutMs: flags.maxTime * 1000,
+    giveUp: flags.giveUp as GiveUpRule,
     deviceStateBytes: flags.deviceState,
     switchoverMs: flags.switchover,
     zeroPages: flags.zeroPages,
     xbzrle: flags.xbzrle === true,
     xbzrleCacheBytes: flags.xbzrleCache,
     autoConverge: flags.autoConverge === true,
-    throttleInitial: flags.throttleInitial,
-    throttleIncrement: flags.throttleIncrement,
-    throttleMax: flags.throttleMax,
-    multifdChannels: flags.multifd,
+    throttleInitial: flags.cpuThrottleInitial,
+    throttleIncrement: flags.cpuThrottleIncrement,
+    throttleMax: flags.maxCpuThrottle,
+    throttleTriggerThreshold: flags.throttleTriggerThreshold,
+    throttleTailslow: flags.cpuThrottleTailslow === true,
+    multifdChannels: flags.multifd === true ? MULTIFD_DEFAULT_CHANNELS : flags.multifd,
     postcopyAfterRounds: flags.postcopyAfter ?? null,
   };
 }
@@ -371,27 +400,15 @@ async function writeReport(file: string, sections: ReportSection[]): Promise<voi
 }
 
 /**
- * Prints a migration result as `hvlab migrate` does: JSON ({rounds,
- * summary}), CSV (the rounds), or a summary and the rounds table; and writes
- * the HTML report when asked. Live mode prints its results with this too.
+ * Prints a migration result with the one printer of every mode
+ * ({@link printMigration}) and writes the HTML report when asked.
  */
 export async function printMigrationResult(
   result: MigrationResult,
   flags: { json?: boolean; csv?: boolean; report?: string },
   pageBytes = 4096,
 ): Promise<void> {
-  if (flags.json) console.log(JSON.stringify(result, null, 2));
-  else if (flags.csv) process.stdout.write(toCsv(roundsTable(result)));
-  else {
-    const s = result.summary;
-    console.log(
-      `${s.status}${s.reason ? `: ${s.reason}` : ""}\n` +
-        `${s.mode} mode, ${s.policy} policy, ${formatBytes(s.total)} guest: ${s.rounds} rounds, total-time ${(s["total-time"] / 1000).toFixed(3)} s, downtime ${s.downtime.toFixed(1)} ms, ${formatBytes(s.transferred)} transferred` +
-        (s.verified === null ? "" : s.verified ? ", every page verified" : ", VERIFICATION FAILED"),
-    );
-    console.log(`\n${formatTable(roundsTable(result))}`);
-    console.log(`\n${formatTable(summaryTable(result))}`);
-  }
+  printMigration(result, flags, processOutput, pageBytes);
   if (flags.report) await writeReport(flags.report, [migrationSection(result, pageBytes)]);
 }
 

@@ -22,7 +22,8 @@ import {
   sizeOptionOf,
   UsageError,
 } from "../options.js";
-import { MigrationNotCompletedError, printMigration } from "./migrate-live.js";
+import { MigrationNotCompletedError } from "./migrate-live.js";
+import { printMigration } from "./migration-output.js";
 
 interface QuickFlags {
   guest: number;

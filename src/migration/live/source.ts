@@ -6,9 +6,11 @@ import { MemoryLayout } from "../../memory/layout.js";
 import { Region } from "../../memory/region.js";
 import { KernelPool } from "../../pool/pool.js";
 import { formatBytes } from "../../util/units.js";
-import type { DirtyKernel } from "../../wasm/dirty.js";
 import { type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
+import { MigrationBitmap } from "../migration-bitmap.js";
+import type { GiveUpRule } from "../options.js";
+import { decide } from "../policy.js";
 import type {
   MigrationPhase,
   MigrationResult,
@@ -68,8 +70,17 @@ export interface LiveMigrationOptions {
   readonly port: number;
   /** QEMU's downtime-limit, ms (default 300). */
   readonly downtimeLimitMs?: number;
-  /** Stop-and-copy after this many pre-copy passes anyway (0: no cap, as QEMU). */
+  /**
+   * The stop rule: "qemu" (default; a round cap given in `maxRounds` ends the
+   * run as not converged) or "hyperv" (stop-and-copy at the pass cap anyway).
+   */
+  readonly policy?: "qemu" | "hyperv";
+  /** The round cap (default none; give hyperv its release's cap). */
+  readonly maxRounds?: number;
+  /** Hyper-V's pass cap: `policy: "hyperv"` with this `maxRounds` (0: no cap, QEMU's rule). */
   readonly maxPasses?: number;
+  /** When the qemu rule gives up before the timeout (default "projection"). */
+  readonly giveUp?: GiveUpRule;
   /** Give up (not-converged) when pre-copy has run this long, ms (default 60,000). */
   readonly timeoutMs?: number;
   /** Throttle the link to this many bytes per second (0: unthrottled). */
@@ -103,6 +114,7 @@ interface Attempt {
   totalMs: number;
   verified: boolean | null;
   phase: string;
+  policy: string;
 }
 
 /**
@@ -118,8 +130,8 @@ export class LiveSource {
   readonly ram: PagedRam;
   private readonly pool: KernelPool | undefined;
   private readonly kernel: StreamKernel;
-  private readonly dirty: DirtyKernel;
-  private readonly snapshot: DirtyBitmap;
+  /** The pages synced and not yet sent: the retired half of the guest's dirty log. */
+  private readonly pending: MigrationBitmap;
   private readonly late: DirtyBitmap;
   private readonly cursor: Region;
   private readonly sendSlots: readonly Region[];
@@ -145,7 +157,7 @@ export class LiveSource {
       throw new LiveConfigError("the live mode needs guest bytes (content mode)");
     this.ram = { region: this.guest.ram, pageShift: LIVE_PAGE_SHIFT };
     prefillGuest(this.guest.ram.bytes(this.layout.memory), PAGE_BYTES, options.seed);
-    this.snapshot = DirtyBitmap.allocate(this.layout, "source-snapshot", this.guest.pages);
+    this.pending = new MigrationBitmap(this.guest);
     this.late = DirtyBitmap.allocate(this.layout, "source-late-dirty", this.guest.pages);
     this.cursor = this.layout.allocate("source-cursor", 8);
     this.sendSlots = Array.from({ length: SEND_SLOTS }, (_, i) =>
@@ -157,7 +169,6 @@ export class LiveSource {
     );
     const scratch = this.layout.allocate("source-scratch", 64);
     this.kernel = StreamKernel.on(this.layout.memory, scratch);
-    this.dirty = this.guest.dirty;
     this.pool =
       options.threads > 0
         ? new KernelPool(this.layout, { threads: options.threads, domains: ["guest"] })
@@ -188,6 +199,8 @@ export class LiveSource {
   async migrate(options: LiveMigrationOptions): Promise<MigrationResult> {
     const downtimeLimitMs = options.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS;
     const maxPasses = options.maxPasses ?? 0;
+    const policy = maxPasses > 0 ? "hyperv" : (options.policy ?? "qemu");
+    const maxRounds = maxPasses > 0 ? maxPasses : (options.maxRounds ?? null);
     const timeoutMs = options.timeoutMs ?? 60_000;
     const deviceStateBytes = options.deviceStateBytes ?? 64 * 1024;
     const replyTimeoutMs = options.replyTimeoutMs ?? 10_000;
@@ -206,6 +219,7 @@ export class LiveSource {
       totalMs: 0,
       verified: null,
       phase: "setup",
+      policy,
     };
     const where = `${options.host}:${options.port}`;
     let socket: Socket | undefined;
@@ -261,38 +275,59 @@ export class LiveSource {
       }
       attempt.setupMs = performance.now() - attempt.started;
 
-      // Clear the dirty log: the first pass sends every page after this point.
-      this.guest.harvest(this.snapshot);
-      markAll(this.snapshot, this.layout.memory);
+      // Clear the dirty log (two flips: both halves are synced away, one
+      // possibly left from a failed attempt): the first pass then sends
+      // every page, and the guest's writes from here on are the next sync's.
+      this.pending.sync();
+      this.pending.moveInto(this.late);
+      this.pending.sync();
+      this.pending.markAll();
       let round = 1;
+      const pendingHistory: number[] = [];
+      let previousPagesSent: number | null = null;
       for (;;) {
         attempt.phase = `pre-copy pass ${round}`;
         const start = performance.now();
         const bytesBefore = link.queued;
+        const writesBefore = this.runner.writes;
         const sent = await this.sendSnapshot(writer, link, inbox, options.onProgress);
         attempt.pagesSent += sent;
-        const dirtied = this.guest.harvest(this.snapshot);
+        const dirtied = this.pending.sync();
         attempt.syncs++;
         attempt.remainingPages = dirtied;
         const duration = performance.now() - start;
+        // The guest's real write rate, repeats included (the distinct pages
+        // it dirtied saturate at the guest's size).
+        const writeRate =
+          duration > 0 ? ((this.runner.writes - writesBefore) / duration) * 1000 : 0;
         const bandwidth = link.meter.estimate();
         const pending = dirtied * PAGE_BYTES;
         const threshold = (bandwidth * downtimeLimitMs) / 1000;
         const elapsed = performance.now() - attempt.started;
-        let decision: RoundDecision;
-        let reason: string;
-        if (pending <= threshold) {
-          decision = "stop-and-copy";
-          reason = `pending ${formatBytes(pending)} <= bandwidth ${formatBytes(bandwidth)}/s x downtime-limit ${downtimeLimitMs} ms`;
-        } else if (maxPasses > 0 && round >= maxPasses) {
-          decision = "stop-and-copy";
-          reason = `pass cap of ${maxPasses} reached with ${formatBytes(pending)} pending`;
-        } else if (elapsed >= timeoutMs) {
+        pendingHistory.push(pending);
+        const verdict = decide(policy, {
+          round,
+          pendingBytes: pending,
+          pagesSent: sent,
+          bandwidth,
+          transferredBytes: link.queued,
+          ramBytes: this.options.guestBytes,
+          downtimeLimitMs,
+          maxRounds,
+          pendingHistory,
+          previousPagesSent,
+          elapsedMs: elapsed,
+          maxTimeMs: timeoutMs,
+          giveUp: options.giveUp ?? "projection",
+          canThrottle: false,
+          writeBytesRate: writeRate * PAGE_BYTES,
+        });
+        previousPagesSent = sent;
+        let decision: RoundDecision = verdict.decision;
+        let reason = verdict.reason;
+        if (decision === "continue" && elapsed >= timeoutMs) {
           decision = "give-up";
-          reason = `no convergence within ${timeoutMs} ms: ${Math.round((dirtied / duration) * 1000)} pages/s dirtied against ${formatBytes(bandwidth)}/s of bandwidth, ${formatBytes(pending)} pending above the ${formatBytes(threshold)} the downtime-limit allows`;
-        } else {
-          decision = "continue";
-          reason = `pending ${formatBytes(pending)} > bandwidth x downtime-limit ${formatBytes(threshold)}`;
+          reason = `no convergence within ${timeoutMs} ms: ${Math.round(writeRate)} pages/s dirtied against ${formatBytes(bandwidth)}/s of bandwidth, ${formatBytes(pending)} pending above the ${formatBytes(threshold)} the downtime-limit allows`;
         }
         const bytesSent = link.queued - bytesBefore;
         attempt.precopyBytes += bytesSent;
@@ -323,9 +358,8 @@ export class LiveSource {
       attempt.phase = "stop-and-copy";
       const paused = performance.now();
       await this.runner.pause();
-      this.guest.harvest(this.late);
+      this.pending.syncPaused(this.late);
       attempt.syncs++;
-      this.dirty.merge(this.snapshot, this.late);
       const bytesBefore = link.queued;
       const finalPages = await this.sendSnapshot(writer, link, inbox, options.onProgress);
       attempt.pagesSent += finalPages;
@@ -389,7 +423,11 @@ export class LiveSource {
     }
   }
 
-  /** Sends every page set in the snapshot, in pages frames. Returns pages sent. */
+  /**
+   * Sends every pending page, in pages frames: each frame's page list is
+   * harvested from the migration bitmap straight into its staging slot.
+   * Returns pages sent.
+   */
   private async sendSnapshot(
     writer: FrameWriter,
     link: Link,
@@ -397,7 +435,7 @@ export class LiveSource {
     onProgress: ((bytes: number) => void) | undefined,
   ): Promise<number> {
     const listStart = writer.payloadStart + 8;
-    this.dirty.resetCursor(this.cursor);
+    this.pending.resetCursor(this.cursor);
     let sent = 0;
     for (;;) {
       if (inbox.failed) throw inbox.failed;
@@ -409,7 +447,7 @@ export class LiveSource {
         offset: staging.offset + listStart,
         byteLength: MAX_PAGES_PER_FRAME * 4,
       });
-      const count = this.dirty.iterate(this.snapshot, this.cursor, list);
+      const count = this.pending.next(this.cursor, list);
       if (count === 0) return sent;
       const header = writer.payload(8);
       header.setUint32(0, count, true);
@@ -520,7 +558,7 @@ export class LiveSource {
       status,
       reason,
       mode: "live-tcp",
-      policy: "qemu",
+      policy: attempt.policy,
       transferred,
       remaining: status === "completed" ? 0 : attempt.remainingPages * PAGE_BYTES,
       total: this.options.guestBytes,
@@ -547,15 +585,6 @@ export class LiveSource {
     };
     return { rounds: attempt.rounds, summary };
   }
-}
-
-/** Sets every page of a bitmap (the first pass sends all of memory). */
-function markAll(bitmap: DirtyBitmap, memory: WebAssembly.Memory): void {
-  const bytes = bitmap.region.bytes(memory);
-  const full = Math.floor(bitmap.pages / 8);
-  bytes.fill(0xff, 0, full);
-  bytes.fill(0, full);
-  if (bitmap.pages % 8) bytes[full] = (1 << (bitmap.pages % 8)) - 1;
 }
 
 /** Opens a TCP connection, or fails with one line saying why. */

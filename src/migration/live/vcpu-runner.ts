@@ -9,6 +9,19 @@ const MAX_CREDIT_SECONDS = 0.05;
 /** How often an idle or rate-limited runner wakes, ms. */
 const TICK_MS = 2;
 
+/** The vCPUs did not make the progress waited for in time. */
+export class VcpuProgressTimeoutError extends Error {
+  override name = "VcpuProgressTimeoutError";
+
+  constructor(
+    readonly writes: number,
+    readonly done: number,
+    timeoutMs: number,
+  ) {
+    super(`the vCPUs did not pass ${writes} writes within ${timeoutMs} ms (they did ${done})`);
+  }
+}
+
 /**
  * Runs a guest's vCPUs on the wall clock: batches of workload writes on the
  * pool's workers, paced to `writesPerSecond` (Infinity: flat out), until
@@ -20,6 +33,7 @@ export class VcpuRunner {
   private loop: Promise<void> | undefined;
   private credit = 0;
   private failure: Error | undefined;
+  private readonly waiters: { above: number; wake: () => void }[] = [];
   /** Writes the vCPUs have done. */
   writes = 0;
 
@@ -38,6 +52,28 @@ export class VcpuRunner {
     return this.state === "running";
   }
 
+  /**
+   * Resolves as soon as the vCPUs have done more than `writes` writes (at
+   * once if they have).
+   *
+   * @throws VcpuProgressTimeoutError when they have not within `timeoutMs`.
+   */
+  async writesPass(writes: number, timeoutMs: number): Promise<void> {
+    if (this.writes > writes) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.waiters.push({ above: writes, wake: resolve });
+        timer = setTimeout(
+          () => reject(new VcpuProgressTimeoutError(writes, this.writes, timeoutMs)),
+          timeoutMs,
+        );
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Starts (or resumes) the vCPUs. */
   resume(): void {
     if (this.failure) throw this.failure;
@@ -54,6 +90,16 @@ export class VcpuRunner {
     this.loop = undefined;
     this.state = "stopped";
     if (this.failure) throw this.failure;
+  }
+
+  private wakeWaiters(): void {
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      const waiter = this.waiters[i];
+      if (waiter && this.writes > waiter.above) {
+        this.waiters.splice(i, 1);
+        waiter.wake();
+      }
+    }
   }
 
   private async run(): Promise<void> {
@@ -79,6 +125,7 @@ export class VcpuRunner {
         this.credit -= batch;
         await this.guest.write(batch, this.pool);
         this.writes += batch;
+        this.wakeWaiters();
         // Even flat out, let the event loop (the sender) run between batches.
         if (!this.pool) await sleep(0);
       }
