@@ -57,6 +57,8 @@ describe("the hvlab command", () => {
     [["nosuch"], "unknown command"],
     [["dirty", "--seed", "99999999999999999999"], "must be from 0 to 4294967295"],
     [["dirty", "--guest", "32TiB"], "must be from 1MiB to 16TiB"],
+    [["paging", "compare", "--cpu", "nosuch"], "unknown CPU preset 'nosuch'"],
+    [["paging", "compare", "--l2", "abc"], "--l2: write a geometry as entries/ways"],
   ])("refuses %j with one clear line and exit code 2", (args, message) => {
     const run = hvlab(args);
     // Every usage error exits 2, whoever finds it: commander, an option parser, a command.

@@ -1,11 +1,9 @@
-import { lineChart, type ReportChart } from "../report/chart.js";
+import { lineChart, type ReportChart, VEGA_LITE_SCHEMA } from "../report/chart.js";
 import { recordsToTable } from "../report/csv.js";
 import type { ReportSection, ReportTable } from "../report/section.js";
 import { formatBytes } from "../util/units.js";
 import type { MigrationResult, MigrationRound } from "./stats.js";
 import type { SweepResult } from "./sweep.js";
-
-const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
 
 /** The per-round table: every field of every round, in QEMU's names. */
 export function roundsTable(result: MigrationResult): ReportTable {
@@ -161,7 +159,7 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
   const heat = (field: string, title: string, legend: string): ReportChart => ({
     title,
     spec: {
-      $schema: SCHEMA,
+      $schema: VEGA_LITE_SCHEMA,
       data: { values },
       facet: { field: "panel", type: "nominal", title: null },
       columns: 3,

@@ -145,7 +145,7 @@ const SKYLAKE_SP: CpuPreset = {
     tagged: true,
   },
   cost: costModel(
-    assumed(1200, "(assumed) REFERENCE.md section 2 default; 1,000-2,500 cycles on modern cores"),
+    assumed(1200, "(assumed) hvlab default; 1,000-2,500 cycles (docs/references.md)"),
     published(9, "Intel 248966: STLB hit"),
   ),
 };

@@ -8,13 +8,11 @@ import {
 import { Segmenter } from "../net/lso.js";
 import { largeSendFrameSpec, payloadBytes } from "../net/send.js";
 import { segmentInSoftware } from "../net/software-send.js";
-import { lineChart } from "../report/chart.js";
+import { lineChart, VEGA_LITE_SCHEMA } from "../report/chart.js";
 import { formatNumber } from "../report/format.js";
 import type { ReportSection } from "../report/section.js";
 import { ChecksumKernel } from "../wasm/checksum.js";
 import type { TourSection } from "./section.js";
-
-const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
 
 /** Best-of-`reps` time of `calls` calls, in nanoseconds per call (the machine is shared: best is least disturbed). */
 function bestNs(fn: () => unknown, calls: number, reps: number): number {
@@ -165,7 +163,7 @@ export const netTourSection: TourSection = {
           // Linear, not log: a bar's length must start from zero to mean anything.
           title: "64 KiB large send: offload on against off, MTU 1500 against 9000 (Gbit/s)",
           spec: {
-            $schema: SCHEMA,
+            $schema: VEGA_LITE_SCHEMA,
             data: {
               values: tx.map((r) => ({ ...r, mtu: `MTU ${r.mtu}`, label: formatNumber(r.gbps) })),
             },
@@ -189,7 +187,7 @@ export const netTourSection: TourSection = {
         {
           title: "Receive throughput by configuration (frames/s)",
           spec: {
-            $schema: SCHEMA,
+            $schema: VEGA_LITE_SCHEMA,
             width: 480,
             height: 200,
             data: {
@@ -209,7 +207,7 @@ export const netTourSection: TourSection = {
         {
           title: "Per-processor load: busy time of each receive processor",
           spec: {
-            $schema: SCHEMA,
+            $schema: VEGA_LITE_SCHEMA,
             width: 480,
             height: 220,
             data: { values: receiveConfigs.flatMap(([label, e]) => loadRows(label, e)) },

@@ -83,21 +83,37 @@ function pageSizeOption(what: string, text: string): PageSize {
   return size;
 }
 
+/**
+ * Runs a check of the command line that the paging engine does itself
+ * (a CPU preset's name, a cache geometry): its refusal is a usage error.
+ */
+function asUsage<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
 /** The caches and cost model of a preset with the command line's overrides. */
 function machineOf(flags: CompareFlags): { caches: TranslationCaches; cost: CostModel } {
-  const preset = cpuPreset(flags.cpu);
+  const preset = asUsage(() => cpuPreset(flags.cpu));
   let caches: TranslationCaches = { ...preset.caches, tagged: preset.caches.tagged && flags.pcid };
-  if (flags.l2) caches = { ...caches, l2: parseGeometry("--l2", flags.l2) };
-  if (flags.pwc) {
-    const g = parseGeometry("--pwc", flags.pwc);
+  const { l2, pwc, nestedTlb } = flags;
+  if (l2) caches = { ...caches, l2: asUsage(() => parseGeometry("--l2", l2)) };
+  if (pwc) {
+    const g = asUsage(() => parseGeometry("--pwc", pwc));
     caches = {
       ...caches,
       pwcGuest: { ...caches.pwcGuest, 2: g },
       pwcHost: { ...caches.pwcHost, 2: g },
     };
   }
-  if (flags.nestedTlb)
-    caches = { ...caches, nestedTlb: parseGeometry("--nested-tlb", flags.nestedTlb) };
+  if (nestedTlb)
+    caches = {
+      ...caches,
+      nestedTlb: asUsage(() => parseGeometry("--nested-tlb", nestedTlb)),
+    };
   let cost = preset.cost;
   if (flags.exitCycles !== undefined) {
     cost = {
@@ -273,7 +289,7 @@ export function registerPaging(program: Command): void {
         process.stdout.write(toCsv(compareTable(result)));
         return;
       }
-      const preset = cpuPreset(flags.cpu);
+      const preset = asUsage(() => cpuPreset(flags.cpu));
       console.log(`${result.source} on ${preset.name}: ${preset.description}`);
       if (result.trace) {
         const t = result.trace;
@@ -313,7 +329,7 @@ export function registerPaging(program: Command): void {
           accesses: flags.accesses,
           threads: flags.threads,
           seed: flags.seed,
-          cpu: cpuPreset(flags.cpu).name,
+          cpu: asUsage(() => cpuPreset(flags.cpu)).name,
         };
         const published = await publishedResults(options);
         const sweep = await crossoverSweep(options, CHURN_RATES);
@@ -410,7 +426,7 @@ export function registerPaging(program: Command): void {
           write: flags.write === true,
           eptAccessedDirty: flags.eptAd === true,
           warm: flags.warm === true,
-          cpu: cpuPreset(flags.cpu),
+          cpu: asUsage(() => cpuPreset(flags.cpu)),
         });
         if (flags.json) {
           console.log(
