@@ -120,6 +120,7 @@ export function wantedUnparked(
  * change (the busiest parked processors first: they already run affinitized
  * work); parking takes one processor at a time once CPDecreaseTime checks
  * have passed (the least utilized first, the highest number on ties).
+ * CPMinCores and CPMaxCores hold at every check, whatever the times.
  * Returns the node's new unparked flags.
  */
 export function parkingStep(
@@ -131,15 +132,15 @@ export function parkingStep(
   const next = [...unparked];
   const current = unparked.filter(Boolean).length;
   const want = wantedUnparked(params, utilization, unparked);
-  const [min] = unparkedBounds(params, utilization.length);
+  const [min, max] = unparkedBounds(params, utilization.length);
   const order = utilization.map((u, i) => ({ u, i }));
   if ((want > current && checksSinceChange >= params.CPIncreaseTime) || current < min) {
     const parked = order.filter(({ i }) => !unparked[i]).sort((a, b) => b.u - a.u || a.i - b.i);
     for (const { i } of parked.slice(0, Math.max(want, min) - current)) next[i] = true;
-  } else if (want < current && checksSinceChange >= params.CPDecreaseTime) {
+  } else if ((want < current && checksSinceChange >= params.CPDecreaseTime) || current > max) {
+    // One at a time, except that CPMaxCores holds at once.
     const candidates = order.filter(({ i }) => unparked[i]).sort((a, b) => a.u - b.u || b.i - a.i);
-    const first = candidates[0];
-    if (first) next[first.i] = false;
+    for (const { i } of candidates.slice(0, Math.max(1, current - max))) next[i] = false;
   }
   return next;
 }

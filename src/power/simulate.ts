@@ -80,6 +80,8 @@ export interface StateResidency {
 export interface TimelinePoint {
   readonly timeS: number;
   readonly unparked: number;
+  /** Unparked processors of each NUMA node. */
+  readonly unparkedByNode: readonly number[];
   /** Processors-worth of work done in the interval (busy and waking). */
   readonly load: number;
 }
@@ -279,6 +281,7 @@ export function simulate(spec: SimulationSpec): SimulationResult {
     timeline.push({
       timeS: ((from + ticks) * spec.tickUs) / 1e6,
       unparked: unparked.filter(Boolean).length,
+      unparkedByNode: nodes.map((members) => members.filter((p) => unparked[p]).length),
       load: work,
     });
     if (!policy.parking) continue;
