@@ -208,6 +208,7 @@ export const powerTourSection: TourSection = {
                 field: "share",
                 type: "quantitative",
                 stack: "zero",
+                scale: { domain: [0, 100] },
                 title: "% of processor time",
               },
               color: { field: "state", type: "nominal", sort: null },
