@@ -20,10 +20,11 @@
 //   byte  0 +----------+----------+----------+----------+
 //           | backlog  | wake left| cstate   | idle     |   backlog: work units queued;
 //        16 +----------+----------+----------+----------+   wake left: exit-latency ticks
-//           | parked   | history  | (reserved)| (reserved)|  still to pay; cstate: the idle
+//           | parked   | history  | clock    | (reserved)|  still to pay; cstate: the idle
 //        32 +----------+----------+----------+----------+   state (RUNNING while not idle);
 //           | history[0..7]: last idle periods, us      |   idle: ticks of this idle period;
-//        64 +-------------------------------------------+   history: next slot (0-7)
+//        64 +-------------------------------------------+   history: next slot (0-7); clock:
+//                                                            the tick the state stands at
 //
 // Counters (one per processor, 96 bytes, u64): ticks busy, ticks waking,
 // ticks in C-state 0..7, wake-ups, arrivals. Every tick of every processor
@@ -53,6 +54,7 @@
 @inline const P_IDLE: usize = 12;
 @inline const P_PARKED: usize = 16;
 @inline const P_HISTORY_POS: usize = 20;
+@inline const P_CLOCK: usize = 24;
 @inline const P_HISTORY: usize = 32;
 
 @inline const K_BUSY: usize = 0;
@@ -240,10 +242,57 @@ function arrive(config: usize, states: usize, counters: usize, hist: usize, p: u
   store<u32>(state + P_BACKLOG, <u32>(backlog < 0xffffffff ? backlog : 0xffffffff));
 }
 
+@inline
+function addCount(at: usize, ticks: u32): void {
+  store<u64>(at, load<u64>(at) + <u64>ticks);
+}
+
+/**
+ * Brings one processor from its clock to tick `to` in one step: what the
+ * tick-by-tick machine would do (wake for the exit ticks left, run the work
+ * queued at `speed` units a tick, go idle and pick a C-state, sleep), with
+ * every tick counted once. Nothing happens to a processor between arrivals
+ * but this, so idle processors cost nothing per tick.
+ */
+function advance(config: usize, state: usize, counter: usize, to: u32): void {
+  const at = load<u32>(state + P_CLOCK);
+  if (to <= at) return;
+  let dt = to - at;
+  store<u32>(state + P_CLOCK, to);
+  const wakeLeft = load<u32>(state + P_WAKE_LEFT);
+  if (wakeLeft > 0) {
+    const waking = wakeLeft < dt ? wakeLeft : dt;
+    store<u32>(state + P_WAKE_LEFT, wakeLeft - waking);
+    addCount(counter + K_WAKING, waking);
+    dt -= waking;
+    if (dt == 0) return;
+  }
+  const backlog = load<u32>(state + P_BACKLOG);
+  if (backlog > 0) {
+    const speed = <u64>load<u32>(config + C_SPEED);
+    const need = (<u64>backlog + speed - 1) / speed;
+    if (need > <u64>dt) {
+      store<u32>(state + P_BACKLOG, <u32>(<u64>backlog - <u64>dt * speed));
+      addCount(counter + K_BUSY, dt);
+      return;
+    }
+    store<u32>(state + P_BACKLOG, 0);
+    addCount(counter + K_BUSY, <u32>need);
+    dt -= <u32>need;
+    enterIdle(config, state);
+    if (dt == 0) return;
+  }
+  addCount(counter + K_CSTATE + (<usize>load<u32>(state + P_CSTATE) << 3), dt);
+  store<u32>(state + P_IDLE, load<u32>(state + P_IDLE) + dt);
+}
+
 /**
  * Runs ticks [from, from + ticks) of every processor, taking the `count`
- * events at `events` (sorted by tick, all inside the span) as they fall due.
- * Returns the number of events consumed (all of them).
+ * events at `events` (sorted by tick, all inside the span) as they fall due:
+ * at each event the processors it concerns are brought to its tick (all the
+ * unparked ones, for a thread the scheduler places), and at the end every
+ * processor is brought to `from + ticks`. Each processor's clock must stand
+ * at `from`. Returns the number of events consumed (all of them).
  */
 export function run(
   config: usize,
@@ -256,44 +305,26 @@ export function run(
   ticks: u32,
 ): u32 {
   const n = load<u32>(config + C_PROCESSORS);
-  const speed = load<u32>(config + C_SPEED);
-  let next: u32 = 0;
-  const end = from + ticks;
-  for (let tick = from; tick < end; tick++) {
-    while (next < count) {
-      const event = events + (<usize>next << 4);
-      if (load<u32>(event + E_TICK) != tick) break;
-      let target = load<u32>(event + E_TARGET);
-      if (target == ANY) target = place(config, states, n);
-      // No processor unparked (the wrapper forbids it): the work is dropped, never misplaced.
-      if (target < n) arrive(config, states, counters, hist, target, load<u32>(event + E_WORK));
-      next++;
-    }
-    for (let p: u32 = 0; p < n; p++) {
-      const state = states + <usize>p * STATE_BYTES;
-      const counter = counters + <usize>p * COUNTER_BYTES;
-      const wakeLeft = load<u32>(state + P_WAKE_LEFT);
-      if (wakeLeft > 0) {
-        store<u32>(state + P_WAKE_LEFT, wakeLeft - 1);
-        store<u64>(counter + K_WAKING, load<u64>(counter + K_WAKING) + 1);
-        continue;
+  for (let e: u32 = 0; e < count; e++) {
+    const event = events + (<usize>e << 4);
+    const tick = load<u32>(event + E_TICK);
+    let target = load<u32>(event + E_TARGET);
+    if (target == ANY) {
+      for (let p: u32 = 0; p < n; p++) {
+        const state = states + <usize>p * STATE_BYTES;
+        if (load<u32>(state + P_PARKED) != 0) continue;
+        advance(config, state, counters + <usize>p * COUNTER_BYTES, tick);
       }
-      const backlog = load<u32>(state + P_BACKLOG);
-      if (backlog > 0) {
-        store<u64>(counter + K_BUSY, load<u64>(counter + K_BUSY) + 1);
-        if (backlog > speed) {
-          store<u32>(state + P_BACKLOG, backlog - speed);
-        } else {
-          store<u32>(state + P_BACKLOG, 0);
-          enterIdle(config, state);
-        }
-        continue;
-      }
-      // Idle (a processor with no work that never ran stays in its C-state).
-      const at = counter + K_CSTATE + (<usize>load<u32>(state + P_CSTATE) << 3);
-      store<u64>(at, load<u64>(at) + 1);
-      store<u32>(state + P_IDLE, load<u32>(state + P_IDLE) + 1);
+      target = place(config, states, n);
+    } else if (target < n) {
+      advance(config, states + <usize>target * STATE_BYTES, counters + <usize>target * COUNTER_BYTES, tick);
     }
+    // No processor unparked (the wrapper forbids it): the work is dropped, never misplaced.
+    if (target < n) arrive(config, states, counters, hist, target, load<u32>(event + E_WORK));
   }
-  return next;
+  const end = from + ticks;
+  for (let p: u32 = 0; p < n; p++) {
+    advance(config, states + <usize>p * STATE_BYTES, counters + <usize>p * COUNTER_BYTES, end);
+  }
+  return count;
 }

@@ -117,6 +117,7 @@ describe("power kernel against the oracle", () => {
     kernel.init(regions, config);
     const run = (events: number[], from = 0, ticks = 10) =>
       kernel.run(regions, Uint32Array.from(events), from, ticks);
+    expect(() => run([], 5, 1)).toThrow(/start where the last ended, at tick 0, not 5/);
     expect(() => run([5, 1, 0, 0, 4, 1, 0, 0])).toThrow(/out of order/);
     expect(() => run([10, 1, 0, 0])).toThrow(/outside ticks \[0, 10\)/);
     expect(() => run([3, 0, 0, 0])).toThrow(/no work/);

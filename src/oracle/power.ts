@@ -32,6 +32,7 @@ interface OracleProcessor {
 export class PowerOracle {
   readonly processors: OracleProcessor[];
   readonly histogram = new Array<number>(HIST_BUCKETS).fill(0);
+  private clock = 0;
 
   constructor(readonly config: KernelConfig) {
     this.processors = Array.from({ length: config.processors }, () => ({
@@ -143,6 +144,7 @@ export class PowerOracle {
 
   /** Runs ticks [from, from + ticks) with events as the kernel takes them (4 u32 each). */
   run(events: Uint32Array, from: number, ticks: number): void {
+    this.clock = from + ticks;
     let next = 0;
     for (let tick = from; tick < from + ticks; tick++) {
       while (next * 4 < events.length && events[next * 4] === tick) {
@@ -179,6 +181,7 @@ export class PowerOracle {
       words[base + State.idleTicks] = p.idleTicks;
       words[base + State.parked] = p.parked ? 1 : 0;
       words[base + State.historyPos] = p.historyPos;
+      words[base + State.clock] = this.clock;
       words.set(p.history, base + State.history);
     }
     return words;

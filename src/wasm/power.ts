@@ -61,6 +61,8 @@ export const State = {
   idleTicks: 3,
   parked: 4,
   historyPos: 5,
+  /** The tick the state stands at (the end of the last run). */
+  clock: 6,
   history: 8,
 } as const;
 /** The `cstate` slot of a processor that is not idle. */
@@ -127,6 +129,7 @@ function whole(value: number, min: number, max: number, what: string): void {
 export class PowerKernel {
   private processors = 0;
   private cstates = 0;
+  private clock = 0;
 
   constructor(
     private readonly memory: WebAssembly.Memory,
@@ -181,6 +184,7 @@ export class PowerKernel {
     this.write(at, words);
     this.processors = config.processors;
     this.cstates = config.cstates.length;
+    this.clock = 0;
     this.k.init(
       regions.config.offset,
       regions.states.offset,
@@ -202,7 +206,8 @@ export class PowerKernel {
   }
 
   /**
-   * Runs ticks [from, from + ticks). `events` holds 4 u32 per event (tick,
+   * Runs ticks [from, from + ticks), `from` being where the last run ended
+   * (0 after init). `events` holds 4 u32 per event (tick,
    * work units, target, flags), sorted by tick, every tick inside the span,
    * every target a processor or {@link ANY}, every work at least one unit.
    */
@@ -210,6 +215,11 @@ export class PowerKernel {
     this.ready();
     whole(from, 0, U32_MAX, "first tick");
     whole(ticks, 0, U32_MAX - from, "ticks");
+    if (from !== this.clock) {
+      throw new RangeError(
+        `a run must start where the last ended, at tick ${this.clock}, not ${from}`,
+      );
+    }
     if (events.length % 4 !== 0) {
       throw new RangeError(`events hold 4 words each, not ${events.length} words`);
     }
@@ -247,6 +257,7 @@ export class PowerKernel {
       from,
       ticks,
     );
+    this.clock = from + ticks;
   }
 
   /** Copies u32 words little-endian to `at` (regions need no alignment). */
