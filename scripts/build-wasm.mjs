@@ -13,6 +13,8 @@ import { fileURLToPath } from "node:url";
 import asc from "assemblyscript/asc";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+// src/memory/layout.ts reserves these slots (STATIC_SLOT_BYTES, STATIC_SLOTS); the
+// loader refuses a manifest whose slots differ from them.
 const SLOT_BYTES = 64 * 1024;
 const SLOT_COUNT = 16;
 const target = process.argv.includes("--debug") ? "debug" : "release";

@@ -5,11 +5,11 @@ import {
   type VmqExperiment,
   type VmqExperimentOptions,
 } from "../net/experiment.js";
-import { ChecksumKernel } from "../net/kernels.js";
 import { Segmenter } from "../net/lso.js";
 import { largeSendFrameSpec, payloadBytes } from "../net/send.js";
 import { segmentInSoftware } from "../net/software-send.js";
 import type { ReportSection } from "../report/section.js";
+import { ChecksumKernel } from "../wasm/checksum.js";
 import type { TourSection } from "./section.js";
 
 const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
