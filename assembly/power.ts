@@ -76,19 +76,19 @@
 @inline const HISTORY_CAP: u64 = 0x3fffffff;
 
 /** Bytes of the config block. */
-export const CONFIG_BYTES: u32 = 160;
+const CONFIG_BYTES: u32 = 160;
 /** Bytes of one processor's state. */
-export const STATE_BYTES: u32 = 64;
+const STATE_BYTES: u32 = 64;
 /** Bytes of one processor's counters. */
-export const COUNTER_BYTES: u32 = 96;
+const COUNTER_BYTES: u32 = 96;
 /** Bytes of one event. */
-export const EVENT_BYTES: u32 = 16;
+const EVENT_BYTES: u32 = 16;
 /** Buckets of the latency histogram (1 us each). */
-export const HIST_BUCKETS: u32 = 4096;
+const HIST_BUCKETS: u32 = 4096;
 /** Most C-states a config holds. */
-export const MAX_CSTATES: u32 = 8;
+const MAX_CSTATES: u32 = 8;
 /** Event target meaning "any unparked processor". */
-export const ANY: u32 = 0xffffffff;
+const ANY: u32 = 0xffffffff;
 
 /**
  * Linux's get_typical_interval (drivers/cpuidle/governors/menu.c): the mean
@@ -328,3 +328,14 @@ export function run(
   }
   return count;
 }
+
+// The layout above, exported for src/wasm/power.ts to check at load.
+export const LAYOUT_CONFIG_BYTES: u32 = CONFIG_BYTES;
+export const LAYOUT_STATE_BYTES: u32 = STATE_BYTES;
+export const LAYOUT_COUNTER_BYTES: u32 = COUNTER_BYTES;
+export const LAYOUT_EVENT_BYTES: u32 = EVENT_BYTES;
+export const LAYOUT_HIST_BUCKETS: u32 = HIST_BUCKETS;
+export const LAYOUT_MAX_CSTATES: u32 = MAX_CSTATES;
+export const LAYOUT_ANY: u32 = ANY;
+export const LAYOUT_STATE_CLOCK: u32 = <u32>P_CLOCK;
+export const LAYOUT_COUNTER_WAKEUPS: u32 = <u32>K_WAKEUPS;

@@ -1,15 +1,9 @@
 import type { Region } from "../memory/region.js";
+import { checkKernelLayout } from "./kernel-layout.js";
 import { compileKernel, instantiateKernel } from "./loader.js";
 
 /** The raw exports of assembly/power.ts. */
 export interface PowerExports {
-  readonly CONFIG_BYTES: WebAssembly.Global;
-  readonly STATE_BYTES: WebAssembly.Global;
-  readonly COUNTER_BYTES: WebAssembly.Global;
-  readonly EVENT_BYTES: WebAssembly.Global;
-  readonly HIST_BUCKETS: WebAssembly.Global;
-  readonly MAX_CSTATES: WebAssembly.Global;
-  readonly ANY: WebAssembly.Global;
   init(config: number, states: number, counters: number, hist: number): void;
   setParked(config: number, states: number, p: number, parked: number): void;
   run(
@@ -25,8 +19,8 @@ export interface PowerExports {
 }
 
 /*
- * The layout assembly/power.ts draws; the module exports its sizes and
- * {@link PowerKernel} refuses a module whose sizes differ from these.
+ * The layout assembly/power.ts draws; the module exports it as LAYOUT_
+ * globals and {@link PowerKernel} refuses a module that differs.
  */
 /** Bytes of the config block. */
 export const CONFIG_BYTES = 160;
@@ -135,7 +129,7 @@ export class PowerKernel {
     private readonly memory: WebAssembly.Memory,
     private readonly k: PowerExports,
   ) {
-    const expected: Record<string, number> = {
+    checkKernelLayout("power", k, {
       CONFIG_BYTES,
       STATE_BYTES,
       COUNTER_BYTES,
@@ -143,13 +137,9 @@ export class PowerKernel {
       HIST_BUCKETS,
       MAX_CSTATES,
       ANY,
-    };
-    for (const [name, value] of Object.entries(expected)) {
-      const actual = (k[name as keyof PowerExports] as WebAssembly.Global).value >>> 0;
-      if (actual !== value) {
-        throw new Error(`power kernel: ${name} is ${actual} in the module but ${value} here`);
-      }
-    }
+      STATE_CLOCK: State.clock * 4,
+      COUNTER_WAKEUPS: Counter.wakeups * 8,
+    });
   }
 
   /** Instantiates the kernel on a shared memory. */
