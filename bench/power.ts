@@ -136,7 +136,7 @@ export const suite: BenchSuite = {
       model,
       load: { ...DEFAULT_LOAD, utilization: 0.3 },
       policy: namedPolicy("parking"),
-      durationS: quick ? 0.02 : 0.25,
+      durationS: quick ? 0.02 : 1.5,
     };
     const side = quick ? 3 : 10;
     const axis = (parameter: "CPMinCores" | "CPHeadroom") => ({
