@@ -1,5 +1,5 @@
 import { readFile, writeFile } from "node:fs/promises";
-import { type Command, InvalidArgumentError } from "commander";
+import type { Command } from "commander";
 import { type Comparison, compareToBaseline } from "../../power/compare.js";
 import { PowerConfigError, TraceError } from "../../power/errors.js";
 import {
@@ -33,18 +33,6 @@ import { startProgress } from "../progress.js";
 export const MICROSOFT_CLAIM =
   "Microsoft claimed 10-18 % less power for Windows Server 2008 R2 (core parking) than for Windows Server 2003 SP2";
 
-/** A parser whose refusals exit with code 2, like every other usage mistake. */
-function usage<T>(parse: (text: string) => T): (text: string) => T {
-  return (text) => {
-    try {
-      return parse(text);
-    } catch (error) {
-      if (error instanceof InvalidArgumentError) error.exitCode = 2;
-      throw error;
-    }
-  };
-}
-
 /** Engine refusals of what the user typed or supplied become usage errors (exit code 2). */
 async function asUsage<T>(run: () => Promise<T>): Promise<T> {
   try {
@@ -57,7 +45,7 @@ async function asUsage<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
-const percent = usage(numberOption(0, 100));
+const percent = numberOption(0, 100);
 
 /** The option of a parking parameter, e.g. CPMinCores -> --cp-min-cores. */
 function parkingFlag(name: keyof ParkingParameters): string {
@@ -109,7 +97,7 @@ function addMachineOptions(command: Command): Command {
     .option(
       "--pstate <n>",
       "P-state running work uses (0: fastest, race-to-idle)",
-      usage(integerOption(0, 15)),
+      integerOption(0, 15),
       0,
     )
     .option("--load <pattern>", `load pattern: ${LOAD_PATTERNS.join(", ")}`, DEFAULT_LOAD.pattern)
@@ -128,14 +116,14 @@ function addMachineOptions(command: Command): Command {
     .option(
       "--period <s>",
       "diurnal day or bursty cycle, s",
-      usage(numberOption(1e-6, 1e7)),
+      numberOption(1e-6, 1e7),
       DEFAULT_LOAD.periodS,
     )
     .option("--duty <%>", "bursty: % of each cycle on", percent, DEFAULT_LOAD.duty * 100)
     .option(
       "--service-us <us>",
       "processor time of one thread at P0, us",
-      usage(numberOption(1, 1e7)),
+      numberOption(1, 1e7),
       DEFAULT_LOAD.serviceUs,
     )
     .option("--pinned <list>", "affinitized threads: processor:%,... (e.g. 3:20,5:10)")
@@ -146,18 +134,13 @@ function addMachineOptions(command: Command): Command {
     .option(
       "--vmq-queues <n>",
       "a VMQ NIC with this many queues interrupting the processors",
-      usage(integerOption(1, 64)),
+      integerOption(1, 64),
     )
-    .option(
-      "--vmq-rate <n/s>",
-      "interrupts per second per VMQ queue",
-      usage(numberOption(0, 1e7)),
-      2000,
-    )
+    .option("--vmq-rate <n/s>", "interrupts per second per VMQ queue", numberOption(0, 1e7), 2000)
     .option(
       "--vmq-service-us <us>",
       "processor time per VMQ interrupt, us",
-      usage(numberOption(0.001, 1e6)),
+      numberOption(0.001, 1e6),
       20,
     )
     .option(
@@ -168,30 +151,30 @@ function addMachineOptions(command: Command): Command {
     .option(
       "--duration <s>",
       "virtual seconds to simulate (default: 2, or the trace's length)",
-      usage(numberOption(1e-6, 1e6)),
+      numberOption(1e-6, 1e6),
     )
     .option(
       "--tick-us <us>",
       "virtual time of one tick, us",
-      usage(numberOption(-1e9, 1e9)),
+      numberOption(-1e9, 1e9),
       DEFAULT_TIMING.tickUs,
     )
     .option(
       "--check-ms <ms>",
       "parking engine check interval, ms",
-      usage(numberOption(-1e9, 1e9)),
+      numberOption(-1e9, 1e9),
       DEFAULT_TIMING.checkMs,
     )
     .option(
       "--timer-us <us>",
       "menu governor: the next timer an idle processor knows of, us",
-      usage(numberOption(0, 1e9)),
+      numberOption(0, 1e9),
       DEFAULT_TIMING.timerUs,
     )
     .option(
       "--seed <n>",
       "seed of the load's arrivals",
-      usage(integerOption(0, 2 ** 32 - 1)),
+      integerOption(0, 2 ** 32 - 1),
       DEFAULT_TIMING.seed,
     );
   for (const name of PARKING_PARAMETERS) {
@@ -199,7 +182,7 @@ function addMachineOptions(command: Command): Command {
     command.option(
       `--${parkingFlag(name)} <${times ? "checks" : "%"}>`,
       `${name} (${times ? "check intervals" : "%"})`,
-      usage(times ? integerOption(-1e9, 1e9) : numberOption(-1e9, 1e9)),
+      times ? integerOption(-1e9, 1e9) : numberOption(-1e9, 1e9),
       DEFAULT_PARKING[name],
     );
   }
@@ -393,7 +376,7 @@ export function registerPower(program: Command): void {
       .option("--x-values <list>", "its values, comma-separated", "0,25,50,75,100")
       .option("--y <param>", "second parameter", "CPHeadroom")
       .option("--y-values <list>", "its values, comma-separated", "10,30,50,70,90")
-      .option("--workers <n>", "pool workers", usage(integerOption(1, 256)), 2),
+      .option("--workers <n>", "pool workers", integerOption(1, 256), 2),
   ).action(
     async (
       flags: MachineFlags & {
@@ -460,8 +443,8 @@ export function registerPower(program: Command): void {
     .description(
       "sample this machine's per-processor utilization from /proc/stat into a trace (CSV)",
     )
-    .option("--seconds <s>", "how long to record", usage(numberOption(0.01, 86_400)), 5)
-    .option("--interval-ms <ms>", "sampling interval", usage(numberOption(10, 60_000)), 100)
+    .option("--seconds <s>", "how long to record", numberOption(0.01, 86_400), 5)
+    .option("--interval-ms <ms>", "sampling interval", numberOption(10, 60_000), 100)
     .option("--out <file>", "write the trace here (default: standard output)")
     .action(async (flags: { seconds: number; intervalMs: number; out?: string }) =>
       asUsage(async () => {
