@@ -46,6 +46,7 @@ describe("the kernel modules", () => {
       dirty: context.dirty,
       multifd: context.multifd(multifd),
       page: context.page(page),
+      power: context.power,
       rss: context.rss,
       segment: context.segment,
       stream: context.stream(),

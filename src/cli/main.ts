@@ -6,6 +6,7 @@ import { registerMigrate } from "./commands/migrate.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
 import { registerNet } from "./commands/net.js";
 import { registerPaging } from "./commands/paging.js";
+import { registerPower } from "./commands/power.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerMigrateLive(program);
   registerQuickMigrate(program);
   registerNet(program);
+  registerPower(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

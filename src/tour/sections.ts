@@ -3,6 +3,7 @@ import { migrationTourSection } from "./migration.js";
 import { migrationLiveTourSection } from "./migration-live.js";
 import { netTourSection } from "./net.js";
 import { pagingTourSection } from "./paging.js";
+import { powerTourSection } from "./power.js";
 import type { TourSection } from "./section.js";
 
 /** The tour's sections, in the order they run and appear in the report. */
@@ -12,4 +13,5 @@ export const TOUR_SECTIONS: readonly TourSection[] = [
   migrationLiveTourSection,
   pagingTourSection,
   netTourSection,
+  powerTourSection,
 ];

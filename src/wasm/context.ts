@@ -5,6 +5,7 @@ import { type DirtyExports, DirtyKernel } from "./dirty.js";
 import { instantiateKernel, type KernelName } from "./loader.js";
 import { type MultifdExports, MultifdKernel } from "./multifd.js";
 import { type PageExports, PageKernel } from "./page.js";
+import { type PowerExports, PowerKernel } from "./power.js";
 import { type RssExports, RssKernel } from "./rss.js";
 import { type SegmentExports, SegmentKernel } from "./segment.js";
 import { type StreamExports, StreamKernel } from "./stream.js";
@@ -18,6 +19,7 @@ interface ModuleExports extends Record<KernelName, object> {
   dirty: DirtyExports;
   multifd: MultifdExports;
   page: PageExports;
+  power: PowerExports;
   rss: RssExports;
   segment: SegmentExports;
   stream: StreamExports;
@@ -118,6 +120,11 @@ export class KernelContext {
   /** Page hashing, zero detection and the page stream, with a scratch region of `PAGE_SCRATCH_BYTES`. */
   page(scratch: Region): PageKernel {
     return new PageKernel(this.memory, this.exports("page"), scratch);
+  }
+
+  /** The core parking and C-state machine. */
+  get power(): PowerKernel {
+    return this.wrapper("power", (memory, k) => new PowerKernel(memory, k));
   }
 
   /** The Toeplitz hash of receive side scaling. */

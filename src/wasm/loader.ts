@@ -16,6 +16,7 @@ export const KERNEL_NAMES = [
   "dirty",
   "multifd",
   "page",
+  "power",
   "rss",
   "segment",
   "stream",
