@@ -7,6 +7,7 @@ import { registerMigrateLive } from "./commands/migrate-live.js";
 import { registerNet } from "./commands/net.js";
 import { registerPaging } from "./commands/paging.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
+import { registerStorage } from "./commands/storage.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
 
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerMigrateLive(program);
   registerQuickMigrate(program);
   registerNet(program);
+  registerStorage(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
