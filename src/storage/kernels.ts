@@ -39,15 +39,12 @@ export class StorageKernels {
     return this.kernel.vhdChecksum(this.scratch, 0, bytes.length, skipAt);
   };
 
-  /** Borrows a region of at least `bytes` (zeroed), from those released or a new one. */
+  /** Borrows a region of at least `bytes` (its old contents left as they were), from those released or a new one. */
   borrow(bytes: number): Region {
     const i = this.free.findIndex((r) => r.byteLength >= bytes && r.byteLength <= bytes * 2);
     if (i >= 0) {
       const [region] = this.free.splice(i, 1);
-      if (region) {
-        region.bytes(this.memory).fill(0);
-        return region;
-      }
+      if (region) return region;
     }
     return this.layout.allocate(`storage buffer ${this.count++}`, bytes, 4096);
   }

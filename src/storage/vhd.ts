@@ -178,6 +178,8 @@ export interface VhdCreateOptions {
   readonly now?: number;
   /** Unique id (default random). */
   readonly uniqueId?: Uint8Array;
+  /** Where the new child's parent is found when it is opened (default: the file system). */
+  readonly parents?: ParentSource;
 }
 
 function uuidBytes(): Uint8Array {
@@ -631,7 +633,11 @@ export class VhdImage implements DiskImage {
     file.write(footerBytes, next);
     file.sync();
     // The caller's parent image stays theirs: the new child opens its own chain.
-    return VhdImage.open(file, { kernels, writable: true });
+    return VhdImage.open(file, {
+      kernels,
+      writable: true,
+      ...(options.parents ? { parents: options.parents } : {}),
+    });
   }
 
   private live(): void {
@@ -716,7 +722,9 @@ export class VhdImage implements DiskImage {
 
   private ensureCache(): Region {
     if (!this.cache) {
-      const slots = Math.max(1, Math.min(4096, Math.floor(BITMAP_CACHE_BYTES / this.bmBytes)));
+      // No more slots than the disk has blocks: a small disk borrows a small cache.
+      const blocks = Math.ceil(this.size / this.blockSize);
+      const slots = Math.max(1, Math.min(blocks, Math.floor(BITMAP_CACHE_BYTES / this.bmBytes)));
       this.cache = this.kernels.borrow(slots * this.bmBytes);
       this.cacheTags = new Int32Array(slots).fill(-1);
     }
