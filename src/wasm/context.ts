@@ -1,5 +1,6 @@
 import { DirtyKernel } from "./dirty.js";
 import { instantiateKernel, type KernelName } from "./loader.js";
+import { StorageKernel } from "./storage.js";
 import { WorkloadKernel } from "./workload.js";
 
 /** What a thread needs to run kernels: the compiled modules and the shared memory. */
@@ -20,6 +21,7 @@ export interface KernelBoot {
 export class KernelContext {
   private dirtyKernel?: DirtyKernel;
   private workloadKernel?: WorkloadKernel;
+  private storageKernel?: StorageKernel;
   private readonly instances = new Map<KernelName, unknown>();
   private readonly peerContexts = new Map<string, KernelContext>();
 
@@ -67,5 +69,11 @@ export class KernelContext {
   get workload(): WorkloadKernel {
     this.workloadKernel ??= new WorkloadKernel(this.memory, this.exports("workload"));
     return this.workloadKernel;
+  }
+
+  /** The storage kernels (VHD bitmaps, checksums, zero blocks, I/O pattern). */
+  get storage(): StorageKernel {
+    this.storageKernel ??= new StorageKernel(this.exports("storage"));
+    return this.storageKernel;
   }
 }

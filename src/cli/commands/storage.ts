@@ -1,9 +1,13 @@
-import { statSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import type { Command } from "commander";
+import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatTable } from "../../report/table.js";
 import { FdFile } from "../../storage/block-file.js";
 import { checkVhdFile } from "../../storage/check.js";
 import type { MapExtent } from "../../storage/disk-image.js";
+import type { VhdType } from "../../storage/format.js";
 import {
   DEFAULT_BLOCK_BYTES,
   MAX_BLOCK_BYTES,
@@ -11,6 +15,13 @@ import {
   MIN_BLOCK_BYTES,
 } from "../../storage/format.js";
 import { imageInfo } from "../../storage/info.js";
+import {
+  type HotplugEvent,
+  type IoDisk,
+  runStorageIo,
+  type StorageIoReport,
+} from "../../storage/io-run.js";
+import { IO_MODES, type IoMode, type IoSpec } from "../../storage/io-spec.js";
 import { openImage } from "../../storage/open.js";
 import {
   type CopyStats,
@@ -19,8 +30,15 @@ import {
   mergeImage,
 } from "../../storage/operations.js";
 import { VhdImage } from "../../storage/vhd.js";
+import { NO_HOT_ADD_GUESTS, VirtualMachine } from "../../storage/vm.js";
 import { formatBytes } from "../../util/units.js";
-import { sizeOption, UsageError } from "../options.js";
+import {
+  checkOutputFlags,
+  integerOption,
+  numberOption,
+  sizeOption,
+  UsageError,
+} from "../options.js";
 import { startProgress } from "../progress.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
@@ -283,4 +301,244 @@ export function registerStorage(program: Command): void {
           `${file}: ${report.problems.filter((p) => p.severity === "error").length} errors`,
         );
     });
+
+  registerStorageIo(storage);
+}
+
+interface IoFlags {
+  types: string;
+  file?: string[];
+  size: number;
+  dir?: string;
+  rw: string;
+  rwmixread: number;
+  bs: number;
+  iodepth: number;
+  zipf?: number;
+  runtime: number;
+  seed: number;
+  verify?: boolean;
+  threads?: number;
+  json?: boolean;
+  csv?: boolean;
+}
+
+const DISK_TYPES = ["raw", "fixed", "dynamic", "differencing"];
+
+function addIoOptions(command: Command): Command {
+  return command
+    .option(
+      "--types <list>",
+      `new disks to create, one per type: ${DISK_TYPES.join(", ")}`,
+      "fixed,dynamic,differencing,raw",
+    )
+    .option("--file <path...>", "run on existing images instead (raw or VHD)")
+    .option(
+      "--size <size>",
+      "size of each new disk",
+      sizeOption(1 << 20, MAX_DISK_BYTES),
+      256 * 1024 * 1024,
+    )
+    .option("--dir <dir>", "where new disks go (default: a new temporary directory, removed after)")
+    .option("--rw <mode>", `fio's rw: ${IO_MODES.join(", ")}`, "randrw")
+    .option("--rwmixread <percent>", "reads in a mixed workload", integerOption(0, 100), 70)
+    .option("--bs <size>", "block size, 512 B to 1 MiB", sizeOption(512, 1 << 20), 4096)
+    .option("--iodepth <n>", "requests queued per disk", integerOption(1, 1024), 8)
+    .option(
+      "--zipf <s>",
+      "Zipf offsets with exponent s (fio's random_distribution=zipf:s)",
+      numberOption(0.01, 10),
+    )
+    .option(
+      "--runtime <ms>",
+      "run time per disk in milliseconds",
+      integerOption(1, 3_600_000),
+      2000,
+    )
+    .option("--seed <n>", "seed of offsets and data", integerOption(0, 2 ** 31 - 1), 1)
+    .option("--verify", "write a header on every block and check every read")
+    .option("--threads <n>", "pool workers (default: one per disk)", integerOption(1, 64))
+    .option("--json", "print the report as JSON")
+    .option("--csv", "print one row per disk as CSV");
+}
+
+function ioSetup(flags: IoFlags): { disks: IoDisk[]; spec: IoSpec; cleanup: () => void } {
+  checkOutputFlags(flags);
+  if (!(IO_MODES as readonly string[]).includes(flags.rw))
+    throw new UsageError(`--rw must be one of ${IO_MODES.join(", ")}`);
+  if (flags.bs % 512 !== 0) throw new UsageError(`--bs must be a multiple of 512, not ${flags.bs}`);
+  const spec: IoSpec = {
+    rw: flags.rw as IoMode,
+    rwmixread: flags.rwmixread,
+    bs: flags.bs,
+    iodepth: flags.iodepth,
+    runtimeMs: flags.runtime,
+    seed: flags.seed,
+    verify: flags.verify ?? false,
+    ...(flags.zipf !== undefined ? { zipf: flags.zipf } : {}),
+  };
+  const dir = flags.dir ?? mkdtempSync(join(tmpdir(), "hvlab-storage-io-"));
+  const cleanup = () => {
+    if (!flags.dir) rmSync(dir, { recursive: true, force: true });
+  };
+  if (flags.file) {
+    return { disks: flags.file.map((path, i) => ({ name: `disk${i}`, path })), spec, cleanup };
+  }
+  const types = flags.types.split(",").map((t) => t.trim());
+  for (const t of types)
+    if (!DISK_TYPES.includes(t))
+      throw new UsageError(`--types: unknown disk type '${t}' (${DISK_TYPES.join(", ")})`);
+  const size = Math.floor(flags.size / 2 ** 20) * 2 ** 20;
+  const disks = types.map((type) => ({
+    name: type,
+    path: join(dir, `${type}.${type === "raw" ? "img" : "vhd"}`),
+    create: { type: type as VhdType | "raw", size },
+  }));
+  return { disks, spec, cleanup };
+}
+
+function printIo(report: StorageIoReport, flags: { json?: boolean; csv?: boolean }): void {
+  const rows = report.disks.map((d) => ({
+    disk: d.disk,
+    format: d.format,
+    reads: d.reads,
+    writes: d.writes,
+    iops: Math.round(d.iops),
+    "MB/s": Number(d.mbps.toFixed(2)),
+    "p50 us": d.p50Us,
+    "p99 us": d.p99Us,
+    "p99.9 us": d.p999Us,
+    failed: d.failed,
+    "verify errors": d.verifyErrors,
+  }));
+  if (flags.json) {
+    console.log(JSON.stringify(report, null, 2));
+    return;
+  }
+  if (flags.csv) {
+    process.stdout.write(toCsv(recordsToTable(rows)));
+    return;
+  }
+  console.log(formatTable(recordsToTable(rows)));
+  if (report.events.length > 0) {
+    console.log("");
+    console.log(
+      formatTable(
+        recordsToTable(
+          report.events.map((e) => ({
+            change: e.kind,
+            disk: e.disk,
+            slot: e.slot,
+            "at ms": Math.round(e.atMs),
+            "took ms": Number(e.tookMs.toFixed(1)),
+            "failed in flight": e.failedInFlight ?? null,
+            "done after removal": e.completedAfterRemoval ?? null,
+            "file unchanged":
+              e.unchangedAfterRemoval === undefined ? null : String(e.unchangedAfterRemoval),
+            "acked writes intact":
+              e.acknowledgedBlocks === undefined
+                ? null
+                : `${e.acknowledgedIntact}/${e.acknowledgedBlocks}`,
+          })),
+        ),
+      ),
+    );
+  }
+  console.log(
+    `(buffered I/O: the host's page cache is in play; ${report.spec.rw}, bs ${report.spec.bs}, iodepth ${report.spec.iodepth})`,
+  );
+}
+
+/** Registers `hvlab storage io` and `hvlab storage hotplug`. */
+export function registerStorageIo(storage: Command): void {
+  addIoOptions(
+    storage
+      .command("io")
+      .description(
+        "a guest I/O workload in the style of fio on every disk at once, on pool workers",
+      ),
+  ).action(async (flags: IoFlags) => {
+    const { disks, spec, cleanup } = ioSetup(flags);
+    const bar = startProgress("io", flags.runtime);
+    try {
+      const report = await runStorageIo(disks, spec, {
+        ...(flags.threads ? { threads: flags.threads } : {}),
+        onProgress: (ms, done) =>
+          bar.update(Math.min(flags.runtime, Math.round(ms)), `${done} I/Os`),
+      });
+      bar.stop();
+      printIo(report, flags);
+      const bad = report.disks.reduce((n, d) => n + d.verifyErrors, 0);
+      if (bad > 0) throw new Error(`${bad} reads failed verification`);
+    } finally {
+      bar.stop();
+      cleanup();
+    }
+  });
+
+  addIoOptions(
+    storage
+      .command("hotplug")
+      .description(
+        "hot add and hot remove SCSI disks while the guest does I/O; check what happens to I/O in flight",
+      ),
+  )
+    .option(
+      "--add-at <ms>",
+      "hot add a new disk this long after the start",
+      integerOption(0, 3_600_000),
+    )
+    .option("--add-type <type>", "type of the disk hot added", "dynamic")
+    .option(
+      "--remove-at <ms>",
+      "hot remove the first disk this long after the start",
+      integerOption(0, 3_600_000),
+    )
+    .option(
+      "--guest <os>",
+      `the guest OS (${NO_HOT_ADD_GUESTS.join(" and ")} refuse hot add)`,
+      "windows-server-2008-r2",
+    )
+    .action(
+      async (
+        flags: IoFlags & { addAt?: number; addType: string; removeAt?: number; guest: string },
+      ) => {
+        const { disks, spec, cleanup } = ioSetup({ ...flags, verify: true });
+        if (!DISK_TYPES.includes(flags.addType))
+          throw new UsageError(`--add-type must be one of ${DISK_TYPES.join(", ")}`);
+        const events: HotplugEvent[] = [];
+        const first = disks[0];
+        const addAt = flags.addAt ?? Math.round(flags.runtime / 4);
+        const removeAt = flags.removeAt ?? Math.round(flags.runtime / 2);
+        const dir = dirname(first?.path ?? tmpdir());
+        events.push({
+          kind: "add",
+          atMs: addAt,
+          disk: {
+            name: `hot-${flags.addType}`,
+            path: join(dir, `hot-${flags.addType}.vhd`),
+            create: {
+              type: flags.addType as VhdType,
+              size: Math.floor(flags.size / 2 ** 20) * 2 ** 20,
+            },
+          },
+        });
+        if (first) events.push({ kind: "remove", atMs: removeAt, disk: first });
+        const bar = startProgress("hotplug", flags.runtime);
+        try {
+          const report = await runStorageIo(disks, spec, {
+            events,
+            vm: new VirtualMachine("vm1", flags.guest),
+            ...(flags.threads ? { threads: flags.threads } : {}),
+            onProgress: (ms, done) =>
+              bar.update(Math.min(flags.runtime, Math.round(ms)), `${done} I/Os`),
+          });
+          bar.stop();
+          printIo(report, flags);
+        } finally {
+          bar.stop();
+          cleanup();
+        }
+      },
+    );
 }
