@@ -88,7 +88,11 @@ function runIo(context: KernelContext, task: IoTask): IoResult {
   Atomics.store(slots, IoControl.started, 1);
   Atomics.notify(slots, IoControl.started);
   const pick = (): number => {
-    if (!isRandom(spec)) return (cursor = (cursor + 1) % blocks);
+    if (!isRandom(spec)) {
+      const block = cursor;
+      cursor = (cursor + 1) % blocks;
+      return block;
+    }
     return zipf ? zipf() - 1 : Math.floor(next() * blocks);
   };
   try {
