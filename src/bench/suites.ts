@@ -10,6 +10,7 @@ export const BENCH_SUITES: Readonly<Record<string, () => Promise<{ suite: BenchS
   "migrate-live": () => import("../../bench/migrate-live.js"),
   net: () => import("../../bench/net.js"),
   paging: () => import("../../bench/paging.js"),
+  storage: () => import("../../bench/storage.js"),
 };
 
 /** Loads a suite by name. */
