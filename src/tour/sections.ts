@@ -4,6 +4,7 @@ import { migrationLiveTourSection } from "./migration-live.js";
 import { netTourSection } from "./net.js";
 import { pagingTourSection } from "./paging.js";
 import type { TourSection } from "./section.js";
+import { storageTourSection } from "./storage.js";
 
 /** The tour's sections, in the order they run and appear in the report. */
 export const TOUR_SECTIONS: readonly TourSection[] = [
@@ -12,4 +13,5 @@ export const TOUR_SECTIONS: readonly TourSection[] = [
   migrationLiveTourSection,
   pagingTourSection,
   netTourSection,
+  storageTourSection,
 ];
