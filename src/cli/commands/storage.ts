@@ -2,6 +2,8 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
+import { runSuite } from "../../bench/harness.js";
+import { loadSuite } from "../../bench/suites.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatTable } from "../../report/table.js";
 import { FdFile } from "../../storage/block-file.js";
@@ -40,6 +42,7 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
+import { resultTable } from "./bench.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
   console.log(json ? JSON.stringify(record, null, 2) : text());
@@ -303,6 +306,34 @@ export function registerStorage(program: Command): void {
     });
 
   registerStorageIo(storage);
+
+  storage
+    .command("bench")
+    .description(
+      "the storage benchmarks (as hvlab bench storage): VHD I/O against raw files, convert against qemu-img, kernels against oracles",
+    )
+    .option(
+      "--time <ms>",
+      "timing per implementation in milliseconds",
+      integerOption(10, 600_000),
+      500,
+    )
+    .option("--quick", "small sizes and short timing (a smoke run, not for figures)")
+    .option("--json", "print {suite, machine, results} as JSON")
+    .option("--csv", "print one row per case and implementation as CSV")
+    .action(async (flags: { time: number; quick?: boolean; json?: boolean; csv?: boolean }) => {
+      checkOutputFlags(flags);
+      const progress = startProgress("bench storage", 1);
+      const result = await runSuite(await loadSuite("storage"), {
+        timeMs: flags.quick ? Math.min(flags.time, 50) : flags.time,
+        quick: flags.quick === true,
+        onProgress: (done, total, label) => progress.update(done, label, total),
+      }).finally(() => progress.stop());
+      if (flags.json) console.log(JSON.stringify(result, null, 2));
+      else if (flags.csv)
+        process.stdout.write(toCsv(recordsToTable(result.results.map((r) => ({ ...r })))));
+      else console.log(formatTable(resultTable(result)));
+    });
 }
 
 interface IoFlags {
