@@ -1,5 +1,5 @@
 import { MemoryLayout } from "../memory/layout.js";
-import { instantiateWalk } from "../wasm/walk.js";
+import { WalkKernel } from "../wasm/walk.js";
 import { decodeEpt, decodeX86, type PageSize } from "./entry.js";
 import { PagingError } from "./errors.js";
 import { PagingMachine, type PagingModeName } from "./machine.js";
@@ -80,7 +80,7 @@ export function explainWalk(spec: ExplainSpec): Explanation {
     );
   }
   const layout = new MemoryLayout();
-  const kernel = instantiateWalk(layout.memory);
+  const kernel = WalkKernel.on(layout.memory);
   const tables = 8 * 2 ** 20;
   const caches = spec.warm ? spec.cpu.caches : withoutCaches(spec.cpu.caches);
   const machine = new PagingMachine(
@@ -117,7 +117,7 @@ export function explainWalk(spec: ExplainSpec): Explanation {
   const low = spec.address % 2 ** 32;
   words[0] = ((low - (low % 4096)) | kind) >>> 0;
   words[1] = Math.floor(spec.address / 2 ** 32);
-  machine.runRecords(trace.offset, 1);
+  machine.runRecords(trace, 1);
   const setupFaults = machine.stats().guestPageFaults + machine.stats().totalExits;
   machine.mmu.flushTlbs();
   const log = layout.allocate("walk log", 64 * 24);

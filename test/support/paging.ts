@@ -1,4 +1,5 @@
 import { MemoryLayout } from "../../src/memory/layout.js";
+import type { Region } from "../../src/memory/region.js";
 import type { PageSize } from "../../src/paging/entry.js";
 import {
   type MachineOptions,
@@ -13,7 +14,7 @@ import {
   type TranslationCaches,
 } from "../../src/paging/presets.js";
 import { QUIET } from "../../src/paging/workload.js";
-import { instantiateWalk } from "../../src/wasm/walk.js";
+import { WalkKernel } from "../../src/wasm/walk.js";
 
 /** A small machine for tests, on its own memory. */
 export function testMachine(
@@ -50,7 +51,7 @@ export function testMachine(
   const n = layout.list().length;
   const machine = new PagingMachine(
     layout.memory,
-    instantiateWalk(layout.memory),
+    WalkKernel.on(layout.memory),
     {
       arena: layout.allocate(`arena ${n}`, tables * 3, 4096).toDescriptor(),
       mmu: MmuContext.regions(layout, `mmu ${n}`, caches),
@@ -80,7 +81,7 @@ export function testMachine(
 export function writeTrace(
   layout: MemoryLayout,
   records: readonly { va: number; kind: number }[],
-): { offset: number; words: Uint32Array } {
+): { offset: number; region: Region; words: Uint32Array } {
   const region = layout.allocate(`trace ${layout.list().length}`, Math.max(8, records.length * 8));
   const words = new Uint32Array(layout.memory.buffer, region.offset, records.length * 2);
   for (const [i, r] of records.entries()) {
@@ -88,5 +89,5 @@ export function writeTrace(
     words[2 * i] = ((low - (low % 4096)) | r.kind) >>> 0;
     words[2 * i + 1] = Math.floor(r.va / 2 ** 32);
   }
-  return { offset: region.offset, words };
+  return { offset: region.offset, region, words };
 }
