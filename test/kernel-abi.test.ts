@@ -49,6 +49,7 @@ describe("the kernel modules", () => {
       power: context.power,
       rss: context.rss,
       segment: context.segment,
+      storage: context.storage,
       stream: context.stream(),
       walk: context.walk,
       workload: context.workload,

@@ -11,6 +11,7 @@ export const BENCH_SUITES: Readonly<Record<string, () => Promise<{ suite: BenchS
   net: () => import("../../bench/net.js"),
   paging: () => import("../../bench/paging.js"),
   power: () => import("../../bench/power.js"),
+  storage: () => import("../../bench/storage.js"),
 };
 
 /** Loads a suite by name. */

@@ -8,6 +8,7 @@ import { registerNet } from "./commands/net.js";
 import { registerPaging } from "./commands/paging.js";
 import { registerPower } from "./commands/power.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
+import { registerStorage } from "./commands/storage.js";
 import { registerTour } from "./commands/tour.js";
 import { UsageError } from "./options.js";
 
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerQuickMigrate(program);
   registerNet(program);
   registerPower(program);
+  registerStorage(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

@@ -5,6 +5,7 @@ import { netTourSection } from "./net.js";
 import { pagingTourSection } from "./paging.js";
 import { powerTourSection } from "./power.js";
 import type { TourSection } from "./section.js";
+import { storageTourSection } from "./storage.js";
 
 /** The tour's sections, in the order they run and appear in the report. */
 export const TOUR_SECTIONS: readonly TourSection[] = [
@@ -14,4 +15,5 @@ export const TOUR_SECTIONS: readonly TourSection[] = [
   pagingTourSection,
   netTourSection,
   powerTourSection,
+  storageTourSection,
 ];

@@ -8,6 +8,7 @@ import { type PageExports, PageKernel } from "./page.js";
 import { type PowerExports, PowerKernel } from "./power.js";
 import { type RssExports, RssKernel } from "./rss.js";
 import { type SegmentExports, SegmentKernel } from "./segment.js";
+import { type StorageExports, StorageKernel } from "./storage.js";
 import { type StreamExports, StreamKernel } from "./stream.js";
 import { type WalkExports, WalkKernel } from "./walk.js";
 import { type WorkloadExports, WorkloadKernel } from "./workload.js";
@@ -22,6 +23,7 @@ interface ModuleExports extends Record<KernelName, object> {
   power: PowerExports;
   rss: RssExports;
   segment: SegmentExports;
+  storage: StorageExports;
   stream: StreamExports;
   walk: WalkExports;
   workload: WorkloadExports;
@@ -148,6 +150,11 @@ export class KernelContext {
   }
 
   /** The workload generators (vCPU writes). */
+  /** The storage kernels (VHD bitmaps, checksums, zero blocks, I/O pattern). */
+  get storage(): StorageKernel {
+    return this.wrapper("storage", (_memory, k) => new StorageKernel(k));
+  }
+
   get workload(): WorkloadKernel {
     return this.wrapper("workload", (memory, k) => new WorkloadKernel(memory, k));
   }

@@ -19,6 +19,7 @@ export const KERNEL_NAMES = [
   "power",
   "rss",
   "segment",
+  "storage",
   "stream",
   "walk",
   "workload",

@@ -1,0 +1,270 @@
+/**
+ * Storage benchmarks, every case verified before it is timed and run beside
+ * its peers: sequential 1 MiB writes to a new dynamic VHD against the same
+ * writes to a raw file; random 4 KiB reads at queue depth 32 from a fully
+ * allocated dynamic VHD against a raw file; converting a dynamic VHD with
+ * 10 % of its blocks allocated to raw against qemu-img convert; and the
+ * sector-bitmap, zero-detection and pattern-verification kernels against
+ * their oracles and a plain memory read (the bandwidth bound). Buffered I/O:
+ * the host's page cache is in play for every file case.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, unlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { MemoryLayout } from "../src/memory/layout.js";
+import {
+  bitmapCountOracle,
+  bitmapScanOracle,
+  isZeroOracle,
+  patternVerifyOracle,
+} from "../src/oracle/storage.js";
+import { FdFile } from "../src/storage/block-file.js";
+import { RawImage } from "../src/storage/disk-image.js";
+import { convertImage } from "../src/storage/operations.js";
+import { VhdImage } from "../src/storage/vhd.js";
+import { BandwidthKernel } from "../src/wasm/bandwidth.js";
+import { StorageKernel } from "../src/wasm/storage.js";
+
+const MiB = 1024 * 1024;
+
+function assert(condition: boolean, message: string): void {
+  if (!condition) throw new Error(message);
+}
+
+function qemuImgVersion(): string | undefined {
+  const run = spawnSync("qemu-img", ["--version"], { encoding: "utf8" });
+  return run.status === 0 ? /version (\S+)/.exec(run.stdout)?.[1] : undefined;
+}
+
+/** The `storage` suite: `hvlab bench storage`. */
+export const suite: BenchSuite = {
+  name: "storage",
+  description: "VHD I/O against raw files, convert against qemu-img, bitmap/zero/pattern kernels",
+  async setup({ quick }) {
+    const dir = mkdtempSync(join(tmpdir(), "hvlab-bench-storage-"));
+    const layout = new MemoryLayout();
+    const memory = layout.memory;
+    const kernel = StorageKernel.on(memory);
+    const bandwidth = BandwidthKernel.on(memory);
+    const cases: BenchCase[] = [];
+    const data = new Uint8Array(MiB).map((_, i) => (i * 131 + 7) & 0xff);
+
+    // --- sequential 1 MiB writes to a new disk ---------------------------------
+    const seqBytes = quick ? 32 * MiB : 256 * MiB;
+    const seqPath = (name: string) => join(dir, `seq-${name}`);
+    const writeAll = (image: { write(o: number, b: Uint8Array): void; close(): void }) => {
+      for (let at = 0; at < seqBytes; at += MiB) image.write(at, data);
+      image.close();
+    };
+    const newDynamic = () =>
+      VhdImage.create(new FdFile(seqPath("dynamic.vhd"), "w+"), {
+        type: "dynamic",
+        size: seqBytes,
+      });
+    const newRaw = () => {
+      const f = new FdFile(seqPath("raw.img"), "w+");
+      f.truncate(seqBytes);
+      return new RawImage(f, true);
+    };
+    cases.push({
+      case: `sequential 1 MiB writes, new ${seqBytes / MiB} MiB disk`,
+      opsPerCall: seqBytes / MiB,
+      bytesPerOp: MiB,
+      iterations: quick ? 4 : 8,
+      verify: () => {
+        writeAll(newDynamic());
+        writeAll(newRaw());
+        const a = new FdFile(seqPath("raw.img"), "r");
+        const v = VhdImage.open(new FdFile(seqPath("dynamic.vhd"), "r"));
+        const x = new Uint8Array(MiB);
+        const y = new Uint8Array(MiB);
+        for (let at = 0; at < seqBytes; at += 8 * MiB) {
+          a.read(x, at);
+          v.read(at, y);
+          assert(Buffer.from(x).equals(Buffer.from(y)), `dynamic VHD differs from raw at ${at}`);
+        }
+        a.close();
+        v.close();
+      },
+      impls: [
+        { impl: "hvlab dynamic VHD", fn: () => writeAll(newDynamic()) },
+        { impl: "raw file", fn: () => writeAll(newRaw()) },
+      ],
+    });
+
+    // --- random 4 KiB reads at queue depth 32 ----------------------------------
+    const readBytes = quick ? 64 * MiB : 512 * MiB;
+    const dyn = VhdImage.create(new FdFile(join(dir, "read.vhd"), "w+"), {
+      type: "dynamic",
+      size: readBytes,
+    });
+    const rawFile = new FdFile(join(dir, "read.img"), "w+");
+    rawFile.truncate(readBytes);
+    const raw = new RawImage(rawFile, true);
+    for (let at = 0; at < readBytes; at += MiB) {
+      dyn.write(at, data);
+      raw.write(at, data);
+    }
+    const QD = 32;
+    const BATCHES = 64;
+    const offsets = new Float64Array(QD * BATCHES);
+    let x = 12345;
+    for (let i = 0; i < offsets.length; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      offsets[i] = (x % (readBytes / 4096)) * 4096;
+    }
+    const page = new Uint8Array(4096);
+    const readAll = (image: { read(o: number, b: Uint8Array): void }) => {
+      // A queue of 32 served in turn: the synchronous engine's queue depth.
+      for (const o of offsets) image.read(o, page);
+      return page[0];
+    };
+    cases.push({
+      case: `random 4 KiB reads, queue depth ${QD}, allocated ${readBytes / MiB} MiB disk`,
+      opsPerCall: offsets.length,
+      bytesPerOp: 4096,
+      verify: () => {
+        const p = new Uint8Array(4096);
+        for (const o of offsets.subarray(0, 256)) {
+          dyn.read(o, page);
+          raw.read(o, p);
+          assert(Buffer.from(page).equals(Buffer.from(p)), `read at ${o} differs`);
+        }
+      },
+      impls: [
+        { impl: "hvlab dynamic VHD", fn: () => readAll(dyn) },
+        { impl: "raw file", fn: () => readAll(raw) },
+      ],
+    });
+
+    // --- convert a dynamic VHD, 10 % allocated, to raw -------------------------
+    const convBytes = quick ? 512 * MiB : 4096 * MiB;
+    const src = join(dir, "convert.vhd");
+    const conv = VhdImage.create(new FdFile(src, "w+"), { type: "dynamic", size: convBytes });
+    const blocks = convBytes / (2 * MiB);
+    for (let b = 0; b < blocks; b += 10) {
+      conv.write(b * 2 * MiB, data);
+      conv.write(b * 2 * MiB + MiB, data);
+    }
+    conv.close();
+    const qemu = qemuImgVersion();
+    const outHv = join(dir, "convert-hvlab.raw");
+    const outQemu = join(dir, "convert-qemu.raw");
+    const hvConvert = () => convertImage(src, outHv, { to: "raw" });
+    const qemuConvert = () => {
+      const run = spawnSync("qemu-img", ["convert", "-f", "vpc", "-O", "raw", src, outQemu]);
+      if (run.status !== 0) throw new Error(`qemu-img convert failed: ${run.stderr}`);
+    };
+    cases.push({
+      case: `convert ${convBytes / MiB} MiB dynamic VHD, 10% allocated, to raw`,
+      bytesPerOp: convBytes,
+      iterations: 3,
+      verify: () => {
+        hvConvert();
+        if (!qemu) return;
+        qemuConvert();
+        const cmp = spawnSync("qemu-img", ["compare", "-f", "raw", "-F", "raw", outHv, outQemu]);
+        assert(cmp.status === 0, `hvlab's and qemu-img's raw outputs differ: ${cmp.stdout}`);
+      },
+      impls: [
+        { impl: "hvlab", fn: hvConvert },
+        ...(qemu ? [{ impl: `qemu-img ${qemu} convert`, fn: qemuConvert }] : []),
+      ],
+    });
+
+    // --- kernels ---------------------------------------------------------------
+    const bm = layout.allocate("storage.bench.bitmap", 8192);
+    const bmView = bm.bytes(memory);
+    bmView.fill(0xff);
+    bmView[8000] = 0xfe; // the one clear sector, near the end of a 2 MiB block's 4096 sectors x 16
+    const sectors = 8192 * 8;
+    cases.push({
+      case: "sector bitmap scan+count, 64 Ki sectors",
+      bytesPerOp: 8192,
+      verify: () => {
+        const copy = bmView.slice();
+        assert(
+          kernel.bitmapScan(bm, 0, 0, sectors, 0) === bitmapScanOracle(copy, 0, sectors, 0),
+          "scan",
+        );
+        assert(
+          kernel.bitmapCount(bm, 0, 0, sectors) === bitmapCountOracle(copy, 0, sectors),
+          "count",
+        );
+      },
+      impls: [
+        {
+          impl: "hvlab",
+          fn: () => kernel.bitmapScan(bm, 0, 0, sectors, 0) + kernel.bitmapCount(bm, 0, 0, sectors),
+        },
+        {
+          impl: "oracle",
+          fn: () => bitmapScanOracle(bmView, 0, sectors, 0) + bitmapCountOracle(bmView, 0, sectors),
+        },
+      ],
+    });
+    const block = layout.allocate("storage.bench.block", 2 * MiB, 4096);
+    const blockView = block.bytes(memory);
+    blockView.fill(0);
+    cases.push({
+      case: "zero-block detection, 2 MiB block",
+      bytesPerOp: 2 * MiB,
+      verify: () =>
+        assert(kernel.isZero(block, 0, 2 * MiB) === isZeroOracle(blockView), "zero test"),
+      impls: [
+        { impl: "hvlab", fn: () => kernel.isZero(block, 0, 2 * MiB) },
+        { impl: "oracle", fn: () => isZeroOracle(blockView) },
+        { impl: "memory read (bound)", fn: () => bandwidth.read(block, 0, 2 * MiB) },
+      ],
+    });
+    const pat = layout.allocate("storage.bench.pattern", MiB, 4096);
+    const gens = layout.allocate("storage.bench.gens", 4 * 256);
+    new Uint32Array(memory.buffer, gens.offset, 256).fill(3);
+    kernel.patternFill(pat, 0, MiB, 4096, 0, 3, 9n);
+    const patView = pat.bytes(memory);
+    cases.push({
+      case: "pattern verification, 1 MiB of 4 KiB blocks",
+      bytesPerOp: MiB,
+      iterations: quick ? 8 : 32,
+      verify: () => {
+        assert(kernel.patternVerify(pat, 0, MiB, 4096, 0, gens, 0, 9n) === -1, "kernel");
+        const table = new Uint32Array(memory.buffer, gens.offset, 256).slice();
+        assert(
+          patternVerifyOracle(patView.slice(0, 64 * 1024), 4096, 0, table, 9n) === -1,
+          "oracle",
+        );
+      },
+      impls: [
+        { impl: "hvlab", fn: () => kernel.patternVerify(pat, 0, MiB, 4096, 0, gens, 0, 9n) },
+        {
+          impl: "oracle",
+          fn: () =>
+            patternVerifyOracle(
+              patView,
+              4096,
+              0,
+              new Uint32Array(memory.buffer, gens.offset, 256),
+              9n,
+            ),
+        },
+        { impl: "memory read (bound)", fn: () => bandwidth.read(pat, 0, MiB) },
+      ],
+    });
+
+    return {
+      cases,
+      async teardown() {
+        dyn.close();
+        raw.close();
+        for (const f of [outHv, outQemu]) {
+          try {
+            unlinkSync(f);
+          } catch {}
+        }
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  },
+};

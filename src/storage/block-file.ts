@@ -1,0 +1,166 @@
+import {
+  closeSync,
+  fdatasyncSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readSync,
+  writeSync,
+} from "node:fs";
+
+/**
+ * The bytes under a disk image: a file, a block device, or (for tests and
+ * fuzzing) a buffer. Synchronous, positional and whole: a short read past
+ * the end returns fewer bytes, a write is completed before it returns.
+ */
+export interface BlockFile {
+  /** Where the bytes come from, for error messages. */
+  readonly name: string;
+  /** Current length in bytes. */
+  size(): number;
+  /** Reads up to `into.length` bytes at `position`; returns how many were read. */
+  read(into: Uint8Array, position: number): number;
+  /** Writes all of `from` at `position`. */
+  write(from: Uint8Array, position: number): void;
+  /** Sets the length (zero-filling when it grows). */
+  truncate(length: number): void;
+  /** Makes written data durable (fdatasync). */
+  sync(): void;
+  close(): void;
+}
+
+/** A file (or block device) opened by path. */
+export class FdFile implements BlockFile {
+  private fd: number | undefined;
+
+  /**
+   * @param name - the path
+   * @param mode - "r" read-only, "r+" read-write, "w+" create or truncate, "wx+" create new
+   */
+  constructor(
+    readonly name: string,
+    mode: "r" | "r+" | "w+" | "wx+" = "r",
+    flags?: number,
+  ) {
+    this.fd = flags === undefined ? openSync(name, mode) : openSync(name, flags);
+  }
+
+  private get handle(): number {
+    if (this.fd === undefined) throw new Error(`${this.name} is closed`);
+    return this.fd;
+  }
+
+  size(): number {
+    const stat = fstatSync(this.handle);
+    return stat.isBlockDevice() ? blockDeviceSize(this.handle) : stat.size;
+  }
+
+  /** Modification time in milliseconds. */
+  mtimeMs(): number {
+    return fstatSync(this.handle).mtimeMs;
+  }
+
+  read(into: Uint8Array, position: number): number {
+    let done = 0;
+    while (done < into.length) {
+      const n = readSync(this.handle, into, done, into.length - done, position + done);
+      if (n === 0) break;
+      done += n;
+    }
+    return done;
+  }
+
+  write(from: Uint8Array, position: number): void {
+    let done = 0;
+    while (done < from.length) {
+      done += writeSync(this.handle, from, done, from.length - done, position + done);
+    }
+  }
+
+  truncate(length: number): void {
+    ftruncateSync(this.handle, length);
+  }
+
+  sync(): void {
+    fdatasyncSync(this.handle);
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/** A block device's size: found by reading at doubling offsets (no ioctl from Node). */
+function blockDeviceSize(fd: number): number {
+  const probe = new Uint8Array(1);
+  let low = 0;
+  let high = 512;
+  while (readSync(fd, probe, 0, 1, high - 1) === 1) {
+    low = high;
+    high *= 2;
+  }
+  while (high - low > 1) {
+    const mid = Math.floor((low + high) / 2);
+    if (readSync(fd, probe, 0, 1, mid - 1) === 1) low = mid;
+    else high = mid;
+  }
+  return low;
+}
+
+/** A growable in-memory file, bounded so that a hostile image cannot make it huge. */
+export class MemoryFile implements BlockFile {
+  private bytes: Uint8Array;
+  private length: number;
+
+  constructor(
+    readonly name: string,
+    initial: Uint8Array = new Uint8Array(0),
+    private readonly maxBytes = 1 << 30,
+  ) {
+    this.bytes = initial;
+    this.length = initial.length;
+  }
+
+  /** The file's current contents. */
+  contents(): Uint8Array {
+    return this.bytes.subarray(0, this.length);
+  }
+
+  size(): number {
+    return this.length;
+  }
+
+  read(into: Uint8Array, position: number): number {
+    const n = Math.max(0, Math.min(into.length, this.length - position));
+    into.set(this.bytes.subarray(position, position + n));
+    return n;
+  }
+
+  private grow(end: number): void {
+    if (end > this.maxBytes)
+      throw new RangeError(`${this.name}: grows past ${this.maxBytes} bytes`);
+    if (end > this.bytes.length) {
+      const next = new Uint8Array(Math.max(end, this.bytes.length * 2));
+      next.set(this.bytes.subarray(0, this.length));
+      this.bytes = next;
+    }
+  }
+
+  write(from: Uint8Array, position: number): void {
+    this.grow(position + from.length);
+    if (position > this.length) this.bytes.fill(0, this.length, position);
+    this.bytes.set(from, position);
+    this.length = Math.max(this.length, position + from.length);
+  }
+
+  truncate(length: number): void {
+    this.grow(length);
+    if (length > this.length) this.bytes.fill(0, this.length, length);
+    this.length = length;
+  }
+
+  sync(): void {}
+
+  close(): void {}
+}

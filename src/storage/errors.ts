@@ -1,0 +1,50 @@
+/**
+ * A VHD structure is not what the specification allows. The message names
+ * the structure's field and its byte offset in the file, so that a hex dump
+ * shows the culprit at once.
+ */
+export class VhdFormatError extends Error {
+  override name = "VhdFormatError";
+
+  /**
+   * @param field - the field, e.g. "dynamic header block size"
+   * @param offset - byte offset of the field in the file
+   * @param detail - what is wrong with it
+   */
+  constructor(
+    readonly field: string,
+    readonly offset: number,
+    detail: string,
+  ) {
+    super(`${field} at offset ${offset} (0x${offset.toString(16)}): ${detail}`);
+  }
+}
+
+/** A request a disk cannot serve: unaligned, past the end, or to a read-only image. */
+export class DiskRequestError extends RangeError {
+  override name = "DiskRequestError";
+}
+
+/** A differencing disk's parent is missing, is not its parent, or the chain loops. */
+export class ParentChainError extends Error {
+  override name = "ParentChainError";
+}
+
+/**
+ * An I/O request reached a disk after it was removed from the VM (or was
+ * still queued when the removal point came): the guest sees it fail, as a
+ * rescan after a hot remove makes I/O in flight fail.
+ */
+export class DiskRemovedError extends Error {
+  override name = "DiskRemovedError";
+}
+
+/** A pass-through disk is attached elsewhere (another VM or another process holds its lock). */
+export class DiskBusyError extends Error {
+  override name = "DiskBusyError";
+}
+
+/** A change to a VM's disks that Hyper-V refuses in the VM's current state. */
+export class DiskAttachError extends Error {
+  override name = "DiskAttachError";
+}

@@ -1,0 +1,238 @@
+import { renameSync, statSync, unlinkSync } from "node:fs";
+import { FdFile } from "./block-file.js";
+import { type DiskImage, type MapExtent, RawImage } from "./disk-image.js";
+import { DEFAULT_BLOCK_BYTES, VHD_EPOCH_SECONDS, type VhdType } from "./format.js";
+import { defaultKernels, type StorageKernels } from "./kernels.js";
+import { openImage } from "./open.js";
+import { VhdImage } from "./vhd.js";
+
+/** What convert, merge and compact did. */
+export interface CopyStats {
+  /** Virtual size of the disk. */
+  readonly size: number;
+  /** Bytes read from extents the source stores. */
+  readonly bytesRead: number;
+  /** Bytes written to the destination. */
+  readonly bytesWritten: number;
+  /** Chunks skipped because they were all zero. */
+  readonly zeroChunks: number;
+}
+
+/** Reports progress: bytes of the disk walked so far, of the total. */
+export type ProgressFn = (done: number, total: number) => void;
+
+/**
+ * Copies every stored, non-zero extent of `src` into `dst`, chunk by chunk
+ * through a shared-memory buffer, skipping extents the source does not store
+ * (they read as zeros, which a new destination already is) and chunks the
+ * zero-detection kernel finds empty.
+ */
+export function copyExtents(
+  src: DiskImage,
+  dst: DiskImage,
+  extents: readonly MapExtent[],
+  options: {
+    kernels?: StorageKernels;
+    chunk?: number;
+    progress?: ProgressFn;
+    /** Write all-zero chunks too (where zeros hide a parent's data). */
+    keepZeros?: boolean;
+  } = {},
+): CopyStats {
+  const kernels = options.kernels ?? defaultKernels();
+  const chunk = options.chunk ?? DEFAULT_BLOCK_BYTES;
+  const buffer = kernels.borrow(chunk);
+  const view = buffer.bytes(kernels.memory);
+  let bytesRead = 0;
+  let bytesWritten = 0;
+  let zeroChunks = 0;
+  try {
+    for (const e of extents) {
+      if (!e.data) continue;
+      // Chunks aligned to the chunk size, so that each lands in one destination block.
+      for (let at = e.start; at < e.start + e.length; ) {
+        const n = Math.min(chunk - (at % chunk), e.start + e.length - at);
+        const part = view.subarray(0, n);
+        src.read(at, part);
+        bytesRead += n;
+        if (!options.keepZeros && kernels.kernel.isZero(buffer, 0, n)) zeroChunks++;
+        else {
+          dst.write(at, part);
+          bytesWritten += n;
+        }
+        at += n;
+        options.progress?.(at, src.size);
+      }
+    }
+  } finally {
+    kernels.release(buffer);
+  }
+  return { size: src.size, bytesRead, bytesWritten, zeroChunks };
+}
+
+/** Target formats of {@link convertImage}. */
+export type ConvertTarget = "raw" | "fixed" | "dynamic";
+
+/** Options for {@link convertImage}. */
+export interface ConvertOptions {
+  readonly to: ConvertTarget;
+  readonly blockSize?: number;
+  readonly kernels?: StorageKernels;
+  readonly progress?: ProgressFn;
+}
+
+/**
+ * Converts an image (raw or any VHD, detected from its bytes; a differencing
+ * disk is read through its chain) into a new raw file, fixed VHD or dynamic
+ * VHD, skipping all-zero blocks.
+ */
+export function convertImage(srcPath: string, dstPath: string, options: ConvertOptions): CopyStats {
+  const kernels = options.kernels ?? defaultKernels();
+  const src = openImage(srcPath, { kernels });
+  try {
+    const size = src.size;
+    const file = new FdFile(dstPath, "w+");
+    let dst: DiskImage;
+    try {
+      if (options.to === "raw") {
+        file.truncate(size);
+        dst = new RawImage(file, true);
+      } else {
+        dst = VhdImage.create(file, {
+          type: options.to,
+          size,
+          kernels,
+          ...(options.blockSize ? { blockSize: options.blockSize } : {}),
+        });
+      }
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    try {
+      const chunk =
+        options.to === "dynamic" ? (options.blockSize ?? DEFAULT_BLOCK_BYTES) : DEFAULT_BLOCK_BYTES;
+      const stats = copyExtents(src, dst, src.map(), {
+        kernels,
+        chunk,
+        ...(options.progress ? { progress: options.progress } : {}),
+      });
+      dst.flush();
+      return stats;
+    } finally {
+      dst.close();
+    }
+  } finally {
+    src.close();
+  }
+}
+
+/**
+ * Folds a differencing disk into its parent: every sector the child holds is
+ * written into the parent (qemu-img commit's job). The child is left as it
+ * was; its parent has changed under it, so opening it again is refused.
+ */
+export function mergeImage(
+  childPath: string,
+  options: { kernels?: StorageKernels; progress?: ProgressFn } = {},
+): CopyStats & { parent: string } {
+  const kernels = options.kernels ?? defaultKernels();
+  const child = openImage(childPath, { kernels });
+  try {
+    if (!(child instanceof VhdImage) || child.type !== "differencing" || !child.parentPath) {
+      throw new TypeError(`${childPath} is not a differencing VHD: there is nothing to merge`);
+    }
+    const own = child.map().filter((e) => e.depth === 0 && e.data);
+    const parent = openImage(child.parentPath, { kernels, writable: true });
+    try {
+      const stats = copyExtents(child, parent, own, {
+        kernels,
+        chunk: child.blockBytes,
+        keepZeros: true,
+        ...(options.progress ? { progress: options.progress } : {}),
+      });
+      parent.flush();
+      return { ...stats, parent: child.parentPath };
+    } finally {
+      parent.close();
+    }
+  } finally {
+    child.close();
+  }
+}
+
+/**
+ * Rewrites a dynamic or differencing VHD without the blocks it does not
+ * need: all-zero blocks of a dynamic disk, and blocks of a differencing disk
+ * whose bitmaps hold no sector. The disk keeps its unique id, block size and
+ * parent; the new file replaces the old one only when complete.
+ */
+export function compactImage(
+  path: string,
+  options: { kernels?: StorageKernels; progress?: ProgressFn } = {},
+): CopyStats & { before: number; after: number } {
+  const kernels = options.kernels ?? defaultKernels();
+  const before = statSync(path).size;
+  const src = openImage(path, { kernels });
+  const tmp = `${path}.compact-${process.pid}`;
+  try {
+    if (!(src instanceof VhdImage) || src.type === "fixed") {
+      throw new TypeError(
+        `${path} is not a dynamic or differencing VHD: there is nothing to compact`,
+      );
+    }
+    const parentPath = src.parentPath;
+    const header = src.header;
+    const file = new FdFile(tmp, "wx+");
+    let dst: VhdImage;
+    try {
+      dst = VhdImage.create(file, {
+        type: src.type,
+        size: src.size,
+        blockSize: src.blockBytes,
+        kernels,
+        path,
+        uniqueId: src.footer.uniqueId,
+        now: (src.footer.timestamp + VHD_EPOCH_SECONDS) * 1000,
+        ...(src.parent && parentPath && header
+          ? {
+              parent: {
+                image: src.parent,
+                path: parentPath,
+                mtimeMs: (header.parentTimestamp + VHD_EPOCH_SECONDS) * 1000,
+              },
+            }
+          : {}),
+      });
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    let stats: CopyStats;
+    try {
+      const own = src.map().filter((e) => e.depth === 0 && e.data);
+      // Every sector a differencing disk holds matters, zeros included.
+      stats = copyExtents(src, dst, own, {
+        kernels,
+        chunk: src.blockBytes,
+        keepZeros: src.type === "differencing",
+        ...(options.progress ? { progress: options.progress } : {}),
+      });
+      dst.flush();
+    } finally {
+      dst.close();
+    }
+    renameSync(tmp, path);
+    return { ...stats, before, after: statSync(path).size };
+  } catch (error) {
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw error;
+  } finally {
+    src.close();
+  }
+}
+
+/** The VHD type names `--type` accepts. */
+export const VHD_TYPES: readonly VhdType[] = ["fixed", "dynamic", "differencing"];
