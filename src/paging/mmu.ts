@@ -53,6 +53,13 @@ export interface MmuCounters {
   nestedTlbLookups: number;
   pwcGuestLookups: number;
   pwcHostLookups: number;
+  /** L1 ITLB hits (instruction fetches), and fetch lookups. `l1Hits` counts the L1 DTLBs alone. */
+  itlbHits: number;
+  itlbLookups: number;
+  /** Data lookups of the L1 DTLBs. */
+  dtlbLookups: number;
+  /** Writes that hit a TLB entry whose dirty bit was clear, and walked again to set it. */
+  dirtyAssists: number;
   /** Walk references by level (index 0 = level 1, the PT), guest (or shadow) dimension. */
   guestReferencesByLevel: number[];
   /** The same for the host (EPT) dimension. */
@@ -109,6 +116,7 @@ const FLAG_L2_1G = 4;
 const FLAG_1G_AS_2M = 8;
 const FLAG_L2_2M = 16;
 const FLAG_LEVEL_REFS = 32;
+const FLAG_NTLB_LEAF = 64;
 
 /** One reference of an explained walk. */
 export interface WalkReference {
@@ -126,7 +134,7 @@ export interface MmuContextDescriptor {
   readonly caches: RegionDescriptor;
 }
 
-/** The 14 cache slots of a context, in the kernel's order. */
+/** The 16 cache slots of a context, in the kernel's order. */
 function cacheSlots(caches: TranslationCaches): (CacheGeometry | null)[] {
   return [
     caches.l1["4K"],
@@ -143,6 +151,8 @@ function cacheSlots(caches: TranslationCaches): (CacheGeometry | null)[] {
     caches.pwcHost[4],
     caches.pwcHost[5],
     caches.nestedTlb,
+    caches.l1i["4K"],
+    caches.l1i["2M"],
   ];
 }
 
@@ -196,6 +206,7 @@ export class MmuContext {
     if (!options.caches.l1["1G"]) flags |= FLAG_1G_AS_2M;
     if (options.caches.l2Holds2M) flags |= FLAG_L2_2M;
     if (options.countByLevel) flags |= FLAG_LEVEL_REFS;
+    if (options.caches.nestedTlbAtLeafSize) flags |= FLAG_NTLB_LEAF;
     v.setUint32(C.flags, flags, true);
     v.setBigUint64(C.windowBase, BigInt(window.base), true);
     v.setBigUint64(C.windowBytes, BigInt(window.bytes), true);
@@ -310,6 +321,18 @@ export class MmuContext {
     this.kernel.invalidatePage(this.region.offset, va % 2 ** 32, Math.floor(va / 2 ** 32));
   }
 
+  /** Drops the nested TLB's translations of guest-physical `gpa` (an EPT violation on it does this). */
+  invalidateGuestPhysical(gpa: number): void {
+    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa >= 2 ** 52) {
+      throw new PagingError(`guest-physical address ${gpa} is outside 52 bits`);
+    }
+    this.kernel.invalidateGuestPhysical(
+      this.region.offset,
+      gpa % 2 ** 32,
+      Math.floor(gpa / 2 ** 32),
+    );
+  }
+
   /** Flushes the TLBs and guest page-walk caches of the current address space (a CR3 load without tags). */
   flushAddressSpace(): void {
     this.kernel.flush(this.region.offset, 1);
@@ -339,6 +362,10 @@ export class MmuContext {
     }
     out.pwcGuestLookups = Number(v.getBigUint64(160, true));
     out.pwcHostLookups = Number(v.getBigUint64(168, true));
+    out.itlbHits = Number(v.getBigUint64(176, true));
+    out.itlbLookups = Number(v.getBigUint64(184, true));
+    out.dtlbLookups = Number(v.getBigUint64(592, true));
+    out.dirtyAssists = Number(v.getBigUint64(600, true));
     out.guestReferencesByLevel = [0, 1, 2, 3, 4].map((l) =>
       Number(v.getBigUint64(512 + 8 * l, true)),
     );
@@ -357,7 +384,7 @@ export class MmuContext {
   resetCounters(): void {
     const v = this.view();
     for (let at = C.counters; at < C.faultCode; at += 8) v.setBigUint64(at, 0n, true);
-    for (let at = 512; at < 592; at += 8) v.setBigUint64(at, 0n, true);
+    for (let at = 512; at < 608; at += 8) v.setBigUint64(at, 0n, true);
   }
 
   /**

@@ -5,6 +5,7 @@ export interface WalkExports {
   run(ctx: number, trace: number, from: number, to: number): number;
   translate(ctx: number, vaLow: number, vaHigh: number, kind: number): number;
   invalidatePage(ctx: number, vaLow: number, vaHigh: number): void;
+  invalidateGuestPhysical(ctx: number, gpaLow: number, gpaHigh: number): void;
   flush(ctx: number, what: number): void;
 }
 
