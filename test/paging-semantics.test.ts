@@ -221,3 +221,41 @@ describe("the nested TLB over large EPT leaves", () => {
     expect(leaf - splintered).toBe(15 + 3);
   });
 });
+
+describe("fork and exec run the child", () => {
+  it("switches the child in, takes its copy-on-write and demand faults, and switches back", () => {
+    for (const mode of ["shadow", "slat"] as const) {
+      // One fork in 20,000 accesses (50,000 forks per 1e9 accesses per second).
+      const { machine, layout } = testMachine({
+        mode,
+        workingSetBytes: 4 * 2 ** 20,
+        prefault: true,
+        activity: {
+          processes: 1,
+          contextSwitchesPerSecond: 0,
+          pageTableUpdatesPerSecond: 0,
+          forkExecPerSecond: 50_000,
+          munmapPerSecond: 0,
+          accessesPerSecond: 1e9,
+        },
+      });
+      const records = Array.from({ length: 20_000 }, (_, i) => ({
+        va: HEAP_BASE + (i % 1024) * 4096,
+        kind: READ,
+      }));
+      const trace = writeTrace(layout, records);
+      machine.runRecords(trace.offset, records.length);
+      const s = machine.stats();
+      expect(machine.os.counters.forks, mode).toBe(1);
+      // The fork's flush, the switch into the child, exec's new CR3, and the switch back.
+      expect(s.contextSwitches, mode).toBe(4);
+      // The child's first writes to pages it shares with the parent copy them.
+      expect(s.copyOnWrite, mode).toBeGreaterThanOrEqual(8);
+      // After exec it demand-pages its own 32 pages.
+      expect(s.guestPageFaults, mode).toBeGreaterThanOrEqual(8 + 32);
+      if (mode === "shadow") expect(s.exits["cr3-write"]).toBe(4);
+      expect(machine.os.processes.size, mode).toBe(1);
+      expect(machine.os.current.pid, mode).toBe(1);
+    }
+  });
+});

@@ -39,10 +39,10 @@ export class HardwarePaging implements GuestPagingHooks {
     }
   }
 
-  cr3Load(process: GuestProcess): void {
+  cr3Load(process: GuestProcess, fresh: boolean): void {
     this.mmu.setRoot(process.cr3);
     if (this.tagged) this.mmu.asid = process.pcid;
-    else this.mmu.flushAddressSpace();
+    if (!this.tagged || fresh) this.mmu.flushAddressSpace();
   }
 
   invlpg(va: number): void {

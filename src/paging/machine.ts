@@ -136,6 +136,14 @@ export interface PagingStats {
 const WORDS = 2;
 const MAX_FAULTS_PER_ACCESS = 3;
 const MUNMAP_BYTES = 64 * 1024;
+/**
+ * A forked child before exec writes a few pages it shares with its parent
+ * (its stack and data: copy-on-write faults), then, after exec, runs a small
+ * program of its own (a shell command: 32 pages, one write in four) and
+ * exits. Assumed sizes; what matters is that the child runs.
+ */
+const CHILD_COW_PAGES = 8;
+const CHILD_PAGES = 32;
 
 type EventKind = "switch" | "update" | "fork" | "munmap" | "harvest";
 const EVENT_KINDS: readonly EventKind[] = ["switch", "update", "fork", "munmap", "harvest"];
@@ -399,8 +407,21 @@ export class PagingMachine {
         return;
       }
       case "fork": {
+        const end = (this.areas[0]?.end ?? 0) - CHILD_PAGES * 4096;
+        const base = Math.min(
+          end,
+          ws === null ? here() : HEAP_BASE + this.random.below(ws / 4096) * 4096,
+        );
         const child = this.os.fork(current);
+        this.os.switchTo(child);
+        for (let i = 0; i < CHILD_COW_PAGES; i++) {
+          this.touch(base + i * 4096, ACCESS.write | ACCESS.user);
+        }
         this.os.exec(child, this.areas);
+        for (let i = 0; i < CHILD_PAGES; i++) {
+          this.touch(base + i * 4096, ACCESS.user | (i % 4 === 0 ? ACCESS.write : 0));
+        }
+        this.os.switchTo(current);
         this.os.exit(child);
         return;
       }
