@@ -76,7 +76,7 @@ export const suite: BenchSuite = {
     );
     pair.reset(memory);
     const log = new EpochDirtyLog(memory, pair, dirty);
-    const harvestPool = new KernelPool(layout, { threads: 2 });
+    const harvestPool = new KernelPool(layout, { threads: 2, domains: ["dirty"] });
     const onWorkers = (shares: number, onCaller: boolean) =>
       new ParallelHarvester(layout, harvestPool, {
         shares,
@@ -206,7 +206,7 @@ export const suite: BenchSuite = {
     const markGuestBytes = quick ? 4 * GiB : 64 * GiB;
     const marksPerCall = quick ? 100_000 : 2_000_000;
     const markLayout = new MemoryLayout();
-    const pool = new KernelPool(markLayout, { threads: 2 });
+    const pool = new KernelPool(markLayout, { threads: 2, domains: ["guest"] });
     const guests = new Map<string, Guest>();
     for (const kind of ["uniform", "hotset", "zipf"] as const) {
       for (const vcpus of [1, 2]) {

@@ -6,6 +6,7 @@
  * before it is timed.
  */
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { libraryName } from "../src/bench/machine.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { Migration, runMigration } from "../src/migration/engine.js";
 import type { MigrationOptions } from "../src/migration/options.js";
@@ -234,7 +235,7 @@ async function pageHashCase(quick: boolean): Promise<BenchCase> {
   ];
   if (native) {
     impls.splice(2, 0, {
-      impl: "@node-rs/xxhash xxh3 (native, a call per page)",
+      impl: `${libraryName("@node-rs/xxhash")} xxh3 (native, a call per page)`,
       fn: () => {
         for (let p = 0; p < pages; p++)
           sink ^= native.xxh64(buffer.subarray(p * 4096, (p + 1) * 4096));

@@ -222,7 +222,7 @@ export const suite: BenchSuite = {
     // The impls are async functions: tinybench probes a plain function by
     // calling it once without waiting, which would overlap two rounds.
     const rxLayout = new MemoryLayout();
-    const pool = new KernelPool(rxLayout, { threads: 2 });
+    const pool = new KernelPool(rxLayout, { threads: 2, domains: ["net"] });
     const rxSegmenter = new Segmenter(new MemoryLayout(), 128 * 1024);
     const framesAt1500 = quick ? 2000 : 8000;
     const base: ReceiveConfig = {

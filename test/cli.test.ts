@@ -93,7 +93,17 @@ describe("the hvlab command", () => {
     const cases = new Map<string, string[]>();
     for (const row of result.results) {
       expect(Object.keys(row).sort()).toEqual(
-        ["bytesPerSecond", "case", "hz", "impl", "meanNs", "rme", "samples"].sort(),
+        [
+          "bytesPerSecond",
+          "case",
+          "hz",
+          "impl",
+          "madNs",
+          "meanNs",
+          "medianNs",
+          "rme",
+          "samples",
+        ].sort(),
       );
       expect(row.hz).toBeGreaterThan(0);
       cases.set(row.case as string, [...(cases.get(row.case as string) ?? []), row.impl as string]);

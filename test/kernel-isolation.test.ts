@@ -14,7 +14,7 @@ import { compileKernel, instantiateKernel, kernelNames } from "../src/wasm/loade
  */
 
 const layout = new MemoryLayout();
-const pool = new KernelPool(layout, { threads: 2 });
+const pool = new KernelPool(layout, { threads: 2, domains: ["dirty"] });
 afterAll(() => pool.close());
 
 function snapshotOf(bytes: Uint8Array): Uint8Array {

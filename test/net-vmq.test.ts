@@ -50,7 +50,7 @@ beforeAll(() => {
   segmenter = new Segmenter(new MemoryLayout(), 128 * 1024);
   traffic = generateTraffic(segmenter, spec);
   shared = new MemoryLayout();
-  pool = new KernelPool(shared, { threads: 2 });
+  pool = new KernelPool(shared, { threads: 2, domains: ["net"] });
 });
 afterAll(async () => {
   await pool.close();

@@ -14,7 +14,7 @@ import { DirtyKernel } from "../src/wasm/dirty.js";
  */
 
 const layout = new MemoryLayout();
-const pool = new KernelPool(layout, { threads: 2 });
+const pool = new KernelPool(layout, { threads: 2, domains: ["dirty"] });
 afterAll(() => pool.close());
 
 describe("concurrent marking through the pool", () => {
@@ -81,7 +81,7 @@ describe("concurrent marking through the pool", () => {
         });
       const inline = make();
       const pooled = make();
-      const pooledPool = new KernelPool(pooled.layout, { threads: 2 });
+      const pooledPool = new KernelPool(pooled.layout, { threads: 2, domains: ["guest"] });
       try {
         await inline.write(100_000);
         await pooled.write(100_000, pooledPool);
@@ -97,6 +97,8 @@ describe("concurrent marking through the pool", () => {
   );
 
   it("refuses a pool of no threads", () => {
-    expect(() => new KernelPool(layout, { threads: 0 })).toThrow("pool threads");
+    expect(() => new KernelPool(layout, { threads: 0, domains: ["dirty"] })).toThrow(
+      "pool threads",
+    );
   });
 });

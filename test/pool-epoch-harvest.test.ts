@@ -19,7 +19,7 @@ import { DirtyKernel } from "../src/wasm/dirty.js";
  */
 
 const layout = new MemoryLayout();
-const pool = new KernelPool(layout, { threads: 2 });
+const pool = new KernelPool(layout, { threads: 2, domains: ["dirty"] });
 afterAll(() => pool.close());
 const kernel = DirtyKernel.on(layout.memory);
 const cursor = layout.allocate("cursor", 8);
@@ -95,7 +95,7 @@ describe("epoch-swapped harvest while workers mark", () => {
     const writes = 400_000;
     await reference.write(writes);
     const guest = make(true);
-    const guestPool = new KernelPool(guest.layout, { threads: 2 });
+    const guestPool = new KernelPool(guest.layout, { threads: 2, domains: ["guest"] });
     try {
       const snapshot = DirtyBitmap.allocate(guest.layout, "snapshot", guest.pages);
       const union = DirtyBitmap.allocate(guest.layout, "union", guest.pages);

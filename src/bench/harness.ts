@@ -76,6 +76,13 @@ export interface BenchResult {
   readonly hz: number;
   readonly bytesPerSecond: number | null;
   readonly meanNs: number;
+  /**
+   * Median time per operation, ns: robust to the stray slow samples a shared
+   * machine produces, where the mean is not.
+   */
+  readonly medianNs: number;
+  /** Median absolute deviation of the time per operation, ns (unscaled). */
+  readonly madNs: number;
   readonly rme: number;
   readonly samples: number;
 }
@@ -145,6 +152,8 @@ export async function runSuite(suite: BenchSuite, options: SuiteOptions): Promis
           hz,
           bytesPerSecond: benchCase.bytesPerOp === undefined ? null : hz * benchCase.bytesPerOp,
           meanNs: (meanMs * 1e6) / ops,
+          medianNs: (result.latency.p50 * 1e6) / ops,
+          madNs: (result.latency.mad * 1e6) / ops,
           rme: result.latency.rme,
           samples: result.latency.samplesCount,
         });

@@ -23,6 +23,14 @@ function versionOf(manifest: string): string {
   }
 }
 
+/**
+ * A library peer's name with the version that ran, e.g. "@node-rs/xxhash
+ * 1.7.8": a figure measured against a library means little without it.
+ */
+export function libraryName(pkg: string): string {
+  return `${pkg} ${versionOf(`${packageRoot()}/node_modules/${pkg}/package.json`)}`;
+}
+
 /** Describes this machine and runtime. */
 export function machineInfo(): MachineInfo {
   const root = packageRoot();

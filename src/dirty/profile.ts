@@ -91,7 +91,9 @@ export async function profileDirtyRate(options: DirtyProfileOptions): Promise<Di
   const snapshot = DirtyBitmap.allocate(layout, "dirty-snapshot", guest.pages, guest.pageShift);
   const distinct = DirtyBitmap.allocate(layout, "dirty-distinct", guest.pages, guest.pageShift);
   const pool =
-    options.threads > 0 ? new KernelPool(layout, { threads: options.threads }) : undefined;
+    options.threads > 0
+      ? new KernelPool(layout, { threads: options.threads, domains: ["guest"] })
+      : undefined;
   const pageBytes = 2 ** guest.pageShift;
   const periods: DirtyPeriodRecord[] = [];
   let distinctPages = 0;

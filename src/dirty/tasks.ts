@@ -1,9 +1,56 @@
 import { DirtyBitmap } from "../memory/dirty-bitmap.js";
+import { DirtyBitmapPair } from "../memory/dirty-bitmap-pair.js";
 import { Region } from "../memory/region.js";
-import type { KernelContext } from "../pool/context.js";
-import type { TaskHandlers } from "../pool/protocol.js";
-import type { DirtyKernel } from "../wasm/dirty.js";
-import type { BatchConsumer, HarvestPagesResult, HarvestPagesTask } from "./task-types.js";
+import { passGate } from "../pool/gate.js";
+import { defineHandlers } from "../pool/registry.js";
+import type { KernelContext } from "../wasm/context.js";
+import { checkMarkingInPair, type DirtyKernel } from "../wasm/dirty.js";
+import type {
+  BatchConsumer,
+  HarvestPagesResult,
+  HarvestPagesTask,
+  MarkPagesInPairTask,
+  MarkPagesTask,
+  MarkResult,
+} from "./task-types.js";
+
+function bitmapOf(task: { bitmap: MarkPagesTask["bitmap"] }): DirtyBitmap {
+  return new DirtyBitmap(new Region(task.bitmap.region), task.bitmap.pages, task.bitmap.pageShift);
+}
+
+function markPages(context: KernelContext, task: MarkPagesTask): MarkResult {
+  const bitmap = bitmapOf(task);
+  const last = task.first + (task.count - 1) * task.step;
+  if (task.count > 0 && (task.step < 1 || last >= bitmap.pages)) {
+    throw new RangeError(`mark-pages: pages ${task.first}..${last} pass the bitmap's end`);
+  }
+  passGate(context.memory, task.gate);
+  const started = process.hrtime.bigint();
+  let newly = 0;
+  const dirty = context.dirty;
+  for (let i = 0, page = task.first; i < task.count; i++, page += task.step) {
+    if (dirty.markPage(bitmap, page)) newly++;
+  }
+  return { newlyDirty: newly, elapsedNs: Number(process.hrtime.bigint() - started) };
+}
+
+function markPagesInPair(context: KernelContext, task: MarkPagesInPairTask): MarkResult {
+  const pair = DirtyBitmapPair.fromDescriptor(task.pair);
+  const dirty = context.dirty;
+  // Validate before the gate, so a bad task fails alone rather than at the gate.
+  checkMarkingInPair(pair, task.slot, task.first, task.count, task.step, task.batch);
+  passGate(context.memory, task.gate);
+  const started = process.hrtime.bigint();
+  const newlyDirty = dirty.markPagesInPair(
+    pair,
+    task.slot,
+    task.first,
+    task.count,
+    task.step,
+    task.batch,
+  );
+  return { newlyDirty, elapsedNs: Number(process.hrtime.bigint() - started) };
+}
 
 /**
  * Harvests a share of a quiet bitmap with the one-pass kernel and consumes
@@ -64,7 +111,9 @@ function harvestPages(context: KernelContext, task: HarvestPagesTask): HarvestPa
   );
 }
 
-/** The dirty-tracking tasks: harvesting a share of a bitmap on a worker. */
-export const dirtyTaskHandlers: TaskHandlers<HarvestPagesTask> = {
+/** The dirty-tracking tasks: marking pages and harvesting a share of a bitmap on a worker. */
+export const handlers = defineHandlers({
+  "dirty.mark-pages": markPages,
+  "dirty.mark-pages-in-pair": markPagesInPair,
   "dirty.harvest-pages": harvestPages,
-};
+});

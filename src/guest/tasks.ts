@@ -1,54 +1,15 @@
+import type { MarkResult } from "../dirty/task-types.js";
 import { DirtyBitmap } from "../memory/dirty-bitmap.js";
 import { DirtyBitmapPair } from "../memory/dirty-bitmap-pair.js";
 import { DirtyRing } from "../memory/dirty-ring.js";
 import { Region } from "../memory/region.js";
-import type { KernelContext } from "../pool/context.js";
 import { passGate } from "../pool/gate.js";
-import type { TaskHandlers } from "../pool/protocol.js";
-import { checkMarkingInPair } from "../wasm/dirty.js";
-import type {
-  MarkPagesInPairTask,
-  MarkPagesTask,
-  MarkResult,
-  RunWorkloadTask,
-} from "./task-types.js";
+import { defineHandlers } from "../pool/registry.js";
+import type { KernelContext } from "../wasm/context.js";
+import type { RunWorkloadTask } from "./task-types.js";
 
-function bitmapOf(task: { bitmap: MarkPagesTask["bitmap"] }): DirtyBitmap {
+function bitmapOf(task: { bitmap: RunWorkloadTask["bitmap"] }): DirtyBitmap {
   return new DirtyBitmap(new Region(task.bitmap.region), task.bitmap.pages, task.bitmap.pageShift);
-}
-
-function markPages(context: KernelContext, task: MarkPagesTask): MarkResult {
-  const bitmap = bitmapOf(task);
-  const last = task.first + (task.count - 1) * task.step;
-  if (task.count > 0 && (task.step < 1 || last >= bitmap.pages)) {
-    throw new RangeError(`mark-pages: pages ${task.first}..${last} pass the bitmap's end`);
-  }
-  passGate(context.memory, task.gate);
-  const started = process.hrtime.bigint();
-  let newly = 0;
-  const dirty = context.dirty;
-  for (let i = 0, page = task.first; i < task.count; i++, page += task.step) {
-    if (dirty.markPage(bitmap, page)) newly++;
-  }
-  return { newlyDirty: newly, elapsedNs: Number(process.hrtime.bigint() - started) };
-}
-
-function markPagesInPair(context: KernelContext, task: MarkPagesInPairTask): MarkResult {
-  const pair = DirtyBitmapPair.fromDescriptor(task.pair);
-  const dirty = context.dirty;
-  // Validate before the gate, so a bad task fails alone rather than at the gate.
-  checkMarkingInPair(pair, task.slot, task.first, task.count, task.step, task.batch);
-  passGate(context.memory, task.gate);
-  const started = process.hrtime.bigint();
-  const newlyDirty = dirty.markPagesInPair(
-    pair,
-    task.slot,
-    task.first,
-    task.count,
-    task.step,
-    task.batch,
-  );
-  return { newlyDirty, elapsedNs: Number(process.hrtime.bigint() - started) };
 }
 
 function runWorkload(context: KernelContext, task: RunWorkloadTask): MarkResult {
@@ -67,11 +28,7 @@ function runWorkload(context: KernelContext, task: RunWorkloadTask): MarkResult 
   return { newlyDirty, elapsedNs: Number(process.hrtime.bigint() - started) };
 }
 
-/** The guest's tasks: vCPU writes and page marking on pool workers. */
-export const guestTaskHandlers: TaskHandlers<
-  MarkPagesTask | MarkPagesInPairTask | RunWorkloadTask
-> = {
-  "dirty.mark-pages": markPages,
-  "dirty.mark-pages-in-pair": markPagesInPair,
+/** The guest's tasks: vCPU writes on pool workers. */
+export const handlers = defineHandlers({
   "workload.run": runWorkload,
-};
+});

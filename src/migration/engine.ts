@@ -318,6 +318,7 @@ export class Migration {
     const destination = this.destination;
     this.pool ??= new KernelPool(this.layout, {
       threads: Math.max(1, this.o.multifdChannels),
+      domains: ["migration"],
       ...(destination ? { peers: { destination: destination.layout.memory } } : {}),
     });
     return this.pool;

@@ -93,7 +93,10 @@ export async function runSweep(
     policy: p.policy,
   });
   for (const p of points) resolveMigrationOptions(optionsOf(p));
-  const pool = new KernelPool(new MemoryLayout(), { threads: options.workers });
+  const pool = new KernelPool(new MemoryLayout(), {
+    threads: options.workers,
+    domains: ["migration"],
+  });
   const started = performance.now();
   let done = 0;
   try {

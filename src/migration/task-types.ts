@@ -66,9 +66,14 @@ export interface SweepPointTask {
   readonly options: Omit<MigrationOptions, "onRound" | "beforeVerify">;
 }
 
-/** The migration domain's task types and their results. */
-export interface MigrationTaskResults {
-  "migration.channel": ChannelResult;
-  "migration.sweep-point": { readonly summary: MigrationSummary };
-  "migration.hash-pages": undefined;
+declare module "../pool/registry.js" {
+  /** The migration domain's task types: multifd channels, verification's hashing, sweep points. */
+  interface TaskRegistry {
+    "migration.channel": { task: ChannelTask; result: ChannelResult };
+    "migration.sweep-point": {
+      task: SweepPointTask;
+      result: { readonly summary: MigrationSummary };
+    };
+    "migration.hash-pages": { task: HashPagesTask; result: undefined };
+  }
 }

@@ -1,6 +1,6 @@
 import { Region } from "../memory/region.js";
-import type { KernelContext } from "../pool/context.js";
-import type { TaskHandlers } from "../pool/protocol.js";
+import { defineHandlers } from "../pool/registry.js";
+import type { KernelContext } from "../wasm/context.js";
 import { type MultifdExports, MultifdKernel } from "../wasm/multifd.js";
 import { type PageExports, PageKernel } from "../wasm/page.js";
 import { runMigration } from "./engine.js";
@@ -42,8 +42,8 @@ async function sweepPoint(
 }
 
 /** The migration domain's tasks: multifd channels and sweep points. */
-export const migrationTaskHandlers: TaskHandlers<ChannelTask | HashPagesTask | SweepPointTask> = {
+export const handlers = defineHandlers({
   "migration.hash-pages": hashPages,
   "migration.channel": channel,
   "migration.sweep-point": sweepPoint,
-};
+});

@@ -1,5 +1,5 @@
-import { onesAdd, onesSumOracle } from "../oracle/checksum.js";
 import { parseIp, parseMac } from "./address.js";
+import { onesComplementAdd, onesSum } from "./byte-checksum.js";
 import {
   ETHERNET_HEADER,
   ETHERTYPE_IPV4,
@@ -167,8 +167,8 @@ export function buildHeaders(spec: FrameSpec, payloadLength: number): BuiltHeade
     bytes.set(src, l3 + 12);
     bytes.set(dst, l3 + 16);
     if (ip.options) bytes.set(ip.options, l3 + 20);
-    v.setUint16(l3 + 10, ~onesSumOracle(bytes, l3, ipHeader) & 0xffff);
-    pseudo = onesSumOracle(bytes, l3 + 12, 8, protocol);
+    v.setUint16(l3 + 10, ~onesSum(bytes, l3, ipHeader) & 0xffff);
+    pseudo = onesSum(bytes, l3 + 12, 8, protocol);
   } else {
     const src = parseIp(ip.src);
     const dst = parseIp(ip.dst);
@@ -190,7 +190,7 @@ export function buildHeaders(spec: FrameSpec, payloadLength: number): BuiltHeade
       bytes.set(ext.options, at + 2);
       at += ext.options.length + 2;
     }
-    pseudo = onesSumOracle(bytes, l3 + 8, 32, protocol);
+    pseudo = onesSum(bytes, l3 + 8, 32, protocol);
   }
   v.setUint16(l4at, l4.srcPort);
   v.setUint16(l4at + 2, l4.dstPort);
@@ -210,8 +210,8 @@ export function buildHeaders(spec: FrameSpec, payloadLength: number): BuiltHeade
 }
 
 /**
- * Builds a complete frame with every checksum filled in (by the TypeScript
- * oracle): what a stack without offload puts on the wire.
+ * Builds a complete frame with every checksum filled in (by the checksum
+ * kernel): what a stack without offload puts on the wire.
  */
 export function buildFrame(spec: FrameSpec, payload: Uint8Array): Uint8Array {
   const headers = buildHeaders(spec, payload.length);
@@ -223,9 +223,12 @@ export function buildFrame(spec: FrameSpec, payload: Uint8Array): Uint8Array {
   const l4Length = frame.length - headers.l4;
   // The field holds the pseudo-header sum without the length: add the length
   // (as the 32-bit IPv6 length or the 16-bit IPv4 one, folded) and the segment.
-  const seed = onesAdd(onesAdd(v.getUint16(at), l4Length & 0xffff), Math.floor(l4Length / 65536));
+  const seed = onesComplementAdd(
+    onesComplementAdd(v.getUint16(at), l4Length & 0xffff),
+    Math.floor(l4Length / 65536),
+  );
   v.setUint16(at, 0);
-  let checksum = ~onesSumOracle(frame, headers.l4, l4Length, seed) & 0xffff;
+  let checksum = ~onesSum(frame, headers.l4, l4Length, seed) & 0xffff;
   if (spec.l4.kind === "udp" && checksum === 0) checksum = 0xffff;
   v.setUint16(at, checksum);
   return frame;

@@ -1,5 +1,5 @@
-import { onesSumOracle } from "../oracle/checksum.js";
 import { lengthField } from "./build.js";
+import { onesSum } from "./byte-checksum.js";
 import { type ParsedFrame, PROTO_TCP, PROTO_UDP, parseFrame, TCP_FLAGS } from "./frame.js";
 
 /** How the receive side coalesces (GRO on Linux, RSC on Windows). */
@@ -115,7 +115,7 @@ function finish(group: Group): CoalescedFrame {
   if (p.ipVersion === 4) {
     v.setUint16(p.l3 + 2, lengthField(ipBytes));
     v.setUint16(p.l3 + 10, 0);
-    v.setUint16(p.l3 + 10, ~onesSumOracle(header, p.l3, p.l4 - p.l3) & 0xffff);
+    v.setUint16(p.l3 + 10, ~onesSum(header, p.l3, p.l4 - p.l3) & 0xffff);
   } else {
     v.setUint16(p.l3 + 4, lengthField(ipBytes - 40));
   }
@@ -123,12 +123,7 @@ function finish(group: Group): CoalescedFrame {
   const protocol = group.udp ? PROTO_UDP : PROTO_TCP;
   // The transport checksum field goes back to what the sending stack gave the
   // NIC: the pseudo-header sum of addresses and protocol, without the length.
-  const pseudo = onesSumOracle(
-    header,
-    p.dstAddress,
-    n,
-    onesSumOracle(header, p.srcAddress, n, protocol),
-  );
+  const pseudo = onesSum(header, p.dstAddress, n, onesSum(header, p.srcAddress, n, protocol));
   if (group.udp) {
     v.setUint16(p.l4 + 4, lengthField(p.payload - p.l4 + group.payloadBytes));
     v.setUint16(p.l4 + 6, pseudo);

@@ -143,7 +143,7 @@ async function runOnFrames(
 ): Promise<VmqExperiment> {
   const bytes = frames.reduce((a, f) => a + f.length, 0);
   const layout = new MemoryLayout();
-  const pool = new KernelPool(layout, { threads: o.processors });
+  const pool = new KernelPool(layout, { threads: o.processors, domains: ["net"] });
   try {
     // Enough slots for a round: every frame, or (coalescing into 64 KiB
     // slots) 256 super-frames per VM; beyond that drops are counted as ringFull.

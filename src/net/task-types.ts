@@ -50,7 +50,9 @@ export interface ReceiveResult {
   readonly busyNs: number;
 }
 
-/** The networking domain's task types and their results. */
-export interface NetTaskResults {
-  "net.receive": ReceiveResult;
+declare module "../pool/registry.js" {
+  /** The networking domain's task types: a VMQ processor's receive work. */
+  interface TaskRegistry {
+    "net.receive": { task: ReceiveTask; result: ReceiveResult };
+  }
 }

@@ -1,7 +1,7 @@
 import { Region } from "../memory/region.js";
-import type { KernelContext } from "../pool/context.js";
 import { passGate } from "../pool/gate.js";
-import type { TaskHandlers } from "../pool/protocol.js";
+import { defineHandlers } from "../pool/registry.js";
+import type { KernelContext } from "../wasm/context.js";
 import type { ChecksumExports, SegmentExports } from "./kernels.js";
 import { receiveBatch } from "./receive-batch.js";
 import { ReceiveRing } from "./ring.js";
@@ -33,6 +33,6 @@ function receive(context: KernelContext, task: ReceiveTask): ReceiveResult {
 }
 
 /** The networking domain's tasks: a VMQ processor's receive work. */
-export const netTaskHandlers: TaskHandlers<ReceiveTask> = {
+export const handlers = defineHandlers({
   "net.receive": receive,
-};
+});

@@ -145,7 +145,7 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
     });
     stats = local.map((m) => m.stats());
   } else {
-    const pool = new KernelPool(layout, { threads });
+    const pool = new KernelPool(layout, { threads, domains: ["paging"] });
     let reject!: (error: unknown) => void;
     const failed = new Promise<never>((_, r) => {
       reject = r;

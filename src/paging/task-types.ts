@@ -15,7 +15,9 @@ export interface PagingRunTask {
   readonly consumer: number;
 }
 
-/** The paging domain's task types and their results. */
-export interface PagingTaskResults {
-  "paging.run": PagingStats[];
+declare module "../pool/registry.js" {
+  /** The paging domain's task types: configurations run over a trace ring. */
+  interface TaskRegistry {
+    "paging.run": { task: PagingRunTask; result: PagingStats[] };
+  }
 }

@@ -1,5 +1,5 @@
-import type { KernelContext } from "../pool/context.js";
-import type { TaskHandlers } from "../pool/protocol.js";
+import { defineHandlers } from "../pool/registry.js";
+import type { KernelContext } from "../wasm/context.js";
 import type { WalkExports } from "../wasm/walk.js";
 import { PagingMachine, type PagingStats } from "./machine.js";
 import { consumeRing } from "./ring.js";
@@ -17,6 +17,6 @@ function runConfigs(context: KernelContext, task: PagingRunTask): PagingStats[] 
 }
 
 /** The paging domain's tasks: one configuration of a comparison per worker. */
-export const pagingTaskHandlers: TaskHandlers<PagingRunTask> = {
+export const handlers = defineHandlers({
   "paging.run": runConfigs,
-};
+});

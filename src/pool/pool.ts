@@ -3,14 +3,25 @@ import { join } from "node:path";
 import { Piscina } from "piscina";
 import type { MemoryLayout } from "../memory/layout.js";
 import { packageRoot } from "../util/package-root.js";
+import type { KernelBoot } from "../wasm/context.js";
 import { compileAllKernels } from "../wasm/loader.js";
-import type { WorkerBoot } from "./context.js";
-import type { PoolTask, ResultOf } from "./protocol.js";
+import { checkDomains } from "./domains.js";
+import type { PoolTask, ResultOf } from "./registry.js";
+
+/** What a worker receives once, at start: its kernels' boot and the domains whose tasks it runs. */
+export interface WorkerBoot extends KernelBoot {
+  readonly domains: readonly string[];
+}
 
 /** Options for a {@link KernelPool}. */
 export interface KernelPoolOptions {
   /** Worker threads (default: the machine's parallelism). */
   readonly threads?: number;
+  /**
+   * The domains whose tasks the workers run, by folder name under src/
+   * (each worker imports dist/src/<domain>/tasks.js at start-up).
+   */
+  readonly domains: readonly string[];
   /** Other shared memories the workers hold besides the layout's, by name (see `KernelContext.peer`). */
   readonly peers?: Readonly<Record<string, WebAssembly.Memory>>;
 }
@@ -22,17 +33,21 @@ export interface KernelPoolOptions {
 export class KernelPool {
   /** Worker threads in the pool. */
   readonly threads: number;
+  /** The domains whose tasks the workers run. */
+  readonly domains: readonly string[];
   private readonly piscina: Piscina;
 
-  constructor(layout: MemoryLayout, options: KernelPoolOptions = {}) {
+  constructor(layout: MemoryLayout, options: KernelPoolOptions) {
     const threads = options.threads ?? availableParallelism();
     if (!Number.isSafeInteger(threads) || threads < 1 || threads > 256) {
       throw new RangeError(`pool threads must be a whole number from 1 to 256, not ${threads}`);
     }
     this.threads = threads;
+    this.domains = checkDomains(options.domains);
     const boot: WorkerBoot = {
       memory: layout.memory,
       modules: compileAllKernels(),
+      domains: this.domains,
       ...(options.peers ? { peers: options.peers } : {}),
     };
     this.piscina = new Piscina({

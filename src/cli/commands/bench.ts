@@ -12,7 +12,18 @@ import { startProgress } from "../progress.js";
 /** A suite's results as a table: one row per case and implementation, with its speed ratio. */
 export function resultTable(result: SuiteResult): Table {
   return {
-    columns: ["case", "impl", "ops/s", "bytes/s", "mean ns/op", "rme", "samples", "x hvlab"],
+    columns: [
+      "case",
+      "impl",
+      "ops/s",
+      "bytes/s",
+      "mean ns/op",
+      "rme",
+      "median ns/op",
+      "MAD ns/op",
+      "samples",
+      "x hvlab",
+    ],
     rows: result.results.map((row) => {
       const ratio = ratioToOwn(result, row);
       return [
@@ -22,6 +33,8 @@ export function resultTable(result: SuiteResult): Table {
         row.bytesPerSecond === null ? null : `${formatBytes(row.bytesPerSecond)}/s`,
         Number(row.meanNs.toPrecision(4)),
         `±${row.rme.toFixed(1)}%`,
+        Number(row.medianNs.toPrecision(4)),
+        Number(row.madNs.toPrecision(3)),
         row.samples,
         ratio === null ? null : `${ratio.toFixed(3)}`,
       ];
@@ -90,6 +103,8 @@ const suiteResult = z.object({
       hz: z.number().positive(),
       bytesPerSecond: z.number().nullable(),
       meanNs: z.number(),
+      medianNs: z.number(),
+      madNs: z.number(),
       rme: z.number(),
       samples: z.number().int().nonnegative(),
     }),

@@ -159,7 +159,9 @@ export class LiveSource {
     this.kernel = StreamKernel.on(this.layout.memory, scratch);
     this.dirty = this.guest.dirty;
     this.pool =
-      options.threads > 0 ? new KernelPool(this.layout, { threads: options.threads }) : undefined;
+      options.threads > 0
+        ? new KernelPool(this.layout, { threads: options.threads, domains: ["guest"] })
+        : undefined;
     this.runner = new VcpuRunner(this.guest, this.pool, options.writesPerSecond);
   }
 

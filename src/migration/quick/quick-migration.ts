@@ -125,7 +125,9 @@ export async function runQuickMigration(
   });
   const ram = guest.ram as Region;
   prefillGuest(ram.bytes(source.memory), PAGE_BYTES, options.seed);
-  const pool = options.threads ? new KernelPool(source, { threads: options.threads }) : undefined;
+  const pool = options.threads
+    ? new KernelPool(source, { threads: options.threads, domains: ["guest"] })
+    : undefined;
   try {
     await guest.write(options.writes ?? guest.pages, pool);
   } finally {

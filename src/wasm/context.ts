@@ -1,13 +1,13 @@
-import { DirtyKernel } from "../wasm/dirty.js";
-import { instantiateKernel, type KernelName } from "../wasm/loader.js";
-import { WorkloadKernel } from "../wasm/workload.js";
+import { DirtyKernel } from "./dirty.js";
+import { instantiateKernel, type KernelName } from "./loader.js";
+import { WorkloadKernel } from "./workload.js";
 
-/** What a worker receives once, at start: the compiled modules and the shared memory. */
-export interface WorkerBoot {
+/** What a thread needs to run kernels: the compiled modules and the shared memory. */
+export interface KernelBoot {
   readonly memory: WebAssembly.Memory;
   readonly modules: Readonly<Record<KernelName, WebAssembly.Module>>;
   /**
-   * Other engines' shared memories the workers also hold, by name (a
+   * Other engines' shared memories the thread also holds, by name (a
    * migration's destination, whose RAM cannot share the source's 4 GiB).
    */
   readonly peers?: Readonly<Record<string, WebAssembly.Memory>>;
@@ -23,11 +23,11 @@ export class KernelContext {
   private readonly instances = new Map<KernelName, unknown>();
   private readonly peerContexts = new Map<string, KernelContext>();
 
-  constructor(readonly boot: WorkerBoot) {}
+  constructor(readonly boot: KernelBoot) {}
 
   /**
-   * The kernels over a peer memory the pool was started with: the same
-   * compiled modules, instantiated once per thread on that memory.
+   * The kernels over a peer memory the thread was handed: the same compiled
+   * modules, instantiated once per thread on that memory.
    */
   peer(name: string): KernelContext {
     let context = this.peerContexts.get(name);
