@@ -203,6 +203,31 @@ describe("hvlab paging walk", () => {
     expect(leaf & 0x300n).toBe(0x300n);
   });
 
+  it("walks a 57-bit address with 5-level paging, and names --levels 5 when refusing it with 4", async () => {
+    const { stdout } = await run("node", [
+      hvlab,
+      "paging",
+      "walk",
+      "0xf578d6eaf5f678",
+      "--levels",
+      "5",
+      "--json",
+    ]);
+    const w = JSON.parse(stdout) as {
+      address: string;
+      references: { dimension: string }[];
+      hpa: number;
+    };
+    expect(w.address).toBe("0xf578d6eaf5f678");
+    // 5 guest levels over a 4-level EPT: (5 + 1)(4 + 1) - 1 references.
+    expect(w.references).toHaveLength(29);
+    expect(w.references.filter((r) => r.dimension === "guest")).toHaveLength(5);
+    expect(w.hpa % 4096).toBe(0x678);
+    expect(await hvlabFails(["paging", "walk", "0xf578d6eaf5f000"])).toMatch(
+      /outside the 4-level user address space .*--levels 5/,
+    );
+  });
+
   it("refuses an address outside the address space", async () => {
     expect(await hvlabFails(["paging", "walk", "0x800000000000"])).toMatch(
       /outside the 4-level user address space/,

@@ -291,8 +291,14 @@ export class MmuContext {
 
   /** Translates one address; returns the host-physical address or the fault. */
   translate(va: number, kind: number): { hpa: number } | { fault: Fault } {
-    if (!Number.isSafeInteger(va) || va < 0 || va >= 2 ** 57) {
+    if (!Number.isInteger(va) || va < 0 || va >= 2 ** 57) {
       throw new PagingError(`virtual address ${va} is outside 57 bits`);
+    }
+    // Past 2^53 a number is exact only in coarser steps: a page address still is, an offset is not.
+    if (va > Number.MAX_SAFE_INTEGER && va % 4096 !== 0) {
+      throw new PagingError(
+        `virtual address ${va} past 2^53 must be page-aligned (pass the offset apart)`,
+      );
     }
     const code = this.kernel.translate(
       this.region.offset,

@@ -386,12 +386,12 @@ export function registerPaging(program: Command): void {
           json?: boolean;
         },
       ) => {
-        const address = /^0x[0-9a-f]+$/i.test(text)
-          ? Number.parseInt(text.slice(2), 16)
-          : Number(text);
-        if (!Number.isSafeInteger(address) || address < 0) {
+        // A bigint: a 57-bit address (5-level paging) has more bits than a number holds exactly.
+        if (!/^(0x[0-9a-f]{1,16}|[0-9]{1,20})$/i.test(text)) {
           throw new UsageError(`'${text}' is not an address (hex with 0x, or decimal)`);
         }
+        const address = BigInt(text);
+        if (address >= 1n << 64n) throw new UsageError(`'${text}' is wider than 64 bits`);
         if (!["native", "shadow", "slat"].includes(flags.mode)) {
           throw new UsageError(`--mode must be native, shadow or slat, not '${flags.mode}'`);
         }
