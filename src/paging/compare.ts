@@ -241,6 +241,7 @@ async function produce(
   const options: StreamOptions = {
     format: source.format,
     lenient: source.lenient,
+    levels: spec.guestLevels,
     onProgress: (p) => spec.onProgress?.(p.bytesRead, p.totalBytes),
   };
   return streamTrace(

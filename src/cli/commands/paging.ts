@@ -274,7 +274,7 @@ export function registerPaging(program: Command): void {
       if (result.trace) {
         const t = result.trace;
         console.log(
-          `trace: ${t.format}${t.gzip ? " (gzip)" : ""}, ${formatBytes(t.bytes)}, ${t.records.toLocaleString("en-US")} accesses${t.skipped ? `, ${t.skipped} malformed lines skipped` : ""}`,
+          `trace: ${t.format}${t.gzip ? " (gzip)" : ""}, ${formatBytes(t.bytes)}, ${t.records.toLocaleString("en-US")} accesses${t.skipped - t.kernel > 0 ? `, ${(t.skipped - t.kernel).toLocaleString("en-US")} malformed lines or records skipped` : ""}${t.kernel > 0 ? `, ${t.kernel.toLocaleString("en-US")} kernel-space addresses skipped (the guest model runs user space)` : ""}`,
         );
       }
       console.log(formatTable(compareSummaryTable(result)));
