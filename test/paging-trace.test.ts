@@ -266,7 +266,7 @@ describe("trace errors say what went wrong and where", () => {
     for (const [name, text] of [
       ["empty.trace", ""],
       ["comments.trace", "# nothing\n# here\n"],
-    ]) {
+    ] as const) {
       await expect(streamTrace(write(name, text), () => {})).rejects.toThrow(
         new RegExp(`${name.replace(".", "\\.")}: no memory accesses`),
       );
