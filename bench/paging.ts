@@ -226,23 +226,15 @@ export const suite: BenchSuite = {
     });
 
     // --- a gzip trace end to end: read once, five configurations -------------
-    // A lackey trace of `traceRecords` accesses: a program's loop over a 64 MiB heap
-    // (loads, stores, one fetch in four), written once and gzip'ed as valgrind users keep them.
-    const traceRecords = quick ? 20_000 : 4_000_000;
+    // The recorded trace of a real program (test/fixtures/touch.lackey.gz), run
+    // `runs` times back to back in one file and gzip'ed as valgrind users keep traces.
+    const runs = quick ? 1 : 20;
     const dir = mkdtempSync(join(tmpdir(), "hvlab-bench-paging-"));
-    const traceFile = join(dir, "loop.lackey.gz");
-    const lines: string[] = [];
-    let y = 99;
-    for (let i = 0; i < traceRecords; i++) {
-      y = (Math.imul(y, 1103515245) + 12345) >>> 0;
-      if (i % 4 === 0) lines.push(`I  ${(0x400000 + (y % 4096) * 4).toString(16)},4`);
-      else {
-        const va = 0x10_0000_0000 + (y % 16_384) * 4096 + (y % 64) * 8;
-        lines.push(`${i % 3 === 0 ? " S" : " L"} ${va.toString(16)},8`);
-      }
-    }
-    const traceText = `${lines.join("\n")}\n`;
+    const traceFile = join(dir, "touch-x20.lackey.gz");
+    const traceText = Buffer.from(fixture).toString("latin1").repeat(runs);
     writeFileSync(traceFile, gzipSync(traceText, { level: 6 }));
+    // 199,437 accesses per run of the program (the fixture's known count).
+    const traceRecords = 199_437 * runs;
     const compare = () =>
       comparePaging({
         source: { kind: "trace", file: traceFile, format: "auto", lenient: false },
