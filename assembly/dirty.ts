@@ -320,7 +320,7 @@ export function iterateDirty(
     tailMask(index, bits);
   let n: u32 = 0;
   for (;;) {
-    if (capacity - n >= 66) {
+    if (capacity - n >= WORD_SLOTS) {
       // Fast path: room for any word, so emit it whole.
       n = emitWord(word, basePage + (index << 6), out, n);
     } else {
@@ -360,9 +360,9 @@ export function iterateDirty(
  * than a snapshot: from the word index stored as u32 at `cursor`, each
  * non-zero word of `bitmap` (of `bits` pages) is exchanged atomically with
  * zero (as `harvest`) and its pages written to `out`. Runs of four clean words
- * are skipped with two 16-byte loads. Stops when fewer than 66 slots are left
- * (so `capacity` must be at least 66), storing where to resume. Returns how
- * many page numbers were written; 0 means the bitmap is exhausted. `paused` =
+ * are skipped with two 16-byte loads. Stops when fewer than WORD_SLOTS slots
+ * are left (so `capacity` must be at least WORD_SLOTS), storing where to
+ * resume. Returns how many page numbers were written; 0 means the bitmap is exhausted. `paused` =
  * 1 promises that no writer marks the bitmap meanwhile (vCPUs stopped, as in
  * stop-and-copy or between virtual-time periods): the bitmap is then
  * harvested by `harvestPagesQuiet`, with plain loads and stores.
@@ -382,7 +382,7 @@ export function harvestPages(
   let index = load<u32>(cursor);
   let n: u32 = 0;
   while (index < words) {
-    if (capacity - n < 66) {
+    if (capacity - n < WORD_SLOTS) {
       store<u32>(cursor, index);
       return n;
     }
@@ -418,8 +418,8 @@ export function harvestPages(
  * per word. Words after the last whole step, the last partial word (bits past
  * `bits` are cleared, not reported) and batches of fewer than 1026 slots go
  * one word at a time. Stops when the next step or word might not fit, storing
- * the word index to resume at; `capacity` must be at least 66. Returns how
- * many page numbers were written; 0 means the bitmap is exhausted. Slots of
+ * the word index to resume at; `capacity` must be at least WORD_SLOTS.
+ * Returns how many page numbers were written; 0 means the bitmap is exhausted. Slots of
  * `out` past the returned count may be overwritten.
  */
 export function harvestPagesQuiet(
@@ -645,3 +645,18 @@ export function ringDrainToBitmap(ring: usize, size: u32, bitmap: usize, lastPag
   atomic.store<u32>(ring + RING_TAIL, tail);
   return n;
 }
+
+// The layouts drawn above, exported as globals for the TypeScript side: its
+// wrapper (src/wasm/dirty.ts) reads them when it loads the module and refuses
+// a module whose values differ from the ones it lays memory out with.
+export const LAYOUT_RING_HEAD: u32 = <u32>RING_HEAD;
+export const LAYOUT_RING_TAIL: u32 = <u32>RING_TAIL;
+export const LAYOUT_RING_SIZE: u32 = <u32>RING_SIZE;
+export const LAYOUT_RING_OVERFLOW: u32 = <u32>RING_OVERFLOW;
+export const LAYOUT_RING_SLOT: u32 = <u32>RING_SLOT;
+export const LAYOUT_RING_ENTRIES: u32 = <u32>RING_ENTRIES;
+export const LAYOUT_ENTRY_BYTES: u32 = ENTRY_BYTES;
+export const LAYOUT_WORD_SLOTS: u32 = WORD_SLOTS;
+export const LAYOUT_EPOCH: u32 = <u32>EPOCH;
+export const LAYOUT_EPOCH_ACKS: u32 = <u32>EPOCH_ACKS;
+export const LAYOUT_EPOCH_IDLE: u32 = EPOCH_IDLE;

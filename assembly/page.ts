@@ -433,3 +433,25 @@ function mix(z: u64): u64 {
   z = (z ^ (z >>> 27)) * 0x94d049bb133111eb;
   return z ^ (z >>> 31);
 }
+
+// The layouts drawn above, exported as globals for the TypeScript side: its
+// wrapper (src/wasm/page.ts) reads them when it loads the module and refuses
+// a module whose values differ from the ones it lays memory out with.
+export const LAYOUT_FLAG_ZERO: u32 = <u32>FLAG_ZERO;
+export const LAYOUT_FLAG_PAGE: u32 = <u32>FLAG_PAGE;
+export const LAYOUT_FLAG_XBZRLE: u32 = <u32>FLAG_XBZRLE;
+export const LAYOUT_HEADER_BYTES: u32 = HEADER_BYTES;
+export const LAYOUT_ZERO_RECORD_BYTES: u32 = ZERO_RECORD_BYTES;
+export const LAYOUT_XBZRLE_OVERHEAD: u32 = XBZRLE_OVERHEAD;
+export const LAYOUT_S_BYTES: u32 = <u32>S_BYTES;
+export const LAYOUT_S_NORMAL: u32 = <u32>S_NORMAL;
+export const LAYOUT_S_ZERO: u32 = <u32>S_ZERO;
+export const LAYOUT_S_XBZRLE_PAGES: u32 = <u32>S_XBZRLE_PAGES;
+export const LAYOUT_S_XBZRLE_BYTES: u32 = <u32>S_XBZRLE_BYTES;
+export const LAYOUT_S_CACHE_MISS: u32 = <u32>S_CACHE_MISS;
+export const LAYOUT_S_OVERFLOW: u32 = <u32>S_OVERFLOW;
+export const LAYOUT_S_UNCHANGED: u32 = <u32>S_UNCHANGED;
+export const LAYOUT_S_BAD_PAGE: u32 = <u32>S_BAD_PAGE;
+export const LAYOUT_OPT_ZERO: u32 = OPT_ZERO;
+export const LAYOUT_OPT_XBZRLE: u32 = OPT_XBZRLE;
+export const LAYOUT_OPT_HASH: u32 = OPT_HASH;

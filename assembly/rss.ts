@@ -17,7 +17,7 @@
 @inline const MAX_INPUT: u32 = 36;
 
 /** Bytes of a table: MAX_INPUT positions of 256 u32. */
-export const TABLE_BYTES: u32 = MAX_INPUT * 256 * 4;
+@inline const TABLE_BYTES: u32 = MAX_INPUT * 256 * 4;
 
 /**
  * Builds the byte tables for a key of `keyLength` bytes at `key` (key bytes
@@ -75,3 +75,9 @@ export function hashBatch(
   }
   return all;
 }
+
+// The table layout drawn above, exported as globals for the TypeScript side:
+// its wrapper (src/wasm/rss.ts) reads them when it loads the module and
+// refuses a module whose values differ from the ones it lays tables out with.
+export const LAYOUT_MAX_INPUT: u32 = MAX_INPUT;
+export const LAYOUT_TABLE_BYTES: u32 = TABLE_BYTES;

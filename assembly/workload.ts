@@ -28,6 +28,7 @@
 
 import { epochEnter, epochFollow, epochLeave, markPage, ringPush } from "./dirty";
 
+@inline const DESCRIPTOR_BYTES: usize = 96;
 @inline const D_RNG: usize = 0;
 @inline const D_KIND: usize = 8;
 @inline const D_FLAGS: usize = 12;
@@ -224,3 +225,30 @@ export function runWritesInPair(
   epochLeave(control, slot);
   return newly;
 }
+
+// The descriptor layout drawn above, exported as globals for the TypeScript
+// side: its wrapper (src/wasm/workload.ts) reads them when it loads the module
+// and refuses a module whose values differ from the ones it writes with.
+export const LAYOUT_DESCRIPTOR_BYTES: u32 = <u32>DESCRIPTOR_BYTES;
+export const LAYOUT_D_RNG: u32 = <u32>D_RNG;
+export const LAYOUT_D_KIND: u32 = <u32>D_KIND;
+export const LAYOUT_D_FLAGS: u32 = <u32>D_FLAGS;
+export const LAYOUT_D_LAST_PAGE: u32 = <u32>D_LAST_PAGE;
+export const LAYOUT_D_HOT_BASE: u32 = <u32>D_HOT_BASE;
+export const LAYOUT_D_HOT_PAGES: u32 = <u32>D_HOT_PAGES;
+export const LAYOUT_D_PAGE_SHIFT: u32 = <u32>D_PAGE_SHIFT;
+export const LAYOUT_D_HOT_THRESHOLD: u32 = <u32>D_HOT_THRESHOLD;
+export const LAYOUT_D_CURSOR: u32 = <u32>D_CURSOR;
+export const LAYOUT_D_STRIDE: u32 = <u32>D_STRIDE;
+export const LAYOUT_D_SCATTER: u32 = <u32>D_SCATTER;
+export const LAYOUT_D_ZIPF_S: u32 = <u32>D_ZIPF_S;
+export const LAYOUT_D_ZIPF_X1: u32 = <u32>D_ZIPF_X1;
+export const LAYOUT_D_ZIPF_N: u32 = <u32>D_ZIPF_N;
+export const LAYOUT_D_ZIPF_SDIV: u32 = <u32>D_ZIPF_SDIV;
+export const LAYOUT_D_WRITES: u32 = <u32>D_WRITES;
+export const LAYOUT_KIND_UNIFORM: u32 = KIND_UNIFORM;
+export const LAYOUT_KIND_HOT_SET: u32 = KIND_HOT_SET;
+export const LAYOUT_KIND_SEQUENTIAL: u32 = KIND_SEQUENTIAL;
+export const LAYOUT_KIND_ZIPF: u32 = KIND_ZIPF;
+export const LAYOUT_FLAG_CONTENT: u32 = FLAG_CONTENT;
+export const LAYOUT_FLAG_RING: u32 = FLAG_RING;

@@ -13,7 +13,7 @@ import type { MigrationOptions } from "../src/migration/options.js";
 import { runSweep, type SweepBase, type SweepGrid } from "../src/migration/sweep.js";
 import { xxh3Long } from "../src/oracle/xxh3.js";
 import { formatBytes } from "../src/util/units.js";
-import { PageKernel } from "../src/wasm/page.js";
+import { PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
 import { StreamKernel } from "../src/wasm/stream.js";
 
 const GiB = 1024 ** 3;
@@ -203,7 +203,10 @@ export const suite: BenchSuite = {
 async function pageHashCase(quick: boolean): Promise<BenchCase> {
   const pages = quick ? 64 : 256;
   const layout = new MemoryLayout();
-  const kernel = PageKernel.on(layout, "hash-bench-scratch");
+  const kernel = PageKernel.on(
+    layout.memory,
+    layout.allocate("hash-bench-scratch", PAGE_SCRATCH_BYTES),
+  );
   const stream = StreamKernel.on(layout.memory);
   const ram = layout.allocate("hash-bench-ram", pages * 4096, 4096);
   const table = layout.allocate("hash-bench-table", pages * 8, 8);

@@ -8,7 +8,6 @@
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { buildHeaders } from "../src/net/build.js";
-import { ChecksumKernel } from "../src/net/kernels.js";
 import { Segmenter } from "../src/net/lso.js";
 import { type ReceiveConfig, ReceivePath } from "../src/net/receive.js";
 import { MICROSOFT_RSS_KEY, ToeplitzHasher } from "../src/net/rss.js";
@@ -19,6 +18,7 @@ import { segmentOracle } from "../src/oracle/segment.js";
 import { toeplitzOracle } from "../src/oracle/toeplitz.js";
 import { KernelPool } from "../src/pool/pool.js";
 import { BandwidthKernel } from "../src/wasm/bandwidth.js";
+import { ChecksumKernel } from "../src/wasm/checksum.js";
 
 /** Large sends per timed call (the oracle does the same number). */
 const SENDS_PER_CALL = 16;

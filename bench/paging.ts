@@ -18,7 +18,7 @@ import { cpuPreset, type TranslationCaches, withoutCaches } from "../src/paging/
 import { RecordBuffer, traceParser } from "../src/paging/trace.js";
 import { HEAP_BASE, QUIET } from "../src/paging/workload.js";
 import { packageRoot } from "../src/util/package-root.js";
-import { instantiateWalk } from "../src/wasm/walk.js";
+import { WalkKernel } from "../src/wasm/walk.js";
 
 function assert(condition: boolean, message: string): void {
   if (!condition) throw new Error(message);
@@ -31,7 +31,7 @@ function machine(layout: MemoryLayout, name: string, caches: TranslationCaches, 
   const tables = 16 * 2 ** 20;
   return new PagingMachine(
     layout.memory,
-    instantiateWalk(layout.memory),
+    WalkKernel.on(layout.memory),
     {
       arena: layout.allocate(`${name} tables`, tables * 3, 4096).toDescriptor(),
       mmu: MmuContext.regions(layout, name, caches),
@@ -71,7 +71,7 @@ function records(
     words[2 * i] = ((va % 2 ** 32) | ACCESS.user | (i % 5 === 0 ? ACCESS.write : 0)) >>> 0;
     words[2 * i + 1] = Math.floor(va / 2 ** 32);
   }
-  return { offset: region.offset, words };
+  return { region, words };
 }
 
 /** The naive lackey parser a user would write: split lines, a regular expression, parseInt. */
@@ -119,14 +119,14 @@ export const suite: BenchSuite = {
     const oracleHitCount = Math.min(hitCount, 100_000);
     const oracleMachine = machine(hitLayout, "hits oracle", preset.caches, hitPages);
     const hitOracle = new MmuOracle(oracleMachine.mmu);
-    hitMachine.mmu.run(hitTrace.offset, 0, hitPages); // warm
+    hitMachine.mmu.run(hitTrace.region, 0, hitPages); // warm
     hitOracle.run(hitTrace.words, hitPages);
     cases.push({
       case: "translations with TLB hits (SLAT 4x4, 4 KiB, L1 DTLB)",
       opsPerCall: hitCount,
       verify: () => {
         hitMachine.mmu.resetCounters();
-        const stop = hitMachine.mmu.run(hitTrace.offset, 0, oracleHitCount);
+        const stop = hitMachine.mmu.run(hitTrace.region, 0, oracleHitCount);
         const c = hitMachine.mmu.counters();
         assert(stop === oracleHitCount, "kernel faulted");
         assert(
@@ -140,7 +140,7 @@ export const suite: BenchSuite = {
         assert(hitMachine.mmu.checksum === oracleSum, "kernel and oracle translate differently");
       },
       impls: [
-        { impl: "hvlab", fn: () => hitMachine.mmu.run(hitTrace.offset, 0, hitCount) },
+        { impl: "hvlab", fn: () => hitMachine.mmu.run(hitTrace.region, 0, hitCount) },
         {
           impl: "oracle (TypeScript, one access at a time)",
           fn: () => {
@@ -167,7 +167,7 @@ export const suite: BenchSuite = {
       opsPerCall: walkCount,
       verify: () => {
         walkMachine.mmu.resetCounters();
-        const stop = walkMachine.mmu.run(walkTrace.offset, 0, walkCount);
+        const stop = walkMachine.mmu.run(walkTrace.region, 0, walkCount);
         const c = walkMachine.mmu.counters();
         assert(stop === walkCount, "kernel faulted");
         assert(
@@ -176,7 +176,7 @@ export const suite: BenchSuite = {
         );
         const n = Math.min(walkCount, 20_000);
         walkMachine.mmu.resetCounters();
-        walkMachine.mmu.run(walkTrace.offset, 0, n);
+        walkMachine.mmu.run(walkTrace.region, 0, n);
         const o = walkOracle.run(walkTrace.words, n);
         assert(
           o.done === n && walkOracle.counters.references === 24 * n,
@@ -188,7 +188,7 @@ export const suite: BenchSuite = {
         );
       },
       impls: [
-        { impl: "hvlab", fn: () => walkMachine.mmu.run(walkTrace.offset, 0, walkCount) },
+        { impl: "hvlab", fn: () => walkMachine.mmu.run(walkTrace.region, 0, walkCount) },
         {
           impl: "oracle (TypeScript, one access at a time)",
           fn: () => walkOracle.run(walkTrace.words, walkCount),

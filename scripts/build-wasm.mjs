@@ -13,6 +13,8 @@ import { fileURLToPath } from "node:url";
 import asc from "assemblyscript/asc";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+// src/memory/layout.ts reserves these slots (STATIC_SLOT_BYTES, STATIC_SLOTS); the
+// loader refuses a manifest whose slots differ from them.
 const SLOT_BYTES = 64 * 1024;
 const SLOT_COUNT = 16;
 const target = process.argv.includes("--debug") ? "debug" : "release";
@@ -84,6 +86,20 @@ const names = (await readdir(join(root, "assembly")))
 if (names.length > SLOT_COUNT) {
   throw new Error(`${names.length} kernel modules but only ${SLOT_COUNT} static slots`);
 }
+/*
+ * asc's --converge (asconfig.json) re-runs Binaryen's optimizer until the
+ * module stops shrinking. When the last run makes it a few bytes larger,
+ * asc says "Last converge was suboptimal." and keeps the module as it is:
+ * a note about a few bytes, not a problem. It is left out of the build's
+ * output; everything else asc writes to stderr passes through.
+ */
+const quietConverge = {
+  write(text) {
+    const kept = String(text).replace(/^Last converge was suboptimal\.\r?\n?/gm, "");
+    if (kept !== "") process.stderr.write(kept);
+    return true;
+  },
+};
 await mkdir(join(root, "build", "wasm"), { recursive: true });
 const manifest = {};
 for (const [slot, name] of names.entries()) {
@@ -103,7 +119,7 @@ for (const [slot, name] of names.entries()) {
       "--textFile",
       join("build", "wasm", `${name}.wat`),
     ],
-    { stdout: process.stdout, stderr: process.stderr, cwd: root },
+    { stdout: process.stdout, stderr: quietConverge, cwd: root },
   );
   if (error) {
     throw new Error(`asc failed on assembly/${name}.ts: ${error.message}`);

@@ -34,7 +34,7 @@ describe("option parsers", () => {
 
   it("keeps values within their bounds", () => {
     expect(parsers.size("1TiB")).toBe(2 ** 40);
-    expect(() => parsers.size("1KiB")).toThrow("must be from 4096");
+    expect(() => parsers.size("1KiB")).toThrow("must be from 4KiB to 16TiB");
     expect(() => parsers.size("32TiB")).toThrow(InvalidArgumentError);
     expect(parsers.integer(" 42 ")).toBe(42);
     expect(() => parsers.integer("4.2")).toThrow("not a whole number");

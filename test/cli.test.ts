@@ -15,6 +15,21 @@ function oneErrorLine(stderr: string): string {
 }
 
 describe("the hvlab command", () => {
+  it("prints its version", () => {
+    const run = hvlab(["--version"]);
+    expect(run.status).toBe(0);
+    expect(run.stdout.trim()).toBe(
+      JSON.parse(readFileSync(join(import.meta.dirname, "..", "package.json"), "utf8")).version,
+    );
+  });
+
+  it("shows sizes in help as they are typed, never as raw bytes", () => {
+    const run = hvlab(["dirty", "--help"]);
+    expect(run.stdout).toContain("(default: 64GiB)");
+    expect(run.stdout).toContain("(1MiB to 16TiB)");
+    expect(run.stdout).not.toContain(String(64 * 1024 ** 3));
+  });
+
   it("lists its commands", () => {
     const run = hvlab(["--help"]);
     expect(run.status).toBe(0);
@@ -40,9 +55,12 @@ describe("the hvlab command", () => {
     [["bench", "nosuch"], "unknown bench suite 'nosuch'"],
     [["tour", "--only", "nosuch"], "unknown tour section 'nosuch'"],
     [["nosuch"], "unknown command"],
-  ])("refuses %j with one clear line and a non-zero exit", (args, message) => {
+    [["dirty", "--seed", "99999999999999999999"], "must be from 0 to 4294967295"],
+    [["dirty", "--guest", "32TiB"], "must be from 1MiB to 16TiB"],
+  ])("refuses %j with one clear line and exit code 2", (args, message) => {
     const run = hvlab(args);
-    expect(run.status).not.toBe(0);
+    // Every usage error exits 2, whoever finds it: commander, an option parser, a command.
+    expect(run.status).toBe(2);
     const line = oneErrorLine(run.stderr);
     expect(line.startsWith("hvlab: ")).toBe(true);
     expect(line).toContain(message);
@@ -154,5 +172,20 @@ describe("the hvlab command", () => {
     const html = readFileSync(join(out, "tour.html"), "utf8");
     expect(html).toContain("<svg");
     expect(html).toContain("Dirty-page tracking");
-  });
+    // The terminal gets the headline and where the report is; the tables only with --verbose.
+    const lines = run.stdout.trim().split("\n");
+    expect(lines.length).toBeLessThanOrEqual(6);
+    expect(run.stdout).toMatch(/Dirty-page tracking .*distinct pages/);
+    expect(lines.at(-1)).toBe(
+      `report: ${join(out, "tour.html")} (open it in a browser; records in tour.json)`,
+    );
+    expect(run.stdout).not.toContain("Dirty-rate profile summary");
+    const verbose = hvlab(
+      ["tour", "--quick", "--only", "dirty", "--out", out, "--verbose"],
+      300_000,
+    );
+    expect(verbose.status).toBe(0);
+    expect(verbose.stdout).toContain("Dirty-rate profile summary");
+    expect(verbose.stdout).toContain("mean dirty-pages-rate (pages/s)");
+  }, 600_000);
 });

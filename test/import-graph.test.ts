@@ -4,6 +4,7 @@ import {
   importCircles,
   importGraph,
   importGraphProblems,
+  rawExportUses,
   readSourceTree,
 } from "./support/import-graph.js";
 
@@ -69,6 +70,39 @@ describe("the import-graph checker", () => {
       "the pool imports a domain: src/pool/pool.ts -> src/migration/task-types.ts",
       "production code imports an oracle: src/net/build.ts -> src/oracle/checksum.ts",
     ]);
+  });
+});
+
+describe("the raw-exports checker", () => {
+  it("finds an Exports type, instantiateKernel or a namespace import taken from src/wasm/", () => {
+    const files = tree({
+      "src/net/lso.ts": 'import type { SegmentExports } from "../wasm/segment.js";',
+      "src/net/rss.ts": 'import { compileKernel, instantiateKernel } from "../wasm/loader.js";',
+      "src/paging/tasks.ts": 'import * as walk from "../wasm/walk.js";',
+      "src/wasm/context.ts": 'import { type DirtyExports, DirtyKernel } from "./dirty.js";',
+      "bench/net.ts": 'import { ChecksumKernel } from "../src/wasm/checksum.js";',
+      "test/loader.test.ts": 'import { instantiateKernel } from "../src/wasm/loader.js";',
+    });
+    expect(rawExportUses(files)).toEqual([
+      "raw kernel exports outside src/wasm/: src/net/lso.ts imports SegmentExports",
+      "raw kernel exports outside src/wasm/: src/net/rss.ts imports instantiateKernel",
+      "raw kernel exports outside src/wasm/: src/paging/tasks.ts imports * (a namespace import)",
+      "raw kernel exports outside src/wasm/: test/loader.test.ts imports instantiateKernel",
+    ]);
+    expect(rawExportUses(files, false)).toEqual([
+      "raw kernel exports outside src/wasm/: src/net/lso.ts imports SegmentExports",
+      "raw kernel exports outside src/wasm/: src/paging/tasks.ts imports * (a namespace import)",
+    ]);
+  });
+});
+
+describe("kernels reached only through their wrappers", () => {
+  it("no production or benchmark file outside src/wasm/ takes a raw export or instantiates a module", () => {
+    expect(rawExportUses(readSourceTree(packageRoot(), ["src", "bench"]))).toEqual([]);
+  });
+
+  it("no test takes a module's raw exports", () => {
+    expect(rawExportUses(readSourceTree(packageRoot(), ["test"]), false)).toEqual([]);
   });
 });
 

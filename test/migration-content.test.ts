@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { runMigration } from "../src/migration/engine.js";
 import { isZeroOneByOne } from "../src/oracle/page.js";
-import { PageKernel } from "../src/wasm/page.js";
+import { PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
 
 const MiB = 1024 ** 2;
 const PAGE = 4096;
@@ -12,7 +12,10 @@ const RECORD = PAGE + 8;
 /** Counts the zero pages of the starting image the engine seeds, with the one-byte-at-a-time oracle. */
 function zeroPagesOfImage(bytes: number, seed: number, zeroFraction: number): number {
   const layout = new MemoryLayout();
-  const kernel = PageKernel.on(layout);
+  const kernel = PageKernel.on(
+    layout.memory,
+    layout.allocate("page-kernel-scratch", PAGE_SCRATCH_BYTES),
+  );
   const ram = layout.allocate("image", bytes, 4096);
   kernel.seedPages(ram, 12, 0, bytes / PAGE, seed, zeroFraction);
   const view = ram.bytes(layout.memory);

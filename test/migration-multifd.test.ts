@@ -9,6 +9,7 @@ import { xxh3Long } from "../src/oracle/xxh3.js";
 import {
   MULTIFD_HEADER_BYTES,
   MULTIFD_MAGIC,
+  MULTIFD_SCRATCH_BYTES,
   MultifdField,
   MultifdKernel,
   MultifdPacketError,
@@ -37,7 +38,10 @@ let hashes: Region;
 
 beforeAll(() => {
   layout = new MemoryLayout();
-  kernel = MultifdKernel.on(layout);
+  kernel = MultifdKernel.on(
+    layout.memory,
+    layout.allocate("multifd-scratch", MULTIFD_SCRATCH_BYTES),
+  );
   ram = layout.allocate("guest-ram", RAM_PAGES * PAGE, 4096);
   list = layout.allocate("page-list", ALLOC * 4);
   header = layout.allocate("header", multifdHeaderBytes(ALLOC) + 64);

@@ -18,6 +18,7 @@ import { xxh3Long } from "../src/oracle/xxh3.js";
 import {
   ENCODE_STATS_BYTES,
   emptyEncodeCounts,
+  PAGE_SCRATCH_BYTES,
   PageKernel,
   PageStreamError,
 } from "../src/wasm/page.js";
@@ -53,7 +54,7 @@ function same(x: Uint8Array, y: Uint8Array): boolean {
 
 beforeAll(() => {
   layout = new MemoryLayout();
-  kernel = PageKernel.on(layout);
+  kernel = PageKernel.on(layout.memory, layout.allocate("page-kernel-scratch", PAGE_SCRATCH_BYTES));
   a = layout.allocate("a", BUF);
   b = layout.allocate("b", BUF);
   c = layout.allocate("c", BUF);

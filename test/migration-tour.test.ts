@@ -17,7 +17,8 @@ describe("tour: migration section", () => {
     const section = report.sections.find((s: { id: string }) => s.id === "migration");
     expect(section.data.profile.summary.status).toBe("completed");
     expect(section.data.profile.summary.verified).toBe(true);
-    expect(section.data.sweep.points.length).toBe(12);
+    // 3 bandwidths x 3 write rates x 3 policies: three values per axis, so that sorting shows.
+    expect(section.data.sweep.points.length).toBe(27);
     const html = readFileSync(join(out, "tour.html"), "utf8");
     expect(html).toContain("Remaining bytes after each pre-copy round");
     expect(html).toContain("downtime (ms)");

@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
 import type { Region } from "../src/memory/region.js";
 import { XXH3_LONG_MIN, XXH3_SECRET, xxh3Long } from "../src/oracle/xxh3.js";
-import { PageKernel } from "../src/wasm/page.js";
+import { PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
 
 // The page hash is XXH3-64 (seed 0, default secret) on inputs over 240
 // bytes. The reference is the xxHash library itself, through its Node.js
@@ -17,7 +17,7 @@ let buf: Region;
 
 beforeAll(() => {
   layout = new MemoryLayout();
-  kernel = PageKernel.on(layout);
+  kernel = PageKernel.on(layout.memory, layout.allocate("page-kernel-scratch", PAGE_SCRATCH_BYTES));
   buf = layout.allocate("xxh3-input", 3 * 1024 * 1024);
 });
 

@@ -2,13 +2,13 @@ import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
 import type { Region } from "../src/memory/region.js";
-import { ChecksumKernel } from "../src/net/kernels.js";
 import {
   incrementalUpdateOracle,
   internetChecksumOracle,
   onesAdd,
   onesSumOracle,
 } from "../src/oracle/checksum.js";
+import { ChecksumKernel } from "../src/wasm/checksum.js";
 import { compileKernel, instantiateKernel } from "../src/wasm/loader.js";
 
 let layout: MemoryLayout;

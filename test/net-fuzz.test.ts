@@ -5,12 +5,11 @@ import { readCapture, writeCapture } from "../src/net/capture.js";
 import { coalesce } from "../src/net/coalesce.js";
 import { CaptureError, FrameError, SendError } from "../src/net/errors.js";
 import { parseFrame } from "../src/net/frame.js";
-import type { SegmentExports } from "../src/net/kernels.js";
-import { ChecksumKernel } from "../src/net/kernels.js";
 import { planSend, Segmenter } from "../src/net/lso.js";
 import { checksumsGood } from "../src/net/receive-batch.js";
 import { VirtualNic } from "../src/net/vmq.js";
-import { compileKernel, instantiateKernel } from "../src/wasm/loader.js";
+import { ChecksumKernel } from "../src/wasm/checksum.js";
+import { SegmentKernel } from "../src/wasm/segment.js";
 
 /** xorshift32: a seeded source of mutations, so a failure can be replayed. */
 function rng(seed: number): () => number {
@@ -96,8 +95,8 @@ describe("fuzz: mutated frames and captures never crash or read outside their bu
     const region = layout.allocate("fuzz", 4096);
     const k = {
       memory: layout.memory,
-      segment: instantiateKernel<SegmentExports>(compileKernel("segment"), layout.memory),
-      checksum: ChecksumKernel.on(layout.memory).k,
+      segment: SegmentKernel.on(layout.memory),
+      checksum: ChecksumKernel.on(layout.memory),
     };
     const nic = new VirtualNic({ queues: 2, processors: 1, jumboPacket: 1514 });
     const bases = specs().map((s, i) => buildFrame(s, new Uint8Array(100 + i * 37).fill(i + 1)));
@@ -123,7 +122,7 @@ describe("fuzz: mutated frames and captures never crash or read outside their bu
           // The offsets just proven inside the frame are all the kernel is given.
           const at = region.byteLength - f.length;
           region.bytes(layout.memory).set(f, at);
-          checksumsGood(k, region.offset + at, p);
+          checksumsGood(k, region, at, p);
         }
         batch.push(f);
         if (batch.length === 64) coalesce(batch.splice(0), { udp: true });

@@ -3,11 +3,11 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { buildHeaders, type FrameSpec } from "../src/net/build.js";
 import { onesSum } from "../src/net/byte-checksum.js";
-import { ChecksumKernel } from "../src/net/kernels.js";
 import { Segmenter } from "../src/net/lso.js";
 import { segmentInSoftware } from "../src/net/software-send.js";
 import { onesSumOracle } from "../src/oracle/checksum.js";
 import { segmentOracle } from "../src/oracle/segment.js";
+import { ChecksumKernel } from "../src/wasm/checksum.js";
 
 let segmenter: Segmenter;
 let checksum: ChecksumKernel;

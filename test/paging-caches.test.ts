@@ -32,7 +32,7 @@ function run(
   new Uint32Array(layout.memory.buffer, region.offset, n * 2).set(records);
   machine.mmu.flushAll();
   machine.mmu.flushNested();
-  machine.runRecords(region.offset, n);
+  machine.runRecords(region, n);
   return machine.stats();
 }
 
@@ -84,12 +84,12 @@ describe("translation caches", () => {
       const [a, b] = [...machine.os.processes.values()];
       if (!a || !b) throw new Error("two processes expected");
       machine.os.switchTo(a);
-      machine.runRecords(trace.offset, 1);
+      machine.runRecords(trace.region, 1);
       machine.os.switchTo(b);
-      machine.runRecords(trace.offset, 1);
+      machine.runRecords(trace.region, 1);
       machine.os.switchTo(a);
       const before = machine.counters().walks;
-      machine.runRecords(trace.offset, 1);
+      machine.runRecords(trace.region, 1);
       // With tags, a's entry survived b's turn: a TLB hit. Without, the CR3 loads flushed it.
       expect(machine.counters().walks - before).toBe(tagged ? 0 : 1);
     }

@@ -49,7 +49,7 @@ describe("the L1 ITLB beside the L1 DTLB (Intel 248966, TLB tables)", () => {
     machine.mmu.flushAll();
     machine.mmu.resetCounters();
     const trace = writeTrace(layout, records);
-    machine.runRecords(trace.offset, records.length);
+    machine.runRecords(trace.region, records.length);
     const s = machine.stats();
     expect(s.l1iHits).toBe(2048 - 1);
     expect(s.l1iHitRate).toBeCloseTo(2047 / 2048, 6);
@@ -244,7 +244,7 @@ describe("fork and exec run the child", () => {
         kind: READ,
       }));
       const trace = writeTrace(layout, records);
-      machine.runRecords(trace.offset, records.length);
+      machine.runRecords(trace.region, records.length);
       const s = machine.stats();
       expect(machine.os.counters.forks, mode).toBe(1);
       // The fork's flush, the switch into the child, exec's new CR3, and the switch back.

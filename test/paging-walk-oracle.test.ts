@@ -102,7 +102,7 @@ describe("walk kernel against its TypeScript oracle", () => {
           const oracle = new MmuOracle(b.machine.mmu);
           // Start at any record (odd counts, ranges that begin mid-trace).
           const from = skip % records.length;
-          const stop = a.machine.mmu.run(ta.offset, from, records.length);
+          const stop = a.machine.mmu.run(ta.region, from, records.length);
           const o = oracle.run(tb.words.subarray(2 * from), records.length - from);
           expect(stop).toBe(records.length);
           expect(o.fault).toBeNull();

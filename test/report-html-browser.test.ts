@@ -2,17 +2,16 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { chromium } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { machineInfo } from "../src/bench/machine.js";
 import { renderHtmlReport } from "../src/report/html.js";
-import { requireTool } from "./support/cli.js";
+import { launchChromium, requireChromium } from "./support/browser.js";
 
-/* The HTML report, opened in a real browser (Debian's Chromium). */
+/* The HTML report, opened in a real browser (Chromium found on PATH or by playwright-core). */
 
-const haveChromium = requireTool("chromium");
+const chromiumPath = requireChromium();
 
-describe.skipIf(!haveChromium)("HTML report in Chromium", () => {
+describe.skipIf(chromiumPath === null)("HTML report in Chromium", () => {
   it("renders every section, table and SVG chart with no console errors", async () => {
     const html = await renderHtmlReport(
       "hvlab test report",
@@ -58,10 +57,7 @@ describe.skipIf(!haveChromium)("HTML report in Chromium", () => {
     );
     const file = join(mkdtempSync(join(tmpdir(), "hvlab-report-")), "report.html");
     writeFileSync(file, html);
-    const browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-    });
+    const browser = await launchChromium(chromiumPath ?? "");
     try {
       const page = await browser.newPage();
       const errors: string[] = [];

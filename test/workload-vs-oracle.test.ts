@@ -3,13 +3,8 @@ import { describe, expect, it } from "vitest";
 import { Guest } from "../src/guest/guest.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { WorkloadOracle } from "../src/oracle/workload.js";
-import { WorkloadKernel } from "../src/wasm/workload.js";
-import {
-  DESCRIPTOR_BYTES,
-  Descriptor,
-  WORKLOAD_KINDS,
-  WorkloadError,
-} from "../src/workload/spec.js";
+import { DESCRIPTOR_BYTES, Descriptor, WorkloadKernel } from "../src/wasm/workload.js";
+import { WORKLOAD_KINDS, WorkloadError } from "../src/workload/spec.js";
 
 const MiB = 1024 ** 2;
 

@@ -48,8 +48,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (error instanceof CommanderError) {
-      // Commander has printed its message already (help and version exit 0).
-      return error.exitCode;
+      // Commander has printed its message already. Help and version exit 0;
+      // everything else it refuses (an unknown option, a bad value) is a usage error.
+      return error.exitCode === 0 ? 0 : 2;
     }
     const message = error instanceof Error ? error.message : String(error);
     console.error(`hvlab: ${message}`);

@@ -7,10 +7,8 @@ import type { Region } from "../memory/region.js";
 import type { KernelPool } from "../pool/pool.js";
 import { formatBytes } from "../util/units.js";
 import { DirtyKernel } from "../wasm/dirty.js";
-import type { VcpuTarget } from "../wasm/workload.js";
-import { WorkloadKernel } from "../wasm/workload.js";
+import { DESCRIPTOR_BYTES, type VcpuTarget, WorkloadKernel } from "../wasm/workload.js";
 import {
-  DESCRIPTOR_BYTES,
   encodeDescriptor,
   type ResolvedWorkload,
   resolveWorkload,

@@ -1,7 +1,7 @@
 import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import { MULTIFD_SCRATCH_BYTES, multifdHeaderBytes } from "../wasm/multifd.js";
-import { PageKernel } from "../wasm/page.js";
+import { PAGE_SCRATCH_BYTES, PageKernel } from "../wasm/page.js";
 
 /** The first page the destination holds differently from the source. */
 export interface PageMismatch {
@@ -43,7 +43,10 @@ export class Destination {
     channelPacketPages = 128,
   ) {
     this.layout = new MemoryLayout();
-    this.kernel = PageKernel.on(this.layout, "destination-page-scratch");
+    this.kernel = PageKernel.on(
+      this.layout.memory,
+      this.layout.allocate("destination-page-scratch", PAGE_SCRATCH_BYTES),
+    );
     this.ram = this.layout.allocate("destination-ram", guestBytes, 4096);
     this.receive = this.layout.allocate("destination-receive", packetBytes, 4096);
     this.hashes = this.layout.allocate("destination-page-hashes", this.pages * 8, 8);

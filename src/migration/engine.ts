@@ -10,6 +10,7 @@ import {
   ENCODE_STATS_BYTES,
   type EncodeCounts,
   emptyEncodeCounts,
+  PAGE_SCRATCH_BYTES,
   PageKernel,
   RECORD_HEADER_BYTES,
 } from "../wasm/page.js";
@@ -129,7 +130,10 @@ export class Migration {
     this.deviceBlob = new Uint8Array(0);
     if (o.content) {
       const ram = this.ram();
-      this.kernel = PageKernel.on(this.layout, "source-page-scratch");
+      this.kernel = PageKernel.on(
+        this.layout.memory,
+        this.layout.allocate("source-page-scratch", PAGE_SCRATCH_BYTES),
+      );
       // The guest's starting image: seeded data with a share of zero pages.
       for (let first = 0; first < pages; first += 65_536) {
         this.kernel.seedPages(

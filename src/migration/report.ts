@@ -1,4 +1,4 @@
-import type { ReportChart } from "../report/chart.js";
+import { lineChart, type ReportChart } from "../report/chart.js";
 import { recordsToTable } from "../report/csv.js";
 import type { ReportSection, ReportTable } from "../report/section.js";
 import { formatBytes } from "../util/units.js";
@@ -27,49 +27,48 @@ export function summaryTable(result: MigrationResult): ReportTable {
   return { title: "Summary", columns: ["statistic", "value"], rows };
 }
 
+const MiB = 1024 ** 2;
+
 /**
- * The convergence chart: remaining bytes after each round, and the dirty
- * rate (bytes/s) against the link's bandwidth estimate, round by round.
+ * The convergence charts, round by round over the pre-copy rounds: bytes
+ * still to send, pages sent against pages dirtied (a migration converges
+ * while the first stays above the second), and the dirty rate against the
+ * link's bandwidth estimate.
  */
 export function convergenceCharts(result: MigrationResult, pageBytes: number): ReportChart[] {
   const precopy = result.rounds.filter((r: MigrationRound) => r.phase === "precopy");
-  const remaining = precopy.map((r) => ({ round: r.round, bytes: r.remaining }));
+  const round = { field: "round", title: "pre-copy round", whole: true } as const;
+  const pages = precopy.flatMap((r) => [
+    { round: r.round, pages: r["pages-sent"], series: "pages sent" },
+    { round: r.round, pages: r["pages-dirtied"], series: "pages dirtied meanwhile" },
+  ]);
   const rates = precopy.flatMap((r) => [
-    { round: r.round, rate: r["dirty-pages-rate"] * pageBytes, series: "dirty rate" },
+    { round: r.round, rate: (r["dirty-pages-rate"] * pageBytes) / 1e6, series: "dirty rate" },
     ...(r["bandwidth-estimate"] > 0
-      ? [{ round: r.round, rate: r["bandwidth-estimate"], series: "bandwidth" }]
+      ? [{ round: r.round, rate: r["bandwidth-estimate"] / 1e6, series: "bandwidth estimate" }]
       : []),
   ]);
   return [
-    {
+    lineChart({
+      title: "Pages sent against pages dirtied, round by round",
+      data: pages,
+      x: round,
+      y: { field: "pages", title: `pages (${formatBytes(pageBytes)} each)` },
+      series: "series",
+    }),
+    lineChart({
       title: "Remaining bytes after each pre-copy round",
-      spec: {
-        $schema: SCHEMA,
-        width: 560,
-        height: 220,
-        data: { values: remaining },
-        mark: { type: "line", point: true },
-        encoding: {
-          x: { field: "round", type: "quantitative", title: "round" },
-          y: { field: "bytes", type: "quantitative", title: "remaining (bytes)" },
-        },
-      },
-    },
-    {
+      data: precopy.map((r) => ({ round: r.round, remaining: r.remaining / MiB })),
+      x: round,
+      y: { field: "remaining", title: "remaining (MiB)" },
+    }),
+    lineChart({
       title: "Dirty rate against bandwidth, round by round",
-      spec: {
-        $schema: SCHEMA,
-        width: 560,
-        height: 220,
-        data: { values: rates },
-        mark: { type: "line", point: true },
-        encoding: {
-          x: { field: "round", type: "quantitative", title: "round" },
-          y: { field: "rate", type: "quantitative", title: "bytes per second" },
-          color: { field: "series", type: "nominal" },
-        },
-      },
-    },
+      data: rates,
+      x: round,
+      y: { field: "rate", title: "rate (MB/s)" },
+      series: "series",
+    }),
   ];
 }
 
@@ -124,19 +123,39 @@ export function sweepTable(sweep: SweepResult): ReportTable {
 
 /**
  * Heat maps of a sweep: total time and downtime over bandwidth x write rate,
- * one panel per policy and downtime limit; points that did not converge are
- * marked in the cell.
+ * one panel per policy and downtime limit. Both axes are numbers sorted as
+ * numbers; a point that did not converge has no time to colour by, so its
+ * cell is grey and says why instead of taking the colour of 0.
  */
 export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
   const values = sweep.points.map((p) => ({
-    bandwidth: Number.isFinite(p.bandwidth) ? `${Math.round(p.bandwidth / 1e6)} MB/s` : "unlimited",
-    rate: `${p.writesPerSecond.toLocaleString("en-US")} w/s`,
+    // Unlimited sorts after every finite bandwidth.
+    bandwidth: Number.isFinite(p.bandwidth) ? Math.round(p.bandwidth / 1e6) : 1e12,
+    rate: p.writesPerSecond,
     panel: `${p.policy}, limit ${p.downtimeLimitMs} ms`,
     totalS: p.summary["total-time"] / 1000,
     downtimeMs: p.summary.downtime,
+    converged: p.summary.status === "completed",
     status: p.summary.status === "completed" ? "" : p.summary.status,
   }));
-  const heat = (field: string, title: string): ReportChart => ({
+  const x = {
+    field: "bandwidth",
+    type: "ordinal" as const,
+    sort: "ascending" as const,
+    title: "bandwidth (MB/s)",
+    axis: {
+      labelAngle: 0,
+      labelExpr: "datum.value >= 1e12 ? 'unlimited' : format(datum.value, ',')",
+    },
+  };
+  const y = {
+    field: "rate",
+    type: "ordinal" as const,
+    sort: "ascending" as const,
+    title: "guest writes (per s)",
+    axis: { format: "," },
+  };
+  const heat = (field: string, title: string, legend: string): ReportChart => ({
     title,
     spec: {
       $schema: SCHEMA,
@@ -148,26 +167,31 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
         height: 140,
         layer: [
           {
+            transform: [{ filter: "datum.converged" }],
             mark: "rect",
             encoding: {
-              x: { field: "bandwidth", type: "ordinal", title: "bandwidth" },
-              y: { field: "rate", type: "ordinal", title: "dirty rate" },
-              color: { field, type: "quantitative", title, scale: { scheme: "orangered" } },
+              x,
+              y,
+              color: { field, type: "quantitative", title: legend, scale: { scheme: "orangered" } },
             },
           },
           {
+            transform: [{ filter: "!datum.converged" }],
+            mark: { type: "rect", color: "#d0d0d0" },
+            encoding: { x, y },
+          },
+          {
             mark: { type: "text", fontSize: 9 },
-            encoding: {
-              x: { field: "bandwidth", type: "ordinal" },
-              y: { field: "rate", type: "ordinal" },
-              text: { field: "status", type: "nominal" },
-            },
+            encoding: { x, y, text: { field: "status", type: "nominal" } },
           },
         ],
       },
     },
   });
-  return [heat("totalS", "total time (s)"), heat("downtimeMs", "downtime (ms)")];
+  return [
+    heat("totalS", "Sweep: total time (grey: did not converge)", "total time (s)"),
+    heat("downtimeMs", "Sweep: downtime (grey: did not converge)", "downtime (ms)"),
+  ];
 }
 
 /** A report section for a sweep: heat maps and the table. */

@@ -1,22 +1,21 @@
 import { Region } from "../memory/region.js";
 import { defineHandlers } from "../pool/registry.js";
 import type { KernelContext } from "../wasm/context.js";
-import { type MultifdExports, MultifdKernel } from "../wasm/multifd.js";
-import { type PageExports, PageKernel } from "../wasm/page.js";
+import type { PageKernel } from "../wasm/page.js";
 import { runMigration } from "./engine.js";
 import { runChannel } from "./multifd-channel.js";
 import type { MigrationSummary } from "./stats.js";
 import type { ChannelResult, ChannelTask, HashPagesTask, SweepPointTask } from "./task-types.js";
 
 function pageKernel(context: KernelContext, scratch: Region): PageKernel {
-  return new PageKernel(context.memory, context.exports<PageExports>("page"), scratch);
+  return context.page(scratch);
 }
 
 function channel(context: KernelContext, task: ChannelTask): ChannelResult {
   const far = context.peer(task.destination.memory);
   const end = (side: KernelContext, scratch: Region) => ({
     memory: side.memory,
-    kernel: new MultifdKernel(side.memory, side.exports<MultifdExports>("multifd"), scratch),
+    kernel: side.multifd(scratch),
   });
   return runChannel(
     end(context, new Region(task.scratch)),

@@ -1,6 +1,6 @@
 import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
-import { ChecksumKernel } from "./kernels.js";
+import { ChecksumKernel } from "../wasm/checksum.js";
 
 /*
  * Frames built or rewritten outside the shared memory (a frame spec turned

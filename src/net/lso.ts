@@ -1,9 +1,8 @@
 import type { MemoryLayout } from "../memory/layout.js";
 import { Region } from "../memory/region.js";
-import { compileKernel, instantiateKernel } from "../wasm/loader.js";
+import { SegmentKernel } from "../wasm/segment.js";
 import { SendError } from "./errors.js";
 import { type ParsedFrame, PROTO_TCP, PROTO_UDP, parseFrame } from "./frame.js";
-import type { SegmentExports } from "./kernels.js";
 
 /** Bytes the segment output starts past a 4 KiB boundary (see the constructor). */
 const OUTPUT_SKEW = 256;
@@ -162,7 +161,7 @@ export class Segmenter {
   readonly payload: Region;
   readonly output: Region;
   readonly table: Region;
-  private readonly k: SegmentExports;
+  private readonly k: SegmentKernel;
 
   /**
    * @param maxSend - largest payload this engine holds
@@ -192,7 +191,7 @@ export class Segmenter {
       byteLength: outputBytes,
     });
     this.table = layout.allocate(`${name}.table`, maxSegments * 8);
-    this.k = instantiateKernel<SegmentExports>(compileKernel("segment"), layout.memory);
+    this.k = SegmentKernel.on(layout.memory);
   }
 
   /** Copies a payload into the engine's payload buffer. */
@@ -219,18 +218,18 @@ export class Segmenter {
   /** Runs the kernel for a plan made by {@link plan}: writes every segment. */
   run(plan: SendPlan): number {
     const p = plan.parsed;
-    return this.k.segment(
-      this.template.check(0, plan.headerLength, "template"),
-      plan.headerLength,
-      p.l3,
-      p.l4,
-      plan.flags,
-      this.payload.check(0, plan.payloadLength, "payload"),
-      plan.payloadLength,
-      plan.mss,
-      this.output.check(0, plan.outputBytes, "segments"),
-      this.table.check(0, plan.segments * 8, "segment table"),
-    );
+    return this.k.segment({
+      template: this.template,
+      headerLength: plan.headerLength,
+      l3: p.l3,
+      l4: p.l4,
+      flags: plan.flags,
+      payload: this.payload,
+      payloadLength: plan.payloadLength,
+      mss: plan.mss,
+      out: this.output,
+      table: this.table,
+    });
   }
 
   /** Segments a send: plan, run, and read back the segment table. */

@@ -1,15 +1,16 @@
 import type { Region } from "../memory/region.js";
+import type { ChecksumKernel } from "../wasm/checksum.js";
+import { FRAME_CHECKSUMS_GOOD, type SegmentKernel } from "../wasm/segment.js";
 import { coalesce } from "./coalesce.js";
 import { destinationMac, isGroupMac, type ParsedFrame, PROTO_UDP, parseFrame } from "./frame.js";
-import type { ChecksumExports, SegmentExports } from "./kernels.js";
 import { type ReceiveRing, RX_CHECKSUM_GOOD, RX_COALESCED } from "./ring.js";
 import { type ReceiveResult, SWITCH_LOOKUP } from "./task-types.js";
 
 /** The kernels and shared memory a processor receives with. */
 export interface ReceiveKernels {
   readonly memory: WebAssembly.Memory;
-  readonly segment: SegmentExports;
-  readonly checksum: ChecksumExports;
+  readonly segment: SegmentKernel;
+  readonly checksum: ChecksumKernel;
 }
 
 /** One processor's share of a round, with its regions opened. */
@@ -31,13 +32,21 @@ export interface ReceiveBatch {
  * Validates a frame's checksums in the kernel. Returns true when every
  * checksum the frame carries is good (non-IP frames carry none).
  */
-export function checksumsGood(k: ReceiveKernels, base: number, p: ParsedFrame): boolean {
+export function checksumsGood(
+  k: ReceiveKernels,
+  frames: Region,
+  start: number,
+  p: ParsedFrame,
+): boolean {
   if (p.ipVersion === 0) return true;
   if (p.l4 < 0) {
-    return p.ipVersion === 6 || k.checksum.onesSum(base + p.l3, p.l4 - p.l3, 0) === 0xffff;
+    // No transport header parsed (a fragment, another protocol): only the
+    // IPv4 header's own checksum, over the header (l3 to where its payload starts).
+    return p.ipVersion === 6 || k.checksum.sum(frames, start + p.l3, p.payload - p.l3) === 0xffff;
   }
   const flags = (p.ipVersion === 6 ? 1 : 0) | (p.protocol === PROTO_UDP ? 2 : 0);
-  return k.segment.checkFrame(base, p.l3, p.l4, p.ipEnd, p.dstAddress, flags) === 3;
+  const at = { l3: p.l3, l4: p.l4, end: p.ipEnd, dst: p.dstAddress, flags };
+  return k.segment.checkFrame(frames, start, at) === FRAME_CHECKSUMS_GOOD;
 }
 
 /**
@@ -91,7 +100,7 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
       malformed++;
       continue;
     }
-    if (!checksumsGood(k, b.frames.offset + offset, parsed)) {
+    if (!checksumsGood(k, b.frames, offset, parsed)) {
       badChecksum++;
       if (!b.deliverBad) continue;
       bad.add(frame);

@@ -2,8 +2,8 @@ import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import { GATE_BYTES, StartGate } from "../pool/gate.js";
 import type { KernelPool } from "../pool/pool.js";
-import { compileKernel, instantiateKernel } from "../wasm/loader.js";
-import type { ChecksumExports, SegmentExports } from "./kernels.js";
+import { ChecksumKernel } from "../wasm/checksum.js";
+import { SegmentKernel } from "../wasm/segment.js";
 import { receiveBatch } from "./receive-batch.js";
 import { ReceiveRing, type RxSlot } from "./ring.js";
 import { ToeplitzHasher } from "./rss.js";
@@ -94,7 +94,7 @@ export class ReceivePath {
   readonly gate: Region;
   private loaded = 0;
   private readonly maxFrames: number;
-  private readonly local: { segment: SegmentExports; checksum: ChecksumExports };
+  private readonly local: { segment: SegmentKernel; checksum: ChecksumKernel };
 
   constructor(
     readonly layout: MemoryLayout,
@@ -125,8 +125,8 @@ export class ReceivePath {
     this.work = layout.allocate(`${name}.work`, this.maxFrames * 8);
     this.gate = layout.allocate(`${name}.gate`, GATE_BYTES);
     this.local = {
-      segment: instantiateKernel<SegmentExports>(compileKernel("segment"), layout.memory),
-      checksum: instantiateKernel<ChecksumExports>(compileKernel("checksum"), layout.memory),
+      segment: SegmentKernel.on(layout.memory),
+      checksum: ChecksumKernel.on(layout.memory),
     };
   }
 

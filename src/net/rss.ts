@@ -1,7 +1,6 @@
 import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
-import { compileKernel, instantiateKernel } from "../wasm/loader.js";
-import type { RssExports } from "./kernels.js";
+import { MAX_HASH_INPUT, RssKernel, TOEPLITZ_TABLE_BYTES } from "../wasm/rss.js";
 
 /** Microsoft's default RSS key (REFERENCE.md section 3), 40 bytes. */
 export const MICROSOFT_RSS_KEY = Uint8Array.from(
@@ -10,11 +9,6 @@ export const MICROSOFT_RSS_KEY = Uint8Array.from(
     "hex",
   ),
 );
-
-/** Longest hash input: IPv6 source and destination plus two ports. */
-export const MAX_HASH_INPUT = 36;
-/** Bytes of the byte tables (assembly/rss.ts TABLE_BYTES). */
-export const TOEPLITZ_TABLE_BYTES = MAX_HASH_INPUT * 256 * 4;
 
 /**
  * The RSS hash input, in the order the specification hashes it: source
@@ -45,7 +39,7 @@ export function hashInput(
 export class ToeplitzHasher {
   readonly table: Region;
   readonly input: Region;
-  private readonly k: RssExports;
+  private readonly k: RssKernel;
 
   constructor(
     readonly layout: MemoryLayout,
@@ -57,15 +51,10 @@ export class ToeplitzHasher {
     }
     this.table = layout.allocate(`${name}.table`, TOEPLITZ_TABLE_BYTES);
     this.input = layout.allocate(`${name}.input`, 64);
-    this.k = instantiateKernel<RssExports>(compileKernel("rss"), layout.memory);
+    this.k = RssKernel.on(layout.memory);
     const bytes = this.input.bytes(layout.memory);
     bytes.set(key);
-    this.k.buildTable(this.input.offset, key.length, this.table.offset);
-  }
-
-  /** The raw kernel, for callers that batch inputs already in shared memory. */
-  get kernel(): RssExports {
-    return this.k;
+    this.k.buildTable(this.input, 0, key.length, this.table);
   }
 
   /** Hashes one input (at most 36 bytes). */
@@ -76,7 +65,7 @@ export class ToeplitzHasher {
       );
     }
     this.input.bytes(this.layout.memory).set(input);
-    return this.k.hash(this.table.offset, this.input.offset, input.length) >>> 0;
+    return this.k.hash(this.table, this.input, 0, input.length);
   }
 
   /**
@@ -93,19 +82,6 @@ export class ToeplitzHasher {
     out: Region,
     outStart: number,
   ): number {
-    if (length > MAX_HASH_INPUT || stride < length) {
-      throw new RangeError(`bad batch: input of ${length} bytes every ${stride} bytes`);
-    }
-    const span = count === 0 ? 0 : (count - 1) * stride + length;
-    return (
-      this.k.hashBatch(
-        this.table.offset,
-        region.check(start, span, "hash inputs"),
-        stride,
-        length,
-        count,
-        out.check(outStart, count * 4, "hash outputs"),
-      ) >>> 0
-    );
+    return this.k.hashBatch(this.table, region, start, stride, length, count, out, outStart);
   }
 }

@@ -1,4 +1,4 @@
-import type { ChecksumKernel } from "./kernels.js";
+import type { ChecksumKernel } from "../wasm/checksum.js";
 import type { Segmenter, SendPlan } from "./lso.js";
 
 /*

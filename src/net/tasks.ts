@@ -2,7 +2,6 @@ import { Region } from "../memory/region.js";
 import { passGate } from "../pool/gate.js";
 import { defineHandlers } from "../pool/registry.js";
 import type { KernelContext } from "../wasm/context.js";
-import type { ChecksumExports, SegmentExports } from "./kernels.js";
 import { receiveBatch } from "./receive-batch.js";
 import { ReceiveRing } from "./ring.js";
 import type { ReceiveResult, ReceiveTask } from "./task-types.js";
@@ -23,8 +22,8 @@ function receive(context: KernelContext, task: ReceiveTask): ReceiveResult {
   };
   const kernels = {
     memory,
-    segment: context.exports<SegmentExports>("segment"),
-    checksum: context.exports<ChecksumExports>("checksum"),
+    segment: context.segment,
+    checksum: context.checksum,
   };
   passGate(memory, task.gate);
   const started = process.hrtime.bigint();

@@ -1,6 +1,6 @@
 import { MemoryLayout } from "../memory/layout.js";
 import { KernelPool } from "../pool/pool.js";
-import { instantiateWalk } from "../wasm/walk.js";
+import { WalkKernel } from "../wasm/walk.js";
 import { costModelRows } from "./cost.js";
 import { PagingError } from "./errors.js";
 import {
@@ -130,14 +130,14 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
   let stats: PagingStats[];
   let trace: TraceSummary | null = null;
   if (threads === 0) {
-    const kernel = instantiateWalk(layout.memory);
+    const kernel = WalkKernel.on(layout.memory);
     const local = machines.map(
       (m) => new PagingMachine(layout.memory, kernel, m.regions, m.options),
     );
     const staging = layout.allocate("staging", ring.slotRecords * 8, 64);
     const words = () => new Uint32Array(layout.memory.buffer, staging.offset, ring.slotRecords * 2);
     const runAll = (count: number) => {
-      for (const m of local) m.runRecords(staging.offset, count);
+      for (const m of local) m.runRecords(staging, count);
     };
     trace = await produce(spec, ring.slotRecords, async (fill) => {
       const count = fill(words());

@@ -1,5 +1,5 @@
 import { MemoryLayout } from "../memory/layout.js";
-import { instantiateWalk } from "../wasm/walk.js";
+import { WalkKernel } from "../wasm/walk.js";
 import { decodeEpt, decodeX86, type PageSize } from "./entry.js";
 import { PagingError } from "./errors.js";
 import { PagingMachine, type PagingModeName } from "./machine.js";
@@ -89,7 +89,7 @@ export function explainWalk(spec: ExplainSpec): Explanation {
   const page = Number(address & ~0xfffn);
   const offset = Number(address & 0xfffn);
   const layout = new MemoryLayout();
-  const kernel = instantiateWalk(layout.memory);
+  const kernel = WalkKernel.on(layout.memory);
   const tables = 8 * 2 ** 20;
   const caches = spec.warm ? spec.cpu.caches : withoutCaches(spec.cpu.caches);
   const machine = new PagingMachine(
@@ -125,7 +125,7 @@ export function explainWalk(spec: ExplainSpec): Explanation {
   const words = new Uint32Array(layout.memory.buffer, trace.offset, 2);
   words[0] = ((page % 2 ** 32) | kind) >>> 0;
   words[1] = Math.floor(page / 2 ** 32);
-  machine.runRecords(trace.offset, 1);
+  machine.runRecords(trace, 1);
   const setupFaults = machine.stats().guestPageFaults + machine.stats().totalExits;
   machine.mmu.flushTlbs();
   const log = layout.allocate("walk log", 64 * 24);

@@ -1,5 +1,5 @@
 import { Region, type RegionDescriptor } from "../memory/region.js";
-import type { WalkExports } from "../wasm/walk.js";
+import type { WalkKernel } from "../wasm/walk.js";
 import { priceRun, type TranslationCycles } from "./cost.js";
 import { PAGE_BYTES, type PageSize } from "./entry.js";
 import { PagingError } from "./errors.js";
@@ -170,7 +170,7 @@ export class PagingMachine {
 
   constructor(
     readonly memory: WebAssembly.Memory,
-    kernel: WalkExports,
+    kernel: WalkKernel,
     regions: MachineRegions,
     readonly options: MachineOptions,
   ) {
@@ -307,11 +307,11 @@ export class PagingMachine {
   }
 
   /**
-   * Runs `count` records at memory offset `trace`, applying the guest's
+   * Runs the first `count` records of `trace`, applying the guest's
    * scheduled activity between them. @throws PagingError when the guest
    * cannot go on (a segmentation fault, memory exhausted, a corrupted table).
    */
-  runRecords(trace: number, count: number): void {
+  runRecords(trace: Region, count: number): void {
     let i = 0;
     while (i < count) {
       const kind = this.dueEvent();
@@ -338,7 +338,7 @@ export class PagingMachine {
     return best;
   }
 
-  private translateRange(trace: number, from: number, to: number): void {
+  private translateRange(trace: Region, from: number, to: number): void {
     let at = from;
     let repeats = 0;
     let last = "";
@@ -387,11 +387,11 @@ export class PagingMachine {
     }
   }
 
-  private apply(kind: EventKind, trace: number, index: number): void {
+  private apply(kind: EventKind, trace: Region, index: number): void {
     const current = this.os.current;
     const ws = this.options.workingSetBytes;
     const here = () => {
-      const words = new Uint32Array(this.memory.buffer, trace + index * 8, WORDS);
+      const words = new Uint32Array(this.memory.buffer, trace.check(index * 8, WORDS * 4), WORDS);
       return (words[1] ?? 0) * 2 ** 32 + (words[0] ?? 0) - ((words[0] ?? 0) % 4096);
     };
     switch (kind) {

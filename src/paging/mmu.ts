@@ -1,6 +1,6 @@
 import type { MemoryLayout } from "../memory/layout.js";
 import { Region, type RegionDescriptor } from "../memory/region.js";
-import type { WalkExports } from "../wasm/walk.js";
+import { FlushScope, WALK_CONTEXT_BYTES, type WalkKernel } from "../wasm/walk.js";
 import { PagingError } from "./errors.js";
 import type { PhysicalWindow } from "./physical.js";
 import { type CacheGeometry, checkGeometry, type TranslationCaches } from "./presets.js";
@@ -92,8 +92,6 @@ const C = {
   logLen: 248,
   caches: 256,
 } as const;
-/** Bytes of a context. */
-export const CONTEXT_BYTES = 1024;
 const ENTRY_BYTES = 32;
 const LOG_RECORD_BYTES = 24;
 const COUNTER_ORDER = [
@@ -186,13 +184,13 @@ export class MmuContext {
 
   constructor(
     readonly memory: WebAssembly.Memory,
-    readonly kernel: WalkExports,
+    readonly kernel: WalkKernel,
     readonly regions: MmuContextDescriptor,
     readonly window: PhysicalWindow,
     readonly options: MmuOptions,
   ) {
     this.region = new Region(regions.context);
-    this.region.check(0, CONTEXT_BYTES, "MMU context");
+    this.region.check(0, WALK_CONTEXT_BYTES, "MMU context");
     const cacheRegion = new Region(regions.caches);
     const slots = cacheSlots(options.caches);
     const v = this.view();
@@ -232,14 +230,14 @@ export class MmuContext {
     caches: TranslationCaches,
   ): MmuContextDescriptor {
     return {
-      context: layout.allocate(`${name} context`, CONTEXT_BYTES).toDescriptor(),
+      context: layout.allocate(`${name} context`, WALK_CONTEXT_BYTES).toDescriptor(),
       caches: layout.allocate(`${name} caches`, Math.max(64, cacheBytes(caches))).toDescriptor(),
     };
   }
 
   private view(): DataView {
     if (!this.cachedView || this.cachedView.buffer !== this.memory.buffer) {
-      this.cachedView = new DataView(this.memory.buffer, this.region.offset, CONTEXT_BYTES);
+      this.cachedView = new DataView(this.memory.buffer, this.region.offset, WALK_CONTEXT_BYTES);
     }
     return this.cachedView;
   }
@@ -282,11 +280,11 @@ export class MmuContext {
   }
 
   /**
-   * Translates records `[from, to)` of the trace at memory offset `trace`;
-   * returns where it stopped (`to`, or a faulting record: see {@link fault}).
+   * Translates records `[from, to)` of the trace in `trace` (record 0 at its
+   * first byte); returns where it stopped (`to`, or a faulting record: see {@link fault}).
    */
-  run(trace: number, from: number, to: number): number {
-    return this.kernel.run(this.region.offset, trace, from, to) >>> 0;
+  run(trace: Region, from: number, to: number): number {
+    return this.kernel.run(this.region, trace, from, to);
   }
 
   /** Translates one address; returns the host-physical address or the fault. */
@@ -300,12 +298,7 @@ export class MmuContext {
         `virtual address ${va} past 2^53 must be page-aligned (pass the offset apart)`,
       );
     }
-    const code = this.kernel.translate(
-      this.region.offset,
-      va % 2 ** 32,
-      Math.floor(va / 2 ** 32),
-      kind,
-    );
+    const code = this.kernel.translate(this.region, va, kind);
     if (code === 0) return { hpa: Number(this.view().getBigUint64(C.result, true)) };
     return { fault: this.fault() };
   }
@@ -324,7 +317,7 @@ export class MmuContext {
 
   /** INVLPG of `va` in the current address space. */
   invalidatePage(va: number): void {
-    this.kernel.invalidatePage(this.region.offset, va % 2 ** 32, Math.floor(va / 2 ** 32));
+    this.kernel.invalidatePage(this.region, va);
   }
 
   /** Drops the nested TLB's translations of guest-physical `gpa` (an EPT violation on it does this). */
@@ -332,31 +325,27 @@ export class MmuContext {
     if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa >= 2 ** 52) {
       throw new PagingError(`guest-physical address ${gpa} is outside 52 bits`);
     }
-    this.kernel.invalidateGuestPhysical(
-      this.region.offset,
-      gpa % 2 ** 32,
-      Math.floor(gpa / 2 ** 32),
-    );
+    this.kernel.invalidateGuestPhysical(this.region, gpa);
   }
 
   /** Flushes the TLBs and guest page-walk caches of the current address space (a CR3 load without tags). */
   flushAddressSpace(): void {
-    this.kernel.flush(this.region.offset, 1);
+    this.kernel.flush(this.region, FlushScope.addressSpace);
   }
 
   /** Flushes everything the TLBs and guest page-walk caches hold, for every address space. */
   flushAll(): void {
-    this.kernel.flush(this.region.offset, 2);
+    this.kernel.flush(this.region, FlushScope.all);
   }
 
   /** Flushes the TLBs of every address space, keeping page-walk caches and the nested TLB. */
   flushTlbs(): void {
-    this.kernel.flush(this.region.offset, 8);
+    this.kernel.flush(this.region, FlushScope.tlbs);
   }
 
   /** INVEPT: flushes the nested TLB and host page-walk caches. */
   flushNested(): void {
-    this.kernel.flush(this.region.offset, 4);
+    this.kernel.flush(this.region, FlushScope.nested);
   }
 
   /** The counters so far. */

@@ -153,15 +153,17 @@ export class RingProducer {
 
 /**
  * The consumer's side (a pool worker): blocks until a chunk is there, hands
- * it to `consume(offset, count)`, and marks it consumed.
+ * it to `consume(records, count)` (the chunk's slot, records from its first
+ * byte), and marks it consumed.
  */
 export function consumeRing(
   memory: WebAssembly.Memory,
   ring: RingDescriptor,
   consumer: number,
-  consume: (offset: number, count: number) => void,
+  consume: (records: Region, count: number) => void,
 ): void {
   const h = new Int32Array(memory.buffer, ring.header.offset, HEADER_INTS);
+  const data = new Region(ring.data);
   let chunk = 0;
   for (;;) {
     const produced = Atomics.load(h, PRODUCED);
@@ -173,7 +175,12 @@ export function consumeRing(
     }
     const slot = chunk % ring.slots;
     const count = Atomics.load(h, SLOT_COUNT + slot);
-    consume(ring.data.offset + slot * ring.slotRecords * 8, count);
+    const bytes = ring.slotRecords * 8;
+    const at = data.check(slot * bytes, bytes, "trace ring slot");
+    consume(
+      new Region({ name: `${data.name} slot ${slot}`, offset: at, byteLength: bytes }),
+      count,
+    );
     chunk++;
     Atomics.store(h, CONSUMED + consumer, chunk);
     Atomics.notify(h, CONSUMED + consumer);

@@ -1,10 +1,9 @@
+import { formatNumber } from "./format.js";
 import type { Table } from "./table.js";
 
 function markdownCell(cell: string | number | null): string {
   if (cell === null) return "";
-  if (typeof cell === "number") {
-    return Number.isInteger(cell) ? cell.toLocaleString("en-US") : cell.toPrecision(4);
-  }
+  if (typeof cell === "number") return formatNumber(cell);
   return cell.replaceAll("|", "\\|");
 }
 

@@ -1,3 +1,5 @@
+import { formatNumber } from "./format.js";
+
 /** A table of records: column headers and rows of cells. */
 export interface Table {
   readonly columns: readonly string[];
@@ -6,11 +8,7 @@ export interface Table {
 
 function cellText(cell: string | number | null): string {
   if (cell === null) return "";
-  if (typeof cell === "number") {
-    if (Number.isInteger(cell)) return cell.toLocaleString("en-US");
-    return Math.abs(cell) >= 100 ? cell.toFixed(0) : cell.toPrecision(4);
-  }
-  return cell;
+  return typeof cell === "number" ? formatNumber(cell) : cell;
 }
 
 /** Renders a table as aligned text for the terminal: text left, numbers right. */

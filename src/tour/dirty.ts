@@ -1,6 +1,10 @@
 import { runSuite } from "../bench/harness.js";
 import { loadSuite } from "../bench/suites.js";
 import { profileDirtyRate } from "../dirty/profile.js";
+import { benchRatioChart } from "../report/bench-chart.js";
+import { benchTable } from "../report/bench-table.js";
+import { lineChart } from "../report/chart.js";
+import { formatNumber } from "../report/format.js";
 import type { ReportSection } from "../report/section.js";
 import { formatBytes } from "../util/units.js";
 import type { TourSection } from "./section.js";
@@ -74,6 +78,8 @@ export const dirtyTourSection: TourSection = {
         series: "distinct pages (measured)",
       })),
     ];
+    const modelError =
+      uniform.summary.distinctPages / (uniform.summary.expectedDistinctPages ?? Number.NaN) - 1;
     const rates = [
       ...uniform.periods.map((p) => ({
         workload: "uniform",
@@ -90,43 +96,36 @@ export const dirtyTourSection: TourSection = {
       id: "dirty",
       title: "Dirty-page tracking",
       summary: [
-        `A ${formatBytes(guestBytes)} guest (metadata mode: bitmap only) with 2 vCPUs writing ${common.writesPerSecond.toLocaleString("en-US")} pages per second of virtual time, harvested every ${common.periodMs} ms as KVM's get-and-clear dirty log does.`,
-        `Uniform writes dirtied ${uniform.summary.distinctPages.toLocaleString("en-US")} distinct pages; the model N(1-exp(-wt/N)) predicts ${Math.round(uniform.summary.expectedDistinctPages ?? 0).toLocaleString("en-US")}. Hot-set writes (90% into 1/64 of memory) saturate their working set and dirty ${Math.round(hotset.summary.meanDirtyPagesRate).toLocaleString("en-US")} pages/s against ${Math.round(uniform.summary.meanDirtyPagesRate).toLocaleString("en-US")} for uniform writes.`,
-        `Content mode: a 256 MiB guest whose bytes are really written, logged through 4,096-entry per-vCPU dirty rings: ${content.summary.distinctPages.toLocaleString("en-US")} distinct pages, ${content.periods.at(-1)?.ringOverflow ?? 0} ring overflows to the bitmap.`,
+        `A ${formatBytes(guestBytes)} guest (metadata mode: bitmap only) with 2 vCPUs writing ${formatNumber(common.writesPerSecond)} pages per second of virtual time, harvested every ${common.periodMs} ms as KVM's get-and-clear dirty log does.`,
+        `Uniform writes dirtied ${formatNumber(uniform.summary.distinctPages)} distinct pages; the model N(1-exp(-wt/N)) predicts ${formatNumber(uniform.summary.expectedDistinctPages ?? 0)}. Hot-set writes (90% into 1/64 of memory) saturate their working set and dirty ${formatNumber(hotset.summary.meanDirtyPagesRate)} pages/s against ${formatNumber(uniform.summary.meanDirtyPagesRate)} for uniform writes.`,
+        `Content mode: a 256 MiB guest whose bytes are really written, logged through 4,096-entry per-vCPU dirty rings: ${formatNumber(content.summary.distinctPages)} distinct pages, ${content.periods.at(-1)?.ringOverflow ?? 0} ring overflows to the bitmap.`,
         "The benchmark below is a short run at small sizes; `hvlab bench dirty` gives the full figures.",
       ],
+      headline: {
+        figure: `uniform writes dirtied ${formatNumber(uniform.summary.distinctPages)} distinct pages, ${formatNumber(modelError * 100)} % from the model`,
+        target: "within 1 % of N(1-exp(-wt/N)) for uniform writes",
+        met: Math.abs(modelError) <= 0.01,
+      },
       charts: [
-        {
-          title: "Distinct pages dirtied over virtual time",
-          spec: {
-            $schema: "https://vega.github.io/schema/vega-lite/v6.json",
-            width: 640,
-            height: 260,
-            data: { values: curve },
-            mark: { type: "line", point: true },
-            encoding: {
-              x: { field: "ms", type: "quantitative", title: "virtual time (ms)" },
-              y: { field: "pages", type: "quantitative", title: "distinct dirty pages" },
-              color: { field: "workload", type: "nominal" },
-              strokeDash: { field: "series", type: "nominal" },
-            },
-          },
-        },
-        {
+        lineChart({
+          title: "Distinct pages dirtied over virtual time, measured and modelled",
+          data: curve,
+          x: { field: "ms", title: "virtual time (ms)" },
+          y: { field: "pages", title: "distinct dirty pages" },
+          series: "workload",
+          seriesTitle: "workload",
+          dash: "series",
+          width: 520,
+        }),
+        lineChart({
           title: "Dirty pages per second, period by period",
-          spec: {
-            $schema: "https://vega.github.io/schema/vega-lite/v6.json",
-            width: 640,
-            height: 220,
-            data: { values: rates },
-            mark: { type: "line", point: true },
-            encoding: {
-              x: { field: "ms", type: "quantitative", title: "virtual time (ms)" },
-              y: { field: "rate", type: "quantitative", title: "dirty-pages-rate (pages/s)" },
-              color: { field: "workload", type: "nominal" },
-            },
-          },
-        },
+          data: rates,
+          x: { field: "ms", title: "virtual time (ms)" },
+          y: { field: "rate", title: "dirty-pages-rate (pages/s)" },
+          series: "workload",
+          seriesTitle: "workload",
+        }),
+        benchRatioChart("Benchmark (short run): throughput against hvlab's kernel", bench.results),
       ],
       tables: [
         {
@@ -137,50 +136,27 @@ export const dirtyTourSection: TourSection = {
             "guest",
             "writes",
             "distinct pages",
-            "mean dirty-pages-rate",
-            "peak dirty-pages-rate",
+            "mean dirty-pages-rate (pages/s)",
+            "peak dirty-pages-rate (pages/s)",
           ],
           rows: [
-            [
-              "uniform",
-              uniform.summary.mode,
-              formatBytes(uniform.summary.guestBytes),
-              uniform.summary.totalWrites,
-              uniform.summary.distinctPages,
-              Math.round(uniform.summary.meanDirtyPagesRate),
-              Math.round(uniform.summary.peakDirtyPagesRate),
-            ],
-            [
-              "hotset",
-              hotset.summary.mode,
-              formatBytes(hotset.summary.guestBytes),
-              hotset.summary.totalWrites,
-              hotset.summary.distinctPages,
-              Math.round(hotset.summary.meanDirtyPagesRate),
-              Math.round(hotset.summary.peakDirtyPagesRate),
-            ],
-            [
-              "zipf (ring)",
-              content.summary.mode,
-              formatBytes(content.summary.guestBytes),
-              content.summary.totalWrites,
-              content.summary.distinctPages,
-              Math.round(content.summary.meanDirtyPagesRate),
-              Math.round(content.summary.peakDirtyPagesRate),
-            ],
-          ],
+            ["uniform", uniform],
+            ["hotset", hotset],
+            ["zipf (ring)", content],
+          ].map(([label, profile]) => {
+            const p = (profile as typeof uniform).summary;
+            return [
+              label as string,
+              p.mode,
+              formatBytes(p.guestBytes),
+              p.totalWrites,
+              p.distinctPages,
+              Math.round(p.meanDirtyPagesRate),
+              Math.round(p.peakDirtyPagesRate),
+            ];
+          }),
         },
-        {
-          title: "Benchmark (short run)",
-          columns: ["case", "impl", "ops/s", "mean ns/op", "rme %"],
-          rows: bench.results.map((r) => [
-            r.case,
-            r.impl,
-            Math.round(r.hz),
-            Math.round(r.meanNs),
-            Number(r.rme.toFixed(1)),
-          ]),
-        },
+        benchTable(bench.results),
       ],
       data: { uniform, hotset, content, bench },
     };

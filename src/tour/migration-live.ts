@@ -1,7 +1,10 @@
 import { DestinationServer } from "../migration/live/destination.js";
 import { LiveSource } from "../migration/live/source.js";
 import { runQuickMigration } from "../migration/quick/quick-migration.js";
+import { convergenceCharts } from "../migration/report.js";
 import type { MigrationSummary } from "../migration/stats.js";
+import { VEGA_LITE_SCHEMA } from "../report/chart.js";
+import { formatNumber } from "../report/format.js";
 import type { ReportSection } from "../report/section.js";
 import { formatBytes } from "../util/units.js";
 import type { TourOptions, TourSection } from "./section.js";
@@ -22,8 +25,8 @@ function row(label: string, s: MigrationSummary): (string | number)[] {
   return [
     label,
     s.status,
-    Math.round(s["total-time"]),
-    Number(s.downtime.toFixed(1)),
+    s["total-time"],
+    s.downtime,
     formatBytes(s.transferred),
     s.rounds,
     s.verified === true ? "every page" : "no",
@@ -62,8 +65,11 @@ export async function liveVersusQuickSection(
     await source.close();
     await destination.close();
   }
-  if (live.summary.status !== "completed") {
-    throw new Error(`live migration ${live.summary.status}: ${live.summary.reason}`);
+  // On a loaded machine the loopback link can fall below the guest's dirty
+  // rate: that is a result to report (its headline says the target is not
+  // met), not a reason to lose the rest of the tour.
+  if (live.summary.status === "failed") {
+    throw new Error(`live migration failed: ${live.summary.reason}`);
   }
 
   tour.log(`  quick migration of the same guest through a saved-state file...`);
@@ -90,10 +96,10 @@ export async function liveVersusQuickSection(
     id: "migration-live",
     title: "Live migration over TCP against quick migration",
     summary: [
-      `The same ${formatBytes(guestBytes)} guest (2 vCPUs, hot-set writes) migrated two ways. Live: pre-copy over a real loopback TCP connection while the vCPUs keep writing ${writesPerSecond.toLocaleString("en-US")} times a second on a pool worker, QEMU's stop rule (pending bytes < bandwidth x 300 ms downtime-limit), every frame checked by its XXH64 digest and every destination page verified at the end.`,
-      `Live migration took ${Math.round(l["total-time"])} ms in ${l.rounds} rounds with ${l.downtime.toFixed(1)} ms of downtime, sending ${formatBytes(l.transferred)} at ${Math.round(l.mbps)} Mbit/s.`,
-      `Quick migration (Hyper-V 1.0) paused the guest, saved ${formatBytes(quick.fileBytes)} to a saved-state file in ${Math.round(quick.saveMs)} ms, waited ${Math.round(quick.failoverMs)} ms of storage failover (unmount, move, mount; an assumed figure, set with --failover), and restored it in ${Math.round(quick.restoreMs)} ms: ${Math.round(q.downtime)} ms of downtime, which is its whole time.`,
-      `Downtime ratio quick : live = ${(q.downtime / Math.max(l.downtime, 0.001)).toFixed(0)} : 1.`,
+      `The same ${formatBytes(guestBytes)} guest (2 vCPUs, hot-set writes) migrated two ways. Live: pre-copy over a real loopback TCP connection while the vCPUs keep writing ${formatNumber(writesPerSecond)} times a second on a pool worker, QEMU's stop rule (pending bytes < bandwidth x 300 ms downtime-limit), every frame checked by its XXH64 digest and every destination page verified at the end.`,
+      `${l.status === "completed" ? "" : `Live migration did NOT converge (${l.reason}); the machine was too busy for the loopback link to outrun the guest. `}Live migration took ${formatNumber(l["total-time"])} ms in ${l.rounds} rounds with ${formatNumber(l.downtime)} ms of downtime, sending ${formatBytes(l.transferred)} at ${formatNumber(l.mbps)} Mbit/s.`,
+      `Quick migration (Hyper-V 1.0) paused the guest, saved ${formatBytes(quick.fileBytes)} to a saved-state file in ${formatNumber(quick.saveMs)} ms, waited ${formatNumber(quick.failoverMs)} ms of storage failover (unmount, move, mount; an assumed figure, set with --failover), and restored it in ${formatNumber(quick.restoreMs)} ms: ${formatNumber(q.downtime)} ms of downtime, which is its whole time.`,
+      `Downtime ratio quick : live = ${formatNumber(Math.round(q.downtime / Math.max(l.downtime, 0.001)))} : 1.`,
     ],
     tables: [
       {
@@ -101,8 +107,8 @@ export async function liveVersusQuickSection(
         columns: [
           "migration",
           "status",
-          "total-time ms",
-          "downtime ms",
+          "total-time (ms)",
+          "downtime (ms)",
           "transferred",
           "rounds",
           "verified",
@@ -114,39 +120,48 @@ export async function liveVersusQuickSection(
         columns: [
           "round",
           "phase",
-          "ms",
+          "duration (ms)",
           "pages sent",
           "pages dirtied",
-          "remaining",
+          "remaining (MiB)",
           "decision",
           "reason",
         ],
         rows: live.rounds.map((r) => [
           r.round,
           r.phase,
-          Number(r["duration-ms"].toFixed(1)),
+          r["duration-ms"],
           r["pages-sent"],
           r["pages-dirtied"],
-          formatBytes(r.remaining),
+          r.remaining / MiB,
           r.decision,
           r.reason,
         ]),
       },
     ],
+    headline: {
+      figure: `live over TCP: downtime ${formatNumber(l.downtime)} ms in ${l.rounds} rounds; quick migration: ${formatNumber(q.downtime)} ms`,
+      target: "live downtime under QEMU's 300 ms limit, every page verified",
+      met: l.status === "completed" && l.downtime <= 300 && l.verified === true,
+    },
     charts: [
+      ...convergenceCharts(live, 4096).map((chart) => ({
+        ...chart,
+        title: `Live over TCP: ${chart.title.charAt(0).toLowerCase()}${chart.title.slice(1)}`,
+      })),
       {
-        title: "Total time and downtime, live against quick",
+        title: "Total time and downtime, live against quick (ms)",
         spec: {
-          $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+          $schema: VEGA_LITE_SCHEMA,
           width: 480,
-          height: 220,
+          height: { step: 18 },
           data: { values: bars },
           mark: "bar",
           encoding: {
             y: { field: "migration", type: "nominal", title: null },
             yOffset: { field: "measure", type: "nominal" },
-            x: { field: "ms", type: "quantitative", title: "milliseconds" },
-            color: { field: "measure", type: "nominal" },
+            x: { field: "ms", type: "quantitative", title: "time (ms)" },
+            color: { field: "measure", type: "nominal", title: null },
           },
         },
       },

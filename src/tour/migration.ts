@@ -3,6 +3,7 @@ import { geometricModel } from "../migration/model.js";
 import { convergenceCharts, roundsTable, sweepHeatMaps, sweepTable } from "../migration/report.js";
 import { runSweep } from "../migration/sweep.js";
 import type { ReportChart } from "../report/chart.js";
+import { formatNumber } from "../report/format.js";
 import type { ReportSection, ReportTable } from "../report/section.js";
 import { formatBytes } from "../util/units.js";
 import type { TourOptions, TourSection } from "./section.js";
@@ -62,8 +63,9 @@ export const migrationTourSection: TourSection = {
     const sweep = await runSweep(
       { guestBytes: sweepGuest, content: false, workload: { kind: "hotset" }, seed },
       {
-        bandwidths: quick ? [1e9 / 8, 10e9 / 8] : [1e9 / 8, 2.5e9 / 8, 10e9 / 8],
-        writeRates: quick ? [20_000, 200_000] : [20_000, 100_000, 400_000],
+        // Three values on each axis even when quick: the heat maps must sort them as numbers.
+        bandwidths: [1e9 / 8, 2.5e9 / 8, 10e9 / 8],
+        writeRates: [20_000, 100_000, 400_000],
         downtimeLimitsMs: [300],
         policies: ["qemu", "hyperv", "xen"],
       },
@@ -73,19 +75,26 @@ export const migrationTourSection: TourSection = {
     for (const part of MIGRATION_TOUR_PARTS) extra.push(await part(options));
 
     const xbz = s["xbzrle-cache"];
+    // QEMU's stop rule aims for the downtime limit; the fixed switchover is paid on top.
+    const downtimeTarget = 300 + 50;
     const converged = sweep.points.filter((p) => p.summary.status === "completed").length;
     return {
       id: "migration",
       title: "Live migration",
       summary: [
-        `A ${formatBytes(guestBytes)} guest (content mode: its bytes really copied to a destination with its own memory) writing ${writesPerSecond.toLocaleString("en-US")} pages a second, 90 % into a hot set, migrated over a ${link} link with QEMU's stop rule (pending bytes < bandwidth x 300 ms).`,
-        `Result: ${s.status} after ${s.rounds} rounds in ${(s["total-time"] / 1000).toFixed(2)} s of virtual time, downtime ${s.downtime.toFixed(1)} ms (${s["downtime-bytes"].toLocaleString("en-US")} bytes in stop-and-copy, the 50 ms switchover included), ${formatBytes(s.transferred)} sent; ${s.duplicate.toLocaleString("en-US")} zero pages went as a header and a byte${xbz ? `, ${xbz.pages.toLocaleString("en-US")} pages as XBZRLE deltas (encoding rate ${xbz["encoding-rate"].toFixed(1)})` : ""}. Every destination page matched the source by XXH3-64: ${s.verified ? "yes" : "no"}.`,
+        `A ${formatBytes(guestBytes)} guest (content mode: its bytes really copied to a destination with its own memory) writing ${formatNumber(writesPerSecond)} pages a second, 90 % into a hot set, migrated over a ${link} link with QEMU's stop rule (pending bytes < bandwidth x 300 ms).`,
+        `Result: ${s.status} after ${s.rounds} rounds in ${formatNumber(s["total-time"] / 1000)} s of virtual time, downtime ${formatNumber(s.downtime)} ms (${formatBytes(s["downtime-bytes"])} in stop-and-copy, the 50 ms switchover included), ${formatBytes(s.transferred)} sent; ${formatNumber(s.duplicate)} zero pages went as a header and a byte${xbz ? `, ${formatNumber(xbz.pages)} pages as XBZRLE deltas (encoding rate ${formatNumber(xbz["encoding-rate"])})` : ""}. Every destination page matched the source by XXH3-64: ${s.verified ? "yes" : "no"}.`,
         model.stopRound === null
-          ? `Were every write to land on a fresh page, the geometric model of REFERENCE.md section 1 (lambda = D / R = ${lambda.toFixed(2)} >= 1) says this would never converge; it does because 90 % of the writes fall into a hot set whose distinct pages saturate.`
-          : `The geometric model of REFERENCE.md section 1 (lambda = D / R = ${lambda.toFixed(2)}) predicts ${model.stopRound} rounds for uniform writes; the hot set saturates and changes that.`,
-        `The sweep ran ${sweep.points.length} migrations (metadata mode) on 2 pool workers in ${(sweep.wallMs / 1000).toFixed(1)} s; ${converged} completed. qemu gives up (not-converged) where the hot set outruns the link, hyperv and xen suspend anyway after 10 passes or 30 rounds and pay for it in downtime.`,
+          ? `Were every write to land on a fresh page, the geometric pre-copy model (Clark et al., NSDI 2005; docs/references.md) with lambda = D / R = ${formatNumber(lambda)} >= 1 says this would never converge; it does because 90 % of the writes fall into a hot set whose distinct pages saturate.`
+          : `The geometric pre-copy model (Clark et al., NSDI 2005; docs/references.md) with lambda = D / R = ${formatNumber(lambda)} predicts ${model.stopRound} rounds for uniform writes; the hot set saturates and changes that.`,
+        `The sweep ran ${sweep.points.length} migrations (metadata mode) on 2 pool workers in ${formatNumber(sweep.wallMs / 1000)} s; ${converged} completed. qemu gives up (not-converged) where the hot set outruns the link, hyperv and xen suspend anyway after 10 passes or 30 rounds and pay for it in downtime.`,
         ...extra.flatMap((part) => part.summary),
       ],
+      headline: {
+        figure: `${s.status} in ${s.rounds} rounds, downtime ${formatNumber(s.downtime)} ms, ${formatBytes(s.transferred)} sent for ${formatBytes(guestBytes)}`,
+        target: `converges with downtime under ${downtimeTarget} ms (300 ms limit + 50 ms switchover)`,
+        met: s.status === "completed" && s.downtime <= downtimeTarget,
+      },
       charts: [
         ...convergenceCharts(profile, 4096),
         ...sweepHeatMaps(sweep),

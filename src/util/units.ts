@@ -44,3 +44,17 @@ export function formatBytes(bytes: number): string {
   }
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
+
+/**
+ * Formats bytes as a size the command line accepts back, in the largest
+ * binary unit that holds it whole (`1GiB`, `4KiB`, `1536MiB`, `100B`); for
+ * help defaults and range errors, so that they read as the user types.
+ */
+export function formatSize(bytes: number): string {
+  const units = ["TiB", "GiB", "MiB", "KiB"] as const;
+  for (const [i, unit] of units.entries()) {
+    const scale = 1024 ** (units.length - i);
+    if (bytes >= scale && bytes % scale === 0) return `${bytes / scale}${unit}`;
+  }
+  return `${bytes}B`;
+}

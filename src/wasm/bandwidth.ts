@@ -10,11 +10,15 @@ export interface BandwidthExports {
 
 /** Memory-bandwidth bounds for benchmarks: read every byte once, copy, fill. */
 export class BandwidthKernel {
-  constructor(private readonly k: BandwidthExports) {}
+  constructor(
+    readonly memory: WebAssembly.Memory,
+    private readonly k: BandwidthExports,
+  ) {}
 
   /** Instantiates the kernel on a shared memory. */
   static on(memory: WebAssembly.Memory): BandwidthKernel {
     return new BandwidthKernel(
+      memory,
       instantiateKernel<BandwidthExports>(compileKernel("bandwidth"), memory),
     );
   }

@@ -1,8 +1,14 @@
 import { type DirtyBitmap, MAX_BITMAP_PAGES } from "../memory/dirty-bitmap.js";
-import type { DirtyBitmapPair } from "../memory/dirty-bitmap-pair.js";
-import { type DirtyRing, RingHeader } from "../memory/dirty-ring.js";
+import { type DirtyBitmapPair, EPOCH_IDLE, EpochControl } from "../memory/dirty-bitmap-pair.js";
+import {
+  type DirtyRing,
+  RING_ENTRY_BYTES,
+  RING_HEADER_BYTES,
+  RingHeader,
+} from "../memory/dirty-ring.js";
 import { RegionBoundsError } from "../memory/errors.js";
 import type { Region } from "../memory/region.js";
+import { checkKernelLayout } from "./kernel-layout.js";
 import { compileKernel, instantiateKernel } from "./loader.js";
 
 /** The raw exports of assembly/dirty.ts. All numbers are u32 passed as i32. */
@@ -68,8 +74,27 @@ const CHUNK_PAGES = CHUNK_WORDS * 64;
 /** Bytes of an iteration cursor: u32 bit within the chunk (kernel's), u32 chunk (ours). */
 export const CURSOR_BYTES = 8;
 
-/** Fewest page numbers a {@link DirtyKernel.harvestPages} batch may hold: one word, plus slack. */
+/**
+ * Fewest page numbers a {@link DirtyKernel.harvestPages} batch may hold: the
+ * slots one bitmap word may need (64 pages and two junk slots: the kernel's
+ * WORD_SLOTS).
+ */
 export const MIN_HARVEST_BATCH = 66;
+
+/** The layouts assembly/dirty.ts exports (as LAYOUT_ globals), checked at load. */
+const DIRTY_LAYOUT = {
+  RING_HEAD: RingHeader.head,
+  RING_TAIL: RingHeader.tail,
+  RING_SIZE: RingHeader.size,
+  RING_OVERFLOW: RingHeader.overflow,
+  RING_SLOT: RingHeader.slot,
+  RING_ENTRIES: RING_HEADER_BYTES,
+  ENTRY_BYTES: RING_ENTRY_BYTES,
+  WORD_SLOTS: MIN_HARVEST_BATCH,
+  EPOCH: EpochControl.epoch,
+  EPOCH_ACKS: EpochControl.acks,
+  EPOCH_IDLE,
+};
 
 /**
  * Calls a counting kernel over a bitmap of `words` words in chunks of at most
@@ -170,7 +195,9 @@ export class DirtyKernel {
   constructor(
     private readonly memory: WebAssembly.Memory,
     private readonly k: DirtyExports,
-  ) {}
+  ) {
+    checkKernelLayout("dirty", k, DIRTY_LAYOUT);
+  }
 
   /** Instantiates the kernel on a shared memory. */
   static on(memory: WebAssembly.Memory): DirtyKernel {

@@ -1,12 +1,30 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { STATIC_SLOT_BYTES, STATIC_SLOTS } from "../memory/layout.js";
 import { packageRoot } from "../util/package-root.js";
+import { KernelLayoutError } from "./kernel-layout.js";
 
 /**
- * A kernel module's name: the file name of its source in assembly/ (each
- * top-level file there is one module, built to build/wasm/<name>.wasm).
+ * Every kernel module, by the file name of its source in assembly/ (each
+ * top-level file there is one module, built to build/wasm/<name>.wasm). A
+ * new module is added here, with its wrapper in src/wasm/ and a getter on
+ * KernelContext; the loader refuses a build whose modules differ.
  */
-export type KernelName = string;
+export const KERNEL_NAMES = [
+  "bandwidth",
+  "checksum",
+  "dirty",
+  "multifd",
+  "page",
+  "rss",
+  "segment",
+  "stream",
+  "walk",
+  "workload",
+] as const;
+
+/** A kernel module's name. */
+export type KernelName = (typeof KERNEL_NAMES)[number];
 
 /** What scripts/build-wasm.mjs records about the modules it built. */
 interface KernelManifest {
@@ -16,25 +34,61 @@ interface KernelManifest {
   readonly modules: Record<string, { slot: number; base: number; bytes: number }>;
 }
 
+/**
+ * Refuses a build whose static slots differ from the ones src/memory/layout.ts
+ * keeps free below the first region (scripts/build-wasm.mjs places each
+ * module's static data in its slot and records the slots in the manifest).
+ */
+export function checkStaticSlots(built: {
+  readonly slotBytes: number;
+  readonly slots: number;
+}): void {
+  if (built.slotBytes !== STATIC_SLOT_BYTES || built.slots !== STATIC_SLOTS) {
+    throw new KernelLayoutError(
+      `kernel modules were built with ${built.slots} static slots of ${built.slotBytes} bytes, but src/memory/layout.ts reserves ${STATIC_SLOTS} of ${STATIC_SLOT_BYTES}: make scripts/build-wasm.mjs and layout.ts agree, and rebuild`,
+    );
+  }
+}
+
+/** Refuses a build whose modules are not exactly the ones the wrappers know. */
+function checkBuiltModules(built: readonly string[]): void {
+  const known: readonly string[] = KERNEL_NAMES;
+  const extra = built.filter((name) => !known.includes(name));
+  const missing = known.filter((name) => !built.includes(name));
+  if (extra.length > 0 || missing.length > 0) {
+    throw new Error(
+      `kernel modules built differ from those src/wasm knows: ${[
+        ...extra.map((name) => `'${name}' has no wrapper`),
+        ...missing.map((name) => `'${name}' is not built`),
+      ].join(", ")} (run npm run build; a new module needs its name in KERNEL_NAMES)`,
+    );
+  }
+}
+
 let manifest: KernelManifest | undefined;
 
 /** The build's manifest of kernel modules and their static slots. */
 export function kernelManifest(): KernelManifest {
   if (!manifest) {
+    let read: KernelManifest;
     try {
-      manifest = JSON.parse(
+      read = JSON.parse(
         readFileSync(join(packageRoot(), "build", "wasm", "manifest.json"), "utf8"),
       ) as KernelManifest;
     } catch {
       throw new Error("kernel modules are not built: run npm run build");
     }
+    checkBuiltModules(Object.keys(read.modules));
+    checkStaticSlots(read);
+    manifest = read;
   }
   return manifest;
 }
 
-/** Every built kernel module's name. */
+/** Every built kernel module's name (all of {@link KERNEL_NAMES}, checked against the build). */
 export function kernelNames(): readonly KernelName[] {
-  return Object.keys(kernelManifest().modules);
+  kernelManifest();
+  return KERNEL_NAMES;
 }
 
 /** Thrown when a kernel aborts (an AssemblyScript assertion in a debug build). */
@@ -58,7 +112,7 @@ export function kernelPath(name: KernelName): string {
 export function compileKernel(name: KernelName): WebAssembly.Module {
   const hit = compiled.get(name);
   if (hit) return hit;
-  if (!(name in kernelManifest().modules)) {
+  if (!(KERNEL_NAMES as readonly string[]).includes(name) || !(name in kernelManifest().modules)) {
     throw new Error(`no kernel module named '${name}' (built: ${kernelNames().join(", ")})`);
   }
   let bytes: Uint8Array<ArrayBuffer>;

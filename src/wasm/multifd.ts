@@ -1,5 +1,4 @@
 import { RegionBoundsError } from "../memory/errors.js";
-import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import { compileKernel, instantiateKernel } from "./loader.js";
 import { ENCODE_STATS_BYTES, EncodeStat } from "./page.js";
@@ -142,12 +141,12 @@ export class MultifdKernel {
     scratch.check(0, MULTIFD_SCRATCH_BYTES, "multifd scratch");
   }
 
-  /** Instantiates the module on a layout's memory with its own scratch region. */
-  static on(layout: MemoryLayout, name = "multifd-scratch"): MultifdKernel {
+  /** Instantiates the module on a shared memory, with a scratch region of {@link MULTIFD_SCRATCH_BYTES}. */
+  static on(memory: WebAssembly.Memory, scratch: Region): MultifdKernel {
     return new MultifdKernel(
-      layout.memory,
-      instantiateKernel<MultifdExports>(compileKernel("multifd"), layout.memory),
-      layout.allocate(name, MULTIFD_SCRATCH_BYTES),
+      memory,
+      instantiateKernel<MultifdExports>(compileKernel("multifd"), memory),
+      scratch,
     );
   }
 

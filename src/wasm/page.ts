@@ -1,6 +1,6 @@
 import { RegionBoundsError } from "../memory/errors.js";
-import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
+import { checkKernelLayout } from "./kernel-layout.js";
 import { compileKernel, instantiateKernel } from "./loader.js";
 
 /** The raw exports of assembly/page.ts. */
@@ -70,6 +70,31 @@ export const EncodeStat = {
 } as const;
 /** Bytes of an encoder statistics block. */
 export const ENCODE_STATS_BYTES = 40;
+/** Option bits of {@link PageKernel.encodePages} (assembly/page.ts). */
+export const EncodeOption = { zeroPages: 1, xbzrle: 2, hash: 4 } as const;
+
+/** The layouts assembly/page.ts exports (as LAYOUT_ globals), checked at load. */
+const PAGE_LAYOUT = {
+  FLAG_ZERO: RecordFlag.zero,
+  FLAG_PAGE: RecordFlag.page,
+  FLAG_XBZRLE: RecordFlag.xbzrle,
+  HEADER_BYTES: RECORD_HEADER_BYTES,
+  ZERO_RECORD_BYTES,
+  XBZRLE_OVERHEAD: XBZRLE_RECORD_OVERHEAD,
+  S_BYTES: EncodeStat.bytes,
+  S_NORMAL: EncodeStat.normal,
+  S_ZERO: EncodeStat.zero,
+  S_XBZRLE_PAGES: EncodeStat.xbzrlePages,
+  S_XBZRLE_BYTES: EncodeStat.xbzrleBytes,
+  S_CACHE_MISS: EncodeStat.cacheMiss,
+  S_OVERFLOW: EncodeStat.overflow,
+  S_UNCHANGED: EncodeStat.unchanged,
+  S_BAD_PAGE: EncodeStat.badPage,
+  OPT_ZERO: EncodeOption.zeroPages,
+  OPT_XBZRLE: EncodeOption.xbzrle,
+  OPT_HASH: EncodeOption.hash,
+};
+
 /** Bytes of the scratch a {@link PageKernel} needs: a hash and an error offset. */
 export const PAGE_SCRATCH_BYTES = 64;
 
@@ -183,18 +208,19 @@ export class PageKernel {
     private readonly k: PageExports,
     private readonly scratch: Region,
   ) {
+    checkKernelLayout("page", k, PAGE_LAYOUT);
     if (scratch.byteLength < PAGE_SCRATCH_BYTES) {
       throw new RegionBoundsError(scratch.name, "scratch", `needs ${PAGE_SCRATCH_BYTES} bytes`);
     }
     this.view = new DataView(memory.buffer);
   }
 
-  /** Instantiates the kernel on a layout's memory with a scratch region named `name`. */
-  static on(layout: MemoryLayout, name = "page-kernel-scratch"): PageKernel {
+  /** Instantiates the kernel on a shared memory, with a scratch region of {@link PAGE_SCRATCH_BYTES}. */
+  static on(memory: WebAssembly.Memory, scratch: Region): PageKernel {
     return new PageKernel(
-      layout.memory,
-      instantiateKernel<PageExports>(compileKernel("page"), layout.memory),
-      layout.allocate(name, PAGE_SCRATCH_BYTES),
+      memory,
+      instantiateKernel<PageExports>(compileKernel("page"), memory),
+      scratch,
     );
   }
 
@@ -313,7 +339,9 @@ export class PageKernel {
         job.count,
         job.out.offset,
         job.out.byteLength,
-        (job.zeroPages ? 1 : 0) | (job.xbzrle ? 2 : 0) | (job.hashes ? 4 : 0),
+        (job.zeroPages ? EncodeOption.zeroPages : 0) |
+          (job.xbzrle ? EncodeOption.xbzrle : 0) |
+          (job.hashes ? EncodeOption.hash : 0),
         tags,
         data,
         slots,

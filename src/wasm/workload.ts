@@ -3,7 +3,7 @@ import type { DirtyBitmapPair } from "../memory/dirty-bitmap-pair.js";
 import type { DirtyRing } from "../memory/dirty-ring.js";
 import { RegionBoundsError } from "../memory/errors.js";
 import type { Region } from "../memory/region.js";
-import { DESCRIPTOR_BYTES, Descriptor, FLAG_CONTENT, FLAG_RING } from "../workload/spec.js";
+import { checkKernelLayout } from "./kernel-layout.js";
 import { compileKernel, instantiateKernel } from "./loader.js";
 
 /** The raw exports of assembly/workload.ts. */
@@ -26,6 +26,64 @@ export interface WorkloadExports {
     ram: number,
   ): number;
 }
+
+/** Byte size of one vCPU's workload descriptor (drawn in assembly/workload.ts). */
+export const DESCRIPTOR_BYTES = 96;
+
+/** Byte offsets of the descriptor's fields. */
+export const Descriptor = {
+  rng: 0,
+  kind: 8,
+  flags: 12,
+  lastPage: 16,
+  hotBase: 20,
+  hotPages: 24,
+  pageShift: 28,
+  hotThreshold: 32,
+  cursor: 40,
+  stride: 44,
+  scatter: 48,
+  zipfS: 56,
+  zipfX1: 64,
+  zipfN: 72,
+  zipfSDiv: 80,
+  writes: 88,
+} as const;
+
+/** Descriptor flag: write real bytes into guest RAM. */
+export const FLAG_CONTENT = 1;
+/** Descriptor flag: log to the vCPU's dirty ring instead of the bitmap. */
+export const FLAG_RING = 2;
+
+/** The kernel's code of each workload kind, in the descriptor's kind field. */
+export const WorkloadKindCode = { uniform: 0, hotset: 1, sequential: 2, zipf: 3 } as const;
+
+/** The layout assembly/workload.ts exports (as LAYOUT_ globals), checked at load. */
+const WORKLOAD_LAYOUT = {
+  DESCRIPTOR_BYTES,
+  D_RNG: Descriptor.rng,
+  D_KIND: Descriptor.kind,
+  D_FLAGS: Descriptor.flags,
+  D_LAST_PAGE: Descriptor.lastPage,
+  D_HOT_BASE: Descriptor.hotBase,
+  D_HOT_PAGES: Descriptor.hotPages,
+  D_PAGE_SHIFT: Descriptor.pageShift,
+  D_HOT_THRESHOLD: Descriptor.hotThreshold,
+  D_CURSOR: Descriptor.cursor,
+  D_STRIDE: Descriptor.stride,
+  D_SCATTER: Descriptor.scatter,
+  D_ZIPF_S: Descriptor.zipfS,
+  D_ZIPF_X1: Descriptor.zipfX1,
+  D_ZIPF_N: Descriptor.zipfN,
+  D_ZIPF_SDIV: Descriptor.zipfSDiv,
+  D_WRITES: Descriptor.writes,
+  KIND_UNIFORM: WorkloadKindCode.uniform,
+  KIND_HOT_SET: WorkloadKindCode.hotset,
+  KIND_SEQUENTIAL: WorkloadKindCode.sequential,
+  KIND_ZIPF: WorkloadKindCode.zipf,
+  FLAG_CONTENT,
+  FLAG_RING,
+};
 
 /** What one vCPU's writes touch: its descriptor, the bitmap, and optionally RAM and its ring. */
 export interface VcpuTarget {
@@ -56,7 +114,9 @@ export class WorkloadKernel {
   constructor(
     private readonly memory: WebAssembly.Memory,
     private readonly k: WorkloadExports,
-  ) {}
+  ) {
+    checkKernelLayout("workload", k, WORKLOAD_LAYOUT);
+  }
 
   /** Instantiates the kernel on a shared memory. */
   static on(memory: WebAssembly.Memory): WorkloadKernel {

@@ -1,4 +1,5 @@
 import type { PageShift } from "../memory/dirty-bitmap.js";
+import { Descriptor, FLAG_CONTENT, FLAG_RING, WorkloadKindCode } from "../wasm/workload.js";
 import { vcpuState } from "./splitmix.js";
 import { zipfConstants } from "./zipf.js";
 
@@ -28,33 +29,8 @@ export class WorkloadError extends RangeError {
   override name = "WorkloadError";
 }
 
-/** Byte size of one vCPU's workload descriptor (drawn in assembly/workload.ts). */
-export const DESCRIPTOR_BYTES = 96;
-
-/** Byte offsets of the descriptor's fields. */
-export const Descriptor = {
-  rng: 0,
-  kind: 8,
-  flags: 12,
-  lastPage: 16,
-  hotBase: 20,
-  hotPages: 24,
-  pageShift: 28,
-  hotThreshold: 32,
-  cursor: 40,
-  stride: 44,
-  scatter: 48,
-  zipfS: 56,
-  zipfX1: 64,
-  zipfN: 72,
-  zipfSDiv: 80,
-  writes: 88,
-} as const;
-
-/** Descriptor flag: write real bytes into guest RAM. */
-export const FLAG_CONTENT = 1;
-/** Descriptor flag: log to the vCPU's dirty ring instead of the bitmap. */
-export const FLAG_RING = 2;
+/** The kernel's code of each workload kind (every kind has one, no other). */
+const KIND_CODES: Readonly<Record<WorkloadKind, number>> = WorkloadKindCode;
 
 /** Multiplier that scatters Zipf ranks over the guest (Knuth's 2654435761, a prime). */
 const SCATTER_PRIME = 2_654_435_761;
@@ -150,7 +126,7 @@ export function encodeDescriptor(
 ): void {
   const zipf = zipfConstants(workload.pages, workload.zipfExponent);
   view.setBigUint64(offset + Descriptor.rng, vcpuState(options.seed, options.vcpu), true);
-  view.setUint32(offset + Descriptor.kind, WORKLOAD_KINDS.indexOf(workload.kind), true);
+  view.setUint32(offset + Descriptor.kind, KIND_CODES[workload.kind], true);
   view.setUint32(
     offset + Descriptor.flags,
     (options.content ? FLAG_CONTENT : 0) | (options.ring ? FLAG_RING : 0),

@@ -90,6 +90,51 @@ export function importCircles(graph: ReadonlyMap<string, readonly string[]>): st
   return circles;
 }
 
+/**
+ * Where files outside src/wasm/ reach a module's raw exports: an import of
+ * an `...Exports` type or of `instantiateKernel` from src/wasm/ (the
+ * wrappers are the only way to a kernel). `strict` false allows
+ * `instantiateKernel` (tests of the loader itself instantiate modules
+ * without touching their exports).
+ */
+export function rawExportUses(tree: SourceTree, strict = true): string[] {
+  const uses: string[] = [];
+  for (const [file, text] of tree) {
+    if (file.startsWith("src/wasm/")) continue;
+    const source = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, false);
+    for (const statement of source.statements) {
+      if (!ts.isImportDeclaration(statement) && !ts.isExportDeclaration(statement)) continue;
+      const specifier = statement.moduleSpecifier;
+      if (!specifier || !ts.isStringLiteral(specifier) || !specifier.text.startsWith(".")) continue;
+      const target = posix.normalize(posix.join(posix.dirname(file), specifier.text));
+      if (!target.startsWith("src/wasm/")) continue;
+      const names: string[] = [];
+      if (ts.isImportDeclaration(statement)) {
+        const bindings = statement.importClause?.namedBindings;
+        if (bindings && ts.isNamedImports(bindings)) {
+          for (const element of bindings.elements) {
+            names.push((element.propertyName ?? element.name).text);
+          }
+        } else if (bindings && ts.isNamespaceImport(bindings)) {
+          names.push("* (a namespace import)");
+        }
+      } else if (statement.exportClause && ts.isNamedExports(statement.exportClause)) {
+        for (const element of statement.exportClause.elements) {
+          names.push((element.propertyName ?? element.name).text);
+        }
+      }
+      for (const name of names) {
+        const raw =
+          name.endsWith("Exports") ||
+          name.startsWith("*") ||
+          (strict && name === "instantiateKernel");
+        if (raw) uses.push(`raw kernel exports outside src/wasm/: ${file} imports ${name}`);
+      }
+    }
+  }
+  return uses;
+}
+
 /** Folders the pool may import: the layers below the domains. */
 const BELOW_DOMAINS = ["src/pool/", "src/wasm/", "src/memory/", "src/util/"];
 

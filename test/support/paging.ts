@@ -1,4 +1,5 @@
 import { MemoryLayout } from "../../src/memory/layout.js";
+import type { Region } from "../../src/memory/region.js";
 import { ADDRESS_MASK, EPT, type PageSize, X86 } from "../../src/paging/entry.js";
 import {
   type MachineOptions,
@@ -14,7 +15,7 @@ import {
   type TranslationCaches,
 } from "../../src/paging/presets.js";
 import { QUIET } from "../../src/paging/workload.js";
-import { instantiateWalk } from "../../src/wasm/walk.js";
+import { WalkKernel } from "../../src/wasm/walk.js";
 
 /** A small machine for tests, on its own memory. */
 export function testMachine(
@@ -55,7 +56,7 @@ export function testMachine(
   const n = layout.list().length;
   const machine = new PagingMachine(
     layout.memory,
-    instantiateWalk(layout.memory),
+    WalkKernel.on(layout.memory),
     {
       arena: layout.allocate(`arena ${n}`, tables * 3, 4096).toDescriptor(),
       mmu: MmuContext.regions(layout, `mmu ${n}`, caches),
@@ -87,7 +88,7 @@ export function testMachine(
 export function writeTrace(
   layout: MemoryLayout,
   records: readonly { va: number; kind: number }[],
-): { offset: number; words: Uint32Array } {
+): { offset: number; region: Region; words: Uint32Array } {
   const region = layout.allocate(`trace ${layout.list().length}`, Math.max(8, records.length * 8));
   const words = new Uint32Array(layout.memory.buffer, region.offset, records.length * 2);
   for (const [i, r] of records.entries()) {
@@ -95,7 +96,7 @@ export function writeTrace(
     words[2 * i] = ((low - (low % 4096)) | r.kind) >>> 0;
     words[2 * i + 1] = Math.floor(r.va / 2 ** 32);
   }
-  return { offset: region.offset, words };
+  return { offset: region.offset, region, words };
 }
 
 /** The leaf entry's address (guest-physical) and value of `va` in the guest's tables, or null. */

@@ -6,7 +6,7 @@ import { BENCH_SUITES, loadSuite } from "../../bench/suites.js";
 import { toMarkdown } from "../../report/markdown.js";
 import { formatTable, type Table } from "../../report/table.js";
 import { formatBytes } from "../../util/units.js";
-import { integerOption, UsageError } from "../options.js";
+import { integerOption, jsonOption, UsageError } from "../options.js";
 import { startProgress } from "../progress.js";
 
 /** A suite's results as a table: one row per case and implementation, with its speed ratio. */
@@ -120,7 +120,7 @@ export function registerBench(program: Command): void {
       `run benchmark suites, each kernel beside its peers (suites: ${Object.keys(BENCH_SUITES).join(", ")})`,
     )
     .argument("[suites...]", "suites to run (default: all)")
-    .option("--json", "print the results as JSON (one object per suite, an array for several)")
+    .addOption(jsonOption("print the results as JSON (one object per suite, an array for several)"))
     .option(
       "--time <ms>",
       "timing per implementation in milliseconds",

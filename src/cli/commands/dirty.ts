@@ -1,15 +1,21 @@
 import type { Command } from "commander";
 import { type DirtyProfile, profileDirtyRate } from "../../dirty/profile.js";
-import { MAX_GUEST_BYTES } from "../../guest/guest.js";
+import { MAX_CONTENT_GUEST_BYTES, MAX_GUEST_BYTES } from "../../guest/guest.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatTable } from "../../report/table.js";
-import { formatBytes } from "../../util/units.js";
+import { formatBytes, formatSize } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
 import {
+  addGuestOption,
+  addOutputOptions,
+  addSeedOption,
+  addVcpusOption,
+  addWorkloadOptions,
   checkOutputFlags,
+  checkWorkloadKind,
   integerOption,
   numberOption,
-  sizeOption,
+  sizeOptionOf,
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
@@ -40,24 +46,17 @@ export function profileTable(profile: DirtyProfile) {
 
 /** `hvlab dirty`: a dirty-rate profile of a guest workload. */
 export function registerDirty(program: Command): void {
-  program
+  const dirty = program
     .command("dirty")
     .description(
       "profile a guest workload's dirty rate period by period (like QEMU's calc-dirty-rate)",
-    )
-    .option(
-      "--guest <size>",
-      "guest memory size (1MiB to 16TiB)",
-      sizeOption(1024 ** 2, MAX_GUEST_BYTES),
-      64 * 1024 ** 3,
-    )
-    .option(
-      "--page-size <size>",
-      "guest page size: 4KiB or 2MiB",
-      sizeOption(4096, 2 * 1024 ** 2),
-      4096,
-    )
-    .option("--workload <kind>", `write pattern: ${WORKLOAD_KINDS.join(", ")}`, "hotset")
+    );
+  addGuestOption(dirty, { min: 1024 ** 2, max: MAX_GUEST_BYTES, fallback: 64 * 1024 ** 3 });
+  dirty.addOption(
+    sizeOptionOf("--page-size <size>", "guest page size: 4KiB or 2MiB", 4096, 2 * 1024 ** 2, 4096),
+  );
+  addWorkloadOptions(dirty, { kinds: WORKLOAD_KINDS, maxHotSet: MAX_GUEST_BYTES, zipf: true });
+  dirty
     .option(
       "--rate <writes/s>",
       "guest writes per second of virtual time",
@@ -65,23 +64,12 @@ export function registerDirty(program: Command): void {
       2_000_000,
     )
     .option("--period <ms>", "measuring period in virtual ms", numberOption(1, 3_600_000), 100)
-    .option("--periods <n>", "periods to run", integerOption(1, 100_000), 20)
-    .option("--vcpus <n>", "vCPUs writing", integerOption(1, 256), 2)
-    .option(
-      "--hot-set <size>",
-      "hotset: size of the writable working set (default 1/64 of the guest)",
-      sizeOption(4096, MAX_GUEST_BYTES),
-    )
-    .option(
-      "--hot-fraction <p>",
-      "hotset: fraction of writes to the working set",
-      numberOption(0, 1),
-      0.9,
-    )
-    .option("--zipf <s>", "zipf: exponent", numberOption(0.01, 10), 0.99)
+    .option("--periods <n>", "periods to run", integerOption(1, 100_000), 20);
+  addVcpusOption(dirty, 256);
+  dirty
     .option(
       "--content",
-      "hold the guest's bytes and write them (at most 3 GiB); default metadata mode",
+      "hold the guest's bytes and write them (at most 3GiB); default metadata mode",
     )
     .option(
       "--ring <entries>",
@@ -93,65 +81,71 @@ export function registerDirty(program: Command): void {
       "pool workers for the vCPUs (0: this thread)",
       integerOption(0, 256),
       0,
-    )
-    .option("--seed <n>", "seed of the workload generators", integerOption(0, 2 ** 32 - 1), 1)
-    .option("--json", "print the profile as JSON")
-    .option("--csv", "print the periods as CSV")
-    .action(async (flags: DirtyFlags) => {
-      checkOutputFlags(flags);
-      if (!WORKLOAD_KINDS.includes(flags.workload as WorkloadKind)) {
-        throw new UsageError(
-          `unknown workload '${flags.workload}' (one of ${WORKLOAD_KINDS.join(", ")})`,
-        );
-      }
-      if (flags.pageSize !== 4096 && flags.pageSize !== 2 * 1024 ** 2) {
-        throw new UsageError("--page-size must be 4KiB or 2MiB");
-      }
-      const pageShift = flags.pageSize === 4096 ? 12 : 21;
-      if (flags.hotSet !== undefined && flags.hotSet % flags.pageSize !== 0) {
-        throw new UsageError("--hot-set must be a whole number of pages");
-      }
-      const progress = startProgress("dirty", flags.periods);
-      const profile = await profileDirtyRate({
-        onPeriod: (record) => progress.update(record.period, `${record.dirtyPages} dirty`),
-        bytes: flags.guest,
-        pageShift,
-        content: flags.content === true,
-        vcpus: flags.vcpus,
-        workload: {
-          kind: flags.workload as WorkloadKind,
-          hotFraction: flags.hotFraction,
-          zipfExponent: flags.zipf,
-          ...(flags.hotSet !== undefined ? { hotPages: flags.hotSet / flags.pageSize } : {}),
-        },
-        ...(flags.ring !== undefined ? { tracking: "ring" as const, ringEntries: flags.ring } : {}),
-        seed: flags.seed,
-        writesPerSecond: flags.rate,
-        periodMs: flags.period,
-        periods: flags.periods,
-        threads: flags.threads,
-      }).finally(() => progress.stop());
-      if (flags.json) {
-        console.log(JSON.stringify(profile, null, 2));
-        return;
-      }
-      if (flags.csv) {
-        process.stdout.write(toCsv(profileTable(profile)));
-        return;
-      }
-      const s = profile.summary;
-      console.log(
-        `guest ${formatBytes(s.guestBytes)} (${s.guestPages.toLocaleString("en-US")} pages of ${formatBytes(s.pageBytes)}), ${s.mode} mode`,
+    );
+  addSeedOption(dirty, "seed of the workload generators");
+  addOutputOptions(dirty, { json: "print the profile as JSON", csv: "print the periods as CSV" });
+  dirty.action(async (flags: DirtyFlags) => {
+    checkOutputFlags(flags);
+    checkWorkloadKind(flags.workload, WORKLOAD_KINDS);
+    if (flags.pageSize !== 4096 && flags.pageSize !== 2 * 1024 ** 2) {
+      throw new UsageError("--page-size must be 4KiB or 2MiB");
+    }
+    const pageShift = flags.pageSize === 4096 ? 12 : 21;
+    // Refused here rather than by the engine, so that they exit 2 like every usage error.
+    if (flags.guest % flags.pageSize !== 0) {
+      throw new UsageError(
+        `--guest ${formatSize(flags.guest)} is not a whole number of ${formatBytes(flags.pageSize)} pages`,
       );
-      console.log(formatTable(profileTable(profile)));
-      console.log(
-        `distinct pages dirtied: ${s.distinctPages.toLocaleString("en-US")}` +
-          (s.expectedDistinctPages === null
-            ? ""
-            : ` (uniform model N(1-exp(-wt/N)): ${Math.round(s.expectedDistinctPages).toLocaleString("en-US")})`),
+    }
+    if (flags.content && flags.guest > MAX_CONTENT_GUEST_BYTES) {
+      throw new UsageError(
+        `--guest ${formatSize(flags.guest)} cannot be held in content mode (at most ${formatSize(MAX_CONTENT_GUEST_BYTES)})`,
       );
-      console.log(
-        `dirty-pages-rate: mean ${Math.round(s.meanDirtyPagesRate).toLocaleString("en-US")}/s, peak ${Math.round(s.peakDirtyPagesRate).toLocaleString("en-US")}/s`,
-      );
-    });
+    }
+    if (flags.hotSet !== undefined && flags.hotSet % flags.pageSize !== 0) {
+      throw new UsageError("--hot-set must be a whole number of pages");
+    }
+    const progress = startProgress("dirty", flags.periods);
+    const profile = await profileDirtyRate({
+      onPeriod: (record) => progress.update(record.period, `${record.dirtyPages} dirty`),
+      bytes: flags.guest,
+      pageShift,
+      content: flags.content === true,
+      vcpus: flags.vcpus,
+      workload: {
+        kind: flags.workload as WorkloadKind,
+        hotFraction: flags.hotFraction,
+        zipfExponent: flags.zipf,
+        ...(flags.hotSet !== undefined ? { hotPages: flags.hotSet / flags.pageSize } : {}),
+      },
+      ...(flags.ring !== undefined ? { tracking: "ring" as const, ringEntries: flags.ring } : {}),
+      seed: flags.seed,
+      writesPerSecond: flags.rate,
+      periodMs: flags.period,
+      periods: flags.periods,
+      threads: flags.threads,
+    }).finally(() => progress.stop());
+    if (flags.json) {
+      console.log(JSON.stringify(profile, null, 2));
+      return;
+    }
+    if (flags.csv) {
+      process.stdout.write(toCsv(profileTable(profile)));
+      return;
+    }
+    const s = profile.summary;
+    console.log(
+      `guest ${formatBytes(s.guestBytes)} (${s.guestPages.toLocaleString("en-US")} pages of ${formatBytes(s.pageBytes)}), ${s.mode} mode`,
+    );
+    console.log(formatTable(profileTable(profile)));
+    console.log(
+      `distinct pages dirtied: ${s.distinctPages.toLocaleString("en-US")}` +
+        (s.expectedDistinctPages === null
+          ? ""
+          : ` (uniform model N(1-exp(-wt/N)): ${Math.round(s.expectedDistinctPages).toLocaleString("en-US")})`),
+    );
+    console.log(
+      `dirty-pages-rate: mean ${Math.round(s.meanDirtyPagesRate).toLocaleString("en-US")}/s, peak ${Math.round(s.peakDirtyPagesRate).toLocaleString("en-US")}/s`,
+    );
+  });
 }

@@ -8,10 +8,17 @@ import { formatTable } from "../../report/table.js";
 import { formatBytes } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
 import {
+  addGuestOption,
+  addSeedOption,
+  addVcpusOption,
+  addWorkloadOptions,
   checkOutputFlags,
+  checkWorkloadKind,
+  csvOption,
   integerOption,
+  jsonOption,
   numberOption,
-  sizeOption,
+  sizeOptionOf,
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
@@ -188,11 +195,7 @@ export async function runLiveSource(
 ): Promise<MigrationResult> {
   checkOutputFlags(flags);
   const target = parseHostPort(flags.to);
-  if (!WORKLOAD_KINDS.includes(flags.workload as WorkloadKind)) {
-    throw new UsageError(
-      `unknown workload '${flags.workload}' (one of ${WORKLOAD_KINDS.join(", ")})`,
-    );
-  }
+  checkWorkloadKind(flags.workload, WORKLOAD_KINDS);
   if (flags.guest % 4096 !== 0) {
     throw new UsageError(`--guest ${flags.guest} bytes is not a whole number of 4 KiB pages`);
   }
@@ -244,6 +247,18 @@ export async function runLiveSource(
 
 /** Adds the live mode's options to a command (`hvlab migrate-live`, or `hvlab migrate`). */
 export function addLiveOptions(command: Command): Command {
+  addGuestOption(
+    command,
+    { min: 1024 ** 2, max: MAX_LIVE_GUEST_BYTES, fallback: 256 * 1024 ** 2 },
+    "source: guest memory, content mode",
+  );
+  addVcpusOption(command, 64, 2, "source: vCPUs writing");
+  addWorkloadOptions(command, {
+    kinds: WORKLOAD_KINDS,
+    maxHotSet: MAX_LIVE_GUEST_BYTES,
+    prefix: "source: ",
+  });
+  addSeedOption(command, "source: seed of the workload and the guest's content");
   return command
     .option(
       "--listen <port>",
@@ -258,20 +273,15 @@ export function addLiveOptions(command: Command): Command {
       integerOption(0, 1_000_000),
       1,
     )
-    .option(
-      "--max-guest <size>",
-      "destination: largest guest accepted",
-      sizeOption(1024 ** 2, MAX_LIVE_GUEST_BYTES),
-      MAX_LIVE_GUEST_BYTES,
+    .addOption(
+      sizeOptionOf(
+        "--max-guest <size>",
+        "destination: largest guest accepted",
+        1024 ** 2,
+        MAX_LIVE_GUEST_BYTES,
+        MAX_LIVE_GUEST_BYTES,
+      ),
     )
-    .option(
-      "--guest <size>",
-      "source: guest memory, content mode (1MiB to 2GiB)",
-      sizeOption(1024 ** 2, MAX_LIVE_GUEST_BYTES),
-      256 * 1024 ** 2,
-    )
-    .option("--vcpus <n>", "source: vCPUs writing", integerOption(1, 64), 2)
-    .option("--workload <kind>", `source: write pattern: ${WORKLOAD_KINDS.join(", ")}`, "hotset")
     .option(
       "--rate <writes/s>",
       "source: guest writes per second on the wall clock (0: idle)",
@@ -279,33 +289,19 @@ export function addLiveOptions(command: Command): Command {
       200_000,
     )
     .option(
-      "--hot-set <size>",
-      "source, hotset: writable working set (default 1/64 of the guest)",
-      sizeOption(4096, MAX_LIVE_GUEST_BYTES),
-    )
-    .option(
-      "--hot-fraction <p>",
-      "source, hotset: fraction of writes to the working set",
-      numberOption(0, 1),
-      0.9,
-    )
-    .option(
       "--threads <n>",
       "source: pool workers running the vCPUs (0: this thread)",
       integerOption(0, 64),
       1,
     )
-    .option(
-      "--seed <n>",
-      "source: seed of the workload and the guest's content",
-      integerOption(0, 2 ** 32 - 1),
-      1,
-    )
-    .option(
-      "--max-bandwidth <bytes/s>",
-      "source: throttle the link (token bucket; 0: unthrottled)",
-      sizeOption(0, 2 ** 40),
-      0,
+    .addOption(
+      sizeOptionOf(
+        "--max-bandwidth <bytes/s>",
+        "source: throttle the link (token bucket; 0: unthrottled)",
+        0,
+        2 ** 40,
+        0,
+      ),
     )
     .option(
       "--downtime-limit <ms>",
@@ -325,11 +321,14 @@ export function addLiveOptions(command: Command): Command {
       numberOption(1, 86_400_000),
       60_000,
     )
-    .option(
-      "--device-state <size>",
-      "source: device-state blob sent while paused",
-      sizeOption(0, 4 * 1024 ** 2),
-      64 * 1024,
+    .addOption(
+      sizeOptionOf(
+        "--device-state <size>",
+        "source: device-state blob sent while paused",
+        0,
+        4 * 1024 ** 2,
+        64 * 1024,
+      ),
     )
     .option(
       "--retries <n>",
@@ -337,8 +336,8 @@ export function addLiveOptions(command: Command): Command {
       integerOption(0, 100),
       0,
     )
-    .option("--json", "print the result as JSON")
-    .option("--csv", "source: print the rounds as CSV");
+    .addOption(jsonOption("print the result as JSON"))
+    .addOption(csvOption("source: print the rounds as CSV"));
 }
 
 /** Runs the live mode from parsed options: exactly one of `--listen` and `--to`. */
@@ -398,11 +397,14 @@ export const liveMigrationHook: LiveMigrationHook = {
         integerOption(0, 1_000_000),
         1,
       )
-      .option(
-        "--max-guest <size>",
-        "live mode, destination: largest guest accepted",
-        sizeOption(1024 ** 2, MAX_LIVE_GUEST_BYTES),
-        MAX_LIVE_GUEST_BYTES,
+      .addOption(
+        sizeOptionOf(
+          "--max-guest <size>",
+          "live mode, destination: largest guest accepted",
+          1024 ** 2,
+          MAX_LIVE_GUEST_BYTES,
+          MAX_LIVE_GUEST_BYTES,
+        ),
       )
       .option(
         "--threads <n>",

@@ -25,13 +25,20 @@ import { toCsv } from "../../report/csv.js";
 import { renderHtmlReport } from "../../report/html.js";
 import type { ReportSection } from "../../report/section.js";
 import { formatTable } from "../../report/table.js";
-import { formatBytes, parseSize } from "../../util/units.js";
+import { formatBytes, formatSize, parseSize } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind, type WorkloadSpec } from "../../workload/spec.js";
 import {
+  addGuestOption,
+  addSeedOption,
+  addVcpusOption,
+  addWorkloadOptions,
   checkOutputFlags,
+  checkWorkloadKind,
+  csvOption,
   integerOption,
+  jsonOption,
   numberOption,
-  sizeOption,
+  sizeOptionOf,
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
@@ -185,41 +192,23 @@ function shown<T>(
 
 function addGuestOptions(command: Command): Command {
   const d = MIGRATION_DEFAULTS;
+  addGuestOption(
+    command,
+    { min: 4096, max: MAX_GUEST_BYTES, fallback: 1024 ** 3 },
+    "guest memory, a whole number of pages; content mode up to 3GiB",
+  );
+  addWorkloadOptions(command, { kinds: WORKLOAD_KINDS, maxHotSet: MAX_GUEST_BYTES, zipf: true });
+  addVcpusOption(command, 256, d.vcpus);
+  addSeedOption(command, "seed of the workload and the starting image", d.seed);
   return command
-    .addOption(
-      shown(
-        "--guest <size>",
-        "guest memory, a whole number of pages (content mode up to 3GiB, metadata to 16TiB)",
-        sizeOption(1, MAX_GUEST_BYTES),
-        1024 ** 3,
-        "1GiB",
-      ),
-    )
     .option(
       "--mode <mode>",
       "content (real page bytes, checked at the end) or metadata (bitmaps only)",
       "content",
     )
-    .option(
-      "--page-size <size>",
-      "guest page size: 4KiB or 2MiB",
-      sizeOption(1, 2 * 1024 ** 2),
-      4096,
+    .addOption(
+      sizeOptionOf("--page-size <size>", "guest page size: 4KiB or 2MiB", 1, 2 * 1024 ** 2, 4096),
     )
-    .option("--workload <kind>", `write pattern: ${WORKLOAD_KINDS.join(", ")}`, "hotset")
-    .option(
-      "--hot-set <size>",
-      "hotset: writable working set (default: 1/64 of the guest)",
-      sizeOption(1, MAX_GUEST_BYTES),
-    )
-    .option(
-      "--hot-fraction <p>",
-      "hotset: share of writes into the working set",
-      numberOption(0, 1),
-      0.9,
-    )
-    .option("--zipf <s>", "zipf: exponent", numberOption(0.01, 10), 0.99)
-    .option("--vcpus <n>", "vCPUs writing", integerOption(1, 256), d.vcpus)
     .option(
       "--hyperv-version <v>",
       `hyperv policy: ${HYPERV_VERSIONS.join(" (10 passes), ")} (5 passes)`,
@@ -237,11 +226,14 @@ function addGuestOptions(command: Command): Command {
       numberOption(-1e12, 1e12),
       d.timeoutMs / 1000,
     )
-    .option(
-      "--device-state <size>",
-      "device state sent in stop-and-copy",
-      sizeOption(0, 256 * 1024 ** 2),
-      d.deviceStateBytes,
+    .addOption(
+      sizeOptionOf(
+        "--device-state <size>",
+        "device state sent in stop-and-copy",
+        0,
+        256 * 1024 ** 2,
+        d.deviceStateBytes,
+      ),
     )
     .option(
       "--switchover <ms>",
@@ -263,11 +255,14 @@ function addGuestOptions(command: Command): Command {
       "--xbzrle",
       "XBZRLE delta encoding against a cache of sent pages, content mode (default: off)",
     )
-    .option(
-      "--xbzrle-cache <size>",
-      "XBZRLE cache size (a power of two of pages)",
-      sizeOption(1, 1024 ** 3),
-      d.xbzrleCacheBytes,
+    .addOption(
+      sizeOptionOf(
+        "--xbzrle-cache <size>",
+        "XBZRLE cache size (a power of two of pages)",
+        1,
+        1024 ** 3,
+        d.xbzrleCacheBytes,
+      ),
     )
     .option(
       "--auto-converge",
@@ -297,14 +292,8 @@ function addGuestOptions(command: Command): Command {
       "switch to post-copy after this many pre-copy rounds (default: pure pre-copy)",
       integerOption(-1e9, 1e9),
     )
-    .option(
-      "--seed <n>",
-      "seed of the workload and the starting image",
-      integerOption(0, 2 ** 32 - 1),
-      d.seed,
-    )
-    .option("--json", "print the result as JSON (default: a table)")
-    .option("--csv", "print the table as CSV (default: a table)")
+    .addOption(jsonOption("print the result as JSON (default: a table)"))
+    .addOption(csvOption("print the table as CSV (default: a table)"))
     .option("--report <file>", "also write an HTML report with the charts (default: none)");
 }
 
@@ -314,11 +303,7 @@ function guestOptions(flags: GuestFlags): SweepBase {
   if (flags.mode !== "content" && flags.mode !== "metadata") {
     throw new UsageError(`unknown mode '${flags.mode}' (content or metadata)`);
   }
-  if (!WORKLOAD_KINDS.includes(flags.workload as WorkloadKind)) {
-    throw new UsageError(
-      `unknown workload '${flags.workload}' (one of ${WORKLOAD_KINDS.join(", ")})`,
-    );
-  }
+  checkWorkloadKind(flags.workload, WORKLOAD_KINDS);
   if (flags.pageSize !== 4096 && flags.pageSize !== 2 * 1024 ** 2) {
     throw new UsageError("--page-size must be 4KiB or 2MiB");
   }
@@ -427,11 +412,14 @@ export function registerMigrate(program: Command): void {
       20_000,
     )
     .option("--policy <name>", `stop policy: ${STOP_POLICIES.join(", ")}`, d.policy)
-    .option(
-      "--bandwidth <rate>",
-      "link bandwidth: 10Gbit, 100Mbps, 128MiB (per second) or unlimited",
-      bandwidthOption,
-      d.maxBandwidth,
+    .addOption(
+      shown(
+        "--bandwidth <rate>",
+        "link bandwidth: 10Gbit, 100Mbps, 128MiB (per second) or unlimited",
+        bandwidthOption,
+        d.maxBandwidth,
+        Number.isFinite(d.maxBandwidth) ? `${formatSize(d.maxBandwidth)} per second` : "unlimited",
+      ),
     )
     .option(
       "--downtime-limit <ms>",
@@ -441,6 +429,8 @@ export function registerMigrate(program: Command): void {
     );
   // Bad input is one line: no usage hint after it.
   migrate.showHelpAfterError(false);
+  // The live mode's own options, apart in help from the virtual-time ones above.
+  migrate.optionsGroup("Live mode over TCP, on the wall clock (--listen or --to selects it):");
   // `migrate sweep --guest ...`: options after a subcommand are the subcommand's
   // (commander needs this on every command above one with subcommands).
   program.enablePositionalOptions();
@@ -493,10 +483,15 @@ export function registerMigrate(program: Command): void {
         "run a grid of migrations (bandwidth x dirty rate x downtime-limit x policy) in parallel on the pool",
       ),
   )
-    .option("--bandwidths <list>", "link bandwidths, comma-separated", listOption(parseBandwidth), [
-      1e9 / 8,
-      10e9 / 8,
-    ])
+    .addOption(
+      shown(
+        "--bandwidths <list>",
+        "link bandwidths, comma-separated",
+        listOption(parseBandwidth),
+        [1e9 / 8, 10e9 / 8],
+        "1Gbit,10Gbit",
+      ),
+    )
     .option(
       "--dirty-rates <list>",
       "guest writes per second, comma-separated",

@@ -21,8 +21,11 @@ import { formatTable } from "../../report/table.js";
 import { formatBytes } from "../../util/units.js";
 import {
   checkOutputFlags,
+  csvOption,
   integerOption,
+  jsonOption,
   numberOption,
+  seedOption,
   sizeOption,
   UsageError,
 } from "../options.js";
@@ -82,7 +85,7 @@ function addSendOptions(command: Command): Command {
       sizeOption(1, 16 * 1024 * 1024),
       LSOV2_DEFAULT_MAX_SEND,
     )
-    .option("--seed <n>", "seed of the payload bytes", integerOption(0, 2 ** 32 - 1), 1);
+    .addOption(seedOption("seed of the payload bytes"));
 }
 
 function sendSpec(flags: SendFlags): LargeSendSpec {
@@ -235,11 +238,11 @@ function addReceiveOptions(command: Command, withTraffic: boolean): Command {
         integerOption(0, 1_000_000),
         0,
       )
-      .option("--seed <n>", "seed of the traffic", integerOption(0, 2 ** 32 - 1), 1);
+      .addOption(seedOption("seed of the traffic"));
   }
   return command
-    .option("--json", "print the records as JSON")
-    .option("--csv", "print the per-round records as CSV");
+    .addOption(jsonOption("print the records as JSON"))
+    .addOption(csvOption("print the per-round records as CSV"));
 }
 
 function experimentOptions(flags: VmqFlags): VmqExperimentOptions {
@@ -324,8 +327,8 @@ export function registerNet(program: Command): void {
       .command("lso")
       .description("segment one large send (LSOv1, LSOv2 or USO) and show every segment's headers"),
   )
-    .option("--json", "print the segments as JSON")
-    .option("--csv", "print the segments as CSV")
+    .addOption(jsonOption("print the segments as JSON"))
+    .addOption(csvOption("print the segments as CSV"))
     .action((flags: SendFlags) => {
       checkOutputFlags(flags);
       const spec = sendSpec(flags);
@@ -369,7 +372,7 @@ export function registerNet(program: Command): void {
   )
     .requiredOption("--out <file>", "capture to write (.pcap or .pcapng)")
     .option("--format <format>", "pcap or pcapng (default: from the file name)")
-    .option("--json", "print what was written as JSON")
+    .addOption(jsonOption("print what was written as JSON"))
     .action(async (flags: SendFlags & { out: string; format?: string }) => {
       const format = flags.format ?? (flags.out.endsWith(".pcap") ? "pcap" : "pcapng");
       if (format !== "pcap" && format !== "pcapng")

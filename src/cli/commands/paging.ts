@@ -20,8 +20,12 @@ import { formatTable } from "../../report/table.js";
 import { formatBytes } from "../../util/units.js";
 import {
   checkOutputFlags,
+  csvOption,
+  guestOption,
   integerOption,
+  jsonOption,
   numberOption,
+  seedOption,
   sizeOption,
   UsageError,
 } from "../options.js";
@@ -163,7 +167,7 @@ export function registerPaging(program: Command): void {
     .option("--no-pcid", "flush the TLB on every CR3 load (no address-space tags)")
     .option("--levels <n>", "guest paging levels (4 or 5)", levelsOption, 4)
     .option("--host-levels <n>", "EPT levels (4 or 5)", levelsOption, 4)
-    .option("--guest <size>", "guest memory", sizeOption(256 * 1024 ** 2, 2 ** 46), 16 * GiB)
+    .addOption(guestOption({ min: 256 * 1024 ** 2, max: 2 ** 46, fallback: 16 * GiB }))
     .option(
       "--tables <size>",
       "guest page-table zone (host tables get twice this)",
@@ -197,9 +201,9 @@ export function registerPaging(program: Command): void {
       "pool workers (0: this thread; default one per configuration)",
       integerOption(0, 16),
     )
-    .option("--seed <n>", "seed of the workload and the guest", integerOption(0, 2 ** 32 - 1), 1)
-    .option("--json", "print the results as JSON")
-    .option("--csv", "print one CSV row per configuration")
+    .addOption(seedOption("seed of the workload and the guest"))
+    .addOption(jsonOption("print the results as JSON"))
+    .addOption(csvOption("print one CSV row per configuration"))
     .action(async (flags: CompareFlags) => {
       checkOutputFlags(flags);
       if (!TRACE_FORMATS.includes(flags.format as TraceFormat) && flags.format !== "auto") {
@@ -295,8 +299,8 @@ export function registerPaging(program: Command): void {
     .option("--accesses <n>", "accesses per run", integerOption(1000, 1e9), 300_000)
     .option("--cpu <preset>", `CPU preset: ${Object.keys(CPU_PRESETS).join(", ")}`, "skylake-sp")
     .option("--threads <n>", "pool workers (0: this thread)", integerOption(0, 16), 5)
-    .option("--seed <n>", "seed", integerOption(0, 2 ** 32 - 1), 1)
-    .option("--json", "print the results as JSON")
+    .addOption(seedOption())
+    .addOption(jsonOption("print the results as JSON"))
     .action(
       async (flags: {
         accesses: number;
@@ -361,7 +365,7 @@ export function registerPaging(program: Command): void {
     .option("--host-levels <n>", "EPT levels (4 or 5)", levelsOption, 4)
     .option("--guest-page <size>", "guest page size: 4K, 2M or 1G", "4K")
     .option("--host-page <size>", "host (EPT) page size: 4K, 2M or 1G", "4K")
-    .option("--guest <size>", "guest memory", sizeOption(256 * 1024 ** 2, 2 ** 46), 16 * GiB)
+    .addOption(guestOption({ min: 256 * 1024 ** 2, max: 2 ** 46, fallback: 16 * GiB }))
     .option("--cpu <preset>", `CPU preset: ${Object.keys(CPU_PRESETS).join(", ")}`, "skylake-sp")
     .option("--write", "a write access")
     .option("--ept-ad", "EPT accessed and dirty flags on (EPTP bit 6): the walk sets them")
@@ -369,7 +373,7 @@ export function registerPaging(program: Command): void {
       "--warm",
       "keep the caches warm from the first touch (shows page-walk-cache and nested-TLB hits)",
     )
-    .option("--json", "print the explanation as JSON")
+    .addOption(jsonOption("print the explanation as JSON"))
     .action(
       (
         text: string,

@@ -12,10 +12,14 @@ import {
 import { formatBytes } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
 import {
+  addGuestOption,
+  addOutputOptions,
+  addSeedOption,
+  addVcpusOption,
   checkOutputFlags,
   integerOption,
   numberOption,
-  sizeOption,
+  sizeOptionOf,
   UsageError,
 } from "../options.js";
 import { MigrationNotCompletedError, printMigration } from "./migrate-live.js";
@@ -39,18 +43,15 @@ interface QuickFlags {
 
 /** `hvlab quick-migrate`: Hyper-V 1.0's quick migration through a real saved-state file. */
 export function registerQuickMigrate(program: Command): void {
-  program
+  const quick = program
     .command("quick-migrate")
     .description(
       "quick migration (Hyper-V 1.0): pause, save RAM to a saved-state file, fail the storage over, restore, resume; the downtime is the whole",
-    )
-    .option(
-      "--guest <size>",
-      "guest memory (1MiB to 2GiB)",
-      sizeOption(1024 ** 2, MAX_QUICK_GUEST_BYTES),
-      256 * 1024 ** 2,
-    )
-    .option("--vcpus <n>", "vCPUs writing before the pause", integerOption(1, 64), 2)
+    );
+  addGuestOption(quick, { min: 1024 ** 2, max: MAX_QUICK_GUEST_BYTES, fallback: 256 * 1024 ** 2 });
+  addVcpusOption(quick, 64, 2, "vCPUs writing before the pause");
+  addSeedOption(quick, "seed of the workload and the guest's content");
+  quick
     .option(
       "--workload <kind>",
       `write pattern before the pause: ${WORKLOAD_KINDS.join(", ")}`,
@@ -68,12 +69,6 @@ export function registerQuickMigrate(program: Command): void {
       0,
     )
     .option(
-      "--seed <n>",
-      "seed of the workload and the guest's content",
-      integerOption(0, 2 ** 32 - 1),
-      1,
-    )
-    .option(
       "--failover <ms>",
       "storage failover time: unmount, move, mount (assumed default)",
       numberOption(0, 3_600_000),
@@ -89,56 +84,61 @@ export function registerQuickMigrate(program: Command): void {
       "--file <path>",
       "saved-state file to write and keep (default: a temporary file, removed)",
     )
-    .option(
-      "--chunk <size>",
-      "saved-state chunk size (power of two)",
-      sizeOption(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES),
-      4 * 1024 ** 2,
+    .addOption(
+      sizeOptionOf(
+        "--chunk <size>",
+        "saved-state chunk size (power of two)",
+        MIN_CHUNK_BYTES,
+        MAX_CHUNK_BYTES,
+        4 * 1024 ** 2,
+      ),
     )
-    .option(
-      "--device-state <size>",
-      "device-state blob",
-      sizeOption(0, MAX_SAVED_DEVICE_BYTES),
-      64 * 1024,
+    .addOption(
+      sizeOptionOf(
+        "--device-state <size>",
+        "device-state blob",
+        0,
+        MAX_SAVED_DEVICE_BYTES,
+        64 * 1024,
+      ),
     )
-    .option("--no-sync", "skip the fsync before failover")
-    .option("--json", "print the result as JSON")
-    .option("--csv", "print the rounds as CSV")
-    .action(async (flags: QuickFlags) => {
-      checkOutputFlags(flags);
-      if (!WORKLOAD_KINDS.includes(flags.workload as WorkloadKind)) {
-        throw new UsageError(
-          `unknown workload '${flags.workload}' (one of ${WORKLOAD_KINDS.join(", ")})`,
-        );
-      }
-      if (flags.guest % 4096 !== 0) {
-        throw new UsageError(`--guest ${flags.guest} bytes is not a whole number of 4 KiB pages`);
-      }
-      if ((flags.chunk & (flags.chunk - 1)) !== 0) {
-        throw new UsageError(`--chunk ${flags.chunk} bytes is not a power of two`);
-      }
-      const result = await runQuickMigration({
-        guestBytes: flags.guest,
-        vcpus: flags.vcpus,
-        workload: { kind: flags.workload as WorkloadKind },
-        ...(flags.writes !== undefined ? { writes: flags.writes } : {}),
-        threads: flags.threads,
-        seed: flags.seed,
-        failoverMs: flags.failover,
-        resumeMs: flags.resume,
-        ...(flags.file !== undefined ? { file: flags.file } : {}),
-        chunkBytes: flags.chunk,
-        deviceStateBytes: flags.deviceState,
-        sync: flags.sync,
-      });
-      printMigration({ rounds: result.rounds, summary: result.summary }, flags);
-      if (!flags.json && !flags.csv) {
-        console.log(
-          `save ${Math.round(result.saveMs)} ms, failover ${Math.round(result.failoverMs)} ms, restore ${Math.round(result.restoreMs)} ms; saved-state file ${formatBytes(result.fileBytes)}${flags.file ? ` kept at ${result.file}` : " (removed)"}`,
-        );
-      }
-      if (result.summary.status !== "completed") {
-        throw new MigrationNotCompletedError(result.summary.status, result.summary.reason);
-      }
+    .option("--no-sync", "skip the fsync before failover");
+  addOutputOptions(quick, { json: "print the result as JSON", csv: "print the rounds as CSV" });
+  quick.action(async (flags: QuickFlags) => {
+    checkOutputFlags(flags);
+    if (!WORKLOAD_KINDS.includes(flags.workload as WorkloadKind)) {
+      throw new UsageError(
+        `unknown workload '${flags.workload}' (one of ${WORKLOAD_KINDS.join(", ")})`,
+      );
+    }
+    if (flags.guest % 4096 !== 0) {
+      throw new UsageError(`--guest ${flags.guest} bytes is not a whole number of 4 KiB pages`);
+    }
+    if ((flags.chunk & (flags.chunk - 1)) !== 0) {
+      throw new UsageError(`--chunk ${flags.chunk} bytes is not a power of two`);
+    }
+    const result = await runQuickMigration({
+      guestBytes: flags.guest,
+      vcpus: flags.vcpus,
+      workload: { kind: flags.workload as WorkloadKind },
+      ...(flags.writes !== undefined ? { writes: flags.writes } : {}),
+      threads: flags.threads,
+      seed: flags.seed,
+      failoverMs: flags.failover,
+      resumeMs: flags.resume,
+      ...(flags.file !== undefined ? { file: flags.file } : {}),
+      chunkBytes: flags.chunk,
+      deviceStateBytes: flags.deviceState,
+      sync: flags.sync,
     });
+    printMigration({ rounds: result.rounds, summary: result.summary }, flags);
+    if (!flags.json && !flags.csv) {
+      console.log(
+        `save ${Math.round(result.saveMs)} ms, failover ${Math.round(result.failoverMs)} ms, restore ${Math.round(result.restoreMs)} ms; saved-state file ${formatBytes(result.fileBytes)}${flags.file ? ` kept at ${result.file}` : " (removed)"}`,
+      );
+    }
+    if (result.summary.status !== "completed") {
+      throw new MigrationNotCompletedError(result.summary.status, result.summary.reason);
+    }
+  });
 }

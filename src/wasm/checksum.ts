@@ -1,5 +1,5 @@
 import type { Region } from "../memory/region.js";
-import { compileKernel, instantiateKernel } from "../wasm/loader.js";
+import { compileKernel, instantiateKernel } from "./loader.js";
 
 /** The raw exports of assembly/checksum.ts (u32 values passed as i32). */
 export interface ChecksumExports {
@@ -10,54 +10,20 @@ export interface ChecksumExports {
   incrementalUpdate(checksum: number, m: number, m2: number): number;
 }
 
-/** The raw exports of assembly/segment.ts. */
-export interface SegmentExports {
-  segment(
-    hdr: number,
-    hdrLength: number,
-    l3: number,
-    l4: number,
-    flags: number,
-    payload: number,
-    payloadLength: number,
-    mss: number,
-    out: number,
-    table: number,
-  ): number;
-  checkFrame(
-    frame: number,
-    l3: number,
-    l4: number,
-    end: number,
-    dst: number,
-    flags: number,
-  ): number;
-}
-
-/** The raw exports of assembly/rss.ts. */
-export interface RssExports {
-  buildTable(key: number, keyLength: number, table: number): void;
-  hash(table: number, input: number, length: number): number;
-  hashBatch(
-    table: number,
-    inputs: number,
-    stride: number,
-    length: number,
-    count: number,
-    out: number,
-  ): number;
-}
-
 /**
  * Typed, bounds-checked calls into the checksum kernels (RFC 1071 / 1624).
  * Every offset and length is checked against its region before wasm runs.
  */
 export class ChecksumKernel {
-  constructor(readonly k: ChecksumExports) {}
+  constructor(
+    readonly memory: WebAssembly.Memory,
+    private readonly k: ChecksumExports,
+  ) {}
 
   /** Instantiates the kernel on a shared memory. */
   static on(memory: WebAssembly.Memory): ChecksumKernel {
     return new ChecksumKernel(
+      memory,
       instantiateKernel<ChecksumExports>(compileKernel("checksum"), memory),
     );
   }
@@ -92,6 +58,22 @@ export class ChecksumKernel {
       throw new RangeError("copyAndSum: source and target overlap");
     }
     return this.k.copyAndSum(to, from, length, seed & 0xffff) >>> 0;
+  }
+
+  /**
+   * Writes the header checksum of the IPv4 header of `headerBytes` (20 to
+   * 60, a multiple of 4: RFC 791 section 3.1) at `start`; returns it.
+   */
+  fillIpv4Header(region: Region, start: number, headerBytes: number): number {
+    if (!Number.isInteger(headerBytes) || headerBytes < 20 || headerBytes > 60 || headerBytes % 4) {
+      throw new RangeError(`an IPv4 header is 20 to 60 bytes in 4s, not ${headerBytes}`);
+    }
+    return (
+      this.k.fillIpv4HeaderChecksum(
+        region.check(start, headerBytes, "IPv4 header"),
+        headerBytes,
+      ) >>> 0
+    );
   }
 
   /** RFC 1624 incremental update of a checksum for a 16-bit field changed from m to m2. */
