@@ -167,7 +167,14 @@ describe("dirty logging under SLAT sees page-table frames (KVM: every write to a
     machine.mmu.flushNested();
     machine.mmu.flushAll();
     const tables = machine.exits.dirtyLoggedTables;
-    machine.touch(HEAP_BASE, READ);
+    // The guest's fault handler alone (no walk after it): its PTE store is what must exit.
+    machine.os.handleFault({
+      code: "guest-not-present",
+      level: 1,
+      address: HEAP_BASE,
+      index: 0,
+      kind: READ,
+    });
     expect(machine.os.counters.pageFaults).toBe(1);
     expect(host.dirtyLog.has(pt)).toBe(true);
     expect(machine.exits.dirtyLoggedTables).toBe(tables + 1);
