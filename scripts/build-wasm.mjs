@@ -7,6 +7,9 @@
 // passed to asc as --memoryBase, and this script checks that every data
 // segment of the emitted binary fits inside that slot. The slots together form
 // the static area that src/memory/layout.ts reserves at the start of memory.
+//
+// `--only a,b` rebuilds just those modules (each keeps its slot) and updates
+// their entries in an existing manifest: a rebuild after one module changed.
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,6 +21,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SLOT_BYTES = 64 * 1024;
 const SLOT_COUNT = 16;
 const target = process.argv.includes("--debug") ? "debug" : "release";
+const onlyAt = process.argv.indexOf("--only");
+const only = onlyAt < 0 ? null : (process.argv[onlyAt + 1] ?? "").split(",").filter(Boolean);
 
 /** Reads a LEB128 unsigned integer; returns [value, nextOffset]. */
 function uleb(bytes, offset) {
@@ -100,9 +105,18 @@ const quietConverge = {
     return true;
   },
 };
+const unknown = (only ?? []).filter((name) => !names.includes(name));
+if (only !== null && (only.length === 0 || unknown.length > 0)) {
+  console.error(
+    `--only: no kernel module named '${unknown[0] ?? ""}' (modules: ${names.join(", ")})`,
+  );
+  process.exit(2);
+}
 await mkdir(join(root, "build", "wasm"), { recursive: true });
-const manifest = {};
+const manifestPath = join(root, "build", "wasm", "manifest.json");
+const manifest = only === null ? {} : JSON.parse(await readFile(manifestPath, "utf8")).modules;
 for (const [slot, name] of names.entries()) {
+  if (only !== null && !only.includes(name)) continue;
   const base = slot * SLOT_BYTES;
   const outFile = join("build", "wasm", `${name}.wasm`);
   const { error } = await asc.main(
@@ -135,7 +149,8 @@ for (const [slot, name] of names.entries()) {
   manifest[name] = { slot, base, bytes: bytes.length };
 }
 await writeFile(
-  join(root, "build", "wasm", "manifest.json"),
+  manifestPath,
   `${JSON.stringify({ slotBytes: SLOT_BYTES, slots: SLOT_COUNT, target, modules: manifest }, null, 2)}\n`,
 );
-console.log(`built ${names.length} kernel modules (${target}): ${names.join(", ")}`);
+const built = only ?? names;
+console.log(`built ${built.length} kernel modules (${target}): ${built.join(", ")}`);

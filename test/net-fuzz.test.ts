@@ -2,9 +2,12 @@ import { describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { buildFrame, buildHeaders, type FrameSpec, timestampOption } from "../src/net/build.js";
 import { readCapture, writeCapture } from "../src/net/capture.js";
+import { auditChecksums } from "../src/net/checksum-audit.js";
 import { coalesce } from "../src/net/coalesce.js";
+import { countConversations } from "../src/net/conversations.js";
 import { CaptureError, FrameError, SendError } from "../src/net/errors.js";
 import { parseFrame } from "../src/net/frame.js";
+import { toEthernet } from "../src/net/link.js";
 import { planSend, Segmenter } from "../src/net/lso.js";
 import { checksumsGood } from "../src/net/receive-batch.js";
 import { VirtualNic } from "../src/net/vmq.js";
@@ -139,13 +142,35 @@ describe("fuzz: mutated frames and captures never crash or read outside their bu
     const next = rng(0xbadcab);
     const frames = specs().map((s, i) => buildFrame(s, new Uint8Array(50 + i * 13).fill(7)));
     const packets = frames.map((data, i) => ({ data, seconds: 1000 + i, nanoseconds: i * 999 }));
+    // Several interfaces of several link types, one with a binary clock:
+    // every packet read must keep its interface's link type.
+    const interfaces = [
+      { linkType: 1 },
+      { linkType: 113 },
+      { linkType: 101, tsresol: 0x94 },
+      { linkType: 276 },
+      { linkType: 147, tsresol: 3 },
+    ];
+    const multi = writeCapture(
+      packets.map((p, i) => ({
+        ...p,
+        interfaceId: i % interfaces.length,
+        data: i % interfaces.length === 2 ? p.data.subarray(14) : p.data,
+      })),
+      { format: "pcapng", interfaces },
+    );
     const files = [
       writeCapture(packets, { format: "pcap" }),
       writeCapture(packets, { format: "pcap", nanoseconds: false }),
       writeCapture(packets, { format: "pcapng" }),
+      multi,
     ];
+    expect(readCapture(multi).packets.map((p) => p.linkType)).toEqual(
+      packets.map((_, i) => interfaces[i % interfaces.length]?.linkType),
+    );
     let read = 0;
     let rejected = 0;
+    let multiRead = 0;
     for (let i = 0; i < 30_000; i++) {
       const base = files[i % files.length] as Uint8Array;
       let f = base.slice();
@@ -161,7 +186,26 @@ describe("fuzz: mutated frames and captures never crash or read outside their bu
       try {
         const c = readCapture(f);
         read++;
+        if (base === multi) {
+          // What a replay does with the packets before the receive path.
+          const frames = c.packets.flatMap((p) => toEthernet(p) ?? []);
+          const audit = auditChecksums(frames);
+          expect(audit.valid + audit.notValid).toBeLessThanOrEqual(frames.length);
+          expect(audit.partial).toBeLessThanOrEqual(audit.notValid);
+          const conversations = countConversations(
+            frames.map((frame) => ({ frame, wireLength: frame.length })),
+          );
+          const counted = conversations.reduce((a, v) => a + v.framesAtoB + v.framesBtoA, 0);
+          expect(counted).toBeLessThanOrEqual(frames.length);
+          multiRead++;
+        }
         for (const p of c.packets) {
+          // Whatever the link type claims, turning it into a frame never throws.
+          const frame = toEthernet(p);
+          // Ethernet passes as captured (a runt is the NIC's to count); any
+          // other link type gains a whole Ethernet header.
+          if (frame && p.linkType !== 1) expect(frame.length).toBeGreaterThanOrEqual(14);
+          if (p.linkType === 1) expect(frame).toBe(p.data);
           expect(p.data.buffer).toBe(f.buffer);
           expect(p.data.byteOffset + p.data.length).toBeLessThanOrEqual(f.length);
           expect(p.originalLength).toBeGreaterThanOrEqual(p.data.length);
@@ -173,6 +217,7 @@ describe("fuzz: mutated frames and captures never crash or read outside their bu
     }
     expect(read).toBeGreaterThan(1000);
     expect(rejected).toBeGreaterThan(1000);
+    expect(multiRead).toBeGreaterThan(500);
   });
 
   it("plans 10,000 mutated large sends into a SendError, a FrameError or a send that segments", () => {

@@ -26,7 +26,7 @@ function spec(v: 4 | 6, udp: boolean, flags: number): FrameSpec {
         : { version: 6, src: "fd00::1", dst: "fd00::2" },
     l4: udp
       ? { kind: "udp", srcPort: 40000, dstPort: 5201 }
-      : { kind: "tcp", srcPort: 40000, dstPort: 5201, seq: 0xffffff00, flags },
+      : { kind: "tcp", srcPort: 40000, dstPort: 5201, seq: 0xffffff00, flags: flags & ~0x06 },
   };
 }
 

@@ -1,7 +1,8 @@
 import { CaptureError } from "./errors.js";
 
 /*
- * Capture formats (REFERENCE.md section 3):
+ * Capture formats (the pcap file format, draft-ietf-opsawg-pcap; pcapng,
+ * draft-ietf-opsawg-pcapng):
  *
  * pcap: file header (24 bytes), then per packet a 16-byte record header.
  *   0 magic (0xA1B2C3D4 us / 0xA1B23C4D ns)  4 version 2.4  8 thiszone  12 sigfigs
@@ -11,9 +12,12 @@ import { CaptureError } from "./errors.js";
  * pcapng: blocks, each  0 type  4 total length  ... body ...  total length again,
  * lengths multiples of 4.
  *   Section Header (0x0A0D0D0A): byte-order magic 0x1A2B3C4D, version 1.0, section length -1
- *   Interface Description (1): linktype u16, reserved, snaplen, options (if_tsresol = 9: ns)
+ *   Interface Description (1): linktype u16, reserved, snaplen, options
+ *     (if_tsresol = 9: one byte, MSB 0: 10^-n s, MSB 1: 2^-n s; default 10^-6)
  *   Enhanced Packet (6): interface, ts high, ts low, captured len, original len, data (padded)
- *   Simple Packet (3): original len, data  (read only)
+ *   Simple Packet (3): original len, data; on interface 0  (read only)
+ *   Each packet has the link type of its own interface; interfaces are
+ *   numbered per section.
  */
 
 /** Link type of Ethernet frames. */
@@ -25,6 +29,10 @@ export const MAX_CAPTURED_PACKET = 262_144;
 export interface CapturedPacket {
   /** The captured bytes (a view into the file when read). */
   readonly data: Uint8Array;
+  /** Link type of the packet's interface (pcap: the file's). */
+  readonly linkType: number;
+  /** Interface the packet was captured on (pcapng's interface ID; 0 in pcap). */
+  readonly interfaceId: number;
   /** Length on the wire (at least data.length). */
   readonly originalLength: number;
   /** Capture time: whole seconds since 1970 and nanoseconds within the second. */
@@ -32,17 +40,40 @@ export interface CapturedPacket {
   readonly nanoseconds: number;
 }
 
+/** Where a capture stops short: its last record is cut (a capture killed mid-write). */
+export interface CaptureTruncation {
+  /** Byte offset of the record or block that is cut. */
+  readonly offset: number;
+  readonly detail: string;
+}
+
 /** A capture file's contents. */
 export interface Capture {
   readonly format: "pcap" | "pcapng";
+  /** The link type of the file (pcap) or of its first interface (pcapng). */
   readonly linkType: number;
+  /** Largest snapshot length of the file or any of its interfaces (0: none given). */
+  readonly snaplen: number;
   readonly packets: readonly CapturedPacket[];
+  /** Set when the last record is cut short: every packet before it is read. */
+  readonly truncated: CaptureTruncation | null;
+}
+
+/** An interface of a pcapng capture being written. */
+export interface InterfaceToWrite {
+  readonly linkType: number;
+  /** if_tsresol byte: 9 for 10^-9 s (default), 0x94 for 2^-20 s, ... */
+  readonly tsresol?: number;
 }
 
 /** Options for writing a capture. */
 export interface WriteOptions {
   readonly format: "pcap" | "pcapng";
   readonly snaplen?: number;
+  /** pcap: the file's link type (default Ethernet). */
+  readonly linkType?: number;
+  /** pcapng: its interfaces (default one Ethernet interface, nanoseconds). */
+  readonly interfaces?: readonly InterfaceToWrite[];
   /** pcap only: nanosecond timestamps (magic 0xA1B23C4D). Default true. */
   readonly nanoseconds?: boolean;
 }
@@ -53,13 +84,15 @@ export interface PacketToWrite {
   readonly seconds?: number;
   readonly nanoseconds?: number;
   readonly originalLength?: number;
+  /** pcapng: the interface it was captured on (default 0). */
+  readonly interfaceId?: number;
 }
 
 function pad4(n: number): number {
   return (n + 3) & ~3;
 }
 
-/** Writes packets as a pcap or pcapng file of Ethernet frames. */
+/** Writes packets as a pcap or pcapng file (Ethernet frames unless told otherwise). */
 export function writeCapture(packets: readonly PacketToWrite[], options: WriteOptions): Uint8Array {
   const snaplen = options.snaplen ?? MAX_CAPTURED_PACKET;
   for (const p of packets) {
@@ -69,12 +102,27 @@ export function writeCapture(packets: readonly PacketToWrite[], options: WriteOp
       );
     }
   }
-  return options.format === "pcap"
-    ? writePcap(packets, snaplen, options.nanoseconds !== false)
-    : writePcapng(packets, snaplen);
+  if (options.format === "pcap")
+    return writePcap(
+      packets,
+      snaplen,
+      options.nanoseconds !== false,
+      options.linkType ?? LINKTYPE_ETHERNET,
+    );
+  const interfaces = options.interfaces ?? [{ linkType: LINKTYPE_ETHERNET }];
+  for (const p of packets) {
+    if ((p.interfaceId ?? 0) >= interfaces.length)
+      throw new RangeError(`a packet names interface ${p.interfaceId}, not described`);
+  }
+  return writePcapng(packets, snaplen, interfaces);
 }
 
-function writePcap(packets: readonly PacketToWrite[], snaplen: number, ns: boolean): Uint8Array {
+function writePcap(
+  packets: readonly PacketToWrite[],
+  snaplen: number,
+  ns: boolean,
+  linkType: number,
+): Uint8Array {
   let size = 24;
   for (const p of packets) size += 16 + p.data.length;
   const out = new Uint8Array(size);
@@ -83,7 +131,7 @@ function writePcap(packets: readonly PacketToWrite[], snaplen: number, ns: boole
   v.setUint16(4, 2, true);
   v.setUint16(6, 4, true);
   v.setUint32(16, snaplen, true);
-  v.setUint32(20, LINKTYPE_ETHERNET, true);
+  v.setUint32(20, linkType, true);
   let at = 24;
   for (const p of packets) {
     const nanos = p.nanoseconds ?? 0;
@@ -97,10 +145,22 @@ function writePcap(packets: readonly PacketToWrite[], snaplen: number, ns: boole
   return out;
 }
 
-function writePcapng(packets: readonly PacketToWrite[], snaplen: number): Uint8Array {
+/** Ticks of an interface's clock since 1970 for a packet's time. */
+function ticks(p: PacketToWrite, tsresol: number): bigint {
+  const ns = BigInt(p.seconds ?? 0) * 1_000_000_000n + BigInt(p.nanoseconds ?? 0);
+  const exp = BigInt(tsresol & 0x7f);
+  const perSecond = tsresol & 0x80 ? 2n ** exp : 10n ** exp;
+  return (ns * perSecond) / 1_000_000_000n;
+}
+
+function writePcapng(
+  packets: readonly PacketToWrite[],
+  snaplen: number,
+  interfaces: readonly InterfaceToWrite[],
+): Uint8Array {
   const shb = 28;
   const idb = 20 + 8 + 4; // body + if_tsresol option (4 + 4 padded) + opt_endofopt
-  let size = shb + idb;
+  let size = shb + idb * interfaces.length;
   for (const p of packets) size += 32 + pad4(p.data.length);
   const out = new Uint8Array(size);
   const v = new DataView(out.buffer);
@@ -112,22 +172,25 @@ function writePcapng(packets: readonly PacketToWrite[], snaplen: number): Uint8A
   v.setBigInt64(16, -1n, true);
   v.setUint32(24, shb, true);
   let at = shb;
-  v.setUint32(at, 1, true);
-  v.setUint32(at + 4, idb, true);
-  v.setUint16(at + 8, LINKTYPE_ETHERNET, true);
-  v.setUint32(at + 12, snaplen, true);
-  v.setUint16(at + 16, 9, true); // if_tsresol
-  v.setUint16(at + 18, 1, true);
-  out[at + 20] = 9; // 10^-9: nanoseconds
-  v.setUint32(at + 24, 0, true); // opt_endofopt
-  v.setUint32(at + 28, idb, true);
-  at += idb;
+  for (const iface of interfaces) {
+    v.setUint32(at, 1, true);
+    v.setUint32(at + 4, idb, true);
+    v.setUint16(at + 8, iface.linkType, true);
+    v.setUint32(at + 12, snaplen, true);
+    v.setUint16(at + 16, 9, true); // if_tsresol
+    v.setUint16(at + 18, 1, true);
+    out[at + 20] = iface.tsresol ?? 9;
+    v.setUint32(at + 24, 0, true); // opt_endofopt
+    v.setUint32(at + 28, idb, true);
+    at += idb;
+  }
   for (const p of packets) {
     const total = 32 + pad4(p.data.length);
-    const ts = BigInt(p.seconds ?? 0) * 1_000_000_000n + BigInt(p.nanoseconds ?? 0);
+    const id = p.interfaceId ?? 0;
+    const ts = ticks(p, interfaces[id]?.tsresol ?? 9);
     v.setUint32(at, 6, true);
     v.setUint32(at + 4, total, true);
-    v.setUint32(at + 8, 0, true);
+    v.setUint32(at + 8, id, true);
     v.setUint32(at + 12, Number(ts >> 32n), true);
     v.setUint32(at + 16, Number(ts & 0xffffffffn), true);
     v.setUint32(at + 20, p.data.length, true);
@@ -141,9 +204,12 @@ function writePcapng(packets: readonly PacketToWrite[], snaplen: number): Uint8A
 
 /**
  * Reads a pcap (either byte order, us or ns) or pcapng file. Every length is
- * checked against the bytes that remain before anything is read or kept.
+ * checked against the bytes that remain before anything is read or kept. A
+ * file whose last record is cut short (a capture stopped mid-write) gives
+ * every packet before the cut, with the cut in `truncated`, as tshark does.
  *
- * @throws CaptureError saying what is corrupt and at which byte.
+ * @throws CaptureError saying what is corrupt and at which byte (pcapng: the
+ *   offset of the block that is corrupt).
  */
 export function readCapture(bytes: Uint8Array): Capture {
   if (bytes.length < 4)
@@ -182,10 +248,13 @@ function readPcap(bytes: Uint8Array, v: DataView): Capture {
   const snaplen = v.getUint32(16, le);
   const linkType = v.getUint32(20, le) & 0x0fffffff;
   const packets: CapturedPacket[] = [];
+  let truncated: CaptureTruncation | null = null;
   let at = 24;
   while (at < bytes.length) {
-    if (at + 16 > bytes.length)
-      throw new CaptureError("truncated", at, "packet record header runs past the end of the file");
+    if (at + 16 > bytes.length) {
+      truncated = { offset: at, detail: "packet record header runs past the end of the file" };
+      break;
+    }
     const sec = v.getUint32(at, le);
     const frac = v.getUint32(at + 4, le);
     const incl = v.getUint32(at + 8, le);
@@ -197,50 +266,112 @@ function readPcap(bytes: Uint8Array, v: DataView): Capture {
         `captured length ${incl} is over the limit (${Math.min(MAX_CAPTURED_PACKET, Math.max(snaplen, 65_535))})`,
       );
     }
-    if (at + 16 + incl > bytes.length)
-      throw new CaptureError(
-        "truncated",
-        at + 8,
-        `packet of ${incl} bytes runs past the end of the file`,
-      );
+    if (at + 16 + incl > bytes.length) {
+      truncated = {
+        offset: at,
+        detail: `packet of ${incl} bytes runs past the end of the file (${bytes.length - at - 16} bytes left)`,
+      };
+      break;
+    }
     if (ns ? frac >= 1e9 : frac >= 1e6)
       throw new CaptureError("bad-length", at + 4, `sub-second timestamp ${frac} is out of range`);
     packets.push({
       data: bytes.subarray(at + 16, at + 16 + incl),
+      linkType,
+      interfaceId: 0,
       originalLength: Math.max(orig, incl),
       seconds: sec,
       nanoseconds: ns ? frac : frac * 1000,
     });
     at += 16 + incl;
   }
-  return { format: "pcap", linkType, packets };
+  return { format: "pcap", linkType, snaplen, packets, truncated };
+}
+
+/** An interface of a pcapng section: its link type and clock ticks per second. */
+interface PcapngInterface {
+  readonly linkType: number;
+  readonly snaplen: number;
+  readonly ticksPerSecond: bigint;
+}
+
+/** Reads an Interface Description Block's body. */
+function readInterface(
+  bytes: Uint8Array,
+  v: DataView,
+  le: boolean,
+  at: number,
+  body: number,
+  bodyEnd: number,
+): PcapngInterface {
+  if (body + 8 > bodyEnd)
+    throw new CaptureError("bad-block", at, "interface description block is too short");
+  let ticksPerSecond = 1_000_000n;
+  // Options: code u16, length u16, value padded to 4.
+  let o = body + 8;
+  while (o + 4 <= bodyEnd) {
+    const code = v.getUint16(o, le);
+    const len = v.getUint16(o + 2, le);
+    if (code === 0) break;
+    if (o + 4 + len > bodyEnd)
+      throw new CaptureError(
+        "bad-block",
+        at,
+        `interface option ${code} at byte ${o} runs past its block`,
+      );
+    if (code === 9 && len >= 1) {
+      // if_tsresol: any exponent the specification allows (0 to 127) is a
+      // valid clock; BigInt keeps 10^127 exact.
+      const r = bytes[o + 4] ?? 6;
+      const exp = BigInt(r & 0x7f);
+      ticksPerSecond = r & 0x80 ? 2n ** exp : 10n ** exp;
+    }
+    o += 4 + pad4(len);
+  }
+  return {
+    linkType: v.getUint16(body, le),
+    snaplen: v.getUint32(body + 4, le),
+    ticksPerSecond,
+  };
 }
 
 function readPcapng(bytes: Uint8Array, v: DataView): Capture {
   let le = true;
-  const interfaces: { linkType: number; resolution: bigint }[] = [];
+  const interfaces: PcapngInterface[] = [];
   const packets: CapturedPacket[] = [];
+  let firstLinkType: number | undefined;
+  let snaplen = 0;
+  let truncated: CaptureTruncation | null = null;
   let at = 0;
   let sawSection = false;
   while (at < bytes.length) {
-    if (at + 12 > bytes.length)
-      throw new CaptureError("truncated", at, "block header runs past the end of the file");
+    if (at + 12 > bytes.length) {
+      truncated = { offset: at, detail: "block header runs past the end of the file" };
+      break;
+    }
     const type = v.getUint32(at, le);
     if (type === 0x0a0d0d0a) {
-      if (at + 28 > bytes.length)
-        throw new CaptureError("truncated", at, "section header block needs 28 bytes");
+      if (at + 28 > bytes.length) {
+        truncated = { offset: at, detail: "section header block runs past the end of the file" };
+        break;
+      }
       const bom = v.getUint32(at + 8, true);
       if (bom === 0x1a2b3c4d) le = true;
       else if (bom === 0x4d3c2b1a) le = false;
       else
         throw new CaptureError(
           "bad-magic",
-          at + 8,
-          `byte-order magic 0x${bom.toString(16)} is not 0x1A2B3C4D`,
+          at,
+          `section header's byte-order magic 0x${bom.toString(16)} is not 0x1A2B3C4D`,
         );
       const major = v.getUint16(at + 12, le);
       if (major !== 1)
-        throw new CaptureError("bad-version", at + 12, `pcapng version ${major} (expected 1.0)`);
+        throw new CaptureError(
+          "bad-version",
+          at,
+          `section header gives pcapng version ${major} (expected 1.0)`,
+        );
+      // A new section numbers its interfaces afresh.
       interfaces.length = 0;
       sawSection = true;
     } else if (!sawSection) {
@@ -250,56 +381,41 @@ function readPcapng(bytes: Uint8Array, v: DataView): Capture {
     if (total < 12 || total % 4 !== 0)
       throw new CaptureError(
         "bad-length",
-        at + 4,
+        at,
         `block length ${total} is not a multiple of 4 of at least 12`,
       );
-    if (at + total > bytes.length)
-      throw new CaptureError(
-        "truncated",
-        at + 4,
-        `block of ${total} bytes runs past the end of the file`,
-      );
+    if (at + total > bytes.length) {
+      truncated = {
+        offset: at,
+        detail: `block of ${total} bytes runs past the end of the file (${bytes.length - at} bytes left)`,
+      };
+      break;
+    }
     if (v.getUint32(at + total - 4, le) !== total) {
       throw new CaptureError(
         "bad-length",
-        at + total - 4,
+        at,
         "block's trailing length does not repeat its leading length",
       );
     }
     const body = at + 8;
     const bodyEnd = at + total - 4;
     if (type === 1) {
-      if (body + 8 > bodyEnd)
-        throw new CaptureError("bad-block", at, "interface description block is too short");
-      let resolution = 1_000_000n;
-      // Options: code u16, length u16, value padded to 4.
-      let o = body + 8;
-      while (o + 4 <= bodyEnd) {
-        const code = v.getUint16(o, le);
-        const len = v.getUint16(o + 2, le);
-        if (code === 0) break;
-        if (o + 4 + len > bodyEnd)
-          throw new CaptureError("bad-block", o, "interface option runs past its block");
-        if (code === 9 && len >= 1) {
-          const r = bytes[o + 4] ?? 6;
-          const exp = BigInt(r & 0x7f);
-          if (exp > 18n)
-            throw new CaptureError("bad-block", o + 4, `timestamp resolution ${r} is out of range`);
-          resolution = r & 0x80 ? 2n ** exp : 10n ** exp;
-        }
-        o += 4 + pad4(len);
-      }
-      interfaces.push({ linkType: v.getUint16(body, le), resolution });
+      const iface = readInterface(bytes, v, le, at, body, bodyEnd);
+      interfaces.push(iface);
+      firstLinkType ??= iface.linkType;
+      snaplen = Math.max(snaplen, iface.snaplen);
     } else if (type === 6 || type === 3) {
       const header = type === 6 ? 20 : 4;
       if (body + header > bodyEnd)
         throw new CaptureError("bad-block", at, "packet block is too short");
-      const iface = interfaces[type === 6 ? v.getUint32(body, le) : 0];
+      const interfaceId = type === 6 ? v.getUint32(body, le) : 0;
+      const iface = interfaces[interfaceId];
       if (!iface)
         throw new CaptureError(
           "bad-block",
-          body,
-          "packet block names an interface that was not described",
+          at,
+          `packet block names interface ${interfaceId}, which was not described`,
         );
       const captured =
         type === 6
@@ -309,26 +425,30 @@ function readPcapng(bytes: Uint8Array, v: DataView): Capture {
       if (captured > MAX_CAPTURED_PACKET)
         throw new CaptureError(
           "too-large",
-          body + 12,
-          `captured length ${captured} is over ${MAX_CAPTURED_PACKET}`,
+          at,
+          `packet block's captured length ${captured} is over ${MAX_CAPTURED_PACKET}`,
         );
       const data = body + header;
       if (data + captured > bodyEnd)
         throw new CaptureError(
-          "truncated",
-          body + 12,
-          `packet of ${captured} bytes runs past its block`,
+          "bad-length",
+          at,
+          `packet block's ${captured} captured bytes run past its block`,
         );
       let seconds = 0;
       let nanoseconds = 0;
       if (type === 6) {
         const ticks =
           (BigInt(v.getUint32(body + 4, le)) << 32n) | BigInt(v.getUint32(body + 8, le));
-        seconds = Number(ticks / iface.resolution);
-        nanoseconds = Number(((ticks % iface.resolution) * 1_000_000_000n) / iface.resolution);
+        seconds = Number(ticks / iface.ticksPerSecond);
+        nanoseconds = Number(
+          ((ticks % iface.ticksPerSecond) * 1_000_000_000n) / iface.ticksPerSecond,
+        );
       }
       packets.push({
         data: bytes.subarray(data, data + captured),
+        linkType: iface.linkType,
+        interfaceId,
         originalLength: Math.max(original, captured),
         seconds,
         nanoseconds,
@@ -337,6 +457,11 @@ function readPcapng(bytes: Uint8Array, v: DataView): Capture {
     at += total;
   }
   if (!sawSection) throw new CaptureError("bad-block", 0, "no section header block");
-  const linkType = interfaces[0]?.linkType ?? LINKTYPE_ETHERNET;
-  return { format: "pcapng", linkType, packets };
+  return {
+    format: "pcapng",
+    linkType: firstLinkType ?? LINKTYPE_ETHERNET,
+    snaplen,
+    packets,
+    truncated,
+  };
 }

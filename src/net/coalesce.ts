@@ -88,13 +88,22 @@ function mutableMask(p: ParsedFrame, udp: boolean): Uint8Array {
   return mask;
 }
 
-/** A flow's key: VLAN, protocol, ports and addresses, as 32-bit words in a string. */
-function flowKey(b: Uint8Array, p: ParsedFrame): string {
-  let key = `${p.vlan ?? -1}:${p.protocol}:${be32(b, p.l4)}`;
+/**
+ * A flow's key: VLAN, protocol, ports and addresses mixed into 32 bits
+ * (a number, not a string: this runs once per received frame). Two flows
+ * whose keys collide are still told apart: a frame joins a group only when
+ * every header byte that does not change between segments (addresses and
+ * ports among them) equals the group's first frame's.
+ */
+function flowKey(b: Uint8Array, p: ParsedFrame): number {
+  let h = Math.imul((p.vlan ?? 0xfff) ^ (p.protocol << 12), 0x9e3779b1);
+  h = Math.imul(h ^ be32(b, p.l4), 0x85ebca6b);
   const n = p.ipVersion === 4 ? 4 : 16;
-  for (let i = 0; i < n; i += 4)
-    key += `:${be32(b, p.srcAddress + i)}:${be32(b, p.dstAddress + i)}`;
-  return key;
+  for (let i = 0; i < n; i += 4) {
+    h = Math.imul(h ^ be32(b, p.srcAddress + i), 0xc2b2ae35);
+    h = Math.imul(h ^ be32(b, p.dstAddress + i), 0x27d4eb2f);
+  }
+  return (h ^ (h >>> 15)) >>> 0;
 }
 
 function idOk(group: Group, id: number, index: number): number {
@@ -146,26 +155,33 @@ function finish(group: Group): CoalescedFrame {
  * and whose payloads are all one MSS but the last, become one super-frame in
  * the form a large send had before segmentation. Frames must have passed
  * checksum validation already (coalescing drops the per-segment checksums).
- * Frames that do not parse pass through untouched.
+ * Frames that do not parse pass through untouched. `parsed`, when given,
+ * holds each frame's parse already done (the receive path parses every frame
+ * to validate it), so it is not parsed twice.
  */
 export function coalesce(
   frames: readonly Uint8Array[],
   options: CoalesceOptions = {},
+  parsed?: readonly ParsedFrame[],
 ): CoalescedFrame[] {
   const maxBytes = options.maxBytes ?? 0xffff;
   const out: (CoalescedFrame | Group)[] = [];
-  const open = new Map<string, Group>();
-  const close = (key: string, group: Group) => {
+  const open = new Map<number, Group>();
+  const close = (key: number, group: Group) => {
     open.delete(key);
     group.closed = true;
   };
-  for (const frame of frames) {
+  for (const [index, frame] of frames.entries()) {
     let p: ParsedFrame;
-    try {
-      p = parseFrame(frame, 0, frame.length, { superFrame: true });
-    } catch {
-      out.push({ header: frame, pieces: [], segments: 1, length: frame.length });
-      continue;
+    const known = parsed?.[index];
+    if (known) p = known;
+    else {
+      try {
+        p = parseFrame(frame, 0, frame.length, { superFrame: true });
+      } catch {
+        out.push({ header: frame, pieces: [], segments: 1, length: frame.length });
+        continue;
+      }
     }
     const udp = p.protocol === PROTO_UDP;
     if (p.l4 < 0 || (udp && !options.udp)) {

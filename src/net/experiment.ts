@@ -1,10 +1,19 @@
 import { MemoryLayout } from "../memory/layout.js";
 import { KernelPool } from "../pool/pool.js";
-import { readCapture } from "./capture.js";
+import { type CaptureTruncation, readCapture } from "./capture.js";
+import {
+  auditChecksums,
+  type ChecksumAudit,
+  type ChecksumPolicy,
+  recomputeChecksums,
+} from "./checksum-audit.js";
+import { type Conversation, countConversations } from "./conversations.js";
 import { CaptureError } from "./errors.js";
 import { destinationMac, isGroupMac, parseFrame } from "./frame.js";
+import { linkTypeSupported, toEthernet } from "./link.js";
 import { Segmenter } from "./lso.js";
 import { type ReceiveConfig, ReceivePath, type RoundResult } from "./receive.js";
+import { TcpStreams } from "./tcp-streams.js";
 import { generateTraffic } from "./traffic.js";
 import { JUMBO_PACKET_9014, JUMBO_PACKET_DEFAULT, type VmPort } from "./vmq.js";
 
@@ -164,30 +173,38 @@ async function runOnFrames(
 /** Largest capture `hvlab net replay` loads (bytes). */
 export const MAX_REPLAY_BYTES = 512 * 1024 * 1024;
 
-/**
- * Feeds a capture through the receive path: one VM per unicast destination
- * MAC in it (first seen, first served), one round per `rounds`.
- *
- * @throws CaptureError for a corrupt capture or one that is not Ethernet.
- */
-export async function replayCapture(
-  file: Uint8Array,
-  o: VmqExperimentOptions,
-): Promise<VmqExperiment> {
-  if (file.length > MAX_REPLAY_BYTES)
-    throw new CaptureError(
-      "too-large",
-      0,
-      `capture of ${file.length} bytes is over ${MAX_REPLAY_BYTES}`,
-    );
-  const capture = readCapture(file);
-  if (capture.linkType !== 1)
-    throw new CaptureError(
-      "unsupported-link-type",
-      20,
-      `link type ${capture.linkType} is not Ethernet (1)`,
-    );
-  const frames = capture.packets.map((p) => p.data);
+/** Frames of a capture replayed in one receive round, and each VM's ring slots. */
+export const REPLAY_ROUND_FRAMES = 256;
+
+/** How a capture is replayed, beyond the receive path's options. */
+export interface ReplayOptions extends VmqExperimentOptions {
+  /** validate (drop bad), trust (take every checksum as good) or recompute (fill them in first). */
+  readonly checksums?: ChecksumPolicy;
+  /** RSS hashes UDP ports too (NDIS 6.80's UDP hash types). */
+  readonly rssUdpPorts?: boolean;
+  /** Rebuild every TCP connection's byte streams from what the VMs received. */
+  readonly follow?: boolean;
+}
+
+/** What a replay read and found, beside the receive rounds. */
+export interface ReplayReport extends VmqExperiment {
+  readonly capture: {
+    readonly format: "pcap" | "pcapng";
+    /** Packets in the file, and their bytes on the wire (as tshark counts them). */
+    readonly frames: number;
+    readonly bytes: number;
+    /** Packets skipped for a link type the receive path does not take, by link type. */
+    readonly skippedLinkTypes: Readonly<Record<string, number>>;
+    readonly truncated: CaptureTruncation | null;
+  };
+  readonly checksums: ChecksumAudit & { readonly policy: ChecksumPolicy };
+  readonly conversations: { readonly tcp: Conversation[]; readonly udp: Conversation[] };
+  /** With `follow`: each TCP conversation's streams, in conversation order. */
+  readonly streams?: readonly { readonly aToB: Uint8Array; readonly bToA: Uint8Array }[];
+}
+
+/** One VM per unicast destination MAC (first seen, first served). */
+function replayVms(frames: readonly Uint8Array[]): VmPort[] {
   const seen = new Map<number, VmPort>();
   for (const f of frames) {
     if (f.length < 14) continue;
@@ -204,5 +221,185 @@ export async function replayCapture(
   }
   const vms = [...seen.values()];
   if (vms.length === 0) vms.push(...experimentVms(1));
-  return runOnFrames({ ...o, vms: vms.length }, vms, frames);
+  return vms;
+}
+
+/** The rounds of one pass over a capture, as one round. */
+function mergeRounds(parts: readonly RoundResult[]): RoundResult {
+  const sum = (f: (r: RoundResult) => number) => parts.reduce((a, r) => a + f(r), 0);
+  const wallNs = sum((r) => r.wallNs);
+  const frames = sum((r) => r.frames);
+  const bytes = sum((r) => r.bytes);
+  const first = parts[0] as RoundResult;
+  const queues = new Map<
+    string,
+    { queue: number; processor: number; frames: number; bytes: number }
+  >();
+  for (const r of parts) {
+    for (const q of r.queues) {
+      const k = `${q.queue}:${q.processor}`;
+      const e = queues.get(k) ?? { queue: q.queue, processor: q.processor, frames: 0, bytes: 0 };
+      e.frames += q.frames;
+      e.bytes += q.bytes;
+      queues.set(k, e);
+    }
+  }
+  return {
+    frames,
+    oversize: sum((r) => r.oversize),
+    runts: sum((r) => r.runts),
+    delivered: sum((r) => r.delivered),
+    coalescedSegments: sum((r) => r.coalescedSegments),
+    badChecksum: sum((r) => r.badChecksum),
+    malformed: sum((r) => r.malformed),
+    unknownMac: sum((r) => r.unknownMac),
+    ringFull: sum((r) => r.ringFull),
+    lookups: sum((r) => r.lookups),
+    bytes,
+    wallNs,
+    framesPerSecond: frames / (wallNs / 1e9),
+    bytesPerSecond: bytes / (wallNs / 1e9),
+    processors: first.processors.map((p) => {
+      const of = parts.map((r) => r.processors[p.processor]?.result);
+      const total = (key: keyof typeof p.result) => of.reduce((a, x) => a + (x?.[key] ?? 0), 0);
+      return {
+        processor: p.processor,
+        queues: p.queues,
+        result: {
+          frames: total("frames"),
+          delivered: total("delivered"),
+          coalescedSegments: total("coalescedSegments"),
+          badChecksum: total("badChecksum"),
+          malformed: total("malformed"),
+          unknownMac: total("unknownMac"),
+          lookups: total("lookups"),
+          ringFull: total("ringFull"),
+          bytes: total("bytes"),
+          busyNs: total("busyNs"),
+        },
+      };
+    }),
+    queues: [...queues.values()].sort((a, b) => a.queue - b.queue || a.processor - b.processor),
+    vms: first.vms.map((vm, i) => ({
+      ...vm,
+      delivered: parts.reduce((a, r) => a + (r.vms[i]?.delivered ?? 0), 0),
+      bytes: parts.reduce((a, r) => a + (r.vms[i]?.bytes ?? 0), 0),
+    })),
+    moved: parts.find((r) => r.moved)?.moved ?? null,
+  };
+}
+
+/** The frames of each receive round of a replay: the capture cut into pieces. */
+function roundsOf(frames: readonly Uint8Array[]): Uint8Array[][] {
+  const out: Uint8Array[][] = [];
+  for (let i = 0; i < frames.length; i += REPLAY_ROUND_FRAMES)
+    out.push(frames.slice(i, i + REPLAY_ROUND_FRAMES));
+  return out.length > 0 ? out : [[]];
+}
+
+/**
+ * Feeds a capture through the receive path: one VM per unicast destination
+ * MAC in it (first seen, first served), the whole capture once per round.
+ * A replay is offline, so it drains as a receive path does: the capture goes
+ * through in receive rounds of {@link REPLAY_ROUND_FRAMES} frames, each VM's
+ * ring emptied after each, and no frame is dropped for want of a slot.
+ * Packets of other link types than Ethernet are given an Ethernet header
+ * (raw IP, Linux cooked captures) or skipped with a count.
+ *
+ * @throws CaptureError for a corrupt capture.
+ */
+export async function replayCapture(file: Uint8Array, o: ReplayOptions): Promise<ReplayReport> {
+  if (file.length > MAX_REPLAY_BYTES)
+    throw new CaptureError(
+      "too-large",
+      0,
+      `capture of ${file.length} bytes is over ${MAX_REPLAY_BYTES}`,
+    );
+  const capture = readCapture(file);
+  const skipped: Record<string, number> = {};
+  const wire: { frame: Uint8Array; wireLength: number }[] = [];
+  let wireBytes = 0;
+  for (const packet of capture.packets) {
+    wireBytes += packet.originalLength;
+    const frame = linkTypeSupported(packet.linkType) ? toEthernet(packet) : null;
+    if (!frame) {
+      skipped[packet.linkType] = (skipped[packet.linkType] ?? 0) + 1;
+      continue;
+    }
+    wire.push({ frame, wireLength: packet.originalLength });
+  }
+  const policy = o.checksums ?? "validate";
+  const asCaptured = wire.map((w) => w.frame);
+  const audit = auditChecksums(asCaptured);
+  const frames = policy === "recompute" ? asCaptured.map(recomputeChecksums) : asCaptured;
+  const conversations = countConversations(wire);
+  const vms = replayVms(frames);
+  const largest = frames.reduce((a, f) => Math.max(a, f.length), 0);
+  // The NIC takes what the capture holds: a loopback capture's frames reach
+  // 65,549 bytes (MTU 65,536), over any jumbo packet setting.
+  const jumboPacket =
+    o.jumboPacket ?? Math.max(o.mtu > 1500 ? JUMBO_PACKET_9014 : JUMBO_PACKET_DEFAULT, largest);
+  const chunks = roundsOf(frames);
+  const chunkBytes = chunks.reduce(
+    (a, c) =>
+      Math.max(
+        a,
+        c.reduce((b, f) => b + f.length, 0),
+      ),
+    0,
+  );
+  const layout = new MemoryLayout();
+  const pool = new KernelPool(layout, { threads: o.processors, domains: ["net"] });
+  const streams = o.follow ? new TcpStreams() : null;
+  try {
+    const config: ReceiveConfig = {
+      ...receiveConfig({ ...o, jumboPacket }, Math.max(4096, chunkBytes), REPLAY_ROUND_FRAMES),
+      maxFrames: REPLAY_ROUND_FRAMES,
+      trustChecksums: policy === "trust",
+      rssUdpPorts: o.rssUdpPorts === true,
+    };
+    const path = new ReceivePath(layout, config, vms);
+    const rounds: RoundResult[] = [];
+    for (let r = 0; r < Math.max(1, o.rounds); r++) {
+      const parts: RoundResult[] = [];
+      const onDeliver =
+        streams && r === 0
+          ? (_vm: number, slots: readonly { bytes: Uint8Array }[]) => {
+              for (const slot of slots) streams.add(slot.bytes);
+            }
+          : undefined;
+      for (const chunk of chunks) {
+        path.load(chunk);
+        parts.push(await path.round(pool, onDeliver));
+      }
+      rounds.push(mergeRounds(parts));
+    }
+    const experiment = summarize({ ...o, vms: vms.length, jumboPacket }, vms, rounds);
+    const tcp = conversations.filter((c) => c.protocol === "tcp");
+    return {
+      ...experiment,
+      capture: {
+        format: capture.format,
+        frames: capture.packets.length,
+        bytes: wireBytes,
+        skippedLinkTypes: skipped,
+        truncated: capture.truncated,
+      },
+      checksums: { ...audit, policy },
+      conversations: { tcp, udp: conversations.filter((c) => c.protocol === "udp") },
+      ...(streams
+        ? {
+            streams: tcp.map(
+              (c) =>
+                streams.stream(c.a, c.aPort, c.b, c.bPort) ?? {
+                  aToB: new Uint8Array(0),
+                  bToA: new Uint8Array(0),
+                },
+            ),
+          }
+        : {}),
+    };
+  } finally {
+    await pool.close();
+  }
 }

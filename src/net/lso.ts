@@ -2,7 +2,7 @@ import type { MemoryLayout } from "../memory/layout.js";
 import { Region } from "../memory/region.js";
 import { SegmentKernel } from "../wasm/segment.js";
 import { SendError } from "./errors.js";
-import { type ParsedFrame, PROTO_TCP, PROTO_UDP, parseFrame } from "./frame.js";
+import { type ParsedFrame, PROTO_TCP, PROTO_UDP, parseFrame, TCP_FLAGS } from "./frame.js";
 
 /** Bytes the segment output starts past a 4 KiB boundary (see the constructor). */
 const OUTPUT_SKEW = 256;
@@ -65,6 +65,17 @@ export function mssForMtu(mtu: number, ipAndTransportHeader: number): number {
 const ID_MODES: Record<IpIdMode, number> = { increment: 0, fixed: 1, wrap15: 2 };
 
 /**
+ * Flags a large send cannot carry: a SYN or RST is a single control segment
+ * (RFC 9293 section 3.5 and 3.10.7), never data the NIC cuts, and copying
+ * either into every segment would open or reset the connection many times;
+ * NDIS transports therefore never hand one to LSO, and the NIC refuses it.
+ */
+export const FLAGS_NOT_OFFLOADABLE = TCP_FLAGS.SYN | TCP_FLAGS.RST;
+
+/** Most bytes of segments one send may write (a bound before laying out room for it). */
+export const MAX_SEGMENT_OUTPUT = 64 * 1024 * 1024;
+
+/**
  * Checks a large send against the offload's rules and works out its
  * segments. `template` is the send's headers (see buildHeaders: length fields
  * count the payload, the transport checksum holds the pseudo-header sum).
@@ -100,6 +111,15 @@ export function planSend(template: Uint8Array, payloadLength: number, o: SendOpt
     throw new SendError("not-offloadable", "UDP segmentation needs a UDP send");
   if (o.offload !== "uso" && udp)
     throw new SendError("not-offloadable", `${o.offload} segments TCP, not UDP`);
+  if (!udp) {
+    const flags = template[parsed.l4 + 13] ?? 0;
+    if (flags & FLAGS_NOT_OFFLOADABLE) {
+      throw new SendError(
+        "not-offloadable",
+        `a large send cannot carry ${flags & TCP_FLAGS.SYN ? "SYN" : "RST"}: it is one control segment, not data to cut`,
+      );
+    }
+  }
   if (o.offload === "lsov1" && parsed.ipVersion !== 4) {
     throw new SendError("not-offloadable", "LSOv1 offloads IPv4 only (use lsov2 for IPv6)");
   }
@@ -159,9 +179,11 @@ export interface SegmentedSend {
 export class Segmenter {
   readonly template: Region;
   readonly payload: Region;
-  readonly output: Region;
-  readonly table: Region;
+  /** Where segments are written; laid out again, larger, for a send of many small segments. */
+  output: Region;
+  table: Region;
   private readonly k: SegmentKernel;
+  private grown = 0;
 
   /**
    * @param maxSend - largest payload this engine holds
@@ -184,14 +206,40 @@ export class Segmenter {
     // stores before them (4K aliasing: up to 20 % slower here), so the
     // output starts OUTPUT_SKEW bytes past the boundary the payload starts
     // on: a 64 KiB send at MTU 1500 then keeps every segment clear of it.
-    const raw = layout.allocate(`${name}.output`, outputBytes + OUTPUT_SKEW, 4096);
-    this.output = new Region({
+    this.output = this.layOutOutput(`${name}.output`, outputBytes);
+    this.table = layout.allocate(`${name}.table`, maxSegments * 8);
+    this.k = SegmentKernel.on(layout.memory);
+  }
+
+  private layOutOutput(name: string, outputBytes: number): Region {
+    const raw = this.layout.allocate(name, outputBytes + OUTPUT_SKEW, 4096);
+    return new Region({
       name: raw.name,
       offset: raw.offset + OUTPUT_SKEW,
       byteLength: outputBytes,
     });
-    this.table = layout.allocate(`${name}.table`, maxSegments * 8);
-    this.k = SegmentKernel.on(layout.memory);
+  }
+
+  /**
+   * Makes room for a plan's segments: a small MSS makes many segments, each
+   * with its own headers, more than the room laid out at first. Regions
+   * never move, so larger ones are laid out (bounded by MAX_SEGMENT_OUTPUT).
+   */
+  private ensureRoom(plan: SendPlan): void {
+    if (plan.outputBytes <= this.output.byteLength && plan.segments * 8 <= this.table.byteLength)
+      return;
+    if (plan.outputBytes > MAX_SEGMENT_OUTPUT) {
+      throw new SendError(
+        "no-room",
+        `${plan.segments} segments (${plan.outputBytes} bytes) are over the ${MAX_SEGMENT_OUTPUT}-byte limit of one send's output`,
+      );
+    }
+    this.grown++;
+    const base = this.output.name;
+    if (plan.outputBytes > this.output.byteLength)
+      this.output = this.layOutOutput(`${base}.${this.grown}`, plan.outputBytes);
+    if (plan.segments * 8 > this.table.byteLength)
+      this.table = this.layout.allocate(`${this.table.name}.${this.grown}`, plan.segments * 8);
   }
 
   /** Copies a payload into the engine's payload buffer. */
@@ -205,12 +253,7 @@ export class Segmenter {
     this.template.check(0, template.length, "template");
     this.payload.check(0, payloadLength, "payload");
     const plan = planSend(template, payloadLength, options);
-    if (plan.outputBytes > this.output.byteLength || plan.segments * 8 > this.table.byteLength) {
-      throw new SendError(
-        "no-room",
-        `${plan.segments} segments (${plan.outputBytes} bytes) do not fit the output buffer`,
-      );
-    }
+    this.ensureRoom(plan);
     this.template.bytes(this.layout.memory).set(template);
     return plan;
   }

@@ -3,7 +3,7 @@ import type { ChecksumKernel } from "../wasm/checksum.js";
 import { FRAME_CHECKSUMS_GOOD, type SegmentKernel } from "../wasm/segment.js";
 import { coalesce } from "./coalesce.js";
 import { destinationMac, isGroupMac, type ParsedFrame, PROTO_UDP, parseFrame } from "./frame.js";
-import { type ReceiveRing, RX_CHECKSUM_GOOD, RX_COALESCED } from "./ring.js";
+import { type ReceiveRing, RX_CHECKSUM_GOOD, RX_COALESCED, type SharedCopy } from "./ring.js";
 import { type ReceiveResult, SWITCH_LOOKUP } from "./task-types.js";
 
 /** The kernels and shared memory a processor receives with. */
@@ -26,6 +26,8 @@ export interface ReceiveBatch {
   readonly maxCoalesce: number;
   /** Deliver frames that failed validation, marked bad, instead of dropping them. */
   readonly deliverBad: boolean;
+  /** Skip checksum validation: every frame is taken as good (a capture's checksums trusted). */
+  readonly trustChecksums?: boolean;
 }
 
 /**
@@ -40,8 +42,11 @@ export function checksumsGood(
 ): boolean {
   if (p.ipVersion === 0) return true;
   if (p.l4 < 0) {
-    // No transport header parsed (a fragment, another protocol): only the
-    // IPv4 header's own checksum, over the header (l3 to where its payload starts).
+    // A fragment, or IP carrying neither TCP nor UDP (ICMP, GRE, ...): only
+    // the IPv4 header has a checksum to validate, over its IHL bytes (the
+    // parser leaves `payload` just past the IP header for these). A
+    // fragment's transport checksum covers the whole datagram, which this
+    // frame does not hold.
     return p.ipVersion === 6 || k.checksum.sum(frames, start + p.l3, p.payload - p.l3) === 0xffff;
   }
   const flags = (p.ipVersion === 6 ? 1 : 0) | (p.protocol === PROTO_UDP ? 2 : 0);
@@ -74,6 +79,7 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
   }
   const everyRing = b.rings.map((_, i) => i);
   const perRing: Uint8Array[][] = b.rings.map(() => []);
+  const perRingParsed: ParsedFrame[][] = b.rings.map(() => []);
   const bad = new Set<Uint8Array>();
   let malformed = 0;
   let badChecksum = 0;
@@ -100,15 +106,17 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
       malformed++;
       continue;
     }
-    if (!checksumsGood(k, b.frames, offset, parsed)) {
+    if (b.trustChecksums !== true && !checksumsGood(k, b.frames, offset, parsed)) {
       badChecksum++;
       if (!b.deliverBad) continue;
       bad.add(frame);
     }
     if (target !== SWITCH_LOOKUP) {
       const list = perRing[target];
-      if (list) list.push(frame);
-      else malformed++;
+      if (list) {
+        list.push(frame);
+        perRingParsed[target]?.push(parsed);
+      } else malformed++;
       continue;
     }
     lookups++;
@@ -118,8 +126,16 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
       unknownMac++;
       continue;
     }
-    for (const r of rings) perRing[r]?.push(frame);
+    for (const r of rings) {
+      perRing[r]?.push(frame);
+      perRingParsed[r]?.push(parsed);
+    }
   }
+  // Frames and payload pieces are views of the receive buffer: the copy
+  // kernel moves them (its sum unused), checked against both regions.
+  const copy: SharedCopy = (target, at, address, length) => {
+    k.checksum.copyAndSum(target, at, b.frames, address - b.frames.offset, length);
+  };
   let delivered = 0;
   let coalescedSegments = 0;
   let ringFull = 0;
@@ -130,8 +146,9 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
     // Bad frames (when delivered at all) are never coalesced: they go after
     // the good ones, marked bad.
     const good = bad.size > 0 ? list.filter((f) => !bad.has(f)) : list;
+    const goodParsed = bad.size > 0 ? undefined : perRingParsed[r];
     const items = b.coalesce
-      ? coalesce(good, { maxBytes: b.maxCoalesce })
+      ? coalesce(good, { maxBytes: b.maxCoalesce }, goodParsed)
       : good.map((f) => ({ header: f, pieces: [], segments: 1, length: f.length }));
     const goodItems = items.length;
     if (bad.size > 0) {
@@ -141,7 +158,7 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
     }
     for (const [n, item] of items.entries()) {
       const flags = n < goodItems ? RX_CHECKSUM_GOOD | (item.segments > 1 ? RX_COALESCED : 0) : 0;
-      if (ring.write(item.header, item.pieces, item.length, flags, item.segments)) {
+      if (ring.write(item.header, item.pieces, item.length, flags, item.segments, copy)) {
         delivered++;
         bytes += item.length;
         if (item.segments > 1) coalescedSegments += item.segments;

@@ -24,6 +24,8 @@ export interface ReceiveConfig {
   readonly processors: number;
   /** Spread the default queue's flows over processors by Toeplitz hash. */
   readonly rss: boolean;
+  /** RSS hashes UDP ports too (NDIS 6.80's UDP hash types; NDIS 6.20: addresses only). */
+  readonly rssUdpPorts?: boolean;
   /** Jumbo packet setting (1514 or 9014). */
   readonly jumboPacket: number;
   /** Coalesce TCP segments (RSC) before delivery. */
@@ -37,8 +39,24 @@ export interface ReceiveConfig {
    * RX_CHECKSUM_GOOD), for the VM's stack to drop; default: drop and count.
    */
   readonly deliverBad?: boolean;
-  /** Largest frame the NIC's receive buffer takes in one round, in bytes. */
+  /** Bytes the NIC's receive buffer takes in one round. */
   readonly bufferBytes: number;
+  /**
+   * Frames the receive buffer's table takes in one round; default one per
+   * 14 bytes of buffer (a frame is at least an Ethernet header; runts
+   * shorter still are counted against this limit, not the bytes).
+   */
+  readonly maxFrames?: number;
+  /** Take every frame's checksums as good without validating them (a capture's, trusted). */
+  readonly trustChecksums?: boolean;
+}
+
+/** One receive queue's part of a round, as the NIC sorted frames into it. */
+export interface QueueTraffic {
+  readonly queue: number;
+  readonly processor: number;
+  readonly frames: number;
+  readonly bytes: number;
 }
 
 /** One processor's part of a round. */
@@ -66,6 +84,8 @@ export interface RoundResult {
   readonly framesPerSecond: number;
   readonly bytesPerSecond: number;
   readonly processors: readonly ProcessorLoad[];
+  /** Frames and bytes each receive queue took from the NIC (RSS spreads queue 0 over processors). */
+  readonly queues: readonly QueueTraffic[];
   /** Frames and bytes each VM's ring received. */
   readonly vms: readonly {
     readonly name: string;
@@ -110,6 +130,7 @@ export class ReceivePath {
       processors,
       jumboPacket: config.jumboPacket,
       rss: config.rss,
+      hashUdpPorts: config.rssUdpPorts === true,
       ...(hasher ? { hasher } : {}),
     });
     for (const vm of vms) this.nic.attach(vm);
@@ -120,7 +141,12 @@ export class ReceivePath {
       ReceiveRing.allocate(layout, `${name}.ring${i}.${vm.name}`, config.ringSlots, slotBytes),
     );
     this.buffer = layout.allocate(`${name}.buffer`, config.bufferBytes);
-    this.maxFrames = Math.ceil(config.bufferBytes / 60);
+    this.maxFrames = config.maxFrames ?? Math.ceil(config.bufferBytes / 14);
+    if (!Number.isSafeInteger(this.maxFrames) || this.maxFrames < 1 || this.maxFrames > 1 << 24) {
+      throw new RangeError(
+        `a receive buffer's frame table holds 1 to 2^24 frames, not ${this.maxFrames}`,
+      );
+    }
     this.table = layout.allocate(`${name}.table`, this.maxFrames * 8);
     this.work = layout.allocate(`${name}.work`, this.maxFrames * 8);
     this.gate = layout.allocate(`${name}.gate`, GATE_BYTES);
@@ -142,9 +168,14 @@ export class ReceivePath {
   load(frames: readonly Uint8Array[]): void {
     let bytes = 0;
     for (const f of frames) bytes += f.length;
-    if (bytes > this.buffer.byteLength || frames.length > this.maxFrames) {
+    if (bytes > this.buffer.byteLength) {
       throw new RangeError(
-        `${frames.length} frames (${bytes} bytes) do not fit the receive buffer of ${this.buffer.byteLength} bytes`,
+        `${frames.length} frames of ${bytes} bytes do not fit the receive buffer of ${this.buffer.byteLength} bytes`,
+      );
+    }
+    if (frames.length > this.maxFrames) {
+      throw new RangeError(
+        `${frames.length} frames are more than the receive buffer's table holds (${this.maxFrames})`,
       );
     }
     const data = this.buffer.bytes(this.layout.memory);
@@ -182,6 +213,10 @@ export class ReceivePath {
     const data = this.buffer.bytes(memory);
     const lists: number[][] = Array.from({ length: processors }, () => []);
     const queueBytes = new Map<number, number>();
+    const queueFrames = new Map<
+      number,
+      { queue: number; processor: number; frames: number; bytes: number }
+    >();
     let oversize = 0;
     let runts = 0;
     const started = process.hrtime.bigint();
@@ -201,6 +236,12 @@ export class ReceivePath {
       const target = queue && queue.vm >= 0 ? queue.vm : SWITCH_LOOKUP;
       lists[c.processor]?.push(i, target);
       queueBytes.set(c.queue, (queueBytes.get(c.queue) ?? 0) + len);
+      const qk = c.queue * 64 + c.processor;
+      const q = queueFrames.get(qk);
+      if (q) {
+        q.frames++;
+        q.bytes += len;
+      } else queueFrames.set(qk, { queue: c.queue, processor: c.processor, frames: 1, bytes: len });
     }
     // Work lists, one after another in the work region.
     const work = new Uint32Array(memory.buffer, this.work.offset, this.maxFrames * 2);
@@ -231,6 +272,7 @@ export class ReceivePath {
           coalesce: this.config.coalesce,
           maxCoalesce: RSC_MAX_BYTES,
           deliverBad: this.config.deliverBad === true,
+          trustChecksums: this.config.trustChecksums === true,
           gate: this.gate.toDescriptor(),
         }),
       );
@@ -252,6 +294,7 @@ export class ReceivePath {
             coalesce: this.config.coalesce,
             maxCoalesce: RSC_MAX_BYTES,
             deliverBad: this.config.deliverBad === true,
+            trustChecksums: this.config.trustChecksums === true,
           },
         );
         return { ...r, busyNs: Number(process.hrtime.bigint() - t0) };
@@ -322,6 +365,9 @@ export class ReceivePath {
       framesPerSecond: frames / (wallNs / 1e9),
       bytesPerSecond: bytes / (wallNs / 1e9),
       processors: loads,
+      queues: [...queueFrames.values()].sort(
+        (a, b) => a.queue - b.queue || a.processor - b.processor,
+      ),
       vms,
       moved,
     };

@@ -44,6 +44,13 @@ export interface RxRingDescriptor {
   readonly slotBytes: number;
 }
 
+/**
+ * Copies `length` bytes at address `source` of the shared memory to
+ * `target` at `at` (a kernel: a JavaScript copy between shared views is
+ * several times slower).
+ */
+export type SharedCopy = (target: Region, at: number, source: number, length: number) => void;
+
 /** A frame the VM read from its ring. */
 export interface RxSlot {
   readonly bytes: Uint8Array;
@@ -57,6 +64,8 @@ export class ReceiveRing {
   /** Views over the ring's slots, made once: memory.buffer is costly to get per frame. */
   private readonly bytes: Uint8Array;
   private readonly view: DataView;
+  /** Bytes of the shared memory when the ring was opened (views made then end there). */
+  private readonly memoryBytes: number;
 
   constructor(
     readonly memory: WebAssembly.Memory,
@@ -81,6 +90,7 @@ export class ReceiveRing {
     this.header = new Int32Array(buffer, region.offset, RX_RING_HEADER / 4);
     this.bytes = new Uint8Array(buffer, region.offset, region.byteLength);
     this.view = new DataView(buffer, region.offset, region.byteLength);
+    this.memoryBytes = buffer.byteLength;
   }
 
   /** Bytes of a ring. */
@@ -135,9 +145,22 @@ export class ReceiveRing {
   }
 
   /**
+   * Puts bytes at `at` in the ring: by the kernel when they are a view of
+   * the shared memory (checked to lie inside it), else by a plain copy.
+   */
+  private put(bytes: Uint8Array, at: number, copy: SharedCopy | undefined): void {
+    const n = bytes.length;
+    if (copy && n >= 64 && bytes.byteOffset + n <= this.memoryBytes)
+      copy(this.region, at, bytes.byteOffset, n);
+    else this.bytes.set(bytes, at);
+  }
+
+  /**
    * Writes a frame (header bytes then payload pieces) into the next free
    * slot. Returns false, counting a ring-full drop, when no slot is free or
-   * the frame does not fit a slot.
+   * the frame does not fit a slot. With `copy`, the header and pieces must
+   * be views of the ring's shared memory (the receive buffer's frames), or,
+   * for the header only, private bytes: a kernel moves what is shared.
    */
   write(
     header: Uint8Array,
@@ -145,6 +168,7 @@ export class ReceiveRing {
     length: number,
     flags: number,
     segments: number,
+    copy?: SharedCopy,
   ): boolean {
     const h = this.header;
     if (length > this.maxFrame) {
@@ -164,11 +188,20 @@ export class ReceiveRing {
     this.view.setUint32(base, length, true);
     this.view.setUint16(base + 4, flags, true);
     this.view.setUint16(base + 6, Math.min(segments, 0xffff), true);
+    let total = header.length;
+    for (const piece of pieces) total += piece.length;
+    // The slot holds `length` bytes: never copy past it, whatever the pieces say.
+    if (total !== length) {
+      Atomics.add(h, RxRingField.ringFull, 1);
+      return false;
+    }
     let at = base + RX_SLOT_HEADER;
-    this.bytes.set(header, at);
+    // A coalesced frame's header is written afresh (private bytes); a frame
+    // passed through is its own header, in the receive buffer.
+    this.put(header, at, pieces.length === 0 ? copy : undefined);
     at += header.length;
     for (const piece of pieces) {
-      this.bytes.set(piece, at);
+      this.put(piece, at, copy);
       at += piece.length;
     }
     Atomics.add(h, RxRingField.delivered, 1);

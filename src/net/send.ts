@@ -23,7 +23,17 @@ export interface LargeSendSpec {
   readonly seed: number;
   /** First TCP sequence number. */
   readonly seq?: number;
+  /** Largest LSOv2 or USO send the NIC accepts (its MaxOffLoadSize). */
+  readonly maxSend?: number;
 }
+
+/**
+ * Destination port of the UDP sends: one of the dynamic range, which IANA
+ * never assigns (RFC 6335 section 6) and Wireshark has no dissector for, so
+ * tools show the datagrams as plain data (4789, VXLAN's, made Wireshark
+ * decode the payload as VXLAN and flag it malformed).
+ */
+export const USO_DESTINATION_PORT = 49_153;
 
 /** The headers of a large send between two fixed endpoints. */
 export function largeSendFrameSpec(spec: LargeSendSpec): FrameSpec {
@@ -48,7 +58,7 @@ export function largeSendFrameSpec(spec: LargeSendSpec): FrameSpec {
             flags: spec.tcpFlags ?? TCP_FLAGS.ACK | TCP_FLAGS.PSH,
             ...(spec.timestamps ? { options: timestampOption(123456, 654321) } : {}),
           }
-        : { kind: "udp", srcPort: 49152, dstPort: 4789 },
+        : { kind: "udp", srcPort: 49152, dstPort: USO_DESTINATION_PORT },
   };
 }
 
@@ -81,6 +91,7 @@ export function runLargeSend(segmenter: Segmenter, spec: LargeSendSpec): LargeSe
     ...(spec.mss !== undefined ? { mss: spec.mss } : {}),
     ...(spec.ipId !== undefined ? { ipId: spec.ipId } : {}),
     ...(spec.cwr !== undefined ? { cwr: spec.cwr } : {}),
+    ...(spec.maxSend !== undefined ? { maxSend: spec.maxSend } : {}),
   });
   return { template, payload, send, frames: segmenter.copyFrames(send) };
 }

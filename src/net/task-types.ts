@@ -28,6 +28,8 @@ export interface ReceiveTask {
   readonly maxCoalesce: number;
   /** Deliver frames that failed checksum validation, marked bad, instead of dropping them. */
   readonly deliverBad: boolean;
+  /** Take every frame's checksums as good without validating them. */
+  readonly trustChecksums: boolean;
   readonly gate?: RegionDescriptor;
 }
 

@@ -19,6 +19,7 @@ function receive(context: KernelContext, task: ReceiveTask): ReceiveResult {
     coalesce: task.coalesce,
     maxCoalesce: task.maxCoalesce,
     deliverBad: task.deliverBad,
+    trustChecksums: task.trustChecksums,
   };
   const kernels = {
     memory,

@@ -1,4 +1,5 @@
 import { parseMac } from "./address.js";
+import { MAX_CAPTURED_PACKET } from "./capture.js";
 import {
   destinationMac,
   ETHERNET_HEADER,
@@ -62,6 +63,12 @@ export interface VirtualNicOptions {
   /** Spread the default queue's flows over every processor by Toeplitz hash (RSS). */
   readonly rss?: boolean;
   readonly hasher?: ToeplitzHasher;
+  /**
+   * Hash UDP ports too (NDIS 6.80's NDIS_HASH_UDP_IPV4 and NDIS_HASH_UDP_IPV6
+   * hash types). NDIS 6.20 has no UDP hash type, so by default UDP is hashed
+   * on its addresses only, as IPv4 or IPv6 without ports.
+   */
+  readonly hashUdpPorts?: boolean;
 }
 
 /**
@@ -85,8 +92,14 @@ export class VirtualNic {
     if (!Number.isSafeInteger(processors) || processors < 1 || processors > 64) {
       throw new RangeError(`processors must be 1 to 64, not ${processors}`);
     }
-    if (!Number.isSafeInteger(jumboPacket) || jumboPacket < 64 || jumboPacket > 65_535) {
-      throw new RangeError(`jumbo packet size must be 64 to 65535 bytes, not ${jumboPacket}`);
+    if (
+      !Number.isSafeInteger(jumboPacket) ||
+      jumboPacket < 64 ||
+      jumboPacket > MAX_CAPTURED_PACKET
+    ) {
+      throw new RangeError(
+        `jumbo packet size must be 64 to ${MAX_CAPTURED_PACKET} bytes, not ${jumboPacket}`,
+      );
     }
     if (options.rss && !options.hasher) throw new RangeError("RSS needs a Toeplitz hasher");
     this.queues = [];
@@ -152,7 +165,10 @@ export class VirtualNic {
     let processor = queue.processor;
     if (queue.index === 0 && this.options.rss && this.options.hasher) {
       processor =
-        this.indirection[rssHash(this.options.hasher, frame) & (RSS_INDIRECTION_ENTRIES - 1)] ?? 0;
+        this.indirection[
+          rssHash(this.options.hasher, frame, this.options.hashUdpPorts === true) &
+            (RSS_INDIRECTION_ENTRIES - 1)
+        ] ?? 0;
     }
     return { queue: queue.index, processor, drop: null };
   }
@@ -163,8 +179,12 @@ export function macNumber(mac: string): number {
   return destinationMac(parseMac(mac));
 }
 
-/** The RSS hash of a frame: addresses and, for TCP/UDP, ports; 0 for non-IP. */
-export function rssHash(hasher: ToeplitzHasher, frame: Uint8Array): number {
+/**
+ * The RSS hash of a frame: addresses, and ports for TCP (and for UDP when
+ * `udpPorts`: NDIS 6.80's UDP hash types); 0 for non-IP. Fragments are
+ * hashed on their addresses: only the first carries the ports.
+ */
+export function rssHash(hasher: ToeplitzHasher, frame: Uint8Array, udpPorts = false): number {
   try {
     const p = parseFrame(frame);
     if (p.ipVersion === 0) return 0;
@@ -175,7 +195,7 @@ export function rssHash(hasher: ToeplitzHasher, frame: Uint8Array): number {
       p.l3 + (p.ipVersion === 4 ? 20 : 40),
     );
     const ports =
-      p.l4 >= 0 && (p.protocol === PROTO_TCP || p.protocol === PROTO_UDP)
+      p.l4 >= 0 && (p.protocol === PROTO_TCP || (udpPorts && p.protocol === PROTO_UDP))
         ? {
             src: ((frame[p.l4] ?? 0) << 8) | (frame[p.l4 + 1] ?? 0),
             dst: ((frame[p.l4 + 2] ?? 0) << 8) | (frame[p.l4 + 3] ?? 0),

@@ -70,8 +70,9 @@ const UDP_HEADER = 8;
 function checkHeaders(where: string, l3: number, l4: number, end: number, flags: number): void {
   const ip = flags & SegmentFlag.ipv6 ? IPV6_HEADER : IPV4_HEADER;
   const transport = flags & SegmentFlag.udp ? UDP_HEADER : TCP_HEADER;
-  const whole = [l3, l4, end].every((n) => Number.isSafeInteger(n) && n >= 0);
-  if (!whole || l3 + ip > l4 || l4 + transport > end) {
+  // Plain comparisons (no array, no closure): this runs once per send or frame.
+  const whole = Number.isSafeInteger(l3) && Number.isSafeInteger(l4) && Number.isSafeInteger(end);
+  if (!whole || l3 < 0 || l3 + ip > l4 || l4 + transport > end) {
     throw new RangeError(
       `${where}: headers at l3 ${l3}, l4 ${l4} do not fit ${ip} + ${transport} bytes before ${end}`,
     );

@@ -21,6 +21,7 @@ export const FlushScope = { addressSpace: 1, all: 2, nested: 4, tlbs: 8 } as con
 export type FlushScope = (typeof FlushScope)[keyof typeof FlushScope];
 
 const VA_LIMIT = 2 ** 57;
+const FLUSH_SCOPES: ReadonlySet<number> = new Set(Object.values(FlushScope));
 
 function contextAt(context: Region): number {
   return context.check(0, WALK_CONTEXT_BYTES, "walk context");
@@ -103,7 +104,7 @@ export class WalkKernel {
   /** Drops what `scope` names from the context's TLBs and caches. */
   flush(context: Region, scope: FlushScope): void {
     const at = contextAt(context);
-    if (!Object.values(FlushScope).includes(scope)) {
+    if (!FLUSH_SCOPES.has(scope)) {
       throw new RangeError(`flush scope ${scope} is not one of ${Object.values(FlushScope)}`);
     }
     this.k.flush(at, scope);

@@ -2,7 +2,9 @@ import { readFile, writeFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { MemoryLayout } from "../../memory/layout.js";
 import { writeCapture } from "../../net/capture.js";
+import type { ChecksumPolicy } from "../../net/checksum-audit.js";
 import {
+  type ReplayReport,
   replayCapture,
   runVmqExperiment,
   type VmqExperiment,
@@ -117,6 +119,7 @@ function sendSpec(flags: SendFlags): LargeSendSpec {
     ...(flags.ipId !== undefined ? { ipId: flags.ipId as IpIdMode } : {}),
     cwr: flags.cwr,
     tcpFlags,
+    maxSend: flags.maxSend,
   };
 }
 
@@ -314,6 +317,65 @@ function printExperiment(e: VmqExperiment, flags: { json?: boolean; csv?: boolea
   );
 }
 
+const CHECKSUM_POLICIES = ["validate", "trust", "recompute"];
+
+const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+
+function printReplay(r: ReplayReport, flags: { json?: boolean; csv?: boolean }): void {
+  if (flags.json) {
+    const { streams, ...rest } = r;
+    const out = {
+      ...rest,
+      ...(streams
+        ? { streams: streams.map((s) => ({ aToB: hex(s.aToB), bToA: hex(s.bToA) })) }
+        : {}),
+    };
+    console.log(JSON.stringify(out, null, 2));
+    return;
+  }
+  printExperiment(r, flags);
+  if (flags.csv) return;
+  const c = r.capture;
+  const skipped = Object.entries(c.skippedLinkTypes)
+    .map(([type, n]) => `${n} of link type ${type}`)
+    .join(", ");
+  console.log(
+    `capture: ${c.format}, ${c.frames.toLocaleString("en-US")} frames, ${c.bytes.toLocaleString("en-US")} bytes${skipped ? `; skipped ${skipped}` : ""}`,
+  );
+  if (c.truncated)
+    console.log(`capture is cut short at byte ${c.truncated.offset}: ${c.truncated.detail}`);
+  const k = r.checksums;
+  if (k.notValid > 0)
+    console.log(
+      `checksums (${k.policy}): ${k.notValid} frame(s) not valid as captured${k.partial > 0 ? `, ${k.partial} of them holding only the pseudo-header sum (checksum offload on the capturing host: --checksums trust or recompute)` : ""}`,
+    );
+  console.log(
+    `conversations: ${r.conversations.tcp.length} TCP, ${r.conversations.udp.length} UDP`,
+  );
+  const last = r.rounds[r.rounds.length - 1];
+  if (last) {
+    console.log(
+      formatTable(
+        recordsToTable(
+          last.queues.map((q) => ({
+            queue: q.queue,
+            processor: q.processor,
+            frames: q.frames,
+            bytes: q.bytes,
+          })),
+        ),
+      ),
+    );
+  }
+  for (const [i, s] of (r.streams ?? []).entries()) {
+    const t = r.conversations.tcp[i];
+    if (t)
+      console.log(
+        `stream ${i}: ${t.a}:${t.aPort} -> ${t.b}:${t.bPort} ${s.aToB.length} bytes, back ${s.bToA.length} bytes`,
+      );
+  }
+}
+
 /** `hvlab net ...`: large send offload, captures, VMQ receive. */
 export function registerNet(program: Command): void {
   const net = program
@@ -424,10 +486,33 @@ export function registerNet(program: Command): void {
       ),
     false,
   )
-    .argument("<capture>", "pcap or pcapng file of Ethernet frames")
-    .action(async (file: string, flags: VmqFlags) => {
-      checkOutputFlags(flags);
-      const bytes = new Uint8Array(await readFile(file));
-      printExperiment(await replayCapture(bytes, experimentOptions(flags)), flags);
-    });
+    .argument(
+      "<capture>",
+      "pcap or pcapng file (Ethernet, raw IP, or Linux cooked SLL/SLL2 packets)",
+    )
+    .option(
+      "--checksums <policy>",
+      `${CHECKSUM_POLICIES.join(", ")}: drop frames whose checksums fail, take them all as good (a capture taken with checksum offload), or fill them in first`,
+      "validate",
+    )
+    .option("--rss-udp-ports", "RSS hashes UDP ports too (NDIS 6.80's UDP hash types)")
+    .option("--follow", "rebuild each TCP conversation's byte streams from what the VMs received")
+    .action(
+      async (
+        file: string,
+        flags: VmqFlags & { checksums: string; rssUdpPorts?: boolean; follow?: boolean },
+      ) => {
+        checkOutputFlags(flags);
+        if (!CHECKSUM_POLICIES.includes(flags.checksums))
+          throw new UsageError(`--checksums must be one of ${CHECKSUM_POLICIES.join(", ")}`);
+        const bytes = new Uint8Array(await readFile(file));
+        const report = await replayCapture(bytes, {
+          ...experimentOptions(flags),
+          checksums: flags.checksums as ChecksumPolicy,
+          rssUdpPorts: flags.rssUdpPorts === true,
+          follow: flags.follow === true,
+        });
+        printReplay(report, flags);
+      },
+    );
 }

@@ -1,0 +1,383 @@
+// Kernel mutation testing: breaks each kernel module on purpose, one rule at
+// a time (the list is scripts/kernel-mutations.mjs), rebuilds what the
+// change touches and runs that module's tests, which must fail. Prints one
+// row per mutation (killed by which test, or SURVIVED) and exits 1 if any
+// mutation survived, failed to build, or no longer finds its text in the
+// source (the list must follow the code), or if a kernel module has fewer
+// than MIN_MUTATIONS mutations.
+//
+// Work happens in a copy of the project (node_modules linked, the rest
+// copied), never in the project itself. Stryker mutates the TypeScript
+// engines; it cannot rebuild AssemblyScript per mutant, hence this script.
+//
+// usage: node scripts/mutate-kernels.mjs [--module a,b] [--mutation id,id]
+//        [--jobs n] [--no-baseline] [--keep] [--list] [--check] [--markdown]
+// --check only checks the list against the source; --list prints it.
+import { spawn } from "node:child_process";
+import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { KERNEL_MUTATIONS } from "./kernel-mutations.mjs";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const MIN_MUTATIONS = 8;
+/**
+ * A test file that runs longer than this under a mutation counts as killed
+ * by a hang. Each test gets nearly as long: on a busy machine the project's
+ * own 60 s test timeout would kill mutants that merely ran slowly.
+ */
+const FILE_TIMEOUT_MS = 10 * 60_000;
+const TEST_TIMEOUT_MS = 9 * 60_000;
+/** Left out of the copy: rebuilt there, linked, or not needed. */
+const NOT_COPIED = new Set(["node_modules", ".git", "build", "dist", "reports", "coverage"]);
+
+function usage(message) {
+  console.error(`mutate-kernels: ${message}`);
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const options = {
+    modules: null,
+    mutations: null,
+    jobs: 1,
+    baseline: true,
+    keep: false,
+    list: false,
+    check: false,
+    markdown: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = () => {
+      const next = argv[++i];
+      if (next === undefined || next.startsWith("--")) usage(`${arg} needs a value`);
+      return next.split(",").filter(Boolean);
+    };
+    if (arg === "--module") options.modules = value();
+    else if (arg === "--mutation") options.mutations = value();
+    else if (arg === "--no-baseline") options.baseline = false;
+    else if (arg === "--keep") options.keep = true;
+    else if (arg === "--jobs") {
+      const [text] = value();
+      options.jobs = Number(text);
+      if (!Number.isInteger(options.jobs) || options.jobs < 1 || options.jobs > 8) {
+        usage(`--jobs must be a whole number from 1 to 8, not '${text}'`);
+      }
+    } else if (arg === "--list") options.list = true;
+    else if (arg === "--check") options.check = true;
+    else if (arg === "--markdown") options.markdown = true;
+    else
+      usage(
+        `unknown option '${arg}' (options: --module, --mutation, --jobs, --no-baseline, --keep, --list, --check, --markdown)`,
+      );
+  }
+  return options;
+}
+
+/** Kernel modules: the top-level files of assembly/. */
+async function kernelModules() {
+  return (await readdir(join(root, "assembly")))
+    .filter((file) => file.endsWith(".ts"))
+    .map((file) => file.slice(0, -3))
+    .sort();
+}
+
+/** The assembly/ files each kernel module compiles in (itself and its imports, transitively). */
+async function moduleSources(modules) {
+  const sources = new Map();
+  for (const name of modules) {
+    const seen = new Set();
+    const queue = [`assembly/${name}.ts`];
+    while (queue.length > 0) {
+      const file = queue.pop();
+      if (seen.has(file)) continue;
+      seen.add(file);
+      const text = await readFile(join(root, file), "utf8");
+      for (const match of text.matchAll(/^import\s[^;]*?from\s+"(\.[^"]+)"/gm)) {
+        queue.push(`${join(dirname(file), match[1])}.ts`);
+      }
+    }
+    sources.set(name, seen);
+  }
+  return sources;
+}
+
+function occurrences(text, part) {
+  let count = 0;
+  for (let at = text.indexOf(part); at >= 0; at = text.indexOf(part, at + 1)) count++;
+  return count;
+}
+
+/** Every problem with the list itself: modules without enough mutations, stale text, missing tests. */
+async function checkList(modules, selected) {
+  const problems = [];
+  for (const name of modules) {
+    const entry = KERNEL_MUTATIONS[name];
+    if (!entry) problems.push(`assembly/${name}.ts: no entry in scripts/kernel-mutations.mjs`);
+    else if (entry.mutations.length < MIN_MUTATIONS) {
+      problems.push(
+        `assembly/${name}.ts: ${entry.mutations.length} mutations, at least ${MIN_MUTATIONS} wanted`,
+      );
+    }
+  }
+  for (const [name, entry] of Object.entries(KERNEL_MUTATIONS)) {
+    if (!modules.includes(name)) {
+      problems.push(`kernel-mutations.mjs: '${name}' is not a module of assembly/`);
+      continue;
+    }
+    for (const test of entry.tests) {
+      try {
+        await readFile(join(root, test));
+      } catch {
+        problems.push(`${name}: test file ${test} does not exist`);
+      }
+    }
+    const ids = new Set();
+    for (const mutation of entry.mutations) {
+      if (ids.has(mutation.id)) problems.push(`${name}/${mutation.id}: the id is used twice`);
+      ids.add(mutation.id);
+      if (!selected(name, mutation)) continue;
+      const file = mutation.file ?? `assembly/${name}.ts`;
+      let text;
+      try {
+        text = await readFile(join(root, file), "utf8");
+      } catch {
+        problems.push(`${name}/${mutation.id}: ${file} does not exist`);
+        continue;
+      }
+      const found = occurrences(text, mutation.from);
+      if (found !== 1) {
+        const where = found === 0 ? "no longer found" : `found ${found} times`;
+        problems.push(`${name}/${mutation.id}: its text is ${where} in ${file}`);
+      }
+    }
+  }
+  return problems;
+}
+
+/** Runs a command in `cwd`; resolves with its exit code (null if killed after `timeoutMs`). */
+function run(command, args, cwd, timeoutMs = 0) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      output += chunk;
+    });
+    const timer = timeoutMs > 0 ? setTimeout(() => child.kill("SIGKILL"), timeoutMs) : undefined;
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: signal ? null : code, output });
+    });
+  });
+}
+
+/** Copies the project into a fresh folder, links node_modules and builds there. */
+async function makeCopy() {
+  const copy = await mkdtemp(join(tmpdir(), "hvlab-mutate-"));
+  for (const name of await readdir(root)) {
+    if (NOT_COPIED.has(name)) continue;
+    await cp(join(root, name), join(copy, name), { recursive: true });
+  }
+  await symlink(join(root, "node_modules"), join(copy, "node_modules"), "dir");
+  console.log(`mutate-kernels: building a copy of the project in ${copy}`);
+  const built = await run("npm", ["run", "build"], copy);
+  if (built.code !== 0) {
+    throw new Error(`the unmutated copy does not build:\n${built.output.slice(-2000)}`);
+  }
+  return copy;
+}
+
+/** The first failing test of a vitest JSON report, as "file › title". */
+async function firstFailure(reportFile, testFile) {
+  try {
+    const report = JSON.parse(await readFile(reportFile, "utf8"));
+    for (const result of report.testResults ?? []) {
+      for (const test of result.assertionResults ?? []) {
+        if (test.status !== "failed") continue;
+        // The first line of the first message says how it failed (an assertion, a crash).
+        const why = (test.failureMessages?.[0] ?? "").split("\n")[0].slice(0, 100);
+        return `${testFile} › ${test.fullName ?? test.title}${why ? ` (${why})` : ""}`;
+      }
+    }
+  } catch {
+    // No report: the run failed before vitest wrote one (a crash, a load error).
+  }
+  return `${testFile} (failed outside a test)`;
+}
+
+/** Runs test files one at a time; returns the first failure, or null if all pass. */
+async function runTests(copy, tests) {
+  const reportFile = join(copy, "reports", "mutation-vitest.json");
+  for (const test of tests) {
+    await rm(reportFile, { force: true });
+    const vitest = join(copy, "node_modules", "vitest", "vitest.mjs");
+    const args = [
+      vitest,
+      "run",
+      test,
+      "--bail=1",
+      `--testTimeout=${TEST_TIMEOUT_MS}`,
+      `--hookTimeout=${TEST_TIMEOUT_MS}`,
+      "--reporter=json",
+      `--outputFile=${reportFile}`,
+    ];
+    const { code } = await run(process.execPath, args, copy, FILE_TIMEOUT_MS);
+    if (code === null) return `${test} (timed out after ${FILE_TIMEOUT_MS / 60_000} min)`;
+    if (code !== 0) return await firstFailure(reportFile, test);
+  }
+  return null;
+}
+
+/** What must be rebuilt after `file` changed: kernel modules, or the TypeScript build. */
+function rebuildFor(file, sources) {
+  if (file.startsWith("src/")) return { ts: true, modules: [] };
+  const modules = [...sources].filter(([, files]) => files.has(file)).map(([name]) => name);
+  return { ts: false, modules };
+}
+
+async function rebuild(copy, what) {
+  if (what.ts) return run("npm", ["run", "build:ts"], copy);
+  return run(process.execPath, ["scripts/build-wasm.mjs", "--only", what.modules.join(",")], copy);
+}
+
+/** Saves the built outputs a rebuild may overwrite, and puts them back. */
+async function snapshot(copy, paths) {
+  const saved = new Map();
+  for (const path of paths) saved.set(path, await readFile(join(copy, path)));
+  return async () => {
+    for (const [path, bytes] of saved) await writeFile(join(copy, path), bytes);
+  };
+}
+
+async function builtOutputs(copy, what) {
+  if (!what.ts) {
+    const files = what.modules.flatMap((m) => [`build/wasm/${m}.wasm`, `build/wasm/${m}.wat`]);
+    return [...files, "build/wasm/manifest.json"];
+  }
+  const dist = [];
+  const walk = async (folder) => {
+    for (const entry of await readdir(join(copy, folder), { withFileTypes: true })) {
+      const path = join(folder, entry.name);
+      if (entry.isDirectory()) await walk(path);
+      else dist.push(path);
+    }
+  };
+  await walk("dist");
+  return dist;
+}
+
+function seconds(ms) {
+  return `${(ms / 1000).toFixed(0)} s`;
+}
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  const modules = await kernelModules();
+  for (const name of options.modules ?? []) {
+    if (!modules.includes(name))
+      usage(`--module: no kernel module '${name}' (${modules.join(", ")})`);
+  }
+  const selected = (name, mutation) =>
+    (options.modules === null || options.modules.includes(name)) &&
+    (options.mutations === null || options.mutations.includes(mutation.id));
+  const problems = await checkList(modules, selected);
+  const plan = Object.entries(KERNEL_MUTATIONS).flatMap(([name, entry]) =>
+    entry.mutations.filter((m) => selected(name, m)).map((m) => ({ module: name, ...m })),
+  );
+  if (options.list) {
+    for (const m of plan) console.log(`${m.module}/${m.id}: ${m.rule}`);
+    return;
+  }
+  if (problems.length > 0) {
+    for (const problem of problems) console.error(`mutate-kernels: ${problem}`);
+    process.exit(1);
+  }
+  if (plan.length === 0) usage("no mutation matches --module/--mutation");
+  if (options.check) {
+    console.log(`mutate-kernels: ${plan.length} mutations, each found once in its source`);
+    return;
+  }
+
+  const { formatTable } = await import(
+    pathToFileURL(join(root, "dist/src/report/table.js")).href
+  ).catch(() => usage("the project is not built: run npm run build first"));
+  const { toMarkdown } = await import(
+    pathToFileURL(join(root, "dist/src/report/markdown.js")).href
+  );
+  const started = Date.now();
+  const sources = await moduleSources(modules);
+  const copies = [await makeCopy()];
+  const rows = new Array(plan.length);
+  try {
+    // Further copies are clones of the first, built one.
+    while (copies.length < Math.min(options.jobs, plan.length)) {
+      const clone = await mkdtemp(join(tmpdir(), "hvlab-mutate-"));
+      await cp(copies[0], clone, { recursive: true, verbatimSymlinks: true });
+      copies.push(clone);
+    }
+    console.log(`mutate-kernels: ${plan.length} mutations, ${copies.length} at a time`);
+    if (options.baseline) {
+      const names = [...new Set(plan.map((m) => m.module))];
+      for (const name of names) {
+        const failure = await runTests(copies[0], KERNEL_MUTATIONS[name].tests);
+        if (failure !== null) throw new Error(`the unmutated tests of ${name} fail: ${failure}`);
+      }
+      console.log(`mutate-kernels: unmutated tests pass (${seconds(Date.now() - started)})`);
+    }
+    let next = 0;
+    const worker = async (copy) => {
+      while (next < plan.length) {
+        const index = next++;
+        const mutation = plan[index];
+        const t0 = Date.now();
+        const result = await tryMutation(copy, mutation, sources);
+        rows[index] = [mutation.module, mutation.id, result, seconds(Date.now() - t0)];
+        console.log(`mutate-kernels: ${mutation.module}/${mutation.id}: ${result}`);
+      }
+    };
+    await Promise.all(copies.map(worker));
+  } finally {
+    if (!options.keep) {
+      for (const copy of copies) await rm(copy, { recursive: true, force: true });
+    } else console.log(`mutate-kernels: kept ${copies.join(", ")}`);
+  }
+  const failed = rows.filter((row) => !row[2].startsWith("killed")).length;
+  const table = { columns: ["module", "mutation", "result", "time"], rows };
+  console.log(`\n${options.markdown ? toMarkdown(table) : formatTable(table)}`);
+  console.log(
+    `\n${rows.length - failed} of ${rows.length} mutations killed in ${seconds(Date.now() - started)}`,
+  );
+  if (failed > 0) process.exit(1);
+}
+
+/** Applies one mutation in `copy`, rebuilds, runs the module's tests, and undoes it all. */
+async function tryMutation(copy, mutation, sources) {
+  const file = mutation.file ?? `assembly/${mutation.module}.ts`;
+  const original = await readFile(join(copy, file), "utf8");
+  const what = rebuildFor(file, sources);
+  const restoreBuild = await snapshot(copy, await builtOutputs(copy, what));
+  try {
+    await writeFile(join(copy, file), original.replace(mutation.from, mutation.to));
+    const built = await rebuild(copy, what);
+    if (built.code !== 0) {
+      const reason = built.output.split("\n").find((line) => /error/i.test(line));
+      return `BUILD FAILED: ${reason?.trim() ?? "see the build output"}`;
+    }
+    const failure = await runTests(copy, KERNEL_MUTATIONS[mutation.module].tests);
+    return failure === null ? "SURVIVED" : `killed by ${failure}`;
+  } finally {
+    await writeFile(join(copy, file), original);
+    await restoreBuild();
+  }
+}
+
+main().catch((error) => {
+  console.error(`mutate-kernels: ${error.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,106 @@
+import { formatIp } from "./address.js";
+import { conversationKey } from "./conversations.js";
+import { PROTO_TCP, parseFrame, TCP_FLAGS } from "./frame.js";
+
+/*
+ * The byte streams of TCP connections, rebuilt from what the VMs received
+ * (frames and coalesced super-frames alike), as `tshark -z follow,tcp,raw`
+ * shows them: each direction's payload in sequence order, a retransmitted
+ * or overlapping byte taken once (its first copy), from the SYN's sequence
+ * number plus one (or the lowest sequence number seen, without a SYN).
+ */
+
+interface Segment {
+  readonly seq: number;
+  readonly data: Uint8Array;
+}
+
+interface Direction {
+  isn: number | null;
+  readonly segments: Segment[];
+}
+
+/** One connection's two byte streams, A being the side that sent first. */
+export interface TcpStream {
+  readonly key: string;
+  readonly aToB: Uint8Array;
+  readonly bToA: Uint8Array;
+}
+
+/** Largest payload kept per direction (a bound against hostile captures). */
+export const MAX_STREAM_BYTES = 64 * 1024 * 1024;
+
+/** Collects TCP payload per connection and direction. */
+export class TcpStreams {
+  private readonly connections = new Map<string, { forward: Direction; backward: Direction }>();
+
+  /** Takes one received frame or super-frame; ignores what is not TCP. */
+  add(frame: Uint8Array): void {
+    let p: ReturnType<typeof parseFrame>;
+    try {
+      p = parseFrame(frame, 0, frame.length, { superFrame: true });
+    } catch {
+      return;
+    }
+    if (p.protocol !== PROTO_TCP || p.l4 < 0) return;
+    const n = p.ipVersion === 4 ? 4 : 16;
+    const src = formatIp(frame.subarray(p.srcAddress, p.srcAddress + n));
+    const dst = formatIp(frame.subarray(p.l3 + (n === 4 ? 16 : 24), p.l3 + (n === 4 ? 20 : 40)));
+    const sp = ((frame[p.l4] ?? 0) << 8) | (frame[p.l4 + 1] ?? 0);
+    const dp = ((frame[p.l4 + 2] ?? 0) << 8) | (frame[p.l4 + 3] ?? 0);
+    const { key, forward } = conversationKey(PROTO_TCP, src, sp, dst, dp);
+    let c = this.connections.get(key);
+    if (!c) {
+      c = { forward: { isn: null, segments: [] }, backward: { isn: null, segments: [] } };
+      this.connections.set(key, c);
+    }
+    const d = forward ? c.forward : c.backward;
+    const seq =
+      (((frame[p.l4 + 4] ?? 0) << 24) |
+        ((frame[p.l4 + 5] ?? 0) << 16) |
+        ((frame[p.l4 + 6] ?? 0) << 8) |
+        (frame[p.l4 + 7] ?? 0)) >>>
+      0;
+    if ((frame[p.l4 + 13] ?? 0) & TCP_FLAGS.SYN) d.isn = (seq + 1) >>> 0;
+    if (p.payloadLength > 0)
+      d.segments.push({ seq, data: frame.slice(p.payload, p.payload + p.payloadLength) });
+  }
+
+  /** The two streams of the connection between these endpoints, or null if none was seen. */
+  stream(a: string, aPort: number, b: string, bPort: number): TcpStream | null {
+    const { key, forward } = conversationKey(PROTO_TCP, a, aPort, b, bPort);
+    const c = this.connections.get(key);
+    if (!c) return null;
+    const [ab, ba] = forward ? [c.forward, c.backward] : [c.backward, c.forward];
+    return { key, aToB: assemble(ab), bToA: assemble(ba) };
+  }
+}
+
+function assemble(d: Direction): Uint8Array {
+  if (d.segments.length === 0) return new Uint8Array(0);
+  const first = d.segments[0] as Segment;
+  const base = d.isn ?? first.seq;
+  // Sequence numbers relative to the base, as signed 32-bit distances, so a
+  // stream that wraps past 2^32 stays in order.
+  const relative = d.segments
+    .map((s) => ({ at: (s.seq - base) | 0, data: s.data }))
+    .filter((s) => s.at >= 0)
+    .sort((x, y) => x.at - y.at);
+  const pieces: Uint8Array[] = [];
+  let end = 0;
+  for (const s of relative) {
+    if (s.at > end) break;
+    const fresh = s.data.subarray(end - s.at);
+    if (fresh.length === 0) continue;
+    if (end + fresh.length > MAX_STREAM_BYTES) break;
+    pieces.push(fresh);
+    end += fresh.length;
+  }
+  const out = new Uint8Array(end);
+  let at = 0;
+  for (const piece of pieces) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out;
+}
