@@ -39,16 +39,31 @@
 //        512 +-----------------------------------------------+
 //            | references by level: guest 1-5, host 1-5 (10 x u64)
 //        592 +-----------------------------------------------+
+//            | L1 DTLB lookups u64 | D assists u64 | host leaf u32 |
+//        612 +-----------------------------------------------+
+//
+// Counters at 64 (u64 each): accesses, L1 DTLB hits, L2 hits, walks,
+// references, guest references, host references, guest PWC hits, host PWC
+// hits, nested TLB hits, nested TLB lookups, checksum, guest PWC lookups,
+// host PWC lookups, L1 ITLB hits, L1 ITLB lookups. A "D assist" is a write
+// that hits a TLB entry whose dirty bit is clear (filled by a read): the
+// processor walks again to set D (Intel SDM vol. 3A 4.8), so it is a walk.
+// "host leaf" is scratch: bit 0 the last EPT leaf was writable, bit 1 its D
+// bit was set (or EPT A/D is off).
 //
 // Flags: bit 0 set accessed/dirty in guest entries, bit 1 EPT A/D (EPTP bit
 // 6), bit 2 TLB holds 1 GiB entries in the second level (Ice Lake), bit 3
 // large pages in the L1 fall back to 2 MiB entries (no 1 GiB TLB: Nehalem),
 // bit 4 the second level holds 2 MiB entries as well as 4 KiB ones, bit 5
-// count references by level (for the per-cache-level cost model).
+// count references by level (for the per-cache-level cost model), bit 6 the
+// nested TLB caches at the EPT leaf's size (without it, at 4 KiB: splintered).
 //
 // Cache entry (32 bytes): key u64 (0 = empty), value u64, stamp u64, pad u64.
 // TLB value: page base hPA | W<<0 | U<<1 | NX<<2 | size<<3 (0 4K, 1 2M, 2 1G)
-// | 1<<5 (valid).
+// | 1<<5 (valid) | D<<6 (the leaf's dirty bit was set when it was filled).
+// Nested TLB value: page base hPA | size<<0 | W<<2 | D<<3 (of the EPT leaf).
+// Instruction fetches look up the L1 ITLB, data accesses the L1 DTLB; both
+// fill from, and miss to, the shared second level.
 
 @inline const C_MODE: usize = 0;
 @inline const C_GLEVELS: usize = 4;
@@ -76,6 +91,11 @@
 @inline const C_SUM: usize = 152;
 @inline const C_PWC_GUEST_LOOKUPS: usize = 160;
 @inline const C_PWC_HOST_LOOKUPS: usize = 168;
+@inline const C_ITLB_HITS: usize = 176;
+@inline const C_ITLB_LOOKUPS: usize = 184;
+@inline const C_DTLB_LOOKUPS: usize = 592;
+@inline const C_D_ASSISTS: usize = 600;
+@inline const C_HOST_LEAF: usize = 608;
 // fault
 @inline const C_FAULT_CODE: usize = 192;
 @inline const C_FAULT_LEVEL: usize = 196;
@@ -102,6 +122,8 @@
 @inline const T_PWC_G: u32 = 5; // + (level - 2): levels 2..5 -> 5..8
 @inline const T_PWC_H: u32 = 9; // + (level - 2): levels 2..5 -> 9..12
 @inline const T_NTLB: u32 = 13;
+@inline const T_ITLB_4K: u32 = 14;
+@inline const T_ITLB_2M: u32 = 15;
 
 @inline const MODE_NATIVE: u32 = 0;
 @inline const MODE_NESTED: u32 = 1;
@@ -113,6 +135,17 @@
 @inline const FLAG_1G_AS_2M: u32 = 8;
 @inline const FLAG_L2_2M: u32 = 16;
 @inline const FLAG_LEVEL_REFS: u32 = 32;
+@inline const FLAG_NTLB_LEAF: u32 = 64;
+
+// TLB value bits beyond the permissions.
+@inline const TLB_VALID: u64 = 0x20;
+@inline const TLB_DIRTY: u64 = 0x40;
+// Nested TLB value bits.
+@inline const NTLB_W: u64 = 4;
+@inline const NTLB_D: u64 = 8;
+// Host leaf scratch bits.
+@inline const HOST_W: u32 = 1;
+@inline const HOST_D: u32 = 2;
 
 // Fault codes (what stopped a translation).
 @inline const OK: u32 = 0;
@@ -285,26 +318,55 @@ function fault(ctx: usize, code: u32, level: u32, addr: u64): u32 {
 // (Kept in the context, not a global: kernels hold no mutable static state.)
 
 /**
+ * Drops the nested TLB's translations of `gpa` (every size): an EPT violation
+ * invalidates what the processor cached for the address (Intel SDM vol. 3C
+ * 28.4.3.1), so the retry after the host's fix sees the new leaf.
+ */
+function dropNested(ctx: usize, gpa: u64): void {
+  for (let sz: u64 = 0; sz < 3; sz++) {
+    const tag = ntlbTag(gpa, sz);
+    const e = lookup(ctx, T_NTLB, ((tag << 2) | sz) + 1, tag);
+    if (e != 0) store<u64>(e, 0);
+  }
+}
+
+/** Nested TLB key and set index of `gpa` for an EPT leaf of size code `size`. */
+@inline
+function ntlbTag(gpa: u64, size: u64): u64 {
+  return gpa >>> (12 + 9 * size);
+}
+
+/**
  * Translates guest-physical `gpa` to host-physical through the nested TLB,
  * the host page-walk caches and the EPT. Writes the result at C_RESULT (hPA)
- * and C_RESULT_SIZE (0 4K, 1 2M, 2 1G); returns a fault code.
+ * and C_RESULT_SIZE (0 4K, 1 2M, 2 1G), and the leaf's W and D at
+ * C_HOST_LEAF; returns a fault code. A write needs a writable leaf (else an
+ * EPT violation) and, with EPT A/D, sets the leaf's D: a cached translation
+ * that is not writable, or not yet dirty, is walked again.
  */
 @inline
 function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
-  const gfn = gpa >>> 12;
+  const flags = load<u32>(ctx + C_FLAGS);
+  const eptAd = (flags & FLAG_EPT_AD) != 0;
   if (present(ctx, T_NTLB)) {
     count(ctx, C_NTLB_LOOKUPS);
-    const hit = lookup(ctx, T_NTLB, gfn + 1, gfn);
-    if (hit != 0) {
-      count(ctx, C_NTLB_HITS);
+    // At the EPT leaf's size, a translation may sit under any of the three sizes.
+    const sizes: u64 = (flags & FLAG_NTLB_LEAF) != 0 ? 3 : 1;
+    for (let sz: u64 = 0; sz < sizes; sz++) {
+      const tag = ntlbTag(gpa, sz);
+      const hit = lookup(ctx, T_NTLB, ((tag << 2) | sz) + 1, tag);
+      if (hit == 0) continue;
       const v = load<u64>(hit, 8);
-      store<u64>(ctx + C_RESULT, (v & ADDR) | (gpa & 0xfff));
+      if (write && ((v & NTLB_W) == 0 || (eptAd && (v & NTLB_D) == 0))) break;
+      count(ctx, C_NTLB_HITS);
+      const mask: u64 = ((<u64>1) << (12 + 9 * sz)) - 1;
+      store<u64>(ctx + C_RESULT, (v & ADDR & ~mask) | (gpa & mask));
       store<u32>(ctx + C_RESULT_SIZE, <u32>(v & 3));
+      store<u32>(ctx + C_HOST_LEAF, <u32>((v >>> 2) & 3));
       return OK;
     }
   }
   const m = load<u32>(ctx + C_HLEVELS);
-  const flags = load<u32>(ctx + C_FLAGS);
   let table = load<u64>(ctx + C_EPT_ROOT) & ADDR;
   let level = m;
   // Page-walk caches of the host dimension: the lowest level that hits wins.
@@ -359,20 +421,27 @@ function hostTranslate(ctx: usize, gpa: u64, write: bool): u32 {
         code = fault(ctx, FAULT_EPT_VIOLATION, level, gpa);
         break;
       }
-      if (flags & FLAG_EPT_AD) {
-        const want = entry | EPT_A | (write ? EPT_D : 0);
-        if (want != entry) store<u64>(p, want);
+      let leaf = entry;
+      if (eptAd) {
+        leaf = entry | EPT_A | (write ? EPT_D : 0);
+        if (leaf != entry) store<u64>(p, leaf);
       }
       const size: u64 = <u64>(level - 1);
       const pageMask: u64 = ((<u64>1) << (12 + 9 * size)) - 1;
       const hpa = (entry & ADDR & ~pageMask) | (gpa & pageMask);
       store<u64>(ctx + C_RESULT, hpa);
       store<u32>(ctx + C_RESULT_SIZE, <u32>size);
-      // The nested TLB caches gPA -> hPA at 4 KiB granularity, with the host size.
-      insert(ctx, T_NTLB, gfn + 1, gfn, (hpa & ADDR) | size);
+      const w: u64 = (entry & EPT_W) != 0 ? NTLB_W : 0;
+      const d: u64 = !eptAd || (leaf & EPT_D) != 0 ? NTLB_D : 0;
+      store<u32>(ctx + C_HOST_LEAF, <u32>((w | d) >>> 2));
+      // The nested TLB caches at 4 KiB (splintering a large leaf) or at the leaf's size.
+      const sz: u64 = (flags & FLAG_NTLB_LEAF) != 0 ? size : 0;
+      const tag = ntlbTag(gpa, sz);
+      const smask: u64 = ((<u64>1) << (12 + 9 * sz)) - 1;
+      insert(ctx, T_NTLB, ((tag << 2) | sz) + 1, tag, (hpa & ADDR & ~smask) | size | w | d);
       break;
     }
-    if (flags & FLAG_EPT_AD && (entry & EPT_A) == 0) store<u64>(p, entry | EPT_A);
+    if (eptAd && (entry & EPT_A) == 0) store<u64>(p, entry | EPT_A);
     table = entry & ADDR;
     const tag = gpa >>> (12 + 9 * (level - 1));
     // Cache this entry: it names the table of level - 1 for this gPA prefix.
@@ -420,14 +489,20 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
     }
   }
   const delta = load<u64>(ctx + C_NATIVE_DELTA);
+  const setAd = (flags & FLAG_SET_AD) != 0;
+  // With EPT A/D, guest paging-structure accesses are writes for EPT purposes
+  // (Intel SDM vol. 3C 29.3.5; KVM passes a write fault for them).
+  const tableWrite = (flags & FLAG_EPT_AD) != 0;
   for (;;) {
     const shift = 12 + 9 * (level - 1);
     const at = table + (((va >>> shift) & 511) << 3);
     let hat: u64 = at;
+    let tableWritable = true;
     if (nested) {
-      const f = hostTranslate(ctx, at, false);
+      const f = hostTranslate(ctx, at, tableWrite);
       if (f != OK) return f;
       hat = load<u64>(ctx + C_RESULT);
+      tableWritable = (load<u32>(ctx + C_HOST_LEAF) & HOST_W) != 0;
     } else if (mode == MODE_NATIVE) {
       hat = at + delta;
     }
@@ -450,9 +525,18 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
       if ((kind & K_EXEC) != 0 && (perms & NX) != 0) {
         return fault(ctx, FAULT_GUEST_PROTECTION, level, va);
       }
-      if (flags & FLAG_SET_AD) {
+      let dirty = !setAd || (entry & D) != 0;
+      if (setAd) {
         const want = entry | A | (write ? D : 0);
-        if (want != entry) store<u64>(p, want);
+        if (want != entry) {
+          // Setting A or D writes the table: under EPT the table's page must be writable.
+          if (!tableWritable) {
+            dropNested(ctx, at);
+            return fault(ctx, FAULT_EPT_VIOLATION, level, at);
+          }
+          store<u64>(p, want);
+        }
+        dirty = (want & D) != 0;
       }
       const gsize: u32 = level - 1;
       const pageMask: u64 = ((<u64>1) << (12 + 9 * <u64>gsize)) - 1;
@@ -460,24 +544,34 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
       const frame = gsize == 0 ? entry & ADDR : entry & ADDR & ~pageMask;
       const gpa = frame | (va & pageMask);
       let size = gsize;
+      // TLB permission bits: 0 W, 1 U, 2 NX; 6 D.
+      let w = <u32>((perms & RW) >>> 1);
       if (nested) {
         const f = hostTranslate(ctx, gpa, write);
         if (f != OK) return f;
         const hsize = load<u32>(ctx + C_RESULT_SIZE);
         // The TLB holds the smaller of the two page sizes (the "splintering").
         if (hsize < size) size = hsize;
+        const host = load<u32>(ctx + C_HOST_LEAF);
+        // Writable and dirty only when both dimensions are.
+        if ((host & HOST_W) == 0) w = 0;
+        if ((host & HOST_D) == 0) dirty = false;
       } else {
         store<u64>(ctx + C_RESULT, gpa);
       }
       store<u32>(ctx + C_RESULT_SIZE, size);
-      // TLB permission bits: 0 W, 1 U, 2 NX.
-      const w = <u32>((perms & RW) >>> 1);
       const u = <u32>((perms & US) >>> 1);
       const x = <u32>(perms >>> 63) << 2;
-      store<u32>(ctx + C_PERMS, w | u | x);
+      store<u32>(ctx + C_PERMS, w | u | x | (dirty ? <u32>TLB_DIRTY : 0));
       return OK;
     }
-    if (flags & FLAG_SET_AD && (entry & A) == 0) store<u64>(p, entry | A);
+    if (setAd && (entry & A) == 0) {
+      if (!tableWritable) {
+        dropNested(ctx, at);
+        return fault(ctx, FAULT_EPT_VIOLATION, level, at);
+      }
+      store<u64>(p, entry | A);
+    }
     table = entry & ADDR;
     const tag = va >>> (12 + 9 * (level - 1));
     insert(ctx, T_PWC_G + level - 2, tagKey(tag, asid), tag, table | (perms & (RW | US | NX)));
@@ -498,27 +592,31 @@ function tlbCheck(value: u64, kind: u32): bool {
   return true;
 }
 
-/** Looks `va` up in the TLBs; returns the entry value, or 0 on a miss. */
+/** Looks `va` up in the TLBs (the L1 ITLB for a fetch); returns the entry value, or 0 on a miss. */
 @inline
-function tlbLookup(ctx: usize, va: u64, asid: u64): u64 {
+function tlbLookup(ctx: usize, va: u64, asid: u64, exec: bool): u64 {
   const v4 = va >>> 12;
-  let e = lookup(ctx, T_L1_4K, tagKey(v4, asid), v4);
-  if (e != 0) {
-    count(ctx, C_L1_HITS);
-    return load<u64>(e, 8);
-  }
   const v2 = va >>> 21;
-  e = lookup(ctx, T_L1_2M, tagKey(v2, asid), v2);
-  if (e != 0) {
-    count(ctx, C_L1_HITS);
-    return load<u64>(e, 8);
-  }
   const v1 = va >>> 30;
-  e = lookup(ctx, T_L1_1G, tagKey(v1, asid), v1);
-  if (e != 0) {
-    count(ctx, C_L1_HITS);
-    return load<u64>(e, 8);
+  if (exec) {
+    count(ctx, C_ITLB_LOOKUPS);
+    let e = lookup(ctx, T_ITLB_4K, tagKey(v4, asid), v4);
+    if (e == 0) e = lookup(ctx, T_ITLB_2M, tagKey(v2, asid), v2);
+    if (e != 0) {
+      count(ctx, C_ITLB_HITS);
+      return load<u64>(e, 8);
+    }
+  } else {
+    count(ctx, C_DTLB_LOOKUPS);
+    let e = lookup(ctx, T_L1_4K, tagKey(v4, asid), v4);
+    if (e == 0) e = lookup(ctx, T_L1_2M, tagKey(v2, asid), v2);
+    if (e == 0) e = lookup(ctx, T_L1_1G, tagKey(v1, asid), v1);
+    if (e != 0) {
+      count(ctx, C_L1_HITS);
+      return load<u64>(e, 8);
+    }
   }
+  let e: usize = 0;
   // The unified second level: 4 KiB and 2 MiB keys differ in bit 15 of the key.
   e = lookup(ctx, T_L2, tagKey(v4 << 2, asid), v4);
   if (e == 0) e = lookup(ctx, T_L2, tagKey((v2 << 2) | 1, asid), v2);
@@ -526,34 +624,48 @@ function tlbLookup(ctx: usize, va: u64, asid: u64): u64 {
   if (e != 0) {
     count(ctx, C_L2_HITS);
     const v = load<u64>(e, 8);
-    fillL1(ctx, va, asid, v);
+    fillL1(ctx, va, asid, v, exec);
     return v;
   }
   return 0;
 }
 
-function fillL1(ctx: usize, va: u64, asid: u64, v: u64): void {
+function fillL1(ctx: usize, va: u64, asid: u64, v: u64, exec: bool): void {
   let size = <u32>((v >>> 3) & 3);
   const flags = load<u32>(ctx + C_FLAGS);
-  if (size == 2 && (flags & FLAG_1G_AS_2M) != 0) {
-    // No 1 GiB TLB: keep the 2 MiB fragment that holds va.
+  // The ITLB has no 1 GiB entries (Intel 248966); without a 1 GiB DTLB neither has the L1.
+  if (size == 2 && (exec || (flags & FLAG_1G_AS_2M) != 0)) {
+    // Keep the 2 MiB fragment that holds va.
     size = 1;
     v = (v & ~(<u64>0x3fe00000 | 0x18)) | (va & 0x3fe00000) | 8;
+  }
+  if (exec) {
+    if (size == 0) insert(ctx, T_ITLB_4K, tagKey(va >>> 12, asid), va >>> 12, v);
+    else insert(ctx, T_ITLB_2M, tagKey(va >>> 21, asid), va >>> 21, v);
+    return;
   }
   if (size == 0) insert(ctx, T_L1_4K, tagKey(va >>> 12, asid), va >>> 12, v);
   else if (size == 1) insert(ctx, T_L1_2M, tagKey(va >>> 21, asid), va >>> 21, v);
   else insert(ctx, T_L1_1G, tagKey(va >>> 30, asid), va >>> 30, v);
 }
 
-function tlbFill(ctx: usize, va: u64, asid: u64, hpa: u64, size: u32, perms: u32): u64 {
+function tlbFill(
+  ctx: usize,
+  va: u64,
+  asid: u64,
+  hpa: u64,
+  size: u32,
+  perms: u32,
+  exec: bool,
+): u64 {
   const pageMask: u64 = ((<u64>1) << (12 + 9 * <u64>size)) - 1;
   // Bit 5 marks a valid value, so that a frame at hPA 0 is never read as a miss.
-  const v = (hpa & ~pageMask) | <u64>perms | (<u64>size << 3) | 0x20;
+  const v = (hpa & ~pageMask) | <u64>perms | (<u64>size << 3) | TLB_VALID;
   const flags = load<u32>(ctx + C_FLAGS);
   if (size == 0) insert(ctx, T_L2, tagKey((va >>> 12) << 2, asid), va >>> 12, v);
   else if (size == 1 && (flags & FLAG_L2_2M) != 0) insert(ctx, T_L2, tagKey(((va >>> 21) << 2) | 1, asid), va >>> 21, v);
   else if (flags & FLAG_L2_1G) insert(ctx, T_L2_1G, tagKey(va >>> 30, asid), va >>> 30, v);
-  fillL1(ctx, va, asid, v);
+  fillL1(ctx, va, asid, v, exec);
   return v;
 }
 
@@ -561,19 +673,24 @@ function tlbFill(ctx: usize, va: u64, asid: u64, hpa: u64, size: u32, perms: u32
 @inline
 function translateOne(ctx: usize, va: u64, kind: u32): u32 {
   const asid = <u64>load<u32>(ctx + C_ASID);
-  const v = tlbLookup(ctx, va, asid);
+  const exec = (kind & K_EXEC) != 0;
+  const v = tlbLookup(ctx, va, asid, exec);
   if (v != 0 && tlbCheck(v, kind)) {
-    const size = (v >>> 3) & 3;
-    const pageMask: u64 = ((<u64>1) << (12 + 9 * size)) - 1;
-    store<u64>(ctx + C_RESULT, (v & ADDR & ~pageMask) | (va & pageMask));
-    return OK;
+    if ((kind & K_WRITE) == 0 || (v & TLB_DIRTY) != 0) {
+      const size = (v >>> 3) & 3;
+      const pageMask: u64 = ((<u64>1) << (12 + 9 * size)) - 1;
+      store<u64>(ctx + C_RESULT, (v & ADDR & ~pageMask) | (va & pageMask));
+      return OK;
+    }
+    // A write to an entry filled by a read: the processor walks to set D.
+    count(ctx, C_D_ASSISTS);
   }
   // A miss, or a hit whose permissions refuse the access (for example a write
   // to an entry cached read-only): walk, as the hardware re-walks.
   const f = walk(ctx, va, kind);
   if (f != OK) return f;
   const hpa = load<u64>(ctx + C_RESULT);
-  tlbFill(ctx, va, asid, hpa, load<u32>(ctx + C_RESULT_SIZE), load<u32>(ctx + C_PERMS));
+  tlbFill(ctx, va, asid, hpa, load<u32>(ctx + C_RESULT_SIZE), load<u32>(ctx + C_PERMS), exec);
   return OK;
 }
 
@@ -640,7 +757,17 @@ export function invalidatePage(ctx: usize, vaLow: u32, vaHigh: u32): void {
   dropKey(ctx, T_L2, tagKey((va >>> 12) << 2, asid), va >>> 12);
   dropKey(ctx, T_L2, tagKey(((va >>> 21) << 2) | 1, asid), va >>> 21);
   dropKey(ctx, T_L2_1G, tagKey(va >>> 30, asid), va >>> 30);
+  dropKey(ctx, T_ITLB_4K, tagKey(va >>> 12, asid), va >>> 12);
+  dropKey(ctx, T_ITLB_2M, tagKey(va >>> 21, asid), va >>> 21);
   for (let id = T_PWC_G; id < T_PWC_H; id++) clearTagged(ctx, id, asid);
+}
+
+/**
+ * Drops the nested TLB's translations of guest-physical `gpa`: what an EPT
+ * violation on it does, for a store the hypervisor serviced outside a walk.
+ */
+export function invalidateGuestPhysical(ctx: usize, gpaLow: u32, gpaHigh: u32): void {
+  dropNested(ctx, (<u64>gpaHigh << 32) | <u64>gpaLow);
 }
 
 function dropKey(ctx: usize, id: u32, key: u64, index: u64): void {
@@ -656,7 +783,9 @@ function dropKey(ctx: usize, id: u32, key: u64, index: u64): void {
  */
 export function flush(ctx: usize, what: u32): void {
   const asid = <u64>load<u32>(ctx + C_ASID);
-  for (let id = T_L1_4K; id < T_PWC_H; id++) {
+  for (let id = T_L1_4K; id <= T_ITLB_2M; id++) {
+    // The host dimension's caches are tagged by nothing: only INVEPT (4) flushes them.
+    if (id >= T_PWC_H && id <= T_NTLB) continue;
     if (what & 2) clearCache(ctx, id);
     else if (what & 1) clearTagged(ctx, id, asid);
   }
@@ -665,5 +794,7 @@ export function flush(ctx: usize, what: u32): void {
   }
   if (what & 8) {
     for (let id = T_L1_4K; id <= T_L2_1G; id++) clearCache(ctx, id);
+    clearCache(ctx, T_ITLB_4K);
+    clearCache(ctx, T_ITLB_2M);
   }
 }

@@ -14,6 +14,7 @@ const small = {
     "2M": { entries: 4, ways: 2 },
     "1G": { entries: 2, ways: 2 },
   },
+  l1i: { "4K": { entries: 4, ways: 2 }, "2M": { entries: 2, ways: 2 } },
   l2: { entries: 24, ways: 3 },
   pwcGuest: {
     2: { entries: 4, ways: 2 },
@@ -39,11 +40,13 @@ describe("walk kernel against its TypeScript oracle", () => {
         fc.constantFrom("4K", "2M", "1G" as const),
         fc.constantFrom(4, 5 as const),
         fc.constantFrom(4, 5 as const),
-        fc.array(fc.record({ page: fc.nat(4095), write: fc.boolean() }), {
-          minLength: 1,
-          maxLength: 300,
-        }),
+        fc.array(
+          fc.record({ page: fc.nat(4095), kind: fc.constantFrom("read", "write", "fetch") }),
+          { minLength: 1, maxLength: 300 },
+        ),
         fc.nat(),
+        fc.boolean(),
+        fc.boolean(),
         fc.boolean(),
         (
           mode,
@@ -54,26 +57,42 @@ describe("walk kernel against its TypeScript oracle", () => {
           accesses,
           skip,
           countByLevel,
+          eptAccessedDirty,
+          nestedTlbAtLeafSize,
         ) => {
-          const ws = 16 * 2 ** 20;
-          const make = () =>
-            testMachine({
+          const kinds = {
+            read: ACCESS.user,
+            write: ACCESS.user | ACCESS.write,
+            fetch: ACCESS.user | ACCESS.execute,
+          };
+          const records = accesses.map((x) => ({
+            va: HEAP_BASE + x.page * 4096,
+            kind: kinds[x.kind],
+          }));
+          const make = () => {
+            // An executable area over the whole address space (as for a trace), mapped
+            // by the guest first: every page of the run read, so that natively and under
+            // SLAT a write may hit an entry filled by a read (a D assist).
+            const m = testMachine({
               mode,
               guestPageSize,
               hostBacking,
               guestLevels,
               hostLevels,
-              caches: small,
-              workingSetBytes: ws,
-              prefault: true,
+              caches: { ...small, nestedTlbAtLeafSize },
+              workingSetBytes: null,
               countByLevel,
+              eptAccessedDirty,
             });
+            for (const r of records) m.machine.touch(r.va, ACCESS.user);
+            // Shadow paging maps a clean page read-only (its A/D emulation exits): written first.
+            if (mode === "shadow") {
+              for (const r of records) if (r.kind & ACCESS.write) m.machine.touch(r.va, r.kind);
+            }
+            return m;
+          };
           const a = make();
           const b = make();
-          const records = accesses.map((x) => ({
-            va: HEAP_BASE + x.page * 4096,
-            kind: ACCESS.user | (x.write ? ACCESS.write : 0),
-          }));
           const ta = writeTrace(a.layout, records);
           const tb = writeTrace(b.layout, records);
           // Both twins start with the same tables; the oracle gets cold caches like the kernel's after a flush.

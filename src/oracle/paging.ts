@@ -21,6 +21,9 @@ const EPT_R = 1n;
 const EPT_W = 2n;
 const EPT_X = 4n;
 const EPT_LARGE = 0x80n;
+const EPT_A = 0x100n;
+const EPT_D = 0x200n;
+const TLB_DIRTY = 0x40n;
 
 /** A fault the oracle stopped at. */
 export interface OracleFault {
@@ -61,6 +64,10 @@ export class MmuOracle {
     nestedTlbLookups: 0,
     pwcGuestLookups: 0,
     pwcHostLookups: 0,
+    itlbHits: 0,
+    itlbLookups: 0,
+    dtlbLookups: 0,
+    dirtyAssists: 0,
     guestReferencesByLevel: [0, 0, 0, 0, 0],
     hostReferencesByLevel: [0, 0, 0, 0, 0],
   };
@@ -92,6 +99,8 @@ export class MmuOracle {
       c.pwcHost[4],
       c.pwcHost[5],
       c.nestedTlb,
+      c.l1i["4K"],
+      c.l1i["2M"],
     ].map((g) => new OracleCache(g));
     this.view = new DataView(mmu.memory.buffer, mmu.window.arena.offset, mmu.window.bytes);
     this.windowBase = BigInt(mmu.window.base);
@@ -144,15 +153,31 @@ export class MmuOracle {
     return { at: Number(off), entry: this.view.getBigUint64(Number(off), true) };
   }
 
-  private host(gpa: bigint, write: boolean): { hpa: bigint; size: number } | OracleFault {
-    const gfn = gpa >> 12n;
+  /**
+   * Guest-physical to host-physical. A write needs a writable leaf and, with
+   * EPT A/D, a dirty one: a cached translation that is neither is walked again.
+   */
+  private host(
+    gpa: bigint,
+    write: boolean,
+  ): { hpa: bigint; size: number; w: boolean; d: boolean } | OracleFault {
+    const eptAd = this.mmu.options.eptAccessedDirty === true;
+    const leafSize = this.cfg.nestedTlbAtLeafSize;
     const hasNtlb = (this.caches[13]?.sets ?? 0) > 0;
-    if (hasNtlb) this.counters.nestedTlbLookups++;
-    const hit = hasNtlb ? this.lookup(13, gfn + 1n, gfn) : -1;
-    if (hit >= 0) {
-      this.counters.nestedTlbHits++;
-      const v = this.caches[13]?.values[hit] as bigint;
-      return { hpa: (v & ADDR) | (gpa & 0xfffn), size: Number(v & 3n) };
+    if (hasNtlb) {
+      this.counters.nestedTlbLookups++;
+      for (let sz = 0; sz < (leafSize ? 3 : 1); sz++) {
+        const tag = gpa >> BigInt(12 + 9 * sz);
+        const hit = this.lookup(13, ((tag << 2n) | BigInt(sz)) + 1n, tag);
+        if (hit < 0) continue;
+        const v = this.caches[13]?.values[hit] as bigint;
+        const w = (v & 4n) !== 0n;
+        const d = (v & 8n) !== 0n;
+        if (write && (!w || (eptAd && !d))) break;
+        this.counters.nestedTlbHits++;
+        const mask = (1n << BigInt(12 + 9 * sz)) - 1n;
+        return { hpa: (v & ADDR & ~mask) | (gpa & mask), size: Number(v & 3n), w, d };
+      }
     }
     const m = this.mmu.options.hostLevels;
     let table = this.eptRoot() & ADDR;
@@ -189,16 +214,42 @@ export class MmuOracle {
       if (large && level > 3) return { code: "ept-misconfig", level, address: gpa };
       if (level === 1 || large) {
         if (write && (entry & EPT_W) === 0n) return { code: "ept-violation", level, address: gpa };
+        let leaf = entry;
+        if (eptAd) {
+          leaf = entry | EPT_A | (write ? EPT_D : 0n);
+          if (leaf !== entry) this.view.setBigUint64(r.at, leaf, true);
+        }
         const size = level - 1;
         const mask = (1n << BigInt(12 + 9 * size)) - 1n;
         const hpa = (entry & ADDR & ~mask) | (gpa & mask);
-        this.insert(13, gfn + 1n, gfn, (hpa & ADDR) | BigInt(size));
-        return { hpa, size };
+        const w = (entry & EPT_W) !== 0n;
+        const d = !eptAd || (leaf & EPT_D) !== 0n;
+        const sz = leafSize ? size : 0;
+        const tag = gpa >> BigInt(12 + 9 * sz);
+        const smask = (1n << BigInt(12 + 9 * sz)) - 1n;
+        this.insert(
+          13,
+          ((tag << 2n) | BigInt(sz)) + 1n,
+          tag,
+          (hpa & ADDR & ~smask) | BigInt(size) | (w ? 4n : 0n) | (d ? 8n : 0n),
+        );
+        return { hpa, size, w, d };
       }
+      if (eptAd && (entry & EPT_A) === 0n) this.view.setBigUint64(r.at, entry | EPT_A, true);
       table = entry & ADDR;
       const tag = gpa >> BigInt(12 + 9 * (level - 1));
       this.insert(9 + level - 2, tag + 1n, tag, table);
       level--;
+    }
+  }
+
+  /** An EPT violation drops what the nested TLB cached for the address, at every size. */
+  private dropNested(gpa: bigint): void {
+    const c = this.caches[13] as OracleCache;
+    for (let sz = 0; sz < 3; sz++) {
+      const tag = gpa >> BigInt(12 + 9 * sz);
+      const e = this.lookup(13, ((tag << 2n) | BigInt(sz)) + 1n, tag);
+      if (e >= 0) c.keys[e] = 0n;
     }
   }
 
@@ -236,14 +287,19 @@ export class MmuOracle {
       }
     }
     const delta = this.nativeDelta();
+    const setAd = this.mmu.options.setAccessedDirty !== false;
+    // With EPT A/D, the walker's table accesses are writes for EPT purposes.
+    const tableWrite = this.mmu.options.eptAccessedDirty === true;
     for (;;) {
       const shift = BigInt(12 + 9 * (level - 1));
       const at = table + (((va >> shift) & 511n) << 3n);
       let hat = at;
+      let tableWritable = true;
       if (mode === "nested") {
-        const h = this.host(at, false);
+        const h = this.host(at, tableWrite);
         if ("code" in h) return h;
         hat = h.hpa;
+        tableWritable = h.w;
       } else if (mode === "native") {
         hat = at + delta;
       }
@@ -266,25 +322,47 @@ export class MmuOracle {
           return { code: "guest-protection", level, address: va };
         if ((kind & 2) !== 0 && (perms & NX) !== 0n)
           return { code: "guest-protection", level, address: va };
-        const want = entry | A | (write ? D : 0n);
-        if (want !== entry) this.view.setBigUint64(r.at, want, true);
+        let dirty = !setAd || (entry & D) !== 0n;
+        if (setAd) {
+          const want = entry | A | (write ? D : 0n);
+          if (want !== entry) {
+            if (!tableWritable) {
+              this.dropNested(at);
+              return { code: "ept-violation", level, address: at };
+            }
+            this.view.setBigUint64(r.at, want, true);
+          }
+          dirty = (want & D) !== 0n;
+        }
         const gsize = level - 1;
         const mask = (1n << BigInt(12 + 9 * gsize)) - 1n;
         const frame = gsize === 0 ? entry & ADDR : entry & ADDR & ~mask;
         const gpa = frame | (va & mask);
         let size = gsize;
         let hpa = gpa;
+        let w = Number((perms & RW) >> 1n);
         if (mode === "nested") {
           const h = this.host(gpa, write);
           if ("code" in h) return h;
           hpa = h.hpa;
           if (h.size < size) size = h.size;
+          if (!h.w) w = 0;
+          if (!h.d) dirty = false;
         }
         const p =
-          Number((perms & RW) >> 1n) | Number((perms & US) >> 1n) | (Number(perms >> 63n) << 2);
+          w |
+          Number((perms & US) >> 1n) |
+          (Number(perms >> 63n) << 2) |
+          (dirty ? Number(TLB_DIRTY) : 0);
         return { hpa, size, perms: p };
       }
-      if ((entry & A) === 0n) this.view.setBigUint64(r.at, entry | A, true);
+      if (setAd && (entry & A) === 0n) {
+        if (!tableWritable) {
+          this.dropNested(at);
+          return { code: "ept-violation", level, address: at };
+        }
+        this.view.setBigUint64(r.at, entry | A, true);
+      }
       table = entry & ADDR;
       const tag = va >> BigInt(12 + 9 * (level - 1));
       this.insert(5 + level - 2, this.tag(tag), tag, table | (perms & (RW | US | NX)));
@@ -292,30 +370,44 @@ export class MmuOracle {
     }
   }
 
-  private fillL1(va: bigint, value: bigint): void {
+  private fillL1(va: bigint, value: bigint, exec: boolean): void {
     let v = value;
     let size = Number((v >> 3n) & 3n);
-    if (size === 2 && !this.cfg.l1["1G"]) {
+    if (size === 2 && (exec || !this.cfg.l1["1G"])) {
       size = 1;
       v = (v & ~(0x3fe00000n | 0x18n)) | (va & 0x3fe00000n) | 8n;
+    }
+    if (exec) {
+      if (size === 0) this.insert(14, this.tag(va >> 12n), va >> 12n, v);
+      else this.insert(15, this.tag(va >> 21n), va >> 21n, v);
+      return;
     }
     if (size === 0) this.insert(0, this.tag(va >> 12n), va >> 12n, v);
     else if (size === 1) this.insert(1, this.tag(va >> 21n), va >> 21n, v);
     else this.insert(2, this.tag(va >> 30n), va >> 30n, v);
   }
 
-  private tlb(va: bigint): bigint {
+  private tlb(va: bigint, exec: boolean): bigint {
     const v4 = va >> 12n;
     const v2 = va >> 21n;
     const v1 = va >> 30n;
-    for (const [id, n] of [
-      [0, v4],
-      [1, v2],
-      [2, v1],
-    ] as const) {
+    const first: readonly (readonly [number, bigint])[] = exec
+      ? [
+          [14, v4],
+          [15, v2],
+        ]
+      : [
+          [0, v4],
+          [1, v2],
+          [2, v1],
+        ];
+    if (exec) this.counters.itlbLookups++;
+    else this.counters.dtlbLookups++;
+    for (const [id, n] of first) {
       const e = this.lookup(id, this.tag(n), n);
       if (e >= 0) {
-        this.counters.l1Hits++;
+        if (exec) this.counters.itlbHits++;
+        else this.counters.l1Hits++;
         return this.caches[id]?.values[e] as bigint;
       }
     }
@@ -329,7 +421,7 @@ export class MmuOracle {
     if (e >= 0) {
       this.counters.l2Hits++;
       const v = this.caches[id]?.values[e] as bigint;
-      this.fillL1(va, v);
+      this.fillL1(va, v, exec);
       return v;
     }
     return 0n;
@@ -337,12 +429,16 @@ export class MmuOracle {
 
   /** Translates one access (page address | kind bits); returns the address or the fault. */
   translate(va: bigint, kind: number): bigint | OracleFault {
-    const v = this.tlb(va);
-    const ok =
+    const exec = (kind & 2) !== 0;
+    const v = this.tlb(va, exec);
+    const permitted =
       v !== 0n &&
       !((kind & 1) !== 0 && (v & 1n) === 0n) &&
       !((kind & 4) !== 0 && (v & 2n) === 0n) &&
       !((kind & 2) !== 0 && (v & 4n) !== 0n);
+    // A write to an entry whose D is clear walks again to set it.
+    const ok = permitted && ((kind & 1) === 0 || (v & TLB_DIRTY) !== 0n);
+    if (permitted && !ok) this.counters.dirtyAssists++;
     if (ok) {
       const size = (v >> 3n) & 3n;
       const mask = (1n << (12n + 9n * size)) - 1n;
@@ -357,7 +453,7 @@ export class MmuOracle {
       this.insert(3, this.tag(((va >> 21n) << 2n) | 1n), va >> 21n, value);
     } else if (w.size === 2 && this.cfg.l2OneGig)
       this.insert(4, this.tag(va >> 30n), va >> 30n, value);
-    this.fillL1(va, value);
+    this.fillL1(va, value, exec);
     return w.hpa;
   }
 

@@ -162,9 +162,9 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
     );
     for (const run of runs) run.catch((error) => reject(error));
     try {
+      const staging = new Uint32Array(ring.slotRecords * 2);
       trace = await produce(spec, ring.slotRecords, async (fill, count) => {
         if (count === undefined) {
-          const staging = new Uint32Array(ring.slotRecords * 2);
           const n = fill(staging);
           await producer.write(staging, n);
         } else {
@@ -241,6 +241,7 @@ async function produce(
   const options: StreamOptions = {
     format: source.format,
     lenient: source.lenient,
+    levels: spec.guestLevels,
     onProgress: (p) => spec.onProgress?.(p.bytesRead, p.totalBytes),
   };
   return streamTrace(

@@ -10,8 +10,12 @@ export class TraceFormatError extends Error {
     readonly file: string,
     readonly line: number,
     readonly reason: string,
-    readonly unit: "line" | "record" = "line",
+    readonly unit: "line" | "record" | "file" = "line",
   ) {
-    super(`${file}:${unit === "line" ? "" : "record "}${line}: ${reason}`);
+    super(
+      unit === "file"
+        ? `${file}: ${reason}`
+        : `${file}:${unit === "line" ? "" : "record "}${line}: ${reason}`,
+    );
   }
 }

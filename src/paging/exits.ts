@@ -26,6 +26,8 @@ export interface ExitCounters {
   shadowPages: number;
   /** Pages logged dirty (dirty logging on). */
   dirtyLogged: number;
+  /** Of those, page-table frames: written by the guest kernel or by the walker's A/D updates. */
+  dirtyLoggedTables: number;
 }
 
 /** Zeroed exit counters. */
@@ -37,5 +39,6 @@ export function emptyExitCounters(): ExitCounters {
     unshadowed: 0,
     shadowPages: 0,
     dirtyLogged: 0,
+    dirtyLoggedTables: 0,
   };
 }

@@ -9,7 +9,8 @@ import { QUIET } from "./workload.js";
 
 /** What to explain. */
 export interface ExplainSpec {
-  readonly address: number;
+  /** The virtual address: a bigint keeps every bit of a 57-bit (5-level) address. */
+  readonly address: number | bigint;
   readonly mode: PagingModeName;
   readonly guestLevels: 4 | 5;
   readonly hostLevels: 4 | 5;
@@ -37,7 +38,7 @@ export interface ExplainedReference extends WalkReference {
 
 /** The explanation of one translation. */
 export interface Explanation {
-  readonly address: number;
+  readonly address: bigint;
   readonly mode: PagingModeName;
   readonly references: readonly ExplainedReference[];
   readonly hpa: number | null;
@@ -73,12 +74,20 @@ function describe(ref: WalkReference): string {
  * warm ones) and returns every memory reference of that walk.
  */
 export function explainWalk(spec: ExplainSpec): Explanation {
-  const limit = 2 ** (spec.guestLevels === 5 ? 56 : 47);
-  if (!Number.isSafeInteger(spec.address) || spec.address < 0 || spec.address >= limit) {
+  const limit = 1n << (spec.guestLevels === 5 ? 56n : 47n);
+  const address = BigInt(spec.address);
+  if (address < 0n || address >= limit) {
+    const hint =
+      spec.guestLevels === 4 && address >= 0n && address < 1n << 56n
+        ? ": it needs 5-level paging (--levels 5)"
+        : "";
     throw new PagingError(
-      `address 0x${spec.address.toString(16)} is outside the ${spec.guestLevels}-level user address space [0, 0x${limit.toString(16)})`,
+      `address 0x${address.toString(16)} is outside the ${spec.guestLevels}-level user address space [0, 0x${limit.toString(16)})${hint}`,
     );
   }
+  // The page (a multiple of 4 KiB below 2^57 is exact as a number) and the offset within it.
+  const page = Number(address & ~0xfffn);
+  const offset = Number(address & 0xfffn);
   const layout = new MemoryLayout();
   const kernel = WalkKernel.on(layout.memory);
   const tables = 8 * 2 ** 20;
@@ -114,23 +123,22 @@ export function explainWalk(spec: ExplainSpec): Explanation {
   const kind = ACCESS.user | (spec.write ? ACCESS.write : 0);
   const trace = layout.allocate("record", 8);
   const words = new Uint32Array(layout.memory.buffer, trace.offset, 2);
-  const low = spec.address % 2 ** 32;
-  words[0] = ((low - (low % 4096)) | kind) >>> 0;
-  words[1] = Math.floor(spec.address / 2 ** 32);
+  words[0] = ((page % 2 ** 32) | kind) >>> 0;
+  words[1] = Math.floor(page / 2 ** 32);
   machine.runRecords(trace, 1);
   const setupFaults = machine.stats().guestPageFaults + machine.stats().totalExits;
   machine.mmu.flushTlbs();
   const log = layout.allocate("walk log", 64 * 24);
-  const { references, outcome } = machine.mmu.explain(spec.address, kind, log);
+  const { references, outcome } = machine.mmu.explain(page, kind, log);
   return {
-    address: spec.address,
+    address,
     mode: spec.mode,
     references: references.map((r) => ({
       ...r,
       table: `${r.dimension === "host" ? "EPT " : spec.mode === "shadow" ? "shadow " : ""}${TABLES[r.level] ?? "?"}`,
       decoded: describe(r),
     })),
-    hpa: "hpa" in outcome ? outcome.hpa : null,
+    hpa: "hpa" in outcome ? outcome.hpa + offset : null,
     fault: "fault" in outcome ? outcome.fault : null,
     setupFaults,
   };

@@ -20,8 +20,12 @@ export interface GuestPagingHooks {
   tableWrite(tableGpa: number, index: number, level: number): void;
   /** The guest allocated (and zeroed) a table frame. */
   tableAllocated(tableGpa: number): void;
-  /** The guest loaded CR3 (a context switch, or a reload to flush). */
-  cr3Load(process: GuestProcess): void;
+  /**
+   * The guest loaded CR3 (a context switch, or a reload to flush). `fresh`:
+   * the address-space tag last served another address space (a new process,
+   * or one that exec'ed), so the load flushes what the tag cached.
+   */
+  cr3Load(process: GuestProcess, fresh: boolean): void;
   /** The guest ran INVLPG. */
   invlpg(va: number): void;
 }
@@ -93,6 +97,9 @@ export class GuestOs {
   private nextData: number;
   private readonly freeData: Record<PageSize, number[]> = { "4K": [], "2M": [], "1G": [] };
   private readonly shared = new Map<number, number>();
+  /** Which address space (pid and exec count) each PCID last served. */
+  private readonly pcidOwner = new Map<number, string>();
+  private readonly execs = new Map<number, number>();
 
   constructor(
     readonly window: PhysicalWindow,
@@ -194,7 +201,11 @@ export class GuestOs {
   switchTo(process: GuestProcess): void {
     this.current = process;
     this.counters.contextSwitches++;
-    this.hooks.cr3Load(process);
+    // Linux gives a new address space a PCID whose old entries are flushed (switch_mm_irqs_off).
+    const mm = `${process.pid}:${this.execs.get(process.pid) ?? 0}`;
+    const fresh = this.pcidOwner.get(process.pcid) !== mm;
+    this.pcidOwner.set(process.pcid, mm);
+    this.hooks.cr3Load(process, fresh);
   }
 
   private invlpg(process: GuestProcess, va: number): void {
@@ -353,6 +364,7 @@ export class GuestOs {
   /** exec(): drops the process's address space and starts an empty one with `vmas`. */
   exec(process: GuestProcess, vmas: Vma[]): void {
     this.counters.execs++;
+    this.execs.set(process.pid, (this.execs.get(process.pid) ?? 0) + 1);
     this.teardown(process);
     this.window.releaseGuestTable(process.cr3);
     process.cr3 = this.newTable();
@@ -367,6 +379,7 @@ export class GuestOs {
     this.teardown(process);
     this.window.releaseGuestTable(process.cr3);
     this.processes.delete(process.pid);
+    this.execs.delete(process.pid);
   }
 
   private teardown(process: GuestProcess): void {

@@ -38,6 +38,8 @@ export class HostMemory {
   readonly root: number;
   /** EPT leaves written so far (one per EPT violation serviced). */
   mappedPages = 0;
+  /** The dirty log: guest-physical pages (at the leaf's size) written since the last harvest. */
+  readonly dirtyLog = new Set<number>();
   private readonly leafLevel: number;
 
   constructor(
@@ -92,9 +94,13 @@ export class HostMemory {
     const base = Math.floor(gpa / page) * page;
     const at = table + tableIndex(gpa, this.leafLevel) * 8;
     const large = this.leafLevel > 1 ? EPT.largePage : 0n;
-    const leaf = this.options.dirtyLogging ? EPT_LEAF & ~EPT.write : EPT_LEAF;
+    // A page mapped already keeps its write permission (a spurious violation changes nothing).
+    const mapped = (this.window.read(at) & EPT.read) !== 0n;
+    const writable =
+      !this.options.dirtyLogging || (mapped && (this.window.read(at) & EPT.write) !== 0n);
+    const leaf = writable ? EPT_LEAF : EPT_LEAF & ~EPT.write;
     this.window.write(at, BigInt(HOST_BASE + base) | leaf | large);
-    this.mappedPages++;
+    if (!mapped) this.mappedPages++;
   }
 
   /** The EPT leaf entry's address for `gpa`, or null when no leaf maps it. */
@@ -120,6 +126,7 @@ export class HostMemory {
       const entry = this.window.read(at);
       if ((entry & EPT.write) === 0n && this.options.dirtyLogging) {
         this.window.write(at, entry | EPT.write);
+        this.dirtyLog.add(this.pageOf(gpa));
         return "dirty-log";
       }
     }
@@ -127,8 +134,33 @@ export class HostMemory {
     return "ept-violation";
   }
 
+  /**
+   * A store by the guest itself (not through the walker) to `gpa`: exits when
+   * no leaf maps the page (an EPT violation) or the leaf is write-protected for
+   * dirty logging; with EPT A/D the store sets the leaf's A and D. Returns the
+   * exit it took, or null.
+   */
+  guestStore(gpa: number): "dirty-log" | "ept-violation" | null {
+    let at = this.leafOf(gpa);
+    let exit: "dirty-log" | "ept-violation" | null = null;
+    if (at === null || (this.window.read(at) & EPT.write) === 0n) {
+      exit = this.service(gpa);
+      at = this.leafOf(gpa);
+    }
+    if (at !== null && this.options.accessedDirty) {
+      this.window.write(at, this.window.read(at) | EPT.accessed | EPT.dirty);
+    }
+    return exit;
+  }
+
+  private pageOf(gpa: number): number {
+    const page = PAGE_BYTES[this.options.backing];
+    return Math.floor(gpa / page) * page;
+  }
+
   /** Clears the dirty log: write-protects every leaf again. Returns how many were writable. */
   clearDirtyLog(): number {
+    this.dirtyLog.clear();
     let cleared = 0;
     const visit = (table: number, level: number) => {
       for (let i = 0; i < 512; i++) {

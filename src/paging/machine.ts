@@ -98,7 +98,13 @@ export interface PagingStats {
   readonly accesses: number;
   readonly l1Hits: number;
   readonly l2Hits: number;
+  /** L1 DTLB hits over data lookups (instruction fetches go to the L1 ITLB). */
   readonly l1HitRate: number;
+  readonly l1iHits: number;
+  /** L1 ITLB hits over instruction fetches; null when the run fetched nothing. */
+  readonly l1iHitRate: number | null;
+  /** Writes that hit a TLB entry filled by a read, and walked again to set D. */
+  readonly dirtyAssists: number;
   readonly l2HitRate: number;
   readonly walks: number;
   readonly references: number;
@@ -113,6 +119,8 @@ export interface PagingStats {
   readonly emulatedWrites: number;
   /** Pages logged dirty under dirty logging. */
   readonly dirtyLogged: number;
+  /** Of those, page-table frames (guest kernel stores and the walker's A/D updates). */
+  readonly dirtyLoggedTables: number;
   readonly resyncs: number;
   readonly unshadowed: number;
   readonly shadowPages: number;
@@ -128,6 +136,14 @@ export interface PagingStats {
 const WORDS = 2;
 const MAX_FAULTS_PER_ACCESS = 3;
 const MUNMAP_BYTES = 64 * 1024;
+/**
+ * A forked child before exec writes a few pages it shares with its parent
+ * (its stack and data: copy-on-write faults), then, after exec, runs a small
+ * program of its own (a shell command: 32 pages, one write in four) and
+ * exits. Assumed sizes; what matters is that the child runs.
+ */
+const CHILD_COW_PAGES = 8;
+const CHILD_PAGES = 32;
 
 type EventKind = "switch" | "update" | "fork" | "munmap" | "harvest";
 const EVENT_KINDS: readonly EventKind[] = ["switch", "update", "fork", "munmap", "harvest"];
@@ -200,7 +216,7 @@ export class PagingMachine {
             },
             this.exits,
           )
-        : new HardwarePaging(this.mmu, tagged, this.exits);
+        : new HardwarePaging(this.mmu, tagged, this.exits, this.host);
     if (hooks instanceof ShadowMmu) this.shadow = hooks;
     this.os = new GuestOs(
       this.window,
@@ -279,6 +295,7 @@ export class PagingMachine {
     this.exits.resyncs = 0;
     this.exits.unshadowed = 0;
     this.exits.dirtyLogged = 0;
+    this.exits.dirtyLoggedTables = 0;
     for (const key of Object.keys(this.os.counters) as (keyof typeof this.os.counters)[]) {
       this.os.counters[key] = 0;
     }
@@ -356,7 +373,11 @@ export class PagingMachine {
         if (!this.host) throw new PagingError("EPT violation without EPT");
         const reason = this.host.service(fault.address);
         this.exits.exits[reason]++;
-        if (reason === "dirty-log") this.exits.dirtyLogged++;
+        if (reason === "dirty-log") {
+          this.exits.dirtyLogged++;
+          // The walker's A/D update of a write-protected table frame.
+          if (fault.address < this.options.guestTableBytes) this.exits.dirtyLoggedTables++;
+        }
         return;
       }
       default:
@@ -386,8 +407,21 @@ export class PagingMachine {
         return;
       }
       case "fork": {
+        const end = (this.areas[0]?.end ?? 0) - CHILD_PAGES * 4096;
+        const base = Math.min(
+          end,
+          ws === null ? here() : HEAP_BASE + this.random.below(ws / 4096) * 4096,
+        );
         const child = this.os.fork(current);
+        this.os.switchTo(child);
+        for (let i = 0; i < CHILD_COW_PAGES; i++) {
+          this.touch(base + i * 4096, ACCESS.write | ACCESS.user);
+        }
         this.os.exec(child, this.areas);
+        for (let i = 0; i < CHILD_PAGES; i++) {
+          this.touch(base + i * 4096, ACCESS.user | (i % 4 === 0 ? ACCESS.write : 0));
+        }
+        this.os.switchTo(current);
         this.os.exit(child);
         return;
       }
@@ -421,7 +455,7 @@ export class PagingMachine {
     const c = this.mmu.counters();
     const { config } = this.options;
     const totalExits = EXIT_REASONS.reduce((sum, r) => sum + this.exits.exits[r], 0);
-    const lookups = c.l1Hits + c.l2Hits + c.walks;
+
     return {
       label: config.label,
       mode: config.mode,
@@ -430,7 +464,10 @@ export class PagingMachine {
       accesses: c.accesses,
       l1Hits: c.l1Hits,
       l2Hits: c.l2Hits,
-      l1HitRate: lookups > 0 ? c.l1Hits / lookups : 0,
+      l1HitRate: c.dtlbLookups > 0 ? c.l1Hits / c.dtlbLookups : 0,
+      l1iHits: c.itlbHits,
+      l1iHitRate: c.itlbLookups > 0 ? c.itlbHits / c.itlbLookups : null,
+      dirtyAssists: c.dirtyAssists,
       l2HitRate: c.l2Hits + c.walks > 0 ? c.l2Hits / (c.l2Hits + c.walks) : 0,
       walks: c.walks,
       references: c.references,
@@ -444,6 +481,7 @@ export class PagingMachine {
       totalExits,
       emulatedWrites: this.exits.emulatedWrites,
       dirtyLogged: this.exits.dirtyLogged,
+      dirtyLoggedTables: this.exits.dirtyLoggedTables,
       resyncs: this.exits.resyncs,
       unshadowed: this.exits.unshadowed,
       shadowPages: this.exits.shadowPages,

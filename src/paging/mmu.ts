@@ -53,6 +53,13 @@ export interface MmuCounters {
   nestedTlbLookups: number;
   pwcGuestLookups: number;
   pwcHostLookups: number;
+  /** L1 ITLB hits (instruction fetches), and fetch lookups. `l1Hits` counts the L1 DTLBs alone. */
+  itlbHits: number;
+  itlbLookups: number;
+  /** Data lookups of the L1 DTLBs. */
+  dtlbLookups: number;
+  /** Writes that hit a TLB entry whose dirty bit was clear, and walked again to set it. */
+  dirtyAssists: number;
   /** Walk references by level (index 0 = level 1, the PT), guest (or shadow) dimension. */
   guestReferencesByLevel: number[];
   /** The same for the host (EPT) dimension. */
@@ -107,6 +114,7 @@ const FLAG_L2_1G = 4;
 const FLAG_1G_AS_2M = 8;
 const FLAG_L2_2M = 16;
 const FLAG_LEVEL_REFS = 32;
+const FLAG_NTLB_LEAF = 64;
 
 /** One reference of an explained walk. */
 export interface WalkReference {
@@ -124,7 +132,7 @@ export interface MmuContextDescriptor {
   readonly caches: RegionDescriptor;
 }
 
-/** The 14 cache slots of a context, in the kernel's order. */
+/** The 16 cache slots of a context, in the kernel's order. */
 function cacheSlots(caches: TranslationCaches): (CacheGeometry | null)[] {
   return [
     caches.l1["4K"],
@@ -141,6 +149,8 @@ function cacheSlots(caches: TranslationCaches): (CacheGeometry | null)[] {
     caches.pwcHost[4],
     caches.pwcHost[5],
     caches.nestedTlb,
+    caches.l1i["4K"],
+    caches.l1i["2M"],
   ];
 }
 
@@ -194,6 +204,7 @@ export class MmuContext {
     if (!options.caches.l1["1G"]) flags |= FLAG_1G_AS_2M;
     if (options.caches.l2Holds2M) flags |= FLAG_L2_2M;
     if (options.countByLevel) flags |= FLAG_LEVEL_REFS;
+    if (options.caches.nestedTlbAtLeafSize) flags |= FLAG_NTLB_LEAF;
     v.setUint32(C.flags, flags, true);
     v.setBigUint64(C.windowBase, BigInt(window.base), true);
     v.setBigUint64(C.windowBytes, BigInt(window.bytes), true);
@@ -278,8 +289,14 @@ export class MmuContext {
 
   /** Translates one address; returns the host-physical address or the fault. */
   translate(va: number, kind: number): { hpa: number } | { fault: Fault } {
-    if (!Number.isSafeInteger(va) || va < 0 || va >= 2 ** 57) {
+    if (!Number.isInteger(va) || va < 0 || va >= 2 ** 57) {
       throw new PagingError(`virtual address ${va} is outside 57 bits`);
+    }
+    // Past 2^53 a number is exact only in coarser steps: a page address still is, an offset is not.
+    if (va > Number.MAX_SAFE_INTEGER && va % 4096 !== 0) {
+      throw new PagingError(
+        `virtual address ${va} past 2^53 must be page-aligned (pass the offset apart)`,
+      );
     }
     const code = this.kernel.translate(this.region, va, kind);
     if (code === 0) return { hpa: Number(this.view().getBigUint64(C.result, true)) };
@@ -301,6 +318,14 @@ export class MmuContext {
   /** INVLPG of `va` in the current address space. */
   invalidatePage(va: number): void {
     this.kernel.invalidatePage(this.region, va);
+  }
+
+  /** Drops the nested TLB's translations of guest-physical `gpa` (an EPT violation on it does this). */
+  invalidateGuestPhysical(gpa: number): void {
+    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa >= 2 ** 52) {
+      throw new PagingError(`guest-physical address ${gpa} is outside 52 bits`);
+    }
+    this.kernel.invalidateGuestPhysical(this.region, gpa);
   }
 
   /** Flushes the TLBs and guest page-walk caches of the current address space (a CR3 load without tags). */
@@ -332,6 +357,10 @@ export class MmuContext {
     }
     out.pwcGuestLookups = Number(v.getBigUint64(160, true));
     out.pwcHostLookups = Number(v.getBigUint64(168, true));
+    out.itlbHits = Number(v.getBigUint64(176, true));
+    out.itlbLookups = Number(v.getBigUint64(184, true));
+    out.dtlbLookups = Number(v.getBigUint64(592, true));
+    out.dirtyAssists = Number(v.getBigUint64(600, true));
     out.guestReferencesByLevel = [0, 1, 2, 3, 4].map((l) =>
       Number(v.getBigUint64(512 + 8 * l, true)),
     );
@@ -350,7 +379,7 @@ export class MmuContext {
   resetCounters(): void {
     const v = this.view();
     for (let at = C.counters; at < C.faultCode; at += 8) v.setBigUint64(at, 0n, true);
-    for (let at = 512; at < 592; at += 8) v.setBigUint64(at, 0n, true);
+    for (let at = 512; at < 608; at += 8) v.setBigUint64(at, 0n, true);
   }
 
   /**

@@ -15,6 +15,15 @@ export interface TranslationCaches {
     /** null: no 1 GiB entries; 1 GiB pages are cached as 2 MiB fragments. */
     readonly "1G": CacheGeometry | null;
   };
+  /**
+   * First-level instruction TLBs (instruction fetches look them up instead of
+   * the DTLBs; both back onto the second level). No 1 GiB entries: a 1 GiB
+   * page is cached as 2 MiB fragments.
+   */
+  readonly l1i: {
+    readonly "4K": CacheGeometry;
+    readonly "2M": CacheGeometry;
+  };
   /** The unified second-level TLB (4 KiB, and 2 MiB when `l2Holds2M`). */
   readonly l2: CacheGeometry;
   readonly l2Holds2M: boolean;
@@ -24,8 +33,14 @@ export interface TranslationCaches {
   readonly pwcGuest: Readonly<Record<2 | 3 | 4 | 5, CacheGeometry | null>>;
   /** The same for the host (EPT) dimension. */
   readonly pwcHost: Readonly<Record<2 | 3 | 4 | 5, CacheGeometry | null>>;
-  /** The nested TLB: guest-physical to host-physical, at 4 KiB granularity. */
+  /** The nested TLB: guest-physical to host-physical. */
   readonly nestedTlb: CacheGeometry | null;
+  /**
+   * Whether the nested TLB caches a translation at the EPT leaf's size (one
+   * entry covers a 2 MiB or 1 GiB host page), or splinters every leaf into
+   * 4 KiB entries. Not published by Intel: assumed per preset.
+   */
+  readonly nestedTlbAtLeafSize: boolean;
   /** Address-space tags (PCID for guest processes): a CR3 load flushes nothing. Without them it flushes. */
   readonly tagged: boolean;
 }
@@ -113,15 +128,18 @@ function costModel(exitCycles: CostParameter, l2Hit: CostParameter): CostModel {
 const NEHALEM: CpuPreset = {
   name: "nehalem",
   description:
-    "Intel Nehalem (2009), the first EPT and VPID parts: 64-entry 4K and 32-entry 2M L1 DTLBs, 512-entry 4K STLB, no 1 GiB TLB, no PCID",
+    "Intel Nehalem (2009), the first EPT and VPID parts: 64-entry 4K and 32-entry 2M L1 DTLBs, 128-entry 4K and 7-entry 2M L1 ITLBs, 512-entry 4K STLB, no 1 GiB TLB, no PCID; nested TLB splinters large EPT leaves to 4 KiB (assumed)",
   caches: {
     l1: { "4K": g(64, 4), "2M": g(32, 4), "1G": null },
+    // 7 large-page ITLB entries per thread, fully associative.
+    l1i: { "4K": g(128, 4), "2M": g(7, 7) },
     l2: g(512, 4),
     l2Holds2M: false,
     l2OneGig: null,
     pwcGuest: { 2: g(32, 4), 3: g(4, 4), 4: g(2, 2), 5: null },
     pwcHost: { 2: g(32, 4), 3: g(4, 4), 4: g(2, 2), 5: null },
     nestedTlb: g(32, 4),
+    nestedTlbAtLeafSize: false,
     tagged: false,
   },
   cost: costModel(
@@ -133,15 +151,18 @@ const NEHALEM: CpuPreset = {
 const SKYLAKE_SP: CpuPreset = {
   name: "skylake-sp",
   description:
-    "Intel Skylake-SP (2017): 64-entry 4K, 32-entry 2M, 4-entry 1G L1 DTLBs, 1,536-entry 12-way 4K/2M STLB, 16-entry 1G STLB, PCID",
+    "Intel Skylake-SP (2017): 64-entry 4K, 32-entry 2M, 4-entry 1G L1 DTLBs, 128-entry 4K and 8-entry 2M L1 ITLBs, 1,536-entry 12-way 4K/2M STLB, 16-entry 1G STLB, PCID; nested TLB at the EPT leaf's size (assumed)",
   caches: {
     l1: { "4K": g(64, 4), "2M": g(32, 4), "1G": g(4, 4) },
+    // 8 large-page ITLB entries per thread, fully associative.
+    l1i: { "4K": g(128, 8), "2M": g(8, 8) },
     l2: g(1536, 12),
     l2Holds2M: true,
     l2OneGig: g(16, 4),
     pwcGuest: { 2: g(32, 4), 3: g(4, 4), 4: g(2, 2), 5: null },
     pwcHost: { 2: g(32, 4), 3: g(4, 4), 4: g(2, 2), 5: null },
     nestedTlb: g(64, 4),
+    nestedTlbAtLeafSize: true,
     tagged: true,
   },
   cost: costModel(
@@ -153,15 +174,18 @@ const SKYLAKE_SP: CpuPreset = {
 const ICE_LAKE_SP: CpuPreset = {
   name: "icelake-sp",
   description:
-    "Intel Ice Lake-SP (2021): 64-entry 4K, 32-entry 2M, 8-entry 1G L1 DTLBs, 2,048-entry 16-way 4K/2M STLB, 1,024-entry 4K/1G STLB, PCID, 5-level paging",
+    "Intel Ice Lake-SP (2021): 64-entry 4K, 32-entry 2M, 8-entry 1G L1 DTLBs, 128-entry 4K and 16-entry 2M L1 ITLBs, 2,048-entry 16-way 4K/2M STLB, 1,024-entry 4K/1G STLB, PCID, 5-level paging; nested TLB at the EPT leaf's size (assumed)",
   caches: {
     l1: { "4K": g(64, 4), "2M": g(32, 4), "1G": g(8, 8) },
+    // 16 large-page ITLB entries, fully associative.
+    l1i: { "4K": g(128, 8), "2M": g(16, 16) },
     l2: g(2048, 16),
     l2Holds2M: true,
     l2OneGig: g(1024, 8),
     pwcGuest: { 2: g(32, 4), 3: g(8, 4), 4: g(4, 4), 5: g(2, 2) },
     pwcHost: { 2: g(32, 4), 3: g(8, 4), 4: g(4, 4), 5: g(2, 2) },
     nestedTlb: g(128, 4),
+    nestedTlbAtLeafSize: true,
     tagged: true,
   },
   cost: costModel(
@@ -204,12 +228,14 @@ export function withoutCaches(caches: TranslationCaches): TranslationCaches {
   const none = { 2: null, 3: null, 4: null, 5: null };
   return {
     l1: { "4K": g(0, 1), "2M": g(0, 1), "1G": null },
+    l1i: { "4K": g(0, 1), "2M": g(0, 1) },
     l2: g(0, 1),
     l2Holds2M: caches.l2Holds2M,
     l2OneGig: null,
     pwcGuest: none,
     pwcHost: none,
     nestedTlb: null,
+    nestedTlbAtLeafSize: caches.nestedTlbAtLeafSize,
     tagged: caches.tagged,
   };
 }

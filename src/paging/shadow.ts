@@ -98,13 +98,13 @@ export class ShadowMmu implements GuestPagingHooks {
     this.unshadow(sp);
   }
 
-  cr3Load(process: GuestProcess): void {
+  cr3Load(process: GuestProcess, fresh: boolean): void {
     this.counters.exits["cr3-write"]++;
     this.resync();
     const root = this.page(process.cr3, this.options.levels);
     this.mmu.setRoot(root.hpa);
     if (this.options.tagged) this.mmu.asid = process.pcid;
-    else this.mmu.flushAddressSpace();
+    if (!this.options.tagged || fresh) this.mmu.flushAddressSpace();
   }
 
   invlpg(va: number): void {

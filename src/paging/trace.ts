@@ -50,6 +50,23 @@ export class RecordBuffer {
 export interface ParseOptions {
   /** Skip malformed lines or records (counting them) instead of stopping. */
   readonly lenient?: boolean;
+  /**
+   * Paging levels of the guest the trace will run in: a user address needs
+   * 47 bits with 4 levels, 56 with 5 (default 5: every address a record can
+   * hold). An address past them is an error that names the line.
+   */
+  readonly levels?: 4 | 5;
+}
+
+/** The user address space's size for `levels` of paging. */
+function userLimit(options: ParseOptions): number {
+  return options.levels === 4 ? 2 ** 47 : 2 ** 56;
+}
+
+function beyondMessage(address: number, options: ParseOptions): string {
+  return options.levels === 4
+    ? `address 0x${address.toString(16)} is beyond the 4-level user address space (47 bits): run with --levels 5`
+    : `address 0x${address.toString(16)} is beyond the 5-level user address space (56 bits)`;
 }
 
 /** A streaming parser: bytes in, records out, errors with the file and line. */
@@ -58,8 +75,10 @@ export interface TraceParser {
   push(bytes: Uint8Array, out: RecordBuffer): void;
   /** The stream ended. */
   end(out: RecordBuffer): void;
-  /** Lines or records skipped as malformed (lenient mode). */
+  /** Lines or records skipped as malformed (lenient mode), and kernel-space addresses skipped. */
   readonly skipped: number;
+  /** Of those, kernel-space addresses (ChampSim records of kernel code): the guest model runs user space. */
+  readonly kernel: number;
 }
 
 const CH_0 = 48;
@@ -85,6 +104,7 @@ function hexValue(c: number): number {
 /** Line-oriented text parser: lackey or plain, one line at a time over byte chunks. */
 class TextParser implements TraceParser {
   skipped = 0;
+  readonly kernel = 0;
   private line = 0;
   private carry: Uint8Array = new Uint8Array(0);
 
@@ -182,6 +202,10 @@ class TextParser implements TraceParser {
       return;
     }
     const [address, next] = parsed;
+    if (address >= userLimit(this.options)) {
+      this.fail(beyondMessage(address, this.options));
+      return;
+    }
     if (d[next] !== CH_COMMA) {
       this.fail("expected ',size' after the address");
       return;
@@ -232,13 +256,22 @@ class TextParser implements TraceParser {
       this.fail("unexpected text after the address");
       return;
     }
+    if (parsed[0] >= userLimit(this.options)) {
+      this.fail(beyondMessage(parsed[0], this.options));
+      return;
+    }
     out.push(parsed[0], kind);
   }
 }
 
+/** u64 markers: a kernel-space address, and one past 57 bits that is not. */
+const KERNEL = -1;
+const BEYOND = -2;
+
 /** ChampSim binary records: the instruction fetch, then its loads and stores. */
 class ChampSimParser implements TraceParser {
   skipped = 0;
+  kernel = 0;
   private record = 0;
   private carry: Uint8Array = new Uint8Array(0);
   private readonly size: number;
@@ -274,12 +307,39 @@ class ChampSimParser implements TraceParser {
     }
   }
 
-  /** A u64 as a number, or -1 past 57 bits. */
+  /** A u64 as a number; KERNEL for a canonical kernel-space address; BEYOND past 57 bits otherwise. */
   private u64(view: DataView, at: number): number {
     const low = view.getUint32(at, true);
     const high = view.getUint32(at + 4, true);
-    if (high >= 2 ** 25) return -1;
+    // The upper canonical half (bits 63:47 set): kernel space, which ChampSim traces of whole systems hold.
+    if (high >= 0xffff8000) return KERNEL;
+    if (high >= 2 ** 25) return BEYOND;
     return high * 4294967296 + low;
+  }
+
+  private malformed(reason: string): void {
+    if (!this.options.lenient) throw new TraceFormatError(this.file, this.record, reason, "record");
+    this.skipped++;
+  }
+
+  /** Pushes one operand; false when the record must stop (a malformed operand, lenient). */
+  private operand(address: number, kind: number, out: RecordBuffer): boolean {
+    if (address === 0) return true; // unused slot
+    if (address === KERNEL) {
+      this.kernel++;
+      this.skipped++;
+      return true;
+    }
+    if (address === BEYOND) {
+      this.malformed("address beyond 57 bits and not in kernel space");
+      return false;
+    }
+    if (address >= userLimit(this.options)) {
+      this.malformed(beyondMessage(address, this.options));
+      return false;
+    }
+    out.push(address, kind);
+    return true;
   }
 
   private parse(view: DataView, at: number, out: RecordBuffer): void {
@@ -287,23 +347,17 @@ class ChampSimParser implements TraceParser {
     const ip = this.u64(view, at);
     const isBranch = view.getUint8(at + 8);
     const taken = view.getUint8(at + 9);
-    if (ip <= 0 || isBranch > 1 || taken > 1) {
-      const reason =
-        ip <= 0 ? "instruction pointer is 0 or beyond 57 bits" : "branch flags must be 0 or 1";
-      if (!this.options.lenient)
-        throw new TraceFormatError(this.file, this.record, reason, "record");
-      this.skipped++;
+    if (ip === 0 || isBranch > 1 || taken > 1) {
+      this.malformed(ip === 0 ? "instruction pointer is 0" : "branch flags must be 0 or 1");
       return;
     }
-    out.push(ip, ACCESS.execute | ACCESS.user);
+    if (!this.operand(ip, ACCESS.execute | ACCESS.user, out)) return;
     // source_memory (4 x u64 at byte 32) are loads; destination_memory (2 x u64 at 16) are stores.
     for (let k = 0; k < 4; k++) {
-      const a = this.u64(view, at + 32 + 8 * k);
-      if (a > 0) out.push(a, ACCESS.user);
+      if (!this.operand(this.u64(view, at + 32 + 8 * k), ACCESS.user, out)) return;
     }
     for (let k = 0; k < 2; k++) {
-      const a = this.u64(view, at + 16 + 8 * k);
-      if (a > 0) out.push(a, ACCESS.write | ACCESS.user);
+      if (!this.operand(this.u64(view, at + 16 + 8 * k), ACCESS.write | ACCESS.user, out)) return;
     }
   }
 }
@@ -318,12 +372,38 @@ export function traceParser(
   return new ChampSimParser(file, format, options);
 }
 
+/**
+ * How many of the first records of `head`, read at `size` bytes each, look
+ * like ChampSim records: an instruction pointer that is a user or kernel
+ * address, branch flags 0 or 1. Records at the wrong size shift by a byte a
+ * record and stop looking like records within a few.
+ */
+function plausibleRecords(head: Uint8Array, size: number): number {
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const n = Math.min(64, Math.floor(head.length / size));
+  let good = 0;
+  for (let i = 0; i < n; i++) {
+    const at = i * size;
+    const high = view.getUint32(at + 4, true);
+    const ip = high * 2 ** 32 + view.getUint32(at, true);
+    const user = ip > 0 && high < 2 ** 25;
+    if ((user || high >= 0xffff8000) && view.getUint8(at + 8) <= 1 && view.getUint8(at + 9) <= 1)
+      good++;
+  }
+  return good;
+}
+
 /** Guesses a format from the first (decompressed) bytes. */
 export function sniffFormat(head: Uint8Array): TraceFormat {
   const text = Buffer.from(head.subarray(0, 4096)).toString("latin1");
   const sample = head.subarray(0, 512);
   const printable = sample.every((c) => c === 9 || c === 10 || c === 13 || (c >= 32 && c < 127));
-  if (!printable) return "champsim";
+  if (!printable) {
+    // The layout with a trailing load_type byte (65 bytes) when its records line up and 64 do not.
+    return plausibleRecords(head, CHAMPSIM_LOAD_TYPE_RECORD_BYTES) > plausibleRecords(head, 64)
+      ? "champsim-load-type"
+      : "champsim";
+  }
   if (/^(==\d+==|I {2}[0-9a-fA-F]+,| [LSM] [0-9a-fA-F]+,)/m.test(text)) return "lackey";
   return "plain";
 }
@@ -349,7 +429,10 @@ export interface TraceSummary {
   readonly format: TraceFormat;
   readonly gzip: boolean;
   readonly records: number;
+  /** Malformed lines or records skipped (lenient), and kernel-space addresses skipped. */
   readonly skipped: number;
+  /** Kernel-space addresses skipped (counted in `skipped` too). */
+  readonly kernel: number;
   readonly bytes: number;
 }
 
@@ -364,25 +447,39 @@ export async function streamTrace(
 ): Promise<TraceSummary> {
   let totalBytes: number;
   try {
-    totalBytes = (await stat(file)).size;
+    const info = await stat(file);
+    if (info.isDirectory())
+      throw new TraceFormatError(file, 0, "is a directory, not a trace file", "file");
+    totalBytes = info.size;
   } catch (error) {
-    throw new TraceFormatError(file, 0, `cannot open: ${(error as Error).message}`);
+    if (error instanceof TraceFormatError) throw error;
+    throw new TraceFormatError(file, 0, `cannot open: ${(error as Error).message}`, "file");
   }
   const head = await new Promise<Buffer>((resolve, reject) => {
-    const probe = createReadStream(file, { start: 0, end: 1 });
+    const probe = createReadStream(file, { start: 0, end: 5 });
     const parts: Buffer[] = [];
     probe.on("data", (c) => parts.push(c as Buffer));
     probe.on("end", () => resolve(Buffer.concat(parts)));
     probe.on("error", reject);
   });
   const gzip = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
+  const refused = compressionRefused(head);
+  if (refused) {
+    throw new TraceFormatError(
+      file,
+      0,
+      `is ${refused}-compressed: hvlab reads plain and gzip traces (decompress it first, or recompress it with gzip)`,
+      "file",
+    );
+  }
   // Listeners and the pipe are attached in the same tick, so no chunk is missed.
   const raw = createReadStream(file, { highWaterMark: 1 << 20 });
   let bytesRead = 0;
   raw.on("data", (chunk) => {
     bytesRead += chunk.length;
   });
-  const source: AsyncIterable<Buffer> = gzip ? raw.pipe(createGunzip()) : raw;
+  // 1 MiB of decompressed text per chunk (zlib's default is 16 KiB): fewer, larger batches.
+  const source: AsyncIterable<Buffer> = gzip ? raw.pipe(createGunzip({ chunkSize: 1 << 20 })) : raw;
   let parser: TraceParser | null = null;
   let format: TraceFormat | null =
     options.format && options.format !== "auto" ? options.format : null;
@@ -403,7 +500,7 @@ export async function streamTrace(
   } catch (error) {
     raw.destroy();
     if (error instanceof TraceFormatError) throw error;
-    throw new TraceFormatError(file, 0, `cannot read: ${(error as Error).message}`);
+    throw new TraceFormatError(file, 0, `cannot read: ${(error as Error).message}`, "file");
   }
   format ??= "plain";
   parser ??= traceParser(file, format, options);
@@ -411,5 +508,31 @@ export async function streamTrace(
   parser.end(out);
   records += out.count;
   if (out.count > 0) await sink(out);
-  return { format, gzip, records, skipped: parser.skipped, bytes: totalBytes };
+  if (records === 0) {
+    throw new TraceFormatError(
+      file,
+      0,
+      parser.skipped > 0
+        ? `no memory accesses: all ${parser.skipped} lines or records were skipped`
+        : "no memory accesses: the trace is empty or holds only comments",
+      "file",
+    );
+  }
+  return {
+    format,
+    gzip,
+    records,
+    skipped: parser.skipped,
+    kernel: parser.kernel,
+    bytes: totalBytes,
+  };
+}
+
+/** The compression a trace's first bytes announce that hvlab does not read, or null. */
+function compressionRefused(head: Uint8Array): string | null {
+  const starts = (...magic: number[]) => magic.every((b, i) => head[i] === b);
+  if (starts(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00)) return "xz";
+  if (starts(0x28, 0xb5, 0x2f, 0xfd)) return "zstd";
+  if (starts(0x42, 0x5a, 0x68)) return "bzip2";
+  return null;
 }

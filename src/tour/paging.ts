@@ -136,7 +136,9 @@ export const pagingTourSection: TourSection = {
       timeMs: quick ? 30 : 200,
       quick: true,
     });
-    const agreed = published.filter((p) => p.agrees).length;
+    // Every figure in its paper's direction; and how many land inside the published range.
+    const agreed = published.filter((p) => p.value > 0).length;
+    const inside = published.filter((p) => p.verdict === "inside").length;
     const shadow = synthetic.rows.find((r) => r.label === "shadow");
     const slat = synthetic.rows.find((r) => r.label === "slat-4k");
     return {
@@ -145,11 +147,11 @@ export const pagingTourSection: TourSection = {
       summary: [
         `Five configurations translate the same ${formatNumber(accesses)} random accesses over 128 MiB (2 processes, 1,000 context switches/s, 50,000 munmaps/s at an assumed 1e9 accesses/s) on real x86-64 and EPT tables, with ${preset.name}'s TLBs and page-walk caches: shadow paging costs ${formatNumber(shadow?.cycles.perAccess ?? Number.NaN)} cycles per access with ${formatNumber(shadow?.totalExits ?? Number.NaN)} VM exits, SLAT with 4 KiB host pages ${formatNumber(slat?.cycles.perAccess ?? Number.NaN)} with ${formatNumber(slat?.referencesPerWalk ?? Number.NaN)} references per walk.`,
         `The sweep adds page-table churn to a TLB-miss-heavy workload: shadow paging leads while the tables are static and SLAT leads from ${sweep.crossover === null ? "(no crossover in this range)" : `${formatNumber(sweep.crossover)} munmaps per second`}; 2 MiB host pages and large pages in both dimensions close SLAT's gap to native.`,
-        "Cost-model parameters marked assumed are assumptions (their sources are named in docs/references.md); the published results are reproduced in direction, with the measured figure beside the published one.",
+        "Cost-model parameters marked assumed are assumptions (their sources are named in docs/references.md); each published result is compared with its published range (inside, or how many points outside), with the assumption that moves it.",
         "The benchmark below is a short run at small sizes; `hvlab bench paging` gives the full figures.",
       ],
       headline: {
-        figure: `${agreed} of ${published.length} published results reproduced; shadow ${formatNumber(shadow?.cycles.perAccess ?? Number.NaN)} against SLAT ${formatNumber(slat?.cycles.perAccess ?? Number.NaN)} cycles per access`,
+        figure: `${agreed} of ${published.length} published results in their direction, ${inside} inside the published range; shadow ${formatNumber(shadow?.cycles.perAccess ?? Number.NaN)} against SLAT ${formatNumber(slat?.cycles.perAccess ?? Number.NaN)} cycles per access`,
         target: "every published result reproduced in direction",
         met: agreed === published.length,
       },
@@ -219,14 +221,23 @@ export const pagingTourSection: TourSection = {
           ]),
         },
         {
-          title: "Published results, reproduced in direction",
-          columns: ["source", "published", "measured here", "direction agrees", "claim", "how"],
+          title: "Published results against their published ranges",
+          columns: [
+            "source",
+            "published",
+            "measured here",
+            "against the range",
+            "claim",
+            "assumption",
+            "how",
+          ],
           rows: published.map((p) => [
             p.source,
             p.published,
             p.measured,
-            p.agrees ? "yes" : "NO",
+            p.verdict,
             p.claim,
+            p.assumption,
             p.note,
           ]),
         },

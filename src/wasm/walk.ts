@@ -7,6 +7,7 @@ export interface WalkExports {
   run(ctx: number, trace: number, from: number, to: number): number;
   translate(ctx: number, vaLow: number, vaHigh: number, kind: number): number;
   invalidatePage(ctx: number, vaLow: number, vaHigh: number): void;
+  invalidateGuestPhysical(ctx: number, gpaLow: number, gpaHigh: number): void;
   flush(ctx: number, what: number): void;
 }
 
@@ -27,8 +28,12 @@ function contextAt(context: Region): number {
 }
 
 function checkAddress(va: number): void {
-  if (!Number.isSafeInteger(va) || va < 0 || va >= VA_LIMIT) {
+  if (!Number.isInteger(va) || va < 0 || va >= VA_LIMIT) {
     throw new RangeError(`virtual address ${va} is outside 57 bits`);
+  }
+  // Past 2^53 a number is exact in coarser steps: a page address (5-level paging) still is.
+  if (va > Number.MAX_SAFE_INTEGER && va % 4096 !== 0) {
+    throw new RangeError(`virtual address ${va} past 2^53 is not page-aligned`);
   }
 }
 
@@ -85,6 +90,15 @@ export class WalkKernel {
     const at = contextAt(context);
     checkAddress(va);
     this.k.invalidatePage(at, va % 2 ** 32, Math.floor(va / 2 ** 32));
+  }
+
+  /** Drops the nested TLB's translations of guest-physical `gpa` (what an EPT violation on it does). */
+  invalidateGuestPhysical(context: Region, gpa: number): void {
+    const at = contextAt(context);
+    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa >= 2 ** 52) {
+      throw new RangeError(`guest-physical address ${gpa} is outside 52 bits`);
+    }
+    this.k.invalidateGuestPhysical(at, gpa % 2 ** 32, Math.floor(gpa / 2 ** 32));
   }
 
   /** Drops what `scope` names from the context's TLBs and caches. */

@@ -1,6 +1,6 @@
 import { MemoryLayout } from "../../src/memory/layout.js";
 import type { Region } from "../../src/memory/region.js";
-import type { PageSize } from "../../src/paging/entry.js";
+import { ADDRESS_MASK, EPT, type PageSize, X86 } from "../../src/paging/entry.js";
 import {
   type MachineOptions,
   type PagingConfig,
@@ -8,6 +8,7 @@ import {
   type PagingModeName,
 } from "../../src/paging/machine.js";
 import { MmuContext } from "../../src/paging/mmu.js";
+import { HOST_BASE } from "../../src/paging/physical.js";
 import {
   CACHE_LEVEL_REFERENCE_CYCLES,
   cpuPreset,
@@ -34,6 +35,10 @@ export function testMachine(
     guestBytes?: number;
     /** Price references per level (so the kernel counts them by level). */
     countByLevel?: boolean;
+    /** EPT accessed and dirty flags (EPTP bit 6). */
+    eptAccessedDirty?: boolean;
+    /** Dirty-log harvests per second of guest time (dirty logging on when > 0). */
+    dirtyLogHarvestsPerSecond?: number;
   } = {},
   layout = new MemoryLayout(),
 ): { machine: PagingMachine; layout: MemoryLayout } {
@@ -72,6 +77,8 @@ export function testMachine(
       activity: options.activity ?? QUIET,
       seed: options.seed ?? 1,
       prefault: options.prefault ?? false,
+      eptAccessedDirty: options.eptAccessedDirty ?? false,
+      dirtyLogHarvestsPerSecond: options.dirtyLogHarvestsPerSecond ?? 0,
     },
   );
   return { machine, layout };
@@ -90,4 +97,36 @@ export function writeTrace(
     words[2 * i + 1] = Math.floor(r.va / 2 ** 32);
   }
   return { offset: region.offset, region, words };
+}
+
+/** The leaf entry's address (guest-physical) and value of `va` in the guest's tables, or null. */
+export function guestLeaf(
+  machine: PagingMachine,
+  va: number,
+): { gpa: number; entry: bigint } | null {
+  let table = machine.os.current.cr3;
+  for (let level: number = machine.options.guestLevels; level >= 1; level--) {
+    const gpa = table + (Math.floor(va / 2 ** (12 + 9 * (level - 1))) % 512) * 8;
+    const entry = machine.window.read(HOST_BASE + gpa);
+    if ((entry & X86.present) === 0n) return null;
+    if (level === 1 || (entry & X86.pageSize) !== 0n) return { gpa, entry };
+    table = Number(entry & ADDRESS_MASK);
+  }
+  return null;
+}
+
+/** The EPT leaf entry that maps guest-physical `gpa` (SLAT machines), or null. */
+export function eptLeaf(machine: PagingMachine, gpa: number): bigint | null {
+  const host = machine.host;
+  if (!host) throw new Error("not a SLAT machine");
+  let table = host.root;
+  for (let level: number = machine.options.hostLevels; level >= 1; level--) {
+    const entry = machine.window.read(
+      table + (Math.floor(gpa / 2 ** (12 + 9 * (level - 1))) % 512) * 8,
+    );
+    if ((entry & EPT.read) === 0n) return null;
+    if (level === 1 || (entry & EPT.largePage) !== 0n) return entry;
+    table = Number(entry & ADDRESS_MASK);
+  }
+  return null;
 }
