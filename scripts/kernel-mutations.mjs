@@ -343,6 +343,7 @@ export const KERNEL_MUTATIONS = {
   page: {
     tests: [
       "test/migration-page-kernel.test.ts",
+      "test/migration-page-stream-edges.test.ts",
       "test/migration-xxh3.test.ts",
       "test/migration-content.test.ts",
       "test/migration-multifd.test.ts",
