@@ -104,6 +104,28 @@ async function moduleSources(modules) {
   return sources;
 }
 
+/**
+ * Test files of a list, in its order: a name with `*` stands for every file
+ * of test/ it matches, sorted (so tests that land later join by name), each
+ * file once; a name after `!` is left out.
+ */
+async function expandTests(tests) {
+  const files = (await readdir(join(root, "test"))).sort();
+  const out = [];
+  const left = new Set(tests.filter((t) => t.startsWith("!")).map((t) => t.slice(1)));
+  for (const test of tests) {
+    if (test.startsWith("!")) continue;
+    if (!test.includes("*")) {
+      if (files.includes(test.slice("test/".length))) out.push(test);
+      continue;
+    }
+    const escaped = test.slice("test/".length).replace(/[.+?^${}()|[\]\\]/g, "\\$&");
+    const pattern = new RegExp(`^${escaped.replaceAll("*", "[^/]*")}$`);
+    for (const file of files) if (pattern.test(file)) out.push(`test/${file}`);
+  }
+  return [...new Set(out)].filter((test) => !left.has(test));
+}
+
 function occurrences(text, part) {
   let count = 0;
   for (let at = text.indexOf(part); at >= 0; at = text.indexOf(part, at + 1)) count++;
@@ -127,11 +149,10 @@ async function checkList(modules, selected) {
       problems.push(`kernel-mutations.mjs: '${name}' is not a module of assembly/`);
       continue;
     }
+    // A name must exist; a pattern may match nothing yet.
     for (const test of entry.tests) {
-      try {
-        await readFile(join(root, test));
-      } catch {
-        problems.push(`${name}: test file ${test} does not exist`);
+      if (!/^!|\*/.test(test) && (await expandTests([test])).length === 0) {
+        problems.push(`${name}: no test file ${test}`);
       }
     }
     const ids = new Set();
@@ -325,7 +346,7 @@ async function main() {
     if (options.baseline) {
       const names = [...new Set(plan.map((m) => m.module))];
       for (const name of names) {
-        const failure = await runTests(copies[0], KERNEL_MUTATIONS[name].tests);
+        const failure = await runTests(copies[0], await expandTests(KERNEL_MUTATIONS[name].tests));
         if (failure !== null) throw new Error(`the unmutated tests of ${name} fail: ${failure}`);
       }
       console.log(`mutate-kernels: unmutated tests pass (${seconds(Date.now() - started)})`);
@@ -369,7 +390,10 @@ async function tryMutation(copy, mutation, sources) {
       const reason = built.output.split("\n").find((line) => /error/i.test(line));
       return `BUILD FAILED: ${reason?.trim() ?? "see the build output"}`;
     }
-    const failure = await runTests(copy, KERNEL_MUTATIONS[mutation.module].tests);
+    const failure = await runTests(
+      copy,
+      await expandTests(KERNEL_MUTATIONS[mutation.module].tests),
+    );
     return failure === null ? "SURVIVED" : `killed by ${failure}`;
   } finally {
     await writeFile(join(copy, file), original);
