@@ -11,7 +11,7 @@
 //   out:   | hdr 0 | payload 0 (mss) | hdr 1 | payload 1 (mss) | ... | hdr n-1 | last |
 //   table: | u32 offset 0 | u32 length 0 | u32 offset 1 | u32 length 1 | ...
 //
-// Per segment (REFERENCE.md section 3): IPv4 total length / IPv6 payload
+// Per segment (NDIS LSO; Linux tcp_gso_segment): IPv4 total length / IPv6 payload
 // length, IPv4 ID by mode, MF = 0 and fragment offset 0 (DF kept), TCP
 // sequence advanced by the payload already sent, FIN and PSH on the last
 // segment only, CWR on the first only (Linux; DPDK keeps it on all), options

@@ -161,7 +161,7 @@
 @inline const K_EXEC: u32 = 2;
 @inline const K_USER: u32 = 4;
 
-// x86-64 entry bits (REFERENCE.md section 2).
+// x86-64 entry bits (Intel SDM volume 3A, chapter 4).
 @inline const P: u64 = 1;
 @inline const RW: u64 = 2;
 @inline const US: u64 = 4;

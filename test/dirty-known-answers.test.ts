@@ -13,7 +13,7 @@ import { DirtyKernel } from "../src/wasm/dirty.js";
 const GiB = 1024 ** 3;
 const TiB = 1024 ** 4;
 
-describe("dirty bitmap sizes (REFERENCE.md section 1: KVM)", () => {
+describe("dirty bitmap sizes (KVM_GET_DIRTY_LOG)", () => {
   it("takes one bit per 4 KiB page: 32 KiB of bitmap per GiB", () => {
     expect(DirtyBitmap.bytesFor(GiB / 4096)).toBe(32 * 1024);
   });

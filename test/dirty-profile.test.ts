@@ -6,7 +6,7 @@ const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 
 describe("dirty-rate profile on virtual time", () => {
-  it("follows N(1 - exp(-w t / N)) distinct pages for uniform writes (REFERENCE.md section 1)", async () => {
+  it("follows N(1 - exp(-w t / N)) distinct pages for uniform writes (occupancy of N bins)", async () => {
     const pages = GiB / 4096;
     const profile = await profileDirtyRate({
       bytes: GiB,

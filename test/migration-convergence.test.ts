@@ -12,7 +12,7 @@ function precopy(result: MigrationResult) {
   return result.rounds.filter((r) => r.phase === "precopy");
 }
 
-describe("convergence against the model (REFERENCE.md section 1)", () => {
+describe("convergence against the model (Clark et al., NSDI 2005)", () => {
   it("follows the distinct-pages curve and the geometric model with uniform writes below the link rate", async () => {
     const guestBytes = 64 * GiB;
     const pages = guestBytes / 4096;

@@ -157,7 +157,7 @@ describe("RFC 1624 incremental update", () => {
   });
 
   it("leaves the checksum alone when the field did not change (erratum 4782)", () => {
-    // REFERENCE.md section 3: all-zero data has checksum 0xFFFF; eqn 3 applied
+    // RFC 1624 section 3 and erratum 4782: all-zero data has checksum 0xFFFF; eqn 3 applied
     // to an unchanged field would turn it into 0x0000.
     const data = new Uint8Array(20);
     const hc = internetChecksumOracle(data);

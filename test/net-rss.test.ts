@@ -5,7 +5,7 @@ import { parseIp } from "../src/net/address.js";
 import { hashInput, MICROSOFT_RSS_KEY, ToeplitzHasher } from "../src/net/rss.js";
 import { toeplitzOracle } from "../src/oracle/toeplitz.js";
 
-// REFERENCE.md section 3: Microsoft's RSS verification vectors (destination
+// Microsoft, "Verifying the RSS Hash Calculation": Microsoft's RSS verification vectors (destination
 // listed first), as [dst, dstPort, src, srcPort, addresses only, with ports].
 const IPV4: [string, number, string, number, number, number][] = [
   ["161.142.100.80", 1766, "66.9.149.187", 2794, 0x323e8fc2, 0x51ccc178],

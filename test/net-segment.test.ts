@@ -67,7 +67,7 @@ function l4ChecksumGood(f: Uint8Array): boolean {
   return onesSumOracle(f, p.l4, len, pseudo) === 0xffff;
 }
 
-describe("large send offload: per-segment rules (REFERENCE.md section 3)", () => {
+describe("large send offload: per-segment rules (NDIS LSO, Linux tcp_gso_segment)", () => {
   it("cuts a 64 KiB IPv4 send at MTU 1500 into 1460-byte segments with every field right", () => {
     const payload = payloadOf(65_535 - 40);
     const { bytes: template } = buildHeaders(
@@ -100,7 +100,7 @@ describe("large send offload: per-segment rules (REFERENCE.md section 3)", () =>
     }
   });
 
-  it("derives MSS 1440/1448/8960/8940/8948 from the MTU (REFERENCE.md section 3)", () => {
+  it("derives MSS 1440/1448/8960/8940/8948 from the MTU (RFC 791, RFC 8200, RFC 7323)", () => {
     const cases: [4 | 6, boolean, number, number][] = [
       [4, false, 1500, 1460],
       [6, false, 1500, 1440],

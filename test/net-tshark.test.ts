@@ -10,7 +10,7 @@ import { type LargeSendSpec, runLargeSend } from "../src/net/send.js";
 import { requireTool } from "./support/cli.js";
 
 // The outside tool: Wireshark's tshark reads hvlab's captures with checksum
-// checking on (REFERENCE.md section 3).
+// checking on (Wireshark's ip/tcp/udp check_checksum preferences).
 const hasTshark = requireTool("tshark");
 
 const CHECKS = [

@@ -108,7 +108,7 @@ function payloadDelivered(slots: RxSlot[]): { tcp: number; broadcasts: number; c
   return { tcp, broadcasts, coalesced };
 }
 
-describe("VMQ NIC classification (REFERENCE.md section 3)", () => {
+describe("VMQ NIC classification (NDIS 6.20 VMQ)", () => {
   it("hands queues out first come first served and sends the rest to the default queue", () => {
     const nic = new VirtualNic({ queues: 3, processors: 2, jumboPacket: 1514 });
     expect(VMS.map((vm) => nic.attach(vm).index)).toEqual([1, 2, 0, 0]);

@@ -187,7 +187,7 @@ describe("hvlab paging walk", () => {
     expect(w.hpa % 4096).toBe(0x678);
   });
 
-  it("sets EPT accessed and dirty flags when EPTP bit 6 is on (REFERENCE.md section 2: A bit 8, D bit 9)", async () => {
+  it("sets EPT accessed and dirty flags when EPTP bit 6 is on (Intel SDM 3C: A bit 8, D bit 9)", async () => {
     const { stdout } = await run("node", [
       hvlab,
       "paging",

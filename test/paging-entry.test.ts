@@ -13,9 +13,9 @@ import {
 
 const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
 
-describe("x86-64 and EPT entries (REFERENCE.md section 2)", () => {
+describe("x86-64 and EPT entries (Intel SDM volume 3A chapter 4, volume 3C chapter 29)", () => {
   it("places every x86-64 bit where the SDM puts it", () => {
-    // REFERENCE.md section 2: bit 0 P, 1 R/W, 2 U/S, 3 PWT, 4 PCD, 5 A, 6 D, 7 PS, 8 G, 63 NX.
+    // Intel SDM 3A, 4.5: bit 0 P, 1 R/W, 2 U/S, 3 PWT, 4 PCD, 5 A, 6 D, 7 PS, 8 G, 63 NX.
     expect(X86.present).toBe(1n);
     expect(X86.writable).toBe(2n);
     expect(X86.user).toBe(4n);
@@ -31,7 +31,7 @@ describe("x86-64 and EPT entries (REFERENCE.md section 2)", () => {
   });
 
   it("places every EPT bit where the SDM puts it", () => {
-    // REFERENCE.md section 2: 0 read, 1 write, 2 execute, 5:3 type, 6 ignore PAT, 7 large, 8 A, 9 D.
+    // Intel SDM 3C, 29.3.2: 0 read, 1 write, 2 execute, 5:3 type, 6 ignore PAT, 7 large, 8 A, 9 D.
     expect([EPT.read, EPT.write, EPT.execute]).toEqual([1n, 2n, 4n]);
     expect([EPT.ignorePat, EPT.largePage, EPT.accessed, EPT.dirty]).toEqual([
       64n,
@@ -89,7 +89,7 @@ describe("x86-64 and EPT entries (REFERENCE.md section 2)", () => {
   });
 
   it("encodes an EPTP: type WB, walk length - 1, A/D enable", () => {
-    // REFERENCE.md section 2: memory type in 2:0, page-walk length minus one in 5:3.
+    // Intel SDM 3C, EPTP layout: memory type in 2:0, page-walk length minus one in 5:3.
     expect(encodeEptp(0x5000n, 4, false)).toBe(0x5000n | 6n | (3n << 3n));
     expect(encodeEptp(0x5000n, 5, true)).toBe(0x5000n | 6n | (4n << 3n) | (1n << 6n));
   });

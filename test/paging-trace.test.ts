@@ -33,7 +33,7 @@ function parse(text: string | Uint8Array, format: TraceFormat, lenient = false) 
   return { records, skipped: parser.skipped, kernel: parser.kernel };
 }
 
-/** A ChampSim input_instr record (REFERENCE.md section 2), optionally with load_type. */
+/** A ChampSim input_instr record (ChampSim inc/trace_instruction.h), optionally with load_type. */
 function champsim(ip: bigint, dst: bigint[], src: bigint[], loadType?: number): Uint8Array {
   const bytes = new Uint8Array(loadType === undefined ? 64 : 65);
   const v = new DataView(bytes.buffer);
@@ -44,7 +44,7 @@ function champsim(ip: bigint, dst: bigint[], src: bigint[], loadType?: number): 
   return bytes;
 }
 
-describe("trace formats (REFERENCE.md section 2)", () => {
+describe("trace formats (Valgrind lackey, ChampSim)", () => {
   it("reads lackey: I (fetch), L, S, M (load + store); skips ==pid== lines", () => {
     const { records } = parse(
       "==123== Lackey\nI  0400d7d4,8\n L 7ff000398,8\n S 7ff000390,4\n M 0421b3c0,4\n==123== done\n",

@@ -21,7 +21,7 @@ function walk(mode: "native" | "shadow" | "slat", g: 4 | 5, h: 4 | 5, gp: PageSi
   });
 }
 
-describe("two-dimensional walk reference counts (REFERENCE.md section 2)", () => {
+describe("two-dimensional walk reference counts (Bhargava et al., ASPLOS 2008)", () => {
   it("costs exactly 24 references for a cold 4x4 walk", () => {
     const w = walk("slat", 4, 4, "4K", "4K");
     expect(w.references).toHaveLength(24);

@@ -56,7 +56,7 @@ export interface DirtyProfile {
     readonly peakDirtyPagesRate: number;
     /**
      * For uniform writes: N (1 - exp(-w t / N)) distinct pages expected over
-     * the whole run (REFERENCE.md section 1); null for other workloads.
+     * the whole run (the occupancy of N bins by w t balls; docs/references.md); null for other workloads.
      */
     readonly expectedDistinctPages: number | null;
   };

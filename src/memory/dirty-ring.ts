@@ -8,7 +8,7 @@ export const RING_HEADER_BYTES = 64;
 export const RING_ENTRY_BYTES = 16;
 /** Intel PML's log: 512 guest-physical addresses in one 4 KiB page. */
 export const PML_ENTRIES = 512;
-/** KVM's recommended minimum dirty-ring size (REFERENCE.md section 1). */
+/** KVM's recommended minimum dirty-ring size (Linux Documentation/virt/kvm/api.rst, KVM_CAP_DIRTY_LOG_RING). */
 export const KVM_RING_MIN_ENTRIES = 4096;
 /** Largest ring accepted (KVM caps the ring at 64 Ki entries). */
 export const MAX_RING_ENTRIES = 65_536;

@@ -1,5 +1,5 @@
 /*
- * The convergence model of REFERENCE.md section 1, for predictions and for
+ * The pre-copy convergence model (Clark et al., NSDI 2005; docs/references.md), for predictions and for
  * the validation tests: uniform dirtying at rate D over a link of rate R
  * (lambda = D / R) gives V_i = V_mem lambda^i; real guests dirty a working
  * set whose distinct pages saturate as N (1 - exp(-w t / N)).

@@ -7,7 +7,7 @@ import type { WorkloadSpec } from "../workload/spec.js";
 export const STOP_POLICIES = ["qemu", "hyperv", "xen"] as const;
 /** One of {@link STOP_POLICIES}. */
 export type StopPolicyName = (typeof STOP_POLICIES)[number];
-/** Hyper-V releases whose pass cap differs (REFERENCE.md section 1). */
+/** Hyper-V releases whose pass cap differs (docs/references.md, Hyper-V 2.0). */
 export const HYPERV_VERSIONS = ["2008r2", "2012r2"] as const;
 /** One of {@link HYPERV_VERSIONS}. */
 export type HypervVersion = (typeof HYPERV_VERSIONS)[number];
@@ -103,7 +103,7 @@ export type ResolvedMigrationOptions = Required<
 export const MBPS = 1_000_000 / 8;
 
 /**
- * Defaults: QEMU's where QEMU has one (REFERENCE.md section 1: max-bandwidth
+ * Defaults: QEMU's where QEMU has one (QEMU migration/options.c: max-bandwidth
  * 128 MiB/s, downtime-limit 300 ms, XBZRLE cache 64 MiB, multifd packets of
  * 512 KiB, a 100 ms bandwidth window), assumed values otherwise (marked).
  */

@@ -180,8 +180,8 @@ function qemu(input: PolicyInput): PolicyVerdict {
 
 /**
  * Hyper-V 2.0: copy passes until what is left fits the downtime target, at
- * most 10 passes (5 from 2012 R2), then suspend anyway (REFERENCE.md
- * section 1; the exact rule is not published, this is the assumed one).
+ * most 10 passes (5 from 2012 R2), then suspend anyway (Microsoft's
+ * 2008 R2 live migration white paper and third-party descriptions; the exact rule is not published, this is the assumed one).
  */
 function hyperv(input: PolicyInput): PolicyVerdict {
   const stop = fitsDowntime(input);

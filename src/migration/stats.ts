@@ -1,6 +1,6 @@
 /*
- * Migration statistics, named as QEMU names them (qapi/migration.json;
- * REFERENCE.md section 1) so that QEMU users feel at home. Every engine that
+ * Migration statistics, named as QEMU names them (QEMU's
+ * qapi/migration.json: MigrationInfo, MigrationStats) so that QEMU users feel at home. Every engine that
  * migrates (virtual-time pre-copy, post-copy, live over TCP, quick
  * migration) reports these same records. Times are milliseconds, sizes
  * bytes, rates per second, `mbps` megabits per second.

@@ -23,7 +23,7 @@ export const LSOV1_MAX_SEND = 65_535;
  * report its MaxOffLoadSize; 256 KiB is (assumed) here, and a parameter.
  */
 export const LSOV2_DEFAULT_MAX_SEND = 256 * 1024;
-/** The Linux Hyper-V guest's GSO limit (REFERENCE.md section 3). */
+/** The Linux Hyper-V guest's GSO limit (Linux drivers/net/hyperv/netvsc_drv.c, NETVSC_GSO_MAX_SIZE: room for NVGRE). */
 export const HYPERV_GUEST_GSO_MAX = 62_768;
 
 /** What a large send asks of the NIC. */

@@ -2,7 +2,7 @@ import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import { MAX_HASH_INPUT, RssKernel, TOEPLITZ_TABLE_BYTES } from "../wasm/rss.js";
 
-/** Microsoft's default RSS key (REFERENCE.md section 3), 40 bytes. */
+/** Microsoft's default RSS key (Microsoft, "Verifying the RSS Hash Calculation"; docs/references.md), 40 bytes. */
 export const MICROSOFT_RSS_KEY = Uint8Array.from(
   Buffer.from(
     "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa",

@@ -15,7 +15,7 @@ export interface SegmentOracleOptions {
 /**
  * The plain TypeScript oracle for assembly/segment.ts: builds each segment of
  * a large send one at a time with a DataView and the byte-at-a-time checksum,
- * following REFERENCE.md section 3 rule by rule.
+ * following NDIS's LSO rules and Linux's tcp_gso_segment rule by rule (docs/references.md).
  */
 export function segmentOracle(
   template: Uint8Array,

@@ -1,6 +1,6 @@
 /**
  * The plain TypeScript oracle for the RSS Toeplitz hash: the bit loop of
- * Microsoft's RSS specification (REFERENCE.md section 3). For every input bit
+ * Microsoft's RSS specification ("RSS Hashing Functions"). For every input bit
  * from the left, if it is 1, XOR the leftmost 32 bits of the key into the
  * result, then shift the key left by one.
  */

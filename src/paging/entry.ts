@@ -1,6 +1,6 @@
 /**
- * x86-64 paging entries and Intel EPT entries, bit for bit (REFERENCE.md
- * section 2). Entries are 64-bit; this module encodes and decodes them as
+ * x86-64 paging entries and Intel EPT entries, bit for bit (Intel SDM
+ * volume 3A chapter 4 and volume 3C chapter 29). Entries are 64-bit; this module encodes and decodes them as
  * BigInt so that bit 63 (NX) is exact.
  *
  * ```

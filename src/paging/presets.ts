@@ -45,7 +45,7 @@ export interface TranslationCaches {
   readonly tagged: boolean;
 }
 
-/** A cost-model parameter: its value and whether it is an assumption (REFERENCE.md section 2). */
+/** A cost-model parameter: its value and whether it is an assumption (docs/references.md, SLAT and shadow paging). */
 export interface CostParameter {
   readonly value: number;
   readonly assumed: boolean;

@@ -29,7 +29,7 @@ interface ShadowPage {
 const PERMS = X86.writable | X86.user | X86.noExecute;
 
 /**
- * A shadow MMU with KVM's semantics (REFERENCE.md section 2): shadow tables
+ * A shadow MMU with KVM's semantics (Linux arch/x86/kvm/mmu/mmu.c and Documentation/virt/kvm/x86/mmu.rst): shadow tables
  * map guest-virtual straight to host-physical and the hardware walks them
  * natively. Guest tables that are shadowed are write-protected, so each guest
  * write to one exits and is emulated (or, for an unsync leaf table, exits once

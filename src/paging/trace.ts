@@ -4,7 +4,7 @@ import { createGunzip } from "node:zlib";
 import { TraceFormatError } from "./errors.js";
 import { ACCESS } from "./mmu.js";
 
-/** Trace formats hvlab reads (REFERENCE.md section 2). */
+/** Trace formats hvlab reads (Valgrind lackey/lk_main.c; ChampSim inc/trace_instruction.h). */
 export const TRACE_FORMATS = ["lackey", "plain", "champsim", "champsim-load-type"] as const;
 /** A trace format name. */
 export type TraceFormat = (typeof TRACE_FORMATS)[number];

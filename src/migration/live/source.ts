@@ -41,7 +41,7 @@ export const MAX_LIVE_GUEST_BYTES = 2 * 1024 ** 3;
 /** Page size of the live mode: 4 KiB. */
 export const LIVE_PAGE_SHIFT = 12;
 const PAGE_BYTES = 2 ** LIVE_PAGE_SHIFT;
-/** QEMU's default downtime-limit, ms (REFERENCE.md section 1). */
+/** QEMU's default downtime-limit, ms (QEMU migration/options.c, DEFAULT_MIGRATE_SET_DOWNTIME). */
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
 /**
  * Staging slots for outgoing frames: pages frames leave from their slot

@@ -24,7 +24,7 @@ import {
 export const MAX_QUICK_GUEST_BYTES = 2 * 1024 ** 3;
 /**
  * Default storage failover (unmount, move the LUN, mount), ms. Assumed: no
- * published figure for the step alone; REFERENCE.md section 1 gives about
+ * published figure for the step alone; Microsoft's Hyper-V 1.0 quick migration documentation gives about
  * 30 s for the whole quick migration of a VM of a couple of GB.
  */
 export const DEFAULT_FAILOVER_MS = 2000;
