@@ -3,8 +3,9 @@ import { connect as connectPlain, isIP, type Socket } from "node:net";
 import { join } from "node:path";
 import {
   checkServerIdentity,
+  createServer as createTlsServer,
   type PeerCertificate,
-  TLSSocket,
+  type TLSSocket,
   connect as tlsConnect,
 } from "node:tls";
 
@@ -241,14 +242,14 @@ export function describeTlsError(error: NodeJS.ErrnoException): string {
   if (code === "ECONNRESET" && /secure TLS connection/.test(error.message)) {
     return "the peer closed the connection during the TLS handshake (does it listen without TLS?)";
   }
-  if (code === "CERT_HAS_EXPIRED") return "the peer's certificate has expired";
+  if (code === "CERT_HAS_EXPIRED") return "the certificate has expired";
   if (
     code === "UNABLE_TO_VERIFY_LEAF_SIGNATURE" ||
     code === "SELF_SIGNED_CERT_IN_CHAIN" ||
     code === "DEPTH_ZERO_SELF_SIGNED_CERT" ||
     code === "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"
   ) {
-    return `the peer's certificate is not signed by our CA (${code})`;
+    return `the certificate is not signed by the trusted CA (${code})`;
   }
   if (code === "ERR_TLS_CERT_ALTNAME_INVALID")
     return `the peer's certificate does not match the host name: ${error.message}`;
@@ -283,75 +284,89 @@ export interface IncomingHandlers {
    * `reply` is the secured socket when the handshake completed, so the
    * protocol can tell the peer why before closing it; otherwise it is gone.
    */
-  refused(reason: string, reply: Socket | undefined): void;
+  refused(reason: string, peer: string, reply: Socket | undefined): void;
 }
 
 /**
- * Takes a freshly accepted TCP connection through the server side of the
- * handshake and authorisation, then hands it on. Plain listeners hand the
- * socket on as is.
+ * The server side of a listener's security: returns what to do with each
+ * freshly accepted TCP connection (take it through the handshake and
+ * `--tls-authz`, then hand it on). Plain listeners hand sockets on as they
+ * are. The TLS work is Node's own `tls.Server`, fed connections from the
+ * listener's TCP server (`server.emit("connection", socket)`, as Node's
+ * documentation describes), so certificate checks are OpenSSL's.
  */
-export function acceptSecure(
-  raw: Socket,
+export function secureIncoming(
   security: TransportSecurity,
   handlers: IncomingHandlers,
-): void {
+): (raw: Socket) => void {
   if (security.kind === "plain") {
-    handlers.accepted({ socket: raw, peerName: null });
-    return;
+    return (raw) => handlers.accepted({ socket: raw, peerName: null });
   }
   // A PSK identity is judged inside the handshake, so a stranger gets an alert, not a session.
-  let identity = "";
-  let pskRefusal: string | undefined;
-  const socket =
+  const pskRefusals = new WeakMap<TLSSocket, string>();
+  const pskIdentities = new WeakMap<TLSSocket, string>();
+  const server =
     security.kind === "x509"
-      ? new TLSSocket(raw, {
-          isServer: true,
+      ? createTlsServer({
           minVersion: TLS_VERSION,
           maxVersion: TLS_VERSION,
           ca: security.ca,
           cert: security.cert,
           key: security.key,
           requestCert: true,
-          rejectUnauthorized: true,
+          // Checked below instead: OpenSSL's verdict is kept, and the refused client is told why
+          // over the finished TLS 1.3 handshake rather than seeing a bare close.
+          rejectUnauthorized: false,
         })
-      : new TLSSocket(raw, {
-          isServer: true,
+      : createTlsServer({
           minVersion: TLS_VERSION,
           maxVersion: TLS_VERSION,
           ciphers: PSK_SUITE,
-          pskCallback: (_socket: TLSSocket, offered: string) => {
-            identity = offered;
+          pskCallback: (socket: TLSSocket, offered: string) => {
+            pskIdentities.set(socket, offered);
             const key = security.keys.get(offered);
-            if (!key) pskRefusal = `unknown PSK identity "${offered}"`;
+            if (!key) pskRefusals.set(socket, `unknown PSK identity "${offered}"`);
             else if (security.authz.length > 0 && !security.authz.includes(offered)) {
-              pskRefusal = `the PSK identity "${offered}" is not in --tls-authz`;
+              pskRefusals.set(socket, `the PSK identity "${offered}" is not in --tls-authz`);
             } else return key;
             return null;
           },
-        } as ConstructorParameters<typeof TLSSocket>[1]);
-  let settled = false;
-  socket.on("error", (error: NodeJS.ErrnoException) => {
-    if (settled) return;
-    settled = true;
+        });
+  server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: TLSSocket) => {
+    const peer = peerOf(socket);
     socket.destroy();
-    handlers.refused(pskRefusal ?? describeTlsError(error), undefined);
+    handlers.refused(pskRefusals.get(socket) ?? describeTlsError(error), peer, undefined);
   });
-  socket.once("secure", () => {
-    if (settled) return;
-    settled = true;
+  server.on("secureConnection", (socket: TLSSocket) => {
     if (security.kind === "psk") {
-      handlers.accepted({ socket, peerName: identity });
+      handlers.accepted({ socket, peerName: pskIdentities.get(socket) ?? "" });
+      return;
+    }
+    if (!socket.authorized) {
+      const code = String(socket.authorizationError ?? "no certificate");
+      const reason = /PEER_DID_NOT_RETURN|no certificate/i.test(code)
+        ? "the client sent no certificate (give it --tls-creds with client-cert.pem)"
+        : `the client certificate is not acceptable: ${describeTlsError(Object.assign(new Error(code), { code }))}`;
+      handlers.refused(reason, peerOf(socket), socket);
       return;
     }
     const names = certificateNames(socket.getPeerCertificate());
     const peerName = names[0] ?? "";
     if (security.authz.length > 0 && !security.authz.some((name) => names.includes(name))) {
-      handlers.refused(`the client certificate "${peerName}" is not in --tls-authz`, socket);
+      handlers.refused(
+        `the client certificate "${peerName}" is not in --tls-authz`,
+        peerOf(socket),
+        socket,
+      );
       return;
     }
     handlers.accepted({ socket, peerName });
   });
+  return (raw) => server.emit("connection", raw);
+}
+
+function peerOf(socket: Socket): string {
+  return `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { MemoryLayout } from "../../memory/layout.js";
 import type { Region } from "../../memory/region.js";
-import { acceptSecure, checkExposure, type TransportSecurity } from "../../transport/secure.js";
+import { checkExposure, secureIncoming, type TransportSecurity } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { DIGEST_BYTES, type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import { LiveConfigError } from "./errors.js";
@@ -102,12 +102,11 @@ export class DestinationServer {
       this.finish = resolve;
     });
     const security = options.security ?? { kind: "plain", insecure: false };
-    server.on("connection", (raw) =>
-      acceptSecure(raw, security, {
-        accepted: ({ socket }) => this.accept(socket),
-        refused: (reason, reply) => this.refuse(raw, reason, reply),
-      }),
-    );
+    const incoming = secureIncoming(security, {
+      accepted: ({ socket }) => this.accept(socket),
+      refused: (reason, peer, reply) => this.refuse(reason, peer, reply),
+    });
+    server.on("connection", incoming);
   }
 
   /**
@@ -179,10 +178,10 @@ export class DestinationServer {
   }
 
   /** A connection TLS or --tls-authz turned away: reported as a failed session; no slot was taken. */
-  private refuse(raw: Socket, reason: string, reply: Socket | undefined): void {
+  private refuse(reason: string, peer: string, reply: Socket | undefined): void {
     const report: DestinationReport = {
       session: ++this.sessionCount,
-      peer: `${raw.remoteAddress}:${raw.remotePort}`,
+      peer,
       status: "failed",
       reason: `refused: ${reason}`,
       guestBytes: 0,
@@ -196,9 +195,12 @@ export class DestinationServer {
     };
     if (reply?.writable) {
       const writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
-      reply.end(writer.frame(FrameType.error, encodeError(`refused: ${reason}`)));
+      // Said, then gone: a refused peer holds no connection open.
+      reply.end(writer.frame(FrameType.error, encodeError(`refused: ${reason}`)), () =>
+        reply.destroy(),
+      );
     } else {
-      (reply ?? raw).destroy();
+      reply?.destroy();
     }
     this.reports.push(report);
     this.options.onSession?.(report);
