@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
 import { LiveSource } from "../src/migration/live/source.js";
@@ -303,6 +304,33 @@ describe("transport options", () => {
     expect(() => loadTransportSecurity({ tlsAuthz: "x" }, "server")).toThrow(/need --tls-creds/);
     expect(() => loadTransportSecurity({ tlsCreds: "/nonexistent-dir" }, "server")).toThrow(
       /ca-cert\.pem is missing/,
+    );
+  });
+});
+
+describe("the PSK file parser under arbitrary input", () => {
+  it("returns keys or throws a one-line TransportError, never anything else", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 300 }),
+          fc
+            .array(fc.tuple(fc.string({ maxLength: 20 }), fc.uint8Array({ maxLength: 70 })))
+            .map((lines) =>
+              lines.map(([id, key]) => `${id}:${Buffer.from(key).toString("hex")}`).join("\n"),
+            ),
+        ),
+        (text) => {
+          try {
+            const keys = parsePskFile(text, "f");
+            for (const key of keys.values()) expect(key.length).toBeGreaterThanOrEqual(16);
+          } catch (error) {
+            expect(error).toBeInstanceOf(TransportError);
+            expect((error as Error).message).not.toMatch(/\n/);
+          }
+        },
+      ),
+      { numRuns: 2000 },
     );
   });
 });
