@@ -6,8 +6,9 @@
  * write + read of the same bytes. Every case is verified before it is timed.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { mkdtemp, open, rm } from "node:fs/promises";
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +22,7 @@ import {
   type SavedStateContext,
   writeSavedState,
 } from "../src/migration/quick/saved-state.js";
+import { loadTransportSecurity } from "../src/transport/secure.js";
 import { packageRoot } from "../src/util/package-root.js";
 import { formatBytes } from "../src/util/units.js";
 import { BandwidthKernel } from "../src/wasm/bandwidth.js";
@@ -110,6 +112,21 @@ export const suite: BenchSuite = {
       "--sessions",
       "0",
     ]);
+    // The same destination over TLS 1.3 (a pre-shared key, so the bench needs no openssl).
+    const keysDir = await mkdtemp(join(tmpdir(), "hvlab-bench-tls-"));
+    const keys = join(keysDir, "keys.psk");
+    await writeFile(keys, `source:${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
+    const tlsDestination = await startListener([
+      hvlab,
+      "migrate-live",
+      "--listen",
+      "0",
+      "--sessions",
+      "0",
+      "--tls-psk",
+      keys,
+    ]);
+    const tls = loadTransportSecurity({ tlsPsk: keys }, "client");
     const sink = await startListener(["-e", SINK, String(guestBytes)]);
     // An idle guest: the figure is the transport's, not the workload's convergence.
     const source = LiveSource.start({
@@ -124,8 +141,13 @@ export const suite: BenchSuite = {
     const memory = source.layout.memory;
     const bandwidth = BandwidthKernel.on(memory);
     const copyTarget = source.layout.allocate("bench-copy-target", guestBytes, 4096);
-    const migrate = async (verify: boolean) => {
-      const result = await source.migrate({ host: "127.0.0.1", port: destination.port, verify });
+    const migrate = async (verify: boolean, overTls = false) => {
+      const result = await source.migrate({
+        host: "127.0.0.1",
+        port: overTls ? tlsDestination.port : destination.port,
+        verify,
+        ...(overTls ? { security: tls } : {}),
+      });
       if (result.summary.status !== "completed") {
         throw new Error(`migration ${result.summary.status}: ${result.summary.reason}`);
       }
@@ -140,6 +162,11 @@ export const suite: BenchSuite = {
         assert(
           checked.summary.normal === guestBytes / 4096,
           `sent ${checked.summary.normal} pages`,
+        );
+        const overTls = await migrate(true, true);
+        assert(
+          overTls.summary.verified === true,
+          "over TLS, the destination did not verify every page",
         );
         const got = await rawPipe(sink.port, memory, ram);
         assert(got === guestBytes, `the raw pipe delivered ${got} of ${guestBytes} bytes`);
@@ -161,6 +188,12 @@ export const suite: BenchSuite = {
           impl: "hvlab live-tcp + every page verified",
           fn: async () => {
             await migrate(true);
+          },
+        },
+        {
+          impl: "hvlab live-tcp over TLS 1.3 (PSK, AES-128-GCM)",
+          fn: async () => {
+            await migrate(false, true);
           },
         },
         {
@@ -235,6 +268,8 @@ export const suite: BenchSuite = {
       async teardown() {
         await source.close();
         destination.child.kill();
+        tlsDestination.child.kill();
+        await rm(keysDir, { recursive: true, force: true });
         sink.child.kill();
         await rm(dir, { recursive: true, force: true });
       },

@@ -30,6 +30,7 @@ it("hvlab bench migrate-live --quick verifies every case and times each peer", a
   expect(result.results.map((r) => r.impl)).toEqual([
     "hvlab live-tcp (framed, XXH64 per frame)",
     "hvlab live-tcp + every page verified",
+    "hvlab live-tcp over TLS 1.3 (PSK, AES-128-GCM)",
     "raw socket pipe, no framing (peer)",
     "memory copy in-process (bound)",
     "hvlab saved-state write + read",

@@ -3,6 +3,12 @@ import { type DestinationReport, DestinationServer } from "../../migration/live/
 import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
 import { type MigrationOptions, POLICY_ROUND_CAPS } from "../../migration/options.js";
 import type { MigrationResult } from "../../migration/stats.js";
+import {
+  checkExposure,
+  describeSecurity,
+  TransportError,
+  type TransportFlags,
+} from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
 import {
@@ -20,6 +26,7 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
+import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
 import { LIVE_MIGRATION_HOOKS, type LiveMigrationHook, type MigrateFlags } from "./migrate.js";
 import { type CliOutput, printMigration, processOutput } from "./migration-output.js";
 
@@ -58,7 +65,7 @@ export function parseHostPort(text: string): HostPort {
 }
 
 /** The destination's options, as parsed. */
-export interface LiveDestinationFlags {
+export interface LiveDestinationFlags extends TransportFlags {
   /** Port to listen on (0: ephemeral, printed). */
   readonly listen: number;
   readonly host: string;
@@ -68,7 +75,7 @@ export interface LiveDestinationFlags {
 }
 
 /** The source's options, as parsed. */
-export interface LiveSourceFlags {
+export interface LiveSourceFlags extends TransportFlags {
   readonly to: string;
   readonly guest: number;
   readonly vcpus: number;
@@ -101,7 +108,15 @@ export async function runLiveDestination(
   flags: LiveDestinationFlags,
   output: CliOutput = processOutput,
 ): Promise<DestinationReport> {
+  const security = transportSecurityOf(flags, "server");
+  try {
+    checkExposure(flags.host, security);
+  } catch (error) {
+    if (error instanceof TransportError) throw new UsageError(error.message);
+    throw error;
+  }
   const server = await DestinationServer.listen({
+    security,
     host: flags.host,
     port: flags.listen,
     sessions: flags.sessions,
@@ -119,9 +134,20 @@ export async function runLiveDestination(
     },
   });
   const { host, port } = server.address;
-  output.out(`listening on ${host}:${port}`);
+  output.out(`listening on ${host}:${port} over ${describeSecurity(security)}`);
+  if (security.kind === "plain" && security.insecure) {
+    output.err(
+      `hvlab: --insecure: listening on ${host} without TLS; anyone who reaches it can push or read a guest`,
+    );
+  }
   const report = await server.done();
-  if (flags.json) output.out(JSON.stringify(report, null, 2));
+  if (flags.json) {
+    const transport = {
+      transport: describeSecurity(security),
+      insecure: security.kind === "plain" && security.insecure,
+    };
+    output.out(JSON.stringify({ ...report, ...transport }, null, 2));
+  }
   return report;
 }
 
@@ -136,6 +162,7 @@ export async function runLiveSource(
 ): Promise<MigrationResult> {
   checkOutputFlags(flags);
   const target = parseHostPort(flags.to);
+  const security = transportSecurityOf(flags, "client");
   checkWorkloadKind(flags.workload, WORKLOAD_KINDS);
   if (flags.guest % 4096 !== 0) {
     throw new UsageError(`--guest ${flags.guest} bytes is not a whole number of 4 KiB pages`);
@@ -169,6 +196,7 @@ export async function runLiveSource(
         timeoutMs: flags.timeout,
         maxBandwidth: flags.maxBandwidth,
         deviceStateBytes: flags.deviceState,
+        security,
         onProgress: (bytes) => progress.update(Math.min(bytes, flags.guest), formatBytes(bytes)),
       });
       progress.stop();
@@ -202,7 +230,7 @@ export function addLiveOptions(command: Command): Command {
     prefix: "source: ",
   });
   addSeedOption(command, "source: seed of the workload and the guest's content");
-  return command
+  command
     .option(
       "--listen <port>",
       "destination: listen on this port (0: pick one and print it)",
@@ -280,7 +308,9 @@ export function addLiveOptions(command: Command): Command {
       0,
     )
     .addOption(jsonOption("print the result as JSON"))
-    .addOption(csvOption("source: print the rounds as CSV"));
+    .addOption(csvOption("source: print the rounds as CSV"))
+    .optionsGroup("Transport security (both ends):");
+  return addTransportOptions(command);
 }
 
 /** Runs the live mode from parsed options: exactly one of `--listen` and `--to`. */
@@ -361,6 +391,7 @@ export const liveMigrationHook: LiveMigrationHook = {
         integerOption(0, 100),
         0,
       );
+    addTransportOptions(command, "live mode: ");
   },
   wants(flags) {
     return flags.listen !== undefined || flags.to !== undefined;
@@ -425,9 +456,25 @@ export function liveFlagsOf(
     timeout: guest.timeoutMs ?? 60_000,
     deviceState: guest.deviceStateBytes ?? 64 * 1024,
     retries: flags.retries as number,
+    ...transportFlagsOf(flags),
     ...(flags.json ? { json: true } : {}),
     ...(flags.csv ? { csv: true } : {}),
   };
+}
+
+function transportFlagsOf(flags: MigrateFlags): TransportFlags {
+  const pick = (value: unknown) => (typeof value === "string" ? value : undefined);
+  const out: { -readonly [K in keyof TransportFlags]: TransportFlags[K] } = {};
+  const creds = pick(flags.tlsCreds);
+  const psk = pick(flags.tlsPsk);
+  const authz = pick(flags.tlsAuthz);
+  const hostname = pick(flags.tlsHostname);
+  if (creds !== undefined) out.tlsCreds = creds;
+  if (psk !== undefined) out.tlsPsk = psk;
+  if (authz !== undefined) out.tlsAuthz = authz;
+  if (hostname !== undefined) out.tlsHostname = hostname;
+  if (flags.insecure === true) out.insecure = true;
+  return out;
 }
 
 // `hvlab migrate` runs the live mode through this hook.

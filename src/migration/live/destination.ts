@@ -1,6 +1,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { MemoryLayout } from "../../memory/layout.js";
 import type { Region } from "../../memory/region.js";
+import { checkExposure, secureIncoming, type TransportSecurity } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { DIGEST_BYTES, type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import { LiveConfigError } from "./errors.js";
@@ -33,6 +34,8 @@ export interface DestinationOptions {
   readonly sessions?: number;
   /** Called as each session ends. */
   readonly onSession?: (report: DestinationReport) => void;
+  /** TLS and authorisation of incoming connections (default: plain TCP, loopback only). */
+  readonly security?: TransportSecurity;
 }
 
 /** What a destination reports for one incoming migration. */
@@ -98,7 +101,12 @@ export class DestinationServer {
     this.finished = new Promise((resolve) => {
       this.finish = resolve;
     });
-    server.on("connection", (socket) => this.accept(socket));
+    const security = options.security ?? { kind: "plain", insecure: false };
+    const incoming = secureIncoming(security, {
+      accepted: ({ socket }) => this.accept(socket),
+      refused: (reason, peer, reply) => this.refuse(reason, peer, reply),
+    });
+    server.on("connection", incoming);
   }
 
   /**
@@ -121,6 +129,7 @@ export class DestinationServer {
         `largest guest must be from 1 MiB to ${formatBytes(MAX_LIVE_GUEST_BYTES)}`,
       );
     }
+    checkExposure(host, options.security ?? { kind: "plain", insecure: false });
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error: NodeJS.ErrnoException) => {
@@ -166,6 +175,35 @@ export class DestinationServer {
       this.landings.set(guestBytes, landing);
     }
     return landing;
+  }
+
+  /** A connection TLS or --tls-authz turned away: reported as a failed session; no slot was taken. */
+  private refuse(reason: string, peer: string, reply: Socket | undefined): void {
+    const report: DestinationReport = {
+      session: ++this.sessionCount,
+      peer,
+      status: "failed",
+      reason: `refused: ${reason}`,
+      guestBytes: 0,
+      pagesReceived: 0,
+      payloadBytes: 0,
+      frames: 0,
+      verified: null,
+      mismatches: 0,
+      durationMs: 0,
+      discarded: false,
+    };
+    if (reply?.writable) {
+      const writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
+      // Said, then gone: a refused peer holds no connection open.
+      reply.end(writer.frame(FrameType.error, encodeError(`refused: ${reason}`)), () =>
+        reply.destroy(),
+      );
+    } else {
+      reply?.destroy();
+    }
+    this.reports.push(report);
+    this.options.onSession?.(report);
   }
 
   private accept(socket: Socket): void {

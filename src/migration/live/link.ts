@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
+import { describeTlsError, isTlsError } from "../../transport/secure.js";
 import { BandwidthMeter } from "./bandwidth-meter.js";
 import type { TokenBucket } from "./token-bucket.js";
 
@@ -86,6 +87,7 @@ export class Link {
 
 /** One line for a socket error. */
 export function describeSocketError(error: NodeJS.ErrnoException): string {
+  if (isTlsError(error)) return describeTlsError(error);
   switch (error.code) {
     case "ECONNREFUSED":
       return "connection refused";

@@ -1,10 +1,11 @@
 import { randomInt } from "node:crypto";
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { Guest } from "../../guest/guest.js";
 import { DirtyBitmap } from "../../memory/dirty-bitmap.js";
 import { MemoryLayout } from "../../memory/layout.js";
 import { Region } from "../../memory/region.js";
 import { KernelPool } from "../../pool/pool.js";
+import { connectSecure, type TransportSecurity } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
@@ -89,6 +90,8 @@ export interface LiveMigrationOptions {
   readonly deviceStateBytes?: number;
   /** How long to wait for the connection and each reply, ms (default 10,000). */
   readonly replyTimeoutMs?: number;
+  /** TLS for the connection (default: plain TCP). */
+  readonly security?: TransportSecurity;
   /**
    * Check every destination page against the source's digest at the end
    * (default true). Off, only the frame digests guard the stream.
@@ -226,7 +229,7 @@ export class LiveSource {
     let link: Link | undefined;
     const inbox = new Inbox();
     try {
-      socket = await openConnection(options.host, options.port, replyTimeoutMs);
+      socket = await openConnection(options, replyTimeoutMs);
       link = new Link(
         socket,
         options.maxBandwidth
@@ -587,25 +590,20 @@ export class LiveSource {
   }
 }
 
-/** Opens a TCP connection, or fails with one line saying why. */
-async function openConnection(host: string, port: number, timeoutMs: number): Promise<Socket> {
-  return await new Promise<Socket>((resolve, reject) => {
-    const socket = connect({ host, port });
-    socket.setNoDelay(true);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new LinkError(`no connection within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      socket.removeAllListeners("error");
-      resolve(socket);
-    });
-    socket.once("error", (error) => {
-      clearTimeout(timer);
-      reject(new LinkError(describeSocketError(error)));
-    });
-  });
+/** Opens a TCP (or TLS) connection, or fails with one line saying why. */
+async function openConnection(options: LiveMigrationOptions, timeoutMs: number): Promise<Socket> {
+  const security = options.security ?? { kind: "plain", insecure: false };
+  try {
+    return await connectSecure(
+      options.host,
+      options.port,
+      security,
+      timeoutMs,
+      describeSocketError,
+    );
+  } catch (error) {
+    throw new LinkError((error as Error).message);
+  }
 }
 
 function checkGuest(options: LiveGuestOptions): void {

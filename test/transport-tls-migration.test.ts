@@ -1,0 +1,336 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
+import { LiveSource } from "../src/migration/live/source.js";
+import {
+  checkExposure,
+  loadTransportSecurity,
+  parsePskFile,
+  TransportError,
+  type TransportSecurity,
+} from "../src/transport/secure.js";
+
+const MiB = 1024 ** 2;
+
+function hasOpenssl(): boolean {
+  try {
+    execFileSync("openssl", ["version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const openssl = hasOpenssl();
+if (!openssl && process.env.CI === "true") throw new Error("openssl is needed by the TLS tests");
+if (!openssl) console.warn("skipping the TLS migration tests: openssl is not installed");
+
+let root = "";
+function run(...args: string[]): void {
+  execFileSync("openssl", args, { cwd: root, stdio: "ignore" });
+}
+/** A CA in `dir`: ca-cert.pem and ca.key. */
+function makeCa(dir: string, cn: string): void {
+  mkdirSync(join(root, dir), { recursive: true });
+  run(
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    `${dir}/ca.key`,
+    "-out",
+    `${dir}/ca-cert.pem`,
+    "-subj",
+    `/CN=${cn}`,
+    "-days",
+    "2",
+  );
+}
+/** `role`-cert.pem/-key.pem in `dir`, signed by the CA in `caDir`; negative days: already expired. */
+function makeCert(dir: string, caDir: string, role: string, cn: string, days = 2): void {
+  mkdirSync(join(root, dir), { recursive: true });
+  run(
+    "req",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    `${dir}/${role}-key.pem`,
+    "-out",
+    `${dir}/${role}.csr`,
+    "-subj",
+    `/O=hvlab test/CN=${cn}`,
+  );
+  writeFileSync(join(root, dir, `${role}.ext`), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  run(
+    "x509",
+    "-req",
+    "-in",
+    `${dir}/${role}.csr`,
+    "-CA",
+    `${caDir}/ca-cert.pem`,
+    "-CAkey",
+    `${caDir}/ca.key`,
+    "-CAcreateserial",
+    "-days",
+    String(days),
+    "-extfile",
+    `${dir}/${role}.ext`,
+    "-out",
+    `${dir}/${role}-cert.pem`,
+  );
+  run("x509", "-in", `${caDir}/ca-cert.pem`, "-out", `${dir}/ca-cert.pem`);
+}
+
+const x509 = (dir: string, role: "server" | "client", extra = {}) =>
+  loadTransportSecurity({ tlsCreds: join(root, dir), ...extra }, role);
+
+async function migrateOnce(
+  server: TransportSecurity,
+  client: TransportSecurity,
+): Promise<{
+  source: Awaited<ReturnType<LiveSource["migrate"]>>;
+  reports: DestinationReport[];
+  destination: DestinationServer;
+}> {
+  const reports: DestinationReport[] = [];
+  const destination = await DestinationServer.listen({
+    port: 0,
+    security: server,
+    onSession: (r) => reports.push(r),
+  });
+  const source = LiveSource.start({
+    guestBytes: 4 * MiB,
+    vcpus: 1,
+    workload: { kind: "hotset" },
+    writesPerSecond: 20_000,
+    threads: 0,
+    seed: 3,
+  });
+  try {
+    const result = await source.migrate({
+      host: "127.0.0.1",
+      port: destination.address.port,
+      security: client,
+      replyTimeoutMs: 5_000,
+    });
+    // Let the destination's side of a refusal land before it is read.
+    for (let i = 0; i < 50 && reports.length === 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    return { source: result, reports, destination };
+  } finally {
+    await source.close();
+  }
+}
+
+describe.skipIf(!openssl)(
+  "live migration over TLS 1.3 (loopback, certificates made by openssl)",
+  () => {
+    beforeAll(() => {
+      root = mkdtempSync(join(tmpdir(), "hvlab-tls-"));
+      makeCa("ca", "hvlab test CA");
+      makeCert("good", "ca", "server", "destination.example");
+      makeCert("good", "ca", "client", "source.example");
+      makeCa("other-ca", "another CA");
+      makeCert("stranger", "other-ca", "client", "source.example");
+      makeCert("stranger", "ca", "server", "unused");
+      makeCert("expired", "ca", "client", "source.example", -1);
+      makeCert("expired", "ca", "server", "unused");
+      writeFileSync(join(root, "keys.psk"), `source:${"5a".repeat(32)}\n`);
+      writeFileSync(join(root, "wrong.psk"), `source:${"a5".repeat(32)}\n`);
+    });
+    afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+    it("migrates with mutual x509 authentication and verifies every page", async () => {
+      const { source, reports, destination } = await migrateOnce(
+        x509("good", "server", { tlsAuthz: "source.example" }),
+        x509("good", "client"),
+      );
+      await destination.close();
+      expect(source.summary.status).toBe("completed");
+      expect(source.summary.verified).toBe(true);
+      expect(reports).toHaveLength(1);
+      expect(reports[0]).toMatchObject({ status: "completed", verified: true, mismatches: 0 });
+    });
+
+    it("migrates with a pre-shared key over TLS 1.3", async () => {
+      const psk = loadTransportSecurity({ tlsPsk: join(root, "keys.psk") }, "server");
+      const { source, reports, destination } = await migrateOnce(
+        psk,
+        loadTransportSecurity({ tlsPsk: join(root, "keys.psk") }, "client"),
+      );
+      await destination.close();
+      expect(source.summary.status).toBe("completed");
+      expect(source.summary.verified).toBe(true);
+      expect(reports[0]).toMatchObject({ status: "completed", verified: true });
+    });
+
+    const refusals: [string, () => [TransportSecurity, TransportSecurity], RegExp, RegExp][] = [
+      [
+        "a client certificate from another CA",
+        () => [x509("good", "server"), x509("stranger", "client")],
+        /refused: the client certificate is not acceptable: the certificate is not signed by the trusted CA/,
+        /refused: the client certificate is not acceptable: the certificate is not signed by the trusted CA/,
+      ],
+      [
+        "an expired client certificate",
+        () => [x509("good", "server"), x509("expired", "client")],
+        /refused: the client certificate is not acceptable: the certificate has expired/,
+        /refused: the client certificate is not acceptable: the certificate has expired/,
+      ],
+      [
+        "a client without a certificate",
+        () => [
+          x509("good", "server"),
+          {
+            ...x509("good", "client"),
+            cert: undefined,
+            key: undefined,
+          } as unknown as TransportSecurity,
+        ],
+        /certificate|TLS/,
+        /refused: .*(no certificate|certificate)/i,
+      ],
+      [
+        "a subject not in --tls-authz",
+        () => [x509("good", "server", { tlsAuthz: "someone.else" }), x509("good", "client")],
+        /refused: the client certificate "source\.example" is not in --tls-authz/,
+        /refused: the client certificate "source\.example" is not in --tls-authz/,
+      ],
+      [
+        "a wrong pre-shared key",
+        () => [
+          loadTransportSecurity({ tlsPsk: join(root, "keys.psk") }, "server"),
+          loadTransportSecurity({ tlsPsk: join(root, "wrong.psk") }, "client"),
+        ],
+        /TLS handshake failed/,
+        /refused: .*TLS handshake failed/,
+      ],
+      [
+        "a plain TCP client to a TLS listener",
+        () => [x509("good", "server"), { kind: "plain", insecure: false }],
+        /connection|closed|reset/,
+        /refused: the peer does not speak TLS/,
+      ],
+      [
+        "a TLS client to a plain listener",
+        () => [{ kind: "plain", insecure: false }, x509("good", "client")],
+        /does not speak TLS|closed the connection during the TLS handshake/,
+        /does not speak hvlab's migration protocol/,
+      ],
+    ];
+    for (const [name, make, sourceLine, destinationLine] of refusals) {
+      it(`refuses ${name}, one line on each side, and frees the slot`, async () => {
+        const [server, client] = make();
+        const { source, reports, destination } = await migrateOnce(server, client);
+        try {
+          expect(source.summary.status).toBe("failed");
+          expect(source.summary.reason).toMatch(sourceLine);
+          expect(source.summary.reason).not.toMatch(/\n/);
+          expect(reports[0]?.status).toBe("failed");
+          expect(reports[0]?.reason).toMatch(destinationLine);
+          expect(reports[0]?.reason).not.toMatch(/\n/);
+          // The slot is free: a good client migrates at once.
+          if (server.kind !== "plain") {
+            const good =
+              server.kind === "x509"
+                ? x509("good", "client")
+                : loadTransportSecurity({ tlsPsk: join(root, "keys.psk") }, "client");
+            const again = LiveSource.start({
+              guestBytes: 2 * MiB,
+              vcpus: 1,
+              workload: { kind: "hotset" },
+              writesPerSecond: 0,
+              threads: 0,
+              seed: 4,
+            });
+            try {
+              if (server.kind === "x509" && server.authz.length > 0) return;
+              const ok = await again.migrate({
+                host: "127.0.0.1",
+                port: destination.address.port,
+                security: good,
+              });
+              expect(ok.summary.status).toBe("completed");
+            } finally {
+              await again.close();
+            }
+          }
+        } finally {
+          await destination.close();
+        }
+      });
+    }
+  },
+);
+
+describe("transport options", () => {
+  it("refuses to listen beyond loopback without TLS unless --insecure", () => {
+    expect(() => checkExposure("0.0.0.0", { kind: "plain", insecure: false })).toThrow(
+      /refusing to listen on 0\.0\.0\.0 without TLS.*--tls-creds DIR or --tls-psk FILE.*--insecure/,
+    );
+    expect(() => checkExposure("0.0.0.0", { kind: "plain", insecure: true })).not.toThrow();
+    expect(() => checkExposure("127.0.0.1", { kind: "plain", insecure: false })).not.toThrow();
+    expect(() => checkExposure("::1", { kind: "plain", insecure: false })).not.toThrow();
+  });
+
+  it("parses QEMU's PSK file and names the line of a bad entry", () => {
+    const keys = parsePskFile(`alice:${"00".repeat(16)}\n\nbob:${"ff".repeat(32)}\r\n`, "k");
+    expect([...keys.keys()]).toEqual(["alice", "bob"]);
+    expect(keys.get("bob")?.length).toBe(32);
+    expect(() => parsePskFile(`alice:${"0".repeat(31)}`, "k")).toThrow(
+      /k line 1: the key is not an even number/,
+    );
+    expect(() => parsePskFile(`\nalice:${"00".repeat(8)}`, "k")).toThrow(
+      /k line 2: a key of 8 bytes/,
+    );
+    expect(() => parsePskFile("nokey", "k")).toThrow(TransportError);
+    expect(() => parsePskFile("", "k")).toThrow(/no identity:hexkey line/);
+  });
+
+  it("rejects contradictory options", () => {
+    expect(() => loadTransportSecurity({ tlsCreds: "a", tlsPsk: "b" }, "server")).toThrow(
+      /not both/,
+    );
+    expect(() => loadTransportSecurity({ tlsAuthz: "x" }, "server")).toThrow(/need --tls-creds/);
+    expect(() => loadTransportSecurity({ tlsCreds: "/nonexistent-dir" }, "server")).toThrow(
+      /ca-cert\.pem is missing/,
+    );
+  });
+});
+
+describe("the PSK file parser under arbitrary input", () => {
+  it("returns keys or throws a one-line TransportError, never anything else", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 300 }),
+          fc
+            .array(fc.tuple(fc.string({ maxLength: 20 }), fc.uint8Array({ maxLength: 70 })))
+            .map((lines) =>
+              lines.map(([id, key]) => `${id}:${Buffer.from(key).toString("hex")}`).join("\n"),
+            ),
+        ),
+        (text) => {
+          try {
+            const keys = parsePskFile(text, "f");
+            for (const key of keys.values()) expect(key.length).toBeGreaterThanOrEqual(16);
+          } catch (error) {
+            expect(error).toBeInstanceOf(TransportError);
+            expect((error as Error).message).not.toMatch(/\n/);
+          }
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+});
