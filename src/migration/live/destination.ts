@@ -33,7 +33,30 @@ export interface DestinationOptions {
   readonly sessions?: number;
   /** Called as each session ends. */
   readonly onSession?: (report: DestinationReport) => void;
+  /**
+   * Milliseconds a new connection has to send its hello (default 5 s): a peer
+   * that connects and says nothing must not hold the one migration slot.
+   */
+  readonly handshakeTimeoutMs?: number;
+  /**
+   * Milliseconds a session may go without receiving a byte once it has said
+   * hello (default 10 s): a source that stops (SIGSTOP, a dead link) is
+   * discarded like any failed session and the slot frees.
+   */
+  readonly idleTimeoutMs?: number;
 }
+
+/** Default of {@link DestinationOptions.handshakeTimeoutMs}. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Default of {@link DestinationOptions.idleTimeoutMs}. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
+/** Longest handshake or idle timeout accepted: one hour. */
+export const MAX_TIMEOUT_MS = 3_600_000;
+/**
+ * TCP keepalive probe delay: the kernel then notices a peer whose host went
+ * away even while this side has nothing to send.
+ */
+const KEEPALIVE_DELAY_MS = 1_000;
 
 /** What a destination reports for one incoming migration. */
 export interface DestinationReport {
@@ -61,6 +84,15 @@ interface Landing {
 }
 
 /**
+ * Ends a connection with a last frame, and drops it soon after whether or not
+ * the peer hangs up: a stopped or silent peer never sends its FIN.
+ */
+function sayAndDrop(socket: Socket, frame: Uint8Array): void {
+  socket.end(frame);
+  setTimeout(() => socket.destroy(), KEEPALIVE_DELAY_MS).unref();
+}
+
+/**
  * The destination of live migrations: listens on a TCP port, receives one
  * migration at a time into its own memory, checks every frame before a byte
  * of it lands, verifies every page against the source's digests, and
@@ -76,6 +108,8 @@ export class DestinationServer {
   private readonly digests: Region;
   private readonly landings = new Map<number, Landing>();
   private active: Socket | undefined;
+  /** Every open connection, so that closing drops peers that never hang up. */
+  private readonly sockets = new Set<Socket>();
   private sessionCount = 0;
   private completed = 0;
   private finished: Promise<DestinationReport>;
@@ -121,6 +155,16 @@ export class DestinationServer {
         `largest guest must be from 1 MiB to ${formatBytes(MAX_LIVE_GUEST_BYTES)}`,
       );
     }
+    for (const [name, value] of [
+      ["handshake timeout", options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS],
+      ["idle timeout", options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS],
+    ] as const) {
+      if (!Number.isSafeInteger(value) || value < 1 || value > MAX_TIMEOUT_MS) {
+        throw new LiveConfigError(
+          `${name} must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, not ${value}`,
+        );
+      }
+    }
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error: NodeJS.ErrnoException) => {
@@ -147,6 +191,11 @@ export class DestinationServer {
     return { host: address.address, port: address.port };
   }
 
+  /** Whether a migration holds the one slot right now. */
+  get receiving(): boolean {
+    return this.active !== undefined;
+  }
+
   /** Resolves with the report of the session that completes the last wanted migration. */
   done(): Promise<DestinationReport> {
     return this.finished;
@@ -154,7 +203,7 @@ export class DestinationServer {
 
   /** Stops listening and drops any session in progress. */
   async close(): Promise<void> {
-    this.active?.destroy();
+    for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
@@ -169,13 +218,17 @@ export class DestinationServer {
   }
 
   private accept(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once("close", () => this.sockets.delete(socket));
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
     const session = ++this.sessionCount;
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
     if (this.active) {
       // One migration at a time: the landing memory belongs to the active one.
-      socket.end(
+      sayAndDrop(
+        socket,
         writer.frame(
           FrameType.error,
           encodeError("the destination is receiving another migration"),
@@ -185,6 +238,18 @@ export class DestinationServer {
     }
     this.active = socket;
     const started = performance.now();
+    const handshakeMs = this.options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    const idleMs = this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    // Until the hello the whole handshake has one deadline (a peer dribbling
+    // a byte a second does not extend it); after it, silence is what counts.
+    const handshake = setTimeout(() => {
+      if (!state.hello) timedOut(`no hello within ${handshakeMs} ms of connecting`);
+    }, handshakeMs);
+    socket.setTimeout(idleMs, () => {
+      if (state.hello) {
+        timedOut(`nothing received for ${idleMs} ms after ${state.pages} pages`);
+      }
+    });
     const state = {
       hello: undefined as Hello | undefined,
       landing: undefined as Landing | undefined,
@@ -208,6 +273,8 @@ export class DestinationServer {
     ) => {
       if (state.over) return;
       state.over = true;
+      clearTimeout(handshake);
+      socket.setTimeout(0);
       let discarded = false;
       if (status === "failed" && state.landing?.dirty) {
         // Discard the partial copy: nothing of a failed migration survives.
@@ -246,6 +313,16 @@ export class DestinationServer {
       if (state.over) return;
       if (tell && socket.writable) socket.end(writer.frame(FrameType.error, encodeError(reason)));
       else socket.destroy();
+      end("failed", reason, null);
+    };
+
+    // A silent peer may never read nor close: say why, then drop the socket
+    // once the reason is flushed instead of waiting for the peer's FIN.
+    const timedOut = (reason: string) => {
+      if (state.over) return;
+      if (socket.writable) {
+        sayAndDrop(socket, writer.frame(FrameType.error, encodeError(reason)));
+      } else socket.destroy();
       end("failed", reason, null);
     };
 
