@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { retryDelayMs } from "../../migration/live/backoff.js";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_IDLE_TIMEOUT_MS,
@@ -182,9 +183,11 @@ export async function runLiveSource(
       });
       progress.stop();
       if (result.summary.status !== "failed" || attempt === flags.retries) break;
+      const wait = retryDelayMs(attempt + 1);
       output.err(
-        `hvlab: migration attempt ${attempt + 1} failed: ${result.summary.reason}; the guest is still running here; retrying`,
+        `hvlab: migration attempt ${attempt + 1} failed: ${result.summary.reason}; the guest is still running here; retrying in ${wait} ms`,
       );
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
     if (!result) throw new Error("no migration attempt ran");
     printMigration(result, flags, output);
