@@ -143,4 +143,29 @@ describe("a destination no peer can wedge", () => {
     expect(result.summary.verified).toBe(true);
     expect((await completed).status).toBe("completed");
   });
+
+  it("a destination receiving migrations of mixed sizes ends with the memory it had after its largest", async () => {
+    const { server, nextReport } = await destination({
+      handshakeTimeoutMs: 5_000,
+      idleTimeoutMs: 10_000,
+    });
+    const port = server.address.port;
+    const sizes = [8, 3, 5, 1, 8, 2, 7, 4];
+    const before = server.memoryBytes;
+    const memory: number[] = [];
+    for (const mib of sizes) {
+      const s = source(mib);
+      const report = nextReport();
+      const result = await s.migrate({ host: "127.0.0.1", port });
+      expect(result.summary.status, result.summary.reason ?? "").toBe("completed");
+      expect(result.summary.verified).toBe(true);
+      expect((await report).guestBytes).toBe(mib * MiB);
+      memory.push(server.memoryBytes);
+      await s.close();
+      sources.splice(sources.indexOf(s), 1);
+    }
+    // One landing region as large as the largest guest, reused by every smaller one.
+    expect(memory.every((bytes) => bytes === memory[0])).toBe(true);
+    expect((memory[0] ?? 0) - before).toBeLessThanOrEqual(8 * MiB + 64 * 1024);
+  });
 });

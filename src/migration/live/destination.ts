@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { MemoryLayout } from "../../memory/layout.js";
-import type { Region } from "../../memory/region.js";
+import { Region } from "../../memory/region.js";
 import { formatBytes } from "../../util/units.js";
 import { DIGEST_BYTES, type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import { LiveConfigError } from "./errors.js";
@@ -77,11 +77,14 @@ export interface DestinationReport {
   readonly discarded: boolean;
 }
 
-/** Guest RAM the destination receives into, kept per guest size and wiped on discard. */
+/** Guest RAM the destination receives one migration into, wiped on discard. */
 interface Landing {
   readonly ram: PagedRam;
   dirty: boolean;
 }
+
+/** Name of the one region every incoming guest lands in. */
+const LANDING_REGION = "destination-ram";
 
 /**
  * Ends a connection with a last frame, and drops it soon after whether or not
@@ -106,7 +109,10 @@ export class DestinationServer {
   private readonly receiveStaging: Region;
   private readonly replyStaging: Region;
   private readonly digests: Region;
-  private readonly landings = new Map<number, Landing>();
+  /** The landing region, as large as the largest guest received so far. */
+  private landingRegion: Region | undefined;
+  /** Whether the landing region holds bytes of an earlier migration. */
+  private landingDirty = false;
   private active: Socket | undefined;
   /** Every open connection, so that closing drops peers that never hang up. */
   private readonly sockets = new Set<Socket>();
@@ -207,14 +213,34 @@ export class DestinationServer {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
+  /**
+   * The landing memory for a guest of `guestBytes`: one region, laid out last
+   * and grown in place to the largest guest seen, of which each migration
+   * uses the front. A destination that receives migrations of mixed sizes
+   * thus holds only its largest guest, never one region per size.
+   */
   private landing(guestBytes: number): Landing {
-    let landing = this.landings.get(guestBytes);
-    if (!landing) {
-      const region = this.layout.allocate(`destination-ram-${guestBytes}`, guestBytes, 4096);
-      landing = { ram: { region, pageShift: LIVE_PAGE_SHIFT }, dirty: false };
-      this.landings.set(guestBytes, landing);
+    let region = this.landingRegion;
+    if (!region) region = this.layout.allocate(LANDING_REGION, guestBytes, 4096);
+    else if (region.byteLength < guestBytes)
+      region = this.layout.extendLast(LANDING_REGION, guestBytes);
+    this.landingRegion = region;
+    const view = new Region({
+      name: LANDING_REGION,
+      offset: region.offset,
+      byteLength: guestBytes,
+    });
+    if (this.landingDirty) {
+      // An earlier guest's bytes must not show through pages this one never sends.
+      region.bytes(this.layout.memory).fill(0);
+      this.landingDirty = false;
     }
-    return landing;
+    return { ram: { region: view, pageShift: LIVE_PAGE_SHIFT }, dirty: false };
+  }
+
+  /** Bytes of shared memory this destination holds. */
+  get memoryBytes(): number {
+    return this.layout.memory.buffer.byteLength;
   }
 
   private accept(socket: Socket): void {
@@ -280,6 +306,7 @@ export class DestinationServer {
         // Discard the partial copy: nothing of a failed migration survives.
         state.landing.ram.region.bytes(this.layout.memory).fill(0);
         state.landing.dirty = false;
+        this.landingDirty = false;
         discarded = true;
       }
       if (this.active === socket) this.active = undefined;
@@ -356,6 +383,7 @@ export class DestinationServer {
           const count = decodePagesHeader(frame.payload, pageBytes);
           const listStart = frame.payloadStart + 8;
           landing.dirty = true;
+          this.landingDirty = true;
           this.kernel.scatter(
             frame.staging,
             listStart + count * 4,
