@@ -110,6 +110,34 @@ export class MemoryLayout {
     return region;
   }
 
+  /**
+   * Grows the last region laid out to `byteLength` bytes in place (memory
+   * never shrinks, so a buffer reused for inputs of growing sizes costs only
+   * its largest size, never the sum of them).
+   *
+   * @throws RegionAllocationError if `name` is not the last region, the size
+   *   is smaller than it is, or the memory cannot grow that far.
+   */
+  extendLast(name: string, byteLength: number): Region {
+    const region = this.get(name);
+    if (region.offset + region.byteLength !== this.next) {
+      throw new RegionAllocationError(`region '${name}' is not the last one laid out`);
+    }
+    if (!Number.isSafeInteger(byteLength) || byteLength < region.byteLength) {
+      throw new RegionAllocationError(
+        `region '${name}': cannot shrink or resize to ${byteLength} bytes from ${region.byteLength}`,
+      );
+    }
+    if (region.offset + byteLength > MAX_MEMORY_BYTES) {
+      throw tooLarge(name, byteLength, MAX_MEMORY_BYTES - region.offset);
+    }
+    this.ensure(region.offset + byteLength, name);
+    const grown = new Region({ name, offset: region.offset, byteLength });
+    this.regions.set(name, grown);
+    this.next = region.offset + byteLength;
+    return grown;
+  }
+
   /** Grows the memory so that `end` bytes exist. */
   private ensure(end: number, name: string): void {
     const have = this.memory.buffer.byteLength;

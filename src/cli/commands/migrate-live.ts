@@ -1,5 +1,12 @@
 import type { Command } from "commander";
-import { type DestinationReport, DestinationServer } from "../../migration/live/destination.js";
+import { retryDelayMs } from "../../migration/live/backoff.js";
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  type DestinationReport,
+  DestinationServer,
+  MAX_TIMEOUT_MS,
+} from "../../migration/live/destination.js";
 import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
 import { type MigrationOptions, POLICY_ROUND_CAPS } from "../../migration/options.js";
 import type { MigrationResult } from "../../migration/stats.js";
@@ -71,6 +78,10 @@ export interface LiveDestinationFlags extends TransportFlags {
   readonly host: string;
   readonly sessions: number;
   readonly maxGuest: number;
+  /** Milliseconds a connection has to say hello (default: the server's). */
+  readonly handshakeTimeout?: number;
+  /** Milliseconds a session may receive nothing (default: the server's). */
+  readonly idleTimeout?: number;
   readonly json?: boolean;
 }
 
@@ -121,6 +132,8 @@ export async function runLiveDestination(
     port: flags.listen,
     sessions: flags.sessions,
     maxGuestBytes: flags.maxGuest,
+    ...(flags.handshakeTimeout !== undefined ? { handshakeTimeoutMs: flags.handshakeTimeout } : {}),
+    ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
     onSession: (report) => {
       if (report.status === "failed") {
         output.err(
@@ -201,9 +214,11 @@ export async function runLiveSource(
       });
       progress.stop();
       if (result.summary.status !== "failed" || attempt === flags.retries) break;
+      const wait = retryDelayMs(attempt + 1);
       output.err(
-        `hvlab: migration attempt ${attempt + 1} failed: ${result.summary.reason}; the guest is still running here; retrying`,
+        `hvlab: migration attempt ${attempt + 1} failed: ${result.summary.reason}; the guest is still running here; retrying in ${wait} ms`,
       );
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
     if (!result) throw new Error("no migration attempt ran");
     printMigration(result, flags, output);
@@ -252,6 +267,18 @@ export function addLiveOptions(command: Command): Command {
         MAX_LIVE_GUEST_BYTES,
         MAX_LIVE_GUEST_BYTES,
       ),
+    )
+    .option(
+      "--handshake-timeout <ms>",
+      "destination: milliseconds a connection has to send its hello",
+      integerOption(1, MAX_TIMEOUT_MS),
+      DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    )
+    .option(
+      "--idle-timeout <ms>",
+      "destination: milliseconds a migration may receive nothing before it is discarded",
+      integerOption(1, MAX_TIMEOUT_MS),
+      DEFAULT_IDLE_TIMEOUT_MS,
     )
     .option(
       "--rate <writes/s>",

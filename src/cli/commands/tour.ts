@@ -1,4 +1,5 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, mkdir, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import { machineInfo } from "../../bench/machine.js";
@@ -46,6 +47,16 @@ export function registerTour(program: Command): void {
         throw new UsageError(`unknown tour section '${id}'`);
       }
     }
+    // The output folder is made and checked before the tour runs: minutes of
+    // work must not end in a path that could never be written.
+    const out = resolve(flags.out);
+    try {
+      await mkdir(out, { recursive: true });
+      await access(out, constants.W_OK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? String(error);
+      throw new UsageError(`--out ${flags.out}: cannot write a report folder there (${code})`);
+    }
     const sections: ReportSection[] = [];
     const log = (line: string) => console.error(line);
     for (const section of TOUR_SECTIONS) {
@@ -61,8 +72,6 @@ export function registerTour(program: Command): void {
     }
     const machine = machineInfo();
     const generatedAt = new Date();
-    const out = resolve(flags.out);
-    await mkdir(out, { recursive: true });
     const html = await renderHtmlReport("hvlab tour", machine, sections, generatedAt);
     await writeFile(join(out, "tour.html"), html);
     const json = { generatedAt: generatedAt.toISOString(), machine, sections };

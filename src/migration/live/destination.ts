@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { MemoryLayout } from "../../memory/layout.js";
-import type { Region } from "../../memory/region.js";
+import { Region } from "../../memory/region.js";
 import { checkExposure, secureIncoming, type TransportSecurity } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { DIGEST_BYTES, type PagedRam, StreamKernel } from "../../wasm/stream.js";
@@ -36,7 +36,30 @@ export interface DestinationOptions {
   readonly onSession?: (report: DestinationReport) => void;
   /** TLS and authorisation of incoming connections (default: plain TCP, loopback only). */
   readonly security?: TransportSecurity;
+  /**
+   * Milliseconds a new connection has to send its hello (default 5 s): a peer
+   * that connects and says nothing must not hold the one migration slot.
+   */
+  readonly handshakeTimeoutMs?: number;
+  /**
+   * Milliseconds a session may go without receiving a byte once it has said
+   * hello (default 10 s): a source that stops (SIGSTOP, a dead link) is
+   * discarded like any failed session and the slot frees.
+   */
+  readonly idleTimeoutMs?: number;
 }
+
+/** Default of {@link DestinationOptions.handshakeTimeoutMs}. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Default of {@link DestinationOptions.idleTimeoutMs}. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
+/** Longest handshake or idle timeout accepted: one hour. */
+export const MAX_TIMEOUT_MS = 3_600_000;
+/**
+ * TCP keepalive probe delay: the kernel then notices a peer whose host went
+ * away even while this side has nothing to send.
+ */
+const KEEPALIVE_DELAY_MS = 1_000;
 
 /** What a destination reports for one incoming migration. */
 export interface DestinationReport {
@@ -57,10 +80,22 @@ export interface DestinationReport {
   readonly discarded: boolean;
 }
 
-/** Guest RAM the destination receives into, kept per guest size and wiped on discard. */
+/** Guest RAM the destination receives one migration into, wiped on discard. */
 interface Landing {
   readonly ram: PagedRam;
   dirty: boolean;
+}
+
+/** Name of the one region every incoming guest lands in. */
+const LANDING_REGION = "destination-ram";
+
+/**
+ * Ends a connection with a last frame, and drops it soon after whether or not
+ * the peer hangs up: a stopped or silent peer never sends its FIN.
+ */
+function sayAndDrop(socket: Socket, frame: Uint8Array): void {
+  socket.end(frame);
+  setTimeout(() => socket.destroy(), KEEPALIVE_DELAY_MS).unref();
 }
 
 /**
@@ -77,8 +112,13 @@ export class DestinationServer {
   private readonly receiveStaging: Region;
   private readonly replyStaging: Region;
   private readonly digests: Region;
-  private readonly landings = new Map<number, Landing>();
+  /** The landing region, as large as the largest guest received so far. */
+  private landingRegion: Region | undefined;
+  /** Whether the landing region holds bytes of an earlier migration. */
+  private landingDirty = false;
   private active: Socket | undefined;
+  /** Every open connection, so that closing drops peers that never hang up. */
+  private readonly sockets = new Set<Socket>();
   private sessionCount = 0;
   private completed = 0;
   private finished: Promise<DestinationReport>;
@@ -130,6 +170,16 @@ export class DestinationServer {
       );
     }
     checkExposure(host, options.security ?? { kind: "plain", insecure: false });
+    for (const [name, value] of [
+      ["handshake timeout", options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS],
+      ["idle timeout", options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS],
+    ] as const) {
+      if (!Number.isSafeInteger(value) || value < 1 || value > MAX_TIMEOUT_MS) {
+        throw new LiveConfigError(
+          `${name} must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, not ${value}`,
+        );
+      }
+    }
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error: NodeJS.ErrnoException) => {
@@ -156,6 +206,11 @@ export class DestinationServer {
     return { host: address.address, port: address.port };
   }
 
+  /** Whether a migration holds the one slot right now. */
+  get receiving(): boolean {
+    return this.active !== undefined;
+  }
+
   /** Resolves with the report of the session that completes the last wanted migration. */
   done(): Promise<DestinationReport> {
     return this.finished;
@@ -163,18 +218,38 @@ export class DestinationServer {
 
   /** Stops listening and drops any session in progress. */
   async close(): Promise<void> {
-    this.active?.destroy();
+    for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
+  /**
+   * The landing memory for a guest of `guestBytes`: one region, laid out last
+   * and grown in place to the largest guest seen, of which each migration
+   * uses the front. A destination that receives migrations of mixed sizes
+   * thus holds only its largest guest, never one region per size.
+   */
   private landing(guestBytes: number): Landing {
-    let landing = this.landings.get(guestBytes);
-    if (!landing) {
-      const region = this.layout.allocate(`destination-ram-${guestBytes}`, guestBytes, 4096);
-      landing = { ram: { region, pageShift: LIVE_PAGE_SHIFT }, dirty: false };
-      this.landings.set(guestBytes, landing);
+    let region = this.landingRegion;
+    if (!region) region = this.layout.allocate(LANDING_REGION, guestBytes, 4096);
+    else if (region.byteLength < guestBytes)
+      region = this.layout.extendLast(LANDING_REGION, guestBytes);
+    this.landingRegion = region;
+    const view = new Region({
+      name: LANDING_REGION,
+      offset: region.offset,
+      byteLength: guestBytes,
+    });
+    if (this.landingDirty) {
+      // An earlier guest's bytes must not show through pages this one never sends.
+      region.bytes(this.layout.memory).fill(0);
+      this.landingDirty = false;
     }
-    return landing;
+    return { ram: { region: view, pageShift: LIVE_PAGE_SHIFT }, dirty: false };
+  }
+
+  /** Bytes of shared memory this destination holds. */
+  get memoryBytes(): number {
+    return this.layout.memory.buffer.byteLength;
   }
 
   /** A connection TLS or --tls-authz turned away: reported as a failed session; no slot was taken. */
@@ -207,13 +282,17 @@ export class DestinationServer {
   }
 
   private accept(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once("close", () => this.sockets.delete(socket));
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
     const session = ++this.sessionCount;
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
     if (this.active) {
       // One migration at a time: the landing memory belongs to the active one.
-      socket.end(
+      sayAndDrop(
+        socket,
         writer.frame(
           FrameType.error,
           encodeError("the destination is receiving another migration"),
@@ -223,6 +302,18 @@ export class DestinationServer {
     }
     this.active = socket;
     const started = performance.now();
+    const handshakeMs = this.options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    const idleMs = this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    // Until the hello the whole handshake has one deadline (a peer dribbling
+    // a byte a second does not extend it); after it, silence is what counts.
+    const handshake = setTimeout(() => {
+      if (!state.hello) timedOut(`no hello within ${handshakeMs} ms of connecting`);
+    }, handshakeMs);
+    socket.setTimeout(idleMs, () => {
+      if (state.hello) {
+        timedOut(`nothing received for ${idleMs} ms after ${state.pages} pages`);
+      }
+    });
     const state = {
       hello: undefined as Hello | undefined,
       landing: undefined as Landing | undefined,
@@ -246,11 +337,14 @@ export class DestinationServer {
     ) => {
       if (state.over) return;
       state.over = true;
+      clearTimeout(handshake);
+      socket.setTimeout(0);
       let discarded = false;
       if (status === "failed" && state.landing?.dirty) {
         // Discard the partial copy: nothing of a failed migration survives.
         state.landing.ram.region.bytes(this.layout.memory).fill(0);
         state.landing.dirty = false;
+        this.landingDirty = false;
         discarded = true;
       }
       if (this.active === socket) this.active = undefined;
@@ -287,6 +381,16 @@ export class DestinationServer {
       end("failed", reason, null);
     };
 
+    // A silent peer may never read nor close: say why, then drop the socket
+    // once the reason is flushed instead of waiting for the peer's FIN.
+    const timedOut = (reason: string) => {
+      if (state.over) return;
+      if (socket.writable) {
+        sayAndDrop(socket, writer.frame(FrameType.error, encodeError(reason)));
+      } else socket.destroy();
+      end("failed", reason, null);
+    };
+
     const handle = (frame: ReceivedFrame) => {
       const hello = state.hello;
       if (!hello) {
@@ -317,6 +421,7 @@ export class DestinationServer {
           const count = decodePagesHeader(frame.payload, pageBytes);
           const listStart = frame.payloadStart + 8;
           landing.dirty = true;
+          this.landingDirty = true;
           this.kernel.scatter(
             frame.staging,
             listStart + count * 4,
