@@ -187,6 +187,9 @@ export function sweepHeatMaps(sweep: SweepResult): ReportChart[] {
                 field: "status",
                 type: "nominal",
                 title: "did not complete",
+                // Below the panel: a second legend beside the colour scale's
+                // would push three panels past the page.
+                legend: { orient: "bottom" },
                 scale: {
                   domain: Object.keys(UNFINISHED_FILL),
                   range: Object.values(UNFINISHED_FILL),
