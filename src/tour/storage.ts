@@ -57,13 +57,25 @@ export const storageTourSection: TourSection = {
       const latency = report.disks.flatMap((d) =>
         d.histogram.map(([p, us]) => ({ disk: d.disk, percentile: p, us })),
       );
+      const verifyErrors = report.disks.reduce((n, d) => n + d.verifyErrors, 0);
       return {
         id: "storage",
         title: "Dynamic VM storage: VHD types under guest I/O, hot add and remove",
+        headline: {
+          figure: `hot remove in ${removal?.tookMs.toFixed(1)} ms: ${removal?.failedInFlight} requests in flight failed, ${removal?.completedAfterRemoval} completed after it, ${removal?.acknowledgedIntact} of ${removal?.acknowledgedBlocks} acknowledged writes intact; ${verifyErrors} verify errors`,
+          target:
+            "nothing completes or reaches the file after a removal, every acknowledged write reads back, every read verifies",
+          met:
+            removal !== undefined &&
+            removal.completedAfterRemoval === 0 &&
+            removal.unchangedAfterRemoval === true &&
+            removal.acknowledgedIntact === removal.acknowledgedBlocks &&
+            verifyErrors === 0,
+        },
         summary: [
-          `Four disks of ${size / 2 ** 20} MiB on one VM's SCSI controller, one pool worker each, ran fio's randrw (70 % reads, 4 KiB, iodepth 8) for ${runtimeMs} ms with verify on: every block written carries its offset and generation, every read is checked (${report.disks.reduce((n, d) => n + d.verifyErrors, 0)} verify errors). I/O is buffered, so the host's page cache is in play.`,
+          `Four disks of ${size / 2 ** 20} MiB on one VM's SCSI controller, one pool worker each, ran fio's randrw (70 % reads, 4 KiB, iodepth 8) for ${runtimeMs} ms with verify on: every block written carries its offset and generation, every read is checked (${verifyErrors} verify errors). I/O is buffered, so the host's page cache is in play.`,
           `Hot add of a dynamic VHD took ${added?.tookMs.toFixed(1)} ms to its first request. Hot remove of the dynamic disk took ${removal?.tookMs.toFixed(1)} ms: ${removal?.failedInFlight} requests in flight failed with DiskRemovedError, ${removal?.completedAfterRemoval} completed after the removal point, the file was ${removal?.unchangedAfterRemoval ? "unchanged" : "CHANGED"} afterwards, and ${removal?.acknowledgedIntact} of ${removal?.acknowledgedBlocks} acknowledged writes read back intact.`,
-          "Timings come from a shared 2-core machine and are noisy; `hvlab bench storage` compares VHD and raw I/O with peers in the same run.",
+          "Timings vary with the machine and its load; `hvlab bench storage` compares VHD and raw I/O with peers in the same run.",
         ],
         tables: [
           {
