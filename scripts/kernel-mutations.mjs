@@ -501,8 +501,8 @@ export const KERNEL_MUTATIONS = {
         id: "indirection-mask-minus-2",
         rule: "RSS spreads flows over every processor (hash masked with the table size - 1)",
         file: "src/net/vmq.ts",
-        from: "& (RSS_INDIRECTION_ENTRIES - 1)] ?? 0;",
-        to: "& (RSS_INDIRECTION_ENTRIES - 2)] ?? 0;",
+        from: "(RSS_INDIRECTION_ENTRIES - 1)",
+        to: "(RSS_INDIRECTION_ENTRIES - 2)",
       },
     ],
   },
@@ -689,13 +689,13 @@ export const KERNEL_MUTATIONS = {
       {
         id: "ept-d-never-set",
         rule: "with EPT A/D, a write sets D in the EPT leaf entry",
-        from: "const want = entry | EPT_A | (write ? EPT_D : 0);",
-        to: "const want = entry | EPT_A;",
+        from: "leaf = entry | EPT_A | (write ? EPT_D : 0);",
+        to: "leaf = entry | EPT_A;",
       },
       {
         id: "guest-a-not-set-on-tables",
         rule: "a walk sets A in every non-leaf guest entry it uses",
-        from: "if (flags & FLAG_SET_AD && (entry & A) == 0) store<u64>(p, entry | A);",
+        from: "      store<u64>(p, entry | A);\n",
         to: "",
       },
       {
