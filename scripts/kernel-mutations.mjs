@@ -446,6 +446,92 @@ export const KERNEL_MUTATIONS = {
     ],
   },
 
+  power: {
+    tests: [
+      "test/power-kernel-vs-oracle.test.ts",
+      "test/power-known-answers.test.ts",
+      "test/power-trace.test.ts",
+      // The rest, but those that drive the command or a browser.
+      "test/power-*.test.ts",
+      "!test/power-cli.test.ts",
+      "!test/power-report-browser.test.ts",
+    ],
+    mutations: [
+      {
+        id: "menu-residency-equal-refused",
+        rule: "the menu governor takes a state whose target residency equals the predicted idle time",
+        from: "if (residency > predicted) break;",
+        to: "if (residency >= predicted) break;",
+      },
+      {
+        id: "menu-ignores-history",
+        rule: "the predicted idle time is the sooner of the next timer and the typical interval",
+        from: "if (typical < predicted) predicted = typical;",
+        to: "",
+      },
+      {
+        id: "parked-not-deepest",
+        rule: "a parked processor sleeps in the deepest C-state",
+        from: "if (load<u32>(state + P_PARKED) != 0) return deepest;",
+        to: "",
+      },
+      {
+        id: "halt-goes-deep",
+        rule: "the halt idle policy stays in C1 (state 0)",
+        from: "if (mode == MODE_HALT) return 0;",
+        to: "if (mode == MODE_HALT) return deepest;",
+      },
+      {
+        id: "wake-latency-rounds-down",
+        rule: "a wake-up's latency is its exit latency rounded up to the next microsecond",
+        from: "record(hist, (<u64>load<u32>(entry + CS_EXIT_NS) + 999) / 1000);",
+        to: "record(hist, <u64>load<u32>(entry + CS_EXIT_NS) / 1000);",
+      },
+      {
+        id: "wakeups-not-counted",
+        rule: "every wake from a C-state is counted",
+        from: "store<u64>(counter + K_WAKEUPS, load<u64>(counter + K_WAKEUPS) + 1);",
+        to: "",
+      },
+      {
+        id: "waking-counted-as-busy",
+        rule: "ticks spent leaving a C-state count as waking, not busy",
+        from: "addCount(counter + K_WAKING, waking);",
+        to: "addCount(counter + K_BUSY, waking);",
+      },
+      {
+        id: "busy-rounds-down",
+        rule: "a backlog takes ceil(work / speed) ticks",
+        from: "const need = (<u64>backlog + speed - 1) / speed;",
+        to: "const need = <u64>backlog / speed;",
+      },
+      {
+        id: "residency-in-first-state",
+        rule: "idle ticks count toward the residency of the C-state the processor is in",
+        from: "addCount(counter + K_CSTATE + (<usize>load<u32>(state + P_CSTATE) << 3), dt);",
+        to: "addCount(counter + K_CSTATE, dt);",
+      },
+      {
+        id: "wake-takes-no-time",
+        rule: "waking from a C-state takes its exit latency before work runs",
+        from: "store<u32>(state + P_WAKE_LEFT, load<u32>(entry + CS_EXIT_TICKS));",
+        to: "",
+      },
+      {
+        id: "place-ignores-sleep-depth",
+        rule: "among equally loaded processors, work goes to the shallowest sleeper",
+        from: "key |= <u64>(exitTicks < 0xffff ? exitTicks : 0xffff);",
+        to: "",
+      },
+      {
+        id: "history-slot-stuck",
+        rule: "each idle interval goes to the next of the eight history slots",
+        from: "store<u32>(state + P_HISTORY_POS, (slot + 1) & (INTERVALS - 1));",
+        to: "",
+      },
+    ],
+  },
+
   rss: {
     tests: ["test/net-rss.test.ts", "test/net-rss-*.test.ts", "test/net-vmq.test.ts"],
     mutations: [
@@ -501,8 +587,8 @@ export const KERNEL_MUTATIONS = {
         id: "indirection-mask-minus-2",
         rule: "RSS spreads flows over every processor (hash masked with the table size - 1)",
         file: "src/net/vmq.ts",
-        from: "& (RSS_INDIRECTION_ENTRIES - 1)] ?? 0;",
-        to: "& (RSS_INDIRECTION_ENTRIES - 2)] ?? 0;",
+        from: "(RSS_INDIRECTION_ENTRIES - 1)",
+        to: "(RSS_INDIRECTION_ENTRIES - 2)",
       },
     ],
   },
@@ -588,6 +674,108 @@ export const KERNEL_MUTATIONS = {
         rule: "a received IPv4 header is good only if it sums to 0xFFFF",
         from: "if (onesSum(frame + l3, l4 - l3, 0) == 0xffff) good |= GOOD_IP;",
         to: "good |= GOOD_IP;",
+      },
+    ],
+  },
+
+  storage: {
+    tests: [
+      "test/storage-kernels.test.ts",
+      "test/storage-fuzz.test.ts",
+      "test/storage-io.test.ts",
+      "test/storage-crash.test.ts",
+      "test/storage-qemu.test.ts",
+    ],
+    mutations: [
+      {
+        id: "set-head-lsb-first",
+        rule: "sector s is bit 0x80 >> (s & 7) of byte s >> 3 (most significant bit first)",
+        from: "  while (s < end && (s & 7) != 0) {\n    store<u8>(bm + (s >>> 3), load<u8>(bm + (s >>> 3)) | (<u8>0x80 >>> <u8>(s & 7)));",
+        to: "  while (s < end && (s & 7) != 0) {\n    store<u8>(bm + (s >>> 3), load<u8>(bm + (s >>> 3)) | (<u8>1 << <u8>(s & 7)));",
+      },
+      {
+        id: "set-skips-last-sector",
+        rule: "setting a range sets its last partial byte's sectors, the last one too",
+        from: "  while (s < end) {\n    store<u8>",
+        to: "  while (s + 1 < end) {\n    store<u8>",
+      },
+      {
+        id: "set-full-bytes-one-short",
+        rule: "setting a range fills every whole byte of it",
+        from: "memory.fill(bm + (s >>> 3), 0xff, fullBytes);",
+        to: "memory.fill(bm + (s >>> 3), 0xff, fullBytes - 1);",
+      },
+      {
+        id: "set-returns-count",
+        rule: "bitmapSet returns how many sectors were clear before",
+        from: "return count - was;",
+        to: "return count;",
+      },
+      {
+        id: "count-head-lsb-first",
+        rule: "counting reads sector s from bit 7 - (s & 7) (most significant bit first)",
+        from: "  while (s < end && (s & 7) != 0) {\n    n += (load<u8>(bm + (s >>> 3)) >>> <u8>(7 - (s & 7))) & 1;",
+        to: "  while (s < end && (s & 7) != 0) {\n    n += (load<u8>(bm + (s >>> 3)) >>> <u8>(s & 7)) & 1;",
+      },
+      {
+        id: "count-word-low-half",
+        rule: "counting a whole 64-sector word counts all 64 bits",
+        from: "n += <u32>popcnt<u64>(load<u64>(bm + (s >>> 3)));",
+        to: "n += popcnt<u32>(load<u32>(bm + (s >>> 3)));",
+      },
+      {
+        id: "count-skips-last-sector",
+        rule: "counting takes the last partial byte's sectors, the last one too",
+        from: "  while (s < end) {\n    n +=",
+        to: "  while (s + 1 < end) {\n    n +=",
+      },
+      {
+        id: "scan-lsb-first",
+        rule: "a scan finds the byte's most significant matching bit first",
+        from: "return s + (clz<u32>(bits) - 24);",
+        to: "return s + ctz<u32>(bits);",
+      },
+      {
+        id: "scan-skips-wrong-bytes",
+        rule: "a scan for clear sectors skips only all-set bytes",
+        from: "const skip: u8 = value != 0 ? 0x00 : 0xff;",
+        to: "const skip: u8 = 0x00;",
+      },
+      {
+        id: "checksum-field-3-bytes",
+        rule: "the checksum counts all four bytes of its own field as zero",
+        from: "if (i - skipAt < 4) continue;",
+        to: "if (i - skipAt < 3) continue;",
+      },
+      {
+        id: "checksum-not-complemented",
+        rule: "the checksum is the one's complement of the byte sum",
+        from: "return ~sum;",
+        to: "return sum;",
+      },
+      {
+        id: "checksum-skips-last-byte",
+        rule: "the checksum sums every byte of the structure",
+        from: "for (let i: usize = 0; i < len; i++) {",
+        to: "for (let i: usize = 0; i + 1 < len; i++) {",
+      },
+      {
+        id: "fill-skips-last-vector",
+        rule: "the pattern fills the block's payload to its last byte",
+        from: "for (let i = HEADER_BYTES; i < blockSize; i += 16) {\n      v128.store",
+        to: "for (let i = HEADER_BYTES; i + 16 < blockSize; i += 16) {\n      v128.store",
+      },
+      {
+        id: "verify-skips-last-vector",
+        rule: "verification compares the payload to its last byte",
+        from: "for (let i = HEADER_BYTES; i < blockSize; i += 16) {\n      diff",
+        to: "for (let i = HEADER_BYTES; i + 16 < blockSize; i += 16) {\n      diff",
+      },
+      {
+        id: "verify-trusts-unwritten",
+        rule: "a block never written (generation 0) must read as zeros",
+        from: "      if (!isZeroAt(p, blockSize)) return index;\n",
+        to: "",
       },
     ],
   },
@@ -689,13 +877,13 @@ export const KERNEL_MUTATIONS = {
       {
         id: "ept-d-never-set",
         rule: "with EPT A/D, a write sets D in the EPT leaf entry",
-        from: "const want = entry | EPT_A | (write ? EPT_D : 0);",
-        to: "const want = entry | EPT_A;",
+        from: "leaf = entry | EPT_A | (write ? EPT_D : 0);",
+        to: "leaf = entry | EPT_A;",
       },
       {
         id: "guest-a-not-set-on-tables",
         rule: "a walk sets A in every non-leaf guest entry it uses",
-        from: "if (flags & FLAG_SET_AD && (entry & A) == 0) store<u64>(p, entry | A);",
+        from: "      store<u64>(p, entry | A);\n",
         to: "",
       },
       {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
-import { PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
+import { ENCODE_STATS_BYTES, PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
 
 /*
  * The page stream decoder at its exact edges (QEMU's migration/ram.c and
@@ -45,6 +45,23 @@ describe("page stream edges", () => {
     const past = writeStream([...be64(PAGES * PAGE + FLAG_ZERO), 0x55]);
     expect(() => kernel.decodePages(stream, past, dst, 12)).toThrow();
     expect([...slack].every((b) => b === 0xaa)).toBe(true);
+  });
+
+  it("takes a PAGE record that exactly fills the packet, and not one more", () => {
+    const ram = layout.allocate("ram-cap", PAGES * PAGE, 4096);
+    new Uint8Array(layout.memory.buffer, ram.offset, PAGES * PAGE).fill(0x5a);
+    const list = layout.allocate("list-cap", 16, 4);
+    new Uint32Array(layout.memory.buffer, list.offset, 4).set([0, 1, 2, 3]);
+    const stats = layout.allocate("stats-cap", ENCODE_STATS_BYTES, 8);
+    // Two records (8-byte header and the page each) fill this packet exactly.
+    for (const [bytes, want] of [
+      [2 * (8 + PAGE), 2],
+      [2 * (8 + PAGE) - 1, 1],
+    ] as const) {
+      const out = layout.allocate(`out-cap-${bytes}`, bytes, 8);
+      const job = { ram, pageShift: 12, list, listStart: 0, count: 4, out, zeroPages: true, stats };
+      expect(kernel.encodePages(job)).toBe(want);
+    }
   });
 
   it("refuses an XBZRLE encoding whose second unchanged run is empty", () => {

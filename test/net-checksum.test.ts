@@ -48,6 +48,28 @@ describe("RFC 1071 checksum kernel", () => {
     expect(internetChecksumOracle(header)).toBe(0xb861);
   });
 
+  it("fills the IPv4 header checksum over a zeroed field, whatever the field held (RFC 791 section 3.1)", () => {
+    const header = Uint8Array.from([
+      0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00,
+      0x01, 0xc0, 0xa8, 0x00, 0xc7,
+    ]);
+    for (const [stale, at] of [
+      [0x0000, 0],
+      [0xb861, 3],
+      [0x1234, 7],
+      [0xffff, 1],
+    ] as const) {
+      header[10] = stale >> 8;
+      header[11] = stale & 0xff;
+      put(header, at);
+      expect(kernel.fillIpv4Header(buf, at, 20)).toBe(0xb861);
+      const written = buf.bytes(layout.memory).slice(at, at + 20);
+      expect([written[10], written[11]]).toEqual([0xb8, 0x61]);
+      // A header with its checksum in place sums to 0xffff (RFC 1071 section 1).
+      expect(kernel.sum(buf, at, 20)).toBe(0xffff);
+    }
+  });
+
   it("equals the oracle on every length 0..300 at every alignment 0..15", () => {
     const bytes = new Uint8Array(320);
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 131 + 7) & 0xff;

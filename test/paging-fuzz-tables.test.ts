@@ -62,7 +62,8 @@ describe("walks over corrupted page tables", () => {
           const oracle = new MmuOracle(o.machine.mmu);
           for (const p of probes) {
             const va = HEAP_BASE + p * 4096;
-            const kind = ACCESS.user | (p & 1 ? ACCESS.write : 0);
+            // Fetches too: NX set in any entry of the walk refuses them.
+            const kind = ACCESS.user | (p & 1 ? ACCESS.write : 0) | (p & 2 ? ACCESS.execute : 0);
             const got = k.machine.mmu.translate(va, kind);
             const want = oracle.translate(BigInt(va), kind);
             if ("hpa" in got) {

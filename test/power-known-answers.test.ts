@@ -215,6 +215,11 @@ describe("the menu governor's choice (drivers/cpuidle/governors/menu.c)", () => 
     expect(stateAfter(eight(1000))).toBe(3);
     // Typical 400 us: C3 (80 <= 400 < 800).
     expect(stateAfter(eight(400))).toBe(2);
+    // A target residency equal to the prediction fits (menu_select breaks on
+    // target_residency > predicted): 800 us takes C6, 799 us only C3, 80 us C3.
+    expect(stateAfter(eight(800))).toBe(3);
+    expect(stateAfter(eight(799))).toBe(2);
+    expect(stateAfter(eight(80))).toBe(2);
     // The timer comes first at 50 us: C1E (20 <= 50 < 80).
     expect(stateAfter(eight(1000), 50)).toBe(1);
     // A timer at 5 us: C1 only (C1E's 20 us does not fit).

@@ -179,5 +179,12 @@ describe("I/O data pattern", () => {
     table[3] = 0;
     view().fill(0, 3 * bs, 4 * bs);
     expect(kernel.patternVerify(buf, 0, 4 * bs, bs, 0, gens, 0, 99n)).toBe(-1);
+    // ... so one byte that is not zero in it names it,
+    view()[3 * bs + 700] = 1;
+    expect(kernel.patternVerify(buf, 0, 4 * bs, bs, 0, gens, 0, 99n)).toBe(3);
+    view()[3 * bs + 700] = 0;
+    // and so does a whole written block the table says was never written.
+    table[1] = 0;
+    expect(kernel.patternVerify(buf, 0, 4 * bs, bs, 0, gens, 0, 99n)).toBe(1);
   });
 });
