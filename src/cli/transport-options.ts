@@ -16,15 +16,15 @@ export function addTransportOptions(command: Command, prefix = ""): Command {
   return command
     .option(
       "--tls-creds <dir>",
-      `${prefix}TLS 1.3 with x509 mutual authentication: a directory of ca-cert.pem, server-cert.pem/server-key.pem, client-cert.pem/client-key.pem (QEMU's tls-creds-x509 layout)`,
+      `${prefix}TLS 1.3 with x509 mutual authentication: a directory of ca-cert.pem, server-cert.pem/server-key.pem, client-cert.pem/client-key.pem (QEMU's tls-creds-x509 layout) (default: none, plain TCP)`,
     )
     .option(
       "--tls-psk <file>",
-      `${prefix}TLS 1.3 with a pre-shared key: identity:hexkey lines (QEMU's tls-creds-psk); a client presents the first identity`,
+      `${prefix}TLS 1.3 with a pre-shared key: identity:hexkey lines (QEMU's tls-creds-psk); a client presents the first identity (default: none, plain TCP)`,
     )
     .option(
       "--tls-authz <names>",
-      `${prefix}listening side: accept only these client certificate subjects (CN or full DN) or PSK identities, comma-separated`,
+      `${prefix}listening side: accept only these client certificate subjects (CN or full DN) or PSK identities, comma-separated (default: any the CA or key file admits)`,
     )
     .option(
       "--tls-hostname <name>",
@@ -32,7 +32,7 @@ export function addTransportOptions(command: Command, prefix = ""): Command {
     )
     .option(
       "--insecure",
-      `${prefix}listen beyond loopback without TLS anyway (printed, and recorded in the JSON)`,
+      `${prefix}listen beyond loopback without TLS anyway (printed, and recorded in the JSON) (default: off: loopback only without TLS)`,
     );
 }
 
