@@ -608,6 +608,7 @@ export const KERNEL_MUTATIONS = {
       "test/net-fuzz.test.ts",
       "test/net-vmq.test.ts",
       "test/net-tshark.test.ts",
+      "test/net-segment-kernel-rules.test.ts",
     ],
     mutations: [
       {
