@@ -7,6 +7,7 @@ import { registerMigrateLive } from "./commands/migrate-live.js";
 import { registerNet } from "./commands/net.js";
 import { registerPaging } from "./commands/paging.js";
 import { registerPower } from "./commands/power.js";
+import { registerQemu } from "./commands/qemu.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
 import { registerStorage } from "./commands/storage.js";
 import { registerTour } from "./commands/tour.js";
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerNet(program);
   registerPower(program);
   registerStorage(program);
+  registerQemu(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
