@@ -11,6 +11,7 @@ import { registerQemu } from "./commands/qemu.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
 import { registerStorage } from "./commands/storage.js";
 import { registerTour } from "./commands/tour.js";
+import { installInterruptHandlers } from "./interrupt.js";
 import { UsageError } from "./options.js";
 
 /** Builds the `hvlab` program with every command. */
@@ -48,6 +49,8 @@ export function buildProgram(): Command {
  * code, never a stack trace (set HVLAB_DEBUG=1 to see one).
  */
 export async function main(argv: readonly string[]): Promise<number> {
+  // Ctrl-C and SIGTERM say what was under way and leave no temporary file behind.
+  installInterruptHandlers();
   const program = buildProgram();
   try {
     await program.parseAsync([...argv], { from: "user" });
