@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
+import { registerCsv } from "./commands/csv.js";
 import { registerDirty } from "./commands/dirty.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerPower(program);
   registerStorage(program);
   registerQemu(program);
+  registerCsv(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
