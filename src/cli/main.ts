@@ -2,6 +2,7 @@ import { Command, CommanderError } from "commander";
 import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
 import { registerDirty } from "./commands/dirty.js";
+import { registerDistributed } from "./commands/distributed.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
 import { registerNet } from "./commands/net.js";
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerNet(program);
   registerPower(program);
   registerStorage(program);
+  registerDistributed(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
