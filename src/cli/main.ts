@@ -3,6 +3,7 @@ import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
 import { registerCsv } from "./commands/csv.js";
 import { registerDirty } from "./commands/dirty.js";
+import { registerDistributed } from "./commands/distributed.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
 import { registerNet } from "./commands/net.js";
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   registerStorage(program);
   registerQemu(program);
   registerCsv(program);
+  registerDistributed(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
