@@ -258,12 +258,21 @@ export function registerStorage(program: Command): void {
 
   storage
     .command("merge")
-    .description("fold a differencing disk into its parent")
+    .description(
+      "fold a differencing disk into its parent, then empty the child (as qemu-img commit does) or delete it",
+    )
     .argument("<child>")
+    .option("--delete", "delete the child after merging (as Hyper-V's Merge-VHD does)")
     .option("--json", "print what was merged as JSON")
-    .action((child: string, flags: { json?: boolean }) => {
-      const stats = withProgress("merge", (progress) => mergeImage(child, { progress }));
-      print(flags.json, { child, ...stats }, () => copyText(`${child} -> ${stats.parent}`, stats));
+    .action((child: string, flags: { json?: boolean; delete?: boolean }) => {
+      const stats = withProgress("merge", (progress) =>
+        mergeImage(child, { progress, child: flags.delete ? "deleted" : "emptied" }),
+      );
+      print(
+        flags.json,
+        { ...stats, child, childAfter: stats.child },
+        () => `${copyText(`${child} -> ${stats.parent}`, stats)}; child ${stats.child}`,
+      );
     });
 
   storage

@@ -232,12 +232,8 @@ export class LiveSource {
       socket = await openConnection(options, replyTimeoutMs);
       link = new Link(
         socket,
-        options.maxBandwidth
-          ? new TokenBucket(
-              options.maxBandwidth,
-              Math.max(options.maxBandwidth / 10, 2 * 1024 ** 2),
-            )
-          : undefined,
+        // One 100 ms window of the rate, as QEMU's limiter: a slow link does not burst.
+        options.maxBandwidth ? new TokenBucket(options.maxBandwidth) : undefined,
       );
       const reader = new FrameReader(
         this.layout.memory,
