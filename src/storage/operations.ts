@@ -79,6 +79,13 @@ export interface ConvertOptions {
   readonly blockSize?: number;
   readonly kernels?: StorageKernels;
   readonly progress?: ProgressFn;
+  /**
+   * fdatasync the destination before returning. Off by default, as
+   * qemu-img convert's destination cache mode is "unsafe" (qemu-img.c,
+   * img_convert): the new file is in the page cache, durable once the
+   * system writes it back or the caller syncs it.
+   */
+  readonly flush?: boolean;
 }
 
 /**
@@ -117,7 +124,7 @@ export function convertImage(srcPath: string, dstPath: string, options: ConvertO
         chunk,
         ...(options.progress ? { progress: options.progress } : {}),
       });
-      dst.flush();
+      if (options.flush) dst.flush();
       return stats;
     } finally {
       dst.close();
