@@ -1,5 +1,6 @@
 import { renameSync, statSync, unlinkSync } from "node:fs";
 import { FdFile } from "./block-file.js";
+import { openFile } from "./direct-file.js";
 import { type DiskImage, type MapExtent, RawImage } from "./disk-image.js";
 import { DEFAULT_BLOCK_BYTES, VHD_EPOCH_SECONDS, type VhdType } from "./format.js";
 import { defaultKernels, type StorageKernels } from "./kernels.js";
@@ -86,6 +87,8 @@ export interface ConvertOptions {
    * system writes it back or the caller syncs it.
    */
   readonly flush?: boolean;
+  /** Direct I/O (O_DIRECT) on the source and the destination: around the host's page cache. */
+  readonly direct?: boolean;
 }
 
 /**
@@ -95,10 +98,11 @@ export interface ConvertOptions {
  */
 export function convertImage(srcPath: string, dstPath: string, options: ConvertOptions): CopyStats {
   const kernels = options.kernels ?? defaultKernels();
-  const src = openImage(srcPath, { kernels });
+  const direct = options.direct ?? false;
+  const src = openImage(srcPath, { kernels, direct });
   try {
     const size = src.size;
-    const file = new FdFile(dstPath, "w+");
+    const file = openFile(dstPath, "w+", { direct });
     let dst: DiskImage;
     try {
       if (options.to === "raw") {

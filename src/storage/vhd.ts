@@ -1,7 +1,9 @@
 import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 import type { Region } from "../memory/region.js";
 import { type BlockFile, FdFile } from "./block-file.js";
+import { DirectFile } from "./direct-file.js";
 import { checkRequest, type DiskImage, type MapExtent } from "./disk-image.js";
 import { DiskRequestError, ParentChainError, VhdFormatError } from "./errors.js";
 import {
@@ -82,6 +84,19 @@ export const fileParents: ParentSource = {
       } catch {
         continue;
       }
+      return { file, path: resolve(path), mtimeMs: file.mtimeMs() };
+    }
+    return undefined;
+  },
+};
+
+/** Parents found on the file system, opened read-only for direct I/O (O_DIRECT). */
+export const directParents: ParentSource = {
+  open(candidates) {
+    for (const path of candidates) {
+      if (!existsSync(path)) continue;
+      // A file system that refuses O_DIRECT is said so, not taken for a missing parent.
+      const file = DirectFile.open(path, "r");
       return { file, path: resolve(path), mtimeMs: file.mtimeMs() };
     }
     return undefined;
