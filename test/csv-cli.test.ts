@@ -12,7 +12,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("hvlab csv", () => {
   it("has --help for every subcommand, each with --json", () => {
-    for (const sub of ["create", "check"]) {
+    for (const sub of ["create", "check", "target"]) {
       const run = hvlab(["csv", sub, "--help"]);
       expect(run.status).toBe(0);
       expect(run.stdout).toContain(`Usage: hvlab csv ${sub}`);

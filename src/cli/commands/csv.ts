@@ -1,5 +1,5 @@
 import { existsSync, rmSync } from "node:fs";
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { checkVolume } from "../../csv/check.js";
 import {
   DEFAULT_CLUSTER_BYTES,
@@ -15,11 +15,13 @@ import {
 } from "../../csv/layout.js";
 import { FileLun } from "../../csv/lun.js";
 import { SUPERBLOCK_MAGIC } from "../../csv/superblock.js";
+import { LunTarget } from "../../csv/target.js";
 import { Volume } from "../../csv/volume.js";
 import { formatTable } from "../../report/table.js";
 import { FdFile } from "../../storage/block-file.js";
 import { formatBytes } from "../../util/units.js";
-import { integerOption, sizeOption, UsageError } from "../options.js";
+import { integerOption, numberOption, sizeOption, UsageError } from "../options.js";
+import { parseBandwidth } from "./migrate.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
   console.log(json ? JSON.stringify(record, null, 2) : text());
@@ -30,6 +32,14 @@ function clusterOption(text: string): number {
   if ((bytes & (bytes - 1)) !== 0)
     throw new UsageError(`--cluster-size must be a power of two, not ${bytes}`);
   return bytes;
+}
+
+function bandwidthOption(text: string): number {
+  try {
+    return parseBandwidth(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 /** Opens a LUN by path: a file or a block device. */
@@ -177,4 +187,95 @@ export function registerCsv(program: Command): void {
         lun.close();
       }
     });
+
+  csv
+    .command("target")
+    .description(
+      "serve a LUN to csv nodes over loopback TCP (framed, checksummed block I/O with SCSI-3 persistent reservations) until SIGTERM",
+    )
+    .argument("<lun>", "the LUN: a file or a block device")
+    .option(
+      "--port <n>",
+      "TCP port on 127.0.0.1 (0: any free port, printed)",
+      integerOption(0, 65535),
+      0,
+    )
+    .option(
+      "--throttle <rate>",
+      "bandwidth of the storage path: 8Gbit (Fibre Channel), 100MiB (per second) or unlimited",
+      bandwidthOption,
+      Number.POSITIVE_INFINITY,
+    )
+    .option(
+      "--latency <ms>",
+      "added to every READ and WRITE (0 to 10000 ms)",
+      numberOption(0, 10_000),
+      0,
+    )
+    .option(
+      "--handshake-timeout <ms>",
+      "a connection must log in within this time",
+      integerOption(10, 600_000),
+      5000,
+    )
+    .option(
+      "--idle-timeout <ms>",
+      "a connection silent this long is closed",
+      integerOption(10, 86_400_000),
+      300_000,
+    )
+    .option("--no-sync", "FLUSH does not call fdatasync (scratch LUNs)")
+    .option("--json", "print the listening record as one JSON line")
+    .action(
+      async (
+        path: string,
+        flags: {
+          port: number;
+          throttle: number;
+          latency: number;
+          handshakeTimeout: number;
+          idleTimeout: number;
+          sync: boolean;
+          json?: boolean;
+        },
+      ) => {
+        if (!existsSync(path)) throw new UsageError(`no LUN at ${path}`);
+        const file = new FdFile(path, "r+");
+        const target = new LunTarget(file, {
+          ...(Number.isFinite(flags.throttle) ? { throttleBytesPerSecond: flags.throttle } : {}),
+          latencyMs: flags.latency,
+          handshakeTimeoutMs: flags.handshakeTimeout,
+          idleTimeoutMs: flags.idleTimeout,
+          durable: flags.sync,
+        });
+        let port: number;
+        try {
+          port = await target.listen(flags.port);
+        } catch (error) {
+          file.close();
+          throw new UsageError(
+            `cannot listen on 127.0.0.1:${flags.port}: ${(error as Error).message}`,
+          );
+        }
+        const record = {
+          event: "listening",
+          lun: path,
+          host: "127.0.0.1",
+          port,
+          pid: process.pid,
+          bytes: target.bytes,
+        };
+        console.log(
+          flags.json
+            ? JSON.stringify(record)
+            : `serving ${path} (${formatBytes(target.bytes)}) on 127.0.0.1:${port}, pid ${process.pid}`,
+        );
+        await new Promise<void>((resolve) => {
+          process.once("SIGTERM", resolve);
+          process.once("SIGINT", resolve);
+        });
+        await target.close();
+        file.close();
+      },
+    );
 }
