@@ -1,54 +1,21 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hvlab, hvlabAsync } from "./support/cli.js";
-import { haveRedis, startRedis, type TestRedis } from "./support/redis.js";
+import {
+  haveRedis,
+  startRedis,
+  startWorkers,
+  stopWorkers,
+  type TestRedis,
+} from "./support/redis.js";
 
 // Local and distributed runs of the same study give the same records, point
 // for point (all but timings and who ran them), through 3 worker processes.
-const BIN = join(import.meta.dirname, "..", "bin", "hvlab.js");
 const fixture = join(import.meta.dirname, "fixtures", "touch.lackey.gz");
 const ready = haveRedis();
-
-/** Starts `hvlab worker` processes and resolves once each takes jobs. */
-export async function startWorkers(
-  url: string,
-  names: readonly string[],
-  extra: readonly string[] = [],
-): Promise<ChildProcess[]> {
-  return Promise.all(
-    names.map(
-      (name) =>
-        new Promise<ChildProcess>((resolve, reject) => {
-          const child = spawn(
-            process.execPath,
-            [BIN, "worker", "--queue", url, "--workers", "1", "--name", name, ...extra],
-            { stdio: ["ignore", "ignore", "pipe"] },
-          );
-          let text = "";
-          child.stderr?.on("data", (chunk: Buffer) => {
-            text += chunk.toString();
-            if (text.includes("taking jobs")) resolve(child);
-          });
-          child.once("exit", (code) => reject(new Error(`worker ${name} exited ${code}: ${text}`)));
-        }),
-    ),
-  );
-}
-
-/** Stops worker processes by their PIDs. */
-export async function stopWorkers(workers: readonly ChildProcess[]): Promise<void> {
-  await Promise.all(
-    workers.map(async (w) => {
-      if (w.exitCode !== null || w.signalCode !== null) return;
-      const exited = new Promise((r) => w.once("exit", r));
-      process.kill(w.pid ?? 0, "SIGTERM");
-      await exited;
-    }),
-  );
-}
 
 /** A record with its timing and run fields removed, to compare local and distributed runs. */
 function withoutTimings(value: Record<string, unknown>): Record<string, unknown> {

@@ -147,3 +147,52 @@ async function accepts(port: number): Promise<boolean> {
     socket.once("error", () => resolve(false));
   });
 }
+
+const BIN = join(import.meta.dirname, "..", "..", "bin", "hvlab.js");
+
+const outputs = new WeakMap<ChildProcess, () => string>();
+
+/** What a worker started by {@link startWorkers} has written to stderr so far. */
+export function workerOutput(child: ChildProcess): string {
+  return outputs.get(child)?.() ?? "";
+}
+
+/** Starts `hvlab worker` processes and resolves once each takes jobs. */
+export async function startWorkers(
+  url: string,
+  names: readonly string[],
+  extra: readonly string[] = [],
+  env: Readonly<Record<string, string>> = {},
+): Promise<ChildProcess[]> {
+  return Promise.all(
+    names.map(
+      (name) =>
+        new Promise<ChildProcess>((resolve, reject) => {
+          const child = spawn(
+            process.execPath,
+            [BIN, "worker", "--queue", url, "--workers", "1", "--name", name, ...extra],
+            { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } },
+          );
+          let text = "";
+          child.stderr?.on("data", (chunk: Buffer) => {
+            text += chunk.toString();
+            if (text.includes("taking jobs")) resolve(child);
+          });
+          child.once("exit", (code) => reject(new Error(`worker ${name} exited ${code}: ${text}`)));
+          outputs.set(child, () => text);
+        }),
+    ),
+  );
+}
+
+/** Stops worker processes by their PIDs. */
+export async function stopWorkers(workers: readonly ChildProcess[]): Promise<void> {
+  await Promise.all(
+    workers.map(async (w) => {
+      if (w.exitCode !== null || w.signalCode !== null) return;
+      const exited = new Promise((r) => w.once("exit", r));
+      process.kill(w.pid ?? 0, "SIGTERM");
+      await exited;
+    }),
+  );
+}
