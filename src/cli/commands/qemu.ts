@@ -23,13 +23,17 @@ import {
   type QemuMigrationSettings,
   runQemuMigration,
 } from "../../qemu/migrate.js";
+import { parseMigrationInfo } from "../../qemu/migrate-info.js";
 import {
   ACCELERATORS,
   type Accelerator,
   QEMU_BINARY,
   QemuProcess,
 } from "../../qemu/qemu-process.js";
+import { parseQmpAddress, type QmpAddress } from "../../qemu/qmp-address.js";
+import { QmpClient } from "../../qemu/qmp-client.js";
 import type { MigrateSample } from "../../qemu/rounds.js";
+import { sampleMigration } from "../../qemu/sampler.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatBytes, formatSize } from "../../util/units.js";
 import {
@@ -40,7 +44,7 @@ import {
   sizeOptionOf,
   UsageError,
 } from "../options.js";
-import { parseBandwidth } from "./migrate.js";
+import { parseBandwidth, printMigrationResult } from "./migrate.js";
 import { printMigration } from "./migration-output.js";
 
 /** The options every `hvlab qemu` command that builds a guest shares. */
@@ -427,6 +431,108 @@ function registerMigrate(qemu: Command): void {
   });
 }
 
+interface ProfileFlags {
+  readonly qmp: string;
+  readonly start?: string;
+  readonly sampleMs: number;
+  readonly timeout: number;
+  readonly json?: boolean;
+  readonly csv?: boolean;
+  readonly samples?: boolean;
+  readonly report?: string;
+}
+
+function registerProfile(qemu: Command): void {
+  qemu
+    .command("profile")
+    .description(
+      "attach to anyone's QEMU over QMP and record its migration round by round, read-only (query-migrate only, unless --start)",
+    )
+    .requiredOption("--qmp <address>", "the QEMU's monitor: unix:PATH or tcp:HOST:PORT")
+    .option(
+      "--start <uri>",
+      "start the migration first (QMP migrate to this URI, e.g. tcp:127.0.0.1:4444)",
+    )
+    .option("--sample-ms <ms>", "query-migrate every this many ms", integerOption(10, 5000), 50)
+    .option(
+      "--timeout <s>",
+      "stop following after this long (the migration goes on)",
+      numberOption(1, 86_400),
+      3600,
+    )
+    .option(
+      "--json",
+      "print query-migrate's layout (rounds, summary), as hvlab migrate --json does",
+    )
+    .option(
+      "--csv",
+      "print the rounds (or with --samples every sample) with query-migrate's keys dotted",
+    )
+    .option("--samples", "with --json or --csv: every query-migrate sample, not the rounds")
+    .option("--report <file>", "also write an HTML report with the convergence charts")
+    .action(async (flags: ProfileFlags) => {
+      checkOutputFlags(flags);
+      let address: QmpAddress;
+      try {
+        address = parseQmpAddress(flags.qmp);
+      } catch (error) {
+        throw new UsageError(`--qmp ${(error as Error).message}`);
+      }
+      const qmp = await QmpClient.connect(address);
+      const progress = progressLine();
+      try {
+        const t0 = performance.now();
+        if (flags.start) await qmp.execute("migrate", { uri: flags.start });
+        else {
+          // Wait for a migration to begin (read-only: query-migrate only).
+          for (;;) {
+            const info = parseMigrationInfo(await qmp.execute("query-migrate"));
+            if (info.status !== "none") break;
+            if (performance.now() - t0 > flags.timeout * 1000)
+              throw new Error(`no migration started on ${flags.qmp} in ${flags.timeout} s`);
+            await new Promise((r) => setTimeout(r, flags.sampleMs));
+          }
+        }
+        const caps = await qmp.execute<{ capability: string; state: boolean }[]>(
+          "query-migrate-capabilities",
+        );
+        const params = await qmp.execute<Record<string, unknown>>("query-migrate-parameters");
+        const multifd = caps.find((c) => c.capability === "multifd")?.state
+          ? Number(params["multifd-channels"] ?? QEMU_MULTIFD_CHANNELS)
+          : 0;
+        const sampled = await sampleMigration(
+          qmp,
+          {
+            sampleMs: flags.sampleMs,
+            timeoutMs: flags.timeout * 1000,
+            cancelOnTimeout: false,
+            postcopyAfter: 0,
+            multifdChannels: multifd,
+            onSample: (s) => progress.update(s),
+          },
+          t0,
+        );
+        progress.stop();
+        if (flags.samples && (flags.json || flags.csv)) {
+          printSamples(sampled.samples, flags);
+          return;
+        }
+        await printMigrationResult(sampled.result, flags, sampled.final.ram?.["page-size"] ?? 4096);
+      } finally {
+        progress.stop();
+        qmp.close();
+      }
+    });
+}
+
+/** Prints every raw query-migrate sample: JSON as QEMU answered, CSV with dotted keys. */
+function printSamples(samples: readonly MigrateSample[], flags: { json?: boolean }): void {
+  const records = samples.map((s) => ({ "at-ms": Math.round(s.atMs), ...flattenDotted(s.info) }));
+  console.log(
+    flags.json ? JSON.stringify(samples, null, 2) : toCsv(recordsToTable(records)).trimEnd(),
+  );
+}
+
 /** Registers `hvlab qemu` and its subcommands. */
 export function registerQemu(program: Command): void {
   const qemu = program
@@ -436,4 +542,5 @@ export function registerQemu(program: Command): void {
     );
   registerGuest(qemu);
   registerMigrate(qemu);
+  registerProfile(qemu);
 }
