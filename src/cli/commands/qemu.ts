@@ -3,7 +3,7 @@ import { writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { flattenDotted } from "../../migration/query-migrate.js";
+import { flattenDotted, toQueryMigrate } from "../../migration/query-migrate.js";
 import {
   GUEST_PAGE,
   GUEST_PATTERNS,
@@ -24,6 +24,7 @@ import {
   runQemuMigration,
 } from "../../qemu/migrate.js";
 import { parseMigrationInfo } from "../../qemu/migrate-info.js";
+import { compareMigrations, measureGuest, predictMigration } from "../../qemu/predict.js";
 import {
   ACCELERATORS,
   type Accelerator,
@@ -35,6 +36,8 @@ import { QmpClient } from "../../qemu/qmp-client.js";
 import type { MigrateSample } from "../../qemu/rounds.js";
 import { sampleMigration } from "../../qemu/sampler.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
+import { formatPercent } from "../../report/format.js";
+import { formatTable } from "../../report/table.js";
 import { formatBytes, formatSize } from "../../util/units.js";
 import {
   addSeedOption,
@@ -533,6 +536,115 @@ function printSamples(samples: readonly MigrateSample[], flags: { json?: boolean
   );
 }
 
+interface PredictFlags extends MigrateFlags {
+  readonly calcTimes: number[];
+  readonly thenMigrate?: boolean;
+}
+
+function calcTimesOption(text: string): number[] {
+  const items = text.split(",").map((x) => x.trim());
+  const parse = integerOption(1, 60);
+  const times = items.map((x) => parse(x));
+  if (times.length > 8) throw new InvalidArgumentError("at most 8 calc-times");
+  return times;
+}
+
+function registerPredict(qemu: Command): void {
+  const predict = qemu
+    .command("predict")
+    .description(
+      "measure the guest's dirty curve (calc-dirty-rate) and write rate, predict the migration with hvlab's model; --then-migrate migrates for real and compares",
+    )
+    .option(
+      "--calc-times <s,...>",
+      "calc-dirty-rate calc-time of each measurement, seconds",
+      calcTimesOption,
+      [1, 2],
+    )
+    .option("--then-migrate", "then migrate for real and print predicted against measured");
+  addMigrateFlags(addGuestFlags(predict)).action(async (flags: PredictFlags) => {
+    checkOutputFlags(flags);
+    const spec = guestSpecOf(flags);
+    const accel = accelOf(flags);
+    const settings = settingsOf(flags);
+    const { dir, kernel } = await writeGuestToTemp(spec);
+    try {
+      const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
+      const measured = await withQemus((started) =>
+        measureGuest(launch, flags.warmup, flags.calcTimes, started),
+      );
+      const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
+      let real: QemuMigrationRun | undefined;
+      if (flags.thenMigrate) {
+        real = await withQemus((started) =>
+          runQemuMigration(
+            {
+              guest: spec,
+              kernel,
+              dir,
+              accel,
+              binary: flags.qemu,
+              settings,
+              port: flags.port,
+              sampleMs: flags.sampleMs,
+              timeoutMs: flags.timeout * 1000,
+              warmupMs: flags.warmup,
+            },
+            started,
+          ),
+        );
+      }
+      const comparison = real ? compareMigrations(predicted, real.result) : null;
+      if (flags.json) {
+        console.log(
+          JSON.stringify(
+            {
+              measured: measured,
+              predicted: toQueryMigrate(predicted, GUEST_PAGE).summary,
+              ...(real
+                ? { real: toQueryMigrate(real.result, GUEST_PAGE).summary, qemu: qemuRecord(real) }
+                : {}),
+              ...(comparison ? { comparison } : {}),
+            },
+            null,
+            2,
+          ),
+        );
+        return;
+      }
+      if (flags.csv) {
+        console.log(toCsv(recordsToTable((comparison ?? []).map((c) => ({ ...c })))).trimEnd());
+        return;
+      }
+      console.log(
+        `measured: ${Math.round(measured.writesPerSecond)} writes/s; calc-dirty-rate ${measured.curve.map((p) => `${p.dirtyRateMiBps} MiB/s over ${p.calcTimeS} s`).join(", ")}; working set ${spec.workingSetPages} pages (the curve implies ${measured.fittedWorkingSetPages ?? "n/a"})`,
+      );
+      const p = predicted.summary;
+      console.log(
+        `predicted: ${p.status}, ${p["dirty-sync-count"]} syncs, total-time ${(p["total-time"] / 1000).toFixed(2)} s, ${formatBytes(p.transferred)} transferred, downtime ${p.downtime.toFixed(1)} ms`,
+      );
+      if (real)
+        console.log(
+          `real: QEMU ${real.qemuVersion}; the guest wrote ${Math.round(real.rateBefore.writesPerSecond)} pages/s before migrating and ${Math.round(real.rateDuring)} while pre-copy ran (${formatPercent(real.rateDuring / real.rateBefore.writesPerSecond - 1)})`,
+        );
+      if (comparison) {
+        const table = {
+          columns: ["figure", "predicted", "measured", "error"],
+          rows: comparison.map((c) => [
+            c.figure,
+            c.predicted,
+            c.measured,
+            c.error === null ? "n/a" : formatPercent(c.error),
+          ]),
+        };
+        console.log(`\n${formatTable(table)}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
 /** Registers `hvlab qemu` and its subcommands. */
 export function registerQemu(program: Command): void {
   const qemu = program
@@ -543,4 +655,5 @@ export function registerQemu(program: Command): void {
   registerGuest(qemu);
   registerMigrate(qemu);
   registerProfile(qemu);
+  registerPredict(qemu);
 }
