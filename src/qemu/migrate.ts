@@ -2,10 +2,10 @@ import type { MigrationResult } from "../migration/stats.js";
 import type { ResolvedGuestSpec } from "./guest-image.js";
 import { type MeasuredRate, measureWriteRate, waitUntilWriting } from "./guest-rate.js";
 import { readGuestStatus } from "./guest-status.js";
-import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
 import { type Accelerator, freeLoopbackPort, QemuProcess, QemuStartError } from "./qemu-process.js";
 import { QmpCommandError } from "./qmp-client.js";
-import { type MigrateSample, roundsFromSamples, summaryFromInfo } from "./rounds.js";
+import type { MigrateSample } from "./rounds.js";
+import { sampleMigration } from "./sampler.js";
 
 /** QEMU's migration settings, by their QMP names' meaning. */
 export interface QemuMigrationSettings {
@@ -130,51 +130,24 @@ export async function runQemuMigration(
   const rateBefore = await measureWriteRate(source.qmp, spec.warmupMs);
 
   const before = await readGuestStatus(source.qmp);
-  // A MIGRATION_PASS event marks each dirty-log sync: sample at once, so two
-  // syncs close together (QEMU's estimate, then exact) still make two rounds.
-  let wake: (() => void) | undefined;
-  const offPass = source.qmp.onEvent((e) => {
-    if (e.event === "MIGRATION_PASS" || e.event === "MIGRATION") wake?.();
-  });
   const t0 = performance.now();
   await source.qmp.execute("migrate", { uri });
-  const samples: MigrateSample[] = [];
-  let postcopyStarted = false;
-  let info: QemuMigrationInfo = { status: "setup" };
-  let reason: string | null = null;
-  for (;;) {
-    info = parseMigrationInfo(await source.qmp.execute("query-migrate"));
-    const sample = { atMs: performance.now() - t0, info };
-    samples.push(sample);
-    spec.onSample?.(sample);
-    if (FINAL_STATUSES.has(info.status)) break;
-    if (
-      s.postcopyAfter > 0 &&
-      !postcopyStarted &&
-      info.status === "active" &&
-      (info.ram?.["dirty-sync-count"] ?? 0) >= s.postcopyAfter
-    ) {
-      postcopyStarted = true;
-      await source.qmp.execute("migrate-start-postcopy");
-    }
-    if (sample.atMs > spec.timeoutMs) {
-      reason = `did not complete in ${Math.round(spec.timeoutMs)} ms (still ${info.status} at dirty-sync-count ${info.ram?.["dirty-sync-count"] ?? 0}); cancelled`;
-      await source.qmp.execute("migrate_cancel");
-      // Sample once more so the summary holds the figures at the cancel.
-      info = parseMigrationInfo(await source.qmp.execute("query-migrate"));
-      samples.push({ atMs: performance.now() - t0, info });
-      break;
-    }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, spec.sampleMs);
-      wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-    wake = undefined;
-  }
-  offPass();
+  const {
+    result,
+    samples,
+    final: info,
+  } = await sampleMigration(
+    source.qmp,
+    {
+      sampleMs: spec.sampleMs,
+      timeoutMs: spec.timeoutMs,
+      cancelOnTimeout: true,
+      postcopyAfter: s.postcopyAfter,
+      multifdChannels: s.multifdChannels,
+      ...(spec.onSample ? { onSample: spec.onSample } : {}),
+    },
+    t0,
+  );
   // The source's vCPU is stopped once the migration completed (or runs on
   // after a cancel): its counter then tells how much it wrote meanwhile.
   const after = await readGuestStatus(source.qmp);
@@ -190,14 +163,8 @@ export async function runQemuMigration(
     const b = await readGuestStatus(destination.qmp);
     destinationRuns = b.writes > a.writes;
   }
-  const rounds = roundsFromSamples(samples);
-  // After a cancel QEMU may answer without RAM figures: the summary keeps
-  // the last ones it gave, with the final status.
-  const lastRam = samples.findLast((x) => x.info.ram !== undefined)?.info;
-  const final = info.ram || !lastRam ? info : { ...lastRam, status: info.status };
-  const summary = summaryFromInfo(final, rounds.length, s.multifdChannels, reason);
   return {
-    result: { rounds, summary },
+    result,
     samples,
     rateBefore,
     rateDuring,

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { QmpClient } from "./qmp-client.js";
+import { QmpClient, QmpConnectionError } from "./qmp-client.js";
 
 /** The accelerators hvlab starts QEMU with. */
 export const ACCELERATORS = ["tcg", "kvm"] as const;
@@ -134,11 +134,17 @@ export class QemuProcess {
     try {
       for (;;) {
         if (existsSync(qmpPath)) {
-          const qmp = await Promise.race([
-            QmpClient.connect({ kind: "unix", path: qmpPath }),
-            failed,
-          ]);
-          return new QemuProcess(launch.name, child, qmp, () => stderr);
+          try {
+            const qmp = await Promise.race([
+              QmpClient.connect({ kind: "unix", path: qmpPath }),
+              failed,
+            ]);
+            return new QemuProcess(launch.name, child, qmp, () => stderr);
+          } catch (error) {
+            // The socket file appears just before QEMU listens on it.
+            if (!(error instanceof QmpConnectionError && /ECONNREFUSED/.test(error.message)))
+              throw error;
+          }
         }
         if (Date.now() > deadline)
           throw new QemuStartError(`${launch.name} QEMU made no QMP socket in ${timeoutMs} ms`);

@@ -3,7 +3,7 @@ import { writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { flattenDotted } from "../../migration/query-migrate.js";
+import { flattenDotted, toQueryMigrate } from "../../migration/query-migrate.js";
 import {
   GUEST_PAGE,
   GUEST_PATTERNS,
@@ -23,14 +23,21 @@ import {
   type QemuMigrationSettings,
   runQemuMigration,
 } from "../../qemu/migrate.js";
+import { parseMigrationInfo } from "../../qemu/migrate-info.js";
+import { compareMigrations, measureGuest, predictMigration } from "../../qemu/predict.js";
 import {
   ACCELERATORS,
   type Accelerator,
   QEMU_BINARY,
   QemuProcess,
 } from "../../qemu/qemu-process.js";
+import { parseQmpAddress, type QmpAddress } from "../../qemu/qmp-address.js";
+import { QmpClient } from "../../qemu/qmp-client.js";
 import type { MigrateSample } from "../../qemu/rounds.js";
+import { sampleMigration } from "../../qemu/sampler.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
+import { formatPercent } from "../../report/format.js";
+import { formatTable } from "../../report/table.js";
 import { formatBytes, formatSize } from "../../util/units.js";
 import {
   addSeedOption,
@@ -40,7 +47,7 @@ import {
   sizeOptionOf,
   UsageError,
 } from "../options.js";
-import { parseBandwidth } from "./migrate.js";
+import { parseBandwidth, printMigrationResult } from "./migrate.js";
 import { printMigration } from "./migration-output.js";
 
 /** The options every `hvlab qemu` command that builds a guest shares. */
@@ -427,6 +434,217 @@ function registerMigrate(qemu: Command): void {
   });
 }
 
+interface ProfileFlags {
+  readonly qmp: string;
+  readonly start?: string;
+  readonly sampleMs: number;
+  readonly timeout: number;
+  readonly json?: boolean;
+  readonly csv?: boolean;
+  readonly samples?: boolean;
+  readonly report?: string;
+}
+
+function registerProfile(qemu: Command): void {
+  qemu
+    .command("profile")
+    .description(
+      "attach to anyone's QEMU over QMP and record its migration round by round, read-only (query-migrate only, unless --start)",
+    )
+    .requiredOption("--qmp <address>", "the QEMU's monitor: unix:PATH or tcp:HOST:PORT")
+    .option(
+      "--start <uri>",
+      "start the migration first (QMP migrate to this URI, e.g. tcp:127.0.0.1:4444)",
+    )
+    .option("--sample-ms <ms>", "query-migrate every this many ms", integerOption(10, 5000), 50)
+    .option(
+      "--timeout <s>",
+      "stop following after this long (the migration goes on)",
+      numberOption(1, 86_400),
+      3600,
+    )
+    .option(
+      "--json",
+      "print query-migrate's layout (rounds, summary), as hvlab migrate --json does",
+    )
+    .option(
+      "--csv",
+      "print the rounds (or with --samples every sample) with query-migrate's keys dotted",
+    )
+    .option("--samples", "with --json or --csv: every query-migrate sample, not the rounds")
+    .option("--report <file>", "also write an HTML report with the convergence charts")
+    .action(async (flags: ProfileFlags) => {
+      checkOutputFlags(flags);
+      let address: QmpAddress;
+      try {
+        address = parseQmpAddress(flags.qmp);
+      } catch (error) {
+        throw new UsageError(`--qmp ${(error as Error).message}`);
+      }
+      const qmp = await QmpClient.connect(address);
+      const progress = progressLine();
+      try {
+        const t0 = performance.now();
+        if (flags.start) await qmp.execute("migrate", { uri: flags.start });
+        else {
+          // Wait for a migration to begin (read-only: query-migrate only).
+          for (;;) {
+            const info = parseMigrationInfo(await qmp.execute("query-migrate"));
+            if (info.status !== "none") break;
+            if (performance.now() - t0 > flags.timeout * 1000)
+              throw new Error(`no migration started on ${flags.qmp} in ${flags.timeout} s`);
+            await new Promise((r) => setTimeout(r, flags.sampleMs));
+          }
+        }
+        const caps = await qmp.execute<{ capability: string; state: boolean }[]>(
+          "query-migrate-capabilities",
+        );
+        const params = await qmp.execute<Record<string, unknown>>("query-migrate-parameters");
+        const multifd = caps.find((c) => c.capability === "multifd")?.state
+          ? Number(params["multifd-channels"] ?? QEMU_MULTIFD_CHANNELS)
+          : 0;
+        const sampled = await sampleMigration(
+          qmp,
+          {
+            sampleMs: flags.sampleMs,
+            timeoutMs: flags.timeout * 1000,
+            cancelOnTimeout: false,
+            postcopyAfter: 0,
+            multifdChannels: multifd,
+            onSample: (s) => progress.update(s),
+          },
+          t0,
+        );
+        progress.stop();
+        if (flags.samples && (flags.json || flags.csv)) {
+          printSamples(sampled.samples, flags);
+          return;
+        }
+        await printMigrationResult(sampled.result, flags, sampled.final.ram?.["page-size"] ?? 4096);
+      } finally {
+        progress.stop();
+        qmp.close();
+      }
+    });
+}
+
+/** Prints every raw query-migrate sample: JSON as QEMU answered, CSV with dotted keys. */
+function printSamples(samples: readonly MigrateSample[], flags: { json?: boolean }): void {
+  const records = samples.map((s) => ({ "at-ms": Math.round(s.atMs), ...flattenDotted(s.info) }));
+  console.log(
+    flags.json ? JSON.stringify(samples, null, 2) : toCsv(recordsToTable(records)).trimEnd(),
+  );
+}
+
+interface PredictFlags extends MigrateFlags {
+  readonly calcTimes: number[];
+  readonly thenMigrate?: boolean;
+}
+
+function calcTimesOption(text: string): number[] {
+  const items = text.split(",").map((x) => x.trim());
+  const parse = integerOption(1, 60);
+  const times = items.map((x) => parse(x));
+  if (times.length > 8) throw new InvalidArgumentError("at most 8 calc-times");
+  return times;
+}
+
+function registerPredict(qemu: Command): void {
+  const predict = qemu
+    .command("predict")
+    .description(
+      "measure the guest's dirty curve (calc-dirty-rate) and write rate, predict the migration with hvlab's model; --then-migrate migrates for real and compares",
+    )
+    .option(
+      "--calc-times <s,...>",
+      "calc-dirty-rate calc-time of each measurement, seconds",
+      calcTimesOption,
+      [1, 2],
+    )
+    .option("--then-migrate", "then migrate for real and print predicted against measured");
+  addMigrateFlags(addGuestFlags(predict)).action(async (flags: PredictFlags) => {
+    checkOutputFlags(flags);
+    const spec = guestSpecOf(flags);
+    const accel = accelOf(flags);
+    const settings = settingsOf(flags);
+    const { dir, kernel } = await writeGuestToTemp(spec);
+    try {
+      const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
+      const measured = await withQemus((started) =>
+        measureGuest(launch, flags.warmup, flags.calcTimes, started),
+      );
+      const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
+      let real: QemuMigrationRun | undefined;
+      if (flags.thenMigrate) {
+        real = await withQemus((started) =>
+          runQemuMigration(
+            {
+              guest: spec,
+              kernel,
+              dir,
+              accel,
+              binary: flags.qemu,
+              settings,
+              port: flags.port,
+              sampleMs: flags.sampleMs,
+              timeoutMs: flags.timeout * 1000,
+              warmupMs: flags.warmup,
+            },
+            started,
+          ),
+        );
+      }
+      const comparison = real ? compareMigrations(predicted, real.result) : null;
+      if (flags.json) {
+        console.log(
+          JSON.stringify(
+            {
+              measured: measured,
+              predicted: toQueryMigrate(predicted, GUEST_PAGE).summary,
+              ...(real
+                ? { real: toQueryMigrate(real.result, GUEST_PAGE).summary, qemu: qemuRecord(real) }
+                : {}),
+              ...(comparison ? { comparison } : {}),
+            },
+            null,
+            2,
+          ),
+        );
+        return;
+      }
+      if (flags.csv) {
+        console.log(toCsv(recordsToTable((comparison ?? []).map((c) => ({ ...c })))).trimEnd());
+        return;
+      }
+      console.log(
+        `measured: ${Math.round(measured.writesPerSecond)} writes/s; calc-dirty-rate ${measured.curve.map((p) => `${p.dirtyRateMiBps} MiB/s over ${p.calcTimeS} s`).join(", ")}; working set ${spec.workingSetPages} pages (the curve implies ${measured.fittedWorkingSetPages ?? "n/a"})`,
+      );
+      const p = predicted.summary;
+      console.log(
+        `predicted: ${p.status}, ${p["dirty-sync-count"]} syncs, total-time ${(p["total-time"] / 1000).toFixed(2)} s, ${formatBytes(p.transferred)} transferred, downtime ${p.downtime.toFixed(1)} ms`,
+      );
+      if (real)
+        console.log(
+          `real: QEMU ${real.qemuVersion}; the guest wrote ${Math.round(real.rateBefore.writesPerSecond)} pages/s before migrating and ${Math.round(real.rateDuring)} while pre-copy ran (${formatPercent(real.rateDuring / real.rateBefore.writesPerSecond - 1)})`,
+        );
+      if (comparison) {
+        const table = {
+          columns: ["figure", "predicted", "measured", "error"],
+          rows: comparison.map((c) => [
+            c.figure,
+            c.predicted,
+            c.measured,
+            c.error === null ? "n/a" : formatPercent(c.error),
+          ]),
+        };
+        console.log(`\n${formatTable(table)}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
 /** Registers `hvlab qemu` and its subcommands. */
 export function registerQemu(program: Command): void {
   const qemu = program
@@ -436,4 +654,6 @@ export function registerQemu(program: Command): void {
     );
   registerGuest(qemu);
   registerMigrate(qemu);
+  registerProfile(qemu);
+  registerPredict(qemu);
 }
