@@ -6,8 +6,13 @@ import type { PhysicalWindow } from "./physical.js";
 import { type CacheGeometry, checkGeometry, type TranslationCaches } from "./presets.js";
 
 /** How the hardware translates: natively, through SLAT (nested), or over shadow tables. */
-export type WalkMode = "native" | "nested" | "shadow";
-const MODE_CODES: Readonly<Record<WalkMode, number>> = { native: 0, nested: 1, shadow: 2 };
+export type WalkMode = "native" | "nested" | "shadow" | "agile";
+const MODE_CODES: Readonly<Record<WalkMode, number>> = {
+  native: 0,
+  nested: 1,
+  shadow: 2,
+  agile: 3,
+};
 
 /** What stopped a translation. */
 export const FAULTS = [
