@@ -66,8 +66,13 @@ export const WALK_LOG_RECORD_BYTES = 24;
 export const WALK_CACHE_SLOTS = 16;
 
 /** How the hardware translates: natively, through SLAT (nested), or over shadow tables. */
-export type WalkMode = "native" | "nested" | "shadow";
-const MODE_CODES: Readonly<Record<WalkMode, number>> = { native: 0, nested: 1, shadow: 2 };
+export type WalkMode = "native" | "nested" | "shadow" | "agile";
+const MODE_CODES: Readonly<Record<WalkMode, number>> = {
+  native: 0,
+  nested: 1,
+  shadow: 2,
+  agile: 3,
+};
 
 /** Context flag bits (assembly/walk.ts lists what each does). */
 const FLAG = {
@@ -88,6 +93,7 @@ const WALK_LAYOUT: Readonly<Record<string, number>> = {
   MODE_NATIVE: MODE_CODES.native,
   MODE_NESTED: MODE_CODES.nested,
   MODE_SHADOW: MODE_CODES.shadow,
+  MODE_AGILE: MODE_CODES.agile,
   ...Object.fromEntries(Object.entries(FLAG).map(([name, bit]) => [`FLAG_${name}`, bit])),
 };
 
