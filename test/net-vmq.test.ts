@@ -199,6 +199,39 @@ describe("receive path: validate, coalesce, deliver into each VM's ring", () => 
     });
   }
 
+  it("sends a queue's frames to its new processor in the round after a move, and re-sorts frames loaded anew", async () => {
+    const path = new ReceivePath(new MemoryLayout(), BASE, VMS);
+    path.load(traffic);
+    const before = await path.round();
+    const framesOf = (r: typeof before, p: number) =>
+      r.processors.find((l) => l.processor === p)?.result.frames ?? 0;
+    const byQueue = (r: typeof before) =>
+      new Map(r.queues.map((q) => [q.queue, { processor: q.processor, frames: q.frames }]));
+    const queue1 = byQueue(before).get(1);
+    if (!queue1) throw new Error("queue 1 took no frames");
+    // Queue 1 (vm0, the heaviest VM) moves to the other processor, as Dynamic VMQ would.
+    const from = queue1.processor;
+    const to = 1 - from;
+    const q = path.nic.queues[1];
+    if (!q) throw new Error("no queue 1");
+    q.processor = to;
+    const after = await path.round();
+    expect(byQueue(after).get(1)).toEqual({ processor: to, frames: queue1.frames });
+    expect(framesOf(after, to)).toBe(framesOf(before, to) + queue1.frames);
+    expect(framesOf(after, from)).toBe(framesOf(before, from) - queue1.frames);
+    expect(after.bytes).toBe(before.bytes);
+    // Half the frames loaded anew: the round takes exactly those.
+    const half = traffic.slice(0, traffic.length >> 1);
+    path.load(half);
+    const reloaded = await path.round();
+    expect(reloaded.frames).toBe(half.length);
+    expect(
+      reloaded.processors.reduce((a, l) => a + l.result.frames, 0) +
+        reloaded.oversize +
+        reloaded.runts,
+    ).toBe(half.length);
+  });
+
   it("drops and counts 9000-MTU frames at the 1514 jumbo packet setting, takes them at 9014", async () => {
     const big = generateTraffic(segmenter, {
       ...spec,

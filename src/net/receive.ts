@@ -97,6 +97,24 @@ export interface RoundResult {
   readonly moved: { queue: number; from: number; to: number } | null;
 }
 
+/** Queue codes of frames the NIC dropped on arrival. */
+const DROP_OVERSIZE = -1;
+const DROP_RUNT = -2;
+/** Lanes of a queue's traffic: 0 its own processor, 1 + p processor p by RSS (the default queue). */
+const LANE_STRIDE = 256;
+
+/** The NIC classifier's decisions for the loaded frames. */
+interface SortedFrames {
+  /** Each frame's queue, or DROP_OVERSIZE / DROP_RUNT. */
+  readonly queue: Int32Array;
+  /** The processor RSS picked for a default-queue frame; -1 for every other frame. */
+  readonly rssProcessor: Int32Array;
+  oversize: number;
+  runts: number;
+  /** Frames and bytes by lane (queue x LANE_STRIDE + lane). */
+  readonly lanes: Map<number, { frames: number; bytes: number }>;
+}
+
 /** Largest super-frame RSC builds (Windows' RSC limit: one IP datagram). */
 export const RSC_MAX_BYTES = 65_535;
 
@@ -114,7 +132,20 @@ export class ReceivePath {
   readonly gate: Region;
   private loaded = 0;
   private readonly maxFrames: number;
-  private readonly local: { segment: SegmentKernel; checksum: ChecksumKernel };
+  /** What the NIC's classifier decided for each loaded frame (see {@link load}). */
+  private sorted: SortedFrames = {
+    queue: new Int32Array(0),
+    rssProcessor: new Int32Array(0),
+    oversize: 0,
+    runts: 0,
+    lanes: new Map(),
+  };
+  /** The queues' processors and VMs the work lists were last written for, and their spans. */
+  private written: { key: string; spans: { first: number; count: number }[] } | null = null;
+  private readonly local: {
+    segment: SegmentKernel;
+    checksum: ChecksumKernel;
+  };
 
   constructor(
     readonly layout: MemoryLayout,
@@ -180,14 +211,93 @@ export class ReceivePath {
     }
     const data = this.buffer.bytes(this.layout.memory);
     const table = new Uint32Array(this.layout.memory.buffer, this.table.offset, frames.length * 2);
+    const sorted: SortedFrames = {
+      queue: new Int32Array(frames.length),
+      rssProcessor: new Int32Array(frames.length).fill(-1),
+      oversize: 0,
+      runts: 0,
+      lanes: new Map(),
+    };
     let at = 0;
     for (const [i, f] of frames.entries()) {
       data.set(f, at);
       table[i * 2] = at;
       table[i * 2 + 1] = f.length;
       at += f.length;
+      // The NIC sorts a frame into its queue as the frame arrives (its
+      // classifier is hardware, before any processor is interrupted), so a
+      // round's processors find their queues filled.
+      const c = this.nic.classify(f);
+      if (c.drop !== null) {
+        sorted.queue[i] = c.drop === "oversize" ? DROP_OVERSIZE : DROP_RUNT;
+        if (c.drop === "oversize") sorted.oversize++;
+        else sorted.runts++;
+        continue;
+      }
+      sorted.queue[i] = c.queue;
+      // Only the default queue under RSS spreads by hash; every other
+      // queue's frames go to the queue's processor, whatever it is then.
+      const spread = c.queue === 0 && this.config.rss;
+      if (spread) sorted.rssProcessor[i] = c.processor;
+      const lane = c.queue * LANE_STRIDE + (spread ? c.processor + 1 : 0);
+      const l = sorted.lanes.get(lane);
+      if (l) {
+        l.frames++;
+        l.bytes += f.length;
+      } else sorted.lanes.set(lane, { frames: 1, bytes: f.length });
     }
+    this.sorted = sorted;
+    this.written = null;
     this.loaded = frames.length;
+  }
+
+  /**
+   * Writes each processor's work list (frame index, target ring) in arrival
+   * order, one list after another in the work region, for the queues'
+   * processors as they are now. Skipped when neither the frames nor any
+   * queue's processor changed since the last round: a round then costs this
+   * thread nothing per frame. Returns each processor's span.
+   */
+  private workLists(processors: number): { first: number; count: number }[] {
+    const nic = this.nic;
+    const key = nic.queues.map((q) => `${q.processor}:${q.vm}`).join(",");
+    if (this.written?.key === key) return this.written.spans;
+    const { queue, rssProcessor } = this.sorted;
+    const processorOf = Int32Array.from(nic.queues, (q) => q.processor);
+    const targetOf = Uint32Array.from(nic.queues, (q) => (q.vm >= 0 ? q.vm : SWITCH_LOOKUP));
+    const counts = new Int32Array(processors);
+    const processorOfFrame = new Int32Array(this.loaded);
+    for (let i = 0; i < this.loaded; i++) {
+      const q = queue[i] ?? DROP_RUNT;
+      if (q < 0) {
+        processorOfFrame[i] = -1;
+        continue;
+      }
+      const rss = rssProcessor[i] ?? -1;
+      const p = rss >= 0 ? rss : (processorOf[q] ?? 0);
+      processorOfFrame[i] = p;
+      counts[p] = (counts[p] ?? 0) + 1;
+    }
+    const spans: { first: number; count: number }[] = [];
+    const next = new Int32Array(processors);
+    let first = 0;
+    for (let p = 0; p < processors; p++) {
+      const count = counts[p] ?? 0;
+      spans.push({ first, count });
+      next[p] = first;
+      first += count;
+    }
+    const work = new Uint32Array(this.layout.memory.buffer, this.work.offset, first * 2);
+    for (let i = 0; i < this.loaded; i++) {
+      const p = processorOfFrame[i] ?? -1;
+      if (p < 0) continue;
+      const at = next[p] ?? 0;
+      work[at * 2] = i;
+      work[at * 2 + 1] = targetOf[queue[i] ?? 0] ?? SWITCH_LOOKUP;
+      next[p] = at + 1;
+    }
+    this.written = { key, spans };
+    return spans;
   }
 
   /**
@@ -209,49 +319,9 @@ export class ReceivePath {
       );
     }
     const memory = this.layout.memory;
-    const table = new Uint32Array(memory.buffer, this.table.offset, this.loaded * 2);
-    const data = this.buffer.bytes(memory);
-    const lists: number[][] = Array.from({ length: processors }, () => []);
-    const queueBytes = new Map<number, number>();
-    const queueFrames = new Map<
-      number,
-      { queue: number; processor: number; frames: number; bytes: number }
-    >();
-    let oversize = 0;
-    let runts = 0;
+    const { oversize, runts, lanes } = this.sorted;
     const started = process.hrtime.bigint();
-    for (let i = 0; i < this.loaded; i++) {
-      const off = table[i * 2] ?? 0;
-      const len = table[i * 2 + 1] ?? 0;
-      const c = nic.classify(data.subarray(off, off + len));
-      if (c.drop === "oversize") {
-        oversize++;
-        continue;
-      }
-      if (c.drop === "runt") {
-        runts++;
-        continue;
-      }
-      const queue = nic.queues[c.queue];
-      const target = queue && queue.vm >= 0 ? queue.vm : SWITCH_LOOKUP;
-      lists[c.processor]?.push(i, target);
-      queueBytes.set(c.queue, (queueBytes.get(c.queue) ?? 0) + len);
-      const qk = c.queue * 64 + c.processor;
-      const q = queueFrames.get(qk);
-      if (q) {
-        q.frames++;
-        q.bytes += len;
-      } else queueFrames.set(qk, { queue: c.queue, processor: c.processor, frames: 1, bytes: len });
-    }
-    // Work lists, one after another in the work region.
-    const work = new Uint32Array(memory.buffer, this.work.offset, this.maxFrames * 2);
-    const spans: { first: number; count: number }[] = [];
-    let cursor = 0;
-    for (const list of lists) {
-      work.set(list, cursor * 2);
-      spans.push({ first: cursor, count: list.length / 2 });
-      cursor += list.length / 2;
-    }
+    const spans = this.workLists(processors);
     const switchTable = this.vms.map((vm, i) => [macNumber(vm.mac), vm.vlan ?? -1, i] as const);
     const rings = this.rings.map((r) => r.toDescriptor());
     const active = spans.map((s, p) => ({ ...s, p })).filter((s) => s.count > 0);
@@ -335,6 +405,15 @@ export class ReceivePath {
       return { name: vm.name, queue: nic.queueOf(i).index, delivered: c.delivered, bytes: c.bytes };
     });
     let moved: RoundResult["moved"] = null;
+    const queueBytes = new Map<number, number>();
+    const queueFrames: QueueTraffic[] = [];
+    for (const [lane, l] of lanes) {
+      const queue = Math.floor(lane / LANE_STRIDE);
+      const spread = lane % LANE_STRIDE;
+      const processor = spread > 0 ? spread - 1 : (nic.queues[queue]?.processor ?? 0);
+      queueBytes.set(queue, (queueBytes.get(queue) ?? 0) + l.bytes);
+      queueFrames.push({ queue, processor, frames: l.frames, bytes: l.bytes });
+    }
     if (rebalanceAfter && this.config.mode === "vmq") {
       // Each queue's share of its processor's busy time, by bytes received.
       const queueLoads = nic.queues.map((q) => {
@@ -365,9 +444,7 @@ export class ReceivePath {
       framesPerSecond: frames / (wallNs / 1e9),
       bytesPerSecond: bytes / (wallNs / 1e9),
       processors: loads,
-      queues: [...queueFrames.values()].sort(
-        (a, b) => a.queue - b.queue || a.processor - b.processor,
-      ),
+      queues: queueFrames.sort((a, b) => a.queue - b.queue || a.processor - b.processor),
       vms,
       moved,
     };
