@@ -10,6 +10,7 @@ import { type DestinationReport, DestinationServer } from "../src/migration/live
 import { LiveSource } from "../src/migration/live/source.js";
 import {
   checkExposure,
+  isLoopback,
   loadTransportSecurity,
   looksLikeTls,
   parsePskFile,
@@ -324,6 +325,16 @@ describe("transport options", () => {
     expect(() => checkExposure("0.0.0.0", { kind: "plain", insecure: true })).not.toThrow();
     expect(() => checkExposure("127.0.0.1", { kind: "plain", insecure: false })).not.toThrow();
     expect(() => checkExposure("::1", { kind: "plain", insecure: false })).not.toThrow();
+    // Loopback in any spelling, and nothing that only looks like it.
+    for (const host of ["127.255.0.9", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1", "localhost"]) {
+      expect(isLoopback(host), host).toBe(true);
+    }
+    for (const host of ["128.0.0.1", "::2", "::ffff:10.0.0.1", "127.example", "::", "0.0.0.0"]) {
+      expect(isLoopback(host), host).toBe(false);
+      expect(() => checkExposure(host, { kind: "plain", insecure: false }), host).toThrow(
+        /refusing to listen/,
+      );
+    }
   });
 
   it("parses QEMU's PSK file and names the line of a bad entry", () => {

@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from "node:fs";
-import { connect as connectPlain, isIP, type Socket } from "node:net";
+import { BlockList, connect as connectPlain, isIP, type Socket } from "node:net";
 import { join } from "node:path";
 import {
   checkServerIdentity,
@@ -195,10 +195,19 @@ export function loadTransportSecurity(
   return { kind: "psk", file, keys, identity, authz };
 }
 
-/** Whether an address only this machine can reach. */
+/** The loopback networks: 127.0.0.0/8 (RFC 1122 section 3.2.1.3) and ::1 (RFC 4291 section 2.5.3). */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("::1", "ipv6");
+// IPv4-mapped loopback (RFC 4291 section 2.5.5.2): the same host.
+LOOPBACK.addSubnet("::ffff:127.0.0.0", 104, "ipv6");
+
+/** Whether an address only this machine can reach, in any spelling (`::1`, `0:0:0:0:0:0:0:1`, `::ffff:127.0.0.1`). */
 export function isLoopback(host: string): boolean {
-  if (host === "localhost" || host === "::1") return true;
-  return isIP(host) === 4 && host.startsWith("127.");
+  if (host === "localhost") return true;
+  const family = isIP(host);
+  if (family === 0) return false;
+  return LOOPBACK.check(host, family === 4 ? "ipv4" : "ipv6");
 }
 
 /**
