@@ -1,12 +1,15 @@
 import { Command, CommanderError } from "commander";
 import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
+import { registerCsv } from "./commands/csv.js";
 import { registerDirty } from "./commands/dirty.js";
+import { registerDistributed } from "./commands/distributed.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
 import { registerNet } from "./commands/net.js";
 import { registerPaging } from "./commands/paging.js";
 import { registerPower } from "./commands/power.js";
+import { registerQemu } from "./commands/qemu.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
 import { registerStorage } from "./commands/storage.js";
 import { registerTour } from "./commands/tour.js";
@@ -35,6 +38,9 @@ export function buildProgram(): Command {
   registerNet(program);
   registerPower(program);
   registerStorage(program);
+  registerQemu(program);
+  registerCsv(program);
+  registerDistributed(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

@@ -1,0 +1,118 @@
+import { runMigration } from "../migration/engine.js";
+import type { MigrationResult } from "../migration/stats.js";
+import { type DirtyRatePoint, fitWorkingSet, measureDirtyCurve } from "./dirty-curve.js";
+import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-image.js";
+import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
+import type { QemuMigrationSettings } from "./migrate.js";
+import { type Accelerator, QemuProcess } from "./qemu-process.js";
+
+/** What was measured on the running guest before migrating. */
+export interface GuestMeasurement {
+  /** Writes per second from the write counter. */
+  readonly writesPerSecond: number;
+  /** calc-dirty-rate at each calc-time. */
+  readonly curve: readonly DirtyRatePoint[];
+  /** The working set the curve implies (pages), or null when it cannot be fitted. */
+  readonly fittedWorkingSetPages: number | null;
+}
+
+/** Boots the guest alone and measures its write rate and dirty curve. */
+export async function measureGuest(
+  launch: { kernel: string; ramBytes: number; accel: Accelerator; dir: string; binary?: string },
+  warmupMs: number,
+  calcTimesS: readonly number[],
+  started: QemuProcess[],
+): Promise<GuestMeasurement> {
+  const q = await QemuProcess.start({ ...launch, name: "measure" });
+  started.push(q);
+  await waitUntilWriting(q.qmp, 120_000);
+  const rate = await measureWriteRate(q.qmp, warmupMs);
+  const curve = await measureDirtyCurve(q.qmp, calcTimesS);
+  // The longest calc-time shows the saturation best.
+  const longest = curve.reduce<DirtyRatePoint | undefined>(
+    (a, p) => (a === undefined || p.calcTimeS > a.calcTimeS ? p : a),
+    undefined,
+  );
+  const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
+  return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted };
+}
+
+/**
+ * hvlab's model of the migration, fed what was measured: the guest's RAM,
+ * its writes per second, its working set (known from the spec it was built
+ * with) and QEMU's parameters, under the `qemu` stop policy, in metadata
+ * mode (bitmaps and counters, no page bytes).
+ */
+export async function predictMigration(
+  guest: ResolvedGuestSpec,
+  measured: GuestMeasurement,
+  settings: QemuMigrationSettings,
+  timeoutMs: number,
+): Promise<MigrationResult> {
+  const base = WORKING_SET_BASE / GUEST_PAGE;
+  const workload =
+    guest.pattern === "hotset"
+      ? {
+          kind: "hotset" as const,
+          hotBase: base,
+          hotPages: guest.hotPages,
+          hotFraction: guest.hotFraction,
+        }
+      : guest.pattern === "sequential"
+        ? { kind: "sequential" as const }
+        : {
+            kind: "hotset" as const,
+            hotBase: base,
+            hotPages: guest.workingSetPages,
+            hotFraction: 1,
+          };
+  return runMigration({
+    guestBytes: guest.ramBytes,
+    content: false,
+    vcpus: 1,
+    workload,
+    writesPerSecond: measured.writesPerSecond,
+    seed: guest.seed,
+    policy: "qemu",
+    maxBandwidth: settings.maxBandwidth,
+    downtimeLimitMs: settings.downtimeLimitMs,
+    autoConverge: settings.autoConverge,
+    timeoutMs,
+    giveUp: "never",
+  });
+}
+
+/** One figure predicted against measured. */
+export interface FigureError {
+  readonly figure: string;
+  readonly predicted: number;
+  readonly measured: number;
+  /** (predicted - measured) / measured, or null when measured is 0. */
+  readonly error: number | null;
+}
+
+/** Rounds, total time, bytes and downtime, predicted against measured. */
+export function compareMigrations(
+  predicted: MigrationResult,
+  measured: MigrationResult,
+): FigureError[] {
+  const p = predicted.summary;
+  const m = measured.summary;
+  const row = (figure: string, a: number, b: number): FigureError => ({
+    figure,
+    predicted: a,
+    measured: b,
+    error: b === 0 ? null : (a - b) / b,
+  });
+  return [
+    row(
+      "status converged (1) or not (0)",
+      p.status === "completed" ? 1 : 0,
+      m.status === "completed" ? 1 : 0,
+    ),
+    row("rounds (dirty-sync-count)", p["dirty-sync-count"], m["dirty-sync-count"]),
+    row("total-time (ms)", p["total-time"], m["total-time"]),
+    row("transferred (bytes)", p.transferred, m.transferred),
+    row("downtime (ms)", p.downtime, m.downtime),
+  ];
+}

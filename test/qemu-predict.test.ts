@@ -1,0 +1,85 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { QueryMigrateSummary } from "../src/migration/query-migrate.js";
+import { distinctPages, fitWorkingSet } from "../src/qemu/dirty-curve.js";
+import type { FigureError } from "../src/qemu/predict.js";
+import { hvlabAsync, requireTool } from "./support/cli.js";
+
+describe("the saturating dirty curve", () => {
+  it("N (1 - exp(-w/N)): 1000 writes over 1000 pages touch 632.1 pages (1 - 1/e of them)", () => {
+    expect(distinctPages(1000, 1000)).toBeCloseTo(632.12, 2);
+    expect(distinctPages(1000, 0)).toBe(0);
+    expect(distinctPages(1000, 1e9)).toBeCloseTo(1000, 6);
+  });
+
+  it("fitWorkingSet inverts it: the working set that made a point is found again", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 256, max: 1 << 20 }),
+        fc.integer({ min: 100, max: 200_000 }),
+        fc.integer({ min: 1, max: 10 }),
+        (pages, rate, seconds) => {
+          const dirty = distinctPages(pages, rate * seconds);
+          // Within a few pages of writes the curve is flat in N: only fit where it bends.
+          fc.pre(dirty < rate * seconds * 0.95);
+          const point = { calcTimeS: seconds, dirtyRateMiBps: (dirty * 4096) / 2 ** 20 / seconds };
+          const fitted = fitWorkingSet(point, rate);
+          expect(fitted).not.toBeNull();
+          expect(Math.abs((fitted ?? 0) - pages) / pages).toBeLessThan(0.01);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    // More distinct pages than writes: no working set explains it.
+    expect(fitWorkingSet({ calcTimeS: 1, dirtyRateMiBps: 100 }, 10)).toBeNull();
+  });
+});
+
+const hasQemu = requireTool("qemu-system-x86_64");
+
+describe.skipIf(!hasQemu)("hvlab qemu predict --then-migrate", () => {
+  it("measures the dirty curve with calc-dirty-rate, predicts, migrates for real and compares figure by figure", async () => {
+    const run = await hvlabAsync([
+      "qemu",
+      "predict",
+      "--guest",
+      "64MiB",
+      "--pattern",
+      "hotset",
+      "--rate",
+      "10000",
+      "--bandwidth",
+      "100MiB",
+      "--downtime-limit",
+      "100",
+      "--calc-times",
+      "1",
+      "--warmup",
+      "500",
+      "--then-migrate",
+      "--json",
+    ]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const out = JSON.parse(run.stdout) as {
+      measured: { writesPerSecond: number; curve: { calcTimeS: number; dirtyRateMiBps: number }[] };
+      predicted: QueryMigrateSummary;
+      real: QueryMigrateSummary;
+      comparison: FigureError[];
+    };
+    expect(out.measured.writesPerSecond).toBeGreaterThan(9000);
+    expect(out.measured.curve).toHaveLength(1);
+    expect(out.measured.curve[0]?.dirtyRateMiBps).toBeGreaterThan(0);
+    expect(out.real.status).toBe("completed");
+    const byFigure = new Map(out.comparison.map((c) => [c.figure, c]));
+    expect(byFigure.get("transferred (bytes)")?.measured).toBe(out.real.ram.transferred);
+    expect(byFigure.get("transferred (bytes)")?.predicted).toBe(out.predicted.ram.transferred);
+    expect(byFigure.get("total-time (ms)")?.measured).toBe(out.real["total-time"]);
+    const rounds = byFigure.get("rounds (dirty-sync-count)");
+    expect(rounds?.measured).toBe(out.real.ram["dirty-sync-count"]);
+    expect(rounds?.error).toBeCloseTo(
+      ((rounds?.predicted ?? 0) - (rounds?.measured ?? 0)) / (rounds?.measured ?? 1),
+      9,
+    );
+  }, 180_000);
+});
