@@ -37,15 +37,22 @@ function assert(condition: boolean, message: string): void {
 
 /** Starts a child process and reads the port from its first `listening on HOST:PORT` line. */
 async function startListener(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+  // Its stderr is kept, not shown: the teardown's SIGTERM makes it say it was terminated.
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
+  let err = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    err += chunk.toString();
+  });
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout?.on("data", (chunk: Buffer) => {
       out += chunk.toString();
       const match = /listening on [^:\s]+:(\d+)/.exec(out);
       if (match) resolve(Number(match[1]));
     });
-    child.once("exit", (code) => reject(new Error(`listener exited with ${code}`)));
+    child.once("exit", (code) =>
+      reject(new Error(`listener exited with ${code}: ${err.trim() || "(no message)"}`)),
+    );
   });
   return { child, port };
 }

@@ -1,5 +1,7 @@
 import { execFileSync } from "node:child_process";
+import { once } from "node:events";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -8,7 +10,9 @@ import { type DestinationReport, DestinationServer } from "../src/migration/live
 import { LiveSource } from "../src/migration/live/source.js";
 import {
   checkExposure,
+  isLoopback,
   loadTransportSecurity,
+  looksLikeTls,
   parsePskFile,
   TransportError,
   type TransportSecurity,
@@ -218,14 +222,14 @@ describe.skipIf(!openssl)(
       [
         "a plain TCP client to a TLS listener",
         () => [x509("good", "server"), { kind: "plain", insecure: false }],
-        /connection|closed|reset/,
-        /refused: the peer does not speak TLS/,
+        /^the destination stopped the migration: refused: the peer speaks plain TCP to a listener that takes TLS only \(give both ends --tls-creds or --tls-psk\)/,
+        /^refused: the peer speaks plain TCP to a listener that takes TLS only \(give both ends --tls-creds or --tls-psk\)$/,
       ],
       [
         "a TLS client to a plain listener",
         () => [{ kind: "plain", insecure: false }, x509("good", "client")],
-        /does not speak TLS|closed the connection during the TLS handshake/,
-        /does not speak hvlab's migration protocol/,
+        /^cannot migrate to 127\.0\.0\.1:\d+: the peer does not speak TLS \(give both ends --tls-creds or --tls-psk\)$/,
+        /^the peer began a TLS handshake with a listener without TLS \(give both ends --tls-creds or --tls-psk, or neither\)$/,
       ],
     ];
     for (const [name, make, sourceLine, destinationLine] of refusals) {
@@ -273,6 +277,46 @@ describe.skipIf(!openssl)(
   },
 );
 
+describe.skipIf(!openssl)("a TLS listener and peers that never start TLS", () => {
+  it("a silent connection is refused when the handshake deadline passes, and the slot stays free", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "hvlab-tls-silent-"));
+    try {
+      root = dir;
+      makeCa("ca", "hvlab test CA");
+      makeCert("good", "ca", "server", "destination.example");
+      const reports: DestinationReport[] = [];
+      const destination = await DestinationServer.listen({
+        port: 0,
+        security: x509("good", "server"),
+        handshakeTimeoutMs: 300,
+        onSession: (r) => reports.push(r),
+      });
+      try {
+        const silent = connect({ host: "127.0.0.1", port: destination.address.port });
+        silent.on("error", () => undefined);
+        const closed = once(silent, "close");
+        await closed;
+        expect(reports).toHaveLength(1);
+        expect(reports[0]?.reason).toBe("refused: no TLS handshake within 300 ms");
+        expect(destination.receiving).toBe(false);
+      } finally {
+        await destination.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("looks at the first byte of a stream to tell TLS from plain", () => {
+    expect(looksLikeTls(Uint8Array.of(22))).toBe(true);
+    expect(looksLikeTls(Uint8Array.of(22, 3, 1))).toBe(true);
+    expect(looksLikeTls(Uint8Array.of(21, 3, 3))).toBe(true);
+    expect(looksLikeTls(Uint8Array.of(22, 4))).toBe(false);
+    expect(looksLikeTls(Buffer.from("HVLM"))).toBe(false);
+    expect(looksLikeTls(new Uint8Array(0))).toBe(false);
+  });
+});
+
 describe("transport options", () => {
   it("refuses to listen beyond loopback without TLS unless --insecure", () => {
     expect(() => checkExposure("0.0.0.0", { kind: "plain", insecure: false })).toThrow(
@@ -281,6 +325,16 @@ describe("transport options", () => {
     expect(() => checkExposure("0.0.0.0", { kind: "plain", insecure: true })).not.toThrow();
     expect(() => checkExposure("127.0.0.1", { kind: "plain", insecure: false })).not.toThrow();
     expect(() => checkExposure("::1", { kind: "plain", insecure: false })).not.toThrow();
+    // Loopback in any spelling, and nothing that only looks like it.
+    for (const host of ["127.255.0.9", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1", "localhost"]) {
+      expect(isLoopback(host), host).toBe(true);
+    }
+    for (const host of ["128.0.0.1", "::2", "::ffff:10.0.0.1", "127.example", "::", "0.0.0.0"]) {
+      expect(isLoopback(host), host).toBe(false);
+      expect(() => checkExposure(host, { kind: "plain", insecure: false }), host).toThrow(
+        /refusing to listen/,
+      );
+    }
   });
 
   it("parses QEMU's PSK file and names the line of a bad entry", () => {

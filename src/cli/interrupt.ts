@@ -39,7 +39,9 @@ export function installInterruptHandlers(write: (line: string) => void = console
       for (const failure of removeAllTemporaries()) {
         write(`hvlab: could not remove the temporary ${failure}`);
       }
-      process.exit(SIGNAL_EXIT[signal]);
+      // Exit after this turn, so that a command's own handler for the signal
+      // (stopping the QEMUs it started) runs too.
+      setImmediate(() => process.exit(SIGNAL_EXIT[signal]));
     });
   }
 }

@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from "node:fs";
-import { connect as connectPlain, isIP, type Socket } from "node:net";
+import { BlockList, connect as connectPlain, isIP, type Socket } from "node:net";
 import { join } from "node:path";
 import {
   checkServerIdentity,
@@ -72,6 +72,8 @@ const MAX_PSK_IDENTITY_BYTES = 128;
  * SSL_CTX_set_psk_use_session_callback documentation).
  */
 const TLS_VERSION = "TLSv1.3";
+/** How long a TLS listener waits for a connection's handshake by default (Node's own is 120 s). */
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 const PSK_SUITE = "TLS_AES_128_GCM_SHA256";
 
 function readCredential(dir: string, name: string): Buffer {
@@ -193,10 +195,19 @@ export function loadTransportSecurity(
   return { kind: "psk", file, keys, identity, authz };
 }
 
-/** Whether an address only this machine can reach. */
+/** The loopback networks: 127.0.0.0/8 (RFC 1122 section 3.2.1.3) and ::1 (RFC 4291 section 2.5.3). */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("::1", "ipv6");
+// IPv4-mapped loopback (RFC 4291 section 2.5.5.2): the same host.
+LOOPBACK.addSubnet("::ffff:127.0.0.0", 104, "ipv6");
+
+/** Whether an address only this machine can reach, in any spelling (`::1`, `0:0:0:0:0:0:0:1`, `::ffff:127.0.0.1`). */
 export function isLoopback(host: string): boolean {
-  if (host === "localhost" || host === "::1") return true;
-  return isIP(host) === 4 && host.startsWith("127.");
+  if (host === "localhost") return true;
+  const family = isIP(host);
+  if (family === 0) return false;
+  return LOOPBACK.check(host, family === 4 ? "ipv4" : "ipv6");
 }
 
 /**
@@ -269,6 +280,26 @@ export function describeTlsError(error: NodeJS.ErrnoException): string {
   return error.message;
 }
 
+/**
+ * Whether bytes a peer sent first are a TLS record: a handshake (22) or an
+ * alert (21) with major version 3 (RFC 8446 section 5.1, TLSPlaintext: a
+ * ContentType byte, then legacy_record_version 0x0301 to 0x0303).
+ */
+export function looksLikeTls(bytes: Uint8Array): boolean {
+  // Decided on the first byte when only one has come: a stream may arrive a byte at a time.
+  return (
+    bytes.length >= 1 &&
+    (bytes[0] === 22 || bytes[0] === 21) &&
+    (bytes.length < 2 || bytes[1] === 3)
+  );
+}
+
+/** What a plain peer of a TLS listener, and a TLS peer of a plain one, are told. */
+export const PLAIN_PEER_OF_TLS =
+  "the peer speaks plain TCP to a listener that takes TLS only (give both ends --tls-creds or --tls-psk)";
+export const TLS_PEER_OF_PLAIN =
+  "the peer began a TLS handshake with a listener without TLS (give both ends --tls-creds or --tls-psk, or neither)";
+
 /** A connection that passed (or needs no) TLS, and who the peer proved to be. */
 export interface AcceptedConnection {
   readonly socket: Socket;
@@ -298,6 +329,7 @@ export interface IncomingHandlers {
 export function secureIncoming(
   security: TransportSecurity,
   handlers: IncomingHandlers,
+  handshakeTimeoutMs = DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
 ): (raw: Socket) => void {
   if (security.kind === "plain") {
     return (raw) => handlers.accepted({ socket: raw, peerName: null });
@@ -310,6 +342,7 @@ export function secureIncoming(
       ? createTlsServer({
           minVersion: TLS_VERSION,
           maxVersion: TLS_VERSION,
+          handshakeTimeout: handshakeTimeoutMs,
           ca: security.ca,
           cert: security.cert,
           key: security.key,
@@ -321,6 +354,7 @@ export function secureIncoming(
       : createTlsServer({
           minVersion: TLS_VERSION,
           maxVersion: TLS_VERSION,
+          handshakeTimeout: handshakeTimeoutMs,
           ciphers: PSK_SUITE,
           pskCallback: (socket: TLSSocket, offered: string) => {
             pskIdentities.set(socket, offered);
@@ -362,7 +396,28 @@ export function secureIncoming(
     }
     handlers.accepted({ socket, peerName });
   });
-  return (raw) => server.emit("connection", raw);
+  // The first bytes decide: a TLS handshake goes on to the TLS server; plain
+  // bytes (an hvlab source without TLS) are answered in plain, so that peer
+  // reads why in its own protocol instead of seeing a bare close.
+  return (raw) => {
+    const timer = setTimeout(() => {
+      raw.destroy();
+      handlers.refused(`no TLS handshake within ${handshakeTimeoutMs} ms`, peerOf(raw), undefined);
+    }, handshakeTimeoutMs);
+    raw.on("error", () => clearTimeout(timer));
+    raw.once("close", () => clearTimeout(timer));
+    raw.once("data", (first: Buffer) => {
+      clearTimeout(timer);
+      raw.pause();
+      // A ClientHello is a handshake record (22); its first byte is enough.
+      if (first[0] === 22) {
+        raw.unshift(first);
+        server.emit("connection", raw);
+      } else {
+        handlers.refused(PLAIN_PEER_OF_TLS, peerOf(raw), raw);
+      }
+    });
+  };
 }
 
 function peerOf(socket: Socket): string {

@@ -1,6 +1,5 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { flattenDotted, toQueryMigrate } from "../../migration/query-migrate.js";
@@ -38,6 +37,7 @@ import { sampleMigration } from "../../qemu/sampler.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatPercent } from "../../report/format.js";
 import { formatTable } from "../../report/table.js";
+import { makeTemporaryDir } from "../../util/temporary.js";
 import { formatBytes, formatSize } from "../../util/units.js";
 import {
   addSeedOption,
@@ -143,7 +143,7 @@ function accelOf(flags: GuestFlags): Accelerator {
 export async function writeGuestToTemp(
   spec: ResolvedGuestSpec,
 ): Promise<{ dir: string; kernel: string }> {
-  const dir = mkdtempSync(join(tmpdir(), "hvlab-qemu-"));
+  const dir = makeTemporaryDir("qemu");
   const kernel = join(dir, "guest.elf");
   await writeFile(kernel, guestImage(spec));
   return { dir, kernel };

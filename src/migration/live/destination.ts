@@ -142,10 +142,14 @@ export class DestinationServer {
       this.finish = resolve;
     });
     const security = options.security ?? { kind: "plain", insecure: false };
-    const incoming = secureIncoming(security, {
-      accepted: ({ socket }) => this.accept(socket),
-      refused: (reason, peer, reply) => this.refuse(reason, peer, reply),
-    });
+    const incoming = secureIncoming(
+      security,
+      {
+        accepted: ({ socket }) => this.accept(socket),
+        refused: (reason, peer, reply) => this.refuse(reason, peer, reply),
+      },
+      options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    );
     server.on("connection", incoming);
   }
 

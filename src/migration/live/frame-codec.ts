@@ -1,4 +1,5 @@
 import type { Region } from "../../memory/region.js";
+import { looksLikeTls, TLS_PEER_OF_PLAIN } from "../../transport/secure.js";
 import type { StreamKernel } from "../../wasm/stream.js";
 import {
   excerpt,
@@ -220,10 +221,13 @@ export class FrameReader {
     const n = Math.min(this.headerFill, FRAME_MAGIC.length);
     for (let i = 0; i < n; i++) {
       if (this.header[i] !== FRAME_MAGIC[i]) {
+        const first = this.header.subarray(0, this.headerFill);
         throw this.sequence === 0
           ? new FrameError(
               "foreign",
-              `the peer does not speak hvlab's migration protocol (it sent "${excerpt(this.header.subarray(0, this.headerFill))}")`,
+              looksLikeTls(first)
+                ? TLS_PEER_OF_PLAIN
+                : `the peer does not speak hvlab's migration protocol (it sent "${excerpt(first)}")`,
             )
           : new FrameError("header", `frame ${this.sequence}: bad magic, the stream is corrupted`);
       }
