@@ -14,6 +14,8 @@ import {
   MIN_JOURNAL_SECTORS,
 } from "../../csv/layout.js";
 import { FileLun } from "../../csv/lun.js";
+import { ClusterNode } from "../../csv/node.js";
+import { runStorm } from "../../csv/storm.js";
 import { SUPERBLOCK_MAGIC } from "../../csv/superblock.js";
 import { LunTarget } from "../../csv/target.js";
 import { Volume } from "../../csv/volume.js";
@@ -278,4 +280,118 @@ export function registerCsv(program: Command): void {
         file.close();
       },
     );
+
+  csv
+    .command("node")
+    .description(
+      "run one cluster node: register with the target, heartbeat the peers, follow or become the coordinator, forward metadata, do direct I/O; until SIGTERM",
+    )
+    .requiredOption(
+      "--id <n>",
+      "this node's number (1 to 16; the lowest live node becomes coordinator)",
+      integerOption(1, 16),
+    )
+    .requiredOption(
+      "--port <n>",
+      "TCP port on 127.0.0.1 this node listens on for peers",
+      integerOption(1, 65535),
+    )
+    .requiredOption(
+      "--target-port <n>",
+      "the target's TCP port on 127.0.0.1",
+      integerOption(1, 65535),
+    )
+    .option(
+      "--peers <list>",
+      "the other nodes as id=port, comma-separated (e.g. 2=7002,3=7003)",
+      peersOption,
+      new Map<number, number>(),
+    )
+    .option(
+      "--heartbeat-interval <ms>",
+      "time between heartbeats (the cluster service's SameSubnetDelay, 1000 ms)",
+      integerOption(10, 60_000),
+      1000,
+    )
+    .option(
+      "--heartbeat-misses <n>",
+      "heartbeats missed before a peer is dead (SameSubnetThreshold, 5)",
+      integerOption(1, 100),
+      5,
+    )
+    .option("--storm", "run a storm of metadata operations and data writes")
+    .option("--files <n>", "storm: files this node keeps", integerOption(1, 64), 4)
+    .option(
+      "--file-size <size>",
+      "storm: size a file is created with and grows by",
+      sizeOption(4096, 1 << 30),
+      65536,
+    )
+    .option("--gap <ms>", "storm: pause between operations", integerOption(0, 60_000), 0)
+    .option("--ack-log <file>", "storm: log every acknowledged write here (JSON lines)")
+    .option("--json", "print events as JSON lines")
+    .action(
+      async (flags: {
+        id: number;
+        port: number;
+        targetPort: number;
+        peers: Map<number, number>;
+        heartbeatInterval: number;
+        heartbeatMisses: number;
+        storm?: boolean;
+        files: number;
+        fileSize: number;
+        gap: number;
+        ackLog?: string;
+        json?: boolean;
+      }) => {
+        if (flags.peers.has(flags.id))
+          throw new UsageError(`--peers names this node (${flags.id}) itself`);
+        if (flags.storm && !flags.ackLog) throw new UsageError("--storm needs --ack-log FILE");
+        const node = new ClusterNode({
+          id: flags.id,
+          port: flags.port,
+          targetPort: flags.targetPort,
+          peers: flags.peers,
+          heartbeatMs: flags.heartbeatInterval,
+          misses: flags.heartbeatMisses,
+          onEvent: (event) =>
+            console.log(flags.json ? JSON.stringify(event) : Object.values(event).join(" ")),
+        });
+        await node.start();
+        const stop = new AbortController();
+        const storm =
+          flags.storm && flags.ackLog
+            ? runStorm(node, {
+                files: flags.files,
+                fileBytes: flags.fileSize,
+                ackLog: flags.ackLog,
+                gapMs: flags.gap,
+                signal: stop.signal,
+              })
+            : Promise.resolve();
+        await new Promise<void>((resolve) => {
+          process.once("SIGTERM", resolve);
+          process.once("SIGINT", resolve);
+        });
+        stop.abort();
+        await Promise.race([storm, new Promise((r) => setTimeout(r, 2000))]);
+        node.stop();
+      },
+    );
+}
+
+/** Parses --peers: id=port pairs. */
+function peersOption(text: string): Map<number, number> {
+  const peers = new Map<number, number>();
+  for (const item of text.split(",")) {
+    const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(item);
+    const id = Number(m?.[1]);
+    const port = Number(m?.[2]);
+    if (!m || id < 1 || id > 16 || port < 1 || port > 65535)
+      throw new InvalidArgumentError(`"${item}" is not id=port (id 1 to 16, port 1 to 65535)`);
+    if (peers.has(id)) throw new InvalidArgumentError(`node ${id} is listed twice`);
+    peers.set(id, port);
+  }
+  return peers;
 }

@@ -1,0 +1,177 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FileLun } from "../src/csv/lun.js";
+import { STORM_BLOCK, stormSeq } from "../src/csv/storm.js";
+import { Volume } from "../src/csv/volume.js";
+import { FdFile } from "../src/storage/block-file.js";
+import { hvlab } from "./support/cli.js";
+import { freePort, type NodeProcess, readAcks, startNode } from "./support/csv-cluster.js";
+import { startTarget, type TargetProcess } from "./support/csv-target.js";
+
+// Short heartbeats (100 ms, 5 misses) keep the failovers quick; the
+// defaults are the cluster service's 1 s and 5 misses.
+const HEARTBEAT = ["--heartbeat-interval", "100", "--heartbeat-misses", "5"];
+
+let dir: string;
+let target: TargetProcess | undefined;
+const nodes = new Map<number, NodeProcess>();
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "hvlab-csv-failover-"));
+});
+
+afterAll(async () => {
+  for (const n of nodes.values()) if (n.child.exitCode === null) process.kill(n.pid, "SIGKILL");
+  await target?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Every acknowledged write reads back (or a later write of the same block does), for files that still exist. */
+async function verifyAcks(lunPath: string, logs: string[]): Promise<number> {
+  const lun = new FileLun(new FdFile(lunPath, "r"), false);
+  try {
+    const volume = await Volume.open(lun, { replay: false });
+    const names = new Set(volume.list().map((f) => f.name));
+    const latest = new Map<string, number>();
+    for (const a of readAcks(logs)) {
+      const k = `${a.name}@${a.offset}`;
+      latest.set(k, Math.max(latest.get(k) ?? 0, a.seq));
+    }
+    let checked = 0;
+    for (const [k, seq] of latest) {
+      const [name, offset] = k.split("@") as [string, string];
+      if (!names.has(name)) continue;
+      const block = await volume.read(volume.lookup(name), Number(offset), STORM_BLOCK);
+      expect(stormSeq(block), `${k}: acknowledged write ${seq}`).toBeGreaterThanOrEqual(seq);
+      checked++;
+    }
+    return checked;
+  } finally {
+    lun.close();
+  }
+}
+
+describe("csv failover", () => {
+  it("16 nodes; the coordinator is killed 20 times during a storm; check passes and every acknowledged write reads back", async () => {
+    const lun = join(dir, "storm.lun");
+    expect(
+      hvlab(["csv", "create", lun, "64MiB", "--cluster-size", "4KiB", "--files", "512"]).status,
+    ).toBe(0);
+    target = await startTarget(lun, ["--no-sync"]);
+    const count = 16;
+    const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
+    const logs = ports.map((_, i) => join(dir, `acks-${i + 1}.jsonl`));
+    const args = (id: number) => [
+      ...HEARTBEAT,
+      "--storm",
+      "--files",
+      "2",
+      "--file-size",
+      "16KiB",
+      "--gap",
+      "20",
+      "--ack-log",
+      logs[id - 1] ?? "",
+    ];
+    for (let id = 1; id <= count; id++) nodes.set(id, startNode(id, ports, target.port, args(id)));
+    // Nodes come up one by one, and a node that finds no live coordinator after
+    // its grace period takes over: wait for all to listen, then for the term to settle.
+    await Promise.all([...nodes.values()].map((n) => n.next((e) => e.event === "listening")));
+    await new Promise((r) => setTimeout(r, 2000));
+    const terms = [...nodes.values()].flatMap((n) =>
+      n.events.filter((e) => e.event === "coordinator"),
+    );
+    expect(terms.length).toBeGreaterThan(0);
+    const last = terms.reduce((a, b) => ((b.epoch ?? 0) > (a.epoch ?? 0) ? b : a));
+    let coordinator = last.node;
+    let epoch = last.epoch ?? 0;
+    const firstEpoch = epoch;
+    const kills = 20;
+    for (let k = 0; k < kills; k++) {
+      const victim = nodes.get(coordinator) as NodeProcess;
+      process.kill(victim.pid, "SIGKILL");
+      await victim.exited;
+      // The next coordinator: any node announcing a newer epoch.
+      const next = await Promise.race(
+        [...nodes.values()]
+          .filter((n) => n !== victim)
+          .map((n) => n.next((e) => e.event === "coordinator" && (e.epoch ?? 0) > epoch)),
+      );
+      expect(next.node).not.toBe(coordinator);
+      epoch = next.epoch ?? 0;
+      // The killed node comes back (a new process, a new key) and must not take the role back.
+      nodes.set(coordinator, startNode(coordinator, ports, target.port, args(coordinator)));
+      coordinator = next.node;
+    }
+    // Let the restarted nodes join and write a little, then stop everything by PID.
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const n of nodes.values()) process.kill(n.pid, "SIGTERM");
+    await Promise.all([...nodes.values()].map((n) => n.exited));
+    await target.stop();
+    target = undefined;
+    const check = hvlab(["csv", "check", lun, "--json"]);
+    const report = JSON.parse(check.stdout);
+    expect(report.problems).toEqual([]);
+    expect(check.status).toBe(0);
+    expect(report.epoch).toBe(epoch);
+    expect(report.terms).toBeGreaterThanOrEqual(kills + firstEpoch);
+    expect(report.epoch).toBeGreaterThanOrEqual(firstEpoch + kills);
+    const checked = await verifyAcks(lun, logs);
+    expect(checked).toBeGreaterThan(50);
+  }, 240_000);
+
+  it("a paused coordinator resumed after the threshold finds its writes refused and steps down", async () => {
+    const lun = join(dir, "paused.lun");
+    expect(hvlab(["csv", "create", lun, "16MiB", "--cluster-size", "4KiB"]).status).toBe(0);
+    target = await startTarget(lun, ["--no-sync"]);
+    const ports = await Promise.all([1, 2, 3].map(() => freePort()));
+    const logs = ports.map((_, i) => join(dir, `paused-${i + 1}.jsonl`));
+    const three = [1, 2, 3].map((id) =>
+      startNode(id, ports, (target as TargetProcess).port, [
+        ...HEARTBEAT,
+        "--storm",
+        "--files",
+        "2",
+        "--file-size",
+        "16KiB",
+        "--gap",
+        "10",
+        "--ack-log",
+        logs[id - 1] ?? "",
+      ]),
+    );
+    for (const n of three) nodes.set(100 + n.id, n);
+    await Promise.all(three.map((n) => n.next((e) => e.event === "listening")));
+    await new Promise((r) => setTimeout(r, 2000));
+    const terms = three.flatMap((n) => n.events.filter((e) => e.event === "coordinator"));
+    const last = terms.reduce((a, b) => ((b.epoch ?? 0) > (a.epoch ?? 0) ? b : a));
+    const old = three.find((n) => n.id === last.node) as NodeProcess;
+    process.kill(old.pid, "SIGSTOP");
+    const successor = await Promise.race(
+      three
+        .filter((n) => n !== old)
+        .map((n) => n.next((e) => e.event === "coordinator" && (e.epoch ?? 0) > (last.epoch ?? 0))),
+    );
+    const resumedAt = Date.now();
+    process.kill(old.pid, "SIGCONT");
+    const fenced = await old.next((e) => e.event === "fenced");
+    expect(fenced.atMs ?? 0).toBeGreaterThanOrEqual(resumedAt - 50);
+    // It never claims the role back, and the successor keeps it.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(
+      old.events.filter((e) => e.event === "coordinator" && (e.epoch ?? 0) > (last.epoch ?? 0)),
+    ).toEqual([]);
+    for (const n of three) process.kill(n.pid, "SIGTERM");
+    await Promise.all(three.map((n) => n.exited));
+    await (target as TargetProcess).stop();
+    target = undefined;
+    const check = hvlab(["csv", "check", lun, "--json"]);
+    const report = JSON.parse(check.stdout);
+    expect(report.problems).toEqual([]);
+    expect(report.coordinator).toBe(successor.node);
+    expect(report.epoch).toBe(successor.epoch);
+    expect(await verifyAcks(lun, logs)).toBeGreaterThan(10);
+  }, 120_000);
+});

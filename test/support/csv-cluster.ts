@@ -1,0 +1,129 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+/** A free TCP port on 127.0.0.1 (bound and released: the caller takes it at once). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+/** One event line of a node. */
+export interface NodeEventLine {
+  readonly event: string;
+  readonly node: number;
+  readonly epoch?: number;
+  readonly atMs?: number;
+  readonly [key: string]: unknown;
+}
+
+/** A running `hvlab csv node`. */
+export class NodeProcess {
+  readonly events: NodeEventLine[] = [];
+  private readonly waiters: {
+    test: (e: NodeEventLine) => boolean;
+    resolve: (e: NodeEventLine) => void;
+  }[] = [];
+  readonly exited: Promise<void>;
+  stderr = "";
+
+  constructor(
+    readonly id: number,
+    readonly child: ChildProcess,
+  ) {
+    if (!child.stdout) throw new Error("node has no stdout");
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      let event: NodeEventLine;
+      try {
+        event = JSON.parse(line);
+      } catch {
+        return;
+      }
+      this.events.push(event);
+      for (const w of [...this.waiters]) {
+        if (w.test(event)) {
+          this.waiters.splice(this.waiters.indexOf(w), 1);
+          w.resolve(event);
+        }
+      }
+    });
+    child.stderr?.on("data", (d: Buffer) => {
+      this.stderr += d.toString();
+    });
+    this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  /** Resolves with the first event (past or future) that passes `test`. */
+  next(test: (e: NodeEventLine) => boolean): Promise<NodeEventLine> {
+    const seen = this.events.find(test);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve) => this.waiters.push({ test, resolve }));
+  }
+}
+
+/** Starts node `id` of a cluster whose nodes listen on `ports` (ports[i] is node i + 1's). */
+export function startNode(
+  id: number,
+  ports: readonly number[],
+  targetPort: number,
+  args: readonly string[],
+): NodeProcess {
+  const peers = ports
+    .map((port, i) => [i + 1, port] as const)
+    .filter(([peer]) => peer !== id)
+    .map(([peer, port]) => `${peer}=${port}`)
+    .join(",");
+  const child = spawn(
+    process.execPath,
+    [
+      join(import.meta.dirname, "..", "..", "bin", "hvlab.js"),
+      "csv",
+      "node",
+      "--id",
+      String(id),
+      "--port",
+      String(ports[id - 1]),
+      "--target-port",
+      String(targetPort),
+      "--json",
+      ...(peers ? ["--peers", peers] : []),
+      ...args,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  return new NodeProcess(id, child);
+}
+
+/** Every acknowledged write in the ack logs (a line cut short by a kill is skipped). */
+export function readAcks(
+  paths: readonly string[],
+): { node: number; name: string; offset: number; seq: number }[] {
+  const acks = [];
+  for (const path of paths) {
+    let text = "";
+    try {
+      text = readFileSync(path, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n")) {
+      if (!line) continue;
+      try {
+        acks.push(JSON.parse(line));
+      } catch {
+        // the last line of a killed node
+      }
+    }
+  }
+  return acks;
+}
