@@ -3,6 +3,7 @@ import { Job, Queue, QueueEvents } from "bullmq";
 import { fromWire, toWire } from "./codec.js";
 import type { QueueTarget } from "./connection.js";
 import type { Payload } from "./payload.js";
+import { reach } from "./reach.js";
 
 /** How one point ended: its result, or the error of its last attempt. */
 export type PointOutcome =
@@ -125,7 +126,7 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
   };
 
   try {
-    await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
+    await reach(target, [queue, events]);
     const onFinished = ({ jobId: id }: { jobId: string }) => {
       const index = indexOf.get(id);
       if (index !== undefined && pending.has(index)) void check(index).catch(() => {});
