@@ -118,10 +118,12 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
   };
 
   const check = async (index: number): Promise<boolean> => {
+    // The state first, then the job: a job read while it runs and found
+    // finished a moment later would have no result in the copy read.
+    const state = await queue.getJobState(jobId(sweepId, index));
+    if (state !== "completed" && state !== "failed") return false;
     const job = await Job.fromId(queue, jobId(sweepId, index));
     if (!job) return false;
-    const state = await job.getState();
-    if (state !== "completed" && state !== "failed") return false;
     return settle(index, job, state);
   };
 
