@@ -121,6 +121,7 @@ describe("the hvlab command", () => {
           "madNs",
           "meanNs",
           "medianNs",
+          "p99Ns",
           "rme",
           "samples",
         ].sort(),

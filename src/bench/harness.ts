@@ -90,6 +90,8 @@ export interface BenchResult {
   readonly medianNs: number;
   /** Median absolute deviation of the time per operation, ns (unscaled). */
   readonly madNs: number;
+  /** 99th percentile of the time per operation, ns: the tail a queue's latency is judged by. */
+  readonly p99Ns?: number;
   readonly rme: number;
   readonly samples: number;
 }
@@ -163,6 +165,7 @@ export async function runSuite(suite: BenchSuite, options: SuiteOptions): Promis
           meanNs: (meanMs * 1e6) / ops,
           medianNs: (result.latency.p50 * 1e6) / ops,
           madNs: (result.latency.mad * 1e6) / ops,
+          p99Ns: (result.latency.p99 * 1e6) / ops,
           rme: result.latency.rme,
           samples: result.latency.samplesCount,
         });

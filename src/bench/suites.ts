@@ -6,6 +6,7 @@ import type { BenchSuite } from "./harness.js";
  */
 export const BENCH_SUITES: Readonly<Record<string, () => Promise<{ suite: BenchSuite }>>> = {
   dirty: () => import("../../bench/dirty.js"),
+  distributed: () => import("../../bench/distributed.js"),
   migrate: () => import("../../bench/migrate.js"),
   "migrate-live": () => import("../../bench/migrate-live.js"),
   net: () => import("../../bench/net.js"),

@@ -1,9 +1,9 @@
 /**
  * Job data and results travel through Redis as JSON, which has no
  * Infinity or NaN (an unlimited link's bandwidth, a migration that never
- * converged): each non-finite number is carried as `{"$number": "Infinity"}`
- * and restored on the other side, so a distributed run's records equal a
- * local run's.
+ * converged), nor negative zero: each is carried as `{"$number": "Infinity"}`
+ * (or "-Infinity", "NaN", "-0") and restored on the other side, so a
+ * distributed run's records equal a local run's, bit for bit.
  */
 
 const NUMBER_KEY = "$number";
@@ -11,6 +11,7 @@ const NON_FINITE: Readonly<Record<string, number>> = {
   Infinity: Number.POSITIVE_INFINITY,
   "-Infinity": Number.NEGATIVE_INFINITY,
   NaN: Number.NaN,
+  "-0": -0,
 };
 
 /** Deepest nesting carried; deeper data is refused rather than recursed into. */
@@ -25,6 +26,7 @@ export class CodecError extends TypeError {
 export function toWire(value: unknown, depth = 0): unknown {
   if (depth > MAX_DEPTH) throw new CodecError(`data nested deeper than ${MAX_DEPTH} levels`);
   if (typeof value === "number") {
+    if (Object.is(value, -0)) return { [NUMBER_KEY]: "-0" };
     return Number.isFinite(value) ? value : { [NUMBER_KEY]: String(value) };
   }
   if (value === null || typeof value === "string" || typeof value === "boolean") return value;

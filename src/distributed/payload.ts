@@ -282,7 +282,13 @@ export function parsePayload(data: unknown, where: string): Payload {
       `${where}: payload version ${typeof version === "number" ? version : JSON.stringify(version ?? null)} is not this worker's version ${PAYLOAD_VERSION}: run the same hvlab release on the submitter and every worker`,
     );
   }
-  const parsed = payloadSchema.safeParse(fromWire(data));
+  let plain: unknown;
+  try {
+    plain = fromWire(data);
+  } catch (error) {
+    throw new PayloadError(`${where}: not an hvlab job: ${(error as Error).message}`);
+  }
+  const parsed = payloadSchema.safeParse(plain);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const path = issue?.path.join(".") ?? "";

@@ -1,6 +1,7 @@
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import type { QueueTarget } from "./connection.js";
+import { reach } from "./reach.js";
 
 /** One queue as `hvlab queue status` shows it. */
 export interface QueueStatus {
@@ -30,6 +31,7 @@ export async function queueStatus(target: QueueTarget, all: boolean): Promise<Qu
   const first = new Queue(target.name, { connection: target.redis });
   first.on("error", () => {});
   try {
+    await reach(target, [first]);
     let names = [target.name];
     if (all) {
       const client = new Redis({ ...target.redis, lazyConnect: true });

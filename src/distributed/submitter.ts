@@ -3,6 +3,7 @@ import { Job, Queue, QueueEvents } from "bullmq";
 import { fromWire, toWire } from "./codec.js";
 import type { QueueTarget } from "./connection.js";
 import type { Payload } from "./payload.js";
+import { reach } from "./reach.js";
 
 /** How one point ended: its result, or the error of its last attempt. */
 export type PointOutcome =
@@ -117,15 +118,17 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
   };
 
   const check = async (index: number): Promise<boolean> => {
+    // The state first, then the job: a job read while it runs and found
+    // finished a moment later would have no result in the copy read.
+    const state = await queue.getJobState(jobId(sweepId, index));
+    if (state !== "completed" && state !== "failed") return false;
     const job = await Job.fromId(queue, jobId(sweepId, index));
     if (!job) return false;
-    const state = await job.getState();
-    if (state !== "completed" && state !== "failed") return false;
     return settle(index, job, state);
   };
 
   try {
-    await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
+    await reach(target, [queue, events]);
     const onFinished = ({ jobId: id }: { jobId: string }) => {
       const index = indexOf.get(id);
       if (index !== undefined && pending.has(index)) void check(index).catch(() => {});

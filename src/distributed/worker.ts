@@ -6,6 +6,7 @@ import { toWire } from "./codec.js";
 import type { QueueTarget } from "./connection.js";
 import { runJob, WORKER_DOMAINS } from "./jobs.js";
 import { PayloadError, parsePayload } from "./payload.js";
+import { reach } from "./reach.js";
 
 /** How a worker process takes jobs. */
 export interface QueueWorkerOptions {
@@ -94,8 +95,14 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Que
   );
   // Connection errors are retried by ioredis; without a listener Node would treat them as fatal.
   worker.on("error", (error) => options.onError?.(error.message));
+  try {
+    await reach(options.target, [worker]);
+  } catch (error) {
+    await worker.close(true).catch(() => {});
+    await pool.close();
+    throw error;
+  }
   void worker.run();
-  await worker.waitUntilReady();
   return {
     name,
     async close() {

@@ -47,9 +47,15 @@ export function requireTool(tool: string): boolean {
  */
 export async function hvlabAsync(
   args: readonly string[],
+  env: Readonly<Record<string, string>> = {},
+  timeoutMs = 300_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const bin = join(import.meta.dirname, "..", "..", "bin", "hvlab.js");
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [bin, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+    timeout: timeoutMs,
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (chunk: Buffer) => {

@@ -110,6 +110,7 @@ const suiteResult = z.object({
       meanNs: z.number(),
       medianNs: z.number(),
       madNs: z.number(),
+      p99Ns: z.number().optional(),
       rme: z.number(),
       samples: z.number().int().nonnegative(),
     }),

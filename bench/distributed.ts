@@ -1,0 +1,233 @@
+/**
+ * Distributed sweeps: a metadata-mode migrate sweep through a local Redis
+ * and 2 `hvlab worker` processes of 1 pool worker each, against the same
+ * sweep on one local pool of 2 workers (the queue's cost per point shows as
+ * the ratio); and the per-job overhead of BullMQ itself, enqueue to result,
+ * for an empty job (median and p99). The sweeps' points are compared before
+ * anything is timed. Needs redis-server (Debian's package): the suite starts
+ * its own on a free loopback port, without persistence, and stops it by PID.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createConnection, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Queue, QueueEvents } from "bullmq";
+import type { BenchSuite } from "../src/bench/harness.js";
+import { libraryName } from "../src/bench/machine.js";
+import { parseQueueUrl } from "../src/distributed/connection.js";
+import { PAYLOAD_VERSION } from "../src/distributed/payload.js";
+import { migrateSweepJobs, migrateSweepResult } from "../src/distributed/studies.js";
+import { submitSweep } from "../src/distributed/submitter.js";
+import { runSweep, type SweepBase, type SweepGrid } from "../src/migration/sweep.js";
+import { packageRoot } from "../src/util/package-root.js";
+
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  server.close();
+  if (address === null || typeof address === "string") throw new Error("no free port");
+  return address.port;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} did not start in 30 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function answers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ port, host: "127.0.0.1" });
+    socket.once("connect", () => socket.write("PING\r\n"));
+    socket.once("data", (d) => {
+      socket.destroy();
+      resolve(d.toString().startsWith("+PONG"));
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, "exit");
+  process.kill(child.pid ?? 0, "SIGTERM");
+  await exited;
+}
+
+function equalPoints(a: unknown, b: unknown, what: string): void {
+  const x = JSON.stringify(a);
+  const y = JSON.stringify(b);
+  if (x !== y) throw new Error(`${what}: the distributed points differ from the local ones`);
+}
+
+export const suite: BenchSuite = {
+  name: "distributed",
+  description:
+    "a metadata-mode migrate sweep through Redis on 2 worker processes against one local pool of 2; BullMQ's per-job overhead",
+  async setup({ quick }) {
+    const dir = mkdtempSync(join(tmpdir(), "hvlab-bench-redis-"));
+    const port = await freePort();
+    const redis = spawn(
+      "redis-server",
+      [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        dir,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+      ],
+      { stdio: "ignore" },
+    );
+    const spawned = new Promise<void>((resolve, reject) => {
+      redis.once("spawn", resolve);
+      redis.once("error", (error) =>
+        reject(
+          new Error(`bench distributed needs redis-server (Debian's package): ${error.message}`),
+        ),
+      );
+    });
+    await spawned;
+    const workers: ChildProcess[] = [];
+    const teardown = async () => {
+      for (const w of workers) await stop(w);
+      await stop(redis);
+      rmSync(dir, { recursive: true, force: true });
+    };
+    try {
+      await waitFor("redis-server", () => answers(port));
+      const url = `redis://127.0.0.1:${port}/0`;
+      const bin = join(packageRoot(), "bin", "hvlab.js");
+      for (const name of ["bench-w1", "bench-w2"]) {
+        const child = spawn(
+          process.execPath,
+          [bin, "worker", "--queue", url, "--workers", "1", "--name", name, "--quiet"],
+          {
+            stdio: ["ignore", "ignore", "pipe"],
+          },
+        );
+        workers.push(child);
+        let text = "";
+        child.stderr?.on("data", (d: Buffer) => {
+          text += d.toString();
+        });
+        await waitFor(`worker ${name}`, async () => {
+          if (child.exitCode !== null) throw new Error(`worker ${name} exited: ${text}`);
+          return text.includes("taking jobs");
+        });
+      }
+      const target = parseQueueUrl(url);
+
+      // 1,000 points (quick: 40): 10 bandwidths x 10 dirty rates x 10 downtime limits, 64 MiB guests in metadata mode.
+      const side = quick ? [2, 4, 5] : [10, 10, 10];
+      const range = (n: number, from: number, step: number) =>
+        Array.from({ length: n }, (_, i) => from + i * step);
+      const grid: SweepGrid = {
+        bandwidths: range(side[0] ?? 1, 50e6, 25e6),
+        writeRates: range(side[1] ?? 1, 5_000, 20_000),
+        downtimeLimitsMs: range(side[2] ?? 1, 100, 100),
+        policies: ["qemu"],
+      };
+      const base: SweepBase = {
+        guestBytes: 64 * 1024 ** 2,
+        content: false,
+        workload: { kind: "uniform" },
+      };
+      const points = grid.bandwidths.length * grid.writeRates.length * grid.downtimeLimitsMs.length;
+      let run = 0;
+      const distributed = async () => {
+        // A new sweep id each call: the same id would resume the finished sweep.
+        const sweepId = `bench-${process.pid}-${run++}`;
+        const submission = await submitSweep({
+          target,
+          sweepId,
+          payloads: migrateSweepJobs(sweepId, base, grid),
+          attempts: 1,
+          pollMs: 250,
+        });
+        return migrateSweepResult(grid, submission);
+      };
+      const local = () => runSweep(base, grid, { workers: 2 });
+
+      // The empty job: one Queue and one QueueEvents kept open, as a submitter holds them.
+      const queue = new Queue(target.name, { connection: target.redis });
+      const events = new QueueEvents(target.name, { connection: target.redis });
+      await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
+      let empty = 0;
+      const emptyJob = async () => {
+        const index = empty++;
+        const job = await queue.add(
+          "empty",
+          { hvlab: PAYLOAD_VERSION, kind: "empty", sweep: `empty-${process.pid}`, index },
+          // Kept a while: waitUntilFinished reads the finished job back.
+          { removeOnComplete: { count: 10_000 }, removeOnFail: { count: 10_000 } },
+        );
+        return job.waitUntilFinished(events, 30_000);
+      };
+      const bullmq = libraryName("bullmq");
+      return {
+        cases: [
+          {
+            case: `${points}-point metadata-mode migrate sweep, 64 MiB guests (ops: points)`,
+            opsPerCall: points,
+            iterations: quick ? 1 : 2,
+            verify: async () => {
+              const [d, l] = [await distributed(), await local()];
+              if (d.distributed.failed.length > 0)
+                throw new Error(`${d.distributed.failed.length} points failed`);
+              if (d.points.length !== points)
+                throw new Error(`${d.points.length} points of ${points}`);
+              equalPoints(d.points, l.points, "sweep");
+            },
+            impls: [
+              {
+                impl: `hvlab distributed (${bullmq} on redis-server, 2 processes x 1 pool worker)`,
+                fn: async () => {
+                  await distributed();
+                },
+              },
+              {
+                impl: "local pool of 2 workers (no queue)",
+                fn: async () => {
+                  await local();
+                },
+              },
+            ],
+          },
+          {
+            case: "empty job, enqueue to result (ops: jobs)",
+            verify: async () => {
+              const result = (await emptyJob()) as unknown;
+              if (JSON.stringify(result) !== "{}")
+                throw new Error(`an empty job returned ${JSON.stringify(result)}`);
+            },
+            impls: [
+              {
+                impl: `hvlab worker (${bullmq}, 2 processes)`,
+                fn: async () => {
+                  await emptyJob();
+                },
+              },
+            ],
+          },
+        ],
+        async teardown() {
+          await Promise.allSettled([events.close(), queue.close()]);
+          await teardown();
+        },
+      };
+    } catch (error) {
+      await teardown();
+      throw error;
+    }
+  },
+};
