@@ -22,7 +22,7 @@
 //
 //   byte   0 +-----------+-----------+-----------+-----------+
 //            | mode u32  | gLevels   | hLevels   | flags u32 |  mode: 0 native,
-//         16 +-----------+-----------+-----------+-----------+  1 nested, 2 shadow
+//         16 +-----------+-----------+-----------+-----------+  1 nested, 2 shadow, 3 agile
 //            | root u64 (CR3 / shadow root) | eptRoot u64    |
 //         32 +-----------------------+-----------------------+
 //            | windowBase u64        | windowBytes u64       |
@@ -128,6 +128,10 @@
 @inline const MODE_NATIVE: u32 = 0;
 @inline const MODE_NESTED: u32 = 1;
 @inline const MODE_SHADOW: u32 = 2;
+// Agile paging (Gandhi et al., ISCA 2016): the walk starts in the shadow
+// tables and, at an entry marked AGILE_NESTED, continues in the guest's own
+// tables (the entry's address is then guest-physical) as a nested walk.
+@inline const MODE_AGILE: u32 = 3;
 
 @inline const FLAG_SET_AD: u32 = 1;
 @inline const FLAG_EPT_AD: u32 = 2;
@@ -170,6 +174,12 @@
 @inline const PS: u64 = 0x80;
 @inline const NX: u64 = 0x8000000000000000;
 @inline const ADDR: u64 = 0x000ffffffffff000;
+// Bit 11 of a shadow entry is ignored by the processor (Intel SDM vol. 3A
+// 4.5, tables 4-14 to 4-20): agile paging's switch from shadow to nested.
+@inline const AGILE_NESTED: u64 = 0x800;
+// A guest page-walk cache value: the table, perms (bits 1, 2, 63) and, in
+// agile mode, bit 3: the table is guest-physical (the walk is nested there).
+@inline const PWC_NESTED: u64 = 8;
 // EPT entry bits.
 @inline const EPT_R: u64 = 1;
 @inline const EPT_W: u64 = 2;
@@ -468,7 +478,8 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
   const flags = load<u32>(ctx + C_FLAGS);
   const asid = <u64>load<u32>(ctx + C_ASID);
   const write = (kind & K_WRITE) != 0;
-  const nested = mode == MODE_NESTED;
+  const agile = mode == MODE_AGILE;
+  let nested = mode == MODE_NESTED;
   count(ctx, C_WALKS);
   let table = load<u64>(ctx + C_ROOT) & ADDR;
   let level = n;
@@ -484,16 +495,19 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
       const v = load<u64>(e, 8);
       table = v & ADDR;
       perms = v & (RW | US | NX);
+      if (agile) nested = (v & PWC_NESTED) != 0;
       level = l - 1;
       break;
     }
   }
   const delta = load<u64>(ctx + C_NATIVE_DELTA);
-  const setAd = (flags & FLAG_SET_AD) != 0;
+  const setAdFlag = (flags & FLAG_SET_AD) != 0;
   // With EPT A/D, guest paging-structure accesses are writes for EPT purposes
   // (Intel SDM vol. 3C 29.3.5; KVM passes a write fault for them).
   const tableWrite = (flags & FLAG_EPT_AD) != 0;
   for (;;) {
+    // Agile: the hypervisor keeps A/D in the shadow part; the walker sets them in the guest's.
+    const setAd = setAdFlag && (!agile || nested);
     const shift = 12 + 9 * (level - 1);
     const at = table + (((va >>> shift) & 511) << 3);
     let hat: u64 = at;
@@ -573,8 +587,10 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
       store<u64>(p, entry | A);
     }
     table = entry & ADDR;
+    if (agile && !nested && (entry & AGILE_NESTED) != 0) nested = true;
     const tag = va >>> (12 + 9 * (level - 1));
-    insert(ctx, T_PWC_G + level - 2, tagKey(tag, asid), tag, table | (perms & (RW | US | NX)));
+    const v = table | (perms & (RW | US | NX)) | (agile && nested ? PWC_NESTED : 0);
+    insert(ctx, T_PWC_G + level - 2, tagKey(tag, asid), tag, v);
     level--;
   }
   return OK;
@@ -798,3 +814,50 @@ export function flush(ctx: usize, what: u32): void {
     clearCache(ctx, T_ITLB_2M);
   }
 }
+
+// The context layout and its codes, read by src/wasm/walk.ts at load and
+// compared with the offsets it reads and writes (src/wasm/kernel-layout.ts).
+export const LAYOUT_MODE: u32 = <u32>C_MODE;
+export const LAYOUT_GLEVELS: u32 = <u32>C_GLEVELS;
+export const LAYOUT_HLEVELS: u32 = <u32>C_HLEVELS;
+export const LAYOUT_FLAGS: u32 = <u32>C_FLAGS;
+export const LAYOUT_ROOT: u32 = <u32>C_ROOT;
+export const LAYOUT_EPT_ROOT: u32 = <u32>C_EPT_ROOT;
+export const LAYOUT_WINDOW_BASE: u32 = <u32>C_WINDOW_BASE;
+export const LAYOUT_WINDOW_BYTES: u32 = <u32>C_WINDOW_BYTES;
+export const LAYOUT_ARENA: u32 = <u32>C_ARENA;
+export const LAYOUT_ASID: u32 = <u32>C_ASID;
+export const LAYOUT_NATIVE_DELTA: u32 = <u32>C_NATIVE_DELTA;
+export const LAYOUT_ACCESSES: u32 = <u32>C_ACCESSES;
+export const LAYOUT_SUM: u32 = <u32>C_SUM;
+export const LAYOUT_PWC_GUEST_LOOKUPS: u32 = <u32>C_PWC_GUEST_LOOKUPS;
+export const LAYOUT_PWC_HOST_LOOKUPS: u32 = <u32>C_PWC_HOST_LOOKUPS;
+export const LAYOUT_ITLB_HITS: u32 = <u32>C_ITLB_HITS;
+export const LAYOUT_ITLB_LOOKUPS: u32 = <u32>C_ITLB_LOOKUPS;
+export const LAYOUT_DTLB_LOOKUPS: u32 = <u32>C_DTLB_LOOKUPS;
+export const LAYOUT_D_ASSISTS: u32 = <u32>C_D_ASSISTS;
+export const LAYOUT_FAULT_CODE: u32 = <u32>C_FAULT_CODE;
+export const LAYOUT_FAULT_LEVEL: u32 = <u32>C_FAULT_LEVEL;
+export const LAYOUT_FAULT_ADDR: u32 = <u32>C_FAULT_ADDR;
+export const LAYOUT_FAULT_INDEX: u32 = <u32>C_FAULT_INDEX;
+export const LAYOUT_FAULT_KIND: u32 = <u32>C_FAULT_KIND;
+export const LAYOUT_RESULT: u32 = <u32>C_RESULT;
+export const LAYOUT_LOG: u32 = <u32>C_LOG;
+export const LAYOUT_LOG_CAP: u32 = <u32>C_LOG_CAP;
+export const LAYOUT_LOG_LEN: u32 = <u32>C_LOG_LEN;
+export const LAYOUT_CACHES: u32 = <u32>C_CACHES;
+export const LAYOUT_LEVEL_REFS: u32 = <u32>C_LEVEL_REFS;
+export const LAYOUT_CACHE_ENTRY_BYTES: u32 = <u32>ENTRY;
+export const LAYOUT_LOG_RECORD_BYTES: u32 = <u32>LOG_BYTES;
+export const LAYOUT_CACHE_SLOTS: u32 = T_ITLB_2M + 1;
+export const LAYOUT_MODE_NATIVE: u32 = MODE_NATIVE;
+export const LAYOUT_MODE_NESTED: u32 = MODE_NESTED;
+export const LAYOUT_MODE_SHADOW: u32 = MODE_SHADOW;
+export const LAYOUT_MODE_AGILE: u32 = MODE_AGILE;
+export const LAYOUT_FLAG_SET_AD: u32 = FLAG_SET_AD;
+export const LAYOUT_FLAG_EPT_AD: u32 = FLAG_EPT_AD;
+export const LAYOUT_FLAG_L2_1G: u32 = FLAG_L2_1G;
+export const LAYOUT_FLAG_1G_AS_2M: u32 = FLAG_1G_AS_2M;
+export const LAYOUT_FLAG_L2_2M: u32 = FLAG_L2_2M;
+export const LAYOUT_FLAG_LEVEL_REFS: u32 = FLAG_LEVEL_REFS;
+export const LAYOUT_FLAG_NTLB_LEAF: u32 = FLAG_NTLB_LEAF;

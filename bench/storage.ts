@@ -5,11 +5,16 @@
  * allocated dynamic VHD against a raw file; converting a dynamic VHD with
  * 10 % of its blocks allocated to raw against qemu-img convert; and the
  * sector-bitmap, zero-detection and pattern-verification kernels against
- * their oracles and a plain memory read (the bandwidth bound). Buffered I/O:
- * the host's page cache is in play for every file case.
+ * their oracles and a plain memory read (the bandwidth bound). Buffered I/O
+ * by default, the host's page cache in play for every file case; with
+ * `--direct`, every file case (hvlab, the raw peer and qemu-img, given
+ * `-t none -T none`) goes around it with O_DIRECT, on the first of the
+ * temporary and the current directory whose file system takes it. The
+ * results say which (`conditions.pageCache`). I/O buffers are in the wasm
+ * memory at page-aligned offsets, so direct requests need no bounce.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, unlinkSync } from "node:fs";
+import { mkdtempSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
@@ -21,9 +26,11 @@ import {
   patternVerifyOracle,
 } from "../src/oracle/storage.js";
 import { FdFile } from "../src/storage/block-file.js";
+import { directIoDir, openFile } from "../src/storage/direct-file.js";
 import { RawImage } from "../src/storage/disk-image.js";
 import { convertImage } from "../src/storage/operations.js";
 import { VhdImage } from "../src/storage/vhd.js";
+import { removeTemporary, trackTemporary } from "../src/util/temporary.js";
 import { BandwidthKernel } from "../src/wasm/bandwidth.js";
 import { StorageKernel } from "../src/wasm/storage.js";
 
@@ -42,14 +49,19 @@ function qemuImgVersion(): string | undefined {
 export const suite: BenchSuite = {
   name: "storage",
   description: "VHD I/O against raw files, convert against qemu-img, bitmap/zero/pattern kernels",
-  async setup({ quick }) {
-    const dir = mkdtempSync(join(tmpdir(), "hvlab-bench-storage-"));
+  async setup({ quick, direct = false }) {
+    const base = direct ? directIoDir([tmpdir(), process.cwd()]) : tmpdir();
+    const dir = trackTemporary(mkdtempSync(join(base, "hvlab-bench-storage-")));
+    const open = (path: string, mode: "r" | "w+") => openFile(path, mode, { direct });
     const layout = new MemoryLayout();
     const memory = layout.memory;
     const kernel = StorageKernel.on(memory);
     const bandwidth = BandwidthKernel.on(memory);
     const cases: BenchCase[] = [];
-    const data = new Uint8Array(MiB).map((_, i) => (i * 131 + 7) & 0xff);
+    const data = layout.allocate("storage.bench.data", MiB, 4096).bytes(memory);
+    data.forEach((_, i) => {
+      data[i] = (i * 131 + 7) & 0xff;
+    });
 
     // --- sequential 1 MiB writes to a new disk ---------------------------------
     const seqBytes = quick ? 32 * MiB : 256 * MiB;
@@ -59,12 +71,12 @@ export const suite: BenchSuite = {
       image.close();
     };
     const newDynamic = () =>
-      VhdImage.create(new FdFile(seqPath("dynamic.vhd"), "w+"), {
+      VhdImage.create(open(seqPath("dynamic.vhd"), "w+"), {
         type: "dynamic",
         size: seqBytes,
       });
     const newRaw = () => {
-      const f = new FdFile(seqPath("raw.img"), "w+");
+      const f = open(seqPath("raw.img"), "w+");
       f.truncate(seqBytes);
       return new RawImage(f, true);
     };
@@ -96,11 +108,11 @@ export const suite: BenchSuite = {
 
     // --- random 4 KiB reads at queue depth 32 ----------------------------------
     const readBytes = quick ? 64 * MiB : 512 * MiB;
-    const dyn = VhdImage.create(new FdFile(join(dir, "read.vhd"), "w+"), {
+    const dyn = VhdImage.create(open(join(dir, "read.vhd"), "w+"), {
       type: "dynamic",
       size: readBytes,
     });
-    const rawFile = new FdFile(join(dir, "read.img"), "w+");
+    const rawFile = open(join(dir, "read.img"), "w+");
     rawFile.truncate(readBytes);
     const raw = new RawImage(rawFile, true);
     for (let at = 0; at < readBytes; at += MiB) {
@@ -115,7 +127,7 @@ export const suite: BenchSuite = {
       x = (Math.imul(x, 1103515245) + 12345) >>> 0;
       offsets[i] = (x % (readBytes / 4096)) * 4096;
     }
-    const page = new Uint8Array(4096);
+    const page = layout.allocate("storage.bench.page", 4096, 4096).bytes(memory);
     const readAll = (image: { read(o: number, b: Uint8Array): void }) => {
       // A queue of 32 served in turn: the synchronous engine's queue depth.
       for (const o of offsets) image.read(o, page);
@@ -152,9 +164,20 @@ export const suite: BenchSuite = {
     const qemu = qemuImgVersion();
     const outHv = join(dir, "convert-hvlab.raw");
     const outQemu = join(dir, "convert-qemu.raw");
-    const hvConvert = () => convertImage(src, outHv, { to: "raw" });
+    const hvConvert = () => convertImage(src, outHv, { to: "raw", direct });
+    // qemu-img's cache modes: -T for the source, -t for the destination; none is O_DIRECT.
+    const qemuCache = direct ? ["-T", "none", "-t", "none"] : [];
     const qemuConvert = () => {
-      const run = spawnSync("qemu-img", ["convert", "-f", "vpc", "-O", "raw", src, outQemu]);
+      const run = spawnSync("qemu-img", [
+        "convert",
+        ...qemuCache,
+        "-f",
+        "vpc",
+        "-O",
+        "raw",
+        src,
+        outQemu,
+      ]);
       if (run.status !== 0) throw new Error(`qemu-img convert failed: ${run.stderr}`);
     };
     cases.push({
@@ -170,7 +193,14 @@ export const suite: BenchSuite = {
       },
       impls: [
         { impl: "hvlab", fn: hvConvert },
-        ...(qemu ? [{ impl: `qemu-img ${qemu} convert`, fn: qemuConvert }] : []),
+        ...(qemu
+          ? [
+              {
+                impl: `qemu-img ${qemu} convert${direct ? " -t none -T none" : ""}`,
+                fn: qemuConvert,
+              },
+            ]
+          : []),
       ],
     });
 
@@ -255,6 +285,7 @@ export const suite: BenchSuite = {
 
     return {
       cases,
+      conditions: { pageCache: !direct },
       async teardown() {
         dyn.close();
         raw.close();
@@ -263,7 +294,7 @@ export const suite: BenchSuite = {
             unlinkSync(f);
           } catch {}
         }
-        rmSync(dir, { recursive: true, force: true });
+        removeTemporary(dir);
       },
     };
   },

@@ -913,6 +913,18 @@ export const KERNEL_MUTATIONS = {
         to: "if (large && level > 4) return fault(ctx, FAULT_GUEST_RESERVED, level, va);",
       },
       {
+        id: "agile-never-nested",
+        rule: "an agile walk continues nested below an entry marked AGILE_NESTED",
+        from: "if (agile && !nested && (entry & AGILE_NESTED) != 0) nested = true;",
+        to: "",
+      },
+      {
+        id: "agile-pwc-forgets-nested",
+        rule: "a page-walk cache hit in agile mode resumes the walk in the dimension it was cached in",
+        from: "if (agile) nested = (v & PWC_NESTED) != 0;",
+        to: "",
+      },
+      {
         id: "large-pat-as-address",
         rule: "bit 12 of a large leaf is PAT, not address",
         from: "const frame = gsize == 0 ? entry & ADDR : entry & ADDR & ~pageMask;",

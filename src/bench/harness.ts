@@ -54,6 +54,11 @@ export interface BenchSuite {
 /** What a suite's setup returns. */
 export interface PreparedSuite {
   readonly cases: readonly BenchCase[];
+  /**
+   * What the figures were measured under, beyond the machine (for file I/O:
+   * `pageCache`, whether the host's page cache was in play).
+   */
+  readonly conditions?: Readonly<Record<string, string | number | boolean>>;
   teardown(): Promise<void>;
 }
 
@@ -63,6 +68,8 @@ export interface SuiteOptions {
   readonly timeMs: number;
   /** Small sizes and short timing, for tests. */
   readonly quick: boolean;
+  /** Direct I/O (O_DIRECT) for suites that do file I/O: around the host's page cache. */
+  readonly direct?: boolean;
   /** Time only the cases whose name matches (all when absent). */
   readonly cases?: RegExp;
   /** Called as each case finishes. */
@@ -91,6 +98,8 @@ export interface BenchResult {
 export interface SuiteResult {
   readonly suite: string;
   readonly machine: MachineInfo;
+  /** The suite's {@link PreparedSuite.conditions}, when it states any. */
+  readonly conditions?: Readonly<Record<string, string | number | boolean>>;
   readonly results: readonly BenchResult[];
 }
 
@@ -164,7 +173,12 @@ export async function runSuite(suite: BenchSuite, options: SuiteOptions): Promis
   } finally {
     await prepared.teardown();
   }
-  return { suite: suite.name, machine: machineInfo(), results };
+  return {
+    suite: suite.name,
+    machine: machineInfo(),
+    ...(prepared.conditions ? { conditions: prepared.conditions } : {}),
+    results,
+  };
 }
 
 /** Whether an implementation name is hvlab's own ("hvlab" or "hvlab ..."). */

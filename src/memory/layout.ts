@@ -1,3 +1,9 @@
+import { formatBytes } from "../util/units.js";
+import {
+  AddressSpaceError,
+  checkAddressSpace,
+  SHARED_MEMORY_RESERVATION_BYTES,
+} from "./address-space.js";
 import { RegionAllocationError, tooLarge } from "./errors.js";
 import { Region } from "./region.js";
 
@@ -51,13 +57,7 @@ export class MemoryLayout {
   private next = STATIC_AREA_BYTES;
 
   constructor(options: MemoryLayoutOptions = {}) {
-    this.memory =
-      options.memory ??
-      new WebAssembly.Memory({
-        initial: STATIC_AREA_BYTES / WASM_PAGE_BYTES,
-        maximum: MAX_WASM_PAGES,
-        shared: true,
-      });
+    this.memory = options.memory ?? reserveSharedMemory();
   }
 
   /** Bytes still free for regions below the 4 GiB limit. */
@@ -150,5 +150,30 @@ export class MemoryLayout {
         `region '${name}': the host refused to grow shared memory to ${end} bytes (${String(cause)})`,
       );
     }
+  }
+}
+
+/** What the reservation is, in the words of the error a user sees. */
+const SHARED_MEMORY_WHAT =
+  "a shared wasm32 memory (its 4 GiB and guard regions, reserved up front)";
+
+/**
+ * Creates an engine's shared memory, its whole 4 GiB reserved at once (a
+ * shared memory never moves), checking first that the address space is there.
+ *
+ * @throws AddressSpaceError saying how much is needed when it is not.
+ */
+function reserveSharedMemory(): WebAssembly.Memory {
+  checkAddressSpace(SHARED_MEMORY_RESERVATION_BYTES, SHARED_MEMORY_WHAT);
+  try {
+    return new WebAssembly.Memory({
+      initial: STATIC_AREA_BYTES / WASM_PAGE_BYTES,
+      maximum: MAX_WASM_PAGES,
+      shared: true,
+    });
+  } catch (cause) {
+    throw new AddressSpaceError(
+      `${SHARED_MEMORY_WHAT} needs about ${formatBytes(SHARED_MEMORY_RESERVATION_BYTES)} of address space and the host refused it (${String(cause)}); check ulimit -v`,
+    );
   }
 }

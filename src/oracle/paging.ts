@@ -17,6 +17,10 @@ const D = 0x40n;
 const PS = 0x80n;
 const NX = 1n << 63n;
 const ADDR = 0x000f_ffff_ffff_f000n;
+/** Agile paging: a shadow entry whose table is the guest's own (bit 11, ignored by the processor). */
+const AGILE_NESTED = 0x800n;
+/** A guest page-walk cache value's mark: the walk is nested from this table on. */
+const PWC_NESTED = 8n;
 const EPT_R = 1n;
 const EPT_W = 2n;
 const EPT_X = 4n;
@@ -268,6 +272,8 @@ export class MmuOracle {
     const mode = this.mmu.options.mode;
     const n = this.mmu.options.guestLevels;
     const write = (kind & 1) !== 0;
+    const agile = mode === "agile";
+    let nested = mode === "nested";
     this.counters.walks++;
     let table = BigInt(this.mmu.root) & ADDR;
     let level = n;
@@ -282,20 +288,22 @@ export class MmuOracle {
         const v = this.caches[5 + l - 2]?.values[e] as bigint;
         table = v & ADDR;
         perms = v & (RW | US | NX);
+        if (agile) nested = (v & PWC_NESTED) !== 0n;
         level = l - 1;
         break;
       }
     }
     const delta = this.nativeDelta();
-    const setAd = this.mmu.options.setAccessedDirty !== false;
+    const setAdOption = this.mmu.options.setAccessedDirty !== false;
     // With EPT A/D, the walker's table accesses are writes for EPT purposes.
     const tableWrite = this.mmu.options.eptAccessedDirty === true;
     for (;;) {
+      const setAd = setAdOption && (!agile || nested);
       const shift = BigInt(12 + 9 * (level - 1));
       const at = table + (((va >> shift) & 511n) << 3n);
       let hat = at;
       let tableWritable = true;
-      if (mode === "nested") {
+      if (nested) {
         const h = this.host(at, tableWrite);
         if ("code" in h) return h;
         hat = h.hpa;
@@ -341,7 +349,7 @@ export class MmuOracle {
         let size = gsize;
         let hpa = gpa;
         let w = Number((perms & RW) >> 1n);
-        if (mode === "nested") {
+        if (nested) {
           const h = this.host(gpa, write);
           if ("code" in h) return h;
           hpa = h.hpa;
@@ -364,8 +372,10 @@ export class MmuOracle {
         this.view.setBigUint64(r.at, entry | A, true);
       }
       table = entry & ADDR;
+      if (agile && !nested && (entry & AGILE_NESTED) !== 0n) nested = true;
       const tag = va >> BigInt(12 + 9 * (level - 1));
-      this.insert(5 + level - 2, this.tag(tag), tag, table | (perms & (RW | US | NX)));
+      const v = table | (perms & (RW | US | NX)) | (agile && nested ? PWC_NESTED : 0n);
+      this.insert(5 + level - 2, this.tag(tag), tag, v);
       level--;
     }
   }

@@ -24,6 +24,9 @@ export interface ExitCounters {
   unshadowed: number;
   /** Shadow pages built. */
   shadowPages: number;
+  /** Agile paging: guest tables switched from shadow to nested mode, and back. */
+  agileToNested: number;
+  agileToShadow: number;
   /** Pages logged dirty (dirty logging on). */
   dirtyLogged: number;
   /** Of those, page-table frames: written by the guest kernel or by the walker's A/D updates. */
@@ -38,6 +41,8 @@ export function emptyExitCounters(): ExitCounters {
     resyncs: 0,
     unshadowed: 0,
     shadowPages: 0,
+    agileToNested: 0,
+    agileToShadow: 0,
     dirtyLogged: 0,
     dirtyLoggedTables: 0,
   };

@@ -21,7 +21,7 @@ import { ShadowMmu } from "./shadow.js";
 import { HEAP_BASE, type OsActivity } from "./workload.js";
 
 /** How the guest's memory is translated. */
-export type PagingModeName = "native" | "shadow" | "slat";
+export type PagingModeName = "native" | "shadow" | "slat" | "agile";
 
 /** One configuration of a comparison. */
 export interface PagingConfig {
@@ -126,6 +126,11 @@ export interface PagingStats {
   readonly shadowPages: number;
   readonly guestPageFaults: number;
   readonly copyOnWrite: number;
+  /** fork() calls; each child runs and exits. */
+  readonly forks: number;
+  /** Agile paging: guest tables switched to nested mode, and back to shadow. */
+  readonly agileToNested: number;
+  readonly agileToShadow: number;
   readonly contextSwitches: number;
   readonly cycles: TranslationCycles;
   /** Sum of every translated address mod 2^64 (hex): the same guest translates alike. */
@@ -143,6 +148,12 @@ const MUNMAP_BYTES = 64 * 1024;
  * exits. Assumed sizes; what matters is that the child runs.
  */
 const CHILD_COW_PAGES = 8;
+/**
+ * Agile paging: guest writes to a shadowed table that move it to nested mode
+ * (assumed: the second write; Gandhi et al., ISCA 2016, switch a table the
+ * guest keeps changing and leave tables written once, as at fork, in shadow).
+ */
+const AGILE_SWITCH_WRITES = 2;
 const CHILD_PAGES = 32;
 
 type EventKind = "switch" | "update" | "fork" | "munmap" | "harvest";
@@ -191,7 +202,7 @@ export class PagingMachine {
     });
     this.host = null;
     this.shadow = null;
-    if (config.mode === "slat") {
+    if (config.mode === "slat" || config.mode === "agile") {
       this.host = new HostMemory(this.window, {
         levels: options.hostLevels,
         backing: config.hostBacking,
@@ -204,15 +215,17 @@ export class PagingMachine {
       this.mmu.setNativeDelta(HOST_BASE);
     }
     const hooks =
-      config.mode === "shadow"
+      config.mode === "shadow" || config.mode === "agile"
         ? new ShadowMmu(
             this.window,
             this.mmu,
             {
               levels: options.guestLevels,
-              unsync: config.unsync,
+              // Agile paging moves changing tables to nested mode instead of unsyncing them.
+              unsync: config.mode === "shadow" && config.unsync,
               floodThreshold: options.floodThreshold ?? 3,
               tagged,
+              ...(config.mode === "agile" ? { agileSwitchWrites: AGILE_SWITCH_WRITES } : {}),
             },
             this.exits,
           )
@@ -280,7 +293,9 @@ export class PagingMachine {
     // Every guest page, and every host page under it when SLAT backs it with smaller pages.
     const step = Math.min(
       PAGE_BYTES[config.guestPageSize],
-      config.mode === "slat" ? PAGE_BYTES[config.hostBacking] : Number.POSITIVE_INFINITY,
+      config.mode === "slat" || config.mode === "agile"
+        ? PAGE_BYTES[config.hostBacking]
+        : Number.POSITIVE_INFINITY,
     );
     for (const process of this.processes) {
       this.os.switchTo(process);
@@ -460,7 +475,7 @@ export class PagingMachine {
       label: config.label,
       mode: config.mode,
       guestPageSize: config.guestPageSize,
-      hostBacking: config.mode === "slat" ? config.hostBacking : null,
+      hostBacking: config.mode === "slat" || config.mode === "agile" ? config.hostBacking : null,
       accesses: c.accesses,
       l1Hits: c.l1Hits,
       l2Hits: c.l2Hits,
@@ -487,6 +502,9 @@ export class PagingMachine {
       shadowPages: this.exits.shadowPages,
       guestPageFaults: this.os.counters.pageFaults,
       copyOnWrite: this.os.counters.copyOnWrite,
+      forks: this.os.counters.forks,
+      agileToNested: this.exits.agileToNested,
+      agileToShadow: this.exits.agileToShadow,
       contextSwitches: this.os.counters.contextSwitches,
       cycles: priceRun(c, this.exits, this.os.counters.pageFaults, this.options.cost),
       checksum: this.mmu.checksum.toString(16),

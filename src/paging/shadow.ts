@@ -7,12 +7,32 @@ import { HOST_BASE, type PhysicalWindow } from "./physical.js";
 /** Options of a {@link ShadowMmu}. */
 export interface ShadowOptions {
   readonly levels: 4 | 5;
-  /** Let leaf tables go unsync (written freely, resynced on INVLPG, flush and CR3 load). */
+  /** Let leaf tables go unsync (written freely; INVLPG syncs one entry, a flush or CR3 load the whole page). */
   readonly unsync: boolean;
   /** Emulated writes to a shadowed page, without use in between, that unshadow it (KVM: 3). */
   readonly floodThreshold: number;
   /** Address-space tags: a CR3 load selects the process's tag instead of flushing. */
   readonly tagged: boolean;
+  /**
+   * Agile paging (Gandhi et al., ISCA 2016): a shadowed table the guest
+   * writes this many times switches to nested mode (its parent shadow entries
+   * point at the guest's own table); absent: shadow paging alone.
+   */
+  readonly agileSwitchWrites?: number;
+}
+
+/**
+ * Bit 11 of a shadow entry (ignored by the processor, Intel SDM vol. 3A 4.5):
+ * the walk goes on, nested, in the guest table whose guest-physical address
+ * the entry holds (assembly/walk.ts, AGILE_NESTED).
+ */
+export const AGILE_NESTED = 1n << 11n;
+
+/** A guest table in nested mode under agile paging: the shadow entries that point at it. */
+interface NestedTable {
+  readonly parents: Set<number>;
+  /** Written by the guest since the last check (the hypervisor reads its EPT leaf's D bit). */
+  written: boolean;
 }
 
 /** A shadow page: the hypervisor's copy of one guest table, mapping to host-physical. */
@@ -22,6 +42,8 @@ interface ShadowPage {
   readonly level: number;
   unsync: boolean;
   flood: number;
+  /** Guest writes to the table while shadowed (agile paging's switch policy). */
+  writes: number;
   /** Shadow entries (their hPA) that point at this page. */
   readonly parents: Set<number>;
 }
@@ -33,8 +55,8 @@ const PERMS = X86.writable | X86.user | X86.noExecute;
  * map guest-virtual straight to host-physical and the hardware walks them
  * natively. Guest tables that are shadowed are write-protected, so each guest
  * write to one exits and is emulated (or, for an unsync leaf table, exits once
- * and is then written freely until the next INVLPG, flush or CR3 load
- * resynchronises it); CR3 writes and INVLPG exit; a missing shadow entry is a
+ * and is then written freely: INVLPG syncs the one entry it names, the next
+ * flush or CR3 load resynchronises the page); CR3 writes and INVLPG exit; a missing shadow entry is a
  * hidden page fault; accessed and dirty bits are emulated by mapping clean
  * pages read-only; a page emulated too often is unshadowed (write flooding).
  */
@@ -42,6 +64,8 @@ export class ShadowMmu implements GuestPagingHooks {
   private readonly pages = new Map<number, ShadowPage>();
   private readonly byHpa = new Map<number, ShadowPage>();
   private readonly unsyncPages = new Set<ShadowPage>();
+  /** Agile paging: guest tables in nested mode, by guest-physical address. */
+  private readonly nestedTables = new Map<number, NestedTable>();
 
   constructor(
     readonly window: PhysicalWindow,
@@ -54,7 +78,7 @@ export class ShadowMmu implements GuestPagingHooks {
     let sp = this.pages.get(gpa);
     if (!sp) {
       const hpa = this.window.allocateHostTable();
-      sp = { gpa, hpa, level, unsync: false, flood: 0, parents: new Set() };
+      sp = { gpa, hpa, level, unsync: false, flood: 0, writes: 0, parents: new Set() };
       this.pages.set(gpa, sp);
       this.byHpa.set(hpa, sp);
       this.counters.shadowPages++;
@@ -70,8 +94,23 @@ export class ShadowMmu implements GuestPagingHooks {
   // --- guest activity (the hooks) ----------------------------------------
 
   tableWrite(gpa: number, index: number): void {
+    const nested = this.nestedTables.get(gpa);
+    if (nested) {
+      nested.written = true; // not write-protected: no exit
+      return;
+    }
     const sp = this.pages.get(gpa);
     if (!sp || sp.unsync) return; // not write-protected: no exit
+    const switchAt = this.options.agileSwitchWrites;
+    if (switchAt !== undefined && sp.level < this.options.levels) {
+      // Agile paging: emulate the write, and move a table that keeps changing to nested mode.
+      this.counters.exits["page-table-write"]++;
+      this.counters.emulatedWrites++;
+      sp.writes++;
+      if (sp.writes >= switchAt && sp.parents.size > 0) this.toNested(sp);
+      else this.zapEntry(sp, index);
+      return;
+    }
     if (this.options.unsync && sp.level === 1) {
       this.counters.exits["unsync-write"]++;
       sp.unsync = true;
@@ -101,6 +140,7 @@ export class ShadowMmu implements GuestPagingHooks {
   cr3Load(process: GuestProcess, fresh: boolean): void {
     this.counters.exits["cr3-write"]++;
     this.resync();
+    this.revertQuietTables();
     const root = this.page(process.cr3, this.options.levels);
     this.mmu.setRoot(root.hpa);
     if (this.options.tagged) this.mmu.asid = process.pcid;
@@ -109,7 +149,11 @@ export class ShadowMmu implements GuestPagingHooks {
 
   invlpg(va: number): void {
     this.counters.exits.invlpg++;
-    this.resync();
+    // KVM syncs only the shadow entry that maps `va`, and only where its page
+    // is unsync; the page stays unsync (Linux arch/x86/kvm/mmu/mmu.c,
+    // kvm_mmu_invalidate_addr, and paging_tmpl.h, FNAME(sync_spte)). A whole
+    // resync waits for the next CR3 load or flush.
+    this.syncAddress(va);
     this.mmu.invalidatePage(va);
   }
 
@@ -127,6 +171,9 @@ export class ShadowMmu implements GuestPagingHooks {
     let table = process.cr3;
     let sp = this.page(process.cr3, this.options.levels);
     let perms = X86.writable | X86.user;
+    // Agile paging: below a table in nested mode the hardware walks the guest's
+    // own tables; the hypervisor only finds whether the fault is the guest's.
+    let nested = false;
     for (let level: number = this.options.levels; level >= 1; level--) {
       const index = tableIndex(va, level);
       const gAt = HOST_BASE + table + index * 8;
@@ -146,6 +193,7 @@ export class ShadowMmu implements GuestPagingHooks {
         if ((fault.kind & ACCESS.execute) !== 0 && (perms & X86.noExecute) !== 0n) {
           return this.inject(fault, "guest-protection", level);
         }
+        if (nested) return null;
         // The hypervisor sets the guest's accessed (and dirty) bit itself.
         const gNew = g | X86.accessed | (write ? X86.dirty : 0n);
         if (gNew !== g) this.window.write(gAt, gNew);
@@ -159,8 +207,25 @@ export class ShadowMmu implements GuestPagingHooks {
         } else this.counters.exits["ad-emulation"]++;
         return null;
       }
+      if (nested) {
+        table = Number(g & ADDRESS_MASK);
+        continue;
+      }
       if ((g & X86.accessed) === 0n) this.window.write(gAt, g | X86.accessed);
       const childGpa = Number(g & ADDRESS_MASK);
+      const inNested = this.nestedTables.get(childGpa);
+      if (inNested) {
+        const want = BigInt(childGpa) | X86.present | X86.accessed | (g & PERMS) | AGILE_NESTED;
+        const have = this.window.read(sAt);
+        if (have !== want) {
+          if ((have & X86.present) !== 0n) this.unlink(sAt, have);
+          this.window.write(sAt, want);
+          inNested.parents.add(sAt);
+        }
+        nested = true;
+        table = childGpa;
+        continue;
+      }
       const child = this.page(childGpa, level - 1);
       child.flood = 0; // in use as a page table: not flooding
       const want = BigInt(child.hpa) | X86.present | X86.accessed | (g & PERMS);
@@ -194,6 +259,10 @@ export class ShadowMmu implements GuestPagingHooks {
   }
 
   private unlink(at: number, entry: bigint): void {
+    if ((entry & AGILE_NESTED) !== 0n) {
+      this.nestedTables.get(Number(entry & ADDRESS_MASK))?.parents.delete(at);
+      return;
+    }
     const child = this.byHpa.get(Number(entry & ADDRESS_MASK));
     child?.parents.delete(at);
   }
@@ -208,6 +277,62 @@ export class ShadowMmu implements GuestPagingHooks {
       // A table pointer went: the paging-structure caches may hold it.
       this.mmu.flushAll();
     }
+  }
+
+  /**
+   * Agile paging, shadow to nested: the table's parent shadow entries point at
+   * the guest's table itself (marked AGILE_NESTED), so walks go nested from
+   * there and the guest writes it without exits; its shadow page, and those
+   * below it that nothing else points at, are dropped.
+   */
+  private toNested(sp: ShadowPage): void {
+    // The parents' permissions, read before unshadowing clears them.
+    const parents = [...sp.parents].map((at) => ({ at, entry: this.window.read(at) }));
+    const below: ShadowPage[] = [];
+    if (sp.level > 1) {
+      for (let i = 0; i < 512; i++) {
+        const e = this.window.read(sp.hpa + i * 8);
+        const table = (e & X86.present) !== 0n && (e & (X86.pageSize | AGILE_NESTED)) === 0n;
+        const child = table ? this.byHpa.get(Number(e & ADDRESS_MASK)) : undefined;
+        if (child) below.push(child);
+      }
+    }
+    this.unshadow(sp);
+    this.counters.unshadowed--; // a switch, not write flooding
+    this.counters.agileToNested++;
+    const nested: NestedTable = { parents: new Set(), written: true };
+    for (const { at, entry } of parents) {
+      const perms = entry & (X86.writable | X86.user | X86.noExecute);
+      this.window.write(at, BigInt(sp.gpa) | X86.present | X86.accessed | perms | AGILE_NESTED);
+      nested.parents.add(at);
+    }
+    this.nestedTables.set(sp.gpa, nested);
+    for (const child of below) {
+      if (child.parents.size === 0 && this.pages.has(child.gpa)) {
+        this.unshadow(child);
+        this.counters.unshadowed--;
+      }
+    }
+  }
+
+  /**
+   * Agile paging, nested to shadow: a nested table the guest did not write
+   * since the last CR3 load goes back to shadow mode (its parent entries are
+   * cleared; the next walk through them is a hidden fault that shadows it).
+   */
+  private revertQuietTables(): void {
+    let reverted = false;
+    for (const [gpa, t] of this.nestedTables) {
+      if (t.written) {
+        t.written = false;
+        continue;
+      }
+      for (const at of t.parents) this.window.write(at, 0n);
+      this.nestedTables.delete(gpa);
+      this.counters.agileToShadow++;
+      reverted = true;
+    }
+    if (reverted) this.mmu.flushAll();
   }
 
   private unshadow(sp: ShadowPage): void {
@@ -246,20 +371,39 @@ export class ShadowMmu implements GuestPagingHooks {
     return cleared;
   }
 
+  /** Brings the present shadow entry `i` of leaf page `sp` in line with the guest's entry. */
+  private syncEntry(sp: ShadowPage, i: number): void {
+    const at = sp.hpa + i * 8;
+    const s = this.window.read(at);
+    if ((s & X86.present) === 0n) return;
+    const g = this.window.read(HOST_BASE + sp.gpa + i * 8);
+    if ((g & X86.present) === 0n) this.window.write(at, 0n);
+    else {
+      const want = this.shadowLeaf(g, 1);
+      if (want !== s) this.window.write(at, want);
+    }
+  }
+
+  /** Syncs the shadow leaf entry that maps `va` in the current shadow root, when its page is unsync. */
+  private syncAddress(va: number): void {
+    let sp = this.byHpa.get(this.mmu.root);
+    for (let level: number = this.options.levels; sp && level >= 1; level--) {
+      const index = tableIndex(va, level);
+      const s = this.window.read(sp.hpa + index * 8);
+      if ((s & X86.present) === 0n) return;
+      if (level === 1) {
+        if (sp.unsync) this.syncEntry(sp, index);
+        return;
+      }
+      if ((s & X86.pageSize) !== 0n) return;
+      sp = this.byHpa.get(Number(s & ADDRESS_MASK));
+    }
+  }
+
   /** Resynchronises every unsync page with its guest table and write-protects it again. */
   private resync(): void {
     for (const sp of this.unsyncPages) {
-      for (let i = 0; i < 512; i++) {
-        const at = sp.hpa + i * 8;
-        const s = this.window.read(at);
-        if ((s & X86.present) === 0n) continue;
-        const g = this.window.read(HOST_BASE + sp.gpa + i * 8);
-        if ((g & X86.present) === 0n) this.window.write(at, 0n);
-        else {
-          const want = this.shadowLeaf(g, 1);
-          if (want !== s) this.window.write(at, want);
-        }
-      }
+      for (let i = 0; i < 512; i++) this.syncEntry(sp, i);
       sp.unsync = false;
       this.counters.resyncs++;
     }

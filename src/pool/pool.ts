@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Piscina } from "piscina";
+import { checkAddressSpace, WORKER_RESERVATION_BYTES } from "../memory/address-space.js";
 import type { MemoryLayout } from "../memory/layout.js";
 import { packageRoot } from "../util/package-root.js";
 import type { KernelBoot } from "../wasm/context.js";
@@ -44,6 +45,11 @@ export class KernelPool {
     }
     this.threads = threads;
     this.domains = checkDomains(options.domains);
+    // A worker that cannot reserve its isolate aborts the whole process: check first.
+    checkAddressSpace(
+      threads * WORKER_RESERVATION_BYTES,
+      `${threads} pool worker thread${threads === 1 ? "" : "s"} (fewer threads need less)`,
+    );
     const boot: WorkerBoot = {
       memory: layout.memory,
       modules: compileAllKernels(),

@@ -1,11 +1,13 @@
 import {
   closeSync,
+  constants,
   fdatasyncSync,
   fstatSync,
   ftruncateSync,
   openSync,
   readSync,
   writeSync,
+  writevSync,
 } from "node:fs";
 
 /**
@@ -22,6 +24,8 @@ export interface BlockFile {
   read(into: Uint8Array, position: number): number;
   /** Writes all of `from` at `position`. */
   write(from: Uint8Array, position: number): void;
+  /** Writes `parts` one after the other from `position` (one gathered write where the platform has it). */
+  writev(parts: readonly Uint8Array[], position: number): void;
   /** Sets the length (zero-filling when it grows). */
   truncate(length: number): void;
   /** Makes written data durable (fdatasync). */
@@ -31,11 +35,12 @@ export interface BlockFile {
 
 /** A file (or block device) opened by path. */
 export class FdFile implements BlockFile {
-  private fd: number | undefined;
+  protected fd: number | undefined;
 
   /**
    * @param name - the path
    * @param mode - "r" read-only, "r+" read-write, "w+" create or truncate, "wx+" create new
+   * @param flags - open(2) flags that replace `mode`'s (see {@link openFlags})
    */
   constructor(
     readonly name: string,
@@ -45,7 +50,7 @@ export class FdFile implements BlockFile {
     this.fd = flags === undefined ? openSync(name, mode) : openSync(name, flags);
   }
 
-  private get handle(): number {
+  protected get handle(): number {
     if (this.fd === undefined) throw new Error(`${this.name} is closed`);
     return this.fd;
   }
@@ -77,6 +82,12 @@ export class FdFile implements BlockFile {
     }
   }
 
+  writev(parts: readonly Uint8Array[], position: number): void {
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    const done = writevSync(this.handle, parts as Uint8Array[], position);
+    if (done < total) writeRest(this, parts, position, done);
+  }
+
   truncate(length: number): void {
     ftruncateSync(this.handle, length);
   }
@@ -88,6 +99,29 @@ export class FdFile implements BlockFile {
   close(): void {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
+  }
+}
+
+/** The open(2) flags of an {@link FdFile} mode. */
+export function openFlags(mode: "r" | "r+" | "w+" | "wx+"): number {
+  const { O_RDONLY, O_RDWR, O_CREAT, O_TRUNC, O_EXCL } = constants;
+  if (mode === "r") return O_RDONLY;
+  if (mode === "r+") return O_RDWR;
+  return O_RDWR | O_CREAT | (mode === "w+" ? O_TRUNC : O_EXCL);
+}
+
+/** Finishes a gathered write the system took only `done` bytes of, part by part. */
+function writeRest(
+  file: BlockFile,
+  parts: readonly Uint8Array[],
+  position: number,
+  done: number,
+): void {
+  let at = 0;
+  for (const part of parts) {
+    const skip = Math.min(part.length, Math.max(0, done - at));
+    if (skip < part.length) file.write(part.subarray(skip), position + at + skip);
+    at += part.length;
   }
 }
 
@@ -152,6 +186,14 @@ export class MemoryFile implements BlockFile {
     if (position > this.length) this.bytes.fill(0, this.length, position);
     this.bytes.set(from, position);
     this.length = Math.max(this.length, position + from.length);
+  }
+
+  writev(parts: readonly Uint8Array[], position: number): void {
+    let at = position;
+    for (const part of parts) {
+      this.write(part, at);
+      at += part.length;
+    }
   }
 
   truncate(length: number): void {

@@ -48,3 +48,12 @@ export class DiskBusyError extends Error {
 export class DiskAttachError extends Error {
   override name = "DiskAttachError";
 }
+
+/**
+ * Direct I/O (O_DIRECT) is not to be had for a file: the platform has no
+ * such flag, or the file system refuses it (tmpfs answers EINVAL). The
+ * message names the file and the reason, in one line.
+ */
+export class DirectIoUnavailableError extends Error {
+  override name = "DirectIoUnavailableError";
+}

@@ -18,6 +18,8 @@ export interface IoSpec {
   readonly seed: number;
   /** Every block written carries a header; every read is checked against it. */
   readonly verify: boolean;
+  /** Direct I/O, around the host's page cache (fio's direct=1; O_DIRECT). */
+  readonly direct?: boolean;
 }
 
 /** Checks a workload spec. @throws RangeError naming the field. */

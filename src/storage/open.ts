@@ -1,8 +1,9 @@
-import { type BlockFile, FdFile } from "./block-file.js";
+import type { BlockFile } from "./block-file.js";
+import { openFile } from "./direct-file.js";
 import { type DiskImage, RawImage } from "./disk-image.js";
 import { FOOTER_BYTES } from "./format.js";
 import type { StorageKernels } from "./kernels.js";
-import { VhdImage } from "./vhd.js";
+import { directParents, VhdImage } from "./vhd.js";
 
 /** An image format, as qemu-img names it. */
 export type ImageFormat = "raw" | "vpc";
@@ -31,11 +32,13 @@ export interface OpenImageOptions {
   /** The format, when known (default: detected). */
   readonly format?: ImageFormat;
   readonly ordered?: boolean;
+  /** Direct I/O (O_DIRECT) on the image and its parents: around the host's page cache. */
+  readonly direct?: boolean;
 }
 
 /** Opens a disk image by path, raw or VHD, its format detected from its bytes. */
 export function openImage(path: string, options: OpenImageOptions = {}): DiskImage {
-  const file = new FdFile(path, options.writable ? "r+" : "r");
+  const file = openFile(path, options.writable ? "r+" : "r", { direct: options.direct ?? false });
   try {
     const format = options.format ?? detectFormat(file);
     if (format === "raw") return new RawImage(file, options.writable ?? false);
@@ -43,6 +46,7 @@ export function openImage(path: string, options: OpenImageOptions = {}): DiskIma
       writable: options.writable ?? false,
       ...(options.kernels ? { kernels: options.kernels } : {}),
       ...(options.ordered ? { ordered: true } : {}),
+      ...(options.direct ? { parents: directParents } : {}),
     });
   } catch (error) {
     file.close();

@@ -1,5 +1,6 @@
 import { renameSync, statSync, unlinkSync } from "node:fs";
 import { FdFile } from "./block-file.js";
+import { openFile } from "./direct-file.js";
 import { type DiskImage, type MapExtent, RawImage } from "./disk-image.js";
 import { DEFAULT_BLOCK_BYTES, VHD_EPOCH_SECONDS, type VhdType } from "./format.js";
 import { defaultKernels, type StorageKernels } from "./kernels.js";
@@ -79,6 +80,15 @@ export interface ConvertOptions {
   readonly blockSize?: number;
   readonly kernels?: StorageKernels;
   readonly progress?: ProgressFn;
+  /**
+   * fdatasync the destination before returning. Off by default, as
+   * qemu-img convert's destination cache mode is "unsafe" (qemu-img.c,
+   * img_convert): the new file is in the page cache, durable once the
+   * system writes it back or the caller syncs it.
+   */
+  readonly flush?: boolean;
+  /** Direct I/O (O_DIRECT) on the source and the destination: around the host's page cache. */
+  readonly direct?: boolean;
 }
 
 /**
@@ -88,10 +98,11 @@ export interface ConvertOptions {
  */
 export function convertImage(srcPath: string, dstPath: string, options: ConvertOptions): CopyStats {
   const kernels = options.kernels ?? defaultKernels();
-  const src = openImage(srcPath, { kernels });
+  const direct = options.direct ?? false;
+  const src = openImage(srcPath, { kernels, direct });
   try {
     const size = src.size;
-    const file = new FdFile(dstPath, "w+");
+    const file = openFile(dstPath, "w+", { direct });
     let dst: DiskImage;
     try {
       if (options.to === "raw") {
@@ -117,7 +128,7 @@ export function convertImage(srcPath: string, dstPath: string, options: ConvertO
         chunk,
         ...(options.progress ? { progress: options.progress } : {}),
       });
-      dst.flush();
+      if (options.flush) dst.flush();
       return stats;
     } finally {
       dst.close();

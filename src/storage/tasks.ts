@@ -60,7 +60,7 @@ function runIo(context: KernelContext, task: IoTask): IoResult {
   const { spec } = task;
   const k = context.storage;
   const kernels = new StorageKernels(memory, k, new Region(task.arena));
-  const image = openImage(task.path, { writable: true, kernels });
+  const image = openImage(task.path, { writable: true, kernels, direct: spec.direct ?? false });
   const bs = spec.bs;
   const blocks = Math.floor(image.size / bs);
   const table = new Uint32Array(

@@ -1,7 +1,9 @@
 import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 import type { Region } from "../memory/region.js";
 import { type BlockFile, FdFile } from "./block-file.js";
+import { DirectFile } from "./direct-file.js";
 import { checkRequest, type DiskImage, type MapExtent } from "./disk-image.js";
 import { DiskRequestError, ParentChainError, VhdFormatError } from "./errors.js";
 import {
@@ -38,6 +40,27 @@ const BITMAP_CACHE_BYTES = 1024 * 1024;
 const MAX_BAT_ENTRIES = 1 << 26;
 /** Deepest differencing chain followed before it is called a loop. */
 const MAX_CHAIN_DEPTH = 32;
+/**
+ * Bytes a block allocation extends the file by past the new block's end: a
+ * hole that later allocations fill without an ftruncate each.
+ */
+const EXTEND_AHEAD = 64 * 1024 * 1024;
+/**
+ * Where a block's data starts in the file is a multiple of this (the page
+ * size): a 4 KiB guest read is then one page of the page cache, not two, and
+ * direct I/O needs no bounce. The specification asks only for sectors.
+ */
+const DATA_ALIGN = 4096;
+
+/**
+ * Where a block allocated at or after `at` starts: at `at` itself, or a few
+ * sectors on, so that its data (after its bitmap) is page-aligned. Blocks
+ * smaller than a page cannot all be aligned, and are not padded.
+ */
+export function blockStart(at: number, bitmapBytes: number, blockBytes: number): number {
+  if (blockBytes % DATA_ALIGN !== 0) return at;
+  return roundUp(at + bitmapBytes, DATA_ALIGN) - bitmapBytes;
+}
 
 /** Where a differencing disk's parent is looked for, and how it is opened. */
 export interface ParentSource {
@@ -61,6 +84,19 @@ export const fileParents: ParentSource = {
       } catch {
         continue;
       }
+      return { file, path: resolve(path), mtimeMs: file.mtimeMs() };
+    }
+    return undefined;
+  },
+};
+
+/** Parents found on the file system, opened read-only for direct I/O (O_DIRECT). */
+export const directParents: ParentSource = {
+  open(candidates) {
+    for (const path of candidates) {
+      if (!existsSync(path)) continue;
+      // A file system that refuses O_DIRECT is said so, not taken for a missing parent.
+      const file = DirectFile.open(path, "r");
       return { file, path: resolve(path), mtimeMs: file.mtimeMs() };
     }
     return undefined;
@@ -223,7 +259,15 @@ export class VhdImage implements DiskImage {
   private readonly bmBytes: number;
   private readonly blockSize: number;
   private nextFree: number;
+  /** 1 where a block's bitmap is known to hold every sector: its reads and writes skip the bitmap. */
+  private readonly full: Uint8Array;
+  /** Blocks were allocated since the footer was last written at the end. */
+  private footerPending = false;
+  /** The file's length as this image last set it (allocations extend it ahead of need). */
+  private extendedTo: number;
   private cache: Region | undefined;
+  /** See {@link scratchBytes}. */
+  private scratch: Region | undefined;
   private cacheTags: Int32Array = new Int32Array(0);
   private closed = false;
 
@@ -250,6 +294,8 @@ export class VhdImage implements DiskImage {
     this.blockSize = parts.header?.blockSize ?? 0;
     this.bmBytes = parts.header ? bitmapBytes(parts.header.blockSize) : 0;
     this.nextFree = parts.nextFree;
+    this.extendedTo = file.size();
+    this.full = new Uint8Array(parts.bat.length);
     this.parent = parts.parent;
     this.parentPath = parts.parentPath;
   }
@@ -519,7 +565,11 @@ export class VhdImage implements DiskImage {
       ...(parentPath ? { parentPath } : {}),
     });
     image.notes.push(...notes);
-    if (footerAtEnd && endAt > blockEnd) {
+    // Padding that aligns the first block's data (as hvlab lays it out) is not waste.
+    if (
+      footerAtEnd &&
+      endAt > blockStart(blockEnd, layout.span - header.blockSize, header.blockSize)
+    ) {
       image.notes.push(
         `${endAt - blockEnd} bytes between the last block and the footer are unused`,
       );
@@ -581,7 +631,6 @@ export class VhdImage implements DiskImage {
     if (!dynamic) {
       file.truncate(size);
       file.write(footerBytes, size);
-      file.sync();
       return VhdImage.open(file, { kernels, writable: true });
     }
     const entries = Math.ceil(size / blockSize);
@@ -629,9 +678,10 @@ export class VhdImage implements DiskImage {
     file.write(header, FOOTER_BYTES);
     file.write(new Uint8Array(roundUp(entries * 4, SECTOR)).fill(0xff), tableOffset);
     for (const [at, data] of locatorData) file.write(data, at);
+    next = blockStart(next, bitmapBytes(blockSize), blockSize);
     file.truncate(next);
     file.write(footerBytes, next);
-    file.sync();
+    // No fdatasync here: like every write, a new image is durable once flushed.
     // The caller's parent image stays theirs: the new child opens its own chain.
     return VhdImage.open(file, {
       kernels,
@@ -649,7 +699,14 @@ export class VhdImage implements DiskImage {
     this.live();
     checkRequest(this.file.name, this.size, offset, into.length);
     if (this.type === "fixed") {
-      this.readExact(into, offset, "data");
+      this.readExact(into, offset, -1);
+      return;
+    }
+    const first = Math.floor(offset / this.blockSize);
+    const at = offset - first * this.blockSize;
+    // The common case, one block that holds every sector: one read, no bitmap.
+    if (at + into.length <= this.blockSize && this.full[first] === 1) {
+      this.readExact(into, (this.bat[first] ?? 0) * SECTOR + this.bmBytes + at, first);
       return;
     }
     let done = 0;
@@ -663,10 +720,11 @@ export class VhdImage implements DiskImage {
     }
   }
 
-  private readExact(into: Uint8Array, at: number, what: string): void {
+  /** Reads all of `into` at `at`; `block` names what is read (-1: the data of a fixed disk). */
+  private readExact(into: Uint8Array, at: number, block: number, what = "block"): void {
     if (this.file.read(into, at) < into.length) {
       throw new VhdFormatError(
-        what,
+        block < 0 ? "data" : `${what} ${block}`,
         at,
         `${into.length} bytes there pass the end of ${this.file.name}`,
       );
@@ -686,13 +744,17 @@ export class VhdImage implements DiskImage {
       return;
     }
     const data = entry * SECTOR + this.bmBytes;
+    if (this.full[block] === 1) {
+      this.readExact(into, data + inBlock, block);
+      return;
+    }
     const bm = this.bitmapOf(block);
     const first = inBlock / SECTOR;
     const sectors = into.length / SECTOR;
     const k = this.kernels.kernel;
     // The common case: every sector asked for is in this block.
     if (k.bitmapCount(bm.region, bm.at, first, sectors) === sectors) {
-      this.readExact(into, data + inBlock, `block ${block}`);
+      this.readExact(into, data + inBlock, block);
       return;
     }
     let s = first;
@@ -701,7 +763,7 @@ export class VhdImage implements DiskImage {
       const present = k.bitmapCount(bm.region, bm.at, s, 1) === 1;
       const runEnd = k.bitmapScan(bm.region, bm.at, s, end, present ? 0 : 1);
       const part = into.subarray((s - first) * SECTOR, (runEnd - first) * SECTOR);
-      if (present) this.readExact(part, data + s * SECTOR, `block ${block}`);
+      if (present) this.readExact(part, data + s * SECTOR, block);
       else this.fromBelow(block * this.blockSize + s * SECTOR, part);
       s = runEnd;
     }
@@ -714,10 +776,17 @@ export class VhdImage implements DiskImage {
     const at = slot * this.bmBytes;
     if (this.cacheTags[slot] !== block) {
       const view = cache.bytes(this.kernels.memory).subarray(at, at + this.bmBytes);
-      this.readExact(view, (this.bat[block] ?? 0) * SECTOR, `sector bitmap of block ${block}`);
+      this.readExact(view, (this.bat[block] ?? 0) * SECTOR, block, "sector bitmap of block");
       this.cacheTags[slot] = block;
+      this.noteIfFull(block, cache, at);
     }
     return { region: cache, at };
+  }
+
+  /** Marks a block whose bitmap holds every sector, so that later I/O skips the bitmap. */
+  private noteIfFull(block: number, region: Region, at: number): void {
+    const sectors = this.blockSize / SECTOR;
+    if (this.kernels.kernel.bitmapCount(region, at, 0, sectors) === sectors) this.full[block] = 1;
   }
 
   private ensureCache(): Region {
@@ -761,6 +830,7 @@ export class VhdImage implements DiskImage {
     }
     const start = entry * SECTOR;
     this.file.write(from, start + this.bmBytes + inBlock);
+    if (this.full[block] === 1) return;
     // The bitmap says "present" only once the data is there.
     const bm = this.bitmapOf(block);
     if (this.kernels.kernel.bitmapSet(bm.region, bm.at, first, sectors) > 0) {
@@ -768,6 +838,7 @@ export class VhdImage implements DiskImage {
         bm.region.bytes(this.kernels.memory).subarray(bm.at, bm.at + this.bmBytes),
         start,
       );
+      this.noteIfFull(block, bm.region, bm.at);
     }
   }
 
@@ -775,17 +846,24 @@ export class VhdImage implements DiskImage {
    * Allocates a block at the end of the data, in the order that survives a
    * crash at any point (drawn in docs/storage.md):
    *
-   *   1. the block's bitmap and data, over the old footer and past it;
+   *   1. the block's bitmap and data, in one gathered write over the old
+   *      footer, the file extended to the block's end;
    *   2. its BAT entry;
-   *   3. the footer, after the new block.
+   *   3. the footer, after the last block: deferred to the next flush or
+   *      close, so that a run of allocations writes it once.
    *
-   * Before 2 the block is unreferenced space; before 3 the file has no footer
-   * at its end and the copy at offset 0 stands in (the next writable open
-   * moves the footer back). QEMU's block/vpc.c alloc_block writes the same
-   * three things, the footer before the BAT entry.
+   * Before 3 the file has no footer at its end and the copy at offset 0
+   * stands in, as the specification keeps it for (the next writable open
+   * writes the footer after the last referenced block and cuts off a block
+   * whose BAT entry was never written). QEMU's block/vpc.c alloc_block writes
+   * the same three things, the footer before the BAT entry and every time.
    */
   private allocate(block: number, inBlock: number, from: Uint8Array): void {
-    const start = this.nextFree;
+    const start = blockStart(this.nextFree, this.bmBytes, this.blockSize);
+    // The padding that aligns the block's data is past the end of the file, a
+    // hole that reads as zeros, unless a footer was written at the end since
+    // the last allocation: that one is zeroed, so that it cannot pass for one.
+    const padAt = this.footerPending ? start : this.nextFree;
     const end = start + this.bmBytes + this.blockSize;
     if (end / SECTOR > 0xffffffff)
       throw new DiskRequestError(`${this.file.name}: the file would pass 2 TiB of sectors`);
@@ -798,16 +876,55 @@ export class VhdImage implements DiskImage {
     if (this.type === "dynamic") bitmap.fill(0xff);
     else
       this.kernels.kernel.bitmapSet(slot.region, slot.at, inBlock / SECTOR, from.length / SECTOR);
-    this.file.truncate(end);
-    this.file.write(bitmap, start);
-    this.file.write(from, start + this.bmBytes + inBlock);
+    // The bytes past the old footer are past the end of the file: zeros until written.
+    const head = padAt < start ? [this.scratchBytes(start - padAt).fill(0), bitmap] : [bitmap];
+    if (inBlock === 0) this.file.writev([...head, from], padAt);
+    else {
+      this.file.writev(head, padAt);
+      this.file.write(from, start + this.bmBytes + inBlock);
+    }
+    const written = start + this.bmBytes + inBlock + from.length;
+    if (end > Math.max(this.extendedTo, written)) {
+      // Extended ahead, so that the next allocations skip the ftruncate; the
+      // hole past the last block is cut off with the footer's next write.
+      this.extendedTo = end + Math.max(EXTEND_AHEAD, end - start);
+      this.file.truncate(this.extendedTo);
+    } else this.extendedTo = Math.max(this.extendedTo, written);
     if (this.ordered) this.file.sync();
-    const entry = new Uint8Array(4);
-    new DataView(entry.buffer).setUint32(0, start / SECTOR);
-    this.file.write(entry, (this.header?.tableOffset ?? 0) + block * 4);
     this.bat[block] = start / SECTOR;
+    this.writeBatEntry(block);
+    this.noteIfFull(block, slot.region, slot.at);
     if (this.ordered) this.file.sync();
-    this.moveFooter(end);
+    this.nextFree = end;
+    this.footerPending = true;
+  }
+
+  /**
+   * Writes BAT entry `block`: the whole 512-byte sector of the BAT that holds
+   * it, from the table in memory (one aligned write, which direct I/O takes
+   * without reading the sector first), or the entry alone in a last sector
+   * the table only partly fills (the rest is not the table's to write).
+   */
+  private writeBatEntry(block: number): void {
+    const tableOffset = this.header?.tableOffset ?? 0;
+    const perSector = SECTOR / 4;
+    const first = block - (block % perSector);
+    const count = first + perSector <= this.bat.length ? perSector : 1;
+    const from = count === 1 ? block : first;
+    const bytes = this.scratchBytes(count * 4);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    for (let i = 0; i < count; i++) view.setUint32(i * 4, this.bat[from + i] ?? BAT_UNALLOCATED);
+    this.file.write(bytes, tableOffset + from * 4);
+  }
+
+  /**
+   * `n` bytes (at most a page) of a page-aligned region of the shared
+   * memory, where metadata is laid out before it is written: direct I/O
+   * takes it without a bounce.
+   */
+  private scratchBytes(n: number): Uint8Array {
+    this.scratch ??= this.kernels.borrow(DATA_ALIGN);
+    return this.scratch.bytes(this.kernels.memory).subarray(0, n);
   }
 
   private bitmapSlotFor(block: number): { region: Region; at: number } {
@@ -819,9 +936,11 @@ export class VhdImage implements DiskImage {
 
   /** Writes the footer at `at` and cuts the file after it. */
   private moveFooter(at: number): void {
-    const bytes = encodeFooter(this.footerValue, this.kernels.checksum);
+    const bytes = this.scratchBytes(FOOTER_BYTES);
+    bytes.set(encodeFooter(this.footerValue, this.kernels.checksum));
     this.file.write(bytes, at);
     this.file.truncate(at + FOOTER_BYTES);
+    this.extendedTo = at + FOOTER_BYTES;
     this.nextFree = at;
   }
 
@@ -921,16 +1040,31 @@ export class VhdImage implements DiskImage {
     return out;
   }
 
+  /** Writes the footer after the last block, if allocations moved the end since it was written. */
+  private settleFooter(): void {
+    if (!this.footerPending) return;
+    this.moveFooter(this.nextFree);
+    this.footerPending = false;
+  }
+
+  /** Writes the footer where allocations left it pending, then fdatasyncs. */
   flush(): void {
     this.live();
-    if (this.writable) this.file.sync();
+    if (!this.writable) return;
+    this.settleFooter();
+    this.file.sync();
   }
 
   /** Closes the image and its parents. */
   close(): void {
     if (this.closed) return;
+    // A footer still pending goes to the end first; a close does not fdatasync
+    // (a crash of the process still finds it, a power loss may take it, as
+    // any write not flushed).
+    if (this.writable) this.settleFooter();
     this.closed = true;
     if (this.cache) this.kernels.release(this.cache);
+    if (this.scratch) this.kernels.release(this.scratch);
     this.parent?.close();
     this.file.close();
   }

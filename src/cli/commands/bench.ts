@@ -44,7 +44,10 @@ export function resultTable(result: SuiteResult): Table {
 
 function machineLine(result: SuiteResult): string {
   const m = result.machine;
-  return `suite ${result.suite} on ${m.cpu} (${m.cores} cores, ${formatBytes(m.memoryBytes)}), Node.js ${m.node}, ${m.os}`;
+  const conditions = Object.entries(result.conditions ?? {})
+    .map(([k, v]) => `${k} ${v}`)
+    .join(", ");
+  return `suite ${result.suite} on ${m.cpu} (${m.cores} cores, ${formatBytes(m.memoryBytes)}), Node.js ${m.node}, ${m.os}${conditions ? `; ${conditions}` : ""}`;
 }
 
 interface BenchFlags {
@@ -53,6 +56,7 @@ interface BenchFlags {
   from?: string;
   time: number;
   quick?: boolean;
+  direct?: boolean;
 }
 
 function print(result: SuiteResult, flags: BenchFlags): void {
@@ -96,6 +100,7 @@ const suiteResult = z.object({
     hvlab: z.string(),
     tinybench: z.string(),
   }),
+  conditions: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
   results: z.array(
     z.object({
       case: z.string(),
@@ -130,6 +135,10 @@ export function registerBench(program: Command): void {
     .option("--markdown", "print the results as Markdown tables (with --from: of saved JSON)")
     .option("--from <file>", "print a saved --json result instead of running")
     .option("--quick", "small sizes and short timing (a smoke run, not for figures)")
+    .option(
+      "--direct",
+      "direct I/O (O_DIRECT) for suites that do file I/O (storage): around the host's page cache",
+    )
     .action(async (names: string[], flags: BenchFlags) => {
       if (flags.json && flags.markdown) throw new UsageError("choose one of --json and --markdown");
       if (flags.from !== undefined) {
@@ -151,6 +160,7 @@ export function registerBench(program: Command): void {
         const result = await runSuite(suite, {
           timeMs: flags.quick ? Math.min(flags.time, 50) : flags.time,
           quick: flags.quick === true,
+          direct: flags.direct === true,
           onProgress: (done, total, label) => progress.update(done, label, total),
         }).finally(() => progress.stop());
         results.push(result);

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
@@ -33,6 +33,7 @@ import {
 } from "../../storage/operations.js";
 import { VhdImage } from "../../storage/vhd.js";
 import { NO_HOT_ADD_GUESTS, VirtualMachine } from "../../storage/vm.js";
+import { makeTemporaryDir, removeTemporary } from "../../util/temporary.js";
 import { formatBytes } from "../../util/units.js";
 import {
   checkOutputFlags,
@@ -242,13 +243,26 @@ export function registerStorage(program: Command): void {
       blockSizeOption,
       DEFAULT_BLOCK_BYTES,
     )
+    .option(
+      "--flush",
+      "fdatasync the destination before exiting (default: left to the page cache, as qemu-img convert's cache=unsafe)",
+    )
     .option("--json", "print what was copied as JSON")
     .action(
-      (src: string, dst: string, flags: { to: string; blockSize: number; json?: boolean }) => {
+      (
+        src: string,
+        dst: string,
+        flags: { to: string; blockSize: number; flush?: boolean; json?: boolean },
+      ) => {
         if (!["raw", "fixed", "dynamic"].includes(flags.to))
           throw new UsageError(`--to must be raw, fixed or dynamic, not ${flags.to}`);
         const stats = withProgress("convert", (progress) =>
-          convertImage(src, dst, { to: flags.to as "raw", blockSize: flags.blockSize, progress }),
+          convertImage(src, dst, {
+            to: flags.to as "raw",
+            blockSize: flags.blockSize,
+            progress,
+            flush: flags.flush === true,
+          }),
         );
         print(flags.json, { src, dst, to: flags.to, ...stats }, () =>
           copyText(`${src} -> ${dst}`, stats),
@@ -328,21 +342,38 @@ export function registerStorage(program: Command): void {
       500,
     )
     .option("--quick", "small sizes and short timing (a smoke run, not for figures)")
-    .option("--json", "print {suite, machine, results} as JSON")
+    .option("--direct", "direct I/O (O_DIRECT) for every file case: around the host's page cache")
+    .option("--json", "print {suite, machine, conditions, results} as JSON")
     .option("--csv", "print one row per case and implementation as CSV")
-    .action(async (flags: { time: number; quick?: boolean; json?: boolean; csv?: boolean }) => {
-      checkOutputFlags(flags);
-      const progress = startProgress("bench storage", 1);
-      const result = await runSuite(await loadSuite("storage"), {
-        timeMs: flags.quick ? Math.min(flags.time, 50) : flags.time,
-        quick: flags.quick === true,
-        onProgress: (done, total, label) => progress.update(done, label, total),
-      }).finally(() => progress.stop());
-      if (flags.json) console.log(JSON.stringify(result, null, 2));
-      else if (flags.csv)
-        process.stdout.write(toCsv(recordsToTable(result.results.map((r) => ({ ...r })))));
-      else console.log(formatTable(resultTable(result)));
-    });
+    .action(
+      async (flags: {
+        time: number;
+        quick?: boolean;
+        direct?: boolean;
+        json?: boolean;
+        csv?: boolean;
+      }) => {
+        checkOutputFlags(flags);
+        const progress = startProgress("bench storage", 1);
+        const result = await runSuite(await loadSuite("storage"), {
+          timeMs: flags.quick ? Math.min(flags.time, 50) : flags.time,
+          quick: flags.quick === true,
+          direct: flags.direct === true,
+          onProgress: (done, total, label) => progress.update(done, label, total),
+        }).finally(() => progress.stop());
+        if (flags.json) console.log(JSON.stringify(result, null, 2));
+        else if (flags.csv)
+          process.stdout.write(toCsv(recordsToTable(result.results.map((r) => ({ ...r })))));
+        else {
+          console.log(formatTable(resultTable(result)));
+          console.log(
+            result.conditions?.pageCache === false
+              ? "(direct I/O (O_DIRECT): the host's page cache is not in play)"
+              : "(buffered I/O: the host's page cache is in play)",
+          );
+        }
+      },
+    );
 }
 
 interface IoFlags {
@@ -358,6 +389,7 @@ interface IoFlags {
   runtime: number;
   seed: number;
   verify?: boolean;
+  direct?: boolean;
   threads?: number;
   json?: boolean;
   csv?: boolean;
@@ -397,6 +429,10 @@ function addIoOptions(command: Command): Command {
     )
     .option("--seed <n>", "seed of offsets and data", integerOption(0, 2 ** 31 - 1), 1)
     .option("--verify", "write a header on every block and check every read")
+    .option(
+      "--direct",
+      "direct I/O around the host's page cache (fio's direct=1; O_DIRECT, Linux; refused where the file system has none, as tmpfs)",
+    )
     .option("--threads <n>", "pool workers (default: one per disk)", integerOption(1, 64))
     .option("--json", "print the report as JSON")
     .option("--csv", "print one row per disk as CSV");
@@ -415,11 +451,12 @@ function ioSetup(flags: IoFlags): { disks: IoDisk[]; spec: IoSpec; cleanup: () =
     runtimeMs: flags.runtime,
     seed: flags.seed,
     verify: flags.verify ?? false,
+    direct: flags.direct ?? false,
     ...(flags.zipf !== undefined ? { zipf: flags.zipf } : {}),
   };
-  const dir = flags.dir ?? mkdtempSync(join(tmpdir(), "hvlab-storage-io-"));
+  const dir = flags.dir ?? makeTemporaryDir("storage-io");
   const cleanup = () => {
-    if (!flags.dir) rmSync(dir, { recursive: true, force: true });
+    if (!flags.dir) removeTemporary(dir);
   };
   if (flags.file) {
     return { disks: flags.file.map((path, i) => ({ name: `disk${i}`, path })), spec, cleanup };
@@ -484,9 +521,10 @@ function printIo(report: StorageIoReport, flags: { json?: boolean; csv?: boolean
       ),
     );
   }
-  console.log(
-    `(buffered I/O: the host's page cache is in play; ${report.spec.rw}, bs ${report.spec.bs}, iodepth ${report.spec.iodepth})`,
-  );
+  const io = report.pageCache
+    ? "buffered I/O: the host's page cache is in play"
+    : "direct I/O (O_DIRECT): around the host's page cache";
+  console.log(`(${io}; ${report.spec.rw}, bs ${report.spec.bs}, iodepth ${report.spec.iodepth})`);
 }
 
 /** Registers `hvlab storage io` and `hvlab storage hotplug`. */

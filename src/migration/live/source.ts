@@ -141,6 +141,8 @@ export class LiveSource {
   private readonly replyStaging: Region;
   private attempts = 0;
   private closed = false;
+  /** The attempt under way (or the last one) and its link, for {@link LiveSource.activity}. */
+  private current: { readonly attempt: Attempt; link: Link | undefined } | undefined;
 
   private constructor(readonly options: LiveGuestOptions) {
     checkGuest(options);
@@ -186,6 +188,17 @@ export class LiveSource {
     return source;
   }
 
+  /**
+   * What the latest migration attempt is doing (setup, pre-copy pass N,
+   * stop-and-copy, verification) and the bytes it has handed to the socket:
+   * what an interrupted command reports.
+   */
+  get activity(): { readonly phase: string; readonly bytesSent: number } | undefined {
+    const current = this.current;
+    if (!current) return undefined;
+    return { phase: current.attempt.phase, bytesSent: current.link?.queued ?? 0 };
+  }
+
   /** Stops the vCPUs and the workers. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -224,6 +237,7 @@ export class LiveSource {
       phase: "setup",
       policy,
     };
+    this.current = { attempt, link: undefined };
     const where = `${options.host}:${options.port}`;
     let socket: Socket | undefined;
     let link: Link | undefined;
@@ -235,6 +249,7 @@ export class LiveSource {
         // One 100 ms window of the rate, as QEMU's limiter: a slow link does not burst.
         options.maxBandwidth ? new TokenBucket(options.maxBandwidth) : undefined,
       );
+      this.current.link = link;
       const reader = new FrameReader(
         this.layout.memory,
         this.kernel,

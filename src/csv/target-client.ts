@@ -1,0 +1,221 @@
+import { connect, type Socket } from "node:net";
+import { checkLunRange, type Lun } from "./lun.js";
+import {
+  encodeFrame,
+  type Frame,
+  FrameReader,
+  MAX_IO_BYTES,
+  Op,
+  REPLY,
+  Status,
+} from "./protocol.js";
+import { InAction, type Reservation, ServiceAction } from "./reservations.js";
+
+/** The target refused a command with RESERVATION CONFLICT: this initiator has been fenced. */
+export class ReservationConflictError extends Error {
+  override name = "ReservationConflictError";
+}
+
+/** The target refused a command with CHECK CONDITION; the message is its reason. */
+export class TargetCommandError extends Error {
+  override name = "TargetCommandError";
+}
+
+/** The connection to the target failed or was closed. */
+export class TargetConnectionError extends Error {
+  override name = "TargetConnectionError";
+}
+
+/**
+ * A LUN served by `hvlab csv target`: the node side of the block protocol,
+ * with requests pipelined by tag, and the persistent-reservation commands.
+ */
+export class TargetClient implements Lun {
+  private readonly pending = new Map<
+    number,
+    { resolve: (f: Frame) => void; reject: (e: Error) => void }
+  >();
+  private nextTag = 1;
+  private closedBecause: Error | undefined;
+  bytes = 0;
+
+  private constructor(
+    private readonly socket: Socket,
+    readonly name: string,
+  ) {
+    const reader = new FrameReader();
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = reader.push(chunk);
+      } catch (error) {
+        this.fail(new TargetConnectionError(`${name}: ${(error as Error).message}`));
+        socket.destroy();
+        return;
+      }
+      for (const frame of frames) {
+        if (frame.type === Op.error) {
+          this.fail(
+            new TargetConnectionError(
+              `${name}: the target closed the connection: ${new TextDecoder().decode(frame.payload)}`,
+            ),
+          );
+          continue;
+        }
+        const waiter = this.pending.get(frame.tag);
+        if (!waiter) continue;
+        this.pending.delete(frame.tag);
+        waiter.resolve(frame);
+      }
+    });
+    socket.on("error", (error) =>
+      this.fail(new TargetConnectionError(`${name}: ${error.message}`)),
+    );
+    socket.on("close", () =>
+      this.fail(new TargetConnectionError(`${name}: the connection to the target closed`)),
+    );
+  }
+
+  /** Connects to a target on 127.0.0.1:`port` and logs in as `initiator`. */
+  static async connect(port: number, initiator: string, timeoutMs = 5000): Promise<TargetClient> {
+    const socket = connect({ host: "127.0.0.1", port });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(
+          new TargetConnectionError(
+            `target 127.0.0.1:${port} did not accept within ${timeoutMs} ms`,
+          ),
+        );
+      }, timeoutMs);
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      socket.once("error", (e) => {
+        clearTimeout(timer);
+        reject(new TargetConnectionError(`target 127.0.0.1:${port}: ${e.message}`));
+      });
+    });
+    const client = new TargetClient(socket, `target 127.0.0.1:${port} as ${initiator}`);
+    const reply = await client.request(Op.login, new TextEncoder().encode(initiator));
+    client.bytes = Number(
+      new DataView(reply.payload.buffer, reply.payload.byteOffset, 8).getBigUint64(0, true),
+    );
+    return client;
+  }
+
+  private fail(error: Error): void {
+    this.closedBecause ??= error;
+    for (const waiter of this.pending.values()) waiter.reject(this.closedBecause);
+    this.pending.clear();
+  }
+
+  /** Sends a request and waits for its reply (GOOD, or the status as an error). */
+  async request(type: number, payload?: Uint8Array): Promise<Frame> {
+    if (this.closedBecause) throw this.closedBecause;
+    const tag = this.nextTag;
+    this.nextTag = (this.nextTag + 1) >>> 0 || 1;
+    const reply = await new Promise<Frame>((resolve, reject) => {
+      this.pending.set(tag, { resolve, reject });
+      this.socket.write(encodeFrame(type, tag, payload));
+    });
+    if (reply.type !== (type | REPLY))
+      throw new TargetConnectionError(
+        `${this.name}: reply of type ${reply.type} to a request of type ${type}`,
+      );
+    if (reply.status === Status.reservationConflict)
+      throw new ReservationConflictError(
+        `RESERVATION CONFLICT: ${new TextDecoder().decode(reply.payload)}`,
+      );
+    if (reply.status !== Status.good)
+      throw new TargetCommandError(`CHECK CONDITION: ${new TextDecoder().decode(reply.payload)}`);
+    return reply;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkLunRange(this, offset, length);
+    const out = new Uint8Array(length);
+    const parts: Promise<void>[] = [];
+    for (let at = 0; at < length; at += MAX_IO_BYTES) {
+      const n = Math.min(MAX_IO_BYTES, length - at);
+      const address = new Uint8Array(12);
+      const view = new DataView(address.buffer);
+      view.setBigUint64(0, BigInt(offset + at), true);
+      view.setUint32(8, n, true);
+      parts.push(
+        this.request(Op.read, address).then((reply) => {
+          if (reply.payload.length !== n)
+            throw new TargetCommandError(`READ returned ${reply.payload.length} of ${n} bytes`);
+          out.set(reply.payload, at);
+        }),
+      );
+    }
+    await Promise.all(parts);
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    checkLunRange(this, offset, data.length);
+    const parts: Promise<Frame>[] = [];
+    for (let at = 0; at < data.length; at += MAX_IO_BYTES) {
+      const n = Math.min(MAX_IO_BYTES, data.length - at);
+      const payload = new Uint8Array(12 + n);
+      const view = new DataView(payload.buffer);
+      view.setBigUint64(0, BigInt(offset + at), true);
+      view.setUint32(8, n, true);
+      payload.set(data.subarray(at, at + n), 12);
+      parts.push(this.request(Op.write, payload));
+    }
+    await Promise.all(parts);
+  }
+
+  async flush(): Promise<void> {
+    await this.request(Op.flush);
+  }
+
+  /** PERSISTENT RESERVE OUT. */
+  async reserveOut(action: number, type: number, key: bigint, serviceKey = 0n): Promise<void> {
+    const payload = new Uint8Array(20);
+    const view = new DataView(payload.buffer);
+    payload[0] = action;
+    payload[1] = type;
+    view.setBigUint64(4, key, true);
+    view.setBigUint64(12, serviceKey, true);
+    await this.request(Op.reserveOut, payload);
+  }
+
+  /** REGISTER `key` (from unregistered). */
+  register(key: bigint): Promise<void> {
+    return this.reserveOut(ServiceAction.register, 0, 0n, key);
+  }
+
+  /** PERSISTENT RESERVE IN, READ KEYS: the PRgeneration and the registered keys. */
+  async readKeys(): Promise<{ generation: number; keys: bigint[] }> {
+    const reply = await this.request(Op.reserveIn, Uint8Array.of(InAction.readKeys));
+    const p = reply.payload;
+    const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
+    const keys: bigint[] = [];
+    for (let at = 4; at + 8 <= p.length; at += 8) keys.push(view.getBigUint64(at, true));
+    return { generation: view.getUint32(0, true), keys };
+  }
+
+  /** PERSISTENT RESERVE IN, READ RESERVATION: the holder's key and type, if any. */
+  async readReservation(): Promise<{
+    generation: number;
+    reservation?: Omit<Reservation, "holder">;
+  }> {
+    const reply = await this.request(Op.reserveIn, Uint8Array.of(InAction.readReservation));
+    const p = reply.payload;
+    const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
+    const generation = view.getUint32(0, true);
+    if (p.length < 13) return { generation };
+    return { generation, reservation: { key: view.getBigUint64(4, true), type: p[12] ?? 0 } };
+  }
+
+  close(): void {
+    this.fail(new TargetConnectionError(`${this.name}: closed`));
+    this.socket.destroy();
+  }
+}

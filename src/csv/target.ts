@@ -1,0 +1,312 @@
+import { createServer, type Server, type Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import { TokenBucket } from "../migration/live/token-bucket.js";
+import type { BlockFile } from "../storage/block-file.js";
+import {
+  encodeFrame,
+  type Frame,
+  FrameReader,
+  MAX_IO_BYTES,
+  Op,
+  ProtocolError,
+  REPLY,
+  Status,
+} from "./protocol.js";
+import { InAction, PersistentReservations, type PrOutcome } from "./reservations.js";
+
+/** Options of {@link LunTarget}. */
+export interface TargetOptions {
+  /** Bytes per second the LUN path carries (reads and writes together); unset: unthrottled. */
+  readonly throttleBytesPerSecond?: number;
+  /** Milliseconds added to every READ and WRITE, as a Fibre Channel path's round trip. */
+  readonly latencyMs?: number;
+  /** A connection must log in within this many ms. */
+  readonly handshakeTimeoutMs?: number;
+  /** A connection silent this long is closed. */
+  readonly idleTimeoutMs?: number;
+  /** Whether FLUSH calls fdatasync (off for scratch LUNs). */
+  readonly durable?: boolean;
+}
+
+/** What the target has done, for `status` and tests. */
+export interface TargetCounters {
+  connections: number;
+  reads: number;
+  writes: number;
+  bytesRead: number;
+  bytesWritten: number;
+  conflicts: number;
+  protocolErrors: number;
+}
+
+/** Longest initiator name in UTF-8 bytes. */
+export const MAX_INITIATOR_BYTES = 64;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * `hvlab csv target`: owns a LUN and serves block reads and writes at byte
+ * offsets to nodes over loopback TCP, in the protocol of protocol.ts,
+ * enforcing SCSI-3 persistent reservations. A connection that breaks the
+ * protocol is sent an error frame and closed; the others are not touched.
+ */
+export class LunTarget {
+  readonly reservations = new PersistentReservations();
+  readonly counters: TargetCounters = {
+    connections: 0,
+    reads: 0,
+    writes: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    conflicts: 0,
+    protocolErrors: 0,
+  };
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  private readonly bucket: TokenBucket | undefined;
+  readonly bytes: number;
+
+  constructor(
+    private readonly lun: BlockFile,
+    private readonly options: TargetOptions = {},
+  ) {
+    this.bytes = lun.size();
+    const rate = options.throttleBytesPerSecond;
+    if (rate !== undefined) this.bucket = new TokenBucket(rate, Math.max(MAX_IO_BYTES, rate / 100));
+    if (options.latencyMs !== undefined && !(options.latencyMs >= 0 && options.latencyMs <= 10_000))
+      throw new RangeError(`target latency must be 0 to 10000 ms, not ${options.latencyMs}`);
+    this.server = createServer((socket) => this.serve(socket));
+  }
+
+  /** Listens on 127.0.0.1:`port` (0: any free port); returns the port. */
+  async listen(port = 0): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(port, "127.0.0.1", () => resolve());
+    });
+    const address = this.server.address();
+    if (address === null || typeof address === "string")
+      throw new Error("the target has no TCP address");
+    return address.port;
+  }
+
+  /** Stops listening and closes every connection. */
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private serve(socket: Socket): void {
+    this.sockets.add(socket);
+    this.counters.connections++;
+    socket.setNoDelay(true);
+    const reader = new FrameReader();
+    let initiator: string | undefined;
+    let queue = Promise.resolve();
+    let closed = false;
+    const handshake = setTimeout(
+      () => refuse("no LOGIN within the handshake timeout"),
+      this.options.handshakeTimeoutMs ?? 5000,
+    );
+    socket.setTimeout(this.options.idleTimeoutMs ?? 300_000, () => refuse("idle timeout"));
+    const refuse = (why: string): void => {
+      if (closed) return;
+      closed = true;
+      this.counters.protocolErrors++;
+      clearTimeout(handshake);
+      socket.end(encodeFrame(Op.error, 0, new TextEncoder().encode(why)));
+      setTimeout(() => socket.destroy(), 1000).unref();
+    };
+    socket.on("close", () => {
+      closed = true;
+      clearTimeout(handshake);
+      this.sockets.delete(socket);
+    });
+    socket.on("error", () => {});
+    socket.on("data", (chunk: Buffer) => {
+      if (closed) return;
+      let frames: Frame[];
+      try {
+        frames = reader.push(chunk);
+      } catch (error) {
+        refuse((error as Error).message);
+        return;
+      }
+      for (const frame of frames) {
+        if (initiator === undefined) {
+          if (frame.type !== Op.login) {
+            refuse(`the first frame must be LOGIN, not type ${frame.type}`);
+            return;
+          }
+          let name: string;
+          try {
+            name = utf8.decode(frame.payload);
+          } catch {
+            refuse("LOGIN: the initiator name is not UTF-8");
+            return;
+          }
+          if (frame.payload.length === 0 || frame.payload.length > MAX_INITIATOR_BYTES) {
+            refuse(`LOGIN: the initiator name must be 1 to ${MAX_INITIATOR_BYTES} bytes`);
+            return;
+          }
+          initiator = name;
+          clearTimeout(handshake);
+          const reply = new Uint8Array(8);
+          new DataView(reply.buffer).setBigUint64(0, BigInt(this.bytes), true);
+          socket.write(encodeFrame(Op.login | REPLY, frame.tag, reply));
+          continue;
+        }
+        const who = initiator;
+        // Requests of one connection run in order; connections run side by side.
+        queue = queue.then(async () => {
+          if (closed) return;
+          try {
+            const reply = await this.execute(who, frame);
+            if (!closed) socket.write(reply);
+          } catch (error) {
+            refuse(
+              error instanceof ProtocolError
+                ? error.message
+                : `target error: ${(error as Error).message}`,
+            );
+          }
+        });
+      }
+    });
+  }
+
+  /**
+   * Runs one request of a logged-in initiator; returns its reply frame, or
+   * throws a {@link ProtocolError} when the request breaks the protocol.
+   */
+  async execute(initiator: string, frame: Frame): Promise<Uint8Array> {
+    const p = frame.payload;
+    const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
+    const reply = (payload?: Uint8Array, status: number = Status.good) =>
+      encodeFrame(frame.type | REPLY, frame.tag, payload, status);
+    const text = (s: string) => new TextEncoder().encode(s);
+    switch (frame.type) {
+      case Op.read:
+      case Op.write: {
+        const write = frame.type === Op.write;
+        if (p.length < 12 || (!write && p.length !== 12))
+          throw new ProtocolError(
+            `${write ? "WRITE" : "READ"}: payload of ${p.length} bytes is not an address`,
+          );
+        const offset = Number(view.getBigUint64(0, true));
+        const length = write ? p.length - 12 : view.getUint32(8, true);
+        if (write && view.getUint32(8, true) !== length)
+          throw new ProtocolError(
+            `WRITE: length field ${view.getUint32(8, true)} is not the ${length} bytes sent`,
+          );
+        if (
+          length > MAX_IO_BYTES ||
+          offset + length > this.bytes ||
+          !Number.isSafeInteger(offset + length)
+        )
+          return reply(
+            text(
+              `${write ? "WRITE" : "READ"} of ${length} bytes at ${offset} is outside the LUN's ${this.bytes} bytes`,
+            ),
+            Status.checkCondition,
+          );
+        if (
+          write ? !this.reservations.mayWrite(initiator) : !this.reservations.mayRead(initiator)
+        ) {
+          this.counters.conflicts++;
+          return reply(
+            text(`${initiator} is not registered: the LUN is reserved`),
+            Status.reservationConflict,
+          );
+        }
+        if (this.options.latencyMs) await sleep(this.options.latencyMs);
+        if (this.bucket) await this.bucket.take(length);
+        // A preemption may have landed while this request waited on the path: check again
+        // where the bytes meet the LUN, as a real device checks when the command runs.
+        if (
+          write ? !this.reservations.mayWrite(initiator) : !this.reservations.mayRead(initiator)
+        ) {
+          this.counters.conflicts++;
+          return reply(
+            text(`${initiator} is not registered: the LUN is reserved`),
+            Status.reservationConflict,
+          );
+        }
+        if (write) {
+          this.lun.write(p.subarray(12), offset);
+          this.counters.writes++;
+          this.counters.bytesWritten += length;
+          return reply();
+        }
+        const out = new Uint8Array(length);
+        const n = this.lun.read(out, offset);
+        if (n !== length)
+          return reply(
+            text(`READ: the LUN returned ${n} of ${length} bytes`),
+            Status.checkCondition,
+          );
+        this.counters.reads++;
+        this.counters.bytesRead += length;
+        return reply(out);
+      }
+      case Op.flush:
+        if (this.options.durable ?? true) this.lun.sync();
+        return reply();
+      case Op.reserveOut: {
+        if (p.length !== 20)
+          throw new ProtocolError(`PERSISTENT RESERVE OUT: payload of ${p.length} bytes, not 20`);
+        const outcome = this.reservations.out(initiator, {
+          action: p[0] ?? 0,
+          type: p[1] ?? 0,
+          key: view.getBigUint64(4, true),
+          serviceKey: view.getBigUint64(12, true),
+        });
+        return outcomeReply(outcome, reply, text, this.counters);
+      }
+      case Op.reserveIn: {
+        if (p.length !== 1)
+          throw new ProtocolError(`PERSISTENT RESERVE IN: payload of ${p.length} bytes, not 1`);
+        const r = this.reservations;
+        if (p[0] === InAction.readKeys) {
+          const keys = r.registeredKeys();
+          const out = new Uint8Array(4 + 8 * keys.length);
+          const v = new DataView(out.buffer);
+          v.setUint32(0, r.generation, true);
+          for (const [i, k] of keys.entries()) v.setBigUint64(4 + 8 * i, k, true);
+          return reply(out);
+        }
+        if (p[0] === InAction.readReservation) {
+          const held = r.held();
+          const out = new Uint8Array(held ? 13 : 4);
+          const v = new DataView(out.buffer);
+          v.setUint32(0, r.generation, true);
+          if (held) {
+            v.setBigUint64(4, held.key, true);
+            out[12] = held.type;
+          }
+          return reply(out);
+        }
+        return reply(
+          text(`PERSISTENT RESERVE IN service action ${p[0]} is not supported`),
+          Status.checkCondition,
+        );
+      }
+      default:
+        throw new ProtocolError(`request type ${frame.type} is not one the target serves`);
+    }
+  }
+}
+
+function outcomeReply(
+  outcome: PrOutcome,
+  reply: (payload?: Uint8Array, status?: number) => Uint8Array,
+  text: (s: string) => Uint8Array,
+  counters: TargetCounters,
+): Uint8Array {
+  if (outcome.status === "good") return reply();
+  if (outcome.status === "conflict") {
+    counters.conflicts++;
+    return reply(text(outcome.reason), Status.reservationConflict);
+  }
+  return reply(text(outcome.reason), Status.checkCondition);
+}

@@ -1,0 +1,100 @@
+import { describe, expect, it } from "vitest";
+import { ACCESS } from "../src/paging/mmu.js";
+import { cpuPreset } from "../src/paging/presets.js";
+import { HEAP_BASE } from "../src/paging/workload.js";
+import { testMachine } from "./support/paging.js";
+
+const READ = ACCESS.user;
+const pages = [0, 1, 2, 3].map((i) => HEAP_BASE + i * 4096);
+
+/**
+ * An agile machine with `pages` mapped and every table back in shadow mode:
+ * demand paging wrote the leaf table (which may have moved it to nested
+ * mode), then two CR3 loads without table writes move everything back.
+ */
+function settled() {
+  // No host page-walk caches or nested TLB: every EPT reference of a walk counts.
+  const preset = cpuPreset("skylake-sp").caches;
+  const caches = { ...preset, pwcHost: { 2: null, 3: null, 4: null, 5: null }, nestedTlb: null };
+  const { machine } = testMachine({ mode: "agile", caches });
+  for (const va of pages) machine.touch(va, READ);
+  machine.os.switchTo(machine.os.current);
+  machine.os.switchTo(machine.os.current);
+  for (const va of pages) machine.touch(va, READ);
+  return machine;
+}
+
+/** A walk of `va` from cold caches: its references in each dimension. */
+function coldWalk(machine: ReturnType<typeof testMachine>["machine"], va: number) {
+  machine.mmu.flushAll();
+  machine.mmu.flushNested();
+  const before = machine.counters();
+  const got = machine.mmu.translate(va, READ);
+  const after = machine.counters();
+  return {
+    got,
+    guest: after.guestReferences - before.guestReferences,
+    host: after.hostReferences - before.hostReferences,
+  };
+}
+
+/*
+ * Agile paging (Gandhi et al., ISCA 2016): walks start in the shadow tables
+ * and switch to nested mode at the tables the guest changes.
+ */
+describe("agile paging", () => {
+  it("starts in shadow mode: a walk over static tables is a native walk of the shadow tables", () => {
+    const machine = settled();
+    const w = coldWalk(machine, pages[0] ?? 0);
+    expect("hpa" in w.got).toBe(true);
+    expect(w.guest).toBe(4);
+    expect(w.host).toBe(0);
+  });
+
+  it("switches a table the guest keeps writing to nested mode: no more exits, and walks finish nested", () => {
+    const machine = settled();
+    const exits = machine.exits.exits["page-table-write"];
+    const switched = machine.exits.agileToNested;
+    const shadowHpa = machine.mmu.translate(pages[3] ?? 0, READ);
+    const os = machine.os;
+    // Two PTE writes to the same leaf table: each exits and is emulated; the second switches it.
+    os.trackWrites(os.current, pages[0] ?? 0);
+    os.trackWrites(os.current, pages[1] ?? 0);
+    expect(machine.exits.exits["page-table-write"]).toBe(exits + 2);
+    expect(machine.exits.agileToNested).toBe(switched + 1);
+    // The guest now writes the table freely.
+    os.trackWrites(os.current, pages[2] ?? 0);
+    expect(machine.exits.exits["page-table-write"]).toBe(exits + 2);
+    // Three shadow levels, then the leaf table read through the EPT (4 references), then
+    // the data page's gPA through the EPT (4): 4 guest-dimension and 8 host references.
+    machine.touch(pages[3] ?? 0, READ);
+    const w = coldWalk(machine, pages[3] ?? 0);
+    expect(w.got).toEqual(shadowHpa);
+    expect(w.guest).toBe(4);
+    expect(w.host).toBe(8);
+    // The shadow entry above the table holds the guest table's address, marked.
+    expect(machine.stats().agileToNested).toBe(switched + 1);
+  });
+
+  it("moves a nested table back to shadow mode once the guest leaves it alone across a CR3 load", () => {
+    const machine = settled();
+    const os = machine.os;
+    os.trackWrites(os.current, pages[0] ?? 0);
+    os.trackWrites(os.current, pages[1] ?? 0);
+    const back = machine.exits.agileToShadow;
+    // Written in the interval that ends at this load: stays nested.
+    os.switchTo(os.current);
+    expect(machine.exits.agileToShadow).toBe(back);
+    // Not written since: back to shadow at the next load, and walks are shadow walks again.
+    os.switchTo(os.current);
+    expect(machine.exits.agileToShadow).toBe(back + 1);
+    machine.touch(pages[3] ?? 0, READ);
+    const w = coldWalk(machine, pages[3] ?? 0);
+    expect(w.host).toBe(0);
+    expect(w.guest).toBe(4);
+    // Shadowed again: the next PTE write exits.
+    const exits = machine.exits.exits["page-table-write"];
+    os.trackWrites(os.current, pages[2] ?? 0);
+    expect(machine.exits.exits["page-table-write"]).toBe(exits + 1);
+  });
+});
