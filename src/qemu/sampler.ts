@@ -53,7 +53,17 @@ export async function sampleMigration(
       const sample = { atMs: performance.now() - t0, info };
       samples.push(sample);
       options.onSample?.(sample);
-      if (FINAL_STATUSES.has(info.status)) break;
+      if (FINAL_STATUSES.has(info.status)) {
+        // QEMU sets `completed` (migration_completion) a moment before it
+        // computes total-time, downtime and mbps (migration_calculate_complete,
+        // migration/migration.c): an answer in between reads 0. Ask again.
+        for (let i = 0; i < 50 && info.status === "completed" && !(info["total-time"] ?? 0); i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          info = parseMigrationInfo(await qmp.execute("query-migrate"));
+          samples.push({ atMs: performance.now() - t0, info });
+        }
+        break;
+      }
       if (
         options.postcopyAfter > 0 &&
         !postcopyStarted &&

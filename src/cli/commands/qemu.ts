@@ -48,6 +48,7 @@ import {
   UsageError,
 } from "../options.js";
 import { parseBandwidth, printMigrationResult } from "./migrate.js";
+import { MigrationNotCompletedError } from "./migrate-live.js";
 import { printMigration } from "./migration-output.js";
 
 /** The options every `hvlab qemu` command that builds a guest shares. */
@@ -427,6 +428,8 @@ function registerMigrate(qemu: Command): void {
       );
       progress.stop();
       printQemuMigration(run, flags);
+      if (run.result.summary.status !== "completed")
+        throw new MigrationNotCompletedError(run.result.summary.status, run.result.summary.reason);
     } finally {
       progress.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -521,6 +524,8 @@ function registerProfile(qemu: Command): void {
           return;
         }
         await printMigrationResult(sampled.result, flags, sampled.final.ram?.["page-size"] ?? 4096);
+        const { status, reason } = sampled.result.summary;
+        if (status !== "completed") throw new MigrationNotCompletedError(status, reason);
       } finally {
         progress.stop();
         qmp.close();
