@@ -57,6 +57,11 @@ describe("published results (Bhargava et al. ASPLOS 2008, VMware 2009, Gandhi et
       Math.floor(activity.forkExecPerSecond * guestSeconds) - 1,
     );
     expect(Number(cow)).toBeGreaterThan(0);
+    // Agile paging is simulated: the churn moves tables to nested mode in the run.
+    const agile = results[5];
+    const [, toNested] = /(\d+) tables switched to nested/.exec(agile?.note ?? "") ?? ["", "0"];
+    expect(Number(toNested)).toBeGreaterThan(0);
+    expect(agile?.range).toEqual([0, 0.04]);
   });
 
   it("shows the crossover: shadow ahead with static tables, SLAT ahead under churn, large pages closing the gap", async () => {

@@ -297,18 +297,26 @@ export class PagingMachine {
         ? PAGE_BYTES[config.hostBacking]
         : Number.POSITIVE_INFINITY,
     );
-    for (const process of this.processes) {
-      this.os.switchTo(process);
-      for (let off = 0; off < ws; off += step)
-        this.touch(HEAP_BASE + off, ACCESS.write | ACCESS.user);
-    }
-    const first = this.processes[0];
-    if (first) this.os.switchTo(first);
+    const touchAll = () => {
+      for (const process of this.processes) {
+        this.os.switchTo(process);
+        for (let off = 0; off < ws; off += step)
+          this.touch(HEAP_BASE + off, ACCESS.write | ACCESS.user);
+      }
+      const first = this.processes[0];
+      if (first) this.os.switchTo(first);
+    };
+    touchAll();
+    // Agile paging: the warm-up's demand paging moved tables to nested mode; at
+    // steady state the guest has left them alone, so they are shadowed again.
+    if (this.shadow?.settle()) touchAll();
     this.mmu.resetCounters();
     for (const reason of EXIT_REASONS) this.exits.exits[reason] = 0;
     this.exits.emulatedWrites = 0;
     this.exits.resyncs = 0;
     this.exits.unshadowed = 0;
+    this.exits.agileToNested = 0;
+    this.exits.agileToShadow = 0;
     this.exits.dirtyLogged = 0;
     this.exits.dirtyLoggedTables = 0;
     for (const key of Object.keys(this.os.counters) as (keyof typeof this.os.counters)[]) {

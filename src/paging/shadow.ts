@@ -157,6 +157,17 @@ export class ShadowMmu implements GuestPagingHooks {
     this.mmu.invalidatePage(va);
   }
 
+  /**
+   * Agile paging's steady state after a warm-up: tables that demand paging
+   * moved to nested mode go back to shadow, as they would once the guest has
+   * left them alone for a review period.
+   */
+  settle(): boolean {
+    const any = this.nestedTables.size > 0;
+    this.revertQuietTables(true);
+    return any;
+  }
+
   // --- faults on the shadow tables ------------------------------------------
 
   /**
@@ -320,10 +331,10 @@ export class ShadowMmu implements GuestPagingHooks {
    * since the last CR3 load goes back to shadow mode (its parent entries are
    * cleared; the next walk through them is a hidden fault that shadows it).
    */
-  private revertQuietTables(): void {
+  private revertQuietTables(all = false): void {
     let reverted = false;
     for (const [gpa, t] of this.nestedTables) {
-      if (t.written) {
+      if (t.written && !all) {
         t.written = false;
         continue;
       }
@@ -395,7 +406,8 @@ export class ShadowMmu implements GuestPagingHooks {
         if (sp.unsync) this.syncEntry(sp, index);
         return;
       }
-      if ((s & X86.pageSize) !== 0n) return;
+      // A large leaf, or (agile) the guest's own table below: nothing shadowed to sync.
+      if ((s & (X86.pageSize | AGILE_NESTED)) !== 0n) return;
       sp = this.byHpa.get(Number(s & ADDRESS_MASK));
     }
   }

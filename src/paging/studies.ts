@@ -198,7 +198,12 @@ export async function publishedResults(options: StudyOptions): Promise<Published
   const mmuHeavy = await run(options, intensive.activity, {
     pattern: { ...MISS_HEAVY, workingSetBytes: 32 * MiB },
   });
-  const quiet = await run(options, QUIET);
+  // Agile paging runs beside the single modes (its own row in each phase below).
+  const agileConfig: PagingConfig = { ...slat4k, label: "agile", mode: "agile" };
+  const shadow: PagingConfig = { ...slat4k, label: "shadow", mode: "shadow", unsync: true };
+  const native: PagingConfig = { ...slat4k, label: "native", mode: "native" };
+  const phaseConfigs = [native, shadow, slat4k, agileConfig];
+  const quiet = await run(options, QUIET, { configs: phaseConfigs });
   const mShadow = cyc(mmuHeavy, "shadow");
   const mSlat = cyc(mmuHeavy, "slat-4k");
   const rpw = (r: CompareResult, label: string) =>
@@ -211,14 +216,21 @@ export async function publishedResults(options: StudyOptions): Promise<Published
       : "";
   };
 
-  // Agile paging: a static phase and a churning phase; choosing per phase (shadow, then nested).
+  // Agile paging, simulated: a static phase and a churning phase, each run
+  // under native, shadow, SLAT and agile paging (which switches the tables
+  // the churn writes to nested mode, and keeps the static ones in shadow).
   const staticPhase = quiet;
-  const churnPhase = await run(options, { ...QUIET, munmapPerSecond: 2_000_000 });
+  const churnPhase = await run(
+    options,
+    { ...QUIET, munmapPerSecond: 2_000_000 },
+    { configs: phaseConfigs },
+  );
   const both = (label: string) => cyc(staticPhase, label) + cyc(churnPhase, label);
-  const agile = cyc(staticPhase, "shadow") + cyc(churnPhase, "slat-4k");
+  const agile = both("agile");
   const bestSingle = Math.min(both("shadow"), both("slat-4k"));
   const agileGain = 1 - agile / bestSingle;
   const agileVsNative = agile / both("native") - 1;
+  const agileRow = churnPhase.rows.find((r) => r.label === "agile");
 
   const dataCost = `each access's own data costs ${DATA_ACCESS_CYCLES} cycles (a DRAM access, assumed)`;
   const walkCost = `walk reference ${cost.walkReferenceCycles.value} cycles (assumed, no data-cache model); ${dataCost}`;
@@ -276,13 +288,14 @@ export async function publishedResults(options: StudyOptions): Promise<Published
     },
     {
       source: "Gandhi et al., Agile Paging, ISCA 2016",
-      claim: "shadow where tables are static, nested where they change, beats the best of the two",
-      published: "> 12 % better, within 4 % of native",
-      range: [0.12, 1],
-      measured: `${pct(agileGain)} better than the best single mode; ${pct(agileVsNative)} above native`,
-      value: agileGain,
-      assumption: `${exitCost}; estimated per phase, not simulated: no agile walker (switching shadow to nested mid-walk)`,
-      note: "(derived) per-phase choice over a static phase and a churning phase, no switching cost",
+      claim:
+        "agile paging (shadow where tables are static, nested where they change) runs within 4 % of native",
+      published: "within 4 % of native (> 12 % better than the best single mode)",
+      range: [0, 0.04],
+      measured: `${pct(agileVsNative)} above native; ${pct(agileGain)} better than the best single mode`,
+      value: agileVsNative,
+      assumption: `${exitCost}; a shadowed table written twice switches to nested, and back when left alone across a CR3 load (assumed policy); INVLPG and guest page faults still exit, as without the paper's hardware support`,
+      note: `simulated over a static phase and a churning phase (2,000,000 munmaps/s over the whole working set); ${agileRow?.agileToNested ?? 0} tables switched to nested in the churn, ${agileRow?.agileToShadow ?? 0} back`,
     },
   ];
   return comparisons.map((c) => ({ ...c, verdict: rangeVerdict(c.value, c.range) }));
