@@ -309,7 +309,15 @@ export class Migration {
       const share = await this.link(bytes, running, untilMs);
       sent.pages += Math.floor(pages * share);
       sent.bytes += Math.floor(bytes * share);
-      if (share < 1) return { ...sent, cut: true };
+      if (share < 1) {
+        // Cut at the deadline: only the share that got out counts as sent.
+        const c = this.s.counts;
+        for (const key of ["normal", "zero", "xbzrlePages", "bytes"] as const) {
+          const delta = c[key] - before[key];
+          c[key] -= delta - Math.floor(delta * share);
+        }
+        return { ...sent, cut: true };
+      }
     }
     return { ...sent, cut: false };
   }

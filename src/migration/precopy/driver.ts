@@ -17,6 +17,7 @@ interface RunState {
   setupTime: number;
   downtime: number;
   warning: string | null;
+  overLimit: boolean;
   postcopy: PostcopyOutcome | null;
   verified: boolean | null;
   /** Pending bytes after each round since the dirty rate last changed (what the shrink is fitted to). */
@@ -51,6 +52,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
     setupTime: 0,
     downtime: 0,
     warning: null,
+    overLimit: false,
     postcopy: null,
     verified: null,
     pendingHistory: [],
@@ -80,7 +82,11 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       state.downtime = clock.now() - start;
       state.downtimeBytes = sent.bytes + handover.bytes;
       state.pagesSent += sent.pages;
-      if (state.downtime > policy.downtimeLimitMs) {
+      state.overLimit = state.downtime > policy.downtimeLimitMs;
+      // On virtual time the parts of the downtime are known exactly, so the
+      // warning can say which pushed it over; on the wall clock the flag
+      // stands alone (a shared machine's pause is not the link's).
+      if (state.overLimit && clock.kind === "virtual") {
         state.warning = overLimit(run, state.downtime, sent.bytes, handover.fixed);
       }
       const left = switchTo === "postcopy" ? state.pendingPages : 0;
@@ -147,6 +153,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       vcpuBlocktime: post?.vcpuBlocktime ?? [],
       verified: state.verified,
       counters: transport.counters(),
+      overLimit: state.overLimit,
       warning: state.status === "completed" ? state.warning : null,
     },
     transport.mode,

@@ -49,6 +49,8 @@ export interface RunFacts {
   readonly vcpuBlocktime: readonly number[];
   readonly verified: boolean | null;
   readonly counters: TransportCounters;
+  /** The downtime passed the downtime-limit. */
+  readonly overLimit: boolean;
   /** Completed runs only: why the downtime passed the limit, or null. */
   readonly warning: string | null;
 }
@@ -145,7 +147,7 @@ export class RoundRecorder {
           }
         : {}),
       ...(c.xbzrleUnchanged !== undefined ? { "xbzrle-unchanged-pages": c.xbzrleUnchanged } : {}),
-      ...(f.status === "completed" ? { "downtime-over-limit": f.warning !== null } : {}),
+      ...(f.status === "completed" ? { "downtime-over-limit": f.overLimit } : {}),
       ...(f.warning ? { warning: f.warning } : {}),
     };
     return { rounds: this.list, summary };
