@@ -9,6 +9,7 @@ import { connectSecure, type TransportSecurity } from "../../transport/secure.js
 import { formatBytes } from "../../util/units.js";
 import { type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
+import { AutoConverge, type AutoConvergeSettings } from "../auto-converge.js";
 import { MigrationBitmap } from "../migration-bitmap.js";
 import type { GiveUpRule } from "../options.js";
 import { runPrecopy } from "../precopy/driver.js";
@@ -98,6 +99,8 @@ export interface LiveMigrationOptions {
    * (default true). Off, only the frame digests guard the stream.
    */
   readonly verify?: boolean;
+  /** QEMU's auto-converge: throttle the vCPUs when they dirty faster than the link sends (default off). */
+  readonly autoConverge?: AutoConvergeSettings;
   /** Called as each round ends. */
   readonly onRound?: (round: MigrationRound) => void;
   /** Called after each pages frame with the bytes sent so far. */
@@ -196,8 +199,12 @@ export class LiveSource {
     const clock: PrecopyClock = { kind: "wall", now: () => performance.now() - started };
     const transport = new TcpTransport(this, options, clock, deviceStateBytes, this.attempts);
     const onRound = options.onRound;
+    const throttle = options.autoConverge?.autoConverge
+      ? new AutoConverge(options.autoConverge)
+      : undefined;
+    this.runner.throttle = throttle;
     const result = await runPrecopy({
-      guest: this.precopyGuest(clock),
+      guest: this.precopyGuest(clock, throttle),
       clock,
       transport,
       policy: {
@@ -212,11 +219,13 @@ export class LiveSource {
       recorder: new RoundRecorder(clock, PAGE_BYTES, this.options.guestBytes, onRound),
     });
     transport.close(result.summary.status === "completed");
+    // The throttle ends with the migration (QEMU: cpu_throttle_stop): a guest left here runs at full speed.
+    this.runner.throttle = undefined;
     return result;
   }
 
   /** The guest as the driver sees it: its dirty log, its vCPUs on the workers. */
-  private precopyGuest(clock: PrecopyClock): PrecopyGuest {
+  private precopyGuest(clock: PrecopyClock, throttle: AutoConverge | undefined): PrecopyGuest {
     let syncs = 0;
     let writesAt = this.runner.writes;
     let syncedAt = clock.now();
@@ -258,6 +267,7 @@ export class LiveSource {
       get syncs() {
         return syncs;
       },
+      ...(throttle ? { throttle } : {}),
     };
   }
 
