@@ -798,3 +798,49 @@ export function flush(ctx: usize, what: u32): void {
     clearCache(ctx, T_ITLB_2M);
   }
 }
+
+// The context layout and its codes, read by src/wasm/walk.ts at load and
+// compared with the offsets it reads and writes (src/wasm/kernel-layout.ts).
+export const LAYOUT_MODE: u32 = <u32>C_MODE;
+export const LAYOUT_GLEVELS: u32 = <u32>C_GLEVELS;
+export const LAYOUT_HLEVELS: u32 = <u32>C_HLEVELS;
+export const LAYOUT_FLAGS: u32 = <u32>C_FLAGS;
+export const LAYOUT_ROOT: u32 = <u32>C_ROOT;
+export const LAYOUT_EPT_ROOT: u32 = <u32>C_EPT_ROOT;
+export const LAYOUT_WINDOW_BASE: u32 = <u32>C_WINDOW_BASE;
+export const LAYOUT_WINDOW_BYTES: u32 = <u32>C_WINDOW_BYTES;
+export const LAYOUT_ARENA: u32 = <u32>C_ARENA;
+export const LAYOUT_ASID: u32 = <u32>C_ASID;
+export const LAYOUT_NATIVE_DELTA: u32 = <u32>C_NATIVE_DELTA;
+export const LAYOUT_ACCESSES: u32 = <u32>C_ACCESSES;
+export const LAYOUT_SUM: u32 = <u32>C_SUM;
+export const LAYOUT_PWC_GUEST_LOOKUPS: u32 = <u32>C_PWC_GUEST_LOOKUPS;
+export const LAYOUT_PWC_HOST_LOOKUPS: u32 = <u32>C_PWC_HOST_LOOKUPS;
+export const LAYOUT_ITLB_HITS: u32 = <u32>C_ITLB_HITS;
+export const LAYOUT_ITLB_LOOKUPS: u32 = <u32>C_ITLB_LOOKUPS;
+export const LAYOUT_DTLB_LOOKUPS: u32 = <u32>C_DTLB_LOOKUPS;
+export const LAYOUT_D_ASSISTS: u32 = <u32>C_D_ASSISTS;
+export const LAYOUT_FAULT_CODE: u32 = <u32>C_FAULT_CODE;
+export const LAYOUT_FAULT_LEVEL: u32 = <u32>C_FAULT_LEVEL;
+export const LAYOUT_FAULT_ADDR: u32 = <u32>C_FAULT_ADDR;
+export const LAYOUT_FAULT_INDEX: u32 = <u32>C_FAULT_INDEX;
+export const LAYOUT_FAULT_KIND: u32 = <u32>C_FAULT_KIND;
+export const LAYOUT_RESULT: u32 = <u32>C_RESULT;
+export const LAYOUT_LOG: u32 = <u32>C_LOG;
+export const LAYOUT_LOG_CAP: u32 = <u32>C_LOG_CAP;
+export const LAYOUT_LOG_LEN: u32 = <u32>C_LOG_LEN;
+export const LAYOUT_CACHES: u32 = <u32>C_CACHES;
+export const LAYOUT_LEVEL_REFS: u32 = <u32>C_LEVEL_REFS;
+export const LAYOUT_CACHE_ENTRY_BYTES: u32 = <u32>ENTRY;
+export const LAYOUT_LOG_RECORD_BYTES: u32 = <u32>LOG_BYTES;
+export const LAYOUT_CACHE_SLOTS: u32 = T_ITLB_2M + 1;
+export const LAYOUT_MODE_NATIVE: u32 = MODE_NATIVE;
+export const LAYOUT_MODE_NESTED: u32 = MODE_NESTED;
+export const LAYOUT_MODE_SHADOW: u32 = MODE_SHADOW;
+export const LAYOUT_FLAG_SET_AD: u32 = FLAG_SET_AD;
+export const LAYOUT_FLAG_EPT_AD: u32 = FLAG_EPT_AD;
+export const LAYOUT_FLAG_L2_1G: u32 = FLAG_L2_1G;
+export const LAYOUT_FLAG_1G_AS_2M: u32 = FLAG_1G_AS_2M;
+export const LAYOUT_FLAG_L2_2M: u32 = FLAG_L2_2M;
+export const LAYOUT_FLAG_LEVEL_REFS: u32 = FLAG_LEVEL_REFS;
+export const LAYOUT_FLAG_NTLB_LEAF: u32 = FLAG_NTLB_LEAF;

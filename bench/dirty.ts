@@ -4,8 +4,8 @@
  * against per-vCPU dirty rings. Every case is verified before it is timed.
  */
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { ParallelHarvester } from "../src/bench/parallel-harvest.js";
 import { EpochDirtyLog } from "../src/dirty/epoch-log.js";
-import { ParallelHarvester } from "../src/dirty/parallel-harvest.js";
 import { Guest } from "../src/guest/guest.js";
 import { DirtyBitmap } from "../src/memory/dirty-bitmap.js";
 import { DirtyBitmapPair } from "../src/memory/dirty-bitmap-pair.js";
@@ -76,7 +76,7 @@ export const suite: BenchSuite = {
     );
     pair.reset(memory);
     const log = new EpochDirtyLog(memory, pair, dirty);
-    const harvestPool = new KernelPool(layout, { threads: 2, domains: ["dirty"] });
+    const harvestPool = new KernelPool(layout, { threads: 2, domains: ["bench"] });
     const onWorkers = (shares: number, onCaller: boolean) =>
       new ParallelHarvester(layout, harvestPool, {
         shares,

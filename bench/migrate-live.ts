@@ -8,9 +8,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { open, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { MemoryLayout } from "../src/memory/layout.js";
@@ -24,6 +23,7 @@ import {
 } from "../src/migration/quick/saved-state.js";
 import { loadTransportSecurity } from "../src/transport/secure.js";
 import { packageRoot } from "../src/util/package-root.js";
+import { makeTemporaryDir, removeTemporary } from "../src/util/temporary.js";
 import { formatBytes } from "../src/util/units.js";
 import { BandwidthKernel } from "../src/wasm/bandwidth.js";
 import { StreamKernel } from "../src/wasm/stream.js";
@@ -113,7 +113,7 @@ export const suite: BenchSuite = {
       "0",
     ]);
     // The same destination over TLS 1.3 (a pre-shared key, so the bench needs no openssl).
-    const keysDir = await mkdtemp(join(tmpdir(), "hvlab-bench-tls-"));
+    const keysDir = makeTemporaryDir("bench-tls");
     const keys = join(keysDir, "keys.psk");
     await writeFile(keys, `source:${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
     const tlsDestination = await startListener([
@@ -211,7 +211,7 @@ export const suite: BenchSuite = {
 
     // --- quick migration: save + restore ----------------------------------
     const quickBytes = quick ? 16 * MiB : 256 * MiB;
-    const dir = await mkdtemp(join(tmpdir(), "hvlab-bench-quick-"));
+    const dir = makeTemporaryDir("bench-quick");
     const file = join(dir, "guest.hvls");
     const plain = join(dir, "guest.raw");
     const layout = new MemoryLayout();
@@ -269,9 +269,9 @@ export const suite: BenchSuite = {
         await source.close();
         destination.child.kill();
         tlsDestination.child.kill();
-        await rm(keysDir, { recursive: true, force: true });
+        removeTemporary(keysDir);
         sink.child.kill();
-        await rm(dir, { recursive: true, force: true });
+        removeTemporary(dir);
       },
     };
   },

@@ -4,8 +4,7 @@
  * TypeScript peer in the same run. Every case is verified before it is timed.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
@@ -18,6 +17,7 @@ import { cpuPreset, type TranslationCaches, withoutCaches } from "../src/paging/
 import { RecordBuffer, traceParser } from "../src/paging/trace.js";
 import { HEAP_BASE, QUIET } from "../src/paging/workload.js";
 import { packageRoot } from "../src/util/package-root.js";
+import { makeTemporaryDir, removeTemporary } from "../src/util/temporary.js";
 import { WalkKernel } from "../src/wasm/walk.js";
 
 function assert(condition: boolean, message: string): void {
@@ -229,7 +229,7 @@ export const suite: BenchSuite = {
     // The recorded trace of a real program (test/fixtures/touch.lackey.gz), run
     // `runs` times back to back in one file and gzip'ed as valgrind users keep traces.
     const runs = quick ? 1 : 20;
-    const dir = mkdtempSync(join(tmpdir(), "hvlab-bench-paging-"));
+    const dir = makeTemporaryDir("bench-paging");
     const traceFile = join(dir, "touch-x20.lackey.gz");
     const traceText = Buffer.from(fixture).toString("latin1").repeat(runs);
     writeFileSync(traceFile, gzipSync(traceText, { level: 6 }));
@@ -268,6 +268,6 @@ export const suite: BenchSuite = {
       ],
     });
 
-    return { cases, teardown: async () => rmSync(dir, { recursive: true, force: true }) };
+    return { cases, teardown: async () => removeTemporary(dir) };
   },
 };

@@ -9,8 +9,7 @@
  * the host's page cache is in play for every file case.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, unlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { MemoryLayout } from "../src/memory/layout.js";
@@ -24,6 +23,7 @@ import { FdFile } from "../src/storage/block-file.js";
 import { RawImage } from "../src/storage/disk-image.js";
 import { convertImage } from "../src/storage/operations.js";
 import { VhdImage } from "../src/storage/vhd.js";
+import { makeTemporaryDir, removeTemporary } from "../src/util/temporary.js";
 import { BandwidthKernel } from "../src/wasm/bandwidth.js";
 import { StorageKernel } from "../src/wasm/storage.js";
 
@@ -43,7 +43,7 @@ export const suite: BenchSuite = {
   name: "storage",
   description: "VHD I/O against raw files, convert against qemu-img, bitmap/zero/pattern kernels",
   async setup({ quick }) {
-    const dir = mkdtempSync(join(tmpdir(), "hvlab-bench-storage-"));
+    const dir = makeTemporaryDir("bench-storage");
     const layout = new MemoryLayout();
     const memory = layout.memory;
     const kernel = StorageKernel.on(memory);
@@ -263,7 +263,7 @@ export const suite: BenchSuite = {
             unlinkSync(f);
           } catch {}
         }
-        rmSync(dir, { recursive: true, force: true });
+        removeTemporary(dir);
       },
     };
   },

@@ -162,6 +162,7 @@ export const KERNEL_MUTATIONS = {
       "test/dirty-known-answers.test.ts",
       "test/dirty-kernel-vs-oracle.test.ts",
       "test/dirty-quiet-harvest.test.ts",
+      "test/dirty-quiet-merge.test.ts",
       "test/dirty-ring.test.ts",
       "test/dirty-epoch-pair.test.ts",
       "test/pool-epoch-harvest.test.ts",
@@ -210,6 +211,12 @@ export const KERNEL_MUTATIONS = {
         rule: "a merge counts only bits newly set in the target",
         from: "newly += popcnt<u64>(add & ~old);",
         to: "newly += popcnt<u64>(add);",
+      },
+      {
+        id: "quiet-merge-drops-last-word",
+        rule: "the one-pass harvest and merge ORs an odd last word into the distinct set",
+        from: "const merged = load<u64>(distinct + at) | value;",
+        to: "const merged = load<u64>(distinct + at);",
       },
       {
         id: "tail-mask-one-past",
@@ -601,6 +608,7 @@ export const KERNEL_MUTATIONS = {
       "test/net-fuzz.test.ts",
       "test/net-vmq.test.ts",
       "test/net-tshark.test.ts",
+      "test/net-segment-kernel-rules.test.ts",
     ],
     mutations: [
       {

@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { hvlab } from "./support/cli.js";
+import { testTempDir } from "./support/temp.js";
 
 function oneErrorLine(stderr: string): string {
   const lines = stderr
@@ -134,7 +134,7 @@ describe("the hvlab command", () => {
       expect(impls.length).toBeGreaterThanOrEqual(2);
     }
     // Saved results print again, as Markdown, without re-running.
-    const saved = join(mkdtempSync(join(tmpdir(), "hvlab-bench-")), "dirty.json");
+    const saved = join(testTempDir("bench"), "dirty.json");
     writeFileSync(saved, run.stdout);
     const markdown = hvlab(["bench", "--from", saved, "--markdown"]);
     expect(markdown.status).toBe(0);
@@ -145,7 +145,7 @@ describe("the hvlab command", () => {
   });
 
   it("refuses saved bench results that are not hvlab's, in one line", () => {
-    const dir = mkdtempSync(join(tmpdir(), "hvlab-bench-"));
+    const dir = testTempDir("bench");
     const cases: [string, string][] = [
       ["not json {", "cannot read bench results"],
       [JSON.stringify({ suite: "x", results: [] }), "is not hvlab bench --json output"],
@@ -164,7 +164,7 @@ describe("the hvlab command", () => {
   });
 
   it("runs the tour and writes the HTML and JSON report", () => {
-    const out = mkdtempSync(join(tmpdir(), "hvlab-tour-"));
+    const out = testTempDir("tour");
     const run = hvlab(["tour", "--quick", "--only", "dirty", "--out", out], 300_000);
     expect(run.status).toBe(0);
     const report = JSON.parse(readFileSync(join(out, "tour.json"), "utf8")) as {

@@ -5,6 +5,7 @@ import { checkKernelLayout, exportedLayout, KernelLayoutError } from "../src/was
 import { checkStaticSlots, kernelManifest } from "../src/wasm/loader.js";
 import { PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
 import { RssKernel } from "../src/wasm/rss.js";
+import { WALK_CACHE_SLOTS, WALK_CONTEXT_BYTES, WalkKernel } from "../src/wasm/walk.js";
 import { WorkloadKernel } from "../src/wasm/workload.js";
 
 /*
@@ -35,6 +36,45 @@ describe("layouts exported by the kernel modules", () => {
       PageKernel.on(layout.memory, layout.allocate("scratch", PAGE_SCRATCH_BYTES)),
     ).not.toThrow();
     expect(() => RssKernel.on(layout.memory)).not.toThrow();
+    expect(() => WalkKernel.on(layout.memory)).not.toThrow();
+  });
+
+  it("keep the walk context behind its wrapper: cache arrays and the table window are checked before they are written", () => {
+    const walk = WalkKernel.on(layout.memory);
+    const context = layout.allocate("walk-context", WALK_CONTEXT_BYTES);
+    const caches = layout.allocate("walk-caches", 64 * 32);
+    const arena = layout.allocate("walk-arena", 4096);
+    const setup = {
+      mode: "nested" as const,
+      guestLevels: 4 as const,
+      hostLevels: 4 as const,
+      setAccessedDirty: true,
+      eptAccessedDirty: false,
+      l2OneGig: false,
+      oneGigAsTwoMeg: false,
+      l2Holds2M: false,
+      countByLevel: false,
+      nestedTlbAtLeafSize: false,
+      window: { base: 0, bytes: 4096, arena },
+      caches: Array.from({ length: WALK_CACHE_SLOTS }, (_, i) =>
+        i === 0 ? { entries: 64, ways: 4 } : null,
+      ),
+    };
+    walk.setUp(context, caches, setup);
+    walk.setRoot(context, 0x1000);
+    walk.setAsid(context, 7);
+    expect([walk.root(context), walk.asid(context)]).toEqual([0x1000, 7]);
+    // 65 entries of 32 bytes pass the 2,048-byte cache region.
+    expect(() =>
+      walk.setUp(context, caches, {
+        ...setup,
+        caches: setup.caches.map((g, i) => (i === 3 ? { entries: 65, ways: 5 } : g)),
+      }),
+    ).toThrow(/walk-caches.*cache array 3/);
+    expect(() =>
+      walk.setUp(context, caches, { ...setup, window: { base: 0, bytes: 8192, arena } }),
+    ).toThrow(/walk-arena.*table window/);
+    expect(() => walk.setAsid(context, 0x8000)).toThrow("address-space tag must be 0 to 32767");
   });
 
   it("are read as unsigned values, EPOCH_IDLE's 2^32 - 1 included", () => {

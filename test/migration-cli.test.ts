@@ -1,12 +1,12 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parseBandwidth } from "../src/cli/commands/migrate.js";
 import { runMigration } from "../src/migration/engine.js";
 import { runSweep } from "../src/migration/sweep.js";
+import { testTempDir } from "./support/temp.js";
 
 // The command runs the compiled CLI: `npm test` builds first.
 function hvlab(...args: string[]) {
@@ -68,7 +68,7 @@ describe("hvlab migrate", () => {
   });
 
   it("writes an HTML report with the convergence chart", () => {
-    const dir = mkdtempSync(join(tmpdir(), "hvlab-migrate-"));
+    const dir = testTempDir("migrate");
     const file = join(dir, "m.html");
     const run = hvlab("migrate", ...SMALL, "--report", file);
     expect(run.code).toBe(0);
@@ -100,7 +100,7 @@ describe("hvlab migrate", () => {
     [["--guest", "8GiB"], /too large for content mode/],
     [["--json", "--csv"], /choose one of --json and --csv/],
   ])("refuses %j with one error line, a non-zero exit and nothing written", (args, message) => {
-    const dir = mkdtempSync(join(tmpdir(), "hvlab-migrate-bad-"));
+    const dir = testTempDir("migrate-bad");
     const file = join(dir, "r.html");
     const run = hvlab("migrate", "--guest", "16MiB", ...args, "--report", file);
     expect(run.code).not.toBe(0);
@@ -189,7 +189,7 @@ describe("hvlab migrate sweep", () => {
   });
 
   it("prints a table and writes heat maps from the command", () => {
-    const dir = mkdtempSync(join(tmpdir(), "hvlab-sweep-"));
+    const dir = testTempDir("sweep");
     const file = join(dir, "s.html");
     const run = hvlab(
       "migrate",

@@ -1,12 +1,12 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { testTempDir } from "./support/temp.js";
 
 describe("tour: migration section", () => {
   it("runs in quick mode and reports the profile, the sweep heat maps and verification", () => {
-    const out = mkdtempSync(join(tmpdir(), "hvlab-tour-migration-"));
+    const out = testTempDir("tour-migration");
     const run = spawnSync(
       process.execPath,
       ["bin/hvlab.js", "tour", "--quick", "--only", "migration", "--out", out],

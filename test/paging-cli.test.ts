@@ -1,16 +1,16 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import type { CompareResult } from "../src/paging/compare.js";
 import { requireTool } from "./support/cli.js";
+import { fileTempDir } from "./support/temp.js";
 
 const run = promisify(execFile);
 const hvlab = join(import.meta.dirname, "..", "bin", "hvlab.js");
 const fixture = join(import.meta.dirname, "fixtures", "touch.lackey.gz");
-const dir = mkdtempSync(join(tmpdir(), "hvlab-paging-cli-"));
+const dir = fileTempDir("paging-cli");
 
 async function hvlabJson(args: string[]): Promise<CompareResult> {
   const { stdout } = await run("node", [hvlab, ...args], { maxBuffer: 64 * 2 ** 20 });

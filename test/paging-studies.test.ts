@@ -39,13 +39,22 @@ describe("published results (Bhargava et al. ASPLOS 2008, VMware 2009, Gandhi et
     }
     // The VMware workload names context switches and forks: they happen in the run.
     const vmware = results[3];
-    const [, switches, cow] = /(\d+) context switches and (\d+) copy-on-write/.exec(
-      vmware?.note ?? "",
-    ) ?? ["", "0", "0"];
+    const [, switches, forks, cow] =
+      /(\d+) context switches, (\d+) forks and (\d+) copy-on-write/.exec(vmware?.note ?? "") ?? [
+        "",
+        "0",
+        "0",
+        "0",
+      ];
     const { activity, guestSeconds } = mmuIntensive(options.accesses);
     // 2,000 switches/s over the run's 50 ms of guest time: 100 switches, plus the forks' own.
     expect(Number(switches)).toBeGreaterThanOrEqual(
       Math.floor(activity.contextSwitchesPerSecond * guestSeconds),
+    );
+    // 100 fork+exec/s over 50 ms: one every 10 ms of guest time, the first
+    // 10 ms in, so the fifth falls on the run's end: at least 4, each child run.
+    expect(Number(forks)).toBeGreaterThanOrEqual(
+      Math.floor(activity.forkExecPerSecond * guestSeconds) - 1,
     );
     expect(Number(cow)).toBeGreaterThan(0);
   });

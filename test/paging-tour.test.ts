@@ -1,15 +1,15 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import { testTempDir } from "./support/temp.js";
 
 const run = promisify(execFile);
 
 describe("the tour's paging section", () => {
   it("writes the comparison chart, the crossover sweep and the published results", async () => {
-    const out = mkdtempSync(join(tmpdir(), "hvlab-tour-"));
+    const out = testTempDir("tour");
     const hvlab = join(import.meta.dirname, "..", "bin", "hvlab.js");
     await run("node", [hvlab, "tour", "--quick", "--only", "paging", "--out", out], {
       maxBuffer: 2 ** 26,

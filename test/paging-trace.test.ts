@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import fc from "fast-check";
@@ -13,8 +12,9 @@ import {
   type TraceFormat,
   traceParser,
 } from "../src/paging/trace.js";
+import { fileTempDir } from "./support/temp.js";
 
-const dir = mkdtempSync(join(tmpdir(), "hvlab-trace-"));
+const dir = fileTempDir("trace");
 
 function parse(text: string | Uint8Array, format: TraceFormat, lenient = false) {
   const parser = traceParser("t.trace", format, { lenient });

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
+import { ParallelHarvester, shareBounds } from "../src/bench/parallel-harvest.js";
 import { EpochDirtyLog } from "../src/dirty/epoch-log.js";
-import { ParallelHarvester, shareBounds } from "../src/dirty/parallel-harvest.js";
 import { Guest } from "../src/guest/guest.js";
 import { DirtyBitmap } from "../src/memory/dirty-bitmap.js";
 import { DirtyBitmapPair } from "../src/memory/dirty-bitmap-pair.js";
@@ -19,7 +19,7 @@ import { DirtyKernel } from "../src/wasm/dirty.js";
  */
 
 const layout = new MemoryLayout();
-const pool = new KernelPool(layout, { threads: 2, domains: ["dirty"] });
+const pool = new KernelPool(layout, { threads: 2, domains: ["dirty", "bench"] });
 afterAll(() => pool.close());
 const kernel = DirtyKernel.on(layout.memory);
 const cursor = layout.allocate("cursor", 8);

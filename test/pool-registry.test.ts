@@ -1,7 +1,8 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, expectTypeOf, it } from "vitest";
-import type { HarvestPagesResult, HarvestPagesTask, MarkResult } from "../src/dirty/task-types.js";
+import type { HarvestPagesResult, HarvestPagesTask } from "../src/bench/task-types.js";
+import type { MarkResult } from "../src/dirty/task-types.js";
 import { DirtyBitmap } from "../src/memory/dirty-bitmap.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import type { ChannelResult, ChannelTask } from "../src/migration/task-types.js";

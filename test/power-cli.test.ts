@@ -1,11 +1,11 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseTrace } from "../src/power/trace.js";
 import { hvlab } from "./support/cli.js";
+import { fileTempDir } from "./support/temp.js";
 
-const dir = mkdtempSync(join(tmpdir(), "hvlab-power-"));
+const dir = fileTempDir("power");
 const file = (name: string, text: string) => {
   const path = join(dir, name);
   writeFileSync(path, text);

@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { chromium } from "playwright-core";
@@ -8,6 +7,7 @@ import { machineInfo } from "../src/bench/machine.js";
 import { renderHtmlReport } from "../src/report/html.js";
 import { powerTourSection } from "../src/tour/power.js";
 import { requireTool } from "./support/cli.js";
+import { testTempDir } from "./support/temp.js";
 
 /* The tour's power section, run for real (quick) and opened in Debian's Chromium. */
 
@@ -17,7 +17,7 @@ describe.skipIf(!haveChromium)("the power section of the HTML report in Chromium
   it("draws the timeline, the residency bars and the sweep heat map, with every table", async () => {
     const section = await powerTourSection.run({ quick: true, seed: 1, log: () => {} });
     const html = await renderHtmlReport("hvlab power", machineInfo(), [section], new Date());
-    const file = join(mkdtempSync(join(tmpdir(), "hvlab-power-report-")), "report.html");
+    const file = join(testTempDir("power-report"), "report.html");
     writeFileSync(file, html);
     const browser = await chromium.launch({
       executablePath: "/usr/bin/chromium",

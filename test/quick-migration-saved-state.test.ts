@@ -74,6 +74,7 @@ describe("saved-state file", () => {
     expect(size).toBe(SAVED_STATE_HEADER_BYTES + 16 * CHUNK_HEADER_BYTES + MiB + 1000);
     expect((await stat(original)).size).toBe(size);
     expect([...pristine.subarray(0, 8)]).toEqual([...Buffer.from("HVLSAVE\0")]);
+    expect(pristine.readUInt32LE(8)).toBe(2);
     const back = await restore(original);
     expect(back.header).toMatchObject({
       guestBytes: MiB,
@@ -81,6 +82,7 @@ describe("saved-state file", () => {
       chunkBytes: 65536,
       chunkCount: 16,
       deviceBytes: 1000,
+      fileId: pristine.readBigUInt64LE(48),
     });
     expect(Buffer.from(back.ram).equals(Buffer.from(ram.bytes(source.memory)))).toBe(true);
     expect(Buffer.from(back.device).equals(Buffer.from(device.bytes(source.memory)))).toBe(true);
@@ -106,6 +108,76 @@ describe("saved-state file", () => {
     );
     await writeFile(path, "short");
     await expect(restore(path)).rejects.toThrowError(/shorter than the 64-byte header/);
+  });
+
+  it("refuses two chunks swapped with their digests: a digest is bound to its index", async () => {
+    // Chunk i's header starts at 64 + i * (24 + 64 KiB); its digest at +16, its bytes at +24.
+    const chunk = (i: number) => SAVED_STATE_HEADER_BYTES + i * (CHUNK_HEADER_BYTES + 64 * 1024);
+    const bytes = Buffer.from(pristine);
+    const a = Buffer.from(bytes.subarray(chunk(2) + 16, chunk(3)));
+    const b = Buffer.from(bytes.subarray(chunk(5) + 16, chunk(6)));
+    expect(a.equals(b)).toBe(false);
+    a.copy(bytes, chunk(5) + 16);
+    b.copy(bytes, chunk(2) + 16);
+    const path = join(dir, "swapped.hvls");
+    await writeFile(path, bytes);
+    await expect(restore(path)).rejects.toThrowError(
+      /^chunk 2 at offset \d+: digest mismatch: .* belong to another chunk or another saved-state file$/,
+    );
+  });
+
+  it("refuses a chunk spliced in from another file of the same guest: a digest is bound to its file", async () => {
+    // The same guest saved twice: identical bytes, each file with its own random id.
+    const second = join(dir, "second.hvls");
+    await writeSavedState(second, sourceContext, {
+      ram,
+      pageShift: 12,
+      device,
+      chunkBytes: 64 * 1024,
+    });
+    const other = await readFile(second);
+    expect(other.subarray(48, 56).equals(pristine.subarray(48, 56))).toBe(false);
+    const chunk = (i: number) => SAVED_STATE_HEADER_BYTES + i * (CHUNK_HEADER_BYTES + 64 * 1024);
+    const spliced = Buffer.from(pristine);
+    other.copy(spliced, chunk(7), chunk(7), chunk(8));
+    const path = join(dir, "spliced.hvls");
+    await writeFile(path, spliced);
+    await expect(restore(path)).rejects.toThrowError(/^chunk 7 at offset \d+: digest mismatch/);
+    // The other file's header over this file's chunks: every chunk and the device state disagree.
+    const mixed = Buffer.from(pristine);
+    other.copy(mixed, 0, 0, SAVED_STATE_HEADER_BYTES);
+    await writeFile(path, mixed);
+    await expect(restore(path)).rejects.toThrowError(/^chunk 0 at offset 88: digest mismatch/);
+    // The device state of another guest's file.
+    const third = new MemoryLayout();
+    const thirdDevice = third.allocate("device", 1000);
+    fillDeviceState(thirdDevice.bytes(third.memory), 4);
+    const thirdRam = third.allocate("ram", MiB, 4096);
+    const thirdPath = join(dir, "third.hvls");
+    await writeSavedState(thirdPath, context(third), {
+      ram: thirdRam,
+      pageShift: 12,
+      device: thirdDevice,
+      chunkBytes: 64 * 1024,
+    });
+    const foreignDevice = Buffer.from(pristine);
+    (await readFile(thirdPath)).copy(foreignDevice, size - 1000, size - 1000);
+    await writeFile(path, foreignDevice);
+    await expect(restore(path)).rejects.toThrowError(
+      /^device state at offset \d+: digest mismatch: corrupted, or from another saved-state file$/,
+    );
+    // Each file on its own restores.
+    expect((await restore(second)).header.guestBytes).toBe(MiB);
+  });
+
+  it("refuses a version 1 file, saying it must be saved again", async () => {
+    const old = Buffer.from(pristine);
+    old.writeUInt32LE(1, 8);
+    const path = join(dir, "version1.hvls");
+    await writeFile(path, old);
+    await expect(restore(path)).rejects.toThrowError(
+      /^saved-state version 1 \(offset 8\) was written by an older hvlab .* this hvlab reads version 2 only: save the guest again$/,
+    );
   });
 
   it("fuzz: any corrupted byte, truncation or extension is refused with a SavedStateError", async () => {

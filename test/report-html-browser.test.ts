@@ -1,11 +1,11 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { machineInfo } from "../src/bench/machine.js";
 import { renderHtmlReport } from "../src/report/html.js";
 import { launchChromium, requireChromium } from "./support/browser.js";
+import { testTempDir } from "./support/temp.js";
 
 /* The HTML report, opened in a real browser (Chromium found on PATH or by playwright-core). */
 
@@ -55,7 +55,7 @@ describe.skipIf(chromiumPath === null)("HTML report in Chromium", () => {
       ],
       new Date("2026-01-01T00:00:00Z"),
     );
-    const file = join(mkdtempSync(join(tmpdir(), "hvlab-report-")), "report.html");
+    const file = join(testTempDir("report"), "report.html");
     writeFileSync(file, html);
     const browser = await launchChromium(chromiumPath ?? "");
     try {

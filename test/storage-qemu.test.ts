@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -242,9 +242,32 @@ describe.skipIf(!hasQemu)("differencing chains on a qemu-made parent", () => {
     const merged = hvlab(["storage", "merge", grandchild, "--json"]);
     expect(merged.status, merged.stderr).toBe(0);
     expect(statSync(child).mtimeMs).toBeGreaterThanOrEqual(before);
-    // The grandchild is now stale: its parent changed under it.
-    expect(hvlab(["storage", "check", grandchild]).status).toBe(1);
+    expect(JSON.parse(merged.stdout).childAfter).toBe("emptied");
+    // The parent alone, and the emptied grandchild over it, read the merged data.
     const mergedBytes = readAll(child);
     expect(Buffer.compare(Buffer.from(mergedBytes), Buffer.from(model))).toBe(0);
+    expect(Buffer.compare(Buffer.from(readAll(grandchild)), Buffer.from(model))).toBe(0);
+    for (const file of [grandchild, child, parent]) {
+      const checked = hvlab(["storage", "check", file]);
+      expect(checked.status, `${file}: ${checked.stdout}${checked.stderr}`).toBe(0);
+    }
+    const emptied = openImage(grandchild) as VhdImage;
+    expect(emptied.map().filter((e) => e.depth === 0 && e.data)).toEqual([]);
+    emptied.close();
+    // Merging the child in turn (deleting it, as Merge-VHD does) leaves the
+    // qemu-made parent with the data, and the grandchild, now pointing at a
+    // file that is gone, is refused by name.
+    const gone = hvlab(["storage", "merge", child, "--delete", "--json"]);
+    expect(gone.status, gone.stderr).toBe(0);
+    expect(existsSync(child)).toBe(false);
+    expect(Buffer.compare(Buffer.from(readAll(parent)), Buffer.from(model))).toBe(0);
+    expect(hvlab(["storage", "check", parent]).status).toBe(0);
+    const orphan = hvlab(["storage", "check", grandchild]);
+    expect(orphan.status).toBe(1);
+    expect(orphan.stdout + orphan.stderr).toContain("not found");
+    // qemu-img agrees with what the parent holds after both merges.
+    writeFileSync(flat, model);
+    const compared = spawnSync("qemu-img", ["compare", "-f", "vpc", "-F", "raw", parent, flat]);
+    expect(compared.status, String(compared.stdout)).toBe(0);
   });
 });

@@ -1,15 +1,15 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import { testTempDir } from "./support/temp.js";
 
 const run = promisify(execFile);
 
 describe("the tour's storage section", () => {
   it("writes the per-disk table, the latency plot and the hot-plug timeline", async () => {
-    const out = mkdtempSync(join(tmpdir(), "hvlab-tour-"));
+    const out = testTempDir("tour");
     const hvlab = join(import.meta.dirname, "..", "bin", "hvlab.js");
     await run("node", [hvlab, "tour", "--quick", "--only", "storage", "--out", out], {
       maxBuffer: 2 ** 26,

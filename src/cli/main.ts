@@ -1,15 +1,19 @@
 import { Command, CommanderError } from "commander";
 import { machineInfo } from "../bench/machine.js";
 import { registerBench } from "./commands/bench.js";
+import { registerCsv } from "./commands/csv.js";
 import { registerDirty } from "./commands/dirty.js";
+import { registerDistributed } from "./commands/distributed.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerMigrateLive } from "./commands/migrate-live.js";
 import { registerNet } from "./commands/net.js";
 import { registerPaging } from "./commands/paging.js";
 import { registerPower } from "./commands/power.js";
+import { registerQemu } from "./commands/qemu.js";
 import { registerQuickMigrate } from "./commands/quick-migrate.js";
 import { registerStorage } from "./commands/storage.js";
 import { registerTour } from "./commands/tour.js";
+import { installInterruptHandlers } from "./interrupt.js";
 import { UsageError } from "./options.js";
 
 /** Builds the `hvlab` program with every command. */
@@ -34,6 +38,9 @@ export function buildProgram(): Command {
   registerNet(program);
   registerPower(program);
   registerStorage(program);
+  registerQemu(program);
+  registerCsv(program);
+  registerDistributed(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
@@ -46,6 +53,8 @@ export function buildProgram(): Command {
  * code, never a stack trace (set HVLAB_DEBUG=1 to see one).
  */
 export async function main(argv: readonly string[]): Promise<number> {
+  // Ctrl-C and SIGTERM say what was under way and leave no temporary file behind.
+  installInterruptHandlers();
   const program = buildProgram();
   try {
     await program.parseAsync([...argv], { from: "user" });

@@ -70,7 +70,7 @@ export class DirtyProfileError extends RangeError {
 /**
  * Runs a guest workload period by period of virtual time: each period
  * executes rate x period writes for real, then harvests the bitmap (draining
- * rings first), counts, and merges into the distinct-pages total.
+ * rings first), counts it and merges it into the distinct pages in one pass.
  */
 export async function profileDirtyRate(options: DirtyProfileOptions): Promise<DirtyProfile> {
   if (!(options.writesPerSecond >= 0) || !Number.isFinite(options.writesPerSecond)) {
@@ -104,10 +104,12 @@ export async function profileDirtyRate(options: DirtyProfileOptions): Promise<Di
       const harvestStart = process.hrtime.bigint();
       const ringEntries = guest.drainRings();
       // The period's writes are done (awaited): the bitmap is harvested as
-      // with the vCPUs paused, with plain loads and stores.
-      const dirtyPages = guest.dirty.harvestQuiet(guest.bitmap, snapshot);
+      // with the vCPUs paused, with plain loads and stores, and merged into
+      // the distinct set in the same pass.
+      const counts = guest.dirty.harvestQuietMerge(guest.bitmap, snapshot, distinct);
       const harvestEnd = process.hrtime.bigint();
-      distinctPages += guest.dirty.merge(distinct, snapshot);
+      const dirtyPages = counts.harvested;
+      distinctPages = counts.distinct;
       const seconds = options.periodMs / 1000;
       const record: DirtyPeriodRecord = {
         period,

@@ -86,13 +86,11 @@ export class MigrationBitmap {
    * The last sync with the vCPUs paused: ORs what they dirtied since the last
    * sync into the pending set, as QEMU's bitmap sync at stop-and-copy ORs the
    * dirty log into pages not yet sent, so a page in both goes once. `scratch`
-   * (same page count) receives the late pages on the way. Returns the pages
+   * (same page count) receives the late pages on the way. One pass over the
+   * words: harvested, merged and counted together. Returns the pages
    * pending. Only with every vCPU paused.
    */
   syncPaused(scratch: DirtyBitmap): number {
-    const retired = this.log.quietRetired();
-    this.dirty.harvestQuiet(this.log.active, scratch);
-    this.dirty.merge(retired, scratch);
-    return this.dirty.count(retired);
+    return this.dirty.harvestQuietMerge(this.log.active, scratch, this.log.quietRetired()).distinct;
   }
 }

@@ -13,57 +13,73 @@ import type {
  * verification) goes under `hvlab`. docs/migration.md maps every key.
  */
 
-/** QEMU's MigrationStats: the RAM counters. */
-export interface QueryMigrateRam {
-  readonly transferred: number;
-  readonly remaining: number;
-  readonly total: number;
-  readonly duplicate: number;
-  readonly normal: number;
-  readonly "normal-bytes": number;
-  readonly "dirty-pages-rate": number;
-  /** The rate of the last round (QEMU's current rate), Mbit/s. */
-  readonly mbps: number;
-  readonly "dirty-sync-count": number;
+/*
+ * The fields are the flat summary's and round's (stats.ts), picked by name:
+ * each is declared once, there, and a field renamed or retyped there shows
+ * here as a type error, not as a second copy that drifts.
+ */
+
+/**
+ * QEMU's MigrationStats: the RAM counters (`mbps` is the rate of the last
+ * round, QEMU's current rate, Mbit/s). Counters the summary may leave out
+ * are always present here (0 when unused), as QEMU reports them.
+ */
+export interface QueryMigrateRam
+  extends Pick<
+      MigrationSummary,
+      | "transferred"
+      | "remaining"
+      | "total"
+      | "duplicate"
+      | "normal"
+      | "normal-bytes"
+      | "dirty-pages-rate"
+      | "mbps"
+      | "dirty-sync-count"
+      | "pages-per-second"
+      | "precopy-bytes"
+      | "downtime-bytes"
+      | "postcopy-bytes"
+    >,
+    Required<Pick<MigrationSummary, "multifd-bytes" | "postcopy-requests">> {
   readonly "page-size": number;
-  readonly "multifd-bytes": number;
-  readonly "pages-per-second": number;
-  readonly "precopy-bytes": number;
-  readonly "downtime-bytes": number;
-  readonly "postcopy-bytes": number;
-  readonly "postcopy-requests": number;
 }
 
 /** hvlab's own figures of a run, beside QEMU's. */
-export interface QueryMigrateHvlab {
-  readonly reason: string | null;
-  readonly mode: MigrationSummary["mode"];
-  readonly policy: string;
-  readonly rounds: number;
-  readonly verified: boolean | null;
-  readonly "postcopy-remote-faults": number;
-  readonly "postcopy-fault-wait-ms": number;
-  readonly "multifd-channels"?: number;
-  readonly "multifd-packets"?: number;
-  readonly "xbzrle-unchanged-pages"?: number;
+export interface QueryMigrateHvlab
+  extends Pick<
+    MigrationSummary,
+    | "reason"
+    | "mode"
+    | "policy"
+    | "rounds"
+    | "verified"
+    | "postcopy-remote-faults"
+    | "postcopy-fault-wait-ms"
+    | "multifd-channels"
+    | "multifd-packets"
+    | "xbzrle-unchanged-pages"
+    | "warning"
+  > {
   /** The downtime passed the downtime-limit (the status stays `completed`). */
   readonly downtimeOverLimit?: boolean;
-  /** Why the downtime passed the limit, when it did. */
-  readonly warning?: string;
 }
 
 /** A run's summary in query-migrate's layout. */
-export interface QueryMigrateSummary {
-  readonly status: MigrationSummary["status"];
-  readonly "total-time": number;
-  readonly downtime: number;
-  readonly "expected-downtime": number;
-  readonly "setup-time": number;
-  readonly "cpu-throttle-percentage": number;
+export interface QueryMigrateSummary
+  extends Pick<
+    MigrationSummary,
+    | "status"
+    | "total-time"
+    | "downtime"
+    | "expected-downtime"
+    | "setup-time"
+    | "cpu-throttle-percentage"
+    | "postcopy-blocktime"
+    | "postcopy-vcpu-blocktime"
+  > {
   readonly ram: QueryMigrateRam;
   readonly "xbzrle-cache"?: XbzrleCacheStats;
-  readonly "postcopy-blocktime"?: number;
-  readonly "postcopy-vcpu-blocktime"?: readonly number[];
   readonly hvlab: QueryMigrateHvlab;
 }
 
@@ -77,24 +93,24 @@ const PHASE_STATUS: Readonly<Record<MigrationRound["phase"], string>> = {
 };
 
 /** One round as query-migrate would report it when the round ended. */
-export interface QueryMigrateRound {
+export interface QueryMigrateRound
+  extends Pick<MigrationRound, "expected-downtime" | "cpu-throttle-percentage"> {
   readonly status: string;
   readonly "total-time": number;
-  readonly "expected-downtime": number;
-  readonly "cpu-throttle-percentage": number;
-  readonly ram: Pick<QueryMigrateRam, "transferred" | "remaining" | "dirty-pages-rate" | "mbps">;
-  readonly hvlab: {
-    readonly round: number;
-    readonly phase: MigrationRound["phase"];
-    readonly "start-ms": number;
-    readonly "duration-ms": number;
-    readonly "pages-sent": number;
-    readonly "pages-dirtied": number;
-    readonly "bytes-sent": number;
-    readonly "bandwidth-estimate": number;
-    readonly decision: MigrationRound["decision"];
-    readonly reason: string;
-  };
+  readonly ram: Pick<MigrationRound, "transferred" | "remaining" | "dirty-pages-rate" | "mbps">;
+  readonly hvlab: Pick<
+    MigrationRound,
+    | "round"
+    | "phase"
+    | "start-ms"
+    | "duration-ms"
+    | "pages-sent"
+    | "pages-dirtied"
+    | "bytes-sent"
+    | "bandwidth-estimate"
+    | "decision"
+    | "reason"
+  >;
 }
 
 /** A round in query-migrate's layout. */

@@ -10,7 +10,7 @@
 export type MigrationStatus = "completed" | "failed" | "not-converged";
 
 /** How the migration ran. */
-export type MigrationMode = "content" | "metadata" | "live-tcp" | "quick";
+export type MigrationMode = "content" | "metadata" | "live-tcp" | "quick" | "qemu";
 
 /** What the stop policy decided at the end of a round. */
 export type RoundDecision =

@@ -168,3 +168,26 @@ export class DirtyPairOracle {
     return pages;
   }
 }
+
+/**
+ * The oracle's quiet harvest and merge: one page at a time, move the bit
+ * into `snapshot`, clear it in `bitmap`, OR it into `distinct`; then count
+ * the pages of `distinct`. Returns the pages harvested and the pages of
+ * `distinct` afterwards (raw bitmap bytes, `pages` pages).
+ */
+export function harvestQuietMergeOneByOne(
+  bitmap: Uint8Array,
+  snapshot: Uint8Array,
+  distinct: Uint8Array,
+  pages: number,
+): { harvested: number; distinct: number } {
+  const harvested = harvestOneByOne(bitmap, snapshot, pages);
+  let union = 0;
+  for (let page = 0; page < pages; page++) {
+    const byte = page >>> 3;
+    const bit = 1 << (page & 7);
+    if ((snapshot[byte] ?? 0) & bit) distinct[byte] = (distinct[byte] ?? 0) | bit;
+    if ((distinct[byte] ?? 0) & bit) union++;
+  }
+  return { harvested, distinct: union };
+}

@@ -126,6 +126,8 @@ export interface PagingStats {
   readonly shadowPages: number;
   readonly guestPageFaults: number;
   readonly copyOnWrite: number;
+  /** fork() calls; each child runs and exits. */
+  readonly forks: number;
   readonly contextSwitches: number;
   readonly cycles: TranslationCycles;
   /** Sum of every translated address mod 2^64 (hex): the same guest translates alike. */
@@ -487,6 +489,7 @@ export class PagingMachine {
       shadowPages: this.exits.shadowPages,
       guestPageFaults: this.os.counters.pageFaults,
       copyOnWrite: this.os.counters.copyOnWrite,
+      forks: this.os.counters.forks,
       contextSwitches: this.os.counters.contextSwitches,
       cycles: priceRun(c, this.exits, this.os.counters.pageFaults, this.options.cost),
       checksum: this.mmu.checksum.toString(16),

@@ -7,7 +7,7 @@ import { HOST_BASE, type PhysicalWindow } from "./physical.js";
 /** Options of a {@link ShadowMmu}. */
 export interface ShadowOptions {
   readonly levels: 4 | 5;
-  /** Let leaf tables go unsync (written freely, resynced on INVLPG, flush and CR3 load). */
+  /** Let leaf tables go unsync (written freely; INVLPG syncs one entry, a flush or CR3 load the whole page). */
   readonly unsync: boolean;
   /** Emulated writes to a shadowed page, without use in between, that unshadow it (KVM: 3). */
   readonly floodThreshold: number;
@@ -33,8 +33,8 @@ const PERMS = X86.writable | X86.user | X86.noExecute;
  * map guest-virtual straight to host-physical and the hardware walks them
  * natively. Guest tables that are shadowed are write-protected, so each guest
  * write to one exits and is emulated (or, for an unsync leaf table, exits once
- * and is then written freely until the next INVLPG, flush or CR3 load
- * resynchronises it); CR3 writes and INVLPG exit; a missing shadow entry is a
+ * and is then written freely: INVLPG syncs the one entry it names, the next
+ * flush or CR3 load resynchronises the page); CR3 writes and INVLPG exit; a missing shadow entry is a
  * hidden page fault; accessed and dirty bits are emulated by mapping clean
  * pages read-only; a page emulated too often is unshadowed (write flooding).
  */
@@ -109,7 +109,11 @@ export class ShadowMmu implements GuestPagingHooks {
 
   invlpg(va: number): void {
     this.counters.exits.invlpg++;
-    this.resync();
+    // KVM syncs only the shadow entry that maps `va`, and only where its page
+    // is unsync; the page stays unsync (Linux arch/x86/kvm/mmu/mmu.c,
+    // kvm_mmu_invalidate_addr, and paging_tmpl.h, FNAME(sync_spte)). A whole
+    // resync waits for the next CR3 load or flush.
+    this.syncAddress(va);
     this.mmu.invalidatePage(va);
   }
 
@@ -246,20 +250,39 @@ export class ShadowMmu implements GuestPagingHooks {
     return cleared;
   }
 
+  /** Brings the present shadow entry `i` of leaf page `sp` in line with the guest's entry. */
+  private syncEntry(sp: ShadowPage, i: number): void {
+    const at = sp.hpa + i * 8;
+    const s = this.window.read(at);
+    if ((s & X86.present) === 0n) return;
+    const g = this.window.read(HOST_BASE + sp.gpa + i * 8);
+    if ((g & X86.present) === 0n) this.window.write(at, 0n);
+    else {
+      const want = this.shadowLeaf(g, 1);
+      if (want !== s) this.window.write(at, want);
+    }
+  }
+
+  /** Syncs the shadow leaf entry that maps `va` in the current shadow root, when its page is unsync. */
+  private syncAddress(va: number): void {
+    let sp = this.byHpa.get(this.mmu.root);
+    for (let level: number = this.options.levels; sp && level >= 1; level--) {
+      const index = tableIndex(va, level);
+      const s = this.window.read(sp.hpa + index * 8);
+      if ((s & X86.present) === 0n) return;
+      if (level === 1) {
+        if (sp.unsync) this.syncEntry(sp, index);
+        return;
+      }
+      if ((s & X86.pageSize) !== 0n) return;
+      sp = this.byHpa.get(Number(s & ADDRESS_MASK));
+    }
+  }
+
   /** Resynchronises every unsync page with its guest table and write-protects it again. */
   private resync(): void {
     for (const sp of this.unsyncPages) {
-      for (let i = 0; i < 512; i++) {
-        const at = sp.hpa + i * 8;
-        const s = this.window.read(at);
-        if ((s & X86.present) === 0n) continue;
-        const g = this.window.read(HOST_BASE + sp.gpa + i * 8);
-        if ((g & X86.present) === 0n) this.window.write(at, 0n);
-        else {
-          const want = this.shadowLeaf(g, 1);
-          if (want !== s) this.window.write(at, want);
-        }
-      }
+      for (let i = 0; i < 512; i++) this.syncEntry(sp, i);
       sp.unsync = false;
       this.counters.resyncs++;
     }

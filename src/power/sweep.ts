@@ -49,24 +49,20 @@ export function sweepParameter(name: string): keyof ParkingParameters {
   return found;
 }
 
+/** A sweep's simulations: the grid's points (x-major) and the baseline without parking. */
+export interface PowerSweepPlan {
+  readonly specs: readonly SimulationSpec[];
+  readonly baseline: SimulationSpec;
+}
+
 /**
- * Runs every point of the grid (one simulation each, with the base spec's
- * parking parameters and the two axes' values) and the baseline without
- * parking, on `workers` pool workers. Every point is checked before any runs.
+ * The simulations a sweep runs: one per point of the grid, with the base
+ * spec's parking parameters and the two axes' values, and the baseline
+ * without parking. Every point is checked.
  *
  * @throws PowerConfigError for a grid that is empty, too large, or has a point out of range.
  */
-export async function runPowerSweep(
-  base: SimulationSpec,
-  x: SweepAxis,
-  y: SweepAxis,
-  options: {
-    workers: number;
-    onPoint?: (done: number, total: number) => void;
-    /** A pool of the "power" domain to run on (kept open); else one of `workers` threads is made. */
-    pool?: KernelPool;
-  },
-): Promise<PowerSweepResult> {
+export function powerSweepPlan(base: SimulationSpec, x: SweepAxis, y: SweepAxis): PowerSweepPlan {
   if (x.parameter === y.parameter) {
     throw new PowerConfigError(`the sweep's two axes are both ${x.parameter}`);
   }
@@ -89,10 +85,58 @@ export async function runPowerSweep(
       specs.push({ ...base, policy: { ...base.policy, parking: params } });
     }
   }
-  const baselineSpec: SimulationSpec = {
+  const baseline: SimulationSpec = {
     ...base,
     policy: namedPolicy("none", undefined, base.policy.pstate),
   };
+  return { specs, baseline };
+}
+
+/**
+ * A sweep's point `i` (x-major) from its simulation's result and the
+ * baseline's; `null` results (points that failed elsewhere) are left out.
+ */
+export function powerSweepPoints(
+  x: SweepAxis,
+  y: SweepAxis,
+  baseline: SimulationResult,
+  results: readonly (SimulationResult | null)[],
+): PowerSweepPoint[] {
+  const points: PowerSweepPoint[] = [];
+  for (const [i, result] of results.entries()) {
+    if (!result) continue;
+    points.push({
+      x: x.values[Math.floor(i / y.values.length)] ?? 0,
+      y: y.values[i % y.values.length] ?? 0,
+      savingsPercent: savingsPercent(baseline, result),
+      addedP99Us: result.latency.p99Us - baseline.latency.p99Us,
+      p99Us: result.latency.p99Us,
+      meanWatts: result.meanWatts,
+      meanUnparked: result.meanUnparked,
+    });
+  }
+  return points;
+}
+
+/**
+ * Runs every point of the grid ({@link powerSweepPlan}) and the baseline
+ * without parking, on `workers` pool workers. Every point is checked before
+ * any runs.
+ *
+ * @throws PowerConfigError for a grid that is empty, too large, or has a point out of range.
+ */
+export async function runPowerSweep(
+  base: SimulationSpec,
+  x: SweepAxis,
+  y: SweepAxis,
+  options: {
+    workers: number;
+    onPoint?: (done: number, total: number) => void;
+    /** A pool of the "power" domain to run on (kept open); else one of `workers` threads is made. */
+    pool?: KernelPool;
+  },
+): Promise<PowerSweepResult> {
+  const { specs, baseline: baselineSpec } = powerSweepPlan(base, x, y);
   const pool =
     options.pool ??
     new KernelPool(new MemoryLayout(), { threads: options.workers, domains: ["power"] });
@@ -108,20 +152,11 @@ export async function runPowerSweep(
       }),
     );
     if (!baseline) throw new Error("the sweep's baseline did not run");
-    const points = results.map((result, i) => ({
-      x: x.values[Math.floor(i / y.values.length)] ?? 0,
-      y: y.values[i % y.values.length] ?? 0,
-      savingsPercent: savingsPercent(baseline, result),
-      addedP99Us: result.latency.p99Us - baseline.latency.p99Us,
-      p99Us: result.latency.p99Us,
-      meanWatts: result.meanWatts,
-      meanUnparked: result.meanUnparked,
-    }));
     return {
       x: x.parameter,
       y: y.parameter,
       baseline,
-      points,
+      points: powerSweepPoints(x, y, baseline, results),
       workers: pool.threads,
       wallMs: performance.now() - started,
     };

@@ -127,38 +127,92 @@ export function convertImage(srcPath: string, dstPath: string, options: ConvertO
   }
 }
 
+/** What becomes of the child once {@link mergeImage} has folded it into its parent. */
+export type MergedChild = "emptied" | "deleted";
+
 /**
  * Folds a differencing disk into its parent: every sector the child holds is
- * written into the parent (qemu-img commit's job). The child is left as it
- * was; its parent has changed under it, so opening it again is refused.
+ * written into the parent (qemu-img commit's job). The parent's data, and so
+ * its modification time, change, which would leave the child pointing at a
+ * parent it no longer matches; so the child is then, by default, emptied as
+ * qemu-img commit empties the image it commits (no block allocated, the
+ * parent's new time stamp recorded, its unique id kept): the chain and the
+ * parent alone read the same merged data, and the child takes new writes.
+ * With `child: "deleted"` it is removed instead, as Hyper-V's Merge-VHD
+ * removes the disks it merged. The emptied child is written beside the old
+ * one and renamed over it, so a crash leaves either the old child or the
+ * new one, never half of each.
  */
 export function mergeImage(
   childPath: string,
-  options: { kernels?: StorageKernels; progress?: ProgressFn } = {},
-): CopyStats & { parent: string } {
+  options: { kernels?: StorageKernels; progress?: ProgressFn; child?: MergedChild } = {},
+): CopyStats & { parent: string; child: MergedChild } {
   const kernels = options.kernels ?? defaultKernels();
   const child = openImage(childPath, { kernels });
+  let stats: CopyStats;
+  let parentPath: string;
+  let blockSize: number;
+  let uniqueId: Uint8Array;
+  let timestamp: number;
   try {
     if (!(child instanceof VhdImage) || child.type !== "differencing" || !child.parentPath) {
       throw new TypeError(`${childPath} is not a differencing VHD: there is nothing to merge`);
     }
+    parentPath = child.parentPath;
+    blockSize = child.blockBytes;
+    uniqueId = child.footer.uniqueId;
+    timestamp = child.footer.timestamp;
     const own = child.map().filter((e) => e.depth === 0 && e.data);
-    const parent = openImage(child.parentPath, { kernels, writable: true });
+    const parent = openImage(parentPath, { kernels, writable: true });
     try {
-      const stats = copyExtents(child, parent, own, {
+      stats = copyExtents(child, parent, own, {
         kernels,
         chunk: child.blockBytes,
         keepZeros: true,
         ...(options.progress ? { progress: options.progress } : {}),
       });
       parent.flush();
-      return { ...stats, parent: child.parentPath };
     } finally {
       parent.close();
     }
   } finally {
     child.close();
   }
+  const fate = options.child ?? "emptied";
+  if (fate === "deleted") {
+    unlinkSync(childPath);
+    return { ...stats, parent: parentPath, child: fate };
+  }
+  // The parent is closed: its modification time is final, and the new child records it.
+  const tmp = `${childPath}.merge-${process.pid}`;
+  const parent = openImage(parentPath, { kernels });
+  try {
+    if (!(parent instanceof VhdImage)) throw new TypeError(`${parentPath} is not a VHD`);
+    const file = new FdFile(tmp, "wx+");
+    try {
+      VhdImage.create(file, {
+        type: "differencing",
+        blockSize,
+        kernels,
+        path: childPath,
+        uniqueId,
+        now: (timestamp + VHD_EPOCH_SECONDS) * 1000,
+        parent: { image: parent, path: parentPath, mtimeMs: statSync(parentPath).mtimeMs },
+      }).close();
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    renameSync(tmp, childPath);
+  } catch (error) {
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw error;
+  } finally {
+    parent.close();
+  }
+  return { ...stats, parent: parentPath, child: fate };
 }
 
 /**

@@ -1,8 +1,7 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ReportSection } from "../report/section.js";
 import { type IoDisk, runStorageIo } from "../storage/io-run.js";
+import { makeTemporaryDir, removeTemporary } from "../util/temporary.js";
 import type { TourSection } from "./section.js";
 
 const SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
@@ -12,7 +11,7 @@ export const storageTourSection: TourSection = {
   id: "storage",
   title: "Dynamic VM storage: VHD types under guest I/O, hot add and remove",
   async run({ quick, seed, log }): Promise<ReportSection> {
-    const dir = mkdtempSync(join(tmpdir(), "hvlab-tour-storage-"));
+    const dir = makeTemporaryDir("tour-storage");
     try {
       const size = (quick ? 16 : 128) * 1024 * 1024;
       const runtimeMs = quick ? 1200 : 4000;
@@ -190,7 +189,7 @@ export const storageTourSection: TourSection = {
         data: report,
       };
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      removeTemporary(dir);
     }
   },
 };

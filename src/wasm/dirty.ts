@@ -44,6 +44,8 @@ export interface DirtyExports {
     basePage: number,
   ): number;
   harvestQuiet(bitmap: number, snapshot: number, words: number): number;
+  /** Low 32 bits: pages harvested; high 32 bits: pages set in `distinct` after the OR. */
+  harvestQuietMerge(bitmap: number, snapshot: number, distinct: number, words: number): bigint;
   epochEnter(control: number, slot: number): number;
   epochFollow(control: number, slot: number, epoch: number): number;
   epochLeave(control: number, slot: number): void;
@@ -79,6 +81,14 @@ export const CURSOR_BYTES = 8;
  * WORD_SLOTS).
  */
 export const MIN_HARVEST_BATCH = 66;
+
+/** What {@link DirtyKernel.harvestQuietMerge} counted. */
+export interface QuietMergeCounts {
+  /** Pages the bitmap held (moved into the snapshot). */
+  readonly harvested: number;
+  /** Pages set in the distinct set after the bitmap was ORed in. */
+  readonly distinct: number;
+}
 
 /** The layouts assembly/dirty.ts exports (as LAYOUT_ globals), checked at load. */
 const DIRTY_LAYOUT = {
@@ -345,6 +355,35 @@ export class DirtyKernel {
     return sumOverChunks(bitmap.words, (bytes, take) =>
       this.k.harvestQuiet(bitmap.region.offset + bytes, snapshot.region.offset + bytes, take),
     );
+  }
+
+  /**
+   * {@link harvestQuiet} and {@link merge} in one pass over a bitmap that no
+   * writer marks meanwhile: moves `bitmap` into `snapshot`, clears it, and ORs
+   * it into `distinct` (all three of the same page count), reading each word
+   * once. Returns the pages harvested and the pages of `distinct` afterwards.
+   */
+  harvestQuietMerge(
+    bitmap: DirtyBitmap,
+    snapshot: DirtyBitmap,
+    distinct: DirtyBitmap,
+  ): QuietMergeCounts {
+    checkSamePages(bitmap, snapshot, "snapshot");
+    checkSamePages(bitmap, distinct, "distinct set");
+    let harvested = 0;
+    let union = 0;
+    for (let word = 0; word < bitmap.words; word += CHUNK_WORDS) {
+      const bytes = word * 8;
+      const packed = this.k.harvestQuietMerge(
+        bitmap.region.offset + bytes,
+        snapshot.region.offset + bytes,
+        distinct.region.offset + bytes,
+        Math.min(CHUNK_WORDS, bitmap.words - word),
+      );
+      harvested += Number(BigInt.asUintN(32, packed));
+      union += Number(BigInt.asUintN(32, packed >> 32n));
+    }
+    return { harvested, distinct: union };
   }
 
   /**

@@ -23,6 +23,7 @@ import {
 } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { WORKLOAD_KINDS, type WorkloadKind } from "../../workload/spec.js";
+import { whileInterruptible } from "../interrupt.js";
 import {
   addGuestOption,
   addSeedOption,
@@ -160,7 +161,11 @@ export async function runLiveDestination(
       `hvlab: --insecure: listening on ${host} without TLS; anyone who reaches it can push or read a guest`,
     );
   }
-  const report = await server.done();
+  const stopDescribing = whileInterruptible(() => {
+    const received = server.reports.filter((r) => r.status === "completed").length;
+    return `while listening on ${host}:${port} (${received} migration${received === 1 ? "" : "s"} received${server.receiving ? "; the one in progress is discarded, its source keeps the guest" : ""})`;
+  });
+  const report = await server.done().finally(stopDescribing);
   if (flags.json) {
     const transport = {
       transport: describeSecurity(security),
@@ -202,10 +207,19 @@ export async function runLiveSource(
     threads: flags.threads,
     seed: flags.seed,
   });
+  // What Ctrl-C reports: the attempt and what it was doing.
+  const where = `${target.host}:${target.port}`;
+  let attemptNumber = 1;
+  let waiting = false;
+  const stopDescribing = whileInterruptible(() =>
+    describeInterruptedSource(where, attemptNumber, waiting ? undefined : source.activity),
+  );
   try {
     let result: MigrationResult | undefined;
     for (let attempt = 0; attempt <= flags.retries; attempt++) {
       const progress = startProgress(`migrate to ${target.host}:${target.port}`, flags.guest);
+      attemptNumber = attempt + 1;
+      waiting = false;
       result = await source.migrate({
         host: target.host,
         port: target.port,
@@ -226,6 +240,7 @@ export async function runLiveSource(
       output.err(
         `hvlab: migration attempt ${attempt + 1} failed: ${result.summary.reason}; the guest is still running here; retrying in ${wait} ms`,
       );
+      waiting = true;
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
     if (!result) throw new Error("no migration attempt ran");
@@ -235,8 +250,24 @@ export async function runLiveSource(
     }
     return result;
   } finally {
+    stopDescribing();
     await source.close();
   }
+}
+
+/** The line Ctrl-C prints on a source: what it was doing, and where the guest runs. */
+function describeInterruptedSource(
+  where: string,
+  attempt: number,
+  activity: LiveSource["activity"],
+): string {
+  if (!activity) {
+    return `between attempts at the migration to ${where} (attempt ${attempt} failed): the guest keeps running on the source`;
+  }
+  const doing = `during ${activity.phase} of the migration to ${where} (attempt ${attempt}, ${formatBytes(activity.bytesSent)} sent)`;
+  return activity.phase === "verification"
+    ? `${doing}: the guest had already switched over and runs on the destination; only the page verification was cut short`
+    : `${doing}: migration cancelled; the guest was never switched over and keeps running on the source; the destination discards its partial copy`;
 }
 
 /** Adds the live mode's options to a command (`hvlab migrate-live`, or `hvlab migrate`). */

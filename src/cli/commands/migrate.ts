@@ -2,6 +2,8 @@ import { writeFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { machineInfo } from "../../bench/machine.js";
+import type { PointFailure } from "../../distributed/studies.js";
+import { migrateSweepJobs, migrateSweepResult } from "../../distributed/studies.js";
 import { MAX_CONTENT_GUEST_BYTES, MAX_GUEST_BYTES } from "../../guest/guest.js";
 import { runMigration } from "../../migration/engine.js";
 import {
@@ -39,6 +41,13 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
+import {
+  addQueueOptions,
+  newSweepId,
+  type QueueFlags,
+  reportFailures,
+  submitWithProgress,
+} from "../queue-options.js";
 import { printMigration, processOutput } from "./migration-output.js";
 
 /** Bit rates accepted by {@link parseBandwidth}, in bits per second. */
@@ -493,7 +502,7 @@ export function registerMigrate(program: Command): void {
     }
   });
 
-  addGuestOptions(
+  const sweep = addGuestOptions(
     migrate
       .command("sweep")
       .description(
@@ -530,36 +539,49 @@ export function registerMigrate(program: Command): void {
       integerOption(1, 256),
       Math.min(2, availableParallelism()),
     )
-    .showHelpAfterError(false)
-    .action(async (flags: SweepFlags) => {
-      const base = guestOptions(flags);
+    .showHelpAfterError(false);
+  addQueueOptions(sweep).action(async (flags: SweepFlags & QueueFlags) => {
+    const base = guestOptions(flags);
+    const grid = {
+      bandwidths: flags.bandwidths,
+      writeRates: flags.dirtyRates,
+      downtimeLimitsMs: flags.downtimeLimits,
+      policies: flags.policies,
+    };
+    let sweep: SweepResult;
+    let failed: readonly PointFailure[] = [];
+    if (flags.queue !== undefined) {
+      const sweepId = flags.sweepId ?? newSweepId();
+      const jobs = migrateSweepJobs(sweepId, base, grid);
+      const submission = await submitWithProgress(
+        "sweep",
+        { ...flags, queue: flags.queue },
+        sweepId,
+        jobs,
+      );
+      const distributed = migrateSweepResult(grid, submission);
+      sweep = distributed;
+      failed = distributed.distributed.failed;
+    } else {
       const progress = startProgress("sweep", 1);
-      let sweep: SweepResult;
       try {
-        sweep = await runSweep(
-          base,
-          {
-            bandwidths: flags.bandwidths,
-            writeRates: flags.dirtyRates,
-            downtimeLimitsMs: flags.downtimeLimits,
-            policies: flags.policies,
-          },
-          {
-            workers: flags.workers,
-            onPoint: (done, total) => progress.update(done, "points", total),
-          },
-        );
+        sweep = await runSweep(base, grid, {
+          workers: flags.workers,
+          onPoint: (done, total) => progress.update(done, "points", total),
+        });
       } finally {
         progress.stop();
       }
-      if (flags.json) console.log(JSON.stringify(sweep, null, 2));
-      else if (flags.csv) process.stdout.write(toCsv(sweepTable(sweep)));
-      else {
-        console.log(formatTable(sweepTable(sweep)));
-        console.log(
-          `\n${sweep.points.length} points on ${sweep.workers} workers in ${(sweep.wallMs / 1000).toFixed(2)} s`,
-        );
-      }
-      if (flags.report) await writeReport(flags.report, [sweepSection(sweep)]);
-    });
+    }
+    if (flags.json) console.log(JSON.stringify(sweep, null, 2));
+    else if (flags.csv) process.stdout.write(toCsv(sweepTable(sweep)));
+    else {
+      console.log(formatTable(sweepTable(sweep)));
+      console.log(
+        `\n${sweep.points.length} points on ${sweep.workers} workers in ${(sweep.wallMs / 1000).toFixed(2)} s`,
+      );
+    }
+    if (flags.report) await writeReport(flags.report, [sweepSection(sweep)]);
+    reportFailures(failed);
+  });
 }

@@ -1,5 +1,11 @@
 import type { Command } from "commander";
-import { type CompareSource, comparePaging } from "../../paging/compare.js";
+import {
+  type PointFailure,
+  pagingCompareJobs,
+  pagingCompareResults,
+  type TraceComparison,
+} from "../../distributed/studies.js";
+import { type CompareResult, type CompareSource, comparePaging } from "../../paging/compare.js";
 import type { PageSize } from "../../paging/entry.js";
 import { explainWalk } from "../../paging/explain.js";
 import type { PagingModeName } from "../../paging/machine.js";
@@ -30,12 +36,19 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
+import {
+  addQueueOptions,
+  newSweepId,
+  type QueueFlags,
+  reportFailures,
+  submitWithProgress,
+} from "../queue-options.js";
 
 const GiB = 1024 ** 3;
 const PAGE_SIZES: readonly PageSize[] = ["4K", "2M", "1G"];
 
-interface CompareFlags {
-  trace?: string;
+interface CompareFlags extends QueueFlags {
+  trace: string[];
   format: string;
   lenient?: boolean;
   pattern: string;
@@ -136,6 +149,48 @@ function machineOf(flags: CompareFlags): { caches: TranslationCaches; cost: Cost
   return { caches, cost };
 }
 
+/** Prints comparisons (one, or one per trace) as JSON, CSV or tables: the one printer of local and distributed runs. */
+function printComparisons(results: readonly CompareResult[], flags: CompareFlags): void {
+  const [only] = results;
+  if (flags.json) {
+    console.log(JSON.stringify(results.length === 1 ? only : results, null, 2));
+    return;
+  }
+  if (flags.csv) {
+    if (results.length === 1 && only) {
+      process.stdout.write(toCsv(compareTable(only)));
+      return;
+    }
+    // Several traces: one table, each row led by its trace.
+    const tables = results.map((r) => ({ source: r.source, table: compareTable(r) }));
+    const columns = ["trace", ...(tables[0]?.table.columns ?? [])];
+    const rows = tables.flatMap((t) => t.table.rows.map((row) => [t.source, ...row]));
+    process.stdout.write(toCsv({ columns, rows }));
+    return;
+  }
+  const preset = asUsage(() => cpuPreset(flags.cpu));
+  for (const [i, result] of results.entries()) {
+    if (i > 0) console.log("");
+    console.log(`${result.source} on ${preset.name}: ${preset.description}`);
+    if (result.trace) {
+      const t = result.trace;
+      console.log(
+        `trace: ${t.format}${t.gzip ? " (gzip)" : ""}, ${formatBytes(t.bytes)}, ${t.records.toLocaleString("en-US")} accesses${t.skipped - t.kernel > 0 ? `, ${(t.skipped - t.kernel).toLocaleString("en-US")} malformed lines or records skipped` : ""}${t.kernel > 0 ? `, ${t.kernel.toLocaleString("en-US")} kernel-space addresses skipped (the guest model runs user space)` : ""}`,
+      );
+    }
+    console.log(formatTable(compareSummaryTable(result)));
+  }
+  const [first] = results;
+  if (!first) return;
+  console.log("\ncost model (cycles):");
+  console.log(
+    formatTable({
+      columns: ["parameter", "value", "kind", "source"],
+      rows: first.costModel.map((p) => [p.parameter, p.value, p.kind, p.source]),
+    }),
+  );
+}
+
 /** `hvlab paging compare` and `hvlab paging walk`. */
 export function registerPaging(program: Command): void {
   const paging = program
@@ -144,14 +199,16 @@ export function registerPaging(program: Command): void {
       "SLAT against shadow paging: real page tables, two-dimensional walks, TLBs and a shadow MMU",
     );
 
-  paging
+  const compare = paging
     .command("compare")
     .description(
       "run one workload or trace under native, shadow, SLAT 4K host, SLAT 2M host and SLAT with large pages in both dimensions",
     )
     .option(
       "--trace <file>",
-      "a trace: Valgrind lackey, plain 'R|W hexaddr', or ChampSim binary (plain or gzip)",
+      "a trace: Valgrind lackey, plain 'R|W hexaddr', or ChampSim binary (plain or gzip); repeat for several (with --queue: a path or file: URL every worker can read)",
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
     )
     .option("--format <format>", `trace format: auto, ${TRACE_FORMATS.join(", ")}`, "auto")
     .option("--lenient", "skip malformed trace lines (counted) instead of stopping")
@@ -219,93 +276,104 @@ export function registerPaging(program: Command): void {
     )
     .addOption(seedOption("seed of the workload and the guest"))
     .addOption(jsonOption("print the results as JSON"))
-    .addOption(csvOption("print one CSV row per configuration"))
-    .action(async (flags: CompareFlags) => {
-      checkOutputFlags(flags);
-      if (!TRACE_FORMATS.includes(flags.format as TraceFormat) && flags.format !== "auto") {
-        throw new UsageError(
-          `unknown trace format '${flags.format}' (auto, ${TRACE_FORMATS.join(", ")})`,
-        );
-      }
-      if (!ACCESS_PATTERNS.includes(flags.pattern as AccessPatternKind)) {
-        throw new UsageError(
-          `unknown pattern '${flags.pattern}' (one of ${ACCESS_PATTERNS.join(", ")})`,
-        );
-      }
-      if (flags.guest % (2 * 1024 ** 2) !== 0)
-        throw new UsageError("--guest must be whole 2 MiB pages");
-      const { caches, cost } = machineOf(flags);
-      const source: CompareSource = flags.trace
-        ? {
-            kind: "trace",
-            file: flags.trace,
-            format: flags.format as TraceFormat | "auto",
-            lenient: flags.lenient === true,
-          }
-        : {
-            kind: "synthetic",
-            pattern: {
-              kind: flags.pattern as AccessPatternKind,
-              workingSetBytes: flags.workingSet,
-              strideBytes: flags.stride,
-              writeFraction: flags.writes,
-            },
-            accesses: flags.accesses,
-          };
-      const progress = startProgress(flags.trace ? "trace" : "accesses", 1);
-      let result: Awaited<ReturnType<typeof comparePaging>>;
-      try {
-        result = await comparePaging({
-          source,
-          cpu: flags.cpu,
-          caches,
-          cost,
-          guestLevels: flags.levels as 4 | 5,
-          hostLevels: flags.hostLevels as 4 | 5,
-          guestBytes: flags.guest,
-          ...(flags.tables !== undefined ? { tableBytes: flags.tables } : {}),
-          activity: {
-            processes: flags.processes,
-            contextSwitchesPerSecond: flags.switches,
-            pageTableUpdatesPerSecond: flags.ptUpdates,
-            forkExecPerSecond: flags.forks,
-            munmapPerSecond: flags.munmaps,
-            accessesPerSecond: flags.accessRate,
-          },
-          seed: flags.seed,
-          prefault: flags.prefault === true,
-          dirtyLogHarvestsPerSecond: flags.dirtyLog,
-          ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
-          onProgress: (done, total) => progress.update(done, "", total),
-        });
-      } finally {
-        progress.stop();
-      }
-      if (flags.json) {
-        console.log(JSON.stringify(result, null, 2));
-        return;
-      }
-      if (flags.csv) {
-        process.stdout.write(toCsv(compareTable(result)));
-        return;
-      }
-      const preset = asUsage(() => cpuPreset(flags.cpu));
-      console.log(`${result.source} on ${preset.name}: ${preset.description}`);
-      if (result.trace) {
-        const t = result.trace;
-        console.log(
-          `trace: ${t.format}${t.gzip ? " (gzip)" : ""}, ${formatBytes(t.bytes)}, ${t.records.toLocaleString("en-US")} accesses${t.skipped - t.kernel > 0 ? `, ${(t.skipped - t.kernel).toLocaleString("en-US")} malformed lines or records skipped` : ""}${t.kernel > 0 ? `, ${t.kernel.toLocaleString("en-US")} kernel-space addresses skipped (the guest model runs user space)` : ""}`,
-        );
-      }
-      console.log(formatTable(compareSummaryTable(result)));
-      console.log("\ncost model (cycles):");
-      console.log(
-        formatTable({
-          columns: ["parameter", "value", "kind", "source"],
-          rows: result.costModel.map((p) => [p.parameter, p.value, p.kind, p.source]),
-        }),
+    .addOption(csvOption("print one CSV row per configuration"));
+  addQueueOptions(compare).action(async (flags: CompareFlags) => {
+    checkOutputFlags(flags);
+    if (!TRACE_FORMATS.includes(flags.format as TraceFormat) && flags.format !== "auto") {
+      throw new UsageError(
+        `unknown trace format '${flags.format}' (auto, ${TRACE_FORMATS.join(", ")})`,
       );
-    });
+    }
+    if (!ACCESS_PATTERNS.includes(flags.pattern as AccessPatternKind)) {
+      throw new UsageError(
+        `unknown pattern '${flags.pattern}' (one of ${ACCESS_PATTERNS.join(", ")})`,
+      );
+    }
+    if (flags.guest % (2 * 1024 ** 2) !== 0)
+      throw new UsageError("--guest must be whole 2 MiB pages");
+    const { caches, cost } = machineOf(flags);
+    const activity = {
+      processes: flags.processes,
+      contextSwitchesPerSecond: flags.switches,
+      pageTableUpdatesPerSecond: flags.ptUpdates,
+      forkExecPerSecond: flags.forks,
+      munmapPerSecond: flags.munmaps,
+      accessesPerSecond: flags.accessRate,
+    };
+    const common = {
+      cpu: flags.cpu,
+      caches,
+      cost,
+      guestLevels: flags.levels as 4 | 5,
+      hostLevels: flags.hostLevels as 4 | 5,
+      guestBytes: flags.guest,
+      ...(flags.tables !== undefined ? { tableBytes: flags.tables } : {}),
+      activity,
+      seed: flags.seed,
+      dirtyLogHarvestsPerSecond: flags.dirtyLog,
+    };
+    let results: CompareResult[];
+    let failed: readonly PointFailure[] = [];
+    if (flags.queue !== undefined) {
+      if (flags.trace.length === 0) {
+        throw new UsageError("--queue compares traces: name them with --trace (one or more)");
+      }
+      if (flags.prefault) throw new UsageError("--prefault is for synthetic runs, not traces");
+      const traces: TraceComparison[] = flags.trace.map((location) => ({
+        ...common,
+        trace: { location, format: flags.format, lenient: flags.lenient === true },
+      }));
+      const sweepId = flags.sweepId ?? newSweepId();
+      const jobs = pagingCompareJobs(sweepId, traces);
+      const submission = await submitWithProgress(
+        "paging compare",
+        { ...flags, queue: flags.queue },
+        sweepId,
+        jobs,
+      );
+      ({ comparisons: results, failed } = pagingCompareResults(traces, submission));
+    } else {
+      const sources: CompareSource[] =
+        flags.trace.length > 0
+          ? flags.trace.map((file) => ({
+              kind: "trace",
+              file,
+              format: flags.format as TraceFormat | "auto",
+              lenient: flags.lenient === true,
+            }))
+          : [
+              {
+                kind: "synthetic",
+                pattern: {
+                  kind: flags.pattern as AccessPatternKind,
+                  workingSetBytes: flags.workingSet,
+                  strideBytes: flags.stride,
+                  writeFraction: flags.writes,
+                },
+                accesses: flags.accesses,
+              },
+            ];
+      results = [];
+      for (const source of sources) {
+        const progress = startProgress(source.kind === "trace" ? "trace" : "accesses", 1);
+        try {
+          results.push(
+            await comparePaging({
+              ...common,
+              source,
+              prefault: flags.prefault === true,
+              ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
+              onProgress: (done, total) => progress.update(done, "", total),
+            }),
+          );
+        } finally {
+          progress.stop();
+        }
+      }
+    }
+    printComparisons(results, flags);
+    reportFailures(failed);
+  });
 
   paging
     .command("studies")

@@ -1,5 +1,6 @@
 import { readFile, writeFile } from "node:fs/promises";
 import type { Command } from "commander";
+import { type PointFailure, powerSweepJobs, powerSweepResult } from "../../distributed/studies.js";
 import { type Comparison, compareToBaseline } from "../../power/compare.js";
 import { PowerConfigError, TraceError } from "../../power/errors.js";
 import {
@@ -21,13 +22,20 @@ import {
 } from "../../power/processors.js";
 import { recordUtilization } from "../../power/record.js";
 import { DEFAULT_TIMING, type SimulationSpec } from "../../power/simulate.js";
-import { runPowerSweep, sweepParameter } from "../../power/sweep.js";
+import { type PowerSweepResult, runPowerSweep, sweepParameter } from "../../power/sweep.js";
 import { formatTrace, MAX_TRACE_BYTES, parseTrace } from "../../power/trace.js";
 import type { VmqSteering } from "../../power/vmq.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatTable } from "../../report/table.js";
 import { checkOutputFlags, integerOption, numberOption, UsageError } from "../options.js";
 import { startProgress } from "../progress.js";
+import {
+  addQueueOptions,
+  newSweepId,
+  type QueueFlags,
+  reportFailures,
+  submitWithProgress,
+} from "../queue-options.js";
 
 /** Microsoft's published figure the parking policies are printed beside. */
 export const MICROSOFT_CLAIM =
@@ -312,6 +320,35 @@ export function comparisonRecords(c: Comparison) {
   }));
 }
 
+/** Prints a power sweep (local or distributed) as JSON, CSV or a table: the one printer of both. */
+function printPowerSweep(sweep: PowerSweepResult, flags: { json?: boolean; csv?: boolean }): void {
+  if (flags.json) {
+    console.log(
+      JSON.stringify({ ...sweep, baseline: { ...sweep.baseline, timeline: [] } }, null, 2),
+    );
+    return;
+  }
+  const table = recordsToTable(
+    sweep.points.map((p) => ({
+      [sweep.x]: p.x,
+      [sweep.y]: p.y,
+      "savings (%)": Number(p.savingsPercent.toFixed(2)),
+      "added p99 (us)": p.addedP99Us,
+      "mean power (W)": Number(p.meanWatts.toFixed(2)),
+      "mean unparked": Number(p.meanUnparked.toFixed(2)),
+    })),
+  );
+  if (flags.csv) {
+    process.stdout.write(toCsv(table));
+    return;
+  }
+  console.log(formatTable(table));
+  console.log(
+    `baseline (no parking): ${sweep.baseline.meanWatts.toFixed(2)} W, p99 ${sweep.baseline.latency.p99Us} us; ${sweep.points.length} points on ${sweep.workers} workers in ${(sweep.wallMs / 1000).toFixed(1)} s`,
+  );
+  console.log(sweep.baseline.wattsSource);
+}
+
 /** `hvlab power`: core parking, C-states and P-states, energy against latency. */
 export function registerPower(program: Command): void {
   const power = program
@@ -368,24 +405,27 @@ export function registerPower(program: Command): void {
     }),
   );
 
-  addMachineOptions(
-    power
-      .command("sweep")
-      .description("sweep two parking parameters on the pool: savings against p99 added latency")
-      .option("--x <param>", `first parameter: ${PARKING_PARAMETERS.join(", ")}`, "CPMinCores")
-      .option("--x-values <list>", "its values, comma-separated", "0,25,50,75,100")
-      .option("--y <param>", "second parameter", "CPHeadroom")
-      .option("--y-values <list>", "its values, comma-separated", "10,30,50,70,90")
-      .option("--workers <n>", "pool workers", integerOption(1, 256), 2),
+  addQueueOptions(
+    addMachineOptions(
+      power
+        .command("sweep")
+        .description("sweep two parking parameters on the pool: savings against p99 added latency")
+        .option("--x <param>", `first parameter: ${PARKING_PARAMETERS.join(", ")}`, "CPMinCores")
+        .option("--x-values <list>", "its values, comma-separated", "0,25,50,75,100")
+        .option("--y <param>", "second parameter", "CPHeadroom")
+        .option("--y-values <list>", "its values, comma-separated", "10,30,50,70,90")
+        .option("--workers <n>", "pool workers", integerOption(1, 256), 2),
+    ),
   ).action(
     async (
-      flags: MachineFlags & {
-        x: string;
-        xValues: string;
-        y: string;
-        yValues: string;
-        workers: number;
-      },
+      flags: MachineFlags &
+        QueueFlags & {
+          x: string;
+          xValues: string;
+          y: string;
+          yValues: string;
+          workers: number;
+        },
     ) =>
       asUsage(async () => {
         const spec = await machineSpec(flags);
@@ -405,36 +445,29 @@ export function registerPower(program: Command): void {
           parameter: sweepParameter(flags.y),
           values: values(flags.yValues, "--y-values"),
         };
-        const progress = startProgress("power sweep", x.values.length * y.values.length + 1);
-        const sweep = await runPowerSweep(spec, x, y, {
-          workers: flags.workers,
-          onPoint: (done) => progress.update(done),
-        }).finally(() => progress.stop());
-        if (flags.json) {
-          console.log(
-            JSON.stringify({ ...sweep, baseline: { ...sweep.baseline, timeline: [] } }, null, 2),
+        let sweep: PowerSweepResult;
+        let failed: readonly PointFailure[] = [];
+        if (flags.queue !== undefined) {
+          const sweepId = flags.sweepId ?? newSweepId();
+          const jobs = powerSweepJobs(sweepId, spec, x, y);
+          const submission = await submitWithProgress(
+            "power sweep",
+            { ...flags, queue: flags.queue },
+            sweepId,
+            jobs,
           );
-          return;
+          const distributed = powerSweepResult(x, y, submission);
+          sweep = distributed;
+          failed = distributed.distributed.failed;
+        } else {
+          const progress = startProgress("power sweep", x.values.length * y.values.length + 1);
+          sweep = await runPowerSweep(spec, x, y, {
+            workers: flags.workers,
+            onPoint: (done) => progress.update(done),
+          }).finally(() => progress.stop());
         }
-        const table = recordsToTable(
-          sweep.points.map((p) => ({
-            [x.parameter]: p.x,
-            [y.parameter]: p.y,
-            "savings (%)": Number(p.savingsPercent.toFixed(2)),
-            "added p99 (us)": p.addedP99Us,
-            "mean power (W)": Number(p.meanWatts.toFixed(2)),
-            "mean unparked": Number(p.meanUnparked.toFixed(2)),
-          })),
-        );
-        if (flags.csv) {
-          process.stdout.write(toCsv(table));
-          return;
-        }
-        console.log(formatTable(table));
-        console.log(
-          `baseline (no parking): ${sweep.baseline.meanWatts.toFixed(2)} W, p99 ${sweep.baseline.latency.p99Us} us; ${sweep.points.length} points on ${sweep.workers} workers in ${(sweep.wallMs / 1000).toFixed(1)} s`,
-        );
-        console.log(sweep.baseline.wattsSource);
+        printPowerSweep(sweep, flags);
+        reportFailures(failed);
       }),
   );
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
@@ -33,6 +33,7 @@ import {
 } from "../../storage/operations.js";
 import { VhdImage } from "../../storage/vhd.js";
 import { NO_HOT_ADD_GUESTS, VirtualMachine } from "../../storage/vm.js";
+import { makeTemporaryDir, removeTemporary } from "../../util/temporary.js";
 import { formatBytes } from "../../util/units.js";
 import {
   checkOutputFlags,
@@ -258,12 +259,21 @@ export function registerStorage(program: Command): void {
 
   storage
     .command("merge")
-    .description("fold a differencing disk into its parent")
+    .description(
+      "fold a differencing disk into its parent, then empty the child (as qemu-img commit does) or delete it",
+    )
     .argument("<child>")
+    .option("--delete", "delete the child after merging (as Hyper-V's Merge-VHD does)")
     .option("--json", "print what was merged as JSON")
-    .action((child: string, flags: { json?: boolean }) => {
-      const stats = withProgress("merge", (progress) => mergeImage(child, { progress }));
-      print(flags.json, { child, ...stats }, () => copyText(`${child} -> ${stats.parent}`, stats));
+    .action((child: string, flags: { json?: boolean; delete?: boolean }) => {
+      const stats = withProgress("merge", (progress) =>
+        mergeImage(child, { progress, child: flags.delete ? "deleted" : "emptied" }),
+      );
+      print(
+        flags.json,
+        { ...stats, child, childAfter: stats.child },
+        () => `${copyText(`${child} -> ${stats.parent}`, stats)}; child ${stats.child}`,
+      );
     });
 
   storage
@@ -408,9 +418,9 @@ function ioSetup(flags: IoFlags): { disks: IoDisk[]; spec: IoSpec; cleanup: () =
     verify: flags.verify ?? false,
     ...(flags.zipf !== undefined ? { zipf: flags.zipf } : {}),
   };
-  const dir = flags.dir ?? mkdtempSync(join(tmpdir(), "hvlab-storage-io-"));
+  const dir = flags.dir ?? makeTemporaryDir("storage-io");
   const cleanup = () => {
-    if (!flags.dir) rmSync(dir, { recursive: true, force: true });
+    if (!flags.dir) removeTemporary(dir);
   };
   if (flags.file) {
     return { disks: flags.file.map((path, i) => ({ name: `disk${i}`, path })), spec, cleanup };

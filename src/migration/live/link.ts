@@ -51,6 +51,35 @@ export class Link {
   }
 
   /**
+   * Hands a throttled frame to the socket a window's bytes at a time, each
+   * after its tokens: a frame much larger than the window (a 1 MiB pages
+   * frame at 1,000 bytes/s) trickles out at the rate, so the peer keeps
+   * hearing from this side instead of waiting the whole frame's time in
+   * silence and then getting it in one burst.
+   */
+  private async sendThrottled(
+    throttle: TokenBucket,
+    bytes: Buffer,
+    sent: (() => void) | undefined,
+  ): Promise<void> {
+    const slice = throttle.sliceBytes;
+    for (let at = 0; at < bytes.length; at += slice) {
+      const part = bytes.subarray(at, Math.min(bytes.length, at + slice));
+      const last = at + slice >= bytes.length;
+      await throttle.take(part.length);
+      if (this.failure) {
+        sent?.();
+        throw this.failure;
+      }
+      this.socket.write(part, (error) => {
+        if (!error) this.meter.record(part.length);
+        if (last) sent?.();
+      });
+      this.queued += part.length;
+    }
+  }
+
+  /**
    * Sends one frame's bytes, waiting for the throttle and the socket's
    * buffer. `sent` is called once the socket no longer needs the bytes.
    */
@@ -59,12 +88,14 @@ export class Link {
       sent?.();
       throw this.failure;
     }
-    if (this.throttle) await this.throttle.take(bytes.length);
-    this.socket.write(bytes, (error) => {
-      if (!error) this.meter.record(bytes.length);
-      sent?.();
-    });
-    this.queued += bytes.length;
+    if (this.throttle) await this.sendThrottled(this.throttle, bytes, sent);
+    else {
+      this.socket.write(bytes, (error) => {
+        if (!error) this.meter.record(bytes.length);
+        sent?.();
+      });
+      this.queued += bytes.length;
+    }
     if (this.socket.writableLength > MAX_QUEUED_BYTES) {
       await new Promise<void>((resolve) => {
         const done = () => {

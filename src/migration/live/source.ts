@@ -128,6 +128,8 @@ export class LiveSource {
   private readonly replyStaging: Region;
   private attempts = 0;
   private closed = false;
+  /** The attempt under way (or the last one): its phase and transport, for {@link LiveSource.activity}. */
+  private current: { phase: string; readonly transport: TcpTransport } | undefined;
 
   private constructor(readonly options: LiveGuestOptions) {
     checkGuest(options);
@@ -173,6 +175,17 @@ export class LiveSource {
     return source;
   }
 
+  /**
+   * What the latest migration attempt is doing (setup, pre-copy pass N,
+   * stop-and-copy, verification) and the bytes it has handed to the socket:
+   * what an interrupted command reports.
+   */
+  get activity(): { readonly phase: string; readonly bytesSent: number } | undefined {
+    const current = this.current;
+    if (!current) return undefined;
+    return { phase: current.phase, bytesSent: current.transport.transferred };
+  }
+
   /** Stops the vCPUs and the workers. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -198,6 +211,8 @@ export class LiveSource {
     const started = performance.now();
     const clock: PrecopyClock = { kind: "wall", now: () => performance.now() - started };
     const transport = new TcpTransport(this, options, clock, deviceStateBytes, this.attempts);
+    const current = { phase: "setup", transport };
+    this.current = current;
     const onRound = options.onRound;
     const throttle = options.autoConverge?.autoConverge
       ? new AutoConverge(options.autoConverge)
@@ -217,6 +232,9 @@ export class LiveSource {
         postcopyAfterRounds: null,
       },
       recorder: new RoundRecorder(clock, PAGE_BYTES, this.options.guestBytes, onRound),
+      onPhase: (phase) => {
+        current.phase = phase;
+      },
     });
     transport.close(result.summary.status === "completed");
     // The throttle ends with the migration (QEMU: cpu_throttle_stop): a guest left here runs at full speed.
@@ -439,9 +457,8 @@ class TcpTransport implements PrecopyTransport {
     this.socket = socket;
     const link = new Link(
       socket,
-      options.maxBandwidth
-        ? new TokenBucket(options.maxBandwidth, Math.max(options.maxBandwidth / 10, 2 * 1024 ** 2))
-        : undefined,
+      // One 100 ms window of the rate, as QEMU's limiter: a slow link does not burst.
+      options.maxBandwidth ? new TokenBucket(options.maxBandwidth) : undefined,
     );
     this.link = link;
     const inbox = this.inbox;

@@ -66,7 +66,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
     state.pendingPages = guest.logAll();
     const switchTo = await precopyRounds(run, state);
     if (state.status === "completed") {
-      state.phase = "stop-and-copy";
+      enter(run, state, "stop-and-copy");
       const start = clock.now();
       pausedAt = start;
       state.pendingPages = await guest.pause();
@@ -110,7 +110,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       if (switchTo === "postcopy") await postcopy(run, state);
     }
     if (state.status === "completed") {
-      state.phase = "verification";
+      enter(run, state, "verification");
       const mismatch = await transport.verify();
       state.verified = mismatch === undefined ? null : mismatch === null;
       if (mismatch) {
@@ -167,7 +167,7 @@ async function precopyRounds(
 ): Promise<"stop-and-copy" | "postcopy" | "give-up"> {
   const { guest, clock, transport, policy, recorder } = run;
   for (let round = 1; ; round++) {
-    state.phase = `pre-copy pass ${round}`;
+    enter(run, state, `pre-copy pass ${round}`);
     const start = clock.now();
     const pass = await transport.sendPending({ running: true, round, untilMs: policy.timeoutMs });
     state.pagesSent += pass.pages;
@@ -249,11 +249,17 @@ async function precopyRounds(
   }
 }
 
+/** Moves the run into `phase` and tells whoever watches. */
+function enter(run: PrecopyRun, state: RunState, phase: string): void {
+  state.phase = phase;
+  run.onPhase?.(phase);
+}
+
 /** Post-copy after the switchover: the transport pulls faulted pages and pushes the rest. */
 async function postcopy(run: PrecopyRun, state: RunState): Promise<void> {
   const { clock, transport, policy, recorder, guest } = run;
   if (!transport.postcopy) throw new Error(`the ${transport.mode} transport has no post-copy`);
-  state.phase = "post-copy";
+  enter(run, state, "post-copy");
   const start = clock.now();
   const post = await transport.postcopy(state.pendingPages, policy.timeoutMs);
   state.postcopy = post;

@@ -126,4 +126,6 @@ export interface PrecopyRun {
   readonly transport: PrecopyTransport;
   readonly policy: PrecopyPolicy;
   readonly recorder: RoundRecorder;
+  /** Called as the run enters a phase (setup, pre-copy pass N, stop-and-copy, post-copy, verification). */
+  readonly onPhase?: (phase: string) => void;
 }

@@ -1,4 +1,3 @@
-import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -6,6 +5,7 @@ import { Guest } from "../../guest/guest.js";
 import { MemoryLayout } from "../../memory/layout.js";
 import { Region } from "../../memory/region.js";
 import { KernelPool } from "../../pool/pool.js";
+import { removeTemporary, trackTemporary } from "../../util/temporary.js";
 import { formatBytes } from "../../util/units.js";
 import { DIGEST_BYTES, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
@@ -112,6 +112,8 @@ export async function runQuickMigration(
   const file =
     options.file ?? join(tmpdir(), `hvlab-saved-state-${process.pid}-${Date.now()}.hvls`);
   const keep = options.keepFile ?? options.file !== undefined;
+  // Ctrl-C must not leave a guest-sized temporary file behind (a named one is the user's).
+  if (!keep) trackTemporary(file);
 
   // The source host.
   const source = new MemoryLayout();
@@ -249,7 +251,7 @@ export async function runQuickMigration(
     };
     return { rounds, summary, file, fileBytes, saveMs, failoverMs, restoreMs };
   } finally {
-    if (!keep) await rm(file, { force: true });
+    if (!keep) removeTemporary(file);
   }
 }
 

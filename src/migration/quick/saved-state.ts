@@ -8,27 +8,42 @@
  *   0         8        12       16             24       28       32       36
  *   +---------+--------+--------+--------------+--------+--------+--------+
  *   | magic   | version| header | guest bytes  | page   | chunk  | chunk  |
- *   | HVLSAVE\0| u32=1 | bytes  | u64 (< 2^53) | shift  | bytes  | count  |
+ *   | HVLSAVE\0| u32=2 | bytes  | u64 (< 2^53) | shift  | bytes  | count  |
  *   |         |        | u32=64 |              | u32=12 | u32    | u32    |
  *   +---------+--------+--------+--------------+--------+--------+--------+
- *   36        40                48                       60       64
- *   +---------+-----------------+------------------------+--------+
- *   | device  | device-state    | reserved (12 bytes, 0) | header |
- *   | bytes   | XXH64 u64       |                        | check  |
- *   +---------+-----------------+------------------------+--------+
+ *   36        40                48                56        60       64
+ *   +---------+-----------------+-----------------+---------+--------+
+ *   | device  | device-state    | file id         | reserved| header |
+ *   | bytes   | digest u64 (*)  | u64, random     | u32 = 0 | check  |
+ *   +---------+-----------------+-----------------+---------+--------+
  *   header check = low 32 bits of XXH64(bytes 0..60)
  *
  * Then `chunk count` chunks, each a 24-byte chunk header and its bytes:
  *
  *   0        4        8        12       16              24
  *   +--------+--------+--------+--------+---------------+------------------+
- *   | CHNK   | index  | length | 0      | XXH64 of the  | length bytes of  |
- *   |        | u32    | u32    | u32    | bytes, u64    | guest RAM        |
+ *   | CHNK   | index  | length | 0      | chunk digest  | length bytes of  |
+ *   |        | u32    | u32    | u32    | u64 (*)       | guest RAM        |
  *   +--------+--------+--------+--------+---------------+------------------+
  *
  * and last the device-state blob. The file's size is exactly
  * 64 + 24 x chunks + guest bytes + device bytes; anything else is refused.
+ *
+ * (*) A digest is bound to its place: it is XXH64 of the 24-byte record
+ *
+ *   0                8        12       16                24
+ *   +----------------+--------+--------+-----------------+
+ *   | file id u64    | index  | length | XXH64 of the    |
+ *   |                | u32    | u32    | bytes, u64      |
+ *   +----------------+--------+--------+-----------------+
+ *
+ * with the device state's index 0xFFFFFFFF. A chunk moved to another index,
+ * or spliced in from another file (another random id), no longer matches
+ * its digest even though its bytes are intact. XXH64 catches mix-ups and
+ * corruption, not forgery: a file that must resist a hostile writer needs a
+ * MAC, which this format does not claim.
  */
+import { randomBytes } from "node:crypto";
 import { type FileHandle, open } from "node:fs/promises";
 import type { Region } from "../../memory/region.js";
 import { formatBytes } from "../../util/units.js";
@@ -38,8 +53,11 @@ import type { StreamKernel } from "../../wasm/stream.js";
 export const SAVED_STATE_MAGIC = Uint8Array.of(0x48, 0x56, 0x4c, 0x53, 0x41, 0x56, 0x45, 0x00);
 /** "CHNK". */
 export const CHUNK_MAGIC = Uint8Array.of(0x43, 0x48, 0x4e, 0x4b);
-/** The format version this build writes and reads. */
-export const SAVED_STATE_VERSION = 1;
+/**
+ * The format version this build writes and reads. Version 1 (digests of the
+ * bytes alone, not bound to their place) is refused.
+ */
+export const SAVED_STATE_VERSION = 2;
 /** Bytes of the file header. */
 export const SAVED_STATE_HEADER_BYTES = 64;
 /** Bytes of a chunk header. */
@@ -51,6 +69,10 @@ export const MAX_CHUNK_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024;
 /** Largest device-state blob. */
 export const MAX_SAVED_DEVICE_BYTES = 4 * 1024 * 1024;
+/** The index the device state's digest is bound to: no chunk has it. */
+export const DEVICE_STATE_INDEX = 0xffff_ffff;
+/** Bytes of the record a digest is bound through (file id, index, length, XXH64). */
+const BINDING_BYTES = 24;
 
 /** Byte offsets of the file header's fields. */
 export const SavedStateHeaderField = {
@@ -63,7 +85,8 @@ export const SavedStateHeaderField = {
   chunkCount: 32,
   deviceBytes: 36,
   deviceDigest: 40,
-  reserved: 48,
+  fileId: 48,
+  reserved: 56,
   check: 60,
 } as const;
 
@@ -74,7 +97,10 @@ export interface SavedStateHeader {
   readonly chunkBytes: number;
   readonly chunkCount: number;
   readonly deviceBytes: number;
+  /** The device state's digest, bound to the file (see {@link boundDigest}). */
   readonly deviceDigest: bigint;
+  /** The file's random identity, which every digest in it is bound to. */
+  readonly fileId: bigint;
 }
 
 /** A saved-state file that is not what it claims; the message says what and at which offset. */
@@ -97,6 +123,29 @@ function low32(digest: bigint): number {
 function scratchView(context: SavedStateContext): Uint8Array {
   context.scratch.check(0, SAVED_STATE_HEADER_BYTES, "saved-state header");
   return new Uint8Array(context.memory.buffer, context.scratch.offset, SAVED_STATE_HEADER_BYTES);
+}
+
+/**
+ * The digest of `length` bytes of `region` from `start`, bound to the file
+ * `fileId` and to `index`: XXH64 of (file id, index, length, XXH64 of the
+ * bytes), the record drawn above. Uses the scratch region's first 24 bytes.
+ */
+export function boundDigest(
+  context: SavedStateContext,
+  fileId: bigint,
+  index: number,
+  region: Region,
+  start: number,
+  length: number,
+): bigint {
+  const bytes = context.kernel.hash(region, start, length);
+  context.scratch.check(0, BINDING_BYTES, "digest binding");
+  const record = new DataView(context.memory.buffer, context.scratch.offset, BINDING_BYTES);
+  record.setBigUint64(0, fileId, true);
+  record.setUint32(8, index, true);
+  record.setUint32(12, length, true);
+  record.setBigUint64(16, bytes, true);
+  return context.kernel.hash(context.scratch, 0, BINDING_BYTES);
 }
 
 /** Chunks needed for a guest. */
@@ -145,6 +194,16 @@ export async function writeSavedState(
     );
   }
   const count = chunkCount(guestBytes, chunkBytes);
+  // A fresh identity per file: its chunks cannot be spliced into another.
+  const fileId = randomBytes(8).readBigUInt64LE(0);
+  const deviceDigest = boundDigest(
+    context,
+    fileId,
+    DEVICE_STATE_INDEX,
+    options.device,
+    0,
+    deviceBytes,
+  );
   const header = scratchView(context);
   const view = new DataView(header.buffer, header.byteOffset, SAVED_STATE_HEADER_BYTES);
   header.fill(0);
@@ -156,11 +215,8 @@ export async function writeSavedState(
   view.setUint32(SavedStateHeaderField.chunkBytes, chunkBytes, true);
   view.setUint32(SavedStateHeaderField.chunkCount, count, true);
   view.setUint32(SavedStateHeaderField.deviceBytes, deviceBytes, true);
-  view.setBigUint64(
-    SavedStateHeaderField.deviceDigest,
-    context.kernel.hash(options.device, 0, deviceBytes),
-    true,
-  );
+  view.setBigUint64(SavedStateHeaderField.deviceDigest, deviceDigest, true);
+  view.setBigUint64(SavedStateHeaderField.fileId, fileId, true);
   view.setUint32(
     SavedStateHeaderField.check,
     low32(context.kernel.hash(context.scratch, 0, SavedStateHeaderField.check)),
@@ -178,7 +234,10 @@ export async function writeSavedState(
       chunkHeader.writeUInt32LE(index, 4);
       chunkHeader.writeUInt32LE(length, 8);
       chunkHeader.writeUInt32LE(0, 12);
-      chunkHeader.writeBigUInt64LE(context.kernel.hash(options.ram, start, length), 16);
+      chunkHeader.writeBigUInt64LE(
+        boundDigest(context, fileId, index, options.ram, start, length),
+        16,
+      );
       at += await writeAll(file, chunkHeader, at);
       at += await writeAll(
         file,
@@ -248,9 +307,14 @@ export async function readSavedStateHeader(
   }
   const view = new DataView(header.buffer, header.byteOffset, SAVED_STATE_HEADER_BYTES);
   const version = view.getUint32(SavedStateHeaderField.version, true);
+  if (version === 1) {
+    throw new SavedStateError(
+      `saved-state version 1 (offset 8) was written by an older hvlab whose chunk digests are not bound to their place; this hvlab reads version ${SAVED_STATE_VERSION} only: save the guest again`,
+    );
+  }
   if (version !== SAVED_STATE_VERSION) {
     throw new SavedStateError(
-      `saved-state version ${version}; this hvlab reads version ${SAVED_STATE_VERSION}`,
+      `saved-state version ${version} (offset 8); this hvlab reads version ${SAVED_STATE_VERSION}`,
     );
   }
   const check = view.getUint32(SavedStateHeaderField.check, true);
@@ -301,6 +365,7 @@ export async function readSavedStateHeader(
     chunkCount: count,
     deviceBytes,
     deviceDigest: view.getBigUint64(SavedStateHeaderField.deviceDigest, true),
+    fileId: view.getBigUint64(SavedStateHeaderField.fileId, true),
   };
 }
 
@@ -358,9 +423,12 @@ export async function readSavedState(
         new Uint8Array(context.memory.buffer, ram.offset + start, length),
         at,
       );
-      if (context.kernel.hash(ram, start, length) !== chunkHeader.readBigUInt64LE(16)) {
+      if (
+        boundDigest(context, header.fileId, index, ram, start, length) !==
+        chunkHeader.readBigUInt64LE(16)
+      ) {
         throw new SavedStateError(
-          `chunk ${index} at offset ${at}: digest mismatch, ${length} bytes corrupted`,
+          `chunk ${index} at offset ${at}: digest mismatch: its ${length} bytes are corrupted, or belong to another chunk or another saved-state file`,
         );
       }
       at += length;
@@ -370,8 +438,13 @@ export async function readSavedState(
       new Uint8Array(context.memory.buffer, device.offset, header.deviceBytes),
       at,
     );
-    if (context.kernel.hash(device, 0, header.deviceBytes) !== header.deviceDigest) {
-      throw new SavedStateError(`device state at offset ${at}: digest mismatch`);
+    if (
+      boundDigest(context, header.fileId, DEVICE_STATE_INDEX, device, 0, header.deviceBytes) !==
+      header.deviceDigest
+    ) {
+      throw new SavedStateError(
+        `device state at offset ${at}: digest mismatch: corrupted, or from another saved-state file`,
+      );
     }
     return { header, ram, device };
   } finally {

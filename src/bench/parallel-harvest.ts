@@ -104,7 +104,7 @@ export class ParallelHarvester {
     const own = this.caller ? jobs.shift() : undefined;
     const pending = jobs.map((job) =>
       this.pool.run({
-        type: "dirty.harvest-pages",
+        type: "bench.harvest-pages",
         bitmap: job.share.toDescriptor(),
         firstPage: job.firstPage,
         cursor: job.cursor.toDescriptor(),

@@ -1,0 +1,180 @@
+import { existsSync, rmSync } from "node:fs";
+import type { Command } from "commander";
+import { checkVolume } from "../../csv/check.js";
+import {
+  DEFAULT_CLUSTER_BYTES,
+  DEFAULT_FILE_SLOTS,
+  DEFAULT_JOURNAL_SECTORS,
+  MAX_CLUSTER_BYTES,
+  MAX_FILE_SLOTS,
+  MAX_JOURNAL_SECTORS,
+  MAX_VOLUME_BYTES,
+  MIN_CLUSTER_BYTES,
+  MIN_FILE_SLOTS,
+  MIN_JOURNAL_SECTORS,
+} from "../../csv/layout.js";
+import { FileLun } from "../../csv/lun.js";
+import { SUPERBLOCK_MAGIC } from "../../csv/superblock.js";
+import { Volume } from "../../csv/volume.js";
+import { formatTable } from "../../report/table.js";
+import { FdFile } from "../../storage/block-file.js";
+import { formatBytes } from "../../util/units.js";
+import { integerOption, sizeOption, UsageError } from "../options.js";
+
+function print(json: boolean | undefined, record: unknown, text: () => string): void {
+  console.log(json ? JSON.stringify(record, null, 2) : text());
+}
+
+function clusterOption(text: string): number {
+  const bytes = sizeOption(MIN_CLUSTER_BYTES, MAX_CLUSTER_BYTES)(text);
+  if ((bytes & (bytes - 1)) !== 0)
+    throw new UsageError(`--cluster-size must be a power of two, not ${bytes}`);
+  return bytes;
+}
+
+/** Opens a LUN by path: a file or a block device. */
+function openLun(path: string, mode: "r" | "r+"): FileLun {
+  if (!existsSync(path)) throw new UsageError(`no LUN at ${path}`);
+  return new FileLun(new FdFile(path, mode));
+}
+
+/** Registers `hvlab csv`: cluster shared volumes on one LUN. */
+export function registerCsv(program: Command): void {
+  const csv = program
+    .command("csv")
+    .description(
+      "cluster shared volumes: one LUN used by up to 16 node processes, a coordinator for metadata, direct and redirected I/O",
+    );
+
+  csv
+    .command("create")
+    .description(
+      "format a cluster shared volume on a LUN (a file, created with SIZE if missing, or a block device)",
+    )
+    .argument("<lun>", "the LUN: a file or a block device")
+    .argument("[size]", "size of a new LUN file, e.g. 1GiB", sizeOption(1 << 20, MAX_VOLUME_BYTES))
+    .option(
+      "--cluster-size <size>",
+      "allocation unit of the data area (power of two, 4KiB to 1MiB)",
+      clusterOption,
+      DEFAULT_CLUSTER_BYTES,
+    )
+    .option(
+      "--files <n>",
+      `file-table slots (${MIN_FILE_SLOTS} to ${MAX_FILE_SLOTS})`,
+      integerOption(MIN_FILE_SLOTS, MAX_FILE_SLOTS),
+      DEFAULT_FILE_SLOTS,
+    )
+    .option(
+      "--journal-sectors <n>",
+      `journal size in 512-byte sectors (${MIN_JOURNAL_SECTORS} to ${MAX_JOURNAL_SECTORS})`,
+      integerOption(MIN_JOURNAL_SECTORS, MAX_JOURNAL_SECTORS),
+      DEFAULT_JOURNAL_SECTORS,
+    )
+    .option("--label <text>", "volume label (up to 32 bytes of UTF-8)", "")
+    .option("--force", "format over an existing cluster shared volume")
+    .option("--json", "print the new volume's layout as JSON")
+    .action(
+      async (
+        path: string,
+        size: number | undefined,
+        flags: {
+          clusterSize: number;
+          files: number;
+          journalSectors: number;
+          label: string;
+          force?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        if (new TextEncoder().encode(flags.label).length > 32)
+          throw new UsageError("--label is longer than 32 bytes");
+        let file: FdFile;
+        let created = false;
+        if (existsSync(path)) {
+          if (size !== undefined)
+            throw new UsageError(`${path} exists: give no SIZE (the volume takes the LUN's size)`);
+          file = new FdFile(path, "r+");
+        } else {
+          if (size === undefined)
+            throw new UsageError(
+              `${path} does not exist: give the SIZE of a new LUN file, e.g. 1GiB`,
+            );
+          file = new FdFile(path, "wx+");
+          created = true;
+          file.truncate(size);
+        }
+        const lun = new FileLun(file);
+        try {
+          const head = new Uint8Array(8);
+          file.read(head, 0);
+          if (!flags.force && new TextDecoder("latin1").decode(head) === SUPERBLOCK_MAGIC)
+            throw new UsageError(
+              `${path} already holds a cluster shared volume; --force formats over it`,
+            );
+          if (lun.bytes < 1 << 20)
+            throw new UsageError(`${path} holds ${lun.bytes} bytes; a volume needs at least 1 MiB`);
+          let volume: Volume;
+          try {
+            volume = await Volume.format(lun, {
+              clusterBytes: flags.clusterSize,
+              fileSlots: flags.files,
+              journalSectors: flags.journalSectors,
+              label: flags.label,
+            });
+          } catch (error) {
+            if (created) rmSync(path, { force: true });
+            if (error instanceof RangeError || (error as Error).name === "VolumeFormatError")
+              throw new UsageError(
+                `cannot lay out a volume on ${path}: ${(error as Error).message}`,
+              );
+            throw error;
+          }
+          const record = { lun: path, uuid: volume.uuid, label: volume.label, ...volume.layout };
+          print(
+            flags.json,
+            record,
+            () =>
+              `created a cluster shared volume on ${path}: ${formatBytes(volume.layout.volumeBytes)}, ${volume.layout.dataClusters} clusters of ${formatBytes(volume.layout.clusterBytes)}, ${volume.layout.fileSlots} file slots`,
+          );
+        } finally {
+          lun.close();
+        }
+      },
+    );
+
+  csv
+    .command("check")
+    .description(
+      "verify a volume: no cluster owned twice, bitmap equal to the file table, journal empty or replayable, epochs that never overlap, every file readable (exit 1 on problems)",
+    )
+    .argument("<lun>")
+    .option("--json", "print the report as JSON")
+    .action(async (path: string, flags: { json?: boolean }) => {
+      const lun = openLun(path, "r");
+      try {
+        const report = await checkVolume(lun);
+        print(flags.json, report, () => {
+          if (!report.ok)
+            return report.problems
+              .map((p) => `error: ${p.offset >= 0 ? `offset ${p.offset}: ` : ""}${p.message}`)
+              .join("\n");
+          return formatTable({
+            columns: ["field", "value"],
+            rows: [
+              ["generation", report.generation ?? 0],
+              ["epoch", `${report.epoch} (node ${report.coordinator})`],
+              ["terms in the epoch log", report.terms ?? 0],
+              ["journal", report.journal ? JSON.stringify(report.journal) : "?"],
+              ["files", report.files ?? 0],
+              ["clusters used", `${report.usedClusters} of ${report.dataClusters}`],
+              ["result", "no problems found"],
+            ],
+          });
+        });
+        if (!report.ok) throw new Error(`${path}: ${report.problems.length} problems`);
+      } finally {
+        lun.close();
+      }
+    });
+}

@@ -1,0 +1,274 @@
+import { isDeepStrictEqual } from "node:util";
+import { Job, Queue, QueueEvents } from "bullmq";
+import { fromWire, toWire } from "./codec.js";
+import type { QueueTarget } from "./connection.js";
+import type { Payload } from "./payload.js";
+
+/** How one point ended: its result, or the error of its last attempt. */
+export type PointOutcome =
+  | { readonly ok: true; readonly value: unknown; readonly worker: string | null }
+  | {
+      readonly ok: false;
+      readonly error: string;
+      readonly attempts: number;
+      readonly worker: string | null;
+    };
+
+/** One worker's share of a sweep so far. */
+export interface WorkerShare {
+  readonly name: string;
+  readonly done: number;
+  readonly running: number;
+  readonly failed: number;
+}
+
+/** Where a sweep stands: points done, running, failed and waiting, and per worker. */
+export interface SweepProgress {
+  readonly total: number;
+  readonly done: number;
+  readonly running: number;
+  readonly failed: number;
+  readonly waiting: number;
+  readonly workers: readonly WorkerShare[];
+}
+
+/** What a submission is. */
+export interface SubmitOptions {
+  readonly target: QueueTarget;
+  /** The sweep's id: its jobs are `<sweep>-p<index>`, so a submitter run again with it resumes. */
+  readonly sweepId: string;
+  /** The points, index i at position i. */
+  readonly payloads: readonly Payload[];
+  /** Attempts a failing point gets before it counts as failed. */
+  readonly attempts: number;
+  /** How often the queue is read for progress, ms. */
+  readonly pollMs?: number;
+  readonly onProgress?: (progress: SweepProgress) => void;
+}
+
+/** A submission's outcomes in grid order, and how many points an earlier run had already finished. */
+export interface Submission {
+  readonly outcomes: readonly PointOutcome[];
+  /** Points finished before this submitter started (a resumed sweep). */
+  readonly resumed: number;
+  /** Distinct workers that finished points. */
+  readonly workers: readonly string[];
+  readonly wallMs: number;
+}
+
+/** Thrown when a sweep id already names a different study. */
+export class SweepIdConflictError extends Error {
+  override name = "SweepIdConflictError";
+}
+
+/** Most attempts a point may be given. */
+export const MAX_ATTEMPTS = 20;
+/** How long finished jobs stay in Redis for a submitter to resume from, s. */
+export const KEEP_FINISHED_S = 7 * 24 * 3600;
+
+/** The job id of point `index` of sweep `sweepId` (BullMQ's ids cannot hold ':'). */
+export function jobId(sweepId: string, index: number): string {
+  return `${sweepId}-p${index}`;
+}
+
+/**
+ * Enqueues a sweep's points as jobs (ids from the sweep id and the index:
+ * a point already in the queue is not added again, so a submitter that was
+ * stopped and started again with the same id takes up the points already
+ * finished and never counts one twice), and waits until every point has
+ * finished or failed. Completions arrive as queue events and are confirmed
+ * from the job itself; a poll every `pollMs` catches any event missed (a
+ * Redis restart) and reads the running jobs for progress.
+ *
+ * @throws SweepIdConflictError when a job of this id holds another payload.
+ */
+export async function submitSweep(options: SubmitOptions): Promise<Submission> {
+  const { target, sweepId, payloads } = options;
+  if (
+    !(
+      Number.isInteger(options.attempts) &&
+      options.attempts >= 1 &&
+      options.attempts <= MAX_ATTEMPTS
+    )
+  ) {
+    throw new RangeError(`attempts must be 1-${MAX_ATTEMPTS}, not ${options.attempts}`);
+  }
+  const started = performance.now();
+  const queue = new Queue(target.name, { connection: target.redis });
+  const events = new QueueEvents(target.name, { connection: target.redis });
+  queue.on("error", () => {});
+  events.on("error", () => {});
+  const outcomes: (PointOutcome | undefined)[] = new Array(payloads.length);
+  const pending = new Set<number>(payloads.map((_, i) => i));
+  const indexOf = new Map<string, number>(payloads.map((_, i) => [jobId(sweepId, i), i]));
+  let wake: () => void = () => {};
+
+  const settle = (index: number, job: Job, state: "completed" | "failed"): boolean => {
+    if (!pending.has(index)) return true;
+    const worker = job.processedBy ?? null;
+    // BullMQ moves a job to failed only once it has no attempt left (or cannot run at all).
+    outcomes[index] =
+      state === "completed"
+        ? { ok: true, value: fromWire(job.returnvalue), worker }
+        : { ok: false, error: job.failedReason ?? "failed", attempts: job.attemptsMade, worker };
+    pending.delete(index);
+    if (pending.size === 0) wake();
+    return true;
+  };
+
+  const check = async (index: number): Promise<boolean> => {
+    const job = await Job.fromId(queue, jobId(sweepId, index));
+    if (!job) return false;
+    const state = await job.getState();
+    if (state !== "completed" && state !== "failed") return false;
+    return settle(index, job, state);
+  };
+
+  try {
+    await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
+    const onFinished = ({ jobId: id }: { jobId: string }) => {
+      const index = indexOf.get(id);
+      if (index !== undefined && pending.has(index)) void check(index).catch(() => {});
+    };
+    events.on("completed", onFinished);
+    events.on("failed", onFinished);
+
+    // Points already in the queue (an earlier run of this sweep) must be the same points.
+    let resumed = 0;
+    const fresh: number[] = [];
+    for (let at = 0; at < payloads.length; at += 500) {
+      const chunk = payloads.slice(at, at + 500).map((_, k) => at + k);
+      const jobs = await Promise.all(chunk.map((i) => Job.fromId(queue, jobId(sweepId, i))));
+      for (const [k, job] of jobs.entries()) {
+        const index = chunk[k] ?? 0;
+        if (!job) {
+          fresh.push(index);
+          continue;
+        }
+        if (!isDeepStrictEqual(job.data, toWire(payloads[index]))) {
+          throw new SweepIdConflictError(
+            `sweep id '${sweepId}' already names a different study in queue ${target.name} (point ${index} differs): choose another --sweep-id`,
+          );
+        }
+        if (await check(index)) resumed++;
+      }
+    }
+    for (let at = 0; at < fresh.length; at += 500) {
+      await queue.addBulk(
+        fresh.slice(at, at + 500).map((index) => {
+          const payload = payloads[index] as Payload;
+          return {
+            name: payload.kind,
+            data: toWire(payload) as Record<string, unknown>,
+            opts: {
+              jobId: jobId(sweepId, index),
+              attempts: options.attempts,
+              removeOnComplete: { age: KEEP_FINISHED_S },
+              removeOnFail: { age: KEEP_FINISHED_S },
+            },
+          };
+        }),
+      );
+    }
+
+    const pollMs = options.pollMs ?? 500;
+    const done = new Promise<void>((resolve) => {
+      wake = resolve;
+      if (pending.size === 0) resolve();
+    });
+    let stopped = false;
+    const poll = async () => {
+      for (let tick = 1; !stopped; tick++) {
+        try {
+          // Events missed while Redis was away are read back from the jobs, every fourth poll.
+          if (tick % 4 === 0) await Promise.all([...pending].map((index) => check(index)));
+          if (options.onProgress)
+            options.onProgress(await progress(queue, sweepId, outcomes, pending));
+        } catch {
+          // Redis is away: ioredis reconnects; the next poll reads again.
+        }
+        if (pending.size === 0) break;
+        await new Promise((r) => setTimeout(r, pollMs));
+      }
+    };
+    const polling = poll();
+    await done;
+    stopped = true;
+    await polling;
+    options.onProgress?.(
+      await progress(queue, sweepId, outcomes, pending).catch(() => finalProgress(outcomes)),
+    );
+    const final = outcomes as PointOutcome[];
+    const workers = [...new Set(final.map((o) => o.worker).filter((w): w is string => w !== null))];
+    return {
+      outcomes: final,
+      resumed,
+      workers: workers.sort(),
+      wallMs: performance.now() - started,
+    };
+  } finally {
+    await Promise.allSettled([events.close(), queue.close()]);
+  }
+}
+
+function finalProgress(outcomes: readonly (PointOutcome | undefined)[]): SweepProgress {
+  const failed = outcomes.filter((o) => o && !o.ok).length;
+  const done = outcomes.filter((o) => o?.ok).length;
+  return {
+    total: outcomes.length,
+    done,
+    failed,
+    running: 0,
+    waiting: outcomes.length - done - failed,
+    workers: [],
+  };
+}
+
+/** Reads the sweep's running jobs (and who runs them) beside what has finished. */
+async function progress(
+  queue: Queue,
+  sweepId: string,
+  outcomes: readonly (PointOutcome | undefined)[],
+  pending: ReadonlySet<number>,
+): Promise<SweepProgress> {
+  const shares = new Map<string, { done: number; running: number; failed: number }>();
+  const share = (name: string) => {
+    let s = shares.get(name);
+    if (!s) {
+      s = { done: 0, running: 0, failed: 0 };
+      shares.set(name, s);
+    }
+    return s;
+  };
+  let done = 0;
+  let failed = 0;
+  for (const o of outcomes) {
+    if (!o) continue;
+    if (o.ok) done++;
+    else failed++;
+    if (o.worker) {
+      if (o.ok) share(o.worker).done++;
+      else share(o.worker).failed++;
+    }
+  }
+  let running = 0;
+  if (pending.size > 0) {
+    const prefix = `${sweepId}-p`;
+    const active = await queue.getActive(0, -1);
+    for (const job of active) {
+      if (!job.id?.startsWith(prefix)) continue;
+      running++;
+      share(job.processedBy ?? "?").running++;
+    }
+  }
+  return {
+    total: outcomes.length,
+    done,
+    failed,
+    running,
+    waiting: outcomes.length - done - failed - running,
+    workers: [...shares.entries()]
+      .map(([name, s]) => ({ name, ...s }))
+      .sort((a, b) => a.name.localeCompare(b.name)),
+  };
+}

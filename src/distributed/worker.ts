@@ -1,0 +1,109 @@
+import { hostname } from "node:os";
+import { type Job, UnrecoverableError, Worker } from "bullmq";
+import { MemoryLayout } from "../memory/layout.js";
+import { KernelPool } from "../pool/pool.js";
+import { toWire } from "./codec.js";
+import type { QueueTarget } from "./connection.js";
+import { runJob, WORKER_DOMAINS } from "./jobs.js";
+import { PayloadError, parsePayload } from "./payload.js";
+
+/** How a worker process takes jobs. */
+export interface QueueWorkerOptions {
+  readonly target: QueueTarget;
+  /** Pool workers, and so jobs run at once. */
+  readonly threads: number;
+  /**
+   * How long a job's lock lasts without renewal, ms. The worker renews it
+   * every half of this while the job runs; a worker that dies stops renewing,
+   * and after this long another worker's stalled-job check takes the job back.
+   */
+  readonly lockDurationMs: number;
+  /** This worker's name in the queue (default host:pid). */
+  readonly name?: string;
+  /** Told of every job as it ends (the CLI prints a line per job). */
+  readonly onJob?: (event: { id: string; kind: string; ok: boolean; error?: string }) => void;
+  /** Told of connection errors (ioredis reconnects by itself meanwhile). */
+  readonly onError?: (message: string) => void;
+}
+
+/** Bounds of a lock duration, ms: long enough to renew over a busy link, short enough to notice a death. */
+export const LOCK_DURATION_RANGE = { min: 500, max: 24 * 3_600_000 } as const;
+
+/** A running worker process's queue side. */
+export interface QueueWorker {
+  readonly name: string;
+  /** Stops taking jobs, lets running ones finish, closes the pool. */
+  close(): Promise<void>;
+}
+
+/** The name a worker shows in the queue: host and process. */
+export function defaultWorkerName(): string {
+  return `${hostname()}-${process.pid}`;
+}
+
+/**
+ * Starts a worker: takes hvlab's jobs from the queue and runs each on a
+ * local pool, as many at once as the pool has workers. A job whose payload
+ * is not hvlab's (another version, an unknown kind, a field out of shape)
+ * fails at once without retries; a job whose point fails (bad parameters)
+ * fails with the engine's message and is retried up to the attempts the
+ * submitter set.
+ */
+export async function startQueueWorker(options: QueueWorkerOptions): Promise<QueueWorker> {
+  const { min, max } = LOCK_DURATION_RANGE;
+  if (!(options.lockDurationMs >= min && options.lockDurationMs <= max)) {
+    throw new RangeError(
+      `lock duration ${options.lockDurationMs} ms is not within ${min}-${max} ms`,
+    );
+  }
+  const name = options.name ?? defaultWorkerName();
+  const pool = new KernelPool(new MemoryLayout(), {
+    threads: options.threads,
+    domains: [...WORKER_DOMAINS],
+  });
+  const processor = async (job: Job) => {
+    const where = `job ${job.id ?? "?"}`;
+    try {
+      const payload = parsePayload(job.data, where);
+      return toWire(await runJob(pool, payload, where));
+    } catch (error) {
+      // A payload hvlab cannot run will not run on a retry either.
+      if (error instanceof PayloadError) throw new UnrecoverableError(error.message);
+      throw error;
+    }
+  };
+  const worker = new Worker(options.target.name, processor, {
+    connection: options.target.redis,
+    concurrency: options.threads,
+    lockDuration: options.lockDurationMs,
+    // Check for stalled jobs as often as a lock can expire, so a dead worker's job waits at most about two lock durations.
+    stalledInterval: options.lockDurationMs,
+    // A job whose worker died twice is failed rather than handed out forever.
+    maxStalledCount: 2,
+    name,
+    autorun: false,
+  });
+  worker.on("completed", (job) => options.onJob?.({ id: job.id ?? "?", kind: job.name, ok: true }));
+  worker.on("failed", (job, error) =>
+    options.onJob?.({
+      id: job?.id ?? "?",
+      kind: job?.name ?? "?",
+      ok: false,
+      error: error.message,
+    }),
+  );
+  // Connection errors are retried by ioredis; without a listener Node would treat them as fatal.
+  worker.on("error", (error) => options.onError?.(error.message));
+  void worker.run();
+  await worker.waitUntilReady();
+  return {
+    name,
+    async close() {
+      try {
+        await worker.close();
+      } finally {
+        await pool.close();
+      }
+    },
+  };
+}
