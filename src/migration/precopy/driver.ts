@@ -18,6 +18,8 @@ interface RunState {
   downtime: number;
   warning: string | null;
   overLimit: boolean;
+  /** Clock time the migration ended (before verification); null until then. */
+  totalTime: number | null;
   postcopy: PostcopyOutcome | null;
   verified: boolean | null;
   /** Pending bytes after each round since the dirty rate last changed (what the shrink is fitted to). */
@@ -53,6 +55,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
     downtime: 0,
     warning: null,
     overLimit: false,
+    totalTime: null,
     postcopy: null,
     verified: null,
     pendingHistory: [],
@@ -109,6 +112,8 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       state.pendingPages = left;
       if (switchTo === "postcopy") await postcopy(run, state);
     }
+    // Verification is hvlab's check, not the migration's: it is not in total-time.
+    state.totalTime = clock.now();
     if (state.status === "completed") {
       enter(run, state, "verification");
       const mismatch = await transport.verify();
@@ -154,6 +159,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       verified: state.verified,
       counters: transport.counters(),
       overLimit: state.overLimit,
+      totalTime: state.totalTime ?? clock.now(),
       warning: state.status === "completed" ? state.warning : null,
     },
     transport.mode,

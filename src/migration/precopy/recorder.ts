@@ -49,6 +49,8 @@ export interface RunFacts {
   readonly vcpuBlocktime: readonly number[];
   readonly verified: boolean | null;
   readonly counters: TransportCounters;
+  /** Clock time the migration ended, ms (verification excluded). */
+  readonly totalTime: number;
   /** The downtime passed the downtime-limit. */
   readonly overLimit: boolean;
   /** Completed runs only: why the downtime passed the limit, or null. */
@@ -103,9 +105,9 @@ export class RoundRecorder {
     return round;
   }
 
-  /** The rounds and the summary of a run that ends now. */
+  /** The rounds and the summary of a run. */
   result(f: RunFacts, mode: MigrationSummary["mode"]): MigrationResult {
-    const totalTime = this.clock.now();
+    const totalTime = f.totalTime;
     const seconds = totalTime / 1000;
     const c = f.counters;
     const summary: MigrationSummary = {
