@@ -1,7 +1,26 @@
 import { formatBytes } from "../../util/units.js";
 import { decide } from "../policy.js";
 import type { MigrationResult, MigrationStatus, RoundDecision } from "../stats.js";
-import type { PostcopyOutcome, PrecopyRun, Sent } from "./types.js";
+import type { RoundRecorder } from "./recorder.js";
+import type {
+  PostcopyOutcome,
+  PrecopyClock,
+  PrecopyGuest,
+  PrecopyPolicy,
+  PrecopyTransport,
+  Sent,
+} from "./types.js";
+
+/** Everything one pre-copy run needs. */
+export interface PrecopyRun {
+  readonly guest: PrecopyGuest;
+  readonly clock: PrecopyClock;
+  readonly transport: PrecopyTransport;
+  readonly policy: PrecopyPolicy;
+  readonly recorder: RoundRecorder;
+  /** Called as the run enters a phase (setup, pre-copy pass N, stop-and-copy, post-copy, verification). */
+  readonly onPhase?: (phase: string) => void;
+}
 
 /** What a run keeps while it runs: a fresh object per run, never reset by hand. */
 interface RunState {

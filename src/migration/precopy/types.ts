@@ -1,7 +1,6 @@
 import type { AutoConverge } from "../auto-converge.js";
 import type { GiveUpRule, StopPolicyName } from "../options.js";
 import type { MigrationMode, XbzrleCacheStats } from "../stats.js";
-import type { RoundRecorder } from "./recorder.js";
 
 /** What one send put on the link. */
 export interface Sent {
@@ -117,15 +116,4 @@ export interface PrecopyPolicy {
   readonly giveUp: GiveUpRule;
   /** Switch to post-copy after this many pre-copy rounds (null: never). */
   readonly postcopyAfterRounds: number | null;
-}
-
-/** Everything one pre-copy run needs. */
-export interface PrecopyRun {
-  readonly guest: PrecopyGuest;
-  readonly clock: PrecopyClock;
-  readonly transport: PrecopyTransport;
-  readonly policy: PrecopyPolicy;
-  readonly recorder: RoundRecorder;
-  /** Called as the run enters a phase (setup, pre-copy pass N, stop-and-copy, post-copy, verification). */
-  readonly onPhase?: (phase: string) => void;
 }
