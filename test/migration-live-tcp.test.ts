@@ -159,6 +159,8 @@ const SUMMARY_KEYS = [
   "ram.postcopy-bytes",
   "ram.postcopy-requests",
   "hvlab.reason",
+  // Every mode runs the one driver: a completed run says whether its downtime passed the limit.
+  "hvlab.downtimeOverLimit",
   "hvlab.mode",
   "hvlab.policy",
   "hvlab.rounds",

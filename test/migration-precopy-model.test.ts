@@ -185,7 +185,9 @@ describe("pre-copy against an independent model (uniform writes, QEMU's stop rul
     const result = await migrate(point, { giveUp: "never", timeoutMs: 60_000 });
     expect(result.summary.status).toBe("not-converged");
     expect(result.summary.reason).toMatch(/^timeout/);
-    expect(result.summary["total-time"]).toBeGreaterThan(60_000);
+    // It runs to max-time and stops there, within one page batch (a 100 ms window of the link).
+    expect(result.summary["total-time"]).toBeGreaterThanOrEqual(60_000);
+    expect(result.summary["total-time"]).toBeLessThanOrEqual(60_000 + 100);
   });
 });
 

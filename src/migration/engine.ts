@@ -22,16 +22,16 @@ import {
   type ResolvedMigrationOptions,
   resolveMigrationOptions,
 } from "./options.js";
-import { decide } from "./policy.js";
+import { runPrecopy } from "./precopy/driver.js";
+import { RoundRecorder } from "./precopy/recorder.js";
 import type {
-  MigrationPhase,
-  MigrationResult,
-  MigrationRound,
-  MigrationStatus,
-  MigrationSummary,
-  RoundDecision,
-  XbzrleCacheStats,
-} from "./stats.js";
+  Pass,
+  PostcopyOutcome,
+  PrecopyClock,
+  PrecopyGuest,
+  PrecopyTransport,
+} from "./precopy/types.js";
+import type { MigrationResult, XbzrleCacheStats } from "./stats.js";
 
 /** A multifd packet (QEMU: 512 KiB); also the single stream's packet. */
 export const PACKET_BYTES = 512 * 1024;
@@ -45,12 +45,6 @@ export const MULTIFD_PACKET_PAGES = 128;
 const LIST_PAGES = 262_144;
 /** QEMU's XBZRLE header in its byte counter: encoding flag and be16 length. */
 const XBZRLE_COUNTED_OVERHEAD = 3;
-
-/** What one send did on the link. */
-interface Sent {
-  pages: number;
-  bytes: number;
-}
 
 /**
  * A virtual-time live migration: the source guest (its RAM, dirty bitmap and
@@ -82,36 +76,18 @@ export class Migration {
   private readonly deviceBlob: Uint8Array;
   private pool: KernelPool | undefined;
 
-  // The clock and what happened on it.
-  private clockMs = 0;
-  private writesOwed = 0;
-  private windowOwedMs = 0;
-  private throttle: AutoConverge;
-  private counts: EncodeCounts = emptyEncodeCounts();
-  private transferred = 0;
-  private pagesSentTotal = 0;
-  private syncs = 0;
-  private multifdPackets = 0;
-  private multifdBytes = 0;
-  private rounds: MigrationRound[] = [];
-  // The bandwidth window (QEMU re-estimates every 100 ms).
-  private rateWindowMs = 0;
-  private rateWindowBytes = 0;
-  private lastWindowRate: number | null = null;
+  /** The current run's state: a fresh object per run. */
+  private s: VirtualRunState;
   private missingBitmap: DirtyBitmap | undefined;
   /** XXH3-64 of each source page as it was last encoded (content mode). */
   private sourceHashes: Region | undefined;
   private verifyScratch: Region | undefined;
-  /** The guest wrote after the run began: the encode-time source hashes may be stale. */
-  private guestWrote = false;
-  /** Destination RAM was written other than by the decoder: its recorded hashes may be stale. */
-  private destinationWritten = false;
 
   constructor(options: MigrationOptions) {
     this.o = resolveMigrationOptions(options);
     const o = this.o;
     this.pageBytes = 2 ** o.pageShift;
-    this.throttle = new AutoConverge(o);
+    this.s = new VirtualRunState(o);
     this.guest = new Guest(this.layout, {
       bytes: o.guestBytes,
       pageShift: o.pageShift,
@@ -216,7 +192,7 @@ export class Migration {
     if (!Number.isFinite(this.o.maxBandwidth)) return Number.MAX_VALUE;
     // QEMU's: the rate of the last full 100 ms window; a round shorter than
     // a window is measured over the round. Latency stalls count in both.
-    if (this.lastWindowRate !== null) return Math.min(this.o.maxBandwidth, this.lastWindowRate);
+    if (this.s.lastWindowRate !== null) return Math.min(this.o.maxBandwidth, this.s.lastWindowRate);
     return roundMs > 0
       ? Math.min(this.o.maxBandwidth, (roundBytes / roundMs) * 1000)
       : this.o.maxBandwidth;
@@ -224,12 +200,12 @@ export class Migration {
 
   /** Accounts link time and bytes into the bandwidth window; closes full windows. */
   private measure(ms: number, bytes: number): void {
-    this.rateWindowMs += ms;
-    this.rateWindowBytes += bytes;
-    if (this.rateWindowMs >= this.o.windowMs) {
-      this.lastWindowRate = (this.rateWindowBytes / this.rateWindowMs) * 1000;
-      this.rateWindowMs = 0;
-      this.rateWindowBytes = 0;
+    this.s.rateWindowMs += ms;
+    this.s.rateWindowBytes += bytes;
+    if (this.s.rateWindowMs >= this.o.windowMs) {
+      this.s.lastWindowRate = (this.s.rateWindowBytes / this.s.rateWindowMs) * 1000;
+      this.s.rateWindowMs = 0;
+      this.s.rateWindowBytes = 0;
     }
   }
 
@@ -238,43 +214,67 @@ export class Migration {
    * that time, executed for real at each bandwidth window.
    */
   private async advance(ms: number, running = true, bytes = 0): Promise<void> {
-    this.clockMs += ms;
+    this.s.clockMs += ms;
     if (running) this.measure(ms, bytes);
     if (!running) return;
-    this.writesOwed += (this.o.writesPerSecond * (1 - this.throttle.percentage / 100) * ms) / 1000;
-    this.windowOwedMs += ms;
-    if (this.windowOwedMs >= this.o.windowMs) await this.flushWrites();
+    this.s.writesOwed +=
+      (this.o.writesPerSecond * (1 - this.s.throttle.percentage / 100) * ms) / 1000;
+    this.s.windowOwedMs += ms;
+    if (this.s.windowOwedMs >= this.o.windowMs) await this.flushWrites();
   }
 
   /** Executes the writes owed so far. */
   private async flushWrites(): Promise<void> {
-    this.windowOwedMs = 0;
-    const n = Math.floor(this.writesOwed);
+    this.s.windowOwedMs = 0;
+    const n = Math.floor(this.s.writesOwed);
     if (n <= 0) return;
-    this.writesOwed -= n;
-    this.guestWrote = true;
+    this.s.writesOwed -= n;
+    this.s.guestWrote = true;
     await this.guest.write(n);
   }
 
   /** Flips the guest's dirty log into the migration bitmap (a sync). Returns pages pending. */
   private sync(): number {
-    this.syncs++;
+    this.s.syncs++;
     return this.pending.sync();
   }
 
+  /**
+   * Puts `bytes` on the link: the clock moves on by their link time, but
+   * while the guest runs never past `untilMs` (a time limit holds within a
+   * batch, however slow the link). Returns the share of the bytes that got
+   * out (1: all).
+   */
+  private async link(bytes: number, running: boolean, untilMs: number): Promise<number> {
+    const ms = this.linkMs(bytes);
+    if (running && this.s.clockMs + ms > untilMs) {
+      const left = Math.max(0, untilMs - this.s.clockMs);
+      const share = ms > 0 ? left / ms : 0;
+      await this.advance(left, running, bytes * share);
+      return share;
+    }
+    await this.advance(ms, running, bytes);
+    return 1;
+  }
+
   /** Sends the page numbers now in the list (the first `count`), in content mode. */
-  private async sendListed(count: number, running: boolean, xbzrle: boolean): Promise<Sent> {
+  private async sendListed(
+    count: number,
+    running: boolean,
+    xbzrle: boolean,
+    untilMs = Number.POSITIVE_INFINITY,
+  ): Promise<Pass> {
     const kernel = this.kernel;
     const destination = this.destination;
     const stats = this.stats;
     const packet = this.packets[0];
     if (!kernel || !destination || !stats || !packet) throw new Error("content mode not set up");
     const memory = this.layout.memory;
-    const sent: Sent = { pages: 0, bytes: 0 };
-    if (this.o.multifdChannels > 0) return this.sendMultifd(count, running);
+    const sent = { pages: 0, bytes: 0 };
+    if (this.o.multifdChannels > 0) return this.sendMultifd(count, running, untilMs);
     let at = 0;
     while (at < count) {
-      const before = { ...this.counts };
+      const before = { ...this.s.counts };
       const consumed = kernel.encodePages({
         ram: this.ram(),
         pageShift: this.o.pageShift,
@@ -294,23 +294,32 @@ export class Migration {
         stats,
         ...(this.sourceHashes ? { hashes: this.sourceHashes } : {}),
       });
-      kernel.takeEncodeStats(stats, this.counts);
+      kernel.takeEncodeStats(stats, this.s.counts);
       at += consumed;
-      const bytes = this.counts.bytes - before.bytes;
+      const bytes = this.s.counts.bytes - before.bytes;
       const pages =
-        this.counts.normal -
+        this.s.counts.normal -
         before.normal +
-        this.counts.zero -
+        this.s.counts.zero -
         before.zero +
-        this.counts.xbzrlePages -
+        this.s.counts.xbzrlePages -
         before.xbzrlePages;
       // The in-process link: the packet's bytes move into the destination's memory.
       destination.receivePacket(new Uint8Array(memory.buffer, packet.offset, bytes));
-      sent.pages += pages;
-      sent.bytes += bytes;
-      await this.advance(this.linkMs(bytes), running, bytes);
+      const share = await this.link(bytes, running, untilMs);
+      sent.pages += Math.floor(pages * share);
+      sent.bytes += Math.floor(bytes * share);
+      if (share < 1) {
+        // Cut at the deadline: only the share that got out counts as sent.
+        const c = this.s.counts;
+        for (const key of ["normal", "zero", "xbzrlePages", "bytes"] as const) {
+          const delta = c[key] - before[key];
+          c[key] -= delta - Math.floor(delta * share);
+        }
+        return { ...sent, cut: true };
+      }
     }
-    return sent;
+    return { ...sent, cut: false };
   }
 
   /**
@@ -336,16 +345,16 @@ export class Migration {
    * window of the link's bytes, so the guest's writes (executed per window)
    * interleave with the sends as finely as with a single stream.
    */
-  private async sendMultifd(count: number, running: boolean): Promise<Sent> {
+  private async sendMultifd(count: number, running: boolean, untilMs: number): Promise<Pass> {
     const destination = this.destination;
     if (!destination) throw new Error("content mode not set up");
     const pool = this.channelPool();
     const channels = this.o.multifdChannels;
     const groupPages = this.groupPages();
-    const sent: Sent = { pages: 0, bytes: 0 };
+    const sent = { pages: 0, bytes: 0 };
     for (let start = 0; start < count; ) {
       const slices: { start: number; count: number; c: number; packetNum: number }[] = [];
-      let packetNum = this.multifdPackets;
+      let packetNum = this.s.multifdPackets;
       for (let c = 0; c < channels && start < count; c++) {
         const n = Math.min(groupPages, count - start);
         slices.push({ start, count: n, c, packetNum });
@@ -396,17 +405,20 @@ export class Migration {
         }
         const counts = result.counts;
         for (const key of Object.keys(counts) as (keyof EncodeCounts)[]) {
-          this.counts[key] += counts[key];
+          this.s.counts[key] += counts[key];
         }
-        this.multifdPackets += result.packets;
+        this.s.multifdPackets += result.packets;
         bytes += counts.bytes;
-        sent.pages += counts.normal + counts.zero;
       }
-      sent.bytes += bytes;
-      this.multifdBytes += bytes;
-      await this.advance(this.linkMs(bytes), running, bytes);
+      let pages = 0;
+      for (const { result } of done) pages += result.counts.normal + result.counts.zero;
+      const share = await this.link(bytes, running, untilMs);
+      sent.pages += Math.floor(pages * share);
+      sent.bytes += Math.floor(bytes * share);
+      this.s.multifdBytes += Math.floor(bytes * share);
+      if (share < 1) return { ...sent, cut: true };
     }
-    return sent;
+    return { ...sent, cut: false };
   }
 
   /** Pages in one multifd packet: QEMU's 128 of 4 KiB; larger pages as many as fit its 512 KiB, at least one. */
@@ -437,11 +449,8 @@ export class Migration {
    * as it goes. Stops early (returning what was sent)
    * when the clock passes the timeout while the guest runs.
    */
-  private async sendSnapshot(
-    running: boolean,
-    xbzrle: boolean,
-  ): Promise<Sent & { timedOut: boolean }> {
-    const sent: Sent = { pages: 0, bytes: 0 };
+  private async sendSnapshot(running: boolean, xbzrle: boolean, untilMs: number): Promise<Pass> {
+    const sent = { pages: 0, bytes: 0 };
     const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
     this.pending.resetCursor(this.cursor);
     for (;;) {
@@ -455,301 +464,135 @@ export class Migration {
         for (let left = n; left > 0; ) {
           const pages = Math.min(left, perWindow);
           left -= pages;
-          sent.pages += pages;
-          sent.bytes += pages * pageRecord;
-          this.counts.normal += pages;
-          this.counts.bytes += pages * pageRecord;
-          await this.advance(this.linkMs(pages * pageRecord), running, pages * pageRecord);
-          if (running && this.clockMs > this.o.timeoutMs) return { ...sent, timedOut: true };
+          const share = await this.link(pages * pageRecord, running, untilMs);
+          const out = Math.floor(pages * share);
+          sent.pages += out;
+          sent.bytes += out * pageRecord;
+          this.s.counts.normal += out;
+          this.s.counts.bytes += out * pageRecord;
+          if (share < 1) return { ...sent, cut: true };
         }
         continue;
       }
-      const part = await this.sendListed(n, running, xbzrle);
+      const part = await this.sendListed(n, running, xbzrle, untilMs);
       sent.pages += part.pages;
       sent.bytes += part.bytes;
-      if (running && this.clockMs > this.o.timeoutMs) return { ...sent, timedOut: true };
+      if (part.cut) return { ...sent, cut: true };
     }
-    return { ...sent, timedOut: false };
+    return { ...sent, cut: false };
   }
 
-  private record(
-    phase: MigrationPhase,
-    start: number,
-    sent: Sent,
-    pagesDirtied: number,
-    remainingPages: number,
-    bandwidth: number,
-    decision: RoundDecision,
-    reason: string,
-  ): MigrationRound {
-    const duration = this.clockMs - start;
-    const seconds = duration / 1000;
-    const round: MigrationRound = {
-      round: this.rounds.length + 1,
-      phase,
-      "start-ms": start,
-      "duration-ms": duration,
-      "pages-sent": sent.pages,
-      "pages-dirtied": pagesDirtied,
-      "bytes-sent": sent.bytes,
-      remaining: remainingPages * this.pageBytes,
-      transferred: this.transferred,
-      "dirty-pages-rate": seconds > 0 ? pagesDirtied / seconds : 0,
-      mbps: seconds > 0 ? (sent.bytes * 8) / 1e6 / seconds : 0,
-      "bandwidth-estimate":
-        Number.isFinite(bandwidth) && bandwidth < Number.MAX_VALUE ? bandwidth : 0,
-      "expected-downtime":
-        bandwidth > 0 && bandwidth < Number.MAX_VALUE
-          ? ((remainingPages * this.pageBytes) / bandwidth) * 1000
-          : 0,
-      "cpu-throttle-percentage": this.throttle.percentage,
-      decision,
-      reason,
-    };
-    this.rounds.push(round);
-    this.o.onRound?.(round.round, round.remaining, this.o.guestBytes);
-    return round;
-  }
-
-  /** Runs the migration to its end and returns the rounds and the summary. */
+  /**
+   * Runs the migration to its end through the pre-copy driver and returns
+   * the rounds and the summary. Each run starts from a fresh run state.
+   */
   async run(): Promise<MigrationResult> {
-    this.clockMs = 0;
-    this.rateWindowMs = 0;
-    this.rateWindowBytes = 0;
-    this.lastWindowRate = null;
-    this.writesOwed = 0;
-    this.windowOwedMs = 0;
-    this.throttle = new AutoConverge(this.o);
-    this.counts = emptyEncodeCounts();
-    this.transferred = 0;
-    this.pagesSentTotal = 0;
-    this.syncs = 0;
-    this.multifdPackets = 0;
-    this.multifdBytes = 0;
-    this.rounds = [];
+    const o = this.o;
+    const s = new VirtualRunState(o);
+    this.s = s;
     if (this.xbzrleCache) this.xbzrleCache.tags.bytes(this.layout.memory).fill(0);
     // Hash slots start unequal on the two sides (zeros here, ones there): a
     // page not encoded and decoded in this run cannot pass by a stale slot.
     this.sourceHashes?.bytes(this.layout.memory).fill(0);
     this.destination?.clearHashes();
-    this.guestWrote = false;
-    this.destinationWritten = false;
     this.pending.clear();
-    return this.migrate();
-  }
-
-  private async migrate(): Promise<MigrationResult> {
-    const o = this.o;
-    // Setup: the skeleton VM on the destination, a round trip on the link.
-    await this.advance(2 * o.latencyMs);
-    const setupTime = this.clockMs;
-    // Everything is dirty at the start, as QEMU's bitmap is.
-    this.sync();
-    let pendingPages = this.pending.markAll();
-    let status: MigrationStatus = "completed";
-    let failure: string | null = null;
-    let precopyBytes = 0;
-    const pendingHistory: number[] = [];
-    let previousPagesSent: number | null = null;
-    let lastDirtyRate = 0;
-    let switchTo: "stop-and-copy" | "postcopy" | "give-up" = "give-up";
-    let expectedDowntime = 0;
-    for (let round = 1; ; round++) {
-      const start = this.clockMs;
-      await this.advance(o.latencyMs);
-      const sent = await this.sendSnapshot(true, round > 1 && o.xbzrle);
-      await this.flushWrites();
-      this.transferred += sent.bytes;
-      precopyBytes += sent.bytes;
-      this.pagesSentTotal += sent.pages;
-      const duration = this.clockMs - start;
-      const bandwidth = this.bandwidthEstimate(sent.bytes, duration);
-      // The bitmap sync at the end of the round: what the guest dirtied meanwhile.
-      pendingPages = this.sync();
-      const pendingBytes = pendingPages * this.pageBytes;
-      lastDirtyRate = duration > 0 ? pendingPages / (duration / 1000) : 0;
-      expectedDowntime = bandwidth < Number.MAX_VALUE ? (pendingBytes / bandwidth) * 1000 : 0;
-      if (sent.timedOut || this.clockMs > o.timeoutMs) {
-        status = "not-converged";
-        failure = `timeout: ${formatBytes(pendingBytes)} still pending after ${(this.clockMs / 1000).toFixed(1)} s (limit ${(o.timeoutMs / 1000).toFixed(1)} s)`;
-        this.record(
-          "precopy",
-          start,
-          sent,
-          pendingPages,
-          pendingPages,
-          bandwidth,
-          "give-up",
-          failure,
-        );
-        break;
-      }
-      const throttled = this.throttle.afterSync(pendingBytes, sent.bytes, duration);
-      pendingHistory.push(pendingBytes);
-      const verdict = decide(o.policy, {
-        round,
-        pendingBytes,
-        pagesSent: sent.pages,
-        bandwidth,
-        transferredBytes: this.transferred,
-        ramBytes: o.guestBytes,
+    const clock: PrecopyClock = { kind: "virtual", now: () => s.clockMs };
+    const onRound = o.onRound;
+    return runPrecopy({
+      guest: this.precopyGuest(s),
+      clock,
+      transport: this.transport(s),
+      policy: {
+        name: o.policy,
+        label: summaryPolicy(o),
         downtimeLimitMs: o.downtimeLimitMs,
         maxRounds: o.maxRounds,
-        pendingHistory,
-        previousPagesSent,
-        elapsedMs: this.clockMs,
-        maxTimeMs: o.timeoutMs,
+        timeoutMs: o.timeoutMs,
         giveUp: o.giveUp,
-        canThrottle: this.throttle.canRise,
-        // Every write, repeats included: the distinct-page rate saturates at the guest's size.
-        writeBytesRate: o.writesPerSecond * (1 - this.throttle.percentage / 100) * this.pageBytes,
-      });
-      previousPagesSent = sent.pages;
-      // A throttle step changes the dirty rate: the shrink is fitted afresh.
-      if (throttled) pendingHistory.length = 0;
-      let decision: RoundDecision = verdict.decision;
-      let reason = verdict.reason;
-      if (
-        verdict.decision === "continue" &&
-        o.postcopyAfterRounds !== null &&
-        round >= o.postcopyAfterRounds
-      ) {
-        decision = "switch-to-postcopy";
-        reason = `post-copy after ${o.postcopyAfterRounds} pre-copy rounds (${formatBytes(pendingBytes)} pending)`;
-      } else if (verdict.decision === "continue" && throttled) {
-        decision = "throttle";
-        reason = `${reason}; bytes dirtied > 50% of bytes sent twice: throttle to ${this.throttle.percentage}%`;
-      }
-      this.record("precopy", start, sent, pendingPages, pendingPages, bandwidth, decision, reason);
-      if (decision === "stop-and-copy") {
-        switchTo = "stop-and-copy";
-        break;
-      }
-      if (decision === "switch-to-postcopy") {
-        switchTo = "postcopy";
-        break;
-      }
-      if (decision === "give-up") {
-        status = "not-converged";
-        failure = reason;
-        break;
-      }
-    }
+        postcopyAfterRounds: o.postcopyAfterRounds,
+      },
+      recorder: new RoundRecorder(
+        clock,
+        this.pageBytes,
+        o.guestBytes,
+        onRound ? (r) => onRound(r.round, r.remaining, o.guestBytes) : undefined,
+      ),
+    });
+  }
 
-    let downtime = 0;
-    let downtimeBytes = 0;
-    let postcopyBytes = 0;
-    let faults = 0;
-    let faultWaitMs = 0;
-    let blocktime = 0;
-    let vcpuBlocktime: number[] = Array.from({ length: o.vcpus }, () => 0);
-    let warning: string | null = null;
-    if (status === "completed") {
-      // Stop-and-copy: vCPUs paused, the rest and the device state sent, then switch over.
-      const start = this.clockMs;
-      await this.advance(o.latencyMs, false);
-      let sent: Sent = { pages: 0, bytes: 0 };
-      if (switchTo === "stop-and-copy") {
-        sent = await this.sendSnapshot(false, o.xbzrle);
-      }
-      this.destination?.receiveDeviceState(this.deviceBlob);
-      const stateBytes = o.deviceStateBytes;
-      await this.advance(this.linkMs(stateBytes), false);
-      await this.advance(o.switchoverMs, false);
-      downtimeBytes = sent.bytes + stateBytes;
-      this.transferred += downtimeBytes;
-      this.pagesSentTotal += sent.pages;
-      downtime = this.clockMs - start;
-      if (downtime > o.downtimeLimitMs) {
-        const pagesMs = this.linkMs(sent.bytes);
-        const fixedMs = downtime - pagesMs;
-        const over = `downtime ${downtime.toFixed(1)} ms is over the downtime-limit ${o.downtimeLimitMs} ms`;
-        warning =
-          pagesMs > o.downtimeLimitMs
-            ? `${over}: the ${summaryPolicy(o)} rule stopped pre-copy with ${formatBytes(sent.bytes)} still to send (${pagesMs.toFixed(1)} ms of it)`
-            : `${over}: the last pages took ${pagesMs.toFixed(1)} ms, within the limit; the fixed part pushed it over: switchover ${o.switchoverMs} ms, device state ${formatBytes(stateBytes)} (${this.linkMs(stateBytes).toFixed(1)} ms) and latency ${o.latencyMs} ms, ${fixedMs.toFixed(1)} ms in all`;
-      }
-      const remainingAfter = switchTo === "postcopy" ? pendingPages : 0;
-      this.record(
-        "stop-and-copy",
-        start,
-        { pages: sent.pages, bytes: downtimeBytes },
-        0,
-        remainingAfter,
-        o.maxBandwidth,
-        switchTo === "postcopy" ? "switch-to-postcopy" : "stop-and-copy",
-        switchTo === "postcopy"
-          ? `paused for device state (${formatBytes(stateBytes)}) and switchover (${o.switchoverMs} ms); ${formatBytes(remainingAfter * this.pageBytes)} left for post-copy`
-          : `sent the last ${sent.pages} pages and device state (${formatBytes(stateBytes)}), switchover ${o.switchoverMs} ms`,
-      );
-      if (switchTo === "postcopy") {
-        const post = await this.postcopy();
-        postcopyBytes = post.bytes;
-        faults = post.faults;
-        faultWaitMs = post.faultWaitMs;
-        blocktime = post.blocktime;
-        vcpuBlocktime = post.vcpuBlocktime;
-        if (post.timedOut) {
-          status = "failed";
-          failure = `timeout during post-copy with ${post.missing} pages still on the source (the guest cannot run without them)`;
-        }
-      }
-    }
-
-    let verified: boolean | null = null;
-    if (o.content && status === "completed") {
-      const mismatch = await this.verify();
-      verified = mismatch === null;
-      if (mismatch) {
-        status = "failed";
-        failure = mismatch;
-      }
-    }
-    const totalTime = this.clockMs;
-    const pending = status === "completed" ? 0 : pendingPages * this.pageBytes;
-    const summary: MigrationSummary = {
-      status,
-      reason: failure,
-      mode: o.content ? "content" : "metadata",
-      policy: summaryPolicy(o),
-      transferred: this.transferred,
-      remaining: pending,
-      total: o.guestBytes,
-      duplicate: this.counts.zero,
-      normal: this.counts.normal,
-      "normal-bytes": this.counts.normal * this.pageBytes,
-      "dirty-pages-rate": lastDirtyRate,
-      mbps: totalTime > 0 ? (this.transferred * 8) / 1e6 / (totalTime / 1000) : 0,
-      "pages-per-second": totalTime > 0 ? this.pagesSentTotal / (totalTime / 1000) : 0,
-      "dirty-sync-count": this.syncs,
-      "precopy-bytes": precopyBytes,
-      "downtime-bytes": downtimeBytes,
-      "postcopy-bytes": postcopyBytes,
-      "expected-downtime": expectedDowntime,
-      downtime,
-      "setup-time": setupTime,
-      "total-time": totalTime,
-      "cpu-throttle-percentage": this.throttle.percentage,
-      "xbzrle-cache": o.xbzrle ? this.xbzrleStats() : null,
-      "postcopy-remote-faults": faults,
-      "postcopy-fault-wait-ms": faultWaitMs,
-      "postcopy-requests": faults,
-      "postcopy-blocktime": blocktime,
-      "postcopy-vcpu-blocktime": vcpuBlocktime,
-      rounds: this.rounds.length,
-      verified,
-      "multifd-channels": o.multifdChannels,
-      "multifd-packets": this.multifdPackets,
-      "xbzrle-unchanged-pages": this.counts.unchanged,
-      "multifd-bytes": this.multifdBytes,
-      ...(status === "completed" ? { "downtime-over-limit": warning !== null } : {}),
-      ...(warning ? { warning } : {}),
+  /** The source guest on virtual time: its log flips at each sync, its writes run per window. */
+  private precopyGuest(s: VirtualRunState): PrecopyGuest {
+    const o = this.o;
+    return {
+      pageBytes: this.pageBytes,
+      ramBytes: o.guestBytes,
+      logAll: () => {
+        this.sync();
+        s.pendingPages = this.pending.markAll();
+        return s.pendingPages;
+      },
+      sync: () => {
+        s.pendingPages = this.sync();
+        return s.pendingPages;
+      },
+      // The vCPUs stop; nothing dirties a page after the last sync.
+      pause: async () => s.pendingPages,
+      resume: () => {},
+      writeRate: () => o.writesPerSecond * (1 - s.throttle.percentage / 100),
+      get syncs() {
+        return s.syncs;
+      },
+      throttle: s.throttle,
     };
-    return { rounds: this.rounds, summary };
+  }
+
+  /** The in-process link (records, or multifd channels on the pool) on virtual time. */
+  private transport(s: VirtualRunState): PrecopyTransport {
+    const o = this.o;
+    return {
+      mode: o.content ? "content" : "metadata",
+      open: () => this.advance(2 * o.latencyMs),
+      sendPending: async ({ running, round, untilMs }) => {
+        if (running) await this.advance(o.latencyMs);
+        const pass = await this.sendSnapshot(running, round > 1 && o.xbzrle, untilMs);
+        // The writes owed for the round's last part of a window land before the sync.
+        if (running) await this.flushWrites();
+        s.transferred += pass.bytes;
+        return pass;
+      },
+      bandwidth: (bytes, ms) => this.bandwidthEstimate(bytes, ms),
+      rate: () => o.maxBandwidth,
+      linkMs: (bytes) => this.linkMs(bytes),
+      get transferred() {
+        return s.transferred;
+      },
+      switchover: async () => {
+        const stateBytes = o.deviceStateBytes;
+        this.destination?.receiveDeviceState(this.deviceBlob);
+        const stateMs = this.linkMs(stateBytes);
+        await this.advance(o.latencyMs + stateMs + o.switchoverMs, false);
+        s.transferred += stateBytes;
+        return {
+          bytes: stateBytes,
+          fixed: `switchover ${o.switchoverMs} ms, device state ${formatBytes(stateBytes)} (${stateMs.toFixed(1)} ms) and latency ${o.latencyMs} ms`,
+        };
+      },
+      cancel: async () => {},
+      postcopy: (pendingPages, untilMs) => this.postcopy(pendingPages, untilMs),
+      verify: async () => (o.content ? this.verify() : undefined),
+      counters: () => ({
+        duplicate: s.counts.zero,
+        normal: s.counts.normal,
+        xbzrle: o.xbzrle ? this.xbzrleStats() : null,
+        xbzrleUnchanged: s.counts.unchanged,
+        multifd: { channels: o.multifdChannels, packets: s.multifdPackets, bytes: s.multifdBytes },
+      }),
+      explain: (error, phase) => `${phase}: ${error.message}`,
+    };
   }
 
   private xbzrleStats(): XbzrleCacheStats {
-    const c = this.counts;
+    const c = this.s.counts;
     const lookups = c.cacheMiss + c.xbzrlePages + c.overflow + c.unchanged;
     const bytes = c.xbzrleBytes + c.xbzrlePages * XBZRLE_COUNTED_OVERHEAD;
     return {
@@ -768,16 +611,7 @@ export class Migration {
    * the background at link speed, and a page the guest touches before it
    * arrived is a remote fault, fetched at once (a round trip plus the page).
    */
-  private async postcopy(): Promise<
-    Sent & {
-      faults: number;
-      faultWaitMs: number;
-      blocktime: number;
-      vcpuBlocktime: number[];
-      timedOut: boolean;
-      missing: number;
-    }
-  > {
+  private async postcopy(_pendingPages: number, untilMs: number): Promise<PostcopyOutcome> {
     const o = this.o;
     const pages = this.guest.pages;
     this.missingBitmap ??= DirtyBitmap.allocate(
@@ -796,7 +630,7 @@ export class Migration {
     };
     const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
     const listed = new Uint32Array(this.layout.memory.buffer, this.list.offset, LIST_PAGES);
-    const sent: Sent = { pages: 0, bytes: 0 };
+    const sent = { pages: 0, bytes: 0 };
     let faults = 0;
     let faultWaitMs = 0;
     // Time every vCPU was blocked at once (QEMU's postcopy-blocktime), and each one's.
@@ -805,7 +639,6 @@ export class Migration {
     // Share of the last window the vCPUs ran rather than waited on a page.
     let running = 1;
     let scan = 0;
-    const start = this.clockMs;
     let rounds = 0;
     const sendPages = async (numbers: number[]): Promise<number> => {
       let bytes = 0;
@@ -816,18 +649,18 @@ export class Migration {
           bytes += (await this.sendListed(part.length, false, false)).bytes;
         } else {
           bytes += part.length * pageRecord;
-          this.counts.normal += part.length;
+          this.s.counts.normal += part.length;
         }
       }
       return bytes;
     };
     while (missingCount > 0) {
       rounds++;
-      const windowStart = this.clockMs;
+      const windowStart = this.s.clockMs;
       // The guest runs a window on the destination, for the share of it its
       // vCPUs were not waiting on pages (at least a write, to go on).
       const writes = Math.max(1, Math.floor(((o.writesPerSecond * o.windowMs) / 1000) * running));
-      if (writes > 0) this.guestWrote = true;
+      if (writes > 0) this.s.guestWrote = true;
       await this.guest.write(writes);
       this.sync();
       const faulted: number[] = [];
@@ -867,7 +700,7 @@ export class Migration {
       if (o.content && this.destination) {
         // Pages already on the destination were written there by the guest itself.
         const ram = this.ram().bytes(this.layout.memory);
-        if (mirrored.length > 0) this.destinationWritten = true;
+        if (mirrored.length > 0) this.s.destinationWritten = true;
         for (const p of mirrored) {
           this.destination.writePage(p, ram.subarray(p * this.pageBytes, (p + 1) * this.pageBytes));
         }
@@ -896,42 +729,31 @@ export class Migration {
       bytes += await sendPages(push);
       sent.pages += faulted.length + push.length;
       sent.bytes += bytes;
-      this.transferred += bytes;
-      this.pagesSentTotal += faulted.length + push.length;
-      this.clockMs = windowStart + Math.max(o.windowMs, this.linkMs(bytes));
-      if (this.clockMs > o.timeoutMs) {
-        this.record(
-          "postcopy",
-          start,
-          sent,
-          0,
-          missingCount,
-          o.maxBandwidth,
-          "give-up",
-          "timeout during post-copy",
-        );
+      this.s.transferred += bytes;
+      this.s.clockMs = windowStart + Math.max(o.windowMs, this.linkMs(bytes));
+      if (this.s.clockMs > untilMs) {
         return {
           ...sent,
-          faults,
+          requests: faults,
           faultWaitMs,
           blocktime,
           vcpuBlocktime,
-          timedOut: true,
           missing: missingCount,
+          windows: rounds,
+          failure: `timeout during post-copy with ${missingCount} pages still on the source (the guest cannot run without them)`,
         };
       }
     }
-    this.record(
-      "postcopy",
-      start,
-      sent,
-      0,
-      0,
-      o.maxBandwidth,
-      "continue",
-      `${rounds} windows: ${faults} remote faults (${faultWaitMs.toFixed(1)} ms waiting), the rest pushed in the background`,
-    );
-    return { ...sent, faults, faultWaitMs, blocktime, vcpuBlocktime, timedOut: false, missing: 0 };
+    return {
+      ...sent,
+      requests: faults,
+      faultWaitMs,
+      blocktime,
+      vcpuBlocktime,
+      missing: 0,
+      windows: rounds,
+      failure: null,
+    };
   }
 
   /**
@@ -953,10 +775,10 @@ export class Migration {
     if (!kernel || !destination || !table) return null;
     const pages = this.guest.pages;
     if (this.o.beforeVerify) {
-      this.destinationWritten = true;
+      this.s.destinationWritten = true;
       this.o.beforeVerify(destination.ram.bytes(destination.layout.memory));
     }
-    if (!this.guestWrote && !this.destinationWritten) {
+    if (!this.s.guestWrote && !this.s.destinationWritten) {
       const recorded = firstMismatch(kernel.hashTable(table, pages), destination.recordedHashes());
       if (recorded === null) return this.verifyDeviceState(destination);
     }
@@ -996,6 +818,33 @@ export class Migration {
       return "verification failed: the destination's device state differs from the source's";
     }
     return null;
+  }
+}
+
+/** What one virtual-time run keeps while it runs: a fresh object per run. */
+class VirtualRunState {
+  clockMs = 0;
+  /** Guest writes owed for the time passed, executed at each bandwidth window. */
+  writesOwed = 0;
+  windowOwedMs = 0;
+  readonly throttle: AutoConverge;
+  readonly counts: EncodeCounts = emptyEncodeCounts();
+  transferred = 0;
+  syncs = 0;
+  pendingPages = 0;
+  multifdPackets = 0;
+  multifdBytes = 0;
+  // The bandwidth window (QEMU re-estimates every 100 ms).
+  rateWindowMs = 0;
+  rateWindowBytes = 0;
+  lastWindowRate: number | null = null;
+  /** The guest wrote after the run began: the encode-time source hashes may be stale. */
+  guestWrote = false;
+  /** Destination RAM was written other than by the decoder: its recorded hashes may be stale. */
+  destinationWritten = false;
+
+  constructor(o: ResolvedMigrationOptions) {
+    this.throttle = new AutoConverge(o);
   }
 }
 

@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import type { AutoConvergeSettings } from "../../migration/auto-converge.js";
 import { retryDelayMs } from "../../migration/live/backoff.js";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -8,7 +9,11 @@ import {
   MAX_TIMEOUT_MS,
 } from "../../migration/live/destination.js";
 import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
-import { type MigrationOptions, POLICY_ROUND_CAPS } from "../../migration/options.js";
+import {
+  MIGRATION_DEFAULTS,
+  type MigrationOptions,
+  POLICY_ROUND_CAPS,
+} from "../../migration/options.js";
 import type { MigrationResult } from "../../migration/stats.js";
 import {
   checkExposure,
@@ -107,6 +112,8 @@ export interface LiveSourceFlags extends TransportFlags {
   readonly timeout: number;
   readonly deviceState: number;
   readonly retries: number;
+  /** QEMU's auto-converge, given through `hvlab migrate --to --auto-converge`. */
+  readonly autoConverge?: AutoConvergeSettings;
   readonly json?: boolean;
   readonly csv?: boolean;
 }
@@ -223,6 +230,7 @@ export async function runLiveSource(
         timeoutMs: flags.timeout,
         maxBandwidth: flags.maxBandwidth,
         deviceStateBytes: flags.deviceState,
+        ...(flags.autoConverge ? { autoConverge: flags.autoConverge } : {}),
         security,
         onProgress: (bytes) => progress.update(Math.min(bytes, flags.guest), formatBytes(bytes)),
       });
@@ -472,7 +480,6 @@ export function liveFlagsOf(
     }
     const unsupported = [
       flags.xbzrle ? "--xbzrle" : "",
-      flags.autoConverge ? "--auto-converge" : "",
       flags.postcopyAfter !== undefined ? "--postcopy-after" : "",
       flags.multifd === true || flags.multifd > 0 ? "--multifd" : "",
     ].filter(Boolean);
@@ -514,6 +521,19 @@ export function liveFlagsOf(
     timeout: guest.timeoutMs ?? 60_000,
     deviceState: guest.deviceStateBytes ?? 64 * 1024,
     retries: flags.retries as number,
+    ...(guest.autoConverge
+      ? {
+          autoConverge: {
+            autoConverge: true,
+            throttleInitial: guest.throttleInitial ?? MIGRATION_DEFAULTS.throttleInitial,
+            throttleIncrement: guest.throttleIncrement ?? MIGRATION_DEFAULTS.throttleIncrement,
+            throttleMax: guest.throttleMax ?? MIGRATION_DEFAULTS.throttleMax,
+            throttleTriggerThreshold:
+              guest.throttleTriggerThreshold ?? MIGRATION_DEFAULTS.throttleTriggerThreshold,
+            throttleTailslow: guest.throttleTailslow ?? false,
+          },
+        }
+      : {}),
     ...transportFlagsOf(flags),
     ...(flags.json ? { json: true } : {}),
     ...(flags.csv ? { csv: true } : {}),

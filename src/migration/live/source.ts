@@ -9,17 +9,19 @@ import { connectSecure, type TransportSecurity } from "../../transport/secure.js
 import { formatBytes } from "../../util/units.js";
 import { type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
+import { AutoConverge, type AutoConvergeSettings } from "../auto-converge.js";
 import { MigrationBitmap } from "../migration-bitmap.js";
 import type { GiveUpRule } from "../options.js";
-import { decide } from "../policy.js";
+import { runPrecopy } from "../precopy/driver.js";
+import { RoundRecorder } from "../precopy/recorder.js";
 import type {
-  MigrationPhase,
-  MigrationResult,
-  MigrationRound,
-  MigrationStatus,
-  MigrationSummary,
-  RoundDecision,
-} from "../stats.js";
+  Pass,
+  PrecopyClock,
+  PrecopyGuest,
+  PrecopyTransport,
+  TransportCounters,
+} from "../precopy/types.js";
+import type { MigrationResult, MigrationRound } from "../stats.js";
 import { LiveConfigError, PeerError } from "./errors.js";
 import { FrameError, FrameType } from "./frame.js";
 import { FrameReader, FrameWriter, stagingBytes } from "./frame-codec.js";
@@ -97,27 +99,12 @@ export interface LiveMigrationOptions {
    * (default true). Off, only the frame digests guard the stream.
    */
   readonly verify?: boolean;
+  /** QEMU's auto-converge: throttle the vCPUs when they dirty faster than the link sends (default off). */
+  readonly autoConverge?: AutoConvergeSettings;
   /** Called as each round ends. */
   readonly onRound?: (round: MigrationRound) => void;
   /** Called after each pages frame with the bytes sent so far. */
   readonly onProgress?: (bytesSent: number) => void;
-}
-
-/** What a migration attempt tracks while it runs. */
-interface Attempt {
-  readonly rounds: MigrationRound[];
-  readonly started: number;
-  setupMs: number;
-  pagesSent: number;
-  precopyBytes: number;
-  downtimeBytes: number;
-  syncs: number;
-  remainingPages: number;
-  downtimeMs: number;
-  totalMs: number;
-  verified: boolean | null;
-  phase: string;
-  policy: string;
 }
 
 /**
@@ -141,8 +128,8 @@ export class LiveSource {
   private readonly replyStaging: Region;
   private attempts = 0;
   private closed = false;
-  /** The attempt under way (or the last one) and its link, for {@link LiveSource.activity}. */
-  private current: { readonly attempt: Attempt; link: Link | undefined } | undefined;
+  /** The attempt under way (or the last one): its phase and transport, for {@link LiveSource.activity}. */
+  private current: { phase: string; readonly transport: TcpTransport } | undefined;
 
   private constructor(readonly options: LiveGuestOptions) {
     checkGuest(options);
@@ -196,7 +183,7 @@ export class LiveSource {
   get activity(): { readonly phase: string; readonly bytesSent: number } | undefined {
     const current = this.current;
     if (!current) return undefined;
-    return { phase: current.attempt.phase, bytesSent: current.link?.queued ?? 0 };
+    return { phase: current.phase, bytesSent: current.transport.transferred };
   }
 
   /** Stops the vCPUs and the workers. */
@@ -208,274 +195,150 @@ export class LiveSource {
   }
 
   /**
-   * Migrates the running guest to a destination. Never throws for a failed
-   * migration: the result's status says completed, failed or not-converged,
-   * with the reason; after a failure the guest is still running here.
+   * Migrates the running guest to a destination, through the pre-copy driver
+   * on the wall clock. Never throws for a failed migration: the result's
+   * status says completed, failed or not-converged, with the reason; after a
+   * failure the guest is still running here.
    */
   async migrate(options: LiveMigrationOptions): Promise<MigrationResult> {
     const downtimeLimitMs = options.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS;
     const maxPasses = options.maxPasses ?? 0;
     const policy = maxPasses > 0 ? "hyperv" : (options.policy ?? "qemu");
     const maxRounds = maxPasses > 0 ? maxPasses : (options.maxRounds ?? null);
-    const timeoutMs = options.timeoutMs ?? 60_000;
     const deviceStateBytes = options.deviceStateBytes ?? 64 * 1024;
-    const replyTimeoutMs = options.replyTimeoutMs ?? 10_000;
     checkMigration(options, deviceStateBytes);
     this.attempts++;
-    const attempt: Attempt = {
-      rounds: [],
-      started: performance.now(),
-      setupMs: 0,
-      pagesSent: 0,
-      precopyBytes: 0,
-      downtimeBytes: 0,
-      syncs: 0,
-      remainingPages: this.guest.pages,
-      downtimeMs: 0,
-      totalMs: 0,
-      verified: null,
-      phase: "setup",
-      policy,
+    const started = performance.now();
+    const clock: PrecopyClock = { kind: "wall", now: () => performance.now() - started };
+    const transport = new TcpTransport(this, options, clock, deviceStateBytes, this.attempts);
+    const current = { phase: "setup", transport };
+    this.current = current;
+    const onRound = options.onRound;
+    const throttle = options.autoConverge?.autoConverge
+      ? new AutoConverge(options.autoConverge)
+      : undefined;
+    this.runner.throttle = throttle;
+    const result = await runPrecopy({
+      guest: this.precopyGuest(clock, throttle),
+      clock,
+      transport,
+      policy: {
+        name: policy,
+        label: policy,
+        downtimeLimitMs,
+        maxRounds,
+        timeoutMs: options.timeoutMs ?? 60_000,
+        giveUp: options.giveUp ?? "projection",
+        postcopyAfterRounds: null,
+      },
+      recorder: new RoundRecorder(clock, PAGE_BYTES, this.options.guestBytes, onRound),
+      onPhase: (phase) => {
+        current.phase = phase;
+      },
+    });
+    transport.close(result.summary.status === "completed");
+    // The throttle ends with the migration (QEMU: cpu_throttle_stop): a guest left here runs at full speed.
+    this.runner.throttle = undefined;
+    return result;
+  }
+
+  /** The guest as the driver sees it: its dirty log, its vCPUs on the workers. */
+  private precopyGuest(clock: PrecopyClock, throttle: AutoConverge | undefined): PrecopyGuest {
+    let syncs = 0;
+    let writesAt = this.runner.writes;
+    let syncedAt = clock.now();
+    let rate = 0;
+    // The guest's real write rate, repeats included (the distinct pages it
+    // dirtied saturate at the guest's size), measured between syncs.
+    const measure = () => {
+      const now = clock.now();
+      rate = now > syncedAt ? ((this.runner.writes - writesAt) / (now - syncedAt)) * 1000 : 0;
+      writesAt = this.runner.writes;
+      syncedAt = now;
     };
-    this.current = { attempt, link: undefined };
-    const where = `${options.host}:${options.port}`;
-    let socket: Socket | undefined;
-    let link: Link | undefined;
-    const inbox = new Inbox();
-    try {
-      socket = await openConnection(options, replyTimeoutMs);
-      link = new Link(
-        socket,
-        // One 100 ms window of the rate, as QEMU's limiter: a slow link does not burst.
-        options.maxBandwidth ? new TokenBucket(options.maxBandwidth) : undefined,
-      );
-      this.current.link = link;
-      const reader = new FrameReader(
-        this.layout.memory,
-        this.kernel,
-        this.replyStaging,
-        (frame) => inbox.take(frame),
-        REPLY_MAX_PAYLOAD,
-      );
-      const activeLink = link;
-      socket.on("data", (chunk: Buffer) => {
-        try {
-          reader.push(chunk);
-        } catch (error) {
-          inbox.fail(error as Error);
-          activeLink.fail(error as Error);
-        }
-      });
-      socket.on("close", () =>
-        inbox.fail(new LinkError(link?.down?.message ?? "the connection closed")),
-      );
-      const writer = new FrameWriter(this.layout.memory, this.kernel, this.sendSlots);
-      const sessionId = randomInt(2 ** 32 - 1);
-      const hello = writer.payload(32);
-      const helloBytes = encodeHello(hello, {
-        guestBytes: this.options.guestBytes,
-        pageShift: LIVE_PAGE_SHIFT,
-        sessionId,
-        deviceStateBytes,
-        verify: options.verify ?? true,
-      });
-      await link.send(writer.seal(FrameType.hello, helloBytes));
-      const accept = await inbox.next("accept", replyTimeoutMs, "accept the migration");
-      if (accept.sessionId !== sessionId) {
-        throw new FrameError(
-          "payload",
-          `the destination accepted session ${accept.sessionId}, not ${sessionId}`,
-        );
-      }
-      attempt.setupMs = performance.now() - attempt.started;
-
-      // Clear the dirty log (two flips: both halves are synced away, one
-      // possibly left from a failed attempt): the first pass then sends
-      // every page, and the guest's writes from here on are the next sync's.
-      this.pending.sync();
-      this.pending.moveInto(this.late);
-      this.pending.sync();
-      this.pending.markAll();
-      let round = 1;
-      const pendingHistory: number[] = [];
-      let previousPagesSent: number | null = null;
-      for (;;) {
-        attempt.phase = `pre-copy pass ${round}`;
-        const start = performance.now();
-        const bytesBefore = link.queued;
-        const writesBefore = this.runner.writes;
-        const sent = await this.sendSnapshot(writer, link, inbox, options.onProgress);
-        attempt.pagesSent += sent;
-        const dirtied = this.pending.sync();
-        attempt.syncs++;
-        attempt.remainingPages = dirtied;
-        const duration = performance.now() - start;
-        // The guest's real write rate, repeats included (the distinct pages
-        // it dirtied saturate at the guest's size).
-        const writeRate =
-          duration > 0 ? ((this.runner.writes - writesBefore) / duration) * 1000 : 0;
-        const bandwidth = link.meter.estimate();
-        const pending = dirtied * PAGE_BYTES;
-        const threshold = (bandwidth * downtimeLimitMs) / 1000;
-        const elapsed = performance.now() - attempt.started;
-        pendingHistory.push(pending);
-        const verdict = decide(policy, {
-          round,
-          pendingBytes: pending,
-          pagesSent: sent,
-          bandwidth,
-          transferredBytes: link.queued,
-          ramBytes: this.options.guestBytes,
-          downtimeLimitMs,
-          maxRounds,
-          pendingHistory,
-          previousPagesSent,
-          elapsedMs: elapsed,
-          maxTimeMs: timeoutMs,
-          giveUp: options.giveUp ?? "projection",
-          canThrottle: false,
-          writeBytesRate: writeRate * PAGE_BYTES,
-        });
-        previousPagesSent = sent;
-        let decision: RoundDecision = verdict.decision;
-        let reason = verdict.reason;
-        if (decision === "continue" && elapsed >= timeoutMs) {
-          decision = "give-up";
-          reason = `no convergence within ${timeoutMs} ms: ${Math.round(writeRate)} pages/s dirtied against ${formatBytes(bandwidth)}/s of bandwidth, ${formatBytes(pending)} pending above the ${formatBytes(threshold)} the downtime-limit allows`;
-        }
-        const bytesSent = link.queued - bytesBefore;
-        attempt.precopyBytes += bytesSent;
-        this.record(attempt, options, {
-          round,
-          phase: "precopy",
-          start,
-          duration,
-          pagesSent: sent,
-          pagesDirtied: dirtied,
-          bytesSent,
-          remaining: pending,
-          transferred: link.queued,
-          bandwidth,
-          expectedDowntime: bandwidth > 0 ? (pending / bandwidth) * 1000 : 0,
-          decision,
-          reason,
-        });
-        if (decision === "give-up") {
-          await this.cancel(link, writer, `migration cancelled by the source: ${reason}`);
-          return this.result(attempt, "not-converged", reason, link.queued);
-        }
-        if (decision === "stop-and-copy") break;
-        round++;
-      }
-
-      // Stop-and-copy: vCPUs out of guest mode, the rest of memory and the device state.
-      attempt.phase = "stop-and-copy";
-      const paused = performance.now();
-      await this.runner.pause();
-      this.pending.syncPaused(this.late);
-      attempt.syncs++;
-      const bytesBefore = link.queued;
-      const finalPages = await this.sendSnapshot(writer, link, inbox, options.onProgress);
-      attempt.pagesSent += finalPages;
-      const device = writer.payload(deviceStateBytes);
-      const deviceBytes = new Uint8Array(device.buffer, device.byteOffset, deviceStateBytes);
-      fillDeviceState(deviceBytes, this.options.seed + this.attempts);
-      const deviceDigest = this.kernel.hash(writer.staging, writer.payloadStart, deviceStateBytes);
-      await link.send(writer.seal(FrameType.deviceState, deviceStateBytes));
-      await link.send(writer.seal(FrameType.switchover, 0));
-      await inbox.next("resumed", replyTimeoutMs, "resume the guest");
-      attempt.downtimeMs = performance.now() - paused;
-      attempt.totalMs = performance.now() - attempt.started;
-      attempt.remainingPages = 0;
-      attempt.downtimeBytes = link.queued - bytesBefore;
-      const migrated = link.queued;
-      this.record(attempt, options, {
-        round: round + 1,
-        phase: "stop-and-copy",
-        start: paused,
-        duration: attempt.downtimeMs,
-        pagesSent: finalPages,
-        pagesDirtied: 0,
-        bytesSent: attempt.downtimeBytes,
-        remaining: 0,
-        transferred: link.queued,
-        bandwidth: link.meter.estimate(),
-        expectedDowntime: 0,
-        decision: "stop-and-copy",
-        reason: `vCPUs paused; ${finalPages} pages and ${formatBytes(deviceStateBytes)} of device state sent; the destination resumed`,
-      });
-
-      if (options.verify === false) {
-        socket.end();
-        return this.result(attempt, "completed", null, migrated);
-      }
-      // Verification: the destination checks every page against the source's digests.
-      attempt.phase = "verification";
-      await this.sendDigests(writer, link, deviceDigest);
-      const { result } = await inbox.next("result", replyTimeoutMs * 4, "report verification");
-      attempt.verified = result.mismatches === 0 && result.deviceStateGood;
-      socket.end();
-      if (!attempt.verified) {
-        this.runner.resume();
-        const reason =
-          result.mismatches > 0
-            ? `verification failed: ${result.mismatches} destination pages differ from the source (first: page ${result.firstMismatch})`
-            : "verification failed: the device state differs from the source's";
-        return this.result(attempt, "failed", reason, migrated);
-      }
-      return this.result(attempt, "completed", null, migrated);
-    } catch (error) {
-      socket?.destroy();
-      // The source VM keeps running: a failed migration changes nothing here.
-      this.runner.resume();
-      return this.result(
-        attempt,
-        "failed",
-        this.explain(error as Error, where, attempt, link),
-        link?.queued ?? 0,
-      );
-    }
+    return {
+      pageBytes: PAGE_BYTES,
+      ramBytes: this.options.guestBytes,
+      logAll: () => {
+        // Clear the dirty log (two flips: both halves are synced away, one
+        // possibly left from a failed attempt): the first pass then sends
+        // every page, and the guest's writes from here on are the next sync's.
+        this.pending.sync();
+        this.pending.moveInto(this.late);
+        this.pending.sync();
+        syncs++;
+        measure();
+        return this.pending.markAll();
+      },
+      sync: () => {
+        syncs++;
+        measure();
+        return this.pending.sync();
+      },
+      pause: async () => {
+        await this.runner.pause();
+        syncs++;
+        return this.pending.syncPaused(this.late);
+      },
+      resume: () => this.runner.resume(),
+      writeRate: () => rate,
+      get syncs() {
+        return syncs;
+      },
+      ...(throttle ? { throttle } : {}),
+    };
   }
 
   /**
    * Sends every pending page, in pages frames: each frame's page list is
    * harvested from the migration bitmap straight into its staging slot.
-   * Returns pages sent.
+   * While the guest runs, stops at `untilMs` on `clock`, even with the link
+   * stalled. Returns pages sent.
    */
-  private async sendSnapshot(
+  async sendSnapshot(
     writer: FrameWriter,
     link: Link,
     inbox: Inbox,
+    deadline: { clock: PrecopyClock; untilMs: number },
     onProgress: ((bytes: number) => void) | undefined,
-  ): Promise<number> {
+  ): Promise<{ pages: number; cut: boolean; inflight?: Promise<void> }> {
     const listStart = writer.payloadStart + 8;
     this.pending.resetCursor(this.cursor);
     let sent = 0;
-    for (;;) {
-      if (inbox.failed) throw inbox.failed;
-      // Pages frames go out of their slot without a copy: wait for the slot to be free.
-      await writer.ready();
-      const staging = writer.staging;
-      const list = new Region({
-        name: "frame page list",
-        offset: staging.offset + listStart,
-        byteLength: MAX_PAGES_PER_FRAME * 4,
-      });
-      const count = this.pending.next(this.cursor, list);
-      if (count === 0) return sent;
-      const header = writer.payload(8);
-      header.setUint32(0, count, true);
-      header.setUint32(4, 0, true);
-      this.kernel.gather(this.ram, staging, listStart, count, staging, listStart + count * 4);
-      const frame = writer.sealInPlace(FrameType.pages, 8 + count * (4 + PAGE_BYTES));
-      await link.send(frame.wire, frame.sent);
-      sent += count;
-      onProgress?.(link.queued);
+    const stop = new Deadline(deadline.clock, deadline.untilMs);
+    try {
+      for (;;) {
+        if (inbox.failed) throw inbox.failed;
+        if (stop.passed) return { pages: sent, cut: true };
+        // Pages frames go out of their slot without a copy: wait for the slot to be free.
+        if (!(await stop.race(writer.ready()))) return { pages: sent, cut: true };
+        const staging = writer.staging;
+        const list = new Region({
+          name: "frame page list",
+          offset: staging.offset + listStart,
+          byteLength: MAX_PAGES_PER_FRAME * 4,
+        });
+        const count = this.pending.next(this.cursor, list);
+        if (count === 0) return { pages: sent, cut: false };
+        const header = writer.payload(8);
+        header.setUint32(0, count, true);
+        header.setUint32(4, 0, true);
+        this.kernel.gather(this.ram, staging, listStart, count, staging, listStart + count * 4);
+        const frame = writer.sealInPlace(FrameType.pages, 8 + count * (4 + PAGE_BYTES));
+        sent += count;
+        const sending = link.send(frame.wire, frame.sent);
+        const done = await stop.race(sending);
+        onProgress?.(link.queued);
+        // The frame the deadline overtook still goes out: whatever follows waits for it.
+        if (!done) return { pages: sent, cut: true, inflight: sending };
+      }
+    } finally {
+      stop.clear();
     }
   }
 
   /** Sends the digest of every page, then the end of verification. */
-  private async sendDigests(writer: FrameWriter, link: Link, deviceDigest: bigint): Promise<void> {
+  async sendDigests(writer: FrameWriter, link: Link, deviceDigest: bigint): Promise<void> {
     for (let first = 0; first < this.guest.pages; first += MAX_DIGESTS_PER_FRAME) {
       const count = Math.min(MAX_DIGESTS_PER_FRAME, this.guest.pages - first);
       const header = writer.payload(8);
@@ -492,112 +355,265 @@ export class LiveSource {
     );
   }
 
-  /** Tells the destination to discard what it has, and closes. */
-  private async cancel(link: Link, writer: FrameWriter, reason: string): Promise<void> {
-    try {
-      await link.send(writer.frame(FrameType.error, encodeError(reason)));
-      link.socket.end();
-    } catch {
-      link.socket.destroy();
+  /** The wire's staging memory and the kernel that hashes and gathers in it. */
+  get wire(): {
+    layout: MemoryLayout;
+    kernel: StreamKernel;
+    sendSlots: readonly Region[];
+    replyStaging: Region;
+  } {
+    return {
+      layout: this.layout,
+      kernel: this.kernel,
+      sendSlots: this.sendSlots,
+      replyStaging: this.replyStaging,
+    };
+  }
+}
+
+/**
+ * A clock time a pass must not run past: `race` resolves false instead of
+ * waiting on (a stalled link, a busy slot) once the time has come.
+ */
+class Deadline {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly reached: Promise<false>;
+
+  constructor(
+    private readonly clock: PrecopyClock,
+    private readonly untilMs: number,
+  ) {
+    this.reached = Number.isFinite(untilMs)
+      ? new Promise<false>((resolve) => {
+          this.timer = setTimeout(() => resolve(false), Math.max(0, untilMs - clock.now()));
+        })
+      : new Promise<false>(() => {});
+  }
+
+  get passed(): boolean {
+    return this.clock.now() >= this.untilMs;
+  }
+
+  /** True when `work` finished first, false when the deadline came first. */
+  async race(work: Promise<void>): Promise<boolean> {
+    if (!Number.isFinite(this.untilMs)) {
+      await work;
+      return true;
+    }
+    // A send the deadline overtook may still fail later: nobody waits on it then.
+    work.catch(() => {});
+    return Promise.race([work.then(() => true), this.reached]);
+  }
+
+  clear(): void {
+    clearTimeout(this.timer);
+  }
+}
+
+/**
+ * TCP frames to a destination over one connection: the hello and its
+ * accept, pages frames, the device state and switchover, the verification
+ * digests; replies come back on the same connection.
+ */
+class TcpTransport implements PrecopyTransport {
+  readonly mode = "live-tcp" as const;
+  private readonly where: string;
+  private readonly inbox = new Inbox();
+  private readonly replyTimeoutMs: number;
+  private socket: Socket | undefined;
+  private link: Link | undefined;
+  private writer: FrameWriter | undefined;
+  private deviceDigest = 0n;
+  private pagesSent = 0;
+  /** A pages frame a deadline overtook, still on its way. */
+  private inflight: Promise<void> | undefined;
+  /** The connection was ended or dropped already. */
+  private closed = false;
+
+  constructor(
+    private readonly source: LiveSource,
+    private readonly options: LiveMigrationOptions,
+    private readonly clock: PrecopyClock,
+    private readonly deviceStateBytes: number,
+    private readonly attempt: number,
+  ) {
+    this.where = `${options.host}:${options.port}`;
+    this.replyTimeoutMs = options.replyTimeoutMs ?? 10_000;
+  }
+
+  get transferred(): number {
+    return this.link?.queued ?? 0;
+  }
+
+  private open_(): { link: Link; writer: FrameWriter; socket: Socket } {
+    if (!this.link || !this.writer || !this.socket) throw new Error("the connection is not open");
+    return { link: this.link, writer: this.writer, socket: this.socket };
+  }
+
+  async open(): Promise<void> {
+    const options = this.options;
+    const wire = this.source.wire;
+    const socket = await openConnection(options, this.replyTimeoutMs);
+    this.socket = socket;
+    const link = new Link(
+      socket,
+      // One 100 ms window of the rate, as QEMU's limiter: a slow link does not burst.
+      options.maxBandwidth ? new TokenBucket(options.maxBandwidth) : undefined,
+    );
+    this.link = link;
+    const inbox = this.inbox;
+    const reader = new FrameReader(
+      wire.layout.memory,
+      wire.kernel,
+      wire.replyStaging,
+      (frame) => inbox.take(frame),
+      REPLY_MAX_PAYLOAD,
+    );
+    socket.on("data", (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+      } catch (error) {
+        inbox.fail(error as Error);
+        link.fail(error as Error);
+      }
+    });
+    socket.on("close", () =>
+      inbox.fail(new LinkError(link.down?.message ?? "the connection closed")),
+    );
+    const writer = new FrameWriter(wire.layout.memory, wire.kernel, wire.sendSlots);
+    this.writer = writer;
+    const sessionId = randomInt(2 ** 32 - 1);
+    const helloBytes = encodeHello(writer.payload(32), {
+      guestBytes: this.source.options.guestBytes,
+      pageShift: LIVE_PAGE_SHIFT,
+      sessionId,
+      deviceStateBytes: this.deviceStateBytes,
+      verify: options.verify ?? true,
+    });
+    await link.send(writer.seal(FrameType.hello, helloBytes));
+    const accept = await inbox.next("accept", this.replyTimeoutMs, "accept the migration");
+    if (accept.sessionId !== sessionId) {
+      throw new FrameError(
+        "payload",
+        `the destination accepted session ${accept.sessionId}, not ${sessionId}`,
+      );
     }
   }
 
-  private explain(error: Error, where: string, attempt: Attempt, link: Link | undefined): string {
-    const sent = link ? ` after ${formatBytes(link.queued)} sent` : "";
-    if (error instanceof FrameError && error.kind === "foreign")
+  async sendPending(round: { running: boolean; untilMs: number }): Promise<Pass> {
+    const { link, writer } = this.open_();
+    const before = link.queued;
+    const pass = await this.source.sendSnapshot(
+      writer,
+      link,
+      this.inbox,
+      { clock: this.clock, untilMs: round.running ? round.untilMs : Number.POSITIVE_INFINITY },
+      this.options.onProgress,
+    );
+    this.pagesSent += pass.pages;
+    this.inflight = pass.inflight;
+    return { pages: pass.pages, bytes: link.queued - before, cut: pass.cut };
+  }
+
+  bandwidth(): number {
+    return this.rate();
+  }
+
+  rate(): number {
+    return this.link?.meter.estimate() ?? 0;
+  }
+
+  linkMs(bytes: number): number {
+    const rate = this.rate();
+    return rate > 0 ? (bytes / rate) * 1000 : 0;
+  }
+
+  async switchover(): Promise<{ bytes: number; fixed: string }> {
+    const { link, writer } = this.open_();
+    const before = link.queued;
+    const bytes = this.deviceStateBytes;
+    const device = writer.payload(bytes);
+    fillDeviceState(
+      new Uint8Array(device.buffer, device.byteOffset, bytes),
+      this.source.options.seed + this.attempt,
+    );
+    this.deviceDigest = this.source.wire.kernel.hash(writer.staging, writer.payloadStart, bytes);
+    await link.send(writer.seal(FrameType.deviceState, bytes));
+    await link.send(writer.seal(FrameType.switchover, 0));
+    await this.inbox.next("resumed", this.replyTimeoutMs, "resume the guest");
+    return {
+      bytes: link.queued - before,
+      fixed: `device state ${formatBytes(bytes)} and the destination's resume`,
+    };
+  }
+
+  async cancel(reason: string): Promise<void> {
+    const { link, writer, socket } = this.open_();
+    // A stalled link may never take the error frame (nor free a slot for
+    // it): it gets a second, then the socket goes.
+    const deadline = new Deadline(this.clock, this.clock.now() + 1000);
+    try {
+      const sent = await deadline.race(
+        (async () => {
+          // Frames go in sequence: a pages frame still waiting on the link goes first.
+          await this.inflight?.catch(() => {});
+          await writer.ready();
+          await link.send(writer.frame(FrameType.error, encodeError(reason)));
+        })(),
+      );
+      if (sent) socket.end();
+      else socket.destroy();
+    } catch {
+      socket.destroy();
+    } finally {
+      deadline.clear();
+    }
+    this.closed = true;
+  }
+
+  async verify(): Promise<string | null | undefined> {
+    if (this.options.verify === false) return undefined;
+    const { link, writer } = this.open_();
+    await this.source.sendDigests(writer, link, this.deviceDigest);
+    const { result } = await this.inbox.next(
+      "result",
+      this.replyTimeoutMs * 4,
+      "report verification",
+    );
+    if (result.mismatches > 0) {
+      return `verification failed: ${result.mismatches} destination pages differ from the source (first: page ${result.firstMismatch})`;
+    }
+    return result.deviceStateGood
+      ? null
+      : "verification failed: the device state differs from the source's";
+  }
+
+  counters(): TransportCounters {
+    return { duplicate: 0, normal: this.pagesSent, xbzrle: null };
+  }
+
+  explain(error: Error, phase: string): string {
+    const where = this.where;
+    const sent = this.link ? ` after ${formatBytes(this.link.queued)} sent` : "";
+    if (error instanceof FrameError && (error.kind === "foreign" || error.kind === "version")) {
       return `${where}: ${error.message}`;
-    if (error instanceof FrameError && error.kind === "version")
-      return `${where}: ${error.message}`;
-    if (attempt.phase === "setup" && error instanceof LinkError) {
+    }
+    if (phase === "setup" && error instanceof LinkError) {
       return `cannot migrate to ${where}: ${error.message}`;
     }
     if (error instanceof LinkError) {
-      return `the connection to ${where} dropped during ${attempt.phase}${sent}: ${error.message}`;
+      return `the connection to ${where} dropped during ${phase}${sent}: ${error.message}`;
     }
-    if (error instanceof PeerError) return `${error.message} (during ${attempt.phase}${sent})`;
-    return `${attempt.phase}${sent}: ${error.message}`;
+    if (error instanceof PeerError) return `${error.message} (during ${phase}${sent})`;
+    return `${phase}${sent}: ${error.message}`;
   }
 
-  private record(
-    attempt: Attempt,
-    options: LiveMigrationOptions,
-    r: {
-      round: number;
-      phase: MigrationPhase;
-      start: number;
-      duration: number;
-      pagesSent: number;
-      pagesDirtied: number;
-      bytesSent: number;
-      remaining: number;
-      transferred: number;
-      bandwidth: number;
-      expectedDowntime: number;
-      decision: RoundDecision;
-      reason: string;
-    },
-  ): void {
-    const seconds = r.duration / 1000;
-    const round: MigrationRound = {
-      round: r.round,
-      phase: r.phase,
-      "start-ms": r.start - attempt.started,
-      "duration-ms": r.duration,
-      "pages-sent": r.pagesSent,
-      "pages-dirtied": r.pagesDirtied,
-      "bytes-sent": r.bytesSent,
-      remaining: r.remaining,
-      transferred: r.transferred,
-      "dirty-pages-rate": seconds > 0 ? r.pagesDirtied / seconds : 0,
-      mbps: seconds > 0 ? (r.bytesSent * 8) / seconds / 1e6 : 0,
-      "bandwidth-estimate": r.bandwidth,
-      "expected-downtime": r.expectedDowntime,
-      "cpu-throttle-percentage": 0,
-      decision: r.decision,
-      reason: r.reason,
-    };
-    attempt.rounds.push(round);
-    options.onRound?.(round);
-  }
-
-  private result(
-    attempt: Attempt,
-    status: MigrationStatus,
-    reason: string | null,
-    transferred: number,
-  ): MigrationResult {
-    const totalMs = attempt.totalMs || performance.now() - attempt.started;
-    const last = attempt.rounds.filter((r) => r.phase === "precopy").at(-1);
-    const summary: MigrationSummary = {
-      status,
-      reason,
-      mode: "live-tcp",
-      policy: attempt.policy,
-      transferred,
-      remaining: status === "completed" ? 0 : attempt.remainingPages * PAGE_BYTES,
-      total: this.options.guestBytes,
-      duplicate: 0,
-      normal: attempt.pagesSent,
-      "normal-bytes": attempt.pagesSent * PAGE_BYTES,
-      "dirty-pages-rate": last?.["dirty-pages-rate"] ?? 0,
-      mbps: totalMs > 0 ? (transferred * 8) / (totalMs / 1000) / 1e6 : 0,
-      "pages-per-second": totalMs > 0 ? attempt.pagesSent / (totalMs / 1000) : 0,
-      "dirty-sync-count": attempt.syncs,
-      "precopy-bytes": attempt.precopyBytes,
-      "downtime-bytes": attempt.downtimeBytes,
-      "postcopy-bytes": 0,
-      "expected-downtime": last?.["expected-downtime"] ?? 0,
-      downtime: attempt.downtimeMs,
-      "setup-time": attempt.setupMs,
-      "total-time": totalMs,
-      "cpu-throttle-percentage": 0,
-      "xbzrle-cache": null,
-      "postcopy-remote-faults": 0,
-      "postcopy-fault-wait-ms": 0,
-      rounds: attempt.rounds.length,
-      verified: attempt.verified,
-    };
-    return { rounds: attempt.rounds, summary };
+  /** Ends the connection after a completed run; drops it after any other. */
+  close(completed: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (completed) this.socket?.end();
+    else this.socket?.destroy();
   }
 }
 

@@ -36,6 +36,11 @@ export class VcpuRunner {
   private readonly waiters: { above: number; wake: () => void }[] = [];
   /** Writes the vCPUs have done. */
   writes = 0;
+  /**
+   * Auto-converge's throttle, percent of vCPU time taken away (QEMU's
+   * cpu-throttle-percentage), read before every batch; none: full speed.
+   */
+  throttle: { readonly percentage: number } | undefined;
 
   constructor(
     private readonly guest: Guest,
@@ -107,7 +112,8 @@ export class VcpuRunner {
     try {
       while (this.state === "running") {
         const now = performance.now();
-        const rate = this.writesPerSecond;
+        const share = 1 - (this.throttle?.percentage ?? 0) / 100;
+        const rate = this.writesPerSecond * share;
         if (rate === Number.POSITIVE_INFINITY) {
           this.credit = MAX_BATCH;
         } else {
@@ -123,9 +129,15 @@ export class VcpuRunner {
           continue;
         }
         this.credit -= batch;
+        const began = performance.now();
         await this.guest.write(batch, this.pool);
         this.writes += batch;
         this.wakeWaiters();
+        if (this.writesPerSecond === Number.POSITIVE_INFINITY && share < 1) {
+          // Flat out, the throttle is a duty cycle as QEMU's (cpu-throttle.c,
+          // cpu_throttle_thread): sleep pct / (1 - pct) of the time just run.
+          await sleep(((performance.now() - began) * (1 - share)) / Math.max(share, 0.01));
+        }
         // Even flat out, let the event loop (the sender) run between batches.
         if (!this.pool) await sleep(0);
       }
