@@ -60,6 +60,15 @@ describe("workload kernel against the oracle", () => {
           }
         }
         expect(guest.dirty.count(guest.bitmap)).toBe(expectedPages.size);
+        // Each vCPU's descriptor counts every write it made (its share of the total).
+        const counted = guest.vcpuTargets.map(({ descriptor }) =>
+          new DataView(
+            guest.layout.memory.buffer,
+            descriptor.offset,
+            DESCRIPTOR_BYTES,
+          ).getBigUint64(Descriptor.writes, true),
+        );
+        expect(counted.reduce((a, b) => a + b, 0n)).toBe(BigInt(w.writes));
         for (const page of expectedPages)
           expect(guest.dirty.testPage(guest.bitmap, page)).toBe(true);
         if (guest.ram) {
