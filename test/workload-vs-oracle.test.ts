@@ -60,6 +60,15 @@ describe("workload kernel against the oracle", () => {
           }
         }
         expect(guest.dirty.count(guest.bitmap)).toBe(expectedPages.size);
+        // Each vCPU's descriptor counts every write it made (its share of the total).
+        const counted = guest.vcpuTargets.map(({ descriptor }) =>
+          new DataView(
+            guest.layout.memory.buffer,
+            descriptor.offset,
+            DESCRIPTOR_BYTES,
+          ).getBigUint64(Descriptor.writes, true),
+        );
+        expect(counted.reduce((a, b) => a + b, 0n)).toBe(BigInt(w.writes));
         for (const page of expectedPages)
           expect(guest.dirty.testPage(guest.bitmap, page)).toBe(true);
         if (guest.ram) {
@@ -73,6 +82,29 @@ describe("workload kernel against the oracle", () => {
       }),
       { numRuns: 150 },
     );
+  });
+
+  it("marks the bitmap of the pair's epoch: bitmap 0 in even epochs, bitmap 1 in odd", () => {
+    const guest = new Guest(new MemoryLayout(), {
+      bytes: 256 * 4096,
+      content: false,
+      vcpus: 1,
+      seed: 5,
+      doubleBuffered: true,
+      workload: { kind: "uniform" },
+    });
+    const pair = guest.pair;
+    if (!pair) throw new Error("no bitmap pair");
+    void guest.write(100);
+    const [even, odd] = pair.bitmaps;
+    expect(guest.dirty.count(even)).toBeGreaterThan(0);
+    expect(guest.dirty.count(odd)).toBe(0);
+    const epoch = new Int32Array(guest.layout.memory.buffer, pair.control.offset, 1);
+    Atomics.store(epoch, 0, 1);
+    const before = guest.dirty.count(even);
+    void guest.write(100);
+    expect(guest.dirty.count(odd)).toBeGreaterThan(0);
+    expect(guest.dirty.count(even)).toBe(before);
   });
 
   it("is reproducible from the seed, and different seeds differ", async () => {
