@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { parseQueueUrl, type QueueTarget } from "../distributed/connection.js";
+import { MAX_ATTEMPTS } from "../distributed/limits.js";
 import type { Payload } from "../distributed/payload.js";
 import { sweepIdSchema } from "../distributed/payload.js";
 import type { PointFailure } from "../distributed/studies.js";
-import { MAX_ATTEMPTS, type Submission, submitSweep } from "../distributed/submitter.js";
+import type { Submission } from "../distributed/submitter.js";
 import { integerOption, UsageError } from "./options.js";
 import { startSweepProgress } from "./progress.js";
 
@@ -83,6 +84,8 @@ export async function submitWithProgress(
   console.error(
     `hvlab: sweep ${sweepId}: ${payloads.length} points on ${target.shown} (queue ${target.name}); run again with --sweep-id ${sweepId} to resume`,
   );
+  // BullMQ is loaded only by the commands that use a queue.
+  const { submitSweep } = await import("../distributed/submitter.js");
   const progress = startSweepProgress(title, payloads.length);
   try {
     const submission = await submitSweep({

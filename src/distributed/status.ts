@@ -37,13 +37,16 @@ export async function queueStatus(target: QueueTarget, all: boolean): Promise<Qu
       const client = new Redis({ ...target.redis, lazyConnect: true });
       client.on("error", () => {});
       const found = new Set<string>();
-      let cursor = "0";
-      do {
-        const [next, keys] = await client.scan(cursor, "MATCH", "bull:*:meta", "COUNT", 1000);
-        cursor = next;
-        for (const key of keys) found.add(key.slice("bull:".length, -":meta".length));
-      } while (cursor !== "0" && found.size < MAX_QUEUES_LISTED);
-      client.disconnect();
+      try {
+        let cursor = "0";
+        do {
+          const [next, keys] = await client.scan(cursor, "MATCH", "bull:*:meta", "COUNT", 1000);
+          cursor = next;
+          for (const key of keys) found.add(key.slice("bull:".length, -":meta".length));
+        } while (cursor !== "0" && found.size < MAX_QUEUES_LISTED);
+      } finally {
+        client.disconnect();
+      }
       names = [...found].sort().slice(0, MAX_QUEUES_LISTED);
     }
     const statuses: QueueStatus[] = [];

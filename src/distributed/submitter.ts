@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import { Job, Queue, QueueEvents } from "bullmq";
 import { fromWire, toWire } from "./codec.js";
 import type { QueueTarget } from "./connection.js";
+import { KEEP_FINISHED_S, MAX_ATTEMPTS } from "./limits.js";
 import type { Payload } from "./payload.js";
 import { reach } from "./reach.js";
 
@@ -61,11 +62,6 @@ export interface Submission {
 export class SweepIdConflictError extends Error {
   override name = "SweepIdConflictError";
 }
-
-/** Most attempts a point may be given. */
-export const MAX_ATTEMPTS = 20;
-/** How long finished jobs stay in Redis for a submitter to resume from, s. */
-export const KEEP_FINISHED_S = 7 * 24 * 3600;
 
 /** The job id of point `index` of sweep `sweepId` (BullMQ's ids cannot hold ':'). */
 export function jobId(sweepId: string, index: number): string {

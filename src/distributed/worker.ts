@@ -5,6 +5,7 @@ import { KernelPool } from "../pool/pool.js";
 import { toWire } from "./codec.js";
 import type { QueueTarget } from "./connection.js";
 import { runJob, WORKER_DOMAINS } from "./jobs.js";
+import { LOCK_DURATION_RANGE } from "./limits.js";
 import { PayloadError, parsePayload } from "./payload.js";
 import { reach } from "./reach.js";
 
@@ -26,9 +27,6 @@ export interface QueueWorkerOptions {
   /** Told of connection errors (ioredis reconnects by itself meanwhile). */
   readonly onError?: (message: string) => void;
 }
-
-/** Bounds of a lock duration, ms: long enough to renew over a busy link, short enough to notice a death. */
-export const LOCK_DURATION_RANGE = { min: 500, max: 24 * 3_600_000 } as const;
 
 /** A running worker process's queue side. */
 export interface QueueWorker {

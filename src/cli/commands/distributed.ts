@@ -1,7 +1,6 @@
 import { availableParallelism } from "node:os";
 import type { Command } from "commander";
-import { queueStatus } from "../../distributed/status.js";
-import { LOCK_DURATION_RANGE, startQueueWorker } from "../../distributed/worker.js";
+import { LOCK_DURATION_RANGE } from "../../distributed/limits.js";
 import { formatTable } from "../../report/table.js";
 import { integerOption, jsonOption, UsageError } from "../options.js";
 import { queueOption, queueTarget } from "../queue-options.js";
@@ -48,6 +47,8 @@ export function registerDistributed(program: Command): void {
         if (flags.name !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(flags.name)) {
           throw new UsageError("--name must be 1-64 letters, digits, '.', '_' or '-'");
         }
+        // BullMQ is loaded only by the commands that use a queue.
+        const { startQueueWorker } = await import("../../distributed/worker.js");
         const worker = await startQueueWorker({
           target,
           threads: flags.workers,
@@ -92,6 +93,7 @@ export function registerDistributed(program: Command): void {
     .showHelpAfterError(false)
     .action(async (flags: { queue: string; all?: boolean; json?: boolean }) => {
       const target = queueTarget(flags.queue);
+      const { queueStatus } = await import("../../distributed/status.js");
       const statuses = await queueStatus(target, flags.all === true);
       if (flags.json) {
         console.log(JSON.stringify({ server: target.shown, queues: statuses }, null, 2));
