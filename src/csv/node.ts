@@ -236,6 +236,11 @@ export class ClusterNode {
       let preempted: string | undefined;
       const held = await this.target.readReservation();
       if (held.reservation && held.reservation.key !== this.key) {
+        // Preempt only a dead holder: a live one (whose id is the key's high half)
+        // may be in the middle of its own takeover, and preempting it would start
+        // a war in which no one finishes.
+        const holder = Number(held.reservation.key >> 32n);
+        if (holder !== this.options.id && this.alive(holder)) return;
         await this.target.reserveOut(
           ServiceAction.preempt,
           ReservationType.writeExclusiveRegistrantsOnly,
