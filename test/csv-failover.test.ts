@@ -54,74 +54,6 @@ async function verifyAcks(lunPath: string, logs: string[]): Promise<number> {
 }
 
 describe("csv failover", () => {
-  it("16 nodes; the coordinator is killed 20 times during a storm; check passes and every acknowledged write reads back", async () => {
-    const lun = join(dir, "storm.lun");
-    expect(
-      hvlab(["csv", "create", lun, "64MiB", "--cluster-size", "4KiB", "--files", "512"]).status,
-    ).toBe(0);
-    target = await startTarget(lun, ["--no-sync"]);
-    const count = 16;
-    const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
-    const logs = ports.map((_, i) => join(dir, `acks-${i + 1}.jsonl`));
-    const args = (id: number) => [
-      ...HEARTBEAT,
-      "--storm",
-      "--files",
-      "2",
-      "--file-size",
-      "16KiB",
-      "--gap",
-      "20",
-      "--ack-log",
-      logs[id - 1] ?? "",
-    ];
-    for (let id = 1; id <= count; id++) nodes.set(id, startNode(id, ports, target.port, args(id)));
-    // Nodes come up one by one, and a node that finds no live coordinator after
-    // its grace period takes over: wait for all to listen, then for the term to settle.
-    await Promise.all([...nodes.values()].map((n) => n.next((e) => e.event === "listening")));
-    await new Promise((r) => setTimeout(r, 2000));
-    const terms = [...nodes.values()].flatMap((n) =>
-      n.events.filter((e) => e.event === "coordinator"),
-    );
-    expect(terms.length).toBeGreaterThan(0);
-    const last = terms.reduce((a, b) => ((b.epoch ?? 0) > (a.epoch ?? 0) ? b : a));
-    let coordinator = last.node;
-    let epoch = last.epoch ?? 0;
-    const firstEpoch = epoch;
-    const kills = 20;
-    for (let k = 0; k < kills; k++) {
-      const victim = nodes.get(coordinator) as NodeProcess;
-      process.kill(victim.pid, "SIGKILL");
-      await victim.exited;
-      // The next coordinator: any node announcing a newer epoch.
-      const next = await Promise.race(
-        [...nodes.values()]
-          .filter((n) => n !== victim)
-          .map((n) => n.next((e) => e.event === "coordinator" && (e.epoch ?? 0) > epoch)),
-      );
-      expect(next.node).not.toBe(coordinator);
-      epoch = next.epoch ?? 0;
-      // The killed node comes back (a new process, a new key) and must not take the role back.
-      nodes.set(coordinator, startNode(coordinator, ports, target.port, args(coordinator)));
-      coordinator = next.node;
-    }
-    // Let the restarted nodes join and write a little, then stop everything by PID.
-    await new Promise((r) => setTimeout(r, 1000));
-    for (const n of nodes.values()) process.kill(n.pid, "SIGTERM");
-    await Promise.all([...nodes.values()].map((n) => n.exited));
-    await target.stop();
-    target = undefined;
-    const check = hvlab(["csv", "check", lun, "--json"]);
-    const report = JSON.parse(check.stdout);
-    expect(report.problems).toEqual([]);
-    expect(check.status).toBe(0);
-    expect(report.epoch).toBe(epoch);
-    expect(report.terms).toBeGreaterThanOrEqual(kills + firstEpoch);
-    expect(report.epoch).toBeGreaterThanOrEqual(firstEpoch + kills);
-    const checked = await verifyAcks(lun, logs);
-    expect(checked).toBeGreaterThan(50);
-  }, 240_000);
-
   it("a paused coordinator resumed after the threshold finds its writes refused and steps down", async () => {
     const lun = join(dir, "paused.lun");
     expect(hvlab(["csv", "create", lun, "16MiB", "--cluster-size", "4KiB"]).status).toBe(0);
@@ -170,8 +102,14 @@ describe("csv failover", () => {
     const check = hvlab(["csv", "check", lun, "--json"]);
     const report = JSON.parse(check.stdout);
     expect(report.problems).toEqual([]);
-    expect(report.coordinator).toBe(successor.node);
-    expect(report.epoch).toBe(successor.epoch);
+    // Stopping the nodes one by one may hand the role on again; what must hold is
+    // that the successor's term is on the volume and the fenced node never got one after.
+    expect(report.epoch).toBeGreaterThanOrEqual(successor.epoch ?? 0);
+    const volume = await Volume.open(new FileLun(new FdFile(lun, "r"), false), { replay: false });
+    const later = volume.epochs().filter((t) => t.epoch > (last.epoch ?? 0));
+    expect(later[0]).toMatchObject({ epoch: successor.epoch, node: successor.node });
+    const resumedTerms = later.filter((t) => t.node === old.id && t.takenAtMs < resumedAt + 1500);
+    expect(resumedTerms).toEqual([]);
     expect(await verifyAcks(lun, logs)).toBeGreaterThan(10);
   }, 120_000);
 });

@@ -123,6 +123,8 @@ export class ClusterNode {
   private readonly started = performance.now();
   /** A node that has just started listens for a threshold before it may take over, to learn the current term. */
   private graceUntil = 0;
+  private readonly accepted = new Set<Socket>();
+  private stopped = false;
 
   constructor(readonly options: NodeOptions) {}
 
@@ -156,8 +158,11 @@ export class ClusterNode {
 
   /** Stops heartbeating and closes every connection. */
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.server?.close();
+    // Peers' connections to this node would keep the process alive after close().
+    for (const socket of this.accepted) socket.destroy();
     for (const link of this.links.values())
       link.then(
         (c) => c.close(),
@@ -236,6 +241,11 @@ export class ClusterNode {
       let preempted: string | undefined;
       const held = await this.target.readReservation();
       if (held.reservation && held.reservation.key !== this.key) {
+        // Preempt only a dead holder: a live one (whose id is the key's high half)
+        // may be in the middle of its own takeover, and preempting it would start
+        // a war in which no one finishes.
+        const holder = Number(held.reservation.key >> 32n);
+        if (holder !== this.options.id && this.alive(holder)) return;
         await this.target.reserveOut(
           ServiceAction.preempt,
           ReservationType.writeExclusiveRegistrantsOnly,
@@ -308,7 +318,7 @@ export class ClusterNode {
         reply = { ok: false, error: (error as Error).message, retry: true };
       }
       if (reply.ok) return reply.file;
-      if (!reply.retry) throw new Error(reply.error);
+      if (!reply.retry || this.stopped) throw new Error(reply.error);
       if (performance.now() > until)
         throw new Error(
           `metadata ${request.op} ${request.name}: no coordinator answered within ${deadlineMs} ms: ${reply.error}`,
@@ -380,6 +390,8 @@ export class ClusterNode {
   private serve(socket: Socket): void {
     const reader = new FrameReader();
     let loggedIn = false;
+    this.accepted.add(socket);
+    socket.on("close", () => this.accepted.delete(socket));
     socket.setNoDelay(true);
     socket.on("error", () => {});
     socket.on("data", (chunk: Buffer) => {
