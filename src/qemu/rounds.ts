@@ -42,7 +42,8 @@ export function roundsFromSamples(samples: readonly MigrateSample[]): MigrationR
       transferred,
       "dirty-pages-rate": ram(end.info, "dirty-pages-rate"),
       // The last round: QEMU's own rate over the transfer (set at completion).
-      mbps: duration > 0 && !last ? (bytesSent * 8) / 1e6 / (duration / 1000) : ram(end.info, "mbps"),
+      mbps:
+        duration > 0 && !last ? (bytesSent * 8) / 1e6 / (duration / 1000) : ram(end.info, "mbps"),
       "bandwidth-estimate": (ram(end.info, "mbps") * 1e6) / 8,
       "expected-downtime": end.info["expected-downtime"] ?? 0,
       "cpu-throttle-percentage": end.info["cpu-throttle-percentage"] ?? 0,
