@@ -1,23 +1,11 @@
-/**
- * A structure on the volume is not what docs/csv.md allows. The message
- * names the structure's field and its byte offset on the LUN, so that a hex
- * dump shows the culprit at once.
- */
-export class VolumeFormatError extends Error {
-  override name = "VolumeFormatError";
+import { FieldFormatError } from "../util/field-error.js";
 
-  /**
-   * @param field - the field, e.g. "superblock cluster bytes"
-   * @param offset - byte offset of the field on the LUN
-   * @param detail - what is wrong with it
-   */
-  constructor(
-    readonly field: string,
-    readonly offset: number,
-    detail: string,
-  ) {
-    super(`${field} at offset ${offset} (0x${offset.toString(16)}): ${detail}`);
-  }
+/**
+ * A structure on the volume is not what docs/csv.md allows (the field and
+ * its byte offset on the LUN).
+ */
+export class VolumeFormatError extends FieldFormatError {
+  override name = "VolumeFormatError";
 }
 
 /** A metadata operation the volume cannot do: no free slot, no free cluster, too many extents. */

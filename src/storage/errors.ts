@@ -1,23 +1,11 @@
-/**
- * A VHD structure is not what the specification allows. The message names
- * the structure's field and its byte offset in the file, so that a hex dump
- * shows the culprit at once.
- */
-export class VhdFormatError extends Error {
-  override name = "VhdFormatError";
+import { FieldFormatError } from "../util/field-error.js";
 
-  /**
-   * @param field - the field, e.g. "dynamic header block size"
-   * @param offset - byte offset of the field in the file
-   * @param detail - what is wrong with it
-   */
-  constructor(
-    readonly field: string,
-    readonly offset: number,
-    detail: string,
-  ) {
-    super(`${field} at offset ${offset} (0x${offset.toString(16)}): ${detail}`);
-  }
+/**
+ * A VHD structure is not what the specification allows (the field and its
+ * byte offset in the file).
+ */
+export class VhdFormatError extends FieldFormatError {
+  override name = "VhdFormatError";
 }
 
 /** A request a disk cannot serve: unaligned, past the end, or to a read-only image. */
