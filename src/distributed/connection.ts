@@ -5,6 +5,20 @@ export class QueueUrlError extends TypeError {
   override name = "QueueUrlError";
 }
 
+/**
+ * Decodes a URL's percent-escaped user name or password. A stray '%' (not
+ * followed by two hex digits) is the user's typo, told without the secret.
+ */
+function decodeCredential(text: string, what: string, shown: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new QueueUrlError(
+      `queue ${shown}: the ${what} has a '%' not followed by two hex digits (write '%25' for '%')`,
+    );
+  }
+}
+
 /** Where a distributed study's queue lives: a Redis server, a database and a queue name. */
 export interface QueueTarget {
   /** ioredis options: host, port, db, credentials, TLS for rediss://. */
@@ -86,8 +100,10 @@ export function parseQueueUrl(text: string): QueueTarget {
     host,
     port,
     db,
-    ...(url.username !== "" ? { username: decodeURIComponent(url.username) } : {}),
-    ...(url.password !== "" ? { password: decodeURIComponent(url.password) } : {}),
+    ...(url.username !== ""
+      ? { username: decodeCredential(url.username, "user name", shown) }
+      : {}),
+    ...(url.password !== "" ? { password: decodeCredential(url.password, "password", shown) } : {}),
     ...(url.protocol === "rediss:" ? { tls: { servername: host } } : {}),
     // BullMQ's workers block on Redis; it requires ioredis not to give up on a command.
     maxRetriesPerRequest: null,
