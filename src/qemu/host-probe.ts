@@ -49,6 +49,8 @@ const RUNNING_INTERVALS = 8;
  * (blocked while QEMU completes) answers again soon.
  */
 const COMPLETION_TARGET_BYTES = 48 * 1024 ** 2;
+/** How long the source's monitor may take to answer while QEMU completes, ms. */
+const COMPLETION_WAIT_MS = 60_000;
 /** downtime-limit that makes QEMU complete at its next check (QEMU's largest is 2000 s). */
 const COMPLETE_NOW_MS = 2_000_000;
 /** Fewer bytes than this in the completion cannot give a rate. */
@@ -104,7 +106,10 @@ export async function probeHost(
   let final: QemuMigrationInfo | undefined;
   for (;;) {
     await new Promise((r) => setTimeout(r, sampleMs));
-    const info = parseMigrationInfo(await source.qmp.execute("query-migrate"));
+    // While QEMU completes, its monitor waits for the completion to end.
+    const info = parseMigrationInfo(
+      await source.qmp.execute("query-migrate", undefined, COMPLETION_WAIT_MS),
+    );
     const at = performance.now() - t0;
     if (FINAL_STATUSES.has(info.status)) {
       if (info.status !== "completed")
@@ -114,8 +119,10 @@ export async function probeHost(
       final = info;
       break;
     }
-    if (at > probeMs + 10_000)
-      throw new HostProbeError(`the probe migration did not complete in ${probeMs + 10_000} ms`);
+    if (at > probeMs + COMPLETION_WAIT_MS)
+      throw new HostProbeError(
+        `the probe migration did not complete in ${probeMs + COMPLETION_WAIT_MS} ms`,
+      );
     const ram = info.ram;
     if (!ram || info.status !== "active") continue;
     const now = { at, transferred: ram.transferred ?? 0, normalBytes: ram["normal-bytes"] ?? 0 };
