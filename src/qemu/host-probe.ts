@@ -42,7 +42,7 @@ const NORMAL_SHARE = 0.9;
 /** max-bandwidth for "no rate limit" (QEMU takes any uint64; 1 TiB/s is never reached). */
 const UNLIMITED = 2 ** 40;
 /** Intervals of mostly normal pages measured while the guest runs. */
-const RUNNING_INTERVALS = 8;
+const RUNNING_INTERVALS = 4;
 /**
  * The completion is started with about this much of the working set still
  * to send: enough for a rate, little enough that the source's monitor
@@ -79,7 +79,7 @@ export async function probeHost(
   started: QemuProcess[],
   probeMs: number,
   workingSetBytes: number,
-  sampleMs = 10,
+  sampleMs = 50,
 ): Promise<HostProbe> {
   const destination = await QemuProcess.start({
     ...launch,
