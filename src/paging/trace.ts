@@ -1,8 +1,7 @@
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
 import { createGunzip } from "node:zlib";
 import { TraceFormatError } from "./errors.js";
 import { ACCESS } from "./mmu.js";
+import { openTraceSource, type TraceSourceOptions } from "./trace-source.js";
 
 /** Trace formats hvlab reads (Valgrind lackey/lk_main.c; ChampSim inc/trace_instruction.h). */
 export const TRACE_FORMATS = ["lackey", "plain", "champsim", "champsim-load-type"] as const;
@@ -417,7 +416,7 @@ export interface TraceProgress {
 }
 
 /** Options of {@link streamTrace}. */
-export interface StreamOptions extends ParseOptions {
+export interface StreamOptions extends ParseOptions, TraceSourceOptions {
   /** The format, or "auto" to sniff it (default). */
   readonly format?: TraceFormat | "auto";
   /** Called after every chunk of the file. */
@@ -445,26 +444,11 @@ export async function streamTrace(
   sink: (records: RecordBuffer) => Promise<void> | void,
   options: StreamOptions = {},
 ): Promise<TraceSummary> {
-  let totalBytes: number;
-  try {
-    const info = await stat(file);
-    if (info.isDirectory())
-      throw new TraceFormatError(file, 0, "is a directory, not a trace file", "file");
-    totalBytes = info.size;
-  } catch (error) {
-    if (error instanceof TraceFormatError) throw error;
-    throw new TraceFormatError(file, 0, `cannot open: ${(error as Error).message}`, "file");
-  }
-  const head = await new Promise<Buffer>((resolve, reject) => {
-    const probe = createReadStream(file, { start: 0, end: 5 });
-    const parts: Buffer[] = [];
-    probe.on("data", (c) => parts.push(c as Buffer));
-    probe.on("end", () => resolve(Buffer.concat(parts)));
-    probe.on("error", reject);
-  });
+  const { head, stream: raw, totalBytes: announced } = await openTraceSource(file, options);
   const gzip = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
   const refused = compressionRefused(head);
   if (refused) {
+    raw.destroy();
     throw new TraceFormatError(
       file,
       0,
@@ -473,13 +457,18 @@ export async function streamTrace(
     );
   }
   // Listeners and the pipe are attached in the same tick, so no chunk is missed.
-  const raw = createReadStream(file, { highWaterMark: 1 << 20 });
   let bytesRead = 0;
-  raw.on("data", (chunk) => {
+  raw.on("data", (chunk: Buffer) => {
     bytesRead += chunk.length;
   });
   // 1 MiB of decompressed text per chunk (zlib's default is 16 KiB): fewer, larger batches.
-  const source: AsyncIterable<Buffer> = gzip ? raw.pipe(createGunzip({ chunkSize: 1 << 20 })) : raw;
+  let source: AsyncIterable<Buffer> = raw;
+  if (gzip) {
+    const gunzip = createGunzip({ chunkSize: 1 << 20 });
+    // pipe() does not pass an error on: without this a URL cut off mid-body would leave gunzip waiting.
+    raw.on("error", (error) => gunzip.destroy(error));
+    source = raw.pipe(gunzip);
+  }
   let parser: TraceParser | null = null;
   let format: TraceFormat | null =
     options.format && options.format !== "auto" ? options.format : null;
@@ -495,7 +484,7 @@ export async function streamTrace(
       parser.push(chunk, out);
       records += out.count;
       if (out.count > 0) await sink(out);
-      options.onProgress?.({ bytesRead, totalBytes, records });
+      options.onProgress?.({ bytesRead, totalBytes: announced ?? bytesRead, records });
     }
   } catch (error) {
     raw.destroy();
@@ -524,7 +513,7 @@ export async function streamTrace(
     records,
     skipped: parser.skipped,
     kernel: parser.kernel,
-    bytes: totalBytes,
+    bytes: announced ?? bytesRead,
   };
 }
 

@@ -205,8 +205,8 @@ export function registerPaging(program: Command): void {
       "run one workload or trace under native, shadow, SLAT 4K host, SLAT 2M host and SLAT with large pages in both dimensions",
     )
     .option(
-      "--trace <file>",
-      "a trace: Valgrind lackey, plain 'R|W hexaddr', or ChampSim binary (plain or gzip); repeat for several (with --queue: a path or file: URL every worker can read)",
+      "--trace <file|url>",
+      "a trace: Valgrind lackey, plain 'R|W hexaddr', or ChampSim binary (plain or gzip), by path, file: URL or http(s) URL (streamed); repeat for several (with --queue: a location every worker can read)",
       (value: string, previous: string[]) => [...previous, value],
       [] as string[],
     )
