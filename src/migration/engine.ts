@@ -31,6 +31,12 @@ import type {
   PrecopyGuest,
   PrecopyTransport,
 } from "./precopy/types.js";
+import {
+  chunkBytes,
+  type QemuIterationOptions,
+  runningRate,
+  thresholdBytes,
+} from "./qemu-iteration/iteration.js";
 import type { MigrationResult, XbzrleCacheStats } from "./stats.js";
 
 /** A multifd packet (QEMU: 512 KiB); also the single stream's packet. */
@@ -79,6 +85,8 @@ export class Migration {
   /** The current run's state: a fresh object per run. */
   private s: VirtualRunState;
   private missingBitmap: DirtyBitmap | undefined;
+  /** QEMU's iteration: where a running sync ORs the new dirty pages on the way (scratch). */
+  private lateBitmap: DirtyBitmap | undefined;
   /** XXH3-64 of each source page as it was last encoded (content mode). */
   private sourceHashes: Region | undefined;
   private verifyScratch: Region | undefined;
@@ -182,9 +190,19 @@ export class Migration {
     return ram;
   }
 
-  /** Seconds to put `bytes` on the link. */
-  private linkMs(bytes: number): number {
-    return Number.isFinite(this.o.maxBandwidth) ? (bytes / this.o.maxBandwidth) * 1000 : 0;
+  /**
+   * Milliseconds to put `bytes` on the link: at max-bandwidth, or under
+   * QEMU's iteration at the host's own rate (while the guest runs, capped by
+   * max-bandwidth; paused, with no rate limit).
+   */
+  private linkMs(bytes: number, running = true): number {
+    const it = this.o.qemuIteration;
+    const rate = it
+      ? running
+        ? runningRate(it, this.o.maxBandwidth)
+        : it.completionRate
+      : this.o.maxBandwidth;
+    return Number.isFinite(rate) ? (bytes / rate) * 1000 : 0;
   }
 
   /** The bandwidth the policy uses: the link's, or for an unthrottled link what was measured. */
@@ -233,9 +251,24 @@ export class Migration {
     await this.guest.write(n);
   }
 
-  /** Flips the guest's dirty log into the migration bitmap (a sync). Returns pages pending. */
+  /**
+   * Flips the guest's dirty log into the migration bitmap (a sync). Returns
+   * pages pending. Under QEMU's iteration pages a pass left unsent are still
+   * pending, so the sync ORs the new dirty pages into them (a page in both
+   * counts once), as `migration_bitmap_sync` does; on virtual time no vCPU
+   * writes during the sync, so the merge is safe while the guest "runs".
+   */
   private sync(): number {
     this.s.syncs++;
+    if (this.o.qemuIteration && this.s.syncs > 1) {
+      this.lateBitmap ??= DirtyBitmap.allocate(
+        this.layout,
+        "qemu-iteration-late",
+        this.guest.pages,
+        this.o.pageShift,
+      );
+      return this.pending.syncPaused(this.lateBitmap);
+    }
     return this.pending.sync();
   }
 
@@ -246,7 +279,7 @@ export class Migration {
    * out (1: all).
    */
   private async link(bytes: number, running: boolean, untilMs: number): Promise<number> {
-    const ms = this.linkMs(bytes);
+    const ms = this.linkMs(bytes, running);
     if (running && this.s.clockMs + ms > untilMs) {
       const left = Math.max(0, untilMs - this.s.clockMs);
       const share = ms > 0 ? left / ms : 0;
@@ -450,6 +483,8 @@ export class Migration {
    * when the clock passes the timeout while the guest runs.
    */
   private async sendSnapshot(running: boolean, xbzrle: boolean, untilMs: number): Promise<Pass> {
+    const it = this.o.qemuIteration;
+    if (it) return this.sendIterating(it, running, untilMs);
     const sent = { pages: 0, bytes: 0 };
     const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
     this.pending.resetCursor(this.cursor);
@@ -478,6 +513,52 @@ export class Migration {
       sent.pages += part.pages;
       sent.bytes += part.bytes;
       if (part.cut) return { ...sent, cut: true };
+    }
+    return { ...sent, cut: false };
+  }
+
+  /**
+   * QEMU's iteration (metadata mode): sends the pending pages in chunks of
+   * one iteration each and, while the guest runs, looks at the pending
+   * estimate before every chunk: below `threshold_size` the pass ends and
+   * the driver syncs, with the unsent pages still pending. Paused (the
+   * completion) it sends everything with no rate limit.
+   */
+  private async sendIterating(
+    it: QemuIterationOptions,
+    running: boolean,
+    untilMs: number,
+  ): Promise<Pass> {
+    const sent = { pages: 0, bytes: 0 };
+    const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
+    const chunk = Math.max(1, Math.floor(chunkBytes(it, this.o.maxBandwidth) / pageRecord));
+    let remaining = this.s.pendingPages;
+    const below = () =>
+      running &&
+      remaining * this.pageBytes < thresholdBytes(this.s.lastWindowRate, this.o.downtimeLimitMs);
+    this.pending.resetCursor(this.cursor);
+    while (!below()) {
+      const n = this.pending.next(this.cursor, this.list);
+      if (n === 0) break;
+      for (let at = 0; at < n; ) {
+        if (below()) {
+          this.pending.putBack(this.list, at, n);
+          return { ...sent, cut: false };
+        }
+        const pages = Math.min(n - at, chunk);
+        const share = await this.link(pages * pageRecord, running, untilMs);
+        const out = Math.floor(pages * share);
+        sent.pages += out;
+        sent.bytes += out * pageRecord;
+        this.s.counts.normal += out;
+        this.s.counts.bytes += out * pageRecord;
+        remaining -= out;
+        at += pages;
+        if (share < 1) {
+          this.pending.putBack(this.list, at - pages + out, n);
+          return { ...sent, cut: true };
+        }
+      }
     }
     return { ...sent, cut: false };
   }
@@ -535,8 +616,12 @@ export class Migration {
         s.pendingPages = this.sync();
         return s.pendingPages;
       },
-      // The vCPUs stop; nothing dirties a page after the last sync.
-      pause: async () => s.pendingPages,
+      // The vCPUs stop; nothing dirties a page after the last sync. QEMU
+      // syncs once more at completion (`ram_save_complete`): it counts.
+      pause: async () => {
+        if (o.qemuIteration) s.pendingPages = this.sync();
+        return s.pendingPages;
+      },
       resume: () => {},
       writeRate: () => o.writesPerSecond * (1 - s.throttle.percentage / 100),
       get syncs() {
@@ -554,6 +639,9 @@ export class Migration {
       open: () => this.advance(2 * o.latencyMs),
       sendPending: async ({ running, round, untilMs }) => {
         if (running) await this.advance(o.latencyMs);
+        // QEMU's setup and first pages: after the first sync, before the pass.
+        if (running && round === 1 && o.qemuIteration)
+          await this.advance(Math.min(o.qemuIteration.startMs, Math.max(0, untilMs - s.clockMs)));
         const pass = await this.sendSnapshot(running, round > 1 && o.xbzrle, untilMs);
         // The writes owed for the round's last part of a window land before the sync.
         if (running) await this.flushWrites();
@@ -562,13 +650,23 @@ export class Migration {
       },
       bandwidth: (bytes, ms) => this.bandwidthEstimate(bytes, ms),
       rate: () => o.maxBandwidth,
-      linkMs: (bytes) => this.linkMs(bytes),
+      linkMs: (bytes) => this.linkMs(bytes, !o.qemuIteration),
       get transferred() {
         return s.transferred;
       },
       switchover: async () => {
         const stateBytes = o.deviceStateBytes;
         this.destination?.receiveDeviceState(this.deviceBlob);
+        const it = o.qemuIteration;
+        if (it) {
+          const stateMs = this.linkMs(stateBytes, false);
+          await this.advance(it.stopMs + stateMs, false);
+          s.transferred += stateBytes;
+          return {
+            bytes: stateBytes,
+            fixed: `stopping and handing over ${it.stopMs} ms, device state ${formatBytes(stateBytes)} (${stateMs.toFixed(1)} ms) with no rate limit`,
+          };
+        }
         const stateMs = this.linkMs(stateBytes);
         await this.advance(o.latencyMs + stateMs + o.switchoverMs, false);
         s.transferred += stateBytes;
