@@ -145,3 +145,32 @@ export async function clusterStatus(
     ...(target ? { target } : {}),
   };
 }
+
+/** A control connection kept open to one node, for frequent STATUS requests (the failover timeline). */
+export class NodeControl {
+  private client: Promise<TargetClient> | undefined;
+
+  constructor(readonly port: number) {}
+
+  /** The node's status, or an error when it does not answer within `timeoutMs` (the connection is then dropped). */
+  async status(timeoutMs: number): Promise<NodeStatus> {
+    const what = `node 127.0.0.1:${this.port}`;
+    this.client ??= TargetClient.connect(this.port, `control-${process.pid}`, timeoutMs);
+    try {
+      const client = await withDeadline(what, timeoutMs, this.client);
+      const reply = await withDeadline(what, timeoutMs, client.request(Op.status));
+      return parseNodeStatus(reply.payload);
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+  }
+
+  close(): void {
+    this.client?.then(
+      (c) => c.close(),
+      () => {},
+    );
+    this.client = undefined;
+  }
+}

@@ -380,11 +380,12 @@ export class ClusterNode {
         this.known = { epoch, coordinator: to };
         const link = await this.link(to, port);
         const answer = link.request(Op.failover, json({ to, from }));
-        const threshold = this.options.heartbeatMs * this.options.misses;
+        // Opening the volume reads its file table and bitmap: allow more than a heartbeat threshold.
+        const limit = Math.max(5000, 4 * this.options.heartbeatMs * this.options.misses);
         const frame = await Promise.race([
           answer,
-          sleep(threshold).then(() => {
-            throw new Error(`node ${to} did not take the role within ${threshold} ms`);
+          sleep(limit).then(() => {
+            throw new Error(`node ${to} did not take the role within ${limit} ms`);
           }),
         ]);
         const reply = parseFailoverReply(frame.payload);

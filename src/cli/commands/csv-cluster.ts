@@ -1,8 +1,15 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
+import { machineInfo } from "../../bench/machine.js";
+import { MAX_BENCH_NODES, runCsvBench } from "../../csv/bench.js";
 import { clusterStatus, requestFailover } from "../../csv/control-client.js";
+import { recordsToTable, toCsv } from "../../report/csv.js";
+import { renderHtmlReport } from "../../report/html.js";
 import { formatTable } from "../../report/table.js";
+import { csvBenchSection } from "../../tour/csv.js";
 import { formatBytes } from "../../util/units.js";
-import { integerOption, UsageError } from "../options.js";
+import { checkOutputFlags, integerOption, sizeOption, UsageError } from "../options.js";
 import { peersOption } from "./csv-options.js";
 
 interface ClusterFlags {
@@ -145,4 +152,129 @@ export function registerCsvCluster(csv: Command): void {
         : `coordinator moved from node ${reply.from} to node ${reply.to}: epoch ${reply.epoch}, metadata paused ${reply.pauseMs.toFixed(1)} ms`,
     );
   });
+
+  csv
+    .command("bench")
+    .description(
+      "a cluster scenario: start the target and N nodes under a storm of metadata operations and direct writes, kill the coordinator by PID, draw I/O per node per 100 ms with the pause marked and the new coordinator named, then check the volume",
+    )
+    .option(
+      "--nodes <n>",
+      `node processes (2 to ${MAX_BENCH_NODES})`,
+      integerOption(2, MAX_BENCH_NODES),
+      4,
+    )
+    .option(
+      "--heartbeat-interval <ms>",
+      "time between heartbeats (100 ms here to keep the run short; the cluster service's is 1000)",
+      integerOption(10, 60_000),
+      100,
+    )
+    .option(
+      "--heartbeat-misses <n>",
+      "heartbeats missed before a peer is dead",
+      integerOption(1, 100),
+      5,
+    )
+    .option("--before <ms>", "workload before the kill", integerOption(100, 600_000), 3000)
+    .option(
+      "--after <ms>",
+      "workload after the new coordinator took over",
+      integerOption(200, 600_000),
+      4000,
+    )
+    .option("--interval <ms>", "timeline interval", integerOption(10, 10_000), 100)
+    .option("--files <n>", "files each node keeps", integerOption(1, 64), 4)
+    .option(
+      "--file-size <size>",
+      "size a file is created with and grows by",
+      sizeOption(4096, 1 << 24),
+      16384,
+    )
+    .option("--lun-size <size>", "size of the LUN file", sizeOption(16 << 20, 64 << 30), 64 << 20)
+    .option("--no-planned", "skip the planned move of the role after the failover")
+    .option(
+      "--dir <dir>",
+      "keep the LUN and the ack logs in this folder (default: a temporary one, removed)",
+    )
+    .option(
+      "--html <file>",
+      "write the report (timeline chart, tables) as a self-contained HTML file",
+    )
+    .option("--json", "print the whole result as JSON")
+    .option("--csv", "print the timeline (node, ms, writes, metadata ops) as CSV")
+    .action(
+      async (flags: {
+        nodes: number;
+        heartbeatInterval: number;
+        heartbeatMisses: number;
+        before: number;
+        after: number;
+        interval: number;
+        files: number;
+        fileSize: number;
+        lunSize: number;
+        planned: boolean;
+        dir?: string;
+        html?: string;
+        json?: boolean;
+        csv?: boolean;
+      }) => {
+        checkOutputFlags(flags);
+        if (flags.dir !== undefined) {
+          try {
+            mkdirSync(flags.dir, { recursive: true });
+          } catch (error) {
+            throw new UsageError(`--dir ${flags.dir}: ${(error as Error).message}`);
+          }
+        }
+        if (flags.html !== undefined) mkdirSync(dirname(resolve(flags.html)), { recursive: true });
+        const result = await runCsvBench({
+          nodes: flags.nodes,
+          heartbeatMs: flags.heartbeatInterval,
+          misses: flags.heartbeatMisses,
+          beforeMs: flags.before,
+          afterMs: flags.after,
+          intervalMs: flags.interval,
+          pollMs: Math.max(5, Math.min(20, flags.interval / 5)),
+          files: flags.files,
+          fileBytes: flags.fileSize,
+          lunBytes: flags.lunSize,
+          planned: flags.planned,
+          ...(flags.dir !== undefined ? { dir: flags.dir } : {}),
+          log: (line) => console.error(line),
+        });
+        const section = csvBenchSection(result);
+        if (flags.html !== undefined)
+          writeFileSync(
+            flags.html,
+            await renderHtmlReport("hvlab csv bench", machineInfo(), [section], new Date()),
+          );
+        if (flags.json) console.log(JSON.stringify(result, null, 2));
+        else if (flags.csv)
+          process.stdout.write(
+            toCsv(
+              recordsToTable(
+                result.timeline.map((p) => ({
+                  node: p.node,
+                  ms: p.ms,
+                  writes: p.writes,
+                  metadataOps: p.metadataOps,
+                  ios: p.ios,
+                })),
+              ),
+            ),
+          );
+        else {
+          for (const line of section.summary) console.log(line);
+          for (const table of section.tables)
+            console.log(`\n${table.title}\n${formatTable(table)}`);
+          if (flags.html !== undefined) console.log(`\nreport: ${flags.html}`);
+        }
+        if (!result.check.ok || result.acks.intact !== result.acks.checked)
+          throw new Error(
+            `the volume did not survive the failover: ${result.check.problems[0]?.message ?? `${result.acks.checked - result.acks.intact} acknowledged writes lost`}`,
+          );
+      },
+    );
 }
