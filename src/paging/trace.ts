@@ -30,11 +30,7 @@ export class RecordBuffer {
   }
   /** Appends one access. */
   push(address: number, kind: number): void {
-    if (this.count * 2 >= this.words.length) {
-      const bigger = new Uint32Array(this.words.length * 2);
-      bigger.set(this.words);
-      this.words = bigger;
-    }
+    if (this.count * 2 >= this.words.length) this.reserve(1);
     const low = address % 4294967296;
     this.words[this.count * 2] = ((low - (low % 4096)) | kind) >>> 0;
     this.words[this.count * 2 + 1] = (address - low) / 4294967296;
@@ -43,7 +39,26 @@ export class RecordBuffer {
   clear(): void {
     this.count = 0;
   }
+  /** Makes room for `more` records beyond `count` (so that a parser may write words directly). */
+  reserve(more: number): void {
+    const need = (this.count + more) * 2;
+    if (need <= this.words.length) return;
+    const bigger = new Uint32Array(Math.max(need, this.words.length * 2));
+    bigger.set(this.words.subarray(0, this.count * 2));
+    this.words = bigger;
+  }
 }
+
+/** Hex digit values by byte (-1: not a digit), for the lackey fast path. */
+const HEX_DIGITS = (() => {
+  const t = new Int8Array(256).fill(-1);
+  for (let c = 0; c < 10; c++) t[48 + c] = c;
+  for (let c = 0; c < 6; c++) {
+    t[65 + c] = 10 + c;
+    t[97 + c] = 10 + c;
+  }
+  return t;
+})();
 
 /** Parsing options. */
 export interface ParseOptions {
@@ -115,12 +130,21 @@ class TextParser implements TraceParser {
 
   push(bytes: Uint8Array, out: RecordBuffer): void {
     let data = bytes;
-    if (this.carry.length > 0) {
-      data = new Uint8Array(this.carry.length + bytes.length);
-      data.set(this.carry);
-      data.set(bytes, this.carry.length);
-    }
     let start = 0;
+    if (this.carry.length > 0) {
+      // Only the line that straddles the chunks is joined; the rest is parsed in place.
+      const nl = bytes.indexOf(CH_NL);
+      const head = nl < 0 ? bytes : bytes.subarray(0, nl + 1);
+      data = new Uint8Array(this.carry.length + head.length);
+      data.set(this.carry);
+      data.set(head, this.carry.length);
+      if (nl >= 0) {
+        this.parseLine(data, 0, data.length - 1, out);
+        data = bytes;
+        start = nl + 1;
+      }
+    }
+    if (this.format === "lackey" && data === bytes) start = this.lackeyLines(data, start, out);
     for (;;) {
       const nl = data.indexOf(CH_NL, start);
       if (nl < 0) break;
@@ -170,6 +194,96 @@ class TextParser implements TraceParser {
     }
     if (i === first || i - first > 15 || value >= MAX_ADDRESS) return null;
     return [value, i];
+  }
+
+  /**
+   * The lackey fast path: whole lines of the usual shapes (`I  addr,size`,
+   * ` L|S|M addr,size`) parsed in one pass with records written in place; a
+   * line of any other shape (Valgrind's messages, a malformed line) goes
+   * through {@link parseLine}, which says what is wrong with it. Returns where
+   * the last whole line ended.
+   */
+  private lackeyLines(d: Uint8Array, start: number, out: RecordBuffer): number {
+    const limit = userLimit(this.options);
+    const n = d.length;
+    // At most one line in 7 bytes ("I  0,1\n"), two records for a modify.
+    out.reserve(Math.ceil(n / 7) * 2 + 2);
+    const words = out.words;
+    let count = out.count;
+    let line = this.line;
+    let i = start;
+    while (i < n) {
+      const from = i;
+      const c0 = d[i] as number;
+      let kind = -2;
+      if (c0 === 73) {
+        if (d[i + 1] === CH_SPACE && d[i + 2] === CH_SPACE) kind = ACCESS.execute | ACCESS.user;
+      } else if (c0 === CH_SPACE && d[i + 2] === CH_SPACE) {
+        const op = d[i + 1];
+        if (op === 76) kind = ACCESS.user;
+        else if (op === 83) kind = ACCESS.write | ACCESS.user;
+        else if (op === 77) kind = -1;
+      }
+      let ok = kind !== -2;
+      let address = 0;
+      let j = i + 3;
+      if (ok) {
+        const first = j;
+        for (; j < n; j++) {
+          const h = HEX_DIGITS[d[j] as number] as number;
+          if (h < 0) break;
+          address = address * 16 + h;
+        }
+        ok = j > first && j - first <= 15 && address < limit && d[j] === CH_COMMA;
+      }
+      if (ok) {
+        j++;
+        const digits = j;
+        let size = 0;
+        for (; j < n; j++) {
+          const c = d[j] as number;
+          if (c < CH_0 || c > CH_9) break;
+          size = size * 10 + c - CH_0;
+        }
+        if (d[j] === CH_CR) j++;
+        ok = j > digits && size > 0 && d[j] === CH_NL;
+      }
+      if (!ok) {
+        // Another shape, or a line cut by the chunk's end: the general path (or the carry) takes it.
+        const nl = d.indexOf(CH_NL, from);
+        if (nl < 0) {
+          i = from;
+          break;
+        }
+        out.count = count;
+        this.line = line;
+        this.parseLine(d, from, nl, out);
+        line = this.line;
+        count = out.count;
+        i = nl + 1;
+        if (out.words !== words) return this.lackeyLines(d, i, out);
+        continue;
+      }
+      line++;
+      const low = address % 4294967296;
+      const high = (address - low) / 4294967296;
+      const page = (low - (low % 4096)) >>> 0;
+      if (kind === -1) {
+        words[count * 2] = (page | ACCESS.user) >>> 0;
+        words[count * 2 + 1] = high;
+        words[count * 2 + 2] = (page | ACCESS.write | ACCESS.user) >>> 0;
+        words[count * 2 + 3] = high;
+        count += 2;
+      } else {
+        words[count * 2] = (page | kind) >>> 0;
+        words[count * 2 + 1] = high;
+        count++;
+      }
+      i = j + 1;
+    }
+    out.count = count;
+    this.line = line;
+    return i;
   }
 
   private lackey(d: Uint8Array, from: number, end: number, out: RecordBuffer): void {
