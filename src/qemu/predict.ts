@@ -96,7 +96,7 @@ export async function predictMigration(
       ? {
           qemuIteration: {
             hostRate: probe.hostRate,
-            completionRate: probe.pausedRate,
+            completionRate: probe.completionRate,
             startMs: probe.startMs,
             stopMs: QEMU_STOP_MS,
           },
