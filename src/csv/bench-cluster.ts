@@ -119,6 +119,8 @@ export interface RunningCluster {
   readonly targetPort: number;
   /** Node id to its process and port. */
   readonly nodes: ReadonlyMap<number, { readonly process: ClusterProcess; readonly port: number }>;
+  /** Starts node `id` again (after it was killed), on the same port, and waits until it listens. */
+  restart(id: number): Promise<ClusterProcess>;
   /** Stops every process still running, by PID. */
   stop(): Promise<void>;
 }
@@ -144,7 +146,7 @@ export async function startCluster(setup: ClusterSetup): Promise<RunningCluster>
     const targetPort = Number(listening.port);
     const ports: number[] = [];
     for (let id = 1; id <= setup.nodes; id++) ports.push(await freeLoopbackPort());
-    for (let id = 1; id <= setup.nodes; id++) {
+    const launch = (id: number) => {
       const peers = ports
         .map((port, i) => `${i + 1}=${port}`)
         .filter((_, i) => i + 1 !== id)
@@ -167,11 +169,19 @@ export async function startCluster(setup: ClusterSetup): Promise<RunningCluster>
         ...setup.nodeArgs(id),
       ]);
       nodes.set(id, { process: node, port: ports[id - 1] ?? 0 });
-    }
+      return node;
+    };
+    for (let id = 1; id <= setup.nodes; id++) launch(id);
     await Promise.all(
       [...nodes.values()].map((n) => n.process.next((e) => e.event === "listening", 60_000)),
     );
-    return { target, targetPort, nodes, stop };
+    const restart = async (id: number) => {
+      await nodes.get(id)?.process.stop();
+      const node = launch(id);
+      await node.next((e) => e.event === "listening", 60_000);
+      return node;
+    };
+    return { target, targetPort, nodes, restart, stop };
   } catch (error) {
     await stop();
     throw error;
