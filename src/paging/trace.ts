@@ -265,9 +265,10 @@ class TextParser implements TraceParser {
         continue;
       }
       line++;
-      const low = address % 4294967296;
+      // ToUint32 is the address mod 2^32 (exact below 2^53): no floating-point modulo.
+      const low = address >>> 0;
       const high = (address - low) / 4294967296;
-      const page = (low - (low % 4096)) >>> 0;
+      const page = (low & 0xfffff000) >>> 0;
       if (kind === -1) {
         words[count * 2] = (page | ACCESS.user) >>> 0;
         words[count * 2 + 1] = high;
