@@ -343,8 +343,9 @@ export class ReceivePath {
       .map((s) => ({ ...s, scratch: this.scratchFor(s.p, s.count, switchTable) }));
     let results: ReceiveResult[];
     if (pool) {
-      const gate = new StartGate(memory, this.gate);
-      gate.reset();
+      // The last processor to arrive opens the gate: the processors start
+      // together without a wake-up of this thread between.
+      new StartGate(memory, this.gate).reset(active.length);
       const tasks = active.map((s) =>
         pool.run<ReceiveTask>({
           type: "net.receive",
@@ -363,7 +364,6 @@ export class ReceivePath {
           gate: this.gate.toDescriptor(),
         }),
       );
-      await gate.openWhenArrived(active.length);
       results = await Promise.all(tasks);
     } else {
       results = active.map((s) => {
