@@ -6,9 +6,10 @@ import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.j
 export interface HostProbe {
   /**
    * Bytes per second QEMU's migration thread sent with no rate limit while
-   * the guest ran: the median over the sampling intervals of the first pass
-   * that carried mostly normal pages (an interval through the zero pages
-   * outside the working set moves pages, not bytes).
+   * the guest ran: bytes over time from the first to the last sampling
+   * interval of the first pass that carried mostly normal pages (an
+   * interval through the zero pages outside the working set moves pages,
+   * not bytes), the stalls between them included.
    */
   readonly hostRate: number;
   /**
@@ -25,7 +26,7 @@ export interface HostProbe {
    * low memory before the working set.
    */
   readonly startMs: number;
-  /** Sampling intervals the host's rate is the median of. */
+  /** Sampling intervals the host's rate spans. */
   readonly intervals: number;
   /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
@@ -40,8 +41,14 @@ export class HostProbeError extends Error {
 const NORMAL_SHARE = 0.9;
 /** max-bandwidth for "no rate limit" (QEMU takes any uint64; 1 TiB/s is never reached). */
 const UNLIMITED = 2 ** 40;
-/** Intervals measured while the guest runs. */
-const RUNNING_INTERVALS = 5;
+/** Intervals of mostly normal pages measured while the guest runs. */
+const RUNNING_INTERVALS = 8;
+/**
+ * The completion is started with about this much of the working set still
+ * to send: enough for a rate, little enough that the source's monitor
+ * (blocked while QEMU completes) answers again soon.
+ */
+const COMPLETION_TARGET_BYTES = 48 * 1024 ** 2;
 /** downtime-limit that makes QEMU complete at its next check (QEMU's largest is 2000 s). */
 const COMPLETE_NOW_MS = 2_000_000;
 /** Fewer bytes than this in the completion cannot give a rate. */
@@ -51,12 +58,6 @@ interface Point {
   readonly at: number;
   readonly transferred: number;
   readonly normalBytes: number;
-}
-
-function median(values: number[]): number {
-  const v = [...values].sort((a, b) => a - b);
-  const mid = v.length >> 1;
-  return v.length % 2 === 1 ? (v[mid] ?? 0) : ((v[mid - 1] ?? 0) + (v[mid] ?? 0)) / 2;
 }
 
 /**
@@ -75,6 +76,7 @@ export async function probeHost(
   launch: Omit<QemuLaunch, "name" | "incoming">,
   started: QemuProcess[],
   probeMs: number,
+  workingSetBytes: number,
   sampleMs = 10,
 ): Promise<HostProbe> {
   const destination = await QemuProcess.start({
@@ -89,8 +91,10 @@ export async function probeHost(
     "max-bandwidth": UNLIMITED,
     "downtime-limit": 1,
   });
-  const rates: number[] = [];
+  let intervals = 0;
   let first: Point | undefined;
+  let lastGood: Point | undefined;
+  const active: Point[] = [];
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
   let writesDuring = 0;
@@ -115,17 +119,20 @@ export async function probeHost(
     const ram = info.ram;
     if (!ram || info.status !== "active") continue;
     const now = { at, transferred: ram.transferred ?? 0, normalBytes: ram["normal-bytes"] ?? 0 };
+    active.push(now);
     // Only the first pass (one sync, at setup) runs flat out.
     if (!completing && last && (ram["dirty-sync-count"] ?? 0) <= 1) {
       const bytes = now.transferred - last.transferred;
       const normal = now.normalBytes - last.normalBytes;
       if (bytes > 0 && normal >= bytes * NORMAL_SHARE) {
-        rates.push((bytes * 1000) / (now.at - last.at));
-        first ??= now;
+        intervals++;
+        first ??= last;
+        lastGood = now;
       }
     }
     last = now;
-    if (!completing && (rates.length >= RUNNING_INTERVALS || at > probeMs)) {
+    const nearEnd = now.normalBytes >= workingSetBytes - COMPLETION_TARGET_BYTES;
+    if (!completing && ((intervals >= RUNNING_INTERVALS && nearEnd) || at > probeMs)) {
       const status = await readGuestStatus(source.qmp);
       writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
       await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
@@ -133,22 +140,24 @@ export async function probeHost(
     }
   }
   await destination.stop();
-  if (!first || rates.length === 0 || !last)
+  if (!first || !lastGood || lastGood.at <= first.at)
     throw new HostProbeError(
       `in ${probeMs} ms of migrating with no rate limit no ${sampleMs} ms interval of the first pass carried mostly normal pages: make the working set larger or the probe longer`,
     );
-  const hostRate = median(rates);
+  const hostRate = ((lastGood.transferred - first.transferred) * 1000) / (lastGood.at - first.at);
   // Where the line through the first full-speed sample at the host's rate
   // meets zero bytes: the time before pages flowed.
   const startMs = Math.max(0, first.at - (first.transferred * 1000) / hostRate);
-  // The completion's bytes: all that went after the last sample, less what
-  // pre-copy still sent between that sample and the stop (at the host's rate).
+  // The completion's bytes: all that went after the last sample before the
+  // stop (QEMU's clock: total-time less downtime), less what pre-copy still
+  // sent between that sample and the stop (at the host's rate).
   const downtimeMs = final.downtime ?? 0;
   const stopAt = (final["total-time"] ?? 0) - downtimeMs;
+  const lastRunning = active.filter((p) => p.at <= stopAt).at(-1) ?? first;
   const bytes =
     (final.ram?.transferred ?? 0) -
-    last.transferred -
-    (hostRate * Math.max(0, stopAt - last.at)) / 1000;
+    lastRunning.transferred -
+    (hostRate * Math.max(0, stopAt - lastRunning.at)) / 1000;
   if (!(downtimeMs > 0) || bytes < MIN_COMPLETION_BYTES)
     throw new HostProbeError(
       `the probe's completion sent ${Math.round(bytes)} bytes in ${downtimeMs} ms of downtime: too little to give a rate (make the working set larger)`,
@@ -158,7 +167,7 @@ export async function probeHost(
     completionRate: (bytes * 1000) / downtimeMs,
     completion: { bytes, downtimeMs },
     startMs,
-    intervals: rates.length,
+    intervals,
     writesPerSecondDuring: writesDuring,
   };
 }

@@ -583,7 +583,14 @@ function registerPredict(qemu: Command): void {
     try {
       const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
       const measured = await withQemus((started) =>
-        measureGuest(launch, flags.warmup, flags.calcTimes, started, flags.probeMs),
+        measureGuest(
+          launch,
+          flags.warmup,
+          flags.calcTimes,
+          started,
+          flags.probeMs,
+          spec.workingSetPages * GUEST_PAGE,
+        ),
       );
       const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
       let real: QemuMigrationRun | undefined;
