@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { parseHostPort } from "../src/cli/commands/migrate-live.js";
 import { UsageError } from "../src/cli/options.js";
 import { BandwidthMeter } from "../src/migration/live/bandwidth-meter.js";
-import { TokenBucket } from "../src/migration/live/token-bucket.js";
+import { TokenBucket } from "../src/transport/token-bucket.js";
 import { hvlabAsync as hvlab } from "./support/cli.js";
 
 const BIN = new URL("../bin/hvlab.js", import.meta.url).pathname;

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
 import { LiveSource } from "../src/migration/live/source.js";
-import { RATE_WINDOW_MS, TokenBucket } from "../src/migration/live/token-bucket.js";
+import { RATE_WINDOW_MS, TokenBucket } from "../src/transport/token-bucket.js";
 
 const MiB = 1024 ** 2;
 const servers: DestinationServer[] = [];

@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { TokenBucket } from "../migration/live/token-bucket.js";
 import type { BlockFile } from "../storage/block-file.js";
+import { TokenBucket } from "../transport/token-bucket.js";
 import {
   encodeFrame,
   type Frame,

@@ -186,14 +186,6 @@ export class PagingMachine {
     readonly options: MachineOptions,
   ) {
     const { config } = options;
-    // Agile paging's switch between shadow and nested walks is modelled at
-    // 4 KiB guest leaves only: with 2 MiB guest pages the walk kernel and its
-    // oracle still disagree (docs/paging.md), so the combination is refused.
-    if (config.mode === "agile" && config.guestPageSize !== "4K") {
-      throw new PagingError(
-        `agile paging is modelled with 4 KiB guest pages only, not ${config.guestPageSize}`,
-      );
-    }
     this.random = new SeededRandom(options.seed);
     this.window = new PhysicalWindow(memory, new Region(regions.arena), {
       hostTableBytes: options.hostTableBytes,
@@ -233,7 +225,9 @@ export class PagingMachine {
               unsync: config.mode === "shadow" && config.unsync,
               floodThreshold: options.floodThreshold ?? 3,
               tagged,
-              ...(config.mode === "agile" ? { agileSwitchWrites: AGILE_SWITCH_WRITES } : {}),
+              ...(config.mode === "agile" && this.host
+                ? { agileSwitchWrites: AGILE_SWITCH_WRITES, host: this.host }
+                : {}),
             },
             this.exits,
           )

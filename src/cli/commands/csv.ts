@@ -23,6 +23,8 @@ import { formatTable } from "../../report/table.js";
 import { FdFile } from "../../storage/block-file.js";
 import { formatBytes } from "../../util/units.js";
 import { integerOption, numberOption, sizeOption, UsageError } from "../options.js";
+import { registerCsvCluster } from "./csv-cluster.js";
+import { peersOption } from "./csv-options.js";
 import { parseBandwidth } from "./migrate.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
@@ -379,19 +381,6 @@ export function registerCsv(program: Command): void {
         node.stop();
       },
     );
-}
 
-/** Parses --peers: id=port pairs. */
-function peersOption(text: string): Map<number, number> {
-  const peers = new Map<number, number>();
-  for (const item of text.split(",")) {
-    const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(item);
-    const id = Number(m?.[1]);
-    const port = Number(m?.[2]);
-    if (!m || id < 1 || id > 16 || port < 1 || port > 65535)
-      throw new InvalidArgumentError(`"${item}" is not id=port (id 1 to 16, port 1 to 65535)`);
-    if (peers.has(id)) throw new InvalidArgumentError(`node ${id} is listed twice`);
-    peers.set(id, port);
-  }
-  return peers;
+  registerCsvCluster(csv);
 }

@@ -1,8 +1,8 @@
 import type { Socket } from "node:net";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { describeTlsError, isTlsError } from "../../transport/secure.js";
+import type { TokenBucket } from "../../transport/token-bucket.js";
 import { BandwidthMeter } from "./bandwidth-meter.js";
-import type { TokenBucket } from "./token-bucket.js";
 
 /**
  * Bytes the socket may hold beyond what the kernel took before a sender

@@ -6,6 +6,7 @@ import { MemoryLayout } from "../../memory/layout.js";
 import { Region } from "../../memory/region.js";
 import { KernelPool } from "../../pool/pool.js";
 import { connectSecure, type TransportSecurity } from "../../transport/secure.js";
+import { TokenBucket } from "../../transport/token-bucket.js";
 import { formatBytes } from "../../util/units.js";
 import { type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
@@ -36,7 +37,6 @@ import {
   MAX_DIGESTS_PER_FRAME,
   MAX_PAGES_PER_FRAME,
 } from "./messages.js";
-import { TokenBucket } from "./token-bucket.js";
 import { VcpuRunner } from "./vcpu-runner.js";
 
 /** Largest guest the live mode holds: both ends keep its bytes, often on one machine. */
