@@ -1,4 +1,5 @@
 import { fileURLToPath } from "node:url";
+import { isTraceUrl } from "../paging/trace-source.js";
 import type { KernelPool } from "../pool/pool.js";
 import type { SimulationSpec } from "../power/simulate.js";
 import type { Payload } from "./payload.js";
@@ -8,14 +9,16 @@ import { PayloadError } from "./payload.js";
 export const WORKER_DOMAINS = ["migration", "power", "distributed"] as const;
 
 /**
- * A trace's location as a worker opens it: a path, or a `file:` URL. Any
- * other scheme is refused (a worker fetches nothing from the network).
+ * A trace's location as a worker opens it: a path, a `file:` URL (a path
+ * every worker sees), or an `http:`/`https:` URL (fetched and streamed by
+ * the paging engine). Any other scheme is refused.
  */
 export function traceFile(location: string, where: string): string {
   if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(location)) {
-    if (!location.startsWith("file:")) {
+    if (isTraceUrl(location)) return location;
+    if (!/^file:/i.test(location)) {
       throw new PayloadError(
-        `${where}: trace ${location}: only paths and file: URLs are read (mount the traces where every worker sees them)`,
+        `${where}: trace ${location}: only paths, file: and http(s): URLs are read`,
       );
     }
     return fileURLToPath(location);

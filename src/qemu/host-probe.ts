@@ -1,27 +1,34 @@
 import { readGuestStatus } from "./guest-status.js";
-import { FINAL_STATUSES, parseMigrationInfo } from "./migrate-info.js";
+import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
 import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.js";
 
 /** What a short migration with no rate limit showed about this host. */
 export interface HostProbe {
   /**
    * Bytes per second QEMU's migration thread sent with no rate limit while
-   * the guest ran: the median over the sampling intervals of the first pass
-   * that carried mostly normal pages (an interval through the zero pages
-   * outside the working set moves pages, not bytes).
+   * the guest ran: bytes over time from the first to the last sampling
+   * interval of the first pass that carried mostly normal pages (an
+   * interval through the zero pages outside the working set moves pages,
+   * not bytes), the stalls between them included.
    */
   readonly hostRate: number;
-  /** The same with the vCPUs stopped (QMP `stop`), as at completion. */
-  readonly pausedRate: number;
+  /**
+   * Bytes per second of QEMU's completion: the probe ends by raising
+   * downtime-limit so that QEMU stops the guest and sends the rest of its
+   * first pass with no rate limit; its bytes over its `downtime`.
+   */
+  readonly completionRate: number;
+  /** The probe's completion: bytes and QEMU's downtime, ms. */
+  readonly completion: { readonly bytes: number; readonly downtimeMs: number };
   /**
    * How long after `migrate` the pages began to flow at the host's rate,
    * ms: QEMU's setup, starting the dirty log, and the first pass over the
    * low memory before the working set.
    */
   readonly startMs: number;
-  /** Sampling intervals each median was taken over. */
-  readonly intervals: { readonly running: number; readonly paused: number };
-  /** The guest's writes per second while the probe migrated it (before `stop`). */
+  /** Sampling intervals the host's rate spans. */
+  readonly intervals: number;
+  /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
 }
 
@@ -34,9 +41,18 @@ export class HostProbeError extends Error {
 const NORMAL_SHARE = 0.9;
 /** max-bandwidth for "no rate limit" (QEMU takes any uint64; 1 TiB/s is never reached). */
 const UNLIMITED = 2 ** 40;
-/** Intervals measured in each phase. */
-const RUNNING_INTERVALS = 5;
-const PAUSED_INTERVALS = 3;
+/** Intervals of mostly normal pages measured while the guest runs. */
+const RUNNING_INTERVALS = 8;
+/**
+ * The completion is started with about this much of the working set still
+ * to send: enough for a rate, little enough that the source's monitor
+ * (blocked while QEMU completes) answers again soon.
+ */
+const COMPLETION_TARGET_BYTES = 48 * 1024 ** 2;
+/** downtime-limit that makes QEMU complete at its next check (QEMU's largest is 2000 s). */
+const COMPLETE_NOW_MS = 2_000_000;
+/** Fewer bytes than this in the completion cannot give a rate. */
+const MIN_COMPLETION_BYTES = 4 * 1024 ** 2;
 
 interface Point {
   readonly at: number;
@@ -44,28 +60,24 @@ interface Point {
   readonly normalBytes: number;
 }
 
-function median(values: number[]): number {
-  const v = [...values].sort((a, b) => a - b);
-  const mid = v.length >> 1;
-  return v.length % 2 === 1 ? (v[mid] ?? 0) : ((v[mid - 1] ?? 0) + (v[mid] ?? 0)) / 2;
-}
-
 /**
  * Migrates the running guest to a throw-away destination with no rate limit
- * and downtime-limit 1 ms, samples query-migrate every `sampleMs` through
- * the first pass: first with the guest running, then stopped (QMP `stop`),
- * and cancels, all within `probeMs`. The rates QEMU reaches are the host's
- * (under TCG the vCPU and the migration thread share the cores); the write
- * counter's rate meanwhile is the guest's slowdown under migration. Leaves
- * the source stopped (it was a measurement guest); the destination it
- * starts is pushed to `started`.
+ * and downtime-limit 1 ms (so it does not complete), samples query-migrate
+ * every `sampleMs` through the first pass while the guest runs, then raises
+ * downtime-limit so that QEMU completes at once, sending the rest of the
+ * pass with the guest stopped, as it sends the last pages of any migration.
+ * The rates QEMU reaches are the host's (under TCG the vCPU and the
+ * migration thread share the cores); the write counter's rate meanwhile is
+ * the guest's slowdown under migration. The source ends migrated (it was a
+ * measurement guest); the destination it starts is pushed to `started`.
  */
 export async function probeHost(
   source: QemuProcess,
   launch: Omit<QemuLaunch, "name" | "incoming">,
   started: QemuProcess[],
   probeMs: number,
-  sampleMs = 25,
+  workingSetBytes: number,
+  sampleMs = 10,
 ): Promise<HostProbe> {
   const destination = await QemuProcess.start({
     ...launch,
@@ -79,75 +91,83 @@ export async function probeHost(
     "max-bandwidth": UNLIMITED,
     "downtime-limit": 1,
   });
-  const running: number[] = [];
-  const paused: number[] = [];
-  let first: { interval: Point; rate: number } | undefined;
+  let intervals = 0;
+  let first: Point | undefined;
+  let lastGood: Point | undefined;
+  const active: Point[] = [];
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
-  let stoppedAt: number | null = null;
   let writesDuring = 0;
+  let completing = false;
   await source.qmp.execute("migrate", { uri });
   let last: Point | undefined;
+  let final: QemuMigrationInfo | undefined;
   for (;;) {
     await new Promise((r) => setTimeout(r, sampleMs));
     const info = parseMigrationInfo(await source.qmp.execute("query-migrate"));
     const at = performance.now() - t0;
-    const ram = info.ram;
-    // Only the first pass (one sync, at setup) runs flat out; with the vCPUs
-    // stopped it may end in a completion, which is as good a sample.
-    if (!ram || (ram["dirty-sync-count"] ?? 0) > 1 || FINAL_STATUSES.has(info.status)) {
-      if (info.status === "failed")
+    if (FINAL_STATUSES.has(info.status)) {
+      if (info.status !== "completed")
         throw new HostProbeError(
-          `the probe migration failed${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`,
+          `the probe migration ended ${info.status}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`,
         );
-      if (last) break;
-      if (at > probeMs) break;
-      continue;
+      final = info;
+      break;
     }
+    if (at > probeMs + 10_000)
+      throw new HostProbeError(`the probe migration did not complete in ${probeMs + 10_000} ms`);
+    const ram = info.ram;
+    if (!ram || info.status !== "active") continue;
     const now = { at, transferred: ram.transferred ?? 0, normalBytes: ram["normal-bytes"] ?? 0 };
-    if (last && (stoppedAt === null || last.at >= stoppedAt)) {
+    active.push(now);
+    // Only the first pass (one sync, at setup) runs flat out.
+    if (!completing && last && (ram["dirty-sync-count"] ?? 0) <= 1) {
       const bytes = now.transferred - last.transferred;
       const normal = now.normalBytes - last.normalBytes;
       if (bytes > 0 && normal >= bytes * NORMAL_SHARE) {
-        const rate = (bytes * 1000) / (now.at - last.at);
-        (stoppedAt === null ? running : paused).push(rate);
-        if (!first) first = { interval: now, rate };
+        intervals++;
+        first ??= last;
+        lastGood = now;
       }
     }
     last = now;
-    if (stoppedAt === null && (running.length >= RUNNING_INTERVALS || at > probeMs / 2)) {
+    const nearEnd = now.normalBytes >= workingSetBytes - COMPLETION_TARGET_BYTES;
+    if (!completing && ((intervals >= RUNNING_INTERVALS && nearEnd) || at > probeMs)) {
       const status = await readGuestStatus(source.qmp);
       writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
-      await source.qmp.execute("stop");
-      stoppedAt = performance.now() - t0;
-      // The interval the stop fell in is neither phase's.
-      last = undefined;
-    } else if (stoppedAt !== null && paused.length >= PAUSED_INTERVALS) break;
-    if (at > probeMs) break;
-  }
-  const info = parseMigrationInfo(await source.qmp.execute("query-migrate"));
-  if (!FINAL_STATUSES.has(info.status)) {
-    await source.qmp.execute("migrate_cancel");
-    for (let i = 0; i < 100; i++) {
-      const now = parseMigrationInfo(await source.qmp.execute("query-migrate"));
-      if (FINAL_STATUSES.has(now.status)) break;
-      await new Promise((r) => setTimeout(r, 20));
+      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
+      completing = true;
     }
   }
   await destination.stop();
-  if (!first || running.length === 0 || paused.length === 0)
+  if (!first || !lastGood || lastGood.at <= first.at)
     throw new HostProbeError(
-      `in ${probeMs} ms of migrating with no rate limit the first pass gave ${running.length} running and ${paused.length} paused ${sampleMs} ms intervals of mostly normal pages (need one of each): make the working set larger or the probe longer`,
+      `in ${probeMs} ms of migrating with no rate limit no ${sampleMs} ms interval of the first pass carried mostly normal pages: make the working set larger or the probe longer`,
     );
-  const hostRate = median(running);
+  const hostRate = ((lastGood.transferred - first.transferred) * 1000) / (lastGood.at - first.at);
   // Where the line through the first full-speed sample at the host's rate
   // meets zero bytes: the time before pages flowed.
-  const startMs = Math.max(0, first.interval.at - (first.interval.transferred * 1000) / hostRate);
+  const startMs = Math.max(0, first.at - (first.transferred * 1000) / hostRate);
+  // The completion's bytes: all that went after the last sample before the
+  // stop (QEMU's clock: total-time less downtime), less what pre-copy still
+  // sent between that sample and the stop (at the host's rate).
+  const downtimeMs = final.downtime ?? 0;
+  const stopAt = (final["total-time"] ?? 0) - downtimeMs;
+  const lastRunning = active.filter((p) => p.at <= stopAt).at(-1) ?? first;
+  const bytes =
+    (final.ram?.transferred ?? 0) -
+    lastRunning.transferred -
+    (hostRate * Math.max(0, stopAt - lastRunning.at)) / 1000;
+  if (!(downtimeMs > 0) || bytes < MIN_COMPLETION_BYTES)
+    throw new HostProbeError(
+      `the probe's completion sent ${Math.round(bytes)} bytes in ${downtimeMs} ms of downtime: too little to give a rate (make the working set larger)`,
+    );
   return {
     hostRate,
-    pausedRate: median(paused),
+    completionRate: (bytes * 1000) / downtimeMs,
+    completion: { bytes, downtimeMs },
     startMs,
-    intervals: { running: running.length, paused: paused.length },
+    intervals,
     writesPerSecondDuring: writesDuring,
   };
 }

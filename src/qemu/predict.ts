@@ -31,6 +31,7 @@ export async function measureGuest(
   calcTimesS: readonly number[],
   started: QemuProcess[],
   probeMs = 0,
+  workingSetBytes = launch.ramBytes,
 ): Promise<GuestMeasurement> {
   const q = await QemuProcess.start({ ...launch, name: "measure" });
   started.push(q);
@@ -43,7 +44,7 @@ export async function measureGuest(
     undefined,
   );
   const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
-  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs) : null;
+  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, workingSetBytes) : null;
   return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted, probe };
 }
 
@@ -96,7 +97,7 @@ export async function predictMigration(
       ? {
           qemuIteration: {
             hostRate: probe.hostRate,
-            completionRate: probe.pausedRate,
+            completionRate: probe.completionRate,
             startMs: probe.startMs,
             stopMs: QEMU_STOP_MS,
           },

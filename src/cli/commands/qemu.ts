@@ -583,7 +583,14 @@ function registerPredict(qemu: Command): void {
     try {
       const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
       const measured = await withQemus((started) =>
-        measureGuest(launch, flags.warmup, flags.calcTimes, started, flags.probeMs),
+        measureGuest(
+          launch,
+          flags.warmup,
+          flags.calcTimes,
+          started,
+          flags.probeMs,
+          spec.workingSetPages * GUEST_PAGE,
+        ),
       );
       const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
       let real: QemuMigrationRun | undefined;
@@ -633,7 +640,7 @@ function registerPredict(qemu: Command): void {
       );
       if (measured.probe)
         console.log(
-          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and ${formatBytes(measured.probe.pausedRate)}/s with it stopped, pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile`,
+          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (${formatBytes(measured.probe.completion.bytes)} in ${measured.probe.completion.downtimeMs} ms of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile`,
         );
       const p = predicted.summary;
       console.log(
