@@ -116,26 +116,12 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
   };
 
   let lastSettled = performance.now();
-  /**
-   * Reads a completed job's result and worker: two fields of its hash (the
-   * names BullMQ's Job keeps them under), not the whole job with its data.
-   */
+  /** Reads a job its completed event names: it is finished, its state need not be read first. */
   const completed = async (index: number): Promise<void> => {
-    const client = await queue.getBackend().client;
-    const [returnvalue, processedBy] = await client.hmget(
-      queue.toKey(jobId(sweepId, index)),
-      "returnvalue",
-      "processedBy",
-    );
-    if (returnvalue === undefined || returnvalue === null || !pending.has(index)) return;
+    const job = await Job.fromId(queue, jobId(sweepId, index));
+    if (!job) return;
     lastSettled = performance.now();
-    outcomes[index] = {
-      ok: true,
-      value: fromWire(JSON.parse(returnvalue) as unknown),
-      worker: processedBy ?? null,
-    };
-    pending.delete(index);
-    if (pending.size === 0) wake();
+    settle(index, job, "completed");
   };
 
   const check = async (index: number): Promise<boolean> => {
@@ -152,8 +138,9 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
   try {
     await reach(target, [queue, events]);
     // A completed event is sent once the job is (BullMQ's moveToFinished
-    // script writes both): the job is read at once. A failed one is
-    // confirmed from the job's state first (a retried attempt is not final).
+    // script writes both): the job is read at once, without reading its
+    // state first (a script in Redis per job). A failed one is confirmed
+    // from the job's state first (a retried attempt is not final).
     events.on("completed", ({ jobId: id }: { jobId: string }) => {
       const index = indexOf.get(id);
       if (index !== undefined && pending.has(index)) void completed(index).catch(() => {});
