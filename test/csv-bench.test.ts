@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { hvlabAsync } from "./support/cli.js";
@@ -44,7 +44,35 @@ describe("hvlab csv bench", () => {
     expect(r.marks.map((m: { what: string }) => m.what)).toContain(
       `node ${r.killed.node} killed (SIGKILL)`,
     );
+    // Live migration hands the VHD over; quick migration moved the LUN: both measured.
+    expect(r.vhdHandoverMs).toBeGreaterThan(0);
+    expect(r.planned.pauseMs).toBeGreaterThan(0);
+    const measured = join(out, "bench.json");
+    writeFileSync(measured, run.stdout);
+    const quick = await hvlabAsync([
+      "quick-migrate",
+      "--guest",
+      "4MiB",
+      "--failover-from",
+      measured,
+    ]);
+    expect(quick.code, quick.stderr).toBe(0);
+    expect(quick.stdout).toContain(`failover ${Math.round(r.planned.pauseMs)} ms`);
+    const both = await hvlabAsync([
+      "quick-migrate",
+      "--failover",
+      "5",
+      "--failover-from",
+      measured,
+    ]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/choose one of --failover and --failover-from/);
+    writeFileSync(join(out, "empty.json"), "{}");
+    const empty = await hvlabAsync(["quick-migrate", "--failover-from", join(out, "empty.json")]);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/planned.pauseMs is missing/);
     const page = readFileSync(html, "utf8");
+    expect(page).toMatch(/live migration against quick migration/);
     expect(page).toMatch(/the coordinator killed, the new coordinator named/);
     expect(page).toContain(`node ${r.killed.node} killed (SIGKILL)`);
     expect(page).toContain(`node ${r.successor.node} coordinator (epoch ${r.successor.epoch})`);

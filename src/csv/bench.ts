@@ -8,6 +8,8 @@ import { checkVolume, type VolumeProblem } from "./check.js";
 import type { NodeStatus } from "./control.js";
 import { NodeControl, requestFailover } from "./control-client.js";
 import { FileLun } from "./lun.js";
+import { Op } from "./protocol.js";
+import { TargetClient } from "./target-client.js";
 import {
   type CounterSample,
   metadataResumedAt,
@@ -104,6 +106,13 @@ export interface CsvBenchResult {
     /** The old coordinator's view: release to the new term, ms. */
     readonly pauseMs: number;
   } | null;
+  /**
+   * A VM's disk handed from one node to another as live migration does it
+   * (close on A: a FLUSH at the target; open on B: a metadata open through
+   * the coordinator; the LUN does not move), median of 5, ms; null without
+   * the planned move.
+   */
+  readonly vhdHandoverMs: number | null;
   readonly marks: readonly TimelineMark[];
   readonly perNode: readonly {
     readonly node: number;
@@ -131,6 +140,43 @@ async function formatLun(path: string, bytes: number): Promise<void> {
     await Volume.format(new FileLun(file, false), { clusterBytes: 4096, fileSlots: 1024 });
   } finally {
     file.close();
+  }
+}
+
+/**
+ * Times the storage handover of live migration: the source node closes the
+ * VM's VHD (its writes made durable: FLUSH at the target) and the
+ * destination opens it through the coordinator (a forwarded metadata open).
+ * Connects as a peer of the coordinator on `port`, as the destination node
+ * would; the VHD file is created first, outside the timing.
+ */
+async function measureVhdHandover(port: number, targetPort: number): Promise<number> {
+  const peer = await TargetClient.connect(port, `bench-${process.pid}`);
+  const source = await TargetClient.connect(targetPort, `bench-source-${process.pid}`);
+  const ask = async (request: object) => {
+    const reply = await peer.request(
+      Op.metadata,
+      new TextEncoder().encode(JSON.stringify(request)),
+    );
+    const r = JSON.parse(new TextDecoder().decode(reply.payload)) as {
+      ok?: unknown;
+      error?: unknown;
+    };
+    if (r.ok !== true) throw new Error(`metadata ${JSON.stringify(request)}: ${String(r.error)}`);
+  };
+  try {
+    await ask({ op: "create", name: "vm-migrating.vhd", size: 1 << 20 });
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      await source.flush();
+      await ask({ op: "open", name: "vm-migrating.vhd" });
+      times.push(performance.now() - t);
+    }
+    return times.sort((a, b) => a - b)[2] ?? 0;
+  } finally {
+    peer.close();
+    source.close();
   }
 }
 
@@ -239,6 +285,7 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
         `  node ${term.node} took over in epoch ${term.epoch}; workload for ${options.afterMs} ms...`,
       );
       let planned: CsvBenchResult["planned"] = null;
+      let vhdHandoverMs: number | null = null;
       if (options.planned) {
         await sleep(options.afterMs / 2);
         const to = survivors.map(([id]) => id).find((id) => id !== term.node);
@@ -256,6 +303,8 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
           };
           marks.push({ ms: atMs, what: `moved to node ${to} (epoch ${reply.epoch})` });
           log(`  moved the role to node ${to} on purpose in ${reply.pauseMs.toFixed(1)} ms`);
+          const owner = cluster.nodes.get(to);
+          if (owner) vhdHandoverMs = await measureVhdHandover(owner.port, cluster.targetPort);
         }
         await sleep(options.afterMs / 2);
       } else await sleep(options.afterMs);
@@ -290,6 +339,7 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
         pauseMs: resumed - killAtMs,
         pauseOverThreshold: (resumed - killAtMs) / thresholdMs,
         planned,
+        vhdHandoverMs,
         marks,
       };
     } finally {

@@ -61,6 +61,22 @@ export function csvBenchSection(r: CsvBenchResult): ReportSection {
         ],
       },
       {
+        title: "A VM's storage moved: live migration against quick migration",
+        columns: ["migration", "what moves", "measured (ms)"],
+        rows: [
+          [
+            "live migration (Hyper-V 2.0, CSV)",
+            "the VHD: closed on A (FLUSH), opened on B through the coordinator; the LUN stays",
+            r.vhdHandoverMs === null ? null : Number(r.vhdHandoverMs.toFixed(2)),
+          ],
+          [
+            "quick migration (Hyper-V 1.0)",
+            "the LUN: the disk resource offline on A (RELEASE), online on B (RESERVE, mount, new epoch)",
+            r.planned ? Number(r.planned.pauseMs.toFixed(2)) : null,
+          ],
+        ],
+      },
+      {
         title: "Per node",
         columns: ["node", "writes", "MiB written", "metadata ops", "metadata retries", "killed"],
         rows: r.perNode.map((n) => [
