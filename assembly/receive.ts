@@ -89,16 +89,17 @@ import { onesSum } from "./checksum";
 @inline const SLOT_COALESCED: u32 = 2;
 
 // Scratch, after the switch entries, for a job of n work entries, r rings, fan-out f
-// (most rings one unicast MAC and VLAN reach), h = hash slots (a power of
-// two, at least 2n and 16):
+// (most switch entries for one unicast MAC and VLAN), m = n * f (most
+// records one ring's list can hold), h = hash slots (a power of two, at
+// least 2m and 16):
 //
 //   records  n x 32 B  one per frame that reached a ring (below)
 //   heads    r x 8 B   | u32 first entry | u32 last entry | of each ring's list
-//   entries  n*f x 8 B | u32 record | u32 next entry |
+//   entries  m x 8 B   | u32 record | u32 next entry |
 //   flood    n x 4 B   records of frames to a group MAC (every ring), in order
-//   seq      n x 4 B   one ring's records in arrival order (rebuilt per ring)
-//   link     n x 4 B   next piece of a coalescing group, by position in seq
-//   groups   n x 32 B  one ring's delivery items in order (below)
+//   seq      m x 4 B   one ring's records in arrival order (rebuilt per ring)
+//   link     m x 4 B   next piece of a coalescing group, by position in seq
+//   groups   m x 32 B  one ring's delivery items in order (below)
 //   hash     h x 12 B  | u32 ring + 1 (0: empty) | u32 flow key | u32 group |
 //
 //   record (32 B): | u32 offset | u32 length | u32 ipEnd | u16 l3 | u16 l4
@@ -585,21 +586,24 @@ export function receiveBatch(job: usize): u32 {
   const deliverBad = (flags & FLAG_DELIVER_BAD) != 0;
   const trust = (flags & FLAG_TRUST) != 0;
 
-  let hashSlots: u32 = 16;
-  while (hashSlots < 2 * count) hashSlots <<= 1;
+  // A ring's list holds at most count * fanout records: a switch table may
+  // name one ring several times for one MAC and VLAN.
+  const perRing = <usize>count * <usize>fanout;
+  let hashSlots: usize = 16;
+  while (hashSlots < 2 * perRing) hashSlots <<= 1;
   records = switches + <usize>switchCount * SWITCH_ENTRY;
   heads = records + <usize>count * RECORD;
   entries = heads + <usize>ringCount * 8;
-  flood = entries + <usize>count * fanout * 8;
+  flood = entries + perRing * 8;
   seq = flood + <usize>count * 4;
-  link = seq + <usize>count * 4;
-  groups = link + <usize>count * 4;
-  hash = groups + <usize>count * GROUP;
-  hashMask = hashSlots - 1;
+  link = seq + perRing * 4;
+  groups = link + perRing * 4;
+  hash = groups + perRing * GROUP;
+  hashMask = <u32>hashSlots - 1;
   entryCount = 0;
   floodCount = 0;
   memory.fill(heads, 0xff, <usize>ringCount * 8);
-  memory.fill(hash, 0, <usize>hashSlots * HASH_ENTRY);
+  memory.fill(hash, 0, hashSlots * HASH_ENTRY);
 
   let malformed: u32 = 0;
   let badChecksum: u32 = 0;

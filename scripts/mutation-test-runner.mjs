@@ -35,7 +35,7 @@ await vitest.standalone();
 
 /** The first failing test of a run, as "file › test (first line of its error)". */
 function firstFailure(file, result) {
-  for (const module of result.testModules) {
+  for (const module of result.testModules.filter((m) => m.moduleId === file)) {
     for (const test of module.children.allTests()) {
       const outcome = test.result();
       if (outcome.state !== "failed") continue;
@@ -60,7 +60,7 @@ function firstFailure(file, result) {
       .slice(0, 100);
     return `${file} (unhandled error: ${why})`;
   }
-  if (result.testModules.length === 0) return `${file} (no test file ran)`;
+  if (!result.testModules.some((m) => m.moduleId === file)) return `${file} (no test file ran)`;
   return null;
 }
 
@@ -72,6 +72,8 @@ process.on("message", async (request) => {
     const t0 = Date.now();
     let result;
     try {
+      // Vitest keeps every file's last results; a run must see only its own.
+      vitest.state.filesMap.clear();
       result = await vitest.runTestFiles([file]);
       failure = firstFailure(file, result);
     } catch (error) {

@@ -82,6 +82,30 @@ describe.skipIf(!ready)("a study run through Redis equals the local run", () => 
     expect(csvFar.stderr).toContain("24 points were already finished");
   }, 180_000);
 
+  it("a migrate sweep in batches of points, point for point", async () => {
+    const grid = ["--guest", "64MiB", "--mode", "metadata", "--dirty-rates", "20000,400000"];
+    const local = hvlab(["migrate", "sweep", ...grid, "--json"]);
+    expect(local.status, local.stderr).toBe(0);
+    const far = await hvlabAsync([
+      "migrate",
+      "sweep",
+      ...grid,
+      "--queue",
+      redis.url,
+      "--sweep-id",
+      "equal-batches",
+      "--points-per-job",
+      "5",
+      "--json",
+    ]);
+    expect(far.code, far.stderr).toBe(0);
+    expect(far.stderr).toContain("24 points in 5 jobs");
+    const l = JSON.parse(local.stdout) as Record<string, unknown>;
+    const d = JSON.parse(far.stdout) as Record<string, unknown> & { points: unknown[] };
+    expect(d.points).toHaveLength(24);
+    expect(withoutTimings(d)).toEqual(withoutTimings(l));
+  }, 180_000);
+
   it("a paging comparison over two traces, configuration for configuration", async () => {
     const plain = join(dir, "strided.trace");
     const lines: string[] = [];

@@ -145,6 +145,13 @@ describe("QEMU's iteration on virtual time", () => {
       // What the sync found includes what the pass left (a union, not a swap).
       expect(round["pages-dirtied"]).toBeGreaterThanOrEqual(left);
     }
+    // The pause sends exactly what the deciding sync found pending (nothing
+    // is written between that sync and the stop on virtual time): no page
+    // of it was left behind in the dirty log.
+    const deciding = rounds.at(-1);
+    expect(r.summary["downtime-bytes"]).toBe(
+      (deciding?.["pages-dirtied"] ?? -1) * RECORD + point.deviceStateBytes,
+    );
   });
 
   const points: [string, Point][] = [

@@ -1,13 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
-import type { Region } from "../src/memory/region.js";
+import { Region } from "../src/memory/region.js";
 import { buildFrame, buildHeaders, type FrameSpec, timestampOption } from "../src/net/build.js";
 import { TCP_FLAGS } from "../src/net/frame.js";
 import { Segmenter } from "../src/net/lso.js";
 import { ReceiveRing } from "../src/net/ring.js";
 import { macNumber } from "../src/net/vmq.js";
-import { internetChecksumOracle } from "../src/oracle/checksum.js";
+import { internetChecksumOracle, onesSumOracle } from "../src/oracle/checksum.js";
 import { receiveBatchOracle } from "../src/oracle/receive.js";
 import { RECEIVE_SWITCH_LOOKUP, ReceiveKernel, type SwitchTable } from "../src/wasm/receive.js";
 
@@ -32,12 +32,15 @@ const table = layout.allocate("test.rx.table", MAX_FRAMES * 8);
 const work = layout.allocate("test.rx.work", MAX_FRAMES * 2 * 8);
 const scratch = layout.allocate(
   "test.rx.scratch",
-  ReceiveKernel.scratchBytes(MAX_FRAMES * 2, 4, [
-    [1, -1, 0],
-    [1, -1, 1],
-    [1, -1, 2],
-    [1, -1, 3],
-  ]),
+  64 +
+    ReceiveKernel.scratchBytes(MAX_FRAMES * 2, 4, [
+      [1, -1, 0],
+      [1, -1, 1],
+      [1, -1, 2],
+      [1, -1, 3],
+      [2, -1, 3],
+      [2, -1, 3],
+    ]),
 );
 const RINGS = 4;
 const RING_BYTES = 2 * 1024 * 1024;
@@ -67,6 +70,7 @@ function fixIpv4(frame: Uint8Array, l3: number): void {
 
 /** Inserts an IPv6 fragment header (RFC 8200 section 4.5) after the fixed header. */
 function ipv6Fragment(frame: Uint8Array, l3: number, offsetField: number): Uint8Array {
+  if (frame.length < l3 + 40) return frame;
   const out = new Uint8Array(frame.length + 8);
   out.set(frame.subarray(0, l3 + 40));
   out.set(frame.subarray(l3 + 40), l3 + 48);
@@ -76,6 +80,41 @@ function ipv6Fragment(frame: Uint8Array, l3: number, offsetField: number): Uint8
   out[l3 + 4] = payloadLength >>> 8;
   out[l3 + 5] = payloadLength & 0xff;
   out.set([next, 0, offsetField >>> 8, offsetField & 0xff, 0, 0, 0x12, 0x34], l3 + 40);
+  return out;
+}
+
+/**
+ * Inserts an IPv6 routing header of type 2 (RFC 6275 section 6.4: one
+ * address, segments left 1) after the fixed header and rewrites the
+ * transport checksum for the pseudo-header's final destination (RFC 8200
+ * section 8.1), the routing header's address.
+ */
+function ipv6Routing(frame: Uint8Array, l3: number, seed: number): Uint8Array {
+  if (frame.length < l3 + 40) return frame;
+  const out = new Uint8Array(frame.length + 24);
+  out.set(frame.subarray(0, l3 + 40));
+  out.set(frame.subarray(l3 + 40), l3 + 64);
+  const next = frame[l3 + 6] ?? 0;
+  out[l3 + 6] = 43;
+  const payloadLength = be16(frame, l3 + 4) + 24;
+  out[l3 + 4] = payloadLength >>> 8;
+  out[l3 + 5] = payloadLength & 0xff;
+  const final = Uint8Array.from({ length: 16 }, (_, i) => (seed * 7 + i * 13) & 0xff);
+  out.set([next, 2, 2, 1, 0, 0, 0, 0], l3 + 40);
+  out.set(final, l3 + 48);
+  const l4 = l3 + 64;
+  const end = l3 + 40 + payloadLength;
+  const at = next === 6 ? l4 + 16 : next === 17 ? l4 + 6 : -1;
+  if (at < 0 || end > out.length) return out;
+  out[at] = 0;
+  out[at + 1] = 0;
+  const length = end - l4;
+  let sum = onesSumOracle(out, l3 + 8, 16, 0);
+  sum = onesSumOracle(out, l3 + 48, 16, sum);
+  sum = onesSumOracle(Uint8Array.of(0, next, length >>> 8, length & 0xff), 0, 4, sum);
+  const checksum = ~onesSumOracle(out, l4, length, sum) & 0xffff || 0xffff;
+  out[at] = checksum >>> 8;
+  out[at + 1] = checksum & 0xff;
   return out;
 }
 
@@ -174,6 +213,8 @@ const editArb = fc.record({
     "duplicate",
     "udp-zero",
     "swap",
+    "routing",
+    "scramble",
   ),
   value: fc.integer({ min: 0, max: 0xffff }),
 });
@@ -248,6 +289,20 @@ function edit(list: Uint8Array[], e: { at: number; kind: string; value: number }
       }
       break;
     }
+    case "routing":
+      if (etherType === 0x86dd) list[i] = ipv6Routing(f, l3, e.value);
+      break;
+    case "scramble": {
+      // Eight bytes of the headers overwritten: lengths, versions, IHL,
+      // data offsets and extension chains that do not hold together.
+      const copy = f.slice();
+      for (let k = 0; k < 8; k++) {
+        const at = 12 + ((e.value + k * 11) % 70);
+        if (at < copy.length) copy[at] = (e.value * (k + 3)) & 0xff;
+      }
+      list[i] = copy;
+      break;
+    }
     case "swap":
       if (i + 1 < list.length) {
         list[i] = list[i + 1] as Uint8Array;
@@ -272,6 +327,7 @@ const caseArb = fc.record({
   first: fc.integer({ min: 0, max: 5 }),
   junk: fc.array(fc.tuple(fc.nat(), fc.nat()), { maxLength: 3 }),
   duplicateMac: fc.boolean(),
+  sameEntryTwice: fc.boolean(),
   vlanVm: fc.option(fc.integer({ min: 1, max: 4094 }), { nil: undefined }),
 });
 
@@ -322,7 +378,9 @@ function layOut(c: Case): { count: number; switchTable: SwitchTable } {
     vlanOf(vm),
     vm,
   ]);
+  // One MAC reaching a second ring, or the same ring twice (its frames twice).
   if (c.duplicateMac) switchTable.push([macNumber(VM_MACS[0] as string), -1, 3]);
+  if (c.sameEntryTwice) switchTable.push([macNumber(VM_MACS[2] as string), -1, 2]);
   const workWords = new Uint32Array(memory.buffer, work.offset, MAX_FRAMES * 2 * 2);
   for (let i = 0; i < c.first; i++) {
     workWords[i * 2] = 0;
@@ -378,11 +436,18 @@ function runBoth(c: Case) {
     deliverBad: c.deliverBad,
     trustChecksums: c.trust,
   };
+  // The scratch exactly as large as the job needs, a canary after it: the
+  // kernel writes nothing past what its wrapper checked.
+  const need = ReceiveKernel.scratchBytes(count, RINGS, switchTable);
+  const exact = new Region({ name: "test.rx.exact", offset: scratch.offset, byteLength: need });
+  const canary = new Uint8Array(memory.buffer, scratch.offset + need, 64);
+  canary.fill(0xa5);
   const ours = kernel.receive({
     ...options,
     rings: ringsOf(kernelRings, c.slots, c.slotBytes),
-    scratch,
+    scratch: exact,
   });
+  expect(canary.every((b) => b === 0xa5)).toBe(true);
   const theirs = receiveBatchOracle(memory, {
     ...options,
     rings: ringsOf(oracleRings, c.slots, c.slotBytes),

@@ -26,6 +26,16 @@ export function traceFile(location: string, where: string): string {
   return location;
 }
 
+/** One point of a batch job's result: its value, or its error alone. */
+export type BatchPoint =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: string; readonly attempts?: number };
+
+/** What a batch job returns: its points' outcomes, in its points' order. */
+export interface BatchResult {
+  readonly points: readonly BatchPoint[];
+}
+
 /**
  * Runs one checked job on the worker's pool and returns its result: the
  * same pool task a local run uses for that point, so the records agree.
@@ -34,6 +44,18 @@ export async function runJob(pool: KernelPool, payload: Payload, where: string):
   switch (payload.kind) {
     case "migrate-point":
       return pool.run({ type: "migration.sweep-point", options: payload.options });
+    case "migrate-points": {
+      // All at once: the pool runs as many as it has workers and queues the rest.
+      const settled = await Promise.allSettled(
+        payload.options.map((options) => pool.run({ type: "migration.sweep-point", options })),
+      );
+      const points: BatchPoint[] = settled.map((s) =>
+        s.status === "fulfilled"
+          ? { ok: true, value: s.value }
+          : { ok: false, error: s.reason instanceof Error ? s.reason.message : String(s.reason) },
+      );
+      return { points };
+    }
     case "paging-config": {
       const { trace, config, hvlab: _v, sweep: _s, index: _i, kind: _k, ...rest } = payload;
       return pool.run({

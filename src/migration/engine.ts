@@ -37,7 +37,8 @@ import {
   runningRate,
   thresholdBytes,
 } from "./qemu-iteration/iteration.js";
-import type { MigrationResult, XbzrleCacheStats } from "./stats.js";
+import type { MigrationResult } from "./stats.js";
+import { xbzrleCacheStats } from "./xbzrle-stats.js";
 
 /** A multifd packet (QEMU: 512 KiB); also the single stream's packet. */
 export const PACKET_BYTES = 512 * 1024;
@@ -49,8 +50,6 @@ export const MULTIFD_PACKET_PAGES = 128;
  * on each other (and on waking the pool) a few times per GiB, not dozens.
  */
 const LIST_PAGES = 262_144;
-/** QEMU's XBZRLE header in its byte counter: encoding flag and be16 length. */
-const XBZRLE_COUNTED_OVERHEAD = 3;
 
 /**
  * A virtual-time live migration: the source guest (its RAM, dirty bitmap and
@@ -681,26 +680,11 @@ export class Migration {
       counters: () => ({
         duplicate: s.counts.zero,
         normal: s.counts.normal,
-        xbzrle: o.xbzrle ? this.xbzrleStats() : null,
+        xbzrle: o.xbzrle ? xbzrleCacheStats(s.counts, o.xbzrleCacheBytes, this.pageBytes) : null,
         xbzrleUnchanged: s.counts.unchanged,
         multifd: { channels: o.multifdChannels, packets: s.multifdPackets, bytes: s.multifdBytes },
       }),
       explain: (error, phase) => `${phase}: ${error.message}`,
-    };
-  }
-
-  private xbzrleStats(): XbzrleCacheStats {
-    const c = this.s.counts;
-    const lookups = c.cacheMiss + c.xbzrlePages + c.overflow + c.unchanged;
-    const bytes = c.xbzrleBytes + c.xbzrlePages * XBZRLE_COUNTED_OVERHEAD;
-    return {
-      "cache-size": this.o.xbzrleCacheBytes,
-      bytes,
-      pages: c.xbzrlePages,
-      "cache-miss": c.cacheMiss,
-      "cache-miss-rate": lookups > 0 ? c.cacheMiss / lookups : 0,
-      "encoding-rate": bytes > 0 ? (c.xbzrlePages * this.pageBytes) / bytes : 0,
-      overflow: c.overflow,
     };
   }
 

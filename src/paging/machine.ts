@@ -33,6 +33,14 @@ export interface PagingConfig {
   readonly hostBacking: PageSize;
   /** Shadow: let leaf tables go unsync. */
   readonly unsync: boolean;
+  /**
+   * Agile paging: a guest page fault that the walk takes in the nested part
+   * (in the guest's own tables) goes to the guest without an exit, as under
+   * SLAT: the hardware support Gandhi et al. (ISCA 2016) propose knows where
+   * the walk switched. Without it (today's VT-x, whose exception bitmap
+   * cannot tell the two parts apart) every guest page fault exits.
+   */
+  readonly agileNestedFaultsToGuest?: boolean;
 }
 
 /** The five configurations `hvlab paging compare` runs. */
@@ -226,7 +234,11 @@ export class PagingMachine {
               floodThreshold: options.floodThreshold ?? 3,
               tagged,
               ...(config.mode === "agile" && this.host
-                ? { agileSwitchWrites: AGILE_SWITCH_WRITES, host: this.host }
+                ? {
+                    agileSwitchWrites: AGILE_SWITCH_WRITES,
+                    host: this.host,
+                    nestedFaultsToGuest: config.agileNestedFaultsToGuest === true,
+                  }
                 : {}),
             },
             this.exits,
@@ -463,7 +475,11 @@ export class PagingMachine {
         const va =
           ws === null
             ? here() - (here() % MUNMAP_BYTES)
-            : HEAP_BASE + this.random.below(Math.max(1, ws / MUNMAP_BYTES)) * MUNMAP_BYTES;
+            : HEAP_BASE +
+              this.random.below(
+                Math.max(1, Math.min(ws, this.options.activity.churnBytes ?? ws) / MUNMAP_BYTES),
+              ) *
+                MUNMAP_BYTES;
         this.os.unmap(current, va, MUNMAP_BYTES);
         return;
       }

@@ -28,6 +28,11 @@ export interface ShadowOptions {
    * maps more than the host backs contiguously.
    */
   readonly host?: HostMemory;
+  /**
+   * Agile paging: a guest page fault in the nested part of a walk reaches the
+   * guest without an exit (the hardware support of Gandhi et al., ISCA 2016).
+   */
+  readonly nestedFaultsToGuest?: boolean;
 }
 
 /**
@@ -210,20 +215,20 @@ export class ShadowMmu implements GuestPagingHooks {
       // Agile: the hypervisor reads the guest's table through its map of guest memory.
       if (!nested) this.options.host?.ensureMapped(table);
       const g = this.window.read(gAt);
-      if ((g & X86.present) === 0n) return this.inject(fault, "guest-not-present", level);
+      if ((g & X86.present) === 0n) return this.inject(fault, "guest-not-present", level, nested);
       perms =
         (perms & g & (X86.writable | X86.user)) | (perms & X86.noExecute) | (g & X86.noExecute);
       const large = level > 1 && (g & X86.pageSize) !== 0n;
-      if (large && level > 3) return this.inject(fault, "guest-reserved", level);
+      if (large && level > 3) return this.inject(fault, "guest-reserved", level, nested);
       const sAt = sp.hpa + index * 8;
       if (level === 1 || large) {
         if (write && (perms & X86.writable) === 0n)
-          return this.inject(fault, "guest-protection", level);
+          return this.inject(fault, "guest-protection", level, nested);
         if ((fault.kind & ACCESS.user) !== 0 && (perms & X86.user) === 0n) {
-          return this.inject(fault, "guest-protection", level);
+          return this.inject(fault, "guest-protection", level, nested);
         }
         if ((fault.kind & ACCESS.execute) !== 0 && (perms & X86.noExecute) !== 0n) {
-          return this.inject(fault, "guest-protection", level);
+          return this.inject(fault, "guest-protection", level, nested);
         }
         if (nested) return null;
         // The hypervisor sets the guest's accessed (and dirty) bit itself.
@@ -277,9 +282,10 @@ export class ShadowMmu implements GuestPagingHooks {
     return null;
   }
 
-  private inject(fault: Fault, code: Fault["code"], level: number): Fault {
-    // Shadow paging intercepts every guest #PF and reflects the ones that are the guest's.
-    this.counters.exits["guest-page-fault"]++;
+  private inject(fault: Fault, code: Fault["code"], level: number, nested = false): Fault {
+    // Shadow paging intercepts every guest #PF and reflects the ones that are the guest's;
+    // agile paging's hardware support delivers one from the nested part directly.
+    if (!(nested && this.options.nestedFaultsToGuest)) this.counters.exits["guest-page-fault"]++;
     return { ...fault, code, level };
   }
 

@@ -42,13 +42,15 @@ const NORMAL_SHARE = 0.9;
 /** max-bandwidth for "no rate limit" (QEMU takes any uint64; 1 TiB/s is never reached). */
 const UNLIMITED = 2 ** 40;
 /** Intervals of mostly normal pages measured while the guest runs. */
-const RUNNING_INTERVALS = 8;
+const RUNNING_INTERVALS = 4;
 /**
  * The completion is started with about this much of the working set still
  * to send: enough for a rate, little enough that the source's monitor
  * (blocked while QEMU completes) answers again soon.
  */
 const COMPLETION_TARGET_BYTES = 48 * 1024 ** 2;
+/** How long the source's monitor may take to answer while QEMU completes, ms. */
+const COMPLETION_WAIT_MS = 60_000;
 /** downtime-limit that makes QEMU complete at its next check (QEMU's largest is 2000 s). */
 const COMPLETE_NOW_MS = 2_000_000;
 /** Fewer bytes than this in the completion cannot give a rate. */
@@ -77,7 +79,7 @@ export async function probeHost(
   started: QemuProcess[],
   probeMs: number,
   workingSetBytes: number,
-  sampleMs = 10,
+  sampleMs = 50,
 ): Promise<HostProbe> {
   const destination = await QemuProcess.start({
     ...launch,
@@ -104,7 +106,10 @@ export async function probeHost(
   let final: QemuMigrationInfo | undefined;
   for (;;) {
     await new Promise((r) => setTimeout(r, sampleMs));
-    const info = parseMigrationInfo(await source.qmp.execute("query-migrate"));
+    // While QEMU completes, its monitor waits for the completion to end.
+    const info = parseMigrationInfo(
+      await source.qmp.execute("query-migrate", undefined, COMPLETION_WAIT_MS),
+    );
     const at = performance.now() - t0;
     if (FINAL_STATUSES.has(info.status)) {
       if (info.status !== "completed")
@@ -114,8 +119,10 @@ export async function probeHost(
       final = info;
       break;
     }
-    if (at > probeMs + 10_000)
-      throw new HostProbeError(`the probe migration did not complete in ${probeMs + 10_000} ms`);
+    if (at > probeMs + COMPLETION_WAIT_MS)
+      throw new HostProbeError(
+        `the probe migration did not complete in ${probeMs + COMPLETION_WAIT_MS} ms`,
+      );
     const ram = info.ram;
     if (!ram || info.status !== "active") continue;
     const now = { at, transferred: ram.transferred ?? 0, normalBytes: ram["normal-bytes"] ?? 0 };

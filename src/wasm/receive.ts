@@ -136,17 +136,20 @@ export class ReceiveKernel {
    * `rings` rings and this switch table (drawn in assembly/receive.ts).
    */
   static scratchBytes(count: number, rings: number, switchTable: SwitchTable): number {
+    // One ring's list holds at most count * fan-out records.
+    const perRing = count * fanoutOf(switchTable);
     let hashSlots = 16;
-    while (hashSlots < 2 * count) hashSlots *= 2;
+    while (hashSlots < 2 * perRing) hashSlots *= 2;
     return (
       RECEIVE_JOB_BYTES +
       rings * RING_ENTRY_BYTES +
       switchTable.length * SWITCH_ENTRY_BYTES +
       count * RECORD_BYTES +
       rings * 8 +
-      count * fanoutOf(switchTable) * 8 +
-      count * 12 +
-      count * GROUP_BYTES +
+      perRing * 8 +
+      count * 4 +
+      perRing * 8 +
+      perRing * GROUP_BYTES +
       hashSlots * HASH_ENTRY_BYTES
     );
   }
