@@ -180,6 +180,17 @@ async function measureVhdHandover(port: number, targetPort: number): Promise<num
   }
 }
 
+/** The first of `waits` to resolve; when all fail, the first one's error (not an AggregateError). */
+async function first<T>(waits: readonly Promise<T>[]): Promise<T> {
+  try {
+    return await Promise.any(waits);
+  } catch (error) {
+    throw error instanceof AggregateError && error.errors[0] instanceof Error
+      ? error.errors[0]
+      : error;
+  }
+}
+
 /** Runs the cluster scenario; every process it started is stopped before it returns. */
 export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchResult> {
   if (!Number.isInteger(options.nodes) || options.nodes < 2 || options.nodes > MAX_BENCH_NODES)
@@ -244,7 +255,7 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
     const marks: TimelineMark[] = [];
     let result: Omit<CsvBenchResult, "check" | "acks" | "perNode" | "timeline" | "durationMs">;
     try {
-      const firstTerm = await Promise.any(
+      const firstTerm = await first(
         [...cluster.nodes.values()].map((n) =>
           n.process.next((e) => e.event === "coordinator", 60_000 + 4 * thresholdMs),
         ),
@@ -271,7 +282,7 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
         `  killed the coordinator, node ${owner.coordinator} (pid ${victim.process.pid}); waiting for a survivor...`,
       );
       const survivors = [...cluster.nodes].filter(([id]) => id !== owner.coordinator);
-      const term = await Promise.any(
+      const term = await first(
         survivors.map(([, n]) =>
           n.process.next(
             (e) => e.event === "coordinator" && (e.epoch ?? 0) > killedEpoch,

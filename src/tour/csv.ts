@@ -94,7 +94,7 @@ export function csvBenchSection(r: CsvBenchResult): ReportSection {
         title: `I/O per node per ${r.intervalMs} ms: the coordinator killed, the new coordinator named`,
         data: r.timeline.map((p) => ({ node: `node ${p.node}`, ms: p.ms, ios: p.ios })),
         x: { field: "ms", title: "time from start (ms)", zero: true },
-        y: { field: "ios", title: `I/Os completed per ${r.intervalMs} ms`, whole: true },
+        y: { field: "ios", title: `I/O completed (ops per ${r.intervalMs} ms)`, whole: true },
         series: "node",
         seriesTitle: "node",
         marks: {
