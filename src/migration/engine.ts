@@ -5,7 +5,7 @@ import type { Region } from "../memory/region.js";
 import { KernelPool } from "../pool/pool.js";
 import { formatBytes } from "../util/units.js";
 import { CURSOR_BYTES } from "../wasm/dirty.js";
-import { multifdHeaderBytes } from "../wasm/multifd.js";
+import { MultifdKernel, multifdHeaderBytes } from "../wasm/multifd.js";
 import {
   ENCODE_STATS_BYTES,
   type EncodeCounts,
@@ -13,10 +13,12 @@ import {
   PAGE_SCRATCH_BYTES,
   PageKernel,
   RECORD_HEADER_BYTES,
+  ZERO_RECORD_BYTES,
 } from "../wasm/page.js";
 import { AutoConverge } from "./auto-converge.js";
 import { Destination, firstMismatch } from "./destination.js";
 import { MigrationBitmap } from "./migration-bitmap.js";
+import { type ChannelEnd, runChannel } from "./multifd-channel.js";
 import {
   type MigrationOptions,
   type ResolvedMigrationOptions,
@@ -38,6 +40,7 @@ import {
   thresholdBytes,
 } from "./qemu-iteration/iteration.js";
 import type { MigrationResult } from "./stats.js";
+import type { ChannelResult, ChannelTask } from "./task-types.js";
 import { xbzrleCacheStats } from "./xbzrle-stats.js";
 
 /** A multifd packet (QEMU: 512 KiB); also the single stream's packet. */
@@ -80,6 +83,8 @@ export class Migration {
     | undefined;
   private readonly deviceBlob: Uint8Array;
   private pool: KernelPool | undefined;
+  /** One stream's channel ends on this thread, made on first use. */
+  private inline: { source: ChannelEnd; destination: ChannelEnd } | undefined;
 
   /** The current run's state: a fresh object per run. */
   private s: VirtualRunState;
@@ -135,7 +140,7 @@ export class Migration {
       for (let c = 0; c < channels; c++) {
         this.channelStats.push(this.layout.allocate(`migration-stats-${c}`, ENCODE_STATS_BYTES));
         this.channelScratch.push(this.layout.allocate(`migration-scratch-${c}`, 64));
-        if (o.multifdChannels > 0) {
+        {
           const alloc = this.channelPacketPages();
           this.channelPackets.push({
             header: this.layout.allocate(`multifd-${c}-header`, multifdHeaderBytes(alloc), 4096),
@@ -159,7 +164,8 @@ export class Migration {
         o.pageShift,
         packetBytes,
         o.deviceStateBytes,
-        o.multifdChannels,
+        // One stream runs channel 0's sender and receiver on this thread.
+        Math.max(1, o.multifdChannels),
         this.channelPacketPages(),
       );
       this.deviceBlob = deviceState(o.deviceStateBytes, o.seed);
@@ -303,7 +309,10 @@ export class Migration {
     if (!kernel || !destination || !stats || !packet) throw new Error("content mode not set up");
     const memory = this.layout.memory;
     const sent = { pages: 0, bytes: 0 };
-    if (this.o.multifdChannels > 0) return this.sendMultifd(count, running, untilMs);
+    // Without XBZRLE (which multifd does not carry, as in QEMU) one stream
+    // moves pages as a multifd channel does, RAM to RAM on this thread; the
+    // record stream is XBZRLE's.
+    if (this.o.multifdChannels > 0 || !xbzrle) return this.sendMultifd(count, running, untilMs);
     let at = 0;
     while (at < count) {
       const before = { ...this.s.counts };
@@ -380,13 +389,16 @@ export class Migration {
   private async sendMultifd(count: number, running: boolean, untilMs: number): Promise<Pass> {
     const destination = this.destination;
     if (!destination) throw new Error("content mode not set up");
-    const pool = this.channelPool();
-    const channels = this.o.multifdChannels;
+    const multifd = this.o.multifdChannels > 0;
+    const run = multifd
+      ? (task: ChannelTask) => this.channelPool().run(task)
+      : this.inlineChannel();
+    const channels = Math.max(1, this.o.multifdChannels);
     const groupPages = this.groupPages();
     const sent = { pages: 0, bytes: 0 };
     for (let start = 0; start < count; ) {
       const slices: { start: number; count: number; c: number; packetNum: number }[] = [];
-      let packetNum = this.s.multifdPackets;
+      let packetNum = multifd ? this.s.multifdPackets : this.s.streamPackets;
       for (let c = 0; c < channels && start < count; c++) {
         const n = Math.min(groupPages, count - start);
         slices.push({ start, count: n, c, packetNum });
@@ -400,32 +412,30 @@ export class Migration {
           const scratch = this.channelScratch[slice.c];
           const far = destination.channels[slice.c];
           if (!packet || !stats || !scratch || !far) throw new Error("multifd channel not set up");
-          return pool
-            .run({
-              type: "migration.channel",
-              ram: this.ram().toDescriptor(),
-              pageShift: this.o.pageShift,
-              list: this.list.toDescriptor(),
-              listStart: slice.start,
-              count: slice.count,
-              packetPages: this.channelPacketPages(),
-              packetNum: slice.packetNum,
-              packet: packet.header.toDescriptor(),
-              sent: packet.sent.toDescriptor(),
-              stats: stats.toDescriptor(),
-              scratch: scratch.toDescriptor(),
-              zeroPages: this.o.zeroPages,
-              ...(this.sourceHashes ? { hashes: this.sourceHashes.toDescriptor() } : {}),
-              destination: {
-                memory: "destination",
-                receive: far.receive.toDescriptor(),
-                place: far.place.toDescriptor(),
-                ram: destination.ram.toDescriptor(),
-                hashes: destination.hashes.toDescriptor(),
-                scratch: far.scratch.toDescriptor(),
-              },
-            })
-            .then((result) => ({ result, slice }));
+          return run({
+            type: "migration.channel",
+            ram: this.ram().toDescriptor(),
+            pageShift: this.o.pageShift,
+            list: this.list.toDescriptor(),
+            listStart: slice.start,
+            count: slice.count,
+            packetPages: this.channelPacketPages(),
+            packetNum: slice.packetNum,
+            packet: packet.header.toDescriptor(),
+            sent: packet.sent.toDescriptor(),
+            stats: stats.toDescriptor(),
+            scratch: scratch.toDescriptor(),
+            zeroPages: this.o.zeroPages,
+            ...(this.sourceHashes ? { hashes: this.sourceHashes.toDescriptor() } : {}),
+            destination: {
+              memory: "destination",
+              receive: far.receive.toDescriptor(),
+              place: far.place.toDescriptor(),
+              ram: destination.ram.toDescriptor(),
+              hashes: destination.hashes.toDescriptor(),
+              scratch: far.scratch.toDescriptor(),
+            },
+          }).then((result) => ({ result, slice }));
         }),
       );
       let bytes = 0;
@@ -435,11 +445,22 @@ export class Migration {
             `multifd channel ${slice.c} sent ${result.consumed} of ${slice.count} pages`,
           );
         }
-        const counts = result.counts;
+        // One stream's wire is QEMU's RAM records (a page and its header, a
+        // zero page in 9 bytes): the pages move RAM to RAM, the link carries
+        // and is charged the bytes those records take.
+        const counts = multifd
+          ? result.counts
+          : {
+              ...result.counts,
+              bytes:
+                result.counts.normal * (this.pageBytes + RECORD_HEADER_BYTES) +
+                result.counts.zero * ZERO_RECORD_BYTES,
+            };
         for (const key of Object.keys(counts) as (keyof EncodeCounts)[]) {
           this.s.counts[key] += counts[key];
         }
-        this.s.multifdPackets += result.packets;
+        if (multifd) this.s.multifdPackets += result.packets;
+        else this.s.streamPackets += result.packets;
         bytes += counts.bytes;
       }
       let pages = 0;
@@ -447,10 +468,30 @@ export class Migration {
       const share = await this.link(bytes, running, untilMs);
       sent.pages += Math.floor(pages * share);
       sent.bytes += Math.floor(bytes * share);
-      this.s.multifdBytes += Math.floor(bytes * share);
+      if (multifd) this.s.multifdBytes += Math.floor(bytes * share);
       if (share < 1) return { ...sent, cut: true };
     }
     return { ...sent, cut: false };
+  }
+
+  /**
+   * Channel 0 run on this thread, for one stream: the sender's and the
+   * receiver's multifd kernels on the two memories, as a worker runs them.
+   */
+  private inlineChannel(): (task: ChannelTask) => Promise<ChannelResult> {
+    const destination = this.destination;
+    const scratch = this.channelScratch[0];
+    const far = destination?.channels[0];
+    if (!destination || !scratch || !far) throw new Error("content mode not set up");
+    this.inline ??= {
+      source: { memory: this.layout.memory, kernel: MultifdKernel.on(this.layout.memory, scratch) },
+      destination: {
+        memory: destination.layout.memory,
+        kernel: MultifdKernel.on(destination.layout.memory, far.scratch),
+      },
+    };
+    const ends = this.inline;
+    return async (task) => runChannel(ends.source, ends.destination, task);
   }
 
   /** Pages in one multifd packet: QEMU's 128 of 4 KiB; larger pages as many as fit its 512 KiB, at least one. */
@@ -467,7 +508,7 @@ export class Migration {
    */
   private groupPages(): number {
     const packet = this.channelPacketPages();
-    const channels = this.o.multifdChannels;
+    const channels = Math.max(1, this.o.multifdChannels);
     const record = this.pageBytes + RECORD_HEADER_BYTES;
     const windowPages = Number.isFinite(this.o.maxBandwidth)
       ? Math.floor((this.o.maxBandwidth * this.o.windowMs) / 1000 / record)
@@ -916,6 +957,8 @@ class VirtualRunState {
   pendingPages = 0;
   multifdPackets = 0;
   multifdBytes = 0;
+  /** Packets of the one stream (numbered as a channel's). */
+  streamPackets = 0;
   // The bandwidth window (QEMU re-estimates every 100 ms).
   rateWindowMs = 0;
   rateWindowBytes = 0;
