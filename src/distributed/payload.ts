@@ -121,8 +121,8 @@ const levelCaches = z
 
 /**
  * One configuration of `hvlab paging compare` over one trace. The trace is
- * named (a path or a file: URL every worker can read), never carried; it is
- * only ever read.
+ * named (a path, a file: URL or an http(s) URL every worker can reach),
+ * never carried; it is only ever read.
  */
 export const pagingConfigSchema = z
   .object({

@@ -205,7 +205,7 @@ function failure(
   return { index, point, error: outcome.error, attempts: outcome.attempts };
 }
 
-/** A comparison over one trace as the paging jobs carry it: a path or file: URL. */
+/** A comparison over one trace as the paging jobs carry it: a path, file: URL or http(s) URL. */
 export type TraceComparison = Omit<CompareSpec, "onProgress" | "threads" | "source" | "configs"> & {
   readonly trace: { readonly location: string; readonly format: string; readonly lenient: boolean };
 };
