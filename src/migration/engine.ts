@@ -438,6 +438,7 @@ export class Migration {
           }).then((result) => ({ result, slice }));
         }),
       );
+      const before = { ...this.s.counts };
       let bytes = 0;
       for (const { result, slice } of done) {
         if (result.consumed !== slice.count) {
@@ -469,7 +470,15 @@ export class Migration {
       sent.pages += Math.floor(pages * share);
       sent.bytes += Math.floor(bytes * share);
       if (multifd) this.s.multifdBytes += Math.floor(bytes * share);
-      if (share < 1) return { ...sent, cut: true };
+      if (share < 1) {
+        // Cut at the deadline: only the share that got out counts as sent.
+        const c = this.s.counts;
+        for (const key of ["normal", "zero", "bytes"] as const) {
+          const delta = c[key] - before[key];
+          c[key] -= delta - Math.floor(delta * share);
+        }
+        return { ...sent, cut: true };
+      }
     }
     return { ...sent, cut: false };
   }

@@ -12,7 +12,7 @@ import { Deadline } from "./deadline.js";
 import { FrameType } from "./frame.js";
 import type { FrameWriter } from "./frame-codec.js";
 import type { Inbox } from "./inbox.js";
-import type { Link } from "./link.js";
+import { type Link, LinkError } from "./link.js";
 import { MAX_PAGES_PER_FRAME, MAX_RECORDS_PAYLOAD } from "./messages.js";
 
 /** Page numbers harvested at a time for records frames (16 KiB of u32). */
@@ -20,6 +20,8 @@ export const RECORD_LIST_PAGES = 4096;
 
 /** One connection pages go out on: the main one, or a multifd channel. */
 export interface Lane {
+  /** How a failure names the lane ("multifd channel 1"); the main connection has none. */
+  readonly name?: string;
   readonly link: Link;
   readonly writer: FrameWriter;
   /** The lane's last send, until it has left. */
@@ -210,8 +212,15 @@ export class PageSender {
   }
 }
 
-/** Resolves when the lane's last send has left and its next slot is free. */
-async function idle(lane: Lane): Promise<void> {
-  await lane.sending;
-  await lane.writer.ready();
+/** Resolves when the lane's last send has left and its next slot is free; a failure names the lane. */
+export async function idle(lane: Lane): Promise<void> {
+  try {
+    await lane.sending;
+    await lane.writer.ready();
+  } catch (error) {
+    if (lane.name && error instanceof LinkError) {
+      throw new LinkError(`${lane.name}: ${error.message}`);
+    }
+    throw error;
+  }
 }

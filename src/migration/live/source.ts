@@ -49,7 +49,7 @@ import {
   MAX_MULTIFD_CHANNELS,
   MAX_RECORDS_PAYLOAD,
 } from "./messages.js";
-import { type Lane, PageSender, RECORD_LIST_PAGES } from "./page-sender.js";
+import { idle, type Lane, PageSender, RECORD_LIST_PAGES } from "./page-sender.js";
 import { VcpuRunner } from "./vcpu-runner.js";
 
 /** Largest guest the live mode holds: both ends keep its bytes, often on one machine. */
@@ -552,7 +552,7 @@ class TcpTransport implements PrecopyTransport {
       this.source.channelStaging(index),
       MAX_RECORDS_PAYLOAD,
     );
-    const lane: Lane = { link, writer, frames: 0, bytes: 0 };
+    const lane: Lane = { name: `multifd channel ${index}`, link, writer, frames: 0, bytes: 0 };
     this.channels.push({ lane, socket });
     // The destination answers on the main connection only; a channel that
     // closes under a running migration fails it.
@@ -600,10 +600,11 @@ class TcpTransport implements PrecopyTransport {
   private async sync(): Promise<void> {
     const epoch = ++this.epoch;
     for (const { lane } of this.channels) {
-      await lane.writer.ready();
-      await lane.link.send(
+      await idle(lane);
+      lane.sending = lane.link.send(
         lane.writer.seal(FrameType.sync, encodeEpoch(lane.writer.payload(8), epoch)),
       );
+      await idle(lane);
     }
     const synced = await this.inbox.next(
       "synced",
