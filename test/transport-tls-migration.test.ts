@@ -101,6 +101,7 @@ const x509 = (dir: string, role: "server" | "client", extra = {}) =>
 async function migrateOnce(
   server: TransportSecurity,
   client: TransportSecurity,
+  multifdChannels = 0,
 ): Promise<{
   source: Awaited<ReturnType<LiveSource["migrate"]>>;
   reports: DestinationReport[];
@@ -126,6 +127,7 @@ async function migrateOnce(
       port: destination.address.port,
       security: client,
       replyTimeoutMs: 5_000,
+      multifdChannels,
     });
     // Let the destination's side of a refusal land before it is read.
     for (let i = 0; i < 50 && reports.length === 0; i++)
@@ -163,6 +165,21 @@ describe.skipIf(!openssl)(
       expect(source.summary.status).toBe("completed");
       expect(source.summary.verified).toBe(true);
       expect(reports).toHaveLength(1);
+      expect(reports[0]).toMatchObject({ status: "completed", verified: true, mismatches: 0 });
+    });
+
+    it("opens every multifd channel over mutual TLS too: a TLS listener takes no plain connection", async () => {
+      const { source, reports, destination } = await migrateOnce(
+        x509("good", "server", { tlsAuthz: "source.example" }),
+        x509("good", "client"),
+        2,
+      );
+      await destination.close();
+      expect(source.summary.status).toBe("completed");
+      expect(source.summary.verified).toBe(true);
+      expect(source.summary["multifd-channels"]).toBe(2);
+      // The pages went on the two channels, each its own TLS connection.
+      expect(source.summary["multifd-packets"]).toBeGreaterThan(0);
       expect(reports[0]).toMatchObject({ status: "completed", verified: true, mismatches: 0 });
     });
 
