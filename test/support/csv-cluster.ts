@@ -3,6 +3,11 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { expect } from "vitest";
+import { FileLun } from "../../src/csv/lun.js";
+import { STORM_BLOCK, stormSeq } from "../../src/csv/storm.js";
+import { Volume } from "../../src/csv/volume.js";
+import { FdFile } from "../../src/storage/block-file.js";
 
 /** A free TCP port on 127.0.0.1 (bound and released: the caller takes it at once). */
 export async function freePort(): Promise<number> {
@@ -126,4 +131,29 @@ export function readAcks(
     }
   }
   return acks;
+}
+
+/** Every acknowledged write reads back (or a later write of the same block does), for files that still exist. */
+export async function verifyAcks(lunPath: string, logs: string[]): Promise<number> {
+  const lun = new FileLun(new FdFile(lunPath, "r"), false);
+  try {
+    const volume = await Volume.open(lun, { replay: false });
+    const names = new Set(volume.list().map((f) => f.name));
+    const latest = new Map<string, number>();
+    for (const a of readAcks(logs)) {
+      const k = `${a.name}@${a.offset}`;
+      latest.set(k, Math.max(latest.get(k) ?? 0, a.seq));
+    }
+    let checked = 0;
+    for (const [k, seq] of latest) {
+      const [name, offset] = k.split("@") as [string, string];
+      if (!names.has(name)) continue;
+      const block = await volume.read(volume.lookup(name), Number(offset), STORM_BLOCK);
+      expect(stormSeq(block), `${k}: acknowledged write ${seq}`).toBeGreaterThanOrEqual(seq);
+      checked++;
+    }
+    return checked;
+  } finally {
+    lun.close();
+  }
 }
