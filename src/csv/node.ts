@@ -220,6 +220,8 @@ export class ClusterNode {
   private readonly declaredDead = new Set<number>();
   /** Peers whose heartbeats say their storage path is cut: they may not coordinate. */
   private readonly peersCut = new Set<number>();
+  /** The reservation key each peer's heartbeats say it holds now (a restarted node has a new one). */
+  private readonly peerKeys = new Map<number, bigint>();
   private server: Server | undefined;
   private timer: NodeJS.Timeout | undefined;
   private metadataQueue: Promise<unknown> = Promise.resolve();
@@ -319,11 +321,36 @@ export class ClusterNode {
     await this.target.register(this.key);
   }
 
+  /** Milliseconds of silence after which a peer is dead. */
+  private get threshold(): number {
+    return this.options.heartbeatMs * this.options.misses;
+  }
+
   private alive(peer: number): boolean {
-    return (
-      performance.now() - (this.lastSeen.get(peer) ?? 0) <=
-      this.options.heartbeatMs * this.options.misses
-    );
+    return performance.now() - (this.lastSeen.get(peer) ?? 0) <= this.threshold;
+  }
+
+  /**
+   * Sends a request to coordinator `c` and waits for its answer as long as
+   * `c` holds the role and is alive. A coordinator that died, lost its path
+   * or was replaced is given up on (its connection closed) so the caller
+   * retries where the role went; a slow but live one is waited for, since a
+   * retry on a new connection could overtake the first request.
+   */
+  private async toCoordinator(c: number, type: number, payload: Uint8Array): Promise<Frame> {
+    const pending = this.peer(c);
+    const link = await pending;
+    const answer = link.request(type, payload).then((frame) => ({ frame }));
+    answer.catch(() => {});
+    for (;;) {
+      const done = await Promise.race([answer, sleep(this.options.heartbeatMs)]);
+      if (done) return done.frame;
+      if (this.stopped || this.known.coordinator !== c || !this.eligible(c)) {
+        if (this.links.get(c) === pending) this.links.delete(c);
+        link.close();
+        throw new BusyError(`node ${c} stopped answering as coordinator`);
+      }
+    }
   }
 
   /** Alive and with a storage path: a node that may hold the coordinator role. */
@@ -335,6 +362,7 @@ export class ClusterNode {
     return json({
       id: this.options.id,
       ...this.known,
+      key: this.key.toString(16),
       cut: this.path.cut !== undefined,
       backup: this.backup,
     });
@@ -361,6 +389,8 @@ export class ClusterNode {
     this.declaredDead.delete(from);
     if (r.cut === true) this.peersCut.add(from);
     else this.peersCut.delete(from);
+    if (typeof r.key === "string" && /^[0-9a-f]{1,16}$/.test(r.key))
+      this.peerKeys.set(from, BigInt(`0x${r.key}`));
     const epoch = Number(r.epoch);
     const coordinator = Number(r.coordinator);
     if (
@@ -397,7 +427,8 @@ export class ClusterNode {
       if (address === undefined) return Promise.reject(new Error(`node ${peer} is no peer`));
       const host = typeof address === "number" ? "127.0.0.1" : address.host;
       const port = typeof address === "number" ? address : address.port;
-      link = TargetClient.connect(port, `node-${this.options.id}`, this.options.heartbeatMs, {
+      // A threshold to connect: a peer slow to accept under load is not yet dead.
+      link = TargetClient.connect(port, `node-${this.options.id}`, this.threshold, {
         host,
         ...(this.options.security ? { security: this.options.security.connect } : {}),
       });
@@ -422,11 +453,16 @@ export class ClusterNode {
       let preempted: string | undefined;
       const held = await this.target.readReservation();
       if (held.reservation && held.reservation.key !== this.key) {
-        // Preempt only a holder that is dead or has lost its path: a live one (whose id
-        // is the key's high half) may be in the middle of its own takeover, and
-        // preempting it would start a war in which no one finishes.
-        const holder = Number(held.reservation.key >> 32n);
-        if (holder !== this.options.id && this.eligible(holder)) return;
+        // Preempt only a holder that is dead or has lost its path: a live one may be
+        // in the middle of its own takeover, and preempting it would start a war in
+        // which no one finishes. The holder is the live peer whose heartbeats carry
+        // that very key: a node restarted under the same id holds a new key, so the
+        // key its dead predecessor left is preempted, not mistaken for a live one.
+        const key = held.reservation.key;
+        const holderLive = [...this.options.peers.keys()].some(
+          (peer) => this.eligible(peer) && this.peerKeys.get(peer) === key,
+        );
+        if (holderLive) return;
         await this.target.reserveOut(
           ServiceAction.preempt,
           ReservationType.writeExclusiveRegistrantsOnly,
@@ -576,7 +612,7 @@ export class ClusterNode {
         else {
           const c = this.known.coordinator;
           if (!this.options.peers.has(c)) throw new Error("no coordinator yet");
-          const frame = await (await this.peer(c)).request(Op.metadata, json(request));
+          const frame = await this.toCoordinator(c, Op.metadata, json(request));
           reply = parseJson(frame.payload, "metadata reply") as MetadataReply;
         }
       } catch (error) {
@@ -713,9 +749,8 @@ export class ClusterNode {
         } else {
           const c = this.known.coordinator;
           if (!this.options.peers.has(c)) throw new BusyError("no coordinator yet");
-          const link = await this.peer(c);
           await this.link.take(payload.length);
-          return (await link.request(Op.redirected, payload)).payload;
+          return (await this.toCoordinator(c, Op.redirected, payload)).payload;
         }
       } catch (error) {
         if (error instanceof TargetCommandError) throw new Error(`${what}: ${error.message}`);

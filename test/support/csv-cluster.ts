@@ -37,6 +37,8 @@ export class NodeProcess {
   }[] = [];
   readonly exited: Promise<void>;
   stderr = "";
+  /** Called with every event line of this node. */
+  readonly listeners = new Set<(event: NodeEventLine, from: NodeProcess) => void>();
 
   constructor(
     readonly id: number,
@@ -51,6 +53,7 @@ export class NodeProcess {
         return;
       }
       this.events.push(event);
+      for (const listener of this.listeners) listener(event, this);
       for (const w of [...this.waiters]) {
         if (w.test(event)) {
           this.waiters.splice(this.waiters.indexOf(w), 1);
@@ -62,6 +65,9 @@ export class NodeProcess {
       this.stderr += d.toString();
     });
     this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
+    this.exited.then(() => {
+      for (const listener of this.listeners) listener({ event: "exit", node: id }, this);
+    });
   }
 
   get pid(): number {
@@ -156,4 +162,42 @@ export async function verifyAcks(lunPath: string, logs: string[]): Promise<numbe
   } finally {
     lun.close();
   }
+}
+
+/**
+ * Waits until `test` holds, evaluated now and again after every event line
+ * of every node in `nodes` (and every exit); fails after `timeoutMs` with
+ * `what` and the state `describe` gives, so a timeout names who did not answer.
+ */
+export function until(
+  nodes: () => Iterable<NodeProcess>,
+  test: () => boolean,
+  what: string,
+  timeoutMs: number,
+  describe: () => string = () => "",
+): Promise<void> {
+  if (test()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const watched = new Set<NodeProcess>();
+    const done = () => {
+      clearTimeout(timer);
+      for (const n of watched) n.listeners.delete(check);
+    };
+    const check = () => {
+      for (const n of nodes())
+        if (!watched.has(n)) {
+          watched.add(n);
+          n.listeners.add(check);
+        }
+      if (test()) {
+        done();
+        resolve();
+      }
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`${what}: not within ${timeoutMs} ms; ${describe()}`));
+    }, timeoutMs);
+    check();
+  });
 }
