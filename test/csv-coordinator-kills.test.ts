@@ -102,9 +102,21 @@ describe("csv coordinator kills", () => {
       ]);
     for (let id = 1; id <= COUNT; id++) nodes.set(id, start(id));
     const live = () => nodes.values();
+    // What each node last said, for a deadline's message: who did not answer, and why.
     const views = () =>
-      [...nodes.values()].map((n) => `node ${n.id}: epoch ${epochOf(n)}`).join(", ");
-
+      [...nodes.values()]
+        .map((n) => {
+          const last = n.events.at(-1);
+          const state =
+            n.child.exitCode !== null || n.child.signalCode !== null
+              ? `exited ${n.child.exitCode ?? n.child.signalCode}`
+              : n.events.some((e) => e.event === "listening")
+                ? `epoch ${epochOf(n)}`
+                : "loading";
+          const err = n.stderr.trim().split("\n").at(-1);
+          return `node ${n.id} ${state}${last ? ` (last: ${JSON.stringify(last)})` : ""}${err ? ` stderr: ${err}` : ""}`;
+        })
+        .join("; ");
     await until(
       live,
       () => [...nodes.values()].every((n) => n.events.some((e) => e.event === "listening")),

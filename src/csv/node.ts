@@ -1,7 +1,12 @@
 import { appendFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { secureIncoming, type TransportSecurity } from "../transport/secure.js";
+import {
+  looksLikeTls,
+  secureIncoming,
+  TLS_PEER_OF_PLAIN,
+  type TransportSecurity,
+} from "../transport/secure.js";
 import { TokenBucket } from "../transport/token-bucket.js";
 import { VolumeFileError, VolumeRangeError } from "./errors.js";
 import {
@@ -818,7 +823,15 @@ export class ClusterNode {
     socket.on("close", () => this.accepted.delete(socket));
     socket.setNoDelay(true);
     socket.on("error", () => {});
+    const plain = (this.options.security?.listen.kind ?? "plain") === "plain";
+    let first = true;
     socket.on("data", (chunk: Buffer) => {
+      // A TLS ClientHello to a plain listener is told so, rather than "bad magic".
+      if (first && plain && looksLikeTls(chunk)) {
+        socket.end(encodeFrame(Op.error, 0, json(TLS_PEER_OF_PLAIN)));
+        return;
+      }
+      first = false;
       let frames: Frame[];
       try {
         frames = reader.push(chunk);

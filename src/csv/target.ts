@@ -1,7 +1,12 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { BlockFile } from "../storage/block-file.js";
-import { secureIncoming, type TransportSecurity } from "../transport/secure.js";
+import {
+  looksLikeTls,
+  secureIncoming,
+  TLS_PEER_OF_PLAIN,
+  type TransportSecurity,
+} from "../transport/secure.js";
 import { TokenBucket } from "../transport/token-bucket.js";
 import {
   encodeFrame,
@@ -149,8 +154,16 @@ export class LunTarget {
       this.sockets.delete(socket);
     });
     socket.on("error", () => {});
+    const plain = (this.options.security?.kind ?? "plain") === "plain";
+    let first = true;
     socket.on("data", (chunk: Buffer) => {
       if (closed) return;
+      // A TLS ClientHello to a plain listener is told so, rather than "bad magic".
+      if (first && plain && looksLikeTls(chunk)) {
+        refuse(TLS_PEER_OF_PLAIN);
+        return;
+      }
+      first = false;
       let frames: Frame[];
       try {
         frames = reader.push(chunk);
