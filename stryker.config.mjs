@@ -1,47 +1,128 @@
 // Mutation testing of the TypeScript engines (docs/testing.md says how to
 // read the results). Tests load the kernels from build/ and the pool's
 // workers load dist/, so the project must be built first: `npm run mutate`
-// builds, then runs this.
+// builds, then runs scripts/mutate-engines.mjs, which runs Stryker once per
+// engine with HVLAB_MUTATE_ENGINE set to the engine's name.
 //
-// Incremental: results are kept in stryker-incremental.json, committed, so a
-// run in a fresh clone re-tests only the mutants whose code or tests changed.
+// Each engine is mutated against its own fast tests (unit, property, fuzz,
+// known answers), not the end-to-end ones: tests that drive the built
+// command in a child process (cli, tours, benchmarks, the browser report)
+// cannot see a mutant, which lives in the test's own thread, and live
+// migration over TCP measures wall-clock rates, which instrumentation slows.
+//
+// Incremental: each engine's results are kept in
+// stryker-incremental/<engine>.json, committed, so a run in a fresh clone
+// re-tests only the mutants whose code or covering tests changed.
+
+/**
+ * Per engine: the files mutated and the test files run against them.
+ * @type {Record<string, { mutate: string[], testFiles: string[] }>}
+ */
+export const ENGINES = {
+  guest: {
+    mutate: ["src/guest/**/*.ts"],
+    testFiles: [
+      "test/guest-*.test.ts",
+      "test/dirty-epoch-pair.test.ts",
+      "test/dirty-profile.test.ts",
+      "test/workload-vs-oracle.test.ts",
+      "test/pool-epoch-harvest.test.ts",
+    ],
+  },
+  dirty: {
+    mutate: ["src/dirty/**/*.ts"],
+    testFiles: [
+      "test/dirty-*.test.ts",
+      "test/pool-epoch-harvest.test.ts",
+      "test/pool-concurrent-marking.test.ts",
+    ],
+  },
+  memory: {
+    mutate: ["src/memory/**/*.ts"],
+    testFiles: [
+      "test/memory-*.test.ts",
+      "test/kernel-isolation.test.ts",
+      "test/kernel-layouts.test.ts",
+      "test/kernel-abi.test.ts",
+      "test/pool-registry.test.ts",
+    ],
+  },
+  power: {
+    mutate: ["src/power/**/*.ts"],
+    testFiles: [
+      "test/power-kernel-vs-oracle.test.ts",
+      "test/power-known-answers.test.ts",
+      "test/power-trace.test.ts",
+    ],
+  },
+  paging: {
+    mutate: ["src/paging/**/*.ts"],
+    testFiles: ["test/paging-!(cli|tour|studies).test.ts"],
+  },
+  net: {
+    mutate: ["src/net/**/*.ts"],
+    testFiles: ["test/net-!(cli|tshark|real-captures).test.ts"],
+  },
+  storage: {
+    mutate: ["src/storage/**/*.ts"],
+    testFiles: ["test/storage-!(cli|tour|qemu|crash|direct-io).test.ts"],
+  },
+  csv: {
+    mutate: ["src/csv/**/*.ts"],
+    testFiles: ["test/csv-!(cli|failover).test.ts"],
+  },
+  migration: {
+    mutate: ["src/migration/**/*.ts"],
+    testFiles: [
+      "test/migration-!(*cli*|*tour|*bench|live-tcp|live-soak|sweep-heatmap).test.ts",
+      "test/quick-migration-saved-state.test.ts",
+    ],
+  },
+};
+
+const name = process.env.HVLAB_MUTATE_ENGINE;
+const engine = name === undefined ? undefined : ENGINES[name];
+if (name !== undefined && engine === undefined) {
+  throw new Error(
+    `HVLAB_MUTATE_ENGINE: no engine '${name}' (engines: ${Object.keys(ENGINES).join(", ")})`,
+  );
+}
+const label = name ?? "all";
 
 /** @type {import("@stryker-mutator/api/core").PartialStrykerOptions} */
 export default {
   testRunner: "vitest",
-  vitest: { configFile: "vitest.stryker.config.mjs" },
-  // Tests that drive the built command in a child process (cli, tours,
-  // benchmarks, the browser report) cannot see a mutant, which lives in
-  // this process only; live migration over TCP measures wall-clock rates,
-  // which instrumentation slows. They are left out.
-  testFiles: ["test/!(*cli|*tour|*bench|*browser|*live-tcp).test.ts"],
-  checkers: ["typescript"],
-  tsconfigFile: "tsconfig.json",
+  vitest: { configFile: "vitest.stryker.config.mjs", related: false },
   mutate: [
-    "src/migration/**/*.ts",
-    "src/net/**/*.ts",
-    "src/paging/**/*.ts",
-    "src/dirty/**/*.ts",
-    "src/guest/**/*.ts",
-    "src/memory/**/*.ts",
+    ...(engine?.mutate ?? Object.values(ENGINES).flatMap((e) => e.mutate)),
     // Declarations only: nothing in them runs.
     "!src/**/task-types.ts",
   ],
+  testFiles: engine?.testFiles ?? [...new Set(Object.values(ENGINES).flatMap((e) => e.testFiles))],
+  // No type checker by default: starting it (a whole-program build) took
+  // ten minutes on a small machine, more than an engine's mutants take to
+  // run. A mutant that would not type-check still runs (vitest strips
+  // types) and is killed or survives on what it does. HVLAB_MUTATE_TYPECHECK=1
+  // turns the checker on (it then checks each mutant's own file only).
+  checkers: process.env.HVLAB_MUTATE_TYPECHECK === "1" ? ["typescript"] : [],
+  tsconfigFile: "tsconfig.json",
+  typescriptChecker: { prioritizePerformanceOverAccuracy: true },
+  // Each mutant runs only the tests that reached it in the first run.
   coverageAnalysis: "perTest",
   // A mutant of a module-level constant needs every test file reloaded and
   // run: far too dear on a small machine, so such mutants are left out.
   ignoreStatic: true,
   incremental: true,
-  incrementalFile: "stryker-incremental.json",
+  incrementalFile: `stryker-incremental/${label}.json`,
   thresholds: { high: 85, low: 70, break: 70 },
   concurrency: 1,
   timeoutMS: 60_000,
   // The first run of every test, instrumented, on a small busy machine.
   dryRunTimeoutMinutes: 60,
   reporters: ["clear-text", "progress", "html", "json"],
-  htmlReporter: { fileName: "reports/mutation/mutation.html" },
-  jsonReporter: { fileName: "reports/mutation/mutation.json" },
+  htmlReporter: { fileName: `reports/mutation/${label}.html` },
+  jsonReporter: { fileName: `reports/mutation/${label}.json` },
   // Under reports/ (ignored by git, Biome and the sandbox copy).
-  tempDirName: "reports/.stryker-tmp",
+  tempDirName: `reports/.stryker-tmp-${label}`,
   cleanTempDir: "always",
 };

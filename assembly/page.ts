@@ -285,8 +285,18 @@ export function encodePages(
       store<u32>(stats + S_BAD_PAGE, done + 1);
       break;
     }
-    const src = ram + ((<usize>page) << pageShift);
+    let src = ram + ((<usize>page) << pageShift);
     const address = (<u64>page) << <u64>pageShift;
+    const body = out + <usize>(d + HEADER_BYTES);
+    if (options & OPT_XBZRLE) {
+      // A running guest may write the page while it is encoded: everything
+      // below reads one snapshot, taken into the PAGE record's own data area
+      // (the cap check left room), so the cache keeps exactly the bytes the
+      // destination gets (QEMU's save_xbzrle_page copies the page to
+      // current_buf first, for the same reason).
+      copyPage(body, src, pageBytes);
+      src = body;
+    }
     // The page as it leaves: hashed before any branch, so every consumed page
     // (zero, XBZRLE, unchanged or whole) has its slot rewritten.
     if (options & OPT_HASH) store<u64>(hashes + ((<usize>page) << 3), xxh3LongAt(src, <usize>pageBytes));
@@ -295,6 +305,14 @@ export function encodePages(
       store<u8>(out + <usize>d, 0, 8);
       d += ZERO_RECORD_BYTES;
       store<u32>(stats + S_ZERO, load<u32>(stats + S_ZERO) + 1);
+      if (options & OPT_XBZRLE) {
+        // The destination now holds zeros: so must the cache, or a later
+        // delta would apply to a version it no longer has (QEMU's
+        // xbzrle_cache_zero_page, migration/ram.c).
+        const slot = page & (slots - 1);
+        store<u32>(tags + ((<usize>slot) << 2), page + 1);
+        memory.fill(data + ((<usize>slot) << pageShift), 0, pageBytes);
+      }
       continue;
     }
     if (options & OPT_XBZRLE) {
@@ -328,7 +346,7 @@ export function encodePages(
       }
     }
     storeBe64(out + <usize>d, address | FLAG_PAGE);
-    copyPage(out + <usize>(d + HEADER_BYTES), src, pageBytes);
+    if (src != body) copyPage(body, src, pageBytes);
     d += HEADER_BYTES + pageBytes;
     store<u32>(stats + S_NORMAL, load<u32>(stats + S_NORMAL) + 1);
   }

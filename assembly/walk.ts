@@ -40,7 +40,8 @@
 //            | references by level: guest 1-5, host 1-5 (10 x u64)
 //        592 +-----------------------------------------------+
 //            | L1 DTLB lookups u64 | D assists u64 | host leaf u32 |
-//        612 +-----------------------------------------------+
+//        612 | fragments u32 |
+//        616 +-----------------------------------------------+
 //
 // Counters at 64 (u64 each): accesses, L1 DTLB hits, L2 hits, walks,
 // references, guest references, host references, guest PWC hits, host PWC
@@ -49,7 +50,8 @@
 // that hits a TLB entry whose dirty bit is clear (filled by a read): the
 // processor walks again to set D (Intel SDM vol. 3A 4.8), so it is a walk.
 // "host leaf" is scratch: bit 0 the last EPT leaf was writable, bit 1 its D
-// bit was set (or EPT A/D is off).
+// bit was set (or EPT A/D is off). "fragments" is set once a TLB entry
+// smaller than its guest page was cached (INVLPG must then find them all).
 //
 // Flags: bit 0 set accessed/dirty in guest entries, bit 1 EPT A/D (EPTP bit
 // 6), bit 2 TLB holds 1 GiB entries in the second level (Ice Lake), bit 3
@@ -60,7 +62,10 @@
 //
 // Cache entry (32 bytes): key u64 (0 = empty), value u64, stamp u64, pad u64.
 // TLB value: page base hPA | W<<0 | U<<1 | NX<<2 | size<<3 (0 4K, 1 2M, 2 1G)
-// | 1<<5 (valid) | D<<6 (the leaf's dirty bit was set when it was filled).
+// | 1<<5 (valid) | D<<6 (the leaf's dirty bit was set when it was filled)
+// | guest size<<7 (0, or the size code of the larger guest page this entry is
+// a fragment of: a 2 MiB guest page over 4 KiB host pages, or a 1 GiB page
+// held as 2 MiB L1 entries).
 // Nested TLB value: page base hPA | size<<0 | W<<2 | D<<3 (of the EPT leaf).
 // Instruction fetches look up the L1 ITLB, data accesses the L1 DTLB; both
 // fill from, and miss to, the shared second level.
@@ -96,6 +101,7 @@
 @inline const C_DTLB_LOOKUPS: usize = 592;
 @inline const C_D_ASSISTS: usize = 600;
 @inline const C_HOST_LEAF: usize = 608;
+@inline const C_FRAGMENTS: usize = 612;
 // fault
 @inline const C_FAULT_CODE: usize = 192;
 @inline const C_FAULT_LEVEL: usize = 196;
@@ -144,6 +150,8 @@
 // TLB value bits beyond the permissions.
 @inline const TLB_VALID: u64 = 0x20;
 @inline const TLB_DIRTY: u64 = 0x40;
+// Bits 7-8: the size code of the guest page an entry is a fragment of (0: none).
+@inline const TLB_GUEST_SIZE_SHIFT: u64 = 7;
 // Nested TLB value bits.
 @inline const NTLB_W: u64 = 4;
 @inline const NTLB_D: u64 = 8;
@@ -576,7 +584,13 @@ function walk(ctx: usize, va: u64, kind: u32): u32 {
       store<u32>(ctx + C_RESULT_SIZE, size);
       const u = <u32>((perms & US) >>> 1);
       const x = <u32>(perms >>> 63) << 2;
-      store<u32>(ctx + C_PERMS, w | u | x | (dirty ? <u32>TLB_DIRTY : 0));
+      // A fragment of a larger guest page: INVLPG of any address in that page drops it.
+      let fragment: u32 = 0;
+      if (size < gsize) {
+        fragment = gsize << <u32>TLB_GUEST_SIZE_SHIFT;
+        store<u32>(ctx + C_FRAGMENTS, 1);
+      }
+      store<u32>(ctx + C_PERMS, w | u | x | (dirty ? <u32>TLB_DIRTY : 0) | fragment);
       return OK;
     }
     if (setAd && (entry & A) == 0) {
@@ -651,9 +665,11 @@ function fillL1(ctx: usize, va: u64, asid: u64, v: u64, exec: bool): void {
   const flags = load<u32>(ctx + C_FLAGS);
   // The ITLB has no 1 GiB entries (Intel 248966); without a 1 GiB DTLB neither has the L1.
   if (size == 2 && (exec || (flags & FLAG_1G_AS_2M) != 0)) {
-    // Keep the 2 MiB fragment that holds va.
+    // Keep the 2 MiB fragment that holds va (a fragment of the 1 GiB page).
     size = 1;
-    v = (v & ~(<u64>0x3fe00000 | 0x18)) | (va & 0x3fe00000) | 8;
+    v = (v & ~(<u64>0x3fe00000 | 0x18 | (3 << TLB_GUEST_SIZE_SHIFT))) | (va & 0x3fe00000) | 8;
+    v |= <u64>2 << TLB_GUEST_SIZE_SHIFT;
+    store<u32>(ctx + C_FRAGMENTS, 1);
   }
   if (exec) {
     if (size == 0) insert(ctx, T_ITLB_4K, tagKey(va >>> 12, asid), va >>> 12, v);
@@ -775,7 +791,44 @@ export function invalidatePage(ctx: usize, vaLow: u32, vaHigh: u32): void {
   dropKey(ctx, T_L2_1G, tagKey(va >>> 30, asid), va >>> 30);
   dropKey(ctx, T_ITLB_4K, tagKey(va >>> 12, asid), va >>> 12);
   dropKey(ctx, T_ITLB_2M, tagKey(va >>> 21, asid), va >>> 21);
+  // Smaller entries cached for a large page go with it (Intel SDM vol. 3A
+  // 4.10.2.3 and 4.10.4.1: INVLPG invalidates every TLB entry for the
+  // translation the paging structures specify, however the TLB split it).
+  if (load<u32>(ctx + C_FRAGMENTS) != 0) {
+    dropFragments(ctx, T_L1_4K, va, asid, 0);
+    dropFragments(ctx, T_L1_2M, va, asid, 1);
+    dropFragments(ctx, T_L2, va, asid, 3);
+    dropFragments(ctx, T_ITLB_4K, va, asid, 0);
+    dropFragments(ctx, T_ITLB_2M, va, asid, 1);
+  }
   for (let id = T_PWC_G; id < T_PWC_H; id++) clearTagged(ctx, id, asid);
+}
+
+/**
+ * Drops the entries of cache `id` in address space `asid` that are fragments
+ * of the guest page holding `va`. `size` is the entries' size code (0 4K,
+ * 1 2M), or 3 for the unified second level, whose keys carry it in bits 0-1
+ * of the page number.
+ */
+function dropFragments(ctx: usize, id: u32, va: u64, asid: u64, size: u32): void {
+  const desc = ctx + C_CACHES + (<usize>id << 4);
+  const n = load<u32>(desc, 4) * load<u32>(desc, 8);
+  const base = <usize>load<u32>(desc);
+  for (let i: u32 = 0; i < n; i++) {
+    const e = base + <usize>i * ENTRY;
+    const key = load<u64>(e);
+    if (key == 0 || ((key >>> 1) & 0x7fff) != asid) continue;
+    const g = (load<u64>(e, 8) >>> TLB_GUEST_SIZE_SHIFT) & 3;
+    if (g == 0) continue;
+    let page = key >>> 16;
+    let sz = <u64>size;
+    if (size == 3) {
+      sz = page & 3;
+      page >>>= 2;
+    }
+    const shift = 12 + 9 * g;
+    if ((page << (12 + 9 * sz)) >>> shift == va >>> shift) store<u64>(e, 0);
+  }
 }
 
 /**

@@ -18,7 +18,11 @@ import type { BenchSuite } from "../src/bench/harness.js";
 import { libraryName } from "../src/bench/machine.js";
 import { parseQueueUrl } from "../src/distributed/connection.js";
 import { PAYLOAD_VERSION } from "../src/distributed/payload.js";
-import { migrateSweepJobs, migrateSweepResult } from "../src/distributed/studies.js";
+import {
+  migrateSweepJobs,
+  migrateSweepOrder,
+  migrateSweepResult,
+} from "../src/distributed/studies.js";
 import { submitSweep } from "../src/distributed/submitter.js";
 import { runSweep, type SweepBase, type SweepGrid } from "../src/migration/sweep.js";
 import { packageRoot } from "../src/util/package-root.js";
@@ -147,14 +151,16 @@ export const suite: BenchSuite = {
       const distributed = async () => {
         // A new sweep id each call: the same id would resume the finished sweep.
         const sweepId = `bench-${process.pid}-${run++}`;
+        const jobs = migrateSweepJobs(sweepId, base, grid);
         const submission = await submitSweep({
           target,
           sweepId,
-          payloads: migrateSweepJobs(sweepId, base, grid),
+          payloads: jobs,
+          order: migrateSweepOrder(jobs),
           attempts: 1,
           pollMs: 250,
         });
-        return migrateSweepResult(grid, submission);
+        return migrateSweepResult(grid, jobs, submission);
       };
       const local = () => runSweep(base, grid, { workers: 2 });
 

@@ -2,18 +2,23 @@
  * Networking offload benchmarks: checksum (RFC 1071) at 40 B to 64 KiB
  * against the TypeScript oracle and a naive 16-bit loop; a 64 KiB large send
  * at MTU 1500 and 9000 against a plain copy of the same bytes; Toeplitz
- * hashes per second; VMQ receive rounds on one worker and two, and against a
- * single queue with the switch's lookup. Every case is verified first.
+ * hashes per second; VMQ receive rounds on one worker and two, against a
+ * single queue with the switch's lookup, the receive kernel on the calling
+ * thread (no pool), the frame-at-a-time oracle and a copy of the frames.
+ * Every case is verified first.
  */
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { buildHeaders } from "../src/net/build.js";
 import { Segmenter } from "../src/net/lso.js";
-import { type ReceiveConfig, ReceivePath } from "../src/net/receive.js";
+import { type ReceiveConfig, ReceivePath, RSC_MAX_BYTES } from "../src/net/receive.js";
+import type { RxSlot } from "../src/net/ring.js";
 import { MICROSOFT_RSS_KEY, ToeplitzHasher } from "../src/net/rss.js";
 import { largeSendFrameSpec, payloadBytes } from "../src/net/send.js";
 import { generateTraffic } from "../src/net/traffic.js";
+import { macNumber } from "../src/net/vmq.js";
 import { onesSumOracle } from "../src/oracle/checksum.js";
+import { receiveBatchOracle } from "../src/oracle/receive.js";
 import { segmentOracle } from "../src/oracle/segment.js";
 import { toeplitzOracle } from "../src/oracle/toeplitz.js";
 import { KernelPool } from "../src/pool/pool.js";
@@ -275,6 +280,31 @@ export const suite: BenchSuite = {
         ),
       };
       for (const p of Object.values(paths)) p.load(traffic);
+      const rxCopy = BandwidthKernel.on(rxLayout.memory);
+      const copyTarget = rxLayout.allocate(`rx${mtu}.copy`, bufferBytes);
+      const switchTable = BENCH_VMS.map((vm, i) => [macNumber(vm.mac), -1, i] as const);
+      // The oracle runs one processor's work list (all frames) of the 1-worker path.
+      const oracle = () => {
+        const one = paths.one;
+        const r = receiveBatchOracle(rxLayout.memory, {
+          frames: one.buffer,
+          table: one.table,
+          work: one.work,
+          first: 0,
+          count: frames,
+          rings: one.rings,
+          switchTable,
+          coalesce: true,
+          maxCoalesce: RSC_MAX_BYTES,
+          deliverBad: false,
+          trustChecksums: false,
+        });
+        for (const ring of one.rings) ring.reset();
+        return r;
+      };
+      const drained = (into: RxSlot[][]) => (vm: number, slots: RxSlot[]) => {
+        into[vm] = slots;
+      };
       cases.push({
         case: `VMQ receive, ${frames} frames at MTU ${mtu}, 4 VMs (validate, coalesce, deliver)`,
         opsPerCall: frames,
@@ -285,10 +315,12 @@ export const suite: BenchSuite = {
           for (let i = 0; i < 5; i++) {
             for (const p of Object.values(paths)) await p.round(pool);
           }
+          const kernelSlots: RxSlot[][] = [];
           const results = [
-            await paths.one.round(pool),
+            await paths.one.round(pool, drained(kernelSlots)),
             await paths.two.round(pool),
             await paths.single.round(pool),
+            await paths.one.round(),
           ];
           for (const r of results) {
             assert(
@@ -296,15 +328,53 @@ export const suite: BenchSuite = {
               `receive dropped frames: ${JSON.stringify(r)}`,
             );
           }
-          const [a, b, c] = results;
+          const [a, b, c, d] = results;
           assert(
-            a?.bytes === b?.bytes && a?.bytes === c?.bytes,
+            a?.bytes === b?.bytes && a?.bytes === c?.bytes && a?.bytes === d?.bytes,
             "configurations delivered different bytes",
           );
           assert(
             (c?.lookups ?? 0) === frames && (a?.lookups ?? 1) === 0,
             "lookups: the single queue looks every frame up, VMQ none",
           );
+          // The oracle writes the same frames into every ring, byte for byte.
+          const one = paths.one;
+          const want = receiveBatchOracle(rxLayout.memory, {
+            frames: one.buffer,
+            table: one.table,
+            work: one.work,
+            first: 0,
+            count: frames,
+            rings: one.rings,
+            switchTable,
+            coalesce: true,
+            maxCoalesce: RSC_MAX_BYTES,
+            deliverBad: false,
+            trustChecksums: false,
+          });
+          assert(
+            want.bytes === a?.bytes && want.delivered === a.delivered,
+            "kernel and oracle delivered different frames",
+          );
+          for (const [vm, ring] of one.rings.entries()) {
+            const theirs = ring.drain();
+            ring.reset();
+            const ours = kernelSlots[vm] ?? [];
+            assert(
+              ours.length === theirs.length,
+              `VM ${vm}: kernel and oracle frame counts differ`,
+            );
+            for (const [i, slot] of ours.entries()) {
+              const other = theirs[i];
+              assert(
+                other !== undefined &&
+                  slot.flags === other.flags &&
+                  slot.segments === other.segments &&
+                  Buffer.compare(slot.bytes, other.bytes) === 0,
+                `VM ${vm} frame ${i} differs from the oracle's`,
+              );
+            }
+          }
         },
         impls: [
           {
@@ -323,6 +393,24 @@ export const suite: BenchSuite = {
             impl: "single queue + switch lookup, 1 worker (VMQ off)",
             fn: async () => {
               await paths.single.round(pool);
+            },
+          },
+          {
+            impl: "receive kernel on the calling thread (no pool: no dispatch, no start gate)",
+            fn: async () => {
+              await paths.one.round();
+            },
+          },
+          {
+            impl: "oracle (TypeScript, one frame at a time, calling thread)",
+            fn: async () => {
+              oracle();
+            },
+          },
+          {
+            impl: "memory copy of the frames (bound)",
+            fn: async () => {
+              rxCopy.copy(copyTarget, 0, paths.one.buffer, 0, bytes);
             },
           },
         ],

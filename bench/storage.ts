@@ -164,7 +164,9 @@ export const suite: BenchSuite = {
     const qemu = qemuImgVersion();
     const outHv = join(dir, "convert-hvlab.raw");
     const outQemu = join(dir, "convert-qemu.raw");
-    const hvConvert = () => convertImage(src, outHv, { to: "raw", direct });
+    const hvConvert = async () => {
+      await convertImage(src, outHv, { to: "raw", direct });
+    };
     // qemu-img's cache modes: -T for the source, -t for the destination; none is O_DIRECT.
     const qemuCache = direct ? ["-T", "none", "-t", "none"] : [];
     const qemuConvert = () => {
@@ -184,8 +186,8 @@ export const suite: BenchSuite = {
       case: `convert ${convBytes / MiB} MiB dynamic VHD, 10% allocated, to raw`,
       bytesPerOp: convBytes,
       iterations: 3,
-      verify: () => {
-        hvConvert();
+      verify: async () => {
+        await hvConvert();
         if (!qemu) return;
         qemuConvert();
         const cmp = spawnSync("qemu-img", ["compare", "-f", "raw", "-F", "raw", outHv, outQemu]);

@@ -1,7 +1,9 @@
 // The curated semantic mutations of the kernels, run by
 // scripts/mutate-kernels.mjs. One entry per kernel module of assembly/ (the
 // top-level file's name): the tests that cover it, fastest and most pointed
-// first, and at least eight mutations, each a rule the module must keep
+// first (property tests, known answers, fuzz and fast unit tests; not the
+// end-to-end ones that drive real tools, child processes or benchmarks,
+// which run in the ordinary suite), and at least eight mutations, each a rule the module must keep
 // broken on purpose. A module without an entry fails the run, so a new
 // kernel module joins by adding its entry here.
 //
@@ -458,10 +460,11 @@ export const KERNEL_MUTATIONS = {
       "test/power-kernel-vs-oracle.test.ts",
       "test/power-known-answers.test.ts",
       "test/power-trace.test.ts",
-      // The rest, but those that drive the command or a browser.
+      // The rest, but those that drive the command, a browser or a benchmark.
       "test/power-*.test.ts",
       "!test/power-cli.test.ts",
       "!test/power-report-browser.test.ts",
+      "!test/power-bench.test.ts",
     ],
     mutations: [
       {
@@ -603,12 +606,11 @@ export const KERNEL_MUTATIONS = {
   segment: {
     tests: [
       "test/net-segment.test.ts",
+      "test/net-segment-kernel-rules.test.ts",
       "test/net-udp-zero-checksum.test.ts",
       "test/net-frame.test.ts",
       "test/net-fuzz.test.ts",
       "test/net-vmq.test.ts",
-      "test/net-tshark.test.ts",
-      "test/net-segment-kernel-rules.test.ts",
     ],
     mutations: [
       {
@@ -687,13 +689,7 @@ export const KERNEL_MUTATIONS = {
   },
 
   storage: {
-    tests: [
-      "test/storage-kernels.test.ts",
-      "test/storage-fuzz.test.ts",
-      "test/storage-io.test.ts",
-      "test/storage-crash.test.ts",
-      "test/storage-qemu.test.ts",
-    ],
+    tests: ["test/storage-kernels.test.ts", "test/storage-fuzz.test.ts", "test/storage-io.test.ts"],
     mutations: [
       {
         id: "set-head-lsb-first",
@@ -870,10 +866,12 @@ export const KERNEL_MUTATIONS = {
       "test/paging-walk-counts.test.ts",
       "test/paging-caches.test.ts",
       // Every other paging test (the A/D and semantics tests among them),
-      // but those that drive the command in a child process.
+      // but those that drive the command in a child process and the study
+      // of published results (a sweep, end to end).
       "test/paging-*.test.ts",
       "!test/paging-cli.test.ts",
       "!test/paging-tour.test.ts",
+      "!test/paging-studies.test.ts",
     ],
     mutations: [
       {

@@ -7,14 +7,20 @@
 // than MIN_MUTATIONS mutations.
 //
 // Work happens in a copy of the project (node_modules linked, the rest
-// copied), never in the project itself. Stryker mutates the TypeScript
-// engines; it cannot rebuild AssemblyScript per mutant, hence this script.
+// copied), never in the project itself. Per mutation only the kernel
+// modules that compile the changed file are rebuilt (without Binaryen's
+// converge passes), and the module's test files run one at a time, most
+// pointed first, in one vitest kept alive for the whole run
+// (scripts/mutation-test-runner.mjs), stopping at the first failing test.
+// Stryker mutates the TypeScript engines; it cannot rebuild AssemblyScript
+// per mutant, hence this script.
 //
 // usage: node scripts/mutate-kernels.mjs [--module a,b] [--mutation id,id]
 //        [--jobs n] [--no-baseline] [--keep] [--list] [--check] [--markdown]
 // --check only checks the list against the source; --list prints it.
-import { spawn } from "node:child_process";
-import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { fork, spawn } from "node:child_process";
+import { rmSync } from "node:fs";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -23,10 +29,14 @@ import { KERNEL_MUTATIONS } from "./kernel-mutations.mjs";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MIN_MUTATIONS = 8;
 /**
- * A test file that runs longer than this under a mutation counts as killed
- * by a hang. Each test gets nearly as long: on a busy machine the project's
- * own 60 s test timeout would kill mutants that merely ran slowly.
+ * A test file that runs past FILE_TIMEOUT_FACTOR times its unmutated time
+ * (at least MIN_FILE_TIMEOUT_MS) counts as killed by a hang, as Stryker's
+ * timeoutFactor does; without a baseline time the limit is FILE_TIMEOUT_MS.
+ * Each test gets nearly as long: on a busy machine the project's own 60 s
+ * test timeout would kill mutants that merely ran slowly.
  */
+const FILE_TIMEOUT_FACTOR = 5;
+const MIN_FILE_TIMEOUT_MS = 60_000;
 const FILE_TIMEOUT_MS = 10 * 60_000;
 const TEST_TIMEOUT_MS = 9 * 60_000;
 /** Left out of the copy: rebuilt there, linked, or not needed. */
@@ -178,8 +188,8 @@ async function checkList(modules, selected) {
   return problems;
 }
 
-/** Runs a command in `cwd`; resolves with its exit code (null if killed after `timeoutMs`). */
-function run(command, args, cwd, timeoutMs = 0) {
+/** Runs a command in `cwd`; resolves with its exit code. */
+function run(command, args, cwd) {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
@@ -189,16 +199,17 @@ function run(command, args, cwd, timeoutMs = 0) {
     child.stderr.on("data", (chunk) => {
       output += chunk;
     });
-    const timer = timeoutMs > 0 ? setTimeout(() => child.kill("SIGKILL"), timeoutMs) : undefined;
     child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code: signal ? null : code, output });
-    });
+    child.on("close", (code, signal) => resolve({ code: signal ? null : code, output }));
   });
 }
 
-/** Copies the project into a fresh folder, links node_modules and builds there. */
+/**
+ * Copies the project into a fresh folder, links node_modules and builds
+ * there. The copy builds its kernels without Binaryen's converge passes
+ * (asconfig.json's `converge`): they only shrink the module by a few bytes,
+ * and they are most of a module's build time, which every mutation pays.
+ */
 async function makeCopy() {
   const copy = await mkdtemp(join(tmpdir(), "hvlab-mutate-"));
   for (const name of await readdir(root)) {
@@ -206,6 +217,9 @@ async function makeCopy() {
     await cp(join(root, name), join(copy, name), { recursive: true });
   }
   await symlink(join(root, "node_modules"), join(copy, "node_modules"), "dir");
+  const asconfig = JSON.parse(await readFile(join(copy, "asconfig.json"), "utf8"));
+  for (const target of Object.values(asconfig.targets ?? {})) target.converge = false;
+  await writeFile(join(copy, "asconfig.json"), `${JSON.stringify(asconfig, null, 2)}\n`);
   console.log(`mutate-kernels: building a copy of the project in ${copy}`);
   const built = await run("npm", ["run", "build"], copy);
   if (built.code !== 0) {
@@ -214,45 +228,121 @@ async function makeCopy() {
   return copy;
 }
 
-/** The first failing test of a vitest JSON report, as "file › title". */
-async function firstFailure(reportFile, testFile) {
-  try {
-    const report = JSON.parse(await readFile(reportFile, "utf8"));
-    for (const result of report.testResults ?? []) {
-      for (const test of result.assertionResults ?? []) {
-        if (test.status !== "failed") continue;
-        // The first line of the first message says how it failed (an assertion, a crash).
-        const why = (test.failureMessages?.[0] ?? "").split("\n")[0].slice(0, 100);
-        return `${testFile} › ${test.fullName ?? test.title}${why ? ` (${why})` : ""}`;
-      }
-    }
-  } catch {
-    // No report: the run failed before vitest wrote one (a crash, a load error).
+/**
+ * The copy's test runner (scripts/mutation-test-runner.mjs): one vitest
+ * kept alive in a process group of its own, so that a test file that hangs
+ * (a kernel looping forever) is ended with everything it started.
+ */
+class TestRunner {
+  constructor(copy) {
+    this.copy = copy;
+    this.child = null;
+    this.pending = null;
+    /** Source files whose transformed text vitest must drop before the next run. */
+    this.stale = new Set();
   }
-  return `${testFile} (failed outside a test)`;
+
+  async start() {
+    const tmp = join(this.copy, "reports", "tmp");
+    await mkdir(tmp, { recursive: true });
+    const child = fork(join(this.copy, "scripts", "mutation-test-runner.mjs"), [], {
+      cwd: this.copy,
+      detached: true,
+      // Temporary files of the tests stay inside the copy, removed with it.
+      env: {
+        ...process.env,
+        TMPDIR: tmp,
+        HVLAB_MUTATION_TEST_TIMEOUT_MS: String(TEST_TIMEOUT_MS),
+      },
+      stdio: ["ignore", "ignore", "pipe", "ipc"],
+    });
+    let log = "";
+    child.stderr.on("data", (chunk) => {
+      log = (log + chunk).slice(-4000);
+    });
+    this.child = child;
+    await new Promise((resolve, reject) => {
+      const onExit = (code) =>
+        reject(new Error(`the test runner exited (${code}) before it was ready:\n${log}`));
+      child.once("exit", onExit);
+      child.once("message", (message) => {
+        child.off("exit", onExit);
+        if (message?.ready) resolve();
+        else reject(new Error(`the test runner said ${JSON.stringify(message)}`));
+      });
+    });
+    child.on("message", (message) => this.pending?.resolve(message));
+    child.on("exit", (code, signal) => {
+      this.child = null;
+      this.pending?.resolve({ exited: `${code ?? signal}`, log });
+    });
+  }
+
+  /** Kills the runner and every process it started. */
+  kill() {
+    const child = this.child;
+    this.child = null;
+    if (child?.pid === undefined) return;
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+
+  /**
+   * Runs one test file; resolves with its first failure (null if it passed)
+   * and its time. Past `limitMs` the file counts as killed by a hang and the
+   * runner is started again.
+   */
+  async runFile(test, limitMs) {
+    if (this.child === null) await this.start();
+    const invalidate = [...this.stale];
+    this.stale.clear();
+    const t0 = Date.now();
+    const reply = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve({ timedOut: true }), limitMs);
+      this.pending = {
+        resolve: (message) => {
+          clearTimeout(timer);
+          resolve(message);
+        },
+      };
+      this.child.send({ files: [join(this.copy, test)], invalidate });
+    });
+    this.pending = null;
+    const ms = Date.now() - t0;
+    if (reply.timedOut) {
+      this.kill();
+      return { failure: `${test} (timed out after ${seconds(limitMs)})`, ms };
+    }
+    if (reply.exited !== undefined) {
+      const why = reply.log.trim().split("\n").at(-1) ?? "";
+      return { failure: `${test} (the test runner exited: ${why.slice(0, 100)})`, ms };
+    }
+    const failure = reply.failure?.replace(`${this.copy}/`, "") ?? null;
+    return { failure, ms };
+  }
 }
 
-/** Runs test files one at a time; returns the first failure, or null if all pass. */
-async function runTests(copy, tests) {
-  const reportFile = join(copy, "reports", "mutation-vitest.json");
+/**
+ * Runs test files one at a time in the order given (the most pointed
+ * first); returns the first failure, or null if all pass. A file's time
+ * limit is `FILE_TIMEOUT_FACTOR` times its unmutated time (from the
+ * baseline), or `FILE_TIMEOUT_MS` when there was none.
+ */
+async function runTests(runner, tests, baseline) {
   for (const test of tests) {
-    await rm(reportFile, { force: true });
-    const vitest = join(copy, "node_modules", "vitest", "vitest.mjs");
-    const args = [
-      vitest,
-      "run",
-      test,
-      "--bail=1",
-      `--testTimeout=${TEST_TIMEOUT_MS}`,
-      `--hookTimeout=${TEST_TIMEOUT_MS}`,
-      "--reporter=json",
-      `--outputFile=${reportFile}`,
-    ];
-    const { code } = await run(process.execPath, args, copy, FILE_TIMEOUT_MS);
-    if (code === null) return `${test} (timed out after ${FILE_TIMEOUT_MS / 60_000} min)`;
-    if (code !== 0) return await firstFailure(reportFile, test);
+    const before = baseline.get(test);
+    const limit =
+      before === undefined
+        ? FILE_TIMEOUT_MS
+        : Math.max(MIN_FILE_TIMEOUT_MS, before * FILE_TIMEOUT_FACTOR);
+    const { failure, ms } = await runner.runFile(test, limit);
+    if (failure !== null) return { failure, test, ms };
+    if (before === undefined) baseline.set(test, ms);
   }
-  return null;
+  return { failure: null };
 }
 
 /** What must be rebuilt after `file` changed: kernel modules, or the TypeScript build. */
@@ -262,9 +352,55 @@ function rebuildFor(file, sources) {
   return { ts: false, modules };
 }
 
+/** Builds run one at a time: asc shares Binaryen's state within a process. */
+let building = Promise.resolve();
+
+/**
+ * Rebuilds what a mutation touched: dist/ for a file under src/, else each
+ * kernel module that compiles the file, with asc in this process (loading
+ * asc and Binaryen's wasm once, not once per mutation, which cost more than
+ * the compile itself), at the module's static slot from the copy's manifest.
+ * The copy's first build (scripts/build-wasm.mjs) checked that each
+ * module's static data fits its slot; a mutation changes code, not that.
+ */
 async function rebuild(copy, what) {
   if (what.ts) return run("npm", ["run", "build:ts"], copy);
-  return run(process.execPath, ["scripts/build-wasm.mjs", "--only", what.modules.join(",")], copy);
+  const build = building.then(async () => {
+    const { default: asc } = await import("assemblyscript/asc");
+    const manifest = JSON.parse(await readFile(join(copy, "build/wasm/manifest.json"), "utf8"));
+    let output = "";
+    const sink = {
+      write(text) {
+        output += text;
+        return true;
+      },
+    };
+    for (const name of what.modules) {
+      const { error } = await asc.main(
+        [
+          join("assembly", `${name}.ts`),
+          "--baseDir",
+          copy,
+          "--config",
+          "asconfig.json",
+          "--target",
+          "release",
+          "--memoryBase",
+          String(manifest.modules[name].base),
+          "--outFile",
+          join("build", "wasm", `${name}.wasm`),
+        ],
+        { stdout: sink, stderr: sink },
+      );
+      if (error) return { code: 1, output: `${output}\n${error.message}` };
+    }
+    return { code: 0, output };
+  });
+  building = build.then(
+    () => undefined,
+    () => undefined,
+  );
+  return build;
 }
 
 /** Saves the built outputs a rebuild may overwrite, and puts them back. */
@@ -278,8 +414,7 @@ async function snapshot(copy, paths) {
 
 async function builtOutputs(copy, what) {
   if (!what.ts) {
-    const files = what.modules.flatMap((m) => [`build/wasm/${m}.wasm`, `build/wasm/${m}.wat`]);
-    return [...files, "build/wasm/manifest.json"];
+    return what.modules.map((m) => `build/wasm/${m}.wasm`);
   }
   const dist = [];
   const walk = async (folder) => {
@@ -333,8 +468,23 @@ async function main() {
   );
   const started = Date.now();
   const sources = await moduleSources(modules);
-  const copies = [await makeCopy()];
+  const copies = [];
+  const runners = [];
+  // Interrupted: end the test runners (each in its own process group) and
+  // remove the copies, as a normal end does.
+  for (const signal of ["SIGINT", "SIGTERM"]) {
+    process.once(signal, () => {
+      for (const runner of runners) runner.kill();
+      if (!options.keep) {
+        for (const copy of copies) rmSync(copy, { recursive: true, force: true });
+      }
+      process.exit(signal === "SIGINT" ? 130 : 143);
+    });
+  }
+  copies.push(await makeCopy());
   const rows = new Array(plan.length);
+  /** Each test file's unmutated time, from the baseline (or its first passing run). */
+  const baseline = new Map();
   try {
     // Further copies are clones of the first, built one.
     while (copies.length < Math.min(options.jobs, plan.length)) {
@@ -342,34 +492,45 @@ async function main() {
       await cp(copies[0], clone, { recursive: true, verbatimSymlinks: true });
       copies.push(clone);
     }
-    console.log(`mutate-kernels: ${plan.length} mutations, ${copies.length} at a time`);
+    for (const copy of copies) runners.push(new TestRunner(copy));
+    console.log(
+      `mutate-kernels: ${plan.length} mutations, ${copies.length} at a time (built in ${seconds(Date.now() - started)})`,
+    );
     if (options.baseline) {
       const names = [...new Set(plan.map((m) => m.module))];
       for (const name of names) {
-        const failure = await runTests(copies[0], await expandTests(KERNEL_MUTATIONS[name].tests));
+        const tests = await expandTests(KERNEL_MUTATIONS[name].tests);
+        const { failure } = await runTests(runners[0], tests, baseline);
         if (failure !== null) throw new Error(`the unmutated tests of ${name} fail: ${failure}`);
       }
-      console.log(`mutate-kernels: unmutated tests pass (${seconds(Date.now() - started)})`);
+      const times = [...baseline].map(([test, ms]) => `${test} ${seconds(ms)}`).join(", ");
+      console.log(
+        `mutate-kernels: unmutated tests pass (${seconds(Date.now() - started)}): ${times}`,
+      );
     }
     let next = 0;
-    const worker = async (copy) => {
+    const worker = async (runner) => {
       while (next < plan.length) {
         const index = next++;
         const mutation = plan[index];
         const t0 = Date.now();
-        const result = await tryMutation(copy, mutation, sources);
-        rows[index] = [mutation.module, mutation.id, result, seconds(Date.now() - t0)];
-        console.log(`mutate-kernels: ${mutation.module}/${mutation.id}: ${result}`);
+        const { result, buildMs } = await tryMutation(runner, mutation, sources, baseline);
+        const ms = Date.now() - t0;
+        rows[index] = [mutation.module, mutation.id, result, seconds(ms), seconds(buildMs)];
+        console.log(
+          `mutate-kernels: ${index + 1}/${plan.length} ${mutation.module}/${mutation.id}: ${result} (${seconds(ms)}, build ${seconds(buildMs)})`,
+        );
       }
     };
-    await Promise.all(copies.map(worker));
+    await Promise.all(runners.map(worker));
   } finally {
+    for (const runner of runners) runner.kill();
     if (!options.keep) {
       for (const copy of copies) await rm(copy, { recursive: true, force: true });
     } else console.log(`mutate-kernels: kept ${copies.join(", ")}`);
   }
   const failed = rows.filter((row) => !row[2].startsWith("killed")).length;
-  const table = { columns: ["module", "mutation", "result", "time"], rows };
+  const table = { columns: ["module", "mutation", "result", "time", "build"], rows };
   console.log(`\n${options.markdown ? toMarkdown(table) : formatTable(table)}`);
   console.log(
     `\n${rows.length - failed} of ${rows.length} mutations killed in ${seconds(Date.now() - started)}`,
@@ -377,27 +538,31 @@ async function main() {
   if (failed > 0) process.exit(1);
 }
 
-/** Applies one mutation in `copy`, rebuilds, runs the module's tests, and undoes it all. */
-async function tryMutation(copy, mutation, sources) {
+/** Applies one mutation in the runner's copy, rebuilds, runs the module's tests, and undoes it all. */
+async function tryMutation(runner, mutation, sources, baseline) {
+  const copy = runner.copy;
   const file = mutation.file ?? `assembly/${mutation.module}.ts`;
   const original = await readFile(join(copy, file), "utf8");
   const what = rebuildFor(file, sources);
   const restoreBuild = await snapshot(copy, await builtOutputs(copy, what));
+  // Tests import src/ through vitest, which keeps what it transformed.
+  if (what.ts) runner.stale.add(join(copy, file));
   try {
     await writeFile(join(copy, file), original.replace(mutation.from, mutation.to));
+    const t0 = Date.now();
     const built = await rebuild(copy, what);
+    const buildMs = Date.now() - t0;
     if (built.code !== 0) {
       const reason = built.output.split("\n").find((line) => /error/i.test(line));
-      return `BUILD FAILED: ${reason?.trim() ?? "see the build output"}`;
+      return { result: `BUILD FAILED: ${reason?.trim() ?? "see the build output"}`, buildMs };
     }
-    const failure = await runTests(
-      copy,
-      await expandTests(KERNEL_MUTATIONS[mutation.module].tests),
-    );
-    return failure === null ? "SURVIVED" : `killed by ${failure}`;
+    const tests = await expandTests(KERNEL_MUTATIONS[mutation.module].tests);
+    const { failure } = await runTests(runner, tests, baseline);
+    return { result: failure === null ? "SURVIVED" : `killed by ${failure}`, buildMs };
   } finally {
     await writeFile(join(copy, file), original);
     await restoreBuild();
+    if (what.ts) runner.stale.add(join(copy, file));
   }
 }
 

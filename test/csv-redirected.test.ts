@@ -114,7 +114,10 @@ describe("csv redirected access", () => {
     two.cutPath("test");
     await inFlight;
     await seen("node 2 redirected", (e) => e.event === "redirected" && e.node === 2);
-    expect(two.status()).toMatchObject({ path: "cut", redirected: "storage path cut (test)" });
+    expect(two.accessStatus()).toMatchObject({
+      path: "cut",
+      redirected: "storage path cut (test)",
+    });
     const directBefore = two.io.directWrites;
 
     // 2 MiB through a 1 MiB/s link: the first request's burst is free, the rest is metered.

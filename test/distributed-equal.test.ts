@@ -1,5 +1,8 @@
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -31,7 +34,7 @@ describe.skipIf(!ready)("a study run through Redis equals the local run", () => 
     redis = await startRedis();
     workers = await startWorkers(redis.url, ["w1", "w2", "w3"], ["--lock-duration", "5000"]);
     dir = mkdtempSync(join(tmpdir(), "hvlab-distributed-"));
-  }, 30_000);
+  }, 120_000);
   afterAll(async () => {
     await stopWorkers(workers);
     await redis?.close();
@@ -79,6 +82,30 @@ describe.skipIf(!ready)("a study run through Redis equals the local run", () => 
     expect(csvFar.stderr).toContain("24 points were already finished");
   }, 180_000);
 
+  it("a migrate sweep in batches of points, point for point", async () => {
+    const grid = ["--guest", "64MiB", "--mode", "metadata", "--dirty-rates", "20000,400000"];
+    const local = hvlab(["migrate", "sweep", ...grid, "--json"]);
+    expect(local.status, local.stderr).toBe(0);
+    const far = await hvlabAsync([
+      "migrate",
+      "sweep",
+      ...grid,
+      "--queue",
+      redis.url,
+      "--sweep-id",
+      "equal-batches",
+      "--points-per-job",
+      "5",
+      "--json",
+    ]);
+    expect(far.code, far.stderr).toBe(0);
+    expect(far.stderr).toContain("24 points in 5 jobs");
+    const l = JSON.parse(local.stdout) as Record<string, unknown>;
+    const d = JSON.parse(far.stdout) as Record<string, unknown> & { points: unknown[] };
+    expect(d.points).toHaveLength(24);
+    expect(withoutTimings(d)).toEqual(withoutTimings(l));
+  }, 180_000);
+
   it("a paging comparison over two traces, configuration for configuration", async () => {
     const plain = join(dir, "strided.trace");
     const lines: string[] = [];
@@ -112,6 +139,58 @@ describe.skipIf(!ready)("a study run through Redis equals the local run", () => 
     expect(d[1]?.source).toBe(`file://${plain}`);
     expect({ ...d[1], source: plain }).toEqual(l[1]);
     expect(d[1]?.rows).toHaveLength(5);
+  }, 180_000);
+
+  it("a paging comparison over a trace every worker fetches by http URL", async () => {
+    const gz = readFileSync(fixture);
+    const server = createServer((req, res) => {
+      if (req.url !== "/touch.lackey.gz") {
+        res.writeHead(404);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { "content-length": gz.length });
+      res.end(gz);
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/touch.lackey.gz`;
+    try {
+      const args = ["paging", "compare", "--guest", "4GiB", "--json"];
+      const local = hvlab([...args, "--trace", fixture]);
+      expect(local.status, local.stderr).toBe(0);
+      const far = await hvlabAsync([
+        ...args,
+        "--trace",
+        url,
+        "--queue",
+        redis.url,
+        "--sweep-id",
+        "equal-paging-url",
+      ]);
+      expect(far.code, far.stderr).toBe(0);
+      const l = JSON.parse(local.stdout) as { source: string; rows: unknown[] };
+      const d = JSON.parse(far.stdout) as { source: string; rows: unknown[] };
+      expect(d.source).toBe(url);
+      expect(d.rows).toHaveLength(5);
+      expect({ ...d, source: fixture }).toEqual(l);
+      // A URL that is not there fails its points with the server's answer, not a hang.
+      const missing = await hvlabAsync([
+        ...args,
+        "--trace",
+        url.replace("touch", "nothing"),
+        "--queue",
+        redis.url,
+        "--sweep-id",
+        "equal-paging-404",
+        "--attempts",
+        "1",
+      ]);
+      expect(missing.stderr).toMatch(/nothing.lackey.gz: HTTP 404/);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   }, 180_000);
 
   it("a power sweep, point for point and its baseline", async () => {

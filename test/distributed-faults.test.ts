@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { Job, Queue } from "bullmq";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseQueueUrl } from "../src/distributed/connection.js";
-import { migrateSweepJobs } from "../src/distributed/studies.js";
+import { migrateSweepJobs, migrateSweepResult } from "../src/distributed/studies.js";
 import { submitSweep } from "../src/distributed/submitter.js";
+import { runSweep } from "../src/migration/sweep.js";
 import { hvlab, hvlabAsync } from "./support/cli.js";
 import {
   haveRedis,
@@ -146,6 +147,53 @@ describe.skipIf(!ready)("faults in a distributed sweep", () => {
     if (!failed || failed.ok) throw new Error("point 1 should have failed");
     expect(failed.attempts).toBe(2);
     expect(failed.error).toMatch(/page/);
+  }, 120_000);
+
+  it("a bad point in a batch fails alone: the batch is retried, then its other points keep their results", async () => {
+    const target = parseQueueUrl(redis.url);
+    const grid = {
+      bandwidths: [125e6],
+      writeRates: [20_000],
+      downtimeLimitsMs: [300],
+      policies: ["qemu", "hyperv", "xen"] as const,
+    };
+    const jobs = migrateSweepJobs(
+      "badbatch",
+      { guestBytes: 64 * 1024 ** 2, content: false, workload: { kind: "uniform" } },
+      { ...grid, policies: [...grid.policies] },
+      3,
+    );
+    const [batch] = jobs;
+    if (jobs.length !== 1 || batch?.kind !== "migrate-points")
+      throw new Error("expected one batch");
+    const options = [...batch.options];
+    const good = options[1];
+    if (!good) throw new Error("no point 1");
+    options[1] = { ...good, guestBytes: 64 * 1024 ** 2 + 1 };
+    jobs[0] = { ...batch, options };
+    const submission = await submitSweep({
+      target,
+      sweepId: "badbatch",
+      payloads: jobs,
+      attempts: 2,
+      pollMs: 100,
+    });
+    const result = migrateSweepResult({ ...grid, policies: [...grid.policies] }, jobs, submission);
+    expect(result.points.map((p) => p.policy)).toEqual(["qemu", "xen"]);
+    // The good points are what a local run of them gives.
+    const here = await runSweep(
+      { guestBytes: 64 * 1024 ** 2, content: false, workload: { kind: "uniform" } },
+      { ...grid, policies: ["qemu", "xen"] },
+      { workers: 1 },
+    );
+    expect(result.points).toEqual(here.points);
+    expect(result.distributed.failed).toHaveLength(1);
+    expect(result.distributed.failed[0]).toMatchObject({ index: 1, attempts: 2 });
+    expect(result.distributed.failed[0]?.error).toMatch(/page/);
+    // The batch ran twice (its failed point retried with it), then completed.
+    const job = await Job.fromId(queue, "badbatch-p0");
+    expect(job?.attemptsMade).toBe(2);
+    expect(await queue.getJobState("badbatch-p0")).toBe("completed");
   }, 120_000);
 
   it("a payload of another version, an unknown field or kind is refused at once, naming why", async () => {

@@ -47,6 +47,7 @@ describe("the kernel modules", () => {
       multifd: context.multifd(multifd),
       page: context.page(page),
       power: context.power,
+      receive: context.receive,
       rss: context.rss,
       segment: context.segment,
       storage: context.storage,

@@ -4,6 +4,7 @@ import { DirtyKernel } from "../src/wasm/dirty.js";
 import { checkKernelLayout, exportedLayout, KernelLayoutError } from "../src/wasm/kernel-layout.js";
 import { checkStaticSlots, kernelManifest } from "../src/wasm/loader.js";
 import { PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
+import { ReceiveKernel } from "../src/wasm/receive.js";
 import { RssKernel } from "../src/wasm/rss.js";
 import { WALK_CACHE_SLOTS, WALK_CONTEXT_BYTES, WalkKernel } from "../src/wasm/walk.js";
 import { WorkloadKernel } from "../src/wasm/workload.js";
@@ -36,6 +37,7 @@ describe("layouts exported by the kernel modules", () => {
       PageKernel.on(layout.memory, layout.allocate("scratch", PAGE_SCRATCH_BYTES)),
     ).not.toThrow();
     expect(() => RssKernel.on(layout.memory)).not.toThrow();
+    expect(() => ReceiveKernel.on(layout.memory)).not.toThrow();
     expect(() => WalkKernel.on(layout.memory)).not.toThrow();
   });
 

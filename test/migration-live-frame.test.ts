@@ -11,13 +11,18 @@ import {
 } from "../src/migration/live/frame.js";
 import { FrameReader, FrameWriter, stagingBytes } from "../src/migration/live/frame-codec.js";
 import {
+  checkRecordsPayload,
   decodeAccept,
+  decodeChannelHello,
+  decodeEpoch,
   decodeError,
   decodeHello,
   decodePagesHeader,
   decodeResult,
   decodeVerifyEnd,
   decodeVerifyHeader,
+  encodeChannelHello,
+  encodeEpoch,
   encodeHello,
   encodeResult,
 } from "../src/migration/live/messages.js";
@@ -210,6 +215,7 @@ describe("payload decoders", () => {
       sessionId: 77,
       deviceStateBytes: 4096,
       verify: false,
+      channels: 3,
     });
     expect(decodeHello(view(bytes))).toEqual({
       guestBytes: 64 * 1024 ** 2,
@@ -217,6 +223,7 @@ describe("payload decoders", () => {
       sessionId: 77,
       deviceStateBytes: 4096,
       verify: false,
+      channels: 3,
     });
     const result = new Uint8Array(16);
     encodeResult(view(result), {
@@ -242,6 +249,9 @@ describe("payload decoders", () => {
       decodeVerifyHeader,
       decodeResult,
       decodeError,
+      decodeChannelHello,
+      (v: DataView) => decodeEpoch(v, "sync"),
+      checkRecordsPayload,
     ];
     fc.assert(
       fc.property(
@@ -257,6 +267,29 @@ describe("payload decoders", () => {
       ),
       { numRuns: 2000 },
     );
+  });
+
+  it("channel hello and sync round-trip; a channel past the count, or too many channels, is refused", () => {
+    const bytes = new Uint8Array(16);
+    encodeChannelHello(view(bytes), { sessionId: 5, index: 1, channels: 2 });
+    expect(decodeChannelHello(view(bytes))).toEqual({ sessionId: 5, index: 1, channels: 2 });
+    encodeChannelHello(view(bytes), { sessionId: 5, index: 2, channels: 2 });
+    expect(() => decodeChannelHello(view(bytes))).toThrowError(/channel 2 of 2/);
+    encodeChannelHello(view(bytes), { sessionId: 5, index: 0, channels: 17 });
+    expect(() => decodeChannelHello(view(bytes))).toThrowError(/channel 0 of 17/);
+    const hello = new Uint8Array(32);
+    encodeHello(view(hello), {
+      guestBytes: 4096,
+      pageShift: 12,
+      sessionId: 1,
+      deviceStateBytes: 0,
+      verify: true,
+      channels: 17,
+    });
+    expect(() => decodeHello(view(hello))).toThrowError(/17 multifd channels/);
+    const epoch = new Uint8Array(8);
+    encodeEpoch(view(epoch), 9);
+    expect(decodeEpoch(view(epoch), "synced")).toBe(9);
   });
 
   it("pages header: count and length must agree", () => {

@@ -241,6 +241,41 @@ describe("live migration over TCP", () => {
     server.close();
   });
 
+  it("a multifd channel cut mid-pass fails the run naming the channel; the destination discards, the guest keeps running, a retry succeeds", async () => {
+    const reports: DestinationReport[] = [];
+    const destination = await DestinationServer.listen({
+      port: 0,
+      sessions: 1,
+      onSession: (r) => reports.push(r),
+    });
+    // Connections in order: the main one, channel 0 (cut after 3 MiB), channel 1; then the retry's.
+    const { server, port } = await proxy(destination.address.port, [
+      undefined,
+      { cutAfter: 3 * MiB },
+      undefined,
+    ]);
+    const s = source(16);
+    const failed = await s.migrate({ host: "127.0.0.1", port, multifdChannels: 2 });
+    expect(failed.summary.status).toBe("failed");
+    expect(failed.summary.reason).toMatch(/multifd channel/);
+    expect(s.runner.running).toBe(true);
+    await withDeadline(
+      (async () => {
+        while (reports.length === 0) await new Promise((r) => setTimeout(r, 20));
+      })(),
+      10_000,
+      "the destination's report of the cut session",
+    );
+    expect(reports[0]).toMatchObject({ status: "failed", discarded: true });
+    expect(reports[0]?.reason).toMatch(/multifd channel/);
+    const retried = await s.migrate({ host: "127.0.0.1", port, multifdChannels: 2 });
+    expect(retried.summary.status, retried.summary.reason ?? "").toBe("completed");
+    expect(retried.summary.verified).toBe(true);
+    expect(reports[1]).toMatchObject({ status: "completed", verified: true, channels: 2 });
+    server.close();
+    await destination.close();
+  });
+
   it("a frame corrupted in transit fails the migration before wrong memory is written", async () => {
     const reports: DestinationReport[] = [];
     const destination = await DestinationServer.listen({

@@ -303,6 +303,57 @@ describe("page stream", () => {
     );
   });
 
+  it("XBZRLE: the destination, decoding round after round, holds the source's pages (a page sent as zero is cached as zero)", () => {
+    const step = fc.record({
+      pages: fc.array(fc.nat(7), { minLength: 1, maxLength: 8 }),
+      // Before the round the guest zeroes a page (0), writes a byte into it
+      // (1) or writes it back to its first content (2).
+      writes: fc.array(fc.tuple(fc.nat(7), fc.nat(2)), { maxLength: 4 }),
+    });
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 2, maxLength: 6 }), (rounds) => {
+        fillRam(3, 1000);
+        bytes(tags).fill(0);
+        bytes(dst).fill(0);
+        const source = bytes(ram);
+        for (const [round, { pages, writes }] of rounds.entries()) {
+          for (const [i, [p, action]] of writes.entries()) {
+            const page = source.subarray(p * PAGE, (p + 1) * PAGE);
+            if (action === 0) page.fill(0);
+            else if (action === 1)
+              page[(i * 37) % PAGE] = ((page[(i * 37) % PAGE] ?? 0) + 1) & 0xff;
+            else for (let j = 0; j < PAGE; j++) page[j] = (j * 13 + p * 7 + 3) & 0xff;
+          }
+          const unique = [...new Set(pages)];
+          new Uint32Array(layout.memory.buffer, list.offset, unique.length).set(unique);
+          kernel.encodePages({
+            ram,
+            pageShift: 12,
+            list,
+            listStart: 0,
+            count: unique.length,
+            out: a,
+            zeroPages: true,
+            xbzrle: { cache: { tags, data, slots: SLOTS }, scratch },
+            stats,
+          });
+          const { bytes: length } = kernel.takeEncodeStats(stats, emptyEncodeCounts());
+          kernel.decodePages(a, length, dst, 12);
+          for (const p of unique) {
+            expect(
+              same(
+                bytes(dst).subarray(p * PAGE, (p + 1) * PAGE),
+                source.subarray(p * PAGE, (p + 1) * PAGE),
+              ),
+              `page ${p} after round ${round}`,
+            ).toBe(true);
+          }
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   it("stops before a packet would overflow", () => {
     fillRam(2, 1000);
     new Uint32Array(layout.memory.buffer, list.offset, 4).set([1, 2, 3, 4]);

@@ -157,6 +157,91 @@ describe("trace formats (Valgrind lackey, ChampSim)", () => {
     );
   });
 
+  it("reads lackey lines in any chunking as a line-by-line reading of the same text does", () => {
+    // The parser reads the usual lines in one pass over each chunk and hands any
+    // other line to its general path: a regular-expression reading of the lines,
+    // one at a time, is the reference for records, skips and line numbers.
+    const line = fc.oneof(
+      fc
+        .tuple(
+          fc.constantFrom("I  ", " L ", " S ", " M "),
+          fc.constantFrom("", "0x"),
+          fc.bigInt({ min: 0n, max: 2n ** 48n }),
+          fc.nat(64),
+          fc.constantFrom("", "\r"),
+        )
+        .map(([op, prefix, a, size, cr]) => `${op}${prefix}${a.toString(16)},${size}${cr}`),
+      fc.constantFrom("==123== Lackey", "--123-- note", "", "I 400,8", " X 10,4", "I  zz,4"),
+      fc.string({ maxLength: 12 }).filter((x) => !x.includes("\n")),
+    );
+    const reference = (lines: string[]) => {
+      const records: { va: number; kind: number }[] = [];
+      let skipped = 0;
+      let firstBad = 0;
+      for (const [n, raw] of lines.entries()) {
+        const text = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+        // Valgrind's own messages (==pid==, --pid--): skipped by their first byte.
+        if (text === "" || text.startsWith("=") || text.startsWith("-")) continue;
+        const m = /^(I {2}| [LSM] )(?:0x)?([0-9a-fA-F]{1,15}),([0-9]+)$/.exec(text);
+        const va = m ? Number.parseInt(m[2] ?? "", 16) : Number.NaN;
+        if (!m || Number(m[3]) === 0 || !(va < 2 ** 47)) {
+          skipped++;
+          firstBad ||= n + 1;
+          continue;
+        }
+        const page = va - (va % 4096);
+        const op = m[1];
+        if (op === "I  ") records.push({ va: page, kind: ACCESS.execute | ACCESS.user });
+        else if (op === " L ") records.push({ va: page, kind: ACCESS.user });
+        else if (op === " S ") records.push({ va: page, kind: ACCESS.write | ACCESS.user });
+        else {
+          records.push({ va: page, kind: ACCESS.user });
+          records.push({ va: page, kind: ACCESS.write | ACCESS.user });
+        }
+      }
+      return { records, skipped, firstBad };
+    };
+    fc.assert(
+      fc.property(
+        fc.array(line, { minLength: 1, maxLength: 60 }),
+        fc.array(fc.nat(), { maxLength: 4 }),
+        fc.boolean(),
+        (lines, cuts, lenient) => {
+          const bytes = new TextEncoder().encode(lines.join("\n"));
+          const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((x, y) => x - y);
+          const parser = traceParser("t.lackey", "lackey", { lenient, levels: 4 });
+          const out = new RecordBuffer(1);
+          const want = reference(lines);
+          const read = () => {
+            let from = 0;
+            for (const cut of [...at, bytes.length]) {
+              parser.push(bytes.subarray(from, cut), out);
+              from = cut;
+            }
+            parser.end(out);
+          };
+          if (!lenient && want.firstBad > 0) {
+            expect(read).toThrow(new RegExp(`^t\\.lackey:${want.firstBad}: `));
+            return;
+          }
+          read();
+          const got = parse(new Uint8Array(0), "lackey");
+          got.records.length = 0;
+          for (let i = 0; i < out.count; i++) {
+            const low = out.words[2 * i] as number;
+            got.records.push({
+              va: (out.words[2 * i + 1] as number) * 2 ** 32 + ((low - (low & 0xfff)) >>> 0),
+              kind: low & 0xfff,
+            });
+          }
+          expect(got.records).toEqual(want.records);
+          expect(parser.skipped).toBe(want.skipped);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it("survives fuzzed input: records or a TraceFormatError, never anything else", () => {
     const seedText = "I  0400d7d4,8\n L 7ff000398,8\n S 7ff000390,4\n M 0421b3c0,4\nR 0x10\n";
     fc.assert(

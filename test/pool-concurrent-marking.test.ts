@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { Guest } from "../src/guest/guest.js";
 import { DirtyBitmap } from "../src/memory/dirty-bitmap.js";
 import { MemoryLayout } from "../src/memory/layout.js";
-import { GATE_BYTES, StartGate } from "../src/pool/gate.js";
+import { GATE_BYTES, GateSlot, StartGate } from "../src/pool/gate.js";
 import { KernelPool } from "../src/pool/pool.js";
 import { DirtyKernel } from "../src/wasm/dirty.js";
 
@@ -100,5 +100,21 @@ describe("concurrent marking through the pool", () => {
     expect(() => new KernelPool(layout, { threads: 0, domains: ["dirty"] })).toThrow(
       "pool threads",
     );
+  });
+});
+
+describe("a start gate that knows how many workers it expects", () => {
+  it("is opened by the last to arrive, with no opener; short of them it stays shut", () => {
+    const region = layout.allocate("self-opening gate", GATE_BYTES, 8);
+    const gate = new StartGate(layout.memory, region);
+    const slots = new Int32Array(layout.memory.buffer, region.offset, GATE_BYTES / 4);
+    gate.reset(2);
+    // The first of two arrives and, nobody opening, times out.
+    expect(() => gate.arriveAndWait(20)).toThrow("start gate never opened");
+    expect(Atomics.load(slots, GateSlot.open)).toBe(0);
+    // The second arrives, opens and passes at once.
+    gate.arriveAndWait(20);
+    expect(Atomics.load(slots, GateSlot.open)).toBe(1);
+    expect(Atomics.load(slots, GateSlot.arrived)).toBe(2);
   });
 });

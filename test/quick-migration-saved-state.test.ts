@@ -240,6 +240,39 @@ describe("quick migration", () => {
     expect(result.fileBytes).toBe(savedStateBytes(8 * MiB, 1024 * 1024, 64 * 1024));
   });
 
+  it("runs through the pre-copy driver: no pre-copy round, the file in the stop-and-copy, the failover in its own round", async () => {
+    const result = await runQuickMigration({
+      guestBytes: 2 * MiB,
+      vcpus: 1,
+      workload: { kind: "uniform" },
+      seed: 9,
+      failoverMs: 40,
+      chunkBytes: 256 * 1024,
+    });
+    const [copy, resume] = result.rounds;
+    expect(result.rounds).toHaveLength(2);
+    expect(copy).toMatchObject({ phase: "stop-and-copy", "pages-sent": 512 });
+    expect(copy?.["bytes-sent"]).toBe(result.fileBytes);
+    expect(resume?.phase).toBe("resume");
+    // The rounds tile the downtime: the resume round starts where the copy ended.
+    expect(resume?.["start-ms"]).toBeCloseTo(
+      (copy?.["start-ms"] ?? 0) + (copy?.["duration-ms"] ?? 0),
+      6,
+    );
+    expect((resume?.["duration-ms"] ?? 0) + (copy?.["duration-ms"] ?? 0)).toBeCloseTo(
+      result.summary.downtime,
+      6,
+    );
+    expect(resume?.["duration-ms"]).toBeGreaterThanOrEqual(40);
+    expect(result.summary).toMatchObject({
+      "dirty-sync-count": 0,
+      "precopy-bytes": 0,
+      "downtime-bytes": result.fileBytes,
+      transferred: result.fileBytes,
+      "downtime-over-limit": false,
+    });
+  });
+
   it("hvlab quick-migrate --json prints exactly the migration records", async () => {
     const child = spawn(
       process.execPath,

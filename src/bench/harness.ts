@@ -34,8 +34,11 @@ export interface BenchCase {
   readonly verify: () => void | Promise<void>;
   /** Runs before each implementation is timed (resetting state the calls consume). */
   readonly beforeEach?: () => void;
-  /** Runs before every timed call, outside the timed window (refilling what a call consumes). */
-  readonly beforeEachCall?: () => void;
+  /**
+   * Runs before every timed call, outside the timed window (refilling what a
+   * call consumes, or restarting a process a call killed; awaited).
+   */
+  readonly beforeEachCall?: () => void | Promise<void>;
   /**
    * Timed calls per implementation (default: tinybench's 64 at least), for
    * cases whose one call takes seconds; warm-up is then a single call.

@@ -5,6 +5,7 @@ import type { BenchSuite } from "./harness.js";
  * bench/ exports `suite`). Compiled, they live in dist/bench/.
  */
 export const BENCH_SUITES: Readonly<Record<string, () => Promise<{ suite: BenchSuite }>>> = {
+  csv: () => import("../../bench/csv.js"),
   dirty: () => import("../../bench/dirty.js"),
   distributed: () => import("../../bench/distributed.js"),
   migrate: () => import("../../bench/migrate.js"),

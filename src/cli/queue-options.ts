@@ -3,7 +3,7 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { parseQueueUrl, type QueueTarget } from "../distributed/connection.js";
 import { MAX_ATTEMPTS } from "../distributed/limits.js";
 import type { Payload } from "../distributed/payload.js";
-import { sweepIdSchema } from "../distributed/payload.js";
+import { pointsIn, sweepIdSchema } from "../distributed/payload.js";
 import type { PointFailure } from "../distributed/studies.js";
 import type { Submission } from "../distributed/submitter.js";
 import { integerOption, UsageError } from "./options.js";
@@ -79,19 +79,22 @@ export async function submitWithProgress(
   flags: QueueFlags & { queue: string },
   sweepId: string,
   payloads: readonly Payload[],
+  order?: readonly number[],
 ): Promise<Submission> {
   const target = queueTarget(flags.queue);
+  const points = payloads.reduce((n, p) => n + pointsIn(p), 0);
   console.error(
-    `hvlab: sweep ${sweepId}: ${payloads.length} points on ${target.shown} (queue ${target.name}); run again with --sweep-id ${sweepId} to resume`,
+    `hvlab: sweep ${sweepId}: ${points} points${points === payloads.length ? "" : ` in ${payloads.length} jobs`} on ${target.shown} (queue ${target.name}); run again with --sweep-id ${sweepId} to resume`,
   );
   // BullMQ is loaded only by the commands that use a queue.
   const { submitSweep } = await import("../distributed/submitter.js");
-  const progress = startSweepProgress(title, payloads.length);
+  const progress = startSweepProgress(title, points);
   try {
     const submission = await submitSweep({
       target,
       sweepId,
       payloads,
+      ...(order ? { order } : {}),
       attempts: flags.attempts,
       onProgress: (view) => progress.update(view),
     });

@@ -1,193 +1,154 @@
-import { chmodSync, existsSync, lstatSync, rmSync } from "node:fs";
-import { connect, createServer, type Server } from "node:net";
-import { createInterface } from "node:readline";
+import { ProtocolError } from "./protocol.js";
 
 /*
- * A node's control socket: a Unix socket (mode 0600, so only its owner can
- * steer the node) speaking QMP's shape, one JSON object per line each way:
- *
- *   -> {"execute": "cut-path", "arguments": {"reason": "fault injection"}}
- *   <- {"return": {}}
- *   -> {"execute": "nonsense"}
- *   <- {"error": {"class": "CommandNotFound", "desc": "..."}}
- *
- * Commands: query-status, cut-path, restore-path, backup-begin, backup-end.
- * A bad line gets an error and the connection stays open, as QMP does.
+ * The control messages of the node protocol: STATUS (type 19) asks a node
+ * what it knows (role, epoch, members, I/O counters) and FAILOVER (type
+ * 20) asks the coordinator to hand its role to another node. Both carry
+ * JSON, checked field by field before use, as the other node messages do.
  */
 
-/** What the control socket can ask of a node. */
-export interface ControlledNode {
-  status(): unknown;
-  cutPath(reason?: string): void;
-  restorePath(): Promise<void>;
-  setBackup(open: boolean): void;
+/** What a node has done since it started. */
+export interface NodeCounters {
+  /** Data writes acknowledged by the target (direct I/O). */
+  writes: number;
+  bytesWritten: number;
+  /** Metadata operations answered (done here as coordinator, or forwarded). */
+  metadataOps: number;
+  /** Metadata attempts retried because no coordinator answered (a failover's pause). */
+  metadataRetries: number;
 }
 
-/** The commands a node's control socket takes. */
-export const CONTROL_COMMANDS = [
-  "query-status",
-  "cut-path",
-  "restore-path",
-  "backup-begin",
-  "backup-end",
-] as const;
-
-/** One control command. */
-export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
-
-/** Longest command line read; a longer one is refused without buffering it. */
-const MAX_LINE_BYTES = 4096;
-/** Longest cut reason kept. */
-const MAX_REASON_BYTES = 200;
-
-/** A control command's error reply, as QMP's `{"error": {"class", "desc"}}`. */
-export class ControlError extends Error {
-  override name = "ControlError";
-  constructor(
-    readonly errorClass: string,
-    desc: string,
-  ) {
-    super(desc);
-  }
+/** A node's answer to STATUS. */
+export interface NodeStatus {
+  readonly node: number;
+  readonly pid: number;
+  /** Port the node listens on for peers and control requests. */
+  readonly port: number;
+  readonly role: "coordinator" | "node";
+  /** The highest epoch the node knows, and that epoch's coordinator. */
+  readonly epoch: number;
+  readonly coordinator: number;
+  /** How the node reaches the LUN: straight to the target, or through the coordinator. */
+  readonly mode: "direct" | "redirected";
+  /** Its reservation key at the target, hex. */
+  readonly key: string;
+  /** The nodes it believes alive, itself included. */
+  readonly members: readonly number[];
+  readonly heartbeatMs: number;
+  readonly misses: number;
+  readonly uptimeMs: number;
+  /** Wall-clock time of the answer, ms since 1970. */
+  readonly atMs: number;
+  readonly io: Readonly<NodeCounters>;
 }
 
-/** Runs one command line against the node; returns the reply object. */
-export async function runControlLine(node: ControlledNode, line: string): Promise<unknown> {
+/** A FAILOVER request: sent to the coordinator with `to` alone; the coordinator sends it on to `to` with `from`. */
+export interface FailoverRequest {
+  readonly to: number;
+  readonly from?: number;
+}
+
+/** A FAILOVER answer. */
+export type FailoverReply =
+  | {
+      readonly ok: true;
+      readonly from: number;
+      readonly to: number;
+      /** The new coordinator's epoch. */
+      readonly epoch: number;
+      /** From the old coordinator's last metadata operation to the new one's epoch, ms. */
+      readonly pauseMs: number;
+    }
+  | { readonly ok: false; readonly error: string };
+
+function parseObject(payload: Uint8Array, what: string): Record<string, unknown> {
+  let value: unknown;
   try {
-    if (Buffer.byteLength(line) > MAX_LINE_BYTES)
-      throw new ControlError("GenericError", `a command line is at most ${MAX_LINE_BYTES} bytes`);
-    let request: unknown;
-    try {
-      request = JSON.parse(line);
-    } catch {
-      throw new ControlError("GenericError", "the line is not JSON");
-    }
-    if (typeof request !== "object" || request === null || Array.isArray(request))
-      throw new ControlError("GenericError", 'expected {"execute": COMMAND}');
-    const { execute, arguments: args } = request as { execute?: unknown; arguments?: unknown };
-    if (typeof execute !== "string" || !CONTROL_COMMANDS.includes(execute as ControlCommand))
-      throw new ControlError(
-        "CommandNotFound",
-        `command ${JSON.stringify(execute)} is not one of ${CONTROL_COMMANDS.join(", ")}`,
-      );
-    if (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args)))
-      throw new ControlError("GenericError", "arguments must be an object");
-    const reason = (args as { reason?: unknown } | undefined)?.reason;
-    switch (execute as ControlCommand) {
-      case "query-status":
-        return { return: node.status() };
-      case "cut-path":
-        if (
-          reason !== undefined &&
-          (typeof reason !== "string" || Buffer.byteLength(reason) > MAX_REASON_BYTES)
-        )
-          throw new ControlError(
-            "GenericError",
-            `cut-path: reason must be a string of at most ${MAX_REASON_BYTES} bytes`,
-          );
-        node.cutPath(reason ?? "by command");
-        return { return: {} };
-      case "restore-path":
-        await node.restorePath();
-        return { return: {} };
-      case "backup-begin":
-      case "backup-end":
-        node.setBackup(execute === "backup-begin");
-        return { return: {} };
-    }
-  } catch (error) {
-    const e = error as Error;
-    return {
-      error: {
-        class: error instanceof ControlError ? error.errorClass : "GenericError",
-        desc: e.message,
-      },
-    };
+    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(payload));
+  } catch {
+    throw new ProtocolError(`${what}: payload is not JSON`);
   }
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw new ProtocolError(`${what}: payload is not an object`);
+  return value as Record<string, unknown>;
 }
 
-/**
- * Listens on a Unix socket at `path` for control commands. Refuses a path
- * that exists and is not a socket; a stale socket (left by a killed node) is
- * replaced.
- */
-export async function serveControl(path: string, node: ControlledNode): Promise<Server> {
-  if (existsSync(path)) {
-    if (!lstatSync(path).isSocket())
-      throw new Error(`--control ${path}: exists and is not a socket`);
-    rmSync(path);
-  }
-  const server = createServer((socket) => {
-    socket.on("error", () => {});
-    let chain = Promise.resolve();
-    let held = 0;
-    socket.on("data", (chunk: Buffer) => {
-      // A line longer than the limit without a newline is refused before it grows.
-      const nl = chunk.lastIndexOf(10);
-      held = nl < 0 ? held + chunk.length : chunk.length - nl - 1;
-      if (held > MAX_LINE_BYTES) {
-        socket.end(
-          `${JSON.stringify({ error: { class: "GenericError", desc: `a command line is at most ${MAX_LINE_BYTES} bytes` } })}\n`,
-        );
-        socket.destroy();
-      }
-    });
-    createInterface({ input: socket, crlfDelay: Number.POSITIVE_INFINITY }).on("line", (line) => {
-      if (line.trim() === "") return;
-      chain = chain.then(async () => {
-        const reply = await runControlLine(node, line);
-        if (!socket.destroyed) socket.write(`${JSON.stringify(reply)}\n`);
-      });
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(path, () => resolve());
-  });
-  chmodSync(path, 0o600);
-  return server;
+function nodeId(value: unknown, what: string, field: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 16)
+    throw new ProtocolError(`${what}: ${field} must be a node number from 1 to 16`);
+  return value;
 }
 
-/**
- * Sends one command to a node's control socket and returns its `return`
- * value, or throws a {@link ControlError} with the node's error.
- */
-export async function controlNode(
-  path: string,
-  command: ControlCommand,
-  args?: Record<string, unknown>,
-  timeoutMs = 5000,
-): Promise<unknown> {
-  return await new Promise((resolve, reject) => {
-    const socket = connect(path);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(
-        new ControlError("Timeout", `${path}: no answer to ${command} within ${timeoutMs} ms`),
-      );
-    }, timeoutMs);
-    socket.on("error", (e) => {
-      clearTimeout(timer);
-      reject(new ControlError("Unreachable", `${path}: ${e.message}`));
-    });
-    socket.on("connect", () =>
-      socket.write(
-        `${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) })}\n`,
-      ),
-    );
-    createInterface({ input: socket }).once("line", (line) => {
-      clearTimeout(timer);
-      socket.end();
-      let reply: { return?: unknown; error?: { class?: string; desc?: string } };
-      try {
-        reply = JSON.parse(line);
-      } catch {
-        reject(new ControlError("GenericError", `${path}: the reply is not JSON`));
-        return;
-      }
-      if (reply.error)
-        reject(new ControlError(reply.error.class ?? "GenericError", reply.error.desc ?? "error"));
-      else resolve(reply.return);
-    });
-  });
+function count(value: unknown, what: string, field: string): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0)
+    throw new ProtocolError(`${what}: ${field} must be a whole number of at least 0`);
+  return value;
+}
+
+/** Checks a FAILOVER request. */
+export function parseFailoverRequest(payload: Uint8Array): FailoverRequest {
+  const r = parseObject(payload, "failover request");
+  const to = nodeId(r.to, "failover request", "to");
+  if (r.from === undefined) return { to };
+  return { to, from: nodeId(r.from, "failover request", "from") };
+}
+
+/** Checks a FAILOVER answer. */
+export function parseFailoverReply(payload: Uint8Array): FailoverReply {
+  const what = "failover reply";
+  const r = parseObject(payload, what);
+  if (r.ok === false) {
+    if (typeof r.error !== "string") throw new ProtocolError(`${what}: error must be a string`);
+    return { ok: false, error: r.error.slice(0, 1000) };
+  }
+  if (r.ok !== true) throw new ProtocolError(`${what}: ok must be true or false`);
+  if (typeof r.pauseMs !== "number" || !(r.pauseMs >= 0))
+    throw new ProtocolError(`${what}: pauseMs must be a number of at least 0`);
+  return {
+    ok: true,
+    from: nodeId(r.from, what, "from"),
+    to: nodeId(r.to, what, "to"),
+    epoch: count(r.epoch, what, "epoch"),
+    pauseMs: r.pauseMs,
+  };
+}
+
+/** Checks a STATUS answer. */
+export function parseNodeStatus(payload: Uint8Array): NodeStatus {
+  const what = "node status";
+  const r = parseObject(payload, what);
+  if (r.role !== "coordinator" && r.role !== "node")
+    throw new ProtocolError(`${what}: role must be coordinator or node`);
+  if (r.mode !== "direct" && r.mode !== "redirected")
+    throw new ProtocolError(`${what}: mode must be direct or redirected`);
+  if (typeof r.key !== "string" || !/^0x[0-9a-f]{1,16}$/.test(r.key))
+    throw new ProtocolError(`${what}: key must be a hex reservation key`);
+  if (!Array.isArray(r.members) || r.members.length > 16)
+    throw new ProtocolError(`${what}: members must be a list of at most 16 nodes`);
+  const io = r.io;
+  if (typeof io !== "object" || io === null || Array.isArray(io))
+    throw new ProtocolError(`${what}: io must be an object`);
+  const c = io as Record<string, unknown>;
+  const coordinator = r.coordinator === 0 ? 0 : nodeId(r.coordinator, what, "coordinator");
+  return {
+    node: nodeId(r.node, what, "node"),
+    pid: count(r.pid, what, "pid"),
+    port: count(r.port, what, "port"),
+    role: r.role,
+    epoch: count(r.epoch, what, "epoch"),
+    coordinator,
+    mode: r.mode,
+    key: r.key,
+    members: r.members.map((m, i) => nodeId(m, what, `members[${i}]`)),
+    heartbeatMs: count(r.heartbeatMs, what, "heartbeatMs"),
+    misses: count(r.misses, what, "misses"),
+    uptimeMs: count(r.uptimeMs, what, "uptimeMs"),
+    atMs: count(r.atMs, what, "atMs"),
+    io: {
+      writes: count(c.writes, what, "io.writes"),
+      bytesWritten: count(c.bytesWritten, what, "io.bytesWritten"),
+      metadataOps: count(c.metadataOps, what, "io.metadataOps"),
+      metadataRetries: count(c.metadataRetries, what, "io.metadataRetries"),
+    },
+  };
 }

@@ -8,6 +8,13 @@ import {
   type TransportSecurity,
 } from "../transport/secure.js";
 import { TokenBucket } from "../transport/token-bucket.js";
+import {
+  type NodeStatus as ControlStatus,
+  type FailoverReply,
+  type NodeCounters,
+  parseFailoverReply,
+  parseFailoverRequest,
+} from "./control.js";
 import { VolumeFileError, VolumeRangeError } from "./errors.js";
 import {
   encodeFrame,
@@ -109,6 +116,8 @@ export type NodeEvent =
       readonly node: number;
       readonly epoch: number;
       readonly preempted?: string;
+      /** Set when the role was handed over on purpose (`hvlab csv failover`) by this node. */
+      readonly handedOverBy?: number;
       readonly atMs: number;
     }
   | {
@@ -147,7 +156,7 @@ export interface NodeIoCounters {
 }
 
 /** What `query-status` on the control socket returns. */
-export interface NodeStatus {
+export interface NodeAccessStatus {
   readonly node: number;
   readonly pid: number;
   readonly role: "coordinator" | "node";
@@ -237,6 +246,7 @@ export class ClusterNode {
   private graceUntil = 0;
   private readonly accepted = new Set<Socket>();
   private stopped = false;
+  private readonly started = performance.now();
   /** This coordinator's backup window: every other node goes redirected while it is open. */
   private backup = false;
   /** The coordinator this node follows has a backup window open. */
@@ -253,6 +263,15 @@ export class ClusterNode {
     redirectedBytes: 0,
     servedRedirected: 0,
   };
+  /** Set while this coordinator hands its role on: it neither serves metadata nor takes the role back. */
+  private handingOver = false;
+  /** What this node has done, for `hvlab csv status` and the failover timeline. */
+  readonly counters: NodeCounters = {
+    writes: 0,
+    bytesWritten: 0,
+    metadataOps: 0,
+    metadataRetries: 0,
+  };
 
   constructor(readonly options: NodeOptions) {
     const rate = options.clusterBandwidth ?? DEFAULT_CLUSTER_BANDWIDTH;
@@ -263,6 +282,30 @@ export class ClusterNode {
   /** The epoch and coordinator this node follows. */
   get state(): { epoch: number; coordinator: number; role: "coordinator" | "node" } {
     return { ...this.known, role: this.volume ? "coordinator" : "node" };
+  }
+
+  /** This node's status, as `hvlab csv status` shows it. */
+  status(): ControlStatus {
+    const now = performance.now();
+    return {
+      node: this.options.id,
+      pid: process.pid,
+      port: this.options.port,
+      role: this.volume ? "coordinator" : "node",
+      epoch: this.known.epoch,
+      coordinator: this.known.coordinator,
+      mode: this.redirectedBecause() === undefined ? "direct" : "redirected",
+      key: `0x${this.key.toString(16)}`,
+      members: [
+        this.options.id,
+        ...[...this.options.peers.keys()].filter((p) => this.alive(p)),
+      ].sort((a, b) => a - b),
+      heartbeatMs: this.options.heartbeatMs,
+      misses: this.options.misses,
+      uptimeMs: Math.round(now - this.started),
+      atMs: Date.now(),
+      io: { ...this.counters },
+    };
   }
 
   /** Connects to the target, registers, listens for peers and starts heartbeating. */
@@ -445,7 +488,13 @@ export class ClusterNode {
 
   /** The lowest-numbered live node with a path takes over when the coordinator it follows is dead, cut off, or missing. */
   private async maybeTakeOver(): Promise<void> {
-    if (this.takingOver || this.volume || this.stopped || performance.now() < this.graceUntil)
+    if (
+      this.takingOver ||
+      this.handingOver ||
+      this.volume ||
+      this.stopped ||
+      performance.now() < this.graceUntil
+    )
       return;
     if (this.path.cut !== undefined) return;
     const c = this.known.coordinator;
@@ -578,8 +627,8 @@ export class ClusterNode {
     this.backup = open;
   }
 
-  /** What this node knows, for the control socket and `hvlab csv status`. */
-  status(): NodeStatus {
+  /** How this node reaches the LUN now, for its control socket's query-status. */
+  accessStatus(): NodeAccessStatus {
     return {
       node: this.options.id,
       pid: process.pid,
@@ -607,6 +656,112 @@ export class ClusterNode {
     await sleep(Math.max(5, this.options.heartbeatMs / 4));
   }
 
+  /**
+   * Moves the coordinator role to node `to` on purpose (`hvlab csv
+   * failover`), as the cluster service moves a volume's owner node: after
+   * the metadata operations already queued, this node RELEASEs the
+   * reservation and stops serving metadata, and `to` RESERVEs it and opens
+   * a new epoch. Metadata sent meanwhile is retried by its senders until
+   * `to` answers; that wait is the pause a planned move costs.
+   */
+  handOver(to: number): Promise<FailoverReply> {
+    const from = this.options.id;
+    const port = this.options.peers.get(to);
+    if (!this.volume)
+      return Promise.resolve({
+        ok: false,
+        error: `node ${from} is not the coordinator (node ${this.known.coordinator} is, epoch ${this.known.epoch})`,
+      });
+    if (to === from)
+      return Promise.resolve({ ok: true, from, to, epoch: this.known.epoch, pauseMs: 0 });
+    if (port === undefined || !this.alive(to))
+      return Promise.resolve({
+        ok: false,
+        error: `node ${to} is not a live member of the cluster`,
+      });
+    const run = async (): Promise<FailoverReply> => {
+      const started = performance.now();
+      const epoch = this.known.epoch;
+      this.handingOver = true;
+      try {
+        await this.target.reserveOut(
+          ServiceAction.release,
+          ReservationType.writeExclusiveRegistrantsOnly,
+          this.key,
+        );
+        this.volume = undefined;
+        this.known = { epoch, coordinator: to };
+        const link = await this.peer(to);
+        const answer = link.request(Op.failover, json({ to, from }));
+        // Opening the volume reads its file table and bitmap: allow more than a heartbeat threshold.
+        const limit = Math.max(5000, 4 * this.options.heartbeatMs * this.options.misses);
+        const frame = await Promise.race([
+          answer,
+          sleep(limit).then(() => {
+            throw new Error(`node ${to} did not take the role within ${limit} ms`);
+          }),
+        ]);
+        const reply = parseFailoverReply(frame.payload);
+        if (!reply.ok) throw new Error(reply.error);
+        this.known = { epoch: reply.epoch, coordinator: to };
+        return { ...reply, pauseMs: performance.now() - started };
+      } catch (error) {
+        // `to` did not take the role: nobody holds it, so this node claims it back in a new term.
+        this.known = { epoch, coordinator: 0 };
+        this.handingOver = false;
+        await this.maybeTakeOver();
+        return { ok: false, error: (error as Error).message };
+      } finally {
+        this.handingOver = false;
+      }
+    };
+    const next = this.metadataQueue.then(run, run);
+    this.metadataQueue = next.catch(() => {});
+    return next;
+  }
+
+  /** Takes the role the coordinator `from` has released for this node (see {@link handOver}). */
+  async acceptHandover(from: number): Promise<FailoverReply> {
+    const to = this.options.id;
+    if (this.volume) return { ok: true, from, to, epoch: this.known.epoch, pauseMs: 0 };
+    if (from !== this.known.coordinator || this.takingOver)
+      return {
+        ok: false,
+        error: `node ${to} follows node ${this.known.coordinator}, not node ${from}, or is taking over already`,
+      };
+    this.takingOver = true;
+    try {
+      const held = await this.target.readReservation();
+      if (held.reservation && held.reservation.key !== this.key)
+        return {
+          ok: false,
+          error: `the reservation is still held, by key 0x${held.reservation.key.toString(16)}`,
+        };
+      if (!held.reservation)
+        await this.target.reserveOut(
+          ServiceAction.reserve,
+          ReservationType.writeExclusiveRegistrantsOnly,
+          this.key,
+        );
+      const volume = await Volume.open(this.path);
+      const epoch = await volume.takeOver(to);
+      this.volume = volume;
+      this.known = { epoch, coordinator: to };
+      this.options.onEvent?.({
+        event: "coordinator",
+        node: to,
+        epoch,
+        handedOverBy: from,
+        atMs: Date.now(),
+      });
+      return { ok: true, from, to, epoch, pauseMs: 0 };
+    } catch (error) {
+      return { ok: false, error: (error as Error).message };
+    } finally {
+      this.takingOver = false;
+    }
+  }
+
   /** A metadata operation, done here when this node is coordinator, else forwarded; retried across a failover. */
   async metadata(request: MetadataRequest, deadlineMs = 60_000): Promise<FileMap | undefined> {
     const until = performance.now() + deadlineMs;
@@ -623,8 +778,12 @@ export class ClusterNode {
       } catch (error) {
         reply = { ok: false, error: (error as Error).message, retry: true };
       }
-      if (reply.ok) return reply.file;
+      if (reply.ok) {
+        this.counters.metadataOps++;
+        return reply.file;
+      }
       if (!reply.retry || this.stopped) throw new Error(reply.error);
+      this.counters.metadataRetries++;
       await this.retryPause(
         until,
         `metadata ${request.op} ${request.name} (within ${deadlineMs} ms)`,
@@ -637,7 +796,7 @@ export class ClusterNode {
   private runMetadata(request: MetadataRequest): Promise<MetadataReply> {
     const run = async (): Promise<MetadataReply> => {
       await Promise.allSettled([...this.dataInFlight]);
-      const volume = this.volume;
+      const volume = this.handingOver ? undefined : this.volume;
       if (!volume)
         return { ok: false, error: `node ${this.options.id} is not the coordinator`, retry: true };
       try {
@@ -874,6 +1033,13 @@ export class ClusterNode {
         );
       this.heard(r, id);
       return encodeFrame(Op.heartbeat | REPLY, frame.tag, this.heartbeat());
+    }
+    if (frame.type === Op.status)
+      return encodeFrame(Op.status | REPLY, frame.tag, json(this.status()));
+    if (frame.type === Op.failover) {
+      const { to, from } = parseFailoverRequest(frame.payload);
+      const reply = from === undefined ? await this.handOver(to) : await this.acceptHandover(from);
+      return encodeFrame(Op.failover | REPLY, frame.tag, json(reply));
     }
     if (frame.type === Op.metadata) {
       const reply = await this.runMetadata(parseMetadataRequest(frame.payload));

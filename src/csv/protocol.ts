@@ -64,6 +64,10 @@ export const Op = {
   redirected: 17,
   /** Node protocol: a heartbeat (JSON payload: node id, epoch, members seen). */
   heartbeat: 18,
+  /** Node protocol, control: the node's status (reply: JSON, see src/csv/control.ts). */
+  status: 19,
+  /** Node protocol, control: move the coordinator role (JSON payload: the node to hand it to). */
+  failover: 20,
   /** Either side: the connection is being closed; the payload says why (UTF-8). */
   error: 127,
 } as const;

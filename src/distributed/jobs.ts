@@ -1,4 +1,5 @@
 import { fileURLToPath } from "node:url";
+import { isTraceUrl } from "../paging/trace-source.js";
 import type { KernelPool } from "../pool/pool.js";
 import type { SimulationSpec } from "../power/simulate.js";
 import type { Payload } from "./payload.js";
@@ -8,19 +9,31 @@ import { PayloadError } from "./payload.js";
 export const WORKER_DOMAINS = ["migration", "power", "distributed"] as const;
 
 /**
- * A trace's location as a worker opens it: a path, or a `file:` URL. Any
- * other scheme is refused (a worker fetches nothing from the network).
+ * A trace's location as a worker opens it: a path, a `file:` URL (a path
+ * every worker sees), or an `http:`/`https:` URL (fetched and streamed by
+ * the paging engine). Any other scheme is refused.
  */
 export function traceFile(location: string, where: string): string {
   if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(location)) {
-    if (!location.startsWith("file:")) {
+    if (isTraceUrl(location)) return location;
+    if (!/^file:/i.test(location)) {
       throw new PayloadError(
-        `${where}: trace ${location}: only paths and file: URLs are read (mount the traces where every worker sees them)`,
+        `${where}: trace ${location}: only paths, file: and http(s): URLs are read`,
       );
     }
     return fileURLToPath(location);
   }
   return location;
+}
+
+/** One point of a batch job's result: its value, or its error alone. */
+export type BatchPoint =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly error: string; readonly attempts?: number };
+
+/** What a batch job returns: its points' outcomes, in its points' order. */
+export interface BatchResult {
+  readonly points: readonly BatchPoint[];
 }
 
 /**
@@ -31,6 +44,18 @@ export async function runJob(pool: KernelPool, payload: Payload, where: string):
   switch (payload.kind) {
     case "migrate-point":
       return pool.run({ type: "migration.sweep-point", options: payload.options });
+    case "migrate-points": {
+      // All at once: the pool runs as many as it has workers and queues the rest.
+      const settled = await Promise.allSettled(
+        payload.options.map((options) => pool.run({ type: "migration.sweep-point", options })),
+      );
+      const points: BatchPoint[] = settled.map((s) =>
+        s.status === "fulfilled"
+          ? { ok: true, value: s.value }
+          : { ok: false, error: s.reason instanceof Error ? s.reason.message : String(s.reason) },
+      );
+      return { points };
+    }
     case "paging-config": {
       const { trace, config, hvlab: _v, sweep: _s, index: _i, kind: _k, ...rest } = payload;
       return pool.run({

@@ -11,3 +11,6 @@ export const KEEP_FINISHED_S = 7 * 24 * 3600;
 
 /** Bounds of a lock duration, ms: long enough to renew over a busy link, short enough to notice a death. */
 export const LOCK_DURATION_RANGE = { min: 500, max: 24 * 3_600_000 } as const;
+
+/** Most sweep points one job carries. */
+export const MAX_POINTS_PER_JOB = 64;

@@ -5,6 +5,7 @@ import { parkingSchema } from "../power/parking.js";
 import { processorModelSchema } from "../power/processors.js";
 import { WORKLOAD_KINDS } from "../workload/spec.js";
 import { fromWire } from "./codec.js";
+import { MAX_POINTS_PER_JOB } from "./limits.js";
 
 /**
  * The version of the job payload this hvlab writes and reads. A worker
@@ -93,6 +94,19 @@ export const migratePointSchema = z
   .object({ ...envelope, kind: z.literal("migrate-point"), options: migrationOptionsSchema })
   .strict();
 
+/**
+ * Several points of `hvlab migrate sweep` in one job (consecutive in the
+ * grid, from `index` on): the queue's cost is paid once for all of them,
+ * and each point's result or error comes back on its own.
+ */
+export const migratePointsSchema = z
+  .object({
+    ...envelope,
+    kind: z.literal("migrate-points"),
+    options: z.array(migrationOptionsSchema).min(2).max(MAX_POINTS_PER_JOB),
+  })
+  .strict();
+
 const geometry = z.object({ entries: count, ways: count }).strict();
 const costParameter = z.object({ value: finite, assumed: z.boolean(), source: text(300) }).strict();
 const pageSize = z.enum(["4K", "2M", "1G"]);
@@ -107,8 +121,8 @@ const levelCaches = z
 
 /**
  * One configuration of `hvlab paging compare` over one trace. The trace is
- * named (a path or a file: URL every worker can read), never carried; it is
- * only ever read.
+ * named (a path, a file: URL or an http(s) URL every worker can reach),
+ * never carried; it is only ever read.
  */
 export const pagingConfigSchema = z
   .object({
@@ -252,6 +266,7 @@ export const emptyJobSchema = z.object({ ...envelope, kind: z.literal("empty") }
 /** Every job hvlab runs; a worker runs nothing else. */
 export const payloadSchema = z.discriminatedUnion("kind", [
   migratePointSchema,
+  migratePointsSchema,
   pagingConfigSchema,
   powerPointSchema,
   emptyJobSchema,
@@ -261,6 +276,11 @@ export const payloadSchema = z.discriminatedUnion("kind", [
 export type Payload = z.infer<typeof payloadSchema>;
 /** The job kinds. */
 export type PayloadKind = Payload["kind"];
+/** The points a job carries: several for a batch of sweep points, else one. */
+export function pointsIn(payload: Payload): number {
+  return payload.kind === "migrate-points" ? payload.options.length : 1;
+}
+
 /** Most bytes of one job's data (a power trace is the largest thing a job carries). */
 export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 

@@ -5,6 +5,7 @@ import {
 } from "../migration/options.js";
 import type { MigrationSummary } from "../migration/stats.js";
 import {
+  expectedCost,
   MAX_SWEEP_POINTS,
   type SweepBase,
   type SweepGrid,
@@ -22,7 +23,9 @@ import {
   type SweepAxis,
 } from "../power/sweep.js";
 import { toWire } from "./codec.js";
-import { PAYLOAD_VERSION, type Payload, parsePayload } from "./payload.js";
+import type { BatchResult } from "./jobs.js";
+import { MAX_POINTS_PER_JOB } from "./limits.js";
+import { PAYLOAD_VERSION, type Payload, parsePayload, pointsIn } from "./payload.js";
 import type { PointOutcome, Submission } from "./submitter.js";
 
 /** A point that failed on every attempt, kept beside the results. */
@@ -51,12 +54,31 @@ function payload(sweepId: string, index: number, body: Record<string, unknown>):
 }
 
 /**
- * The jobs of `hvlab migrate sweep`: one per grid point, in grid order,
- * each point's options checked as the local sweep checks them.
+ * Points per job when the user names none: one for a sweep of up to 255
+ * points (each its own job, as a few long points want), then one more per
+ * 128 points, up to 32. A 1,000-point sweep goes as 143 jobs of 7: the
+ * queue's round trips are paid once for 7 points, and a worker's last job
+ * is still short beside the sweep. It depends on the grid alone, so a
+ * submitter run again with the same sweep id makes the same jobs.
+ */
+export function defaultPointsPerJob(points: number): number {
+  return Math.max(1, Math.min(32, Math.floor(points / 128)));
+}
+
+/**
+ * The jobs of `hvlab migrate sweep`: the grid's points in grid order, each
+ * point's options checked as the local sweep checks them, `pointsPerJob`
+ * consecutive points to a job (default {@link defaultPointsPerJob}); job
+ * i carries the points from its `index` on.
  *
  * @throws MigrationConfigError for an empty or oversized grid or a bad point.
  */
-export function migrateSweepJobs(sweepId: string, base: SweepBase, grid: SweepGrid): Payload[] {
+export function migrateSweepJobs(
+  sweepId: string,
+  base: SweepBase,
+  grid: SweepGrid,
+  pointsPerJob?: number,
+): Payload[] {
   const points = sweepPoints(grid);
   if (points.length === 0) throw new MigrationConfigError("the sweep grid has no points");
   if (points.length > MAX_SWEEP_POINTS) {
@@ -64,33 +86,108 @@ export function migrateSweepJobs(sweepId: string, base: SweepBase, grid: SweepGr
       `the sweep grid has ${points.length} points (at most ${MAX_SWEEP_POINTS})`,
     );
   }
-  return points.map((p, index) => {
-    const options: Omit<MigrationOptions, "onRound" | "beforeVerify"> = {
+  const perJob = pointsPerJob ?? defaultPointsPerJob(points.length);
+  if (!(Number.isInteger(perJob) && perJob >= 1 && perJob <= MAX_POINTS_PER_JOB)) {
+    throw new RangeError(`points per job must be 1-${MAX_POINTS_PER_JOB}, not ${perJob}`);
+  }
+  const options = points.map((p) => {
+    const o: Omit<MigrationOptions, "onRound" | "beforeVerify"> = {
       ...base,
       maxBandwidth: p.bandwidth,
       writesPerSecond: p.writesPerSecond,
       downtimeLimitMs: p.downtimeLimitMs,
       policy: p.policy,
     };
-    resolveMigrationOptions(options);
-    return payload(sweepId, index, { kind: "migrate-point", options });
+    resolveMigrationOptions(o);
+    return o;
   });
+  const jobs: Payload[] = [];
+  for (let index = 0; index < points.length; index += perJob) {
+    const batch = options.slice(index, index + perJob);
+    const body =
+      batch.length === 1
+        ? { kind: "migrate-point", options: batch[0] }
+        : { kind: "migrate-points", options: batch };
+    // The schema is run over the first and the last job, as a worker runs it
+    // over each: every point shares the base and differs only in the four
+    // axes, which resolveMigrationOptions checked above. A thousand schema
+    // runs over one shape would cost the submitter a tenth of a sweep.
+    const last = index + perJob >= points.length;
+    jobs.push(
+      index === 0 || last
+        ? payload(sweepId, index, body)
+        : ({ hvlab: PAYLOAD_VERSION, sweep: sweepId, index, ...body } as Payload),
+    );
+  }
+  return jobs;
+}
+
+/**
+ * The order to enqueue a migrate sweep's jobs in (their positions): the
+ * longest expected first, as the local sweep hands its points out, so that
+ * no long job starts last and leaves the other workers idle.
+ */
+export function migrateSweepOrder(jobs: readonly Payload[]): number[] {
+  const cost = jobs.map((job) => {
+    const all =
+      job.kind === "migrate-points"
+        ? job.options
+        : job.kind === "migrate-point"
+          ? [job.options]
+          : [];
+    return all.reduce(
+      (sum, o) =>
+        sum +
+        expectedCost({
+          bandwidth: o.maxBandwidth ?? Number.POSITIVE_INFINITY,
+          writesPerSecond: o.writesPerSecond,
+          downtimeLimitMs: o.downtimeLimitMs ?? 0,
+          policy: o.policy ?? "qemu",
+        }),
+      0,
+    );
+  });
+  return jobs.map((_, i) => i).sort((a, b) => (cost[b] ?? 0) - (cost[a] ?? 0) || a - b);
 }
 
 /** A migrate sweep's result from its jobs' outcomes: the points that finished, in grid order. */
 export function migrateSweepResult(
   grid: SweepGrid,
+  jobs: readonly Payload[],
   submission: Submission,
 ): SweepResult & { distributed: Omit<DistributedRun, "sweepId"> } {
   const points = sweepPoints(grid);
   const done: SweepPoint[] = [];
   const failed: PointFailure[] = [];
-  for (const [index, outcome] of submission.outcomes.entries()) {
-    const p = points[index];
-    if (!p) throw new Error(`sweep point ${index} missing`);
-    if (outcome.ok) {
-      done.push({ ...p, summary: (outcome.value as { summary: MigrationSummary }).summary });
-    } else failed.push(failure(index, p, outcome));
+  for (const [at, outcome] of submission.outcomes.entries()) {
+    const job = jobs[at];
+    if (!job) throw new Error(`sweep job ${at} missing`);
+    const count = pointsIn(job);
+    const results: PointOutcome[] = [];
+    if (!outcome.ok || job.kind !== "migrate-points") {
+      // A single point, or a batch that failed as a whole: each point has the job's outcome.
+      for (let k = 0; k < count; k++) results.push(outcome);
+    } else {
+      const batch = (outcome.value as BatchResult).points;
+      if (batch.length !== count) {
+        throw new Error(`sweep job ${at} returned ${batch.length} points of ${count}`);
+      }
+      for (const p of batch) {
+        results.push(
+          p.ok
+            ? { ok: true, value: p.value, worker: outcome.worker }
+            : { ok: false, error: p.error, attempts: p.attempts ?? 1, worker: outcome.worker },
+        );
+      }
+    }
+    for (const [k, result] of results.entries()) {
+      const index = job.index + k;
+      const p = points[index];
+      if (!p) throw new Error(`sweep point ${index} missing`);
+      if (result.ok) {
+        done.push({ ...p, summary: (result.value as { summary: MigrationSummary }).summary });
+      } else failed.push(failure(index, p, result));
+    }
   }
   return {
     points: done,
@@ -108,7 +205,7 @@ function failure(
   return { index, point, error: outcome.error, attempts: outcome.attempts };
 }
 
-/** A comparison over one trace as the paging jobs carry it: a path or file: URL. */
+/** A comparison over one trace as the paging jobs carry it: a path, file: URL or http(s) URL. */
 export type TraceComparison = Omit<CompareSpec, "onProgress" | "threads" | "source" | "configs"> & {
   readonly trace: { readonly location: string; readonly format: string; readonly lenient: boolean };
 };

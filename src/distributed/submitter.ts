@@ -3,7 +3,7 @@ import { Job, Queue, QueueEvents } from "bullmq";
 import { fromWire, toWire } from "./codec.js";
 import type { QueueTarget } from "./connection.js";
 import { KEEP_FINISHED_S, MAX_ATTEMPTS } from "./limits.js";
-import type { Payload } from "./payload.js";
+import { type Payload, pointsIn } from "./payload.js";
 import { reach } from "./reach.js";
 
 /** How one point ended: its result, or the error of its last attempt. */
@@ -39,8 +39,10 @@ export interface SubmitOptions {
   readonly target: QueueTarget;
   /** The sweep's id: its jobs are `<sweep>-p<index>`, so a submitter run again with it resumes. */
   readonly sweepId: string;
-  /** The points, index i at position i. */
+  /** The jobs, job i at position i (each one point, or a batch of points). */
   readonly payloads: readonly Payload[];
+  /** The order to enqueue new jobs in, as positions (default: position order). */
+  readonly order?: readonly number[];
   /** Attempts a failing point gets before it counts as failed. */
   readonly attempts: number;
   /** How often the queue is read for progress, ms. */
@@ -113,6 +115,15 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
     return true;
   };
 
+  let lastSettled = performance.now();
+  /** Reads a job its completed event names: it is finished, its state need not be read first. */
+  const completed = async (index: number): Promise<void> => {
+    const job = await Job.fromId(queue, jobId(sweepId, index));
+    if (!job) return;
+    lastSettled = performance.now();
+    settle(index, job, "completed");
+  };
+
   const check = async (index: number): Promise<boolean> => {
     // The state first, then the job: a job read while it runs and found
     // finished a moment later would have no result in the copy read.
@@ -120,17 +131,24 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
     if (state !== "completed" && state !== "failed") return false;
     const job = await Job.fromId(queue, jobId(sweepId, index));
     if (!job) return false;
+    lastSettled = performance.now();
     return settle(index, job, state);
   };
 
   try {
     await reach(target, [queue, events]);
-    const onFinished = ({ jobId: id }: { jobId: string }) => {
+    // A completed event is sent once the job is (BullMQ's moveToFinished
+    // script writes both): the job is read at once, without reading its
+    // state first (a script in Redis per job). A failed one is confirmed
+    // from the job's state first (a retried attempt is not final).
+    events.on("completed", ({ jobId: id }: { jobId: string }) => {
+      const index = indexOf.get(id);
+      if (index !== undefined && pending.has(index)) void completed(index).catch(() => {});
+    });
+    events.on("failed", ({ jobId: id }: { jobId: string }) => {
       const index = indexOf.get(id);
       if (index !== undefined && pending.has(index)) void check(index).catch(() => {});
-    };
-    events.on("completed", onFinished);
-    events.on("failed", onFinished);
+    });
 
     // Points already in the queue (an earlier run of this sweep) must be the same points.
     let resumed = 0;
@@ -149,8 +167,12 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
             `sweep id '${sweepId}' already names a different study in queue ${target.name} (point ${index} differs): choose another --sweep-id`,
           );
         }
-        if (await check(index)) resumed++;
+        if (await check(index)) resumed += pointsIn(payloads[index] as Payload);
       }
+    }
+    if (options.order) {
+      const rank = new Map(options.order.map((index, k) => [index, k]));
+      fresh.sort((a, b) => (rank.get(a) ?? a) - (rank.get(b) ?? b));
     }
     for (let at = 0; at < fresh.length; at += 500) {
       await queue.addBulk(
@@ -179,10 +201,15 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
     const poll = async () => {
       for (let tick = 1; !stopped; tick++) {
         try {
-          // Events missed while Redis was away are read back from the jobs, every fourth poll.
-          if (tick % 4 === 0) await Promise.all([...pending].map((index) => check(index)));
+          // Events missed while Redis was away are read back from the jobs,
+          // when none has come for four polls: reading every pending job's
+          // state costs Redis a script per job, which a sweep whose events
+          // flow does not pay.
+          if (tick % 4 === 0 && performance.now() - lastSettled >= 4 * pollMs) {
+            await Promise.all([...pending].map((index) => check(index)));
+          }
           if (options.onProgress)
-            options.onProgress(await progress(queue, sweepId, outcomes, pending));
+            options.onProgress(await progress(queue, sweepId, payloads, outcomes, pending));
         } catch {
           // Redis is away: ioredis reconnects; the next poll reads again.
         }
@@ -195,7 +222,9 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
     stopped = true;
     await polling;
     options.onProgress?.(
-      await progress(queue, sweepId, outcomes, pending).catch(() => finalProgress(outcomes)),
+      await progress(queue, sweepId, payloads, outcomes, pending).catch(() =>
+        finalProgress(payloads, outcomes),
+      ),
     );
     const final = outcomes as PointOutcome[];
     const workers = [...new Set(final.map((o) => o.worker).filter((w): w is string => w !== null))];
@@ -210,23 +239,26 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
   }
 }
 
-function finalProgress(outcomes: readonly (PointOutcome | undefined)[]): SweepProgress {
-  const failed = outcomes.filter((o) => o && !o.ok).length;
-  const done = outcomes.filter((o) => o?.ok).length;
-  return {
-    total: outcomes.length,
-    done,
-    failed,
-    running: 0,
-    waiting: outcomes.length - done - failed,
-    workers: [],
-  };
+function finalProgress(
+  payloads: readonly Payload[],
+  outcomes: readonly (PointOutcome | undefined)[],
+): SweepProgress {
+  const total = payloads.reduce((n, p) => n + pointsIn(p), 0);
+  let failed = 0;
+  let done = 0;
+  for (const [i, o] of outcomes.entries()) {
+    const w = pointsIn(payloads[i] as Payload);
+    if (o?.ok) done += w;
+    else if (o) failed += w;
+  }
+  return { total, done, failed, running: 0, waiting: total - done - failed, workers: [] };
 }
 
-/** Reads the sweep's running jobs (and who runs them) beside what has finished. */
+/** Reads the sweep's running jobs (and who runs them) beside what has finished, in points. */
 async function progress(
   queue: Queue,
   sweepId: string,
+  payloads: readonly Payload[],
   outcomes: readonly (PointOutcome | undefined)[],
   pending: ReadonlySet<number>,
 ): Promise<SweepProgress> {
@@ -239,15 +271,21 @@ async function progress(
     }
     return s;
   };
+  const weight = (index: number) => {
+    const payload = payloads[index];
+    return payload ? pointsIn(payload) : 1;
+  };
+  const total = payloads.reduce((n, p) => n + pointsIn(p), 0);
   let done = 0;
   let failed = 0;
-  for (const o of outcomes) {
+  for (const [index, o] of outcomes.entries()) {
     if (!o) continue;
-    if (o.ok) done++;
-    else failed++;
+    const w = weight(index);
+    if (o.ok) done += w;
+    else failed += w;
     if (o.worker) {
-      if (o.ok) share(o.worker).done++;
-      else share(o.worker).failed++;
+      if (o.ok) share(o.worker).done += w;
+      else share(o.worker).failed += w;
     }
   }
   let running = 0;
@@ -256,16 +294,17 @@ async function progress(
     const active = await queue.getActive(0, -1);
     for (const job of active) {
       if (!job.id?.startsWith(prefix)) continue;
-      running++;
-      share(job.processedBy ?? "?").running++;
+      const w = weight(Number(job.id.slice(prefix.length)));
+      running += w;
+      share(job.processedBy ?? "?").running += w;
     }
   }
   return {
-    total: outcomes.length,
+    total,
     done,
     failed,
     running,
-    waiting: outcomes.length - done - failed - running,
+    waiting: total - done - failed - running,
     workers: [...shares.entries()]
       .map(([name, s]) => ({ name, ...s }))
       .sort((a, b) => a.name.localeCompare(b.name)),

@@ -4,7 +4,7 @@ import { MemoryLayout } from "../memory/layout.js";
 import { KernelPool } from "../pool/pool.js";
 import { toWire } from "./codec.js";
 import type { QueueTarget } from "./connection.js";
-import { runJob, WORKER_DOMAINS } from "./jobs.js";
+import { type BatchResult, runJob, WORKER_DOMAINS } from "./jobs.js";
 import { LOCK_DURATION_RANGE } from "./limits.js";
 import { PayloadError, parsePayload } from "./payload.js";
 import { reach } from "./reach.js";
@@ -12,7 +12,7 @@ import { reach } from "./reach.js";
 /** How a worker process takes jobs. */
 export interface QueueWorkerOptions {
   readonly target: QueueTarget;
-  /** Pool workers, and so jobs run at once. */
+  /** Pool workers, and so jobs run at once (and as many more wait in the pool's queue). */
   readonly threads: number;
   /**
    * How long a job's lock lasts without renewal, ms. The worker renews it
@@ -42,7 +42,8 @@ export function defaultWorkerName(): string {
 
 /**
  * Starts a worker: takes hvlab's jobs from the queue and runs each on a
- * local pool, as many at once as the pool has workers. A job whose payload
+ * local pool, as many at once as the pool has workers, with one more per
+ * pool worker taken ahead and waiting in the pool's queue. A job whose payload
  * is not hvlab's (another version, an unknown kind, a field out of shape)
  * fails at once without retries; a job whose point fails (bad parameters)
  * fails with the engine's message and is retried up to the attempts the
@@ -64,7 +65,25 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Que
     const where = `job ${job.id ?? "?"}`;
     try {
       const payload = parsePayload(job.data, where);
-      return toWire(await runJob(pool, payload, where));
+      const result = await runJob(pool, payload, where);
+      if (payload.kind === "migrate-points") {
+        // A batch's failed points are retried with the batch while it has
+        // attempts left; on its last, the batch completes and each failed
+        // point carries its error alone (the others keep their results).
+        const { points } = result as BatchResult;
+        const failed = points.filter((p) => !p.ok);
+        const attempt = job.attemptsMade + 1;
+        const first = failed[0];
+        if (first && !first.ok && attempt < (job.opts.attempts ?? 1)) {
+          throw new Error(
+            `${failed.length} of ${points.length} points failed (attempt ${attempt}): ${first.error}`,
+          );
+        }
+        return toWire({
+          points: points.map((p) => (p.ok ? p : { ...p, attempts: attempt })),
+        } satisfies BatchResult);
+      }
+      return toWire(result);
     } catch (error) {
       // A payload hvlab cannot run will not run on a retry either.
       if (error instanceof PayloadError) throw new UnrecoverableError(error.message);
@@ -73,7 +92,10 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Que
   };
   const worker = new Worker(options.target.name, processor, {
     connection: options.target.redis,
-    concurrency: options.threads,
+    // One job more per pool worker than it runs: the next job waits in the
+    // pool's queue, so the pool does not idle while a finished job's result
+    // goes to Redis and the next one comes back.
+    concurrency: options.threads * 2,
     lockDuration: options.lockDurationMs,
     // Check for stalled jobs as often as a lock can expire, so a dead worker's job waits at most about two lock durations.
     stalledInterval: options.lockDurationMs,

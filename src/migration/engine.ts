@@ -5,7 +5,7 @@ import type { Region } from "../memory/region.js";
 import { KernelPool } from "../pool/pool.js";
 import { formatBytes } from "../util/units.js";
 import { CURSOR_BYTES } from "../wasm/dirty.js";
-import { multifdHeaderBytes } from "../wasm/multifd.js";
+import { MultifdKernel, multifdHeaderBytes } from "../wasm/multifd.js";
 import {
   ENCODE_STATS_BYTES,
   type EncodeCounts,
@@ -13,10 +13,12 @@ import {
   PAGE_SCRATCH_BYTES,
   PageKernel,
   RECORD_HEADER_BYTES,
+  ZERO_RECORD_BYTES,
 } from "../wasm/page.js";
 import { AutoConverge } from "./auto-converge.js";
 import { Destination, firstMismatch } from "./destination.js";
 import { MigrationBitmap } from "./migration-bitmap.js";
+import { type ChannelEnd, runChannel } from "./multifd-channel.js";
 import {
   type MigrationOptions,
   type ResolvedMigrationOptions,
@@ -31,7 +33,15 @@ import type {
   PrecopyGuest,
   PrecopyTransport,
 } from "./precopy/types.js";
-import type { MigrationResult, XbzrleCacheStats } from "./stats.js";
+import {
+  chunkBytes,
+  type QemuIterationOptions,
+  runningRate,
+  thresholdBytes,
+} from "./qemu-iteration/iteration.js";
+import type { MigrationResult } from "./stats.js";
+import type { ChannelResult, ChannelTask } from "./task-types.js";
+import { xbzrleCacheStats } from "./xbzrle-stats.js";
 
 /** A multifd packet (QEMU: 512 KiB); also the single stream's packet. */
 export const PACKET_BYTES = 512 * 1024;
@@ -43,8 +53,6 @@ export const MULTIFD_PACKET_PAGES = 128;
  * on each other (and on waking the pool) a few times per GiB, not dozens.
  */
 const LIST_PAGES = 262_144;
-/** QEMU's XBZRLE header in its byte counter: encoding flag and be16 length. */
-const XBZRLE_COUNTED_OVERHEAD = 3;
 
 /**
  * A virtual-time live migration: the source guest (its RAM, dirty bitmap and
@@ -75,10 +83,14 @@ export class Migration {
     | undefined;
   private readonly deviceBlob: Uint8Array;
   private pool: KernelPool | undefined;
+  /** One stream's channel ends on this thread, made on first use. */
+  private inline: { source: ChannelEnd; destination: ChannelEnd } | undefined;
 
   /** The current run's state: a fresh object per run. */
   private s: VirtualRunState;
   private missingBitmap: DirtyBitmap | undefined;
+  /** QEMU's iteration: where a running sync ORs the new dirty pages on the way (scratch). */
+  private lateBitmap: DirtyBitmap | undefined;
   /** XXH3-64 of each source page as it was last encoded (content mode). */
   private sourceHashes: Region | undefined;
   private verifyScratch: Region | undefined;
@@ -128,7 +140,7 @@ export class Migration {
       for (let c = 0; c < channels; c++) {
         this.channelStats.push(this.layout.allocate(`migration-stats-${c}`, ENCODE_STATS_BYTES));
         this.channelScratch.push(this.layout.allocate(`migration-scratch-${c}`, 64));
-        if (o.multifdChannels > 0) {
+        {
           const alloc = this.channelPacketPages();
           this.channelPackets.push({
             header: this.layout.allocate(`multifd-${c}-header`, multifdHeaderBytes(alloc), 4096),
@@ -152,7 +164,8 @@ export class Migration {
         o.pageShift,
         packetBytes,
         o.deviceStateBytes,
-        o.multifdChannels,
+        // One stream runs channel 0's sender and receiver on this thread.
+        Math.max(1, o.multifdChannels),
         this.channelPacketPages(),
       );
       this.deviceBlob = deviceState(o.deviceStateBytes, o.seed);
@@ -182,9 +195,19 @@ export class Migration {
     return ram;
   }
 
-  /** Seconds to put `bytes` on the link. */
-  private linkMs(bytes: number): number {
-    return Number.isFinite(this.o.maxBandwidth) ? (bytes / this.o.maxBandwidth) * 1000 : 0;
+  /**
+   * Milliseconds to put `bytes` on the link: at max-bandwidth, or under
+   * QEMU's iteration at the host's own rate (while the guest runs, capped by
+   * max-bandwidth; paused, with no rate limit).
+   */
+  private linkMs(bytes: number, running = true): number {
+    const it = this.o.qemuIteration;
+    const rate = it
+      ? running
+        ? runningRate(it, this.o.maxBandwidth)
+        : it.completionRate
+      : this.o.maxBandwidth;
+    return Number.isFinite(rate) ? (bytes / rate) * 1000 : 0;
   }
 
   /** The bandwidth the policy uses: the link's, or for an unthrottled link what was measured. */
@@ -233,9 +256,24 @@ export class Migration {
     await this.guest.write(n);
   }
 
-  /** Flips the guest's dirty log into the migration bitmap (a sync). Returns pages pending. */
+  /**
+   * Flips the guest's dirty log into the migration bitmap (a sync). Returns
+   * pages pending. Under QEMU's iteration pages a pass left unsent are still
+   * pending, so the sync ORs the new dirty pages into them (a page in both
+   * counts once), as `migration_bitmap_sync` does; on virtual time no vCPU
+   * writes during the sync, so the merge is safe while the guest "runs".
+   */
   private sync(): number {
     this.s.syncs++;
+    if (this.o.qemuIteration && this.s.syncs > 1) {
+      this.lateBitmap ??= DirtyBitmap.allocate(
+        this.layout,
+        "qemu-iteration-late",
+        this.guest.pages,
+        this.o.pageShift,
+      );
+      return this.pending.syncPaused(this.lateBitmap);
+    }
     return this.pending.sync();
   }
 
@@ -246,7 +284,7 @@ export class Migration {
    * out (1: all).
    */
   private async link(bytes: number, running: boolean, untilMs: number): Promise<number> {
-    const ms = this.linkMs(bytes);
+    const ms = this.linkMs(bytes, running);
     if (running && this.s.clockMs + ms > untilMs) {
       const left = Math.max(0, untilMs - this.s.clockMs);
       const share = ms > 0 ? left / ms : 0;
@@ -271,7 +309,10 @@ export class Migration {
     if (!kernel || !destination || !stats || !packet) throw new Error("content mode not set up");
     const memory = this.layout.memory;
     const sent = { pages: 0, bytes: 0 };
-    if (this.o.multifdChannels > 0) return this.sendMultifd(count, running, untilMs);
+    // Without XBZRLE (which multifd does not carry, as in QEMU) one stream
+    // moves pages as a multifd channel does, RAM to RAM on this thread; the
+    // record stream is XBZRLE's.
+    if (this.o.multifdChannels > 0 || !xbzrle) return this.sendMultifd(count, running, untilMs);
     let at = 0;
     while (at < count) {
       const before = { ...this.s.counts };
@@ -348,13 +389,16 @@ export class Migration {
   private async sendMultifd(count: number, running: boolean, untilMs: number): Promise<Pass> {
     const destination = this.destination;
     if (!destination) throw new Error("content mode not set up");
-    const pool = this.channelPool();
-    const channels = this.o.multifdChannels;
+    const multifd = this.o.multifdChannels > 0;
+    const run = multifd
+      ? (task: ChannelTask) => this.channelPool().run(task)
+      : this.inlineChannel();
+    const channels = Math.max(1, this.o.multifdChannels);
     const groupPages = this.groupPages();
     const sent = { pages: 0, bytes: 0 };
     for (let start = 0; start < count; ) {
       const slices: { start: number; count: number; c: number; packetNum: number }[] = [];
-      let packetNum = this.s.multifdPackets;
+      let packetNum = multifd ? this.s.multifdPackets : this.s.streamPackets;
       for (let c = 0; c < channels && start < count; c++) {
         const n = Math.min(groupPages, count - start);
         slices.push({ start, count: n, c, packetNum });
@@ -368,32 +412,30 @@ export class Migration {
           const scratch = this.channelScratch[slice.c];
           const far = destination.channels[slice.c];
           if (!packet || !stats || !scratch || !far) throw new Error("multifd channel not set up");
-          return pool
-            .run({
-              type: "migration.channel",
-              ram: this.ram().toDescriptor(),
-              pageShift: this.o.pageShift,
-              list: this.list.toDescriptor(),
-              listStart: slice.start,
-              count: slice.count,
-              packetPages: this.channelPacketPages(),
-              packetNum: slice.packetNum,
-              packet: packet.header.toDescriptor(),
-              sent: packet.sent.toDescriptor(),
-              stats: stats.toDescriptor(),
-              scratch: scratch.toDescriptor(),
-              zeroPages: this.o.zeroPages,
-              ...(this.sourceHashes ? { hashes: this.sourceHashes.toDescriptor() } : {}),
-              destination: {
-                memory: "destination",
-                receive: far.receive.toDescriptor(),
-                place: far.place.toDescriptor(),
-                ram: destination.ram.toDescriptor(),
-                hashes: destination.hashes.toDescriptor(),
-                scratch: far.scratch.toDescriptor(),
-              },
-            })
-            .then((result) => ({ result, slice }));
+          return run({
+            type: "migration.channel",
+            ram: this.ram().toDescriptor(),
+            pageShift: this.o.pageShift,
+            list: this.list.toDescriptor(),
+            listStart: slice.start,
+            count: slice.count,
+            packetPages: this.channelPacketPages(),
+            packetNum: slice.packetNum,
+            packet: packet.header.toDescriptor(),
+            sent: packet.sent.toDescriptor(),
+            stats: stats.toDescriptor(),
+            scratch: scratch.toDescriptor(),
+            zeroPages: this.o.zeroPages,
+            ...(this.sourceHashes ? { hashes: this.sourceHashes.toDescriptor() } : {}),
+            destination: {
+              memory: "destination",
+              receive: far.receive.toDescriptor(),
+              place: far.place.toDescriptor(),
+              ram: destination.ram.toDescriptor(),
+              hashes: destination.hashes.toDescriptor(),
+              scratch: far.scratch.toDescriptor(),
+            },
+          }).then((result) => ({ result, slice }));
         }),
       );
       let bytes = 0;
@@ -403,11 +445,22 @@ export class Migration {
             `multifd channel ${slice.c} sent ${result.consumed} of ${slice.count} pages`,
           );
         }
-        const counts = result.counts;
+        // One stream's wire is QEMU's RAM records (a page and its header, a
+        // zero page in 9 bytes): the pages move RAM to RAM, the link carries
+        // and is charged the bytes those records take.
+        const counts = multifd
+          ? result.counts
+          : {
+              ...result.counts,
+              bytes:
+                result.counts.normal * (this.pageBytes + RECORD_HEADER_BYTES) +
+                result.counts.zero * ZERO_RECORD_BYTES,
+            };
         for (const key of Object.keys(counts) as (keyof EncodeCounts)[]) {
           this.s.counts[key] += counts[key];
         }
-        this.s.multifdPackets += result.packets;
+        if (multifd) this.s.multifdPackets += result.packets;
+        else this.s.streamPackets += result.packets;
         bytes += counts.bytes;
       }
       let pages = 0;
@@ -415,10 +468,30 @@ export class Migration {
       const share = await this.link(bytes, running, untilMs);
       sent.pages += Math.floor(pages * share);
       sent.bytes += Math.floor(bytes * share);
-      this.s.multifdBytes += Math.floor(bytes * share);
+      if (multifd) this.s.multifdBytes += Math.floor(bytes * share);
       if (share < 1) return { ...sent, cut: true };
     }
     return { ...sent, cut: false };
+  }
+
+  /**
+   * Channel 0 run on this thread, for one stream: the sender's and the
+   * receiver's multifd kernels on the two memories, as a worker runs them.
+   */
+  private inlineChannel(): (task: ChannelTask) => Promise<ChannelResult> {
+    const destination = this.destination;
+    const scratch = this.channelScratch[0];
+    const far = destination?.channels[0];
+    if (!destination || !scratch || !far) throw new Error("content mode not set up");
+    this.inline ??= {
+      source: { memory: this.layout.memory, kernel: MultifdKernel.on(this.layout.memory, scratch) },
+      destination: {
+        memory: destination.layout.memory,
+        kernel: MultifdKernel.on(destination.layout.memory, far.scratch),
+      },
+    };
+    const ends = this.inline;
+    return async (task) => runChannel(ends.source, ends.destination, task);
   }
 
   /** Pages in one multifd packet: QEMU's 128 of 4 KiB; larger pages as many as fit its 512 KiB, at least one. */
@@ -435,7 +508,7 @@ export class Migration {
    */
   private groupPages(): number {
     const packet = this.channelPacketPages();
-    const channels = this.o.multifdChannels;
+    const channels = Math.max(1, this.o.multifdChannels);
     const record = this.pageBytes + RECORD_HEADER_BYTES;
     const windowPages = Number.isFinite(this.o.maxBandwidth)
       ? Math.floor((this.o.maxBandwidth * this.o.windowMs) / 1000 / record)
@@ -450,6 +523,8 @@ export class Migration {
    * when the clock passes the timeout while the guest runs.
    */
   private async sendSnapshot(running: boolean, xbzrle: boolean, untilMs: number): Promise<Pass> {
+    const it = this.o.qemuIteration;
+    if (it) return this.sendIterating(it, running, untilMs);
     const sent = { pages: 0, bytes: 0 };
     const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
     this.pending.resetCursor(this.cursor);
@@ -478,6 +553,52 @@ export class Migration {
       sent.pages += part.pages;
       sent.bytes += part.bytes;
       if (part.cut) return { ...sent, cut: true };
+    }
+    return { ...sent, cut: false };
+  }
+
+  /**
+   * QEMU's iteration (metadata mode): sends the pending pages in chunks of
+   * one iteration each and, while the guest runs, looks at the pending
+   * estimate before every chunk: below `threshold_size` the pass ends and
+   * the driver syncs, with the unsent pages still pending. Paused (the
+   * completion) it sends everything with no rate limit.
+   */
+  private async sendIterating(
+    it: QemuIterationOptions,
+    running: boolean,
+    untilMs: number,
+  ): Promise<Pass> {
+    const sent = { pages: 0, bytes: 0 };
+    const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
+    const chunk = Math.max(1, Math.floor(chunkBytes(it, this.o.maxBandwidth) / pageRecord));
+    let remaining = this.s.pendingPages;
+    const below = () =>
+      running &&
+      remaining * this.pageBytes < thresholdBytes(this.s.lastWindowRate, this.o.downtimeLimitMs);
+    this.pending.resetCursor(this.cursor);
+    while (!below()) {
+      const n = this.pending.next(this.cursor, this.list);
+      if (n === 0) break;
+      for (let at = 0; at < n; ) {
+        if (below()) {
+          this.pending.putBack(this.list, at, n);
+          return { ...sent, cut: false };
+        }
+        const pages = Math.min(n - at, chunk);
+        const share = await this.link(pages * pageRecord, running, untilMs);
+        const out = Math.floor(pages * share);
+        sent.pages += out;
+        sent.bytes += out * pageRecord;
+        this.s.counts.normal += out;
+        this.s.counts.bytes += out * pageRecord;
+        remaining -= out;
+        at += pages;
+        if (share < 1) {
+          this.pending.putBack(this.list, at - pages + out, n);
+          return { ...sent, cut: true };
+        }
+      }
     }
     return { ...sent, cut: false };
   }
@@ -535,8 +656,12 @@ export class Migration {
         s.pendingPages = this.sync();
         return s.pendingPages;
       },
-      // The vCPUs stop; nothing dirties a page after the last sync.
-      pause: async () => s.pendingPages,
+      // The vCPUs stop; nothing dirties a page after the last sync. QEMU
+      // syncs once more at completion (`ram_save_complete`): it counts.
+      pause: async () => {
+        if (o.qemuIteration) s.pendingPages = this.sync();
+        return s.pendingPages;
+      },
       resume: () => {},
       writeRate: () => o.writesPerSecond * (1 - s.throttle.percentage / 100),
       get syncs() {
@@ -554,6 +679,9 @@ export class Migration {
       open: () => this.advance(2 * o.latencyMs),
       sendPending: async ({ running, round, untilMs }) => {
         if (running) await this.advance(o.latencyMs);
+        // QEMU's setup and first pages: after the first sync, before the pass.
+        if (running && round === 1 && o.qemuIteration)
+          await this.advance(Math.min(o.qemuIteration.startMs, Math.max(0, untilMs - s.clockMs)));
         const pass = await this.sendSnapshot(running, round > 1 && o.xbzrle, untilMs);
         // The writes owed for the round's last part of a window land before the sync.
         if (running) await this.flushWrites();
@@ -562,13 +690,23 @@ export class Migration {
       },
       bandwidth: (bytes, ms) => this.bandwidthEstimate(bytes, ms),
       rate: () => o.maxBandwidth,
-      linkMs: (bytes) => this.linkMs(bytes),
+      linkMs: (bytes) => this.linkMs(bytes, !o.qemuIteration),
       get transferred() {
         return s.transferred;
       },
       switchover: async () => {
         const stateBytes = o.deviceStateBytes;
         this.destination?.receiveDeviceState(this.deviceBlob);
+        const it = o.qemuIteration;
+        if (it) {
+          const stateMs = this.linkMs(stateBytes, false);
+          await this.advance(it.stopMs + stateMs, false);
+          s.transferred += stateBytes;
+          return {
+            bytes: stateBytes,
+            fixed: `stopping and handing over ${it.stopMs} ms, device state ${formatBytes(stateBytes)} (${stateMs.toFixed(1)} ms) with no rate limit`,
+          };
+        }
         const stateMs = this.linkMs(stateBytes);
         await this.advance(o.latencyMs + stateMs + o.switchoverMs, false);
         s.transferred += stateBytes;
@@ -583,26 +721,11 @@ export class Migration {
       counters: () => ({
         duplicate: s.counts.zero,
         normal: s.counts.normal,
-        xbzrle: o.xbzrle ? this.xbzrleStats() : null,
+        xbzrle: o.xbzrle ? xbzrleCacheStats(s.counts, o.xbzrleCacheBytes, this.pageBytes) : null,
         xbzrleUnchanged: s.counts.unchanged,
         multifd: { channels: o.multifdChannels, packets: s.multifdPackets, bytes: s.multifdBytes },
       }),
       explain: (error, phase) => `${phase}: ${error.message}`,
-    };
-  }
-
-  private xbzrleStats(): XbzrleCacheStats {
-    const c = this.s.counts;
-    const lookups = c.cacheMiss + c.xbzrlePages + c.overflow + c.unchanged;
-    const bytes = c.xbzrleBytes + c.xbzrlePages * XBZRLE_COUNTED_OVERHEAD;
-    return {
-      "cache-size": this.o.xbzrleCacheBytes,
-      bytes,
-      pages: c.xbzrlePages,
-      "cache-miss": c.cacheMiss,
-      "cache-miss-rate": lookups > 0 ? c.cacheMiss / lookups : 0,
-      "encoding-rate": bytes > 0 ? (c.xbzrlePages * this.pageBytes) / bytes : 0,
-      overflow: c.overflow,
     };
   }
 
@@ -834,6 +957,8 @@ class VirtualRunState {
   pendingPages = 0;
   multifdPackets = 0;
   multifdBytes = 0;
+  /** Packets of the one stream (numbered as a channel's). */
+  streamPackets = 0;
   // The bandwidth window (QEMU re-estimates every 100 ms).
   rateWindowMs = 0;
   rateWindowBytes = 0;

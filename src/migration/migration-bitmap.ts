@@ -69,6 +69,18 @@ export class MigrationBitmap {
     return this.dirty.harvestPagesQuiet(this.log.quietRetired(), cursor, list);
   }
 
+  /**
+   * Marks pages of a batch taken by {@link next} pending again: the ones
+   * listed at `from` to `to` (exclusive) of `list`, which a pass stopped
+   * before sending (QEMU's iteration leaves them set in its bitmap). Only
+   * between sends, with nothing else harvesting.
+   */
+  putBack(list: Region, from: number, to: number): void {
+    const pages = new Uint32Array(this.memory.buffer, list.offset, to);
+    const retired = this.log.quietRetired();
+    for (let i = from; i < to; i++) this.dirty.markPage(retired, pages[i] ?? 0);
+  }
+
   /** Sets `cursor` back to the first page, to start a pass. */
   resetCursor(cursor: Region): void {
     this.dirty.resetCursor(cursor);

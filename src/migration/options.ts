@@ -2,6 +2,7 @@ import { MAX_CONTENT_GUEST_BYTES, MAX_GUEST_BYTES } from "../guest/guest.js";
 import type { PageShift } from "../memory/dirty-bitmap.js";
 import { formatBytes } from "../util/units.js";
 import type { WorkloadSpec } from "../workload/spec.js";
+import { checkQemuIteration, type QemuIterationOptions } from "./qemu-iteration/iteration.js";
 
 /** The stop policies, each named after the system it reproduces. */
 export const STOP_POLICIES = ["qemu", "hyperv", "xen"] as const;
@@ -81,6 +82,13 @@ export interface MigrationOptions {
   readonly postcopyAfterRounds?: number | null;
   /** Bandwidth estimation window, ms (QEMU: 100). */
   readonly windowMs?: number;
+  /**
+   * Iterate as QEMU 7.2's migration thread does (syncs when the pending
+   * estimate falls below the threshold, chunks of at most 50 ms, the host's
+   * own sending rate, the last pages unthrottled): metadata mode, one
+   * stream, the qemu policy. Null: one sync per full pass.
+   */
+  readonly qemuIteration?: QemuIterationOptions | null;
   /** Called after every round (progress bars). */
   readonly onRound?: (round: number, remainingBytes: number, guestBytes: number) => void;
   /**
@@ -92,9 +100,10 @@ export interface MigrationOptions {
 
 /** {@link MigrationOptions} with every default filled in. */
 export type ResolvedMigrationOptions = Required<
-  Omit<MigrationOptions, "onRound" | "beforeVerify" | "maxRounds">
+  Omit<MigrationOptions, "onRound" | "beforeVerify" | "maxRounds" | "qemuIteration">
 > & {
   readonly maxRounds: number | null;
+  readonly qemuIteration: QemuIterationOptions | null;
   readonly onRound?: MigrationOptions["onRound"];
   readonly beforeVerify?: MigrationOptions["beforeVerify"];
 };
@@ -170,6 +179,7 @@ export function resolveMigrationOptions(options: MigrationOptions): ResolvedMigr
   const o = {
     ...MIGRATION_DEFAULTS,
     postcopyAfterRounds: null,
+    qemuIteration: null,
     ...stripUndefined(options),
     guestBytes: options.guestBytes,
     writesPerSecond: options.writesPerSecond,
@@ -276,6 +286,18 @@ export function resolveMigrationOptions(options: MigrationOptions): ResolvedMigr
     `post-copy must start after at least 1 round, not ${o.postcopyAfterRounds}`,
   );
   check(o.windowMs > 0 && o.windowMs <= 60_000, `window must be more than 0 ms`);
+  if (o.qemuIteration) {
+    try {
+      checkQemuIteration(o.qemuIteration);
+    } catch (error) {
+      throw new MigrationConfigError((error as Error).message);
+    }
+    check(
+      !o.content && o.multifdChannels === 0 && o.policy === "qemu",
+      "QEMU's iteration is modelled in metadata mode, one stream, with the qemu policy",
+    );
+    check(o.postcopyAfterRounds === null, "QEMU's iteration is modelled without post-copy");
+  }
   const maxRounds =
     o.maxRounds ??
     (o.policy === "xen"

@@ -60,7 +60,7 @@ export function sweepPoints(grid: SweepGrid): Omit<SweepPoint, "summary">[] {
  * page sent (rounds and their lengths grow with it) times the seconds one
  * pass over the guest takes on the link (the virtual time to simulate).
  */
-function expectedCost(p: Omit<SweepPoint, "summary">): number {
+export function expectedCost(p: Omit<SweepPoint, "summary">): number {
   return (1 + (p.writesPerSecond * 4096) / p.bandwidth) / p.bandwidth;
 }
 

@@ -2,9 +2,7 @@ import type { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import { GATE_BYTES, StartGate } from "../pool/gate.js";
 import type { KernelPool } from "../pool/pool.js";
-import { ChecksumKernel } from "../wasm/checksum.js";
-import { SegmentKernel } from "../wasm/segment.js";
-import { receiveBatch } from "./receive-batch.js";
+import { ReceiveKernel, type SwitchTable } from "../wasm/receive.js";
 import { ReceiveRing, type RxSlot } from "./ring.js";
 import { ToeplitzHasher } from "./rss.js";
 import { type ReceiveResult, type ReceiveTask, SWITCH_LOOKUP } from "./task-types.js";
@@ -142,16 +140,16 @@ export class ReceivePath {
   };
   /** The queues' processors and VMs the work lists were last written for, and their spans. */
   private written: { key: string; spans: { first: number; count: number }[] } | null = null;
-  private readonly local: {
-    segment: SegmentKernel;
-    checksum: ChecksumKernel;
-  };
+  /** Each processor's region for the receive kernel's job and scratch, grown as rounds need. */
+  private readonly scratch: Region[] = [];
+  private scratchGrown = 0;
+  private readonly local: ReceiveKernel;
 
   constructor(
     readonly layout: MemoryLayout,
     readonly config: ReceiveConfig,
     readonly vms: readonly VmPort[],
-    name = "net.rx",
+    readonly name = "net.rx",
   ) {
     const queues = config.mode === "vmq" ? config.queues : 1;
     const processors = config.mode === "vmq" || config.rss ? config.processors : 1;
@@ -181,10 +179,25 @@ export class ReceivePath {
     this.table = layout.allocate(`${name}.table`, this.maxFrames * 8);
     this.work = layout.allocate(`${name}.work`, this.maxFrames * 8);
     this.gate = layout.allocate(`${name}.gate`, GATE_BYTES);
-    this.local = {
-      segment: SegmentKernel.on(layout.memory),
-      checksum: ChecksumKernel.on(layout.memory),
-    };
+    this.local = ReceiveKernel.on(layout.memory);
+  }
+
+  /**
+   * Processor `p`'s scratch for a job of `count` frames. Regions never move
+   * or shrink: a larger job lays out one twice the size (so a path that
+   * loads ever more frames lays out O(log n) of them).
+   */
+  private scratchFor(p: number, count: number, switchTable: SwitchTable): Region {
+    const need = ReceiveKernel.scratchBytes(count, this.rings.length, switchTable);
+    const have = this.scratch[p];
+    if (have && have.byteLength >= need) return have;
+    this.scratchGrown++;
+    const region = this.layout.allocate(
+      `${this.name}.scratch${p}.${this.scratchGrown}`,
+      Math.max(need, 2 * (have?.byteLength ?? 0)),
+    );
+    this.scratch[p] = region;
+    return region;
   }
 
   /** Frames waiting in the receive buffer. */
@@ -324,11 +337,15 @@ export class ReceivePath {
     const spans = this.workLists(processors);
     const switchTable = this.vms.map((vm, i) => [macNumber(vm.mac), vm.vlan ?? -1, i] as const);
     const rings = this.rings.map((r) => r.toDescriptor());
-    const active = spans.map((s, p) => ({ ...s, p })).filter((s) => s.count > 0);
+    const active = spans
+      .map((s, p) => ({ ...s, p }))
+      .filter((s) => s.count > 0)
+      .map((s) => ({ ...s, scratch: this.scratchFor(s.p, s.count, switchTable) }));
     let results: ReceiveResult[];
     if (pool) {
-      const gate = new StartGate(memory, this.gate);
-      gate.reset();
+      // The last processor to arrive opens the gate: the processors start
+      // together without a wake-up of this thread between.
+      new StartGate(memory, this.gate).reset(active.length);
       const tasks = active.map((s) =>
         pool.run<ReceiveTask>({
           type: "net.receive",
@@ -343,30 +360,28 @@ export class ReceivePath {
           maxCoalesce: RSC_MAX_BYTES,
           deliverBad: this.config.deliverBad === true,
           trustChecksums: this.config.trustChecksums === true,
+          scratch: s.scratch.toDescriptor(),
           gate: this.gate.toDescriptor(),
         }),
       );
-      await gate.openWhenArrived(active.length);
       results = await Promise.all(tasks);
     } else {
       results = active.map((s) => {
         const t0 = process.hrtime.bigint();
-        const r = receiveBatch(
-          { memory, ...this.local },
-          {
-            frames: this.buffer,
-            table: this.table,
-            work: this.work,
-            first: s.first,
-            count: s.count,
-            rings: this.rings,
-            switchTable,
-            coalesce: this.config.coalesce,
-            maxCoalesce: RSC_MAX_BYTES,
-            deliverBad: this.config.deliverBad === true,
-            trustChecksums: this.config.trustChecksums === true,
-          },
-        );
+        const r = this.local.receive({
+          frames: this.buffer,
+          table: this.table,
+          work: this.work,
+          first: s.first,
+          count: s.count,
+          rings: this.rings,
+          switchTable,
+          coalesce: this.config.coalesce,
+          maxCoalesce: RSC_MAX_BYTES,
+          deliverBad: this.config.deliverBad === true,
+          trustChecksums: this.config.trustChecksums === true,
+          scratch: s.scratch,
+        });
         return { ...r, busyNs: Number(process.hrtime.bigint() - t0) };
       });
     }

@@ -7,7 +7,8 @@ export const SWITCH_LOOKUP = 0xffffffff;
 /**
  * One processor's share of a receive round: frames of the NIC's receive
  * buffer (by index into its table) and where each goes. The worker validates
- * checksums, coalesces, and delivers into the VMs' receive rings.
+ * checksums, coalesces, and delivers into the VMs' receive rings, in one call
+ * of the receive kernel (assembly/receive.ts).
  *
  *   work list entry (8 bytes): | u32 frame index | u32 target ring (or SWITCH_LOOKUP) |
  *   frame table entry (8 bytes): | u32 offset in the receive buffer | u32 length |
@@ -30,6 +31,8 @@ export interface ReceiveTask {
   readonly deliverBad: boolean;
   /** Take every frame's checksums as good without validating them. */
   readonly trustChecksums: boolean;
+  /** The processor's own region for the receive kernel's job and scratch. */
+  readonly scratch: RegionDescriptor;
   readonly gate?: RegionDescriptor;
 }
 

@@ -209,6 +209,12 @@ export function encodePagesOneByOne(
     if (options.zeroPages && isZeroOneByOne(bytes)) {
       records.push({ kind: "zero", page });
       counts.zero++;
+      if (options.cache) {
+        // The cache keeps what the destination now has: zeros.
+        const slot = page % options.cache.slots;
+        options.cache.tags[slot] = page;
+        options.cache.data[slot] = new Uint8Array(pageBytes);
+      }
       continue;
     }
     const cache = options.cache;

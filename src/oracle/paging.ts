@@ -361,7 +361,9 @@ export class MmuOracle {
           w |
           Number((perms & US) >> 1n) |
           (Number(perms >> 63n) << 2) |
-          (dirty ? Number(TLB_DIRTY) : 0);
+          (dirty ? Number(TLB_DIRTY) : 0) |
+          // A fragment of a larger guest page carries the guest page's size code.
+          (size < gsize ? gsize << 7 : 0);
         return { hpa, size, perms: p };
       }
       if (setAd && (entry & A) === 0n) {
@@ -385,7 +387,7 @@ export class MmuOracle {
     let size = Number((v >> 3n) & 3n);
     if (size === 2 && (exec || !this.cfg.l1["1G"])) {
       size = 1;
-      v = (v & ~(0x3fe00000n | 0x18n)) | (va & 0x3fe00000n) | 8n;
+      v = (v & ~(0x3fe00000n | 0x18n | 0x180n)) | (va & 0x3fe00000n) | 8n | (2n << 7n);
     }
     if (exec) {
       if (size === 0) this.insert(14, this.tag(va >> 12n), va >> 12n, v);

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { MemoryLayout } from "../memory/layout.js";
 import { KernelPool } from "../pool/pool.js";
 import { WalkKernel } from "../wasm/walk.js";
@@ -48,7 +49,10 @@ export interface CompareSpec {
   readonly prefault?: boolean;
   /** Dirty-log harvests per second of guest time (0: dirty logging off). */
   readonly dirtyLogHarvestsPerSecond?: number;
-  /** Pool workers: 0 runs every configuration on this thread. Default: one per configuration. */
+  /**
+   * Pool workers: 0 runs every configuration on this thread. Default: one per
+   * configuration, at most one per processor (a worker then runs a group).
+   */
   readonly threads?: number;
   /** Trace progress (bytes of a file, or records generated). */
   readonly onProgress?: (done: number, total: number) => void;
@@ -97,7 +101,9 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
     throw new PagingError("the guest is too small for its page-table zone");
   }
   const layout = new MemoryLayout();
-  const threads = spec.threads ?? configs.length;
+  // More workers than processors only add start-up work (each loads the
+  // modules and instantiates the kernels) and contention: a worker runs a group.
+  const threads = spec.threads ?? Math.min(configs.length, availableParallelism());
   // Each pool worker is one ring consumer; with fewer workers than
   // configurations, a worker runs several (every consumer must be running,
   // or the ring would wait forever for a slot).
@@ -162,11 +168,12 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
     );
     for (const run of runs) run.catch((error) => reject(error));
     try {
-      const staging = new Uint32Array(ring.slotRecords * 2);
-      trace = await produce(spec, ring.slotRecords, async (fill, count) => {
-        if (count === undefined) {
-          const n = fill(staging);
-          await producer.write(staging, n);
+      trace = await produce(spec, ring.slotRecords, async (fill, count, words) => {
+        if (words) {
+          // Parsed records go straight into the ring's slots.
+          await producer.write(words, words.length / 2);
+        } else if (count === undefined) {
+          throw new PagingError("a trace chunk came without its records");
         } else {
           await producer.generate(count, (words, at, n) => {
             fill(words.subarray(at, at + n * 2));
@@ -217,12 +224,17 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
 
 /**
  * Feeds the source to `deliver`: for a synthetic source, `deliver(fill, n)`
- * with a filler of n records; for a trace, `deliver(fill)` per parsed chunk.
+ * with a filler of n records; for a trace, `deliver(fill, undefined, words)`
+ * per parsed chunk, with the chunk's records (word pairs) to copy as they are.
  */
 async function produce(
   spec: CompareSpec,
   chunk: number,
-  deliver: (fill: (words: Uint32Array) => number, count?: number) => Promise<void>,
+  deliver: (
+    fill: (words: Uint32Array) => number,
+    count?: number,
+    records?: Uint32Array,
+  ) => Promise<void>,
 ): Promise<TraceSummary | null> {
   const source = spec.source;
   if (source.kind === "synthetic") {
@@ -249,10 +261,15 @@ async function produce(
     async (records) => {
       for (let at = 0; at < records.count; at += chunk) {
         const n = Math.min(chunk, records.count - at);
-        await deliver((words) => {
-          words.set(records.words.subarray(at * 2, (at + n) * 2));
-          return n;
-        });
+        const words = records.words.subarray(at * 2, (at + n) * 2);
+        await deliver(
+          (into) => {
+            into.set(words);
+            return n;
+          },
+          undefined,
+          words,
+        );
       }
     },
     options,

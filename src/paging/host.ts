@@ -103,6 +103,23 @@ export class HostMemory {
     if (!mapped) this.mappedPages++;
   }
 
+  /**
+   * Maps `gpa` if no leaf maps it yet, as the hypervisor does when it backs a
+   * page while servicing another exit (agile paging's shadow fill): the EPT is
+   * its map of guest memory, so a later nested walk finds the page. Returns
+   * whether it mapped.
+   */
+  ensureMapped(gpa: number): boolean {
+    if (this.leafOf(gpa) !== null) return false;
+    this.map(gpa);
+    return true;
+  }
+
+  /** The EPT leaf's level (1 for 4 KiB host pages, 2 for 2 MiB, 3 for 1 GiB). */
+  get leafLevelOfBacking(): number {
+    return this.leafLevel;
+  }
+
   /** The EPT leaf entry's address for `gpa`, or null when no leaf maps it. */
   private leafOf(gpa: number): number | null {
     let table = this.root;

@@ -1,6 +1,7 @@
 import { ADDRESS_MASK, tableIndex, X86 } from "./entry.js";
 import type { ExitCounters } from "./exits.js";
 import type { GuestPagingHooks, GuestProcess } from "./guest-os.js";
+import type { HostMemory } from "./host.js";
 import { ACCESS, type Fault, type MmuContext } from "./mmu.js";
 import { HOST_BASE, type PhysicalWindow } from "./physical.js";
 
@@ -19,6 +20,19 @@ export interface ShadowOptions {
    * point at the guest's own table); absent: shadow paging alone.
    */
   readonly agileSwitchWrites?: number;
+  /**
+   * Agile paging: the EPT, the hypervisor's map of guest memory. A shadow fill
+   * backs the page it maps there (so a later nested walk finds it), and a
+   * large guest page over smaller host pages is shadowed at the host's page
+   * size, through direct shadow pages (KVM's role.direct): a shadow entry never
+   * maps more than the host backs contiguously.
+   */
+  readonly host?: HostMemory;
+  /**
+   * Agile paging: a guest page fault in the nested part of a walk reaches the
+   * guest without an exit (the hardware support of Gandhi et al., ISCA 2016).
+   */
+  readonly nestedFaultsToGuest?: boolean;
 }
 
 /**
@@ -49,6 +63,16 @@ interface ShadowPage {
 }
 
 const PERMS = X86.writable | X86.user | X86.noExecute;
+
+/**
+ * Bit 9 of a shadow leaf (ignored by the processor, Intel SDM vol. 3A 4.5):
+ * write-protected by a dirty-log harvest, so that the write fault it takes is
+ * told apart from accessed/dirty emulation.
+ */
+const DIRTY_LOG_PROTECTED = 1n << 9n;
+
+/** Bytes a leaf at `level` maps. */
+const leafBytes = (level: number) => 2 ** (12 + 9 * (level - 1));
 
 /**
  * A shadow MMU with KVM's semantics (Linux arch/x86/kvm/mmu/mmu.c and Documentation/virt/kvm/x86/mmu.rst): shadow tables
@@ -188,30 +212,36 @@ export class ShadowMmu implements GuestPagingHooks {
     for (let level: number = this.options.levels; level >= 1; level--) {
       const index = tableIndex(va, level);
       const gAt = HOST_BASE + table + index * 8;
+      // Agile: the hypervisor reads the guest's table through its map of guest memory.
+      if (!nested) this.options.host?.ensureMapped(table);
       const g = this.window.read(gAt);
-      if ((g & X86.present) === 0n) return this.inject(fault, "guest-not-present", level);
+      if ((g & X86.present) === 0n) return this.inject(fault, "guest-not-present", level, nested);
       perms =
         (perms & g & (X86.writable | X86.user)) | (perms & X86.noExecute) | (g & X86.noExecute);
       const large = level > 1 && (g & X86.pageSize) !== 0n;
-      if (large && level > 3) return this.inject(fault, "guest-reserved", level);
+      if (large && level > 3) return this.inject(fault, "guest-reserved", level, nested);
       const sAt = sp.hpa + index * 8;
       if (level === 1 || large) {
         if (write && (perms & X86.writable) === 0n)
-          return this.inject(fault, "guest-protection", level);
+          return this.inject(fault, "guest-protection", level, nested);
         if ((fault.kind & ACCESS.user) !== 0 && (perms & X86.user) === 0n) {
-          return this.inject(fault, "guest-protection", level);
+          return this.inject(fault, "guest-protection", level, nested);
         }
         if ((fault.kind & ACCESS.execute) !== 0 && (perms & X86.noExecute) !== 0n) {
-          return this.inject(fault, "guest-protection", level);
+          return this.inject(fault, "guest-protection", level, nested);
         }
         if (nested) return null;
         // The hypervisor sets the guest's accessed (and dirty) bit itself.
         const gNew = g | X86.accessed | (write ? X86.dirty : 0n);
         if (gNew !== g) this.window.write(gAt, gNew);
-        const before = this.window.read(sAt);
-        this.window.write(sAt, this.shadowLeaf(gNew, level));
+        const host = this.options.host;
+        const leafLevel = host && large ? Math.min(level, host.leafLevelOfBacking) : level;
+        const at = leafLevel < level ? this.directLeafAt(sp, gNew, level, leafLevel, va) : sAt;
+        host?.ensureMapped(this.frameOf(gNew, level, va, leafLevel));
+        const before = this.window.read(at);
+        this.window.write(at, this.shadowLeaf(gNew, level, va, leafLevel));
         if ((before & X86.present) === 0n) this.counters.exits["hidden-page-fault"]++;
-        else if ((g & X86.dirty) !== 0n) {
+        else if ((before & DIRTY_LOG_PROTECTED) !== 0n) {
           // The guest page was dirty already: the shadow entry was write-protected for dirty logging.
           this.counters.exits["dirty-log"]++;
           this.counters.dirtyLogged++;
@@ -252,21 +282,69 @@ export class ShadowMmu implements GuestPagingHooks {
     return null;
   }
 
-  private inject(fault: Fault, code: Fault["code"], level: number): Fault {
-    // Shadow paging intercepts every guest #PF and reflects the ones that are the guest's.
-    this.counters.exits["guest-page-fault"]++;
+  private inject(fault: Fault, code: Fault["code"], level: number, nested = false): Fault {
+    // Shadow paging intercepts every guest #PF and reflects the ones that are the guest's;
+    // agile paging's hardware support delivers one from the nested part directly.
+    if (!(nested && this.options.nestedFaultsToGuest)) this.counters.exits["guest-page-fault"]++;
     return { ...fault, code, level };
   }
 
-  /** The shadow leaf for guest leaf `g`: writable only once the guest's dirty bit is set (A/D emulation). */
-  private shadowLeaf(g: bigint, level: number): bigint {
-    const large = level > 1;
-    const mask = large ? ADDRESS_MASK & ~BigInt(2 ** (12 + 9 * (level - 1)) - 1) : ADDRESS_MASK;
-    const frame = BigInt(HOST_BASE) + (g & mask);
+  /**
+   * The guest-physical frame that a shadow leaf at `leafLevel` maps for `va`
+   * under guest leaf `g` at `level` (the part of a large guest page that
+   * holds `va`, when the host backs it with smaller pages).
+   */
+  private frameOf(g: bigint, level: number, va: number, leafLevel: number): number {
+    // Bit 12 of a large leaf is PAT, not address: masked with the page's offset bits.
+    const base = Number(g & ADDRESS_MASK & ~BigInt(leafBytes(level) - 1));
+    return base + (va % leafBytes(level)) - (va % leafBytes(leafLevel));
+  }
+
+  /**
+   * The shadow leaf for `va` under guest leaf `g` at `level`, at `leafLevel`
+   * (below `level` when the host backs a large guest page with smaller
+   * pages): writable only once the guest's dirty bit is set (A/D emulation).
+   */
+  private shadowLeaf(g: bigint, level: number, va: number, leafLevel = level): bigint {
+    const frame = BigInt(HOST_BASE + this.frameOf(g, level, va, leafLevel));
     let s = frame | X86.present | X86.accessed | (g & (X86.user | X86.noExecute));
     if ((g & X86.writable) !== 0n && (g & X86.dirty) !== 0n) s |= X86.writable | X86.dirty;
-    if (large) s |= X86.pageSize;
+    if (leafLevel > 1) s |= X86.pageSize;
     return s;
+  }
+
+  /**
+   * Links direct shadow pages (KVM's role.direct: they shadow no guest table,
+   * only a part of a large guest page) from shadow page `sp` at `level` down
+   * to `leafLevel`, and returns the address of the shadow leaf for `va`.
+   * A direct page is keyed by the negative of the guest-physical range it
+   * maps plus its level, so it never meets a guest table's address.
+   */
+  private directLeafAt(
+    sp: ShadowPage,
+    g: bigint,
+    level: number,
+    leafLevel: number,
+    va: number,
+  ): number {
+    let parent = sp;
+    for (let l = level; l > leafLevel; l--) {
+      const base = this.frameOf(g, level, va, l);
+      const child = this.page(-(base + l), l - 1);
+      child.flood = 0;
+      const at = parent.hpa + tableIndex(va, l) * 8;
+      const want = BigInt(child.hpa) | X86.present | X86.accessed | (g & PERMS);
+      const have = this.window.read(at);
+      if (have !== want) {
+        if ((have & X86.present) !== 0n) this.unlink(at, have);
+        // Linked anew (the guest's leaf changed): what it mapped before may be stale.
+        for (let i = 0; i < 512; i++) this.zapEntry(child, i);
+        this.window.write(at, want);
+        child.parents.add(at);
+      }
+      parent = child;
+    }
+    return parent.hpa + tableIndex(va, leafLevel) * 8;
   }
 
   private unlink(at: number, entry: bigint): void {
@@ -374,7 +452,7 @@ export class ShadowMmu implements GuestPagingHooks {
         const s = this.window.read(at);
         const leaf = sp.level === 1 || (s & X86.pageSize) !== 0n;
         if ((s & X86.present) !== 0n && leaf && (s & X86.writable) !== 0n) {
-          this.window.write(at, s & ~X86.writable);
+          this.window.write(at, (s & ~X86.writable) | DIRTY_LOG_PROTECTED);
           cleared++;
         }
       }
@@ -390,7 +468,7 @@ export class ShadowMmu implements GuestPagingHooks {
     const g = this.window.read(HOST_BASE + sp.gpa + i * 8);
     if ((g & X86.present) === 0n) this.window.write(at, 0n);
     else {
-      const want = this.shadowLeaf(g, 1);
+      const want = this.shadowLeaf(g, 1, 0);
       if (want !== s) this.window.write(at, want);
     }
   }

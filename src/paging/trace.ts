@@ -1,8 +1,7 @@
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
 import { createGunzip } from "node:zlib";
 import { TraceFormatError } from "./errors.js";
 import { ACCESS } from "./mmu.js";
+import { openTraceSource, type TraceSourceOptions } from "./trace-source.js";
 
 /** Trace formats hvlab reads (Valgrind lackey/lk_main.c; ChampSim inc/trace_instruction.h). */
 export const TRACE_FORMATS = ["lackey", "plain", "champsim", "champsim-load-type"] as const;
@@ -31,11 +30,7 @@ export class RecordBuffer {
   }
   /** Appends one access. */
   push(address: number, kind: number): void {
-    if (this.count * 2 >= this.words.length) {
-      const bigger = new Uint32Array(this.words.length * 2);
-      bigger.set(this.words);
-      this.words = bigger;
-    }
+    if (this.count * 2 >= this.words.length) this.reserve(1);
     const low = address % 4294967296;
     this.words[this.count * 2] = ((low - (low % 4096)) | kind) >>> 0;
     this.words[this.count * 2 + 1] = (address - low) / 4294967296;
@@ -44,7 +39,26 @@ export class RecordBuffer {
   clear(): void {
     this.count = 0;
   }
+  /** Makes room for `more` records beyond `count` (so that a parser may write words directly). */
+  reserve(more: number): void {
+    const need = (this.count + more) * 2;
+    if (need <= this.words.length) return;
+    const bigger = new Uint32Array(Math.max(need, this.words.length * 2));
+    bigger.set(this.words.subarray(0, this.count * 2));
+    this.words = bigger;
+  }
 }
+
+/** Hex digit values by byte (-1: not a digit), for the lackey fast path. */
+const HEX_DIGITS = (() => {
+  const t = new Int8Array(256).fill(-1);
+  for (let c = 0; c < 10; c++) t[48 + c] = c;
+  for (let c = 0; c < 6; c++) {
+    t[65 + c] = 10 + c;
+    t[97 + c] = 10 + c;
+  }
+  return t;
+})();
 
 /** Parsing options. */
 export interface ParseOptions {
@@ -116,12 +130,21 @@ class TextParser implements TraceParser {
 
   push(bytes: Uint8Array, out: RecordBuffer): void {
     let data = bytes;
-    if (this.carry.length > 0) {
-      data = new Uint8Array(this.carry.length + bytes.length);
-      data.set(this.carry);
-      data.set(bytes, this.carry.length);
-    }
     let start = 0;
+    if (this.carry.length > 0) {
+      // Only the line that straddles the chunks is joined; the rest is parsed in place.
+      const nl = bytes.indexOf(CH_NL);
+      const head = nl < 0 ? bytes : bytes.subarray(0, nl + 1);
+      data = new Uint8Array(this.carry.length + head.length);
+      data.set(this.carry);
+      data.set(head, this.carry.length);
+      if (nl >= 0) {
+        this.parseLine(data, 0, data.length - 1, out);
+        data = bytes;
+        start = nl + 1;
+      }
+    }
+    if (this.format === "lackey" && data === bytes) start = this.lackeyLines(data, start, out);
     for (;;) {
       const nl = data.indexOf(CH_NL, start);
       if (nl < 0) break;
@@ -171,6 +194,97 @@ class TextParser implements TraceParser {
     }
     if (i === first || i - first > 15 || value >= MAX_ADDRESS) return null;
     return [value, i];
+  }
+
+  /**
+   * The lackey fast path: whole lines of the usual shapes (`I  addr,size`,
+   * ` L|S|M addr,size`) parsed in one pass with records written in place; a
+   * line of any other shape (Valgrind's messages, a malformed line) goes
+   * through {@link parseLine}, which says what is wrong with it. Returns where
+   * the last whole line ended.
+   */
+  private lackeyLines(d: Uint8Array, start: number, out: RecordBuffer): number {
+    const limit = userLimit(this.options);
+    const n = d.length;
+    // At most one line in 7 bytes ("I  0,1\n"), two records for a modify.
+    out.reserve(Math.ceil(n / 7) * 2 + 2);
+    const words = out.words;
+    let count = out.count;
+    let line = this.line;
+    let i = start;
+    while (i < n) {
+      const from = i;
+      const c0 = d[i] as number;
+      let kind = -2;
+      if (c0 === 73) {
+        if (d[i + 1] === CH_SPACE && d[i + 2] === CH_SPACE) kind = ACCESS.execute | ACCESS.user;
+      } else if (c0 === CH_SPACE && d[i + 2] === CH_SPACE) {
+        const op = d[i + 1];
+        if (op === 76) kind = ACCESS.user;
+        else if (op === 83) kind = ACCESS.write | ACCESS.user;
+        else if (op === 77) kind = -1;
+      }
+      let ok = kind !== -2;
+      let address = 0;
+      let j = i + 3;
+      if (ok) {
+        const first = j;
+        for (; j < n; j++) {
+          const h = HEX_DIGITS[d[j] as number] as number;
+          if (h < 0) break;
+          address = address * 16 + h;
+        }
+        ok = j > first && j - first <= 15 && address < limit && d[j] === CH_COMMA;
+      }
+      if (ok) {
+        j++;
+        const digits = j;
+        let size = 0;
+        for (; j < n; j++) {
+          const c = d[j] as number;
+          if (c < CH_0 || c > CH_9) break;
+          size = size * 10 + c - CH_0;
+        }
+        if (d[j] === CH_CR) j++;
+        ok = j > digits && size > 0 && d[j] === CH_NL;
+      }
+      if (!ok) {
+        // Another shape, or a line cut by the chunk's end: the general path (or the carry) takes it.
+        const nl = d.indexOf(CH_NL, from);
+        if (nl < 0) {
+          i = from;
+          break;
+        }
+        out.count = count;
+        this.line = line;
+        this.parseLine(d, from, nl, out);
+        line = this.line;
+        count = out.count;
+        i = nl + 1;
+        if (out.words !== words) return this.lackeyLines(d, i, out);
+        continue;
+      }
+      line++;
+      // ToUint32 is the address mod 2^32 (exact below 2^53): no floating-point modulo.
+      const low = address >>> 0;
+      const high = (address - low) / 4294967296;
+      const page = (low & 0xfffff000) >>> 0;
+      if (kind === -1) {
+        words[count * 2] = (page | ACCESS.user) >>> 0;
+        words[count * 2 + 1] = high;
+        words[count * 2 + 2] = (page | ACCESS.write | ACCESS.user) >>> 0;
+        words[count * 2 + 3] = high;
+        count += 2;
+      } else {
+        words[count * 2] = (page | kind) >>> 0;
+        words[count * 2 + 1] = high;
+        count++;
+      }
+      i = j + 1;
+    }
+    out.count = count;
+    this.line = line;
+    return i;
   }
 
   private lackey(d: Uint8Array, from: number, end: number, out: RecordBuffer): void {
@@ -417,7 +531,7 @@ export interface TraceProgress {
 }
 
 /** Options of {@link streamTrace}. */
-export interface StreamOptions extends ParseOptions {
+export interface StreamOptions extends ParseOptions, TraceSourceOptions {
   /** The format, or "auto" to sniff it (default). */
   readonly format?: TraceFormat | "auto";
   /** Called after every chunk of the file. */
@@ -445,26 +559,11 @@ export async function streamTrace(
   sink: (records: RecordBuffer) => Promise<void> | void,
   options: StreamOptions = {},
 ): Promise<TraceSummary> {
-  let totalBytes: number;
-  try {
-    const info = await stat(file);
-    if (info.isDirectory())
-      throw new TraceFormatError(file, 0, "is a directory, not a trace file", "file");
-    totalBytes = info.size;
-  } catch (error) {
-    if (error instanceof TraceFormatError) throw error;
-    throw new TraceFormatError(file, 0, `cannot open: ${(error as Error).message}`, "file");
-  }
-  const head = await new Promise<Buffer>((resolve, reject) => {
-    const probe = createReadStream(file, { start: 0, end: 5 });
-    const parts: Buffer[] = [];
-    probe.on("data", (c) => parts.push(c as Buffer));
-    probe.on("end", () => resolve(Buffer.concat(parts)));
-    probe.on("error", reject);
-  });
+  const { head, stream: raw, totalBytes: announced } = await openTraceSource(file, options);
   const gzip = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
   const refused = compressionRefused(head);
   if (refused) {
+    raw.destroy();
     throw new TraceFormatError(
       file,
       0,
@@ -473,13 +572,18 @@ export async function streamTrace(
     );
   }
   // Listeners and the pipe are attached in the same tick, so no chunk is missed.
-  const raw = createReadStream(file, { highWaterMark: 1 << 20 });
   let bytesRead = 0;
-  raw.on("data", (chunk) => {
+  raw.on("data", (chunk: Buffer) => {
     bytesRead += chunk.length;
   });
   // 1 MiB of decompressed text per chunk (zlib's default is 16 KiB): fewer, larger batches.
-  const source: AsyncIterable<Buffer> = gzip ? raw.pipe(createGunzip({ chunkSize: 1 << 20 })) : raw;
+  let source: AsyncIterable<Buffer> = raw;
+  if (gzip) {
+    const gunzip = createGunzip({ chunkSize: 1 << 20 });
+    // pipe() does not pass an error on: without this a URL cut off mid-body would leave gunzip waiting.
+    raw.on("error", (error) => gunzip.destroy(error));
+    source = raw.pipe(gunzip);
+  }
   let parser: TraceParser | null = null;
   let format: TraceFormat | null =
     options.format && options.format !== "auto" ? options.format : null;
@@ -495,7 +599,7 @@ export async function streamTrace(
       parser.push(chunk, out);
       records += out.count;
       if (out.count > 0) await sink(out);
-      options.onProgress?.({ bytesRead, totalBytes, records });
+      options.onProgress?.({ bytesRead, totalBytes: announced ?? bytesRead, records });
     }
   } catch (error) {
     raw.destroy();
@@ -524,7 +628,7 @@ export async function streamTrace(
     records,
     skipped: parser.skipped,
     kernel: parser.kernel,
-    bytes: totalBytes,
+    bytes: announced ?? bytesRead,
   };
 }
 

@@ -32,6 +32,11 @@ export interface OsActivity {
   readonly forkExecPerSecond: number;
   /** munmap/mmap churn: 64 KiB of the working set unmapped (then faulted back in). */
   readonly munmapPerSecond: number;
+  /**
+   * The part of the working set the churn falls in, from its start (an
+   * allocator's arena that keeps returning memory); default the whole set.
+   */
+  readonly churnBytes?: number;
   /** Memory accesses per second of guest time (assumed), converting rates to accesses. */
   readonly accessesPerSecond: number;
 }

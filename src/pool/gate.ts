@@ -1,10 +1,13 @@
 import { RegionBoundsError } from "../memory/errors.js";
 import type { Region, RegionDescriptor } from "../memory/region.js";
 
-/** Named Int32 slots of a start gate. */
-export const GateSlot = { arrived: 0, open: 1 } as const;
+/**
+ * Named Int32 slots of a start gate: workers arrived, the gate open, and
+ * how many workers open it themselves on arrival (0: the opener does).
+ */
+export const GateSlot = { arrived: 0, open: 1, expected: 2 } as const;
 /** Bytes of a start gate. */
-export const GATE_BYTES = 8;
+export const GATE_BYTES = 12;
 
 /**
  * A start gate in shared memory: workers arrive and block until the opener
@@ -17,20 +20,36 @@ export class StartGate {
 
   constructor(memory: WebAssembly.Memory, region: RegionDescriptor) {
     if (region.byteLength < GATE_BYTES || region.offset % 4 !== 0) {
-      throw new RegionBoundsError(region.name, "start gate", "needs 8 bytes aligned to 4");
+      throw new RegionBoundsError(
+        region.name,
+        "start gate",
+        `needs ${GATE_BYTES} bytes aligned to 4`,
+      );
     }
-    this.slots = new Int32Array(memory.buffer, region.offset, 2);
+    this.slots = new Int32Array(memory.buffer, region.offset, GATE_BYTES / 4);
   }
 
-  /** Clears the gate for a new round. */
-  reset(): void {
+  /**
+   * Clears the gate for a new round. With `expected` workers, the last of
+   * them to arrive opens it: no opener thread has to wake up between the
+   * workers' arrival and their start (on a busy machine, a wake-up can wait
+   * milliseconds for a processor).
+   */
+  reset(expected = 0): void {
     Atomics.store(this.slots, GateSlot.arrived, 0);
     Atomics.store(this.slots, GateSlot.open, 0);
+    Atomics.store(this.slots, GateSlot.expected, expected);
   }
 
   /** A worker arrives and blocks until the gate opens (or `timeoutMs` passes). */
   arriveAndWait(timeoutMs = 30_000): void {
-    Atomics.add(this.slots, GateSlot.arrived, 1);
+    const arrived = Atomics.add(this.slots, GateSlot.arrived, 1) + 1;
+    const expected = Atomics.load(this.slots, GateSlot.expected);
+    if (expected > 0 && arrived >= expected) {
+      Atomics.store(this.slots, GateSlot.open, 1);
+      Atomics.notify(this.slots, GateSlot.open);
+      return;
+    }
     Atomics.notify(this.slots, GateSlot.arrived);
     const outcome = Atomics.wait(this.slots, GateSlot.open, 0, timeoutMs);
     if (outcome === "timed-out") throw new Error("start gate never opened");

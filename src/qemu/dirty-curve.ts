@@ -26,7 +26,8 @@ export async function measureDirtyCurve(
   const points: DirtyRatePoint[] = [];
   for (const t of calcTimesS) {
     await qmp.execute("calc-dirty-rate", { "calc-time": t, mode });
-    const deadline = Date.now() + t * 1000 + 10_000;
+    // A loaded host delays the measuring thread well past calc-time.
+    const deadline = Date.now() + t * 1000 + 30_000;
     for (;;) {
       await new Promise((r) => setTimeout(r, 100));
       const answer = await qmp.execute<Record<string, unknown>>("query-dirty-rate");

@@ -3,6 +3,7 @@ import type { MigrationResult } from "../migration/stats.js";
 import { type DirtyRatePoint, fitWorkingSet, measureDirtyCurve } from "./dirty-curve.js";
 import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-image.js";
 import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
+import { type HostProbe, probeHost } from "./host-probe.js";
 import type { QemuMigrationSettings } from "./migrate.js";
 import { type Accelerator, QemuProcess } from "./qemu-process.js";
 
@@ -14,14 +15,23 @@ export interface GuestMeasurement {
   readonly curve: readonly DirtyRatePoint[];
   /** The working set the curve implies (pages), or null when it cannot be fitted. */
   readonly fittedWorkingSetPages: number | null;
+  /** QEMU's own sending rate on this host and the guest's writes while migrating (null: not probed). */
+  readonly probe: HostProbe | null;
 }
 
-/** Boots the guest alone and measures its write rate and dirty curve. */
+/**
+ * Boots the guest alone and measures its write rate and dirty curve, then
+ * (unless `probeMs` is 0) migrates it for `probeMs` with no rate limit to a
+ * throw-away destination: how fast QEMU sends on this host, and how fast
+ * the guest writes meanwhile.
+ */
 export async function measureGuest(
   launch: { kernel: string; ramBytes: number; accel: Accelerator; dir: string; binary?: string },
   warmupMs: number,
   calcTimesS: readonly number[],
   started: QemuProcess[],
+  probeMs = 0,
+  workingSetBytes = launch.ramBytes,
 ): Promise<GuestMeasurement> {
   const q = await QemuProcess.start({ ...launch, name: "measure" });
   started.push(q);
@@ -34,8 +44,16 @@ export async function measureGuest(
     undefined,
   );
   const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
-  return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted };
+  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, workingSetBytes) : null;
+  return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted, probe };
 }
+
+/** (assumed) One-way latency of loopback TCP, ms. */
+const LOOPBACK_LATENCY_MS = 0.05;
+/** (assumed) Stopping the vCPUs, the last sync and the handover of the write guest, ms. */
+const QEMU_STOP_MS = 5;
+/** (assumed) Device state of `-machine pc -nodefaults` with no disks or NICs, bytes. */
+const QEMU_DEVICE_STATE_BYTES = 256 * 1024;
 
 /**
  * hvlab's model of the migration, fed what was measured: the guest's RAM,
@@ -66,12 +84,27 @@ export async function predictMigration(
             hotPages: guest.workingSetPages,
             hotFraction: 1,
           };
+  const probe = measured.probe;
   return runMigration({
     guestBytes: guest.ramBytes,
     content: false,
     vcpus: 1,
     workload,
-    writesPerSecond: measured.writesPerSecond,
+    // The guest's rate under migration where it was measured (it slows
+    // while the migration thread takes CPU), else the rate before.
+    writesPerSecond: probe ? probe.writesPerSecondDuring : measured.writesPerSecond,
+    ...(probe
+      ? {
+          qemuIteration: {
+            hostRate: probe.hostRate,
+            completionRate: probe.completionRate,
+            startMs: probe.startMs,
+            stopMs: QEMU_STOP_MS,
+          },
+          latencyMs: LOOPBACK_LATENCY_MS,
+          deviceStateBytes: QEMU_DEVICE_STATE_BYTES,
+        }
+      : {}),
     seed: guest.seed,
     policy: "qemu",
     maxBandwidth: settings.maxBandwidth,

@@ -133,19 +133,25 @@ export class QmpClient {
     this.waiters.clear();
   }
 
-  /** Runs one command and resolves with its `return` value. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+  /**
+   * Runs one command and resolves with its `return` value; rejects when no
+   * answer came in `timeoutMs` (the client's default unless given: a
+   * monitor blocked by a long stop-and-copy answers late).
+   */
+  execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = `hvlab-${this.nextId++}`;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(id);
         reject(
-          new QmpConnectionError(
-            `QMP ${command} at ${this.where}: no answer in ${this.timeoutMs} ms`,
-          ),
+          new QmpConnectionError(`QMP ${command} at ${this.where}: no answer in ${timeoutMs} ms`),
         );
-      }, this.timeoutMs);
+      }, timeoutMs);
       this.waiters.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
       this.socket.write(
         `${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id })}\n`,

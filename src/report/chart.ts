@@ -66,6 +66,11 @@ export interface LineChartOptions {
   readonly dash?: string;
   readonly width?: number;
   readonly height?: number;
+  /**
+   * Moments marked with a dashed vertical rule and a label at the top (a
+   * hot add, a killed node): records holding the x field and a label field.
+   */
+  readonly marks?: { readonly data: readonly object[]; readonly label: string };
 }
 
 function axisEncoding(axis: ChartAxis, zero: boolean) {
@@ -84,29 +89,62 @@ function axisEncoding(axis: ChartAxis, zero: boolean) {
  * sizes, axis conventions and the way series are told apart.
  */
 export function lineChart(options: LineChartOptions): ReportChart {
+  const encoding = {
+    // Time and rounds start where the data start; quantities from zero.
+    x: axisEncoding(options.x, false),
+    y: axisEncoding(options.y, true),
+    ...(options.series
+      ? {
+          color: {
+            field: options.series,
+            type: "nominal" as const,
+            title: options.seriesTitle ?? null,
+          },
+        }
+      : {}),
+    ...(options.dash ? { strokeDash: { field: options.dash, type: "nominal" as const } } : {}),
+  };
+  const frame = {
+    $schema: VEGA_LITE_SCHEMA,
+    width: options.width ?? 560,
+    height: options.height ?? 220,
+  };
+  const line = { mark: { type: "line" as const, point: true }, encoding };
+  if (!options.marks)
+    return {
+      title: options.title,
+      spec: { ...frame, data: { values: options.data as object[] }, ...line },
+    };
+  const at = { field: options.x.field, type: "quantitative" as const };
   return {
     title: options.title,
     spec: {
-      $schema: VEGA_LITE_SCHEMA,
-      width: options.width ?? 560,
-      height: options.height ?? 220,
-      data: { values: options.data as object[] },
-      mark: { type: "line", point: true },
-      encoding: {
-        // Time and rounds start where the data start; quantities from zero.
-        x: axisEncoding(options.x, false),
-        y: axisEncoding(options.y, true),
-        ...(options.series
-          ? {
-              color: {
-                field: options.series,
-                type: "nominal" as const,
-                title: options.seriesTitle ?? null,
-              },
-            }
-          : {}),
-        ...(options.dash ? { strokeDash: { field: options.dash, type: "nominal" as const } } : {}),
-      },
+      ...frame,
+      layer: [
+        { data: { values: options.data as object[] }, ...line },
+        {
+          data: { values: options.marks.data as object[] },
+          mark: { type: "rule", strokeDash: [4, 3], color: "#555" },
+          encoding: { x: at, tooltip: { field: options.marks.label, type: "nominal" } },
+        },
+        {
+          data: { values: options.marks.data as object[] },
+          mark: {
+            type: "text",
+            angle: 270,
+            align: "right",
+            baseline: "bottom",
+            dx: -4,
+            dy: -2,
+            fontSize: 10,
+          },
+          encoding: {
+            x: at,
+            y: { value: 0 },
+            text: { field: options.marks.label, type: "nominal" },
+          },
+        },
+      ],
     },
   };
 }

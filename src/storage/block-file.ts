@@ -5,8 +5,11 @@ import {
   fstatSync,
   ftruncateSync,
   openSync,
+  read,
   readSync,
+  write,
   writeSync,
+  writev,
   writevSync,
 } from "node:fs";
 
@@ -26,6 +29,14 @@ export interface BlockFile {
   write(from: Uint8Array, position: number): void;
   /** Writes `parts` one after the other from `position` (one gathered write where the platform has it). */
   writev(parts: readonly Uint8Array[], position: number): void;
+  /**
+   * {@link read}, run off this thread where the file can (libuv's thread
+   * pool for a file by path): several may be in flight at once, on
+   * disjoint ranges. The bytes of `into` must stay put until it settles.
+   */
+  readAsync(into: Uint8Array, position: number): Promise<number>;
+  /** {@link writev}, off this thread where the file can; see {@link readAsync}. */
+  writevAsync(parts: readonly Uint8Array[], position: number): Promise<void>;
   /** Sets the length (zero-filling when it grows). */
   truncate(length: number): void;
   /** Makes written data durable (fdatasync). */
@@ -86,6 +97,44 @@ export class FdFile implements BlockFile {
     const total = parts.reduce((n, p) => n + p.length, 0);
     const done = writevSync(this.handle, parts as Uint8Array[], position);
     if (done < total) writeRest(this, parts, position, done);
+  }
+
+  async readAsync(into: Uint8Array, position: number): Promise<number> {
+    const fd = this.handle;
+    let done = 0;
+    while (done < into.length) {
+      const n = await new Promise<number>((resolve, reject) =>
+        read(fd, into, done, into.length - done, position + done, (error, bytes) =>
+          error ? reject(error) : resolve(bytes),
+        ),
+      );
+      if (n === 0) break;
+      done += n;
+    }
+    return done;
+  }
+
+  async writevAsync(parts: readonly Uint8Array[], position: number): Promise<void> {
+    const fd = this.handle;
+    const done = await new Promise<number>((resolve, reject) =>
+      writev(fd, parts as Uint8Array[], position, (error, bytes) =>
+        error ? reject(error) : resolve(bytes),
+      ),
+    );
+    // A short gathered write (rare: a signal, a full disk) is finished part by part.
+    let at = 0;
+    for (const part of parts) {
+      let skip = Math.min(part.length, Math.max(0, done - at));
+      while (skip < part.length) {
+        const offset = skip;
+        skip += await new Promise<number>((resolve, reject) =>
+          write(fd, part, offset, part.length - offset, position + at + offset, (error, bytes) =>
+            error ? reject(error) : resolve(bytes),
+          ),
+        );
+      }
+      at += part.length;
+    }
   }
 
   truncate(length: number): void {
@@ -194,6 +243,14 @@ export class MemoryFile implements BlockFile {
       this.write(part, at);
       at += part.length;
     }
+  }
+
+  async readAsync(into: Uint8Array, position: number): Promise<number> {
+    return this.read(into, position);
+  }
+
+  async writevAsync(parts: readonly Uint8Array[], position: number): Promise<void> {
+    this.writev(parts, position);
   }
 
   truncate(length: number): void {

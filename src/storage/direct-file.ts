@@ -162,6 +162,16 @@ export class DirectFile extends FdFile {
     }
   }
 
+  // Direct requests run here, one at a time: the bounce buffer is one per
+  // thread, and a request the kernel refuses must be retried through it.
+  override async readAsync(into: Uint8Array, position: number): Promise<number> {
+    return this.read(into, position);
+  }
+
+  override async writevAsync(parts: readonly Uint8Array[], position: number): Promise<void> {
+    this.writev(parts, position);
+  }
+
   /**
    * Serves a request through the bounce buffer, one aligned window at a
    * time: a write reads the window's partial blocks first, and cuts the file

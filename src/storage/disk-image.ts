@@ -29,6 +29,18 @@ export interface DiskImage {
   read(offset: number, into: Uint8Array): void;
   /** Writes `from` at `offset`. */
   write(offset: number, from: Uint8Array): void;
+  /**
+   * {@link read}, with the file's I/O off this thread where the image can:
+   * several may be in flight at once, on disjoint ranges.
+   */
+  readAsync(offset: number, into: Uint8Array): Promise<void>;
+  /**
+   * {@link write}, with the file's I/O off this thread where the image can.
+   * Several may be in flight, on disjoint ranges; the image's own metadata
+   * is written in its crash-safe order, each piece after the data it
+   * describes. Settle every one before `flush` or `close`.
+   */
+  writeAsync(offset: number, from: Uint8Array): Promise<void>;
   /** The disk's extents, allocated or not, in order. */
   map(): MapExtent[];
   /** Makes every completed write durable. */
@@ -74,6 +86,18 @@ export class RawImage implements DiskImage {
     if (!this.writable) throw new DiskRequestError(`${this.file.name} is open read-only`);
     checkRequest(this.file.name, this.size, offset, from.length);
     this.file.write(from, offset);
+  }
+
+  async readAsync(offset: number, into: Uint8Array): Promise<void> {
+    checkRequest(this.file.name, this.size, offset, into.length);
+    const n = await this.file.readAsync(into, offset);
+    if (n < into.length) into.fill(0, n);
+  }
+
+  async writeAsync(offset: number, from: Uint8Array): Promise<void> {
+    if (!this.writable) throw new DiskRequestError(`${this.file.name} is open read-only`);
+    checkRequest(this.file.name, this.size, offset, from.length);
+    await this.file.writevAsync([from], offset);
   }
 
   map(): MapExtent[] {

@@ -268,6 +268,8 @@ export class VhdImage implements DiskImage {
   private cache: Region | undefined;
   /** See {@link scratchBytes}. */
   private scratch: Region | undefined;
+  /** See {@link constantBytes}. */
+  private constants: Region | undefined;
   private cacheTags: Int32Array = new Int32Array(0);
   private closed = false;
 
@@ -720,6 +722,42 @@ export class VhdImage implements DiskImage {
     }
   }
 
+  /**
+   * {@link read}, with one request off this thread when `into` lies in one
+   * run of this file: a fixed disk, or one block that holds every sector
+   * asked for (its bitmap read first, once). Anything else (a parent's
+   * sectors, a partial bitmap) is read here, as {@link read} reads it.
+   */
+  async readAsync(offset: number, into: Uint8Array): Promise<void> {
+    this.live();
+    checkRequest(this.file.name, this.size, offset, into.length);
+    if (this.type === "fixed") {
+      await this.readExactAsync(into, offset, -1);
+      return;
+    }
+    const block = Math.floor(offset / this.blockSize);
+    const inBlock = offset - block * this.blockSize;
+    const entry = this.bat[block] ?? BAT_UNALLOCATED;
+    if (inBlock + into.length <= this.blockSize && entry !== BAT_UNALLOCATED) {
+      if (this.full[block] !== 1) this.bitmapOf(block);
+      if (this.full[block] === 1) {
+        await this.readExactAsync(into, entry * SECTOR + this.bmBytes + inBlock, block);
+        return;
+      }
+    }
+    this.read(offset, into);
+  }
+
+  private async readExactAsync(into: Uint8Array, at: number, block: number): Promise<void> {
+    if ((await this.file.readAsync(into, at)) < into.length) {
+      throw new VhdFormatError(
+        block < 0 ? "data" : `block ${block}`,
+        at,
+        `${into.length} bytes there pass the end of ${this.file.name}`,
+      );
+    }
+  }
+
   /** Reads all of `into` at `at`; `block` names what is read (-1: the data of a fixed disk). */
   private readExact(into: Uint8Array, at: number, block: number, what = "block"): void {
     if (this.file.read(into, at) < into.length) {
@@ -820,11 +858,115 @@ export class VhdImage implements DiskImage {
     }
   }
 
+  /**
+   * {@link write}, with the data off this thread where it lands in one run
+   * of the file: a fixed disk, a block that holds every sector already, or
+   * a whole new block of a dynamic disk (see {@link allocateAsync}). Other
+   * writes (a differencing disk's, part of a new block, an image opened
+   * `ordered`) are written here, as {@link write} writes them.
+   */
+  async writeAsync(offset: number, from: Uint8Array): Promise<void> {
+    this.live();
+    if (!this.writable) throw new DiskRequestError(`${this.file.name} is open read-only`);
+    checkRequest(this.file.name, this.size, offset, from.length);
+    if (this.type === "fixed") {
+      await this.file.writevAsync([from], offset);
+      return;
+    }
+    const block = Math.floor(offset / this.blockSize);
+    const inBlock = offset - block * this.blockSize;
+    const pending = this.allocating.get(block);
+    if (pending) {
+      // The block is being allocated: this write lands in it once it is.
+      await pending.catch(() => {});
+      return this.writeAsync(offset, from);
+    }
+    const entry = this.bat[block] ?? BAT_UNALLOCATED;
+    if (entry !== BAT_UNALLOCATED && this.full[block] === 1) {
+      if (inBlock + from.length <= this.blockSize) {
+        await this.file.writevAsync([from], entry * SECTOR + this.bmBytes + inBlock);
+        return;
+      }
+    } else if (
+      entry === BAT_UNALLOCATED &&
+      inBlock === 0 &&
+      from.length === this.blockSize &&
+      this.type === "dynamic" &&
+      !this.ordered
+    ) {
+      const allocation = this.allocateAsync(block, from);
+      this.allocating.set(block, allocation);
+      try {
+        await allocation;
+      } finally {
+        this.allocating.delete(block);
+      }
+      return;
+    }
+    this.write(offset, from);
+  }
+
+  /** Blocks whose {@link allocateAsync} has not settled. */
+  private readonly allocating = new Map<number, Promise<void>>();
+
+  /**
+   * Allocates a whole new block of a dynamic disk with its data written off
+   * this thread, in the order of {@link allocate}: the block's place is taken
+   * at once (so the next allocation, issued before this one settles, lands
+   * after it), then its bitmap and data are written in one gathered write,
+   * and only once that is done its BAT entry; the footer is left pending.
+   * Allocations in flight together write their data in any order and each
+   * its BAT entry after its own data: a crash leaves every BAT entry on
+   * written data, and at worst a block's space with no entry (never read).
+   */
+  private async allocateAsync(block: number, from: Uint8Array): Promise<void> {
+    const start = blockStart(this.nextFree, this.bmBytes, this.blockSize);
+    const padAt = this.footerPending ? start : this.nextFree;
+    const end = start + this.bmBytes + this.blockSize;
+    if (end / SECTOR > 0xffffffff)
+      throw new DiskRequestError(`${this.file.name}: the file would pass 2 TiB of sectors`);
+    this.nextFree = end;
+    this.footerPending = true;
+    // The write itself extends the file to the block's end.
+    this.extendedTo = Math.max(this.extendedTo, end);
+    const { zeros, ones } = this.constantBytes();
+    // Every sector of a new dynamic block is present (see allocate).
+    const head = padAt < start ? [zeros.subarray(0, start - padAt), ones] : [ones];
+    await this.file.writevAsync([...head, from], padAt);
+    this.bat[block] = start / SECTOR;
+    this.writeBatEntry(block);
+    this.full[block] = 1;
+  }
+
+  /**
+   * A page of zeros and a sector bitmap of ones, in the shared memory and
+   * never written after: the parts of new blocks whose writes are in flight
+   * (unlike {@link scratchBytes}, which the next metadata write reuses).
+   */
+  private constantBytes(): { zeros: Uint8Array; ones: Uint8Array } {
+    if (!this.constants) {
+      this.constants = this.kernels.borrow(DATA_ALIGN + this.bmBytes);
+      const bytes = this.constants.bytes(this.kernels.memory);
+      bytes.subarray(0, DATA_ALIGN).fill(0);
+      bytes.subarray(DATA_ALIGN, DATA_ALIGN + this.bmBytes).fill(0xff);
+    }
+    const bytes = this.constants.bytes(this.kernels.memory);
+    return {
+      zeros: bytes.subarray(0, DATA_ALIGN),
+      ones: bytes.subarray(DATA_ALIGN, DATA_ALIGN + this.bmBytes),
+    };
+  }
+
   private writeInBlock(block: number, inBlock: number, from: Uint8Array): void {
     const first = inBlock / SECTOR;
     const sectors = from.length / SECTOR;
     const entry = this.bat[block] ?? BAT_UNALLOCATED;
     if (entry === BAT_UNALLOCATED) {
+      if (this.allocating.has(block)) {
+        throw new DiskRequestError(
+          `${this.file.name}: block ${block} is being allocated by a write in flight; wait for it`,
+        );
+      }
       this.allocate(block, inBlock, from);
       return;
     }
@@ -1065,6 +1207,7 @@ export class VhdImage implements DiskImage {
     this.closed = true;
     if (this.cache) this.kernels.release(this.cache);
     if (this.scratch) this.kernels.release(this.scratch);
+    if (this.constants) this.kernels.release(this.constants);
     this.parent?.close();
     this.file.close();
   }

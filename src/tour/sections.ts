@@ -1,3 +1,4 @@
+import { csvTourSection } from "./csv.js";
 import { dirtyTourSection } from "./dirty.js";
 import { migrationTourSection } from "./migration.js";
 import { migrationLiveTourSection } from "./migration-live.js";
@@ -16,4 +17,5 @@ export const TOUR_SECTIONS: readonly TourSection[] = [
   netTourSection,
   powerTourSection,
   storageTourSection,
+  csvTourSection,
 ];

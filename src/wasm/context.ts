@@ -6,6 +6,7 @@ import { instantiateKernel, type KernelName } from "./loader.js";
 import { type MultifdExports, MultifdKernel } from "./multifd.js";
 import { type PageExports, PageKernel } from "./page.js";
 import { type PowerExports, PowerKernel } from "./power.js";
+import { type ReceiveExports, ReceiveKernel } from "./receive.js";
 import { type RssExports, RssKernel } from "./rss.js";
 import { type SegmentExports, SegmentKernel } from "./segment.js";
 import { type StorageExports, StorageKernel } from "./storage.js";
@@ -21,6 +22,7 @@ interface ModuleExports extends Record<KernelName, object> {
   multifd: MultifdExports;
   page: PageExports;
   power: PowerExports;
+  receive: ReceiveExports;
   rss: RssExports;
   segment: SegmentExports;
   storage: StorageExports;
@@ -127,6 +129,11 @@ export class KernelContext {
   /** The core parking and C-state machine. */
   get power(): PowerKernel {
     return this.wrapper("power", (memory, k) => new PowerKernel(memory, k));
+  }
+
+  /** A VMQ processor's receive work: validate, sort, coalesce and deliver, one call per batch. */
+  get receive(): ReceiveKernel {
+    return this.wrapper("receive", (memory, k) => new ReceiveKernel(memory, k));
   }
 
   /** The Toeplitz hash of receive side scaling. */

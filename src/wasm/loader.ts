@@ -17,6 +17,7 @@ export const KERNEL_NAMES = [
   "multifd",
   "page",
   "power",
+  "receive",
   "rss",
   "segment",
   "storage",

@@ -29,6 +29,8 @@ export function testMachine(
     workingSetBytes?: number | null;
     prefault?: boolean;
     unsync?: boolean;
+    /** Agile paging: guest page faults in the nested part reach the guest without an exit. */
+    agileNestedFaultsToGuest?: boolean;
     tableBytes?: number;
     activity?: MachineOptions["activity"];
     seed?: number;
@@ -51,6 +53,7 @@ export function testMachine(
     guestPageSize: options.guestPageSize ?? "4K",
     hostBacking: options.hostBacking ?? "4K",
     unsync: options.unsync ?? true,
+    ...(options.agileNestedFaultsToGuest ? { agileNestedFaultsToGuest: true } : {}),
   };
   const tables = options.tableBytes ?? 4 * 2 ** 20;
   const n = layout.list().length;

@@ -1,7 +1,7 @@
 import { existsSync, rmSync } from "node:fs";
 import { type Command, InvalidArgumentError } from "commander";
 import { checkVolume } from "../../csv/check.js";
-import { serveControl } from "../../csv/control.js";
+import { serveControl } from "../../csv/control-socket.js";
 import {
   DEFAULT_CLUSTER_BYTES,
   DEFAULT_FILE_SLOTS,
@@ -33,6 +33,7 @@ import {
 import { formatBytes } from "../../util/units.js";
 import { integerOption, numberOption, sizeOption, UsageError } from "../options.js";
 import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
+import { registerCsvCluster } from "./csv-cluster.js";
 import { parseBandwidth } from "./migrate.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
@@ -329,7 +330,7 @@ export function registerCsv(program: Command): void {
     .option(
       "--peers <list>",
       "the other nodes as id=port or id=host:port, comma-separated (e.g. 2=7002,3=7003)",
-      peersOption,
+      peerAddressesOption,
       new Map<number, PeerAddress>(),
     )
     .option(
@@ -456,6 +457,7 @@ export function registerCsv(program: Command): void {
       node.stop();
     },
   );
+  registerCsvCluster(csv);
 }
 
 /** --cluster-bandwidth: a rate, not unlimited (a link has one). */
@@ -486,7 +488,7 @@ function warnInsecure(security: TransportSecurity, host: string, who: string): v
 }
 
 /** Parses --peers: id=port or id=host:port pairs (an IPv6 host in brackets). */
-function peersOption(text: string): Map<number, PeerAddress> {
+function peerAddressesOption(text: string): Map<number, PeerAddress> {
   const peers = new Map<number, PeerAddress>();
   for (const item of text.split(",")) {
     const m = /^\s*(\d+)\s*=\s*(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?(\d+)\s*$/.exec(item);

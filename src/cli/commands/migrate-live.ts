@@ -114,6 +114,12 @@ export interface LiveSourceFlags extends TransportFlags {
   readonly retries: number;
   /** QEMU's auto-converge, given through `hvlab migrate --to --auto-converge`. */
   readonly autoConverge?: AutoConvergeSettings;
+  /** Zero pages as ZERO records (`hvlab migrate --to`: on unless --no-zero-pages). */
+  readonly zeroPages?: boolean;
+  /** XBZRLE from the second pass, with a cache of this many bytes. */
+  readonly xbzrleCache?: number;
+  /** multifd channels: one more TCP connection each (0: pages on the main one). */
+  readonly multifd?: number;
   readonly json?: boolean;
   readonly csv?: boolean;
 }
@@ -231,6 +237,11 @@ export async function runLiveSource(
         maxBandwidth: flags.maxBandwidth,
         deviceStateBytes: flags.deviceState,
         ...(flags.autoConverge ? { autoConverge: flags.autoConverge } : {}),
+        ...(flags.zeroPages ? { zeroPages: true } : {}),
+        ...(flags.xbzrleCache !== undefined
+          ? { xbzrle: true, xbzrleCacheBytes: flags.xbzrleCache }
+          : {}),
+        ...(flags.multifd ? { multifdChannels: flags.multifd } : {}),
         security,
         onProgress: (bytes) => progress.update(Math.min(bytes, flags.guest), formatBytes(bytes)),
       });
@@ -478,11 +489,9 @@ export function liveFlagsOf(
     if (guest.pageShift !== undefined && guest.pageShift !== 12) {
       throw new UsageError("the live mode sends 4 KiB pages: use --page-size 4KiB");
     }
-    const unsupported = [
-      flags.xbzrle ? "--xbzrle" : "",
-      flags.postcopyAfter !== undefined ? "--postcopy-after" : "",
-      flags.multifd === true || flags.multifd > 0 ? "--multifd" : "",
-    ].filter(Boolean);
+    const unsupported = [flags.postcopyAfter !== undefined ? "--postcopy-after" : ""].filter(
+      Boolean,
+    );
     if (unsupported.length > 0) {
       throw new UsageError(
         `the live mode over TCP does not do ${unsupported.join(", ")} (virtual time does)`,
@@ -534,6 +543,11 @@ export function liveFlagsOf(
           },
         }
       : {}),
+    zeroPages: guest.zeroPages ?? MIGRATION_DEFAULTS.zeroPages,
+    ...(guest.xbzrle
+      ? { xbzrleCache: guest.xbzrleCacheBytes ?? MIGRATION_DEFAULTS.xbzrleCacheBytes }
+      : {}),
+    ...(guest.multifdChannels ? { multifd: guest.multifdChannels } : {}),
     ...transportFlagsOf(flags),
     ...(flags.json ? { json: true } : {}),
     ...(flags.csv ? { csv: true } : {}),

@@ -2,8 +2,13 @@ import { writeFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { machineInfo } from "../../bench/machine.js";
+import { MAX_POINTS_PER_JOB } from "../../distributed/limits.js";
 import type { PointFailure } from "../../distributed/studies.js";
-import { migrateSweepJobs, migrateSweepResult } from "../../distributed/studies.js";
+import {
+  migrateSweepJobs,
+  migrateSweepOrder,
+  migrateSweepResult,
+} from "../../distributed/studies.js";
 import { MAX_CONTENT_GUEST_BYTES, MAX_GUEST_BYTES } from "../../guest/guest.js";
 import { runMigration } from "../../migration/engine.js";
 import {
@@ -169,6 +174,7 @@ interface SweepFlags extends GuestFlags {
   downtimeLimits: number[];
   policies: StopPolicyName[];
   workers: number;
+  pointsPerJob?: number;
 }
 
 /**
@@ -540,48 +546,59 @@ export function registerMigrate(program: Command): void {
       Math.min(2, availableParallelism()),
     )
     .showHelpAfterError(false);
-  addQueueOptions(sweep).action(async (flags: SweepFlags & QueueFlags) => {
-    const base = guestOptions(flags);
-    const grid = {
-      bandwidths: flags.bandwidths,
-      writeRates: flags.dirtyRates,
-      downtimeLimitsMs: flags.downtimeLimits,
-      policies: flags.policies,
-    };
-    let sweep: SweepResult;
-    let failed: readonly PointFailure[] = [];
-    if (flags.queue !== undefined) {
-      const sweepId = flags.sweepId ?? newSweepId();
-      const jobs = migrateSweepJobs(sweepId, base, grid);
-      const submission = await submitWithProgress(
-        "sweep",
-        { ...flags, queue: flags.queue },
-        sweepId,
-        jobs,
-      );
-      const distributed = migrateSweepResult(grid, submission);
-      sweep = distributed;
-      failed = distributed.distributed.failed;
-    } else {
-      const progress = startProgress("sweep", 1);
-      try {
-        sweep = await runSweep(base, grid, {
-          workers: flags.workers,
-          onPoint: (done, total) => progress.update(done, "points", total),
-        });
-      } finally {
-        progress.stop();
+  addQueueOptions(sweep)
+    .addOption(
+      new Option(
+        "--points-per-job <n>",
+        "sweep points one job carries (default: 1 up to 255 points, then 1 more per 128, at most 32)",
+      ).argParser(integerOption(1, MAX_POINTS_PER_JOB)),
+    )
+    .action(async (flags: SweepFlags & QueueFlags) => {
+      if (flags.pointsPerJob !== undefined && flags.queue === undefined) {
+        throw new UsageError("--points-per-job is for a sweep run through --queue");
       }
-    }
-    if (flags.json) console.log(JSON.stringify(sweep, null, 2));
-    else if (flags.csv) process.stdout.write(toCsv(sweepTable(sweep)));
-    else {
-      console.log(formatTable(sweepTable(sweep)));
-      console.log(
-        `\n${sweep.points.length} points on ${sweep.workers} workers in ${(sweep.wallMs / 1000).toFixed(2)} s`,
-      );
-    }
-    if (flags.report) await writeReport(flags.report, [sweepSection(sweep)]);
-    reportFailures(failed);
-  });
+      const base = guestOptions(flags);
+      const grid = {
+        bandwidths: flags.bandwidths,
+        writeRates: flags.dirtyRates,
+        downtimeLimitsMs: flags.downtimeLimits,
+        policies: flags.policies,
+      };
+      let sweep: SweepResult;
+      let failed: readonly PointFailure[] = [];
+      if (flags.queue !== undefined) {
+        const sweepId = flags.sweepId ?? newSweepId();
+        const jobs = migrateSweepJobs(sweepId, base, grid, flags.pointsPerJob);
+        const submission = await submitWithProgress(
+          "sweep",
+          { ...flags, queue: flags.queue },
+          sweepId,
+          jobs,
+          migrateSweepOrder(jobs),
+        );
+        const distributed = migrateSweepResult(grid, jobs, submission);
+        sweep = distributed;
+        failed = distributed.distributed.failed;
+      } else {
+        const progress = startProgress("sweep", 1);
+        try {
+          sweep = await runSweep(base, grid, {
+            workers: flags.workers,
+            onPoint: (done, total) => progress.update(done, "points", total),
+          });
+        } finally {
+          progress.stop();
+        }
+      }
+      if (flags.json) console.log(JSON.stringify(sweep, null, 2));
+      else if (flags.csv) process.stdout.write(toCsv(sweepTable(sweep)));
+      else {
+        console.log(formatTable(sweepTable(sweep)));
+        console.log(
+          `\n${sweep.points.length} points on ${sweep.workers} workers in ${(sweep.wallMs / 1000).toFixed(2)} s`,
+        );
+      }
+      if (flags.report) await writeReport(flags.report, [sweepSection(sweep)]);
+      reportFailures(failed);
+    });
 }

@@ -205,8 +205,8 @@ export function registerPaging(program: Command): void {
       "run one workload or trace under native, shadow, SLAT 4K host, SLAT 2M host and SLAT with large pages in both dimensions",
     )
     .option(
-      "--trace <file>",
-      "a trace: Valgrind lackey, plain 'R|W hexaddr', or ChampSim binary (plain or gzip); repeat for several (with --queue: a path or file: URL every worker can read)",
+      "--trace <file|url>",
+      "a trace: Valgrind lackey, plain 'R|W hexaddr', or ChampSim binary (plain or gzip), by path, file: URL or http(s) URL (streamed); repeat for several (with --queue: a location every worker can read)",
       (value: string, previous: string[]) => [...previous, value],
       [] as string[],
     )
@@ -271,7 +271,7 @@ export function registerPaging(program: Command): void {
     )
     .option(
       "--threads <n>",
-      "pool workers (0: this thread; default one per configuration)",
+      "pool workers (0: this thread; default one per configuration, at most one per processor)",
       integerOption(0, 16),
     )
     .addOption(seedOption("seed of the workload and the guest"))

@@ -543,6 +543,7 @@ function printSamples(samples: readonly MigrateSample[], flags: { json?: boolean
 
 interface PredictFlags extends MigrateFlags {
   readonly calcTimes: number[];
+  readonly probeMs: number;
   readonly thenMigrate?: boolean;
 }
 
@@ -566,6 +567,12 @@ function registerPredict(qemu: Command): void {
       calcTimesOption,
       [1, 2],
     )
+    .option(
+      "--probe-ms <ms>",
+      "migrate the measured guest this long with no rate limit first: QEMU's own sending rate here and the guest's writes meanwhile feed QEMU's iteration in the model (0: no probe, one sync per pass)",
+      integerOption(0, 60_000),
+      1500,
+    )
     .option("--then-migrate", "then migrate for real and print predicted against measured");
   addMigrateFlags(addGuestFlags(predict)).action(async (flags: PredictFlags) => {
     checkOutputFlags(flags);
@@ -576,7 +583,14 @@ function registerPredict(qemu: Command): void {
     try {
       const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
       const measured = await withQemus((started) =>
-        measureGuest(launch, flags.warmup, flags.calcTimes, started),
+        measureGuest(
+          launch,
+          flags.warmup,
+          flags.calcTimes,
+          started,
+          flags.probeMs,
+          spec.workingSetPages * GUEST_PAGE,
+        ),
       );
       const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
       let real: QemuMigrationRun | undefined;
@@ -624,6 +638,10 @@ function registerPredict(qemu: Command): void {
       console.log(
         `measured: ${Math.round(measured.writesPerSecond)} writes/s; calc-dirty-rate ${measured.curve.map((p) => `${p.dirtyRateMiBps} MiB/s over ${p.calcTimeS} s`).join(", ")}; working set ${spec.workingSetPages} pages (the curve implies ${measured.fittedWorkingSetPages ?? "n/a"})`,
       );
+      if (measured.probe)
+        console.log(
+          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (${formatBytes(measured.probe.completion.bytes)} in ${measured.probe.completion.downtimeMs} ms of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile`,
+        );
       const p = predicted.summary;
       console.log(
         `predicted: ${p.status}, ${p["dirty-sync-count"]} syncs, total-time ${(p["total-time"] / 1000).toFixed(2)} s, ${formatBytes(p.transferred)} transferred, downtime ${p.downtime.toFixed(1)} ms`,

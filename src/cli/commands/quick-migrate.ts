@@ -22,6 +22,7 @@ import {
   sizeOptionOf,
   UsageError,
 } from "../options.js";
+import { readMeasuredLunMove } from "./csv-measured.js";
 import { MigrationNotCompletedError } from "./migrate-live.js";
 import { printMigration } from "./migration-output.js";
 
@@ -33,6 +34,7 @@ interface QuickFlags {
   threads: number;
   seed: number;
   failover: number;
+  failoverFrom?: string;
   resume: number;
   file?: string;
   chunk: number;
@@ -74,6 +76,10 @@ export function registerQuickMigrate(program: Command): void {
       "storage failover time: unmount, move, mount (assumed default)",
       numberOption(0, 3_600_000),
       DEFAULT_FAILOVER_MS,
+    )
+    .option(
+      "--failover-from <file>",
+      "take the failover time measured by a cluster run: the JSON of hvlab csv bench --json (its LUN move)",
     )
     .option(
       "--resume <ms>",
@@ -118,6 +124,12 @@ export function registerQuickMigrate(program: Command): void {
     if ((flags.chunk & (flags.chunk - 1)) !== 0) {
       throw new UsageError(`--chunk ${flags.chunk} bytes is not a power of two`);
     }
+    let failoverMs = flags.failover;
+    if (flags.failoverFrom !== undefined) {
+      if (quick.getOptionValueSource("failover") === "cli")
+        throw new UsageError("choose one of --failover and --failover-from");
+      failoverMs = readMeasuredLunMove(flags.failoverFrom);
+    }
     const result = await runQuickMigration({
       guestBytes: flags.guest,
       vcpus: flags.vcpus,
@@ -125,7 +137,7 @@ export function registerQuickMigrate(program: Command): void {
       ...(flags.writes !== undefined ? { writes: flags.writes } : {}),
       threads: flags.threads,
       seed: flags.seed,
-      failoverMs: flags.failover,
+      failoverMs,
       resumeMs: flags.resume,
       ...(flags.file !== undefined ? { file: flags.file } : {}),
       chunkBytes: flags.chunk,

@@ -73,13 +73,13 @@ function copyText(what: string, s: CopyStats): string {
   return `${what}: ${formatBytes(s.size)} disk, ${formatBytes(s.bytesRead)} read, ${formatBytes(s.bytesWritten)} written, ${s.zeroChunks} zero chunks skipped`;
 }
 
-function withProgress<T>(
+async function withProgress<T>(
   title: string,
-  run: (progress: (done: number, total: number) => void) => T,
-): T {
+  run: (progress: (done: number, total: number) => void) => T | Promise<T>,
+): Promise<T> {
   const bar = startProgress(title, 1);
   try {
-    return run((done, total) =>
+    return await run((done, total) =>
       bar.update(Math.round(done / 1048576), "MiB", Math.max(1, Math.round(total / 1048576))),
     );
   } finally {
@@ -249,14 +249,14 @@ export function registerStorage(program: Command): void {
     )
     .option("--json", "print what was copied as JSON")
     .action(
-      (
+      async (
         src: string,
         dst: string,
         flags: { to: string; blockSize: number; flush?: boolean; json?: boolean },
       ) => {
         if (!["raw", "fixed", "dynamic"].includes(flags.to))
           throw new UsageError(`--to must be raw, fixed or dynamic, not ${flags.to}`);
-        const stats = withProgress("convert", (progress) =>
+        const stats = await withProgress("convert", (progress) =>
           convertImage(src, dst, {
             to: flags.to as "raw",
             blockSize: flags.blockSize,
@@ -278,8 +278,8 @@ export function registerStorage(program: Command): void {
     .argument("<child>")
     .option("--delete", "delete the child after merging (as Hyper-V's Merge-VHD does)")
     .option("--json", "print what was merged as JSON")
-    .action((child: string, flags: { json?: boolean; delete?: boolean }) => {
-      const stats = withProgress("merge", (progress) =>
+    .action(async (child: string, flags: { json?: boolean; delete?: boolean }) => {
+      const stats = await withProgress("merge", (progress) =>
         mergeImage(child, { progress, child: flags.delete ? "deleted" : "emptied" }),
       );
       print(
@@ -294,8 +294,8 @@ export function registerStorage(program: Command): void {
     .description("rewrite a dynamic or differencing VHD without its empty blocks")
     .argument("<file>")
     .option("--json", "print the sizes before and after as JSON")
-    .action((file: string, flags: { json?: boolean }) => {
-      const stats = withProgress("compact", (progress) => compactImage(file, { progress }));
+    .action(async (file: string, flags: { json?: boolean }) => {
+      const stats = await withProgress("compact", (progress) => compactImage(file, { progress }));
       print(
         flags.json,
         { file, ...stats },

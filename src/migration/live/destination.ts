@@ -3,22 +3,28 @@ import { MemoryLayout } from "../../memory/layout.js";
 import { Region } from "../../memory/region.js";
 import { checkExposure, secureIncoming, type TransportSecurity } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
+import { PAGE_SCRATCH_BYTES, PageKernel, PageStreamError } from "../../wasm/page.js";
 import { DIGEST_BYTES, type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import { LiveConfigError } from "./errors.js";
 import { FrameError, FrameType, frameTypeName } from "./frame.js";
 import { FrameReader, FrameWriter, type ReceivedFrame, stagingBytes } from "./frame-codec.js";
 import { describeSocketError } from "./link.js";
 import {
+  checkRecordsPayload,
+  decodeChannelHello,
+  decodeEpoch,
   decodeError,
   decodeHello,
   decodePagesHeader,
   decodeVerifyEnd,
   decodeVerifyHeader,
   encodeAccept,
+  encodeEpoch,
   encodeError,
   encodeResult,
   type Hello,
   MAX_DIGESTS_PER_FRAME,
+  MAX_RECORDS_PAYLOAD,
 } from "./messages.js";
 import { LIVE_PAGE_SHIFT, MAX_LIVE_GUEST_BYTES } from "./source.js";
 
@@ -78,6 +84,10 @@ export interface DestinationReport {
   readonly durationMs: number;
   /** Whether a partial copy was discarded (wiped) because the session failed. */
   readonly discarded: boolean;
+  /** multifd channels that joined the session (0: pages came on the main connection). */
+  readonly channels: number;
+  /** multifd syncs every channel reached (one per pass). */
+  readonly syncs: number;
 }
 
 /** Guest RAM the destination receives one migration into, wiped on discard. */
@@ -116,6 +126,12 @@ export class DestinationServer {
   private landingRegion: Region | undefined;
   /** Whether the landing region holds bytes of an earlier migration. */
   private landingDirty = false;
+  private readonly pageKernel: PageKernel;
+  /** Receive staging of multifd channels, one per connection, reused across sessions. */
+  private readonly channelStaging: Region[] = [];
+  private readonly channelStagingFree: Region[] = [];
+  /** The active session, while it waits for multifd channels to join. */
+  private joinable: ((socket: Socket, staging: Region) => void) | undefined;
   private active: Socket | undefined;
   /** Every open connection, so that closing drops peers that never hang up. */
   private readonly sockets = new Set<Socket>();
@@ -137,6 +153,10 @@ export class DestinationServer {
     this.kernel = StreamKernel.on(
       this.layout.memory,
       this.layout.allocate("destination-scratch", 64),
+    );
+    this.pageKernel = PageKernel.on(
+      this.layout.memory,
+      this.layout.allocate("destination-page-scratch", PAGE_SCRATCH_BYTES),
     );
     this.finished = new Promise((resolve) => {
       this.finish = resolve;
@@ -271,6 +291,8 @@ export class DestinationServer {
       mismatches: 0,
       durationMs: 0,
       discarded: false,
+      channels: 0,
+      syncs: 0,
     };
     if (reply?.writable) {
       const writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
@@ -285,6 +307,19 @@ export class DestinationServer {
     this.options.onSession?.(report);
   }
 
+  /** A receive staging region for a multifd channel (allocated once, reused after the channel closes). */
+  private takeChannelStaging(): Region {
+    const free = this.channelStagingFree.pop();
+    if (free) return free;
+    const region = this.layout.allocate(
+      `destination-channel-staging-${this.channelStaging.length}`,
+      stagingBytes(MAX_RECORDS_PAYLOAD),
+      4096,
+    );
+    this.channelStaging.push(region);
+    return region;
+  }
+
   private accept(socket: Socket): void {
     this.sockets.add(socket);
     socket.once("close", () => this.sockets.delete(socket));
@@ -293,6 +328,11 @@ export class DestinationServer {
     const session = ++this.sessionCount;
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
+    if (this.active && this.joinable) {
+      // The active session waits for its multifd channels: this may be one.
+      this.joinable(socket, this.takeChannelStaging());
+      return;
+    }
     if (this.active) {
       // One migration at a time: the landing memory belongs to the active one.
       sayAndDrop(
@@ -329,6 +369,9 @@ export class DestinationServer {
       mismatches: 0,
       firstMismatch: null as number | null,
       over: false,
+      /** The multifd channels joined, by index, and the last sync epoch each reached. */
+      channels: [] as ({ socket: Socket; epoch: number } | undefined)[],
+      synced: 0,
     };
     const reader = new FrameReader(this.layout.memory, this.kernel, this.receiveStaging, (frame) =>
       handle(frame),
@@ -343,6 +386,8 @@ export class DestinationServer {
       state.over = true;
       clearTimeout(handshake);
       socket.setTimeout(0);
+      if (this.active === socket) this.joinable = undefined;
+      for (const channel of state.channels) channel?.socket.destroy();
       let discarded = false;
       if (status === "failed" && state.landing?.dirty) {
         // Discard the partial copy: nothing of a failed migration survives.
@@ -365,6 +410,8 @@ export class DestinationServer {
         mismatches: state.mismatches,
         durationMs: performance.now() - started,
         discarded,
+        channels: state.channels.filter(Boolean).length,
+        syncs: state.synced,
       };
       this.reports.push(report);
       this.options.onSession?.(report);
@@ -414,29 +461,17 @@ export class DestinationServer {
         }
         state.hello = h;
         state.landing = this.landing(h.guestBytes);
+        if (h.channels > 0) this.joinable = (channel, staging) => join(channel, staging);
         socket.write(writer.seal(FrameType.accept, encodeAccept(writer.payload(8), h.sessionId)));
         return;
       }
       const landing = state.landing as Landing;
       const pageBytes = 2 ** LIVE_PAGE_SHIFT;
       switch (frame.type) {
-        case FrameType.pages: {
-          if (state.switchedOver) throw new FrameError("type", "pages frame after switchover");
-          const count = decodePagesHeader(frame.payload, pageBytes);
-          const listStart = frame.payloadStart + 8;
-          landing.dirty = true;
-          this.landingDirty = true;
-          this.kernel.scatter(
-            frame.staging,
-            listStart + count * 4,
-            frame.staging,
-            listStart,
-            count,
-            landing.ram,
-          );
-          state.pages += count;
+        case FrameType.pages:
+        case FrameType.records:
+          land(frame);
           return;
-        }
         case FrameType.deviceState:
           if (frame.length !== hello.deviceStateBytes) {
             throw new FrameError(
@@ -452,6 +487,17 @@ export class DestinationServer {
             throw new FrameError(
               "payload",
               "switchover before the device state, or with a payload",
+            );
+          }
+          if (
+            hello.channels > 0 &&
+            !Array.from({ length: hello.channels }, (_, i) => state.channels[i]).every(
+              (c) => c !== undefined && c.epoch === state.synced,
+            )
+          ) {
+            throw new FrameError(
+              "type",
+              `switchover before every multifd channel synced its last pass (${state.channels.filter(Boolean).length} of ${hello.channels} joined, sync ${state.synced})`,
             );
           }
           state.switchedOver = true;
@@ -533,6 +579,158 @@ export class DestinationServer {
             `a source does not send ${frameTypeName(frame.type)} frames`,
           );
       }
+    };
+
+    /** Lands a pages or records frame (from the main connection or a channel) in guest RAM. */
+    const land = (frame: ReceivedFrame) => {
+      const landing = state.landing as Landing;
+      const name = frameTypeName(frame.type);
+      if (state.switchedOver) throw new FrameError("type", `${name} frame after switchover`);
+      landing.dirty = true;
+      this.landingDirty = true;
+      if (frame.type === FrameType.pages) {
+        const count = decodePagesHeader(frame.payload, 2 ** LIVE_PAGE_SHIFT);
+        const listStart = frame.payloadStart + 8;
+        this.kernel.scatter(
+          frame.staging,
+          listStart + count * 4,
+          frame.staging,
+          listStart,
+          count,
+          landing.ram,
+        );
+        state.pages += count;
+        return;
+      }
+      checkRecordsPayload(frame.payload);
+      const records = new Region({
+        name: `records frame ${frame.sequence}`,
+        offset: frame.staging.offset + frame.payloadStart,
+        byteLength: frame.length,
+      });
+      try {
+        state.pages += this.pageKernel.decodePages(
+          records,
+          frame.length,
+          landing.ram.region,
+          LIVE_PAGE_SHIFT,
+        );
+      } catch (error) {
+        if (error instanceof PageStreamError) {
+          throw new FrameError("payload", `records frame ${frame.sequence}: ${error.message}`);
+        }
+        throw error;
+      }
+    };
+
+    /**
+     * A connection that may be one of this session's multifd channels: its
+     * first frame must say so. It then carries pages, records and syncs; when
+     * every channel has reached a pass's sync, the main connection says
+     * synced (QEMU's multifd_recv_sync_main).
+     */
+    const join = (channel: Socket, staging: Region) => {
+      this.sockets.add(channel);
+      channel.setNoDelay(true);
+      channel.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+      let index = -1;
+      const hello = state.hello as Hello;
+      const joinTimer = setTimeout(
+        () => drop(`multifd channel sent no channel-hello within ${handshakeMs} ms`),
+        handshakeMs,
+      );
+      const drop = (reason: string) => {
+        clearTimeout(joinTimer);
+        channel.destroy();
+        if (index >= 0) fail(`multifd channel ${index}: ${reason}`, true);
+      };
+      const channelReader = new FrameReader(
+        this.layout.memory,
+        this.kernel,
+        staging,
+        (frame) => {
+          if (index < 0) {
+            if (frame.type === FrameType.hello) {
+              throw new FrameError("payload", "the destination is receiving another migration");
+            }
+            if (frame.type !== FrameType.channelHello) {
+              throw new FrameError(
+                "type",
+                `the first frame of a multifd channel must be channelHello, not ${frameTypeName(frame.type)}`,
+              );
+            }
+            const joined = decodeChannelHello(frame.payload);
+            if (joined.sessionId !== hello.sessionId || joined.channels !== hello.channels) {
+              throw new FrameError("payload", "the destination is receiving another migration");
+            }
+            if (state.channels[joined.index]) {
+              throw new FrameError("payload", `multifd channel ${joined.index} joined twice`);
+            }
+            clearTimeout(joinTimer);
+            index = joined.index;
+            state.channels[index] = { socket: channel, epoch: state.synced };
+            // Every channel is in: later connections are other sources, turned away at once.
+            if (state.channels.filter(Boolean).length === hello.channels) this.joinable = undefined;
+            return;
+          }
+          const mine = state.channels[index] as { socket: Socket; epoch: number };
+          switch (frame.type) {
+            case FrameType.pages:
+            case FrameType.records:
+              land(frame);
+              return;
+            case FrameType.sync: {
+              const epoch = decodeEpoch(frame.payload, "sync");
+              if (epoch !== mine.epoch + 1) {
+                throw new FrameError(
+                  "payload",
+                  `sync ${epoch} where sync ${mine.epoch + 1} was due`,
+                );
+              }
+              mine.epoch = epoch;
+              const joined = state.channels.filter(Boolean);
+              if (
+                joined.length === hello.channels &&
+                joined.every((c) => (c?.epoch ?? 0) >= epoch) &&
+                state.synced < epoch
+              ) {
+                state.synced = epoch;
+                socket.write(writer.seal(FrameType.synced, encodeEpoch(writer.payload(8), epoch)));
+              }
+              return;
+            }
+            default:
+              throw new FrameError(
+                "type",
+                `a multifd channel does not carry ${frameTypeName(frame.type)} frames`,
+              );
+          }
+        },
+        MAX_RECORDS_PAYLOAD,
+      );
+      channel.on("data", (chunk: Buffer) => {
+        if (state.over) return;
+        // Pages on a channel are the session's traffic: the main connection is not idle.
+        socket.setTimeout(idleMs);
+        try {
+          channelReader.push(chunk);
+        } catch (error) {
+          const e = error as FrameError;
+          if (index < 0) {
+            clearTimeout(joinTimer);
+            sayAndDrop(channel, writer.frame(FrameType.error, encodeError(e.message)));
+          } else drop(e.message);
+        }
+      });
+      channel.on("error", () => channel.destroy());
+      channel.on("close", () => {
+        clearTimeout(joinTimer);
+        this.sockets.delete(channel);
+        this.channelStagingFree.push(staging);
+        if (index >= 0 && !state.over && !state.switchedOver) {
+          fail(`multifd channel ${index} closed mid-migration after ${state.pages} pages`, true);
+        }
+      });
     };
 
     socket.on("data", (chunk: Buffer) => {

@@ -70,6 +70,14 @@ export const FrameType = {
   result: 9,
   /** either side: the session is over, with the reason in UTF-8. */
   error: 10,
+  /** source -> destination: page-stream records (zero pages, whole pages, XBZRLE deltas). */
+  records: 11,
+  /** source -> destination, first frame of a multifd channel's connection: the session it joins. */
+  channelHello: 12,
+  /** source -> destination on a multifd channel: every frame of this pass before it. */
+  sync: 13,
+  /** destination -> source: every channel's frames before its sync of this epoch have landed. */
+  synced: 14,
 } as const;
 
 /** A frame type's number. */

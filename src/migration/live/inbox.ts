@@ -1,13 +1,20 @@
 import { PeerError } from "./errors.js";
 import { FrameError, FrameType, frameTypeName } from "./frame.js";
 import type { ReceivedFrame } from "./frame-codec.js";
-import { decodeAccept, decodeError, decodeResult, type VerifyResult } from "./messages.js";
+import {
+  decodeAccept,
+  decodeEpoch,
+  decodeError,
+  decodeResult,
+  type VerifyResult,
+} from "./messages.js";
 
 /** A reply from the destination, decoded at once (its frame's bytes are reused). */
 export type Reply =
   | { readonly type: "accept"; readonly sessionId: number }
   | { readonly type: "resumed" }
-  | { readonly type: "result"; readonly result: VerifyResult };
+  | { readonly type: "result"; readonly result: VerifyResult }
+  | { readonly type: "synced"; readonly epoch: number };
 
 /**
  * The source's queue of replies from the destination. An error frame, a bad
@@ -35,6 +42,9 @@ export class Inbox {
         return;
       case FrameType.result:
         this.deliver({ type: "result", result: decodeResult(frame.payload) });
+        return;
+      case FrameType.synced:
+        this.deliver({ type: "synced", epoch: decodeEpoch(frame.payload, "synced") });
         return;
       case FrameType.error:
         this.fail(

@@ -8,7 +8,17 @@
  *   12 u32 session id                                8  u32 x n page numbers
  *   16 u32 device-state bytes                        8 + 4n  n pages, back to back
  *   20 u32 flags: bit 0 = no page verification; other bits 0
- *   24 u32 x 2 reserved = 0
+ *   24 u32 multifd channels (0: pages on this connection only)
+ *   28 u32 reserved = 0
+ *
+ *   records: page-stream records (the page kernel's, QEMU's RAM records:
+ *   ZERO, PAGE, XBZRLE; see assembly/page.ts), 1 to MAX_RECORDS_PAYLOAD bytes
+ *
+ *   channel-hello (16)        sync (8)               synced (8)
+ *   0 u32 session id          0 u32 epoch            0 u32 epoch
+ *   4 u32 channel index       4 u32 reserved = 0     4 u32 reserved = 0
+ *   8 u32 channels
+ *   12 u32 reserved = 0
  *
  *   verify                    verify-end (16)        result (16)
  *   0 u32 first page          0 u32 pages verified   0 u32 mismatching pages
@@ -28,6 +38,10 @@ export const MAX_DIGESTS_PER_FRAME = 65_536;
 export const MAX_ERROR_BYTES = 1024;
 /** Largest device-state blob (one frame). */
 export const MAX_DEVICE_STATE_BYTES = 4 * 1024 * 1024;
+/** Largest records payload: QEMU's multifd packet (512 KiB) and a little over. */
+export const MAX_RECORDS_PAYLOAD = 1024 * 1024 + 64 * 1024;
+/** Most multifd channels a session may open (QEMU allows 255; beyond a few, a loopback gains nothing). */
+export const MAX_MULTIFD_CHANNELS = 16;
 /** "No mismatch" in a result. */
 export const NO_MISMATCH = 0xffff_ffff;
 
@@ -39,6 +53,15 @@ export interface Hello {
   readonly deviceStateBytes: number;
   /** Whether the destination checks every page against the source's digests at the end. */
   readonly verify: boolean;
+  /** multifd channels that will join the session (0: none). */
+  readonly channels: number;
+}
+
+/** A multifd channel joining a session (QEMU: the channel's initial packet, migration/multifd.c). */
+export interface ChannelHello {
+  readonly sessionId: number;
+  readonly index: number;
+  readonly channels: number;
 }
 
 /** Hello flag: skip the final page verification (benchmarks of the stream alone). */
@@ -70,7 +93,8 @@ export function encodeHello(view: DataView, hello: Hello): number {
   view.setUint32(12, hello.sessionId >>> 0, true);
   view.setUint32(16, hello.deviceStateBytes, true);
   view.setUint32(20, hello.verify ? 0 : HELLO_NO_VERIFY, true);
-  for (let at = 24; at < 32; at += 4) view.setUint32(at, 0, true);
+  view.setUint32(24, hello.channels, true);
+  view.setUint32(28, 0, true);
   return 32;
 }
 
@@ -79,8 +103,13 @@ export function decodeHello(view: DataView): Hello {
   exactly(view, 32, "hello");
   const flags = view.getUint32(20, true);
   if ((flags & ~HELLO_NO_VERIFY) !== 0) throw payloadError("hello", `unknown flags ${flags}`);
-  for (let at = 24; at < 32; at += 4) {
-    if (view.getUint32(at, true) !== 0) throw payloadError("hello", "reserved fields are not zero");
+  if (view.getUint32(28, true) !== 0) throw payloadError("hello", "reserved field is not zero");
+  const channels = view.getUint32(24, true);
+  if (channels > MAX_MULTIFD_CHANNELS) {
+    throw payloadError(
+      "hello",
+      `${channels} multifd channels is over the limit of ${MAX_MULTIFD_CHANNELS}`,
+    );
   }
   const guestBytes = view.getFloat64(0, true);
   if (!Number.isSafeInteger(guestBytes) || guestBytes <= 0) {
@@ -105,7 +134,58 @@ export function decodeHello(view: DataView): Hello {
     sessionId: view.getUint32(12, true),
     deviceStateBytes,
     verify: (flags & HELLO_NO_VERIFY) === 0,
+    channels,
   };
+}
+
+/** Writes a channel-hello payload (16 bytes). */
+export function encodeChannelHello(view: DataView, hello: ChannelHello): number {
+  view.setUint32(0, hello.sessionId >>> 0, true);
+  view.setUint32(4, hello.index, true);
+  view.setUint32(8, hello.channels, true);
+  view.setUint32(12, 0, true);
+  return 16;
+}
+
+/** Reads a channel-hello payload; the index is checked against the channels it names. */
+export function decodeChannelHello(view: DataView): ChannelHello {
+  exactly(view, 16, "channel-hello");
+  if (view.getUint32(12, true) !== 0) {
+    throw payloadError("channel-hello", "reserved field is not zero");
+  }
+  const channels = view.getUint32(8, true);
+  const index = view.getUint32(4, true);
+  if (channels < 1 || channels > MAX_MULTIFD_CHANNELS || index >= channels) {
+    throw payloadError(
+      "channel-hello",
+      `channel ${index} of ${channels} (channels from 1 to ${MAX_MULTIFD_CHANNELS})`,
+    );
+  }
+  return { sessionId: view.getUint32(0, true), index, channels };
+}
+
+/** Writes a sync or synced payload (8 bytes): the epoch. */
+export function encodeEpoch(view: DataView, epoch: number): number {
+  view.setUint32(0, epoch >>> 0, true);
+  view.setUint32(4, 0, true);
+  return 8;
+}
+
+/** Reads a sync or synced payload: the epoch. */
+export function decodeEpoch(view: DataView, what: "sync" | "synced"): number {
+  exactly(view, 8, what);
+  if (view.getUint32(4, true) !== 0) throw payloadError(what, "reserved field is not zero");
+  return view.getUint32(0, true);
+}
+
+/** Checks a records payload's size (each record is checked by the decoder as it lands). */
+export function checkRecordsPayload(view: DataView): void {
+  if (view.byteLength < 1 || view.byteLength > MAX_RECORDS_PAYLOAD) {
+    throw payloadError(
+      "records",
+      `payload of ${view.byteLength} bytes is not from 1 to ${MAX_RECORDS_PAYLOAD}`,
+    );
+  }
 }
 
 /** Writes an accept payload (8 bytes). */

@@ -3,11 +3,17 @@ import type { Socket } from "node:net";
 import { Guest } from "../../guest/guest.js";
 import { DirtyBitmap } from "../../memory/dirty-bitmap.js";
 import { MemoryLayout } from "../../memory/layout.js";
-import { Region } from "../../memory/region.js";
+import type { Region } from "../../memory/region.js";
 import { KernelPool } from "../../pool/pool.js";
 import { connectSecure, type TransportSecurity } from "../../transport/secure.js";
 import { TokenBucket } from "../../transport/token-bucket.js";
 import { formatBytes } from "../../util/units.js";
+import {
+  ENCODE_STATS_BYTES,
+  PAGE_SCRATCH_BYTES,
+  PageKernel,
+  type XbzrleCacheRegions,
+} from "../../wasm/page.js";
 import { type PagedRam, StreamKernel } from "../../wasm/stream.js";
 import type { WorkloadSpec } from "../../workload/spec.js";
 import { AutoConverge, type AutoConvergeSettings } from "../auto-converge.js";
@@ -16,6 +22,7 @@ import type { GiveUpRule } from "../options.js";
 import { runPrecopy } from "../precopy/driver.js";
 import { RoundRecorder } from "../precopy/recorder.js";
 import type {
+  Handover,
   Pass,
   PrecopyClock,
   PrecopyGuest,
@@ -23,6 +30,8 @@ import type {
   TransportCounters,
 } from "../precopy/types.js";
 import type { MigrationResult, MigrationRound } from "../stats.js";
+import { xbzrleCacheStats } from "../xbzrle-stats.js";
+import { Deadline } from "./deadline.js";
 import { LiveConfigError, PeerError } from "./errors.js";
 import { FrameError, FrameType } from "./frame.js";
 import { FrameReader, FrameWriter, stagingBytes } from "./frame-codec.js";
@@ -30,13 +39,17 @@ import { fillDeviceState, prefillGuest } from "./guest-image.js";
 import { Inbox } from "./inbox.js";
 import { describeSocketError, Link, LinkError } from "./link.js";
 import {
+  encodeChannelHello,
+  encodeEpoch,
   encodeError,
   encodeHello,
   encodeVerifyEnd,
   MAX_DEVICE_STATE_BYTES,
   MAX_DIGESTS_PER_FRAME,
-  MAX_PAGES_PER_FRAME,
+  MAX_MULTIFD_CHANNELS,
+  MAX_RECORDS_PAYLOAD,
 } from "./messages.js";
+import { type Lane, PageSender, RECORD_LIST_PAGES } from "./page-sender.js";
 import { VcpuRunner } from "./vcpu-runner.js";
 
 /** Largest guest the live mode holds: both ends keep its bytes, often on one machine. */
@@ -53,6 +66,12 @@ export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
 const SEND_SLOTS = 4;
 /** Replies a source accepts are tiny. */
 const REPLY_MAX_PAYLOAD = 4096;
+/** Staging slots per multifd channel: one frame built while the last one leaves. */
+const CHANNEL_SLOTS = 2;
+/** QEMU's default XBZRLE cache, 64 MiB (migration/options.c, DEFAULT_MIGRATE_XBZRLE_CACHE_SIZE). */
+export const DEFAULT_XBZRLE_CACHE_BYTES = 64 * 1024 ** 2;
+/** Largest XBZRLE cache a live source allocates (it shares the address space with the guest). */
+export const MAX_XBZRLE_CACHE_BYTES = 1024 ** 3;
 
 /** The guest a live source runs. */
 export interface LiveGuestOptions {
@@ -101,6 +120,18 @@ export interface LiveMigrationOptions {
   readonly verify?: boolean;
   /** QEMU's auto-converge: throttle the vCPUs when they dirty faster than the link sends (default off). */
   readonly autoConverge?: AutoConvergeSettings;
+  /** Send zero pages as ZERO records, a header and one byte (default off: every page whole). */
+  readonly zeroPages?: boolean;
+  /** QEMU's XBZRLE from the second pass on (default off; not with multifd, as in QEMU). */
+  readonly xbzrle?: boolean;
+  /** The XBZRLE cache, bytes: a power of two of at least one page (default 64 MiB, QEMU's). */
+  readonly xbzrleCacheBytes?: number;
+  /**
+   * multifd channels: pages go over this many more TCP connections, the main
+   * one keeping the control frames (QEMU's model, migration/multifd.c);
+   * 0 (default) sends pages on the main connection.
+   */
+  readonly multifdChannels?: number;
   /** Called as each round ends. */
   readonly onRound?: (round: MigrationRound) => void;
   /** Called after each pages frame with the bytes sent so far. */
@@ -126,6 +157,13 @@ export class LiveSource {
   private readonly cursor: Region;
   private readonly sendSlots: readonly Region[];
   private readonly replyStaging: Region;
+  private readonly pageKernel: PageKernel;
+  private readonly recordList: Region;
+  private readonly encodeStats: Region;
+  /** The XBZRLE cache, allocated by the first migration that asks for it. */
+  private xbzrleCache: { cache: XbzrleCacheRegions; scratch: Region } | undefined;
+  /** Staging slots of each multifd channel, allocated as channels are first opened. */
+  private readonly channelSlots: Region[][] = [];
   private attempts = 0;
   private closed = false;
   /** The attempt under way (or the last one): its phase and transport, for {@link LiveSource.activity}. */
@@ -161,6 +199,12 @@ export class LiveSource {
     );
     const scratch = this.layout.allocate("source-scratch", 64);
     this.kernel = StreamKernel.on(this.layout.memory, scratch);
+    this.pageKernel = PageKernel.on(
+      this.layout.memory,
+      this.layout.allocate("source-page-scratch", PAGE_SCRATCH_BYTES),
+    );
+    this.recordList = this.layout.allocate("source-record-list", RECORD_LIST_PAGES * 4);
+    this.encodeStats = this.layout.allocate("source-encode-stats", ENCODE_STATS_BYTES);
     this.pool =
       options.threads > 0
         ? new KernelPool(this.layout, { threads: options.threads, domains: ["guest"] })
@@ -210,7 +254,29 @@ export class LiveSource {
     this.attempts++;
     const started = performance.now();
     const clock: PrecopyClock = { kind: "wall", now: () => performance.now() - started };
-    const transport = new TcpTransport(this, options, clock, deviceStateBytes, this.attempts);
+    const sender = new PageSender(
+      {
+        pending: this.pending,
+        cursor: this.cursor,
+        ram: this.ram,
+        stream: this.kernel,
+        page: this.pageKernel,
+        list: this.recordList,
+        stats: this.encodeStats,
+      },
+      {
+        zeroPages: options.zeroPages ?? false,
+        ...(options.xbzrle ? { xbzrle: this.freshXbzrleCache(options) } : {}),
+      },
+    );
+    const transport = new TcpTransport(
+      this,
+      options,
+      clock,
+      deviceStateBytes,
+      this.attempts,
+      sender,
+    );
     const current = { phase: "setup", transport };
     this.current = current;
     const onRound = options.onRound;
@@ -290,51 +356,50 @@ export class LiveSource {
   }
 
   /**
-   * Sends every pending page, in pages frames: each frame's page list is
-   * harvested from the migration bitmap straight into its staging slot.
-   * While the guest runs, stops at `untilMs` on `clock`, even with the link
-   * stalled. Returns pages sent.
+   * The XBZRLE cache for an attempt, empty: the destination of a new
+   * attempt holds none of the versions an earlier one cached.
    */
-  async sendSnapshot(
-    writer: FrameWriter,
-    link: Link,
-    inbox: Inbox,
-    deadline: { clock: PrecopyClock; untilMs: number },
-    onProgress: ((bytes: number) => void) | undefined,
-  ): Promise<{ pages: number; cut: boolean; inflight?: Promise<void> }> {
-    const listStart = writer.payloadStart + 8;
-    this.pending.resetCursor(this.cursor);
-    let sent = 0;
-    const stop = new Deadline(deadline.clock, deadline.untilMs);
-    try {
-      for (;;) {
-        if (inbox.failed) throw inbox.failed;
-        if (stop.passed) return { pages: sent, cut: true };
-        // Pages frames go out of their slot without a copy: wait for the slot to be free.
-        if (!(await stop.race(writer.ready()))) return { pages: sent, cut: true };
-        const staging = writer.staging;
-        const list = new Region({
-          name: "frame page list",
-          offset: staging.offset + listStart,
-          byteLength: MAX_PAGES_PER_FRAME * 4,
-        });
-        const count = this.pending.next(this.cursor, list);
-        if (count === 0) return { pages: sent, cut: false };
-        const header = writer.payload(8);
-        header.setUint32(0, count, true);
-        header.setUint32(4, 0, true);
-        this.kernel.gather(this.ram, staging, listStart, count, staging, listStart + count * 4);
-        const frame = writer.sealInPlace(FrameType.pages, 8 + count * (4 + PAGE_BYTES));
-        sent += count;
-        const sending = link.send(frame.wire, frame.sent);
-        const done = await stop.race(sending);
-        onProgress?.(link.queued);
-        // The frame the deadline overtook still goes out: whatever follows waits for it.
-        if (!done) return { pages: sent, cut: true, inflight: sending };
-      }
-    } finally {
-      stop.clear();
+  private freshXbzrleCache(options: LiveMigrationOptions): {
+    cache: XbzrleCacheRegions;
+    scratch: Region;
+  } {
+    const bytes = options.xbzrleCacheBytes ?? DEFAULT_XBZRLE_CACHE_BYTES;
+    let held = this.xbzrleCache;
+    if (held && held.cache.data.byteLength !== bytes) {
+      throw new LiveConfigError(
+        `this source's XBZRLE cache is ${formatBytes(held.cache.data.byteLength)}; it cannot change to ${formatBytes(bytes)} between attempts`,
+      );
     }
+    if (!held) {
+      const slots = bytes / PAGE_BYTES;
+      held = {
+        cache: {
+          slots,
+          tags: this.layout.allocate("source-xbzrle-tags", slots * 4),
+          data: this.layout.allocate("source-xbzrle-data", bytes, 4096),
+        },
+        scratch: this.layout.allocate("source-xbzrle-scratch", PAGE_BYTES),
+      };
+      this.xbzrleCache = held;
+    }
+    held.cache.tags.bytes(this.layout.memory).fill(0);
+    return held;
+  }
+
+  /** The staging slots of multifd channel `index` (allocated on first use, kept for later attempts). */
+  channelStaging(index: number): readonly Region[] {
+    let slots = this.channelSlots[index];
+    if (!slots) {
+      slots = Array.from({ length: CHANNEL_SLOTS }, (_, i) =>
+        this.layout.allocate(
+          `source-channel-${index}-slot-${i}`,
+          stagingBytes(MAX_RECORDS_PAYLOAD),
+          4096,
+        ),
+      );
+      this.channelSlots[index] = slots;
+    }
+    return slots;
   }
 
   /** Sends the digest of every page, then the end of verification. */
@@ -372,63 +437,29 @@ export class LiveSource {
 }
 
 /**
- * A clock time a pass must not run past: `race` resolves false instead of
- * waiting on (a stalled link, a busy slot) once the time has come.
- */
-class Deadline {
-  private timer: NodeJS.Timeout | undefined;
-  private readonly reached: Promise<false>;
-
-  constructor(
-    private readonly clock: PrecopyClock,
-    private readonly untilMs: number,
-  ) {
-    this.reached = Number.isFinite(untilMs)
-      ? new Promise<false>((resolve) => {
-          this.timer = setTimeout(() => resolve(false), Math.max(0, untilMs - clock.now()));
-        })
-      : new Promise<false>(() => {});
-  }
-
-  get passed(): boolean {
-    return this.clock.now() >= this.untilMs;
-  }
-
-  /** True when `work` finished first, false when the deadline came first. */
-  async race(work: Promise<void>): Promise<boolean> {
-    if (!Number.isFinite(this.untilMs)) {
-      await work;
-      return true;
-    }
-    // A send the deadline overtook may still fail later: nobody waits on it then.
-    work.catch(() => {});
-    return Promise.race([work.then(() => true), this.reached]);
-  }
-
-  clear(): void {
-    clearTimeout(this.timer);
-  }
-}
-
-/**
- * TCP frames to a destination over one connection: the hello and its
- * accept, pages frames, the device state and switchover, the verification
- * digests; replies come back on the same connection.
+ * TCP frames to a destination: the main connection carries the hello and
+ * its accept, the device state and switchover, the verification digests
+ * and every reply; pages go on it too, or on multifd channels (one more
+ * connection each), each pass ending with a sync on every channel that the
+ * destination confirms once every channel's pages have landed.
  */
 class TcpTransport implements PrecopyTransport {
   readonly mode = "live-tcp" as const;
   private readonly where: string;
   private readonly inbox = new Inbox();
   private readonly replyTimeoutMs: number;
+  private readonly bucket: TokenBucket | undefined;
   private socket: Socket | undefined;
-  private link: Link | undefined;
-  private writer: FrameWriter | undefined;
+  private main: Lane | undefined;
+  private readonly channels: { lane: Lane; socket: Socket }[] = [];
   private deviceDigest = 0n;
-  private pagesSent = 0;
-  /** A pages frame a deadline overtook, still on its way. */
+  private epoch = 0;
+  /** Sends a deadline overtook, still on their way. */
   private inflight: Promise<void> | undefined;
-  /** The connection was ended or dropped already. */
+  /** The connections were ended or dropped already. */
   private closed = false;
+  /** The multifd channels carry nothing more: one closing no longer fails the run. */
+  private channelsDone = false;
 
   constructor(
     private readonly source: LiveSource,
@@ -436,18 +467,23 @@ class TcpTransport implements PrecopyTransport {
     private readonly clock: PrecopyClock,
     private readonly deviceStateBytes: number,
     private readonly attempt: number,
+    private readonly sender: PageSender,
   ) {
     this.where = `${options.host}:${options.port}`;
     this.replyTimeoutMs = options.replyTimeoutMs ?? 10_000;
+    // One bucket for every connection: the cap is the migration's, as QEMU's max-bandwidth.
+    this.bucket = options.maxBandwidth ? new TokenBucket(options.maxBandwidth) : undefined;
   }
 
   get transferred(): number {
-    return this.link?.queued ?? 0;
+    let bytes = this.main?.link.queued ?? 0;
+    for (const { lane } of this.channels) bytes += lane.link.queued;
+    return bytes;
   }
 
   private open_(): { link: Link; writer: FrameWriter; socket: Socket } {
-    if (!this.link || !this.writer || !this.socket) throw new Error("the connection is not open");
-    return { link: this.link, writer: this.writer, socket: this.socket };
+    if (!this.main || !this.socket) throw new Error("the connection is not open");
+    return { link: this.main.link, writer: this.main.writer, socket: this.socket };
   }
 
   async open(): Promise<void> {
@@ -455,12 +491,7 @@ class TcpTransport implements PrecopyTransport {
     const wire = this.source.wire;
     const socket = await openConnection(options, this.replyTimeoutMs);
     this.socket = socket;
-    const link = new Link(
-      socket,
-      // One 100 ms window of the rate, as QEMU's limiter: a slow link does not burst.
-      options.maxBandwidth ? new TokenBucket(options.maxBandwidth) : undefined,
-    );
-    this.link = link;
+    const link = new Link(socket, this.bucket);
     const inbox = this.inbox;
     const reader = new FrameReader(
       wire.layout.memory,
@@ -481,14 +512,16 @@ class TcpTransport implements PrecopyTransport {
       inbox.fail(new LinkError(link.down?.message ?? "the connection closed")),
     );
     const writer = new FrameWriter(wire.layout.memory, wire.kernel, wire.sendSlots);
-    this.writer = writer;
+    this.main = { link, writer, frames: 0, bytes: 0 };
     const sessionId = randomInt(2 ** 32 - 1);
+    const channels = options.multifdChannels ?? 0;
     const helloBytes = encodeHello(writer.payload(32), {
       guestBytes: this.source.options.guestBytes,
       pageShift: LIVE_PAGE_SHIFT,
       sessionId,
       deviceStateBytes: this.deviceStateBytes,
       verify: options.verify ?? true,
+      channels,
     });
     await link.send(writer.seal(FrameType.hello, helloBytes));
     const accept = await inbox.next("accept", this.replyTimeoutMs, "accept the migration");
@@ -498,21 +531,91 @@ class TcpTransport implements PrecopyTransport {
         `the destination accepted session ${accept.sessionId}, not ${sessionId}`,
       );
     }
+    for (let index = 0; index < channels; index++) {
+      await this.openChannel(sessionId, index, channels);
+    }
   }
 
-  async sendPending(round: { running: boolean; untilMs: number }): Promise<Pass> {
-    const { link, writer } = this.open_();
-    const before = link.queued;
-    const pass = await this.source.sendSnapshot(
-      writer,
-      link,
-      this.inbox,
-      { clock: this.clock, untilMs: round.running ? round.untilMs : Number.POSITIVE_INFINITY },
-      this.options.onProgress,
+  /** Opens multifd channel `index`: its own connection, joined to the session by its first frame. */
+  private async openChannel(sessionId: number, index: number, channels: number): Promise<void> {
+    const wire = this.source.wire;
+    let socket: Socket;
+    try {
+      socket = await openConnection(this.options, this.replyTimeoutMs);
+    } catch (error) {
+      throw new LinkError(`multifd channel ${index}: ${(error as Error).message}`);
+    }
+    const link = new Link(socket, this.bucket);
+    const writer = new FrameWriter(
+      wire.layout.memory,
+      wire.kernel,
+      this.source.channelStaging(index),
+      MAX_RECORDS_PAYLOAD,
     );
-    this.pagesSent += pass.pages;
+    const lane: Lane = { link, writer, frames: 0, bytes: 0 };
+    this.channels.push({ lane, socket });
+    // The destination answers on the main connection only; a channel that
+    // closes under a running migration fails it.
+    socket.on("data", () => {});
+    socket.on("close", () => {
+      if (!this.closed && !this.channelsDone) {
+        this.inbox.fail(
+          new LinkError(
+            `multifd channel ${index}: ${link.down?.message ?? "the connection closed"}`,
+          ),
+        );
+      }
+    });
+    await link.send(
+      writer.seal(
+        FrameType.channelHello,
+        encodeChannelHello(writer.payload(16), { sessionId, index, channels }),
+      ),
+    );
+  }
+
+  async sendPending(round: { running: boolean; round: number; untilMs: number }): Promise<Pass> {
+    this.open_();
+    const before = this.transferred;
+    const lanes = this.channels.length > 0 ? this.channels.map((c) => c.lane) : [this.main as Lane];
+    const pass = await this.sender.sendPass(lanes, {
+      inbox: this.inbox,
+      clock: this.clock,
+      untilMs: round.running ? round.untilMs : Number.POSITIVE_INFINITY,
+      // QEMU's XBZRLE starts once the cache has seen the pages: from the second pass.
+      xbzrle: round.round > 1,
+      onProgress: () => this.options.onProgress?.(this.transferred),
+    });
     this.inflight = pass.inflight;
-    return { pages: pass.pages, bytes: link.queued - before, cut: pass.cut };
+    if (!pass.cut && this.channels.length > 0) await this.sync();
+    return { pages: pass.pages, bytes: this.transferred - before, cut: pass.cut };
+  }
+
+  /**
+   * QEMU's multifd sync at the end of a pass: a sync frame on every channel,
+   * then the destination's word that every channel's frames before it have
+   * landed. A page sent again in the next pass, on another channel, cannot
+   * then land before its older copy.
+   */
+  private async sync(): Promise<void> {
+    const epoch = ++this.epoch;
+    for (const { lane } of this.channels) {
+      await lane.writer.ready();
+      await lane.link.send(
+        lane.writer.seal(FrameType.sync, encodeEpoch(lane.writer.payload(8), epoch)),
+      );
+    }
+    const synced = await this.inbox.next(
+      "synced",
+      this.replyTimeoutMs,
+      `confirm multifd sync ${epoch}`,
+    );
+    if (synced.epoch !== epoch) {
+      throw new FrameError(
+        "payload",
+        `the destination confirmed multifd sync ${synced.epoch}, not ${epoch}`,
+      );
+    }
   }
 
   bandwidth(): number {
@@ -520,7 +623,9 @@ class TcpTransport implements PrecopyTransport {
   }
 
   rate(): number {
-    return this.link?.meter.estimate() ?? 0;
+    let rate = this.main?.link.meter.estimate() ?? 0;
+    for (const { lane } of this.channels) rate += lane.link.meter.estimate();
+    return rate;
   }
 
   linkMs(bytes: number): number {
@@ -528,8 +633,10 @@ class TcpTransport implements PrecopyTransport {
     return rate > 0 ? (bytes / rate) * 1000 : 0;
   }
 
-  async switchover(): Promise<{ bytes: number; fixed: string }> {
+  async switchover(): Promise<Handover> {
     const { link, writer } = this.open_();
+    // Every page has landed (the last pass ended with a sync): the channels' work is done.
+    this.channelsDone = true;
     const before = link.queued;
     const bytes = this.deviceStateBytes;
     const device = writer.payload(bytes);
@@ -569,6 +676,7 @@ class TcpTransport implements PrecopyTransport {
       deadline.clear();
     }
     this.closed = true;
+    for (const channel of this.channels) channel.socket.destroy();
   }
 
   async verify(): Promise<string | null | undefined> {
@@ -589,12 +697,30 @@ class TcpTransport implements PrecopyTransport {
   }
 
   counters(): TransportCounters {
-    return { duplicate: 0, normal: this.pagesSent, xbzrle: null };
+    const c = this.sender.counts;
+    const o = this.options;
+    let packets = 0;
+    let bytes = 0;
+    for (const { lane } of this.channels) {
+      packets += lane.frames;
+      bytes += lane.bytes;
+    }
+    return {
+      duplicate: c.zero,
+      normal: c.normal,
+      xbzrle: o.xbzrle
+        ? xbzrleCacheStats(c, o.xbzrleCacheBytes ?? DEFAULT_XBZRLE_CACHE_BYTES, PAGE_BYTES)
+        : null,
+      ...(o.xbzrle ? { xbzrleUnchanged: c.unchanged } : {}),
+      ...(this.channels.length > 0
+        ? { multifd: { channels: this.channels.length, packets, bytes } }
+        : {}),
+    };
   }
 
   explain(error: Error, phase: string): string {
     const where = this.where;
-    const sent = this.link ? ` after ${formatBytes(this.link.queued)} sent` : "";
+    const sent = this.main ? ` after ${formatBytes(this.transferred)} sent` : "";
     if (error instanceof FrameError && (error.kind === "foreign" || error.kind === "version")) {
       return `${where}: ${error.message}`;
     }
@@ -612,8 +738,10 @@ class TcpTransport implements PrecopyTransport {
   close(completed: boolean): void {
     if (this.closed) return;
     this.closed = true;
-    if (completed) this.socket?.end();
-    else this.socket?.destroy();
+    for (const socket of [this.socket, ...this.channels.map((c) => c.socket)]) {
+      if (completed) socket?.end();
+      else socket?.destroy();
+    }
   }
 }
 
@@ -663,6 +791,28 @@ function checkMigration(options: LiveMigrationOptions, deviceStateBytes: number)
     throw new LiveConfigError(
       `max-bandwidth must be positive (or 0: unthrottled), not ${options.maxBandwidth}`,
     );
+  }
+  const channels = options.multifdChannels ?? 0;
+  if (!Number.isSafeInteger(channels) || channels < 0 || channels > MAX_MULTIFD_CHANNELS) {
+    throw new LiveConfigError(
+      `multifd channels must be from 0 to ${MAX_MULTIFD_CHANNELS}, not ${channels}`,
+    );
+  }
+  if (options.xbzrle && channels > 0) {
+    throw new LiveConfigError("XBZRLE does not work with multifd (as in QEMU): choose one");
+  }
+  if (options.xbzrle) {
+    const cache = options.xbzrleCacheBytes ?? DEFAULT_XBZRLE_CACHE_BYTES;
+    if (
+      !Number.isSafeInteger(cache) ||
+      cache < PAGE_BYTES ||
+      cache > MAX_XBZRLE_CACHE_BYTES ||
+      (cache & (cache - 1)) !== 0
+    ) {
+      throw new LiveConfigError(
+        `XBZRLE cache must be a power of two from 4 KiB to ${formatBytes(MAX_XBZRLE_CACHE_BYTES)}, not ${cache} bytes`,
+      );
+    }
   }
   if (
     !Number.isSafeInteger(deviceStateBytes) ||

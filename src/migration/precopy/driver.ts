@@ -1,4 +1,5 @@
 import { formatBytes } from "../../util/units.js";
+import type { StopPolicyName } from "../options.js";
 import { decide } from "../policy.js";
 import type { MigrationResult, MigrationStatus, RoundDecision } from "../stats.js";
 import type { RoundRecorder } from "./recorder.js";
@@ -47,9 +48,11 @@ interface RunState {
 }
 
 /**
- * The one pre-copy loop every mode runs (virtual time, live TCP): send the
- * pending set, sync the dirty log, ask the policy, record the round; then
- * stop-and-copy (or switch to post-copy), and verify. The mode is only in
+ * The one pre-copy loop every mode runs (virtual time, live TCP, quick
+ * migration's saved-state file): send the pending set, sync the dirty log,
+ * ask the policy, record the round; then stop-and-copy (or switch to
+ * post-copy), and verify. Quick migration's policy runs no round: it goes
+ * straight to stop-and-copy. The mode is only in
  * what it passes: a clock (virtual or wall), a guest, a transport (records
  * in-process, multifd channels on the pool, TCP frames) and a policy.
  *
@@ -86,7 +89,8 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
     await transport.open();
     state.setupTime = clock.now();
     state.pendingPages = guest.logAll();
-    const switchTo = await precopyRounds(run, state);
+    const switchTo =
+      policy.name === "quick" ? "stop-and-copy" : await precopyRounds(run, state, policy.name);
     if (state.status === "completed") {
       enter(run, state, "stop-and-copy");
       const start = clock.now();
@@ -100,8 +104,12 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
           untilMs: Number.POSITIVE_INFINITY,
         });
       }
+      const copied = clock.now();
       const handover = await transport.switchover();
-      state.downtime = clock.now() - start;
+      const resumed = clock.now();
+      state.downtime = resumed - start;
+      // Without post-copy the migration ends as the destination runs the guest.
+      if (switchTo === "stop-and-copy") state.totalTime = resumed;
       state.downtimeBytes = sent.bytes + handover.bytes;
       state.pagesSent += sent.pages;
       state.overLimit = state.downtime > policy.downtimeLimitMs;
@@ -112,10 +120,12 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
         state.warning = overLimit(run, state.downtime, sent.bytes, handover.fixed);
       }
       const left = switchTo === "postcopy" ? state.pendingPages : 0;
+      const own = handover.ownRound;
       recorder.record({
         phase: "stop-and-copy",
         start,
-        sent: { pages: sent.pages, bytes: state.downtimeBytes },
+        ...(own ? { end: copied } : {}),
+        sent: { pages: sent.pages, bytes: own ? sent.bytes : state.downtimeBytes },
         pagesDirtied: 0,
         remainingPages: left,
         transferred: transport.transferred,
@@ -125,14 +135,31 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
         reason:
           switchTo === "postcopy"
             ? `paused for the device state and switchover (${handover.fixed}); ${formatBytes(left * guest.pageBytes)} left for post-copy`
-            : `sent the last ${sent.pages} pages and the device state; ${handover.fixed}`,
+            : own
+              ? own.copy
+              : `sent the last ${sent.pages} pages and the device state; ${handover.fixed}`,
       });
+      if (own) {
+        recorder.record({
+          phase: "resume",
+          start: copied,
+          end: resumed,
+          sent: { pages: 0, bytes: handover.bytes },
+          pagesDirtied: 0,
+          remainingPages: 0,
+          transferred: transport.transferred,
+          bandwidth: 0,
+          throttle: throttle(),
+          decision: "stop-and-copy",
+          reason: own.resume,
+        });
+      }
       pausedAt = null;
       state.pendingPages = left;
       if (switchTo === "postcopy") await postcopy(run, state);
     }
     // Verification is hvlab's check, not the migration's: it is not in total-time.
-    state.totalTime = clock.now();
+    state.totalTime ??= clock.now();
     if (state.status === "completed") {
       enter(run, state, "verification");
       const mismatch = await transport.verify();
@@ -189,6 +216,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
 async function precopyRounds(
   run: PrecopyRun,
   state: RunState,
+  rule: StopPolicyName,
 ): Promise<"stop-and-copy" | "postcopy" | "give-up"> {
   const { guest, clock, transport, policy, recorder } = run;
   for (let round = 1; ; round++) {
@@ -228,7 +256,7 @@ async function precopyRounds(
     }
     const throttled = guest.throttle?.afterSync(pendingBytes, pass.bytes, duration) ?? false;
     state.pendingHistory.push(pendingBytes);
-    const verdict = decide(policy.name, {
+    const verdict = decide(rule, {
       round,
       pendingBytes,
       pagesSent: pass.pages,

@@ -13,6 +13,8 @@ export interface RoundFacts {
   readonly phase: MigrationPhase;
   /** Clock time the round began, ms. */
   readonly start: number;
+  /** Clock time the round ended, ms (default: now). */
+  readonly end?: number;
   readonly sent: Sent;
   readonly pagesDirtied: number;
   /** Pages still to send after the round. */
@@ -79,7 +81,7 @@ export class RoundRecorder {
 
   /** Records a round that ends now. */
   record(f: RoundFacts): MigrationRound {
-    const duration = this.clock.now() - f.start;
+    const duration = (f.end ?? this.clock.now()) - f.start;
     const seconds = duration / 1000;
     const known = Number.isFinite(f.bandwidth) && f.bandwidth > 0 && f.bandwidth < Number.MAX_VALUE;
     const round: MigrationRound = {

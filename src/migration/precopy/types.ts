@@ -66,7 +66,7 @@ export interface PrecopyTransport {
    * switchover. Resolves when the destination runs the guest; `fixed` says
    * in words what besides the pages the downtime held.
    */
-  switchover(): Promise<{ bytes: number; fixed: string }>;
+  switchover(): Promise<Handover>;
   /** Tells the destination to discard what it has (a give-up). */
   cancel(reason: string): Promise<void>;
   /**
@@ -80,6 +80,21 @@ export interface PrecopyTransport {
   counters(): TransportCounters;
   /** One line for an error the transport threw, naming the phase it broke. */
   explain(error: Error, phase: string): string;
+}
+
+/** What the switchover did besides the last pages. */
+export interface Handover {
+  /** Bytes it put on the link (the device state). */
+  readonly bytes: number;
+  /** In words, what besides the pages the downtime held. */
+  readonly fixed: string;
+  /**
+   * When the switchover is a step of its own worth a round (quick
+   * migration's storage failover and restore): in words, what the
+   * stop-and-copy did and what the switchover did. The driver then records
+   * the switchover as a `resume` round after the stop-and-copy.
+   */
+  readonly ownRound?: { readonly copy: string; readonly resume: string };
 }
 
 /** What a transport counted, for the summary. */
@@ -106,7 +121,12 @@ export interface PostcopyOutcome extends Sent {
 
 /** The stop rule and its limits. */
 export interface PrecopyPolicy {
-  readonly name: StopPolicyName;
+  /**
+   * The stop rule asked after each round; `quick` runs no pre-copy round at
+   * all (Hyper-V 1.0's quick migration: the VM pauses at once and its whole
+   * memory goes in the stop-and-copy).
+   */
+  readonly name: StopPolicyName | "quick";
   /** The name in the summary (hyperv with its release). */
   readonly label: string;
   readonly downtimeLimitMs: number;

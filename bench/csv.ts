@@ -1,0 +1,438 @@
+/**
+ * Cluster Shared Volume benchmarks, every case verified before it is timed
+ * and run beside its peers:
+ *
+ * - direct I/O: four cluster nodes (the node code of `hvlab csv node`, one
+ *   target connection each) write their files at the extents the
+ *   coordinator gave them, all at once, through a `hvlab csv target`
+ *   process; against the same bytes written at the same LUN offsets by one
+ *   process straight to the LUN file, and a plain memory copy of as many
+ *   bytes (the bandwidth bound);
+ * - metadata: an open and a create + delete forwarded by a node to the
+ *   coordinator over the node protocol; against the coordinator doing the
+ *   same itself, and a volume on a LUN file in this process (no network);
+ * - failover: `hvlab csv node` processes, the coordinator killed with
+ *   SIGKILL by its PID, timed until a survivor answers a metadata request;
+ *   against a planned move of the role (`hvlab csv failover`). The target
+ *   is at most 2x the heartbeat threshold (`conditions`).
+ *
+ * Redirected I/O (a node's I/O through the coordinator) is not built yet,
+ * so it has no case. The target runs with `--no-sync` and the LUN file is
+ * written buffered: the host's page cache is in play for every file case.
+ */
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
+import { type RunningCluster, startCluster } from "../src/csv/bench-cluster.js";
+import { NodeControl, requestFailover } from "../src/csv/control-client.js";
+import { FileLun } from "../src/csv/lun.js";
+import { ClusterNode } from "../src/csv/node.js";
+import { Op } from "../src/csv/protocol.js";
+import { TargetClient } from "../src/csv/target-client.js";
+import { type FileMap, mapFileRange, Volume } from "../src/csv/volume.js";
+import { MemoryLayout } from "../src/memory/layout.js";
+import { FdFile } from "../src/storage/block-file.js";
+import { freeLoopbackPort } from "../src/util/ports.js";
+import { makeTemporaryDir, removeTemporary } from "../src/util/temporary.js";
+import { BandwidthKernel } from "../src/wasm/bandwidth.js";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+/** Bytes of one direct write: a VM's large sequential I/O. */
+const CHUNK = 256 * KiB;
+/** Direct writes each node keeps in flight. */
+const QUEUE_DEPTH = 4;
+/** Heartbeats for the in-process nodes: a threshold no pause of a busy benchmark reaches. */
+const QUIET_HEARTBEAT = { heartbeatMs: 200, misses: 50 };
+/** Heartbeats of the failover case: the cluster service's 5 misses, at 100 ms to keep it short. */
+const FAILOVER_HEARTBEAT = { heartbeatMs: 100, misses: 5 };
+
+function assert(condition: boolean, message: string): void {
+  if (!condition) throw new Error(message);
+}
+
+async function formatLun(path: string, bytes: number): Promise<void> {
+  const file = new FdFile(path, "wx+");
+  try {
+    file.truncate(bytes);
+    await Volume.format(new FileLun(file, false), { clusterBytes: 64 * KiB, fileSlots: 256 });
+  } finally {
+    file.close();
+  }
+}
+
+/** Waits until one of the nodes is coordinator; returns it. */
+async function coordinatorOf(
+  nodes: readonly ClusterNode[],
+  withinMs: number,
+): Promise<ClusterNode> {
+  const until = performance.now() + withinMs;
+  for (;;) {
+    const owner = nodes.find((n) => n.state.role === "coordinator");
+    if (owner && nodes.every((n) => n.state.coordinator === owner.options.id)) return owner;
+    if (performance.now() > until) throw new Error(`no coordinator within ${withinMs} ms`);
+    await sleep(20);
+  }
+}
+
+/** Sends one metadata request to the node on `port` as a peer would; the reply's JSON. */
+async function forward(link: TargetClient, request: object): Promise<Record<string, unknown>> {
+  const reply = await link.request(Op.metadata, new TextEncoder().encode(JSON.stringify(request)));
+  return JSON.parse(new TextDecoder().decode(reply.payload)) as Record<string, unknown>;
+}
+
+/** The `csv` suite: `hvlab bench csv`. */
+export const suite: BenchSuite = {
+  name: "csv",
+  description:
+    "cluster shared volume: direct I/O from 4 nodes vs one process on the LUN file, metadata through the coordinator, failover pause",
+  async setup({ quick }) {
+    const dir = makeTemporaryDir("bench-csv");
+    const cleanups: (() => Promise<void> | void)[] = [() => removeTemporary(dir)];
+    const teardown = async () => {
+      for (const c of cleanups.reverse()) await c();
+    };
+    try {
+      const cases: BenchCase[] = [];
+      const perNode = quick ? 2 * MiB : 32 * MiB;
+      const lunPath = join(dir, "io.lun");
+      await formatLun(lunPath, 4 * perNode + 64 * MiB);
+
+      // --- the cluster: a target process and four nodes in this process -------
+      const io = await startCluster({
+        lun: lunPath,
+        nodes: 0,
+        heartbeatMs: QUIET_HEARTBEAT.heartbeatMs,
+        misses: QUIET_HEARTBEAT.misses,
+        targetArgs: ["--no-sync"],
+        nodeArgs: () => [],
+      });
+      cleanups.push(() => io.stop());
+      const ports = await Promise.all([1, 2, 3, 4].map(() => freeLoopbackPort()));
+      const nodes = ports.map(
+        (port, i) =>
+          new ClusterNode({
+            id: i + 1,
+            port,
+            targetPort: io.targetPort,
+            peers: new Map(ports.map((p, j) => [j + 1, p] as const).filter(([id]) => id !== i + 1)),
+            ...QUIET_HEARTBEAT,
+          }),
+      );
+      await Promise.all(nodes.map((n) => n.start()));
+      cleanups.push(() => {
+        for (const n of nodes) n.stop();
+      });
+      const coordinator = await coordinatorOf(nodes, 30_000 + 2 * 200 * 50);
+      const follower = nodes.find((n) => n !== coordinator) as ClusterNode;
+
+      // --- direct I/O from 4 nodes at once vs one process on the LUN file -------
+      const files: FileMap[] = [];
+      for (const n of nodes) {
+        const file = await n.metadata({
+          op: "create",
+          name: `vm-${n.options.id}.vhd`,
+          size: perNode,
+        });
+        assert(
+          file !== undefined && file.size === perNode,
+          `node ${n.options.id}: create gave no file`,
+        );
+        files.push(file as FileMap);
+      }
+      const lunFile = new FdFile(lunPath, "r+");
+      cleanups.push(() => lunFile.close());
+      const { layout } = await Volume.open(new FileLun(lunFile, false), { replay: false });
+      const chunk = new Uint8Array(CHUNK);
+      const stamp = (seed: number) => {
+        for (let i = 0; i < CHUNK; i++) chunk[i] = (i * 131 + seed * 17 + (i >>> 12)) & 0xff;
+      };
+      const nodesWrite = async () => {
+        await Promise.all(
+          nodes.map(async (n, i) => {
+            const file = files[i] as FileMap;
+            // QUEUE_DEPTH writers per node, each taking the next chunk: a VM's queue of I/O.
+            let next = 0;
+            const writer = async () => {
+              for (let at = next; at < perNode; at = next) {
+                next += CHUNK;
+                await n.writeFile(file, at, chunk);
+              }
+            };
+            await Promise.all(Array.from({ length: QUEUE_DEPTH }, writer));
+          }),
+        );
+      };
+      const processWrite = () => {
+        for (const file of files)
+          for (let at = 0; at < perNode; at += CHUNK)
+            for (const r of mapFileRange(layout, file, at, CHUNK))
+              lunFile.write(chunk.subarray(r.bufferOffset, r.bufferOffset + r.length), r.lunOffset);
+      };
+      const memory = new MemoryLayout();
+      const src = memory.allocate("csv.bench.src", CHUNK, 4096);
+      const dst = memory.allocate("csv.bench.dst", CHUNK, 4096);
+      const bandwidth = BandwidthKernel.on(memory.memory);
+      const copyBound = () => {
+        for (let k = 0; k < files.length * (perNode / CHUNK); k++)
+          bandwidth.copy(dst, 0, src, 0, CHUNK);
+      };
+      const readBack = (seed: number) => {
+        stamp(seed);
+        const got = new Uint8Array(CHUNK);
+        for (const file of files)
+          for (let at = 0; at < perNode; at += CHUNK) {
+            let filled = 0;
+            for (const r of mapFileRange(layout, file, at, CHUNK)) {
+              lunFile.read(got.subarray(r.bufferOffset, r.bufferOffset + r.length), r.lunOffset);
+              filled += r.length;
+            }
+            assert(filled === CHUNK, `${file.name}@${at}: the extents cover ${filled} bytes`);
+            assert(
+              got.every((b, i) => b === chunk[i]),
+              `${file.name}@${at}: the LUN does not hold the bytes written`,
+            );
+          }
+      };
+      cases.push({
+        case: `direct I/O: 4 nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, ${QUEUE_DEPTH} in flight per node`,
+        opsPerCall: 1,
+        bytesPerOp: 4 * perNode,
+        iterations: quick ? 2 : 8,
+        impls: [
+          { impl: "hvlab 4 nodes through the target", fn: nodesWrite },
+          { impl: "one process straight to the LUN file", fn: processWrite },
+          { impl: "memory copy (bound)", fn: copyBound },
+        ],
+        async verify() {
+          stamp(1);
+          await nodesWrite();
+          readBack(1);
+          stamp(2);
+          processWrite();
+          readBack(2);
+          copyBound();
+          assert(
+            dst.bytes(memory.memory).every((b, i) => b === src.bytes(memory.memory)[i]),
+            "the memory copy differs",
+          );
+        },
+      });
+
+      // --- metadata through the coordinator -------------------------------------
+      const link = await TargetClient.connect(coordinator.options.port, "bench-metadata");
+      cleanups.push(() => link.close());
+      const localLunPath = join(dir, "local.lun");
+      await formatLun(localLunPath, 64 * MiB);
+      const localFile = new FdFile(localLunPath, "r+");
+      cleanups.push(() => localFile.close());
+      const local = await Volume.open(new FileLun(localFile, false));
+      await local.create("vm-1.vhd", 64 * KiB);
+      let serial = 0;
+      cases.push({
+        case: "metadata: open vm-1.vhd",
+        impls: [
+          {
+            impl: "hvlab forwarded to the coordinator",
+            fn: async () => {
+              await follower.metadata({ op: "open", name: "vm-1.vhd" });
+            },
+          },
+          {
+            impl: "the coordinator itself",
+            fn: async () => {
+              await coordinator.metadata({ op: "open", name: "vm-1.vhd" });
+            },
+          },
+          { impl: "volume on a LUN file in this process", fn: () => local.lookup("vm-1.vhd") },
+        ],
+        async verify() {
+          const a = await follower.metadata({ op: "open", name: "vm-1.vhd" });
+          const b = await coordinator.metadata({ op: "open", name: "vm-1.vhd" });
+          assert(JSON.stringify(a) === JSON.stringify(b), "forwarded and local opens disagree");
+          assert(a?.size === perNode, `open gave size ${a?.size}, not ${perNode}`);
+          assert(local.lookup("vm-1.vhd").size === 64 * KiB, "the local volume lost vm-1.vhd");
+        },
+      });
+      cases.push({
+        case: "metadata: create + delete (two journaled transactions)",
+        opsPerCall: 2,
+        impls: [
+          {
+            impl: "hvlab forwarded to the coordinator",
+            fn: async () => {
+              const name = `t-${serial++}`;
+              await follower.metadata({ op: "create", name, size: 64 * KiB });
+              await follower.metadata({ op: "delete", name });
+            },
+          },
+          {
+            impl: "the coordinator itself",
+            fn: async () => {
+              const name = `t-${serial++}`;
+              await coordinator.metadata({ op: "create", name, size: 64 * KiB });
+              await coordinator.metadata({ op: "delete", name });
+            },
+          },
+          {
+            impl: "volume on a LUN file in this process",
+            fn: async () => {
+              const name = `t-${serial++}`;
+              await local.create(name, 64 * KiB);
+              await local.delete(name);
+            },
+          },
+        ],
+        async verify() {
+          const made = await follower.metadata({ op: "create", name: "probe", size: 128 * KiB });
+          assert(made?.size === 128 * KiB, "a forwarded create gave the wrong size");
+          const reply = await forward(link, { op: "open", name: "probe" });
+          assert(reply.ok === true, "the coordinator cannot open what was created");
+          await follower.metadata({ op: "delete", name: "probe" });
+          const gone = await forward(link, { op: "open", name: "probe" });
+          assert(gone.ok === false, "a deleted file still opens");
+        },
+      });
+
+      // --- failover: node processes, the coordinator killed by PID --------------
+      const failLun = join(dir, "failover.lun");
+      await formatLun(failLun, 64 * MiB);
+      const cluster: RunningCluster = await startCluster({
+        lun: failLun,
+        nodes: 3,
+        ...FAILOVER_HEARTBEAT,
+        targetArgs: ["--no-sync"],
+        nodeArgs: () => [],
+      });
+      cleanups.push(() => cluster.stop());
+      const thresholdMs = FAILOVER_HEARTBEAT.heartbeatMs * FAILOVER_HEARTBEAT.misses;
+      const controls = new Map<number, NodeControl>();
+      const status = async (id: number) => {
+        const port = cluster.nodes.get(id)?.port ?? 0;
+        let c = controls.get(id);
+        if (!c) {
+          c = new NodeControl(port);
+          controls.set(id, c);
+        }
+        return c.status(2000);
+      };
+      cleanups.push(() => {
+        for (const c of controls.values()) c.close();
+      });
+      /** The live coordinator every live node follows, after restarting any node a call killed. */
+      const settled = async () => {
+        for (const [id, n] of cluster.nodes)
+          if (!n.process.running) {
+            controls.get(id)?.close();
+            controls.delete(id);
+            await cluster.restart(id);
+          }
+        const until = performance.now() + 60_000;
+        for (;;) {
+          const all = await Promise.allSettled([...cluster.nodes.keys()].map(status));
+          const up = all.flatMap((a) => (a.status === "fulfilled" ? [a.value] : []));
+          const owner = up.find((s) => s.role === "coordinator");
+          if (
+            owner &&
+            up.length === cluster.nodes.size &&
+            up.every((s) => s.coordinator === owner.node && s.members.length === cluster.nodes.size)
+          )
+            return owner;
+          if (performance.now() > until)
+            throw new Error("the failover cluster did not settle in 60 s");
+          await sleep(50);
+        }
+      };
+      /** Asks every node but `skip` for a metadata open until one answers as coordinator. */
+      const firstAnswer = async (skip: number) => {
+        for (;;) {
+          for (const [id, n] of cluster.nodes) {
+            if (id === skip) continue;
+            const peer = await TargetClient.connect(n.port, "bench-failover", 1000).catch(
+              () => undefined,
+            );
+            if (!peer) continue;
+            try {
+              const r = await forward(peer, { op: "open", name: "probe" });
+              if (r.ok === true) return id;
+            } catch {
+              // not answering yet
+            } finally {
+              peer.close();
+            }
+          }
+          await sleep(5);
+        }
+      };
+      let victim = await settled();
+      {
+        const port = cluster.nodes.get(victim.node)?.port ?? 0;
+        const peer = await TargetClient.connect(port, "bench-failover");
+        const made = await forward(peer, { op: "create", name: "probe", size: 64 * KiB });
+        peer.close();
+        assert(made.ok === true, "cannot create the probe file");
+      }
+      cases.push({
+        case: `failover: metadata pause, heartbeat ${FAILOVER_HEARTBEAT.heartbeatMs} ms x ${FAILOVER_HEARTBEAT.misses} (threshold ${thresholdMs} ms)`,
+        iterations: quick ? 1 : 5,
+        beforeEachCall: async () => {
+          victim = await settled();
+        },
+        impls: [
+          {
+            impl: "hvlab coordinator killed (SIGKILL by PID)",
+            fn: async () => {
+              process.kill(victim.pid, "SIGKILL");
+              await firstAnswer(victim.node);
+            },
+          },
+          {
+            impl: "planned move (csv failover)",
+            fn: async () => {
+              const to = [...cluster.nodes.keys()].find((id) => id !== victim.node) ?? 0;
+              const reply = await requestFailover(victim.port, to, 30_000);
+              if (!reply.ok) throw new Error(reply.error);
+              await firstAnswer(victim.node);
+            },
+          },
+        ],
+        async verify() {
+          victim = await settled();
+          process.kill(victim.pid, "SIGKILL");
+          const killedAt = performance.now();
+          const successor = await firstAnswer(victim.node);
+          const pause = performance.now() - killedAt;
+          assert(successor !== victim.node, "the killed node answered");
+          // A survivor may not take over before it missed the threshold's heartbeats.
+          assert(
+            pause >= thresholdMs - FAILOVER_HEARTBEAT.heartbeatMs,
+            `a survivor answered ${pause.toFixed(0)} ms after the kill, before the ${thresholdMs} ms threshold`,
+          );
+          const now = await settled();
+          assert(now.epoch > victim.epoch, "the new coordinator did not open a new epoch");
+          const to = [...cluster.nodes.keys()].find((id) => id !== now.node) ?? 0;
+          const moved = await requestFailover(now.port, to, 30_000);
+          assert(
+            moved.ok && moved.to === to && moved.epoch === now.epoch + 1,
+            "the planned move failed",
+          );
+        },
+      });
+
+      return {
+        cases,
+        conditions: {
+          pageCache: true,
+          targetSync: false,
+          heartbeatThresholdMs: thresholdMs,
+          failoverTargetMs: 2 * thresholdMs,
+          redirectedIo: "not built yet: no case",
+        },
+        teardown,
+      };
+    } catch (error) {
+      await teardown();
+      throw error;
+    }
+  },
+};

@@ -1,0 +1,99 @@
+/**
+ * How QEMU 7.2's migration thread iterates, as hvlab's model runs it
+ * (`--qemu-iteration`; `hvlab qemu predict`). The driver's default round
+ * sends the whole pending set and then syncs; QEMU does not:
+ *
+ * - `migration_thread` (migration/migration.c) calls
+ *   `migration_iteration_run` whenever the rate limit allows. That asks each
+ *   device for its pending bytes (`qemu_savevm_state_pending`); RAM answers
+ *   with an estimate, the pages still set in its bitmap
+ *   (`ram_save_pending` in migration/ram.c), and only when that estimate is
+ *   below `threshold_size` does it sync the dirty log and answer the exact
+ *   figure. Exact still above the threshold: another iteration; below it:
+ *   `migration_completion`. So a sync comes when a pass is nearly done, the
+ *   unsent pages stay in the bitmap and the sync ORs the new dirty pages into
+ *   them (`migration_bitmap_sync`).
+ * - Each iteration (`ram_save_iterate`) sends until the rate limit of the
+ *   current window is used up or {@link MAX_WAIT_MS} has passed, so the
+ *   estimate is looked at after every chunk of at most 50 ms of sending.
+ * - `migration_update_counters` re-measures the bandwidth once a window of
+ *   at least {@link BUFFER_DELAY_MS} has passed: bytes sent in the window
+ *   over its length. `threshold_size` is that bandwidth times
+ *   downtime-limit (0 until the first window closed) and `expected-downtime`
+ *   the remaining bytes over it. The rate limit allows max-bandwidth /
+ *   (1000 / BUFFER_DELAY) bytes a window.
+ * - `migration_completion` stops the vCPUs, lifts the rate limit
+ *   (`qemu_file_set_rate_limit(..., INT64_MAX)`) and syncs a last time
+ *   (`ram_save_complete`), so the last pages go as fast as the host sends.
+ *
+ * What the model cannot know from QEMU's source it takes as measured on the
+ * host: how fast QEMU's migration thread really sends, which under TCG on a
+ * shared machine is well below a generous max-bandwidth.
+ */
+
+/** `MAX_WAIT` in migration/ram.c: an iteration sends for at most this long, ms. */
+export const MAX_WAIT_MS = 50;
+
+/** `BUFFER_DELAY` in migration/migration.c: the rate-limit and bandwidth window, ms. */
+export const BUFFER_DELAY_MS = 100;
+
+/** What the host makes of QEMU's iteration: measured, or assumed. */
+export interface QemuIterationOptions {
+  /**
+   * Bytes per second QEMU's migration thread sends with no rate limit while
+   * the guest runs (RAM records, headers included). The link runs at the
+   * lower of this and max-bandwidth.
+   */
+  readonly hostRate: number;
+  /** Bytes per second with no rate limit and the vCPUs stopped (the last pages at completion). */
+  readonly completionRate: number;
+  /**
+   * Time from `migrate` until pages flow at the host's rate, ms (setup,
+   * starting the dirty log, the first pages); the guest writes meanwhile and
+   * the bandwidth windows count it, as QEMU's do.
+   */
+  readonly startMs: number;
+  /** Fixed part of the pause besides pages and device state (stopping the vCPUs, the last sync, the handover), ms. */
+  readonly stopMs: number;
+}
+
+/** Checks the options; throws a RangeError naming the bad one. */
+export function checkQemuIteration(o: QemuIterationOptions): void {
+  for (const [name, value] of [
+    ["host rate", o.hostRate],
+    ["completion rate", o.completionRate],
+  ] as const) {
+    if (!(value > 0) || !Number.isFinite(value))
+      throw new RangeError(
+        `QEMU iteration: ${name} must be a finite number of bytes/s above 0, not ${value}`,
+      );
+  }
+  if (!(o.startMs >= 0) || o.startMs > 600_000)
+    throw new RangeError(`QEMU iteration: start time must be 0 to 600000 ms, not ${o.startMs}`);
+  if (!(o.stopMs >= 0) || o.stopMs > 60_000)
+    throw new RangeError(`QEMU iteration: stop cost must be 0 to 60000 ms, not ${o.stopMs}`);
+}
+
+/** The rate the link runs at while the guest runs: the lower of max-bandwidth and the host's. */
+export function runningRate(o: QemuIterationOptions, maxBandwidth: number): number {
+  return Math.min(o.hostRate, maxBandwidth);
+}
+
+/**
+ * Bytes one iteration sends before the pending estimate is looked at again:
+ * the window's rate-limit budget when max-bandwidth binds (the thread then
+ * waits for the next window), else what the host sends in MAX_WAIT.
+ */
+export function chunkBytes(o: QemuIterationOptions, maxBandwidth: number): number {
+  const budget = (maxBandwidth * BUFFER_DELAY_MS) / 1000;
+  const inMaxWait = (o.hostRate * MAX_WAIT_MS) / 1000;
+  return Math.min(budget, inMaxWait);
+}
+
+/**
+ * `threshold_size`: the last window's bandwidth (bytes/s; null before the
+ * first window closed, when QEMU's is still 0) times downtime-limit.
+ */
+export function thresholdBytes(windowRate: number | null, downtimeLimitMs: number): number {
+  return windowRate === null ? 0 : (windowRate * downtimeLimitMs) / 1000;
+}

@@ -1,0 +1,33 @@
+import { describe, expect, it } from "vitest";
+import { isOwnImpl } from "../src/bench/harness.js";
+import { loadSuite } from "../src/bench/suites.js";
+
+describe("bench csv", () => {
+  it("verifies direct I/O, metadata and failover against their peers before timing", async () => {
+    const suite = await loadSuite("csv");
+    const prepared = await suite.setup({ quick: true, timeMs: 1 });
+    try {
+      expect(prepared.cases.map((c) => c.case.split(":")[0])).toEqual([
+        "direct I/O",
+        "metadata",
+        "metadata",
+        "failover",
+      ]);
+      expect(prepared.cases[0]?.impls.map((i) => i.impl)).toEqual([
+        "hvlab 4 nodes through the target",
+        "one process straight to the LUN file",
+        "memory copy (bound)",
+      ]);
+      expect(prepared.conditions).toMatchObject({
+        heartbeatThresholdMs: 500,
+        failoverTargetMs: 1000,
+      });
+      for (const benchCase of prepared.cases) {
+        expect(benchCase.impls.some((impl) => isOwnImpl(impl.impl))).toBe(true);
+        await benchCase.verify();
+      }
+    } finally {
+      await prepared.teardown();
+    }
+  }, 300_000);
+});

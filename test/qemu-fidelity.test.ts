@@ -1,0 +1,144 @@
+import { afterAll, describe, expect, it } from "vitest";
+import type { QueryMigrateSummary } from "../src/migration/query-migrate.js";
+import type { FigureError } from "../src/qemu/predict.js";
+import { formatTable } from "../src/report/table.js";
+import { hvlabAsync, requireTool } from "./support/cli.js";
+
+/**
+ * The fidelity suite: hvlab's prediction of a real QEMU migration (TCG,
+ * loopback, a guest hvlab writes itself) against the migration itself, at
+ * points across guest size, write pattern, bandwidth and downtime-limit.
+ * The targets: where QEMU converges, total-time and bytes within 10 %,
+ * dirty-sync-count within 2, downtime within 2x or 20 ms; where it cannot,
+ * the prediction says so too.
+ */
+interface FidelityPoint {
+  readonly name: string;
+  readonly args: readonly string[];
+}
+
+const points: FidelityPoint[] = [
+  ["128MiB uniform 10000/s 100MiB/s 100 ms", "128MiB uniform 10000 100MiB 100"],
+  ["256MiB uniform 15000/s 100MiB/s 100 ms", "256MiB uniform 15000 100MiB 100"],
+  ["512MiB uniform 10000/s 200MiB/s 300 ms", "512MiB uniform 10000 200MiB 300"],
+  [
+    "1GiB (192MiB written) uniform 10000/s 200MiB/s 300 ms",
+    "1GiB uniform 10000 200MiB 300 --working-set 192MiB",
+  ],
+  ["256MiB hotset 20000/s 100MiB/s 100 ms", "256MiB hotset 20000 100MiB 100"],
+  ["128MiB hotset 20000/s 50MiB/s 300 ms", "128MiB hotset 20000 50MiB 300"],
+  ["128MiB uniform 5000/s 30MiB/s 300 ms", "128MiB uniform 5000 30MiB 300"],
+  ["512MiB hotset 20000/s 150MiB/s 200 ms", "512MiB hotset 20000 150MiB 200"],
+  ["128MiB uniform 5000/s 200MiB/s 30 ms", "128MiB uniform 5000 200MiB 30"],
+  ["256MiB hotset 10000/s 150MiB/s 200 ms", "256MiB hotset 10000 150MiB 200"],
+  [
+    "128MiB uniform 40000/s 30MiB/s 30 ms (cannot converge)",
+    "128MiB uniform 40000 30MiB 30 --timeout 6",
+  ],
+  [
+    "128MiB uniform flat out 30MiB/s 100 ms, auto-converge",
+    "128MiB uniform 0 30MiB 100 --auto-converge --timeout 6",
+  ],
+].map(([name, spec]) => {
+  const [guest, pattern, rate, bandwidth, limit, ...rest] = (spec ?? "").split(" ");
+  return {
+    name: name ?? "",
+    args: [
+      "--guest",
+      guest ?? "",
+      "--pattern",
+      pattern ?? "",
+      "--rate",
+      rate ?? "",
+      "--bandwidth",
+      bandwidth ?? "",
+      "--downtime-limit",
+      limit ?? "",
+      ...rest,
+    ],
+  };
+});
+
+interface PredictOutput {
+  readonly predicted: QueryMigrateSummary;
+  readonly real: QueryMigrateSummary;
+  readonly comparison: FigureError[];
+}
+
+/** The targets, as the fidelity suite's contract states them. */
+const TIME_AND_BYTES = 0.1;
+const SYNCS = 2;
+const DOWNTIME_FACTOR = 2;
+const DOWNTIME_MS = 20;
+
+const rows: (string | number)[][] = [];
+
+function figure(out: PredictOutput, name: string): FigureError {
+  const f = out.comparison.find((c) => c.figure.startsWith(name));
+  if (!f) throw new Error(`no ${name} in the comparison`);
+  return f;
+}
+
+const hasQemu = requireTool("qemu-system-x86_64");
+
+describe.skipIf(!hasQemu)("fidelity: hvlab's prediction against real QEMU (TCG)", () => {
+  afterAll(() => {
+    // The suite's table, for docs/migration.md.
+    console.log(
+      formatTable({
+        columns: ["point", "status", "syncs", "total-time ms", "MiB", "downtime ms"],
+        rows,
+      }),
+    );
+  });
+
+  it.each(points)(
+    "$name",
+    async ({ args }) => {
+      const run = await hvlabAsync([
+        "qemu",
+        "predict",
+        ...args,
+        "--calc-times",
+        "1",
+        "--warmup",
+        "500",
+        "--then-migrate",
+        "--json",
+      ]);
+      expect(run.stderr).toBe("");
+      expect(run.code).toBe(0);
+      const out = JSON.parse(run.stdout) as PredictOutput;
+      const p = out.predicted;
+      const r = out.real;
+      const pct = (f: FigureError) =>
+        f.error === null ? "" : ` (${f.error >= 0 ? "+" : ""}${Math.round(f.error * 100)} %)`;
+      const time = figure(out, "total-time");
+      const bytes = figure(out, "transferred");
+      rows.push([
+        args.join(" "),
+        `${p.status} / ${r.status}`,
+        `${p.ram["dirty-sync-count"]} / ${r.ram["dirty-sync-count"]}`,
+        `${Math.round(time.predicted)} / ${Math.round(time.measured)}${pct(time)}`,
+        `${Math.round(bytes.predicted / 2 ** 20)} / ${Math.round(bytes.measured / 2 ** 20)}${pct(bytes)}`,
+        `${Math.round(p.downtime)} / ${Math.round(r.downtime)}`,
+      ]);
+      if (r.status !== "completed") {
+        // It could not converge in time: the prediction must say so too.
+        expect(p.status).toBe("not-converged");
+        return;
+      }
+      expect(p.status).toBe("completed");
+      expect(Math.abs(time.error ?? 1)).toBeLessThanOrEqual(TIME_AND_BYTES);
+      expect(Math.abs(bytes.error ?? 1)).toBeLessThanOrEqual(TIME_AND_BYTES);
+      expect(Math.abs(p.ram["dirty-sync-count"] - r.ram["dirty-sync-count"])).toBeLessThanOrEqual(
+        SYNCS,
+      );
+      const within =
+        Math.abs(p.downtime - r.downtime) <= DOWNTIME_MS ||
+        (p.downtime <= r.downtime * DOWNTIME_FACTOR && p.downtime * DOWNTIME_FACTOR >= r.downtime);
+      expect(within, `downtime ${p.downtime} ms predicted, ${r.downtime} ms real`).toBe(true);
+    },
+    240_000,
+  );
+});
