@@ -3,11 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FileLun } from "../src/csv/lun.js";
-import { STORM_BLOCK, stormSeq } from "../src/csv/storm.js";
 import { Volume } from "../src/csv/volume.js";
 import { FdFile } from "../src/storage/block-file.js";
 import { hvlab } from "./support/cli.js";
-import { freePort, type NodeProcess, readAcks, startNode } from "./support/csv-cluster.js";
+import { freePort, type NodeProcess, startNode, verifyAcks } from "./support/csv-cluster.js";
 import { startTarget, type TargetProcess } from "./support/csv-target.js";
 
 // Short heartbeats (100 ms, 5 misses) keep the failovers quick; the
@@ -27,31 +26,6 @@ afterAll(async () => {
   await target?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Every acknowledged write reads back (or a later write of the same block does), for files that still exist. */
-async function verifyAcks(lunPath: string, logs: string[]): Promise<number> {
-  const lun = new FileLun(new FdFile(lunPath, "r"), false);
-  try {
-    const volume = await Volume.open(lun, { replay: false });
-    const names = new Set(volume.list().map((f) => f.name));
-    const latest = new Map<string, number>();
-    for (const a of readAcks(logs)) {
-      const k = `${a.name}@${a.offset}`;
-      latest.set(k, Math.max(latest.get(k) ?? 0, a.seq));
-    }
-    let checked = 0;
-    for (const [k, seq] of latest) {
-      const [name, offset] = k.split("@") as [string, string];
-      if (!names.has(name)) continue;
-      const block = await volume.read(volume.lookup(name), Number(offset), STORM_BLOCK);
-      expect(stormSeq(block), `${k}: acknowledged write ${seq}`).toBeGreaterThanOrEqual(seq);
-      checked++;
-    }
-    return checked;
-  } finally {
-    lun.close();
-  }
-}
 
 describe("csv failover", () => {
   it("a paused coordinator resumed after the threshold finds its writes refused and steps down", async () => {

@@ -1,6 +1,5 @@
-import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,83 +16,18 @@ import {
   TransportError,
   type TransportSecurity,
 } from "../src/transport/secure.js";
+import { CertFactory, hasOpenssl } from "./support/tls-certs.js";
 
 const MiB = 1024 ** 2;
 
-function hasOpenssl(): boolean {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
 const openssl = hasOpenssl();
 if (!openssl && process.env.CI === "true") throw new Error("openssl is needed by the TLS tests");
 if (!openssl) console.warn("skipping the TLS migration tests: openssl is not installed");
 
 let root = "";
-function run(...args: string[]): void {
-  execFileSync("openssl", args, { cwd: root, stdio: "ignore" });
-}
-/** A CA in `dir`: ca-cert.pem and ca.key. */
-function makeCa(dir: string, cn: string): void {
-  mkdirSync(join(root, dir), { recursive: true });
-  run(
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    `${dir}/ca.key`,
-    "-out",
-    `${dir}/ca-cert.pem`,
-    "-subj",
-    `/CN=${cn}`,
-    "-days",
-    "2",
-  );
-}
-/** `role`-cert.pem/-key.pem in `dir`, signed by the CA in `caDir`; negative days: already expired. */
-function makeCert(dir: string, caDir: string, role: string, cn: string, days = 2): void {
-  mkdirSync(join(root, dir), { recursive: true });
-  run(
-    "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    `${dir}/${role}-key.pem`,
-    "-out",
-    `${dir}/${role}.csr`,
-    "-subj",
-    `/O=hvlab test/CN=${cn}`,
-  );
-  writeFileSync(join(root, dir, `${role}.ext`), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  run(
-    "x509",
-    "-req",
-    "-in",
-    `${dir}/${role}.csr`,
-    "-CA",
-    `${caDir}/ca-cert.pem`,
-    "-CAkey",
-    `${caDir}/ca.key`,
-    "-CAcreateserial",
-    "-days",
-    String(days),
-    "-extfile",
-    `${dir}/${role}.ext`,
-    "-out",
-    `${dir}/${role}-cert.pem`,
-  );
-  run("x509", "-in", `${caDir}/ca-cert.pem`, "-out", `${dir}/ca-cert.pem`);
-}
+const makeCa = (dir: string, cn: string) => new CertFactory(root).makeCa(dir, cn);
+const makeCert = (dir: string, caDir: string, role: string, cn: string, days = 2) =>
+  new CertFactory(root).makeCert(dir, caDir, role, cn, days);
 
 const x509 = (dir: string, role: "server" | "client", extra = {}) =>
   loadTransportSecurity({ tlsCreds: join(root, dir), ...extra }, role);

@@ -2,28 +2,65 @@ import { appendFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
+  looksLikeTls,
+  secureIncoming,
+  TLS_PEER_OF_PLAIN,
+  type TransportSecurity,
+} from "../transport/secure.js";
+import { TokenBucket } from "../transport/token-bucket.js";
+import {
+  type NodeStatus as ControlStatus,
   type FailoverReply,
   type NodeCounters,
-  type NodeStatus,
   parseFailoverReply,
   parseFailoverRequest,
 } from "./control.js";
-import { encodeFrame, type Frame, FrameReader, Op, ProtocolError, REPLY } from "./protocol.js";
+import { VolumeFileError, VolumeRangeError } from "./errors.js";
+import {
+  encodeFrame,
+  type Frame,
+  FrameReader,
+  Op,
+  ProtocolError,
+  REPLY,
+  Status,
+} from "./protocol.js";
+import {
+  encodeRedirected,
+  MAX_REDIRECTED_BYTES,
+  parseRedirected,
+  REDIRECTED_HEADER_BYTES,
+  type RedirectedRequest,
+} from "./redirected-io.js";
 import { ReservationType, ServiceAction } from "./reservations.js";
+import { PathCutError, StoragePath } from "./storage-path.js";
 import { parseSuperblock } from "./superblock.js";
-import { ReservationConflictError, TargetClient } from "./target-client.js";
+import {
+  BusyError,
+  ReservationConflictError,
+  TargetClient,
+  TargetCommandError,
+} from "./target-client.js";
 import { type FileMap, mapFileRange, StaleEpochError, Volume } from "./volume.js";
 
 /*
  * `hvlab csv node`: one cluster node. It registers a key with the target,
  * heartbeats every peer (the cluster service's one second and five misses
  * by default), and follows the coordinator of the highest epoch it has
- * seen. When that coordinator has missed the threshold and this node is
- * the lowest-numbered node still alive, it takes over: PREEMPT the dead
- * coordinator's key at the target (the fence), open the volume (which
- * replays the journal), and open a new epoch on the volume. Other nodes
- * forward metadata operations to the coordinator and write file data
- * straight to the target at the extents the coordinator returns.
+ * seen. When that coordinator has missed the threshold (or has lost its
+ * storage path) and this node is the lowest-numbered node still alive with
+ * a path, it takes over: PREEMPT the old coordinator's key at the target
+ * (the fence), open the volume (which replays the journal), and open a new
+ * epoch on the volume. Other nodes forward metadata operations to the
+ * coordinator and write file data straight to the target at the extents
+ * the coordinator returns (direct I/O).
+ *
+ * A node whose storage path is cut, or whose coordinator has opened a
+ * backup window, sends its data I/O to the coordinator instead (redirected
+ * access), over the cluster network: a link metered by a token bucket at
+ * the cluster network's bandwidth (1 GbE by default). A coordinator whose
+ * own path is cut gives the role up, since it could no longer write
+ * metadata; the lowest node with a path takes it over.
  *
  * The coordinator role is sticky: a node that comes back (a paused
  * coordinator resumed with SIGCONT) does not take the role back because
@@ -31,18 +68,38 @@ import { type FileMap, mapFileRange, StaleEpochError, Volume } from "./volume.js
  * the volume in a newer epoch, and steps down.
  */
 
+/** The cluster network's bandwidth by default: 1 GbE, 10^9 bit/s (IEEE 802.3 clause 34). */
+export const DEFAULT_CLUSTER_BANDWIDTH = 125_000_000;
+
+/** Where a peer listens: a port on 127.0.0.1, or a host and port. */
+export type PeerAddress = number | { readonly host: string; readonly port: number };
+
+/** How a node's sockets are protected: the listening side (peers connect) and the connecting side (target, peers). */
+export interface NodeSecurity {
+  readonly listen: TransportSecurity;
+  readonly connect: TransportSecurity;
+}
+
 /** How a node is set up. */
 export interface NodeOptions {
   readonly id: number;
-  /** Port this node listens on for peers (127.0.0.1). */
+  /** Port this node listens on for peers. */
   readonly port: number;
+  /** Address this node listens on (127.0.0.1 by default). */
+  readonly host?: string;
   readonly targetPort: number;
-  /** Every other node's id and port. */
-  readonly peers: ReadonlyMap<number, number>;
+  /** The target's address (127.0.0.1 by default). */
+  readonly targetHost?: string;
+  /** Every other node's id and address. */
+  readonly peers: ReadonlyMap<number, PeerAddress>;
   readonly heartbeatMs: number;
   /** Heartbeats missed before a peer is dead. */
   readonly misses: number;
-  /** Called with every event (role changes, fencing), for the command's JSON lines. */
+  /** Bytes per second of this node's cluster-network link, which carries redirected I/O (1 GbE by default). */
+  readonly clusterBandwidth?: number;
+  /** TLS for the node and target sockets (plain TCP by default). */
+  readonly security?: NodeSecurity;
+  /** Called with every event (role changes, fencing, redirected access), for the command's JSON lines. */
   readonly onEvent?: (event: NodeEvent) => void;
 }
 
@@ -64,13 +121,60 @@ export type NodeEvent =
       readonly atMs: number;
     }
   | {
+      readonly event: "follow";
+      readonly node: number;
+      readonly epoch: number;
+      readonly coordinator: number;
+      readonly atMs: number;
+    }
+  | {
       readonly event: "fenced";
       readonly node: number;
       readonly epoch: number;
       readonly reason: string;
       readonly atMs: number;
     }
+  | {
+      readonly event: "redirected";
+      readonly node: number;
+      readonly reason: string;
+      readonly atMs: number;
+    }
+  | { readonly event: "direct"; readonly node: number; readonly atMs: number }
   | { readonly event: "dead"; readonly node: number; readonly peer: number; readonly atMs: number };
+
+/** Data I/O a node has done, by path. */
+export interface NodeIoCounters {
+  directReads: number;
+  directWrites: number;
+  directBytes: number;
+  redirectedReads: number;
+  redirectedWrites: number;
+  redirectedBytes: number;
+  /** Redirected requests this node served as coordinator. */
+  servedRedirected: number;
+}
+
+/** What `query-status` on the control socket returns. */
+export interface NodeAccessStatus {
+  readonly node: number;
+  readonly pid: number;
+  readonly role: "coordinator" | "node";
+  readonly epoch: number;
+  readonly coordinator: number;
+  /** Why the node's data I/O goes through the coordinator, or null when it is direct. */
+  readonly redirected: string | null;
+  readonly path: "up" | "cut";
+  /** Whether this coordinator has a backup window open. */
+  readonly backup: boolean;
+  readonly clusterBandwidth: number;
+  readonly io: Readonly<NodeIoCounters>;
+  readonly peers: readonly {
+    readonly id: number;
+    readonly alive: boolean;
+    readonly pathCut: boolean;
+  }[];
+}
 
 /** A metadata operation forwarded to the coordinator. */
 export interface MetadataRequest {
@@ -82,6 +186,8 @@ export interface MetadataRequest {
 type MetadataReply =
   | { readonly ok: true; readonly file?: FileMap }
   | { readonly ok: false; readonly error: string; readonly retry: boolean };
+
+const PLAIN: TransportSecurity = { kind: "plain", insecure: false };
 
 const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
@@ -119,21 +225,44 @@ export function parseMetadataRequest(payload: Uint8Array): MetadataRequest {
 /** One cluster node. */
 export class ClusterNode {
   private target!: TargetClient;
+  private path!: StoragePath;
   private key = 0n;
   private volume: Volume | undefined;
   private known = { epoch: 0, coordinator: 0 };
   private readonly lastSeen = new Map<number, number>();
   private readonly links = new Map<number, Promise<TargetClient>>();
   private readonly declaredDead = new Set<number>();
+  /** Peers whose heartbeats say their storage path is cut: they may not coordinate. */
+  private readonly peersCut = new Set<number>();
+  /** The reservation key each peer's heartbeats say it holds now (a restarted node has a new one). */
+  private readonly peerKeys = new Map<number, bigint>();
   private server: Server | undefined;
   private timer: NodeJS.Timeout | undefined;
   private metadataQueue: Promise<unknown> = Promise.resolve();
+  /** Redirected I/O the coordinator is doing: a metadata operation waits for it, so no extent moves under it. */
+  private readonly dataInFlight = new Set<Promise<unknown>>();
   private takingOver = false;
-  private readonly started = performance.now();
   /** A node that has just started listens for a threshold before it may take over, to learn the current term. */
   private graceUntil = 0;
   private readonly accepted = new Set<Socket>();
   private stopped = false;
+  private readonly started = performance.now();
+  /** This coordinator's backup window: every other node goes redirected while it is open. */
+  private backup = false;
+  /** The coordinator this node follows has a backup window open. */
+  private coordinatorBackup = false;
+  private redirectedFor: string | undefined;
+  /** This node's cluster-network link: meters what it sends over it (redirected writes, and reads served). */
+  private readonly link: TokenBucket;
+  readonly io: NodeIoCounters = {
+    directReads: 0,
+    directWrites: 0,
+    directBytes: 0,
+    redirectedReads: 0,
+    redirectedWrites: 0,
+    redirectedBytes: 0,
+    servedRedirected: 0,
+  };
   /** Set while this coordinator hands its role on: it neither serves metadata nor takes the role back. */
   private handingOver = false;
   /** What this node has done, for `hvlab csv status` and the failover timeline. */
@@ -144,7 +273,11 @@ export class ClusterNode {
     metadataRetries: 0,
   };
 
-  constructor(readonly options: NodeOptions) {}
+  constructor(readonly options: NodeOptions) {
+    const rate = options.clusterBandwidth ?? DEFAULT_CLUSTER_BANDWIDTH;
+    // Bursts of at most one redirected request (or one 100 ms window of a fast link).
+    this.link = new TokenBucket(rate, Math.max(MAX_REDIRECTED_BYTES, rate / 10));
+  }
 
   /** The epoch and coordinator this node follows. */
   get state(): { epoch: number; coordinator: number; role: "coordinator" | "node" } {
@@ -152,7 +285,7 @@ export class ClusterNode {
   }
 
   /** This node's status, as `hvlab csv status` shows it. */
-  status(): NodeStatus {
+  status(): ControlStatus {
     const now = performance.now();
     return {
       node: this.options.id,
@@ -161,7 +294,7 @@ export class ClusterNode {
       role: this.volume ? "coordinator" : "node",
       epoch: this.known.epoch,
       coordinator: this.known.coordinator,
-      mode: "direct",
+      mode: this.redirectedBecause() === undefined ? "direct" : "redirected",
       key: `0x${this.key.toString(16)}`,
       members: [
         this.options.id,
@@ -180,12 +313,28 @@ export class ClusterNode {
     this.target = await TargetClient.connect(
       this.options.targetPort,
       `node-${this.options.id}-${process.pid}`,
+      5000,
+      {
+        ...(this.options.targetHost ? { host: this.options.targetHost } : {}),
+        ...(this.options.security ? { security: this.options.security.connect } : {}),
+      },
     );
+    this.path = new StoragePath(this.target);
     await this.register();
-    this.server = createServer((socket) => this.serve(socket));
+    const incoming = secureIncoming(this.options.security?.listen ?? PLAIN, {
+      accepted: ({ socket }) => this.serve(socket),
+      refused: (reason, _peer, reply) => {
+        reply?.end(encodeFrame(Op.error, 0, json(reason)));
+        reply?.destroy();
+      },
+    });
+    this.server = createServer((socket) => {
+      socket.on("error", () => {});
+      incoming(socket);
+    });
     await new Promise<void>((resolve, reject) => {
       this.server?.once("error", reject);
-      this.server?.listen(this.options.port, "127.0.0.1", () => resolve());
+      this.server?.listen(this.options.port, this.options.host ?? "127.0.0.1", () => resolve());
     });
     for (const peer of this.options.peers.keys()) this.lastSeen.set(peer, performance.now());
     this.graceUntil = performance.now() + this.options.heartbeatMs * this.options.misses;
@@ -220,75 +369,154 @@ export class ClusterNode {
     await this.target.register(this.key);
   }
 
-  private now(): number {
-    return performance.now() - this.started;
+  /** Milliseconds of silence after which a peer is dead. */
+  private get threshold(): number {
+    return this.options.heartbeatMs * this.options.misses;
   }
 
   private alive(peer: number): boolean {
-    return (
-      performance.now() - (this.lastSeen.get(peer) ?? 0) <=
-      this.options.heartbeatMs * this.options.misses
-    );
+    return performance.now() - (this.lastSeen.get(peer) ?? 0) <= this.threshold;
+  }
+
+  /**
+   * Sends a request to coordinator `c` and waits for its answer as long as
+   * `c` holds the role and is alive. A coordinator that died, lost its path
+   * or was replaced is given up on (its connection closed) so the caller
+   * retries where the role went; a slow but live one is waited for, since a
+   * retry on a new connection could overtake the first request.
+   */
+  private async toCoordinator(c: number, type: number, payload: Uint8Array): Promise<Frame> {
+    const pending = this.peer(c);
+    const link = await pending;
+    const answer = link.request(type, payload).then((frame) => ({ frame }));
+    answer.catch(() => {});
+    for (;;) {
+      const done = await Promise.race([answer, sleep(this.options.heartbeatMs)]);
+      if (done) return done.frame;
+      if (this.stopped || this.known.coordinator !== c || !this.eligible(c)) {
+        if (this.links.get(c) === pending) this.links.delete(c);
+        link.close();
+        throw new BusyError(`node ${c} stopped answering as coordinator`);
+      }
+    }
+  }
+
+  /** Alive and with a storage path: a node that may hold the coordinator role. */
+  private eligible(peer: number): boolean {
+    return this.alive(peer) && !this.peersCut.has(peer);
+  }
+
+  private heartbeat(): Uint8Array {
+    return json({
+      id: this.options.id,
+      ...this.known,
+      key: this.key.toString(16),
+      cut: this.path.cut !== undefined,
+      backup: this.backup,
+    });
   }
 
   private tick(): void {
-    for (const [peer, port] of this.options.peers) {
+    for (const peer of this.options.peers.keys()) {
       if (!this.alive(peer) && !this.declaredDead.has(peer)) {
         this.declaredDead.add(peer);
         this.options.onEvent?.({ event: "dead", node: this.options.id, peer, atMs: Date.now() });
       }
-      this.link(peer, port)
-        .then((c) => c.request(Op.heartbeat, json({ id: this.options.id, ...this.known })))
-        .then((reply) => this.heard(peer, reply))
+      this.peer(peer)
+        .then((c) => c.request(Op.heartbeat, this.heartbeat()))
+        .then((reply) => this.heard(parseJson(reply.payload, "heartbeat"), peer))
         .catch(() => this.links.delete(peer));
     }
     void this.maybeTakeOver();
   }
 
-  private heard(peer: number, frame: Frame): void {
-    this.lastSeen.set(peer, performance.now());
-    this.declaredDead.delete(peer);
-    const r = parseJson(frame.payload, "heartbeat");
+  /** A peer's view, from its heartbeat or its reply to ours. */
+  private heard(r: Record<string, unknown>, from: number): void {
+    if (!this.options.peers.has(from)) return;
+    this.lastSeen.set(from, performance.now());
+    this.declaredDead.delete(from);
+    if (r.cut === true) this.peersCut.add(from);
+    else this.peersCut.delete(from);
+    if (typeof r.key === "string" && /^[0-9a-f]{1,16}$/.test(r.key))
+      this.peerKeys.set(from, BigInt(`0x${r.key}`));
     const epoch = Number(r.epoch);
     const coordinator = Number(r.coordinator);
-    if (Number.isSafeInteger(epoch) && epoch > this.known.epoch) this.follow(epoch, coordinator);
+    if (
+      Number.isSafeInteger(epoch) &&
+      epoch > this.known.epoch &&
+      Number.isSafeInteger(coordinator) &&
+      coordinator >= 1 &&
+      coordinator <= 16
+    )
+      this.follow(epoch, coordinator);
+    if (from === this.known.coordinator && epoch === this.known.epoch)
+      this.coordinatorBackup = r.backup === true;
+    this.updateRedirected();
   }
 
   private follow(epoch: number, coordinator: number): void {
     this.known = { epoch, coordinator };
+    this.coordinatorBackup = false;
     if (this.volume && coordinator !== this.options.id)
       this.stepDown(`epoch ${epoch} belongs to node ${coordinator}`);
+    this.options.onEvent?.({
+      event: "follow",
+      node: this.options.id,
+      epoch,
+      coordinator,
+      atMs: Date.now(),
+    });
   }
 
-  private link(peer: number, port: number): Promise<TargetClient> {
+  private peer(peer: number): Promise<TargetClient> {
     let link = this.links.get(peer);
     if (!link) {
-      link = TargetClient.connect(port, `node-${this.options.id}`, this.options.heartbeatMs);
+      const address = this.options.peers.get(peer);
+      if (address === undefined) return Promise.reject(new Error(`node ${peer} is no peer`));
+      const host = typeof address === "number" ? "127.0.0.1" : address.host;
+      const port = typeof address === "number" ? address : address.port;
+      // A threshold to connect: a peer slow to accept under load is not yet dead.
+      link = TargetClient.connect(port, `node-${this.options.id}`, this.threshold, {
+        host,
+        ...(this.options.security ? { security: this.options.security.connect } : {}),
+      });
       link.catch(() => this.links.delete(peer));
       this.links.set(peer, link);
     }
     return link;
   }
 
-  /** The lowest-numbered live node takes over when the coordinator it follows is dead (or there is none). */
+  /** The lowest-numbered live node with a path takes over when the coordinator it follows is dead, cut off, or missing. */
   private async maybeTakeOver(): Promise<void> {
-    if (this.takingOver || this.handingOver || this.volume || performance.now() < this.graceUntil)
+    if (
+      this.takingOver ||
+      this.handingOver ||
+      this.volume ||
+      this.stopped ||
+      performance.now() < this.graceUntil
+    )
       return;
+    if (this.path.cut !== undefined) return;
     const c = this.known.coordinator;
-    const coordinatorAlive = c !== 0 && c !== this.options.id && this.alive(c);
+    const coordinatorAlive = c !== 0 && c !== this.options.id && this.eligible(c);
     if (coordinatorAlive) return;
     for (const peer of this.options.peers.keys())
-      if (peer < this.options.id && this.alive(peer)) return;
+      if (peer < this.options.id && this.eligible(peer)) return;
     this.takingOver = true;
     try {
       let preempted: string | undefined;
       const held = await this.target.readReservation();
       if (held.reservation && held.reservation.key !== this.key) {
-        // Preempt only a dead holder: a live one (whose id is the key's high half)
-        // may be in the middle of its own takeover, and preempting it would start
-        // a war in which no one finishes.
-        const holder = Number(held.reservation.key >> 32n);
-        if (holder !== this.options.id && this.alive(holder)) return;
+        // Preempt only a holder that is dead or has lost its path: a live one may be
+        // in the middle of its own takeover, and preempting it would start a war in
+        // which no one finishes. The holder is the live peer whose heartbeats carry
+        // that very key: a node restarted under the same id holds a new key, so the
+        // key its dead predecessor left is preempted, not mistaken for a live one.
+        const key = held.reservation.key;
+        const holderLive = [...this.options.peers.keys()].some(
+          (peer) => this.eligible(peer) && this.peerKeys.get(peer) === key,
+        );
+        if (holderLive) return;
         await this.target.reserveOut(
           ServiceAction.preempt,
           ReservationType.writeExclusiveRegistrantsOnly,
@@ -303,10 +531,11 @@ export class ClusterNode {
           this.key,
         );
       }
-      const volume = await Volume.open(this.target);
+      const volume = await Volume.open(this.path);
       const epoch = await volume.takeOver(this.options.id);
       this.volume = volume;
       this.known = { epoch, coordinator: this.options.id };
+      this.coordinatorBackup = false;
       this.options.onEvent?.({
         event: "coordinator",
         node: this.options.id,
@@ -314,6 +543,7 @@ export class ClusterNode {
         atMs: Date.now(),
         ...(preempted ? { preempted } : {}),
       });
+      this.updateRedirected();
     } catch (error) {
       if (error instanceof ReservationConflictError || error instanceof StaleEpochError)
         await this.fenced((error as Error).message);
@@ -324,6 +554,7 @@ export class ClusterNode {
 
   private stepDown(reason: string): void {
     this.volume = undefined;
+    this.backup = false;
     this.options.onEvent?.({
       event: "fenced",
       node: this.options.id,
@@ -341,6 +572,88 @@ export class ClusterNode {
     } catch {
       // Still registered (the conflict was the volume's epoch, not the key): keep the key.
     }
+  }
+
+  /** Why this node's data I/O goes through the coordinator now, or undefined when it is direct. */
+  private redirectedBecause(): string | undefined {
+    if (this.path.cut !== undefined) return `storage path cut (${this.path.cut})`;
+    if (!this.volume && this.coordinatorBackup)
+      return `backup window on coordinator ${this.known.coordinator}`;
+    return undefined;
+  }
+
+  /** Reports a change between direct and redirected access. */
+  private updateRedirected(): void {
+    const now = this.redirectedBecause();
+    if (now === this.redirectedFor) return;
+    this.redirectedFor = now;
+    this.options.onEvent?.(
+      now === undefined
+        ? { event: "direct", node: this.options.id, atMs: Date.now() }
+        : { event: "redirected", node: this.options.id, reason: now, atMs: Date.now() },
+    );
+  }
+
+  /**
+   * Cuts this node's storage path (a lost HBA or iSCSI session): its data I/O
+   * goes redirected, and a coordinator gives up its role.
+   */
+  cutPath(reason = "by command"): void {
+    if (this.path.cut !== undefined) return;
+    this.path.cutOff(reason);
+    if (this.volume)
+      this.stepDown(`storage path cut (${reason}): the role moves to a node with a path`);
+    this.updateRedirected();
+  }
+
+  /**
+   * Restores the storage path: a key preempted while it was cut is
+   * registered again, then data I/O goes direct.
+   */
+  async restorePath(): Promise<void> {
+    if (this.path.cut === undefined) return;
+    const { keys } = await this.target.readKeys();
+    if (!keys.includes(this.key)) await this.register();
+    this.path.restore();
+    this.updateRedirected();
+  }
+
+  /** Opens (true) or closes the backup window; only the coordinator holds one. */
+  setBackup(open: boolean): void {
+    if (!this.volume)
+      throw new Error(
+        `node ${this.options.id} is not the coordinator (node ${this.known.coordinator} is): a backup window opens there`,
+      );
+    this.backup = open;
+  }
+
+  /** How this node reaches the LUN now, for its control socket's query-status. */
+  accessStatus(): NodeAccessStatus {
+    return {
+      node: this.options.id,
+      pid: process.pid,
+      role: this.volume ? "coordinator" : "node",
+      epoch: this.known.epoch,
+      coordinator: this.known.coordinator,
+      redirected: this.redirectedBecause() ?? null,
+      path: this.path?.cut === undefined ? "up" : "cut",
+      backup: this.backup,
+      clusterBandwidth: this.link.rate,
+      io: { ...this.io },
+      peers: [...this.options.peers.keys()].map((id) => ({
+        id,
+        alive: this.alive(id),
+        pathCut: this.peersCut.has(id),
+      })),
+    };
+  }
+
+  /** Waits before asking again, and says when to give up. */
+  private async retryPause(until: number, what: string, why: string): Promise<void> {
+    if (this.stopped) throw new Error(`${what}: the node is stopping: ${why}`);
+    if (performance.now() > until)
+      throw new Error(`${what}: no coordinator answered in time: ${why}`);
+    await sleep(Math.max(5, this.options.heartbeatMs / 4));
   }
 
   /**
@@ -378,7 +691,7 @@ export class ClusterNode {
         );
         this.volume = undefined;
         this.known = { epoch, coordinator: to };
-        const link = await this.link(to, port);
+        const link = await this.peer(to);
         const answer = link.request(Op.failover, json({ to, from }));
         // Opening the volume reads its file table and bitmap: allow more than a heartbeat threshold.
         const limit = Math.max(5000, 4 * this.options.heartbeatMs * this.options.misses);
@@ -430,7 +743,7 @@ export class ClusterNode {
           ReservationType.writeExclusiveRegistrantsOnly,
           this.key,
         );
-      const volume = await Volume.open(this.target);
+      const volume = await Volume.open(this.path);
       const epoch = await volume.takeOver(to);
       this.volume = volume;
       this.known = { epoch, coordinator: to };
@@ -458,9 +771,8 @@ export class ClusterNode {
         if (this.volume) reply = await this.runMetadata(request);
         else {
           const c = this.known.coordinator;
-          const port = this.options.peers.get(c);
-          if (!port) throw new Error("no coordinator yet");
-          const frame = await (await this.link(c, port)).request(Op.metadata, json(request));
+          if (!this.options.peers.has(c)) throw new Error("no coordinator yet");
+          const frame = await this.toCoordinator(c, Op.metadata, json(request));
           reply = parseJson(frame.payload, "metadata reply") as MetadataReply;
         }
       } catch (error) {
@@ -472,17 +784,18 @@ export class ClusterNode {
       }
       if (!reply.retry || this.stopped) throw new Error(reply.error);
       this.counters.metadataRetries++;
-      if (performance.now() > until)
-        throw new Error(
-          `metadata ${request.op} ${request.name}: no coordinator answered within ${deadlineMs} ms: ${reply.error}`,
-        );
-      await sleep(Math.max(5, this.options.heartbeatMs / 4));
+      await this.retryPause(
+        until,
+        `metadata ${request.op} ${request.name} (within ${deadlineMs} ms)`,
+        reply.error,
+      );
     }
   }
 
-  /** Runs a metadata operation as coordinator, one at a time. */
+  /** Runs a metadata operation as coordinator, one at a time, and none while redirected I/O runs. */
   private runMetadata(request: MetadataRequest): Promise<MetadataReply> {
     const run = async (): Promise<MetadataReply> => {
+      await Promise.allSettled([...this.dataInFlight]);
       const volume = this.handingOver ? undefined : this.volume;
       if (!volume)
         return { ok: false, error: `node ${this.options.id} is not the coordinator`, retry: true };
@@ -493,10 +806,7 @@ export class ClusterNode {
               return { ok: true, file: await volume.create(request.name, request.size ?? 0) };
             } catch (error) {
               // A create the last coordinator committed but never answered: the retry finds it.
-              if (
-                (error as Error).name === "VolumeFileError" &&
-                /already exists/.test((error as Error).message)
-              )
+              if (error instanceof VolumeFileError && /already exists/.test(error.message))
                 return { ok: true, file: volume.lookup(request.name) };
               throw error;
             }
@@ -513,6 +823,9 @@ export class ClusterNode {
           await this.fenced((error as Error).message);
           return { ok: false, error: (error as Error).message, retry: true };
         }
+        // The path was cut under the operation: the role moves on, the caller retries there.
+        if (error instanceof PathCutError)
+          return { ok: false, error: (error as Error).message, retry: true };
         return { ok: false, error: (error as Error).message, retry: false };
       }
     };
@@ -521,23 +834,143 @@ export class ClusterNode {
     return next;
   }
 
-  /** Writes file data straight to the target at the file's extents (direct I/O). */
+  /**
+   * Writes file data: straight to the target at the file's extents (direct
+   * I/O), or through the coordinator while this node is redirected. A
+   * direct write cut off by a path failure is sent again redirected, so
+   * the caller sees one acknowledgement or one error.
+   */
   async writeFile(file: FileMap, offset: number, data: Uint8Array): Promise<void> {
-    const layout = await this.layout();
-    for (const r of mapFileRange(layout, file, offset, data.length))
-      await this.target.write(
-        r.lunOffset,
-        data.subarray(r.bufferOffset, r.bufferOffset + r.length),
-      );
-    this.counters.writes++;
-    this.counters.bytesWritten += data.length;
+    if (this.redirectedBecause() === undefined) {
+      try {
+        const layout = await this.layout();
+        for (const r of mapFileRange(layout, file, offset, data.length))
+          await this.path.write(
+            r.lunOffset,
+            data.subarray(r.bufferOffset, r.bufferOffset + r.length),
+          );
+        this.io.directWrites++;
+        this.io.directBytes += data.length;
+        return;
+      } catch (error) {
+        if (!(error instanceof PathCutError)) throw error;
+      }
+    }
+    for (let at = 0; at < data.length; at += MAX_REDIRECTED_BYTES) {
+      const n = Math.min(MAX_REDIRECTED_BYTES, data.length - at);
+      await this.redirect(file.name, offset + at, n, data.subarray(at, at + n));
+    }
+    this.io.redirectedWrites++;
+    this.io.redirectedBytes += data.length;
+  }
+
+  /** Reads file data, direct or redirected as {@link ClusterNode.writeFile} writes it. */
+  async readFile(file: FileMap, offset: number, length: number): Promise<Uint8Array> {
+    if (this.redirectedBecause() === undefined) {
+      try {
+        const layout = await this.layout();
+        const out = new Uint8Array(length);
+        for (const r of mapFileRange(layout, file, offset, length))
+          out.set(await this.path.read(r.lunOffset, r.length), r.bufferOffset);
+        this.io.directReads++;
+        this.io.directBytes += length;
+        return out;
+      } catch (error) {
+        if (!(error instanceof PathCutError)) throw error;
+      }
+    }
+    const out = new Uint8Array(length);
+    for (let at = 0; at < length; at += MAX_REDIRECTED_BYTES) {
+      const n = Math.min(MAX_REDIRECTED_BYTES, length - at);
+      out.set(await this.redirect(file.name, offset + at, n), at);
+    }
+    this.io.redirectedReads++;
+    this.io.redirectedBytes += length;
+    return out;
+  }
+
+  /** One redirected request to whoever coordinates, retried across a failover like a metadata call. */
+  private async redirect(
+    name: string,
+    offset: number,
+    length: number,
+    data?: Uint8Array,
+    deadlineMs = 60_000,
+  ): Promise<Uint8Array> {
+    const until = performance.now() + deadlineMs;
+    const what = `redirected ${data ? "WRITE" : "READ"} of ${length} bytes at ${offset} of ${name}`;
+    const payload = encodeRedirected(name, offset, length, data);
+    for (;;) {
+      let why: string;
+      try {
+        if (this.volume) {
+          // This node became coordinator while it waited: the I/O is its own to do.
+          const reply = await this.serveRedirected(parseRedirected(payload));
+          if (reply.status === Status.good) return reply.payload;
+          if (reply.status !== Status.busy)
+            throw new TargetCommandError(new TextDecoder().decode(reply.payload));
+          why = new TextDecoder().decode(reply.payload);
+        } else {
+          const c = this.known.coordinator;
+          if (!this.options.peers.has(c)) throw new BusyError("no coordinator yet");
+          await this.link.take(payload.length);
+          return (await this.toCoordinator(c, Op.redirected, payload)).payload;
+        }
+      } catch (error) {
+        if (error instanceof TargetCommandError) throw new Error(`${what}: ${error.message}`);
+        why = (error as Error).message;
+      }
+      await this.retryPause(until, `${what} (within ${deadlineMs} ms)`, why);
+    }
+  }
+
+  /** Does a redirected request as coordinator, through its own file table and path. */
+  private async serveRedirected(request: RedirectedRequest): Promise<Frame> {
+    const reply = (status: number, payload: Uint8Array = new Uint8Array(0)): Frame => ({
+      type: Op.redirected | REPLY,
+      status,
+      tag: 0,
+      payload,
+    });
+    const text = (s: string) => new TextEncoder().encode(s);
+    await this.metadataQueue;
+    const volume = this.volume;
+    if (!volume) return reply(Status.busy, text(`node ${this.options.id} is not the coordinator`));
+    const io = (async (): Promise<Frame> => {
+      const file = volume.lookup(request.name);
+      if (request.data) {
+        await volume.write(file, request.offset, request.data);
+        return reply(Status.good);
+      }
+      const out = await volume.read(file, request.offset, request.length);
+      // Read data crosses the coordinator's cluster-network link on its way back.
+      await this.link.take(out.length + REDIRECTED_HEADER_BYTES);
+      return reply(Status.good, out);
+    })();
+    this.dataInFlight.add(io);
+    try {
+      const done = await io;
+      this.io.servedRedirected++;
+      return done;
+    } catch (error) {
+      if (error instanceof VolumeFileError || error instanceof VolumeRangeError)
+        return reply(Status.checkCondition, text(error.message));
+      if (error instanceof ReservationConflictError) {
+        await this.fenced(error.message);
+        return reply(Status.busy, text(error.message));
+      }
+      // A path cut under the request, or a target gone: the sender retries where the role goes.
+      return reply(Status.busy, text((error as Error).message));
+    } finally {
+      this.dataInFlight.delete(io);
+    }
   }
 
   private cachedLayout: Volume["layout"] | undefined;
 
   private async layout(): Promise<Volume["layout"]> {
     if (!this.cachedLayout) {
-      this.cachedLayout = parseSuperblock(await this.target.read(0, 512), this.target.bytes).layout;
+      this.cachedLayout = parseSuperblock(await this.path.read(0, 512), this.path.bytes).layout;
     }
     return this.cachedLayout;
   }
@@ -549,7 +982,15 @@ export class ClusterNode {
     socket.on("close", () => this.accepted.delete(socket));
     socket.setNoDelay(true);
     socket.on("error", () => {});
+    const plain = (this.options.security?.listen.kind ?? "plain") === "plain";
+    let first = true;
     socket.on("data", (chunk: Buffer) => {
+      // A TLS ClientHello to a plain listener is told so, rather than "bad magic".
+      if (first && plain && looksLikeTls(chunk)) {
+        socket.end(encodeFrame(Op.error, 0, json(TLS_PEER_OF_PLAIN)));
+        return;
+      }
+      first = false;
       let frames: Frame[];
       try {
         frames = reader.push(chunk);
@@ -567,30 +1008,31 @@ export class ClusterNode {
           socket.write(encodeFrame(Op.login | REPLY, frame.tag, new Uint8Array(8)));
           continue;
         }
-        this.answer(frame).then(
-          (reply) => socket.write(reply),
+        this.handle(frame).then(
+          (reply) => {
+            if (!socket.destroyed) socket.write(reply);
+          },
           (error: Error) => socket.end(encodeFrame(Op.error, 0, json(error.message))),
         );
       }
     });
   }
 
-  private async answer(frame: Frame): Promise<Uint8Array> {
+  /**
+   * Answers one node-protocol request of a logged-in peer: a reply frame,
+   * or a {@link ProtocolError} (the connection is then closed) when the
+   * request breaks the protocol. Nothing else escapes.
+   */
+  async handle(frame: Frame): Promise<Uint8Array> {
     if (frame.type === Op.heartbeat) {
       const r = parseJson(frame.payload, "heartbeat");
       const id = Number(r.id);
-      if (this.options.peers.has(id)) {
-        this.lastSeen.set(id, performance.now());
-        this.declaredDead.delete(id);
-      }
-      const epoch = Number(r.epoch);
-      if (Number.isSafeInteger(epoch) && epoch > this.known.epoch)
-        this.follow(epoch, Number(r.coordinator));
-      return encodeFrame(
-        Op.heartbeat | REPLY,
-        frame.tag,
-        json({ id: this.options.id, ...this.known }),
-      );
+      if (!Number.isSafeInteger(id) || id < 1 || id > 16)
+        throw new ProtocolError(
+          `heartbeat: id ${JSON.stringify(r.id)} is not a node number 1 to 16`,
+        );
+      this.heard(r, id);
+      return encodeFrame(Op.heartbeat | REPLY, frame.tag, this.heartbeat());
     }
     if (frame.type === Op.status)
       return encodeFrame(Op.status | REPLY, frame.tag, json(this.status()));
@@ -602,6 +1044,10 @@ export class ClusterNode {
     if (frame.type === Op.metadata) {
       const reply = await this.runMetadata(parseMetadataRequest(frame.payload));
       return encodeFrame(Op.metadata | REPLY, frame.tag, json(reply));
+    }
+    if (frame.type === Op.redirected) {
+      const reply = await this.serveRedirected(parseRedirected(frame.payload));
+      return encodeFrame(reply.type, frame.tag, reply.payload, reply.status);
     }
     throw new ProtocolError(`request type ${frame.type} is not one a node serves`);
   }

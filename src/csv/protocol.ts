@@ -60,7 +60,7 @@ export const Op = {
   reserveIn: 6,
   /** Node protocol: a metadata operation forwarded to the coordinator (JSON payload). */
   metadata: 16,
-  /** Node protocol: a data read or write sent through the coordinator (redirected I/O). */
+  /** Node protocol: a data read or write sent through the coordinator (redirected I/O; redirected-io.ts). */
   redirected: 17,
   /** Node protocol: a heartbeat (JSON payload: node id, epoch, members seen). */
   heartbeat: 18,
@@ -78,11 +78,13 @@ export const REPLY = 0x80;
 /**
  * Reply status, SAM's status codes where one exists (SAM-5 table 40): GOOD
  * 0x00, CHECK CONDITION 0x02 (the payload says why, as sense data would),
- * RESERVATION CONFLICT 0x18.
+ * BUSY 0x08 (a node asked for what only the coordinator does: retry where
+ * the role is now), RESERVATION CONFLICT 0x18.
  */
 export const Status = {
   good: 0x00,
   checkCondition: 0x02,
+  busy: 0x08,
   reservationConflict: 0x18,
 } as const;
 

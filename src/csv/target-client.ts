@@ -1,4 +1,5 @@
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
+import { connectSecure, type TransportSecurity } from "../transport/secure.js";
 import { checkLunRange, type Lun } from "./lun.js";
 import {
   encodeFrame,
@@ -11,6 +12,8 @@ import {
 } from "./protocol.js";
 import { InAction, type Reservation, ServiceAction } from "./reservations.js";
 
+const PLAIN: TransportSecurity = { kind: "plain", insecure: false };
+
 /** The target refused a command with RESERVATION CONFLICT: this initiator has been fenced. */
 export class ReservationConflictError extends Error {
   override name = "ReservationConflictError";
@@ -19,6 +22,11 @@ export class ReservationConflictError extends Error {
 /** The target refused a command with CHECK CONDITION; the message is its reason. */
 export class TargetCommandError extends Error {
   override name = "TargetCommandError";
+}
+
+/** The peer answered BUSY: it is not the coordinator now; ask again where the role is. */
+export class BusyError extends Error {
+  override name = "BusyError";
 }
 
 /** The connection to the target failed or was closed. */
@@ -77,28 +85,31 @@ export class TargetClient implements Lun {
     );
   }
 
-  /** Connects to a target on 127.0.0.1:`port` and logs in as `initiator`. */
-  static async connect(port: number, initiator: string, timeoutMs = 5000): Promise<TargetClient> {
-    const socket = connect({ host: "127.0.0.1", port });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(
-          new TargetConnectionError(
-            `target 127.0.0.1:${port} did not accept within ${timeoutMs} ms`,
-          ),
-        );
-      }, timeoutMs);
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      socket.once("error", (e) => {
-        clearTimeout(timer);
-        reject(new TargetConnectionError(`target 127.0.0.1:${port}: ${e.message}`));
-      });
-    });
-    const client = new TargetClient(socket, `target 127.0.0.1:${port} as ${initiator}`);
+  /**
+   * Connects to a target (or a peer node) at `host:port` (127.0.0.1 by
+   * default) with the client side of `security` (plain TCP by default; TLS
+   * through src/transport/secure.ts) and logs in as `initiator`.
+   */
+  static async connect(
+    port: number,
+    initiator: string,
+    timeoutMs = 5000,
+    endpoint: { readonly host?: string; readonly security?: TransportSecurity } = {},
+  ): Promise<TargetClient> {
+    const host = endpoint.host ?? "127.0.0.1";
+    let socket: Socket;
+    try {
+      socket = await connectSecure(
+        host,
+        port,
+        endpoint.security ?? PLAIN,
+        timeoutMs,
+        (e) => e.message,
+      );
+    } catch (error) {
+      throw new TargetConnectionError(`${host}:${port}: ${(error as Error).message}`);
+    }
+    const client = new TargetClient(socket, `${host}:${port} as ${initiator}`);
     const reply = await client.request(Op.login, new TextEncoder().encode(initiator));
     client.bytes = Number(
       new DataView(reply.payload.buffer, reply.payload.byteOffset, 8).getBigUint64(0, true),
@@ -129,6 +140,8 @@ export class TargetClient implements Lun {
       throw new ReservationConflictError(
         `RESERVATION CONFLICT: ${new TextDecoder().decode(reply.payload)}`,
       );
+    if (reply.status === Status.busy)
+      throw new BusyError(`BUSY: ${new TextDecoder().decode(reply.payload)}`);
     if (reply.status !== Status.good)
       throw new TargetCommandError(`CHECK CONDITION: ${new TextDecoder().decode(reply.payload)}`);
     return reply;

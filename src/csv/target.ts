@@ -1,6 +1,12 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { BlockFile } from "../storage/block-file.js";
+import {
+  looksLikeTls,
+  secureIncoming,
+  TLS_PEER_OF_PLAIN,
+  type TransportSecurity,
+} from "../transport/secure.js";
 import { TokenBucket } from "../transport/token-bucket.js";
 import {
   encodeFrame,
@@ -26,6 +32,10 @@ export interface TargetOptions {
   readonly idleTimeoutMs?: number;
   /** Whether FLUSH calls fdatasync (off for scratch LUNs). */
   readonly durable?: boolean;
+  /** TLS for every connection (plain TCP by default; src/transport/secure.ts). */
+  readonly security?: TransportSecurity;
+  /** Called with each connection refused by TLS or `--tls-authz` (one line). */
+  readonly onRefused?: (reason: string, peer: string) => void;
 }
 
 /** What the target has done, for `status` and tests. */
@@ -37,6 +47,8 @@ export interface TargetCounters {
   bytesWritten: number;
   conflicts: number;
   protocolErrors: number;
+  /** Connections refused by TLS or `--tls-authz`. */
+  refused: number;
 }
 
 /** Longest initiator name in UTF-8 bytes. */
@@ -46,7 +58,7 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * `hvlab csv target`: owns a LUN and serves block reads and writes at byte
- * offsets to nodes over loopback TCP, in the protocol of protocol.ts,
+ * offsets to nodes over TCP (loopback, or TLS beyond it), in the protocol of protocol.ts,
  * enforcing SCSI-3 persistent reservations. A connection that breaks the
  * protocol is sent an error frame and closed; the others are not touched.
  */
@@ -60,6 +72,7 @@ export class LunTarget {
     bytesWritten: 0,
     conflicts: 0,
     protocolErrors: 0,
+    refused: 0,
   };
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
@@ -75,14 +88,32 @@ export class LunTarget {
     if (rate !== undefined) this.bucket = new TokenBucket(rate, Math.max(MAX_IO_BYTES, rate / 100));
     if (options.latencyMs !== undefined && !(options.latencyMs >= 0 && options.latencyMs <= 10_000))
       throw new RangeError(`target latency must be 0 to 10000 ms, not ${options.latencyMs}`);
-    this.server = createServer((socket) => this.serve(socket));
+    const incoming = secureIncoming(options.security ?? { kind: "plain", insecure: false }, {
+      accepted: ({ socket }) => this.serve(socket),
+      refused: (reason, peer, reply) => {
+        this.counters.refused++;
+        options.onRefused?.(reason, peer);
+        // The peer reads why in the block protocol's own error frame when a channel exists.
+        if (reply) {
+          reply.end(encodeFrame(Op.error, 0, new TextEncoder().encode(reason)));
+          setTimeout(() => reply.destroy(), 1000).unref();
+        }
+      },
+    });
+    this.server = createServer((socket) => {
+      // Every accepted socket is tracked from the start, so close() also ends one mid-handshake.
+      this.sockets.add(socket);
+      socket.once("close", () => this.sockets.delete(socket));
+      socket.on("error", () => {});
+      incoming(socket);
+    });
   }
 
-  /** Listens on 127.0.0.1:`port` (0: any free port); returns the port. */
-  async listen(port = 0): Promise<number> {
+  /** Listens on `host`:`port` (127.0.0.1 and 0, any free port, by default); returns the port. */
+  async listen(port = 0, host = "127.0.0.1"): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       this.server.once("error", reject);
-      this.server.listen(port, "127.0.0.1", () => resolve());
+      this.server.listen(port, host, () => resolve());
     });
     const address = this.server.address();
     if (address === null || typeof address === "string")
@@ -123,8 +154,16 @@ export class LunTarget {
       this.sockets.delete(socket);
     });
     socket.on("error", () => {});
+    const plain = (this.options.security?.kind ?? "plain") === "plain";
+    let first = true;
     socket.on("data", (chunk: Buffer) => {
       if (closed) return;
+      // A TLS ClientHello to a plain listener is told so, rather than "bad magic".
+      if (first && plain && looksLikeTls(chunk)) {
+        refuse(TLS_PEER_OF_PLAIN);
+        return;
+      }
+      first = false;
       let frames: Frame[];
       try {
         frames = reader.push(chunk);

@@ -211,14 +211,19 @@ export function isLoopback(host: string): boolean {
 }
 
 /**
- * Refuses to listen beyond loopback without TLS unless `--insecure` says so.
+ * Refuses to listen beyond loopback without TLS unless `--insecure` says so;
+ * `risk` says what a stranger could do (a migration listener's by default).
  *
  * @throws TransportError saying how to enable TLS.
  */
-export function checkExposure(host: string, security: TransportSecurity): void {
+export function checkExposure(
+  host: string,
+  security: TransportSecurity,
+  risk = "push or read a guest",
+): void {
   if (security.kind === "plain" && !security.insecure && !isLoopback(host)) {
     throw new TransportError(
-      `refusing to listen on ${host} without TLS: anyone who reaches it could push or read a guest; give --tls-creds DIR or --tls-psk FILE (see docs/tls.md), or --insecure to accept the risk`,
+      `refusing to listen on ${host} without TLS: anyone who reaches it could ${risk}; give --tls-creds DIR or --tls-psk FILE (see docs/tls.md), or --insecure to accept the risk`,
     );
   }
 }

@@ -3,6 +3,11 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { expect } from "vitest";
+import { FileLun } from "../../src/csv/lun.js";
+import { STORM_BLOCK, stormSeq } from "../../src/csv/storm.js";
+import { Volume } from "../../src/csv/volume.js";
+import { FdFile } from "../../src/storage/block-file.js";
 
 /** A free TCP port on 127.0.0.1 (bound and released: the caller takes it at once). */
 export async function freePort(): Promise<number> {
@@ -32,6 +37,8 @@ export class NodeProcess {
   }[] = [];
   readonly exited: Promise<void>;
   stderr = "";
+  /** Called with every event line of this node. */
+  readonly listeners = new Set<(event: NodeEventLine, from: NodeProcess) => void>();
 
   constructor(
     readonly id: number,
@@ -46,6 +53,7 @@ export class NodeProcess {
         return;
       }
       this.events.push(event);
+      for (const listener of this.listeners) listener(event, this);
       for (const w of [...this.waiters]) {
         if (w.test(event)) {
           this.waiters.splice(this.waiters.indexOf(w), 1);
@@ -57,6 +65,9 @@ export class NodeProcess {
       this.stderr += d.toString();
     });
     this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
+    this.exited.then(() => {
+      for (const listener of this.listeners) listener({ event: "exit", node: id }, this);
+    });
   }
 
   get pid(): number {
@@ -126,4 +137,67 @@ export function readAcks(
     }
   }
   return acks;
+}
+
+/** Every acknowledged write reads back (or a later write of the same block does), for files that still exist. */
+export async function verifyAcks(lunPath: string, logs: string[]): Promise<number> {
+  const lun = new FileLun(new FdFile(lunPath, "r"), false);
+  try {
+    const volume = await Volume.open(lun, { replay: false });
+    const names = new Set(volume.list().map((f) => f.name));
+    const latest = new Map<string, number>();
+    for (const a of readAcks(logs)) {
+      const k = `${a.name}@${a.offset}`;
+      latest.set(k, Math.max(latest.get(k) ?? 0, a.seq));
+    }
+    let checked = 0;
+    for (const [k, seq] of latest) {
+      const [name, offset] = k.split("@") as [string, string];
+      if (!names.has(name)) continue;
+      const block = await volume.read(volume.lookup(name), Number(offset), STORM_BLOCK);
+      expect(stormSeq(block), `${k}: acknowledged write ${seq}`).toBeGreaterThanOrEqual(seq);
+      checked++;
+    }
+    return checked;
+  } finally {
+    lun.close();
+  }
+}
+
+/**
+ * Waits until `test` holds, evaluated now and again after every event line
+ * of every node in `nodes` (and every exit); fails after `timeoutMs` with
+ * `what` and the state `describe` gives, so a timeout names who did not answer.
+ */
+export function until(
+  nodes: () => Iterable<NodeProcess>,
+  test: () => boolean,
+  what: string,
+  timeoutMs: number,
+  describe: () => string = () => "",
+): Promise<void> {
+  if (test()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const watched = new Set<NodeProcess>();
+    const done = () => {
+      clearTimeout(timer);
+      for (const n of watched) n.listeners.delete(check);
+    };
+    const check = () => {
+      for (const n of nodes())
+        if (!watched.has(n)) {
+          watched.add(n);
+          n.listeners.add(check);
+        }
+      if (test()) {
+        done();
+        resolve();
+      }
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`${what}: not within ${timeoutMs} ms; ${describe()}`));
+    }, timeoutMs);
+    check();
+  });
 }

@@ -1,6 +1,7 @@
 import { existsSync, rmSync } from "node:fs";
 import { type Command, InvalidArgumentError } from "commander";
 import { checkVolume } from "../../csv/check.js";
+import { serveControl } from "../../csv/control-socket.js";
 import {
   DEFAULT_CLUSTER_BYTES,
   DEFAULT_FILE_SLOTS,
@@ -14,17 +15,25 @@ import {
   MIN_JOURNAL_SECTORS,
 } from "../../csv/layout.js";
 import { FileLun } from "../../csv/lun.js";
-import { ClusterNode } from "../../csv/node.js";
+import { ClusterNode, DEFAULT_CLUSTER_BANDWIDTH, type PeerAddress } from "../../csv/node.js";
 import { runStorm } from "../../csv/storm.js";
 import { SUPERBLOCK_MAGIC } from "../../csv/superblock.js";
 import { LunTarget } from "../../csv/target.js";
 import { Volume } from "../../csv/volume.js";
 import { formatTable } from "../../report/table.js";
 import { FdFile } from "../../storage/block-file.js";
+import {
+  checkExposure,
+  describeSecurity,
+  isLoopback,
+  TransportError,
+  type TransportFlags,
+  type TransportSecurity,
+} from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { integerOption, numberOption, sizeOption, UsageError } from "../options.js";
+import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
 import { registerCsvCluster } from "./csv-cluster.js";
-import { peersOption } from "./csv-options.js";
 import { parseBandwidth } from "./migrate.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
@@ -192,7 +201,7 @@ export function registerCsv(program: Command): void {
       }
     });
 
-  csv
+  const target = csv
     .command("target")
     .description(
       "serve a LUN to csv nodes over loopback TCP (framed, checksummed block I/O with SCSI-3 persistent reservations) until SIGTERM",
@@ -200,9 +209,14 @@ export function registerCsv(program: Command): void {
     .argument("<lun>", "the LUN: a file or a block device")
     .option(
       "--port <n>",
-      "TCP port on 127.0.0.1 (0: any free port, printed)",
+      "TCP port to listen on (0: any free port, printed)",
       integerOption(0, 65535),
       0,
+    )
+    .option(
+      "--host <address>",
+      "address to listen on; beyond loopback it needs --tls-creds or --tls-psk (or --insecure)",
+      "127.0.0.1",
     )
     .option(
       "--throttle <rate>",
@@ -229,61 +243,69 @@ export function registerCsv(program: Command): void {
       300_000,
     )
     .option("--no-sync", "FLUSH does not call fdatasync (scratch LUNs)")
-    .option("--json", "print the listening record as one JSON line")
-    .action(
-      async (
-        path: string,
-        flags: {
-          port: number;
-          throttle: number;
-          latency: number;
-          handshakeTimeout: number;
-          idleTimeout: number;
-          sync: boolean;
-          json?: boolean;
-        },
-      ) => {
-        if (!existsSync(path)) throw new UsageError(`no LUN at ${path}`);
-        const file = new FdFile(path, "r+");
-        const target = new LunTarget(file, {
-          ...(Number.isFinite(flags.throttle) ? { throttleBytesPerSecond: flags.throttle } : {}),
-          latencyMs: flags.latency,
-          handshakeTimeoutMs: flags.handshakeTimeout,
-          idleTimeoutMs: flags.idleTimeout,
-          durable: flags.sync,
-        });
-        let port: number;
-        try {
-          port = await target.listen(flags.port);
-        } catch (error) {
-          file.close();
-          throw new UsageError(
-            `cannot listen on 127.0.0.1:${flags.port}: ${(error as Error).message}`,
-          );
-        }
-        const record = {
-          event: "listening",
-          lun: path,
-          host: "127.0.0.1",
-          port,
-          pid: process.pid,
-          bytes: target.bytes,
-        };
-        console.log(
-          flags.json
-            ? JSON.stringify(record)
-            : `serving ${path} (${formatBytes(target.bytes)}) on 127.0.0.1:${port}, pid ${process.pid}`,
-        );
-        await new Promise<void>((resolve) => {
-          process.once("SIGTERM", resolve);
-          process.once("SIGINT", resolve);
-        });
-        await target.close();
+    .option("--json", "print the listening record as one JSON line");
+  addTransportOptions(target);
+  target.action(
+    async (
+      path: string,
+      flags: {
+        port: number;
+        throttle: number;
+        latency: number;
+        handshakeTimeout: number;
+        idleTimeout: number;
+        sync: boolean;
+        host: string;
+        json?: boolean;
+      } & TransportFlags,
+    ) => {
+      if (!existsSync(path)) throw new UsageError(`no LUN at ${path}`);
+      const security = listenerSecurity(flags, flags.host, "server");
+      const file = new FdFile(path, "r+");
+      const target = new LunTarget(file, {
+        security,
+        onRefused: (reason, peer) => console.error(`hvlab: csv target: refused ${peer}: ${reason}`),
+        ...(Number.isFinite(flags.throttle) ? { throttleBytesPerSecond: flags.throttle } : {}),
+        latencyMs: flags.latency,
+        handshakeTimeoutMs: flags.handshakeTimeout,
+        idleTimeoutMs: flags.idleTimeout,
+        durable: flags.sync,
+      });
+      let port: number;
+      try {
+        port = await target.listen(flags.port, flags.host);
+      } catch (error) {
         file.close();
-      },
-    );
+        throw new UsageError(
+          `cannot listen on ${flags.host}:${flags.port}: ${(error as Error).message}`,
+        );
+      }
+      const record = {
+        event: "listening",
+        lun: path,
+        host: flags.host,
+        port,
+        pid: process.pid,
+        bytes: target.bytes,
+        transport: describeSecurity(security),
+        insecure: security.kind === "plain" && security.insecure,
+      };
+      warnInsecure(security, flags.host, "csv target");
+      console.log(
+        flags.json
+          ? JSON.stringify(record)
+          : `serving ${path} (${formatBytes(target.bytes)}) on ${flags.host}:${port} over ${describeSecurity(security)}, pid ${process.pid}`,
+      );
+      await new Promise<void>((resolve) => {
+        process.once("SIGTERM", resolve);
+        process.once("SIGINT", resolve);
+      });
+      await target.close();
+      file.close();
+    },
+  );
 
-  csv
+  const node = csv
     .command("node")
     .description(
       "run one cluster node: register with the target, heartbeat the peers, follow or become the coordinator, forward metadata, do direct I/O; until SIGTERM",
@@ -295,19 +317,21 @@ export function registerCsv(program: Command): void {
     )
     .requiredOption(
       "--port <n>",
-      "TCP port on 127.0.0.1 this node listens on for peers",
-      integerOption(1, 65535),
-    )
-    .requiredOption(
-      "--target-port <n>",
-      "the target's TCP port on 127.0.0.1",
+      "TCP port this node listens on for peers",
       integerOption(1, 65535),
     )
     .option(
+      "--host <address>",
+      "address this node listens on; beyond loopback it needs --tls-creds or --tls-psk (or --insecure)",
+      "127.0.0.1",
+    )
+    .requiredOption("--target-port <n>", "the target's TCP port", integerOption(1, 65535))
+    .option("--target-host <address>", "the target's address", "127.0.0.1")
+    .option(
       "--peers <list>",
-      "the other nodes as id=port, comma-separated (e.g. 2=7002,3=7003)",
-      peersOption,
-      new Map<number, number>(),
+      "the other nodes as id=port or id=host:port, comma-separated (e.g. 2=7002,3=7003)",
+      peerAddressesOption,
+      new Map<number, PeerAddress>(),
     )
     .option(
       "--heartbeat-interval <ms>",
@@ -321,6 +345,26 @@ export function registerCsv(program: Command): void {
       integerOption(1, 100),
       5,
     )
+    .option(
+      "--cluster-bandwidth <rate>",
+      "bandwidth of this node's cluster-network link, which carries redirected I/O: 1Gbit (1 GbE), 10Gbit, 100MiB (per second)",
+      clusterBandwidthOption,
+      DEFAULT_CLUSTER_BANDWIDTH,
+    )
+    .option(
+      "--control <socket>",
+      "listen for control commands on this Unix socket (JSON lines as QMP: query-status, cut-path, restore-path, backup-begin, backup-end)",
+    )
+    .option(
+      "--cut-path-after <ms>",
+      "fault injection: cut this node's storage path this long after start (its I/O goes redirected)",
+      integerOption(0, 86_400_000),
+    )
+    .option(
+      "--restore-path-after <ms>",
+      "fault injection: restore the path this long after start (back to direct I/O)",
+      integerOption(0, 86_400_000),
+    )
     .option("--storm", "run a storm of metadata operations and data writes")
     .option("--files <n>", "storm: files this node keeps", integerOption(1, 64), 4)
     .option(
@@ -331,13 +375,21 @@ export function registerCsv(program: Command): void {
     )
     .option("--gap <ms>", "storm: pause between operations", integerOption(0, 60_000), 0)
     .option("--ack-log <file>", "storm: log every acknowledged write here (JSON lines)")
-    .option("--json", "print events as JSON lines")
-    .action(
-      async (flags: {
+    .option("--json", "print events as JSON lines");
+  addTransportOptions(node);
+  node.action(
+    async (
+      flags: {
         id: number;
         port: number;
+        host: string;
         targetPort: number;
-        peers: Map<number, number>;
+        targetHost: string;
+        clusterBandwidth: number;
+        control?: string;
+        cutPathAfter?: number;
+        restorePathAfter?: number;
+        peers: Map<number, PeerAddress>;
         heartbeatInterval: number;
         heartbeatMisses: number;
         storm?: boolean;
@@ -346,41 +398,109 @@ export function registerCsv(program: Command): void {
         gap: number;
         ackLog?: string;
         json?: boolean;
-      }) => {
-        if (flags.peers.has(flags.id))
-          throw new UsageError(`--peers names this node (${flags.id}) itself`);
-        if (flags.storm && !flags.ackLog) throw new UsageError("--storm needs --ack-log FILE");
-        const node = new ClusterNode({
-          id: flags.id,
-          port: flags.port,
-          targetPort: flags.targetPort,
-          peers: flags.peers,
-          heartbeatMs: flags.heartbeatInterval,
-          misses: flags.heartbeatMisses,
-          onEvent: (event) =>
-            console.log(flags.json ? JSON.stringify(event) : Object.values(event).join(" ")),
-        });
-        await node.start();
-        const stop = new AbortController();
-        const storm =
-          flags.storm && flags.ackLog
-            ? runStorm(node, {
-                files: flags.files,
-                fileBytes: flags.fileSize,
-                ackLog: flags.ackLog,
-                gapMs: flags.gap,
-                signal: stop.signal,
-              })
-            : Promise.resolve();
-        await new Promise<void>((resolve) => {
-          process.once("SIGTERM", resolve);
-          process.once("SIGINT", resolve);
-        });
-        stop.abort();
-        await Promise.race([storm, new Promise((r) => setTimeout(r, 2000))]);
-        node.stop();
-      },
-    );
-
+      } & TransportFlags,
+    ) => {
+      if (flags.peers.has(flags.id))
+        throw new UsageError(`--peers names this node (${flags.id}) itself`);
+      if (flags.storm && !flags.ackLog) throw new UsageError("--storm needs --ack-log FILE");
+      if (
+        flags.restorePathAfter !== undefined &&
+        (flags.cutPathAfter === undefined || flags.restorePathAfter <= flags.cutPathAfter)
+      )
+        throw new UsageError("--restore-path-after needs a --cut-path-after before it");
+      const listen = listenerSecurity(flags, flags.host, "server");
+      // The connecting side's credentials: the same directory or key file, without the listener's authz list.
+      const { tlsAuthz: _authz, ...connectFlags } = flags;
+      const connect = transportSecurityOf(connectFlags, "client");
+      warnInsecure(listen, flags.host, "csv node");
+      const node = new ClusterNode({
+        id: flags.id,
+        port: flags.port,
+        host: flags.host,
+        targetPort: flags.targetPort,
+        targetHost: flags.targetHost,
+        peers: flags.peers,
+        heartbeatMs: flags.heartbeatInterval,
+        misses: flags.heartbeatMisses,
+        clusterBandwidth: flags.clusterBandwidth,
+        security: { listen, connect },
+        onEvent: (event) =>
+          console.log(flags.json ? JSON.stringify(event) : Object.values(event).join(" ")),
+      });
+      await node.start();
+      const control = flags.control ? await serveControl(flags.control, node) : undefined;
+      const faults = [
+        flags.cutPathAfter !== undefined &&
+          setTimeout(() => node.cutPath("fault injection"), flags.cutPathAfter),
+        flags.restorePathAfter !== undefined &&
+          setTimeout(() => void node.restorePath().catch(() => {}), flags.restorePathAfter),
+      ];
+      const stop = new AbortController();
+      const storm =
+        flags.storm && flags.ackLog
+          ? runStorm(node, {
+              files: flags.files,
+              fileBytes: flags.fileSize,
+              ackLog: flags.ackLog,
+              gapMs: flags.gap,
+              signal: stop.signal,
+            })
+          : Promise.resolve();
+      await new Promise<void>((resolve) => {
+        process.once("SIGTERM", resolve);
+        process.once("SIGINT", resolve);
+      });
+      stop.abort();
+      await Promise.race([storm, new Promise((r) => setTimeout(r, 2000))]);
+      for (const timer of faults) if (timer) clearTimeout(timer);
+      control?.close();
+      node.stop();
+    },
+  );
   registerCsvCluster(csv);
+}
+
+/** --cluster-bandwidth: a rate, not unlimited (a link has one). */
+function clusterBandwidthOption(text: string): number {
+  const rate = bandwidthOption(text);
+  if (!Number.isFinite(rate) || rate <= 0)
+    throw new InvalidArgumentError(`"${text}" is no link rate: give e.g. 1Gbit or 100MiB`);
+  return rate;
+}
+
+/** The listening side's security, refused beyond loopback without TLS unless --insecure. */
+function listenerSecurity(flags: TransportFlags, host: string, role: "server"): TransportSecurity {
+  const security = transportSecurityOf(flags, role);
+  try {
+    checkExposure(host, security, "read and write the shared LUN");
+  } catch (error) {
+    if (error instanceof TransportError) throw new UsageError(error.message);
+    throw error;
+  }
+  return security;
+}
+
+function warnInsecure(security: TransportSecurity, host: string, who: string): void {
+  if (security.kind === "plain" && security.insecure && !isLoopback(host))
+    console.error(
+      `hvlab: ${who}: --insecure: listening on ${host} without TLS; anyone who reaches it can read and write the shared LUN`,
+    );
+}
+
+/** Parses --peers: id=port or id=host:port pairs (an IPv6 host in brackets). */
+function peerAddressesOption(text: string): Map<number, PeerAddress> {
+  const peers = new Map<number, PeerAddress>();
+  for (const item of text.split(",")) {
+    const m = /^\s*(\d+)\s*=\s*(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?(\d+)\s*$/.exec(item);
+    const id = Number(m?.[1]);
+    const host = m?.[2]?.replace(/^\[|\]$/g, "");
+    const port = Number(m?.[3]);
+    if (!m || id < 1 || id > 16 || port < 1 || port > 65535)
+      throw new InvalidArgumentError(
+        `"${item}" is not id=port or id=host:port (id 1 to 16, port 1 to 65535)`,
+      );
+    if (peers.has(id)) throw new InvalidArgumentError(`node ${id} is listed twice`);
+    peers.set(id, host === undefined ? port : { host, port });
+  }
+  return peers;
 }
