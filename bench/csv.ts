@@ -16,8 +16,12 @@
  *   against a planned move of the role (`hvlab csv failover`). The target
  *   is at most 2x the heartbeat threshold (`conditions`).
  *
- * Redirected I/O (a node's I/O through the coordinator) is not built yet,
- * so it has no case. The target runs with `--no-sync` and the LUN file is
+ * - redirected I/O: one node's writes through the coordinator over its
+ *   metered cluster-network link (1 GbE by default: its storage path is
+ *   cut), against a node writing the same chunks straight to the target,
+ *   and a memory copy; results carry throughput and p99.
+ *
+ * The target runs with `--no-sync` and the LUN file is
  * written buffered: the host's page cache is in play for every file case.
  */
 import { join } from "node:path";
@@ -26,7 +30,7 @@ import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { type RunningCluster, startCluster } from "../src/csv/bench-cluster.js";
 import { NodeControl, requestFailover } from "../src/csv/control-client.js";
 import { FileLun } from "../src/csv/lun.js";
-import { ClusterNode } from "../src/csv/node.js";
+import { ClusterNode, DEFAULT_CLUSTER_BANDWIDTH } from "../src/csv/node.js";
 import { Op } from "../src/csv/protocol.js";
 import { TargetClient } from "../src/csv/target-client.js";
 import { type FileMap, mapFileRange, Volume } from "../src/csv/volume.js";
@@ -216,6 +220,76 @@ export const suite: BenchSuite = {
             dst.bytes(memory.memory).every((b, i) => b === src.bytes(memory.memory)[i]),
             "the memory copy differs",
           );
+        },
+      });
+
+      // --- one node's writes: direct against redirected (storage path cut) ---------
+      // Node 5 joins with its path cut, so all its I/O crosses its cluster-network link
+      // to the coordinator; a follower writes the same chunks straight to the target.
+      const redirectedBytes = quick ? 2 * MiB : 8 * MiB;
+      const cutPort = await freeLoopbackPort();
+      const cut = new ClusterNode({
+        id: 5,
+        port: cutPort,
+        targetPort: io.targetPort,
+        peers: new Map(ports.map((p, j) => [j + 1, p] as const)),
+        clusterBandwidth: DEFAULT_CLUSTER_BANDWIDTH,
+        ...QUIET_HEARTBEAT,
+      });
+      await cut.start();
+      cleanups.push(() => cut.stop());
+      cut.cutPath("benchmark");
+      const directFile = files[nodes.indexOf(follower)] as FileMap;
+      const cutFile = (await cut.metadata({
+        op: "create",
+        name: "redirected.vhd",
+        size: redirectedBytes,
+      })) as FileMap;
+      assert(cutFile?.size === redirectedBytes, "node 5: create gave no file");
+      let directAt = 0;
+      let cutAt = 0;
+      const writeDirect = async () => {
+        directAt = (directAt + CHUNK) % redirectedBytes;
+        await follower.writeFile(directFile, directAt, chunk);
+      };
+      const writeRedirected = async () => {
+        cutAt = (cutAt + CHUNK) % redirectedBytes;
+        await cut.writeFile(cutFile, cutAt, chunk);
+      };
+      const readBackFile = (file: FileMap, bytes: number) => {
+        const got = new Uint8Array(CHUNK);
+        for (let at = 0; at < bytes; at += CHUNK) {
+          for (const r of mapFileRange(layout, file, at, CHUNK))
+            lunFile.read(got.subarray(r.bufferOffset, r.bufferOffset + r.length), r.lunOffset);
+          assert(
+            got.every((b, i) => b === chunk[i]),
+            `${file.name}@${at}: the LUN does not hold the bytes written`,
+          );
+        }
+      };
+      cases.push({
+        case: `redirected I/O: one node's ${CHUNK / KiB} KiB writes, direct against redirected through the coordinator (cluster network ${DEFAULT_CLUSTER_BANDWIDTH / 125_000} Mbit/s)`,
+        opsPerCall: 1,
+        bytesPerOp: CHUNK,
+        impls: [
+          { impl: "hvlab redirected (path cut) through the coordinator", fn: writeRedirected },
+          { impl: "hvlab direct to the target", fn: writeDirect },
+          { impl: "memory copy (bound)", fn: () => bandwidth.copy(dst, 0, src, 0, CHUNK) },
+        ],
+        async verify() {
+          stamp(3);
+          const before = { ...cut.io };
+          for (let at = 0; at < redirectedBytes; at += CHUNK) {
+            await follower.writeFile(directFile, at, chunk);
+            await cut.writeFile(cutFile, at, chunk);
+          }
+          assert(
+            cut.io.redirectedWrites - before.redirectedWrites === redirectedBytes / CHUNK &&
+              cut.io.directWrites === before.directWrites,
+            "node 5 wrote direct although its path is cut",
+          );
+          readBackFile(directFile, redirectedBytes);
+          readBackFile(cutFile, redirectedBytes);
         },
       });
 
@@ -426,7 +500,7 @@ export const suite: BenchSuite = {
           targetSync: false,
           heartbeatThresholdMs: thresholdMs,
           failoverTargetMs: 2 * thresholdMs,
-          redirectedIo: "not built yet: no case",
+          clusterNetworkBytesPerSecond: DEFAULT_CLUSTER_BANDWIDTH,
         },
         teardown,
       };

@@ -2,6 +2,7 @@ import { connect, type Socket } from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkVolume } from "../src/csv/check.js";
+import { parseFailoverReply, parseNodeStatus } from "../src/csv/control.js";
 import { FileLun } from "../src/csv/lun.js";
 import { ClusterNode } from "../src/csv/node.js";
 import {
@@ -138,8 +139,28 @@ const redirectedArb = fc.oneof(
   fc.uint8Array({ maxLength: 48 }),
 );
 
+/** FAILOVER requests: a plain move, a handover from a coordinator, and broken ones. */
+const failoverArb = fc.oneof(
+  fc
+    .record(
+      {
+        to: fc.oneof(fc.integer({ min: -1, max: 18 }), fc.string({ maxLength: 2 })),
+        from: fc.integer({ min: 0, max: 17 }),
+      },
+      { requiredKeys: ["to"] },
+    )
+    .map(json),
+  fc.jsonValue({ maxDepth: 2 }).map(json),
+  fc.uint8Array({ maxLength: 32 }),
+);
+
 const requestArb = fc.oneof(
   { weight: 3, arbitrary: heartbeatArb.map((payload) => ({ type: Op.heartbeat, payload })) },
+  {
+    weight: 1,
+    arbitrary: fc.uint8Array({ maxLength: 8 }).map((payload) => ({ type: Op.status, payload })),
+  },
+  { weight: 1, arbitrary: failoverArb.map((payload) => ({ type: Op.failover, payload })) },
   { weight: 3, arbitrary: metadataArb.map((payload) => ({ type: Op.metadata, payload })) },
   { weight: 3, arbitrary: redirectedArb.map((payload) => ({ type: Op.redirected, payload })) },
   {
@@ -176,6 +197,10 @@ describe("csv node protocol on hostile input", () => {
         const status = reply[0]?.status ?? -1;
         expect([Status.good, Status.checkCondition, Status.busy]).toContain(status);
         statuses.set(status, (statuses.get(status) ?? 0) + 1);
+        // STATUS and FAILOVER answers are what their own parsers accept.
+        if (r.type === Op.status)
+          expect(parseNodeStatus(reply[0]?.payload ?? new Uint8Array(0)).node).toBe(1);
+        if (r.type === Op.failover) parseFailoverReply(reply[0]?.payload ?? new Uint8Array(0));
         // A redirected READ that succeeded returns exactly the bytes asked for.
         if (r.type === Op.redirected && status === Status.good) {
           const asked = parseRedirected(r.payload);

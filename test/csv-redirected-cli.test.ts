@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NodeStatus } from "../src/csv/control.js";
 import { ControlError, controlNode } from "../src/csv/control-socket.js";
-import type { NodeAccessStatus } from "../src/csv/node.js";
 import { hvlab } from "./support/cli.js";
 import {
   freePort,
@@ -40,12 +40,12 @@ afterAll(async () => {
 /** Asks node status until `test` passes (the storm's progress is counted, not announced). */
 async function statusUntil(
   socket: string,
-  test: (s: NodeAccessStatus) => boolean,
+  test: (s: NodeStatus) => boolean,
   what: string,
-): Promise<NodeAccessStatus> {
+): Promise<NodeStatus> {
   const until = performance.now() + EVENT_MS;
   for (;;) {
-    const status = (await controlNode(socket, "query-status")) as NodeAccessStatus;
+    const status = (await controlNode(socket, "query-status")) as NodeStatus;
     if (test(status)) return status;
     if (performance.now() > until)
       throw new Error(`${what}: not within ${EVENT_MS} ms: ${JSON.stringify(status)}`);

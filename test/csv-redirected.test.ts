@@ -114,7 +114,7 @@ describe("csv redirected access", () => {
     two.cutPath("test");
     await inFlight;
     await seen("node 2 redirected", (e) => e.event === "redirected" && e.node === 2);
-    expect(two.accessStatus()).toMatchObject({
+    expect(two.status()).toMatchObject({
       path: "cut",
       redirected: "storage path cut (test)",
     });

@@ -17,7 +17,7 @@ import { createInterface } from "node:readline";
 
 /** What the control socket can ask of a node. */
 export interface ControlledNode {
-  accessStatus(): unknown;
+  status(): unknown;
   cutPath(reason?: string): void;
   restorePath(): Promise<void>;
   setBackup(open: boolean): void;
@@ -75,7 +75,7 @@ export async function runControlLine(node: ControlledNode, line: string): Promis
     const reason = (args as { reason?: unknown } | undefined)?.reason;
     switch (execute as ControlCommand) {
       case "query-status":
-        return { return: node.accessStatus() };
+        return { return: node.status() };
       case "cut-path":
         if (
           reason !== undefined &&

@@ -9,9 +9,9 @@ import {
 } from "../transport/secure.js";
 import { TokenBucket } from "../transport/token-bucket.js";
 import {
-  type NodeStatus as ControlStatus,
   type FailoverReply,
   type NodeCounters,
+  type NodeStatus,
   parseFailoverReply,
   parseFailoverRequest,
 } from "./control.js";
@@ -143,39 +143,6 @@ export type NodeEvent =
   | { readonly event: "direct"; readonly node: number; readonly atMs: number }
   | { readonly event: "dead"; readonly node: number; readonly peer: number; readonly atMs: number };
 
-/** Data I/O a node has done, by path. */
-export interface NodeIoCounters {
-  directReads: number;
-  directWrites: number;
-  directBytes: number;
-  redirectedReads: number;
-  redirectedWrites: number;
-  redirectedBytes: number;
-  /** Redirected requests this node served as coordinator. */
-  servedRedirected: number;
-}
-
-/** What `query-status` on the control socket returns. */
-export interface NodeAccessStatus {
-  readonly node: number;
-  readonly pid: number;
-  readonly role: "coordinator" | "node";
-  readonly epoch: number;
-  readonly coordinator: number;
-  /** Why the node's data I/O goes through the coordinator, or null when it is direct. */
-  readonly redirected: string | null;
-  readonly path: "up" | "cut";
-  /** Whether this coordinator has a backup window open. */
-  readonly backup: boolean;
-  readonly clusterBandwidth: number;
-  readonly io: Readonly<NodeIoCounters>;
-  readonly peers: readonly {
-    readonly id: number;
-    readonly alive: boolean;
-    readonly pathCut: boolean;
-  }[];
-}
-
 /** A metadata operation forwarded to the coordinator. */
 export interface MetadataRequest {
   readonly op: "create" | "open" | "resize" | "delete";
@@ -254,7 +221,14 @@ export class ClusterNode {
   private redirectedFor: string | undefined;
   /** This node's cluster-network link: meters what it sends over it (redirected writes, and reads served). */
   private readonly link: TokenBucket;
-  readonly io: NodeIoCounters = {
+  /** Set while this coordinator hands its role on: it neither serves metadata nor takes the role back. */
+  private handingOver = false;
+  /** What this node has done, for `hvlab csv status`, the control socket and the failover timeline. */
+  readonly io: NodeCounters = {
+    writes: 0,
+    bytesWritten: 0,
+    metadataOps: 0,
+    metadataRetries: 0,
     directReads: 0,
     directWrites: 0,
     directBytes: 0,
@@ -262,15 +236,6 @@ export class ClusterNode {
     redirectedWrites: 0,
     redirectedBytes: 0,
     servedRedirected: 0,
-  };
-  /** Set while this coordinator hands its role on: it neither serves metadata nor takes the role back. */
-  private handingOver = false;
-  /** What this node has done, for `hvlab csv status` and the failover timeline. */
-  readonly counters: NodeCounters = {
-    writes: 0,
-    bytesWritten: 0,
-    metadataOps: 0,
-    metadataRetries: 0,
   };
 
   constructor(readonly options: NodeOptions) {
@@ -284,9 +249,10 @@ export class ClusterNode {
     return { ...this.known, role: this.volume ? "coordinator" : "node" };
   }
 
-  /** This node's status, as `hvlab csv status` shows it. */
-  status(): ControlStatus {
+  /** This node's status, as `hvlab csv status` and the control socket's `query-status` show it. */
+  status(): NodeStatus {
     const now = performance.now();
+    const redirected = this.redirectedBecause();
     return {
       node: this.options.id,
       pid: process.pid,
@@ -294,7 +260,11 @@ export class ClusterNode {
       role: this.volume ? "coordinator" : "node",
       epoch: this.known.epoch,
       coordinator: this.known.coordinator,
-      mode: this.redirectedBecause() === undefined ? "direct" : "redirected",
+      mode: redirected === undefined ? "direct" : "redirected",
+      redirected: redirected ?? null,
+      path: this.path?.cut === undefined ? "up" : "cut",
+      backup: this.backup,
+      clusterBandwidth: this.link.rate,
       key: `0x${this.key.toString(16)}`,
       members: [
         this.options.id,
@@ -304,7 +274,12 @@ export class ClusterNode {
       misses: this.options.misses,
       uptimeMs: Math.round(now - this.started),
       atMs: Date.now(),
-      io: { ...this.counters },
+      io: { ...this.io },
+      peers: [...this.options.peers.keys()].map((id) => ({
+        id,
+        alive: this.alive(id),
+        pathCut: this.peersCut.has(id),
+      })),
     };
   }
 
@@ -627,27 +602,6 @@ export class ClusterNode {
     this.backup = open;
   }
 
-  /** How this node reaches the LUN now, for its control socket's query-status. */
-  accessStatus(): NodeAccessStatus {
-    return {
-      node: this.options.id,
-      pid: process.pid,
-      role: this.volume ? "coordinator" : "node",
-      epoch: this.known.epoch,
-      coordinator: this.known.coordinator,
-      redirected: this.redirectedBecause() ?? null,
-      path: this.path?.cut === undefined ? "up" : "cut",
-      backup: this.backup,
-      clusterBandwidth: this.link.rate,
-      io: { ...this.io },
-      peers: [...this.options.peers.keys()].map((id) => ({
-        id,
-        alive: this.alive(id),
-        pathCut: this.peersCut.has(id),
-      })),
-    };
-  }
-
   /** Waits before asking again, and says when to give up. */
   private async retryPause(until: number, what: string, why: string): Promise<void> {
     if (this.stopped) throw new Error(`${what}: the node is stopping: ${why}`);
@@ -666,7 +620,6 @@ export class ClusterNode {
    */
   handOver(to: number): Promise<FailoverReply> {
     const from = this.options.id;
-    const port = this.options.peers.get(to);
     if (!this.volume)
       return Promise.resolve({
         ok: false,
@@ -674,22 +627,31 @@ export class ClusterNode {
       });
     if (to === from)
       return Promise.resolve({ ok: true, from, to, epoch: this.known.epoch, pauseMs: 0 });
-    if (port === undefined || !this.alive(to))
+    if (!this.options.peers.has(to) || !this.alive(to))
       return Promise.resolve({
         ok: false,
         error: `node ${to} is not a live member of the cluster`,
+      });
+    // A node without a storage path could not write metadata: the role goes only where the LUN is reachable.
+    if (this.peersCut.has(to))
+      return Promise.resolve({
+        ok: false,
+        error: `node ${to} has lost its storage path and may not coordinate`,
       });
     const run = async (): Promise<FailoverReply> => {
       const started = performance.now();
       const epoch = this.known.epoch;
       this.handingOver = true;
       try {
+        // Redirected I/O already being served finishes in this term; later requests wait in the queue.
+        await Promise.allSettled([...this.dataInFlight]);
         await this.target.reserveOut(
           ServiceAction.release,
           ReservationType.writeExclusiveRegistrantsOnly,
           this.key,
         );
         this.volume = undefined;
+        this.backup = false;
         this.known = { epoch, coordinator: to };
         const link = await this.peer(to);
         const answer = link.request(Op.failover, json({ to, from }));
@@ -729,6 +691,8 @@ export class ClusterNode {
         ok: false,
         error: `node ${to} follows node ${this.known.coordinator}, not node ${from}, or is taking over already`,
       };
+    if (this.path.cut !== undefined)
+      return { ok: false, error: `node ${to} has lost its storage path (${this.path.cut})` };
     this.takingOver = true;
     try {
       const held = await this.target.readReservation();
@@ -747,6 +711,7 @@ export class ClusterNode {
       const epoch = await volume.takeOver(to);
       this.volume = volume;
       this.known = { epoch, coordinator: to };
+      this.coordinatorBackup = false;
       this.options.onEvent?.({
         event: "coordinator",
         node: to,
@@ -754,6 +719,7 @@ export class ClusterNode {
         handedOverBy: from,
         atMs: Date.now(),
       });
+      this.updateRedirected();
       return { ok: true, from, to, epoch, pauseMs: 0 };
     } catch (error) {
       return { ok: false, error: (error as Error).message };
@@ -779,11 +745,11 @@ export class ClusterNode {
         reply = { ok: false, error: (error as Error).message, retry: true };
       }
       if (reply.ok) {
-        this.counters.metadataOps++;
+        this.io.metadataOps++;
         return reply.file;
       }
       if (!reply.retry || this.stopped) throw new Error(reply.error);
-      this.counters.metadataRetries++;
+      this.io.metadataRetries++;
       await this.retryPause(
         until,
         `metadata ${request.op} ${request.name} (within ${deadlineMs} ms)`,
@@ -851,6 +817,8 @@ export class ClusterNode {
           );
         this.io.directWrites++;
         this.io.directBytes += data.length;
+        this.io.writes++;
+        this.io.bytesWritten += data.length;
         return;
       } catch (error) {
         if (!(error instanceof PathCutError)) throw error;
@@ -862,6 +830,8 @@ export class ClusterNode {
     }
     this.io.redirectedWrites++;
     this.io.redirectedBytes += data.length;
+    this.io.writes++;
+    this.io.bytesWritten += data.length;
   }
 
   /** Reads file data, direct or redirected as {@link ClusterNode.writeFile} writes it. */
@@ -934,7 +904,7 @@ export class ClusterNode {
     });
     const text = (s: string) => new TextEncoder().encode(s);
     await this.metadataQueue;
-    const volume = this.volume;
+    const volume = this.handingOver ? undefined : this.volume;
     if (!volume) return reply(Status.busy, text(`node ${this.options.id} is not the coordinator`));
     const io = (async (): Promise<Frame> => {
       const file = volume.lookup(request.name);

@@ -75,6 +75,9 @@ export function registerCsvCluster(csv: Command): void {
             "written",
             "metadata ops",
             "retries",
+            "redirected r/w",
+            "redirected",
+            "served",
           ],
           rows: [
             ...status.nodes.map((n) => [
@@ -89,6 +92,9 @@ export function registerCsvCluster(csv: Command): void {
               formatBytes(n.io.bytesWritten),
               n.io.metadataOps,
               n.io.metadataRetries,
+              `${n.io.redirectedReads}/${n.io.redirectedWrites}`,
+              formatBytes(n.io.redirectedBytes),
+              n.io.servedRedirected,
             ]),
             ...status.unreachable.map((u) => [
               u.node,
@@ -102,10 +108,18 @@ export function registerCsvCluster(csv: Command): void {
               null,
               null,
               null,
+              null,
+              null,
+              null,
             ]),
           ],
         }),
       );
+      for (const n of status.nodes)
+        if (n.redirected !== null)
+          console.log(
+            `node ${n.node} is redirected: ${n.redirected} (cluster network ${formatBytes(n.clusterBandwidth)}/s)`,
+          );
       if (status.target)
         console.log(
           `target 127.0.0.1:${status.target.port}: PRgeneration ${status.target.generation}, ${status.target.keys.length} registered keys, reservation ${status.target.holder === null ? "none" : `held by ${status.target.holder} (type ${status.target.type})`}`,
