@@ -2,6 +2,7 @@ import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { clusterStatus } from "../src/csv/control-client.js";
 import { FileLun } from "../src/csv/lun.js";
 import { ClusterNode, type NodeEvent } from "../src/csv/node.js";
 import { LunTarget } from "../src/csv/target.js";
@@ -9,7 +10,7 @@ import { TargetClient } from "../src/csv/target-client.js";
 import { Volume } from "../src/csv/volume.js";
 import { MemoryFile } from "../src/storage/block-file.js";
 import { loadTransportSecurity, type TransportSecurity } from "../src/transport/secure.js";
-import { hvlab } from "./support/cli.js";
+import { hvlab, hvlabAsync } from "./support/cli.js";
 import { freePort } from "./support/csv-cluster.js";
 import { startTarget } from "./support/csv-target.js";
 import { CertFactory, hasOpenssl } from "./support/tls-certs.js";
@@ -173,6 +174,36 @@ describe.skipIf(!openssl)("csv target and nodes over TLS 1.3", () => {
       expect(Buffer.from(await two.readFile(file, 4096, 8192)).equals(Buffer.from(data))).toBe(
         true,
       );
+      // csv status speaks TLS to TLS nodes; a plain client gets no answer.
+      const members = new Map([
+        [1, ports[0] ?? 0],
+        [2, ports[1] ?? 0],
+      ]);
+      const status = await clusterStatus(members, {
+        timeoutMs: 5000,
+        security: creds("cluster", "client"),
+      });
+      expect(status.nodes.map((n) => [n.node, n.mode])).toEqual([
+        [1, "direct"],
+        [2, "redirected"],
+      ]);
+      expect(status.coordinator).toBe(1);
+      const plain = await clusterStatus(members, { timeoutMs: 2000 });
+      expect(plain.nodes).toHaveLength(0);
+      expect(plain.unreachable.map((u) => u.node)).toEqual([1, 2]);
+      // The command line takes the same credentials.
+      const cli = await hvlabAsync([
+        "csv",
+        "status",
+        "--nodes",
+        `1=${ports[0]},2=${ports[1]}`,
+        "--tls-creds",
+        join(root, "cluster"),
+        "--json",
+      ]);
+      expect(cli.stderr).toBe("");
+      expect(cli.code).toBe(0);
+      expect((JSON.parse(cli.stdout) as { coordinator: number }).coordinator).toBe(1);
     } finally {
       for (const n of nodes) n.stop();
       await target.close();

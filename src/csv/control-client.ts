@@ -1,3 +1,4 @@
+import type { TransportSecurity } from "../transport/secure.js";
 import {
   type FailoverReply,
   type NodeStatus,
@@ -57,10 +58,25 @@ async function withDeadline<T>(what: string, ms: number, work: Promise<T>): Prom
   }
 }
 
-/** Sends one control request to the node on 127.0.0.1:`port` and returns the reply's payload. */
-async function ask(port: number, type: number, payload: Uint8Array, ms: number) {
+/**
+ * Sends one control request to the node on 127.0.0.1:`port` and returns the
+ * reply's payload. `security` is how the node's socket listens: a node
+ * started with --tls-creds or --tls-psk answers TLS 1.3 clients only.
+ */
+async function ask(
+  port: number,
+  type: number,
+  payload: Uint8Array,
+  ms: number,
+  security?: TransportSecurity,
+) {
   const what = `node 127.0.0.1:${port}`;
-  const connecting = TargetClient.connect(port, `control-${process.pid}`, ms);
+  const connecting = TargetClient.connect(
+    port,
+    `control-${process.pid}`,
+    ms,
+    security ? { security } : {},
+  );
   const client = await withDeadline(what, ms, connecting);
   try {
     return (await withDeadline(what, ms, client.request(type, payload))).payload;
@@ -70,8 +86,12 @@ async function ask(port: number, type: number, payload: Uint8Array, ms: number) 
 }
 
 /** Asks one node for its status. */
-export async function queryNode(port: number, timeoutMs: number): Promise<NodeStatus> {
-  return parseNodeStatus(await ask(port, Op.status, new Uint8Array(0), timeoutMs));
+export async function queryNode(
+  port: number,
+  timeoutMs: number,
+  security?: TransportSecurity,
+): Promise<NodeStatus> {
+  return parseNodeStatus(await ask(port, Op.status, new Uint8Array(0), timeoutMs, security));
 }
 
 /** Asks the coordinator on `port` to hand its role to node `to`. */
@@ -79,17 +99,22 @@ export async function requestFailover(
   port: number,
   to: number,
   timeoutMs: number,
+  security?: TransportSecurity,
 ): Promise<FailoverReply> {
   const payload = new TextEncoder().encode(JSON.stringify({ to }));
-  return parseFailoverReply(await ask(port, Op.failover, payload, timeoutMs));
+  return parseFailoverReply(await ask(port, Op.failover, payload, timeoutMs, security));
 }
 
 /** Reads the reservation state of the target on `port`. */
-export async function queryTarget(port: number, timeoutMs: number): Promise<TargetStatus> {
+export async function queryTarget(
+  port: number,
+  timeoutMs: number,
+  security?: TransportSecurity,
+): Promise<TargetStatus> {
   const client = await withDeadline(
     `target 127.0.0.1:${port}`,
     timeoutMs,
-    TargetClient.connect(port, `status-${process.pid}`, timeoutMs),
+    TargetClient.connect(port, `status-${process.pid}`, timeoutMs, security ? { security } : {}),
   );
   try {
     const [keys, held] = await withDeadline(
@@ -113,11 +138,16 @@ export async function queryTarget(port: number, timeoutMs: number): Promise<Targ
 /** Asks every node (and the target, when its port is given) at once. */
 export async function clusterStatus(
   nodes: ReadonlyMap<number, number>,
-  options: { readonly targetPort?: number; readonly timeoutMs: number },
+  options: {
+    readonly targetPort?: number;
+    readonly timeoutMs: number;
+    /** How the nodes and the target listen (default plain TCP). */
+    readonly security?: TransportSecurity;
+  },
 ): Promise<ClusterStatus> {
   const entries = [...nodes].sort((a, b) => a[0] - b[0]);
   const answers = await Promise.allSettled(
-    entries.map(([, port]) => queryNode(port, options.timeoutMs)),
+    entries.map(([, port]) => queryNode(port, options.timeoutMs, options.security)),
   );
   const up: NodeStatus[] = [];
   const unreachable: UnreachableNode[] = [];
@@ -136,7 +166,7 @@ export async function clusterStatus(
   const target =
     options.targetPort === undefined
       ? undefined
-      : await queryTarget(options.targetPort, options.timeoutMs);
+      : await queryTarget(options.targetPort, options.timeoutMs, options.security);
   return {
     epoch: latest?.epoch ?? 0,
     coordinator: latest?.coordinator ?? 0,

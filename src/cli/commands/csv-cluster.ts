@@ -8,11 +8,13 @@ import { recordsToTable, toCsv } from "../../report/csv.js";
 import { renderHtmlReport } from "../../report/html.js";
 import { formatTable } from "../../report/table.js";
 import { csvBenchSection } from "../../tour/csv.js";
+import type { TransportFlags } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { checkOutputFlags, integerOption, sizeOption, UsageError } from "../options.js";
+import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
 import { peersOption } from "./csv-options.js";
 
-interface ClusterFlags {
+interface ClusterFlags extends TransportFlags {
   nodes: Map<number, number>;
   targetPort?: number;
   timeout: number;
@@ -20,7 +22,8 @@ interface ClusterFlags {
 }
 
 function addClusterOptions(command: Command, timeout: number): Command {
-  return command
+  // The nodes' and target's sockets take TLS when they were started with it.
+  return addTransportOptions(command, "the cluster's sockets: ")
     .requiredOption(
       "--nodes <list>",
       "the cluster's nodes as id=port, comma-separated (the ports given to csv node --port)",
@@ -52,6 +55,7 @@ export function registerCsvCluster(csv: Command): void {
   ).action(async (flags: ClusterFlags) => {
     const status = await clusterStatus(flags.nodes, {
       timeoutMs: flags.timeout,
+      security: transportSecurityOf(flags, "client"),
       ...(flags.targetPort !== undefined ? { targetPort: flags.targetPort } : {}),
     });
     if (flags.json) console.log(JSON.stringify(status, null, 2));
@@ -143,7 +147,11 @@ export function registerCsvCluster(csv: Command): void {
   ).action(async (flags: ClusterFlags & { to?: number }) => {
     if (flags.to !== undefined && !flags.nodes.has(flags.to))
       throw new UsageError(`--to ${flags.to} is not one of --nodes`);
-    const status = await clusterStatus(flags.nodes, { timeoutMs: Math.min(flags.timeout, 2000) });
+    const security = transportSecurityOf(flags, "client");
+    const status = await clusterStatus(flags.nodes, {
+      timeoutMs: Math.min(flags.timeout, 2000),
+      security,
+    });
     const coordinator = status.nodes.find(
       (n) => n.node === status.coordinator && n.role === "coordinator",
     );
@@ -158,7 +166,7 @@ export function registerCsvCluster(csv: Command): void {
       status.nodes.find((n) => n.node !== coordinator.node && coordinator.members.includes(n.node))
         ?.node;
     if (to === undefined) throw new Error("no other live node can take the role");
-    const reply = await requestFailover(coordinator.port, to, flags.timeout);
+    const reply = await requestFailover(coordinator.port, to, flags.timeout, security);
     if (!reply.ok) throw new Error(`node ${coordinator.node} refused the failover: ${reply.error}`);
     console.log(
       flags.json
