@@ -45,7 +45,8 @@ describe("--insecure on the command line", () => {
     });
     const exited = once(destination, "exit");
     const deadline = performance.now() + 30_000;
-    while (!/listening on/.test(stdout)) {
+    // stdout and stderr are two pipes: the warning may arrive after the listening line.
+    while (!/listening on/.test(stdout) || !stderr.endsWith("\n")) {
       expect(performance.now()).toBeLessThan(deadline);
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
