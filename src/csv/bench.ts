@@ -319,10 +319,14 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
         }
         await sleep(options.afterMs / 2);
       } else await sleep(options.afterMs);
+      // No metadata operation can complete before the new term opens; one
+      // that shows up earlier was answered by the killed coordinator just
+      // before it died (and sampled late), so the search starts one poll
+      // before the new term.
       const resumed = metadataResumedAt(
         samples,
         survivors.map(([id]) => id),
-        killAtMs,
+        Math.max(killAtMs, termAtMs - options.pollMs),
       );
       if (resumed === undefined)
         throw new Error("no survivor completed a metadata operation after the kill");
