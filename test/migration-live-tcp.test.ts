@@ -76,14 +76,16 @@ async function outputMatching(
  */
 async function proxy(
   target: number,
-  plans: ({ flipAt?: number; cutAfter?: number } | undefined)[],
+  plans: ({ flipAt?: number; cutAfter?: number; deliverFirst?: boolean } | undefined)[],
 ): Promise<{ server: Server; port: number }> {
   let connection = 0;
   const server = createServer((client: Socket) => {
     const plan = plans[connection++];
     const upstream = connect(target, "127.0.0.1");
     let passed = 0;
+    let cut = false;
     client.on("data", (chunk: Buffer) => {
+      if (cut) return;
       let data = chunk;
       if (
         plan?.flipAt !== undefined &&
@@ -95,14 +97,28 @@ async function proxy(
       }
       passed += chunk.length;
       if (plan?.cutAfter !== undefined && passed >= plan.cutAfter) {
-        client.destroy();
-        upstream.destroy();
+        cut = true;
+        if (plan.deliverFirst) {
+          // The destination gets every byte before the cut, then the end of
+          // the connection, and only then does the source's side break: what
+          // the destination holds when it learns of the cut is fixed, not a
+          // race against bytes a busy machine still had queued.
+          upstream.end(data.subarray(0, data.length - (passed - plan.cutAfter)), () =>
+            client.destroy(),
+          );
+        } else {
+          // Both sides break at once; bytes still queued to the destination are lost.
+          client.destroy();
+          upstream.destroy();
+        }
         return;
       }
       upstream.write(data);
     });
     upstream.on("data", (chunk: Buffer) => client.write(chunk));
-    client.on("close", () => upstream.destroy());
+    client.on("close", () => {
+      if (!cut) upstream.destroy();
+    });
     upstream.on("close", () => client.destroy());
     client.on("error", () => upstream.destroy());
     upstream.on("error", () => client.destroy());
@@ -251,7 +267,7 @@ describe("live migration over TCP", () => {
     // Connections in order: the main one, channel 0 (cut after 3 MiB), channel 1; then the retry's.
     const { server, port } = await proxy(destination.address.port, [
       undefined,
-      { cutAfter: 3 * MiB },
+      { cutAfter: 3 * MiB, deliverFirst: true },
       undefined,
     ]);
     const s = source(16);

@@ -656,6 +656,11 @@ class TcpTransport implements PrecopyTransport {
   }
 
   async cancel(reason: string): Promise<void> {
+    if (this.closed || !this.socket || this.socket.destroyed) {
+      // Nothing to tell it on: the connection is gone (or never opened).
+      this.close(false);
+      return;
+    }
     const { link, writer, socket } = this.open_();
     // A stalled link may never take the error frame (nor free a slot for
     // it): it gets a second, then the socket goes.

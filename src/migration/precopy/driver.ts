@@ -173,6 +173,10 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
   } catch (error) {
     state.status = "failed";
     state.failure = transport.explain(error as Error, state.phase);
+    // The destination hears why where the link still carries it (a multifd
+    // channel cut, a local error): otherwise it sees only connections closing,
+    // in whatever order they reach it, and cannot name the cause.
+    await transport.cancel(`migration failed at the source: ${state.failure}`).catch(() => {});
     if (pausedAt !== null) {
       // The guest was paused for this long before the failure: that was its downtime.
       state.downtime = clock.now() - pausedAt;

@@ -67,7 +67,7 @@ export interface PrecopyTransport {
    * in words what besides the pages the downtime held.
    */
   switchover(): Promise<Handover>;
-  /** Tells the destination to discard what it has (a give-up). */
+  /** Tells the destination to discard what it has and why (a give-up or a failure); never throws past a dead link. */
   cancel(reason: string): Promise<void>;
   /**
    * Post-copy, when the transport can (after the switchover: the rest is
