@@ -4,6 +4,7 @@ import { MemoryLayout } from "../src/memory/layout.js";
 import { Segmenter } from "../src/net/lso.js";
 import { type ReceiveConfig, ReceivePath, type RoundResult } from "../src/net/receive.js";
 import type { RxSlot } from "../src/net/ring.js";
+import { ROUND_BARRIER_BYTES, RoundBarrier } from "../src/net/round-barrier.js";
 import { generateTraffic } from "../src/net/traffic.js";
 import type { VmPort } from "../src/net/vmq.js";
 import { KernelPool } from "../src/pool/pool.js";
@@ -206,5 +207,22 @@ describe("receive rounds in batches", () => {
     expect(r.frames).toBe(0);
     expect(r.delivered).toBe(0);
     expect(r.rounds).toBe(4);
+  });
+
+  it("the round barrier: the last to arrive runs the serial step; a missing processor times out, naming the count", () => {
+    const region = layout.allocate("rx.batch.barrier", ROUND_BARRIER_BYTES).toDescriptor();
+    const barrier = new RoundBarrier(layout.memory, region);
+    expect(() => barrier.reset(0)).toThrow(/1 to 256 processors, not 0/);
+    expect(() => barrier.reset(257)).toThrow(/not 257/);
+    barrier.reset(1);
+    let serial = 0;
+    for (let r = 0; r < 3; r++) barrier.arrive(() => serial++);
+    expect(serial).toBe(3);
+    barrier.reset(2);
+    expect(() => barrier.arrive(() => serial++, 20)).toThrow(/1 of 2 processors arrived/);
+    expect(serial).toBe(3);
+    expect(
+      () => new RoundBarrier(layout.memory, { ...region, byteLength: ROUND_BARRIER_BYTES - 4 }),
+    ).toThrow(/needs 64 bytes/);
   });
 });
