@@ -22,6 +22,7 @@ import type { BenchSuite } from "../src/bench/harness.js";
 import { libraryName } from "../src/bench/machine.js";
 import { parseQueueUrl } from "../src/distributed/connection.js";
 import { PAYLOAD_VERSION } from "../src/distributed/payload.js";
+import { readJobReturn } from "../src/distributed/returned.js";
 import {
   migrateSweepJobs,
   migrateSweepOrder,
@@ -262,9 +263,9 @@ export const suite: BenchSuite = {
           {
             case: "empty job, enqueue to result (ops: jobs)",
             verify: async () => {
-              const result = (await emptyJob()) as unknown;
-              if (JSON.stringify(result) !== "{}")
-                throw new Error(`an empty job returned ${JSON.stringify(result)}`);
+              const { worker, value } = readJobReturn(await emptyJob(), "an empty job");
+              if (JSON.stringify(value) !== "{}" || !["bench-w1", "bench-w2"].includes(worker))
+                throw new Error(`an empty job returned ${JSON.stringify(value)} from ${worker}`);
             },
             impls: [
               {
