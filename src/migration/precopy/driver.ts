@@ -105,7 +105,9 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
         });
       }
       const copied = clock.now();
-      const handover = await transport.switchover();
+      const handover = await transport.switchover(
+        switchTo === "postcopy" ? "postcopy" : "stop-and-copy",
+      );
       const resumed = clock.now();
       state.downtime = resumed - start;
       // Without post-copy the migration ends as the destination runs the guest.
@@ -337,6 +339,7 @@ async function postcopy(run: PrecopyRun, state: RunState): Promise<void> {
     decision: post.failure ? "give-up" : "continue",
     reason:
       post.failure ??
+      post.summary ??
       `${post.windows} windows: ${post.requests} remote faults (${post.faultWaitMs.toFixed(1)} ms waiting), the rest pushed in the background`,
   });
 }
