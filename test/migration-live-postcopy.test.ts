@@ -1,9 +1,20 @@
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
+import { MemoryLayout } from "../src/memory/layout.js";
 import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
+import { FrameType } from "../src/migration/live/frame.js";
+import { FrameReader, FrameWriter, stagingBytes } from "../src/migration/live/frame-codec.js";
+import {
+  decodeError,
+  decodeHello,
+  encodeAccept,
+  encodePageRequest,
+} from "../src/migration/live/messages.js";
 import { LiveSource } from "../src/migration/live/source.js";
 import type { MigrationResult, MigrationRound } from "../src/migration/stats.js";
+import { StreamKernel } from "../src/wasm/stream.js";
+import { hvlabAsync as hvlab } from "./support/cli.js";
 
 const MiB = 1024 ** 2;
 
@@ -96,6 +107,55 @@ async function cuttableProxy(target: number): Promise<{ port: number; cut: () =>
   };
 }
 
+/**
+ * A destination that follows the protocol up to post-copy's switch, then
+ * sends one page request for `request` (first page, count), whatever the
+ * guest's size: what a broken or hostile destination might send. Resolves
+ * `told` with the reason of the error frame the source answers with.
+ */
+async function misbehavingDestination(
+  request: (guestPages: number) => [number, number],
+): Promise<{ port: number; told: Promise<string> }> {
+  const layout = new MemoryLayout();
+  const kernel = StreamKernel.on(layout.memory, layout.allocate("scratch", 64));
+  const receive = layout.allocate("receive", stagingBytes(), 4096);
+  const send = layout.allocate("send", stagingBytes(1024));
+  let tell!: (reason: string) => void;
+  const told = new Promise<string>((resolve) => {
+    tell = resolve;
+  });
+  const server = createServer((socket) => {
+    const writer = new FrameWriter(layout.memory, kernel, send, 1024);
+    let guestPages = 0;
+    const reader = new FrameReader(layout.memory, kernel, receive, (frame) => {
+      if (frame.type === FrameType.hello) {
+        const hello = decodeHello(frame.payload);
+        guestPages = hello.guestBytes / 4096;
+        socket.write(
+          writer.seal(FrameType.accept, encodeAccept(writer.payload(8), hello.sessionId)),
+        );
+      } else if (frame.type === FrameType.postcopyRun) {
+        socket.write(writer.seal(FrameType.resumed, 0));
+        const [first, count] = request(guestPages);
+        socket.write(
+          writer.seal(FrameType.pageRequest, encodePageRequest(writer.payload(8), first, count)),
+        );
+      } else if (frame.type === FrameType.error) {
+        tell(decodeError(frame.payload));
+      }
+    });
+    socket.on("data", (chunk: Buffer) => reader.push(chunk));
+    socket.on("error", () => socket.destroy());
+    socket.on("close", () => tell("(closed without an error frame)"));
+  });
+  proxies.push(server);
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  if (!address || typeof address === "string") throw new Error("fake destination not listening");
+  return { port: address.port, told };
+}
+
 describe("post-copy over TCP", () => {
   it("switches after pass 1, pulls faulted pages, pushes the rest and verifies every page", async () => {
     const dest = await destination();
@@ -167,6 +227,72 @@ describe("post-copy over TCP", () => {
     const again = await s.migrate({ host: "127.0.0.1", port: dest.port });
     expect(again.summary.status).toBe("completed");
     expect(again.summary.verified).toBe(true);
+    expect((await dest.nextReport()).status).toBe("completed");
+  }, 60_000);
+
+  it("refuses a page request outside the guest with a clear error, and says so to the destination", async () => {
+    const fake = await misbehavingDestination((pages) => [pages + 5, 1]);
+    const s = source();
+    const result = await s.migrate({
+      host: "127.0.0.1",
+      port: fake.port,
+      // Pass 1 leaves more than the downtime-limit allows: the policy goes on, and post-copy starts.
+      maxBandwidth: 2 * LINK,
+      postcopyAfter: 1,
+      verify: false,
+      replyTimeoutMs: 5_000,
+    });
+    const outside = /page-request frame: pages 2053 to 2053 are outside the guest's 2048 pages/;
+    expect(result.summary.status).toBe("failed");
+    expect(result.summary.reason).toMatch(outside);
+    expect(result.summary.reason).toMatch(
+      /^post-copy .*the guest ran on the destination .* is lost/,
+    );
+    expect(await fake.told).toMatch(outside);
+    // After the switch the source's guest stays paused: it never runs in two places.
+    expect(s.runner.running).toBe(false);
+  }, 30_000);
+
+  it("hvlab migrate --to --postcopy-after: the post-copy phase in the rounds and summary by QEMU's names", async () => {
+    const dest = await destination();
+    const run = await hvlab([
+      "migrate",
+      "--to",
+      `127.0.0.1:${dest.port}`,
+      "--mode",
+      "content",
+      "--guest",
+      "8MiB",
+      "--workload",
+      "uniform",
+      "--dirty-rate",
+      "4000",
+      "--bandwidth",
+      "32Mbit",
+      "--postcopy-after",
+      "1",
+      "--json",
+    ]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const out = JSON.parse(run.stdout) as {
+      rounds: { hvlab: { phase: string; decision: string } }[];
+      summary: {
+        status: string;
+        ram: { "postcopy-bytes": number; "postcopy-requests": number };
+        "postcopy-blocktime": number;
+        "postcopy-vcpu-blocktime": number[];
+        hvlab: { verified: boolean };
+      };
+    };
+    expect(out.summary.status).toBe("completed");
+    expect(out.summary.hvlab.verified).toBe(true);
+    expect(out.summary.ram["postcopy-bytes"]).toBeGreaterThan(0);
+    expect(out.summary.ram["postcopy-requests"]).toBeGreaterThan(0);
+    expect(out.summary["postcopy-vcpu-blocktime"]).toHaveLength(2);
+    expect(out.summary["postcopy-blocktime"]).toBeGreaterThanOrEqual(0);
+    expect(out.rounds.map((r) => r.hvlab.phase)).toEqual(["precopy", "stop-and-copy", "postcopy"]);
+    expect(out.rounds[1]?.hvlab.decision).toBe("switch-to-postcopy");
     expect((await dest.nextReport()).status).toBe("completed");
   }, 60_000);
 });

@@ -72,6 +72,12 @@ export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
  * without a copy while the next ones are built.
  */
 const SEND_SLOTS = 4;
+/**
+ * Pages per post-copy frame (256 KiB): a requested page waits behind at most
+ * the frame on the link, so frames are kept short (QEMU gives requested
+ * pages a channel of their own, postcopy-preempt, for the same reason).
+ */
+const POSTCOPY_FRAME_PAGES = 64;
 /** Replies a source accepts are tiny. */
 const REPLY_MAX_PAYLOAD = 4096;
 /** Staging slots per multifd channel: one frame built while the last one leaves. */
@@ -499,6 +505,8 @@ class TcpTransport implements PrecopyTransport {
   private channelsDone = false;
   /** The pages post-copy has to send, taken from the bitmap at the switch. */
   private postcopyPages: Uint32Array | undefined;
+  /** Pages the destination requested, not yet sent again. */
+  private readonly urgent: number[] = [];
 
   constructor(
     private readonly source: LiveSource,
@@ -685,6 +693,17 @@ class TcpTransport implements PrecopyTransport {
       // what it holds of every page still pending, so its vCPUs fault on them.
       const pending = this.source.takePending();
       this.postcopyPages = pending;
+      // The return path opens before the switch: a vCPU may fault before `resumed` is read here.
+      const guestPages = this.source.guest.pages;
+      this.inbox.onPageRequest = (first, count) => {
+        if (first + count > guestPages) {
+          throw new FrameError(
+            "payload",
+            `page-request frame: pages ${first} to ${first + count - 1} are outside the guest's ${guestPages} pages`,
+          );
+        }
+        for (let page = first; page < first + count; page++) this.urgent.push(page);
+      };
       discarded = pending.length;
       for (let at = 0; at < pending.length; at += MAX_DISCARD_PAGES) {
         const chunk = pending.subarray(at, at + MAX_DISCARD_PAGES);
@@ -736,21 +755,12 @@ class TcpTransport implements PrecopyTransport {
     const pages = this.postcopyPages ?? new Uint32Array(0);
     const guestPages = this.source.guest.pages;
     const sent = new Uint8Array(guestPages);
-    const urgent: number[] = [];
+    const urgent = this.urgent;
     const before = this.transferred;
     let pushed = 0;
     let unique = 0;
     let frames = 0;
     let next = 0;
-    this.inbox.onPageRequest = (first, count) => {
-      if (first + count > guestPages) {
-        throw new FrameError(
-          "payload",
-          `page-request frame: pages ${first} to ${first + count - 1} are outside the guest's ${guestPages} pages`,
-        );
-      }
-      for (let page = first; page < first + count; page++) urgent.push(page);
-    };
     const kernel = this.source.wire.kernel;
     try {
       let sending: Promise<void> | undefined;
@@ -759,13 +769,15 @@ class TcpTransport implements PrecopyTransport {
         if (this.clock.now() > untilMs) {
           throw new PeerError(`post-copy passed the time limit of ${untilMs} ms`);
         }
+        // The last frame leaves before the next is built: requests that came
+        // meanwhile go in it, ahead of the background's pages.
+        await sending;
         await writer.ready();
-        // The frame's page list: requested pages first, then the background's next.
         const list: number[] = [];
         while (list.length < MAX_PAGES_PER_FRAME && urgent.length > 0) {
           list.push(urgent.shift() as number);
         }
-        while (list.length < MAX_PAGES_PER_FRAME && next < pages.length) {
+        while (list.length < POSTCOPY_FRAME_PAGES && next < pages.length) {
           const page = pages[next++] as number;
           if (sent[page] === 0) list.push(page);
         }
@@ -792,8 +804,6 @@ class TcpTransport implements PrecopyTransport {
           listStart + count * 4,
         );
         const frame = writer.sealInPlace(FrameType.pages, 8 + count * (4 + PAGE_BYTES));
-        // One frame on its way while the next is built: a request waits at most a frame.
-        await sending;
         sending = link.send(frame.wire, frame.sent);
         sending.catch(() => {});
         pushed += count;
@@ -825,7 +835,11 @@ class TcpTransport implements PrecopyTransport {
     } catch (error) {
       const missing = pages.length - unique;
       const failure = `${this.explain(error as Error, "post-copy")}: the guest ran on the destination since the switch and is lost there (${missing} pages never sent); the source keeps its paused copy as of the switch: resume it or migrate again`;
-      await this.cancel(`migration failed at the source: ${failure}`).catch(() => {});
+      const told = `migration failed at the source: ${failure}`;
+      // A frame the destination got wrong leaves the socket up though the
+      // link is marked failed: say why on it, then drop it.
+      if (error instanceof FrameError) await this.refuse(told);
+      else await this.cancel(told).catch(() => {});
       return {
         pages: pushed,
         bytes: this.transferred - before,
@@ -870,6 +884,30 @@ class TcpTransport implements PrecopyTransport {
     }
     this.closed = true;
     for (const channel of this.channels) channel.socket.destroy();
+  }
+
+  /**
+   * Ends the main connection with an error frame written straight to the
+   * socket (the link refuses sends once a bad frame failed it), and drops it
+   * a second later whether or not the peer hangs up.
+   */
+  private async refuse(reason: string): Promise<void> {
+    const socket = this.socket;
+    const writer = this.main?.writer;
+    this.closed = true;
+    for (const channel of this.channels) channel.socket.destroy();
+    if (!socket || !writer || socket.destroyed) return;
+    const deadline = new Deadline(this.clock, this.clock.now() + 1000);
+    try {
+      if (await deadline.race(writer.ready())) {
+        socket.end(writer.frame(FrameType.error, encodeError(reason)));
+      }
+    } catch {
+      // The slot never came free: the socket goes without a word.
+    } finally {
+      deadline.clear();
+    }
+    setTimeout(() => socket.destroy(), 1000).unref();
   }
 
   async verify(): Promise<string | null | undefined> {

@@ -166,7 +166,12 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       enter(run, state, "verification");
       const mismatch = await transport.verify();
       state.verified = mismatch === undefined ? null : mismatch === null;
-      if (mismatch) {
+      if (mismatch && state.postcopy) {
+        // The guest already ran on the destination: resuming the source's
+        // copy would run it twice. It stays paused for the user to decide.
+        state.status = "failed";
+        state.failure = `${mismatch}; the guest ran on the destination since the post-copy switch, and the source keeps its paused copy as of the switch`;
+      } else if (mismatch) {
         state.status = "failed";
         state.failure = `${mismatch}; the guest runs again on the source`;
         guest.resume();
