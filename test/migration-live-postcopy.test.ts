@@ -198,6 +198,23 @@ describe("post-copy over TCP", () => {
     );
   }, 60_000);
 
+  it("post-copy after multifd pre-copy passes: every page verified", async () => {
+    const dest = await destination();
+    const s = source();
+    const result = await s.migrate({
+      host: "127.0.0.1",
+      port: dest.port,
+      maxBandwidth: LINK,
+      multifdChannels: 2,
+      postcopyAfter: 1,
+      timeoutMs: 30_000,
+    });
+    expect(result.summary.reason).toBeNull();
+    expect(result.summary.verified).toBe(true);
+    expect(phase(result, "postcopy")).toHaveLength(1);
+    expect((await dest.nextReport()).channels).toBe(2);
+  }, 60_000);
+
   it("a cut during post-copy loses the guest on both sides and keeps the source's copy", async () => {
     const dest = await destination();
     const proxy = await cuttableProxy(dest.port);
