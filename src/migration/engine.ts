@@ -28,6 +28,7 @@ import {
   thresholdBytes,
 } from "./qemu-iteration/iteration.js";
 import type { MigrationResult } from "./stats.js";
+import { runVirtualPostcopy } from "./virtual-postcopy.js";
 import { VirtualRunState } from "./virtual-run-state.js";
 import { xbzrleCacheStats } from "./xbzrle-stats.js";
 
@@ -411,7 +412,7 @@ export class Migration {
         };
       },
       cancel: async () => {},
-      postcopy: (pendingPages, untilMs) => this.postcopy(pendingPages, untilMs),
+      postcopy: (_pendingPages, untilMs) => this.postcopy(untilMs),
       verify: async () => this.content?.verify(s),
       counters: () => ({
         duplicate: s.counts.zero,
@@ -424,155 +425,31 @@ export class Migration {
     };
   }
 
-  /**
-   * Post-copy: the guest runs on the destination; missing pages are pushed in
-   * the background at link speed, and a page the guest touches before it
-   * arrived is a remote fault, fetched at once (a round trip plus the page).
-   */
-  private async postcopy(_pendingPages: number, untilMs: number): Promise<PostcopyOutcome> {
-    const o = this.o;
-    const pages = this.guest.pages;
+  /** Post-copy on virtual time (src/migration/virtual-postcopy.ts). */
+  private postcopy(untilMs: number): Promise<PostcopyOutcome> {
     this.missingBitmap ??= DirtyBitmap.allocate(
       this.layout,
       "postcopy-missing",
-      pages,
-      o.pageShift,
+      this.guest.pages,
+      this.o.pageShift,
     );
-    const missingBitmap = this.missingBitmap;
-    this.pending.moveInto(missingBitmap);
-    const missing = missingBitmap.region.bytes(this.layout.memory);
-    let missingCount = this.guest.dirty.count(missingBitmap);
-    const isMissing = (p: number) => (((missing[p >>> 3] ?? 0) >>> (p & 7)) & 1) === 1;
-    const clear = (p: number) => {
-      missing[p >>> 3] = (missing[p >>> 3] ?? 0) & ~(1 << (p & 7));
-    };
-    const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
-    const listed = new Uint32Array(this.layout.memory.buffer, this.list.offset, LIST_PAGES);
-    const sent = { pages: 0, bytes: 0 };
-    let faults = 0;
-    let faultWaitMs = 0;
-    // Time every vCPU was blocked at once (QEMU's postcopy-blocktime), and each one's.
-    let blocktime = 0;
-    const vcpuBlocktime: number[] = Array.from({ length: o.vcpus }, () => 0);
-    // Share of the last window the vCPUs ran rather than waited on a page.
-    let running = 1;
-    let scan = 0;
-    let rounds = 0;
-    const sendPages = async (numbers: number[]): Promise<number> => {
-      let bytes = 0;
-      for (let i = 0; i < numbers.length; i += LIST_PAGES) {
-        const part = numbers.slice(i, i + LIST_PAGES);
-        if (o.content) {
-          listed.set(part);
-          bytes += (await this.sendListed(part.length, false, false)).bytes;
-        } else {
-          bytes += part.length * pageRecord;
-          this.s.counts.normal += part.length;
-        }
-      }
-      return bytes;
-    };
-    while (missingCount > 0) {
-      rounds++;
-      const windowStart = this.s.clockMs;
-      // The guest runs a window on the destination, for the share of it its
-      // vCPUs were not waiting on pages (at least a write, to go on).
-      const writes = Math.max(1, Math.floor(((o.writesPerSecond * o.windowMs) / 1000) * running));
-      if (writes > 0) this.s.guestWrote = true;
-      await this.guest.write(writes);
-      this.sync();
-      const faulted: number[] = [];
-      const mirrored: number[] = [];
-      this.pending.resetCursor(this.cursor);
-      for (
-        let n = this.pending.next(this.cursor, this.list);
-        n > 0;
-        n = this.pending.next(this.cursor, this.list)
-      ) {
-        for (let i = 0; i < n; i++) {
-          const p = listed[i] ?? 0;
-          if (isMissing(p)) {
-            faulted.push(p);
-            clear(p);
-          } else mirrored.push(p);
-        }
-      }
-      faults += faulted.length;
-      missingCount -= faulted.length;
-      const pageMs = this.linkMs(pageRecord);
-      // A vCPU that touched a missing page waits a round trip and the page,
-      // and makes no progress meanwhile: the workload splits writes evenly
-      // over the vCPUs, so each took its share of the faults, and none can
-      // wait longer than the window. The next window writes only for the
-      // time the vCPUs ran in this one.
-      const perVcpuMs = Math.min(
-        o.windowMs,
-        (faulted.length / o.vcpus) * (2 * o.latencyMs + pageMs),
-      );
-      for (let v = 0; v < o.vcpus; v++) vcpuBlocktime[v] = (vcpuBlocktime[v] ?? 0) + perVcpuMs;
-      blocktime += perVcpuMs;
-      // Each request's own wait, summed (requests overlap: this may pass the phase).
-      faultWaitMs += faulted.length * (2 * o.latencyMs + pageMs);
-      running = 1 - perVcpuMs / o.windowMs;
-      let bytes = await sendPages(faulted);
-      const destination = this.content?.destination;
-      const ram = this.guest.ram?.bytes(this.layout.memory);
-      if (destination && ram) {
-        // Pages already on the destination were written there by the guest itself.
-        if (mirrored.length > 0) this.s.destinationWritten = true;
-        for (const p of mirrored) {
-          destination.writePage(p, ram.subarray(p * this.pageBytes, (p + 1) * this.pageBytes));
-        }
-      }
-      // The background push fills the rest of the window.
-      const budget = Number.isFinite(o.maxBandwidth)
-        ? Math.max(
-            1,
-            Math.floor((o.maxBandwidth * o.windowMs) / 1000 / pageRecord) - faulted.length,
-          )
-        : missingCount;
-      const push: number[] = [];
-      while (push.length < budget && missingCount > 0 && scan < pages) {
-        const byte = missing[scan >>> 3] ?? 0;
-        if (byte === 0 && (scan & 7) === 0) {
-          scan += 8;
-          continue;
-        }
-        if (isMissing(scan)) {
-          push.push(scan);
-          clear(scan);
-          missingCount--;
-        }
-        scan++;
-      }
-      bytes += await sendPages(push);
-      sent.pages += faulted.length + push.length;
-      sent.bytes += bytes;
-      this.s.transferred += bytes;
-      this.s.clockMs = windowStart + Math.max(o.windowMs, this.linkMs(bytes));
-      if (this.s.clockMs > untilMs) {
-        return {
-          ...sent,
-          requests: faults,
-          faultWaitMs,
-          blocktime,
-          vcpuBlocktime,
-          missing: missingCount,
-          windows: rounds,
-          failure: `timeout during post-copy with ${missingCount} pages still on the source (the guest cannot run without them)`,
-        };
-      }
-    }
-    return {
-      ...sent,
-      requests: faults,
-      faultWaitMs,
-      blocktime,
-      vcpuBlocktime,
-      missing: 0,
-      windows: rounds,
-      failure: null,
-    };
+    return runVirtualPostcopy(
+      {
+        o: this.o,
+        guest: this.guest,
+        memory: this.layout.memory,
+        pending: this.pending,
+        cursor: this.cursor,
+        list: this.list,
+        missing: this.missingBitmap,
+        s: this.s,
+        destination: this.content?.destination,
+        sync: () => this.sync(),
+        linkMs: (bytes) => this.linkMs(bytes),
+        sendListed: (count) => this.sendListed(count, false, false),
+      },
+      untilMs,
+    );
   }
 }
 
