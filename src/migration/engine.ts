@@ -24,10 +24,10 @@ import type {
 import {
   chunkBytes,
   type QemuIterationOptions,
-  runningRate,
   thresholdBytes,
 } from "./qemu-iteration/iteration.js";
 import type { MigrationResult } from "./stats.js";
+import { VirtualLink } from "./virtual-link.js";
 import { runVirtualPostcopy } from "./virtual-postcopy.js";
 import { VirtualRunState } from "./virtual-run-state.js";
 import { xbzrleCacheStats } from "./xbzrle-stats.js";
@@ -55,6 +55,8 @@ export class Migration {
 
   /** The current run's state: a fresh object per run. */
   private s: VirtualRunState;
+  /** The current run's link and clock, over its state. */
+  private v: VirtualLink;
   private missingBitmap: DirtyBitmap | undefined;
   /** QEMU's iteration: where a running sync ORs the new dirty pages on the way (scratch). */
   private lateBitmap: DirtyBitmap | undefined;
@@ -76,6 +78,7 @@ export class Migration {
       // into page numbers in one pass as it sends.
       doubleBuffered: true,
     });
+    this.v = new VirtualLink(o, this.guest, this.s);
     this.pending = new MigrationBitmap(this.guest);
     this.cursor = this.layout.allocate("migration-cursor", CURSOR_BYTES);
     this.list = this.layout.allocate("migration-page-list", LIST_PAGES * 4);
@@ -99,67 +102,6 @@ export class Migration {
   }
 
   /**
-   * Milliseconds to put `bytes` on the link: at max-bandwidth, or under
-   * QEMU's iteration at the host's own rate (while the guest runs, capped by
-   * max-bandwidth; paused, with no rate limit).
-   */
-  private linkMs(bytes: number, running = true): number {
-    const it = this.o.qemuIteration;
-    const rate = it
-      ? running
-        ? runningRate(it, this.o.maxBandwidth)
-        : it.completionRate
-      : this.o.maxBandwidth;
-    return Number.isFinite(rate) ? (bytes / rate) * 1000 : 0;
-  }
-
-  /** The bandwidth the policy uses: the link's, or for an unthrottled link what was measured. */
-  private bandwidthEstimate(roundBytes: number, roundMs: number): number {
-    if (!Number.isFinite(this.o.maxBandwidth)) return Number.MAX_VALUE;
-    // QEMU's: the rate of the last full 100 ms window; a round shorter than
-    // a window is measured over the round. Latency stalls count in both.
-    if (this.s.lastWindowRate !== null) return Math.min(this.o.maxBandwidth, this.s.lastWindowRate);
-    return roundMs > 0
-      ? Math.min(this.o.maxBandwidth, (roundBytes / roundMs) * 1000)
-      : this.o.maxBandwidth;
-  }
-
-  /** Accounts link time and bytes into the bandwidth window; closes full windows. */
-  private measure(ms: number, bytes: number): void {
-    this.s.rateWindowMs += ms;
-    this.s.rateWindowBytes += bytes;
-    if (this.s.rateWindowMs >= this.o.windowMs) {
-      this.s.lastWindowRate = (this.s.rateWindowBytes / this.s.rateWindowMs) * 1000;
-      this.s.rateWindowMs = 0;
-      this.s.rateWindowBytes = 0;
-    }
-  }
-
-  /**
-   * Moves the clock on by `ms`; the guest's vCPUs (throttled) owe writes for
-   * that time, executed for real at each bandwidth window.
-   */
-  private async advance(ms: number, running = true, bytes = 0): Promise<void> {
-    this.s.clockMs += ms;
-    if (running) this.measure(ms, bytes);
-    if (!running) return;
-    this.s.writesOwed +=
-      (this.o.writesPerSecond * (1 - this.s.throttle.percentage / 100) * ms) / 1000;
-    this.s.windowOwedMs += ms;
-    if (this.s.windowOwedMs >= this.o.windowMs) await this.flushWrites();
-  }
-
-  /** Executes the writes owed so far. */
-  private async flushWrites(): Promise<void> {
-    this.s.windowOwedMs = 0;
-    const n = Math.floor(this.s.writesOwed);
-    if (n <= 0) return;
-    this.s.writesOwed -= n;
-    this.s.guestWrote = true;
-    await this.guest.write(n);
-  }
-
-  /**
    * Flips the guest's dirty log into the migration bitmap (a sync). Returns
    * pages pending. Under QEMU's iteration pages a pass left unsent are still
    * pending, so the sync ORs the new dirty pages into them (a page in both
@@ -180,24 +122,6 @@ export class Migration {
     return this.pending.sync();
   }
 
-  /**
-   * Puts `bytes` on the link: the clock moves on by their link time, but
-   * while the guest runs never past `untilMs` (a time limit holds within a
-   * batch, however slow the link). Returns the share of the bytes that got
-   * out (1: all).
-   */
-  private async link(bytes: number, running: boolean, untilMs: number): Promise<number> {
-    const ms = this.linkMs(bytes, running);
-    if (running && this.s.clockMs + ms > untilMs) {
-      const left = Math.max(0, untilMs - this.s.clockMs);
-      const share = ms > 0 ? left / ms : 0;
-      await this.advance(left, running, bytes * share);
-      return share;
-    }
-    await this.advance(ms, running, bytes);
-    return 1;
-  }
-
   /** Sends the page numbers now in the list (the first `count`), in content mode. */
   private sendListed(
     count: number,
@@ -209,7 +133,7 @@ export class Migration {
     if (!content) throw new Error("content mode not set up");
     return content.sendListed(
       this.s,
-      (bytes, run, until) => this.link(bytes, run, until),
+      (bytes, run, until) => this.v.link(bytes, run, until),
       count,
       running,
       xbzrle,
@@ -239,7 +163,7 @@ export class Migration {
         for (let left = n; left > 0; ) {
           const pages = Math.min(left, perWindow);
           left -= pages;
-          const share = await this.link(pages * pageRecord, running, untilMs);
+          const share = await this.v.link(pages * pageRecord, running, untilMs);
           const out = Math.floor(pages * share);
           sent.pages += out;
           sent.bytes += out * pageRecord;
@@ -286,7 +210,7 @@ export class Migration {
           return { ...sent, cut: false };
         }
         const pages = Math.min(n - at, chunk);
-        const share = await this.link(pages * pageRecord, running, untilMs);
+        const share = await this.v.link(pages * pageRecord, running, untilMs);
         const out = Math.floor(pages * share);
         sent.pages += out;
         sent.bytes += out * pageRecord;
@@ -311,6 +235,7 @@ export class Migration {
     const o = this.o;
     const s = new VirtualRunState(o);
     this.s = s;
+    this.v = new VirtualLink(o, this.guest, s);
     this.content?.startRun();
     this.pending.clear();
     const clock: PrecopyClock = { kind: "virtual", now: () => s.clockMs };
@@ -372,21 +297,21 @@ export class Migration {
     const o = this.o;
     return {
       mode: o.content ? "content" : "metadata",
-      open: () => this.advance(2 * o.latencyMs),
+      open: () => this.v.advance(2 * o.latencyMs),
       sendPending: async ({ running, round, untilMs }) => {
-        if (running) await this.advance(o.latencyMs);
+        if (running) await this.v.advance(o.latencyMs);
         // QEMU's setup and first pages: after the first sync, before the pass.
         if (running && round === 1 && o.qemuIteration)
-          await this.advance(Math.min(o.qemuIteration.startMs, Math.max(0, untilMs - s.clockMs)));
+          await this.v.advance(Math.min(o.qemuIteration.startMs, Math.max(0, untilMs - s.clockMs)));
         const pass = await this.sendSnapshot(running, round > 1 && o.xbzrle, untilMs);
         // The writes owed for the round's last part of a window land before the sync.
-        if (running) await this.flushWrites();
+        if (running) await this.v.flushWrites();
         s.transferred += pass.bytes;
         return pass;
       },
-      bandwidth: (bytes, ms) => this.bandwidthEstimate(bytes, ms),
+      bandwidth: (bytes, ms) => this.v.bandwidthEstimate(bytes, ms),
       rate: () => o.maxBandwidth,
-      linkMs: (bytes) => this.linkMs(bytes, !o.qemuIteration),
+      linkMs: (bytes) => this.v.linkMs(bytes, !o.qemuIteration),
       get transferred() {
         return s.transferred;
       },
@@ -395,16 +320,16 @@ export class Migration {
         if (this.content) this.content.destination.receiveDeviceState(this.content.deviceBlob);
         const it = o.qemuIteration;
         if (it) {
-          const stateMs = this.linkMs(stateBytes, false);
-          await this.advance(it.stopMs + stateMs, false);
+          const stateMs = this.v.linkMs(stateBytes, false);
+          await this.v.advance(it.stopMs + stateMs, false);
           s.transferred += stateBytes;
           return {
             bytes: stateBytes,
             fixed: `stopping and handing over ${it.stopMs} ms, device state ${formatBytes(stateBytes)} (${stateMs.toFixed(1)} ms) with no rate limit`,
           };
         }
-        const stateMs = this.linkMs(stateBytes);
-        await this.advance(o.latencyMs + stateMs + o.switchoverMs, false);
+        const stateMs = this.v.linkMs(stateBytes);
+        await this.v.advance(o.latencyMs + stateMs + o.switchoverMs, false);
         s.transferred += stateBytes;
         return {
           bytes: stateBytes,
@@ -445,7 +370,7 @@ export class Migration {
         s: this.s,
         destination: this.content?.destination,
         sync: () => this.sync(),
-        linkMs: (bytes) => this.linkMs(bytes),
+        linkMs: (bytes) => this.v.linkMs(bytes),
         sendListed: (count) => this.sendListed(count, false, false),
       },
       untilMs,
