@@ -187,6 +187,8 @@ export class LiveSource {
   private readonly channelSlots: Region[][] = [];
   private attempts = 0;
   private closed = false;
+  /** migrate-start-postcopy was asked during the attempt under way. */
+  private postcopyAsked = false;
   /** The attempt under way (or the last one): its phase and transport, for {@link LiveSource.activity}. */
   private current: { phase: string; readonly transport: TcpTransport } | undefined;
 
@@ -251,6 +253,18 @@ export class LiveSource {
     return { phase: current.phase, bytesSent: current.transport.transferred };
   }
 
+  /**
+   * QEMU's migrate-start-postcopy: the attempt under way switches to
+   * post-copy at the end of its current pre-copy pass (unless that pass
+   * already ends pre-copy). Returns false when no attempt is in pre-copy.
+   */
+  startPostcopy(): boolean {
+    const phase = this.current?.phase;
+    if (phase === undefined || !(phase === "setup" || phase.startsWith("pre-copy"))) return false;
+    this.postcopyAsked = true;
+    return true;
+  }
+
   /** Stops the vCPUs and the workers. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -278,6 +292,7 @@ export class LiveSource {
       );
     }
     this.attempts++;
+    this.postcopyAsked = false;
     const started = performance.now();
     const clock: PrecopyClock = { kind: "wall", now: () => performance.now() - started };
     const sender = new PageSender(
@@ -322,6 +337,7 @@ export class LiveSource {
         timeoutMs: options.timeoutMs ?? 60_000,
         giveUp: options.giveUp ?? "projection",
         postcopyAfterRounds: options.postcopyAfter ?? null,
+        postcopyRequested: () => this.postcopyAsked,
       },
       recorder: new RoundRecorder(clock, PAGE_BYTES, this.options.guestBytes, onRound),
       onPhase: (phase) => {
