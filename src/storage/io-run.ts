@@ -1,9 +1,8 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import * as hdr from "hdr-histogram-js";
+import type * as Hdr from "hdr-histogram-js";
 import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
-import { KernelPool } from "../pool/pool.js";
 import { StorageKernel } from "../wasm/storage.js";
 import { FdFile } from "./block-file.js";
 import { DirectFile } from "./direct-file.js";
@@ -156,6 +155,13 @@ export async function runStorageIo(
   options: StorageIoOptions = {},
 ): Promise<StorageIoReport> {
   checkIoSpec(spec);
+  // The pool and the histogram library are loaded when a run starts, not
+  // with this module: the storage commands that run no I/O (convert, info,
+  // map, check) import it too, and a command's start-up is part of its time.
+  const [{ KernelPool }, hdr] = await Promise.all([
+    import("../pool/pool.js"),
+    import("hdr-histogram-js"),
+  ]);
   const events = [...(options.events ?? [])].sort((a, b) => a.atMs - b.atMs);
   const intervalMs = options.intervalMs ?? 100;
   const vm = options.vm ?? new VirtualMachine("vm1");
@@ -371,7 +377,7 @@ export async function runStorageIo(
 const PLOT_PERCENTILES = [1, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100];
 
 /** The latency distribution: [percentile, latency in µs]. */
-function latencyBuckets(h: hdr.Histogram): [number, number][] {
+function latencyBuckets(h: Hdr.Histogram): [number, number][] {
   if (h.totalCount === 0) return [];
   return PLOT_PERCENTILES.map((p) => [p, h.getValueAtPercentile(p) / 1000]);
 }
