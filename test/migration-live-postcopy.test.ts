@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
@@ -31,6 +32,7 @@ afterEach(async () => {
 /** A destination serving any number of sessions, and the next session's report. */
 async function destination(): Promise<{
   port: number;
+  server: DestinationServer;
   nextReport: () => Promise<DestinationReport>;
 }> {
   const reports: DestinationReport[] = [];
@@ -47,6 +49,7 @@ async function destination(): Promise<{
   servers.push(server);
   return {
     port: server.address.port,
+    server,
     nextReport: () => {
       const ready = reports.shift();
       return ready ? Promise.resolve(ready) : new Promise((resolve) => waiting.push(resolve));
@@ -198,6 +201,30 @@ describe("post-copy over TCP", () => {
     );
   }, 60_000);
 
+  it("on command (QEMU's migrate-start-postcopy): the pass under way ends in post-copy", async () => {
+    const dest = await destination();
+    const s = source();
+    // Nothing to switch before an attempt runs.
+    expect(s.startPostcopy()).toBe(false);
+    let asked: boolean | undefined;
+    const running = s.migrate({
+      host: "127.0.0.1",
+      port: dest.port,
+      maxBandwidth: LINK,
+      timeoutMs: 30_000,
+    });
+    setTimeout(() => {
+      asked = s.startPostcopy();
+    }, 300);
+    const result = await running;
+    expect(asked).toBe(true);
+    expect(result.summary.reason).toBeNull();
+    expect(result.summary.verified).toBe(true);
+    expect(result.rounds.map((r) => r.phase)).toEqual(["precopy", "stop-and-copy", "postcopy"]);
+    expect(result.rounds[0]?.reason).toMatch(/^post-copy on command after 1 pre-copy rounds/);
+    expect((await dest.nextReport()).status).toBe("completed");
+  }, 60_000);
+
   it("post-copy after multifd pre-copy passes: every page verified", async () => {
     const dest = await destination();
     const s = source();
@@ -310,6 +337,48 @@ describe("post-copy over TCP", () => {
     expect(out.summary["postcopy-blocktime"]).toBeGreaterThanOrEqual(0);
     expect(out.rounds.map((r) => r.hvlab.phase)).toEqual(["precopy", "stop-and-copy", "postcopy"]);
     expect(out.rounds[1]?.hvlab.decision).toBe("switch-to-postcopy");
+    expect((await dest.nextReport()).status).toBe("completed");
+  }, 60_000);
+
+  it("SIGUSR2 to hvlab migrate-live --to is migrate-start-postcopy", async () => {
+    const dest = await destination();
+    const bin = new URL("../bin/hvlab.js", import.meta.url).pathname;
+    const child = spawn(
+      process.execPath,
+      [
+        bin,
+        "migrate-live",
+        "--to",
+        `127.0.0.1:${dest.port}`,
+        "--guest",
+        "8MiB",
+        "--workload",
+        "uniform",
+        "--rate",
+        "4000",
+        "--max-bandwidth",
+        "4MiB",
+        "--json",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exited = once(child, "exit");
+    // The signal goes once the migration is under way (its hello reached the destination).
+    while (!dest.server.receiving) await new Promise((resolve) => setTimeout(resolve, 20));
+    child.kill("SIGUSR2");
+    const [code] = await exited;
+    expect(stderr).toMatch(/SIGUSR2: switching to post-copy at the end of this pre-copy pass/);
+    expect(code).toBe(0);
+    const out = JSON.parse(stdout) as { rounds: { hvlab: { phase: string } }[] };
+    expect(out.rounds.map((r) => r.hvlab.phase)).toEqual(["precopy", "stop-and-copy", "postcopy"]);
     expect((await dest.nextReport()).status).toBe("completed");
   }, 60_000);
 });

@@ -219,6 +219,13 @@ export async function runLiveSource(
   const where = `${target.host}:${target.port}`;
   let attemptNumber = 1;
   let waiting = false;
+  // QEMU's migrate-start-postcopy from outside the process: SIGUSR2.
+  const startPostcopy = () => {
+    if (source.startPostcopy()) {
+      output.err("hvlab: SIGUSR2: switching to post-copy at the end of this pre-copy pass");
+    }
+  };
+  process.on("SIGUSR2", startPostcopy);
   const stopDescribing = whileInterruptible(() =>
     describeInterruptedSource(where, attemptNumber, waiting ? undefined : source.activity),
   );
@@ -267,6 +274,7 @@ export async function runLiveSource(
     }
     return result;
   } finally {
+    process.off("SIGUSR2", startPostcopy);
     stopDescribing();
     await source.close();
   }
@@ -374,7 +382,7 @@ export function addLiveOptions(command: Command): Command {
     )
     .option(
       "--postcopy-after <passes>",
-      "source: switch to post-copy after this many pre-copy passes: the guest runs on the destination, which pulls the pages it faults on while the rest are pushed; a connection lost after the switch loses the guest (default: pure pre-copy)",
+      "source: switch to post-copy after this many pre-copy passes: the guest runs on the destination, which pulls the pages it faults on while the rest are pushed; a connection lost after the switch loses the guest; SIGUSR2 to the source switches at the end of the pass under way (QEMU's migrate-start-postcopy) (default: pure pre-copy)",
       integerOption(1, 1_000_000),
     )
     .option(

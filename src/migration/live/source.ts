@@ -187,6 +187,8 @@ export class LiveSource {
   private readonly channelSlots: Region[][] = [];
   private attempts = 0;
   private closed = false;
+  /** migrate-start-postcopy was asked during the attempt under way. */
+  private postcopyAsked = false;
   /** The attempt under way (or the last one): its phase and transport, for {@link LiveSource.activity}. */
   private current: { phase: string; readonly transport: TcpTransport } | undefined;
 
@@ -251,6 +253,18 @@ export class LiveSource {
     return { phase: current.phase, bytesSent: current.transport.transferred };
   }
 
+  /**
+   * QEMU's migrate-start-postcopy: the attempt under way switches to
+   * post-copy at the end of its current pre-copy pass (unless that pass
+   * already ends pre-copy). Returns false when no attempt is in pre-copy.
+   */
+  startPostcopy(): boolean {
+    const phase = this.current?.phase;
+    if (phase === undefined || !(phase === "setup" || phase.startsWith("pre-copy"))) return false;
+    this.postcopyAsked = true;
+    return true;
+  }
+
   /** Stops the vCPUs and the workers. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -278,6 +292,7 @@ export class LiveSource {
       );
     }
     this.attempts++;
+    this.postcopyAsked = false;
     const started = performance.now();
     const clock: PrecopyClock = { kind: "wall", now: () => performance.now() - started };
     const sender = new PageSender(
@@ -322,6 +337,7 @@ export class LiveSource {
         timeoutMs: options.timeoutMs ?? 60_000,
         giveUp: options.giveUp ?? "projection",
         postcopyAfterRounds: options.postcopyAfter ?? null,
+        postcopyRequested: () => this.postcopyAsked,
       },
       recorder: new RoundRecorder(clock, PAGE_BYTES, this.options.guestBytes, onRound),
       onPhase: (phase) => {
@@ -748,9 +764,11 @@ class TcpTransport implements PrecopyTransport {
    * sent again even if it went already (it may be in flight), as QEMU does;
    * the destination drops a page it has. Then post-copy's end, and the
    * destination's counts. A failure here loses the guest: it is reported,
-   * never thrown, and the source's guest stays paused.
+   * never thrown, and the source's guest stays paused. The pre-copy time
+   * limit does not apply: giving up now would lose the guest, so only a
+   * broken link (or the destination's idle timeout) ends post-copy early.
    */
-  async postcopy(_pendingPages: number, untilMs: number): Promise<PostcopyOutcome> {
+  async postcopy(_pendingPages: number, _untilMs: number): Promise<PostcopyOutcome> {
     const { link, writer } = this.open_();
     const pages = this.postcopyPages ?? new Uint32Array(0);
     const guestPages = this.source.guest.pages;
@@ -766,9 +784,6 @@ class TcpTransport implements PrecopyTransport {
       let sending: Promise<void> | undefined;
       for (;;) {
         if (this.inbox.failed) throw this.inbox.failed;
-        if (this.clock.now() > untilMs) {
-          throw new PeerError(`post-copy passed the time limit of ${untilMs} ms`);
-        }
         // The last frame leaves before the next is built: requests that came
         // meanwhile go in it, ahead of the background's pages.
         await sending;

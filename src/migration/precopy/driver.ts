@@ -297,6 +297,9 @@ async function precopyRounds(
     ) {
       decision = "switch-to-postcopy";
       reason = `post-copy after ${policy.postcopyAfterRounds} pre-copy rounds (${formatBytes(pendingBytes)} pending)`;
+    } else if (decision === "continue" && policy.postcopyRequested?.() === true) {
+      decision = "switch-to-postcopy";
+      reason = `post-copy on command after ${round} pre-copy rounds (${formatBytes(pendingBytes)} pending)`;
     } else if (decision === "continue" && throttled) {
       decision = "throttle";
       reason = `${reason}; bytes dirtied > 50% of bytes sent twice: throttle to ${guest.throttle?.percentage ?? 0}%`;

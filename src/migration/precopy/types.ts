@@ -139,4 +139,9 @@ export interface PrecopyPolicy {
   readonly giveUp: GiveUpRule;
   /** Switch to post-copy after this many pre-copy rounds (null: never). */
   readonly postcopyAfterRounds: number | null;
+  /**
+   * QEMU's migrate-start-postcopy: asked after each pre-copy round the rule
+   * would continue; true switches to post-copy then (absent: never).
+   */
+  readonly postcopyRequested?: () => boolean;
 }
