@@ -3,9 +3,13 @@
  * and 2 `hvlab worker` processes of 1 pool worker each, against the same
  * sweep on one local pool of 2 workers (the queue's cost per point shows as
  * the ratio); and the per-job overhead of BullMQ itself, enqueue to result,
- * for an empty job (median and p99). The sweeps' points are compared before
- * anything is timed. Needs redis-server (Debian's package): the suite starts
- * its own on a free loopback port, without persistence, and stops it by PID.
+ * for an empty job (median and p99). Like with like: the worker processes
+ * and the local pool are both started before anything is timed, and both
+ * sides are timed from the sweep's start (its points checked) to every
+ * result in hand. The sweeps' points are compared with each other and with
+ * `runSweep` before anything is timed. Needs redis-server (Debian's
+ * package): the suite starts its own on a free loopback port, without
+ * persistence, and stops it by PID.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -18,13 +22,24 @@ import type { BenchSuite } from "../src/bench/harness.js";
 import { libraryName } from "../src/bench/machine.js";
 import { parseQueueUrl } from "../src/distributed/connection.js";
 import { PAYLOAD_VERSION } from "../src/distributed/payload.js";
+import { readJobReturn } from "../src/distributed/returned.js";
 import {
   migrateSweepJobs,
   migrateSweepOrder,
   migrateSweepResult,
 } from "../src/distributed/studies.js";
 import { submitSweep } from "../src/distributed/submitter.js";
-import { runSweep, type SweepBase, type SweepGrid } from "../src/migration/sweep.js";
+import { MemoryLayout } from "../src/memory/layout.js";
+import { resolveMigrationOptions } from "../src/migration/options.js";
+import {
+  expectedCost,
+  runSweep,
+  type SweepBase,
+  type SweepGrid,
+  type SweepPoint,
+  sweepPoints,
+} from "../src/migration/sweep.js";
+import { KernelPool } from "../src/pool/pool.js";
 import { packageRoot } from "../src/util/package-root.js";
 
 async function freePort(): Promise<number> {
@@ -66,7 +81,7 @@ async function stop(child: ChildProcess): Promise<void> {
 function equalPoints(a: unknown, b: unknown, what: string): void {
   const x = JSON.stringify(a);
   const y = JSON.stringify(b);
-  if (x !== y) throw new Error(`${what}: the distributed points differ from the local ones`);
+  if (x !== y) throw new Error(`sweep: ${what}`);
 }
 
 export const suite: BenchSuite = {
@@ -102,7 +117,9 @@ export const suite: BenchSuite = {
     });
     await spawned;
     const workers: ChildProcess[] = [];
+    let pool: KernelPool | undefined;
     const teardown = async () => {
+      await pool?.close();
       for (const w of workers) await stop(w);
       await stop(redis);
       rmSync(dir, { recursive: true, force: true });
@@ -162,7 +179,38 @@ export const suite: BenchSuite = {
         });
         return migrateSweepResult(grid, jobs, submission);
       };
-      const local = () => runSweep(base, grid, { workers: 2 });
+      // The local peer on a pool started before timing, as the worker
+      // processes' pools are: runSweep starts (and times) its own pool, which
+      // costs its threads their start-up beside the points. The same work
+      // otherwise: every point's options checked, then the points handed out
+      // longest first, results in grid order.
+      pool = new KernelPool(new MemoryLayout(), { threads: 2, domains: ["migration"] });
+      const warm = pool;
+      const local = async (): Promise<{ points: SweepPoint[] }> => {
+        const all = sweepPoints(grid);
+        const options = all.map((p) => ({
+          ...base,
+          maxBandwidth: p.bandwidth,
+          writesPerSecond: p.writesPerSecond,
+          downtimeLimitMs: p.downtimeLimitMs,
+          policy: p.policy,
+        }));
+        for (const o of options) resolveMigrationOptions(o);
+        const order = all
+          .map((p, index) => ({ index, cost: expectedCost(p) }))
+          .sort((x, y) => y.cost - x.cost || x.index - y.index);
+        const points: SweepPoint[] = new Array(all.length);
+        await Promise.all(
+          order.map(async ({ index }) => {
+            const p = all[index];
+            const o = options[index];
+            if (!p || !o) throw new Error(`sweep point ${index} missing`);
+            const { summary } = await warm.run({ type: "migration.sweep-point", options: o });
+            points[index] = { ...p, summary };
+          }),
+        );
+        return { points };
+      };
 
       // The empty job: one Queue and one QueueEvents kept open, as a submitter holds them.
       const queue = new Queue(target.name, { connection: target.redis });
@@ -183,7 +231,7 @@ export const suite: BenchSuite = {
       return {
         cases: [
           {
-            case: `${points}-point metadata-mode migrate sweep, 64 MiB guests (ops: points)`,
+            case: `${points}-point metadata-mode migrate sweep, 64 MiB guests, pools and workers started before timing, timed from the points' check to every result in hand (ops: points)`,
             opsPerCall: points,
             iterations: quick ? 1 : 2,
             verify: async () => {
@@ -192,7 +240,10 @@ export const suite: BenchSuite = {
                 throw new Error(`${d.distributed.failed.length} points failed`);
               if (d.points.length !== points)
                 throw new Error(`${d.points.length} points of ${points}`);
-              equalPoints(d.points, l.points, "sweep");
+              equalPoints(d.points, l.points, "the distributed points differ from the local ones");
+              // The local peer is the local sweep, as `hvlab migrate sweep` runs it.
+              const swept = await runSweep(base, grid, { workers: 2 });
+              equalPoints(l.points, swept.points, "the local points differ from runSweep's");
             },
             impls: [
               {
@@ -202,7 +253,7 @@ export const suite: BenchSuite = {
                 },
               },
               {
-                impl: "local pool of 2 workers (no queue)",
+                impl: "local pool of 2 workers (no queue, started before timing)",
                 fn: async () => {
                   await local();
                 },
@@ -212,9 +263,9 @@ export const suite: BenchSuite = {
           {
             case: "empty job, enqueue to result (ops: jobs)",
             verify: async () => {
-              const result = (await emptyJob()) as unknown;
-              if (JSON.stringify(result) !== "{}")
-                throw new Error(`an empty job returned ${JSON.stringify(result)}`);
+              const { worker, value } = readJobReturn(await emptyJob(), "an empty job");
+              if (JSON.stringify(value) !== "{}" || !["bench-w1", "bench-w2"].includes(worker))
+                throw new Error(`an empty job returned ${JSON.stringify(value)} from ${worker}`);
             },
             impls: [
               {

@@ -5,6 +5,7 @@ import type { QueueTarget } from "./connection.js";
 import { KEEP_FINISHED_S, MAX_ATTEMPTS } from "./limits.js";
 import { type Payload, pointsIn } from "./payload.js";
 import { reach } from "./reach.js";
+import { readJobReturn } from "./returned.js";
 
 /** How one point ended: its result, or the error of its last attempt. */
 export type PointOutcome =
@@ -102,26 +103,22 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
   const indexOf = new Map<string, number>(payloads.map((_, i) => [jobId(sweepId, i), i]));
   let wake: () => void = () => {};
 
-  const settle = (index: number, job: Job, state: "completed" | "failed"): boolean => {
-    if (!pending.has(index)) return true;
-    const worker = job.processedBy ?? null;
-    // BullMQ moves a job to failed only once it has no attempt left (or cannot run at all).
-    outcomes[index] =
-      state === "completed"
-        ? { ok: true, value: fromWire(job.returnvalue), worker }
-        : { ok: false, error: job.failedReason ?? "failed", attempts: job.attemptsMade, worker };
+  let lastSettled = performance.now();
+  const finish = (index: number, outcome: PointOutcome): void => {
+    if (!pending.has(index)) return;
+    lastSettled = performance.now();
+    outcomes[index] = outcome;
     pending.delete(index);
     if (pending.size === 0) wake();
-    return true;
   };
-
-  let lastSettled = performance.now();
-  /** Reads a job its completed event names: it is finished, its state need not be read first. */
-  const completed = async (index: number): Promise<void> => {
-    const job = await Job.fromId(queue, jobId(sweepId, index));
-    if (!job) return;
-    lastSettled = performance.now();
-    settle(index, job, "completed");
+  /** A completed job's outcome from its return value (the event's, or the job's hash's). */
+  const completed = (index: number, returned: unknown): PointOutcome => {
+    try {
+      const { worker, value } = readJobReturn(returned, `job ${jobId(sweepId, index)}`);
+      return { ok: true, value: fromWire(value), worker };
+    } catch (error) {
+      return { ok: false, error: (error as Error).message, attempts: 1, worker: null };
+    }
   };
 
   const check = async (index: number): Promise<boolean> => {
@@ -131,20 +128,35 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
     if (state !== "completed" && state !== "failed") return false;
     const job = await Job.fromId(queue, jobId(sweepId, index));
     if (!job) return false;
-    lastSettled = performance.now();
-    return settle(index, job, state);
+    // BullMQ moves a job to failed only once it has no attempt left (or cannot run at all).
+    finish(
+      index,
+      state === "completed"
+        ? completed(index, job.returnvalue)
+        : {
+            ok: false,
+            error: job.failedReason ?? "failed",
+            attempts: job.attemptsMade,
+            worker: job.processedBy ?? null,
+          },
+    );
+    return true;
   };
 
   try {
     await reach(target, [queue, events]);
-    // A completed event is sent once the job is (BullMQ's moveToFinished
-    // script writes both): the job is read at once, without reading its
-    // state first (a script in Redis per job). A failed one is confirmed
-    // from the job's state first (a retried attempt is not final).
-    events.on("completed", ({ jobId: id }: { jobId: string }) => {
-      const index = indexOf.get(id);
-      if (index !== undefined && pending.has(index)) void completed(index).catch(() => {});
-    });
+    // A completed event is final and carries the job's return value
+    // (BullMQ's moveToFinished script writes it to the job and the event
+    // stream at once), and the return value names the worker: the point is
+    // settled from the event, without reading the job back. A failed one is
+    // confirmed from the job's state first (a retried attempt is not final).
+    events.on(
+      "completed",
+      ({ jobId: id, returnvalue }: { jobId: string; returnvalue: unknown }) => {
+        const index = indexOf.get(id);
+        if (index !== undefined && pending.has(index)) finish(index, completed(index, returnvalue));
+      },
+    );
     events.on("failed", ({ jobId: id }: { jobId: string }) => {
       const index = indexOf.get(id);
       if (index !== undefined && pending.has(index)) void check(index).catch(() => {});

@@ -8,6 +8,7 @@ import { type BatchResult, runJob, WORKER_DOMAINS } from "./jobs.js";
 import { LOCK_DURATION_RANGE } from "./limits.js";
 import { PayloadError, parsePayload } from "./payload.js";
 import { reach } from "./reach.js";
+import { jobReturn } from "./returned.js";
 
 /** How a worker process takes jobs. */
 export interface QueueWorkerOptions {
@@ -79,11 +80,14 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Que
             `${failed.length} of ${points.length} points failed (attempt ${attempt}): ${first.error}`,
           );
         }
-        return toWire({
-          points: points.map((p) => (p.ok ? p : { ...p, attempts: attempt })),
-        } satisfies BatchResult);
+        return jobReturn(
+          name,
+          toWire({
+            points: points.map((p) => (p.ok ? p : { ...p, attempts: attempt })),
+          } satisfies BatchResult),
+        );
       }
-      return toWire(result);
+      return jobReturn(name, toWire(result));
     } catch (error) {
       // A payload hvlab cannot run will not run on a retry either.
       if (error instanceof PayloadError) throw new UnrecoverableError(error.message);
