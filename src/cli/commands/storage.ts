@@ -2,8 +2,6 @@ import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
-import { runSuite } from "../../bench/harness.js";
-import { loadSuite } from "../../bench/suites.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatTable } from "../../report/table.js";
 import { FdFile } from "../../storage/block-file.js";
@@ -43,7 +41,6 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
-import { resultTable } from "./bench.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
   console.log(json ? JSON.stringify(record, null, 2) : text());
@@ -354,6 +351,13 @@ export function registerStorage(program: Command): void {
         csv?: boolean;
       }) => {
         checkOutputFlags(flags);
+        // The benchmark harness, its suites and its schemas load here, not at
+        // start-up: every other storage command (convert, check, ...) would pay for them.
+        const [{ runSuite }, { loadSuite }, { resultTable }] = await Promise.all([
+          import("../../bench/harness.js"),
+          import("../../bench/suites.js"),
+          import("./bench.js"),
+        ]);
         const progress = startProgress("bench storage", 1);
         const result = await runSuite(await loadSuite("storage"), {
           timeMs: flags.quick ? Math.min(flags.time, 50) : flags.time,
