@@ -303,6 +303,14 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
         marks.push({ ms: cutAtMs, what: `node ${cutNode} path cut: redirected I/O` });
         log(`  cut node ${cutNode}'s storage path: its I/O goes through the coordinator...`);
         await sleep(options.beforeMs / 3);
+        // A loaded machine may leave the node no write in that time: the path stays cut until
+        // one has gone redirected (bounded), so the timeline has something to show.
+        const until = performance.now() + 10_000 + 20 * thresholdMs;
+        while (
+          (latest.get(cutNode)?.io.redirectedWrites ?? 0) <= (before?.redirectedWrites ?? 0) &&
+          performance.now() < until
+        )
+          await sleep(options.pollMs);
         await controlNode(controlSocket(cutNode), "restore-path");
         const restoredAtMs = now();
         const after = (await controls.get(cutNode)?.status(10_000))?.io;
