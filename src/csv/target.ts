@@ -133,8 +133,8 @@ export class LunTarget {
    * Also listens on the Unix socket `path` (made mode 0600: only this
    * user's processes reach it), for nodes on this host. Same protocol and
    * reservations; plain, as QEMU's `unix:` migration is, since no byte
-   * leaves the host. A local socket skips the TCP stack, which is most of
-   * what a loopback transfer costs.
+   * leaves the host. A local socket skips the TCP stack (segmentation,
+   * acknowledgements, checksums); how much that saves depends on the host.
    */
   async listenLocal(path: string): Promise<void> {
     const local = createServer((socket) => {
