@@ -103,12 +103,13 @@ export const suite: BenchSuite = {
       await formatLun(lunPath, 4 * perNode + 64 * MiB);
 
       // --- the cluster: a target process and four nodes in this process -------
+      const targetSocket = join(dir, "target.sock");
       const io = await startCluster({
         lun: lunPath,
         nodes: 0,
         heartbeatMs: QUIET_HEARTBEAT.heartbeatMs,
         misses: QUIET_HEARTBEAT.misses,
-        targetArgs: ["--no-sync"],
+        targetArgs: ["--no-sync", "--socket", targetSocket],
         nodeArgs: () => [],
       });
       cleanups.push(() => io.stop());
@@ -120,6 +121,7 @@ export const suite: BenchSuite = {
             port,
             targetPort: io.targetPort,
             peers: new Map(ports.map((p, j) => [j + 1, p] as const).filter(([id]) => id !== i + 1)),
+            targetSocket,
             ...QUIET_HEARTBEAT,
           }),
       );
@@ -128,6 +130,18 @@ export const suite: BenchSuite = {
         for (const n of nodes) n.stop();
       });
       const coordinator = await coordinatorOf(nodes, 30_000 + 2 * 200 * 50);
+      // The same four nodes' data paths over TCP loopback, for the transport's share of the cost.
+      const tcpPaths = await Promise.all(
+        nodes.map(async (n) => {
+          const c = await TargetClient.connect(io.targetPort, `node-${n.options.id}-tcp-bench`);
+          // Registrants Only: a connection writes once its key is registered.
+          await c.register(0x7cb0_0000_0000_0000n + BigInt(n.options.id));
+          return c;
+        }),
+      );
+      cleanups.push(() => {
+        for (const c of tcpPaths) c.close();
+      });
       const follower = nodes.find((n) => n !== coordinator) as ClusterNode;
 
       // --- direct I/O from 4 nodes at once vs one process on the LUN file -------
@@ -161,6 +175,26 @@ export const suite: BenchSuite = {
               for (let at = next; at < perNode; at = next) {
                 next += CHUNK;
                 await n.writeFile(file, at, chunk);
+              }
+            };
+            await Promise.all(Array.from({ length: QUEUE_DEPTH }, writer));
+          }),
+        );
+      };
+      // The nodes' extents written over TCP connections to the same target (registered keys).
+      const tcpWrite = async () => {
+        await Promise.all(
+          tcpPaths.map(async (path, i) => {
+            const file = files[i] as FileMap;
+            let next = 0;
+            const writer = async () => {
+              for (let at = next; at < perNode; at = next) {
+                next += CHUNK;
+                for (const r of mapFileRange(layout, file, at, CHUNK))
+                  await path.write(
+                    r.lunOffset,
+                    chunk.subarray(r.bufferOffset, r.bufferOffset + r.length),
+                  );
               }
             };
             await Promise.all(Array.from({ length: QUEUE_DEPTH }, writer));
@@ -204,7 +238,8 @@ export const suite: BenchSuite = {
         bytesPerOp: 4 * perNode,
         iterations: quick ? 2 : 8,
         impls: [
-          { impl: "hvlab 4 nodes through the target", fn: nodesWrite },
+          { impl: "hvlab 4 nodes through the target (Unix socket)", fn: nodesWrite },
+          { impl: "4 target connections over TCP loopback", fn: tcpWrite },
           { impl: "one process straight to the LUN file", fn: processWrite },
           { impl: "memory copy (bound)", fn: copyBound },
         ],
@@ -215,6 +250,9 @@ export const suite: BenchSuite = {
           stamp(2);
           processWrite();
           readBack(2);
+          stamp(3);
+          await tcpWrite();
+          readBack(3);
           copyBound();
           assert(
             dst.bytes(memory.memory).every((b, i) => b === src.bytes(memory.memory)[i]),

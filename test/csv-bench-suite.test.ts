@@ -15,7 +15,8 @@ describe("bench csv", () => {
         "failover",
       ]);
       expect(prepared.cases[0]?.impls.map((i) => i.impl)).toEqual([
-        "hvlab 4 nodes through the target",
+        "hvlab 4 nodes through the target (Unix socket)",
+        "4 target connections over TCP loopback",
         "one process straight to the LUN file",
         "memory copy (bound)",
       ]);

@@ -44,6 +44,22 @@ describe("hvlab csv bench", () => {
     expect(r.marks.map((m: { what: string }) => m.what)).toContain(
       `node ${r.killed.node} killed (SIGKILL)`,
     );
+    // The last node's path was cut before the kill: its writes went through the coordinator
+    // meanwhile, the timeline counts them, and the chart marks the cut and the restore.
+    expect(r.redirected).toMatchObject({ node: 3 });
+    expect(r.redirected.redirectedWrites).toBeGreaterThan(0);
+    expect(r.redirected.restoredAtMs).toBeGreaterThan(r.redirected.cutAtMs);
+    expect(r.redirected.restoredAtMs).toBeLessThan(r.killed.atMs);
+    const redirectedInTimeline = r.timeline
+      .filter((p: { node: number }) => p.node === 3)
+      .reduce((n: number, p: { redirectedWrites: number }) => n + p.redirectedWrites, 0);
+    expect(redirectedInTimeline).toBeGreaterThanOrEqual(r.redirected.redirectedWrites);
+    expect(r.marks.map((m: { what: string }) => m.what)).toEqual(
+      expect.arrayContaining([
+        "node 3 path cut: redirected I/O",
+        "node 3 path restored: direct I/O",
+      ]),
+    );
     // Live migration hands the VHD over; quick migration moved the LUN: both measured.
     expect(r.vhdHandoverMs).toBeGreaterThan(0);
     expect(r.planned.pauseMs).toBeGreaterThan(0);
@@ -75,6 +91,8 @@ describe("hvlab csv bench", () => {
     expect(page).toMatch(/live migration against quick migration/);
     expect(page).toMatch(/the coordinator killed, the new coordinator named/);
     expect(page).toContain(`node ${r.killed.node} killed (SIGKILL)`);
+    expect(page).toContain("node 3 path cut: redirected I/O");
+    expect(page).toContain("node 3 redirected");
     expect(page).toContain(`node ${r.successor.node} coordinator (epoch ${r.successor.epoch})`);
   }, 300_000);
 

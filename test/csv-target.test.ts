@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -41,6 +41,37 @@ afterAll(async () => {
 });
 
 describe("hvlab csv target", () => {
+  it("also serves nodes on this host over a Unix socket (mode 0600): same bytes, same reservations", async () => {
+    const local = join(dir, "local.lun");
+    expect(hvlab(["csv", "create", local, "8MiB", "--cluster-size", "4KiB"]).status).toBe(0);
+    const socketPath = join(dir, "target.sock");
+    const served = await startTarget(local, ["--no-sync", "--socket", socketPath]);
+    try {
+      expect(served.record.socket).toBe(socketPath);
+      expect(statSync(socketPath).mode & 0o777).toBe(0o600);
+      const viaSocket = await TargetClient.connect(0, "node-local", 5000, { socketPath });
+      const viaTcp = await TargetClient.connect(served.port, "node-tcp");
+      clients.push(viaSocket, viaTcp);
+      expect(viaSocket.bytes).toBe(8 << 20);
+      // Registrants Only holds on the socket as on TCP: unregistered, a write is refused.
+      await viaTcp.register(7n);
+      await viaTcp.reserveOut(ServiceAction.reserve, WERO, 7n);
+      const data = new Uint8Array(1536 * 1024 + 5).map((_, i) => (i * 7 + 3) & 0xff);
+      await expect(viaSocket.write(4 << 20, data)).rejects.toBeInstanceOf(ReservationConflictError);
+      await viaSocket.register(8n);
+      await viaSocket.write(4 << 20, data); // two frames, the first of 1 MiB
+      expect(Buffer.from(await viaTcp.read(4 << 20, data.length)).equals(data)).toBe(true);
+    } finally {
+      await served.stop();
+    }
+    expect(existsSync(socketPath)).toBe(false);
+    // A path already there is refused, not taken over.
+    writeFileSync(socketPath, "");
+    const taken = hvlab(["csv", "target", local, "--socket", socketPath]);
+    expect(taken.status).toBe(2);
+    expect(taken.stderr).toMatch(/--socket .*target\.sock: the path exists already/);
+  });
+
   it("serves a volume to a node: format-free open, metadata, data, and check over the wire", async () => {
     const node = await client("node-a");
     expect(node.bytes).toBe(16 << 20);

@@ -19,17 +19,34 @@ describe("the failover timeline", () => {
       s(2, 120, 4, 1), // node 2 killed after this sample
     ];
     expect(timelineOf(samples, 100, 300)).toEqual([
-      { node: 1, ms: 0, writes: 5, metadataOps: 1, ios: 6 },
-      { node: 1, ms: 100, writes: 4, metadataOps: 1, ios: 5 },
-      { node: 1, ms: 200, writes: 0, metadataOps: 0, ios: 0 },
-      { node: 2, ms: 0, writes: 1, metadataOps: 0, ios: 1 },
-      { node: 2, ms: 100, writes: 3, metadataOps: 1, ios: 4 },
+      { node: 1, ms: 0, writes: 5, metadataOps: 1, redirectedWrites: 0, ios: 6 },
+      { node: 1, ms: 100, writes: 4, metadataOps: 1, redirectedWrites: 0, ios: 5 },
+      { node: 1, ms: 200, writes: 0, metadataOps: 0, redirectedWrites: 0, ios: 0 },
+      { node: 2, ms: 0, writes: 1, metadataOps: 0, redirectedWrites: 0, ios: 1 },
+      { node: 2, ms: 100, writes: 3, metadataOps: 1, redirectedWrites: 0, ios: 4 },
     ]);
     // An interval with no sample in it adds nothing (the counters are cumulative).
     expect(timelineOf([s(1, 5, 1, 0), s(1, 250, 4, 0)], 100, 300).map((p) => p.ios)).toEqual([
       1, 0, 3,
     ]);
     expect(() => timelineOf(samples, 0, 300)).toThrow(RangeError);
+  });
+
+  it("counts the writes a node sent through the coordinator while its path was cut", () => {
+    const r = (ms: number, writes: number, redirectedWrites: number): CounterSample => ({
+      node: 4,
+      ms,
+      writes,
+      metadataOps: 0,
+      redirectedWrites,
+    });
+    const points = timelineOf(
+      [r(50, 10, 0), r(150, 14, 3), r(250, 20, 3), r(350, 21, 3)],
+      100,
+      400,
+    );
+    expect(points.map((p) => p.redirectedWrites)).toEqual([0, 3, 0, 0]);
+    expect(points.map((p) => p.writes)).toEqual([10, 4, 6, 1]);
   });
 
   it("finds when a survivor's metadata resumed after the kill, from its first sample after it", () => {

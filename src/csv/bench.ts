@@ -7,6 +7,7 @@ import { startCluster } from "./bench-cluster.js";
 import { checkVolume, type VolumeProblem } from "./check.js";
 import type { NodeStatus } from "./control.js";
 import { NodeControl, requestFailover } from "./control-client.js";
+import { controlNode } from "./control-socket.js";
 import { FileLun } from "./lun.js";
 import { Op } from "./protocol.js";
 import { TargetClient } from "./target-client.js";
@@ -57,6 +58,12 @@ export interface CsvBenchOptions {
   readonly lunBytes: number;
   /** Also move the role on purpose after the failover (`hvlab csv failover`). */
   readonly planned: boolean;
+  /**
+   * Cut one node's storage path for the middle third of the time before
+   * the kill (`cut-path` on its control socket), so that the timeline shows
+   * its I/O going redirected through the coordinator and back (default on).
+   */
+  readonly cutPath?: boolean;
   /** Where the LUN and the ack logs go (kept); default a temporary folder, removed. */
   readonly dir?: string;
   /** Progress lines. */
@@ -113,6 +120,18 @@ export interface CsvBenchResult {
    * the planned move.
    */
   readonly vhdHandoverMs: number | null;
+  /**
+   * The node whose storage path was cut mid-run: when (ms from the start),
+   * and the writes it sent through the coordinator meanwhile; null when
+   * no path was cut.
+   */
+  readonly redirected: {
+    readonly node: number;
+    readonly cutAtMs: number;
+    readonly restoredAtMs: number;
+    readonly redirectedWrites: number;
+    readonly redirectedBytes: number;
+  } | null;
   readonly marks: readonly TimelineMark[];
   readonly perNode: readonly {
     readonly node: number;
@@ -202,6 +221,7 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
     const lun = join(dir, "cluster.lun");
     await formatLun(lun, options.lunBytes);
     const ackLog = (id: number) => join(dir, `acks-node-${id}.jsonl`);
+    const controlSocket = (id: number) => join(dir, `node-${id}.sock`);
     log(
       `  starting the target and ${options.nodes} nodes (heartbeat ${options.heartbeatMs} ms x ${options.misses})...`,
     );
@@ -219,6 +239,8 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
         String(options.fileBytes),
         "--ack-log",
         ackLog(id),
+        "--control",
+        controlSocket(id),
       ],
     });
     const samples: CounterSample[] = [];
@@ -243,6 +265,7 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
                 ms: now(),
                 writes: s.io.writes,
                 metadataOps: s.io.metadataOps,
+                redirectedWrites: s.io.redirectedWrites,
               });
             } catch {
               // A node busy or gone misses this sample; the timeline shows the gap.
@@ -265,7 +288,42 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
         what: `node ${firstTerm.node} coordinator (epoch ${firstTerm.epoch})`,
       });
       log(`  node ${firstTerm.node} is coordinator; workload for ${options.beforeMs} ms...`);
-      await sleep(options.beforeMs);
+      let redirected: CsvBenchResult["redirected"] = null;
+      if (options.cutPath ?? true) {
+        // The highest-numbered node other than the coordinator loses its path for the middle
+        // third: its data I/O goes through the coordinator, then back to the target.
+        const cutNode = Math.max(
+          ...[...cluster.nodes.keys()].filter((id) => id !== firstTerm.node),
+        );
+        await sleep(options.beforeMs / 3);
+        const before = latest.get(cutNode)?.io;
+        const reason = "csv bench: storage path cut mid-run";
+        await controlNode(controlSocket(cutNode), "cut-path", { reason });
+        const cutAtMs = now();
+        marks.push({ ms: cutAtMs, what: `node ${cutNode} path cut: redirected I/O` });
+        log(`  cut node ${cutNode}'s storage path: its I/O goes through the coordinator...`);
+        await sleep(options.beforeMs / 3);
+        // A loaded machine may leave the node no write in that time: the path stays cut until
+        // one has gone redirected (bounded), so the timeline has something to show.
+        const until = performance.now() + 10_000 + 20 * thresholdMs;
+        while (
+          (latest.get(cutNode)?.io.redirectedWrites ?? 0) <= (before?.redirectedWrites ?? 0) &&
+          performance.now() < until
+        )
+          await sleep(options.pollMs);
+        await controlNode(controlSocket(cutNode), "restore-path");
+        const restoredAtMs = now();
+        const after = (await controls.get(cutNode)?.status(10_000))?.io;
+        marks.push({ ms: restoredAtMs, what: `node ${cutNode} path restored: direct I/O` });
+        redirected = {
+          node: cutNode,
+          cutAtMs,
+          restoredAtMs,
+          redirectedWrites: (after?.redirectedWrites ?? 0) - (before?.redirectedWrites ?? 0),
+          redirectedBytes: (after?.redirectedBytes ?? 0) - (before?.redirectedBytes ?? 0),
+        };
+        await sleep(options.beforeMs / 3);
+      } else await sleep(options.beforeMs);
       const owner = [...latest.values()].reduce<NodeStatus | undefined>(
         (best, s) => (best === undefined || s.epoch > best.epoch ? s : best),
         undefined,
@@ -355,6 +413,7 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
         pauseOverThreshold: (resumed - killAtMs) / thresholdMs,
         planned,
         vhdHandoverMs,
+        redirected,
         marks,
       };
     } finally {

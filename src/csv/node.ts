@@ -90,6 +90,8 @@ export interface NodeOptions {
   readonly targetPort: number;
   /** The target's address (127.0.0.1 by default). */
   readonly targetHost?: string;
+  /** The target's Unix socket on this host (`hvlab csv target --socket`): the data path goes there instead of TCP. */
+  readonly targetSocket?: string;
   /** Every other node's id and address. */
   readonly peers: ReadonlyMap<number, PeerAddress>;
   readonly heartbeatMs: number;
@@ -292,6 +294,7 @@ export class ClusterNode {
       {
         ...(this.options.targetHost ? { host: this.options.targetHost } : {}),
         ...(this.options.security ? { security: this.options.security.connect } : {}),
+        ...(this.options.targetSocket ? { socketPath: this.options.targetSocket } : {}),
       },
     );
     this.path = new StoragePath(this.target);

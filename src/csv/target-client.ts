@@ -1,4 +1,4 @@
-import type { Socket } from "node:net";
+import { connect as connectLocal, type Socket } from "node:net";
 import { connectSecure, type TransportSecurity } from "../transport/secure.js";
 import { checkLunRange, type Lun } from "./lun.js";
 import {
@@ -95,8 +95,19 @@ export class TargetClient implements Lun {
     port: number,
     initiator: string,
     timeoutMs = 5000,
-    endpoint: { readonly host?: string; readonly security?: TransportSecurity } = {},
+    endpoint: {
+      readonly host?: string;
+      readonly security?: TransportSecurity;
+      /** A Unix socket of a target on this host (`hvlab csv target --socket`), used instead of TCP. */
+      readonly socketPath?: string;
+    } = {},
   ): Promise<TargetClient> {
+    if (endpoint.socketPath !== undefined)
+      return TargetClient.login(
+        await connectUnix(endpoint.socketPath, timeoutMs),
+        endpoint.socketPath,
+        initiator,
+      );
     const host = endpoint.host ?? "127.0.0.1";
     let socket: Socket;
     try {
@@ -110,7 +121,15 @@ export class TargetClient implements Lun {
     } catch (error) {
       throw new TargetConnectionError(`${host}:${port}: ${(error as Error).message}`);
     }
-    const client = new TargetClient(socket, `${host}:${port} as ${initiator}`);
+    return TargetClient.login(socket, `${host}:${port}`, initiator);
+  }
+
+  private static async login(
+    socket: Socket,
+    where: string,
+    initiator: string,
+  ): Promise<TargetClient> {
+    const client = new TargetClient(socket, `${where} as ${initiator}`);
     const reply = await client.request(Op.login, new TextEncoder().encode(initiator));
     client.bytes = Number(
       new DataView(reply.payload.buffer, reply.payload.byteOffset, 8).getBigUint64(0, true),
@@ -238,4 +257,23 @@ export class TargetClient implements Lun {
     this.fail(new TargetConnectionError(`${this.name}: closed`));
     this.socket.destroy();
   }
+}
+
+/** Connects to a Unix socket within `timeoutMs`. */
+async function connectUnix(path: string, timeoutMs: number): Promise<Socket> {
+  return await new Promise<Socket>((resolve, reject) => {
+    const socket = connectLocal({ path });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new TargetConnectionError(`${path}: no connection within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once("error", (error) => {
+      clearTimeout(timer);
+      reject(new TargetConnectionError(`${path}: ${error.message}`));
+    });
+  });
 }

@@ -10,6 +10,8 @@ export interface CounterSample {
   readonly ms: number;
   readonly writes: number;
   readonly metadataOps: number;
+  /** Of `writes`, those sent through the coordinator (redirected access); 0 when not sampled. */
+  readonly redirectedWrites?: number;
 }
 
 /** I/O one node completed in one interval. */
@@ -19,6 +21,8 @@ export interface TimelinePoint {
   readonly ms: number;
   readonly writes: number;
   readonly metadataOps: number;
+  /** Of `writes`, those that went through the coordinator (the node was redirected). */
+  readonly redirectedWrites: number;
   /** writes + metadataOps. */
   readonly ios: number;
 }
@@ -45,18 +49,30 @@ export function timelineOf(
   for (const [node, list] of [...byNode].sort((a, b) => a[0] - b[0])) {
     list.sort((a, b) => a.ms - b.ms);
     const lastMs = list[list.length - 1]?.ms ?? 0;
-    let prev = { writes: 0, metadataOps: 0 };
+    let prev = { writes: 0, metadataOps: 0, redirectedWrites: 0 };
     let i = 0;
     for (let start = 0; start < endMs && start <= lastMs; start += intervalMs) {
       let cur = prev;
       while (i < list.length && (list[i]?.ms ?? 0) < start + intervalMs) {
         const s = list[i] as CounterSample;
-        cur = { writes: s.writes, metadataOps: s.metadataOps };
+        cur = {
+          writes: s.writes,
+          metadataOps: s.metadataOps,
+          redirectedWrites: s.redirectedWrites ?? 0,
+        };
         i++;
       }
       const writes = cur.writes - prev.writes;
       const metadataOps = cur.metadataOps - prev.metadataOps;
-      points.push({ node, ms: start, writes, metadataOps, ios: writes + metadataOps });
+      const redirectedWrites = cur.redirectedWrites - prev.redirectedWrites;
+      points.push({
+        node,
+        ms: start,
+        writes,
+        metadataOps,
+        redirectedWrites,
+        ios: writes + metadataOps,
+      });
       prev = cur;
     }
   }

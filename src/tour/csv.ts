@@ -38,6 +38,9 @@ export function csvBenchSection(r: CsvBenchResult): ReportSection {
     summary: [
       `${r.nodes} node processes shared one LUN served by the target process over loopback TCP, each running a storm of metadata operations (create, resize, delete through the coordinator) and 4 KiB direct writes to its files, with heartbeats every ${r.heartbeatMs} ms and a peer dead after ${r.misses} misses (${r.thresholdMs} ms). Each node's counters were read over its control socket every ${r.pollMs} ms.`,
       `The coordinator, node ${r.killed.node} (pid ${r.killed.pid}, epoch ${r.killed.epoch}), was killed with SIGKILL ${Math.round(r.killed.atMs)} ms in. Node ${r.successor.node} preempted its reservation${r.successor.preempted ? ` (key ${r.successor.preempted})` : ""} and opened epoch ${r.successor.epoch} ${Math.round(r.takeoverMs)} ms after the kill; the first metadata operation completed ${Math.round(r.pauseMs)} ms after it (within ${r.pollMs} ms). Direct writes to extents a node already held went on meanwhile; each node stalled at its next metadata operation.`,
+      r.redirected
+        ? `Node ${r.redirected.node}'s storage path was cut ${Math.round(r.redirected.cutAtMs)} ms in and restored ${Math.round(r.redirected.restoredAtMs)} ms in (cut-path and restore-path on its control socket): meanwhile it sent ${r.redirected.redirectedWrites} writes (${(r.redirected.redirectedBytes / 2 ** 20).toFixed(2)} MiB) through the coordinator over the cluster network (redirected access), drawn as their own line, and then wrote direct again.`
+        : "No storage path was cut in this run.",
       r.planned
         ? `Then the role was moved on purpose (hvlab csv failover) from node ${r.planned.from} to node ${r.planned.to}: the old coordinator released the reservation after its queued operations and the new one opened epoch ${r.planned.epoch} ${r.planned.pauseMs.toFixed(1)} ms later, with no heartbeat threshold to wait for.`
         : "No planned move was made in this run.",
@@ -55,6 +58,10 @@ export function csvBenchSection(r: CsvBenchResult): ReportSection {
           [
             "planned move, release to new epoch (ms)",
             r.planned ? Number(r.planned.pauseMs.toFixed(1)) : null,
+          ],
+          [
+            "writes redirected through the coordinator while a path was cut",
+            r.redirected ? r.redirected.redirectedWrites : null,
           ],
           ["volume check", r.check.ok ? "clean" : "PROBLEMS"],
           ["acknowledged blocks intact", `${r.acks.intact}/${r.acks.checked}`],
@@ -92,7 +99,19 @@ export function csvBenchSection(r: CsvBenchResult): ReportSection {
     charts: [
       lineChart({
         title: `I/O per node per ${r.intervalMs} ms: the coordinator killed, the new coordinator named`,
-        data: r.timeline.map((p) => ({ node: `node ${p.node}`, ms: p.ms, ios: p.ios })),
+        data: [
+          ...r.timeline.map((p) => ({ node: `node ${p.node}`, ms: p.ms, ios: p.ios })),
+          // The writes of a node whose path was cut, through the coordinator: their own line.
+          ...(r.redirected
+            ? r.timeline
+                .filter((p) => p.node === r.redirected?.node)
+                .map((p) => ({
+                  node: `node ${p.node} redirected`,
+                  ms: p.ms,
+                  ios: p.redirectedWrites,
+                }))
+            : []),
+        ],
         x: { field: "ms", title: "time from start (ms)", zero: true },
         y: { field: "ios", title: `I/O completed (ops per ${r.intervalMs} ms)`, whole: true },
         series: "node",

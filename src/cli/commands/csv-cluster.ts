@@ -216,6 +216,10 @@ export function registerCsvCluster(csv: Command): void {
     .option("--lun-size <size>", "size of the LUN file", sizeOption(16 << 20, 64 << 30), 64 << 20)
     .option("--no-planned", "skip the planned move of the role after the failover")
     .option(
+      "--no-cut-path",
+      "do not cut a node's storage path mid-run (by default the last node goes redirected for the middle third before the kill)",
+    )
+    .option(
       "--dir <dir>",
       "keep the LUN and the ack logs in this folder (default: a temporary one, removed)",
     )
@@ -224,7 +228,10 @@ export function registerCsvCluster(csv: Command): void {
       "write the report (timeline chart, tables) as a self-contained HTML file",
     )
     .option("--json", "print the whole result as JSON")
-    .option("--csv", "print the timeline (node, ms, writes, metadata ops) as CSV")
+    .option(
+      "--csv",
+      "print the timeline (node, ms, writes, metadata ops, redirected writes) as CSV",
+    )
     .action(
       async (flags: {
         nodes: number;
@@ -237,6 +244,7 @@ export function registerCsvCluster(csv: Command): void {
         fileSize: number;
         lunSize: number;
         planned: boolean;
+        cutPath: boolean;
         dir?: string;
         html?: string;
         json?: boolean;
@@ -263,6 +271,7 @@ export function registerCsvCluster(csv: Command): void {
           fileBytes: flags.fileSize,
           lunBytes: flags.lunSize,
           planned: flags.planned,
+          cutPath: flags.cutPath,
           ...(flags.dir !== undefined ? { dir: flags.dir } : {}),
           log: (line) => console.error(line),
         });
@@ -282,6 +291,7 @@ export function registerCsvCluster(csv: Command): void {
                   ms: p.ms,
                   writes: p.writes,
                   metadataOps: p.metadataOps,
+                  redirectedWrites: p.redirectedWrites,
                   ios: p.ios,
                 })),
               ),

@@ -243,6 +243,10 @@ export function registerCsv(program: Command): void {
       300_000,
     )
     .option("--no-sync", "FLUSH does not call fdatasync (scratch LUNs)")
+    .option(
+      "--socket <path>",
+      "also listen on this Unix socket (mode 0600) for nodes on this host: no TCP stack on the data path",
+    )
     .option("--json", "print the listening record as one JSON line");
   addTransportOptions(target);
   target.action(
@@ -256,10 +260,13 @@ export function registerCsv(program: Command): void {
         idleTimeout: number;
         sync: boolean;
         host: string;
+        socket?: string;
         json?: boolean;
       } & TransportFlags,
     ) => {
       if (!existsSync(path)) throw new UsageError(`no LUN at ${path}`);
+      if (flags.socket !== undefined && existsSync(flags.socket))
+        throw new UsageError(`--socket ${flags.socket}: the path exists already`);
       const security = listenerSecurity(flags, flags.host, "server");
       const file = new FdFile(path, "r+");
       const target = new LunTarget(file, {
@@ -280,11 +287,20 @@ export function registerCsv(program: Command): void {
           `cannot listen on ${flags.host}:${flags.port}: ${(error as Error).message}`,
         );
       }
+      if (flags.socket !== undefined)
+        try {
+          await target.listenLocal(flags.socket);
+        } catch (error) {
+          await target.close();
+          file.close();
+          throw new UsageError(`--socket ${flags.socket}: ${(error as Error).message}`);
+        }
       const record = {
         event: "listening",
         lun: path,
         host: flags.host,
         port,
+        ...(flags.socket !== undefined ? { socket: flags.socket } : {}),
         pid: process.pid,
         bytes: target.bytes,
         transport: describeSecurity(security),
@@ -327,6 +343,10 @@ export function registerCsv(program: Command): void {
     )
     .requiredOption("--target-port <n>", "the target's TCP port", integerOption(1, 65535))
     .option("--target-host <address>", "the target's address", "127.0.0.1")
+    .option(
+      "--target-socket <path>",
+      "the target's Unix socket (csv target --socket) when it runs on this host: the data path goes there",
+    )
     .option(
       "--peers <list>",
       "the other nodes as id=port or id=host:port, comma-separated (e.g. 2=7002,3=7003)",
@@ -385,6 +405,7 @@ export function registerCsv(program: Command): void {
         host: string;
         targetPort: number;
         targetHost: string;
+        targetSocket?: string;
         clusterBandwidth: number;
         control?: string;
         cutPathAfter?: number;
@@ -419,6 +440,7 @@ export function registerCsv(program: Command): void {
         host: flags.host,
         targetPort: flags.targetPort,
         targetHost: flags.targetHost,
+        ...(flags.targetSocket !== undefined ? { targetSocket: flags.targetSocket } : {}),
         peers: flags.peers,
         heartbeatMs: flags.heartbeatInterval,
         misses: flags.heartbeatMisses,
