@@ -217,6 +217,16 @@ function present(ctx: usize, id: u32): bool {
   return load<u32>(ctx + C_CACHES + (<usize>id << 4), 4) != 0;
 }
 
+/**
+ * The set of `index` in a cache of `sets` sets: a mask when `sets` is a
+ * power of two (every preset's caches), which spares a 64-bit division on
+ * every lookup; the remainder otherwise. Both give the same set.
+ */
+@inline
+function setIndex(index: u64, sets: u32): u32 {
+  return (sets & (sets - 1)) == 0 ? <u32>index & (sets - 1) : <u32>(index % <u64>sets);
+}
+
 /** Looks `key` up in cache `id`; returns the entry's address or 0. */
 @inline
 function lookup(ctx: usize, id: u32, key: u64, index: u64): usize {
@@ -224,7 +234,7 @@ function lookup(ctx: usize, id: u32, key: u64, index: u64): usize {
   const sets = load<u32>(desc, 4);
   if (sets == 0) return 0;
   const ways = load<u32>(desc, 8);
-  const set = <usize>load<u32>(desc) + <usize>(<u32>(index % <u64>sets) * ways) * ENTRY;
+  const set = <usize>load<u32>(desc) + <usize>(setIndex(index, sets) * ways) * ENTRY;
   for (let w: u32 = 0; w < ways; w++) {
     const e = set + <usize>w * ENTRY;
     if (load<u64>(e) == key) {
@@ -248,7 +258,7 @@ function insertInto(ctx: usize, id: u32, key: u64, index: u64, value: u64): void
   const sets = load<u32>(desc, 4);
   if (sets == 0) return;
   const ways = load<u32>(desc, 8);
-  const set = <usize>load<u32>(desc) + <usize>(<u32>(index % <u64>sets) * ways) * ENTRY;
+  const set = <usize>load<u32>(desc) + <usize>(setIndex(index, sets) * ways) * ENTRY;
   let victim = set;
   let oldest: u64 = 0xffffffffffffffff;
   for (let w: u32 = 0; w < ways; w++) {

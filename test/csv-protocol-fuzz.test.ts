@@ -5,6 +5,7 @@ import {
   encodeFrame,
   type Frame,
   FrameReader,
+  frameParts,
   HEADER_BYTES,
   MAX_PAYLOAD,
   Op,
@@ -73,6 +74,34 @@ describe("csv block protocol on hostile bytes", () => {
     );
   });
 
+  it("a frame sent in pieces is byte for byte the frame encoded whole, and reads back whole", () => {
+    fc.assert(
+      fc.property(
+        frameArb,
+        fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 5 }),
+        fc.array(fc.nat(), { maxLength: 8 }),
+        (f, parts, cuts) => {
+          const whole = Buffer.concat(parts);
+          const pieces = Buffer.concat(frameParts(f.type, f.tag, parts, f.status));
+          expect(pieces.equals(encodeFrame(f.type, f.tag, whole, f.status))).toBe(true);
+          // Read back from a stream cut anywhere: the payload is whole, in whatever pieces it came.
+          const points = [...new Set(cuts.map((c) => c % pieces.length))].sort((a, b) => a - b);
+          const reader = new FrameReader();
+          const got: Frame[] = [];
+          let last = 0;
+          for (const p of [...points, pieces.length]) {
+            got.push(...reader.push(pieces.subarray(last, p)));
+            last = p;
+          }
+          expect(got).toHaveLength(1);
+          expect(Buffer.from(got[0]?.payload ?? []).equals(whole)).toBe(true);
+          expect(Buffer.concat(got[0]?.pieces ?? []).equals(whole)).toBe(true);
+        },
+      ),
+      { numRuns: 20_000, seed: 23 },
+    );
+  });
+
   it("frame reader refuses an oversized length before a payload byte arrives", () => {
     const frame = encodeFrame(Op.write, 1, new Uint8Array(0));
     const view = new DataView(frame.buffer);
@@ -131,7 +160,7 @@ describe("csv block protocol on hostile bytes", () => {
         }
         const frame: Frame = { type: r.type, status: 0, tag: 7, payload };
         try {
-          const reply = new FrameReader().push(await target.execute(r.who, frame));
+          const reply = new FrameReader().push(Buffer.concat(await target.execute(r.who, frame)));
           expect(reply).toHaveLength(1);
           expect(reply[0]?.type).toBe(r.type | REPLY);
           expect(reply[0]?.tag).toBe(7);

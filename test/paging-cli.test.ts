@@ -52,7 +52,7 @@ function checkComparison(result: CompareResult, accesses: number): void {
 }
 
 describe("hvlab paging compare", () => {
-  it("runs a lackey trace of a real program, each configuration in its own pool worker", async () => {
+  it("runs a lackey trace of a real program", async () => {
     const result = await hvlabJson(["paging", "compare", "--trace", fixture, "--json"]);
     expect(result.trace?.format).toBe("lackey");
     expect(result.trace?.gzip).toBe(true);

@@ -1,23 +1,61 @@
 import { Command, CommanderError } from "commander";
 import { machineInfo } from "../bench/machine.js";
-import { registerBench } from "./commands/bench.js";
-import { registerCsv } from "./commands/csv.js";
-import { registerDirty } from "./commands/dirty.js";
-import { registerDistributed } from "./commands/distributed.js";
-import { registerMigrate } from "./commands/migrate.js";
-import { registerMigrateLive } from "./commands/migrate-live.js";
-import { registerNet } from "./commands/net.js";
-import { registerPaging } from "./commands/paging.js";
-import { registerPower } from "./commands/power.js";
-import { registerQemu } from "./commands/qemu.js";
-import { registerQuickMigrate } from "./commands/quick-migrate.js";
-import { registerStorage } from "./commands/storage.js";
-import { registerTour } from "./commands/tour.js";
 import { installInterruptHandlers } from "./interrupt.js";
 import { UsageError } from "./options.js";
 
-/** Builds the `hvlab` program with every command. */
-export function buildProgram(): Command {
+/** Adds one module's commands to the program. */
+type Register = (program: Command) => void;
+
+/**
+ * Every command module, in the order help lists them, with the top-level
+ * commands it registers. A process loads only the module its command needs:
+ * loading them all costs about a second of CPU, paid by every node, worker
+ * and target process a cluster or a distributed sweep starts.
+ */
+export const COMMAND_MODULES: readonly {
+  readonly names: readonly string[];
+  readonly load: () => Promise<Register>;
+}[] = [
+  { names: ["tour"], load: async () => (await import("./commands/tour.js")).registerTour },
+  { names: ["bench"], load: async () => (await import("./commands/bench.js")).registerBench },
+  { names: ["dirty"], load: async () => (await import("./commands/dirty.js")).registerDirty },
+  {
+    names: ["migrate"],
+    load: async () => {
+      // The live mode adds --listen/--to to migrate through its hook when loaded.
+      await import("./commands/migrate-live.js");
+      return (await import("./commands/migrate.js")).registerMigrate;
+    },
+  },
+  { names: ["paging"], load: async () => (await import("./commands/paging.js")).registerPaging },
+  {
+    names: ["migrate-live"],
+    load: async () => (await import("./commands/migrate-live.js")).registerMigrateLive,
+  },
+  {
+    names: ["quick-migrate"],
+    load: async () => (await import("./commands/quick-migrate.js")).registerQuickMigrate,
+  },
+  { names: ["net"], load: async () => (await import("./commands/net.js")).registerNet },
+  { names: ["power"], load: async () => (await import("./commands/power.js")).registerPower },
+  {
+    names: ["storage"],
+    load: async () => (await import("./commands/storage.js")).registerStorage,
+  },
+  { names: ["qemu"], load: async () => (await import("./commands/qemu.js")).registerQemu },
+  { names: ["csv"], load: async () => (await import("./commands/csv.js")).registerCsv },
+  {
+    names: ["worker", "queue"],
+    load: async () => (await import("./commands/distributed.js")).registerDistributed,
+  },
+];
+
+/**
+ * Builds the `hvlab` program for `argv`: with only the module of the
+ * command named there, or with every command (help, no command, a name that
+ * is no command, so that commander can list them and suggest one).
+ */
+export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const program = new Command("hvlab")
     .description(
       "a performance lab for Hyper-V 2.0's hypervisor features: live migration, SLAT against shadow paging, networking offloads, on real bytes",
@@ -28,19 +66,10 @@ export function buildProgram(): Command {
       outputError: (text, write) => write(`hvlab: ${text.replace(/^error: /, "")}`),
     })
     .exitOverride();
-  registerTour(program);
-  registerBench(program);
-  registerDirty(program);
-  registerMigrate(program);
-  registerPaging(program);
-  registerMigrateLive(program);
-  registerQuickMigrate(program);
-  registerNet(program);
-  registerPower(program);
-  registerStorage(program);
-  registerQemu(program);
-  registerCsv(program);
-  registerDistributed(program);
+  const word = argv.find((arg) => !arg.startsWith("-"));
+  const named = COMMAND_MODULES.find((module) => word !== undefined && module.names.includes(word));
+  const registers = await Promise.all((named ? [named] : COMMAND_MODULES).map((m) => m.load()));
+  for (const register of registers) register(program);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();
@@ -55,7 +84,7 @@ export function buildProgram(): Command {
 export async function main(argv: readonly string[]): Promise<number> {
   // Ctrl-C and SIGTERM say what was under way and leave no temporary file behind.
   installInterruptHandlers();
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync([...argv], { from: "user" });
     return 0;

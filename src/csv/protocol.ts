@@ -31,6 +31,9 @@ export const MAX_IO_BYTES = 1 << 20;
 /** Largest payload: a 1 MiB WRITE with its 12-byte address, and room for small records. */
 export const MAX_PAYLOAD = MAX_IO_BYTES + 64;
 
+/** Most pieces a received payload is kept in before it is joined (one gathered write each). */
+const MAX_PIECES = 64;
+
 /** Byte offsets of the header's fields. */
 export const Header = {
   magic: 0,
@@ -94,6 +97,80 @@ export interface Frame {
   readonly status: number;
   readonly tag: number;
   readonly payload: Uint8Array;
+  /** The payload in the pieces it arrived in, where the reader kept them (see {@link ReceivedFrame}). */
+  readonly pieces?: readonly Uint8Array[];
+}
+
+/** Joins pieces into one array (the piece itself when there is one). */
+export function joinPieces(pieces: readonly Uint8Array[]): Uint8Array {
+  if (pieces.length === 1) return pieces[0] as Uint8Array;
+  let n = 0;
+  for (const piece of pieces) n += piece.length;
+  // Every byte is filled below, so the memory need not be zeroed first.
+  const out: Uint8Array = Buffer.allocUnsafeSlow(n);
+  let at = 0;
+  for (const piece of pieces) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out;
+}
+
+/**
+ * A frame as {@link FrameReader} cut it from the stream: its payload is
+ * kept in the pieces the socket delivered (a 256 KiB WRITE arrives in
+ * several), and joined into one array only when {@link payload} is read,
+ * so the target can hand a WRITE's pieces to one gathered pwritev without
+ * copying them first.
+ */
+export class ReceivedFrame implements Frame {
+  private joined: Uint8Array | undefined;
+
+  constructor(
+    readonly type: number,
+    readonly status: number,
+    readonly tag: number,
+    readonly pieces: readonly Uint8Array[],
+  ) {}
+
+  get payload(): Uint8Array {
+    this.joined ??= joinPieces(this.pieces);
+    return this.joined;
+  }
+}
+
+/** Bytes the pieces hold together. */
+export function piecesLength(pieces: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const piece of pieces) n += piece.length;
+  return n;
+}
+
+/** The first `n` bytes of `pieces` (fewer if they hold fewer), as pieces, without copying. */
+export function piecesUpTo(pieces: readonly Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let left = n;
+  for (const piece of pieces) {
+    if (left === 0) break;
+    out.push(piece.length <= left ? piece : piece.subarray(0, left));
+    left -= Math.min(piece.length, left);
+  }
+  return out;
+}
+
+/** The pieces of `pieces` from byte `from` on, without copying. */
+export function piecesFrom(pieces: readonly Uint8Array[], from: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let skip = from;
+  for (const piece of pieces) {
+    if (skip >= piece.length) {
+      skip -= piece.length;
+      continue;
+    }
+    out.push(skip > 0 ? piece.subarray(skip) : piece);
+    skip = 0;
+  }
+  return out;
 }
 
 /** A frame that breaks the protocol: the connection is closed with this message. */
@@ -108,20 +185,55 @@ export function encodeFrame(
   payload: Uint8Array = new Uint8Array(0),
   status = 0,
 ): Uint8Array {
-  if (payload.length > MAX_PAYLOAD)
-    throw new RangeError(`a frame carries at most ${MAX_PAYLOAD} bytes, not ${payload.length}`);
+  const [header] = frameParts(type, tag, [payload], status);
   const out = new Uint8Array(HEADER_BYTES + payload.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(Header.magic, MAGIC, true);
-  out[Header.version] = PROTOCOL_VERSION;
-  out[Header.type] = type;
-  out[Header.status] = status;
-  view.setUint32(Header.tag, tag >>> 0, true);
-  view.setUint32(Header.length, payload.length, true);
-  view.setUint32(Header.headerCrc, crc32c(out.subarray(0, Header.headerCrc)), true);
-  view.setUint32(Header.payloadCrc, crc32c(payload), true);
+  out.set(header as Uint8Array, 0);
   out.set(payload, HEADER_BYTES);
   return out;
+}
+
+/**
+ * One frame as the pieces to send one after the other: its header, then
+ * `parts` themselves, not copied. The payload CRC runs over the parts in
+ * turn (CRC-32C continues from one piece to the next), so a WRITE's data
+ * goes from the caller's buffer to the socket with no copy in between;
+ * the bytes on the wire are exactly {@link encodeFrame}'s.
+ */
+export function frameParts(
+  type: number,
+  tag: number,
+  parts: readonly Uint8Array[],
+  status = 0,
+): Uint8Array[] {
+  let length = 0;
+  let payloadCrc = 0;
+  for (const part of parts) {
+    length += part.length;
+    payloadCrc = crc32c(part, payloadCrc);
+  }
+  if (length > MAX_PAYLOAD)
+    throw new RangeError(`a frame carries at most ${MAX_PAYLOAD} bytes, not ${length}`);
+  const header = new Uint8Array(HEADER_BYTES);
+  const view = new DataView(header.buffer);
+  view.setUint32(Header.magic, MAGIC, true);
+  header[Header.version] = PROTOCOL_VERSION;
+  header[Header.type] = type;
+  header[Header.status] = status;
+  view.setUint32(Header.tag, tag >>> 0, true);
+  view.setUint32(Header.length, length, true);
+  view.setUint32(Header.headerCrc, crc32c(header.subarray(0, Header.headerCrc)), true);
+  view.setUint32(Header.payloadCrc, payloadCrc, true);
+  return [header, ...parts.filter((part) => part.length > 0)];
+}
+
+/** Writes a frame's pieces ({@link frameParts}) to `socket` as one burst (corked: one writev). */
+export function sendFrame(
+  socket: { cork(): void; uncork(): void; write(chunk: Uint8Array): boolean },
+  pieces: readonly Uint8Array[],
+): void {
+  socket.cork();
+  for (const piece of pieces) socket.write(piece);
+  socket.uncork();
 }
 
 /**
@@ -171,16 +283,21 @@ export class FrameReader {
       if (length > this.maxPayload)
         fail("payload length", `${length} is more than ${this.maxPayload}`);
       if (this.buffered < HEADER_BYTES + length) break;
-      const whole = this.take(HEADER_BYTES + length);
-      const payload = whole.subarray(HEADER_BYTES);
-      if (crc32c(payload) !== view.getUint32(Header.payloadCrc, true))
+      let pieces = piecesFrom(this.takePieces(HEADER_BYTES + length), HEADER_BYTES);
+      // A payload dribbled in many small reads is joined: no frame carries an unbounded list.
+      if (pieces.length > MAX_PIECES) pieces = [joinPieces(pieces)];
+      let payloadCrc = 0;
+      for (const piece of pieces) payloadCrc = crc32c(piece, payloadCrc);
+      if (payloadCrc !== view.getUint32(Header.payloadCrc, true))
         fail("payload CRC", "does not match");
-      frames.push({
-        type: head[Header.type] ?? 0,
-        status: head[Header.status] ?? 0,
-        tag: view.getUint32(Header.tag, true),
-        payload,
-      });
+      frames.push(
+        new ReceivedFrame(
+          head[Header.type] ?? 0,
+          head[Header.status] ?? 0,
+          view.getUint32(Header.tag, true),
+          pieces,
+        ),
+      );
       this.consumed += HEADER_BYTES + length;
     }
     return frames;
@@ -190,38 +307,27 @@ export class FrameReader {
   private peek(n: number): Uint8Array {
     const first = this.chunks[0];
     if (first && first.length >= n) return first.subarray(0, n);
-    return this.gather(n, false);
+    return joinPieces(piecesUpTo(this.chunks, n));
   }
 
-  /** Takes the first `n` buffered bytes. */
-  private take(n: number): Uint8Array {
-    return this.gather(n, true);
-  }
-
-  private gather(n: number, consume: boolean): Uint8Array {
-    const first = this.chunks[0];
-    if (consume && first && first.length >= n) {
-      const out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      this.buffered -= n;
-      return out;
-    }
-    const out = new Uint8Array(n);
-    let at = 0;
-    let i = 0;
-    while (at < n) {
-      const chunk = this.chunks[i];
+  /** Takes the first `n` buffered bytes as the pieces they arrived in (no copy). */
+  private takePieces(n: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let left = n;
+    while (left > 0) {
+      const chunk = this.chunks[0];
       if (!chunk) break;
-      const part = Math.min(chunk.length, n - at);
-      out.set(chunk.subarray(0, part), at);
-      at += part;
-      if (consume) {
-        if (part === chunk.length) this.chunks.shift();
-        else this.chunks[0] = chunk.subarray(part);
-      } else i++;
+      if (chunk.length <= left) {
+        out.push(chunk);
+        this.chunks.shift();
+        left -= chunk.length;
+      } else {
+        out.push(chunk.subarray(0, left));
+        this.chunks[0] = chunk.subarray(left);
+        left = 0;
+      }
     }
-    if (consume) this.buffered -= n;
+    this.buffered -= n - left;
     return out;
   }
 }

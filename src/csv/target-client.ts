@@ -2,13 +2,14 @@ import type { Socket } from "node:net";
 import { connectSecure, type TransportSecurity } from "../transport/secure.js";
 import { checkLunRange, type Lun } from "./lun.js";
 import {
-  encodeFrame,
   type Frame,
   FrameReader,
+  frameParts,
   MAX_IO_BYTES,
   Op,
   REPLY,
   Status,
+  sendFrame,
 } from "./protocol.js";
 import { InAction, type Reservation, ServiceAction } from "./reservations.js";
 
@@ -123,14 +124,20 @@ export class TargetClient implements Lun {
     this.pending.clear();
   }
 
-  /** Sends a request and waits for its reply (GOOD, or the status as an error). */
-  async request(type: number, payload?: Uint8Array): Promise<Frame> {
+  /**
+   * Sends a request and waits for its reply (GOOD, or the status as an
+   * error). A payload given as pieces is sent as they are, not joined: the
+   * caller must leave them unchanged until the reply comes.
+   */
+  async request(type: number, payload?: Uint8Array | readonly Uint8Array[]): Promise<Frame> {
     if (this.closedBecause) throw this.closedBecause;
     const tag = this.nextTag;
     this.nextTag = (this.nextTag + 1) >>> 0 || 1;
     const reply = await new Promise<Frame>((resolve, reject) => {
       this.pending.set(tag, { resolve, reject });
-      this.socket.write(encodeFrame(type, tag, payload));
+      const parts =
+        payload === undefined ? [] : payload instanceof Uint8Array ? [payload] : payload;
+      sendFrame(this.socket, frameParts(type, tag, parts));
     });
     if (reply.type !== (type | REPLY))
       throw new TargetConnectionError(
@@ -174,12 +181,12 @@ export class TargetClient implements Lun {
     const parts: Promise<Frame>[] = [];
     for (let at = 0; at < data.length; at += MAX_IO_BYTES) {
       const n = Math.min(MAX_IO_BYTES, data.length - at);
-      const payload = new Uint8Array(12 + n);
-      const view = new DataView(payload.buffer);
+      const address = new Uint8Array(12);
+      const view = new DataView(address.buffer);
       view.setBigUint64(0, BigInt(offset + at), true);
       view.setUint32(8, n, true);
-      payload.set(data.subarray(at, at + n), 12);
-      parts.push(this.request(Op.write, payload));
+      // The data goes to the socket from the caller's buffer: no copy into a frame.
+      parts.push(this.request(Op.write, [address, data.subarray(at, at + n)]));
     }
     await Promise.all(parts);
   }

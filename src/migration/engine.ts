@@ -2,23 +2,11 @@ import { Guest } from "../guest/guest.js";
 import { DirtyBitmap } from "../memory/dirty-bitmap.js";
 import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
-import { KernelPool } from "../pool/pool.js";
 import { formatBytes } from "../util/units.js";
 import { CURSOR_BYTES } from "../wasm/dirty.js";
-import { MultifdKernel, multifdHeaderBytes } from "../wasm/multifd.js";
-import {
-  ENCODE_STATS_BYTES,
-  type EncodeCounts,
-  emptyEncodeCounts,
-  PAGE_SCRATCH_BYTES,
-  PageKernel,
-  RECORD_HEADER_BYTES,
-  ZERO_RECORD_BYTES,
-} from "../wasm/page.js";
-import { AutoConverge } from "./auto-converge.js";
-import { Destination, firstMismatch } from "./destination.js";
+import { RECORD_HEADER_BYTES } from "../wasm/page.js";
+import { InProcessLink, LIST_PAGES } from "./in-process-link.js";
 import { MigrationBitmap } from "./migration-bitmap.js";
-import { type ChannelEnd, runChannel } from "./multifd-channel.js";
 import {
   type MigrationOptions,
   type ResolvedMigrationOptions,
@@ -36,30 +24,22 @@ import type {
 import {
   chunkBytes,
   type QemuIterationOptions,
-  runningRate,
   thresholdBytes,
 } from "./qemu-iteration/iteration.js";
 import type { MigrationResult } from "./stats.js";
-import type { ChannelResult, ChannelTask } from "./task-types.js";
+import { VirtualLink } from "./virtual-link.js";
+import { runVirtualPostcopy } from "./virtual-postcopy.js";
+import { VirtualRunState } from "./virtual-run-state.js";
 import { xbzrleCacheStats } from "./xbzrle-stats.js";
 
-/** A multifd packet (QEMU: 512 KiB); also the single stream's packet. */
-export const PACKET_BYTES = 512 * 1024;
-/** Pages in a multifd packet (QEMU: 128 pages of 4 KiB, 512 KiB). */
-export const MULTIFD_PACKET_PAGES = 128;
-/**
- * Page numbers taken from the bitmap per batch (1 MiB of u32). A multifd
- * wave over an unthrottled link carries a whole batch, so the channels wait
- * on each other (and on waking the pool) a few times per GiB, not dozens.
- */
-const LIST_PAGES = 262_144;
+export { MULTIFD_PACKET_PAGES, PACKET_BYTES } from "./in-process-link.js";
 
 /**
  * A virtual-time live migration: the source guest (its RAM, dirty bitmap and
  * vCPU workloads), the link, and in content mode a destination with its own
- * memory. Construct once (allocating and seeding the guest), then
- * {@link Migration.run}; each run migrates the guest as it is at that moment
- * (benchmarks run it again and again).
+ * memory (src/migration/in-process-link.ts). Construct once (allocating and
+ * seeding the guest), then {@link Migration.run}; each run migrates the guest
+ * as it is at that moment (benchmarks run it again and again).
  */
 export class Migration {
   private readonly o: ResolvedMigrationOptions;
@@ -70,30 +50,16 @@ export class Migration {
   private readonly pending: MigrationBitmap;
   private readonly cursor: Region;
   private readonly list: Region;
-  private readonly kernel: PageKernel | undefined;
-  private readonly destination: Destination | undefined;
-  private readonly packets: Region[] = [];
-  /** Per multifd channel: its header buffer and the list of the pages a packet carries. */
-  private readonly channelPackets: { readonly header: Region; readonly sent: Region }[] = [];
-  private readonly channelStats: Region[] = [];
-  private readonly channelScratch: Region[] = [];
-  private readonly stats: Region | undefined;
-  private readonly xbzrleCache:
-    | { tags: Region; data: Region; slots: number; scratch: Region }
-    | undefined;
-  private readonly deviceBlob: Uint8Array;
-  private pool: KernelPool | undefined;
-  /** One stream's channel ends on this thread, made on first use. */
-  private inline: { source: ChannelEnd; destination: ChannelEnd } | undefined;
+  /** Content mode: the destination and the link that moves pages to it. */
+  private readonly content: InProcessLink | undefined;
 
   /** The current run's state: a fresh object per run. */
   private s: VirtualRunState;
+  /** The current run's link and clock, over its state. */
+  private v: VirtualLink;
   private missingBitmap: DirtyBitmap | undefined;
   /** QEMU's iteration: where a running sync ORs the new dirty pages on the way (scratch). */
   private lateBitmap: DirtyBitmap | undefined;
-  /** XXH3-64 of each source page as it was last encoded (content mode). */
-  private sourceHashes: Region | undefined;
-  private verifyScratch: Region | undefined;
 
   constructor(options: MigrationOptions) {
     this.o = resolveMigrationOptions(options);
@@ -112,64 +78,11 @@ export class Migration {
       // into page numbers in one pass as it sends.
       doubleBuffered: true,
     });
-    const pages = this.guest.pages;
+    this.v = new VirtualLink(o, this.guest, this.s);
     this.pending = new MigrationBitmap(this.guest);
     this.cursor = this.layout.allocate("migration-cursor", CURSOR_BYTES);
     this.list = this.layout.allocate("migration-page-list", LIST_PAGES * 4);
-    const packetBytes = Math.max(PACKET_BYTES, this.pageBytes + RECORD_HEADER_BYTES);
-    this.deviceBlob = new Uint8Array(0);
-    if (o.content) {
-      const ram = this.ram();
-      this.kernel = PageKernel.on(
-        this.layout.memory,
-        this.layout.allocate("source-page-scratch", PAGE_SCRATCH_BYTES),
-      );
-      // The guest's starting image: seeded data with a share of zero pages.
-      for (let first = 0; first < pages; first += 65_536) {
-        this.kernel.seedPages(
-          ram,
-          o.pageShift,
-          first,
-          Math.min(65_536, pages - first),
-          o.seed,
-          o.zeroFraction,
-        );
-      }
-      const channels = Math.max(1, o.multifdChannels);
-      this.packets.push(this.layout.allocate("migration-packet", packetBytes, 4096));
-      for (let c = 0; c < channels; c++) {
-        this.channelStats.push(this.layout.allocate(`migration-stats-${c}`, ENCODE_STATS_BYTES));
-        this.channelScratch.push(this.layout.allocate(`migration-scratch-${c}`, 64));
-        {
-          const alloc = this.channelPacketPages();
-          this.channelPackets.push({
-            header: this.layout.allocate(`multifd-${c}-header`, multifdHeaderBytes(alloc), 4096),
-            sent: this.layout.allocate(`multifd-${c}-pages`, alloc * 8, 8),
-          });
-        }
-      }
-      this.stats = this.channelStats[0];
-      this.sourceHashes = this.layout.allocate("source-page-hashes", pages * 8, 8);
-      if (o.xbzrle) {
-        const slots = o.xbzrleCacheBytes / this.pageBytes;
-        this.xbzrleCache = {
-          slots,
-          tags: this.layout.allocate("xbzrle-cache-tags", slots * 4),
-          data: this.layout.allocate("xbzrle-cache-data", o.xbzrleCacheBytes, 4096),
-          scratch: this.layout.allocate("xbzrle-scratch", this.pageBytes),
-        };
-      }
-      this.destination = new Destination(
-        o.guestBytes,
-        o.pageShift,
-        packetBytes,
-        o.deviceStateBytes,
-        // One stream runs channel 0's sender and receiver on this thread.
-        Math.max(1, o.multifdChannels),
-        this.channelPacketPages(),
-      );
-      this.deviceBlob = deviceState(o.deviceStateBytes, o.seed);
-    }
+    if (o.content) this.content = new InProcessLink(o, this.layout, this.guest, this.list);
   }
 
   /** Source guest RAM (content mode), as bytes. */
@@ -179,81 +92,13 @@ export class Migration {
 
   /** Destination guest RAM (content mode), as bytes. */
   destinationRamBytes(): Uint8Array | undefined {
-    const d = this.destination;
+    const d = this.content?.destination;
     return d?.ram.bytes(d.layout.memory);
   }
 
   /** Closes the pool of multifd channels, if one was started. */
   async close(): Promise<void> {
-    await this.pool?.close();
-    this.pool = undefined;
-  }
-
-  private ram(): Region {
-    const ram = this.guest.ram;
-    if (!ram) throw new Error("content mode without guest RAM");
-    return ram;
-  }
-
-  /**
-   * Milliseconds to put `bytes` on the link: at max-bandwidth, or under
-   * QEMU's iteration at the host's own rate (while the guest runs, capped by
-   * max-bandwidth; paused, with no rate limit).
-   */
-  private linkMs(bytes: number, running = true): number {
-    const it = this.o.qemuIteration;
-    const rate = it
-      ? running
-        ? runningRate(it, this.o.maxBandwidth)
-        : it.completionRate
-      : this.o.maxBandwidth;
-    return Number.isFinite(rate) ? (bytes / rate) * 1000 : 0;
-  }
-
-  /** The bandwidth the policy uses: the link's, or for an unthrottled link what was measured. */
-  private bandwidthEstimate(roundBytes: number, roundMs: number): number {
-    if (!Number.isFinite(this.o.maxBandwidth)) return Number.MAX_VALUE;
-    // QEMU's: the rate of the last full 100 ms window; a round shorter than
-    // a window is measured over the round. Latency stalls count in both.
-    if (this.s.lastWindowRate !== null) return Math.min(this.o.maxBandwidth, this.s.lastWindowRate);
-    return roundMs > 0
-      ? Math.min(this.o.maxBandwidth, (roundBytes / roundMs) * 1000)
-      : this.o.maxBandwidth;
-  }
-
-  /** Accounts link time and bytes into the bandwidth window; closes full windows. */
-  private measure(ms: number, bytes: number): void {
-    this.s.rateWindowMs += ms;
-    this.s.rateWindowBytes += bytes;
-    if (this.s.rateWindowMs >= this.o.windowMs) {
-      this.s.lastWindowRate = (this.s.rateWindowBytes / this.s.rateWindowMs) * 1000;
-      this.s.rateWindowMs = 0;
-      this.s.rateWindowBytes = 0;
-    }
-  }
-
-  /**
-   * Moves the clock on by `ms`; the guest's vCPUs (throttled) owe writes for
-   * that time, executed for real at each bandwidth window.
-   */
-  private async advance(ms: number, running = true, bytes = 0): Promise<void> {
-    this.s.clockMs += ms;
-    if (running) this.measure(ms, bytes);
-    if (!running) return;
-    this.s.writesOwed +=
-      (this.o.writesPerSecond * (1 - this.s.throttle.percentage / 100) * ms) / 1000;
-    this.s.windowOwedMs += ms;
-    if (this.s.windowOwedMs >= this.o.windowMs) await this.flushWrites();
-  }
-
-  /** Executes the writes owed so far. */
-  private async flushWrites(): Promise<void> {
-    this.s.windowOwedMs = 0;
-    const n = Math.floor(this.s.writesOwed);
-    if (n <= 0) return;
-    this.s.writesOwed -= n;
-    this.s.guestWrote = true;
-    await this.guest.write(n);
+    await this.content?.close();
   }
 
   /**
@@ -277,253 +122,23 @@ export class Migration {
     return this.pending.sync();
   }
 
-  /**
-   * Puts `bytes` on the link: the clock moves on by their link time, but
-   * while the guest runs never past `untilMs` (a time limit holds within a
-   * batch, however slow the link). Returns the share of the bytes that got
-   * out (1: all).
-   */
-  private async link(bytes: number, running: boolean, untilMs: number): Promise<number> {
-    const ms = this.linkMs(bytes, running);
-    if (running && this.s.clockMs + ms > untilMs) {
-      const left = Math.max(0, untilMs - this.s.clockMs);
-      const share = ms > 0 ? left / ms : 0;
-      await this.advance(left, running, bytes * share);
-      return share;
-    }
-    await this.advance(ms, running, bytes);
-    return 1;
-  }
-
   /** Sends the page numbers now in the list (the first `count`), in content mode. */
-  private async sendListed(
+  private sendListed(
     count: number,
     running: boolean,
     xbzrle: boolean,
     untilMs = Number.POSITIVE_INFINITY,
   ): Promise<Pass> {
-    const kernel = this.kernel;
-    const destination = this.destination;
-    const stats = this.stats;
-    const packet = this.packets[0];
-    if (!kernel || !destination || !stats || !packet) throw new Error("content mode not set up");
-    const memory = this.layout.memory;
-    const sent = { pages: 0, bytes: 0 };
-    // Without XBZRLE (which multifd does not carry, as in QEMU) one stream
-    // moves pages as a multifd channel does, RAM to RAM on this thread; the
-    // record stream is XBZRLE's.
-    if (this.o.multifdChannels > 0 || !xbzrle) return this.sendMultifd(count, running, untilMs);
-    let at = 0;
-    while (at < count) {
-      const before = { ...this.s.counts };
-      const consumed = kernel.encodePages({
-        ram: this.ram(),
-        pageShift: this.o.pageShift,
-        list: this.list,
-        listStart: at,
-        count: count - at,
-        out: packet,
-        zeroPages: this.o.zeroPages,
-        ...(xbzrle && this.xbzrleCache
-          ? {
-              xbzrle: {
-                cache: this.xbzrleCache,
-                scratch: this.xbzrleCache.scratch,
-              },
-            }
-          : {}),
-        stats,
-        ...(this.sourceHashes ? { hashes: this.sourceHashes } : {}),
-      });
-      kernel.takeEncodeStats(stats, this.s.counts);
-      at += consumed;
-      const bytes = this.s.counts.bytes - before.bytes;
-      const pages =
-        this.s.counts.normal -
-        before.normal +
-        this.s.counts.zero -
-        before.zero +
-        this.s.counts.xbzrlePages -
-        before.xbzrlePages;
-      // The in-process link: the packet's bytes move into the destination's memory.
-      destination.receivePacket(new Uint8Array(memory.buffer, packet.offset, bytes));
-      const share = await this.link(bytes, running, untilMs);
-      sent.pages += Math.floor(pages * share);
-      sent.bytes += Math.floor(bytes * share);
-      if (share < 1) {
-        // Cut at the deadline: only the share that got out counts as sent.
-        const c = this.s.counts;
-        for (const key of ["normal", "zero", "xbzrlePages", "bytes"] as const) {
-          const delta = c[key] - before[key];
-          c[key] -= delta - Math.floor(delta * share);
-        }
-        return { ...sent, cut: true };
-      }
-    }
-    return { ...sent, cut: false };
-  }
-
-  /**
-   * The pool that runs the multifd channels (and verification's hashing):
-   * its workers hold the source's memory and, as a peer, the destination's.
-   */
-  private channelPool(): KernelPool {
-    const destination = this.destination;
-    this.pool ??= new KernelPool(this.layout, {
-      threads: Math.max(1, this.o.multifdChannels),
-      domains: ["migration"],
-      ...(destination ? { peers: { destination: destination.layout.memory } } : {}),
-    });
-    return this.pool;
-  }
-
-  /**
-   * multifd: the list is cut into one slice per channel per wave, and each
-   * channel's pool worker runs both ends of its channel (send, link,
-   * receive: src/migration/multifd-channel.ts), as the source's send thread
-   * and the destination's receive thread would, so the channels share no
-   * thread. A wave moves at most one rate
-   * window of the link's bytes, so the guest's writes (executed per window)
-   * interleave with the sends as finely as with a single stream.
-   */
-  private async sendMultifd(count: number, running: boolean, untilMs: number): Promise<Pass> {
-    const destination = this.destination;
-    if (!destination) throw new Error("content mode not set up");
-    const multifd = this.o.multifdChannels > 0;
-    const run = multifd
-      ? (task: ChannelTask) => this.channelPool().run(task)
-      : this.inlineChannel();
-    const channels = Math.max(1, this.o.multifdChannels);
-    const groupPages = this.groupPages();
-    const sent = { pages: 0, bytes: 0 };
-    for (let start = 0; start < count; ) {
-      const slices: { start: number; count: number; c: number; packetNum: number }[] = [];
-      let packetNum = multifd ? this.s.multifdPackets : this.s.streamPackets;
-      for (let c = 0; c < channels && start < count; c++) {
-        const n = Math.min(groupPages, count - start);
-        slices.push({ start, count: n, c, packetNum });
-        packetNum += Math.ceil(n / this.channelPacketPages());
-        start += n;
-      }
-      const done = await Promise.all(
-        slices.map((slice) => {
-          const packet = this.channelPackets[slice.c];
-          const stats = this.channelStats[slice.c];
-          const scratch = this.channelScratch[slice.c];
-          const far = destination.channels[slice.c];
-          if (!packet || !stats || !scratch || !far) throw new Error("multifd channel not set up");
-          return run({
-            type: "migration.channel",
-            ram: this.ram().toDescriptor(),
-            pageShift: this.o.pageShift,
-            list: this.list.toDescriptor(),
-            listStart: slice.start,
-            count: slice.count,
-            packetPages: this.channelPacketPages(),
-            packetNum: slice.packetNum,
-            packet: packet.header.toDescriptor(),
-            sent: packet.sent.toDescriptor(),
-            stats: stats.toDescriptor(),
-            scratch: scratch.toDescriptor(),
-            zeroPages: this.o.zeroPages,
-            ...(this.sourceHashes ? { hashes: this.sourceHashes.toDescriptor() } : {}),
-            destination: {
-              memory: "destination",
-              receive: far.receive.toDescriptor(),
-              place: far.place.toDescriptor(),
-              ram: destination.ram.toDescriptor(),
-              hashes: destination.hashes.toDescriptor(),
-              scratch: far.scratch.toDescriptor(),
-            },
-          }).then((result) => ({ result, slice }));
-        }),
-      );
-      const before = { ...this.s.counts };
-      let bytes = 0;
-      for (const { result, slice } of done) {
-        if (result.consumed !== slice.count) {
-          throw new Error(
-            `multifd channel ${slice.c} sent ${result.consumed} of ${slice.count} pages`,
-          );
-        }
-        // One stream's wire is QEMU's RAM records (a page and its header, a
-        // zero page in 9 bytes): the pages move RAM to RAM, the link carries
-        // and is charged the bytes those records take.
-        const counts = multifd
-          ? result.counts
-          : {
-              ...result.counts,
-              bytes:
-                result.counts.normal * (this.pageBytes + RECORD_HEADER_BYTES) +
-                result.counts.zero * ZERO_RECORD_BYTES,
-            };
-        for (const key of Object.keys(counts) as (keyof EncodeCounts)[]) {
-          this.s.counts[key] += counts[key];
-        }
-        if (multifd) this.s.multifdPackets += result.packets;
-        else this.s.streamPackets += result.packets;
-        bytes += counts.bytes;
-      }
-      let pages = 0;
-      for (const { result } of done) pages += result.counts.normal + result.counts.zero;
-      const share = await this.link(bytes, running, untilMs);
-      sent.pages += Math.floor(pages * share);
-      sent.bytes += Math.floor(bytes * share);
-      if (multifd) this.s.multifdBytes += Math.floor(bytes * share);
-      if (share < 1) {
-        // Cut at the deadline: only the share that got out counts as sent.
-        const c = this.s.counts;
-        for (const key of ["normal", "zero", "bytes"] as const) {
-          const delta = c[key] - before[key];
-          c[key] -= delta - Math.floor(delta * share);
-        }
-        return { ...sent, cut: true };
-      }
-    }
-    return { ...sent, cut: false };
-  }
-
-  /**
-   * Channel 0 run on this thread, for one stream: the sender's and the
-   * receiver's multifd kernels on the two memories, as a worker runs them.
-   */
-  private inlineChannel(): (task: ChannelTask) => Promise<ChannelResult> {
-    const destination = this.destination;
-    const scratch = this.channelScratch[0];
-    const far = destination?.channels[0];
-    if (!destination || !scratch || !far) throw new Error("content mode not set up");
-    this.inline ??= {
-      source: { memory: this.layout.memory, kernel: MultifdKernel.on(this.layout.memory, scratch) },
-      destination: {
-        memory: destination.layout.memory,
-        kernel: MultifdKernel.on(destination.layout.memory, far.scratch),
-      },
-    };
-    const ends = this.inline;
-    return async (task) => runChannel(ends.source, ends.destination, task);
-  }
-
-  /** Pages in one multifd packet: QEMU's 128 of 4 KiB; larger pages as many as fit its 512 KiB, at least one. */
-  private channelPacketPages(): number {
-    return this.pageBytes <= 4096
-      ? MULTIFD_PACKET_PAGES
-      : Math.max(1, Math.floor(PACKET_BYTES / (this.pageBytes + RECORD_HEADER_BYTES)));
-  }
-
-  /**
-   * Pages a channel sends per wave: whole packets, together at most one rate
-   * window of the link's bytes (at least one packet a channel, at most one
-   * list batch in all).
-   */
-  private groupPages(): number {
-    const packet = this.channelPacketPages();
-    const channels = Math.max(1, this.o.multifdChannels);
-    const record = this.pageBytes + RECORD_HEADER_BYTES;
-    const windowPages = Number.isFinite(this.o.maxBandwidth)
-      ? Math.floor((this.o.maxBandwidth * this.o.windowMs) / 1000 / record)
-      : LIST_PAGES;
-    const perChannel = Math.min(windowPages, LIST_PAGES) / channels;
-    return Math.max(1, Math.floor(perChannel / packet)) * packet;
+    const content = this.content;
+    if (!content) throw new Error("content mode not set up");
+    return content.sendListed(
+      this.s,
+      (bytes, run, until) => this.v.link(bytes, run, until),
+      count,
+      running,
+      xbzrle,
+      untilMs,
+    );
   }
 
   /**
@@ -548,7 +163,7 @@ export class Migration {
         for (let left = n; left > 0; ) {
           const pages = Math.min(left, perWindow);
           left -= pages;
-          const share = await this.link(pages * pageRecord, running, untilMs);
+          const share = await this.v.link(pages * pageRecord, running, untilMs);
           const out = Math.floor(pages * share);
           sent.pages += out;
           sent.bytes += out * pageRecord;
@@ -595,7 +210,7 @@ export class Migration {
           return { ...sent, cut: false };
         }
         const pages = Math.min(n - at, chunk);
-        const share = await this.link(pages * pageRecord, running, untilMs);
+        const share = await this.v.link(pages * pageRecord, running, untilMs);
         const out = Math.floor(pages * share);
         sent.pages += out;
         sent.bytes += out * pageRecord;
@@ -620,11 +235,8 @@ export class Migration {
     const o = this.o;
     const s = new VirtualRunState(o);
     this.s = s;
-    if (this.xbzrleCache) this.xbzrleCache.tags.bytes(this.layout.memory).fill(0);
-    // Hash slots start unequal on the two sides (zeros here, ones there): a
-    // page not encoded and decoded in this run cannot pass by a stale slot.
-    this.sourceHashes?.bytes(this.layout.memory).fill(0);
-    this.destination?.clearHashes();
+    this.v = new VirtualLink(o, this.guest, s);
+    this.content?.startRun();
     this.pending.clear();
     const clock: PrecopyClock = { kind: "virtual", now: () => s.clockMs };
     const onRound = o.onRound;
@@ -685,39 +297,39 @@ export class Migration {
     const o = this.o;
     return {
       mode: o.content ? "content" : "metadata",
-      open: () => this.advance(2 * o.latencyMs),
+      open: () => this.v.advance(2 * o.latencyMs),
       sendPending: async ({ running, round, untilMs }) => {
-        if (running) await this.advance(o.latencyMs);
+        if (running) await this.v.advance(o.latencyMs);
         // QEMU's setup and first pages: after the first sync, before the pass.
         if (running && round === 1 && o.qemuIteration)
-          await this.advance(Math.min(o.qemuIteration.startMs, Math.max(0, untilMs - s.clockMs)));
+          await this.v.advance(Math.min(o.qemuIteration.startMs, Math.max(0, untilMs - s.clockMs)));
         const pass = await this.sendSnapshot(running, round > 1 && o.xbzrle, untilMs);
         // The writes owed for the round's last part of a window land before the sync.
-        if (running) await this.flushWrites();
+        if (running) await this.v.flushWrites();
         s.transferred += pass.bytes;
         return pass;
       },
-      bandwidth: (bytes, ms) => this.bandwidthEstimate(bytes, ms),
+      bandwidth: (bytes, ms) => this.v.bandwidthEstimate(bytes, ms),
       rate: () => o.maxBandwidth,
-      linkMs: (bytes) => this.linkMs(bytes, !o.qemuIteration),
+      linkMs: (bytes) => this.v.linkMs(bytes, !o.qemuIteration),
       get transferred() {
         return s.transferred;
       },
       switchover: async () => {
         const stateBytes = o.deviceStateBytes;
-        this.destination?.receiveDeviceState(this.deviceBlob);
+        if (this.content) this.content.destination.receiveDeviceState(this.content.deviceBlob);
         const it = o.qemuIteration;
         if (it) {
-          const stateMs = this.linkMs(stateBytes, false);
-          await this.advance(it.stopMs + stateMs, false);
+          const stateMs = this.v.linkMs(stateBytes, false);
+          await this.v.advance(it.stopMs + stateMs, false);
           s.transferred += stateBytes;
           return {
             bytes: stateBytes,
             fixed: `stopping and handing over ${it.stopMs} ms, device state ${formatBytes(stateBytes)} (${stateMs.toFixed(1)} ms) with no rate limit`,
           };
         }
-        const stateMs = this.linkMs(stateBytes);
-        await this.advance(o.latencyMs + stateMs + o.switchoverMs, false);
+        const stateMs = this.v.linkMs(stateBytes);
+        await this.v.advance(o.latencyMs + stateMs + o.switchoverMs, false);
         s.transferred += stateBytes;
         return {
           bytes: stateBytes,
@@ -725,8 +337,8 @@ export class Migration {
         };
       },
       cancel: async () => {},
-      postcopy: (pendingPages, untilMs) => this.postcopy(pendingPages, untilMs),
-      verify: async () => (o.content ? this.verify() : undefined),
+      postcopy: (_pendingPages, untilMs) => this.postcopy(untilMs),
+      verify: async () => this.content?.verify(s),
       counters: () => ({
         duplicate: s.counts.zero,
         normal: s.counts.normal,
@@ -738,266 +350,37 @@ export class Migration {
     };
   }
 
-  /**
-   * Post-copy: the guest runs on the destination; missing pages are pushed in
-   * the background at link speed, and a page the guest touches before it
-   * arrived is a remote fault, fetched at once (a round trip plus the page).
-   */
-  private async postcopy(_pendingPages: number, untilMs: number): Promise<PostcopyOutcome> {
-    const o = this.o;
-    const pages = this.guest.pages;
+  /** Post-copy on virtual time (src/migration/virtual-postcopy.ts). */
+  private postcopy(untilMs: number): Promise<PostcopyOutcome> {
     this.missingBitmap ??= DirtyBitmap.allocate(
       this.layout,
       "postcopy-missing",
-      pages,
-      o.pageShift,
+      this.guest.pages,
+      this.o.pageShift,
     );
-    const missingBitmap = this.missingBitmap;
-    this.pending.moveInto(missingBitmap);
-    const missing = missingBitmap.region.bytes(this.layout.memory);
-    let missingCount = this.guest.dirty.count(missingBitmap);
-    const isMissing = (p: number) => (((missing[p >>> 3] ?? 0) >>> (p & 7)) & 1) === 1;
-    const clear = (p: number) => {
-      missing[p >>> 3] = (missing[p >>> 3] ?? 0) & ~(1 << (p & 7));
-    };
-    const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
-    const listed = new Uint32Array(this.layout.memory.buffer, this.list.offset, LIST_PAGES);
-    const sent = { pages: 0, bytes: 0 };
-    let faults = 0;
-    let faultWaitMs = 0;
-    // Time every vCPU was blocked at once (QEMU's postcopy-blocktime), and each one's.
-    let blocktime = 0;
-    const vcpuBlocktime: number[] = Array.from({ length: o.vcpus }, () => 0);
-    // Share of the last window the vCPUs ran rather than waited on a page.
-    let running = 1;
-    let scan = 0;
-    let rounds = 0;
-    const sendPages = async (numbers: number[]): Promise<number> => {
-      let bytes = 0;
-      for (let i = 0; i < numbers.length; i += LIST_PAGES) {
-        const part = numbers.slice(i, i + LIST_PAGES);
-        if (o.content) {
-          listed.set(part);
-          bytes += (await this.sendListed(part.length, false, false)).bytes;
-        } else {
-          bytes += part.length * pageRecord;
-          this.s.counts.normal += part.length;
-        }
-      }
-      return bytes;
-    };
-    while (missingCount > 0) {
-      rounds++;
-      const windowStart = this.s.clockMs;
-      // The guest runs a window on the destination, for the share of it its
-      // vCPUs were not waiting on pages (at least a write, to go on).
-      const writes = Math.max(1, Math.floor(((o.writesPerSecond * o.windowMs) / 1000) * running));
-      if (writes > 0) this.s.guestWrote = true;
-      await this.guest.write(writes);
-      this.sync();
-      const faulted: number[] = [];
-      const mirrored: number[] = [];
-      this.pending.resetCursor(this.cursor);
-      for (
-        let n = this.pending.next(this.cursor, this.list);
-        n > 0;
-        n = this.pending.next(this.cursor, this.list)
-      ) {
-        for (let i = 0; i < n; i++) {
-          const p = listed[i] ?? 0;
-          if (isMissing(p)) {
-            faulted.push(p);
-            clear(p);
-          } else mirrored.push(p);
-        }
-      }
-      faults += faulted.length;
-      missingCount -= faulted.length;
-      const pageMs = this.linkMs(pageRecord);
-      // A vCPU that touched a missing page waits a round trip and the page,
-      // and makes no progress meanwhile: the workload splits writes evenly
-      // over the vCPUs, so each took its share of the faults, and none can
-      // wait longer than the window. The next window writes only for the
-      // time the vCPUs ran in this one.
-      const perVcpuMs = Math.min(
-        o.windowMs,
-        (faulted.length / o.vcpus) * (2 * o.latencyMs + pageMs),
-      );
-      for (let v = 0; v < o.vcpus; v++) vcpuBlocktime[v] = (vcpuBlocktime[v] ?? 0) + perVcpuMs;
-      blocktime += perVcpuMs;
-      // Each request's own wait, summed (requests overlap: this may pass the phase).
-      faultWaitMs += faulted.length * (2 * o.latencyMs + pageMs);
-      running = 1 - perVcpuMs / o.windowMs;
-      let bytes = await sendPages(faulted);
-      if (o.content && this.destination) {
-        // Pages already on the destination were written there by the guest itself.
-        const ram = this.ram().bytes(this.layout.memory);
-        if (mirrored.length > 0) this.s.destinationWritten = true;
-        for (const p of mirrored) {
-          this.destination.writePage(p, ram.subarray(p * this.pageBytes, (p + 1) * this.pageBytes));
-        }
-      }
-      // The background push fills the rest of the window.
-      const budget = Number.isFinite(o.maxBandwidth)
-        ? Math.max(
-            1,
-            Math.floor((o.maxBandwidth * o.windowMs) / 1000 / pageRecord) - faulted.length,
-          )
-        : missingCount;
-      const push: number[] = [];
-      while (push.length < budget && missingCount > 0 && scan < pages) {
-        const byte = missing[scan >>> 3] ?? 0;
-        if (byte === 0 && (scan & 7) === 0) {
-          scan += 8;
-          continue;
-        }
-        if (isMissing(scan)) {
-          push.push(scan);
-          clear(scan);
-          missingCount--;
-        }
-        scan++;
-      }
-      bytes += await sendPages(push);
-      sent.pages += faulted.length + push.length;
-      sent.bytes += bytes;
-      this.s.transferred += bytes;
-      this.s.clockMs = windowStart + Math.max(o.windowMs, this.linkMs(bytes));
-      if (this.s.clockMs > untilMs) {
-        return {
-          ...sent,
-          requests: faults,
-          faultWaitMs,
-          blocktime,
-          vcpuBlocktime,
-          missing: missingCount,
-          windows: rounds,
-          failure: `timeout during post-copy with ${missingCount} pages still on the source (the guest cannot run without them)`,
-        };
-      }
-    }
-    return {
-      ...sent,
-      requests: faults,
-      faultWaitMs,
-      blocktime,
-      vcpuBlocktime,
-      missing: 0,
-      windows: rounds,
-      failure: null,
-    };
-  }
-
-  /**
-   * Content mode: every destination page against the source, by hash.
-   * Returns why not, or null.
-   *
-   * Both sides recorded a hash per page in the run: the source's from its
-   * bytes as encoded, the destination's from its bytes as the decoder wrote
-   * them. When nothing else wrote either side since (the guest never ran
-   * writes in this run; the destination was written only by the decoder and
-   * not handed out before verification), those tables are the pages' hashes
-   * now and are compared as they are. Otherwise, or when they differ, both
-   * memories are hashed afresh and the fresh tables decide.
-   */
-  private async verify(): Promise<string | null> {
-    const kernel = this.kernel;
-    const destination = this.destination;
-    const table = this.sourceHashes;
-    if (!kernel || !destination || !table) return null;
-    const pages = this.guest.pages;
-    if (this.o.beforeVerify) {
-      this.s.destinationWritten = true;
-      this.o.beforeVerify(destination.ram.bytes(destination.layout.memory));
-    }
-    if (!this.s.guestWrote && !this.s.destinationWritten) {
-      const recorded = firstMismatch(kernel.hashTable(table, pages), destination.recordedHashes());
-      if (recorded === null) return this.verifyDeviceState(destination);
-    }
-    let source: BigUint64Array;
-    let theirs: BigUint64Array;
-    if (this.o.multifdChannels > 0) {
-      // With multifd's pool at hand both sides hash at once: the source on a
-      // worker, the destination here. (Without it, a worker is not worth its
-      // start-up, and on a busy machine two threads hashing lose to one.)
-      const pool = this.channelPool();
-      this.verifyScratch ??= this.layout.allocate("verify-scratch", 64);
-      const job = pool.run({
-        type: "migration.hash-pages",
-        ram: this.ram().toDescriptor(),
-        pageShift: this.o.pageShift,
-        count: pages,
-        out: table.toDescriptor(),
-        scratch: this.verifyScratch.toDescriptor(),
-      });
-      theirs = destination.hashAll();
-      await job;
-      source = kernel.hashTable(table, pages);
-    } else {
-      kernel.hashPages(this.ram(), this.o.pageShift, 0, pages, table);
-      source = kernel.hashTable(table, pages);
-      theirs = destination.hashAll();
-    }
-    const mismatch = firstMismatch(source, theirs);
-    if (mismatch) {
-      return `verification failed: destination page ${mismatch.page} differs from the source (XXH3-64 ${mismatch.destinationHash.toString(16)} against ${mismatch.sourceHash.toString(16)})`;
-    }
-    return this.verifyDeviceState(destination);
-  }
-
-  private verifyDeviceState(destination: Destination): string | null {
-    if (!destination.deviceStateEquals(this.deviceBlob)) {
-      return "verification failed: the destination's device state differs from the source's";
-    }
-    return null;
-  }
-}
-
-/** What one virtual-time run keeps while it runs: a fresh object per run. */
-class VirtualRunState {
-  clockMs = 0;
-  /** Guest writes owed for the time passed, executed at each bandwidth window. */
-  writesOwed = 0;
-  windowOwedMs = 0;
-  readonly throttle: AutoConverge;
-  readonly counts: EncodeCounts = emptyEncodeCounts();
-  transferred = 0;
-  syncs = 0;
-  pendingPages = 0;
-  multifdPackets = 0;
-  multifdBytes = 0;
-  /** Packets of the one stream (numbered as a channel's). */
-  streamPackets = 0;
-  // The bandwidth window (QEMU re-estimates every 100 ms).
-  rateWindowMs = 0;
-  rateWindowBytes = 0;
-  lastWindowRate: number | null = null;
-  /** The guest wrote after the run began: the encode-time source hashes may be stale. */
-  guestWrote = false;
-  /** Destination RAM was written other than by the decoder: its recorded hashes may be stale. */
-  destinationWritten = false;
-
-  constructor(o: ResolvedMigrationOptions) {
-    this.throttle = new AutoConverge(o);
+    return runVirtualPostcopy(
+      {
+        o: this.o,
+        guest: this.guest,
+        memory: this.layout.memory,
+        pending: this.pending,
+        cursor: this.cursor,
+        list: this.list,
+        missing: this.missingBitmap,
+        s: this.s,
+        destination: this.content?.destination,
+        sync: () => this.sync(),
+        linkMs: (bytes) => this.v.linkMs(bytes),
+        sendListed: (count) => this.sendListed(count, false, false),
+      },
+      untilMs,
+    );
   }
 }
 
 /** The policy's name in the summary: hyperv with its release. */
 function summaryPolicy(o: ResolvedMigrationOptions): string {
   return o.policy === "hyperv" ? `hyperv-${o.hypervVersion}` : o.policy;
-}
-
-/** A seeded device-state blob (what the VM's devices would serialize). */
-function deviceState(bytes: number, seed: number): Uint8Array {
-  const blob = new Uint8Array(bytes);
-  let state = (seed ^ 0x9e3779b9) >>> 0 || 1;
-  for (let i = 0; i < bytes; i++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    blob[i] = state & 0xff;
-  }
-  return blob;
 }
 
 /**

@@ -245,6 +245,7 @@ function mergeRounds(parts: readonly RoundResult[]): RoundResult {
     }
   }
   return {
+    rounds: sum((r) => r.rounds),
     frames,
     oversize: sum((r) => r.oversize),
     runts: sum((r) => r.runts),

@@ -3,9 +3,17 @@ import type { Region } from "../memory/region.js";
 import { GATE_BYTES, StartGate } from "../pool/gate.js";
 import type { KernelPool } from "../pool/pool.js";
 import { ReceiveKernel, type SwitchTable } from "../wasm/receive.js";
+import { sumCounts } from "./receive-counts.js";
 import { ReceiveRing, type RxSlot } from "./ring.js";
+import { ROUND_BARRIER_BYTES, RoundBarrier } from "./round-barrier.js";
 import { ToeplitzHasher } from "./rss.js";
-import { type ReceiveResult, type ReceiveTask, SWITCH_LOOKUP } from "./task-types.js";
+import {
+  MAX_ROUNDS_PER_TASK,
+  type ReceiveResult,
+  type ReceiveTask,
+  type ReceiveTaskResult,
+  SWITCH_LOOKUP,
+} from "./task-types.js";
 import { macNumber, rebalance, VirtualNic, type VmPort } from "./vmq.js";
 
 /** How the host receives. */
@@ -64,8 +72,10 @@ export interface ProcessorLoad {
   readonly result: ReceiveResult;
 }
 
-/** What one receive round did. */
+/** What one receive round (or a batch of rounds over the same frames) did. */
 export interface RoundResult {
+  /** Rounds over the loaded frames (1 for {@link ReceivePath.round}); every count is their sum. */
+  readonly rounds: number;
   readonly frames: number;
   readonly oversize: number;
   readonly runts: number;
@@ -77,7 +87,7 @@ export interface RoundResult {
   readonly ringFull: number;
   readonly lookups: number;
   readonly bytes: number;
-  /** Wall time from dispatch to the last processor's finish. */
+  /** Wall time from dispatch to the last processor's finish (of a batch's last round). */
   readonly wallNs: number;
   readonly framesPerSecond: number;
   readonly bytesPerSecond: number;
@@ -100,6 +110,16 @@ const DROP_OVERSIZE = -1;
 const DROP_RUNT = -2;
 /** Lanes of a queue's traffic: 0 its own processor, 1 + p processor p by RSS (the default queue). */
 const LANE_STRIDE = 256;
+
+/** A processor's span of the work lists and the rings its frames go to. */
+interface WorkSpan {
+  readonly first: number;
+  readonly count: number;
+  /** Rings this processor's work list names (by the NIC's queue filters). */
+  readonly rings: readonly number[];
+  /** Some frames go through the switch's MAC lookup: any ring may be written. */
+  readonly lookups: boolean;
+}
 
 /** The NIC classifier's decisions for the loaded frames. */
 interface SortedFrames {
@@ -128,6 +148,8 @@ export class ReceivePath {
   readonly table: Region;
   readonly work: Region;
   readonly gate: Region;
+  /** The barrier between a batch's rounds when processors share rings. */
+  readonly barrier: Region;
   private loaded = 0;
   private readonly maxFrames: number;
   /** What the NIC's classifier decided for each loaded frame (see {@link load}). */
@@ -139,7 +161,7 @@ export class ReceivePath {
     lanes: new Map(),
   };
   /** The queues' processors and VMs the work lists were last written for, and their spans. */
-  private written: { key: string; spans: { first: number; count: number }[] } | null = null;
+  private written: { key: string; spans: WorkSpan[]; sharedRings: boolean } | null = null;
   /** Each processor's region for the receive kernel's job and scratch, grown as rounds need. */
   private readonly scratch: Region[] = [];
   private scratchGrown = 0;
@@ -179,6 +201,7 @@ export class ReceivePath {
     this.table = layout.allocate(`${name}.table`, this.maxFrames * 8);
     this.work = layout.allocate(`${name}.work`, this.maxFrames * 8);
     this.gate = layout.allocate(`${name}.gate`, GATE_BYTES);
+    this.barrier = layout.allocate(`${name}.barrier`, ROUND_BARRIER_BYTES);
     this.local = ReceiveKernel.on(layout.memory);
   }
 
@@ -269,12 +292,14 @@ export class ReceivePath {
    * order, one list after another in the work region, for the queues'
    * processors as they are now. Skipped when neither the frames nor any
    * queue's processor changed since the last round: a round then costs this
-   * thread nothing per frame. Returns each processor's span.
+   * thread nothing per frame. Returns each processor's span, and whether
+   * two processors may write one ring (RSS spreading a queue, or switch
+   * lookups on more than one processor).
    */
-  private workLists(processors: number): { first: number; count: number }[] {
+  private workLists(processors: number): { spans: WorkSpan[]; sharedRings: boolean } {
     const nic = this.nic;
     const key = nic.queues.map((q) => `${q.processor}:${q.vm}`).join(",");
-    if (this.written?.key === key) return this.written.spans;
+    if (this.written?.key === key) return this.written;
     const { queue, rssProcessor } = this.sorted;
     const processorOf = Int32Array.from(nic.queues, (q) => q.processor);
     const targetOf = Uint32Array.from(nic.queues, (q) => (q.vm >= 0 ? q.vm : SWITCH_LOOKUP));
@@ -291,39 +316,82 @@ export class ReceivePath {
       processorOfFrame[i] = p;
       counts[p] = (counts[p] ?? 0) + 1;
     }
-    const spans: { first: number; count: number }[] = [];
+    const firsts: number[] = [];
     const next = new Int32Array(processors);
     let first = 0;
     for (let p = 0; p < processors; p++) {
-      const count = counts[p] ?? 0;
-      spans.push({ first, count });
+      firsts.push(first);
       next[p] = first;
-      first += count;
+      first += counts[p] ?? 0;
     }
+    const ringsOf = Array.from({ length: processors }, () => new Set<number>());
+    const lookupsOf = new Array<boolean>(processors).fill(false);
     const work = new Uint32Array(this.layout.memory.buffer, this.work.offset, first * 2);
     for (let i = 0; i < this.loaded; i++) {
       const p = processorOfFrame[i] ?? -1;
       if (p < 0) continue;
       const at = next[p] ?? 0;
+      const target = targetOf[queue[i] ?? 0] ?? SWITCH_LOOKUP;
       work[at * 2] = i;
-      work[at * 2 + 1] = targetOf[queue[i] ?? 0] ?? SWITCH_LOOKUP;
+      work[at * 2 + 1] = target;
       next[p] = at + 1;
+      if (target === SWITCH_LOOKUP) lookupsOf[p] = true;
+      else ringsOf[p]?.add(target);
     }
-    this.written = { key, spans };
-    return spans;
+    const spans: WorkSpan[] = firsts.map((f, p) => ({
+      first: f,
+      count: counts[p] ?? 0,
+      rings: [...(ringsOf[p] ?? [])].sort((a, b) => a - b),
+      lookups: lookupsOf[p] === true,
+    }));
+    const active = spans.filter((s) => s.count > 0);
+    const owners = new Map<number, number>();
+    for (const s of active) for (const r of s.rings) owners.set(r, (owners.get(r) ?? 0) + 1);
+    const sharedRings =
+      [...owners.values()].some((n) => n > 1) ||
+      (active.length > 1 && active.some((s) => s.lookups));
+    this.written = { key, spans, sharedRings };
+    return this.written;
   }
 
   /**
-   * Runs one receive round over the loaded frames: classify in the NIC, then
-   * every processor validates, coalesces and delivers its share at once.
-   * The VMs then consume their rings (`onDeliver` sees what each received),
-   * and queues are rebalanced when the config (or `rebalanceAfter`) asks.
+   * Runs one receive round over the loaded frames: every processor
+   * validates, coalesces and delivers its share at once (the NIC sorted the
+   * frames into queues when they were loaded). The VMs then consume their
+   * rings (`onDeliver` sees what each received), and queues are rebalanced
+   * when the config (or `rebalanceAfter`) asks.
    */
-  async round(
+  round(
     pool?: KernelPool,
     onDeliver?: (vm: number, slots: RxSlot[]) => void,
     rebalanceAfter = this.config.rebalance,
   ): Promise<RoundResult> {
+    return this.rounds(1, pool, onDeliver, rebalanceAfter);
+  }
+
+  /**
+   * Runs `count` receive rounds over the loaded frames in one dispatch, as
+   * a driver's processors take interrupt after interrupt without asking the
+   * host between them: one task per processor for the whole batch, each
+   * processor running its rounds back to back and consuming its own VMs'
+   * rings between them (the VMs read them), so no thread waits for another
+   * unless two processors fill one ring (then the last to finish a round
+   * consumes the rings and releases the others). The result sums the
+   * rounds; `onDeliver` sees what each VM received in the last round, and a
+   * Dynamic VMQ rebalance, when asked for, follows the batch.
+   *
+   * @throws RangeError when `count` is not a whole number from 1 to 2^20,
+   *   or the pool has fewer workers than the NIC has processors.
+   */
+  async rounds(
+    count: number,
+    pool?: KernelPool,
+    onDeliver?: (vm: number, slots: RxSlot[]) => void,
+    rebalanceAfter = this.config.rebalance,
+  ): Promise<RoundResult> {
+    if (!Number.isSafeInteger(count) || count < 1 || count > MAX_ROUNDS_PER_TASK) {
+      throw new RangeError(`a batch runs 1 to ${MAX_ROUNDS_PER_TASK} rounds, not ${count}`);
+    }
     const nic = this.nic;
     const processors = nic.options.processors;
     if (pool && pool.threads < processors) {
@@ -334,18 +402,27 @@ export class ReceivePath {
     const memory = this.layout.memory;
     const { oversize, runts, lanes } = this.sorted;
     const started = process.hrtime.bigint();
-    const spans = this.workLists(processors);
+    const { spans, sharedRings } = this.workLists(processors);
     const switchTable = this.vms.map((vm, i) => [macNumber(vm.mac), vm.vlan ?? -1, i] as const);
     const rings = this.rings.map((r) => r.toDescriptor());
+    const allRings = this.rings.map((_, i) => i);
     const active = spans
       .map((s, p) => ({ ...s, p }))
       .filter((s) => s.count > 0)
-      .map((s) => ({ ...s, scratch: this.scratchFor(s.p, s.count, switchTable) }));
-    let results: ReceiveResult[];
+      .map((s) => ({
+        ...s,
+        scratch: this.scratchFor(s.p, s.count, switchTable),
+        // Shared rings are consumed by whichever processor finishes a round
+        // last; a processor doing the switch's lookups may fill any ring.
+        consume: sharedRings || s.lookups ? allRings : s.rings,
+      }));
+    let results: ReceiveTaskResult[];
     if (pool) {
       // The last processor to arrive opens the gate: the processors start
       // together without a wake-up of this thread between.
       new StartGate(memory, this.gate).reset(active.length);
+      const barrier = count > 1 && sharedRings && active.length > 1;
+      if (barrier) new RoundBarrier(memory, this.barrier.toDescriptor()).reset(active.length);
       const tasks = active.map((s) =>
         pool.run<ReceiveTask>({
           type: "net.receive",
@@ -362,34 +439,23 @@ export class ReceivePath {
           trustChecksums: this.config.trustChecksums === true,
           scratch: s.scratch.toDescriptor(),
           gate: this.gate.toDescriptor(),
+          rounds: count,
+          consume: count > 1 ? s.consume : [],
+          ...(barrier ? { barrier: this.barrier.toDescriptor() } : {}),
         }),
       );
       results = await Promise.all(tasks);
     } else {
-      results = active.map((s) => {
-        const t0 = process.hrtime.bigint();
-        const r = this.local.receive({
-          frames: this.buffer,
-          table: this.table,
-          work: this.work,
-          first: s.first,
-          count: s.count,
-          rings: this.rings,
-          switchTable,
-          coalesce: this.config.coalesce,
-          maxCoalesce: RSC_MAX_BYTES,
-          deliverBad: this.config.deliverBad === true,
-          trustChecksums: this.config.trustChecksums === true,
-          scratch: s.scratch,
-        });
-        return { ...r, busyNs: Number(process.hrtime.bigint() - t0) };
-      });
+      results = this.roundsHere(count, active, switchTable);
     }
     const wallNs = Number(process.hrtime.bigint() - started);
     const byProcessor = new Map<number, ReceiveResult>();
     for (const [i, s] of active.entries()) {
       const r = results[i];
-      if (r) byProcessor.set(s.p, r);
+      if (r) {
+        const { consumed: _, ...counts } = r;
+        byProcessor.set(s.p, counts);
+      }
     }
     const empty: ReceiveResult = {
       frames: 0,
@@ -412,12 +478,29 @@ export class ReceivePath {
       });
     }
     const sum = (key: keyof ReceiveResult) => results.reduce((a, r) => a + r[key], 0);
+    // What the rings took in the rounds before the last (consumed by the processors).
+    const earlier = this.rings.map(() => ({ delivered: 0, bytes: 0 }));
+    for (const r of results) {
+      for (const [ring, delivered, bytes] of r.consumed) {
+        const e = earlier[ring];
+        if (e) {
+          e.delivered += delivered;
+          e.bytes += bytes;
+        }
+      }
+    }
     const vms = this.vms.map((vm, i) => {
       const ring = this.rings[i] as ReceiveRing;
       const c = ring.counters;
       if (onDeliver) onDeliver(i, ring.drain());
       ring.reset();
-      return { name: vm.name, queue: nic.queueOf(i).index, delivered: c.delivered, bytes: c.bytes };
+      const e = earlier[i] ?? { delivered: 0, bytes: 0 };
+      return {
+        name: vm.name,
+        queue: nic.queueOf(i).index,
+        delivered: e.delivered + c.delivered,
+        bytes: e.bytes + c.bytes,
+      };
     });
     let moved: RoundResult["moved"] = null;
     const queueBytes = new Map<number, number>();
@@ -426,8 +509,8 @@ export class ReceivePath {
       const queue = Math.floor(lane / LANE_STRIDE);
       const spread = lane % LANE_STRIDE;
       const processor = spread > 0 ? spread - 1 : (nic.queues[queue]?.processor ?? 0);
-      queueBytes.set(queue, (queueBytes.get(queue) ?? 0) + l.bytes);
-      queueFrames.push({ queue, processor, frames: l.frames, bytes: l.bytes });
+      queueBytes.set(queue, (queueBytes.get(queue) ?? 0) + l.bytes * count);
+      queueFrames.push({ queue, processor, frames: l.frames * count, bytes: l.bytes * count });
     }
     if (rebalanceAfter && this.config.mode === "vmq") {
       // Each queue's share of its processor's busy time, by bytes received.
@@ -441,12 +524,13 @@ export class ReceivePath {
       });
       moved = rebalance(nic, queueLoads);
     }
-    const frames = this.loaded;
+    const frames = this.loaded * count;
     const bytes = sum("bytes");
     return {
+      rounds: count,
       frames,
-      oversize,
-      runts,
+      oversize: oversize * count,
+      runts: runts * count,
       delivered: sum("delivered"),
       coalescedSegments: sum("coalescedSegments"),
       badChecksum: sum("badChecksum"),
@@ -463,5 +547,60 @@ export class ReceivePath {
       vms,
       moved,
     };
+  }
+
+  /**
+   * A batch on this thread (no pool): round by round, each processor's
+   * share in turn, the rings consumed between rounds as the workers do.
+   */
+  private roundsHere(
+    count: number,
+    active: readonly { p: number; first: number; count: number; scratch: Region }[],
+    switchTable: SwitchTable,
+  ): ReceiveTaskResult[] {
+    const totals = active.map(() => ({ sum: sumCounts(), busyNs: 0 }));
+    const consumed = this.rings.map(() => [0, 0, 0]);
+    for (let r = 0; r < count; r++) {
+      for (const [i, s] of active.entries()) {
+        const t0 = process.hrtime.bigint();
+        const counts = this.local.receive({
+          frames: this.buffer,
+          table: this.table,
+          work: this.work,
+          first: s.first,
+          count: s.count,
+          rings: this.rings,
+          switchTable,
+          coalesce: this.config.coalesce,
+          maxCoalesce: RSC_MAX_BYTES,
+          deliverBad: this.config.deliverBad === true,
+          trustChecksums: this.config.trustChecksums === true,
+          scratch: s.scratch,
+        });
+        const t = totals[i];
+        if (t) {
+          t.sum.add(counts);
+          t.busyNs += Number(process.hrtime.bigint() - t0);
+        }
+      }
+      if (r === count - 1) break;
+      for (const [i, ring] of this.rings.entries()) {
+        const c = ring.counters;
+        const into = consumed[i];
+        if (into) {
+          into[0] = (into[0] ?? 0) + c.delivered;
+          into[1] = (into[1] ?? 0) + c.bytes;
+          into[2] = (into[2] ?? 0) + c.ringFull;
+        }
+        ring.reset();
+      }
+    }
+    // Every ring's earlier rounds are reported once, with the first processor.
+    return totals.map((t, i) => ({
+      ...t.sum.counts,
+      busyNs: t.busyNs,
+      consumed:
+        i === 0 ? consumed.map(([d, b, f], ring) => [ring, d ?? 0, b ?? 0, f ?? 0] as const) : [],
+    }));
   }
 }

@@ -4,6 +4,9 @@ import type { RxRingDescriptor } from "./ring.js";
 /** Work-list target meaning "the switch looks the destination MAC up". */
 export const SWITCH_LOOKUP = 0xffffffff;
 
+/** Most rounds one receive task runs (a bound on a task message's word, not a design limit). */
+export const MAX_ROUNDS_PER_TASK = 1 << 20;
+
 /**
  * One processor's share of a receive round: frames of the NIC's receive
  * buffer (by index into its table) and where each goes. The worker validates
@@ -34,7 +37,25 @@ export interface ReceiveTask {
   /** The processor's own region for the receive kernel's job and scratch. */
   readonly scratch: RegionDescriptor;
   readonly gate?: RegionDescriptor;
+  /**
+   * Rounds of the same frames this task runs back to back (a batch: one
+   * dispatch, many receive interrupts); default 1.
+   */
+  readonly rounds?: number;
+  /**
+   * Rings (indices into `rings`) this processor consumes for their VMs
+   * after each round but the last: their counters are read into the result
+   * and the ring emptied. With `barrier`, the last processor to finish a
+   * round does it for every processor (the rings are shared); without, each
+   * processor's rings are its own.
+   */
+  readonly consume?: readonly number[];
+  /** The round barrier of a batch whose processors share rings. */
+  readonly barrier?: RegionDescriptor;
 }
+
+/** What one ring received over a batch: [ring, frames delivered, bytes, ring-full drops]. */
+export type RingCount = readonly [ring: number, delivered: number, bytes: number, ringFull: number];
 
 /** What a processor did in a receive round. */
 export interface ReceiveResult {
@@ -55,9 +76,18 @@ export interface ReceiveResult {
   readonly busyNs: number;
 }
 
+/** A receive task's result: the processor's counts and the rings it consumed. */
+export interface ReceiveTaskResult extends ReceiveResult {
+  /**
+   * What the rings this processor consumed received in the rounds before
+   * the last (the last round's frames stay in the rings for the caller).
+   */
+  readonly consumed: readonly RingCount[];
+}
+
 declare module "../pool/registry.js" {
   /** The networking domain's task types: a VMQ processor's receive work. */
   interface TaskRegistry {
-    "net.receive": { task: ReceiveTask; result: ReceiveResult };
+    "net.receive": { task: ReceiveTask; result: ReceiveTaskResult };
   }
 }

@@ -1,4 +1,6 @@
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { fileURLToPath } from "node:url";
 import { MemoryLayout } from "../memory/layout.js";
 import { KernelPool } from "../pool/pool.js";
 import { WalkKernel } from "../wasm/walk.js";
@@ -16,9 +18,17 @@ import { MmuContext } from "./mmu.js";
 import type { CostModel, TranslationCaches } from "./presets.js";
 import { allocateRing, RingProducer } from "./ring.js";
 import { type StreamOptions, streamTrace, type TraceFormat, type TraceSummary } from "./trace.js";
+import { isTraceUrl } from "./trace-source.js";
 import { AccessGenerator, type AccessPattern, type OsActivity } from "./workload.js";
 
 const MiB = 2 ** 20;
+/**
+ * The trace ring: 32 slots of 65,536 records (16 MiB). The reading thread
+ * may run up to 2 M records ahead of the slowest worker, so that it is not
+ * held up while the workers start.
+ */
+const RING_SLOTS = 32;
+const RING_SLOT_RECORDS = 1 << 16;
 const GiB = 2 ** 30;
 
 /** What the comparison runs over: a synthetic pattern or a trace file. */
@@ -50,8 +60,9 @@ export interface CompareSpec {
   /** Dirty-log harvests per second of guest time (0: dirty logging off). */
   readonly dirtyLogHarvestsPerSecond?: number;
   /**
-   * Pool workers: 0 runs every configuration on this thread. Default: one per
-   * configuration, at most one per processor (a worker then runs a group).
+   * Pool workers: 0 runs every configuration on this thread. With fewer
+   * workers than configurations this thread runs a group too. Default:
+   * {@link defaultWorkers} (none below {@link WORKER_THRESHOLD_RECORDS}).
    */
   readonly threads?: number;
   /** Trace progress (bytes of a file, or records generated). */
@@ -88,9 +99,11 @@ export function defaultTableBytes(workingSetBytes: number | null, processes: num
 }
 
 /**
- * Runs every configuration over the same accesses: each in its own pool
- * worker reading one trace ring in the shared memory (or all on this thread
- * with threads: 0), and prices the results.
+ * Runs every configuration over the same accesses, read (decompressed and
+ * parsed, or generated) once into one trace ring in the shared memory that
+ * every consumer reads: pool workers, each running a group of
+ * configurations, and this thread when it has a group of its own (always
+ * with threads: 0). Then prices the results.
  */
 export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
   const configs = spec.configs ?? standardConfigs(spec.guestBytes % GiB === 0 ? "1G" : "2M");
@@ -101,14 +114,20 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
     throw new PagingError("the guest is too small for its page-table zone");
   }
   const layout = new MemoryLayout();
-  // More workers than processors only add start-up work (each loads the
-  // modules and instantiates the kernels) and contention: a worker runs a group.
-  const threads = spec.threads ?? Math.min(configs.length, availableParallelism());
-  // Each pool worker is one ring consumer; with fewer workers than
-  // configurations, a worker runs several (every consumer must be running,
-  // or the ring would wait forever for a slot).
-  const groups = threads === 0 ? 1 : Math.min(threads, configs.length);
-  const ring = allocateRing(layout, "trace ring", 8, 1 << 16, groups);
+  const threads =
+    spec.threads ??
+    defaultWorkers(configs.length, availableParallelism(), expectedRecords(spec.source));
+  if (!Number.isInteger(threads) || threads < 0) {
+    throw new PagingError(`threads must be a whole number, not ${threads}`);
+  }
+  // Each pool worker is one ring consumer running a group of configurations
+  // (every consumer must be running, or the ring would wait forever for a
+  // slot). With fewer workers than configurations this thread is a consumer
+  // too: it runs the last (smallest) group, since it also reads the trace.
+  const onMain = threads === 0 || threads < configs.length;
+  const groups = threads === 0 ? 1 : Math.min(configs.length, threads + (onMain ? 1 : 0));
+  const mainGroup = onMain ? groups - 1 : -1;
+  const ring = allocateRing(layout, "trace ring", RING_SLOTS, RING_SLOT_RECORDS, groups);
   const machines: { options: MachineOptions; regions: MachineRegions }[] = configs.map(
     (config) => ({
       options: {
@@ -132,70 +151,136 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
       },
     }),
   );
+  // Configuration i runs in group i % groups.
+  const groupOf = (group: number) => machines.filter((_, i) => i % groups === group);
 
-  let stats: PagingStats[];
-  let trace: TraceSummary | null = null;
-  if (threads === 0) {
-    const kernel = WalkKernel.on(layout.memory);
-    const local = machines.map(
-      (m) => new PagingMachine(layout.memory, kernel, m.regions, m.options),
-    );
-    const staging = layout.allocate("staging", ring.slotRecords * 8, 64);
-    const words = () => new Uint32Array(layout.memory.buffer, staging.offset, ring.slotRecords * 2);
-    const runAll = (count: number) => {
-      for (const m of local) m.runRecords(staging, count);
-    };
-    trace = await produce(spec, ring.slotRecords, async (fill) => {
-      const count = fill(words());
-      runAll(count);
-    });
-    stats = local.map((m) => m.stats());
-  } else {
-    const pool = new KernelPool(layout, { threads, domains: ["paging"] });
-    let reject!: (error: unknown) => void;
-    const failed = new Promise<never>((_, r) => {
-      reject = r;
-    });
-    failed.catch(() => {});
-    const producer = new RingProducer(layout.memory, ring, failed);
-    const runs = Array.from({ length: groups }, (_, consumer) =>
-      pool.run({
-        type: "paging.run",
-        machines: machines.filter((_, i) => i % groups === consumer),
-        ring,
-        consumer,
-      }),
-    );
-    for (const run of runs) run.catch((error) => reject(error));
-    try {
-      trace = await produce(spec, ring.slotRecords, async (fill, count, words) => {
-        if (words) {
-          // Parsed records go straight into the ring's slots.
-          await producer.write(words, words.length / 2);
-        } else if (count === undefined) {
-          throw new PagingError("a trace chunk came without its records");
-        } else {
-          await producer.generate(count, (words, at, n) => {
-            fill(words.subarray(at, at + n * 2));
-          });
-        }
-      });
-      producer.finish();
-      const grouped = await Promise.all(runs);
-      // Back to configuration order: machine i ran in group i % groups.
-      stats = machines.map((_, i) => {
-        const row = grouped[i % groups]?.[Math.floor(i / groups)];
-        if (!row) throw new PagingError(`configuration ${i} returned no results`);
-        return row;
-      });
-    } catch (error) {
-      producer.abort();
-      await Promise.allSettled(runs);
-      throw error;
-    } finally {
-      await pool.close();
+  // Workers first: they start (load the modules, instantiate the kernels)
+  // while this thread opens the trace and fills the ring.
+  const pool =
+    groups > (onMain ? 1 : 0)
+      ? new KernelPool(layout, { threads: groups - (onMain ? 1 : 0), domains: ["paging"] })
+      : null;
+  let reject!: (error: unknown) => void;
+  const failed = new Promise<never>((_, r) => {
+    reject = r;
+  });
+  failed.catch(() => {});
+  const runs: Promise<PagingStats[]>[] = [];
+  if (pool) {
+    for (let group = 0; group < groups; group++) {
+      if (group === mainGroup) continue;
+      const run = pool.run({ type: "paging.run", machines: groupOf(group), ring, consumer: group });
+      run.catch((error) => reject(error));
+      runs.push(run);
     }
   }
+  let local: PagingMachine[] = [];
+  // Made before anything that may throw, so that the workers can be told to stop.
+  const producer = new RingProducer(
+    layout.memory,
+    ring,
+    failed,
+    onMain
+      ? {
+          consumer: mainGroup,
+          consume: (records, count) => {
+            for (const machine of local) machine.runRecords(records, count);
+          },
+        }
+      : undefined,
+  );
+  try {
+    if (onMain) {
+      const kernel = WalkKernel.on(layout.memory);
+      local = groupOf(mainGroup).map(
+        (m) => new PagingMachine(layout.memory, kernel, m.regions, m.options),
+      );
+    }
+    const trace = await produce(spec, producer);
+    producer.finish();
+    const grouped = await Promise.all(runs);
+    const results = new Map<number, PagingStats[]>();
+    let worker = 0;
+    for (let group = 0; group < groups; group++) {
+      results.set(
+        group,
+        group === mainGroup ? local.map((m) => m.stats()) : (grouped[worker++] ?? []),
+      );
+    }
+    // Back to configuration order: machine i ran in group i % groups, as its (i / groups)th.
+    const stats = machines.map((_, i) => {
+      const row = results.get(i % groups)?.[Math.floor(i / groups)];
+      if (!row) throw new PagingError(`configuration ${i} returned no results`);
+      return row;
+    });
+    return priced(spec, trace, stats);
+  } catch (error) {
+    producer.abort();
+    await Promise.allSettled(runs);
+    throw error;
+  } finally {
+    await pool?.close();
+  }
+}
+
+/**
+ * Records below which a comparison runs on this thread alone by default. A
+ * worker costs its start-up (loading the modules and instantiating the
+ * kernels: about 0.15 s of CPU on a quiet core, and its code runs cold),
+ * which three configurations' translations repay only from several million
+ * records on (measured on a 4-million-record trace: docs/paging.md).
+ */
+export const WORKER_THRESHOLD_RECORDS = 8_000_000;
+
+/**
+ * Pool workers by default: none for a small run (this thread reads the
+ * trace, decompressed beside it by zlib's own thread, and runs every
+ * configuration); otherwise a processor is left to this thread, which reads
+ * the trace and runs the smallest group of configurations itself, and more
+ * workers than processors would only add start-up and contention.
+ */
+export function defaultWorkers(
+  configs: number,
+  processors: number,
+  records: number | null,
+): number {
+  if (records !== null && records < WORKER_THRESHOLD_RECORDS) return 0;
+  return Math.max(0, Math.min(configs, processors) - 1);
+}
+
+/**
+ * How many records a source is expected to hold, or null when it cannot be
+ * told beforehand (a URL): a synthetic run's count; for a local file, its
+ * size over the bytes a record takes at least: 1 gzip'ed (lackey traces
+ * compress to 1-3 bytes a record), 7 in text (`I  0,1`), 64 in ChampSim (for up
+ * to 7 accesses).
+ */
+export function expectedRecords(source: CompareSource): number | null {
+  if (source.kind === "synthetic") return source.accesses;
+  if (isTraceUrl(source.file)) return null;
+  const file = /^file:/i.test(source.file) ? fileURLToPath(source.file) : source.file;
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, "r");
+    const size = fstatSync(fd).size;
+    const head = Buffer.alloc(2);
+    readSync(fd, head, 0, 2, 0);
+    if (head[0] === 0x1f && head[1] === 0x8b) return size;
+    // A text line takes 7 bytes or more; a ChampSim record (64 bytes) holds 7 accesses at most.
+    return Math.ceil(size / 7);
+  } catch {
+    // streamTrace says what is wrong with the file.
+    return null;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function priced(
+  spec: CompareSpec,
+  trace: TraceSummary | null,
+  stats: PagingStats[],
+): CompareResult {
   const native = stats.find((s) => s.mode === "native");
   const rows = stats.map((s) => ({
     ...s,
@@ -223,28 +308,17 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
 }
 
 /**
- * Feeds the source to `deliver`: for a synthetic source, `deliver(fill, n)`
- * with a filler of n records; for a trace, `deliver(fill, undefined, words)`
- * per parsed chunk, with the chunk's records (word pairs) to copy as they are.
+ * Feeds the source into the ring: a synthetic source generated in place in
+ * its slots, a trace's parsed records copied once from the parser's buffer.
  */
-async function produce(
-  spec: CompareSpec,
-  chunk: number,
-  deliver: (
-    fill: (words: Uint32Array) => number,
-    count?: number,
-    records?: Uint32Array,
-  ) => Promise<void>,
-): Promise<TraceSummary | null> {
+async function produce(spec: CompareSpec, producer: RingProducer): Promise<TraceSummary | null> {
   const source = spec.source;
   if (source.kind === "synthetic") {
     const generator = new AccessGenerator(source.pattern, spec.seed);
+    const step = producer.ring.slotRecords;
     for (let done = 0; done < source.accesses; ) {
-      const n = Math.min(chunk, source.accesses - done);
-      await deliver((words) => {
-        generator.fill(words, 0, n);
-        return n;
-      }, n);
+      const n = Math.min(step, source.accesses - done);
+      await producer.generate(n, (words, at, count) => generator.fill(words, at, count));
       done += n;
       spec.onProgress?.(done, source.accesses);
     }
@@ -258,20 +332,7 @@ async function produce(
   };
   return streamTrace(
     source.file,
-    async (records) => {
-      for (let at = 0; at < records.count; at += chunk) {
-        const n = Math.min(chunk, records.count - at);
-        const words = records.words.subarray(at * 2, (at + n) * 2);
-        await deliver(
-          (into) => {
-            into.set(words);
-            return n;
-          },
-          undefined,
-          words,
-        );
-      }
-    },
+    (records) => producer.write(records.words, records.count),
     options,
   );
 }

@@ -3,8 +3,11 @@ import { Region, type RegionDescriptor } from "../memory/region.js";
 
 /*
  * A trace ring in the shared memory: one producer (the thread reading or
- * generating the trace) and up to 16 consumers (one per configuration), each
- * reading every chunk. A slot is reused only when every consumer is past it.
+ * generating the trace) and up to 16 consumers (one per configuration, or
+ * per group of configurations), each reading every chunk. A slot is reused
+ * only when every consumer is past it. The producing thread may be one of
+ * the consumers itself: it runs its share of each chunk as soon as it has
+ * published the chunk to the others (so no worker has to be started for it).
  *
  * Header (Int32 slots):
  *   [0] chunks produced    [1] finished (1 = no more)   [2] abort (1 = stop)
@@ -59,6 +62,13 @@ export class RingAbortedError extends Error {
   override name = "RingAbortedError";
 }
 
+/** A consumer that runs on the producing thread: its index and what it does with a chunk. */
+export interface LocalConsumer {
+  readonly consumer: number;
+  /** Called with each chunk's slot (records from its first byte) right after the chunk is published. */
+  readonly consume: (records: Region, count: number) => void;
+}
+
 /** The producer's side: fills slots and waits (asynchronously) for space. */
 export class RingProducer {
   private readonly h: Int32Array;
@@ -70,7 +80,16 @@ export class RingProducer {
     private readonly memory: WebAssembly.Memory,
     readonly ring: RingDescriptor,
     private readonly failed: Promise<never>,
+    private readonly local?: LocalConsumer,
   ) {
+    if (
+      local &&
+      (!Number.isInteger(local.consumer) || local.consumer < 0 || local.consumer >= ring.consumers)
+    ) {
+      throw new RangeError(
+        `local consumer ${local.consumer} is not one of the ring's ${ring.consumers}`,
+      );
+    }
     this.h = new Int32Array(memory.buffer, ring.header.offset, HEADER_INTS);
     this.h.fill(0);
     this.data = new Region(ring.data);
@@ -130,11 +149,22 @@ export class RingProducer {
 
   private publish(): void {
     const slot = this.chunk % this.ring.slots;
-    Atomics.store(this.h, SLOT_COUNT + slot, this.fill);
+    const count = this.fill;
+    Atomics.store(this.h, SLOT_COUNT + slot, count);
     this.chunk++;
     this.fill = 0;
     Atomics.store(this.h, PRODUCED, this.chunk);
     Atomics.notify(this.h, PRODUCED);
+    if (this.local) {
+      // The workers are already on this chunk: this thread runs its share beside them.
+      const bytes = this.ring.slotRecords * 8;
+      const at = this.data.check(slot * bytes, bytes, "trace ring slot");
+      this.local.consume(
+        new Region({ name: `${this.data.name} slot ${slot}`, offset: at, byteLength: bytes }),
+        count,
+      );
+      Atomics.store(this.h, CONSUMED + this.local.consumer, this.chunk);
+    }
   }
 
   /** Publishes the last partial slot and marks the end. */

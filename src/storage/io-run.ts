@@ -1,9 +1,7 @@
-import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import * as hdr from "hdr-histogram-js";
+import type * as Hdr from "hdr-histogram-js";
 import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
-import { KernelPool } from "../pool/pool.js";
 import { StorageKernel } from "../wasm/storage.js";
 import { FdFile } from "./block-file.js";
 import { DirectFile } from "./direct-file.js";
@@ -14,6 +12,9 @@ import { openImage } from "./open.js";
 import { IO_CONTROL_SLOTS, IoControl, type IoResult, IoState } from "./task-types.js";
 import { VhdImage } from "./vhd.js";
 import { type DiskSlot, VirtualMachine } from "./vm.js";
+
+/** node:crypto's createHash, loaded with the run (see {@link runStorageIo}). */
+type CreateHash = typeof import("node:crypto").createHash;
 
 /** A disk the workload runs on: a new image of a type, or an existing raw file or VHD. */
 export interface IoDisk {
@@ -100,7 +101,7 @@ function nowMs(): number {
   return performance.timeOrigin + performance.now();
 }
 
-function sha256(path: string): string {
+function sha256(createHash: CreateHash, path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
 }
 
@@ -156,6 +157,15 @@ export async function runStorageIo(
   options: StorageIoOptions = {},
 ): Promise<StorageIoReport> {
   checkIoSpec(spec);
+  // The pool, the histogram library and node:crypto are loaded when a run
+  // starts, not with this module: the storage commands that run no I/O
+  // (convert, info, map, check) import it too, and a command's start-up is
+  // part of its time.
+  const [{ KernelPool }, hdr, { createHash }] = await Promise.all([
+    import("../pool/pool.js"),
+    import("hdr-histogram-js"),
+    import("node:crypto"),
+  ]);
   const events = [...(options.events ?? [])].sort((a, b) => a.atMs - b.atMs);
   const intervalMs = options.intervalMs ?? 100;
   const vm = options.vm ?? new VirtualMachine("vm1");
@@ -267,7 +277,7 @@ export async function runStorageIo(
           const tookMs = nowMs() - asked;
           const result = await r.result;
           vm.detach(r.slot);
-          removedHashes.set(e.disk.name, sha256(e.disk.path));
+          removedHashes.set(e.disk.name, sha256(createHash, e.disk.path));
           records.push({
             kind: "remove",
             disk: e.disk.name,
@@ -294,7 +304,7 @@ export async function runStorageIo(
         if (rec.kind !== "remove") continue;
         const r = running.get(rec.disk);
         if (!r) continue;
-        const unchanged = sha256(r.disk.path) === removedHashes.get(rec.disk);
+        const unchanged = sha256(createHash, r.disk.path) === removedHashes.get(rec.disk);
         const image = openImage(r.disk.path, { kernels: storage });
         const table = new Uint32Array(
           layout.memory.buffer,
@@ -371,7 +381,7 @@ export async function runStorageIo(
 const PLOT_PERCENTILES = [1, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100];
 
 /** The latency distribution: [percentile, latency in µs]. */
-function latencyBuckets(h: hdr.Histogram): [number, number][] {
+function latencyBuckets(h: Hdr.Histogram): [number, number][] {
   if (h.totalCount === 0) return [];
   return PLOT_PERCENTILES.map((p) => [p, h.getValueAtPercentile(p) / 1000]);
 }

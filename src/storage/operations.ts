@@ -1,7 +1,7 @@
 import { renameSync, statSync, unlinkSync } from "node:fs";
 import type { Region } from "../memory/region.js";
 import { FdFile } from "./block-file.js";
-import { openFile } from "./direct-file.js";
+import { openDestination } from "./destination.js";
 import { type DiskImage, type MapExtent, RawImage } from "./disk-image.js";
 import { DEFAULT_BLOCK_BYTES, VHD_EPOCH_SECONDS, type VhdType } from "./format.js";
 import { defaultKernels, type StorageKernels } from "./kernels.js";
@@ -167,7 +167,7 @@ export async function convertImage(
   const src = openImage(srcPath, { kernels, direct });
   try {
     const size = src.size;
-    const file = openFile(dstPath, "w+", { direct });
+    const file = openDestination(dstPath, { direct });
     let dst: DiskImage;
     try {
       if (options.to === "raw") {

@@ -105,6 +105,8 @@ export interface LiveSourceFlags extends TransportFlags {
   readonly maxBandwidth: number;
   readonly downtimeLimit: number;
   readonly maxPasses: number;
+  /** Switch to post-copy after this many pre-copy passes (default never). */
+  readonly postcopyAfter?: number;
   /** The stop rule when given through `hvlab migrate --to` (default qemu). */
   readonly policy?: "qemu" | "hyperv";
   /** Its round cap (hyperv: the release's pass cap). */
@@ -217,6 +219,13 @@ export async function runLiveSource(
   const where = `${target.host}:${target.port}`;
   let attemptNumber = 1;
   let waiting = false;
+  // QEMU's migrate-start-postcopy from outside the process: SIGUSR2.
+  const startPostcopy = () => {
+    if (source.startPostcopy()) {
+      output.err("hvlab: SIGUSR2: switching to post-copy at the end of this pre-copy pass");
+    }
+  };
+  process.on("SIGUSR2", startPostcopy);
   const stopDescribing = whileInterruptible(() =>
     describeInterruptedSource(where, attemptNumber, waiting ? undefined : source.activity),
   );
@@ -231,6 +240,7 @@ export async function runLiveSource(
         port: target.port,
         downtimeLimitMs: flags.downtimeLimit,
         maxPasses: flags.maxPasses,
+        ...(flags.postcopyAfter !== undefined ? { postcopyAfter: flags.postcopyAfter } : {}),
         ...(flags.policy ? { policy: flags.policy } : {}),
         ...(flags.maxRounds !== undefined ? { maxRounds: flags.maxRounds } : {}),
         timeoutMs: flags.timeout,
@@ -247,6 +257,9 @@ export async function runLiveSource(
       });
       progress.stop();
       if (result.summary.status !== "failed" || attempt === flags.retries) break;
+      // A failure after the switch lost the guest on the destination; the
+      // source holds it paused: restarting it is the user's call, not a retry's.
+      if (result.rounds.some((round) => round.phase === "postcopy")) break;
       const wait = retryDelayMs(attempt + 1);
       output.err(
         `hvlab: migration attempt ${attempt + 1} failed: ${result.summary.reason}; the guest is still running here; retrying in ${wait} ms`,
@@ -261,6 +274,7 @@ export async function runLiveSource(
     }
     return result;
   } finally {
+    process.off("SIGUSR2", startPostcopy);
     stopDescribing();
     await source.close();
   }
@@ -276,6 +290,9 @@ function describeInterruptedSource(
     return `between attempts at the migration to ${where} (attempt ${attempt} failed): the guest keeps running on the source`;
   }
   const doing = `during ${activity.phase} of the migration to ${where} (attempt ${attempt}, ${formatBytes(activity.bytesSent)} sent)`;
+  if (activity.phase === "post-copy") {
+    return `${doing}: the guest had switched over to the destination in post-copy, which still lacked pages held here: the guest is lost`;
+  }
   return activity.phase === "verification"
     ? `${doing}: the guest had already switched over and runs on the destination; only the page verification was cut short`
     : `${doing}: migration cancelled; the guest was never switched over and keeps running on the source; the destination discards its partial copy`;
@@ -362,6 +379,11 @@ export function addLiveOptions(command: Command): Command {
       "source: stop-and-copy after this many passes anyway (0: no cap, as QEMU)",
       integerOption(0, 1_000_000),
       0,
+    )
+    .option(
+      "--postcopy-after <passes>",
+      "source: switch to post-copy after this many pre-copy passes: the guest runs on the destination, which pulls the pages it faults on while the rest are pushed; a connection lost after the switch loses the guest; SIGUSR2 to the source switches at the end of the pass under way (QEMU's migrate-start-postcopy) (default: pure pre-copy)",
+      integerOption(1, 1_000_000),
     )
     .option(
       "--timeout <ms>",
@@ -489,14 +511,6 @@ export function liveFlagsOf(
     if (guest.pageShift !== undefined && guest.pageShift !== 12) {
       throw new UsageError("the live mode sends 4 KiB pages: use --page-size 4KiB");
     }
-    const unsupported = [flags.postcopyAfter !== undefined ? "--postcopy-after" : ""].filter(
-      Boolean,
-    );
-    if (unsupported.length > 0) {
-      throw new UsageError(
-        `the live mode over TCP does not do ${unsupported.join(", ")} (virtual time does)`,
-      );
-    }
     if (flags.policy === "xen") {
       throw new UsageError("the live mode stops by the qemu or hyperv rule, not xen's");
     }
@@ -525,6 +539,7 @@ export function liveFlagsOf(
     downtimeLimit: guest.downtimeLimitMs ?? 300,
     // The policy's own rule: hyperv suspends at its pass cap, qemu gives up at --max-rounds.
     maxPasses: 0,
+    ...(flags.postcopyAfter !== undefined ? { postcopyAfter: flags.postcopyAfter } : {}),
     policy: flags.policy === "hyperv" ? "hyperv" : "qemu",
     ...(maxRounds !== undefined ? { maxRounds } : {}),
     timeout: guest.timeoutMs ?? 60_000,

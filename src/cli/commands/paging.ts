@@ -271,7 +271,7 @@ export function registerPaging(program: Command): void {
     )
     .option(
       "--threads <n>",
-      "pool workers (0: this thread; default one per configuration, at most one per processor)",
+      "pool workers (0: this thread alone; default none below 8 M records, else processors - 1, this thread running a group too)",
       integerOption(0, 16),
     )
     .addOption(seedOption("seed of the workload and the guest"))

@@ -12,20 +12,27 @@ import { describeSocketError } from "./link.js";
 import {
   checkRecordsPayload,
   decodeChannelHello,
+  decodeDiscard,
   decodeEpoch,
   decodeError,
   decodeHello,
   decodePagesHeader,
+  decodePostcopyEnd,
+  decodePostcopyRun,
   decodeVerifyEnd,
   decodeVerifyHeader,
   encodeAccept,
   encodeEpoch,
   encodeError,
+  encodePageRequest,
+  encodePostcopyDone,
   encodeResult,
   type Hello,
   MAX_DIGESTS_PER_FRAME,
   MAX_RECORDS_PAYLOAD,
+  postcopyDoneBytes,
 } from "./messages.js";
+import { PostcopyGuest } from "./postcopy-guest.js";
 import { LIVE_PAGE_SHIFT, MAX_LIVE_GUEST_BYTES } from "./source.js";
 
 /** How a destination listens. */
@@ -88,6 +95,12 @@ export interface DestinationReport {
   readonly channels: number;
   /** multifd syncs every channel reached (one per pass). */
   readonly syncs: number;
+  /** Post-copy, when the guest switched to it: the page requests sent and the writes its vCPUs did here. */
+  readonly postcopy?: {
+    readonly requests: number;
+    readonly writes: number;
+    readonly dropped: number;
+  };
 }
 
 /** Guest RAM the destination receives one migration into, wiped on discard. */
@@ -122,6 +135,8 @@ export class DestinationServer {
   private readonly receiveStaging: Region;
   private readonly replyStaging: Region;
   private readonly digests: Region;
+  /** One page digest for the post-copy guest's bookkeeping. */
+  private readonly postcopyDigest: Region;
   /** The landing region, as large as the largest guest received so far. */
   private landingRegion: Region | undefined;
   /** Whether the landing region holds bytes of an earlier migration. */
@@ -150,6 +165,7 @@ export class DestinationServer {
       "destination-digests",
       MAX_DIGESTS_PER_FRAME * DIGEST_BYTES,
     );
+    this.postcopyDigest = this.layout.allocate("destination-postcopy-digest", 8);
     this.kernel = StreamKernel.on(
       this.layout.memory,
       this.layout.allocate("destination-scratch", 64),
@@ -372,6 +388,12 @@ export class DestinationServer {
       /** The multifd channels joined, by index, and the last sync epoch each reached. */
       channels: [] as ({ socket: Socket; epoch: number } | undefined)[],
       synced: 0,
+      /** Pages the source listed as stale or unsent before a post-copy switch. */
+      discards: [] as Uint32Array[],
+      /** The guest running here since a post-copy switch. */
+      postcopy: undefined as PostcopyGuest | undefined,
+      /** Post-copy is over: every page arrived and the vCPUs were stopped for verification. */
+      postcopyEnded: false,
     };
     const reader = new FrameReader(this.layout.memory, this.kernel, this.receiveStaging, (frame) =>
       handle(frame),
@@ -388,6 +410,9 @@ export class DestinationServer {
       socket.setTimeout(0);
       if (this.active === socket) this.joinable = undefined;
       for (const channel of state.channels) channel?.socket.destroy();
+      const guest = state.postcopy;
+      // The vCPUs stop before the landing memory is wiped: none writes after.
+      if (guest) void guest.stop();
       let discarded = false;
       if (status === "failed" && state.landing?.dirty) {
         // Discard the partial copy: nothing of a failed migration survives.
@@ -412,6 +437,15 @@ export class DestinationServer {
         discarded,
         channels: state.channels.filter(Boolean).length,
         syncs: state.synced,
+        ...(guest
+          ? {
+              postcopy: {
+                requests: guest.requestsSent,
+                writes: guest.writes,
+                dropped: guest.dropped,
+              },
+            }
+          : {}),
       };
       this.reports.push(report);
       this.options.onSession?.(report);
@@ -425,8 +459,9 @@ export class DestinationServer {
       }
     };
 
-    const fail = (reason: string, tell: boolean) => {
+    const fail = (cause: string, tell: boolean) => {
       if (state.over) return;
+      const reason = lost(cause);
       if (tell && socket.writable) socket.end(writer.frame(FrameType.error, encodeError(reason)));
       else socket.destroy();
       end("failed", reason, null);
@@ -434,12 +469,99 @@ export class DestinationServer {
 
     // A silent peer may never read nor close: say why, then drop the socket
     // once the reason is flushed instead of waiting for the peer's FIN.
-    const timedOut = (reason: string) => {
+    const timedOut = (cause: string) => {
       if (state.over) return;
+      const reason = lost(cause);
       if (socket.writable) {
         sayAndDrop(socket, writer.frame(FrameType.error, encodeError(reason)));
       } else socket.destroy();
       end("failed", reason, null);
+    };
+
+    /**
+     * A session that fails during post-copy loses the guest: it ran here
+     * since the switch, and the pages still on the source are gone with
+     * the connection (QEMU's known risk of post-copy).
+     */
+    const lost = (cause: string): string => {
+      const guest = state.postcopy;
+      if (!guest || state.postcopyEnded) return cause;
+      return `${cause}; post-copy broke with ${guest.missing} pages still on the source: the guest ran here since the switch and is lost (the source holds its paused copy as of the switch)`;
+    };
+
+    /** Starts the guest here: the source switched to post-copy. */
+    const runPostcopy = (frame: ReceivedFrame, hello: Hello, landing: Landing) => {
+      const run = decodePostcopyRun(frame.payload);
+      const guest = new PostcopyGuest(
+        {
+          memory: this.layout.memory,
+          ram: landing.ram,
+          kernel: this.kernel,
+          digest: this.postcopyDigest,
+          request: (page) => {
+            if (state.over || !socket.writable) return;
+            socket.write(
+              writer.seal(FrameType.pageRequest, encodePageRequest(writer.payload(8), page, 1)),
+            );
+          },
+          failed: (error) => fail(`the guest's vCPU failed: ${error.message}`, true),
+        },
+        hello.guestBytes / 2 ** LIVE_PAGE_SHIFT,
+        run,
+      );
+      for (const pages of state.discards) guest.discard(pages);
+      state.discards.length = 0;
+      state.postcopy = guest;
+      landing.dirty = true;
+      this.landingDirty = true;
+      guest.start();
+    };
+
+    /** Lands a pages frame during post-copy: each page only where the guest has none yet. */
+    const landPostcopy = (frame: ReceivedFrame, guest: PostcopyGuest) => {
+      if (frame.type !== FrameType.pages) {
+        throw new FrameError("type", `${frameTypeName(frame.type)} frame during post-copy`);
+      }
+      const pageBytes = 2 ** LIVE_PAGE_SHIFT;
+      const count = decodePagesHeader(frame.payload, pageBytes);
+      const at = frame.staging.offset + frame.payloadStart;
+      const list = new DataView(this.layout.memory.buffer, at + 8, count * 4);
+      for (let i = 0; i < count; i++) {
+        const page = list.getUint32(i * 4, true);
+        if (page >= guest.pages) {
+          throw new FrameError(
+            "payload",
+            `pages frame ${frame.sequence}: page ${page} is outside the guest's ${guest.pages} pages`,
+          );
+        }
+        if (guest.land(page, at + 8 + count * 4 + i * pageBytes)) state.pages++;
+      }
+    };
+
+    /** The source sent every page: stop the vCPUs (to verify a still image) and report what post-copy measured. */
+    const endPostcopy = (frame: ReceivedFrame, hello: Hello, guest: PostcopyGuest) => {
+      decodePostcopyEnd(frame.payload);
+      if (guest.missing > 0) {
+        throw new FrameError(
+          "payload",
+          `the source ended post-copy with ${guest.missing} pages never sent`,
+        );
+      }
+      state.postcopyEnded = true;
+      void guest.stop().then((done) => {
+        if (state.over) return;
+        const bytes = postcopyDoneBytes(done.vcpuBlocktime.length);
+        const frame = writer.seal(
+          FrameType.postcopyDone,
+          encodePostcopyDone(writer.payload(bytes), done),
+        );
+        if (!hello.verify) {
+          socket.end(frame);
+          end("completed", null, null);
+          return;
+        }
+        socket.write(frame);
+      });
     };
 
     const handle = (frame: ReceivedFrame) => {
@@ -467,10 +589,22 @@ export class DestinationServer {
       }
       const landing = state.landing as Landing;
       const pageBytes = 2 ** LIVE_PAGE_SHIFT;
+      const guest = state.postcopy;
       switch (frame.type) {
         case FrameType.pages:
         case FrameType.records:
-          land(frame);
+          if (guest && !state.postcopyEnded) landPostcopy(frame, guest);
+          else land(frame);
+          return;
+        case FrameType.discard:
+          if (state.switchedOver) throw new FrameError("type", "discard frame after the switch");
+          state.discards.push(decodeDiscard(frame.payload, hello.guestBytes / pageBytes));
+          return;
+        case FrameType.postcopyEnd:
+          if (!guest || state.postcopyEnded) {
+            throw new FrameError("type", "postcopy-end frame outside post-copy");
+          }
+          endPostcopy(frame, hello, guest);
           return;
         case FrameType.deviceState:
           if (frame.length !== hello.deviceStateBytes) {
@@ -483,10 +617,17 @@ export class DestinationServer {
           state.deviceDigest = this.kernel.hash(frame.staging, frame.payloadStart, frame.length);
           return;
         case FrameType.switchover:
-          if (frame.length !== 0 || state.deviceDigest === undefined) {
+        case FrameType.postcopyRun:
+          if (state.switchedOver) {
+            throw new FrameError("type", `${frameTypeName(frame.type)} frame after the switch`);
+          }
+          if (
+            state.deviceDigest === undefined ||
+            (frame.type === FrameType.switchover && frame.length !== 0)
+          ) {
             throw new FrameError(
               "payload",
-              "switchover before the device state, or with a payload",
+              `${frameTypeName(frame.type)} before the device state, or with a payload`,
             );
           }
           if (
@@ -501,6 +642,11 @@ export class DestinationServer {
             );
           }
           state.switchedOver = true;
+          if (frame.type === FrameType.postcopyRun) {
+            runPostcopy(frame, hello, landing);
+            socket.write(writer.seal(FrameType.resumed, 0));
+            return;
+          }
           if (!hello.verify) {
             // Nothing left to receive: the guest is whole and resumed here.
             socket.end(writer.seal(FrameType.resumed, 0));
@@ -511,6 +657,9 @@ export class DestinationServer {
           return;
         case FrameType.verify: {
           if (!state.switchedOver) throw new FrameError("type", "verify frame before switchover");
+          if (guest && !state.postcopyEnded) {
+            throw new FrameError("type", "verify frame before post-copy ended");
+          }
           const { first, count } = decodeVerifyHeader(frame.payload);
           const pages = hello.guestBytes / pageBytes;
           if (first !== state.nextVerifyPage || first + count > pages) {
@@ -527,7 +676,15 @@ export class DestinationServer {
             count * 8,
           );
           for (let i = 0; i < count; i++) {
-            if (ours[i] !== theirs.getBigUint64(i * 8, true)) {
+            const page = first + i;
+            const source = theirs.getBigUint64(i * 8, true);
+            // A page the guest wrote here after the switch: it began from the
+            // source's final copy, and nothing landed on it after its last write.
+            const good =
+              guest?.wrote(page) === true
+                ? guest.touched[page] === source && ours[i] === guest.written[page]
+                : ours[i] === source;
+            if (!good) {
               state.mismatches++;
               state.firstMismatch ??= first + i;
             }

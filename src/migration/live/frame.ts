@@ -78,6 +78,20 @@ export const FrameType = {
   sync: 13,
   /** destination -> source: every channel's frames before its sync of this epoch have landed. */
   synced: 14,
+  /**
+   * source -> destination before a post-copy switch: pages the destination
+   * holds stale copies of (dirtied since sent) or none at all (QEMU's
+   * postcopy discard, migration/postcopy-ram.c).
+   */
+  discard: 15,
+  /** source -> destination after the device state: run the guest here, pull what is missing (QEMU's POSTCOPY_LISTEN and POSTCOPY_RUN). */
+  postcopyRun: 16,
+  /** destination -> source, the return path: a vCPU faulted on these pages (QEMU's MIG_RP_MSG_REQ_PAGES). */
+  pageRequest: 17,
+  /** source -> destination: every page has been sent at least once; post-copy is over. */
+  postcopyEnd: 18,
+  /** destination -> source: every page is in; the fault counts and blocktimes measured here. */
+  postcopyDone: 19,
 } as const;
 
 /** A frame type's number. */

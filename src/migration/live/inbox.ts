@@ -5,7 +5,10 @@ import {
   decodeAccept,
   decodeEpoch,
   decodeError,
+  decodePageRequest,
+  decodePostcopyDone,
   decodeResult,
+  type PostcopyDone,
   type VerifyResult,
 } from "./messages.js";
 
@@ -14,7 +17,11 @@ export type Reply =
   | { readonly type: "accept"; readonly sessionId: number }
   | { readonly type: "resumed" }
   | { readonly type: "result"; readonly result: VerifyResult }
-  | { readonly type: "synced"; readonly epoch: number };
+  | { readonly type: "synced"; readonly epoch: number }
+  | { readonly type: "postcopyDone"; readonly done: PostcopyDone };
+
+/** Where the return path's page requests go during post-copy: throws to refuse one. */
+export type PageRequestHandler = (first: number, count: number) => void;
 
 /**
  * The source's queue of replies from the destination. An error frame, a bad
@@ -24,6 +31,11 @@ export class Inbox {
   private readonly queue: Reply[] = [];
   private waiter: { resolve: (reply: Reply) => void; reject: (error: Error) => void } | undefined;
   private failure: Error | undefined;
+  /**
+   * Post-copy's return path: set while post-copy runs. A page request at any
+   * other time is a protocol error.
+   */
+  onPageRequest: PageRequestHandler | undefined;
 
   /** Why the inbox failed, if it did. */
   get failed(): Error | undefined {
@@ -46,6 +58,18 @@ export class Inbox {
       case FrameType.synced:
         this.deliver({ type: "synced", epoch: decodeEpoch(frame.payload, "synced") });
         return;
+      case FrameType.postcopyDone:
+        this.deliver({ type: "postcopyDone", done: decodePostcopyDone(frame.payload) });
+        return;
+      case FrameType.pageRequest: {
+        const handler = this.onPageRequest;
+        if (!handler) {
+          throw new FrameError("type", `frame ${frame.sequence}: a page request outside post-copy`);
+        }
+        const { first, count } = decodePageRequest(frame.payload);
+        handler(first, count);
+        return;
+      }
       case FrameType.error:
         this.fail(
           new PeerError(`the destination stopped the migration: ${decodeError(frame.payload)}`),

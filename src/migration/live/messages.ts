@@ -27,6 +27,22 @@
  *                                                    12 u32 device state good (1) or not (0)
  *
  *   error: the reason as UTF-8, at most 1,024 bytes.
+ *
+ *   Post-copy (QEMU migration/postcopy-ram.c; docs/migration-live.md):
+ *
+ *   discard                   postcopy-run (16)        page-request (8)
+ *   0 u32 count n             0 u32 vCPUs (1..64)      0 u32 first page
+ *   4 u32 reserved = 0        4 u32 workload seed      4 u32 count (1..MAX_PAGES_PER_FRAME)
+ *   8 u32 x n page numbers    8 f64 writes per second
+ *
+ *   postcopy-end (8)          postcopy-done (32 + 8n)
+ *   0 u32 pages pushed        0  u32 requests sent
+ *   4 u32 reserved = 0        4  u32 vCPUs n
+ *                             8  u32 pages dropped (already there)
+ *                             12 u32 reserved = 0
+ *                             16 f64 phase ms (vCPUs started to stopped)
+ *                             24 f64 postcopy-blocktime ms (all vCPUs blocked at once)
+ *                             32 f64 x n postcopy-vcpu-blocktime ms
  */
 import { FrameError } from "./frame.js";
 
@@ -42,6 +58,12 @@ export const MAX_DEVICE_STATE_BYTES = 4 * 1024 * 1024;
 export const MAX_RECORDS_PAYLOAD = 1024 * 1024 + 64 * 1024;
 /** Most multifd channels a session may open (QEMU allows 255; beyond a few, a loopback gains nothing). */
 export const MAX_MULTIFD_CHANNELS = 16;
+/** Page numbers per discard frame. */
+export const MAX_DISCARD_PAGES = 65_536;
+/** Most vCPUs a post-copy destination runs (a postcopy-done frame lists each one's blocktime). */
+export const MAX_POSTCOPY_VCPUS = 64;
+/** Fastest write rate a post-copy destination's vCPUs run at, writes per second. */
+export const MAX_POSTCOPY_WRITE_RATE = 1_000_000;
 /** "No mismatch" in a result. */
 export const NO_MISMATCH = 0xffff_ffff;
 
@@ -294,4 +316,186 @@ export function decodeError(view: DataView): string {
   );
   // One line: a peer cannot inject terminal control or extra lines.
   return [...text].map((c) => (c < " " || c === "\u007f" ? " " : c)).join("");
+}
+
+/** How the destination's vCPUs run once post-copy starts (their state travels with the device state). */
+export interface PostcopyRun {
+  readonly vcpus: number;
+  readonly seed: number;
+  /** Guest writes per second over all vCPUs (0: idle). */
+  readonly writesPerSecond: number;
+}
+
+/** What the destination measured over post-copy (QEMU's query-migrate names in comments). */
+export interface PostcopyDone {
+  /** postcopy-requests: page requests sent on the return path. */
+  readonly requests: number;
+  /** Pages that arrived where the destination already had them (a late background copy, a second request): dropped. */
+  readonly dropped: number;
+  /** From the vCPUs' start to their stop, ms. */
+  readonly phaseMs: number;
+  /** postcopy-blocktime: time every vCPU was blocked at once, ms. */
+  readonly blocktime: number;
+  /** postcopy-vcpu-blocktime: time each vCPU was blocked, ms. */
+  readonly vcpuBlocktime: readonly number[];
+}
+
+/** Writes a discard payload for `pages` (1 to {@link MAX_DISCARD_PAGES} page numbers). */
+export function encodeDiscard(view: DataView, pages: ArrayLike<number>): number {
+  view.setUint32(0, pages.length, true);
+  view.setUint32(4, 0, true);
+  for (let i = 0; i < pages.length; i++) view.setUint32(8 + i * 4, pages[i] ?? 0, true);
+  return 8 + pages.length * 4;
+}
+
+/** Reads a discard payload: its page numbers, each below `guestPages`. */
+export function decodeDiscard(view: DataView, guestPages: number): Uint32Array {
+  if (view.byteLength < 8) throw payloadError("discard", `payload of ${view.byteLength} bytes`);
+  const count = view.getUint32(0, true);
+  if (count < 1 || count > MAX_DISCARD_PAGES) {
+    throw payloadError("discard", `page count ${count} is not from 1 to ${MAX_DISCARD_PAGES}`);
+  }
+  if (view.getUint32(4, true) !== 0) throw payloadError("discard", "reserved field is not zero");
+  if (view.byteLength !== 8 + count * 4) {
+    throw payloadError(
+      "discard",
+      `${count} pages need ${8 + count * 4} bytes, the payload has ${view.byteLength}`,
+    );
+  }
+  const pages = new Uint32Array(count);
+  for (let i = 0; i < count; i++) {
+    const page = view.getUint32(8 + i * 4, true);
+    if (page >= guestPages) {
+      throw payloadError("discard", `page ${page} is outside the guest's ${guestPages} pages`);
+    }
+    pages[i] = page;
+  }
+  return pages;
+}
+
+/** Writes a postcopy-run payload (16 bytes). */
+export function encodePostcopyRun(view: DataView, run: PostcopyRun): number {
+  view.setUint32(0, run.vcpus, true);
+  view.setUint32(4, run.seed >>> 0, true);
+  view.setFloat64(8, run.writesPerSecond, true);
+  return 16;
+}
+
+/** Reads a postcopy-run payload. */
+export function decodePostcopyRun(view: DataView): PostcopyRun {
+  exactly(view, 16, "postcopy-run");
+  const vcpus = view.getUint32(0, true);
+  if (vcpus < 1 || vcpus > MAX_POSTCOPY_VCPUS) {
+    throw payloadError("postcopy-run", `${vcpus} vCPUs is not from 1 to ${MAX_POSTCOPY_VCPUS}`);
+  }
+  const writesPerSecond = view.getFloat64(8, true);
+  if (!(writesPerSecond >= 0 && writesPerSecond <= MAX_POSTCOPY_WRITE_RATE)) {
+    throw payloadError(
+      "postcopy-run",
+      `${writesPerSecond} writes per second is not from 0 to ${MAX_POSTCOPY_WRITE_RATE}`,
+    );
+  }
+  return { vcpus, seed: view.getUint32(4, true), writesPerSecond };
+}
+
+/** Writes a page-request payload (8 bytes). */
+export function encodePageRequest(view: DataView, first: number, count: number): number {
+  view.setUint32(0, first >>> 0, true);
+  view.setUint32(4, count >>> 0, true);
+  return 8;
+}
+
+/**
+ * Reads a page-request payload. The range is checked against the guest by
+ * the source, which alone knows it here: `guestPages` when given.
+ */
+export function decodePageRequest(
+  view: DataView,
+  guestPages?: number,
+): { first: number; count: number } {
+  exactly(view, 8, "page-request");
+  const first = view.getUint32(0, true);
+  const count = view.getUint32(4, true);
+  if (count < 1 || count > MAX_PAGES_PER_FRAME) {
+    throw payloadError("page-request", `count ${count} is not from 1 to ${MAX_PAGES_PER_FRAME}`);
+  }
+  if (guestPages !== undefined && first + count > guestPages) {
+    throw payloadError(
+      "page-request",
+      `pages ${first} to ${first + count - 1} are outside the guest's ${guestPages} pages`,
+    );
+  }
+  return { first, count };
+}
+
+/** Writes a postcopy-end payload (8 bytes). */
+export function encodePostcopyEnd(view: DataView, pagesPushed: number): number {
+  view.setUint32(0, pagesPushed >>> 0, true);
+  view.setUint32(4, 0, true);
+  return 8;
+}
+
+/** Reads a postcopy-end payload: the pages pushed (mod 2^32). */
+export function decodePostcopyEnd(view: DataView): number {
+  exactly(view, 8, "postcopy-end");
+  if (view.getUint32(4, true) !== 0) {
+    throw payloadError("postcopy-end", "reserved field is not zero");
+  }
+  return view.getUint32(0, true);
+}
+
+/** Bytes of a postcopy-done payload for `vcpus` vCPUs. */
+export function postcopyDoneBytes(vcpus: number): number {
+  return 32 + vcpus * 8;
+}
+
+/** Writes a postcopy-done payload. */
+export function encodePostcopyDone(view: DataView, done: PostcopyDone): number {
+  view.setUint32(0, done.requests >>> 0, true);
+  view.setUint32(4, done.vcpuBlocktime.length, true);
+  view.setUint32(8, done.dropped >>> 0, true);
+  view.setUint32(12, 0, true);
+  view.setFloat64(16, done.phaseMs, true);
+  view.setFloat64(24, done.blocktime, true);
+  done.vcpuBlocktime.forEach((ms, i) => {
+    view.setFloat64(32 + i * 8, ms, true);
+  });
+  return postcopyDoneBytes(done.vcpuBlocktime.length);
+}
+
+/** Reads a postcopy-done payload; every time is a finite, non-negative figure no longer than the phase. */
+export function decodePostcopyDone(view: DataView): PostcopyDone {
+  if (view.byteLength < 32) {
+    throw payloadError("postcopy-done", `payload of ${view.byteLength} bytes`);
+  }
+  const vcpus = view.getUint32(4, true);
+  if (vcpus < 1 || vcpus > MAX_POSTCOPY_VCPUS) {
+    throw payloadError("postcopy-done", `${vcpus} vCPUs is not from 1 to ${MAX_POSTCOPY_VCPUS}`);
+  }
+  exactly(view, postcopyDoneBytes(vcpus), "postcopy-done");
+  if (view.getUint32(12, true) !== 0) {
+    throw payloadError("postcopy-done", "reserved field is not zero");
+  }
+  const phaseMs = view.getFloat64(16, true);
+  if (!(Number.isFinite(phaseMs) && phaseMs >= 0)) {
+    throw payloadError("postcopy-done", `phase of ${phaseMs} ms`);
+  }
+  const time = (at: number, what: string) => {
+    const ms = view.getFloat64(at, true);
+    if (!(Number.isFinite(ms) && ms >= 0 && ms <= phaseMs)) {
+      throw payloadError("postcopy-done", `${what} of ${ms} ms in a phase of ${phaseMs} ms`);
+    }
+    return ms;
+  };
+  const blocktime = time(24, "blocktime");
+  const vcpuBlocktime = Array.from({ length: vcpus }, (_, i) =>
+    time(32 + i * 8, `vCPU ${i} blocktime`),
+  );
+  return {
+    requests: view.getUint32(0, true),
+    dropped: view.getUint32(8, true),
+    phaseMs,
+    blocktime,
+    vcpuBlocktime,
+  };
 }

@@ -24,6 +24,7 @@ import { RoundRecorder } from "../precopy/recorder.js";
 import type {
   Handover,
   Pass,
+  PostcopyOutcome,
   PrecopyClock,
   PrecopyGuest,
   PrecopyTransport,
@@ -40,13 +41,20 @@ import { Inbox } from "./inbox.js";
 import { describeSocketError, Link, LinkError } from "./link.js";
 import {
   encodeChannelHello,
+  encodeDiscard,
   encodeEpoch,
   encodeError,
   encodeHello,
+  encodePostcopyEnd,
+  encodePostcopyRun,
   encodeVerifyEnd,
   MAX_DEVICE_STATE_BYTES,
   MAX_DIGESTS_PER_FRAME,
+  MAX_DISCARD_PAGES,
   MAX_MULTIFD_CHANNELS,
+  MAX_PAGES_PER_FRAME,
+  MAX_POSTCOPY_VCPUS,
+  MAX_POSTCOPY_WRITE_RATE,
   MAX_RECORDS_PAYLOAD,
 } from "./messages.js";
 import { idle, type Lane, PageSender, RECORD_LIST_PAGES } from "./page-sender.js";
@@ -64,6 +72,12 @@ export const DEFAULT_DOWNTIME_LIMIT_MS = 300;
  * without a copy while the next ones are built.
  */
 const SEND_SLOTS = 4;
+/**
+ * Pages per post-copy frame (256 KiB): a requested page waits behind at most
+ * the frame on the link, so frames are kept short (QEMU gives requested
+ * pages a channel of their own, postcopy-preempt, for the same reason).
+ */
+const POSTCOPY_FRAME_PAGES = 64;
 /** Replies a source accepts are tiny. */
 const REPLY_MAX_PAYLOAD = 4096;
 /** Staging slots per multifd channel: one frame built while the last one leaves. */
@@ -132,6 +146,13 @@ export interface LiveMigrationOptions {
    * 0 (default) sends pages on the main connection.
    */
   readonly multifdChannels?: number;
+  /**
+   * Switch to post-copy after this many pre-copy passes (QEMU's
+   * migrate-start-postcopy; default never): the guest then runs on the
+   * destination, which pulls the pages it faults on while the rest are
+   * pushed. A broken connection after the switch loses the guest.
+   */
+  readonly postcopyAfter?: number;
   /** Called as each round ends. */
   readonly onRound?: (round: MigrationRound) => void;
   /** Called after each pages frame with the bytes sent so far. */
@@ -166,6 +187,8 @@ export class LiveSource {
   private readonly channelSlots: Region[][] = [];
   private attempts = 0;
   private closed = false;
+  /** migrate-start-postcopy was asked during the attempt under way. */
+  private postcopyAsked = false;
   /** The attempt under way (or the last one): its phase and transport, for {@link LiveSource.activity}. */
   private current: { phase: string; readonly transport: TcpTransport } | undefined;
 
@@ -230,6 +253,18 @@ export class LiveSource {
     return { phase: current.phase, bytesSent: current.transport.transferred };
   }
 
+  /**
+   * QEMU's migrate-start-postcopy: the attempt under way switches to
+   * post-copy at the end of its current pre-copy pass (unless that pass
+   * already ends pre-copy). Returns false when no attempt is in pre-copy.
+   */
+  startPostcopy(): boolean {
+    const phase = this.current?.phase;
+    if (phase === undefined || !(phase === "setup" || phase.startsWith("pre-copy"))) return false;
+    this.postcopyAsked = true;
+    return true;
+  }
+
   /** Stops the vCPUs and the workers. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -251,7 +286,13 @@ export class LiveSource {
     const maxRounds = maxPasses > 0 ? maxPasses : (options.maxRounds ?? null);
     const deviceStateBytes = options.deviceStateBytes ?? 64 * 1024;
     checkMigration(options, deviceStateBytes);
+    if (options.postcopyAfter !== undefined && this.options.vcpus > MAX_POSTCOPY_VCPUS) {
+      throw new LiveConfigError(
+        `post-copy runs at most ${MAX_POSTCOPY_VCPUS} vCPUs on the destination, not ${this.options.vcpus}`,
+      );
+    }
     this.attempts++;
+    this.postcopyAsked = false;
     const started = performance.now();
     const clock: PrecopyClock = { kind: "wall", now: () => performance.now() - started };
     const sender = new PageSender(
@@ -295,7 +336,8 @@ export class LiveSource {
         maxRounds,
         timeoutMs: options.timeoutMs ?? 60_000,
         giveUp: options.giveUp ?? "projection",
-        postcopyAfterRounds: null,
+        postcopyAfterRounds: options.postcopyAfter ?? null,
+        postcopyRequested: () => this.postcopyAsked,
       },
       recorder: new RoundRecorder(clock, PAGE_BYTES, this.options.guestBytes, onRound),
       onPhase: (phase) => {
@@ -386,6 +428,23 @@ export class LiveSource {
     return held;
   }
 
+  /**
+   * Takes every pending page out of the migration bitmap, in page order:
+   * what post-copy still has to send, and what the destination must drop.
+   */
+  takePending(): Uint32Array {
+    const pages: number[] = [];
+    this.pending.resetCursor(this.cursor);
+    const list = this.recordList;
+    for (;;) {
+      const count = this.pending.next(this.cursor, list);
+      if (count === 0) break;
+      const taken = new Uint32Array(this.layout.memory.buffer, list.offset, count);
+      for (const page of taken) pages.push(page);
+    }
+    return Uint32Array.from(pages);
+  }
+
   /** The staging slots of multifd channel `index` (allocated on first use, kept for later attempts). */
   channelStaging(index: number): readonly Region[] {
     let slots = this.channelSlots[index];
@@ -460,6 +519,10 @@ class TcpTransport implements PrecopyTransport {
   private closed = false;
   /** The multifd channels carry nothing more: one closing no longer fails the run. */
   private channelsDone = false;
+  /** The pages post-copy has to send, taken from the bitmap at the switch. */
+  private postcopyPages: Uint32Array | undefined;
+  /** Pages the destination requested, not yet sent again. */
+  private readonly urgent: number[] = [];
 
   constructor(
     private readonly source: LiveSource,
@@ -634,11 +697,36 @@ class TcpTransport implements PrecopyTransport {
     return rate > 0 ? (bytes / rate) * 1000 : 0;
   }
 
-  async switchover(): Promise<Handover> {
+  async switchover(to: "stop-and-copy" | "postcopy" = "stop-and-copy"): Promise<Handover> {
     const { link, writer } = this.open_();
     // Every page has landed (the last pass ended with a sync): the channels' work is done.
     this.channelsDone = true;
     const before = link.queued;
+    await writer.ready();
+    let discarded = 0;
+    if (to === "postcopy") {
+      // QEMU's discard (postcopy_each_ram_send_discard): the destination drops
+      // what it holds of every page still pending, so its vCPUs fault on them.
+      const pending = this.source.takePending();
+      this.postcopyPages = pending;
+      // The return path opens before the switch: a vCPU may fault before `resumed` is read here.
+      const guestPages = this.source.guest.pages;
+      this.inbox.onPageRequest = (first, count) => {
+        if (first + count > guestPages) {
+          throw new FrameError(
+            "payload",
+            `page-request frame: pages ${first} to ${first + count - 1} are outside the guest's ${guestPages} pages`,
+          );
+        }
+        for (let page = first; page < first + count; page++) this.urgent.push(page);
+      };
+      discarded = pending.length;
+      for (let at = 0; at < pending.length; at += MAX_DISCARD_PAGES) {
+        const chunk = pending.subarray(at, at + MAX_DISCARD_PAGES);
+        const bytes = encodeDiscard(writer.payload(8 + chunk.length * 4), chunk);
+        await link.send(writer.seal(FrameType.discard, bytes));
+      }
+    }
     const bytes = this.deviceStateBytes;
     const device = writer.payload(bytes);
     fillDeviceState(
@@ -647,12 +735,140 @@ class TcpTransport implements PrecopyTransport {
     );
     this.deviceDigest = this.source.wire.kernel.hash(writer.staging, writer.payloadStart, bytes);
     await link.send(writer.seal(FrameType.deviceState, bytes));
-    await link.send(writer.seal(FrameType.switchover, 0));
+    if (to === "postcopy") {
+      const guest = this.source.options;
+      const run = encodePostcopyRun(writer.payload(16), {
+        vcpus: guest.vcpus,
+        seed: guest.seed + this.attempt,
+        writesPerSecond: Math.min(guest.writesPerSecond, MAX_POSTCOPY_WRITE_RATE),
+      });
+      await link.send(writer.seal(FrameType.postcopyRun, run));
+    } else {
+      await link.send(writer.seal(FrameType.switchover, 0));
+    }
     await this.inbox.next("resumed", this.replyTimeoutMs, "resume the guest");
     return {
       bytes: link.queued - before,
-      fixed: `device state ${formatBytes(bytes)} and the destination's resume`,
+      fixed:
+        to === "postcopy"
+          ? `a discard of ${discarded} pages, device state ${formatBytes(bytes)} and the destination's resume`
+          : `device state ${formatBytes(bytes)} and the destination's resume`,
     };
+  }
+
+  /**
+   * Post-copy (QEMU migration/ram.c, ram_save_queue_pages and the
+   * postcopy-ram.c return path): pushes every page still pending in page
+   * order, one pages frame at a time, each frame taking the pages the
+   * destination requested (MIG_RP_MSG_REQ_PAGES) first. A requested page is
+   * sent again even if it went already (it may be in flight), as QEMU does;
+   * the destination drops a page it has. Then post-copy's end, and the
+   * destination's counts. A failure here loses the guest: it is reported,
+   * never thrown, and the source's guest stays paused. The pre-copy time
+   * limit does not apply: giving up now would lose the guest, so only a
+   * broken link (or the destination's idle timeout) ends post-copy early.
+   */
+  async postcopy(_pendingPages: number, _untilMs: number): Promise<PostcopyOutcome> {
+    const { link, writer } = this.open_();
+    const pages = this.postcopyPages ?? new Uint32Array(0);
+    const guestPages = this.source.guest.pages;
+    const sent = new Uint8Array(guestPages);
+    const urgent = this.urgent;
+    const before = this.transferred;
+    let pushed = 0;
+    let unique = 0;
+    let frames = 0;
+    let next = 0;
+    const kernel = this.source.wire.kernel;
+    try {
+      let sending: Promise<void> | undefined;
+      for (;;) {
+        if (this.inbox.failed) throw this.inbox.failed;
+        // The last frame leaves before the next is built: requests that came
+        // meanwhile go in it, ahead of the background's pages.
+        await sending;
+        await writer.ready();
+        const list: number[] = [];
+        while (list.length < MAX_PAGES_PER_FRAME && urgent.length > 0) {
+          list.push(urgent.shift() as number);
+        }
+        while (list.length < POSTCOPY_FRAME_PAGES && next < pages.length) {
+          const page = pages[next++] as number;
+          if (sent[page] === 0) list.push(page);
+        }
+        if (list.length === 0) break;
+        const count = list.length;
+        const header = writer.payload(8 + count * 4);
+        header.setUint32(0, count, true);
+        header.setUint32(4, 0, true);
+        for (let i = 0; i < count; i++) {
+          const page = list[i] as number;
+          header.setUint32(8 + i * 4, page, true);
+          if (sent[page] === 0) {
+            sent[page] = 1;
+            unique++;
+          }
+        }
+        const listStart = writer.payloadStart + 8;
+        kernel.gather(
+          this.source.ram,
+          writer.staging,
+          listStart,
+          count,
+          writer.staging,
+          listStart + count * 4,
+        );
+        const frame = writer.sealInPlace(FrameType.pages, 8 + count * (4 + PAGE_BYTES));
+        sending = link.send(frame.wire, frame.sent);
+        sending.catch(() => {});
+        pushed += count;
+        frames++;
+        this.options.onProgress?.(this.transferred);
+      }
+      await sending;
+      await link.send(
+        writer.seal(FrameType.postcopyEnd, encodePostcopyEnd(writer.payload(8), pushed)),
+      );
+      const { done } = await this.inbox.next(
+        "postcopyDone",
+        this.replyTimeoutMs,
+        "report the end of post-copy",
+      );
+      const faultWaitMs = done.vcpuBlocktime.reduce((a, b) => a + b, 0);
+      return {
+        pages: pushed,
+        bytes: this.transferred - before,
+        requests: done.requests,
+        faultWaitMs,
+        blocktime: done.blocktime,
+        vcpuBlocktime: done.vcpuBlocktime,
+        missing: 0,
+        failure: null,
+        windows: frames,
+        summary: `${frames} pages frames: ${done.requests} pages requested by the destination's vCPUs (blocked ${done.vcpuBlocktime.map((ms) => ms.toFixed(1)).join(" + ")} ms of a ${done.phaseMs.toFixed(1)} ms phase), the rest pushed in the background`,
+      };
+    } catch (error) {
+      const missing = pages.length - unique;
+      const failure = `${this.explain(error as Error, "post-copy")}: the guest ran on the destination since the switch and is lost there (${missing} pages never sent); the source keeps its paused copy as of the switch: resume it or migrate again`;
+      const told = `migration failed at the source: ${failure}`;
+      // A frame the destination got wrong leaves the socket up though the
+      // link is marked failed: say why on it, then drop it.
+      if (error instanceof FrameError) await this.refuse(told);
+      else await this.cancel(told).catch(() => {});
+      return {
+        pages: pushed,
+        bytes: this.transferred - before,
+        requests: 0,
+        faultWaitMs: 0,
+        blocktime: 0,
+        vcpuBlocktime: [],
+        missing,
+        failure,
+        windows: frames,
+      };
+    } finally {
+      this.inbox.onPageRequest = undefined;
+    }
   }
 
   async cancel(reason: string): Promise<void> {
@@ -683,6 +899,30 @@ class TcpTransport implements PrecopyTransport {
     }
     this.closed = true;
     for (const channel of this.channels) channel.socket.destroy();
+  }
+
+  /**
+   * Ends the main connection with an error frame written straight to the
+   * socket (the link refuses sends once a bad frame failed it), and drops it
+   * a second later whether or not the peer hangs up.
+   */
+  private async refuse(reason: string): Promise<void> {
+    const socket = this.socket;
+    const writer = this.main?.writer;
+    this.closed = true;
+    for (const channel of this.channels) channel.socket.destroy();
+    if (!socket || !writer || socket.destroyed) return;
+    const deadline = new Deadline(this.clock, this.clock.now() + 1000);
+    try {
+      if (await deadline.race(writer.ready())) {
+        socket.end(writer.frame(FrameType.error, encodeError(reason)));
+      }
+    } catch {
+      // The slot never came free: the socket goes without a word.
+    } finally {
+      deadline.clear();
+    }
+    setTimeout(() => socket.destroy(), 1000).unref();
   }
 
   async verify(): Promise<string | null | undefined> {
@@ -803,6 +1043,13 @@ function checkMigration(options: LiveMigrationOptions, deviceStateBytes: number)
     throw new LiveConfigError(
       `multifd channels must be from 0 to ${MAX_MULTIFD_CHANNELS}, not ${channels}`,
     );
+  }
+  if (options.postcopyAfter !== undefined) {
+    if (!Number.isSafeInteger(options.postcopyAfter) || options.postcopyAfter < 1) {
+      throw new LiveConfigError(
+        `post-copy must start after at least 1 pre-copy pass, not ${options.postcopyAfter}`,
+      );
+    }
   }
   if (options.xbzrle && channels > 0) {
     throw new LiveConfigError("XBZRLE does not work with multifd (as in QEMU): choose one");

@@ -105,7 +105,9 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
         });
       }
       const copied = clock.now();
-      const handover = await transport.switchover();
+      const handover = await transport.switchover(
+        switchTo === "postcopy" ? "postcopy" : "stop-and-copy",
+      );
       const resumed = clock.now();
       state.downtime = resumed - start;
       // Without post-copy the migration ends as the destination runs the guest.
@@ -164,7 +166,12 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       enter(run, state, "verification");
       const mismatch = await transport.verify();
       state.verified = mismatch === undefined ? null : mismatch === null;
-      if (mismatch) {
+      if (mismatch && state.postcopy) {
+        // The guest already ran on the destination: resuming the source's
+        // copy would run it twice. It stays paused for the user to decide.
+        state.status = "failed";
+        state.failure = `${mismatch}; the guest ran on the destination since the post-copy switch, and the source keeps its paused copy as of the switch`;
+      } else if (mismatch) {
         state.status = "failed";
         state.failure = `${mismatch}; the guest runs again on the source`;
         guest.resume();
@@ -290,6 +297,9 @@ async function precopyRounds(
     ) {
       decision = "switch-to-postcopy";
       reason = `post-copy after ${policy.postcopyAfterRounds} pre-copy rounds (${formatBytes(pendingBytes)} pending)`;
+    } else if (decision === "continue" && policy.postcopyRequested?.() === true) {
+      decision = "switch-to-postcopy";
+      reason = `post-copy on command after ${round} pre-copy rounds (${formatBytes(pendingBytes)} pending)`;
     } else if (decision === "continue" && throttled) {
       decision = "throttle";
       reason = `${reason}; bytes dirtied > 50% of bytes sent twice: throttle to ${guest.throttle?.percentage ?? 0}%`;
@@ -337,6 +347,7 @@ async function postcopy(run: PrecopyRun, state: RunState): Promise<void> {
     decision: post.failure ? "give-up" : "continue",
     reason:
       post.failure ??
+      post.summary ??
       `${post.windows} windows: ${post.requests} remote faults (${post.faultWaitMs.toFixed(1)} ms waiting), the rest pushed in the background`,
   });
 }

@@ -64,9 +64,10 @@ export interface PrecopyTransport {
   /**
    * With the guest paused and its pages sent: the device state and the
    * switchover. Resolves when the destination runs the guest; `fixed` says
-   * in words what besides the pages the downtime held.
+   * in words what besides the pages the downtime held. `to` says whether
+   * pages are left for post-copy (then the destination must learn which).
    */
-  switchover(): Promise<Handover>;
+  switchover(to?: "stop-and-copy" | "postcopy"): Promise<Handover>;
   /** Tells the destination to discard what it has and why (a give-up or a failure); never throws past a dead link. */
   cancel(reason: string): Promise<void>;
   /**
@@ -117,6 +118,8 @@ export interface PostcopyOutcome extends Sent {
   /** Why it failed (timeout, a broken connection), or null. */
   readonly failure: string | null;
   readonly windows: number;
+  /** In words, what post-copy did (the round's reason); the driver words one when absent. */
+  readonly summary?: string;
 }
 
 /** The stop rule and its limits. */
@@ -136,4 +139,9 @@ export interface PrecopyPolicy {
   readonly giveUp: GiveUpRule;
   /** Switch to post-copy after this many pre-copy rounds (null: never). */
   readonly postcopyAfterRounds: number | null;
+  /**
+   * QEMU's migrate-start-postcopy: asked after each pre-copy round the rule
+   * would continue; true switches to post-copy then (absent: never).
+   */
+  readonly postcopyRequested?: () => boolean;
 }
