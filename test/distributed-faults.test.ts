@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { Job, Queue } from "bullmq";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseQueueUrl } from "../src/distributed/connection.js";
+import { PAYLOAD_VERSION } from "../src/distributed/payload.js";
 import { migrateSweepJobs, migrateSweepResult } from "../src/distributed/studies.js";
 import { submitSweep } from "../src/distributed/submitter.js";
 import { runSweep } from "../src/migration/sweep.js";
@@ -199,18 +200,25 @@ describe.skipIf(!ready)("faults in a distributed sweep", () => {
   it("a payload of another version, an unknown field or kind is refused at once, naming why", async () => {
     const add = (id: string, data: Record<string, unknown>) =>
       queue.add("migrate-point", data, { jobId: id, attempts: 3 });
-    await add("newer-p0", { hvlab: 2, kind: "empty", sweep: "newer", index: 0 });
-    await add("file-p0", { hvlab: 1, kind: "empty", sweep: "file", index: 0, out: "/tmp/x" });
+    await add("newer-p0", { hvlab: PAYLOAD_VERSION + 1, kind: "empty", sweep: "newer", index: 0 });
+    await add("older-p0", { hvlab: PAYLOAD_VERSION - 1, kind: "empty", sweep: "older", index: 0 });
+    await add("file-p0", {
+      hvlab: PAYLOAD_VERSION,
+      kind: "empty",
+      sweep: "file",
+      index: 0,
+      out: "/tmp/x",
+    });
     await add("shell-p0", {
-      hvlab: 1,
+      hvlab: PAYLOAD_VERSION,
       kind: "shell",
       sweep: "shell",
       index: 0,
       command: "rm -rf /",
     });
     const reasons: Record<string, string> = {};
-    await until("three refusals", async () => {
-      for (const id of ["newer-p0", "file-p0", "shell-p0"]) {
+    await until("four refusals", async () => {
+      for (const id of ["newer-p0", "older-p0", "file-p0", "shell-p0"]) {
         // The state first, then the job: a job read before it failed would show its old attempts.
         if ((await queue.getJobState(id)) !== "failed") continue;
         const job = await Job.fromId(queue, id);
@@ -219,9 +227,11 @@ describe.skipIf(!ready)("faults in a distributed sweep", () => {
           expect(job.attemptsMade).toBe(1);
         }
       }
-      return Object.keys(reasons).length === 3;
+      return Object.keys(reasons).length === 4;
     });
-    expect(reasons["newer-p0"]).toMatch(/payload version 2 is not this worker's version 1/);
+    expect(reasons["newer-p0"]).toMatch(/payload version 3 is not this worker's version 2/);
+    // Version 1 workers returned bare results, which this submitter would not read.
+    expect(reasons["older-p0"]).toMatch(/payload version 1 is not this worker's version 2/);
     expect(reasons["file-p0"]).toMatch(/not an hvlab job: .*out/);
     expect(reasons["shell-p0"]).toMatch(/not an hvlab job: kind/);
   }, 60_000);

@@ -98,7 +98,9 @@ describe("job payloads", () => {
   });
 
   it("refuses another version, naming both", () => {
-    for (const version of [0, 2, "1", null]) {
+    const older = PAYLOAD_VERSION - 1;
+    const newer = PAYLOAD_VERSION + 1;
+    for (const version of [0, older, newer, String(PAYLOAD_VERSION), null]) {
       expect(() => parsePayload({ ...point(), hvlab: version }, "job 7")).toThrow(
         new RegExp(
           `job 7: payload version ${JSON.stringify(version)} is not this worker's version ${PAYLOAD_VERSION}`,

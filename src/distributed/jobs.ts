@@ -4,6 +4,7 @@ import type { KernelPool } from "../pool/pool.js";
 import type { SimulationSpec } from "../power/simulate.js";
 import type { Payload } from "./payload.js";
 import { PayloadError } from "./payload.js";
+import type { BatchPoint } from "./task-types.js";
 
 /** The pool domains a worker loads to run every job kind. */
 export const WORKER_DOMAINS = ["migration", "power", "distributed"] as const;
@@ -26,10 +27,7 @@ export function traceFile(location: string, where: string): string {
   return location;
 }
 
-/** One point of a batch job's result: its value, or its error alone. */
-export type BatchPoint =
-  | { readonly ok: true; readonly value: unknown }
-  | { readonly ok: false; readonly error: string; readonly attempts?: number };
+export type { BatchPoint } from "./task-types.js";
 
 /** What a batch job returns: its points' outcomes, in its points' order. */
 export interface BatchResult {
@@ -44,18 +42,10 @@ export async function runJob(pool: KernelPool, payload: Payload, where: string):
   switch (payload.kind) {
     case "migrate-point":
       return pool.run({ type: "migration.sweep-point", options: payload.options });
-    case "migrate-points": {
-      // All at once: the pool runs as many as it has workers and queues the rest.
-      const settled = await Promise.allSettled(
-        payload.options.map((options) => pool.run({ type: "migration.sweep-point", options })),
-      );
-      const points: BatchPoint[] = settled.map((s) =>
-        s.status === "fulfilled"
-          ? { ok: true, value: s.value }
-          : { ok: false, error: s.reason instanceof Error ? s.reason.message : String(s.reason) },
-      );
-      return { points };
-    }
+    case "migrate-points":
+      // One pool task for the batch: its points run in turn on one pool
+      // worker, each with its own result or error.
+      return pool.run({ type: "distributed.migrate-points", options: payload.options });
     case "paging-config": {
       const { trace, config, hvlab: _v, sweep: _s, index: _i, kind: _k, ...rest } = payload;
       return pool.run({

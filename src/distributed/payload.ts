@@ -11,9 +11,10 @@ import { MAX_POINTS_PER_JOB } from "./limits.js";
  * The version of the job payload this hvlab writes and reads. A worker
  * refuses any other (a field renamed between versions would otherwise
  * run a different study than the one submitted); raise it whenever a
- * payload's shape or meaning changes.
+ * payload's or a result's shape or meaning changes (2: a job's result
+ * names the worker beside the value, see returned.ts).
  */
-export const PAYLOAD_VERSION = 1;
+export const PAYLOAD_VERSION = 2;
 
 /** Thrown for a job hvlab does not run: another version, an unknown kind, a field out of shape. */
 export class PayloadError extends TypeError {

@@ -210,6 +210,9 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
       if (pending.size === 0) resolve();
     });
     let stopped = false;
+    // The poll's wait between reads ends early once the last point is in:
+    // the sweep is over then, not a poll interval later.
+    let interrupt = () => {};
     const poll = async () => {
       for (let tick = 1; !stopped; tick++) {
         try {
@@ -225,13 +228,20 @@ export async function submitSweep(options: SubmitOptions): Promise<Submission> {
         } catch {
           // Redis is away: ioredis reconnects; the next poll reads again.
         }
-        if (pending.size === 0) break;
-        await new Promise((r) => setTimeout(r, pollMs));
+        if (pending.size === 0 || stopped) break;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, pollMs);
+          interrupt = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
       }
     };
     const polling = poll();
     await done;
     stopped = true;
+    interrupt();
     await polling;
     options.onProgress?.(
       await progress(queue, sweepId, payloads, outcomes, pending).catch(() =>
