@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { benchRatios } from "../src/report/bench-chart.js";
+import { benchRatios, wrapTitle } from "../src/report/bench-chart.js";
 import { formatNumber } from "../src/report/format.js";
 import { formatSize, parseSize } from "../src/util/units.js";
 
@@ -82,5 +82,36 @@ describe("benchRatios, the benchmark chart's data", () => {
     const [ratio] = benchRatios([result("hvlab", 5, 180) as never]);
     expect(ratio?.low).toBeGreaterThan(0);
     expect(ratio?.low).toBeCloseTo(1 / 2.8, 12);
+  });
+});
+
+describe("wrapTitle, a long benchmark case name on several lines", () => {
+  it("keeps every word in order, each line within the width unless one word is longer", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.string({ minLength: 1, maxLength: 30 }).filter((w) => !w.includes(" ")),
+          {
+            maxLength: 40,
+          },
+        ),
+        fc.integer({ min: 1, max: 100 }),
+        (words, width) => {
+          const lines = wrapTitle(words.join(" "), width);
+          expect(lines.join(" ")).toBe(words.join(" "));
+          for (const line of lines) {
+            if (line.includes(" ")) expect(line.length).toBeLessThanOrEqual(width);
+          }
+        },
+      ),
+    );
+  });
+
+  it("wraps the paging case's name, which widened the tour's chart past the page", () => {
+    const name =
+      "whole commands: hvlab paging compare --trace FILE vs zcat FILE > /dev/null (gzip lackey trace, 54 MiB of text, 3,988,740 accesses, 5 configurations)";
+    const lines = wrapTitle(name, 90);
+    expect(lines.length).toBe(2);
+    expect(lines.every((l) => l.length <= 90)).toBe(true);
   });
 });

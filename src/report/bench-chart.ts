@@ -65,7 +65,12 @@ export function benchRatioChart(title: string, results: readonly BenchResult[]):
       data: { values },
       // One panel per case, stacked; a shared log axis so that panels compare.
       vconcat: cases.map((name) => ({
-        title: { text: name, anchor: "start" as const, fontSize: 11, fontWeight: 600 },
+        title: {
+          text: wrapTitle(name, TITLE_LINE_CHARS),
+          anchor: "start" as const,
+          fontSize: 11,
+          fontWeight: 600,
+        },
         transform: [{ filter: { field: "case", equal: name } }],
         width: 360,
         height: { step: 16 },
@@ -95,4 +100,25 @@ export function benchRatioChart(title: string, results: readonly BenchResult[]):
       resolve: { scale: { x: "shared" } },
     },
   };
+}
+
+/**
+ * Characters a panel's title line holds: about the width of the panel and
+ * its axis labels at 11 px, so that a long case name (what is timed, on
+ * which trace) wraps instead of widening the chart past the page.
+ */
+const TITLE_LINE_CHARS = 90;
+
+/** Splits `text` at spaces into lines of at most `width` characters (a longer word stands alone). */
+export function wrapTitle(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  if (line !== "" || lines.length === 0) lines.push(line);
+  return lines;
 }
