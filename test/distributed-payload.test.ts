@@ -182,6 +182,13 @@ describe("job payloads", () => {
     );
   });
 
+  it("a key named __proto__ travels as data, not as the object's prototype", () => {
+    const data = JSON.parse('{"__proto__": 1, "a": {"__proto__": {"b": 2}}}') as unknown;
+    const back = fromWire(JSON.parse(JSON.stringify(toWire(data))));
+    expect(JSON.stringify(back)).toBe('{"__proto__":1,"a":{"__proto__":{"b":2}}}');
+    expect(Object.getPrototypeOf((back as { a: object }).a)).toBe(Object.prototype);
+  });
+
   it("the codec restores every number, finite or not (property)", () => {
     fc.assert(
       fc.property(fc.jsonValue(), fc.array(fc.double()), (value, numbers) => {

@@ -38,7 +38,7 @@ export function toWire(value: unknown, depth = 0): unknown {
     const out: Record<string, unknown> = {};
     for (const [key, item] of Object.entries(value)) {
       const wired = toWire(item, depth + 1);
-      if (wired !== undefined) out[key] = wired;
+      if (wired !== undefined) setOwn(out, key, wired);
     }
     return out;
   }
@@ -58,8 +58,17 @@ export function fromWire(value: unknown, depth = 0): unknown {
       return number;
     }
     const out: Record<string, unknown> = {};
-    for (const [key, item] of entries) out[key] = fromWire(item, depth + 1);
+    for (const [key, item] of entries) setOwn(out, key, fromWire(item, depth + 1));
     return out;
   }
   return value;
+}
+
+/**
+ * Sets `key` as an own property: a plain assignment to `__proto__` (a key
+ * JSON.parse makes like any other) would replace the object's prototype and
+ * drop the key, so the data would not arrive as it was sent.
+ */
+function setOwn(out: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
 }
