@@ -457,18 +457,7 @@ export class ReceivePath {
         byProcessor.set(s.p, counts);
       }
     }
-    const empty: ReceiveResult = {
-      frames: 0,
-      delivered: 0,
-      coalescedSegments: 0,
-      badChecksum: 0,
-      malformed: 0,
-      unknownMac: 0,
-      lookups: 0,
-      ringFull: 0,
-      bytes: 0,
-      busyNs: 0,
-    };
+    const empty: ReceiveResult = { ...sumCounts().counts, busyNs: 0 };
     const loads: ProcessorLoad[] = [];
     for (let p = 0; p < processors; p++) {
       loads.push({
