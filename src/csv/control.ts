@@ -107,7 +107,8 @@ export type FailoverReply =
     }
   | { readonly ok: false; readonly error: string };
 
-function parseObject(payload: Uint8Array, what: string): Record<string, unknown> {
+/** Parses a JSON payload into an object, or throws a ProtocolError naming `what`. */
+export function parseObject(payload: Uint8Array, what: string): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(payload));

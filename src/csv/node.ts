@@ -14,6 +14,7 @@ import {
   type NodeStatus,
   parseFailoverReply,
   parseFailoverRequest,
+  parseObject,
 } from "./control.js";
 import { VolumeFileError, VolumeRangeError } from "./errors.js";
 import {
@@ -160,22 +161,9 @@ const PLAIN: TransportSecurity = { kind: "plain", insecure: false };
 
 const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
-/** Parses a JSON payload into an object, or throws a ProtocolError. */
-function parseJson(payload: Uint8Array, what: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(payload));
-  } catch {
-    throw new ProtocolError(`${what}: payload is not JSON`);
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value))
-    throw new ProtocolError(`${what}: payload is not an object`);
-  return value as Record<string, unknown>;
-}
-
 /** Checks a forwarded metadata request. */
 export function parseMetadataRequest(payload: Uint8Array): MetadataRequest {
-  const r = parseJson(payload, "metadata request");
+  const r = parseObject(payload, "metadata request");
   const op = r.op;
   if (op !== "create" && op !== "open" && op !== "resize" && op !== "delete")
     throw new ProtocolError(
@@ -402,7 +390,7 @@ export class ClusterNode {
       }
       this.peer(peer)
         .then((c) => c.request(Op.heartbeat, this.heartbeat()))
-        .then((reply) => this.heard(parseJson(reply.payload, "heartbeat"), peer))
+        .then((reply) => this.heard(parseObject(reply.payload, "heartbeat"), peer))
         .catch(() => this.links.delete(peer));
     }
     void this.maybeTakeOver();
@@ -742,7 +730,7 @@ export class ClusterNode {
           const c = this.known.coordinator;
           if (!this.options.peers.has(c)) throw new Error("no coordinator yet");
           const frame = await this.toCoordinator(c, Op.metadata, json(request));
-          reply = parseJson(frame.payload, "metadata reply") as MetadataReply;
+          reply = parseObject(frame.payload, "metadata reply") as MetadataReply;
         }
       } catch (error) {
         reply = { ok: false, error: (error as Error).message, retry: true };
@@ -998,7 +986,7 @@ export class ClusterNode {
    */
   async handle(frame: Frame): Promise<Uint8Array> {
     if (frame.type === Op.heartbeat) {
-      const r = parseJson(frame.payload, "heartbeat");
+      const r = parseObject(frame.payload, "heartbeat");
       const id = Number(r.id);
       if (!Number.isSafeInteger(id) || id < 1 || id > 16)
         throw new ProtocolError(
