@@ -11,6 +11,9 @@ const MiB = 1024 ** 2;
 const BIN = new URL("../bin/hvlab.js", import.meta.url).pathname;
 
 /** A destination process: `hvlab migrate-live --listen 0`, its port read from its first line. */
+/** Destination processes this file started, killed after each test if still running. */
+const destinations: ChildProcess[] = [];
+
 async function startDestinationProcess(extra: string[] = []): Promise<{
   child: ChildProcess;
   port: number;
@@ -21,6 +24,7 @@ async function startDestinationProcess(extra: string[] = []): Promise<{
   const child = spawn(process.execPath, [BIN, "migrate-live", "--listen", "0", ...extra], {
     stdio: ["ignore", "pipe", "pipe"],
   });
+  destinations.push(child);
   // Listen for the exit now: the destination may be gone before the test asks.
   const exited = once(child, "exit").then(([code]) => code as number | null);
   let out = "";
@@ -147,6 +151,13 @@ function source(guestMiB: number, writesPerSecond = 20_000): LiveSource {
 afterEach(async () => {
   // A source left running would steal the 2 cores from the next test's vCPUs.
   for (const s of sources.splice(0)) await s.close();
+  // A destination still waiting for a session (its test failed first) would listen forever.
+  for (const child of destinations.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+      await once(child, "exit");
+    }
+  }
 });
 
 /** Every field of MigrationSummary (src/migration/stats.ts), and nothing else. */
