@@ -1,8 +1,9 @@
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FdFile } from "../src/storage/block-file.js";
 import { openDestination } from "../src/storage/destination.js";
+import { openImage } from "../src/storage/open.js";
 import { convertImage } from "../src/storage/operations.js";
 import { VhdImage } from "../src/storage/vhd.js";
 import { testTempDir } from "./support/temp.js";
@@ -80,5 +81,34 @@ describe("convert's destination", () => {
     const dir = testTempDir("convert-destination");
     const path = join(dir, "missing", "out.raw");
     expect(() => openDestination(path)).toThrow(/missing\/out\.raw/);
+  });
+
+  it("refuses the source itself, another name of it and a parent as the destination, and leaves them intact", async () => {
+    const dir = testTempDir("convert-destination");
+    const parentPath = join(dir, "parent.vhd");
+    const childPath = join(dir, "child.vhd");
+    const alias = join(dir, "alias.vhd");
+    sourceDisk(parentPath, 12, 0x33);
+    const parent = openImage(parentPath) as VhdImage;
+    VhdImage.create(new FdFile(childPath, "w+"), {
+      type: "differencing",
+      parent: { image: parent, path: parentPath, mtimeMs: statSync(parentPath).mtimeMs },
+      path: childPath,
+    }).close();
+    parent.close();
+    linkSync(childPath, alias);
+    const parentBytes = readFileSync(parentPath);
+    const childBytes = readFileSync(childPath);
+    await expect(convertImage(childPath, childPath, { to: "raw" })).rejects.toThrow(
+      /child\.vhd is the source itself/,
+    );
+    await expect(convertImage(childPath, alias, { to: "dynamic" })).rejects.toThrow(
+      /alias\.vhd is the source itself/,
+    );
+    await expect(convertImage(childPath, parentPath, { to: "raw" })).rejects.toThrow(
+      /parent\.vhd is .*parent\.vhd, a parent of the source/,
+    );
+    expect(readFileSync(parentPath).equals(parentBytes)).toBe(true);
+    expect(readFileSync(childPath).equals(childBytes)).toBe(true);
   });
 });

@@ -27,6 +27,11 @@ export class DiskRemovedError extends Error {
   override name = "DiskRemovedError";
 }
 
+/** A copy's destination is its own source, or a file the source reads through (a parent). */
+export class DestinationIsSourceError extends Error {
+  override name = "DestinationIsSourceError";
+}
+
 /** A pass-through disk is attached elsewhere (another VM or another process holds its lock). */
 export class DiskBusyError extends Error {
   override name = "DiskBusyError";

@@ -3,6 +3,7 @@ import type { Region } from "../memory/region.js";
 import { FdFile } from "./block-file.js";
 import { openDestination } from "./destination.js";
 import { type DiskImage, type MapExtent, RawImage } from "./disk-image.js";
+import { DestinationIsSourceError } from "./errors.js";
 import { DEFAULT_BLOCK_BYTES, VHD_EPOCH_SECONDS, type VhdType } from "./format.js";
 import { defaultKernels, type StorageKernels } from "./kernels.js";
 import { openImage } from "./open.js";
@@ -167,6 +168,7 @@ export async function convertImage(
   const src = openImage(srcPath, { kernels, direct });
   try {
     const size = src.size;
+    refuseSourceAsDestination(src, srcPath, dstPath);
     const file = openDestination(dstPath, { direct });
     let dst: DiskImage;
     try {
@@ -366,3 +368,25 @@ export async function compactImage(
 
 /** The VHD type names `--type` accepts. */
 export const VHD_TYPES: readonly VhdType[] = ["fixed", "dynamic", "differencing"];
+
+/**
+ * Refuses a destination that is the source or one of its parents (by device
+ * and inode, so another name of the same file counts): emptying it for the
+ * copy would destroy the data the copy reads.
+ */
+function refuseSourceAsDestination(src: DiskImage, srcPath: string, dstPath: string): void {
+  const dst = statSync(dstPath, { throwIfNoEntry: false });
+  if (!dst) return;
+  const chain: string[] = [srcPath];
+  for (let image: DiskImage | undefined = src; image instanceof VhdImage; image = image.parent) {
+    if (image.parentPath !== undefined) chain.push(image.parentPath);
+  }
+  for (const path of chain) {
+    const read = statSync(path, { throwIfNoEntry: false });
+    if (read && read.dev === dst.dev && read.ino === dst.ino) {
+      throw new DestinationIsSourceError(
+        `${dstPath} is ${path === srcPath ? "the source itself" : `${path}, a parent of the source`}: convert writes a new file and would empty it first`,
+      );
+    }
+  }
+}
