@@ -245,9 +245,14 @@ describe.skipIf(!ready)("faults in a distributed sweep", () => {
       },
     );
     await until("two finished points", async () => (await completedOf(queue, "resume")) >= 2);
-    const exited = new Promise((r) => child.once("exit", r));
-    process.kill(child.pid ?? 0, "SIGKILL");
-    await exited;
+    // On a quick machine the submitter may have collected all six points and
+    // exited by now: then there is nothing left to kill, and the restart finds
+    // every point finished, which the assertions below accept as a resume too.
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once("exit", r));
+      process.kill(child.pid ?? 0, "SIGKILL");
+      await exited;
+    }
     const again = await hvlabAsync([
       "migrate",
       "sweep",
