@@ -4,16 +4,19 @@ import { toWire } from "../src/distributed/codec.js";
 import { MAX_POINTS_PER_JOB } from "../src/distributed/limits.js";
 import { PayloadError, parsePayload, pointsIn } from "../src/distributed/payload.js";
 import {
-  defaultPointsPerJob,
+  GUIDED_DIVISOR,
+  guidedBatchSizes,
+  migrateSweepHandOut,
   migrateSweepJobs,
   migrateSweepOrder,
   migrateSweepResult,
 } from "../src/distributed/studies.js";
 import type { PointOutcome } from "../src/distributed/submitter.js";
-import { sweepPoints } from "../src/migration/sweep.js";
+import { expectedCost, sweepPoints } from "../src/migration/sweep.js";
 
-// Sweep points batched into jobs: every point in exactly one job, in grid
-// order; each point's outcome comes back as its own, as a local run's would.
+// Sweep points batched into jobs: every point in exactly one job, in the
+// order the sweep hands points out (longest first); each point's outcome
+// comes back as its own, in its place in the grid, as a local run's would.
 const base = { guestBytes: 64 * 1024 ** 2, content: false, workload: { kind: "uniform" as const } };
 const gridOf = (b: number, w: number, d: number) => ({
   bandwidths: Array.from({ length: b }, (_, i) => 50e6 + i * 25e6),
@@ -23,24 +26,53 @@ const gridOf = (b: number, w: number, d: number) => ({
 });
 
 describe("sweep points batched into jobs", () => {
-  it("chooses one point per job up to 255 points, then 1 more per 128, at most 32", () => {
-    // 1,000 points: 7 per job, the bench's sweep; 10,000 (the largest grid): 32.
-    expect([1, 24, 255, 256, 1000, 4095, 4096, 10_000].map(defaultPointsPerJob)).toEqual([
-      1, 1, 1, 2, 7, 31, 32, 32,
-    ]);
+  it("cuts guided batches: 1/8 of the points not yet in a job, at most 64, single points last", () => {
+    expect(guidedBatchSizes(1)).toEqual([1]);
+    expect(guidedBatchSizes(8)).toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
+    expect(guidedBatchSizes(24)).toEqual([3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1]);
+    // The bench's sweep: 44 jobs where fixed batches of 7 made 143.
+    const thousand = guidedBatchSizes(1000);
+    expect(thousand).toHaveLength(44);
+    expect(thousand.slice(0, 9)).toEqual([64, 64, 64, 64, 64, 64, 64, 64, 61]);
+    expect(thousand.slice(-8)).toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 10_000 }), (points) => {
+        const sizes = guidedBatchSizes(points);
+        let remaining = points;
+        for (const [j, size] of sizes.entries()) {
+          expect(size).toBe(Math.min(MAX_POINTS_PER_JOB, Math.ceil(remaining / GUIDED_DIVISOR)));
+          if (j > 0) expect(size).toBeLessThanOrEqual(sizes[j - 1] ?? 0);
+          remaining -= size;
+        }
+        expect(remaining).toBe(0);
+        // The tail: the last jobs carry one point each, so workers end within a point.
+        const tail = Math.min(points, GUIDED_DIVISOR - 1);
+        expect(sizes.slice(-tail)).toEqual(Array.from({ length: tail }, () => 1));
+      }),
+      { numRuns: 200 },
+    );
   });
 
-  it("puts every point in one job, in grid order, each job checked by the workers' schema (property)", () => {
+  it("puts every point in one job, in hand-out order, each job checked by the workers' schema (property)", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 6 }),
         fc.integer({ min: 1, max: 6 }),
         fc.integer({ min: 1, max: 6 }),
-        fc.integer({ min: 1, max: MAX_POINTS_PER_JOB }),
+        fc.option(fc.integer({ min: 1, max: MAX_POINTS_PER_JOB }), { nil: undefined }),
         (b, w, d, perJob) => {
           const grid = gridOf(b, w, d);
           const jobs = migrateSweepJobs("batch", base, grid, perJob);
           const points = sweepPoints(grid);
+          const handOut = migrateSweepHandOut(grid);
+          // Longest first, every grid point once.
+          expect([...handOut].sort((x, y) => x - y)).toEqual(points.map((_, i) => i));
+          for (let k = 1; k < handOut.length; k++) {
+            const before = points[handOut[k - 1] ?? -1];
+            const after = points[handOut[k] ?? -1];
+            if (!before || !after) throw new Error("hand-out out of the grid");
+            expect(expectedCost(before)).toBeGreaterThanOrEqual(expectedCost(after));
+          }
           let next = 0;
           for (const job of jobs) {
             // What the worker reads: the job as it crosses Redis.
@@ -55,21 +87,25 @@ describe("sweep points batched into jobs", () => {
                   : [];
             expect(options.length).toBe(pointsIn(job));
             for (const [k, o] of options.entries()) {
-              const p = points[next + k];
+              const p = points[handOut[next + k] ?? -1];
               expect(o.maxBandwidth).toBe(p?.bandwidth);
               expect(o.writesPerSecond).toBe(p?.writesPerSecond);
               expect(o.downtimeLimitMs).toBe(p?.downtimeLimitMs);
             }
-            expect(options.length).toBeLessThanOrEqual(perJob);
             next += options.length;
           }
           expect(next).toBe(points.length);
-          expect(jobs.length).toBe(Math.ceil(points.length / perJob));
-          const order = migrateSweepOrder(jobs);
-          expect([...order].sort((x, y) => x - y)).toEqual(jobs.map((_, i) => i));
+          expect(jobs.map(pointsIn)).toEqual(
+            perJob === undefined
+              ? guidedBatchSizes(points.length)
+              : Array.from({ length: Math.ceil(points.length / perJob) }, (_, j) =>
+                  Math.min(perJob, points.length - j * perJob),
+                ),
+          );
+          expect(migrateSweepOrder(jobs)).toEqual(jobs.map((_, i) => i));
         },
       ),
-      { numRuns: 60 },
+      { numRuns: 80 },
     );
   });
 
@@ -130,5 +166,42 @@ describe("sweep points batched into jobs", () => {
       [2, "worker died twice", 3],
       [3, "worker died twice", 3],
     ]);
+  });
+
+  it("puts each point's outcome in its place in the grid when batches follow the hand-out order", () => {
+    // 3 bandwidths x 3 dirty rates x 1 downtime: the hand-out order is not the grid's.
+    const grid = gridOf(3, 3, 1);
+    const jobs = migrateSweepJobs("places", base, grid, 4);
+    const handOut = migrateSweepHandOut(grid);
+    expect(handOut).not.toEqual(handOut.map((_, i) => i));
+    // Each point's summary names its grid position, as the worker would compute it.
+    const outcomes: PointOutcome[] = jobs.map((job) => {
+      const ofPoint = (k: number) => ({ summary: { at: handOut[job.index + k] } });
+      return job.kind === "migrate-points"
+        ? {
+            ok: true,
+            value: { points: job.options.map((_, k) => ({ ok: true, value: ofPoint(k) })) },
+            worker: "w",
+          }
+        : { ok: true, value: ofPoint(0), worker: "w" };
+    });
+    const result = migrateSweepResult(grid, jobs, {
+      outcomes,
+      resumed: 0,
+      workers: ["w"],
+      wallMs: 1,
+    });
+    expect(result.points.map((p) => p.summary)).toEqual(sweepPoints(grid).map((_, at) => ({ at })));
+    expect(result.points.map(({ summary: _, ...p }) => p)).toEqual(sweepPoints(grid));
+    // A job listed twice would count its points twice: refused.
+    const twice = [...jobs, jobs[0]] as typeof jobs;
+    expect(() =>
+      migrateSweepResult(grid, twice, {
+        outcomes: [...outcomes, outcomes[0] as PointOutcome],
+        resumed: 0,
+        workers: ["w"],
+        wallMs: 1,
+      }),
+    ).toThrow(/came back twice/);
   });
 });

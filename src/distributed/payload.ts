@@ -38,7 +38,7 @@ export const sweepIdSchema = z
   .string()
   .regex(/^[A-Za-z0-9._-]{1,64}$/, "1-64 letters, digits, '.', '_' or '-'");
 
-/** The part every payload shares: hvlab's payload version, the sweep and the point's index in it. */
+/** The part every payload shares: hvlab's payload version, the sweep, and the job's place in it (a migrate sweep's: its first point's hand-out position). */
 const envelope = {
   hvlab: z.literal(PAYLOAD_VERSION),
   sweep: sweepIdSchema,
@@ -97,8 +97,10 @@ export const migratePointSchema = z
 
 /**
  * Several points of `hvlab migrate sweep` in one job (consecutive in the
- * grid, from `index` on): the queue's cost is paid once for all of them,
- * and each point's result or error comes back on its own.
+ * order the sweep hands its points out, longest first, from position
+ * `index` on; the submitter maps them back to the grid): the queue's cost
+ * is paid once for all of them, and each point's result or error comes
+ * back on its own.
  */
 export const migratePointsSchema = z
   .object({

@@ -54,22 +54,59 @@ function payload(sweepId: string, index: number, body: Record<string, unknown>):
 }
 
 /**
- * Points per job when the user names none: one for a sweep of up to 255
- * points (each its own job, as a few long points want), then one more per
- * 128 points, up to 32. A 1,000-point sweep goes as 143 jobs of 7: the
- * queue's round trips are paid once for 7 points, and a worker's last job
- * is still short beside the sweep. It depends on the grid alone, so a
- * submitter run again with the same sweep id makes the same jobs.
+ * The guided schedule's divisor: a job carries 1/{@link GUIDED_DIVISOR} of
+ * the points not yet in a job. Guided self-scheduling (Polychronopoulos and
+ * Kuck, "Guided Self-Scheduling", IEEE Trans. Computers C-36(12), 1987;
+ * OpenMP's `schedule(guided)`) divides by k x the workers; the submitter
+ * cannot know how many pool workers will take part (workers come and go,
+ * and a resumed sweep must make the same jobs), so the divisor is fixed:
+ * 8 is k = 2 for 4 pool workers, k = 4 for the 2 of one small machine.
  */
-export function defaultPointsPerJob(points: number): number {
-  return Math.max(1, Math.min(32, Math.floor(points / 128)));
+export const GUIDED_DIVISOR = 8;
+
+/**
+ * How many points each job carries when the user names no size, in the
+ * order the jobs are enqueued: guided self-scheduling, each job
+ * ceil(remaining / {@link GUIDED_DIVISOR}) points, at most
+ * {@link MAX_POINTS_PER_JOB}. The first jobs are large (the queue's cost,
+ * a few ms of CPU a job across worker, Redis and submitter, is paid once
+ * for up to 64 points) and the last ones carry a single point each, so the
+ * workers finish within about one point of each other. A 1,000-point sweep
+ * goes as 44 jobs (8 of 64, then 61 down to 1) where fixed batches of 7
+ * made 143. A sweep of up to 8 points goes a point a job. It depends on
+ * the number of points alone, so a submitter run again with the same sweep
+ * id makes the same jobs.
+ */
+export function guidedBatchSizes(points: number): number[] {
+  const sizes: number[] = [];
+  for (let remaining = points; remaining > 0; ) {
+    const size = Math.min(MAX_POINTS_PER_JOB, Math.ceil(remaining / GUIDED_DIVISOR));
+    sizes.push(size);
+    remaining -= size;
+  }
+  return sizes;
 }
 
 /**
- * The jobs of `hvlab migrate sweep`: the grid's points in grid order, each
- * point's options checked as the local sweep checks them, `pointsPerJob`
- * consecutive points to a job (default {@link defaultPointsPerJob}); job
- * i carries the points from its `index` on.
+ * The grid's points in the order a sweep hands them out (positions in the
+ * grid): the longest expected first (slow links, fast dirtying), ties in
+ * grid order, as the local sweep hands them to its pool.
+ */
+export function migrateSweepHandOut(grid: SweepGrid): number[] {
+  return sweepPoints(grid)
+    .map((p, index) => ({ index, cost: expectedCost(p) }))
+    .sort((x, y) => y.cost - x.cost || x.index - y.index)
+    .map(({ index }) => index);
+}
+
+/**
+ * The jobs of `hvlab migrate sweep`: the grid's points in hand-out order
+ * ({@link migrateSweepHandOut}, longest first), each point's options
+ * checked as the local sweep checks them, cut into jobs of
+ * {@link guidedBatchSizes} (or of `pointsPerJob` each when given). A job's
+ * `index` is the hand-out position of its first point; its points are the
+ * next ones in hand-out order. So the jobs, in position order, go largest
+ * and longest first, and the last ones are single short points.
  *
  * @throws MigrationConfigError for an empty or oversized grid or a bad point.
  */
@@ -86,9 +123,11 @@ export function migrateSweepJobs(
       `the sweep grid has ${points.length} points (at most ${MAX_SWEEP_POINTS})`,
     );
   }
-  const perJob = pointsPerJob ?? defaultPointsPerJob(points.length);
-  if (!(Number.isInteger(perJob) && perJob >= 1 && perJob <= MAX_POINTS_PER_JOB)) {
-    throw new RangeError(`points per job must be 1-${MAX_POINTS_PER_JOB}, not ${perJob}`);
+  if (
+    pointsPerJob !== undefined &&
+    !(Number.isInteger(pointsPerJob) && pointsPerJob >= 1 && pointsPerJob <= MAX_POINTS_PER_JOB)
+  ) {
+    throw new RangeError(`points per job must be 1-${MAX_POINTS_PER_JOB}, not ${pointsPerJob}`);
   }
   const options = points.map((p) => {
     const o: Omit<MigrationOptions, "onRound" | "beforeVerify"> = {
@@ -101,9 +140,19 @@ export function migrateSweepJobs(
     resolveMigrationOptions(o);
     return o;
   });
+  const handOut = migrateSweepHandOut(grid).map(
+    (index) => options[index] as (typeof options)[number],
+  );
+  const sizes =
+    pointsPerJob === undefined
+      ? guidedBatchSizes(points.length)
+      : Array.from({ length: Math.ceil(points.length / pointsPerJob) }, (_, j) =>
+          Math.min(pointsPerJob, points.length - j * pointsPerJob),
+        );
   const jobs: Payload[] = [];
-  for (let index = 0; index < points.length; index += perJob) {
-    const batch = options.slice(index, index + perJob);
+  let index = 0;
+  for (const [j, size] of sizes.entries()) {
+    const batch = handOut.slice(index, index + size);
     const body =
       batch.length === 1
         ? { kind: "migrate-point", options: batch[0] }
@@ -112,42 +161,24 @@ export function migrateSweepJobs(
     // over each: every point shares the base and differs only in the four
     // axes, which resolveMigrationOptions checked above. A thousand schema
     // runs over one shape would cost the submitter a tenth of a sweep.
-    const last = index + perJob >= points.length;
     jobs.push(
-      index === 0 || last
+      j === 0 || j === sizes.length - 1
         ? payload(sweepId, index, body)
         : ({ hvlab: PAYLOAD_VERSION, sweep: sweepId, index, ...body } as Payload),
     );
+    index += size;
   }
   return jobs;
 }
 
 /**
  * The order to enqueue a migrate sweep's jobs in (their positions): the
- * longest expected first, as the local sweep hands its points out, so that
- * no long job starts last and leaves the other workers idle.
+ * jobs' own order, since {@link migrateSweepJobs} makes them largest and
+ * longest first. BullMQ hands jobs out first in, first out, so no long job
+ * starts last and leaves the other workers idle.
  */
 export function migrateSweepOrder(jobs: readonly Payload[]): number[] {
-  const cost = jobs.map((job) => {
-    const all =
-      job.kind === "migrate-points"
-        ? job.options
-        : job.kind === "migrate-point"
-          ? [job.options]
-          : [];
-    return all.reduce(
-      (sum, o) =>
-        sum +
-        expectedCost({
-          bandwidth: o.maxBandwidth ?? Number.POSITIVE_INFINITY,
-          writesPerSecond: o.writesPerSecond,
-          downtimeLimitMs: o.downtimeLimitMs ?? 0,
-          policy: o.policy ?? "qemu",
-        }),
-      0,
-    );
-  });
-  return jobs.map((_, i) => i).sort((a, b) => (cost[b] ?? 0) - (cost[a] ?? 0) || a - b);
+  return jobs.map((_, i) => i);
 }
 
 /** A migrate sweep's result from its jobs' outcomes: the points that finished, in grid order. */
@@ -157,8 +188,11 @@ export function migrateSweepResult(
   submission: Submission,
 ): SweepResult & { distributed: Omit<DistributedRun, "sweepId"> } {
   const points = sweepPoints(grid);
-  const done: SweepPoint[] = [];
+  const handOut = migrateSweepHandOut(grid);
+  // By grid position: a job's points are consecutive in hand-out order, not in the grid.
+  const done: (SweepPoint | undefined)[] = new Array(points.length);
   const failed: PointFailure[] = [];
+  const seen = new Set<number>();
   for (const [at, outcome] of submission.outcomes.entries()) {
     const job = jobs[at];
     if (!job) throw new Error(`sweep job ${at} missing`);
@@ -181,16 +215,19 @@ export function migrateSweepResult(
       }
     }
     for (const [k, result] of results.entries()) {
-      const index = job.index + k;
-      const p = points[index];
-      if (!p) throw new Error(`sweep point ${index} missing`);
+      const index = handOut[job.index + k];
+      const p = index === undefined ? undefined : points[index];
+      if (index === undefined || !p) throw new Error(`sweep point ${job.index + k} missing`);
+      if (seen.has(index)) throw new Error(`sweep point ${index} came back twice`);
+      seen.add(index);
       if (result.ok) {
-        done.push({ ...p, summary: (result.value as { summary: MigrationSummary }).summary });
+        done[index] = { ...p, summary: (result.value as { summary: MigrationSummary }).summary };
       } else failed.push(failure(index, p, result));
     }
   }
+  failed.sort((a, b) => a.index - b.index);
   return {
-    points: done,
+    points: done.filter((p): p is SweepPoint => p !== undefined),
     workers: submission.workers.length,
     wallMs: submission.wallMs,
     distributed: { workers: submission.workers, resumed: submission.resumed, failed },
