@@ -13,7 +13,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,6 +24,8 @@ import { parseQueueUrl } from "../src/distributed/connection.js";
 import { PAYLOAD_VERSION } from "../src/distributed/payload.js";
 import { readJobReturn } from "../src/distributed/returned.js";
 import {
+  GUIDED_DIVISOR,
+  guidedBatchSizes,
   migrateSweepJobs,
   migrateSweepOrder,
   migrateSweepResult,
@@ -82,6 +84,51 @@ function equalPoints(a: unknown, b: unknown, what: string): void {
   const x = JSON.stringify(a);
   const y = JSON.stringify(b);
   if (x !== y) throw new Error(`sweep: ${what}`);
+}
+
+/**
+ * CPU time (user + system) of a process so far, ms, from `/proc/<pid>/stat`
+ * (utime and stime, fields 14 and 15, in clock ticks of 1/100 s on Linux);
+ * null where there is no /proc.
+ */
+function processCpuMs(pid: number): number | null {
+  if (pid === process.pid) {
+    const { user, system } = process.cpuUsage();
+    return (user + system) / 1000;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name, in parentheses, may hold spaces: fields count from its end.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU time of a sweep's processes, summed over the calls of one side. */
+class CpuTally {
+  private totalMs = 0;
+  private calls = 0;
+  private known = true;
+  constructor(private readonly pids: () => number[]) {}
+  /** Runs `fn` and adds the CPU every process spent meanwhile. */
+  async time<T>(fn: () => Promise<T>): Promise<T> {
+    const before = this.pids().map(processCpuMs);
+    const result = await fn();
+    const after = this.pids().map(processCpuMs);
+    for (const [i, b] of before.entries()) {
+      const a = after[i];
+      if (a === null || a === undefined || b === null) this.known = false;
+      else this.totalMs += a - b;
+    }
+    this.calls++;
+    return result;
+  }
+  /** CPU seconds a call, or null when a process could not be read. */
+  perCall(): number | null {
+    return this.known && this.calls > 0 ? this.totalMs / this.calls / 1000 : null;
+  }
 }
 
 export const suite: BenchSuite = {
@@ -228,12 +275,26 @@ export const suite: BenchSuite = {
         return job.waitUntilFinished(events, 30_000);
       };
       const bullmq = libraryName("bullmq");
+      // CPU time of every process taking part, per sweep: on a machine whose
+      // cores the pool threads fill, the queue's cost shows here first.
+      const distributedCpu = new CpuTally(() => [
+        process.pid,
+        redis.pid ?? 0,
+        ...workers.map((w) => w.pid ?? 0),
+      ]);
+      const localCpu = new CpuTally(() => [process.pid]);
+      const conditions: Record<string, string | number | boolean> = {
+        sweepJobs: guidedBatchSizes(points).length,
+        batching: `guided: ceil(remaining points / ${GUIDED_DIVISOR}) a job, at most 64, longest first`,
+      };
       return {
+        conditions,
         cases: [
           {
             case: `${points}-point metadata-mode migrate sweep, 64 MiB guests, pools and workers started before timing, timed from the points' check to every result in hand (ops: points)`,
             opsPerCall: points,
-            iterations: quick ? 1 : 2,
+            // Each side 5 timed sweeps after a warm-up one: a median of 2 said little.
+            iterations: quick ? 1 : 5,
             verify: async () => {
               const [d, l] = [await distributed(), await local()];
               if (d.distributed.failed.length > 0)
@@ -249,13 +310,13 @@ export const suite: BenchSuite = {
               {
                 impl: `hvlab distributed (${bullmq} on redis-server, 2 processes x 1 pool worker)`,
                 fn: async () => {
-                  await distributed();
+                  await distributedCpu.time(distributed);
                 },
               },
               {
                 impl: "local pool of 2 workers (no queue, started before timing)",
                 fn: async () => {
-                  await local();
+                  await localCpu.time(local);
                 },
               },
             ],
@@ -278,6 +339,12 @@ export const suite: BenchSuite = {
           },
         ],
         async teardown() {
+          const [far, here] = [distributedCpu.perCall(), localCpu.perCall()];
+          if (far !== null && here !== null) {
+            conditions.cpuSecondsPerSweepDistributed = Number(far.toFixed(3));
+            conditions.cpuSecondsPerSweepLocal = Number(here.toFixed(3));
+            conditions.cpuRatioLocalOverDistributed = Number((here / far).toFixed(3));
+          }
           await Promise.allSettled([events.close(), queue.close()]);
           await teardown();
         },

@@ -8,6 +8,7 @@ describe.skipIf(!haveRedis())("bench distributed", () => {
     expect(run.code, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as {
       suite: string;
+      conditions: Record<string, number | string>;
       results: { case: string; impl: string; hz: number; medianNs: number; p99Ns: number }[];
     };
     expect(result.suite).toBe("distributed");
@@ -20,6 +21,16 @@ describe.skipIf(!haveRedis())("bench distributed", () => {
       expect(r.hz).toBeGreaterThan(0);
       expect(r.p99Ns).toBeGreaterThanOrEqual(r.medianNs);
     }
+    // 40 points in guided batches: 5, 5, 4, 4, 3, 3, 2, 2, 2, 2, then 8 single points.
+    expect(result.conditions.sweepJobs).toBe(18);
+    // CPU time of every process taking part, each side, from /proc.
+    expect(result.conditions.cpuSecondsPerSweepDistributed).toBeGreaterThan(0);
+    expect(result.conditions.cpuSecondsPerSweepLocal).toBeGreaterThan(0);
+    expect(result.conditions.cpuRatioLocalOverDistributed).toBeCloseTo(
+      Number(result.conditions.cpuSecondsPerSweepLocal) /
+        Number(result.conditions.cpuSecondsPerSweepDistributed),
+      1,
+    );
     // Peers name the library and its version.
     expect(result.results[0]?.impl).toMatch(/bullmq \d+\.\d+\.\d+/);
   }, 300_000);
