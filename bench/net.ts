@@ -11,7 +11,12 @@ import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { buildHeaders } from "../src/net/build.js";
 import { Segmenter } from "../src/net/lso.js";
-import { type ReceiveConfig, ReceivePath, RSC_MAX_BYTES } from "../src/net/receive.js";
+import {
+  type ReceiveConfig,
+  ReceivePath,
+  type RoundResult,
+  RSC_MAX_BYTES,
+} from "../src/net/receive.js";
 import type { RxSlot } from "../src/net/ring.js";
 import { MICROSOFT_RSS_KEY, ToeplitzHasher } from "../src/net/rss.js";
 import { largeSendFrameSpec, payloadBytes } from "../src/net/send.js";
@@ -33,6 +38,23 @@ const SENDS_PER_CALL = 16;
  * one dispatch each, the peers as many calls).
  */
 const RX_ROUNDS = 8;
+
+/**
+ * The time a batch's slowest processor spent in its task (the kernel calls
+ * and the rings consumed between them, from the start gate on), per frame of
+ * the batch: the wall time of the same call past it is the pool's (messages,
+ * wake-ups, waiting for a core), and on the calling thread the JavaScript
+ * around the kernel.
+ */
+function busyNsPerFrame(r: RoundResult): number {
+  return Math.max(...r.processors.map((p) => p.result.busyNs)) / r.frames;
+}
+
+/** The median of a non-empty list. */
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}
 
 function assert(condition: boolean, message: string): void {
   if (!condition) throw new Error(message);
@@ -232,6 +254,13 @@ export const suite: BenchSuite = {
     // --- VMQ receive ------------------------------------------------------------
     // The impls are async functions: tinybench probes a plain function by
     // calling it once without waiting, which would overlap two rounds.
+    // Busy time per frame of the timed batches, stated with the results.
+    const busy = new Map<string, number[]>();
+    const timed = async (key: string, batch: Promise<RoundResult>) => {
+      const r = await batch;
+      busy.set(key, [...(busy.get(key) ?? []), busyNsPerFrame(r)]);
+    };
+    const conditions: Record<string, string> = {};
     const rxLayout = new MemoryLayout();
     const pool = new KernelPool(rxLayout, { threads: 2, domains: ["net"] });
     const rxSegmenter = new Segmenter(new MemoryLayout(), 128 * 1024);
@@ -401,13 +430,13 @@ export const suite: BenchSuite = {
           {
             impl: `hvlab VMQ, 1 worker (${RX_ROUNDS} rounds a dispatch)`,
             fn: async () => {
-              await paths.one.rounds(RX_ROUNDS, pool);
+              await timed(`${mtu}.one`, paths.one.rounds(RX_ROUNDS, pool));
             },
           },
           {
             impl: `hvlab VMQ, 2 workers (${RX_ROUNDS} rounds a dispatch)`,
             fn: async () => {
-              await paths.two.rounds(RX_ROUNDS, pool);
+              await timed(`${mtu}.two`, paths.two.rounds(RX_ROUNDS, pool));
             },
           },
           {
@@ -431,7 +460,7 @@ export const suite: BenchSuite = {
           {
             impl: "receive kernel on the calling thread (no pool: no dispatch, no start gate)",
             fn: async () => {
-              await paths.one.rounds(RX_ROUNDS);
+              await timed(`${mtu}.here`, paths.one.rounds(RX_ROUNDS));
             },
           },
           {
@@ -453,8 +482,19 @@ export const suite: BenchSuite = {
 
     return {
       cases,
+      conditions,
       async teardown() {
         await pool.close();
+        // Filled here: the harness reads the conditions after teardown.
+        for (const mtu of [1500, 9000]) {
+          const of = (key: string) => busy.get(`${mtu}.${key}`) ?? [];
+          if (of("one").length + of("two").length + of("here").length === 0) continue;
+          conditions[
+            `VMQ receive at MTU ${mtu}, busy ns a frame (median over the timed batches; 1 worker, slower of 2 workers, calling thread)`
+          ] = ["one", "two", "here"]
+            .map((k) => (of(k).length > 0 ? median(of(k)).toFixed(0) : "-"))
+            .join(" / ");
+        }
       },
     };
   },
