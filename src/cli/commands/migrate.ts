@@ -550,7 +550,7 @@ export function registerMigrate(program: Command): void {
     .addOption(
       new Option(
         "--points-per-job <n>",
-        "sweep points one job carries (default: 1 up to 255 points, then 1 more per 128, at most 32)",
+        "sweep points one job carries (default: guided, each job 1/8 of the points not yet in a job, at most 64, the last ones a point each)",
       ).argParser(integerOption(1, MAX_POINTS_PER_JOB)),
     )
     .action(async (flags: SweepFlags & QueueFlags) => {
