@@ -476,6 +476,7 @@ export function registerCsv(program: Command): void {
       await Promise.race([storm, new Promise((r) => setTimeout(r, 2000))]);
       for (const timer of faults) if (timer) clearTimeout(timer);
       control?.close();
+      await Promise.race([node.vms.close(), new Promise((r) => setTimeout(r, 2000))]);
       node.stop();
     },
   );
