@@ -49,6 +49,8 @@ export interface VmMove {
   readonly flushMs: number;
   /** The VHD opened on the destination through the coordinator, ms. */
   readonly openMs: number;
+  /** On the destination, start asked to the first I/O due (the open, the worker opening the VHD over its mailbox), ms. */
+  readonly resumeMs: number;
   /** The LUN moved (quick migration only): release on the source to the new term on the destination, ms. */
   readonly lunMoveMs?: number;
   /** The LUN move as the old coordinator measured it (FAILOVER's pauseMs). */
@@ -219,6 +221,7 @@ export async function runVmScenario(options: VmScenarioOptions): Promise<VmScena
       closeMs: stopped.closeMs,
       flushMs: stopped.flushMs,
       openMs: started.openMs,
+      resumeMs: started.startMs,
       ...(lunMoveMs !== undefined ? { lunMoveMs } : {}),
       ...(lunMovePauseMs !== undefined ? { lunMovePauseMs } : {}),
     };

@@ -34,6 +34,7 @@ import { formatBytes } from "../../util/units.js";
 import { integerOption, numberOption, sizeOption, UsageError } from "../options.js";
 import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
 import { registerCsvCluster } from "./csv-cluster.js";
+import { registerCsvVms } from "./csv-vms.js";
 import { parseBandwidth } from "./migrate.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
@@ -481,6 +482,7 @@ export function registerCsv(program: Command): void {
     },
   );
   registerCsvCluster(csv);
+  registerCsvVms(csv);
 }
 
 /** --cluster-bandwidth: a rate, not unlimited (a link has one). */
