@@ -1,3 +1,4 @@
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { FdFile } from "../storage/block-file.js";
 import { makeTemporaryDir, removeTemporary } from "../util/temporary.js";
@@ -105,6 +106,7 @@ export async function runVmScenario(options: VmScenarioOptions): Promise<VmScena
   const log = options.log ?? (() => {});
   const dir = options.dir ?? makeTemporaryDir("csv-vms");
   const began = performance.now();
+  mkdirSync(dir, { recursive: true });
   const lun = join(dir, "cluster.lun");
   const control = (id: number) => join(dir, `node-${id}.sock`);
   const state = (vm: string) => join(dir, `${vm}.state`);

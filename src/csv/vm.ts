@@ -376,16 +376,23 @@ export class NodeVms {
         sync: () => host.flushData(),
       });
       const diskBytes = await (async () => {
-        // The disk's size, from the VHD's footer at the file's end (the worker opens it again).
+        // The disk's size, from the VHD's footer at the file's end or, when
+        // the end was being rewritten as its node died, from the copy at
+        // offset 0 (the worker's VHD engine opens it the same way).
         const f = file as FileMap;
-        const footer = await host.readFile(f, f.size - 512, 512);
-        return Number(new DataView(footer.buffer, footer.byteOffset).getBigUint64(48, false));
+        for (const at of [f.size - 512, 0]) {
+          if (at < 0) continue;
+          const footer = await host.readFile(f, at, 512);
+          if (new TextDecoder("latin1").decode(footer.subarray(0, 8)) !== "conectix") continue;
+          return Number(new DataView(footer.buffer, footer.byteOffset).getBigUint64(48, false));
+        }
+        return 0;
       })();
       const blocks = Math.floor(diskBytes / spec.bs);
       if (!(blocks >= 1 && diskBytes <= MAX_VM_DISK_BYTES)) {
         await server.stop();
         throw new VmArgumentError(
-          `${request.vhd}: a disk of ${diskBytes} bytes (footer at byte ${f0(file)}) does not fit the workload`,
+          `${request.vhd}: no VHD footer at byte ${f0(file)} or 0, or a disk of ${diskBytes} bytes, which does not fit the workload`,
         );
       }
       const table = new Uint32Array(memory.buffer, slot.gens.offset, blocks);
