@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -70,6 +70,16 @@ describe("VMs on a Cluster Shared Volume", () => {
       const check = hvlab(["storage", "check", d.vhd, "--json"]);
       expect(check.status, check.stdout + check.stderr).toBe(0);
     }
+    // Quick migration's failover wait is the LUN move measured here.
+    const measured = join(run, "vms.json");
+    writeFileSync(measured, JSON.stringify(r));
+    const quick = hvlab(["quick-migrate", "--guest", "4MiB", "--failover-from", measured]);
+    expect(quick.status, quick.stderr).toBe(0);
+    expect(quick.stdout).toContain(`failover ${Math.round(r.quick.lunMoveMs ?? -1)} ms`);
+    writeFileSync(measured, JSON.stringify({ ...r, quick: { ...r.quick, lunMoveMs: -1 } }));
+    const bad = hvlab(["quick-migrate", "--guest", "4MiB", "--failover-from", measured]);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/quick.lunMoveMs is missing or not 0 to 3600000 ms/);
   }, 240_000);
 
   it("leaves the volume and the VHD consistent when the source node is killed mid-handover", async () => {
