@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCluster } from "../src/csv/bench-cluster.js";
-import { controlNode } from "../src/csv/control-socket.js";
+import { controlNode, waitForControl } from "../src/csv/control-socket.js";
 import { FileLun } from "../src/csv/lun.js";
 import type { VmStarted, VmStopped } from "../src/csv/vm.js";
 import { runVmScenario } from "../src/csv/vm-scenario.js";
@@ -100,6 +100,7 @@ describe("VMs on a Cluster Shared Volume", () => {
     });
     const state = join(run, "vm.state");
     try {
+      for (const id of cluster.nodes.keys()) await waitForControl(control(id), 60_000);
       const c = await Promise.any(
         [...cluster.nodes].map(async ([id, n]) => {
           await n.process.next((e) => e.event === "coordinator", 60_000);

@@ -193,7 +193,10 @@ export async function controlNode(
         `${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) })}\n`,
       ),
     );
-    createInterface({ input: socket }).once("line", (line) => {
+    const lines = createInterface({ input: socket });
+    // The socket's error (handled above) is re-emitted by readline: not a second failure.
+    lines.on("error", () => {});
+    lines.once("line", (line) => {
       clearTimeout(timer);
       socket.end();
       let reply: { return?: unknown; error?: { class?: string; desc?: string } };
@@ -208,4 +211,30 @@ export async function controlNode(
       else resolve(reply.return);
     });
   });
+}
+
+/**
+ * Waits until a node's control socket answers `query-status` (a node
+ * prints "listening" before its control socket is up), within `timeoutMs`.
+ */
+export async function waitForControl(path: string, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      await controlNode(
+        path,
+        "query-status",
+        undefined,
+        Math.max(100, deadline - performance.now()),
+      );
+      return;
+    } catch (error) {
+      if (performance.now() >= deadline)
+        throw new ControlError(
+          "Unreachable",
+          `${path}: no answer within ${timeoutMs} ms (${(error as Error).message})`,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }

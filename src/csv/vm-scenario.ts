@@ -5,7 +5,7 @@ import { makeTemporaryDir, removeTemporary } from "../util/temporary.js";
 import { type RunningCluster, startCluster } from "./bench-cluster.js";
 import { checkVolume, type VolumeProblem } from "./check.js";
 import { requestFailover } from "./control-client.js";
-import { controlNode } from "./control-socket.js";
+import { controlNode, waitForControl } from "./control-socket.js";
 import { FileLun } from "./lun.js";
 import type { VmStarted, VmStopped } from "./vm.js";
 import { copyFileOffVolume, type VmDiskCheck, verifyVmDisk } from "./vm-verify.js";
@@ -140,6 +140,7 @@ export async function runVmScenario(options: VmScenarioOptions): Promise<VmScena
     return r;
   };
   try {
+    for (const id of cluster.nodes.keys()) await waitForControl(control(id), 60_000);
     const c = await firstCoordinator(
       cluster,
       Math.max(30_000, options.heartbeatMs * options.misses * 20),

@@ -30,8 +30,9 @@ const REASON_BYTES = 224;
 /** Where a request's data starts in the mailbox. */
 export const CHANNEL_HEADER_BYTES = 256;
 
-/** Mailbox states and operations. */
+/** Mailbox states. */
 const State = { idle: 0, posted: 1, replied: 2 } as const;
+/** The operations a mailbox request carries. */
 export const ChannelOp = { read: 1, write: 2, size: 3, truncate: 4, sync: 5 } as const;
 type ChannelOpCode = (typeof ChannelOp)[keyof typeof ChannelOp];
 
