@@ -53,11 +53,7 @@ export function vmScenarioSection(r: VmScenarioResult): ReportSection {
             ms(r.live.openMs),
             ms(r.quick.openMs),
           ],
-          [
-            "destination: start asked to first I/O due",
-            ms(r.live.resumeMs),
-            ms(r.quick.resumeMs),
-          ],
+          ["destination: start asked to first I/O due", ms(r.live.resumeMs), ms(r.quick.resumeMs)],
         ],
       },
       {
