@@ -82,6 +82,21 @@ describe("VMs on a Cluster Shared Volume", () => {
     expect(bad.stderr).toMatch(/quick.lunMoveMs is missing or not 0 to 3600000 ms/);
   }, 240_000);
 
+  it("refuses bad usage of hvlab csv vms with the error on its first line and exit code 2", () => {
+    for (const [args, message] of [
+      [["--nodes", "2"], /--nodes/],
+      [["--bs", "1000"], /--bs 1000: not a multiple of 512/],
+      [["--type", "differencing"], /--type must be one of fixed, dynamic/],
+      [["--disk-size", "64MiB", "--lun-size", "64MiB"], /--lun-size/],
+    ] as const) {
+      const run = hvlab(["csv", "vms", ...args]);
+      expect(run.status, run.stderr).toBe(2);
+      expect(run.stderr).toMatch(message);
+      // The error is the first line (a usage hint may follow).
+      expect(run.stderr.split("\n")[0]).toMatch(message);
+    }
+  }, 120_000);
+
   it("leaves the volume and the VHD consistent when the source node is killed mid-handover", async () => {
     const run = mkdtempSync(join(dir, "kill-"));
     const lun = join(run, "cluster.lun");
@@ -118,7 +133,16 @@ describe("VMs on a Cluster Shared Volume", () => {
         60_000,
       )) as VmStarted;
       expect(started.bytes).toBe(4 << 20);
-      await sleep(800);
+      await sleep(300);
+      // The node's storage path is cut under the VM: its VHD I/O goes redirected through the coordinator.
+      await controlNode(control(a), "cut-path", { reason: "fault injection" });
+      await sleep(400);
+      await controlNode(control(a), "restore-path", undefined, 30_000);
+      const status = (await controlNode(control(a), "query-status")) as {
+        io: { redirectedWrites: number };
+      };
+      expect(status.io.redirectedWrites).toBeGreaterThan(0);
+      await sleep(300);
       // The handover begins (stop asked on the source) and the source dies in it.
       const source = cluster.nodes.get(a)?.process;
       if (!source) throw new Error(`no node ${a}`);
