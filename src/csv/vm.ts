@@ -1,4 +1,4 @@
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import * as hdr from "hdr-histogram-js";
 import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
@@ -241,6 +241,19 @@ export function decodeVmState(path: string, bytes: Uint8Array): VmState {
   };
 }
 
+/** Largest state file: the header and a generation per 512-byte block of the largest disk. */
+const MAX_STATE_BYTES = STATE_HEADER + (MAX_VM_DISK_BYTES / 512) * 4;
+
+/** Reads a state file, its size bounded before it is read. */
+function readState(path: string): Uint8Array {
+  const bytes = statSync(path).size;
+  if (bytes > MAX_STATE_BYTES)
+    throw new VmArgumentError(
+      `state ${path}: ${bytes} bytes, more than a VM state file holds (${MAX_STATE_BYTES})`,
+    );
+  return readFileSync(path);
+}
+
 function stateFor(path: string, bytes: Uint8Array, spec: IoSpec, blocks: number): Uint32Array {
   const state = decodeVmState(path, bytes);
   if (state.bs !== spec.bs || state.seed !== spec.seed)
@@ -319,7 +332,7 @@ export class NodeVms {
     if (this.running.has(request.vm))
       throw new VmArgumentError(`VM ${request.vm} already runs on this node`);
     const { spec } = request;
-    const state = request.state !== undefined ? readFileSync(request.state) : undefined;
+    const state = request.state !== undefined ? readState(request.state) : undefined;
     await this.prepare();
     const pool = this.pool as KernelPool;
     let file = request.create
