@@ -11,7 +11,9 @@ import { createInterface } from "node:readline";
  *   -> {"execute": "nonsense"}
  *   <- {"error": {"class": "CommandNotFound", "desc": "..."}}
  *
- * Commands: query-status, cut-path, restore-path, backup-begin, backup-end.
+ * Commands: query-status, cut-path, restore-path, backup-begin, backup-end,
+ * and for the VMs the node runs on the volume: vm-prepare, vm-start, vm-stop
+ * (arguments checked in vm.ts).
  * A bad line gets an error and the connection stays open, as QMP does.
  */
 
@@ -21,6 +23,12 @@ export interface ControlledNode {
   cutPath(reason?: string): void;
   restorePath(): Promise<void>;
   setBackup(open: boolean): void;
+  /** Starts the VM workers ahead of a VM's arrival. */
+  vmPrepare(): Promise<void>;
+  /** Starts a VM on a VHD on the volume (vm.ts's VmStart, checked there). */
+  vmStart(args: unknown): Promise<unknown>;
+  /** Stops a VM, closing its VHD (vm.ts's VmStop). */
+  vmStop(args: unknown): Promise<unknown>;
 }
 
 /** The commands a node's control socket takes. */
@@ -30,6 +38,9 @@ export const CONTROL_COMMANDS = [
   "restore-path",
   "backup-begin",
   "backup-end",
+  "vm-prepare",
+  "vm-start",
+  "vm-stop",
 ] as const;
 
 /** One control command. */
@@ -94,6 +105,13 @@ export async function runControlLine(node: ControlledNode, line: string): Promis
       case "backup-end":
         node.setBackup(execute === "backup-begin");
         return { return: {} };
+      case "vm-prepare":
+        await node.vmPrepare();
+        return { return: {} };
+      case "vm-start":
+        return { return: await node.vmStart(args) };
+      case "vm-stop":
+        return { return: await node.vmStop(args) };
     }
   } catch (error) {
     const e = error as Error;
@@ -175,7 +193,10 @@ export async function controlNode(
         `${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) })}\n`,
       ),
     );
-    createInterface({ input: socket }).once("line", (line) => {
+    const lines = createInterface({ input: socket });
+    // The socket's error (handled above) is re-emitted by readline: not a second failure.
+    lines.on("error", () => {});
+    lines.once("line", (line) => {
       clearTimeout(timer);
       socket.end();
       let reply: { return?: unknown; error?: { class?: string; desc?: string } };
@@ -190,4 +211,30 @@ export async function controlNode(
       else resolve(reply.return);
     });
   });
+}
+
+/**
+ * Waits until a node's control socket answers `query-status` (a node
+ * prints "listening" before its control socket is up), within `timeoutMs`.
+ */
+export async function waitForControl(path: string, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      await controlNode(
+        path,
+        "query-status",
+        undefined,
+        Math.max(100, deadline - performance.now()),
+      );
+      return;
+    } catch (error) {
+      if (performance.now() >= deadline)
+        throw new ControlError(
+          "Unreachable",
+          `${path}: no answer within ${timeoutMs} ms (${(error as Error).message})`,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }

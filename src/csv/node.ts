@@ -42,6 +42,7 @@ import {
   TargetClient,
   TargetCommandError,
 } from "./target-client.js";
+import { NodeVms, parseVmStart, parseVmStop, type VmStarted, type VmStopped } from "./vm.js";
 import { type FileMap, mapFileRange, StaleEpochError, Volume } from "./volume.js";
 
 /*
@@ -213,6 +214,8 @@ export class ClusterNode {
   private readonly link: TokenBucket;
   /** Set while this coordinator hands its role on: it neither serves metadata nor takes the role back. */
   private handingOver = false;
+  /** The VMs this node runs on the volume. */
+  readonly vms = new NodeVms(this);
   /** What this node has done, for `hvlab csv status`, the control socket and the failover timeline. */
   readonly io: NodeCounters = {
     writes: 0,
@@ -823,6 +826,34 @@ export class ClusterNode {
     this.io.redirectedBytes += data.length;
     this.io.writes++;
     this.io.bytesWritten += data.length;
+  }
+
+  /**
+   * Makes this node's acknowledged data writes durable at the target
+   * (FLUSH). Redirected writes were made durable by the coordinator that
+   * did them, so a node whose path is cut has nothing to flush.
+   */
+  async flushData(): Promise<void> {
+    try {
+      await this.path.flush();
+    } catch (error) {
+      if (!(error instanceof PathCutError)) throw error;
+    }
+  }
+
+  /** Starts the VM workers ahead of a VM's arrival. */
+  vmPrepare(): Promise<void> {
+    return this.vms.prepare();
+  }
+
+  /** Starts a VM on a VHD on the volume (arguments checked by parseVmStart). */
+  vmStart(args: unknown): Promise<VmStarted> {
+    return this.vms.start(parseVmStart(args));
+  }
+
+  /** Stops a VM and closes its VHD (arguments checked by parseVmStop). */
+  vmStop(args: unknown): Promise<VmStopped> {
+    return this.vms.stop(parseVmStop(args));
   }
 
   /** Reads file data, direct or redirected as {@link ClusterNode.writeFile} writes it. */

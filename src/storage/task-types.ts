@@ -25,6 +25,12 @@ export interface IoTask {
   readonly arena: RegionDescriptor;
   /** Timeline bucket width in milliseconds. */
   readonly intervalMs: number;
+  /**
+   * When set, the image is not opened at `path` (then only its name) but
+   * through this mailbox, served by the thread that owns the file's real
+   * path (see channel-file.ts): a VHD on a Cluster Shared Volume.
+   */
+  readonly channel?: RegionDescriptor;
 }
 
 /** Warms a worker up (domain loaded, kernels instantiated) before timing starts. */

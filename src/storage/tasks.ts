@@ -1,13 +1,17 @@
 import * as hdr from "hdr-histogram-js";
-import { Region } from "../memory/region.js";
+import { Region, type RegionDescriptor } from "../memory/region.js";
 import { defineHandlers } from "../pool/registry.js";
 import type { KernelContext } from "../wasm/context.js";
 import { zipfConstants, zipfH, zipfHIntegral, zipfHIntegralInverse } from "../workload/zipf.js";
+import { ChannelFile } from "./channel-file.js";
+import type { DiskImage } from "./disk-image.js";
+import { RawImage } from "./disk-image.js";
 import { DiskRemovedError } from "./errors.js";
 import { isRandom, readShare } from "./io-spec.js";
 import { StorageKernels } from "./kernels.js";
-import { openImage } from "./open.js";
+import { detectFormat, openImage } from "./open.js";
 import { IO_CONTROL_SLOTS, IoControl, type IoResult, IoState, type IoTask } from "./task-types.js";
+import { VhdImage } from "./vhd.js";
 
 /** Latency histogram range: 1 ns to an hour, 3 significant digits (HdrHistogram's usual). */
 export const HISTOGRAM = {
@@ -47,6 +51,18 @@ function zipfSampler(n: number, s: number, next: () => number): () => number {
   };
 }
 
+/** Opens the task's image through its mailbox (raw or VHD, detected from its bytes). */
+function openOnChannel(
+  task: IoTask,
+  memory: WebAssembly.Memory,
+  kernels: StorageKernels,
+): DiskImage {
+  const file = new ChannelFile(task.path, memory, new Region(task.channel as RegionDescriptor));
+  return detectFormat(file) === "raw"
+    ? new RawImage(file, true)
+    : VhdImage.open(file, { writable: true, kernels });
+}
+
 function runIo(context: KernelContext, task: IoTask): IoResult {
   const memory = context.memory;
   const control = new Region(task.control);
@@ -60,7 +76,9 @@ function runIo(context: KernelContext, task: IoTask): IoResult {
   const { spec } = task;
   const k = context.storage;
   const kernels = new StorageKernels(memory, k, new Region(task.arena));
-  const image = openImage(task.path, { writable: true, kernels, direct: spec.direct ?? false });
+  const image = task.channel
+    ? openOnChannel(task, memory, kernels)
+    : openImage(task.path, { writable: true, kernels, direct: spec.direct ?? false });
   const bs = spec.bs;
   const blocks = Math.floor(image.size / bs);
   const table = new Uint32Array(

@@ -5,7 +5,8 @@ import { UsageError } from "../options.js";
 const MAX_RESULT_BYTES = 64 * 1024 * 1024;
 
 /**
- * The LUN move a cluster run measured (the JSON of `hvlab csv bench
+ * The LUN move a cluster run measured (the JSON of `hvlab csv vms --json`:
+ * `quick.lunMoveMs`; or of `hvlab csv bench
  * --json`: `planned.pauseMs`, the disk resource released on one node and
  * reserved and mounted on another), for `hvlab quick-migrate
  * --failover-from`, where it replaces the assumed failover wait.
@@ -31,11 +32,25 @@ export function readMeasuredLunMove(path: string): number {
       `--failover-from ${path}: not JSON (the output of hvlab csv bench --json)`,
     );
   }
+  // hvlab csv vms: the LUN moved under a VM's quick migration, offline on
+  // the source to online on the destination, as the migrating side saw it.
+  const quick = (result as { quick?: unknown } | null)?.quick;
+  const moved = (quick as { lunMoveMs?: unknown } | null | undefined)?.lunMoveMs;
+  const inRange = (ms: unknown): ms is number =>
+    typeof ms === "number" && Number.isFinite(ms) && ms >= 0 && ms <= 3_600_000;
+  if (quick !== undefined) {
+    if (!inRange(moved))
+      throw new UsageError(
+        `--failover-from ${path}: quick.lunMoveMs is missing or not 0 to 3600000 ms (the output of hvlab csv vms --json)`,
+      );
+    return moved;
+  }
+  // hvlab csv bench: its planned move of the role is the same LUN move.
   const planned = (result as { planned?: unknown } | null)?.planned;
   const ms = (planned as { pauseMs?: unknown } | null | undefined)?.pauseMs;
-  if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0 || ms > 3_600_000)
+  if (!inRange(ms))
     throw new UsageError(
-      `--failover-from ${path}: planned.pauseMs is missing or not 0 to 3600000 ms (run hvlab csv bench without --no-planned)`,
+      `--failover-from ${path}: quick.lunMoveMs (hvlab csv vms --json) or planned.pauseMs is missing or not 0 to 3600000 ms (run hvlab csv bench without --no-planned)`,
     );
   return ms;
 }

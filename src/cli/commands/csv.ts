@@ -34,6 +34,7 @@ import { formatBytes } from "../../util/units.js";
 import { integerOption, numberOption, sizeOption, UsageError } from "../options.js";
 import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
 import { registerCsvCluster } from "./csv-cluster.js";
+import { registerCsvVms } from "./csv-vms.js";
 import { parseBandwidth } from "./migrate.js";
 
 function print(json: boolean | undefined, record: unknown, text: () => string): void {
@@ -476,10 +477,12 @@ export function registerCsv(program: Command): void {
       await Promise.race([storm, new Promise((r) => setTimeout(r, 2000))]);
       for (const timer of faults) if (timer) clearTimeout(timer);
       control?.close();
+      await Promise.race([node.vms.close(), new Promise((r) => setTimeout(r, 2000))]);
       node.stop();
     },
   );
   registerCsvCluster(csv);
+  registerCsvVms(csv);
 }
 
 /** --cluster-bandwidth: a rate, not unlimited (a link has one). */

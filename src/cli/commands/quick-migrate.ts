@@ -79,7 +79,7 @@ export function registerQuickMigrate(program: Command): void {
     )
     .option(
       "--failover-from <file>",
-      "take the failover time measured by a cluster run: the JSON of hvlab csv bench --json (its LUN move)",
+      "take the failover time measured on a cluster: the JSON of hvlab csv vms --json (quick.lunMoveMs, a VM's LUN move) or of hvlab csv bench --json (its planned move)",
     )
     .option(
       "--resume <ms>",
