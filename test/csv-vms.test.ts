@@ -76,6 +76,28 @@ describe("VMs on a Cluster Shared Volume", () => {
     const quick = hvlab(["quick-migrate", "--guest", "4MiB", "--failover-from", measured]);
     expect(quick.status, quick.stderr).toBe(0);
     expect(quick.stdout).toContain(`failover ${Math.round(r.quick.lunMoveMs ?? -1)} ms`);
+    // Live migration's downtime takes the VHD handover measured here, on
+    // top of the same rounds: the pause joins the switchover, nothing else.
+    const alone = hvlab(["migrate", "--guest", "64MiB", "--json"]);
+    const handed = hvlab(["migrate", "--guest", "64MiB", "--json", "--handover-from", measured]);
+    expect(alone.status, alone.stderr).toBe(0);
+    expect(handed.status, handed.stderr).toBe(0);
+    const without = JSON.parse(alone.stdout) as MigrationJson;
+    const withHandover = JSON.parse(handed.stdout) as MigrationJson;
+    // The same passes; only stop-and-copy, which holds the switchover, is longer.
+    expect(withHandover.rounds.length).toBe(without.rounds.length);
+    expect(withHandover.rounds.slice(0, -1)).toEqual(without.rounds.slice(0, -1));
+    expect(withHandover.rounds.at(-1)?.hvlab["bytes-sent"]).toBe(
+      without.rounds.at(-1)?.hvlab["bytes-sent"],
+    );
+    expect(withHandover.summary.downtime - without.summary.downtime).toBeCloseTo(
+      r.live.downtimeMs,
+      6,
+    );
+    writeFileSync(measured, JSON.stringify({ ...r, live: { ...r.live, downtimeMs: "soon" } }));
+    const badHandover = hvlab(["migrate", "--guest", "64MiB", "--handover-from", measured]);
+    expect(badHandover.status).toBe(2);
+    expect(badHandover.stderr).toMatch(/live.downtimeMs is missing or not 0 to 3600000 ms/);
     writeFileSync(measured, JSON.stringify({ ...r, quick: { ...r.quick, lunMoveMs: -1 } }));
     const bad = hvlab(["quick-migrate", "--guest", "4MiB", "--failover-from", measured]);
     expect(bad.status).toBe(2);
@@ -185,3 +207,9 @@ describe("VMs on a Cluster Shared Volume", () => {
     expect(verified.intactBlocks).toBe(verified.acknowledgedBlocks);
   }, 240_000);
 });
+
+/** The part of `hvlab migrate --json` these tests read. */
+interface MigrationJson {
+  rounds: { hvlab: { "bytes-sent": number } }[];
+  summary: { downtime: number };
+}

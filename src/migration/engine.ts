@@ -333,7 +333,7 @@ export class Migration {
         s.transferred += stateBytes;
         return {
           bytes: stateBytes,
-          fixed: `switchover ${o.switchoverMs} ms, device state ${formatBytes(stateBytes)} (${stateMs.toFixed(1)} ms) and latency ${o.latencyMs} ms`,
+          fixed: `switchover ${Number(o.switchoverMs.toFixed(1))} ms, device state ${formatBytes(stateBytes)} (${stateMs.toFixed(1)} ms) and latency ${o.latencyMs} ms`,
         };
       },
       cancel: async () => {},

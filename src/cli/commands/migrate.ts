@@ -53,6 +53,7 @@ import {
   reportFailures,
   submitWithProgress,
 } from "../queue-options.js";
+import { readMeasuredHandover } from "./csv-measured.js";
 import { printMigration, processOutput } from "./migration-output.js";
 
 /** Bit rates accepted by {@link parseBandwidth}, in bits per second. */
@@ -140,6 +141,7 @@ interface GuestFlags {
   giveUp: string;
   deviceState: number;
   switchover: number;
+  handoverFrom?: string;
   zeroFraction: number;
   zeroPages: boolean;
   xbzrle?: boolean;
@@ -261,6 +263,10 @@ function addGuestOptions(command: Command): Command {
       "fixed switchover cost on the destination, counted in downtime",
       numberOption(0, 3_600_000),
       d.switchoverMs,
+    )
+    .option(
+      "--handover-from <file>",
+      "add the storage handover a cluster measured to the switchover: the JSON of hvlab csv vms --json (live.downtimeMs, a VM's VHD closed on one node and opened on another)",
     )
     .option(
       "--zero-fraction <p>",
@@ -394,7 +400,11 @@ function guestOptions(flags: GuestFlags): SweepBase {
     timeoutMs: flags.maxTime * 1000,
     giveUp: flags.giveUp as GiveUpRule,
     deviceStateBytes: flags.deviceState,
-    switchoverMs: flags.switchover,
+    // A VM on a Cluster Shared Volume also hands its VHDs over while it is
+    // paused: the pause a cluster run measured joins the switchover.
+    switchoverMs:
+      flags.switchover +
+      (flags.handoverFrom !== undefined ? readMeasuredHandover(flags.handoverFrom) : 0),
     zeroPages: flags.zeroPages,
     xbzrle: flags.xbzrle === true,
     xbzrleCacheBytes: flags.xbzrleCache,
