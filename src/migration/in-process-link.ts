@@ -76,6 +76,7 @@ export class InProcessLink {
   private pool: KernelPool | undefined;
   /** One stream's two slots of packets in flight between its sender and receiver threads. */
   private streamSlots: [StreamSlot, StreamSlot] | undefined;
+  private streamSlotBytes: ReturnType<typeof streamSlotBytes> | undefined;
   /** One stream's channel ends on this thread, made on first use. */
   private inline: { source: ChannelEnd; destination: ChannelEnd } | undefined;
 
@@ -108,11 +109,7 @@ export class InProcessLink {
     if (o.multifdChannels === 0 && pages >= STREAM_THREADS_MIN_PAGES) {
       const alloc = this.channelPacketPages();
       const bytes = streamSlotBytes(alloc, headerStride(alloc));
-      const slot = (k: number): StreamSlot => ({
-        headers: layout.allocate(`stream-${k}-headers`, bytes.headers, 4096),
-        sent: layout.allocate(`stream-${k}-pages`, bytes.sent, 8),
-      });
-      this.streamSlots = [slot(0), slot(1)];
+      this.streamSlotBytes = bytes;
     }
     this.sourceHashes = layout.allocate("source-page-hashes", pages * 8, 8);
     if (o.xbzrle) {
@@ -134,6 +131,17 @@ export class InProcessLink {
       this.channelPacketPages(),
     );
     this.deviceBlob = deviceState(o.deviceStateBytes, o.seed);
+    const slotBytes = this.streamSlotBytes;
+    if (slotBytes) {
+      const far = this.destination.layout;
+      const slot = (k: number): StreamSlot => ({
+        headers: layout.allocate(`stream-${k}-headers`, slotBytes.headers, 4096),
+        sent: layout.allocate(`stream-${k}-pages`, slotBytes.sent, 8),
+        accepted: far.allocate(`stream-${k}-accepted`, slotBytes.accepted, 8),
+        handover: layout.allocate(`stream-${k}-handover`, 4, 4),
+      });
+      this.streamSlots = [slot(0), slot(1)];
+    }
   }
 
   /**
@@ -395,6 +403,8 @@ export class InProcessLink {
       sendStream(
         {
           source,
+          destinationMemory: this.destination.layout.memory,
+          destinationRam: this.destination.ram,
           ram: new Region(task.ram),
           pageShift: task.pageShift,
           list: new Region(task.list),

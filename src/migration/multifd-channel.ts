@@ -1,5 +1,5 @@
 import { Region, type RegionDescriptor } from "../memory/region.js";
-import type { MultifdKernel } from "../wasm/multifd.js";
+import type { MultifdAccepted, MultifdKernel } from "../wasm/multifd.js";
 import { type EncodeCounts, emptyEncodeCounts, takeEncodeStats } from "../wasm/page.js";
 import type { ChannelResult, ChannelTask } from "./task-types.js";
 
@@ -73,11 +73,100 @@ export interface PacketOnWire {
 }
 
 /**
- * The receiver's side of one packet: the header crosses the link, the
- * receiver checks it before any page moves, the link moves the normal pages
- * into the places the receiver accepted (from the source's RAM, as QEMU's
- * iovecs), a chunk at a time, each chunk hashed as soon as it landed; then
- * the zero pages are made zero and hashed.
+ * The receiver's check of one packet: the header crosses the link into
+ * `far.receive` and is checked before any page moves, the accepted page
+ * numbers written to `place` (normal, then zero pages).
+ *
+ * @throws MultifdPacketError if the receiver refuses the header.
+ */
+export function acceptPacket(
+  destination: ChannelEnd,
+  far: ReceiverRegions,
+  place: Region,
+  wire: PacketOnWire,
+  pageShift: number,
+  alloc: number,
+): MultifdAccepted {
+  far.receive.bytes(destination.memory).set(wire.header);
+  const accepted = destination.kernel.check(
+    far.receive,
+    wire.header.length,
+    far.ram,
+    pageShift,
+    alloc,
+    place,
+  );
+  // The receiver read the counts from the header it was handed; a header
+  // changed on the way must not place pages the sender did not send.
+  if (accepted.normal !== wire.normal || accepted.zero !== wire.zero) {
+    throw new Error(
+      `multifd packet ${wire.packetNum}: received ${accepted.normal} normal and ${accepted.zero} zero pages, sent ${wire.normal} and ${wire.zero}`,
+    );
+  }
+  return accepted;
+}
+
+/**
+ * The link moves the normal pages of an accepted packet into their places
+ * (from the source's RAM, as QEMU's iovecs), a chunk at a time, and with
+ * `hash` the receiver hashes each chunk as soon as it landed.
+ */
+export function placePages(
+  destination: ChannelEnd,
+  far: ReceiverRegions,
+  place: Region,
+  sourceRam: Uint8Array,
+  from: Uint32Array,
+  accepted: MultifdAccepted,
+  pageShift: number,
+  hash: boolean,
+): void {
+  const destinationRam = far.ram.bytes(destination.memory);
+  for (let i = 0; i < accepted.normal; i += LINK_CHUNK_PAGES) {
+    const n = Math.min(LINK_CHUNK_PAGES, accepted.normal - i);
+    linkPages(
+      sourceRam,
+      from.subarray(i, i + n),
+      destinationRam,
+      accepted.pages.subarray(i, i + n),
+      n,
+      2 ** pageShift,
+    );
+    if (hash) destination.kernel.hashListed(far.ram, pageShift, place, i, n, far.hashes);
+  }
+}
+
+/**
+ * The receiver's end of an accepted packet whose normal pages are in place:
+ * the zero pages made zero, and every page hashed (`hashNormal`: the normal
+ * pages too, when they were placed without their hash).
+ */
+export function finishPacket(
+  destination: ChannelEnd,
+  far: ReceiverRegions,
+  place: Region,
+  accepted: MultifdAccepted,
+  pageShift: number,
+  hashNormal: boolean,
+): void {
+  if (hashNormal) {
+    destination.kernel.hashListed(far.ram, pageShift, place, 0, accepted.normal, far.hashes);
+  }
+  destination.kernel.finish(accepted, place, far.ram, pageShift);
+  destination.kernel.hashListed(
+    far.ram,
+    pageShift,
+    place,
+    accepted.normal,
+    accepted.zero,
+    far.hashes,
+  );
+}
+
+/**
+ * The receiver's side of one packet: {@link acceptPacket}, then
+ * {@link placePages} hashing each chunk as it lands, then
+ * {@link finishPacket}.
  *
  * @throws MultifdPacketError if the receiver refuses the header (no page of the packet is written).
  */
@@ -89,45 +178,9 @@ export function receivePacket(
   pageShift: number,
   alloc: number,
 ): void {
-  const pageBytes = 2 ** pageShift;
-  far.receive.bytes(destination.memory).set(wire.header);
-  const accepted = destination.kernel.check(
-    far.receive,
-    wire.header.length,
-    far.ram,
-    pageShift,
-    alloc,
-    far.place,
-  );
-  // The receiver read the counts from the header it was handed; a header
-  // changed on the way must not place pages the sender did not send.
-  if (accepted.normal !== wire.normal || accepted.zero !== wire.zero) {
-    throw new Error(
-      `multifd packet ${wire.packetNum}: received ${accepted.normal} normal and ${accepted.zero} zero pages, sent ${wire.normal} and ${wire.zero}`,
-    );
-  }
-  const destinationRam = far.ram.bytes(destination.memory);
-  for (let i = 0; i < accepted.normal; i += LINK_CHUNK_PAGES) {
-    const n = Math.min(LINK_CHUNK_PAGES, accepted.normal - i);
-    linkPages(
-      sourceRam,
-      wire.from.subarray(i, i + n),
-      destinationRam,
-      accepted.pages.subarray(i, i + n),
-      n,
-      pageBytes,
-    );
-    destination.kernel.hashListed(far.ram, pageShift, far.place, i, n, far.hashes);
-  }
-  destination.kernel.finish(accepted, far.place, far.ram, pageShift);
-  destination.kernel.hashListed(
-    far.ram,
-    pageShift,
-    far.place,
-    accepted.normal,
-    accepted.zero,
-    far.hashes,
-  );
+  const accepted = acceptPacket(destination, far, far.place, wire, pageShift, alloc);
+  placePages(destination, far, far.place, sourceRam, wire.from, accepted, pageShift, true);
+  finishPacket(destination, far, far.place, accepted, pageShift, false);
 }
 
 /**

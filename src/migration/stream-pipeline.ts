@@ -1,7 +1,14 @@
 import { Region, type RegionDescriptor } from "../memory/region.js";
-import type { MultifdKernel } from "../wasm/multifd.js";
+import type { MultifdAccepted, MultifdKernel } from "../wasm/multifd.js";
 import { type EncodeCounts, emptyEncodeCounts, takeEncodeStats } from "../wasm/page.js";
-import { type ChannelEnd, receivePacket, receiverRegions } from "./multifd-channel.js";
+import {
+  acceptPacket,
+  type ChannelEnd,
+  finishPacket,
+  linkPages,
+  placePages,
+  receiverRegions,
+} from "./multifd-channel.js";
 import type { ChannelResult, StreamReceiveTask } from "./task-types.js";
 
 /**
@@ -24,17 +31,51 @@ export const STREAM_BATCH_PACKETS = 64;
 export interface StreamSlot {
   readonly headers: Region;
   readonly sent: Region;
+  /** In the destination's memory: the page numbers the receiver accepted, `4 alloc` bytes per packet. */
+  readonly accepted: Region;
+  /** In the source's memory: the slot's hand-over word ({@link Handover}). */
+  readonly handover: Region;
 }
 
-/** Bytes a {@link StreamSlot} needs for packets of `alloc` pages: headers, then lists. */
+/**
+ * The hand-over word of a slot (an Int32 in the source's memory). The
+ * receiver checks every header of the batch and says so (CHECKED); the
+ * sender then copies the first {@link SENDER_COPY_SHARE} of the batch's
+ * pages into the places the receiver accepted and says so (COPIED) while the
+ * receiver copies the rest; the receiver hashes the sender's share after
+ * COPIED. FAILED: the receiver refused a header (the sender copies
+ * nothing); ABORTED: the sender failed before COPIED.
+ */
+export const Handover = {
+  idle: 0,
+  checked: 1,
+  copied: 2,
+  failed: -1,
+  aborted: -2,
+} as const;
+
+/**
+ * The share of a batch's packets whose pages the sender's thread copies:
+ * on one thread the sender's part (zero pages, hash, header) was about a
+ * third of a stream's work and the receiver's (check, copy, hash) two
+ * thirds, so the sender takes half the copy and the two threads get about
+ * the same.
+ */
+export const SENDER_COPY_SHARE = 0.5;
+
+/** How long the receiver waits for the sender's copy before it gives up (a sender that died). */
+const HANDOVER_TIMEOUT_MS = 60_000;
+
+/** Bytes the regions of a {@link StreamSlot} need for packets of `alloc` pages. */
 export function streamSlotBytes(
   alloc: number,
   headerStride: number,
-): {
-  headers: number;
-  sent: number;
-} {
-  return { headers: STREAM_BATCH_PACKETS * headerStride, sent: STREAM_BATCH_PACKETS * alloc * 8 };
+): { readonly headers: number; readonly sent: number; readonly accepted: number } {
+  return {
+    headers: STREAM_BATCH_PACKETS * headerStride,
+    sent: STREAM_BATCH_PACKETS * alloc * 8,
+    accepted: STREAM_BATCH_PACKETS * alloc * 4,
+  };
 }
 
 /** Packet `j` of a slot's region of `stride`-byte entries, as a region of its own. */
@@ -46,6 +87,9 @@ function entry(region: RegionDescriptor, j: number, stride: number): Region {
 /** What the sender of one stream needs: its kernel, regions, and the hand-over to the receiver. */
 export interface StreamSender {
   readonly source: { readonly memory: WebAssembly.Memory; readonly kernel: MultifdKernel };
+  /** The destination's memory: the sender's share of the copy writes there. */
+  readonly destinationMemory: WebAssembly.Memory;
+  readonly destinationRam: Region;
   readonly ram: Region;
   readonly pageShift: number;
   readonly list: Region;
@@ -113,8 +157,11 @@ export async function sendStream(
       }
       if (batch.length === 0) break;
       // The slot the receiver still reads is the other one: wait for it
-      // before the next batch is written there.
+      // before the next batch is handed over.
       await inFlight;
+      const handover = new Int32Array(s.source.memory.buffer, buffers.handover.offset, 1);
+      Atomics.store(handover, 0, Handover.idle);
+      const senderPackets = Math.floor(batch.length * SENDER_COPY_SHARE);
       inFlight = s.receive({
         type: "migration.stream-receive",
         ram: s.ram.toDescriptor(),
@@ -123,11 +170,28 @@ export async function sendStream(
         headerStride: s.headerStride,
         headers: buffers.headers.toDescriptor(),
         sent: buffers.sent.toDescriptor(),
+        accepted: buffers.accepted.toDescriptor(),
+        handover: buffers.handover.toDescriptor(),
+        senderPackets,
         packets: batch,
         destination: s.destination,
       });
       // Keep an early failure from going unhandled while the sender works on.
       inFlight.catch(() => undefined);
+      const wait = Atomics.waitAsync(handover, 0, Handover.idle);
+      if (wait.async) await wait.value;
+      if (Atomics.load(handover, 0) !== Handover.checked) {
+        await inFlight;
+        throw new Error("stream receiver stopped before checking its batch");
+      }
+      let copied: number = Handover.aborted;
+      try {
+        copySenderShare(s, buffers, batch, senderPackets);
+        copied = Handover.copied;
+      } finally {
+        Atomics.store(handover, 0, copied);
+        Atomics.notify(handover, 0);
+      }
       slot ^= 1;
     }
   } finally {
@@ -139,9 +203,43 @@ export async function sendStream(
 }
 
 /**
- * The receiver's side of a batch, on the destination's thread: each packet
- * in order through {@link receivePacket}, reading headers and page lists from
- * the sender's slot and the pages from the source's RAM (the link).
+ * The sender's share of a batch's copy: the normal pages of its first
+ * `count` packets from the source's RAM to the places the receiver accepted
+ * (read from the destination's memory, where the receiver wrote them).
+ */
+function copySenderShare(
+  s: StreamSender,
+  buffers: StreamSlot,
+  batch: readonly StreamReceiveTask["packets"][number][],
+  count: number,
+): void {
+  const sourceRam = s.ram.bytes(s.source.memory);
+  const destinationRam = s.destinationRam.bytes(s.destinationMemory);
+  const pageBytes = 2 ** s.pageShift;
+  for (let j = 0; j < count; j++) {
+    const p = batch[j];
+    if (!p) break;
+    const from = entry(buffers.sent, j, s.alloc * 8);
+    const to = entry(buffers.accepted, j, s.alloc * 4);
+    linkPages(
+      sourceRam,
+      new Uint32Array(s.source.memory.buffer, from.offset, p.normal),
+      destinationRam,
+      new Uint32Array(s.destinationMemory.buffer, to.offset, p.normal),
+      p.normal,
+      pageBytes,
+    );
+  }
+}
+
+/**
+ * The receiver's side of a batch, on the destination's thread: every header
+ * checked first (no page of the batch moves before), then the hand-over: the
+ * sender copies its share of the pages while this thread copies the rest,
+ * hashing each chunk as it lands; then the sender's share hashed, the zero
+ * pages made zero and hashed.
+ *
+ * @throws MultifdPacketError if a header is refused (the hand-over says FAILED, no page moves).
  */
 export function receiveBatch(
   source: WebAssembly.Memory,
@@ -150,29 +248,58 @@ export function receiveBatch(
 ): undefined {
   const far = receiverRegions(task.destination);
   const sourceRam = new Region(task.ram).bytes(source);
+  const handover = new Int32Array(
+    source.buffer,
+    new Region(task.handover).check(0, 4, "stream hand-over word"),
+    1,
+  );
   const sentStride = task.packetPages * 8;
-  task.packets.forEach((p, j) => {
-    const header = entry(task.headers, j, task.headerStride);
-    const sent = entry(task.sent, j, sentStride);
-    if (p.headerBytes > task.headerStride || p.normal > task.packetPages) {
-      throw new RangeError(
-        `stream packet ${p.packetNum}: ${p.headerBytes} header bytes and ${p.normal} pages do not fit a packet of ${task.packetPages}`,
-      );
-    }
-    receivePacket(
-      destination,
-      far,
-      sourceRam,
-      {
+  const packets: { accepted: MultifdAccepted; place: Region; from: Uint32Array }[] = [];
+  try {
+    task.packets.forEach((p, j) => {
+      if (p.headerBytes > task.headerStride || p.normal > task.packetPages) {
+        throw new RangeError(
+          `stream packet ${p.packetNum}: ${p.headerBytes} header bytes and ${p.normal} pages do not fit a packet of ${task.packetPages}`,
+        );
+      }
+      const header = entry(task.headers, j, task.headerStride);
+      const sent = entry(task.sent, j, sentStride);
+      const place = entry(task.accepted, j, task.packetPages * 4);
+      const from = new Uint32Array(source.buffer, sent.offset, p.normal);
+      const wire = {
         header: header.bytes(source).subarray(0, p.headerBytes),
-        from: new Uint32Array(source.buffer, sent.offset, p.normal),
+        from,
         normal: p.normal,
         zero: p.zero,
         packetNum: p.packetNum,
-      },
-      task.pageShift,
-      task.packetPages,
+      };
+      packets.push({
+        accepted: acceptPacket(destination, far, place, wire, task.pageShift, task.packetPages),
+        place,
+        from,
+      });
+    });
+  } catch (error) {
+    Atomics.store(handover, 0, Handover.failed);
+    Atomics.notify(handover, 0);
+    throw error;
+  }
+  Atomics.store(handover, 0, Handover.checked);
+  Atomics.notify(handover, 0);
+  const share = Math.min(task.senderPackets, packets.length);
+  for (const p of packets.slice(share)) {
+    placePages(destination, far, p.place, sourceRam, p.from, p.accepted, task.pageShift, true);
+  }
+  if (Atomics.wait(handover, 0, Handover.checked, HANDOVER_TIMEOUT_MS) === "timed-out") {
+    throw new Error(
+      `stream receiver: the sender did not copy its share of packets ${task.packets[0]?.packetNum} on within ${HANDOVER_TIMEOUT_MS} ms`,
     );
+  }
+  if (Atomics.load(handover, 0) !== Handover.copied) {
+    throw new Error("stream receiver: the sender stopped before copying its share of the batch");
+  }
+  packets.forEach((p, j) => {
+    finishPacket(destination, far, p.place, p.accepted, task.pageShift, j < share);
   });
   return undefined;
 }
