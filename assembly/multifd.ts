@@ -233,3 +233,29 @@ export function receiveFinish(
     store<u64>(hashes + (page << 3), xxh3LongAt(ram + (page << pageShift), pageBytes));
   }
 }
+
+/**
+ * XXH3-64 of each of the `count` pages whose numbers (u32) are at `list`,
+ * each into its slot of the page hash table at `hashes`. Both ends call it on
+ * a few pages at a time, around the link's copy of them, so each page is
+ * hashed while it is still in cache: the sender just before its bytes leave,
+ * the receiver just after they landed. A page number at or past `pages`
+ * stops it before that page is read. Returns 0, or the index + 1 of the
+ * first bad page number.
+ */
+export function hashListed(
+  ram: usize,
+  pageShift: u32,
+  pages: u32,
+  list: usize,
+  count: u32,
+  hashes: usize,
+): u32 {
+  const pageBytes = <usize>1 << pageShift;
+  for (let i: u32 = 0; i < count; i++) {
+    const page = load<u32>(list + ((<usize>i) << 2));
+    if (page >= pages) return i + 1;
+    store<u64>(hashes + ((<usize>page) << 3), xxh3LongAt(ram + ((<usize>page) << pageShift), pageBytes));
+  }
+  return 0;
+}

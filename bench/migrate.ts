@@ -9,6 +9,7 @@ import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { libraryName } from "../src/bench/machine.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { Migration, runMigration } from "../src/migration/engine.js";
+import { STREAM_THREADS_MIN_PAGES } from "../src/migration/in-process-link.js";
 import type { MigrationOptions } from "../src/migration/options.js";
 import { runSweep, type SweepBase, type SweepGrid } from "../src/migration/sweep.js";
 import { xxh3Long } from "../src/oracle/xxh3.js";
@@ -96,7 +97,9 @@ export const suite: BenchSuite = {
       },
       impls: [
         {
-          impl: "hvlab migrate, one stream (encode, link, decode, verify by XXH3-64)",
+          impl: `hvlab migrate, one stream (sender and receiver on ${
+            contentBytes / 4096 >= STREAM_THREADS_MIN_PAGES ? "two threads" : "one thread"
+          }, pages RAM to RAM)`,
           fn: async () => {
             const result = await migration.run();
             if (result.summary.verified !== true) throw new Error("verification failed");

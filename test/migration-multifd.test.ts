@@ -3,8 +3,8 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { RegionBoundsError } from "../src/memory/errors.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import type { Region } from "../src/memory/region.js";
-import { linkPages } from "../src/migration/multifd-channel.js";
-import { multifdCheckOracle, multifdSendOracle } from "../src/oracle/multifd.js";
+import { linkPages, receivePacket } from "../src/migration/multifd-channel.js";
+import { hashListedOracle, multifdCheckOracle, multifdSendOracle } from "../src/oracle/multifd.js";
 import { xxh3Long } from "../src/oracle/xxh3.js";
 import {
   MULTIFD_HEADER_BYTES,
@@ -283,5 +283,115 @@ describe("multifd receiver", () => {
     // Both ways were exercised, not only refusals.
     expect(verdicts.accepted).toBeGreaterThan(1000);
     expect(verdicts.refused).toBeGreaterThan(5000);
+  });
+});
+
+describe("page hashes around the link (hashListed)", () => {
+  it("equals the oracle for any page size, list start and odd count, leaving other slots alone (property)", () => {
+    // One table for the smallest page (256 bytes: 1024 pages of this RAM).
+    const small = layout.allocate("hash-listed-table", 1024 * 8, 8);
+    fc.assert(
+      fc.property(
+        fc.constantFrom(8, 9, 12),
+        fc.nat(255),
+        fc.integer({ min: 0, max: 37 }),
+        fc.array(fc.nat(1023), { minLength: 0, maxLength: 77 }),
+        (pageShift, seed, listStart, raw) => {
+          const view = fillRam(seed, 7);
+          const pages = (RAM_PAGES * PAGE) >> pageShift;
+          // Page numbers within RAM for this page size.
+          const numbers = raw.map((n) => n % pages);
+          new Uint32Array(layout.memory.buffer, list.offset + listStart * 4, numbers.length).set(
+            numbers,
+          );
+          const table = new BigUint64Array(layout.memory.buffer, hashes.offset, RAM_PAGES);
+          table.fill(0x5an);
+          const before = [...table];
+          const smallTable = new BigUint64Array(layout.memory.buffer, small.offset, pages);
+          smallTable.fill(0x5an);
+          kernel.hashListed(ram, pageShift, list, listStart, numbers.length, small);
+          const want = hashListedOracle(
+            view,
+            pageShift,
+            numbers,
+            [...smallTable].map(() => 0x5an),
+          );
+          expect(want.badIndex).toBeNull();
+          expect([...smallTable]).toEqual(want.table);
+          expect([...table]).toEqual(before);
+        },
+      ),
+      { numRuns: 120 },
+    );
+  });
+
+  it("refuses a page number past RAM, hashing none from it on", () => {
+    fillRam(4, 0);
+    new Uint32Array(layout.memory.buffer, list.offset, 3).set([2, RAM_PAGES + 5, 3]);
+    const table = new BigUint64Array(layout.memory.buffer, hashes.offset, RAM_PAGES);
+    table.fill(0n);
+    expect(() => kernel.hashListed(ram, PAGE_SHIFT, list, 0, 3, hashes)).toThrow(
+      /page 69.*is past 64 pages/,
+    );
+    const want = hashListedOracle(
+      ram.bytes(layout.memory),
+      PAGE_SHIFT,
+      [2, RAM_PAGES + 5, 3],
+      [...table].map(() => 0n),
+    );
+    expect(want.badIndex).toBe(1);
+    expect(table[2]).not.toBe(0n);
+    expect(table[3]).toBe(0n);
+    expect(() => kernel.hashListed(ram, 7, list, 0, 1, hashes)).toThrow(
+      /page shift must be 8 to 30/,
+    );
+  });
+});
+
+describe("a page corrupted in transit", () => {
+  it("leaves the receiver's hash of that page unequal to the sender's, and only that page", () => {
+    const source = fillRam(9, 5);
+    const pages = [3, 4, 5, 6, 20, 21, 40, 63];
+    const out = send(pages);
+    const sourceTable = [...new BigUint64Array(layout.memory.buffer, hashes.offset, RAM_PAGES)];
+    // The destination: its own memory, as a migration's is.
+    const far = new MemoryLayout();
+    const farKernel = MultifdKernel.on(
+      far.memory,
+      far.allocate("far-scratch", MULTIFD_SCRATCH_BYTES),
+    );
+    const regions = {
+      receive: far.allocate("far-header", multifdHeaderBytes(ALLOC)),
+      place: far.allocate("far-place", ALLOC * 4),
+      ram: far.allocate("far-ram", RAM_PAGES * PAGE, 4096),
+      hashes: far.allocate("far-hashes", RAM_PAGES * 8, 8),
+    };
+    const receiveWith = (wire: Uint8Array) => {
+      new BigUint64Array(far.memory.buffer, regions.hashes.offset, RAM_PAGES).fill(0n);
+      receivePacket(
+        { memory: far.memory, kernel: farKernel },
+        regions,
+        wire,
+        {
+          header: headerBytes(out.headerBytes),
+          from: new Uint32Array(layout.memory.buffer, sent.offset, out.normal).slice(),
+          normal: out.normal,
+          zero: out.zero,
+          packetNum: 0,
+        },
+        PAGE_SHIFT,
+        ALLOC,
+      );
+      return [...new BigUint64Array(far.memory.buffer, regions.hashes.offset, RAM_PAGES)];
+    };
+    const clean = receiveWith(source);
+    for (const page of pages) expect(clean[page]).toBe(sourceTable[page]);
+    // One bit flipped on the wire in page 21 (a normal page): the bytes the
+    // receiver placed differ, and its hash, taken from what landed, says so.
+    const wire = source.slice();
+    wire[21 * PAGE + 1000] = (wire[21 * PAGE + 1000] ?? 0) ^ 0x10;
+    const dirty = receiveWith(wire);
+    const differing = pages.filter((page) => dirty[page] !== sourceTable[page]);
+    expect(differing).toEqual([21]);
   });
 });

@@ -1,6 +1,6 @@
 import type { Guest } from "../guest/guest.js";
 import type { MemoryLayout } from "../memory/layout.js";
-import type { Region } from "../memory/region.js";
+import { Region } from "../memory/region.js";
 import { KernelPool } from "../pool/pool.js";
 import { MultifdKernel, multifdHeaderBytes } from "../wasm/multifd.js";
 import {
@@ -17,8 +17,20 @@ import { type ChannelEnd, runChannel } from "./multifd-channel.js";
 import { nextWave } from "./multifd-waves.js";
 import type { ResolvedMigrationOptions } from "./options.js";
 import type { Pass } from "./precopy/types.js";
+import { type StreamSlot, sendStream, streamSlotBytes } from "./stream-pipeline.js";
 import type { ChannelResult, ChannelTask } from "./task-types.js";
 import type { VirtualRunState } from "./virtual-run-state.js";
+
+/**
+ * Guests from this many pages (256 MiB of 4 KiB pages) run one stream's
+ * sender and receiver on two threads; below, both on this one.
+ */
+export const STREAM_THREADS_MIN_PAGES = 65_536;
+
+/** Bytes between two headers in a batch: a full packet's header, kept 8-byte aligned. */
+function headerStride(alloc: number): number {
+  return Math.ceil(multifdHeaderBytes(alloc) / 8) * 8;
+}
 
 /** A multifd packet (QEMU: 512 KiB); also the single stream's packet. */
 export const PACKET_BYTES = 512 * 1024;
@@ -62,6 +74,9 @@ export class InProcessLink {
   private readonly sourceHashes: Region;
   private verifyScratch: Region | undefined;
   private pool: KernelPool | undefined;
+  /** One stream's two slots of packets in flight between its sender and receiver threads. */
+  private streamSlots: [StreamSlot, StreamSlot] | undefined;
+  private streamSlotBytes: ReturnType<typeof streamSlotBytes> | undefined;
   /** One stream's channel ends on this thread, made on first use. */
   private inline: { source: ChannelEnd; destination: ChannelEnd } | undefined;
 
@@ -91,6 +106,11 @@ export class InProcessLink {
         sent: layout.allocate(`multifd-${c}-pages`, alloc * 8, 8),
       });
     }
+    if (o.multifdChannels === 0 && pages >= STREAM_THREADS_MIN_PAGES) {
+      const alloc = this.channelPacketPages();
+      const bytes = streamSlotBytes(alloc, headerStride(alloc));
+      this.streamSlotBytes = bytes;
+    }
     this.sourceHashes = layout.allocate("source-page-hashes", pages * 8, 8);
     if (o.xbzrle) {
       const slots = o.xbzrleCacheBytes / this.pageBytes;
@@ -111,6 +131,17 @@ export class InProcessLink {
       this.channelPacketPages(),
     );
     this.deviceBlob = deviceState(o.deviceStateBytes, o.seed);
+    const slotBytes = this.streamSlotBytes;
+    if (slotBytes) {
+      const far = this.destination.layout;
+      const slot = (k: number): StreamSlot => ({
+        headers: layout.allocate(`stream-${k}-headers`, slotBytes.headers, 4096),
+        sent: layout.allocate(`stream-${k}-pages`, slotBytes.sent, 8),
+        accepted: far.allocate(`stream-${k}-accepted`, slotBytes.accepted, 8),
+        handover: layout.allocate(`stream-${k}-handover`, 4, 4),
+      });
+      this.streamSlots = [slot(0), slot(1)];
+    }
   }
 
   /**
@@ -211,6 +242,7 @@ export class InProcessLink {
    * its workers hold the source's memory and, as a peer, the destination's.
    */
   private channelPool(): KernelPool {
+    // One stream's receiver takes one worker, as one channel does.
     this.pool ??= new KernelPool(this.layout, {
       threads: Math.max(1, this.o.multifdChannels),
       domains: ["migration"],
@@ -239,7 +271,7 @@ export class InProcessLink {
     const multifd = this.o.multifdChannels > 0;
     const run = multifd
       ? (task: ChannelTask) => this.channelPool().run(task)
-      : this.inlineChannel();
+      : (this.twoThreadStream() ?? this.inlineChannel());
     const channels = Math.max(1, this.o.multifdChannels);
     const groupPages = this.groupPages();
     const packetPages = this.channelPacketPages();
@@ -346,6 +378,51 @@ export class InProcessLink {
     return async (task) => runChannel(ends.source, ends.destination, task);
   }
 
+  /**
+   * One stream on two threads (a guest of at least
+   * {@link STREAM_THREADS_MIN_PAGES} pages): the sender here, the receiver on
+   * a pool worker, a batch of packets apart (src/migration/stream-pipeline.ts).
+   * Smaller guests keep both ends on this thread, not worth a worker's start.
+   */
+  private twoThreadStream(): ((task: ChannelTask) => Promise<ChannelResult>) | undefined {
+    const slots = this.streamSlots;
+    const scratch = this.channelScratch[0];
+    if (!slots || !scratch) return undefined;
+    this.inline ??= {
+      source: { memory: this.layout.memory, kernel: MultifdKernel.on(this.layout.memory, scratch) },
+      destination: {
+        memory: this.destination.layout.memory,
+        kernel: MultifdKernel.on(
+          this.destination.layout.memory,
+          this.destination.channels[0]?.scratch ?? scratch,
+        ),
+      },
+    };
+    const source = this.inline.source;
+    return (task) =>
+      sendStream(
+        {
+          source,
+          destinationMemory: this.destination.layout.memory,
+          destinationRam: this.destination.ram,
+          ram: new Region(task.ram),
+          pageShift: task.pageShift,
+          list: new Region(task.list),
+          alloc: task.packetPages,
+          headerStride: headerStride(task.packetPages),
+          slots,
+          stats: new Region(task.stats),
+          hashes: this.sourceHashes,
+          zeroPages: task.zeroPages,
+          receive: (receive) => this.channelPool().run(receive),
+          destination: task.destination,
+        },
+        task.listStart,
+        task.count,
+        task.packetNum,
+      );
+  }
+
   /** Pages in one multifd packet: QEMU's 128 of 4 KiB; larger pages as many as fit its 512 KiB, at least one. */
   private channelPacketPages(): number {
     return this.pageBytes <= 4096
@@ -396,9 +473,9 @@ export class InProcessLink {
     }
     let source: BigUint64Array;
     let theirs: BigUint64Array;
-    if (this.o.multifdChannels > 0) {
-      // With multifd's pool at hand both sides hash at once: the source on a
-      // worker, the destination here. (Without it, a worker is not worth its
+    if (this.o.multifdChannels > 0 || this.streamSlots) {
+      // With the pool at hand (multifd's, or one stream's receiver) both
+      // sides hash at once: the source on a worker, the destination here. (Without it, a worker is not worth its
       // start-up, and on a busy machine two threads hashing lose to one.)
       const pool = this.channelPool();
       this.verifyScratch ??= this.layout.allocate("verify-scratch", 64);

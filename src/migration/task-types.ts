@@ -42,6 +42,37 @@ export interface ChannelTask {
   };
 }
 
+/**
+ * The receiver's side of a batch of one stream's packets, on the
+ * destination's thread while the sender writes the next batch: headers and
+ * page lists in the sender's slot, pages read from the source's RAM.
+ */
+export interface StreamReceiveTask {
+  readonly type: "migration.stream-receive";
+  /** The source's RAM, where the link reads the pages from. */
+  readonly ram: RegionDescriptor;
+  readonly pageShift: number;
+  readonly packetPages: number;
+  /** Bytes between two packets' headers in `headers`. */
+  readonly headerStride: number;
+  readonly headers: RegionDescriptor;
+  /** The sender's lists of pages sent, `8 packetPages` bytes per packet. */
+  readonly sent: RegionDescriptor;
+  /** In the destination's memory: where the receiver writes each packet's accepted pages, `4 packetPages` bytes per packet. */
+  readonly accepted: RegionDescriptor;
+  /** In the source's memory: the Int32 hand-over word between the two threads. */
+  readonly handover: RegionDescriptor;
+  /** The first this many packets' pages are copied by the sender's thread. */
+  readonly senderPackets: number;
+  readonly packets: readonly {
+    readonly headerBytes: number;
+    readonly normal: number;
+    readonly zero: number;
+    readonly packetNum: number;
+  }[];
+  readonly destination: ChannelTask["destination"];
+}
+
 /** Verification: XXH3-64 of pages [0, count) of guest RAM into a table. */
 export interface HashPagesTask {
   readonly type: "migration.hash-pages";
@@ -70,6 +101,7 @@ declare module "../pool/registry.js" {
   /** The migration domain's task types: multifd channels, verification's hashing, sweep points. */
   interface TaskRegistry {
     "migration.channel": { task: ChannelTask; result: ChannelResult };
+    "migration.stream-receive": { task: StreamReceiveTask; result: undefined };
     "migration.sweep-point": {
       task: SweepPointTask;
       result: { readonly summary: MigrationSummary };

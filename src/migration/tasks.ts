@@ -5,7 +5,14 @@ import type { PageKernel } from "../wasm/page.js";
 import { runMigration } from "./engine.js";
 import { runChannel } from "./multifd-channel.js";
 import type { MigrationSummary } from "./stats.js";
-import type { ChannelResult, ChannelTask, HashPagesTask, SweepPointTask } from "./task-types.js";
+import { receiveBatch } from "./stream-pipeline.js";
+import type {
+  ChannelResult,
+  ChannelTask,
+  HashPagesTask,
+  StreamReceiveTask,
+  SweepPointTask,
+} from "./task-types.js";
 
 function pageKernel(context: KernelContext, scratch: Region): PageKernel {
   return context.page(scratch);
@@ -20,6 +27,15 @@ function channel(context: KernelContext, task: ChannelTask): ChannelResult {
   return runChannel(
     end(context, new Region(task.scratch)),
     end(far, new Region(task.destination.scratch)),
+    task,
+  );
+}
+
+function streamReceive(context: KernelContext, task: StreamReceiveTask): undefined {
+  const far = context.peer(task.destination.memory);
+  return receiveBatch(
+    context.memory,
+    { memory: far.memory, kernel: far.multifd(new Region(task.destination.scratch)) },
     task,
   );
 }
@@ -44,5 +60,6 @@ async function sweepPoint(
 export const handlers = defineHandlers({
   "migration.hash-pages": hashPages,
   "migration.channel": channel,
+  "migration.stream-receive": streamReceive,
   "migration.sweep-point": sweepPoint,
 });

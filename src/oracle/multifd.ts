@@ -4,6 +4,7 @@
  * checks of it, one field and one page at a time.
  */
 import { isZeroOneByOne } from "./page.js";
+import { xxh3Long } from "./xxh3.js";
 
 const HEADER = 320;
 const MAGIC = 0x11223344;
@@ -98,4 +99,26 @@ export function multifdCheckOracle(
     accepted.push(Number(offset / pageBytes));
   }
   return { ok: true, normal, zero, pages: accepted };
+}
+
+/**
+ * The page hash table after hashing the pages `list` names: XXH3-64 of each
+ * listed page of `ram` into its slot of a copy of `table`, one page at a
+ * time. Returns the table, or the index of the first page number past RAM
+ * (nothing from it on hashed).
+ */
+export function hashListedOracle(
+  ram: Uint8Array,
+  pageShift: number,
+  list: readonly number[],
+  table: readonly bigint[],
+): { readonly table: bigint[]; readonly badIndex: number | null } {
+  const pageBytes = 2 ** pageShift;
+  const pages = Math.floor(ram.length / pageBytes);
+  const out = [...table];
+  for (const [i, page] of list.entries()) {
+    if (page >= pages) return { table: out, badIndex: i };
+    out[page] = xxh3Long(ram.subarray(page * pageBytes, (page + 1) * pageBytes));
+  }
+  return { table: out, badIndex: null };
 }

@@ -38,6 +38,14 @@ export interface MultifdExports {
     hashes: number,
     hashOn: number,
   ): void;
+  hashListed(
+    ram: number,
+    pageShift: number,
+    pages: number,
+    list: number,
+    count: number,
+    hashes: number,
+  ): number;
 }
 
 /** Bytes of a multifd packet header before its offsets (QEMU's MultiFDPacket_t). */
@@ -262,5 +270,37 @@ export class MultifdKernel {
       table,
       hashes ? 1 : 0,
     );
+  }
+
+  /**
+   * XXH3-64 of the `count` pages whose numbers are in `list` from index
+   * `listStart`, each into its slot of `hashes` (a table of one u64 per page
+   * of `ram`). The link calls it on a few pages at a time around its copy of
+   * them, so each page is hashed while it is in cache.
+   *
+   * @throws RegionBoundsError for a page number past `ram` (no page from it on is read).
+   */
+  hashListed(
+    ram: Region,
+    pageShift: number,
+    list: Region,
+    listStart: number,
+    count: number,
+    hashes: Region,
+  ): void {
+    if (!Number.isInteger(pageShift) || pageShift < 8 || pageShift > 30) {
+      throw new RangeError(
+        `page shift must be 8 to 30 (pages longer than XXH3's 240-byte short inputs), not ${pageShift}`,
+      );
+    }
+    if (count === 0) return;
+    const pages = Math.floor(ram.byteLength / 2 ** pageShift);
+    const at = list.check(listStart * 4, count * 4, "page list");
+    const table = hashes.check(0, pages * 8, "page hashes");
+    const bad = this.k.hashListed(ram.offset, pageShift, pages, at, count, table);
+    if (bad !== 0) {
+      const page = new Uint32Array(this.memory.buffer, at, count)[bad - 1];
+      throw new RegionBoundsError(ram.name, `page ${page}`, `is past ${pages} pages`);
+    }
   }
 }
