@@ -16,8 +16,8 @@ import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { scanLackeyOracle } from "../src/oracle/lackey.js";
 import { MmuOracle } from "../src/oracle/paging.js";
-import type { CompareResult } from "../src/paging/compare.js";
-import { PagingMachine } from "../src/paging/machine.js";
+import { type CompareResult, type CompareRow, comparePaging } from "../src/paging/compare.js";
+import { PagingMachine, standardConfigs } from "../src/paging/machine.js";
 import { ACCESS, MmuContext } from "../src/paging/mmu.js";
 import { cpuPreset, type TranslationCaches, withoutCaches } from "../src/paging/presets.js";
 import { RecordBuffer, traceParser } from "../src/paging/trace.js";
@@ -309,7 +309,7 @@ export const suite: BenchSuite = {
       case: `whole commands: hvlab paging compare --trace FILE vs zcat FILE > /dev/null (gzip lackey trace, ${(traceBytes / 2 ** 20).toFixed(0)} MiB of text, ${traceRecords.toLocaleString("en-US")} accesses, 5 configurations)`,
       bytesPerOp: traceBytes,
       iterations: quick ? 1 : 3,
-      verify: () => {
+      verify: async () => {
         const out = execFileSync(process.execPath, [...compareArgs, "--json"], {
           maxBuffer: 64 * 2 ** 20,
         });
@@ -318,6 +318,33 @@ export const suite: BenchSuite = {
         assert(result.rows.length === 5, `${result.rows.length} configurations`);
         for (const row of result.rows) {
           assert(row.accesses === traceRecords, `${row.label} translated ${row.accesses}`);
+        }
+        // Each configuration alone, on this thread, with the command's defaults
+        // (its JSON says the CPU, the guest and the activity; seed 1): the
+        // command's rows must be these, every counter and the checksum.
+        const cpu = cpuPreset(result.cpu);
+        const configs = standardConfigs(result.guestBytes % 2 ** 30 === 0 ? "1G" : "2M");
+        assert(configs.length === result.rows.length, "the command ran other configurations");
+        for (const [i, config] of configs.entries()) {
+          const alone = await comparePaging({
+            source: { kind: "trace", file: traceFile, format: "auto", lenient: false },
+            cpu: result.cpu,
+            caches: cpu.caches,
+            cost: cpu.cost,
+            configs: [config],
+            guestLevels: result.guestLevels as 4 | 5,
+            hostLevels: result.hostLevels as 4 | 5,
+            guestBytes: result.guestBytes,
+            activity: result.activity,
+            seed: 1,
+            threads: 0,
+          });
+          const { ratioToNative: _a, ...mine } = alone.rows[0] as CompareRow;
+          const { ratioToNative: _b, ...theirs } = result.rows[i] as CompareRow;
+          assert(
+            JSON.stringify(mine) === JSON.stringify(theirs),
+            `${config.label} alone differs from its row in paging compare`,
+          );
         }
         const counted = execFileSync("sh", ["-c", `zcat '${traceFile}' | wc -c`]);
         assert(
