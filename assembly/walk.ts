@@ -632,9 +632,16 @@ function tlbCheck(value: u64, kind: u32): bool {
   return true;
 }
 
+/**
+ * The L1 entry the last lookup hit (0: it hit none): `run` remembers it to
+ * repeat that hit without a lookup (see there).
+ */
+let l1Entry: usize = 0;
+
 /** Looks `va` up in the TLBs (the L1 ITLB for a fetch); returns the entry value, or 0 on a miss. */
 @inline
 function tlbLookup(ctx: usize, va: u64, asid: u64, exec: bool): u64 {
+  l1Entry = 0;
   const v4 = va >>> 12;
   const v2 = va >>> 21;
   const v1 = va >>> 30;
@@ -644,6 +651,7 @@ function tlbLookup(ctx: usize, va: u64, asid: u64, exec: bool): u64 {
     if (e == 0) e = lookup(ctx, T_ITLB_2M, tagKey(v2, asid), v2);
     if (e != 0) {
       count(ctx, C_ITLB_HITS);
+      l1Entry = e;
       return load<u64>(e, 8);
     }
   } else {
@@ -653,6 +661,7 @@ function tlbLookup(ctx: usize, va: u64, asid: u64, exec: bool): u64 {
     if (e == 0) e = lookup(ctx, T_L1_1G, tagKey(v1, asid), v1);
     if (e != 0) {
       count(ctx, C_L1_HITS);
+      l1Entry = e;
       return load<u64>(e, 8);
     }
   }
@@ -727,6 +736,7 @@ function translateOne(ctx: usize, va: u64, kind: u32): u32 {
     // A write to an entry filled by a read: the processor walks to set D.
     count(ctx, C_D_ASSISTS);
   }
+  l1Entry = 0;
   // A miss, or a hit whose permissions refuse the access (for example a write
   // to an entry cached read-only): walk, as the hardware re-walks.
   const f = walk(ctx, va, kind);
@@ -749,8 +759,39 @@ function translateOne(ctx: usize, va: u64, kind: u32): u32 {
 export function run(ctx: usize, trace: usize, from: u32, to: u32): u32 {
   let sum = load<u64>(ctx + C_SUM);
   let accesses = load<u64>(ctx + C_ACCESSES);
+  // Traces repeat themselves: most records (86 % of a lackey trace of a real
+  // program) are the previous fetch's or the previous data access's record
+  // again. When that previous one was a plain L1 hit and nothing but plain
+  // L1 hits came since, nothing was inserted or evicted in any TLB (only LRU
+  // stamps moved), so the record hits the same entry first again: that hit
+  // is repeated (counters, LRU stamp, result) without the lookup. Any other
+  // outcome forgets both records (an entry of 0: none remembered).
+  let fetchRec: u64 = 0;
+  let fetchEntry: usize = 0;
+  let fetchResult: u64 = 0;
+  let dataRec: u64 = 0;
+  let dataEntry: usize = 0;
+  let dataResult: u64 = 0;
   for (let i = from; i < to; i++) {
     const rec = load<u64>(trace + (<usize>i << 3));
+    if (fetchEntry != 0 && rec == fetchRec) {
+      count(ctx, C_ITLB_LOOKUPS);
+      store<u64>(fetchEntry, tick(ctx), 16);
+      count(ctx, C_ITLB_HITS);
+      store<u64>(ctx + C_RESULT, fetchResult);
+      accesses++;
+      sum += fetchResult;
+      continue;
+    }
+    if (dataEntry != 0 && rec == dataRec) {
+      count(ctx, C_DTLB_LOOKUPS);
+      store<u64>(dataEntry, tick(ctx), 16);
+      count(ctx, C_L1_HITS);
+      store<u64>(ctx + C_RESULT, dataResult);
+      accesses++;
+      sum += dataResult;
+      continue;
+    }
     const kind = <u32>(rec & 0xfff);
     const va = rec & 0xfffffffffffff000;
     const f = translateOne(ctx, va, kind);
@@ -762,7 +803,20 @@ export function run(ctx: usize, trace: usize, from: u32, to: u32): u32 {
       return i;
     }
     accesses++;
-    sum += load<u64>(ctx + C_RESULT);
+    const result = load<u64>(ctx + C_RESULT);
+    sum += result;
+    if (l1Entry == 0) {
+      fetchEntry = 0;
+      dataEntry = 0;
+    } else if ((kind & K_EXEC) != 0) {
+      fetchRec = rec;
+      fetchEntry = l1Entry;
+      fetchResult = result;
+    } else {
+      dataRec = rec;
+      dataEntry = l1Entry;
+      dataResult = result;
+    }
   }
   store<u64>(ctx + C_SUM, sum);
   store<u64>(ctx + C_ACCESSES, accesses);

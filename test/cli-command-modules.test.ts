@@ -27,4 +27,17 @@ describe("the command line loads only the module of the command it runs", () => 
       expect(program.commands.map((c) => c.name())).toEqual(every);
     }
   });
+
+  it("--version alone loads no command module (it measures start-up), and help beside it still lists them all", async () => {
+    for (const argv of [["--version"], ["-V"]]) {
+      const program = await buildProgram(argv);
+      expect(program.commands).toEqual([]);
+      expect(program.version()).toMatch(/^\d+\.\d+\.\d+/);
+    }
+    const every = COMMAND_MODULES.flatMap((m) => m.names);
+    const help = await buildProgram(["--version", "--help"]);
+    expect(help.commands.map((c) => c.name())).toEqual(every);
+    const command = await buildProgram(["paging", "--version"]);
+    expect(command.commands.map((c) => c.name())).toEqual(["paging"]);
+  });
 });

@@ -44,6 +44,7 @@ describe("the kernel modules", () => {
       bandwidth: context.bandwidth,
       checksum: context.checksum,
       dirty: context.dirty,
+      lackey: context.lackey,
       multifd: context.multifd(multifd),
       page: context.page(page),
       power: context.power,

@@ -104,6 +104,38 @@ describe("paging compare reads a trace once for every configuration", () => {
     }
   });
 
+  it("skips bad lines (lenient) wherever the chunks cut them, counting each, with the same rows as each configuration alone", {
+    timeout: 120_000,
+  }, async () => {
+    // Bad lines every 10,007 lines: some land across the 1 MiB chunks gunzip hands over.
+    const good = lackeyTrace(SLOT + 777, 11).split("\n");
+    const bad = ["X 400,8", " L 400", " S zz,8", " M 400,0", "I  400,8 trailing"];
+    let skipped = 0;
+    for (let at = 5_000; at < good.length; at += 10_007) {
+      good.splice(at, 0, bad[skipped % bad.length] as string);
+      skipped++;
+    }
+    const file = join(dir, "bad-lines.lackey.gz");
+    writeFileSync(file, gzipSync(good.join("\n")));
+    const lenient = (threads: number, configs = standardConfigs("1G")): CompareSpec => ({
+      ...spec(file, threads, configs),
+      source: { kind: "trace", file, format: "auto", lenient: true },
+    });
+    const strip = (rows: readonly object[]) => rows.map((r) => ({ ...r, ratioToNative: null }));
+    const alone = [];
+    for (const config of standardConfigs("1G")) {
+      alone.push((await comparePaging(lenient(0, [config]))).rows[0] as object);
+    }
+    for (const threads of [0, 1]) {
+      const result = await comparePaging(lenient(threads));
+      expect(result.trace?.skipped, `threads ${threads}`).toBe(skipped);
+      expect(result.trace?.records, `threads ${threads}`).toBe(SLOT + 777);
+      expect(strip(result.rows), `threads ${threads}`).toEqual(strip(alone));
+    }
+    // Strict, the first bad line stops the run and is named by its line number.
+    await expect(comparePaging(spec(file, 1))).rejects.toThrow(/bad-lines\.lackey\.gz:5001: /);
+  });
+
   it("stops every worker when the trace turns out malformed past the ring's size", async () => {
     const bad = join(dir, "bad.lackey.gz");
     writeFileSync(bad, gzipSync(`${lackeyTrace(3 * SLOT, 3)} X nonsense\n`));

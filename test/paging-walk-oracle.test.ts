@@ -136,6 +136,45 @@ describe("walk kernel against its TypeScript oracle", () => {
     );
   });
 
+  it("counts and translates the same on traces that repeat records, as real traces do (the kernel repeats an L1 hit without a lookup)", () => {
+    // Few pages, each access repeated 1-4 times, fetches and data interleaved:
+    // most records are their class's previous record again, and the small
+    // TLBs evict, so a repeated hit that did not refresh its LRU stamp (or
+    // that outlived an eviction) changes later counts.
+    const access = fc.record({
+      // 16 pages: four to a set of the small L1 (4 sets), so runs evict each other.
+      page: fc.nat(15).map((p) => p * 4 + (p % 3 === 0 ? 1 : 0)),
+      kind: fc.constantFrom("read", "write", "fetch" as const),
+      times: fc.integer({ min: 1, max: 4 }),
+    });
+    fc.assert(
+      fc.property(
+        fc.record({
+          mode: fc.constantFrom("native", "shadow", "slat", "agile" as const),
+          guestPageSize: fc.constantFrom("4K", "2M" as const),
+          hostBacking: fc.constantFrom("4K", "2M", "1G" as const),
+          guestLevels: fc.constantFrom(4, 5 as const),
+          hostLevels: fc.constantFrom(4, 5 as const),
+          // Runs of one access, fetches and data mixed: a fetch between two
+          // runs of a data page leaves that page its class's previous record.
+          accesses: fc
+            .array(access, { minLength: 1, maxLength: 200 })
+            .map((runs) =>
+              runs.flatMap((x) =>
+                Array.from({ length: x.times }, () => ({ page: x.page, kind: x.kind })),
+              ),
+            ),
+          skip: fc.nat(),
+          countByLevel: fc.boolean(),
+          eptAccessedDirty: fc.boolean(),
+          nestedTlbAtLeafSize: fc.boolean(),
+        }),
+        kernelEqualsOracle,
+      ),
+      { numRuns: 60 },
+    );
+  });
+
   it("agile paging with 2 MiB guest pages over 4 KiB host pages: a write after INVLPG of its large page", () => {
     // Found by the property above: the guest write-protects the 2 MiB page that
     // holds pages 1024 and 1025 (tracking writes) and INVLPGs its first address;

@@ -52,8 +52,9 @@ export const COMMAND_MODULES: readonly {
 
 /**
  * Builds the `hvlab` program for `argv`: with only the module of the
- * command named there, or with every command (help, no command, a name that
- * is no command, so that commander can list them and suggest one).
+ * command named there, with none for `--version` alone, or with every
+ * command (help, no command, a name that is no command, so that commander
+ * can list them and suggest one).
  */
 export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const program = new Command("hvlab")
@@ -68,7 +69,14 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
     .exitOverride();
   const word = argv.find((arg) => !arg.startsWith("-"));
   const named = COMMAND_MODULES.find((module) => word !== undefined && module.names.includes(word));
-  const registers = await Promise.all((named ? [named] : COMMAND_MODULES).map((m) => m.load()));
+  // `hvlab --version` (no command, no help) prints the version and exits
+  // before any command would run, so it loads none: it measures start-up alone.
+  const versionOnly =
+    word === undefined &&
+    argv.some((arg) => arg === "--version" || arg === "-V") &&
+    !argv.some((arg) => arg === "--help" || arg === "-h");
+  const needed = named ? [named] : versionOnly ? [] : COMMAND_MODULES;
+  const registers = await Promise.all(needed.map((m) => m.load()));
   for (const register of registers) register(program);
   for (const command of program.commands) {
     command.exitOverride();

@@ -6,6 +6,7 @@ import { KernelPool } from "../pool/pool.js";
 import { WalkKernel } from "../wasm/walk.js";
 import { costModelRows } from "./cost.js";
 import { PagingError } from "./errors.js";
+import { LackeyScanner } from "./lackey-scanner.js";
 import {
   type MachineOptions,
   type MachineRegions,
@@ -128,6 +129,9 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
   const groups = threads === 0 ? 1 : Math.min(configs.length, threads + (onMain ? 1 : 0));
   const mainGroup = onMain ? groups - 1 : -1;
   const ring = allocateRing(layout, "trace ring", RING_SLOTS, RING_SLOT_RECORDS, groups);
+  // A trace's text is scanned in this memory (no second one is reserved for
+  // it), laid out before the workers start.
+  const scanner = spec.source.kind === "trace" ? new LackeyScanner(layout, "trace") : null;
   const machines: { options: MachineOptions; regions: MachineRegions }[] = configs.map(
     (config) => ({
       options: {
@@ -196,7 +200,7 @@ export async function comparePaging(spec: CompareSpec): Promise<CompareResult> {
         (m) => new PagingMachine(layout.memory, kernel, m.regions, m.options),
       );
     }
-    const trace = await produce(spec, producer);
+    const trace = await produce(spec, producer, scanner);
     producer.finish();
     const grouped = await Promise.all(runs);
     const results = new Map<number, PagingStats[]>();
@@ -311,7 +315,11 @@ function priced(
  * Feeds the source into the ring: a synthetic source generated in place in
  * its slots, a trace's parsed records copied once from the parser's buffer.
  */
-async function produce(spec: CompareSpec, producer: RingProducer): Promise<TraceSummary | null> {
+async function produce(
+  spec: CompareSpec,
+  producer: RingProducer,
+  scanner: LackeyScanner | null,
+): Promise<TraceSummary | null> {
   const source = spec.source;
   if (source.kind === "synthetic") {
     const generator = new AccessGenerator(source.pattern, spec.seed);
@@ -328,6 +336,7 @@ async function produce(spec: CompareSpec, producer: RingProducer): Promise<Trace
     format: source.format,
     lenient: source.lenient,
     levels: spec.guestLevels,
+    ...(scanner ? { scanner } : {}),
     onProgress: (p) => spec.onProgress?.(p.bytesRead, p.totalBytes),
   };
   return streamTrace(

@@ -1,5 +1,6 @@
 import { createGunzip } from "node:zlib";
 import { TraceFormatError } from "./errors.js";
+import { LackeyScanner } from "./lackey-scanner.js";
 import { ACCESS } from "./mmu.js";
 import { openTraceSource, type TraceSourceOptions } from "./trace-source.js";
 
@@ -49,17 +50,6 @@ export class RecordBuffer {
   }
 }
 
-/** Hex digit values by byte (-1: not a digit), for the lackey fast path. */
-const HEX_DIGITS = (() => {
-  const t = new Int8Array(256).fill(-1);
-  for (let c = 0; c < 10; c++) t[48 + c] = c;
-  for (let c = 0; c < 6; c++) {
-    t[65 + c] = 10 + c;
-    t[97 + c] = 10 + c;
-  }
-  return t;
-})();
-
 /** Parsing options. */
 export interface ParseOptions {
   /** Skip malformed lines or records (counting them) instead of stopping. */
@@ -70,6 +60,8 @@ export interface ParseOptions {
    * hold). An address past them is an error that names the line.
    */
   readonly levels?: 4 | 5;
+  /** The lackey line scanner to use (default: this thread's own, over a small memory of its own). */
+  readonly scanner?: LackeyScanner;
 }
 
 /** The user address space's size for `levels` of paging. */
@@ -126,6 +118,7 @@ class TextParser implements TraceParser {
     private readonly file: string,
     private readonly format: "lackey" | "plain",
     private readonly options: ParseOptions,
+    private readonly scanner: LackeyScanner | null,
   ) {}
 
   push(bytes: Uint8Array, out: RecordBuffer): void {
@@ -144,7 +137,7 @@ class TextParser implements TraceParser {
         start = nl + 1;
       }
     }
-    if (this.format === "lackey" && data === bytes) start = this.lackeyLines(data, start, out);
+    if (this.scanner && data === bytes) start = this.lackeyLines(this.scanner, data, start, out);
     for (;;) {
       const nl = data.indexOf(CH_NL, start);
       if (nl < 0) break;
@@ -198,93 +191,27 @@ class TextParser implements TraceParser {
 
   /**
    * The lackey fast path: whole lines of the usual shapes (`I  addr,size`,
-   * ` L|S|M addr,size`) parsed in one pass with records written in place; a
+   * ` L|S|M addr,size`) turned into records by the wasm line scanner; a
    * line of any other shape (Valgrind's messages, a malformed line) goes
    * through {@link parseLine}, which says what is wrong with it. Returns where
    * the last whole line ended.
    */
-  private lackeyLines(d: Uint8Array, start: number, out: RecordBuffer): number {
-    const limit = userLimit(this.options);
-    const n = d.length;
-    // At most one line in 7 bytes ("I  0,1\n"), two records for a modify.
-    out.reserve(Math.ceil(n / 7) * 2 + 2);
-    const words = out.words;
-    let count = out.count;
-    let line = this.line;
-    let i = start;
-    while (i < n) {
-      const from = i;
-      const c0 = d[i] as number;
-      let kind = -2;
-      if (c0 === 73) {
-        if (d[i + 1] === CH_SPACE && d[i + 2] === CH_SPACE) kind = ACCESS.execute | ACCESS.user;
-      } else if (c0 === CH_SPACE && d[i + 2] === CH_SPACE) {
-        const op = d[i + 1];
-        if (op === 76) kind = ACCESS.user;
-        else if (op === 83) kind = ACCESS.write | ACCESS.user;
-        else if (op === 77) kind = -1;
-      }
-      let ok = kind !== -2;
-      let address = 0;
-      let j = i + 3;
-      if (ok) {
-        const first = j;
-        for (; j < n; j++) {
-          const h = HEX_DIGITS[d[j] as number] as number;
-          if (h < 0) break;
-          address = address * 16 + h;
-        }
-        ok = j > first && j - first <= 15 && address < limit && d[j] === CH_COMMA;
-      }
-      if (ok) {
-        j++;
-        const digits = j;
-        let size = 0;
-        for (; j < n; j++) {
-          const c = d[j] as number;
-          if (c < CH_0 || c > CH_9) break;
-          size = size * 10 + c - CH_0;
-        }
-        if (d[j] === CH_CR) j++;
-        ok = j > digits && size > 0 && d[j] === CH_NL;
-      }
-      if (!ok) {
-        // Another shape, or a line cut by the chunk's end: the general path (or the carry) takes it.
-        const nl = d.indexOf(CH_NL, from);
-        if (nl < 0) {
-          i = from;
-          break;
-        }
-        out.count = count;
-        this.line = line;
-        this.parseLine(d, from, nl, out);
-        line = this.line;
-        count = out.count;
-        i = nl + 1;
-        if (out.words !== words) return this.lackeyLines(d, i, out);
-        continue;
-      }
-      line++;
-      // ToUint32 is the address mod 2^32 (exact below 2^53): no floating-point modulo.
-      const low = address >>> 0;
-      const high = (address - low) / 4294967296;
-      const page = (low & 0xfffff000) >>> 0;
-      if (kind === -1) {
-        words[count * 2] = (page | ACCESS.user) >>> 0;
-        words[count * 2 + 1] = high;
-        words[count * 2 + 2] = (page | ACCESS.write | ACCESS.user) >>> 0;
-        words[count * 2 + 3] = high;
-        count += 2;
-      } else {
-        words[count * 2] = (page | kind) >>> 0;
-        words[count * 2 + 1] = high;
-        count++;
-      }
-      i = j + 1;
-    }
-    out.count = count;
-    this.line = line;
-    return i;
+  private lackeyLines(
+    scanner: LackeyScanner,
+    d: Uint8Array,
+    start: number,
+    out: RecordBuffer,
+  ): number {
+    return scanner.lines(
+      d,
+      start,
+      this.options.levels === 4 ? 47 : 56,
+      out,
+      (lines) => {
+        this.line += lines;
+      },
+      (from, lf) => this.parseLine(d, from, lf, out),
+    );
   }
 
   private lackey(d: Uint8Array, from: number, end: number, out: RecordBuffer): void {
@@ -482,7 +409,10 @@ export function traceParser(
   format: TraceFormat,
   options: ParseOptions = {},
 ): TraceParser {
-  if (format === "lackey" || format === "plain") return new TextParser(file, format, options);
+  if (format === "lackey" || format === "plain") {
+    const scanner = format === "lackey" ? (options.scanner ?? LackeyScanner.shared()) : null;
+    return new TextParser(file, format, options, scanner);
+  }
   return new ChampSimParser(file, format, options);
 }
 

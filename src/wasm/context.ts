@@ -2,6 +2,7 @@ import type { Region } from "../memory/region.js";
 import { type BandwidthExports, BandwidthKernel } from "./bandwidth.js";
 import { type ChecksumExports, ChecksumKernel } from "./checksum.js";
 import { type DirtyExports, DirtyKernel } from "./dirty.js";
+import { type LackeyExports, LackeyKernel } from "./lackey.js";
 import { instantiateKernel, type KernelName } from "./loader.js";
 import { type MultifdExports, MultifdKernel } from "./multifd.js";
 import { type PageExports, PageKernel } from "./page.js";
@@ -19,6 +20,7 @@ interface ModuleExports extends Record<KernelName, object> {
   bandwidth: BandwidthExports;
   checksum: ChecksumExports;
   dirty: DirtyExports;
+  lackey: LackeyExports;
   multifd: MultifdExports;
   page: PageExports;
   power: PowerExports;
@@ -114,6 +116,11 @@ export class KernelContext {
   /** The dirty-tracking kernels. */
   get dirty(): DirtyKernel {
     return this.wrapper("dirty", (memory, k) => new DirtyKernel(memory, k));
+  }
+
+  /** Valgrind lackey trace lines to trace records. */
+  get lackey(): LackeyKernel {
+    return this.wrapper("lackey", (memory, k) => new LackeyKernel(memory, k));
   }
 
   /** multifd packet headers, with a scratch region of `MULTIFD_SCRATCH_BYTES`. */

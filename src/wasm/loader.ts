@@ -14,6 +14,7 @@ export const KERNEL_NAMES = [
   "bandwidth",
   "checksum",
   "dirty",
+  "lackey",
   "multifd",
   "page",
   "power",
