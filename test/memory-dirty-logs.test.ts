@@ -207,6 +207,12 @@ describe("dirty bitmap pair", () => {
   it("takes regions that touch but do not overlap", () => {
     const [bitmaps, control, writers] = parts(region("ctl", 16, 68));
     expect(new DirtyBitmapPair(bitmaps, control, writers).pages).toBe(64);
+    // The control block first, the bitmaps right after it.
+    const after = [
+      new DirtyBitmap(region("b0", 68, 8), 64),
+      new DirtyBitmap(region("b1", 76, 8), 64),
+    ] as const;
+    expect(new DirtyBitmapPair(after, region("ctl", 0, 68), 1).pages).toBe(64);
   });
 
   it.each([

@@ -156,10 +156,13 @@ describe("memory layout", () => {
 
   it("adopts a worker's view of an existing memory and lays regions out from the static area", () => {
     const owner = new MemoryLayout();
-    owner.allocate("data", 8);
+    owner.allocate("data", 4 * WASM_PAGE_BYTES);
+    const size = owner.memory.buffer.byteLength;
     const view = new MemoryLayout({ memory: owner.memory });
     expect(view.memory).toBe(owner.memory);
+    // Inside what the owner already grew: laid out without growing (or shrinking) it.
     expect(view.allocate("data", 8).offset).toBe(STATIC_AREA_BYTES);
+    expect(owner.memory.buffer.byteLength).toBe(size);
   });
 });
 
