@@ -49,11 +49,7 @@ export const ENGINES = {
   },
   power: {
     mutate: ["src/power/**/*.ts"],
-    testFiles: [
-      "test/power-kernel-vs-oracle.test.ts",
-      "test/power-known-answers.test.ts",
-      "test/power-trace.test.ts",
-    ],
+    testFiles: ["test/power-!(cli|bench|report-browser).test.ts"],
   },
   paging: {
     mutate: ["src/paging/**/*.ts"],
