@@ -5,6 +5,7 @@ import type { Region } from "../memory/region.js";
 import type { KernelPool } from "../pool/pool.js";
 import { MemoryFile } from "../storage/block-file.js";
 import { CHANNEL_HEADER_BYTES, serveChannel } from "../storage/channel-file.js";
+import { ioFigures } from "../storage/io-run.js";
 import { checkIoSpec, IO_MODES, type IoMode, type IoSpec } from "../storage/io-spec.js";
 import { IO_CONTROL_SLOTS, IoControl, type IoResult, IoState } from "../storage/task-types.js";
 import { VhdImage } from "../storage/vhd.js";
@@ -523,13 +524,7 @@ export class NodeVms {
     return {
       vm: vm.vm,
       vhd: vm.vhd,
-      reads: result.reads,
-      writes: result.writes,
-      iops: (result.reads + result.writes) / seconds,
-      mbps: result.bytes / seconds / 1e6,
-      p50Us: h.getValueAtPercentile(50) / 1000,
-      p99Us: h.getValueAtPercentile(99) / 1000,
-      p999Us: h.getValueAtPercentile(99.9) / 1000,
+      ...ioFigures(result, seconds, h),
       verifyErrors: result.verifyErrors,
       verifyErrorOffsets: result.verifyErrorOffsets,
       failed: result.failed,

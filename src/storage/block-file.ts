@@ -44,6 +44,37 @@ export interface BlockFile {
   close(): void;
 }
 
+/**
+ * A block file whose calls all complete on the calling thread: its gathered
+ * write is its writes one after the other, and its asynchronous calls are
+ * its synchronous ones, settled.
+ */
+export abstract class SynchronousFile implements BlockFile {
+  abstract readonly name: string;
+  abstract size(): number;
+  abstract read(into: Uint8Array, position: number): number;
+  abstract write(from: Uint8Array, position: number): void;
+  abstract truncate(length: number): void;
+  abstract sync(): void;
+  abstract close(): void;
+
+  writev(parts: readonly Uint8Array[], position: number): void {
+    let at = position;
+    for (const part of parts) {
+      this.write(part, at);
+      at += part.length;
+    }
+  }
+
+  async readAsync(into: Uint8Array, position: number): Promise<number> {
+    return this.read(into, position);
+  }
+
+  async writevAsync(parts: readonly Uint8Array[], position: number): Promise<void> {
+    this.writev(parts, position);
+  }
+}
+
 /** A file (or block device) opened by path. */
 export class FdFile implements BlockFile {
   protected fd: number | undefined;
@@ -192,7 +223,7 @@ function blockDeviceSize(fd: number): number {
 }
 
 /** A growable in-memory file, bounded so that a hostile image cannot make it huge. */
-export class MemoryFile implements BlockFile {
+export class MemoryFile extends SynchronousFile {
   private bytes: Uint8Array;
   private length: number;
 
@@ -201,6 +232,7 @@ export class MemoryFile implements BlockFile {
     initial: Uint8Array = new Uint8Array(0),
     private readonly maxBytes = 1 << 30,
   ) {
+    super();
     this.bytes = initial;
     this.length = initial.length;
   }
@@ -235,22 +267,6 @@ export class MemoryFile implements BlockFile {
     if (position > this.length) this.bytes.fill(0, this.length, position);
     this.bytes.set(from, position);
     this.length = Math.max(this.length, position + from.length);
-  }
-
-  writev(parts: readonly Uint8Array[], position: number): void {
-    let at = position;
-    for (const part of parts) {
-      this.write(part, at);
-      at += part.length;
-    }
-  }
-
-  async readAsync(into: Uint8Array, position: number): Promise<number> {
-    return this.read(into, position);
-  }
-
-  async writevAsync(parts: readonly Uint8Array[], position: number): Promise<void> {
-    this.writev(parts, position);
   }
 
   truncate(length: number): void {

@@ -1,5 +1,5 @@
 import type { Region } from "../memory/region.js";
-import type { BlockFile } from "./block-file.js";
+import { SynchronousFile } from "./block-file.js";
 
 /*
  * A block file whose bytes another thread moves. The VHD engine is
@@ -66,11 +66,11 @@ function views(memory: WebAssembly.Memory, region: Region) {
 }
 
 /**
- * The worker's end: a {@link BlockFile} whose every call is a request in
+ * The worker's end: a block file whose every call is a request in
  * the mailbox, answered by {@link serveChannel} on another thread. Calls
  * larger than the mailbox are split.
  */
-export class ChannelFile implements BlockFile {
+export class ChannelFile extends SynchronousFile {
   private closed = false;
 
   /**
@@ -85,6 +85,7 @@ export class ChannelFile implements BlockFile {
     private readonly region: Region,
     private readonly timeoutMs = 120_000,
   ) {
+    super();
     views(memory, region);
   }
 
@@ -154,22 +155,6 @@ export class ChannelFile implements BlockFile {
       this.done(this.call(ChannelOp.write, position + at, part));
       if (from.length === 0) break;
     }
-  }
-
-  writev(parts: readonly Uint8Array[], position: number): void {
-    let at = position;
-    for (const part of parts) {
-      this.write(part, at);
-      at += part.length;
-    }
-  }
-
-  async readAsync(into: Uint8Array, position: number): Promise<number> {
-    return this.read(into, position);
-  }
-
-  async writevAsync(parts: readonly Uint8Array[], position: number): Promise<void> {
-    this.writev(parts, position);
   }
 
   truncate(length: number): void {

@@ -350,13 +350,7 @@ export async function runStorageIo(
         return {
           disk: res.disk,
           format: entry?.disk.create?.type ?? "existing",
-          reads: res.reads,
-          writes: res.writes,
-          iops: (res.reads + res.writes) / seconds,
-          mbps: res.bytes / seconds / 1e6,
-          p50Us: h.getValueAtPercentile(50) / 1000,
-          p99Us: h.getValueAtPercentile(99) / 1000,
-          p999Us: h.getValueAtPercentile(99.9) / 1000,
+          ...ioFigures(res, seconds, h),
           failed: res.failed,
           verifyErrors: res.verifyErrors,
           histogram: latencyBuckets(h),
@@ -384,4 +378,37 @@ const PLOT_PERCENTILES = [1, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100]
 function latencyBuckets(h: Hdr.Histogram): [number, number][] {
   if (h.totalCount === 0) return [];
   return PLOT_PERCENTILES.map((p) => [p, h.getValueAtPercentile(p) / 1000]);
+}
+
+/** A disk's I/O figures over a run: operations, rates and latency percentiles. */
+export interface IoFigures {
+  reads: number;
+  writes: number;
+  /** Reads and writes per second. */
+  iops: number;
+  /** Bytes moved per second, in 10^6. */
+  mbps: number;
+  p50Us: number;
+  p99Us: number;
+  p999Us: number;
+}
+
+/**
+ * The figures fio prints for a disk, from a run's counts, its length in
+ * seconds and its latency histogram (recorded in ns).
+ */
+export function ioFigures(
+  counts: { reads: number; writes: number; bytes: number },
+  seconds: number,
+  latency: Hdr.Histogram,
+): IoFigures {
+  return {
+    reads: counts.reads,
+    writes: counts.writes,
+    iops: (counts.reads + counts.writes) / seconds,
+    mbps: counts.bytes / seconds / 1e6,
+    p50Us: latency.getValueAtPercentile(50) / 1000,
+    p99Us: latency.getValueAtPercentile(99) / 1000,
+    p999Us: latency.getValueAtPercentile(99.9) / 1000,
+  };
 }
