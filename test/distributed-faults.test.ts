@@ -120,6 +120,65 @@ describe.skipIf(!ready)("faults in a distributed sweep", () => {
     expect(await queue.getJobCounts("completed")).toMatchObject({ completed: 2 });
   }, 240_000);
 
+  it("a worker SIGKILLed mid-batch: the whole batch runs again on another, its points neither lost nor doubled", async () => {
+    // Only this test's two workers: a survivor of an earlier test would take jobs too.
+    await stopWorkers(workers.splice(0));
+    const pair = await startWorkers(redis.url, ["b1", "b2"], ["--lock-duration", "1000"]);
+    workers.push(...pair);
+    // Two jobs of two points of a few seconds each (8 GiB guests dirtied
+    // faster than the link): the kill lands while a job holds points not yet run.
+    const grid = [
+      "--guest",
+      "8GiB",
+      "--mode",
+      "metadata",
+      "--bandwidths",
+      "10Gbit",
+      "--downtime-limits",
+      "300",
+      "--policies",
+      "hyperv,qemu",
+      "--dirty-rates",
+      "3000000,4000000",
+    ];
+    const submitter = hvlabAsync([
+      "migrate",
+      "sweep",
+      ...grid,
+      "--queue",
+      redis.url,
+      "--sweep-id",
+      "killbatch",
+      "--points-per-job",
+      "2",
+      "--json",
+    ]);
+    let victim = "";
+    let victimJob = "";
+    await until("a running batch", async () => {
+      const active = await queue.getActive(0, -1);
+      const job = active.find((j) => j.id?.startsWith("killbatch-p") && j.processedBy);
+      if (!job) return false;
+      victim = job.processedBy ?? "";
+      victimJob = job.id ?? "";
+      return true;
+    });
+    const child = pair[victim === "b1" ? 0 : 1];
+    process.kill(child?.pid ?? 0, "SIGKILL");
+    const far = await submitter;
+    expect(far.code, far.stderr).toBe(0);
+    const d = JSON.parse(far.stdout) as { points: unknown[]; distributed: { failed: unknown[] } };
+    expect(d.points).toHaveLength(4);
+    expect(d.distributed.failed).toEqual([]);
+    const here = hvlab(["migrate", "sweep", ...grid, "--json"]);
+    expect(d.points).toEqual((JSON.parse(here.stdout) as { points: unknown[] }).points);
+    const job = await Job.fromId(queue, victimJob);
+    expect(job?.processedBy).not.toBe(victim);
+    expect(job?.stalledCounter).toBeGreaterThanOrEqual(1);
+    const done = await queue.getCompleted(0, -1);
+    expect(done.filter((j) => j.id?.startsWith("killbatch-p"))).toHaveLength(2);
+  }, 240_000);
+
   it("a bad point fails alone, with its error, after the bounded attempts", async () => {
     const target = parseQueueUrl(redis.url);
     const jobs = migrateSweepJobs(

@@ -266,7 +266,7 @@ function addGuestOptions(command: Command): Command {
     )
     .option(
       "--handover-from <file>",
-      "add the storage handover a cluster measured to the switchover: the JSON of hvlab csv vms --json (live.downtimeMs, a VM's VHD closed on one node and opened on another)",
+      "add the storage handover a cluster measured to the switchover: the JSON of hvlab csv vms --json (live.downtimeMs, a VM's VHD closed on one node and opened on another) (default: none)",
     )
     .option(
       "--zero-fraction <p>",
