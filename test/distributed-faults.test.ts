@@ -67,66 +67,25 @@ describe.skipIf(!ready)("faults in a distributed sweep", () => {
     await redis?.close();
   });
 
-  it("a worker SIGKILLed mid-point: its point runs again on another, none lost or doubled", async () => {
-    const pair = await startWorkers(redis.url, ["k1", "k2"], ["--lock-duration", "1000"]);
-    workers.push(...pair);
-    // Points of a few seconds each: a 8 GiB guest dirtied faster than the link.
-    const grid = [
-      "--guest",
-      "8GiB",
-      "--mode",
-      "metadata",
-      "--bandwidths",
-      "10Gbit",
-      "--downtime-limits",
-      "300",
-      "--policies",
-      "hyperv",
-      "--dirty-rates",
-      "3000000,4000000",
-    ];
-    const submitter = hvlabAsync([
-      "migrate",
-      "sweep",
-      ...grid,
-      "--queue",
-      redis.url,
-      "--sweep-id",
-      "kill",
-      "--json",
-    ]);
-    let victim = "";
-    let victimJob = "";
-    await until("a running point", async () => {
-      const active = await queue.getActive(0, -1);
-      const job = active.find((j) => j.id?.startsWith("kill-p") && j.processedBy);
-      if (!job) return false;
-      victim = job.processedBy ?? "";
-      victimJob = job.id ?? "";
-      return true;
-    });
-    const child = pair[victim === "k1" ? 0 : 1];
-    process.kill(child?.pid ?? 0, "SIGKILL");
-    const far = await submitter;
-    expect(far.code, far.stderr).toBe(0);
-    const d = JSON.parse(far.stdout) as { points: unknown[]; distributed: { failed: unknown[] } };
-    expect(d.points).toHaveLength(2);
-    expect(d.distributed.failed).toEqual([]);
-    const local2 = hvlab(["migrate", "sweep", ...grid, "--json"]);
-    expect(d.points).toEqual((JSON.parse(local2.stdout) as { points: unknown[] }).points);
-    const job = await Job.fromId(queue, victimJob);
-    expect(job?.processedBy).not.toBe(victim);
-    expect(job?.stalledCounter).toBeGreaterThanOrEqual(1);
-    expect(await queue.getJobCounts("completed")).toMatchObject({ completed: 2 });
-  }, 240_000);
-
-  it("a worker SIGKILLed mid-batch: the whole batch runs again on another, its points neither lost nor doubled", async () => {
+  /**
+   * Starts two workers, submits a sweep of points of a few seconds each (8
+   * GiB guests dirtied faster than the link), SIGKILLs the worker running
+   * the first job it sees, and checks that the sweep ends with every point
+   * once, equal to a local run, the killed job taken over by the other
+   * worker after its lock ran out.
+   */
+  async function killMidJob(o: {
+    names: [string, string];
+    sweep: string;
+    policies: string;
+    pointsPerJob: number;
+    points: number;
+    jobs: number;
+  }): Promise<void> {
     // Only this test's two workers: a survivor of an earlier test would take jobs too.
     await stopWorkers(workers.splice(0));
-    const pair = await startWorkers(redis.url, ["b1", "b2"], ["--lock-duration", "1000"]);
+    const pair = await startWorkers(redis.url, o.names, ["--lock-duration", "1000"]);
     workers.push(...pair);
-    // Two jobs of two points of a few seconds each (8 GiB guests dirtied
-    // faster than the link): the kill lands while a job holds points not yet run.
     const grid = [
       "--guest",
       "8GiB",
@@ -137,7 +96,7 @@ describe.skipIf(!ready)("faults in a distributed sweep", () => {
       "--downtime-limits",
       "300",
       "--policies",
-      "hyperv,qemu",
+      o.policies,
       "--dirty-rates",
       "3000000,4000000",
     ];
@@ -148,35 +107,57 @@ describe.skipIf(!ready)("faults in a distributed sweep", () => {
       "--queue",
       redis.url,
       "--sweep-id",
-      "killbatch",
+      o.sweep,
       "--points-per-job",
-      "2",
+      String(o.pointsPerJob),
       "--json",
     ]);
     let victim = "";
     let victimJob = "";
-    await until("a running batch", async () => {
+    await until("a running job", async () => {
       const active = await queue.getActive(0, -1);
-      const job = active.find((j) => j.id?.startsWith("killbatch-p") && j.processedBy);
+      const job = active.find((j) => j.id?.startsWith(`${o.sweep}-p`) && j.processedBy);
       if (!job) return false;
       victim = job.processedBy ?? "";
       victimJob = job.id ?? "";
       return true;
     });
-    const child = pair[victim === "b1" ? 0 : 1];
+    const child = pair[victim === o.names[0] ? 0 : 1];
     process.kill(child?.pid ?? 0, "SIGKILL");
     const far = await submitter;
     expect(far.code, far.stderr).toBe(0);
     const d = JSON.parse(far.stdout) as { points: unknown[]; distributed: { failed: unknown[] } };
-    expect(d.points).toHaveLength(4);
+    expect(d.points).toHaveLength(o.points);
     expect(d.distributed.failed).toEqual([]);
     const here = hvlab(["migrate", "sweep", ...grid, "--json"]);
     expect(d.points).toEqual((JSON.parse(here.stdout) as { points: unknown[] }).points);
     const job = await Job.fromId(queue, victimJob);
     expect(job?.processedBy).not.toBe(victim);
     expect(job?.stalledCounter).toBeGreaterThanOrEqual(1);
-    const done = await queue.getCompleted(0, -1);
-    expect(done.filter((j) => j.id?.startsWith("killbatch-p"))).toHaveLength(2);
+    expect(await completedOf(queue, o.sweep)).toBe(o.jobs);
+  }
+
+  it("a worker SIGKILLed mid-point: its point runs again on another, none lost or doubled", async () => {
+    await killMidJob({
+      names: ["k1", "k2"],
+      sweep: "kill",
+      policies: "hyperv",
+      pointsPerJob: 1,
+      points: 2,
+      jobs: 2,
+    });
+  }, 240_000);
+
+  it("a worker SIGKILLed mid-batch: the whole batch runs again on another, its points neither lost nor doubled", async () => {
+    // Two jobs of two points: the kill lands while a job holds points not yet run.
+    await killMidJob({
+      names: ["b1", "b2"],
+      sweep: "killbatch",
+      policies: "hyperv,qemu",
+      pointsPerJob: 2,
+      points: 4,
+      jobs: 2,
+    });
   }, 240_000);
 
   it("a bad point fails alone, with its error, after the bounded attempts", async () => {
