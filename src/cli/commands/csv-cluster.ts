@@ -1,16 +1,15 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
-import { machineInfo } from "../../bench/machine.js";
 import { MAX_BENCH_NODES, runCsvBench } from "../../csv/bench.js";
 import { clusterStatus, requestFailover } from "../../csv/control-client.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
-import { renderHtmlReport } from "../../report/html.js";
 import { formatTable } from "../../report/table.js";
 import { csvBenchSection } from "../../tour/csv.js";
 import type { TransportFlags } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { checkOutputFlags, integerOption, sizeOption, UsageError } from "../options.js";
+import { printSection, writeSectionReport } from "../section-output.js";
 import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
 import { peersOption } from "./csv-options.js";
 
@@ -277,10 +276,7 @@ export function registerCsvCluster(csv: Command): void {
         });
         const section = csvBenchSection(result);
         if (flags.html !== undefined)
-          writeFileSync(
-            flags.html,
-            await renderHtmlReport("hvlab csv bench", machineInfo(), [section], new Date()),
-          );
+          await writeSectionReport(flags.html, "hvlab csv bench", section);
         if (flags.json) console.log(JSON.stringify(result, null, 2));
         else if (flags.csv)
           process.stdout.write(
@@ -298,10 +294,7 @@ export function registerCsvCluster(csv: Command): void {
             ),
           );
         else {
-          for (const line of section.summary) console.log(line);
-          for (const table of section.tables)
-            console.log(`\n${table.title}\n${formatTable(table)}`);
-          if (flags.html !== undefined) console.log(`\nreport: ${flags.html}`);
+          printSection(section, flags.html);
         }
         if (!result.check.ok || result.acks.intact !== result.acks.checked)
           throw new Error(

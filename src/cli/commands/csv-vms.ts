@@ -1,14 +1,12 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
-import { machineInfo } from "../../bench/machine.js";
 import { MAX_VM_DISK_BYTES } from "../../csv/vm.js";
 import { vmScenarioClean, vmScenarioSection } from "../../csv/vm-report.js";
 import { runVmScenario } from "../../csv/vm-scenario.js";
-import { renderHtmlReport } from "../../report/html.js";
-import { formatTable } from "../../report/table.js";
 import { IO_MODES, type IoMode } from "../../storage/io-spec.js";
 import { checkOutputFlags, integerOption, sizeOption, UsageError } from "../options.js";
+import { printSection, writeSectionReport } from "../section-output.js";
 
 function choice<T extends string>(values: readonly T[], what: string) {
   return (text: string): T => {
@@ -107,16 +105,10 @@ export function registerCsvVms(csv: Command): void {
         });
         const section = vmScenarioSection(result);
         if (flags.html !== undefined)
-          writeFileSync(
-            flags.html,
-            await renderHtmlReport("hvlab csv vms", machineInfo(), [section], new Date()),
-          );
+          await writeSectionReport(flags.html, "hvlab csv vms", section);
         if (flags.json) console.log(JSON.stringify(result, null, 2));
         else {
-          for (const line of section.summary) console.log(line);
-          for (const table of section.tables)
-            console.log(`\n${table.title}\n${formatTable(table)}`);
-          if (flags.html !== undefined) console.log(`\nreport: ${flags.html}`);
+          printSection(section, flags.html);
         }
         if (!vmScenarioClean(result)) {
           const bad = result.disks.find(
