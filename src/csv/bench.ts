@@ -8,6 +8,7 @@ import { checkVolume, type VolumeProblem } from "./check.js";
 import type { NodeStatus } from "./control.js";
 import { NodeControl, requestFailover } from "./control-client.js";
 import { controlNode } from "./control-socket.js";
+import { formatLunFile } from "./format-lun.js";
 import { FileLun } from "./lun.js";
 import { Op } from "./protocol.js";
 import { TargetClient } from "./target-client.js";
@@ -17,7 +18,6 @@ import {
   type TimelinePoint,
   timelineOf,
 } from "./timeline.js";
-import { Volume } from "./volume.js";
 
 /*
  * `hvlab csv bench`: a cluster scenario. It formats a volume, starts the
@@ -151,16 +151,8 @@ export interface CsvBenchResult {
   readonly durationMs: number;
 }
 
-/** Formats a LUN file for the bench: 4 KiB clusters, so that small files spread over many extents. */
-async function formatLun(path: string, bytes: number): Promise<void> {
-  const file = new FdFile(path, "wx+");
-  try {
-    file.truncate(bytes);
-    await Volume.format(new FileLun(file, false), { clusterBytes: 4096, fileSlots: 1024 });
-  } finally {
-    file.close();
-  }
-}
+/** The bench LUN's geometry: 4 KiB clusters, so that small files spread over many extents. */
+const BENCH_LUN_GEOMETRY = { clusterBytes: 4096, fileSlots: 1024 } as const;
 
 /**
  * Times the storage handover of live migration: the source node closes the
@@ -219,7 +211,7 @@ export async function runCsvBench(options: CsvBenchOptions): Promise<CsvBenchRes
   const thresholdMs = options.heartbeatMs * options.misses;
   try {
     const lun = join(dir, "cluster.lun");
-    await formatLun(lun, options.lunBytes);
+    await formatLunFile(lun, options.lunBytes, BENCH_LUN_GEOMETRY);
     const ackLog = (id: number) => join(dir, `acks-node-${id}.jsonl`);
     const controlSocket = (id: number) => join(dir, `node-${id}.sock`);
     log(

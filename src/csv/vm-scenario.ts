@@ -6,10 +6,10 @@ import { type RunningCluster, startCluster } from "./bench-cluster.js";
 import { checkVolume, type VolumeProblem } from "./check.js";
 import { requestFailover } from "./control-client.js";
 import { controlNode, waitForControl } from "./control-socket.js";
+import { formatLunFile } from "./format-lun.js";
 import { FileLun } from "./lun.js";
 import type { VmStarted, VmStopped } from "./vm.js";
 import { copyFileOffVolume, type VmDiskCheck, verifyVmDisk } from "./vm-verify.js";
-import { Volume } from "./volume.js";
 
 /** How {@link runVmScenario} runs. */
 export interface VmScenarioOptions {
@@ -78,16 +78,8 @@ export interface VmScenarioResult {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Formats the LUN: 64 KiB clusters, so a VM's disk lies in few extents. */
-async function formatLun(path: string, bytes: number): Promise<void> {
-  const file = new FdFile(path, "wx+");
-  try {
-    file.truncate(bytes);
-    await Volume.format(new FileLun(file, false), { clusterBytes: 65536, fileSlots: 64 });
-  } finally {
-    file.close();
-  }
-}
+/** The LUN's geometry: 64 KiB clusters, so a VM's disk lies in few extents. */
+const VM_LUN_GEOMETRY = { clusterBytes: 65536, fileSlots: 64 } as const;
 
 /**
  * VMs on a Cluster Shared Volume: starts the target and N node processes,
@@ -110,7 +102,7 @@ export async function runVmScenario(options: VmScenarioOptions): Promise<VmScena
   const lun = join(dir, "cluster.lun");
   const control = (id: number) => join(dir, `node-${id}.sock`);
   const state = (vm: string) => join(dir, `${vm}.state`);
-  await formatLun(lun, options.lunBytes);
+  await formatLunFile(lun, options.lunBytes, VM_LUN_GEOMETRY);
   log(`  starting the target and ${options.nodes} nodes...`);
   const cluster = await startCluster({
     lun,

@@ -1,5 +1,3 @@
-import { mkdirSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { MAX_BENCH_NODES, runCsvBench } from "../../csv/bench.js";
 import { clusterStatus, requestFailover } from "../../csv/control-client.js";
@@ -9,7 +7,7 @@ import { csvBenchSection } from "../../tour/csv.js";
 import type { TransportFlags } from "../../transport/secure.js";
 import { formatBytes } from "../../util/units.js";
 import { checkOutputFlags, integerOption, sizeOption, UsageError } from "../options.js";
-import { printSection, writeSectionReport } from "../section-output.js";
+import { prepareScenarioOutput, printSection, writeSectionReport } from "../section-output.js";
 import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
 import { peersOption } from "./csv-options.js";
 
@@ -250,14 +248,7 @@ export function registerCsvCluster(csv: Command): void {
         csv?: boolean;
       }) => {
         checkOutputFlags(flags);
-        if (flags.dir !== undefined) {
-          try {
-            mkdirSync(flags.dir, { recursive: true });
-          } catch (error) {
-            throw new UsageError(`--dir ${flags.dir}: ${(error as Error).message}`);
-          }
-        }
-        if (flags.html !== undefined) mkdirSync(dirname(resolve(flags.html)), { recursive: true });
+        prepareScenarioOutput(flags);
         const result = await runCsvBench({
           nodes: flags.nodes,
           heartbeatMs: flags.heartbeatInterval,

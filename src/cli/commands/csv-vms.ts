@@ -1,12 +1,10 @@
-import { mkdirSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
 import { MAX_VM_DISK_BYTES } from "../../csv/vm.js";
 import { vmScenarioClean, vmScenarioSection } from "../../csv/vm-report.js";
 import { runVmScenario } from "../../csv/vm-scenario.js";
 import { IO_MODES, type IoMode } from "../../storage/io-spec.js";
 import { checkOutputFlags, integerOption, sizeOption, UsageError } from "../options.js";
-import { printSection, writeSectionReport } from "../section-output.js";
+import { prepareScenarioOutput, printSection, writeSectionReport } from "../section-output.js";
 
 function choice<T extends string>(values: readonly T[], what: string) {
   return (text: string): T => {
@@ -80,14 +78,7 @@ export function registerCsvVms(csv: Command): void {
           throw new UsageError(
             `--lun-size ${flags.lunSize}: ${flags.nodes} VHDs of ${flags.diskSize} bytes need about ${need}`,
           );
-        if (flags.dir !== undefined) {
-          try {
-            mkdirSync(flags.dir, { recursive: true });
-          } catch (error) {
-            throw new UsageError(`--dir ${flags.dir}: ${(error as Error).message}`);
-          }
-        }
-        if (flags.html !== undefined) mkdirSync(dirname(resolve(flags.html)), { recursive: true });
+        prepareScenarioOutput(flags);
         const result = await runVmScenario({
           nodes: flags.nodes,
           type: flags.type,
