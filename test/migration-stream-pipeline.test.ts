@@ -3,7 +3,16 @@ import { MemoryLayout } from "../src/memory/layout.js";
 import { runMigration } from "../src/migration/engine.js";
 import { STREAM_THREADS_MIN_PAGES } from "../src/migration/in-process-link.js";
 import type { MigrationOptions } from "../src/migration/options.js";
-import { receiveBatch, sendStream, streamSlotBytes } from "../src/migration/stream-pipeline.js";
+import {
+  receiveBatch,
+  STREAM_BATCH_PACKETS,
+  type StreamSender,
+  type StreamSplit,
+  sendStream,
+  streamSlotBytes,
+} from "../src/migration/stream-pipeline.js";
+import type { StreamReceiveTask } from "../src/migration/task-types.js";
+import { xxh3Long } from "../src/oracle/xxh3.js";
 import {
   MULTIFD_SCRATCH_BYTES,
   MultifdKernel,
@@ -69,73 +78,129 @@ describe("one stream on two threads", () => {
   });
 });
 
+/**
+ * A stream's two ends over two memories, as a migration has them, with the
+ * destination's thread played on this one: `pages` pages of a patterned
+ * source RAM listed in order, packets of `alloc` pages.
+ */
+function streamRig(alloc: number, pages: number) {
+  const source = new MemoryLayout();
+  const far = new MemoryLayout();
+  const ram = source.allocate("ram", pages * PAGE, 4096);
+  const list = source.allocate("list", pages * 4);
+  const hashes = source.allocate("hashes", pages * 8, 8);
+  const stats = source.allocate("stats", ENCODE_STATS_BYTES);
+  const stride = Math.ceil(multifdHeaderBytes(alloc) / 8) * 8;
+  const bytes = streamSlotBytes(alloc, stride);
+  const slot = (k: number) => ({
+    headers: source.allocate(`headers-${k}`, bytes.headers, 4096),
+    sent: source.allocate(`sent-${k}`, bytes.sent, 8),
+    accepted: far.allocate(`accepted-${k}`, bytes.accepted, 8),
+  });
+  const farRam = far.allocate("far-ram", pages * PAGE, 4096);
+  const farHashes = far.allocate("far-hashes", pages * 8, 8);
+  const destination = {
+    memory: "destination",
+    receive: far.allocate("far-header", multifdHeaderBytes(alloc)).toDescriptor(),
+    place: far.allocate("far-place", alloc * 4).toDescriptor(),
+    ram: farRam.toDescriptor(),
+    hashes: farHashes.toDescriptor(),
+    scratch: far.allocate("far-scratch", MULTIFD_SCRATCH_BYTES, 8).toDescriptor(),
+  };
+  const sourceBytes = ram.bytes(source.memory);
+  for (let i = 0; i < sourceBytes.length; i++) sourceBytes[i] = (i * 7 + 3 + (i >> 12)) & 0xff;
+  new Uint32Array(source.memory.buffer, list.offset, pages).set(
+    Array.from({ length: pages }, (_, p) => p),
+  );
+  const farKernel = MultifdKernel.on(far.memory, far.allocate("far-kernel-scratch", 8, 8));
+  const sender = (receive: StreamSender["receive"]): StreamSender => ({
+    source: {
+      memory: source.memory,
+      kernel: MultifdKernel.on(source.memory, source.allocate("scratch", 8, 8)),
+    },
+    local: {
+      end: {
+        memory: far.memory,
+        kernel: MultifdKernel.on(far.memory, far.allocate("local-scratch", 8, 8)),
+      },
+      destination: {
+        ...destination,
+        receive: far.allocate("local-header", multifdHeaderBytes(alloc)).toDescriptor(),
+        scratch: far.allocate("local-kernel-scratch", 8, 8).toDescriptor(),
+      },
+    },
+    ram,
+    pageShift: 12,
+    list,
+    alloc,
+    headerStride: stride,
+    slots: [slot(0), slot(1)],
+    stats,
+    hashes,
+    zeroPages: true,
+    destination,
+    receive,
+  });
+  /** Receives a batch as the destination's thread would, with its own kernel. */
+  const receiveFar = (task: StreamReceiveTask) =>
+    receiveBatch(source.memory, { memory: far.memory, kernel: farKernel }, task);
+  return { source, far, ram, farRam, hashes, farHashes, stride, sender, receiveFar };
+}
+
 describe("the hand-over between the stream's two threads", () => {
   it("a header refused in a batch fails the send, and no page of that batch reaches the destination", async () => {
     const alloc = 128;
-    // Four packets: one batch (STREAM_BATCH_PACKETS is 64).
+    // Four packets: one batch (STREAM_BATCH_PACKETS is 32).
     const pages = alloc * 4;
-    const source = new MemoryLayout();
-    const far = new MemoryLayout();
-    const ram = source.allocate("ram", pages * PAGE, 4096);
-    const list = source.allocate("list", pages * 4);
-    const hashes = source.allocate("hashes", pages * 8, 8);
-    const stats = source.allocate("stats", ENCODE_STATS_BYTES);
-    const stride = Math.ceil(multifdHeaderBytes(alloc) / 8) * 8;
-    const bytes = streamSlotBytes(alloc, stride);
-    const slot = (k: number) => ({
-      headers: source.allocate(`headers-${k}`, bytes.headers, 4096),
-      sent: source.allocate(`sent-${k}`, bytes.sent, 8),
-      accepted: far.allocate(`accepted-${k}`, bytes.accepted, 8),
-      handover: source.allocate(`handover-${k}`, 4, 4),
-    });
-    const farRam = far.allocate("far-ram", pages * PAGE, 4096);
-    const destination = {
-      memory: "destination",
-      receive: far.allocate("far-header", multifdHeaderBytes(alloc)).toDescriptor(),
-      place: far.allocate("far-place", alloc * 4).toDescriptor(),
-      ram: farRam.toDescriptor(),
-      hashes: far.allocate("far-hashes", pages * 8, 8).toDescriptor(),
-      scratch: far.allocate("far-scratch", MULTIFD_SCRATCH_BYTES, 8).toDescriptor(),
-    };
-    const sourceBytes = ram.bytes(source.memory);
-    for (let i = 0; i < sourceBytes.length; i++) sourceBytes[i] = (i * 7 + 3) & 0xff;
-    new Uint32Array(source.memory.buffer, list.offset, pages).set(
-      Array.from({ length: pages }, (_, p) => p),
-    );
-    const farKernel = MultifdKernel.on(far.memory, far.allocate("far-kernel-scratch", 8, 8));
+    const rig = streamRig(alloc, pages);
     const send = sendStream(
-      {
-        source: {
-          memory: source.memory,
-          kernel: MultifdKernel.on(source.memory, source.allocate("scratch", 8, 8)),
-        },
-        destinationMemory: far.memory,
-        destinationRam: farRam,
-        ram,
-        pageShift: 12,
-        list,
-        alloc,
-        headerStride: stride,
-        slots: [slot(0), slot(1)],
-        stats,
-        hashes,
-        zeroPages: true,
-        destination,
-        // The receiver here, on this thread: a refusal ends it before it
-        // would wait for the sender's copy. The second packet's magic is
-        // changed on the way.
-        receive: async (task) => {
-          const header = new DataView(source.memory.buffer, task.headers.offset + stride);
-          header.setUint32(0, 0x11223345);
-          return receiveBatch(source.memory, { memory: far.memory, kernel: farKernel }, task);
-        },
-      },
+      // The second packet's magic is changed on the way.
+      rig.sender(async (task) => {
+        const header = new DataView(rig.source.memory.buffer, task.headers.offset + rig.stride);
+        header.setUint32(0, 0x11223345);
+        return rig.receiveFar(task);
+      }),
       0,
       pages,
       0,
     );
     await expect(send).rejects.toThrow(MultifdPacketError);
     await expect(send).rejects.toThrow(/bad magic/);
-    expect(farRam.bytes(far.memory).every((b) => b === 0)).toBe(true);
+    expect(rig.farRam.bytes(rig.far.memory).every((b) => b === 0)).toBe(true);
+  });
+
+  it("a batch that finds the destination's thread busy is received on the sender's, and every page arrives once, hashed", async () => {
+    const alloc = 4;
+    const batches = 5;
+    const pages = alloc * STREAM_BATCH_PACKETS * batches - 3;
+    const rig = streamRig(alloc, pages);
+    const split: StreamSplit = { remote: 0, local: 0 };
+    // The destination's thread stays busy with its first batch until the
+    // sender has received one itself, then answers at once.
+    let first = true;
+    const receive = async (task: StreamReceiveTask): Promise<undefined> => {
+      rig.receiveFar(task);
+      while (first && split.local === 0) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      first = false;
+      return undefined;
+    };
+    const result = await sendStream(rig.sender(receive), 0, pages, 7, split);
+    expect(result.consumed).toBe(pages);
+    expect(result.packets).toBe(Math.ceil(pages / alloc));
+    expect(split.local).toBeGreaterThanOrEqual(1);
+    expect(split.remote).toBeGreaterThanOrEqual(1);
+    expect(split.local + split.remote).toBe(batches);
+    const sent = rig.ram.bytes(rig.source.memory);
+    const landed = rig.farRam.bytes(rig.far.memory);
+    expect(Buffer.from(landed).equals(Buffer.from(sent))).toBe(true);
+    // Each side's table holds every page's XXH3-64, and they agree.
+    const theirs = new BigUint64Array(rig.far.memory.buffer, rig.farHashes.offset, pages);
+    const ours = new BigUint64Array(rig.source.memory.buffer, rig.hashes.offset, pages);
+    for (const page of [0, 1, alloc * STREAM_BATCH_PACKETS, pages - 1]) {
+      expect(theirs[page]).toBe(xxh3Long(sent.subarray(page * PAGE, (page + 1) * PAGE)));
+    }
+    expect([...theirs]).toEqual([...ours]);
   });
 });

@@ -2,7 +2,7 @@ import type { Guest } from "../guest/guest.js";
 import type { MemoryLayout } from "../memory/layout.js";
 import { Region } from "../memory/region.js";
 import { KernelPool } from "../pool/pool.js";
-import { MultifdKernel, multifdHeaderBytes } from "../wasm/multifd.js";
+import { MULTIFD_SCRATCH_BYTES, MultifdKernel, multifdHeaderBytes } from "../wasm/multifd.js";
 import {
   ENCODE_STATS_BYTES,
   type EncodeCounts,
@@ -77,6 +77,10 @@ export class InProcessLink {
   /** One stream's two slots of packets in flight between its sender and receiver threads. */
   private streamSlots: [StreamSlot, StreamSlot] | undefined;
   private streamSlotBytes: ReturnType<typeof streamSlotBytes> | undefined;
+  /** One stream's receiver on this thread: its header buffer and scratch in the destination's memory. */
+  private streamLocal: { readonly receive: Region; readonly scratch: Region } | undefined;
+  private streamSource: ChannelEnd | undefined;
+  private streamLocalEnd: ChannelEnd | undefined;
   /** One stream's channel ends on this thread, made on first use. */
   private inline: { source: ChannelEnd; destination: ChannelEnd } | undefined;
 
@@ -138,9 +142,18 @@ export class InProcessLink {
         headers: layout.allocate(`stream-${k}-headers`, slotBytes.headers, 4096),
         sent: layout.allocate(`stream-${k}-pages`, slotBytes.sent, 8),
         accepted: far.allocate(`stream-${k}-accepted`, slotBytes.accepted, 8),
-        handover: layout.allocate(`stream-${k}-handover`, 4, 4),
       });
       this.streamSlots = [slot(0), slot(1)];
+      // The receiver's end on this thread checks headers in a buffer of its
+      // own: the destination's thread may be checking one at the same time.
+      this.streamLocal = {
+        receive: far.allocate(
+          "stream-local-header",
+          multifdHeaderBytes(this.channelPacketPages()),
+          4096,
+        ),
+        scratch: far.allocate("stream-local-scratch", MULTIFD_SCRATCH_BYTES, 8),
+      };
     }
   }
 
@@ -387,24 +400,28 @@ export class InProcessLink {
   private twoThreadStream(): ((task: ChannelTask) => Promise<ChannelResult>) | undefined {
     const slots = this.streamSlots;
     const scratch = this.channelScratch[0];
-    if (!slots || !scratch) return undefined;
-    this.inline ??= {
-      source: { memory: this.layout.memory, kernel: MultifdKernel.on(this.layout.memory, scratch) },
-      destination: {
-        memory: this.destination.layout.memory,
-        kernel: MultifdKernel.on(
-          this.destination.layout.memory,
-          this.destination.channels[0]?.scratch ?? scratch,
-        ),
-      },
+    const local = this.streamLocal;
+    if (!slots || !scratch || !local) return undefined;
+    const far = this.destination.layout.memory;
+    this.streamSource ??= {
+      memory: this.layout.memory,
+      kernel: MultifdKernel.on(this.layout.memory, scratch),
     };
-    const source = this.inline.source;
+    this.streamLocalEnd ??= { memory: far, kernel: MultifdKernel.on(far, local.scratch) };
+    const source = this.streamSource;
+    const end = this.streamLocalEnd;
     return (task) =>
       sendStream(
         {
           source,
-          destinationMemory: this.destination.layout.memory,
-          destinationRam: this.destination.ram,
+          local: {
+            end,
+            destination: {
+              ...task.destination,
+              receive: local.receive.toDescriptor(),
+              scratch: local.scratch.toDescriptor(),
+            },
+          },
           ram: new Region(task.ram),
           pageShift: task.pageShift,
           list: new Region(task.list),

@@ -45,13 +45,6 @@ export function linkPages(
   }
 }
 
-/**
- * Pages the receiver places between its hashes: 16 of 4 KiB are 64 KiB, so
- * the receiver hashes each chunk it just copied while it is still in the
- * core's L1/L2, instead of reading a whole 512 KiB packet back.
- */
-export const LINK_CHUNK_PAGES = 16;
-
 /** The destination's side of a channel, as regions of its memory. */
 export interface ReceiverRegions {
   /** Where a header lands. */
@@ -108,38 +101,35 @@ export function acceptPacket(
 
 /**
  * The link moves the normal pages of an accepted packet into their places
- * (from the source's RAM, as QEMU's iovecs), a chunk at a time, and with
- * `hash` the receiver hashes each chunk as soon as it landed.
+ * (from the source's RAM, as QEMU's iovecs; runs of consecutive pages as one
+ * copy), in one pass over the packet.
  */
 export function placePages(
   destination: ChannelEnd,
   far: ReceiverRegions,
-  place: Region,
   sourceRam: Uint8Array,
   from: Uint32Array,
   accepted: MultifdAccepted,
   pageShift: number,
-  hash: boolean,
 ): void {
-  const destinationRam = far.ram.bytes(destination.memory);
-  for (let i = 0; i < accepted.normal; i += LINK_CHUNK_PAGES) {
-    const n = Math.min(LINK_CHUNK_PAGES, accepted.normal - i);
-    linkPages(
-      sourceRam,
-      from.subarray(i, i + n),
-      destinationRam,
-      accepted.pages.subarray(i, i + n),
-      n,
-      2 ** pageShift,
-    );
-    if (hash) destination.kernel.hashListed(far.ram, pageShift, place, i, n, far.hashes);
-  }
+  linkPages(
+    sourceRam,
+    from,
+    far.ram.bytes(destination.memory),
+    accepted.pages,
+    accepted.normal,
+    2 ** pageShift,
+  );
 }
 
 /**
- * The receiver's end of an accepted packet whose normal pages are in place:
- * the zero pages made zero, and every page hashed (`hashNormal`: the normal
- * pages too, when they were placed without their hash).
+ * The receiver's end of an accepted packet whose normal pages are in place,
+ * in one kernel call: the zero pages made zero, and every page of the
+ * packet hashed as it now is in the destination's RAM. The packet's pages
+ * (512 KiB) were just written, so the hash finds them in the core's L2/L3;
+ * the hash is bound by its arithmetic rather than by memory, so hashing per
+ * smaller chunk (a call each) gained nothing (docs/migration.md, "Where the
+ * time goes").
  */
 export function finishPacket(
   destination: ChannelEnd,
@@ -147,26 +137,13 @@ export function finishPacket(
   place: Region,
   accepted: MultifdAccepted,
   pageShift: number,
-  hashNormal: boolean,
 ): void {
-  if (hashNormal) {
-    destination.kernel.hashListed(far.ram, pageShift, place, 0, accepted.normal, far.hashes);
-  }
-  destination.kernel.finish(accepted, place, far.ram, pageShift);
-  destination.kernel.hashListed(
-    far.ram,
-    pageShift,
-    place,
-    accepted.normal,
-    accepted.zero,
-    far.hashes,
-  );
+  destination.kernel.finish(accepted, place, far.ram, pageShift, far.hashes);
 }
 
 /**
  * The receiver's side of one packet: {@link acceptPacket}, then
- * {@link placePages} hashing each chunk as it lands, then
- * {@link finishPacket}.
+ * {@link placePages}, then {@link finishPacket} (zero pages, every page hashed).
  *
  * @throws MultifdPacketError if the receiver refuses the header (no page of the packet is written).
  */
@@ -179,8 +156,8 @@ export function receivePacket(
   alloc: number,
 ): void {
   const accepted = acceptPacket(destination, far, far.place, wire, pageShift, alloc);
-  placePages(destination, far, far.place, sourceRam, wire.from, accepted, pageShift, true);
-  finishPacket(destination, far, far.place, accepted, pageShift, false);
+  placePages(destination, far, sourceRam, wire.from, accepted, pageShift);
+  finishPacket(destination, far, far.place, accepted, pageShift);
 }
 
 /**

@@ -60,10 +60,6 @@ export interface StreamReceiveTask {
   readonly sent: RegionDescriptor;
   /** In the destination's memory: where the receiver writes each packet's accepted pages, `4 packetPages` bytes per packet. */
   readonly accepted: RegionDescriptor;
-  /** In the source's memory: the Int32 hand-over word between the two threads. */
-  readonly handover: RegionDescriptor;
-  /** The first this many packets' pages are copied by the sender's thread. */
-  readonly senderPackets: number;
   readonly packets: readonly {
     readonly headerBytes: number;
     readonly normal: number;
