@@ -3,6 +3,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  FileWriteArgumentError,
+  MAX_FILE_WRITE_BS,
+  MAX_FILE_WRITE_DEPTH,
+  parseFileWrite,
+} from "../src/csv/file-write.js";
 import { FileLun } from "../src/csv/lun.js";
 import { ClusterNode, type NodeEvent } from "../src/csv/node.js";
 import {
@@ -254,6 +260,53 @@ describe("the registration board's format", () => {
         expect(() => parseBoard(page, "board")).toThrow(BoardFormatError);
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe("file-write's arguments", () => {
+  it("fuzz: 100,000 argument objects are either a checked FileWrite or a FileWriteArgumentError naming the field", () => {
+    const anything = fc.oneof(
+      fc.integer({ min: -5, max: 2 ** 41 }),
+      fc.double(),
+      fc.string({ maxLength: 140 }),
+      fc.constant(null),
+      fc.constant(undefined),
+      fc.boolean(),
+    );
+    const args = fc.oneof(
+      fc.record(
+        { name: anything, bytes: anything, bs: anything, iodepth: anything, seed: anything },
+        { requiredKeys: [] },
+      ),
+      fc.record({
+        name: fc.string({ minLength: 1, maxLength: 20 }),
+        bytes: fc.integer({ min: 1, max: 64 }).map((n) => n * 4096),
+        bs: fc.constant(4096),
+        iodepth: fc.integer({ min: 1, max: 64 }),
+        seed: fc.nat(),
+      }),
+      anything,
+      fc.array(anything),
+    );
+    fc.assert(
+      fc.property(args, (a) => {
+        let parsed: ReturnType<typeof parseFileWrite>;
+        try {
+          parsed = parseFileWrite(a);
+        } catch (error) {
+          expect(error).toBeInstanceOf(FileWriteArgumentError);
+          expect((error as Error).message).toMatch(/^file-write/);
+          return;
+        }
+        expect(parsed.bytes % parsed.bs).toBe(0);
+        expect(parsed.bs).toBeGreaterThanOrEqual(512);
+        expect(parsed.bs).toBeLessThanOrEqual(MAX_FILE_WRITE_BS);
+        expect(parsed.iodepth).toBeGreaterThanOrEqual(1);
+        expect(parsed.iodepth).toBeLessThanOrEqual(MAX_FILE_WRITE_DEPTH);
+        expect(Buffer.byteLength(parsed.name)).toBeLessThanOrEqual(128);
+      }),
+      { numRuns: 100_000 },
     );
   });
 });
