@@ -284,16 +284,24 @@ export function registerCsv(program: Command): void {
         throw new UsageError(`--socket ${flags.socket}: the path exists already`);
       const security = listenerSecurity(flags, flags.host, "server");
       const file = new FdFile(path, "r+");
-      const target = new LunTarget(file, {
-        security,
-        onRefused: (reason, peer) => console.error(`hvlab: csv target: refused ${peer}: ${reason}`),
-        ...(Number.isFinite(flags.throttle) ? { throttleBytesPerSecond: flags.throttle } : {}),
-        latencyMs: flags.latency,
-        handshakeTimeoutMs: flags.handshakeTimeout,
-        idleTimeoutMs: flags.idleTimeout,
-        durable: flags.sync,
-        ...(registrations !== undefined ? { registrations } : {}),
-      });
+      let target: LunTarget;
+      try {
+        target = new LunTarget(file, {
+          security,
+          onRefused: (reason, peer) =>
+            console.error(`hvlab: csv target: refused ${peer}: ${reason}`),
+          ...(Number.isFinite(flags.throttle) ? { throttleBytesPerSecond: flags.throttle } : {}),
+          latencyMs: flags.latency,
+          handshakeTimeoutMs: flags.handshakeTimeout,
+          idleTimeoutMs: flags.idleTimeout,
+          durable: flags.sync,
+          ...(registrations !== undefined ? { registrations } : {}),
+        });
+      } catch (error) {
+        file.close();
+        // The only file the target creates is the board: an unwritable place is the user's to fix.
+        throw new UsageError(`--registrations ${registrations}: ${(error as Error).message}`);
+      }
       let port: number;
       try {
         port = await target.listen(flags.port, flags.host);
