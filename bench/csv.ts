@@ -2,10 +2,12 @@
  * Cluster Shared Volume benchmarks, every case verified before it is timed
  * and run beside its peers:
  *
- * - direct I/O: four cluster nodes (the node code of `hvlab csv node`, one
- *   target connection each) write their files at the extents the
- *   coordinator gave them, all at once, through a `hvlab csv target`
- *   process; against the same bytes written at the same LUN offsets by one
+ * - direct I/O: four `hvlab csv node` processes, each on its own path to
+ *   the LUN (`--lun`: pread/pwrite at the file's extents, fenced by the
+ *   target's registration board), write their files all at once when asked
+ *   on their control sockets (`file-write`); against the same extents
+ *   written through the target over four TCP loopback connections (an
+ *   iSCSI-style path), the same bytes at the same LUN offsets written by one
  *   process straight to the LUN file, and a plain memory copy of as many
  *   bytes (the bandwidth bound);
  * - metadata: an open and a create + delete forwarded by a node to the
@@ -18,8 +20,8 @@
  *
  * - redirected I/O: one node's writes through the coordinator over its
  *   metered cluster-network link (1 GbE by default: its storage path is
- *   cut), against a node writing the same chunks straight to the target,
- *   and a memory copy; results carry throughput and p99.
+ *   cut), against a node writing the same chunks direct on its own path
+ *   to the LUN, and a memory copy; results carry throughput and p99.
  *
  * The target runs with `--no-sync` and the LUN file is
  * written buffered: the host's page cache is in play for every file case.
@@ -28,7 +30,10 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { type RunningCluster, startCluster } from "../src/csv/bench-cluster.js";
+import type { NodeStatus } from "../src/csv/control.js";
 import { NodeControl, requestFailover } from "../src/csv/control-client.js";
+import { controlNode, waitForControl } from "../src/csv/control-socket.js";
+import { type FileWritten, fillPattern } from "../src/csv/file-write.js";
 import { FileLun } from "../src/csv/lun.js";
 import { ClusterNode, DEFAULT_CLUSTER_BANDWIDTH } from "../src/csv/node.js";
 import { Op } from "../src/csv/protocol.js";
@@ -79,6 +84,45 @@ async function coordinatorOf(
   }
 }
 
+/**
+ * Waits until every node of a process cluster answers STATUS and follows one
+ * live coordinator, which it returns (asking through `controls`, kept open).
+ */
+async function settledCluster(
+  cluster: RunningCluster,
+  withinMs: number,
+  kept?: Map<number, NodeControl>,
+): Promise<NodeStatus> {
+  const controls = kept ?? new Map<number, NodeControl>();
+  const status = (id: number) => {
+    let c = controls.get(id);
+    if (!c) {
+      c = new NodeControl(cluster.nodes.get(id)?.port ?? 0);
+      controls.set(id, c);
+    }
+    return c.status(2000);
+  };
+  const until = performance.now() + withinMs;
+  try {
+    for (;;) {
+      const all = await Promise.allSettled([...cluster.nodes.keys()].map(status));
+      const up = all.flatMap((a) => (a.status === "fulfilled" ? [a.value] : []));
+      const owner = up.find((s) => s.role === "coordinator");
+      if (
+        owner &&
+        up.length === cluster.nodes.size &&
+        up.every((s) => s.coordinator === owner.node && s.members.length === cluster.nodes.size)
+      )
+        return owner;
+      if (performance.now() > until)
+        throw new Error(`the cluster did not settle in ${withinMs} ms`);
+      await sleep(50);
+    }
+  } finally {
+    if (!kept) for (const c of controls.values()) c.close();
+  }
+}
+
 /** Sends one metadata request to the node on `port` as a peer would; the reply's JSON. */
 async function forward(link: TargetClient, request: object): Promise<Record<string, unknown>> {
   const reply = await link.request(Op.metadata, new TextEncoder().encode(JSON.stringify(request)));
@@ -99,87 +143,74 @@ export const suite: BenchSuite = {
     try {
       const cases: BenchCase[] = [];
       const perNode = quick ? 2 * MiB : 32 * MiB;
+
+      // --- direct I/O: four node processes on their own paths to the LUN ------------
       const lunPath = join(dir, "io.lun");
       await formatLun(lunPath, 4 * perNode + 64 * MiB);
-
-      // --- the cluster: a target process and four nodes in this process -------
-      const targetSocket = join(dir, "target.sock");
+      const controlOf = (id: number) => join(dir, `node-${id}.sock`);
       const io = await startCluster({
         lun: lunPath,
-        nodes: 0,
+        nodes: 4,
         heartbeatMs: QUIET_HEARTBEAT.heartbeatMs,
         misses: QUIET_HEARTBEAT.misses,
-        targetArgs: ["--no-sync", "--socket", targetSocket],
-        nodeArgs: () => [],
+        targetArgs: ["--no-sync"],
+        nodeArgs: (id) => ["--control", controlOf(id)],
       });
       cleanups.push(() => io.stop());
-      const ports = await Promise.all([1, 2, 3, 4].map(() => freeLoopbackPort()));
-      const nodes = ports.map(
-        (port, i) =>
-          new ClusterNode({
-            id: i + 1,
-            port,
-            targetPort: io.targetPort,
-            peers: new Map(ports.map((p, j) => [j + 1, p] as const).filter(([id]) => id !== i + 1)),
-            targetSocket,
-            ...QUIET_HEARTBEAT,
-          }),
-      );
-      await Promise.all(nodes.map((n) => n.start()));
-      cleanups.push(() => {
-        for (const n of nodes) n.stop();
-      });
-      const coordinator = await coordinatorOf(nodes, 30_000 + 2 * 200 * 50);
-      // The same four nodes' data paths over TCP loopback, for the transport's share of the cost.
+      const owner = await settledCluster(io, 30_000 + 2 * 200 * 50);
+      const files: FileMap[] = [];
+      {
+        const link = await TargetClient.connect(owner.port, "bench-create");
+        try {
+          for (const id of io.nodes.keys()) {
+            const made = await forward(link, { op: "create", name: `vm-${id}.vhd`, size: perNode });
+            const file = made.file as FileMap | undefined;
+            assert(made.ok === true && file?.size === perNode, `node ${id}: create gave no file`);
+            files.push(file as FileMap);
+          }
+        } finally {
+          link.close();
+        }
+      }
+      for (const id of io.nodes.keys()) await waitForControl(controlOf(id), 30_000);
+      // The same extents over TCP loopback connections to the target: the data path
+      // an iSCSI initiator has, every byte through the target process.
       const tcpPaths = await Promise.all(
-        nodes.map(async (n) => {
-          const c = await TargetClient.connect(io.targetPort, `node-${n.options.id}-tcp-bench`);
+        [...io.nodes.keys()].map(async (id) => {
+          const c = await TargetClient.connect(io.targetPort, `node-${id}-tcp-bench`);
           // Registrants Only: a connection writes once its key is registered.
-          await c.register(0x7cb0_0000_0000_0000n + BigInt(n.options.id));
+          await c.register(0x7cb0_0000_0000_0000n + BigInt(id));
           return c;
         }),
       );
       cleanups.push(() => {
         for (const c of tcpPaths) c.close();
       });
-      const follower = nodes.find((n) => n !== coordinator) as ClusterNode;
-
-      // --- direct I/O from 4 nodes at once vs one process on the LUN file -------
-      const files: FileMap[] = [];
-      for (const n of nodes) {
-        const file = await n.metadata({
-          op: "create",
-          name: `vm-${n.options.id}.vhd`,
-          size: perNode,
-        });
-        assert(
-          file !== undefined && file.size === perNode,
-          `node ${n.options.id}: create gave no file`,
-        );
-        files.push(file as FileMap);
-      }
       const lunFile = new FdFile(lunPath, "r+");
       cleanups.push(() => lunFile.close());
       const { layout } = await Volume.open(new FileLun(lunFile, false), { replay: false });
       const chunk = new Uint8Array(CHUNK);
-      const stamp = (seed: number) => {
-        for (let i = 0; i < CHUNK; i++) chunk[i] = (i * 131 + seed * 17 + (i >>> 12)) & 0xff;
+      let seed = 1;
+      const stamp = (s: number) => {
+        seed = s;
+        fillPattern(chunk, s);
       };
       const nodesWrite = async () => {
-        await Promise.all(
-          nodes.map(async (n, i) => {
-            const file = files[i] as FileMap;
-            // QUEUE_DEPTH writers per node, each taking the next chunk: a VM's queue of I/O.
-            let next = 0;
-            const writer = async () => {
-              for (let at = next; at < perNode; at = next) {
-                next += CHUNK;
-                await n.writeFile(file, at, chunk);
-              }
-            };
-            await Promise.all(Array.from({ length: QUEUE_DEPTH }, writer));
-          }),
+        const done = await Promise.all(
+          [...io.nodes.keys()].map((id) =>
+            controlNode(
+              controlOf(id),
+              "file-write",
+              { name: `vm-${id}.vhd`, bytes: perNode, bs: CHUNK, iodepth: QUEUE_DEPTH, seed },
+              120_000,
+            ),
+          ),
         );
+        for (const d of done as FileWritten[])
+          assert(
+            d.redirectedWrites === 0 && d.directWrites === perNode / CHUNK,
+            `${d.name}: ${d.directWrites} direct and ${d.redirectedWrites} redirected writes`,
+          );
       };
       // The nodes' extents written over TCP connections to the same target (registered keys).
       const tcpWrite = async () => {
@@ -215,8 +246,8 @@ export const suite: BenchSuite = {
         for (let k = 0; k < files.length * (perNode / CHUNK); k++)
           bandwidth.copy(dst, 0, src, 0, CHUNK);
       };
-      const readBack = (seed: number) => {
-        stamp(seed);
+      const readBack = (s: number) => {
+        stamp(s);
         const got = new Uint8Array(CHUNK);
         for (const file of files)
           for (let at = 0; at < perNode; at += CHUNK) {
@@ -227,7 +258,7 @@ export const suite: BenchSuite = {
             }
             assert(filled === CHUNK, `${file.name}@${at}: the extents cover ${filled} bytes`);
             assert(
-              got.every((b, i) => b === chunk[i]),
+              Buffer.from(got).equals(chunk),
               `${file.name}@${at}: the LUN does not hold the bytes written`,
             );
           }
@@ -238,8 +269,8 @@ export const suite: BenchSuite = {
         bytesPerOp: 4 * perNode,
         iterations: quick ? 2 : 8,
         impls: [
-          { impl: "hvlab 4 nodes through the target (Unix socket)", fn: nodesWrite },
-          { impl: "4 target connections over TCP loopback", fn: tcpWrite },
+          { impl: "hvlab 4 node processes, each on its own path to the LUN", fn: nodesWrite },
+          { impl: "4 target connections over TCP loopback (iSCSI-style path)", fn: tcpWrite },
           { impl: "one process straight to the LUN file", fn: processWrite },
           { impl: "memory copy (bound)", fn: copyBound },
         ],
@@ -261,23 +292,65 @@ export const suite: BenchSuite = {
         },
       });
 
+      // --- the metadata and redirected cases: four nodes in this process ------------
+      const metaLun = join(dir, "meta.lun");
+      await formatLun(metaLun, 64 * MiB);
+      const meta = await startCluster({
+        lun: metaLun,
+        nodes: 0,
+        heartbeatMs: QUIET_HEARTBEAT.heartbeatMs,
+        misses: QUIET_HEARTBEAT.misses,
+        targetArgs: ["--no-sync"],
+        nodeArgs: () => [],
+      });
+      cleanups.push(() => meta.stop());
+      const ports = await Promise.all([1, 2, 3, 4].map(() => freeLoopbackPort()));
+      const nodes = ports.map(
+        (port, i) =>
+          new ClusterNode({
+            id: i + 1,
+            port,
+            targetPort: meta.targetPort,
+            peers: new Map(ports.map((p, j) => [j + 1, p] as const).filter(([id]) => id !== i + 1)),
+            lun: metaLun,
+            ...QUIET_HEARTBEAT,
+          }),
+      );
+      await Promise.all(nodes.map((n) => n.start()));
+      cleanups.push(() => {
+        for (const n of nodes) n.stop();
+      });
+      const coordinator = await coordinatorOf(nodes, 30_000 + 2 * 200 * 50);
+      const follower = nodes.find((n) => n !== coordinator) as ClusterNode;
+      const metaFile = new FdFile(metaLun, "r");
+      cleanups.push(() => metaFile.close());
+      const metaLayout = (await Volume.open(new FileLun(metaFile, false), { replay: false }))
+        .layout;
+      await follower.metadata({ op: "create", name: "vm-1.vhd", size: perNode });
+
       // --- one node's writes: direct against redirected (storage path cut) ---------
       // Node 5 joins with its path cut, so all its I/O crosses its cluster-network link
       // to the coordinator; a follower writes the same chunks straight to the target.
       const redirectedBytes = quick ? 2 * MiB : 8 * MiB;
+      const directFile = (await follower.metadata({
+        op: "create",
+        name: "direct.vhd",
+        size: redirectedBytes,
+      })) as FileMap;
+      assert(directFile?.size === redirectedBytes, "the follower could not create its file");
       const cutPort = await freeLoopbackPort();
       const cut = new ClusterNode({
         id: 5,
         port: cutPort,
-        targetPort: io.targetPort,
+        targetPort: meta.targetPort,
         peers: new Map(ports.map((p, j) => [j + 1, p] as const)),
+        lun: metaLun,
         clusterBandwidth: DEFAULT_CLUSTER_BANDWIDTH,
         ...QUIET_HEARTBEAT,
       });
       await cut.start();
       cleanups.push(() => cut.stop());
       cut.cutPath("benchmark");
-      const directFile = files[nodes.indexOf(follower)] as FileMap;
       const cutFile = (await cut.metadata({
         op: "create",
         name: "redirected.vhd",
@@ -297,10 +370,10 @@ export const suite: BenchSuite = {
       const readBackFile = (file: FileMap, bytes: number) => {
         const got = new Uint8Array(CHUNK);
         for (let at = 0; at < bytes; at += CHUNK) {
-          for (const r of mapFileRange(layout, file, at, CHUNK))
-            lunFile.read(got.subarray(r.bufferOffset, r.bufferOffset + r.length), r.lunOffset);
+          for (const r of mapFileRange(metaLayout, file, at, CHUNK))
+            metaFile.read(got.subarray(r.bufferOffset, r.bufferOffset + r.length), r.lunOffset);
           assert(
-            got.every((b, i) => b === chunk[i]),
+            Buffer.from(got).equals(chunk),
             `${file.name}@${at}: the LUN does not hold the bytes written`,
           );
         }
@@ -311,7 +384,7 @@ export const suite: BenchSuite = {
         bytesPerOp: CHUNK,
         impls: [
           { impl: "hvlab redirected (path cut) through the coordinator", fn: writeRedirected },
-          { impl: "hvlab direct to the target", fn: writeDirect },
+          { impl: "hvlab direct on the node's own path to the LUN", fn: writeDirect },
           { impl: "memory copy (bound)", fn: () => bandwidth.copy(dst, 0, src, 0, CHUNK) },
         ],
         async verify() {
@@ -419,15 +492,6 @@ export const suite: BenchSuite = {
       cleanups.push(() => cluster.stop());
       const thresholdMs = FAILOVER_HEARTBEAT.heartbeatMs * FAILOVER_HEARTBEAT.misses;
       const controls = new Map<number, NodeControl>();
-      const status = async (id: number) => {
-        const port = cluster.nodes.get(id)?.port ?? 0;
-        let c = controls.get(id);
-        if (!c) {
-          c = new NodeControl(port);
-          controls.set(id, c);
-        }
-        return c.status(2000);
-      };
       cleanups.push(() => {
         for (const c of controls.values()) c.close();
       });
@@ -439,21 +503,7 @@ export const suite: BenchSuite = {
             controls.delete(id);
             await cluster.restart(id);
           }
-        const until = performance.now() + 60_000;
-        for (;;) {
-          const all = await Promise.allSettled([...cluster.nodes.keys()].map(status));
-          const up = all.flatMap((a) => (a.status === "fulfilled" ? [a.value] : []));
-          const owner = up.find((s) => s.role === "coordinator");
-          if (
-            owner &&
-            up.length === cluster.nodes.size &&
-            up.every((s) => s.coordinator === owner.node && s.members.length === cluster.nodes.size)
-          )
-            return owner;
-          if (performance.now() > until)
-            throw new Error("the failover cluster did not settle in 60 s");
-          await sleep(50);
-        }
+        return await settledCluster(cluster, 60_000, controls);
       };
       /** Asks every node but `skip` for a metadata open until one answers as coordinator. */
       const firstAnswer = async (skip: number) => {

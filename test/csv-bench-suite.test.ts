@@ -15,14 +15,14 @@ describe("bench csv", () => {
         "failover",
       ]);
       expect(prepared.cases[0]?.impls.map((i) => i.impl)).toEqual([
-        "hvlab 4 nodes through the target (Unix socket)",
-        "4 target connections over TCP loopback",
+        "hvlab 4 node processes, each on its own path to the LUN",
+        "4 target connections over TCP loopback (iSCSI-style path)",
         "one process straight to the LUN file",
         "memory copy (bound)",
       ]);
       expect(prepared.cases[1]?.impls.map((i) => i.impl)).toEqual([
         "hvlab redirected (path cut) through the coordinator",
-        "hvlab direct to the target",
+        "hvlab direct on the node's own path to the LUN",
         "memory copy (bound)",
       ]);
       // The link rate the redirected case ran at: 1 GbE, 10^9 bit/s.

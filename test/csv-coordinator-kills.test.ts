@@ -89,6 +89,9 @@ describe("csv coordinator kills", () => {
     const logs = ports.map((_, i) => join(dir, `acks-${i + 1}.jsonl`));
     const start = (id: number) =>
       startNode(id, ports, targetPort, [
+        // Data goes over each node's own path to the LUN, fenced by the target's board.
+        "--lun",
+        lun,
         "--heartbeat-interval",
         String(HEARTBEAT_MS),
         "--heartbeat-misses",

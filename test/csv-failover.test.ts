@@ -36,6 +36,9 @@ describe("csv failover", () => {
     const logs = ports.map((_, i) => join(dir, `paused-${i + 1}.jsonl`));
     const three = [1, 2, 3].map((id) =>
       startNode(id, ports, (target as TargetProcess).port, [
+        // Data goes over each node's own path to the LUN, fenced by the target's board.
+        "--lun",
+        lun,
         ...HEARTBEAT,
         "--storm",
         "--files",

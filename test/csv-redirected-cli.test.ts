@@ -71,6 +71,9 @@ describe("csv redirected access through the commands", () => {
       "10",
       "--ack-log",
       logs[id - 1] ?? "",
+      // Direct data goes over each node's own path to the LUN; a cut path cuts it too.
+      "--lun",
+      lun,
     ];
     nodes.push(startNode(1, ports, target.port, [...HEARTBEAT, ...storm(1)]));
     nodes.push(

@@ -111,6 +111,8 @@ export interface ClusterSetup {
   readonly nodeArgs: (id: number) => readonly string[];
   /** Extra arguments of `hvlab csv target`. */
   readonly targetArgs?: readonly string[];
+  /** Whether nodes do direct I/O on the LUN over their own path (`--lun`; default) or through the target. */
+  readonly direct?: boolean;
 }
 
 /** A running cluster: the target and its nodes, by id. */
@@ -165,6 +167,8 @@ export async function startCluster(setup: ClusterSetup): Promise<RunningCluster>
         "--heartbeat-misses",
         String(setup.misses),
         "--json",
+        // The node's own path to the LUN: its data I/O goes there, fenced by the target's board.
+        ...(setup.direct === false ? [] : ["--lun", setup.lun]),
         ...(peers ? ["--peers", peers] : []),
         ...setup.nodeArgs(id),
       ]);

@@ -13,7 +13,8 @@ import { createInterface } from "node:readline";
  *
  * Commands: query-status, cut-path, restore-path, backup-begin, backup-end,
  * and for the VMs the node runs on the volume: vm-prepare, vm-start, vm-stop
- * (arguments checked in vm.ts).
+ * (arguments checked in vm.ts); file-write, a sequential write of a file
+ * (file-write.ts), which `hvlab bench csv` times.
  * A bad line gets an error and the connection stays open, as QMP does.
  */
 
@@ -29,6 +30,8 @@ export interface ControlledNode {
   vmStart(args: unknown): Promise<unknown>;
   /** Stops a VM, closing its VHD (vm.ts's VmStop). */
   vmStop(args: unknown): Promise<unknown>;
+  /** Writes a file sequentially (file-write.ts's FileWrite, checked there). */
+  fileWrite(args: unknown): Promise<unknown>;
 }
 
 /** The commands a node's control socket takes. */
@@ -41,6 +44,7 @@ export const CONTROL_COMMANDS = [
   "vm-prepare",
   "vm-start",
   "vm-stop",
+  "file-write",
 ] as const;
 
 /** One control command. */
@@ -112,6 +116,8 @@ export async function runControlLine(node: ControlledNode, line: string): Promis
         return { return: await node.vmStart(args) };
       case "vm-stop":
         return { return: await node.vmStop(args) };
+      case "file-write":
+        return { return: await node.fileWrite(args) };
     }
   } catch (error) {
     const e = error as Error;

@@ -16,7 +16,9 @@ import {
   parseFailoverRequest,
   parseObject,
 } from "./control.js";
+import { DirectLun } from "./direct-lun.js";
 import { VolumeFileError, VolumeRangeError } from "./errors.js";
+import { type FileWritten, parseFileWrite, runFileWrite } from "./file-write.js";
 import {
   encodeFrame,
   type Frame,
@@ -94,6 +96,14 @@ export interface NodeOptions {
   readonly targetHost?: string;
   /** The target's Unix socket on this host (`hvlab csv target --socket`): the data path goes there instead of TCP. */
   readonly targetSocket?: string;
+  /**
+   * This node's own path to the LUN (the file or block device the target
+   * serves): data I/O is pread/pwrite there, fenced by the target's
+   * registration board; unset, data goes through the target connection.
+   */
+  readonly lun?: string;
+  /** The target's registration board (`hvlab csv target --registrations`; default: the LUN's path + ".registrations"). */
+  readonly registrations?: string;
   /** Every other node's id and address. */
   readonly peers: ReadonlyMap<number, PeerAddress>;
   readonly heartbeatMs: number;
@@ -183,7 +193,11 @@ export function parseMetadataRequest(payload: Uint8Array): MetadataRequest {
 /** One cluster node. */
 export class ClusterNode {
   private target!: TargetClient;
+  /** The path through the target: reservations, metadata and the coordinator's own I/O, checked by the target as each command runs. */
   private path!: StoragePath;
+  /** The path file data takes: the node's own path to the LUN when it has one, else {@link path}. */
+  private data!: StoragePath;
+  private direct: DirectLun | undefined;
   private key = 0n;
   private volume: Volume | undefined;
   private known = { epoch: 0, coordinator: 0 };
@@ -289,7 +303,17 @@ export class ClusterNode {
       },
     );
     this.path = new StoragePath(this.target);
+    this.data = this.path;
     await this.register();
+    if (this.options.lun !== undefined) {
+      this.direct = await DirectLun.open(
+        this.options.lun,
+        this.options.registrations ?? `${this.options.lun}.registrations`,
+        this.target,
+        () => this.key,
+      );
+      this.data = new StoragePath(this.direct);
+    }
     const incoming = secureIncoming(this.options.security?.listen ?? PLAIN, {
       accepted: ({ socket }) => this.serve(socket),
       refused: (reason, _peer, reply) => {
@@ -329,13 +353,17 @@ export class ClusterNode {
         () => {},
       );
     this.target?.close();
+    this.direct?.close();
+    this.direct = undefined;
   }
 
   private async register(): Promise<void> {
     // A fresh key per registration: the node's id in the high half, a counter below.
-    this.key =
+    const key =
       (BigInt(this.options.id) << 32n) | BigInt((Number(this.key & 0xffff_ffffn) + 1) >>> 0);
-    await this.target.register(this.key);
+    // Adopted once the target has it: direct writes check the board with the key they hold.
+    await this.target.register(key);
+    this.key = key;
   }
 
   /** Milliseconds of silence after which a peer is dead. */
@@ -570,6 +598,7 @@ export class ClusterNode {
   cutPath(reason = "by command"): void {
     if (this.path.cut !== undefined) return;
     this.path.cutOff(reason);
+    this.data.cutOff(reason);
     if (this.volume)
       this.stepDown(`storage path cut (${reason}): the role moves to a node with a path`);
     this.updateRedirected();
@@ -584,6 +613,7 @@ export class ClusterNode {
     const { keys } = await this.target.readKeys();
     if (!keys.includes(this.key)) await this.register();
     this.path.restore();
+    this.data.restore();
     this.updateRedirected();
   }
 
@@ -805,7 +835,7 @@ export class ClusterNode {
       try {
         const layout = await this.layout();
         for (const r of mapFileRange(layout, file, offset, data.length))
-          await this.path.write(
+          await this.data.write(
             r.lunOffset,
             data.subarray(r.bufferOffset, r.bufferOffset + r.length),
           );
@@ -835,7 +865,7 @@ export class ClusterNode {
    */
   async flushData(): Promise<void> {
     try {
-      await this.path.flush();
+      await this.data.flush();
     } catch (error) {
       if (!(error instanceof PathCutError)) throw error;
     }
@@ -856,6 +886,11 @@ export class ClusterNode {
     return this.vms.stop(parseVmStop(args));
   }
 
+  /** Writes a file sequentially for `hvlab bench csv` (arguments checked by parseFileWrite). */
+  fileWrite(args: unknown): Promise<FileWritten> {
+    return runFileWrite(this, parseFileWrite(args));
+  }
+
   /** Reads file data, direct or redirected as {@link ClusterNode.writeFile} writes it. */
   async readFile(file: FileMap, offset: number, length: number): Promise<Uint8Array> {
     if (this.redirectedBecause() === undefined) {
@@ -863,7 +898,7 @@ export class ClusterNode {
         const layout = await this.layout();
         const out = new Uint8Array(length);
         for (const r of mapFileRange(layout, file, offset, length))
-          out.set(await this.path.read(r.lunOffset, r.length), r.bufferOffset);
+          out.set(await this.data.read(r.lunOffset, r.length), r.bufferOffset);
         this.io.directReads++;
         this.io.directBytes += length;
         return out;
@@ -962,7 +997,7 @@ export class ClusterNode {
 
   private async layout(): Promise<Volume["layout"]> {
     if (!this.cachedLayout) {
-      this.cachedLayout = parseSuperblock(await this.path.read(0, 512), this.path.bytes).layout;
+      this.cachedLayout = parseSuperblock(await this.data.read(0, 512), this.data.bytes).layout;
     }
     return this.cachedLayout;
   }

@@ -25,6 +25,7 @@ import {
   Status,
   sendFrame,
 } from "./protocol.js";
+import { BoardPublisher } from "./registration-board.js";
 import { InAction, PersistentReservations, type PrOutcome } from "./reservations.js";
 
 /** Options of {@link LunTarget}. */
@@ -43,6 +44,12 @@ export interface TargetOptions {
   readonly security?: TransportSecurity;
   /** Called with each connection refused by TLS or `--tls-authz` (one line). */
   readonly onRefused?: (reason: string, peer: string) => void;
+  /**
+   * Where to publish the registration board (registration-board.ts) for
+   * nodes that do direct I/O on the LUN over their own path; unset: none,
+   * and nodes reach the LUN through this target only.
+   */
+  readonly registrations?: string;
 }
 
 /** What the target has done, for `status` and tests. */
@@ -85,6 +92,7 @@ export class LunTarget {
   private readonly localServers: Server[] = [];
   private readonly sockets = new Set<Socket>();
   private readonly bucket: TokenBucket | undefined;
+  private readonly board: BoardPublisher | undefined;
   readonly bytes: number;
 
   constructor(
@@ -96,6 +104,10 @@ export class LunTarget {
     if (rate !== undefined) this.bucket = new TokenBucket(rate, Math.max(MAX_IO_BYTES, rate / 100));
     if (options.latencyMs !== undefined && !(options.latencyMs >= 0 && options.latencyMs <= 10_000))
       throw new RangeError(`target latency must be 0 to 10000 ms, not ${options.latencyMs}`);
+    if (options.registrations !== undefined) {
+      this.board = new BoardPublisher(options.registrations, this.bytes);
+      this.board.publish(this.reservations);
+    }
     const incoming = secureIncoming(options.security ?? { kind: "plain", insecure: false }, {
       accepted: ({ socket }) => this.serve(socket),
       refused: (reason, peer, reply) => {
@@ -153,6 +165,8 @@ export class LunTarget {
 
   /** Stops listening and closes every connection. */
   async close(): Promise<void> {
+    // Nodes writing over their own path stop before the target's connections go.
+    this.board?.close(this.reservations);
     for (const socket of this.sockets) socket.destroy();
     await Promise.all(
       [this.server, ...this.localServers].map(
@@ -343,6 +357,9 @@ export class LunTarget {
           key: view.getBigUint64(4, true),
           serviceKey: view.getBigUint64(12, true),
         });
+        // Published before GOOD goes back: once a PREEMPT is answered, no direct write
+        // that starts afterwards finds the preempted key on the board.
+        if (outcome.status === "good") this.board?.publish(this.reservations);
         return outcomeReply(outcome, reply, text, this.counters);
       }
       case Op.reserveIn: {

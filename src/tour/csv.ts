@@ -1,9 +1,16 @@
 import { type CsvBenchOptions, type CsvBenchResult, runCsvBench } from "../csv/bench.js";
+import { vmScenarioClean, vmScenarioSection } from "../csv/vm-report.js";
+import {
+  runVmScenario,
+  type VmScenarioOptions,
+  type VmScenarioResult,
+} from "../csv/vm-scenario.js";
 import { lineChart } from "../report/chart.js";
 import type { ReportSection } from "../report/section.js";
 import type { TourSection } from "./section.js";
 
-const TITLE = "Cluster Shared Volumes: the coordinator killed under load";
+const TITLE =
+  "Cluster Shared Volumes: the coordinator killed under load, live against quick migration";
 
 /** The failover scenario the tour runs: short heartbeats, so that it takes seconds. */
 export function tourCsvOptions(quick: boolean): CsvBenchOptions {
@@ -22,6 +29,45 @@ export function tourCsvOptions(quick: boolean): CsvBenchOptions {
   };
 }
 
+/** The VM scenario the tour runs (`hvlab csv vms`, small): three nodes, a 4 MiB dynamic VHD each. */
+export function tourVmOptions(quick: boolean): VmScenarioOptions {
+  return {
+    nodes: 3,
+    type: "dynamic",
+    diskBytes: 4 << 20,
+    rw: "randrw",
+    bs: 4096,
+    iodepth: 1,
+    beforeMs: quick ? 600 : 1500,
+    afterMs: quick ? 600 : 1500,
+    heartbeatMs: 200,
+    misses: 5,
+    lunBytes: 64 << 20,
+  };
+}
+
+/**
+ * The tour's CSV section: the failover scenario's section, followed by the
+ * VM scenario's live migration (VHD handover) against quick migration (LUN
+ * move), side by side.
+ */
+export function csvTourReport(bench: CsvBenchResult, vms: VmScenarioResult): ReportSection {
+  const failover = csvBenchSection(bench);
+  const moves = vmScenarioSection(vms);
+  return {
+    ...failover,
+    headline: {
+      figure: `${failover.headline?.figure ?? ""}; ${moves.headline?.figure ?? ""}`,
+      target: `${failover.headline?.target ?? ""}; for the VMs, ${moves.headline?.target ?? ""}`,
+      met: (failover.headline?.met ?? false) && vmScenarioClean(vms),
+    },
+    summary: [...failover.summary, ...moves.summary],
+    tables: [...failover.tables, ...moves.tables],
+    charts: [...failover.charts, ...moves.charts],
+    data: { ...bench, vms },
+  };
+}
+
 /** The report section of one `hvlab csv bench` run: the timeline with the pause marked, and the checks. */
 export function csvBenchSection(r: CsvBenchResult): ReportSection {
   const met = r.pauseOverThreshold <= 2;
@@ -36,7 +82,7 @@ export function csvBenchSection(r: CsvBenchResult): ReportSection {
       met: met && clean,
     },
     summary: [
-      `${r.nodes} node processes shared one LUN served by the target process over loopback TCP, each running a storm of metadata operations (create, resize, delete through the coordinator) and 4 KiB direct writes to its files, with heartbeats every ${r.heartbeatMs} ms and a peer dead after ${r.misses} misses (${r.thresholdMs} ms). Each node's counters were read over its control socket every ${r.pollMs} ms.`,
+      `${r.nodes} node processes shared one LUN, the target process keeping its persistent reservations (over loopback TCP), each running a storm of metadata operations (create, resize, delete through the coordinator) and 4 KiB direct writes to its files over its own path to the LUN, with heartbeats every ${r.heartbeatMs} ms and a peer dead after ${r.misses} misses (${r.thresholdMs} ms). Each node's counters were read over its control socket every ${r.pollMs} ms.`,
       `The coordinator, node ${r.killed.node} (pid ${r.killed.pid}, epoch ${r.killed.epoch}), was killed with SIGKILL ${Math.round(r.killed.atMs)} ms in. Node ${r.successor.node} preempted its reservation${r.successor.preempted ? ` (key ${r.successor.preempted})` : ""} and opened epoch ${r.successor.epoch} ${Math.round(r.takeoverMs)} ms after the kill; the first metadata operation completed ${Math.round(r.pauseMs)} ms after it (within ${r.pollMs} ms). Direct writes to extents a node already held went on meanwhile; each node stalled at its next metadata operation.`,
       r.redirected
         ? `Node ${r.redirected.node}'s storage path was cut ${Math.round(r.redirected.cutAtMs)} ms in and restored ${Math.round(r.redirected.restoredAtMs)} ms in (cut-path and restore-path on its control socket): meanwhile it sent ${r.redirected.redirectedWrites} writes (${(r.redirected.redirectedBytes / 2 ** 20).toFixed(2)} MiB) through the coordinator over the cluster network (redirected access), drawn as their own line, and then wrote direct again.`
@@ -130,11 +176,14 @@ export function csvBenchSection(r: CsvBenchResult): ReportSection {
   };
 }
 
-/** The tour's CSV section: the failover scenario of `hvlab csv bench`. */
+/** The tour's CSV section: the failover scenario of `hvlab csv bench`, then `hvlab csv vms`'s live and quick migration. */
 export const csvTourSection: TourSection = {
   id: "csv",
   title: TITLE,
   async run({ quick, log }): Promise<ReportSection> {
-    return csvBenchSection(await runCsvBench({ ...tourCsvOptions(quick), log }));
+    const bench = await runCsvBench({ ...tourCsvOptions(quick), log });
+    log("tour: VMs on the volume, live against quick migration...");
+    const vms = await runVmScenario({ ...tourVmOptions(quick), log });
+    return csvTourReport(bench, vms);
   },
 };

@@ -43,8 +43,10 @@ export function readMeasuredLunMove(path: string): number {
  * (the JSON of `hvlab csv vms --json`: `live.downtimeMs`, from the stop
  * asked on the source, through the VHD closed and flushed there and opened
  * on the destination through the coordinator, to the first I/O due on the
- * destination), for `hvlab migrate --handover-from`, where it joins the
- * switchover counted in downtime.
+ * destination), for `--handover-from` of `hvlab migrate`, where it joins
+ * the switchover counted in downtime, and of `hvlab migrate-live` (and
+ * `hvlab migrate --to`), whose source pauses the guest that long inside
+ * the blackout, so the downtime measured on the wire holds it.
  */
 export function readMeasuredHandover(path: string): number {
   const result = readResult("--handover-from", path, "hvlab csv vms --json");

@@ -1,4 +1,4 @@
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, rmSync, statSync } from "node:fs";
 import { type Command, InvalidArgumentError } from "commander";
 import { checkVolume } from "../../csv/check.js";
 import { serveControl } from "../../csv/control-socket.js";
@@ -248,6 +248,14 @@ export function registerCsv(program: Command): void {
       "--socket <path>",
       "also listen on this Unix socket (mode 0600) for nodes on this host: no TCP stack on the data path",
     )
+    .option(
+      "--registrations <file>",
+      "publish the persistent reservations here for nodes doing direct I/O on the LUN (csv node --lun) (default: the LUN's path + .registrations when the LUN is a file)",
+    )
+    .option(
+      "--no-registrations",
+      "publish no registration board: nodes reach the LUN through the target only",
+    )
     .option("--json", "print the listening record as one JSON line");
   addTransportOptions(target);
   target.action(
@@ -262,23 +270,38 @@ export function registerCsv(program: Command): void {
         sync: boolean;
         host: string;
         socket?: string;
+        registrations?: string | false;
         json?: boolean;
       } & TransportFlags,
     ) => {
       if (!existsSync(path)) throw new UsageError(`no LUN at ${path}`);
+      const registrations =
+        flags.registrations === false
+          ? undefined
+          : (flags.registrations ??
+            (statSync(path).isFile() ? `${path}.registrations` : undefined));
       if (flags.socket !== undefined && existsSync(flags.socket))
         throw new UsageError(`--socket ${flags.socket}: the path exists already`);
       const security = listenerSecurity(flags, flags.host, "server");
       const file = new FdFile(path, "r+");
-      const target = new LunTarget(file, {
-        security,
-        onRefused: (reason, peer) => console.error(`hvlab: csv target: refused ${peer}: ${reason}`),
-        ...(Number.isFinite(flags.throttle) ? { throttleBytesPerSecond: flags.throttle } : {}),
-        latencyMs: flags.latency,
-        handshakeTimeoutMs: flags.handshakeTimeout,
-        idleTimeoutMs: flags.idleTimeout,
-        durable: flags.sync,
-      });
+      let target: LunTarget;
+      try {
+        target = new LunTarget(file, {
+          security,
+          onRefused: (reason, peer) =>
+            console.error(`hvlab: csv target: refused ${peer}: ${reason}`),
+          ...(Number.isFinite(flags.throttle) ? { throttleBytesPerSecond: flags.throttle } : {}),
+          latencyMs: flags.latency,
+          handshakeTimeoutMs: flags.handshakeTimeout,
+          idleTimeoutMs: flags.idleTimeout,
+          durable: flags.sync,
+          ...(registrations !== undefined ? { registrations } : {}),
+        });
+      } catch (error) {
+        file.close();
+        // The only file the target creates is the board: an unwritable place is the user's to fix.
+        throw new UsageError(`--registrations ${registrations}: ${(error as Error).message}`);
+      }
       let port: number;
       try {
         port = await target.listen(flags.port, flags.host);
@@ -302,6 +325,7 @@ export function registerCsv(program: Command): void {
         host: flags.host,
         port,
         ...(flags.socket !== undefined ? { socket: flags.socket } : {}),
+        ...(registrations !== undefined ? { registrations } : {}),
         pid: process.pid,
         bytes: target.bytes,
         transport: describeSecurity(security),
@@ -347,6 +371,14 @@ export function registerCsv(program: Command): void {
     .option(
       "--target-socket <path>",
       "the target's Unix socket (csv target --socket) when it runs on this host: the data path goes there",
+    )
+    .option(
+      "--lun <path>",
+      "this node's own path to the LUN the target serves: file data is read and written there directly, fenced by the target's registration board (default: data goes through the target)",
+    )
+    .option(
+      "--registrations <file>",
+      "the target's registration board (csv target --registrations; default: the --lun path + .registrations)",
     )
     .option(
       "--peers <list>",
@@ -407,6 +439,8 @@ export function registerCsv(program: Command): void {
         targetPort: number;
         targetHost: string;
         targetSocket?: string;
+        lun?: string;
+        registrations?: string;
         clusterBandwidth: number;
         control?: string;
         cutPathAfter?: number;
@@ -442,6 +476,8 @@ export function registerCsv(program: Command): void {
         targetPort: flags.targetPort,
         targetHost: flags.targetHost,
         ...(flags.targetSocket !== undefined ? { targetSocket: flags.targetSocket } : {}),
+        ...(flags.lun !== undefined ? { lun: flags.lun } : {}),
+        ...(flags.registrations !== undefined ? { registrations: flags.registrations } : {}),
         peers: flags.peers,
         heartbeatMs: flags.heartbeatInterval,
         misses: flags.heartbeatMisses,

@@ -40,6 +40,7 @@ import {
 } from "../options.js";
 import { startProgress } from "../progress.js";
 import { addTransportOptions, transportSecurityOf } from "../transport-options.js";
+import { readMeasuredHandover } from "./csv-measured.js";
 import { LIVE_MIGRATION_HOOKS, type LiveMigrationHook, type MigrateFlags } from "./migrate.js";
 import { type CliOutput, printMigration, processOutput } from "./migration-output.js";
 
@@ -118,6 +119,8 @@ export interface LiveSourceFlags extends TransportFlags {
   readonly autoConverge?: AutoConvergeSettings;
   /** Zero pages as ZERO records (`hvlab migrate --to`: on unless --no-zero-pages). */
   readonly zeroPages?: boolean;
+  /** A cluster run's JSON whose measured VHD handover joins the blackout (`--handover-from`). */
+  readonly handoverFrom?: string;
   /** XBZRLE from the second pass, with a cache of this many bytes. */
   readonly xbzrleCache?: number;
   /** multifd channels: one more TCP connection each (0: pages on the main one). */
@@ -203,6 +206,9 @@ export async function runLiveSource(
   if (flags.hotSet !== undefined && (flags.hotSet % 4096 !== 0 || flags.hotSet > flags.guest)) {
     throw new UsageError("--hot-set must be a whole number of pages, at most the guest");
   }
+  // Read before the guest starts: a wrong file is a usage error, not a failed migration.
+  const storageHandoverMs =
+    flags.handoverFrom !== undefined ? readMeasuredHandover(flags.handoverFrom) : 0;
   const source = LiveSource.start({
     guestBytes: flags.guest,
     vcpus: flags.vcpus,
@@ -246,6 +252,7 @@ export async function runLiveSource(
         timeoutMs: flags.timeout,
         maxBandwidth: flags.maxBandwidth,
         deviceStateBytes: flags.deviceState,
+        ...(storageHandoverMs > 0 ? { storageHandoverMs } : {}),
         ...(flags.autoConverge ? { autoConverge: flags.autoConverge } : {}),
         ...(flags.zeroPages ? { zeroPages: true } : {}),
         ...(flags.xbzrleCache !== undefined
@@ -406,6 +413,10 @@ export function addLiveOptions(command: Command): Command {
       integerOption(0, 100),
       0,
     )
+    .option(
+      "--handover-from <file>",
+      "source: pause the guest also for the storage handover a cluster measured, before the destination resumes it: the JSON of hvlab csv vms --json (live.downtimeMs, a VM's VHD closed on one node and opened on another) (default: none)",
+    )
     .addOption(jsonOption("print the result as JSON"))
     .addOption(csvOption("source: print the rounds as CSV"))
     .optionsGroup("Transport security (both ends):");
@@ -545,6 +556,7 @@ export function liveFlagsOf(
     timeout: guest.timeoutMs ?? 60_000,
     deviceState: guest.deviceStateBytes ?? 64 * 1024,
     retries: flags.retries as number,
+    ...(flags.handoverFrom !== undefined ? { handoverFrom: flags.handoverFrom } : {}),
     ...(guest.autoConverge
       ? {
           autoConverge: {

@@ -123,6 +123,13 @@ export interface LiveMigrationOptions {
   readonly maxBandwidth?: number;
   /** Device-state blob sent while paused, bytes (default 64 KiB). */
   readonly deviceStateBytes?: number;
+  /**
+   * A storage handover inside the blackout, ms (default 0): a VM on a
+   * Cluster Shared Volume has its VHDs closed on the source and opened on
+   * the destination while it is paused (`hvlab csv vms` measures it), so
+   * the destination resumes only after it.
+   */
+  readonly storageHandoverMs?: number;
   /** How long to wait for the connection and each reply, ms (default 10,000). */
   readonly replyTimeoutMs?: number;
   /** TLS for the connection (default: plain TCP). */
@@ -727,6 +734,10 @@ class TcpTransport implements PrecopyTransport {
         await link.send(writer.seal(FrameType.discard, bytes));
       }
     }
+    const handoverMs = this.options.storageHandoverMs ?? 0;
+    // The VHDs change hands while the guest is paused: the resume waits for them.
+    if (to === "stop-and-copy" && handoverMs > 0)
+      await new Promise((resolve) => setTimeout(resolve, handoverMs));
     const bytes = this.deviceStateBytes;
     const device = writer.payload(bytes);
     fillDeviceState(
@@ -752,7 +763,7 @@ class TcpTransport implements PrecopyTransport {
       fixed:
         to === "postcopy"
           ? `a discard of ${discarded} pages, device state ${formatBytes(bytes)} and the destination's resume`
-          : `device state ${formatBytes(bytes)} and the destination's resume`,
+          : `device state ${formatBytes(bytes)}${handoverMs > 0 ? `, the storage handover (${handoverMs} ms)` : ""} and the destination's resume`,
     };
   }
 
@@ -1067,6 +1078,12 @@ function checkMigration(options: LiveMigrationOptions, deviceStateBytes: number)
       );
     }
   }
+  const handover = options.storageHandoverMs;
+  if (
+    handover !== undefined &&
+    !(Number.isFinite(handover) && handover >= 0 && handover <= 3_600_000)
+  )
+    throw new LiveConfigError(`storage handover must be 0 to 3600000 ms, not ${handover}`);
   if (
     !Number.isSafeInteger(deviceStateBytes) ||
     deviceStateBytes < 0 ||

@@ -1,0 +1,118 @@
+import { FdFile } from "../storage/block-file.js";
+import { VolumeRangeError } from "./errors.js";
+import { checkLunRange, type Lun } from "./lun.js";
+import { BoardReader } from "./registration-board.js";
+import { ReservationConflictError } from "./target-client.js";
+
+/**
+ * A node's own path to the shared LUN: the LUN file (or block device)
+ * opened by the node itself, read and written with pread/pwrite at the
+ * file's extents, as a cluster node's direct I/O goes over its own Fibre
+ * Channel, iSCSI or SAS path to the array and not through another node.
+ *
+ * The target keeps what the array keeps for the cluster, the persistent
+ * reservations, and publishes them on its registration board. Every WRITE
+ * checks the board before its bytes go out (a preempted key is refused
+ * with {@link ReservationConflictError}, as the array answers RESERVATION
+ * CONFLICT), and again after they landed: a write whose key was preempted
+ * while it ran is not acknowledged. A READ is not checked, since under
+ * Write Exclusive - Registrants Only anyone may read.
+ *
+ * FLUSH goes to the target (SYNCHRONIZE CACHE destages the array's cache;
+ * here the host's page cache, which this node's writes went into, and which
+ * the target's fdatasync of the same file writes out).
+ */
+export class DirectLun implements Lun {
+  readonly bytes: number;
+
+  private constructor(
+    private readonly file: FdFile,
+    private readonly board: BoardReader,
+    /** The node's reservation key now (it changes when the node registers again). */
+    private readonly key: () => bigint,
+    private readonly flushAtTarget: () => Promise<void>,
+  ) {
+    this.bytes = file.size();
+  }
+
+  /**
+   * Opens the LUN at `path` and the board at `registrations`, and checks
+   * both are the LUN the target serves: the same size on the board, at the
+   * target's login and on this path, and the same first sector read through
+   * the target and here (the volume's superblock, holding its UUID), as a
+   * host matches a SAN device by its identifier.
+   */
+  static async open(
+    path: string,
+    registrations: string,
+    target: Lun,
+    key: () => bigint,
+  ): Promise<DirectLun> {
+    const file = new FdFile(path, "r+");
+    let board: BoardReader | undefined;
+    try {
+      try {
+        board = new BoardReader(registrations);
+      } catch (error) {
+        throw new Error(
+          `--registrations ${registrations}: ${(error as Error).message} (the target publishes it: hvlab csv target --registrations)`,
+        );
+      }
+      const lun = new DirectLun(file, board, key, () => target.flush());
+      const published = board.read().lunBytes;
+      if (lun.bytes !== target.bytes || published !== target.bytes)
+        throw new Error(
+          `--lun ${path}: ${lun.bytes} bytes here, ${target.bytes} at the target, ${published} on its board: not the LUN the target serves`,
+        );
+      const there = await target.read(0, 512);
+      const here = await lun.read(0, 512);
+      if (!there.every((b, i) => b === here[i]))
+        throw new Error(
+          `--lun ${path}: its first sector differs from the target's ${target.name}: not the LUN the target serves`,
+        );
+      return lun;
+    } catch (error) {
+      board?.close();
+      file.close();
+      throw error;
+    }
+  }
+
+  get name(): string {
+    return this.file.name;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkLunRange(this, offset, length);
+    const out = new Uint8Array(length);
+    const n = this.file.read(out, offset);
+    if (n !== length)
+      throw new VolumeRangeError(`${this.name}: read ${n} of ${length} bytes at ${offset}`);
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    checkLunRange(this, offset, data.length);
+    const key = this.key();
+    const what = `WRITE of ${data.length} bytes at ${offset} on ${this.name}`;
+    this.board.checkWrite(key, what);
+    this.file.write(data, offset);
+    // Preempted while the bytes went out: the write is not acknowledged (docs/csv.md, "Direct I/O and the fence").
+    try {
+      this.board.checkWrite(key, what);
+    } catch (error) {
+      throw new ReservationConflictError(
+        `${(error as Error).message}; the key was preempted while the write ran, so it is not acknowledged`,
+      );
+    }
+  }
+
+  flush(): Promise<void> {
+    return this.flushAtTarget();
+  }
+
+  close(): void {
+    this.board.close();
+    this.file.close();
+  }
+}

@@ -1,0 +1,111 @@
+import type { FileMap } from "./volume.js";
+
+/*
+ * `file-write` on a node's control socket: the node writes a file on the
+ * volume from its start, in chunks of `bs` bytes with `iodepth` writes in
+ * flight, each chunk holding the pattern of `seed` (a VM's large
+ * sequential I/O), and answers how long it took. `hvlab bench csv` asks four
+ * node processes at once and reads the LUN file back to check every byte.
+ */
+
+/** Largest chunk a `file-write` takes: the target protocol's largest I/O. */
+export const MAX_FILE_WRITE_BS = 1 << 20;
+/** Writes in flight per node at most. */
+export const MAX_FILE_WRITE_DEPTH = 64;
+
+/** `file-write` arguments. */
+export interface FileWrite {
+  /** The file on the volume (it must exist and hold `bytes`). */
+  readonly name: string;
+  /** Bytes to write from offset 0, a whole number of chunks. */
+  readonly bytes: number;
+  readonly bs: number;
+  readonly iodepth: number;
+  readonly seed: number;
+}
+
+/** What a `file-write` did. */
+export interface FileWritten {
+  readonly name: string;
+  readonly bytes: number;
+  /** Wall-clock milliseconds from the first write sent to the last acknowledged. */
+  readonly ms: number;
+  readonly directWrites: number;
+  readonly redirectedWrites: number;
+}
+
+/** `file-write`'s arguments are not what it takes; the message names the field. */
+export class FileWriteArgumentError extends RangeError {
+  override name = "FileWriteArgumentError";
+}
+
+function whole(value: unknown, what: string, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max)
+    throw new FileWriteArgumentError(
+      `file-write: ${what} must be a whole number from ${min} to ${max}, not ${JSON.stringify(value)}`,
+    );
+  return value;
+}
+
+/** Checks `file-write` arguments field by field. */
+export function parseFileWrite(args: unknown): FileWrite {
+  if (typeof args !== "object" || args === null || Array.isArray(args))
+    throw new FileWriteArgumentError("file-write needs arguments {name, bytes, bs, iodepth, seed}");
+  const a = args as Record<string, unknown>;
+  if (typeof a.name !== "string" || a.name.length === 0 || Buffer.byteLength(a.name) > 128)
+    throw new FileWriteArgumentError("file-write: name must be a string of 1 to 128 bytes");
+  const bs = whole(a.bs, "bs", 512, MAX_FILE_WRITE_BS);
+  const bytes = whole(a.bytes, "bytes", bs, 2 ** 40);
+  if (bytes % bs !== 0)
+    throw new FileWriteArgumentError(
+      `file-write: bytes ${bytes} is not a whole number of ${bs}-byte chunks`,
+    );
+  return {
+    name: a.name,
+    bytes,
+    bs,
+    iodepth: whole(a.iodepth, "iodepth", 1, MAX_FILE_WRITE_DEPTH),
+    seed: whole(a.seed, "seed", 0, 0xffff_ffff),
+  };
+}
+
+/** Fills `chunk` with the pattern of `seed`: every byte depends on its position and the seed. */
+export function fillPattern(chunk: Uint8Array, seed: number): void {
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131 + seed * 17 + (i >>> 12)) & 0xff;
+}
+
+/** What `file-write` needs of a node. */
+export interface FileWriter {
+  metadata(request: { op: "open"; name: string }): Promise<FileMap | undefined>;
+  writeFile(file: FileMap, offset: number, data: Uint8Array): Promise<void>;
+  readonly io: { readonly directWrites: number; readonly redirectedWrites: number };
+}
+
+/** Runs a checked `file-write` on `node`. */
+export async function runFileWrite(node: FileWriter, w: FileWrite): Promise<FileWritten> {
+  const file = await node.metadata({ op: "open", name: w.name });
+  if (!file || file.size < w.bytes)
+    throw new FileWriteArgumentError(
+      `file-write: ${w.name} holds ${file?.size ?? 0} bytes, fewer than the ${w.bytes} to write`,
+    );
+  const chunk = new Uint8Array(w.bs);
+  fillPattern(chunk, w.seed);
+  const before = { ...node.io };
+  const started = performance.now();
+  let next = 0;
+  // iodepth writers, each taking the next chunk: a VM's queue of I/O.
+  const writer = async () => {
+    for (let at = next; at < w.bytes; at = next) {
+      next += w.bs;
+      await node.writeFile(file, at, chunk);
+    }
+  };
+  await Promise.all(Array.from({ length: w.iodepth }, writer));
+  return {
+    name: w.name,
+    bytes: w.bytes,
+    ms: performance.now() - started,
+    directWrites: node.io.directWrites - before.directWrites,
+    redirectedWrites: node.io.redirectedWrites - before.redirectedWrites,
+  };
+}
