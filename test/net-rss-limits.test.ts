@@ -46,10 +46,11 @@ describe("RSS Toeplitz hasher limits", () => {
     );
   });
 
-  it("names its regions after the hasher, so that two hashers share one memory", () => {
+  it("names its regions after the hasher (net.rss by default), so that hashers share one memory", () => {
     const layout = new MemoryLayout();
     const a = new ToeplitzHasher(layout, MICROSOFT_RSS_KEY, "rx.a");
     const b = new ToeplitzHasher(layout, Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8), "rx.b");
+    expect(new ToeplitzHasher(layout).table.name).toBe("net.rss.table");
     expect(a.table.name).toBe("rx.a.table");
     expect(b.input.name).toBe("rx.b.input");
     const input = Uint8Array.of(0xff, 0x0f);
