@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { PagingError } from "../src/paging/errors.js";
 import { ACCESS } from "../src/paging/mmu.js";
 import { HEAP_BASE } from "../src/paging/workload.js";
 import { testMachine } from "./support/paging.js";
@@ -55,11 +56,14 @@ describe("MmuContext refuses addresses before the kernel runs", () => {
   const { machine } = testMachine({ mode: "slat" });
 
   it("takes a virtual address of up to 57 bits; past 2^53 only page-aligned ones", () => {
+    // A PagingError: what the user typed (the kernel's wrapper would refuse it too, as a RangeError).
     for (const va of [-1, 2 ** 57, 1.5, Number.NaN]) {
+      expect(() => machine.mmu.translate(va, READ)).toThrow(PagingError);
       expect(() => machine.mmu.translate(va, READ)).toThrow(
         `virtual address ${va} is outside 57 bits`,
       );
     }
+    expect(() => machine.mmu.translate(2 ** 53 + 2, READ)).toThrow(PagingError);
     expect(() => machine.mmu.translate(2 ** 53 + 2, READ)).toThrow(
       `virtual address ${2 ** 53 + 2} past 2^53 must be page-aligned (pass the offset apart)`,
     );
@@ -71,6 +75,7 @@ describe("MmuContext refuses addresses before the kernel runs", () => {
 
   it("takes a guest-physical address of up to 52 bits to invalidate", () => {
     for (const gpa of [-1, 2 ** 52, 0.5]) {
+      expect(() => machine.mmu.invalidateGuestPhysical(gpa)).toThrow(PagingError);
       expect(() => machine.mmu.invalidateGuestPhysical(gpa)).toThrow(
         `guest-physical address ${gpa} is outside 52 bits`,
       );
