@@ -128,3 +128,15 @@ describe("the lackey line scanner's contract (LackeyScanner.lines)", () => {
     expect(LackeyScanner.shared()).toBe(shared);
   });
 });
+
+describe("the lackey scanner's regions", () => {
+  it("are named after the scanner (lackey by default), so that a memory map says whose they are", () => {
+    const layout = new MemoryLayout();
+    new LackeyScanner(layout);
+    new LackeyScanner(layout, "second");
+    const names = layout.list().map((r) => r.name);
+    expect(names).toEqual(
+      expect.arrayContaining(["lackey text", "lackey records", "lackey scan state", "second text"]),
+    );
+  });
+});
