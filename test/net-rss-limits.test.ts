@@ -30,6 +30,10 @@ describe("RSS Toeplitz hasher limits", () => {
     expect(() => new ToeplitzHasher(new MemoryLayout(), new Uint8Array(41))).toThrow(
       "an RSS key is 4 to 40 bytes, not 41",
     );
+    // One longer than the hasher's 64-byte input region: refused as well, not a copy's overflow.
+    expect(() => new ToeplitzHasher(new MemoryLayout(), new Uint8Array(65))).toThrow(
+      "an RSS key is 4 to 40 bytes, not 65",
+    );
   });
 
   it("hashes an input of 36 bytes (an IPv6 4-tuple) and refuses 37", () => {
@@ -43,6 +47,9 @@ describe("RSS Toeplitz hasher limits", () => {
     expect(h.hash(v6)).toBe(toeplitzOracle(MICROSOFT_RSS_KEY, v6));
     expect(() => h.hash(new Uint8Array(37))).toThrow(
       "an RSS hash input is at most 36 bytes, not 37",
+    );
+    expect(() => h.hash(new Uint8Array(65))).toThrow(
+      "an RSS hash input is at most 36 bytes, not 65",
     );
   });
 
