@@ -59,6 +59,23 @@ describe("trace formats (Valgrind lackey, ChampSim)", () => {
     ]);
   });
 
+  it("keeps the page of an address past 2^53 exact, whichever parser reads its line", () => {
+    // 0x76943744004ffe has 55 bits: as a double it rounds to a multiple of 4,
+    // and 0xffe rounds up into the next page. A record keeps the page only.
+    const page = 0x76943744004000;
+    const fetch = ACCESS.execute | ACCESS.user;
+    // With its newline the wasm line scanner reads it; without, the last line, the general parser.
+    expect(parse("I  76943744004ffe,1\n", "lackey").records).toEqual([{ va: page, kind: fetch }]);
+    expect(parse("I  76943744004ffe,1", "lackey").records).toEqual([{ va: page, kind: fetch }]);
+    expect(parse(" S 0x76943744004ffe,8\n", "lackey").records).toEqual([
+      { va: page, kind: ACCESS.write | ACCESS.user },
+    ]);
+    expect(parse("W 76943744004ffe\nR 0xfffffffffffffe\n", "plain").records).toEqual([
+      { va: page, kind: ACCESS.write | ACCESS.user },
+      { va: 2 ** 56 - 4096, kind: ACCESS.user },
+    ]);
+  });
+
   it("reads plain R/W lines with or without 0x, and comments", () => {
     const { records } = parse("# comment\nR 0x7fff1234\nW 1000\nr\t2000\r\n", "plain");
     expect(records.map((r) => [r.va, r.kind])).toEqual([

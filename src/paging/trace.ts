@@ -174,19 +174,30 @@ class TextParser implements TraceParser {
     else this.plain(d, from, end, out);
   }
 
-  /** Parses hex from `i`; returns [value, next index] or null. */
+  /**
+   * Parses hex from `i`; returns [value, next index] or null. Past 2^53 a
+   * number is exact only in coarser steps, and rounding the offset could
+   * carry into the page number: the page (bits 12 and up, all a record
+   * keeps) and the offset are summed apart, and past 2^53 only the page is
+   * returned, exact.
+   */
   private hex(d: Uint8Array, i: number, end: number): [number, number] | null {
     if (i + 1 < end && d[i] === CH_0 && d[i + 1] === CH_x) i += 2;
-    let value = 0;
+    let page = 0; // the address >> 12: at most 2^48, exact
+    let offset = 0; // the address's low 12 bits
     const first = i;
     while (i < end) {
       const h = hexValue(d[i] as number);
       if (h < 0) break;
-      value = value * 16 + h;
+      offset = offset * 16 + h;
+      page = page * 16 + Math.floor(offset / 4096);
+      offset %= 4096;
       i++;
     }
-    if (i === first || i - first > 15 || value >= MAX_ADDRESS) return null;
-    return [value, i];
+    if (i === first || i - first > 15) return null;
+    const base = page * 4096;
+    if (base >= MAX_ADDRESS) return null;
+    return [base + offset <= Number.MAX_SAFE_INTEGER ? base + offset : base, i];
   }
 
   /**
