@@ -15,4 +15,9 @@ if (!fast && !existsSync(main)) {
   process.exit(1);
 }
 const entry = await import((fast ? bundle : main).href);
-process.exitCode = await entry.main(argv);
+const code = await entry.main(argv);
+// The conversion is over and its destination closed (its output written:
+// stdout and stderr are synchronous on Linux): exit without tearing the
+// runtime down, which only adds to the command's time.
+if (fast && process.platform === "linux") process.exit(code);
+process.exitCode = code;
