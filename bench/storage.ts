@@ -26,7 +26,6 @@ import {
   patternVerifyOracle,
 } from "../src/oracle/storage.js";
 import { FdFile } from "../src/storage/block-file.js";
-import { nativeCopier } from "../src/storage/copy-range.js";
 import { directIoDir, openFile } from "../src/storage/direct-file.js";
 import { RawImage } from "../src/storage/disk-image.js";
 import { convertImage } from "../src/storage/operations.js";
@@ -186,9 +185,6 @@ export const suite: BenchSuite = {
     const outHv = join(dir, "convert-hvlab.raw");
     const outQemu = join(dir, "convert-qemu.raw");
     const outHvInProcess = join(dir, "convert-hvlab-in-process.raw");
-    const outHvReadWrite = join(dir, "convert-hvlab-read-write.raw");
-    // Whether convert copies inside the kernel here (the copy_range addon), or why not.
-    const kernelCopy = nativeCopier();
     // Both sides are timed as whole commands, process start-up included: a
     // user types `hvlab storage convert` as they type `qemu-img convert`.
     // The command has no direct I/O option: with --direct, hvlab's side is
@@ -209,10 +205,6 @@ export const suite: BenchSuite = {
     // The same conversion in this process: what the command costs without its start-up.
     const hvInProcess = async () => {
       await convertImage(src, outHvInProcess, { to: "raw", direct });
-    };
-    // The same, with reads and writes only (no copy_file_range): what the kernel copy gains.
-    const hvReadWrite = async () => {
-      await convertImage(src, outHvReadWrite, { to: "raw", direct, copier: null });
     };
     // qemu-img's cache modes: -T for the source, -t for the destination; none is O_DIRECT.
     const qemuCache = direct ? ["-T", "none", "-t", "none"] : [];
@@ -247,11 +239,6 @@ export const suite: BenchSuite = {
       iterations: 7,
       verify: async () => {
         await hvInProcess();
-        await hvReadWrite();
-        assert(
-          sameFiles(outHvReadWrite, outHvInProcess),
-          "the conversion's outputs with and without copy_file_range differ",
-        );
         if (!direct) {
           hvCommand();
           assert(
@@ -274,10 +261,6 @@ export const suite: BenchSuite = {
             ]
           : []),
         { impl: "hvlab convertImage in this process (no start-up)", fn: hvInProcess },
-        // Only where there is a kernel copy to compare with (Linux, the addon built, no --direct).
-        ...(kernelCopy.copier && !direct
-          ? [{ impl: "hvlab convertImage in this process, pread/pwrite only", fn: hvReadWrite }]
-          : []),
       ],
     });
 
@@ -366,7 +349,7 @@ export const suite: BenchSuite = {
       async teardown() {
         dyn.close();
         raw.close();
-        for (const f of [outHv, outHvInProcess, outHvReadWrite, outQemu]) {
+        for (const f of [outHv, outHvInProcess, outQemu]) {
           try {
             unlinkSync(f);
           } catch {}

@@ -42,12 +42,6 @@ export interface BlockFile {
   /** Makes written data durable (fdatasync). */
   sync(): void;
   close(): void;
-  /**
-   * The open file descriptor, for calls that copy between files inside the
-   * kernel (copy_file_range(2)); undefined where there is none to use (a
-   * buffer, a file opened for direct I/O, a closed file).
-   */
-  copyHandle?(): number | undefined;
 }
 
 /**
@@ -176,10 +170,6 @@ export class FdFile implements BlockFile {
 
   truncate(length: number): void {
     ftruncateSync(this.handle, length);
-  }
-
-  copyHandle(): number | undefined {
-    return this.fd;
   }
 
   sync(): void {

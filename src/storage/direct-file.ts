@@ -162,11 +162,6 @@ export class DirectFile extends FdFile {
     }
   }
 
-  /** None: a copy inside the kernel would go through the page cache this file keeps out of. */
-  override copyHandle(): number | undefined {
-    return undefined;
-  }
-
   // Direct requests run here, one at a time: the bounce buffer is one per
   // thread, and a request the kernel refuses must be retried through it.
   override async readAsync(into: Uint8Array, position: number): Promise<number> {

@@ -17,12 +17,6 @@ export interface MapExtent {
   readonly offset?: number;
 }
 
-/** Bytes of a disk as they lie in a file: see {@link DiskImage.fileRun}. */
-export interface FileRun {
-  readonly file: BlockFile;
-  readonly position: number;
-}
-
 /** A virtual disk: raw, or a VHD of any type. Offsets and lengths are in bytes, sector-aligned. */
 export interface DiskImage {
   /** "raw" or "vpc" (QEMU's name for VHD). */
@@ -49,14 +43,6 @@ export interface DiskImage {
   writeAsync(offset: number, from: Uint8Array): Promise<void>;
   /** The disk's extents, allocated or not, in order. */
   map(): MapExtent[];
-  /**
-   * Where the `length` bytes at guest offset `offset` lie as one run of
-   * this image's own file, when they do: the file and the byte position
-   * there. Undefined when they do not (sectors of a parent, a block not
-   * allocated or whose bitmap lacks some of them): they are read with
-   * {@link read}, written with {@link write}.
-   */
-  fileRun?(offset: number, length: number): FileRun | undefined;
   /** Makes every completed write durable. */
   flush(): void;
   close(): void;
@@ -112,11 +98,6 @@ export class RawImage implements DiskImage {
     if (!this.writable) throw new DiskRequestError(`${this.file.name} is open read-only`);
     checkRequest(this.file.name, this.size, offset, from.length);
     await this.file.writevAsync([from], offset);
-  }
-
-  fileRun(offset: number, length: number): FileRun {
-    checkRequest(this.file.name, this.size, offset, length);
-    return { file: this.file, position: offset };
   }
 
   map(): MapExtent[] {

@@ -1,7 +1,6 @@
 import { renameSync, statSync, unlinkSync } from "node:fs";
 import type { Region } from "../memory/region.js";
 import { FdFile } from "./block-file.js";
-import { copyRange, copyRangeUnavailable, nativeCopier, type RangeCopier } from "./copy-range.js";
 import { openDestination } from "./destination.js";
 import { type DiskImage, type MapExtent, RawImage } from "./disk-image.js";
 import { DestinationIsSourceError } from "./errors.js";
@@ -48,38 +47,6 @@ function* chunksOf(extents: readonly MapExtent[], chunk: number): Generator<[num
 }
 
 /**
- * Bytes of a chunk read first when the chunk is copied inside the kernel:
- * a chunk whose first 4 KiB hold a byte that is not zero is not all zero,
- * and is copied without being read here; only a chunk whose first 4 KiB
- * are all zero is read whole to decide (as qemu-img convert's `-S`, 4 KiB
- * by default, tests for zeros in 4 KiB pieces).
- */
-export const ZERO_PROBE_BYTES = 4096;
-
-/** Where a chunk can be copied from file to file inside the kernel. */
-interface KernelCopy {
-  readonly fdIn: number;
-  readonly offsetIn: number;
-  readonly fdOut: number;
-  readonly offsetOut: number;
-}
-
-function kernelCopyOf(
-  src: DiskImage,
-  dst: DiskImage,
-  at: number,
-  n: number,
-): KernelCopy | undefined {
-  const from = src.fileRun?.(at, n);
-  const fdIn = from?.file.copyHandle?.();
-  if (!from || fdIn === undefined) return undefined;
-  const to = dst.fileRun?.(at, n);
-  const fdOut = to?.file.copyHandle?.();
-  if (!to || fdOut === undefined) return undefined;
-  return { fdIn, offsetIn: from.position, fdOut, offsetOut: to.position };
-}
-
-/**
  * Copies every stored, non-zero extent of `src` into `dst`, chunk by chunk
  * through buffers in the shared memory, skipping extents the source does
  * not store (they read as zeros, which a new destination already is) and
@@ -91,14 +58,6 @@ function kernelCopyOf(
  * do not contend, and a new dynamic destination's blocks lie in the same
  * order, its file holding the same bytes, as a copy one chunk at a time
  * would give.
- *
- * With a `copier` (copy_file_range(2)), a chunk that lies in one run of
- * each file (see {@link DiskImage.fileRun}) has only its first
- * {@link ZERO_PROBE_BYTES} read here; when they hold data the kernel
- * copies the chunk, page cache to page cache (one copy of each byte where a
- * read and a write make two), in the same turn as its write would have
- * had. Where the kernel cannot copy between the two files (the errors of
- * {@link copyRangeUnavailable}) the copy goes on with reads and writes.
  */
 export async function copyExtents(
   src: DiskImage,
@@ -112,8 +71,6 @@ export async function copyExtents(
     progress?: ProgressFn;
     /** Write all-zero chunks too (where zeros hide a parent's data). */
     keepZeros?: boolean;
-    /** Copies inside the kernel where both files allow (default: none). */
-    copier?: RangeCopier;
   } = {},
 ): Promise<CopyStats> {
   const kernels = options.kernels ?? defaultKernels();
@@ -123,8 +80,6 @@ export async function copyExtents(
   if (!(Number.isInteger(depth) && depth >= 1 && depth <= 64)) {
     throw new RangeError(`copy depth must be 1-64 chunks in flight, not ${depth}`);
   }
-  // Zero chunks kept are written as they are read: the kernel copy is for the zero-skipping copy.
-  let copier = options.keepZeros ? undefined : options.copier;
   const free: Region[] = [];
   let bytesRead = 0;
   let bytesWritten = 0;
@@ -148,25 +103,14 @@ export async function copyExtents(
       const task = (async () => {
         try {
           const part = buffer.bytes(kernels.memory).subarray(0, n);
-          const direct = copier ? kernelCopyOf(src, dst, at, n) : undefined;
-          // With a kernel copy, the first 4 KiB say whether the chunk must be read whole.
-          let whole = !direct || n <= ZERO_PROBE_BYTES;
-          if (whole) await src.readAsync(at, part);
-          else {
-            const probe = part.subarray(0, ZERO_PROBE_BYTES);
-            await src.readAsync(at, probe);
-            if (kernels.kernel.isZero(buffer, 0, probe.length)) {
-              await src.readAsync(at, part);
-              whole = true;
-            }
-          }
+          await src.readAsync(at, part);
           bytesRead += n;
-          const zero = whole && !options.keepZeros && kernels.kernel.isZero(buffer, 0, n);
+          const zero = !options.keepZeros && kernels.kernel.isZero(buffer, 0, n);
           await turn;
           if (first.failure && first.failure.at < at) return;
           if (zero) zeroChunks++;
           else {
-            if (whole || !(await kernelCopy(direct, at, part))) await dst.writeAsync(at, part);
+            await dst.writeAsync(at, part);
             bytesWritten += n;
           }
           options.progress?.(at + n, src.size);
@@ -187,33 +131,6 @@ export async function copyExtents(
     for (const buffer of free) kernels.release(buffer);
   }
   return { size: src.size, bytesRead, bytesWritten, zeroChunks };
-
-  /**
-   * Copies a chunk inside the kernel; false when it must be read and
-   * written instead (the kernel cannot copy between these files, from now
-   * on; or the source's file ended before the chunk did), and then `part`
-   * holds the chunk, read the ordinary way.
-   */
-  async function kernelCopy(
-    direct: KernelCopy | undefined,
-    at: number,
-    part: Uint8Array,
-  ): Promise<boolean> {
-    if (direct && copier) {
-      try {
-        const { fdIn, offsetIn, fdOut, offsetOut } = direct;
-        if (copyRange(copier, fdIn, offsetIn, fdOut, offsetOut, part.length) === part.length)
-          return true;
-      } catch (error) {
-        if (!copyRangeUnavailable(error)) throw error;
-        copier = undefined;
-      }
-    }
-    // A raw file that ends inside its last sector reads as zeros past its end;
-    // a VHD block that passes its file's end is an error, as a read says.
-    await src.readAsync(at, part);
-    return false;
-  }
 }
 
 /** Target formats of {@link convertImage}. */
@@ -234,12 +151,6 @@ export interface ConvertOptions {
   readonly flush?: boolean;
   /** Direct I/O (O_DIRECT) on the source and the destination: around the host's page cache. */
   readonly direct?: boolean;
-  /**
-   * Copies inside the kernel (copy_file_range(2)) where both files allow:
-   * by default the copy_range addon's where it is built, none where not;
-   * null for none (reads and writes only).
-   */
-  readonly copier?: RangeCopier | null;
 }
 
 /**
@@ -279,12 +190,9 @@ export async function convertImage(
     try {
       const chunk =
         options.to === "dynamic" ? (options.blockSize ?? DEFAULT_BLOCK_BYTES) : DEFAULT_BLOCK_BYTES;
-      const copier =
-        options.copier === undefined ? nativeCopier().copier : (options.copier ?? undefined);
       const stats = await copyExtents(src, dst, src.map(), {
         kernels,
         chunk,
-        ...(copier && !direct ? { copier } : {}),
         ...(options.progress ? { progress: options.progress } : {}),
       });
       if (options.flush) dst.flush();

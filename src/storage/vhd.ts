@@ -3,7 +3,7 @@ import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
 import type { Region } from "../memory/region.js";
 import { type BlockFile, FdFile } from "./block-file.js";
 import { DirectFile } from "./direct-file.js";
-import { checkRequest, type DiskImage, type FileRun, type MapExtent } from "./disk-image.js";
+import { checkRequest, type DiskImage, type MapExtent } from "./disk-image.js";
 import { DiskRequestError, ParentChainError, VhdFormatError } from "./errors.js";
 import {
   BAT_UNALLOCATED,
@@ -749,25 +749,6 @@ export class VhdImage implements DiskImage {
       }
     }
     this.read(offset, into);
-  }
-
-  /**
-   * Where guest bytes lie in this file: a fixed disk's anywhere (its data is
-   * the file's first bytes), a dynamic or differencing disk's within one
-   * allocated block whose bitmap holds every sector (the data follows the
-   * block's bitmap). A block's bitmap is read here once, as {@link readAsync} does.
-   */
-  fileRun(offset: number, length: number): FileRun | undefined {
-    this.live();
-    checkRequest(this.file.name, this.size, offset, length);
-    if (this.type === "fixed") return { file: this.file, position: offset };
-    const block = Math.floor(offset / this.blockSize);
-    const inBlock = offset - block * this.blockSize;
-    const entry = this.bat[block] ?? BAT_UNALLOCATED;
-    if (inBlock + length > this.blockSize || entry === BAT_UNALLOCATED) return undefined;
-    if (this.full[block] !== 1) this.bitmapOf(block);
-    if (this.full[block] !== 1) return undefined;
-    return { file: this.file, position: entry * SECTOR + this.bmBytes + inBlock };
   }
 
   private async readExactAsync(into: Uint8Array, at: number, block: number): Promise<void> {
