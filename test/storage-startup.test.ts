@@ -9,6 +9,8 @@ import { testTempDir } from "./support/temp.js";
 // worker pool, the histogram library and node:crypto are loaded only by the
 // work that needs them (an I/O run, a new disk's unique id).
 const STORAGE_COMMAND = new URL("../dist/src/cli/commands/storage.js", import.meta.url).href;
+// The bundle `hvlab storage convert` runs from (npm run build makes it).
+const CONVERT_BUNDLE = new URL("../dist/bundle/storage-convert-main.js", import.meta.url).href;
 const PISCINA = import.meta.resolve("piscina");
 
 interface Loaded {
@@ -39,6 +41,12 @@ console.log(JSON.stringify({
 describe("the storage command's start-up", () => {
   it("loads neither the worker pool, the histogram library nor node:crypto", () => {
     const loaded = loadedAfter([STORAGE_COMMAND]);
+    expect(loaded.libraries).toEqual([]);
+    expect(loaded.crypto).toBe(false);
+  });
+
+  it("nor does the bundle storage convert runs from", () => {
+    const loaded = loadedAfter([CONVERT_BUNDLE]);
     expect(loaded.libraries).toEqual([]);
     expect(loaded.crypto).toBe(false);
   });

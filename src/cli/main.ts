@@ -1,7 +1,5 @@
-import { Command, CommanderError } from "commander";
-import { machineInfo } from "../bench/machine.js";
-import { installInterruptHandlers } from "./interrupt.js";
-import { UsageError } from "./options.js";
+import type { Command } from "commander";
+import { overrideExits, rootProgram, runProgram } from "./program.js";
 
 /** Adds one module's commands to the program. */
 type Register = (program: Command) => void;
@@ -57,16 +55,7 @@ export const COMMAND_MODULES: readonly {
  * can list them and suggest one).
  */
 export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
-  const program = new Command("hvlab")
-    .description(
-      "a performance lab for Hyper-V 2.0's hypervisor features: live migration, SLAT against shadow paging, networking offloads, on real bytes",
-    )
-    .version(machineInfo().hvlab)
-    .showHelpAfterError("(run with --help for usage)")
-    .configureOutput({
-      outputError: (text, write) => write(`hvlab: ${text.replace(/^error: /, "")}`),
-    })
-    .exitOverride();
+  const program = rootProgram();
   const word = argv.find((arg) => !arg.startsWith("-"));
   const named = COMMAND_MODULES.find((module) => word !== undefined && module.names.includes(word));
   // `hvlab --version` (no command, no help) prints the version and exits
@@ -78,11 +67,7 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   const needed = named ? [named] : versionOnly ? [] : COMMAND_MODULES;
   const registers = await Promise.all(needed.map((m) => m.load()));
   for (const register of registers) register(program);
-  for (const command of program.commands) {
-    command.exitOverride();
-    for (const sub of command.commands) sub.exitOverride();
-  }
-  return program;
+  return overrideExits(program);
 }
 
 /**
@@ -90,21 +75,5 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
  * code, never a stack trace (set HVLAB_DEBUG=1 to see one).
  */
 export async function main(argv: readonly string[]): Promise<number> {
-  // Ctrl-C and SIGTERM say what was under way and leave no temporary file behind.
-  installInterruptHandlers();
-  const program = await buildProgram(argv);
-  try {
-    await program.parseAsync([...argv], { from: "user" });
-    return 0;
-  } catch (error) {
-    if (error instanceof CommanderError) {
-      // Commander has printed its message already. Help and version exit 0;
-      // everything else it refuses (an unknown option, a bad value) is a usage error.
-      return error.exitCode === 0 ? 0 : 2;
-    }
-    const message = error instanceof Error ? error.message : String(error);
-    console.error(`hvlab: ${message}`);
-    if (process.env.HVLAB_DEBUG) console.error(error);
-    return error instanceof UsageError ? 2 : 1;
-  }
+  return runProgram(await buildProgram(argv), argv);
 }

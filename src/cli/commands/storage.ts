@@ -8,12 +8,7 @@ import { FdFile } from "../../storage/block-file.js";
 import { checkVhdFile } from "../../storage/check.js";
 import type { MapExtent } from "../../storage/disk-image.js";
 import type { VhdType } from "../../storage/format.js";
-import {
-  DEFAULT_BLOCK_BYTES,
-  MAX_BLOCK_BYTES,
-  MAX_DISK_BYTES,
-  MIN_BLOCK_BYTES,
-} from "../../storage/format.js";
+import { DEFAULT_BLOCK_BYTES, MAX_DISK_BYTES } from "../../storage/format.js";
 import { imageInfo } from "../../storage/info.js";
 import {
   type HotplugEvent,
@@ -23,12 +18,7 @@ import {
 } from "../../storage/io-run.js";
 import { IO_MODES, type IoMode, type IoSpec } from "../../storage/io-spec.js";
 import { openImage } from "../../storage/open.js";
-import {
-  type CopyStats,
-  compactImage,
-  convertImage,
-  mergeImage,
-} from "../../storage/operations.js";
+import { compactImage, mergeImage } from "../../storage/operations.js";
 import { VhdImage } from "../../storage/vhd.js";
 import { NO_HOT_ADD_GUESTS, VirtualMachine } from "../../storage/vm.js";
 import { makeTemporaryDir, removeTemporary } from "../../util/temporary.js";
@@ -41,17 +31,8 @@ import {
   UsageError,
 } from "../options.js";
 import { startProgress } from "../progress.js";
-
-function print(json: boolean | undefined, record: unknown, text: () => string): void {
-  console.log(json ? JSON.stringify(record, null, 2) : text());
-}
-
-function blockSizeOption(text: string): number {
-  const bytes = sizeOption(MIN_BLOCK_BYTES, MAX_BLOCK_BYTES)(text);
-  if ((bytes & (bytes - 1)) !== 0)
-    throw new UsageError(`--block-size must be a power of two, not ${bytes}`);
-  return bytes;
-}
+import { registerConvert } from "./storage-convert.js";
+import { blockSizeOption, copyText, print, storageGroup, withProgress } from "./storage-shared.js";
 
 /** qemu-img map --output=json's records. */
 function qemuMap(extents: readonly MapExtent[]) {
@@ -66,31 +47,9 @@ function qemuMap(extents: readonly MapExtent[]) {
   }));
 }
 
-function copyText(what: string, s: CopyStats): string {
-  return `${what}: ${formatBytes(s.size)} disk, ${formatBytes(s.bytesRead)} read, ${formatBytes(s.bytesWritten)} written, ${s.zeroChunks} zero chunks skipped`;
-}
-
-async function withProgress<T>(
-  title: string,
-  run: (progress: (done: number, total: number) => void) => T | Promise<T>,
-): Promise<T> {
-  const bar = startProgress(title, 1);
-  try {
-    return await run((done, total) =>
-      bar.update(Math.round(done / 1048576), "MiB", Math.max(1, Math.round(total / 1048576))),
-    );
-  } finally {
-    bar.stop();
-  }
-}
-
 /** Registers `hvlab storage`: VHD images (create, info, map, convert, merge, compact, check). */
 export function registerStorage(program: Command): void {
-  const storage = program
-    .command("storage")
-    .description(
-      "virtual hard disks: VHD fixed, dynamic and differencing images, as Hyper-V writes them",
-    );
+  const storage = storageGroup(program);
 
   storage
     .command("create")
@@ -226,46 +185,7 @@ export function registerStorage(program: Command): void {
       }
     });
 
-  storage
-    .command("convert")
-    .description(
-      "convert between raw and every VHD type (the source's format detected), skipping all-zero blocks",
-    )
-    .argument("<src>")
-    .argument("<dst>")
-    .requiredOption("--to <format>", "raw, fixed or dynamic")
-    .option(
-      "--block-size <size>",
-      "block size of a dynamic destination",
-      blockSizeOption,
-      DEFAULT_BLOCK_BYTES,
-    )
-    .option(
-      "--flush",
-      "fdatasync the destination before exiting (default: left to the page cache, as qemu-img convert's cache=unsafe)",
-    )
-    .option("--json", "print what was copied as JSON")
-    .action(
-      async (
-        src: string,
-        dst: string,
-        flags: { to: string; blockSize: number; flush?: boolean; json?: boolean },
-      ) => {
-        if (!["raw", "fixed", "dynamic"].includes(flags.to))
-          throw new UsageError(`--to must be raw, fixed or dynamic, not ${flags.to}`);
-        const stats = await withProgress("convert", (progress) =>
-          convertImage(src, dst, {
-            to: flags.to as "raw",
-            blockSize: flags.blockSize,
-            progress,
-            flush: flags.flush === true,
-          }),
-        );
-        print(flags.json, { src, dst, to: flags.to, ...stats }, () =>
-          copyText(`${src} -> ${dst}`, stats),
-        );
-      },
-    );
+  registerConvert(storage);
 
   storage
     .command("merge")
