@@ -1,7 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { PowerConfigError, TraceError } from "../src/power/errors.js";
 import { DEFAULT_LOAD, type LoadSpec } from "../src/power/load.js";
-import { DEFAULT_PARKING, type ParkingParameters, parkingStep } from "../src/power/parking.js";
+import {
+  checkParking,
+  DEFAULT_PARKING,
+  type ParkingParameters,
+  parkingStep,
+} from "../src/power/parking.js";
 import { namedPolicy } from "../src/power/policies.js";
 import {
   PROCESSOR_PRESETS,
@@ -9,6 +14,7 @@ import {
   parseProcessorModel,
 } from "../src/power/processors.js";
 import { checkSimulation, type SimulationSpec, simulate } from "../src/power/simulate.js";
+import { runPowerSweep } from "../src/power/sweep.js";
 import { parseTrace } from "../src/power/trace.js";
 
 /*
@@ -91,17 +97,17 @@ describe("when the parking engine acts", () => {
 });
 
 describe("a check interval's arrivals", () => {
-  it("are all simulated however many there are: the same figures with 400,000 arrivals per check as with 40,000", () => {
+  it("are all simulated however many there are: the same figures with 160,000 arrivals per check as with 16,000", () => {
     // Without parking the check interval changes only the timeline's
-    // grain; the kernel takes at most 65,536 arrivals a call, so 50 ms
+    // grain; the kernel takes at most 65,536 arrivals a call, so 20 ms
     // checks of 8e6 arrivals/s are cut into calls at tick boundaries.
     const load = { pattern: "poisson" as const, utilization: 0.5, serviceUs: 1 };
-    const many = simulate(spec(load, "menu", {}, { durationS: 0.05, checkMs: 50 }));
-    const few = simulate(spec(load, "menu", {}, { durationS: 0.05, checkMs: 5 }));
+    const many = simulate(spec(load, "menu", {}, { durationS: 0.02, checkMs: 20 }));
+    const few = simulate(spec(load, "menu", {}, { durationS: 0.02, checkMs: 2 }));
     expect(many.timeline).toHaveLength(1);
     expect(few.timeline).toHaveLength(10);
-    expect(many.latency.arrivals).toBeGreaterThan(350_000);
-    expect(many.latency.arrivals).toBeLessThan(450_000);
+    expect(many.latency.arrivals).toBeGreaterThan(140_000);
+    expect(many.latency.arrivals).toBeLessThan(180_000);
     expect(many.latency).toEqual(few.latency);
     expect(many.residency).toEqual(few.residency);
     expect(many.energyJ).toBe(few.energyJ);
@@ -109,9 +115,9 @@ describe("a check interval's arrivals", () => {
   });
 
   it("refuses more than 65,536 arrivals in one tick, naming the tick", () => {
-    // 16 processors' worth of 1 us work in a 10 ms tick: 160,000 arrivals.
+    // 8 processors' worth of 1 us work in a 10 ms tick: 80,000 arrivals.
     const crowded = spec(
-      { pattern: "constant", utilization: 1, serviceUs: 1 },
+      { pattern: "constant", utilization: 0.5, serviceUs: 1 },
       "none",
       {},
       {
@@ -197,5 +203,28 @@ describe("the power engine's errors", () => {
     expect(() => parseProcessorModel(JSON.stringify({ ...missing, sockets: 1 }), "t.json")).toThrow(
       "t.json: platformWatts: Invalid input: expected number, received undefined",
     );
+  });
+
+  it("name a parking parameter they do not know as such", () => {
+    const unknown = { ...DEFAULT_PARKING, CPIdle: 5 } as ParkingParameters;
+    expect(() => checkParking(unknown)).toThrow(
+      new PowerConfigError('parking parameters: Unrecognized key: "CPIdle"'),
+    );
+  });
+});
+
+describe("a sweep", () => {
+  it("gives its wall time, within the call's", async () => {
+    const t0 = performance.now();
+    const sweep = await runPowerSweep(
+      spec({ utilization: 0.2 }, "parking", {}, { durationS: 0.2 }),
+      { parameter: "CPMinCores", values: [50] },
+      { parameter: "CPHeadroom", values: [50] },
+      { workers: 1 },
+    );
+    const elapsedMs = performance.now() - t0;
+    expect(sweep.points).toHaveLength(1);
+    expect(sweep.wallMs).toBeGreaterThan(0);
+    expect(sweep.wallMs).toBeLessThanOrEqual(elapsedMs);
   });
 });

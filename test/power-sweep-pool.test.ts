@@ -84,18 +84,13 @@ describe("power sweep through the pool", () => {
   });
 
   it("makes a pool of its own when given none", async () => {
-    const t0 = performance.now();
     const sweep = await runPowerSweep(
       base,
       { ...x, values: [50] },
       { ...y, values: [50] },
       { workers: 1 },
     );
-    const elapsedMs = performance.now() - t0;
     expect(sweep.workers).toBe(1);
     expect(sweep.points).toHaveLength(1);
-    // Its wall time: within the call's.
-    expect(sweep.wallMs).toBeGreaterThan(0);
-    expect(sweep.wallMs).toBeLessThanOrEqual(elapsedMs);
   });
 });
