@@ -1,4 +1,4 @@
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { DEFAULT_LOAD } from "../src/power/load.js";
 import { DEFAULT_PARKING } from "../src/power/parking.js";
 import { namedPolicy } from "../src/power/policies.js";
@@ -18,8 +18,9 @@ import {
  * state's share its processor-seconds over all of them, one timeline point
  * per check at the check's end.
  *
- * The simulations run in hooks and tests, not while the file is collected:
- * mutation testing switches a mutant on only from the file's first hook.
+ * Each test runs its own simulation: mutation testing switches a mutant on
+ * only from the file's first hook, and counts a test as covering the code
+ * it ran itself, not what a hook ran for it.
  */
 
 const nehalem = PROCESSOR_PRESETS["nehalem-ep"] as ProcessorModel;
@@ -32,12 +33,10 @@ const spec = (policy: string, utilization: number): SimulationSpec => ({
 });
 
 describe("a simulation's figures", () => {
-  let result: SimulationResult;
-  beforeAll(() => {
-    result = simulate(spec("menu-parking", 0.25));
-  });
+  const figures = (): SimulationResult => simulate(spec("menu-parking", 0.25));
 
   it("has one timeline point per 50 ms check, at the check's end", () => {
+    const result = figures();
     expect(result.seconds).toBe(0.5);
     expect(result.timeline.map((t) => t.timeS)).toEqual(
       Array.from({ length: 10 }, (_, i) => Number(((i + 1) * 0.05).toFixed(2))),
@@ -50,6 +49,7 @@ describe("a simulation's figures", () => {
   });
 
   it("gives means from their definitions", () => {
+    const result = figures();
     expect(result.meanWatts).toBeCloseTo(result.energyJ / 0.5, 9);
     const running = result.residency.find((r) => r.state === "running P0");
     const waking = result.residency.find((r) => r.state === "waking");
@@ -72,6 +72,7 @@ describe("a simulation's figures", () => {
   });
 
   it("shares every processor-second among the states, the platform drawing for the whole run", () => {
+    const result = figures();
     const states = result.residency.filter((r) => r.state !== "platform");
     expect(states.map((r) => r.state)).toEqual(["running P0", "waking", "C1", "C1E", "C3", "C6"]);
     for (const r of states) expect(r.share).toBeCloseTo(r.seconds / (16 * 0.5), 12);
