@@ -277,6 +277,76 @@ export const KERNEL_MUTATIONS = {
     ],
   },
 
+  lackey: {
+    tests: [
+      "test/paging-lackey-kernel.test.ts",
+      "test/paging-trace.test.ts",
+      "test/paging-compare-pipeline.test.ts",
+    ],
+    mutations: [
+      {
+        id: "fetch-not-execute",
+        rule: "an instruction fetch (I) is an execute access",
+        from: "if (c1 == CH_SPACE && c2 == CH_SPACE) kind = ACCESS_EXECUTE | ACCESS_USER;",
+        to: "if (c1 == CH_SPACE && c2 == CH_SPACE) kind = ACCESS_USER;",
+      },
+      {
+        id: "store-not-write",
+        rule: "a store (S) is a write access",
+        from: "else if (c1 == CH_S) kind = ACCESS_WRITE | ACCESS_USER;",
+        to: "else if (c1 == CH_S) kind = ACCESS_USER;",
+      },
+      {
+        id: "modify-one-record",
+        rule: "a modify (M) is a load then a store: two records",
+        from: "count += 2;",
+        to: "count += 1;",
+      },
+      {
+        id: "modify-load-writes",
+        rule: "a modify's first record is a load, not a write",
+        from: "store<u32>(out, page | ACCESS_USER);",
+        to: "store<u32>(out, page | ACCESS_WRITE | ACCESS_USER);",
+      },
+      {
+        id: "upper-case-hex-refused",
+        rule: "hex digits A-F read as a-f",
+        from: "const l = (c | 0x20) - 97;",
+        to: "const l = c - 97;",
+      },
+      {
+        id: "address-limit-taken",
+        rule: "an address at 2^addressBits is past the paging levels",
+        from: "address >= limit",
+        to: "address > limit",
+      },
+      {
+        id: "size-zero-taken",
+        rule: "an access of size 0 is not a lackey line",
+        from: "if (j == digits || nonZero == 0 ||",
+        to: "if (j == digits ||",
+      },
+      {
+        id: "cr-not-skipped",
+        rule: "a CR before the LF ends the line too",
+        from: "if (j < to && <u32>load<u8>(text + j) == CH_CR) j++;",
+        to: "",
+      },
+      {
+        id: "high-half-dropped",
+        rule: "a record keeps address bits 63:32",
+        from: "const high = <u32>(address >> 32);",
+        to: "const high: u32 = 0;",
+      },
+      {
+        id: "page-keeps-offset",
+        rule: "a record's address is the page's: bits 11:0 carry the kind",
+        from: "const page = <u32>address & 0xfffff000;",
+        to: "const page = <u32>address;",
+      },
+    ],
+  },
+
   multifd: {
     tests: ["test/migration-multifd.test.ts"],
     mutations: [
@@ -449,8 +519,8 @@ export const KERNEL_MUTATIONS = {
         id: "xxh3-no-swap",
         rule: "each lane adds its neighbour's data (acc[i ^ 1] += data)",
         file: "assembly/lib/xxh3.ts",
-        from: "const swapped = i64x2.shuffle(data, data, 1, 0);",
-        to: "const swapped = data;",
+        from: "i64x2.add(i64x2.extmul_low_i32x4_u(lo01, hi01), i64x2.shuffle(d0, d0, 1, 0))",
+        to: "i64x2.add(i64x2.extmul_low_i32x4_u(lo01, hi01), d0)",
       },
     ],
   },
@@ -538,6 +608,92 @@ export const KERNEL_MUTATIONS = {
         rule: "each idle interval goes to the next of the eight history slots",
         from: "store<u32>(state + P_HISTORY_POS, (slot + 1) & (INTERVALS - 1));",
         to: "",
+      },
+    ],
+  },
+
+  receive: {
+    tests: [
+      "test/net-receive-kernel.test.ts",
+      "test/net-receive-ipv4-header.test.ts",
+      "test/net-udp-zero-checksum.test.ts",
+      "test/net-vmq-rounds.test.ts",
+      "test/net-vmq.test.ts",
+      "test/net-replay.test.ts",
+      "test/net-fuzz.test.ts",
+    ],
+    mutations: [
+      {
+        id: "ipv4-header-unchecked",
+        rule: "a TCP/UDP frame's IPv4 header checksum is checked (RFC 791 section 3.1)",
+        from: "if (onesSum(f + pL3, pL4 - pL3, 0) != 0xffff) return false;",
+        to: "",
+      },
+      {
+        id: "udp-zero-checked",
+        rule: "an IPv4 UDP checksum of zero means none was computed (RFC 768)",
+        from: "if (udp && load<u16>(f + pL4 + 6) == 0) return true;",
+        to: "",
+      },
+      {
+        id: "routing-header-ignored",
+        rule: "with a routing header the pseudo-header carries the final destination (RFC 8200 section 8.1)",
+        from: "if (type == 0 || type == 2) pDst = at + 8 + (addresses - 1) * 16;",
+        to: "if (type == 0xff) pDst = at + 8 + (addresses - 1) * 16;",
+      },
+      {
+        id: "fragment-offset-ignored",
+        rule: "a frame with a fragment offset is a fragment, not a whole datagram",
+        from: "fragment = (fragmentField & 0x3fff) != 0;",
+        to: "fragment = (fragmentField & 0x2000) != 0;",
+      },
+      {
+        id: "bad-delivered",
+        rule: "a frame that fails validation is dropped unless asked for",
+        from: "if (!deliverBad) continue;",
+        to: "",
+      },
+      {
+        id: "coalesce-ignores-sequence",
+        rule: "a segment joins a group only at the group's next sequence number",
+        from: "if (be32(f + l4 + 4) != be32(a + l4 + 4) + payloadBytes) return false;",
+        to: "",
+      },
+      {
+        id: "psh-keeps-group-open",
+        rule: "a segment with PSH or FIN closes its group",
+        from: "if ((flags & FIN_PSH) != 0 || payloadLength < load<u32>(open, 20)) store<u8>(open, 1, 30);",
+        to: "if (payloadLength < load<u32>(open, 20)) store<u8>(open, 1, 30);",
+      },
+      {
+        id: "group-flags-from-first",
+        rule: "a super-frame carries the last segment's PSH and FIN",
+        from: "| (lastFlags & FIN_PSH)",
+        to: "",
+      },
+      {
+        id: "ring-overwrites-full",
+        rule: "a full ring drops the frame instead of overwriting a slot",
+        from: "if (head - atomic.load<u32>(ring + RING_TAIL) >= slots) return 0;",
+        to: "if (head - atomic.load<u32>(ring + RING_TAIL) > slots) return 0;",
+      },
+      {
+        id: "group-address-unicast",
+        rule: "a frame to a group MAC (I/G bit set) goes to every VM's ring",
+        from: "if ((load<u8>(f) & 1) != 0) {",
+        to: "if ((load<u8>(f) & 2) != 0) {",
+      },
+      {
+        id: "vlan-ignored-in-lookup",
+        rule: "the switch matches MAC and VLAN",
+        from: "load<i32>(e, 8) == vlan",
+        to: "true",
+      },
+      {
+        id: "copy-skips-last-byte",
+        rule: "a delivered frame is copied to its last byte",
+        from: "for (; at < end; at++) store<u8>(at + delta, load<u8>(at));",
+        to: "for (; at + 1 < end; at++) store<u8>(at + delta, load<u8>(at));",
       },
     ],
   },

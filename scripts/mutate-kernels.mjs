@@ -18,16 +18,20 @@
 // usage: node scripts/mutate-kernels.mjs [--module a,b] [--mutation id,id]
 //        [--jobs n] [--no-baseline] [--keep] [--list] [--check] [--markdown]
 // --check only checks the list against the source; --list prints it.
+// --jobs: copies worked on at once, each with its own test runner; by
+// default one per core (at most MAX_JOBS), so a CI machine's cores all work.
 import { fork, spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { KERNEL_MUTATIONS } from "./kernel-mutations.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MIN_MUTATIONS = 8;
+/** Most copies worked on at once: each holds a built project and a vitest. */
+const MAX_JOBS = 8;
 /**
  * A test file that runs past FILE_TIMEOUT_FACTOR times its unmutated time
  * (at least MIN_FILE_TIMEOUT_MS) counts as killed by a hang, as Stryker's
@@ -51,7 +55,7 @@ function parseArgs(argv) {
   const options = {
     modules: null,
     mutations: null,
-    jobs: 1,
+    jobs: Math.min(MAX_JOBS, availableParallelism()),
     baseline: true,
     keep: false,
     list: false,
@@ -72,8 +76,8 @@ function parseArgs(argv) {
     else if (arg === "--jobs") {
       const [text] = value();
       options.jobs = Number(text);
-      if (!Number.isInteger(options.jobs) || options.jobs < 1 || options.jobs > 8) {
-        usage(`--jobs must be a whole number from 1 to 8, not '${text}'`);
+      if (!Number.isInteger(options.jobs) || options.jobs < 1 || options.jobs > MAX_JOBS) {
+        usage(`--jobs must be a whole number from 1 to ${MAX_JOBS}, not '${text}'`);
       }
     } else if (arg === "--list") options.list = true;
     else if (arg === "--check") options.check = true;

@@ -66,7 +66,13 @@ export function checkParking(params: ParkingParameters): ParkingParameters {
   const parsed = parkingSchema.safeParse(params);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    const name = String(issue?.path[0] ?? "parameter");
+    const key = issue?.path[0];
+    if (key === undefined) {
+      // A parameter the schema does not know: the issue has no path, its
+      // message names the key.
+      throw new PowerConfigError(`parking parameters: ${issue?.message ?? "invalid"}`);
+    }
+    const name = String(key);
     const value = (params as unknown as Record<string, unknown>)[name];
     throw new PowerConfigError(`${name} ${String(value)}: ${issue?.message ?? "invalid"}`);
   }
