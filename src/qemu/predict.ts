@@ -5,7 +5,9 @@ import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-im
 import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
 import { type HostProbe, probeHost } from "./host-probe.js";
 import type { QemuMigrationSettings } from "./migrate.js";
+import { firstPassRate, type PassRate } from "./pass-rate.js";
 import { type Accelerator, QemuProcess } from "./qemu-process.js";
+import type { MigrateSample } from "./rounds.js";
 
 /** What was measured on the running guest before migrating. */
 export interface GuestMeasurement {
@@ -21,8 +23,8 @@ export interface GuestMeasurement {
 
 /**
  * Boots the guest alone and measures its write rate and dirty curve, then
- * (unless `probeMs` is 0) migrates it for `probeMs` with no rate limit to a
- * throw-away destination: how fast QEMU sends on this host, and how fast
+ * (unless `probeMs` is 0) migrates it through its first pass (at most
+ * `probeMs`) with no rate limit to a throw-away destination: how fast QEMU sends on this host, and how fast
  * the guest writes meanwhile.
  */
 export async function measureGuest(
@@ -31,7 +33,7 @@ export async function measureGuest(
   calcTimesS: readonly number[],
   started: QemuProcess[],
   probeMs = 0,
-  workingSetBytes = launch.ramBytes,
+  completionBytes = 0,
 ): Promise<GuestMeasurement> {
   const q = await QemuProcess.start({ ...launch, name: "measure" });
   started.push(q);
@@ -44,8 +46,64 @@ export async function measureGuest(
     undefined,
   );
   const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
-  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, workingSetBytes) : null;
+  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, completionBytes) : null;
   return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted, probe };
+}
+
+/**
+ * The first pass of the real run is timed over at most this long, ms: long
+ * enough to span several of QEMU's 100 ms rate-limit windows, short enough
+ * to be a small part of any run the suite makes.
+ */
+export const CALIBRATION_MS = 1000;
+
+/** The measurement with the host's sending rate taken from the real run's first pass. */
+export interface Calibration {
+  /** The first pass's rate as the real run saw it. */
+  readonly pass: PassRate;
+  /** What the model is fed: the measurement with that rate (and start) in place of the probe's. */
+  readonly measured: GuestMeasurement;
+}
+
+/**
+ * Under TCG on a shared host QEMU's sending rate moves from one second to
+ * the next with the load, so a rate probed before the run may not be the
+ * rate the run gets. The first pass of the run itself sends the working set
+ * whatever the guest does (its length depends on the rate alone, not on the
+ * model's answer), so its first {@link CALIBRATION_MS} give the host's rate
+ * under the run's own max-bandwidth: the model is fed that, with everything
+ * else as measured before migrating. Null when the first pass had no
+ * interval of normal pages to time.
+ */
+export function calibrateFromRun(
+  measured: GuestMeasurement,
+  samples: readonly MigrateSample[],
+): Calibration | null {
+  const first = firstPassRate(samples);
+  if (!first) return null;
+  const pass = firstPassRate(samples, first.fromMs + CALIBRATION_MS) ?? first;
+  const probe: HostProbe = measured.probe
+    ? {
+        ...measured.probe,
+        hostRate: pass.rate,
+        // With the vCPUs stopped and no rate limit the last pages go no
+        // slower than pre-copy ran.
+        completionRate: Math.max(measured.probe.completionRate, pass.rate),
+        startMs: pass.startMs,
+        intervals: pass.intervals,
+        windowRates: pass.windowRates,
+      }
+    : {
+        hostRate: pass.rate,
+        // Not probed: the last pages go no slower than the running rate.
+        completionRate: pass.rate,
+        completion: { bytes: 0, downtimeMs: 0 },
+        startMs: pass.startMs,
+        intervals: pass.intervals,
+        writesPerSecondDuring: measured.writesPerSecond,
+        windowRates: pass.windowRates,
+      };
+  return { pass, measured: { ...measured, probe } };
 }
 
 /** (assumed) One-way latency of loopback TCP, ms. */
@@ -100,6 +158,7 @@ export async function predictMigration(
             completionRate: probe.completionRate,
             startMs: probe.startMs,
             stopMs: QEMU_STOP_MS,
+            ...(probe.windowRates ? { windowRates: probe.windowRates } : {}),
           },
           latencyMs: LOOPBACK_LATENCY_MS,
           deviceStateBytes: QEMU_DEVICE_STATE_BYTES,
