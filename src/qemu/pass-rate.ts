@@ -27,8 +27,8 @@ export interface PassRate {
   /**
    * Bytes per second over successive spans of at least {@link WINDOW_MS}
    * from `fromMs` to `toMs`, each with some bytes sent (a stall joins the
-   * next span): how QEMU's 100 ms bandwidth windows saw the rate move
-   * (their mean is about `rate`).
+   * next span), scaled so that their mean is `rate`: how QEMU's 100 ms
+   * bandwidth windows saw the rate move.
    */
   readonly windowRates: readonly number[];
 }
@@ -89,8 +89,12 @@ export function firstPassRate(
     windowRates.push(((p.transferred - from.transferred) * 1000) / (p.at - from.at));
     from = p;
   }
+  // Spans of unequal length: scaled so that windows of equal length, run in
+  // turn, send at `rate` on average, as the pass did.
+  const mean = windowRates.reduce((a, b) => a + b, 0) / windowRates.length;
+  const scale = mean > 0 ? rate / mean : 1;
   return {
-    windowRates,
+    windowRates: windowRates.map((w) => w * scale),
     rate,
     fromMs: first.at,
     toMs: lastGood.at,

@@ -1,4 +1,5 @@
 import { runMigration } from "../migration/engine.js";
+import { fitShrink, projectFinish } from "../migration/policy.js";
 import type { MigrationResult } from "../migration/stats.js";
 import { type DirtyRatePoint, fitWorkingSet, measureDirtyCurve } from "./dirty-curve.js";
 import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-image.js";
@@ -57,6 +58,9 @@ export async function measureGuest(
  */
 export const CALIBRATION_MS = 1000;
 
+/** A first pass at this share of max-bandwidth or more was paced by it. */
+const PACED_SHARE = 0.9;
+
 /** The measurement with the host's sending rate taken from the real run's first pass. */
 export interface Calibration {
   /** The first pass's rate as the real run saw it. */
@@ -78,10 +82,16 @@ export interface Calibration {
 export function calibrateFromRun(
   measured: GuestMeasurement,
   samples: readonly MigrateSample[],
+  maxBandwidth: number,
 ): Calibration | null {
   const first = firstPassRate(samples);
   if (!first) return null;
-  const pass = firstPassRate(samples, first.fromMs + CALIBRATION_MS) ?? first;
+  const timed = firstPassRate(samples, first.fromMs + CALIBRATION_MS) ?? first;
+  // Where max-bandwidth paced the pass, QEMU's windows each send their
+  // budget: the rates 50 ms samples show around that are the sampling's,
+  // not the windows'.
+  const paced = timed.rate >= maxBandwidth * PACED_SHARE;
+  const pass = paced ? { ...timed, windowRates: [] } : timed;
   const probe: HostProbe = measured.probe
     ? {
         ...measured.probe,
@@ -143,7 +153,7 @@ export async function predictMigration(
             hotFraction: 1,
           };
   const probe = measured.probe;
-  return runMigration({
+  const result = await runMigration({
     guestBytes: guest.ramBytes,
     content: false,
     vcpus: 1,
@@ -172,6 +182,43 @@ export async function predictMigration(
     timeoutMs,
     giveUp: "never",
   });
+  return withProjection(result, settings.downtimeLimitMs, timeoutMs);
+}
+
+/**
+ * A prediction that ran out of time says, with the projection rule of the
+ * `qemu` stop policy (the shrink of pending fitted over its last rounds),
+ * whether that is non-convergence or only slowness: pending does not
+ * shrink, or it shrinks and would fit the threshold so many rounds and
+ * seconds later, past the time limit the real run is given too.
+ */
+export function withProjection(
+  result: MigrationResult,
+  downtimeLimitMs: number,
+  timeoutMs: number,
+): MigrationResult {
+  if (result.summary.status !== "not-converged") return result;
+  const precopy = result.rounds.filter((r) => r.phase === "precopy");
+  const fit = fitShrink(precopy.map((r) => r.remaining));
+  const last = precopy.at(-1);
+  if (!fit || !last) return result;
+  const bandwidth = last["bandwidth-estimate"];
+  const target = (bandwidth * downtimeLimitMs) / 1000;
+  const figures = `shrink factor ${fit.factor.toFixed(4)} ± ${fit.spread.toFixed(4)} a round over the last ${fit.rounds} rounds`;
+  let projection: string;
+  if (fit.factor + fit.spread >= 1 || !(bandwidth > 0) || !(target > 0)) {
+    projection = `pending does not shrink (${figures})`;
+  } else {
+    const left = projectFinish(last.remaining, target, fit.factor, bandwidth);
+    projection = `pending shrinks (${figures}) and would fit bandwidth x downtime-limit ${left.rounds} rounds and ${(left.ms / 1000).toFixed(1)} s later, past the ${(timeoutMs / 1000).toFixed(0)} s the run is given`;
+  }
+  return {
+    ...result,
+    summary: {
+      ...result.summary,
+      reason: `${result.summary.reason ?? "not converged"}; ${projection}`,
+    },
+  };
 }
 
 /** One figure predicted against measured. */

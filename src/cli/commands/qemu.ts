@@ -614,7 +614,9 @@ function registerPredict(qemu: Command): void {
       }
       const comparison = real ? compareMigrations(predicted, real.result) : null;
       // The model again, at the rate the run's own first pass showed.
-      const calibration = real ? calibrateFromRun(measured, real.samples) : null;
+      const calibration = real
+        ? calibrateFromRun(measured, real.samples, settings.maxBandwidth)
+        : null;
       const calibrated = calibration
         ? await predictMigration(spec, calibration.measured, settings, flags.timeout * 1000)
         : null;
@@ -659,7 +661,7 @@ function registerPredict(qemu: Command): void {
         );
       const p = predicted.summary;
       console.log(
-        `predicted: ${p.status}, ${p["dirty-sync-count"]} syncs, total-time ${(p["total-time"] / 1000).toFixed(2)} s, ${formatBytes(p.transferred)} transferred, downtime ${p.downtime.toFixed(1)} ms`,
+        `predicted: ${p.status}, ${p["dirty-sync-count"]} syncs, total-time ${(p["total-time"] / 1000).toFixed(2)} s, ${formatBytes(p.transferred)} transferred, downtime ${p.downtime.toFixed(1)} ms${p.status === "completed" || !p.reason ? "" : ` (${p.reason})`}`,
       );
       if (real)
         console.log(
