@@ -2,7 +2,7 @@ import { runMigration } from "../migration/engine.js";
 import { fitShrink, projectFinish } from "../migration/policy.js";
 import type { MigrationResult } from "../migration/stats.js";
 import { type DirtyRatePoint, fitWorkingSet, measureDirtyCurve } from "./dirty-curve.js";
-import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-image.js";
+import { GUEST_PAGE, type ResolvedGuestSpec } from "./guest-image.js";
 import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
 import { type HostProbe, probeHost } from "./host-probe.js";
 import type { QemuMigrationSettings } from "./migrate.js";
@@ -116,6 +116,9 @@ export function calibrateFromRun(
   return { pass, measured: { ...measured, probe } };
 }
 
+/** The smallest guest the model runs. */
+const MIN_MODEL_BYTES = 1024 ** 2;
+
 /** (assumed) One-way latency of loopback TCP, ms. */
 const LOOPBACK_LATENCY_MS = 0.05;
 /** (assumed) Stopping the vCPUs, the last sync and the handover of the write guest, ms. */
@@ -135,7 +138,11 @@ export async function predictMigration(
   settings: QemuMigrationSettings,
   timeoutMs: number,
 ): Promise<MigrationResult> {
-  const base = WORKING_SET_BASE / GUEST_PAGE;
+  // The model's guest is the working set alone: the pages outside it are
+  // never written, and QEMU sends each once as a zero page (a header,
+  // RAM_SAVE_FLAG_ZERO in migration/ram.c), where metadata mode, which has
+  // no page contents, would send them whole.
+  const base = 0;
   const workload =
     guest.pattern === "hotset"
       ? {
@@ -154,7 +161,7 @@ export async function predictMigration(
           };
   const probe = measured.probe;
   const result = await runMigration({
-    guestBytes: guest.ramBytes,
+    guestBytes: Math.max(MIN_MODEL_BYTES, guest.workingSetPages * GUEST_PAGE),
     content: false,
     vcpus: 1,
     workload,
