@@ -1,6 +1,6 @@
 import { readGuestStatus } from "./guest-status.js";
 import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
-import { firstPassRate, NORMAL_SHARE } from "./pass-rate.js";
+import { firstPassRate } from "./pass-rate.js";
 import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.js";
 import type { MigrateSample } from "./rounds.js";
 
@@ -48,8 +48,8 @@ export class HostProbeError extends Error {
 
 /** max-bandwidth for "no rate limit" (QEMU takes any uint64; 1 TiB/s is never reached). */
 const UNLIMITED = 2 ** 40;
-/** Intervals of mostly normal pages measured while the guest runs. */
-const RUNNING_INTERVALS = 4;
+/** The shortest span the guest's writes under migration are counted over, ms. */
+const WRITES_SPAN_MS = 1000;
 /** How long the probe lets QEMU bring pending down to the completion's size, ms. */
 const SHRINK_WAIT_MS = 2000;
 /** How long the source's monitor may take to answer while QEMU completes, ms. */
@@ -106,7 +106,6 @@ export async function probeHost(
     "max-bandwidth": UNLIMITED,
     "downtime-limit": 1,
   });
-  let intervals = 0;
   const active: Point[] = [];
   const samples: MigrateSample[] = [];
   let completingAt = Number.POSITIVE_INFINITY;
@@ -116,7 +115,6 @@ export async function probeHost(
   let completing = false;
   let forced = false;
   await source.qmp.execute("migrate", { uri });
-  let last: Point | undefined;
   let final: QemuMigrationInfo | undefined;
   for (;;) {
     await new Promise((r) => setTimeout(r, sampleMs));
@@ -142,15 +140,12 @@ export async function probeHost(
     const now = { at, transferred: ram.transferred ?? 0, normalBytes: ram["normal-bytes"] ?? 0 };
     active.push(now);
     samples.push({ atMs: at, info });
-    // Only the first pass (one sync, at setup) runs flat out.
-    if (!completing && last && (ram["dirty-sync-count"] ?? 0) <= 1) {
-      const bytes = now.transferred - last.transferred;
-      const normal = now.normalBytes - last.normalBytes;
-      if (bytes > 0 && normal >= bytes * NORMAL_SHARE) intervals++;
-    }
-    last = now;
     const passDone = (ram["dirty-sync-count"] ?? 0) >= 2;
-    if (!completing && ((intervals >= RUNNING_INTERVALS && passDone) || at > probeMs)) {
+    if (!completing && (passDone || at > probeMs)) {
+      // A pass of a fraction of a second showed no writes at all in runs
+      // here: the guest's rate is read over at least WRITES_SPAN_MS.
+      const wait = WRITES_SPAN_MS - (performance.now() - t0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const status = await readGuestStatus(source.qmp);
       writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
       // QEMU completes on its own once pending fits its threshold (the
@@ -172,7 +167,16 @@ export async function probeHost(
     }
   }
   await destination.stop();
-  const pass = firstPassRate(samples, completingAt);
+  // A first pass quicker than two samples (a quiet host with no rate
+  // limit) has no interval to time: its bytes over the time to the sample
+  // that saw it done, setup included, are then the rate.
+  const done = samples.find((x) => (x.info.ram?.["dirty-sync-count"] ?? 0) >= 2);
+  const doneBytes = done?.info.ram?.transferred ?? 0;
+  const pass =
+    firstPassRate(samples, completingAt) ??
+    (done && done.atMs > 0 && doneBytes > 0
+      ? { rate: (doneBytes * 1000) / done.atMs, startMs: 0, intervals: 1 }
+      : null);
   if (!pass)
     throw new HostProbeError(
       `in ${probeMs} ms of migrating with no rate limit no ${sampleMs} ms interval of the first pass carried mostly normal pages: make the working set larger or the probe longer`,
