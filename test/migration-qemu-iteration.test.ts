@@ -229,11 +229,48 @@ describe("QEMU's iteration on virtual time", () => {
       [{ qemuIteration: { ...idle.it, completionRate: Number.NaN } }, /completion rate/],
       [{ qemuIteration: { ...idle.it, startMs: -1 } }, /start time/],
       [{ qemuIteration: { ...idle.it, stopMs: Number.POSITIVE_INFINITY } }, /stop cost/],
+      [{ qemuIteration: { ...idle.it, windowRates: [MiB, 0] } }, /window rate 1/],
+      [{ qemuIteration: { ...idle.it, windowRates: [Number.NaN] } }, /window rate 0/],
+      [
+        { qemuIteration: { ...idle.it, windowRates: new Array(10_001).fill(MiB) } },
+        /10001 window rates/,
+      ],
     ];
     for (const [extra, message] of bad) {
       const run = runMigration({ ...options(idle), ...extra });
       await expect(run).rejects.toThrow(MigrationConfigError);
       await expect(run).rejects.toThrow(message);
     }
+  });
+
+  it("window rates: a hot set just above a steady rate's threshold never fits it; windows of the same mean rate that move let it fit in a fast one, as QEMU's threshold follows the last window", async () => {
+    // 7 MiB of hot pages, all rewritten within a window, and what each pass
+    // leaves unsent keep pending above a steady 100 MiB/s x 100 ms = 10 MiB
+    // (some 12.8 MiB at each sync): it never fits.
+    const hotPages = (7 * MiB) / PAGE;
+    const base = {
+      ...options({ ...idle, writesPerSecond: 100_000, maxBandwidth: 200 * MiB }),
+      guestBytes: 64 * MiB,
+      workload: { kind: "hotset" as const, hotBase: 0, hotPages, hotFraction: 1 },
+      downtimeLimitMs: 100,
+      timeoutMs: 5000,
+    };
+    const it = { hostRate: 100 * MiB, completionRate: 400 * MiB, startMs: 0, stopMs: 0 };
+    const steady = await runMigration({ ...base, qemuIteration: it });
+    expect(steady.summary.status).toBe("not-converged");
+    // The same rate given window by window changes nothing.
+    const same = await runMigration({
+      ...base,
+      qemuIteration: { ...it, windowRates: [100 * MiB, 100 * MiB] },
+    });
+    expect(same.summary).toEqual(steady.summary);
+    // 60 and 140 MiB/s in turn (mean 100): after a 140 MiB/s window the
+    // threshold is 14 MiB, and pending fits it.
+    const moving = await runMigration({
+      ...base,
+      qemuIteration: { ...it, windowRates: [60 * MiB, 140 * MiB] },
+    });
+    expect(moving.summary.status).toBe("completed");
+    expect(moving.summary["total-time"]).toBeLessThan(5000);
   });
 });

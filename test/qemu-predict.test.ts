@@ -1,8 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { runMigration } from "../src/migration/engine.js";
+import type { MigrationOptions } from "../src/migration/options.js";
 import type { QueryMigrateSummary } from "../src/migration/query-migrate.js";
 import { distinctPages, fitWorkingSet } from "../src/qemu/dirty-curve.js";
-import type { FigureError } from "../src/qemu/predict.js";
+import { type FigureError, withProjection } from "../src/qemu/predict.js";
 import { hvlabAsync, requireTool } from "./support/cli.js";
 
 describe("the saturating dirty curve", () => {
@@ -32,6 +34,50 @@ describe("the saturating dirty curve", () => {
     );
     // More distinct pages than writes: no working set explains it.
     expect(fitWorkingSet({ calcTimeS: 1, dirtyRateMiBps: 100 }, 10)).toBeNull();
+  });
+});
+
+describe("a prediction that ran out of time says why, by the projection rule", () => {
+  const MiB = 1024 ** 2;
+  const model = (
+    guestBytes: number,
+    writesPerSecond: number,
+    timeoutMs = 15_000,
+  ): MigrationOptions => ({
+    guestBytes,
+    content: false,
+    vcpus: 1,
+    workload: { kind: "uniform" },
+    writesPerSecond,
+    seed: 5,
+    policy: "qemu",
+    maxBandwidth: 100 * MiB,
+    downtimeLimitMs: 30,
+    giveUp: "never",
+    timeoutMs,
+  });
+
+  it("dirtying faster than the link: pending does not shrink", async () => {
+    // 1,000,000 writes/s over 64 MiB: every page dirty again at each sync.
+    const r = withProjection(await runMigration(model(64 * MiB, 1_000_000)), 30, 15_000);
+    expect(r.summary.status).toBe("not-converged");
+    expect(r.summary.reason).toMatch(/pending does not shrink \(shrink factor/);
+  });
+
+  it("shrinking, too slowly for the time given: converges later, past the limit, with the rounds and seconds", async () => {
+    // 24,000 writes/s (94 MiB/s) over 128 MiB against 100 MiB/s, 5 s
+    // given: pending shrinks by some 0.9 a pass, too slowly to fit 3 MiB.
+    const r = withProjection(await runMigration(model(128 * MiB, 24_000, 5000)), 30, 5000);
+    expect(r.summary.status).toBe("not-converged");
+    expect(r.summary.reason).toMatch(
+      /pending shrinks \(shrink factor 0\.[89]\d* .*\) and would fit bandwidth x downtime-limit \d+ rounds and [\d.]+ s later, past the 5 s the run is given/,
+    );
+  });
+
+  it("a completed prediction is left as it is", async () => {
+    const done = await runMigration(model(64 * MiB, 0));
+    expect(done.summary.status).toBe("completed");
+    expect(withProjection(done, 30, 15_000)).toBe(done);
   });
 });
 

@@ -200,10 +200,21 @@ export class Migration {
     const below = () =>
       running &&
       remaining * this.pageBytes < thresholdBytes(this.s.lastWindowRate, this.o.downtimeLimitMs);
-    this.pending.resetCursor(this.cursor);
+    // The scan goes on from where the last iteration left it and wraps at
+    // the end of RAM, as QEMU's does (`last_seen_block` and `last_page` in
+    // `ram_find_and_save_block`): a pass cut short at the threshold does not
+    // send the low pages again before it reached the high ones. (The pages
+    // of a cut batch go back behind the scan, not ahead of it.)
+    let wrapped = false;
     while (!below()) {
       const n = this.pending.next(this.cursor, this.list);
-      if (n === 0) break;
+      if (n === 0) {
+        if (wrapped) break;
+        this.pending.resetCursor(this.cursor);
+        wrapped = true;
+        continue;
+      }
+      wrapped = false;
       for (let at = 0; at < n; ) {
         if (below()) {
           this.pending.putBack(this.list, at, n);
@@ -238,6 +249,7 @@ export class Migration {
     this.v = new VirtualLink(o, this.guest, s);
     this.content?.startRun();
     this.pending.clear();
+    this.pending.resetCursor(this.cursor);
     const clock: PrecopyClock = { kind: "virtual", now: () => s.clockMs };
     const onRound = o.onRound;
     return runPrecopy({

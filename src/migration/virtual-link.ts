@@ -25,7 +25,7 @@ export class VirtualLink {
     const it = this.o.qemuIteration;
     const rate = it
       ? running
-        ? runningRate(it, this.o.maxBandwidth)
+        ? runningRate(it, this.o.maxBandwidth, this.s.windowsClosed)
         : it.completionRate
       : this.o.maxBandwidth;
     return Number.isFinite(rate) ? (bytes / rate) * 1000 : 0;
@@ -50,6 +50,7 @@ export class VirtualLink {
       this.s.lastWindowRate = (this.s.rateWindowBytes / this.s.rateWindowMs) * 1000;
       this.s.rateWindowMs = 0;
       this.s.rateWindowBytes = 0;
+      this.s.windowsClosed++;
     }
   }
 

@@ -21,6 +21,8 @@ export class VirtualRunState {
   rateWindowMs = 0;
   rateWindowBytes = 0;
   lastWindowRate: number | null = null;
+  /** Bandwidth windows closed so far (QEMU's iteration: which measured window rate the link runs at). */
+  windowsClosed = 0;
   /** The guest wrote after the run began: the encode-time source hashes may be stale. */
   guestWrote = false;
   /** Destination RAM was written other than by the decoder: its recorded hashes may be stale. */

@@ -1,6 +1,8 @@
 import { readGuestStatus } from "./guest-status.js";
 import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
+import { firstPassRate } from "./pass-rate.js";
 import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.js";
+import type { MigrateSample } from "./rounds.js";
 
 /** What a short migration with no rate limit showed about this host. */
 export interface HostProbe {
@@ -31,6 +33,12 @@ export interface HostProbe {
   readonly intervals: number;
   /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
+  /**
+   * The rate of each 100 ms window, where it was measured under the run's
+   * own max-bandwidth (the run's first pass; the probe's own windows, with
+   * no rate limit, are not the run's).
+   */
+  readonly windowRates?: readonly number[];
 }
 
 /** The probe saw no interval it could measure a rate over. */
@@ -38,26 +46,20 @@ export class HostProbeError extends Error {
   override name = "HostProbeError";
 }
 
-/** An interval counts when at least this share of its bytes were normal pages. */
-const NORMAL_SHARE = 0.9;
 /** max-bandwidth for "no rate limit" (QEMU takes any uint64; 1 TiB/s is never reached). */
 const UNLIMITED = 2 ** 40;
-/** Intervals of mostly normal pages measured while the guest runs. */
-const RUNNING_INTERVALS = 4;
-/**
- * The completion is started with about this much of the working set still
- * to send: enough for a rate, little enough that the source's monitor
- * (blocked while QEMU completes) answers again soon.
- */
-const COMPLETION_TARGET_BYTES = 48 * 1024 ** 2;
+/** The shortest span the guest's writes under migration are counted over, ms. */
+const WRITES_SPAN_MS = 1000;
+/** How long the probe lets QEMU bring pending down to the completion's size, ms. */
+const SHRINK_WAIT_MS = 2000;
 /** How long the source's monitor may take to answer while QEMU completes, ms. */
 const COMPLETION_WAIT_MS = 60_000;
 /** downtime-limit that makes QEMU complete at its next check (QEMU's largest is 2000 s). */
 const COMPLETE_NOW_MS = 2_000_000;
 /** Fewer bytes than this in the completion cannot give a rate. */
-const MIN_COMPLETION_BYTES = 4 * 1024 ** 2;
+const MIN_COMPLETION_BYTES = 1024 ** 2;
 /** A completion quicker than this is below the resolution of QEMU's downtime (whole ms). */
-const MIN_COMPLETION_MS = 5;
+const MIN_COMPLETION_MS = 2;
 
 interface Point {
   readonly at: number;
@@ -68,20 +70,28 @@ interface Point {
 /**
  * Migrates the running guest to a throw-away destination with no rate limit
  * and downtime-limit 1 ms (so it does not complete), samples query-migrate
- * every `sampleMs` through the first pass while the guest runs, then raises
- * downtime-limit so that QEMU completes at once, sending the rest of the
- * pass with the guest stopped, as it sends the last pages of any migration.
+ * every `sampleMs` through the first pass while the guest runs, and once
+ * the first pass is done (QEMU synced again) raises downtime-limit so that
+ * QEMU completes at once: it stops the guest and sends the pages dirtied
+ * since, pages the destination already holds, as it sends the last pages of
+ * any migration, and about as many as the run will leave for its completion
+ * (`completionBytes`, the run's bandwidth x downtime-limit): a completion
+ * that fits the socket's buffers goes faster than one the destination paces. (A completion of first-pass pages went several times
+ * slower in runs here, 125 MiB/s against some 870 MiB/s for re-dirtied
+ * pages; the destination touching each page for the first time is the
+ * likely reason.)
  * The rates QEMU reaches are the host's (under TCG the vCPU and the
  * migration thread share the cores); the write counter's rate meanwhile is
- * the guest's slowdown under migration. The source ends migrated (it was a
- * measurement guest); the destination it starts is pushed to `started`.
+ * the guest's slowdown under migration. `probeMs` bounds the wait for the
+ * first pass. The source ends migrated (it was a measurement guest); the
+ * destination it starts is pushed to `started`.
  */
 export async function probeHost(
   source: QemuProcess,
   launch: Omit<QemuLaunch, "name" | "incoming">,
   started: QemuProcess[],
   probeMs: number,
-  workingSetBytes: number,
+  completionBytes: number,
   sampleMs = 50,
 ): Promise<HostProbe> {
   const destination = await QemuProcess.start({
@@ -96,16 +106,15 @@ export async function probeHost(
     "max-bandwidth": UNLIMITED,
     "downtime-limit": 1,
   });
-  let intervals = 0;
-  let first: Point | undefined;
-  let lastGood: Point | undefined;
   const active: Point[] = [];
+  const samples: MigrateSample[] = [];
+  let completingAt = Number.POSITIVE_INFINITY;
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
   let writesDuring = 0;
   let completing = false;
+  let forced = false;
   await source.qmp.execute("migrate", { uri });
-  let last: Point | undefined;
   let final: QemuMigrationInfo | undefined;
   for (;;) {
     await new Promise((r) => setTimeout(r, sampleMs));
@@ -130,54 +139,72 @@ export async function probeHost(
     if (!ram || info.status !== "active") continue;
     const now = { at, transferred: ram.transferred ?? 0, normalBytes: ram["normal-bytes"] ?? 0 };
     active.push(now);
-    // Only the first pass (one sync, at setup) runs flat out.
-    if (!completing && last && (ram["dirty-sync-count"] ?? 0) <= 1) {
-      const bytes = now.transferred - last.transferred;
-      const normal = now.normalBytes - last.normalBytes;
-      if (bytes > 0 && normal >= bytes * NORMAL_SHARE) {
-        intervals++;
-        first ??= last;
-        lastGood = now;
-      }
-    }
-    last = now;
-    const nearEnd = now.normalBytes >= workingSetBytes - COMPLETION_TARGET_BYTES;
-    if (!completing && ((intervals >= RUNNING_INTERVALS && nearEnd) || at > probeMs)) {
+    samples.push({ atMs: at, info });
+    const passDone = (ram["dirty-sync-count"] ?? 0) >= 2;
+    if (!completing && (passDone || at > probeMs)) {
+      // A pass of a fraction of a second showed no writes at all in runs
+      // here: the guest's rate is read over at least WRITES_SPAN_MS.
+      const wait = WRITES_SPAN_MS - (performance.now() - t0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const status = await readGuestStatus(source.qmp);
       writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
-      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
+      // QEMU completes on its own once pending fits its threshold (the
+      // measured bandwidth x downtime-limit): a limit that makes that
+      // threshold the run's makes the completion as large as the run's.
+      const rate = firstPassRate(samples)?.rate;
+      const limit =
+        at > probeMs || !rate
+          ? COMPLETE_NOW_MS
+          : Math.min(COMPLETE_NOW_MS, Math.max(1, Math.round((completionBytes / rate) * 1000)));
+      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": limit });
       completing = true;
+      completingAt = at;
+    }
+    // Not done within the probe's time: complete now, whatever is left.
+    if (completing && !forced && (at > probeMs || at > completingAt + SHRINK_WAIT_MS)) {
+      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
+      forced = true;
     }
   }
   await destination.stop();
-  if (!first || !lastGood || lastGood.at <= first.at)
+  // A first pass quicker than two samples (a quiet host with no rate
+  // limit) has no interval to time: its bytes over the time to the sample
+  // that saw it done, setup included, are then the rate.
+  const done = samples.find((x) => (x.info.ram?.["dirty-sync-count"] ?? 0) >= 2);
+  const doneBytes = done?.info.ram?.transferred ?? 0;
+  const pass =
+    firstPassRate(samples, completingAt) ??
+    (done && done.atMs > 0 && doneBytes > 0
+      ? { rate: (doneBytes * 1000) / done.atMs, startMs: 0, intervals: 1 }
+      : null);
+  if (!pass)
     throw new HostProbeError(
       `in ${probeMs} ms of migrating with no rate limit no ${sampleMs} ms interval of the first pass carried mostly normal pages: make the working set larger or the probe longer`,
     );
-  const hostRate = ((lastGood.transferred - first.transferred) * 1000) / (lastGood.at - first.at);
-  // Where the line through the first full-speed sample at the host's rate
-  // meets zero bytes: the time before pages flowed.
-  const startMs = Math.max(0, first.at - (first.transferred * 1000) / hostRate);
-  // The completion's bytes: all that went after the last sample before the
-  // stop (QEMU's clock: total-time less downtime), less what pre-copy still
-  // sent between that sample and the stop (at the host's rate).
+  const hostRate = pass.rate;
+  const startMs = pass.startMs;
+  // QEMU counts what it sent with the guest stopped (downtime-bytes, 7.1
+  // and later); an older one leaves all that went after the last sample
+  // before the stop (QEMU's clock: total-time less downtime), less what
+  // pre-copy still sent between that sample and the stop (at the host's rate).
   const downtimeMs = final.downtime ?? 0;
   const stopAt = (final["total-time"] ?? 0) - downtimeMs;
-  const lastRunning = active.filter((p) => p.at <= stopAt).at(-1) ?? first;
+  const lastRunning = active.filter((p) => p.at <= stopAt).at(-1);
   const bytes =
+    final.ram?.["downtime-bytes"] ??
     (final.ram?.transferred ?? 0) -
-    lastRunning.transferred -
-    (hostRate * Math.max(0, stopAt - lastRunning.at)) / 1000;
+      (lastRunning?.transferred ?? 0) -
+      (hostRate * Math.max(0, stopAt - (lastRunning?.at ?? stopAt))) / 1000;
   // A completion too small or too quick for QEMU's millisecond clock to
-  // time (a few MiB in 1 ms on a quiet host) gives no rate of its own: the
-  // last pages then go at no slower than the unthrottled rate just measured.
+  // time gives no rate of its own: the last pages then go at no slower
+  // than the unthrottled rate just measured.
   const timed = downtimeMs >= MIN_COMPLETION_MS && bytes >= MIN_COMPLETION_BYTES;
   return {
     hostRate,
     completionRate: timed ? (bytes * 1000) / downtimeMs : hostRate,
     completion: { bytes, downtimeMs },
     startMs,
-    intervals,
+    intervals: pass.intervals,
     writesPerSecondDuring: writesDuring,
   };
 }

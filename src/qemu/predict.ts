@@ -1,11 +1,14 @@
 import { runMigration } from "../migration/engine.js";
+import { fitShrink, projectFinish } from "../migration/policy.js";
 import type { MigrationResult } from "../migration/stats.js";
 import { type DirtyRatePoint, fitWorkingSet, measureDirtyCurve } from "./dirty-curve.js";
-import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-image.js";
+import { GUEST_PAGE, type ResolvedGuestSpec } from "./guest-image.js";
 import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
 import { type HostProbe, probeHost } from "./host-probe.js";
 import type { QemuMigrationSettings } from "./migrate.js";
+import { firstPassRate, type PassRate } from "./pass-rate.js";
 import { type Accelerator, QemuProcess } from "./qemu-process.js";
+import type { MigrateSample } from "./rounds.js";
 
 /** What was measured on the running guest before migrating. */
 export interface GuestMeasurement {
@@ -21,8 +24,8 @@ export interface GuestMeasurement {
 
 /**
  * Boots the guest alone and measures its write rate and dirty curve, then
- * (unless `probeMs` is 0) migrates it for `probeMs` with no rate limit to a
- * throw-away destination: how fast QEMU sends on this host, and how fast
+ * (unless `probeMs` is 0) migrates it through its first pass (at most
+ * `probeMs`) with no rate limit to a throw-away destination: how fast QEMU sends on this host, and how fast
  * the guest writes meanwhile.
  */
 export async function measureGuest(
@@ -31,7 +34,7 @@ export async function measureGuest(
   calcTimesS: readonly number[],
   started: QemuProcess[],
   probeMs = 0,
-  workingSetBytes = launch.ramBytes,
+  completionBytes = 0,
 ): Promise<GuestMeasurement> {
   const q = await QemuProcess.start({ ...launch, name: "measure" });
   started.push(q);
@@ -44,9 +47,77 @@ export async function measureGuest(
     undefined,
   );
   const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
-  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, workingSetBytes) : null;
+  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, completionBytes) : null;
   return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted, probe };
 }
+
+/**
+ * The first pass of the real run is timed over at most this long, ms: long
+ * enough to span several of QEMU's 100 ms rate-limit windows, short enough
+ * to be a small part of any run the suite makes.
+ */
+export const CALIBRATION_MS = 1000;
+
+/** A first pass at this share of max-bandwidth or more was paced by it. */
+const PACED_SHARE = 0.9;
+
+/** The measurement with the host's sending rate taken from the real run's first pass. */
+export interface Calibration {
+  /** The first pass's rate as the real run saw it. */
+  readonly pass: PassRate;
+  /** What the model is fed: the measurement with that rate (and start) in place of the probe's. */
+  readonly measured: GuestMeasurement;
+}
+
+/**
+ * Under TCG on a shared host QEMU's sending rate moves from one second to
+ * the next with the load, so a rate probed before the run may not be the
+ * rate the run gets. The first pass of the run itself sends the working set
+ * whatever the guest does (its length depends on the rate alone, not on the
+ * model's answer), so its first {@link CALIBRATION_MS} give the host's rate
+ * under the run's own max-bandwidth: the model is fed that, with everything
+ * else as measured before migrating. Null when the first pass had no
+ * interval of normal pages to time.
+ */
+export function calibrateFromRun(
+  measured: GuestMeasurement,
+  samples: readonly MigrateSample[],
+  maxBandwidth: number,
+): Calibration | null {
+  const first = firstPassRate(samples);
+  if (!first) return null;
+  const timed = firstPassRate(samples, first.fromMs + CALIBRATION_MS) ?? first;
+  // Where max-bandwidth paced the pass, QEMU's windows each send their
+  // budget: the rates 50 ms samples show around that are the sampling's,
+  // not the windows'.
+  const paced = timed.rate >= maxBandwidth * PACED_SHARE;
+  const pass = paced ? { ...timed, windowRates: [] } : timed;
+  const probe: HostProbe = measured.probe
+    ? {
+        ...measured.probe,
+        hostRate: pass.rate,
+        // With the vCPUs stopped and no rate limit the last pages go no
+        // slower than pre-copy ran.
+        completionRate: Math.max(measured.probe.completionRate, pass.rate),
+        startMs: pass.startMs,
+        intervals: pass.intervals,
+        windowRates: pass.windowRates,
+      }
+    : {
+        hostRate: pass.rate,
+        // Not probed: the last pages go no slower than the running rate.
+        completionRate: pass.rate,
+        completion: { bytes: 0, downtimeMs: 0 },
+        startMs: pass.startMs,
+        intervals: pass.intervals,
+        writesPerSecondDuring: measured.writesPerSecond,
+        windowRates: pass.windowRates,
+      };
+  return { pass, measured: { ...measured, probe } };
+}
+
+/** The smallest guest the model runs. */
+const MIN_MODEL_BYTES = 1024 ** 2;
 
 /** (assumed) One-way latency of loopback TCP, ms. */
 const LOOPBACK_LATENCY_MS = 0.05;
@@ -67,7 +138,11 @@ export async function predictMigration(
   settings: QemuMigrationSettings,
   timeoutMs: number,
 ): Promise<MigrationResult> {
-  const base = WORKING_SET_BASE / GUEST_PAGE;
+  // The model's guest is the working set alone: the pages outside it are
+  // never written, and QEMU sends each once as a zero page (a header,
+  // RAM_SAVE_FLAG_ZERO in migration/ram.c), where metadata mode, which has
+  // no page contents, would send them whole.
+  const base = 0;
   const workload =
     guest.pattern === "hotset"
       ? {
@@ -85,8 +160,8 @@ export async function predictMigration(
             hotFraction: 1,
           };
   const probe = measured.probe;
-  return runMigration({
-    guestBytes: guest.ramBytes,
+  const result = await runMigration({
+    guestBytes: Math.max(MIN_MODEL_BYTES, guest.workingSetPages * GUEST_PAGE),
     content: false,
     vcpus: 1,
     workload,
@@ -100,6 +175,7 @@ export async function predictMigration(
             completionRate: probe.completionRate,
             startMs: probe.startMs,
             stopMs: QEMU_STOP_MS,
+            ...(probe.windowRates ? { windowRates: probe.windowRates } : {}),
           },
           latencyMs: LOOPBACK_LATENCY_MS,
           deviceStateBytes: QEMU_DEVICE_STATE_BYTES,
@@ -113,6 +189,43 @@ export async function predictMigration(
     timeoutMs,
     giveUp: "never",
   });
+  return withProjection(result, settings.downtimeLimitMs, timeoutMs);
+}
+
+/**
+ * A prediction that ran out of time says, with the projection rule of the
+ * `qemu` stop policy (the shrink of pending fitted over its last rounds),
+ * whether that is non-convergence or only slowness: pending does not
+ * shrink, or it shrinks and would fit the threshold so many rounds and
+ * seconds later, past the time limit the real run is given too.
+ */
+export function withProjection(
+  result: MigrationResult,
+  downtimeLimitMs: number,
+  timeoutMs: number,
+): MigrationResult {
+  if (result.summary.status !== "not-converged") return result;
+  const precopy = result.rounds.filter((r) => r.phase === "precopy");
+  const fit = fitShrink(precopy.map((r) => r.remaining));
+  const last = precopy.at(-1);
+  if (!fit || !last) return result;
+  const bandwidth = last["bandwidth-estimate"];
+  const target = (bandwidth * downtimeLimitMs) / 1000;
+  const figures = `shrink factor ${fit.factor.toFixed(4)} ± ${fit.spread.toFixed(4)} a round over the last ${fit.rounds} rounds`;
+  let projection: string;
+  if (fit.factor + fit.spread >= 1 || !(bandwidth > 0) || !(target > 0)) {
+    projection = `pending does not shrink (${figures})`;
+  } else {
+    const left = projectFinish(last.remaining, target, fit.factor, bandwidth);
+    projection = `pending shrinks (${figures}) and would fit bandwidth x downtime-limit ${left.rounds} rounds and ${(left.ms / 1000).toFixed(1)} s later, past the ${(timeoutMs / 1000).toFixed(0)} s the run is given`;
+  }
+  return {
+    ...result,
+    summary: {
+      ...result.summary,
+      reason: `${result.summary.reason ?? "not converged"}; ${projection}`,
+    },
+  };
 }
 
 /** One figure predicted against measured. */

@@ -23,7 +23,13 @@ import {
   runQemuMigration,
 } from "../../qemu/migrate.js";
 import { parseMigrationInfo } from "../../qemu/migrate-info.js";
-import { compareMigrations, measureGuest, predictMigration } from "../../qemu/predict.js";
+import {
+  calibrateFromRun,
+  compareMigrations,
+  type FigureError,
+  measureGuest,
+  predictMigration,
+} from "../../qemu/predict.js";
 import {
   ACCELERATORS,
   type Accelerator,
@@ -569,9 +575,9 @@ function registerPredict(qemu: Command): void {
     )
     .option(
       "--probe-ms <ms>",
-      "migrate the measured guest this long with no rate limit first: QEMU's own sending rate here and the guest's writes meanwhile feed QEMU's iteration in the model (0: no probe, one sync per pass)",
+      "migrate the measured guest through its first pass (at most this long) with no rate limit first, then complete: QEMU's own sending and completion rates here and the guest's writes meanwhile feed QEMU's iteration in the model (0: no probe, one sync per pass)",
       integerOption(0, 60_000),
-      1500,
+      15_000,
     )
     .option("--then-migrate", "then migrate for real and print predicted against measured");
   addMigrateFlags(addGuestFlags(predict)).action(async (flags: PredictFlags) => {
@@ -583,14 +589,7 @@ function registerPredict(qemu: Command): void {
     try {
       const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
       const measured = await withQemus((started) =>
-        measureGuest(
-          launch,
-          flags.warmup,
-          flags.calcTimes,
-          started,
-          flags.probeMs,
-          spec.workingSetPages * GUEST_PAGE,
-        ),
+        measureGuest(launch, flags.warmup, flags.calcTimes, started, flags.probeMs),
       );
       const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
       let real: QemuMigrationRun | undefined;
@@ -614,6 +613,15 @@ function registerPredict(qemu: Command): void {
         );
       }
       const comparison = real ? compareMigrations(predicted, real.result) : null;
+      // The model again, at the rate the run's own first pass showed.
+      const calibration = real
+        ? calibrateFromRun(measured, real.samples, settings.maxBandwidth)
+        : null;
+      const calibrated = calibration
+        ? await predictMigration(spec, calibration.measured, settings, flags.timeout * 1000)
+        : null;
+      const calibratedComparison =
+        real && calibrated ? compareMigrations(calibrated, real.result) : null;
       if (flags.json) {
         console.log(
           JSON.stringify(
@@ -624,6 +632,15 @@ function registerPredict(qemu: Command): void {
                 ? { real: toQueryMigrate(real.result, GUEST_PAGE).summary, qemu: qemuRecord(real) }
                 : {}),
               ...(comparison ? { comparison } : {}),
+              ...(calibration && calibrated && calibratedComparison
+                ? {
+                    calibrated: {
+                      "first-pass": calibration.pass,
+                      predicted: toQueryMigrate(calibrated, GUEST_PAGE).summary,
+                      comparison: calibratedComparison,
+                    },
+                  }
+                : {}),
             },
             null,
             2,
@@ -644,23 +661,39 @@ function registerPredict(qemu: Command): void {
         );
       const p = predicted.summary;
       console.log(
-        `predicted: ${p.status}, ${p["dirty-sync-count"]} syncs, total-time ${(p["total-time"] / 1000).toFixed(2)} s, ${formatBytes(p.transferred)} transferred, downtime ${p.downtime.toFixed(1)} ms`,
+        `predicted: ${p.status}, ${p["dirty-sync-count"]} syncs, total-time ${(p["total-time"] / 1000).toFixed(2)} s, ${formatBytes(p.transferred)} transferred, downtime ${p.downtime.toFixed(1)} ms${p.status === "completed" || !p.reason ? "" : ` (${p.reason})`}`,
       );
       if (real)
         console.log(
           `real: QEMU ${real.qemuVersion}; the guest wrote ${Math.round(real.rateBefore.writesPerSecond)} pages/s before migrating and ${Math.round(real.rateDuring)} while pre-copy ran (${formatPercent(real.rateDuring / real.rateBefore.writesPerSecond - 1)})`,
         );
       if (comparison) {
+        const at = new Map((calibratedComparison ?? []).map((c) => [c.figure, c]));
+        const error = (c: FigureError | undefined) =>
+          c === undefined ? "" : c.error === null ? "n/a" : formatPercent(c.error);
         const table = {
-          columns: ["figure", "predicted", "measured", "error"],
+          columns: [
+            "figure",
+            "predicted",
+            "measured",
+            "error",
+            ...(calibratedComparison ? ["at the run's rate", "error"] : []),
+          ],
           rows: comparison.map((c) => [
             c.figure,
             c.predicted,
             c.measured,
-            c.error === null ? "n/a" : formatPercent(c.error),
+            error(c),
+            ...(calibratedComparison
+              ? [at.get(c.figure)?.predicted ?? "", error(at.get(c.figure))]
+              : []),
           ]),
         };
         console.log(`\n${formatTable(table)}`);
+        if (calibration)
+          console.log(
+            `at the run's rate: the model fed the ${formatBytes(calibration.pass.rate)}/s QEMU sent over ${Math.round(calibration.pass.toMs - calibration.pass.fromMs)} ms of the run's first pass, in place of the probe's rate`,
+          );
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

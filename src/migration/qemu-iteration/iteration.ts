@@ -55,7 +55,19 @@ export interface QemuIterationOptions {
   readonly startMs: number;
   /** Fixed part of the pause besides pages and device state (stopping the vCPUs, the last sync, the handover), ms. */
   readonly stopMs: number;
+  /**
+   * Bytes per second of successive 100 ms windows as the host sent them
+   * (measured; at most {@link MAX_WINDOW_RATES}). Given, the link runs each
+   * window at the next of them in turn (capped by max-bandwidth) instead of
+   * at `hostRate` throughout: QEMU's threshold follows the last window's
+   * bandwidth, so where pending hovers near it, the switchover comes in the
+   * first window fast enough for pending to fit, as it does in QEMU.
+   */
+  readonly windowRates?: readonly number[];
 }
+
+/** The longest list of window rates the model takes. */
+export const MAX_WINDOW_RATES = 10_000;
 
 /** Checks the options; throws a RangeError naming the bad one. */
 export function checkQemuIteration(o: QemuIterationOptions): void {
@@ -68,15 +80,32 @@ export function checkQemuIteration(o: QemuIterationOptions): void {
         `QEMU iteration: ${name} must be a finite number of bytes/s above 0, not ${value}`,
       );
   }
+  const windows = o.windowRates ?? [];
+  if (windows.length > MAX_WINDOW_RATES)
+    throw new RangeError(
+      `QEMU iteration: ${windows.length} window rates are more than ${MAX_WINDOW_RATES}`,
+    );
+  windows.forEach((rate, i) => {
+    if (!(rate > 0) || !Number.isFinite(rate))
+      throw new RangeError(
+        `QEMU iteration: window rate ${i} must be a finite number of bytes/s above 0, not ${rate}`,
+      );
+  });
   if (!(o.startMs >= 0) || o.startMs > 600_000)
     throw new RangeError(`QEMU iteration: start time must be 0 to 600000 ms, not ${o.startMs}`);
   if (!(o.stopMs >= 0) || o.stopMs > 60_000)
     throw new RangeError(`QEMU iteration: stop cost must be 0 to 60000 ms, not ${o.stopMs}`);
 }
 
-/** The rate the link runs at while the guest runs: the lower of max-bandwidth and the host's. */
-export function runningRate(o: QemuIterationOptions, maxBandwidth: number): number {
-  return Math.min(o.hostRate, maxBandwidth);
+/**
+ * The rate the link runs at while the guest runs in window `window` (0 the
+ * first): the lower of max-bandwidth and the host's (that window's, where
+ * window rates were measured; they repeat in turn).
+ */
+export function runningRate(o: QemuIterationOptions, maxBandwidth: number, window = 0): number {
+  const windows = o.windowRates ?? [];
+  const host = windows.length > 0 ? (windows[window % windows.length] ?? o.hostRate) : o.hostRate;
+  return Math.min(host, maxBandwidth);
 }
 
 /**

@@ -1,0 +1,104 @@
+import type { MigrateSample } from "./rounds.js";
+
+/**
+ * How fast QEMU sent during the first pass of a migration, from its
+ * query-migrate samples: bytes over time from the first to the last
+ * sampling interval that carried mostly normal pages (an interval through
+ * zero pages moves pages, not bytes), the stalls between them included, as
+ * the rest of the migration will live through stalls too. Only the first
+ * pass counts (dirty-sync-count 1, the sync at setup): its work is the
+ * working set whatever the guest does, so its rate is the host's, not an
+ * outcome of the migration.
+ */
+export interface PassRate {
+  /** Bytes per second. */
+  readonly rate: number;
+  /** Where the rate was measured: ms after `migrate`. */
+  readonly fromMs: number;
+  readonly toMs: number;
+  /** Sampling intervals it spans that carried mostly normal pages. */
+  readonly intervals: number;
+  /**
+   * How long after `migrate` pages began to flow at that rate, ms: where the
+   * line through the first full-speed sample at the rate meets zero bytes
+   * (QEMU's setup, starting the dirty log, the first pages).
+   */
+  readonly startMs: number;
+  /**
+   * Bytes per second over successive spans of at least {@link WINDOW_MS}
+   * from `fromMs` to `toMs`, each with some bytes sent (a stall joins the
+   * next span), scaled so that their mean is `rate`: how QEMU's 100 ms
+   * bandwidth windows saw the rate move.
+   */
+  readonly windowRates: readonly number[];
+}
+
+/** QEMU's bandwidth window (`BUFFER_DELAY` in migration/migration.c), ms. */
+export const WINDOW_MS = 100;
+
+/** An interval counts when at least this share of its bytes were normal pages. */
+export const NORMAL_SHARE = 0.9;
+
+/**
+ * The first pass's rate over `samples` (in time order), or null when no two
+ * samples of the first pass bound an interval of mostly normal pages.
+ * Samples past `untilMs` are not looked at.
+ */
+export function firstPassRate(
+  samples: readonly MigrateSample[],
+  untilMs = Number.POSITIVE_INFINITY,
+): PassRate | null {
+  let last: { at: number; transferred: number; normal: number } | undefined;
+  let first: { at: number; transferred: number } | undefined;
+  let lastGood: { at: number; transferred: number } | undefined;
+  let intervals = 0;
+  const points: { at: number; transferred: number }[] = [];
+  for (const s of samples) {
+    const ram = s.info.ram;
+    if (s.atMs > untilMs) break;
+    if (!ram || s.info.status !== "active") continue;
+    if ((ram["dirty-sync-count"] ?? 0) > 1) break;
+    const now = {
+      at: s.atMs,
+      transferred: ram.transferred ?? 0,
+      normal: ram["normal-bytes"] ?? 0,
+    };
+    points.push(now);
+    if (last) {
+      const bytes = now.transferred - last.transferred;
+      const normal = now.normal - last.normal;
+      if (bytes > 0 && normal >= bytes * NORMAL_SHARE) {
+        intervals++;
+        first ??= last;
+        lastGood = now;
+      }
+    }
+    last = now;
+  }
+  if (!first || !lastGood || lastGood.at <= first.at) return null;
+  const rate = ((lastGood.transferred - first.transferred) * 1000) / (lastGood.at - first.at);
+  if (!(rate > 0)) return null;
+  const windowRates: number[] = [];
+  let from = first;
+  for (const p of points) {
+    if (p.at <= first.at || p.at > lastGood.at) continue;
+    if (p.at - from.at < WINDOW_MS && p !== lastGood) continue;
+    // A window that sent nothing (or, from a confused peer, less than
+    // nothing) joins the next: the model's link needs a rate above 0.
+    if (!(p.transferred > from.transferred)) continue;
+    windowRates.push(((p.transferred - from.transferred) * 1000) / (p.at - from.at));
+    from = p;
+  }
+  // Spans of unequal length: scaled so that windows of equal length, run in
+  // turn, send at `rate` on average, as the pass did.
+  const mean = windowRates.reduce((a, b) => a + b, 0) / windowRates.length;
+  const scale = mean > 0 ? rate / mean : 1;
+  return {
+    windowRates: windowRates.map((w) => w * scale),
+    rate,
+    fromMs: first.at,
+    toMs: lastGood.at,
+    intervals,
+    startMs: Math.max(0, first.at - (first.transferred * 1000) / rate),
+  };
+}

@@ -1,0 +1,114 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { firstPassRate, WINDOW_MS } from "../src/qemu/pass-rate.js";
+import type { MigrateSample } from "../src/qemu/rounds.js";
+
+const MiB = 1024 ** 2;
+
+/** A query-migrate sample of an active migration. */
+function sample(atMs: number, transferred: number, normal: number, syncs: number): MigrateSample {
+  return {
+    atMs,
+    info: {
+      status: "active",
+      ram: { transferred, "normal-bytes": normal, "dirty-sync-count": syncs },
+    },
+  };
+}
+
+describe("the first pass's sending rate from query-migrate samples", () => {
+  it("skips the zero pages before the working set, spans the stalls, stops at the second sync", () => {
+    const samples = [
+      sample(0, 0, 0, 1),
+      // Zero pages: bytes, but hardly any normal ones.
+      sample(50, 100_000, 0, 1),
+      // 5 MiB of normal pages every 50 ms, one 50 ms stall in between.
+      sample(100, 100_000 + 5 * MiB, 5 * MiB, 1),
+      sample(150, 100_000 + 10 * MiB, 10 * MiB, 1),
+      sample(200, 100_000 + 10 * MiB, 10 * MiB, 1),
+      sample(250, 100_000 + 15 * MiB, 15 * MiB, 1),
+      // The second sync: what follows is not the first pass.
+      sample(300, 100_000 + 40 * MiB, 40 * MiB, 2),
+    ];
+    const r = firstPassRate(samples);
+    // From the sample at 50 ms to the one at 250 ms: 15 MiB in 200 ms, the stall included.
+    expect(r?.rate).toBeCloseTo((15 * MiB * 1000) / 200, 6);
+    expect(r?.fromMs).toBe(50);
+    expect(r?.toMs).toBe(250);
+    expect(r?.intervals).toBe(3);
+    // 75 MiB/s back from 100,000 bytes at 50 ms: pages began to flow at 48.7 ms.
+    expect(r?.startMs).toBeCloseTo(50 - (100_000 * 1000) / (75 * MiB), 6);
+    // Windows of at least 100 ms: 50-150 ms (10 MiB), 150-250 ms (5 MiB).
+    expect(r?.windowRates).toEqual([100 * MiB, 50 * MiB]);
+    // Up to 150 ms only: the first two intervals.
+    expect(firstPassRate(samples, 150)?.rate).toBeCloseTo(100 * MiB, 6);
+  });
+
+  it("a window in which nothing went joins the next: every window rate is above 0", () => {
+    const samples = [
+      sample(0, 0, 0, 1),
+      sample(50, 5 * MiB, 5 * MiB, 1),
+      sample(100, 10 * MiB, 10 * MiB, 1),
+      // 100 ms of nothing, then 5 MiB.
+      sample(150, 10 * MiB, 10 * MiB, 1),
+      sample(200, 10 * MiB, 10 * MiB, 1),
+      sample(250, 15 * MiB, 15 * MiB, 1),
+    ];
+    const r = firstPassRate(samples);
+    // 15 MiB in 250 ms: 60 MiB/s. The windows, 100 and 33.3 MiB/s (100 ms
+    // of nothing joined to the 50 ms that sent 5 MiB), scaled by 60 / 66.7
+    // to mean the pass's rate.
+    expect(r?.rate).toBeCloseTo(60 * MiB, 6);
+    const windows = r?.windowRates ?? [];
+    expect(windows).toHaveLength(2);
+    expect(windows[0]).toBeCloseTo(90 * MiB, 3);
+    expect(windows[1]).toBeCloseTo(30 * MiB, 3);
+  });
+
+  it("no interval of normal pages, or only one sample: no rate", () => {
+    expect(firstPassRate([])).toBeNull();
+    expect(firstPassRate([sample(0, 0, 0, 1)])).toBeNull();
+    expect(firstPassRate([sample(0, 0, 0, 1), sample(50, MiB, 0, 1)])).toBeNull();
+    expect(firstPassRate([sample(0, 0, 0, 2), sample(50, MiB, MiB, 2)])).toBeNull();
+  });
+
+  it("any samples at all: never throws, and a rate it gives is finite and above 0 with windows of at least 100 ms", () => {
+    const arbSample = fc.record({
+      atMs: fc.double({ min: -1e6, max: 1e6, noNaN: true }),
+      status: fc.constantFrom("active", "setup", "completed", "device"),
+      transferred: fc.oneof(fc.double({ min: -1e12, max: 1e12, noNaN: true }), fc.constant(0)),
+      normal: fc.double({ min: -1e12, max: 1e12, noNaN: true }),
+      syncs: fc.integer({ min: 0, max: 5 }),
+      hasRam: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(fc.array(arbSample, { maxLength: 40 }), (raw) => {
+        const samples: MigrateSample[] = raw
+          .sort((a, b) => a.atMs - b.atMs)
+          .map((x) => ({
+            atMs: x.atMs,
+            info: x.hasRam
+              ? {
+                  status: x.status,
+                  ram: {
+                    transferred: x.transferred,
+                    "normal-bytes": x.normal,
+                    "dirty-sync-count": x.syncs,
+                  },
+                }
+              : { status: x.status },
+          }));
+        const r = firstPassRate(samples);
+        if (r === null) return;
+        expect(Number.isFinite(r.rate) && r.rate > 0).toBe(true);
+        expect(r.toMs).toBeGreaterThan(r.fromMs);
+        expect(r.startMs).toBeGreaterThanOrEqual(0);
+        expect(r.windowRates.length).toBeLessThanOrEqual(samples.length);
+        // What the model's link runs at: every window above 0 and finite.
+        for (const w of r.windowRates) expect(Number.isFinite(w) && w > 0).toBe(true);
+      }),
+      { numRuns: 2000 },
+    );
+    expect(WINDOW_MS).toBe(100);
+  });
+});
