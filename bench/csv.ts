@@ -46,7 +46,7 @@ import { TargetClient } from "../src/csv/target-client.js";
 import { type FileMap, mapFileRange, Volume } from "../src/csv/volume.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { FdFile } from "../src/storage/block-file.js";
-import { DirectFile, directIoRefusal } from "../src/storage/direct-file.js";
+import { DirectFile, directIoRefusal, pageAlignedBytes } from "../src/storage/direct-file.js";
 import { DirectIoUnavailableError } from "../src/storage/errors.js";
 import { freeLoopbackPort } from "../src/util/ports.js";
 import { makeTemporaryDir, removeTemporary } from "../src/util/temporary.js";
@@ -202,7 +202,8 @@ export const suite: BenchSuite = {
       const lunFile = direct ? DirectFile.open(lunPath, "r+") : new FdFile(lunPath, "r+");
       cleanups.push(() => lunFile.close());
       const { layout } = await Volume.open(new FileLun(lunFile, false), { replay: false });
-      const chunk = new Uint8Array(CHUNK);
+      // Page-aligned as the nodes' (file-write), so O_DIRECT writes go without a bounce.
+      const chunk = pageAlignedBytes(CHUNK);
       let seed = 1;
       const stamp = (s: number) => {
         seed = s;

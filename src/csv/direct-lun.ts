@@ -27,7 +27,7 @@ import { ReservationConflictError } from "./target-client.js";
  *
  * Unbuffered (`direct`), the LUN is opened with O_DIRECT, as Hyper-V's
  * I/O to VHDs on a CSV is unbuffered (CSV direct I/O bypasses the host's
- * cache): writes go around the page cache, and several nodes' aligned
+ * cache): writes go around the page cache, and several nodes'
  * overwrites of allocated blocks run at once (ext4 takes the inode lock
  * shared for those, where buffered writes to one inode take it exclusive,
  * fs/ext4/file.c, ext4_dio_write_checks). The volume's clusters and data
