@@ -23,8 +23,13 @@
  *   cut), against a node writing the same chunks direct on its own path
  *   to the LUN, and a memory copy; results carry throughput and p99.
  *
- * The target runs with `--no-sync` and the LUN file is
- * written buffered: the host's page cache is in play for every file case.
+ * The target runs with `--no-sync`. Buffered (the default), the LUN file is
+ * written through the host's page cache in every file case. With
+ * `--direct` the direct I/O case is unbuffered on both sides, as Hyper-V's
+ * I/O to VHDs on a CSV is: the nodes open the LUN with O_DIRECT
+ * (`csv node --lun-direct`) and the one process writes and reads it back
+ * with O_DIRECT; the target's own file (the TCP peer) stays buffered.
+ * `conditions.pageCache` says which.
  */
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -41,6 +46,8 @@ import { TargetClient } from "../src/csv/target-client.js";
 import { type FileMap, mapFileRange, Volume } from "../src/csv/volume.js";
 import { MemoryLayout } from "../src/memory/layout.js";
 import { FdFile } from "../src/storage/block-file.js";
+import { DirectFile, directIoRefusal, pageAlignedBytes } from "../src/storage/direct-file.js";
+import { DirectIoUnavailableError } from "../src/storage/errors.js";
 import { freeLoopbackPort } from "../src/util/ports.js";
 import { makeTemporaryDir, removeTemporary } from "../src/util/temporary.js";
 import { BandwidthKernel } from "../src/wasm/bandwidth.js";
@@ -134,8 +141,13 @@ export const suite: BenchSuite = {
   name: "csv",
   description:
     "cluster shared volume: direct I/O from 4 nodes vs one process on the LUN file, metadata through the coordinator, failover pause",
-  async setup({ quick }) {
+  async setup({ quick, direct = false }) {
     const dir = makeTemporaryDir("bench-csv");
+    const refusal = direct ? directIoRefusal(dir) : undefined;
+    if (refusal !== undefined) {
+      removeTemporary(dir);
+      throw new DirectIoUnavailableError(`bench csv --direct: ${refusal}`);
+    }
     const cleanups: (() => Promise<void> | void)[] = [() => removeTemporary(dir)];
     const teardown = async () => {
       for (const c of cleanups.reverse()) await c();
@@ -154,7 +166,7 @@ export const suite: BenchSuite = {
         heartbeatMs: QUIET_HEARTBEAT.heartbeatMs,
         misses: QUIET_HEARTBEAT.misses,
         targetArgs: ["--no-sync"],
-        nodeArgs: (id) => ["--control", controlOf(id)],
+        nodeArgs: (id) => ["--control", controlOf(id), ...(direct ? ["--lun-direct"] : [])],
       });
       cleanups.push(() => io.stop());
       const owner = await settledCluster(io, 30_000 + 2 * 200 * 50);
@@ -186,10 +198,12 @@ export const suite: BenchSuite = {
       cleanups.push(() => {
         for (const c of tcpPaths) c.close();
       });
-      const lunFile = new FdFile(lunPath, "r+");
+      // The one process's path, buffered or O_DIRECT as the nodes' are.
+      const lunFile = direct ? DirectFile.open(lunPath, "r+") : new FdFile(lunPath, "r+");
       cleanups.push(() => lunFile.close());
       const { layout } = await Volume.open(new FileLun(lunFile, false), { replay: false });
-      const chunk = new Uint8Array(CHUNK);
+      // Page-aligned as the nodes' (file-write), so O_DIRECT writes go without a bounce.
+      const chunk = pageAlignedBytes(CHUNK);
       let seed = 1;
       const stamp = (s: number) => {
         seed = s;
@@ -264,7 +278,7 @@ export const suite: BenchSuite = {
           }
       };
       cases.push({
-        case: `direct I/O: 4 nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, ${QUEUE_DEPTH} in flight per node`,
+        case: `direct I/O${direct ? " unbuffered (O_DIRECT)" : ""}: 4 nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, ${QUEUE_DEPTH} in flight per node`,
         opsPerCall: 1,
         bytesPerOp: 4 * perNode,
         iterations: quick ? 2 : 8,
@@ -584,7 +598,7 @@ export const suite: BenchSuite = {
       return {
         cases,
         conditions: {
-          pageCache: true,
+          pageCache: !direct,
           targetSync: false,
           heartbeatThresholdMs: thresholdMs,
           failoverTargetMs: 2 * thresholdMs,

@@ -84,6 +84,10 @@ describe("hvlab csv", () => {
         /leave no data area/,
       ],
       [["csv", "check", join(dir, "missing.lun")], /no LUN at/],
+      [
+        ["csv", "node", "--id", "1", "--port", "7001", "--target-port", "7000", "--lun-direct"],
+        /--lun-direct needs --lun PATH/,
+      ],
     ];
     // A LUN file made for a volume that cannot be laid out is not left behind.
     for (const [args, message] of cases) {

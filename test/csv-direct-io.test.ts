@@ -1,4 +1,13 @@
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import {
+  constants,
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -27,6 +36,7 @@ import { LunTarget } from "../src/csv/target.js";
 import { TargetClient } from "../src/csv/target-client.js";
 import { type FileMap, Volume } from "../src/csv/volume.js";
 import { FdFile } from "../src/storage/block-file.js";
+import { directIoRefusal } from "../src/storage/direct-file.js";
 import { freePort } from "./support/csv-cluster.js";
 
 // A node's direct I/O over its own path to the LUN: pread/pwrite on the LUN
@@ -58,7 +68,7 @@ afterAll(async () => {
 });
 
 /** A one-node cluster (a new id each time: the last one's key is preempted) on its own path to the LUN; resolves once it coordinates. */
-async function soloNode(id: number, lun = lunPath): Promise<ClusterNode> {
+async function soloNode(id: number, lun = lunPath, lunDirect = false): Promise<ClusterNode> {
   let coordinating: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
     coordinating = resolve;
@@ -71,6 +81,7 @@ async function soloNode(id: number, lun = lunPath): Promise<ClusterNode> {
     heartbeatMs: 50,
     misses: 4,
     lun,
+    lunDirect,
     registrations: `${lunPath}.registrations`,
     onEvent: (e: NodeEvent) => {
       if (e.event === "coordinator") coordinating();
@@ -178,6 +189,97 @@ describe("csv direct I/O on the node's own path", () => {
     lun.close();
   });
 });
+
+/** Descriptors of this process open on `path` with O_DIRECT, from /proc/self/fd and fdinfo (Linux). */
+function directDescriptorsOn(path: string): number {
+  let n = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) !== path) continue;
+      const flags = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
+      if (flags !== undefined && (Number.parseInt(flags, 8) & (constants.O_DIRECT ?? 0)) !== 0) n++;
+    } catch {
+      // The descriptor closed while the directory was read.
+    }
+  }
+  return n;
+}
+
+// The node's own path unbuffered (--lun-direct): the LUN opened with O_DIRECT.
+// The LUN sits in the temporary directory: a file system that refuses
+// O_DIRECT (tmpfs before Linux 6.6) skips these, saying why, and fails in CI.
+const unbufferedRefusal = directIoRefusal(tmpdir());
+if (unbufferedRefusal !== undefined) {
+  if (process.env.CI === "true") throw new Error(`csv unbuffered direct I/O: ${unbufferedRefusal}`);
+  console.warn(`csv unbuffered direct I/O tests skipped: ${unbufferedRefusal}`);
+}
+
+describe.skipIf(unbufferedRefusal !== undefined)(
+  "csv direct I/O on the node's own path, unbuffered (O_DIRECT)",
+  () => {
+    it("opens the LUN with O_DIRECT, writes file data the LUN file reads back", async () => {
+      const before = directDescriptorsOn(lunPath);
+      const node = await soloNode(11, lunPath, true);
+      expect(directDescriptorsOn(lunPath)).toBe(before + 1);
+      const f = (await node.metadata({
+        op: "create",
+        name: "unbuf.vhd",
+        size: 1 << 20,
+      })) as FileMap;
+      const counters = { ...target.counters };
+      // Aligned whole clusters go straight through; an odd length at an odd offset is bounced.
+      const aligned = pattern(64 << 10, 11);
+      await node.writeFile(f, 0, aligned);
+      const odd = pattern(100_001, 12);
+      await node.writeFile(f, 70_003, odd);
+      expect(target.counters.bytesWritten - counters.bytesWritten).toBe(0);
+      expect(Buffer.from(await onLun(f, 0, aligned.length)).equals(aligned)).toBe(true);
+      expect(Buffer.from(await onLun(f, 70_003, odd.length)).equals(odd)).toBe(true);
+      expect(Buffer.from(await node.readFile(f, 70_003, odd.length)).equals(odd)).toBe(true);
+      node.stop();
+      expect(directDescriptorsOn(lunPath)).toBe(before);
+    }, 30_000);
+
+    it("a buffered node's path has no O_DIRECT descriptor", async () => {
+      const before = directDescriptorsOn(lunPath);
+      const node = await soloNode(12);
+      expect(directDescriptorsOn(lunPath)).toBe(before);
+      node.stop();
+    }, 30_000);
+
+    it("a preempted node gets RESERVATION CONFLICT and its unbuffered bytes never reach the LUN", async () => {
+      const node = await soloNode(13, lunPath, true);
+      const f = (await node.metadata({
+        op: "create",
+        name: "unbuf-fenced.vhd",
+        size: 64 << 10,
+      })) as FileMap;
+      const first = pattern(8192, 13);
+      await node.writeFile(f, 0, first);
+      const survivor = await TargetClient.connect(targetPort, "survivor-unbuffered");
+      try {
+        await survivor.register(0x98n);
+        await survivor.reserveOut(
+          ServiceAction.preempt,
+          ReservationType.writeExclusiveRegistrantsOnly,
+          0x98n,
+          BigInt(node.status().key),
+        );
+        await expect(node.writeFile(f, 0, pattern(8192, 14))).rejects.toThrow(/not registered/);
+        expect(await onLun(f, 0, 8192)).toEqual(first);
+        expect(await node.readFile(f, 0, 8192)).toEqual(first);
+      } finally {
+        await survivor.reserveOut(
+          ServiceAction.release,
+          ReservationType.writeExclusiveRegistrantsOnly,
+          0x98n,
+        );
+        survivor.close();
+        node.stop();
+      }
+    }, 30_000);
+  },
+);
 
 const boards = fc.record({
   state: fc.constantFrom(BoardState.online, BoardState.offline),

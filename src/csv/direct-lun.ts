@@ -1,7 +1,9 @@
 import { FdFile } from "../storage/block-file.js";
+import { DirectFile } from "../storage/direct-file.js";
 import { VolumeRangeError } from "./errors.js";
 import { checkLunRange, type Lun } from "./lun.js";
 import { BoardReader } from "./registration-board.js";
+import { parseSuperblock } from "./superblock.js";
 import { ReservationConflictError } from "./target-client.js";
 
 /**
@@ -19,14 +21,24 @@ import { ReservationConflictError } from "./target-client.js";
  * Write Exclusive - Registrants Only anyone may read.
  *
  * FLUSH goes to the target (SYNCHRONIZE CACHE destages the array's cache;
- * here the host's page cache, which this node's writes went into, and which
- * the target's fdatasync of the same file writes out).
+ * here the host's page cache, which this node's buffered writes went into,
+ * and which the target's fdatasync of the same file writes out; after
+ * unbuffered writes it is the device's own cache).
+ *
+ * Unbuffered (`direct`), the LUN is opened with O_DIRECT, as Hyper-V's
+ * I/O to VHDs on a CSV is unbuffered (CSV direct I/O bypasses the host's
+ * cache): writes go around the page cache, and several nodes'
+ * overwrites of allocated blocks run at once (ext4 takes the inode lock
+ * shared for those, where buffered writes to one inode take it exclusive,
+ * fs/ext4/file.c, ext4_dio_write_checks). The volume's clusters and data
+ * area must then sit on the device's logical block size, so that every
+ * request at a file's extents is aligned.
  */
 export class DirectLun implements Lun {
   readonly bytes: number;
 
   private constructor(
-    private readonly file: FdFile,
+    private readonly file: FdFile | DirectFile,
     private readonly board: BoardReader,
     /** The node's reservation key now (it changes when the node registers again). */
     private readonly key: () => bigint,
@@ -41,14 +53,20 @@ export class DirectLun implements Lun {
    * target's login and on this path, and the same first sector read through
    * the target and here (the volume's superblock, holding its UUID), as a
    * host matches a SAN device by its identifier.
+   *
+   * With `direct` the LUN is opened with O_DIRECT; this throws
+   * DirectIoUnavailableError where the platform or the file system has
+   * none, and an error naming the volume when its cluster size or data
+   * area is not a multiple of the device's logical block size.
    */
   static async open(
     path: string,
     registrations: string,
     target: Lun,
     key: () => bigint,
+    options: { direct?: boolean } = {},
   ): Promise<DirectLun> {
-    const file = new FdFile(path, "r+");
+    const file = options.direct ? DirectFile.open(path, "r+") : new FdFile(path, "r+");
     let board: BoardReader | undefined;
     try {
       try {
@@ -70,6 +88,13 @@ export class DirectLun implements Lun {
         throw new Error(
           `--lun ${path}: its first sector differs from the target's ${target.name}: not the LUN the target serves`,
         );
+      if (file instanceof DirectFile) {
+        const { clusterBytes, dataOffset } = parseSuperblock(there, target.bytes).layout;
+        if (clusterBytes % file.align !== 0 || dataOffset % file.align !== 0)
+          throw new Error(
+            `--lun ${path} --lun-direct: the volume's clusters (${clusterBytes} bytes) and data area (at ${dataOffset}) must sit on the device's ${file.align}-byte blocks for unbuffered I/O; format it with a cluster size that is a multiple of ${file.align}`,
+          );
+      }
       return lun;
     } catch (error) {
       board?.close();
@@ -80,6 +105,11 @@ export class DirectLun implements Lun {
 
   get name(): string {
     return this.file.name;
+  }
+
+  /** Whether this path is unbuffered: the LUN opened with O_DIRECT, around the host's page cache. */
+  get unbuffered(): boolean {
+    return this.file instanceof DirectFile;
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {

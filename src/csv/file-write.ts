@@ -1,3 +1,4 @@
+import { pageAlignedBytes } from "../storage/direct-file.js";
 import type { FileMap } from "./volume.js";
 
 /*
@@ -88,7 +89,8 @@ export async function runFileWrite(node: FileWriter, w: FileWrite): Promise<File
     throw new FileWriteArgumentError(
       `file-write: ${w.name} holds ${file?.size ?? 0} bytes, fewer than the ${w.bytes} to write`,
     );
-  const chunk = new Uint8Array(w.bs);
+  // Page-aligned, so a node on an unbuffered path (--lun-direct) writes it without a bounce.
+  const chunk = pageAlignedBytes(w.bs);
   fillPattern(chunk, w.seed);
   const before = { ...node.io };
   const started = performance.now();

@@ -102,6 +102,8 @@ export interface NodeOptions {
    * registration board; unset, data goes through the target connection.
    */
   readonly lun?: string;
+  /** Open {@link lun} with O_DIRECT: unbuffered, around the host's page cache, as CSV direct I/O is. */
+  readonly lunDirect?: boolean;
   /** The target's registration board (`hvlab csv target --registrations`; default: the LUN's path + ".registrations"). */
   readonly registrations?: string;
   /** Every other node's id and address. */
@@ -311,6 +313,7 @@ export class ClusterNode {
         this.options.registrations ?? `${this.options.lun}.registrations`,
         this.target,
         () => this.key,
+        { direct: this.options.lunDirect === true },
       );
       this.data = new StoragePath(this.direct);
     }

@@ -27,15 +27,26 @@ export function directFlag(): number | undefined {
 let bounceBuffer: Uint8Array | undefined;
 
 /**
- * One aligned bounce buffer per thread. A WebAssembly memory's bytes are
- * page-aligned (V8 maps them with the page allocator), which an ordinary
- * ArrayBuffer's are not; the file's requests run one at a time, so one
- * buffer serves every direct file of the thread.
+ * `bytes` bytes at a page-aligned address, as O_DIRECT wants a request's
+ * memory. A WebAssembly memory's bytes are page-aligned (V8 maps them with
+ * the page allocator), which an ordinary ArrayBuffer's are not: a buffer
+ * that direct requests go straight from, without a bounce.
+ */
+export function pageAlignedBytes(bytes: number): Uint8Array {
+  const pages = Math.max(1, Math.ceil(bytes / 65536));
+  return new Uint8Array(
+    new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer,
+    0,
+    bytes,
+  );
+}
+
+/**
+ * One aligned bounce buffer per thread; the file's requests run one at a
+ * time, so one buffer serves every direct file of the thread.
  */
 function bounce(): Uint8Array {
-  bounceBuffer ??= new Uint8Array(
-    new WebAssembly.Memory({ initial: BOUNCE_BYTES / 65536, maximum: BOUNCE_BYTES / 65536 }).buffer,
-  );
+  bounceBuffer ??= pageAlignedBytes(BOUNCE_BYTES);
   return bounceBuffer;
 }
 

@@ -377,6 +377,10 @@ export function registerCsv(program: Command): void {
       "this node's own path to the LUN the target serves: file data is read and written there directly, fenced by the target's registration board (default: data goes through the target)",
     )
     .option(
+      "--lun-direct",
+      "open --lun with O_DIRECT: unbuffered I/O around the host's page cache, as Hyper-V's on a CSV (needs a file system that takes it)",
+    )
+    .option(
       "--registrations <file>",
       "the target's registration board (csv target --registrations; default: the --lun path + .registrations)",
     )
@@ -440,6 +444,7 @@ export function registerCsv(program: Command): void {
         targetHost: string;
         targetSocket?: string;
         lun?: string;
+        lunDirect?: boolean;
         registrations?: string;
         clusterBandwidth: number;
         control?: string;
@@ -458,6 +463,8 @@ export function registerCsv(program: Command): void {
     ) => {
       if (flags.peers.has(flags.id))
         throw new UsageError(`--peers names this node (${flags.id}) itself`);
+      if (flags.lunDirect && flags.lun === undefined)
+        throw new UsageError("--lun-direct needs --lun PATH (the node's own path to the LUN)");
       if (flags.storm && !flags.ackLog) throw new UsageError("--storm needs --ack-log FILE");
       if (
         flags.restorePathAfter !== undefined &&
@@ -477,6 +484,7 @@ export function registerCsv(program: Command): void {
         targetHost: flags.targetHost,
         ...(flags.targetSocket !== undefined ? { targetSocket: flags.targetSocket } : {}),
         ...(flags.lun !== undefined ? { lun: flags.lun } : {}),
+        ...(flags.lunDirect ? { lunDirect: true } : {}),
         ...(flags.registrations !== undefined ? { registrations: flags.registrations } : {}),
         peers: flags.peers,
         heartbeatMs: flags.heartbeatInterval,
