@@ -6,6 +6,37 @@ import { BoardReader } from "./registration-board.js";
 import { parseSuperblock } from "./superblock.js";
 import { ReservationConflictError } from "./target-client.js";
 
+/** Reads of this path's first sector before a torn one counts as a different volume. */
+const IDENTITY_READS = 5;
+
+/**
+ * Whether the LUN on this path holds the volume whose first sector the
+ * target returned: the same volume UUID where both sectors are
+ * superblocks, since the superblock's generation, epoch and coordinator
+ * change with every metadata transaction and coordinator term (a node
+ * starting while the cluster works reads another generation than the
+ * target did a moment before); the same bytes where the LUN holds no
+ * volume yet. A read that races the target's write of the superblock can
+ * return a torn sector, which fails its CRC: it is read again.
+ */
+async function sameVolume(there: Uint8Array, lun: Lun, lunBytes: number): Promise<boolean> {
+  let theirs: string | undefined;
+  try {
+    theirs = parseSuperblock(there, lunBytes).uuid;
+  } catch {
+    theirs = undefined;
+  }
+  for (let attempt = 1; ; attempt++) {
+    const here = await lun.read(0, 512);
+    if (theirs === undefined) return there.every((b, i) => b === here[i]);
+    try {
+      return parseSuperblock(here, lunBytes).uuid === theirs;
+    } catch {
+      if (attempt >= IDENTITY_READS) return false;
+    }
+  }
+}
+
 /**
  * A node's own path to the shared LUN: the LUN file (or block device)
  * opened by the node itself, read and written with pread/pwrite at the
@@ -83,8 +114,7 @@ export class DirectLun implements Lun {
           `--lun ${path}: ${lun.bytes} bytes here, ${target.bytes} at the target, ${published} on its board: not the LUN the target serves`,
         );
       const there = await target.read(0, 512);
-      const here = await lun.read(0, 512);
-      if (!there.every((b, i) => b === here[i]))
+      if (!(await sameVolume(there, lun, target.bytes)))
         throw new Error(
           `--lun ${path}: its first sector differs from the target's ${target.name}: not the LUN the target serves`,
         );
