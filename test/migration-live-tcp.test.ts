@@ -106,9 +106,12 @@ async function proxy(
           // The destination gets every byte before the cut, then the end of
           // the connection, and only then does the source's side break: what
           // the destination holds when it learns of the cut is fixed, not a
-          // race against bytes a busy machine still had queued.
+          // race against bytes a busy machine still had queued. The source's
+          // side breaks a moment after the bytes left, since the source's
+          // failure, told on the main connection, could otherwise be read
+          // before this connection's bytes on a loaded machine.
           upstream.end(data.subarray(0, data.length - (passed - plan.cutAfter)), () =>
-            client.destroy(),
+            setTimeout(() => client.destroy(), 250),
           );
         } else {
           // Both sides break at once; bytes still queued to the destination are lost.
