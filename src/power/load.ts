@@ -126,10 +126,12 @@ export function checkLoad(load: LoadSpec, processors: number): void {
 }
 
 interface Stream {
-  /** Next arrival, us of virtual time. */
+  /** Next candidate arrival, us of virtual time. */
   next: number;
   /** Arrivals per us at time t. */
   readonly rate: (t: number) => number;
+  /** The most arrivals per us `rate` ever gives: candidates come at this rate. */
+  readonly peak: number;
   readonly poisson: boolean;
   readonly workUs: number;
   readonly target: (unparked: readonly number[]) => number;
@@ -139,7 +141,14 @@ interface Stream {
 /**
  * Turns a load into arrivals, interval by interval, on virtual time: each
  * source is a stream of arrivals (evenly spaced for "constant", Poisson
- * otherwise, its rate taken where each gap starts), seeded.
+ * otherwise), seeded. A Poisson stream whose rate varies over time
+ * (diurnal, bursty, trace) is drawn by thinning (Lewis and Shedler,
+ * "Simulation of nonhomogeneous Poisson processes by thinning", Naval
+ * Research Logistics Quarterly 26(3), 1979): candidates arrive at the
+ * stream's peak rate and each is kept with probability rate(t) / peak.
+ * Drawing each gap at the rate where it starts instead is biased: a gap
+ * drawn where the rate is near zero (a diurnal trough at 0) can jump past
+ * the whole period.
  */
 export class LoadGenerator {
   private readonly streams: Stream[] = [];
@@ -157,9 +166,18 @@ export class LoadGenerator {
     this.rng = xoroshiro128plus(seed);
     const perUs = (u: number, serviceUs: number) => u / serviceUs;
     const { serviceUs } = load;
+    // The unaffinitized level never exceeds the larger of the peak and the
+    // trough, nor (a trace) the whole machine.
+    const top =
+      load.pattern === "trace"
+        ? 1
+        : load.pattern === "diurnal" || load.pattern === "bursty"
+          ? Math.max(load.utilization, load.low)
+          : load.utilization;
     this.streams.push({
       next: 0,
       rate: (t) => perUs(this.level(t) * processors, serviceUs),
+      peak: perUs(top * processors, serviceUs),
       poisson: load.pattern !== "constant",
       workUs: serviceUs,
       target: () => any,
@@ -169,6 +187,7 @@ export class LoadGenerator {
       this.streams.push({
         next: 0,
         rate: () => perUs(p.utilization, serviceUs),
+        peak: perUs(p.utilization, serviceUs),
         poisson: true,
         workUs: serviceUs,
         target: () => p.processor,
@@ -179,6 +198,7 @@ export class LoadGenerator {
       this.streams.push({
         next: 0,
         rate: () => i.ratePerSecond / 1e6,
+        peak: i.ratePerSecond / 1e6,
         poisson: true,
         workUs: i.serviceUs,
         target: (unparked) =>
@@ -218,12 +238,31 @@ export class LoadGenerator {
     }
   }
 
-  /** The time of the arrival after one at `t`; Infinity-free: a zero rate looks again 1 ms later. */
+  /**
+   * The next candidate after one at `t`: evenly spaced at the rate at `t`
+   * (constant; a zero rate looks again 1 ms later), or an exponential gap
+   * at the stream's peak rate (Poisson; a stream whose peak is 0 never
+   * arrives).
+   */
   private gap(s: Stream, t: number): number {
+    if (!s.poisson) {
+      const rate = s.rate(t);
+      return rate > 0 ? t + 1 / rate : t + 1000;
+    }
+    if (!(s.peak > 0)) return Number.POSITIVE_INFINITY;
+    return t - Math.log(1 - uniformFloat64(this.rng)) / s.peak;
+  }
+
+  /**
+   * Whether a candidate at `t` arrives: always where the rate is at its
+   * peak (so a stream of constant rate draws nothing more), never where it
+   * is 0, else with probability rate / peak (thinning).
+   */
+  private keeps(s: Stream, t: number): boolean {
     const rate = s.rate(t);
-    if (!(rate > 0)) return t + 1000;
-    if (!s.poisson) return t + 1 / rate;
-    return t - Math.log(1 - uniformFloat64(this.rng)) / rate;
+    if (!(rate > 0)) return false;
+    if (!s.poisson || rate >= s.peak) return true;
+    return uniformFloat64(this.rng) * s.peak < rate;
   }
 
   /**
@@ -238,7 +277,7 @@ export class LoadGenerator {
       const units = Math.max(1, Math.round((s.workUs / this.tickUs) * fullSpeed));
       while (s.next < end) {
         const tick = Math.max(from, Math.floor(s.next / this.tickUs));
-        if (s.rate(s.next) > 0) out.push([tick, units, s.target(unparked), s.flags]);
+        if (this.keeps(s, s.next)) out.push([tick, units, s.target(unparked), s.flags]);
         s.next = this.gap(s, s.next);
       }
     }
