@@ -64,6 +64,12 @@ describe("a load whose rate varies over time", () => {
       { pattern: "bursty", utilization: 0.8, low: 0.1, duty: 0.25 },
     ],
     ["a trace that ends idle", { pattern: "trace", trace }],
+    // A trough above the peak: the rate's top is the trough.
+    ["diurnal from 70 % down to 20 %", { pattern: "diurnal", utilization: 0.2, low: 0.7 }],
+    [
+      "bursty at 10 % for a quarter, else 60 %",
+      { pattern: "bursty", utilization: 0.1, low: 0.6, duty: 0.25 },
+    ],
   ])("%s: arrivals in every eighth of the period as its rate's integral says", (_, load) => {
     for (const seed of [1, 2, 3]) {
       const want = expected(generator(load, seed));
@@ -76,6 +82,13 @@ describe("a load whose rate varies over time", () => {
           `seed ${seed}, eighth ${b}`,
         ).toBeLessThanOrEqual(5 * Math.sqrt(mean) + 1);
       }
+    }
+  });
+
+  it("a constant load of 0 never arrives, nor does a Poisson one", () => {
+    for (const pattern of ["constant", "poisson"] as const) {
+      const gen = generator({ pattern, utilization: 0 }, 4);
+      expect(gen.events(0, 2e6, [0, 1, 2, 3], 1000).length, pattern).toBe(0);
     }
   });
 

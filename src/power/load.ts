@@ -239,28 +239,23 @@ export class LoadGenerator {
   }
 
   /**
-   * The next candidate after one at `t`: evenly spaced at the rate at `t`
-   * (constant; a zero rate looks again 1 ms later), or an exponential gap
-   * at the stream's peak rate (Poisson; a stream whose peak is 0 never
-   * arrives).
+   * The next candidate after one at `t`: evenly spaced (constant, whose
+   * rate never changes), or an exponential gap at the stream's peak rate
+   * (Poisson). A stream whose peak is 0 never arrives (1 / 0 is Infinity).
    */
   private gap(s: Stream, t: number): number {
-    if (!s.poisson) {
-      const rate = s.rate(t);
-      return rate > 0 ? t + 1 / rate : t + 1000;
-    }
+    if (!s.poisson) return t + 1 / s.peak;
     if (!(s.peak > 0)) return Number.POSITIVE_INFINITY;
     return t - Math.log(1 - uniformFloat64(this.rng)) / s.peak;
   }
 
   /**
    * Whether a candidate at `t` arrives: always where the rate is at its
-   * peak (so a stream of constant rate draws nothing more), never where it
-   * is 0, else with probability rate / peak (thinning).
+   * peak (so a stream of constant rate draws nothing more), else with
+   * probability rate / peak (thinning), never where the rate is 0.
    */
   private keeps(s: Stream, t: number): boolean {
     const rate = s.rate(t);
-    if (!(rate > 0)) return false;
     if (!s.poisson || rate >= s.peak) return true;
     return uniformFloat64(this.rng) * s.peak < rate;
   }
