@@ -1,6 +1,6 @@
 import { readGuestStatus } from "./guest-status.js";
 import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
-import { firstPassRate } from "./pass-rate.js";
+import { firstPassRate, zeroScanRate } from "./pass-rate.js";
 import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.js";
 import type { MigrateSample } from "./rounds.js";
 
@@ -31,6 +31,12 @@ export interface HostProbe {
   readonly startMs: number;
   /** Sampling intervals the host's rate spans. */
   readonly intervals: number;
+  /**
+   * Zero pages a second the probe's first pass scanned (the pages past the
+   * working set, never written), or null when it saw too few intervals of
+   * them to time.
+   */
+  readonly zeroScanRate: number | null;
   /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
   /**
@@ -205,6 +211,7 @@ export async function probeHost(
     completion: { bytes, downtimeMs },
     startMs,
     intervals: pass.intervals,
+    zeroScanRate: zeroScanRate(samples, completingAt),
     writesPerSecondDuring: writesDuring,
   };
 }

@@ -33,6 +33,13 @@ export interface PassRate {
   readonly windowRates: readonly number[];
 }
 
+/**
+ * The start of a real run that calibrates the model, ms after `migrate`:
+ * long enough to span several of QEMU's 100 ms rate-limit windows, short
+ * enough to be a small part of any run the fidelity suite makes.
+ */
+export const CALIBRATION_MS = 1000;
+
 /** QEMU's bandwidth window (`BUFFER_DELAY` in migration/migration.c), ms. */
 export const WINDOW_MS = 100;
 
@@ -101,4 +108,46 @@ export function firstPassRate(
     intervals,
     startMs: Math.max(0, first.at - (first.transferred * 1000) / rate),
   };
+}
+
+/**
+ * The zero-page scan rate needs at least this many zero pages timed: the
+ * pages below the working set (16 MiB of them) that every run's first pass
+ * scans before its first normal page give about 4,000.
+ */
+export const MIN_ZERO_PAGES = 1024;
+
+/**
+ * Zero pages a second QEMU's first pass scanned, from its query-migrate
+ * samples (in time order): `ram.duplicate` (pages found zero) over the
+ * time of the sampling intervals in which at least {@link NORMAL_SHARE} of
+ * the pages moved were zero. QEMU 7.2 reads each page with `buffer_is_zero`
+ * and sends a zero one as a header (`save_zero_page`, migration/ram.c), so
+ * a run of zero pages costs the host's scan time, not link time. Null when
+ * such intervals held fewer than {@link MIN_ZERO_PAGES} pages.
+ */
+export function zeroScanRate(
+  samples: readonly MigrateSample[],
+  untilMs = Number.POSITIVE_INFINITY,
+): number | null {
+  let last: { at: number; zero: number; normal: number } | undefined;
+  let pages = 0;
+  let ms = 0;
+  for (const s of samples) {
+    const ram = s.info.ram;
+    if (s.atMs > untilMs) break;
+    if (!ram || s.info.status !== "active") continue;
+    if ((ram["dirty-sync-count"] ?? 0) > 1) break;
+    const now = { at: s.atMs, zero: ram.duplicate ?? 0, normal: ram.normal ?? 0 };
+    if (last && now.at > last.at) {
+      const zero = now.zero - last.zero;
+      const normal = now.normal - last.normal;
+      if (zero > 0 && zero >= (zero + Math.max(0, normal)) * NORMAL_SHARE) {
+        pages += zero;
+        ms += now.at - last.at;
+      }
+    }
+    last = now;
+  }
+  return pages >= MIN_ZERO_PAGES && ms > 0 ? (pages * 1000) / ms : null;
 }

@@ -365,6 +365,7 @@ function qemuRecord(run: QemuMigrationRun) {
     version: run.qemuVersion,
     "write-rate-before": run.rateBefore.writesPerSecond,
     "write-rate-during": run.rateDuring,
+    "write-rate-first-second": run.rateFirstSecond,
     "destination-runs": run.destinationRuns,
     samples: run.samples.length,
     pids: run.pids,
@@ -589,7 +590,15 @@ function registerPredict(qemu: Command): void {
     try {
       const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
       const measured = await withQemus((started) =>
-        measureGuest(launch, flags.warmup, flags.calcTimes, started, flags.probeMs),
+        measureGuest(
+          launch,
+          flags.warmup,
+          flags.calcTimes,
+          started,
+          flags.probeMs,
+          // The probe completes with about the run's threshold left.
+          (settings.maxBandwidth * settings.downtimeLimitMs) / 1000,
+        ),
       );
       const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
       let real: QemuMigrationRun | undefined;
@@ -615,7 +624,7 @@ function registerPredict(qemu: Command): void {
       const comparison = real ? compareMigrations(predicted, real.result) : null;
       // The model again, at the rate the run's own first pass showed.
       const calibration = real
-        ? calibrateFromRun(measured, real.samples, settings.maxBandwidth)
+        ? calibrateFromRun(measured, real.samples, settings.maxBandwidth, real.rateFirstSecond)
         : null;
       const calibrated = calibration
         ? await predictMigration(spec, calibration.measured, settings, flags.timeout * 1000)

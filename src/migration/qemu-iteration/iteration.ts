@@ -64,7 +64,23 @@ export interface QemuIterationOptions {
    * first window fast enough for pending to fit, as it does in QEMU.
    */
   readonly windowRates?: readonly number[];
+  /**
+   * Pages past the working set that the first pass scans and finds zero
+   * (never written since boot). QEMU 7.2 reads each with `buffer_is_zero`
+   * and sends it as a header alone (`save_zero_page` in migration/ram.c), so
+   * they cost the scan's time, not the link's; its pending estimate counts
+   * them as whole pages until they are scanned, so no sync comes before.
+   */
+  readonly zeroTailPages?: number;
+  /** Zero pages QEMU's first pass scans a second on this host (measured); needed with `zeroTailPages`. */
+  readonly zeroScanRate?: number;
 }
+
+/** Bytes QEMU 7.2 sends per zero page: the 8-byte page header (offset and RAM_SAVE_FLAG_ZERO) and the fill byte. */
+export const ZERO_RECORD_BYTES = 9;
+
+/** The most zero pages the model scans (a 3 GiB guest has fewer). */
+export const MAX_ZERO_TAIL_PAGES = 2 ** 24;
 
 /** The longest list of window rates the model takes. */
 export const MAX_WINDOW_RATES = 10_000;
@@ -91,6 +107,18 @@ export function checkQemuIteration(o: QemuIterationOptions): void {
         `QEMU iteration: window rate ${i} must be a finite number of bytes/s above 0, not ${rate}`,
       );
   });
+  const tail = o.zeroTailPages ?? 0;
+  if (!Number.isInteger(tail) || tail < 0 || tail > MAX_ZERO_TAIL_PAGES)
+    throw new RangeError(
+      `QEMU iteration: zero tail must be 0 to ${MAX_ZERO_TAIL_PAGES} pages, not ${tail}`,
+    );
+  if (
+    tail > 0 &&
+    !(o.zeroScanRate !== undefined && o.zeroScanRate > 0 && Number.isFinite(o.zeroScanRate))
+  )
+    throw new RangeError(
+      `QEMU iteration: a zero tail of ${tail} pages needs a finite zero-page scan rate above 0, not ${o.zeroScanRate}`,
+    );
   if (!(o.startMs >= 0) || o.startMs > 600_000)
     throw new RangeError(`QEMU iteration: start time must be 0 to 600000 ms, not ${o.startMs}`);
   if (!(o.stopMs >= 0) || o.stopMs > 60_000)
