@@ -1,6 +1,12 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { firstPassRate, MIN_ZERO_PAGES, WINDOW_MS, zeroScanRate } from "../src/qemu/pass-rate.js";
+import {
+  cappedWindowRates,
+  firstPassRate,
+  MIN_ZERO_PAGES,
+  WINDOW_MS,
+  zeroScanRate,
+} from "../src/qemu/pass-rate.js";
 import type { MigrateSample } from "../src/qemu/rounds.js";
 
 const MiB = 1024 ** 2;
@@ -176,6 +182,41 @@ describe("the first pass's zero-page scan rate from query-migrate samples", () =
         (raw) => {
           const r = zeroScanRate(raw.map((x) => pageSample(x.at, x.normal, x.zero, x.syncs)));
           expect(r === null || (Number.isFinite(r) && r > 0)).toBe(true);
+        },
+      ),
+    );
+  });
+});
+
+describe("window rates under max-bandwidth", () => {
+  it("capped at the budget's rate, spread kept below it, mean kept", () => {
+    // Mean 46 with a cap of 50: windows above the cap are the sampling's.
+    const r = cappedWindowRates([60, 30, 55, 39], 50, 46);
+    expect(Math.max(...r)).toBeCloseTo(50, 9);
+    expect(r.reduce((a, b) => a + b, 0) / r.length).toBeCloseTo(46, 6);
+    // The slow windows stay slower than the fast ones, in the same order.
+    expect(r[1]).toBeLessThan(r[3] ?? 0);
+    expect(r[3]).toBeLessThan(50);
+    // A mean at the cap or above: every window sends its budget.
+    expect(cappedWindowRates([10, 90], 50, 50)).toEqual([50, 50]);
+    expect(cappedWindowRates([], 50, 40)).toEqual([]);
+  });
+
+  it("any windows: every rate in (0, cap], their mean the asked one when below the cap", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.double({ min: 1, max: 1e9, noNaN: true }), { minLength: 1, maxLength: 50 }),
+        fc.double({ min: 1, max: 1e9, noNaN: true }),
+        fc.double({ min: 0.01, max: 0.99, noNaN: true }),
+        (windows, cap, share) => {
+          const mean = cap * share;
+          const r = cappedWindowRates(windows, cap, mean);
+          expect(r.length).toBe(windows.length);
+          for (const w of r) {
+            expect(w).toBeGreaterThan(0);
+            expect(w).toBeLessThanOrEqual(cap);
+          }
+          expect(r.reduce((a, b) => a + b, 0) / r.length).toBeCloseTo(mean, 3);
         },
       ),
     );

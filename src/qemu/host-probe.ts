@@ -77,12 +77,16 @@ interface Point {
  * Migrates the running guest to a throw-away destination with no rate limit
  * and downtime-limit 1 ms (so it does not complete), samples query-migrate
  * every `sampleMs` through the first pass while the guest runs, and once
- * the first pass is done (QEMU synced again) raises downtime-limit so that
- * QEMU completes at once: it stops the guest and sends the pages dirtied
- * since, pages the destination already holds, as it sends the last pages of
- * any migration, and about as many as the run will leave for its completion
- * (`completionBytes`, the run's bandwidth x downtime-limit): a completion
- * that fits the socket's buffers goes faster than one the destination paces. (A completion of first-pass pages went several times
+ * the first pass is done (QEMU synced again) sets the run's max-bandwidth
+ * and downtime-limit (`run`), so that QEMU goes on as the run will and
+ * completes on its own when pending fits the run's threshold: it stops the
+ * guest and sends the pages dirtied since, pages the destination already
+ * holds, as it sends the last pages of any migration, and about as many as
+ * the run will leave for its completion: a completion that fits the
+ * socket's buffers goes faster than one the destination paces. (With no
+ * rate limit after the first pass, pending stayed so small for a hot set
+ * that QEMU completed with 200 KB in 1 ms, too little to time; and a
+ * completion of first-pass pages went several times
  * slower in runs here, 125 MiB/s against some 870 MiB/s for re-dirtied
  * pages; the destination touching each page for the first time is the
  * likely reason.)
@@ -97,7 +101,7 @@ export async function probeHost(
   launch: Omit<QemuLaunch, "name" | "incoming">,
   started: QemuProcess[],
   probeMs: number,
-  completionBytes: number,
+  run: { readonly maxBandwidth: number; readonly downtimeLimitMs: number } | null,
   sampleMs = 50,
 ): Promise<HostProbe> {
   const destination = await QemuProcess.start({
@@ -155,14 +159,17 @@ export async function probeHost(
       const status = await readGuestStatus(source.qmp);
       writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
       // QEMU completes on its own once pending fits its threshold (the
-      // measured bandwidth x downtime-limit): a limit that makes that
-      // threshold the run's makes the completion as large as the run's.
-      const rate = firstPassRate(samples)?.rate;
-      const limit =
-        at > probeMs || !rate
-          ? COMPLETE_NOW_MS
-          : Math.min(COMPLETE_NOW_MS, Math.max(1, Math.round((completionBytes / rate) * 1000)));
-      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": limit });
+      // measured bandwidth x downtime-limit): under the run's parameters
+      // its passes, and so the pages left at the switch, are the run's.
+      await source.qmp.execute(
+        "migrate-set-parameters",
+        at > probeMs || !run
+          ? { "downtime-limit": COMPLETE_NOW_MS }
+          : {
+              "max-bandwidth": Math.round(run.maxBandwidth),
+              "downtime-limit": Math.round(run.downtimeLimitMs),
+            },
+      );
       completing = true;
       completingAt = at;
     }

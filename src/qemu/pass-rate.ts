@@ -151,3 +151,30 @@ export function zeroScanRate(
   }
   return pages >= MIN_ZERO_PAGES && ms > 0 ? (pages * 1000) / ms : null;
 }
+
+/**
+ * Window rates as QEMU's windows under a `cap` (max-bandwidth: a window
+ * sends at most its budget) that still mean `mean`: each rate scaled by
+ * one factor and capped, the factor chosen (by bisection) so that the
+ * capped rates average `mean`. Where max-bandwidth paced a pass, the
+ * windows that kept time sent their budget and the ones whose thread woke
+ * late sent less: a steady rate at the mean would hide the fast windows in
+ * which QEMU's threshold (the last window's rate x downtime-limit) is
+ * highest. All at `cap` when `mean` is `cap` or more; [] for no windows.
+ */
+export function cappedWindowRates(windows: readonly number[], cap: number, mean: number): number[] {
+  const positive = windows.filter((w) => w > 0 && Number.isFinite(w));
+  if (positive.length === 0 || !(cap > 0) || !(mean > 0)) return [];
+  if (mean >= cap) return positive.map(() => cap);
+  const average = (k: number) =>
+    positive.reduce((a, w) => a + Math.min(cap, w * k), 0) / positive.length;
+  // At k = 0 the average is 0; at hi every window is capped: cap > mean.
+  let lo = 0;
+  let hi = cap / Math.min(...positive);
+  for (let i = 0; i < 100; i++) {
+    const mid = (lo + hi) / 2;
+    if (average(mid) < mean) lo = mid;
+    else hi = mid;
+  }
+  return positive.map((w) => Math.min(cap, w * hi));
+}

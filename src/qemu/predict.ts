@@ -6,7 +6,13 @@ import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-im
 import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
 import { type HostProbe, probeHost } from "./host-probe.js";
 import type { QemuMigrationSettings } from "./migrate.js";
-import { CALIBRATION_MS, firstPassRate, type PassRate, zeroScanRate } from "./pass-rate.js";
+import {
+  CALIBRATION_MS,
+  cappedWindowRates,
+  firstPassRate,
+  type PassRate,
+  zeroScanRate,
+} from "./pass-rate.js";
 import { type Accelerator, QemuProcess } from "./qemu-process.js";
 import type { MigrateSample } from "./rounds.js";
 
@@ -34,7 +40,7 @@ export async function measureGuest(
   calcTimesS: readonly number[],
   started: QemuProcess[],
   probeMs = 0,
-  completionBytes = 0,
+  run: { readonly maxBandwidth: number; readonly downtimeLimitMs: number } | null = null,
 ): Promise<GuestMeasurement> {
   const q = await QemuProcess.start({ ...launch, name: "measure" });
   started.push(q);
@@ -47,7 +53,7 @@ export async function measureGuest(
     undefined,
   );
   const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
-  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, completionBytes) : null;
+  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, run) : null;
   return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted, probe };
 }
 
@@ -88,11 +94,14 @@ export function calibrateFromRun(
   const first = firstPassRate(samples);
   if (!first) return null;
   const timed = firstPassRate(samples, first.fromMs + CALIBRATION_MS) ?? first;
-  // Where max-bandwidth paced the pass, QEMU's windows each send their
-  // budget: the rates 50 ms samples show around that are the sampling's,
-  // not the windows'.
+  // Where max-bandwidth paced the pass, QEMU's windows each send at most
+  // their budget: the rates 50 ms samples show above it are the
+  // sampling's, not the windows'; the windows keep their spread below it
+  // (a thread that woke late sent less) and the pass's mean.
   const paced = timed.rate >= maxBandwidth * PACED_SHARE;
-  const pass = paced ? { ...timed, windowRates: [] } : timed;
+  const pass = paced
+    ? { ...timed, windowRates: cappedWindowRates(timed.windowRates, maxBandwidth, timed.rate) }
+    : timed;
   const probe: HostProbe = measured.probe
     ? {
         ...measured.probe,

@@ -596,8 +596,9 @@ function registerPredict(qemu: Command): void {
           flags.calcTimes,
           started,
           flags.probeMs,
-          // The probe completes with about the run's threshold left.
-          (settings.maxBandwidth * settings.downtimeLimitMs) / 1000,
+          // After its first pass the probe goes on as the run will, so
+          // that it completes with about as much left as the run.
+          settings,
         ),
       );
       const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
