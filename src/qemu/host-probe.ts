@@ -180,20 +180,41 @@ export async function probeHost(
     }
   }
   await destination.stop();
+  if (!completing) {
+    // QEMU completed on its own before any sample saw its second sync: the
+    // guest's writes are counted up to the stop (QEMU's clock: total-time
+    // less downtime).
+    const status = await readGuestStatus(source.qmp);
+    const ranMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
+    writesDuring = ranMs > 0 ? ((status.writes - before.writes) * 1000) / ranMs : 0;
+  }
   // A first pass quicker than two samples (a quiet host with no rate
   // limit) has no interval to time: its bytes over the time to the sample
-  // that saw it done, setup included, are then the rate.
+  // that saw it done, setup included, are then the rate. A pass so quick
+  // that QEMU completed before any sample saw it done (its threshold is 0
+  // until its first 100 ms bandwidth window closes, and an empty pending
+  // set then completes at once: `migration_iteration_run`) is timed by
+  // QEMU's own clock: what went before the stop over total-time less
+  // downtime.
   const done = samples.find((x) => (x.info.ram?.["dirty-sync-count"] ?? 0) >= 2);
   const doneBytes = done?.info.ram?.transferred ?? 0;
+  const precopyBytes =
+    final.ram?.["precopy-bytes"] ??
+    (final.ram?.transferred ?? 0) - (final.ram?.["downtime-bytes"] ?? 0);
+  const precopyMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
   const pass =
     firstPassRate(samples, completingAt) ??
     (done && done.atMs > 0 && doneBytes > 0
       ? { rate: (doneBytes * 1000) / done.atMs, startMs: 0, intervals: 1 }
-      : null);
-  if (!pass)
+      : !done && precopyMs > 0 && precopyBytes > 0
+        ? { rate: (precopyBytes * 1000) / precopyMs, startMs: 0, intervals: 0 }
+        : null);
+  if (!pass) {
+    const syncs = final.ram?.["dirty-sync-count"] ?? 0;
     throw new HostProbeError(
-      `in ${probeMs} ms of migrating with no rate limit no ${sampleMs} ms interval of the first pass carried mostly normal pages: make the working set larger or the probe longer`,
+      `the probe's first pass gave no rate: ${samples.length} samples while it ran, none of them ${sampleMs} ms apart over mostly normal pages${done ? `, its end seen at ${Math.round(done.atMs)} ms with ${doneBytes} bytes sent` : ""}; QEMU ${final.status} after ${syncs} syncs, ${precopyBytes} bytes before the stop in ${precopyMs} ms`,
     );
+  }
   const hostRate = pass.rate;
   const startMs = pass.startMs;
   // QEMU counts what it sent with the guest stopped (downtime-bytes, 7.1
