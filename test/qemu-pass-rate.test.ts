@@ -4,6 +4,7 @@ import {
   cappedWindowRates,
   firstPassRate,
   MIN_ZERO_PAGES,
+  resendRate,
   WINDOW_MS,
   zeroScanRate,
 } from "../src/qemu/pass-rate.js";
@@ -220,5 +221,27 @@ describe("window rates under max-bandwidth", () => {
         },
       ),
     );
+  });
+});
+
+describe("the rate after the first pass", () => {
+  it("bytes over time of the samples past the first pass from the given time on, stalls included", () => {
+    const samples = [
+      sample(0, 0, 0, 1),
+      sample(50, 10 * MiB, 10 * MiB, 1),
+      // Past the first pass, but before the run's parameters held.
+      sample(100, 30 * MiB, 30 * MiB, 2),
+      sample(150, 35 * MiB, 35 * MiB, 2),
+      sample(200, 35 * MiB, 35 * MiB, 3),
+      sample(250, 40 * MiB, 40 * MiB, 3),
+      sample(350, 50 * MiB, 50 * MiB, 4),
+    ];
+    // From 150 ms: 15 MiB in 200 ms.
+    expect(resendRate(samples, 120)).toBeCloseTo((15 * MiB * 1000) / 200, 6);
+    // From 100 ms: 20 MiB in 250 ms.
+    expect(resendRate(samples)).toBeCloseTo((20 * MiB * 1000) / 250, 6);
+    // Less than MIN_RESEND_SPAN_MS of samples: no rate.
+    expect(resendRate(samples, 200)).toBeNull();
+    expect(resendRate(samples.slice(0, 2))).toBeNull();
   });
 });

@@ -1,6 +1,6 @@
 import { readGuestStatus } from "./guest-status.js";
 import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
-import { firstPassRate, zeroScanRate } from "./pass-rate.js";
+import { firstPassRate, resendRate, zeroScanRate } from "./pass-rate.js";
 import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.js";
 import type { MigrateSample } from "./rounds.js";
 
@@ -37,6 +37,12 @@ export interface HostProbe {
    * them to time.
    */
   readonly zeroScanRate: number | null;
+  /**
+   * Bytes per second after the first pass, under the run's max-bandwidth
+   * (pages the destination holds), or null when the probe completed too
+   * soon after its first pass to time it.
+   */
+  readonly resendRate: number | null;
   /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
   /**
@@ -119,11 +125,14 @@ export async function probeHost(
   const active: Point[] = [];
   const samples: MigrateSample[] = [];
   let completingAt = Number.POSITIVE_INFINITY;
+  // From when the run's parameters hold (after the first pass).
+  let resendFrom = Number.POSITIVE_INFINITY;
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
   let writesDuring = 0;
   let completing = false;
   let forced = false;
+  let forcedAt = Number.POSITIVE_INFINITY;
   await source.qmp.execute("migrate", { uri });
   let final: QemuMigrationInfo | undefined;
   for (;;) {
@@ -172,9 +181,11 @@ export async function probeHost(
       );
       completing = true;
       completingAt = at;
+      if (at <= probeMs && run) resendFrom = performance.now() - t0;
     }
     // Not done within the probe's time: complete now, whatever is left.
     if (completing && !forced && (at > probeMs || at > completingAt + SHRINK_WAIT_MS)) {
+      forcedAt = at;
       await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
       forced = true;
     }
@@ -240,6 +251,10 @@ export async function probeHost(
     startMs,
     intervals: pass.intervals,
     zeroScanRate: zeroScanRate(samples, completingAt),
+    resendRate: resendRate(
+      samples.filter((x) => x.atMs <= forcedAt),
+      resendFrom,
+    ),
     writesPerSecondDuring: writesDuring,
   };
 }

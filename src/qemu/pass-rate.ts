@@ -178,3 +178,30 @@ export function cappedWindowRates(windows: readonly number[], cap: number, mean:
   }
   return positive.map((w) => Math.min(cap, w * hi));
 }
+
+/** A rate after the first pass needs samples at least this far apart, ms (two bandwidth windows). */
+export const MIN_RESEND_SPAN_MS = 2 * WINDOW_MS;
+
+/**
+ * How fast QEMU sent after its first pass, from query-migrate samples (in
+ * time order) taken from `fromMs` on: bytes over time from the first to
+ * the last sample that saw the migration active past its first pass
+ * (dirty-sync-count 2 or more), stalls included. Those pages are ones the
+ * destination already holds. Null when those samples span less than
+ * {@link MIN_RESEND_SPAN_MS} or sent nothing.
+ */
+export function resendRate(samples: readonly MigrateSample[], fromMs = 0): number | null {
+  let first: { at: number; transferred: number } | undefined;
+  let last: { at: number; transferred: number } | undefined;
+  for (const s of samples) {
+    const ram = s.info.ram;
+    if (s.atMs < fromMs || !ram || s.info.status !== "active") continue;
+    if ((ram["dirty-sync-count"] ?? 0) < 2) continue;
+    const now = { at: s.atMs, transferred: ram.transferred ?? 0 };
+    first ??= now;
+    last = now;
+  }
+  if (!first || !last || last.at - first.at < MIN_RESEND_SPAN_MS) return null;
+  const rate = ((last.transferred - first.transferred) * 1000) / (last.at - first.at);
+  return rate > 0 && Number.isFinite(rate) ? rate : null;
+}

@@ -123,6 +123,7 @@ export function calibrateFromRun(
         startMs: pass.startMs,
         intervals: pass.intervals,
         zeroScanRate: zeroScanRate(samples, CALIBRATION_MS),
+        resendRate: null,
         writesPerSecondDuring: writesPerSecondDuring ?? measured.writesPerSecond,
         windowRates: pass.windowRates,
       };
@@ -198,6 +199,7 @@ export async function predictMigration(
             stopMs: QEMU_STOP_MS,
             ...(probe.windowRates ? { windowRates: probe.windowRates } : {}),
             ...zeroTail,
+            ...(probe.resendRate ? { resendRate: probe.resendRate } : {}),
           },
           latencyMs: LOOPBACK_LATENCY_MS,
           deviceStateBytes: QEMU_DEVICE_STATE_BYTES,
