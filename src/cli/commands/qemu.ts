@@ -667,7 +667,7 @@ function registerPredict(qemu: Command): void {
       );
       if (measured.probe)
         console.log(
-          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (${formatBytes(measured.probe.completion.bytes)} in ${measured.probe.completion.downtimeMs} ms of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile`,
+          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (${formatBytes(measured.probe.completion.bytes)} in ${measured.probe.completion.downtimeMs} ms of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile; after the first pass ${measured.probe.resendRate ? `${formatBytes(measured.probe.resendRate)}/s` : "not timed"}; zero pages scanned ${measured.probe.zeroScanRate ? `${Math.round(measured.probe.zeroScanRate)}/s` : "not timed"}`,
         );
       const p = predicted.summary;
       console.log(
