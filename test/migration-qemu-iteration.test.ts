@@ -6,6 +6,7 @@ import {
   MAX_WAIT_MS,
   type QemuIterationOptions,
   thresholdBytes,
+  ZERO_RECORD_BYTES,
 } from "../src/migration/qemu-iteration/iteration.js";
 
 const MiB = 1024 ** 2;
@@ -154,6 +155,67 @@ describe("QEMU's iteration on virtual time", () => {
     );
   });
 
+  it("a zero tail: the first pass scans it after the working set at the scan rate, a header a page, and no sync comes before it is scanned", async () => {
+    const tail = 50_000;
+    const zeroScanRate = 20_000;
+    const idleTail: Point = { ...idle, it: { ...idle.it, zeroTailPages: tail, zeroScanRate } };
+    const r = await runMigration(options(idleTail));
+    const s = r.summary;
+    expect(s.status).toBe("completed");
+    expect(s["dirty-sync-count"]).toBe(3);
+    expect(s.duplicate).toBe(tail);
+    // The estimate counted the tail as whole pages: the pass sent every
+    // page of the working set before it synced, so nothing was left for
+    // the pause but the device state.
+    expect(s["downtime-bytes"]).toBe(idle.deviceStateBytes);
+    const pages = idle.guestBytes / PAGE;
+    expect(s.transferred).toBe(pages * RECORD + tail * ZERO_RECORD_BYTES + idle.deviceStateBytes);
+    const downtime = idle.it.stopMs + (idle.deviceStateBytes / idle.it.completionRate) * 1000;
+    const precopyMs =
+      idle.it.startMs + ((pages * RECORD) / idle.it.hostRate) * 1000 + (tail / zeroScanRate) * 1000;
+    expect(s["total-time"]).toBeCloseTo(precopyMs + downtime, 6);
+
+    // A writing guest dirties the working set over the scan too: the first
+    // sync finds N (1 - exp(-w t / N)) pages, t up to the scan's end.
+    const writing: Point = { ...idleTail, writesPerSecond: 2000 };
+    const w = await runMigration(options(writing));
+    // A round's pages-dirtied: what the sync that ended it found.
+    const first = w.rounds.filter((x) => x.phase === "precopy")[0];
+    const t = precopyMs / 1000;
+    const expected = pages * -Math.expm1(-(writing.writesPerSecond * t) / pages);
+    expect(first?.["pages-dirtied"]).toBeGreaterThan(expected * 0.97);
+    expect(first?.["pages-dirtied"]).toBeLessThan(expected * 1.03);
+
+    // A limit inside the scan cuts it there.
+    const cut = await runMigration({ ...options(idleTail), timeoutMs: 2000 });
+    expect(cut.summary.status).toBe("not-converged");
+    expect(cut.summary.duplicate).toBeLessThan(tail);
+    expect(cut.summary.duplicate).toBeGreaterThan(0);
+  });
+
+  it("a resend rate: the first pass at the host's rate, the passes after it at the resend rate", async () => {
+    const point: Point = {
+      ...idle,
+      guestBytes: 128 * MiB,
+      writesPerSecond: 4000,
+      maxBandwidth: 1000 * MiB,
+    };
+    const resendRate = 3 * point.it.hostRate;
+    const r = await runMigration(options({ ...point, it: { ...point.it, resendRate } }));
+    const rounds = r.rounds.filter((x) => x.phase === "precopy");
+    const [first, second] = rounds;
+    if (!first || !second) throw new Error("fewer than two passes");
+    // Bytes over the pass's time (the first pass after its start time).
+    const rate = (x: typeof first, startMs = 0) =>
+      (x["bytes-sent"] * 1000) / (x["duration-ms"] - startMs);
+    expect(rate(first, point.it.startMs)).toBeCloseTo(point.it.hostRate, -3);
+    expect(rate(second)).toBeCloseTo(resendRate, -3);
+    // The same run without it: the first pass alike, the rest slower.
+    const plain = await runMigration(options(point));
+    expect(plain.rounds[0]?.["pages-dirtied"]).toBe(first["pages-dirtied"]);
+    expect(plain.summary["total-time"]).toBeGreaterThan(r.summary["total-time"]);
+  });
+
   const points: [string, Point][] = [
     [
       "256 MiB, 8,000 writes/s, 100 MiB/s capped by a 60 MiB/s host, 100 ms",
@@ -231,6 +293,10 @@ describe("QEMU's iteration on virtual time", () => {
       [{ qemuIteration: { ...idle.it, stopMs: Number.POSITIVE_INFINITY } }, /stop cost/],
       [{ qemuIteration: { ...idle.it, windowRates: [MiB, 0] } }, /window rate 1/],
       [{ qemuIteration: { ...idle.it, windowRates: [Number.NaN] } }, /window rate 0/],
+      [{ qemuIteration: { ...idle.it, zeroTailPages: -1 } }, /zero tail/],
+      [{ qemuIteration: { ...idle.it, resendRate: 0 } }, /resend rate/],
+      [{ qemuIteration: { ...idle.it, zeroTailPages: 10 } }, /scan rate/],
+      [{ qemuIteration: { ...idle.it, zeroTailPages: 10, zeroScanRate: 0 } }, /scan rate/],
       [
         { qemuIteration: { ...idle.it, windowRates: new Array(10_001).fill(MiB) } },
         /10001 window rates/,

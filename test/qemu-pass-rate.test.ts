@@ -1,6 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { firstPassRate, WINDOW_MS } from "../src/qemu/pass-rate.js";
+import {
+  cappedWindowRates,
+  firstPassRate,
+  MIN_ZERO_PAGES,
+  resendRate,
+  WINDOW_MS,
+  zeroScanRate,
+} from "../src/qemu/pass-rate.js";
 import type { MigrateSample } from "../src/qemu/rounds.js";
 
 const MiB = 1024 ** 2;
@@ -110,5 +117,131 @@ describe("the first pass's sending rate from query-migrate samples", () => {
       { numRuns: 2000 },
     );
     expect(WINDOW_MS).toBe(100);
+  });
+});
+
+/** A sample with page counts: `normal` pages sent, `zero` pages found zero. */
+function pageSample(atMs: number, normal: number, zero: number, syncs: number): MigrateSample {
+  return {
+    atMs,
+    info: {
+      status: "active",
+      ram: {
+        transferred: normal * 4104 + zero * 9,
+        normal,
+        duplicate: zero,
+        "normal-bytes": normal * 4096,
+        "dirty-sync-count": syncs,
+      },
+    },
+  };
+}
+
+describe("the first pass's zero-page scan rate from query-migrate samples", () => {
+  it("times only the intervals of mostly zero pages in the first pass", () => {
+    const samples = [
+      pageSample(0, 0, 0, 1),
+      // The working set: normal pages only.
+      pageSample(50, 2000, 0, 1),
+      pageSample(100, 4000, 0, 1),
+      // Its end and the tail's start: half and half, not timed.
+      pageSample(150, 5000, 1000, 1),
+      // The tail: 2,000 zero pages in each 50 ms, then 3,000 in 100 ms.
+      pageSample(200, 5000, 3000, 1),
+      pageSample(250, 5000, 5000, 1),
+      pageSample(350, 5000, 8000, 1),
+      // Past the second sync: not the first pass.
+      pageSample(400, 5000, 50_000, 2),
+    ];
+    // 7,000 pages in 200 ms.
+    expect(zeroScanRate(samples)).toBeCloseTo(35_000, 6);
+    // Up to 250 ms: 4,000 pages in 100 ms.
+    expect(zeroScanRate(samples, 250)).toBeCloseTo(40_000, 6);
+    // Up to 200 ms: 2,000 pages in one interval, enough.
+    expect(zeroScanRate(samples, 200)).toBeCloseTo(40_000, 6);
+    // Fewer than MIN_ZERO_PAGES are too few to time.
+    const few = [pageSample(0, 0, 0, 1), pageSample(50, 0, MIN_ZERO_PAGES - 1, 1)];
+    expect(zeroScanRate(few)).toBeNull();
+    expect(zeroScanRate([...few, pageSample(60, 0, MIN_ZERO_PAGES, 1)])).toBeCloseTo(
+      (MIN_ZERO_PAGES * 1000) / 60,
+      6,
+    );
+  });
+
+  it("never a rate from garbage: absent counters, counters going back, no time passing", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            at: fc.double({ min: -1e6, max: 1e6, noNaN: true }),
+            normal: fc.integer({ min: -1e6, max: 1e6 }),
+            zero: fc.integer({ min: -1e6, max: 1e6 }),
+            syncs: fc.integer({ min: 0, max: 3 }),
+          }),
+          { maxLength: 30 },
+        ),
+        (raw) => {
+          const r = zeroScanRate(raw.map((x) => pageSample(x.at, x.normal, x.zero, x.syncs)));
+          expect(r === null || (Number.isFinite(r) && r > 0)).toBe(true);
+        },
+      ),
+    );
+  });
+});
+
+describe("window rates under max-bandwidth", () => {
+  it("capped at the budget's rate, spread kept below it, mean kept", () => {
+    // Mean 46 with a cap of 50: windows above the cap are the sampling's.
+    const r = cappedWindowRates([60, 30, 55, 39], 50, 46);
+    expect(Math.max(...r)).toBeCloseTo(50, 9);
+    expect(r.reduce((a, b) => a + b, 0) / r.length).toBeCloseTo(46, 6);
+    // The slow windows stay slower than the fast ones, in the same order.
+    expect(r[1]).toBeLessThan(r[3] ?? 0);
+    expect(r[3]).toBeLessThan(50);
+    // A mean at the cap or above: every window sends its budget.
+    expect(cappedWindowRates([10, 90], 50, 50)).toEqual([50, 50]);
+    expect(cappedWindowRates([], 50, 40)).toEqual([]);
+  });
+
+  it("any windows: every rate in (0, cap], their mean the asked one when below the cap", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.double({ min: 1, max: 1e9, noNaN: true }), { minLength: 1, maxLength: 50 }),
+        fc.double({ min: 1, max: 1e9, noNaN: true }),
+        fc.double({ min: 0.01, max: 0.99, noNaN: true }),
+        (windows, cap, share) => {
+          const mean = cap * share;
+          const r = cappedWindowRates(windows, cap, mean);
+          expect(r.length).toBe(windows.length);
+          for (const w of r) {
+            expect(w).toBeGreaterThan(0);
+            expect(w).toBeLessThanOrEqual(cap);
+          }
+          expect(r.reduce((a, b) => a + b, 0) / r.length).toBeCloseTo(mean, 3);
+        },
+      ),
+    );
+  });
+});
+
+describe("the rate after the first pass", () => {
+  it("bytes over time of the samples past the first pass from the given time on, stalls included", () => {
+    const samples = [
+      sample(0, 0, 0, 1),
+      sample(50, 10 * MiB, 10 * MiB, 1),
+      // Past the first pass, but before the run's parameters held.
+      sample(100, 30 * MiB, 30 * MiB, 2),
+      sample(150, 35 * MiB, 35 * MiB, 2),
+      sample(200, 35 * MiB, 35 * MiB, 3),
+      sample(250, 40 * MiB, 40 * MiB, 3),
+      sample(350, 50 * MiB, 50 * MiB, 4),
+    ];
+    // From 150 ms: 15 MiB in 200 ms.
+    expect(resendRate(samples, 120)).toBeCloseTo((15 * MiB * 1000) / 200, 6);
+    // From 100 ms: 20 MiB in 250 ms.
+    expect(resendRate(samples)).toBeCloseTo((20 * MiB * 1000) / 250, 6);
+    // Less than MIN_RESEND_SPAN_MS of samples: no rate.
+    expect(resendRate(samples, 200)).toBeNull();
+    expect(resendRate(samples.slice(0, 2))).toBeNull();
   });
 });

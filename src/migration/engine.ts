@@ -25,6 +25,7 @@ import {
   chunkBytes,
   type QemuIterationOptions,
   thresholdBytes,
+  ZERO_RECORD_BYTES,
 } from "./qemu-iteration/iteration.js";
 import type { MigrationResult } from "./stats.js";
 import { VirtualLink } from "./virtual-link.js";
@@ -197,9 +198,12 @@ export class Migration {
     const pageRecord = this.pageBytes + RECORD_HEADER_BYTES;
     const chunk = Math.max(1, Math.floor(chunkBytes(it, this.o.maxBandwidth) / pageRecord));
     let remaining = this.s.pendingPages;
+    // QEMU's estimate counts the zero pages the first pass has still to
+    // scan as whole pages (they are set in its bitmap until scanned).
     const below = () =>
       running &&
-      remaining * this.pageBytes < thresholdBytes(this.s.lastWindowRate, this.o.downtimeLimitMs);
+      (remaining + this.s.zeroTailPages) * this.pageBytes <
+        thresholdBytes(this.s.lastWindowRate, this.o.downtimeLimitMs);
     // The scan goes on from where the last iteration left it and wraps at
     // the end of RAM, as QEMU's does (`last_seen_block` and `last_page` in
     // `ram_find_and_save_block`): a pass cut short at the threshold does not
@@ -209,6 +213,13 @@ export class Migration {
     while (!below()) {
       const n = this.pending.next(this.cursor, this.list);
       if (n === 0) {
+        // The working set is behind the scan: the zero pages past it come next.
+        if (this.s.zeroTailPages > 0) {
+          const tail = await this.scanZeroTail(it, running, untilMs);
+          sent.bytes += tail.bytes;
+          if (tail.cut) return { ...sent, cut: true };
+          continue;
+        }
         if (wrapped) break;
         this.pending.resetCursor(this.cursor);
         wrapped = true;
@@ -236,6 +247,43 @@ export class Migration {
       }
     }
     return { ...sent, cut: false };
+  }
+
+  /**
+   * The first pass's scan of the zero pages past the working set: no link
+   * time (a header each), the host's scan time, measured. The clock moves a
+   * bandwidth window at a time, so QEMU's windows see the scan's trickle of
+   * bytes and its threshold falls with it, as QEMU's does; the guest writes
+   * meanwhile. Stops at `untilMs` while the guest runs.
+   */
+  private async scanZeroTail(
+    it: QemuIterationOptions,
+    running: boolean,
+    untilMs: number,
+  ): Promise<{ bytes: number; cut: boolean }> {
+    const msPerPage = 1000 / (it.zeroScanRate ?? Number.POSITIVE_INFINITY);
+    const perWindow = Math.max(1, Math.floor(this.o.windowMs / msPerPage));
+    let bytes = 0;
+    while (this.s.zeroTailPages > 0) {
+      let pages = Math.min(this.s.zeroTailPages, perWindow);
+      let cut = false;
+      if (running && this.s.clockMs + pages * msPerPage > untilMs) {
+        pages = Math.max(0, Math.floor((untilMs - this.s.clockMs) / msPerPage));
+        cut = true;
+      }
+      const out = pages * ZERO_RECORD_BYTES;
+      await this.v.advance(
+        cut ? Math.max(0, untilMs - this.s.clockMs) : pages * msPerPage,
+        running,
+        out,
+      );
+      this.s.zeroTailPages -= pages;
+      this.s.counts.zero += pages;
+      this.s.counts.bytes += out;
+      bytes += out;
+      if (cut) return { bytes, cut: true };
+    }
+    return { bytes, cut: false };
   }
 
   /**

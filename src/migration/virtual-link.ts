@@ -25,7 +25,8 @@ export class VirtualLink {
     const it = this.o.qemuIteration;
     const rate = it
       ? running
-        ? runningRate(it, this.o.maxBandwidth, this.s.windowsClosed)
+        ? // The setup sync is the first: the first pass runs until the second.
+          runningRate(it, this.o.maxBandwidth, this.s.windowsClosed, this.s.syncs <= 1)
         : it.completionRate
       : this.o.maxBandwidth;
     return Number.isFinite(rate) ? (bytes / rate) * 1000 : 0;

@@ -23,6 +23,8 @@ export class VirtualRunState {
   lastWindowRate: number | null = null;
   /** Bandwidth windows closed so far (QEMU's iteration: which measured window rate the link runs at). */
   windowsClosed = 0;
+  /** Zero pages past the working set the first pass has still to scan (QEMU's iteration). */
+  zeroTailPages: number;
   /** The guest wrote after the run began: the encode-time source hashes may be stale. */
   guestWrote = false;
   /** Destination RAM was written other than by the decoder: its recorded hashes may be stale. */
@@ -30,5 +32,6 @@ export class VirtualRunState {
 
   constructor(o: ResolvedMigrationOptions) {
     this.throttle = new AutoConverge(o);
+    this.zeroTailPages = o.qemuIteration?.zeroTailPages ?? 0;
   }
 }

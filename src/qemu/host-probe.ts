@@ -1,6 +1,6 @@
 import { readGuestStatus } from "./guest-status.js";
 import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
-import { firstPassRate } from "./pass-rate.js";
+import { firstPassRate, resendRate, zeroScanRate } from "./pass-rate.js";
 import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.js";
 import type { MigrateSample } from "./rounds.js";
 
@@ -31,6 +31,18 @@ export interface HostProbe {
   readonly startMs: number;
   /** Sampling intervals the host's rate spans. */
   readonly intervals: number;
+  /**
+   * Zero pages a second the probe's first pass scanned (the pages past the
+   * working set, never written), or null when it saw too few intervals of
+   * them to time.
+   */
+  readonly zeroScanRate: number | null;
+  /**
+   * Bytes per second after the first pass, under the run's max-bandwidth
+   * (pages the destination holds), or null when the probe completed too
+   * soon after its first pass to time it.
+   */
+  readonly resendRate: number | null;
   /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
   /**
@@ -71,12 +83,16 @@ interface Point {
  * Migrates the running guest to a throw-away destination with no rate limit
  * and downtime-limit 1 ms (so it does not complete), samples query-migrate
  * every `sampleMs` through the first pass while the guest runs, and once
- * the first pass is done (QEMU synced again) raises downtime-limit so that
- * QEMU completes at once: it stops the guest and sends the pages dirtied
- * since, pages the destination already holds, as it sends the last pages of
- * any migration, and about as many as the run will leave for its completion
- * (`completionBytes`, the run's bandwidth x downtime-limit): a completion
- * that fits the socket's buffers goes faster than one the destination paces. (A completion of first-pass pages went several times
+ * the first pass is done (QEMU synced again) sets the run's max-bandwidth
+ * and downtime-limit (`run`), so that QEMU goes on as the run will and
+ * completes on its own when pending fits the run's threshold: it stops the
+ * guest and sends the pages dirtied since, pages the destination already
+ * holds, as it sends the last pages of any migration, and about as many as
+ * the run will leave for its completion: a completion that fits the
+ * socket's buffers goes faster than one the destination paces. (With no
+ * rate limit after the first pass, pending stayed so small for a hot set
+ * that QEMU completed with 200 KB in 1 ms, too little to time; and a
+ * completion of first-pass pages went several times
  * slower in runs here, 125 MiB/s against some 870 MiB/s for re-dirtied
  * pages; the destination touching each page for the first time is the
  * likely reason.)
@@ -91,7 +107,7 @@ export async function probeHost(
   launch: Omit<QemuLaunch, "name" | "incoming">,
   started: QemuProcess[],
   probeMs: number,
-  completionBytes: number,
+  run: { readonly maxBandwidth: number; readonly downtimeLimitMs: number } | null,
   sampleMs = 50,
 ): Promise<HostProbe> {
   const destination = await QemuProcess.start({
@@ -109,11 +125,14 @@ export async function probeHost(
   const active: Point[] = [];
   const samples: MigrateSample[] = [];
   let completingAt = Number.POSITIVE_INFINITY;
+  // From when the run's parameters hold (after the first pass).
+  let resendFrom = Number.POSITIVE_INFINITY;
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
   let writesDuring = 0;
   let completing = false;
   let forced = false;
+  let forcedAt = Number.POSITIVE_INFINITY;
   await source.qmp.execute("migrate", { uri });
   let final: QemuMigrationInfo | undefined;
   for (;;) {
@@ -149,38 +168,64 @@ export async function probeHost(
       const status = await readGuestStatus(source.qmp);
       writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
       // QEMU completes on its own once pending fits its threshold (the
-      // measured bandwidth x downtime-limit): a limit that makes that
-      // threshold the run's makes the completion as large as the run's.
-      const rate = firstPassRate(samples)?.rate;
-      const limit =
-        at > probeMs || !rate
-          ? COMPLETE_NOW_MS
-          : Math.min(COMPLETE_NOW_MS, Math.max(1, Math.round((completionBytes / rate) * 1000)));
-      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": limit });
+      // measured bandwidth x downtime-limit): under the run's parameters
+      // its passes, and so the pages left at the switch, are the run's.
+      await source.qmp.execute(
+        "migrate-set-parameters",
+        at > probeMs || !run
+          ? { "downtime-limit": COMPLETE_NOW_MS }
+          : {
+              "max-bandwidth": Math.round(run.maxBandwidth),
+              "downtime-limit": Math.round(run.downtimeLimitMs),
+            },
+      );
       completing = true;
       completingAt = at;
+      if (at <= probeMs && run) resendFrom = performance.now() - t0;
     }
     // Not done within the probe's time: complete now, whatever is left.
     if (completing && !forced && (at > probeMs || at > completingAt + SHRINK_WAIT_MS)) {
+      forcedAt = at;
       await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
       forced = true;
     }
   }
   await destination.stop();
+  if (!completing) {
+    // QEMU completed on its own before any sample saw its second sync: the
+    // guest's writes are counted up to the stop (QEMU's clock: total-time
+    // less downtime).
+    const status = await readGuestStatus(source.qmp);
+    const ranMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
+    writesDuring = ranMs > 0 ? ((status.writes - before.writes) * 1000) / ranMs : 0;
+  }
   // A first pass quicker than two samples (a quiet host with no rate
   // limit) has no interval to time: its bytes over the time to the sample
-  // that saw it done, setup included, are then the rate.
+  // that saw it done, setup included, are then the rate. A pass so quick
+  // that QEMU completed before any sample saw it done (its threshold is 0
+  // until its first 100 ms bandwidth window closes, and an empty pending
+  // set then completes at once: `migration_iteration_run`) is timed by
+  // QEMU's own clock: what went before the stop over total-time less
+  // downtime.
   const done = samples.find((x) => (x.info.ram?.["dirty-sync-count"] ?? 0) >= 2);
   const doneBytes = done?.info.ram?.transferred ?? 0;
+  const precopyBytes =
+    final.ram?.["precopy-bytes"] ??
+    (final.ram?.transferred ?? 0) - (final.ram?.["downtime-bytes"] ?? 0);
+  const precopyMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
   const pass =
     firstPassRate(samples, completingAt) ??
     (done && done.atMs > 0 && doneBytes > 0
       ? { rate: (doneBytes * 1000) / done.atMs, startMs: 0, intervals: 1 }
-      : null);
-  if (!pass)
+      : !done && precopyMs > 0 && precopyBytes > 0
+        ? { rate: (precopyBytes * 1000) / precopyMs, startMs: 0, intervals: 0 }
+        : null);
+  if (!pass) {
+    const syncs = final.ram?.["dirty-sync-count"] ?? 0;
     throw new HostProbeError(
-      `in ${probeMs} ms of migrating with no rate limit no ${sampleMs} ms interval of the first pass carried mostly normal pages: make the working set larger or the probe longer`,
+      `the probe's first pass gave no rate: ${samples.length} samples while it ran, none of them ${sampleMs} ms apart over mostly normal pages${done ? `, its end seen at ${Math.round(done.atMs)} ms with ${doneBytes} bytes sent` : ""}; QEMU ${final.status} after ${syncs} syncs, ${precopyBytes} bytes before the stop in ${precopyMs} ms`,
     );
+  }
   const hostRate = pass.rate;
   const startMs = pass.startMs;
   // QEMU counts what it sent with the guest stopped (downtime-bytes, 7.1
@@ -205,6 +250,11 @@ export async function probeHost(
     completion: { bytes, downtimeMs },
     startMs,
     intervals: pass.intervals,
+    zeroScanRate: zeroScanRate(samples, completingAt),
+    resendRate: resendRate(
+      samples.filter((x) => x.atMs <= forcedAt),
+      resendFrom,
+    ),
     writesPerSecondDuring: writesDuring,
   };
 }

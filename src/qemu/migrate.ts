@@ -2,6 +2,7 @@ import type { MigrationResult } from "../migration/stats.js";
 import type { ResolvedGuestSpec } from "./guest-image.js";
 import { type MeasuredRate, measureWriteRate, waitUntilWriting } from "./guest-rate.js";
 import { readGuestStatus } from "./guest-status.js";
+import { CALIBRATION_MS } from "./pass-rate.js";
 import { type Accelerator, freeLoopbackPort, QemuProcess, QemuStartError } from "./qemu-process.js";
 import { QmpCommandError } from "./qmp-client.js";
 import type { MigrateSample } from "./rounds.js";
@@ -54,6 +55,11 @@ export interface QemuMigrationRun {
   readonly rateBefore: MeasuredRate;
   /** Writes per second while pre-copy ran (counter at `migrate` to counter once the source stopped). */
   readonly rateDuring: number;
+  /**
+   * Writes per second over the first {@link CALIBRATION_MS} after `migrate`
+   * (the whole pre-copy's rate when it ended sooner).
+   */
+  readonly rateFirstSecond: number;
   /** The destination ran the guest afterwards (its counter advanced). */
   readonly destinationRuns: boolean | null;
   readonly qemuVersion: string;
@@ -132,6 +138,27 @@ export async function runQemuMigration(
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
   await source.qmp.execute("migrate", { uri });
+  // The write counter once more CALIBRATION_MS in, while pre-copy runs: the
+  // guest's rate under this migration from its start (the read's instant is
+  // the middle of its round trip).
+  let early: { writes: number; atMs: number } | null = null;
+  let ended = false;
+  let stopEarly = () => {};
+  const earlyRead = new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      const sent = performance.now();
+      readGuestStatus(source.qmp)
+        .then((status) => {
+          if (!ended) early = { writes: status.writes, atMs: (sent + performance.now()) / 2 - t0 };
+        })
+        .catch(() => {})
+        .finally(resolve);
+    }, CALIBRATION_MS);
+    stopEarly = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
   const {
     result,
     samples,
@@ -148,6 +175,11 @@ export async function runQemuMigration(
     },
     t0,
   );
+  // A read still under way when the migration ended counts the stop: not
+  // the first second's rate.
+  ended = true;
+  stopEarly();
+  await earlyRead;
   // The source's vCPU is stopped once the migration completed (or runs on
   // after a cancel): its counter then tells how much it wrote meanwhile.
   const after = await readGuestStatus(source.qmp);
@@ -156,6 +188,11 @@ export async function runQemuMigration(
     (info["total-time"] ?? samples.at(-1)?.atMs ?? 1) - (info.downtime ?? 0),
   );
   const rateDuring = ((after.writes - before.writes) * 1000) / precopyMs;
+  const first = early as { writes: number; atMs: number } | null;
+  const rateFirstSecond =
+    first && first.atMs > 0 && first.atMs < precopyMs
+      ? ((first.writes - before.writes) * 1000) / first.atMs
+      : rateDuring;
   let destinationRuns: boolean | null = null;
   if (info.status === "completed") {
     const a = await readGuestStatus(destination.qmp);
@@ -168,6 +205,7 @@ export async function runQemuMigration(
     samples,
     rateBefore,
     rateDuring,
+    rateFirstSecond,
     destinationRuns,
     qemuVersion: source.qmp.version,
     pids: { source: source.pid, destination: destination.pid },

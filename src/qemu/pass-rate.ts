@@ -33,6 +33,13 @@ export interface PassRate {
   readonly windowRates: readonly number[];
 }
 
+/**
+ * The start of a real run that calibrates the model, ms after `migrate`:
+ * long enough to span several of QEMU's 100 ms rate-limit windows, short
+ * enough to be a small part of any run the fidelity suite makes.
+ */
+export const CALIBRATION_MS = 1000;
+
 /** QEMU's bandwidth window (`BUFFER_DELAY` in migration/migration.c), ms. */
 export const WINDOW_MS = 100;
 
@@ -101,4 +108,100 @@ export function firstPassRate(
     intervals,
     startMs: Math.max(0, first.at - (first.transferred * 1000) / rate),
   };
+}
+
+/**
+ * The zero-page scan rate needs at least this many zero pages timed: the
+ * pages below the working set (16 MiB of them) that every run's first pass
+ * scans before its first normal page give about 4,000.
+ */
+export const MIN_ZERO_PAGES = 1024;
+
+/**
+ * Zero pages a second QEMU's first pass scanned, from its query-migrate
+ * samples (in time order): `ram.duplicate` (pages found zero) over the
+ * time of the sampling intervals in which at least {@link NORMAL_SHARE} of
+ * the pages moved were zero. QEMU 7.2 reads each page with `buffer_is_zero`
+ * and sends a zero one as a header (`save_zero_page`, migration/ram.c), so
+ * a run of zero pages costs the host's scan time, not link time. Null when
+ * such intervals held fewer than {@link MIN_ZERO_PAGES} pages.
+ */
+export function zeroScanRate(
+  samples: readonly MigrateSample[],
+  untilMs = Number.POSITIVE_INFINITY,
+): number | null {
+  let last: { at: number; zero: number; normal: number } | undefined;
+  let pages = 0;
+  let ms = 0;
+  for (const s of samples) {
+    const ram = s.info.ram;
+    if (s.atMs > untilMs) break;
+    if (!ram || s.info.status !== "active") continue;
+    if ((ram["dirty-sync-count"] ?? 0) > 1) break;
+    const now = { at: s.atMs, zero: ram.duplicate ?? 0, normal: ram.normal ?? 0 };
+    if (last && now.at > last.at) {
+      const zero = now.zero - last.zero;
+      const normal = now.normal - last.normal;
+      if (zero > 0 && zero >= (zero + Math.max(0, normal)) * NORMAL_SHARE) {
+        pages += zero;
+        ms += now.at - last.at;
+      }
+    }
+    last = now;
+  }
+  return pages >= MIN_ZERO_PAGES && ms > 0 ? (pages * 1000) / ms : null;
+}
+
+/**
+ * Window rates as QEMU's windows under a `cap` (max-bandwidth: a window
+ * sends at most its budget) that still mean `mean`: each rate scaled by
+ * one factor and capped, the factor chosen (by bisection) so that the
+ * capped rates average `mean`. Where max-bandwidth paced a pass, the
+ * windows that kept time sent their budget and the ones whose thread woke
+ * late sent less: a steady rate at the mean would hide the fast windows in
+ * which QEMU's threshold (the last window's rate x downtime-limit) is
+ * highest. All at `cap` when `mean` is `cap` or more; [] for no windows.
+ */
+export function cappedWindowRates(windows: readonly number[], cap: number, mean: number): number[] {
+  const positive = windows.filter((w) => w > 0 && Number.isFinite(w));
+  if (positive.length === 0 || !(cap > 0) || !(mean > 0)) return [];
+  if (mean >= cap) return positive.map(() => cap);
+  const average = (k: number) =>
+    positive.reduce((a, w) => a + Math.min(cap, w * k), 0) / positive.length;
+  // At k = 0 the average is 0; at hi every window is capped: cap > mean.
+  let lo = 0;
+  let hi = cap / Math.min(...positive);
+  for (let i = 0; i < 100; i++) {
+    const mid = (lo + hi) / 2;
+    if (average(mid) < mean) lo = mid;
+    else hi = mid;
+  }
+  return positive.map((w) => Math.min(cap, w * hi));
+}
+
+/** A rate after the first pass needs samples at least this far apart, ms (two bandwidth windows). */
+export const MIN_RESEND_SPAN_MS = 2 * WINDOW_MS;
+
+/**
+ * How fast QEMU sent after its first pass, from query-migrate samples (in
+ * time order) taken from `fromMs` on: bytes over time from the first to
+ * the last sample that saw the migration active past its first pass
+ * (dirty-sync-count 2 or more), stalls included. Those pages are ones the
+ * destination already holds. Null when those samples span less than
+ * {@link MIN_RESEND_SPAN_MS} or sent nothing.
+ */
+export function resendRate(samples: readonly MigrateSample[], fromMs = 0): number | null {
+  let first: { at: number; transferred: number } | undefined;
+  let last: { at: number; transferred: number } | undefined;
+  for (const s of samples) {
+    const ram = s.info.ram;
+    if (s.atMs < fromMs || !ram || s.info.status !== "active") continue;
+    if ((ram["dirty-sync-count"] ?? 0) < 2) continue;
+    const now = { at: s.atMs, transferred: ram.transferred ?? 0 };
+    first ??= now;
+    last = now;
+  }
+  if (!first || !last || last.at - first.at < MIN_RESEND_SPAN_MS) return null;
+  const rate = ((last.transferred - first.transferred) * 1000) / (last.at - first.at);
+  return rate > 0 && Number.isFinite(rate) ? rate : null;
 }

@@ -2,11 +2,17 @@ import { runMigration } from "../migration/engine.js";
 import { fitShrink, projectFinish } from "../migration/policy.js";
 import type { MigrationResult } from "../migration/stats.js";
 import { type DirtyRatePoint, fitWorkingSet, measureDirtyCurve } from "./dirty-curve.js";
-import { GUEST_PAGE, type ResolvedGuestSpec } from "./guest-image.js";
+import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-image.js";
 import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
 import { type HostProbe, probeHost } from "./host-probe.js";
 import type { QemuMigrationSettings } from "./migrate.js";
-import { firstPassRate, type PassRate } from "./pass-rate.js";
+import {
+  CALIBRATION_MS,
+  cappedWindowRates,
+  firstPassRate,
+  type PassRate,
+  zeroScanRate,
+} from "./pass-rate.js";
 import { type Accelerator, QemuProcess } from "./qemu-process.js";
 import type { MigrateSample } from "./rounds.js";
 
@@ -34,7 +40,7 @@ export async function measureGuest(
   calcTimesS: readonly number[],
   started: QemuProcess[],
   probeMs = 0,
-  completionBytes = 0,
+  run: { readonly maxBandwidth: number; readonly downtimeLimitMs: number } | null = null,
 ): Promise<GuestMeasurement> {
   const q = await QemuProcess.start({ ...launch, name: "measure" });
   started.push(q);
@@ -47,16 +53,12 @@ export async function measureGuest(
     undefined,
   );
   const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
-  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, completionBytes) : null;
+  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, run) : null;
   return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted, probe };
 }
 
-/**
- * The first pass of the real run is timed over at most this long, ms: long
- * enough to span several of QEMU's 100 ms rate-limit windows, short enough
- * to be a small part of any run the suite makes.
- */
-export const CALIBRATION_MS = 1000;
+/** The first pass of the real run is timed over at most this long, ms. */
+export { CALIBRATION_MS };
 
 /** A first pass at this share of max-bandwidth or more was paced by it. */
 const PACED_SHARE = 0.9;
@@ -76,22 +78,30 @@ export interface Calibration {
  * whatever the guest does (its length depends on the rate alone, not on the
  * model's answer), so its first {@link CALIBRATION_MS} give the host's rate
  * under the run's own max-bandwidth: the model is fed that, with everything
- * else as measured before migrating. Null when the first pass had no
- * interval of normal pages to time.
+ * else as measured before migrating, except the guest's write rate when
+ * `writesPerSecondDuring` gives the one the write counter showed over the
+ * same first second (the guest's rate under a rate-limited migration, where
+ * the probe's had no rate limit and its migration thread took more of the
+ * host's CPU). Null when the first pass had no interval of normal pages to
+ * time.
  */
 export function calibrateFromRun(
   measured: GuestMeasurement,
   samples: readonly MigrateSample[],
   maxBandwidth: number,
+  writesPerSecondDuring: number | null = null,
 ): Calibration | null {
   const first = firstPassRate(samples);
   if (!first) return null;
   const timed = firstPassRate(samples, first.fromMs + CALIBRATION_MS) ?? first;
-  // Where max-bandwidth paced the pass, QEMU's windows each send their
-  // budget: the rates 50 ms samples show around that are the sampling's,
-  // not the windows'.
+  // Where max-bandwidth paced the pass, QEMU's windows each send at most
+  // their budget: the rates 50 ms samples show above it are the
+  // sampling's, not the windows'; the windows keep their spread below it
+  // (a thread that woke late sent less) and the pass's mean.
   const paced = timed.rate >= maxBandwidth * PACED_SHARE;
-  const pass = paced ? { ...timed, windowRates: [] } : timed;
+  const pass = paced
+    ? { ...timed, windowRates: cappedWindowRates(timed.windowRates, maxBandwidth, timed.rate) }
+    : timed;
   const probe: HostProbe = measured.probe
     ? {
         ...measured.probe,
@@ -102,6 +112,8 @@ export function calibrateFromRun(
         startMs: pass.startMs,
         intervals: pass.intervals,
         windowRates: pass.windowRates,
+        zeroScanRate: zeroScanRate(samples, CALIBRATION_MS) ?? measured.probe.zeroScanRate,
+        writesPerSecondDuring: writesPerSecondDuring ?? measured.probe.writesPerSecondDuring,
       }
     : {
         hostRate: pass.rate,
@@ -110,7 +122,9 @@ export function calibrateFromRun(
         completion: { bytes: 0, downtimeMs: 0 },
         startMs: pass.startMs,
         intervals: pass.intervals,
-        writesPerSecondDuring: measured.writesPerSecond,
+        zeroScanRate: zeroScanRate(samples, CALIBRATION_MS),
+        resendRate: null,
+        writesPerSecondDuring: writesPerSecondDuring ?? measured.writesPerSecond,
         windowRates: pass.windowRates,
       };
   return { pass, measured: { ...measured, probe } };
@@ -160,6 +174,14 @@ export async function predictMigration(
             hotFraction: 1,
           };
   const probe = measured.probe;
+  // The zero pages past the working set, which the first pass scans after
+  // it (the ones below it are in the probe's start time), where their scan
+  // rate was measured.
+  const tail = guest.ramBytes / GUEST_PAGE - WORKING_SET_BASE / GUEST_PAGE - guest.workingSetPages;
+  const zeroTail =
+    probe?.zeroScanRate && tail > 0
+      ? { zeroTailPages: tail, zeroScanRate: probe.zeroScanRate }
+      : {};
   const result = await runMigration({
     guestBytes: Math.max(MIN_MODEL_BYTES, guest.workingSetPages * GUEST_PAGE),
     content: false,
@@ -176,6 +198,8 @@ export async function predictMigration(
             startMs: probe.startMs,
             stopMs: QEMU_STOP_MS,
             ...(probe.windowRates ? { windowRates: probe.windowRates } : {}),
+            ...zeroTail,
+            ...(probe.resendRate ? { resendRate: probe.resendRate } : {}),
           },
           latencyMs: LOOPBACK_LATENCY_MS,
           deviceStateBytes: QEMU_DEVICE_STATE_BYTES,

@@ -365,6 +365,7 @@ function qemuRecord(run: QemuMigrationRun) {
     version: run.qemuVersion,
     "write-rate-before": run.rateBefore.writesPerSecond,
     "write-rate-during": run.rateDuring,
+    "write-rate-first-second": run.rateFirstSecond,
     "destination-runs": run.destinationRuns,
     samples: run.samples.length,
     pids: run.pids,
@@ -589,7 +590,16 @@ function registerPredict(qemu: Command): void {
     try {
       const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
       const measured = await withQemus((started) =>
-        measureGuest(launch, flags.warmup, flags.calcTimes, started, flags.probeMs),
+        measureGuest(
+          launch,
+          flags.warmup,
+          flags.calcTimes,
+          started,
+          flags.probeMs,
+          // After its first pass the probe goes on as the run will, so
+          // that it completes with about as much left as the run.
+          settings,
+        ),
       );
       const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
       let real: QemuMigrationRun | undefined;
@@ -615,7 +625,7 @@ function registerPredict(qemu: Command): void {
       const comparison = real ? compareMigrations(predicted, real.result) : null;
       // The model again, at the rate the run's own first pass showed.
       const calibration = real
-        ? calibrateFromRun(measured, real.samples, settings.maxBandwidth)
+        ? calibrateFromRun(measured, real.samples, settings.maxBandwidth, real.rateFirstSecond)
         : null;
       const calibrated = calibration
         ? await predictMigration(spec, calibration.measured, settings, flags.timeout * 1000)
@@ -657,7 +667,7 @@ function registerPredict(qemu: Command): void {
       );
       if (measured.probe)
         console.log(
-          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (${formatBytes(measured.probe.completion.bytes)} in ${measured.probe.completion.downtimeMs} ms of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile`,
+          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (${formatBytes(measured.probe.completion.bytes)} in ${measured.probe.completion.downtimeMs} ms of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile; after the first pass ${measured.probe.resendRate ? `${formatBytes(measured.probe.resendRate)}/s` : "not timed"}; zero pages scanned ${measured.probe.zeroScanRate ? `${Math.round(measured.probe.zeroScanRate)}/s` : "not timed"}`,
         );
       const p = predicted.summary;
       console.log(
