@@ -1,7 +1,6 @@
 import { FdFile } from "../storage/block-file.js";
 import { DirectFile } from "../storage/direct-file.js";
-import { VolumeRangeError } from "./errors.js";
-import { checkLunRange, type Lun } from "./lun.js";
+import { checkLunRange, type Lun, readLunRange } from "./lun.js";
 import { BoardReader } from "./registration-board.js";
 import { parseSuperblock } from "./superblock.js";
 import { ReservationConflictError } from "./target-client.js";
@@ -143,12 +142,7 @@ export class DirectLun implements Lun {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkLunRange(this, offset, length);
-    const out = new Uint8Array(length);
-    const n = this.file.read(out, offset);
-    if (n !== length)
-      throw new VolumeRangeError(`${this.name}: read ${n} of ${length} bytes at ${offset}`);
-    return out;
+    return readLunRange(this, this.file, offset, length);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
