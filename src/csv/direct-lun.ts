@@ -165,16 +165,11 @@ export class DirectLun implements Lun {
     return readLunRange(this, this.file, offset, length);
   }
 
-  write(offset: number, data: Uint8Array): Promise<void> {
+  async write(offset: number, data: Uint8Array): Promise<void> {
     checkLunRange(this, offset, data.length);
     const what = `WRITE of ${data.length} bytes at ${offset} on ${this.name}`;
-    // Fenced as docs/csv.md, "Direct I/O and the fence", says: refused before, unacknowledged after.
+    // Fenced as docs/csv.md, "The fence for direct writes", says: refused before, unacknowledged after.
     return this.fence.write(this.key(), what, () => this.put(offset, data));
-  }
-
-  /** Board reads so far: one per batch of writes the fence checked. */
-  get boardReads(): number {
-    return this.fence.boardReads;
   }
 
   /** Writes `data` at `offset` on the thread pool where it can go there whole. */

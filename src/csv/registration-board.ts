@@ -2,7 +2,6 @@ import { closeSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import { crc32c } from "./checksum.js";
 import type { PersistentReservations } from "./reservations.js";
 import { ReservationType } from "./reservations.js";
-import { ReservationConflictError } from "./target-client.js";
 
 /*
  * The registration board: where `hvlab csv target` publishes, for nodes
@@ -202,17 +201,6 @@ export class BoardReader {
       }
     }
     throw last ?? new BoardFormatError(`${this.path}: unreadable`);
-  }
-
-  /** Throws a {@link ReservationConflictError} unless `key` may write now; an unreadable board refuses too. */
-  checkWrite(key: bigint, what: string): void {
-    let refusal: string | undefined;
-    try {
-      refusal = writeRefusal(this.read(), key);
-    } catch (error) {
-      refusal = `the registration board is unreadable (${(error as Error).message})`;
-    }
-    if (refusal !== undefined) throw new ReservationConflictError(`${what}: ${refusal}`);
   }
 
   close(): void {
