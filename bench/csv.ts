@@ -5,11 +5,12 @@
  * - direct I/O: four `hvlab csv node` processes, each on its own path to
  *   the LUN (`--lun`: pread/pwrite at the file's extents, fenced by the
  *   target's registration board), write their files all at once when asked
- *   on their control sockets (`file-write`); against the same extents
- *   written through the target over four TCP loopback connections (an
- *   iSCSI-style path), the same bytes at the same LUN offsets written by one
- *   process straight to the LUN file, and a plain memory copy of as many
- *   bytes (the bandwidth bound);
+ *   on their control sockets (`file-write`), four writes in flight each;
+ *   against the same extents written through the target over four TCP
+ *   loopback connections (an iSCSI-style path), the same writes at the same
+ *   LUN offsets by one process straight to the LUN file with as many in
+ *   flight as the nodes together (and, for scale, one at a time), and a
+ *   plain memory copy of as many bytes (the bandwidth bound);
  * - metadata: an open and a create + delete forwarded by a node to the
  *   coordinator over the node protocol; against the coordinator doing the
  *   same itself, and a volume on a LUN file in this process (no network);
@@ -23,16 +24,17 @@
  *   cut), against a node writing the same chunks direct on its own path
  *   to the LUN, and a memory copy; results carry throughput and p99.
  *
- * The target runs with `--no-sync`. Buffered (the default), the LUN file is
- * written through the host's page cache in every file case. With
- * `--direct` the direct I/O case is unbuffered on both sides, as Hyper-V's
+ * The target runs with `--no-sync`. Unbuffered by default, as Hyper-V's
  * I/O to VHDs on a CSV is: the nodes open the LUN with O_DIRECT
  * (`csv node --lun-direct`) and the one process writes and reads it back
  * with O_DIRECT; the target's own file (the TCP peer) stays buffered.
+ * With `--no-direct` every file case goes through the host's page cache.
  * `conditions.pageCache` says which.
  */
+import { once } from "node:events";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Worker } from "node:worker_threads";
 import type { BenchCase, BenchSuite } from "../src/bench/harness.js";
 import { type RunningCluster, startCluster } from "../src/csv/bench-cluster.js";
 import type { NodeStatus } from "../src/csv/control.js";
@@ -45,8 +47,13 @@ import { Op } from "../src/csv/protocol.js";
 import { TargetClient } from "../src/csv/target-client.js";
 import { type FileMap, mapFileRange, Volume } from "../src/csv/volume.js";
 import { MemoryLayout } from "../src/memory/layout.js";
-import { FdFile } from "../src/storage/block-file.js";
-import { DirectFile, directIoRefusal, pageAlignedBytes } from "../src/storage/direct-file.js";
+import { FdFile, openFlags } from "../src/storage/block-file.js";
+import {
+  DirectFile,
+  directFlag,
+  directIoRefusal,
+  pageAlignedBytes,
+} from "../src/storage/direct-file.js";
 import { DirectIoUnavailableError } from "../src/storage/errors.js";
 import { freeLoopbackPort } from "../src/util/ports.js";
 import { makeTemporaryDir, removeTemporary } from "../src/util/temporary.js";
@@ -56,12 +63,90 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 /** Bytes of one direct write: a VM's large sequential I/O. */
 const CHUNK = 256 * KiB;
-/** Direct writes each node keeps in flight. */
+/**
+ * Direct writes each node keeps in flight: libuv's four threads, which run
+ * them (a node issues no more than its thread pool starts at once).
+ */
 const QUEUE_DEPTH = 4;
+/** Nodes in the direct I/O case; the one-process peer keeps as many writes in flight as they do together. */
+const IO_NODES = 4;
 /** Heartbeats for the in-process nodes: a threshold no pause of a busy benchmark reaches. */
 const QUIET_HEARTBEAT = { heartbeatMs: 200, misses: 50 };
 /** Heartbeats of the failover case: the cluster service's 5 misses, at 100 ms to keep it short. */
 const FAILOVER_HEARTBEAT = { heartbeatMs: 100, misses: 5 };
+
+/**
+ * The one-process peer of the direct I/O case: `depth` threads of this
+ * process, each with its own descriptor of the LUN file, each taking the
+ * next write from a shared counter and writing it with pwrite, so that the
+ * process keeps `depth` writes in flight, as many as the nodes together
+ * (libuv's pool here has 4 threads, fewer than the nodes' 16). The chunk
+ * is shared, page-aligned memory, so O_DIRECT writes go without a bounce.
+ */
+class OneProcessWriter {
+  private constructor(
+    private readonly workers: readonly Worker[],
+    /** The index of the next write to take, shared with the threads. */
+    private readonly next: Int32Array,
+    private readonly count: number,
+  ) {}
+
+  /** Starts the threads; `writes` are the LUN offset, chunk offset and length of every write. */
+  static async start(
+    path: string,
+    flags: number,
+    chunk: Uint8Array,
+    writes: readonly { lunOffset: number; bufferOffset: number; length: number }[],
+    depth: number,
+  ): Promise<OneProcessWriter> {
+    const table = new Float64Array(writes.flatMap((w) => [w.lunOffset, w.bufferOffset, w.length]));
+    const next = new Int32Array(new SharedArrayBuffer(4));
+    const workers = Array.from(
+      { length: depth },
+      () =>
+        new Worker(PEER_THREAD, { eval: true, workerData: { path, flags, chunk, table, next } }),
+    );
+    await Promise.all(workers.map((w) => once(w, "online")));
+    return new OneProcessWriter(workers, next, writes.length);
+  }
+
+  /** Writes every write once, `depth` at a time. */
+  async write(): Promise<void> {
+    Atomics.store(this.next, 0, 0);
+    const done = this.workers.map(
+      (w) => once(w, "message") as Promise<[{ ok: boolean; error?: string }]>,
+    );
+    for (const w of this.workers) w.postMessage("go");
+    for (const [reply] of await Promise.all(done))
+      if (!reply.ok) throw new Error(`one process straight to the LUN file: ${reply.error}`);
+    assert(Atomics.load(this.next, 0) >= this.count, "the one process left writes undone");
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+/** The peer's thread: pwrite of the next write in the table until none is left, on each "go". */
+const PEER_THREAD = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { openSync, writeSync } = require("node:fs");
+const { path, flags, chunk, table, next } = workerData;
+const fd = openSync(path, flags);
+const count = table.length / 3;
+parentPort.on("message", () => {
+  try {
+    for (let k = Atomics.add(next, 0, 1); k < count; k = Atomics.add(next, 0, 1)) {
+      const lun = table[3 * k], at = table[3 * k + 1], length = table[3 * k + 2];
+      for (let done = 0; done < length; )
+        done += writeSync(fd, chunk, at + done, length - done, lun + done);
+    }
+    parentPort.postMessage({ ok: true });
+  } catch (error) {
+    parentPort.postMessage({ ok: false, error: error.message });
+  }
+});
+`;
 
 function assert(condition: boolean, message: string): void {
   if (!condition) throw new Error(message);
@@ -141,12 +226,14 @@ export const suite: BenchSuite = {
   name: "csv",
   description:
     "cluster shared volume: direct I/O from 4 nodes vs one process on the LUN file, metadata through the coordinator, failover pause",
-  async setup({ quick, direct = false }) {
+  async setup({ quick, direct = true }) {
     const dir = makeTemporaryDir("bench-csv");
     const refusal = direct ? directIoRefusal(dir) : undefined;
     if (refusal !== undefined) {
       removeTemporary(dir);
-      throw new DirectIoUnavailableError(`bench csv --direct: ${refusal}`);
+      throw new DirectIoUnavailableError(
+        `bench csv (unbuffered by default; --no-direct runs it buffered): ${refusal}`,
+      );
     }
     const cleanups: (() => Promise<void> | void)[] = [() => removeTemporary(dir)];
     const teardown = async () => {
@@ -162,7 +249,7 @@ export const suite: BenchSuite = {
       const controlOf = (id: number) => join(dir, `node-${id}.sock`);
       const io = await startCluster({
         lun: lunPath,
-        nodes: 4,
+        nodes: IO_NODES,
         heartbeatMs: QUIET_HEARTBEAT.heartbeatMs,
         misses: QUIET_HEARTBEAT.misses,
         targetArgs: ["--no-sync"],
@@ -204,10 +291,18 @@ export const suite: BenchSuite = {
       const { layout } = await Volume.open(new FileLun(lunFile, false), { replay: false });
       // Page-aligned as the nodes' (file-write), so O_DIRECT writes go without a bounce.
       const chunk = pageAlignedBytes(CHUNK);
+      // The one process's copy, shared with its threads (a shared wasm memory is page-aligned too).
+      const sharedChunk = new Uint8Array(
+        new WebAssembly.Memory({ initial: CHUNK / 65536, maximum: CHUNK / 65536, shared: true })
+          .buffer,
+        0,
+        CHUNK,
+      );
       let seed = 1;
       const stamp = (s: number) => {
         seed = s;
         fillPattern(chunk, s);
+        sharedChunk.set(chunk);
       };
       const nodesWrite = async () => {
         const done = await Promise.all(
@@ -246,7 +341,24 @@ export const suite: BenchSuite = {
           }),
         );
       };
-      const processWrite = () => {
+      // The same writes at the same LUN offsets, as many in flight as the nodes keep together.
+      const oneProcess = await OneProcessWriter.start(
+        lunPath,
+        openFlags("r+") | (direct ? (directFlag() ?? 0) : 0),
+        sharedChunk,
+        files.flatMap((file) =>
+          Array.from({ length: perNode / CHUNK }, (_, k) => [
+            ...mapFileRange(layout, file, k * CHUNK, CHUNK),
+          ]).flat(),
+        ),
+        IO_NODES * QUEUE_DEPTH,
+      );
+      cleanups.push(() => oneProcess.close());
+      const processWrite = async () => {
+        await oneProcess.write();
+      };
+      // For scale: the same writes one at a time, as one thread issues them.
+      const processWriteSerial = () => {
         for (const file of files)
           for (let at = 0; at < perNode; at += CHUNK)
             for (const r of mapFileRange(layout, file, at, CHUNK))
@@ -278,7 +390,7 @@ export const suite: BenchSuite = {
           }
       };
       cases.push({
-        case: `direct I/O${direct ? " unbuffered (O_DIRECT)" : ""}: 4 nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, ${QUEUE_DEPTH} in flight per node`,
+        case: `direct I/O ${direct ? "unbuffered (O_DIRECT)" : "buffered (page cache)"}: ${IO_NODES} nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, ${QUEUE_DEPTH} in flight per node (${IO_NODES * QUEUE_DEPTH} in all, as the one process)`,
         opsPerCall: 1,
         bytesPerOp: 4 * perNode,
         iterations: quick ? 2 : 8,
@@ -286,6 +398,10 @@ export const suite: BenchSuite = {
           { impl: "hvlab 4 node processes, each on its own path to the LUN", fn: nodesWrite },
           { impl: "4 target connections over TCP loopback (iSCSI-style path)", fn: tcpWrite },
           { impl: "one process straight to the LUN file", fn: processWrite },
+          {
+            impl: "one process straight to the LUN file, one write at a time",
+            fn: processWriteSerial,
+          },
           { impl: "memory copy (bound)", fn: copyBound },
         ],
         async verify() {
@@ -293,8 +409,11 @@ export const suite: BenchSuite = {
           await nodesWrite();
           readBack(1);
           stamp(2);
-          processWrite();
+          await processWrite();
           readBack(2);
+          stamp(4);
+          processWriteSerial();
+          readBack(4);
           stamp(3);
           await tcpWrite();
           readBack(3);

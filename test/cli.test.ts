@@ -36,6 +36,14 @@ describe("the hvlab command", () => {
     for (const command of ["tour", "bench", "dirty"]) expect(run.stdout).toContain(command);
   });
 
+  it("says which suites run bench's file I/O unbuffered by default, and which buffered", () => {
+    const run = hvlab(["bench", "--help"]);
+    expect(run.status).toBe(0);
+    const help = run.stdout.replace(/\s+/g, " ");
+    expect(help).toMatch(/--direct direct I\/O \(O_DIRECT\).*\(default: on for csv\b/);
+    expect(help).toMatch(/--no-direct buffered I\/O .*\(default: on for storage\)/);
+  });
+
   it.each(["tour", "bench", "dirty"])("explains %s with --help, with every default", (command) => {
     const run = hvlab([command, "--help"]);
     expect(run.status).toBe(0);

@@ -8,17 +8,17 @@ import { directIoRefusal } from "../src/storage/direct-file.js";
 // O_DIRECT skips the unbuffered run, saying why, and fails it in CI.
 const unbufferedRefusal = directIoRefusal(tmpdir());
 if (unbufferedRefusal !== undefined) {
-  if (process.env.CI === "true") throw new Error(`bench csv --direct: ${unbufferedRefusal}`);
-  console.warn(`bench csv --direct test skipped: ${unbufferedRefusal}`);
+  if (process.env.CI === "true") throw new Error(`bench csv (unbuffered): ${unbufferedRefusal}`);
+  console.warn(`bench csv unbuffered test skipped: ${unbufferedRefusal}`);
 }
 
 describe("bench csv", () => {
-  it("verifies direct I/O, redirected I/O, metadata and failover against their peers before timing", async () => {
+  it("buffered (--no-direct), verifies direct I/O, redirected I/O, metadata and failover against their peers before timing", async () => {
     const suite = await loadSuite("csv");
-    const prepared = await suite.setup({ quick: true, timeMs: 1 });
+    const prepared = await suite.setup({ quick: true, timeMs: 1, direct: false });
     try {
       expect(prepared.cases.map((c) => c.case.split(":")[0])).toEqual([
-        "direct I/O",
+        "direct I/O buffered (page cache)",
         "redirected I/O",
         "metadata",
         "metadata",
@@ -28,8 +28,13 @@ describe("bench csv", () => {
         "hvlab 4 node processes, each on its own path to the LUN",
         "4 target connections over TCP loopback (iSCSI-style path)",
         "one process straight to the LUN file",
+        "one process straight to the LUN file, one write at a time",
         "memory copy (bound)",
       ]);
+      // Like with like: the one process keeps as many writes in flight as the four nodes together.
+      expect(prepared.cases[0]?.case).toMatch(
+        /4 in flight per node \(16 in all, as the one process\)/,
+      );
       expect(prepared.cases[1]?.impls.map((i) => i.impl)).toEqual([
         "hvlab redirected (path cut) through the coordinator",
         "hvlab direct on the node's own path to the LUN",
@@ -52,10 +57,11 @@ describe("bench csv", () => {
   }, 300_000);
 
   it.skipIf(unbufferedRefusal !== undefined)(
-    "with --direct, verifies the direct I/O case unbuffered on both sides, the page cache out of play",
+    "by default, verifies the direct I/O case unbuffered on both sides, the page cache out of play",
     async () => {
       const suite = await loadSuite("csv");
-      const prepared = await suite.setup({ quick: true, timeMs: 1, direct: true });
+      // No direct option: the csv suite's default is unbuffered, as CSV direct I/O is.
+      const prepared = await suite.setup({ quick: true, timeMs: 1 });
       try {
         expect(prepared.conditions).toMatchObject({ pageCache: false });
         const direct = prepared.cases[0];

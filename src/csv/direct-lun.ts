@@ -1,10 +1,9 @@
-import { FdFile } from "../storage/block-file.js";
-import { DirectFile } from "../storage/direct-file.js";
-import { VolumeRangeError } from "./errors.js";
-import { checkLunRange, type Lun } from "./lun.js";
+import { FdFile, openFlags } from "../storage/block-file.js";
+import { DirectFile, directFlag } from "../storage/direct-file.js";
+import { checkLunRange, type Lun, readLunRange } from "./lun.js";
 import { BoardReader } from "./registration-board.js";
 import { parseSuperblock } from "./superblock.js";
-import { ReservationConflictError } from "./target-client.js";
+import { WriteFence } from "./write-fence.js";
 
 /** Reads of this path's first sector before a torn one counts as a different volume. */
 const IDENTITY_READS = 5;
@@ -44,12 +43,17 @@ async function sameVolume(there: Uint8Array, lun: Lun, lunBytes: number): Promis
  * Channel, iSCSI or SAS path to the array and not through another node.
  *
  * The target keeps what the array keeps for the cluster, the persistent
- * reservations, and publishes them on its registration board. Every WRITE
- * checks the board before its bytes go out (a preempted key is refused
- * with {@link ReservationConflictError}, as the array answers RESERVATION
+ * reservations, and publishes them on its registration board. A WRITE is
+ * checked against the board before its bytes go out (a preempted key is
+ * refused with ReservationConflictError, as the array answers RESERVATION
  * CONFLICT), and again after they landed: a write whose key was preempted
- * while it ran is not acknowledged. A READ is not checked, since under
+ * while it ran is not acknowledged. One board read serves every write in
+ * hand at once ({@link WriteFence}). A READ is not checked, since under
  * Write Exclusive - Registrants Only anyone may read.
+ *
+ * Writes run on libuv's thread pool, several at once, so the node's event
+ * loop stays free for heartbeats and for the metadata requests it serves
+ * as coordinator while its own writes are in flight.
  *
  * FLUSH goes to the target (SYNCHRONIZE CACHE destages the array's cache;
  * here the host's page cache, which this node's buffered writes went into,
@@ -63,19 +67,28 @@ async function sameVolume(there: Uint8Array, lun: Lun, lunBytes: number): Promis
  * shared for those, where buffered writes to one inode take it exclusive,
  * fs/ext4/file.c, ext4_dio_write_checks). The volume's clusters and data
  * area must then sit on the device's logical block size, so that every
- * request at a file's extents is aligned.
+ * request at a file's extents is aligned; an aligned request goes to the
+ * thread pool straight from its memory, and one that is not (or whose
+ * memory the kernel refuses) goes through DirectFile's bounce buffer on
+ * this thread.
  */
 export class DirectLun implements Lun {
   readonly bytes: number;
+  private readonly fence: WriteFence;
+  /** Buffers the kernel refused for an unbuffered request from the thread pool: they go through the bounce. */
+  private readonly refused = new WeakSet<ArrayBufferLike>();
 
   private constructor(
     private readonly file: FdFile | DirectFile,
+    /** The same LUN opened with the same flags, for writes on the thread pool (DirectFile runs its own on this thread). */
+    private readonly pooled: FdFile,
     private readonly board: BoardReader,
     /** The node's reservation key now (it changes when the node registers again). */
     private readonly key: () => bigint,
     private readonly flushAtTarget: () => Promise<void>,
   ) {
     this.bytes = file.size();
+    this.fence = new WriteFence({ readBoard: () => board.read(), maxInFlight: threadPoolSize() });
   }
 
   /**
@@ -98,8 +111,13 @@ export class DirectLun implements Lun {
     options: { direct?: boolean } = {},
   ): Promise<DirectLun> {
     const file = options.direct ? DirectFile.open(path, "r+") : new FdFile(path, "r+");
+    let pooled: FdFile | undefined;
     let board: BoardReader | undefined;
     try {
+      pooled =
+        file instanceof DirectFile
+          ? new FdFile(path, "r+", openFlags("r+") | (directFlag() ?? 0))
+          : file;
       try {
         board = new BoardReader(registrations);
       } catch (error) {
@@ -107,7 +125,7 @@ export class DirectLun implements Lun {
           `--registrations ${registrations}: ${(error as Error).message} (the target publishes it: hvlab csv target --registrations)`,
         );
       }
-      const lun = new DirectLun(file, board, key, () => target.flush());
+      const lun = new DirectLun(file, pooled, board, key, () => target.flush());
       const published = board.read().lunBytes;
       if (lun.bytes !== target.bytes || published !== target.bytes)
         throw new Error(
@@ -128,6 +146,7 @@ export class DirectLun implements Lun {
       return lun;
     } catch (error) {
       board?.close();
+      if (pooled !== file) pooled?.close();
       file.close();
       throw error;
     }
@@ -143,28 +162,35 @@ export class DirectLun implements Lun {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkLunRange(this, offset, length);
-    const out = new Uint8Array(length);
-    const n = this.file.read(out, offset);
-    if (n !== length)
-      throw new VolumeRangeError(`${this.name}: read ${n} of ${length} bytes at ${offset}`);
-    return out;
+    return readLunRange(this, this.file, offset, length);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     checkLunRange(this, offset, data.length);
-    const key = this.key();
     const what = `WRITE of ${data.length} bytes at ${offset} on ${this.name}`;
-    this.board.checkWrite(key, what);
-    this.file.write(data, offset);
-    // Preempted while the bytes went out: the write is not acknowledged (docs/csv.md, "Direct I/O and the fence").
-    try {
-      this.board.checkWrite(key, what);
-    } catch (error) {
-      throw new ReservationConflictError(
-        `${(error as Error).message}; the key was preempted while the write ran, so it is not acknowledged`,
-      );
+    // Fenced as docs/csv.md, "The fence for direct writes", says: refused before, unacknowledged after.
+    return this.fence.write(this.key(), what, () => this.put(offset, data));
+  }
+
+  /** Writes `data` at `offset` on the thread pool where it can go there whole. */
+  private async put(offset: number, data: Uint8Array): Promise<void> {
+    if (!(this.file instanceof DirectFile)) return this.file.writevAsync([data], offset);
+    const a = this.file.align;
+    if (
+      offset % a === 0 &&
+      data.length % a === 0 &&
+      data.byteOffset % a === 0 &&
+      !this.refused.has(data.buffer)
+    ) {
+      try {
+        return await this.pooled.writevAsync([data], offset);
+      } catch (error) {
+        // EINVAL before a byte is written: the memory is not aligned where the kernel sees it.
+        if ((error as NodeJS.ErrnoException).code !== "EINVAL") throw error;
+        this.refused.add(data.buffer);
+      }
     }
+    this.file.write(data, offset);
   }
 
   flush(): Promise<void> {
@@ -173,6 +199,13 @@ export class DirectLun implements Lun {
 
   close(): void {
     this.board.close();
+    if (this.pooled !== this.file) this.pooled.close();
     this.file.close();
   }
+}
+
+/** Threads in libuv's pool, which runs the asynchronous file writes (UV_THREADPOOL_SIZE, libuv's default 4, at most 1024). */
+export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number.parseInt(env.UV_THREADPOOL_SIZE ?? "", 10);
+  return Number.isSafeInteger(n) ? Math.min(Math.max(n, 1), 1024) : 4;
 }

@@ -75,6 +75,25 @@ export function fillPattern(chunk: Uint8Array, seed: number): void {
   for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131 + seed * 17 + (i >>> 12)) & 0xff;
 }
 
+let lastChunk: { bs: number; seed: number; chunk: Uint8Array } | undefined;
+
+/**
+ * A page-aligned chunk of `bs` bytes holding the pattern of `seed`, kept
+ * for the next call with the same size and seed: the pattern is not the
+ * I/O being timed (filling 256 KiB byte by byte costs milliseconds on a
+ * busy machine, where the one-process peer's chunk is filled once). Page-
+ * aligned, so a node on an unbuffered path (--lun-direct) writes it
+ * without a bounce. Nothing writes into it once filled.
+ */
+function patternChunk(bs: number, seed: number): Uint8Array {
+  if (lastChunk?.bs !== bs || lastChunk.seed !== seed) {
+    const chunk = pageAlignedBytes(bs);
+    fillPattern(chunk, seed);
+    lastChunk = { bs, seed, chunk };
+  }
+  return lastChunk.chunk;
+}
+
 /** What `file-write` needs of a node. */
 export interface FileWriter {
   metadata(request: { op: "open"; name: string }): Promise<FileMap | undefined>;
@@ -89,9 +108,7 @@ export async function runFileWrite(node: FileWriter, w: FileWrite): Promise<File
     throw new FileWriteArgumentError(
       `file-write: ${w.name} holds ${file?.size ?? 0} bytes, fewer than the ${w.bytes} to write`,
     );
-  // Page-aligned, so a node on an unbuffered path (--lun-direct) writes it without a bounce.
-  const chunk = pageAlignedBytes(w.bs);
-  fillPattern(chunk, w.seed);
+  const chunk = patternChunk(w.bs, w.seed);
   const before = { ...node.io };
   const started = performance.now();
   let next = 0;

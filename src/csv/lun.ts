@@ -35,6 +35,25 @@ export function checkLunRange(
     );
 }
 
+/**
+ * Reads bytes `offset..offset + length` of a LUN held in `file`, whole: a
+ * request outside the LUN, or a read that comes back short, is an error
+ * naming the LUN. Every LUN on a local file reads this way.
+ */
+export function readLunRange(
+  lun: { name: string; bytes: number },
+  file: Pick<BlockFile, "read">,
+  offset: number,
+  length: number,
+): Uint8Array {
+  checkLunRange(lun, offset, length);
+  const out = new Uint8Array(length);
+  const n = file.read(out, offset);
+  if (n !== length)
+    throw new VolumeRangeError(`${lun.name}: read ${n} of ${length} bytes at ${offset}`);
+  return out;
+}
+
 /** A LUN that is a local file or block device (the storage engine's {@link BlockFile}). */
 export class FileLun implements Lun {
   readonly bytes: number;
@@ -52,12 +71,7 @@ export class FileLun implements Lun {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkLunRange(this, offset, length);
-    const out = new Uint8Array(length);
-    const n = this.file.read(out, offset);
-    if (n !== length)
-      throw new VolumeRangeError(`${this.name}: read ${n} of ${length} bytes at ${offset}`);
-    return out;
+    return readLunRange(this, this.file, offset, length);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

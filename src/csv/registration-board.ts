@@ -2,7 +2,6 @@ import { closeSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import { crc32c } from "./checksum.js";
 import type { PersistentReservations } from "./reservations.js";
 import { ReservationType } from "./reservations.js";
-import { ReservationConflictError } from "./target-client.js";
 
 /*
  * The registration board: where `hvlab csv target` publishes, for nodes
@@ -10,8 +9,9 @@ import { ReservationConflictError } from "./target-client.js";
  * allow. A node's direct I/O is pread/pwrite on the LUN itself (as a
  * cluster node's I/O goes over its own Fibre Channel or SAS path straight
  * to the array), so the target never sees those writes; the node reads
- * this board before and after every WRITE and refuses or withholds the
- * acknowledgement of a write its key no longer allows. The target rewrites
+ * this board before it issues its writes and again after they land (a
+ * batch at a time, write-fence.ts), and refuses, or withholds the
+ * acknowledgement of, a write its key no longer allows. The target rewrites
  * the board before it answers GOOD to any PERSISTENT RESERVE OUT, so once a
  * PREEMPT has returned, no write that starts afterwards passes the check.
  *
@@ -174,6 +174,9 @@ export class BoardPublisher {
 export class BoardReader {
   private readonly fd: number;
   private readonly page = new Uint8Array(BOARD_BYTES);
+  /** The last page that parsed, and what it said: the same bytes again need no parse. */
+  private readonly lastPage = Buffer.alloc(BOARD_BYTES);
+  private last: Board | undefined;
   private closed = false;
 
   constructor(readonly path: string) {
@@ -187,24 +190,17 @@ export class BoardReader {
       const n = readSync(this.fd, this.page, 0, BOARD_BYTES, 0);
       if (n !== BOARD_BYTES)
         throw new BoardFormatError(`${this.path}: ${n} bytes, not a ${BOARD_BYTES}-byte board`);
+      if (this.last && this.lastPage.equals(this.page)) return this.last;
       try {
-        return parseBoard(this.page, this.path);
+        const board = parseBoard(this.page, this.path);
+        this.lastPage.set(this.page);
+        this.last = board;
+        return board;
       } catch (error) {
         last = error as Error;
       }
     }
     throw last ?? new BoardFormatError(`${this.path}: unreadable`);
-  }
-
-  /** Throws a {@link ReservationConflictError} unless `key` may write now; an unreadable board refuses too. */
-  checkWrite(key: bigint, what: string): void {
-    let refusal: string | undefined;
-    try {
-      refusal = writeRefusal(this.read(), key);
-    } catch (error) {
-      refusal = `the registration board is unreadable (${(error as Error).message})`;
-    }
-    if (refusal !== undefined) throw new ReservationConflictError(`${what}: ${refusal}`);
   }
 
   close(): void {

@@ -138,7 +138,11 @@ export function registerBench(program: Command): void {
     .option("--quick", "small sizes and short timing (a smoke run, not for figures)")
     .option(
       "--direct",
-      "direct I/O (O_DIRECT) for suites that do file I/O (storage): around the host's page cache",
+      "direct I/O (O_DIRECT) around the host's page cache, for suites that do file I/O (default: on for csv, whose direct I/O case models CSV's unbuffered I/O)",
+    )
+    .option(
+      "--no-direct",
+      "buffered I/O through the host's page cache instead (default: on for storage)",
     )
     .action(async (names: string[], flags: BenchFlags) => {
       if (flags.json && flags.markdown) throw new UsageError("choose one of --json and --markdown");
@@ -161,7 +165,8 @@ export function registerBench(program: Command): void {
         const result = await runSuite(suite, {
           timeMs: flags.quick ? Math.min(flags.time, 50) : flags.time,
           quick: flags.quick === true,
-          direct: flags.direct === true,
+          // Absent unless given: each suite has its own default.
+          ...(flags.direct === undefined ? {} : { direct: flags.direct }),
           onProgress: (done, total, label) => progress.update(done, label, total),
         }).finally(() => progress.stop());
         results.push(result);
