@@ -605,7 +605,10 @@ export const suite: BenchSuite = {
           const made = await follower.metadata({ op: "create", name: "probe", size: 128 * KiB });
           assert(made?.size === 128 * KiB, "a forwarded create gave the wrong size");
           const reply = await forward(link, { op: "open", name: "probe" });
-          assert(reply.ok === true, "the coordinator cannot open what was created");
+          assert(
+            reply.ok === true,
+            `the coordinator cannot open what was created: ${JSON.stringify(reply)}`,
+          );
           await follower.metadata({ op: "delete", name: "probe" });
           const gone = await forward(link, { op: "open", name: "probe" });
           assert(gone.ok === false, "a deleted file still opens");
