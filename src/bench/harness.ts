@@ -71,7 +71,12 @@ export interface SuiteOptions {
   readonly timeMs: number;
   /** Small sizes and short timing, for tests. */
   readonly quick: boolean;
-  /** Direct I/O (O_DIRECT) for suites that do file I/O: around the host's page cache. */
+  /**
+   * Direct I/O (O_DIRECT) for suites that do file I/O: around the host's
+   * page cache. Absent when the user chose neither way: each suite then
+   * takes its own default (storage buffered, csv unbuffered, as Hyper-V
+   * 2.0's I/O on a Cluster Shared Volume is).
+   */
   readonly direct?: boolean;
   /** Time only the cases whose name matches (all when absent). */
   readonly cases?: RegExp;
