@@ -20,9 +20,10 @@ function pattern(overrides: Partial<AccessPattern>): AccessPattern {
 
 /** `count` records of a generator: virtual address and access kind. */
 function records(p: AccessPattern, count: number, seed = 1) {
-  const out = new Uint32Array(2 * count + 2);
+  const out = new Uint32Array(2 * count + 4);
   new AccessGenerator(p, seed).fill(out, 2, count);
   expect([out[0], out[1]], "the words before `at` are left alone").toEqual([0, 0]);
+  expect([out[2 * count + 2], out[2 * count + 3]], "and the words after the last").toEqual([0, 0]);
   return Array.from({ length: count }, (_, i) => {
     const low = out[2 + 2 * i] ?? 0;
     const high = out[3 + 2 * i] ?? 0;
