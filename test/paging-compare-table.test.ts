@@ -3,6 +3,7 @@ import type { CompareResult, CompareRow } from "../src/paging/compare.js";
 import { EXIT_REASONS, type ExitReason } from "../src/paging/exits.js";
 import { compareSummaryTable, compareTable } from "../src/paging/report-table.js";
 import { QUIET } from "../src/paging/workload.js";
+import type { Table } from "../src/report/table.js";
 
 /** A row whose every figure is different, so that each can be found under its column. */
 function row(label: string, overrides: Partial<CompareRow> = {}): CompareRow {
@@ -75,7 +76,7 @@ function result(rows: CompareRow[]): CompareResult {
 }
 
 /** The row as a map from column to cell. */
-function cells(table: { columns: string[]; rows: unknown[][] }, i: number) {
+function cells(table: Table, i: number) {
   const r = table.rows[i] ?? [];
   expect(r.length, "one cell per column").toBe(table.columns.length);
   return Object.fromEntries(table.columns.map((c, j) => [c, r[j]]));
