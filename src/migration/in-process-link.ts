@@ -13,8 +13,7 @@ import {
 } from "../wasm/page.js";
 import { Destination, firstMismatch } from "./destination.js";
 import { deviceState, seedGuestImage } from "./guest-image.js";
-import { type ChannelEnd, runChannel } from "./multifd-channel.js";
-import { nextWave } from "./multifd-waves.js";
+import { type ChannelEnd, PACKET_QUEUE_BYTES, packetQueue, runChannel } from "./multifd-channel.js";
 import type { ResolvedMigrationOptions } from "./options.js";
 import type { Pass } from "./precopy/types.js";
 import { type StreamSlot, sendStream, streamSlotBytes } from "./stream-pipeline.js";
@@ -67,6 +66,8 @@ export class InProcessLink {
   private readonly channelPackets: { readonly header: Region; readonly sent: Region }[] = [];
   private readonly channelStats: Region[] = [];
   private readonly channelScratch: Region[] = [];
+  /** The multifd channels' shared packet queue for a wave (multifd only). */
+  private readonly packetQueue: Region | undefined;
   private readonly xbzrleCache:
     | { tags: Region; data: Region; slots: number; scratch: Region }
     | undefined;
@@ -109,6 +110,9 @@ export class InProcessLink {
         header: layout.allocate(`multifd-${c}-header`, multifdHeaderBytes(alloc), 4096),
         sent: layout.allocate(`multifd-${c}-pages`, alloc * 8, 8),
       });
+    }
+    if (o.multifdChannels > 0) {
+      this.packetQueue = layout.allocate("multifd-packet-queue", PACKET_QUEUE_BYTES, 8);
     }
     if (o.multifdChannels === 0 && pages >= STREAM_THREADS_MIN_PAGES) {
       const alloc = this.channelPacketPages();
@@ -265,13 +269,16 @@ export class InProcessLink {
   }
 
   /**
-   * multifd: the list is cut into one slice per channel per wave, and each
-   * channel's pool worker runs both ends of its channel (send, link,
-   * receive: src/migration/multifd-channel.ts), as the source's send thread
-   * and the destination's receive thread would, so the channels share no
-   * thread. A wave moves at most one rate window of the link's bytes, so the
-   * guest's writes (executed per window) interleave with the sends as finely
-   * as with a single stream.
+   * multifd: the list is cut into waves, and each channel's pool worker
+   * runs both ends of its channel (send, link, receive:
+   * src/migration/multifd-channel.ts), as the source's send thread and the
+   * destination's receive thread would, so the channels share no thread.
+   * The channels take a wave's packets one at a time from a shared queue,
+   * so a channel slowed down (its core busy with other work) sends fewer,
+   * and at the wave's end none waits for another longer than one packet.
+   * A wave moves at most one rate window of the link's bytes, so the
+   * guest's writes (executed per window) interleave with the sends as
+   * finely as with a single stream.
    */
   private async sendMultifd(
     s: VirtualRunState,
@@ -286,29 +293,31 @@ export class InProcessLink {
       ? (task: ChannelTask) => this.channelPool().run(task)
       : (this.twoThreadStream() ?? this.inlineChannel());
     const channels = Math.max(1, this.o.multifdChannels);
-    const groupPages = this.groupPages();
+    const wavePages = this.groupPages() * channels;
     const packetPages = this.channelPacketPages();
+    const queue = this.packetQueue;
     const sent = { pages: 0, bytes: 0 };
     for (let start = 0; start < count; ) {
       const packetNum = multifd ? s.multifdPackets : s.streamPackets;
-      const slices = nextWave(start, count, channels, groupPages, packetPages, packetNum);
-      for (const slice of slices) start += slice.count;
+      const wave = Math.min(count - start, wavePages);
+      if (queue) Atomics.store(packetQueue(this.layout.memory, queue), 0, 0);
       const done = await Promise.all(
-        slices.map((slice) => {
-          const packet = this.channelPackets[slice.c];
-          const stats = this.channelStats[slice.c];
-          const scratch = this.channelScratch[slice.c];
-          const far = destination.channels[slice.c];
+        Array.from({ length: channels }, (_, c) => {
+          const packet = this.channelPackets[c];
+          const stats = this.channelStats[c];
+          const scratch = this.channelScratch[c];
+          const far = destination.channels[c];
           if (!packet || !stats || !scratch || !far) throw new Error("multifd channel not set up");
           return run({
             type: "migration.channel",
             ram: this.ram().toDescriptor(),
             pageShift: this.o.pageShift,
             list: this.list.toDescriptor(),
-            listStart: slice.start,
-            count: slice.count,
+            listStart: start,
+            count: wave,
             packetPages,
-            packetNum: slice.packetNum,
+            packetNum,
+            ...(queue ? { queue: queue.toDescriptor() } : {}),
             packet: packet.header.toDescriptor(),
             sent: packet.sent.toDescriptor(),
             stats: stats.toDescriptor(),
@@ -323,17 +332,18 @@ export class InProcessLink {
               hashes: destination.hashes.toDescriptor(),
               scratch: far.scratch.toDescriptor(),
             },
-          }).then((result) => ({ result, slice }));
+          });
         }),
       );
+      start += wave;
+      let consumed = 0;
+      for (const result of done) consumed += result.consumed;
+      if (consumed !== wave) {
+        throw new Error(`multifd channels sent ${consumed} of the wave's ${wave} pages`);
+      }
       const before = { ...s.counts };
       let bytes = 0;
-      for (const { result, slice } of done) {
-        if (result.consumed !== slice.count) {
-          throw new Error(
-            `multifd channel ${slice.c} sent ${result.consumed} of ${slice.count} pages`,
-          );
-        }
+      for (const result of done) {
         // One stream's wire is QEMU's RAM records (a page and its header, a
         // zero page in 9 bytes): the pages move RAM to RAM, the link carries
         // and is charged the bytes those records take.
@@ -353,7 +363,7 @@ export class InProcessLink {
         bytes += counts.bytes;
       }
       let pages = 0;
-      for (const { result } of done) pages += result.counts.normal + result.counts.zero;
+      for (const result of done) pages += result.counts.normal + result.counts.zero;
       const share = await charge(bytes, running, untilMs);
       sent.pages += Math.floor(pages * share);
       sent.bytes += Math.floor(bytes * share);

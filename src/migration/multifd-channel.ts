@@ -164,6 +164,8 @@ export function receivePacket(
  * Runs both ends of one multifd channel for a slice of a round's page list:
  * per packet, the sender writes the header (hashing each page it sends and
  * sorting out the zero pages in the same pass), then {@link receivePacket}.
+ * With the task's queue, the channel takes the slice's packets one at a
+ * time from the queue it shares with the other channels, until none is left.
  *
  * @throws MultifdPacketError if the receiver refuses a header (no page of that packet is written).
  */
@@ -183,14 +185,14 @@ export function runChannel(
   const counts: EncodeCounts = emptyEncodeCounts();
   let consumed = 0;
   let packets = 0;
-  while (consumed < task.count) {
-    const packetNum = task.packetNum + packets;
+  /** Sends and receives one packet of at most `count` pages from slice offset `at`; returns the pages it took. */
+  const sendPacket = (at: number, count: number, packetNum: number): number => {
     const out = source.kernel.send({
       ram,
       pageShift: task.pageShift,
       list,
-      listStart: task.listStart + consumed,
-      count: task.count - consumed,
+      listStart: task.listStart + at,
+      count,
       alloc: task.packetPages,
       packet,
       sent,
@@ -199,8 +201,7 @@ export function runChannel(
       ...(hashes ? { hashes } : {}),
       packetNum,
     });
-    if (out.consumed === 0) break;
-    consumed += out.consumed;
+    if (out.consumed === 0) return 0;
     packets++;
     receivePacket(
       destination,
@@ -216,9 +217,50 @@ export function runChannel(
       task.pageShift,
       task.packetPages,
     );
+    return out.consumed;
+  };
+  if (task.queue) {
+    const next = packetQueue(source.memory, new Region(task.queue));
+    for (;;) {
+      const i = Atomics.add(next, 0, 1);
+      const at = i * task.packetPages;
+      if (at >= task.count) break;
+      const count = Math.min(task.packetPages, task.count - at);
+      const took = sendPacket(at, count, task.packetNum + i);
+      // A packet holds packetPages pages, zero pages too: a packet that took
+      // fewer would leave pages of the wave that no channel sends.
+      if (took !== count) {
+        throw new Error(`multifd packet ${task.packetNum + i} took ${took} of its ${count} pages`);
+      }
+      consumed += took;
+    }
+  } else {
+    while (consumed < task.count) {
+      const took = sendPacket(consumed, task.count - consumed, task.packetNum + packets);
+      if (took === 0) break;
+      consumed += took;
+    }
   }
   takeEncodeStats(source.memory, stats, counts);
   return { consumed, counts, packets };
+}
+
+/** Bytes of a wave's packet queue: one Int32, the next packet's index (8 to keep what follows aligned). */
+export const PACKET_QUEUE_BYTES = 8;
+
+/**
+ * The packet queue's cursor over `region` of `memory` (shared by the pool's
+ * workers), for `Atomics`.
+ *
+ * @throws RangeError if the region is too small or not 4-byte aligned.
+ */
+export function packetQueue(memory: WebAssembly.Memory, region: Region): Int32Array {
+  if (region.byteLength < 4 || region.offset % 4 !== 0) {
+    throw new RangeError(
+      `multifd packet queue '${region.name}' at ${region.offset} (${region.byteLength} bytes): needs 4 bytes, 4-byte aligned`,
+    );
+  }
+  return new Int32Array(memory.buffer, region.offset, 1);
 }
 
 /** The receiver's regions from a task's descriptors. */

@@ -8,6 +8,8 @@ import type { MigrationSummary } from "./stats.js";
  * sender's packets (QEMU's MultiFDPacket_t headers, the pages themselves
  * moved from RAM to RAM by the link) and the receiver's checks and placing,
  * as the source's send thread and the destination's receive thread would.
+ * With a `queue`, the slice is a wave that every channel given the same
+ * queue shares, packet by packet.
  */
 export interface ChannelTask {
   readonly type: "migration.channel";
@@ -20,6 +22,16 @@ export interface ChannelTask {
   readonly packetPages: number;
   /** The number of this slice's first packet (QEMU numbers packets across channels). */
   readonly packetNum: number;
+  /**
+   * The wave's packet queue: an Int32 in the source's memory, the index of
+   * the next packet of the slice not yet taken. Channels given the same
+   * queue take packets from it one at a time (packet i carries pages
+   * [i packetPages, (i + 1) packetPages) of the slice and number
+   * packetNum + i), as QEMU's multifd_send hands each packet to whichever
+   * channel is free, so no channel idles while another has packets left.
+   * Without it the channel sends the whole slice itself.
+   */
+  readonly queue?: RegionDescriptor;
   /** The sender's header buffer. */
   readonly packet: RegionDescriptor;
   /** The sender's list of the pages a packet carries (u32, 2 x packetPages). */
@@ -79,7 +91,7 @@ export interface HashPagesTask {
   readonly scratch: RegionDescriptor;
 }
 
-/** What a channel moved: pages consumed from its slice, the packets' counts, and how many packets. */
+/** What a channel moved: pages consumed from its slice (its packets' pages, with a queue), the packets' counts, and how many packets. */
 export interface ChannelResult {
   readonly consumed: number;
   readonly counts: EncodeCounts;
