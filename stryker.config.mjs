@@ -77,6 +77,11 @@ export const ENGINES = {
     // pool's workers (a pool started anew for every mutant);
     // vmq-classify-rules holds the classifier's rules on this thread.
     testFiles: ["test/net-!(cli|tshark|real-captures|vmq|vmq-rounds).test.ts"],
+    // Its endless mutants are the parsers' and planners' loops, which
+    // Stryker's hit limit stops at once (a Timeout); the only wait on a
+    // clock, the round barrier's, runs in the pool's workers, out of these
+    // tests' reach. 15 s past a mutant's tests' own time is ample.
+    timeoutMS: 15_000,
   },
   storage: {
     mutate: ["src/storage/**/*.ts"],
