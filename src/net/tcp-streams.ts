@@ -6,8 +6,14 @@ import { PROTO_TCP, parseFrame, TCP_FLAGS } from "./frame.js";
  * The byte streams of TCP connections, rebuilt from what the VMs received
  * (frames and coalesced super-frames alike), as `tshark -z follow,tcp,raw`
  * shows them: each direction's payload in sequence order, a retransmitted
- * or overlapping byte taken once (its first copy), from the SYN's sequence
- * number plus one (or the lowest sequence number seen, without a SYN).
+ * or overlapping byte taken once (its first copy). As in Wireshark's
+ * follow_tcp_tap_listener (epan/dissectors/packet-tcp.c), a direction's
+ * stream starts where the first segment seen in that direction starts,
+ * with or without data: its sequence number, plus one if it is a SYN (RFC
+ * 9293 section 3.4: the SYN takes one sequence number). A segment seen
+ * later never moves that start, so bytes before it (a SYN captured late, a
+ * segment that arrived out of order before the first one seen) are left
+ * out, and a segment straddling it gives the bytes from the start on.
  */
 
 interface Segment {
@@ -16,7 +22,8 @@ interface Segment {
 }
 
 interface Direction {
-  isn: number | null;
+  /** Sequence number of the stream's first byte, from the first segment seen; null before. */
+  start: number | null;
   readonly segments: Segment[];
 }
 
@@ -51,7 +58,7 @@ export class TcpStreams {
     const { key, forward } = conversationKey(PROTO_TCP, src, sp, dst, dp);
     let c = this.connections.get(key);
     if (!c) {
-      c = { forward: { isn: null, segments: [] }, backward: { isn: null, segments: [] } };
+      c = { forward: { start: null, segments: [] }, backward: { start: null, segments: [] } };
       this.connections.set(key, c);
     }
     const d = forward ? c.forward : c.backward;
@@ -61,8 +68,9 @@ export class TcpStreams {
         ((frame[p.l4 + 6] ?? 0) << 8) |
         (frame[p.l4 + 7] ?? 0)) >>>
       0;
-    if ((frame[p.l4 + 13] ?? 0) & TCP_FLAGS.SYN) d.isn = (seq + 1) >>> 0;
-    if (p.payloadLength > 0)
+    const syn = ((frame[p.l4 + 13] ?? 0) & TCP_FLAGS.SYN) !== 0;
+    d.start ??= (syn ? seq + 1 : seq) >>> 0;
+    if (p.payloadLength > 0 && !syn)
       d.segments.push({ seq, data: frame.slice(p.payload, p.payload + p.payloadLength) });
   }
 
@@ -77,14 +85,15 @@ export class TcpStreams {
 }
 
 function assemble(d: Direction): Uint8Array {
-  if (d.segments.length === 0) return new Uint8Array(0);
-  const first = d.segments[0] as Segment;
-  const base = d.isn ?? first.seq;
+  const base = d.start;
+  if (base === null || d.segments.length === 0) return new Uint8Array(0);
   // Sequence numbers relative to the base, as signed 32-bit distances, so a
   // stream that wraps past 2^32 stays in order.
   const relative = d.segments
     .map((s) => ({ at: (s.seq - base) | 0, data: s.data }))
-    .filter((s) => s.at >= 0)
+    // A segment ending at or before the start gives nothing; one straddling
+    // it gives its bytes from the start on (end - at below).
+    .filter((s) => s.at + s.data.length > 0)
     .sort((x, y) => x.at - y.at);
   const pieces: Uint8Array[] = [];
   let end = 0;
