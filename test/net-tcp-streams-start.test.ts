@@ -26,7 +26,12 @@ const text = (s: string) => new TextEncoder().encode(s);
 const hex = (b: Uint8Array | undefined) => Buffer.from(b ?? new Uint8Array(0)).toString("hex");
 
 /** A TCP segment from side a (10.0.0.1:40000) or b (10.0.0.2:80). */
-function tcp(from: "a" | "b", seq: number, payload: string, flags: number = TCP_FLAGS.ACK): Uint8Array {
+function tcp(
+  from: "a" | "b",
+  seq: number,
+  payload: string,
+  flags: number = TCP_FLAGS.ACK,
+): Uint8Array {
   const [src, dst] = from === "a" ? ["10.0.0.1", "10.0.0.2"] : ["10.0.0.2", "10.0.0.1"];
   return buildFrame(
     {
