@@ -14,6 +14,9 @@ import { PROTO_TCP, parseFrame, TCP_FLAGS } from "./frame.js";
  * later never moves that start, so bytes before it (a SYN captured late, a
  * segment that arrived out of order before the first one seen) are left
  * out, and a segment straddling it gives the bytes from the start on.
+ * A SYN's own data (TCP Fast Open, RFC 7413 section 4; a SYN-ACK may carry
+ * data too) begins one past the SYN's sequence number and belongs to the
+ * stream, as tshark's follow shows it.
  */
 
 interface Segment {
@@ -68,10 +71,11 @@ export class TcpStreams {
         ((frame[p.l4 + 6] ?? 0) << 8) |
         (frame[p.l4 + 7] ?? 0)) >>>
       0;
-    const syn = ((frame[p.l4 + 13] ?? 0) & TCP_FLAGS.SYN) !== 0;
-    d.start ??= (syn ? seq + 1 : seq) >>> 0;
-    if (p.payloadLength > 0 && !syn)
-      d.segments.push({ seq, data: frame.slice(p.payload, p.payload + p.payloadLength) });
+    // The SYN takes the sequence number before its data's first byte.
+    const first = ((frame[p.l4 + 13] ?? 0) & TCP_FLAGS.SYN ? seq + 1 : seq) >>> 0;
+    d.start ??= first;
+    if (p.payloadLength > 0)
+      d.segments.push({ seq: first, data: frame.slice(p.payload, p.payload + p.payloadLength) });
   }
 
   /** The two streams of the connection between these endpoints, or null if none was seen. */
