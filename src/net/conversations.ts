@@ -7,7 +7,11 @@ import { PROTO_TCP, PROTO_UDP, parseFrame } from "./frame.js";
  * the order first seen, endpoint A being the first packet's source; frames
  * and bytes (each frame's length on the wire) per direction. As tshark
  * reassembles IPv4 fragments by default, a fragmented datagram counts once,
- * at the fragment that completes it, with that frame's length.
+ * at the fragment that completes it, with that frame's length. A datagram
+ * completes when the byte ranges received cover every byte from 0 to the
+ * last fragment's end (RFC 791 section 3.2; RFC 815's hole descriptors):
+ * a duplicated or overlapping fragment fills no hole, as in Wireshark's
+ * reassembly (epan/reassemble.c), which leaves such a datagram in pieces.
  */
 
 /** A TCP or UDP conversation between endpoints A and B. */
@@ -31,7 +35,8 @@ export interface WireFrame {
 
 /** IPv4 fragments of one datagram seen so far. */
 interface Reassembly {
-  received: number;
+  /** Byte ranges of the payload received, [start, end), sorted, disjoint and not touching. */
+  readonly ranges: { start: number; end: number }[];
   /** Bytes of the whole datagram's payload, once the last fragment is seen; -1 before. */
   total: number;
   ports: { src: number; dst: number } | null;
@@ -39,6 +44,26 @@ interface Reassembly {
 
 /** Largest number of datagrams in reassembly at once (a bound against hostile captures). */
 const MAX_REASSEMBLIES = 65_536;
+
+/** Adds [start, end) to sorted, disjoint ranges, merging what it overlaps or touches. */
+function addRange(ranges: { start: number; end: number }[], start: number, end: number): void {
+  let i = 0;
+  while (i < ranges.length && (ranges[i]?.end ?? 0) < start) i++;
+  let j = i;
+  while (j < ranges.length && (ranges[j]?.start ?? 0) <= end) {
+    const r = ranges[j] as { start: number; end: number };
+    start = Math.min(start, r.start);
+    end = Math.max(end, r.end);
+    j++;
+  }
+  ranges.splice(i, j - i, { start, end });
+}
+
+/** Whether the ranges hold every byte of [0, total). */
+function covers(ranges: readonly { start: number; end: number }[], total: number): boolean {
+  const first = ranges[0];
+  return first !== undefined && first.start === 0 && first.end >= total;
+}
 
 function be16(b: Uint8Array, at: number): number {
   return ((b[at] ?? 0) << 8) | (b[at + 1] ?? 0);
@@ -85,15 +110,15 @@ export function countConversations(frames: readonly WireFrame[]): Conversation[]
       let r = fragments.get(id);
       if (!r) {
         if (fragments.size >= MAX_REASSEMBLIES) continue;
-        r = { received: 0, total: -1, ports: null };
+        r = { ranges: [], total: -1, ports: null };
         fragments.set(id, r);
       }
       const bytes = p.ipEnd - p.payload;
-      r.received += bytes;
+      if (bytes > 0) addRange(r.ranges, offset, offset + bytes);
       if (!more) r.total = offset + bytes;
       if (offset === 0 && bytes >= 4)
         r.ports = { src: be16(frame, p.payload), dst: be16(frame, p.payload + 2) };
-      if (r.total < 0 || r.received < r.total || !r.ports) continue;
+      if (r.total < 0 || !covers(r.ranges, r.total) || !r.ports) continue;
       fragments.delete(id);
       ports = r.ports;
     } else {
