@@ -63,6 +63,14 @@ export class KernelPool {
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: 60_000,
+      // piscina loads its worker file with require() before import(); on
+      // Node 20.19+ require() of an ES module loads and links it, and the
+      // worker file's top-level await then refuses it, leaving a module
+      // half-loaded that a second require() racing the import() aborts the
+      // whole process on ("v8::Module::IsGraphAsync must be used on an
+      // instantiated module"). With require(esm) off in the workers, the
+      // require() fails before loading anything and import() alone loads it.
+      execArgv: [...process.execArgv, "--no-experimental-require-module"],
     });
   }
 
