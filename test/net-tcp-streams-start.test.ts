@@ -1,13 +1,10 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildFrame } from "../src/net/build.js";
-import { writeCapture } from "../src/net/capture.js";
 import { TCP_FLAGS } from "../src/net/frame.js";
-import { TcpStreams } from "../src/net/tcp-streams.js";
 import { requireTool } from "./support/cli.js";
+import { follow, hex, tcp, text, tsharkFollow } from "./support/tcp-follow.js";
 
 /*
  * Where a direction's byte stream starts when the capture did not see the
@@ -21,41 +18,6 @@ import { requireTool } from "./support/cli.js";
  */
 
 const hasTshark = requireTool("tshark");
-
-const text = (s: string) => new TextEncoder().encode(s);
-const hex = (b: Uint8Array | undefined) => Buffer.from(b ?? new Uint8Array(0)).toString("hex");
-
-/** A TCP segment from side a (10.0.0.1:40000) or b (10.0.0.2:80). */
-function tcp(
-  from: "a" | "b",
-  seq: number,
-  payload: string,
-  flags: number = TCP_FLAGS.ACK,
-): Uint8Array {
-  const [src, dst] = from === "a" ? ["10.0.0.1", "10.0.0.2"] : ["10.0.0.2", "10.0.0.1"];
-  return buildFrame(
-    {
-      ethernet: { dst: "02:00:00:00:00:02", src: "02:00:00:00:00:01" },
-      ip: { version: 4, src: src ?? "", dst: dst ?? "" },
-      l4: {
-        kind: "tcp",
-        srcPort: from === "a" ? 40000 : 80,
-        dstPort: from === "a" ? 80 : 40000,
-        seq,
-        flags,
-      },
-    },
-    text(payload),
-  );
-}
-
-/** hvlab's two streams, a to b and b to a, as hex. */
-function follow(frames: readonly Uint8Array[]): { aToB: string; bToA: string } {
-  const s = new TcpStreams();
-  for (const f of frames) s.add(f);
-  const st = s.stream("10.0.0.1", 40000, "10.0.0.2", 80);
-  return { aToB: hex(st?.aToB), bToA: hex(st?.bToA) };
-}
 
 /*
  * Captures whose first segment in a direction is not where the stream's
@@ -115,27 +77,6 @@ describe("a TCP stream starts at the first segment seen, as tshark's follow,tcp"
   }
 });
 
-/** `tshark -z follow,tcp,raw,0`: node 0 (the first frame's source) to node 1, and back. */
-function tsharkFollow(file: string): { zeroToOne: string; oneToZero: string } {
-  const out = execFileSync("tshark", ["-r", file, "-q", "-z", "follow,tcp,raw,0"], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  let zeroToOne = "";
-  let oneToZero = "";
-  let inData = false;
-  for (const line of out.split("\n")) {
-    if (line.startsWith("Node 1:")) {
-      inData = true;
-      continue;
-    }
-    if (!inData || line.startsWith("=") || line.trim() === "") continue;
-    if (line.startsWith("\t")) oneToZero += line.trim();
-    else zeroToOne += line.trim();
-  }
-  return { zeroToOne, oneToZero };
-}
-
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "hvlab-tcp-start-"));
@@ -146,20 +87,8 @@ describe.skipIf(!hasTshark)("the stream's start against tshark -z follow,tcp,raw
   for (const [i, c] of CASES.entries()) {
     it(c.name, () => {
       const file = join(dir, `start-${i}.pcap`);
-      writeFileSync(
-        file,
-        writeCapture(
-          c.frames.map((data, n) => ({ data, seconds: 1_700_000_000, nanoseconds: n * 1000 })),
-          { format: "pcap" },
-        ),
-      );
-      const t = tsharkFollow(file);
+      const fromTshark = tsharkFollow(c.frames, file);
       const ours = follow(c.frames);
-      // Node 0 is the first frame's source.
-      const firstFromA = (c.frames[0]?.[29] ?? 0) === 1;
-      const fromTshark = firstFromA
-        ? { aToB: t.zeroToOne, bToA: t.oneToZero }
-        : { aToB: t.oneToZero, bToA: t.zeroToOne };
       expect(fromTshark.aToB.length + fromTshark.bToA.length).toBeGreaterThan(0);
       expect(ours).toEqual(fromTshark);
     });
