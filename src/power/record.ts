@@ -49,7 +49,12 @@ export async function recordUtilization(
   const times = new Float64Array(samples);
   const values = new Float64Array(samples * cpus);
   for (let s = 0; s < samples; s++) {
-    await sleep(Math.max(0, started + (s + 1) * intervalMs - performance.now()));
+    // A timer can fire up to a millisecond before its delay has passed by
+    // this clock (libuv truncates the delay to whole milliseconds and counts
+    // from the time it cached at the loop's turn): sleep again until the
+    // interval's end has passed, so each sample covers its whole interval.
+    const due = started + (s + 1) * intervalMs;
+    while (performance.now() < due) await sleep(Math.ceil(due - performance.now()));
     const now = await read();
     times[s] = (performance.now() - started) / 1000;
     for (let c = 0; c < cpus; c++) {
