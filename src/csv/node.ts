@@ -785,20 +785,6 @@ export class ClusterNode {
     }
   }
 
-  /**
-   * Throws {@link ReservationConflictError} unless this node's key holds the
-   * LUN's reservation: a node that took the role over PREEMPTs it first, so
-   * this is the coordinator's proof, at the target, that the role is still
-   * its own (what the journal's writes prove for the operations that write).
-   */
-  private async confirmReservation(): Promise<void> {
-    const held = await this.target.readReservation();
-    if (held.reservation?.key !== this.key)
-      throw new ReservationConflictError(
-        `node ${this.options.id} no longer holds the reservation (${held.reservation ? `key 0x${held.reservation.key.toString(16)} does` : "none is held"})`,
-      );
-  }
-
   /** Runs a metadata operation as coordinator, one at a time, and none while redirected I/O runs. */
   private runMetadata(request: MetadataRequest): Promise<MetadataReply> {
     const run = async (): Promise<MetadataReply> => {
@@ -818,10 +804,6 @@ export class ClusterNode {
               throw error;
             }
           case "open":
-            // An open writes nothing, so no RESERVATION CONFLICT would tell a
-            // coordinator deposed without hearing of it (a partition, or timers
-            // stalled past the threshold) that its volume in memory is stale.
-            await this.confirmReservation();
             return { ok: true, file: volume.lookup(request.name) };
           case "resize":
             return { ok: true, file: await volume.resize(request.name, request.size ?? 0) };
