@@ -17,7 +17,11 @@ const MAIN = new URL("../dist/src/cli/main.js", import.meta.url).href;
 
 const dir = fileTempDir("storage-convert-command");
 
-/** Every module URL a run of bin/hvlab.js resolves (a resolve hook prints them). */
+/**
+ * Every module URL a run of bin/hvlab.js resolves: a resolve hook prints
+ * the ES modules', a preloaded wrapper of CommonJS's resolver the required
+ * files' (the bin and the convert bundle are CommonJS).
+ */
 function modulesLoaded(args: readonly string[]): string[] {
   const hook = join(dir, "hook.mjs");
   writeFileSync(
@@ -35,9 +39,27 @@ export async function resolve(specifier, context, next) {
     register,
     `import { register } from "node:module";\nregister(${JSON.stringify(new URL(`file://${hook}`).href)});\n`,
   );
-  const run = spawnSync(process.execPath, ["--import", register, BIN, ...args], {
-    encoding: "utf8",
-  });
+  const required = join(dir, "required.cjs");
+  writeFileSync(
+    required,
+    `const Module = require("node:module");
+const { writeSync } = require("node:fs");
+const { pathToFileURL } = require("node:url");
+const resolve = Module._resolveFilename;
+Module._resolveFilename = function (...args) {
+  const file = resolve.apply(this, args);
+  if (file.startsWith("/")) writeSync(2, "resolved " + pathToFileURL(file).href + "\\n");
+  return file;
+};
+`,
+  );
+  const run = spawnSync(
+    process.execPath,
+    ["--import", register, "--require", required, BIN, ...args],
+    {
+      encoding: "utf8",
+    },
+  );
   expect(run.status, run.stderr).toBe(0);
   return [...run.stderr.matchAll(/^resolved (.*)$/gm)].map((m) => m[1] ?? "");
 }
@@ -59,7 +81,7 @@ function wholeCli(args: readonly string[]): CliRun {
 describe("hvlab storage convert's own entry", () => {
   it("loads the bundle alone: no module of dist/src/ and no package from node_modules", () => {
     const loaded = modulesLoaded(["storage", "convert", "--help"]);
-    expect(loaded.some((url) => url.includes("/dist/bundle/storage-convert-main.js"))).toBe(true);
+    expect(loaded.some((url) => url.includes("/dist/bundle/storage-convert-main.cjs"))).toBe(true);
     expect(loaded.filter((url) => url.includes("/dist/src/"))).toEqual([]);
     expect(loaded.filter((url) => url.includes("/node_modules/"))).toEqual([]);
     // The probe's own check: another storage command goes through the whole CLI.

@@ -10,7 +10,7 @@ import { testTempDir } from "./support/temp.js";
 // work that needs them (an I/O run, a new disk's unique id).
 const STORAGE_COMMAND = new URL("../dist/src/cli/commands/storage.js", import.meta.url).href;
 // The bundle `hvlab storage convert` runs from (npm run build makes it).
-const CONVERT_BUNDLE = new URL("../dist/bundle/storage-convert-main.js", import.meta.url).href;
+const CONVERT_BUNDLE = new URL("../dist/bundle/storage-convert-main.cjs", import.meta.url).href;
 const PISCINA = import.meta.resolve("piscina");
 
 interface Loaded {
