@@ -25,11 +25,16 @@ export interface CopyStats {
 export type ProgressFn = (done: number, total: number) => void;
 
 /**
- * Bytes of chunks a copy keeps in flight. Eight 2 MiB chunks, as qemu-img
- * convert keeps 8 requests of its 2 MiB buffer in flight (qemu-img.c,
- * img_convert: `-m` defaults to 8 coroutines, `bufsectors` to 4096).
+ * Bytes of chunks a copy keeps in flight: two 2 MiB chunks, one read ahead
+ * of the one being written. Writes go out one at a time, and a 2 MiB read
+ * from the page cache takes less than a 2 MiB write, so one read ahead keeps
+ * the writer busy; more only costs memory the kernel must fault in on the
+ * first read into it. qemu-img convert keeps 8 requests of 2 MiB in flight
+ * (qemu-img.c, img_convert: `-m` defaults to 8 coroutines, `bufsectors` to
+ * 4096); here 16 MiB of fresh buffers were 3,100 of a convert's 7,700 page
+ * faults, each some 10 to 40 µs on a virtual machine (docs/storage.md).
  */
-const IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+const IN_FLIGHT_BYTES = 4 * 1024 * 1024;
 /** Most chunks in flight, whatever their size. */
 const MAX_IN_FLIGHT = 8;
 
