@@ -46,6 +46,13 @@ export interface HostProbe {
   /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
   /**
+   * Bytes per second QEMU sends with no rate limit, where `hostRate` was
+   * taken from a pass max-bandwidth paced (the real run's first pass): the
+   * probe's own first pass, or the paced rate if higher. Absent: `hostRate`
+   * is that rate (the probe's, which ran with no rate limit).
+   */
+  readonly unthrottledRate?: number;
+  /**
    * The rate of each 100 ms window, where it was measured under the run's
    * own max-bandwidth (the run's first pass; the probe's own windows, with
    * no rate limit, are not the run's).

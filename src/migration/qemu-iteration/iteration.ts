@@ -45,6 +45,13 @@ export interface QemuIterationOptions {
    * lower of this and max-bandwidth.
    */
   readonly hostRate: number;
+  /**
+   * Bytes per second QEMU's migration thread sends with no rate limit at
+   * all (the probe's first pass), where `hostRate` is a rate max-bandwidth
+   * paced (a real run's first pass): an iteration sends what this sends in
+   * {@link MAX_WAIT_MS}, or the window's budget. Absent: `hostRate`.
+   */
+  readonly unthrottledRate?: number;
   /** Bytes per second with no rate limit and the vCPUs stopped (the last pages at completion). */
   readonly completionRate: number;
   /**
@@ -101,6 +108,7 @@ export function checkQemuIteration(o: QemuIterationOptions): void {
     ["host rate", o.hostRate],
     ["completion rate", o.completionRate],
     ["resend rate", o.resendRate ?? o.hostRate],
+    ["unthrottled rate", o.unthrottledRate ?? o.hostRate],
   ] as const) {
     if (!(value > 0) || !Number.isFinite(value))
       throw new RangeError(
@@ -159,10 +167,15 @@ export function runningRate(
  * Bytes one iteration sends before the pending estimate is looked at again:
  * the window's rate-limit budget when max-bandwidth binds (the thread then
  * waits for the next window), else what the host sends in MAX_WAIT.
+ * `ram_save_iterate` (migration/ram.c) loops while `qemu_file_rate_limit`
+ * allows and breaks on MAX_WAIT alone, so the host's speed here is its
+ * speed with no rate limit (`unthrottledRate`): a pass that max-bandwidth
+ * paced sends each window's budget in one iteration whenever the host
+ * could send it within MAX_WAIT, one pending check a window, not two.
  */
 export function chunkBytes(o: QemuIterationOptions, maxBandwidth: number): number {
   const budget = (maxBandwidth * BUFFER_DELAY_MS) / 1000;
-  const inMaxWait = (o.hostRate * MAX_WAIT_MS) / 1000;
+  const inMaxWait = ((o.unthrottledRate ?? o.hostRate) * MAX_WAIT_MS) / 1000;
   return Math.min(budget, inMaxWait);
 }
 
