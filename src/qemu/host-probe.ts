@@ -1,4 +1,3 @@
-import { GUEST_PAGE } from "./guest-image.js";
 import { readGuestStatus } from "./guest-status.js";
 import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
 import { firstPassRate, resendRate, zeroScanRate } from "./pass-rate.js";
@@ -68,19 +67,10 @@ export class HostProbeError extends Error {
 
 /** max-bandwidth for "no rate limit" (QEMU takes any uint64; 1 TiB/s is never reached). */
 const UNLIMITED = 2 ** 40;
-/**
- * How long the probe runs under the run's max-bandwidth before it sets the
- * run's downtime-limit, ms: two of QEMU's 100 ms bandwidth windows and a
- * sample's slack, so the threshold comes from a window under the cap.
- */
-const CAPPED_MS = 250;
-/**
- * max-bandwidth while the probe lets the guest dirty pages before its
- * completion, bytes/s: a trickle (0 would mean no limit to QEMU).
- */
-const HOLD_BANDWIDTH = 1024 ** 2;
-/** The longest the probe lets the guest dirty pages before its completion, ms. */
-const HOLD_MAX_MS = 2000;
+/** The shortest span the guest's writes under migration are counted over, ms. */
+const WRITES_SPAN_MS = 1000;
+/** How long the probe lets QEMU bring pending down to the completion's size, ms. */
+const SHRINK_WAIT_MS = 2000;
 /** How long the source's monitor may take to answer while QEMU completes, ms. */
 const COMPLETION_WAIT_MS = 60_000;
 /** downtime-limit that makes QEMU complete at its next check (QEMU's largest is 2000 s). */
@@ -99,24 +89,20 @@ interface Point {
 /**
  * Migrates the running guest to a throw-away destination with no rate limit
  * and downtime-limit 1 ms (so it does not complete), samples query-migrate
- * every `sampleMs` through the first pass while the guest runs, then
- * (given the run's parameters, `run`) goes on under the run's
- * max-bandwidth for {@link CAPPED_MS} (the rate after the first pass, pages
- * the destination already holds; the destination drains what the
- * unlimited pass left in the socket), then lets the guest dirty pages
- * under a trickle of bandwidth for as long as it takes to dirty about what
- * the run's threshold (max-bandwidth x downtime-limit) holds, at
- * `dirtyBytesPerSecond` (calc-dirty-rate's distinct pages a second, else
- * the write counter's rate), and makes QEMU complete: it stops the guest
- * and sends those re-dirtied pages to an idle destination, as a run's
- * completion does, and about as many. A completion QEMU reached on its own
- * was not the run's: under the run's parameters a guest dirtying slower
- * than the cap was caught up (82 KB to 390 KB left, too little to time),
- * and right after an unlimited first pass it waited on the destination's
- * backlog (30 MB in 130 ms where the run's 24 MiB took 20 ms); and a
- * completion of first-pass pages went several times slower in runs here
- * (125 MiB/s against some 870 MiB/s for re-dirtied pages; the destination
- * touching each page for the first time is the likely reason).
+ * every `sampleMs` through the first pass while the guest runs, and once
+ * the first pass is done (QEMU synced again) sets the run's max-bandwidth
+ * and downtime-limit (`run`), so that QEMU goes on as the run will and
+ * completes on its own when pending fits the run's threshold: it stops the
+ * guest and sends the pages dirtied since, pages the destination already
+ * holds, as it sends the last pages of any migration, and about as many as
+ * the run will leave for its completion: a completion that fits the
+ * socket's buffers goes faster than one the destination paces. (With no
+ * rate limit after the first pass, pending stayed so small for a hot set
+ * that QEMU completed with 200 KB in 1 ms, too little to time; and a
+ * completion of first-pass pages went several times
+ * slower in runs here, 125 MiB/s against some 870 MiB/s for re-dirtied
+ * pages; the destination touching each page for the first time is the
+ * likely reason.)
  * The rates QEMU reaches are the host's (under TCG the vCPU and the
  * migration thread share the cores); the write counter's rate meanwhile is
  * the guest's slowdown under migration. `probeMs` bounds the wait for the
@@ -130,7 +116,6 @@ export async function probeHost(
   probeMs: number,
   run: { readonly maxBandwidth: number; readonly downtimeLimitMs: number } | null,
   sampleMs = 50,
-  dirtyBytesPerSecond: number | null = null,
 ): Promise<HostProbe> {
   const destination = await QemuProcess.start({
     ...launch,
@@ -146,19 +131,15 @@ export async function probeHost(
   });
   const active: Point[] = [];
   const samples: MigrateSample[] = [];
-  // From when the run's max-bandwidth holds (after the first pass).
+  let completingAt = Number.POSITIVE_INFINITY;
+  // From when the run's parameters hold (after the first pass).
   let resendFrom = Number.POSITIVE_INFINITY;
-  let cappedAt = Number.POSITIVE_INFINITY;
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
-  let capped = false;
-  let holding = false;
-  let holdUntil = Number.POSITIVE_INFINITY;
-  // From when the trickle holds: no rate after the first pass past it.
-  let heldAt = Number.POSITIVE_INFINITY;
+  let writesDuring = 0;
   let completing = false;
+  let forced = false;
   let forcedAt = Number.POSITIVE_INFINITY;
-  let writesDuring: number | null = null;
   await source.qmp.execute("migrate", { uri });
   let final: QemuMigrationInfo | undefined;
   for (;;) {
@@ -185,67 +166,42 @@ export async function probeHost(
     const now = { at, transferred: ram.transferred ?? 0, normalBytes: ram["normal-bytes"] ?? 0 };
     active.push(now);
     samples.push({ atMs: at, info });
-    if (completing) continue;
     const passDone = (ram["dirty-sync-count"] ?? 0) >= 2;
-    if (!capped && passDone && at <= probeMs && run) {
-      // The run's max-bandwidth, downtime-limit still 1 ms: QEMU goes on at
-      // the run's rate without completing (the rate after the first pass),
-      // and the destination drains what the unlimited first pass left in
-      // the socket.
-      await source.qmp.execute("migrate-set-parameters", {
-        "max-bandwidth": Math.round(run.maxBandwidth),
-      });
-      capped = true;
-      cappedAt = at;
-      resendFrom = performance.now() - t0;
-    }
-    if (capped && !holding && run && at >= cappedAt + CAPPED_MS && at <= probeMs) {
-      // The guest's rate under migration so far. (Waiting here for a longer
-      // span let QEMU catch up with the guest under downtime-limit 1 ms; a
-      // sync that then finds no page completes at once, whatever the
-      // threshold: `migration_iteration_run` completes when pending is 0.)
+    if (!completing && (passDone || at > probeMs)) {
+      // A pass of a fraction of a second showed no writes at all in runs
+      // here: the guest's rate is read over at least WRITES_SPAN_MS.
+      const wait = WRITES_SPAN_MS - (performance.now() - t0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const status = await readGuestStatus(source.qmp);
-      const ranMs = performance.now() - t0;
-      writesDuring = ((status.writes - before.writes) * 1000) / ranMs;
-      // Then a trickle while the guest dirties pages, so that QEMU completes
-      // with about as many re-dirtied pages as the run's threshold
-      // (max-bandwidth x downtime-limit) holds, to an idle destination, as
-      // a real completion does. A completion QEMU reaches on its own here
-      // cannot be the run's: a guest dirtying slower than the cap is caught
-      // up (QEMU sends what it dirties and syncs again), so it completed
-      // with 82 KB to 390 KB, too little to time; right after an unlimited
-      // first pass it waited on the destination's backlog (30 MB in 130 ms
-      // where the run's 24 MiB took 20 ms).
-      await source.qmp.execute("migrate-set-parameters", { "max-bandwidth": HOLD_BANDWIDTH });
-      // Distinct pages, as calc-dirty-rate counted them over a second (a
-      // hot set saturates: its writes land on the same pages), else every
-      // write a new page.
-      const dirtying = dirtyBytesPerSecond ?? Math.max(1, writesDuring) * GUEST_PAGE;
-      const hold = (run.maxBandwidth * run.downtimeLimitMs) / dirtying;
-      holding = true;
-      heldAt = at;
-      holdUntil = at + Math.min(HOLD_MAX_MS, hold);
-    }
-    if (
-      (holding && at >= holdUntil) ||
-      at > probeMs ||
-      (passDone && !run) ||
-      (capped && !holding && at > cappedAt + HOLD_MAX_MS)
-    ) {
-      // With the trickle's bandwidth a downtime-limit this long puts QEMU's
-      // threshold (the last window's bandwidth x downtime-limit, computed
-      // when a window closes: `migration_update_counters` in
-      // migration/migration.c) above anything pending: it completes at its
-      // next check with all the guest dirtied since its last sync.
-      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
+      writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
+      // QEMU completes on its own once pending fits its threshold (the
+      // measured bandwidth x downtime-limit): under the run's parameters
+      // its passes, and so the pages left at the switch, are the run's.
+      await source.qmp.execute(
+        "migrate-set-parameters",
+        at > probeMs || !run
+          ? { "downtime-limit": COMPLETE_NOW_MS }
+          : {
+              "max-bandwidth": Math.round(run.maxBandwidth),
+              "downtime-limit": Math.round(run.downtimeLimitMs),
+            },
+      );
       completing = true;
+      completingAt = at;
+      if (at <= probeMs && run) resendFrom = performance.now() - t0;
+    }
+    // Not done within the probe's time: complete now, whatever is left.
+    if (completing && !forced && (at > probeMs || at > completingAt + SHRINK_WAIT_MS)) {
       forcedAt = at;
+      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
+      forced = true;
     }
   }
   await destination.stop();
-  // The guest's writes are counted up to the stop (QEMU's clock: total-time
-  // less downtime), while it ran under migration.
-  if (writesDuring === null) {
+  if (!completing) {
+    // QEMU completed on its own before any sample saw its second sync: the
+    // guest's writes are counted up to the stop (QEMU's clock: total-time
+    // less downtime).
     const status = await readGuestStatus(source.qmp);
     const ranMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
     writesDuring = ranMs > 0 ? ((status.writes - before.writes) * 1000) / ranMs : 0;
@@ -265,7 +221,7 @@ export async function probeHost(
     (final.ram?.transferred ?? 0) - (final.ram?.["downtime-bytes"] ?? 0);
   const precopyMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
   const pass =
-    firstPassRate(samples, forcedAt) ??
+    firstPassRate(samples, completingAt) ??
     (done && done.atMs > 0 && doneBytes > 0
       ? { rate: (doneBytes * 1000) / done.atMs, startMs: 0, intervals: 1 }
       : !done && precopyMs > 0 && precopyBytes > 0
@@ -301,9 +257,9 @@ export async function probeHost(
     completion: { bytes, downtimeMs },
     startMs,
     intervals: pass.intervals,
-    zeroScanRate: zeroScanRate(samples, forcedAt),
+    zeroScanRate: zeroScanRate(samples, completingAt),
     resendRate: resendRate(
-      samples.filter((x) => x.atMs <= Math.min(heldAt, forcedAt)),
+      samples.filter((x) => x.atMs <= forcedAt),
       resendFrom,
     ),
     writesPerSecondDuring: writesDuring,

@@ -53,16 +53,7 @@ export async function measureGuest(
     undefined,
   );
   const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
-  // The distinct pages the guest dirties in about a second size the
-  // probe's completion: the shortest calc-time measured.
-  const shortest = curve.reduce<DirtyRatePoint | undefined>(
-    (a, p) => (a === undefined || p.calcTimeS < a.calcTimeS ? p : a),
-    undefined,
-  );
-  const dirtyBytesPerSecond =
-    shortest && shortest.dirtyRateMiBps > 0 ? shortest.dirtyRateMiBps * 1024 ** 2 : null;
-  const probe =
-    probeMs > 0 ? await probeHost(q, launch, started, probeMs, run, 50, dirtyBytesPerSecond) : null;
+  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, run) : null;
   return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted, probe };
 }
 
