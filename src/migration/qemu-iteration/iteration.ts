@@ -88,7 +88,9 @@ export interface QemuIterationOptions {
    * of a page (a fault and the kernel zeroing it) paces it; later passes
    * send pages the destination holds. Under TCG on a loaded host one run
    * here sent its first pass at 40 to 60 MiB/s and its later passes at the
-   * 200 MiB/s cap. The measured window rates scale with it.
+   * 200 MiB/s cap. The measured window rates scale with it; a resend rate
+   * below `hostRate` leaves them as they are (the passes after the first go
+   * no slower than the first).
    */
   readonly resendRate?: number;
 }
@@ -159,7 +161,12 @@ export function runningRate(
 ): number {
   const windows = o.windowRates ?? [];
   const host = windows.length > 0 ? (windows[window % windows.length] ?? o.hostRate) : o.hostRate;
-  const scale = firstPass || o.resendRate === undefined ? 1 : o.resendRate / o.hostRate;
+  // Pages the destination already holds go no slower than first-pass pages
+  // (it touches none of them for the first time): a resend rate measured
+  // below the host's, stalls of a rate-limited probe and all, does not slow
+  // the passes after the first.
+  const scale =
+    firstPass || o.resendRate === undefined ? 1 : Math.max(1, o.resendRate / o.hostRate);
   return Math.min(host * scale, maxBandwidth);
 }
 
