@@ -4,7 +4,9 @@ import { runMigration } from "../src/migration/engine.js";
 import type { MigrationOptions } from "../src/migration/options.js";
 import type { QueryMigrateSummary } from "../src/migration/query-migrate.js";
 import { distinctPages, fitWorkingSet } from "../src/qemu/dirty-curve.js";
-import { type FigureError, withProjection } from "../src/qemu/predict.js";
+import type { HostProbe } from "../src/qemu/host-probe.js";
+import { calibrateFromRun, type FigureError, withProjection } from "../src/qemu/predict.js";
+import type { MigrateSample } from "../src/qemu/rounds.js";
 import { hvlabAsync, requireTool } from "./support/cli.js";
 
 describe("the saturating dirty curve", () => {
@@ -34,6 +36,46 @@ describe("the saturating dirty curve", () => {
     );
     // More distinct pages than writes: no working set explains it.
     expect(fitWorkingSet({ calcTimeS: 1, dirtyRateMiBps: 100 }, 10)).toBeNull();
+  });
+});
+
+describe("the prediction at the run's own first-pass rate", () => {
+  const MiB = 1024 ** 2;
+  const probe: HostProbe = {
+    hostRate: 220 * MiB,
+    completionRate: 900 * MiB,
+    completion: { bytes: 8 * MiB, downtimeMs: 9 },
+    startMs: 40,
+    intervals: 10,
+    zeroScanRate: null,
+    resendRate: null,
+    writesPerSecondDuring: 5000,
+  };
+  const measured = { writesPerSecond: 5000, curve: [], fittedWorkingSetPages: null, probe };
+  /** A first pass sending `rate` bytes/s of normal pages, sampled every 50 ms for 1 s. */
+  const pass = (rate: number): MigrateSample[] =>
+    Array.from({ length: 21 }, (_, i) => ({
+      atMs: i * 50,
+      info: {
+        status: "active",
+        ram: {
+          transferred: (rate * i * 50) / 1000,
+          "normal-bytes": (rate * i * 50) / 1000,
+          "dirty-sync-count": 1,
+        },
+      },
+    }));
+
+  it("a pass max-bandwidth paced keeps the probe's rate with no limit, which sizes QEMU's iterations", () => {
+    const paced = calibrateFromRun(measured, pass(30 * MiB), 30 * MiB);
+    expect(paced?.measured.probe?.hostRate).toBeCloseTo(30 * MiB, 0);
+    expect(paced?.measured.probe?.unthrottledRate).toBe(220 * MiB);
+    // A pass the host's speed held (well below max-bandwidth) is that speed.
+    const slow = calibrateFromRun(measured, pass(60 * MiB), 200 * MiB);
+    expect(slow?.measured.probe?.unthrottledRate).toBeCloseTo(60 * MiB, 0);
+    // Not probed: the paced rate is all there is.
+    const alone = calibrateFromRun({ ...measured, probe: null }, pass(30 * MiB), 30 * MiB);
+    expect(alone?.measured.probe?.unthrottledRate).toBeCloseTo(30 * MiB, 0);
   });
 });
 

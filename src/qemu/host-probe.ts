@@ -46,6 +46,13 @@ export interface HostProbe {
   /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
   /**
+   * Bytes per second QEMU sends with no rate limit, where `hostRate` was
+   * taken from a pass max-bandwidth paced (the real run's first pass): the
+   * probe's own first pass, or the paced rate if higher. Absent: `hostRate`
+   * is that rate (the probe's, which ran with no rate limit).
+   */
+  readonly unthrottledRate?: number;
+  /**
    * The rate of each 100 ms window, where it was measured under the run's
    * own max-bandwidth (the run's first pass; the probe's own windows, with
    * no rate limit, are not the run's).
@@ -129,7 +136,7 @@ export async function probeHost(
   let resendFrom = Number.POSITIVE_INFINITY;
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
-  let writesDuring = 0;
+  let writesDuring: number | null = null;
   let completing = false;
   let forced = false;
   let forcedAt = Number.POSITIVE_INFINITY;
@@ -161,15 +168,16 @@ export async function probeHost(
     samples.push({ atMs: at, info });
     const passDone = (ram["dirty-sync-count"] ?? 0) >= 2;
     if (!completing && (passDone || at > probeMs)) {
-      // A pass of a fraction of a second showed no writes at all in runs
-      // here: the guest's rate is read over at least WRITES_SPAN_MS.
-      const wait = WRITES_SPAN_MS - (performance.now() - t0);
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const status = await readGuestStatus(source.qmp);
-      writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
       // QEMU completes on its own once pending fits its threshold (the
       // measured bandwidth x downtime-limit): under the run's parameters
       // its passes, and so the pages left at the switch, are the run's.
+      // At once: a probe that first waited out a span for the guest's write
+      // rate with no rate limit and downtime-limit 1 ms let QEMU catch up
+      // with the guest, and a sync finding less than the last window's
+      // bandwidth x 1 ms then completes (`migration_iteration_run` in
+      // migration/migration.c): 82 KB to 390 KB, too little to time, and
+      // the model sent the last pages at the pre-copy rate (57 ms
+      // predicted against 13 at 128 MiB uniform 10,000/s).
       await source.qmp.execute(
         "migrate-set-parameters",
         at > probeMs || !run
@@ -182,6 +190,13 @@ export async function probeHost(
       completing = true;
       completingAt = at;
       if (at <= probeMs && run) resendFrom = performance.now() - t0;
+      // A pass of a fraction of a second showed no writes at all in runs
+      // here: the guest's rate is read over at least WRITES_SPAN_MS, here
+      // or else up to the stop.
+      if (performance.now() - t0 >= WRITES_SPAN_MS) {
+        const status = await readGuestStatus(source.qmp);
+        writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
+      }
     }
     // Not done within the probe's time: complete now, whatever is left.
     if (completing && !forced && (at > probeMs || at > completingAt + SHRINK_WAIT_MS)) {
@@ -191,10 +206,10 @@ export async function probeHost(
     }
   }
   await destination.stop();
-  if (!completing) {
-    // QEMU completed on its own before any sample saw its second sync: the
-    // guest's writes are counted up to the stop (QEMU's clock: total-time
-    // less downtime).
+  if (writesDuring === null) {
+    // QEMU completed on its own before any sample saw its second sync, or
+    // the pass was shorter than WRITES_SPAN_MS: the guest's writes are
+    // counted up to the stop (QEMU's clock: total-time less downtime).
     const status = await readGuestStatus(source.qmp);
     const ranMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
     writesDuring = ranMs > 0 ? ((status.writes - before.writes) * 1000) / ranMs : 0;

@@ -179,29 +179,47 @@ export function cappedWindowRates(windows: readonly number[], cap: number, mean:
   return positive.map((w) => Math.min(cap, w * hi));
 }
 
-/** A rate after the first pass needs samples at least this far apart, ms (two bandwidth windows). */
+/** A rate after the first pass needs at least this much time timed, ms (two bandwidth windows). */
 export const MIN_RESEND_SPAN_MS = 2 * WINDOW_MS;
 
 /**
  * How fast QEMU sent after its first pass, from query-migrate samples (in
- * time order) taken from `fromMs` on: bytes over time from the first to
- * the last sample that saw the migration active past its first pass
- * (dirty-sync-count 2 or more), stalls included. Those pages are ones the
- * destination already holds. Null when those samples span less than
+ * time order) taken from `fromMs` on: bytes over time of the sampling
+ * intervals past the first pass (dirty-sync-count 2 or more) in which QEMU
+ * sent less than it had pending at the interval's start (`ram.remaining`),
+ * stalls included. Those pages are ones the destination already holds.
+ * Only those intervals: once a pass has caught up with the guest, QEMU
+ * sends what the guest dirties and no more (`ram_find_and_save_block`
+ * finds no dirty page, `ram_save_iterate` returns with the window's budget
+ * unused and `migration_iteration_run` syncs again, migration/ram.c and
+ * migration/migration.c), so bytes over time there are the guest's
+ * dirtying rate, not the link's; an interval that sent less than was
+ * pending never ran out of pages. Null when such intervals span less than
  * {@link MIN_RESEND_SPAN_MS} or sent nothing.
  */
 export function resendRate(samples: readonly MigrateSample[], fromMs = 0): number | null {
-  let first: { at: number; transferred: number } | undefined;
-  let last: { at: number; transferred: number } | undefined;
+  let last: { at: number; transferred: number; remaining: number } | undefined;
+  let bytes = 0;
+  let ms = 0;
   for (const s of samples) {
     const ram = s.info.ram;
     if (s.atMs < fromMs || !ram || s.info.status !== "active") continue;
     if ((ram["dirty-sync-count"] ?? 0) < 2) continue;
-    const now = { at: s.atMs, transferred: ram.transferred ?? 0 };
-    first ??= now;
+    const now = {
+      at: s.atMs,
+      transferred: ram.transferred ?? 0,
+      remaining: ram.remaining ?? 0,
+    };
+    if (last && now.at > last.at) {
+      const sent = now.transferred - last.transferred;
+      if (sent >= 0 && sent < last.remaining) {
+        bytes += sent;
+        ms += now.at - last.at;
+      }
+    }
     last = now;
   }
-  if (!first || !last || last.at - first.at < MIN_RESEND_SPAN_MS) return null;
-  const rate = ((last.transferred - first.transferred) * 1000) / (last.at - first.at);
+  if (ms < MIN_RESEND_SPAN_MS) return null;
+  const rate = (bytes * 1000) / ms;
   return rate > 0 && Number.isFinite(rate) ? rate : null;
 }

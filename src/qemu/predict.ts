@@ -102,10 +102,17 @@ export function calibrateFromRun(
   const pass = paced
     ? { ...timed, windowRates: cappedWindowRates(timed.windowRates, maxBandwidth, timed.rate) }
     : timed;
+  // How fast the host sends with no rate limit decides how much one of
+  // QEMU's iterations sends (MAX_WAIT or the window's budget): a paced
+  // pass shows only the cap, so the probe's rate, with no limit, stands.
+  const unthrottledRate = paced
+    ? Math.max(measured.probe?.unthrottledRate ?? measured.probe?.hostRate ?? 0, pass.rate)
+    : pass.rate;
   const probe: HostProbe = measured.probe
     ? {
         ...measured.probe,
         hostRate: pass.rate,
+        unthrottledRate,
         // With the vCPUs stopped and no rate limit the last pages go no
         // slower than pre-copy ran.
         completionRate: Math.max(measured.probe.completionRate, pass.rate),
@@ -117,6 +124,7 @@ export function calibrateFromRun(
       }
     : {
         hostRate: pass.rate,
+        unthrottledRate,
         // Not probed: the last pages go no slower than the running rate.
         completionRate: pass.rate,
         completion: { bytes: 0, downtimeMs: 0 },
@@ -200,6 +208,7 @@ export async function predictMigration(
             ...(probe.windowRates ? { windowRates: probe.windowRates } : {}),
             ...zeroTail,
             ...(probe.resendRate ? { resendRate: probe.resendRate } : {}),
+            ...(probe.unthrottledRate ? { unthrottledRate: probe.unthrottledRate } : {}),
           },
           latencyMs: LOOPBACK_LATENCY_MS,
           deviceStateBytes: QEMU_DEVICE_STATE_BYTES,

@@ -45,6 +45,13 @@ export interface QemuIterationOptions {
    * lower of this and max-bandwidth.
    */
   readonly hostRate: number;
+  /**
+   * Bytes per second QEMU's migration thread sends with no rate limit at
+   * all (the probe's first pass), where `hostRate` is a rate max-bandwidth
+   * paced (a real run's first pass): an iteration sends what this sends in
+   * {@link MAX_WAIT_MS}, or the window's budget. Absent: `hostRate`.
+   */
+  readonly unthrottledRate?: number;
   /** Bytes per second with no rate limit and the vCPUs stopped (the last pages at completion). */
   readonly completionRate: number;
   /**
@@ -81,7 +88,9 @@ export interface QemuIterationOptions {
    * of a page (a fault and the kernel zeroing it) paces it; later passes
    * send pages the destination holds. Under TCG on a loaded host one run
    * here sent its first pass at 40 to 60 MiB/s and its later passes at the
-   * 200 MiB/s cap. The measured window rates scale with it.
+   * 200 MiB/s cap. The measured window rates scale with it; a resend rate
+   * below `hostRate` leaves them as they are (the passes after the first go
+   * no slower than the first).
    */
   readonly resendRate?: number;
 }
@@ -101,6 +110,7 @@ export function checkQemuIteration(o: QemuIterationOptions): void {
     ["host rate", o.hostRate],
     ["completion rate", o.completionRate],
     ["resend rate", o.resendRate ?? o.hostRate],
+    ["unthrottled rate", o.unthrottledRate ?? o.hostRate],
   ] as const) {
     if (!(value > 0) || !Number.isFinite(value))
       throw new RangeError(
@@ -151,7 +161,12 @@ export function runningRate(
 ): number {
   const windows = o.windowRates ?? [];
   const host = windows.length > 0 ? (windows[window % windows.length] ?? o.hostRate) : o.hostRate;
-  const scale = firstPass || o.resendRate === undefined ? 1 : o.resendRate / o.hostRate;
+  // Pages the destination already holds go no slower than first-pass pages
+  // (it touches none of them for the first time): a resend rate measured
+  // below the host's, stalls of a rate-limited probe and all, does not slow
+  // the passes after the first.
+  const scale =
+    firstPass || o.resendRate === undefined ? 1 : Math.max(1, o.resendRate / o.hostRate);
   return Math.min(host * scale, maxBandwidth);
 }
 
@@ -159,10 +174,15 @@ export function runningRate(
  * Bytes one iteration sends before the pending estimate is looked at again:
  * the window's rate-limit budget when max-bandwidth binds (the thread then
  * waits for the next window), else what the host sends in MAX_WAIT.
+ * `ram_save_iterate` (migration/ram.c) loops while `qemu_file_rate_limit`
+ * allows and breaks on MAX_WAIT alone, so the host's speed here is its
+ * speed with no rate limit (`unthrottledRate`): a pass that max-bandwidth
+ * paced sends each window's budget in one iteration whenever the host
+ * could send it within MAX_WAIT, one pending check a window, not two.
  */
 export function chunkBytes(o: QemuIterationOptions, maxBandwidth: number): number {
   const budget = (maxBandwidth * BUFFER_DELAY_MS) / 1000;
-  const inMaxWait = (o.hostRate * MAX_WAIT_MS) / 1000;
+  const inMaxWait = ((o.unthrottledRate ?? o.hostRate) * MAX_WAIT_MS) / 1000;
   return Math.min(budget, inMaxWait);
 }
 
