@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { checkVolume } from "../src/csv/check.js";
 import { crc32c } from "../src/csv/checksum.js";
 import { VolumeFormatError } from "../src/csv/errors.js";
 import { computeLayout } from "../src/csv/layout.js";
@@ -11,6 +12,8 @@ import {
   parseLease,
 } from "../src/csv/lease.js";
 import { ReservationConflictError } from "../src/csv/target-client.js";
+import { Volume } from "../src/csv/volume.js";
+import { memoryLun } from "./support/csv.js";
 
 const LEASE: Lease = { node: 3, key: 0x3_0000_0002n, epoch: 7, renewal: 41, leaseMs: 5000 };
 
@@ -257,5 +260,32 @@ describe("the coordinator's lease", () => {
       expect(() => new CoordinatorLease(s, 0, { node: 1, key: 1n, epoch: 1 }, ms, 10)).toThrow(
         RangeError,
       );
+  });
+});
+
+describe("hvlab csv check and the lease sector", () => {
+  it("takes zeros or a lease of a term the volume opened, and reports a torn or newer one", async () => {
+    const { lun } = memoryLun(4 << 20);
+    const volume = await Volume.format(lun, { clusterBytes: 4096, fileSlots: 8 });
+    const at = leaseOffset(volume.layout);
+    expect((await checkVolume(lun)).problems).toEqual([]);
+    const epoch = await volume.takeOver(2);
+    await lun.write(at, encodeLease({ ...LEASE, node: 2, epoch }));
+    expect((await checkVolume(lun)).problems).toEqual([]);
+    await lun.write(at, encodeLease({ ...LEASE, node: 2, epoch: epoch + 1 }));
+    expect((await checkVolume(lun)).problems).toEqual([
+      {
+        offset: at + 24,
+        message: `the coordinator's lease names epoch ${epoch + 1} (node 2), newer than the volume's ${epoch}`,
+      },
+    ]);
+    const torn = encodeLease({ ...LEASE, node: 2, epoch });
+    torn[300] = 7;
+    await lun.write(at, torn);
+    const report = await checkVolume(lun);
+    expect(report.ok).toBe(false);
+    expect(report.problems).toHaveLength(1);
+    expect(report.problems[0]?.offset).toBe(at + 508);
+    expect(report.problems[0]?.message).toMatch(/^lease CRC-32C at offset/);
   });
 });
