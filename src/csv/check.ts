@@ -1,4 +1,6 @@
 import { VolumeFormatError } from "./errors.js";
+import { SECTOR } from "./layout.js";
+import { leaseOffset, parseLease } from "./lease.js";
 import type { Lun } from "./lun.js";
 import type { JournalState } from "./volume.js";
 import { Volume } from "./volume.js";
@@ -37,7 +39,8 @@ const READ_CHUNK = 1 << 20;
  * allocation bitmap equals the union of the files' extents; the journal is
  * empty, applied or replayable; the epoch log's terms are distinct, their
  * first generations rise with the epoch, and the superblock's epoch is the
- * last term; every file's clusters read back.
+ * last term; the coordinator's lease sector is zeros or a lease for a term
+ * the volume has opened; every file's clusters read back.
  */
 export async function checkVolume(lun: Lun): Promise<VolumeCheckReport> {
   let volume: Volume;
@@ -119,6 +122,21 @@ export async function checkVolume(lun: Lun): Promise<VolumeCheckReport> {
       offset: l.epochLogOffset,
       message: `epoch ${last.epoch} starts at generation ${last.firstGeneration}, after the volume's ${volume.generation}`,
     });
+  const leaseAt = leaseOffset(l);
+  try {
+    const lease = parseLease(await lun.read(leaseAt, SECTOR), leaseAt);
+    // The lease is written after the takeover's transaction, so it never names a newer term.
+    if (lease && lease.epoch > volume.epoch)
+      problems.push({
+        offset: leaseAt + 24,
+        message: `the coordinator's lease names epoch ${lease.epoch} (node ${lease.node}), newer than the volume's ${volume.epoch}`,
+      });
+  } catch (error) {
+    problems.push({
+      offset: error instanceof VolumeFormatError ? error.offset : leaseAt,
+      message: (error as Error).message,
+    });
+  }
   for (const file of files) {
     try {
       const map = volume.lookup(file.name);

@@ -7,10 +7,10 @@ import { VolumeFormatError } from "./errors.js";
  *
  *   0        4 KiB         +J*512       +1 sector  +F*512      +B*512    (cluster aligned)
  *   +--------+-------------+------------+----------+-----------+---------+------------------+
- *   | super- | journal     | epoch log  | (spare)  | file      | alloc.  | data area:       |
- *   | block  | J sectors   | 32 sectors |          | table     | bitmap  | C clusters       |
- *   | sect 0 | one txn     | 16 terms   |          | F entries | 1 bit   | of 4 KiB..1 MiB  |
- *   |        | at a time   | per sector |          | of 512 B  | /cluster|                  |
+ *   | super- | journal     | epoch log  | coordi-  | file      | alloc.  | data area:       |
+ *   | block  | J sectors   | 32 sectors | nator's  | table     | bitmap  | C clusters       |
+ *   | sect 0 | one txn     | 16 terms   | lease    | F entries | 1 bit   | of 4 KiB..1 MiB  |
+ *   |        | at a time   | per sector | 1 sector | of 512 B  | /cluster|                  |
  *   +--------+-------------+------------+----------+-----------+---------+------------------+
  *
  * Everything after the superblock follows from four numbers stored in it
@@ -112,8 +112,8 @@ export function computeLayout(
     );
   const journalOffset = SUPERBLOCK_REGION;
   const epochLogOffset = journalOffset + journalSectors * SECTOR;
-  // One spare sector between the epoch log and the file table keeps the
-  // file table's first entry off the log's last sector in a hex dump.
+  // One sector between the epoch log and the file table holds the
+  // coordinator's lease (src/csv/lease.ts), which is not journaled.
   const fileTableOffset = epochLogOffset + (EPOCH_LOG_SECTORS + 1) * SECTOR;
   const bitmapOffset = fileTableOffset + fileSlots * SECTOR;
   // The bitmap must cover the data area, whose size depends on the bitmap:

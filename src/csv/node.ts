@@ -19,6 +19,14 @@ import {
 import { DirectLun } from "./direct-lun.js";
 import { VolumeFileError, VolumeRangeError } from "./errors.js";
 import { type FileWritten, parseFileWrite, runFileWrite } from "./file-write.js";
+import { SECTOR } from "./layout.js";
+import {
+  CoordinatorLease,
+  LeaseWatch,
+  leaseOffset,
+  parseLease,
+  TermUnprovenError,
+} from "./lease.js";
 import {
   encodeFrame,
   type Frame,
@@ -65,6 +73,13 @@ import { type FileMap, mapFileRange, StaleEpochError, Volume } from "./volume.js
  * the cluster network's bandwidth (1 GbE by default). A coordinator whose
  * own path is cut gives the role up, since it could no longer write
  * metadata; the lowest node with a path takes it over.
+ *
+ * The coordinator proves its term at the target with a lease (src/csv/lease.ts):
+ * it rewrites the lease sector every heartbeat interval, answers an open
+ * from its volume in memory only while its last renewal still proves the
+ * term, and a node preempts it only after the sector has stayed unchanged
+ * for a whole lease period. So two nodes that reach the target but not
+ * each other never both answer for the volume.
  *
  * The coordinator role is sticky: a node that comes back (a paused
  * coordinator resumed with SIGCONT) does not take the role back because
@@ -202,6 +217,13 @@ export class ClusterNode {
   private direct: DirectLun | undefined;
   private key = 0n;
   private volume: Volume | undefined;
+  /** This coordinator's lease: renewed every heartbeat interval while it holds the role. */
+  private lease: CoordinatorLease | undefined;
+  /** The renewal in flight, shared by the tick and the opens waiting on it; false when it was refused. */
+  private renewing: Promise<boolean> | undefined;
+  /** What this node has read of the coordinator's lease sector while it did not coordinate. */
+  private readonly leaseWatch = new LeaseWatch();
+  private watchingLease = false;
   private known = { epoch: 0, coordinator: 0 };
   private readonly lastSeen = new Map<number, number>();
   private readonly links = new Map<number, Promise<TargetClient>>();
@@ -335,6 +357,8 @@ export class ClusterNode {
     for (const peer of this.options.peers.keys()) this.lastSeen.set(peer, performance.now());
     this.graceUntil = performance.now() + this.options.heartbeatMs * this.options.misses;
     this.timer = setInterval(() => this.tick(), this.options.heartbeatMs);
+    // The lease period a takeover waits out is counted from the first read: start it now.
+    void this.watchLease();
     this.options.onEvent?.({
       event: "listening",
       node: this.options.id,
@@ -427,7 +451,91 @@ export class ClusterNode {
         .then((reply) => this.heard(parseObject(reply.payload, "heartbeat"), peer))
         .catch(() => this.links.delete(peer));
     }
+    if (this.volume) void this.renewTerm();
+    else void this.watchLease();
     void this.maybeTakeOver();
+  }
+
+  /** Byte offset of the lease sector on the LUN. */
+  private async leaseAt(): Promise<number> {
+    return leaseOffset(await this.layout());
+  }
+
+  /**
+   * Reads the lease sector (a node that does not coordinate), for the
+   * takeover's wait, and follows a newer term it names: across a partition
+   * of the cluster network the target is the one place a node hears of it.
+   */
+  private async watchLease(): Promise<void> {
+    if (this.watchingLease || this.volume || this.stopped || this.path.cut !== undefined) return;
+    this.watchingLease = true;
+    try {
+      const at = await this.leaseAt();
+      const bytes = await this.path.read(at, SECTOR);
+      this.leaseWatch.observe(bytes, performance.now());
+      const lease = parseLease(bytes, at);
+      if (lease && lease.epoch > this.known.epoch && !this.volume)
+        this.follow(lease.epoch, lease.node);
+    } catch {
+      // A cut path, a target gone or a torn sector: no observation this time.
+    } finally {
+      this.watchingLease = false;
+    }
+  }
+
+  /**
+   * Renews this coordinator's lease; true when the target took the
+   * renewal. A renewal refused with RESERVATION CONFLICT means another node
+   * preempted this one's key: it steps down, once however many callers wait.
+   */
+  private renewTerm(): Promise<boolean> {
+    const lease = this.lease;
+    const volume = this.volume;
+    if (!lease || !volume) return Promise.resolve(false);
+    if (!this.renewing) {
+      this.renewing = lease.renew().then(
+        () => {
+          this.renewing = undefined;
+          return this.lease === lease;
+        },
+        async (error: unknown) => {
+          this.renewing = undefined;
+          if (error instanceof ReservationConflictError && this.volume === volume)
+            await this.fenced(`lease renewal refused: ${error.message}`);
+          return false;
+        },
+      );
+    }
+    return this.renewing;
+  }
+
+  /**
+   * Resolves when this coordinator's term is proven at the target: at once
+   * while its last renewal holds, else after one more renewal. Throws a
+   * {@link TermUnprovenError} when it is not, so an open is never answered
+   * from a volume in memory that a node which preempted this one may have
+   * changed (an open writes nothing, so no RESERVATION CONFLICT would say so).
+   */
+  private async confirmTerm(volume: Volume): Promise<void> {
+    if (this.lease?.trusted() && this.volume === volume) return;
+    const renewed = await this.renewTerm();
+    if (!renewed || this.volume !== volume || this.handingOver || !this.lease?.trusted())
+      throw new TermUnprovenError(
+        `node ${this.options.id} could not prove its term ${this.known.epoch} at the target`,
+      );
+  }
+
+  /** Starts this node's lease for the term it has just opened; the first renewal lands before it serves anything. */
+  private async holdLease(volume: Volume, epoch: number): Promise<void> {
+    const lease = new CoordinatorLease(
+      this.path,
+      leaseOffset(volume.layout),
+      { node: this.options.id, key: this.key, epoch },
+      this.threshold,
+      this.options.heartbeatMs,
+    );
+    await lease.renew();
+    this.lease = lease;
   }
 
   /** A peer's view, from its heartbeat or its reply to ours. */
@@ -517,13 +625,28 @@ export class ClusterNode {
           (peer) => this.eligible(peer) && this.peerKeys.get(peer) === key,
         );
         if (holderLive) return;
+        // Silence on the cluster network is not enough: two nodes may reach the target
+        // but not each other. The holder's lease must have lapsed (its sector unchanged
+        // for a lease period), unless its own heartbeat said it gave the role up.
+        const holderGaveUp = [...this.options.peers.keys()].some(
+          (peer) => this.alive(peer) && this.peersCut.has(peer) && this.peerKeys.get(peer) === key,
+        );
+        const at = await this.leaseAt();
+        this.leaseWatch.observe(await this.path.read(at, SECTOR), performance.now());
+        if (!holderGaveUp && !this.leaseWatch.lapsed(performance.now(), this.threshold)) return;
+        const before = this.leaseWatch.bytes;
         await this.target.reserveOut(
           ServiceAction.preempt,
           ReservationType.writeExclusiveRegistrantsOnly,
           this.key,
-          held.reservation.key,
+          key,
         );
-        preempted = `0x${held.reservation.key.toString(16)}`;
+        preempted = `0x${key.toString(16)}`;
+        // No renewal of the preempted key lands from here on. One that landed between
+        // the read above and the PREEMPT may still prove the old term: wait it out.
+        const after = await this.path.read(at, SECTOR);
+        if (!before || !this.leaseWatch.unchanged(after))
+          await sleep(this.leaseWatch.periodMs(this.threshold, after));
       } else if (!held.reservation) {
         await this.target.reserveOut(
           ServiceAction.reserve,
@@ -533,6 +656,7 @@ export class ClusterNode {
       }
       const volume = await Volume.open(this.path);
       const epoch = await volume.takeOver(this.options.id);
+      await this.holdLease(volume, epoch);
       this.volume = volume;
       this.known = { epoch, coordinator: this.options.id };
       this.coordinatorBackup = false;
@@ -554,6 +678,7 @@ export class ClusterNode {
 
   private stepDown(reason: string): void {
     this.volume = undefined;
+    this.lease = undefined;
     this.backup = false;
     this.options.onEvent?.({
       event: "fenced",
@@ -678,6 +803,7 @@ export class ClusterNode {
           this.key,
         );
         this.volume = undefined;
+        this.lease = undefined;
         this.backup = false;
         this.known = { epoch, coordinator: to };
         const link = await this.peer(to);
@@ -736,6 +862,7 @@ export class ClusterNode {
         );
       const volume = await Volume.open(this.path);
       const epoch = await volume.takeOver(to);
+      await this.holdLease(volume, epoch);
       this.volume = volume;
       this.known = { epoch, coordinator: to };
       this.coordinatorBackup = false;
@@ -804,6 +931,9 @@ export class ClusterNode {
               throw error;
             }
           case "open":
+            // An open writes nothing, so no RESERVATION CONFLICT would tell a coordinator
+            // deposed without hearing of it that its volume in memory is stale.
+            await this.confirmTerm(volume);
             return { ok: true, file: volume.lookup(request.name) };
           case "resize":
             return { ok: true, file: await volume.resize(request.name, request.size ?? 0) };
@@ -816,8 +946,9 @@ export class ClusterNode {
           await this.fenced((error as Error).message);
           return { ok: false, error: (error as Error).message, retry: true };
         }
-        // The path was cut under the operation: the role moves on, the caller retries there.
-        if (error instanceof PathCutError)
+        // The path was cut under the operation, or the term could not be proven:
+        // the role moves on, the caller retries there.
+        if (error instanceof PathCutError || error instanceof TermUnprovenError)
           return { ok: false, error: (error as Error).message, retry: true };
         return { ok: false, error: (error as Error).message, retry: false };
       }
@@ -967,6 +1098,9 @@ export class ClusterNode {
     const volume = this.handingOver ? undefined : this.volume;
     if (!volume) return reply(Status.busy, text(`node ${this.options.id} is not the coordinator`));
     const io = (async (): Promise<Frame> => {
+      // A write is fenced at the target; a read is not (type 5 lets anyone read), so
+      // a read proves the term before it trusts the file's extents in memory.
+      if (!request.data) await this.confirmTerm(volume);
       const file = volume.lookup(request.name);
       if (request.data) {
         await volume.write(file, request.offset, request.data);
