@@ -168,6 +168,27 @@ describe("the first pass's zero-page scan rate from query-migrate samples", () =
     );
   });
 
+  it("past the working set: times the tail alone, not the faster zero pages below the working set", () => {
+    const samples = [
+      pageSample(0, 0, 0, 1),
+      // Below the working set: 4,000 zero pages in 10 ms (400,000 a second).
+      pageSample(10, 0, 4000, 1),
+      // The working set.
+      pageSample(60, 3000, 4000, 1),
+      // The tail: 512 pages (one 2 MiB huge page of the destination's) every 20 ms.
+      ...Array.from({ length: 8 }, (_, i) =>
+        pageSample(80 + 20 * i, 3000, 4000 + 512 * (i + 1), 1),
+      ),
+    ];
+    // The tail: 4,096 pages in 160 ms.
+    expect(zeroScanRate(samples, Number.POSITIVE_INFINITY, true)).toBeCloseTo(25_600, 6);
+    // Every zero interval: 8,096 pages in 170 ms, the low pages' speed in it.
+    expect(zeroScanRate(samples)).toBeCloseTo((8096 * 1000) / 170, 6);
+    // Before the tail was reached there is nothing of it to time.
+    expect(zeroScanRate(samples, 60, true)).toBeNull();
+    expect(zeroScanRate(samples, 60)).toBeCloseTo(400_000, 6);
+  });
+
   it("never a rate from garbage: absent counters, counters going back, no time passing", () => {
     fc.assert(
       fc.property(

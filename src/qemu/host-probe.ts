@@ -265,7 +265,9 @@ export async function probeHost(
     completion: { bytes, downtimeMs },
     startMs,
     intervals: pass.intervals,
-    zeroScanRate: zeroScanRate(samples, completingAt),
+    // The tail's rate where the probe reached it: the model scans the tail
+    // at this rate, and the pages below the working set go faster.
+    zeroScanRate: zeroScanRate(samples, completingAt, true) ?? zeroScanRate(samples, completingAt),
     resendRate: resendRate(
       samples.filter((x) => x.atMs <= forcedAt),
       resendFrom,

@@ -119,7 +119,10 @@ export function calibrateFromRun(
         startMs: pass.startMs,
         intervals: pass.intervals,
         windowRates: pass.windowRates,
-        zeroScanRate: zeroScanRate(samples, CALIBRATION_MS) ?? measured.probe.zeroScanRate,
+        // The run's first second reaches the tail past the working set
+        // only where the working set went by in it; else the probe's scan
+        // of the same tail, not the faster pages below the working set.
+        zeroScanRate: zeroScanRate(samples, CALIBRATION_MS, true) ?? measured.probe.zeroScanRate,
         writesPerSecondDuring: writesPerSecondDuring ?? measured.probe.writesPerSecondDuring,
       }
     : {
