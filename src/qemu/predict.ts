@@ -1,6 +1,7 @@
 import { runMigration } from "../migration/engine.js";
 import { fitShrink, projectFinish } from "../migration/policy.js";
 import type { MigrationResult } from "../migration/stats.js";
+import { QEMU_STOP_MS } from "./completion-rate.js";
 import { type DirtyRatePoint, fitWorkingSet, measureDirtyCurve } from "./dirty-curve.js";
 import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-image.js";
 import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
@@ -146,8 +147,6 @@ const MIN_MODEL_BYTES = 1024 ** 2;
 
 /** (assumed) One-way latency of loopback TCP, ms. */
 const LOOPBACK_LATENCY_MS = 0.05;
-/** (assumed) Stopping the vCPUs, the last sync and the handover of the write guest, ms. */
-const QEMU_STOP_MS = 5;
 /** (assumed) Device state of `-machine pc -nodefaults` with no disks or NICs, bytes. */
 const QEMU_DEVICE_STATE_BYTES = 256 * 1024;
 
