@@ -262,9 +262,12 @@ export async function probeHost(
     completion: { bytes, downtimeMs },
     startMs,
     intervals: pass.intervals,
-    // The tail's rate where the probe reached it: the model scans the tail
-    // at this rate, and the pages below the working set go faster.
-    zeroScanRate: zeroScanRate(samples, completingAt, true) ?? zeroScanRate(samples, completingAt),
+    // The tail's rate where the probe reached it, through the stalls of the
+    // pass after it (the destination's backlog of the tail): the model
+    // scans the tail at this rate, and the pages below the working set go
+    // faster.
+    zeroScanRate:
+      zeroScanRate(samples, Number.POSITIVE_INFINITY, true) ?? zeroScanRate(samples, completingAt),
     resendRate: resendRate(
       samples.filter((x) => x.atMs <= forcedAt),
       resendFrom,
