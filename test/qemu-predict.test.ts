@@ -78,7 +78,7 @@ describe("the prediction at the run's own first-pass rate", () => {
     expect(alone?.measured.probe?.unthrottledRate).toBeCloseTo(30 * MiB, 0);
   });
 
-  it("the zero tail's scan rate is the probe's unless the run's first second reached the tail", () => {
+  it("the zero tail's scan rate is the probe's (tail and stalls), the run's tail start only without one", () => {
     const page = 4096;
     /** Zero pages below the working set at 400,000 a second, then normal pages at `rate`. */
     const lowZeroThenPass = (rate: number, tailAtMs: number | null): MigrateSample[] =>
@@ -106,9 +106,15 @@ describe("the prediction at the run's own first-pass rate", () => {
     // The working set outlasts the first second: the probe's tail rate, not the 80,000 a second below it.
     const long = calibrateFromRun(probed, lowZeroThenPass(100 * MiB, null), 200 * MiB);
     expect(long?.measured.probe?.zeroScanRate).toBe(30_000);
-    // The tail reached at 500 ms: its own rate in the run.
+    // The tail reached at 500 ms: still the probe's, which saw the stalls after it.
     const short = calibrateFromRun(probed, lowZeroThenPass(100 * MiB, 500), 200 * MiB);
-    expect(short?.measured.probe?.zeroScanRate).toBeCloseTo(20_480, 6);
+    expect(short?.measured.probe?.zeroScanRate).toBe(30_000);
+    // The probe timed no tail: the tail's start in the run, not the pages below the working set.
+    const untimed = { ...measured, probe: { ...probe, zeroScanRate: null } };
+    const start = calibrateFromRun(untimed, lowZeroThenPass(100 * MiB, 500), 200 * MiB);
+    expect(start?.measured.probe?.zeroScanRate).toBeCloseTo(20_480, 6);
+    const none = calibrateFromRun(untimed, lowZeroThenPass(100 * MiB, null), 200 * MiB);
+    expect(none?.measured.probe?.zeroScanRate).toBeNull();
   });
 });
 
