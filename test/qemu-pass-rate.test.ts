@@ -168,6 +168,57 @@ describe("the first pass's zero-page scan rate from query-migrate samples", () =
     );
   });
 
+  it("past the working set: times the tail alone, not the faster zero pages below the working set", () => {
+    const samples = [
+      pageSample(0, 0, 0, 1),
+      // Below the working set: 4,000 zero pages in 10 ms (400,000 a second).
+      pageSample(10, 0, 4000, 1),
+      // The working set.
+      pageSample(60, 3000, 4000, 1),
+      // The tail: 512 pages (one 2 MiB huge page of the destination's) every 20 ms.
+      ...Array.from({ length: 8 }, (_, i) =>
+        pageSample(80 + 20 * i, 3000, 4000 + 512 * (i + 1), 1),
+      ),
+    ];
+    // The tail: 4,096 pages in 160 ms.
+    expect(zeroScanRate(samples, Number.POSITIVE_INFINITY, true)).toBeCloseTo(25_600, 6);
+    // Every zero interval: 8,096 pages in 170 ms, the low pages' speed in it.
+    expect(zeroScanRate(samples)).toBeCloseTo((8096 * 1000) / 170, 6);
+    // Before the tail was reached there is nothing of it to time.
+    expect(zeroScanRate(samples, 60, true)).toBeNull();
+    expect(zeroScanRate(samples, 60)).toBeCloseTo(400_000, 6);
+  });
+
+  it("past the working set: the stalls of the pass after the tail are the tail's time too", () => {
+    const tail = [
+      pageSample(0, 0, 0, 1),
+      pageSample(50, 3000, 0, 1),
+      // The tail: 5,000 zero pages in 100 ms, the source ahead of the destination.
+      pageSample(100, 3000, 2500, 1),
+      pageSample(150, 3000, 5000, 1),
+      // The next sync, 100 pages into the socket's buffers, then nothing for 300 ms.
+      pageSample(200, 3100, 5000, 2),
+      ...[250, 300, 350, 400, 450, 500].map((at) => pageSample(at, 3100, 5000, 2)),
+      // Flowing again: not a stall.
+      pageSample(550, 3600, 5000, 2),
+      // A stall in the pass after that is not the tail's.
+      pageSample(600, 4000, 5000, 3),
+      pageSample(650, 4000, 5000, 3),
+    ];
+    // 5,000 pages over 100 ms of scanning and 300 ms of stalls (250 to 500 ms).
+    expect(zeroScanRate(tail, Number.POSITIVE_INFINITY, true)).toBeCloseTo(12_500, 6);
+    // Without pastWorkingSet the first pass alone: 5,000 pages in 100 ms.
+    expect(zeroScanRate(tail)).toBeCloseTo(50_000, 6);
+    // No tail: a stall after the working set is no zero page's.
+    const none = [
+      pageSample(0, 0, 0, 1),
+      pageSample(50, 3000, 0, 1),
+      pageSample(100, 3000, 0, 2),
+      pageSample(150, 3000, 0, 2),
+    ];
+    expect(zeroScanRate(none, Number.POSITIVE_INFINITY, true)).toBeNull();
+  });
+
   it("never a rate from garbage: absent counters, counters going back, no time passing", () => {
     fc.assert(
       fc.property(

@@ -77,6 +77,45 @@ describe("the prediction at the run's own first-pass rate", () => {
     const alone = calibrateFromRun({ ...measured, probe: null }, pass(30 * MiB), 30 * MiB);
     expect(alone?.measured.probe?.unthrottledRate).toBeCloseTo(30 * MiB, 0);
   });
+
+  it("the zero tail's scan rate is the probe's (tail and stalls), the run's tail start only without one", () => {
+    const page = 4096;
+    /** Zero pages below the working set at 400,000 a second, then normal pages at `rate`. */
+    const lowZeroThenPass = (rate: number, tailAtMs: number | null): MigrateSample[] =>
+      Array.from({ length: 21 }, (_, i) => {
+        const at = i * 50;
+        const zeroBelow = i === 0 ? 0 : 4000;
+        const normal = i <= 1 ? 0 : (rate * (Math.min(at, tailAtMs ?? at) - 50)) / 1000 / page;
+        // Past the working set: 1,024 zero pages every 50 ms (20,480 a second).
+        const tail = tailAtMs !== null && at > tailAtMs ? ((at - tailAtMs) / 50) * 1024 : 0;
+        return {
+          atMs: at,
+          info: {
+            status: "active",
+            ram: {
+              transferred: normal * page + (zeroBelow + tail) * 9,
+              normal,
+              duplicate: zeroBelow + tail,
+              "normal-bytes": normal * page,
+              "dirty-sync-count": 1,
+            },
+          },
+        };
+      });
+    const probed = { ...measured, probe: { ...probe, zeroScanRate: 30_000 } };
+    // The working set outlasts the first second: the probe's tail rate, not the 80,000 a second below it.
+    const long = calibrateFromRun(probed, lowZeroThenPass(100 * MiB, null), 200 * MiB);
+    expect(long?.measured.probe?.zeroScanRate).toBe(30_000);
+    // The tail reached at 500 ms: still the probe's, which saw the stalls after it.
+    const short = calibrateFromRun(probed, lowZeroThenPass(100 * MiB, 500), 200 * MiB);
+    expect(short?.measured.probe?.zeroScanRate).toBe(30_000);
+    // The probe timed no tail: the tail's start in the run, not the pages below the working set.
+    const untimed = { ...measured, probe: { ...probe, zeroScanRate: null } };
+    const start = calibrateFromRun(untimed, lowZeroThenPass(100 * MiB, 500), 200 * MiB);
+    expect(start?.measured.probe?.zeroScanRate).toBeCloseTo(20_480, 6);
+    const none = calibrateFromRun(untimed, lowZeroThenPass(100 * MiB, null), 200 * MiB);
+    expect(none?.measured.probe?.zeroScanRate).toBeNull();
+  });
 });
 
 describe("a prediction that ran out of time says why, by the projection rule", () => {

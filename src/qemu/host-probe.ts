@@ -1,3 +1,4 @@
+import { completionRate } from "./completion-rate.js";
 import { readGuestStatus } from "./guest-status.js";
 import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
 import { firstPassRate, resendRate, zeroScanRate } from "./pass-rate.js";
@@ -17,7 +18,8 @@ export interface HostProbe {
   /**
    * Bytes per second of QEMU's completion: the probe ends by raising
    * downtime-limit so that QEMU stops the guest and sends the rest of its
-   * first pass with no rate limit; its bytes over its `downtime`. When the
+   * first pass with no rate limit; its bytes over its `downtime` less the
+   * fixed part the model adds itself ({@link completionRate}). When the
    * completion is too small or too quick to time, `hostRate`.
    */
   readonly completionRate: number;
@@ -75,10 +77,6 @@ const SHRINK_WAIT_MS = 2000;
 const COMPLETION_WAIT_MS = 60_000;
 /** downtime-limit that makes QEMU complete at its next check (QEMU's largest is 2000 s). */
 const COMPLETE_NOW_MS = 2_000_000;
-/** Fewer bytes than this in the completion cannot give a rate. */
-const MIN_COMPLETION_BYTES = 1024 ** 2;
-/** A completion quicker than this is below the resolution of QEMU's downtime (whole ms). */
-const MIN_COMPLETION_MS = 2;
 
 interface Point {
   readonly at: number;
@@ -258,14 +256,18 @@ export async function probeHost(
   // A completion too small or too quick for QEMU's millisecond clock to
   // time gives no rate of its own: the last pages then go at no slower
   // than the unthrottled rate just measured.
-  const timed = downtimeMs >= MIN_COMPLETION_MS && bytes >= MIN_COMPLETION_BYTES;
   return {
     hostRate,
-    completionRate: timed ? (bytes * 1000) / downtimeMs : hostRate,
+    completionRate: completionRate(bytes, downtimeMs, hostRate),
     completion: { bytes, downtimeMs },
     startMs,
     intervals: pass.intervals,
-    zeroScanRate: zeroScanRate(samples, completingAt),
+    // The tail's rate where the probe reached it, through the stalls of the
+    // pass after it (the destination's backlog of the tail): the model
+    // scans the tail at this rate, and the pages below the working set go
+    // faster.
+    zeroScanRate:
+      zeroScanRate(samples, Number.POSITIVE_INFINITY, true) ?? zeroScanRate(samples, completingAt),
     resendRate: resendRate(
       samples.filter((x) => x.atMs <= forcedAt),
       resendFrom,

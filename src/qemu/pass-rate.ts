@@ -125,31 +125,70 @@ export const MIN_ZERO_PAGES = 1024;
  * and sends a zero one as a header (`save_zero_page`, migration/ram.c), so
  * a run of zero pages costs the host's scan time, not link time. Null when
  * such intervals held fewer than {@link MIN_ZERO_PAGES} pages.
+ *
+ * With `pastWorkingSet`, only the intervals after the first normal page
+ * count: the zero pages past the working set, the tail the model scans at
+ * this rate. The ones below it cost less and say nothing of the tail: the
+ * firmware and the loader touched low memory, while the tail is memory
+ * neither QEMU has touched. QEMU backs guest RAM with transparent huge
+ * pages (`qemu_madvise(QEMU_MADV_HUGEPAGE)` in `ram_block_add`,
+ * softmmu/physmem.c), and the source's `buffer_is_zero` read of a tail
+ * page (`save_zero_page`, migration/ram.c) and the destination's
+ * (`ram_handle_compressed`) each fault in a 2 MiB one: both processes'
+ * AnonHugePages grew in step through a 1 GiB guest's tail, 270 MB to
+ * 1 GB, and `ram.duplicate` moved in steps of 512 pages. Two huge pages
+ * zeroed per 512 zero pages is CPU time, so the tail's rate falls with the
+ * host's load: some 50,000 pages/s at a load average of 27, where the
+ * 4,000 pages below the working set went at 60,000 to 400,000. The source
+ * may scan ahead of the destination (a header is 9 bytes, and the socket's
+ * buffers hold many), and then it stalls once the pass after the tail
+ * fills them: in one run here the tail went by in 0.7 s and the source
+ * then sent nothing for 1.9 s after the next sync. So past the working set
+ * the intervals that sent nothing, from the tail's start to the end of the
+ * pass after it, count as the tail's time too: the tail's rate is the
+ * destination's, the slower side.
  */
 export function zeroScanRate(
   samples: readonly MigrateSample[],
   untilMs = Number.POSITIVE_INFINITY,
+  pastWorkingSet = false,
 ): number | null {
-  let last: { at: number; zero: number; normal: number } | undefined;
+  let last: { at: number; zero: number; normal: number; transferred: number } | undefined;
   let pages = 0;
   let ms = 0;
+  // The tail's stalls: intervals that sent nothing, from the tail's start
+  // to the end of the pass after it.
+  let stalledMs = 0;
   for (const s of samples) {
     const ram = s.info.ram;
     if (s.atMs > untilMs) break;
     if (!ram || s.info.status !== "active") continue;
-    if ((ram["dirty-sync-count"] ?? 0) > 1) break;
-    const now = { at: s.atMs, zero: ram.duplicate ?? 0, normal: ram.normal ?? 0 };
-    if (last && now.at > last.at) {
+    const syncs = ram["dirty-sync-count"] ?? 0;
+    if (syncs > (pastWorkingSet && pages > 0 ? 2 : 1)) break;
+    const now = {
+      at: s.atMs,
+      zero: ram.duplicate ?? 0,
+      normal: ram.normal ?? 0,
+      transferred: ram.transferred ?? 0,
+    };
+    // Below the working set: no normal page sent before this interval.
+    const below = pastWorkingSet && (last?.normal ?? 0) <= 0;
+    if (last && now.at > last.at && !below) {
       const zero = now.zero - last.zero;
       const normal = now.normal - last.normal;
-      if (zero > 0 && zero >= (zero + Math.max(0, normal)) * NORMAL_SHARE) {
+      if (syncs <= 1 && zero > 0 && zero >= (zero + Math.max(0, normal)) * NORMAL_SHARE) {
         pages += zero;
         ms += now.at - last.at;
+      } else if (pastWorkingSet && pages > 0 && now.transferred === last.transferred) {
+        stalledMs += now.at - last.at;
       }
     }
     last = now;
   }
-  return pages >= MIN_ZERO_PAGES && ms > 0 ? (pages * 1000) / ms : null;
+  if (pages < MIN_ZERO_PAGES || !(ms > 0)) return null;
+  // Samples a denormal apart give an infinite rate: no rate.
+  const rate = (pages * 1000) / (ms + stalledMs);
+  return Number.isFinite(rate) ? rate : null;
 }
 
 /**

@@ -39,6 +39,7 @@ import {
 import { parseQmpAddress, type QmpAddress } from "../../qemu/qmp-address.js";
 import { QmpClient } from "../../qemu/qmp-client.js";
 import type { MigrateSample } from "../../qemu/rounds.js";
+import { qemuRunRecord } from "../../qemu/run-record.js";
 import { sampleMigration } from "../../qemu/sampler.js";
 import { recordsToTable, toCsv } from "../../report/csv.js";
 import { formatPercent } from "../../report/format.js";
@@ -359,19 +360,6 @@ function progressLine(): { update(sample: MigrateSample): void; stop(): void } {
   };
 }
 
-/** The extra record `--json` carries beside query-migrate's layout. */
-function qemuRecord(run: QemuMigrationRun) {
-  return {
-    version: run.qemuVersion,
-    "write-rate-before": run.rateBefore.writesPerSecond,
-    "write-rate-during": run.rateDuring,
-    "write-rate-first-second": run.rateFirstSecond,
-    "destination-runs": run.destinationRuns,
-    samples: run.samples.length,
-    pids: run.pids,
-  };
-}
-
 /** Prints a real migration as `hvlab migrate` prints its own. */
 export function printQemuMigration(run: QemuMigrationRun, flags: MigrateFlags): void {
   if (flags.samples && (flags.json || flags.csv)) {
@@ -392,7 +380,7 @@ export function printQemuMigration(run: QemuMigrationRun, flags: MigrateFlags): 
       { out: (l) => lines.push(l), err: (l) => console.error(l) },
     );
     const record = JSON.parse(lines.join("\n")) as Record<string, unknown>;
-    console.log(JSON.stringify({ ...record, qemu: qemuRecord(run) }, null, 2));
+    console.log(JSON.stringify({ ...record, qemu: qemuRunRecord(run, false) }, null, 2));
     return;
   }
   printMigration(run.result, { csv: flags.csv });
@@ -583,6 +571,9 @@ function registerPredict(qemu: Command): void {
     .option("--then-migrate", "then migrate for real and print predicted against measured");
   addMigrateFlags(addGuestFlags(predict)).action(async (flags: PredictFlags) => {
     checkOutputFlags(flags);
+    // The samples are the real run's: without one there are none to print.
+    if (flags.samples && !flags.thenMigrate)
+      throw new UsageError("--samples needs --then-migrate (the samples are the real run's)");
     const spec = guestSpecOf(flags);
     const accel = accelOf(flags);
     const settings = settingsOf(flags);
@@ -639,7 +630,10 @@ function registerPredict(qemu: Command): void {
               measured: measured,
               predicted: toQueryMigrate(predicted, GUEST_PAGE).summary,
               ...(real
-                ? { real: toQueryMigrate(real.result, GUEST_PAGE).summary, qemu: qemuRecord(real) }
+                ? {
+                    real: toQueryMigrate(real.result, GUEST_PAGE).summary,
+                    qemu: qemuRunRecord(real, flags.samples ?? false),
+                  }
                 : {}),
               ...(comparison ? { comparison } : {}),
               ...(calibration && calibrated && calibratedComparison
@@ -656,6 +650,10 @@ function registerPredict(qemu: Command): void {
             2,
           ),
         );
+        return;
+      }
+      if (flags.csv && flags.samples && real) {
+        printSamples(real.samples, flags);
         return;
       }
       if (flags.csv) {
