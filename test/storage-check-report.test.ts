@@ -65,7 +65,7 @@ describe("storage check", () => {
   it("warns, not errs, when the end is damaged and the copy stands in", () => {
     const bytes = image("dynamic", 64 * KiB, [0]);
     const endAt = bytes.length - FOOTER_BYTES;
-    bytes[endAt + 100] ^= 1;
+    bytes[endAt + 100] = (bytes[endAt + 100] ?? 0) ^ 1;
     const report = check(bytes);
     expect(report.ok).toBe(true);
     expect(report.problems).toHaveLength(1);
@@ -172,7 +172,7 @@ describe("storage check", () => {
 
   it("errs on a damaged header, at its field", () => {
     const bytes = image("dynamic", 64 * KiB);
-    bytes[HEADER_AT + 200] ^= 1;
+    bytes[HEADER_AT + 200] = (bytes[HEADER_AT + 200] ?? 0) ^ 1;
     const report = check(bytes);
     expect(report.problems.map((p) => [p.severity, p.offset])).toEqual([["error", HEADER_AT + 36]]);
     expect(report.problems[0]?.message).toMatch(/^dynamic header checksum/);

@@ -105,7 +105,7 @@ describe("opening the footer", () => {
 
   it("uses a dynamic disk's copy at offset 0 when the end is damaged, and says so", () => {
     const bytes = image("dynamic", 64 * KiB, 4096, [0]);
-    bytes[bytes.length - 1] ^= 1;
+    bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 1;
     const disk = open(bytes);
     expect(disk.type).toBe("dynamic");
     expect(disk.notes).toEqual([
@@ -127,7 +127,7 @@ describe("opening the footer", () => {
     // A fixed disk whose first sector holds a valid fixed footer: the data, never a copy.
     const fixed = image("fixed", 16 * KiB, 4096);
     fixed.set(fixed.subarray(16 * KiB), 0);
-    fixed[fixed.length - 1] ^= 1;
+    fixed[fixed.length - 1] = (fixed[fixed.length - 1] ?? 0) ^ 1;
     const fixedError = refusal(() => open(fixed));
     expect([fixedError.field, fixedError.offset]).toEqual(["footer checksum", 16 * KiB + 64]);
   });
