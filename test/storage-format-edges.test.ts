@@ -49,6 +49,19 @@ describe("footer and header codecs at their edges", () => {
     expect(decodeFooter(bytes, 0, checksum).dataOffset).toBe(0);
   });
 
+  it("writes a creator read from another tool's footer back byte for byte (Latin-1, not UTF-8)", () => {
+    // decodeFooter reads the creator fields one character a byte; a byte of
+    // 0x80 or more must be written back as that one byte.
+    const bytes = encodeFooter(
+      { ...FOOTER, creatorApp: "\u00e9vo ", creatorOs: "Mac\u00ff" },
+      checksum,
+    );
+    expect([...bytes.subarray(28, 32)]).toEqual([0xe9, 0x76, 0x6f, 0x20]);
+    expect([...bytes.subarray(36, 40)]).toEqual([0x4d, 0x61, 0x63, 0xff]);
+    const footer = decodeFooter(bytes, 0, checksum);
+    expect([footer.creatorApp, footer.creatorOs]).toEqual(["\u00e9vo ", "Mac\u00ff"]);
+  });
+
   it("refuses a dynamic disk's data offset past 2^53 that is not all ones, naming the field", () => {
     const bytes = encodeFooter(FOOTER, checksum);
     const view = new DataView(bytes.buffer);
