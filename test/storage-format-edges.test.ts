@@ -75,7 +75,9 @@ describe("footer and header codecs at their edges", () => {
   it("reads the parent's name from its own 512 bytes of a header inside a longer buffer", () => {
     const name = `${"n".repeat(255)}m`;
     const bytes = new Uint8Array(1536).fill(0x41);
-    bytes.set(encodeHeader({ ...HEADER, parentName: name }, checksum));
+    // Locator 0 follows the name: its platform code is no NUL to stop at.
+    const locators = [{ platformCode: 0x57327275, dataSpace: 1, dataLength: 2, dataOffset: 3072 }];
+    bytes.set(encodeHeader({ ...HEADER, parentName: name, locators }, checksum));
     expect(decodeHeader(bytes, 0, checksum).parentName).toBe(name);
   });
 
