@@ -2,6 +2,7 @@ import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FdFile, MemoryFile } from "../src/storage/block-file.js";
+import { checkVhdFile } from "../src/storage/check.js";
 import { openDestination } from "../src/storage/destination.js";
 import { DirectFile, directIoRefusal } from "../src/storage/direct-file.js";
 import { imageInfo } from "../src/storage/info.js";
@@ -9,9 +10,9 @@ import { defaultKernels, type StorageKernels } from "../src/storage/kernels.js";
 import { VhdImage } from "../src/storage/vhd.js";
 import { testTempDir } from "./support/temp.js";
 
-// The files behind info and convert's destination: info closes what it
-// opens and reads with the kernels it is given; the destination is opened
-// through the page cache or around it as asked.
+// The files behind info, check and convert's destination: info and check
+// close what they open and read with the kernels they are given; the
+// destination is opened through the page cache or around it as asked.
 
 const openFds = () => readdirSync("/proc/self/fd").length;
 
@@ -40,6 +41,27 @@ describe("storage info's files", () => {
     });
     expect(() => imageInfo(path, wrong)).toThrow(/footer checksum .* the footer sums to 0x1234/);
     expect(imageInfo(path, own).format).toBe("vpc");
+  });
+});
+
+describe("storage check's file", () => {
+  it("closes the file it checked", () => {
+    const path = join(testTempDir("storage-check-files-"), "disk.vhd");
+    vhdAt(path);
+    const before = openFds();
+    for (let i = 0; i < 5; i++) expect(checkVhdFile(path).ok).toBe(true);
+    expect(openFds()).toBe(before);
+  });
+
+  it("checks the footer's sum with the kernels it is given", () => {
+    const path = join(testTempDir("storage-check-files-"), "disk.vhd");
+    vhdAt(path);
+    const wrong = Object.assign(Object.create(defaultKernels()) as StorageKernels, {
+      checksum: () => 0x1234,
+    });
+    const report = checkVhdFile(path, wrong);
+    expect(report.ok).toBe(false);
+    expect(report.problems[0]?.message).toMatch(/footer checksum .* the footer sums to 0x1234/);
   });
 });
 
