@@ -91,8 +91,11 @@ export function checkVhd(
     if ((footer ?? copy)?.diskType !== "fixed" && footer?.diskType !== "fixed")
       problems.push(fromError(error));
   }
+  // The end's error when the copy stands in: opening notes it again, in other words.
+  let standIn: string | undefined;
   if (!footer && copy && copy.diskType !== "fixed") {
     // The specification keeps the copy for this: the image is readable, the end is to be rewritten.
+    standIn = problems[0]?.message;
     problems[0] = {
       ...(problems[0] as CheckProblem),
       severity: "warning",
@@ -187,7 +190,10 @@ export function checkVhd(
         ...(options.parents ? { parents: options.parents } : {}),
       });
       for (const note of image.notes)
-        if (!problems.some((p) => note.includes(p.message)))
+        if (
+          !problems.some((p) => note.includes(p.message)) &&
+          !(standIn !== undefined && note.includes(standIn))
+        )
           problems.push({ severity: "warning", offset: -1, message: note });
       image.parent?.close();
     } catch (error) {
