@@ -1,35 +1,27 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { vhdChecksumOracle } from "../src/oracle/storage.js";
 import { MemoryFile } from "../src/storage/block-file.js";
-import { checkVhd, checkVhdFile } from "../src/storage/check.js";
+import { checkVhdFile } from "../src/storage/check.js";
 import { FOOTER_BYTES, Footer, Header } from "../src/storage/format.js";
 import { defaultKernels } from "../src/storage/kernels.js";
 import { type ParentSource, VhdImage } from "../src/storage/vhd.js";
 import { testTempDir } from "./support/temp.js";
+import {
+  checkBytes as check,
+  HEADER_AT,
+  vhdImage as image,
+  resum,
+  TABLE_AT,
+  viewOf as view,
+} from "./support/vhd-damage.js";
 
 // storage check's own rules where opening the image would not repeat them:
 // when an error found earlier stops the open, each rule must have been
 // reported by the check itself.
 
 const KiB = 1024;
-const HEADER_AT = 512;
-const TABLE_AT = 1536;
 
-function image(type: "fixed" | "dynamic", size: number, writes: number[] = []): Uint8Array {
-  const file = new MemoryFile(`/c/${type}.vhd`);
-  const disk = VhdImage.create(file, { type, size, blockSize: 4096, now: 0 });
-  for (const at of writes) disk.write(at, new Uint8Array(512).fill(1));
-  disk.close();
-  return file.contents().slice();
-}
-const view = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.length);
-function resum(bytes: Uint8Array, at: number, length: number, field: number): void {
-  view(bytes).setUint32(at + field, vhdChecksumOracle(bytes.subarray(at, at + length), field));
-}
-const check = (bytes: Uint8Array, parents?: ParentSource) =>
-  checkVhd(new MemoryFile("/c/disk.vhd", bytes), parents ? { parents } : {});
 const flip = (bytes: Uint8Array, at: number) => {
   bytes[at] = (bytes[at] ?? 0) ^ 1;
 };
