@@ -1,5 +1,7 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
+import { Region } from "../src/memory/region.js";
 import { runMigration } from "../src/migration/engine.js";
 import { STREAM_THREADS_MIN_PAGES } from "../src/migration/in-process-link.js";
 import type { MigrationOptions } from "../src/migration/options.js";
@@ -8,9 +10,12 @@ import {
   STREAM_BATCH_PACKETS,
   type StreamSender,
   type StreamSplit,
+  type StreamWait,
   sendStream,
+  serveStream,
   streamSlotBytes,
 } from "../src/migration/stream-pipeline.js";
+import { STREAM_QUEUE_BYTES, STREAM_SLOTS, StreamQueue } from "../src/migration/stream-queue.js";
 import type { StreamReceiveTask } from "../src/migration/task-types.js";
 import { xxh3Long } from "../src/oracle/xxh3.js";
 import {
@@ -22,7 +27,8 @@ import {
 import { ENCODE_STATS_BYTES } from "../src/wasm/page.js";
 
 // One stream with its sender on this thread and its receiver on a pool
-// worker (src/migration/stream-pipeline.ts), for guests from
+// worker, a ring of batches between them (src/migration/stream-pipeline.ts,
+// src/migration/stream-queue.ts), for guests from
 // STREAM_THREADS_MIN_PAGES pages: the same pages, counts and verification
 // as the multifd path, every page of the destination equal to the source's.
 
@@ -90,13 +96,15 @@ function streamRig(alloc: number, pages: number) {
   const list = source.allocate("list", pages * 4);
   const hashes = source.allocate("hashes", pages * 8, 8);
   const stats = source.allocate("stats", ENCODE_STATS_BYTES);
+  const queue = source.allocate("queue", STREAM_QUEUE_BYTES, 8);
   const stride = Math.ceil(multifdHeaderBytes(alloc) / 8) * 8;
   const bytes = streamSlotBytes(alloc, stride);
-  const slot = (k: number) => ({
+  const slots = Array.from({ length: STREAM_SLOTS }, (_, k) => ({
     headers: source.allocate(`headers-${k}`, bytes.headers, 4096),
     sent: source.allocate(`sent-${k}`, bytes.sent, 8),
+    wire: source.allocate(`wire-${k}`, bytes.wire, 8),
     accepted: far.allocate(`accepted-${k}`, bytes.accepted, 8),
-  });
+  }));
   const farRam = far.allocate("far-ram", pages * PAGE, 4096);
   const farHashes = far.allocate("far-hashes", pages * 8, 8);
   const destination = {
@@ -112,7 +120,10 @@ function streamRig(alloc: number, pages: number) {
   new Uint32Array(source.memory.buffer, list.offset, pages).set(
     Array.from({ length: pages }, (_, p) => p),
   );
-  const farKernel = MultifdKernel.on(far.memory, far.allocate("far-kernel-scratch", 8, 8));
+  const farEnd = {
+    memory: far.memory,
+    kernel: MultifdKernel.on(far.memory, far.allocate("far-kernel-scratch", 8, 8)),
+  };
   const sender = (receive: StreamSender["receive"]): StreamSender => ({
     source: {
       memory: source.memory,
@@ -134,31 +145,53 @@ function streamRig(alloc: number, pages: number) {
     list,
     alloc,
     headerStride: stride,
-    slots: [slot(0), slot(1)],
+    slots,
+    queue,
     stats,
     hashes,
     zeroPages: true,
     destination,
     receive,
   });
-  /** Receives a batch as the destination's thread would, with its own kernel. */
-  const receiveFar = (task: StreamReceiveTask) =>
-    receiveBatch(source.memory, { memory: far.memory, kernel: farKernel }, task);
-  return { source, far, ram, farRam, hashes, farHashes, stride, sender, receiveFar };
+  /** The destination's thread played on this one: waits without blocking. */
+  const asyncWait: StreamWait = (q, seen) => q.waitAsync(seen, 1000);
+  const serveFar = (task: StreamReceiveTask) => serveStream(source.memory, farEnd, task, asyncWait);
+  /** Every page landed once and equal, and both sides' tables hold each page's XXH3-64. */
+  const expectAllLanded = () => {
+    const sent = ram.bytes(source.memory);
+    const landed = farRam.bytes(far.memory);
+    expect(Buffer.from(landed).equals(Buffer.from(sent))).toBe(true);
+    const theirs = new BigUint64Array(far.memory.buffer, farHashes.offset, pages);
+    const ours = new BigUint64Array(source.memory.buffer, hashes.offset, pages);
+    for (const page of new Set([0, 1, pages >> 1, pages - 1].filter((p) => p < pages))) {
+      expect(theirs[page]).toBe(xxh3Long(sent.subarray(page * PAGE, (page + 1) * PAGE)));
+    }
+    expect(Buffer.from(theirs.buffer, theirs.byteOffset, theirs.byteLength)).toEqual(
+      Buffer.from(ours.buffer, ours.byteOffset, ours.byteLength),
+    );
+  };
+  return { source, far, farRam, stride, slots, farEnd, sender, serveFar, expectAllLanded };
 }
 
-describe("the hand-over between the stream's two threads", () => {
+/** Lets the other "thread" (a promise chain on this one) run. */
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe("the ring of batches between the stream's two threads", () => {
   it("a header refused in a batch fails the send, and no page of that batch reaches the destination", async () => {
     const alloc = 128;
-    // Four packets: one batch (STREAM_BATCH_PACKETS is 32).
+    // Four packets: one batch (STREAM_BATCH_PACKETS is 16).
     const pages = alloc * 4;
     const rig = streamRig(alloc, pages);
     const send = sendStream(
       // The second packet's magic is changed on the way.
       rig.sender(async (task) => {
-        const header = new DataView(rig.source.memory.buffer, task.headers.offset + rig.stride);
-        header.setUint32(0, 0x11223345);
-        return rig.receiveFar(task);
+        const slot = rig.slots[0];
+        if (!slot) throw new Error("no slot 0");
+        new DataView(rig.source.memory.buffer, slot.headers.offset + rig.stride).setUint32(
+          0,
+          0x11223345,
+        );
+        return rig.serveFar(task);
       }),
       0,
       pages,
@@ -169,38 +202,69 @@ describe("the hand-over between the stream's two threads", () => {
     expect(rig.farRam.bytes(rig.far.memory).every((b) => b === 0)).toBe(true);
   });
 
-  it("a batch that finds the destination's thread busy is received on the sender's, and every page arrives once, hashed", async () => {
+  it("with the destination's thread holding a batch, the sender receives the waiting ones itself, then waits for the slot; every page arrives once, hashed", async () => {
     const alloc = 4;
-    const batches = 5;
+    const batches = STREAM_SLOTS + 5;
     const pages = alloc * STREAM_BATCH_PACKETS * batches - 3;
     const rig = streamRig(alloc, pages);
     const split: StreamSplit = { remote: 0, local: 0 };
-    // The destination's thread stays busy with its first batch until the
-    // sender has received one itself, then answers at once.
-    let first = true;
-    const receive = async (task: StreamReceiveTask): Promise<undefined> => {
-      rig.receiveFar(task);
-      while (first && split.local === 0) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-      }
-      first = false;
-      return undefined;
+    let heldUntilLocal = -1;
+    const receive = async (task: StreamReceiveTask): Promise<number> => {
+      const queue = new StreamQueue(rig.source.memory, new Region(task.queue));
+      const first = queue.claim();
+      // Held until the sender has received every other batch of the full
+      // ring itself and must wait for this one's slot.
+      while (split.local < STREAM_SLOTS - 1) await tick();
+      heldUntilLocal = split.local;
+      receiveBatch(rig.source.memory, rig.farEnd, task, first % STREAM_SLOTS, queue);
+      queue.finish(first, true);
+      return 1 + (await rig.serveFar(task));
     };
     const result = await sendStream(rig.sender(receive), 0, pages, 7, split);
     expect(result.consumed).toBe(pages);
     expect(result.packets).toBe(Math.ceil(pages / alloc));
-    expect(split.local).toBeGreaterThanOrEqual(1);
+    expect(heldUntilLocal).toBe(STREAM_SLOTS - 1);
     expect(split.remote).toBeGreaterThanOrEqual(1);
     expect(split.local + split.remote).toBe(batches);
-    const sent = rig.ram.bytes(rig.source.memory);
-    const landed = rig.farRam.bytes(rig.far.memory);
-    expect(Buffer.from(landed).equals(Buffer.from(sent))).toBe(true);
-    // Each side's table holds every page's XXH3-64, and they agree.
-    const theirs = new BigUint64Array(rig.far.memory.buffer, rig.farHashes.offset, pages);
-    const ours = new BigUint64Array(rig.source.memory.buffer, rig.hashes.offset, pages);
-    for (const page of [0, 1, alloc * STREAM_BATCH_PACKETS, pages - 1]) {
-      expect(theirs[page]).toBe(xxh3Long(sent.subarray(page * PAGE, (page + 1) * PAGE)));
-    }
-    expect([...theirs]).toEqual([...ours]);
+    rig.expectAllLanded();
+  });
+
+  it("every batch is received exactly once, whichever thread takes it and however long it holds it", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 9 }),
+        fc.integer({ min: 1, max: STREAM_BATCH_PACKETS * 3 * 9 }),
+        fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 16 }),
+        async (alloc, pages, holds) => {
+          const rig = streamRig(alloc, pages);
+          const split: StreamSplit = { remote: 0, local: 0 };
+          // The destination's thread: each batch it claims is held a number
+          // of turns of the other thread before it is received.
+          const receive = async (task: StreamReceiveTask): Promise<number> => {
+            const queue = new StreamQueue(rig.source.memory, new Region(task.queue));
+            let received = 0;
+            for (let turn = 0; ; turn++) {
+              const batch = queue.claim();
+              if (batch < 0) {
+                if (queue.state() !== 0) return received;
+                await tick();
+                continue;
+              }
+              for (let h = holds[turn % holds.length] ?? 0; h > 0; h--) await tick();
+              receiveBatch(rig.source.memory, rig.farEnd, task, batch % STREAM_SLOTS, queue);
+              queue.finish(batch, true);
+              received++;
+            }
+          };
+          const result = await sendStream(rig.sender(receive), 0, pages, 0, split);
+          expect(result.consumed).toBe(pages);
+          expect(split.local + split.remote).toBe(
+            Math.ceil(Math.ceil(pages / alloc) / STREAM_BATCH_PACKETS),
+          );
+          rig.expectAllLanded();
+        },
+      ),
+      { numRuns: 25 },
+    );
   });
 });

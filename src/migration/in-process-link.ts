@@ -17,6 +17,7 @@ import { type ChannelEnd, PACKET_QUEUE_BYTES, packetQueue, runChannel } from "./
 import type { ResolvedMigrationOptions } from "./options.js";
 import type { Pass } from "./precopy/types.js";
 import { type StreamSlot, sendStream, streamSlotBytes } from "./stream-pipeline.js";
+import { STREAM_QUEUE_BYTES, STREAM_SLOTS } from "./stream-queue.js";
 import type { ChannelResult, ChannelTask } from "./task-types.js";
 import type { VirtualRunState } from "./virtual-run-state.js";
 
@@ -75,8 +76,9 @@ export class InProcessLink {
   private readonly sourceHashes: Region;
   private verifyScratch: Region | undefined;
   private pool: KernelPool | undefined;
-  /** One stream's two slots of packets in flight between its sender and receiver threads. */
-  private streamSlots: [StreamSlot, StreamSlot] | undefined;
+  /** One stream's ring of slots of packets in flight between its sender and receiver threads, and its queue. */
+  private streamSlots: readonly StreamSlot[] | undefined;
+  private streamQueue: Region | undefined;
   private streamSlotBytes: ReturnType<typeof streamSlotBytes> | undefined;
   /** One stream's receiver on this thread: its header buffer and scratch in the destination's memory. */
   private streamLocal: { readonly receive: Region; readonly scratch: Region } | undefined;
@@ -145,9 +147,11 @@ export class InProcessLink {
       const slot = (k: number): StreamSlot => ({
         headers: layout.allocate(`stream-${k}-headers`, slotBytes.headers, 4096),
         sent: layout.allocate(`stream-${k}-pages`, slotBytes.sent, 8),
+        wire: layout.allocate(`stream-${k}-wire`, slotBytes.wire, 8),
         accepted: far.allocate(`stream-${k}-accepted`, slotBytes.accepted, 8),
       });
-      this.streamSlots = [slot(0), slot(1)];
+      this.streamSlots = Array.from({ length: STREAM_SLOTS }, (_, k) => slot(k));
+      this.streamQueue = layout.allocate("stream-queue", STREAM_QUEUE_BYTES, 8);
       // The receiver's end on this thread checks headers in a buffer of its
       // own: the destination's thread may be checking one at the same time.
       this.streamLocal = {
@@ -404,14 +408,15 @@ export class InProcessLink {
   /**
    * One stream on two threads (a guest of at least
    * {@link STREAM_THREADS_MIN_PAGES} pages): the sender here, the receiver on
-   * a pool worker, a batch of packets apart (src/migration/stream-pipeline.ts).
+   * a pool worker, a ring of batches between them (src/migration/stream-pipeline.ts).
    * Smaller guests keep both ends on this thread, not worth a worker's start.
    */
   private twoThreadStream(): ((task: ChannelTask) => Promise<ChannelResult>) | undefined {
     const slots = this.streamSlots;
+    const queue = this.streamQueue;
     const scratch = this.channelScratch[0];
     const local = this.streamLocal;
-    if (!slots || !scratch || !local) return undefined;
+    if (!slots || !queue || !scratch || !local) return undefined;
     const far = this.destination.layout.memory;
     this.streamSource ??= {
       memory: this.layout.memory,
@@ -438,6 +443,7 @@ export class InProcessLink {
           alloc: task.packetPages,
           headerStride: headerStride(task.packetPages),
           slots,
+          queue,
           stats: new Region(task.stats),
           hashes: this.sourceHashes,
           zeroPages: task.zeroPages,

@@ -55,9 +55,10 @@ export interface ChannelTask {
 }
 
 /**
- * The receiver's side of a batch of one stream's packets, on the
- * destination's thread while the sender writes the next batch: headers and
- * page lists in the sender's slot, pages read from the source's RAM.
+ * One stream's destination thread for a wave: it claims the batches the
+ * sender writes into the ring of slots (src/migration/stream-queue.ts) and
+ * receives each, pages read from the source's RAM, until the wave is sent
+ * and none is left.
  */
 export interface StreamReceiveTask {
   readonly type: "migration.stream-receive";
@@ -65,19 +66,20 @@ export interface StreamReceiveTask {
   readonly ram: RegionDescriptor;
   readonly pageShift: number;
   readonly packetPages: number;
-  /** Bytes between two packets' headers in `headers`. */
+  /** Bytes between two packets' headers in a slot's `headers`. */
   readonly headerStride: number;
-  readonly headers: RegionDescriptor;
-  /** The sender's lists of pages sent, `8 packetPages` bytes per packet. */
-  readonly sent: RegionDescriptor;
-  /** In the destination's memory: where the receiver writes each packet's accepted pages, `4 packetPages` bytes per packet. */
-  readonly accepted: RegionDescriptor;
-  readonly packets: readonly {
-    readonly headerBytes: number;
-    readonly normal: number;
-    readonly zero: number;
-    readonly packetNum: number;
+  /** The ring of slots, in the source's memory except `accepted`. */
+  readonly slots: readonly {
+    readonly headers: RegionDescriptor;
+    /** The sender's lists of pages sent, `8 packetPages` bytes per packet. */
+    readonly sent: RegionDescriptor;
+    /** Per packet: header bytes, normal pages, zero pages, packet number (u32 each). */
+    readonly wire: RegionDescriptor;
+    /** In the destination's memory: where the receiver writes each packet's accepted pages, `4 packetPages` bytes per packet. */
+    readonly accepted: RegionDescriptor;
   }[];
+  /** The batches' queue's control block, in the source's memory. */
+  readonly queue: RegionDescriptor;
   readonly destination: ChannelTask["destination"];
 }
 
@@ -109,7 +111,7 @@ declare module "../pool/registry.js" {
   /** The migration domain's task types: multifd channels, verification's hashing, sweep points. */
   interface TaskRegistry {
     "migration.channel": { task: ChannelTask; result: ChannelResult };
-    "migration.stream-receive": { task: StreamReceiveTask; result: undefined };
+    "migration.stream-receive": { task: StreamReceiveTask; result: number };
     "migration.sweep-point": {
       task: SweepPointTask;
       result: { readonly summary: MigrationSummary };

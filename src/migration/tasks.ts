@@ -5,7 +5,7 @@ import type { PageKernel } from "../wasm/page.js";
 import { runMigration } from "./engine.js";
 import { runChannel } from "./multifd-channel.js";
 import type { MigrationSummary } from "./stats.js";
-import { receiveBatch } from "./stream-pipeline.js";
+import { serveStream } from "./stream-pipeline.js";
 import type {
   ChannelResult,
   ChannelTask,
@@ -31,9 +31,9 @@ function channel(context: KernelContext, task: ChannelTask): ChannelResult {
   );
 }
 
-function streamReceive(context: KernelContext, task: StreamReceiveTask): undefined {
+function streamReceive(context: KernelContext, task: StreamReceiveTask): Promise<number> {
   const far = context.peer(task.destination.memory);
-  return receiveBatch(
+  return serveStream(
     context.memory,
     { memory: far.memory, kernel: far.multifd(new Region(task.destination.scratch)) },
     task,
