@@ -229,6 +229,32 @@ describe("the nested TLB over large EPT leaves", () => {
   });
 });
 
+describe("INVLPG and the nested TLB (Intel SDM vol. 3C 28.3.3.1)", () => {
+  it("drops the linear and combined mappings of the address, never the guest-physical ones: a walk right after finds every gPA in the nested TLB", () => {
+    // Either order of INVLPG and a CR3 load: whichever comes first walks
+    // after the guest page-walk caches served the upper levels for a while,
+    // so the table pages' gPAs had aged out of the nested TLB; the second
+    // walk finds all five (four table pages and the data page).
+    for (const invlpgFirst of [true, false]) {
+      const { machine } = testMachine({ mode: "slat", workingSetBytes: 2 ** 20, prefault: true });
+      const va = HEAP_BASE + 5 * 4096;
+      machine.touch(va, READ);
+      const invlpg = () => machine.mmu.invalidatePage(va);
+      const cr3 = () => machine.mmu.flushAddressSpace();
+      (invlpgFirst ? invlpg : cr3)();
+      machine.touch(va, READ);
+      const before = machine.counters();
+      (invlpgFirst ? cr3 : invlpg)();
+      machine.touch(va, READ);
+      const after = machine.counters();
+      expect(after.walks - before.walks).toBe(1);
+      expect(after.nestedTlbLookups - before.nestedTlbLookups).toBe(5);
+      expect(after.nestedTlbHits - before.nestedTlbHits).toBe(5);
+      expect(after.hostReferences - before.hostReferences).toBe(0);
+    }
+  });
+});
+
 describe("fork and exec run the child", () => {
   it("switches the child in, takes its copy-on-write and demand faults, and switches back", () => {
     for (const mode of ["shadow", "slat"] as const) {
