@@ -15,7 +15,12 @@ import {
   serveStream,
   streamSlotBytes,
 } from "../src/migration/stream-pipeline.js";
-import { STREAM_QUEUE_BYTES, STREAM_SLOTS, StreamQueue } from "../src/migration/stream-queue.js";
+import {
+  STREAM_QUEUE_BYTES,
+  STREAM_SLOTS,
+  StreamQueue,
+  StreamState,
+} from "../src/migration/stream-queue.js";
 import type { StreamReceiveTask } from "../src/migration/task-types.js";
 import { xxh3Long } from "../src/oracle/xxh3.js";
 import {
@@ -246,7 +251,7 @@ describe("the ring of batches between the stream's two threads", () => {
             for (let turn = 0; ; turn++) {
               const batch = queue.claim();
               if (batch < 0) {
-                if (queue.state() !== 0) return received;
+                if (queue.state() !== StreamState.sending) return received;
                 await tick();
                 continue;
               }

@@ -42,6 +42,7 @@ export const StreamState = {
   /** A receiver or the sender failed: nobody takes another batch. */
   failed: 2,
 } as const;
+/** A wave's state, one of {@link StreamState}'s values. */
 export type StreamState = (typeof StreamState)[keyof typeof StreamState];
 
 /**
