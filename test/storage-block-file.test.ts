@@ -147,6 +147,21 @@ describe("FdFile", () => {
     expect(() => file.close()).not.toThrow();
   });
 
+  it("opens read-only when no mode is given", () => {
+    const path = join(testTempDir("block-file"), "ro.img");
+    writeFileSync(path, bytes(1, 2));
+    const file = new FdFile(path);
+    try {
+      const into = new Uint8Array(2);
+      expect(file.read(into, 0)).toBe(2);
+      expect([...into]).toEqual([1, 2]);
+      expect(() => file.write(bytes(9), 0)).toThrow(/EBADF/);
+    } finally {
+      file.close();
+    }
+    expect([...readFileSync(path)]).toEqual([1, 2]);
+  });
+
   it("opens with the flags given in place of the mode", () => {
     const path = join(testTempDir("block-file"), "new.img");
     const file = new FdFile(path, "r", openFlags("wx+"));
