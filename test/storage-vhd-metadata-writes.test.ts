@@ -60,6 +60,14 @@ describe("BAT entries", () => {
     image.close();
   });
 
+  it("are written as a whole last sector when the table fills it exactly", () => {
+    const { file, image } = created(256);
+    image.write(200 * BLOCK, new Uint8Array(512).fill(1));
+    const batWrites = file.writes.filter(([at]) => at >= TABLE && at < TABLE + 256 * 4);
+    expect(batWrites).toEqual([[TABLE + 128 * 4, 512]]);
+    image.close();
+  });
+
   it("are written alone in a last sector the table only partly fills, leaving the rest", () => {
     const { file, image } = created(130);
     // Entries 128 and 129 are the table's; bytes past them in that sector are not.
