@@ -86,6 +86,10 @@ export const ENGINES = {
   storage: {
     mutate: ["src/storage/**/*.ts"],
     testFiles: ["test/storage-!(cli|tour|qemu|crash|direct-io).test.ts"],
+    // A mutant that hangs a test counts as detected (Timeout) whether it is
+    // stopped 15 s or 60 s past its tests' expected time, and its tests take
+    // seconds: each one waited out to the 60 s default cost a minute.
+    timeoutMS: 15_000,
   },
   csv: {
     mutate: ["src/csv/**/*.ts"],
