@@ -77,6 +77,14 @@ describe("the epoch log", () => {
     expect(refusal(log)).toBe(`epoch record 5 ${at(5 * 32)}: epoch 0 does not belong in slot 5`);
   });
 
+  it("refuses epoch 0 in slot 0, where 0 mod 512 would put it: epochs start at 1", () => {
+    const log = new Uint8Array(LOG_BYTES);
+    log[8] = 3; // node 3, epoch 0
+    expect(refusal(log)).toBe(`epoch record 0 ${at(0)}: epoch 0 does not belong in slot 0`);
+    encodeEpochRecord(log, record(512));
+    expect(parseEpochLog(log, BASE)).toEqual([record(512)]);
+  });
+
   it("refuses a record in another slot, naming slot and epoch", () => {
     const log = new Uint8Array(LOG_BYTES);
     encodeEpochRecord(log, record(9));
