@@ -10,7 +10,7 @@
 // --incremental-only skips the engines without committed results in
 // stryker-incremental/ (a first run of one takes up to hours; CI runs this).
 // The project must be built (npm run mutate builds, then runs this).
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -25,6 +25,16 @@ function usage(message) {
 }
 
 /** Runs Stryker for one engine, its output passed through; resolves with its exit code. */
+/** Makes the machine's paths in the engine's incremental file relative (scripts/scrub-incremental.mjs). */
+function scrubIncremental(engine) {
+  const file = join(root, "stryker-incremental", `${engine}.json`);
+  if (!existsSync(file)) return;
+  spawnSync(process.execPath, [join(root, "scripts", "scrub-incremental.mjs"), file], {
+    cwd: root,
+    stdio: "inherit",
+  });
+}
+
 function stryker(engine) {
   return new Promise((resolve, reject) => {
     const bin = join(root, "node_modules", "@stryker-mutator", "core", "bin", "stryker.js");
@@ -93,6 +103,7 @@ async function main() {
     }
     const t0 = Date.now();
     const code = await stryker(engine);
+    scrubIncremental(engine);
     const minutes = Math.round((Date.now() - t0) / 6_000) / 10;
     let by;
     try {
