@@ -20,12 +20,18 @@ const DIR = "stryker-incremental";
 function scrub(text, root) {
   let out = text
     // A sandbox's copy of the project: <root>/reports/.stryker-tmp-<engine>/sandbox-<id>/src/...
-    .replace(/(?<![:\w/])(?:file:\/\/)?\/[^\s"'()<>]*?\/reports\/\.stryker-tmp-[^/\s]+\/sandbox-[^/\s]+\//g, "")
+    .replace(
+      /(?<![:\w/])(?:file:\/\/)?\/[^\s"'()<>]*?\/reports\/\.stryker-tmp-[^/\s]+\/sandbox-[^/\s]+\//g,
+      "",
+    )
     // Installed packages, wherever the project was.
     .replace(/(?<![:\w/])(?:file:\/\/)?\/[^\s"'()<>]*?\/node_modules\//g, "node_modules/");
   if (root && root !== ".") out = out.split(`file://${root}/`).join("").split(`${root}/`).join("");
   // The project's own files under any other absolute root.
-  out = out.replace(/(?<![:\w/])(?:file:\/\/)?\/(?:[^\s"'()<>/]+\/)+?((?:src|test|bench|scripts)\/)/g, "$1");
+  out = out.replace(
+    /(?<![:\w/])(?:file:\/\/)?\/(?:[^\s"'()<>/]+\/)+?((?:src|test|bench|scripts)\/)/g,
+    "$1",
+  );
   const tmp = tmpdir();
   return out.split(`${tmp}/`).join("<tmp>/");
 }
