@@ -9,6 +9,7 @@ import {
   type FileEntry,
   parseFileEntry,
 } from "../src/csv/file-entry.js";
+import { type Spoil, spoiledSector } from "./support/csv-sector.js";
 
 // A file-table entry (docs/csv.md): one sector per slot, each field at its
 // offset, little-endian, the CRC-32C over bytes 0 to 507; each refusal
@@ -29,20 +30,9 @@ const ENTRY: FileEntry = {
   writtenEpoch: 7,
 };
 
-function resealed(bytes: Uint8Array): Uint8Array {
-  new DataView(bytes.buffer, bytes.byteOffset).setUint32(
-    F.crc,
-    crc32c(bytes.subarray(0, F.crc)),
-    true,
-  );
-  return bytes;
-}
-
-/** `entry`'s sector with `spoil` applied and the CRC rewritten. */
-function spoiled(spoil: (view: DataView, bytes: Uint8Array) => void, entry = ENTRY): Uint8Array {
-  const bytes = encodeFileEntry(entry);
-  spoil(new DataView(bytes.buffer), bytes);
-  return resealed(bytes);
+/** `ENTRY`'s sector with `spoil` applied and the CRC rewritten. */
+function spoiled(spoil: Spoil, entry = ENTRY): Uint8Array {
+  return spoiledSector(encodeFileEntry, entry, F.crc, spoil);
 }
 
 const parse = (bytes: Uint8Array) => parseFileEntry(bytes, AT, DATA_CLUSTERS, CLUSTER);

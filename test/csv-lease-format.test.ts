@@ -11,6 +11,7 @@ import {
   parseLease,
   TermUnprovenError,
 } from "../src/csv/lease.js";
+import { type Spoil, spoiledSector } from "./support/csv-sector.js";
 
 // The lease sector's format (docs/csv.md, "The coordinator's lease"): each
 // field at its offset, each refusal naming the field, its offset on the LUN
@@ -20,12 +21,8 @@ const AT = 0x4_0000;
 const lease: Lease = { node: 3, key: 0x7cb0_0000_0000_0003n, epoch: 9, renewal: 41, leaseMs: 500 };
 
 /** A lease sector with `edit` applied to its bytes and its CRC-32C made right again. */
-function edited(edit: (view: DataView, bytes: Uint8Array) => void): Uint8Array {
-  const bytes = encodeLease(lease);
-  const view = new DataView(bytes.buffer);
-  edit(view, bytes);
-  view.setUint32(508, crc32c(bytes.subarray(0, 508)), true);
-  return bytes;
+function edited(edit: Spoil): Uint8Array {
+  return spoiledSector(encodeLease, lease, 508, edit);
 }
 
 /** The error parseLease throws for `bytes`, which must be a VolumeFormatError. */

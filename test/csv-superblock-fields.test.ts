@@ -8,6 +8,7 @@ import {
   parseSuperblock,
   type Superblock,
 } from "../src/csv/superblock.js";
+import { type Spoil, spoiledSector } from "./support/csv-sector.js";
 
 // The superblock, sector 0 of the LUN (docs/csv.md): every field at its
 // offset, little-endian, the CRC-32C over bytes 0 to 507; each refusal
@@ -29,21 +30,9 @@ const SB: Superblock = {
   label: "vms",
 };
 
-/** Rewrites the CRC after a field was changed on purpose, so the field's own check is what refuses it. */
-function resealed(bytes: Uint8Array): Uint8Array {
-  new DataView(bytes.buffer, bytes.byteOffset).setUint32(
-    F.crc,
-    crc32c(bytes.subarray(0, F.crc)),
-    true,
-  );
-  return bytes;
-}
-
-/** The superblock of `SB` with `spoil` applied and the CRC rewritten. */
-function spoiled(spoil: (view: DataView, bytes: Uint8Array) => void, sb = SB): Uint8Array {
-  const bytes = encodeSuperblock(sb);
-  spoil(new DataView(bytes.buffer), bytes);
-  return resealed(bytes);
+/** `SB`'s sector with `spoil` applied and the CRC rewritten. */
+function spoiled(spoil: Spoil, sb = SB): Uint8Array {
+  return spoiledSector(encodeSuperblock, sb, F.crc, spoil);
 }
 
 /** The VolumeFormatError `parse` throws. */
