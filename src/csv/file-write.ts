@@ -31,6 +31,17 @@ export interface FileWritten {
   readonly bytes: number;
   /** Wall-clock milliseconds from the first write sent to the last acknowledged. */
   readonly ms: number;
+  /**
+   * When the first write was sent and the last acknowledged, in
+   * milliseconds since the Unix epoch with sub-millisecond resolution
+   * (`performance.timeOrigin + performance.now()`), so that the writes of
+   * several node processes on one machine can be laid on one time line:
+   * `hvlab bench csv` times the nodes' I/O together from the earliest
+   * start to the latest end, without the control request and the file's
+   * open that come before it.
+   */
+  readonly startedAt: number;
+  readonly endedAt: number;
   readonly directWrites: number;
   readonly redirectedWrites: number;
 }
@@ -120,10 +131,13 @@ export async function runFileWrite(node: FileWriter, w: FileWrite): Promise<File
     }
   };
   await Promise.all(Array.from({ length: w.iodepth }, writer));
+  const ended = performance.now();
   return {
     name: w.name,
     bytes: w.bytes,
-    ms: performance.now() - started,
+    ms: ended - started,
+    startedAt: performance.timeOrigin + started,
+    endedAt: performance.timeOrigin + ended,
     directWrites: node.io.directWrites - before.directWrites,
     redirectedWrites: node.io.redirectedWrites - before.redirectedWrites,
   };
