@@ -8,7 +8,10 @@
 //        [--incremental-only]
 // With no engine named, every engine of stryker.config.mjs, in its order.
 // --incremental-only skips the engines without committed results in
-// stryker-incremental/ (a first run of one takes up to hours; CI runs this).
+// stryker-incremental/ (a first run of one takes up to hours; CI runs this),
+// and mutates only what an engine's committed results cover (its `scored`
+// files in stryker.config.mjs, HVLAB_MUTATE_SCORED=1), after checking that
+// list names the same files as the results.
 // The project must be built (npm run mutate builds, then runs this).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -35,17 +38,36 @@ function scrubIncremental(engine) {
   });
 }
 
-function stryker(engine) {
+function stryker(engine, scoredOnly) {
   return new Promise((resolve, reject) => {
     const bin = join(root, "node_modules", "@stryker-mutator", "core", "bin", "stryker.js");
     const child = spawn(process.execPath, [bin, "run"], {
       cwd: root,
       stdio: "inherit",
-      env: { ...process.env, HVLAB_MUTATE_ENGINE: engine },
+      env: {
+        ...process.env,
+        HVLAB_MUTATE_ENGINE: engine,
+        ...(scoredOnly ? { HVLAB_MUTATE_SCORED: "1" } : {}),
+      },
     });
     child.on("error", reject);
     child.on("close", (code, signal) => resolve(signal ? 1 : (code ?? 1)));
   });
+}
+
+/**
+ * Where an engine's `scored` list (stryker.config.mjs) and the files of its
+ * committed results differ: a message naming both sides, or undefined.
+ */
+async function scoredMismatch(engine, scored) {
+  const file = join(root, "stryker-incremental", `${engine}.json`);
+  const results = JSON.parse(await readFile(file, "utf8"));
+  const covered = new Set(Object.keys(results.files ?? {}));
+  const listed = new Set(scored.map((entry) => entry.replace(/:\d+-\d+$/, "")));
+  const unlisted = [...covered].filter((f) => !listed.has(f));
+  const missing = [...listed].filter((f) => !covered.has(f));
+  if (unlisted.length === 0 && missing.length === 0) return undefined;
+  return `${engine}: stryker.config.mjs's scored list and stryker-incremental/${engine}.json differ (results for files not listed: ${unlisted.join(", ") || "none"}; listed without results: ${missing.join(", ") || "none"})`;
 }
 
 /** Mutants by status in a mutation-testing-report-schema report. */
@@ -101,8 +123,13 @@ async function main() {
       );
       continue;
     }
+    const scored = incrementalOnly ? ENGINES[engine].scored : undefined;
+    if (scored) {
+      const mismatch = await scoredMismatch(engine, scored);
+      if (mismatch) usage(mismatch);
+    }
     const t0 = Date.now();
-    const code = await stryker(engine);
+    const code = await stryker(engine, scored !== undefined);
     scrubIncremental(engine);
     const minutes = Math.round((Date.now() - t0) / 6_000) / 10;
     let by;
