@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readAckLogs } from "../src/csv/acks.js";
 import { FileLun } from "../src/csv/lun.js";
 import { Volume } from "../src/csv/volume.js";
 import { FdFile } from "../src/storage/block-file.js";
@@ -10,7 +11,6 @@ import {
   freePort,
   type NodeEventLine,
   type NodeProcess,
-  readAcks,
   startNode,
   until,
   verifyAcks,
@@ -155,7 +155,7 @@ describe("csv coordinator kills", () => {
       const want = acked + ACKS_PER_TERM;
       const deadline = performance.now() + FAILOVER_MS;
       for (;;) {
-        acked = readAcks(logs).length;
+        acked = readAckLogs(logs).length;
         if (acked >= want) return;
         if (performance.now() > deadline)
           throw new Error(
@@ -227,7 +227,7 @@ describe("csv coordinator kills", () => {
     } finally {
       lunFile.close();
     }
-    expect(readAcks(logs).length).toBeGreaterThanOrEqual(KILLS * ACKS_PER_TERM);
+    expect(readAckLogs(logs).length).toBeGreaterThanOrEqual(KILLS * ACKS_PER_TERM);
     expect(await verifyAcks(lun, logs)).toBeGreaterThan(0);
   }, 900_000);
 });

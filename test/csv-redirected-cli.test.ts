@@ -2,16 +2,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readAckLogs } from "../src/csv/acks.js";
 import type { NodeStatus } from "../src/csv/control.js";
 import { ControlError, controlNode } from "../src/csv/control-socket.js";
 import { hvlab } from "./support/cli.js";
-import {
-  freePort,
-  type NodeProcess,
-  readAcks,
-  startNode,
-  verifyAcks,
-} from "./support/csv-cluster.js";
+import { freePort, type NodeProcess, startNode, verifyAcks } from "./support/csv-cluster.js";
 import { startTarget, type TargetProcess } from "./support/csv-target.js";
 
 // Redirected access through the commands: node 2's path is cut and restored
@@ -149,7 +144,7 @@ describe("csv redirected access through the commands", () => {
     expect(check.status).toBe(0);
     // Node 2 alone acknowledged at least 15 writes above (5 direct, 5 redirected, 5 direct);
     // each block still on the volume holds its last acknowledged write.
-    expect(readAcks(logs).length).toBeGreaterThanOrEqual(15);
+    expect(readAckLogs(logs).length).toBeGreaterThanOrEqual(15);
     expect(await verifyAcks(lun, logs)).toBeGreaterThan(0);
   }, 600_000);
 });
