@@ -179,10 +179,34 @@ export const ENGINES = {
   },
   migration: {
     mutate: ["src/migration/**/*.ts"],
+    // Left out, beside the command line, tours, benchmarks, the sweep's
+    // heat map and the TCP soak: the tests whose source or destination is a
+    // child process (live-endpoints stops one with SIGSTOP; live-postcopy
+    // runs both ends as processes), and those that measure the wall clock
+    // over TCP, which instrumentation slows: live-tcp, live-auto-converge
+    // (a paced guest's write rate), live-throttle (a link's rate),
+    // precopy-modes (virtual rounds against live ones on the wall clock),
+    // precopy-limits (a stalled link's time limit, and the command in a
+    // child process) and live-encodings (a vCPU worker writes while the
+    // passes run, so how many there are and what each carries follows the
+    // machine's speed). The live endpoints' frames, messages and codec are
+    // checked on this thread by the live-frame and live-postcopy-frames
+    // files. Also left out: the tests of the kernels' wrappers
+    // in src/wasm that the engine uses (page-kernel, page-stream-edges,
+    // live-stream-kernel, xxh3): they import nothing of src/migration and
+    // reached no mutant in the first run, so they only lengthened every dry
+    // run. quick-migration-saved-state's one test of the command runs it in
+    // a child process; it reaches no mutant, so only the dry run pays for it.
     testFiles: [
-      "test/migration-!(*cli*|*tour|*bench|live-tcp|live-soak|sweep-heatmap).test.ts",
+      "test/migration-!(*cli*|*tour|*bench|live-tcp|live-soak|sweep-heatmap|live-endpoints|live-postcopy|live-auto-converge|live-throttle|live-encodings|precopy-modes|precopy-limits|page-kernel|page-stream-edges|live-stream-kernel|xxh3).test.ts",
       "test/quick-migration-saved-state.test.ts",
     ],
+    // A mutant's covering tests take seconds (the longest file, content, 15 s
+    // uninstrumented); a mutant that never ends is a loop (the pre-copy
+    // driver's rounds, a codec's walk over a frame), which the hit limit
+    // stops at once, or a wait with its own deadline (the vCPU runner's).
+    // A Timeout counts as detected whether it comes 15 s or 60 s late.
+    timeoutMS: 15_000,
   },
 };
 
