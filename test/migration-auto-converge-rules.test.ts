@@ -1,6 +1,6 @@
 /*
  * Auto-converge's rules one at a time, as QEMU's migration/ram.c applies
- * them: migration_bitmap_sync checks once a period of a second has passed,
+ * them: migration_bitmap_sync checks once more than a second has passed,
  * migration_trigger_throttle counts a period "high" when the bytes dirtied
  * in it exceed throttle-trigger-threshold percent of the bytes sent, and
  * throttles on the second high period (dirty_rate_high_cnt reaching 2, not
@@ -26,10 +26,13 @@ const QEMU_DEFAULTS: AutoConvergeSettings = {
   throttleTailslow: false,
 };
 
-/** Two high periods of a second each: one throttle step. */
+/** One period: more than QEMU's 1,000 ms (end_time > last + 1000). */
+const PERIOD = 1001;
+
+/** Two high periods: one throttle step. */
 function step(a: AutoConverge): boolean {
-  a.afterSync(100, 100, 1000);
-  return a.afterSync(100, 100, 1000);
+  a.afterSync(100, 100, PERIOD);
+  return a.afterSync(100, 100, PERIOD);
 }
 
 describe("auto-converge's period and trigger", () => {
@@ -46,25 +49,25 @@ describe("auto-converge's period and trigger", () => {
     expect(off.canRise).toBe(false);
   });
 
-  it("checks only once a second has passed: syncs inside it add up", () => {
+  it("checks only once more than a second has passed: syncs inside it add up", () => {
     const a = new AutoConverge(QEMU_DEFAULTS);
-    // Two high periods, each made of syncs of 400 + 599 ms (999: no check yet) and 1 ms more.
+    // Two high periods, each made of syncs of 400 + 600 ms (1,000: no check yet) and 1 ms more.
     expect(a.afterSync(100, 100, 400)).toBe(false);
-    expect(a.afterSync(100, 100, 599)).toBe(false);
+    expect(a.afterSync(100, 100, 600)).toBe(false);
     expect(a.afterSync(0, 0, 1)).toBe(false);
-    expect(a.afterSync(100, 100, 999)).toBe(false);
+    expect(a.afterSync(100, 100, 1000)).toBe(false);
     expect(a.percentage).toBe(0);
     expect(a.afterSync(0, 0, 1)).toBe(true);
     expect(a.percentage).toBe(20);
   });
 
-  it("a sync of 999 ms alone checks nothing, one of exactly 1,000 ms checks", () => {
-    const short = new AutoConverge(QEMU_DEFAULTS);
-    for (let i = 0; i < 4; i++) expect(short.afterSync(100, 100, 999 / 4)).toBe(false);
-    expect(short.percentage).toBe(0);
+  it("a period of exactly 1,000 ms checks nothing, one past it checks (ram.c: end_time > last + 1000)", () => {
     const exact = new AutoConverge(QEMU_DEFAULTS);
-    expect(exact.afterSync(100, 100, 1000)).toBe(false);
-    expect(exact.afterSync(100, 100, 1000)).toBe(true);
+    for (let i = 0; i < 4; i++) expect(exact.afterSync(100, 100, 1000 / 4)).toBe(false);
+    expect(exact.percentage).toBe(0);
+    const past = new AutoConverge(QEMU_DEFAULTS);
+    expect(past.afterSync(100, 100, 1000.5)).toBe(false);
+    expect(past.afterSync(100, 100, 1000.5)).toBe(true);
   });
 
   it("the bytes of a period are the sums of its syncs, compared with the threshold at the check", () => {
@@ -72,14 +75,14 @@ describe("auto-converge's period and trigger", () => {
     const summed = new AutoConverge(QEMU_DEFAULTS);
     for (let i = 0; i < 2; i++) {
       summed.afterSync(30, 50, 500);
-      summed.afterSync(30, 50, 500);
+      summed.afterSync(30, 50, 501);
     }
     expect(summed.percentage).toBe(20);
     // 10 + 40 dirtied against 50 + 50 sent: exactly 50 %, not over it.
     const even = new AutoConverge(QEMU_DEFAULTS);
     for (let i = 0; i < 4; i++) {
       even.afterSync(10, 50, 500);
-      even.afterSync(40, 50, 500);
+      even.afterSync(40, 50, 501);
     }
     expect(even.percentage).toBe(0);
   });
@@ -88,41 +91,41 @@ describe("auto-converge's period and trigger", () => {
     // A high period, then periods whose own bytes are low: were the first
     // period's bytes carried over, the second check would be high too.
     const a = new AutoConverge(QEMU_DEFAULTS);
-    expect(a.afterSync(1000, 100, 1000)).toBe(false);
-    expect(a.afterSync(0, 1000, 1000)).toBe(false);
+    expect(a.afterSync(1000, 100, PERIOD)).toBe(false);
+    expect(a.afterSync(0, 1000, PERIOD)).toBe(false);
     expect(a.percentage).toBe(0);
-    // And the time: after a check, 999 ms more check nothing.
+    // And the time: after a check, 1,000 ms more check nothing.
     const b = new AutoConverge(QEMU_DEFAULTS);
     expect(b.afterSync(100, 100, 5000)).toBe(false);
-    expect(b.afterSync(100, 100, 999)).toBe(false);
+    expect(b.afterSync(100, 100, 1000)).toBe(false);
     expect(b.percentage).toBe(0);
     expect(b.afterSync(0, 0, 1)).toBe(true);
   });
 
   it("dirtied bytes must exceed the threshold: at it is not high, one byte over is", () => {
     const at = new AutoConverge({ ...QEMU_DEFAULTS, throttleTriggerThreshold: 80 });
-    for (let i = 0; i < 4; i++) expect(at.afterSync(80, 100, 1000)).toBe(false);
+    for (let i = 0; i < 4; i++) expect(at.afterSync(80, 100, PERIOD)).toBe(false);
     expect(at.percentage).toBe(0);
     const over = new AutoConverge({ ...QEMU_DEFAULTS, throttleTriggerThreshold: 80 });
-    expect(over.afterSync(81, 100, 1000)).toBe(false);
-    expect(over.afterSync(81, 100, 1000)).toBe(true);
+    expect(over.afterSync(81, 100, PERIOD)).toBe(false);
+    expect(over.afterSync(81, 100, PERIOD)).toBe(true);
     expect(over.percentage).toBe(20);
   });
 
   it("the second high period throttles even with a low one between (QEMU's count is not reset)", () => {
     const a = new AutoConverge(QEMU_DEFAULTS);
-    expect(a.afterSync(100, 100, 1000)).toBe(false);
-    expect(a.afterSync(10, 100, 1000)).toBe(false);
-    expect(a.afterSync(100, 100, 1000)).toBe(true);
+    expect(a.afterSync(100, 100, PERIOD)).toBe(false);
+    expect(a.afterSync(10, 100, PERIOD)).toBe(false);
+    expect(a.afterSync(100, 100, PERIOD)).toBe(true);
     expect(a.percentage).toBe(20);
   });
 
   it("after a step the count starts again: the next step needs two more high periods", () => {
     const a = new AutoConverge(QEMU_DEFAULTS);
     expect(step(a)).toBe(true);
-    expect(a.afterSync(100, 100, 1000)).toBe(false);
+    expect(a.afterSync(100, 100, PERIOD)).toBe(false);
     expect(a.percentage).toBe(20);
-    expect(a.afterSync(100, 100, 1000)).toBe(true);
+    expect(a.afterSync(100, 100, PERIOD)).toBe(true);
     expect(a.percentage).toBe(30);
   });
 });
@@ -158,8 +161,8 @@ describe("auto-converge's steps (mig_throttle_guest_down)", () => {
     // Dirtied 51 of 100 sent: the ideal step from 0 % would be tiny, but
     // QEMU starts the throttle at cpu-throttle-initial regardless.
     const a = new AutoConverge({ ...QEMU_DEFAULTS, throttleTailslow: true });
-    a.afterSync(51, 100, 1000);
-    expect(a.afterSync(51, 100, 1000)).toBe(true);
+    a.afterSync(51, 100, PERIOD);
+    expect(a.afterSync(51, 100, PERIOD)).toBe(true);
     expect(a.percentage).toBe(20);
   });
 
@@ -168,8 +171,8 @@ describe("auto-converge's steps (mig_throttle_guest_down)", () => {
     step(a);
     // Dirtied 400 of 100 sent at 20 %: cpu now 80, ideal 80 x 50 / 400 = 10,
     // a step of 70, cut to the increment of 10.
-    a.afterSync(400, 100, 1000);
-    expect(a.afterSync(400, 100, 1000)).toBe(true);
+    a.afterSync(400, 100, PERIOD);
+    expect(a.afterSync(400, 100, PERIOD)).toBe(true);
     expect(a.percentage).toBe(30);
   });
 
@@ -178,20 +181,20 @@ describe("auto-converge's steps (mig_throttle_guest_down)", () => {
     step(a);
     // The first high period dirtied 400 of 100; the step follows the
     // second's 52 of 100: cpu now 80, ideal 80 x 50 / 52 = 76.92, a step of 3.08.
-    a.afterSync(400, 100, 1000);
-    expect(a.afterSync(52, 100, 1000)).toBe(true);
+    a.afterSync(400, 100, PERIOD);
+    expect(a.afterSync(52, 100, PERIOD)).toBe(true);
     expect(a.percentage).toBeCloseTo(20 + (80 - (80 * 50) / 52), 10);
     // The next from 23.08 %: dirtied 60 of 100, cpu now 76.92, ideal 64.10, a step of 12.82, cut to 10.
-    a.afterSync(60, 100, 1000);
-    a.afterSync(60, 100, 1000);
+    a.afterSync(60, 100, PERIOD);
+    a.afterSync(60, 100, PERIOD);
     expect(a.percentage).toBeCloseTo(20 + (80 - (80 * 50) / 52) + 10, 10);
   });
 
   it("without tailslow, a step just over the threshold is the whole increment", () => {
     const a = new AutoConverge(QEMU_DEFAULTS);
     step(a);
-    a.afterSync(51, 100, 1000);
-    expect(a.afterSync(51, 100, 1000)).toBe(true);
+    a.afterSync(51, 100, PERIOD);
+    expect(a.afterSync(51, 100, PERIOD)).toBe(true);
     expect(a.percentage).toBe(30);
   });
 });

@@ -75,6 +75,7 @@ describe("auto-converge's trigger and tailslow (QEMU's mig_throttle_guest_down)"
     throttleMax: 99,
   };
 
+  // Each period here lasts 1,001 ms: QEMU checks once more than 1,000 ms have passed.
   it("throttles when dirtied bytes pass the trigger threshold of sent bytes, twice", () => {
     const strict = new AutoConverge({
       ...base,
@@ -82,11 +83,11 @@ describe("auto-converge's trigger and tailslow (QEMU's mig_throttle_guest_down)"
       throttleTailslow: false,
     });
     // 70 % of sent: under an 80 % threshold, never throttled.
-    for (let i = 0; i < 4; i++) expect(strict.afterSync(70, 100, 1000)).toBe(false);
+    for (let i = 0; i < 4; i++) expect(strict.afterSync(70, 100, 1001)).toBe(false);
     expect(strict.percentage).toBe(0);
     // 90 %: the second period over it throttles.
-    expect(strict.afterSync(90, 100, 1000)).toBe(false);
-    expect(strict.afterSync(90, 100, 1000)).toBe(true);
+    expect(strict.afterSync(90, 100, 1001)).toBe(false);
+    expect(strict.afterSync(90, 100, 1001)).toBe(true);
     expect(strict.percentage).toBe(20);
   });
 
@@ -96,13 +97,13 @@ describe("auto-converge's trigger and tailslow (QEMU's mig_throttle_guest_down)"
       throttleTriggerThreshold: 50,
       throttleTailslow: true,
     });
-    slow.afterSync(100, 100, 1000);
-    slow.afterSync(100, 100, 1000);
+    slow.afterSync(100, 100, 1001);
+    slow.afterSync(100, 100, 1001);
     expect(slow.percentage).toBe(20);
     // Dirtied 55 of 100 sent at 20 %: cpu now 80, ideal 80 x 50 / 55 = 72.73,
     // a step of 7.27 (under the increment of 10).
-    slow.afterSync(55, 100, 1000);
-    slow.afterSync(55, 100, 1000);
+    slow.afterSync(55, 100, 1001);
+    slow.afterSync(55, 100, 1001);
     expect(slow.percentage).toBeCloseTo(20 + (80 - (80 * 50) / 55), 10);
   });
 });

@@ -1,6 +1,14 @@
-/** QEMU's auto-converge period: the check runs once at least this much time has passed (ram.c). */
+/**
+ * QEMU's auto-converge period: the check runs once more than this much
+ * time has passed since the last one (migration/ram.c, migration_bitmap_sync:
+ * `end_time > rs->time_last_bitmap_sync + 1000`).
+ */
 export const AUTO_CONVERGE_PERIOD_MS = 1000;
-/** ...this many periods in a row (QEMU: dirty_rate_high_cnt reaching 2). */
+/**
+ * ...this many high periods, not necessarily in a row: QEMU's
+ * dirty_rate_high_cnt counts them and is reset only when the throttle
+ * rises (migration_trigger_throttle), not by a low period.
+ */
 export const AUTO_CONVERGE_HIGH_PERIODS = 2;
 
 /** The throttle's settings. */
@@ -23,7 +31,7 @@ export interface AutoConvergeSettings {
 
 /**
  * QEMU's auto-converge (migration/ram.c, migration_trigger_throttle and
- * mig_throttle_guest_down): at bitmap syncs, once a period of at least 1 s
+ * mig_throttle_guest_down): at bitmap syncs, once a period of more than 1 s
  * has passed, if the bytes the guest dirtied in it exceed
  * throttle-trigger-threshold (50 %) of the bytes sent, twice, the vCPUs are
  * throttled: cpu-throttle-initial (20 %) at first, then
@@ -55,7 +63,7 @@ export class AutoConverge {
     this.dirtyBytes += dirtyBytes;
     this.sentBytes += sentBytes;
     this.periodMs += elapsedMs;
-    if (this.periodMs < AUTO_CONVERGE_PERIOD_MS) return false;
+    if (this.periodMs <= AUTO_CONVERGE_PERIOD_MS) return false;
     const threshold = (this.sentBytes * this.settings.throttleTriggerThreshold) / 100;
     const dirty = this.dirtyBytes;
     const high = dirty > threshold;
