@@ -314,7 +314,7 @@ describe("guest writes to shadowed tables", () => {
     expect(s.counters.exits["page-table-write"]).toBe(1);
     expect(s.counters.emulatedWrites).toBe(1);
     expect(shadowPath(s.window, s.mmu, va)[3], "zapped").toBe(0n);
-    expect(shadowPath(s.window, s.mmu, va + 0x1000)[3] & P, "its neighbour kept").toBe(P);
+    expect((shadowPath(s.window, s.mmu, va + 0x1000)[3] ?? 0n) & P, "its neighbour kept").toBe(P);
     s.mmu.invalidatePage(va);
     expect(access(s, va, READ)).toEqual({ handled: null });
     expect(access(s, va, READ)).toEqual({ hpa: HOST_BASE + DATA + 0x5000 });
@@ -510,7 +510,7 @@ describe("dirty logging under shadow paging", () => {
     expect(shadowPath(s.window, s.mmu, large)[2]).toBe(
       BigInt(HOST_BASE + 2 ** 30) | P | A | U | D | PS | DIRTY_LOG_PROTECTED,
     );
-    expect(shadowPath(s.window, s.mmu, clean)[3] & W).toBe(0n);
+    expect((shadowPath(s.window, s.mmu, clean)[3] ?? W) & W).toBe(0n);
     expect(s.shadow.clearDirtyLog(), "nothing writable left").toBe(0);
 
     s.mmu.flushAll();
