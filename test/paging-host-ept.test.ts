@@ -179,6 +179,9 @@ describe("dirty logging through the EPT", () => {
     expect(walkEpt(window, memory.root, 4, 0x7000).at(-1), "writable stays writable").toBe(
       BigInt(HOST_BASE + 0x7000) | LEAF,
     );
+    // A violation on a page mapped writable is spurious: nothing is logged.
+    expect(memory.service(0x7000)).toBe("ept-violation");
+    expect([...memory.dirtyLog]).toEqual([0x7000]);
     memory.map(0x8000);
     memory.map(0x8000);
     expect(walkEpt(window, memory.root, 4, 0x8000).at(-1), "read-only stays read-only").toBe(

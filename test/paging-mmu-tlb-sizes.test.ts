@@ -111,7 +111,10 @@ describe("where the TLBs keep large pages", () => {
     const inOnePage = [0x4000_0000 + 0x1234, 0x4000_0000 + 5 * MIB2 + 0x1234, 0x7fff_f000];
     const skylake = nativeMmu(cpuPreset("skylake-sp").caches);
     skylake.map(GIB, 0, 3);
-    expect(skylake.touch(inOnePage).walks).toBe(1);
+    expect(skylake.touch(inOnePage), "one walk, then the L1's 1 GiB entry").toEqual({
+      walks: 1,
+      l2Hits: 0,
+    });
     const nehalem = nativeMmu(cpuPreset("nehalem").caches);
     nehalem.map(GIB, 0, 3);
     expect(nehalem.touch(inOnePage).walks).toBe(3);
