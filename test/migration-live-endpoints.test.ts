@@ -125,9 +125,8 @@ describe("a destination no peer can wedge", () => {
     );
     children.push(child);
     const report = nextReport();
-    await until(() => server.receiving, 20_000, "the source process connecting");
-    // Past the hello: the source is sending pages when it stops.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Past the hello and the first pages: the source is sending pages when it stops.
+    await until(() => server.pagesReceiving > 0, 20_000, "the source process sending pages");
     child.kill("SIGSTOP");
     const failed = await report;
     expect(failed.status).toBe("failed");

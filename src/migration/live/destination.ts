@@ -148,6 +148,8 @@ export class DestinationServer {
   /** The active session, while it waits for multifd channels to join. */
   private joinable: ((socket: Socket, staging: Region) => void) | undefined;
   private active: Socket | undefined;
+  /** Pages the session holding the slot has received so far. */
+  private activePages: () => number = () => 0;
   /** Every open connection, so that closing drops peers that never hang up. */
   private readonly sockets = new Set<Socket>();
   private sessionCount = 0;
@@ -249,6 +251,11 @@ export class DestinationServer {
   /** Whether a migration holds the one slot right now. */
   get receiving(): boolean {
     return this.active !== undefined;
+  }
+
+  /** Pages received so far by the migration holding the slot (0 when none does). */
+  get pagesReceiving(): number {
+    return this.active === undefined ? 0 : this.activePages();
   }
 
   /** Resolves with the report of the session that completes the last wanted migration. */
@@ -395,6 +402,7 @@ export class DestinationServer {
       /** Post-copy is over: every page arrived and the vCPUs were stopped for verification. */
       postcopyEnded: false,
     };
+    this.activePages = () => state.pages;
     const reader = new FrameReader(this.layout.memory, this.kernel, this.receiveStaging, (frame) =>
       handle(frame),
     );
