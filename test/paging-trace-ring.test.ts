@@ -147,58 +147,6 @@ describe("a trace ring's chunks", () => {
     ]);
   });
 
-  it("gathers small generated pieces into one slot until it is full", async () => {
-    const layout = new MemoryLayout();
-    const ring = allocateRing(layout, "r", 4, 4, 1);
-    const local: Chunk[] = [];
-    const producer = new RingProducer(layout.memory, ring, never, {
-      consumer: 0,
-      consume: reader(layout.memory, local),
-    });
-    let next = 1;
-    const one = (words: Uint32Array, at: number, n: number) => {
-      for (let i = 0; i < n; i++) words[at + 2 * i] = next++;
-    };
-    await producer.generate(1, one);
-    await producer.generate(1, one);
-    expect(local, "nothing published before the slot fills").toEqual([]);
-    producer.finish();
-    expect(local.map((c) => c.records)).toEqual([[1, 2]]);
-  });
-
-  it("generates into a slot only once every consumer is past it", async () => {
-    const layout = new MemoryLayout();
-    const ring = allocateRing(layout, "r", 2, 1, 2);
-    const local: Chunk[] = [];
-    const producer = new RingProducer(layout.memory, ring, never, {
-      consumer: 1,
-      consume: reader(layout.memory, local),
-    });
-    let next = 1;
-    const one = (words: Uint32Array, at: number, n: number) => {
-      for (let i = 0; i < n; i++) words[at + 2 * i] = next++;
-    };
-    await producer.generate(2, one);
-    let done = false;
-    const third = producer.generate(1, one).then(() => {
-      done = true;
-    });
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(done, "consumer 0 has read neither slot").toBe(false);
-    const seen: Chunk[] = [];
-    const stop = new Error("stop");
-    const read = reader(layout.memory, seen);
-    expect(() =>
-      consumeRing(layout.memory, ring, 0, (records, count) => {
-        if (seen.length === 1) throw stop;
-        read(records, count);
-      }),
-    ).toThrow(stop);
-    await third;
-    expect(seen.map((c) => c.records)).toEqual([[1]]);
-    expect(local.map((c) => c.records)).toEqual([[1], [2], [3]]);
-  });
-
   it("publishes nothing more at the end when the last slot was full", async () => {
     const layout = new MemoryLayout();
     const ring = allocateRing(layout, "r", 4, 2, 1);
