@@ -75,7 +75,7 @@ const QUIET_HEARTBEAT = { heartbeatMs: 200, misses: 50 };
 /** Heartbeats of the failover case: the cluster service's 5 misses, at 100 ms to keep it short. */
 const FAILOVER_HEARTBEAT = { heartbeatMs: 100, misses: 5 };
 
-/** When a set of writes ran: the first one's start and the last one's end, epoch milliseconds. */
+/** When a set of writes ran: the first one's start and the last one's end, on the machine's monotonic clock (ms). */
 interface IoSpan {
   readonly startedAt: number;
   readonly endedAt: number;
@@ -147,7 +147,7 @@ class OneProcessWriter {
   /**
    * Writes every write once, `depth` at a time; returns the I/O's span, from
    * the first write's start to the last write's end over all the threads
-   * (epoch milliseconds, as the nodes report theirs).
+   * (on the machine's monotonic clock, as the nodes report theirs).
    */
   async write(): Promise<IoSpan> {
     Atomics.store(this.next, 0, 0);
@@ -174,7 +174,8 @@ const { openSync, writeSync } = require("node:fs");
 const { path, flags, chunk, table, next } = workerData;
 const fd = openSync(path, flags);
 const count = table.length / 3;
-const now = () => performance.timeOrigin + performance.now();
+// The machine's monotonic clock, as the nodes report theirs (file-write.ts, machineClockMs).
+const now = () => Number(process.hrtime.bigint()) / 1e6;
 parentPort.on("message", () => {
   try {
     let span = null;

@@ -32,18 +32,28 @@ export interface FileWritten {
   /** Wall-clock milliseconds from the first write sent to the last acknowledged. */
   readonly ms: number;
   /**
-   * When the first write was sent and the last acknowledged, in
-   * milliseconds since the Unix epoch with sub-millisecond resolution
-   * (`performance.timeOrigin + performance.now()`), so that the writes of
-   * several node processes on one machine can be laid on one time line:
-   * `hvlab bench csv` times the nodes' I/O together from the earliest
-   * start to the latest end, without the control request and the file's
-   * open that come before it.
+   * When the first write was sent and the last acknowledged, on
+   * {@link machineClockMs}, so that the writes of several node processes
+   * on one machine lie on one time line: `hvlab bench csv` times the
+   * nodes' I/O together from the earliest start to the latest end,
+   * without the control request and the file's open that come before it.
    */
   readonly startedAt: number;
   readonly endedAt: number;
   readonly directWrites: number;
   readonly redirectedWrites: number;
+}
+
+/**
+ * Milliseconds on the machine's monotonic clock (CLOCK_MONOTONIC, through
+ * `process.hrtime`), which every process of the machine reads alike. Not
+ * `performance.timeOrigin + performance.now()`: each process fixes its
+ * origin from the wall clock when it starts, and the two clocks drift
+ * apart, so processes started at different times disagree by milliseconds
+ * (measured: 9 to 14 ms between the benchmark and its node processes).
+ */
+export function machineClockMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
 }
 
 /** `file-write`'s arguments are not what it takes; the message names the field. */
@@ -121,7 +131,7 @@ export async function runFileWrite(node: FileWriter, w: FileWrite): Promise<File
     );
   const chunk = patternChunk(w.bs, w.seed);
   const before = { ...node.io };
-  const started = performance.now();
+  const started = machineClockMs();
   let next = 0;
   // iodepth writers, each taking the next chunk: a VM's queue of I/O.
   const writer = async () => {
@@ -131,13 +141,13 @@ export async function runFileWrite(node: FileWriter, w: FileWrite): Promise<File
     }
   };
   await Promise.all(Array.from({ length: w.iodepth }, writer));
-  const ended = performance.now();
+  const ended = machineClockMs();
   return {
     name: w.name,
     bytes: w.bytes,
     ms: ended - started,
-    startedAt: performance.timeOrigin + started,
-    endedAt: performance.timeOrigin + ended,
+    startedAt: started,
+    endedAt: ended,
     directWrites: node.io.directWrites - before.directWrites,
     redirectedWrites: node.io.redirectedWrites - before.redirectedWrites,
   };
