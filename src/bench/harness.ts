@@ -44,6 +44,12 @@ export interface BenchCase {
    * cases whose one call takes seconds; warm-up is then a single call.
    */
   readonly iterations?: number;
+  /**
+   * With {@link iterations}: untimed calls of each implementation before
+   * its timed ones (default 1), for cases whose first calls run slower
+   * than the rest (code in other processes still being compiled).
+   */
+  readonly warmupIterations?: number;
 }
 
 /** A suite: cases built over fresh state, and how to release it. */
@@ -148,7 +154,10 @@ export async function runSuite(suite: BenchSuite, options: SuiteOptions): Promis
           warmupIterations: 2,
           throws: true,
           ...(benchCase.iterations !== undefined
-            ? { iterations: benchCase.iterations, warmupIterations: 1 }
+            ? {
+                iterations: benchCase.iterations,
+                warmupIterations: benchCase.warmupIterations ?? 1,
+              }
             : {}),
         });
         bench.add(impl.impl, impl.fn, {
