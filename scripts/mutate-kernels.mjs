@@ -539,6 +539,11 @@ async function main() {
   console.log(
     `\n${rows.length - failed} of ${rows.length} mutations killed in ${seconds(Date.now() - started)}`,
   );
+  // Named again last: a log cut to its tail (as CI shows it) still says
+  // which mutation survived, not only how many.
+  for (const [module, id, result] of rows) {
+    if (!result.startsWith("killed")) console.log(`not killed: ${module}/${id}: ${result}`);
+  }
   if (failed > 0) process.exit(1);
 }
 
