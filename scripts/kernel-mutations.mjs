@@ -348,7 +348,7 @@ export const KERNEL_MUTATIONS = {
   },
 
   multifd: {
-    tests: ["test/migration-multifd.test.ts"],
+    tests: ["test/migration-multifd-header-rules.test.ts", "test/migration-multifd.test.ts"],
     mutations: [
       {
         id: "zero-page-sent-whole",
