@@ -421,6 +421,7 @@ export const KERNEL_MUTATIONS = {
 
   page: {
     tests: [
+      "test/migration-page-rules.test.ts",
       "test/migration-page-kernel.test.ts",
       "test/migration-page-stream-edges.test.ts",
       "test/migration-xxh3.test.ts",
