@@ -860,7 +860,12 @@ export const KERNEL_MUTATIONS = {
   },
 
   storage: {
-    tests: ["test/storage-kernels.test.ts", "test/storage-fuzz.test.ts", "test/storage-io.test.ts"],
+    tests: [
+      "test/storage-bitmap-rules.test.ts",
+      "test/storage-kernels.test.ts",
+      "test/storage-fuzz.test.ts",
+      "test/storage-io.test.ts",
+    ],
     mutations: [
       {
         id: "set-head-lsb-first",
