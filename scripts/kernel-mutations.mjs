@@ -776,6 +776,7 @@ export const KERNEL_MUTATIONS = {
 
   segment: {
     tests: [
+      "test/net-segment-udp-checksum.test.ts",
       "test/net-segment.test.ts",
       "test/net-segment-kernel-rules.test.ts",
       "test/net-udp-zero-checksum.test.ts",
