@@ -629,6 +629,7 @@ export const KERNEL_MUTATIONS = {
 
   receive: {
     tests: [
+      "test/net-receive-rules.test.ts",
       "test/net-receive-kernel.test.ts",
       "test/net-receive-ipv4-header.test.ts",
       "test/net-udp-zero-checksum.test.ts",
