@@ -197,14 +197,15 @@ export const ENGINES = {
     // passes run, so how many there are and what each carries follows the
     // machine's speed). The live endpoints' frames, messages and codec are
     // checked on this thread by the live-frame and live-postcopy-frames
-    // files. Also left out: the tests of the kernels' wrappers
-    // in src/wasm that the engine uses (page-kernel, page-stream-edges,
-    // live-stream-kernel, xxh3): they import nothing of src/migration and
-    // reached no mutant in the first run, so they only lengthened every dry
-    // run. quick-migration-saved-state's one test of the command runs it in
+    // files. Also left out: the tests of the kernels' wrappers in src/wasm
+    // that the engine uses (page-kernel, page-rules, page-stream-edges,
+    // multifd-header-rules, live-stream-kernel, xxh3): they import nothing
+    // of src/migration, so they reach no mutant (the first run found none
+    // for those then run) and would only lengthen every dry run.
+    // quick-migration-saved-state's one test of the command runs it in
     // a child process; it reaches no mutant, so only the dry run pays for it.
     testFiles: [
-      "test/migration-!(*cli*|*tour|*bench|live-tcp|live-soak|sweep-heatmap|live-endpoints|live-postcopy|live-auto-converge|live-throttle|live-encodings|precopy-modes|precopy-limits|page-kernel|page-stream-edges|live-stream-kernel|xxh3).test.ts",
+      "test/migration-!(*cli*|*tour|*bench|live-tcp|live-soak|sweep-heatmap|live-endpoints|live-postcopy|live-auto-converge|live-throttle|live-encodings|precopy-modes|precopy-limits|page-kernel|page-rules|page-stream-edges|multifd-header-rules|live-stream-kernel|xxh3).test.ts",
       "test/quick-migration-saved-state.test.ts",
     ],
     // A mutant's covering tests take seconds (the longest file, content, 15 s
