@@ -279,6 +279,7 @@ export const KERNEL_MUTATIONS = {
 
   lackey: {
     tests: [
+      "test/paging-lackey-rules.test.ts",
       "test/paging-lackey-kernel.test.ts",
       "test/paging-trace.test.ts",
       "test/paging-compare-pipeline.test.ts",
