@@ -1032,6 +1032,7 @@ export const KERNEL_MUTATIONS = {
 
   walk: {
     tests: [
+      "test/paging-walk-rules.test.ts",
       "test/paging-walk-oracle.test.ts",
       "test/paging-translate.test.ts",
       "test/paging-walk-counts.test.ts",
