@@ -1146,7 +1146,11 @@ export const KERNEL_MUTATIONS = {
   },
 
   workload: {
-    tests: ["test/workload-vs-oracle.test.ts", "test/dirty-profile.test.ts"],
+    tests: [
+      "test/workload-rules.test.ts",
+      "test/workload-vs-oracle.test.ts",
+      "test/dirty-profile.test.ts",
+    ],
     mutations: [
       {
         id: "uniform-misses-last-page",
