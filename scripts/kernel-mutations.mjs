@@ -542,6 +542,7 @@ export const KERNEL_MUTATIONS = {
 
   power: {
     tests: [
+      "test/power-kernel-rules.test.ts",
       "test/power-kernel-vs-oracle.test.ts",
       "test/power-known-answers.test.ts",
       "test/power-trace.test.ts",
