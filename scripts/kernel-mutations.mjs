@@ -161,6 +161,7 @@ export const KERNEL_MUTATIONS = {
 
   dirty: {
     tests: [
+      "test/dirty-page-list-rules.test.ts",
       "test/dirty-known-answers.test.ts",
       "test/dirty-kernel-vs-oracle.test.ts",
       "test/dirty-quiet-harvest.test.ts",
