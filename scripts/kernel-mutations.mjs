@@ -161,6 +161,7 @@ export const KERNEL_MUTATIONS = {
 
   dirty: {
     tests: [
+      "test/dirty-page-list-rules.test.ts",
       "test/dirty-known-answers.test.ts",
       "test/dirty-kernel-vs-oracle.test.ts",
       "test/dirty-quiet-harvest.test.ts",
@@ -279,6 +280,7 @@ export const KERNEL_MUTATIONS = {
 
   lackey: {
     tests: [
+      "test/paging-lackey-rules.test.ts",
       "test/paging-lackey-kernel.test.ts",
       "test/paging-trace.test.ts",
       "test/paging-compare-pipeline.test.ts",
@@ -542,6 +544,7 @@ export const KERNEL_MUTATIONS = {
 
   power: {
     tests: [
+      "test/power-kernel-rules.test.ts",
       "test/power-kernel-vs-oracle.test.ts",
       "test/power-known-answers.test.ts",
       "test/power-trace.test.ts",
@@ -1039,6 +1042,7 @@ export const KERNEL_MUTATIONS = {
 
   walk: {
     tests: [
+      "test/paging-walk-rules.test.ts",
       "test/paging-walk-oracle.test.ts",
       "test/paging-translate.test.ts",
       "test/paging-walk-counts.test.ts",
@@ -1152,7 +1156,11 @@ export const KERNEL_MUTATIONS = {
   },
 
   workload: {
-    tests: ["test/workload-vs-oracle.test.ts", "test/dirty-profile.test.ts"],
+    tests: [
+      "test/workload-rules.test.ts",
+      "test/workload-vs-oracle.test.ts",
+      "test/dirty-profile.test.ts",
+    ],
     mutations: [
       {
         id: "uniform-misses-last-page",
