@@ -179,6 +179,15 @@ function qemu(input: PolicyInput): PolicyVerdict {
 }
 
 /**
+ * The cap a continuing round counts towards, in words. A run may have none:
+ * a live migration's hyperv rule without `maxRounds`, or a policy input
+ * built by hand; "of at most null" says nothing.
+ */
+function capWords(maxRounds: number | null, unit: "pass" | "round"): string {
+  return maxRounds === null ? `(no ${unit} cap)` : `of at most ${maxRounds}`;
+}
+
+/**
  * Hyper-V 2.0: copy passes until what is left fits the downtime target, at
  * most 10 passes (5 from 2012 R2), then suspend anyway (Microsoft's
  * 2008 R2 live migration white paper and third-party descriptions; the exact rule is not published, this is the assumed one).
@@ -192,7 +201,10 @@ function hyperv(input: PolicyInput): PolicyVerdict {
       reason: `pass cap of ${input.maxRounds} reached: suspending with ${formatBytes(input.pendingBytes)} pending`,
     };
   }
-  return { decision: "continue", reason: `pass ${input.round} of at most ${input.maxRounds}` };
+  return {
+    decision: "continue",
+    reason: `pass ${input.round} ${capWords(input.maxRounds, "pass")}`,
+  };
 }
 
 /**
@@ -227,7 +239,10 @@ function xen(input: PolicyInput): PolicyVerdict {
   if (input.pendingBytes === 0) {
     return { decision: "stop-and-copy", reason: "nothing left to send" };
   }
-  return { decision: "continue", reason: `round ${input.round} of at most ${input.maxRounds}` };
+  return {
+    decision: "continue",
+    reason: `round ${input.round} ${capWords(input.maxRounds, "round")}`,
+  };
 }
 
 const POLICIES: Readonly<Record<StopPolicyName, (input: PolicyInput) => PolicyVerdict>> = {
