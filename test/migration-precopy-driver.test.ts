@@ -46,6 +46,11 @@ interface Script {
   readonly postcopy?: PostcopyOutcome | "none";
   /** The throttle step after each sync (auto-converge), in turn. */
   readonly throttles?: readonly boolean[];
+  /** ms a page takes on the link (default 1). */
+  readonly msPerPage?: number;
+  /** The bandwidth the link reports for a round (default one page a ms). */
+  readonly bandwidth?: number;
+  readonly openFails?: boolean;
 }
 
 /** A scripted guest and link, and what the loop asked of them. */
@@ -110,6 +115,7 @@ function world(script: Script) {
     mode: "metadata",
     open: async () => {
       clock.t += 5;
+      if (script.openFails) throw new Error("connection refused");
     },
     sendPending: async (round): Promise<Pass> => {
       log.sends.push(round);
@@ -118,14 +124,14 @@ function world(script: Script) {
         round.running && script.cutAfter !== undefined
           ? Math.min(pending, script.cutAfter)
           : pending;
-      clock.t += pages;
+      clock.t += pages * (script.msPerPage ?? 1);
       transferred += pages * PAGE;
       sentPages += pages;
       const cut = pages < pending;
       pending -= pages;
       return { pages, bytes: pages * PAGE, cut };
     },
-    bandwidth: () => RATE,
+    bandwidth: () => script.bandwidth ?? RATE,
     rate: () => RATE,
     linkMs: (bytes) => bytes / PAGE,
     get transferred() {
@@ -572,5 +578,104 @@ describe("auto-converge and quick migration", () => {
     });
     expect(result.summary.downtime).toBe(1050);
     expect(result.summary["total-time"]).toBe(1055);
+  });
+});
+
+describe("the edges of the loop", () => {
+  it("a failure while opening names the setup", async () => {
+    const { result, log } = await run({ syncs: [], openFails: true });
+    expect(result.summary.status).toBe("failed");
+    expect(result.summary.reason).toBe("setup: connection refused");
+    expect(log.phases).toEqual([]);
+  });
+
+  it("a round of no time has no dirty rate, and an unmeasured link no expected downtime", async () => {
+    const instant = await run({ syncs: [100], msPerPage: 0 });
+    expect(instant.result.rounds[0]?.["duration-ms"]).toBe(0);
+    expect(instant.result.summary["dirty-pages-rate"]).toBe(0);
+    // MAX_VALUE: the link has no cap and has not been measured.
+    const unmeasured = await run({ syncs: [100], bandwidth: Number.MAX_VALUE });
+    expect(unmeasured.result.summary["expected-downtime"]).toBe(0);
+    expect(unmeasured.result.summary["dirty-pages-rate"]).toBe(100);
+  });
+
+  it("QEMU's rule gives up on a flat pending set, unless auto-converge can still throttle", async () => {
+    const flat = [500, 500, 500, 500, 500, 500, 500];
+    const alone = await run({ syncs: flat });
+    expect(alone.result.summary.status).toBe("not-converged");
+    expect(alone.result.rounds).toHaveLength(6);
+    expect(alone.result.summary.reason).toBe(
+      "pending 2.0 MiB does not shrink (shrink factor 1.0000 ± 0.0000 a round over the last 6 rounds): the writable working set does not fit bandwidth x downtime-limit 1.2 MiB",
+    );
+    const throttling = await run({ syncs: flat, throttles: flat.map(() => false) });
+    expect(throttling.result.rounds.slice(0, 7).map((r) => r.decision)).toEqual(
+      flat.map(() => "continue"),
+    );
+  });
+
+  it("neither a post-copy command nor a throttle step overrides a stop", async () => {
+    let asks = 0;
+    const asked = await run(
+      { syncs: [100] },
+      {
+        postcopyRequested: () => {
+          asks++;
+          return true;
+        },
+      },
+    );
+    expect(asked.result.rounds.map((r) => r.decision)).toEqual(["stop-and-copy", "stop-and-copy"]);
+    expect(asks).toBe(0);
+    const throttled = await run({ syncs: [100], throttles: [true] });
+    expect(throttled.result.rounds.map((r) => r.decision)).toEqual([
+      "stop-and-copy",
+      "stop-and-copy",
+    ]);
+  });
+
+  it("a round ended by the time limit and a post-copy round carry the throttle", async () => {
+    const timedOut = await run({ syncs: [400], cutAfter: 600, throttles: [true] });
+    expect(timedOut.result.rounds[0]?.decision).toBe("give-up");
+    expect(timedOut.result.rounds[0]?.["cpu-throttle-percentage"]).toBe(0);
+    // Round 1 ends at 1,005 ms and throttles; round 2 ends at 1,405, past the limit.
+    const late = await run({ syncs: [400, 380, 100], throttles: [true] }, { timeoutMs: 1100 });
+    expect(late.result.rounds.map((r) => r.decision)).toEqual(["throttle", "give-up"]);
+    expect(late.result.rounds[1]?.["cpu-throttle-percentage"]).toBe(20);
+    const post = await run({ syncs: [400], throttles: [true] }, { postcopyAfterRounds: 1 });
+    expect(post.result.rounds.map((r) => r.phase)).toEqual([
+      "precopy",
+      "stop-and-copy",
+      "postcopy",
+    ]);
+    expect(post.result.rounds[2]?.["cpu-throttle-percentage"]).toBe(20);
+  });
+
+  it("counts post-copy's pages in the run's pages a second", async () => {
+    const { result } = await run({ syncs: [400], paused: 420 }, { postcopyAfterRounds: 1 });
+    // 1,000 pages before, 420 after the switch, in 1,255 ms.
+    expect(result.summary["pages-per-second"]).toBe(1420 / 1.255);
+  });
+
+  it("warns of no downtime over the limit once the run failed after it", async () => {
+    const { result } = await run({
+      syncs: [100],
+      paused: 120,
+      switchoverMs: 400,
+      verify: "page 1 differs",
+    });
+    expect(result.summary.status).toBe("failed");
+    expect("warning" in result.summary).toBe(false);
+  });
+
+  it("pages that take exactly the limit are within it: the fixed part is to blame", async () => {
+    // 300 pages left after round 1 fit the rule (one a ms) and take exactly the limit.
+    const { result } = await run(
+      { syncs: [300], paused: 300 },
+      { name: "hyperv", label: "hyperv (2008r2)", maxRounds: 1 },
+    );
+    expect(result.summary.downtime).toBe(350);
+    expect(result.summary.warning).toBe(
+      `downtime 350.0 ms is over the downtime-limit 300 ms: the last pages took 300.0 ms, within the limit; the fixed part pushed it over: ${FIXED}, 50.0 ms in all`,
+    );
   });
 });
