@@ -225,6 +225,7 @@ export const ENGINES = {
       "src/migration/multifd-channel.ts",
       "src/migration/options.ts",
       "src/migration/policy.ts",
+      "src/migration/precopy/driver.ts",
       "src/migration/precopy/recorder.ts",
       "src/migration/query-migrate.ts",
       "src/migration/quick/saved-state.ts",
