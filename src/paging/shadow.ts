@@ -468,7 +468,12 @@ export class ShadowMmu implements GuestPagingHooks {
     const g = this.window.read(HOST_BASE + sp.gpa + i * 8);
     if ((g & X86.present) === 0n) this.window.write(at, 0n);
     else {
-      const want = this.shadowLeaf(g, 1, 0);
+      let want = this.shadowLeaf(g, 1, 0);
+      // A harvest write-protected this leaf (clearDirtyLog): it stays so, and
+      // the page's next write exits and is logged, as every harvested page's.
+      if ((s & DIRTY_LOG_PROTECTED) !== 0n && (want & X86.writable) !== 0n) {
+        want = (want & ~X86.writable) | DIRTY_LOG_PROTECTED;
+      }
       if (want !== s) this.window.write(at, want);
     }
   }
