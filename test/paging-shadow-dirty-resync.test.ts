@@ -66,6 +66,22 @@ describe("a harvest's write protection on an unsync leaf table", () => {
     expectLoggedOnWrite(s);
   });
 
+  it("survives where the guest cleared its D meanwhile: the write is logged, not A/D emulation", () => {
+    const s = harvested();
+    const pte = s.guest.entryAt(va + 0x1000, 1);
+    s.guest.write(pte, BigInt(DATA + 0x1000) | P | W | U | A);
+    s.shadow.cr3Load(s.process, false);
+    expect(shadowPath(s.window, s.mmu, va + 0x1000)[3]).toBe(
+      BigInt(HOST_BASE + DATA + 0x1000) | P | A | U | DIRTY_LOG_PROTECTED,
+    );
+    expect(touch(s, va + 0x1000, WRITE)).toEqual({ hpa: HOST_BASE + DATA + 0x1000 });
+    expect(s.counters.exits["dirty-log"]).toBe(1);
+    expect(s.counters.exits["ad-emulation"]).toBe(0);
+    expect(s.guest.read(pte), "the guest's D set again").toBe(
+      BigInt(DATA + 0x1000) | P | W | U | A | D,
+    );
+  });
+
   it("is not made up where the guest's page is clean: the resync maps it read-only, unlogged", () => {
     const s = setUpShadow({ unsync: true });
     s.guest.map(va, DATA, P | W | U);

@@ -476,10 +476,9 @@ export class ShadowMmu implements GuestPagingHooks {
     else {
       let want = this.shadowLeaf(g, 1, 0);
       // A harvest write-protected this leaf (clearDirtyLog): it stays so, and
-      // the page's next write exits and is logged, as every harvested page's.
-      if ((s & DIRTY_LOG_PROTECTED) !== 0n && (want & X86.writable) !== 0n) {
-        want = (want & ~X86.writable) | DIRTY_LOG_PROTECTED;
-      }
+      // the page's next write exits and is logged, as every harvested page's,
+      // even where the guest has cleared its D meanwhile.
+      if ((s & DIRTY_LOG_PROTECTED) !== 0n) want = (want & ~X86.writable) | DIRTY_LOG_PROTECTED;
       if (want !== s) this.window.write(at, want);
     }
   }
