@@ -124,6 +124,30 @@ describe("unsync leaf tables", () => {
   });
 });
 
+describe("a resync", () => {
+  it("rewrites the unsync table's own entries and nothing past it: the next shadow page is left alone", () => {
+    const s = setUpShadow({ unsync: true });
+    // As for the harvest above: the second page's directory is the host frame right after
+    // the first page's leaf table, and the guest's directory the guest frame after its table.
+    const first = 0x1000_0000;
+    const second = 0x4000_0000;
+    s.guest.map(first, DATA, P | W | U | A | D);
+    s.guest.map(second, DATA + 0x1000, P | W | U | A | D);
+    s.shadow.cr3Load(s.process, true);
+    touch(s, first, READ);
+    touch(s, second, READ);
+    const before = shadowPath(s.window, s.mmu, second);
+    const pt = s.guest.tableOf(first, 1);
+    s.shadow.tableWrite(pt, 9);
+    expect(s.counters.exits["unsync-write"]).toBe(1);
+    s.shadow.cr3Load(s.process, false);
+    expect(s.counters.resyncs).toBe(1);
+    expect(shadowPath(s.window, s.mmu, second)).toEqual(before);
+    s.mmu.flushAll();
+    expect(s.mmu.translate(second, READ)).toEqual({ hpa: HOST_BASE + DATA + 0x1000 });
+  });
+});
+
 describe("the shadow root", () => {
   it("is none before the first CR3 load: an INVLPG exits and syncs nothing", () => {
     const s = setUpShadow({ unsync: true });
