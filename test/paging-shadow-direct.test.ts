@@ -70,6 +70,16 @@ describe("a 2 MiB guest page over 4 KiB host pages", () => {
     expect(s.host?.mappedPages).toBe(backed);
   });
 
+  it("is left alone by an INVLPG of one of its addresses: a direct page shadows no guest table to sync", () => {
+    const { s } = rig();
+    touch(s, big + 0x1000, WRITE);
+    const before = shadowPath(s.window, s.mmu, big + 0x1000);
+    s.shadow.invlpg(big + 0x1000);
+    expect(s.counters.exits.invlpg).toBe(1);
+    expect(shadowPath(s.window, s.mmu, big + 0x1000)).toEqual(before);
+    expect(touch(s, big + 0x1000, WRITE)).toEqual({ hpa: HOST_BASE + DATA + 0x1000 });
+  });
+
   it("has its 4 KiB leaves write-protected by a dirty-log harvest, one per piece shadowed", () => {
     const { s } = rig();
     touch(s, big, WRITE);
