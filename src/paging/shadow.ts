@@ -209,6 +209,8 @@ export class ShadowMmu implements GuestPagingHooks {
     // Agile paging: below a table in nested mode the hardware walks the guest's
     // own tables; the hypervisor only finds whether the fault is the guest's.
     let nested = false;
+    // Agile: this fault linked a nested table whose shadow entry was missing (a hidden page fault).
+    let linked = false;
     for (let level: number = this.options.levels; level >= 1; level--) {
       const index = tableIndex(va, level);
       const gAt = HOST_BASE + table + index * 8;
@@ -230,7 +232,10 @@ export class ShadowMmu implements GuestPagingHooks {
         if ((fault.kind & ACCESS.execute) !== 0 && (perms & X86.noExecute) !== 0n) {
           return this.inject(fault, "guest-protection", level, nested);
         }
-        if (nested) return null;
+        if (nested) {
+          if (linked) this.counters.exits["hidden-page-fault"]++;
+          return null;
+        }
         // The hypervisor sets the guest's accessed (and dirty) bit itself.
         const gNew = g | X86.accessed | (write ? X86.dirty : 0n);
         if (gNew !== g) this.window.write(gAt, gNew);
@@ -262,6 +267,7 @@ export class ShadowMmu implements GuestPagingHooks {
           if ((have & X86.present) !== 0n) this.unlink(sAt, have);
           this.window.write(sAt, want);
           inNested.parents.add(sAt);
+          linked = true;
         }
         nested = true;
         table = childGpa;
@@ -468,7 +474,11 @@ export class ShadowMmu implements GuestPagingHooks {
     const g = this.window.read(HOST_BASE + sp.gpa + i * 8);
     if ((g & X86.present) === 0n) this.window.write(at, 0n);
     else {
-      const want = this.shadowLeaf(g, 1, 0);
+      let want = this.shadowLeaf(g, 1, 0);
+      // A harvest write-protected this leaf (clearDirtyLog): it stays so, and
+      // the page's next write exits and is logged, as every harvested page's,
+      // even where the guest has cleared its D meanwhile.
+      if ((s & DIRTY_LOG_PROTECTED) !== 0n) want = (want & ~X86.writable) | DIRTY_LOG_PROTECTED;
       if (want !== s) this.window.write(at, want);
     }
   }
