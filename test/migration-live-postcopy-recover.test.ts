@@ -15,6 +15,7 @@ import type { PostcopyStatus } from "../src/migration/live/postcopy-recovery.js"
 import { LiveSource } from "../src/migration/live/source.js";
 import type { MigrationResult } from "../src/migration/stats.js";
 import { StreamKernel } from "../src/wasm/stream.js";
+import { hvlabAsync as hvlab } from "./support/cli.js";
 
 const MiB = 1024 ** 2;
 /** 2 MiB/s: pass 1 of the 8 MiB guest takes about 4 s, post-copy as long. */
@@ -264,6 +265,62 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
     expect(await wrong.told).toMatch(mismatch);
     // The guest never runs in two places: the source's copy stays paused.
     expect(s.runner.running).toBe(false);
+  }, 90_000);
+
+  it("hvlab migrate --to --postcopy-recover: the source reconnects after a cut and the JSON counts the pause", async () => {
+    const reports: DestinationReport[] = [];
+    const server = await DestinationServer.listen({
+      port: 0,
+      sessions: 0,
+      postcopyRecoverMs: RECOVER_MS,
+      onSession: (report) => reports.push(report),
+    });
+    servers.push(server);
+    const link = await proxy(server.address.port);
+    const running = hvlab([
+      "migrate",
+      "--to",
+      `127.0.0.1:${link.port}`,
+      "--mode",
+      "content",
+      "--guest",
+      "8MiB",
+      "--workload",
+      "uniform",
+      "--dirty-rate",
+      "4000",
+      "--bandwidth",
+      "16Mbit",
+      "--postcopy-after",
+      "1",
+      "--postcopy-recover",
+      String(RECOVER_MS),
+      "--json",
+    ]);
+    // Pass 1 lands every page once: more than that is post-copy under way.
+    const guestPages = (8 * MiB) / PAGE;
+    while (server.pagesReceiving < guestPages + 64) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    link.cut(300);
+    const run = await running;
+    expect(run.stderr).toMatch(
+      /post-copy paused: the connection to 127\.0\.0\.1:\d+ broke; reconnecting for up to 20000 ms/,
+    );
+    expect(run.stderr).toMatch(/post-copy recovering: reconnected/);
+    expect(run.code).toBe(0);
+    const out = JSON.parse(run.stdout) as {
+      summary: {
+        status: string;
+        hvlab: { verified: boolean; "postcopy-recovery": { pauses: number } };
+      };
+    };
+    expect(out.summary.status).toBe("completed");
+    expect(out.summary.hvlab.verified).toBe(true);
+    expect(out.summary.hvlab["postcopy-recovery"].pauses).toBe(1);
+    while (reports.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(reports[0]).toMatchObject({ status: "completed", verified: true });
+    expect(reports[0]?.recovery?.pauses).toBe(1);
   }, 90_000);
 
   it("without recovery a cut still loses the guest on both sides (the default is unchanged)", async () => {
