@@ -412,7 +412,7 @@ export function addLiveOptions(command: Command): Command {
     )
     .option(
       "--postcopy-after <passes>",
-      "source: switch to post-copy after this many pre-copy passes: the guest runs on the destination, which pulls the pages it faults on while the rest are pushed; a connection lost after the switch loses the guest; SIGUSR2 to the source switches at the end of the pass under way (QEMU's migrate-start-postcopy) (default: pure pre-copy)",
+      "source: switch to post-copy after this many pre-copy passes: the guest runs on the destination, which pulls the pages it faults on while the rest are pushed; a connection lost after the switch loses the guest (unless --postcopy-recover); SIGUSR2 to the source switches at the end of the pass under way (QEMU's migrate-start-postcopy) (default: pure pre-copy)",
       integerOption(1, 1_000_000),
     )
     .option(

@@ -108,7 +108,7 @@ export class PostcopyGuest {
   /**
    * Pages a vCPU requested that have not arrived: after a broken link is
    * recovered they are requested again, since a request may have died with
-   * the link (QEMU's migrate_send_rp_req_pages_pending, migration/migration.c).
+   * the link (QEMU's migrate_send_rp_req_pages_pending, migration/savevm.c).
    */
   awaitedPages(): number[] {
     const pages: number[] = [];

@@ -4,7 +4,8 @@ import type { PostcopyRecoveryCounts } from "../precopy/types.js";
  * QEMU's statuses of a post-copy migration that may break and recover
  * (qapi/migration.json, MigrationStatus): `postcopy-active` while pages
  * flow, `postcopy-paused` once the link broke (both sides keep their state:
- * QEMU's postcopy_pause and postcopy_pause_incoming in migration/migration.c),
+ * QEMU's postcopy_pause in migration/migration.c, postcopy_pause_incoming in
+ * migration/savevm.c),
  * `postcopy-recover` while a new connection exchanges the received-page
  * bitmap, then `postcopy-active` again, and `completed` or `failed`.
  */
