@@ -210,6 +210,39 @@ describe("the post-copy backlog", () => {
     expect(backlog.missing).toBe(0);
   });
 
+  it("property: after a reload the pushes are exactly the pages not received, in page order, each once", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 3000 }),
+        fc.uint8Array({ minLength: 375, maxLength: 375 }),
+        fc.integer({ min: 1, max: 64 }),
+        (pages, noise, framePages) => {
+          // Which pages arrived: any pattern, drawn from the noise bytes.
+          const held = (page: number) => (((noise[page % 375] ?? 0) >> (page % 8)) & 1) === 1;
+          const backlog = new PostcopyBacklog(
+            pages,
+            Uint32Array.from({ length: pages }, (_, i) => i),
+          );
+          backlog.take(0, Math.min(pages, 5));
+          const { bits } = decodeRecvBitmap(view(bitmap(pages, held)));
+          const oracle = Array.from({ length: pages }, (_, i) => i).filter((page) => !held(page));
+          expect(backlog.reload(pages, bits)).toBe(oracle.length);
+          const pushed: number[] = [];
+          for (
+            let list = backlog.take(0, framePages);
+            list.length > 0;
+            list = backlog.take(0, framePages)
+          ) {
+            pushed.push(...list);
+          }
+          expect(pushed).toEqual(oracle);
+          expect(backlog.missing).toBe(0);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it("refuses a bitmap of another size, saying both sizes", () => {
     const backlog = new PostcopyBacklog(100, Uint32Array.from([1]));
     const { pages, bits } = decodeRecvBitmap(view(bitmap(64, () => true)));

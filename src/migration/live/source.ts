@@ -1101,7 +1101,8 @@ class TcpTransport implements PrecopyTransport {
 
   explain(error: Error, phase: string): string {
     const where = this.where;
-    const sent = this.main ? ` after ${formatBytes(this.transferred)} sent` : "";
+    const sent =
+      this.main || this.retired > 0 ? ` after ${formatBytes(this.transferred)} sent` : "";
     if (error instanceof FrameError && (error.kind === "foreign" || error.kind === "version")) {
       return `${where}: ${error.message}`;
     }
