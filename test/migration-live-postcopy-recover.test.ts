@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
@@ -321,6 +322,75 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
     while (reports.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(reports[0]).toMatchObject({ status: "completed", verified: true });
     expect(reports[0]?.recovery?.pauses).toBe(1);
+  }, 90_000);
+
+  it("hvlab migrate --listen --postcopy-recover: the destination waits for its source, resumes and completes", async () => {
+    const bin = new URL("../bin/hvlab.js", import.meta.url).pathname;
+    const child = spawn(
+      process.execPath,
+      [bin, "migrate", "--listen", "0", "--postcopy-recover", String(RECOVER_MS)],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exited = once(child, "exit");
+    try {
+      while (!/listening on 127\.0\.0\.1:\d+/.test(stdout)) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(stdout)?.[1]);
+      const link = await proxy(port);
+      const statuses: PostcopyStatus[] = [];
+      const result = await migrate(
+        source(),
+        link.port,
+        (status) => statuses.push(status),
+        () => setTimeout(() => link.cut(300), 400),
+      );
+      expect(result.summary.reason).toBeNull();
+      expect(result.summary.verified).toBe(true);
+      expect(statuses).toContain("postcopy-paused");
+      expect(result.summary["postcopy-recovery"]?.pauses).toBe(1);
+      const [code] = await exited;
+      // The destination command saw one migration, completed: the pause did not end it.
+      expect(stderr).toBe("");
+      expect(stdout).toMatch(
+        /migration 1 from 127\.0\.0\.1:\d+ completed: 8\.0 MiB guest, .* every page verified/,
+      );
+      expect(code).toBe(0);
+    } finally {
+      child.kill();
+    }
+  }, 90_000);
+
+  it("a source that reconnects to a destination without recovery is told nothing is paused there", async () => {
+    const reports: DestinationReport[] = [];
+    const server = await DestinationServer.listen({
+      port: 0,
+      sessions: 0,
+      onSession: (report) => reports.push(report),
+    });
+    servers.push(server);
+    const link = await proxy(server.address.port);
+    const result = await migrate(
+      source(),
+      link.port,
+      () => {},
+      () => setTimeout(() => link.cut(), 400),
+    );
+    expect(result.summary.status).toBe("failed");
+    expect(result.summary.reason).toMatch(
+      /no post-copy migration is paused here to resume .*is lost there/,
+    );
+    // The destination lost the guest at the cut, and refused the reconnect as a session of its own.
+    expect(reports.map((report) => report.status)).toEqual(["failed", "failed"]);
+    expect(reports[0]?.reason).toMatch(/is lost/);
   }, 90_000);
 
   it("without recovery a cut still loses the guest on both sides (the default is unchanged)", async () => {

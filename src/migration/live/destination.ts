@@ -664,6 +664,12 @@ export class DestinationServer {
     const handle = (frame: ReceivedFrame) => {
       const hello = state.hello;
       if (!hello) {
+        if (frame.type === FrameType.recoverHello) {
+          throw new FrameError(
+            "type",
+            "no post-copy migration is paused here to resume (this destination never had it, gave up waiting, or restarted)",
+          );
+        }
         if (frame.type !== FrameType.hello) {
           throw new FrameError(
             "type",
