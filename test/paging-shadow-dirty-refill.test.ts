@@ -59,6 +59,21 @@ describe("dirty logging under shadow paging, a harvested leaf zapped and filled 
   });
 });
 
+describe("dirty logging under shadow paging, a read-only leaf", () => {
+  it("logs nothing when a read maps a clean page after the harvest, and logs the page on its first write", () => {
+    const s = setUpShadow();
+    s.guest.map(va, DATA, P | W | U);
+    s.shadow.cr3Load(s.process, true);
+    expect(s.shadow.clearDirtyLog(), "nothing mapped yet").toBe(0);
+    expect(touch(s, va, READ)).toEqual({ hpa: HOST_BASE + DATA });
+    expect(shadowPath(s.window, s.mmu, va)[3]).toBe(BigInt(HOST_BASE + DATA) | P | A | U);
+    expect(s.counters.dirtyLogged).toBe(0);
+    expect(touch(s, va, WRITE)).toEqual({ hpa: HOST_BASE + DATA });
+    expect(s.counters.exits["ad-emulation"]).toBe(1);
+    expect(s.counters.dirtyLogged).toBe(1);
+  });
+});
+
 describe("dirty logging under shadow paging, one page between two harvests", () => {
   it("is logged once however many of its mappings take a write, and again after the next harvest", () => {
     const s = setUpShadow();
