@@ -1,22 +1,18 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { MemoryLayout } from "../src/memory/layout.js";
 import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
 import { FrameType } from "../src/migration/live/frame.js";
-import { FrameReader, FrameWriter, stagingBytes } from "../src/migration/live/frame-codec.js";
 import {
-  decodeError,
   decodeRecoverHello,
   encodeRecvBitmap,
   recvBitmapBytes,
 } from "../src/migration/live/messages.js";
 import type { PostcopyStatus } from "../src/migration/live/postcopy-recovery.js";
-import { LiveSource } from "../src/migration/live/source.js";
+import type { LiveSource } from "../src/migration/live/source.js";
 import type { MigrationResult } from "../src/migration/stats.js";
-import { StreamKernel } from "../src/wasm/stream.js";
 import { hvlabAsync as hvlab } from "./support/cli.js";
+import { LivePostcopyRig } from "./support/live-postcopy.js";
 
 const MiB = 1024 ** 2;
 /** 2 MiB/s: pass 1 of the 8 MiB guest takes about 4 s, post-copy as long. */
@@ -25,105 +21,11 @@ const LINK = 2 * MiB;
 const RECOVER_MS = 20_000;
 const PAGE = 4096;
 
-const servers: DestinationServer[] = [];
-const sources: LiveSource[] = [];
-const others: Server[] = [];
+const rig = new LivePostcopyRig();
+afterEach(() => rig.close());
 
-afterEach(async () => {
-  for (const s of sources.splice(0)) await s.close();
-  for (const server of servers.splice(0)) await server.close();
-  for (const o of others.splice(0)) o.close();
-});
-
-/** A destination that waits RECOVER_MS for a paused post-copy session, and its next report. */
-async function destination(): Promise<{
-  port: number;
-  nextReport: () => Promise<DestinationReport>;
-}> {
-  const reports: DestinationReport[] = [];
-  const waiting: ((report: DestinationReport) => void)[] = [];
-  const server = await DestinationServer.listen({
-    port: 0,
-    sessions: 0,
-    postcopyRecoverMs: RECOVER_MS,
-    onSession: (report) => {
-      const wake = waiting.shift();
-      if (wake) wake(report);
-      else reports.push(report);
-    },
-  });
-  servers.push(server);
-  return {
-    port: server.address.port,
-    nextReport: () => {
-      const ready = reports.shift();
-      return ready ? Promise.resolve(ready) : new Promise((resolve) => waiting.push(resolve));
-    },
-  };
-}
-
-/** An 8 MiB guest whose 2 vCPUs write uniformly: most pages are dirty again by the end of pass 1. */
-function source(): LiveSource {
-  const s = LiveSource.start({
-    guestBytes: 8 * MiB,
-    vcpus: 2,
-    workload: { kind: "uniform" },
-    writesPerSecond: 4000,
-    threads: 1,
-    seed: 11,
-  });
-  sources.push(s);
-  return s;
-}
-
-/**
- * A proxy in the middle of the link. `cut(refuseMs)` breaks every
- * connection at once and stops listening for `refuseMs` (the source's
- * reconnects are refused meanwhile, as while a destination is not yet
- * listening again); `target` may be changed for later connections.
- */
-async function proxy(first: number): Promise<{
-  port: number;
-  target: { port: number };
-  cut: (refuseMs?: number) => void;
-}> {
-  const target = { port: first };
-  const pairs: [Socket, Socket][] = [];
-  const onClient = (client: Socket) => {
-    const upstream = connect(target.port, "127.0.0.1");
-    pairs.push([client, upstream]);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-  };
-  let server = createServer(onClient);
-  others.push(server);
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  if (!address || typeof address === "string") throw new Error("proxy not listening");
-  const port = address.port;
-  return {
-    port,
-    target,
-    cut: (refuseMs = 0) => {
-      for (const [a, b] of pairs.splice(0)) {
-        a.destroy();
-        b.destroy();
-      }
-      if (refuseMs <= 0) return;
-      server.close();
-      setTimeout(() => {
-        server = createServer(onClient);
-        others.push(server);
-        server.listen(port, "127.0.0.1");
-      }, refuseMs);
-    },
-  };
-}
+/** A destination that waits RECOVER_MS for a paused post-copy session. */
+const destination = () => rig.destination({ postcopyRecoverMs: RECOVER_MS });
 
 /** A migration through `link` that switches to post-copy after pass 1, with recovery on. */
 async function migrate(
@@ -160,8 +62,8 @@ function resumeBudget(left: number, rerequested: number): number {
 describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
   it("a cut during post-copy pauses both sides; the source reconnects, resumes from the destination's bitmap, and every page verifies", async () => {
     const dest = await destination();
-    const link = await proxy(dest.port);
-    const s = source();
+    const link = await rig.proxy(dest.port);
+    const s = rig.source();
     const statuses: PostcopyStatus[] = [];
     const result = await migrate(
       s,
@@ -210,8 +112,8 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
 
   it("a second break during the recovery pauses again, and the next reconnect recovers", async () => {
     const dest = await destination();
-    const link = await proxy(dest.port);
-    const s = source();
+    const link = await rig.proxy(dest.port);
+    const s = rig.source();
     const statuses: PostcopyStatus[] = [];
     let recovers = 0;
     const result = await migrate(
@@ -246,10 +148,10 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
 
   it("a received-page bitmap of the wrong size is refused: the run fails and the destination is told why", async () => {
     const dest = await destination();
-    const link = await proxy(dest.port);
+    const link = await rig.proxy(dest.port);
     // After the cut the source reaches a destination whose bitmap covers 64 pages more than the guest.
     const wrong = await wrongBitmapDestination(64);
-    const s = source();
+    const s = rig.source();
     const result = await migrate(
       s,
       link.port,
@@ -276,8 +178,8 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
       postcopyRecoverMs: RECOVER_MS,
       onSession: (report) => reports.push(report),
     });
-    servers.push(server);
-    const link = await proxy(server.address.port);
+    rig.adopt(server);
+    const link = await rig.proxy(server.address.port);
     const running = hvlab([
       "migrate",
       "--to",
@@ -345,10 +247,10 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(stdout)?.[1]);
-      const link = await proxy(port);
+      const link = await rig.proxy(port);
       const statuses: PostcopyStatus[] = [];
       const result = await migrate(
-        source(),
+        rig.source(),
         link.port,
         (status) => statuses.push(status),
         () => setTimeout(() => link.cut(300), 400),
@@ -376,10 +278,10 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
       sessions: 0,
       onSession: (report) => reports.push(report),
     });
-    servers.push(server);
-    const link = await proxy(server.address.port);
+    rig.adopt(server);
+    const link = await rig.proxy(server.address.port);
     const result = await migrate(
-      source(),
+      rig.source(),
       link.port,
       () => {},
       () => setTimeout(() => link.cut(), 400),
@@ -400,9 +302,9 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
       sessions: 0,
       onSession: (report) => reports.push(report),
     });
-    servers.push(server);
-    const link = await proxy(server.address.port);
-    const s = source();
+    rig.adopt(server);
+    const link = await rig.proxy(server.address.port);
+    const s = rig.source();
     const result = await s.migrate({
       host: "127.0.0.1",
       port: link.port,
@@ -427,37 +329,17 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
  * of `extra` pages more than the guest, and resolves `told` with the reason
  * of the error frame the source answers with.
  */
-async function wrongBitmapDestination(
-  extra: number,
-): Promise<{ port: number; told: Promise<string> }> {
-  const layout = new MemoryLayout();
-  const kernel = StreamKernel.on(layout.memory, layout.allocate("scratch", 64));
-  const receive = layout.allocate("receive", stagingBytes(), 4096);
-  const max = recvBitmapBytes(2 ** 19);
-  const send = layout.allocate("send", stagingBytes(max));
-  let tell!: (reason: string) => void;
-  const told = new Promise<string>((resolve) => {
-    tell = resolve;
-  });
-  const server = createServer((socket) => {
-    const writer = new FrameWriter(layout.memory, kernel, send, max);
-    const reader = new FrameReader(layout.memory, kernel, receive, (frame) => {
+function wrongBitmapDestination(extra: number) {
+  return rig.fakeDestination(
+    (frame, reply, writer) => {
       if (frame.type === FrameType.recoverHello) {
         const pages = decodeRecoverHello(frame.payload).guestPages + extra;
-        const bytes = encodeRecvBitmap(writer.payload(recvBitmapBytes(pages)), pages, () => true);
-        socket.write(writer.seal(FrameType.recvBitmap, bytes));
-      } else if (frame.type === FrameType.error) {
-        tell(decodeError(frame.payload));
+        reply(
+          FrameType.recvBitmap,
+          encodeRecvBitmap(writer.payload(recvBitmapBytes(pages)), pages, () => true),
+        );
       }
-    });
-    socket.on("data", (chunk: Buffer) => reader.push(chunk));
-    socket.on("error", () => socket.destroy());
-    socket.on("close", () => tell("(closed without an error frame)"));
-  });
-  others.push(server);
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  if (!address || typeof address === "string") throw new Error("fake destination not listening");
-  return { port: address.port, told };
+    },
+    recvBitmapBytes(2 ** 19),
+  );
 }
