@@ -188,8 +188,10 @@ export const ENGINES = {
     // Left out, beside the command line, tours, benchmarks, the sweep's
     // heat map and the TCP soak: the tests whose source or destination is a
     // child process (live-endpoints stops one with SIGSTOP; live-postcopy
-    // runs both ends as processes), and those that measure the wall clock
-    // over TCP, which instrumentation slows: live-tcp, live-auto-converge
+    // runs both ends as processes; live-postcopy-recover cuts a TCP link
+    // through a throttled proxy and waits for the reconnect), and those that
+    // measure the wall clock over TCP, which instrumentation slows:
+    // live-tcp, live-auto-converge
     // (a paced guest's write rate), live-throttle (a link's rate),
     // precopy-modes (virtual rounds against live ones on the wall clock),
     // precopy-limits (a stalled link's time limit, and the command in a
@@ -205,7 +207,7 @@ export const ENGINES = {
     // quick-migration-saved-state's one test of the command runs it in
     // a child process; it reaches no mutant, so only the dry run pays for it.
     testFiles: [
-      "test/migration-!(*cli*|*tour|*bench|live-tcp|live-soak|sweep-heatmap|live-endpoints|live-postcopy|live-auto-converge|live-throttle|live-encodings|precopy-modes|precopy-limits|page-kernel|page-rules|page-stream-edges|multifd-header-rules|live-stream-kernel|xxh3).test.ts",
+      "test/migration-!(*cli*|*tour|*bench|live-tcp|live-soak|sweep-heatmap|live-endpoints|live-postcopy|live-postcopy-recover|live-auto-converge|live-throttle|live-encodings|precopy-modes|precopy-limits|page-kernel|page-rules|page-stream-edges|multifd-header-rules|live-stream-kernel|xxh3).test.ts",
       "test/quick-migration-saved-state.test.ts",
     ],
     // A mutant's covering tests take seconds (the longest file, content, 15 s

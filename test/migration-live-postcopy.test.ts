@@ -1,113 +1,20 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { MemoryLayout } from "../src/memory/layout.js";
-import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
 import { FrameType } from "../src/migration/live/frame.js";
-import { FrameReader, FrameWriter, stagingBytes } from "../src/migration/live/frame-codec.js";
-import {
-  decodeError,
-  decodeHello,
-  encodeAccept,
-  encodePageRequest,
-} from "../src/migration/live/messages.js";
-import { LiveSource } from "../src/migration/live/source.js";
+import { decodeHello, encodeAccept, encodePageRequest } from "../src/migration/live/messages.js";
 import type { MigrationResult, MigrationRound } from "../src/migration/stats.js";
-import { StreamKernel } from "../src/wasm/stream.js";
 import { hvlabAsync as hvlab } from "./support/cli.js";
+import { LivePostcopyRig } from "./support/live-postcopy.js";
 
-const MiB = 1024 ** 2;
-
-const servers: DestinationServer[] = [];
-const sources: LiveSource[] = [];
-const proxies: Server[] = [];
-
-afterEach(async () => {
-  for (const s of sources.splice(0)) await s.close();
-  for (const server of servers.splice(0)) await server.close();
-  for (const p of proxies.splice(0)) p.close();
-});
-
-/** A destination serving any number of sessions, and the next session's report. */
-async function destination(): Promise<{
-  port: number;
-  server: DestinationServer;
-  nextReport: () => Promise<DestinationReport>;
-}> {
-  const reports: DestinationReport[] = [];
-  const waiting: ((report: DestinationReport) => void)[] = [];
-  const server = await DestinationServer.listen({
-    port: 0,
-    sessions: 0,
-    onSession: (report) => {
-      const wake = waiting.shift();
-      if (wake) wake(report);
-      else reports.push(report);
-    },
-  });
-  servers.push(server);
-  return {
-    port: server.address.port,
-    server,
-    nextReport: () => {
-      const ready = reports.shift();
-      return ready ? Promise.resolve(ready) : new Promise((resolve) => waiting.push(resolve));
-    },
-  };
-}
-
-/** An 8 MiB guest whose 2 vCPUs write uniformly: most pages are dirty again by the end of pass 1. */
-function source(writesPerSecond = 4000): LiveSource {
-  const s = LiveSource.start({
-    guestBytes: 8 * MiB,
-    vcpus: 2,
-    workload: { kind: "uniform" },
-    writesPerSecond,
-    threads: 1,
-    seed: 11,
-  });
-  sources.push(s);
-  return s;
-}
+const rig = new LivePostcopyRig();
+afterEach(() => rig.close());
 
 /** The link runs at 4 MiB/s: pass 1 takes about 2 s and post-copy has pages left to pull. */
-const LINK = 4 * MiB;
+const LINK = 4 * 1024 ** 2;
 
 function phase(result: MigrationResult, name: MigrationRound["phase"]): MigrationRound[] {
   return result.rounds.filter((round) => round.phase === name);
-}
-
-/**
- * A proxy that passes both directions until `cut()`, which breaks both
- * sides at once (a dead link in the middle of post-copy).
- */
-async function cuttableProxy(target: number): Promise<{ port: number; cut: () => void }> {
-  const pairs: [Socket, Socket][] = [];
-  const server = createServer((client) => {
-    const upstream = connect(target, "127.0.0.1");
-    pairs.push([client, upstream]);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-  });
-  proxies.push(server);
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  if (!address || typeof address === "string") throw new Error("proxy not listening");
-  return {
-    port: address.port,
-    cut: () => {
-      for (const [a, b] of pairs) {
-        a.destroy();
-        b.destroy();
-      }
-    },
-  };
 }
 
 /**
@@ -116,53 +23,25 @@ async function cuttableProxy(target: number): Promise<{ port: number; cut: () =>
  * guest's size: what a broken or hostile destination might send. Resolves
  * `told` with the reason of the error frame the source answers with.
  */
-async function misbehavingDestination(
-  request: (guestPages: number) => [number, number],
-): Promise<{ port: number; told: Promise<string> }> {
-  const layout = new MemoryLayout();
-  const kernel = StreamKernel.on(layout.memory, layout.allocate("scratch", 64));
-  const receive = layout.allocate("receive", stagingBytes(), 4096);
-  const send = layout.allocate("send", stagingBytes(1024));
-  let tell!: (reason: string) => void;
-  const told = new Promise<string>((resolve) => {
-    tell = resolve;
+function misbehavingDestination(request: (guestPages: number) => [number, number]) {
+  let guestPages = 0;
+  return rig.fakeDestination((frame, reply, writer) => {
+    if (frame.type === FrameType.hello) {
+      const hello = decodeHello(frame.payload);
+      guestPages = hello.guestBytes / 4096;
+      reply(FrameType.accept, encodeAccept(writer.payload(8), hello.sessionId));
+    } else if (frame.type === FrameType.postcopyRun) {
+      reply(FrameType.resumed, 0);
+      const [first, count] = request(guestPages);
+      reply(FrameType.pageRequest, encodePageRequest(writer.payload(8), first, count));
+    }
   });
-  const server = createServer((socket) => {
-    const writer = new FrameWriter(layout.memory, kernel, send, 1024);
-    let guestPages = 0;
-    const reader = new FrameReader(layout.memory, kernel, receive, (frame) => {
-      if (frame.type === FrameType.hello) {
-        const hello = decodeHello(frame.payload);
-        guestPages = hello.guestBytes / 4096;
-        socket.write(
-          writer.seal(FrameType.accept, encodeAccept(writer.payload(8), hello.sessionId)),
-        );
-      } else if (frame.type === FrameType.postcopyRun) {
-        socket.write(writer.seal(FrameType.resumed, 0));
-        const [first, count] = request(guestPages);
-        socket.write(
-          writer.seal(FrameType.pageRequest, encodePageRequest(writer.payload(8), first, count)),
-        );
-      } else if (frame.type === FrameType.error) {
-        tell(decodeError(frame.payload));
-      }
-    });
-    socket.on("data", (chunk: Buffer) => reader.push(chunk));
-    socket.on("error", () => socket.destroy());
-    socket.on("close", () => tell("(closed without an error frame)"));
-  });
-  proxies.push(server);
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  if (!address || typeof address === "string") throw new Error("fake destination not listening");
-  return { port: address.port, told };
 }
 
 describe("post-copy over TCP", () => {
   it("switches after pass 1, pulls faulted pages, pushes the rest and verifies every page", async () => {
-    const dest = await destination();
-    const s = source();
+    const dest = await rig.destination();
+    const s = rig.source();
     const result = await s.migrate({
       host: "127.0.0.1",
       port: dest.port,
@@ -202,8 +81,8 @@ describe("post-copy over TCP", () => {
   }, 60_000);
 
   it("on command (QEMU's migrate-start-postcopy): the pass under way ends in post-copy", async () => {
-    const dest = await destination();
-    const s = source();
+    const dest = await rig.destination();
+    const s = rig.source();
     // Nothing to switch before an attempt runs.
     expect(s.startPostcopy()).toBe(false);
     let asked: boolean | undefined;
@@ -226,8 +105,8 @@ describe("post-copy over TCP", () => {
   }, 60_000);
 
   it("post-copy after multifd pre-copy passes: every page verified", async () => {
-    const dest = await destination();
-    const s = source();
+    const dest = await rig.destination();
+    const s = rig.source();
     const result = await s.migrate({
       host: "127.0.0.1",
       port: dest.port,
@@ -243,9 +122,9 @@ describe("post-copy over TCP", () => {
   }, 60_000);
 
   it("a cut during post-copy loses the guest on both sides and keeps the source's copy", async () => {
-    const dest = await destination();
-    const proxy = await cuttableProxy(dest.port);
-    const s = source();
+    const dest = await rig.destination();
+    const proxy = await rig.proxy(dest.port);
+    const s = rig.source();
     const result = await s.migrate({
       host: "127.0.0.1",
       port: proxy.port,
@@ -276,7 +155,7 @@ describe("post-copy over TCP", () => {
 
   it("refuses a page request outside the guest with a clear error, and says so to the destination", async () => {
     const fake = await misbehavingDestination((pages) => [pages + 5, 1]);
-    const s = source();
+    const s = rig.source();
     const result = await s.migrate({
       host: "127.0.0.1",
       port: fake.port,
@@ -284,7 +163,9 @@ describe("post-copy over TCP", () => {
       maxBandwidth: 2 * LINK,
       postcopyAfter: 1,
       verify: false,
-      replyTimeoutMs: 5_000,
+      // Bounds the wait for the fake's replies; on a loaded machine one
+      // took more than 5 s to come back through this process's loop.
+      replyTimeoutMs: 20_000,
     });
     const outside = /page-request frame: pages 2053 to 2053 are outside the guest's 2048 pages/;
     expect(result.summary.status).toBe("failed");
@@ -295,10 +176,10 @@ describe("post-copy over TCP", () => {
     expect(await fake.told).toMatch(outside);
     // After the switch the source's guest stays paused: it never runs in two places.
     expect(s.runner.running).toBe(false);
-  }, 30_000);
+  }, 60_000);
 
   it("hvlab migrate --to --postcopy-after: the post-copy phase in the rounds and summary by QEMU's names", async () => {
-    const dest = await destination();
+    const dest = await rig.destination();
     const run = await hvlab([
       "migrate",
       "--to",
@@ -341,7 +222,7 @@ describe("post-copy over TCP", () => {
   }, 60_000);
 
   it("SIGUSR2 to hvlab migrate-live --to is migrate-start-postcopy", async () => {
-    const dest = await destination();
+    const dest = await rig.destination();
     const bin = new URL("../bin/hvlab.js", import.meta.url).pathname;
     const child = spawn(
       process.execPath,

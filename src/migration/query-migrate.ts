@@ -56,6 +56,7 @@ export interface QueryMigrateHvlab
     | "verified"
     | "postcopy-remote-faults"
     | "postcopy-fault-wait-ms"
+    | "postcopy-recovery"
     | "multifd-channels"
     | "multifd-packets"
     | "xbzrle-unchanged-pages"
@@ -189,6 +190,7 @@ export function queryMigrateSummary(
       verified: s.verified,
       "postcopy-remote-faults": s["postcopy-remote-faults"],
       "postcopy-fault-wait-ms": s["postcopy-fault-wait-ms"],
+      ...(s["postcopy-recovery"] ? { "postcopy-recovery": s["postcopy-recovery"] } : {}),
       ...(s["multifd-channels"] !== undefined ? { "multifd-channels": s["multifd-channels"] } : {}),
       ...(s["multifd-packets"] !== undefined ? { "multifd-packets": s["multifd-packets"] } : {}),
       ...(s["xbzrle-unchanged-pages"] !== undefined

@@ -98,6 +98,18 @@ export interface MigrationSummary {
   readonly "postcopy-blocktime"?: number;
   /** Each vCPU's post-copy time blocked on a page, ms (QEMU's postcopy-vcpu-blocktime). */
   readonly "postcopy-vcpu-blocktime"?: readonly number[];
+  /**
+   * Post-copy recovery, when it was on (QEMU's postcopy-recover): pauses on
+   * a broken link, time paused, pages the destination requested again, the
+   * pages left at each resume and the bytes sent after resuming.
+   */
+  readonly "postcopy-recovery"?: {
+    readonly pauses: number;
+    readonly "paused-ms": number;
+    readonly "rerequested-pages": number;
+    readonly "pages-left": readonly number[];
+    readonly "bytes-after-resume": number;
+  };
   readonly rounds: number;
   /** Content mode: every destination page was checked against the source. */
   readonly verified: boolean | null;

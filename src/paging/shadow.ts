@@ -90,6 +90,10 @@ export class ShadowMmu implements GuestPagingHooks {
   private readonly unsyncPages = new Set<ShadowPage>();
   /** Agile paging: guest tables in nested mode, by guest-physical address. */
   private readonly nestedTables = new Map<number, NestedTable>();
+  /** Dirty logging is on: set by the first harvest (KVM: a memslot with KVM_MEM_LOG_DIRTY_PAGES). */
+  private logging = false;
+  /** Host frames of the pages logged dirty since the last harvest (KVM's dirty bitmap). */
+  private readonly logged = new Set<number>();
 
   constructor(
     readonly window: PhysicalWindow,
@@ -209,6 +213,8 @@ export class ShadowMmu implements GuestPagingHooks {
     // Agile paging: below a table in nested mode the hardware walks the guest's
     // own tables; the hypervisor only finds whether the fault is the guest's.
     let nested = false;
+    // Agile: this fault linked a nested table whose shadow entry was missing (a hidden page fault).
+    let linked = false;
     for (let level: number = this.options.levels; level >= 1; level--) {
       const index = tableIndex(va, level);
       const gAt = HOST_BASE + table + index * 8;
@@ -230,7 +236,10 @@ export class ShadowMmu implements GuestPagingHooks {
         if ((fault.kind & ACCESS.execute) !== 0 && (perms & X86.noExecute) !== 0n) {
           return this.inject(fault, "guest-protection", level, nested);
         }
-        if (nested) return null;
+        if (nested) {
+          if (linked) this.counters.exits["hidden-page-fault"]++;
+          return null;
+        }
         // The hypervisor sets the guest's accessed (and dirty) bit itself.
         const gNew = g | X86.accessed | (write ? X86.dirty : 0n);
         if (gNew !== g) this.window.write(gAt, gNew);
@@ -239,13 +248,14 @@ export class ShadowMmu implements GuestPagingHooks {
         const at = leafLevel < level ? this.directLeafAt(sp, gNew, level, leafLevel, va) : sAt;
         host?.ensureMapped(this.frameOf(gNew, level, va, leafLevel));
         const before = this.window.read(at);
-        this.window.write(at, this.shadowLeaf(gNew, level, va, leafLevel));
+        const leaf = this.shadowLeaf(gNew, level, va, leafLevel);
+        this.window.write(at, leaf);
         if ((before & X86.present) === 0n) this.counters.exits["hidden-page-fault"]++;
         else if ((before & DIRTY_LOG_PROTECTED) !== 0n) {
           // The guest page was dirty already: the shadow entry was write-protected for dirty logging.
           this.counters.exits["dirty-log"]++;
-          this.counters.dirtyLogged++;
         } else this.counters.exits["ad-emulation"]++;
+        this.logIfWritable(leaf);
         return null;
       }
       if (nested) {
@@ -262,6 +272,7 @@ export class ShadowMmu implements GuestPagingHooks {
           if ((have & X86.present) !== 0n) this.unlink(sAt, have);
           this.window.write(sAt, want);
           inNested.parents.add(sAt);
+          linked = true;
         }
         nested = true;
         table = childGpa;
@@ -445,6 +456,8 @@ export class ShadowMmu implements GuestPagingHooks {
    * logging). Returns how many were writable.
    */
   clearDirtyLog(): number {
+    this.logging = true;
+    this.logged.clear();
     let cleared = 0;
     for (const sp of this.pages.values()) {
       for (let i = 0; i < 512; i++) {
@@ -468,9 +481,31 @@ export class ShadowMmu implements GuestPagingHooks {
     const g = this.window.read(HOST_BASE + sp.gpa + i * 8);
     if ((g & X86.present) === 0n) this.window.write(at, 0n);
     else {
-      const want = this.shadowLeaf(g, 1, 0);
+      let want = this.shadowLeaf(g, 1, 0);
+      // A harvest write-protected this leaf (clearDirtyLog): it stays so, and
+      // the page's next write exits and is logged, as every harvested page's,
+      // even where the guest has cleared its D meanwhile.
+      if ((s & DIRTY_LOG_PROTECTED) !== 0n) want = (want & ~X86.writable) | DIRTY_LOG_PROTECTED;
       if (want !== s) this.window.write(at, want);
+      this.logIfWritable(want);
     }
+  }
+
+  /**
+   * Logs the page a shadow leaf maps when the leaf lets the guest write it
+   * while dirty logging is on, once per page between harvests. KVM marks the
+   * page dirty whenever it makes a writable spte in a logged memslot
+   * (arch/x86/kvm/mmu/spte.c, `make_spte` calling `mark_page_dirty_in_slot`),
+   * whatever the fault: a write through the leaf needs no exit after that,
+   * so a leaf made writable anew (refilled after a zap, by A/D emulation, or
+   * by a resync) must log its page here or the page's writes go unlogged.
+   */
+  private logIfWritable(leaf: bigint): void {
+    if (!this.logging || (leaf & X86.writable) === 0n) return;
+    const frame = Number(leaf & ADDRESS_MASK);
+    if (this.logged.has(frame)) return;
+    this.logged.add(frame);
+    this.counters.dirtyLogged++;
   }
 
   /** Syncs the shadow leaf entry that maps `va` in the current shadow root, when its page is unsync. */

@@ -8,6 +8,10 @@ import {
   DestinationServer,
   MAX_TIMEOUT_MS,
 } from "../../migration/live/destination.js";
+import {
+  MAX_RECOVER_WAIT_MS,
+  type PostcopyStatus,
+} from "../../migration/live/postcopy-recovery.js";
 import { LiveSource, MAX_LIVE_GUEST_BYTES } from "../../migration/live/source.js";
 import {
   MIGRATION_DEFAULTS,
@@ -89,6 +93,8 @@ export interface LiveDestinationFlags extends TransportFlags {
   readonly handshakeTimeout?: number;
   /** Milliseconds a session may receive nothing (default: the server's). */
   readonly idleTimeout?: number;
+  /** Milliseconds a post-copy session broken by a lost connection waits for its source (default: it fails at once). */
+  readonly postcopyRecover?: number;
   readonly json?: boolean;
 }
 
@@ -108,6 +114,8 @@ export interface LiveSourceFlags extends TransportFlags {
   readonly maxPasses: number;
   /** Switch to post-copy after this many pre-copy passes (default never). */
   readonly postcopyAfter?: number;
+  /** Milliseconds to keep reconnecting after a post-copy break (default: the break fails the run). */
+  readonly postcopyRecover?: number;
   /** The stop rule when given through `hvlab migrate --to` (default qemu). */
   readonly policy?: "qemu" | "hyperv";
   /** Its round cap (hyperv: the release's pass cap). */
@@ -153,6 +161,7 @@ export async function runLiveDestination(
     maxGuestBytes: flags.maxGuest,
     ...(flags.handshakeTimeout !== undefined ? { handshakeTimeoutMs: flags.handshakeTimeout } : {}),
     ...(flags.idleTimeout !== undefined ? { idleTimeoutMs: flags.idleTimeout } : {}),
+    ...(flags.postcopyRecover !== undefined ? { postcopyRecoverMs: flags.postcopyRecover } : {}),
     onSession: (report) => {
       if (report.status === "failed") {
         output.err(
@@ -247,6 +256,20 @@ export async function runLiveSource(
         downtimeLimitMs: flags.downtimeLimit,
         maxPasses: flags.maxPasses,
         ...(flags.postcopyAfter !== undefined ? { postcopyAfter: flags.postcopyAfter } : {}),
+        ...(flags.postcopyRecover !== undefined
+          ? {
+              postcopyRecoverMs: flags.postcopyRecover,
+              onPostcopyStatus: (status: PostcopyStatus) => {
+                if (status === "postcopy-paused") {
+                  output.err(
+                    `hvlab: post-copy paused: the connection to ${where} broke; reconnecting for up to ${flags.postcopyRecover} ms`,
+                  );
+                } else if (status === "postcopy-recover") {
+                  output.err(`hvlab: post-copy recovering: reconnected to ${where}`);
+                }
+              },
+            }
+          : {}),
         ...(flags.policy ? { policy: flags.policy } : {}),
         ...(flags.maxRounds !== undefined ? { maxRounds: flags.maxRounds } : {}),
         timeoutMs: flags.timeout,
@@ -389,8 +412,13 @@ export function addLiveOptions(command: Command): Command {
     )
     .option(
       "--postcopy-after <passes>",
-      "source: switch to post-copy after this many pre-copy passes: the guest runs on the destination, which pulls the pages it faults on while the rest are pushed; a connection lost after the switch loses the guest; SIGUSR2 to the source switches at the end of the pass under way (QEMU's migrate-start-postcopy) (default: pure pre-copy)",
+      "source: switch to post-copy after this many pre-copy passes: the guest runs on the destination, which pulls the pages it faults on while the rest are pushed; a connection lost after the switch loses the guest (unless --postcopy-recover); SIGUSR2 to the source switches at the end of the pass under way (QEMU's migrate-start-postcopy) (default: pure pre-copy)",
       integerOption(1, 1_000_000),
+    )
+    .option(
+      "--postcopy-recover <ms>",
+      "both sides: QEMU's postcopy recovery: a connection lost during post-copy pauses the migration instead of losing the guest; the source reconnects (with the retry backoff) and the destination waits, each for at most this long, then post-copy resumes from the destination's received-page bitmap (default: a lost connection loses the guest)",
+      integerOption(1, MAX_RECOVER_WAIT_MS),
     )
     .option(
       "--timeout <ms>",
@@ -500,6 +528,11 @@ export const liveMigrationHook: LiveMigrationHook = {
         "live mode, source: retry a failed migration this many times",
         integerOption(0, 100),
         0,
+      )
+      .option(
+        "--postcopy-recover <ms>",
+        "live mode, both sides: QEMU's postcopy recovery: a connection lost during post-copy pauses the migration instead of losing the guest; the source reconnects (with the retry backoff) and the destination waits, each for at most this long, then post-copy resumes from the destination's received-page bitmap (default: a lost connection loses the guest)",
+        integerOption(1, MAX_RECOVER_WAIT_MS),
       );
     addTransportOptions(command, "live mode: ");
   },
@@ -551,6 +584,7 @@ export function liveFlagsOf(
     // The policy's own rule: hyperv suspends at its pass cap, qemu gives up at --max-rounds.
     maxPasses: 0,
     ...(flags.postcopyAfter !== undefined ? { postcopyAfter: flags.postcopyAfter } : {}),
+    ...(flags.postcopyRecover !== undefined ? { postcopyRecover: flags.postcopyRecover } : {}),
     policy: flags.policy === "hyperv" ? "hyperv" : "qemu",
     ...(maxRounds !== undefined ? { maxRounds } : {}),
     timeout: guest.timeoutMs ?? 60_000,

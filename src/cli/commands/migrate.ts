@@ -154,6 +154,8 @@ interface GuestFlags {
   cpuThrottleTailslow?: boolean;
   multifd: number | true;
   postcopyAfter?: number;
+  /** Live mode: milliseconds to wait for a post-copy recovery after a lost connection. */
+  postcopyRecover?: number;
   seed: number;
   json?: boolean;
   csv?: boolean;

@@ -18,7 +18,9 @@ import {
   decodeHello,
   decodePagesHeader,
   decodePostcopyEnd,
+  decodePostcopyResume,
   decodePostcopyRun,
+  decodeRecoverHello,
   decodeVerifyEnd,
   decodeVerifyHeader,
   encodeAccept,
@@ -26,13 +28,18 @@ import {
   encodeError,
   encodePageRequest,
   encodePostcopyDone,
+  encodeRecvBitmap,
   encodeResult,
+  encodeResumeAck,
   type Hello,
   MAX_DIGESTS_PER_FRAME,
   MAX_RECORDS_PAYLOAD,
+  MAX_RECV_BITMAP_PAGES,
   postcopyDoneBytes,
+  recvBitmapBytes,
 } from "./messages.js";
 import { PostcopyGuest } from "./postcopy-guest.js";
+import { MAX_RECOVER_WAIT_MS } from "./postcopy-recovery.js";
 import { LIVE_PAGE_SHIFT, MAX_LIVE_GUEST_BYTES } from "./source.js";
 
 /** How a destination listens. */
@@ -60,6 +67,15 @@ export interface DestinationOptions {
    * discarded like any failed session and the slot frees.
    */
   readonly idleTimeoutMs?: number;
+  /**
+   * QEMU's postcopy recovery: a connection lost during post-copy pauses the
+   * session instead of failing it; the guest keeps running here (a vCPU
+   * that faults on a missing page stays blocked) and the source may
+   * reconnect and resume within this many ms (default 0: a break fails the
+   * session and loses the guest). The listener stays open meanwhile: it is
+   * where QEMU's migrate-recover would listen again.
+   */
+  readonly postcopyRecoverMs?: number;
 }
 
 /** Default of {@link DestinationOptions.handshakeTimeoutMs}. */
@@ -100,6 +116,15 @@ export interface DestinationReport {
     readonly requests: number;
     readonly writes: number;
     readonly dropped: number;
+  };
+  /** Post-copy recovery, when the session paused at least once. */
+  readonly recovery?: {
+    readonly pauses: number;
+    readonly pausedMs: number;
+    /** Pages missing here at each resume: what the source had left to send. */
+    readonly missingAtResume: readonly number[];
+    /** Pages requested again at the resumes (vCPUs still waited on them). */
+    readonly rerequested: number;
   };
 }
 
@@ -145,6 +170,12 @@ export class DestinationServer {
   /** Receive staging of multifd channels, one per connection, reused across sessions. */
   private readonly channelStaging: Region[] = [];
   private readonly channelStagingFree: Region[] = [];
+  /** Reply staging of a recovery connection: large enough for the received-page bitmap. */
+  private recoveryStaging: Region | undefined;
+  /** The active session, paused by a broken link in post-copy: a new connection may resume it. */
+  private resumable: ((socket: Socket) => void) | undefined;
+  /** Fails the paused session at once (the server closes): its wait ends with it. */
+  private abandon: (() => void) | undefined;
   /** The active session, while it waits for multifd channels to join. */
   private joinable: ((socket: Socket, staging: Region) => void) | undefined;
   private active: Socket | undefined;
@@ -222,6 +253,12 @@ export class DestinationServer {
         );
       }
     }
+    const recoverMs = options.postcopyRecoverMs ?? 0;
+    if (!Number.isSafeInteger(recoverMs) || recoverMs < 0 || recoverMs > MAX_RECOVER_WAIT_MS) {
+      throw new LiveConfigError(
+        `post-copy recovery wait must be a whole number of ms from 0 to ${MAX_RECOVER_WAIT_MS}, not ${recoverMs}`,
+      );
+    }
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error: NodeJS.ErrnoException) => {
@@ -265,6 +302,7 @@ export class DestinationServer {
 
   /** Stops listening and drops any session in progress. */
   async close(): Promise<void> {
+    this.abandon?.();
     for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
@@ -343,14 +381,31 @@ export class DestinationServer {
     return region;
   }
 
-  private accept(socket: Socket): void {
-    this.sockets.add(socket);
-    socket.once("close", () => this.sockets.delete(socket));
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+  /** A reply writer for a recovery connection, on its own staging (a bitmap is up to 64 KiB). */
+  private recoveryWriter(): FrameWriter {
+    const max = recvBitmapBytes(MAX_RECV_BITMAP_PAGES);
+    this.recoveryStaging ??= this.layout.allocate(
+      "destination-recovery-staging",
+      stagingBytes(max),
+    );
+    return new FrameWriter(this.layout.memory, this.kernel, this.recoveryStaging, max);
+  }
+
+  private accept(incoming: Socket): void {
+    this.sockets.add(incoming);
+    incoming.once("close", () => this.sockets.delete(incoming));
+    incoming.setNoDelay(true);
+    incoming.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    if (this.resumable) {
+      // A post-copy session is paused here: this may be its source, back.
+      this.resumable(incoming);
+      return;
+    }
+    /** The session's connection: a post-copy recovery replaces it. */
+    let socket = incoming;
     const session = ++this.sessionCount;
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    const writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
+    let writer = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
     if (this.active && this.joinable) {
       // The active session waits for its multifd channels: this may be one.
       this.joinable(socket, this.takeChannelStaging());
@@ -376,11 +431,12 @@ export class DestinationServer {
     const handshake = setTimeout(() => {
       if (!state.hello) timedOut(`no hello within ${handshakeMs} ms of connecting`);
     }, handshakeMs);
-    socket.setTimeout(idleMs, () => {
+    const idle = () => {
       if (state.hello) {
         timedOut(`nothing received for ${idleMs} ms after ${state.pages} pages`);
       }
-    });
+    };
+    socket.setTimeout(idleMs, idle);
     const state = {
       hello: undefined as Hello | undefined,
       landing: undefined as Landing | undefined,
@@ -401,11 +457,23 @@ export class DestinationServer {
       postcopy: undefined as PostcopyGuest | undefined,
       /** Post-copy is over: every page arrived and the vCPUs were stopped for verification. */
       postcopyEnded: false,
+      /** Post-copy paused on a broken link: since when, why, and the bounded wait's timer. */
+      paused: undefined as
+        | { since: number; cause: string; timer: ReturnType<typeof setTimeout> }
+        | undefined,
+      /** A recovery connection's handshake: its recover-hello is due, or its postcopy-resume. */
+      resuming: undefined as "hello" | "resume" | undefined,
+      recovery: { pauses: 0, pausedMs: 0, missingAtResume: [] as number[], rerequested: 0 },
+      /** Payload bytes and frames of the connections before the current one. */
+      readBefore: { bytes: 0, frames: 0 },
     };
     this.activePages = () => state.pages;
-    const reader = new FrameReader(this.layout.memory, this.kernel, this.receiveStaging, (frame) =>
-      handle(frame),
-    );
+    const newReader = () =>
+      new FrameReader(this.layout.memory, this.kernel, this.receiveStaging, (frame) =>
+        handle(frame),
+      );
+    let reader = newReader();
+    const recoverMs = this.options.postcopyRecoverMs ?? 0;
 
     const end = (
       status: "completed" | "failed",
@@ -415,6 +483,11 @@ export class DestinationServer {
       if (state.over) return;
       state.over = true;
       clearTimeout(handshake);
+      if (state.paused) clearTimeout(state.paused.timer);
+      if (this.active === socket) {
+        this.resumable = undefined;
+        this.abandon = undefined;
+      }
       socket.setTimeout(0);
       if (this.active === socket) this.joinable = undefined;
       for (const channel of state.channels) channel?.socket.destroy();
@@ -437,8 +510,8 @@ export class DestinationServer {
         reason,
         guestBytes: state.hello?.guestBytes ?? 0,
         pagesReceived: state.pages,
-        payloadBytes: reader.bytes,
-        frames: reader.frames,
+        payloadBytes: state.readBefore.bytes + reader.bytes,
+        frames: state.readBefore.frames + reader.frames,
         verified,
         mismatches: state.mismatches,
         durationMs: performance.now() - started,
@@ -451,6 +524,17 @@ export class DestinationServer {
                 requests: guest.requestsSent,
                 writes: guest.writes,
                 dropped: guest.dropped,
+              },
+            }
+          : {}),
+        ...(state.recovery.pauses > 0
+          ? {
+              recovery: {
+                ...state.recovery,
+                missingAtResume: [...state.recovery.missingAtResume],
+                pausedMs:
+                  state.recovery.pausedMs +
+                  (state.paused ? performance.now() - state.paused.since : 0),
               },
             }
           : {}),
@@ -479,6 +563,10 @@ export class DestinationServer {
     // once the reason is flushed instead of waiting for the peer's FIN.
     const timedOut = (cause: string) => {
       if (state.over) return;
+      if (pausable()) {
+        pause(cause);
+        return;
+      }
       const reason = lost(cause);
       if (socket.writable) {
         sayAndDrop(socket, writer.frame(FrameType.error, encodeError(reason)));
@@ -507,7 +595,8 @@ export class DestinationServer {
           kernel: this.kernel,
           digest: this.postcopyDigest,
           request: (page) => {
-            if (state.over || !socket.writable) return;
+            // While paused the request waits: the resume sends it again.
+            if (state.over || state.paused || !socket.writable) return;
             socket.write(
               writer.seal(FrameType.pageRequest, encodePageRequest(writer.payload(8), page, 1)),
             );
@@ -575,6 +664,12 @@ export class DestinationServer {
     const handle = (frame: ReceivedFrame) => {
       const hello = state.hello;
       if (!hello) {
+        if (frame.type === FrameType.recoverHello) {
+          throw new FrameError(
+            "type",
+            "no post-copy migration is paused here to resume (this destination never had it, gave up waiting, or restarted)",
+          );
+        }
         if (frame.type !== FrameType.hello) {
           throw new FrameError(
             "type",
@@ -598,6 +693,10 @@ export class DestinationServer {
       const landing = state.landing as Landing;
       const pageBytes = 2 ** LIVE_PAGE_SHIFT;
       const guest = state.postcopy;
+      if (state.resuming && guest) {
+        recoveryFrame(frame, hello, guest);
+        return;
+      }
       switch (frame.type) {
         case FrameType.pages:
         case FrameType.records:
@@ -898,28 +997,162 @@ export class DestinationServer {
       });
     };
 
-    socket.on("data", (chunk: Buffer) => {
-      if (state.over) return;
-      try {
-        reader.push(chunk);
-      } catch (error) {
-        const message = (error as Error).message;
-        // A source that cancelled says so in an error frame: no need to answer it.
-        fail(message, !message.startsWith("the source stopped"));
-      }
-    });
-    socket.on("error", (error) => {
-      fail(`the connection failed: ${describeSocketError(error)}`, false);
-    });
-    socket.on("close", () => {
-      if (!state.over) {
-        fail(
+    /** The connection's handlers; a replaced connection's events are ignored. */
+    const listen = (s: Socket) => {
+      s.on("data", (chunk: Buffer) => {
+        if (state.over || s !== socket) return;
+        try {
+          reader.push(chunk);
+        } catch (error) {
+          const message = (error as Error).message;
+          const cancelled = message.startsWith("the source stopped");
+          // A recovery connection that is not this session's source goes; the session stays paused.
+          if (state.resuming && !cancelled) {
+            sayAndDrop(s, writer.frame(FrameType.error, encodeError(message)));
+            pause(`a recovery connection was refused: ${message}`, false);
+            return;
+          }
+          // A source that cancelled says so in an error frame: no need to answer it.
+          fail(message, !cancelled);
+        }
+      });
+      s.on("error", (error) => {
+        if (s === socket) broken(`the connection failed: ${describeSocketError(error)}`);
+      });
+      s.on("close", () => {
+        if (s !== socket || state.over) return;
+        broken(
           state.hello
             ? `the connection closed mid-migration after ${state.pages} pages`
             : "the connection closed before a hello",
-          false,
+        );
+      });
+    };
+
+    /** Whether a broken link pauses this session instead of failing it. */
+    const pausable = () =>
+      recoverMs > 0 && state.postcopy !== undefined && !state.postcopyEnded && !state.over;
+
+    /** The connection broke or failed. */
+    const broken = (cause: string) => {
+      if (state.over) return;
+      if (pausable()) pause(cause);
+      else fail(cause, false);
+    };
+
+    /**
+     * QEMU's postcopy_pause_incoming (migration/savevm.c): the connection is
+     * dropped, the guest keeps running on what it has (a vCPU that faults
+     * stays blocked, its blocktime counting) and the session waits, at most
+     * `postcopyRecoverMs` in all, for its source to reconnect. A break
+     * during a recovery returns to the same pause.
+     */
+    const pause = (cause: string, drop = true) => {
+      if (state.over) return;
+      socket.setTimeout(0);
+      if (drop) socket.destroy();
+      state.resuming = undefined;
+      if (!state.paused) {
+        state.recovery.pauses++;
+        state.paused = {
+          since: performance.now(),
+          cause,
+          timer: setTimeout(() => {
+            fail(
+              `${cause}; post-copy paused and no source resumed it within ${recoverMs} ms`,
+              false,
+            );
+          }, recoverMs),
+        };
+      }
+      this.resumable = (next) => reattach(next);
+      this.abandon = () =>
+        fail(`${cause}; the destination closed while post-copy was paused`, false);
+    };
+
+    /** A new connection while paused: the session's source, if its first frame says so. */
+    const reattach = (next: Socket) => {
+      // One recovery at a time: other connections meanwhile are turned away.
+      this.resumable = undefined;
+      state.readBefore.bytes += reader.bytes;
+      state.readBefore.frames += reader.frames;
+      socket = next;
+      this.active = next;
+      writer = this.recoveryWriter();
+      reader = newReader();
+      state.resuming = "hello";
+      socket.setTimeout(idleMs, idle);
+      listen(next);
+    };
+
+    /**
+     * The recovery handshake (QEMU migration/savevm.c,
+     * loadvm_postcopy_handle_resume): a recover-hello naming this session
+     * is answered with the received-page bitmap; the source's
+     * postcopy-resume must then count exactly the pages missing here, and
+     * is acknowledged; then the pages the vCPUs still wait on are requested
+     * again and post-copy goes on.
+     */
+    const recoveryFrame = (frame: ReceivedFrame, hello: Hello, guest: PostcopyGuest) => {
+      const pages = hello.guestBytes / 2 ** LIVE_PAGE_SHIFT;
+      if (state.resuming === "hello") {
+        if (frame.type !== FrameType.recoverHello) {
+          throw new FrameError(
+            "type",
+            `a post-copy migration is paused here, waiting for its source: the first frame must be recoverHello, not ${frameTypeName(frame.type)}`,
+          );
+        }
+        const back = decodeRecoverHello(frame.payload);
+        if (back.sessionId !== hello.sessionId || back.guestPages !== pages) {
+          throw new FrameError(
+            "payload",
+            `recover-hello for session ${back.sessionId} of ${back.guestPages} pages: the session paused here is ${hello.sessionId} of ${pages} pages`,
+          );
+        }
+        state.resuming = "resume";
+        const bytes = recvBitmapBytes(pages);
+        socket.write(
+          writer.seal(
+            FrameType.recvBitmap,
+            encodeRecvBitmap(writer.payload(bytes), pages, (page) => guest.has(page)),
+          ),
+        );
+        return;
+      }
+      if (frame.type !== FrameType.postcopyResume) {
+        throw new FrameError(
+          "type",
+          `after the received-page bitmap the source must send postcopyResume, not ${frameTypeName(frame.type)}`,
         );
       }
-    });
+      const left = decodePostcopyResume(frame.payload);
+      if (left !== guest.missing) {
+        throw new FrameError(
+          "payload",
+          `postcopy-resume frame: the source has ${left} pages left to send, ${guest.missing} are missing here`,
+        );
+      }
+      const paused = state.paused;
+      if (paused) {
+        clearTimeout(paused.timer);
+        state.recovery.pausedMs += performance.now() - paused.since;
+      }
+      state.paused = undefined;
+      state.resuming = undefined;
+      this.abandon = undefined;
+      state.recovery.missingAtResume.push(left);
+      const awaited = guest.awaitedPages();
+      state.recovery.rerequested += awaited.length;
+      socket.write(
+        writer.seal(FrameType.resumeAck, encodeResumeAck(writer.payload(8), awaited.length)),
+      );
+      for (const page of awaited) {
+        socket.write(
+          writer.seal(FrameType.pageRequest, encodePageRequest(writer.payload(8), page, 1)),
+        );
+      }
+    };
+
+    listen(socket);
   }
 }

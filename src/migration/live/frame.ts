@@ -92,6 +92,22 @@ export const FrameType = {
   postcopyEnd: 18,
   /** destination -> source: every page is in; the fault counts and blocktimes measured here. */
   postcopyDone: 19,
+  /**
+   * source -> destination, first frame of a new connection to a post-copy
+   * session paused by a broken link: the session it resumes; asks for the
+   * received-page bitmap (QEMU's MIG_CMD_RECV_BITMAP, migration/savevm.c).
+   */
+  recoverHello: 20,
+  /**
+   * destination -> source on the return path: which pages the destination
+   * holds (QEMU's MIG_RP_MSG_RECV_BITMAP, migration/ram.c
+   * ramblock_recv_bitmap_send).
+   */
+  recvBitmap: 21,
+  /** source -> destination: what is left to send was rebuilt from the bitmap; resume (QEMU's MIG_CMD_POSTCOPY_RESUME). */
+  postcopyResume: 22,
+  /** destination -> source: post-copy runs again (QEMU's MIG_RP_MSG_RESUME_ACK). */
+  resumeAck: 23,
 } as const;
 
 /** A frame type's number. */

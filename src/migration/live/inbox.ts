@@ -7,7 +7,9 @@ import {
   decodeError,
   decodePageRequest,
   decodePostcopyDone,
+  decodeRecvBitmap,
   decodeResult,
+  decodeResumeAck,
   type PostcopyDone,
   type VerifyResult,
 } from "./messages.js";
@@ -18,7 +20,9 @@ export type Reply =
   | { readonly type: "resumed" }
   | { readonly type: "result"; readonly result: VerifyResult }
   | { readonly type: "synced"; readonly epoch: number }
-  | { readonly type: "postcopyDone"; readonly done: PostcopyDone };
+  | { readonly type: "postcopyDone"; readonly done: PostcopyDone }
+  | { readonly type: "recvBitmap"; readonly pages: number; readonly bits: Uint8Array }
+  | { readonly type: "resumeAck"; readonly rerequested: number };
 
 /** Where the return path's page requests go during post-copy: throws to refuse one. */
 export type PageRequestHandler = (first: number, count: number) => void;
@@ -60,6 +64,12 @@ export class Inbox {
         return;
       case FrameType.postcopyDone:
         this.deliver({ type: "postcopyDone", done: decodePostcopyDone(frame.payload) });
+        return;
+      case FrameType.recvBitmap:
+        this.deliver({ type: "recvBitmap", ...decodeRecvBitmap(frame.payload) });
+        return;
+      case FrameType.resumeAck:
+        this.deliver({ type: "resumeAck", rerequested: decodeResumeAck(frame.payload) });
         return;
       case FrameType.pageRequest: {
         const handler = this.onPageRequest;

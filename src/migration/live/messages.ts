@@ -43,6 +43,21 @@
  *                             16 f64 phase ms (vCPUs started to stopped)
  *                             24 f64 postcopy-blocktime ms (all vCPUs blocked at once)
  *                             32 f64 x n postcopy-vcpu-blocktime ms
+ *
+ *   Post-copy recovery (QEMU migration/ram.c ramblock_recv_bitmap_send and
+ *   ram_dirty_bitmap_reload; migration/savevm.c loadvm_postcopy_handle_resume):
+ *
+ *   recover-hello (8)         recv-bitmap (16 + 8w)         postcopy-resume (8)
+ *   0 u32 session id          0  u32 guest pages n          0 u32 pages left to send
+ *   4 u32 guest pages         4  u32 reserved = 0           4 u32 reserved = 0
+ *                             8  u64 x w bitmap, w = ceil(n / 64): bit p
+ *                                (byte p >> 3, bit p & 7) set where page p
+ *                                is received; bits past n are 0
+ *                             8 + 8w u64 end mark 0x0123456789abcdef
+ *
+ *   resume-ack (8)
+ *   0 u32 value (1, QEMU's MIGRATION_RESUME_ACK_VALUE)
+ *   4 u32 pages the destination requested again (its vCPUs still wait on them)
  */
 import { FrameError } from "./frame.js";
 
@@ -498,4 +513,128 @@ export function decodePostcopyDone(view: DataView): PostcopyDone {
     blocktime,
     vcpuBlocktime,
   };
+}
+
+/** Most pages a received-page bitmap covers: the largest live guest's (2 GiB of 4 KiB pages). */
+export const MAX_RECV_BITMAP_PAGES = 2 ** 19;
+/**
+ * The received-page bitmap's end mark: a payload cut or shifted in the middle
+ * does not end on it (QEMU's RAMBLOCK_RECV_BITMAP_ENDING, migration/ram.c).
+ */
+export const RECV_BITMAP_END_MARK = 0x0123456789abcdefn;
+/** QEMU's MIGRATION_RESUME_ACK_VALUE (migration/migration.h). */
+export const RESUME_ACK_VALUE = 1;
+
+/** A reconnecting source's first frame: the session it resumes and the guest's pages. */
+export interface RecoverHello {
+  readonly sessionId: number;
+  readonly guestPages: number;
+}
+
+/** Writes a recover-hello payload (8 bytes). */
+export function encodeRecoverHello(view: DataView, hello: RecoverHello): number {
+  view.setUint32(0, hello.sessionId >>> 0, true);
+  view.setUint32(4, hello.guestPages >>> 0, true);
+  return 8;
+}
+
+/** Reads a recover-hello payload. */
+export function decodeRecoverHello(view: DataView): RecoverHello {
+  exactly(view, 8, "recover-hello");
+  return { sessionId: view.getUint32(0, true), guestPages: view.getUint32(4, true) };
+}
+
+/** Bytes of a recv-bitmap payload for `pages` pages. */
+export function recvBitmapBytes(pages: number): number {
+  return 16 + Math.ceil(pages / 64) * 8;
+}
+
+/**
+ * Writes a recv-bitmap payload: `received(p)` says whether page p is held.
+ * Returns its length.
+ */
+export function encodeRecvBitmap(
+  view: DataView,
+  pages: number,
+  received: (page: number) => boolean,
+): number {
+  const bytes = recvBitmapBytes(pages);
+  view.setUint32(0, pages >>> 0, true);
+  view.setUint32(4, 0, true);
+  for (let at = 8; at < bytes - 8; at++) view.setUint8(at, 0);
+  for (let page = 0; page < pages; page++) {
+    if (!received(page)) continue;
+    const at = 8 + (page >> 3);
+    view.setUint8(at, view.getUint8(at) | (1 << (page & 7)));
+  }
+  view.setBigUint64(bytes - 8, RECV_BITMAP_END_MARK, true);
+  return bytes;
+}
+
+/**
+ * Reads a recv-bitmap payload: its page count and a copy of its bits (the
+ * frame's bytes are reused). The count, the length it implies, the end
+ * mark, the reserved field and the bits past the count are all checked.
+ */
+export function decodeRecvBitmap(view: DataView): { pages: number; bits: Uint8Array } {
+  if (view.byteLength < 16) {
+    throw payloadError("recv-bitmap", `payload of ${view.byteLength} bytes, at least 16`);
+  }
+  const pages = view.getUint32(0, true);
+  if (pages < 1 || pages > MAX_RECV_BITMAP_PAGES) {
+    throw payloadError("recv-bitmap", `${pages} pages is not from 1 to ${MAX_RECV_BITMAP_PAGES}`);
+  }
+  exactly(view, recvBitmapBytes(pages), "recv-bitmap");
+  if (view.getUint32(4, true) !== 0) {
+    throw payloadError("recv-bitmap", "reserved field is not zero");
+  }
+  const end = view.byteLength - 8;
+  const mark = view.getBigUint64(end, true);
+  if (mark !== RECV_BITMAP_END_MARK) {
+    throw payloadError(
+      "recv-bitmap",
+      `end mark at byte ${end} is 0x${mark.toString(16)}, not 0x${RECV_BITMAP_END_MARK.toString(16)}`,
+    );
+  }
+  const bits = new Uint8Array(end - 8);
+  for (let i = 0; i < bits.length; i++) bits[i] = view.getUint8(8 + i);
+  for (let page = pages; page < bits.length * 8; page++) {
+    if (((bits[page >> 3] ?? 0) >> (page & 7)) & 1) {
+      throw payloadError("recv-bitmap", `bit ${page} is set past the guest's ${pages} pages`);
+    }
+  }
+  return { pages, bits };
+}
+
+/** Writes a postcopy-resume payload (8 bytes). */
+export function encodePostcopyResume(view: DataView, pagesLeft: number): number {
+  view.setUint32(0, pagesLeft >>> 0, true);
+  view.setUint32(4, 0, true);
+  return 8;
+}
+
+/** Reads a postcopy-resume payload: the pages the source has left to send. */
+export function decodePostcopyResume(view: DataView): number {
+  exactly(view, 8, "postcopy-resume");
+  if (view.getUint32(4, true) !== 0) {
+    throw payloadError("postcopy-resume", "reserved field is not zero");
+  }
+  return view.getUint32(0, true);
+}
+
+/** Writes a resume-ack payload (8 bytes). */
+export function encodeResumeAck(view: DataView, rerequested: number): number {
+  view.setUint32(0, RESUME_ACK_VALUE, true);
+  view.setUint32(4, rerequested >>> 0, true);
+  return 8;
+}
+
+/** Reads a resume-ack payload: the pages the destination requested again. */
+export function decodeResumeAck(view: DataView): number {
+  exactly(view, 8, "resume-ack");
+  const value = view.getUint32(0, true);
+  if (value !== RESUME_ACK_VALUE) {
+    throw payloadError("resume-ack", `value ${value}, not ${RESUME_ACK_VALUE}`);
+  }
+  return view.getUint32(4, true);
 }

@@ -105,6 +105,19 @@ export class PostcopyGuest {
     return this.wroteFlag[page] === 1;
   }
 
+  /**
+   * Pages a vCPU requested that have not arrived: after a broken link is
+   * recovered they are requested again, since a request may have died with
+   * the link (QEMU's migrate_send_rp_req_pages_pending, migration/savevm.c).
+   */
+  awaitedPages(): number[] {
+    const pages: number[] = [];
+    for (let page = 0; page < this.pages; page++) {
+      if (this.requested[page] === 1 && this.present[page] === 0) pages.push(page);
+    }
+    return pages;
+  }
+
   /** Marks pages stale or never sent (the source's discard list): a vCPU faults on them. */
   discard(pages: Uint32Array): void {
     if (this.running) throw new Error("discard after the guest started");

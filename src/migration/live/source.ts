@@ -32,6 +32,7 @@ import type {
 } from "../precopy/types.js";
 import type { MigrationResult, MigrationRound } from "../stats.js";
 import { xbzrleCacheStats } from "../xbzrle-stats.js";
+import { retryDelayMs } from "./backoff.js";
 import { Deadline } from "./deadline.js";
 import { LiveConfigError, PeerError } from "./errors.js";
 import { FrameError, FrameType } from "./frame.js";
@@ -46,7 +47,9 @@ import {
   encodeError,
   encodeHello,
   encodePostcopyEnd,
+  encodePostcopyResume,
   encodePostcopyRun,
+  encodeRecoverHello,
   encodeVerifyEnd,
   MAX_DEVICE_STATE_BYTES,
   MAX_DIGESTS_PER_FRAME,
@@ -56,8 +59,13 @@ import {
   MAX_POSTCOPY_VCPUS,
   MAX_POSTCOPY_WRITE_RATE,
   MAX_RECORDS_PAYLOAD,
+  MAX_RECV_BITMAP_PAGES,
+  type PostcopyDone,
+  recvBitmapBytes,
 } from "./messages.js";
 import { idle, type Lane, PageSender, RECORD_LIST_PAGES } from "./page-sender.js";
+import { PostcopyBacklog } from "./postcopy-backlog.js";
+import { MAX_RECOVER_WAIT_MS, PostcopyRecovery, type PostcopyStatus } from "./postcopy-recovery.js";
 import { VcpuRunner } from "./vcpu-runner.js";
 
 /** Largest guest the live mode holds: both ends keep its bytes, often on one machine. */
@@ -78,8 +86,8 @@ const SEND_SLOTS = 4;
  * pages a channel of their own, postcopy-preempt, for the same reason).
  */
 const POSTCOPY_FRAME_PAGES = 64;
-/** Replies a source accepts are tiny. */
-const REPLY_MAX_PAYLOAD = 4096;
+/** Replies a source accepts are small; the largest is a 2 GiB guest's received-page bitmap (64 KiB). */
+const REPLY_MAX_PAYLOAD = recvBitmapBytes(MAX_RECV_BITMAP_PAGES);
 /** Staging slots per multifd channel: one frame built while the last one leaves. */
 const CHANNEL_SLOTS = 2;
 /** QEMU's default XBZRLE cache, 64 MiB (migration/options.c, DEFAULT_MIGRATE_XBZRLE_CACHE_SIZE). */
@@ -157,9 +165,19 @@ export interface LiveMigrationOptions {
    * Switch to post-copy after this many pre-copy passes (QEMU's
    * migrate-start-postcopy; default never): the guest then runs on the
    * destination, which pulls the pages it faults on while the rest are
-   * pushed. A broken connection after the switch loses the guest.
+   * pushed. A broken connection after the switch loses the guest, unless
+   * `postcopyRecoverMs` is given.
    */
   readonly postcopyAfter?: number;
+  /**
+   * QEMU's postcopy recovery: a connection that breaks during post-copy
+   * pauses it instead of failing it, and the source reconnects (retrying
+   * with backoff) for up to this many ms, then resumes from the
+   * destination's received-page bitmap (default 0: a break fails the run).
+   */
+  readonly postcopyRecoverMs?: number;
+  /** Called on each post-copy status change (QEMU's query-migrate status), when recovery is on. */
+  readonly onPostcopyStatus?: (status: PostcopyStatus) => void;
   /** Called as each round ends. */
   readonly onRound?: (round: MigrationRound) => void;
   /** Called after each pages frame with the bytes sent so far. */
@@ -512,7 +530,7 @@ export class LiveSource {
 class TcpTransport implements PrecopyTransport {
   readonly mode = "live-tcp" as const;
   private readonly where: string;
-  private readonly inbox = new Inbox();
+  private inbox = new Inbox();
   private readonly replyTimeoutMs: number;
   private readonly bucket: TokenBucket | undefined;
   private socket: Socket | undefined;
@@ -526,10 +544,12 @@ class TcpTransport implements PrecopyTransport {
   private closed = false;
   /** The multifd channels carry nothing more: one closing no longer fails the run. */
   private channelsDone = false;
-  /** The pages post-copy has to send, taken from the bitmap at the switch. */
-  private postcopyPages: Uint32Array | undefined;
-  /** Pages the destination requested, not yet sent again. */
-  private readonly urgent: number[] = [];
+  /** What post-copy has to send: built at the switch, kept across reconnects. */
+  private backlog: PostcopyBacklog | undefined;
+  /** The session id the hello announced; a reconnecting source names it again. */
+  private sessionId = 0;
+  /** Bytes put on main connections that were dropped since (post-copy recovery opens new ones). */
+  private retired = 0;
 
   constructor(
     private readonly source: LiveSource,
@@ -546,7 +566,7 @@ class TcpTransport implements PrecopyTransport {
   }
 
   get transferred(): number {
-    let bytes = this.main?.link.queued ?? 0;
+    let bytes = this.retired + (this.main?.link.queued ?? 0);
     for (const { lane } of this.channels) bytes += lane.link.queued;
     return bytes;
   }
@@ -558,32 +578,11 @@ class TcpTransport implements PrecopyTransport {
 
   async open(): Promise<void> {
     const options = this.options;
-    const wire = this.source.wire;
     const socket = await openConnection(options, this.replyTimeoutMs);
-    this.socket = socket;
-    const link = new Link(socket, this.bucket);
+    const { link, writer } = this.attach(socket);
     const inbox = this.inbox;
-    const reader = new FrameReader(
-      wire.layout.memory,
-      wire.kernel,
-      wire.replyStaging,
-      (frame) => inbox.take(frame),
-      REPLY_MAX_PAYLOAD,
-    );
-    socket.on("data", (chunk: Buffer) => {
-      try {
-        reader.push(chunk);
-      } catch (error) {
-        inbox.fail(error as Error);
-        link.fail(error as Error);
-      }
-    });
-    socket.on("close", () =>
-      inbox.fail(new LinkError(link.down?.message ?? "the connection closed")),
-    );
-    const writer = new FrameWriter(wire.layout.memory, wire.kernel, wire.sendSlots);
-    this.main = { link, writer, frames: 0, bytes: 0 };
     const sessionId = randomInt(2 ** 32 - 1);
+    this.sessionId = sessionId;
     const channels = options.multifdChannels ?? 0;
     const helloBytes = encodeHello(writer.payload(32), {
       guestBytes: this.source.options.guestBytes,
@@ -604,6 +603,47 @@ class TcpTransport implements PrecopyTransport {
     for (let index = 0; index < channels; index++) {
       await this.openChannel(sessionId, index, channels);
     }
+  }
+
+  /**
+   * Makes `socket` the main connection: a fresh link, frame writer and inbox
+   * (a reconnect after a post-copy break starts both sequences from 0).
+   */
+  private attach(socket: Socket): { link: Link; writer: FrameWriter } {
+    const wire = this.source.wire;
+    this.socket = socket;
+    const link = new Link(socket, this.bucket);
+    const inbox = new Inbox();
+    this.inbox = inbox;
+    const reader = new FrameReader(
+      wire.layout.memory,
+      wire.kernel,
+      wire.replyStaging,
+      (frame) => inbox.take(frame),
+      REPLY_MAX_PAYLOAD,
+    );
+    socket.on("data", (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+      } catch (error) {
+        inbox.fail(error as Error);
+        link.fail(error as Error);
+      }
+    });
+    socket.on("close", () =>
+      inbox.fail(new LinkError(link.down?.message ?? "the connection closed")),
+    );
+    const writer = new FrameWriter(wire.layout.memory, wire.kernel, wire.sendSlots);
+    this.main = { link, writer, frames: 0, bytes: 0 };
+    return { link, writer };
+  }
+
+  /** Drops the main connection; the bytes it carried stay counted. */
+  private detach(): void {
+    if (this.main) this.retired += this.main.link.queued;
+    this.socket?.destroy();
+    this.main = undefined;
+    this.socket = undefined;
   }
 
   /** Opens multifd channel `index`: its own connection, joined to the session by its first frame. */
@@ -715,18 +755,10 @@ class TcpTransport implements PrecopyTransport {
       // QEMU's discard (postcopy_each_ram_send_discard): the destination drops
       // what it holds of every page still pending, so its vCPUs fault on them.
       const pending = this.source.takePending();
-      this.postcopyPages = pending;
+      const backlog = new PostcopyBacklog(this.source.guest.pages, pending);
+      this.backlog = backlog;
       // The return path opens before the switch: a vCPU may fault before `resumed` is read here.
-      const guestPages = this.source.guest.pages;
-      this.inbox.onPageRequest = (first, count) => {
-        if (first + count > guestPages) {
-          throw new FrameError(
-            "payload",
-            `page-request frame: pages ${first} to ${first + count - 1} are outside the guest's ${guestPages} pages`,
-          );
-        }
-        for (let page = first; page < first + count; page++) this.urgent.push(page);
-      };
+      this.inbox.onPageRequest = (first, count) => backlog.request(first, count);
       discarded = pending.length;
       for (let at = 0; at < pending.length; at += MAX_DISCARD_PAGES) {
         const chunk = pending.subarray(at, at + MAX_DISCARD_PAGES);
@@ -771,83 +803,42 @@ class TcpTransport implements PrecopyTransport {
    * Post-copy (QEMU migration/ram.c, ram_save_queue_pages and the
    * postcopy-ram.c return path): pushes every page still pending in page
    * order, one pages frame at a time, each frame taking the pages the
-   * destination requested (MIG_RP_MSG_REQ_PAGES) first. A requested page is
-   * sent again even if it went already (it may be in flight), as QEMU does;
-   * the destination drops a page it has. Then post-copy's end, and the
-   * destination's counts. A failure here loses the guest: it is reported,
-   * never thrown, and the source's guest stays paused. The pre-copy time
-   * limit does not apply: giving up now would lose the guest, so only a
-   * broken link (or the destination's idle timeout) ends post-copy early.
+   * destination requested (MIG_RP_MSG_REQ_PAGES) first. Then post-copy's
+   * end, and the destination's counts. The pre-copy time limit does not
+   * apply: giving up now would lose the guest.
+   *
+   * A broken connection loses the guest, unless recovery is on
+   * (`postcopyRecoverMs`): post-copy then pauses, reconnects and resumes
+   * ({@link TcpTransport.recover}). A failure is reported, never thrown, and
+   * the source's guest stays paused.
    */
   async postcopy(_pendingPages: number, _untilMs: number): Promise<PostcopyOutcome> {
-    const { link, writer } = this.open_();
-    const pages = this.postcopyPages ?? new Uint32Array(0);
-    const guestPages = this.source.guest.pages;
-    const sent = new Uint8Array(guestPages);
-    const urgent = this.urgent;
+    const backlog =
+      this.backlog ?? new PostcopyBacklog(this.source.guest.pages, new Uint32Array(0));
+    const waitMs = this.options.postcopyRecoverMs ?? 0;
+    const recovery =
+      waitMs > 0
+        ? new PostcopyRecovery(() => this.clock.now(), this.options.onPostcopyStatus)
+        : undefined;
     const before = this.transferred;
-    let pushed = 0;
-    let unique = 0;
     let frames = 0;
-    let next = 0;
-    const kernel = this.source.wire.kernel;
     try {
-      let sending: Promise<void> | undefined;
-      for (;;) {
-        if (this.inbox.failed) throw this.inbox.failed;
-        // The last frame leaves before the next is built: requests that came
-        // meanwhile go in it, ahead of the background's pages.
-        await sending;
-        await writer.ready();
-        const list: number[] = [];
-        while (list.length < MAX_PAGES_PER_FRAME && urgent.length > 0) {
-          list.push(urgent.shift() as number);
+      let done: PostcopyDone | undefined;
+      while (!done) {
+        try {
+          frames += await this.push(backlog);
+          done = await this.endPostcopy(backlog);
+        } catch (error) {
+          // Only a broken link pauses: a bad frame or a peer's error ends the run.
+          if (!recovery || !(error instanceof LinkError)) throw error;
+          await this.recover(error, backlog, recovery, waitMs);
         }
-        while (list.length < POSTCOPY_FRAME_PAGES && next < pages.length) {
-          const page = pages[next++] as number;
-          if (sent[page] === 0) list.push(page);
-        }
-        if (list.length === 0) break;
-        const count = list.length;
-        const header = writer.payload(8 + count * 4);
-        header.setUint32(0, count, true);
-        header.setUint32(4, 0, true);
-        for (let i = 0; i < count; i++) {
-          const page = list[i] as number;
-          header.setUint32(8 + i * 4, page, true);
-          if (sent[page] === 0) {
-            sent[page] = 1;
-            unique++;
-          }
-        }
-        const listStart = writer.payloadStart + 8;
-        kernel.gather(
-          this.source.ram,
-          writer.staging,
-          listStart,
-          count,
-          writer.staging,
-          listStart + count * 4,
-        );
-        const frame = writer.sealInPlace(FrameType.pages, 8 + count * (4 + PAGE_BYTES));
-        sending = link.send(frame.wire, frame.sent);
-        sending.catch(() => {});
-        pushed += count;
-        frames++;
-        this.options.onProgress?.(this.transferred);
       }
-      await sending;
-      await link.send(
-        writer.seal(FrameType.postcopyEnd, encodePostcopyEnd(writer.payload(8), pushed)),
-      );
-      const { done } = await this.inbox.next(
-        "postcopyDone",
-        this.replyTimeoutMs,
-        "report the end of post-copy",
-      );
+      recovery?.end("completed", this.transferred);
       const faultWaitMs = done.vcpuBlocktime.reduce((a, b) => a + b, 0);
+      const counts = recovery?.counts();
       return {
-        pages: pushed,
+        pages: backlog.pushed,
         bytes: this.transferred - before,
         requests: done.requests,
         faultWaitMs,
@@ -856,18 +847,21 @@ class TcpTransport implements PrecopyTransport {
         missing: 0,
         failure: null,
         windows: frames,
-        summary: `${frames} pages frames: ${done.requests} pages requested by the destination's vCPUs (blocked ${done.vcpuBlocktime.map((ms) => ms.toFixed(1)).join(" + ")} ms of a ${done.phaseMs.toFixed(1)} ms phase), the rest pushed in the background`,
+        ...(counts ? { recovery: counts } : {}),
+        summary: `${frames} pages frames: ${done.requests} pages requested by the destination's vCPUs (blocked ${done.vcpuBlocktime.map((ms) => ms.toFixed(1)).join(" + ")} ms of a ${done.phaseMs.toFixed(1)} ms phase), the rest pushed in the background${counts && counts.pauses > 0 ? `; paused ${counts.pauses} times by a broken link (${counts.pausedMs.toFixed(0)} ms), resumed from the destination's bitmap with ${counts.pagesLeft.join(", ")} pages left` : ""}`,
       };
     } catch (error) {
-      const missing = pages.length - unique;
+      recovery?.end("failed", this.transferred);
+      const missing = backlog.missing;
       const failure = `${this.explain(error as Error, "post-copy")}: the guest ran on the destination since the switch and is lost there (${missing} pages never sent); the source keeps its paused copy as of the switch: resume it or migrate again`;
       const told = `migration failed at the source: ${failure}`;
       // A frame the destination got wrong leaves the socket up though the
       // link is marked failed: say why on it, then drop it.
       if (error instanceof FrameError) await this.refuse(told);
       else await this.cancel(told).catch(() => {});
+      const counts = recovery?.counts();
       return {
-        pages: pushed,
+        pages: backlog.pushed,
         bytes: this.transferred - before,
         requests: 0,
         faultWaitMs: 0,
@@ -876,10 +870,140 @@ class TcpTransport implements PrecopyTransport {
         missing,
         failure,
         windows: frames,
+        ...(counts ? { recovery: counts } : {}),
       };
     } finally {
       this.inbox.onPageRequest = undefined;
     }
+  }
+
+  /** Pushes the backlog on the main connection, requested pages first; returns the frames sent. */
+  private async push(backlog: PostcopyBacklog): Promise<number> {
+    const { link, writer } = this.open_();
+    const kernel = this.source.wire.kernel;
+    let frames = 0;
+    let sending: Promise<void> | undefined;
+    for (;;) {
+      if (this.inbox.failed) throw this.inbox.failed;
+      // The last frame leaves before the next is built: requests that came
+      // meanwhile go in it, ahead of the background's pages.
+      await sending;
+      await writer.ready();
+      const list = backlog.take(MAX_PAGES_PER_FRAME, POSTCOPY_FRAME_PAGES);
+      if (list.length === 0) break;
+      const count = list.length;
+      const header = writer.payload(8 + count * 4);
+      header.setUint32(0, count, true);
+      header.setUint32(4, 0, true);
+      for (let i = 0; i < count; i++) header.setUint32(8 + i * 4, list[i] as number, true);
+      const listStart = writer.payloadStart + 8;
+      kernel.gather(
+        this.source.ram,
+        writer.staging,
+        listStart,
+        count,
+        writer.staging,
+        listStart + count * 4,
+      );
+      const frame = writer.sealInPlace(FrameType.pages, 8 + count * (4 + PAGE_BYTES));
+      sending = link.send(frame.wire, frame.sent);
+      sending.catch(() => {});
+      frames++;
+      this.options.onProgress?.(this.transferred);
+    }
+    await sending;
+    return frames;
+  }
+
+  /** Post-copy's end frame, and the destination's counts. */
+  private async endPostcopy(backlog: PostcopyBacklog): Promise<PostcopyDone> {
+    const { link, writer } = this.open_();
+    await link.send(
+      writer.seal(FrameType.postcopyEnd, encodePostcopyEnd(writer.payload(8), backlog.pushed)),
+    );
+    const { done } = await this.inbox.next(
+      "postcopyDone",
+      this.replyTimeoutMs,
+      "report the end of post-copy",
+    );
+    return done;
+  }
+
+  /**
+   * Post-copy recovery, the source's side (QEMU migration/migration.c,
+   * postcopy_pause, then a `migrate` with resume=true): the broken
+   * connection is dropped and post-copy paused; the source keeps its guest
+   * and its backlog, and reconnects with the retry backoff until the
+   * destination listens again, for at most `waitMs`. A connection that
+   * breaks again during the exchange pauses again and retries.
+   *
+   * @throws LinkError when no recovery succeeded within `waitMs`; FrameError
+   * or PeerError when the destination answered wrongly or refused.
+   */
+  private async recover(
+    cause: LinkError,
+    backlog: PostcopyBacklog,
+    recovery: PostcopyRecovery,
+    waitMs: number,
+  ): Promise<void> {
+    recovery.pause(this.transferred);
+    this.detach();
+    const until = this.clock.now() + waitMs;
+    let last: Error = cause;
+    for (let retry = 1; ; retry++) {
+      const left = until - this.clock.now();
+      if (left <= 0) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(retryDelayMs(retry), left)));
+      if (this.clock.now() >= until) break;
+      try {
+        await this.resume(backlog, recovery, until);
+        return;
+      } catch (error) {
+        if (!(error instanceof LinkError)) throw error;
+        last = error;
+        if (recovery.current === "postcopy-recover") recovery.pause(this.transferred);
+        this.detach();
+      }
+    }
+    throw new LinkError(
+      `${cause.message}; post-copy paused and no recovery within ${waitMs} ms (last try: ${last.message})`,
+    );
+  }
+
+  /**
+   * One recovery attempt on a new connection (QEMU's handshake): the
+   * session named again, the destination's received-page bitmap
+   * (MIG_RP_MSG_RECV_BITMAP), the backlog rebuilt from it as every page not
+   * received (ram_dirty_bitmap_reload), the resume (MIG_CMD_POSTCOPY_RESUME)
+   * and its acknowledgement (MIG_RP_MSG_RESUME_ACK).
+   */
+  private async resume(
+    backlog: PostcopyBacklog,
+    recovery: PostcopyRecovery,
+    until: number,
+  ): Promise<void> {
+    const timeout = Math.max(1, Math.min(this.replyTimeoutMs, until - this.clock.now()));
+    const socket = await openConnection(this.options, timeout);
+    const { link, writer } = this.attach(socket);
+    recovery.recover();
+    const hello = encodeRecoverHello(writer.payload(8), {
+      sessionId: this.sessionId,
+      guestPages: backlog.guestPages,
+    });
+    await link.send(writer.seal(FrameType.recoverHello, hello));
+    const bitmap = await this.inbox.next(
+      "recvBitmap",
+      this.replyTimeoutMs,
+      "send its received-page bitmap",
+    );
+    const left = backlog.reload(bitmap.pages, bitmap.bits);
+    // The destination sends again, after its acknowledgement, what its vCPUs wait on.
+    this.inbox.onPageRequest = (first, count) => backlog.request(first, count);
+    await link.send(
+      writer.seal(FrameType.postcopyResume, encodePostcopyResume(writer.payload(8), left)),
+    );
+    const ack = await this.inbox.next("resumeAck", this.replyTimeoutMs, "acknowledge the resume");
+    recovery.resume(left, ack.rerequested, this.transferred);
   }
 
   async cancel(reason: string): Promise<void> {
@@ -977,7 +1101,8 @@ class TcpTransport implements PrecopyTransport {
 
   explain(error: Error, phase: string): string {
     const where = this.where;
-    const sent = this.main ? ` after ${formatBytes(this.transferred)} sent` : "";
+    const sent =
+      this.main || this.retired > 0 ? ` after ${formatBytes(this.transferred)} sent` : "";
     if (error instanceof FrameError && (error.kind === "foreign" || error.kind === "version")) {
       return `${where}: ${error.message}`;
     }
@@ -1061,6 +1186,15 @@ function checkMigration(options: LiveMigrationOptions, deviceStateBytes: number)
         `post-copy must start after at least 1 pre-copy pass, not ${options.postcopyAfter}`,
       );
     }
+  }
+  const recoverMs = options.postcopyRecoverMs;
+  if (
+    recoverMs !== undefined &&
+    !(Number.isSafeInteger(recoverMs) && recoverMs >= 0 && recoverMs <= MAX_RECOVER_WAIT_MS)
+  ) {
+    throw new LiveConfigError(
+      `post-copy recovery wait must be a whole number of ms from 0 to ${MAX_RECOVER_WAIT_MS}, not ${recoverMs}`,
+    );
   }
   if (options.xbzrle && channels > 0) {
     throw new LiveConfigError("XBZRLE does not work with multifd (as in QEMU): choose one");

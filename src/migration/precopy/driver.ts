@@ -213,6 +213,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       faultWaitMs: post?.faultWaitMs ?? 0,
       blocktime: post?.blocktime ?? 0,
       vcpuBlocktime: post?.vcpuBlocktime ?? [],
+      ...(post?.recovery ? { recovery: post.recovery } : {}),
       verified: state.verified,
       counters: transport.counters(),
       overLimit: state.overLimit,

@@ -6,7 +6,7 @@ import type {
   MigrationSummary,
   RoundDecision,
 } from "../stats.js";
-import type { PrecopyClock, Sent, TransportCounters } from "./types.js";
+import type { PostcopyRecoveryCounts, PrecopyClock, Sent, TransportCounters } from "./types.js";
 
 /** One round as the driver saw it. */
 export interface RoundFacts {
@@ -49,6 +49,8 @@ export interface RunFacts {
   readonly faultWaitMs: number;
   readonly blocktime: number;
   readonly vcpuBlocktime: readonly number[];
+  /** Post-copy recovery's counts, when it was on. */
+  readonly recovery?: PostcopyRecoveryCounts;
   readonly verified: boolean | null;
   readonly counters: TransportCounters;
   /** Clock time the migration ended, ms (verification excluded). */
@@ -141,6 +143,17 @@ export class RoundRecorder {
       "postcopy-requests": f.requests,
       "postcopy-blocktime": f.blocktime,
       "postcopy-vcpu-blocktime": f.vcpuBlocktime,
+      ...(f.recovery
+        ? {
+            "postcopy-recovery": {
+              pauses: f.recovery.pauses,
+              "paused-ms": f.recovery.pausedMs,
+              "rerequested-pages": f.recovery.rerequestedPages,
+              "pages-left": f.recovery.pagesLeft,
+              "bytes-after-resume": f.recovery.bytesAfterResume,
+            },
+          }
+        : {}),
       rounds: this.list.length,
       verified: f.verified,
       ...(c.multifd

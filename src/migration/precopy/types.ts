@@ -120,6 +120,22 @@ export interface PostcopyOutcome extends Sent {
   readonly windows: number;
   /** In words, what post-copy did (the round's reason); the driver words one when absent. */
   readonly summary?: string;
+  /** What post-copy recovery counted, when it was on. */
+  readonly recovery?: PostcopyRecoveryCounts;
+}
+
+/** What a run's post-copy recoveries counted (QEMU's postcopy-recover). */
+export interface PostcopyRecoveryCounts {
+  /** Times post-copy paused on a broken link. */
+  readonly pauses: number;
+  /** Time spent paused or recovering, ms. */
+  readonly pausedMs: number;
+  /** Pages the destination requested again at each resume (its vCPUs still waited on them). */
+  readonly rerequestedPages: number;
+  /** Pages left to send at each resume, from the destination's received-page bitmap. */
+  readonly pagesLeft: readonly number[];
+  /** Bytes put on the link after each resume, to post-copy's end. */
+  readonly bytesAfterResume: number;
 }
 
 /** The stop rule and its limits. */
