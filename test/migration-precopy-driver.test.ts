@@ -513,6 +513,44 @@ describe("post-copy", () => {
     expect(result.rounds.at(-1)?.reason).toBe("connection lost in post-copy");
   });
 
+  it("passes post-copy recovery's counts on to the summary, in QEMU's names", async () => {
+    const recovery = {
+      pauses: 2,
+      pausedMs: 340.5,
+      rerequestedPages: 6,
+      pagesLeft: [120, 45],
+      bytesAfterResume: 165 * PAGE,
+    };
+    const { result } = await run(
+      {
+        syncs: [400],
+        postcopy: {
+          pages: 400,
+          bytes: 400 * PAGE,
+          requests: 9,
+          faultWaitMs: 4,
+          blocktime: 1,
+          vcpuBlocktime: [1, 1],
+          missing: 0,
+          failure: null,
+          windows: 3,
+          recovery,
+        },
+      },
+      { postcopyAfterRounds: 1 },
+    );
+    expect(result.summary["postcopy-recovery"]).toEqual({
+      pauses: 2,
+      "paused-ms": 340.5,
+      "rerequested-pages": 6,
+      "pages-left": [120, 45],
+      "bytes-after-resume": 165 * PAGE,
+    });
+    // Without recovery there is no such block.
+    const plain = await run({ syncs: [400] }, { postcopyAfterRounds: 1 });
+    expect("postcopy-recovery" in plain.result.summary).toBe(false);
+  });
+
   it("a mismatch after the switch keeps the source paused", async () => {
     const { result, log } = await run(
       { syncs: [400], verify: "page 3 differs" },
