@@ -11,6 +11,7 @@ import {
 } from "../src/migration/live/messages.js";
 import { queryMigrateSummary } from "../src/migration/query-migrate.js";
 import type { MigrationSummary } from "../src/migration/stats.js";
+import { EMPTY_SUMMARY } from "./support/migration-summary.js";
 
 // Post-copy recovery's payloads byte by byte (docs/migration-live.md,
 // "Post-copy recovery"): each refusal names its frame and what was wrong,
@@ -98,33 +99,10 @@ describe("query-migrate of a run that recovered", () => {
       "bytes-after-resume": 5_570_560,
     };
     const summary = {
-      status: "completed",
-      reason: null,
+      ...EMPTY_SUMMARY,
       mode: "content",
       policy: "qemu",
-      transferred: 0,
-      remaining: 0,
-      total: 0,
-      duplicate: 0,
-      normal: 0,
-      "normal-bytes": 0,
-      "dirty-pages-rate": 0,
-      mbps: 0,
-      "pages-per-second": 0,
-      "dirty-sync-count": 0,
-      "precopy-bytes": 0,
-      "downtime-bytes": 0,
-      "postcopy-bytes": 0,
-      "expected-downtime": 0,
-      downtime: 0,
-      "setup-time": 0,
-      "total-time": 0,
-      "cpu-throttle-percentage": 0,
-      "xbzrle-cache": null,
-      "postcopy-remote-faults": 0,
-      "postcopy-fault-wait-ms": 0,
       "postcopy-recovery": recovery,
-      rounds: 3,
       verified: true,
     } satisfies MigrationSummary;
     const hvlab = queryMigrateSummary({ rounds: [], summary }, 4096).hvlab;

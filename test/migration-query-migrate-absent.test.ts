@@ -5,37 +5,10 @@
  */
 import { describe, expect, it } from "vitest";
 import { queryMigrateSummary } from "../src/migration/query-migrate.js";
-import type { MigrationRound, MigrationSummary } from "../src/migration/stats.js";
+import type { MigrationRound } from "../src/migration/stats.js";
+import { EMPTY_SUMMARY } from "./support/migration-summary.js";
 
-const SUMMARY = {
-  status: "completed",
-  reason: null,
-  mode: "metadata",
-  policy: "xen",
-  transferred: 0,
-  remaining: 0,
-  total: 0,
-  duplicate: 0,
-  normal: 0,
-  "normal-bytes": 0,
-  "dirty-pages-rate": 0,
-  mbps: 0,
-  "pages-per-second": 0,
-  "dirty-sync-count": 0,
-  "precopy-bytes": 0,
-  "downtime-bytes": 0,
-  "postcopy-bytes": 0,
-  "expected-downtime": 0,
-  downtime: 0,
-  "setup-time": 0,
-  "total-time": 0,
-  "cpu-throttle-percentage": 0,
-  "xbzrle-cache": null,
-  "postcopy-remote-faults": 0,
-  "postcopy-fault-wait-ms": 0,
-  rounds: 3,
-  verified: null,
-} satisfies MigrationSummary;
+const SUMMARY = EMPTY_SUMMARY;
 
 describe("what a run did not measure", () => {
   it("has no key under hvlab", () => {
