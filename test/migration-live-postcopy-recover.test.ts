@@ -1,7 +1,4 @@
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
-import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
 import { FrameType } from "../src/migration/live/frame.js";
 import {
   decodeRecoverHello,
@@ -11,7 +8,7 @@ import {
 import type { PostcopyStatus } from "../src/migration/live/postcopy-recovery.js";
 import type { LiveSource } from "../src/migration/live/source.js";
 import type { MigrationResult } from "../src/migration/stats.js";
-import { hvlabAsync as hvlab } from "./support/cli.js";
+import { hvlabAsync as hvlab, startHvlab } from "./support/cli.js";
 import { LivePostcopyRig } from "./support/live-postcopy.js";
 
 const MiB = 1024 ** 2;
@@ -171,15 +168,9 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
   }, 90_000);
 
   it("hvlab migrate --to --postcopy-recover: the source reconnects after a cut and the JSON counts the pause", async () => {
-    const reports: DestinationReport[] = [];
-    const server = await DestinationServer.listen({
-      port: 0,
-      sessions: 0,
-      postcopyRecoverMs: RECOVER_MS,
-      onSession: (report) => reports.push(report),
-    });
-    rig.adopt(server);
-    const link = await rig.proxy(server.address.port);
+    const dest = await rig.destination({ postcopyRecoverMs: RECOVER_MS });
+    const reports = dest.reports;
+    const link = await rig.proxy(dest.port);
     const running = hvlab([
       "migrate",
       "--to",
@@ -202,7 +193,7 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
     ]);
     // Pass 1 lands every page once: more than that is post-copy under way.
     const guestPages = (8 * MiB) / PAGE;
-    while (server.pagesReceiving < guestPages + 64) {
+    while (dest.server.pagesReceiving < guestPages + 64) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     link.cut(300);
@@ -227,26 +218,12 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
   }, 90_000);
 
   it("hvlab migrate --listen --postcopy-recover: the destination waits for its source, resumes and completes", async () => {
-    const bin = new URL("../bin/hvlab.js", import.meta.url).pathname;
-    const child = spawn(
-      process.execPath,
-      [bin, "migrate", "--listen", "0", "--postcopy-recover", String(RECOVER_MS)],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const exited = once(child, "exit");
+    const run = startHvlab(["migrate", "--listen", "0", "--postcopy-recover", String(RECOVER_MS)]);
     try {
-      while (!/listening on 127\.0\.0\.1:\d+/.test(stdout)) {
+      while (!/listening on 127\.0\.0\.1:\d+/.test(run.output.stdout)) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(stdout)?.[1]);
+      const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(run.output.stdout)?.[1]);
       const link = await rig.proxy(port);
       const statuses: PostcopyStatus[] = [];
       const result = await migrate(
@@ -259,27 +236,22 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
       expect(result.summary.verified).toBe(true);
       expect(statuses).toContain("postcopy-paused");
       expect(result.summary["postcopy-recovery"]?.pauses).toBe(1);
-      const [code] = await exited;
+      const code = await run.exited;
       // The destination command saw one migration, completed: the pause did not end it.
-      expect(stderr).toBe("");
-      expect(stdout).toMatch(
+      expect(run.output.stderr).toBe("");
+      expect(run.output.stdout).toMatch(
         /migration 1 from 127\.0\.0\.1:\d+ completed: 8\.0 MiB guest, .* every page verified/,
       );
       expect(code).toBe(0);
     } finally {
-      child.kill();
+      run.child.kill();
     }
   }, 90_000);
 
   it("a source that reconnects to a destination without recovery is told nothing is paused there", async () => {
-    const reports: DestinationReport[] = [];
-    const server = await DestinationServer.listen({
-      port: 0,
-      sessions: 0,
-      onSession: (report) => reports.push(report),
-    });
-    rig.adopt(server);
-    const link = await rig.proxy(server.address.port);
+    const dest = await rig.destination();
+    const reports = dest.reports;
+    const link = await rig.proxy(dest.port);
     const result = await migrate(
       rig.source(),
       link.port,
@@ -296,14 +268,9 @@ describe("post-copy recovery over TCP (QEMU's postcopy-recover)", () => {
   }, 90_000);
 
   it("without recovery a cut still loses the guest on both sides (the default is unchanged)", async () => {
-    const reports: DestinationReport[] = [];
-    const server = await DestinationServer.listen({
-      port: 0,
-      sessions: 0,
-      onSession: (report) => reports.push(report),
-    });
-    rig.adopt(server);
-    const link = await rig.proxy(server.address.port);
+    const dest = await rig.destination();
+    const reports = dest.reports;
+    const link = await rig.proxy(dest.port);
     const s = rig.source();
     const result = await s.migrate({
       host: "127.0.0.1",

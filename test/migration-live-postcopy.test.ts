@@ -1,10 +1,8 @@
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
 import { FrameType } from "../src/migration/live/frame.js";
 import { decodeHello, encodeAccept, encodePageRequest } from "../src/migration/live/messages.js";
 import type { MigrationResult, MigrationRound } from "../src/migration/stats.js";
-import { hvlabAsync as hvlab } from "./support/cli.js";
+import { hvlabAsync as hvlab, startHvlab } from "./support/cli.js";
 import { LivePostcopyRig } from "./support/live-postcopy.js";
 
 const rig = new LivePostcopyRig();
@@ -223,42 +221,29 @@ describe("post-copy over TCP", () => {
 
   it("SIGUSR2 to hvlab migrate-live --to is migrate-start-postcopy", async () => {
     const dest = await rig.destination();
-    const bin = new URL("../bin/hvlab.js", import.meta.url).pathname;
-    const child = spawn(
-      process.execPath,
-      [
-        bin,
-        "migrate-live",
-        "--to",
-        `127.0.0.1:${dest.port}`,
-        "--guest",
-        "8MiB",
-        "--workload",
-        "uniform",
-        "--rate",
-        "4000",
-        "--max-bandwidth",
-        "4MiB",
-        "--json",
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const exited = once(child, "exit");
+    const run = startHvlab([
+      "migrate-live",
+      "--to",
+      `127.0.0.1:${dest.port}`,
+      "--guest",
+      "8MiB",
+      "--workload",
+      "uniform",
+      "--rate",
+      "4000",
+      "--max-bandwidth",
+      "4MiB",
+      "--json",
+    ]);
     // The signal goes once the migration is under way (its hello reached the destination).
     while (!dest.server.receiving) await new Promise((resolve) => setTimeout(resolve, 20));
-    child.kill("SIGUSR2");
-    const [code] = await exited;
-    expect(stderr).toMatch(/SIGUSR2: switching to post-copy at the end of this pre-copy pass/);
+    run.child.kill("SIGUSR2");
+    const code = await run.exited;
+    expect(run.output.stderr).toMatch(
+      /SIGUSR2: switching to post-copy at the end of this pre-copy pass/,
+    );
     expect(code).toBe(0);
-    const out = JSON.parse(stdout) as { rounds: { hvlab: { phase: string } }[] };
+    const out = JSON.parse(run.output.stdout) as { rounds: { hvlab: { phase: string } }[] };
     expect(out.rounds.map((r) => r.hvlab.phase)).toEqual(["precopy", "stop-and-copy", "postcopy"]);
     expect((await dest.nextReport()).status).toBe("completed");
   }, 60_000);

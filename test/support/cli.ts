@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { join } from "node:path";
 
@@ -41,6 +41,39 @@ export function requireTool(tool: string): boolean {
   return false;
 }
 
+/** A started `hvlab` command: its process, what it has printed so far, and its exit. */
+export interface StartedHvlab {
+  readonly child: ChildProcess;
+  readonly output: { stdout: string; stderr: string };
+  readonly exited: Promise<number | null>;
+}
+
+/**
+ * Starts the built `hvlab` command and collects its output while it runs,
+ * for tests that talk to it (or signal it) before it ends.
+ */
+export function startHvlab(
+  args: readonly string[],
+  env: Readonly<Record<string, string>> = {},
+  timeoutMs = 300_000,
+): StartedHvlab {
+  const bin = join(import.meta.dirname, "..", "..", "bin", "hvlab.js");
+  const child = spawn(process.execPath, [bin, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+    timeout: timeoutMs,
+  });
+  const output = { stdout: "", stderr: "" };
+  child.stdout?.on("data", (chunk: Buffer) => {
+    output.stdout += chunk.toString();
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    output.stderr += chunk.toString();
+  });
+  const exited = once(child, "exit").then(([code]) => code as number | null);
+  return { child, output, exited };
+}
+
 /**
  * Runs the built `hvlab` command to its end without blocking the event loop,
  * for tests that serve sockets in this process meanwhile.
@@ -50,20 +83,7 @@ export async function hvlabAsync(
   env: Readonly<Record<string, string>> = {},
   timeoutMs = 300_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const bin = join(import.meta.dirname, "..", "..", "bin", "hvlab.js");
-  const child = spawn(process.execPath, [bin, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
-    timeout: timeoutMs,
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString();
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const [code] = (await once(child, "exit")) as [number | null];
-  return { code, stdout, stderr };
+  const run = startHvlab(args, env, timeoutMs);
+  const code = await run.exited;
+  return { code, ...run.output };
 }

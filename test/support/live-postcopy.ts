@@ -28,6 +28,9 @@ const MiB = 1024 ** 2;
 export interface TestDestination {
   readonly port: number;
   readonly server: DestinationServer;
+  /** Every session's report so far, in the order the sessions ended. */
+  readonly reports: readonly DestinationReport[];
+  /** The next report {@link TestDestination.nextReport} has not handed out, waited for if need be. */
   nextReport(): Promise<DestinationReport>;
 }
 
@@ -75,6 +78,7 @@ export class LivePostcopyRig {
 
   /** A destination serving any number of sessions (`options` added to that). */
   async destination(options: Partial<DestinationOptions> = {}): Promise<TestDestination> {
+    const all: DestinationReport[] = [];
     const reports: DestinationReport[] = [];
     const waiting: ((report: DestinationReport) => void)[] = [];
     const server = await DestinationServer.listen({
@@ -82,6 +86,7 @@ export class LivePostcopyRig {
       sessions: 0,
       ...options,
       onSession: (report) => {
+        all.push(report);
         const wake = waiting.shift();
         if (wake) wake(report);
         else reports.push(report);
@@ -91,17 +96,12 @@ export class LivePostcopyRig {
     return {
       port: server.address.port,
       server,
+      reports: all,
       nextReport: () => {
         const ready = reports.shift();
         return ready ? Promise.resolve(ready) : new Promise((resolve) => waiting.push(resolve));
       },
     };
-  }
-
-  /** Closes `server` with the rig: a destination a test started itself. */
-  adopt(server: DestinationServer): DestinationServer {
-    this.servers.push(server);
-    return server;
   }
 
   /** An 8 MiB guest whose 2 vCPUs write uniformly: most pages are dirty again by the end of pass 1. */
