@@ -13,8 +13,13 @@ function bitmapOf(task: { bitmap: MarkPagesTask["bitmap"] }): DirtyBitmap {
 
 function markPages(context: KernelContext, task: MarkPagesTask): MarkResult {
   const bitmap = bitmapOf(task);
+  // Validate before the gate, so a bad task fails alone rather than at the gate.
+  if (task.count > 0 && task.step < 1) {
+    // A step of 0 or less would mark one page over and over.
+    throw new RangeError(`mark-pages: page step must be at least 1, not ${task.step}`);
+  }
   const last = task.first + (task.count - 1) * task.step;
-  if (task.count > 0 && (task.step < 1 || last >= bitmap.pages)) {
+  if (task.count > 0 && last >= bitmap.pages) {
     throw new RangeError(`mark-pages: pages ${task.first}..${last} pass the bitmap's end`);
   }
   passGate(context.memory, task.gate);
