@@ -1,4 +1,12 @@
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import {
+  closeSync,
+  ftruncateSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
@@ -21,6 +29,21 @@ const KEY = 0x11n;
 const LUN_BYTES = 16 << 20;
 const dir = mkdtempSync(join(tmpdir(), "hvlab-csv-iothread-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Whether this file system refuses a write at 4 PiB (EFBIG), as ext4 does past 16 TiB. */
+function refusesPastMaxBytes(): boolean {
+  const probe = join(dir, "max-bytes-probe");
+  const fd = openSync(probe, "w");
+  try {
+    writeSync(fd, new Uint8Array(4096), 0, 4096, 2 ** 52);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EFBIG";
+  } finally {
+    closeSync(fd);
+    rmSync(probe, { force: true });
+  }
+}
 
 /** A LUN of zeros with node-1 registered under KEY and node-2 holding the reservation, published. */
 class Cluster {
@@ -300,6 +323,49 @@ describe("a node's I/O threads", () => {
       if (s.cause === "halted") expect(s.reason).toBe("another part of the batch stopped");
       else expect(s).toMatchObject({ status: "failed", code: "ENOSPC" });
   });
+
+  it.skipIf(!refusesPastMaxBytes())(
+    "a part that fails midway stops the other parts before their next write, and they report what they acknowledged",
+    async () => {
+      // Part 1 writes past the largest file the file system holds (EFBIG); parts 0 and 2 write below.
+      const far = 2 ** 52;
+      const cluster = new Cluster();
+      const threads = new LunIoThreads(cluster.lun, cluster.board, false, far + LUN_BYTES, 3);
+      open.push({ cluster, thread: threads });
+      // Every thread started and holding its descriptors before the batch that is timed.
+      await threads.write(KEY, numbered(3, 4096));
+      const per = 4000;
+      const low = numbered(per, 4096);
+      const high = low.map((w, k) => ({ lunOffset: far + k * 4096, data: w.data }));
+      const again = low.map((w, k) => ({ lunOffset: (per + k) * 4096, data: w.data }));
+      const result = await threads.write(KEY, [...low, ...high, ...again]);
+      expect(result.stops[1]).toMatchObject({
+        at: per,
+        status: "failed",
+        cause: "io",
+        code: "EFBIG",
+      });
+      expect(result.acknowledged.slice(per, 2 * per).some(Boolean)).toBe(false);
+      // The other parts stopped on the stop word, long before their ends.
+      for (const [part, stop] of [result.stops[0], result.stops[2]].entries()) {
+        expect(stop, `part ${2 * part}`).toMatchObject({
+          cause: "halted",
+          reason: "another part of the batch stopped",
+        });
+        const from = 2 * part * per;
+        const acked = result.acknowledged.slice(from, from + per).filter(Boolean).length;
+        expect(stop?.at).toBe(from + acked);
+        expect(acked).toBeLessThan(per);
+      }
+      // What they acknowledged landed; nothing after their stops.
+      const lun = cluster.bytes();
+      for (const [k, ok] of result.acknowledged.entries()) {
+        if (k >= per && k < 2 * per) continue;
+        const at = (k < per ? k : k - per) * 4096;
+        if (ok) expect(lun[at], `write ${k}`).toBe(((k % per) % 255) + 1);
+      }
+    },
+  );
 
   it("refuses bad arguments before any part is issued", async () => {
     const { cluster, threads } = group(2);
