@@ -66,8 +66,9 @@ const MiB = 1024 * KiB;
 /** Bytes of one direct write: a VM's large sequential I/O. */
 const CHUNK = 256 * KiB;
 /**
- * Direct writes each node keeps in flight: libuv's four threads, which run
- * them (a node issues no more than its thread pool starts at once).
+ * Direct writes each node keeps in flight: its four I/O threads, as many
+ * as libuv's pool has (a node starts one per pool thread), which ran its
+ * writes before them and still runs them with `batch: false`.
  */
 const QUEUE_DEPTH = 4;
 /** Nodes in the direct I/O case; the one-process peer keeps as many writes in flight as they do together. */
@@ -478,7 +479,7 @@ export const suite: BenchSuite = {
           }
       };
       cases.push({
-        case: `direct I/O ${direct ? "unbuffered (O_DIRECT)" : "buffered (page cache)"}: ${IO_NODES} nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, each node's back to back on its I/O thread (one process: ${IO_NODES * QUEUE_DEPTH} in flight)`,
+        case: `direct I/O ${direct ? "unbuffered (O_DIRECT)" : "buffered (page cache)"}: ${IO_NODES} nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, ${QUEUE_DEPTH} in flight per node, each back to back on its own I/O thread (${IO_NODES * QUEUE_DEPTH} in all, as the one process)`,
         opsPerCall: 1,
         bytesPerOp: 4 * perNode,
         // 16 calls of each: a call's time swings with the host's disk and
