@@ -16,7 +16,7 @@ import {
   parseFailoverRequest,
   parseObject,
 } from "./control.js";
-import { DirectLun } from "./direct-lun.js";
+import { DirectLun, threadPoolSize } from "./direct-lun.js";
 import { VolumeFileError, VolumeRangeError } from "./errors.js";
 import { batchStopError, chunksAcknowledged, chunkWrites, type FileChunk } from "./file-batch.js";
 import { type FileWritten, parseFileWrite, runFileWrite } from "./file-write.js";
@@ -1002,8 +1002,9 @@ export class ClusterNode {
    * stopped by the fence rejects with RESERVATION CONFLICT, one stopped by
    * an I/O error with DirectWriteError, each counting the chunks
    * acknowledged before it. Chunks the batch could not take (the path cut
-   * or halted under it, or a node without a path of its own) go one at a
-   * time through {@link writeFile}, redirected while the path is cut.
+   * or halted under it, or a node without a path of its own) go through
+   * {@link writeFile}, as many at once as the node has I/O threads,
+   * redirected while the path is cut.
    */
   async writeFileBatch(file: FileMap, chunks: readonly FileChunk[]): Promise<void> {
     let left: readonly FileChunk[] = chunks;
@@ -1033,7 +1034,13 @@ export class ClusterNode {
         if (!(error instanceof PathCutError)) throw error;
       }
     }
-    for (const c of left) await this.writeFile(file, c.offset, c.data);
+    // As many in flight as the I/O threads would have kept (redirected ones are metered by the link).
+    let next = 0;
+    const writer = async () => {
+      for (let c = left[next++]; c !== undefined; c = left[next++])
+        await this.writeFile(file, c.offset, c.data);
+    };
+    await Promise.all(Array.from({ length: Math.min(threadPoolSize(), left.length) }, writer));
   }
 
   /**
