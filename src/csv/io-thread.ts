@@ -17,9 +17,9 @@ import type { BatchOutcome } from "./fenced-batch.js";
  * The thread is a plain worker_threads Worker, not a slot in the project's
  * piscina pool (KernelPool): a KernelPool's workers are built for the wasm
  * engines (each holds the engine's shared memory and compiles every kernel
- * at start, and reserves its isolate's address space), where this thread
- * holds two descriptors and runs no kernel; and the batch must run on one
- * thread that keeps them, not on whichever worker is free.
+ * at start), where this thread holds two descriptors and runs no kernel;
+ * and a batch's part must run on the thread that keeps them, not on
+ * whichever worker is free.
  */
 
 /** Writes in one batch at most. */
