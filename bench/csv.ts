@@ -5,7 +5,9 @@
  * - direct I/O: four `hvlab csv node` processes, each on its own path to
  *   the LUN (`--lun`: pread/pwrite at the file's extents, fenced by the
  *   target's registration board), write their files all at once when asked
- *   on their control sockets (`file-write`), four writes in flight each;
+ *   on their control sockets (`file-write`), each node's writes back to
+ *   back on its I/O thread, fenced there (and, for comparison, one at a
+ *   time through the event loop's fence with four in flight each);
  *   against the same extents written through the target over four TCP
  *   loopback connections (an iSCSI-style path), the same writes at the same
  *   LUN offsets by one process straight to the LUN file with as many in
@@ -64,8 +66,9 @@ const MiB = 1024 * KiB;
 /** Bytes of one direct write: a VM's large sequential I/O. */
 const CHUNK = 256 * KiB;
 /**
- * Direct writes each node keeps in flight: libuv's four threads, which run
- * them (a node issues no more than its thread pool starts at once).
+ * Direct writes each node keeps in flight: its four I/O threads, as many
+ * as libuv's pool has (a node starts one per pool thread), which ran its
+ * writes before them and still runs them with `batch: false`.
  */
 const QUEUE_DEPTH = 4;
 /** Nodes in the direct I/O case; the one-process peer keeps as many writes in flight as they do together. */
@@ -376,13 +379,20 @@ export const suite: BenchSuite = {
         fillPattern(chunk, s);
         sharedChunk.set(chunk);
       };
-      const nodesFileWrite = async () => {
+      const nodesFileWrite = async (batch = true) => {
         const done = await Promise.all(
           [...io.nodes.keys()].map((id) =>
             controlNode(
               controlOf(id),
               "file-write",
-              { name: `vm-${id}.vhd`, bytes: perNode, bs: CHUNK, iodepth: QUEUE_DEPTH, seed },
+              {
+                name: `vm-${id}.vhd`,
+                bytes: perNode,
+                bs: CHUNK,
+                iodepth: QUEUE_DEPTH,
+                seed,
+                batch,
+              },
               120_000,
             ),
           ),
@@ -396,6 +406,8 @@ export const suite: BenchSuite = {
       };
       // The four nodes' I/O together: the earliest first write to the latest acknowledgement.
       const nodesWrite = async () => ioTime(joinSpans(await nodesFileWrite()));
+      // The same, each write on its own through the event loop's fence and libuv's pool (batch: false).
+      const nodesWriteEach = async () => ioTime(joinSpans(await nodesFileWrite(false)));
       // The same, timed from the control requests sent to the last reply (each node's open included).
       const nodesRequest = async () => {
         await nodesFileWrite();
@@ -467,7 +479,7 @@ export const suite: BenchSuite = {
           }
       };
       cases.push({
-        case: `direct I/O ${direct ? "unbuffered (O_DIRECT)" : "buffered (page cache)"}: ${IO_NODES} nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, ${QUEUE_DEPTH} in flight per node (${IO_NODES * QUEUE_DEPTH} in all, as the one process)`,
+        case: `direct I/O ${direct ? "unbuffered (O_DIRECT)" : "buffered (page cache)"}: ${IO_NODES} nodes x ${perNode / MiB} MiB in ${CHUNK / KiB} KiB writes, ${QUEUE_DEPTH} in flight per node, each back to back on its own I/O thread (${IO_NODES * QUEUE_DEPTH} in all, as the one process)`,
         opsPerCall: 1,
         bytesPerOp: 4 * perNode,
         // 16 calls of each: a call's time swings with the host's disk and
@@ -487,6 +499,10 @@ export const suite: BenchSuite = {
         impls: [
           { impl: "hvlab 4 node processes, each on its own path to the LUN", fn: nodesWrite },
           {
+            impl: `hvlab 4 node processes, one write at a time through the event loop's fence, ${QUEUE_DEPTH} in flight on libuv's pool (file-write batch: false)`,
+            fn: nodesWriteEach,
+          },
+          {
             impl: "hvlab 4 node processes, whole control request (the file's open and the reply included)",
             fn: nodesRequest,
           },
@@ -502,6 +518,9 @@ export const suite: BenchSuite = {
           stamp(1);
           await nodesWrite();
           readBack(1);
+          stamp(5);
+          await nodesWriteEach();
+          readBack(5);
           stamp(2);
           await processWrite();
           readBack(2);

@@ -26,6 +26,7 @@ describe("bench csv", () => {
       ]);
       expect(prepared.cases[0]?.impls.map((i) => i.impl)).toEqual([
         "hvlab 4 node processes, each on its own path to the LUN",
+        "hvlab 4 node processes, one write at a time through the event loop's fence, 4 in flight on libuv's pool (file-write batch: false)",
         "hvlab 4 node processes, whole control request (the file's open and the reply included)",
         "4 target connections over TCP loopback (iSCSI-style path)",
         "one process straight to the LUN file",
@@ -34,7 +35,7 @@ describe("bench csv", () => {
       ]);
       // Like with like: the one process keeps as many writes in flight as the four nodes together.
       expect(prepared.cases[0]?.case).toMatch(
-        /4 in flight per node \(16 in all, as the one process\)/,
+        /4 in flight per node, each back to back on its own I\/O thread \(16 in all, as the one process\)/,
       );
       expect(prepared.cases[1]?.impls.map((i) => i.impl)).toEqual([
         "hvlab redirected (path cut) through the coordinator",
@@ -57,6 +58,7 @@ describe("bench csv", () => {
       const impls = prepared.cases[0]?.impls ?? [];
       for (const name of [
         "hvlab 4 node processes, each on its own path to the LUN",
+        "hvlab 4 node processes, one write at a time through the event loop's fence, 4 in flight on libuv's pool (file-write batch: false)",
         "one process straight to the LUN file",
       ]) {
         const impl = impls.find((i) => i.impl === name);

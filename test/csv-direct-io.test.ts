@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { threadPoolSize } from "../src/csv/direct-lun.js";
 import {
   FileWriteArgumentError,
   MAX_FILE_WRITE_BS,
@@ -189,6 +190,63 @@ describe("csv direct I/O on the node's own path", () => {
     }
   }, 30_000);
 
+  it("writes a batch of chunks on the node's I/O threads, counted once each, none through the target", async () => {
+    const node = await soloNode(4);
+    const f = (await node.metadata({ op: "create", name: "batch.vhd", size: 1 << 20 })) as FileMap;
+    const mark = targetWrites.length;
+    // More chunks than threads, one of them cut where a cluster ends.
+    const chunks = Array.from({ length: 9 }, (_, k) => ({
+      offset: k * 12_289,
+      data: pattern(12_289, 40 + k),
+    }));
+    await node.writeFileBatch(f, chunks);
+    expect(dataThroughTarget(mark)).toEqual([]);
+    for (const c of chunks)
+      expect(Buffer.from(await onLun(f, c.offset, c.data.length)).equals(c.data)).toBe(true);
+    expect(node.io).toMatchObject({ directWrites: 9, writes: 9, bytesWritten: 9 * 12_289 });
+    node.stop();
+  }, 30_000);
+
+  it("a preempted node's batch is refused whole with RESERVATION CONFLICT, none acknowledged, no byte on the LUN", async () => {
+    const node = await soloNode(5);
+    const f = (await node.metadata({
+      op: "create",
+      name: "batch-fenced.vhd",
+      size: 64 << 10,
+    })) as FileMap;
+    const first = pattern(16_384, 5);
+    await node.writeFileBatch(f, [{ offset: 0, data: first }]);
+    const survivor = await TargetClient.connect(targetPort, "survivor-batch");
+    try {
+      await survivor.register(0x97n);
+      await survivor.reserveOut(
+        ServiceAction.preempt,
+        ReservationType.writeExclusiveRegistrantsOnly,
+        0x97n,
+        BigInt(node.status().key),
+      );
+      const written = node.io.directWrites;
+      await expect(
+        node.writeFileBatch(f, [
+          { offset: 0, data: pattern(8192, 6) },
+          { offset: 8192, data: pattern(8192, 7) },
+        ]),
+      ).rejects.toThrow(
+        /^WRITE of 8192 bytes at \d+ on .*: key 0x[0-9a-f]+ is not registered \(PRgeneration \d+\): the LUN is reserved; 0 of 2 chunks acknowledged; the batch stopped/,
+      );
+      expect(node.io.directWrites).toBe(written);
+      expect(await onLun(f, 0, 16_384)).toEqual(first);
+    } finally {
+      await survivor.reserveOut(
+        ServiceAction.release,
+        ReservationType.writeExclusiveRegistrantsOnly,
+        0x97n,
+      );
+      survivor.close();
+      node.stop();
+    }
+  }, 30_000);
+
   it("refuses to start on a path that is not the LUN the target serves", async () => {
     const other = join(dir, "other.img");
     copyFileSync(lunPath, other);
@@ -263,6 +321,35 @@ describe.skipIf(unbufferedRefusal !== undefined)(
       expect(Buffer.from(await onLun(f, 70_003, odd.length)).equals(odd)).toBe(true);
       expect(Buffer.from(await node.readFile(f, 70_003, odd.length)).equals(odd)).toBe(true);
       node.stop();
+      expect(directDescriptorsOn(lunPath)).toBe(before);
+    }, 30_000);
+
+    it("a batch of chunks on the I/O threads, aligned and not, lands unbuffered; the threads' descriptors close with the node", async () => {
+      const before = directDescriptorsOn(lunPath);
+      const node = await soloNode(14, lunPath, true);
+      const f = (await node.metadata({
+        op: "create",
+        name: "unbuf-batch.vhd",
+        size: 1 << 20,
+      })) as FileMap;
+      const mark = targetWrites.length;
+      // Whole clusters go straight from memory; an odd chunk at an odd offset is bounced on its thread.
+      const chunks = [
+        { offset: 0, data: pattern(64 << 10, 21) },
+        { offset: 64 << 10, data: pattern(64 << 10, 22) },
+        { offset: 200_003, data: pattern(70_001, 23) },
+      ];
+      await node.writeFileBatch(f, chunks);
+      // Each I/O thread holds its own O_DIRECT descriptor of the LUN.
+      expect(directDescriptorsOn(lunPath)).toBe(before + 2 + threadPoolSize());
+      expect(dataThroughTarget(mark)).toEqual([]);
+      for (const c of chunks)
+        expect(Buffer.from(await onLun(f, c.offset, c.data.length)).equals(c.data)).toBe(true);
+      expect(node.io.directWrites).toBe(3);
+      node.stop();
+      const until = performance.now() + 10_000;
+      while (directDescriptorsOn(lunPath) !== before && performance.now() < until)
+        await new Promise((r) => setTimeout(r, 20));
       expect(directDescriptorsOn(lunPath)).toBe(before);
     }, 30_000);
 

@@ -175,6 +175,31 @@ describe("csv redirected access", () => {
     }
   }, 60_000);
 
+  it("a batch of chunks on a node whose path is cut goes through the coordinator, every chunk once", async () => {
+    const [one, two] = nodes as [ClusterNode, ClusterNode];
+    const f = await two.metadata({ op: "create", name: "vm2-batch.vhd", size: 1 << 20 });
+    if (!f) throw new Error("create returned no map");
+    const count = (event: string) => events.filter((e) => e.event === event && e.node === 2).length;
+    const redirectedBefore = count("redirected");
+    const directBefore = count("direct");
+    two.cutPath("test");
+    await seen("node 2 redirected again", () => count("redirected") > redirectedBefore);
+    const before = { ...two.io };
+    const served = one.io.servedRedirected;
+    const chunks = Array.from({ length: 6 }, (_, k) => ({
+      offset: k * 16_384,
+      data: pattern(20 + k, 16_384),
+    }));
+    await two.writeFileBatch(f, chunks);
+    expect(two.io.redirectedWrites - before.redirectedWrites).toBe(6);
+    expect(two.io.directWrites).toBe(before.directWrites);
+    expect(one.io.servedRedirected - served).toBe(6);
+    for (const c of chunks)
+      expect(Buffer.from(await two.readFile(f, c.offset, c.data.length)).equals(c.data)).toBe(true);
+    await two.restorePath();
+    await seen("node 2 direct again", () => count("direct") > directBefore);
+  }, 60_000);
+
   it("a backup window on the coordinator sends every other node's I/O through it until it closes", async () => {
     const [one, two] = nodes as [ClusterNode, ClusterNode];
     expect(() => two.setBackup(true)).toThrow(/node 2 is not the coordinator \(node 1 is\)/);

@@ -1,5 +1,7 @@
 import { FdFile, openFlags } from "../storage/block-file.js";
 import { DirectFile, directFlag } from "../storage/direct-file.js";
+import type { LunWrite } from "./io-thread.js";
+import { type BatchResult, LunIoThreads } from "./io-threads.js";
 import { checkLunRange, type Lun, readLunRange } from "./lun.js";
 import { BoardReader } from "./registration-board.js";
 import { parseSuperblock } from "./superblock.js";
@@ -77,6 +79,10 @@ export class DirectLun implements Lun {
   private readonly fence: WriteFence;
   /** Buffers the kernel refused for an unbuffered request from the thread pool: they go through the bounce. */
   private readonly refused = new WeakSet<ArrayBufferLike>();
+  /** The threads that run batches of writes, started by the first batch. */
+  private threads: LunIoThreads | undefined;
+  /** Whether the node has halted this path's writes ({@link halt}). */
+  private halted = false;
 
   private constructor(
     private readonly file: FdFile | DirectFile,
@@ -86,6 +92,8 @@ export class DirectLun implements Lun {
     /** The node's reservation key now (it changes when the node registers again). */
     private readonly key: () => bigint,
     private readonly flushAtTarget: () => Promise<void>,
+    /** The LUN's and the board's paths, for the I/O thread's own descriptors. */
+    private readonly paths: { readonly lun: string; readonly board: string },
   ) {
     this.bytes = file.size();
     this.fence = new WriteFence({ readBoard: () => board.read(), maxInFlight: threadPoolSize() });
@@ -125,7 +133,10 @@ export class DirectLun implements Lun {
           `--registrations ${registrations}: ${(error as Error).message} (the target publishes it: hvlab csv target --registrations)`,
         );
       }
-      const lun = new DirectLun(file, pooled, board, key, () => target.flush());
+      const lun = new DirectLun(file, pooled, board, key, () => target.flush(), {
+        lun: path,
+        board: registrations,
+      });
       const published = board.read().lunBytes;
       if (lun.bytes !== target.bytes || published !== target.bytes)
         throw new Error(
@@ -193,11 +204,52 @@ export class DirectLun implements Lun {
     this.file.write(data, offset);
   }
 
+  /**
+   * Writes `writes` as one batch on the node's I/O threads (io-threads.ts:
+   * as many as libuv's pool has, so the node keeps as many writes in
+   * flight as its pooled writes did), each thread writing its contiguous
+   * part back to back, each write checked against the board before its
+   * bytes go out and acknowledged only on a board read that began after it
+   * landed (fenced-batch.ts); a part stops at its first write refused,
+   * unacknowledged or failed, and the others before their next. Settles
+   * once, when the batch has ended, saying which writes are acknowledged.
+   * An unbuffered path's thread bounces a request that is not aligned
+   * itself, as {@link write} does.
+   */
+  writeBatch(writes: readonly LunWrite[]): Promise<BatchResult> {
+    if (!this.threads) {
+      this.threads = new LunIoThreads(
+        this.paths.lun,
+        this.paths.board,
+        this.unbuffered,
+        this.bytes,
+        threadPoolSize(),
+      );
+      if (this.halted) this.threads.halt();
+    }
+    return this.threads.write(this.key(), writes);
+  }
+
+  /** Refuses every batched write not yet issued (the node's storage path is cut), until {@link resume}. */
+  halt(): void {
+    this.halted = true;
+    this.threads?.halt();
+  }
+
+  /** Lets batched writes go out again. */
+  resume(): void {
+    this.halted = false;
+    this.threads?.resume();
+  }
+
   flush(): Promise<void> {
     return this.flushAtTarget();
   }
 
   close(): void {
+    // The threads end their parts (the rest refused) and close their own descriptors.
+    void this.threads?.close();
+    this.threads = undefined;
     this.board.close();
     if (this.pooled !== this.file) this.pooled.close();
     this.file.close();

@@ -1,13 +1,25 @@
-import { pageAlignedBytes } from "../storage/direct-file.js";
+import type { FileChunk } from "./file-batch.js";
+import { sharedPageAlignedBytes } from "./io-thread.js";
 import type { FileMap } from "./volume.js";
 
 /*
  * `file-write` on a node's control socket: the node writes a file on the
- * volume from its start, in chunks of `bs` bytes with `iodepth` writes in
- * flight, each chunk holding the pattern of `seed` (a VM's large
- * sequential I/O), and answers how long it took. `hvlab bench csv` asks four
- * node processes at once and reads the LUN file back to check every byte.
+ * volume from its start, in chunks of `bs` bytes, each chunk holding the
+ * pattern of `seed` (a VM's large sequential I/O), and answers how long it
+ * took. `hvlab bench csv` asks four node processes at once and reads the
+ * LUN file back to check every byte.
+ *
+ * By default (`batch`) the chunks go to the node's I/O thread in batches,
+ * written back to back and fenced there (ClusterNode.writeFileBatch); with
+ * `batch: false`, one write at a time each through the event loop's write
+ * fence, `iodepth` in flight on libuv's thread pool, as before the I/O
+ * thread (kept so that the two can be compared in one run).
  */
+
+/** Bytes of one batch a `file-write` hands to the node's I/O thread at most. */
+export const FILE_WRITE_BATCH_BYTES = 64 << 20;
+/** Chunks of one batch at most (a chunk may cover several extents; a batch takes 4096 LUN writes). */
+export const FILE_WRITE_BATCH_CHUNKS = 256;
 
 /** Largest chunk a `file-write` takes: the target protocol's largest I/O. */
 export const MAX_FILE_WRITE_BS = 1 << 20;
@@ -21,8 +33,11 @@ export interface FileWrite {
   /** Bytes to write from offset 0, a whole number of chunks. */
   readonly bytes: number;
   readonly bs: number;
+  /** Writes in flight on the thread pool when not batched. */
   readonly iodepth: number;
   readonly seed: number;
+  /** Batches on the node's I/O thread (default), or one write at a time through the write fence. */
+  readonly batch: boolean;
 }
 
 /** What a `file-write` did. */
@@ -69,10 +84,20 @@ function whole(value: unknown, what: string, min: number, max: number): number {
   return value;
 }
 
+function flag(value: unknown, what: string): boolean {
+  if (typeof value !== "boolean")
+    throw new FileWriteArgumentError(
+      `file-write: ${what} must be true or false, not ${JSON.stringify(value)}`,
+    );
+  return value;
+}
+
 /** Checks `file-write` arguments field by field. */
 export function parseFileWrite(args: unknown): FileWrite {
   if (typeof args !== "object" || args === null || Array.isArray(args))
-    throw new FileWriteArgumentError("file-write needs arguments {name, bytes, bs, iodepth, seed}");
+    throw new FileWriteArgumentError(
+      "file-write needs arguments {name, bytes, bs, iodepth, seed, batch?}",
+    );
   const a = args as Record<string, unknown>;
   if (typeof a.name !== "string" || a.name.length === 0 || Buffer.byteLength(a.name) > 128)
     throw new FileWriteArgumentError("file-write: name must be a string of 1 to 128 bytes");
@@ -88,6 +113,7 @@ export function parseFileWrite(args: unknown): FileWrite {
     bs,
     iodepth: whole(a.iodepth, "iodepth", 1, MAX_FILE_WRITE_DEPTH),
     seed: whole(a.seed, "seed", 0, 0xffff_ffff),
+    batch: a.batch === undefined ? true : flag(a.batch, "batch"),
   };
 }
 
@@ -99,16 +125,17 @@ export function fillPattern(chunk: Uint8Array, seed: number): void {
 let lastChunk: { bs: number; seed: number; chunk: Uint8Array } | undefined;
 
 /**
- * A page-aligned chunk of `bs` bytes holding the pattern of `seed`, kept
+ * A page-aligned chunk of `bs` bytes of shared memory holding the pattern of `seed`, kept
  * for the next call with the same size and seed: the pattern is not the
  * I/O being timed (filling 256 KiB byte by byte costs milliseconds on a
  * busy machine, where the one-process peer's chunk is filled once). Page-
  * aligned, so a node on an unbuffered path (--lun-direct) writes it
- * without a bounce. Nothing writes into it once filled.
+ * without a bounce; shared, so the node's I/O thread writes it without a
+ * copy. Nothing writes into it once filled.
  */
 function patternChunk(bs: number, seed: number): Uint8Array {
   if (lastChunk?.bs !== bs || lastChunk.seed !== seed) {
-    const chunk = pageAlignedBytes(bs);
+    const chunk = sharedPageAlignedBytes(bs);
     fillPattern(chunk, seed);
     lastChunk = { bs, seed, chunk };
   }
@@ -119,6 +146,7 @@ function patternChunk(bs: number, seed: number): Uint8Array {
 export interface FileWriter {
   metadata(request: { op: "open"; name: string }): Promise<FileMap | undefined>;
   writeFile(file: FileMap, offset: number, data: Uint8Array): Promise<void>;
+  writeFileBatch(file: FileMap, chunks: readonly FileChunk[]): Promise<void>;
   readonly io: { readonly directWrites: number; readonly redirectedWrites: number };
 }
 
@@ -132,15 +160,28 @@ export async function runFileWrite(node: FileWriter, w: FileWrite): Promise<File
   const chunk = patternChunk(w.bs, w.seed);
   const before = { ...node.io };
   const started = machineClockMs();
-  let next = 0;
-  // iodepth writers, each taking the next chunk: a VM's queue of I/O.
-  const writer = async () => {
-    for (let at = next; at < w.bytes; at = next) {
-      next += w.bs;
-      await node.writeFile(file, at, chunk);
+  if (w.batch) {
+    const perBatch = Math.max(
+      1,
+      Math.min(FILE_WRITE_BATCH_CHUNKS, Math.floor(FILE_WRITE_BATCH_BYTES / w.bs)),
+    );
+    for (let at = 0; at < w.bytes; ) {
+      const chunks: FileChunk[] = [];
+      for (; at < w.bytes && chunks.length < perBatch; at += w.bs)
+        chunks.push({ offset: at, data: chunk });
+      await node.writeFileBatch(file, chunks);
     }
-  };
-  await Promise.all(Array.from({ length: w.iodepth }, writer));
+  } else {
+    let next = 0;
+    // iodepth writers, each taking the next chunk: a VM's queue of I/O.
+    const writer = async () => {
+      for (let at = next; at < w.bytes; at = next) {
+        next += w.bs;
+        await node.writeFile(file, at, chunk);
+      }
+    };
+    await Promise.all(Array.from({ length: w.iodepth }, writer));
+  }
   const ended = machineClockMs();
   return {
     name: w.name,

@@ -16,8 +16,9 @@ import {
   parseFailoverRequest,
   parseObject,
 } from "./control.js";
-import { DirectLun } from "./direct-lun.js";
+import { DirectLun, threadPoolSize } from "./direct-lun.js";
 import { VolumeFileError, VolumeRangeError } from "./errors.js";
+import { batchStopError, chunksAcknowledged, chunkWrites, type FileChunk } from "./file-batch.js";
 import { type FileWritten, parseFileWrite, runFileWrite } from "./file-write.js";
 import { SECTOR } from "./layout.js";
 import {
@@ -990,6 +991,56 @@ export class ClusterNode {
     this.io.redirectedBytes += data.length;
     this.io.writes++;
     this.io.bytesWritten += data.length;
+  }
+
+  /**
+   * Writes chunks of file data as one batch on the node's I/O threads where
+   * its data path takes batches (its own path to the LUN, direct-lun.ts),
+   * so the event loop is woken once for the batch and not per write: each
+   * write is fenced by the board on that thread as one write is here
+   * (fenced-batch.ts). Settles when every chunk is acknowledged; a batch
+   * stopped by the fence rejects with RESERVATION CONFLICT, one stopped by
+   * an I/O error with DirectWriteError, each counting the chunks
+   * acknowledged before it. Chunks the batch could not take (the path cut
+   * or halted under it, or a node without a path of its own) go through
+   * {@link writeFile}, as many at once as the node has I/O threads,
+   * redirected while the path is cut.
+   */
+  async writeFileBatch(file: FileMap, chunks: readonly FileChunk[]): Promise<void> {
+    let left: readonly FileChunk[] = chunks;
+    if (this.redirectedBecause() === undefined && this.data.batches && chunks.length > 0) {
+      try {
+        const { writes, ends } = chunkWrites(await this.layout(), file, chunks);
+        const result = await this.data.writeBatch(writes);
+        const acknowledged = chunksAcknowledged(ends, result.acknowledged);
+        for (const [i, c] of chunks.entries()) {
+          if (!acknowledged[i]) continue;
+          this.io.directWrites++;
+          this.io.directBytes += c.data.length;
+          this.io.writes++;
+          this.io.bytesWritten += c.data.length;
+        }
+        const stop = result.stops.find((s) => s.cause !== "halted");
+        if (stop)
+          throw batchStopError(
+            stop,
+            acknowledged.filter(Boolean).length,
+            writes,
+            chunks.length,
+            this.data.name,
+          );
+        left = chunks.filter((_, i) => !acknowledged[i]);
+      } catch (error) {
+        if (!(error instanceof PathCutError)) throw error;
+      }
+    }
+    // As many in flight as the I/O threads would have kept (redirected ones are metered by the link).
+    let next = 0;
+    const writer = async () => {
+      for (let c = left[next++]; c !== undefined; c = left[next++])
+        await this.writeFile(file, c.offset, c.data);
+    };
+    await Promise.all(Array.from({ length: Math.min(threadPoolSize(), left.length) }, writer));
   }
 
   /**
