@@ -95,6 +95,7 @@ export const ENGINES = {
       "src/paging/shadow.ts",
       "src/paging/tasks.ts",
       "src/paging/trace-source.ts",
+      "src/paging/trace.ts:20-465",
       "src/paging/workload.ts",
     ],
   },
