@@ -83,6 +83,7 @@ export const ENGINES = {
       "src/paging/errors.ts",
       "src/paging/exits.ts",
       "src/paging/explain.ts",
+      "src/paging/guest-os.ts",
       "src/paging/hardware.ts",
       "src/paging/host.ts",
       "src/paging/lackey-scanner.ts",
