@@ -87,6 +87,7 @@ export const ENGINES = {
       "src/paging/hardware.ts",
       "src/paging/host.ts",
       "src/paging/lackey-scanner.ts",
+      "src/paging/machine.ts:175-425",
       "src/paging/mmu.ts",
       "src/paging/physical.ts",
       "src/paging/presets.ts",
