@@ -98,6 +98,7 @@ export const ENGINES = {
       "src/paging/tasks.ts",
       "src/paging/trace-source.ts",
       "src/paging/trace.ts:20-465",
+      "src/paging/trace.ts:466-583",
       "src/paging/workload.ts",
     ],
   },
