@@ -93,9 +93,9 @@ describe("streaming a trace", () => {
   });
 
   it("keeps a parser's error as it is, and names a read that failed", async () => {
-    expect(await refusal(file("bad.trace", "R 1000\nX 2000\n"))).toMatch(
-      /bad\.trace:2: expected 'R' or 'W'/,
-    );
+    const bad = await refusal(file("bad.trace", "R 1000\nX 2000\n"));
+    expect(bad).toMatch(/bad\.trace:2: expected 'R' or 'W'/);
+    expect(bad).not.toMatch(/cannot read/);
     const cut = gzipSync("R 1000\n".repeat(1000)).subarray(0, 40);
     expect(await refusal(file("cut.trace.gz", cut))).toMatch(/cut\.trace\.gz: cannot read: /);
   });
