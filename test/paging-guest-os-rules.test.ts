@@ -1,22 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { MemoryLayout } from "../src/memory/layout.js";
-import {
-  ADDRESS_MASK,
-  type PageSize,
-  tableIndex,
-  X86,
-  X86_SOFTWARE_COW,
-} from "../src/paging/entry.js";
+import { ADDRESS_MASK, tableIndex, X86, X86_SOFTWARE_COW } from "../src/paging/entry.js";
 import { PagingError } from "../src/paging/errors.js";
-import {
-  GuestOs,
-  type GuestPagingHooks,
-  type GuestProcess,
-  type Vma,
-  X86_SOFTWARE_TRACKED,
-} from "../src/paging/guest-os.js";
-import { ACCESS, type Fault } from "../src/paging/mmu.js";
-import { HOST_BASE, PhysicalWindow } from "../src/paging/physical.js";
+import { type GuestProcess, X86_SOFTWARE_TRACKED } from "../src/paging/guest-os.js";
+import { ACCESS } from "../src/paging/mmu.js";
+import { fault, guestOsRig, vma, GUEST_OS_ZONE as ZONE } from "./support/guest-os-rig.js";
 
 // The guest OS model's memory manager, as Linux's does it, seen through its
 // page tables (Intel SDM vol. 3A 4.5: a table entry P, R/W and U/S; a leaf
@@ -31,71 +18,11 @@ const U = X86.user;
 const PS = X86.pageSize;
 const NX = X86.noExecute;
 const TABLE = P | W | U;
-const ZONE = 64 * 4096;
 const MIB2 = 2 ** 21;
-
-type Event =
-  | ["write", number, number, number]
-  | ["allocated", number]
-  | ["cr3", number, boolean]
-  | ["invlpg", number];
-
-function setUp(guestBytes = 64 * 2 ** 20, levels: 4 | 5 = 4, zoneBytes = ZONE) {
-  const layout = new MemoryLayout();
-  const window = PhysicalWindow.allocate(layout, "tables", {
-    hostTableBytes: 4096,
-    guestTableBytes: zoneBytes,
-  });
-  const events: Event[] = [];
-  const hooks: GuestPagingHooks = {
-    tableWrite: (table, index, level) => events.push(["write", table, index, level]),
-    tableAllocated: (table) => events.push(["allocated", table]),
-    cr3Load: (process, fresh) => events.push(["cr3", process.pid, fresh]),
-    invlpg: (va) => events.push(["invlpg", va]),
-  };
-  const os = new GuestOs(window, { levels, guestBytes, tableZoneBytes: zoneBytes }, hooks);
-  const entry = (process: GuestProcess, va: number, level: number): bigint => {
-    let table = process.cr3;
-    for (let l = levels; l > level; l--) {
-      const e = window.read(HOST_BASE + table + tableIndex(va, l) * 8);
-      if ((e & P) === 0n || (e & PS) !== 0n) return 0n;
-      table = Number(e & ADDRESS_MASK);
-    }
-    return window.read(HOST_BASE + table + tableIndex(va, level) * 8);
-  };
-  return { window, os, events, entry };
-}
-
-const vma = (
-  start: number,
-  end: number,
-  pageSize: PageSize = "4K",
-  writable = true,
-  executable = false,
-): Vma => ({
-  start,
-  end,
-  pageSize,
-  writable,
-  executable,
-});
-
-const fault = (
-  code: Fault["code"],
-  address: number,
-  kind: number = ACCESS.user,
-  level = 1,
-): Fault => ({
-  code,
-  address,
-  kind,
-  level,
-  index: 0,
-});
 
 describe("processes", () => {
   it("get a zeroed top table, a PCID from their pid, and the first one runs", () => {
-    const { os, events, window } = setUp();
+    const { os, events, window } = guestOsRig();
     const a = os.createProcess([vma(0x1000, 0x2000)]);
     const b = os.createProcess([]);
     expect([a.pid, a.pcid, b.pid, b.pcid]).toEqual([1, 1, 2, 2]);
@@ -110,7 +37,7 @@ describe("processes", () => {
   });
 
   it("tell the hypervisor a CR3 load is fresh when the PCID last served another address space", () => {
-    const { os, events } = setUp();
+    const { os, events } = guestOsRig();
     const a = os.createProcess([]);
     const b = os.createProcess([]);
     events.length = 0;
@@ -135,7 +62,7 @@ describe("processes", () => {
   });
 
   it("wrap PCIDs at 4095", () => {
-    const { os } = setUp(2 ** 30, 4, 4096 * 4096);
+    const { os } = guestOsRig(2 ** 30, 4, 4096 * 4096);
     let last: GuestProcess | undefined;
     for (let i = 0; i < 4096; i++) last = os.createProcess([]);
     expect(last?.pcid).toBe(1);
@@ -145,7 +72,7 @@ describe("processes", () => {
 
 describe("demand paging", () => {
   it("maps a 4 KiB page: tables P, W and U, the leaf its VMA's rights, frames from above the table zone", () => {
-    const { os, events, entry } = setUp();
+    const { os, events, entry } = guestOsRig();
     const p = os.createProcess([
       vma(0x40_0000, 0x50_0000, "4K", true, false),
       vma(0x60_0000, 0x61_0000, "4K", false, true),
@@ -171,7 +98,7 @@ describe("demand paging", () => {
   });
 
   it("maps 2 MiB and 1 GiB pages with PS at their level, their frames aligned, the gap kept for 4 KiB pages", () => {
-    const { os, entry } = setUp(4 * 2 ** 30);
+    const { os, entry } = guestOsRig(4 * 2 ** 30);
     const p = os.createProcess([
       vma(0x4000_0000, 0x8000_0000, "1G"),
       vma(0x20_0000, 0x60_0000, "2M"),
@@ -192,7 +119,7 @@ describe("demand paging", () => {
   });
 
   it("takes the guest's last page and refuses one more, naming the size", () => {
-    const { os, entry } = setUp(ZONE + 2 * 4096);
+    const { os, entry } = guestOsRig(ZONE + 2 * 4096);
     const p = os.createProcess([vma(0, 0x10_0000)]);
     os.handleFault(fault("guest-not-present", 0x1000));
     os.handleFault(fault("guest-not-present", 0x2000));
@@ -203,7 +130,7 @@ describe("demand paging", () => {
   });
 
   it("is a segmentation fault outside every area, or for a fault that is not demand paging's", () => {
-    const { os } = setUp();
+    const { os } = guestOsRig();
     os.createProcess([vma(0x1000, 0x3000, "4K", false)]);
     expect(() => os.handleFault(fault("guest-not-present", 0x3000))).toThrow(
       new PagingError("segmentation fault: pid 1 touched 0x3000, outside its areas"),
@@ -219,7 +146,7 @@ describe("demand paging", () => {
   });
 
   it("refuses a small page under a larger one", () => {
-    const { os } = setUp();
+    const { os } = guestOsRig();
     const p = os.createProcess([vma(0x20_0000, 0x40_0000, "2M")]);
     os.handleFault(fault("guest-not-present", 0x20_0000));
     p.vmas = [vma(0x20_0000, 0x40_0000, "4K")];
@@ -231,7 +158,7 @@ describe("demand paging", () => {
 
 describe("unmapping", () => {
   it("clears each present leaf of the range, INVLPGs its page, and frees its frame for reuse", () => {
-    const { os, events, entry } = setUp();
+    const { os, events, entry } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x10_0000)]);
     for (const va of [0x1000, 0x2000, 0x4000]) os.handleFault(fault("guest-not-present", va));
     const frame = entry(p, 0x2000, 1) & ADDRESS_MASK;
@@ -251,7 +178,7 @@ describe("unmapping", () => {
   });
 
   it("steps by the area's page size and INVLPGs a large page at its start", () => {
-    const { os, events } = setUp();
+    const { os, events } = guestOsRig();
     const p = os.createProcess([vma(0x20_0000, 0x80_0000, "2M")]);
     os.handleFault(fault("guest-not-present", 0x20_0000));
     os.handleFault(fault("guest-not-present", 0x60_0000));
@@ -264,7 +191,7 @@ describe("unmapping", () => {
   });
 
   it("of a process not running sends no INVLPG: its entries go when it is loaded", () => {
-    const { os, events } = setUp();
+    const { os, events } = guestOsRig();
     const a = os.createProcess([vma(0x1000, 0x2000)]);
     const b = os.createProcess([vma(0x1000, 0x2000)]);
     os.switchTo(b);
@@ -279,7 +206,7 @@ describe("unmapping", () => {
 
 describe("write tracking and copy-on-write", () => {
   it("write-protects a writable mapped page with the tracking bit; its write fault makes it writable again", () => {
-    const { os, events, entry } = setUp();
+    const { os, events, entry } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x3000), vma(0x5000, 0x6000, "4K", false)]);
     os.handleFault(fault("guest-not-present", 0x1000));
     os.handleFault(fault("guest-not-present", 0x5000));
@@ -298,7 +225,7 @@ describe("write tracking and copy-on-write", () => {
   });
 
   it("a read of a write-tracked page is still a segmentation fault", () => {
-    const { os } = setUp();
+    const { os } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x2000)]);
     os.handleFault(fault("guest-not-present", 0x1000));
     os.trackWrites(p, 0x1000);
@@ -308,7 +235,7 @@ describe("write tracking and copy-on-write", () => {
   });
 
   it("fork shares every leaf read-only and copy-on-write, and reloads the parent's CR3", () => {
-    const { os, events, entry } = setUp();
+    const { os, events, entry } = guestOsRig();
     const parent = os.createProcess([vma(0x1000, 0x4000), vma(0x8000, 0x9000, "4K", false)]);
     os.switchTo(parent);
     os.handleFault(fault("guest-not-present", 0x1000));
@@ -345,7 +272,7 @@ describe("write tracking and copy-on-write", () => {
   });
 
   it("a frame shared by three is copied for each writer but the last", () => {
-    const { os, entry } = setUp();
+    const { os, entry } = guestOsRig();
     const a = os.createProcess([vma(0x1000, 0x2000)]);
     os.handleFault(fault("guest-not-present", 0x1000));
     const frame = entry(a, 0x1000, 1) & ADDRESS_MASK;
@@ -362,7 +289,7 @@ describe("write tracking and copy-on-write", () => {
   });
 
   it("unmapping a shared frame frees it only when its last sharer lets go", () => {
-    const { os, entry } = setUp();
+    const { os, entry } = guestOsRig();
     const a = os.createProcess([vma(0x1000, 0x3000)]);
     os.handleFault(fault("guest-not-present", 0x1000));
     const frame = entry(a, 0x1000, 1) & ADDRESS_MASK;
@@ -380,7 +307,7 @@ describe("write tracking and copy-on-write", () => {
 
 describe("exec and exit", () => {
   it("exec frees the old tables and frames and starts an empty address space", () => {
-    const { os, window, entry } = setUp();
+    const { os, window, entry } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x2000), vma(0x40_0000_0000, 0x40_0000_1000)]);
     os.handleFault(fault("guest-not-present", 0x1000));
     os.handleFault(fault("guest-not-present", 0x40_0000_0000));
@@ -400,7 +327,7 @@ describe("exec and exit", () => {
   });
 
   it("teardown clears the old top level's entries through the hooks", () => {
-    const { os, events } = setUp();
+    const { os, events } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x2000), vma(0x80_0000_0000, 0x80_0000_1000)]);
     os.handleFault(fault("guest-not-present", 0x1000));
     os.handleFault(fault("guest-not-present", 0x80_0000_0000));
@@ -414,7 +341,7 @@ describe("exec and exit", () => {
   });
 
   it("exit frees a process that is not running and refuses the running one", () => {
-    const { os, window } = setUp();
+    const { os, window } = guestOsRig();
     const a = os.createProcess([vma(0x1000, 0x2000)]);
     const b = os.createProcess([vma(0x1000, 0x2000)]);
     os.switchTo(b);
@@ -428,7 +355,7 @@ describe("exec and exit", () => {
   });
 
   it("exec of a process not running loads no CR3", () => {
-    const { os, events } = setUp();
+    const { os, events } = guestOsRig();
     os.createProcess([]);
     const b = os.createProcess([]);
     events.length = 0;
@@ -437,7 +364,7 @@ describe("exec and exit", () => {
   });
 
   it("works the same with five levels", () => {
-    const { os, entry } = setUp(64 * 2 ** 20, 5);
+    const { os, entry } = guestOsRig(64 * 2 ** 20, 5);
     const p = os.createProcess([vma(2 ** 50, 2 ** 50 + 0x1000)]);
     os.handleFault(fault("guest-not-present", 2 ** 50));
     expect(entry(p, 2 ** 50, 5) & ~ADDRESS_MASK).toBe(TABLE);

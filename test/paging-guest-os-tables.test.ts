@@ -1,22 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { MemoryLayout } from "../src/memory/layout.js";
-import {
-  ADDRESS_MASK,
-  type PageSize,
-  tableIndex,
-  X86,
-  X86_SOFTWARE_COW,
-} from "../src/paging/entry.js";
+import { ADDRESS_MASK, X86, X86_SOFTWARE_COW } from "../src/paging/entry.js";
 import { PagingError } from "../src/paging/errors.js";
-import {
-  GuestOs,
-  type GuestPagingHooks,
-  type GuestProcess,
-  type Vma,
-  X86_SOFTWARE_TRACKED,
-} from "../src/paging/guest-os.js";
-import { ACCESS, type Fault } from "../src/paging/mmu.js";
-import { HOST_BASE, PhysicalWindow } from "../src/paging/physical.js";
+import { X86_SOFTWARE_TRACKED } from "../src/paging/guest-os.js";
+import { ACCESS } from "../src/paging/mmu.js";
+import { fault, guestOsRig, vma } from "./support/guest-os-rig.js";
 
 /*
  * The guest OS model's memory manager where it only looks at tables, and
@@ -31,69 +18,15 @@ import { HOST_BASE, PhysicalWindow } from "../src/paging/physical.js";
  * (switch_mm_irqs_off), however many execs came before.
  */
 
-const P = X86.present;
 const W = X86.writable;
 const PS = X86.pageSize;
-const ZONE = 64 * 4096;
+
 const MIB2 = 2 ** 21;
 const GIB = 2 ** 30;
 
-type Event =
-  | ["write", number, number, number]
-  | ["allocated", number]
-  | ["cr3", number, boolean]
-  | ["invlpg", number];
-
-function setUp(guestBytes = 64 * 2 ** 20, levels: 4 | 5 = 4) {
-  const layout = new MemoryLayout();
-  const window = PhysicalWindow.allocate(layout, "tables", {
-    hostTableBytes: 4096,
-    guestTableBytes: ZONE,
-  });
-  const events: Event[] = [];
-  const hooks: GuestPagingHooks = {
-    tableWrite: (table, index, level) => events.push(["write", table, index, level]),
-    tableAllocated: (table) => events.push(["allocated", table]),
-    cr3Load: (process, fresh) => events.push(["cr3", process.pid, fresh]),
-    invlpg: (va) => events.push(["invlpg", va]),
-  };
-  const os = new GuestOs(window, { levels, guestBytes, tableZoneBytes: ZONE }, hooks);
-  const entry = (process: GuestProcess, va: number, level: number): bigint => {
-    let table = process.cr3;
-    for (let l = levels; l > level; l--) {
-      const e = window.read(HOST_BASE + table + tableIndex(va, l) * 8);
-      if ((e & P) === 0n || (e & PS) !== 0n) return 0n;
-      table = Number(e & ADDRESS_MASK);
-    }
-    return window.read(HOST_BASE + table + tableIndex(va, level) * 8);
-  };
-  return { window, os, events, entry };
-}
-
-const vma = (start: number, end: number, pageSize: PageSize = "4K", writable = true): Vma => ({
-  start,
-  end,
-  pageSize,
-  writable,
-  executable: false,
-});
-
-const fault = (
-  code: Fault["code"],
-  address: number,
-  kind: number = ACCESS.user,
-  level = 1,
-): Fault => ({
-  code,
-  address,
-  kind,
-  level,
-  index: 0,
-});
-
 describe("looking up a page builds no table", () => {
   it("write tracking of a page with no tables under it tracks nothing and allocates nothing", () => {
-    const { os, events, window } = setUp();
+    const { os, events, window } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x10_0000)]);
     events.length = 0;
     expect(os.trackWrites(p, 0x5000)).toBe(false);
@@ -102,7 +35,7 @@ describe("looking up a page builds no table", () => {
   });
 
   it("write tracking of an absent, a read-only or an already tracked page changes nothing", () => {
-    const { os, events, entry } = setUp();
+    const { os, events, entry } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x10_0000)]);
     os.handleFault(fault("guest-not-present", 0x1000));
     events.length = 0;
@@ -126,7 +59,7 @@ describe("looking up a page builds no table", () => {
   });
 
   it("unmapping a range with no tables under it clears nothing and allocates nothing", () => {
-    const { os, events, window } = setUp();
+    const { os, events, window } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x10_0000)]);
     events.length = 0;
     expect(os.unmap(p, 0x1000, 0x4000)).toBe(0);
@@ -135,7 +68,7 @@ describe("looking up a page builds no table", () => {
   });
 
   it("a protection fault where no table is, or one that is not a protection fault, is a segmentation fault, and builds nothing", () => {
-    const { os, events, window, entry } = setUp();
+    const { os, events, window, entry } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x10_0000)]);
     events.length = 0;
     expect(() =>
@@ -158,7 +91,7 @@ describe("looking up a page builds no table", () => {
 
 describe("large pages in fork and teardown", () => {
   it("fork shares a 2 MiB and a 1 GiB leaf as leaves, copy-on-write at their level", () => {
-    const { os, entry } = setUp(4 * GIB);
+    const { os, entry } = guestOsRig(4 * GIB);
     const areas = [vma(0x20_0000, 0x60_0000, "2M"), vma(GIB, 2 * GIB, "1G")];
     const parent = os.createProcess(areas);
     os.handleFault(fault("guest-not-present", 0x20_0000));
@@ -183,7 +116,7 @@ describe("large pages in fork and teardown", () => {
   });
 
   it("teardown frees a 2 MiB and a 1 GiB frame at their sizes, for the next such page", () => {
-    const { os, entry } = setUp(4 * GIB);
+    const { os, entry } = guestOsRig(4 * GIB);
     const areas = [vma(0x20_0000, 0x60_0000, "2M"), vma(GIB, 2 * GIB, "1G")];
     const a = os.createProcess(areas);
     os.handleFault(fault("guest-not-present", 0x20_0000));
@@ -201,7 +134,7 @@ describe("large pages in fork and teardown", () => {
 
 describe("fork and exec as CR3 loads", () => {
   it("fork of a process not running loads no CR3", () => {
-    const { os, events } = setUp();
+    const { os, events } = guestOsRig();
     const a = os.createProcess([vma(0x1000, 0x2000)]);
     const b = os.createProcess([vma(0x1000, 0x2000)]);
     os.switchTo(b);
@@ -214,7 +147,7 @@ describe("fork and exec as CR3 loads", () => {
   });
 
   it("each exec of the running process loads a fresh address space, the second as the first", () => {
-    const { os, events } = setUp();
+    const { os, events } = guestOsRig();
     const p = os.createProcess([vma(0x1000, 0x2000)]);
     os.switchTo(p);
     for (let exec = 1; exec <= 3; exec++) {
