@@ -150,6 +150,7 @@ export const ENGINES = {
       "src/storage/io-spec.ts",
       "src/storage/kernels.ts",
       "src/storage/open.ts",
+      "src/storage/operations.ts",
       "src/storage/passthrough-lock.ts",
       "src/storage/tasks.ts",
       "src/storage/vm.ts",
