@@ -277,6 +277,9 @@ describe("a node's I/O threads", () => {
   it("a PREEMPT while the parts run: each part stops at the write it came under, nothing after it written, none acknowledged past it", async () => {
     const { cluster, threads } = group(4);
     const count = 4 * 1024;
+    // The threads' word that their descriptors are open arrives as messages,
+    // which the spin below would hold back: wait for it first.
+    await threads.ready;
     const batch = threads.write(KEY, numbered(count, 4096));
     // The parts are sent once the batch's turn comes, in a microtask: let it run, then watch.
     await new Promise((r) => setImmediate(r));

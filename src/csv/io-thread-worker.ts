@@ -14,6 +14,9 @@ const boot = workerData as IoThreadBoot;
 const lun = boot.direct ? DirectFile.open(boot.lun, "r+") : new FdFile(boot.lun, "r+");
 const board = new BoardReader(boot.board);
 const control = boot.control;
+// Both descriptors are open: the node may count on them (a failure to open
+// them is thrown above, and reaches the node as the thread's error).
+parentPort?.postMessage({ ready: true } satisfies IoThreadReply);
 
 function run(request: IoThreadRequest): BatchOutcome {
   const writes: BatchWrite[] = [];

@@ -55,10 +55,11 @@ export interface IoThreadRequest {
   readonly table: Float64Array;
 }
 
-/** The thread's answer to a batch: what it did, or why it could not run it. */
+/** The thread's answer to a batch (what it did, or why it could not run it), or its word that its descriptors are open. */
 export type IoThreadReply =
   | { readonly id: number; readonly outcome: BatchOutcome }
-  | { readonly id: number; readonly error: string };
+  | { readonly id: number; readonly error: string }
+  | { readonly ready: true };
 
 /** One write handed to {@link LunIoThread.write}: `data` at `lunOffset`. */
 export interface LunWrite {
@@ -151,6 +152,13 @@ export class LunIoThread {
   >();
   private nextId = 1;
   private failed: Error | undefined;
+  private opened: () => void = () => {};
+  private refused: (error: Error) => void = () => {};
+  /**
+   * Settles once the thread has opened its descriptors of the LUN and the
+   * board, or rejects with why it could not (the error the thread threw).
+   */
+  readonly ready: Promise<void>;
   private closed: Promise<void> | undefined;
   private exited = false;
 
@@ -168,6 +176,12 @@ export class LunIoThread {
     private readonly control: Int32Array = controlWords(1),
     private readonly slot = 2,
   ) {
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.opened = resolve;
+      this.refused = reject;
+    });
+    // Awaited by the group before a batch; a thread never asked is not an unhandled rejection.
+    this.ready.catch(() => {});
     const boot: IoThreadBoot = { lun, direct, board, control, slot };
     this.worker = new Worker(workerFile(), { workerData: boot });
     // Idle, the thread does not keep the node's process alive; a batch in hand does.
@@ -225,6 +239,10 @@ export class LunIoThread {
   }
 
   private settle(reply: IoThreadReply): void {
+    if ("ready" in reply) {
+      this.opened();
+      return;
+    }
     const waiter = this.pending.get(reply.id);
     if (!waiter) return;
     this.pending.delete(reply.id);
@@ -235,6 +253,7 @@ export class LunIoThread {
 
   private fail(error: Error): void {
     this.failed ??= error;
+    this.refused(this.failed);
     for (const w of this.pending.values()) w.reject(error);
     this.pending.clear();
   }

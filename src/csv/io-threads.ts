@@ -48,6 +48,15 @@ export class LunIoThreads {
       this.threads.push(new LunIoThread(lun, board, direct, lunBytes, this.control, 2 + i));
   }
 
+  /**
+   * Settles once every thread has its descriptors of the LUN and the board
+   * open, or rejects with why one could not open them. A batch waits for
+   * it before it sends any part.
+   */
+  get ready(): Promise<void> {
+    return Promise.all(this.threads.map((t) => t.ready)).then(() => {});
+  }
+
   /** Threads in the group: writes in flight at most. */
   get size(): number {
     return this.threads.length;
@@ -78,6 +87,10 @@ export class LunIoThreads {
     // Every part checked before any is sent, so that a bad argument issues nothing.
     for (let j = 0; j < parts; j++)
       LunIoThread.check(key, writes.slice(bounds[j], bounds[j + 1]), this.lunBytes);
+    // Every thread's descriptors open, not only those of the parts: a thread
+    // that cannot open the LUN fails the batch before anything is issued,
+    // and a node's descriptors are whole once its first batch has run.
+    await this.ready;
     const outcomes = await Promise.all(
       Array.from({ length: parts }, (_, j) =>
         (this.threads[j] as LunIoThread).write(key, writes.slice(bounds[j], bounds[j + 1])),
