@@ -2,19 +2,16 @@ import {
   closeSync,
   constants,
   existsSync,
-  mkdirSync,
   mkdtempSync,
   openSync,
   readdirSync,
   readFileSync,
   realpathSync,
-  rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FdFile } from "../src/storage/block-file.js";
 import {
   DirectFile,
@@ -26,6 +23,8 @@ import {
   pageAlignedBytes,
 } from "../src/storage/direct-file.js";
 import { DirectIoUnavailableError } from "../src/storage/errors.js";
+import { directIoTestDir, firstDifference, refusedBuffer } from "./support/direct-io.js";
+import { callsOf, ioCalls } from "./support/io-calls.js";
 
 // The rules of DirectFile on the test's thread, each seen in what reaches
 // the kernel: open(2)'s O_DIRECT takes only requests whose offset, length
@@ -37,48 +36,13 @@ import { DirectIoUnavailableError } from "../src/storage/errors.js";
 // write calls, refused ones included), which says which path it took.
 // The bytes are checked against what a plain read of the file gives.
 
-const projectDir = join(import.meta.dirname, "..", ".direct-file-rules-test");
-mkdirSync(projectDir, { recursive: true });
-const candidates = [tmpdir(), projectDir];
-const base = candidates.find((d) => directIoRefusal(d) === undefined);
-const dir = mkdtempSync(join(base ?? tmpdir(), "hvlab-direct-rules-"));
-afterAll(() => {
-  rmSync(dir, { recursive: true, force: true });
-  rmSync(projectDir, { recursive: true, force: true });
-});
-
-/** This thread's read and write system calls so far (proc(5): syscr, syscw). */
-function ioCalls(): { reads: number; writes: number } {
-  const text = readFileSync("/proc/thread-self/io", "utf8");
-  const field = (name: string) => Number(new RegExp(`${name}: (\\d+)`).exec(text)?.[1]);
-  return { reads: field("syscr"), writes: field("syscw") };
-}
-
-/** The read and write system calls `run` makes, less those of reading the counters. */
-function callsOf(run: () => void): { reads: number; writes: number } {
-  const a = ioCalls();
-  const b = ioCalls();
-  const before = ioCalls();
-  run();
-  const after = ioCalls();
-  return {
-    reads: after.reads - before.reads - (b.reads - a.reads),
-    writes: after.writes - before.writes - (b.writes - a.writes),
-  };
-}
+const { dir, directIo } = directIoTestDir("direct-file-rules");
 
 /** `n` bytes of a pattern that differs from block to block and byte to byte. */
 function pattern(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i++) out[i] = (i * 31 + seed * 7 + (i >> 9)) & 0xff;
   return out;
-}
-
-/** Where two byte strings first differ (-1: nowhere): a 2 MiB toEqual takes vitest seconds. */
-function firstDifference(got: Uint8Array, want: Uint8Array): number {
-  const n = Math.min(got.length, want.length);
-  for (let i = 0; i < n; i++) if (got[i] !== want[i]) return i;
-  return got.length === want.length ? -1 : n;
 }
 
 let files = 0;
@@ -89,7 +53,7 @@ function directOn(contents: Uint8Array): { path: string; file: DirectFile } {
   return { path, file: DirectFile.open(path, "r+") };
 }
 
-describe.skipIf(base === undefined)("DirectFile's requests", () => {
+describe.skipIf(!directIo)("DirectFile's requests", () => {
   it("sends an aligned request straight to the device: one pwrite, one pread, nothing read first", () => {
     const { path, file } = directOn(new Uint8Array(0));
     try {
@@ -170,19 +134,18 @@ describe.skipIf(base === undefined)("DirectFile's requests", () => {
     }
   });
 
-  it("asks the kernel once about a buffer whose address it refuses, and bounces that buffer from then on", () => {
+  it("asks the kernel once about a buffer whose address it refuses, and bounces that buffer from then on", (context) => {
     const { path, file } = directOn(new Uint8Array(0));
     try {
       const a = file.align;
-      // An ordinary ArrayBuffer's memory comes from malloc, aligned or not by
-      // chance; the first that the kernel refuses (EINVAL) is the one wanted.
-      let refused: { data: Uint8Array; first: { reads: number; writes: number } } | undefined;
-      for (let i = 0; i < 2000 && refused === undefined; i++) {
-        const data = new Uint8Array(a).fill(i & 0xff);
-        const first = callsOf(() => file.write(data, 0));
-        if (first.writes !== 1) refused = { data, first };
-      }
-      expect(refused, "no ordinary buffer the kernel refused in 2,000").toBeDefined();
+      const refused = refusedBuffer(
+        (i) => {
+          const data = new Uint8Array(a).fill(i & 0xff);
+          const first = callsOf(() => file.write(data, 0));
+          return first.writes !== 1 ? { data, first } : undefined;
+        },
+        (note) => context.skip(note),
+      );
       if (refused === undefined) return;
       // Tried straight, refused, then bounced: two writes.
       expect(refused.first).toEqual({ reads: 0, writes: 2 });
@@ -325,7 +288,7 @@ describe.skipIf(base === undefined)("DirectFile's requests", () => {
   });
 });
 
-describe.skipIf(base === undefined)("opening for direct I/O", () => {
+describe.skipIf(!directIo)("opening for direct I/O", () => {
   it("uses open(2)'s O_DIRECT", () => {
     expect(directFlag()).toBe((constants as Record<string, number | undefined>).O_DIRECT);
     expect(directFlag()).toBeGreaterThan(0);
@@ -418,7 +381,7 @@ describe.skipIf(base === undefined)("opening for direct I/O", () => {
   });
 });
 
-describe.skipIf(base === undefined)("where direct I/O can be had", () => {
+describe.skipIf(!directIo)("where direct I/O can be had", () => {
   it("probes a directory with a direct write read back, and leaves nothing behind", () => {
     const probeDir = mkdtempSync(join(dir, "probe-"));
     expect(directIoRefusal(probeDir)).toBeUndefined();

@@ -1,9 +1,9 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { DirectFile, directIoRefusal, pageAlignedBytes } from "../src/storage/direct-file.js";
 import { DirectIoUnavailableError } from "../src/storage/errors.js";
+import { directIoTestDir, firstDifference, refusedBuffer } from "./support/direct-io.js";
 import { callsOf } from "./support/io-calls.js";
 
 // DirectFile's 1 MiB bounce buffer seen from the system calls a request
@@ -16,26 +16,12 @@ import { callsOf } from "./support/io-calls.js";
 // earlier probe is written over.
 
 const MiB = 1 << 20;
-const projectDir = join(import.meta.dirname, "..", ".direct-file-windows-test");
-mkdirSync(projectDir, { recursive: true });
-const base = [tmpdir(), projectDir].find((d) => directIoRefusal(d) === undefined);
-const dir = mkdtempSync(join(base ?? tmpdir(), "hvlab-direct-windows-"));
-afterAll(() => {
-  rmSync(dir, { recursive: true, force: true });
-  rmSync(projectDir, { recursive: true, force: true });
-});
+const { dir, directIo } = directIoTestDir("direct-file-windows");
 
 function pattern(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i++) out[i] = (i * 7 + seed * 13 + (i >> 12)) & 0xff;
   return out;
-}
-
-/** Where two byte strings first differ, -1 where nowhere (toEqual over MiBs takes seconds). */
-function firstDifference(got: Uint8Array, want: Uint8Array): number {
-  const n = Math.min(got.length, want.length);
-  for (let i = 0; i < n; i++) if (got[i] !== want[i]) return i;
-  return got.length === want.length ? -1 : n;
 }
 
 let files = 0;
@@ -48,7 +34,7 @@ function directOn(
   return { path, file: DirectFile.open(path, mode) };
 }
 
-describe.skipIf(base === undefined)("DirectFile's windows", () => {
+describe.skipIf(!directIo)("DirectFile's windows", () => {
   it("sends an aligned request of 2 MiB at a block past 0 in one call, not through the 1 MiB windows", () => {
     const old = pattern(3 * MiB, 1);
     const { path, file } = directOn(old);
@@ -135,23 +121,22 @@ describe.skipIf(base === undefined)("DirectFile's windows", () => {
     }
   });
 
-  it("marks the first part of a gathered write the kernel refused, so it is not tried straight again", () => {
+  it("marks the first part of a gathered write the kernel refused, so it is not tried straight again", (context) => {
     const { path, file } = directOn(new Uint8Array(0));
     try {
       const a = file.align;
       const second = pageAlignedBytes(a).fill(0x22);
-      // An ordinary ArrayBuffer's memory comes from malloc: the first the kernel refuses (EINVAL) is the one wanted.
-      let refused: Uint8Array | undefined;
-      for (let i = 0; i < 2000 && refused === undefined; i++) {
-        const data = new Uint8Array(a).fill(0x11);
-        // Gathered: one refused pwritev, the first part bounced, the second straight.
-        const calls = callsOf(() => file.writev([data, second], 0));
-        if (calls.writes !== 1) {
+      const refused = refusedBuffer(
+        () => {
+          const data = new Uint8Array(a).fill(0x11);
+          // Gathered: one refused pwritev, the first part bounced, the second straight.
+          const calls = callsOf(() => file.writev([data, second], 0));
+          if (calls.writes === 1) return undefined;
           expect(calls).toEqual({ reads: 0, writes: 3 });
-          refused = data;
-        }
-      }
-      expect(refused, "no ordinary buffer the kernel refused in 2,000").toBeDefined();
+          return data;
+        },
+        (note) => context.skip(note),
+      );
       if (refused === undefined) return;
       // Known refused now: part by part at once, the first bounced.
       expect(callsOf(() => file.writev([refused, second], a))).toEqual({ reads: 0, writes: 2 });
@@ -164,7 +149,7 @@ describe.skipIf(base === undefined)("DirectFile's windows", () => {
   });
 });
 
-describe.skipIf(base === undefined)("the probe for direct I/O", () => {
+describe.skipIf(!directIo)("the probe for direct I/O", () => {
   it("writes over a probe file an earlier probe of this process left behind, and removes it", () => {
     const probeDir = mkdtempSync(join(dir, "probe-"));
     writeFileSync(join(probeDir, `.hvlab-direct-probe-${process.pid}`), "left behind");
