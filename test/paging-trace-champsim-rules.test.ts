@@ -9,6 +9,7 @@ import {
   sniffFormat,
   traceParser,
 } from "../src/paging/trace.js";
+import { champsimRecord, champsimTrace } from "./support/champsim.js";
 
 /*
  * ChampSim's binary records (ChampSim inc/trace_instruction.h,
@@ -22,37 +23,6 @@ import {
 const FETCH = ACCESS.execute | ACCESS.user;
 const READ = ACCESS.user;
 const WRITE = ACCESS.write | ACCESS.user;
-
-interface Fields {
-  ip: bigint;
-  branch?: number;
-  taken?: number;
-  dst?: bigint[];
-  src?: bigint[];
-}
-
-/** One record in the 64-byte layout, or the 65-byte one with `loadType`. */
-function record({ ip, branch = 0, taken = 0, dst = [], src = [] }: Fields, loadType?: number) {
-  const bytes = new Uint8Array(loadType === undefined ? 64 : 65);
-  const view = new DataView(bytes.buffer);
-  view.setBigUint64(0, ip, true);
-  view.setUint8(8, branch);
-  view.setUint8(9, taken);
-  for (const [k, a] of dst.entries()) view.setBigUint64(16 + 8 * k, a, true);
-  for (const [k, a] of src.entries()) view.setBigUint64(32 + 8 * k, a, true);
-  if (loadType !== undefined) view.setUint8(64, loadType);
-  return bytes;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    all.set(p, at);
-    at += p.length;
-  }
-  return all;
-}
 
 /** Records read from the bytes pushed in pieces, as [page address, kind]. */
 function read(
@@ -93,7 +63,10 @@ describe("ChampSim records", () => {
       [0x7000, READ],
       [0x9000, WRITE],
     ];
-    const twoOf = concat([record(one, 2), record({ ...one, ip: 0x402000n }, 2)]);
+    const twoOf = champsimTrace([
+      champsimRecord(one, 2),
+      champsimRecord({ ...one, ip: 0x402000n }, 2),
+    ]);
     expect(read([twoOf], {}, "champsim-load-type").records).toEqual([
       ...want,
       [0x402000, FETCH],
@@ -102,7 +75,7 @@ describe("ChampSim records", () => {
   });
 
   it("give the fetch, each load slot in order, then each store slot, skipping empty slots", () => {
-    const r = record({
+    const r = champsimRecord({
       ip: 0x401000n,
       src: [0n, 0x11000n, 0n, 0x14000n],
       dst: [0x21000n, 0x22000n],
@@ -114,7 +87,11 @@ describe("ChampSim records", () => {
       [0x21000, WRITE],
       [0x22000, WRITE],
     ]);
-    const lastSlots = record({ ip: 0x401000n, src: [0n, 0n, 0n, 0x31000n], dst: [0n, 0x32000n] });
+    const lastSlots = champsimRecord({
+      ip: 0x401000n,
+      src: [0n, 0n, 0n, 0x31000n],
+      dst: [0n, 0x32000n],
+    });
     expect(read([lastSlots]).records).toEqual([
       [0x401000, FETCH],
       [0x31000, READ],
@@ -123,9 +100,9 @@ describe("ChampSim records", () => {
   });
 
   it("are read whole across pieces cut anywhere", () => {
-    const bytes = concat([
-      record({ ip: 0x401000n, src: [0x5000n] }),
-      record({ ip: 0x402000n, dst: [0x6000n] }),
+    const bytes = champsimTrace([
+      champsimRecord({ ip: 0x401000n, src: [0x5000n] }),
+      champsimRecord({ ip: 0x402000n, dst: [0x6000n] }),
     ]);
     const whole = read([bytes]).records;
     expect(whole).toHaveLength(4);
@@ -138,28 +115,28 @@ describe("ChampSim records", () => {
   });
 
   it("need an instruction pointer and branch flags of 0 or 1", () => {
-    expect(read([record({ ip: 0x401000n, branch: 1, taken: 1 })]).records).toEqual([
+    expect(read([champsimRecord({ ip: 0x401000n, branch: 1, taken: 1 })]).records).toEqual([
       [0x401000, FETCH],
     ]);
-    const good = record({ ip: 0x401000n });
-    expect(refusal([good, record({ ip: 0n, src: [0x5000n] })])).toBe(
+    const good = champsimRecord({ ip: 0x401000n });
+    expect(refusal([good, champsimRecord({ ip: 0n, src: [0x5000n] })])).toBe(
       "t.champsim:record 2: instruction pointer is 0",
     );
-    expect(refusal([record({ ip: 0x401000n, branch: 2 })])).toBe(
+    expect(refusal([champsimRecord({ ip: 0x401000n, branch: 2 })])).toBe(
       "t.champsim:record 1: branch flags must be 0 or 1",
     );
-    expect(refusal([record({ ip: 0x401000n, taken: 2 })])).toBe(
+    expect(refusal([champsimRecord({ ip: 0x401000n, taken: 2 })])).toBe(
       "t.champsim:record 1: branch flags must be 0 or 1",
     );
     // Lenient: the record is skipped whole, none of its operands read.
-    const lenient = read([record({ ip: 0n, src: [0x5000n] }), good], { lenient: true });
+    const lenient = read([champsimRecord({ ip: 0n, src: [0x5000n] }), good], { lenient: true });
     expect(lenient.records).toEqual([[0x401000, FETCH]]);
     expect(lenient.skipped).toBe(1);
   });
 
   it("count a kernel-space address (bits 63:47 set) as kernel and skipped, and go on", () => {
     const kernel = 0xffff800000001000n;
-    const r = record({ ip: 0x401000n, src: [kernel, 0x5000n], dst: [0xffffffff81000000n] });
+    const r = champsimRecord({ ip: 0x401000n, src: [kernel, 0x5000n], dst: [0xffffffff81000000n] });
     const { records, skipped, kernel: counted } = read([r]);
     expect(records).toEqual([
       [0x401000, FETCH],
@@ -168,7 +145,7 @@ describe("ChampSim records", () => {
     expect(counted).toBe(2);
     expect(skipped).toBe(2);
     // A kernel fetch is skipped too, its operands still read.
-    const fetch = read([record({ ip: kernel, src: [0x6000n] })]);
+    const fetch = read([champsimRecord({ ip: kernel, src: [0x6000n] })]);
     expect(fetch.records).toEqual([[0x6000, READ]]);
     expect(fetch.kernel).toBe(1);
   });
@@ -176,23 +153,23 @@ describe("ChampSim records", () => {
   it("refuse an address past 57 bits that is not in kernel space, and one past the user space", () => {
     // Bits 63:47 not all set: 0xffff7fff... is neither user nor kernel.
     for (const address of [0xffff7fffffff0000n, 1n << 57n]) {
-      expect(refusal([record({ ip: 0x401000n, src: [address] })])).toBe(
+      expect(refusal([champsimRecord({ ip: 0x401000n, src: [address] })])).toBe(
         "t.champsim:record 1: address beyond 57 bits and not in kernel space",
       );
     }
     // 2^57 - 4096: a number, past the 5-level user space.
-    expect(refusal([record({ ip: 0x401000n, src: [(1n << 57n) - 4096n] })])).toBe(
+    expect(refusal([champsimRecord({ ip: 0x401000n, src: [(1n << 57n) - 4096n] })])).toBe(
       "t.champsim:record 1: address 0x1fffffffffff000 is beyond the 5-level user address space (56 bits)",
     );
-    expect(read([record({ ip: 0x401000n, src: [(1n << 56n) - 4096n] })]).records).toEqual([
+    expect(read([champsimRecord({ ip: 0x401000n, src: [(1n << 56n) - 4096n] })]).records).toEqual([
       [0x401000, FETCH],
       [2 ** 56 - 4096, READ],
     ]);
-    expect(refusal([record({ ip: 0x401000n, dst: [1n << 47n] })], { levels: 4 })).toBe(
+    expect(refusal([champsimRecord({ ip: 0x401000n, dst: [1n << 47n] })], { levels: 4 })).toBe(
       "t.champsim:record 1: address 0x800000000000 is beyond the 4-level user address space (47 bits): run with --levels 5",
     );
     expect(
-      read([record({ ip: 0x401000n, dst: [(1n << 47n) - 1n] })], { levels: 4 }).records,
+      read([champsimRecord({ ip: 0x401000n, dst: [(1n << 47n) - 1n] })], { levels: 4 }).records,
     ).toEqual([
       [0x401000, FETCH],
       [2 ** 47 - 4096, WRITE],
@@ -200,8 +177,8 @@ describe("ChampSim records", () => {
   });
 
   it("stop at a malformed operand when lenient: its record's later operands are not read", () => {
-    const r = record({ ip: 0x401000n, src: [0x5000n, 1n << 57n, 0x6000n], dst: [0x7000n] });
-    const next = record({ ip: 0x402000n });
+    const r = champsimRecord({ ip: 0x401000n, src: [0x5000n, 1n << 57n, 0x6000n], dst: [0x7000n] });
+    const next = champsimRecord({ ip: 0x402000n });
     const { records, skipped, kernel } = read([r, next], { lenient: true });
     expect(records).toEqual([
       [0x401000, FETCH],
@@ -211,13 +188,15 @@ describe("ChampSim records", () => {
     expect(skipped).toBe(1);
     expect(kernel).toBe(0);
     // A bad store stops the record too (there is no later operand to lose).
-    const store = read([record({ ip: 0x401000n, dst: [1n << 57n, 0x8000n] })], { lenient: true });
+    const store = read([champsimRecord({ ip: 0x401000n, dst: [1n << 57n, 0x8000n] })], {
+      lenient: true,
+    });
     expect(store.records).toEqual([[0x401000, FETCH]]);
     expect(store.skipped).toBe(1);
   });
 
   it("refuse a last record cut short, naming its number and size, or skip it when lenient", () => {
-    const whole = record({ ip: 0x401000n });
+    const whole = champsimRecord({ ip: 0x401000n });
     expect(refusal([whole, whole.subarray(0, 40)])).toBe(
       "t.champsim:record 2: truncated record: 40 of 64 bytes",
     );
@@ -249,9 +228,9 @@ describe("a trace's format, guessed from its first bytes", () => {
     // A byte past the first 512 is not looked at.
     expect(sniffFormat(text(`${"R 1000\n".repeat(80)}\x00`))).toBe("plain");
     const records = (size: 64 | 65) =>
-      concat(
+      champsimTrace(
         Array.from({ length: 20 }, (_, i) =>
-          record(
+          champsimRecord(
             { ip: 0x401000n + BigInt(i) * 0x10n, src: [0x7fff0000n], branch: i % 2 },
             size === 65 ? 1 : undefined,
           ),
@@ -260,7 +239,9 @@ describe("a trace's format, guessed from its first bytes", () => {
     expect(sniffFormat(records(64))).toBe("champsim");
     expect(sniffFormat(records(65))).toBe("champsim-load-type");
     // Kernel-space instruction pointers count as records too.
-    const kernel = concat(Array.from({ length: 20 }, () => record({ ip: 0xffffffff81000000n }, 3)));
+    const kernel = champsimTrace(
+      Array.from({ length: 20 }, () => champsimRecord({ ip: 0xffffffff81000000n }, 3)),
+    );
     expect(sniffFormat(kernel)).toBe("champsim-load-type");
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { TraceFormatError } from "../src/paging/errors.js";
 import { ACCESS } from "../src/paging/mmu.js";
 import { type ParseOptions, RecordBuffer, sniffFormat, traceParser } from "../src/paging/trace.js";
+import { champsimRecord, champsimTrace } from "./support/champsim.js";
 
 /*
  * Where the trace parsers' addresses stop being exact, what a ChampSim
@@ -10,25 +11,6 @@ import { type ParseOptions, RecordBuffer, sniffFormat, traceParser } from "../sr
  * byte 0, is_branch and branch_taken at 8 and 9, destination_memory at 16,
  * source_memory at 32).
  */
-
-function champsim(ip: bigint, src: bigint[] = [], loadType?: number): Uint8Array {
-  const bytes = new Uint8Array(loadType === undefined ? 64 : 65);
-  const view = new DataView(bytes.buffer);
-  view.setBigUint64(0, ip, true);
-  for (const [k, a] of src.entries()) view.setBigUint64(32 + 8 * k, a, true);
-  if (loadType !== undefined) view.setUint8(64, loadType);
-  return bytes;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    all.set(p, at);
-    at += p.length;
-  }
-  return all;
-}
 
 function parseError(format: "plain" | "champsim", bytes: Uint8Array, options: ParseOptions = {}) {
   const parser = traceParser("t", format, options);
@@ -56,10 +38,10 @@ describe("addresses past 2^53", () => {
 
 describe("ChampSim errors", () => {
   it("name the record, not a line, as their unit", () => {
-    const cut = parseError("champsim", champsim(0x401000n).subarray(0, 10));
+    const cut = parseError("champsim", champsimRecord({ ip: 0x401000n }).subarray(0, 10));
     expect(cut.unit).toBe("record");
     expect(cut.line).toBe(1);
-    const zero = parseError("champsim", champsim(0n));
+    const zero = parseError("champsim", champsimRecord({ ip: 0n }));
     expect(zero.unit).toBe("record");
     expect(zero.reason).toBe("instruction pointer is 0");
   });
@@ -67,7 +49,7 @@ describe("ChampSim errors", () => {
   it("past the user space, lenient: the record stops at that operand", () => {
     const parser = traceParser("t", "champsim", { lenient: true, levels: 4 });
     const out = new RecordBuffer();
-    parser.push(champsim(0x401000n, [1n << 47n, 0x5000n]), out);
+    parser.push(champsimRecord({ ip: 0x401000n, src: [1n << 47n, 0x5000n] }), out);
     parser.end(out);
     expect(out.count).toBe(1);
     expect((out.words[0] as number) & 0xfff).toBe(ACCESS.execute | ACCESS.user);
@@ -80,9 +62,9 @@ describe("the ChampSim layout, guessed", () => {
     // User addresses with bits 46:32 set: read big-endian, their high word
     // would be neither user nor kernel space.
     const records = Array.from({ length: 20 }, (_, i) =>
-      champsim(0x7fff_0040_1000n + BigInt(i) * 4n, [0x7ffe_0000_1000n], 0),
+      champsimRecord({ ip: 0x7fff_0040_1000n + BigInt(i) * 4n, src: [0x7ffe_0000_1000n] }, 0),
     );
-    expect(sniffFormat(concat(records))).toBe("champsim-load-type");
+    expect(sniffFormat(champsimTrace(records))).toBe("champsim-load-type");
   });
 
   it("does not count records whose instruction pointer is 0", () => {
@@ -93,6 +75,6 @@ describe("the ChampSim layout, guessed", () => {
     const record = new Uint8Array(65).fill(0x55);
     record.fill(0, 0, 10);
     const records = Array.from({ length: 20 }, () => record);
-    expect(sniffFormat(concat(records))).toBe("champsim");
+    expect(sniffFormat(champsimTrace(records))).toBe("champsim");
   });
 });

@@ -12,6 +12,7 @@ import {
   type TraceFormat,
   traceParser,
 } from "../src/paging/trace.js";
+import { champsimRecord, champsimTrace } from "./support/champsim.js";
 import { fileTempDir } from "./support/temp.js";
 
 const dir = fileTempDir("trace");
@@ -31,17 +32,6 @@ function parse(text: string | Uint8Array, format: TraceFormat, lenient = false) 
     });
   }
   return { records, skipped: parser.skipped, kernel: parser.kernel };
-}
-
-/** A ChampSim input_instr record (ChampSim inc/trace_instruction.h), optionally with load_type. */
-function champsim(ip: bigint, dst: bigint[], src: bigint[], loadType?: number): Uint8Array {
-  const bytes = new Uint8Array(loadType === undefined ? 64 : 65);
-  const v = new DataView(bytes.buffer);
-  v.setBigUint64(0, ip, true);
-  for (const [i, a] of dst.entries()) v.setBigUint64(16 + 8 * i, a, true);
-  for (const [i, a] of src.entries()) v.setBigUint64(32 + 8 * i, a, true);
-  if (loadType !== undefined) v.setUint8(64, loadType);
-  return bytes;
 }
 
 describe("trace formats (Valgrind lackey, ChampSim)", () => {
@@ -87,10 +77,8 @@ describe("trace formats (Valgrind lackey, ChampSim)", () => {
 
   it("reads ChampSim records in both layouts: the fetch, loads, then stores", () => {
     for (const loadType of [undefined, 1]) {
-      const rec = champsim(
-        0x401000n,
-        [0x7f0000002000n, 0n],
-        [0x7f0000001000n, 0n, 0x600000n, 0n],
+      const rec = champsimRecord(
+        { ip: 0x401000n, dst: [0x7f0000002000n, 0n], src: [0x7f0000001000n, 0n, 0x600000n, 0n] },
         loadType,
       );
       const { records } = parse(rec, loadType === undefined ? "champsim" : "champsim-load-type");
@@ -110,9 +98,9 @@ describe("trace formats (Valgrind lackey, ChampSim)", () => {
     expect(lenient.records).toHaveLength(1);
     expect(lenient.skipped).toBe(2);
     expect(() => parse("R 0x12 junk\n", "plain")).toThrow(/t\.trace:1: unexpected text/);
-    expect(() => parse(champsim(1n, [], []).subarray(0, 40), "champsim")).toThrow(
-      /record 1: truncated/,
-    );
+    expect(() =>
+      parse(champsimRecord({ ip: 1n, dst: [], src: [] }).subarray(0, 40), "champsim"),
+    ).toThrow(/record 1: truncated/);
   });
 
   it("streams plain and gzip files, sniffing the format", async () => {
@@ -135,7 +123,7 @@ describe("trace formats (Valgrind lackey, ChampSim)", () => {
       expect(seen).toBe(50_000);
       expect(summary.gzip).toBe(file.endsWith(".gz"));
     }
-    expect(sniffFormat(champsim(1n, [], []))).toBe("champsim");
+    expect(sniffFormat(champsimRecord({ ip: 1n, dst: [], src: [] }))).toBe("champsim");
     expect(sniffFormat(new TextEncoder().encode("W 0x10\n"))).toBe("plain");
     await expect(streamTrace(join(dir, "missing"), () => {})).rejects.toThrow(TraceFormatError);
   });
@@ -323,19 +311,16 @@ describe("trace errors say what went wrong and where", () => {
   it("detects the ChampSim layout with the load_type byte, plain and gzip", async () => {
     for (const loadType of [undefined, 2]) {
       const records = Array.from({ length: 300 }, (_, i) =>
-        champsim(
-          0x401000n + BigInt(i * 4),
-          [0n, 0n],
-          [0x7f00_0000_0000n + BigInt(i * 64)],
+        champsimRecord(
+          {
+            ip: 0x401000n + BigInt(i * 4),
+            dst: [0n, 0n],
+            src: [0x7f00_0000_0000n + BigInt(i * 64)],
+          },
           loadType,
         ),
       );
-      const bytes = new Uint8Array(records.reduce((n, r) => n + r.length, 0));
-      let at = 0;
-      for (const r of records) {
-        bytes.set(r, at);
-        at += r.length;
-      }
+      const bytes = champsimTrace(records);
       const expected = loadType === undefined ? "champsim" : "champsim-load-type";
       for (const [name, data] of [
         [`c${loadType ?? 0}.bin`, bytes],
@@ -350,11 +335,11 @@ describe("trace errors say what went wrong and where", () => {
   });
 
   it("counts ChampSim kernel-space addresses in skipped instead of dropping them silently", () => {
-    const rec = champsim(
-      0x401000n,
-      [0xffff_ffff_8100_0000n],
-      [0x7f00_0000_1000n, 0xffff_8880_0000_0000n],
-    );
+    const rec = champsimRecord({
+      ip: 0x401000n,
+      dst: [0xffff_ffff_8100_0000n],
+      src: [0x7f00_0000_1000n, 0xffff_8880_0000_0000n],
+    });
     const parser = traceParser("k.bin", "champsim");
     const out = new RecordBuffer();
     parser.push(rec, out);
