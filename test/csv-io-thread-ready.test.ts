@@ -1,10 +1,11 @@
 import { closeSync, ftruncateSync, openSync, readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { LunIoThread, sharedPageAlignedBytes } from "../src/csv/io-thread.js";
+import { LunIoThread } from "../src/csv/io-thread.js";
 import { LunIoThreads } from "../src/csv/io-threads.js";
 import { BoardPublisher } from "../src/csv/registration-board.js";
 import { PersistentReservations, ReservationType, ServiceAction } from "../src/csv/reservations.js";
+import { pageAlignedBytes } from "../src/storage/direct-file.js";
 import { fileTempDir } from "./support/temp.js";
 
 // A node's I/O threads open their own descriptors of the LUN and the board
@@ -63,7 +64,7 @@ describe("a node's I/O threads are ready before a batch runs", () => {
       cleanups.push(close);
       const threads = new LunIoThreads(lun, board, false, LUN_BYTES, 4);
       cleanups.push(() => threads.close());
-      const data = sharedPageAlignedBytes(4096).fill(7);
+      const data = pageAlignedBytes(4096, true).fill(7);
       const result = await threads.write(KEY, [{ lunOffset: 0, data }]);
       expect(result.acknowledged).toEqual([true]);
       // One part ran; the three threads without one have their descriptors open too.
@@ -81,7 +82,7 @@ describe("a node's I/O threads are ready before a batch runs", () => {
     cleanups.push(() => thread.close());
     await expect(thread.ready).rejects.toThrow(/ENOENT.*no-such-lun|no-such-lun.*ENOENT/);
     await expect(
-      thread.write(KEY, [{ lunOffset: 0, data: sharedPageAlignedBytes(512) }]),
+      thread.write(KEY, [{ lunOffset: 0, data: pageAlignedBytes(512, true) }]),
     ).rejects.toThrow(/ENOENT/);
   });
 
@@ -92,7 +93,7 @@ describe("a node's I/O threads are ready before a batch runs", () => {
     const threads = new LunIoThreads(missing, board, false, LUN_BYTES, 2);
     cleanups.push(() => threads.close());
     await expect(
-      threads.write(KEY, [{ lunOffset: 0, data: sharedPageAlignedBytes(512) }]),
+      threads.write(KEY, [{ lunOffset: 0, data: pageAlignedBytes(512, true) }]),
     ).rejects.toThrow(/ENOENT/);
     expect(threads.acknowledgedSoFar).toBe(0);
   });

@@ -15,11 +15,11 @@ import {
   LunIoThread,
   type LunWrite,
   MAX_BATCH_WRITES,
-  sharedPageAlignedBytes,
 } from "../src/csv/io-thread.js";
 import { LunIoThreads } from "../src/csv/io-threads.js";
 import { BoardPublisher } from "../src/csv/registration-board.js";
 import { PersistentReservations, ReservationType, ServiceAction } from "../src/csv/reservations.js";
+import { pageAlignedBytes } from "../src/storage/direct-file.js";
 
 // A node's I/O thread on a real LUN file and a real registration board: a
 // batch of writes runs back to back there, fenced by the board, and comes
@@ -103,7 +103,7 @@ function start(): { cluster: Cluster; thread: LunIoThread } {
 /** `count` writes of `bytes` each, back to back from LUN offset 0, write k filled with k + 1. */
 function numbered(count: number, bytes: number, shared = true): LunWrite[] {
   return Array.from({ length: count }, (_, k) => {
-    const data = shared ? sharedPageAlignedBytes(bytes) : new Uint8Array(bytes);
+    const data = shared ? pageAlignedBytes(bytes, true) : new Uint8Array(bytes);
     data.fill((k % 255) + 1);
     return { lunOffset: k * bytes, data };
   });

@@ -1,5 +1,5 @@
+import { pageAlignedBytes } from "../storage/direct-file.js";
 import type { FileChunk } from "./file-batch.js";
-import { sharedPageAlignedBytes } from "./io-thread.js";
 import type { FileMap } from "./volume.js";
 
 /*
@@ -135,7 +135,7 @@ let lastChunk: { bs: number; seed: number; chunk: Uint8Array } | undefined;
  */
 function patternChunk(bs: number, seed: number): Uint8Array {
   if (lastChunk?.bs !== bs || lastChunk.seed !== seed) {
-    const chunk = sharedPageAlignedBytes(bs);
+    const chunk = pageAlignedBytes(bs, true);
     fillPattern(chunk, seed);
     lastChunk = { bs, seed, chunk };
   }

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
+import { pageAlignedBytes } from "../storage/direct-file.js";
 import { packageRoot } from "../util/package-root.js";
 import type { BatchOutcome } from "./fenced-batch.js";
 
@@ -77,16 +78,6 @@ function workerFile(): string {
   return join(packageRoot(), "dist", "src", "csv", "io-thread-worker.js");
 }
 
-/** `bytes` of shared memory at a page-aligned address (a shared wasm memory's pages), as O_DIRECT wants. */
-export function sharedPageAlignedBytes(bytes: number): Uint8Array {
-  const pages = Math.max(1, Math.ceil(bytes / 65536));
-  return new Uint8Array(
-    new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer,
-    0,
-    bytes,
-  );
-}
-
 /** Checks a batch's key and writes; returns the bytes of the writes whose memory is not shared. */
 function checkBatch(key: bigint, writes: readonly LunWrite[], lunBytes: number): number {
   if (typeof key !== "bigint" || key < 0n || key >= 1n << 64n)
@@ -118,7 +109,7 @@ export function packBatch(
   const copied = checkBatch(key, writes, lunBytes);
   const buffers: Uint8Array[] = [];
   const index = new Map<ArrayBufferLike, number>();
-  const staging = copied > 0 ? sharedPageAlignedBytes(copied) : undefined;
+  const staging = copied > 0 ? pageAlignedBytes(copied, true) : undefined;
   let staged = 0;
   const table = new Float64Array(4 * writes.length);
   for (const [i, w] of writes.entries()) {

@@ -30,12 +30,14 @@ let bounceBuffer: Uint8Array | undefined;
  * `bytes` bytes at a page-aligned address, as O_DIRECT wants a request's
  * memory. A WebAssembly memory's bytes are page-aligned (V8 maps them with
  * the page allocator), which an ordinary ArrayBuffer's are not: a buffer
- * that direct requests go straight from, without a bounce.
+ * that direct requests go straight from, without a bounce. `shared`: in
+ * a SharedArrayBuffer, which another thread (a node's I/O thread) writes
+ * from without a copy.
  */
-export function pageAlignedBytes(bytes: number): Uint8Array {
+export function pageAlignedBytes(bytes: number, shared = false): Uint8Array {
   const pages = Math.max(1, Math.ceil(bytes / 65536));
   return new Uint8Array(
-    new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer,
+    new WebAssembly.Memory({ initial: pages, maximum: pages, shared }).buffer,
     0,
     bytes,
   );
