@@ -213,7 +213,9 @@ export class ShadowMmu implements GuestPagingHooks {
     // Agile paging: below a table in nested mode the hardware walks the guest's
     // own tables; the hypervisor only finds whether the fault is the guest's.
     let nested = false;
-    // Agile: this fault linked a nested table whose shadow entry was missing (a hidden page fault).
+    // This fault linked a table whose shadow entry was missing: a nested table
+    // (agile) or a shadow table that survived its link's zap. The hardware's
+    // walk stopped there, so the exit is a hidden page fault whatever the leaf.
     let linked = false;
     for (let level: number = this.options.levels; level >= 1; level--) {
       const index = tableIndex(va, level);
@@ -250,7 +252,7 @@ export class ShadowMmu implements GuestPagingHooks {
         const before = this.window.read(at);
         const leaf = this.shadowLeaf(gNew, level, va, leafLevel);
         this.window.write(at, leaf);
-        if ((before & X86.present) === 0n) this.counters.exits["hidden-page-fault"]++;
+        if (linked || (before & X86.present) === 0n) this.counters.exits["hidden-page-fault"]++;
         else if ((before & DIRTY_LOG_PROTECTED) !== 0n) {
           // The guest page was dirty already: the shadow entry was write-protected for dirty logging.
           this.counters.exits["dirty-log"]++;
@@ -284,6 +286,7 @@ export class ShadowMmu implements GuestPagingHooks {
       const have = this.window.read(sAt);
       if (have !== want) {
         if ((have & X86.present) !== 0n) this.unlink(sAt, have);
+        else linked = true;
         this.window.write(sAt, want);
         child.parents.add(sAt);
       }
