@@ -157,8 +157,8 @@ export class ReceiveRing {
 
   /**
    * Writes a frame (header bytes then payload pieces) into the next free
-   * slot. Returns false, counting a ring-full drop, when no slot is free or
-   * the frame does not fit a slot. With `copy`, the header and pieces must
+   * slot. Returns false, counting a ring-full drop, when no slot is free,
+   * the frame does not fit a slot, or the pieces do not add up to `length`. With `copy`, the header and pieces must
    * be views of the ring's shared memory (the receive buffer's frames), or,
    * for the header only, private bytes: a kernel moves what is shared.
    */
@@ -171,7 +171,12 @@ export class ReceiveRing {
     copy?: SharedCopy,
   ): boolean {
     const h = this.header;
-    if (length > this.maxFrame) {
+    let total = header.length;
+    for (const piece of pieces) total += piece.length;
+    // The slot holds `length` bytes: never copy past it, whatever the pieces
+    // say; refused before a slot is claimed, so the VM never reads a slot
+    // whose bytes were not written.
+    if (length > this.maxFrame || total !== length) {
       Atomics.add(h, RxRingField.ringFull, 1);
       return false;
     }
@@ -188,13 +193,6 @@ export class ReceiveRing {
     this.view.setUint32(base, length, true);
     this.view.setUint16(base + 4, flags, true);
     this.view.setUint16(base + 6, Math.min(segments, 0xffff), true);
-    let total = header.length;
-    for (const piece of pieces) total += piece.length;
-    // The slot holds `length` bytes: never copy past it, whatever the pieces say.
-    if (total !== length) {
-      Atomics.add(h, RxRingField.ringFull, 1);
-      return false;
-    }
     let at = base + RX_SLOT_HEADER;
     // A coalesced frame's header is written afresh (private bytes); a frame
     // passed through is its own header, in the receive buffer.
