@@ -130,6 +130,10 @@ export const ENGINES = {
       "src/net/rss.ts",
       "src/net/address.ts",
       "src/net/round-barrier.ts",
+      "src/net/build.ts",
+      "src/net/frame.ts",
+      "src/net/ring.ts",
+      "src/net/vmq.ts",
     ],
   },
   storage: {
