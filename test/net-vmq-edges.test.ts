@@ -1,0 +1,129 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { MemoryLayout } from "../src/memory/layout.js";
+import { buildFrame, type FrameSpec } from "../src/net/build.js";
+import { ToeplitzHasher } from "../src/net/rss.js";
+import { RSS_INDIRECTION_ENTRIES, rebalance, rssHash, VirtualNic } from "../src/net/vmq.js";
+
+/*
+ * The VMQ NIC's edges: what counts as an 802.1Q tag (the whole TPID
+ * 0x8100), VLAN IDs above 255, an untagged frame against a VLAN filter,
+ * RSS's UDP hash type and fragments (hashed on addresses only: only the
+ * first carries ports), and which processor Dynamic VMQ calls busiest and
+ * idlest when loads tie (the first). Hashes are Microsoft's RSS
+ * verification vectors ("Verifying the RSS Hash Calculation").
+ */
+let hasher: ToeplitzHasher;
+beforeAll(() => {
+  hasher = new ToeplitzHasher(new MemoryLayout());
+});
+
+const VM_MAC = "00:15:5d:00:00:20";
+const V4 = { version: 4, src: "66.9.149.187", dst: "161.142.100.80" } as const;
+const PORTS = { srcPort: 2794, dstPort: 1766 };
+/** Microsoft's first IPv4 vector: with ports, and on the addresses alone. */
+const WITH_PORTS = 0x51ccc178;
+const ADDRESSES_ONLY = 0x323e8fc2;
+
+function frame(l4: FrameSpec["l4"], dst = VM_MAC, vlan?: number): Uint8Array {
+  return buildFrame(
+    {
+      ethernet: { dst, src: "00:15:5d:ff:ff:ff", ...(vlan !== undefined ? { vlan } : {}) },
+      ip: V4,
+      l4,
+    },
+    new Uint8Array(16),
+  );
+}
+
+describe("VMQ classification edges", () => {
+  it("takes only the TPID 0x8100 as a tag, both of its bytes", () => {
+    const nic = new VirtualNic({ queues: 2, processors: 1, jumboPacket: 1514 });
+    const q = nic.attach({ name: "a", mac: VM_MAC, vlan: 7 });
+    const tagged = frame({ kind: "udp", ...PORTS }, VM_MAC, 7);
+    expect(nic.classify(tagged).queue).toBe(q.index);
+    // 0x8137 is IPX, not a tag: bytes 14-15 are no VLAN ID then.
+    const other = tagged.slice();
+    other[13] = 0x37;
+    expect(nic.classify(other).queue).toBe(0);
+  });
+
+  it("reads both bytes of a VLAN ID, and matches no VLAN filter on an untagged frame", () => {
+    const nic = new VirtualNic({ queues: 3, processors: 1, jumboPacket: 1514 });
+    const high = nic.attach({ name: "a", mac: VM_MAC, vlan: 0x107 });
+    const one = nic.attach({ name: "b", mac: "00:15:5d:00:00:21", vlan: 1 });
+    expect(nic.classify(frame({ kind: "udp", ...PORTS }, VM_MAC, 0x107)).queue).toBe(high.index);
+    expect(nic.classify(frame({ kind: "udp", ...PORTS }, VM_MAC, 7)).queue).toBe(0);
+    expect(nic.classify(frame({ kind: "udp", ...PORTS }, "00:15:5d:00:00:21", 1)).queue).toBe(
+      one.index,
+    );
+    expect(nic.classify(frame({ kind: "udp", ...PORTS }, "00:15:5d:00:00:21")).queue).toBe(0);
+  });
+
+  it("hashes UDP ports when asked (NDIS 6.80), a fragment on its addresses only", () => {
+    const udp = frame({ kind: "udp", ...PORTS }, "00:15:5d:99:99:99");
+    expect(rssHash(hasher, udp, true)).toBe(WITH_PORTS);
+    const nic = new VirtualNic({
+      queues: 1,
+      processors: 4,
+      jumboPacket: 1514,
+      rss: true,
+      hasher,
+      hashUdpPorts: true,
+    });
+    nic.indirection.fill(0);
+    nic.indirection[WITH_PORTS % RSS_INDIRECTION_ENTRIES] = 3;
+    nic.indirection[ADDRESSES_ONLY % RSS_INDIRECTION_ENTRIES] = 1;
+    expect(nic.classify(udp).processor).toBe(3);
+    // A TCP fragment (MF set): its first bytes after the IP header are no ports to hash.
+    const fragment = frame({ kind: "tcp", ...PORTS, seq: 1 }, "00:15:5d:99:99:99");
+    fragment[20] = 0x20;
+    expect(rssHash(hasher, fragment)).toBe(ADDRESSES_ONLY);
+    expect(nic.classify(fragment).processor).toBe(1);
+  });
+});
+
+describe("Dynamic VMQ: the busiest and the idlest processor", () => {
+  /** Three processors; queue i on processor i. */
+  const nicOf = () => new VirtualNic({ queues: 3, processors: 3, jumboPacket: 1514 });
+
+  it("moves off the busiest processor whichever it is, onto the idlest whichever it is", () => {
+    const loads = (b0: number, b1: number, b2: number) => [
+      { queue: 0, busyNs: b0 },
+      { queue: 1, busyNs: b1 },
+      { queue: 2, busyNs: b2 },
+    ];
+    // Processor 1 busiest, processor 2 idlest: queue 1 is the only one on 1, and it moves.
+    expect(rebalance(nicOf(), loads(500, 400, 10))).toBeNull();
+    const nic = nicOf();
+    nic.queues.push({ index: 3, filters: [], vm: -1, processor: 1 });
+    expect(rebalance(nic, [...loads(500, 900, 10), { queue: 3, busyNs: 300 }])).toEqual({
+      queue: 3,
+      from: 1,
+      to: 2,
+    });
+  });
+
+  it("takes the first processor of equal load as the busiest and as the idlest", () => {
+    const nic = nicOf();
+    nic.queues.push({ index: 3, filters: [], vm: -1, processor: 0 });
+    nic.queues.push({ index: 4, filters: [], vm: -1, processor: 1 });
+    // Processors 0 and 1 tie at 1,000 ns; 2 is idle.
+    const move = rebalance(nic, [
+      { queue: 0, busyNs: 700 },
+      { queue: 3, busyNs: 300 },
+      { queue: 1, busyNs: 700 },
+      { queue: 4, busyNs: 300 },
+    ]);
+    // Queues 0 and 3 would each leave a gap of 400: the first found, queue 0, moves.
+    expect(move).toEqual({ queue: 0, from: 0, to: 2 });
+    // Processors 1 and 2 tie idle: the move goes to 1.
+    const idle = nicOf();
+    idle.queues.push({ index: 3, filters: [], vm: -1, processor: 0 });
+    expect(
+      rebalance(idle, [
+        { queue: 0, busyNs: 700 },
+        { queue: 3, busyNs: 300 },
+      ]),
+    ).toEqual({ queue: 0, from: 0, to: 1 });
+  });
+});
