@@ -103,6 +103,20 @@ describe("Dynamic VMQ: the busiest and the idlest processor", () => {
     });
   });
 
+  it("moves onto the least loaded processor when none is idle", () => {
+    const nic = nicOf();
+    nic.queues.push({ index: 3, filters: [], vm: -1, processor: 0 });
+    // Processor 0 at 1,000 ns, 1 at 100, 2 at 500: processor 1 takes the move.
+    expect(
+      rebalance(nic, [
+        { queue: 0, busyNs: 700 },
+        { queue: 3, busyNs: 300 },
+        { queue: 1, busyNs: 100 },
+        { queue: 2, busyNs: 500 },
+      ]),
+    ).toEqual({ queue: 3, from: 0, to: 1 });
+  });
+
   it("takes the first processor of equal load as the busiest and as the idlest", () => {
     const nic = nicOf();
     nic.queues.push({ index: 3, filters: [], vm: -1, processor: 0 });
