@@ -82,6 +82,25 @@ describe("VMQ classification edges", () => {
   });
 });
 
+describe("RSS on frames that are not IP", () => {
+  it("hashes an ARP request to 0, whatever its addresses", () => {
+    // RFC 826: Ethernet, IPv4, request; sender 00:15:5d:00:00:01 at 10.0.0.1 asks for 10.0.0.2.
+    const arp = Uint8Array.of(
+      ...[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x15, 0x5d, 0x00, 0x00, 0x01, 0x08, 0x06],
+      ...[0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01],
+      ...[0x00, 0x15, 0x5d, 0x00, 0x00, 0x01, 10, 0, 0, 1],
+      ...[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 10, 0, 0, 2],
+      ...new Array<number>(18).fill(0),
+    );
+    expect(arp.length).toBe(60);
+    expect(rssHash(hasher, arp)).toBe(0);
+    const nic = new VirtualNic({ queues: 1, processors: 4, jumboPacket: 1514, rss: true, hasher });
+    nic.indirection.fill(3);
+    nic.indirection[0] = 2;
+    expect(nic.classify(arp)).toEqual({ queue: 0, processor: 2, drop: null });
+  });
+});
+
 describe("Dynamic VMQ: the busiest and the idlest processor", () => {
   /** Three processors; queue i on processor i. */
   const nicOf = () => new VirtualNic({ queues: 3, processors: 3, jumboPacket: 1514 });
