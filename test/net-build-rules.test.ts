@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { buildFrame, buildHeaders, type FrameSpec } from "../src/net/build.js";
 import { onesSumOracle } from "../src/oracle/checksum.js";
+import { ETH, frameSpec, TCP, UDP, V4, V6 } from "./support/net-frames.js";
 
 /*
  * The frame builder's fields and refusals one by one: what each option
@@ -9,18 +10,7 @@ import { onesSumOracle } from "../src/oracle/checksum.js";
  * checked against the byte-at-a-time oracle over a pseudo-header written
  * out by hand (RFC 768, RFC 8200 8.1).
  */
-const ETH = { dst: "00:15:5d:00:00:02", src: "00:15:5d:00:00:01" };
-const V4 = { version: 4, src: "10.0.0.1", dst: "10.0.0.2" } as const;
-const V6 = { version: 6, src: "fd00::1", dst: "fd00::2" } as const;
-const TCP = { kind: "tcp", srcPort: 1000, dstPort: 80, seq: 1 } as const;
-const UDP = { kind: "udp", srcPort: 53, dstPort: 5353 } as const;
-
-const spec = (s: Partial<FrameSpec>): FrameSpec => ({
-  ethernet: s.ethernet ?? ETH,
-  ip: s.ip ?? V4,
-  l4: s.l4 ?? TCP,
-});
-const headers = (s: Partial<FrameSpec>, payload = 0) => buildHeaders(spec(s), payload).bytes;
+const headers = (s: Partial<FrameSpec>, payload = 0) => buildHeaders(frameSpec(s), payload).bytes;
 const u16 = (b: Uint8Array, at: number) => ((b[at] ?? 0) << 8) | (b[at + 1] ?? 0);
 
 describe("the frame builder's fields", () => {
@@ -70,7 +60,7 @@ describe("the frame builder's fields", () => {
 
   it("fills a UDP checksum over IPv6 past 64 KiB with the 32-bit length of RFC 8200 8.1", () => {
     const payload = Uint8Array.from({ length: 70_000 }, (_, i) => (i * 7) & 0xff);
-    const frame = buildFrame(spec({ ip: V6, l4: UDP }), payload);
+    const frame = buildFrame(frameSpec({ ip: V6, l4: UDP }), payload);
     const l4Length = 8 + payload.length;
     expect(u16(frame, 54 + 4), "the UDP length field says 'too large'").toBe(0);
     const pseudo = new Uint8Array(40);

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { buildFrame, type FrameSpec } from "../src/net/build.js";
-import { FrameError } from "../src/net/errors.js";
 import { parseFrame } from "../src/net/frame.js";
+import { frame, refusal, set16, UDP, V6 } from "./support/net-frames.js";
 
 /*
  * The parser's edges that a frame's fields alone do not reach: an empty
@@ -9,38 +8,16 @@ import { parseFrame } from "../src/net/frame.js";
  * nothing after it, extension headers that end in Ethernet padding, options
  * that look like a routing header, and UDP lengths around 65,535 bytes.
  */
-const ETH = { dst: "00:15:5d:00:00:02", src: "00:15:5d:00:00:01" };
-const V4 = { version: 4, src: "10.0.0.1", dst: "10.0.0.2" } as const;
-const V6 = { version: 6, src: "fd00::1", dst: "fd00::2" } as const;
-const TCP = { kind: "tcp", srcPort: 1000, dstPort: 80, seq: 1 } as const;
-const UDP = { kind: "udp", srcPort: 53, dstPort: 5353 } as const;
-
-function frame(s: Partial<FrameSpec>, payload = 10): Uint8Array {
-  return buildFrame({ ethernet: ETH, ip: s.ip ?? V4, l4: s.l4 ?? TCP }, new Uint8Array(payload));
-}
-
-function set16(f: Uint8Array, at: number, value: number): Uint8Array {
-  new DataView(f.buffer, f.byteOffset).setUint16(at, value);
-  return f;
-}
-
-function refusal(parse: () => unknown): string {
-  try {
-    parse();
-  } catch (e) {
-    if (e instanceof FrameError) return e.message;
-    throw e;
-  }
-  return "taken";
-}
+/** The words of the parser's refusal. */
+const message = (parse: () => unknown) => refusal(parse).message;
 
 describe("parser edges", () => {
   it("calls an empty window too short for Ethernet, not outside its buffer", () => {
     const f = frame({});
-    expect(refusal(() => parseFrame(f, 0, 0))).toBe(
+    expect(message(() => parseFrame(f, 0, 0))).toBe(
       "frame: 0 bytes is shorter than an Ethernet header (14) (truncated at byte 0)",
     );
-    expect(refusal(() => parseFrame(f, f.length, 0))).toContain("0 bytes is shorter");
+    expect(message(() => parseFrame(f, f.length, 0))).toContain("0 bytes is shorter");
   });
 
   it("keeps a super-frame's non-zero length fields: they still end the datagram", () => {
@@ -65,14 +42,14 @@ describe("parser edges", () => {
     const short = new Uint8Array(80);
     short.set(hop(6).subarray(0, 62));
     set16(short, 18, 4);
-    expect(refusal(() => parseFrame(short))).toBe(
+    expect(message(() => parseFrame(short))).toBe(
       "frame: extension header runs past the datagram's end (bad-extension-header at byte 54)",
     );
     // A 16-byte header in a datagram that claims 12 bytes, padded to 80.
     const long = new Uint8Array(80);
     long.set(hop(14).subarray(0, 70));
     set16(long, 18, 12);
-    expect(refusal(() => parseFrame(long))).toBe(
+    expect(message(() => parseFrame(long))).toBe(
       "frame: extension header of 16 bytes runs past the datagram's end (bad-extension-header at byte 54)",
     );
   });
@@ -90,20 +67,20 @@ describe("parser edges", () => {
     const udp = (payload: number) => frame({ l4: UDP }, payload);
     // 65,500 bytes of UDP: the IPv4 total length fits 16 bits; a UDP length of 0 is wrong there.
     const fits = set16(udp(65_500 - 8), 38, 0);
-    expect(refusal(() => parseFrame(fits, 0, fits.length, { superFrame: true }))).toBe(
+    expect(message(() => parseFrame(fits, 0, fits.length, { superFrame: true }))).toBe(
       "frame: UDP length 0 disagrees with the datagram (65500 bytes) (bad-udp-length at byte 38)",
     );
     // Exactly 65,535 bytes of UDP: the IPv4 total does not fit (0), the UDP length does.
     const edge = set16(udp(0xffff - 8), 38, 0);
     expect(edge[16]).toBe(0);
-    expect(refusal(() => parseFrame(edge, 0, edge.length, { superFrame: true }))).toBe(
+    expect(message(() => parseFrame(edge, 0, edge.length, { superFrame: true }))).toBe(
       "frame: UDP length 0 disagrees with the datagram (65535 bytes) (bad-udp-length at byte 38)",
     );
     // Past it, 0 is the only length a super-frame can carry; any other must be the true one.
     const big = udp(70_000);
     expect(parseFrame(big, 0, big.length, { superFrame: true }).payloadLength).toBe(70_000);
     set16(big, 38, 1000);
-    expect(refusal(() => parseFrame(big, 0, big.length, { superFrame: true }))).toBe(
+    expect(message(() => parseFrame(big, 0, big.length, { superFrame: true }))).toBe(
       "frame: UDP length 1000 disagrees with the datagram (70008 bytes) (bad-udp-length at byte 38)",
     );
   });

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { buildFrame, type FrameSpec } from "../src/net/build.js";
-import { FrameError } from "../src/net/errors.js";
-import { type ParsedFrame, parseFrame } from "../src/net/frame.js";
+import { parseFrame } from "../src/net/frame.js";
+import { ETH, frame, refusal, refused, set16, TCP, UDP, V4, V6 } from "./support/net-frames.js";
 
 /*
  * The frame parser's checks one by one, each at its boundary: the frame's
@@ -13,40 +12,6 @@ import { type ParsedFrame, parseFrame } from "../src/net/frame.js";
  * (RFC 768). Each refusal is checked for its code, the offset of the field
  * and its words.
  */
-const ETH = { dst: "00:15:5d:00:00:02", src: "00:15:5d:00:00:01" };
-const V4 = { version: 4, src: "10.0.0.1", dst: "10.0.0.2" } as const;
-const V6 = { version: 6, src: "fd00::1", dst: "fd00::2" } as const;
-const TCP = { kind: "tcp", srcPort: 1000, dstPort: 80, seq: 1 } as const;
-const UDP = { kind: "udp", srcPort: 53, dstPort: 5353 } as const;
-
-function frame(spec: Partial<FrameSpec>, payload = 10): Uint8Array {
-  return buildFrame(
-    { ethernet: spec.ethernet ?? ETH, ip: spec.ip ?? V4, l4: spec.l4 ?? TCP },
-    new Uint8Array(payload),
-  );
-}
-
-function set16(f: Uint8Array, at: number, value: number): Uint8Array {
-  new DataView(f.buffer, f.byteOffset).setUint16(at, value);
-  return f;
-}
-
-function refusal(parse: () => ParsedFrame): { code: string; offset: number; message: string } {
-  try {
-    parse();
-  } catch (e) {
-    if (!(e instanceof FrameError)) throw e;
-    return { code: e.code, offset: e.offset, message: e.message };
-  }
-  throw new Error("the frame was taken");
-}
-
-const refused = (code: string, offset: number, detail: string) => ({
-  code,
-  offset,
-  message: `frame: ${detail} (${code} at byte ${offset})`,
-});
-
 describe("the frame's window in its buffer", () => {
   const f = frame({});
   const n = f.length;
