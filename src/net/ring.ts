@@ -158,9 +158,10 @@ export class ReceiveRing {
   /**
    * Writes a frame (header bytes then payload pieces) into the next free
    * slot. Returns false, counting a ring-full drop, when no slot is free,
-   * the frame does not fit a slot, or the pieces do not add up to `length`. With `copy`, the header and pieces must
-   * be views of the ring's shared memory (the receive buffer's frames), or,
-   * for the header only, private bytes: a kernel moves what is shared.
+   * the frame does not fit a slot, or the pieces do not add up to `length`.
+   * With `copy`, the header and pieces must be views of the ring's shared
+   * memory (the receive buffer's frames), or, for the header only, private
+   * bytes: a kernel moves what is shared.
    */
   write(
     header: Uint8Array,
