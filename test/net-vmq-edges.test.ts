@@ -102,8 +102,13 @@ describe("RSS on frames that are not IP", () => {
 });
 
 describe("Dynamic VMQ: the busiest and the idlest processor", () => {
-  /** Three processors; queue i on processor i. */
-  const nicOf = () => new VirtualNic({ queues: 3, processors: 3, jumboPacket: 1514 });
+  /** Three processors; queue i on processor i, and each extra queue on the processor given. */
+  const nicOf = (...extra: { index: number; processor: number }[]) => {
+    const nic = new VirtualNic({ queues: 3, processors: 3, jumboPacket: 1514 });
+    for (const { index, processor } of extra)
+      nic.queues.push({ index, filters: [], vm: -1, processor });
+    return nic;
+  };
 
   it("moves off the busiest processor whichever it is, onto the idlest whichever it is", () => {
     const loads = (b0: number, b1: number, b2: number) => [
@@ -111,10 +116,11 @@ describe("Dynamic VMQ: the busiest and the idlest processor", () => {
       { queue: 1, busyNs: b1 },
       { queue: 2, busyNs: b2 },
     ];
-    // Processor 1 busiest, processor 2 idlest: queue 1 is the only one on 1, and it moves.
+    // Processor 0 busiest (500 ns), 2 idlest (10): moving queue 0, its only one, leaves
+    // a gap of 510 against 490, no gain, so nothing moves.
     expect(rebalance(nicOf(), loads(500, 400, 10))).toBeNull();
-    const nic = nicOf();
-    nic.queues.push({ index: 3, filters: [], vm: -1, processor: 1 });
+    // Processor 1 busiest (1,200 ns), 2 idlest: its 300 ns queue narrows the gap, and moves to 2.
+    const nic = nicOf({ index: 3, processor: 1 });
     expect(rebalance(nic, [...loads(500, 900, 10), { queue: 3, busyNs: 300 }])).toEqual({
       queue: 3,
       from: 1,
@@ -123,8 +129,7 @@ describe("Dynamic VMQ: the busiest and the idlest processor", () => {
   });
 
   it("moves onto the least loaded processor when none is idle", () => {
-    const nic = nicOf();
-    nic.queues.push({ index: 3, filters: [], vm: -1, processor: 0 });
+    const nic = nicOf({ index: 3, processor: 0 });
     // Processor 0 at 1,000 ns, 1 at 100, 2 at 500: processor 1 takes the move.
     expect(
       rebalance(nic, [
@@ -137,9 +142,7 @@ describe("Dynamic VMQ: the busiest and the idlest processor", () => {
   });
 
   it("takes the first processor of equal load as the busiest and as the idlest", () => {
-    const nic = nicOf();
-    nic.queues.push({ index: 3, filters: [], vm: -1, processor: 0 });
-    nic.queues.push({ index: 4, filters: [], vm: -1, processor: 1 });
+    const nic = nicOf({ index: 3, processor: 0 }, { index: 4, processor: 1 });
     // Processors 0 and 1 tie at 1,000 ns; 2 is idle.
     const move = rebalance(nic, [
       { queue: 0, busyNs: 700 },
@@ -150,8 +153,7 @@ describe("Dynamic VMQ: the busiest and the idlest processor", () => {
     // Queues 0 and 3 would each leave a gap of 400: the first found, queue 0, moves.
     expect(move).toEqual({ queue: 0, from: 0, to: 2 });
     // Processors 1 and 2 tie idle: the move goes to 1.
-    const idle = nicOf();
-    idle.queues.push({ index: 3, filters: [], vm: -1, processor: 0 });
+    const idle = nicOf({ index: 3, processor: 0 });
     expect(
       rebalance(idle, [
         { queue: 0, busyNs: 700 },
