@@ -193,36 +193,6 @@ describe("QEMU's iteration on virtual time", () => {
     expect(cut.summary.duplicate).toBeGreaterThan(0);
   });
 
-  it("a resend rate: the first pass at the host's rate, the passes after it at the resend rate", async () => {
-    const point: Point = {
-      ...idle,
-      guestBytes: 128 * MiB,
-      writesPerSecond: 4000,
-      maxBandwidth: 1000 * MiB,
-    };
-    const resendRate = 3 * point.it.hostRate;
-    const r = await runMigration(options({ ...point, it: { ...point.it, resendRate } }));
-    const rounds = r.rounds.filter((x) => x.phase === "precopy");
-    const [first, second] = rounds;
-    if (!first || !second) throw new Error("fewer than two passes");
-    // Bytes over the pass's time (the first pass after its start time).
-    const rate = (x: typeof first, startMs = 0) =>
-      (x["bytes-sent"] * 1000) / (x["duration-ms"] - startMs);
-    expect(rate(first, point.it.startMs)).toBeCloseTo(point.it.hostRate, -3);
-    expect(rate(second)).toBeCloseTo(resendRate, -3);
-    // The same run without it: the first pass alike, the rest slower.
-    const plain = await runMigration(options(point));
-    expect(plain.rounds[0]?.["pages-dirtied"]).toBe(first["pages-dirtied"]);
-    expect(plain.summary["total-time"]).toBeGreaterThan(r.summary["total-time"]);
-    // A resend rate below the host's (a probe's stalls under the cap) does
-    // not slow the passes after the first: the run is the plain one.
-    const slower = await runMigration(
-      options({ ...point, it: { ...point.it, resendRate: point.it.hostRate / 2 } }),
-    );
-    expect(slower.summary["total-time"]).toBe(plain.summary["total-time"]);
-    expect(slower.summary["dirty-sync-count"]).toBe(plain.summary["dirty-sync-count"]);
-  });
-
   const points: [string, Point][] = [
     [
       "256 MiB, 8,000 writes/s, 100 MiB/s capped by a 60 MiB/s host, 100 ms",
@@ -344,7 +314,6 @@ describe("QEMU's iteration on virtual time", () => {
       [{ qemuIteration: { ...idle.it, windowRates: [MiB, 0] } }, /window rate 1/],
       [{ qemuIteration: { ...idle.it, windowRates: [Number.NaN] } }, /window rate 0/],
       [{ qemuIteration: { ...idle.it, zeroTailPages: -1 } }, /zero tail/],
-      [{ qemuIteration: { ...idle.it, resendRate: 0 } }, /resend rate/],
       [{ qemuIteration: { ...idle.it, zeroTailPages: 10 } }, /scan rate/],
       [{ qemuIteration: { ...idle.it, zeroTailPages: 10, zeroScanRate: 0 } }, /scan rate/],
       [

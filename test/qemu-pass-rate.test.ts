@@ -4,7 +4,6 @@ import {
   cappedWindowRates,
   firstPassRate,
   MIN_ZERO_PAGES,
-  resendRate,
   WINDOW_MS,
   zeroScanRate,
 } from "../src/qemu/pass-rate.js";
@@ -272,49 +271,5 @@ describe("window rates under max-bandwidth", () => {
         },
       ),
     );
-  });
-});
-
-describe("the rate after the first pass", () => {
-  /** A sample past the first pass with `remaining` bytes pending. */
-  const pastFirst = (atMs: number, transferred: number, remaining: number, syncs: number) => {
-    const x = sample(atMs, transferred, transferred, syncs);
-    return { ...x, info: { ...x.info, ram: { ...x.info.ram, remaining } } };
-  };
-  const samples = [
-    sample(0, 0, 0, 1),
-    sample(50, 10 * MiB, 10 * MiB, 1),
-    // Past the first pass, but before the run's parameters held.
-    pastFirst(100, 30 * MiB, 40 * MiB, 2),
-    pastFirst(150, 35 * MiB, 35 * MiB, 2),
-    // A stall with pages pending counts: the link's rate lives through it.
-    pastFirst(200, 35 * MiB, 35 * MiB, 3),
-    pastFirst(250, 40 * MiB, 30 * MiB, 3),
-    pastFirst(350, 50 * MiB, 20 * MiB, 4),
-    pastFirst(400, 52 * MiB, 0.1 * MiB, 4),
-    // Caught up with the guest: each interval sends all that was pending
-    // (what the guest dirtied), so its rate is the guest's, not the link's.
-    pastFirst(450, 52.5 * MiB, 0.2 * MiB, 5),
-    pastFirst(500, 53 * MiB, 0.1 * MiB, 6),
-    pastFirst(550, 53.5 * MiB, 0.1 * MiB, 7),
-    pastFirst(600, 54 * MiB, 0.1 * MiB, 8),
-  ];
-
-  it("bytes over time of the intervals past the first pass that sent less than was pending, stalls included", () => {
-    // From 150 ms: 17 MiB in the 250 ms up to 400 ms.
-    expect(resendRate(samples, 120)).toBeCloseTo((17 * MiB * 1000) / 250, 6);
-    // From 100 ms: 22 MiB in 300 ms.
-    expect(resendRate(samples)).toBeCloseTo((22 * MiB * 1000) / 300, 6);
-    // Less than MIN_RESEND_SPAN_MS timed: no rate.
-    expect(resendRate(samples, 300)).toBeNull();
-    expect(resendRate(samples.slice(0, 2))).toBeNull();
-  });
-
-  it("a migration caught up with its guest gives no rate, however long it ran so", () => {
-    expect(resendRate(samples, 400)).toBeNull();
-    const caughtUp = Array.from({ length: 40 }, (_, i) =>
-      pastFirst(i * 50, i * 0.5 * MiB, 0.2 * MiB, 2 + i),
-    );
-    expect(resendRate(caughtUp)).toBeNull();
   });
 });

@@ -44,11 +44,10 @@ describe("the prediction at the run's own first-pass rate", () => {
   const probe: HostProbe = {
     hostRate: 220 * MiB,
     completionRate: 900 * MiB,
-    completion: { bytes: 8 * MiB, downtimeMs: 9 },
+    completions: [{ bytes: 8 * MiB, downtimeMs: 9 }],
     startMs: 40,
     intervals: 10,
     zeroScanRate: null,
-    resendRate: null,
     writesPerSecondDuring: 5000,
   };
   const measured = { writesPerSecond: 5000, curve: [], fittedWorkingSetPages: null, probe };

@@ -25,8 +25,7 @@ export class VirtualLink {
     const it = this.o.qemuIteration;
     const rate = it
       ? running
-        ? // The setup sync is the first: the first pass runs until the second.
-          runningRate(it, this.o.maxBandwidth, this.s.windowsClosed, this.s.syncs <= 1)
+        ? runningRate(it, this.o.maxBandwidth, this.s.windowsClosed)
         : it.completionRate
       : this.o.maxBandwidth;
     return Number.isFinite(rate) ? (bytes / rate) * 1000 : 0;

@@ -1,7 +1,8 @@
 import { completionRate } from "./completion-rate.js";
+import { GUEST_PAGE } from "./guest-image.js";
 import { readGuestStatus } from "./guest-status.js";
 import { FINAL_STATUSES, parseMigrationInfo, type QemuMigrationInfo } from "./migrate-info.js";
-import { firstPassRate, resendRate, zeroScanRate } from "./pass-rate.js";
+import { firstPassRate, zeroScanRate } from "./pass-rate.js";
 import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.js";
 import type { MigrateSample } from "./rounds.js";
 
@@ -16,15 +17,15 @@ export interface HostProbe {
    */
   readonly hostRate: number;
   /**
-   * Bytes per second of QEMU's completion: the probe ends by raising
-   * downtime-limit so that QEMU stops the guest and sends the rest of its
-   * first pass with no rate limit; its bytes over its `downtime` less the
-   * fixed part the model adds itself ({@link completionRate}). When the
-   * completion is too small or too quick to time, `hostRate`.
+   * Bytes per second of QEMU's completion, the last pages sent with the
+   * guest stopped and no rate limit: the median of the probe migrations'
+   * completions that could be timed, each its bytes over its `downtime`
+   * less the fixed part the model adds itself ({@link completionRate});
+   * `hostRate` when none could.
    */
   readonly completionRate: number;
-  /** The probe's completion: bytes and QEMU's downtime, ms. */
-  readonly completion: { readonly bytes: number; readonly downtimeMs: number };
+  /** Each probe migration's completion: bytes and QEMU's downtime, ms. */
+  readonly completions: readonly { readonly bytes: number; readonly downtimeMs: number }[];
   /**
    * How long after `migrate` the pages began to flow at the host's rate,
    * ms: QEMU's setup, starting the dirty log, and the first pass over the
@@ -39,12 +40,6 @@ export interface HostProbe {
    * them to time.
    */
   readonly zeroScanRate: number | null;
-  /**
-   * Bytes per second after the first pass, under the run's max-bandwidth
-   * (pages the destination holds), or null when the probe completed too
-   * soon after its first pass to time it.
-   */
-  readonly resendRate: number | null;
   /** The guest's writes per second while the probe migrated it. */
   readonly writesPerSecondDuring: number;
   /**
@@ -62,6 +57,32 @@ export interface HostProbe {
   readonly windowRates?: readonly number[];
 }
 
+/** The run a probe prepares for: what its completion should come to. */
+export interface ProbeTarget {
+  /** The run's max-bandwidth, bytes/s. */
+  readonly maxBandwidth: number;
+  /** The run's downtime-limit, ms. */
+  readonly downtimeLimitMs: number;
+  /** The working set the guest's dirty curve implies, pages (null: not fitted; every write a new page). */
+  readonly workingSetPages: number | null;
+}
+
+/**
+ * How long after `migrate` the guest, writing `writesPerSecond`, has
+ * dirtied the run's threshold at its max-bandwidth (max-bandwidth x
+ * downtime-limit, about what the run leaves for its completion) in
+ * distinct pages: N (1 - exp(-w t / N)) for a working set of N pages.
+ * Infinite when the working set is smaller than that, or nothing is written.
+ */
+export function gatherTimeMs(run: ProbeTarget, writesPerSecond: number): number {
+  const targetPages = (run.maxBandwidth * run.downtimeLimitMs) / 1000 / GUEST_PAGE;
+  if (!(writesPerSecond > 0)) return Number.POSITIVE_INFINITY;
+  const n = run.workingSetPages;
+  if (n === null) return (targetPages / writesPerSecond) * 1000;
+  if (targetPages >= n) return Number.POSITIVE_INFINITY;
+  return ((-n * Math.log1p(-targetPages / n)) / writesPerSecond) * 1000;
+}
+
 /** The probe saw no interval it could measure a rate over. */
 export class HostProbeError extends Error {
   override name = "HostProbeError";
@@ -69,55 +90,130 @@ export class HostProbeError extends Error {
 
 /** max-bandwidth for "no rate limit" (QEMU takes any uint64; 1 TiB/s is never reached). */
 const UNLIMITED = 2 ** 40;
-/** The shortest span the guest's writes under migration are counted over, ms. */
-const WRITES_SPAN_MS = 1000;
-/** How long the probe lets QEMU bring pending down to the completion's size, ms. */
-const SHRINK_WAIT_MS = 2000;
 /** How long the source's monitor may take to answer while QEMU completes, ms. */
 const COMPLETION_WAIT_MS = 60_000;
 /** downtime-limit that makes QEMU complete at its next check (QEMU's largest is 2000 s). */
 const COMPLETE_NOW_MS = 2_000_000;
+/**
+ * max-bandwidth that holds the first pass back while the pages the guest
+ * dirties gather (1 MiB/s: 100 KB a 100 ms window, little against what
+ * gathers).
+ */
+const TRICKLE = 2 ** 20;
+/** The shortest trickle worth setting, and the longest the probe gathers, ms. */
+const GATHER_MIN_MS = 50;
+const GATHER_MAX_MS = 1000;
+/** Probe migrations, each a completion timed; their median is QEMU's completion rate. */
+const PROBES = 3;
+/** How often the probe looks near the first pass's end, ms. */
+const FINE_MS = 5;
+/** Nearer the first pass's end than this, at its pace, the probe holds it back, ms. */
+const NEAR_END_MS = 20;
 
 interface Point {
   readonly at: number;
   readonly transferred: number;
   readonly normalBytes: number;
+  /** Pages sent so far, normal and zero. */
+  readonly pages: number;
 }
 
 /**
- * Migrates the running guest to a throw-away destination with no rate limit
- * and downtime-limit 1 ms (so it does not complete), samples query-migrate
- * every `sampleMs` through the first pass while the guest runs, and once
- * the first pass is done (QEMU synced again) sets the run's max-bandwidth
- * and downtime-limit (`run`), so that QEMU goes on as the run will and
- * completes on its own when pending fits the run's threshold: it stops the
- * guest and sends the pages dirtied since, pages the destination already
- * holds, as it sends the last pages of any migration, and about as many as
- * the run will leave for its completion: a completion that fits the
- * socket's buffers goes faster than one the destination paces. (With no
- * rate limit after the first pass, pending stayed so small for a hot set
- * that QEMU completed with 200 KB in 1 ms, too little to time; and a
- * completion of first-pass pages went several times
- * slower in runs here, 125 MiB/s against some 870 MiB/s for re-dirtied
- * pages; the destination touching each page for the first time is the
- * likely reason.)
- * The rates QEMU reaches are the host's (under TCG the vCPU and the
- * migration thread share the cores); the write counter's rate meanwhile is
- * the guest's slowdown under migration. `probeMs` bounds the wait for the
- * first pass. The source ends migrated (it was a measurement guest); the
- * destination it starts is pushed to `started`.
+ * Probes the host ({@link probeMigration}) with the running guest `source`,
+ * then {@link PROBES} - 1 times more, each from the destination the last
+ * landed on (the guest runs on there): everything from the first
+ * migration, QEMU's completion rate the median of all the completions that
+ * could be timed. A completion's rate moved 3.5-fold between runs of one
+ * guest here (25 MB in 14 to 50 ms), and one probe's outlier then set the
+ * predicted downtime (477 MiB/s timed where five others gave 740 to 960:
+ * 59 ms predicted). Every destination started is pushed to `started`; all
+ * are stopped before it returns.
  */
 export async function probeHost(
   source: QemuProcess,
   launch: Omit<QemuLaunch, "name" | "incoming">,
   started: QemuProcess[],
   probeMs: number,
-  run: { readonly maxBandwidth: number; readonly downtimeLimitMs: number } | null,
+  run: ProbeTarget | null,
   sampleMs = 50,
 ): Promise<HostProbe> {
+  const first = await probeMigration(source, launch, started, probeMs, run, sampleMs);
+  const completions = [...first.probe.completions];
+  const rates: number[] = [];
+  const timed = (c: { readonly bytes: number; readonly downtimeMs: number }) => {
+    const rate = completionRate(c.bytes, c.downtimeMs, Number.NaN);
+    if (!Number.isNaN(rate)) rates.push(rate);
+  };
+  completions.forEach(timed);
+  let guest = first.destination;
+  try {
+    for (let n = 1; n < PROBES; n++) {
+      const next = await probeMigration(guest, launch, started, probeMs, run, sampleMs);
+      await guest.stop();
+      guest = next.destination;
+      for (const c of next.probe.completions) {
+        completions.push(c);
+        timed(c);
+      }
+    }
+  } finally {
+    await guest.stop();
+  }
+  return {
+    ...first.probe,
+    completionRate: rates.length > 0 ? median(rates) : first.probe.hostRate,
+    completions,
+  };
+}
+
+/** The middle value (the mean of the middle two for an even count); `values` not empty. */
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? Number.NaN)
+    : ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2;
+}
+
+/**
+ * Migrates the running guest to a throw-away destination with no rate limit
+ * and downtime-limit 0, sampling query-migrate every `sampleMs` while the
+ * guest runs. With a threshold of 0 QEMU never syncs its dirty bitmap
+ * before a pass's end (`ram_save_pending` syncs when pending falls below
+ * it) and completes as soon as the first pass has sent every page
+ * (`migration_iteration_run`, migration/migration.c: nothing pending):
+ * with the guest stopped it syncs once more and sends, with no rate
+ * limit, every page the guest dirtied during the pass, pages the
+ * destination already holds, as it sends the last pages of any migration.
+ * So the first pass gives the host's sending rate and the completion
+ * QEMU's rate for the last pages, large enough to time. (A probe that
+ * ended its first pass with downtime-limit 1 ms and then set the run's
+ * parameters lost a race: under 1 ms QEMU's passes after the first shrank
+ * geometrically and it completed on its own, with 20 KB to 400 KB, within
+ * 5 to 50 ms of the first pass's end, before the probe's next look; the
+ * model then sent the last pages at the first pass's rate, and predicted
+ * 56 to 78 ms of downtime at a 512 MiB hot set where QEMU, sending 26 MB at
+ * some 2 GB/s, took 18 to 21. A completion of first-pass pages, as an
+ * earlier probe made, went several times slower, 125 MiB/s against some
+ * 870 MiB/s: the destination touching each page for the first time paces
+ * it.) The rates QEMU reaches are the host's (under TCG the vCPU and the
+ * migration thread share the cores); the write counter's rate meanwhile is
+ * the guest's slowdown under migration. `probeMs` bounds the wait for the
+ * first pass, after which QEMU completes at once with what is left. The
+ * source ends migrated; the destination it starts, where the guest then
+ * runs, is pushed to `started` and returned.
+ */
+async function probeMigration(
+  source: QemuProcess,
+  launch: Omit<QemuLaunch, "name" | "incoming">,
+  started: QemuProcess[],
+  probeMs: number,
+  run: ProbeTarget | null,
+  sampleMs: number,
+): Promise<{ readonly probe: HostProbe; readonly destination: QemuProcess }> {
   const destination = await QemuProcess.start({
     ...launch,
-    name: "probe-destination",
+    name: `probe-destination-${started.length}`,
     incoming: true,
   });
   started.push(destination);
@@ -125,23 +221,27 @@ export async function probeHost(
   await destination.qmp.execute("migrate-incoming", { uri });
   await source.qmp.execute("migrate-set-parameters", {
     "max-bandwidth": UNLIMITED,
-    "downtime-limit": 1,
+    "downtime-limit": 0,
   });
   const active: Point[] = [];
   const samples: MigrateSample[] = [];
+  // From when the probe made QEMU complete before its first pass was done.
   let completingAt = Number.POSITIVE_INFINITY;
-  // From when the run's parameters hold (after the first pass).
-  let resendFrom = Number.POSITIVE_INFINITY;
+  // Near the first pass's end: from when max-bandwidth trickled (the pages
+  // the guest dirties gathering) and until when; done once it is lifted.
+  let gathering: {
+    readonly at: number;
+    readonly until: number;
+    readonly trickled: boolean;
+    done: boolean;
+  } | null = null;
+  let waitMs = sampleMs;
   const before = await readGuestStatus(source.qmp);
   const t0 = performance.now();
-  let writesDuring: number | null = null;
-  let completing = false;
-  let forced = false;
-  let forcedAt = Number.POSITIVE_INFINITY;
   await source.qmp.execute("migrate", { uri });
   let final: QemuMigrationInfo | undefined;
   for (;;) {
-    await new Promise((r) => setTimeout(r, sampleMs));
+    await new Promise((r) => setTimeout(r, waitMs));
     // While QEMU completes, its monitor waits for the completion to end.
     const info = parseMigrationInfo(
       await source.qmp.execute("query-migrate", undefined, COMPLETION_WAIT_MS),
@@ -161,82 +261,102 @@ export async function probeHost(
       );
     const ram = info.ram;
     if (!ram || info.status !== "active") continue;
-    const now = { at, transferred: ram.transferred ?? 0, normalBytes: ram["normal-bytes"] ?? 0 };
+    const last = active.at(-1);
+    const now = {
+      at,
+      transferred: ram.transferred ?? 0,
+      normalBytes: ram["normal-bytes"] ?? 0,
+      pages: (ram.normal ?? 0) + (ram.duplicate ?? 0),
+    };
     active.push(now);
     samples.push({ atMs: at, info });
-    const passDone = (ram["dirty-sync-count"] ?? 0) >= 2;
-    if (!completing && (passDone || at > probeMs)) {
-      // QEMU completes on its own once pending fits its threshold (the
-      // measured bandwidth x downtime-limit): under the run's parameters
-      // its passes, and so the pages left at the switch, are the run's.
-      // At once: a probe that first waited out a span for the guest's write
-      // rate with no rate limit and downtime-limit 1 ms let QEMU catch up
-      // with the guest, and a sync finding less than the last window's
-      // bandwidth x 1 ms then completes (`migration_iteration_run` in
-      // migration/migration.c): 82 KB to 390 KB, too little to time, and
-      // the model sent the last pages at the pre-copy rate (57 ms
-      // predicted against 13 at 128 MiB uniform 10,000/s).
-      await source.qmp.execute(
-        "migrate-set-parameters",
-        at > probeMs || !run
-          ? { "downtime-limit": COMPLETE_NOW_MS }
-          : {
-              "max-bandwidth": Math.round(run.maxBandwidth),
-              "downtime-limit": Math.round(run.downtimeLimitMs),
-            },
-      );
-      completing = true;
+    if (completingAt !== Number.POSITIVE_INFINITY) continue;
+    if (at > probeMs) {
+      // The first pass outlasted the probe: complete now, whatever is left.
+      await source.qmp.execute("migrate-set-parameters", {
+        "max-bandwidth": UNLIMITED,
+        "downtime-limit": COMPLETE_NOW_MS,
+      });
       completingAt = at;
-      if (at <= probeMs && run) resendFrom = performance.now() - t0;
-      // A pass of a fraction of a second showed no writes at all in runs
-      // here: the guest's rate is read over at least WRITES_SPAN_MS, here
-      // or else up to the stop.
-      if (performance.now() - t0 >= WRITES_SPAN_MS) {
-        const status = await readGuestStatus(source.qmp);
-        writesDuring = ((status.writes - before.writes) * 1000) / (performance.now() - t0);
-      }
+      waitMs = sampleMs;
+      continue;
     }
-    // Not done within the probe's time: complete now, whatever is left.
-    if (completing && !forced && (at > probeMs || at > completingAt + SHRINK_WAIT_MS)) {
-      forcedAt = at;
-      await source.qmp.execute("migrate-set-parameters", { "downtime-limit": COMPLETE_NOW_MS });
-      forced = true;
+    if (gathering) {
+      if (!gathering.done && at >= gathering.until) {
+        // The rest of the first pass at the run's max-bandwidth, then the
+        // completion.
+        await source.qmp.execute("migrate-set-parameters", {
+          "max-bandwidth": Math.round(run?.maxBandwidth ?? UNLIMITED),
+        });
+        gathering.done = true;
+        waitMs = sampleMs;
+      } else if (!gathering.done) waitMs = Math.max(1, Math.min(sampleMs, gathering.until - at));
+      continue;
     }
+    if (!run) continue;
+    // How long the first pass has left at the last interval's pace; near
+    // its end the probe looks every FINE_MS.
+    // At the faster of the last interval's pace and the pass's so far: the
+    // pace jumps (zero pages go many times faster than normal ones), and a
+    // pass that ends between two looks completes small.
+    const lastPerMs = last && at > last.at ? (now.pages - last.pages) / (at - last.at) : 0;
+    const perMs = Math.max(lastPerMs, at > 0 ? now.pages / at : 0);
+    const leftMs = perMs > 0 ? (ram.remaining ?? 0) / GUEST_PAGE / perMs : Number.POSITIVE_INFINITY;
+    if (leftMs >= 4 * sampleMs) {
+      waitMs = sampleMs;
+      continue;
+    }
+    if (leftMs >= NEAR_END_MS) {
+      waitMs = FINE_MS;
+      continue;
+    }
+    // The completion sends what the guest dirtied during the pass. Where
+    // that falls short of the run's threshold at its max-bandwidth (what
+    // the run leaves for its completion), a trickle of max-bandwidth holds
+    // the pass back while more gathers, so that the completion is large
+    // enough for QEMU's millisecond clock to time. The pass ends at the
+    // run's max-bandwidth, so that the destination has caught up with it
+    // when QEMU completes, as in the run, whose last pass max-bandwidth
+    // paces: a pass that ended with no rate limit left the destination
+    // working through the pass's last pages, pages it touched for the
+    // first time, while the completion went (540 MB/s timed at a 128 MiB
+    // hot set whose run completed 15 MB in 9 ms).
+    const gatherMs = Math.min(
+      GATHER_MAX_MS,
+      gatherTimeMs(run, await writesSince(source, before, t0)) - at,
+    );
+    const trickled = gatherMs >= GATHER_MIN_MS;
+    await source.qmp.execute("migrate-set-parameters", {
+      "max-bandwidth": trickled ? TRICKLE : Math.round(run.maxBandwidth),
+    });
+    gathering = { at, until: at + gatherMs, trickled, done: !trickled };
+    waitMs = trickled ? Math.min(sampleMs, gatherMs) : sampleMs;
   }
-  await destination.stop();
-  if (writesDuring === null) {
-    // QEMU completed on its own before any sample saw its second sync, or
-    // the pass was shorter than WRITES_SPAN_MS: the guest's writes are
-    // counted up to the stop (QEMU's clock: total-time less downtime).
-    const status = await readGuestStatus(source.qmp);
-    const ranMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
-    writesDuring = ranMs > 0 ? ((status.writes - before.writes) * 1000) / ranMs : 0;
-  }
+  // The guest's writes up to the stop (QEMU's clock: total-time less downtime).
+  const ranMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
+  const after = await readGuestStatus(source.qmp);
+  const writesDuring = ranMs > 0 ? ((after.writes - before.writes) * 1000) / ranMs : 0;
   // A first pass quicker than two samples (a quiet host with no rate
-  // limit) has no interval to time: its bytes over the time to the sample
-  // that saw it done, setup included, are then the rate. A pass so quick
-  // that QEMU completed before any sample saw it done (its threshold is 0
-  // until its first 100 ms bandwidth window closes, and an empty pending
-  // set then completes at once: `migration_iteration_run`) is timed by
-  // QEMU's own clock: what went before the stop over total-time less
-  // downtime.
-  const done = samples.find((x) => (x.info.ram?.["dirty-sync-count"] ?? 0) >= 2);
-  const doneBytes = done?.info.ram?.transferred ?? 0;
+  // limit) has no interval to time: what went before the stop over
+  // total-time less downtime (QEMU's own clock) is then its rate.
   const precopyBytes =
     final.ram?.["precopy-bytes"] ??
     (final.ram?.transferred ?? 0) - (final.ram?.["downtime-bytes"] ?? 0);
-  const precopyMs = (final["total-time"] ?? 0) - (final.downtime ?? 0);
+  // The rates are the first pass's with no rate limit: up to the trickle.
+  const unlimitedUntil = gathering?.at ?? completingAt;
+  const unlimited = samples.filter((x) => x.atMs <= unlimitedUntil);
+  const lastUnlimited = active.filter((p) => p.at <= unlimitedUntil).at(-1);
   const pass =
-    firstPassRate(samples, completingAt) ??
-    (done && done.atMs > 0 && doneBytes > 0
-      ? { rate: (doneBytes * 1000) / done.atMs, startMs: 0, intervals: 1 }
-      : !done && precopyMs > 0 && precopyBytes > 0
-        ? { rate: (precopyBytes * 1000) / precopyMs, startMs: 0, intervals: 0 }
-        : null);
+    firstPassRate(samples, unlimitedUntil) ??
+    (gathering && lastUnlimited && lastUnlimited.at > 0 && lastUnlimited.transferred > 0
+      ? { rate: (lastUnlimited.transferred * 1000) / lastUnlimited.at, startMs: 0, intervals: 1 }
+      : null) ??
+    (ranMs > 0 && precopyBytes > 0
+      ? { rate: (precopyBytes * 1000) / ranMs, startMs: 0, intervals: 0 }
+      : null);
   if (!pass) {
-    const syncs = final.ram?.["dirty-sync-count"] ?? 0;
     throw new HostProbeError(
-      `the probe's first pass gave no rate: ${samples.length} samples while it ran, none of them ${sampleMs} ms apart over mostly normal pages${done ? `, its end seen at ${Math.round(done.atMs)} ms with ${doneBytes} bytes sent` : ""}; QEMU ${final.status} after ${syncs} syncs, ${precopyBytes} bytes before the stop in ${precopyMs} ms`,
+      `the probe's first pass gave no rate: ${samples.length} samples while it ran, none of them ${sampleMs} ms apart over mostly normal pages; QEMU ${final.status} with ${precopyBytes} bytes before the stop in ${ranMs} ms`,
     );
   }
   const hostRate = pass.rate;
@@ -256,22 +376,29 @@ export async function probeHost(
   // A completion too small or too quick for QEMU's millisecond clock to
   // time gives no rate of its own: the last pages then go at no slower
   // than the unthrottled rate just measured.
-  return {
+  const probe: HostProbe = {
     hostRate,
     completionRate: completionRate(bytes, downtimeMs, hostRate),
-    completion: { bytes, downtimeMs },
+    completions: [{ bytes, downtimeMs }],
     startMs,
     intervals: pass.intervals,
-    // The tail's rate where the probe reached it, through the stalls of the
-    // pass after it (the destination's backlog of the tail): the model
-    // scans the tail at this rate, and the pages below the working set go
-    // faster.
+    // The tail's rate where the probe reached it: the model scans the tail
+    // at this rate, and the pages below the working set go faster.
     zeroScanRate:
-      zeroScanRate(samples, Number.POSITIVE_INFINITY, true) ?? zeroScanRate(samples, completingAt),
-    resendRate: resendRate(
-      samples.filter((x) => x.atMs <= forcedAt),
-      resendFrom,
-    ),
+      zeroScanRate(unlimited, Number.POSITIVE_INFINITY, true) ??
+      zeroScanRate(samples, unlimitedUntil),
     writesPerSecondDuring: writesDuring,
   };
+  return { probe, destination };
+}
+
+/** The guest's page writes per second since `t0` (its write counter against `before`). */
+async function writesSince(
+  source: QemuProcess,
+  before: { readonly writes: number },
+  t0: number,
+): Promise<number> {
+  const status = await readGuestStatus(source.qmp);
+  const ms = performance.now() - t0;
+  return ms > 0 ? ((status.writes - before.writes) * 1000) / ms : 0;
 }

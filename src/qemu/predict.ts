@@ -5,7 +5,7 @@ import { QEMU_STOP_MS } from "./completion-rate.js";
 import { type DirtyRatePoint, fitWorkingSet, measureDirtyCurve } from "./dirty-curve.js";
 import { GUEST_PAGE, type ResolvedGuestSpec, WORKING_SET_BASE } from "./guest-image.js";
 import { measureWriteRate, waitUntilWriting } from "./guest-rate.js";
-import { type HostProbe, probeHost } from "./host-probe.js";
+import { type HostProbe, type ProbeTarget, probeHost } from "./host-probe.js";
 import type { QemuMigrationSettings } from "./migrate.js";
 import {
   CALIBRATION_MS,
@@ -41,7 +41,7 @@ export async function measureGuest(
   calcTimesS: readonly number[],
   started: QemuProcess[],
   probeMs = 0,
-  run: { readonly maxBandwidth: number; readonly downtimeLimitMs: number } | null = null,
+  run: Omit<ProbeTarget, "workingSetPages"> | null = null,
 ): Promise<GuestMeasurement> {
   const q = await QemuProcess.start({ ...launch, name: "measure" });
   started.push(q);
@@ -54,7 +54,16 @@ export async function measureGuest(
     undefined,
   );
   const fitted = longest ? fitWorkingSet(longest, rate.writesPerSecond) : null;
-  const probe = probeMs > 0 ? await probeHost(q, launch, started, probeMs, run) : null;
+  const probe =
+    probeMs > 0
+      ? await probeHost(
+          q,
+          launch,
+          started,
+          probeMs,
+          run ? { ...run, workingSetPages: fitted } : null,
+        )
+      : null;
   return { writesPerSecond: rate.writesPerSecond, curve, fittedWorkingSetPages: fitted, probe };
 }
 
@@ -134,11 +143,10 @@ export function calibrateFromRun(
         unthrottledRate,
         // Not probed: the last pages go no slower than the running rate.
         completionRate: pass.rate,
-        completion: { bytes: 0, downtimeMs: 0 },
+        completions: [],
         startMs: pass.startMs,
         intervals: pass.intervals,
         zeroScanRate: zeroScanRate(samples, CALIBRATION_MS),
-        resendRate: null,
         writesPerSecondDuring: writesPerSecondDuring ?? measured.writesPerSecond,
         windowRates: pass.windowRates,
       };
@@ -212,7 +220,6 @@ export async function predictMigration(
             stopMs: QEMU_STOP_MS,
             ...(probe.windowRates ? { windowRates: probe.windowRates } : {}),
             ...zeroTail,
-            ...(probe.resendRate ? { resendRate: probe.resendRate } : {}),
             ...(probe.unthrottledRate ? { unthrottledRate: probe.unthrottledRate } : {}),
           },
           latencyMs: LOOPBACK_LATENCY_MS,

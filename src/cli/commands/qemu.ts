@@ -581,16 +581,8 @@ function registerPredict(qemu: Command): void {
     try {
       const launch = { kernel, ramBytes: spec.ramBytes, accel, dir, binary: flags.qemu };
       const measured = await withQemus((started) =>
-        measureGuest(
-          launch,
-          flags.warmup,
-          flags.calcTimes,
-          started,
-          flags.probeMs,
-          // After its first pass the probe goes on as the run will, so
-          // that it completes with about as much left as the run.
-          settings,
-        ),
+        // The probe's completion gathers about what the run's will send.
+        measureGuest(launch, flags.warmup, flags.calcTimes, started, flags.probeMs, settings),
       );
       const predicted = await predictMigration(spec, measured, settings, flags.timeout * 1000);
       let real: QemuMigrationRun | undefined;
@@ -665,7 +657,7 @@ function registerPredict(qemu: Command): void {
       );
       if (measured.probe)
         console.log(
-          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (${formatBytes(measured.probe.completion.bytes)} in ${measured.probe.completion.downtimeMs} ms of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile; after the first pass ${measured.probe.resendRate ? `${formatBytes(measured.probe.resendRate)}/s` : "not timed"}; zero pages scanned ${measured.probe.zeroScanRate ? `${Math.round(measured.probe.zeroScanRate)}/s` : "not timed"}`,
+          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (the median of ${measured.probe.completions.map((c) => `${formatBytes(c.bytes)} in ${c.downtimeMs} ms`).join(", ")} of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile; zero pages scanned ${measured.probe.zeroScanRate ? `${Math.round(measured.probe.zeroScanRate)}/s` : "not timed"}`,
         );
       const p = predicted.summary;
       console.log(

@@ -81,18 +81,6 @@ export interface QemuIterationOptions {
   readonly zeroTailPages?: number;
   /** Zero pages QEMU's first pass scans a second on this host (measured); needed with `zeroTailPages`. */
   readonly zeroScanRate?: number;
-  /**
-   * Bytes per second after the first pass, while the guest runs (measured;
-   * absent: `hostRate` throughout). The first pass sends each page to a
-   * destination that has never held it, and the destination's first touch
-   * of a page (a fault and the kernel zeroing it) paces it; later passes
-   * send pages the destination holds. Under TCG on a loaded host one run
-   * here sent its first pass at 40 to 60 MiB/s and its later passes at the
-   * 200 MiB/s cap. The measured window rates scale with it; a resend rate
-   * below `hostRate` leaves them as they are (the passes after the first go
-   * no slower than the first).
-   */
-  readonly resendRate?: number;
 }
 
 /** Bytes QEMU 7.2 sends per zero page: the 8-byte page header (offset and RAM_SAVE_FLAG_ZERO) and the fill byte. */
@@ -109,7 +97,6 @@ export function checkQemuIteration(o: QemuIterationOptions): void {
   for (const [name, value] of [
     ["host rate", o.hostRate],
     ["completion rate", o.completionRate],
-    ["resend rate", o.resendRate ?? o.hostRate],
     ["unthrottled rate", o.unthrottledRate ?? o.hostRate],
   ] as const) {
     if (!(value > 0) || !Number.isFinite(value))
@@ -149,25 +136,12 @@ export function checkQemuIteration(o: QemuIterationOptions): void {
 /**
  * The rate the link runs at while the guest runs in window `window` (0 the
  * first): the lower of max-bandwidth and the host's (that window's, where
- * window rates were measured; they repeat in turn), in the first pass or
- * (`firstPass` false, with a measured `resendRate`) after it, where each
- * window's rate is scaled by resendRate / hostRate.
+ * window rates were measured; they repeat in turn).
  */
-export function runningRate(
-  o: QemuIterationOptions,
-  maxBandwidth: number,
-  window = 0,
-  firstPass = true,
-): number {
+export function runningRate(o: QemuIterationOptions, maxBandwidth: number, window = 0): number {
   const windows = o.windowRates ?? [];
   const host = windows.length > 0 ? (windows[window % windows.length] ?? o.hostRate) : o.hostRate;
-  // Pages the destination already holds go no slower than first-pass pages
-  // (it touches none of them for the first time): a resend rate measured
-  // below the host's, stalls of a rate-limited probe and all, does not slow
-  // the passes after the first.
-  const scale =
-    firstPass || o.resendRate === undefined ? 1 : Math.max(1, o.resendRate / o.hostRate);
-  return Math.min(host * scale, maxBandwidth);
+  return Math.min(host, maxBandwidth);
 }
 
 /**
