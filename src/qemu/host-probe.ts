@@ -185,8 +185,12 @@ function median(values: readonly number[]): number {
  * with the guest stopped it syncs once more and sends, with no rate
  * limit, every page the guest dirtied during the pass, pages the
  * destination already holds, as it sends the last pages of any migration.
- * So the first pass gives the host's sending rate and the completion
- * QEMU's rate for the last pages, large enough to time. (A probe that
+ * Near the pass's end (given the `run`) a trickle of max-bandwidth holds
+ * the pass back until the guest has dirtied about the run's threshold, and
+ * the pass ends at the run's max-bandwidth, so that the completion is
+ * about the run's size and the destination has caught up when it starts.
+ * So the first pass (up to the trickle) gives the host's sending rate and
+ * the completion QEMU's rate for the last pages. (A probe that
  * ended its first pass with downtime-limit 1 ms and then set the run's
  * parameters lost a race: under 1 ms QEMU's passes after the first shrank
  * geometrically and it completed on its own, with 20 KB to 400 KB, within
