@@ -95,26 +95,77 @@ function pad4(n: number): number {
 /** Writes packets as a pcap or pcapng file (Ethernet frames unless told otherwise). */
 export function writeCapture(packets: readonly PacketToWrite[], options: WriteOptions): Uint8Array {
   const snaplen = options.snaplen ?? MAX_CAPTURED_PACKET;
-  for (const p of packets) {
+  if (!isUint32(snaplen)) {
+    throw new RangeError(`the snapshot length must be 0 to 2^32 - 1 bytes, not ${snaplen}`);
+  }
+  for (const [i, p] of packets.entries()) {
     if (p.data.length > snaplen) {
       throw new RangeError(
         `a packet of ${p.data.length} bytes is over the snapshot length ${snaplen}`,
       );
     }
+    checkPacketFields(p, i, options.format);
   }
-  if (options.format === "pcap")
+  if (options.format === "pcap") {
+    if (!isUint32(options.linkType ?? LINKTYPE_ETHERNET))
+      throw new RangeError(`a pcap link type is 0 to 2^32 - 1, not ${options.linkType}`);
     return writePcap(
       packets,
       snaplen,
       options.nanoseconds !== false,
       options.linkType ?? LINKTYPE_ETHERNET,
     );
+  }
   const interfaces = options.interfaces ?? [{ linkType: LINKTYPE_ETHERNET }];
-  for (const p of packets) {
-    if ((p.interfaceId ?? 0) >= interfaces.length)
-      throw new RangeError(`a packet names interface ${p.interfaceId}, not described`);
+  for (const [i, iface] of interfaces.entries()) {
+    // pcapng's LinkType field is 16 bits, if_tsresol one byte (draft-ietf-opsawg-pcapng 4.2).
+    if (!Number.isSafeInteger(iface.linkType) || iface.linkType < 0 || iface.linkType > 0xffff)
+      throw new RangeError(`interface ${i}: a link type is 0 to 65535, not ${iface.linkType}`);
+    const tsresol = iface.tsresol ?? 9;
+    if (!Number.isSafeInteger(tsresol) || tsresol < 0 || tsresol > 0xff)
+      throw new RangeError(`interface ${i}: if_tsresol is one byte, not ${iface.tsresol}`);
+  }
+  for (const [i, p] of packets.entries()) {
+    const id = p.interfaceId ?? 0;
+    if (!Number.isSafeInteger(id) || id < 0 || id >= interfaces.length)
+      throw new RangeError(
+        `packet ${i} names interface ${p.interfaceId}, not one of the ${interfaces.length} described`,
+      );
   }
   return writePcapng(packets, snaplen, interfaces);
+}
+
+function isUint32(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0 && n <= 0xffff_ffff;
+}
+
+/**
+ * Checks what a packet's record stores in fixed-width fields, so that a
+ * value is never cut to its field's width on the way out: a file written is
+ * a file read back with the same times and lengths. pcap keeps whole seconds
+ * in 32 bits (ts_sec, draft-ietf-opsawg-pcap section 5); nanoseconds of a
+ * second or more carry into the seconds, as pcapng's 64-bit tick count
+ * takes them.
+ */
+function checkPacketFields(p: PacketToWrite, index: number, format: WriteOptions["format"]): void {
+  const seconds = p.seconds ?? 0;
+  const nanos = p.nanoseconds ?? 0;
+  if (!Number.isSafeInteger(seconds) || seconds < 0)
+    throw new RangeError(`packet ${index}: seconds must be a whole number from 0, not ${seconds}`);
+  if (!Number.isSafeInteger(nanos) || nanos < 0)
+    throw new RangeError(
+      `packet ${index}: nanoseconds must be a whole number from 0, not ${nanos}`,
+    );
+  if (format === "pcap" && seconds + Math.floor(nanos / 1e9) > 0xffff_ffff) {
+    throw new RangeError(
+      `packet ${index}: a pcap record holds seconds up to 2^32 - 1 (the year 2106), not ${seconds + Math.floor(nanos / 1e9)}`,
+    );
+  }
+  if (p.originalLength !== undefined && !isUint32(p.originalLength)) {
+    throw new RangeError(
+      `packet ${index}: the original length must be 0 to 2^32 - 1 bytes, not ${p.originalLength}`,
+    );
+  }
 }
 
 function writePcap(
@@ -134,8 +185,9 @@ function writePcap(
   v.setUint32(20, linkType, true);
   let at = 24;
   for (const p of packets) {
-    const nanos = p.nanoseconds ?? 0;
-    v.setUint32(at, p.seconds ?? 0, true);
+    // Whole seconds carried out of the nanoseconds (checked to fit 32 bits).
+    const nanos = (p.nanoseconds ?? 0) % 1e9;
+    v.setUint32(at, (p.seconds ?? 0) + Math.floor((p.nanoseconds ?? 0) / 1e9), true);
     v.setUint32(at + 4, ns ? nanos : Math.floor(nanos / 1000), true);
     v.setUint32(at + 8, p.data.length, true);
     v.setUint32(at + 12, p.originalLength ?? p.data.length, true);
@@ -188,6 +240,11 @@ function writePcapng(
     const total = 32 + pad4(p.data.length);
     const id = p.interfaceId ?? 0;
     const ts = ticks(p, interfaces[id]?.tsresol ?? 9);
+    if (ts >= 1n << 64n) {
+      throw new RangeError(
+        `a packet's time is over the 64-bit tick count of interface ${id} (if_tsresol ${interfaces[id]?.tsresol ?? 9})`,
+      );
+    }
     v.setUint32(at, 6, true);
     v.setUint32(at + 4, total, true);
     v.setUint32(at + 8, id, true);
@@ -259,11 +316,14 @@ function readPcap(bytes: Uint8Array, v: DataView): Capture {
     const frac = v.getUint32(at + 4, le);
     const incl = v.getUint32(at + 8, le);
     const orig = v.getUint32(at + 12, le);
-    if (incl > MAX_CAPTURED_PACKET || (snaplen > 0 && incl > Math.max(snaplen, 65_535))) {
+    // A SnapLen of 0 sets no limit of its own; hvlab's bound still holds.
+    const limit =
+      snaplen > 0 ? Math.min(MAX_CAPTURED_PACKET, Math.max(snaplen, 65_535)) : MAX_CAPTURED_PACKET;
+    if (incl > limit) {
       throw new CaptureError(
         "too-large",
         at + 8,
-        `captured length ${incl} is over the limit (${Math.min(MAX_CAPTURED_PACKET, Math.max(snaplen, 65_535))})`,
+        `captured length ${incl} is over the limit (${limit})`,
       );
     }
     if (at + 16 + incl > bytes.length) {
