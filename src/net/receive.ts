@@ -492,26 +492,33 @@ export class ReceivePath {
       };
     });
     let moved: RoundResult["moved"] = null;
-    const queueBytes = new Map<number, number>();
     const queueFrames: QueueTraffic[] = [];
     for (const [lane, l] of lanes) {
       const queue = Math.floor(lane / LANE_STRIDE);
       const spread = lane % LANE_STRIDE;
       const processor = spread > 0 ? spread - 1 : (nic.queues[queue]?.processor ?? 0);
-      queueBytes.set(queue, (queueBytes.get(queue) ?? 0) + l.bytes * count);
       queueFrames.push({ queue, processor, frames: l.frames * count, bytes: l.bytes * count });
     }
     if (rebalanceAfter && this.config.mode === "vmq") {
-      // Each queue's share of its processor's busy time, by bytes received.
+      // Each queue's share of the busy time of the processor that took its
+      // frames, by bytes: a processor's bytes include the default queue's
+      // frames RSS spread to it, whichever processor that queue is bound to.
+      const handled = new Array<number>(processors).fill(0);
+      for (const t of queueFrames) handled[t.processor] = (handled[t.processor] ?? 0) + t.bytes;
       const queueLoads = nic.queues.map((q) => {
-        const load = loads[q.processor];
-        const procBytes = nic.queues
-          .filter((o) => o.processor === q.processor)
-          .reduce((a, o) => a + (queueBytes.get(o.index) ?? 0), 0);
-        const share = procBytes > 0 ? (queueBytes.get(q.index) ?? 0) / procBytes : 0;
-        return { queue: q.index, busyNs: (load?.result.busyNs ?? 0) * share };
+        let busyNs = 0;
+        for (const t of queueFrames) {
+          const bytes = handled[t.processor] ?? 0;
+          if (t.queue !== q.index || bytes === 0) continue;
+          busyNs += ((loads[t.processor]?.result.busyNs ?? 0) * t.bytes) / bytes;
+        }
+        return { queue: q.index, busyNs };
       });
-      moved = rebalance(nic, queueLoads);
+      moved = rebalance(
+        nic,
+        queueLoads,
+        loads.map((l) => l.result.busyNs),
+      );
     }
     const frames = this.loaded * count;
     const bytes = sum("bytes");

@@ -220,17 +220,28 @@ export interface QueueLoad {
  * Dynamic VMQ: moves one queue from the busiest processor to the least busy
  * when that narrows the gap, as Windows Server 2012's Dynamic VMQ rebalances
  * queues by load. Returns the move made, or null.
+ *
+ * @param loads - each queue's own busy time
+ * @param processorBusyNs - each processor's measured busy time; without it a
+ *   processor's load is the sum of its queues'. Under RSS a processor also
+ *   takes default-queue frames spread to it by hash, which no queue bound to
+ *   it accounts for, so the receive path passes what each one measured.
  */
 export function rebalance(
   nic: VirtualNic,
   loads: readonly QueueLoad[],
+  processorBusyNs?: readonly number[],
 ): { queue: number; from: number; to: number } | null {
   const processors = nic.options.processors;
   const perProcessor = new Array<number>(processors).fill(0);
   const byQueue = new Map<number, number>();
   for (const l of loads) byQueue.set(l.queue, (byQueue.get(l.queue) ?? 0) + l.busyNs);
-  for (const q of nic.queues)
-    perProcessor[q.processor] = (perProcessor[q.processor] ?? 0) + (byQueue.get(q.index) ?? 0);
+  if (processorBusyNs) {
+    for (let p = 0; p < processors; p++) perProcessor[p] = processorBusyNs[p] ?? 0;
+  } else {
+    for (const q of nic.queues)
+      perProcessor[q.processor] = (perProcessor[q.processor] ?? 0) + (byQueue.get(q.index) ?? 0);
+  }
   let busiest = 0;
   let idlest = 0;
   for (let p = 0; p < processors; p++) {
