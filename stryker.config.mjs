@@ -134,6 +134,11 @@ export const ENGINES = {
       "src/net/frame.ts",
       "src/net/ring.ts",
       "src/net/vmq.ts",
+      "src/net/capture.ts",
+      "src/net/coalesce.ts",
+      "src/net/experiment.ts",
+      "src/net/lso.ts",
+      "src/net/receive.ts",
     ],
   },
   storage: {
