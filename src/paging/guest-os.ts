@@ -202,16 +202,33 @@ export class GuestOs {
     this.current = process;
     this.counters.contextSwitches++;
     // Linux gives a new address space a PCID whose old entries are flushed (switch_mm_irqs_off).
-    const mm = `${process.pid}:${this.execs.get(process.pid) ?? 0}`;
+    const mm = this.mmOf(process);
     const fresh = this.pcidOwner.get(process.pcid) !== mm;
     this.pcidOwner.set(process.pcid, mm);
     this.hooks.cr3Load(process, fresh);
   }
 
   private invlpg(process: GuestProcess, va: number): void {
-    if (process !== this.current) return; // another address space: flushed when it is loaded
+    if (process !== this.current) {
+      // Another address space: its next load must flush it, which a load
+      // under its own PCID would not (Linux bumps the mm's tlb_gen, and
+      // switch_mm_irqs_off flushes a PCID whose generation is behind).
+      this.stale(process);
+      return;
+    }
     this.counters.invlpgs++;
     this.hooks.invlpg(va);
+  }
+
+  /** Makes `process`'s next CR3 load flush what its PCID has cached. */
+  private stale(process: GuestProcess): void {
+    if (this.pcidOwner.get(process.pcid) === this.mmOf(process))
+      this.pcidOwner.delete(process.pcid);
+  }
+
+  /** An address space's identity: a process's, until its next exec. */
+  private mmOf(process: GuestProcess): string {
+    return `${process.pid}:${this.execs.get(process.pid) ?? 0}`;
   }
 
   private vmaOf(process: GuestProcess, va: number): Vma | undefined {
@@ -338,8 +355,8 @@ export class GuestOs {
 
   /**
    * fork(): a child with a copy of `parent`'s tables; every writable leaf of
-   * both becomes read-only copy-on-write; the parent's TLB is flushed by a
-   * CR3 reload, as Linux's flush_tlb_mm does.
+   * both becomes read-only copy-on-write; the parent's TLB is flushed, as
+   * Linux's flush_tlb_mm does: by a CR3 reload that flushes its PCID.
    */
   fork(parent: GuestProcess): GuestProcess {
     this.counters.forks++;
@@ -357,6 +374,11 @@ export class GuestOs {
       this.writeEntry(childTable, index, level, shared);
       child.mapped++;
     });
+    // flush_tlb_mm(parent): the parent's cached writable translations must
+    // go, under its PCID too, or its next write through one would take no
+    // copy-on-write fault. A running parent reloads CR3 now; another
+    // flushes at its next load.
+    this.stale(parent);
     if (parent === this.current) this.switchTo(parent);
     return child;
   }
