@@ -464,10 +464,14 @@ export class PagingMachine {
       }
       case "harvest": {
         // Clear the log, then flush what cached the writable translations (KVM flushes after write-protecting).
+        // Under agile paging both parts log: the nested part's writes reach
+        // the EPT, but the shadowed part's leaves map host frames directly
+        // and never do, so its log is the shadow MMU's, as shadow paging's.
         if (this.host) {
           this.host.clearDirtyLog();
           this.mmu.flushNested();
-        } else this.shadow?.clearDirtyLog();
+        }
+        this.shadow?.clearDirtyLog();
         this.mmu.flushAll();
         return;
       }
