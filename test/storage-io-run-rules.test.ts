@@ -7,7 +7,7 @@
  * for every disk unless told otherwise, the VM is left empty and the
  * progress ticker stops with the run, and bad plans are refused by name.
  */
-import { readdirSync } from "node:fs";
+import { closeSync, openSync, readdirSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import * as hdr from "hdr-histogram-js";
 import { describe, expect, it } from "vitest";
@@ -250,7 +250,7 @@ describe("a guest I/O run", () => {
     expect(removal?.acknowledgedIntact).toBe(removal?.acknowledgedBlocks);
   }, 30_000);
 
-  it("a read-only mix writes nothing; a removed disk made anew at its path is reported changed", async () => {
+  it("a read-only mix writes nothing; a removed disk's file is checked before a disk is made anew at its path", async () => {
     const dir = testTempDir("io-rules");
     const path = join(dir, "a.img");
     const first = { name: "a", path, create: { type: "raw" as const, size: MiB } };
@@ -276,11 +276,51 @@ describe("a guest I/O run", () => {
       expect(d.writes).toBe(0);
       expect(d.verifyErrors).toBe(0);
     }
+    expect(report.disks.map((d) => [d.disk, d.slot, d.format])).toEqual([
+      ["a", "SCSI 0:0", "raw"],
+      ["a", "SCSI 0:1", "dynamic"],
+    ]);
     expect(report.events.map((e) => [e.kind, e.disk, e.slot])).toEqual([
       ["remove", "a", "SCSI 0:0"],
       ["add", "a", "SCSI 0:1"],
     ]);
-    expect(report.events[0]?.unchangedAfterRemoval).toBe(false);
+    // Checked before the add made the file anew as a VHD: nothing the removed
+    // disk did reached it.
+    expect(report.events[0]?.unchangedAfterRemoval).toBe(true);
+  }, 30_000);
+
+  it("reports a removed disk's file changed when a byte reaches it after the removal", async () => {
+    const dir = testTempDir("io-rules");
+    const a = { name: "a", path: join(dir, "a.img"), create: { type: "raw" as const, size: MiB } };
+    const spec: IoSpec = {
+      rw: "randwrite",
+      rwmixread: 0,
+      bs: 4096,
+      iodepth: 2,
+      runtimeMs: 300,
+      seed: 4,
+      verify: true,
+    };
+    // b keeps the run going past the progress tick that touches a's file.
+    const b = { name: "b", path: join(dir, "b.img"), create: { type: "raw" as const, size: MiB } };
+    let touched = false;
+    const report = await runStorageIo([a, b], spec, {
+      events: [{ kind: "remove", atMs: 0, disk: a }],
+      // Progress ticks every 200 ms; the first comes long after the removal.
+      onProgress: () => {
+        if (touched) return;
+        touched = true;
+        const fd = openSync(a.path, "r+");
+        try {
+          writeSync(fd, Buffer.from([0xa5]), 0, 1, MiB - 1);
+        } finally {
+          closeSync(fd);
+        }
+      },
+    });
+    expect(touched).toBe(true);
+    expect(report.events).toHaveLength(1);
+    expect(report.events[0]).toMatchObject({ kind: "remove", unchangedAfterRemoval: false });
   }, 30_000);
 
   it("refuses a bad workload or a removal of a disk that is not attached, by name", async () => {

@@ -11,7 +11,7 @@ import { StorageKernels } from "./kernels.js";
 import { openImage } from "./open.js";
 import { IO_CONTROL_SLOTS, IoControl, type IoResult, IoState } from "./task-types.js";
 import { VhdImage } from "./vhd.js";
-import { type DiskSlot, VirtualMachine } from "./vm.js";
+import { type DiskSlot, slotName, VirtualMachine } from "./vm.js";
 
 /** node:crypto's createHash, loaded with the run (see {@link runStorageIo}). */
 type CreateHash = typeof import("node:crypto").createHash;
@@ -51,9 +51,14 @@ export interface HotplugRecord {
   readonly acknowledgedBlocks?: number;
 }
 
-/** One disk's figures. */
+/**
+ * One disk's figures. A disk removed and added again under its name has a
+ * report for each time it was attached, told apart by slot and start.
+ */
 export interface IoDiskReport {
   readonly disk: string;
+  /** Where it was attached, as "SCSI 0:1". */
+  readonly slot: string;
   readonly format: string;
   readonly reads: number;
   readonly writes: number;
@@ -136,6 +141,7 @@ export function prepareDisk(disk: IoDisk): void {
   VhdImage.create(file, { type: c.type, size: c.size }).close();
 }
 
+/** One attachment of a disk, from its add to the end of the run. */
 interface Running {
   readonly disk: IoDisk;
   readonly slot: DiskSlot;
@@ -144,6 +150,8 @@ interface Running {
   readonly startMs: number;
   done: boolean;
   readonly result: Promise<IoResult>;
+  /** Set when it is removed: its record's index and the file's SHA-256 then. */
+  removal?: { readonly record: number; readonly sha256: string; checked: boolean };
 }
 
 /**
@@ -176,30 +184,106 @@ export async function runStorageIo(
     threads: options.threads ?? Math.min(16, Math.max(1, total)),
     domains: ["storage"],
   });
-  const running = new Map<string, Running>();
+  // Every attachment in the order made, and those attached now by name: a
+  // disk removed and added again is two attachments, each with its figures.
+  const runs: Running[] = [];
+  const attached = new Map<string, Running>();
   const records: HotplugRecord[] = [];
-  const removedHashes = new Map<string, string>();
   let location = 0;
   // Every worker loaded and its kernels instantiated before the clock starts.
   await Promise.all(
     Array.from({ length: pool.threads }, () => pool.run({ type: "storage.ready" })),
   );
   const t0 = nowMs();
+  let verifier: { storage: StorageKernels; check: Region } | undefined;
+  // A removed disk's guarantees, checked once its worker is done and before
+  // anything else may touch its file: at the end of the run, or when a disk
+  // is added at its path (which may make the file anew).
+  const checkRemoval = (r: Running): void => {
+    const removal = r.removal;
+    if (!removal || removal.checked) return;
+    removal.checked = true;
+    verifier ??= {
+      storage: new StorageKernels(
+        layout.memory,
+        kernel,
+        layout.allocate("verify arena", ARENA_BYTES * 2, 4096),
+      ),
+      check: layout.allocate("verify buffer", 1 << 20, 4096),
+    };
+    const { storage, check } = verifier;
+    const unchanged = sha256(createHash, r.disk.path) === removal.sha256;
+    const image = openImage(r.disk.path, { kernels: storage });
+    let blocks = 0;
+    let intact = 0;
+    try {
+      const table = new Uint32Array(
+        layout.memory.buffer,
+        r.gens.offset,
+        Math.floor(image.size / spec.bs),
+      );
+      const view = check.bytes(layout.memory).subarray(0, spec.bs);
+      for (let b = 0; b < table.length; b++) {
+        if ((table[b] ?? 0) === 0) continue;
+        blocks++;
+        image.read(b * spec.bs, view);
+        if (
+          kernel.patternVerify(
+            check,
+            0,
+            spec.bs,
+            spec.bs,
+            b * spec.bs,
+            r.gens,
+            0,
+            BigInt(spec.seed),
+          ) === -1
+        )
+          intact++;
+      }
+    } finally {
+      image.close();
+    }
+    const rec = records[removal.record];
+    if (rec)
+      records[removal.record] = {
+        ...rec,
+        unchangedAfterRemoval: unchanged,
+        acknowledgedIntact: intact,
+        acknowledgedBlocks: blocks,
+      };
+  };
   const start = (disk: IoDisk): Running => {
-    prepareDisk(disk);
-    // Refused here, in one line naming the file, rather than in a worker.
-    if (spec.direct) DirectFile.open(disk.path, "r").close();
+    const holder = attached.get(disk.name);
+    if (holder)
+      throw new RangeError(
+        `hot add of disk '${disk.name}', which is already attached at ${slotName(holder.slot)}`,
+      );
+    // Two workers on one file would each find the other's blocks.
+    const sharer = [...attached.values()].find((r) => r.disk.path === disk.path);
+    if (sharer)
+      throw new RangeError(
+        `hot add of disk '${disk.name}': ${disk.path} is disk '${sharer.disk.name}', attached at ${slotName(sharer.slot)}`,
+      );
+    for (const r of runs) if (r.disk.path === disk.path) checkRemoval(r);
     const slot: DiskSlot = { bus: "scsi", controller: 0, location: location++ };
     vm.attach(slot, { kind: "vhd", path: disk.path });
-    const size = (() => {
+    let size: number;
+    try {
+      prepareDisk(disk);
+      // Refused here, in one line naming the file, rather than in a worker.
+      if (spec.direct) DirectFile.open(disk.path, "r").close();
       const image = openImage(disk.path);
       try {
-        return image.size;
+        size = image.size;
       } finally {
         image.close();
       }
-    })();
-    const n = running.size + records.length;
+    } catch (e) {
+      vm.detach(slot);
+      throw e;
+    }
+    const n = runs.length;
     const buffer = layout.allocate(`${disk.name} buffer ${n}`, spec.bs, 4096);
     const gens = layout.allocate(
       `${disk.name} generations ${n}`,
@@ -235,7 +319,8 @@ export async function runStorageIo(
         entry.done = true;
       },
     );
-    running.set(disk.name, entry);
+    runs.push(entry);
+    attached.set(disk.name, entry);
     return entry;
   };
   const waitSlot = async (r: Running, slot: number, value: number) => {
@@ -249,7 +334,7 @@ export async function runStorageIo(
     for (const d of disks) start(d);
     const ticker = setInterval(() => {
       let completed = 0;
-      for (const r of running.values()) completed += Atomics.load(r.control, IoControl.completed);
+      for (const r of runs) completed += Atomics.load(r.control, IoControl.completed);
       options.onProgress?.(nowMs() - t0, completed);
     }, 200);
     try {
@@ -263,12 +348,12 @@ export async function runStorageIo(
           records.push({
             kind: "add",
             disk: e.disk.name,
-            slot: `SCSI 0:${r.slot.location}`,
+            slot: slotName(r.slot),
             atMs: asked - t0,
             tookMs: nowMs() - asked,
           });
         } else {
-          const r = running.get(e.disk.name);
+          const r = attached.get(e.disk.name);
           if (!r)
             throw new RangeError(`hot remove of disk '${e.disk.name}', which is not attached`);
           Atomics.store(r.control, IoControl.state, IoState.removeAsked);
@@ -276,12 +361,17 @@ export async function runStorageIo(
           await waitSlot(r, IoControl.state, IoState.removed);
           const tookMs = nowMs() - asked;
           const result = await r.result;
+          attached.delete(e.disk.name);
           vm.detach(r.slot);
-          removedHashes.set(e.disk.name, sha256(createHash, e.disk.path));
+          r.removal = {
+            record: records.length,
+            sha256: sha256(createHash, r.disk.path),
+            checked: false,
+          };
           records.push({
             kind: "remove",
             disk: e.disk.name,
-            slot: `SCSI 0:${r.slot.location}`,
+            slot: slotName(r.slot),
             atMs: asked - t0,
             tookMs,
             failedInFlight: result.failed,
@@ -292,63 +382,15 @@ export async function runStorageIo(
           });
         }
       }
-      const results = await Promise.all([...running.values()].map((r) => r.result));
-      // The removal guarantees, checked once every worker is done.
-      const storage = new StorageKernels(
-        layout.memory,
-        kernel,
-        layout.allocate("verify arena", ARENA_BYTES * 2, 4096),
-      );
-      const check = layout.allocate("verify buffer", 1 << 20, 4096);
-      for (const [i, rec] of records.entries()) {
-        if (rec.kind !== "remove") continue;
-        const r = running.get(rec.disk);
-        if (!r) continue;
-        const unchanged = sha256(createHash, r.disk.path) === removedHashes.get(rec.disk);
-        const image = openImage(r.disk.path, { kernels: storage });
-        const table = new Uint32Array(
-          layout.memory.buffer,
-          r.gens.offset,
-          Math.floor(image.size / spec.bs),
-        );
-        let blocks = 0;
-        let intact = 0;
-        const view = check.bytes(layout.memory).subarray(0, spec.bs);
-        for (let b = 0; b < table.length; b++) {
-          if ((table[b] ?? 0) === 0) continue;
-          blocks++;
-          image.read(b * spec.bs, view);
-          if (
-            kernel.patternVerify(
-              check,
-              0,
-              spec.bs,
-              spec.bs,
-              b * spec.bs,
-              r.gens,
-              0,
-              BigInt(spec.seed),
-            ) === -1
-          )
-            intact++;
-        }
-        image.close();
-        records[i] = {
-          ...rec,
-          unchangedAfterRemoval: unchanged,
-          acknowledgedIntact: intact,
-          acknowledgedBlocks: blocks,
-        };
-      }
-      const reports = results.map((res): IoDiskReport => {
+      const results = await Promise.all(runs.map((r) => r.result));
+      for (const r of runs) checkRemoval(r);
+      const reports = results.map((res, i): IoDiskReport => {
         const h = hdr.decodeFromCompressedBase64(res.histogram);
         const seconds = Math.max(1e-9, res.elapsedMs / 1000);
-        const entry = running.get(res.disk);
-        const buckets: [number, number][] = [];
-        for (let p = 0; p <= 100; p += 5)
-          buckets.push([h.getValueAtPercentile(Math.max(p, 0.001)) / 1000, 0]);
+        const entry = runs[i];
         return {
           disk: res.disk,
+          slot: entry ? slotName(entry.slot) : "",
           format: entry?.disk.create?.type ?? "existing",
           ...ioFigures(res, seconds, h),
           failed: res.failed,
@@ -364,9 +406,7 @@ export async function runStorageIo(
     }
   } finally {
     vm.stop();
-    for (const r of running.values()) {
-      if (vm.list().some((d) => d.disk.path === r.disk.path)) vm.detach(r.slot);
-    }
+    for (const r of attached.values()) vm.detach(r.slot);
     await pool.close();
   }
 }

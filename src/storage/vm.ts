@@ -24,7 +24,8 @@ export interface DiskSlot {
   readonly location: number;
 }
 
-function slotName(s: DiskSlot): string {
+/** A slot as Hyper-V Manager names it: "SCSI 0:1", "IDE 1:0". */
+export function slotName(s: DiskSlot): string {
   return `${s.bus.toUpperCase()} ${s.controller}:${s.location}`;
 }
 
