@@ -563,15 +563,20 @@ describe("post-copy", () => {
     expect(log.resumes).toBe(0);
   });
 
-  it("a transport without it fails the run after the switchover, naming the mode", async () => {
-    const { result, log } = await run(
-      { syncs: [400], postcopy: "none" },
-      { postcopyAfterRounds: 1 },
-    );
-    expect(result.summary.status).toBe("failed");
-    expect(result.summary.reason).toBe("stop-and-copy: the metadata transport has no post-copy");
-    // The pause had ended with the switchover: nothing to report of it.
-    expect(log.phases).toEqual(["pre-copy pass 1", "stop-and-copy"]);
+  it("a transport without it is refused before the run starts, naming the mode", async () => {
+    for (const policy of [{ postcopyAfterRounds: 1 }, { postcopyRequested: () => false }]) {
+      const { result, log } = await run({ syncs: [400], postcopy: "none" }, policy);
+      expect(result.summary.status).toBe("failed");
+      expect(result.summary.reason).toBe("setup: the metadata transport has no post-copy");
+      // Nothing ran: no pass, no pause, no switchover, nothing to resume from.
+      expect(log.phases).toEqual([]);
+      expect(log.sends).toEqual([]);
+      expect(log.switchovers).toEqual([]);
+      expect(result.rounds).toEqual([]);
+    }
+    // Without post-copy asked for, the same transport migrates.
+    const plain = await run({ syncs: [400], postcopy: "none" });
+    expect(plain.result.summary.status).toBe("completed");
   });
 });
 

@@ -86,6 +86,10 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
   let pausedAt: number | null = null;
   const throttle = () => guest.throttle?.percentage ?? 0;
   try {
+    // Refused before anything runs: found at the switch, the guest would
+    // already be paused for a post-copy that cannot start.
+    if ((policy.postcopyAfterRounds !== null || policy.postcopyRequested) && !transport.postcopy)
+      throw new Error(`the ${transport.mode} transport has no post-copy`);
     await transport.open();
     state.setupTime = clock.now();
     state.pendingPages = guest.logAll();
