@@ -147,7 +147,6 @@ interface Running {
   readonly slot: DiskSlot;
   readonly control: Int32Array;
   readonly gens: Region;
-  readonly startMs: number;
   done: boolean;
   readonly result: Promise<IoResult>;
   /** Set when it is removed: its record's index and the file's SHA-256 then. */
@@ -297,7 +296,6 @@ export async function runStorageIo(
       slot,
       control,
       gens,
-      startMs: nowMs() - t0,
       done: false,
       result: pool.run({
         type: "storage.io",
