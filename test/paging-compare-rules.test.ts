@@ -94,15 +94,6 @@ const SLAT_2M: PagingConfig = {
   unsync: false,
 };
 
-/** 2 MiB guest pages: a 32 MiB guest runs out of memory over a 64 MiB working set. */
-const BIG: PagingConfig = {
-  label: "big",
-  mode: "native",
-  guestPageSize: "2M",
-  hostBacking: "4K",
-  unsync: false,
-};
-
 function pattern(kind: AccessPattern["kind"], workingSetBytes: number): AccessPattern {
   return { kind, workingSetBytes, strideBytes: 4096, writeFraction: 0.25 };
 }
@@ -699,91 +690,5 @@ describe("a comparison's result", () => {
     expect(pools).toEqual([{ threads: 1, domains: ["paging"], closed: true }]);
     expect(pooled.rows.map((r) => r.label)).toEqual(["slat-4k", "native", "shadow"]);
     expect(pooled.rows).toEqual(here.rows);
-  });
-});
-
-describe("the guest's default page-table zone for many processes", () => {
-  // The documented formula: a 512th of the working set and 64 KiB for each
-  // process and the fork's copy, half again, and 2 MiB, rounded up to whole MiB.
-  const formula = (ws: number, processes: number) =>
-    Math.ceil(((ws / 512 + 64 * KiB) * (processes + 1) * 1.5 + 2 * MiB) / MiB) * MiB;
-
-  it("for many processes, counts 64 KiB for each, which rounds up past a MiB", () => {
-    // 16 MiB over 10 processes: (32 KiB + 64 KiB) x 11 x 1.5 = 1,584 KiB, + 2 MiB = 3.55 MiB -> 4 MiB.
-    expect(formula(16 * MiB, 10)).toBe(4 * MiB);
-    expect(defaultTableBytes(16 * MiB, 10)).toBe(4 * MiB);
-    // 4 KiB over 15 processes: (8 B + 64 KiB) x 16 x 1.5 = 1,536.2 KiB, + 2 MiB -> 4 MiB.
-    expect(formula(4 * KiB, 15)).toBe(4 * MiB);
-    expect(defaultTableBytes(4 * KiB, 15)).toBe(4 * MiB);
-  });
-});
-
-describe("a comparison with as many pool workers as configurations", () => {
-  it("runs each configuration in a worker of its own, with the rows of a run on this thread", async () => {
-    pools.length = 0;
-    const configs = [SLAT_4K, NATIVE, SHADOW];
-    const here = await comparePaging(synthetic({ configs, threads: 0 }));
-    // All on this thread: no pool at all.
-    expect(pools).toEqual([]);
-    const pooled = await comparePaging(synthetic({ configs, threads: 3 }));
-    // Three workers, one a configuration, this thread only reading the trace; closed at the end.
-    expect(pools).toEqual([{ threads: 3, domains: ["paging"], closed: true }]);
-    expect(pooled.rows.map((r) => [r.label, r.accesses])).toEqual([
-      ["slat-4k", 3000],
-      ["native", 3000],
-      ["shadow", 3000],
-    ]);
-    expect(pooled.rows).toEqual(here.rows);
-  });
-});
-
-describe("a comparison whose worker fails", () => {
-  it("rejects with the worker's error at once, though the ring is full and waits for that worker", async () => {
-    pools.length = 0;
-    // 33 slots of records, one more than the ring holds: the reading thread
-    // must wait for the failed worker's slot, so only the failure ends it
-    // (it takes well under a second; the time limit fails a comparison that waits on).
-    const spec = synthetic({
-      source: { kind: "synthetic", pattern: pattern("random", 64 * MiB), accesses: 33 * SLOT },
-      configs: [BIG],
-      guestBytes: 32 * MiB,
-      threads: 1,
-    });
-    const error: unknown = await comparePaging(spec).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(Error);
-    expect((error as Error).message).toBe(
-      "guest memory (33554432 bytes) is exhausted allocating a 2M page",
-    );
-    // The one worker was started and closed.
-    expect(pools).toEqual([{ threads: 1, domains: ["paging"], closed: true }]);
-  }, 20_000);
-});
-
-describe("a comparison's host page-table zone", () => {
-  it("is twice the guest's, so that a guest zone of an odd number of frames runs", async () => {
-    // 513 frames: half of them would not be whole frames.
-    const tableBytes = 2 * MiB + 4096;
-    const spec = synthetic({ tableBytes, configs: [SLAT_4K, NATIVE] });
-    const result = await comparePaging(spec);
-    const strip = (rows: readonly object[]) => rows.map((r) => ({ ...r, ratioToNative: null }));
-    expect(strip(result.rows)).toEqual(
-      strip(
-        [SLAT_4K, NATIVE].map((config) =>
-          runAlone(
-            config,
-            spec,
-            tableBytes,
-            256 * KiB,
-            (words, count) =>
-              new AccessGenerator(pattern("random", 256 * KiB), spec.seed).fill(words, 0, count),
-            3000,
-          ),
-        ),
-      ),
-    );
-    expect(result.rows.map((r) => r.accesses)).toEqual([3000, 3000]);
   });
 });

@@ -10,11 +10,25 @@ import { closeSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { type IoDisk, runStorageIo } from "../src/storage/io-run.js";
+import type { IoSpec } from "../src/storage/io-spec.js";
 import { VirtualMachine } from "../src/storage/vm.js";
-import { MiB, rawDisk, sequentialWrites } from "./support/io-disks.js";
 import { testTempDir } from "./support/temp.js";
 
-const writes = sequentialWrites(400, 33);
+const MiB = 1024 * 1024;
+
+const sequentialWrites: IoSpec = {
+  rw: "write",
+  rwmixread: 0,
+  bs: 4096,
+  iodepth: 2,
+  runtimeMs: 400,
+  seed: 33,
+  verify: true,
+};
+
+function raw(dir: string, name: string): IoDisk {
+  return { name, path: join(dir, `${name}.img`), create: { type: "raw", size: MiB } };
+}
 
 /** Writes one byte into a file, as something outside the VM would. */
 function poke(path: string, offset: number, value: number): void {
@@ -29,10 +43,10 @@ function poke(path: string, offset: number, value: number): void {
 describe("a removed disk's checks", () => {
   it("are made at the end when no disk comes to its path: a byte written after another disk's add is found", async () => {
     const dir = testTempDir("io-checks");
-    const a = rawDisk(dir, "a");
-    const b = rawDisk(dir, "b");
+    const a = raw(dir, "a");
+    const b = raw(dir, "b");
     let poked = false;
-    const report = await runStorageIo([a], writes, {
+    const report = await runStorageIo([a], sequentialWrites, {
       events: [
         { kind: "remove", atMs: 40, disk: a },
         { kind: "add", atMs: 80, disk: b },
@@ -52,10 +66,10 @@ describe("a removed disk's checks", () => {
 
   it("read back every acknowledged block and count one damaged after the removal", async () => {
     const dir = testTempDir("io-checks");
-    const a = rawDisk(dir, "a");
-    const keep = rawDisk(dir, "keep");
+    const a = raw(dir, "a");
+    const keep = raw(dir, "keep");
     let poked = false;
-    const report = await runStorageIo([a, keep], writes, {
+    const report = await runStorageIo([a, keep], sequentialWrites, {
       events: [{ kind: "remove", atMs: 40, disk: a }],
       onProgress: () => {
         if (poked) return;
@@ -76,20 +90,20 @@ describe("a removed disk's checks", () => {
 describe("a run's set-up", () => {
   it("gives a hot-added disk a worker of its own, not one after the first disk's run", async () => {
     const dir = testTempDir("io-checks");
-    const a = rawDisk(dir, "a");
-    const b = rawDisk(dir, "b");
-    const report = await runStorageIo([a], writes, {
+    const a = raw(dir, "a");
+    const b = raw(dir, "b");
+    const report = await runStorageIo([a], sequentialWrites, {
       events: [{ kind: "add", atMs: 40, disk: b }],
     });
     const added = report.disks.find((d) => d.disk === "b");
     // On a worker shared with a it would start only after a's 400 ms.
-    expect(added?.startMs).toBeLessThan(writes.runtimeMs - 100);
+    expect(added?.startMs).toBeLessThan(sequentialWrites.runtimeMs - 100);
     expect(added?.writes).toBeGreaterThan(0);
   }, 30_000);
 
   it("runs with no options: one disk on the default VM, no changes", async () => {
     const dir = testTempDir("io-checks");
-    const report = await runStorageIo([rawDisk(dir, "only")], { ...writes, runtimeMs: 100 });
+    const report = await runStorageIo([raw(dir, "only")], { ...sequentialWrites, runtimeMs: 100 });
     expect(report.events).toEqual([]);
     expect(report.intervalMs).toBe(100);
     expect(report.disks.map((d) => [d.disk, d.slot, d.format])).toEqual([
@@ -100,14 +114,14 @@ describe("a run's set-up", () => {
 
   it("leaves no slot taken by a disk whose file cannot be made", async () => {
     const dir = testTempDir("io-checks");
-    const a = rawDisk(dir, "a");
+    const a = raw(dir, "a");
     const lost: IoDisk = {
       name: "lost",
       path: join(dir, "no-such-folder", "lost.img"),
       create: { type: "raw", size: MiB },
     };
     const vm = new VirtualMachine("vm-lost");
-    const run = runStorageIo([a], writes, {
+    const run = runStorageIo([a], sequentialWrites, {
       vm,
       events: [{ kind: "add", atMs: 20, disk: lost }],
     });

@@ -10,16 +10,30 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { type IoDisk, prepareDisk, runStorageIo } from "../src/storage/io-run.js";
+import type { IoSpec } from "../src/storage/io-spec.js";
 import { VirtualMachine } from "../src/storage/vm.js";
-import { MiB, rawDisk, sequentialWrites } from "./support/io-disks.js";
 import { testTempDir } from "./support/temp.js";
 
-const writes = sequentialWrites(300, 21);
+const MiB = 1024 * 1024;
+
+const writes: IoSpec = {
+  rw: "write",
+  rwmixread: 0,
+  bs: 4096,
+  iodepth: 2,
+  runtimeMs: 300,
+  seed: 21,
+  verify: true,
+};
+
+function raw(dir: string, name: string): IoDisk {
+  return { name, path: join(dir, `${name}.img`), create: { type: "raw", size: MiB } };
+}
 
 describe("a disk removed and added again", () => {
   it("under its own name: both attachments are reported, and the first's writes read back from its own file", async () => {
     const dir = testTempDir("io-reattach");
-    const first = rawDisk(dir, "a");
+    const first = raw(dir, "a");
     // Made anew at the same path, as another type: the removed disk's file
     // must be checked before this add replaces it.
     const again: IoDisk = { ...first, create: { type: "dynamic", size: MiB } };
@@ -56,7 +70,7 @@ describe("a disk removed and added again", () => {
 
   it("under another name at its path: the run ends with both reported and the VM empty", async () => {
     const dir = testTempDir("io-reattach");
-    const a = rawDisk(dir, "a");
+    const a = raw(dir, "a");
     const b: IoDisk = { name: "b", path: a.path };
     const vm = new VirtualMachine("vm-repath");
     const report = await runStorageIo([a], writes, {
@@ -82,7 +96,7 @@ describe("a disk removed and added again", () => {
 describe("a disk that is attached already", () => {
   it("is refused under its name, naming its slot, and the VM is left empty", async () => {
     const dir = testTempDir("io-reattach");
-    const a = rawDisk(dir, "a");
+    const a = raw(dir, "a");
     const other: IoDisk = { name: "a", path: join(dir, "other.img") };
     prepareDisk({ ...other, create: { type: "raw", size: MiB } });
     const vm = new VirtualMachine("vm-twice");
@@ -99,7 +113,7 @@ describe("a disk that is attached already", () => {
 
   it("is refused at its path under another name, before its file is made anew", async () => {
     const dir = testTempDir("io-reattach");
-    const a = rawDisk(dir, "a");
+    const a = raw(dir, "a");
     const b: IoDisk = { name: "b", path: a.path, create: { type: "dynamic", size: MiB } };
     const vm = new VirtualMachine("vm-shared");
     const run = runStorageIo(
