@@ -147,17 +147,31 @@ export async function runVirtualPostcopy(
     sent.pages += faulted.length + push.length;
     sent.bytes += bytes;
     s.transferred += bytes;
-    s.clockMs = windowStart + Math.max(o.windowMs, c.linkMs(bytes));
-    if (s.clockMs > untilMs) {
+    const linkMs = c.linkMs(bytes);
+    s.clockMs = windowStart + Math.max(o.windowMs, linkMs);
+    // Post-copy ends when its last page lands, not at the end of that
+    // window: a limit inside the window's rest is not missed.
+    const lateMs = missingCount > 0 ? s.clockMs - untilMs : windowStart + linkMs - untilMs;
+    if (lateMs > 0) {
+      // At the limit, the pages still on the source, and (when this window
+      // sent the last) this window's pages the link had not yet delivered,
+      // as it delivers them evenly over its time.
+      const windowPages = faulted.length + push.length;
+      const left =
+        missingCount > 0
+          ? missingCount
+          : linkMs > 0
+            ? Math.min(windowPages, Math.ceil((windowPages * lateMs) / linkMs))
+            : windowPages;
       return {
         ...sent,
         requests: faults,
         faultWaitMs,
         blocktime,
         vcpuBlocktime,
-        missing: missingCount,
+        missing: left,
         windows: rounds,
-        failure: `timeout during post-copy with ${missingCount} pages still on the source (the guest cannot run without them)`,
+        failure: `timeout during post-copy with ${left} pages still on the source (the guest cannot run without them)`,
       };
     }
   }
