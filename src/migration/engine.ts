@@ -111,7 +111,9 @@ export class Migration {
    */
   private sync(): number {
     this.s.syncs++;
-    if (this.o.qemuIteration && this.s.syncs > 1) {
+    const merge = this.s.unsentKept;
+    this.s.unsentKept = false;
+    if (merge || (this.o.qemuIteration && this.s.syncs > 1)) {
       this.lateBitmap ??= DirtyBitmap.allocate(
         this.layout,
         "qemu-iteration-late",
@@ -170,16 +172,30 @@ export class Migration {
           sent.bytes += out * pageRecord;
           this.s.counts.normal += out;
           this.s.counts.bytes += out * pageRecord;
-          if (share < 1) return { ...sent, cut: true };
+          if (share < 1) return this.keepUnsent(n - left - pages + out, n, sent);
         }
         continue;
       }
       const part = await this.sendListed(n, running, xbzrle, untilMs);
       sent.pages += part.pages;
       sent.bytes += part.bytes;
-      if (part.cut) return { ...sent, cut: true };
+      // The link sends the list in its order: what got out is its first pages.
+      if (part.cut) return this.keepUnsent(Math.min(part.pages, n), n, sent);
     }
     return { ...sent, cut: false };
+  }
+
+  /**
+   * A pass cut at the time limit: the batch's pages from `from` on never
+   * left, and the pages not yet harvested are still in the pending set, so
+   * all of them stay pending and the next sync merges the new dirty pages
+   * into them (QEMU counts unsent pages as remaining) instead of flipping
+   * the log over them.
+   */
+  private keepUnsent(from: number, to: number, sent: { pages: number; bytes: number }): Pass {
+    this.pending.putBack(this.list, from, to);
+    this.s.unsentKept = true;
+    return { ...sent, cut: true };
   }
 
   /**

@@ -27,6 +27,11 @@ export class VirtualRunState {
   zeroTailPages: number;
   /** The guest wrote after the run began: the encode-time source hashes may be stale. */
   guestWrote = false;
+  /**
+   * A pass was cut with pages it never sent: they stay pending, and the next
+   * sync merges what the guest dirtied into them.
+   */
+  unsentKept = false;
   /** Destination RAM was written other than by the decoder: its recorded hashes may be stale. */
   destinationWritten = false;
 
