@@ -267,6 +267,9 @@ describe("post-copy's remote faults, blocktime and windows (metadata mode)", () 
     expect(outcome.failure).toBeNull();
     expect(outcome.missing).toBe(0);
     expect(outcome.pages).toBe(24);
+    // A limit exactly when the last page lands is met too: the clock must pass it.
+    const atLanding = await runScript({ ...script, untilMs: 240 });
+    expect(atLanding.outcome.failure).toBeNull();
   });
 
   it("counts a last window's pages the link had not delivered by the limit as still on the source", async () => {
