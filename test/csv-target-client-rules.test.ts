@@ -16,6 +16,7 @@ import { MemoryFile } from "../src/storage/block-file.js";
 import { expectSameBytes } from "./support/bytes.js";
 import { freePort } from "./support/csv-cluster.js";
 import { testTempDir } from "./support/temp.js";
+import { xorshiftBytes } from "./support/xorshift.js";
 
 // The node side of the block protocol (docs/csv.md, "The block protocol"):
 // LOGIN and the LUN's size, requests pipelined by tag, READ and WRITE cut
@@ -28,22 +29,9 @@ import { testTempDir } from "./support/temp.js";
 /** 3 MiB and 4 KiB: room for a READ or WRITE cut into three requests. */
 const LUN_BYTES = 3 * MAX_IO_BYTES + 4096;
 
-/** `n` bytes of a pattern that does not repeat with a period of 1 MiB. */
-function pattern(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
 /** The real target over a patterned LUN in memory, on a loopback port, closed when the test ends. */
 async function realTarget(): Promise<{ target: LunTarget; memory: MemoryFile; port: number }> {
-  const memory = new MemoryFile("/rules/lun", pattern(LUN_BYTES, 7), LUN_BYTES);
+  const memory = new MemoryFile("/rules/lun", xorshiftBytes(7, LUN_BYTES), LUN_BYTES);
   const target = new LunTarget(memory, { durable: false });
   const port = await target.listen();
   onTestFinished(() => target.close());
@@ -343,7 +331,7 @@ describe("READ and WRITE", () => {
     const { target, memory, port } = await realTarget();
     const client = await login(port);
     const offset = 4093;
-    const data = pattern(2 * MAX_IO_BYTES + 1000, 99);
+    const data = xorshiftBytes(99, 2 * MAX_IO_BYTES + 1000);
     const before = memory.contents().slice();
     await client.write(offset, data);
     const after = memory.contents();
@@ -361,7 +349,7 @@ describe("READ and WRITE", () => {
   it("writes exactly 1 MiB as one request, and no bytes as none", async () => {
     const { target, memory, port } = await realTarget();
     const client = await login(port);
-    const data = pattern(MAX_IO_BYTES, 5);
+    const data = xorshiftBytes(5, MAX_IO_BYTES);
     await client.write(MAX_IO_BYTES, data);
     await client.write(100, new Uint8Array(0));
     expectSameBytes(memory.contents().subarray(MAX_IO_BYTES, 2 * MAX_IO_BYTES), data);

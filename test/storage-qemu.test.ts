@@ -7,6 +7,7 @@ import { FdFile } from "../src/storage/block-file.js";
 import { openImage } from "../src/storage/open.js";
 import { VhdImage } from "../src/storage/vhd.js";
 import { hvlab, requireTool } from "./support/cli.js";
+import { xorshiftBytes } from "./support/xorshift.js";
 
 // The outside tool: QEMU's qemu-img (Debian qemu-utils) reads and writes VHD
 // as format "vpc" (block/vpc.c).
@@ -14,19 +15,6 @@ const hasQemu = requireTool("qemu-img");
 
 function qemu(args: string[]): string {
   return execFileSync("qemu-img", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-}
-
-/** A deterministic byte source (xorshift32), so failures repeat. */
-function bytesFrom(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
 }
 
 /** Random sector-aligned writes to an image and to a plain model of its bytes. */
@@ -40,7 +28,7 @@ function scribble(image: VhdImage, model: Uint8Array, seed: number, writes: numb
   for (let w = 0; w < writes; w++) {
     const first = next(sectors);
     const count = 1 + next(Math.min(600, sectors - first));
-    const data = bytesFrom(seed * 1000 + w, count * 512);
+    const data = xorshiftBytes(seed * 1000 + w, count * 512);
     image.write(first * 512, data);
     model.set(data, first * 512);
   }
@@ -122,8 +110,8 @@ describe.skipIf(!hasQemu)("qemu-img reads the VHDs hvlab writes", () => {
     const raw = join(dir, "holes.raw");
     // Data, a 4 MiB hole, data: the hole must not be allocated.
     const model = new Uint8Array(10 * 1024 * 1024);
-    model.set(bytesFrom(5, 3 * 1024 * 1024), 0);
-    model.set(bytesFrom(6, 1024 * 1024 + 512), 7 * 1024 * 1024);
+    model.set(xorshiftBytes(5, 3 * 1024 * 1024), 0);
+    model.set(xorshiftBytes(6, 1024 * 1024 + 512), 7 * 1024 * 1024);
     writeFileSync(raw, model);
     for (const to of ["fixed", "dynamic"]) {
       const vhd = join(dir, `holes-${to}.vhd`);
@@ -169,7 +157,7 @@ describe.skipIf(!hasQemu)("hvlab reads the VHDs qemu-img writes", () => {
         [3 * 1024 * 1024 + 4096, 2 * 1024 * 1024, 2],
         [11 * 1024 * 1024, 512 * 300, 3],
       ] as const) {
-        model.set(bytesFrom(seed, n), at);
+        model.set(xorshiftBytes(seed, n), at);
       }
       writeFileSync(raw, model);
       const vhd = join(dir, `q-${sub}.vhd`);
@@ -198,7 +186,7 @@ describe.skipIf(!hasQemu)("differencing chains on a qemu-made parent", () => {
   it("every sector of a two-level chain reads what the chain must hold", () => {
     const size = 6 * 1024 * 1024;
     const raw = join(dir, "base.raw");
-    const base = bytesFrom(77, size);
+    const base = xorshiftBytes(77, size);
     base.fill(0, 2 * 1024 * 1024, 3 * 1024 * 1024);
     writeFileSync(raw, base);
     const parent = join(dir, "base.vhd");
