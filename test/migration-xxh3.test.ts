@@ -5,6 +5,7 @@ import { MemoryLayout } from "../src/memory/layout.js";
 import type { Region } from "../src/memory/region.js";
 import { XXH3_LONG_MIN, XXH3_SECRET, xxh3Long } from "../src/oracle/xxh3.js";
 import { PAGE_SCRATCH_BYTES, PageKernel } from "../src/wasm/page.js";
+import { xorshiftBytes } from "./support/xorshift.js";
 
 // The page hash is XXH3-64 (seed 0, default secret) on inputs over 240
 // bytes. The reference is the xxHash library itself, through its Node.js
@@ -25,23 +26,11 @@ function reference(bytes: Uint8Array): bigint {
   return xxh3.xxh64(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }
 
-function pattern(length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  let state = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    bytes[i] = state & 0xff;
-  }
-  return bytes;
-}
-
 describe("XXH3-64 page hash", () => {
   it("uses the specification's 192-byte default secret", () => {
     expect(XXH3_SECRET.length).toBe(192);
     // The library's XXH3 with the secret passed explicitly agrees with its default.
-    const input = pattern(4096, 9);
+    const input = xorshiftBytes(9, 4096);
     expect(xxh3.xxh64WithSecret(Buffer.from(input), Buffer.from(XXH3_SECRET))).toBe(
       reference(input),
     );
@@ -53,7 +42,7 @@ describe("XXH3-64 page hash", () => {
     const lengths = [241, 255, 256, 257, 1023, 1024, 1025, 1088, 2048, 4095, 4096, 4097, 2 ** 21];
     const view = buf.bytes(layout.memory);
     for (const length of lengths) {
-      const input = pattern(length, length);
+      const input = xorshiftBytes(length, length);
       view.set(input, 3);
       expect(kernel.hash3(buf, 3, length)).toBe(reference(input));
       if (length <= 8192) expect(xxh3Long(input)).toBe(reference(input));
@@ -77,7 +66,7 @@ describe("XXH3-64 page hash", () => {
   });
 
   it("tells apart pages that differ in one bit anywhere", () => {
-    const page = pattern(4096, 77);
+    const page = xorshiftBytes(77, 4096);
     const view = buf.bytes(layout.memory);
     view.set(page, 0);
     const base = kernel.hash3(buf, 0, 4096);
