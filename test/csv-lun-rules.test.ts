@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { VolumeRangeError } from "../src/csv/errors.js";
 import { checkLunRange, FileLun, readLunRange } from "../src/csv/lun.js";
 import { MemoryFile } from "../src/storage/block-file.js";
+import { WatchedFile } from "./support/watched-file.js";
 
 /*
  * The LUN a volume sits on (src/csv/lun.ts): byte-addressed, reads and
@@ -12,20 +13,6 @@ import { MemoryFile } from "../src/storage/block-file.js";
  */
 
 const LUN = { name: "/san/lun0", bytes: 8192 };
-
-/** A file in memory that counts the fdatasyncs and closes it is asked for. */
-class WatchedFile extends MemoryFile {
-  syncs = 0;
-  closes = 0;
-
-  override sync(): void {
-    this.syncs++;
-  }
-
-  override close(): void {
-    this.closes++;
-  }
-}
 
 function refusal(offset: number, length: number): string {
   return `${LUN.name}: bytes ${offset}..${offset + length} are outside the LUN's ${LUN.bytes} bytes`;

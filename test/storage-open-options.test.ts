@@ -9,24 +9,13 @@ import { StorageKernels } from "../src/storage/kernels.js";
 import { openImage } from "../src/storage/open.js";
 import { VhdImage } from "../src/storage/vhd.js";
 import { testTempDir } from "./support/temp.js";
+import { WatchedFile } from "./support/watched-file.js";
 
 // What each option of openImage changes: the file it opens (direct I/O or
 // the page cache, for the image and its parents), the kernels it reads
 // with, and that a file it cannot take is closed again.
 
 const KiB = 1024;
-
-/** A memory file that counts its sync and close calls. */
-class CountingFile extends MemoryFile {
-  syncs = 0;
-  closes = 0;
-  override sync(): void {
-    this.syncs++;
-  }
-  override close(): void {
-    this.closes++;
-  }
-}
 
 function vhdBytes(writes: number[]): Uint8Array {
   const file = new MemoryFile("v.vhd");
@@ -41,7 +30,7 @@ const openFds = () => readdirSync("/proc/self/fd").length;
 
 describe("raw images", () => {
   it("fdatasync on flush and close their file on close", () => {
-    const file = new CountingFile("r.img", new Uint8Array(1024));
+    const file = new WatchedFile("r.img", new Uint8Array(1024));
     const image = new RawImage(file, true);
     image.flush();
     expect([file.syncs, file.closes]).toEqual([1, 0]);
