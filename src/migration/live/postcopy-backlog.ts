@@ -19,9 +19,11 @@ export class PostcopyBacklog {
   private next = 0;
   /** 1 where a page went since the list was built. */
   private readonly sent: Uint8Array;
+  /** 1 where a page is in {@link PostcopyBacklog.pages}. */
+  private readonly inList: Uint8Array;
   /** Pages the destination requested, not yet sent again. */
   private readonly urgent: number[] = [];
-  /** Pages sent at least once since the list was built. */
+  /** Pages of the list sent at least once since it was built. */
   private unique = 0;
   /** Pages put in frames over the whole phase, repeats included. */
   pushed = 0;
@@ -36,6 +38,8 @@ export class PostcopyBacklog {
   ) {
     this.pages = pending;
     this.sent = new Uint8Array(guestPages);
+    this.inList = new Uint8Array(guestPages);
+    for (const page of pending) this.inList[page] = 1;
   }
 
   /** Pages the list holds: what was left to send when it was last built. */
@@ -67,25 +71,34 @@ export class PostcopyBacklog {
   /**
    * The next frame's pages: up to `maxRequested` requested pages (sent again
    * even if they went, as QEMU does: one may be in flight), then background
-   * pages not yet sent, up to `framePages` in all. Marks them sent.
+   * pages not yet sent, up to `framePages` in all. Marks them sent, each as
+   * it is taken, so that a page requested in this frame is not also the
+   * background's in it. A requested page outside the list (one the
+   * destination already had) is sent but never counted in
+   * {@link PostcopyBacklog.missing}.
    */
   take(maxRequested: number, framePages: number): number[] {
     const list: number[] = [];
     while (list.length < maxRequested && this.urgent.length > 0) {
-      list.push(this.urgent.shift() as number);
+      const page = this.urgent.shift() as number;
+      list.push(page);
+      this.markSent(page);
     }
     while (list.length < framePages && this.next < this.pages.length) {
       const page = this.pages[this.next++] as number;
-      if (this.sent[page] === 0) list.push(page);
-    }
-    for (const page of list) {
       if (this.sent[page] === 0) {
-        this.sent[page] = 1;
-        this.unique++;
+        list.push(page);
+        this.markSent(page);
       }
     }
     this.pushed += list.length;
     return list;
+  }
+
+  private markSent(page: number): void {
+    if (this.sent[page] === 1) return;
+    this.sent[page] = 1;
+    if (this.inList[page] === 1) this.unique++;
   }
 
   /**
@@ -110,6 +123,8 @@ export class PostcopyBacklog {
     this.pages = Uint32Array.from(left);
     this.next = 0;
     this.sent.fill(0);
+    this.inList.fill(0);
+    for (const page of left) this.inList[page] = 1;
     this.unique = 0;
     this.urgent.length = 0;
     return left.length;
