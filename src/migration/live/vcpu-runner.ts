@@ -88,12 +88,22 @@ export class VcpuRunner {
     this.loop = this.run();
   }
 
-  /** Stops the vCPUs once the batch in flight is done. */
+  /**
+   * Stops the vCPUs once the batch in flight is done. Stopped vCPUs stay as
+   * they are: a resume() made before this settles is not undone, and only
+   * the loop this pause waited for is forgotten (forgetting a newer one
+   * would leave its batch writing after a later pause returned).
+   */
   async pause(): Promise<void> {
-    if (this.state === "running") this.state = "pausing";
-    await this.loop;
-    this.loop = undefined;
-    this.state = "stopped";
+    const loop = this.loop;
+    if (loop) {
+      if (this.state === "running") this.state = "pausing";
+      await loop;
+      if (this.loop === loop) {
+        this.loop = undefined;
+        this.state = "stopped";
+      }
+    }
     if (this.failure) throw this.failure;
   }
 
