@@ -8,10 +8,8 @@
  * hosts, naming how many pages differ and the first.
  */
 import { statSync } from "node:fs";
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { MemoryLayout } from "../src/memory/layout.js";
-import { fillDeviceState, prefillGuest } from "../src/migration/live/guest-image.js";
 import { savedStateBytes } from "../src/migration/quick/saved-state.js";
 import {
   MAX_QUICK_GUEST_BYTES,
@@ -19,7 +17,7 @@ import {
   type SavedStateHosts,
   SavedStateTransport,
 } from "../src/migration/quick/saved-state-transport.js";
-import { savedStateContext } from "./support/saved-state-context.js";
+import { savedStateHosts } from "./support/saved-state-hosts.js";
 import { testTempDir } from "./support/temp.js";
 
 const MiB = 1024 ** 2;
@@ -29,28 +27,11 @@ const TIMER_SLACK_MS = 1;
 
 /** A 1 MiB source guest and its device blob, a destination host, and the file between them. */
 function hosts(options: Partial<SavedStateHosts> = {}): SavedStateHosts {
-  const sourceLayout = new MemoryLayout();
-  const ram = sourceLayout.allocate("ram", MiB, 4096);
-  prefillGuest(ram.bytes(sourceLayout.memory), 4096, 21);
-  const deviceBytes = options.deviceBytes ?? 1000;
-  const device = region(sourceLayout, "device", deviceBytes);
-  fillDeviceState(device.bytes(sourceLayout.memory), 21);
-  const destination = new MemoryLayout();
-  return {
-    file: join(testTempDir("saved-state-transport"), "vm.hvls"),
-    sourceLayout,
-    source: savedStateContext(sourceLayout, "source"),
-    ram,
-    device,
-    destination,
-    destinationContext: savedStateContext(destination, "destination"),
+  const guest = { ramBytes: MiB, deviceBytes: options.deviceBytes ?? 1000, seed: 21 };
+  return savedStateHosts(testTempDir("saved-state-transport"), guest, {
     chunkBytes: CHUNK,
-    sync: false,
-    failoverMs: 0,
-    resumeMs: 0,
-    deviceBytes,
     ...options,
-  };
+  });
 }
 
 /** A transport that has saved and restored, ready to verify. */
