@@ -9,11 +9,6 @@ const TICK_MS = 2;
 /** Credit carried across a stall, in seconds of writes: a vCPU back from a fault does not burst. */
 const MAX_CREDIT_SECONDS = 0.05;
 
-/** The guest stopped (post-copy ended or failed) while a vCPU waited for a page. */
-export class GuestStoppedError extends Error {
-  override name = "GuestStoppedError";
-}
-
 /** What the destination's guest needs from the session. */
 export interface PostcopyGuestDeps {
   readonly memory: WebAssembly.Memory;
