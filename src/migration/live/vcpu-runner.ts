@@ -90,19 +90,18 @@ export class VcpuRunner {
 
   /**
    * Stops the vCPUs once the batch in flight is done. Stopped vCPUs stay as
-   * they are: a resume() made before this settles is not undone, and only
-   * the loop this pause waited for is forgotten (forgetting a newer one
-   * would leave its batch writing after a later pause returned).
+   * they are: a resume() made before this settles is not undone (forgetting
+   * the loop it started would leave its batch writing after a later pause
+   * returned). While a loop ends the state is "pausing", which resume()
+   * leaves alone, so the loop forgotten here is the one awaited.
    */
   async pause(): Promise<void> {
     const loop = this.loop;
     if (loop) {
       if (this.state === "running") this.state = "pausing";
       await loop;
-      if (this.loop === loop) {
-        this.loop = undefined;
-        this.state = "stopped";
-      }
+      this.loop = undefined;
+      this.state = "stopped";
     }
     if (this.failure) throw this.failure;
   }
