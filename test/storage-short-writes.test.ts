@@ -1,0 +1,61 @@
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { FdFile } from "../src/storage/block-file.js";
+import { testTempDir } from "./support/temp.js";
+
+// write(2) and writev(2) may take fewer bytes than asked (POSIX: a signal
+// arriving mid-write, a disk filling up); the block file's contract is that a
+// write is completed before it returns. Such short writes cannot be made to
+// happen on demand, so the system calls are wrapped here to take at most a
+// few bytes each time, and the file must still end up holding every byte.
+
+const limit = vi.hoisted(() => ({ bytes: Number.POSITIVE_INFINITY }));
+
+vi.mock("node:fs", async (original) => {
+  const real = await original<typeof import("node:fs")>();
+  return {
+    ...real,
+    writeSync: (fd: number, buffer: Uint8Array, offset: number, length: number, position: number) =>
+      real.writeSync(fd, buffer, offset, Math.min(length, limit.bytes), position),
+    writevSync: (fd: number, parts: Uint8Array[], position: number) => {
+      const all = Buffer.concat(parts);
+      return real.writeSync(fd, all, 0, Math.min(all.length, limit.bytes), position);
+    },
+  };
+});
+
+afterEach(() => {
+  limit.bytes = Number.POSITIVE_INFINITY;
+});
+
+/** A new file of `size` bytes of 0xee, opened read-write. */
+function blank(size: number): { file: FdFile; path: string } {
+  const path = join(testTempDir("short-writes"), "disk.img");
+  fs.writeFileSync(path, new Uint8Array(size).fill(0xee));
+  return { file: new FdFile(path, "r+"), path };
+}
+
+const counting = (from: number, n: number) => Uint8Array.from({ length: n }, (_, i) => from + i);
+
+describe("FdFile after short writes", () => {
+  it("write finishes the rest of the buffer at the right place", () => {
+    const { file, path } = blank(16);
+    limit.bytes = 3;
+    file.write(counting(1, 8), 4);
+    file.close();
+    const expected = new Uint8Array(16).fill(0xee);
+    expected.set(counting(1, 8), 4);
+    expect([...fs.readFileSync(path)]).toEqual([...expected]);
+  });
+
+  it("writev finishes the parts the gathered write left, each at its place", () => {
+    const { file, path } = blank(20);
+    limit.bytes = 5;
+    file.writev([counting(1, 4), counting(11, 6), counting(21, 3)], 2);
+    file.close();
+    const expected = new Uint8Array(20).fill(0xee);
+    expected.set([...counting(1, 4), ...counting(11, 6), ...counting(21, 3)], 2);
+    expect([...fs.readFileSync(path)]).toEqual([...expected]);
+  });
+});
