@@ -22,6 +22,23 @@ vi.mock("node:fs", async (original) => {
       const all = Buffer.concat(parts);
       return real.writeSync(fd, all, 0, Math.min(all.length, limit.bytes), position);
     },
+    write: (
+      fd: number,
+      buffer: Uint8Array,
+      offset: number,
+      length: number,
+      position: number,
+      done: (error: Error | null, bytes: number) => void,
+    ) => real.write(fd, buffer, offset, Math.min(length, limit.bytes), position, done),
+    writev: (
+      fd: number,
+      parts: Uint8Array[],
+      position: number,
+      done: (error: Error | null, bytes: number) => void,
+    ) => {
+      const all = Buffer.concat(parts);
+      real.write(fd, all, 0, Math.min(all.length, limit.bytes), position, done);
+    },
   };
 });
 
@@ -53,6 +70,16 @@ describe("FdFile after short writes", () => {
     const { file, path } = blank(20);
     limit.bytes = 5;
     file.writev([counting(1, 4), counting(11, 6), counting(21, 3)], 2);
+    file.close();
+    const expected = new Uint8Array(20).fill(0xee);
+    expected.set([...counting(1, 4), ...counting(11, 6), ...counting(21, 3)], 2);
+    expect([...fs.readFileSync(path)]).toEqual([...expected]);
+  });
+
+  it("writevAsync finishes the parts the gathered write left, each at its place", async () => {
+    const { file, path } = blank(20);
+    limit.bytes = 5;
+    await file.writevAsync([counting(1, 4), counting(11, 6), counting(21, 3)], 2);
     file.close();
     const expected = new Uint8Array(20).fill(0xee);
     expected.set([...counting(1, 4), ...counting(11, 6), ...counting(21, 3)], 2);
