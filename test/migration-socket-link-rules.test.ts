@@ -176,12 +176,15 @@ describe("link: the socket's backpressure", () => {
   });
 
   // Beyond 8 MiB waiting the send waits for the socket to drain: it
-  // resolves only once the peer reads.
+  // resolves only once the peer reads. The frame is 24 MiB so that more
+  // than 8 MiB still waits whatever the kernel takes with the peer paused:
+  // a send buffer of at most tcp_wmem's maximum (4 MiB by default, tcp(7))
+  // and a receive buffer that grows only as the peer reads.
   it("waits for the drain when more than 8 MiB is waiting", async () => {
     const { near, far } = await connectedPair();
     far.pause();
     const link = new Link(near);
-    const frame = 9 * 1024 * 1024;
+    const frame = 24 * 1024 * 1024;
     let done = false;
     const sending = link.send(Buffer.alloc(frame, 2)).then(() => {
       done = true;
@@ -201,7 +204,7 @@ describe("link: the socket's backpressure", () => {
     const { near, far } = await connectedPair();
     far.pause();
     const link = new Link(near);
-    const sending = link.send(Buffer.alloc(9 * 1024 * 1024, 3));
+    const sending = link.send(Buffer.alloc(24 * 1024 * 1024, 3));
     for (let i = 0; i < 5; i++) await turn();
     far.resetAndDestroy();
     await expect(sending).rejects.toThrow(LinkError);
