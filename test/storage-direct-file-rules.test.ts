@@ -408,3 +408,15 @@ describe.skipIf(!directIo)("where direct I/O can be had", () => {
     expect(directIoRefusal("/proc")).toEqual(expect.any(String));
   });
 });
+
+describe("pageAlignedBytes", () => {
+  // A node's I/O thread writes from a shared buffer without a copy; any
+  // other buffer stays the thread's own, which a shared one would not be.
+  it("gives the thread's own memory unless a shared one is asked for", () => {
+    const own = pageAlignedBytes(70_000);
+    expect(own.length).toBe(70_000);
+    expect(own.buffer).toBeInstanceOf(ArrayBuffer);
+    expect(own.buffer).not.toBeInstanceOf(SharedArrayBuffer);
+    expect(pageAlignedBytes(10, true).buffer).toBeInstanceOf(SharedArrayBuffer);
+  });
+});

@@ -2,6 +2,8 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { FdFile } from "../src/storage/block-file.js";
+import { DirectFile } from "../src/storage/direct-file.js";
+import { directIoTestDir, firstDifference } from "./support/direct-io.js";
 import { testTempDir } from "./support/temp.js";
 
 // write(2) and writev(2) may take fewer bytes than asked (POSIX: a signal
@@ -12,12 +14,29 @@ import { testTempDir } from "./support/temp.js";
 
 const limit = vi.hoisted(() => ({ bytes: Number.POSITIVE_INFINITY }));
 
+/** The request is checked whole, as Node checks it (ERR_OUT_OF_RANGE); only the bytes taken are cut. */
+const within = vi.hoisted(() => (buffer: Uint8Array, offset: number, length: number) => {
+  if (offset + length > buffer.byteLength) {
+    throw new RangeError(
+      `${length} bytes from offset ${offset} pass the buffer's ${buffer.byteLength}`,
+    );
+  }
+});
+
 vi.mock("node:fs", async (original) => {
   const real = await original<typeof import("node:fs")>();
   return {
     ...real,
-    writeSync: (fd: number, buffer: Uint8Array, offset: number, length: number, position: number) =>
-      real.writeSync(fd, buffer, offset, Math.min(length, limit.bytes), position),
+    writeSync: (
+      fd: number,
+      buffer: Uint8Array,
+      offset: number,
+      length: number,
+      position: number,
+    ) => {
+      within(buffer, offset, length);
+      return real.writeSync(fd, buffer, offset, Math.min(length, limit.bytes), position);
+    },
     writevSync: (fd: number, parts: Uint8Array[], position: number) => {
       const all = Buffer.concat(parts);
       return real.writeSync(fd, all, 0, Math.min(all.length, limit.bytes), position);
@@ -29,7 +48,10 @@ vi.mock("node:fs", async (original) => {
       length: number,
       position: number,
       done: (error: Error | null, bytes: number) => void,
-    ) => real.write(fd, buffer, offset, Math.min(length, limit.bytes), position, done),
+    ) => {
+      within(buffer, offset, length);
+      real.write(fd, buffer, offset, Math.min(length, limit.bytes), position, done);
+    },
     writev: (
       fd: number,
       parts: Uint8Array[],
@@ -91,4 +113,28 @@ describe("FdFile after short writes", () => {
       expect([...fs.readFileSync(path)]).toEqual([...expected]);
     },
   );
+});
+
+const direct = directIoTestDir("short-writes");
+
+describe.skipIf(!direct.directIo)("DirectFile after short writes", () => {
+  // O_DIRECT takes only whole blocks, so a write cut short stops at a block:
+  // the bounce window's rest goes from there, to the file at the same offset.
+  it("finishes a bounce window's write from the block where it stopped", () => {
+    const path = join(direct.dir, "direct.img");
+    fs.writeFileSync(path, new Uint8Array(8192).fill(0xee));
+    const file = DirectFile.open(path, "r+");
+    try {
+      const data = counting(0, 3 * 512 + 100);
+      limit.bytes = file.align;
+      // Unaligned: one window of whole blocks, read, changed and written back a block a call.
+      file.write(data, 300);
+      limit.bytes = Number.POSITIVE_INFINITY;
+      const expected = new Uint8Array(8192).fill(0xee);
+      expected.set(data, 300);
+      expect(firstDifference(new Uint8Array(fs.readFileSync(path)), expected)).toBe(-1);
+    } finally {
+      file.close();
+    }
+  });
 });
