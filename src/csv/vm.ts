@@ -4,7 +4,7 @@ import { MemoryLayout } from "../memory/layout.js";
 import type { Region } from "../memory/region.js";
 import type { KernelPool } from "../pool/pool.js";
 import { MemoryFile } from "../storage/block-file.js";
-import { CHANNEL_HEADER_BYTES, serveChannel } from "../storage/channel-file.js";
+import { CHANNEL_HEADER_BYTES, type ChannelServer, serveChannel } from "../storage/channel-file.js";
 import { ioFigures } from "../storage/io-run.js";
 import { checkIoSpec, IO_MODES, type IoMode, type IoSpec } from "../storage/io-spec.js";
 import { IO_CONTROL_SLOTS, IoControl, type IoResult, IoState } from "../storage/task-types.js";
@@ -344,6 +344,10 @@ export class NodeVms {
     if (file.size > MAX_VM_DISK_BYTES + (1 << 22))
       throw new VmArgumentError(`${request.vhd} is ${file.size} bytes, over the VM disk limit`);
     const slot = this.slot();
+    // Set once the slot's mailbox is served: a start that fails from then on
+    // must stop serving it before the slot goes back, or the next VM given
+    // the slot would be answered by this one's server, from this one's file.
+    let server: ChannelServer | undefined;
     try {
       const memory = this.layout.memory;
       const host = this.host;
@@ -356,7 +360,7 @@ export class NodeVms {
         file = await host.metadata({ op: "resize", name: request.vhd, size });
         if (!file) throw new Error(`resize ${request.vhd}: the coordinator returned no file`);
       };
-      const server = serveChannel(memory, slot.mailbox, {
+      const served = serveChannel(memory, slot.mailbox, {
         read: async (position, want) => {
           const f = file as FileMap;
           const n = Math.max(0, Math.min(want, length - position));
@@ -389,6 +393,7 @@ export class NodeVms {
         },
         sync: () => host.flushData(),
       });
+      server = served;
       const diskBytes = await (async () => {
         // The disk's size, from the VHD's footer at the file's end or, when
         // the end was being rewritten as its node died, from the copy at
@@ -404,7 +409,6 @@ export class NodeVms {
       })();
       const blocks = Math.floor(diskBytes / spec.bs);
       if (!(blocks >= 1 && diskBytes <= MAX_VM_DISK_BYTES)) {
-        await server.stop();
         throw new VmArgumentError(
           `${request.vhd}: no VHD footer at byte ${f0(file)} or 0, or a disk of ${diskBytes} bytes, which does not fit the workload`,
         );
@@ -437,7 +441,7 @@ export class NodeVms {
         slot,
         blocks,
         result,
-        stopServing: () => server.stop(),
+        stopServing: () => served.stop(),
       };
       this.running.set(request.vm, vm);
       let settled = false;
@@ -451,8 +455,6 @@ export class NodeVms {
       }
       if (Atomics.load(control, IoControl.started) !== 1) {
         this.running.delete(request.vm);
-        await server.stop();
-        this.free.push(slot);
         await result; // throws the worker's reason
         throw new Error(`VM ${request.vm} ended before its first I/O`);
       }
@@ -465,7 +467,10 @@ export class NodeVms {
         acknowledgedBlocks: acknowledged,
       };
     } catch (error) {
-      if (!this.running.has(request.vm) && !this.free.includes(slot)) this.free.push(slot);
+      if (!this.running.has(request.vm)) {
+        await server?.stop();
+        if (!this.free.includes(slot)) this.free.push(slot);
+      }
       throw error;
     }
   }
