@@ -171,9 +171,11 @@ describe("vmScenarioClean: nothing lost, each condition on its own", () => {
 });
 
 describe("vmScenarioSection", () => {
-  const section = vmScenarioSection(CLEAN);
+  // Each test builds the section itself: Stryker switches no mutant on in
+  // code that runs while the file is collected (a describe's body).
 
   it("names the section and keeps the whole result as its data", () => {
+    const section = vmScenarioSection(CLEAN);
     expect(section.id).toBe("csv-vms");
     expect(section.title).toBe("VMs on a Cluster Shared Volume: live against quick migration");
     expect(section.data).toBe(CLEAN);
@@ -183,6 +185,7 @@ describe("vmScenarioSection", () => {
   // Downtimes in whole ms (41.5 rounds up to 42, 1234.49 down to 1234), the
   // LUN move too (987.6 to 988); met when the scenario is clean.
   it("headlines both downtimes against the clean target", () => {
+    const section = vmScenarioSection(CLEAN);
     expect(section.headline).toEqual({
       figure:
         "live migration paused 42 ms (VHD handover), quick migration 1234 ms (of which the LUN move 988 ms)",
@@ -200,6 +203,7 @@ describe("vmScenarioSection", () => {
 
   // The disk in whole MiB: 4.75 MiB is written 5.
   it("says what ran, what moved and what the checks found", () => {
+    const section = vmScenarioSection(CLEAN);
     expect(section.summary).toEqual([
       "3 node processes shared one LUN, the target process keeping its reservations, each running one VM: the storage engine's guest I/O workload (randrw, 4096-byte blocks, queue depth 2, verify mode) on a dynamic VHD of 5 MiB created on the volume through the coordinator; data went direct to the LUN at the file's extents, over each node's own path.",
       "Live migration moved vm2 from node 2 to node 3: the source closed the VHD and flushed its writes at the target, the destination opened it through the coordinator; the LUN did not move. Quick migration moved vm1 from node 1, the volume's owner, to node 2: the VM stopped, the disk resource went offline on the source and online on the destination (reservation released, then reserved, volume mounted, a new epoch), and the VM started there. Downtime is from the stop asked on the source to the first I/O due on the destination.",
@@ -232,6 +236,7 @@ describe("vmScenarioSection", () => {
   // Each timing in tenths of a ms (12.36 to 12.4, 0.04 to 0, 2.449 to 2.4,
   // 19.96 to 20); a live migration moves no LUN, so its cell is empty.
   it("sets live against quick migration, step by step, in ms", () => {
+    const section = vmScenarioSection(CLEAN);
     expect(section.tables[0]).toEqual({
       title: "Live against quick migration (ms)",
       columns: ["measure", "live (VHD handover)", "quick (LUN move)"],
@@ -260,6 +265,7 @@ describe("vmScenarioSection", () => {
   // 1.49 down to 1, 0.5 up to 1), MB/s in hundredths (5.0567 to 5.06,
   // 0.005 to 0.01), one row per run in the result's order.
   it("tabulates each VM's guest I/O on each node it ran on", () => {
+    const section = vmScenarioSection(CLEAN);
     expect(section.tables[1]).toEqual({
       title: "Guest I/O per VM and node",
       columns: [
@@ -293,6 +299,7 @@ describe("vmScenarioSection", () => {
 
   // A VHD is named by its file name, without the folder it was copied to.
   it("tabulates each VHD's storage check and its acknowledged and intact blocks", () => {
+    const section = vmScenarioSection(CLEAN);
     expect(section.tables[2]).toEqual({
       title: "VHDs on the volume",
       columns: ["VHD", "storage check", "acknowledged blocks", "intact"],
