@@ -156,7 +156,11 @@ export async function serveControl(path: string, node: ControlledNode): Promise<
         socket.destroy();
       }
     });
-    createInterface({ input: socket, crlfDelay: Number.POSITIVE_INFINITY }).on("line", (line) => {
+    const lines = createInterface({ input: socket, crlfDelay: Number.POSITIVE_INFINITY });
+    // readline re-emits the socket's errors (a reset, EPIPE to a client gone
+    // before its reply): unhandled, one would end the node's process.
+    lines.on("error", () => {});
+    lines.on("line", (line) => {
       if (line.trim() === "") return;
       chain = chain.then(async () => {
         const reply = await runControlLine(node, line);
