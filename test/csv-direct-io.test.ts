@@ -1,13 +1,4 @@
-import {
-  constants,
-  copyFileSync,
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-} from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -41,6 +32,7 @@ import { type FileMap, Volume } from "../src/csv/volume.js";
 import { FdFile } from "../src/storage/block-file.js";
 import { directIoRefusal } from "../src/storage/direct-file.js";
 import { freePort } from "./support/csv-cluster.js";
+import { descriptorsOn } from "./support/descriptors.js";
 
 // A node's direct I/O over its own path to the LUN: pread/pwrite on the LUN
 // file, never through the target, and fenced by the registration board the
@@ -273,21 +265,6 @@ describe("csv direct I/O on the node's own path", () => {
   });
 });
 
-/** Descriptors of this process open on `path` with O_DIRECT, from /proc/self/fd and fdinfo (Linux). */
-function directDescriptorsOn(path: string): number {
-  let n = 0;
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) !== path) continue;
-      const flags = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1];
-      if (flags !== undefined && (Number.parseInt(flags, 8) & (constants.O_DIRECT ?? 0)) !== 0) n++;
-    } catch {
-      // The descriptor closed while the directory was read.
-    }
-  }
-  return n;
-}
-
 // The node's own path unbuffered (--lun-direct): the LUN opened with O_DIRECT.
 // The LUN sits in the temporary directory: a file system that refuses
 // O_DIRECT (tmpfs before Linux 6.6) skips these, saying why, and fails in CI.
@@ -301,10 +278,10 @@ describe.skipIf(unbufferedRefusal !== undefined)(
   "csv direct I/O on the node's own path, unbuffered (O_DIRECT)",
   () => {
     it("opens the LUN with O_DIRECT, writes file data the LUN file reads back", async () => {
-      const before = directDescriptorsOn(lunPath);
+      const before = descriptorsOn(lunPath, { direct: true });
       const node = await soloNode(11, lunPath, true);
       // Two: one for requests on the node's thread (the bounce), one for its writes on the thread pool.
-      expect(directDescriptorsOn(lunPath)).toBe(before + 2);
+      expect(descriptorsOn(lunPath, { direct: true })).toBe(before + 2);
       const f = (await node.metadata({
         op: "create",
         name: "unbuf.vhd",
@@ -321,11 +298,11 @@ describe.skipIf(unbufferedRefusal !== undefined)(
       expect(Buffer.from(await onLun(f, 70_003, odd.length)).equals(odd)).toBe(true);
       expect(Buffer.from(await node.readFile(f, 70_003, odd.length)).equals(odd)).toBe(true);
       node.stop();
-      expect(directDescriptorsOn(lunPath)).toBe(before);
+      expect(descriptorsOn(lunPath, { direct: true })).toBe(before);
     }, 30_000);
 
     it("a batch of chunks on the I/O threads, aligned and not, lands unbuffered; the threads' descriptors close with the node", async () => {
-      const before = directDescriptorsOn(lunPath);
+      const before = descriptorsOn(lunPath, { direct: true });
       const node = await soloNode(14, lunPath, true);
       const f = (await node.metadata({
         op: "create",
@@ -341,22 +318,22 @@ describe.skipIf(unbufferedRefusal !== undefined)(
       ];
       await node.writeFileBatch(f, chunks);
       // Each I/O thread holds its own O_DIRECT descriptor of the LUN.
-      expect(directDescriptorsOn(lunPath)).toBe(before + 2 + threadPoolSize());
+      expect(descriptorsOn(lunPath, { direct: true })).toBe(before + 2 + threadPoolSize());
       expect(dataThroughTarget(mark)).toEqual([]);
       for (const c of chunks)
         expect(Buffer.from(await onLun(f, c.offset, c.data.length)).equals(c.data)).toBe(true);
       expect(node.io.directWrites).toBe(3);
       node.stop();
       const until = performance.now() + 10_000;
-      while (directDescriptorsOn(lunPath) !== before && performance.now() < until)
+      while (descriptorsOn(lunPath, { direct: true }) !== before && performance.now() < until)
         await new Promise((r) => setTimeout(r, 20));
-      expect(directDescriptorsOn(lunPath)).toBe(before);
+      expect(descriptorsOn(lunPath, { direct: true })).toBe(before);
     }, 30_000);
 
     it("a buffered node's path has no O_DIRECT descriptor", async () => {
-      const before = directDescriptorsOn(lunPath);
+      const before = descriptorsOn(lunPath, { direct: true });
       const node = await soloNode(12);
-      expect(directDescriptorsOn(lunPath)).toBe(before);
+      expect(descriptorsOn(lunPath, { direct: true })).toBe(before);
       node.stop();
     }, 30_000);
 

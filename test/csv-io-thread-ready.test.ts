@@ -1,4 +1,4 @@
-import { closeSync, ftruncateSync, openSync, readdirSync, readlinkSync } from "node:fs";
+import { closeSync, ftruncateSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { LunIoThread } from "../src/csv/io-thread.js";
@@ -6,6 +6,7 @@ import { LunIoThreads } from "../src/csv/io-threads.js";
 import { BoardPublisher } from "../src/csv/registration-board.js";
 import { PersistentReservations, ReservationType, ServiceAction } from "../src/csv/reservations.js";
 import { pageAlignedBytes } from "../src/storage/direct-file.js";
+import { descriptorsOn } from "./support/descriptors.js";
 import { fileTempDir } from "./support/temp.js";
 
 // A node's I/O threads open their own descriptors of the LUN and the board
@@ -36,19 +37,6 @@ function lunWithBoard(name: string): { lun: string; board: string; close: () => 
   const publisher = new BoardPublisher(board, LUN_BYTES);
   publisher.publish(reservations);
   return { lun, board, close: () => publisher.close(reservations) };
-}
-
-/** Descriptors of this process open on `path`. */
-function descriptorsOn(path: string): number {
-  let n = 0;
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
-    } catch {
-      // Closed while the directory was read.
-    }
-  }
-  return n;
 }
 
 const cleanups: (() => Promise<void> | void)[] = [];

@@ -1,12 +1,4 @@
-import {
-  closeSync,
-  ftruncateSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
@@ -20,6 +12,7 @@ import { LunIoThreads } from "../src/csv/io-threads.js";
 import { BoardPublisher } from "../src/csv/registration-board.js";
 import { PersistentReservations, ReservationType, ServiceAction } from "../src/csv/reservations.js";
 import { pageAlignedBytes } from "../src/storage/direct-file.js";
+import { refusesPastMaxBytes } from "./support/file-size-limit.js";
 
 // A node's I/O thread on a real LUN file and a real registration board: a
 // batch of writes runs back to back there, fenced by the board, and comes
@@ -29,21 +22,6 @@ const KEY = 0x11n;
 const LUN_BYTES = 16 << 20;
 const dir = mkdtempSync(join(tmpdir(), "hvlab-csv-iothread-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Whether this file system refuses a write at 4 PiB (EFBIG), as ext4 does past 16 TiB. */
-function refusesPastMaxBytes(): boolean {
-  const probe = join(dir, "max-bytes-probe");
-  const fd = openSync(probe, "w");
-  try {
-    writeSync(fd, new Uint8Array(4096), 0, 4096, 2 ** 52);
-    return false;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EFBIG";
-  } finally {
-    closeSync(fd);
-    rmSync(probe, { force: true });
-  }
-}
 
 /** A LUN of zeros with node-1 registered under KEY and node-2 holding the reservation, published. */
 class Cluster {
@@ -327,7 +305,7 @@ describe("a node's I/O threads", () => {
       else expect(s).toMatchObject({ status: "failed", code: "ENOSPC" });
   });
 
-  it.skipIf(!refusesPastMaxBytes())(
+  it.skipIf(!refusesPastMaxBytes(dir))(
     "a part that fails midway stops the other parts before their next write, and they report what they acknowledged",
     async () => {
       // Part 1 writes past the largest file the file system holds (EFBIG); parts 0 and 2 write below.
@@ -377,7 +355,7 @@ describe("a node's I/O threads", () => {
       threads.write(KEY, [...good, { lunOffset: LUN_BYTES, data: good[0]?.data as Uint8Array }]),
     ).rejects.toThrow(
       new BatchArgumentError(
-        "batch write 1: 4096 bytes at 16777216 do not fit the LUN's 16777216 bytes",
+        "batch write 3: 4096 bytes at 16777216 do not fit the LUN's 16777216 bytes",
       ),
     );
     await expect(threads.write(KEY, [])).rejects.toThrow(

@@ -83,6 +83,8 @@ export class DirectLun implements Lun {
   private threads: LunIoThreads | undefined;
   /** Whether the node has halted this path's writes ({@link halt}). */
   private halted = false;
+  /** Whether {@link close} has run: every request is refused from then on. */
+  private closed = false;
 
   private constructor(
     private readonly file: FdFile | DirectFile,
@@ -173,10 +175,12 @@ export class DirectLun implements Lun {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
+    this.open();
     return readLunRange(this, this.file, offset, length);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
+    this.open();
     checkLunRange(this, offset, data.length);
     const what = `WRITE of ${data.length} bytes at ${offset} on ${this.name}`;
     // Fenced as docs/csv.md, "The fence for direct writes", says: refused before, unacknowledged after.
@@ -217,6 +221,11 @@ export class DirectLun implements Lun {
    * itself, as {@link write} does.
    */
   writeBatch(writes: readonly LunWrite[]): Promise<BatchResult> {
+    try {
+      this.open();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (!this.threads) {
       this.threads = new LunIoThreads(
         this.paths.lun,
@@ -246,7 +255,17 @@ export class DirectLun implements Lun {
     return this.flushAtTarget();
   }
 
+  /**
+   * Throws once the LUN is closed: its descriptors are gone, and a batch
+   * would otherwise start threads (and descriptors) no one closes.
+   */
+  private open(): void {
+    if (this.closed) throw new Error(`${this.name} is closed`);
+  }
+
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     // The threads end their parts (the rest refused) and close their own descriptors.
     void this.threads?.close();
     this.threads = undefined;
@@ -258,6 +277,13 @@ export class DirectLun implements Lun {
 
 /** Threads in libuv's pool, which runs the asynchronous file writes (UV_THREADPOOL_SIZE, libuv's default 4, at most 1024). */
 export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
-  const n = Number.parseInt(env.UV_THREADPOOL_SIZE ?? "", 10);
-  return Number.isSafeInteger(n) ? Math.min(Math.max(n, 1), 1024) : 4;
+  const value = env.UV_THREADPOOL_SIZE;
+  if (value === undefined) return 4;
+  // As libuv's init_threads (src/threadpool.c) reads it: atoi(3) into an
+  // unsigned int, so text without leading digits is 0 and a negative number
+  // wraps past the limit; 0 is made 1, anything over 1024 made 1024.
+  const digits = /^[ \t\n\v\f\r]*([+-]?\d+)/.exec(value)?.[1];
+  const n = digits === undefined ? 0 : Number.parseInt(digits, 10);
+  if (n === 0) return 1;
+  return n < 0 || n > 1024 ? 1024 : n;
 }

@@ -79,12 +79,17 @@ function workerFile(): string {
 }
 
 /** Checks a batch's key and writes; returns the bytes of the writes whose memory is not shared. */
-function checkBatch(key: bigint, writes: readonly LunWrite[], lunBytes: number): number {
+function checkBatch(
+  key: bigint,
+  writes: readonly LunWrite[],
+  lunBytes: number,
+  maxWrites = MAX_BATCH_WRITES,
+): number {
   if (typeof key !== "bigint" || key < 0n || key >= 1n << 64n)
     throw new BatchArgumentError(`batch key must be a 64-bit bigint, not ${String(key)}`);
-  if (!Array.isArray(writes) || writes.length === 0 || writes.length > MAX_BATCH_WRITES)
+  if (!Array.isArray(writes) || writes.length === 0 || writes.length > maxWrites)
     throw new BatchArgumentError(
-      `a batch holds 1 to ${MAX_BATCH_WRITES} writes, not ${Array.isArray(writes) ? writes.length : typeof writes}`,
+      `a batch holds 1 to ${maxWrites} writes, not ${Array.isArray(writes) ? writes.length : typeof writes}`,
     );
   let copied = 0;
   for (const [i, w] of writes.entries()) {
@@ -210,8 +215,13 @@ export class LunIoThread {
   }
 
   /** Throws the BatchArgumentError {@link write} would reject with, or nothing. */
-  static check(key: bigint, writes: readonly LunWrite[], lunBytes: number): void {
-    checkBatch(key, writes, lunBytes);
+  static check(
+    key: bigint,
+    writes: readonly LunWrite[],
+    lunBytes: number,
+    maxWrites = MAX_BATCH_WRITES,
+  ): void {
+    checkBatch(key, writes, lunBytes, maxWrites);
   }
 
   /** Writes of the batch running now acknowledged so far (read without waking the thread). */

@@ -1,5 +1,11 @@
 import type { BatchStop } from "./fenced-batch.js";
-import { BatchArgumentError, controlWords, LunIoThread, type LunWrite } from "./io-thread.js";
+import {
+  BatchArgumentError,
+  controlWords,
+  LunIoThread,
+  type LunWrite,
+  MAX_BATCH_WRITES,
+} from "./io-thread.js";
 
 /*
  * A node's I/O threads: a batch split into as many contiguous parts as the
@@ -83,10 +89,13 @@ export class LunIoThreads {
     const bounds = Array.from({ length: parts + 1 }, (_, j) =>
       Math.floor((j * writes.length) / parts),
     );
+    // The whole batch checked before any part is sent, so that a bad
+    // argument issues nothing and is named by its place in the batch; each
+    // thread takes up to MAX_BATCH_WRITES, so the group takes that many per part.
+    LunIoThread.check(key, writes, this.lunBytes, MAX_BATCH_WRITES * parts);
     Atomics.store(this.control, 1, 0);
-    // Every part checked before any is sent, so that a bad argument issues nothing.
-    for (let j = 0; j < parts; j++)
-      LunIoThread.check(key, writes.slice(bounds[j], bounds[j + 1]), this.lunBytes);
+    // Every thread's count from zero, those given no part too: the count is this batch's.
+    for (let i = 0; i < this.threads.length; i++) Atomics.store(this.control, 2 + i, 0);
     // Every thread's descriptors open, not only those of the parts: a thread
     // that cannot open the LUN fails the batch before anything is issued,
     // and a node's descriptors are whole once its first batch has run.
