@@ -14,18 +14,23 @@
  *   little-endian u32; read from a file `vm-stop` wrote, then spoiled one
  *   field at a time.
  * - NodeVms over a volume on a LUN file: a VHD created through the
- *   coordinator and written whole before use, grown through it with the
- *   gap before each write zeroed (the LUN's old data never shows through),
- *   its disk size read from the footer or, when the end is torn, from the
- *   footer copy at offset 0 (as the VHD specification keeps it for),
- *   bounded; at most MAX_VMS_PER_NODE VMs, a refused start giving its slot
- *   back; the table of acknowledged generations carried from `vm-stop` to
+ *   coordinator and written whole before use, in pieces of at most 1 MiB;
+ *   grown through it, each resize a change of size, with the gap before
+ *   each write zeroed in such pieces (the LUN's old data never shows
+ *   through, and what a guest never wrote reads as zeros), and cut back
+ *   through it when the VHD ends before the file; reads of the volume no
+ *   larger than the guest's; its disk size read from the footer or, when
+ *   the end is torn, from the footer copy at offset 0 (as the VHD
+ *   specification keeps it for), bounded; the workers started once; at
+ *   most MAX_VMS_PER_NODE VMs, a start refused (by the node or by the
+ *   worker's VHD engine, with the engine's words) giving its slot back
+ *   once; the table of acknowledged generations carried from `vm-stop` to
  *   the next `vm-start`, and refused when it belongs to another workload or
  *   disk; a stop that closes the VHD, FLUSHes once, then saves the state.
  *
  * The VMs' I/O runs on the pool's workers (built code); vm.ts itself runs here.
  */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
@@ -50,6 +55,7 @@ import {
   VolumeVmHost,
 } from "./support/csv-vm-host.js";
 import { fileTempDir, testTempDir } from "./support/temp.js";
+import { HEADER_AT } from "./support/vhd-damage.js";
 
 const MiB = 1 << 20;
 
@@ -285,18 +291,23 @@ async function showsOldData(volume: Volume, name: string): Promise<boolean> {
   return bytes.includes("JUNKJUNKJUNKJUNK");
 }
 
-/** Puts a new VHD made by the storage engine on the volume as file `name`, `spoil` applied to its bytes. */
+/**
+ * Puts a new VHD made by the storage engine on the volume as file `name`,
+ * `spoil` applied to its bytes (or its bytes replaced by what `spoil`
+ * returns); returns the bytes put.
+ */
 async function putVhd(
   volume: Volume,
   name: string,
   options: { type: "fixed" | "dynamic"; size: number },
-  spoil: (bytes: Uint8Array) => void = () => {},
-): Promise<void> {
+  spoil: (bytes: Uint8Array) => Uint8Array | undefined = () => undefined,
+): Promise<Uint8Array> {
   const image = new MemoryFile(name);
   VhdImage.create(image, options).close();
-  const bytes = image.contents().slice();
-  spoil(bytes);
+  const made = image.contents().slice();
+  const bytes = spoil(made) ?? made;
   await volume.write(await volume.create(name, bytes.length), 0, bytes);
+  return bytes;
 }
 
 /** A volume on a LUN file of `bytes`, a node with its VMs over it; closed when the test ends. */
@@ -469,6 +480,11 @@ describe("NodeVms: VMs on one node", () => {
         { op: "create", name: "vm1.vhd", size: MiB + 512 },
         { op: "flush" },
       ]);
+      // Written in pieces of at most 1 MiB: the data, then the footer.
+      expect(n.host.writes).toEqual([
+        { name: "vm1.vhd", offset: 0, length: MiB },
+        { name: "vm1.vhd", offset: MiB, length: 512 },
+      ]);
       expect(started).toEqual({
         vm: "vm1",
         vhd: "vm1.vhd",
@@ -486,6 +502,9 @@ describe("NodeVms: VMs on one node", () => {
       expect(stopped.reads).toBeGreaterThan(0);
       expect([stopped.writes, stopped.verifyErrors, stopped.acknowledgedBlocks]).toEqual([0, 0, 0]);
       expect(stopped.verifyErrorOffsets).toEqual([]);
+      // The node reads of the volume only what the guest's reads ask: its
+      // largest read is one block of the workload (the footers are 512 bytes).
+      expect(Math.max(...n.host.reads.map((r) => r.length))).toBe(4096);
       expect(await showsOldData(n.lun.volume, "vm1.vhd")).toBe(false);
       expect(n.vms.list()).toEqual([]);
     } finally {
@@ -612,6 +631,43 @@ describe("NodeVms: VMs on one node", () => {
     }
   });
 
+  // Two control connections may ask for the same name at once: the second
+  // start is refused while the first is under way, so one VM runs under the
+  // name and the other start takes no slot and asks nothing.
+  it("refuses a start of a name whose first start is still under way", async () => {
+    const n = await node();
+    try {
+      const first = n.vms.start(parseVmStart({ ...start, type: "dynamic", size: MiB }));
+      const second = n.vms.start(
+        parseVmStart({ ...start, vhd: "other.vhd", type: "dynamic", size: MiB }),
+      );
+      expectVmArgumentError(await rejection(second), "VM vm1 is already starting on this node");
+      await first;
+      expect(n.vms.list()).toEqual(["vm1"]);
+      expect(n.host.asked.flatMap((a) => (a.op === "create" ? [a.name] : []))).toEqual(["vm1.vhd"]);
+      await n.vms.stop({ vm: "vm1" });
+      expect(n.vms.list()).toEqual([]);
+    } finally {
+      await n.close();
+    }
+  });
+
+  // A file shorter than a footer holds none: refused as a disk that does not
+  // fit, not by a read past the file's end.
+  it("refuses a VHD file of less than 512 bytes as holding no footer", async () => {
+    const n = await node();
+    try {
+      await n.lun.volume.write(await n.lun.volume.create("tiny.vhd", 100), 0, new Uint8Array(100));
+      expectVmArgumentError(
+        await rejection(n.vms.start(parseVmStart({ ...start, vhd: "tiny.vhd" }))),
+        "tiny.vhd: no VHD footer at byte 0 or 0, or a disk of 0 bytes, which does not fit the workload",
+      );
+      expect(n.vms.list()).toEqual([]);
+    } finally {
+      await n.close();
+    }
+  });
+
   // Four VMs at once; a start refused after it took a slot gives the slot
   // back, and so does a stop.
   it("runs at most MAX_VMS_PER_NODE VMs, and reuses the slot of one refused or stopped", async () => {
@@ -664,10 +720,9 @@ describe("NodeVms: VMs on one node", () => {
       const torn = await runVm(n.vms, { vm: "vm1", vhd: "torn.vhd", rw: "randwrite" }, 50);
       expect(torn.started.bytes).toBe(2 * MiB);
       expect(torn.stopped.verifyErrors).toBe(0);
-      await putVhd(n.lun.volume, "no-footer.vhd", { type: "dynamic", size: 2 * MiB }, (bytes) => {
-        bytes.fill(0, 0, 512);
-        tear(bytes);
-      });
+      await putVhd(n.lun.volume, "no-footer.vhd", { type: "dynamic", size: 2 * MiB }, (bytes) =>
+        tear(bytes.fill(0, 0, 512)),
+      );
       const size = n.lun.volume.lookup("no-footer.vhd").size;
       await refused(
         "no-footer.vhd",
@@ -822,6 +877,263 @@ describe("NodeVms: VMs on one node", () => {
         `state ${largest}: not a VM state file (magic at byte 0)`,
       );
       expect(n.vms.list()).toEqual([]);
+    } finally {
+      await n.close();
+    }
+  });
+  // A guest that reads and writes at once: a dynamic VHD's block is
+  // allocated by its first write to it, which grows the file to that
+  // write's end and the engine's view of it far past (a hole, as on a host
+  // file system). Reads land on written sectors, on sectors past the file's
+  // end but inside the block, and in between: what was not written reads as
+  // zeros, never as the LUN's old data, and each read checks against the
+  // generation last acknowledged.
+  it("serves a guest that reads and writes at once, the unwritten rest of a block as zeros", async () => {
+    const n = await node();
+    try {
+      await litter(n.lun.volume);
+      const state = join(n.dir, "vm1.state");
+      const { stopped } = await runVm(
+        n.vms,
+        { ...start, type: "dynamic", size: MiB, rw: "randrw", bs: 4096, seed: 13 },
+        300,
+        state,
+      );
+      expect(stopped.reads).toBeGreaterThan(0);
+      expect(stopped.writes).toBeGreaterThan(0);
+      expect(stopped.verifyErrors).toBe(0);
+      expect(await showsOldData(n.lun.volume, "vm1.vhd")).toBe(false);
+      const copy = join(n.dir, "vm1.vhd");
+      await copyFileOffVolume(n.lun.path, "vm1.vhd", copy);
+      const check = verifyVmDisk(copy, state);
+      expect(check.structure.ok).toBe(true);
+      expect(check.intactBlocks).toBe(stopped.acknowledgedBlocks);
+      expect(check.unacknowledgedData).toBe(0);
+    } finally {
+      await n.close();
+    }
+  });
+
+  // One block of the workload, 768 KiB, on a 1 MiB disk (a disk that holds
+  // one block is taken), written again and again from offset 0: the first
+  // write allocates the VHD's 2 MiB block and grows the file to the data's
+  // end, each rewrite ends at the file's end and grows nothing, and the
+  // close writes the footer after the whole block, 1.25 MiB past the data,
+  // the gap zeroed in pieces of at most 1 MiB. A resize is a journaled
+  // metadata operation through the coordinator: each one asked changes the
+  // file's size.
+  it("resizes a file only to change its size, and zeroes a gap in pieces of at most 1 MiB", async () => {
+    const n = await node();
+    try {
+      await litter(n.lun.volume);
+      const state = join(n.dir, "vm1.state");
+      const { started, stopped } = await runVm(
+        n.vms,
+        { ...start, type: "dynamic", size: MiB, rw: "write", bs: 768 * 1024, seed: 5 },
+        300,
+        state,
+      );
+      expect(started.bytes).toBe(MiB);
+      expect(stopped.writes, "the allocating write and a rewrite").toBeGreaterThanOrEqual(2);
+      expect(stopped.acknowledgedBlocks).toBe(1);
+      const sizes = n.host.asked.flatMap((a) =>
+        a.op === "create" || a.op === "resize" ? [a.size] : [],
+      );
+      expect(sizes.length, "the create, the allocation's growth, the footer's").toBeGreaterThan(2);
+      expect(sizes.filter((size, i) => i > 0 && size === sizes[i - 1])).toEqual([]);
+      expect(Math.max(...n.host.writes.map((w) => w.length))).toBe(MiB);
+      expect(await showsOldData(n.lun.volume, "vm1.vhd")).toBe(false);
+      const copy = join(n.dir, "vm1.vhd");
+      await copyFileOffVolume(n.lun.path, "vm1.vhd", copy);
+      const check = verifyVmDisk(copy, state);
+      expect(check.structure.ok).toBe(true);
+      expect(check.intactBlocks).toBe(1);
+    } finally {
+      await n.close();
+    }
+  });
+
+  // An allocation whose node died before the footer was moved leaves data
+  // past the footer's place and no footer at the end: the copy at offset 0
+  // stands in, and the engine's writable open puts the footer back after
+  // the last block and cuts the rest off (the VHD specification's footer is
+  // the file's last 512 bytes), a shrink the node asks of the coordinator.
+  it("cuts a file back through the coordinator when its VHD ends before it", async () => {
+    const n = await node();
+    try {
+      const past = 65536;
+      const bytes = await putVhd(n.lun.volume, "vm1.vhd", { type: "dynamic", size: MiB }, (b) => {
+        const longer = new Uint8Array(b.length + past).fill(0x5a);
+        longer.set(b);
+        return longer;
+      });
+      // Where the engine places the footer: its end of data, after the BAT of a disk with no block yet.
+      const cut = VhdImage.open(new MemoryFile("vm1.vhd", bytes)).endOfData + 512;
+      const { stopped } = await runVm(n.vms, { ...start, rw: "randread" }, 50);
+      expect(n.host.asked).toEqual([
+        { op: "open", name: "vm1.vhd" },
+        { op: "resize", name: "vm1.vhd", size: cut },
+        { op: "flush" },
+      ]);
+      expect(n.lun.volume.lookup("vm1.vhd").size).toBe(cut);
+      expect(stopped.verifyErrors).toBe(0);
+    } finally {
+      await n.close();
+    }
+  });
+
+  // The coordinator answers a resize with the file's new map; without one
+  // the guest's write fails on the worker with the node's reason (behind
+  // the worker's name for the file, the VHD's), and the stop reports it
+  // without a FLUSH.
+  it("fails a VM whose coordinator returns no file for a resize, at its stop", async () => {
+    const n = await node();
+    const metadata = n.host.metadata.bind(n.host);
+    let resizeAsked = () => {};
+    const resized = new Promise<void>((resolve) => {
+      resizeAsked = resolve;
+    });
+    n.host.metadata = async (request: VmMetadataRequest) => {
+      if (request.op !== "resize") return await metadata(request);
+      n.host.asked.push(request);
+      resizeAsked();
+      return undefined;
+    };
+    try {
+      await n.vms.start(parseVmStart({ ...start, type: "dynamic", size: MiB, rw: "randwrite" }));
+      // The first write allocates a block, which grows the file.
+      await resized;
+      expect((await rejection(n.vms.stop({ vm: "vm1" }))).message).toBe(
+        "vm1.vhd: resize vm1.vhd: the coordinator returned no file",
+      );
+      expect(n.host.asked.map((a) => a.op)).toEqual(["create", "flush", "resize"]);
+      expect(n.vms.list()).toEqual([]);
+    } finally {
+      await n.close();
+    }
+  });
+
+  /** A dynamic 1 MiB VHD put on the volume as `name` with its header's checksum spoilt, and the storage engine's refusal of it. */
+  async function refusedVhd(volume: Volume, name: string): Promise<string> {
+    const bytes = await putVhd(volume, name, { type: "dynamic", size: MiB }, (b) => {
+      b[HEADER_AT + 300] = (b[HEADER_AT + 300] ?? 0) ^ 1;
+      return b;
+    });
+    return thrown(() => VhdImage.open(new MemoryFile(name, bytes))).message;
+  }
+
+  // vm.ts reads only the footer's cookie and disk size; the worker's VHD
+  // engine checks the structure (the VHD specification's checksums) and
+  // may refuse the disk before the first I/O: the start fails with the
+  // engine's own words, the VM is not listed, and its slot serves the next.
+  it("fails a start whose VHD the worker's engine refuses, with the engine's reason", async () => {
+    const n = await node();
+    try {
+      const reason = await refusedVhd(n.lun.volume, "bad.vhd");
+      expect(
+        (await rejection(n.vms.start(parseVmStart({ ...start, vhd: "bad.vhd" })))).message,
+      ).toBe(reason);
+      expect(n.vms.list()).toEqual([]);
+      const next = await runVm(
+        n.vms,
+        { ...start, type: "dynamic", size: MiB, rw: "randwrite" },
+        50,
+      );
+      expect(next.stopped.verifyErrors).toBe(0);
+    } finally {
+      await n.close();
+    }
+  });
+
+  // A stop may come (on another control connection) while its VM's start
+  // still waits for the first I/O; when the worker then refuses the disk,
+  // both fail with its reason and the slot goes back once: given back
+  // twice, two VMs would share it (its mailbox, its table) and the node
+  // would take a fifth VM.
+  it("gives a slot back once when a stop meets a start the worker refuses", async () => {
+    const n = await node(64 * MiB);
+    try {
+      const reason = await refusedVhd(n.lun.volume, "bad.vhd");
+      const readFile = n.host.readFile.bind(n.host);
+      let stopping: Promise<Error> | undefined;
+      // The worker's first read of the disk: the VM is listed, its start not settled.
+      n.host.readFile = (file, offset, length) => {
+        if (stopping === undefined && n.vms.list().includes("vm1"))
+          stopping = rejection(n.vms.stop({ vm: "vm1" }));
+        return readFile(file, offset, length);
+      };
+      expect(
+        (await rejection(n.vms.start(parseVmStart({ ...start, vhd: "bad.vhd" })))).message,
+      ).toBe(reason);
+      expect((await stopping)?.message).toBe(reason);
+      n.host.readFile = readFile;
+      const create = (vm: string): VmStart =>
+        parseVmStart({ vm, vhd: `${vm}.vhd`, type: "dynamic", size: MiB, rw: "randread" });
+      for (const vm of ["vm1", "vm2", "vm3", "vm4"]) await n.vms.start(create(vm));
+      expectVmArgumentError(
+        await rejection(n.vms.start(create("vm5"))),
+        "this node already runs 4 VMs",
+      );
+    } finally {
+      await n.close();
+    }
+  });
+
+  // A new VHD is written whole in pieces of at most 1 MiB: a fixed disk of
+  // 2 MiB less a sector is 2 MiB with its footer, two whole pieces and no
+  // more; the largest disk, fixed, is MAX_VM_DISK_BYTES then its footer,
+  // 256 whole pieces and one of 512 bytes.
+  it("writes a new VHD in pieces of at most 1 MiB, up to the largest disk", async () => {
+    const n = await node(MAX_VM_DISK_BYTES + 16 * MiB);
+    const pieces = (name: string, whole: number, last: number) => [
+      ...Array.from({ length: whole }, (_, i) => ({ name, offset: i * MiB, length: MiB })),
+      ...(last > 0 ? [{ name, offset: whole * MiB, length: last }] : []),
+    ];
+    try {
+      const two = await runVm(
+        n.vms,
+        { ...start, type: "fixed", size: 2 * MiB - 512, rw: "randread" },
+        10,
+      );
+      expect(two.started.bytes).toBe(2 * MiB - 512);
+      expect(n.host.writes).toEqual(pieces("vm1.vhd", 2, 0));
+      n.host.writes.length = 0;
+      const largest = await runVm(
+        n.vms,
+        { vm: "vm2", vhd: "largest.vhd", type: "fixed", size: MAX_VM_DISK_BYTES, rw: "randread" },
+        10,
+      );
+      expect(largest.started.bytes).toBe(MAX_VM_DISK_BYTES);
+      expect(n.host.asked).toContainEqual({
+        op: "create",
+        name: "largest.vhd",
+        size: MAX_VM_DISK_BYTES + 512,
+      });
+      expect(n.host.writes).toEqual(pieces("largest.vhd", 256, 512));
+    } finally {
+      await n.close();
+    }
+  });
+
+  // The node's workers start once, MAX_VMS_PER_NODE threads for as many
+  // VMs (every start asks for them, only the first starts them), and end
+  // with the node. proc(5): /proc/self/task holds one entry per thread.
+  it("starts its workers once and ends them with the node", async () => {
+    const threads = () => readdirSync("/proc/self/task").length;
+    const n = await node();
+    try {
+      const before = threads();
+      await n.vms.prepare();
+      expect(threads()).toBe(before + MAX_VMS_PER_NODE);
+      await runVm(n.vms, { ...start, type: "dynamic", size: MiB, rw: "randread" }, 50);
+      expect(threads()).toBe(before + MAX_VMS_PER_NODE);
+      await n.vms.close();
+      // A worker's thread leaves the process's list just after its exit is
+      // reported: waited for, with a deadline only against a hang.
+      const until = performance.now() + 10_000;
+      while (threads() > before && performance.now() < until)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(threads()).toBe(before);
     } finally {
       await n.close();
     }

@@ -36,6 +36,7 @@ import { VhdImage } from "../src/storage/vhd.js";
 import { expectSameBytes } from "./support/bytes.js";
 import { DyingLun } from "./support/csv.js";
 import { lunFileVolume, runVm, VolumeVmHost } from "./support/csv-vm-host.js";
+import { descriptorsOn } from "./support/descriptors.js";
 import { fileTempDir, testTempDir } from "./support/temp.js";
 import { HEADER_AT } from "./support/vhd-damage.js";
 import { xorshiftBytes } from "./support/xorshift.js";
@@ -107,8 +108,10 @@ describe("verifyVmDisk: acknowledged blocks against the VM's state", () => {
     );
   });
 
+  // The VHD is opened for the check and closed after it: no descriptor stays open on it.
   it("finds every acknowledged block intact on the VHD its VM wrote, and nothing else", () => {
     const check = verifyVmDisk(WRITTEN.vhd, WRITTEN.state);
+    expect(descriptorsOn(WRITTEN.vhd)).toBe(0);
     expect(check).toEqual({
       vhd: WRITTEN.vhd,
       structure: checkVhdFile(WRITTEN.vhd),
@@ -238,7 +241,8 @@ describe("verifyVmDisk: acknowledged blocks against the VM's state", () => {
 
 describe("copyFileOffVolume: a file off the volume, reading the LUN only", () => {
   // Copied in 1 MiB pieces: less than a piece, two whole pieces, and two
-  // with a short third; each byte lands where it was on the volume.
+  // with a short third; each byte lands where it was on the volume, and
+  // neither the LUN nor the copy is left open.
   it.each([
     ["less than a piece", 512],
     ["two whole pieces", 2 * MiB],
@@ -256,6 +260,7 @@ describe("copyFileOffVolume: a file off the volume, reading the LUN only", () =>
     // A longer file there before is replaced, not written over.
     writeFileSync(dest, new Uint8Array(size + 4096).fill(0xee));
     expect(await copyFileOffVolume(lun.path, "disk.vhd", dest)).toBe(size);
+    expect([descriptorsOn(lun.path), descriptorsOn(dest)]).toEqual([0, 0]);
     expectSameBytes(readFileSync(dest), data, "the copy");
   });
 

@@ -293,6 +293,8 @@ export class NodeVms {
   private readonly free: Slot[] = [];
   private slots = 0;
   private readonly running = new Map<string, RunningVm>();
+  /** VM names whose start is under way. */
+  private readonly starting = new Set<string>();
 
   constructor(private readonly host: VmHost) {}
 
@@ -327,11 +329,27 @@ export class NodeVms {
     return [...this.running.keys()];
   }
 
-  /** Creates or opens the VM's VHD through the coordinator and starts its workload. */
+  /**
+   * Creates or opens the VM's VHD through the coordinator and starts its
+   * workload. A name is taken from the moment its start is asked: a second
+   * start of it (from another control connection) is refused while the
+   * first is still under way, not only once it runs.
+   */
   async start(request: VmStart): Promise<VmStarted> {
-    const asked = performance.now();
     if (this.running.has(request.vm))
       throw new VmArgumentError(`VM ${request.vm} already runs on this node`);
+    if (this.starting.has(request.vm))
+      throw new VmArgumentError(`VM ${request.vm} is already starting on this node`);
+    this.starting.add(request.vm);
+    try {
+      return await this.begin(request);
+    } finally {
+      this.starting.delete(request.vm);
+    }
+  }
+
+  private async begin(request: VmStart): Promise<VmStarted> {
+    const asked = performance.now();
     const { spec } = request;
     const state = request.state !== undefined ? readState(request.state) : undefined;
     await this.prepare();
@@ -400,7 +418,8 @@ export class NodeVms {
         // offset 0 (the worker's VHD engine opens it the same way).
         const f = file as FileMap;
         for (const at of [f.size - 512, 0]) {
-          if (at < 0) continue;
+          // A file of less than 512 bytes holds no footer: none is read.
+          if (at < 0 || at + 512 > f.size) continue;
           const footer = await host.readFile(f, at, 512);
           if (new TextDecoder("latin1").decode(footer.subarray(0, 8)) !== "conectix") continue;
           return Number(new DataView(footer.buffer, footer.byteOffset).getBigUint64(48, false));

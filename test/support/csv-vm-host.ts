@@ -14,17 +14,29 @@ import { FdFile } from "../../src/storage/block-file.js";
 /** A metadata operation a VM asks of its node's coordinator. */
 export type VmMetadataRequest = Parameters<VmHost["metadata"]>[0];
 
+/** Where a read or write of a file's data fell. */
+export interface FileRange {
+  readonly name: string;
+  readonly offset: number;
+  readonly length: number;
+}
+
 /**
  * A node that coordinates its own volume, on the test's thread: the
  * metadata operations a VM asks for are done on the volume as a coordinator
  * does them (src/csv/node.ts, `runMetadata`: create, open by lookup,
  * resize), file data goes through the file's map on the LUN, and FLUSH is
- * the LUN's. Every metadata request and every FLUSH is logged, in order, so
- * a test can hold a VM to what it asked of its node.
+ * the LUN's. Every metadata request and every FLUSH is logged, in order, and
+ * so is where each read and write of file data fell, so a test can hold a VM
+ * to what it asked of its node.
  */
 export class VolumeVmHost implements VmHost {
   /** Each metadata request and FLUSH, in the order the VM asked for them. */
   readonly asked: (VmMetadataRequest | { readonly op: "flush" })[] = [];
+  /** Each read of file data the VM asked: its file, byte offset and length, in order. */
+  readonly reads: FileRange[] = [];
+  /** Each write of file data the VM asked, in order. */
+  readonly writes: FileRange[] = [];
 
   constructor(readonly volume: Volume) {}
 
@@ -41,10 +53,12 @@ export class VolumeVmHost implements VmHost {
   }
 
   readFile(file: FileMap, offset: number, length: number): Promise<Uint8Array> {
+    this.reads.push({ name: file.name, offset, length });
     return this.volume.read(file, offset, length);
   }
 
   writeFile(file: FileMap, offset: number, data: Uint8Array): Promise<void> {
+    this.writes.push({ name: file.name, offset, length: data.length });
     return this.volume.write(file, offset, data);
   }
 
