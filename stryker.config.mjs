@@ -208,6 +208,8 @@ export const ENGINES = {
       "src/csv/acks.ts",
       "src/csv/check.ts",
       "src/csv/checksum.ts",
+      "src/csv/control-client.ts",
+      "src/csv/control-socket.ts",
       "src/csv/control.ts",
       "src/csv/epoch-log.ts",
       "src/csv/errors.ts",
