@@ -11,6 +11,7 @@ import type { MemoryFile } from "../src/storage/block-file.js";
 import { expectSameBytes } from "./support/bytes.js";
 import { DyingLun, memoryLun } from "./support/csv.js";
 import { LoggedLun } from "./support/csv-logged-lun.js";
+import { rejection } from "./support/refusal.js";
 
 /*
  * The volume (docs/csv.md, "The volume on the LUN"): how a format lays it
@@ -43,14 +44,6 @@ async function coordinated(
 async function journaled(lun: Lun, volume: Volume) {
   const l = volume.layout;
   return parseJournal(await lun.read(l.journalOffset, l.journalSectors * SECTOR), l);
-}
-
-/** The error `run` rejects with (fails when it resolves). */
-async function rejection(run: Promise<unknown>): Promise<Error> {
-  return run.then(
-    () => expect.fail("expected a refusal"),
-    (error: Error) => error,
-  );
 }
 
 describe("mapping a file range to the LUN", () => {
