@@ -1077,6 +1077,25 @@ describe("controlNode: the client side", () => {
     expect(scripted.received).toStrictEqual(['{"execute":"vm-prepare"}']);
   });
 
+  // A node killed mid-command closes the connection: no need to wait 5 s.
+  it("a node that closes the connection unanswered: Unreachable at once, naming the path and command", async () => {
+    const scripted = await scriptedSocket((_, socket) => socket.end());
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const error = await within(
+      controlRefusal(controlNode(scripted.path, "vm-stop", { vm: "a" })),
+      "the refusal",
+    );
+    expect(error.errorClass).toBe("Unreachable");
+    expect(error.message).toBe(`${scripted.path}: the connection closed with no answer to vm-stop`);
+    expect(vi.getTimerCount()).toBe(0);
+    expect(scripted.received).toStrictEqual(['{"execute":"vm-stop","arguments":{"vm":"a"}}']);
+  });
+
+  it("a reply whose newline never comes, the connection then closed, is still the answer", async () => {
+    const scripted = await scriptedSocket((_, socket) => socket.end('{"return":7}'));
+    expect(await controlNode(scripted.path, "query-status")).toBe(7);
+  });
+
   it("waits 5000 ms by default, and not a millisecond less", async () => {
     const scripted = await scriptedSocket();
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });

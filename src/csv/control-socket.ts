@@ -206,7 +206,22 @@ export async function controlNode(
     const lines = createInterface({ input: socket });
     // The socket's error (handled above) is re-emitted by readline: not a second failure.
     lines.on("error", () => {});
+    let answered = false;
+    // A node that dies or drops the connection mid-command answers nothing:
+    // say so now rather than wait out the timeout. A last line without its
+    // newline is still read as the answer (readline gives it before closing).
+    lines.once("close", () => {
+      if (answered) return;
+      clearTimeout(timer);
+      reject(
+        new ControlError(
+          "Unreachable",
+          `${path}: the connection closed with no answer to ${command}`,
+        ),
+      );
+    });
     lines.once("line", (line) => {
+      answered = true;
       clearTimeout(timer);
       socket.end();
       let reply: { return?: unknown; error?: { class?: string; desc?: string } };
