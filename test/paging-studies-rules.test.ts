@@ -1,7 +1,6 @@
 /*
  * The rules of the paging studies (src/paging/studies.ts), fast enough for
- * mutation testing: the verdict of a measured fraction against a published
- * range; the workloads the studies stand on (the VMware MMU-intensive mix,
+ * mutation testing: the workloads the studies stand on (the VMware MMU-intensive mix,
  * the Agile Paging churn, the sweep's churn rates, the 200-cycle data
  * access); the shadow/SLAT crossover sweep; and the published results, each
  * recomputed here from comparePaging runs of the workloads the studies
@@ -99,45 +98,6 @@ const walkCostText = (p: CpuPreset) =>
   `walk reference ${p.cost.walkReferenceCycles.value} cycles (assumed, no data-cache model); ${dataCostText}`;
 const exitCostText = (p: CpuPreset) =>
   `VM exit ${p.cost.vmExitCycles.value} cycles, PTE-write emulation ${p.cost.emulationCycles.value}, hidden fault ${p.cost.hiddenFaultCycles.value}, resync ${p.cost.resyncCycles.value}, guest page-fault handler ${p.cost.guestFaultCycles.value} (assumed); ${dataCostText}`;
-
-describe("the verdict of a measured fraction against a published range", () => {
-  it("counts both bounds of the range as inside", () => {
-    expect(rangeVerdict(0.15, [0.15, 0.38])).toBe("inside");
-    expect(rangeVerdict(0.38, [0.15, 0.38])).toBe("inside");
-    expect(rangeVerdict(0.2, [0.15, 0.38])).toBe("inside");
-    expect(rangeVerdict(0, [0, 0.48])).toBe("inside");
-    expect(rangeVerdict(0.48, [0, 0.48])).toBe("inside");
-  });
-
-  it("says how many percentage points above the upper bound, to one decimal", () => {
-    // 38.1 % against 15-38 %: 0.1 points above.
-    expect(rangeVerdict(0.381, [0.15, 0.38])).toBe("0.1 pp above");
-    // 50 % against 15-38 %: 12 points above (not 50 + 38, nor 50 - 15).
-    expect(rangeVerdict(0.5, [0.15, 0.38])).toBe("12.0 pp above");
-    // 7.49 % against 3-7 %: 0.49 points, shown to one decimal.
-    expect(rangeVerdict(0.0749, [0.03, 0.07])).toBe("0.5 pp above");
-    // 803 % against 0-48 %.
-    expect(rangeVerdict(8.03, [0, 0.48])).toBe("755.0 pp above");
-  });
-
-  it("says how many percentage points below the lower bound, to one decimal", () => {
-    expect(rangeVerdict(0.149, [0.15, 0.38])).toBe("0.1 pp below");
-    // Nothing gained against 3-7 %: 3 points below.
-    expect(rangeVerdict(0, [0.03, 0.07])).toBe("3.0 pp below");
-    // 1 % against 15-38 %: 14 points below (not 1 + 15, nor 38 - 1).
-    expect(rangeVerdict(0.01, [0.15, 0.38])).toBe("14.0 pp below");
-    // A loss against a range from 0: the whole loss is below.
-    expect(rangeVerdict(-0.025, [0, 0.04])).toBe("2.5 pp below");
-  });
-
-  it("against a direction only, holds for any positive value and fails for zero or a negative one", () => {
-    expect(rangeVerdict(2.09, null)).toBe("same direction");
-    expect(rangeVerdict(0.001, null)).toBe("same direction");
-    expect(rangeVerdict(0, null)).toBe("opposite direction");
-    expect(rangeVerdict(-0.001, null)).toBe("opposite direction");
-    expect(rangeVerdict(-3, null)).toBe("opposite direction");
-  });
-});
 
 describe("the workloads the studies stand on", () => {
   it("the VMware MMU-intensive mix: 4 processes, 2,000 switches, 20,000 PTE updates, 100 fork+exec and 5,000 munmaps per second, the run standing for 50 ms", () => {

@@ -3,7 +3,8 @@
  * answers with figures chosen by hand: what each study asks comparePaging
  * for (workload, caches, configurations, guest, in order), and what it makes
  * of the rows it gets back (the crossover rate, each published result's
- * gain, verdict and texts), checked against values worked out here.
+ * gain, verdict and texts), checked against values worked out here; and
+ * the verdict of a measured fraction against a published range.
  * paging-studies-rules holds the same studies against real comparisons of a
  * 128 MiB working set, which take seconds each; these take milliseconds, so
  * every mutant of the studies' arithmetic and wiring can be tried.
@@ -17,6 +18,7 @@ import {
   crossoverSweep,
   type PublishedComparison,
   publishedResults,
+  rangeVerdict,
 } from "../src/paging/studies.js";
 import { QUIET } from "../src/paging/workload.js";
 
@@ -459,5 +461,44 @@ describe("the published results' figures", () => {
     expect(all[5]?.note).toBe(
       "simulated over a static phase and a churning phase (5,000 munmaps/s in a 16 MiB arena); 0 tables switched to nested in the churn, 0 back; 0 INVLPG exits",
     );
+  });
+});
+
+describe("the verdict of a measured fraction against a published range", () => {
+  it("counts both bounds of the range as inside", () => {
+    expect(rangeVerdict(0.15, [0.15, 0.38])).toBe("inside");
+    expect(rangeVerdict(0.38, [0.15, 0.38])).toBe("inside");
+    expect(rangeVerdict(0.2, [0.15, 0.38])).toBe("inside");
+    expect(rangeVerdict(0, [0, 0.48])).toBe("inside");
+    expect(rangeVerdict(0.48, [0, 0.48])).toBe("inside");
+  });
+
+  it("says how many percentage points above the upper bound, to one decimal", () => {
+    // 38.1 % against 15-38 %: 0.1 points above.
+    expect(rangeVerdict(0.381, [0.15, 0.38])).toBe("0.1 pp above");
+    // 50 % against 15-38 %: 12 points above (not 50 + 38, nor 50 - 15).
+    expect(rangeVerdict(0.5, [0.15, 0.38])).toBe("12.0 pp above");
+    // 7.49 % against 3-7 %: 0.49 points, shown to one decimal.
+    expect(rangeVerdict(0.0749, [0.03, 0.07])).toBe("0.5 pp above");
+    // 803 % against 0-48 %.
+    expect(rangeVerdict(8.03, [0, 0.48])).toBe("755.0 pp above");
+  });
+
+  it("says how many percentage points below the lower bound, to one decimal", () => {
+    expect(rangeVerdict(0.149, [0.15, 0.38])).toBe("0.1 pp below");
+    // Nothing gained against 3-7 %: 3 points below.
+    expect(rangeVerdict(0, [0.03, 0.07])).toBe("3.0 pp below");
+    // 1 % against 15-38 %: 14 points below (not 1 + 15, nor 38 - 1).
+    expect(rangeVerdict(0.01, [0.15, 0.38])).toBe("14.0 pp below");
+    // A loss against a range from 0: the whole loss is below.
+    expect(rangeVerdict(-0.025, [0, 0.04])).toBe("2.5 pp below");
+  });
+
+  it("against a direction only, holds for any positive value and fails for zero or a negative one", () => {
+    expect(rangeVerdict(2.09, null)).toBe("same direction");
+    expect(rangeVerdict(0.001, null)).toBe("same direction");
+    expect(rangeVerdict(0, null)).toBe("opposite direction");
+    expect(rangeVerdict(-0.001, null)).toBe("opposite direction");
+    expect(rangeVerdict(-3, null)).toBe("opposite direction");
   });
 });

@@ -8,18 +8,6 @@ import {
 
 const options = { accesses: 30_000, threads: 0, seed: 1 };
 
-describe("a verdict against a published range", () => {
-  it("says inside, or how many percentage points outside", () => {
-    expect(rangeVerdict(0.2, [0.15, 0.38])).toBe("inside");
-    expect(rangeVerdict(0.15, [0.15, 0.38])).toBe("inside");
-    // 60.6 % against 15-38 %: 22.6 points above.
-    expect(rangeVerdict(0.606, [0.15, 0.38])).toBe("22.6 pp above");
-    expect(rangeVerdict(0.01, [0.03, 0.07])).toBe("2.0 pp below");
-    expect(rangeVerdict(0.5, null)).toBe("same direction");
-    expect(rangeVerdict(-0.1, null)).toBe("opposite direction");
-  });
-});
-
 describe("published results (Bhargava et al. ASPLOS 2008, VMware 2009, Gandhi et al. ISCA 2016)", () => {
   it("measures every claim in its direction, with its range, verdict and assumption", async () => {
     const results = await publishedResults(options);
