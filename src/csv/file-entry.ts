@@ -1,6 +1,7 @@
 import { crc32c } from "./checksum.js";
 import { VolumeFormatError } from "./errors.js";
 import { SECTOR } from "./layout.js";
+import { decodeExactUtf8 } from "./utf8.js";
 
 /*
  * A file-table entry: one sector per file slot (little-endian). A free slot
@@ -142,9 +143,7 @@ export function parseFileEntry(
   const size = big(F.size, "size");
   let name = "";
   try {
-    name = new TextDecoder("utf-8", { fatal: true }).decode(
-      bytes.subarray(F.name, F.name + nameLength),
-    );
+    name = decodeExactUtf8(bytes.subarray(F.name, F.name + nameLength));
   } catch {
     fail("name", F.name, "is not UTF-8");
   }

@@ -1,4 +1,5 @@
 import { MAX_IO_BYTES, ProtocolError } from "./protocol.js";
+import { decodeExactUtf8 } from "./utf8.js";
 
 /*
  * A redirected READ or WRITE: the payload of a node-protocol frame of type
@@ -39,8 +40,6 @@ export interface RedirectedRequest {
   /** The bytes of a WRITE (a view into the frame). */
   readonly data?: Uint8Array;
 }
-
-const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Encodes a redirected READ (`data` absent) or WRITE. */
 export function encodeRedirected(
@@ -112,7 +111,7 @@ export function parseRedirected(payload: Uint8Array): RedirectedRequest {
     );
   let name = "";
   try {
-    name = utf8.decode(payload.subarray(REDIRECTED_HEADER_BYTES, dataAt));
+    name = decodeExactUtf8(payload.subarray(REDIRECTED_HEADER_BYTES, dataAt));
   } catch {
     fail(REDIRECTED_HEADER_BYTES, "the file name is not UTF-8");
   }

@@ -1,6 +1,7 @@
 import { crc32c } from "./checksum.js";
 import { VolumeFormatError } from "./errors.js";
 import { computeLayout, SECTOR, type VolumeLayout } from "./layout.js";
+import { decodeExactUtf8 } from "./utf8.js";
 
 /*
  * The superblock, sector 0 of the LUN (little-endian):
@@ -213,7 +214,7 @@ export function parseSuperblock(bytes: Uint8Array, lunBytes: number): Superblock
       );
   let label: string;
   try {
-    label = new TextDecoder("utf-8", { fatal: true }).decode(used);
+    label = decodeExactUtf8(used);
   } catch {
     throw new VolumeFormatError("superblock label", F.label, "is not UTF-8");
   }
