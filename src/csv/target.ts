@@ -26,7 +26,13 @@ import {
   sendFrame,
 } from "./protocol.js";
 import { BoardPublisher } from "./registration-board.js";
-import { InAction, PersistentReservations, type PrOutcome } from "./reservations.js";
+import {
+  InAction,
+  PersistentReservations,
+  type PrOutcome,
+  ReservationType,
+} from "./reservations.js";
+import { decodeExactUtf8 } from "./utf8.js";
 
 /** Options of {@link LunTarget}. */
 export interface TargetOptions {
@@ -67,8 +73,6 @@ export interface TargetCounters {
 
 /** Longest initiator name in UTF-8 bytes. */
 export const MAX_INITIATOR_BYTES = 64;
-
-const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * `hvlab csv target`: owns a LUN and serves block reads and writes at byte
@@ -227,7 +231,7 @@ export class LunTarget {
           }
           let name: string;
           try {
-            name = utf8.decode(frame.payload);
+            name = decodeExactUtf8(frame.payload);
           } catch {
             refuse("LOGIN: the initiator name is not UTF-8");
             return;
@@ -308,10 +312,7 @@ export class LunTarget {
           write ? !this.reservations.mayWrite(initiator) : !this.reservations.mayRead(initiator)
         ) {
           this.counters.conflicts++;
-          return reply(
-            text(`${initiator} is not registered: the LUN is reserved`),
-            Status.reservationConflict,
-          );
+          return reply(text(this.conflictReason(initiator)), Status.reservationConflict);
         }
         if (this.options.latencyMs) await sleep(this.options.latencyMs);
         if (this.bucket) await this.bucket.take(length);
@@ -321,10 +322,7 @@ export class LunTarget {
           write ? !this.reservations.mayWrite(initiator) : !this.reservations.mayRead(initiator)
         ) {
           this.counters.conflicts++;
-          return reply(
-            text(`${initiator} is not registered: the LUN is reserved`),
-            Status.reservationConflict,
-          );
+          return reply(text(this.conflictReason(initiator)), Status.reservationConflict);
         }
         if (write) {
           // One gathered pwritev of the pieces the socket delivered: no copy in user space.
@@ -393,6 +391,21 @@ export class LunTarget {
       default:
         throw new ProtocolError(`request type ${frame.type} is not one the target serves`);
     }
+  }
+
+  /**
+   * Why `initiator`'s READ or WRITE meets a reservation: under a
+   * registrants-only type (5, 6) it is not registered; under a holder-only
+   * type (1, 3) a registered initiator is refused because it does not hold
+   * the reservation (SPC-4, the persistent reservation types).
+   */
+  private conflictReason(initiator: string): string {
+    const type = this.reservations.held()?.type;
+    const holderOnly =
+      type === ReservationType.writeExclusive || type === ReservationType.exclusiveAccess;
+    return holderOnly && this.reservations.keyOf(initiator) !== undefined
+      ? `${initiator} does not hold the LUN's reservation (type ${type})`
+      : `${initiator} is not registered: the LUN is reserved`;
   }
 }
 
