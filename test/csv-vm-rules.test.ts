@@ -54,11 +54,28 @@ import {
   type VmMetadataRequest,
   VolumeVmHost,
 } from "./support/csv-vm-host.js";
-import { rejection, thrown } from "./support/refusal.js";
 import { fileTempDir, testTempDir } from "./support/temp.js";
 import { HEADER_AT } from "./support/vhd-damage.js";
 
 const MiB = 1 << 20;
+
+/** The error `run` throws (fails when it returns). */
+function thrown(run: () => unknown): Error {
+  try {
+    run();
+  } catch (error) {
+    return error as Error;
+  }
+  return expect.fail("expected a refusal");
+}
+
+/** The error `run` rejects with (fails when it resolves). */
+async function rejection(run: Promise<unknown>): Promise<Error> {
+  return await run.then(
+    () => expect.fail("expected a refusal"),
+    (error: Error) => error,
+  );
+}
 
 /** Fails unless `error` is a VmArgumentError saying exactly `message`. */
 function expectVmArgumentError(error: Error, message: string): void {
