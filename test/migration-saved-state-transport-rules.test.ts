@@ -155,6 +155,21 @@ describe("verification: every page and the device state against the source", () 
     expect(await transport.verify()).toBe("verification failed: the restored device state differs");
   });
 
+  // A check can be asked again (after a page is mended, say): the digest
+  // regions are laid out once, not a second time under the same names.
+  it("verifies again, each time against the pages as they are then", async () => {
+    const { h, transport } = await restored();
+    expect(await transport.verify()).toBeNull();
+    const ram = h.ram.bytes(h.source.memory);
+    ram[9 * 4096] = (ram[9 * 4096] ?? 0) ^ 4;
+    expect(await transport.verify()).toBe(
+      "verification failed: 1 restored pages differ (first: page 9)",
+    );
+    ram[9 * 4096] = (ram[9 * 4096] ?? 0) ^ 4;
+    expect(await transport.verify()).toBeNull();
+    expect(h.sourceLayout.get("quick-source-digests").byteLength).toBe(256 * 8);
+  });
+
   // A guest with no device state restores and verifies: its blob is an empty
   // region of its own, laid out in neither memory.
   it("verifies a guest with no device state", async () => {

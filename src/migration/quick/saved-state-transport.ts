@@ -54,6 +54,8 @@ export class SavedStateTransport implements PrecopyTransport {
   readonly steps: QuickSteps = { fileBytes: 0, saveMs: 0, failoverMs: 0, restoreMs: 0 };
   private restored: { ram: Region; device: Region } | undefined;
   private pages = 0;
+  /** The digest regions verification hashes into, laid out by the first verify and reused. */
+  private digests: Digests | undefined;
 
   constructor(private readonly hosts: SavedStateHosts) {}
 
@@ -127,7 +129,8 @@ export class SavedStateTransport implements PrecopyTransport {
     const h = this.hosts;
     const restored = this.restored;
     if (!restored) return "verification failed: nothing was restored";
-    const mismatches = comparePages(h, restored.ram);
+    this.digests ??= digestRegions(h);
+    const mismatches = comparePages(h, restored.ram, this.digests);
     if (mismatches.count > 0) {
       return `verification failed: ${mismatches.count} restored pages differ (first: page ${mismatches.first})`;
     }
@@ -151,16 +154,30 @@ export function region(layout: MemoryLayout, name: string, bytes: number): Regio
   return bytes > 0 ? layout.allocate(name, bytes) : new Region({ name, offset: 0, byteLength: 0 });
 }
 
+/** Where each host's page digests go: a batch of them on each side. */
+interface Digests {
+  readonly ours: Region;
+  readonly theirs: Region;
+}
+
+/** Lays out the digest regions, once per transport: a layout refuses a name twice. */
+function digestRegions(h: SavedStateHosts): Digests {
+  const batch = Math.min(VERIFY_BATCH, h.ram.byteLength / PAGE_BYTES);
+  return {
+    ours: h.sourceLayout.allocate("quick-source-digests", batch * DIGEST_BYTES),
+    theirs: h.destination.allocate("quick-destination-digests", batch * DIGEST_BYTES),
+  };
+}
+
 /** Compares every page's digest on both hosts. */
 function comparePages(
   h: SavedStateHosts,
   destinationRam: Region,
+  { ours, theirs }: Digests,
 ): { count: number; first: number | null } {
   const { sourceLayout: source, destination, ram: sourceRam } = h;
   const pages = sourceRam.byteLength / PAGE_BYTES;
   const batch = Math.min(VERIFY_BATCH, pages);
-  const ours = source.allocate("quick-source-digests", batch * DIGEST_BYTES);
-  const theirs = destination.allocate("quick-destination-digests", batch * DIGEST_BYTES);
   let count = 0;
   let first: number | null = null;
   for (let at = 0; at < pages; at += batch) {
