@@ -12,7 +12,6 @@ import { DirectFile, directFlag, pageAlignedBytes } from "../src/storage/direct-
 import { ReservedLun, sectorWrites } from "./support/csv-reserved-lun.js";
 import { descriptorsOn } from "./support/descriptors.js";
 import { directIoTestDir, refusedBuffer } from "./support/direct-io.js";
-import { rejection } from "./support/refusal.js";
 import { xorshiftBytes } from "./support/xorshift.js";
 
 // The rules of a node's own path to the shared LUN (DirectLun) that run on
@@ -108,6 +107,16 @@ async function openPath(
  * a node's writers handing in their next chunk are.
  */
 const fenceReadsAgain = () => new Promise((resolve) => setImmediate(resolve));
+
+/** What `promise` rejects with. */
+async function rejection(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as Error;
+  }
+  throw new Error("the promise was fulfilled");
+}
 
 /** The LUN file's bytes at `offset`, `length` of them. */
 const bytesAt = (lun: ReservedLun, offset: number, length: number) =>

@@ -15,7 +15,6 @@ import { pageAlignedBytes } from "../src/storage/direct-file.js";
 import { ReservedLun, sectorWrites } from "./support/csv-reserved-lun.js";
 import { descriptorsOn } from "./support/descriptors.js";
 import { refusesPastMaxBytes } from "./support/file-size-limit.js";
-import { rejection, thrown } from "./support/refusal.js";
 import { fileTempDir } from "./support/temp.js";
 
 // The rules of a node's I/O threads that run on the node's own thread:
@@ -60,6 +59,26 @@ function groupOn(lun: ReservedLun, count: number, lunBytes = lun.bytes): LunIoTh
   const threads = new LunIoThreads(lun.path, lun.board, false, lunBytes, count);
   cleanups.push(() => threads.close());
   return threads;
+}
+
+/** What `run` throws. */
+function thrown(run: () => unknown): Error {
+  try {
+    run();
+  } catch (error) {
+    return error as Error;
+  }
+  throw new Error("nothing was thrown");
+}
+
+/** What `promise` rejects with. */
+async function rejection(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as Error;
+  }
+  throw new Error("the promise was fulfilled");
 }
 
 /** The BatchArgumentError `run` throws, as name and message. */
