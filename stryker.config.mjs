@@ -231,6 +231,7 @@ export const ENGINES = {
       "src/csv/storm.ts",
       "src/csv/superblock.ts",
       "src/csv/target-client.ts",
+      "src/csv/target.ts",
       "src/csv/timeline.ts",
       "src/csv/vm-report.ts",
       "src/csv/vm-verify.ts",
