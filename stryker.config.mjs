@@ -233,6 +233,7 @@ export const ENGINES = {
       "src/csv/target-client.ts",
       "src/csv/target.ts",
       "src/csv/timeline.ts",
+      "src/csv/utf8.ts",
       "src/csv/vm-report.ts",
       "src/csv/vm-verify.ts",
       "src/csv/vm.ts",
