@@ -54,9 +54,10 @@ describe.skipIf(!hasQemu)("the probe's completions", () => {
         expect(c.downtimeMs - QEMU_STOP_MS).toBeGreaterThanOrEqual(MIN_COMPLETION_MS);
         return (c.bytes * 1000) / (c.downtimeMs - QEMU_STOP_MS);
       });
-      // Their own median, not the first pass's rate that stands in for none.
-      const median = rates.sort((x, y) => x - y)[1];
-      expect(probe.completionRate).toBeCloseTo(median ?? 0, 3);
+      // The fastest of their own (other work can only slow one), not the
+      // first pass's rate that stands in for none.
+      const fastest = rates.sort((x, y) => x - y)[2];
+      expect(probe.completionRate).toBeCloseTo(fastest ?? 0, 3);
       expect(probe.completionRate).not.toBe(probe.hostRate);
     },
     120_000,
