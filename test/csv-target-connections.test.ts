@@ -14,25 +14,11 @@ import { encodeFrame, FrameReader, Op, Status } from "../src/csv/protocol.js";
 import { ReservationType, ServiceAction } from "../src/csv/reservations.js";
 import { LunTarget, type TargetOptions } from "../src/csv/target.js";
 import { MemoryFile } from "../src/storage/block-file.js";
+import { within } from "./support/csv-target-peer.js";
 import { rejection } from "./support/refusal.js";
 import { testTempDir } from "./support/temp.js";
 
 const utf8 = new TextEncoder();
-
-/** `promise`, or a failure naming `what` after `ms`. */
-async function within<T>(promise: Promise<T>, what: string, ms = 3000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -50,7 +36,7 @@ async function halfOpenPeer(port: number): Promise<{ socket: Socket; types: numb
   onTestFinished(() => {
     socket.destroy();
   });
-  await within(once(socket, "connect"), "the connection");
+  await within(once(socket, "connect"), "the connection", 3000);
   const reader = new FrameReader();
   const types: number[] = [];
   socket.on("data", (chunk: Buffer) => {
@@ -88,7 +74,7 @@ describe("listening", () => {
     const address = other.address();
     if (address === null || typeof address === "string") throw new Error("no port");
     const target = new LunTarget(new MemoryFile("lun", new Uint8Array(4096)), { durable: false });
-    const error = await within(rejection(target.listen(address.port)), "the refusal");
+    const error = await within(rejection(target.listen(address.port)), "the refusal", 3000);
     expect((error as NodeJS.ErrnoException).code).toBe("EADDRINUSE");
   });
 
@@ -101,7 +87,7 @@ describe("listening", () => {
   it("listenLocal() rejects in a folder that does not exist", async () => {
     const target = new LunTarget(new MemoryFile("lun", new Uint8Array(4096)), { durable: false });
     const path = join(testTempDir("csv-target"), "absent", "lun.sock");
-    const error = await within(rejection(target.listenLocal(path)), "the refusal");
+    const error = await within(rejection(target.listenLocal(path)), "the refusal", 3000);
     expect((error as NodeJS.ErrnoException).syscall).toBe("listen");
   });
 });
@@ -120,6 +106,7 @@ describe("a refused connection", () => {
         while (peer.types.length === 0) await sleep(5);
       })(),
       "the error frame",
+      3000,
     );
     await sleep(400);
     expect(peer.types).toStrictEqual([Op.error]);
@@ -135,6 +122,7 @@ describe("a refused connection", () => {
         while (peer.types.length === 0) await sleep(5);
       })(),
       "the handshake refusal",
+      3000,
     );
     peer.socket.write(
       Buffer.concat([encodeFrame(Op.login, 1, utf8.encode("late")), write(2, 0, Uint8Array.of(7))]),
@@ -154,9 +142,9 @@ describe("a connection that closes", () => {
     const { target, port } = await served(lun, { latencyMs: 100 });
     const socket = connect({ host: "127.0.0.1", port });
     socket.on("error", () => {});
-    await within(once(socket, "connect"), "the connection");
+    await within(once(socket, "connect"), "the connection", 3000);
     socket.write(encodeFrame(Op.login, 1, utf8.encode("node-1")));
-    await within(once(socket, "data"), "the LOGIN reply");
+    await within(once(socket, "data"), "the LOGIN reply", 3000);
     socket.write(Buffer.concat([write(2, 0, Uint8Array.of(1)), write(3, 1, Uint8Array.of(2))]));
     await sleep(40);
     socket.destroy();

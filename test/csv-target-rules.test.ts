@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { connect, type Socket } from "node:net";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import {
@@ -20,6 +20,14 @@ import { TargetClient } from "../src/csv/target-client.js";
 import { type BlockFile, MemoryFile, SynchronousFile } from "../src/storage/block-file.js";
 import { TLS_PEER_OF_PLAIN } from "../src/transport/secure.js";
 import { expectSameBytes } from "./support/bytes.js";
+import {
+  decoded,
+  type Reply,
+  realSetTimeout,
+  TargetPeer,
+  until,
+  within,
+} from "./support/csv-target-peer.js";
 import { rejection, thrown } from "./support/refusal.js";
 import { testTempDir } from "./support/temp.js";
 import { xorshiftBytes } from "./support/xorshift.js";
@@ -39,10 +47,6 @@ import { xorshiftBytes } from "./support/xorshift.js";
 afterEach(() => {
   vi.useRealTimers();
 });
-
-/** The clock's own timer, which a test's fake timers leave alone. */
-const realSetTimeout = globalThis.setTimeout;
-const realClearTimeout = globalThis.clearTimeout;
 
 const WERO = ReservationType.writeExclusiveRegistrantsOnly;
 const EARO = ReservationType.exclusiveAccessRegistrantsOnly;
@@ -154,26 +158,6 @@ function reserveOut(action: number, type: number, key: bigint, serviceKey = 0n):
   return request(Op.reserveOut, payload);
 }
 
-/** A reply frame, decoded; `text` is its payload as UTF-8. */
-interface Reply {
-  readonly type: number;
-  readonly tag: number;
-  readonly status: number;
-  readonly payload: Uint8Array;
-  readonly text: string;
-}
-
-function decoded(frame: Frame): Reply {
-  const payload = Uint8Array.from(frame.payload);
-  return {
-    type: frame.type,
-    tag: frame.tag,
-    status: frame.status,
-    payload,
-    text: new TextDecoder().decode(payload),
-  };
-}
-
 /** execute()'s reply, read back through the frame reader: exactly one frame. */
 async function ask(target: LunTarget, initiator: string, frame: Frame): Promise<Reply> {
   const frames = new FrameReader().push(Buffer.concat(await target.execute(initiator, frame)));
@@ -210,30 +194,6 @@ function counters(changed: Partial<LunTarget["counters"]>): LunTarget["counters"
   };
 }
 
-/** `promise`, or a failure naming `what` when it has not settled within `ms` (on the real clock). */
-async function within<T>(promise: Promise<T>, what: string, ms = 2000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = realSetTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    realClearTimeout(timer);
-  }
-}
-
-/** Waits (on the real clock, a turn of the event loop at a time) until `test` holds. */
-async function until(test: () => boolean, what: string): Promise<void> {
-  const deadline = performance.now() + 2000;
-  while (!test()) {
-    if (performance.now() > deadline) throw new Error(`${what}: not within 2000 ms`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
-
 /** A target over `file` listening on loopback, closed when the test ends. */
 async function served(
   file: BlockFile,
@@ -243,74 +203,6 @@ async function served(
   const port = await target.listen();
   onTestFinished(() => target.close());
   return { target, port };
-}
-
-/** A raw connection to a target: sends bytes as given and keeps every frame it is sent. */
-class Peer {
-  readonly frames: Reply[] = [];
-  /** Resolves when the connection has closed. */
-  readonly closed: Promise<void>;
-  private readonly reader = new FrameReader();
-  private wake: (() => void) | undefined;
-  private taken = 0;
-
-  private constructor(readonly socket: Socket) {
-    socket.on("error", () => {});
-    socket.on("data", (chunk: Buffer) => {
-      for (const frame of this.reader.push(chunk)) this.frames.push(decoded(frame));
-      this.wake?.();
-    });
-    this.closed = new Promise((resolve) => socket.once("close", () => resolve()));
-  }
-
-  /**
-   * Connects to a loopback port, or to a Unix socket by path; `allowHalfOpen`
-   * keeps this end open when the target ends its own, so only the target's
-   * destroy closes the connection.
-   */
-  static async open(where: number | string, allowHalfOpen = false): Promise<Peer> {
-    const socket =
-      typeof where === "number"
-        ? connect({ host: "127.0.0.1", port: where, allowHalfOpen })
-        : connect({ path: where, allowHalfOpen });
-    onTestFinished(() => {
-      socket.destroy();
-    });
-    await within(once(socket, "connect"), "the connection");
-    return new Peer(socket);
-  }
-
-  send(...bytes: Uint8Array[]): void {
-    this.socket.write(Buffer.concat(bytes));
-  }
-
-  /** The next frame not yet taken. */
-  async next(what = "a frame"): Promise<Reply> {
-    while (this.frames.length <= this.taken)
-      await within(
-        new Promise<void>((resolve) => {
-          this.wake = resolve;
-        }),
-        what,
-      );
-    return this.frames[this.taken++] as Reply;
-  }
-
-  /** Logs in as `name` and returns the LOGIN reply. */
-  async login(name = "node-1", tag = 1): Promise<Reply> {
-    this.send(encodeFrame(Op.login, tag, utf8.encode(name)));
-    return await this.next("the LOGIN reply");
-  }
-
-  /** The error frame the target closes the connection with: its reason, once the connection is closed. */
-  async refusal(): Promise<string> {
-    const frame = await this.next("the error frame");
-    expect(frame.type).toBe(Op.error);
-    expect(frame.tag).toBe(0);
-    expect(frame.status).toBe(0);
-    await within(this.closed, "the connection's close");
-    return frame.text;
-  }
 }
 
 describe("execute: READ and WRITE addresses", () => {
@@ -960,7 +852,7 @@ describe("constructor", () => {
 describe("serve: a connection's rules", () => {
   it("answers LOGIN with its tag and the LUN's size as a u64, little-endian", async () => {
     const { target, port } = await served(new ClaimedFile(0x0102030405));
-    const peer = await Peer.open(port);
+    const peer = await TargetPeer.open(port);
     const reply = await peer.login("node-1", 0xdeadbeef);
     expect(reply).toEqual({
       type: Op.login | REPLY,
@@ -974,7 +866,7 @@ describe("serve: a connection's rules", () => {
 
   it("refuses a first frame that is not LOGIN with an error frame, and closes the connection", async () => {
     const { target, port } = await served(new SpyFile(4096));
-    const peer = await Peer.open(port);
+    const peer = await TargetPeer.open(port);
     peer.send(encodeFrame(Op.read, 1, address(0, 512)), encodeFrame(Op.login, 2, utf8.encode("n")));
     expect(await peer.refusal()).toBe("the first frame must be LOGIN, not type 2");
     expect(peer.frames).toHaveLength(1);
@@ -985,7 +877,7 @@ describe("serve: a connection's rules", () => {
   it("takes an initiator name of 64 UTF-8 bytes as the initiator, and refuses 65 bytes, none, and bytes that are not UTF-8", async () => {
     const { target, port } = await served(new SpyFile(4096));
     for (const name of ["n".repeat(64), "é".repeat(32)]) {
-      const peer = await Peer.open(port);
+      const peer = await TargetPeer.open(port);
       expect((await peer.login(name)).status).toBe(Status.good);
       peer.send(
         encodeFrame(Op.reserveOut, 2, reserveOut(ServiceAction.register, 0, 0n, 0x42n).payload),
@@ -1000,7 +892,7 @@ describe("serve: a connection's rules", () => {
       [Uint8Array.of(0x6e, 0xc3), "LOGIN: the initiator name is not UTF-8"],
     ];
     for (const [name, why] of refused) {
-      const peer = await Peer.open(port);
+      const peer = await TargetPeer.open(port);
       peer.send(encodeFrame(Op.login, 1, name));
       expect(await peer.refusal()).toBe(why);
     }
@@ -1016,7 +908,7 @@ describe("serve: a connection's rules", () => {
       ["\uFEFF", 0x3n],
     ];
     for (const [name, key] of names) {
-      const peer = await Peer.open(port);
+      const peer = await TargetPeer.open(port);
       expect((await peer.login(name)).status).toBe(Status.good);
       peer.send(
         encodeFrame(Op.reserveOut, 2, reserveOut(ServiceAction.register, 0, 0n, key).payload),
@@ -1035,8 +927,8 @@ describe("serve: a connection's rules", () => {
   // must not meet them on a loaded machine.
   it("closes a connection with no LOGIN within the handshake timeout, and keeps one that logged in", async () => {
     const { target, port } = await served(new SpyFile(4096), { handshakeTimeoutMs: 400 });
-    const silent = await Peer.open(port);
-    const prompt = await Peer.open(port);
+    const silent = await TargetPeer.open(port);
+    const prompt = await TargetPeer.open(port);
     expect((await prompt.login()).status).toBe(Status.good);
     expect(await silent.refusal()).toBe("no LOGIN within the handshake timeout");
     // Well past the timeout, the connection that logged in is still served.
@@ -1055,7 +947,7 @@ describe("serve: a connection's rules", () => {
   it("waits 5000 ms for LOGIN by default, and not a millisecond less", async () => {
     const { target, port } = await served(new SpyFile(4096));
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    const silent = await Peer.open(port);
+    const silent = await TargetPeer.open(port);
     await until(() => target.counters.connections === 1, "the connection accepted");
     await vi.advanceTimersByTimeAsync(4999);
     await new Promise((resolve) => realSetTimeout(resolve, 20));
@@ -1068,7 +960,7 @@ describe("serve: a connection's rules", () => {
 
   it("closes a logged-in connection silent for the idle timeout", async () => {
     const { target, port } = await served(new SpyFile(4096), { idleTimeoutMs: 250 });
-    const peer = await Peer.open(port);
+    const peer = await TargetPeer.open(port);
     expect((await peer.login()).status).toBe(Status.good);
     expect(await peer.refusal()).toBe("idle timeout");
     expect(target.counters).toEqual(counters({ connections: 1, protocolErrors: 1 }));
@@ -1079,7 +971,7 @@ describe("serve: a connection's rules", () => {
   it("destroys a refused connection 1000 ms after its error frame even if the peer keeps its end open", async () => {
     const { target, port } = await served(new SpyFile(4096));
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    const peer = await Peer.open(port, true);
+    const peer = await TargetPeer.open(port, true);
     const ended = once(peer.socket, "end");
     peer.send(encodeFrame(Op.flush, 1));
     const frame = await peer.next("the error frame");
@@ -1108,7 +1000,7 @@ describe("serve: a connection's rules", () => {
 
   it("tells a peer that opens with a TLS ClientHello that the listener is plain", async () => {
     const { target, port } = await served(new SpyFile(4096));
-    const peer = await Peer.open(port);
+    const peer = await TargetPeer.open(port);
     peer.send(Uint8Array.of(0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03));
     expect(await peer.refusal()).toBe(TLS_PEER_OF_PLAIN);
     expect(TLS_PEER_OF_PLAIN).toBe(
@@ -1121,7 +1013,7 @@ describe("serve: a connection's rules", () => {
   // the same bytes are a frame that is not one.
   it("takes bytes like a TLS record after the first read as a bad frame, naming its stream offset", async () => {
     const { port } = await served(new SpyFile(4096));
-    const peer = await Peer.open(port);
+    const peer = await TargetPeer.open(port);
     expect((await peer.login("node-1")).status).toBe(Status.good);
     const record = new Uint8Array(24);
     record.set([0x16, 0x03, 0x01, 0x00, 0x2f]);
@@ -1132,7 +1024,7 @@ describe("serve: a connection's rules", () => {
   it("closes the connection that breaks the protocol, with the request's reason or the target's error, and serves the others", async () => {
     const file = new SpyFile(4096);
     const { target, port } = await served(file, { durable: true });
-    const good = await Peer.open(port);
+    const good = await TargetPeer.open(port);
     expect((await good.login("node-good")).status).toBe(Status.good);
     const cases: [Uint8Array, string][] = [
       [
@@ -1146,7 +1038,7 @@ describe("serve: a connection's rules", () => {
       ],
     ];
     for (const [bytes, why] of cases) {
-      const bad = await Peer.open(port);
+      const bad = await TargetPeer.open(port);
       expect((await bad.login("node-bad")).status).toBe(Status.good);
       bad.send(bytes);
       expect(await bad.refusal()).toBe(why);
@@ -1157,7 +1049,7 @@ describe("serve: a connection's rules", () => {
     }
     // An error that is not the protocol's is the target's own, and closes the connection too.
     file.syncError = new Error("EIO: the disk is gone");
-    const failing = await Peer.open(port);
+    const failing = await TargetPeer.open(port);
     expect((await failing.login("node-f")).status).toBe(Status.good);
     failing.send(encodeFrame(Op.flush, 2));
     expect(await failing.refusal()).toBe("target error: EIO: the disk is gone");
@@ -1172,8 +1064,8 @@ describe("serve: a connection's rules", () => {
   it("answers the requests of one connection in order, and another connection's alongside", async () => {
     const file = new SpyFile(4096);
     const { port } = await served(file, { latencyMs: 100 });
-    const a = await Peer.open(port);
-    const b = await Peer.open(port);
+    const a = await TargetPeer.open(port);
+    const b = await TargetPeer.open(port);
     expect((await a.login("node-a")).status).toBe(Status.good);
     expect((await b.login("node-b")).status).toBe(Status.good);
     const order: string[] = [];
@@ -1201,10 +1093,10 @@ describe("serve: a connection's rules", () => {
     const { target, port } = await served(new SpyFile(4096));
     const path = join(testTempDir("csv-target-rules"), "t.sock");
     await target.listenLocal(path);
-    const never = await Peer.open(port);
-    const tcp = await Peer.open(port);
+    const never = await TargetPeer.open(port);
+    const tcp = await TargetPeer.open(port);
     expect((await tcp.login("node-1")).status).toBe(Status.good);
-    const local = await Peer.open(path);
+    const local = await TargetPeer.open(path);
     expect((await local.login("node-2")).status).toBe(Status.good);
     await until(() => target.counters.connections === 3, "three connections accepted");
     await within(target.close(), "close()");
@@ -1234,7 +1126,7 @@ describe("serve: a connection's rules", () => {
     onTestFinished(() => holder.close());
     await holder.register(0xa1n);
     await holder.reserveOut(ServiceAction.reserve, WERO, 0xa1n);
-    const local = await Peer.open(path);
+    const local = await TargetPeer.open(path);
     expect(await local.login("node-2", 4)).toEqual({
       type: Op.login | REPLY,
       tag: 4,

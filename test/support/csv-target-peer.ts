@@ -79,12 +79,15 @@ export class TargetPeer {
   }
 
   /**
-   * Connects in plain TCP to a loopback port; `allowHalfOpen` keeps this end
-   * open when the target ends its own, so only the target's destroy closes
-   * the connection.
+   * Connects in plain TCP to a loopback port, or to a Unix socket by path;
+   * `allowHalfOpen` keeps this end open when the target ends its own, so
+   * only the target's destroy closes the connection.
    */
-  static async open(port: number, allowHalfOpen = false): Promise<TargetPeer> {
-    const socket = connect({ host: "127.0.0.1", port, allowHalfOpen });
+  static async open(where: number | string, allowHalfOpen = false): Promise<TargetPeer> {
+    const socket =
+      typeof where === "number"
+        ? connect({ host: "127.0.0.1", port: where, allowHalfOpen })
+        : connect({ path: where, allowHalfOpen });
     const peer = new TargetPeer(socket);
     await within(once(socket, "connect"), "the connection");
     return peer;
