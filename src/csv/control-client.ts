@@ -59,6 +59,28 @@ async function withDeadline<T>(what: string, ms: number, work: Promise<T>): Prom
 }
 
 /**
+ * `connecting` within `ms`, or the deadline's error. The client's own LOGIN
+ * deadline starts once its connection is made, after this one, so a
+ * client that logs in between the two is closed as soon as it does:
+ * nothing is left open for a request already refused.
+ */
+async function connectedWithin(
+  what: string,
+  ms: number,
+  connecting: Promise<TargetClient>,
+): Promise<TargetClient> {
+  try {
+    return await withDeadline(what, ms, connecting);
+  } catch (error) {
+    connecting.then(
+      (late) => late.close(),
+      () => {},
+    );
+    throw error;
+  }
+}
+
+/**
  * Sends one control request to the node on 127.0.0.1:`port` and returns the
  * reply's payload. `security` is how the node's socket listens: a node
  * started with --tls-creds or --tls-psk answers TLS 1.3 clients only.
@@ -77,7 +99,7 @@ async function ask(
     ms,
     security ? { security } : {},
   );
-  const client = await withDeadline(what, ms, connecting);
+  const client = await connectedWithin(what, ms, connecting);
   try {
     return (await withDeadline(what, ms, client.request(type, payload))).payload;
   } finally {
@@ -111,7 +133,7 @@ export async function queryTarget(
   timeoutMs: number,
   security?: TransportSecurity,
 ): Promise<TargetStatus> {
-  const client = await withDeadline(
+  const client = await connectedWithin(
     `target 127.0.0.1:${port}`,
     timeoutMs,
     TargetClient.connect(port, `status-${process.pid}`, timeoutMs, security ? { security } : {}),

@@ -89,7 +89,12 @@ export class TargetClient implements Lun {
   /**
    * Connects to a target (or a peer node) at `host:port` (127.0.0.1 by
    * default) with the client side of `security` (plain TCP by default; TLS
-   * through src/transport/secure.ts) and logs in as `initiator`.
+   * through src/transport/secure.ts) and logs in as `initiator`: connected
+   * within `timeoutMs`, and LOGIN answered within `timeoutMs` more, or the
+   * connection is closed and the promise rejects. (A paused process still
+   * accepts connections in its kernel: without the second deadline its
+   * caller held the connection, and its own process, open until the peer
+   * answered, which a node stopped for good never does.)
    */
   static async connect(
     port: number,
@@ -107,6 +112,7 @@ export class TargetClient implements Lun {
         await connectUnix(endpoint.socketPath, timeoutMs),
         endpoint.socketPath,
         initiator,
+        timeoutMs,
       );
     const host = endpoint.host ?? "127.0.0.1";
     let socket: Socket;
@@ -121,16 +127,28 @@ export class TargetClient implements Lun {
     } catch (error) {
       throw new TargetConnectionError(`${host}:${port}: ${(error as Error).message}`);
     }
-    return TargetClient.login(socket, `${host}:${port}`, initiator);
+    return TargetClient.login(socket, `${host}:${port}`, initiator, timeoutMs);
   }
 
   private static async login(
     socket: Socket,
     where: string,
     initiator: string,
+    timeoutMs: number,
   ): Promise<TargetClient> {
     const client = new TargetClient(socket, `${where} as ${initiator}`);
-    const reply = await client.request(Op.login, new TextEncoder().encode(initiator));
+    const late = setTimeout(() => {
+      client.fail(
+        new TargetConnectionError(`${client.name}: no answer to LOGIN within ${timeoutMs} ms`),
+      );
+      socket.destroy();
+    }, timeoutMs);
+    let reply: Frame;
+    try {
+      reply = await client.request(Op.login, new TextEncoder().encode(initiator));
+    } finally {
+      clearTimeout(late);
+    }
     client.bytes = Number(
       new DataView(reply.payload.buffer, reply.payload.byteOffset, 8).getBigUint64(0, true),
     );
