@@ -4,10 +4,11 @@
  * being dropped, as the WHATWG decoder does by default. A name on the volume
  * or on the wire is its bytes: with the mark dropped, EF BB BF 61 and 61
  * would decode to one name, two files or two initiators taken for one.
+ * Returns the text of `bytes`; throws a TypeError when they are not UTF-8.
  */
-const exact = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/** The text of `bytes`; throws a TypeError when they are not UTF-8. */
 export function decodeExactUtf8(bytes: Uint8Array): string {
-  return exact.decode(bytes);
+  // A decoder per call (names are short and few): one built at load is a
+  // module constant, which mutation testing leaves out, and its two flags
+  // are the whole rule.
+  return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
 }
