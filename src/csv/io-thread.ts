@@ -180,14 +180,16 @@ export class LunIoThread {
     this.ready.catch(() => {});
     const boot: IoThreadBoot = { lun, direct, board, control, slot };
     this.worker = new Worker(workerFile(), { workerData: boot });
-    // Idle, the thread does not keep the node's process alive; a batch in hand does.
-    this.worker.unref();
     this.worker.on("message", (reply: IoThreadReply) => this.settle(reply));
     this.worker.on("error", (error) => this.fail(error));
     this.worker.on("exit", (code) => {
       this.exited = true;
       this.fail(new Error(`the I/O thread exited (code ${code})`));
     });
+    // While it opens its descriptors and while it has a batch in hand the
+    // thread keeps the node's process alive; idle, it does not (settle()
+    // lets go once it is ready). Not here: a "message" listener refs the
+    // worker's port again, and an idle thread held the process open.
   }
 
   /**
@@ -242,6 +244,7 @@ export class LunIoThread {
   private settle(reply: IoThreadReply): void {
     if ("ready" in reply) {
       this.opened();
+      if (this.pending.size === 0) this.worker.unref();
       return;
     }
     const waiter = this.pending.get(reply.id);
