@@ -192,9 +192,11 @@ describe("the zero tail's scan", () => {
 
 describe("the switchover under QEMU's iteration", () => {
   // migration_completion stops the vCPUs and lifts the rate limit: the last
-  // pages and the device state go at the completion rate, after the fixed
-  // stop cost. A downtime over the limit says which part pushed it over.
-  it("the round names the stop cost and the device state; the warning times the last pages at the completion rate", async () => {
+  // pages and the device state go with no rate limit, after the fixed stop
+  // cost. An idle guest completes inside its first pass, so its last pages
+  // are ones the destination never held: at the first pass's rate. A
+  // downtime over the limit says which part pushed it over.
+  it("the round names the stop cost and the device state; the warning times the last pages, never sent before, at the first pass's rate", async () => {
     const o = {
       ...idle,
       downtimeLimitMs: 100,
@@ -212,10 +214,37 @@ describe("the switchover under QEMU's iteration", () => {
     expect(stop?.reason).toBe(
       `sent the last ${lastBytes / RECORD} pages and the device state; ${fixed}`,
     );
-    const pagesMs = (lastBytes / completion) * 1000;
+    const pagesMs = (lastBytes / o.qemuIteration.hostRate) * 1000;
     expect(r.summary.warning).toContain(
       `the last pages took ${pagesMs.toFixed(1)} ms, within the limit; the fixed part pushed it over: ${fixed}`,
     );
+  });
+
+  // A completion inside the first pass sends the pages the pass never
+  // reached and the pages the guest wrote again behind it. The destination
+  // holds the second kind; its first touch of each paces the first kind.
+  it("a completion inside the first pass: pages never sent at the first pass's rate, pages sent again at the completion rate; each run starts with nothing sent", async () => {
+    // 256 pages, 32 hot ones at the bottom rewritten 2,000 times a second;
+    // threshold 102.4 pages, chunks of 51 (50 ms at the host's rate). The
+    // pass sends 4 chunks (204 pages, 199.2 ms: every hot page rewritten)
+    // and stops with 52 left: 52 + 32 = 84 pending, below the threshold.
+    const m = new Migration({
+      ...idle,
+      workload: { kind: "hotset", hotBase: 0, hotPages: 32, hotFraction: 1 },
+      writesPerSecond: 2000,
+      downtimeLimitMs: 100,
+      qemuIteration: { ...iteration, completionRate: 4 * RATE },
+    });
+    for (let run = 1; run <= 2; run++) {
+      const r = await m.run();
+      expect(r.summary.status).toBe("completed");
+      expect(r.rounds.map((x) => [x.phase, x["pages-sent"]])).toEqual([
+        ["precopy", 204],
+        ["stop-and-copy", 84],
+      ]);
+      // 52 never sent at 1024 records/s, 32 sent again at 4096.
+      expect(r.summary.downtime).toBe(52 * (1000 / 1024) + 32 * (1000 / 4096));
+    }
   });
 
   // The stop cost passes with the vCPUs stopped: it writes nothing, so a

@@ -3,6 +3,7 @@ import { runMigration } from "../src/migration/engine.js";
 import { MigrationConfigError, type MigrationOptions } from "../src/migration/options.js";
 import {
   chunkBytes,
+  firstTouchRate,
   MAX_WAIT_MS,
   type QemuIterationOptions,
   thresholdBytes,
@@ -58,7 +59,8 @@ interface ModelRun {
  * D = N (1 - exp(-w t / N)) distinct pages since the last sync, and a page
  * still pending is counted once, so pending becomes P + D - P D / N.
  * Exact pending below the threshold completes: one more sync, the rest and
- * the device state at the paused rate, plus the fixed stop cost.
+ * the device state at the paused rate (pages never sent before at the
+ * first pass's), plus the fixed stop cost.
  */
 function qemuModel(p: Point): ModelRun {
   const n = p.guestBytes / PAGE;
@@ -83,8 +85,13 @@ function qemuModel(p: Point): ModelRun {
     lastSync = t;
     syncs++;
     if (pending * PAGE < threshold) {
+      // The scan goes on where it stopped, so the pages it never reached
+      // are the ones past the first `sent`; they go at the first pass's pace.
+      const fresh = Math.max(0, n - sent);
       const downtimeMs =
-        p.it.stopMs + ((pending * RECORD + p.deviceStateBytes) / p.it.completionRate) * 1000;
+        p.it.stopMs +
+        ((fresh * RECORD) / firstTouchRate(p.it)) * 1000 +
+        (((pending - fresh) * RECORD + p.deviceStateBytes) / p.it.completionRate) * 1000;
       return {
         syncs: syncs + 1,
         totalMs: t + downtimeMs,
@@ -119,10 +126,15 @@ describe("QEMU's iteration on virtual time", () => {
     expect(left % RECORD).toBe(0);
     expect(left / RECORD).toBeLessThan(threshold / PAGE);
     expect(left / RECORD + chunk).toBeGreaterThanOrEqual(threshold / PAGE);
-    // Every page once; the last ones and the device state at the paused rate.
+    // Every page once. The last ones the pass never reached, so the
+    // destination never held them: at the first pass's rate, which its
+    // first touch of each paces; the device state at the completion rate.
     expect(s.transferred).toBe((idle.guestBytes / PAGE) * RECORD + idle.deviceStateBytes);
+    expect(firstTouchRate(idle.it)).toBe(idle.it.hostRate);
     const downtime =
-      idle.it.stopMs + ((left + idle.deviceStateBytes) / idle.it.completionRate) * 1000;
+      idle.it.stopMs +
+      (left / idle.it.hostRate) * 1000 +
+      (idle.deviceStateBytes / idle.it.completionRate) * 1000;
     expect(s.downtime).toBeCloseTo(downtime, 6);
     const precopyMs =
       idle.it.startMs + ((s.transferred - left - idle.deviceStateBytes) / rate) * 1000;
@@ -329,10 +341,10 @@ describe("QEMU's iteration on virtual time", () => {
   });
 
   it("window rates: a hot set just above a steady rate's threshold never fits it; windows of the same mean rate that move let it fit in a fast one, as QEMU's threshold follows the last window", async () => {
-    // 7 MiB of hot pages, all rewritten within a window, and what each pass
-    // leaves unsent keep pending above a steady 100 MiB/s x 100 ms = 10 MiB
-    // (some 12.8 MiB at each sync): it never fits.
-    const hotPages = (7 * MiB) / PAGE;
+    // 12 MiB of hot pages, rewritten 100,000 times a second: a pass of
+    // some 100 ms leaves about 96 % of them dirty, some 11.5 MiB pending at
+    // each sync, above a steady 100 MiB/s x 100 ms = 10 MiB: it never fits.
+    const hotPages = (12 * MiB) / PAGE;
     const base = {
       ...options({ ...idle, writesPerSecond: 100_000, maxBandwidth: 200 * MiB }),
       guestBytes: 64 * MiB,

@@ -82,43 +82,6 @@ const SYNCS = 2;
 const DOWNTIME_FACTOR = 2;
 const DOWNTIME_MS = 20;
 
-/**
- * A figure the model is known to miss at a point, with its cause
- * (docs/migration.md, "The fidelity suite"): shown in the table and
- * report, not held to its target. The cause is checked on QEMU's own
- * figures at every run, so the point is held again once it no longer
- * holds.
- */
-interface KnownGap {
-  readonly figure: "downtime";
-  readonly cause: string;
-  /** Whether the cause holds in this run of QEMU. */
-  readonly holds: (real: QueryMigrateSummary) => boolean;
-}
-
-/**
- * Bytes of the guest's written pages that QEMU had not sent when it
- * stopped the guest, at least: every page it found non-zero, less all
- * that went before the stop (which counts pages sent twice, so this is a
- * floor).
- */
-function neverSentAtStop(real: QueryMigrateSummary): number {
-  const r = real.ram;
-  return (r.total / r["page-size"] - r.duplicate) * r["page-size"] - r["precopy-bytes"];
-}
-
-const KNOWN_GAPS: ReadonlyMap<string, KnownGap> = new Map([
-  [
-    "256MiB hotset 10000/s 150MiB/s 200 ms",
-    {
-      figure: "downtime",
-      cause:
-        "QEMU completes inside its first pass, so its last 25 MB are mostly pages it never sent before, and their downtime moves between 14 and 52 ms from run to run; the model sends every completion at the pace the probe timed on pages the destination already holds",
-      holds: (real) => neverSentAtStop(real) > 0,
-    },
-  ],
-]);
-
 const rows: (string | number)[][] = [];
 /** The points whose prediction met every target. */
 const held = new Set<string>();
@@ -155,10 +118,6 @@ describe.skipIf(!hasQemu)("fidelity: hvlab's prediction against real QEMU (TCG)"
       summary: [
         `hvlab qemu predict --then-migrate at ${points.length} points: hvlab's model, fed what the guest and the host showed before migrating and the rates of the run's first second, against a real QEMU migration of the same guest under TCG on loopback. Each cell is predicted / real.`,
         "Targets: where QEMU converges, total-time and bytes within 10 %, dirty-sync-count within 2, downtime within 2x or 20 ms; where it cannot, the prediction says not-converged too.",
-        ...[...KNOWN_GAPS].map(
-          ([point, gap]) =>
-            `A known gap at ${point}: its ${gap.figure} is shown, not held to the target, while its cause holds: ${gap.cause}.`,
-        ),
       ],
       headline: {
         figure: `${held.size} of ${rows.length} points within their targets`,
@@ -185,7 +144,7 @@ describe.skipIf(!hasQemu)("fidelity: hvlab's prediction against real QEMU (TCG)"
 
   it.each(points)(
     "$name",
-    async ({ name, args }) => {
+    async ({ args }) => {
       const run = await hvlabAsync([
         "qemu",
         "predict",
@@ -213,13 +172,9 @@ describe.skipIf(!hasQemu)("fidelity: hvlab's prediction against real QEMU (TCG)"
       const mib = (b: number) => Math.round(b / 2 ** 20);
       // Each target in the suite's words, checked below and named in the
       // report's last column.
-      const gap = KNOWN_GAPS.get(name);
-      if (gap) expect(gap.holds(r), `the known gap's cause at ${name}: ${gap.cause}`).toBe(true);
       const downtimeWithin =
         Math.abs(p.downtime - r.downtime) <= DOWNTIME_MS ||
         (p.downtime <= r.downtime * DOWNTIME_FACTOR && p.downtime * DOWNTIME_FACTOR >= r.downtime);
-      // A known gap's figure is reported as missed, and not held.
-      const downtimeHeld = downtimeWithin || gap?.figure === "downtime";
       const misses =
         r.status !== "completed"
           ? p.status === "not-converged"
@@ -232,9 +187,8 @@ describe.skipIf(!hasQemu)("fidelity: hvlab's prediction against real QEMU (TCG)"
               ...(Math.abs(p.ram["dirty-sync-count"] - r.ram["dirty-sync-count"]) <= SYNCS
                 ? []
                 : ["syncs"]),
-              ...(downtimeHeld ? [] : ["downtime"]),
+              ...(downtimeWithin ? [] : ["downtime"]),
             ];
-      const gapMissed = r.status === "completed" && gap && !downtimeWithin;
       rows.push([
         args.join(" "),
         `${out.measured.probe ? mib(out.measured.probe.hostRate) : "-"} / ${mib(cal["first-pass"].rate)}`,
@@ -242,13 +196,9 @@ describe.skipIf(!hasQemu)("fidelity: hvlab's prediction against real QEMU (TCG)"
         `${p.ram["dirty-sync-count"]} / ${r.ram["dirty-sync-count"]}`,
         `${Math.round(time.predicted)} / ${Math.round(time.measured)}${pct(time)}`,
         `${mib(bytes.predicted)} / ${mib(bytes.measured)}${pct(bytes)}`,
-        `${Math.round(p.downtime)} / ${Math.round(r.downtime)}${gap ? " (known gap)" : ""}`,
+        `${Math.round(p.downtime)} / ${Math.round(r.downtime)}`,
         `${out.predicted.status}, ${Math.round(probeTime.predicted)}${pct(probeTime)}, ${mib(probeBytes.predicted)}${pct(probeBytes)}`,
-        misses.length === 0
-          ? gapMissed
-            ? "yes, but downtime: known gap"
-            : "yes"
-          : `no: ${misses.join(", ")}`,
+        misses.length === 0 ? "yes" : `no: ${misses.join(", ")}`,
       ]);
       if (r.status !== "completed") {
         // It could not converge in time: the prediction must say so too.
@@ -260,12 +210,12 @@ describe.skipIf(!hasQemu)("fidelity: hvlab's prediction against real QEMU (TCG)"
         expect(Math.abs(p.ram["dirty-sync-count"] - r.ram["dirty-sync-count"])).toBeLessThanOrEqual(
           SYNCS,
         );
-        expect(downtimeHeld, `downtime ${p.downtime} ms predicted, ${r.downtime} ms real`).toBe(
+        expect(downtimeWithin, `downtime ${p.downtime} ms predicted, ${r.downtime} ms real`).toBe(
           true,
         );
       }
       expect(misses).toEqual([]);
-      if (!gapMissed) held.add(args.join(" "));
+      held.add(args.join(" "));
     },
     240_000,
   );

@@ -27,6 +27,7 @@ import {
   thresholdBytes,
   ZERO_RECORD_BYTES,
 } from "./qemu-iteration/iteration.js";
+import { SentPages } from "./sent-pages.js";
 import type { MigrationResult } from "./stats.js";
 import { VirtualLink } from "./virtual-link.js";
 import { runVirtualPostcopy } from "./virtual-postcopy.js";
@@ -61,6 +62,8 @@ export class Migration {
   private missingBitmap: DirtyBitmap | undefined;
   /** QEMU's iteration: where a running sync ORs the new dirty pages on the way (scratch). */
   private lateBitmap: DirtyBitmap | undefined;
+  /** QEMU's iteration: the pages sent so far this run, which the destination holds. */
+  private readonly sent: SentPages | undefined;
 
   constructor(options: MigrationOptions) {
     this.o = resolveMigrationOptions(options);
@@ -84,6 +87,7 @@ export class Migration {
     this.cursor = this.layout.allocate("migration-cursor", CURSOR_BYTES);
     this.list = this.layout.allocate("migration-page-list", LIST_PAGES * 4);
     if (o.content) this.content = new InProcessLink(o, this.layout, this.guest, this.list);
+    if (o.qemuIteration) this.sent = new SentPages(this.guest);
   }
 
   /** Source guest RAM (content mode), as bytes. */
@@ -203,7 +207,8 @@ export class Migration {
    * one iteration each and, while the guest runs, looks at the pending
    * estimate before every chunk: below `threshold_size` the pass ends and
    * the driver syncs, with the unsent pages still pending. Paused (the
-   * completion) it sends everything with no rate limit.
+   * completion) it sends everything with no rate limit, the pages it never
+   * sent before at the pace of the destination's first touch.
    */
   private async sendIterating(
     it: QemuIterationOptions,
@@ -223,10 +228,15 @@ export class Migration {
     // The scan goes on from where the last iteration left it and wraps at
     // the end of RAM, as QEMU's does (`last_seen_block` and `last_page` in
     // `ram_find_and_save_block`): a pass cut short at the threshold does not
-    // send the low pages again before it reached the high ones. (The pages
-    // of a cut batch go back behind the scan, not ahead of it.)
+    // send the low pages again before it reached the high ones, and the
+    // pages of its batch it did not send are the next pass's first.
+    // The estimate is looked at between iterations, and an iteration's
+    // scan goes on past the end of RAM: `left` is what the current one may
+    // still send, across batches.
+    let left = chunk;
+    const due = () => left === chunk && below();
     let wrapped = false;
-    while (!below()) {
+    while (!due()) {
       const n = this.pending.next(this.cursor, this.list);
       if (n === 0) {
         // The working set is behind the scan: the zero pages past it come next.
@@ -234,6 +244,7 @@ export class Migration {
           const tail = await this.scanZeroTail(it, running, untilMs);
           sent.bytes += tail.bytes;
           if (tail.cut) return { ...sent, cut: true };
+          left = chunk;
           continue;
         }
         if (wrapped) break;
@@ -243,26 +254,46 @@ export class Migration {
       }
       wrapped = false;
       for (let at = 0; at < n; ) {
-        if (below()) {
-          this.pending.putBack(this.list, at, n);
+        if (due()) {
+          this.leaveUnsent(at, n);
           return { ...sent, cut: false };
         }
-        const pages = Math.min(n - at, chunk);
-        const share = await this.v.link(pages * pageRecord, running, untilMs);
+        const pages = Math.min(n - at, left);
+        // Paused, every page of the chunk goes: those new to the destination
+        // are counted before, to be timed at their own pace.
+        const fresh = running ? 0 : this.recordSent(at, at + pages);
+        const share = await this.v.link(pages * pageRecord, running, untilMs, fresh * pageRecord);
         const out = Math.floor(pages * share);
+        if (running) this.recordSent(at, at + out);
         sent.pages += out;
         sent.bytes += out * pageRecord;
         this.s.counts.normal += out;
         this.s.counts.bytes += out * pageRecord;
         remaining -= out;
         at += pages;
+        left = left > pages ? left - pages : chunk;
         if (share < 1) {
-          this.pending.putBack(this.list, at - pages + out, n);
+          this.leaveUnsent(at - pages + out, n);
           return { ...sent, cut: true };
         }
       }
     }
     return { ...sent, cut: false };
+  }
+
+  /**
+   * QEMU's iteration: the listed pages `from` to `to` stay pending, and the
+   * scan resumes at the first of them, as QEMU's goes on from the page it
+   * stopped at.
+   */
+  private leaveUnsent(from: number, to: number): void {
+    this.pending.putBack(this.list, from, to);
+    if (from < to) this.pending.resumeAt(this.cursor, this.list, from);
+  }
+
+  /** Records the listed pages `from` to `to` as sent; returns how many went for the first time. */
+  private recordSent(from: number, to: number): number {
+    return (this.sent as SentPages).record(this.list, from, to);
   }
 
   /**
@@ -312,6 +343,7 @@ export class Migration {
     this.s = s;
     this.v = new VirtualLink(o, this.guest, s);
     this.content?.startRun();
+    this.sent?.clear();
     this.pending.clear();
     this.pending.resetCursor(this.cursor);
     const clock: PrecopyClock = { kind: "virtual", now: () => s.clockMs };
@@ -387,7 +419,6 @@ export class Migration {
       },
       bandwidth: (bytes, ms) => this.v.bandwidthEstimate(bytes, ms),
       rate: () => o.maxBandwidth,
-      linkMs: (bytes) => this.v.linkMs(bytes, !o.qemuIteration),
       get transferred() {
         return s.transferred;
       },

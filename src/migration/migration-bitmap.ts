@@ -81,6 +81,16 @@ export class MigrationBitmap {
     for (let i = from; i < to; i++) this.dirty.markPage(retired, pages[i] ?? 0);
   }
 
+  /**
+   * Moves `cursor` back to the page listed at `at` of `list`, put back by
+   * {@link putBack}: the next batch starts with it (and the pages after it
+   * in its 64-page word, none of them sent since they were taken).
+   */
+  resumeAt(cursor: Region, list: Region, at: number): void {
+    const page = new Uint32Array(this.memory.buffer, list.offset + 4 * at, 1)[0] ?? 0;
+    this.dirty.seekCursor(cursor, page);
+  }
+
   /** Sets `cursor` back to the first page, to start a pass. */
   resetCursor(cursor: Region): void {
     this.dirty.resetCursor(cursor);

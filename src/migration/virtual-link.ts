@@ -1,6 +1,6 @@
 import type { Guest } from "../guest/guest.js";
 import type { ResolvedMigrationOptions } from "./options.js";
-import { runningRate } from "./qemu-iteration/iteration.js";
+import { firstTouchRate, runningRate } from "./qemu-iteration/iteration.js";
 import type { VirtualRunState } from "./virtual-run-state.js";
 
 /**
@@ -19,14 +19,17 @@ export class VirtualLink {
   /**
    * Milliseconds to put `bytes` on the link: at max-bandwidth, or under
    * QEMU's iteration at the host's own rate (while the guest runs, capped by
-   * max-bandwidth; paused, with no rate limit).
+   * max-bandwidth; paused, with no rate limit, and for pages the
+   * destination never held, `fresh`, at the pace its first touch allows).
    */
-  linkMs(bytes: number, running = true): number {
+  linkMs(bytes: number, running = true, fresh = false): number {
     const it = this.o.qemuIteration;
     const rate = it
       ? running
         ? runningRate(it, this.o.maxBandwidth, this.s.windowsClosed)
-        : it.completionRate
+        : fresh
+          ? firstTouchRate(it)
+          : it.completionRate
       : this.o.maxBandwidth;
     return Number.isFinite(rate) ? (bytes / rate) * 1000 : 0;
   }
@@ -79,13 +82,13 @@ export class VirtualLink {
   }
 
   /**
-   * Puts `bytes` on the link: the clock moves on by their link time, but
-   * while the guest runs never past `untilMs` (a time limit holds within a
-   * batch, however slow the link). Returns the share of the bytes that got
-   * out (1: all).
+   * Puts `bytes` on the link, `freshBytes` of them pages the destination
+   * never held: the clock moves on by their link time, but while the guest
+   * runs never past `untilMs` (a time limit holds within a batch, however
+   * slow the link). Returns the share of the bytes that got out (1: all).
    */
-  async link(bytes: number, running: boolean, untilMs: number): Promise<number> {
-    const ms = this.linkMs(bytes, running);
+  async link(bytes: number, running: boolean, untilMs: number, freshBytes = 0): Promise<number> {
+    const ms = this.linkMs(bytes - freshBytes, running) + this.linkMs(freshBytes, running, true);
     if (running && this.s.clockMs + ms > untilMs) {
       const left = Math.max(0, untilMs - this.s.clockMs);
       const share = ms > 0 ? left / ms : 0;

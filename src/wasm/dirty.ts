@@ -283,6 +283,21 @@ export class DirtyKernel {
   }
 
   /**
+   * Sets an iteration cursor (8 bytes) to the 64-page word that holds
+   * `page`: the next batch starts there.
+   */
+  seekCursor(cursor: Region, page: number): void {
+    const at = cursor.check(0, CURSOR_BYTES, "iteration cursor");
+    if (!Number.isSafeInteger(page) || page < 0 || page >= MAX_BITMAP_PAGES)
+      throw new RangeError(`cursor page ${page} is outside 0 to ${MAX_BITMAP_PAGES - 1}`);
+    const chunk = Math.floor(page / CHUNK_PAGES);
+    new Uint32Array(this.memory.buffer, at, 2).set([
+      Math.floor((page - chunk * CHUNK_PAGES) / 64),
+      chunk,
+    ]);
+  }
+
+  /**
    * Writes the next batch of dirty page numbers of `snapshot` into `out` (u32
    * each, as many as fit) and advances `cursor`. Returns how many were
    * written; 0 when the snapshot is exhausted. Reset the cursor to start over.

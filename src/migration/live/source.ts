@@ -739,11 +739,6 @@ class TcpTransport implements PrecopyTransport {
     return rate;
   }
 
-  linkMs(bytes: number): number {
-    const rate = this.rate();
-    return rate > 0 ? (bytes / rate) * 1000 : 0;
-  }
-
   async switchover(to: "stop-and-copy" | "postcopy" = "stop-and-copy"): Promise<Handover> {
     const { link, writer } = this.open_();
     // Every page has landed (the last pass ended with a sync): the channels' work is done.

@@ -123,7 +123,7 @@ export async function runPrecopy(run: PrecopyRun): Promise<MigrationResult> {
       // warning can say which pushed it over; on the wall clock the flag
       // stands alone (a shared machine's pause is not the link's).
       if (state.overLimit && clock.kind === "virtual") {
-        state.warning = overLimit(run, state.downtime, sent.bytes, handover.fixed);
+        state.warning = overLimit(run, state.downtime, sent.bytes, copied - start, handover.fixed);
       }
       const left = switchTo === "postcopy" ? state.pendingPages : 0;
       const own = handover.ownRound;
@@ -372,10 +372,19 @@ function timedOut(
   return `no convergence within ${policy.timeoutMs} ms: ${Math.round(writeRate)} pages/s dirtied against ${formatBytes(bandwidth)}/s of bandwidth, ${formatBytes(pendingBytes)} pending above the ${formatBytes(threshold)} the downtime-limit allows`;
 }
 
-/** The warning of a completed run whose downtime passed the limit: which part did. */
-function overLimit(run: PrecopyRun, downtime: number, pageBytes: number, fixed: string): string {
-  const { transport, policy } = run;
-  const pagesMs = transport.linkMs(pageBytes);
+/**
+ * The warning of a completed run whose downtime passed the limit: which
+ * part did. `pagesMs` is the time the last pages took, as the virtual clock
+ * counted it.
+ */
+function overLimit(
+  run: PrecopyRun,
+  downtime: number,
+  pageBytes: number,
+  pagesMs: number,
+  fixed: string,
+): string {
+  const { policy } = run;
   const over = `downtime ${downtime.toFixed(1)} ms is over the downtime-limit ${policy.downtimeLimitMs} ms`;
   return pagesMs > policy.downtimeLimitMs
     ? `${over}: the ${policy.label} rule stopped pre-copy with ${formatBytes(pageBytes)} still to send (${pagesMs.toFixed(1)} ms of it)`

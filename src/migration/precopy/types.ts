@@ -57,8 +57,6 @@ export interface PrecopyTransport {
   bandwidth(roundBytes: number, roundMs: number): number;
   /** The link's rate as it stands (its cap, or what was last measured), bytes per second. */
   rate(): number;
-  /** How long `bytes` take on the link at the rate it runs, ms. */
-  linkMs(bytes: number): number;
   /** Bytes put on the link so far. */
   readonly transferred: number;
   /**

@@ -90,11 +90,6 @@ export class SavedStateTransport implements PrecopyTransport {
     return saveMs > 0 ? (fileBytes / saveMs) * 1000 : 0;
   }
 
-  linkMs(bytes: number): number {
-    const rate = this.rate();
-    return rate > 0 ? (bytes / rate) * 1000 : 0;
-  }
-
   async switchover(): Promise<Handover> {
     const h = this.hosts;
     if (h.failoverMs > 0) await sleep(h.failoverMs);
