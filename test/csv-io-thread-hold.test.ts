@@ -3,7 +3,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { LunIoThread } from "../src/csv/io-thread.js";
 import { LunIoThreads } from "../src/csv/io-threads.js";
 import { ReservedLun, sectorWrites } from "./support/csv-reserved-lun.js";
@@ -21,15 +21,11 @@ const KEY = 0x21n;
 const LUN_BYTES = 1 << 20;
 const dir = fileTempDir("csv-io-thread-hold");
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
 let luns = 0;
+/** A LUN with KEY registered, its board closed once the test has finished. */
 function reservedLun(): ReservedLun {
   const lun = new ReservedLun(join(dir, `lun-${++luns}`), LUN_BYTES, KEY);
-  cleanups.push(() => lun.close());
+  onTestFinished(() => lun.close());
   return lun;
 }
 
@@ -47,7 +43,7 @@ describe("what an I/O thread holds of the node's process", () => {
     const lun = reservedLun();
     const before = heldPorts();
     const thread = new LunIoThread(lun.path, lun.board, false, lun.bytes);
-    cleanups.push(() => thread.close());
+    onTestFinished(() => thread.close());
     expect(heldPorts()).toBe(before + 1);
     await thread.ready;
     expect(heldPorts()).toBe(before);
@@ -103,7 +99,7 @@ describe("a group's `ready`", () => {
     async () => {
       const lun = reservedLun();
       const threads = new LunIoThreads(lun.path, lun.board, false, lun.bytes, 3);
-      cleanups.push(() => threads.close());
+      onTestFinished(() => threads.close());
       await threads.ready;
       expect(descriptorsOn(lun.path)).toBe(3);
     },
@@ -113,7 +109,7 @@ describe("a group's `ready`", () => {
     const lun = reservedLun();
     const missing = join(dir, "no-such-lun");
     const threads = new LunIoThreads(missing, lun.board, false, lun.bytes, 2);
-    cleanups.push(() => threads.close());
+    onTestFinished(() => threads.close());
     await expect(threads.ready).rejects.toThrow(/ENOENT.*no-such-lun|no-such-lun.*ENOENT/);
   });
 });
