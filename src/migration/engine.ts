@@ -282,13 +282,13 @@ export class Migration {
   }
 
   /**
-   * QEMU's iteration: the listed pages `from` to `to` stay pending, and the
-   * scan resumes at the first of them, as QEMU's goes on from the page it
-   * stopped at.
+   * QEMU's iteration: the listed pages `from` to `to` (at least one) stay
+   * pending, and the scan resumes at the first of them, as QEMU's goes on
+   * from the page it stopped at.
    */
   private leaveUnsent(from: number, to: number): void {
     this.pending.putBack(this.list, from, to);
-    if (from < to) this.pending.resumeAt(this.cursor, this.list, from);
+    this.pending.resumeAt(this.cursor, this.list, from);
   }
 
   /** Records the listed pages `from` to `to` as sent; returns how many went for the first time. */
