@@ -34,7 +34,7 @@ function listOf(g: Guest, pages: readonly number[], slots = pages.length + 4) {
 }
 
 describe("the rate of pages the destination never held", () => {
-  it("is the first pass's with no rate limit, or the completion's where that is lower", () => {
+  it("is the first pass's with no rate limit where the destination's was not measured, or the completion's where that is lower", () => {
     const base = { hostRate: 30 * MiB, completionRate: 400 * MiB, startMs: 0, stopMs: 0 };
     // The host's rate stands for the unthrottled one where none was measured.
     expect(firstTouchRate(base)).toBe(30 * MiB);
@@ -43,6 +43,22 @@ describe("the rate of pages the destination never held", () => {
     expect(firstTouchRate({ ...base, unthrottledRate: 200 * MiB })).toBe(200 * MiB);
     expect(firstTouchRate({ ...base, unthrottledRate: 500 * MiB })).toBe(400 * MiB);
     expect(firstTouchRate({ ...base, completionRate: 20 * MiB })).toBe(20 * MiB);
+  });
+
+  it("is the destination's measured rate for them where there is one, no faster than the completion", () => {
+    const base = {
+      hostRate: 30 * MiB,
+      unthrottledRate: 200 * MiB,
+      completionRate: 400 * MiB,
+      startMs: 0,
+      stopMs: 0,
+    };
+    // Huge pages free on the destination: pages never held go faster than
+    // the first pass did with the guest running.
+    expect(firstTouchRate({ ...base, freshRate: 300 * MiB })).toBe(300 * MiB);
+    // A fault and a zeroed page each: slower than that pass.
+    expect(firstTouchRate({ ...base, freshRate: 100 * MiB })).toBe(100 * MiB);
+    expect(firstTouchRate({ ...base, freshRate: 900 * MiB })).toBe(400 * MiB);
   });
 });
 

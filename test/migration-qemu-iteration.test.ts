@@ -141,6 +141,21 @@ describe("QEMU's iteration on virtual time", () => {
     expect(s["total-time"]).toBeCloseTo(precopyMs + downtime, 6);
   });
 
+  it("an idle guest, the destination's rate for pages it never held measured: the pass's last pages go at that rate, held ones at the completion's", async () => {
+    for (const freshRate of [150 * MiB, 45 * MiB]) {
+      const it = { ...idle.it, freshRate };
+      const s = (await runMigration(options({ ...idle, it }))).summary;
+      const left = s["downtime-bytes"] - idle.deviceStateBytes;
+      expect(left).toBeGreaterThan(0);
+      expect(s.downtime).toBeCloseTo(
+        idle.it.stopMs +
+          (left / freshRate) * 1000 +
+          (idle.deviceStateBytes / idle.it.completionRate) * 1000,
+        6,
+      );
+    }
+  });
+
   it("each pass ends within one chunk below the threshold, and the next sync keeps what it left", async () => {
     const point: Point = { ...idle, guestBytes: 128 * MiB, writesPerSecond: 2000 };
     const r = await runMigration(options(point));
@@ -321,6 +336,9 @@ describe("QEMU's iteration on virtual time", () => {
       [{ postcopyAfterRounds: 2 }, /post-copy/],
       [{ qemuIteration: { ...idle.it, hostRate: 0 } }, /host rate/],
       [{ qemuIteration: { ...idle.it, completionRate: Number.NaN } }, /completion rate/],
+      [{ qemuIteration: { ...idle.it, unthrottledRate: -1 } }, /unthrottled rate/],
+      [{ qemuIteration: { ...idle.it, freshRate: 0 } }, /fresh-page rate/],
+      [{ qemuIteration: { ...idle.it, freshRate: Number.POSITIVE_INFINITY } }, /fresh-page rate/],
       [{ qemuIteration: { ...idle.it, startMs: -1 } }, /start time/],
       [{ qemuIteration: { ...idle.it, stopMs: Number.POSITIVE_INFINITY } }, /stop cost/],
       [{ qemuIteration: { ...idle.it, windowRates: [MiB, 0] } }, /window rate 1/],

@@ -4,8 +4,14 @@ import { runMigration } from "../src/migration/engine.js";
 import type { MigrationOptions } from "../src/migration/options.js";
 import type { QueryMigrateSummary } from "../src/migration/query-migrate.js";
 import { distinctPages, fitWorkingSet } from "../src/qemu/dirty-curve.js";
+import { resolveGuestSpec } from "../src/qemu/guest-image.js";
 import type { HostProbe } from "../src/qemu/host-probe.js";
-import { calibrateFromRun, type FigureError, withProjection } from "../src/qemu/predict.js";
+import {
+  calibrateFromRun,
+  type FigureError,
+  predictMigration,
+  withProjection,
+} from "../src/qemu/predict.js";
 import type { MigrateSample } from "../src/qemu/rounds.js";
 import { hvlabAsync, requireTool } from "./support/cli.js";
 
@@ -114,6 +120,56 @@ describe("the prediction at the run's own first-pass rate", () => {
     expect(start?.measured.probe?.zeroScanRate).toBeCloseTo(20_480, 6);
     const none = calibrateFromRun(untimed, lowZeroThenPass(100 * MiB, null), 200 * MiB);
     expect(none?.measured.probe?.zeroScanRate).toBeNull();
+  });
+
+  it("keeps the probe's rate for pages a destination never held, and the model sends a completion's never-sent pages at it", async () => {
+    const fresh = { normalBytes: 240 * MiB, rate: 1900 * MiB };
+    const cal = calibrateFromRun(
+      { ...measured, probe: { ...probe, fresh } },
+      pass(150 * MiB),
+      150 * MiB,
+    );
+    expect(cal?.measured.probe?.fresh).toEqual(fresh);
+    // The fidelity suite's 256 MiB hot set at 10,000 writes/s, 150 MiB/s,
+    // 200 ms: QEMU completes inside its first pass, with some 15 MB the
+    // destination never held among its last 25.
+    const guest = resolveGuestSpec({
+      ramBytes: 256 * MiB,
+      pattern: "hotset",
+      writesPerSecond: 10_000,
+      seed: 1,
+    });
+    const settings = {
+      maxBandwidth: 150 * MiB,
+      downtimeLimitMs: 200,
+      multifdChannels: 0,
+      xbzrle: false,
+      autoConverge: false,
+      postcopyAfter: 0,
+    };
+    const at = async (f: HostProbe["fresh"]) =>
+      (
+        await predictMigration(
+          guest,
+          {
+            ...measured,
+            writesPerSecond: 10_000,
+            probe: { ...probe, fresh: f, completionRate: 1900 * MiB },
+          },
+          settings,
+          60_000,
+        )
+      ).summary;
+    const quick = await at(fresh);
+    const slow = await at({ ...fresh, rate: 100 * MiB });
+    const unmeasured = await at(null);
+    expect(quick.status).toBe("completed");
+    expect(slow["downtime-bytes"]).toBe(quick["downtime-bytes"]);
+    // Some 15 MB at 100 MiB/s against 1,900: well over 100 ms more.
+    expect(slow.downtime - quick.downtime).toBeGreaterThan(100);
+    // Not measured: the probe's first pass with no rate limit (220 MiB/s) stands for it.
+    expect(unmeasured.downtime).toBeGreaterThan(quick.downtime + 30);
+    expect(unmeasured.downtime).toBeLessThan(slow.downtime);
   });
 });
 

@@ -21,9 +21,19 @@ export interface HostProbe {
    * guest stopped and no rate limit: the fastest of the probe migrations'
    * completions that could be timed, each its bytes over its `downtime`
    * less the fixed part the model adds itself ({@link completionRate});
-   * `hostRate` when none could.
+   * `hostRate` when none could. Where the pass of pages the destination
+   * never held (`fresh`) went faster, that: the same conditions timed over
+   * the whole working set rather than on QEMU's millisecond clock, and
+   * pages the destination already holds go no slower than those it must
+   * first touch.
    */
   readonly completionRate: number;
+  /**
+   * How fast a destination took pages it never held, with the guest stopped
+   * and no rate limit ({@link probeFreshPages}): the pass's normal bytes and
+   * its rate, bytes/s; null where the pass was too quick to time.
+   */
+  readonly fresh?: { readonly normalBytes: number; readonly rate: number } | null;
   /** Each probe migration's completion: bytes and QEMU's downtime, ms. */
   readonly completions: readonly { readonly bytes: number; readonly downtimeMs: number }[];
   /**
@@ -130,6 +140,9 @@ interface Point {
  * completion came out near it. The median let a loaded host set the
  * downtime: probe completions of 11 to 13 MB in 12 to 27 ms gave 32 ms
  * predicted at a 128 MiB hot set, where the run sent 15 MB in 12 ms.
+ * Last, the guest stopped, one more migration times the pages a
+ * destination never held ({@link probeFreshPages}); where that pass went
+ * faster than the fastest completion, it is the completion rate.
  * Every destination started is pushed to `started`; all are stopped
  * before it returns.
  */
@@ -150,6 +163,7 @@ export async function probeHost(
   };
   completions.forEach(timed);
   let guest = first.destination;
+  let fresh: HostProbe["fresh"] = null;
   try {
     for (let n = 1; n < PROBES; n++) {
       const next = await probeMigration(guest, launch, started, probeMs, run, sampleMs);
@@ -160,14 +174,80 @@ export async function probeHost(
         timed(c);
       }
     }
+    fresh = await probeFreshPages(guest, launch, started, probeMs);
   } finally {
     await guest.stop();
   }
   return {
     ...first.probe,
-    completionRate: rates.length > 0 ? Math.max(...rates) : first.probe.hostRate,
+    completionRate: Math.max(
+      rates.length > 0 ? Math.max(...rates) : first.probe.hostRate,
+      fresh?.rate ?? 0,
+    ),
     completions,
+    fresh,
   };
+}
+
+/**
+ * How fast a destination takes pages it never held, as a completion inside
+ * the first pass sends them: stops the guest on `source` and migrates it
+ * to a fresh destination with no rate limit, timing the pass over its
+ * normal pages ({@link firstPassRate}) from query-migrate every
+ * {@link FINE_MS}. With the vCPUs stopped the pass is the completion's
+ * case, where the destination's first touch of each page (a fault and a
+ * zeroed page, or a huge page where the kernel finds one free) can set the
+ * pace: 15 MB of such pages took some 50 ms of a run's completion on one
+ * day and some 10 on another, on the same host. Null when the pass was too
+ * quick for two samples to bound it. The destination is pushed to
+ * `started` and stopped before it returns.
+ */
+async function probeFreshPages(
+  source: QemuProcess,
+  launch: Omit<QemuLaunch, "name" | "incoming">,
+  started: QemuProcess[],
+  probeMs: number,
+): Promise<{ readonly normalBytes: number; readonly rate: number } | null> {
+  await source.qmp.execute("stop");
+  const destination = await QemuProcess.start({
+    ...launch,
+    name: `probe-destination-${started.length}`,
+    incoming: true,
+  });
+  started.push(destination);
+  try {
+    const uri = `tcp:127.0.0.1:${await freeLoopbackPort()}`;
+    await destination.qmp.execute("migrate-incoming", { uri });
+    await source.qmp.execute("migrate-set-parameters", {
+      "max-bandwidth": UNLIMITED,
+      "downtime-limit": 0,
+    });
+    const samples: MigrateSample[] = [];
+    const t0 = performance.now();
+    await source.qmp.execute("migrate", { uri });
+    for (;;) {
+      await new Promise((r) => setTimeout(r, FINE_MS));
+      const info = parseMigrationInfo(
+        await source.qmp.execute("query-migrate", undefined, COMPLETION_WAIT_MS),
+      );
+      const at = performance.now() - t0;
+      if (FINAL_STATUSES.has(info.status)) {
+        if (info.status !== "completed")
+          throw new HostProbeError(
+            `the probe migration of the stopped guest ended ${info.status}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`,
+          );
+        const pass = firstPassRate(samples);
+        return pass ? { normalBytes: info.ram?.["normal-bytes"] ?? 0, rate: pass.rate } : null;
+      }
+      if (at > probeMs + COMPLETION_WAIT_MS)
+        throw new HostProbeError(
+          `the probe migration of the stopped guest did not complete in ${probeMs + COMPLETION_WAIT_MS} ms`,
+        );
+      if (info.status === "active" && info.ram) samples.push({ atMs: at, info });
+    }
+  } finally {
+    await destination.stop();
+  }
 }
 
 /**

@@ -221,6 +221,7 @@ export async function predictMigration(
             ...(probe.windowRates ? { windowRates: probe.windowRates } : {}),
             ...zeroTail,
             ...(probe.unthrottledRate ? { unthrottledRate: probe.unthrottledRate } : {}),
+            ...(probe.fresh ? { freshRate: probe.fresh.rate } : {}),
           },
           latencyMs: LOOPBACK_LATENCY_MS,
           deviceStateBytes: QEMU_DEVICE_STATE_BYTES,

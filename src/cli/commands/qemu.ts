@@ -657,7 +657,7 @@ function registerPredict(qemu: Command): void {
       );
       if (measured.probe)
         console.log(
-          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (the fastest of ${measured.probe.completions.map((c) => `${formatBytes(c.bytes)} in ${c.downtimeMs} ms`).join(", ")} of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile; zero pages scanned ${measured.probe.zeroScanRate ? `${Math.round(measured.probe.zeroScanRate)}/s` : "not timed"}`,
+          `probe: with no rate limit QEMU sent ${formatBytes(measured.probe.hostRate)}/s while the guest ran and completed at ${formatBytes(measured.probe.completionRate)}/s (the fastest of ${measured.probe.completions.map((c) => `${formatBytes(c.bytes)} in ${c.downtimeMs} ms`).join(", ")} of downtime), pages flowing ${Math.round(measured.probe.startMs)} ms after migrate; the guest wrote ${Math.round(measured.probe.writesPerSecondDuring)} pages/s meanwhile; zero pages scanned ${measured.probe.zeroScanRate ? `${Math.round(measured.probe.zeroScanRate)}/s` : "not timed"}; pages a destination never held taken at ${measured.probe.fresh ? `${formatBytes(measured.probe.fresh.rate)}/s with the guest stopped` : "a rate not timed"}`,
         );
       const p = predicted.summary;
       console.log(

@@ -1,6 +1,6 @@
 /**
  * How QEMU 7.2's migration thread iterates, as hvlab's model runs it
- * (`--qemu-iteration`; `hvlab qemu predict`). The driver's default round
+ * (`hvlab qemu predict`). The driver's default round
  * sends the whole pending set and then syncs; QEMU does not:
  *
  * - `migration_thread` (migration/migration.c) calls
@@ -26,8 +26,9 @@
  *   (`qemu_file_set_rate_limit(..., INT64_MAX)`) and syncs a last time
  *   (`ram_save_complete`), so the last pages go as fast as the host sends:
  *   pages the destination already holds at the completion rate, and pages
- *   it never held (a completion inside the first pass) no faster than the
- *   first pass went, since its first touch of each paces them
+ *   it never held (a completion inside the first pass) at the rate the
+ *   destination takes them, since its first touch of each (a fault, the
+ *   kernel zeroing a page or a huge page) can pace them
  *   ({@link firstTouchRate}).
  *
  * What the model cannot know from QEMU's source it takes as measured on the
@@ -61,6 +62,12 @@ export interface QemuIterationOptions {
    * pages at completion, of pages the destination already holds.
    */
   readonly completionRate: number;
+  /**
+   * Bytes per second with no rate limit and the vCPUs stopped, of pages the
+   * destination never held (measured: a migration of the stopped guest to
+   * a fresh destination). Absent: the unthrottled rate stands for it.
+   */
+  readonly freshRate?: number;
   /**
    * Time from `migrate` until pages flow at the host's rate, ms (setup,
    * starting the dirty log, the first pages); the guest writes meanwhile and
@@ -105,6 +112,7 @@ export function checkQemuIteration(o: QemuIterationOptions): void {
     ["host rate", o.hostRate],
     ["completion rate", o.completionRate],
     ["unthrottled rate", o.unthrottledRate ?? o.hostRate],
+    ["fresh-page rate", o.freshRate ?? o.hostRate],
   ] as const) {
     if (!(value > 0) || !Number.isFinite(value))
       throw new RangeError(
@@ -153,15 +161,21 @@ export function runningRate(o: QemuIterationOptions, maxBandwidth: number, windo
 
 /**
  * The rate of a completion's pages that the destination never held, those
- * a completion inside the first pass sends for the first time: no faster
- * than the first pass with no rate limit (`unthrottledRate`, or `hostRate`),
- * whose pages the destination also touches for the first time (a fault,
- * the kernel zeroing the page), and no faster than the completion itself.
- * A probe that completed with first-pass pages went at 125 MiB/s where its
- * completions of pages already held went at some 870 MiB/s.
+ * a completion inside the first pass sends for the first time: the rate a
+ * destination took such pages with the vCPUs stopped (`freshRate`), and no
+ * faster than the completion itself. The destination's first touch of each
+ * page paces them, and what it costs moves with the host: a fault and a
+ * zeroed 4 KiB page each, or one zeroed 2 MiB page for 512 where QEMU's
+ * `MADV_HUGEPAGE` on guest RAM finds huge pages free. A probe that
+ * completed with first-pass pages went at 125 MiB/s where its completions
+ * of pages already held went at some 870 MiB/s; on another day, with huge
+ * pages, completions of 25 MB, 15 MB of them never held, took 17 to 37 ms. Where the
+ * destination's rate was not measured, the first pass's with no rate limit
+ * (`unthrottledRate`, or `hostRate`), whose pages it also touched first,
+ * stands for it.
  */
 export function firstTouchRate(o: QemuIterationOptions): number {
-  return Math.min(o.completionRate, o.unthrottledRate ?? o.hostRate);
+  return Math.min(o.completionRate, o.freshRate ?? o.unthrottledRate ?? o.hostRate);
 }
 
 /**
