@@ -1,3 +1,4 @@
+import { renameSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { DirectLun, threadPoolSize } from "../src/csv/direct-lun.js";
@@ -195,6 +196,28 @@ describe("opening a node's own path to the LUN", () => {
       expect(descriptorsOn(lun.board)).toBe(1);
     }
   });
+
+  it.skipIf(!directIo)(
+    "unbuffered, refuses with the system's error a LUN gone before its thread pool's descriptor opened, and closes the one it had",
+    async () => {
+      const lun = await volumeLun();
+      const moved = `${lun.path}.moved`;
+      // The LUN moves away once DirectFile has opened it: the pool's
+      // descriptor, opened next by name, finds nothing there.
+      const open = DirectFile.open.bind(DirectFile);
+      vi.spyOn(DirectFile, "open").mockImplementation((name, mode) => {
+        const file = open(name, mode);
+        renameSync(name, moved);
+        return file;
+      });
+      const error = await rejection(openPath(lun, { direct: true }));
+      renameSync(moved, lun.path);
+      expect((error as NodeJS.ErrnoException).code).toBe("ENOENT");
+      expect(error.message).toBe(`ENOENT: no such file or directory, open '${lun.path}'`);
+      expect(descriptorsOn(lun.path)).toBe(0);
+      expect(descriptorsOn(lun.board)).toBe(1);
+    },
+  );
 
   it("refuses a board it cannot open, naming the option and who publishes it, and closes the LUN", async () => {
     const lun = await volumeLun();
@@ -546,6 +569,8 @@ describe("batches on a node's own path", () => {
       Array.from({ length: 7 }, () => true),
     );
     expect(lun.holds(again)).toEqual(Array.from({ length: 7 }, () => true));
+    // The same three threads ran all three batches: no more descriptors.
+    expect(descriptorsOn(lun.path)).toBe(1 + 3);
   });
 
   it("halted before its first batch, the threads it starts are halted; resumed, they write", async () => {
@@ -667,6 +692,10 @@ describe("threads in libuv's pool (threadPoolSize)", () => {
     // Text without leading digits is atoi's 0, made 1; a negative number,
     // stored in libuv's unsigned int, wraps past 1024.
     expect(size("abc")).toBe(1);
+    // Digits after other text are not leading ones: atoi stops at the "x".
+    expect(size("x8")).toBe(1);
+    // Every white space isspace(3) knows, the vertical tab and form feed too.
+    expect(size("\t\n\v\f\r 9")).toBe(9);
     expect(size("")).toBe(1);
     expect(size("-0")).toBe(1);
     expect(size("-3")).toBe(1024);
