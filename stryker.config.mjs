@@ -212,6 +212,7 @@ export const ENGINES = {
       "src/csv/control-client.ts",
       "src/csv/control-socket.ts",
       "src/csv/control.ts",
+      "src/csv/direct-lun.ts",
       "src/csv/epoch-log.ts",
       "src/csv/errors.ts",
       "src/csv/fenced-batch.ts",
