@@ -209,45 +209,76 @@ async function probeFreshPages(
   probeMs: number,
 ): Promise<{ readonly normalBytes: number; readonly rate: number } | null> {
   await source.qmp.execute("stop");
+  const { destination, uri } = await probeDestination(source, launch, started);
+  try {
+    const samples: MigrateSample[] = [];
+    const t0 = performance.now();
+    await source.qmp.execute("migrate", { uri });
+    for (;;) {
+      await new Promise((r) => setTimeout(r, FINE_MS));
+      const { info, at } = await lookAtProbe(source, t0, probeMs, "of the stopped guest ");
+      if (info.status === "completed") {
+        const pass = firstPassRate(samples);
+        return pass ? { normalBytes: info.ram?.["normal-bytes"] ?? 0, rate: pass.rate } : null;
+      }
+      if (info.status === "active" && info.ram) samples.push({ atMs: at, info });
+    }
+  } finally {
+    await destination.stop();
+  }
+}
+
+/**
+ * Starts a throw-away destination for the next probe migration of `source`
+ * (pushed to `started`), waiting on a free loopback port, and sets `source`
+ * to migrate with no rate limit and downtime-limit 0: the destination and
+ * the URI to migrate to.
+ */
+async function probeDestination(
+  source: QemuProcess,
+  launch: Omit<QemuLaunch, "name" | "incoming">,
+  started: QemuProcess[],
+): Promise<{ readonly destination: QemuProcess; readonly uri: string }> {
   const destination = await QemuProcess.start({
     ...launch,
     name: `probe-destination-${started.length}`,
     incoming: true,
   });
   started.push(destination);
-  try {
-    const uri = `tcp:127.0.0.1:${await freeLoopbackPort()}`;
-    await destination.qmp.execute("migrate-incoming", { uri });
-    await source.qmp.execute("migrate-set-parameters", {
-      "max-bandwidth": UNLIMITED,
-      "downtime-limit": 0,
-    });
-    const samples: MigrateSample[] = [];
-    const t0 = performance.now();
-    await source.qmp.execute("migrate", { uri });
-    for (;;) {
-      await new Promise((r) => setTimeout(r, FINE_MS));
-      const info = parseMigrationInfo(
-        await source.qmp.execute("query-migrate", undefined, COMPLETION_WAIT_MS),
-      );
-      const at = performance.now() - t0;
-      if (FINAL_STATUSES.has(info.status)) {
-        if (info.status !== "completed")
-          throw new HostProbeError(
-            `the probe migration of the stopped guest ended ${info.status}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`,
-          );
-        const pass = firstPassRate(samples);
-        return pass ? { normalBytes: info.ram?.["normal-bytes"] ?? 0, rate: pass.rate } : null;
-      }
-      if (at > probeMs + COMPLETION_WAIT_MS)
-        throw new HostProbeError(
-          `the probe migration of the stopped guest did not complete in ${probeMs + COMPLETION_WAIT_MS} ms`,
-        );
-      if (info.status === "active" && info.ram) samples.push({ atMs: at, info });
-    }
-  } finally {
-    await destination.stop();
-  }
+  const uri = `tcp:127.0.0.1:${await freeLoopbackPort()}`;
+  await destination.qmp.execute("migrate-incoming", { uri });
+  await source.qmp.execute("migrate-set-parameters", {
+    "max-bandwidth": UNLIMITED,
+    "downtime-limit": 0,
+  });
+  return { destination, uri };
+}
+
+/**
+ * Asks `source` how its probe migration (`what`, as an error names it)
+ * goes, `at` ms after `t0`: throws HostProbeError where it ended other than
+ * completed, or has not completed within `probeMs` and the completion's
+ * wait. While QEMU completes, its monitor waits for the completion to end.
+ */
+async function lookAtProbe(
+  source: QemuProcess,
+  t0: number,
+  probeMs: number,
+  what: string,
+): Promise<{ readonly info: QemuMigrationInfo; readonly at: number }> {
+  const info = parseMigrationInfo(
+    await source.qmp.execute("query-migrate", undefined, COMPLETION_WAIT_MS),
+  );
+  const at = performance.now() - t0;
+  if (FINAL_STATUSES.has(info.status) && info.status !== "completed")
+    throw new HostProbeError(
+      `the probe migration ${what}ended ${info.status}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`,
+    );
+  if (info.status !== "completed" && at > probeMs + COMPLETION_WAIT_MS)
+    throw new HostProbeError(
+      `the probe migration ${what}did not complete in ${probeMs + COMPLETION_WAIT_MS} ms`,
+    );
+  return { info, at };
 }
 
 /**
@@ -290,18 +321,7 @@ async function probeMigration(
   run: ProbeTarget | null,
   sampleMs: number,
 ): Promise<{ readonly probe: HostProbe; readonly destination: QemuProcess }> {
-  const destination = await QemuProcess.start({
-    ...launch,
-    name: `probe-destination-${started.length}`,
-    incoming: true,
-  });
-  started.push(destination);
-  const uri = `tcp:127.0.0.1:${await freeLoopbackPort()}`;
-  await destination.qmp.execute("migrate-incoming", { uri });
-  await source.qmp.execute("migrate-set-parameters", {
-    "max-bandwidth": UNLIMITED,
-    "downtime-limit": 0,
-  });
+  const { destination, uri } = await probeDestination(source, launch, started);
   const active: Point[] = [];
   const samples: MigrateSample[] = [];
   // From when the probe made QEMU complete before its first pass was done.
@@ -321,23 +341,11 @@ async function probeMigration(
   let final: QemuMigrationInfo | undefined;
   for (;;) {
     await new Promise((r) => setTimeout(r, waitMs));
-    // While QEMU completes, its monitor waits for the completion to end.
-    const info = parseMigrationInfo(
-      await source.qmp.execute("query-migrate", undefined, COMPLETION_WAIT_MS),
-    );
-    const at = performance.now() - t0;
-    if (FINAL_STATUSES.has(info.status)) {
-      if (info.status !== "completed")
-        throw new HostProbeError(
-          `the probe migration ended ${info.status}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`,
-        );
+    const { info, at } = await lookAtProbe(source, t0, probeMs, "");
+    if (info.status === "completed") {
       final = info;
       break;
     }
-    if (at > probeMs + COMPLETION_WAIT_MS)
-      throw new HostProbeError(
-        `the probe migration did not complete in ${probeMs + COMPLETION_WAIT_MS} ms`,
-      );
     const ram = info.ram;
     if (!ram || info.status !== "active") continue;
     const last = active.at(-1);
