@@ -51,6 +51,7 @@ describe("the prediction at the run's own first-pass rate", () => {
     hostRate: 220 * MiB,
     completionRate: 900 * MiB,
     completions: [{ bytes: 8 * MiB, downtimeMs: 9 }],
+    fresh: null,
     startMs: 40,
     intervals: 10,
     zeroScanRate: null,

@@ -6,6 +6,14 @@ import { firstPassRate, zeroScanRate } from "./pass-rate.js";
 import { freeLoopbackPort, type QemuLaunch, QemuProcess } from "./qemu-process.js";
 import type { MigrateSample } from "./rounds.js";
 
+/** A pass of pages a destination never held, the guest stopped ({@link probeFreshPages}). */
+export interface FreshPages {
+  /** The pass's normal pages, bytes (`ram.normal-bytes`). */
+  readonly normalBytes: number;
+  /** Bytes per second over its normal pages ({@link firstPassRate}). */
+  readonly rate: number;
+}
+
 /** What a short migration with no rate limit showed about this host. */
 export interface HostProbe {
   /**
@@ -33,7 +41,7 @@ export interface HostProbe {
    * and no rate limit ({@link probeFreshPages}): the pass's normal bytes and
    * its rate, bytes/s; null where the pass was too quick to time.
    */
-  readonly fresh?: { readonly normalBytes: number; readonly rate: number } | null;
+  readonly fresh: FreshPages | null;
   /** Each probe migration's completion: bytes and QEMU's downtime, ms. */
   readonly completions: readonly { readonly bytes: number; readonly downtimeMs: number }[];
   /**
@@ -163,7 +171,7 @@ export async function probeHost(
   };
   completions.forEach(timed);
   let guest = first.destination;
-  let fresh: HostProbe["fresh"] = null;
+  let fresh: FreshPages | null = null;
   try {
     for (let n = 1; n < PROBES; n++) {
       const next = await probeMigration(guest, launch, started, probeMs, run, sampleMs);
@@ -207,7 +215,7 @@ async function probeFreshPages(
   launch: Omit<QemuLaunch, "name" | "incoming">,
   started: QemuProcess[],
   probeMs: number,
-): Promise<{ readonly normalBytes: number; readonly rate: number } | null> {
+): Promise<FreshPages | null> {
   await source.qmp.execute("stop");
   const { destination, uri } = await probeDestination(source, launch, started);
   try {
@@ -467,6 +475,8 @@ async function probeMigration(
     hostRate,
     completionRate: completionRate(bytes, downtimeMs, hostRate),
     completions: [{ bytes, downtimeMs }],
+    // Timed once, after every probe migration (probeHost).
+    fresh: null,
     startMs,
     intervals: pass.intervals,
     // The tail's rate where the probe reached it: the model scans the tail

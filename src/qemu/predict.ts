@@ -144,6 +144,7 @@ export function calibrateFromRun(
         // Not probed: the last pages go no slower than the running rate.
         completionRate: pass.rate,
         completions: [],
+        fresh: null,
         startMs: pass.startMs,
         intervals: pass.intervals,
         zeroScanRate: zeroScanRate(samples, CALIBRATION_MS),

@@ -169,10 +169,10 @@ export function runningRate(o: QemuIterationOptions, maxBandwidth: number, windo
  * `MADV_HUGEPAGE` on guest RAM finds huge pages free. A probe that
  * completed with first-pass pages went at 125 MiB/s where its completions
  * of pages already held went at some 870 MiB/s; on another day, with huge
- * pages, completions of 25 MB, 15 MB of them never held, took 17 to 37 ms. Where the
- * destination's rate was not measured, the first pass's with no rate limit
- * (`unthrottledRate`, or `hostRate`), whose pages it also touched first,
- * stands for it.
+ * pages, completions of 25 MB, 15 MB of them never held, took 17 to 37
+ * ms. Where the destination's rate was not measured, the first pass's
+ * with no rate limit (`unthrottledRate`, or `hostRate`), whose pages it
+ * also touched first, stands for it.
  */
 export function firstTouchRate(o: QemuIterationOptions): number {
   return Math.min(o.completionRate, o.freshRate ?? o.unthrottledRate ?? o.hostRate);
