@@ -982,7 +982,11 @@ export class DestinationServer {
           const e = error as FrameError;
           if (index < 0) {
             clearTimeout(joinTimer);
-            sayAndDrop(channel, writer.frame(FrameType.error, encodeError(e.message)));
+            // Told on the refused connection's own stream, from its frame 0:
+            // the session's writer numbers the main connection's frames, and
+            // a frame it spent here would be a gap the source refuses.
+            const told = new FrameWriter(this.layout.memory, this.kernel, this.replyStaging, 1024);
+            sayAndDrop(channel, told.frame(FrameType.error, encodeError(e.message)));
           } else drop(e.message);
         }
       });
