@@ -3,6 +3,7 @@ import { accessSync, constants, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { QmpClient, QmpConnectionError } from "./qmp-client.js";
+import { findExecutable, tiedToParent } from "./tied-launch.js";
 
 /** The accelerators hvlab starts QEMU with. */
 export const ACCELERATORS = ["tcg", "kvm"] as const;
@@ -101,8 +102,12 @@ export class QemuProcess {
   static async start(launch: QemuLaunch, timeoutMs = 10_000): Promise<QemuProcess> {
     checkAccelerator(launch.accel);
     const binary = launch.binary ?? QEMU_BINARY;
+    const executable = findExecutable(binary);
+    if (executable === undefined) throw notInstalled(binary);
     const qmpPath = join(launch.dir, `${launch.name}.qmp`);
-    const child = spawn(binary, qemuArguments(launch, qmpPath), {
+    // Tied to this process: a killed hvlab leaves no QEMU running.
+    const command = tiedToParent(executable, qemuArguments(launch, qmpPath));
+    const child = spawn(command.command, command.args, {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
@@ -115,7 +120,7 @@ export class QemuProcess {
         reject(
           new QemuStartError(
             error.code === "ENOENT"
-              ? `${binary} is not installed (Debian: apt-get install qemu-system-x86)`
+              ? notInstalled(binary).message
               : `${binary} could not start: ${error.message}`,
           ),
         );
@@ -184,6 +189,10 @@ export class QemuProcess {
       }
     }
   }
+}
+
+function notInstalled(binary: string): QemuStartError {
+  return new QemuStartError(`${binary} is not installed (Debian: apt-get install qemu-system-x86)`);
 }
 
 /** A TCP port on 127.0.0.1 free right now (the kernel picks it). */
