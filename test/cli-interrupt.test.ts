@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
+import { until } from "./support/until.js";
 
 const BIN = new URL("../bin/hvlab.js", import.meta.url).pathname;
 // The children get a temporary folder of their own, so "nothing left" is checked exactly.
@@ -47,14 +48,6 @@ function hvlab(args: string[], tmp: string): Running {
     run.stderr += c.toString();
   });
   return run;
-}
-
-async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 describe("Ctrl-C and SIGTERM", () => {

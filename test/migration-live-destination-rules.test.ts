@@ -11,6 +11,7 @@ import { LiveConfigError } from "../src/migration/live/errors.js";
 import { FrameType } from "../src/migration/live/frame.js";
 import { decodeEpoch, decodeResult } from "../src/migration/live/messages.js";
 import { MAX_RECOVER_WAIT_MS } from "../src/migration/live/postcopy-recovery.js";
+import { LivePostcopyRig } from "./support/live-postcopy.js";
 import { RawSource } from "./support/live-raw-source.js";
 
 // The destination's rules, each driven by a source that speaks the stream's
@@ -21,47 +22,17 @@ import { RawSource } from "./support/live-raw-source.js";
 const MiB = 1024 ** 2;
 const PAGES = 256;
 
+const rig = new LivePostcopyRig();
 const servers: DestinationServer[] = [];
 const peers: RawSource[] = [];
 
 afterEach(async () => {
   for (const peer of peers.splice(0)) peer.close();
   for (const server of servers.splice(0)) await server.close();
+  await rig.close();
 });
 
-async function destination(options: Partial<DestinationOptions> = {}): Promise<{
-  server: DestinationServer;
-  port: number;
-  reports: DestinationReport[];
-  nextReport: () => Promise<DestinationReport>;
-}> {
-  const reports: DestinationReport[] = [];
-  const waiting: ((report: DestinationReport) => void)[] = [];
-  const server = await DestinationServer.listen({
-    port: 0,
-    sessions: 0,
-    ...options,
-    onSession: (report) => {
-      reports.push(report);
-      waiting.shift()?.(report);
-    },
-  });
-  servers.push(server);
-  let taken = 0;
-  return {
-    server,
-    port: server.address.port,
-    reports,
-    nextReport: () => {
-      const index = taken++;
-      const ready = reports[index];
-      if (ready) return Promise.resolve(ready);
-      return new Promise((resolve) =>
-        waiting.push(() => resolve(reports[index] as DestinationReport)),
-      );
-    },
-  };
-}
+const destination = (options: Partial<DestinationOptions> = {}) => rig.destination(options);
 
 async function peer(port: number, guestBytes = MiB): Promise<RawSource> {
   const p = await RawSource.connect(port, guestBytes);

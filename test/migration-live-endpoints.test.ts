@@ -4,6 +4,7 @@ import { connect } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
 import { LiveSource } from "../src/migration/live/source.js";
+import { until } from "./support/until.js";
 
 const MiB = 1024 ** 2;
 const BIN = new URL("../bin/hvlab.js", import.meta.url).pathname;
@@ -52,14 +53,6 @@ function source(guestMiB: number): LiveSource {
   });
   sources.push(s);
   return s;
-}
-
-async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 describe("a destination no peer can wedge", () => {

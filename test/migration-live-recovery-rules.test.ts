@@ -2,7 +2,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { FrameType } from "../src/migration/live/frame.js";
 import { decodeHello, encodeAccept, encodeResult } from "../src/migration/live/messages.js";
 import type { PostcopyStatus } from "../src/migration/live/postcopy-recovery.js";
-import { LiveSource } from "../src/migration/live/source.js";
+import type { LiveMigrationOptions, LiveSource } from "../src/migration/live/source.js";
+import type { MigrationResult } from "../src/migration/stats.js";
 import { type FakeAnswer, LivePostcopyRig } from "./support/live-postcopy.js";
 
 // Post-copy recovery and a source's answers to a destination that gets the
@@ -10,28 +11,10 @@ import { type FakeAnswer, LivePostcopyRig } from "./support/live-postcopy.js";
 // dirties pages during pass 1 so that post-copy has pages left to push, and
 // cuts the link at post-copy's first pages frame: no clock decides where.
 
-const MiB = 1024 ** 2;
 const PAGES = 256;
 
 const rig = new LivePostcopyRig();
-const sources: LiveSource[] = [];
-afterEach(async () => {
-  for (const s of sources.splice(0)) await s.close();
-  await rig.close();
-});
-
-function source(): LiveSource {
-  const s = LiveSource.start({
-    guestBytes: MiB,
-    vcpus: 1,
-    workload: { kind: "hotset" },
-    writesPerSecond: 0,
-    threads: 0,
-    seed: 5,
-  });
-  sources.push(s);
-  return s;
-}
+afterEach(() => rig.close());
 
 /**
  * A progress hook that dirties pages after pass 1's frames (so post-copy
@@ -49,20 +32,36 @@ function hooks(s: LiveSource, atPostcopy: () => void): (bytes: number) => void {
   };
 }
 
+/**
+ * Migrates `s` through `port`, switching to post-copy after pass 1 (which
+ * the hook keeps from converging), and calls `atPostcopy` at post-copy's
+ * first pages frame.
+ */
+function migrateToPostcopy(
+  s: LiveSource,
+  port: number,
+  atPostcopy: () => void,
+  options: Partial<LiveMigrationOptions> = {},
+): Promise<MigrationResult> {
+  return s.migrate({
+    host: "127.0.0.1",
+    port,
+    postcopyAfter: 1,
+    downtimeLimitMs: 0.001,
+    onProgress: hooks(s, atPostcopy),
+    ...options,
+  });
+}
+
 describe("post-copy recovery on this thread", () => {
   it("a cut at post-copy's first frame pauses both sides; the source reconnects and resumes from the bitmap; every page verifies", async () => {
     const dest = await rig.destination({ postcopyRecoverMs: 10_000 });
     const link = await rig.proxy(dest.port);
-    const s = source();
+    const s = rig.idleSource({ seed: 5 });
     const statuses: PostcopyStatus[] = [];
-    const result = await s.migrate({
-      host: "127.0.0.1",
-      port: link.port,
-      postcopyAfter: 1,
-      downtimeLimitMs: 0.001,
+    const result = await migrateToPostcopy(s, link.port, () => link.cut(), {
       postcopyRecoverMs: 10_000,
       onPostcopyStatus: (status) => statuses.push(status),
-      onProgress: hooks(s, () => link.cut()),
     });
     expect(result.summary.reason).toBeNull();
     expect(result.summary).toMatchObject({ status: "completed", verified: true });
@@ -91,18 +90,13 @@ describe("post-copy recovery on this thread", () => {
   it("no reconnect within the wait fails both sides, each saying it waited", async () => {
     const dest = await rig.destination({ postcopyRecoverMs: 400 });
     const link = await rig.proxy(dest.port);
-    const s = source();
+    const s = rig.idleSource({ seed: 5 });
     const statuses: PostcopyStatus[] = [];
-    const result = await s.migrate({
-      host: "127.0.0.1",
-      port: link.port,
-      postcopyAfter: 1,
-      downtimeLimitMs: 0.001,
+    // The link refuses connections for longer than either side waits.
+    const result = await migrateToPostcopy(s, link.port, () => link.cut(1_000), {
       postcopyRecoverMs: 300,
       replyTimeoutMs: 2000,
       onPostcopyStatus: (status) => statuses.push(status),
-      // The link refuses connections for longer than either side waits.
-      onProgress: hooks(s, () => link.cut(1_000)),
     });
     expect(result.summary.status).toBe("failed");
     expect(result.summary.reason).toMatch(
@@ -122,14 +116,8 @@ describe("post-copy recovery on this thread", () => {
   it("without recovery a cut in post-copy loses the guest on both sides", async () => {
     const dest = await rig.destination();
     const link = await rig.proxy(dest.port);
-    const s = source();
-    const result = await s.migrate({
-      host: "127.0.0.1",
-      port: link.port,
-      postcopyAfter: 1,
-      downtimeLimitMs: 0.001,
-      onProgress: hooks(s, () => link.cut()),
-    });
+    const s = rig.idleSource({ seed: 5 });
+    const result = await migrateToPostcopy(s, link.port, () => link.cut());
     expect(result.summary.status).toBe("failed");
     expect(result.summary.reason).toMatch(
       /^the connection to 127\.0\.0\.1:\d+ dropped during post-copy after .*: the guest ran on the destination since the switch and is lost there \(\d+ pages never sent\)/,
@@ -165,7 +153,9 @@ describe("a source's answers to a destination that gets the protocol wrong", () 
         return (id + 1) >>> 0;
       }),
     );
-    const result = await source().migrate({ host: "127.0.0.1", port: fake.port });
+    const result = await rig
+      .idleSource({ seed: 5 })
+      .migrate({ host: "127.0.0.1", port: fake.port });
     const words = `the destination accepted session ${(sent + 1) >>> 0}, not ${sent}`;
     expect(result.summary.status).toBe("failed");
     expect(result.summary.reason).toContain(words);
@@ -174,7 +164,7 @@ describe("a source's answers to a destination that gets the protocol wrong", () 
 
   it("no accept within the reply timeout", async () => {
     const fake = await rig.fakeDestination(() => {});
-    const s = source();
+    const s = rig.idleSource({ seed: 5 });
     const result = await s.migrate({ host: "127.0.0.1", port: fake.port, replyTimeoutMs: 200 });
     expect(result.summary.reason).toContain(
       "the destination did not accept the migration within 200 ms",
@@ -205,7 +195,7 @@ describe("a source's answers to a destination that gets the protocol wrong", () 
 
   it("verification's mismatches, named with the first page", async () => {
     const fake = await rig.fakeDestination(verifying({ mismatches: 3, first: 17, device: true }));
-    const s = source();
+    const s = rig.idleSource({ seed: 5 });
     const result = await s.migrate({ host: "127.0.0.1", port: fake.port });
     expect(result.summary.status).toBe("failed");
     expect(s.runner.running).toBe(true);
@@ -219,7 +209,9 @@ describe("a source's answers to a destination that gets the protocol wrong", () 
     const fake = await rig.fakeDestination(
       verifying({ mismatches: 0, first: null, device: false }),
     );
-    const result = await source().migrate({ host: "127.0.0.1", port: fake.port });
+    const result = await rig
+      .idleSource({ seed: 5 })
+      .migrate({ host: "127.0.0.1", port: fake.port });
     expect(result.summary.reason).toBe(
       "verification failed: the device state differs from the source's; the guest runs again on the source",
     );
@@ -228,7 +220,9 @@ describe("a source's answers to a destination that gets the protocol wrong", () 
 
   it("a destination that says the pages match completes the run", async () => {
     const fake = await rig.fakeDestination(verifying({ mismatches: 0, first: null, device: true }));
-    const result = await source().migrate({ host: "127.0.0.1", port: fake.port });
+    const result = await rig
+      .idleSource({ seed: 5 })
+      .migrate({ host: "127.0.0.1", port: fake.port });
     expect(result.summary).toMatchObject({ status: "completed", verified: true });
   });
 });

@@ -1,15 +1,17 @@
 import { once } from "node:events";
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { type DestinationReport, DestinationServer } from "../src/migration/live/destination.js";
+import type { DestinationReport } from "../src/migration/live/destination.js";
 import { LiveConfigError } from "../src/migration/live/errors.js";
 import { MAX_RECOVER_WAIT_MS } from "../src/migration/live/postcopy-recovery.js";
-import {
-  type LiveGuestOptions,
-  type LiveMigrationOptions,
+import type {
+  LiveGuestOptions,
+  LiveMigrationOptions,
   LiveSource,
 } from "../src/migration/live/source.js";
 import type { MigrationRound } from "../src/migration/stats.js";
+import { LivePostcopyRig } from "./support/live-postcopy.js";
+import { until } from "./support/until.js";
 
 // The live source's rules, with both ends on this thread over loopback TCP.
 // The guest's vCPUs are idle (0 writes per second), and the test dirties
@@ -19,49 +21,17 @@ import type { MigrationRound } from "../src/migration/stats.js";
 const MiB = 1024 ** 2;
 const PAGES = 256;
 
-const sources: LiveSource[] = [];
-const servers: DestinationServer[] = [];
-
-afterEach(async () => {
-  for (const s of sources.splice(0)) await s.close();
-  for (const server of servers.splice(0)) await server.close();
-});
+const rig = new LivePostcopyRig();
+afterEach(() => rig.close());
 
 function source(options: Partial<LiveGuestOptions> = {}): LiveSource {
-  const s = LiveSource.start({
-    guestBytes: MiB,
-    vcpus: 1,
-    workload: { kind: "hotset" },
-    writesPerSecond: 0,
-    threads: 0,
-    seed: 7,
-    ...options,
-  });
-  sources.push(s);
-  return s;
+  return rig.idleSource(options);
 }
 
 async function destination(
   options: { maxGuestBytes?: number } = {},
-): Promise<{ port: number; reports: DestinationReport[]; server: DestinationServer }> {
-  const reports: DestinationReport[] = [];
-  const server = await DestinationServer.listen({
-    port: 0,
-    sessions: 0,
-    ...options,
-    onSession: (report) => reports.push(report),
-  });
-  servers.push(server);
-  return { port: server.address.port, reports, server };
-}
-
-/** Until `condition` holds (a destination's report follows the source's result by a moment). */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = performance.now() + 10_000;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`${what} did not happen within 10 s`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+): Promise<{ port: number; reports: readonly DestinationReport[] }> {
+  return rig.destination(options);
 }
 
 /**
@@ -128,7 +98,7 @@ describe("a live source's passes, page for page", () => {
     expect(progress.length).toBeGreaterThan(0);
     expect(progress).toEqual([...progress].sort((a, b) => a - b));
     expect(progress.at(-1)).toBeLessThanOrEqual(result.summary.transferred);
-    await until(() => reports.length === 1, "the destination's report");
+    await until(() => reports.length === 1, 10_000, "the destination's report");
     expect(reports[0]).toMatchObject({
       status: "completed",
       pagesReceived: PAGES,
@@ -166,7 +136,7 @@ describe("a live source's passes, page for page", () => {
     const sent = PAGES + (first ?? 0) + (second ?? 0);
     expect(result.summary.normal).toBe(sent);
     expect(result.summary.verified).toBe(true);
-    await until(() => reports.length === 1, "the destination's report");
+    await until(() => reports.length === 1, 10_000, "the destination's report");
     expect(reports[0]).toMatchObject({ status: "completed", pagesReceived: sent, verified: true });
   });
 
@@ -184,7 +154,7 @@ describe("a live source's passes, page for page", () => {
     expect(result.rounds.map((r) => r.phase)).toEqual(["precopy", "precopy", "precopy"]);
     expect(result.rounds.at(-1)?.decision).toBe("give-up");
     expect(s.runner.running).toBe(true);
-    await until(() => reports.length === 1, "the destination's report");
+    await until(() => reports.length === 1, 10_000, "the destination's report");
     expect(reports[0]).toMatchObject({ status: "failed", discarded: true });
     expect(reports[0]?.reason).toMatch(/^the source stopped the migration: /);
     // The same source migrates again, from a clean log: every page once more.
@@ -208,7 +178,7 @@ describe("a live source's passes, page for page", () => {
       "normal-bytes": (PAGES - 16) * 4096,
       verified: true,
     });
-    await until(() => reports.length === 1, "the destination's report");
+    await until(() => reports.length === 1, 10_000, "the destination's report");
     expect(reports[0]?.pagesReceived).toBe(PAGES);
     // Off, the same pages go whole.
     const whole = await migrate(s, port);
@@ -259,7 +229,7 @@ describe("a live source's passes, page for page", () => {
       onProgress: d.onProgress,
     });
     expect(result.summary).toMatchObject({ status: "completed", verified: true });
-    await until(() => reports.length === 1, "the destination's report");
+    await until(() => reports.length === 1, 10_000, "the destination's report");
     expect(reports[0]).toMatchObject({
       status: "completed",
       channels: 2,
@@ -281,7 +251,7 @@ describe("a live source's passes, page for page", () => {
     expect(result.summary).toMatchObject({ status: "completed", verified: true });
     expect(result.rounds.map((r) => r.phase)).toContain("postcopy");
     expect(result.summary["postcopy-bytes"]).toBeGreaterThan(0);
-    await until(() => reports.length === 1, "the destination's report");
+    await until(() => reports.length === 1, 10_000, "the destination's report");
     expect(reports[0]?.postcopy).toBeDefined();
     expect(reports[0]?.pagesReceived).toBeGreaterThanOrEqual(PAGES + (d.dirtied[0] ?? 0));
   });
@@ -291,7 +261,7 @@ describe("a live source's passes, page for page", () => {
     const s = source();
     const result = await migrate(s, port, { verify: false });
     expect(result.summary).toMatchObject({ status: "completed", verified: null });
-    await until(() => reports.length === 1, "the destination's report");
+    await until(() => reports.length === 1, 10_000, "the destination's report");
     expect(reports[0]).toMatchObject({ status: "completed", verified: null });
   });
 
@@ -300,7 +270,7 @@ describe("a live source's passes, page for page", () => {
     const s = source();
     const small = await migrate(s, port, { deviceStateBytes: 0 });
     const large = await migrate(s, port, { deviceStateBytes: 10_000, storageHandoverMs: 40 });
-    await until(() => reports.length === 2, "the destination's reports");
+    await until(() => reports.length === 2, 10_000, "the destination's reports");
     expect((reports[1]?.payloadBytes ?? 0) - (reports[0]?.payloadBytes ?? 0)).toBe(10_000);
     expect(small.summary["downtime-bytes"]).toBeLessThan(large.summary["downtime-bytes"]);
     expect(large.summary.downtime).toBeGreaterThanOrEqual(40);

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findExecutable, tiedToParent } from "../src/qemu/tied-launch.js";
 import { requireTool, startHvlab } from "./support/cli.js";
+import { until } from "./support/until.js";
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
@@ -43,14 +44,6 @@ function alive(pid: number): boolean {
     return false;
   }
   return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-}
-
-async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 describe("finding an executable as a shell would", () => {

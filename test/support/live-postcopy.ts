@@ -14,7 +14,7 @@ import {
   stagingBytes,
 } from "../../src/migration/live/frame-codec.js";
 import { decodeError } from "../../src/migration/live/messages.js";
-import { LiveSource } from "../../src/migration/live/source.js";
+import { type LiveGuestOptions, LiveSource } from "../../src/migration/live/source.js";
 import { StreamKernel } from "../../src/wasm/stream.js";
 
 // The two ends of a live post-copy migration over loopback TCP, a proxy in
@@ -113,6 +113,25 @@ export class LivePostcopyRig {
       writesPerSecond,
       threads: 1,
       seed: 11,
+    });
+    this.sources.push(s);
+    return s;
+  }
+
+  /**
+   * A 1 MiB guest whose one vCPU runs on this thread and writes nothing: a
+   * test dirties its pages itself (`guest.write`), so every pass carries a
+   * known set of pages.
+   */
+  idleSource(options: Partial<LiveGuestOptions> = {}): LiveSource {
+    const s = LiveSource.start({
+      guestBytes: MiB,
+      vcpus: 1,
+      workload: { kind: "hotset" },
+      writesPerSecond: 0,
+      threads: 0,
+      seed: 7,
+      ...options,
     });
     this.sources.push(s);
     return s;
