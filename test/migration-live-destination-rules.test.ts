@@ -13,6 +13,7 @@ import { decodeEpoch, decodeResult } from "../src/migration/live/messages.js";
 import { MAX_RECOVER_WAIT_MS } from "../src/migration/live/postcopy-recovery.js";
 import { LivePostcopyRig } from "./support/live-postcopy.js";
 import { RawSource } from "./support/live-raw-source.js";
+import { until } from "./support/until.js";
 
 // The destination's rules, each driven by a source that speaks the stream's
 // frames by hand on this thread (test/support/live-raw-source.ts): what it
@@ -450,7 +451,7 @@ describe("what a destination refuses, and the words it uses", () => {
   });
 
   it("a source that goes silent after its hello is dropped at the idle deadline, naming its pages", async () => {
-    const { port, nextReport } = await destination({ idleTimeoutMs: 150, handshakeTimeoutMs: 50 });
+    const { port, nextReport } = await destination({ idleTimeoutMs: 400, handshakeTimeoutMs: 200 });
     const p = await peer(port);
     // The hello came in time: the handshake deadline no longer applies.
     await accepted(p);
@@ -458,7 +459,7 @@ describe("what a destination refuses, and the words it uses", () => {
     const report = await nextReport();
     expect(report).toMatchObject({
       status: "failed",
-      reason: "nothing received for 150 ms after 2 pages",
+      reason: "nothing received for 400 ms after 2 pages",
       discarded: true,
     });
     await p.closed;
@@ -482,6 +483,22 @@ describe("multifd channels joining a session", () => {
     const main = await peer(d.port);
     await accepted(main, { channels });
     return { ...d, main };
+  }
+
+  /**
+   * Joins `channel` as channel `index` of `channels` and waits until the
+   * destination has landed a page it sent after its hello: it has joined.
+   */
+  async function joined(
+    server: DestinationServer,
+    channel: RawSource,
+    index: number,
+    channels: number,
+  ): Promise<void> {
+    const before = server.pagesReceiving;
+    channel.channelHello(index, channels);
+    channel.pages([index]);
+    await until(() => server.pagesReceiving > before, 10_000, `channel ${index} joining`);
   }
 
   it("pages on the channels land; when every channel reached a pass's sync the main connection hears synced", async () => {
@@ -517,10 +534,9 @@ describe("multifd channels joining a session", () => {
   });
 
   it("a switchover before every channel synced its last pass", async () => {
-    const { port, main, nextReport } = await session(2);
+    const { port, main, nextReport, server } = await session(2);
     const a = await peer(port);
-    a.channelHello(0, 2);
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    await joined(server, a, 0, 2);
     main.deviceState();
     main.send(FrameType.switchover);
     expect((await nextReport()).reason).toBe(
@@ -547,11 +563,9 @@ describe("multifd channels joining a session", () => {
   });
 
   it("a channel that closes mid-migration fails the session naming it and its pages", async () => {
-    const { port, nextReport } = await session(1);
+    const { port, nextReport, server } = await session(1);
     const a = await peer(port);
-    a.channelHello(0, 1);
-    a.pages([3]);
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    await joined(server, a, 0, 1);
     a.close();
     expect(await nextReport()).toMatchObject({
       status: "failed",
@@ -561,7 +575,7 @@ describe("multifd channels joining a session", () => {
   });
 
   it("turns away a channel of another session, one whose first frame is not a channel-hello, and one that joins twice", async () => {
-    const { port, main, reports, nextReport } = await session(2);
+    const { port, main, reports, nextReport, server } = await session(2);
     const other = await peer(port);
     other.channelHello(0, 2, 78);
     await other.closed;
@@ -583,8 +597,7 @@ describe("multifd channels joining a session", () => {
     // None of these touched the session.
     expect(reports).toHaveLength(0);
     const a = await peer(port);
-    a.channelHello(0, 2);
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    await joined(server, a, 0, 2);
     const twice = await peer(port);
     twice.channelHello(0, 2);
     await twice.closed;
@@ -604,7 +617,7 @@ describe("multifd channels joining a session", () => {
   });
 
   it("a channel that sends no channel-hello in time is dropped without failing the session", async () => {
-    const { port, main, reports } = await session(1, { handshakeTimeoutMs: 100 });
+    const { port, main, reports } = await session(1, { handshakeTimeoutMs: 300 });
     const silent = await peer(port);
     await silent.closed;
     // Dropped, not told: it never said it was a channel of this session.
@@ -614,10 +627,9 @@ describe("multifd channels joining a session", () => {
   });
 
   it("once every channel joined, a further connection is another source, turned away", async () => {
-    const { port, reports } = await session(1);
+    const { port, reports, server } = await session(1);
     const a = await peer(port);
-    a.channelHello(0, 1);
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    await joined(server, a, 0, 1);
     const late = await peer(port);
     late.channelHello(0, 1);
     await late.closed;
