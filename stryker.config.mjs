@@ -303,6 +303,7 @@ export const ENGINES = {
       "src/migration/live/postcopy-backlog.ts",
       "src/migration/live/postcopy-guest.ts",
       "src/migration/live/postcopy-recovery.ts",
+      "src/migration/live/source.ts:1-529",
       "src/migration/live/vcpu-runner.ts",
       "src/migration/migration-bitmap.ts",
       "src/migration/model.ts",
