@@ -4,8 +4,8 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { findExecutable, tiedToParent } from "../src/qemu/tied-launch.js";
-import { requireTool, startHvlab } from "./support/cli.js";
+import { findExecutable, tiedToParent, whyNotExecutable } from "../src/qemu/tied-launch.js";
+import { hvlab, requireTool, startHvlab } from "./support/cli.js";
 import { until } from "./support/until.js";
 
 const children: ChildProcess[] = [];
@@ -66,6 +66,36 @@ describe("finding an executable as a shell would", () => {
     expect(findExecutable(join(two, "tool"), "")).toBe(join(two, "tool"));
     expect(findExecutable("/nonexistent/qemu-system-x86_64")).toBeUndefined();
     expect(findExecutable(`${dir}/`)).toBeUndefined();
+  });
+
+  it("says why a path cannot run: missing, a folder, a device, no execute permission", () => {
+    const dir = mkdtempSync(join(tmpdir(), "hvlab-exe-"));
+    dirs.push(dir);
+    const script = join(dir, "qemu");
+    writeFileSync(script, "#!/bin/sh\n");
+    chmodSync(script, 0o644);
+    expect(whyNotExecutable(join(dir, "missing"))).toBe("no such file");
+    expect(whyNotExecutable(dir)).toBe("it is a directory");
+    expect(whyNotExecutable("/dev/null")).toBe("it is not a regular file");
+    expect(whyNotExecutable(script)).toBe("it is not executable");
+    chmodSync(script, 0o755);
+    expect(whyNotExecutable(script)).toBeUndefined();
+  });
+
+  it("--qemu naming a folder or a file it cannot run says which, before anything starts", () => {
+    const dir = mkdtempSync(join(tmpdir(), "hvlab-exe-"));
+    dirs.push(dir);
+    const script = join(dir, "qemu");
+    writeFileSync(script, "#!/bin/sh\n");
+    chmodSync(script, 0o644);
+    for (const [binary, why] of [
+      [dir, "it is a directory"],
+      [script, "it is not executable"],
+    ] as const) {
+      const run = hvlab(["qemu", "migrate", "--guest", "64MiB", "--qemu", binary]);
+      expect(run.status).toBe(1);
+      expect(run.stderr).toContain(`${binary} cannot run: ${why}`);
+    }
   });
 
   it("wraps the command in setpriv when there is one, and runs it as it is when not", () => {

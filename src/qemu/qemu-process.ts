@@ -3,7 +3,7 @@ import { accessSync, constants, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { QmpClient, QmpConnectionError } from "./qmp-client.js";
-import { findExecutable, tiedToParent } from "./tied-launch.js";
+import { findExecutable, tiedToParent, whyNotExecutable } from "./tied-launch.js";
 
 /** The accelerators hvlab starts QEMU with. */
 export const ACCELERATORS = ["tcg", "kvm"] as const;
@@ -103,7 +103,7 @@ export class QemuProcess {
     checkAccelerator(launch.accel);
     const binary = launch.binary ?? QEMU_BINARY;
     const executable = findExecutable(binary);
-    if (executable === undefined) throw notInstalled(binary);
+    if (executable === undefined) throw cannotRun(binary);
     const qmpPath = join(launch.dir, `${launch.name}.qmp`);
     // Tied to this process: a killed hvlab leaves no QEMU running.
     const command = tiedToParent(executable, qemuArguments(launch, qmpPath));
@@ -189,6 +189,13 @@ export class QemuProcess {
       }
     }
   }
+}
+
+/** Why `binary` cannot start: not installed, or a path given that is no executable file. */
+function cannotRun(binary: string): QemuStartError {
+  const why = binary.includes("/") ? whyNotExecutable(binary) : undefined;
+  if (why === undefined || why === "no such file") return notInstalled(binary);
+  return new QemuStartError(`${binary} cannot run: ${why}`);
 }
 
 function notInstalled(binary: string): QemuStartError {
